@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * reactor.h: the per-thread event loop.
+ *
+ * A reactor owns one io_uring, a ready list of deferred callbacks, a timer
+ * heap, a cross-thread mailbox and per-thread caches (aligned buffers and
+ * per-module objects). Exactly one thread uses a reactor: the thread that
+ * created it ("its thread"). Every function here must be called on that
+ * thread, except reactor_post() and reactor_stop(), which any thread may call.
+ *
+ * Completion model: io_uring SQEs carry a pointer to a struct reactor_op in
+ * user_data; when the CQE arrives, op->cb(op, cqe->res) runs on the reactor's
+ * thread. Deferred tasks (reactor_defer) run in FIFO order on the next pass of
+ * the loop, never inside the call that deferred them. Posted tasks
+ * (reactor_post) are moved to the ready list by the reactor's thread.
+ */
+#ifndef DISKSTACK_COMMON_REACTOR_H
+#define DISKSTACK_COMMON_REACTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <liburing.h>
+
+struct reactor;
+
+/* A deferred callback. Intrusive: embed it in the object it belongs to. */
+struct reactor_task {
+	struct reactor_task *next;              /* private to the reactor */
+	void (*fn)(struct reactor_task *task);  /* runs on the reactor's thread */
+};
+
+/* An io_uring operation. Put its address in the SQE's user_data
+ * (reactor_sqe_set_op). @cb receives cqe->res. */
+struct reactor_op {
+	void (*cb)(struct reactor_op *op, int res);
+};
+
+/* A one-shot timer. Embed it; @fn runs on the reactor's thread. */
+struct reactor_timer {
+	uint64_t deadline_ns;                    /* CLOCK_MONOTONIC */
+	void (*fn)(struct reactor_timer *t);
+	unsigned heap_index;                     /* private; 0 = not armed */
+};
+
+/* Creates a reactor with @entries submission slots (0 = default 256) bound
+ * to the calling thread, and makes it the thread's current reactor.
+ * Returns 0 or -errno (-ENOSYS when io_uring is unavailable). */
+int reactor_new(struct reactor **out, unsigned entries);
+
+/* Frees a reactor. Pending ops must have completed. NULL is allowed. Clears
+ * the thread's current reactor if it was this one. */
+void reactor_free(struct reactor *r);
+
+/* The calling thread's reactor, or NULL. */
+struct reactor *reactor_current(void);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t reactor_now_ns(void);
+
+/* Returns a zeroed SQE from the reactor's ring, submitting queued SQEs first
+ * if the ring is full. Never NULL: if the kernel cannot take more, the loop
+ * reaps completions until a slot frees up. The SQE is submitted on the next
+ * pass of the loop (or by reactor_flush). */
+struct io_uring_sqe *reactor_get_sqe(struct reactor *r);
+
+/* Attaches @op to @sqe. */
+static inline void reactor_sqe_set_op(struct io_uring_sqe *sqe, struct reactor_op *op)
+{
+	io_uring_sqe_set_data(sqe, op);
+}
+
+/* Submits queued SQEs now. Returns the number submitted or -errno. */
+int reactor_flush(struct reactor *r);
+
+/* Runs @task on a later pass of the loop. */
+void reactor_defer(struct reactor *r, struct reactor_task *task);
+
+/* Runs @task on @r's thread. Thread-safe; may be called from any thread,
+ * including threads without a reactor. */
+void reactor_post(struct reactor *r, struct reactor_task *task);
+
+/* Arms @t to fire @delay_ns from now. Re-arming an armed timer moves it. */
+void reactor_timer_start(struct reactor *r, struct reactor_timer *t, uint64_t delay_ns);
+/* Disarms @t; harmless if not armed. */
+void reactor_timer_cancel(struct reactor *r, struct reactor_timer *t);
+
+/* Runs one pass: submits queued SQEs, runs ready tasks, fired timers and
+ * completions. If @wait and nothing is ready, blocks until something
+ * happens. Returns the number of callbacks run or -errno. */
+int reactor_run_once(struct reactor *r, bool wait);
+
+/* Runs passes until reactor_stop() is called. Returns 0 or -errno. */
+int reactor_run(struct reactor *r);
+
+/* Runs passes until *@flag becomes true (set by a callback on this thread).
+ * The tool for synchronous callers (tests, the command line). */
+int reactor_run_until(struct reactor *r, const bool *flag);
+
+/* Asks reactor_run() to return. Thread-safe. */
+void reactor_stop(struct reactor *r);
+
+/* Number of io_uring operations, deferred tasks and armed timers that have
+ * not completed yet (posted tasks not counted). */
+unsigned reactor_pending(struct reactor *r);
+
+/* Per-reactor buffer cache: returns a buffer of at least @size bytes aligned
+ * to 4096, zeroed if @zero. Buffers are cached by power-of-two size class so
+ * steady-state I/O does not allocate. NULL on allocation failure. */
+void *reactor_buf_get(struct reactor *r, size_t size, bool zero);
+/* Returns a buffer from reactor_buf_get() of the same @size. NULL allowed. */
+void reactor_buf_put(struct reactor *r, void *buf, size_t size);
+
+/* Per-reactor slots for modules that keep per-thread caches. */
+enum reactor_local_slot {
+	REACTOR_LOCAL_DISK = 0,    /* storage/disk.c: child request cache */
+	REACTOR_LOCAL_CRYPT,       /* decorators */
+	REACTOR_LOCAL_USER1,
+	REACTOR_LOCAL_USER2,
+	REACTOR_LOCAL_NR
+};
+/* Returns the slot's value (NULL until set). */
+void *reactor_local_get(struct reactor *r, enum reactor_local_slot slot);
+/* Sets the slot's value and the destructor run by reactor_free(). */
+void reactor_local_set(struct reactor *r, enum reactor_local_slot slot, void *value,
+		       void (*dtor)(void *value));
+
+#endif

@@ -1,0 +1,453 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * disk.h: the disk contract. Every backend, decorator and composite disk is
+ * a struct disk; every frontend holds one and never knows what is behind it.
+ *
+ * Semantics follow OpenVMM's DiskIo / Disk (reference/openvmm-disk-stack.md
+ * §1–§2) with the upstream quirks fixed (wait_resize is forwarded).
+ *
+ * Notes on the design
+ * -------------------
+ * - A disk is a reference-counted handle shared by every thread. Metadata
+ *   (struct disk_info) is validated and cached at creation and never
+ *   changes; the sector count is live (ops->sector_count).
+ * - Requests are asynchronous and scatter-gather. A caller fills a
+ *   struct disk_io and calls disk_submit() on a reactor thread; io->done runs
+ *   later on the same thread, never inside disk_submit().
+ * - Only the dispatcher (disk.c) calls ops. It checks the contract once:
+ *   representability (sector + count must not overflow and must stay
+ *   <= INT64_MAX >> shift), whole-sector buffers, flags allowed for the op.
+ *   It short-circuits unmap when the behaviour is IGNORED (still range
+ *   checked), emulates write-zeroes with writes (or with unmap when unmap
+ *   reads back zeroes), FUA with write + flush, CACHE with reads, and block
+ *   status with one allocated extent. Range checks against the sector count
+ *   belong to the backend, which alone can do them atomically with the I/O.
+ * - Op results: an op either finishes at once and returns the final status
+ *   (>= 0, a enum disk_status), or returns DISK_PENDING and later calls
+ *   disk_io_complete() from a callback (never from inside the op). The
+ *   dispatcher turns an immediate status into a deferred completion.
+ * - A NULL op in a decorator (a disk created with a lower disk) passes the
+ *   request through to the lower disk; in a backend it means unsupported,
+ *   and the dispatcher emulates it where that is safe.
+ * - Per-request state: io->hctx is scratch space owned by the disk that is
+ *   handling the request. A disk that issues requests of its own takes
+ *   them from the per-reactor cache (disk_io_get), so steady-state I/O does
+ *   not allocate.
+ */
+#ifndef DISKSTACK_STORAGE_DISK_H
+#define DISKSTACK_STORAGE_DISK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "common/reactor.h"
+
+struct disk;
+struct bitmap;
+
+/* ---- status ------------------------------------------------------------ */
+
+/* Completion status; mirrors OpenVMM's DiskError. */
+enum disk_status {
+	DISK_OK = 0,
+	DISK_ILLEGAL_BLOCK,         /* range not representable or past the end */
+	DISK_INVALID_INPUT,         /* bad argument (e.g. PR type mismatch, partial sector) */
+	DISK_IO_ERROR,              /* host I/O failure; io->os_errno says which */
+	DISK_MEDIUM_ERROR,          /* io->medium says which */
+	DISK_MEMORY_ACCESS,         /* a buffer could not be accessed */
+	DISK_READ_ONLY,             /* write to a read-only disk or range */
+	DISK_RESERVATION_CONFLICT,
+	DISK_ABORTED_PREEMPT,       /* aborted by PREEMPT AND ABORT */
+	DISK_UNSUPPORTED,           /* op not supported (e.g. eject) */
+	DISK_STATUS_COUNT
+};
+
+/* Returned by an op that will complete later through disk_io_complete(). */
+#define DISK_PENDING (-1)
+
+/* Details of DISK_MEDIUM_ERROR. */
+enum disk_medium_detail {
+	DISK_MEDIUM_NONE = 0,
+	DISK_MEDIUM_APP_TAG,
+	DISK_MEDIUM_GUARD,
+	DISK_MEDIUM_REF_TAG,
+	DISK_MEDIUM_UNRECOVERED_READ,
+	DISK_MEDIUM_WRITE_FAULT,
+};
+
+/* Short text for a status ("illegal request", ...). Never NULL. */
+const char *disk_status_str(int status);
+
+/* ---- metadata ---------------------------------------------------------- */
+
+enum disk_unmap_behavior {
+	DISK_UNMAP_UNSPECIFIED = 0,  /* contents after unmap undefined */
+	DISK_UNMAP_IGNORED,          /* unmap is a no-op; reported unsupported */
+	DISK_UNMAP_ZEROES,           /* unmapped sectors read back as zero */
+};
+
+/* Capability bits (struct disk_info.caps). */
+enum {
+	DISK_CAP_COHERENT       = 1u << 0, /* every handle/connection sees writes at once (NBD multi-conn) */
+	DISK_CAP_VOLATILE_CACHE = 1u << 1, /* acknowledged writes may need a flush to be durable */
+	DISK_CAP_RESIZE         = 1u << 2, /* the sector count can change; watchers get told */
+	DISK_CAP_EJECT          = 1u << 3, /* eject is meaningful (removable media) */
+	DISK_CAP_PR             = 1u << 4, /* persistent reservations are answered */
+	DISK_CAP_BLOCK_STATUS   = 1u << 5, /* block status reports real allocation */
+	DISK_CAP_FAST_ZERO      = 1u << 6, /* write-zeroes is cheaper than writing zeroes */
+	DISK_CAP_PERSISTENT     = 1u << 7, /* data survives the process (file, sqlite, ...) */
+};
+
+/* Metadata cached when a handle is created. */
+struct disk_info {
+	const char *type;               /* "layered", "file", "crypt", ... (static string) */
+	uint32_t sector_size;           /* power of two, >= 512 */
+	uint32_t physical_sector_size;  /* power of two, >= sector_size */
+	uint32_t sector_shift;          /* log2(sector_size); filled by disk_new */
+	bool has_disk_id;
+	uint8_t disk_id[16];
+	bool fua_respected;             /* a FUA write is durable when it completes */
+	bool read_only;                 /* reported property; frontends enforce it */
+	enum disk_unmap_behavior unmap_behavior;
+	uint32_t optimal_unmap_sectors; /* >= 1 */
+	uint32_t caps;                  /* DISK_CAP_* */
+};
+
+/* ---- persistent reservations ------------------------------------------ */
+
+/* Reservation types, numbered as NVMe RTYPE and Linux PR_* (0 = none). */
+enum disk_pr_type {
+	DISK_PR_NONE = 0,
+	DISK_PR_WRITE_EXCLUSIVE = 1,
+	DISK_PR_EXCLUSIVE_ACCESS = 2,
+	DISK_PR_WRITE_EXCLUSIVE_REG_ONLY = 3,
+	DISK_PR_EXCLUSIVE_ACCESS_REG_ONLY = 4,
+	DISK_PR_WRITE_EXCLUSIVE_ALL_REG = 5,
+	DISK_PR_EXCLUSIVE_ACCESS_ALL_REG = 6,
+};
+
+/* Capability bits answered by DISK_OP_PR_CAPS. */
+enum {
+	DISK_PR_CAP_WE = 1u << 0,
+	DISK_PR_CAP_EA = 1u << 1,
+	DISK_PR_CAP_WE_RO = 1u << 2,
+	DISK_PR_CAP_EA_RO = 1u << 3,
+	DISK_PR_CAP_WE_AR = 1u << 4,
+	DISK_PR_CAP_EA_AR = 1u << 5,
+	DISK_PR_CAP_PTPL = 1u << 6,
+};
+
+/* Who is asking: a host identifier (NVMe host id, SCSI initiator port, NBD
+ * connection...). Optional on every request; borrowed. */
+struct disk_initiator {
+	uint8_t host_id[16];
+	uint8_t host_id_len;            /* 0..16; 0 = anonymous */
+	uint16_t controller_id;
+};
+
+struct disk_pr_controller {
+	uint64_t key;
+	uint8_t host_id[16];
+	uint8_t host_id_len;
+	uint16_t controller_id;
+	bool holds_reservation;
+};
+
+/* Output of DISK_OP_PR_REPORT. The caller provides @controllers with room
+ * for @max_controllers; @nr_controllers is the total registered, which may
+ * exceed the room (only the first entries are filled). */
+struct disk_pr_report {
+	uint32_t generation;
+	enum disk_pr_type type;
+	bool ptpl;
+	uint32_t nr_controllers;
+	uint32_t max_controllers;
+	struct disk_pr_controller *controllers;
+};
+
+/* Arguments of the PR ops. */
+struct disk_pr_args {
+	enum disk_pr_type type;         /* RESERVE, RELEASE, PREEMPT */
+	bool has_current_key;           /* REGISTER: false = ignore existing key */
+	uint64_t key;                   /* current/reservation key */
+	uint64_t new_key;               /* REGISTER: new key (0 unregisters); PREEMPT: key to preempt */
+	int ptpl;                       /* REGISTER: -1 leave, 0 clear, 1 set */
+	bool abort;                     /* PREEMPT: PREEMPT AND ABORT */
+	uint32_t caps;                  /* out, PR_CAPS: DISK_PR_CAP_* */
+	struct disk_pr_report *report;  /* out, PR_REPORT: caller-owned */
+};
+
+/* ---- block status ------------------------------------------------------ */
+
+enum {
+	DISK_EXTENT_HOLE = 1u << 0,     /* not allocated: no layer or backend holds it */
+	DISK_EXTENT_ZERO = 1u << 1,     /* reads as zeroes */
+};
+
+/* One run of sectors with the same status. */
+struct disk_extent {
+	uint64_t count;                 /* sectors */
+	uint32_t flags;                 /* DISK_EXTENT_* */
+	int32_t layer;                  /* index of the layer holding it (layered disks), else -1 */
+};
+
+/* ---- the request ------------------------------------------------------- */
+
+enum disk_op {
+	DISK_OP_READ = 0,
+	DISK_OP_WRITE,          /* flags: FUA */
+	DISK_OP_FLUSH,
+	DISK_OP_UNMAP,          /* flags: BLOCK_LEVEL_ONLY; count */
+	DISK_OP_WRITE_ZEROES,   /* flags: FUA, NO_UNMAP, FAST_ZERO; count */
+	DISK_OP_BLOCK_STATUS,   /* count; u.bs */
+	DISK_OP_CACHE,          /* prefetch (fills read caches); count */
+	DISK_OP_EJECT,
+	DISK_OP_PR_CAPS,
+	DISK_OP_PR_REPORT,
+	DISK_OP_PR_REGISTER,
+	DISK_OP_PR_RESERVE,
+	DISK_OP_PR_RELEASE,
+	DISK_OP_PR_CLEAR,
+	DISK_OP_PR_PREEMPT,
+	DISK_OP_COUNT
+};
+
+/* Request flags. */
+enum {
+	DISK_IO_FUA              = 1u << 0,  /* WRITE, WRITE_ZEROES: durable on completion */
+	DISK_IO_NO_UNMAP         = 1u << 1,  /* WRITE_ZEROES: must allocate, not deallocate */
+	DISK_IO_FAST_ZERO        = 1u << 2,  /* WRITE_ZEROES: fail UNSUPPORTED rather than write zeroes slowly */
+	DISK_IO_BLOCK_LEVEL_ONLY = 1u << 3,  /* UNMAP: storvsp hint, ignored by every backend */
+	/* Layer-only flags (used between a layered disk and its layers): */
+	DISK_IO_NO_OVERWRITE     = 1u << 8,  /* layer WRITE: only sectors not yet present */
+	DISK_IO_NEXT_IS_ZERO     = 1u << 9,  /* layer UNMAP: the layer below reads zero here */
+};
+
+/* Op name for logs ("read", "write", ...). */
+const char *disk_op_str(enum disk_op op);
+
+struct disk_io {
+	/* Set by the submitter. */
+	enum disk_op op;
+	uint32_t flags;                       /* DISK_IO_* allowed for @op */
+	uint64_t sector;                      /* start LBA */
+	uint64_t count;                       /* sectors; READ/WRITE: set by disk_submit from @iov */
+	const struct iovec *iov;              /* READ/WRITE: borrowed until completion */
+	int iovcnt;
+	const struct disk_initiator *initiator; /* optional, borrowed */
+	union {
+		struct {
+			struct disk_extent *extents;  /* caller-owned array */
+			uint32_t max;                 /* room in @extents, >= 1 */
+			uint32_t nr;                  /* out: extents filled */
+		} bs;
+		struct disk_pr_args pr;
+		struct bitmap *marker;            /* layer READ: presence marker */
+	} u;
+	void (*done)(struct disk_io *io);     /* runs on the submitting reactor */
+	void *opaque;                         /* the submitter's */
+
+	/* Results, valid in done(). */
+	int status;                           /* enum disk_status */
+	int os_errno;                         /* with DISK_IO_ERROR */
+	enum disk_medium_detail medium;       /* with DISK_MEDIUM_ERROR */
+
+	/* Private to the dispatcher and the handling disk. */
+	struct reactor *reactor;              /* the submitting thread's reactor */
+	struct disk *disk;                    /* the disk it was submitted to */
+	struct reactor_task task;
+	struct disk_io *cache_next;
+	uintptr_t hctx[6];                    /* scratch of the handling disk */
+};
+
+/* Starts @io on @d. Must be called on a reactor thread; io->done runs later
+ * on that thread. Bad requests complete with an error status. */
+void disk_submit(struct disk *d, struct disk_io *io);
+
+/* Completes a request that an op left DISK_PENDING; calls io->done. Call it
+ * from a callback, never from inside the op that got the request. */
+void disk_io_complete(struct disk_io *io, int status);
+/* Same, with DISK_IO_ERROR and an errno. */
+void disk_io_complete_errno(struct disk_io *io, int os_errno);
+
+/* Copies the result (status, errno, medium detail) of @from to @to. */
+void disk_io_copy_result(struct disk_io *to, const struct disk_io *from);
+
+/* Takes a zeroed request from @r's cache (allocating only when the cache is
+ * empty). Returns NULL on allocation failure. */
+struct disk_io *disk_io_get(struct reactor *r);
+/* Returns a request from disk_io_get() to @r's cache. NULL allowed. */
+void disk_io_put(struct reactor *r, struct disk_io *io);
+
+/* ---- resize watch ------------------------------------------------------ */
+
+/* A persistent resize watcher. cb runs on whichever thread changed the size,
+ * with the disk's watcher lock held: it must not call into the disk, and it
+ * usually posts a task to its own reactor. It may run once right away if the
+ * size already differs from @seen_count when it is added. */
+struct disk_resize_watch {
+	void (*cb)(struct disk_resize_watch *w, uint64_t new_count);
+	uint64_t seen_count;                  /* last count the watcher knew */
+	void *opaque;
+	struct disk_resize_watch *next, *prev;/* private */
+};
+
+/* Adds @w. Returns 0, or -EOPNOTSUPP if the disk's size never changes. */
+int disk_watch_resize(struct disk *d, struct disk_resize_watch *w);
+/* Removes @w; after it returns, cb is not running and will not run. */
+void disk_unwatch_resize(struct disk *d, struct disk_resize_watch *w);
+
+/* A list of watchers, for backends whose size can change. Thread-safe. */
+struct resize_notifier;
+int resize_notifier_new(struct resize_notifier **out);
+void resize_notifier_free(struct resize_notifier *n);
+/* Adds @w and fires it at once if @current differs from w->seen_count. */
+void resize_notifier_add(struct resize_notifier *n, struct disk_resize_watch *w, uint64_t current);
+void resize_notifier_remove(struct resize_notifier *n, struct disk_resize_watch *w);
+/* Tells every watcher the size is now @new_count. */
+void resize_notifier_notify(struct resize_notifier *n, uint64_t new_count);
+
+/* ---- description (diskstack info) ------------------------------------- */
+
+/* A sink for a disk's self-description. Implementations print text or JSON. */
+struct disk_describer {
+	/* One parameter of the current node (never key material). */
+	void (*param)(struct disk_describer *dd, const char *key, const char *value);
+	/* A child disk (decorated disk, stripe member): the sink recurses with
+	 * disk_describe(). */
+	void (*child)(struct disk_describer *dd, const char *role, struct disk *child);
+	/* A layer of a layered disk, top first; its params follow until
+	 * layer_end. @disk is the disk behind a disk-as-layer, else NULL. */
+	void (*layer_begin)(struct disk_describer *dd, unsigned index, const char *type,
+			    bool read_cache, bool write_through, uint64_t sector_count,
+			    struct disk *disk);
+	void (*layer_end)(struct disk_describer *dd);
+	void *opaque;
+};
+
+/* Describes @d's own parameters and children into @dd (not its disk_info,
+ * which the caller reads with disk_get_info). */
+void disk_describe(struct disk *d, struct disk_describer *dd);
+/* Helper for describe ops: dd->param with a formatted value. */
+void disk_describe_paramf(struct disk_describer *dd, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ---- the vtable -------------------------------------------------------- */
+
+#define DISK_OPS_VERSION 1
+
+/*
+ * Implemented by each backend, decorator and composite. Members are only
+ * appended. Unless said otherwise a member is Optional, called on a reactor
+ * thread (the submitter's), and returns a disk_status or DISK_PENDING.
+ * Requests reaching an op have passed the dispatcher's checks.
+ */
+struct disk_ops {
+	uint32_t version;               /* DISK_OPS_VERSION (1) */
+
+	/* Required (v1) for backends; decorators may leave it NULL to forward.
+	 * Current size in logical sectors; any thread. */
+	uint64_t (*sector_count)(struct disk *d);
+
+	/* v1. READ: fill io->iov with io->count sectors from io->sector.
+	 * Required for backends. Must return ILLEGAL_BLOCK past the end. */
+	int (*read)(struct disk *d, struct disk_io *io);
+	/* v1. WRITE, flags FUA. Required for backends. */
+	int (*write)(struct disk *d, struct disk_io *io);
+	/* v1. FLUSH. NULL in a backend: success (nothing cached). */
+	int (*flush)(struct disk *d, struct disk_io *io);
+	/* v1. UNMAP (count may be 0), flags BLOCK_LEVEL_ONLY. Not called when
+	 * the behaviour is IGNORED. NULL in a backend: success. */
+	int (*unmap)(struct disk *d, struct disk_io *io);
+	/* v1. WRITE_ZEROES, flags FUA, NO_UNMAP, FAST_ZERO. NULL in a backend:
+	 * emulated (unmap if allowed and it reads back zeroes, else writes). */
+	int (*write_zeroes)(struct disk *d, struct disk_io *io);
+	/* v1. BLOCK_STATUS: fill io->u.bs. NULL in a backend: one allocated
+	 * extent over the range. */
+	int (*block_status)(struct disk *d, struct disk_io *io);
+	/* v1. CACHE (prefetch). NULL in a backend: emulated by reading. */
+	int (*cache)(struct disk *d, struct disk_io *io);
+	/* v1. EJECT. NULL in a backend: UNSUPPORTED. */
+	int (*eject)(struct disk *d, struct disk_io *io);
+	/* v1. Every DISK_OP_PR_* op. NULL in a backend: UNSUPPORTED. */
+	int (*pr)(struct disk *d, struct disk_io *io);
+
+	/* v1. Adds/removes a resize watcher; any thread. NULL in a backend:
+	 * -EOPNOTSUPP (fixed size). */
+	int (*watch_resize)(struct disk *d, struct disk_resize_watch *w);
+	void (*unwatch_resize)(struct disk *d, struct disk_resize_watch *w);
+
+	/* v1. Describes parameters and children (diskstack info); any thread. */
+	void (*describe)(struct disk *d, struct disk_describer *dd);
+
+	/* v1. Frees the private state; the dispatcher then releases the lower
+	 * disk, if any. Any thread; no request is in flight. */
+	void (*close)(struct disk *d);
+};
+
+/* ---- handles ----------------------------------------------------------- */
+
+/*
+ * Creates a disk. @info is copied and validated: sector size a power of two
+ * >= 512 (-EINVAL), physical sector size a power of two >= sector size
+ * (-EINVAL), optimal_unmap_sectors 0 becomes 1. @priv is the backend's
+ * (owned by it; freed in ops->close). @lower, for decorators, is the disk
+ * being decorated: ownership passes to the new disk on success only.
+ * On failure ops->close is NOT called. Returns 0 or -errno.
+ */
+int disk_new(const struct disk_ops *ops, const struct disk_info *info, void *priv,
+	     struct disk *lower, struct disk **out);
+
+/* Takes another reference; returns @d. */
+struct disk *disk_ref(struct disk *d);
+/* Drops a reference; the last one closes the disk and its lower disk. NULL
+ * allowed. */
+void disk_unref(struct disk *d);
+
+/* Accessors. */
+void *disk_priv(const struct disk *d);
+struct disk *disk_lower(const struct disk *d);
+const struct disk_info *disk_get_info(const struct disk *d);
+uint64_t disk_sector_count(struct disk *d);
+static inline uint32_t disk_sector_size(const struct disk *d) { return disk_get_info(d)->sector_size; }
+
+/* Copies the lower disk's metadata into @info (for decorators that forward
+ * metadata and change a few fields). */
+void disk_info_inherit(struct disk_info *info, const struct disk *lower);
+
+/* True when [sector, sector+count) is representable for sector @shift:
+ * no overflow and sector + count <= INT64_MAX >> shift. */
+bool disk_range_representable(uint64_t sector, uint64_t count, uint32_t shift);
+
+/* Sum of the lengths of @iov. Sets *overflow on overflow. */
+uint64_t iov_length(const struct iovec *iov, int iovcnt);
+/* Copies between a buffer and an iovec list starting at byte @off of the
+ * list; returns bytes copied. */
+size_t iov_to_buf(const struct iovec *iov, int iovcnt, size_t off, void *buf, size_t len);
+size_t iov_from_buf(const struct iovec *iov, int iovcnt, size_t off, const void *buf, size_t len);
+/* Zeroes @len bytes of the list from byte @off. */
+void iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c, size_t len);
+/* Builds in @out (room @max) the sub-list covering bytes [off, off+len) of
+ * @iov. Returns the number of entries, or -E2BIG if @max is too small. */
+int iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
+	      struct iovec *out, int max);
+
+/* ---- synchronous helpers (tests and tools) ----------------------------- */
+
+/*
+ * Submit one request and run the calling thread's reactor until it
+ * completes. For tests and command-line tools only, never on the I/O path.
+ * Return the disk_status (io errno in *os_errno when non-NULL).
+ */
+int disk_sync_read(struct disk *d, uint64_t sector, void *buf, size_t len);
+int disk_sync_write(struct disk *d, uint64_t sector, const void *buf, size_t len, uint32_t flags);
+int disk_sync_flush(struct disk *d);
+int disk_sync_unmap(struct disk *d, uint64_t sector, uint64_t count, uint32_t flags);
+int disk_sync_write_zeroes(struct disk *d, uint64_t sector, uint64_t count, uint32_t flags);
+int disk_sync_block_status(struct disk *d, uint64_t sector, uint64_t count,
+			   struct disk_extent *ext, uint32_t max, uint32_t *nr);
+/* Submits a filled-in @io (done/opaque are overwritten) and waits. */
+int disk_sync_io(struct disk *d, struct disk_io *io);
+
+#endif

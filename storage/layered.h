@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * layered.h: layered disks and the layer contract (OpenVMM LayerIo,
+ * reference/openvmm-disk-stack.md §3).
+ *
+ * A layered disk is an ordered list of layers, top (index 0) to bottom. Each
+ * layer is a block store that tracks, per logical sector, whether the sector
+ * is present. Reads fill runs of absent sectors top-down; sectors no layer
+ * holds read as zero. Writes go to the top layer and down the write-through
+ * chain. Layers: ram (ramlayer.c), sqlite, autocache, and any disk
+ * (disk-as-layer, disklayer.c).
+ *
+ * Layer requests reuse struct disk_io with these differences:
+ *  - READ: io->u.marker is a bitmap over [io->sector, io->sector+io->count);
+ *    the layer fills the buffer positions of sectors it holds and marks them.
+ *    Unmarked positions are left alone.
+ *  - WRITE: DISK_IO_NO_OVERWRITE writes only sectors not yet present.
+ *  - UNMAP: DISK_IO_NEXT_IS_ZERO says the layer below reads zero there.
+ *  - BLOCK_STATUS: the layer answers for the first run only, in
+ *    io->u.bs.extents[0] (count, flags: 0 = present data,
+ *    DISK_EXTENT_ZERO = present zeroes, DISK_EXTENT_HOLE = absent).
+ * Layer ops may complete at once (returning the status) or return
+ * DISK_PENDING and call disk_io_complete() later; unlike disk ops, they are
+ * called by the layered disk directly, so a layer may be given a request from
+ * inside another completion. Every op must range-check against the layer's
+ * own sector count (ILLEGAL_BLOCK); zero-length requests at
+ * sector <= count succeed.
+ */
+#ifndef DISKSTACK_STORAGE_LAYERED_H
+#define DISKSTACK_STORAGE_LAYERED_H
+
+#include "disk.h"
+
+struct layer;
+
+/* Metadata a layer reports after attaching (§3.2). */
+struct layer_meta {
+	bool has_disk_id;
+	uint8_t disk_id[16];
+	uint32_t sector_size;
+	uint64_t sector_count;
+	uint32_t physical_sector_size;
+	enum disk_unmap_behavior unmap_behavior;
+	uint32_t optimal_unmap_sectors;
+	bool read_only;          /* logically read-only */
+	bool can_read_cache;     /* supports write-no-overwrite */
+	bool fua_respected;
+	uint32_t caps;           /* DISK_CAP_COHERENT, VOLATILE_CACHE, PERSISTENT, RESIZE */
+};
+
+#define LAYER_OPS_VERSION 1
+
+/* Implemented by each layer. Members are only appended; unless noted,
+ * Required, called on a reactor thread, returning a status or DISK_PENDING. */
+struct layer_ops {
+	uint32_t version;        /* LAYER_OPS_VERSION */
+	const char *type;        /* "ram", "sqlite", "disk" */
+
+	/* Attaches the layer above @lower (NULL for the bottom layer): lazily
+	 * sized layers take their geometry from it. Fills *meta. Called once,
+	 * bottom-up, before any I/O. Returns 0 or -errno (with a message in
+	 * @err of @errlen bytes). */
+	int (*attach)(struct layer *l, const struct layer_meta *lower, struct layer_meta *meta,
+		      char *err, size_t errlen);
+	/* Current sector count; any thread. */
+	uint64_t (*sector_count)(struct layer *l);
+	int (*read)(struct layer *l, struct disk_io *io);
+	int (*write)(struct layer *l, struct disk_io *io);
+	int (*flush)(struct layer *l, struct disk_io *io);
+	int (*unmap)(struct layer *l, struct disk_io *io);
+	int (*block_status)(struct layer *l, struct disk_io *io);
+	/* Optional: resize watchers (layer 0 only is asked); any thread. */
+	int (*watch_resize)(struct layer *l, struct disk_resize_watch *w);
+	void (*unwatch_resize)(struct layer *l, struct disk_resize_watch *w);
+	/* Optional: parameters for diskstack info. */
+	void (*describe)(struct layer *l, struct disk_describer *dd);
+	/* Optional: the disk behind a disk-as-layer (borrowed). */
+	struct disk *(*inner_disk)(struct layer *l);
+	/* Frees the layer; any thread; no request in flight. */
+	void (*close)(struct layer *l);
+};
+
+/* Creates a layer object around @priv (owned by the layer, freed by
+ * ops->close). Returns 0 or -ENOMEM. */
+int layer_new(const struct layer_ops *ops, void *priv, struct layer **out);
+/* Frees a layer not (yet) owned by a layered disk. NULL allowed. */
+void layer_free(struct layer *l);
+void *layer_priv(const struct layer *l);
+const struct layer_ops *layer_get_ops(const struct layer *l);
+
+/* One entry of the list given to layered_disk_new. */
+struct layered_entry {
+	struct layer *layer;     /* owned by the disk on success */
+	bool read_cache;         /* fill with what lower layers return */
+	bool write_through;      /* writes also go to the next layer */
+};
+
+/*
+ * Builds a layered disk from @n layers, top first (§3.4): attaches them
+ * bottom-up, validates, folds the metadata. @read_only is the disk's
+ * reported read-only flag. On success the layers belong to the disk; on
+ * failure they still belong to the caller. Errors (with a message in @err):
+ * -EINVAL for NoLayers, ReadCacheNotSupported, InvalidSectorSize,
+ * MismatchedSectorSize, ReadOnly, UselessWriteThrough; or the attach error.
+ */
+int layered_disk_new(const struct layered_entry *layers, unsigned n, bool read_only,
+		     struct disk **out, char *err, size_t errlen);
+
+/* The number of layers of a layered disk, 0 if @d is not one. */
+unsigned layered_disk_layer_count(struct disk *d);
+/* Layer @i of a layered disk (borrowed), NULL if out of range. */
+struct layer *layered_disk_layer(struct disk *d, unsigned i);
+
+/* ---- the RAM layer (ramlayer.c, §4.1) ---------------------------------- */
+
+/* Creates a RAM layer. @size_bytes 0 = inherit from the lower layer;
+ * @sector_size 0 = inherit (else 512). Errors: -EINVAL for a bad sector size
+ * or a size not a multiple of it (message in @err). Size 0 without a lower
+ * layer fails at attach (EmptyDisk). */
+int ramlayer_new(uint64_t size_bytes, uint32_t sector_size, struct layer **out,
+		 char *err, size_t errlen);
+/* Resizes a RAM layer at runtime (§4.1): @new_count > 0; zero_after drops
+ * to min(zero_after, new); sectors >= new are freed; watchers are woken.
+ * Any thread. Returns 0 or -EINVAL. */
+int ramlayer_resize(struct layer *l, uint64_t new_count);
+/* Bytes of sector data the layer holds and bytes it has allocated. */
+void ramlayer_memory(struct layer *l, uint64_t *data_bytes, uint64_t *alloc_bytes);
+
+/* A one-layer layered disk over a new RAM layer (mem:<size>). */
+int ramdisk_new(uint64_t size_bytes, uint32_t sector_size, bool read_only, struct disk **out,
+		char *err, size_t errlen);
+
+/* ---- disk-as-layer (disklayer.c, §3.11) -------------------------------- */
+
+/* Wraps @d as a fully present layer; takes ownership of @d on success. */
+int disklayer_new(struct disk *d, struct layer **out);
+
+#endif

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * testutil.h: helpers shared by the unit tests.
+ */
+#ifndef DISKSTACK_TESTS_TESTUTIL_H
+#define DISKSTACK_TESTS_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "common/reactor.h"
+#include "storage/disk.h"
+#include "storage/layered.h"
+
+/* The calling thread's reactor, created on first use. Never NULL (fails the
+ * test instead). */
+struct reactor *tu_reactor(void);
+
+/* Frees the calling thread's reactor, if any (end of a thread or test). */
+void tu_reactor_done(void);
+
+/* Fills @buf with a pattern derived from (@tag, byte offset @off): each
+ * 8-byte word holds tag << 48 | (off + i) / 8. Deterministic. */
+void tu_fill(void *buf, size_t len, uint64_t tag, uint64_t off);
+/* Checks the pattern of tu_fill; returns the first bad byte offset or -1. */
+long tu_check(const void *buf, size_t len, uint64_t tag, uint64_t off);
+
+/* True if every byte of @buf is zero. */
+int tu_is_zero(const void *buf, size_t len);
+
+/* A fresh temporary directory for this process (created once, removed at
+ * exit). Returns a static path. */
+const char *tu_tmpdir(void);
+/* "<tmpdir>/<name>" in a static rotating buffer (8 slots). */
+const char *tu_path(const char *name);
+
+/* Runs a layer op synchronously on the current reactor: sets io->done,
+ * calls the op, waits if it returned DISK_PENDING. Returns the status. */
+int tu_layer_io(struct layer *l, struct disk_io *io);
+/* Synchronous layer helpers built on tu_layer_io. @marker may be NULL for
+ * a read (a private one is used; the number of marked sectors is returned
+ * through *nmarked if non-NULL). */
+int tu_layer_read(struct layer *l, uint64_t sector, void *buf, size_t len, uint64_t *nmarked);
+int tu_layer_write(struct layer *l, uint64_t sector, const void *buf, size_t len, uint32_t flags);
+int tu_layer_unmap(struct layer *l, uint64_t sector, uint64_t count, bool next_is_zero);
+
+/* Seed for randomised tests: $DISKSTACK_SEED or the time; printed. */
+uint64_t tu_seed(const char *test);
+/* xorshift64* step. */
+uint64_t tu_rand(uint64_t *state);
+
+#endif
