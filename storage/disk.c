@@ -1,2 +1,928 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
+/*
+ * disk.c: the dispatcher — the one place between callers and disk
+ * implementations. It validates every request once (representability,
+ * whole sectors, flags), forwards NULL ops of decorators to the disk below,
+ * emulates what a backend leaves out (write-zeroes, FUA, CACHE, block
+ * status), short-circuits unmap on disks that ignore it, and turns immediate
+ * results into deferred completions so that io->done never runs inside
+ * disk_submit().
+ *
+ * Notes on the design
+ * -------------------
+ * - Emulations run as child requests taken from the per-reactor request
+ *   cache (disk_io_get); the parent's state during an emulation lives in the
+ *   child (child->opaque = parent, child->sctx = progress). The parent's own
+ *   hctx belongs to the disk that handles it, so the dispatcher never
+ *   touches it.
+ * - The request cache is per reactor (REACTOR_LOCAL_DISK): requests are
+ *   taken and returned on the reactor's own thread, so no lock is needed.
+ * - Handles: an atomic reference count. The last disk_unref() calls
+ *   ops->close and then drops the lower disk.
+ */
+#include "config.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "common/compiler.h"
+#include "common/log.h"
+#include "storage/disk.h"
+
+struct disk {
+	atomic_uint refs;
+	const struct disk_ops *ops;
+	struct disk_info info;
+	void *priv;
+	struct disk *lower;     /* owned; decorators only */
+};
+
+/* ---- names ------------------------------------------------------------- */
+
+const char *disk_status_str(int status)
+{
+	static const char *const names[DISK_STATUS_COUNT] = {
+		[DISK_OK] = "success",
+		[DISK_ILLEGAL_BLOCK] = "illegal request",
+		[DISK_INVALID_INPUT] = "invalid input",
+		[DISK_IO_ERROR] = "io error",
+		[DISK_MEDIUM_ERROR] = "medium error",
+		[DISK_MEMORY_ACCESS] = "failed to access guest memory",
+		[DISK_READ_ONLY] = "attempt to write to read-only disk/range",
+		[DISK_RESERVATION_CONFLICT] = "reservation conflict",
+		[DISK_ABORTED_PREEMPT] = "aborted command",
+		[DISK_UNSUPPORTED] = "unsupported operation",
+	};
+	if (status < 0 || status >= DISK_STATUS_COUNT)
+		return "unknown status";
+	return names[status];
+}
+
+const char *disk_op_str(enum disk_op op)
+{
+	static const char *const names[DISK_OP_COUNT] = {
+		[DISK_OP_READ] = "read",
+		[DISK_OP_WRITE] = "write",
+		[DISK_OP_FLUSH] = "flush",
+		[DISK_OP_UNMAP] = "unmap",
+		[DISK_OP_WRITE_ZEROES] = "write-zeroes",
+		[DISK_OP_BLOCK_STATUS] = "block-status",
+		[DISK_OP_CACHE] = "cache",
+		[DISK_OP_EJECT] = "eject",
+		[DISK_OP_PR_CAPS] = "pr-capabilities",
+		[DISK_OP_PR_REPORT] = "pr-report",
+		[DISK_OP_PR_REGISTER] = "pr-register",
+		[DISK_OP_PR_RESERVE] = "pr-reserve",
+		[DISK_OP_PR_RELEASE] = "pr-release",
+		[DISK_OP_PR_CLEAR] = "pr-clear",
+		[DISK_OP_PR_PREEMPT] = "pr-preempt",
+	};
+	if ((unsigned)op >= DISK_OP_COUNT)
+		return "unknown";
+	return names[op];
+}
+
+/* ---- handles ------------------------------------------------------------ */
+
+int disk_new(const struct disk_ops *ops, const struct disk_info *info, void *priv,
+	     struct disk *lower, struct disk **out)
+{
+	struct disk *d;
+
+	assert(ops && info && out);
+	if (ops->version < 1)
+		return -EINVAL;
+	if (!IS_POW2(info->sector_size) || info->sector_size < 512) {
+		log_error("%s: invalid sector size %u", info->type ? info->type : "disk",
+			  info->sector_size);
+		return -EINVAL;
+	}
+	if (!IS_POW2(info->physical_sector_size) ||
+	    info->physical_sector_size < info->sector_size) {
+		log_error("%s: invalid physical sector size %u",
+			  info->type ? info->type : "disk", info->physical_sector_size);
+		return -EINVAL;
+	}
+	if (info->unmap_behavior > DISK_UNMAP_ZEROES)
+		return -EINVAL;
+	/* A backend must at least read, write and know its size; a decorator
+	 * may forward them. */
+	if (!lower && (!ops->sector_count || !ops->read || !ops->write))
+		return -EINVAL;
+
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	atomic_init(&d->refs, 1);
+	d->ops = ops;
+	d->info = *info;
+	if (!d->info.type)
+		d->info.type = "disk";
+	d->info.sector_shift = ilog2_u64(info->sector_size);
+	if (d->info.optimal_unmap_sectors == 0)
+		d->info.optimal_unmap_sectors = 1;
+	d->priv = priv;
+	d->lower = lower;
+	*out = d;
+	return 0;
+}
+
+struct disk *disk_ref(struct disk *d)
+{
+	atomic_fetch_add_explicit(&d->refs, 1, memory_order_relaxed);
+	return d;
+}
+
+void disk_unref(struct disk *d)
+{
+	struct disk *lower;
+
+	if (!d)
+		return;
+	if (atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	lower = d->lower;
+	if (d->ops->close)
+		d->ops->close(d);
+	free(d);
+	disk_unref(lower);
+}
+
+bool disk_has_ops(const struct disk *d, const struct disk_ops *ops) { return d->ops == ops; }
+void *disk_priv(const struct disk *d) { return d->priv; }
+struct disk *disk_lower(const struct disk *d) { return d->lower; }
+const struct disk_info *disk_get_info(const struct disk *d) { return &d->info; }
+
+void disk_info_inherit(struct disk_info *info, const struct disk *lower)
+{
+	*info = lower->info;
+}
+
+/* The disk that implements the op at member @off of struct disk_ops: @d
+ * itself, or the first disk below with it set (decorators pass through). */
+static struct disk *disk_handler(struct disk *d, size_t off)
+{
+	for (;;) {
+		void *fn;
+
+		memcpy(&fn, (const char *)d->ops + off, sizeof(fn));
+		if (fn || !d->lower)
+			return d;
+		d = d->lower;
+	}
+}
+
+#define HANDLER(d, member) disk_handler((d), offsetof(struct disk_ops, member))
+
+uint64_t disk_sector_count(struct disk *d)
+{
+	struct disk *h = HANDLER(d, sector_count);
+
+	return h->ops->sector_count(h);
+}
+
+bool disk_range_representable(uint64_t sector, uint64_t count, uint32_t shift)
+{
+	uint64_t end;
+
+	if (ADD_OVERFLOW(sector, count, &end))
+		return false;
+	return end <= ((uint64_t)INT64_MAX >> shift);
+}
+
+/* ---- iovec helpers ------------------------------------------------------ */
+
+uint64_t iov_length(const struct iovec *iov, int iovcnt)
+{
+	uint64_t len = 0;
+
+	for (int i = 0; i < iovcnt; i++) {
+		if (ADD_OVERFLOW(len, (uint64_t)iov[i].iov_len, &len))
+			return UINT64_MAX;
+	}
+	return len;
+}
+
+size_t iov_to_buf(const struct iovec *iov, int iovcnt, size_t off, void *buf, size_t len)
+{
+	size_t done = 0;
+
+	for (int i = 0; i < iovcnt && done < len; i++) {
+		size_t n;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		n = MIN(iov[i].iov_len - off, len - done);
+		memcpy((char *)buf + done, (const char *)iov[i].iov_base + off, n);
+		done += n;
+		off = 0;
+	}
+	return done;
+}
+
+size_t iov_from_buf(const struct iovec *iov, int iovcnt, size_t off, const void *buf, size_t len)
+{
+	size_t done = 0;
+
+	for (int i = 0; i < iovcnt && done < len; i++) {
+		size_t n;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		n = MIN(iov[i].iov_len - off, len - done);
+		memcpy((char *)iov[i].iov_base + off, (const char *)buf + done, n);
+		done += n;
+		off = 0;
+	}
+	return done;
+}
+
+void iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c, size_t len)
+{
+	size_t done = 0;
+
+	for (int i = 0; i < iovcnt && done < len; i++) {
+		size_t n;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		n = MIN(iov[i].iov_len - off, len - done);
+		memset((char *)iov[i].iov_base + off, c, n);
+		done += n;
+		off = 0;
+	}
+}
+
+int iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
+	      struct iovec *out, int max)
+{
+	int n = 0;
+
+	for (int i = 0; i < iovcnt && len > 0; i++) {
+		size_t take;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		if (n == max)
+			return -E2BIG;
+		take = MIN(iov[i].iov_len - off, len);
+		out[n].iov_base = (char *)iov[i].iov_base + off;
+		out[n].iov_len = take;
+		n++;
+		len -= take;
+		off = 0;
+	}
+	return n;
+}
+
+/* ---- the per-reactor request cache --------------------------------------- */
+
+/* Cached requests of one reactor; touched only on its thread. */
+struct io_cache {
+	struct disk_io *free;
+	unsigned nfree;
+};
+
+#define IO_CACHE_MAX 4096
+
+static void io_cache_free(void *p)
+{
+	struct io_cache *c = p;
+	struct disk_io *io;
+
+	while ((io = c->free)) {
+		c->free = io->cache_next;
+		free(io);
+	}
+	free(c);
+}
+
+static struct io_cache *io_cache_of(struct reactor *r)
+{
+	struct io_cache *c = reactor_local_get(r, REACTOR_LOCAL_DISK);
+
+	if (unlikely(!c)) {
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			return NULL;
+		reactor_local_set(r, REACTOR_LOCAL_DISK, c, io_cache_free);
+	}
+	return c;
+}
+
+struct disk_io *disk_io_get(struct reactor *r)
+{
+	struct io_cache *c = io_cache_of(r);
+	struct disk_io *io;
+
+	if (likely(c && c->free)) {
+		io = c->free;
+		c->free = io->cache_next;
+		c->nfree--;
+		memset(io, 0, sizeof(*io));
+		return io;
+	}
+	return calloc(1, sizeof(struct disk_io));
+}
+
+void disk_io_put(struct reactor *r, struct disk_io *io)
+{
+	struct io_cache *c;
+
+	if (!io)
+		return;
+	c = io_cache_of(r);
+	if (unlikely(!c || c->nfree >= IO_CACHE_MAX)) {
+		free(io);
+		return;
+	}
+	io->cache_next = c->free;
+	c->free = io;
+	c->nfree++;
+}
+
+/* ---- completion ---------------------------------------------------------- */
+
+void disk_io_complete(struct disk_io *io, int status)
+{
+	assert(status >= 0 && status < DISK_STATUS_COUNT);
+	io->status = status;
+	io->done(io);
+}
+
+void disk_io_complete_errno(struct disk_io *io, int os_errno)
+{
+	io->os_errno = os_errno;
+	disk_io_complete(io, DISK_IO_ERROR);
+}
+
+void disk_io_copy_result(struct disk_io *to, const struct disk_io *from)
+{
+	to->status = from->status;
+	to->os_errno = from->os_errno;
+	to->medium = from->medium;
+}
+
+static void disk_deferred_done(struct reactor_task *t)
+{
+	struct disk_io *io = container_of(t, struct disk_io, task);
+
+	io->done(io);
+}
+
+/* Finishes @io with @status on a later pass of its reactor's loop. */
+static void disk_defer(struct disk_io *io, int status)
+{
+	assert(status >= 0 && status < DISK_STATUS_COUNT);
+	io->status = status;
+	io->task.fn = disk_deferred_done;
+	reactor_defer(io->reactor, &io->task);
+}
+
+/* ---- emulations ------------------------------------------------------------ */
+
+/*
+ * A zero buffer shared by every thread (read-only anonymous memory: the
+ * kernel maps its zero page, so it costs no memory).
+ */
+#define ZERO_BUF_BYTES (1u << 20)
+static const void *zero_buf;
+static pthread_once_t zero_once = PTHREAD_ONCE_INIT;
+
+static void zero_buf_init(void)
+{
+	void *p = mmap(NULL, ZERO_BUF_BYTES, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	zero_buf = p == MAP_FAILED ? calloc(1, ZERO_BUF_BYTES) : p;
+}
+
+static const void *disk_zero_buf(void)
+{
+	pthread_once(&zero_once, zero_buf_init);
+	return zero_buf;
+}
+
+/* Child state kept in child->sctx (the submitter's scratch). */
+enum {
+	EMU_NEXT = 0,      /* next sector to do */
+	EMU_END,           /* end sector */
+	EMU_STAGE,         /* emulation-specific stage */
+	EMU_BUF,           /* buffer (cache emulation) */
+	EMU_IOV_BASE,      /* a one-entry iovec lives in sctx[4..5] */
+};
+
+static struct iovec *emu_iov(struct disk_io *child)
+{
+	_Static_assert(sizeof(struct iovec) <= 2 * sizeof(uintptr_t), "iovec fits");
+	return (struct iovec *)(void *)&child->sctx[EMU_IOV_BASE];
+}
+
+static struct disk_io *emu_child(struct disk_io *parent, void (*done)(struct disk_io *))
+{
+	struct disk_io *child = disk_io_get(parent->reactor);
+
+	if (!child)
+		return NULL;
+	child->done = done;
+	child->opaque = parent;
+	child->initiator = parent->initiator;
+	return child;
+}
+
+static void emu_finish(struct disk_io *child, int status)
+{
+	struct disk_io *parent = child->opaque;
+	struct reactor *r = parent->reactor;
+
+	if (status == DISK_IO_ERROR)
+		parent->os_errno = child->os_errno;
+	if (status == DISK_MEDIUM_ERROR)
+		parent->medium = child->medium;
+	disk_io_put(r, child);
+	disk_io_complete(parent, status);
+}
+
+/* FUA emulation: WRITE without FUA, then FLUSH. */
+static void emu_fua_done(struct disk_io *child)
+{
+	struct disk_io *parent = child->opaque;
+
+	if (child->status != DISK_OK || child->op == DISK_OP_FLUSH) {
+		emu_finish(child, child->status);
+		return;
+	}
+	child->op = DISK_OP_FLUSH;
+	child->flags = 0;
+	child->iov = NULL;
+	child->iovcnt = 0;
+	child->count = 0;
+	disk_submit(parent->disk, child);
+}
+
+static int emu_fua_write(struct disk_io *io)
+{
+	struct disk_io *child = emu_child(io, emu_fua_done);
+
+	if (!child)
+		return DISK_IO_ERROR;
+	child->op = io->op;
+	child->flags = io->flags & ~DISK_IO_FUA;
+	child->sector = io->sector;
+	child->count = io->count;
+	child->iov = io->iov;
+	child->iovcnt = io->iovcnt;
+	disk_submit(io->disk, child);
+	return DISK_PENDING;
+}
+
+/* Write-zeroes emulation by writes of the shared zero buffer, 1 MiB at a time,
+ * FUA carried on each write (and emulated below if needed). */
+static void emu_zero_step(struct disk_io *child)
+{
+	struct disk_io *parent = child->opaque;
+	uint32_t shift = parent->disk->info.sector_shift;
+	uint64_t next = child->sctx[EMU_NEXT], end = child->sctx[EMU_END];
+	uint64_t n;
+
+	if (child->status != DISK_OK || next >= end) {
+		emu_finish(child, child->status);
+		return;
+	}
+	n = MIN(end - next, (uint64_t)(ZERO_BUF_BYTES >> shift));
+	child->op = DISK_OP_WRITE;
+	child->flags = parent->flags & DISK_IO_FUA;
+	child->sector = next;
+	emu_iov(child)->iov_base = (void *)disk_zero_buf();
+	emu_iov(child)->iov_len = n << shift;
+	child->iov = emu_iov(child);
+	child->iovcnt = 1;
+	child->sctx[EMU_NEXT] = next + n;
+	disk_submit(parent->disk, child);
+}
+
+/* Write-zeroes through unmap (behaviour ZEROES), then a flush for FUA. */
+static void emu_zero_unmap_done(struct disk_io *child)
+{
+	struct disk_io *parent = child->opaque;
+
+	if (child->status != DISK_OK || child->op == DISK_OP_FLUSH ||
+	    !(parent->flags & DISK_IO_FUA)) {
+		emu_finish(child, child->status);
+		return;
+	}
+	child->op = DISK_OP_FLUSH;
+	child->flags = 0;
+	child->count = 0;
+	disk_submit(parent->disk, child);
+}
+
+static int emu_write_zeroes(struct disk *h, struct disk_io *io)
+{
+	struct disk_io *child;
+
+	if (io->count == 0)
+		return DISK_OK;
+	if (!(io->flags & DISK_IO_NO_UNMAP) && h->info.unmap_behavior == DISK_UNMAP_ZEROES &&
+	    HANDLER(h, unmap)->ops->unmap) {
+		child = emu_child(io, emu_zero_unmap_done);
+		if (!child)
+			return DISK_IO_ERROR;
+		child->op = DISK_OP_UNMAP;
+		child->sector = io->sector;
+		child->count = io->count;
+		disk_submit(io->disk, child);
+		return DISK_PENDING;
+	}
+	if (io->flags & DISK_IO_FAST_ZERO)
+		return DISK_UNSUPPORTED;
+	child = emu_child(io, emu_zero_step);
+	if (!child)
+		return DISK_IO_ERROR;
+	child->sctx[EMU_NEXT] = io->sector;
+	child->sctx[EMU_END] = io->sector + io->count;
+	/* count > 0, so the first step submits a write (whose completion is
+	 * deferred) rather than finishing the parent inside disk_submit. */
+	emu_zero_step(child);
+	return DISK_PENDING;
+}
+
+/* CACHE emulation: read the range (which fills read caches) into a scratch
+ * buffer, 1 MiB at a time, and discard the data. */
+#define CACHE_CHUNK_BYTES (1u << 20)
+
+static void emu_cache_step(struct disk_io *child)
+{
+	struct disk_io *parent = child->opaque;
+	uint32_t shift = parent->disk->info.sector_shift;
+	uint64_t next = child->sctx[EMU_NEXT], end = child->sctx[EMU_END];
+	uint64_t n;
+
+	if (child->status != DISK_OK || next >= end) {
+		reactor_buf_put(parent->reactor, (void *)child->sctx[EMU_BUF], CACHE_CHUNK_BYTES);
+		emu_finish(child, child->status);
+		return;
+	}
+	n = MIN(end - next, (uint64_t)(CACHE_CHUNK_BYTES >> shift));
+	child->op = DISK_OP_READ;
+	child->flags = 0;
+	child->sector = next;
+	emu_iov(child)->iov_base = (void *)child->sctx[EMU_BUF];
+	emu_iov(child)->iov_len = n << shift;
+	child->iov = emu_iov(child);
+	child->iovcnt = 1;
+	child->sctx[EMU_NEXT] = next + n;
+	disk_submit(parent->disk, child);
+}
+
+static int emu_cache(struct disk_io *io)
+{
+	struct disk_io *child;
+	void *buf;
+
+	if (io->count == 0)
+		return DISK_OK;
+	child = emu_child(io, emu_cache_step);
+	if (!child)
+		return DISK_IO_ERROR;
+	buf = reactor_buf_get(io->reactor, CACHE_CHUNK_BYTES, false);
+	if (!buf) {
+		disk_io_put(io->reactor, child);
+		return DISK_IO_ERROR;
+	}
+	child->sctx[EMU_BUF] = (uintptr_t)buf;
+	child->sctx[EMU_NEXT] = io->sector;
+	child->sctx[EMU_END] = io->sector + io->count;
+	emu_cache_step(child);
+	return DISK_PENDING;
+}
+
+/* ---- dispatch ---------------------------------------------------------------- */
+
+/* Flags each op accepts. */
+static const uint32_t allowed_flags[DISK_OP_COUNT] = {
+	[DISK_OP_WRITE] = DISK_IO_FUA,
+	[DISK_OP_UNMAP] = DISK_IO_BLOCK_LEVEL_ONLY,
+	[DISK_OP_WRITE_ZEROES] = DISK_IO_FUA | DISK_IO_NO_UNMAP | DISK_IO_FAST_ZERO,
+};
+
+static int disk_range_check_live(struct disk *d, uint64_t sector, uint64_t count)
+{
+	uint64_t end;
+
+	if (ADD_OVERFLOW(sector, count, &end) || end > disk_sector_count(d))
+		return DISK_ILLEGAL_BLOCK;
+	return DISK_OK;
+}
+
+static int disk_dispatch(struct disk *d, struct disk_io *io)
+{
+	const uint32_t shift = d->info.sector_shift;
+	struct disk *h;
+
+	if (unlikely((unsigned)io->op >= DISK_OP_COUNT))
+		return DISK_INVALID_INPUT;
+	if (unlikely(io->flags & ~allowed_flags[io->op]))
+		return DISK_INVALID_INPUT;
+
+	switch (io->op) {
+	case DISK_OP_READ:
+	case DISK_OP_WRITE: {
+		uint64_t len = iov_length(io->iov, io->iovcnt);
+
+		if (unlikely(io->iovcnt < 0 || (len & (d->info.sector_size - 1))))
+			return DISK_INVALID_INPUT;
+		io->count = len >> shift;
+		if (unlikely(!disk_range_representable(io->sector, io->count, shift)))
+			return DISK_ILLEGAL_BLOCK;
+		if (io->op == DISK_OP_READ) {
+			h = HANDLER(d, read);
+			return h->ops->read(h, io);
+		}
+		if ((io->flags & DISK_IO_FUA) && !d->info.fua_respected)
+			return emu_fua_write(io);
+		h = HANDLER(d, write);
+		return h->ops->write(h, io);
+	}
+	case DISK_OP_FLUSH:
+		h = HANDLER(d, flush);
+		return h->ops->flush ? h->ops->flush(h, io) : DISK_OK;
+	case DISK_OP_UNMAP:
+		if (!disk_range_representable(io->sector, io->count, shift))
+			return DISK_ILLEGAL_BLOCK;
+		if (d->info.unmap_behavior == DISK_UNMAP_IGNORED)
+			return disk_range_check_live(d, io->sector, io->count);
+		h = HANDLER(d, unmap);
+		if (!h->ops->unmap)
+			return disk_range_check_live(d, io->sector, io->count);
+		return h->ops->unmap(h, io);
+	case DISK_OP_WRITE_ZEROES:
+		if (!disk_range_representable(io->sector, io->count, shift))
+			return DISK_ILLEGAL_BLOCK;
+		h = HANDLER(d, write_zeroes);
+		if (h->ops->write_zeroes) {
+			if ((io->flags & DISK_IO_FUA) && !d->info.fua_respected)
+				return emu_fua_write(io);
+			return h->ops->write_zeroes(h, io);
+		}
+		if (io->count == 0)
+			return disk_range_check_live(d, io->sector, 0);
+		return emu_write_zeroes(d, io);
+	case DISK_OP_BLOCK_STATUS:
+		if (!disk_range_representable(io->sector, io->count, shift))
+			return DISK_ILLEGAL_BLOCK;
+		if (!io->u.bs.extents || io->u.bs.max == 0)
+			return DISK_INVALID_INPUT;
+		io->u.bs.nr = 0;
+		if (io->count == 0)
+			return disk_range_check_live(d, io->sector, 0);
+		h = HANDLER(d, block_status);
+		if (h->ops->block_status)
+			return h->ops->block_status(h, io);
+		if (disk_range_check_live(d, io->sector, io->count) != DISK_OK)
+			return DISK_ILLEGAL_BLOCK;
+		io->u.bs.extents[0].count = io->count;
+		io->u.bs.extents[0].flags = 0;
+		io->u.bs.extents[0].layer = -1;
+		io->u.bs.nr = 1;
+		return DISK_OK;
+	case DISK_OP_CACHE:
+		if (!disk_range_representable(io->sector, io->count, shift))
+			return DISK_ILLEGAL_BLOCK;
+		h = HANDLER(d, cache);
+		if (h->ops->cache)
+			return h->ops->cache(h, io);
+		if (io->count == 0)
+			return disk_range_check_live(d, io->sector, 0);
+		return emu_cache(io);
+	case DISK_OP_EJECT:
+		h = HANDLER(d, eject);
+		return h->ops->eject ? h->ops->eject(h, io) : DISK_UNSUPPORTED;
+	case DISK_OP_PR_REPORT:
+		if (!io->u.pr.report)
+			return DISK_INVALID_INPUT;
+		goto pr;
+	case DISK_OP_PR_RESERVE:
+	case DISK_OP_PR_RELEASE:
+	case DISK_OP_PR_PREEMPT:
+		if ((unsigned)io->u.pr.type > DISK_PR_EXCLUSIVE_ACCESS_ALL_REG)
+			return DISK_INVALID_INPUT;
+		goto pr;
+	case DISK_OP_PR_CAPS:
+	case DISK_OP_PR_REGISTER:
+	case DISK_OP_PR_CLEAR:
+	pr:
+		h = HANDLER(d, pr);
+		return h->ops->pr ? h->ops->pr(h, io) : DISK_UNSUPPORTED;
+	case DISK_OP_COUNT:
+		break;
+	}
+	return DISK_INVALID_INPUT;
+}
+
+void disk_submit(struct disk *d, struct disk_io *io)
+{
+	int st;
+
+	io->disk = d;
+	io->reactor = reactor_current();
+	assert(io->reactor && "disk_submit must be called on a reactor thread");
+	assert(io->done);
+	io->status = DISK_OK;
+	io->os_errno = 0;
+	io->medium = DISK_MEDIUM_NONE;
+	st = disk_dispatch(d, io);
+	if (st != DISK_PENDING)
+		disk_defer(io, st);
+}
+
+/* ---- resize watch -------------------------------------------------------------- */
+
+int disk_watch_resize(struct disk *d, struct disk_resize_watch *w)
+{
+	struct disk *h = HANDLER(d, watch_resize);
+
+	if (!h->ops->watch_resize)
+		return -EOPNOTSUPP;
+	return h->ops->watch_resize(h, w);
+}
+
+void disk_unwatch_resize(struct disk *d, struct disk_resize_watch *w)
+{
+	struct disk *h = HANDLER(d, unwatch_resize);
+
+	if (h->ops->unwatch_resize)
+		h->ops->unwatch_resize(h, w);
+}
+
+struct resize_notifier {
+	pthread_mutex_t lock;            /* protects the list and each watcher's seen_count */
+	struct disk_resize_watch head;   /* circular list sentinel */
+};
+
+int resize_notifier_new(struct resize_notifier **out)
+{
+	struct resize_notifier *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	pthread_mutex_init(&n->lock, NULL);
+	n->head.next = n->head.prev = &n->head;
+	*out = n;
+	return 0;
+}
+
+void resize_notifier_free(struct resize_notifier *n)
+{
+	if (!n)
+		return;
+	pthread_mutex_destroy(&n->lock);
+	free(n);
+}
+
+void resize_notifier_add(struct resize_notifier *n, struct disk_resize_watch *w, uint64_t current)
+{
+	pthread_mutex_lock(&n->lock);
+	w->next = &n->head;
+	w->prev = n->head.prev;
+	n->head.prev->next = w;
+	n->head.prev = w;
+	if (w->seen_count != current) {
+		w->seen_count = current;
+		w->cb(w, current);
+	}
+	pthread_mutex_unlock(&n->lock);
+}
+
+void resize_notifier_remove(struct resize_notifier *n, struct disk_resize_watch *w)
+{
+	pthread_mutex_lock(&n->lock);
+	if (w->next) {
+		w->prev->next = w->next;
+		w->next->prev = w->prev;
+		w->next = w->prev = NULL;
+	}
+	pthread_mutex_unlock(&n->lock);
+}
+
+void resize_notifier_notify(struct resize_notifier *n, uint64_t new_count)
+{
+	pthread_mutex_lock(&n->lock);
+	for (struct disk_resize_watch *w = n->head.next; w != &n->head; w = w->next) {
+		if (w->seen_count != new_count) {
+			w->seen_count = new_count;
+			w->cb(w, new_count);
+		}
+	}
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* ---- description ----------------------------------------------------------------- */
+
+void disk_describe(struct disk *d, struct disk_describer *dd)
+{
+	if (d->ops->describe)
+		d->ops->describe(d, dd);
+	if (d->lower && dd->child)
+		dd->child(dd, "inner", d->lower);
+}
+
+void disk_describe_paramf(struct disk_describer *dd, const char *key, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (dd->param)
+		dd->param(dd, key, buf);
+}
+
+/* ---- synchronous helpers ------------------------------------------------------------ */
+
+static void disk_sync_done(struct disk_io *io)
+{
+	*(bool *)io->opaque = true;
+}
+
+int disk_sync_io(struct disk *d, struct disk_io *io)
+{
+	struct reactor *r = reactor_current();
+	bool done = false;
+
+	assert(r && "disk_sync_io needs a reactor on this thread");
+	io->done = disk_sync_done;
+	io->opaque = &done;
+	disk_submit(d, io);
+	if (reactor_run_until(r, &done) < 0 && !done)
+		return DISK_IO_ERROR;
+	return io->status;
+}
+
+int disk_sync_read(struct disk *d, uint64_t sector, void *buf, size_t len)
+{
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	struct disk_io io = { .op = DISK_OP_READ, .sector = sector, .iov = &iov, .iovcnt = 1 };
+
+	return disk_sync_io(d, &io);
+}
+
+int disk_sync_write(struct disk *d, uint64_t sector, const void *buf, size_t len, uint32_t flags)
+{
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct disk_io io = { .op = DISK_OP_WRITE, .flags = flags, .sector = sector,
+			      .iov = &iov, .iovcnt = 1 };
+
+	return disk_sync_io(d, &io);
+}
+
+int disk_sync_flush(struct disk *d)
+{
+	struct disk_io io = { .op = DISK_OP_FLUSH };
+
+	return disk_sync_io(d, &io);
+}
+
+int disk_sync_unmap(struct disk *d, uint64_t sector, uint64_t count, uint32_t flags)
+{
+	struct disk_io io = { .op = DISK_OP_UNMAP, .flags = flags, .sector = sector, .count = count };
+
+	return disk_sync_io(d, &io);
+}
+
+int disk_sync_write_zeroes(struct disk *d, uint64_t sector, uint64_t count, uint32_t flags)
+{
+	struct disk_io io = { .op = DISK_OP_WRITE_ZEROES, .flags = flags, .sector = sector,
+			      .count = count };
+
+	return disk_sync_io(d, &io);
+}
+
+int disk_sync_block_status(struct disk *d, uint64_t sector, uint64_t count,
+			   struct disk_extent *ext, uint32_t max, uint32_t *nr)
+{
+	struct disk_io io = { .op = DISK_OP_BLOCK_STATUS, .sector = sector, .count = count };
+	int st;
+
+	io.u.bs.extents = ext;
+	io.u.bs.max = max;
+	st = disk_sync_io(d, &io);
+	if (nr)
+		*nr = io.u.bs.nr;
+	return st;
+}

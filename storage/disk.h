@@ -29,10 +29,11 @@
  * - A NULL op in a decorator (a disk created with a lower disk) passes the
  *   request through to the lower disk; in a backend it means unsupported,
  *   and the dispatcher emulates it where that is safe.
- * - Per-request state: io->hctx is scratch space owned by the disk that is
- *   handling the request. A disk that issues requests of its own takes
- *   them from the per-reactor cache (disk_io_get), so steady-state I/O does
- *   not allocate.
+ * - Per-request state: io->hctx is scratch space owned by the disk (or
+ *   layer) handling the request; io->sctx and io->opaque belong to whoever
+ *   submitted it and are never touched below. A disk that issues requests
+ *   of its own takes them from the per-reactor cache (disk_io_get), so
+ *   steady-state I/O does not allocate.
  */
 #ifndef DISKSTACK_STORAGE_DISK_H
 #define DISKSTACK_STORAGE_DISK_H
@@ -247,6 +248,7 @@ struct disk_io {
 	} u;
 	void (*done)(struct disk_io *io);     /* runs on the submitting reactor */
 	void *opaque;                         /* the submitter's */
+	uintptr_t sctx[6];                    /* scratch of the submitter; never touched below */
 
 	/* Results, valid in done(). */
 	int status;                           /* enum disk_status */
@@ -406,6 +408,8 @@ struct disk *disk_ref(struct disk *d);
 void disk_unref(struct disk *d);
 
 /* Accessors. */
+/* True when @d was created with @ops (to recognise one's own disks). */
+bool disk_has_ops(const struct disk *d, const struct disk_ops *ops);
 void *disk_priv(const struct disk *d);
 struct disk *disk_lower(const struct disk *d);
 const struct disk_info *disk_get_info(const struct disk *d);

@@ -17,8 +17,11 @@
  *  - WRITE: DISK_IO_NO_OVERWRITE writes only sectors not yet present.
  *  - UNMAP: DISK_IO_NEXT_IS_ZERO says the layer below reads zero there.
  *  - BLOCK_STATUS: the layer answers for the first run only, in
- *    io->u.bs.extents[0] (count, flags: 0 = present data,
- *    DISK_EXTENT_ZERO = present zeroes, DISK_EXTENT_HOLE = absent).
+ *    io->u.bs.extents[0] (count, flags): 0 = present data;
+ *    DISK_EXTENT_ZERO = present, reads zeroes; DISK_EXTENT_ZERO |
+ *    DISK_EXTENT_HOLE = present, zeroes, unallocated (a hole in a disk used
+ *    as a layer); DISK_EXTENT_HOLE alone = absent (the layer below
+ *    answers).
  * Layer ops may complete at once (returning the status) or return
  * DISK_PENDING and call disk_io_complete() later; unlike disk ops, they are
  * called by the layered disk directly, so a layer may be given a request from

@@ -1,2 +1,416 @@
 /* SPDX-License-Identifier: MIT */
-int main(void) { return 77; }
+/*
+ * test-disk.c: the dispatcher (storage/disk.c) against a mock backend that
+ * counts what reaches it: creation-time validation, representability,
+ * whole sectors, flags, deferred completion, the unmap short-circuit, the
+ * write-zeroes / FUA / CACHE / block-status emulations, pass-through of
+ * NULL decorator ops, resize watchers and reference counting.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/unit/contract.h"
+#include "tests/unit/mockdisk.h"
+#include "tests/unit/testutil.h"
+
+/* ---- the mock backend (mockdisk.c) ---------------------------------- */
+
+static struct mockdisk mock_state;
+
+static struct disk *mock_new(uint64_t sectors, uint32_t ss, enum disk_unmap_behavior ub,
+			     bool fua)
+{
+	struct mockdisk_opts o = { .sectors = sectors, .sector_size = ss, .unmap = ub, .fua = fua };
+
+	mockdisk_release(&mock_state);
+	return mockdisk_new(&mock_state, &o);
+}
+
+/* A backend with only the required ops, for creation checks. */
+static uint64_t bare_count(struct disk *d) { return 0; }
+static int bare_rw(struct disk *d, struct disk_io *io) { return DISK_OK; }
+static const struct disk_ops mock_ops = {
+	.version = DISK_OPS_VERSION, .sector_count = bare_count, .read = bare_rw, .write = bare_rw,
+};
+
+/* A decorator that implements nothing: everything passes through. */
+static const struct disk_ops passthru_ops = { .version = DISK_OPS_VERSION };
+
+/* ---- tests ------------------------------------------------------------- */
+
+static void test_disk_new_validates_geometry(void **state)
+{
+	struct disk_info info = { .type = "mock", .sector_size = 1000, .physical_sector_size = 1000 };
+	struct disk *d;
+
+	assert_int_equal(disk_new(&mock_ops, &info, &mock_state, NULL, &d), -EINVAL);
+	info.sector_size = info.physical_sector_size = 256;
+	assert_int_equal(disk_new(&mock_ops, &info, &mock_state, NULL, &d), -EINVAL);
+	info.sector_size = 4096;
+	info.physical_sector_size = 512;
+	assert_int_equal(disk_new(&mock_ops, &info, &mock_state, NULL, &d), -EINVAL);
+	info.physical_sector_size = 6144;
+	assert_int_equal(disk_new(&mock_ops, &info, &mock_state, NULL, &d), -EINVAL);
+	info.sector_size = 512;
+	info.physical_sector_size = 4096;
+	assert_int_equal(disk_new(&mock_ops, &info, &mock_state, NULL, &d), 0);
+	assert_int_equal(disk_get_info(d)->sector_shift, 9);
+	assert_int_equal(disk_get_info(d)->optimal_unmap_sectors, 1);
+	disk_unref(d);
+}
+
+static void test_disk_contract_suites(void **state)
+{
+	struct disk *d = mock_new(64, 512, DISK_UNMAP_UNSPECIFIED, true);
+
+	contract_disk(d);
+	disk_unref(d);
+	d = mock_new(64, 4096, DISK_UNMAP_IGNORED, true);
+	contract_disk(d);
+	disk_unref(d);
+}
+
+static void test_disk_partial_sector_rejected(void **state)
+{
+	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
+	char buf[1024];
+
+	assert_int_equal(disk_sync_read(d, 0, buf, 513), DISK_INVALID_INPUT);
+	assert_int_equal(disk_sync_write(d, 0, buf, 100, 0), DISK_INVALID_INPUT);
+	assert_int_equal(mock_state.reads + mock_state.writes, 0);
+	disk_unref(d);
+}
+
+static void test_disk_flags_checked(void **state)
+{
+	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
+	char buf[512];
+	struct iovec iov = { buf, sizeof(buf) };
+	struct disk_io io = { .op = DISK_OP_READ, .flags = DISK_IO_FUA, .iov = &iov, .iovcnt = 1 };
+
+	assert_int_equal(disk_sync_io(d, &io), DISK_INVALID_INPUT);
+	memset(&io, 0, sizeof(io));
+	io.op = DISK_OP_UNMAP;
+	io.flags = DISK_IO_NO_UNMAP;
+	io.count = 1;
+	assert_int_equal(disk_sync_io(d, &io), DISK_INVALID_INPUT);
+	memset(&io, 0, sizeof(io));
+	io.op = DISK_OP_WRITE;
+	io.flags = DISK_IO_NO_OVERWRITE;   /* layer-only flag */
+	io.iov = &iov;
+	io.iovcnt = 1;
+	assert_int_equal(disk_sync_io(d, &io), DISK_INVALID_INPUT);
+	memset(&io, 0, sizeof(io));
+	io.op = DISK_OP_COUNT;
+	assert_int_equal(disk_sync_io(d, &io), DISK_INVALID_INPUT);
+	assert_int_equal(mock_state.reads + mock_state.writes + mock_state.unmaps, 0);
+	disk_unref(d);
+}
+
+static void flag_done(struct disk_io *io) { *(int *)io->opaque += 1; }
+
+static void test_disk_completion_never_inside_submit(void **state)
+{
+	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
+	char buf[512];
+	struct iovec iov = { buf, sizeof(buf) };
+	int done = 0;
+	struct disk_io io = { .op = DISK_OP_READ, .iov = &iov, .iovcnt = 1, .done = flag_done,
+			      .opaque = &done };
+	struct disk_io bad = { .op = DISK_OP_READ, .sector = UINT64_MAX, .iov = &iov, .iovcnt = 1,
+			       .done = flag_done, .opaque = &done };
+
+	disk_submit(d, &io);
+	disk_submit(d, &bad);
+	assert_int_equal(done, 0);           /* the mock finished at once, but... */
+	while (done < 2)
+		assert_true(reactor_run_once(tu_reactor(), true) >= 0);
+	assert_int_equal(io.status, DISK_OK);
+	assert_int_equal(bad.status, DISK_ILLEGAL_BLOCK);
+	disk_unref(d);
+}
+
+static void test_disk_unmap_ignored_short_circuits(void **state)
+{
+	struct disk *d = mock_new(16, 512, DISK_UNMAP_IGNORED, true);
+
+	assert_int_equal(disk_sync_unmap(d, 0, 16, 0), DISK_OK);
+	assert_int_equal(disk_sync_unmap(d, 15, 2, 0), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_unmap(d, 16, 0, 0), DISK_OK);
+	assert_int_equal(disk_sync_unmap(d, 17, 0, 0), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(mock_state.unmaps, 0);
+	disk_unref(d);
+	d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
+	assert_int_equal(disk_sync_unmap(d, 0, 16, DISK_IO_BLOCK_LEVEL_ONLY), DISK_OK);
+	assert_int_equal(mock_state.unmaps, 1);
+	disk_unref(d);
+}
+
+static void test_disk_write_zeroes_emulated_by_writes(void **state)
+{
+	const uint64_t n = 5000;   /* more than one 1 MiB chunk */
+	struct disk *d = mock_new(n, 512, DISK_UNMAP_UNSPECIFIED, true);
+	uint8_t *buf = malloc(n * 512);
+
+	memset(mock_state.data, 0xab, n * 512);
+	assert_int_equal(disk_sync_write_zeroes(d, 1, n - 2, 0), DISK_OK);
+	assert_int_equal(disk_sync_read(d, 0, buf, n * 512), DISK_OK);
+	assert_int_equal(buf[0], 0xab);
+	assert_true(tu_is_zero(buf + 512, (n - 2) * 512));
+	assert_int_equal(buf[(n - 1) * 512], 0xab);
+	assert_int_equal(mock_state.unmaps, 0);
+	assert_true(mock_state.writes >= 3);
+	/* FAST_ZERO refuses the slow path. */
+	assert_int_equal(disk_sync_write_zeroes(d, 0, 1, DISK_IO_FAST_ZERO), DISK_UNSUPPORTED);
+	/* Out of range. */
+	assert_int_equal(disk_sync_write_zeroes(d, n, 1, 0), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_write_zeroes(d, UINT64_MAX, 1, 0), DISK_ILLEGAL_BLOCK);
+	free(buf);
+	disk_unref(d);
+}
+
+static void test_disk_write_zeroes_uses_unmap_when_it_zeroes(void **state)
+{
+	struct disk *d = mock_new(64, 512, DISK_UNMAP_ZEROES, true);
+	uint8_t buf[512 * 4];
+
+	memset(mock_state.data, 0xab, 64 * 512);
+	assert_int_equal(disk_sync_write_zeroes(d, 2, 4, DISK_IO_FAST_ZERO), DISK_OK);
+	assert_int_equal(mock_state.unmaps, 1);
+	assert_int_equal(mock_state.writes, 0);
+	assert_int_equal(disk_sync_read(d, 2, buf, sizeof(buf)), DISK_OK);
+	assert_true(tu_is_zero(buf, sizeof(buf)));
+	/* NO_UNMAP forces writes. */
+	assert_int_equal(disk_sync_write_zeroes(d, 10, 4, DISK_IO_NO_UNMAP), DISK_OK);
+	assert_int_equal(mock_state.unmaps, 1);
+	assert_true(mock_state.writes >= 1);
+	/* FUA through unmap adds a flush. */
+	assert_int_equal(disk_sync_write_zeroes(d, 20, 4, DISK_IO_FUA), DISK_OK);
+	assert_int_equal(mock_state.flushes, 1);
+	disk_unref(d);
+}
+
+static void test_disk_fua_emulated_with_flush(void **state)
+{
+	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, false);
+	char buf[512] = { 1 };
+
+	assert_int_equal(disk_sync_write(d, 0, buf, sizeof(buf), DISK_IO_FUA), DISK_OK);
+	assert_int_equal(mock_state.writes, 1);
+	assert_int_equal(mock_state.fua_writes, 0);
+	assert_int_equal(mock_state.flushes, 1);
+	disk_unref(d);
+
+	d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
+	assert_int_equal(disk_sync_write(d, 0, buf, sizeof(buf), DISK_IO_FUA), DISK_OK);
+	assert_int_equal(mock_state.fua_writes, 1);
+	assert_int_equal(mock_state.flushes, 0);
+	/* A failed write is not followed by a flush. */
+	disk_unref(d);
+	d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, false);
+	assert_int_equal(disk_sync_write(d, 16, buf, sizeof(buf), DISK_IO_FUA), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(mock_state.flushes, 0);
+	disk_unref(d);
+}
+
+static void test_disk_block_status_default(void **state)
+{
+	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
+	struct disk_extent e[4];
+	uint32_t nr = 99;
+
+	assert_int_equal(disk_sync_block_status(d, 2, 10, e, 4, &nr), DISK_OK);
+	assert_int_equal(nr, 1);
+	assert_int_equal(e[0].count, 10);
+	assert_int_equal(e[0].flags, 0);
+	assert_int_equal(e[0].layer, -1);
+	assert_int_equal(disk_sync_block_status(d, 10, 10, e, 4, &nr), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_block_status(d, 0, 1, e, 0, &nr), DISK_INVALID_INPUT);
+	disk_unref(d);
+}
+
+static void test_disk_cache_emulated_by_reads(void **state)
+{
+	struct disk *d = mock_new(4096, 512, DISK_UNMAP_UNSPECIFIED, true);
+	struct disk_io io = { .op = DISK_OP_CACHE, .sector = 0, .count = 4096 };
+
+	assert_int_equal(disk_sync_io(d, &io), DISK_OK);
+	assert_int_equal(mock_state.reads, 2);   /* 2 MiB in 1 MiB chunks */
+	memset(&io, 0, sizeof(io));
+	io.op = DISK_OP_CACHE;
+	io.sector = 4000;
+	io.count = 200;
+	assert_int_equal(disk_sync_io(d, &io), DISK_ILLEGAL_BLOCK);
+	disk_unref(d);
+}
+
+static void test_disk_unsupported_ops(void **state)
+{
+	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
+	struct disk_io io = { .op = DISK_OP_EJECT };
+
+	assert_int_equal(disk_sync_io(d, &io), DISK_UNSUPPORTED);
+	memset(&io, 0, sizeof(io));
+	io.op = DISK_OP_PR_REPORT;   /* no report buffer */
+	assert_int_equal(disk_sync_io(d, &io), DISK_INVALID_INPUT);
+	memset(&io, 0, sizeof(io));
+	io.op = DISK_OP_PR_RESERVE;
+	io.u.pr.type = 7;
+	assert_int_equal(disk_sync_io(d, &io), DISK_INVALID_INPUT);
+	assert_int_equal(mock_state.prs, 0);
+	disk_unref(d);
+}
+
+static void test_disk_decorator_passes_through(void **state)
+{
+	struct disk *lower = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
+	struct disk_info info;
+	struct disk *top;
+	char buf[512];
+	struct disk_io io = { .op = DISK_OP_PR_CAPS };
+
+	disk_info_inherit(&info, lower);
+	info.type = "passthru";
+	assert_int_equal(disk_new(&passthru_ops, &info, NULL, lower, &top), 0);
+	assert_ptr_equal(disk_lower(top), lower);
+	assert_int_equal(disk_sector_count(top), 16);
+	memset(buf, 7, sizeof(buf));
+	assert_int_equal(disk_sync_write(top, 3, buf, sizeof(buf), 0), DISK_OK);
+	assert_int_equal(disk_sync_read(top, 3, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(mock_state.reads, 1);
+	assert_int_equal(mock_state.writes, 1);
+	assert_int_equal(disk_sync_io(top, &io), DISK_OK);
+	assert_int_equal(io.u.pr.caps, DISK_PR_CAP_WE);
+	assert_int_equal(disk_sync_flush(top), DISK_OK);
+	assert_int_equal(mock_state.flushes, 1);
+	contract_disk(top);
+	/* Releasing the top releases the stack. */
+	disk_unref(top);
+	assert_int_equal(mock_state.closes, 1);
+}
+
+static void test_disk_refcount(void **state)
+{
+	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
+
+	assert_ptr_equal(disk_ref(d), d);
+	disk_unref(d);
+	assert_int_equal(mock_state.closes, 0);
+	disk_unref(d);
+	assert_int_equal(mock_state.closes, 1);
+	disk_unref(NULL);
+}
+
+static void count_cb(struct disk_resize_watch *w, uint64_t n)
+{
+	*(uint64_t *)w->opaque = n;
+}
+
+static void test_disk_resize_notifier(void **state)
+{
+	struct resize_notifier *n;
+	uint64_t got = 0, got2 = 0;
+	struct disk_resize_watch w = { .cb = count_cb, .seen_count = 10, .opaque = &got };
+	struct disk_resize_watch w2 = { .cb = count_cb, .seen_count = 10, .opaque = &got2 };
+	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
+
+	assert_int_equal(disk_watch_resize(d, &w), -EOPNOTSUPP);
+	disk_unref(d);
+
+	assert_int_equal(resize_notifier_new(&n), 0);
+	resize_notifier_add(n, &w, 10);
+	assert_int_equal(got, 0);            /* same size: not fired */
+	resize_notifier_add(n, &w2, 12);
+	assert_int_equal(got2, 12);          /* differs: fired at once */
+	resize_notifier_notify(n, 20);
+	assert_int_equal(got, 20);
+	assert_int_equal(got2, 20);
+	resize_notifier_remove(n, &w);
+	resize_notifier_notify(n, 30);
+	assert_int_equal(got, 20);
+	assert_int_equal(got2, 30);
+	resize_notifier_remove(n, &w2);
+	resize_notifier_free(n);
+}
+
+static void test_disk_io_cache_reuses(void **state)
+{
+	struct reactor *r = tu_reactor();
+	struct disk_io *a = disk_io_get(r);
+
+	assert_non_null(a);
+	a->sector = 42;
+	disk_io_put(r, a);
+	struct disk_io *b = disk_io_get(r);
+	assert_ptr_equal(a, b);
+	assert_int_equal(b->sector, 0);      /* zeroed */
+	disk_io_put(r, b);
+}
+
+static void test_disk_iov_helpers(void **state)
+{
+	char a[3], b[5], out[8];
+	struct iovec iov[2] = { { a, 3 }, { b, 5 } };
+	struct iovec sl[2];
+
+	assert_int_equal(iov_length(iov, 2), 8);
+	assert_int_equal(iov_from_buf(iov, 2, 0, "abcdefgh", 8), 8);
+	assert_int_equal(iov_to_buf(iov, 2, 2, out, 4), 4);
+	assert_memory_equal(out, "cdef", 4);
+	assert_int_equal(iov_slice(iov, 2, 2, 4, sl, 2), 2);
+	assert_int_equal(sl[0].iov_len, 1);
+	assert_int_equal(sl[1].iov_len, 3);
+	assert_int_equal(iov_slice(iov, 2, 2, 4, sl, 1), -E2BIG);
+	iov_memset(iov, 2, 1, 'z', 6);
+	assert_int_equal(iov_to_buf(iov, 2, 0, out, 8), 8);
+	assert_memory_equal(out, "azzzzzzh", 8);
+	assert_true(disk_range_representable(0, 0, 9));
+	assert_false(disk_range_representable(UINT64_MAX, 1, 9));
+	assert_false(disk_range_representable(INT64_MAX >> 9, 1, 9));
+	assert_true(disk_range_representable((INT64_MAX >> 9) - 1, 1, 9));
+}
+
+static void test_disk_status_names(void **state)
+{
+	for (int s = 0; s < DISK_STATUS_COUNT; s++)
+		assert_string_not_equal(disk_status_str(s), "unknown status");
+	assert_string_equal(disk_status_str(DISK_ILLEGAL_BLOCK), "illegal request");
+	assert_string_equal(disk_status_str(99), "unknown status");
+	for (int o = 0; o < DISK_OP_COUNT; o++)
+		assert_string_not_equal(disk_op_str(o), "unknown");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_disk_new_validates_geometry),
+		cmocka_unit_test(test_disk_contract_suites),
+		cmocka_unit_test(test_disk_partial_sector_rejected),
+		cmocka_unit_test(test_disk_flags_checked),
+		cmocka_unit_test(test_disk_completion_never_inside_submit),
+		cmocka_unit_test(test_disk_unmap_ignored_short_circuits),
+		cmocka_unit_test(test_disk_write_zeroes_emulated_by_writes),
+		cmocka_unit_test(test_disk_write_zeroes_uses_unmap_when_it_zeroes),
+		cmocka_unit_test(test_disk_fua_emulated_with_flush),
+		cmocka_unit_test(test_disk_block_status_default),
+		cmocka_unit_test(test_disk_cache_emulated_by_reads),
+		cmocka_unit_test(test_disk_unsupported_ops),
+		cmocka_unit_test(test_disk_decorator_passes_through),
+		cmocka_unit_test(test_disk_refcount),
+		cmocka_unit_test(test_disk_resize_notifier),
+		cmocka_unit_test(test_disk_io_cache_reuses),
+		cmocka_unit_test(test_disk_iov_helpers),
+		cmocka_unit_test(test_disk_status_names),
+	};
+	int r;
+
+	tu_reactor();
+	r = cmocka_run_group_tests_name("disk", tests, NULL, NULL);
+
+	tu_reactor_done();
+	mockdisk_release(&mock_state);
+	return r;
+}

@@ -1,2 +1,558 @@
 /* SPDX-License-Identifier: MIT */
-int main(void) { return 77; }
+/*
+ * test-layered.c: the layered disk (reference/openvmm-disk-stack.md §3 and
+ * the §7.2 tests): read cache, diff, resize, unmap, 4K sectors, constructor
+ * errors, geometry inheritance, mismatched sector sizes, validation, the
+ * metadata folds, the intended clamp semantics, write-through, block
+ * status naming layers, and disk-as-layer.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/compiler.h"
+#include "tests/unit/contract.h"
+#include "tests/unit/mockdisk.h"
+#include "tests/unit/testutil.h"
+
+static char err[256];
+
+static struct layer *ram(uint64_t bytes, uint32_t ss)
+{
+	struct layer *l;
+
+	assert_int_equal(ramlayer_new(bytes, ss, &l, err, sizeof(err)), 0);
+	return l;
+}
+
+static struct layer *disk_layer(struct disk *d)
+{
+	struct layer *l;
+
+	assert_int_equal(disklayer_new(d, &l), 0);
+	return l;
+}
+
+/* Builds a layered disk; asserts success. */
+static struct disk *stack(const struct layered_entry *e, unsigned n, bool ro)
+{
+	struct disk *d;
+	int r = layered_disk_new(e, n, ro, &d, err, sizeof(err));
+
+	if (r != 0)
+		fprintf(stderr, "layered_disk_new: %s\n", err);
+	assert_int_equal(r, 0);
+	return d;
+}
+
+/* Fills sector @s..s+n of a layer with the per-sector pattern (tag, LBA). */
+static void fill_layer(struct layer *l, uint64_t s, uint64_t n, uint32_t ss, uint64_t tag)
+{
+	void *buf = malloc(n * ss);
+
+	tu_fill(buf, n * ss, tag, s * ss);
+	assert_int_equal(tu_layer_write(l, s, buf, n * ss, 0), DISK_OK);
+	free(buf);
+}
+
+static void expect_pattern(struct disk *d, uint64_t s, uint64_t n, uint64_t tag)
+{
+	uint32_t ss = disk_sector_size(d);
+	void *buf = malloc(n * ss);
+
+	assert_int_equal(disk_sync_read(d, s, buf, n * ss), DISK_OK);
+	assert_int_equal(tu_check(buf, n * ss, tag, s * ss), -1);
+	free(buf);
+}
+
+static void expect_zero(struct disk *d, uint64_t s, uint64_t n)
+{
+	uint32_t ss = disk_sector_size(d);
+	void *buf = malloc(n * ss);
+
+	memset(buf, 0xee, n * ss);
+	assert_int_equal(disk_sync_read(d, s, buf, n * ss), DISK_OK);
+	assert_true(tu_is_zero(buf, n * ss));
+	free(buf);
+}
+
+static uint64_t ram_sectors_held(struct layer *l, uint32_t ss)
+{
+	uint64_t data, alloc;
+
+	ramlayer_memory(l, &data, &alloc);
+	return data / ss;
+}
+
+/* §7.2.1 */
+static void test_layered_read_cache_fills(void **state)
+{
+	struct layer *cache = ram(0, 0), *bottom = ram(2048 * 512, 512);
+	struct layered_entry e[] = { { cache, true, false }, { bottom, false, false } };
+	struct disk *d = stack(e, 2, false);
+	const uint64_t lbas[] = { 0, 2, 4, 6, 8 };
+
+	fill_layer(bottom, 0, 2048, 512, 1);
+	for (int round = 0; round < 2; round++)
+		for (unsigned i = 0; i < ARRAY_SIZE(lbas); i++)
+			expect_pattern(d, lbas[i], 1, 1);
+	assert_int_equal(ram_sectors_held(cache, 512), 5);
+	expect_pattern(d, 1, 15, 1);
+	assert_int_equal(ram_sectors_held(cache, 512), 16);
+	contract_disk(d);
+	disk_unref(d);
+}
+
+/* A cache over a disk-as-layer: the second read does not reach the disk. */
+static void test_layered_read_cache_spares_lower_disk(void **state)
+{
+	struct mockdisk m;
+	struct mockdisk_opts o = { .sectors = 256 };
+	struct disk *md = mockdisk_new(&m, &o);
+	struct layer *cache = ram(0, 0);
+	struct layered_entry e[] = { { cache, true, false }, { disk_layer(md), false, false } };
+	struct disk *d = stack(e, 2, true);
+	uint8_t buf[8 * 512];
+
+	tu_fill(m.data, 256 * 512, 3, 0);
+	expect_pattern(d, 10, 8, 3);
+	assert_int_equal(m.reads, 1);
+	expect_pattern(d, 10, 8, 3);
+	assert_int_equal(m.reads, 1);
+	/* A partly cached read fetches only the missing run. */
+	expect_pattern(d, 6, 8, 3);
+	assert_int_equal(m.reads, 2);
+	assert_int_equal(ram_sectors_held(cache, 512), 12);
+	/* Data in the caller's buffer is not what the cache was filled from:
+	 * scribbling on it afterwards does not change the cache. */
+	assert_int_equal(disk_sync_read(d, 100, buf, sizeof(buf)), DISK_OK);
+	memset(buf, 0x77, sizeof(buf));
+	expect_pattern(d, 100, 8, 3);
+	disk_unref(d);
+	assert_int_equal(m.closes, 1);
+	mockdisk_release(&m);
+}
+
+/* A cache over layers that hold nothing stores present zeroes. */
+static void test_layered_read_cache_stores_zeroes(void **state)
+{
+	struct layer *cache = ram(0, 0), *bottom = ram(64 * 512, 512);
+	struct layered_entry e[] = { { cache, true, false }, { bottom, false, false } };
+	struct disk *d = stack(e, 2, false);
+
+	expect_zero(d, 0, 16);
+	assert_int_equal(ram_sectors_held(cache, 512), 16);
+	disk_unref(d);
+}
+
+/* §7.2.2 */
+static void test_layered_diff(void **state)
+{
+	struct layer *top = ram(0, 0), *bottom = ram(64 * 512, 512);
+	struct layered_entry e[] = { { top, false, false }, { bottom, false, false } };
+	struct disk *d = stack(e, 2, false);
+	uint8_t t1[1024], t2[512];
+
+	fill_layer(bottom, 0, 64, 512, 1);
+	expect_pattern(d, 10, 2, 1);
+	tu_fill(t1, sizeof(t1), 2, 10 * 512);
+	assert_int_equal(disk_sync_write(d, 10, t1, sizeof(t1), 0), DISK_OK);
+	tu_fill(t2, sizeof(t2), 3, 11 * 512);
+	assert_int_equal(disk_sync_write(d, 11, t2, sizeof(t2), 0), DISK_OK);
+	expect_pattern(d, 9, 1, 1);
+	expect_pattern(d, 10, 1, 2);
+	expect_pattern(d, 11, 1, 3);
+	expect_pattern(d, 12, 1, 1);
+	/* The bottom layer was not written. */
+	assert_int_equal(ram_sectors_held(bottom, 512), 64);
+	assert_int_equal(ram_sectors_held(top, 512), 2);
+	disk_unref(d);
+}
+
+/* §7.2.3 */
+static void test_layered_resize_half_then_grow(void **state)
+{
+	const uint64_t n = 128;
+	struct layer *top = ram(0, 0), *bottom = ram(n * 512, 512);
+	struct layered_entry e[] = { { top, false, false }, { bottom, false, false } };
+	struct disk *d = stack(e, 2, false);
+
+	fill_layer(bottom, 0, n, 512, 1);
+	assert_int_equal(ramlayer_resize(top, n / 2), 0);
+	assert_int_equal(disk_sector_count(d), n / 2);
+	assert_int_equal(ramlayer_resize(top, n), 0);
+	assert_int_equal(disk_sector_count(d), n);
+	expect_pattern(d, 0, n / 2, 1);
+	expect_zero(d, n / 2, n / 2);
+	assert_int_equal(ramlayer_resize(top, 0), -EINVAL);
+	disk_unref(d);
+}
+
+/* §7.2.4 */
+static void test_layered_unmap_on_diff(void **state)
+{
+	const uint64_t n = 128;
+	struct layer *top = ram(0, 0), *bottom = ram(n * 512, 512);
+	struct layered_entry e[] = { { top, false, false }, { bottom, false, false } };
+	struct disk *d = stack(e, 2, false);
+
+	fill_layer(bottom, 0, n, 512, 1);
+	assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_UNSPECIFIED);
+	assert_int_equal(disk_sync_unmap(d, 0, n - 1, 0), DISK_OK);
+	expect_pattern(d, 0, n, 1);
+	assert_int_equal(disk_sync_unmap(d, n / 2, n / 2, 0), DISK_OK);
+	expect_pattern(d, 0, n / 2, 1);
+	expect_zero(d, n / 2, n / 2);
+	disk_unref(d);
+}
+
+/* §7.2.5 */
+static void test_layered_4k_sectors(void **state)
+{
+	struct layer *l = ram(1 << 20, 4096);
+	struct layered_entry e[] = { { l, false, false } };
+	struct disk *d = stack(e, 1, false);
+	uint8_t buf[3 * 4096];
+
+	assert_int_equal(disk_sector_size(d), 4096);
+	assert_int_equal(disk_get_info(d)->physical_sector_size, 4096);
+	assert_int_equal(disk_sector_count(d), 256);
+	tu_fill(buf, sizeof(buf), 9, 100 * 4096);
+	assert_int_equal(disk_sync_write(d, 100, buf, sizeof(buf), 0), DISK_OK);
+	expect_pattern(d, 100, 3, 9);
+	contract_disk(d);
+	disk_unref(d);
+}
+
+/* §7.2.6 */
+static void test_layered_ram_constructor_errors(void **state)
+{
+	struct layer *l;
+
+	assert_int_equal(ramlayer_new(1 << 20, 1000, &l, err, sizeof(err)), -EINVAL);
+	assert_int_equal(ramlayer_new(1 << 20, 256, &l, err, sizeof(err)), -EINVAL);
+	assert_int_equal(ramlayer_new(5000, 4096, &l, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "5000"));
+}
+
+/* §7.2.7 */
+static void test_layered_geometry_inheritance(void **state)
+{
+	struct layer *top = ram(0, 0), *bottom = ram(1 << 20, 4096);
+	struct layered_entry e[] = { { top, false, false }, { bottom, false, false } };
+	struct disk *d = stack(e, 2, false);
+
+	assert_int_equal(disk_sector_size(d), 4096);
+	assert_int_equal(disk_sector_count(d), 256);
+	disk_unref(d);
+}
+
+/* §7.2.8 */
+static void test_layered_mismatched_sector_sizes(void **state)
+{
+	for (int way = 0; way < 2; way++) {
+		struct layer *a = ram(1 << 20, way ? 512 : 4096);
+		struct layer *b = ram(1 << 20, way ? 4096 : 512);
+		struct layered_entry e[] = { { a, false, false }, { b, false, false } };
+		struct disk *d;
+
+		assert_int_equal(layered_disk_new(e, 2, false, &d, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "mismatched sector size"));
+		layer_free(a);
+		layer_free(b);
+	}
+}
+
+static void test_layered_validation_errors(void **state)
+{
+	struct disk *d;
+	struct mockdisk m;
+	struct mockdisk_opts o = { .sectors = 64, .read_only = true };
+	struct disk *md;
+
+	assert_int_equal(layered_disk_new(NULL, 0, false, &d, err, sizeof(err)), -EINVAL);
+
+	/* A disk layer cannot be a read cache. */
+	md = mockdisk_new(&m, &o);
+	{
+		struct layer *dl = disk_layer(md);
+		struct layered_entry e[] = { { dl, true, false } };
+
+		assert_int_equal(layered_disk_new(e, 1, true, &d, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "read cache"));
+		/* A read-only layer in the write path of a writable disk. */
+		e[0].read_cache = false;
+		assert_int_equal(layered_disk_new(e, 1, false, &d, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "read-only"));
+		/* ... is fine when the disk is read-only, or below the write path. */
+		d = stack(e, 1, true);
+		disk_unref(d);
+	}
+	mockdisk_release(&m);
+	md = mockdisk_new(&m, &o);
+	{
+		struct layered_entry e[] = { { ram(0, 0), false, false }, { disk_layer(md), false, false } };
+
+		d = stack(e, 2, false);
+		disk_unref(d);
+	}
+	mockdisk_release(&m);
+
+	/* Write-through must be contiguous from the top and not last. */
+	{
+		struct layer *a = ram(1 << 16, 512), *b = ram(1 << 16, 512), *c = ram(1 << 16, 512);
+		struct layered_entry e[] = { { a, false, false }, { b, false, true }, { c, false, false } };
+
+		assert_int_equal(layered_disk_new(e, 3, false, &d, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "contiguous"));
+		e[0].write_through = true;
+		e[2].write_through = true;
+		assert_int_equal(layered_disk_new(e, 3, false, &d, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "last layer"));
+		layer_free(a);
+		layer_free(b);
+		layer_free(c);
+	}
+	/* A lazily sized RAM layer alone has no size. */
+	{
+		struct layer *a = ram(0, 0);
+		struct layered_entry e[] = { { a, false, false } };
+
+		assert_true(layered_disk_new(e, 1, false, &d, err, sizeof(err)) < 0);
+		layer_free(a);
+	}
+}
+
+static void test_layered_metadata_folds(void **state)
+{
+	struct mockdisk m;
+	struct mockdisk_opts o = { .sectors = 64, .unmap = DISK_UNMAP_ZEROES, .fua = false,
+				   .has_disk_id = true, .disk_id = { 0xaa, 0xbb } };
+	struct disk *d;
+
+	/* A single RAM layer: UNSPECIFIED, FUA respected. */
+	{
+		struct layered_entry e[] = { { ram(1 << 16, 512), false, false } };
+
+		d = stack(e, 1, false);
+		assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_UNSPECIFIED);
+		assert_true(disk_get_info(d)->fua_respected);
+		assert_false(disk_get_info(d)->has_disk_id);
+		assert_true(disk_get_info(d)->caps & DISK_CAP_COHERENT);
+		disk_unref(d);
+	}
+	/* RAM with write-through over anything: IGNORED; FUA is the AND. */
+	{
+		struct layered_entry e[] = { { ram(0, 0), false, true },
+					     { disk_layer(mockdisk_new(&m, &o)), false, false } };
+
+		d = stack(e, 2, false);
+		assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_IGNORED);
+		assert_false(disk_get_info(d)->fua_respected);
+		assert_true(disk_get_info(d)->has_disk_id);
+		assert_int_equal(disk_get_info(d)->disk_id[0], 0xaa);
+		/* Writes and flushes go down the write path. */
+		uint8_t buf[512] = { 5 };
+		assert_int_equal(disk_sync_write(d, 3, buf, sizeof(buf), 0), DISK_OK);
+		assert_int_equal(m.writes, 1);
+		assert_int_equal(m.data[3 * 512], 5);
+		assert_int_equal(disk_sync_flush(d), DISK_OK);
+		assert_int_equal(m.flushes, 1);
+		/* IGNORED: unmap never reaches a layer. */
+		assert_int_equal(disk_sync_unmap(d, 0, 4, 0), DISK_OK);
+		assert_int_equal(m.unmaps, 0);
+		disk_unref(d);
+		mockdisk_release(&m);
+	}
+	/* memdiff over anything: UNSPECIFIED, FUA of the RAM layer only. */
+	{
+		struct layered_entry e[] = { { ram(0, 0), false, false },
+					     { disk_layer(mockdisk_new(&m, &o)), false, false } };
+
+		d = stack(e, 2, false);
+		assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_UNSPECIFIED);
+		assert_true(disk_get_info(d)->fua_respected);
+		disk_unref(d);
+		mockdisk_release(&m);
+	}
+	/* A disk layer alone that zeroes on unmap: ZEROES; the disk is the
+	 * last layer, so next_is_zero is set (the disk ignores it). */
+	{
+		struct layered_entry e[] = { { disk_layer(mockdisk_new(&m, &o)), false, false } };
+
+		d = stack(e, 1, false);
+		assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_ZEROES);
+		memset(m.data, 0x11, 64 * 512);
+		assert_int_equal(disk_sync_unmap(d, 4, 4, 0), DISK_OK);
+		assert_int_equal(m.unmaps, 1);
+		expect_zero(d, 4, 4);
+		disk_unref(d);
+		mockdisk_release(&m);
+	}
+}
+
+/* The intended clamp semantics when a middle layer is smaller than the
+ * layers around it (upstream's equality-only clamp can skip deeper layers
+ * for earlier runs). */
+static void test_layered_clamp_intended_semantics(void **state)
+{
+	struct layer *top = ram(16 * 512, 512), *mid = ram(8 * 512, 512);
+	struct layer *bottom = ram(16 * 512, 512);
+	struct layered_entry e[] = { { top, false, false }, { mid, false, false },
+				     { bottom, false, false } };
+	struct disk *d = stack(e, 3, false);
+	uint8_t buf[16 * 512], want[16 * 512];
+
+	fill_layer(bottom, 0, 16, 512, 1);
+	fill_layer(top, 2, 2, 512, 2);
+	assert_int_equal(disk_sync_read(d, 0, buf, sizeof(buf)), DISK_OK);
+	tu_fill(want, 8 * 512, 1, 0);
+	tu_fill(want + 2 * 512, 2 * 512, 2, 2 * 512);
+	memset(want + 8 * 512, 0, 8 * 512);
+	assert_memory_equal(buf, want, sizeof(buf));
+	/* A read that starts beyond the smaller layer. */
+	expect_zero(d, 9, 7);
+	disk_unref(d);
+}
+
+static void test_layered_write_through(void **state)
+{
+	struct layer *top = ram(0, 0), *bottom = ram(64 * 512, 512);
+	struct layered_entry e[] = { { top, false, true }, { bottom, false, false } };
+	struct disk *d = stack(e, 2, false);
+	uint8_t buf[4 * 512], back[4 * 512];
+	uint64_t marked;
+
+	tu_fill(buf, sizeof(buf), 4, 8 * 512);
+	assert_int_equal(disk_sync_write(d, 8, buf, sizeof(buf), DISK_IO_FUA), DISK_OK);
+	assert_int_equal(tu_layer_read(top, 8, back, sizeof(back), &marked), DISK_OK);
+	assert_int_equal(marked, 4);
+	assert_memory_equal(back, buf, sizeof(buf));
+	assert_int_equal(tu_layer_read(bottom, 8, back, sizeof(back), &marked), DISK_OK);
+	assert_int_equal(marked, 4);
+	assert_memory_equal(back, buf, sizeof(buf));
+	disk_unref(d);
+}
+
+static void test_layered_block_status_names_layers(void **state)
+{
+	struct layer *top = ram(0, 0), *bottom = ram(64 * 512, 512);
+	struct layered_entry e[] = { { top, false, false }, { bottom, false, false } };
+	struct disk *d = stack(e, 2, false);
+	struct disk_extent ext[8];
+	uint32_t nr;
+
+	fill_layer(top, 0, 4, 512, 1);
+	fill_layer(bottom, 8, 8, 512, 1);
+	fill_layer(top, 10, 2, 512, 1);
+	assert_int_equal(disk_sync_block_status(d, 0, 64, ext, 8, &nr), DISK_OK);
+	assert_int_equal(nr, 6);
+	assert_int_equal(ext[0].count, 4);
+	assert_int_equal(ext[0].layer, 0);
+	assert_int_equal(ext[0].flags, 0);
+	assert_int_equal(ext[1].count, 4);
+	assert_int_equal(ext[1].layer, -1);
+	assert_int_equal(ext[1].flags, DISK_EXTENT_HOLE | DISK_EXTENT_ZERO);
+	assert_int_equal(ext[2].count, 2);
+	assert_int_equal(ext[2].layer, 1);
+	assert_int_equal(ext[3].count, 2);
+	assert_int_equal(ext[3].layer, 0);
+	assert_int_equal(ext[4].count, 4);
+	assert_int_equal(ext[4].layer, 1);
+	assert_int_equal(ext[5].count, 48);
+	assert_int_equal(ext[5].layer, -1);
+	/* Room for one extent: only the first. */
+	assert_int_equal(disk_sync_block_status(d, 2, 60, ext, 1, &nr), DISK_OK);
+	assert_int_equal(nr, 1);
+	assert_int_equal(ext[0].count, 2);
+	assert_int_equal(disk_sync_block_status(d, 60, 8, ext, 8, &nr), DISK_ILLEGAL_BLOCK);
+	disk_unref(d);
+}
+
+static void test_layered_zero_length_read_past_end(void **state)
+{
+	struct layered_entry e[] = { { ram(1 << 16, 512), false, false } };
+	struct disk *d = stack(e, 1, false);
+	uint8_t b;
+
+	/* No layer is consulted (§1.3.1). */
+	assert_int_equal(disk_sync_read(d, 1000, &b, 0), DISK_OK);
+	disk_unref(d);
+}
+
+static void test_layered_contract_two_ram_layers(void **state)
+{
+	for (int rc = 0; rc < 2; rc++) {
+		for (int ss = 512; ss <= 4096; ss *= 8) {
+			struct layered_entry e[] = { { ram(0, 0), rc, false },
+						     { ram(1 << 16, ss), false, false } };
+			struct disk *d = stack(e, 2, false);
+
+			contract_disk(d);
+			disk_unref(d);
+		}
+	}
+}
+
+static void describe_layer(struct disk_describer *dd, unsigned i, const char *type, bool rc,
+			   bool wt, uint64_t count, struct disk *inner)
+{
+	char *out = dd->opaque;
+	char tmp[64];
+
+	snprintf(tmp, sizeof(tmp), "[%u:%s:%d:%d]", i, type, rc, wt);
+	strcat(out, tmp);
+}
+
+static void test_layered_describe(void **state)
+{
+	struct mockdisk m;
+	struct mockdisk_opts o = { .sectors = 64 };
+	struct layered_entry e[] = { { ram(0, 0), true, false },
+				     { disk_layer(mockdisk_new(&m, &o)), false, false } };
+	struct disk *d = stack(e, 2, true);
+	char out[256] = "";
+	struct disk_describer dd = { .layer_begin = describe_layer, .opaque = out };
+
+	disk_describe(d, &dd);
+	assert_string_equal(out, "[0:ram:1:0][1:disk:0:0]");
+	assert_int_equal(layered_disk_layer_count(d), 2);
+	assert_non_null(layered_disk_layer(d, 1));
+	assert_null(layered_disk_layer(d, 2));
+	disk_unref(d);
+	mockdisk_release(&m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_layered_read_cache_fills),
+		cmocka_unit_test(test_layered_read_cache_spares_lower_disk),
+		cmocka_unit_test(test_layered_read_cache_stores_zeroes),
+		cmocka_unit_test(test_layered_diff),
+		cmocka_unit_test(test_layered_resize_half_then_grow),
+		cmocka_unit_test(test_layered_unmap_on_diff),
+		cmocka_unit_test(test_layered_4k_sectors),
+		cmocka_unit_test(test_layered_ram_constructor_errors),
+		cmocka_unit_test(test_layered_geometry_inheritance),
+		cmocka_unit_test(test_layered_mismatched_sector_sizes),
+		cmocka_unit_test(test_layered_validation_errors),
+		cmocka_unit_test(test_layered_metadata_folds),
+		cmocka_unit_test(test_layered_clamp_intended_semantics),
+		cmocka_unit_test(test_layered_write_through),
+		cmocka_unit_test(test_layered_block_status_names_layers),
+		cmocka_unit_test(test_layered_zero_length_read_past_end),
+		cmocka_unit_test(test_layered_contract_two_ram_layers),
+		cmocka_unit_test(test_layered_describe),
+	};
+	int r;
+
+	tu_reactor();
+	r = cmocka_run_group_tests_name("layered", tests, NULL, NULL);
+
+	tu_reactor_done();
+	return r;
+}
