@@ -50,6 +50,8 @@
 struct layer {
 	const struct layer_ops *ops;
 	void *priv;
+	bool attached;
+	struct layer_meta meta;   /* recorded by layer_attach */
 };
 
 int layer_new(const struct layer_ops *ops, void *priv, struct layer **out)
@@ -74,6 +76,25 @@ void layer_free(struct layer *l)
 }
 
 void *layer_priv(const struct layer *l) { return l->priv; }
+
+int layer_attach(struct layer *l, const struct layer_meta *lower, char *err, size_t errlen)
+{
+	struct layer_meta meta;
+	int r;
+
+	memset(&meta, 0, sizeof(meta));
+	r = l->ops->attach(l, lower, &meta, err, errlen);
+	if (r < 0)
+		return r;
+	l->meta = meta;
+	l->attached = true;
+	return 0;
+}
+
+const struct layer_meta *layer_get_meta(const struct layer *l)
+{
+	return l->attached ? &l->meta : NULL;
+}
 const struct layer_ops *layer_get_ops(const struct layer *l) { return l->ops; }
 
 struct lentry {
@@ -294,6 +315,12 @@ static int lread_populate(struct lread *st, bool from_callback)
 			continue;
 		snap.words = st->snap[st->pop_layer];
 		while (bitmap_next_run(&snap, st->pos, false, &s, &e)) {
+			/* Nothing past the cache layer's visible count is kept. */
+			uint64_t vis = layered_visible(st->ld, st->pop_layer);
+
+			if (s >= vis)
+				break;
+			e = MIN(e, vis);
 			memset(&st->lio, 0, sizeof(st->lio));
 			st->lio.op = DISK_OP_WRITE;
 			st->lio.flags = DISK_IO_NO_OVERWRITE;
@@ -786,7 +813,9 @@ int layered_disk_new(const struct layered_entry *layers, unsigned n, bool read_o
 		const struct layer_meta *lower = k + 1 < n ? &ld->l[k + 1].meta : NULL;
 
 		aerr[0] = '\0';
-		r = le->layer->ops->attach(le->layer, lower, &le->meta, aerr, sizeof(aerr));
+		r = layer_attach(le->layer, lower, aerr, sizeof(aerr));
+		if (r == 0)
+			le->meta = le->layer->meta;
 		if (r < 0) {
 			layered_fail(err, errlen, "layer %u (%s): attach failed: %s", k,
 				     le->layer->ops->type, aerr[0] ? aerr : strerror(-r));

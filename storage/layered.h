@@ -90,6 +90,13 @@ int layer_new(const struct layer_ops *ops, void *priv, struct layer **out);
 void layer_free(struct layer *l);
 void *layer_priv(const struct layer *l);
 const struct layer_ops *layer_get_ops(const struct layer *l);
+/* Attaches @l above @lower (NULL for the bottom) through ops->attach and
+ * records the resulting metadata in the layer. layered_disk_new calls it;
+ * tests may call it to use a layer on its own. Returns 0 or -errno. */
+int layer_attach(struct layer *l, const struct layer_meta *lower, char *err, size_t errlen);
+/* The metadata recorded by the last successful layer_attach, or NULL. The
+ * sector count in it is the one at attach time. */
+const struct layer_meta *layer_get_meta(const struct layer *l);
 
 /* One entry of the list given to layered_disk_new. */
 struct layered_entry {
