@@ -19,8 +19,11 @@
  *   nbd:<uri>                          a remote NBD export (libnbd)
  *
  * Sizes: decimal digits, optional K/M/G/T (powers of 1024, upper case), then
- * an optional B. A trailing ",ro" (or ",ro=on") applies to the whole disk.
- * Parsing never opens anything; errors point at the offending part.
+ * an optional B. Times (delay): decimal digits, then "ms" (the default) or
+ * "us". A trailing ",ro" (or ",ro=on", ",ro=off") applies to the whole disk;
+ * specs cannot otherwise contain commas (except inside [...]). Striped
+ * members cannot contain '+'. Parsing never opens anything; errors point at
+ * the offending part.
  */
 #ifndef DISKSTACK_STORAGE_SPEC_H
 #define DISKSTACK_STORAGE_SPEC_H
@@ -55,6 +58,7 @@ struct spec {
 	struct spec **members;    /* striped */
 	unsigned nmembers;
 	bool ro;                  /* root only: trailing ,ro */
+	bool bare;                /* file: given as a bare path (no "file:") */
 };
 
 /* How a kind is opened. */
@@ -77,13 +81,22 @@ enum spec_shape {
  * set. A layer kind pushes one layer (and the resolver continues with
  * @inner); a disk kind makes a complete disk. Kinds whose implementation has
  * not landed have neither and are refused by the resolver by name.
+ *
+ * Open functions write a bare message to @err (no spec text: the resolver
+ * prefixes the node's text, e.g. "file:/x.img: No such file or directory")
+ * and return -errno. A disk kind with inner specs (crypt, prwrap, delay,
+ * striped) opens each one as a separate disk with spec_open(inner,
+ * read_only, ctx, ...) and may copy its message through unchanged (it is
+ * already prefixed with the inner node's text).
  */
 struct spec_kind {
 	const char *name;
 	enum spec_shape shape;
-	const char *usage;        /* one line for --help */
-	/* Layer kinds: open the layer this node adds. *read_cache tells the
-	 * layered disk to fill it with what lower layers return. */
+	const char *usage;        /* syntax, one line for --help ("mem:<size>") */
+	/* Layer kinds: open the layer this node adds. @read_only is the flag
+	 * for this layer (§3.9: false for read caches). *read_cache starts as
+	 * the kind's @read_cache and tells the layered disk to fill the layer
+	 * with what lower layers return. */
 	int (*open_layer)(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 			  struct layer **out, bool *read_cache, char *err, size_t errlen);
 	/* For layer kinds with an inner spec: whether the inner spec is opened
@@ -92,6 +105,11 @@ struct spec_kind {
 	/* Disk kinds: open the complete disk for @s. */
 	int (*open_disk)(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 			 struct disk **out, char *err, size_t errlen);
+	/* Appended after the first version: */
+	const char *summary;      /* what it is, one line for --help and info */
+	/* Layer kinds: the layer is a read cache (autocache): opened writable
+	 * whatever the disk's flag, filled from the layers below (§3.9). */
+	bool read_cache;
 };
 
 /* The registry, terminated by an entry with name NULL. */
@@ -99,13 +117,37 @@ extern const struct spec_kind spec_kinds[];
 
 /* Finds a kind by name; NULL if unknown. */
 const struct spec_kind *spec_kind_find(const char *name);
-/* Writes the list of kinds with their usage lines (for --help). */
+/* True when this build can open @k (it has an open function). */
+bool spec_kind_available(const struct spec_kind *k);
+/* Writes the list of kinds with their usage lines and summaries (for
+ * --help), one per line, each preceded by @indent (NULL = none); kinds not
+ * available in this build are marked so. Ends with the bare-path form. */
 void spec_print_usage(FILE *fp, const char *indent);
 
-/* Parses @text. Returns 0 or -EINVAL with a message in @err pointing at the
- * offending part and, for unknown kinds, listing the valid ones. */
+/*
+ * Parses @text (borrowed; the tree keeps its own copy). Returns 0 with the
+ * root in *out (owned by the caller, free with spec_free), or -EINVAL with
+ * a message in @err of @errlen bytes (@err may be NULL) that quotes the
+ * offending part and gives its offset in @text ("bad size 'invalid' at
+ * offset 4 of 'mem:invalid'") and, for unknown kinds, lists the valid ones.
+ *
+ * Field use per kind (others zero/NULL):
+ *   mem        size
+ *   memdiff    inner
+ *   file       path, direct, create + size (create=)
+ *   sql        path, create + size (create=)
+ *   sqldiff    path, create (;create), inner
+ *   autocache  path = the key (NULL when empty: use the lower disk id), inner
+ *   blob       arg = "flat" or "vhd1", path = the URL (http:// or https://)
+ *   crypt      arg = "xts-aes-256", path = the key file, inner
+ *   prwrap     inner
+ *   delay      delay_read_us, delay_write_us (the same when one time), inner
+ *   striped    size = chunk bytes (non-zero multiple of 512), members (>= 1)
+ *   nbd        path = the URI (scheme checked)
+ * The bare-path form parses as a file node.
+ */
 int spec_parse(const char *text, struct spec **out, char *err, size_t errlen);
-/* Frees a parsed spec. NULL allowed. */
+/* Frees a parsed spec (a root from spec_parse). NULL allowed. */
 void spec_free(struct spec *s);
 
 /* Parses a size ("512", "64K", "1G", "1GB"). Returns 0 or -EINVAL/-ERANGE. */
@@ -114,10 +156,18 @@ int spec_parse_size(const char *s, size_t len, uint64_t *out);
 void spec_format_size(uint64_t bytes, char *buf, size_t len);
 
 /*
- * Opens a parsed spec. @read_only is the caller's flag OR'd with the spec's
- * ,ro. Read-only flows as §6.3 / §3.9: memdiff and sqldiff open their inner
- * spec read-only; read caches are opened writable. Returns 0 or -errno with
- * a message in @err.
+ * Opens a parsed spec (@s borrowed; may be an inner node). The disk is
+ * read-only when @read_only or the spec's ,ro is set. Layer kinds push
+ * layers into one list, top first; a disk kind ends the list (inside a
+ * list it becomes a disk-as-layer). A single plain disk is returned as is,
+ * anything else becomes a layered disk with the disk's read-only flag.
+ * Read-only flows as §6.3 / §3.9: each layer is opened with the running
+ * flag (read caches writable), and everything below a layer is read-only
+ * (no layer is write-through from the CLI; memdiff and sqldiff force it
+ * anyway). Returns 0 with an owned reference in *out, or -errno with a
+ * message in @err that starts with the failing node's text; kinds not
+ * built in are -ENOTSUP ("disk kind 'crypt' is not available in this
+ * build").
  */
 int spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 	      struct disk **out, char *err, size_t errlen);
@@ -125,5 +175,11 @@ int spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 /* Parses and opens in one step. */
 int spec_open_str(const char *text, bool read_only, const struct spec_ctx *ctx,
 		  struct disk **out, char *err, size_t errlen);
+
+/* The autocache root: ctx->cache_dir, else $DISKSTACK_AUTOCACHE_DIR (@ctx
+ * may be NULL). Returns 0 with a borrowed string in *out, or -EINVAL with a
+ * message in @err when neither is set. The resolver checks it before
+ * opening an autocache node. */
+int spec_autocache_dir(const struct spec_ctx *ctx, const char **out, char *err, size_t errlen);
 
 #endif
