@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: MIT
+# functions.sh: helpers sourced by every integration test
+# (tests/integration/test-<area>-<aspect>.sh). POSIX sh.
+#
+#   requires CMD...            exit 77 (skip) unless every CMD is on $PATH
+#   cleanup_fn CMD [ARGS...]   run CMD at exit (last registered runs first)
+#   $tmpdir                    a per-test temporary directory, removed at exit
+#   $DISKSTACK                 the diskstack binary
+#   start_bg PIDFILE CMD...    start CMD in the background, record its pid
+#   stop_bg PIDFILE            stop that process (TERM, then KILL) by its pid
+#   expect_exit CODE CMD...    run CMD, fail unless it exits with CODE;
+#                              its stderr is left in $tmpdir/stderr,
+#                              its stdout in $tmpdir/stdout
+#   expect_stderr TEXT         fail unless $tmpdir/stderr contains TEXT
+#   fail MSG                   print MSG and exit 1
+
+set -e
+
+# The binary: exported by the Makefile (AM_TESTS_ENVIRONMENT); else the
+# build directory, else the source tree's parent of this script.
+if [ -z "${DISKSTACK:-}" ]; then
+	if [ -n "${abs_top_builddir:-}" ]; then
+		DISKSTACK=$abs_top_builddir/diskstack
+	else
+		DISKSTACK=$(cd "$(dirname "$0")/../.." && pwd)/diskstack
+	fi
+fi
+export DISKSTACK
+
+fail()
+{
+	echo "$0: FAIL: $*" >&2
+	exit 1
+}
+
+requires()
+{
+	for _req in "$@"; do
+		if ! command -v "$_req" >/dev/null 2>&1; then
+			echo "$0: '$_req' not found, skipping"
+			exit 77
+		fi
+	done
+}
+
+_cleanup_cmds=""
+
+# Registers a command (one string, evaluated at exit).
+cleanup_fn()
+{
+	_cleanup_cmds="$*
+$_cleanup_cmds"
+}
+
+_run_cleanup()
+{
+	_status=$?
+	set +e
+	_saved_ifs=$IFS
+	IFS='
+'
+	for _c in $_cleanup_cmds; do
+		IFS=$_saved_ifs
+		eval "$_c"
+		IFS='
+'
+	done
+	IFS=$_saved_ifs
+	if [ -n "${tmpdir:-}" ] && [ -d "$tmpdir" ]; then
+		rm -rf "$tmpdir"
+	fi
+	exit $_status
+}
+trap _run_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+tmpdir=$(mktemp -d "${TMPDIR:-/tmp}/diskstack-test.XXXXXX")
+
+if [ ! -x "$DISKSTACK" ]; then
+	echo "$0: $DISKSTACK is not built, skipping"
+	exit 77
+fi
+
+start_bg()
+{
+	_pidfile=$1
+	shift
+	"$@" &
+	echo $! > "$_pidfile"
+	cleanup_fn "stop_bg '$_pidfile'"
+}
+
+stop_bg()
+{
+	[ -f "$1" ] || return 0
+	_pid=$(cat "$1")
+	rm -f "$1"
+	[ -n "$_pid" ] || return 0
+	kill -TERM "$_pid" 2>/dev/null || return 0
+	_i=0
+	while kill -0 "$_pid" 2>/dev/null; do
+		_i=$((_i + 1))
+		if [ $_i -ge 50 ]; then
+			kill -KILL "$_pid" 2>/dev/null || true
+			break
+		fi
+		sleep 0.1
+	done
+	wait "$_pid" 2>/dev/null || true
+}
+
+expect_exit()
+{
+	_want=$1
+	shift
+	_got=0
+	"$@" >"$tmpdir/stdout" 2>"$tmpdir/stderr" || _got=$?
+	if [ "$_got" != "$_want" ]; then
+		echo "--- command: $*" >&2
+		echo "--- stdout:" >&2
+		cat "$tmpdir/stdout" >&2
+		echo "--- stderr:" >&2
+		cat "$tmpdir/stderr" >&2
+		fail "'$*' exited with $_got, expected $_want"
+	fi
+}
+
+expect_stderr()
+{
+	if ! grep -q -F -- "$1" "$tmpdir/stderr"; then
+		echo "--- stderr:" >&2
+		cat "$tmpdir/stderr" >&2
+		fail "stderr does not contain '$1'"
+	fi
+}
