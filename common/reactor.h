@@ -13,6 +13,16 @@
  * thread. Deferred tasks (reactor_defer) run in FIFO order on the next pass of
  * the loop, never inside the call that deferred them. Posted tasks
  * (reactor_post) are moved to the ready list by the reactor's thread.
+ *
+ * Rules for SQEs: every SQE taken with reactor_get_sqe() must produce exactly
+ * one final CQE whose user_data is a struct reactor_op (a multishot op counts
+ * once: CQEs flagged IORING_CQE_F_MORE are delivered but not counted). Do not
+ * use IOSQE_CQE_SKIP_SUCCESS. reactor_pending() relies on this.
+ *
+ * Valgrind: memcheck does not know that the kernel wrote a buffer through
+ * io_uring. A backend must call reactor_mark_defined() (or
+ * reactor_mark_iov_defined()) on the bytes a successful read returned,
+ * before handing them on; outside valgrind these calls cost nothing.
  */
 #ifndef DISKSTACK_COMMON_REACTOR_H
 #define DISKSTACK_COMMON_REACTOR_H
@@ -20,6 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <liburing.h>
 
 struct reactor;
@@ -105,11 +116,21 @@ void reactor_stop(struct reactor *r);
 unsigned reactor_pending(struct reactor *r);
 
 /* Per-reactor buffer cache: returns a buffer of at least @size bytes aligned
- * to 4096, zeroed if @zero. Buffers are cached by power-of-two size class so
- * steady-state I/O does not allocate. NULL on allocation failure. */
+ * to 4096, whose first @size bytes are zeroed if @zero (otherwise the contents
+ * are undefined). Buffers are cached by power-of-two size class (512 B to
+ * 64 MiB; larger sizes are allocated and freed each time) with a bounded
+ * number kept per class, so steady-state I/O does not allocate. NULL on
+ * allocation failure (or @size too large). Owned by the caller until put. */
 void *reactor_buf_get(struct reactor *r, size_t size, bool zero);
 /* Returns a buffer from reactor_buf_get() of the same @size. NULL allowed. */
 void reactor_buf_put(struct reactor *r, void *buf, size_t size);
+
+/* Tells valgrind's memcheck that [@p, @p + @len) is defined (the kernel
+ * filled it through io_uring). No-op when not built with valgrind support or
+ * not running under valgrind. Any thread. */
+void reactor_mark_defined(const void *p, size_t len);
+/* Same for the first @len bytes of an iovec list (e.g. a read's cqe->res). */
+void reactor_mark_iov_defined(const struct iovec *iov, int iovcnt, size_t len);
 
 /* Per-reactor slots for modules that keep per-thread caches. */
 enum reactor_local_slot {
@@ -121,7 +142,9 @@ enum reactor_local_slot {
 };
 /* Returns the slot's value (NULL until set). */
 void *reactor_local_get(struct reactor *r, enum reactor_local_slot slot);
-/* Sets the slot's value and the destructor run by reactor_free(). */
+/* Sets the slot's value and the destructor run by reactor_free() (@dtor may
+ * be NULL). Destructors run first in reactor_free(), in slot order, while
+ * the reactor still works (they may call reactor_buf_put()). */
 void reactor_local_set(struct reactor *r, enum reactor_local_slot slot, void *value,
 		       void (*dtor)(void *value));
 
