@@ -8,7 +8,9 @@
  *   COOP_TASKRUN + TASKRUN_FLAG, DEFER_TASKRUN and SUBMIT_ALL when the kernel
  *   has them (6.1 does); each flag set that the kernel refuses with -EINVAL
  *   falls back to a smaller one, down to no flags at all.
- *   DISKSTACK_URING_BASIC=1 forces the plain ring (to test the fallback).
+ *   DISKSTACK_URING_BASIC=1 forces the plain ring (to test the fallback);
+ *   so does running under valgrind, which cannot let other threads run
+ *   while one blocks in io_uring_enter (see reactor_wait_valgrind).
  *   The CQ ring is four times the SQ ring so bursts of completions rarely
  *   overflow.
  * - A pass (reactor_run_once) is: submit queued SQEs (only if there are any,
@@ -30,7 +32,10 @@
  *   unspecified order.
  * - Mailbox: posters append to a mutex-protected list and then set
  *   mb_pending; only the poster that flips it from false to true writes the
- *   eventfd, so a burst of posts costs one write(2). The reactor keeps a read
+ *   eventfd, so a burst of posts costs one write(2). The whole post happens
+ *   under mb_lock: once the reactor can see a task, its poster is done with
+ *   the reactor, and reactor_free() takes mb_lock to wait for stragglers, so
+ *   a task may free the reactor it was posted to. The reactor keeps a read
  *   of the eventfd armed in its ring (that is what wakes a blocked reactor),
  *   and drains the list whenever mb_pending is set: it clears the flag before
  *   taking the list, so a post that misses the drain always sees false and
@@ -49,6 +54,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -119,6 +125,9 @@ struct reactor {
 	bool efd_armed;
 	bool closing;
 	struct reactor_op cancel_op;
+
+	/* Running under valgrind: see reactor_wait_valgrind(). */
+	bool valgrind;
 
 	/* Buffer cache by size class. */
 	struct {
@@ -387,6 +396,9 @@ static void reactor_cancel_cb(struct reactor_op *op UNUSED, int res UNUSED)
 {
 }
 
+/* Makes sure a blocked reactor wakes up. Called with mb_lock held, so that
+ * reactor_free() (which takes mb_lock) cannot free the reactor or close the
+ * eventfd under a poster that is still signalling. */
 static void reactor_wake(struct reactor *r)
 {
 	if (!atomic_exchange(&r->mb_pending, true)) {
@@ -406,15 +418,20 @@ void reactor_post(struct reactor *r, struct reactor_task *task)
 	pthread_mutex_lock(&r->mb_lock);
 	*r->mb_tail = task;
 	r->mb_tail = &task->next;
-	pthread_mutex_unlock(&r->mb_lock);
 	reactor_wake(r);
+	pthread_mutex_unlock(&r->mb_lock);
 }
 
 void reactor_stop(struct reactor *r)
 {
+	if (pthread_equal(r->owner, pthread_self())) {
+		atomic_store(&r->stop, true);
+		return;
+	}
+	pthread_mutex_lock(&r->mb_lock);
 	atomic_store(&r->stop, true);
-	if (!pthread_equal(r->owner, pthread_self()))
-		reactor_wake(r);
+	reactor_wake(r);
+	pthread_mutex_unlock(&r->mb_lock);
 }
 
 /* Moves posted tasks to the end of the ready list. */
@@ -592,9 +609,40 @@ static int reactor_run_timers(struct reactor *r)
 
 static inline bool reactor_has_work(struct reactor *r)
 {
+	/* Not r->stop: a stop from another thread also sets mb_pending, and
+	 * one from this thread is made by a callback, so the pass ran something.
+	 * A stale stop must not turn reactor_run_until() into a busy loop. */
 	return r->ready_head != NULL || r->stash_len > 0 ||
-	       atomic_load_explicit(&r->mb_pending, memory_order_relaxed) ||
-	       atomic_load_explicit(&r->stop, memory_order_relaxed);
+	       atomic_load_explicit(&r->mb_pending, memory_order_relaxed);
+}
+
+/*
+ * Valgrind (3.19 at least) does not mark io_uring_enter as a syscall that
+ * may block, so a thread waiting in it keeps valgrind's big lock and every
+ * other thread of the process stops — a reactor waiting for a post would
+ * wait forever. Under valgrind the ring is plain (no COOP/DEFER_TASKRUN:
+ * completions are posted without our help) and the reactor sleeps in
+ * ppoll() on the ring fd instead, which valgrind knows may block.
+ */
+static int reactor_wait_valgrind(struct reactor *r, const struct __kernel_timespec *kts)
+{
+	/* Cap the sleep so that a missed wake-up costs latency, not a hang. */
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = 100000000 };
+	struct pollfd pfd = { .fd = r->ring.ring_fd, .events = POLLIN };
+	int ret = reactor_submit(r);
+
+	if (ret < 0)
+		return ret;
+	if (io_uring_cq_ready(&r->ring) > 0)
+		return 0;
+	if (kts && (kts->tv_sec < ts.tv_sec ||
+		    (kts->tv_sec == ts.tv_sec && kts->tv_nsec < ts.tv_nsec))) {
+		ts.tv_sec = (time_t)kts->tv_sec;
+		ts.tv_nsec = (long)kts->tv_nsec;
+	}
+	if (ppoll(&pfd, 1, &ts, NULL) < 0 && errno != EINTR)
+		return -errno;
+	return 0;
 }
 
 /* Blocks until a CQE arrives or the first timer is due. */
@@ -615,6 +663,8 @@ static int reactor_wait(struct reactor *r)
 		ts.tv_nsec = (long long)(delta % 1000000000u);
 		tsp = &ts;
 	}
+	if (unlikely(r->valgrind))
+		return reactor_wait_valgrind(r, tsp);
 	ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, tsp, NULL);
 	if (ret >= 0 || ret == -ETIME || ret == -EINTR)
 		return 0;
@@ -789,7 +839,10 @@ static int reactor_ring_init(struct reactor *r, unsigned entries)
 		0,
 	};
 	const char *basic = getenv("DISKSTACK_URING_BASIC");
-	size_t first = (basic && *basic && strcmp(basic, "0") != 0) ? ARRAY_SIZE(flag_sets) - 1 : 0;
+	size_t first = 0;
+
+	if ((basic && *basic && strcmp(basic, "0") != 0) || r->valgrind)
+		first = ARRAY_SIZE(flag_sets) - 1;
 	int ret = -EINVAL;
 
 	for (size_t i = first; i < ARRAY_SIZE(flag_sets); i++) {
@@ -817,6 +870,9 @@ int reactor_new(struct reactor **out, unsigned entries)
 	if (!r)
 		return -ENOMEM;
 	r->owner = pthread_self();
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+	r->valgrind = RUNNING_ON_VALGRIND;
+#endif
 	r->ready_tail = &r->ready_head;
 	r->mb_tail = &r->mb_head;
 	r->efd = -1;
@@ -899,6 +955,11 @@ void reactor_free(struct reactor *r)
 	}
 	reactor_efd_disarm(r);
 	io_uring_queue_exit(&r->ring);
+	/* Wait for posters still inside reactor_post()/reactor_stop(). */
+	pthread_mutex_lock(&r->mb_lock);
+	if (r->mb_head)
+		log_debug("reactor: freed with posted tasks that never ran");
+	pthread_mutex_unlock(&r->mb_lock);
 	close(r->efd);
 	for (unsigned c = 0; c < REACTOR_BUF_CLASSES; c++) {
 		struct reactor_buf *b = r->bufs[c].head;

@@ -71,8 +71,10 @@ uint64_t reactor_now_ns(void);
 
 /* Returns a zeroed SQE from the reactor's ring, submitting queued SQEs first
  * if the ring is full. Never NULL: if the kernel cannot take more, the loop
- * reaps completions until a slot frees up. The SQE is submitted on the next
- * pass of the loop (or by reactor_flush). */
+ * reaps completions until a slot frees up (their callbacks run on the next
+ * pass, never inside this call). The SQE is submitted on the next pass of
+ * the loop (or by reactor_flush). Each call counts as one pending op until
+ * its final CQE is reaped (see the rules above). */
 struct io_uring_sqe *reactor_get_sqe(struct reactor *r);
 
 /* Attaches @op to @sqe. */
@@ -88,7 +90,9 @@ int reactor_flush(struct reactor *r);
 void reactor_defer(struct reactor *r, struct reactor_task *task);
 
 /* Runs @task on @r's thread. Thread-safe; may be called from any thread,
- * including threads without a reactor. */
+ * including threads without a reactor. Cheap: a mutex and, at most once
+ * per pass of the reactor, a write(2) to its eventfd. Once the task has run,
+ * the poster no longer touches @r (so the task may lead to reactor_free). */
 void reactor_post(struct reactor *r, struct reactor_task *task);
 
 /* Arms @t to fire @delay_ns from now. Re-arming an armed timer moves it. */
@@ -96,12 +100,17 @@ void reactor_timer_start(struct reactor *r, struct reactor_timer *t, uint64_t de
 /* Disarms @t; harmless if not armed. */
 void reactor_timer_cancel(struct reactor *r, struct reactor_timer *t);
 
-/* Runs one pass: submits queued SQEs, runs ready tasks, fired timers and
- * completions. If @wait and nothing is ready, blocks until something
- * happens. Returns the number of callbacks run or -errno. */
+/* Runs one pass: submits queued SQEs, then runs completions, fired timers,
+ * posted and deferred tasks (tasks deferred during the pass wait for the next
+ * one). If @wait and the pass ran nothing and nothing is ready, blocks until
+ * a completion, a post or the first timer deadline. Makes no syscall when no
+ * SQE is queued and the kernel has nothing to deliver. Returns the number of
+ * callbacks run or -errno. */
 int reactor_run_once(struct reactor *r, bool wait);
 
-/* Runs passes until reactor_stop() is called. Returns 0 or -errno. */
+/* Runs passes until reactor_stop() is called. The stop request is consumed
+ * when this returns (a stop made while not in reactor_run() makes the next
+ * call return at once). Returns 0 or -errno. */
 int reactor_run(struct reactor *r);
 
 /* Runs passes until *@flag becomes true (set by a callback on this thread).

@@ -22,8 +22,6 @@
 
 /* ---- reactors ----------------------------------------------------------- */
 
-/* The reactor tu_reactor() created on this thread, if any. */
-static __thread struct reactor *tu_own_reactor;
 static pthread_once_t tu_atexit_once = PTHREAD_ONCE_INIT;
 
 /* Frees the exiting thread's reactor (normally the main thread's), so that
@@ -48,7 +46,6 @@ struct reactor *tu_reactor(void)
 	ret = reactor_new(&r, 0);
 	if (ret < 0)
 		fail_msg("reactor_new: %s", strerror(-ret));
-	tu_own_reactor = r;
 	pthread_once(&tu_atexit_once, tu_register_atexit);
 	return r;
 }
@@ -60,7 +57,6 @@ void tu_reactor_done(void)
 	if (!r)
 		return;
 	reactor_free(r);
-	tu_own_reactor = NULL;
 }
 
 /* ---- data patterns ------------------------------------------------------ */
@@ -220,11 +216,13 @@ int tu_layer_attach(struct layer *l, const struct layer_meta *lower, struct laye
 	char err[256] = "";
 	int ret;
 
-	ret = layer_get_ops(l)->attach(l, lower, meta, err, sizeof(err));
+	ret = layer_attach(l, lower, err, sizeof(err));
 	if (ret < 0) {
 		print_message("# attach %s: %s (%s)\n", layer_get_ops(l)->type, strerror(-ret), err);
 		return ret;
 	}
+	assert_non_null(layer_get_meta(l));
+	*meta = *layer_get_meta(l);
 	tu_layer_set_sector_size(l, meta->sector_size);
 	return 0;
 }

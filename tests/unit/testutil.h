@@ -37,10 +37,11 @@ const char *tu_tmpdir(void);
 /* "<tmpdir>/<name>" in a static rotating buffer (8 slots). */
 const char *tu_path(const char *name);
 
-/* Calls @l's attach op with @lower (NULL for a bottom layer) and, on
- * success, remembers meta->sector_size for the tu_layer_* helpers below
- * (which otherwise assume 512 unless tu_layer_set_sector_size was called).
- * Returns 0 or the attach error (the error message is printed). */
+/* Attaches @l above @lower (NULL for a bottom layer) with layer_attach()
+ * and copies the recorded metadata to *@meta. The tu_layer_* helpers below
+ * take the sector size from layer_get_meta(), else from
+ * tu_layer_set_sector_size(), else assume 512. Returns 0 or the attach
+ * error (the error message is printed, the test does not fail). */
 int tu_layer_attach(struct layer *l, const struct layer_meta *lower, struct layer_meta *meta);
 /* Tells the tu_layer_* helpers the sector size of @l. */
 void tu_layer_set_sector_size(struct layer *l, uint32_t sector_size);
