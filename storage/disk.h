@@ -257,7 +257,10 @@ struct disk_io {
 
 	/* Private to the dispatcher and the handling disk. */
 	struct reactor *reactor;              /* the submitting thread's reactor */
-	struct disk *disk;                    /* the disk it was submitted to */
+	struct disk *disk;                    /* the disk it was submitted to: the top
+	                                       * of the stack, which may be a decorator
+	                                       * above the disk handling it; handlers
+	                                       * use their own `d` argument */
 	struct reactor_task task;
 	struct disk_io *cache_next;
 	uintptr_t hctx[6];                    /* scratch of the handling disk */

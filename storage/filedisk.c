@@ -24,10 +24,13 @@
  *   added). As a second line, a transfer that comes back short (the device
  *   or file shrank) and ENOSPC from a device become ILLEGAL_BLOCK, as
  *   upstream.
+ * - Geometry. Files: 512-byte sectors, physical = st_blksize (a power of
+ *   two in [512, 64 KiB]), size fixed at open and a multiple of 512. Devices:
+ *   sysfs /sys/dev/block/M:m/ (queue/ of the parent disk for a partition),
+ *   with BLKSSZGET/BLKPBSZGET/BLKGETSIZE64 when sysfs does not answer.
  * - FUA: a write with DISK_IO_FUA always carries RWF_DSYNC. Only a device
- *   whose queue/fua is 1 reports it as respected (upstream: a DSYNC write on
- *   a device without FUA becomes write + flush, which is durable too, but the
- *   reported flag follows the spec). Files never report it.
+ *   whose queue/fua is 1 reports FUA as respected; for every other disk the
+ *   dispatcher turns a FUA write into write + flush before it gets here.
  * - Unmap. Files: FALLOC_FL_PUNCH_HOLE | KEEP_SIZE, offered only when the
  *   fd is writable and a probe punch of one byte at the end of the file (a
  *   no-op that still needs the filesystem's support) succeeds; behaviour
@@ -40,15 +43,17 @@
  *   buffer in 1 MiB steps, or fails UNSUPPORTED under DISK_IO_FAST_ZERO.
  *   Devices: BLKZEROOUT on the worker pool (never unmaps); FAST_ZERO only
  *   when the device advertises write_zeroes_max_bytes. FUA adds a datasync.
- * - O_DIRECT. A request whose memory (address or segment length) is not
- *   aligned to the direct-I/O memory alignment (statx STATX_DIOALIGN, else
- *   the logical sector size), or that has more than IOV_MAX segments, is
- *   copied through one aligned bounce buffer. Offsets of a device are always
- *   aligned (the sector is the logical block). A file on a filesystem whose
- *   direct-I/O offset alignment is larger than 512 (a 4Kn drive) has a
- *   second, buffered fd for requests that are not aligned to it; the kernel
- *   keeps the page cache coherent with the direct fd (a direct read writes
- *   back dirty pages first, a direct write invalidates them).
+ * - O_DIRECT. A request with a segment whose address is not aligned to the
+ *   direct-I/O memory alignment, or whose length is not a multiple of the
+ *   offset alignment (statx STATX_DIOALIGN, else the logical sector size for
+ *   both), or with more than IOV_MAX segments, is copied through one aligned
+ *   bounce buffer (always_bounce forces that, for tests). Offsets of a
+ *   device are always aligned (the sector is the logical block). A file on a
+ *   filesystem whose direct-I/O offset alignment is larger than 512 (a 4Kn
+ *   drive) gets a second, buffered fd for requests not aligned to it; the
+ *   kernel keeps the page cache coherent with the direct fd (a direct read
+ *   writes dirty pages back first, a direct write invalidates them), and
+ *   fsync on either fd covers the inode.
  * - Block status (files only): SEEK_DATA / SEEK_HOLE inline; holes are
  *   reported HOLE | ZERO. lseek on a regular file does not block on I/O.
  * - Crash consistency: acknowledged writes are in the page cache (or on the
@@ -95,7 +100,7 @@
 
 struct filedisk {
 	int fd;                  /* O_DIRECT when @direct */
-	int fd_buffered;         /* files with dio_offset_align > 512: for unaligned requests; else -1 */
+	int fd_buffered;         /* direct files with offset_align > 512: unaligned I/O; else -1 */
 	char *path;              /* owned, for logs and describe */
 	bool is_device;
 	bool direct;
@@ -114,7 +119,7 @@ struct filedisk {
 /* Per-request state, in io->hctx. */
 struct filedisk_req {
 	struct reactor_op op;    /* the SQE in flight */
-	struct filedisk *fd;     /* the handling disk (io->disk may be a decorator above) */
+	struct filedisk *fdisk;     /* the handling disk (io->disk may be a decorator above) */
 	void *bounce;            /* reactor_buf_get(bounce_bytes()) buffer, or NULL */
 	uint64_t pos;            /* write-zeroes: next byte offset */
 	uint32_t stage;          /* write-zeroes: enum wz_stage */
@@ -136,9 +141,9 @@ enum wz_stage {
  * the reactor's buffer cache. */
 struct filedisk_work {
 	struct work_item w;
-	struct filedisk *fd;
+	struct filedisk *fdisk;
 	struct disk_io *io;
-	int sysfd;               /* fd->fd */
+	int sysfd;               /* fdisk->fd */
 	unsigned long request;   /* BLKDISCARD or BLKZEROOUT */
 	uint64_t range[2];       /* byte offset, byte length */
 	bool datasync;           /* fdatasync afterwards (FUA) */
@@ -162,16 +167,16 @@ static struct reactor *io_reactor(struct disk_io *io)
 
 /* Byte offset just past the request. Representable: the dispatcher checked
  * that (sector + count) << shift <= INT64_MAX. */
-static uint64_t req_end(const struct filedisk *fd, const struct disk_io *io)
+static uint64_t req_end(const struct filedisk *fdisk, const struct disk_io *io)
 {
-	return (io->sector + io->count) << fd->shift;
+	return (io->sector + io->count) << fdisk->shift;
 }
 
 /* Size of a request's bounce buffer: the whole transfer for reads and
  * writes, one step of zeroes for write-zeroes. */
-static size_t bounce_bytes(const struct filedisk *fd, const struct disk_io *io)
+static size_t bounce_bytes(const struct filedisk *fdisk, const struct disk_io *io)
 {
-	uint64_t len = io->count << fd->shift;
+	uint64_t len = io->count << fdisk->shift;
 
 	if (io->op == DISK_OP_WRITE_ZEROES)
 		return (size_t)MIN(len, (uint64_t)FILEDISK_ZERO_CHUNK_BYTES);
@@ -182,55 +187,55 @@ static size_t bounce_bytes(const struct filedisk *fd, const struct disk_io *io)
 
 /* Completes @io after a failed syscall (@err > 0). Devices map EBADE and
  * ENOSPC as upstream; everything else is an I/O error. */
-static void filedisk_fail(struct filedisk *fd, struct disk_io *io, int err, uint64_t off,
+static void filedisk_fail(struct filedisk *fdisk, struct disk_io *io, int err, uint64_t off,
 			  uint64_t len)
 {
-	if (fd->is_device && err == EBADE) {
+	if (fdisk->is_device && err == EBADE) {
 		disk_io_complete(io, DISK_RESERVATION_CONFLICT);
 		return;
 	}
-	if (fd->is_device && err == ENOSPC) {
+	if (fdisk->is_device && err == ENOSPC) {
 		disk_io_complete(io, DISK_ILLEGAL_BLOCK);
 		return;
 	}
-	log_error("file %s: %s at byte %llu, %llu bytes: %s", fd->path, disk_op_str(io->op),
+	log_error("file %s: %s at byte %llu, %llu bytes: %s", fdisk->path, disk_op_str(io->op),
 		  (unsigned long long)off, (unsigned long long)len, strerror(err));
 	disk_io_complete_errno(io, err);
 }
 
 /* True when [sector, sector + count) lies within the disk. */
-static bool in_range(const struct filedisk *fd, uint64_t sector, uint64_t count)
+static bool in_range(const struct filedisk *fdisk, uint64_t sector, uint64_t count)
 {
 	uint64_t end;
 
-	return !ADD_OVERFLOW(sector, count, &end) && end <= fd->sector_count;
+	return !ADD_OVERFLOW(sector, count, &end) && end <= fdisk->sector_count;
 }
 
 /* ---- read / write ------------------------------------------------------- */
 
 /* The fd for a transfer of @len bytes at @off: the direct fd unless its
  * offset alignment does not allow it. */
-static int pick_fd(const struct filedisk *fd, uint64_t off, uint64_t len)
+static int pick_fd(const struct filedisk *fdisk, uint64_t off, uint64_t len)
 {
-	if (fd->fd_buffered >= 0 && ((off | len) & (fd->offset_align - 1)))
-		return fd->fd_buffered;
-	return fd->fd;
+	if (fdisk->fd_buffered >= 0 && ((off | len) & (fdisk->offset_align - 1)))
+		return fdisk->fd_buffered;
+	return fdisk->fd;
 }
 
 /* Does a transfer on @sfd need the aligned bounce buffer? Direct I/O wants
  * every segment's address aligned to mem_align and its length to
  * offset_align (the kernel's dma_alignment and logical block size). */
-static bool needs_bounce(const struct filedisk *fd, const struct disk_io *io, int sfd)
+static bool needs_bounce(const struct filedisk *fdisk, const struct disk_io *io, int sfd)
 {
 	uintptr_t mem_mask, len_mask;
 	int i;
 
-	if (fd->always_bounce || io->iovcnt > IOV_MAX)
+	if (fdisk->always_bounce || io->iovcnt > IOV_MAX)
 		return true;
-	if (!fd->direct || sfd == fd->fd_buffered)
+	if (!fdisk->direct || sfd == fdisk->fd_buffered)
 		return false;
-	mem_mask = fd->mem_align - 1;
-	len_mask = fd->offset_align - 1;
+	mem_mask = fdisk->mem_align - 1;
+	len_mask = fdisk->offset_align - 1;
 	for (i = 0; i < io->iovcnt; i++) {
 		if (((uintptr_t)io->iov[i].iov_base & mem_mask) || (io->iov[i].iov_len & len_mask))
 			return true;
@@ -241,7 +246,7 @@ static bool needs_bounce(const struct filedisk *fd, const struct disk_io *io, in
 static void req_put_bounce(struct disk_io *io, struct filedisk_req *req)
 {
 	if (req->bounce) {
-		reactor_buf_put(io_reactor(io), req->bounce, bounce_bytes(req->fd, io));
+		reactor_buf_put(io_reactor(io), req->bounce, bounce_bytes(req->fdisk, io));
 		req->bounce = NULL;
 	}
 }
@@ -250,18 +255,18 @@ static void filedisk_rw_done(struct reactor_op *op, int res)
 {
 	struct filedisk_req *req = container_of(op, struct filedisk_req, op);
 	struct disk_io *io = io_of_req(req);
-	struct filedisk *fd = req->fd;
-	uint64_t off = io->sector << fd->shift;
-	uint64_t len = io->count << fd->shift;
+	struct filedisk *fdisk = req->fdisk;
+	uint64_t off = io->sector << fdisk->shift;
+	uint64_t len = io->count << fdisk->shift;
 
 	if (res < 0) {
 		req_put_bounce(io, req);
-		filedisk_fail(fd, io, -res, off, len);
+		filedisk_fail(fdisk, io, -res, off, len);
 		return;
 	}
 	if ((uint64_t)res != len) {
 		/* Past the end of a device (or a file shrunk under us). */
-		log_debug("file %s: short %s at byte %llu: %d of %llu bytes", fd->path,
+		log_debug("file %s: short %s at byte %llu: %d of %llu bytes", fdisk->path,
 			  disk_op_str(io->op), (unsigned long long)off, res,
 			  (unsigned long long)len);
 		req_put_bounce(io, req);
@@ -282,31 +287,31 @@ static void filedisk_rw_done(struct reactor_op *op, int res)
 
 static int filedisk_rw(struct disk *d, struct disk_io *io, bool write)
 {
-	struct filedisk *fd = disk_priv(d);
+	struct filedisk *fdisk = disk_priv(d);
 	struct filedisk_req *req = req_of(io);
 	struct reactor *r = io_reactor(io);
 	struct io_uring_sqe *sqe;
 	uint64_t off, len;
 	int sfd;
 
-	if (!in_range(fd, io->sector, io->count))
+	if (!in_range(fdisk, io->sector, io->count))
 		return DISK_ILLEGAL_BLOCK;
 	if (io->count == 0)
 		return DISK_OK;
 	/* Representable (checked by the dispatcher), so no overflow here. */
-	off = io->sector << fd->shift;
-	len = io->count << fd->shift;
+	off = io->sector << fdisk->shift;
+	len = io->count << fdisk->shift;
 	if (len > FILEDISK_MAX_IO_BYTES) {
-		log_error("file %s: %s of %llu bytes is larger than %zu", fd->path,
+		log_error("file %s: %s of %llu bytes is larger than %zu", fdisk->path,
 			  disk_op_str(io->op), (unsigned long long)len, FILEDISK_MAX_IO_BYTES);
 		return DISK_INVALID_INPUT;
 	}
 
 	memset(req, 0, sizeof(*req));
 	req->op.cb = filedisk_rw_done;
-	req->fd = fd;
-	sfd = pick_fd(fd, off, len);
-	if (needs_bounce(fd, io, sfd)) {
+	req->fdisk = fdisk;
+	sfd = pick_fd(fdisk, off, len);
+	if (needs_bounce(fdisk, io, sfd)) {
 		req->bounce = reactor_buf_get(r, len, false);
 		if (!req->bounce) {
 			io->os_errno = ENOMEM;
@@ -354,22 +359,22 @@ static void filedisk_flush_done(struct reactor_op *op, int res)
 	struct disk_io *io = io_of_req(req);
 
 	if (res < 0)
-		filedisk_fail(req->fd, io, -res, 0, 0);
+		filedisk_fail(req->fdisk, io, -res, 0, 0);
 	else
 		disk_io_complete(io, DISK_OK);
 }
 
 static int filedisk_flush(struct disk *d, struct disk_io *io)
 {
-	struct filedisk *fd = disk_priv(d);
+	struct filedisk *fdisk = disk_priv(d);
 	struct filedisk_req *req = req_of(io);
 	struct io_uring_sqe *sqe;
 
 	memset(req, 0, sizeof(*req));
 	req->op.cb = filedisk_flush_done;
-	req->fd = fd;
+	req->fdisk = fdisk;
 	sqe = reactor_get_sqe(io_reactor(io));
-	io_uring_prep_fsync(sqe, fd->fd, 0);
+	io_uring_prep_fsync(sqe, fdisk->fd, 0);
 	reactor_sqe_set_op(sqe, &req->op);
 	/* The buffered fd shares the inode: one fsync covers both. */
 	return DISK_PENDING;
@@ -394,19 +399,19 @@ static void filedisk_work_run(struct work_item *w)
 static void filedisk_work_done(struct work_item *w)
 {
 	struct filedisk_work *fw = container_of(w, struct filedisk_work, w);
-	struct filedisk *fd = fw->fd;
+	struct filedisk *fdisk = fw->fdisk;
 	struct disk_io *io = fw->io;
 	int err = fw->err;
 	uint64_t off = fw->range[0], len = fw->range[1];
 
 	reactor_buf_put(w->origin, fw, sizeof(*fw));
 	if (err)
-		filedisk_fail(fd, io, err, off, len);
+		filedisk_fail(fdisk, io, err, off, len);
 	else
 		disk_io_complete(io, DISK_OK);
 }
 
-static int filedisk_submit_work(struct filedisk *fd, struct disk_io *io, unsigned long request,
+static int filedisk_submit_work(struct filedisk *fdisk, struct disk_io *io, unsigned long request,
 				bool datasync)
 {
 	struct workpool *pool = workpool_default();
@@ -424,12 +429,12 @@ static int filedisk_submit_work(struct filedisk *fd, struct disk_io *io, unsigne
 	memset(fw, 0, sizeof(*fw));
 	fw->w.work = filedisk_work_run;
 	fw->w.done = filedisk_work_done;
-	fw->fd = fd;
+	fw->fdisk = fdisk;
 	fw->io = io;
-	fw->sysfd = fd->fd;
+	fw->sysfd = fdisk->fd;
 	fw->request = request;
-	fw->range[0] = io->sector << fd->shift;
-	fw->range[1] = io->count << fd->shift;
+	fw->range[0] = io->sector << fdisk->shift;
+	fw->range[1] = io->count << fdisk->shift;
 	fw->datasync = datasync;
 	workpool_submit(pool, &fw->w);
 	return DISK_PENDING;
@@ -441,34 +446,36 @@ static void filedisk_punch_done(struct reactor_op *op, int res)
 {
 	struct filedisk_req *req = container_of(op, struct filedisk_req, op);
 	struct disk_io *io = io_of_req(req);
-	struct filedisk *fd = req->fd;
+	struct filedisk *fdisk = req->fdisk;
 
 	/* Every error propagates: the disk promised zeroes. */
 	if (res < 0)
-		filedisk_fail(fd, io, -res, io->sector << fd->shift, io->count << fd->shift);
+		filedisk_fail(fdisk, io, -res, io->sector << fdisk->shift,
+			      io->count << fdisk->shift);
 	else
 		disk_io_complete(io, DISK_OK);
 }
 
 static int filedisk_unmap(struct disk *d, struct disk_io *io)
 {
-	struct filedisk *fd = disk_priv(d);
+	struct filedisk *fdisk = disk_priv(d);
 	struct filedisk_req *req = req_of(io);
 	struct io_uring_sqe *sqe;
 
-	if (!in_range(fd, io->sector, io->count))
+	if (!in_range(fdisk, io->sector, io->count))
 		return DISK_ILLEGAL_BLOCK;
 	if (io->count == 0 || disk_get_info(d)->unmap_behavior == DISK_UNMAP_IGNORED)
 		return DISK_OK;
-	if (fd->is_device)
-		return filedisk_submit_work(fd, io, BLKDISCARD, false);
+	if (fdisk->is_device)
+		return filedisk_submit_work(fdisk, io, BLKDISCARD, false);
 
 	memset(req, 0, sizeof(*req));
 	req->op.cb = filedisk_punch_done;
-	req->fd = fd;
+	req->fdisk = fdisk;
 	sqe = reactor_get_sqe(io_reactor(io));
-	io_uring_prep_fallocate(sqe, fd->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				(off_t)(io->sector << fd->shift), (off_t)(io->count << fd->shift));
+	io_uring_prep_fallocate(sqe, fdisk->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				(off_t)(io->sector << fdisk->shift),
+				(off_t)(io->count << fdisk->shift));
 	reactor_sqe_set_op(sqe, &req->op);
 	return DISK_PENDING;
 }
@@ -478,23 +485,23 @@ static int filedisk_unmap(struct disk *d, struct disk_io *io)
 static void filedisk_wz_step(struct reactor_op *op, int res);
 
 /* Queues the next SQE of a file write-zeroes for req->stage. */
-static void wz_queue(struct filedisk *fd, struct disk_io *io, struct filedisk_req *req)
+static void wz_queue(struct filedisk *fdisk, struct disk_io *io, struct filedisk_req *req)
 {
 	struct io_uring_sqe *sqe = reactor_get_sqe(io_reactor(io));
 	uint64_t n;
 
 	switch (req->stage) {
 	case WZ_FALLOCATE:
-		io_uring_prep_fallocate(sqe, fd->fd, req->zero_mode, (off_t)req->pos,
-					(off_t)(req_end(fd, io) - req->pos));
+		io_uring_prep_fallocate(sqe, fdisk->fd, req->zero_mode, (off_t)req->pos,
+					(off_t)(req_end(fdisk, io) - req->pos));
 		break;
 	case WZ_WRITE:
-		n = MIN(req_end(fd, io) - req->pos, (uint64_t)bounce_bytes(fd, io));
-		io_uring_prep_write(sqe, pick_fd(fd, req->pos, n), req->bounce, (unsigned)n,
+		n = MIN(req_end(fdisk, io) - req->pos, (uint64_t)bounce_bytes(fdisk, io));
+		io_uring_prep_write(sqe, pick_fd(fdisk, req->pos, n), req->bounce, (unsigned)n,
 				    req->pos);
 		break;
 	case WZ_SYNC:
-		io_uring_prep_fsync(sqe, fd->fd, IORING_FSYNC_DATASYNC);
+		io_uring_prep_fsync(sqe, fdisk->fd, IORING_FSYNC_DATASYNC);
 		break;
 	}
 	req->op.cb = filedisk_wz_step;
@@ -503,17 +510,17 @@ static void wz_queue(struct filedisk *fd, struct disk_io *io, struct filedisk_re
 
 /* Switches a file write-zeroes to writing zeroes. Returns a final status, or
  * DISK_PENDING when the first write is queued. */
-static int wz_start_writes(struct filedisk *fd, struct disk_io *io, struct filedisk_req *req)
+static int wz_start_writes(struct filedisk *fdisk, struct disk_io *io, struct filedisk_req *req)
 {
 	if (io->flags & DISK_IO_FAST_ZERO)
 		return DISK_UNSUPPORTED;
-	req->bounce = reactor_buf_get(io_reactor(io), bounce_bytes(fd, io), true);
+	req->bounce = reactor_buf_get(io_reactor(io), bounce_bytes(fdisk, io), true);
 	if (!req->bounce) {
 		io->os_errno = ENOMEM;
 		return DISK_IO_ERROR;
 	}
 	req->stage = WZ_WRITE;
-	wz_queue(fd, io, req);
+	wz_queue(fdisk, io, req);
 	return DISK_PENDING;
 }
 
@@ -521,16 +528,18 @@ static void filedisk_wz_step(struct reactor_op *op, int res)
 {
 	struct filedisk_req *req = container_of(op, struct filedisk_req, op);
 	struct disk_io *io = io_of_req(req);
-	struct filedisk *fd = req->fd;
+	struct filedisk *fdisk = req->fdisk;
+	uint64_t step;
 	int status;
 
 	switch (req->stage) {
 	case WZ_FALLOCATE:
-		if (res == -EOPNOTSUPP && req->zero_mode != (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+		if (res == -EOPNOTSUPP && (req->zero_mode & FALLOC_FL_ZERO_RANGE)) {
 			/* No ZERO_RANGE on this filesystem: remember, write zeroes. */
-			if (atomic_exchange(&fd->zero_range_ok, false))
-				log_debug("file %s: no FALLOC_FL_ZERO_RANGE, writing zeroes", fd->path);
-			status = wz_start_writes(fd, io, req);
+			if (atomic_exchange(&fdisk->zero_range_ok, false))
+				log_debug("file %s: no FALLOC_FL_ZERO_RANGE, writing zeroes",
+					  fdisk->path);
+			status = wz_start_writes(fdisk, io, req);
 			if (status != DISK_PENDING)
 				disk_io_complete(io, status);
 			return;
@@ -541,14 +550,15 @@ static void filedisk_wz_step(struct reactor_op *op, int res)
 	case WZ_WRITE:
 		if (res < 0)
 			goto fail;
-		if ((uint64_t)res != MIN(req_end(fd, io) - req->pos, (uint64_t)bounce_bytes(fd, io))) {
+		step = MIN(req_end(fdisk, io) - req->pos, (uint64_t)bounce_bytes(fdisk, io));
+		if ((uint64_t)res != step) {
 			req_put_bounce(io, req);
 			disk_io_complete(io, DISK_ILLEGAL_BLOCK);
 			return;
 		}
 		req->pos += (uint64_t)res;
-		if (req->pos < req_end(fd, io)) {
-			wz_queue(fd, io, req);
+		if (req->pos < req_end(fdisk, io)) {
+			wz_queue(fdisk, io, req);
 			return;
 		}
 		req_put_bounce(io, req);
@@ -562,7 +572,7 @@ static void filedisk_wz_step(struct reactor_op *op, int res)
 	/* The zeroes are in place. */
 	if (io->flags & DISK_IO_FUA) {
 		req->stage = WZ_SYNC;
-		wz_queue(fd, io, req);
+		wz_queue(fdisk, io, req);
 		return;
 	}
 	disk_io_complete(io, DISK_OK);
@@ -570,35 +580,35 @@ static void filedisk_wz_step(struct reactor_op *op, int res)
 
 fail:
 	req_put_bounce(io, req);
-	filedisk_fail(fd, io, -res, io->sector << fd->shift, io->count << fd->shift);
+	filedisk_fail(fdisk, io, -res, io->sector << fdisk->shift, io->count << fdisk->shift);
 }
 
 static int filedisk_write_zeroes(struct disk *d, struct disk_io *io)
 {
-	struct filedisk *fd = disk_priv(d);
+	struct filedisk *fdisk = disk_priv(d);
 	struct filedisk_req *req = req_of(io);
 
-	if (!in_range(fd, io->sector, io->count))
+	if (!in_range(fdisk, io->sector, io->count))
 		return DISK_ILLEGAL_BLOCK;
 	if (io->count == 0)
 		return DISK_OK;
-	if (fd->is_device) {
-		if ((io->flags & DISK_IO_FAST_ZERO) && !fd->device_fast_zero)
+	if (fdisk->is_device) {
+		if ((io->flags & DISK_IO_FAST_ZERO) && !fdisk->device_fast_zero)
 			return DISK_UNSUPPORTED;
-		return filedisk_submit_work(fd, io, BLKZEROOUT, io->flags & DISK_IO_FUA);
+		return filedisk_submit_work(fdisk, io, BLKZEROOUT, io->flags & DISK_IO_FUA);
 	}
 
 	memset(req, 0, sizeof(*req));
-	req->fd = fd;
-	req->pos = io->sector << fd->shift;
+	req->fdisk = fdisk;
+	req->pos = io->sector << fdisk->shift;
 	req->stage = WZ_FALLOCATE;
-	if (!(io->flags & DISK_IO_NO_UNMAP) && fd->can_punch)
+	if (!(io->flags & DISK_IO_NO_UNMAP) && fdisk->can_punch)
 		req->zero_mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-	else if (atomic_load(&fd->zero_range_ok))
+	else if (atomic_load(&fdisk->zero_range_ok))
 		req->zero_mode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
 	else
-		return wz_start_writes(fd, io, req);
-	wz_queue(fd, io, req);
+		return wz_start_writes(fdisk, io, req);
+	wz_queue(fdisk, io, req);
 	return DISK_PENDING;
 }
 
@@ -626,32 +636,32 @@ static bool bs_add(struct disk_io *io, uint64_t count, uint32_t flags)
 
 static int filedisk_block_status(struct disk *d, struct disk_io *io)
 {
-	struct filedisk *fd = disk_priv(d);
+	struct filedisk *fdisk = disk_priv(d);
 	uint64_t sec, end_sec, next;
 	off_t data, hole;
 
-	if (!in_range(fd, io->sector, io->count))
+	if (!in_range(fdisk, io->sector, io->count))
 		return DISK_ILLEGAL_BLOCK;
 	io->u.bs.nr = 0;
 	sec = io->sector;
 	end_sec = io->sector + io->count;
 	while (sec < end_sec) {
-		data = lseek(fd->fd, (off_t)(sec << fd->shift), SEEK_DATA);
+		data = lseek(fdisk->fd, (off_t)(sec << fdisk->shift), SEEK_DATA);
 		if (data < 0 && errno != ENXIO)
 			goto fail;
 		/* ENXIO: nothing but hole up to the end of the file. A data
 		 * boundary inside a sector counts the sector as data. */
-		next = data < 0 ? end_sec : MIN((uint64_t)data >> fd->shift, end_sec);
+		next = data < 0 ? end_sec : MIN((uint64_t)data >> fdisk->shift, end_sec);
 		if (next > sec) {
 			if (!bs_add(io, next - sec, DISK_EXTENT_HOLE | DISK_EXTENT_ZERO))
 				break;
 			sec = next;
 			continue;
 		}
-		hole = lseek(fd->fd, data, SEEK_HOLE);
+		hole = lseek(fdisk->fd, data, SEEK_HOLE);
 		if (hole < 0)
 			goto fail;
-		next = MIN(DIV_ROUND_UP((uint64_t)hole, (uint64_t)1 << fd->shift), end_sec);
+		next = MIN(DIV_ROUND_UP((uint64_t)hole, (uint64_t)1 << fdisk->shift), end_sec);
 		if (next <= sec)
 			next = sec + 1;  /* cannot happen: hole > data >= sec's start */
 		if (!bs_add(io, next - sec, 0))
@@ -662,7 +672,7 @@ static int filedisk_block_status(struct disk *d, struct disk_io *io)
 
 fail:
 	io->os_errno = errno;
-	log_error("file %s: block status at sector %llu: %s", fd->path,
+	log_error("file %s: block status at sector %llu: %s", fdisk->path,
 		  (unsigned long long)sec, strerror(errno));
 	return DISK_IO_ERROR;
 }
@@ -676,25 +686,25 @@ static uint64_t filedisk_sector_count(struct disk *d)
 
 static void filedisk_describe(struct disk *d, struct disk_describer *dd)
 {
-	struct filedisk *fd = disk_priv(d);
+	struct filedisk *fdisk = disk_priv(d);
 
-	dd->param(dd, "path", fd->path);
-	dd->param(dd, "kind", fd->is_device ? "block device" : "file");
-	if (fd->is_device)
-		disk_describe_paramf(dd, "device", "%u:%u", major(fd->rdev), minor(fd->rdev));
-	dd->param(dd, "direct", fd->direct ? "yes" : "no");
+	dd->param(dd, "path", fdisk->path);
+	dd->param(dd, "kind", fdisk->is_device ? "block device" : "file");
+	if (fdisk->is_device)
+		disk_describe_paramf(dd, "device", "%u:%u", major(fdisk->rdev), minor(fdisk->rdev));
+	dd->param(dd, "direct", fdisk->direct ? "yes" : "no");
 }
 
-static void filedisk_free(struct filedisk *fd)
+static void filedisk_free(struct filedisk *fdisk)
 {
-	if (!fd)
+	if (!fdisk)
 		return;
-	if (fd->fd >= 0)
-		close(fd->fd);
-	if (fd->fd_buffered >= 0)
-		close(fd->fd_buffered);
-	free(fd->path);
-	free(fd);
+	if (fdisk->fd >= 0)
+		close(fdisk->fd);
+	if (fdisk->fd_buffered >= 0)
+		close(fdisk->fd_buffered);
+	free(fdisk->path);
+	free(fdisk);
 }
 
 static void filedisk_close(struct disk *d)
@@ -771,7 +781,7 @@ static uint32_t pow2_floor_u32(uint64_t x)
 }
 
 /* Geometry of a block device from sysfs, with the ioctls as fallback. */
-static int device_geometry(struct filedisk *fd, struct disk_info *info, uint64_t *size_bytes,
+static int device_geometry(struct filedisk *fdisk, struct disk_info *info, uint64_t *size_bytes,
 			   uint32_t *granularity, char *err, size_t errlen)
 {
 	char dev[64], queue[96], probe[128];
@@ -779,7 +789,7 @@ static int device_geometry(struct filedisk *fd, struct disk_info *info, uint64_t
 	unsigned int ssz;
 	int pbsz;
 
-	snprintf(dev, sizeof(dev), "/sys/dev/block/%u:%u", major(fd->rdev), minor(fd->rdev));
+	snprintf(dev, sizeof(dev), "/sys/dev/block/%u:%u", major(fdisk->rdev), minor(fdisk->rdev));
 	/* A partition has no queue/ of its own; it lives on the parent. */
 	snprintf(probe, sizeof(probe), "%s/partition", dev);
 	if (access(probe, F_OK) == 0)
@@ -788,12 +798,12 @@ static int device_geometry(struct filedisk *fd, struct disk_info *info, uint64_t
 		snprintf(queue, sizeof(queue), "%s/queue", dev);
 
 	if (sysfs_read_u64(queue, "logical_block_size", &logical) < 0) {
-		if (ioctl(fd->fd, BLKSSZGET, &ssz) < 0)
+		if (ioctl(fdisk->fd, BLKSSZGET, &ssz) < 0)
 			return -errno;
 		logical = ssz;
 	}
 	if (sysfs_read_u64(queue, "physical_block_size", &physical) < 0) {
-		if (ioctl(fd->fd, BLKPBSZGET, &pbsz) < 0)
+		if (ioctl(fdisk->fd, BLKPBSZGET, &pbsz) < 0)
 			return -errno;
 		physical = (uint64_t)pbsz;
 	}
@@ -801,7 +811,7 @@ static int device_geometry(struct filedisk *fd, struct disk_info *info, uint64_t
 	if (sysfs_read_u64(dev, "size", &sectors512) == 0 &&
 	    !MUL_OVERFLOW(sectors512, (uint64_t)512, size_bytes)) {
 		/* ok */
-	} else if (ioctl(fd->fd, BLKGETSIZE64, size_bytes) < 0) {
+	} else if (ioctl(fdisk->fd, BLKGETSIZE64, size_bytes) < 0) {
 		return -errno;
 	}
 	if (sysfs_read_u64(queue, "discard_max_bytes", &v) == 0 && v == 0)
@@ -811,29 +821,33 @@ static int device_geometry(struct filedisk *fd, struct disk_info *info, uint64_t
 	else
 		*granularity = 0;
 	info->fua_respected = sysfs_read_u64(queue, "fua", &v) == 0 && v != 0;
-	fd->device_fast_zero = sysfs_read_u64(queue, "write_zeroes_max_bytes", &v) == 0 && v != 0;
+	fdisk->device_fast_zero = sysfs_read_u64(queue, "write_zeroes_max_bytes", &v) == 0 &&
+				  v != 0;
 
 	if (logical < 512 || logical > (1u << 31) || !IS_POW2(logical))
-		return open_error(err, errlen, "%s: logical block size %llu is not a power of two >= 512",
-				  fd->path, (unsigned long long)logical);
+		return open_error(err, errlen,
+				  "%s: logical block size %llu is not a power of two >= 512",
+				  fdisk->path, (unsigned long long)logical);
 	if (physical > (1u << 31) || !IS_POW2(physical))
 		return open_error(err, errlen, "%s: physical block size %llu is not a power of two",
-				  fd->path, (unsigned long long)physical);
+				  fdisk->path, (unsigned long long)physical);
 	if (*size_bytes % logical)
-		return open_error(err, errlen, "%s: size %llu is not a multiple of the %llu-byte sector",
-				  fd->path, (unsigned long long)*size_bytes,
+		return open_error(err, errlen,
+				  "%s: size %llu is not a multiple of the %llu-byte sector",
+				  fdisk->path, (unsigned long long)*size_bytes,
 				  (unsigned long long)logical);
 	if (*granularity % logical)
 		return open_error(err, errlen,
-				  "%s: discard granularity %u is not a multiple of the %llu-byte sector",
-				  fd->path, *granularity, (unsigned long long)logical);
+				  "%s: discard granularity %u is not a multiple of the %llu-byte "
+				  "sector",
+				  fdisk->path, *granularity, (unsigned long long)logical);
 	info->sector_size = (uint32_t)logical;
 	info->physical_sector_size = (uint32_t)physical;
 	return 0;
 }
 
 /* Geometry of a regular file. */
-static int file_geometry(struct filedisk *fd, const struct stat *st, struct disk_info *info,
+static int file_geometry(struct filedisk *fdisk, const struct stat *st, struct disk_info *info,
 			 uint64_t *size_bytes, uint32_t *granularity, char *err, size_t errlen)
 {
 	uint32_t phys;
@@ -841,7 +855,7 @@ static int file_geometry(struct filedisk *fd, const struct stat *st, struct disk
 	if (st->st_size % 512)
 		return open_error(err, errlen,
 				  "%s: file size %lld is not a multiple of 512 bytes",
-				  fd->path, (long long)st->st_size);
+				  fdisk->path, (long long)st->st_size);
 	*size_bytes = (uint64_t)st->st_size;
 	phys = pow2_floor_u32(st->st_blksize > 0 ? (uint64_t)st->st_blksize : 512);
 	phys = MIN(MAX(phys, 512u), FILEDISK_MAX_FILE_PHYS);
@@ -852,47 +866,47 @@ static int file_geometry(struct filedisk *fd, const struct stat *st, struct disk
 	/* Punching one byte past the end changes nothing but tells whether
 	 * the filesystem supports it. */
 	*granularity = 0;
-	if (!fd->read_only &&
-	    fallocate(fd->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st->st_size, 1) == 0) {
-		fd->can_punch = true;
+	if (!fdisk->read_only &&
+	    fallocate(fdisk->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st->st_size, 1) == 0) {
+		fdisk->can_punch = true;
 		*granularity = phys;
 	}
 	return 0;
 }
 
-/* Direct-I/O alignment of @fd->fd, defaulting to the sector size. */
-static void direct_alignment(struct filedisk *fd, uint32_t sector_size)
+/* Direct-I/O alignment of @fdisk->fd, defaulting to the sector size. */
+static void direct_alignment(struct filedisk *fdisk, uint32_t sector_size)
 {
-	fd->mem_align = sector_size;
-	fd->offset_align = sector_size;
+	fdisk->mem_align = sector_size;
+	fdisk->offset_align = sector_size;
 #ifdef STATX_DIOALIGN
 	struct statx stx;
 
-	if (statx(fd->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+	if (statx(fdisk->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
 	    (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_mem_align &&
 	    IS_POW2(stx.stx_dio_mem_align) && stx.stx_dio_offset_align &&
 	    IS_POW2(stx.stx_dio_offset_align)) {
-		fd->mem_align = stx.stx_dio_mem_align;
-		fd->offset_align = MAX(stx.stx_dio_offset_align, sector_size);
+		fdisk->mem_align = stx.stx_dio_mem_align;
+		fdisk->offset_align = MAX(stx.stx_dio_offset_align, sector_size);
 	}
 #endif
 }
 
 /* Opens a second, buffered fd on the same file for requests the direct fd
  * cannot take. */
-static int open_buffered(struct filedisk *fd, int flags)
+static int open_buffered(struct filedisk *fdisk, int flags)
 {
 	char proc[64];
 
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd->fd);
-	fd->fd_buffered = open(proc, (flags & ~(O_DIRECT | O_CREAT | O_TRUNC | O_NONBLOCK)));
-	return fd->fd_buffered < 0 ? -errno : 0;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fdisk->fd);
+	fdisk->fd_buffered = open(proc, (flags & ~(O_DIRECT | O_CREAT | O_TRUNC | O_NONBLOCK)));
+	return fdisk->fd_buffered < 0 ? -errno : 0;
 }
 
 int filedisk_open(const char *path, const struct filedisk_opts *opts, struct disk **out,
 		  char *err, size_t errlen)
 {
-	struct filedisk *fd = NULL;
+	struct filedisk *fdisk = NULL;
 	struct disk_info info;
 	struct stat st;
 	uint64_t size_bytes = 0;
@@ -904,7 +918,8 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 		err[0] = '\0';
 	if (opts->create) {
 		if (opts->read_only) {
-			r = open_error(err, errlen, "%s: create= cannot be combined with read-only", path);
+			r = open_error(err, errlen, "%s: create= cannot be combined with read-only",
+				       path);
 			goto fail;
 		}
 		if (opts->create_size == 0 || opts->create_size % 512 ||
@@ -916,17 +931,17 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 		}
 	}
 
-	fd = calloc(1, sizeof(*fd));
-	if (!fd || !(fd->path = strdup(path))) {
+	fdisk = calloc(1, sizeof(*fdisk));
+	if (!fdisk || !(fdisk->path = strdup(path))) {
 		r = -ENOMEM;
 		goto fail;
 	}
-	fd->fd = -1;
-	fd->fd_buffered = -1;
-	fd->read_only = opts->read_only;
-	fd->direct = opts->direct;
-	fd->always_bounce = opts->always_bounce;
-	atomic_init(&fd->zero_range_ok, true);
+	fdisk->fd = -1;
+	fdisk->fd_buffered = -1;
+	fdisk->read_only = opts->read_only;
+	fdisk->direct = opts->direct;
+	fdisk->always_bounce = opts->always_bounce;
+	atomic_init(&fdisk->zero_range_ok, true);
 
 	/* O_NONBLOCK so that a FIFO does not block the open; cleared below,
 	 * because io_uring would turn it into -EAGAIN on regular files. */
@@ -935,45 +950,39 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 		flags |= O_DIRECT;
 	if (opts->create)
 		flags |= O_CREAT | O_TRUNC;
-	fd->fd = open(path, flags, 0666);
-	if (fd->fd < 0) {
+	fdisk->fd = open(path, flags, 0666);
+	if (fdisk->fd < 0) {
 		r = -errno;
-		if (r == -EISDIR) {
+		if (r == -EISDIR)
 			r = open_error(err, errlen, "%s: not a regular file or block device", path);
-		} else if (r == -EINVAL && opts->direct) {
-			if (err && errlen)
-				snprintf(err, errlen, "%s: direct I/O is not supported here: %s",
-					 path, strerror(-r));
-		} else if (err && errlen) {
-			snprintf(err, errlen, "%s: %s", path, strerror(-r));
-		}
+		else if (r == -EINVAL && opts->direct && err && errlen)
+			snprintf(err, errlen, "%s: direct I/O is not supported here", path);
 		goto fail;
 	}
-	if (fstat(fd->fd, &st) < 0) {
+	if (fstat(fdisk->fd, &st) < 0) {
 		r = -errno;
-		if (err && errlen)
-			snprintf(err, errlen, "%s: %s", path, strerror(-r));
 		goto fail;
 	}
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
 		r = open_error(err, errlen, "%s: not a regular file or block device", path);
 		goto fail;
 	}
-	fl = fcntl(fd->fd, F_GETFL);
-	if (fl < 0 || fcntl(fd->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+	fl = fcntl(fdisk->fd, F_GETFL);
+	if (fl < 0 || fcntl(fdisk->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
 		r = -errno;
 		goto fail;
 	}
-	fd->is_device = S_ISBLK(st.st_mode);
-	fd->rdev = st.st_rdev;
+	fdisk->is_device = S_ISBLK(st.st_mode);
+	fdisk->rdev = st.st_rdev;
 
 	if (opts->create) {
-		if (fd->is_device) {
-			r = open_error(err, errlen, "%s: create= needs a regular file, not a block device",
-				       path);
+		if (fdisk->is_device) {
+			r = open_error(err, errlen, "%s: create= needs a regular file, not a "
+				       "block device", path);
 			goto fail;
 		}
-		if (ftruncate(fd->fd, (off_t)opts->create_size) < 0 || fstat(fd->fd, &st) < 0) {
+		if (ftruncate(fdisk->fd, (off_t)opts->create_size) < 0 ||
+		    fstat(fdisk->fd, &st) < 0) {
 			r = -errno;
 			if (err && errlen)
 				snprintf(err, errlen, "%s: cannot size to %llu bytes: %s", path,
@@ -984,43 +993,40 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 
 	memset(&info, 0, sizeof(info));
 	info.read_only = opts->read_only;
-	if (fd->is_device) {
+	if (fdisk->is_device) {
 		info.type = "block_device";
-		r = device_geometry(fd, &info, &size_bytes, &granularity, err, errlen);
+		r = device_geometry(fdisk, &info, &size_bytes, &granularity, err, errlen);
 		if (r == 0 && opts->read_only)
 			granularity = 0;  /* a read-only fd cannot discard */
 	} else {
 		info.type = "file";
-		r = file_geometry(fd, &st, &info, &size_bytes, &granularity, err, errlen);
+		r = file_geometry(fdisk, &st, &info, &size_bytes, &granularity, err, errlen);
 	}
-	if (r < 0) {
-		if (err && errlen && !err[0])
-			snprintf(err, errlen, "%s: %s", path, strerror(-r));
+	if (r < 0)
 		goto fail;
-	}
-	fd->shift = ilog2_u64(info.sector_size);
-	fd->sector_count = size_bytes >> fd->shift;
+	fdisk->shift = ilog2_u64(info.sector_size);
+	fdisk->sector_count = size_bytes >> fdisk->shift;
 
 	if (granularity == 0) {
 		info.unmap_behavior = DISK_UNMAP_IGNORED;
 		info.optimal_unmap_sectors = 1;
 	} else {
-		info.unmap_behavior = fd->is_device ? DISK_UNMAP_UNSPECIFIED : DISK_UNMAP_ZEROES;
-		info.optimal_unmap_sectors = MAX(granularity >> fd->shift, 1u);
+		info.unmap_behavior = fdisk->is_device ? DISK_UNMAP_UNSPECIFIED : DISK_UNMAP_ZEROES;
+		info.optimal_unmap_sectors = MAX(granularity >> fdisk->shift, 1u);
 	}
 	info.caps = DISK_CAP_COHERENT | DISK_CAP_VOLATILE_CACHE | DISK_CAP_PERSISTENT;
-	if (!fd->is_device) {
+	if (!fdisk->is_device) {
 		info.caps |= DISK_CAP_BLOCK_STATUS;
-		if (fd->can_punch)
+		if (fdisk->can_punch)
 			info.caps |= DISK_CAP_FAST_ZERO;
-	} else if (fd->device_fast_zero) {
+	} else if (fdisk->device_fast_zero) {
 		info.caps |= DISK_CAP_FAST_ZERO;
 	}
 
 	if (opts->direct) {
-		direct_alignment(fd, info.sector_size);
-		if (!fd->is_device && fd->offset_align > info.sector_size) {
-			r = open_buffered(fd, flags);
+		direct_alignment(fdisk, info.sector_size);
+		if (!fdisk->is_device && fdisk->offset_align > info.sector_size) {
+			r = open_buffered(fdisk, flags);
 			if (r < 0) {
 				if (err && errlen)
 					snprintf(err, errlen, "%s: reopen for unaligned I/O: %s",
@@ -1030,24 +1036,25 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 		}
 	}
 
-	r = disk_new(fd->is_device ? &filedisk_device_ops : &filedisk_file_ops, &info, fd, NULL,
-		     out);
-	if (r < 0) {
-		if (err && errlen)
-			snprintf(err, errlen, "%s: %s", path, strerror(-r));
+	r = disk_new(fdisk->is_device ? &filedisk_device_ops : &filedisk_file_ops, &info, fdisk,
+		     NULL, out);
+	if (r < 0)
 		goto fail;
-	}
 	log_debug("file %s: %s, %llu sectors of %u (physical %u), unmap %s%s%s", path,
-		  fd->is_device ? "block device" : "file", (unsigned long long)fd->sector_count,
+		  fdisk->is_device ? "block device" : "file",
+		  (unsigned long long)fdisk->sector_count,
 		  info.sector_size, info.physical_sector_size,
-		  granularity ? (fd->is_device ? "discard" : "punch hole") : "ignored",
-		  opts->direct ? ", direct" : "", fd->fd_buffered >= 0 ? " (+buffered fd)" : "");
+		  granularity ? (fdisk->is_device ? "discard" : "punch hole") : "ignored",
+		  opts->direct ? ", direct" : "", fdisk->fd_buffered >= 0 ? " (+buffered fd)" : "");
 	if (opts->direct)
 		log_debug("file %s: direct I/O alignment: memory %u, offset %u", path,
-			  fd->mem_align, fd->offset_align);
+			  fdisk->mem_align, fdisk->offset_align);
 	return 0;
 
 fail:
-	filedisk_free(fd);
+	/* Every error gets a message; the specific ones were written above. */
+	if (err && errlen && !err[0])
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+	filedisk_free(fdisk);
 	return r;
 }

@@ -18,13 +18,26 @@ struct filedisk_opts {
 };
 
 /*
- * Opens @path (a regular file or a block device) as a disk. Regular files:
- * 512-byte sectors, physical = st_blksize, size fixed at open and a multiple
- * of 512, unmap by punch hole when the non-destructive probe succeeds
- * (behaviour ZEROES, else IGNORED). Block devices: geometry from sysfs,
- * FUA from queue/fua, unmap by BLKDISCARD on the worker pool (UNSPECIFIED).
- * Errors: -errno from open/stat, -EINVAL for a bad type or size (a message
- * in @err of @errlen bytes).
+ * Opens @path (a regular file or a block device) as a disk; @opts is
+ * borrowed. On success *out is a new reference (the caller owns it).
+ *
+ * Regular files (type "file"): 512-byte sectors, physical = st_blksize,
+ * size fixed at open and a multiple of 512, never extended by a write.
+ * Unmap by punching holes when the file is writable and a non-destructive
+ * probe punch succeeds (behaviour ZEROES, else IGNORED); write-zeroes by
+ * fallocate; block status from SEEK_DATA/SEEK_HOLE.
+ * Block devices (type "block_device"): geometry from sysfs (the parent's
+ * queue/ for a partition), FUA from queue/fua, unmap by BLKDISCARD on the
+ * worker pool (UNSPECIFIED), write-zeroes by BLKZEROOUT.
+ * @opts->create makes (or truncates) a regular file of create_size bytes
+ * first; without it nothing is ever created or truncated. @opts->read_only
+ * opens O_RDONLY and reports read-only (the disk refuses nothing itself).
+ *
+ * Errors: -errno from open/fstat/ftruncate (e.g. -ENOENT); -EINVAL for a
+ * path that is neither a regular file nor a block device, a file size that
+ * is not a multiple of 512, bad device geometry, or bad options (create
+ * with a size of 0 or not a multiple of 512, create with read_only, create
+ * on a block device). A message goes to @err (@errlen bytes; NULL allowed).
  */
 int filedisk_open(const char *path, const struct filedisk_opts *opts, struct disk **out,
 		  char *err, size_t errlen);

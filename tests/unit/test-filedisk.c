@@ -13,15 +13,18 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/loop.h>
 
 #include "common/compiler.h"
 #include "storage/filedisk.h"
@@ -837,12 +840,113 @@ static void test_filedisk_block_status(void **state)
 	free(buf);
 }
 
+/* ---- stacking and threads ------------------------------------------------------- */
+
+/* A decorator that forwards everything: the backend must not confuse
+ * io->disk (the top of the stack) with itself. */
+static const struct disk_ops passthrough_ops = { .version = DISK_OPS_VERSION };
+
+static void test_filedisk_under_decorator(void **state)
+{
+	const char *path = make_file("deco.img", MIB);
+	struct filedisk_opts o = { .direct = true, .always_bounce = true };
+	struct disk *lower = open_disk(path, &o), *top = NULL;
+	struct disk_extent ext[4];
+	struct disk_info info;
+	uint8_t *buf = page_alloc(2 * PAGE);
+	uint32_t nr;
+
+	(void)state;
+	disk_info_inherit(&info, lower);
+	assert_int_equal(disk_new(&passthrough_ops, &info, NULL, lower, &top), 0);
+	tu_fill(buf, 2 * PAGE, 21, 0);
+	assert_int_equal(disk_sync_write(top, 8, buf, 2 * PAGE, DISK_IO_FUA), DISK_OK);
+	memset(buf, 0, 2 * PAGE);
+	assert_int_equal(disk_sync_read(top, 8, buf, 2 * PAGE), DISK_OK);
+	assert_int_equal(tu_check(buf, 2 * PAGE, 21, 0), -1);
+	assert_int_equal(disk_sync_read(top, MIB / 512, buf, 512), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_flush(top), DISK_OK);
+	assert_int_equal(disk_sync_write_zeroes(top, 8, 8, DISK_IO_NO_UNMAP), DISK_OK);
+	assert_int_equal(disk_sync_write_zeroes(top, 16, 8, 0), DISK_OK);
+	assert_int_equal(disk_sync_unmap(top, 0, 8, 0), DISK_OK);
+	assert_int_equal(disk_sync_read(top, 8, buf, 2 * PAGE), DISK_OK);
+	assert_true(tu_is_zero(buf, 2 * PAGE));
+	assert_int_equal(disk_sync_block_status(top, 0, MIB / 512, ext, 4, &nr), DISK_OK);
+	assert_true(nr >= 1);
+	contract_disk(top);
+	disk_unref(top);
+	free(buf);
+}
+
+/* Several threads, each with its own reactor, share one disk. */
+struct thread_arg {
+	struct disk *d;
+	unsigned index;
+	int failures;
+};
+
+#define THREAD_OPS 200
+#define THREAD_SECTORS 64  /* each thread owns a 32 KiB region */
+
+static void *io_thread(void *p)
+{
+	struct thread_arg *a = p;
+	uint8_t *buf = aligned_alloc(PAGE, 4 * PAGE), *back = aligned_alloc(PAGE, 4 * PAGE);
+	uint64_t base = (uint64_t)a->index * THREAD_SECTORS, seed = a->index + 1;
+	struct reactor *r = NULL;
+
+	if (!buf || !back || reactor_new(&r, 0) < 0) {
+		a->failures++;
+		goto out;
+	}
+	for (unsigned i = 0; i < THREAD_OPS; i++) {
+		uint64_t n = 1 + tu_rand(&seed) % 8;
+		uint64_t s = base + tu_rand(&seed) % (THREAD_SECTORS - n + 1);
+		size_t off = (size_t)(tu_rand(&seed) % 8) * 512;  /* sometimes unaligned */
+
+		tu_fill(buf + off, n * 512, 1000 + a->index, i);
+		if (disk_sync_write(a->d, s, buf + off, n * 512, i % 3 ? 0 : DISK_IO_FUA) != DISK_OK)
+			a->failures++;
+		if (disk_sync_read(a->d, s, back, n * 512) != DISK_OK ||
+		    tu_check(back, n * 512, 1000 + a->index, i) >= 0)
+			a->failures++;
+		if (i % 50 == 0 && disk_sync_flush(a->d) != DISK_OK)
+			a->failures++;
+	}
+out:
+	reactor_free(r);
+	free(buf);
+	free(back);
+	return NULL;
+}
+
+static void test_filedisk_threads(void **state)
+{
+	const char *path = make_file("threads.img", MIB);
+	struct filedisk_opts o = { .direct = true };
+	struct thread_arg args[4];
+	pthread_t th[4];
+	struct disk *d = open_disk(path, &o);
+
+	(void)state;
+	for (unsigned i = 0; i < 4; i++) {
+		args[i] = (struct thread_arg){ .d = d, .index = i };
+		assert_int_equal(pthread_create(&th[i], NULL, io_thread, &args[i]), 0);
+	}
+	for (unsigned i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(args[i].failures, 0);
+	}
+	disk_unref(d);
+}
+
 /* ---- a loop device ---------------------------------------------------------------- */
 
 struct loopdev {
 	char dev[64];           /* /dev/loopN, "" when not attached */
 	char part[80];          /* /dev/loopNp1 added with partx, "" if none */
 	char mnt[PATH_MAX];     /* where a filesystem on it is mounted, "" if not */
+	int hold;               /* open on dev: with AUTOCLEAR, a killed test frees the device */
 	char backing[PATH_MAX];
 };
 
@@ -870,6 +974,7 @@ static void loop_attach(struct loopdev *l, const char *backing, unsigned sector_
 	char cmd[PATH_MAX + 128];
 
 	memset(l->dev, 0, sizeof(l->dev));
+	l->hold = -1;
 	l->part[0] = '\0';
 	l->mnt[0] = '\0';
 	snprintf(l->backing, sizeof(l->backing), "%s", backing);
@@ -883,6 +988,17 @@ static void loop_attach(struct loopdev *l, const char *backing, unsigned sector_
 		l->dev[0] = '\0';
 		fprintf(stderr, "# skip: losetup failed (no loop device support?)\n");
 		skip();
+	}
+	/* Detach automatically when the last opener goes, even if this
+	 * process is killed before loop_detach(). */
+	l->hold = open(l->dev, O_RDONLY | O_CLOEXEC);
+	if (l->hold >= 0) {
+		struct loop_info64 li;
+
+		if (ioctl(l->hold, LOOP_GET_STATUS64, &li) == 0) {
+			li.lo_flags |= LO_FLAGS_AUTOCLEAR;
+			ioctl(l->hold, LOOP_SET_STATUS64, &li);
+		}
 	}
 }
 
@@ -903,10 +1019,14 @@ static void loop_detach(struct loopdev *l)
 		run_cmd(cmd, NULL, 0);
 		l->part[0] = '\0';
 	}
+	if (l->hold >= 0) {
+		close(l->hold);   /* AUTOCLEAR detaches it now */
+		l->hold = -1;
+	}
 	if (l->dev[0]) {
-		snprintf(cmd, sizeof(cmd), "losetup -d '%s' 2>/dev/null", l->dev);
-		if (run_cmd(cmd, NULL, 0) != 0)
-			fprintf(stderr, "warning: losetup -d %s failed\n", l->dev);
+		/* In case AUTOCLEAR was refused; fails harmlessly otherwise. */
+		snprintf(cmd, sizeof(cmd), "losetup -d '%s' >/dev/null 2>&1", l->dev);
+		run_cmd(cmd, NULL, 0);
 		l->dev[0] = '\0';
 	}
 }
@@ -917,6 +1037,7 @@ static int loop_setup(void **state)
 
 	tu_reactor();
 	memset(&l, 0, sizeof(l));
+	l.hold = -1;
 	*state = &l;
 	return 0;
 }
@@ -1194,7 +1315,10 @@ int main(void)
 		cmocka_unit_test(test_filedisk_write_zeroes),
 		cmocka_unit_test(test_filedisk_write_zeroes_fallback),
 		cmocka_unit_test(test_filedisk_block_status),
-		cmocka_unit_test_setup_teardown(test_filedisk_loop_device, loop_setup, loop_teardown),
+		cmocka_unit_test(test_filedisk_under_decorator),
+		cmocka_unit_test(test_filedisk_threads),
+		cmocka_unit_test_setup_teardown(test_filedisk_loop_device, loop_setup,
+						loop_teardown),
 		cmocka_unit_test_setup_teardown(test_filedisk_loop_device_4k, loop_setup,
 						loop_teardown),
 		cmocka_unit_test_setup_teardown(test_filedisk_loop_partition, loop_setup,
