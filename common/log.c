@@ -110,3 +110,15 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	}
 	errno = saved_errno;
 }
+
+int errbuf_printf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}

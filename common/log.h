@@ -8,6 +8,7 @@
 #define DISKSTACK_COMMON_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include "compiler.h"
 
 enum log_level { LOG_LEVEL_ERROR = 0, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
@@ -21,6 +22,11 @@ bool log_enabled(enum log_level level);
 
 /* Prints one message at @level. */
 void log_msg(enum log_level level, const char *fmt, ...) PRINTF_FMT(2, 3);
+
+/* Formats a message into the caller's error buffer @err of @errlen bytes
+ * (either may be NULL/0) and returns -EINVAL, for open functions that
+ * report why they failed: `return errbuf_printf(err, errlen, "...", ...);` */
+int errbuf_printf(char *err, size_t errlen, const char *fmt, ...) PRINTF_FMT(3, 4);
 
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_LEVEL_WARN, __VA_ARGS__)

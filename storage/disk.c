@@ -210,11 +210,17 @@ uint64_t iov_length(const struct iovec *iov, int iovcnt)
 	return len;
 }
 
-size_t iov_to_buf(const struct iovec *iov, int iovcnt, size_t off, void *buf, size_t len)
+enum iov_copy_mode { IOV_TO_BUF, IOV_FROM_BUF, IOV_MEMSET };
+
+/* Walks bytes [off, off+len) of the list, copying to/from @buf or setting
+ * them to @c. Returns the bytes done (less than @len if the list is short). */
+static size_t iov_copy(const struct iovec *iov, int iovcnt, size_t off, void *buf, int c,
+		       size_t len, enum iov_copy_mode mode)
 {
 	size_t done = 0;
 
 	for (int i = 0; i < iovcnt && done < len; i++) {
+		char *base = iov[i].iov_base;
 		size_t n;
 
 		if (off >= iov[i].iov_len) {
@@ -222,48 +228,36 @@ size_t iov_to_buf(const struct iovec *iov, int iovcnt, size_t off, void *buf, si
 			continue;
 		}
 		n = MIN(iov[i].iov_len - off, len - done);
-		memcpy((char *)buf + done, (const char *)iov[i].iov_base + off, n);
+		switch (mode) {
+		case IOV_TO_BUF:
+			memcpy((char *)buf + done, base + off, n);
+			break;
+		case IOV_FROM_BUF:
+			memcpy(base + off, (const char *)buf + done, n);
+			break;
+		case IOV_MEMSET:
+			memset(base + off, c, n);
+			break;
+		}
 		done += n;
 		off = 0;
 	}
 	return done;
+}
+
+size_t iov_to_buf(const struct iovec *iov, int iovcnt, size_t off, void *buf, size_t len)
+{
+	return iov_copy(iov, iovcnt, off, buf, 0, len, IOV_TO_BUF);
 }
 
 size_t iov_from_buf(const struct iovec *iov, int iovcnt, size_t off, const void *buf, size_t len)
 {
-	size_t done = 0;
-
-	for (int i = 0; i < iovcnt && done < len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = MIN(iov[i].iov_len - off, len - done);
-		memcpy((char *)iov[i].iov_base + off, (const char *)buf + done, n);
-		done += n;
-		off = 0;
-	}
-	return done;
+	return iov_copy(iov, iovcnt, off, (void *)buf, 0, len, IOV_FROM_BUF);
 }
 
 void iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c, size_t len)
 {
-	size_t done = 0;
-
-	for (int i = 0; i < iovcnt && done < len; i++) {
-		size_t n;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		n = MIN(iov[i].iov_len - off, len - done);
-		memset((char *)iov[i].iov_base + off, c, n);
-		done += n;
-		off = 0;
-	}
+	iov_copy(iov, iovcnt, off, NULL, c, len, IOV_MEMSET);
 }
 
 int iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
@@ -378,6 +372,20 @@ void disk_io_copy_result(struct disk_io *to, const struct disk_io *from)
 	to->medium = from->medium;
 }
 
+int disk_io_end_child(struct disk_io *parent, struct disk_io *child, int status,
+		      bool from_callback)
+{
+	if (status == DISK_IO_ERROR)
+		parent->os_errno = child->os_errno;
+	if (status == DISK_MEDIUM_ERROR)
+		parent->medium = child->medium;
+	disk_io_put(parent->reactor, child);
+	if (!from_callback)
+		return status;
+	disk_io_complete(parent, status);
+	return DISK_PENDING;
+}
+
 static void disk_deferred_done(struct reactor_task *t)
 {
 	struct disk_io *io = container_of(t, struct disk_io, task);
@@ -446,15 +454,7 @@ static struct disk_io *emu_child(struct disk_io *parent, void (*done)(struct dis
 
 static void emu_finish(struct disk_io *child, int status)
 {
-	struct disk_io *parent = child->opaque;
-	struct reactor *r = parent->reactor;
-
-	if (status == DISK_IO_ERROR)
-		parent->os_errno = child->os_errno;
-	if (status == DISK_MEDIUM_ERROR)
-		parent->medium = child->medium;
-	disk_io_put(r, child);
-	disk_io_complete(parent, status);
+	disk_io_end_child(child->opaque, child, status, true);
 }
 
 /* FUA emulation: WRITE without FUA, then FLUSH. */

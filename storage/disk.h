@@ -279,6 +279,14 @@ void disk_io_complete_errno(struct disk_io *io, int os_errno);
 /* Copies the result (status, errno, medium detail) of @from to @to. */
 void disk_io_copy_result(struct disk_io *to, const struct disk_io *from);
 
+/* Ends @child, a request that @parent's handler issued: copies its error
+ * details (errno, medium detail) to @parent, returns @child to the reactor
+ * cache, and then either completes @parent with @status (when
+ * @from_callback; returns DISK_PENDING) or returns @status for the op that
+ * is still running to return. */
+int disk_io_end_child(struct disk_io *parent, struct disk_io *child, int status,
+		      bool from_callback);
+
 /* Takes a zeroed request from @r's cache (allocating only when the cache is
  * empty). Returns NULL on allocation failure. */
 struct disk_io *disk_io_get(struct reactor *r);
@@ -427,7 +435,7 @@ void disk_info_inherit(struct disk_info *info, const struct disk *lower);
  * no overflow and sector + count <= INT64_MAX >> shift. */
 bool disk_range_representable(uint64_t sector, uint64_t count, uint32_t shift);
 
-/* Sum of the lengths of @iov. Sets *overflow on overflow. */
+/* Sum of the lengths of @iov; UINT64_MAX on overflow. */
 uint64_t iov_length(const struct iovec *iov, int iovcnt);
 /* Copies between a buffer and an iovec list starting at byte @off of the
  * list; returns bytes copied. */

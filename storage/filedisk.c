@@ -739,19 +739,6 @@ static const struct disk_ops filedisk_device_ops = {
 
 /* ---- open --------------------------------------------------------------- */
 
-PRINTF_FMT(3, 4)
-static int open_error(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
 /* Reads one unsigned number from sysfs file @dir/@name. */
 static int sysfs_read_u64(const char *dir, const char *name, uint64_t *out)
 {
@@ -825,19 +812,19 @@ static int device_geometry(struct filedisk *fdisk, struct disk_info *info, uint6
 				  v != 0;
 
 	if (logical < 512 || logical > (1u << 31) || !IS_POW2(logical))
-		return open_error(err, errlen,
+		return errbuf_printf(err, errlen,
 				  "%s: logical block size %llu is not a power of two >= 512",
 				  fdisk->path, (unsigned long long)logical);
 	if (physical > (1u << 31) || !IS_POW2(physical))
-		return open_error(err, errlen, "%s: physical block size %llu is not a power of two",
+		return errbuf_printf(err, errlen, "%s: physical block size %llu is not a power of two",
 				  fdisk->path, (unsigned long long)physical);
 	if (*size_bytes % logical)
-		return open_error(err, errlen,
+		return errbuf_printf(err, errlen,
 				  "%s: size %llu is not a multiple of the %llu-byte sector",
 				  fdisk->path, (unsigned long long)*size_bytes,
 				  (unsigned long long)logical);
 	if (*granularity % logical)
-		return open_error(err, errlen,
+		return errbuf_printf(err, errlen,
 				  "%s: discard granularity %u is not a multiple of the %llu-byte "
 				  "sector",
 				  fdisk->path, *granularity, (unsigned long long)logical);
@@ -853,7 +840,7 @@ static int file_geometry(struct filedisk *fdisk, const struct stat *st, struct d
 	uint32_t phys;
 
 	if (st->st_size % 512)
-		return open_error(err, errlen,
+		return errbuf_printf(err, errlen,
 				  "%s: file size %lld is not a multiple of 512 bytes",
 				  fdisk->path, (long long)st->st_size);
 	*size_bytes = (uint64_t)st->st_size;
@@ -918,13 +905,13 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 		err[0] = '\0';
 	if (opts->create) {
 		if (opts->read_only) {
-			r = open_error(err, errlen, "%s: create= cannot be combined with read-only",
+			r = errbuf_printf(err, errlen, "%s: create= cannot be combined with read-only",
 				       path);
 			goto fail;
 		}
 		if (opts->create_size == 0 || opts->create_size % 512 ||
 		    opts->create_size > (uint64_t)INT64_MAX) {
-			r = open_error(err, errlen,
+			r = errbuf_printf(err, errlen,
 				       "%s: create size %llu must be a non-zero multiple of 512",
 				       path, (unsigned long long)opts->create_size);
 			goto fail;
@@ -954,7 +941,7 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 	if (fdisk->fd < 0) {
 		r = -errno;
 		if (r == -EISDIR)
-			r = open_error(err, errlen, "%s: not a regular file or block device", path);
+			r = errbuf_printf(err, errlen, "%s: not a regular file or block device", path);
 		else if (r == -EINVAL && opts->direct && err && errlen)
 			snprintf(err, errlen, "%s: direct I/O is not supported here", path);
 		goto fail;
@@ -964,7 +951,7 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 		goto fail;
 	}
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-		r = open_error(err, errlen, "%s: not a regular file or block device", path);
+		r = errbuf_printf(err, errlen, "%s: not a regular file or block device", path);
 		goto fail;
 	}
 	fl = fcntl(fdisk->fd, F_GETFL);
@@ -977,7 +964,7 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 
 	if (opts->create) {
 		if (fdisk->is_device) {
-			r = open_error(err, errlen, "%s: create= needs a regular file, not a "
+			r = errbuf_printf(err, errlen, "%s: create= needs a regular file, not a "
 				       "block device", path);
 			goto fail;
 		}

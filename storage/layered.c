@@ -473,27 +473,15 @@ enum { LW_INDEX = 0 };
 
 static int lwalk_issue(struct disk_io *child, bool from_callback);
 
-static int lwalk_finish(struct disk_io *child, int status, bool from_callback)
+static int lchild_finish(struct disk_io *child, int status, bool from_callback)
 {
-	struct disk_io *parent = child->opaque;
-	struct reactor *r = parent->reactor;
-
-	if (status == DISK_IO_ERROR)
-		parent->os_errno = child->os_errno;
-	if (status == DISK_MEDIUM_ERROR)
-		parent->medium = child->medium;
-	disk_io_put(r, child);
-	if (from_callback) {
-		disk_io_complete(parent, status);
-		return DISK_PENDING;
-	}
-	return status;
+	return disk_io_end_child(child->opaque, child, status, from_callback);
 }
 
 static void lwalk_cb(struct disk_io *child)
 {
 	if (child->status != DISK_OK) {
-		lwalk_finish(child, child->status, true);
+		lchild_finish(child, child->status, true);
 		return;
 	}
 	child->sctx[LW_INDEX]++;
@@ -538,10 +526,10 @@ static int lwalk_issue(struct disk_io *child, bool from_callback)
 		if (r == DISK_PENDING)
 			return DISK_PENDING;
 		if (r != DISK_OK)
-			return lwalk_finish(child, r, from_callback);
+			return lchild_finish(child, r, from_callback);
 		child->sctx[LW_INDEX]++;
 	}
-	return lwalk_finish(child, DISK_OK, from_callback);
+	return lchild_finish(child, DISK_OK, from_callback);
 }
 
 static int layered_walk(struct disk *d, struct disk_io *io)
@@ -602,27 +590,13 @@ static void lbs_answer(struct disk_io *child, uint64_t count, uint32_t flags)
 	child->sctx[LB_LEN] = parent->sector + parent->count - child->sctx[LB_POS];
 }
 
-static int lbs_finish(struct disk_io *child, int status, bool from_callback)
-{
-	struct disk_io *parent = child->opaque;
-	struct reactor *r = parent->reactor;
-
-	if (status == DISK_IO_ERROR)
-		parent->os_errno = child->os_errno;
-	disk_io_put(r, child);
-	if (from_callback) {
-		disk_io_complete(parent, status);
-		return DISK_PENDING;
-	}
-	return status;
-}
 
 static void lbs_cb(struct disk_io *child)
 {
 	struct disk_extent *e = (struct disk_extent *)(void *)&child->sctx[3];
 
 	if (child->status != DISK_OK) {
-		lbs_finish(child, child->status, true);
+		lchild_finish(child, child->status, true);
 		return;
 	}
 	lbs_answer(child, e->count, e->flags);
@@ -677,10 +651,10 @@ static int lbs_issue(struct disk_io *child, bool from_callback)
 		if (r == DISK_PENDING)
 			return DISK_PENDING;
 		if (r != DISK_OK)
-			return lbs_finish(child, r, from_callback);
+			return lchild_finish(child, r, from_callback);
 		lbs_answer(child, e->count, e->flags);
 	}
-	return lbs_finish(child, DISK_OK, from_callback);
+	return lchild_finish(child, DISK_OK, from_callback);
 }
 
 static int layered_block_status(struct disk *d, struct disk_io *io)
@@ -771,19 +745,6 @@ static const struct disk_ops layered_ops = {
 
 /* ---- construction -------------------------------------------------------------------- */
 
-static int layered_fail(char *err, size_t errlen, const char *fmt, ...) PRINTF_FMT(3, 4);
-static int layered_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return -EINVAL;
-}
-
 int layered_disk_new(const struct layered_entry *layers, unsigned n, bool read_only,
 		     struct disk **out, char *err, size_t errlen)
 {
@@ -796,7 +757,7 @@ int layered_disk_new(const struct layered_entry *layers, unsigned n, bool read_o
 	int r;
 
 	if (n == 0)
-		return layered_fail(err, errlen, "a layered disk needs at least one layer");
+		return errbuf_printf(err, errlen, "a layered disk needs at least one layer");
 	ld = calloc(1, sizeof(*ld) + n * sizeof(ld->l[0]));
 	if (!ld)
 		return -ENOMEM;
@@ -817,26 +778,26 @@ int layered_disk_new(const struct layered_entry *layers, unsigned n, bool read_o
 		if (r == 0)
 			le->meta = le->layer->meta;
 		if (r < 0) {
-			layered_fail(err, errlen, "layer %u (%s): attach failed: %s", k,
+			errbuf_printf(err, errlen, "layer %u (%s): attach failed: %s", k,
 				     le->layer->ops->type, aerr[0] ? aerr : strerror(-r));
 			free(ld);
 			return r;
 		}
 		if (le->read_cache && !le->meta.can_read_cache) {
-			r = layered_fail(err, errlen,
+			r = errbuf_printf(err, errlen,
 					    "layer %u (%s): read cache not supported", k,
 					    le->layer->ops->type);
 			free(ld);
 			return r;
 		}
 		if (!IS_POW2(le->meta.sector_size)) {
-			r = layered_fail(err, errlen, "layer %u (%s): invalid sector size %u", k,
+			r = errbuf_printf(err, errlen, "layer %u (%s): invalid sector size %u", k,
 					    le->layer->ops->type, le->meta.sector_size);
 			free(ld);
 			return r;
 		}
 		if (le->meta.sector_size != ld->l[n - 1].meta.sector_size) {
-			r = layered_fail(err, errlen,
+			r = errbuf_printf(err, errlen,
 					    "layer %u (%s): mismatched sector size: expected %u, found %u",
 					    k, le->layer->ops->type, ld->l[n - 1].meta.sector_size,
 					    le->meta.sector_size);
@@ -853,7 +814,7 @@ int layered_disk_new(const struct layered_entry *layers, unsigned n, bool read_o
 
 		if (in_write_path) {
 			if (le->meta.read_only && !read_only) {
-				r = layered_fail(err, errlen,
+				r = errbuf_printf(err, errlen,
 						    "layer %u (%s): layer is read-only but the disk is writable",
 						    i, le->layer->ops->type);
 				free(ld);
@@ -876,7 +837,7 @@ int layered_disk_new(const struct layered_entry *layers, unsigned n, bool read_o
 			caps_wp_and &= le->meta.caps;
 			ld->write_path = i + 1;
 		} else if (le->write_through) {
-			r = layered_fail(err, errlen,
+			r = errbuf_printf(err, errlen,
 					    "layer %u (%s): write-through layers must be contiguous from the top",
 					    i, le->layer->ops->type);
 			free(ld);
@@ -892,7 +853,7 @@ int layered_disk_new(const struct layered_entry *layers, unsigned n, bool read_o
 			ld->ncache++;
 	}
 	if (ld->l[n - 1].write_through) {
-		r = layered_fail(err, errlen,
+		r = errbuf_printf(err, errlen,
 				    "layer %u (%s): the last layer cannot be write-through", n - 1,
 				    ld->l[n - 1].layer->ops->type);
 		free(ld);
@@ -928,7 +889,7 @@ int layered_disk_new(const struct layered_entry *layers, unsigned n, bool read_o
 	r = disk_new(&layered_ops, &info, ld, NULL, out);
 	if (r < 0) {
 		free(ld);
-		layered_fail(err, errlen, "invalid layered disk geometry (sector size %u)",
+		errbuf_printf(err, errlen, "invalid layered disk geometry (sector size %u)",
 			     info.sector_size);
 		return r;
 	}

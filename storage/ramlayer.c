@@ -100,6 +100,7 @@
 
 #include "common/bitmap.h"
 #include "common/compiler.h"
+#include "common/log.h"
 #include "storage/layered.h"
 
 #define RAM_MIN_PAGE_BYTES 4096u
@@ -160,17 +161,6 @@ struct ramlayer {
 };
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static void PRINTF_FMT(3, 4) ram_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static inline void ram_cpu_relax(void)
 {
@@ -582,28 +572,28 @@ static int ramlayer_attach(struct layer *l, const struct layer_meta *lower,
 	uint64_t bytes = r->cfg_size_bytes;
 
 	if (r->attached && __atomic_load_n(&r->root, __ATOMIC_ACQUIRE)) {
-		ram_err(err, errlen, "ram layer is already attached and holds data");
+		(void)errbuf_printf(err, errlen, "ram layer is already attached and holds data");
 		return -EBUSY;
 	}
 	if (!IS_POW2(ss) || ss < 512) {
-		ram_err(err, errlen, "invalid sector size %" PRIu32, ss);
+		(void)errbuf_printf(err, errlen, "invalid sector size %" PRIu32, ss);
 		return -EINVAL;
 	}
 	if (!bytes && lower && MUL_OVERFLOW(lower->sector_count, (uint64_t)lower->sector_size, &bytes)) {
-		ram_err(err, errlen, "lower layer size overflows");
+		(void)errbuf_printf(err, errlen, "lower layer size overflows");
 		return -EINVAL;
 	}
 	if (!bytes) {
-		ram_err(err, errlen, "empty disk: a ram layer needs a size or a layer below it");
+		(void)errbuf_printf(err, errlen, "empty disk: a ram layer needs a size or a layer below it");
 		return -EINVAL;
 	}
 	if (bytes % ss) {
-		ram_err(err, errlen, "disk size %" PRIu64 " is not a multiple of the sector size %" PRIu32,
+		(void)errbuf_printf(err, errlen, "disk size %" PRIu64 " is not a multiple of the sector size %" PRIu32,
 			bytes, ss);
 		return -EINVAL;
 	}
 	if (bytes > INT64_MAX) {
-		ram_err(err, errlen, "disk size %" PRIu64 " is too large", bytes);
+		(void)errbuf_printf(err, errlen, "disk size %" PRIu64 " is too large", bytes);
 		return -EINVAL;
 	}
 
@@ -1018,18 +1008,18 @@ int ramlayer_new(uint64_t size_bytes, uint32_t sector_size, struct layer **out,
 	int ret;
 
 	if (sector_size && (!IS_POW2(sector_size) || sector_size < 512)) {
-		ram_err(err, errlen, "invalid sector size %" PRIu32, sector_size);
+		(void)errbuf_printf(err, errlen, "invalid sector size %" PRIu32, sector_size);
 		return -EINVAL;
 	}
 	/* Every valid sector size is a multiple of 512, so an inherited one
 	 * can be checked against 512 now and exactly at attach. */
 	if (size_bytes % (sector_size ? sector_size : 512)) {
-		ram_err(err, errlen, "disk size %" PRIu64 " is not a multiple of the sector size %" PRIu32,
+		(void)errbuf_printf(err, errlen, "disk size %" PRIu64 " is not a multiple of the sector size %" PRIu32,
 			size_bytes, sector_size ? sector_size : 512);
 		return -EINVAL;
 	}
 	if (size_bytes > INT64_MAX) {
-		ram_err(err, errlen, "disk size %" PRIu64 " is too large", size_bytes);
+		(void)errbuf_printf(err, errlen, "disk size %" PRIu64 " is too large", size_bytes);
 		return -EINVAL;
 	}
 
@@ -1052,7 +1042,7 @@ int ramlayer_new(uint64_t size_bytes, uint32_t sector_size, struct layer **out,
 		resize_notifier_free(r->notifier);
 		pthread_mutex_destroy(&r->resize_lock);
 		free(r);
-		ram_err(err, errlen, "out of memory");
+		(void)errbuf_printf(err, errlen, "out of memory");
 	}
 	return ret;
 }

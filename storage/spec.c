@@ -35,6 +35,7 @@
 #include <strings.h>
 
 #include "common/compiler.h"
+#include "common/log.h"
 #include "filedisk.h"
 #include "spec.h"
 
@@ -125,17 +126,6 @@ void spec_print_usage(FILE *fp, const char *indent)
 }
 
 /* ---- messages ------------------------------------------------------------ */
-
-static void PRINTF_FMT(3, 4) spec_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- sizes and times ------------------------------------------------------ */
 
@@ -239,10 +229,10 @@ static int PRINTF_FMT(5, 6) spec_perr(struct spec_parser *p, size_t off, size_t 
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
 	if (len > 0)
-		spec_errf(p->err, p->errlen, "%s '%.*s' at offset %zu of '%s'%s%s", what,
+		(void)errbuf_printf(p->err, p->errlen, "%s '%.*s' at offset %zu of '%s'%s%s", what,
 			  (int)len, p->text + off, off, p->text, hint ? "; " : "", hint ? hint : "");
 	else
-		spec_errf(p->err, p->errlen, "%s at offset %zu of '%s'%s%s", what, off, p->text,
+		(void)errbuf_printf(p->err, p->errlen, "%s at offset %zu of '%s'%s%s", what, off, p->text,
 			  hint ? "; " : "", hint ? hint : "");
 	return -EINVAL;
 }
@@ -646,7 +636,7 @@ static int spec_unknown_kind(struct spec_parser *p, size_t off, size_t klen)
 	if (klen == 0)
 		return spec_perr(p, off, 0, NULL, "missing disk kind; valid kinds: %s, or a path", kinds);
 	/* The hint goes after the location so the list ends the message. */
-	spec_errf(p->err, p->errlen,
+	(void)errbuf_printf(p->err, p->errlen,
 		  "invalid disk kind '%.*s' at offset %zu of '%s'; valid kinds: %s, or a path",
 		  (int)klen, p->text + off, off, p->text, kinds);
 	return -EINVAL;
@@ -781,12 +771,12 @@ int spec_parse(const char *text, struct spec **out, char *err, size_t errlen)
 	if (err && errlen)
 		err[0] = '\0';
 	if (!text || !*text) {
-		spec_errf(err, errlen, "empty disk spec");
+		(void)errbuf_printf(err, errlen, "empty disk spec");
 		return -EINVAL;
 	}
 	p.text = strdup(text);
 	if (!p.text) {
-		spec_errf(err, errlen, "out of memory");
+		(void)errbuf_printf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	send = spec_spec_end(p.text);
@@ -795,7 +785,7 @@ int spec_parse(const char *text, struct spec **out, char *err, size_t errlen)
 		r = spec_parse_options(&p, root, send);
 	if (r < 0) {
 		if (r == -ENOMEM)
-			spec_errf(err, errlen, "out of memory");
+			(void)errbuf_printf(err, errlen, "out of memory");
 		spec_free_node(root);
 		free((char *)p.text);
 		return r;
@@ -814,7 +804,7 @@ int spec_autocache_dir(const struct spec_ctx *ctx, const char **out, char *err, 
 	if (!dir || !*dir)
 		dir = getenv("DISKSTACK_AUTOCACHE_DIR");
 	if (!dir || !*dir) {
-		spec_errf(err, errlen,
+		(void)errbuf_printf(err, errlen,
 			  "autocache needs a cache directory: set DISKSTACK_AUTOCACHE_DIR "
 			  "(or give one on the command line)");
 		return -EINVAL;
@@ -846,9 +836,9 @@ static int spec_open_err(const struct spec *s, int r, const char *msg, char *err
 	if (!msg[0])
 		msg = strerror(-r);
 	if (spec_msg_prefixed(s, msg))
-		spec_errf(err, errlen, "%s", msg);
+		(void)errbuf_printf(err, errlen, "%s", msg);
 	else
-		spec_errf(err, errlen, "%.*s: %s", (int)s->len, s->text + s->off, msg);
+		(void)errbuf_printf(err, errlen, "%.*s: %s", (int)s->len, s->text + s->off, msg);
 	return r;
 }
 
@@ -1103,24 +1093,24 @@ static int spec_open_file(const struct spec *s, bool read_only, const struct spe
 
 	/* §6.4: the extension chooses the backend. */
 	if (strcasecmp(ext, "vhd") == 0) {
-		spec_errf(err, errlen, "fixed VHD files (vhd1) are not supported yet");
+		(void)errbuf_printf(err, errlen, "fixed VHD files (vhd1) are not supported yet");
 		return -ENOTSUP;
 	}
 	if (strcasecmp(ext, "vmgs") == 0) {
-		spec_errf(err, errlen, "VMGS files (vhd1) are not supported yet");
+		(void)errbuf_printf(err, errlen, "VMGS files (vhd1) are not supported yet");
 		return -ENOTSUP;
 	}
 	if (strcasecmp(ext, "vhdx") == 0) {
-		spec_errf(err, errlen, "VHDX files are not supported");
+		(void)errbuf_printf(err, errlen, "VHDX files are not supported");
 		return -ENOTSUP;
 	}
 	if (strcasecmp(ext, "iso") == 0) {
 		if (s->create) {
-			spec_errf(err, errlen, "cannot create an .iso file");
+			(void)errbuf_printf(err, errlen, "cannot create an .iso file");
 			return -EINVAL;
 		}
 		if (!read_only) {
-			spec_errf(err, errlen, "iso file cannot be opened as read/write; add ,ro");
+			(void)errbuf_printf(err, errlen, "iso file cannot be opened as read/write; add ,ro");
 			return -EROFS;
 		}
 	}
