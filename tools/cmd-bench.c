@@ -60,7 +60,7 @@ static void bench_usage(FILE *fp)
 	fprintf(fp,
 		"Usage: diskstack bench SPEC [--rw MODE] [--bs SIZE] [--iodepth N] [--threads N]\n"
 		"                       [--time DURATION | --ops N] [--size [OFFSET+]LENGTH]\n"
-		"                       [--rwmix PCT] [--prefill] [--force-write] [--json] [--quiet]\n"
+		"                       [--rwmix PCT] [--prefill[=PCT]] [--force-write] [--json] [--quiet]\n"
 		"\n"
 		"Runs an in-process load against SPEC (one shared disk handle, one reactor\n"
 		"per thread) and prints IOPS, MiB/s and latency percentiles.\n"
@@ -74,7 +74,8 @@ static void bench_usage(FILE *fp)
 		"  --ops N          stop after N requests in total (instead of --time)\n"
 		"  --size RANGE     restrict I/O to LENGTH bytes from OFFSET (default: whole disk)\n"
 		"  --rwmix PCT      randrw: percentage of reads (default 70)\n"
-		"  --prefill        write the whole range once before measuring\n"
+		"  --prefill[=PCT]  write the whole range (or PCT%% of its blocks, a fixed\n"
+		"                   pseudo-random subset) once before measuring\n"
 		"  --force-write    allow writes to disks that are not RAM (DESTROYS DATA)\n"
 		"  --json           print one JSON object\n"
 		"  -q, --quiet      no progress bar\n"
@@ -187,6 +188,7 @@ struct bench_phase {
 	enum bench_mode mode;
 	uint64_t ops_limit;            /* 0 = unlimited (time-bound) */
 	uint64_t duration_ns;          /* 0 = no deadline */
+	unsigned select_pct;           /* sequential writes: only blocks bench_selected() */
 };
 
 struct bench_worker {
@@ -205,6 +207,7 @@ struct bench_worker {
 	uint64_t ops_limit, ops_submitted;
 	uint64_t deadline_ns;
 	uint64_t read_threshold;       /* randrw: read if (rand >> 32) < this (<= 2^32) */
+	unsigned select_pct;           /* sequential: skip blocks not selected (100 = all) */
 	unsigned inflight;
 	bool stopping, finished;
 	uint64_t rng[4];
@@ -231,6 +234,7 @@ struct bench {
 	uint64_t duration_ns, total_ops;
 	unsigned rwmix;
 	bool prefill;
+	unsigned prefill_pct;          /* --prefill=PCT: share of blocks written (100) */
 	struct bench_worker *workers;
 
 	/* The start gate: workers report ready, the main thread says go (or
@@ -280,6 +284,15 @@ static uint64_t splitmix64(uint64_t *x)
 
 static void bench_io_done(struct disk_io *io);
 
+/* True for the @pct percent of blocks a partial prefill writes: a fixed
+ * pseudo-random subset, spread over the whole range. */
+static inline bool bench_selected(uint64_t block, unsigned pct)
+{
+	uint64_t x = block;
+
+	return pct >= 100 || splitmix64(&x) % 100 < pct;
+}
+
 /* Fills and submits @s. @now is the submit time. */
 static inline void bench_submit(struct bench_worker *w, struct bench_slot *s, uint64_t now)
 {
@@ -290,9 +303,11 @@ static inline void bench_submit(struct bench_worker *w, struct bench_slot *s, ui
 	switch (w->mode) {
 	case MODE_READ:
 	case MODE_WRITE:
-		block = w->seq_next++;
-		if (w->seq_next >= w->seq_end)
-			w->seq_next = w->seq_start;
+		do {
+			block = w->seq_next++;
+			if (w->seq_next >= w->seq_end)
+				w->seq_next = w->seq_start;
+		} while (unlikely(!bench_selected(block, w->select_pct)));
 		write = w->mode == MODE_WRITE;
 		break;
 	default:
@@ -357,6 +372,7 @@ static int bench_phase_run(struct bench_worker *w, const struct bench_phase *ph)
 	uint64_t start;
 
 	w->mode = ph->mode;
+	w->select_pct = ph->select_pct ? ph->select_pct : 100;
 	w->ops_limit = ph->ops_limit;
 	w->ops_submitted = 0;
 	w->seq_next = w->seq_start;
@@ -422,7 +438,10 @@ static void *bench_thread(void *opaque)
 		s->io.opaque = s;
 	}
 	if (ret == 0 && b->prefill) {
-		struct bench_phase ph = { .mode = MODE_WRITE, .ops_limit = w->seq_end - w->seq_start };
+		struct bench_phase ph = { .mode = MODE_WRITE, .select_pct = b->prefill_pct };
+
+		for (uint64_t blk = w->seq_start; blk < w->seq_end; blk++)
+			ph.ops_limit += bench_selected(blk, b->prefill_pct);
 		ret = bench_phase_run(w, &ph);
 		if (ret == 0 && w->errors)
 			ret = -EIO;
@@ -739,7 +758,7 @@ int cmd_bench(int argc, char **argv)
 		{ "size",        required_argument, NULL, OPT_SIZE },
 		{ "rwmix",       required_argument, NULL, OPT_RWMIX },
 		{ "json",        no_argument,       NULL, OPT_JSON },
-		{ "prefill",     no_argument,       NULL, OPT_PREFILL },
+		{ "prefill",     optional_argument, NULL, OPT_PREFILL },
 		{ "force-write", no_argument,       NULL, OPT_FORCE },
 		{ "quiet",       no_argument,       NULL, 'q' },
 		{ "help",        no_argument,       NULL, 'h' },
@@ -807,9 +826,22 @@ int cmd_bench(int argc, char **argv)
 		case OPT_JSON:
 			json = true;
 			break;
-		case OPT_PREFILL:
+		case OPT_PREFILL: {
+			char *end;
+			unsigned long pct = 100;
+
+			if (optarg) {
+				errno = 0;
+				pct = strtoul(optarg, &end, 10);
+				if (errno || end == optarg || (*end && strcmp(end, "%") != 0) ||
+				    pct < 1 || pct > 100)
+					return tool_usage_error("bench",
+						"--prefill=PCT takes a percentage from 1 to 100, not '%s'", optarg);
+			}
 			b.prefill = true;
+			b.prefill_pct = (unsigned)pct;
 			break;
+		}
 		case OPT_FORCE:
 			force = true;
 			break;
