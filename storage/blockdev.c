@@ -213,6 +213,11 @@ void blockdev_set_sys(const struct blockdev_sys *s)
 	atomic_store(&sys_ops, s ? s : &sys_real);
 }
 
+const struct blockdev_sys *blockdev_sys_real(void)
+{
+	return &sys_real;
+}
+
 /* ---- little-/big-endian fields ----------------------------------------- */
 
 static uint16_t le16_at(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
@@ -689,8 +694,9 @@ static void uevent_dispatch(enum blockdev_uevent kind, dev_t dev)
 void blockdev_uevent_inject(const char *msg, size_t len)
 {
 	dev_t dev = 0;
+	enum blockdev_uevent kind = blockdev_uevent_parse(msg, len, &dev);
 
-	uevent_dispatch(blockdev_uevent_parse(msg, len, &dev), dev);
+	uevent_dispatch(kind, dev);
 }
 
 /* Drains the socket. Returns false when the listener must stop. */
@@ -702,6 +708,7 @@ static bool uevent_drain(char *buf)
 		struct msghdr mh = { .msg_name = &addr, .msg_namelen = sizeof(addr),
 				     .msg_iov = &iov, .msg_iovlen = 1 };
 		ssize_t n = recvmsg(uev.sock, &mh, MSG_DONTWAIT);
+		enum blockdev_uevent kind;
 		dev_t dev = 0;
 
 		if (n < 0) {
@@ -723,7 +730,8 @@ static bool uevent_drain(char *buf)
 		 * messages rather than parse half of one. */
 		if (mh.msg_namelen != sizeof(addr) || addr.nl_pid != 0 || (mh.msg_flags & MSG_TRUNC))
 			continue;
-		uevent_dispatch(blockdev_uevent_parse(buf, (size_t)n, &dev), dev);
+		kind = blockdev_uevent_parse(buf, (size_t)n, &dev);
+		uevent_dispatch(kind, dev);
 	}
 }
 

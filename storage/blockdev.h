@@ -111,6 +111,10 @@ struct blockdev_sys {
  * against open devices' requests in flight. */
 void blockdev_set_sys(const struct blockdev_sys *sys);
 
+/* The real system calls (static; never NULL), for hooks that pass most
+ * calls through. */
+const struct blockdev_sys *blockdev_sys_real(void);
+
 /* What a uevent message asks for. */
 enum blockdev_uevent {
 	BLOCKDEV_UEVENT_NONE = 0,  /* nothing for us */

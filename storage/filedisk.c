@@ -23,9 +23,9 @@
  *   is fixed at open; a device's follows kernel uevents (storage/blockdev.c:
  *   an atomic count re-read when a resize event arrives). As a second line,
  *   for a request racing a shrink, a transfer that comes back short and
- *   ENOSPC from a device become ILLEGAL_BLOCK, as upstream, and a discard or
- *   zero-out the kernel refuses (EINVAL) past the new end is ILLEGAL_BLOCK
- *   too.
+ *   ENOSPC from a device become ILLEGAL_BLOCK, as upstream, and so does a
+ *   discard or zero-out the kernel refuses (EINVAL) because it now reaches
+ *   past the device's end (BLKGETSIZE64 asked again on the worker).
  * - Geometry. Files: 512-byte sectors, physical = st_blksize (a power of
  *   two in [512, 64 KiB]), size fixed at open and a multiple of 512. Devices:
  *   sysfs /sys/dev/block/M:m/ (queue/ of the parent disk for a partition),
@@ -404,6 +404,15 @@ static void filedisk_work_run(struct work_item *w)
 	if (fw->request == BLKDISCARD &&
 	    (fw->err == ENOTTY || fw->err == EOPNOTSUPP || fw->err == ENOSYS))
 		fw->err = 0;  /* the device cannot discard: a no-op, as upstream */
+	if (fw->err == EINVAL) {
+		/* The kernel refuses a range past the end: the device shrank
+		 * after our range check. Say so as ENOSPC (ILLEGAL_BLOCK). */
+		uint64_t bytes;
+
+		if (ioctl(fw->sysfd, BLKGETSIZE64, &bytes) == 0 &&
+		    fw->range[0] + fw->range[1] > bytes)
+			fw->err = ENOSPC;
+	}
 	if (!fw->err && fw->datasync && fdatasync(fw->sysfd) < 0)
 		fw->err = errno;
 }
@@ -417,9 +426,7 @@ static void filedisk_work_done(struct work_item *w)
 	uint64_t off = fw->range[0], len = fw->range[1];
 
 	reactor_buf_put(w->origin, fw, sizeof(*fw));
-	if (err == EINVAL && !in_range(fdisk, io->sector, io->count))
-		disk_io_complete(io, DISK_ILLEGAL_BLOCK);  /* the device shrank meanwhile */
-	else if (err)
+	if (err)
 		filedisk_fail(fdisk, io, err, off, len);
 	else
 		disk_io_complete(io, DISK_OK);
