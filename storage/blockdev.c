@@ -66,6 +66,8 @@
  *   bd->size_lock serialises size re-reads and notifications. Order:
  *   uev.lock → size_lock → the notifier's lock. Watcher callbacks must not
  *   call into the disk (disk.h), so nothing takes these in reverse.
+ * - The listener thread does not survive fork(): a program that daemonizes
+ *   must do so before it opens block devices (or their sizes stay fixed).
  * - Nothing here holds data: no crash-consistency concerns. Expected load:
  *   a handful of devices per process, uevents a few per second at most,
  *   PR commands rare.

@@ -319,7 +319,7 @@ static int fake_ioctl(int fd, unsigned long request, void *arg)
 	case IOC_PR_PREEMPT:
 	case IOC_PR_PREEMPT_ABORT:
 	case IOC_PR_CLEAR:
-		fake_record(request, arg, arg, 24);
+		fake_record(request, arg, arg, _IOC_SIZE(request));
 		return fk.pr_ret;
 	case CDROM_LOCKDOOR:
 		fake_record(request, arg, NULL, 0);
@@ -1291,13 +1291,12 @@ static int loop_teardown(void **state)
 	return 0;
 }
 
-static void wait_calls(struct watch_rec *wr, unsigned want)
+/* Waits up to 10 s for the watcher's @want-th call. */
+static bool wait_calls(struct watch_rec *wr, unsigned want)
 {
 	for (int i = 0; i < 1000 && atomic_load(&wr->calls) < want; i++)
 		usleep(10 * 1000);
-	if (atomic_load(&wr->calls) < want)
-		fail_msg("resize watcher: %u calls after 10 s, want %u", atomic_load(&wr->calls),
-			 want);
+	return atomic_load(&wr->calls) >= want;
 }
 
 /* A test-side uevent socket: records what the kernel says about the loop
@@ -1388,7 +1387,18 @@ static void test_blockdev_loop_resize(void **state)
 	set_file_size(loop.backing, 12 * MIB);
 	assert_int_equal(disk_sync_read(d, 8 * MIB / 512, back, 512), DISK_ILLEGAL_BLOCK);
 	loop_set_capacity();
-	wait_calls(&wr, 1);
+	if (!wait_calls(&wr, 1)) {
+		/* A namespace that gets no uevents at all (a user-namespace
+		 * container) cannot resize; anything else is a failure. */
+		if (us >= 0 && !saw_resize_event(us, st.st_rdev)) {
+			close(us);
+			disk_unwatch_resize(d, &wr.w);
+			disk_unref(d);
+			fprintf(stderr, "# skip: the kernel's uevents do not reach this namespace\n");
+			skip();
+		}
+		fail_msg("resize watcher not called within 10 s of losetup -c");
+	}
 	assert_int_equal(atomic_load(&wr.last), 12 * MIB / 512);
 	assert_int_equal(disk_sector_count(d), 12 * MIB / 512);
 	if (us >= 0)
@@ -1414,7 +1424,8 @@ static void test_blockdev_loop_resize(void **state)
 	/* Shrink. */
 	set_file_size(loop.backing, 6 * MIB);
 	loop_set_capacity();
-	wait_calls(&wr, 2);
+	if (!wait_calls(&wr, 2))
+		fail_msg("resize watcher not called within 10 s of the shrink");
 	assert_int_equal(atomic_load(&wr.last), 6 * MIB / 512);
 	assert_int_equal(disk_sector_count(d), 6 * MIB / 512);
 	assert_int_equal(disk_sync_read(d, 6 * MIB / 512, back, 512), DISK_ILLEGAL_BLOCK);
