@@ -28,7 +28,10 @@ struct filedisk_opts {
  * fallocate; block status from SEEK_DATA/SEEK_HOLE.
  * Block devices (type "block_device"): geometry from sysfs (the parent's
  * queue/ for a partition), FUA from queue/fua, unmap by BLKDISCARD on the
- * worker pool (UNSPECIFIED), write-zeroes by BLKZEROOUT.
+ * worker pool (UNSPECIFIED), write-zeroes by BLKZEROOUT. Their size follows
+ * kernel resize uevents and wakes resize watchers (DISK_CAP_RESIZE);
+ * reservations pass through where the device supports them (DISK_CAP_PR)
+ * and removable/CD-ROM devices eject (DISK_CAP_EJECT): storage/blockdev.h.
  * @opts->create makes (or truncates) a regular file of create_size bytes
  * first; without it nothing is ever created or truncated. @opts->read_only
  * opens O_RDONLY and reports read-only (the disk refuses nothing itself).
