@@ -203,6 +203,9 @@ static void prwrap_write_end(struct prwrap *pr)
 {
 	unsigned s = atomic_load_explicit(&pr->seq, memory_order_relaxed);
 
+	/* A reservation always has a registered holder. */
+	assert(atomic_load_explicit(&pr->rtype, memory_order_relaxed) == DISK_PR_NONE ||
+	       atomic_load_explicit(&pr->nregs, memory_order_relaxed) > 0);
 	/* seq_cst: pairs with the tracked request's increment-then-recheck. */
 	atomic_store(&pr->seq, s + 1);
 }
