@@ -734,6 +734,15 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 	return DISK_INVALID_INPUT;
 }
 
+int disk_forward(struct disk *lower, struct disk_io *io)
+{
+	assert(lower && io->reactor == reactor_current());
+	/* Re-dispatching re-checks the request against @lower, which is cheap
+	 * and keeps emulations below working on the disk that runs them. */
+	io->disk = lower;
+	return disk_dispatch(lower, io);
+}
+
 void disk_submit(struct disk *d, struct disk_io *io)
 {
 	int st;

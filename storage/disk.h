@@ -276,6 +276,17 @@ void disk_io_complete(struct disk_io *io, int status);
 /* Same, with DISK_IO_ERROR and an errno. */
 void disk_io_complete_errno(struct disk_io *io, int os_errno);
 
+/*
+ * Hands @io, which a decorator's op has just received, on to @lower (the
+ * disk it decorates) as if it had been submitted there: the lower disk
+ * handles it and completes it straight to the submitter's io->done. Returns
+ * what an op returns (a status or DISK_PENDING); the op returns that value
+ * unchanged. From then on @io, including io->hctx, belongs to @lower. For
+ * decorators that look at a request but do not need its completion (a
+ * cheap pass-through after a check); no child request is needed.
+ */
+int disk_forward(struct disk *lower, struct disk_io *io);
+
 /* Copies the result (status, errno, medium detail) of @from to @to. */
 void disk_io_copy_result(struct disk_io *to, const struct disk_io *from);
 

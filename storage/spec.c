@@ -37,7 +37,9 @@
 #include "common/compiler.h"
 #include "common/log.h"
 #include "filedisk.h"
+#include "prwrap.h"
 #include "spec.h"
+#include "striped.h"
 
 /* Deepest nesting of kinds accepted (memdiff:memdiff:...). */
 #define SPEC_MAX_DEPTH 64
@@ -82,10 +84,12 @@ const struct spec_kind spec_kinds[] = {
 	{ .name = "crypt", .shape = SPEC_SHAPE_CRYPT, .usage = "crypt:xts-aes-256:<keyfile>:<spec>",
 	  .summary = "XTS-AES-256 encryption of <spec>; <keyfile> holds 64 raw bytes" },
 	{ .name = "prwrap", .shape = SPEC_SHAPE_INNER, .usage = "prwrap:<spec>",
+	  .open_disk = prwrap_spec_open,
 	  .summary = "persistent-reservation emulation over <spec>" },
 	{ .name = "delay", .shape = SPEC_SHAPE_DELAY, .usage = "delay:<time>[/<time>]:<spec>",
 	  .summary = "delays reads[/writes] of <spec>; time in ms, or with a 'us' suffix" },
 	{ .name = "striped", .shape = SPEC_SHAPE_STRIPED, .usage = "striped:<chunk>:<spec>+<spec>...",
+	  .open_disk = striped_spec_open,
 	  .summary = "stripes over the member disks in <chunk>-byte chunks" },
 	{ .name = "nbd", .shape = SPEC_SHAPE_URI, .usage = "nbd:<uri>",
 	  .summary = "remote NBD export (nbd://, nbds://, nbd+unix://, nbds+unix:// URIs)" },
