@@ -35,6 +35,7 @@
 #include <strings.h>
 
 #include "common/compiler.h"
+#include "blob.h"
 #include "filedisk.h"
 #include "spec.h"
 #include "url.h"
@@ -78,6 +79,7 @@ const struct spec_kind spec_kinds[] = {
 	  .read_cache = true,
 	  .summary = "SQLite read cache over <spec> in $DISKSTACK_AUTOCACHE_DIR; no key = the disk id" },
 	{ .name = "blob", .shape = SPEC_SHAPE_BLOB, .usage = "blob:flat|vhd1:<url>",
+	  .open_disk = blob_spec_open,
 	  .summary = "read-only HTTP(S) blob, raw (flat) or fixed VHD (vhd1)" },
 	{ .name = "crypt", .shape = SPEC_SHAPE_CRYPT, .usage = "crypt:xts-aes-256:<keyfile>:<spec>",
 	  .summary = "XTS-AES-256 encryption of <spec>; <keyfile> holds 64 raw bytes" },
