@@ -37,6 +37,7 @@
 #include "common/compiler.h"
 #include "blob.h"
 #include "filedisk.h"
+#include "nbdclient.h"
 #include "spec.h"
 #include "url.h"
 
@@ -90,6 +91,7 @@ const struct spec_kind spec_kinds[] = {
 	{ .name = "striped", .shape = SPEC_SHAPE_STRIPED, .usage = "striped:<chunk>:<spec>+<spec>...",
 	  .summary = "stripes over the member disks in <chunk>-byte chunks" },
 	{ .name = "nbd", .shape = SPEC_SHAPE_URI, .usage = "nbd:<uri>",
+	  .open_disk = nbdclient_spec_open,
 	  .summary = "remote NBD export (nbd://, nbds://, nbd+unix://, nbds+unix:// URIs)" },
 	{ .name = NULL },
 };

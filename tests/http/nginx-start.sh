@@ -8,6 +8,8 @@
 #   /redirect/<name>   302 to /<name>
 #   /chain<N>          N redirects (301, 302, 307, 308, ...) ending at /flat.img
 # Exit 77 when nginx is not installed, 1 on failure.
+# With NGINX_PARENT_PID set, a watcher stops nginx when that process is gone
+# (a test that crashed or was killed does not leave nginx behind).
 set -e
 
 dir=$1
@@ -70,6 +72,13 @@ CONF
 			i=$((i + 1))
 		done
 		[ -s "$dir/nginx.pid" ] || { echo "$0: nginx wrote no pid file" >&2; exit 1; }
+		if [ -n "${NGINX_PARENT_PID:-}" ]; then
+			pid=$(cat "$dir/nginx.pid")
+			( while kill -0 "$NGINX_PARENT_PID" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do
+				sleep 1
+			  done
+			  kill "$pid" 2>/dev/null ) </dev/null >/dev/null 2>&1 &
+		fi
 		echo "$port"
 		exit 0
 	fi

@@ -103,8 +103,8 @@ static int group_setup(void **state UNUSED)
 	make_docroot(root);
 
 	snprintf(F.nginx_dir, sizeof(F.nginx_dir), "%s", tu_path("nginx"));
-	snprintf(cmd, sizeof(cmd), "sh '%s/tests/http/nginx-start.sh' '%s' '%s' 1 2>&1",
-		 tp_srcdir(), F.nginx_dir, root);
+	snprintf(cmd, sizeof(cmd), "NGINX_PARENT_PID=%d sh '%s/tests/http/nginx-start.sh' '%s' '%s' 1 2>&1",
+		 (int)getpid(), tp_srcdir(), F.nginx_dir, root);
 	st = tp_run_line(cmd, line, sizeof(line));
 	if (st == 0 && atoi(line) > 0) {
 		char pidfile[PATH_MAX + 16];

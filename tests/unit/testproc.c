@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -59,8 +60,10 @@ pid_t tp_spawn(char *const argv[], const char *log)
 				dup2(out, 2);
 			}
 		}
-		/* A new process group, so that stopping it never signals us. */
+		/* A new process group, so that stopping it never signals us;
+		 * killed with us if the test dies first. */
 		setpgid(0, 0);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		execvp(argv[0], argv);
 		_exit(127);
 	}

@@ -17,8 +17,9 @@ const char *tp_srcdir(void);
 bool tp_have(const char *prog);
 
 /* Starts @argv (NULL-terminated; argv[0] searched on $PATH) with stdin
- * from /dev/null and stdout/stderr to @log (NULL: inherited). Returns the
- * pid, or -errno. */
+ * from /dev/null and stdout/stderr to @log (NULL: inherited), in its own
+ * process group, killed if the calling thread dies first. Returns the pid,
+ * or -errno. */
 pid_t tp_spawn(char *const argv[], const char *log);
 
 /* Waits up to @timeout_ms for @path to exist (and be non-empty when
