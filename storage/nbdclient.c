@@ -111,6 +111,8 @@ struct nbdc_conn {
 	bool rpoll, wpoll;                 /* POLL_ADD armed for POLLIN / POLLOUT */
 	unsigned cancels;                  /* POLL_REMOVE in flight */
 	bool handover_pending;             /* @handover posted, not yet run */
+	bool issuing;                      /* inside an nbd_aio_* command call */
+	bool unretired;                    /* callbacks ran while issuing */
 	struct reactor_op rpoll_op, wpoll_op, cancel_op;
 	struct disk_io *waitq_head, *waitq_tail;   /* waiting for the connect */
 	struct work_item connect;
@@ -381,7 +383,28 @@ static int nbdc_cmd_done(void *opaque, int *error)
 		nbdc_req_error(rq, *error);
 	if (--rq->pending == 0)
 		nbdc_req_finish(io);
+	/* XXX: libnbd 1.14 reads the command after running the state machine
+	 * in nbd_aio_*(); if the connection dies right there and we retire
+	 * the command from its callback, that is a use after free (seen with
+	 * valgrind). So a command that finishes while one is being issued is
+	 * left for nbdc_retire() to retire. */
+	if (rq->c->issuing) {
+		rq->c->unretired = true;
+		return 0;
+	}
 	return 1;                                   /* retire the command */
+}
+
+/* Retires the commands whose callbacks ran inside an nbd_aio_* call. */
+static void nbdc_retire(struct nbdc_conn *c)
+{
+	int64_t cookie;
+
+	if (!c->unretired || c->state != NBDC_UP)
+		return;
+	c->unretired = false;
+	while ((cookie = nbd_aio_peek_command_completed(c->h)) > 0)
+		nbd_aio_command_completed(c->h, cookie);  /* the error was seen by the callback */
 }
 
 /* libnbd: extents of a block-status reply. */
@@ -461,6 +484,7 @@ static void nbdc_conn_lost(struct nbdc_conn *c, const char *why)
 	nbd_close(c->h);
 	c->h = NULL;
 	c->state = NBDC_DOWN;
+	c->unretired = false;
 	assert(c->inflight == 0);
 }
 
@@ -591,6 +615,7 @@ static void nbdc_issue(struct nbdc_conn *c, struct disk_io *io)
 
 		rq->pending++;
 		c->inflight++;
+		c->issuing = true;
 		switch (io->op) {
 		case DISK_OP_READ:
 			cookie = nbd_aio_pread(c->h, buf + done, k, off + done, cb, 0);
@@ -620,6 +645,7 @@ static void nbdc_issue(struct nbdc_conn *c, struct disk_io *io)
 			assert(!"nbdc_issue: unexpected op");
 			break;
 		}
+		c->issuing = false;
 		if (cookie < 0) {
 			int e = nbd_get_errno() ? nbd_get_errno() : EIO;
 			char why[256];
@@ -639,6 +665,10 @@ static void nbdc_issue(struct nbdc_conn *c, struct disk_io *io)
 		}
 		done += k;
 	}
+	/* The connection may have died while sending (the commands were
+	 * failed by their callbacks). */
+	if (c->state == NBDC_UP && !nbdc_check_dead(c, nbd_get_error()))
+		nbdc_retire(c);
 	if (--rq->pending == 0)
 		nbdc_req_finish(io);
 }

@@ -727,6 +727,27 @@ static void test_nbdclient_export_changed(void **state UNUSED)
 	srv_stop(&s);
 }
 
+/* Regression: a request on an idle connection whose server went away dies
+ * inside nbd_aio_pread; libnbd 1.14 then read the retired command (a use
+ * after free under valgrind). It must fail cleanly with ENOTCONN. */
+static void test_nbdclient_dead_during_issue_regression(void **state UNUSED)
+{
+	const char *args[] = { "memory", "1M", NULL };
+	struct nbdclient_opts o = quick_opts();
+	struct srv s;
+	struct disk *d;
+	uint8_t buf[4096];
+	int e = 0;
+
+	NEED_NBDKIT();
+	srv_start(&s, "deadissue", args);
+	d = open_ok(s.uri, false, &o);
+	srv_stop(&s);
+	assert_int_equal(read_st(d, 0, buf, sizeof(buf), &e), DISK_IO_ERROR);
+	assert_int_equal(e, ENOTCONN);
+	disk_unref(d);
+}
+
 /* ---- specs ------------------------------------------------------------------------- */
 
 static void test_nbdclient_spec(void **state UNUSED)
@@ -779,6 +800,7 @@ int main(void)
 		cmocka_unit_test(test_nbdclient_lost_connection),
 		cmocka_unit_test(test_nbdclient_gives_up),
 		cmocka_unit_test(test_nbdclient_export_changed),
+		cmocka_unit_test(test_nbdclient_dead_during_issue_regression),
 		cmocka_unit_test(test_nbdclient_spec),
 	};
 
