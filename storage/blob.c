@@ -868,12 +868,14 @@ static void *blob_engine(void *arg)
 		if (stop)
 			break;
 
-		timeout_ms = blob_retry_due(b);
+		blob_retry_due(b);
 		blob_carve(b);
 		curl_multi_perform(b->multi, &running);
 		blob_reap(b);
 		if (b->work_head && b->free_xfers)
 			continue;                   /* pieces freed up: start more now */
+		/* After reaping, which may have scheduled retries. */
+		timeout_ms = blob_retry_due(b);
 		curl_multi_poll(b->multi, NULL, 0, timeout_ms, NULL);
 	}
 	return NULL;

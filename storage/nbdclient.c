@@ -785,6 +785,10 @@ static int nbdc_conn_submit(struct nbdc_conn *c, struct disk_io *io)
 			io->os_errno = ENOTCONN;
 			return DISK_IO_ERROR;
 		}
+		if (!workpool_default()) {
+			io->os_errno = ENOMEM;
+			return DISK_IO_ERROR;
+		}
 		c->state = NBDC_CONNECTING;
 		c->connect.work = nbdc_connect_work;
 		c->connect.done = nbdc_connect_done;
@@ -1086,8 +1090,10 @@ static void nbdc_describe(struct disk *d, struct disk_describer *dd)
 		disk_describe_paramf(dd, "block sizes", "minimum %" PRIu32 ", preferred %" PRIu32
 				     ", maximum payload %" PRIu32, n->min_block, n->pref_block,
 				     n->max_payload);
-	disk_describe_paramf(dd, "connections", "%u open, at most %u", atomic_load(&n->nconns),
+	disk_describe_paramf(dd, "connections", "%u of at most %u", atomic_load(&n->nconns),
 			     n->max_conns);
+	disk_describe_paramf(dd, "connects", "%" PRIu64 " (reconnects included)",
+			     atomic_load(&n->connects));
 	if (atomic_load(&n->given_up))
 		dd->param(dd, "state", "failed (gave up reconnecting)");
 }

@@ -20,7 +20,7 @@ with Content-Length: SIZE unless said otherwise):
   /flaky<N>    503 for the first N GETs of this path, then like /good
   /close       206 announcing the full length, closes after half the body
   /flakyclose  like /close for the first GET of this path, then like /good
-  /stall       206, sends half the body, then sleeps (until the client gives up)
+  /stall       206, sends 1 KiB of the body, then sleeps (until the client gives up)
   /stallhead   HEAD never answers
   /nolength    HEAD without Content-Length
   /loop        HEAD redirects to itself (302)
@@ -86,6 +86,9 @@ def content(kind, off, length):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this, Nagle and
+    # delayed ACKs add 40 ms to every request.
+    disable_nagle_algorithm = True
 
     def setup(self):
         super().setup()
@@ -202,7 +205,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
         elif kind == "stall":
             body = self.send_body(206, a, length, headers=[cr])
-            self.wfile.write(body[:len(body) // 2])
+            self.wfile.write(body[:1024])
             self.wfile.flush()
             # The client's low-speed limit must give up first; the thread
             # dies with the server.

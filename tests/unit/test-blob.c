@@ -674,6 +674,25 @@ static void test_blob_bad_transient_recovers(void **state UNUSED)
 	disk_unref(d);
 }
 
+/* Regression: a retry scheduled while reaping waited for the engine's idle
+ * poll (1 s) instead of its backoff. Eight retries of 1 ms each took more
+ * than 8 s; the bound leaves room for valgrind. */
+static void test_blob_retry_not_delayed_by_idle_poll_regression(void **state UNUSED)
+{
+	struct blob_opts o = fast_opts(8);
+	struct disk *d;
+	uint64_t t0;
+
+	NEED_BAD();
+	o.backoff_max_ms = 1;
+	d = open_ok(url(F.bad, "/flaky8"), BLOB_FLAT, &o);
+	t0 = reactor_now_ns();
+	read_check(d, 0, 4096, BAD_TAG);
+	assert_true(reactor_now_ns() - t0 < 4000000000ull);
+	assert_int_equal(bad_stat("GET /flaky8", NULL), 9);
+	disk_unref(d);
+}
+
 static void test_blob_bad_head(void **state UNUSED)
 {
 	struct blob_opts o = fast_opts(0);
@@ -755,6 +774,7 @@ int main(void)
 		cmocka_unit_test(test_blob_bad_stall),
 		cmocka_unit_test(test_blob_bad_shrunk),
 		cmocka_unit_test(test_blob_bad_transient_recovers),
+		cmocka_unit_test(test_blob_retry_not_delayed_by_idle_poll_regression),
 		cmocka_unit_test(test_blob_bad_head),
 		cmocka_unit_test(test_blob_bad_vhd),
 		cmocka_unit_test(test_blob_keepalive),
