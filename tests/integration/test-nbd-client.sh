@@ -6,11 +6,17 @@
 . "$(dirname "$0")/functions.sh"
 requires nbdkit cmp dd
 
+# Waits until nbdkit has written its -P file: it does once it listens.
+wait_ready()
+{
+	_i=0
+	while [ ! -s "$1" ] && [ $_i -lt 200 ]; do sleep 0.05; _i=$((_i + 1)); done
+	[ -s "$1" ] || fail "nbdkit did not start"
+}
+
 sock=$tmpdir/nbd.sock
-start_bg "$tmpdir/nbdkit.pid" nbdkit -f -U "$sock" memory 16M
-i=0
-while [ ! -S "$sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-[ -S "$sock" ] || fail "nbdkit did not start"
+start_bg "$tmpdir/nbdkit.pid" nbdkit -f -U "$sock" -P "$tmpdir/ready1" memory 16M
+wait_ready "$tmpdir/ready1"
 uri="nbd+unix:///?socket=$sock"
 
 src=$tmpdir/src.img
@@ -37,9 +43,8 @@ grep -q "server offers:.*multi-conn" "$tmpdir/stdout" || fail "info: no multi-co
 
 # 4. A read-only export: writable opens are refused.
 sock2=$tmpdir/ro.sock
-start_bg "$tmpdir/nbdkit2.pid" nbdkit -f -r -U "$sock2" memory 1M
-i=0
-while [ ! -S "$sock2" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+start_bg "$tmpdir/nbdkit2.pid" nbdkit -f -r -U "$sock2" -P "$tmpdir/ready2" memory 1M
+wait_ready "$tmpdir/ready2"
 expect_exit 1 "$DISKSTACK" copy mem:1M "nbd:nbd+unix:///?socket=$sock2"
 expect_stderr "read-only"
 expect_exit 0 "$DISKSTACK" copy -q "nbd:nbd+unix:///?socket=$sock2" "file:$tmpdir/ro.img;create=1M"

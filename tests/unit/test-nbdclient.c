@@ -34,14 +34,16 @@
 struct srv {
 	pid_t pid;
 	char sock[PATH_MAX];
+	char pidfile[PATH_MAX];         /* written once nbdkit accepts connections */
 	char log[PATH_MAX];             /* the log filter's file, if used */
 	char uri[PATH_MAX + 32];
 };
 
 static bool have_nbdkit;
 
-/* Starts "nbdkit -f -U <sock> ARGS..." (ARGS NULL-terminated; "@LOG" is
- * replaced by the log file's path). */
+/* Starts "nbdkit -f -U <sock> -P <pidfile> ARGS..." (ARGS NULL-terminated;
+ * "@LOG" is replaced by the log file's path) and waits for the pid file:
+ * nbdkit writes it once it listens (the socket file appears earlier). */
 static void srv_start(struct srv *s, const char *name, const char *const args[])
 {
 	char *argv[32];
@@ -51,12 +53,16 @@ static void srv_start(struct srv *s, const char *name, const char *const args[])
 	memset(s, 0, sizeof(*s));
 	snprintf(s->sock, sizeof(s->sock), "%s.sock", tu_path(name));
 	snprintf(s->log, sizeof(s->log), "%s.log", tu_path(name));
+	snprintf(s->pidfile, sizeof(s->pidfile), "%s.pid", tu_path(name));
 	unlink(s->sock);
 	unlink(s->log);
+	unlink(s->pidfile);
 	argv[n++] = "nbdkit";
 	argv[n++] = "-f";
 	argv[n++] = "-U";
 	argv[n++] = s->sock;
+	argv[n++] = "-P";
+	argv[n++] = s->pidfile;
 	for (unsigned i = 0; args[i]; i++) {
 		if (strcmp(args[i], "@LOG") == 0) {
 			snprintf(logarg, sizeof(logarg), "logfile=%s", s->log);
@@ -68,7 +74,7 @@ static void srv_start(struct srv *s, const char *name, const char *const args[])
 	argv[n] = NULL;
 	s->pid = tp_spawn(argv, tu_path("nbdkit.out"));
 	assert_true(s->pid > 0);
-	if (!tp_wait_file(s->sock, false, 10000, s->pid))
+	if (!tp_wait_file(s->pidfile, true, 10000, s->pid))
 		fail_msg("nbdkit did not start (see %s)", tu_path("nbdkit.out"));
 	snprintf(s->uri, sizeof(s->uri), "nbd+unix:///?socket=%s", s->sock);
 }
