@@ -35,11 +35,14 @@
 #include <strings.h>
 
 #include "common/compiler.h"
+#include "blob.h"
 #include "common/log.h"
 #include "filedisk.h"
+#include "nbdclient.h"
 #include "prwrap.h"
 #include "spec.h"
 #include "striped.h"
+#include "url.h"
 
 /* Deepest nesting of kinds accepted (memdiff:memdiff:...). */
 #define SPEC_MAX_DEPTH 64
@@ -80,6 +83,7 @@ const struct spec_kind spec_kinds[] = {
 	  .read_cache = true,
 	  .summary = "SQLite read cache over <spec> in $DISKSTACK_AUTOCACHE_DIR; no key = the disk id" },
 	{ .name = "blob", .shape = SPEC_SHAPE_BLOB, .usage = "blob:flat|vhd1:<url>",
+	  .open_disk = blob_spec_open,
 	  .summary = "read-only HTTP(S) blob, raw (flat) or fixed VHD (vhd1)" },
 	{ .name = "crypt", .shape = SPEC_SHAPE_CRYPT, .usage = "crypt:xts-aes-256:<keyfile>:<spec>",
 	  .summary = "XTS-AES-256 encryption of <spec>; <keyfile> holds 64 raw bytes" },
@@ -92,6 +96,7 @@ const struct spec_kind spec_kinds[] = {
 	  .open_disk = striped_spec_open,
 	  .summary = "stripes over the member disks in <chunk>-byte chunks" },
 	{ .name = "nbd", .shape = SPEC_SHAPE_URI, .usage = "nbd:<uri>",
+	  .open_disk = nbdclient_spec_open,
 	  .summary = "remote NBD export (nbd://, nbds://, nbd+unix://, nbds+unix:// URIs)" },
 	{ .name = NULL },
 };
@@ -817,13 +822,28 @@ int spec_autocache_dir(const struct spec_ctx *ctx, const char **out, char *err, 
 	return 0;
 }
 
-/* True when @msg already starts with the text of @s or a node below it
- * followed by ": " (an inner spec_open already said where it failed). */
+/* The text of node @s with credentials in URLs removed (url.h), for
+ * messages: "<node text>: <why>". */
+static void spec_node_shown(const struct spec *s, char *buf, size_t len)
+{
+	char raw[SPEC_ERR_MAX];
+
+	snprintf(raw, sizeof(raw), "%.*s", (int)s->len, s->text + s->off);
+	url_redact_text(raw, buf, len);
+}
+
+/* True when @msg already starts with the (shown) text of @s or a node below
+ * it followed by ": " (an inner spec_open already said where it failed). */
 static bool spec_msg_prefixed(const struct spec *s, const char *msg)
 {
+	char shown[SPEC_ERR_MAX];
+	size_t n;
+
 	if (!s)
 		return false;
-	if (strncmp(msg, s->text + s->off, s->len) == 0 && strncmp(msg + s->len, ": ", 2) == 0)
+	spec_node_shown(s, shown, sizeof(shown));
+	n = strlen(shown);
+	if (strncmp(msg, shown, n) == 0 && strncmp(msg + n, ": ", 2) == 0)
 		return true;
 	if (spec_msg_prefixed(s->inner, msg))
 		return true;
@@ -834,15 +854,20 @@ static bool spec_msg_prefixed(const struct spec *s, const char *msg)
 }
 
 /* Writes "<node text>: <msg>" (or strerror when the open function gave no
- * message) to @err; returns @r. */
+ * message) to @err; returns @r. URLs in the node text lose their
+ * credentials (the open functions never put any in @msg). */
 static int spec_open_err(const struct spec *s, int r, const char *msg, char *err, size_t errlen)
 {
+	char shown[SPEC_ERR_MAX];
+
 	if (!msg[0])
 		msg = strerror(-r);
-	if (spec_msg_prefixed(s, msg))
+	if (spec_msg_prefixed(s, msg)) {
 		(void)errbuf_printf(err, errlen, "%s", msg);
-	else
-		(void)errbuf_printf(err, errlen, "%.*s: %s", (int)s->len, s->text + s->off, msg);
+	} else {
+		spec_node_shown(s, shown, sizeof(shown));
+		(void)errbuf_printf(err, errlen, "%s: %s", shown, msg);
+	}
 	return r;
 }
 

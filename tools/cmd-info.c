@@ -33,6 +33,7 @@
 #include "storage/disk.h"
 #include "storage/layered.h"
 #include "storage/spec.h"
+#include "storage/url.h"
 #include "tools/tool.h"
 
 #define INFO_MAX_DEPTH 32
@@ -576,12 +577,21 @@ int cmd_info(int argc, char **argv)
 	if (b.oom) {
 		ret = tool_error(cmd, "out of memory");
 	} else {
+		/* The spec may hold credentials in URLs: never show them. */
+		char *shown = url_redact_text_dup(text);
+
+		if (!shown) {
+			ret = tool_error(cmd, "out of memory");
+			dnode_free(root);
+			goto out;
+		}
 		if (json) {
-			json_disk(stdout, text, root, 0);
+			json_disk(stdout, shown, root, 0);
 			fputc('\n', stdout);
 		} else {
-			info_print_text(stdout, text, d, root);
+			info_print_text(stdout, shown, d, root);
 		}
+		free(shown);
 		ret = 0;
 		if (fflush(stdout) != 0 || ferror(stdout))
 			ret = tool_error(cmd, "error writing output: %s", strerror(errno));

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
+#include "storage/url.h"
 #include "tools/tool.h"
 
 #define DOCS_HINT "See docs/diskstack.md, docs/diskstack-<command>.md and docs/specs.md."
@@ -304,8 +305,11 @@ int tool_open_spec(const char *cmd, const char *what, const struct spec *s, bool
 	int ret = spec_open(s, read_only, NULL, out, err, sizeof(err));
 
 	if (ret < 0) {
-		fprintf(stderr, "diskstack %s: cannot open %s '%s': %s\n", cmd, what, s->text,
-			err[0] ? err : strerror(-ret));
+		char *shown = url_redact_text_dup(s->text);
+
+		fprintf(stderr, "diskstack %s: cannot open %s '%s': %s\n", cmd, what,
+			shown ? shown : "", err[0] ? err : strerror(-ret));
+		free(shown);
 		return ret == -EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
 	}
 	return 0;
