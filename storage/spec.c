@@ -37,6 +37,7 @@
 #include "common/compiler.h"
 #include "filedisk.h"
 #include "spec.h"
+#include "sqlitelayer.h"
 
 /* Deepest nesting of kinds accepted (memdiff:memdiff:...). */
 #define SPEC_MAX_DEPTH 64
@@ -69,12 +70,13 @@ const struct spec_kind spec_kinds[] = {
 	  .open_disk = spec_open_file,
 	  .summary = "raw file or block device; create= creates or truncates it" },
 	{ .name = "sql", .shape = SPEC_SHAPE_SQL, .usage = "sql:<path>[;create=<size>]",
+	  .open_layer = sqlitelayer_spec_open_sql,
 	  .summary = "SQLite disk (.dbhd); create= formats a new one" },
 	{ .name = "sqldiff", .shape = SPEC_SHAPE_SQLDIFF, .usage = "sqldiff:<path>[;create]:<spec>",
-	  .inner_forced_ro = true,
+	  .open_layer = sqlitelayer_spec_open_sqldiff, .inner_forced_ro = true,
 	  .summary = "SQLite diff layer (.dbhd) over <spec> (opened read-only)" },
 	{ .name = "autocache", .shape = SPEC_SHAPE_KEY_INNER, .usage = "autocache:[<key>]:<spec>",
-	  .read_cache = true,
+	  .open_layer = sqlitelayer_spec_open_autocache, .read_cache = true,
 	  .summary = "SQLite read cache over <spec> in $DISKSTACK_AUTOCACHE_DIR; no key = the disk id" },
 	{ .name = "blob", .shape = SPEC_SHAPE_BLOB, .usage = "blob:flat|vhd1:<url>",
 	  .summary = "read-only HTTP(S) blob, raw (flat) or fixed VHD (vhd1)" },
