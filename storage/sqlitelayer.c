@@ -112,8 +112,16 @@ static const char sql_schema_meta[] =
 #define SQL_MAX_READERS 64u
 #define SQL_READ_LANES 2
 #define SQL_BUSY_TIMEOUT_MS 30000
-/* Page cache of each connection, KiB. */
-#define SQL_CACHE_KIB 16384
+/* Page cache of the writer and of each reader, KiB. */
+#define SQL_WRITER_CACHE_KIB 65536
+#define SQL_READER_CACHE_KIB 16384
+/* Memory-mapped I/O for reading the database file (a limit, not an
+ * allocation): reads of checkpointed pages copy nothing. */
+#define SQL_MMAP_BYTES (1ll << 30)
+/* WAL size (pages) at which the checkpointer thread is woken, and at which
+ * the writer checkpoints by itself because the thread cannot keep up. */
+#define SQL_CKPT_PAGES 16384
+#define SQL_CKPT_HARD_PAGES 262144
 /* Longest run one block-status query reports (rows walked). */
 #define SQL_BS_MAX_ROWS 65536
 /* Largest sector size accepted from a file's meta row. */
@@ -233,6 +241,13 @@ struct sqlitelayer {
 	/* rctx_lock protects the list of per-reactor contexts. */
 	pthread_mutex_t rctx_lock;
 	struct sql_rctx *rctxs;
+
+	/* The checkpointer thread (writable layers). ckpt_lock protects
+	 * ckpt_want and ckpt_stop; ckpt_cond wakes the thread. */
+	pthread_mutex_t ckpt_lock;
+	pthread_cond_t ckpt_cond;
+	bool ckpt_want, ckpt_stop, ckpt_running;
+	pthread_t ckpt_thread;
 };
 
 static _Atomic uint64_t sql_next_id = 1;
@@ -270,6 +285,8 @@ static int sql_errno(sqlite3 *db, int rc)
 	switch (rc & 0xff) {
 	case SQLITE_FULL:
 		return ENOSPC;
+	case SQLITE_NOTADB:
+		return EINVAL;
 	case SQLITE_NOMEM:
 		return ENOMEM;
 	case SQLITE_BUSY:
@@ -387,13 +404,19 @@ static int sql_conn_open(const char *path, int flags, bool writer, bool bare, ui
 	}
 	sqlite3_extended_result_codes(c->db, 1);
 	sqlite3_busy_timeout(c->db, SQL_BUSY_TIMEOUT_MS);
-	snprintf(pragma, sizeof(pragma), "PRAGMA cache_size = -%d", SQL_CACHE_KIB);
+	snprintf(pragma, sizeof(pragma), "PRAGMA cache_size = -%d",
+		 writer ? SQL_WRITER_CACHE_KIB : SQL_READER_CACHE_KIB);
 	rc = sql_exec(c->db, pragma);
+	if (rc == SQLITE_OK) {
+		snprintf(pragma, sizeof(pragma), "PRAGMA mmap_size = %lld", SQL_MMAP_BYTES);
+		rc = sql_exec(c->db, pragma);
+	}
 	if (rc == SQLITE_OK && writer)
 		rc = sql_exec(c->db, "PRAGMA synchronous = NORMAL");
 	if (rc != SQLITE_OK) {
 		r = -sql_errno(c->db, rc);
-		sql_err(err, errlen, "cannot set up: %s", sqlite3_errmsg(c->db));
+		sql_err(err, errlen, "%s: %s", (rc & 0xff) == SQLITE_NOTADB ? "not a .dbhd file" :
+			"cannot set up", sqlite3_errmsg(c->db));
 		goto fail;
 	}
 	if (bare) {
@@ -520,6 +543,11 @@ static int sql_read_meta(sqlite3 *db, bool *ro, uint64_t *count, uint32_t *ss, c
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_DONE) {
 		sql_err(err, errlen, "not a .dbhd file: missing meta row");
+		r = -EINVAL;
+		goto out;
+	}
+	if (rc != SQLITE_ROW && (rc & 0xff) == SQLITE_ERROR) {
+		sql_err(err, errlen, "bad meta row: %s", sqlite3_errmsg(db));
 		r = -EINVAL;
 		goto out;
 	}
@@ -693,6 +721,8 @@ int sqlitelayer_format_file(const char *path, const struct sqlitelayer_format *f
 	return r;
 }
 
+static int sql_ckpt_start(struct sqlitelayer *sl);
+
 /* Opens the connections of an existing .dbhd at sl->path and reads its
  * geometry. */
 static int sql_open_file(struct sqlitelayer *sl, char *err, size_t errlen)
@@ -716,6 +746,9 @@ static int sql_open_file(struct sqlitelayer *sl, char *err, size_t errlen)
 		if (r == 0) {
 			sl->writer = c;
 			c = NULL;
+			r = sql_ckpt_start(sl);
+			if (r < 0)
+				sql_err(err, errlen, "cannot start the checkpointer: %s", strerror(-r));
 		}
 	} else if (r == 0) {
 		/* Read-only: keep it as the first reader. */
@@ -736,6 +769,96 @@ static int sql_open_file(struct sqlitelayer *sl, char *err, size_t errlen)
 	sl->shift = ilog2_u64(ss);
 	sl->opened = true;
 	return 0;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------ */
+
+/*
+ * The writer does not checkpoint on commit (a checkpoint copies the WAL into
+ * the database and fsyncs both: done inline, it stalls the commit that
+ * triggered it for as long as it takes). Instead a commit that leaves more
+ * than SQL_CKPT_PAGES in the WAL wakes this thread, which runs PASSIVE
+ * checkpoints on a connection of its own, concurrently with the writer and
+ * the readers; the next write transaction after a complete one restarts the
+ * WAL from the beginning. It is a thread of the layer rather than pool
+ * work because it belongs to the layer, not to a request: pool work must
+ * finish on a live reactor, and no reactor is guaranteed to outlive it.
+ */
+static void *sql_ckpt_thread(void *opaque)
+{
+	struct sqlitelayer *sl = opaque;
+	struct sql_conn *c = NULL;
+	char err[256];
+
+	pthread_mutex_lock(&sl->ckpt_lock);
+	while (!sl->ckpt_stop) {
+		if (!sl->ckpt_want) {
+			pthread_cond_wait(&sl->ckpt_cond, &sl->ckpt_lock);
+			continue;
+		}
+		sl->ckpt_want = false;
+		pthread_mutex_unlock(&sl->ckpt_lock);
+		if (!c && sql_conn_open(sl->path, SQLITE_OPEN_READWRITE, false, true, 0, &c, err,
+					sizeof(err)) < 0) {
+			log_warn("sqlite %s: checkpoint connection: %s", sl->path, err);
+			c = NULL;
+		}
+		if (c) {
+			int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+							   NULL, NULL);
+
+			if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
+				log_warn("sqlite %s: checkpoint: %s", sl->path,
+					 sqlite3_errmsg(c->db));
+		}
+		pthread_mutex_lock(&sl->ckpt_lock);
+	}
+	pthread_mutex_unlock(&sl->ckpt_lock);
+	sql_conn_close(c);
+	return NULL;
+}
+
+/* The writer's WAL hook: runs after each commit with the WAL size. */
+static int sql_wal_hook(void *opaque, sqlite3 *db, const char *name, int pages)
+{
+	struct sqlitelayer *sl = opaque;
+
+	if (pages >= SQL_CKPT_HARD_PAGES) {
+		/* The thread is not keeping up: push back on the writer. */
+		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	} else if (pages >= SQL_CKPT_PAGES) {
+		pthread_mutex_lock(&sl->ckpt_lock);
+		if (!sl->ckpt_want) {
+			sl->ckpt_want = true;
+			pthread_cond_signal(&sl->ckpt_cond);
+		}
+		pthread_mutex_unlock(&sl->ckpt_lock);
+	}
+	return SQLITE_OK;
+}
+
+/* Starts the checkpointer for the writer. Returns 0 or -errno. */
+static int sql_ckpt_start(struct sqlitelayer *sl)
+{
+	int r = pthread_create(&sl->ckpt_thread, NULL, sql_ckpt_thread, sl);
+
+	if (r != 0)
+		return -r;
+	sl->ckpt_running = true;
+	sqlite3_wal_hook(sl->writer->db, sql_wal_hook, sl);
+	return 0;
+}
+
+static void sql_ckpt_stop(struct sqlitelayer *sl)
+{
+	if (!sl->ckpt_running)
+		return;
+	pthread_mutex_lock(&sl->ckpt_lock);
+	sl->ckpt_stop = true;
+	pthread_cond_signal(&sl->ckpt_cond);
+	pthread_mutex_unlock(&sl->ckpt_lock);
+	pthread_join(sl->ckpt_thread, NULL);
+	sl->ckpt_running = false;
 }
 
 /* ---- the pool side ------------------------------------------------------------ */
@@ -1303,6 +1426,7 @@ static void sqlitelayer_free(struct sqlitelayer *sl)
 {
 	if (!sl)
 		return;
+	sql_ckpt_stop(sl);
 	/* Readers first: the writer, closing last, checkpoints the WAL and
 	 * removes it. */
 	if (sl->readers) {
@@ -1324,6 +1448,8 @@ static void sqlitelayer_free(struct sqlitelayer *sl)
 	pthread_mutex_destroy(&sl->conn_lock);
 	pthread_cond_destroy(&sl->conn_cond);
 	pthread_mutex_destroy(&sl->rctx_lock);
+	pthread_mutex_destroy(&sl->ckpt_lock);
+	pthread_cond_destroy(&sl->ckpt_cond);
 	free(sl->path);
 	free(sl->cache_root);
 	free(sl->cache_key);
@@ -1364,6 +1490,8 @@ static struct sqlitelayer *sql_alloc(enum sql_mode mode, bool read_only, unsigne
 	pthread_mutex_init(&sl->conn_lock, NULL);
 	pthread_cond_init(&sl->conn_cond, NULL);
 	pthread_mutex_init(&sl->rctx_lock, NULL);
+	pthread_mutex_init(&sl->ckpt_lock, NULL);
+	pthread_cond_init(&sl->ckpt_cond, NULL);
 	sl->readers = calloc(sl->reader_max, sizeof(*sl->readers));
 	if (!sl->readers) {
 		sqlitelayer_free(sl);
