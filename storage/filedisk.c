@@ -998,6 +998,16 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 			snprintf(err, errlen, "%s: %s", path, strerror(-r));
 		goto fail;
 	}
+	if (opts->limit_bytes) {
+		if (opts->limit_bytes % info.sector_size || opts->limit_bytes > size_bytes) {
+			r = open_error(err, errlen, "%s: limit %llu is not a multiple of %u within "
+				       "the %llu bytes of the file", path,
+				       (unsigned long long)opts->limit_bytes, info.sector_size,
+				       (unsigned long long)size_bytes);
+			goto fail;
+		}
+		size_bytes = opts->limit_bytes;
+	}
 	fd->shift = ilog2_u64(info.sector_size);
 	fd->sector_count = size_bytes >> fd->shift;
 

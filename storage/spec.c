@@ -38,6 +38,7 @@
 #include "filedisk.h"
 #include "spec.h"
 #include "sqlitelayer.h"
+#include "vhd1.h"
 
 /* Deepest nesting of kinds accepted (memdiff:memdiff:...). */
 #define SPEC_MAX_DEPTH 64
@@ -1104,13 +1105,21 @@ static int spec_open_file(const struct spec *s, bool read_only, const struct spe
 	int r;
 
 	/* §6.4: the extension chooses the backend. */
-	if (strcasecmp(ext, "vhd") == 0) {
-		spec_errf(err, errlen, "fixed VHD files (vhd1) are not supported yet");
-		return -ENOTSUP;
-	}
-	if (strcasecmp(ext, "vmgs") == 0) {
-		spec_errf(err, errlen, "VMGS files (vhd1) are not supported yet");
-		return -ENOTSUP;
+	if (strcasecmp(ext, "vhd") == 0 || strcasecmp(ext, "vmgs") == 0) {
+		struct vhd1_opts vo = {
+			.read_only = read_only,
+			.create = s->create,
+			.create_size = s->size,
+		};
+
+		if (s->direct) {
+			spec_errf(err, errlen, "';direct' is not supported for VHD files");
+			return -EINVAL;
+		}
+		/* §6.4: create= opens writable whatever the flag says. */
+		r = vhd1_open(s->path, &vo, out, err, errlen);
+		spec_strip_path(err, errlen, s->path);
+		return r;
 	}
 	if (strcasecmp(ext, "vhdx") == 0) {
 		spec_errf(err, errlen, "VHDX files are not supported");

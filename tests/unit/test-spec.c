@@ -966,11 +966,19 @@ static void test_spec_open_extensions(void **state)
 	struct disk *d;
 
 	(void)state;
+	/* .vhd goes to the fixed-VHD backend (test-vhd1.c has the rest). */
+	unlink(tu_path("d.vhd"));
 	snprintf(text, sizeof(text), "file:%s", tu_path("d.vhd"));
-	open_fails(text, false, NULL, -ENOTSUP, "fixed VHD files (vhd1) are not supported yet");
+	open_fails(text, false, NULL, -ENOENT, "No such file");
 	snprintf(text, sizeof(text), "%s;create=1M", tu_path("d.VHD"));
-	open_fails(text, false, NULL, -ENOTSUP, "vhd1");
-	assert_false(path_exists(tu_path("d.VHD")));
+	d = open_ok(text, true, NULL);
+	assert_string_equal(disk_get_info(d)->type, "vhd1");
+	assert_true(disk_get_info(d)->read_only);
+	assert_int_equal(disk_sector_count(d), 2048);
+	disk_unref(d);
+	snprintf(text, sizeof(text), "%s;direct", tu_path("d.VHD"));
+	open_fails(text, false, NULL, -EINVAL, "direct");
+	unlink(tu_path("d.VHD"));
 	snprintf(text, sizeof(text), "%s,ro", tu_path("d.vhdx"));
 	open_fails(text, false, NULL, -ENOTSUP, "VHDX");
 
