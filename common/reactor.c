@@ -45,7 +45,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <sched.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -616,20 +615,6 @@ static int reactor_wait(struct reactor *r)
 		ts.tv_nsec = (long long)(delta % 1000000000u);
 		tsp = &ts;
 	}
-#ifdef HAVE_VALGRIND_MEMCHECK_H
-	/* valgrind keeps its big lock across io_uring_enter (it does not know
-	 * the call blocks), so no other thread of the process runs while we
-	 * wait: a worker-pool thread could never post the completion we are
-	 * waiting for. Yield first, and wake up every millisecond. */
-	if (RUNNING_ON_VALGRIND) {
-		sched_yield();
-		if (!tsp || ts.tv_sec > 0 || ts.tv_nsec > 1000000) {
-			ts.tv_sec = 0;
-			ts.tv_nsec = 1000000;
-			tsp = &ts;
-		}
-	}
-#endif
 	ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, tsp, NULL);
 	if (ret >= 0 || ret == -ETIME || ret == -EINTR)
 		return 0;
