@@ -1041,6 +1041,16 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 	}
 	if (r < 0)
 		goto fail;
+	if (opts->limit_bytes) {
+		if (opts->limit_bytes % info.sector_size || opts->limit_bytes > size_bytes) {
+			r = errbuf_printf(err, errlen, "%s: limit %llu is not a multiple of %u within "
+				       "the %llu bytes of the file", path,
+				       (unsigned long long)opts->limit_bytes, info.sector_size,
+				       (unsigned long long)size_bytes);
+			goto fail;
+		}
+		size_bytes = opts->limit_bytes;
+	}
 	fdisk->shift = ilog2_u64(info.sector_size);
 	fdisk->sector_count = size_bytes >> fdisk->shift;
 

@@ -15,6 +15,11 @@ struct filedisk_opts {
 	bool create;              /* create/truncate to @create_size bytes first */
 	uint64_t create_size;     /* with @create: a non-zero multiple of 512 */
 	bool always_bounce;       /* tests: bounce every request */
+	/* Appended: 0 = the disk is the whole file; else it covers only the
+	 * first @limit_bytes bytes (a multiple of the sector size, at most the
+	 * file size), e.g. the data region of a fixed VHD before its footer.
+	 * Everything past it is out of range (ILLEGAL_BLOCK) and never touched. */
+	uint64_t limit_bytes;
 };
 
 /*

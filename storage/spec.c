@@ -43,6 +43,8 @@
 #include "spec.h"
 #include "striped.h"
 #include "url.h"
+#include "sqlitelayer.h"
+#include "vhd1.h"
 
 /* Deepest nesting of kinds accepted (memdiff:memdiff:...). */
 #define SPEC_MAX_DEPTH 64
@@ -75,12 +77,13 @@ const struct spec_kind spec_kinds[] = {
 	  .open_disk = spec_open_file,
 	  .summary = "raw file or block device; create= creates or truncates it" },
 	{ .name = "sql", .shape = SPEC_SHAPE_SQL, .usage = "sql:<path>[;create=<size>]",
+	  .open_layer = sqlitelayer_spec_open_sql,
 	  .summary = "SQLite disk (.dbhd); create= formats a new one" },
 	{ .name = "sqldiff", .shape = SPEC_SHAPE_SQLDIFF, .usage = "sqldiff:<path>[;create]:<spec>",
-	  .inner_forced_ro = true,
+	  .open_layer = sqlitelayer_spec_open_sqldiff, .inner_forced_ro = true,
 	  .summary = "SQLite diff layer (.dbhd) over <spec> (opened read-only)" },
 	{ .name = "autocache", .shape = SPEC_SHAPE_KEY_INNER, .usage = "autocache:[<key>]:<spec>",
-	  .read_cache = true,
+	  .open_layer = sqlitelayer_spec_open_autocache, .read_cache = true,
 	  .summary = "SQLite read cache over <spec> in $DISKSTACK_AUTOCACHE_DIR; no key = the disk id" },
 	{ .name = "blob", .shape = SPEC_SHAPE_BLOB, .usage = "blob:flat|vhd1:<url>",
 	  .open_disk = blob_spec_open,
@@ -1121,13 +1124,21 @@ static int spec_open_file(const struct spec *s, bool read_only, const struct spe
 	int r;
 
 	/* §6.4: the extension chooses the backend. */
-	if (strcasecmp(ext, "vhd") == 0) {
-		(void)errbuf_printf(err, errlen, "fixed VHD files (vhd1) are not supported yet");
-		return -ENOTSUP;
-	}
-	if (strcasecmp(ext, "vmgs") == 0) {
-		(void)errbuf_printf(err, errlen, "VMGS files (vhd1) are not supported yet");
-		return -ENOTSUP;
+	if (strcasecmp(ext, "vhd") == 0 || strcasecmp(ext, "vmgs") == 0) {
+		struct vhd1_opts vo = {
+			.read_only = read_only,
+			.create = s->create,
+			.create_size = s->size,
+		};
+
+		if (s->direct) {
+			(void)errbuf_printf(err, errlen, "';direct' is not supported for VHD files");
+			return -EINVAL;
+		}
+		/* §6.4: create= opens writable whatever the flag says. */
+		r = vhd1_open(s->path, &vo, out, err, errlen);
+		spec_strip_path(err, errlen, s->path);
+		return r;
 	}
 	if (strcasecmp(ext, "vhdx") == 0) {
 		(void)errbuf_printf(err, errlen, "VHDX files are not supported");

@@ -60,7 +60,8 @@ static void bench_usage(FILE *fp)
 	fprintf(fp,
 		"Usage: diskstack bench SPEC [--rw MODE] [--bs SIZE] [--iodepth N] [--threads N]\n"
 		"                       [--time DURATION | --ops N] [--size [OFFSET+]LENGTH]\n"
-		"                       [--rwmix PCT] [--prefill[=PCT]] [--force-write] [--json] [--quiet]\n"
+		"                       [--rwmix PCT] [--flush-every N] [--prefill[=PCT]] [--force-write]\n"
+		"                       [--json] [--quiet]\n"
 		"\n"
 		"Runs an in-process load against SPEC (one shared disk handle, one reactor\n"
 		"per thread) and prints IOPS, MiB/s and latency percentiles.\n"
@@ -74,6 +75,8 @@ static void bench_usage(FILE *fp)
 		"  --ops N          stop after N requests in total (instead of --time)\n"
 		"  --size RANGE     restrict I/O to LENGTH bytes from OFFSET (default: whole disk)\n"
 		"  --rwmix PCT      randrw: percentage of reads (default 70)\n"
+		"  --flush-every N  each thread sends a flush after every N writes (the\n"
+		"                   flush takes the place of the next write)\n"
 		"  --prefill[=PCT]  write the whole range (or PCT%% of its blocks, a fixed\n"
 		"                   pseudo-random subset) once before measuring\n"
 		"  --force-write    allow writes to disks that are not RAM (DESTROYS DATA)\n"
@@ -182,6 +185,7 @@ struct bench_slot {
 	struct bench_worker *w;
 	uint64_t t_submit;
 	bool is_write;
+	bool is_flush;
 };
 
 struct bench_phase {
@@ -205,6 +209,7 @@ struct bench_worker {
 	uint64_t first_block, nblocks; /* random range, in blocks */
 	uint64_t seq_start, seq_end, seq_next; /* sequential part, in blocks */
 	uint64_t ops_limit, ops_submitted;
+	uint64_t writes_since_flush;
 	uint64_t deadline_ns;
 	uint64_t read_threshold;       /* randrw: read if (rand >> 32) < this (<= 2^32) */
 	unsigned select_pct;           /* sequential: skip blocks not selected (100 = all) */
@@ -219,6 +224,7 @@ struct bench_worker {
 	int first_status, first_errno;
 	uint64_t first_error_sector;
 	struct bench_hist hist[2];     /* [0] reads, [1] writes */
+	uint64_t flushes;              /* completed --flush-every flushes */
 
 	int setup_error;               /* -errno from the thread's setup */
 	bool done;                     /* thread finished (atomic) */
@@ -233,6 +239,7 @@ struct bench {
 	uint64_t range_off, range_len; /* bytes, multiples of bs */
 	uint64_t duration_ns, total_ops;
 	unsigned rwmix;
+	uint64_t flush_every;          /* 0 = never */
 	bool prefill;
 	unsigned prefill_pct;          /* --prefill=PCT: share of blocks written (100) */
 	struct bench_worker *workers;
@@ -320,9 +327,15 @@ static inline void bench_submit(struct bench_worker *w, struct bench_slot *s, ui
 		break;
 	}
 
+	s->is_flush = false;
+	if (write && w->b->flush_every &&
+	    ++w->writes_since_flush > w->b->flush_every) {
+		w->writes_since_flush = 0;
+		s->is_flush = true;
+	}
 	s->is_write = write;
 	s->t_submit = now;
-	io->op = write ? DISK_OP_WRITE : DISK_OP_READ;
+	io->op = s->is_flush ? DISK_OP_FLUSH : write ? DISK_OP_WRITE : DISK_OP_READ;
 	io->flags = 0;
 	io->sector = block * w->sectors_per_block;
 	io->iov = &s->iov;
@@ -341,7 +354,9 @@ static void bench_io_done(struct disk_io *io)
 	uint64_t now = now_ns();
 
 	w->inflight--;
-	if (likely(io->status == DISK_OK)) {
+	if (unlikely(s->is_flush) && io->status == DISK_OK) {
+		w->flushes++;
+	} else if (likely(io->status == DISK_OK)) {
 		hist_add(&w->hist[s->is_write], now - s->t_submit);
 	} else {
 		if (w->errors++ == 0) {
@@ -380,6 +395,8 @@ static int bench_phase_run(struct bench_worker *w, const struct bench_phase *ph)
 	w->finished = false;
 	w->inflight = 0;
 	w->errors = 0;
+	w->flushes = 0;
+	w->writes_since_flush = 0;
 	hist_init(&w->hist[0]);
 	hist_init(&w->hist[1]);
 	__atomic_store_n(&w->ops_done, 0, __ATOMIC_RELAXED);
@@ -507,6 +524,7 @@ struct bench_result {
 	struct bench_hist hist[2];
 	uint64_t elapsed_ns;
 	uint64_t errors;
+	uint64_t flushes;
 };
 
 static void fmt_ns(uint64_t ns, char *buf, size_t len)
@@ -576,7 +594,8 @@ static void bench_print(const struct bench *b, const char *spec_text, const stru
 		print_json_dir("write", &res->hist[1], b->bs, secs);
 		printf(",\n");
 		print_json_dir("total", &all, b->bs, secs);
-		printf("\n}\n");
+		printf(",\n  \"flush_every\": %" PRIu64 ",\n  \"flushes\": %" PRIu64 "\n}\n",
+		       b->flush_every, res->flushes);
 		return;
 	}
 	char range[32];
@@ -592,6 +611,9 @@ static void bench_print(const struct bench *b, const char *spec_text, const stru
 		print_text_dir("write:", &res->hist[1], b->bs, secs);
 	if ((res->hist[0].count && res->hist[1].count) || all.count == 0)
 		print_text_dir("total:", &all, b->bs, secs);
+	if (b->flush_every)
+		printf("flush: %" PRIu64 " completed (one after every %" PRIu64 " writes per thread)\n",
+		       res->flushes, b->flush_every);
 }
 
 /* ---- the command ---------------------------------------------------------------- */
@@ -727,6 +749,7 @@ static int bench_run(struct bench *b, const char *spec_text, bool json, bool qui
 		hist_merge(&res.hist[0], &w->hist[0]);
 		hist_merge(&res.hist[1], &w->hist[1]);
 		res.errors += w->errors;
+		res.flushes += w->flushes;
 		res.elapsed_ns = MAX(res.elapsed_ns, w->t_end - w->t_start);
 		if (w->errors && !ret) {
 			ret = tool_error(cmd_name, "%" PRIu64 " request(s) failed; first: %s at sector "
@@ -746,7 +769,7 @@ int cmd_bench(int argc, char **argv)
 {
 	enum {
 		OPT_RW = 256, OPT_BS, OPT_IODEPTH, OPT_THREADS, OPT_TIME, OPT_OPS, OPT_SIZE,
-		OPT_RWMIX, OPT_JSON, OPT_PREFILL, OPT_FORCE,
+		OPT_RWMIX, OPT_JSON, OPT_PREFILL, OPT_FORCE, OPT_FLUSH_EVERY,
 	};
 	static const struct option longopts[] = {
 		{ "rw",          required_argument, NULL, OPT_RW },
@@ -757,6 +780,7 @@ int cmd_bench(int argc, char **argv)
 		{ "ops",         required_argument, NULL, OPT_OPS },
 		{ "size",        required_argument, NULL, OPT_SIZE },
 		{ "rwmix",       required_argument, NULL, OPT_RWMIX },
+		{ "flush-every", required_argument, NULL, OPT_FLUSH_EVERY },
 		{ "json",        no_argument,       NULL, OPT_JSON },
 		{ "prefill",     optional_argument, NULL, OPT_PREFILL },
 		{ "force-write", no_argument,       NULL, OPT_FORCE },
@@ -822,6 +846,11 @@ int cmd_bench(int argc, char **argv)
 			if (tool_parse_uint(optarg, 0, 100, &v) < 0)
 				return tool_usage_error(cmd_name, "bad --rwmix '%s' (0 to 100)", optarg);
 			b.rwmix = (unsigned)v;
+			break;
+		case OPT_FLUSH_EVERY:
+			if (tool_parse_uint(optarg, 1, UINT64_MAX, &b.flush_every) < 0)
+				return tool_usage_error(cmd_name, "bad --flush-every '%s' (a positive "
+							"count)", optarg);
 			break;
 		case OPT_JSON:
 			json = true;

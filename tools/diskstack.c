@@ -24,6 +24,9 @@
 #include "storage/url.h"
 #include "tools/tool.h"
 
+/* Options given before the command (--cache-dir) for every spec opened. */
+static struct spec_ctx tool_ctx;
+
 #define DOCS_HINT "See docs/diskstack.md, docs/diskstack-<command>.md and docs/specs.md."
 
 struct tool_command {
@@ -38,6 +41,7 @@ static const struct tool_command tool_commands[] = {
 	{ "info",  cmd_info,  "show a disk's geometry, properties and layer tree" },
 	{ "copy",  cmd_copy,  "copy one disk stack to another (sparse-aware)" },
 	{ "bench", cmd_bench, "in-process load generator (IOPS, bandwidth, latency)" },
+	{ "create", cmd_create, "create a raw, fixed-VHD or SQLite (.dbhd) disk image" },
 	{ NULL, NULL, NULL },
 };
 
@@ -52,7 +56,7 @@ static const struct tool_command *tool_command_find(const char *name)
 static void usage_main(FILE *fp)
 {
 	fprintf(fp,
-		"Usage: diskstack COMMAND [ARGS...]\n"
+		"Usage: diskstack [--cache-dir DIR] COMMAND [ARGS...]\n"
 		"       diskstack --help | --version\n"
 		"       diskstack help [COMMAND | specs]\n"
 		"\n"
@@ -62,6 +66,9 @@ static void usage_main(FILE *fp)
 	fprintf(fp,
 		"\n"
 		"Run 'diskstack COMMAND --help' for a command's options.\n"
+		"\n"
+		"Global options (before COMMAND):\n"
+		"  --cache-dir DIR  root of autocache: caches (default: $DISKSTACK_AUTOCACHE_DIR)\n"
 		"\n"
 		"Disk specs (SPEC):\n");
 	spec_print_usage(fp, "  ");
@@ -103,7 +110,7 @@ static int cmd_help(int argc, char **argv)
 	}
 	const struct tool_command *c = tool_command_find(argv[1]);
 	if (!c)
-		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench; "
+		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create; "
 					"or 'specs')", argv[1]);
 	char *sub[] = { (char *)c->name, (char *)"--help", NULL };
 	return c->run(2, sub);
@@ -122,6 +129,29 @@ int main(int argc, char **argv)
 	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
 		usage_main(stdout);
 		return 0;
+	}
+	if (strcmp(name, "--cache-dir") == 0 || strncmp(name, "--cache-dir=", 12) == 0) {
+		if (name[11] == '=') {
+			tool_ctx.cache_dir = name + 12;
+			argc -= 1;
+			argv += 1;
+		} else if (argc < 3) {
+			fprintf(stderr, "diskstack: option '--cache-dir' needs an argument\n");
+			return EXIT_USAGE;
+		} else {
+			tool_ctx.cache_dir = argv[2];
+			argc -= 2;
+			argv += 2;
+		}
+		if (!*tool_ctx.cache_dir) {
+			fprintf(stderr, "diskstack: --cache-dir is empty\n");
+			return EXIT_USAGE;
+		}
+		if (argc < 2) {
+			fprintf(stderr, "diskstack: missing command\n");
+			return EXIT_USAGE;
+		}
+		name = argv[1];
 	}
 	if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
 		printf("diskstack %s\n", PACKAGE_VERSION);
@@ -302,7 +332,7 @@ int tool_open_spec(const char *cmd, const char *what, const struct spec *s, bool
 		   struct disk **out)
 {
 	char err[512] = "";
-	int ret = spec_open(s, read_only, NULL, out, err, sizeof(err));
+	int ret = spec_open(s, read_only, &tool_ctx, out, err, sizeof(err));
 
 	if (ret < 0) {
 		char *shown = url_redact_text_dup(s->text);
