@@ -35,6 +35,7 @@
 #include <strings.h>
 
 #include "common/compiler.h"
+#include "crypt.h"
 #include "filedisk.h"
 #include "spec.h"
 
@@ -79,6 +80,7 @@ const struct spec_kind spec_kinds[] = {
 	{ .name = "blob", .shape = SPEC_SHAPE_BLOB, .usage = "blob:flat|vhd1:<url>",
 	  .summary = "read-only HTTP(S) blob, raw (flat) or fixed VHD (vhd1)" },
 	{ .name = "crypt", .shape = SPEC_SHAPE_CRYPT, .usage = "crypt:xts-aes-256:<keyfile>:<spec>",
+	  .open_disk = crypt_spec_open,
 	  .summary = "XTS-AES-256 encryption of <spec>; <keyfile> holds 64 raw bytes" },
 	{ .name = "prwrap", .shape = SPEC_SHAPE_INNER, .usage = "prwrap:<spec>",
 	  .summary = "persistent-reservation emulation over <spec>" },
