@@ -36,6 +36,7 @@
 
 #include "common/compiler.h"
 #include "crypt.h"
+#include "delay.h"
 #include "filedisk.h"
 #include "spec.h"
 
@@ -85,6 +86,7 @@ const struct spec_kind spec_kinds[] = {
 	{ .name = "prwrap", .shape = SPEC_SHAPE_INNER, .usage = "prwrap:<spec>",
 	  .summary = "persistent-reservation emulation over <spec>" },
 	{ .name = "delay", .shape = SPEC_SHAPE_DELAY, .usage = "delay:<time>[/<time>]:<spec>",
+	  .open_disk = delay_spec_open,
 	  .summary = "delays reads[/writes] of <spec>; time in ms, or with a 'us' suffix" },
 	{ .name = "striped", .shape = SPEC_SHAPE_STRIPED, .usage = "striped:<chunk>:<spec>+<spec>...",
 	  .summary = "stripes over the member disks in <chunk>-byte chunks" },
