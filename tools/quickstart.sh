@@ -21,7 +21,8 @@ jobs=${JOBS:-$(nproc)}
 # Debian packages the build and the tests need.
 build_pkgs=(build-essential autoconf automake pkg-config clang
 	liburing-dev libssl-dev libsqlite3-dev libcurl4-openssl-dev libnbd-dev libcmocka-dev)
-test_pkgs=(valgrind python3 sqlite3 libnbd-bin nbdkit fio qemu-utils util-linux e2fsprogs)
+test_pkgs=(valgrind python3 sqlite3 libnbd-bin nbdkit fio qemu-utils util-linux e2fsprogs
+	python3-cryptography openssl)
 
 say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
