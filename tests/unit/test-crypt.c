@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/opensslv.h>
 
 #include "common/compiler.h"
 #include "storage/crypt.h"
@@ -238,6 +239,9 @@ static void test_crypt_roundtrip_64k(void **state UNUSED)
 /* The ciphertext below matches the independent oracle byte for byte, at
  * 512 and 4096 bytes per sector, at low and 64-bit LBAs, whatever the shape
  * of the caller's buffers (sectors split across iovec entries). */
+static void test_crypt_ieee_vector(void **state);
+static void test_crypt_write_zeroes_encrypts(void **state);
+
 static void oracle_check(uint32_t ss)
 {
 	static const size_t shapes[][4] = {
@@ -291,6 +295,54 @@ static void oracle_check(uint32_t ss)
 
 static void test_crypt_oracle_512(void **state UNUSED) { oracle_check(512); }
 static void test_crypt_oracle_4096(void **state UNUSED) { oracle_check(4096); }
+
+/* Which implementation a crypt disk uses, from its description. */
+struct captured {
+	char text[4096];
+};
+
+static void cap_param(struct disk_describer *dd, const char *key, const char *value)
+{
+	struct captured *c = dd->opaque;
+	size_t n = strlen(c->text);
+
+	snprintf(c->text + n, sizeof(c->text) - n, "%s=%s\n", key, value);
+}
+
+static bool uses_evp(struct disk *d)
+{
+	struct captured cap = { { 0 } };
+	struct disk_describer dd = { .param = cap_param, .opaque = &cap };
+
+	disk_describe(d, &dd);
+	assert_non_null(strstr(cap.text, "implementation=OpenSSL "));
+	return strstr(cap.text, "implementation=OpenSSL EVP\n") != NULL;
+}
+
+/* The same checks through the plain EVP path (DISKSTACK_CRYPT_EVP=1),
+ * which is what the provider path must agree with. */
+static void test_crypt_evp_path(void **state UNUSED)
+{
+	uint8_t key[CRYPT_KEY_BYTES];
+	struct disk *d;
+
+	key_random(key, 4);
+	d = crypt_over(ram(1 << 20, 512), key);
+	/* OpenSSL 3 builds take the provider path by default. */
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+	assert_false(uses_evp(d));
+#endif
+	disk_unref(d);
+	assert_int_equal(setenv("DISKSTACK_CRYPT_EVP", "1", 1), 0);
+	d = crypt_over(ram(1 << 20, 512), key);
+	assert_true(uses_evp(d));
+	disk_unref(d);
+	test_crypt_ieee_vector(NULL);
+	oracle_check(512);
+	oracle_check(4096);
+	test_crypt_write_zeroes_encrypts(NULL);
+	assert_int_equal(unsetenv("DISKSTACK_CRYPT_EVP"), 0);
+}
 
 /* ---- keys ------------------------------------------------------------------------- */
 
@@ -740,18 +792,6 @@ static void test_crypt_many_disks_one_reactor(void **state UNUSED)
 
 /* ---- spec, describe, contract --------------------------------------------------------------- */
 
-struct captured {
-	char text[4096];
-};
-
-static void cap_param(struct disk_describer *dd, const char *key, const char *value)
-{
-	struct captured *c = dd->opaque;
-	size_t n = strlen(c->text);
-
-	snprintf(c->text + n, sizeof(c->text) - n, "%s=%s\n", key, value);
-}
-
 static void test_crypt_spec_and_describe(void **state UNUSED)
 {
 	uint8_t key[CRYPT_KEY_BYTES];
@@ -815,6 +855,7 @@ int main(void)
 		cmocka_unit_test(test_crypt_roundtrip_64k),
 		cmocka_unit_test(test_crypt_oracle_512),
 		cmocka_unit_test(test_crypt_oracle_4096),
+		cmocka_unit_test(test_crypt_evp_path),
 		cmocka_unit_test(test_crypt_wrong_key_reads_garbage),
 		cmocka_unit_test(test_crypt_key_file_sizes),
 		cmocka_unit_test(test_crypt_key_file_errors),
