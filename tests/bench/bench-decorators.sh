@@ -54,18 +54,24 @@ done
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-# bench_fig SPEC WHAT ARGS...: median over $runs runs of WHAT, one of
-# iops, wall_mbs, cpu_mbs (bytes per CPU second).
-bench_fig() {
+# bench_one SPEC WHAT ARGS...: one run; WHAT is iops, cpu_iops (requests
+# per CPU second), wall_mbs or cpu_mbs (bytes per CPU second).
+bench_one() {
 	local spec=$1 what=$2; shift 2
-	for _ in $(seq "$runs"); do
-		"$ds" bench "$spec" --time "$time" --json -q "$@" |
-			$py -c '
+	"$ds" bench "$spec" --time "$time" --json -q "$@" |
+		$py -c '
 import json, sys
 r = json.load(sys.stdin)
-b = r["total"]["bytes"]
-print({"iops": r["iops"], "wall_mbs": b / r["elapsed_s"] / 1e6,
-       "cpu_mbs": b / r["cpu_s"] / 1e6 if r["cpu_s"] > 0 else 0}[sys.argv[1]])' "$what"
+b, n, c = r["total"]["bytes"], r["total"]["ops"], r["cpu_s"]
+print({"iops": r["iops"], "cpu_iops": n / c if c > 0 else 0,
+       "wall_mbs": b / r["elapsed_s"] / 1e6,
+       "cpu_mbs": b / c / 1e6 if c > 0 else 0}[sys.argv[1]])' "$what"
+}
+
+# bench_fig SPEC WHAT ARGS...: median over $runs runs.
+bench_fig() {
+	for _ in $(seq "$runs"); do
+		bench_one "$@"
 	done | median
 }
 
@@ -88,14 +94,22 @@ echo "runs:      median of $runs x $time"
 echo
 
 echo "== delay:0 over mem: vs mem: (ratio delay/mem; target >= 0.95)"
+echo "   requests per CPU second (and per wall second), runs interleaved"
 for t in "randread 4K 32" "read 64K 1"; do
 	set -- $t
 	extra=()
 	[ "$1" = read ] && extra=(--prefill)
-	m=$(bench_fig mem:256M iops --rw "$1" --bs "$2" --iodepth "$3" "${extra[@]}")
-	d=$(bench_fig delay:0:mem:256M iops --rw "$1" --bs "$2" --iodepth "$3" "${extra[@]}")
-	printf '%-10s bs=%-4s iodepth=%-3s mem: %10.0f IOPS  delay:0: %10.0f IOPS  ratio %s\n' \
-		"$1" "$2" "$3" "$m" "$d" "$(ratio "$d" "$m")"
+	: > "$tmp/m.cpu"; : > "$tmp/d.cpu"; : > "$tmp/m.wall"; : > "$tmp/d.wall"
+	for _ in $(seq "$runs"); do
+		bench_one mem:256M cpu_iops --rw "$1" --bs "$2" --iodepth "$3" "${extra[@]}" >> "$tmp/m.cpu"
+		bench_one delay:0:mem:256M cpu_iops --rw "$1" --bs "$2" --iodepth "$3" "${extra[@]}" >> "$tmp/d.cpu"
+		bench_one mem:256M iops --rw "$1" --bs "$2" --iodepth "$3" "${extra[@]}" >> "$tmp/m.wall"
+		bench_one delay:0:mem:256M iops --rw "$1" --bs "$2" --iodepth "$3" "${extra[@]}" >> "$tmp/d.wall"
+	done
+	m=$(median < "$tmp/m.cpu"); d=$(median < "$tmp/d.cpu")
+	mw=$(median < "$tmp/m.wall"); dw=$(median < "$tmp/d.wall")
+	printf '%-8s bs=%-3s iodepth=%-2s mem: %9.0f/cpu-s  delay:0: %9.0f/cpu-s  ratio %s  (wall: %9.0f vs %9.0f IOPS, %s)\n' \
+		"$1" "$2" "$3" "$m" "$d" "$(ratio "$d" "$m")" "$mw" "$dw" "$(ratio "$dw" "$mw")"
 done
 echo
 
