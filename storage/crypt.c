@@ -30,6 +30,9 @@
  *   keyed by the disk's uid (a 64-bit counter never reused, so an entry
  *   left by a closed disk can never match and is never dereferenced). A
  *   context is only ever used by the thread of the reactor that owns it.
+ *   The contexts of a reactor that goes away stay on the list until the
+ *   disk closes (a later reactor at the same address may adopt them): one
+ *   pair per thread that ever used the disk.
  * - Key material: the raw key lives in one mmap'd page, mlock'd (when the
  *   limit allows) and excluded from core dumps, for the disk's lifetime (new
  *   reactors need it), and is wiped with OPENSSL_cleanse on close. It is
@@ -262,6 +265,7 @@ int crypt_key_load(const char *path, uint8_t key[CRYPT_KEY_BYTES], char *err, si
 static struct crypt_prov crypt_prov;
 static pthread_once_t crypt_prov_once = PTHREAD_ONCE_INIT;
 
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
 /* Does the ':'-separated name list @names hold @name? */
 static bool crypt_name_in(const char *names, const char *name)
 {
@@ -277,6 +281,7 @@ static bool crypt_name_in(const char *names, const char *name)
 	}
 	return false;
 }
+#endif
 
 static void crypt_prov_init(void)
 {
