@@ -650,13 +650,27 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 		if (unlikely(!disk_range_representable(io->sector, io->count, shift)))
 			return DISK_ILLEGAL_BLOCK;
 		if (io->op == DISK_OP_READ) {
+			int st;
+
 			h = HANDLER(d, read);
-			return h->ops->read(h, io);
+			while ((st = h->ops->read(h, io)) == DISK_PASS) {
+				assert(h->lower && "DISK_PASS from a backend");
+				h = HANDLER(h->lower, read);
+			}
+			return st;
 		}
 		if ((io->flags & DISK_IO_FUA) && !d->info.fua_respected)
 			return emu_fua_write(io);
-		h = HANDLER(d, write);
-		return h->ops->write(h, io);
+		{
+			int st;
+
+			h = HANDLER(d, write);
+			while ((st = h->ops->write(h, io)) == DISK_PASS) {
+				assert(h->lower && "DISK_PASS from a backend");
+				h = HANDLER(h->lower, write);
+			}
+			return st;
+		}
 	}
 	case DISK_OP_FLUSH:
 		h = HANDLER(d, flush);

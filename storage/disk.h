@@ -28,7 +28,9 @@
  *   dispatcher turns an immediate status into a deferred completion.
  * - A NULL op in a decorator (a disk created with a lower disk) passes the
  *   request through to the lower disk; in a backend it means unsupported,
- *   and the dispatcher emulates it where that is safe.
+ *   and the dispatcher emulates it where that is safe. A decorator's read
+ *   or write op may also decide per request to pass it through, by
+ *   returning DISK_PASS.
  * - Per-request state: io->hctx is scratch space owned by the disk (or
  *   layer) handling the request; io->sctx and io->opaque belong to whoever
  *   submitted it and are never touched below. A disk that issues requests
@@ -66,6 +68,12 @@ enum disk_status {
 
 /* Returned by an op that will complete later through disk_io_complete(). */
 #define DISK_PENDING (-1)
+
+/* Returned by a decorator's READ or WRITE op that declines the request
+ * without touching it: the dispatcher hands it on to the disk below, as if
+ * the op were NULL (e.g. delay: with a zero delay). Added after v1; only
+ * those two ops, only in disks created with a lower disk. */
+#define DISK_PASS (-2)
 
 /* Details of DISK_MEDIUM_ERROR. */
 enum disk_medium_detail {

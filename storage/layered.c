@@ -116,6 +116,14 @@ static const struct disk_ops layered_ops;
 
 static inline struct layered *layered_of(struct disk *d) { return disk_priv(d); }
 
+/* The layered disk handling @io, saved in io->hctx[0] (the handling disk's
+ * scratch) by the ops that need it later: io->disk is the disk the request
+ * was submitted to, which may be a pass-through decorator above this one. */
+static inline struct disk *layered_hdisk(const struct disk_io *io)
+{
+	return (struct disk *)io->hctx[0];
+}
+
 /* Visible count of layer i: live for the top, frozen below. */
 static inline uint64_t layered_visible(struct layered *ld, unsigned i)
 {
@@ -491,7 +499,7 @@ static void lwalk_cb(struct disk_io *child)
 static int lwalk_issue(struct disk_io *child, bool from_callback)
 {
 	struct disk_io *parent = child->opaque;
-	struct layered *ld = layered_of(parent->disk);
+	struct layered *ld = layered_of(layered_hdisk(parent));
 
 	while (child->sctx[LW_INDEX] < ld->write_path) {
 		unsigned i = (unsigned)child->sctx[LW_INDEX];
@@ -538,6 +546,7 @@ static int layered_walk(struct disk *d, struct disk_io *io)
 
 	if (!child)
 		return DISK_IO_ERROR;
+	io->hctx[0] = (uintptr_t)d;
 	child->opaque = io;
 	child->reactor = io->reactor;
 	child->initiator = io->initiator;
@@ -610,7 +619,7 @@ static void lbs_cb(struct disk_io *child)
 static int lbs_issue(struct disk_io *child, bool from_callback)
 {
 	struct disk_io *parent = child->opaque;
-	struct layered *ld = layered_of(parent->disk);
+	struct layered *ld = layered_of(layered_hdisk(parent));
 	uint64_t end = parent->sector + parent->count;
 	unsigned queries = 0;
 
@@ -665,6 +674,7 @@ static int layered_block_status(struct disk *d, struct disk_io *io)
 	child = disk_io_get(io->reactor);
 	if (!child)
 		return DISK_IO_ERROR;
+	io->hctx[0] = (uintptr_t)d;
 	child->opaque = io;
 	child->reactor = io->reactor;
 	child->initiator = io->initiator;

@@ -37,6 +37,8 @@
 #include "common/compiler.h"
 #include "blob.h"
 #include "common/log.h"
+#include "crypt.h"
+#include "delay.h"
 #include "filedisk.h"
 #include "nbdclient.h"
 #include "prwrap.h"
@@ -89,11 +91,13 @@ const struct spec_kind spec_kinds[] = {
 	  .open_disk = blob_spec_open,
 	  .summary = "read-only HTTP(S) blob, raw (flat) or fixed VHD (vhd1)" },
 	{ .name = "crypt", .shape = SPEC_SHAPE_CRYPT, .usage = "crypt:xts-aes-256:<keyfile>:<spec>",
+	  .open_disk = crypt_spec_open,
 	  .summary = "XTS-AES-256 encryption of <spec>; <keyfile> holds 64 raw bytes" },
 	{ .name = "prwrap", .shape = SPEC_SHAPE_INNER, .usage = "prwrap:<spec>",
 	  .open_disk = prwrap_spec_open,
 	  .summary = "persistent-reservation emulation over <spec>" },
 	{ .name = "delay", .shape = SPEC_SHAPE_DELAY, .usage = "delay:<time>[/<time>]:<spec>",
+	  .open_disk = delay_spec_open,
 	  .summary = "delays reads[/writes] of <spec>; time in ms, or with a 'us' suffix" },
 	{ .name = "striped", .shape = SPEC_SHAPE_STRIPED, .usage = "striped:<chunk>:<spec>+<spec>...",
 	  .open_disk = striped_spec_open,

@@ -220,6 +220,7 @@ struct bench_worker {
 
 	/* Results of the measured phase. */
 	uint64_t t_start, t_end;
+	uint64_t cpu_ns;               /* this thread's CPU time in it */
 	uint64_t errors;
 	int first_status, first_errno;
 	uint64_t first_error_sector;
@@ -424,6 +425,16 @@ static int bench_phase_run(struct bench_worker *w, const struct bench_phase *ph)
 	return reactor_run_until(w->r, &w->finished);
 }
 
+/* CPU time of the calling thread: on a shared machine, throughput per CPU
+ * second is what compares with `openssl speed` (which reports CPU time). */
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void *bench_thread(void *opaque)
 {
 	struct bench_worker *w = opaque;
@@ -480,7 +491,10 @@ gate:
 			.ops_limit = b->total_ops ? b->total_ops / b->nthreads +
 				(w->id < b->total_ops % b->nthreads ? 1 : 0) : 0,
 		};
+		uint64_t cpu0 = thread_cpu_ns();
+
 		ret = bench_phase_run(w, &ph);
+		w->cpu_ns = thread_cpu_ns() - cpu0;
 		if (ret < 0)
 			w->setup_error = ret;
 	}
@@ -523,6 +537,7 @@ static bool spec_writes_to_ram(const struct spec *s)
 struct bench_result {
 	struct bench_hist hist[2];
 	uint64_t elapsed_ns;
+	uint64_t cpu_ns;               /* summed over the workers */
 	uint64_t errors;
 	uint64_t flushes;
 };
@@ -581,12 +596,14 @@ static void bench_print(const struct bench *b, const char *spec_text, const stru
 		printf(",\n  \"rw\": \"%s\",\n  \"bs\": %" PRIu64 ",\n  \"iodepth\": %u,\n"
 		       "  \"threads\": %u,\n  \"range_offset\": %" PRIu64 ",\n"
 		       "  \"range_bytes\": %" PRIu64 ",\n  \"rwmix_read\": %u,\n"
-		       "  \"prefill\": %s,\n  \"elapsed_s\": %.6f,\n  \"errors\": %" PRIu64 ",\n"
+		       "  \"prefill\": %s,\n  \"elapsed_s\": %.6f,\n  \"cpu_s\": %.6f,\n"
+		       "  \"errors\": %" PRIu64 ",\n"
 		       "  \"ops\": %" PRIu64 ",\n  \"iops\": %.1f,\n  \"mib_per_s\": %.3f,\n",
 		       mode_names[b->mode], b->bs, b->iodepth, b->nthreads, b->range_off,
 		       b->range_len, b->mode == MODE_RANDRW ? b->rwmix :
 		       (b->mode == MODE_READ || b->mode == MODE_RANDREAD ? 100 : 0),
-		       b->prefill ? "true" : "false", secs, res->errors, all.count,
+		       b->prefill ? "true" : "false", secs, (double)res->cpu_ns / 1e9, res->errors,
+		       all.count,
 		       secs > 0 ? (double)all.count / secs : 0.0,
 		       secs > 0 ? (double)all.count * (double)b->bs / secs / 1048576.0 : 0.0);
 		print_json_dir("read", &res->hist[0], b->bs, secs);
@@ -604,7 +621,7 @@ static void bench_print(const struct bench *b, const char *spec_text, const stru
 	       mode_names[b->mode], b->bs, b->iodepth, b->nthreads, range);
 	if (b->mode == MODE_RANDRW)
 		printf(" rwmix=%u", b->rwmix);
-	printf(" time=%.2fs\n", secs);
+	printf(" time=%.2fs cpu=%.2fs\n", secs, (double)res->cpu_ns / 1e9);
 	if (res->hist[0].count)
 		print_text_dir("read:", &res->hist[0], b->bs, secs);
 	if (res->hist[1].count)
@@ -751,6 +768,7 @@ static int bench_run(struct bench *b, const char *spec_text, bool json, bool qui
 		res.errors += w->errors;
 		res.flushes += w->flushes;
 		res.elapsed_ns = MAX(res.elapsed_ns, w->t_end - w->t_start);
+		res.cpu_ns += w->cpu_ns;
 		if (w->errors && !ret) {
 			ret = tool_error(cmd_name, "%" PRIu64 " request(s) failed; first: %s at sector "
 					 "%" PRIu64 "%s%s", w->errors, disk_status_str(w->first_status),

@@ -44,6 +44,8 @@ test_pkgs=(
 	util-linux
 	e2fsprogs
 	nginx
+	python3-cryptography
+	openssl
 )
 
 say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }

@@ -292,6 +292,51 @@ static void test_disk_decorator_passes_through(void **state)
 	assert_int_equal(mock_state.closes, 1);
 }
 
+/* A decorator whose read/write return DISK_PASS for odd LBAs and handle
+ * even ones itself (as an error, to tell them apart). */
+static unsigned pass_calls;
+
+static int pass_rw(struct disk *d, struct disk_io *io)
+{
+	pass_calls++;
+	return io->sector % 2 ? DISK_PASS : DISK_MEDIUM_ERROR;
+}
+
+static const struct disk_ops pass_ops = {
+	.version = DISK_OPS_VERSION, .read = pass_rw, .write = pass_rw,
+};
+
+static void test_disk_decorator_pass(void **state)
+{
+	struct disk *lower = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, false);
+	struct disk_info info;
+	struct disk *mid, *top;
+	char buf[512];
+
+	disk_info_inherit(&info, lower);
+	assert_int_equal(disk_new(&pass_ops, &info, NULL, lower, &mid), 0);
+	/* A NULL-op decorator on top: the pass continues below the decorator
+	 * that returned it. */
+	assert_int_equal(disk_new(&passthru_ops, &info, NULL, mid, &top), 0);
+	pass_calls = 0;
+	memset(buf, 9, sizeof(buf));
+	assert_int_equal(disk_sync_write(top, 3, buf, sizeof(buf), 0), DISK_OK);
+	assert_int_equal(disk_sync_read(top, 3, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(pass_calls, 2);
+	assert_int_equal(mock_state.writes, 1);
+	assert_int_equal(mock_state.reads, 1);
+	assert_int_equal(disk_sync_read(top, 4, buf, sizeof(buf)), DISK_MEDIUM_ERROR);
+	assert_int_equal(disk_sync_write(top, 4, buf, sizeof(buf), 0), DISK_MEDIUM_ERROR);
+	assert_int_equal(mock_state.reads, 1);
+	assert_int_equal(mock_state.writes, 1);
+	/* FUA emulation (the mock does not respect FUA) still applies. */
+	assert_int_equal(disk_sync_write(top, 5, buf, sizeof(buf), DISK_IO_FUA), DISK_OK);
+	assert_int_equal(mock_state.writes, 2);
+	assert_int_equal(mock_state.flushes, 1);
+	disk_unref(top);
+	assert_int_equal(mock_state.closes, 1);
+}
+
 static void test_disk_refcount(void **state)
 {
 	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
@@ -399,6 +444,7 @@ int main(void)
 		cmocka_unit_test(test_disk_cache_emulated_by_reads),
 		cmocka_unit_test(test_disk_unsupported_ops),
 		cmocka_unit_test(test_disk_decorator_passes_through),
+		cmocka_unit_test(test_disk_decorator_pass),
 		cmocka_unit_test(test_disk_refcount),
 		cmocka_unit_test(test_disk_resize_notifier),
 		cmocka_unit_test(test_disk_io_cache_reuses),

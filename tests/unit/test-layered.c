@@ -526,6 +526,42 @@ static void test_layered_describe(void **state)
 	mockdisk_release(&m);
 }
 
+/* Regression: a layered disk under a pass-through decorator (one whose
+ * write/flush/unmap/block-status ops are NULL) used io->disk, i.e. the
+ * decorator, as itself for write-path walks and block status. */
+static const struct disk_ops passthru_ops = { .version = DISK_OPS_VERSION };
+
+static void test_layered_under_passthrough_decorator(void **state)
+{
+	struct layered_entry e[] = { { .layer = ram(1 << 20, 512) } };
+	struct disk *lower = stack(e, 1, false), *top;
+	struct disk_info info;
+	/* The decorator's private data: what layered_of(io->disk) would have
+	 * seen (a zeroed "struct layered" with no write path). */
+	void *poison = calloc(1, 4096);
+	struct disk_extent ext[4];
+	uint8_t buf[4096], back[4096];
+	uint32_t nr = 0;
+
+	disk_info_inherit(&info, lower);
+	assert_int_equal(disk_new(&passthru_ops, &info, poison, lower, &top), 0);
+	tu_fill(buf, sizeof(buf), 21, 0);
+	assert_int_equal(disk_sync_write(top, 8, buf, sizeof(buf), 0), DISK_OK);
+	assert_int_equal(disk_sync_flush(top), DISK_OK);
+	assert_int_equal(disk_sync_read(lower, 8, back, sizeof(back)), DISK_OK);
+	assert_memory_equal(back, buf, sizeof(buf));
+	assert_int_equal(disk_sync_block_status(top, 0, 2048, ext, 4, &nr), DISK_OK);
+	assert_int_equal(nr, 3);
+	assert_int_equal(ext[0].count, 8);
+	assert_int_equal(ext[1].count, 8);
+	assert_int_equal(ext[1].flags, 0);
+	assert_int_equal(disk_sync_unmap(top, 8, 8, 0), DISK_OK);
+	assert_int_equal(disk_sync_read(lower, 8, back, sizeof(back)), DISK_OK);
+	assert_true(tu_is_zero(back, sizeof(back)));
+	disk_unref(top);
+	free(poison);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -547,6 +583,7 @@ int main(void)
 		cmocka_unit_test(test_layered_zero_length_read_past_end),
 		cmocka_unit_test(test_layered_contract_two_ram_layers),
 		cmocka_unit_test(test_layered_describe),
+		cmocka_unit_test(test_layered_under_passthrough_decorator),
 	};
 	int r;
 
