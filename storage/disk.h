@@ -280,9 +280,21 @@ void disk_io_complete_errno(struct disk_io *io, int os_errno);
  * what an op returns (a status or DISK_PENDING); the op returns that value
  * unchanged. From then on @io, including io->hctx, belongs to @lower. For
  * decorators that look at a request but do not need its completion (a
- * cheap pass-through after a check); no child request is needed.
+ * cheap pass-through after a check); no child request is needed. @lower
+ * must have the sector size of the disk @io was submitted to: reads and
+ * writes are not re-validated.
  */
 int disk_forward(struct disk *lower, struct disk_io *io);
+
+/*
+ * Starts a child request @child on @d from inside an op (fan-out without a
+ * deferral per child). Like disk_submit(), except for requests that finish
+ * at once: their final status is returned (also in child->status) and
+ * child->done is NOT called; the caller owns @child again. Otherwise
+ * returns DISK_PENDING and child->done runs later, as usual. Call on the
+ * reactor thread of the parent request.
+ */
+int disk_submit_child(struct disk *d, struct disk_io *child);
 
 /* Copies the result (status, errno, medium detail) of @from to @to. */
 void disk_io_copy_result(struct disk_io *to, const struct disk_io *from);

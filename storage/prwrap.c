@@ -26,7 +26,8 @@
  *   Writers are PR ops, serialised by @lock.
  * - PREEMPT AND ABORT. A request from a registered initiator is tracked: it
  *   increments its slot's @inflight before re-validating @seq, runs as a
- *   child request, and decrements @inflight when the lower disk is done.
+ *   child request (disk_submit_child), and decrements @inflight when the
+ *   lower disk is done.
  *   PREEMPT AND ABORT vacates the preempted slots (bumping their @aborts),
  *   then, still under @lock, marks each one @draining and reads @inflight
  *   (seq_cst on both sides: either the request sees the new @seq and
@@ -315,9 +316,9 @@ static int prwrap_check(struct prwrap *pr, const struct disk_initiator *ini, boo
 
 /* ---- I/O ------------------------------------------------------------------------------ */
 
-static void prwrap_tracked_done(struct disk_io *child)
+/* A tracked request has finished below: its result for the parent. */
+static int prwrap_tracked_result(struct disk_io *io, struct disk_io *child)
 {
-	struct disk_io *io = child->opaque;
 	struct prwrap *pr = (struct prwrap *)child->sctx[PRWRAP_CTX_PR];
 	int slot = (int)child->sctx[PRWRAP_CTX_SLOT];
 	unsigned aborts = (unsigned)child->sctx[PRWRAP_CTX_ABORTS];
@@ -327,7 +328,14 @@ static void prwrap_tracked_done(struct disk_io *child)
 	disk_io_put(io->reactor, child);
 	if (prwrap_untrack(pr, slot, aborts))
 		st = DISK_ABORTED_PREEMPT;
-	disk_io_complete(io, st);
+	return st;
+}
+
+static void prwrap_tracked_done(struct disk_io *child)
+{
+	struct disk_io *io = child->opaque;
+
+	disk_io_complete(io, prwrap_tracked_result(io, child));
 }
 
 static int prwrap_io(struct disk *d, struct disk_io *io, bool write, bool track)
@@ -364,8 +372,9 @@ static int prwrap_io(struct disk *d, struct disk_io *io, bool write, bool track)
 	child->sctx[PRWRAP_CTX_PR] = (uintptr_t)pr;
 	child->sctx[PRWRAP_CTX_SLOT] = (uintptr_t)slot;
 	child->sctx[PRWRAP_CTX_ABORTS] = aborts;
-	disk_submit(disk_lower(d), child);
-	return DISK_PENDING;
+	if (disk_submit_child(disk_lower(d), child) == DISK_PENDING)
+		return DISK_PENDING;
+	return prwrap_tracked_result(io, child);
 }
 
 static int prwrap_read(struct disk *d, struct disk_io *io) { return prwrap_io(d, io, false, true); }
