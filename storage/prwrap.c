@@ -27,11 +27,11 @@
  * - PREEMPT AND ABORT. A request from a registered initiator is tracked: it
  *   increments its slot's @inflight before re-validating @seq, runs as a
  *   child request (disk_submit_child), and decrements @inflight when the
- *   lower disk is done.
- *   PREEMPT AND ABORT vacates the preempted slots (bumping their @aborts),
- *   then, still under @lock, marks each one @draining and reads @inflight
- *   (seq_cst on both sides: either the request sees the new @seq and
- *   retries as a non-registrant, or the preempt sees the request). It
+ *   lower disk is done. PREEMPT AND ABORT vacates the preempted slots
+ *   (bumping their @aborts), then, still under @lock, marks each one
+ *   @draining and reads @inflight (seq_cst on both sides: either the
+ *   request sees the new @seq and retries as a non-registrant, or the
+ *   preempt sees the request). It
  *   completes only when every preempted initiator's tracked requests have
  *   finished below: the last one to finish takes @lock and posts the PR
  *   request's completion to its reactor. Those requests complete with
@@ -46,8 +46,10 @@
  *   OpenVMM does) and remembered, but the state lives as long as the disk.
  * - Locking: @lock (a mutex) protects @anon, @generation, @ptpl and each
  *   slot's @key, @controller_id and @waiter, and is held by every writer of
- *   the seqlock fields. Lock order: @lock only; nothing is called with it
- *   held except reactor_post().
+ *   the seqlock fields. Nothing outside this file is called with it held
+ *   (the drain's completion is posted after unlocking).
+ * - Expected workload: PR calls are rare (cluster membership changes); I/O
+ *   is the hot path and never takes @lock.
  */
 #include "config.h"
 
