@@ -14,7 +14,7 @@
  *   from the per-reactor cache. As upstream, the delay comes first and the
  *   inner disk's own latency adds to it: a request never completes before
  *   its delay.
- * - A zero delay hands the request straight to the disk below (DISK_PASS):
+ * - A zero delay hands the request straight to the disk below (disk_forward):
  *   no timer, no child request, so delay:0 costs one atomic load.
  * - Write-zeroes and CACHE are forwarded explicitly (undelayed) rather than
  *   left NULL: a NULL op passes through only when the inner disk has one,
@@ -107,7 +107,7 @@ static int delay_rw(struct disk *d, struct disk_io *io)
 	struct reactor_timer *t;
 
 	if (us == 0)
-		return DISK_PASS;
+		return disk_forward(disk_lower(d), io);
 	io->hctx[H_DISK] = (uintptr_t)d;
 	t = delay_timer(io);
 	memset(t, 0, sizeof(*t));

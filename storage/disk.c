@@ -650,27 +650,13 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 		if (unlikely(!disk_range_representable(io->sector, io->count, shift)))
 			return DISK_ILLEGAL_BLOCK;
 		if (io->op == DISK_OP_READ) {
-			int st;
-
 			h = HANDLER(d, read);
-			while ((st = h->ops->read(h, io)) == DISK_PASS) {
-				assert(h->lower && "DISK_PASS from a backend");
-				h = HANDLER(h->lower, read);
-			}
-			return st;
+			return h->ops->read(h, io);
 		}
 		if ((io->flags & DISK_IO_FUA) && !d->info.fua_respected)
 			return emu_fua_write(io);
-		{
-			int st;
-
-			h = HANDLER(d, write);
-			while ((st = h->ops->write(h, io)) == DISK_PASS) {
-				assert(h->lower && "DISK_PASS from a backend");
-				h = HANDLER(h->lower, write);
-			}
-			return st;
-		}
+		h = HANDLER(d, write);
+		return h->ops->write(h, io);
 	}
 	case DISK_OP_FLUSH:
 		h = HANDLER(d, flush);
@@ -750,11 +736,44 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 
 int disk_forward(struct disk *lower, struct disk_io *io)
 {
+	struct disk *h;
+
 	assert(lower && io->reactor == reactor_current());
-	/* Re-dispatching re-checks the request against @lower, which is cheap
-	 * and keeps emulations below working on the disk that runs them. */
+	/* Same geometry, so the checks made above hold here too. */
+	assert(lower->info.sector_shift == io->disk->info.sector_shift);
 	io->disk = lower;
-	return disk_dispatch(lower, io);
+	/* Reads and writes skip the re-validation (they are the hot path);
+	 * everything else is dispatched again, so that the emulations and
+	 * short-cuts that depend on @lower's ops and metadata run there. */
+	switch (io->op) {
+	case DISK_OP_READ:
+		h = HANDLER(lower, read);
+		return h->ops->read(h, io);
+	case DISK_OP_WRITE:
+		if ((io->flags & DISK_IO_FUA) && !lower->info.fua_respected)
+			return emu_fua_write(io);
+		h = HANDLER(lower, write);
+		return h->ops->write(h, io);
+	default:
+		return disk_dispatch(lower, io);
+	}
+}
+
+int disk_submit_child(struct disk *d, struct disk_io *child)
+{
+	int st;
+
+	child->disk = d;
+	child->reactor = reactor_current();
+	assert(child->reactor && "disk_submit_child must be called on a reactor thread");
+	assert(child->done);
+	child->status = DISK_OK;
+	child->os_errno = 0;
+	child->medium = DISK_MEDIUM_NONE;
+	st = disk_dispatch(d, child);
+	if (st != DISK_PENDING)
+		child->status = st;
+	return st;
 }
 
 void disk_submit(struct disk *d, struct disk_io *io)

@@ -28,9 +28,8 @@
  *   dispatcher turns an immediate status into a deferred completion.
  * - A NULL op in a decorator (a disk created with a lower disk) passes the
  *   request through to the lower disk; in a backend it means unsupported,
- *   and the dispatcher emulates it where that is safe. A decorator's read
- *   or write op may also decide per request to pass it through, by
- *   returning DISK_PASS.
+ *   and the dispatcher emulates it where that is safe. A decorator's op may
+ *   also decide per request to pass it through, with disk_forward().
  * - Per-request state: io->hctx is scratch space owned by the disk (or
  *   layer) handling the request; io->sctx and io->opaque belong to whoever
  *   submitted it and are never touched below. A disk that issues requests
@@ -68,12 +67,6 @@ enum disk_status {
 
 /* Returned by an op that will complete later through disk_io_complete(). */
 #define DISK_PENDING (-1)
-
-/* Returned by a decorator's READ or WRITE op that declines the request
- * without touching it: the dispatcher hands it on to the disk below, as if
- * the op were NULL (e.g. delay: with a zero delay). Added after v1; only
- * those two ops, only in disks created with a lower disk. */
-#define DISK_PASS (-2)
 
 /* Details of DISK_MEDIUM_ERROR. */
 enum disk_medium_detail {
@@ -291,9 +284,21 @@ void disk_io_complete_errno(struct disk_io *io, int os_errno);
  * what an op returns (a status or DISK_PENDING); the op returns that value
  * unchanged. From then on @io, including io->hctx, belongs to @lower. For
  * decorators that look at a request but do not need its completion (a
- * cheap pass-through after a check); no child request is needed.
+ * cheap pass-through after a check); no child request is needed. @lower
+ * must have the sector size of the disk @io was submitted to: reads and
+ * writes are not re-validated.
  */
 int disk_forward(struct disk *lower, struct disk_io *io);
+
+/*
+ * Starts a child request @child on @d from inside an op (fan-out without a
+ * deferral per child). Like disk_submit(), except for requests that finish
+ * at once: their final status is returned (also in child->status) and
+ * child->done is NOT called; the caller owns @child again. Otherwise
+ * returns DISK_PENDING and child->done runs later, as usual. Call on the
+ * reactor thread of the parent request.
+ */
+int disk_submit_child(struct disk *d, struct disk_io *child);
 
 /* Copies the result (status, errno, medium detail) of @from to @to. */
 void disk_io_copy_result(struct disk_io *to, const struct disk_io *from);

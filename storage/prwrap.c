@@ -26,11 +26,12 @@
  *   Writers are PR ops, serialised by @lock.
  * - PREEMPT AND ABORT. A request from a registered initiator is tracked: it
  *   increments its slot's @inflight before re-validating @seq, runs as a
- *   child request, and decrements @inflight when the lower disk is done.
- *   PREEMPT AND ABORT vacates the preempted slots (bumping their @aborts),
- *   then, still under @lock, marks each one @draining and reads @inflight
- *   (seq_cst on both sides: either the request sees the new @seq and
- *   retries as a non-registrant, or the preempt sees the request). It
+ *   child request (disk_submit_child), and decrements @inflight when the
+ *   lower disk is done. PREEMPT AND ABORT vacates the preempted slots
+ *   (bumping their @aborts), then, still under @lock, marks each one
+ *   @draining and reads @inflight (seq_cst on both sides: either the
+ *   request sees the new @seq and retries as a non-registrant, or the
+ *   preempt sees the request). It
  *   completes only when every preempted initiator's tracked requests have
  *   finished below: the last one to finish takes @lock and posts the PR
  *   request's completion to its reactor. Those requests complete with
@@ -45,8 +46,10 @@
  *   OpenVMM does) and remembered, but the state lives as long as the disk.
  * - Locking: @lock (a mutex) protects @anon, @generation, @ptpl and each
  *   slot's @key, @controller_id and @waiter, and is held by every writer of
- *   the seqlock fields. Lock order: @lock only; nothing is called with it
- *   held except reactor_post().
+ *   the seqlock fields. Nothing outside this file is called with it held
+ *   (the drain's completion is posted after unlocking).
+ * - Expected workload: PR calls are rare (cluster membership changes); I/O
+ *   is the hot path and never takes @lock.
  */
 #include "config.h"
 
@@ -315,9 +318,9 @@ static int prwrap_check(struct prwrap *pr, const struct disk_initiator *ini, boo
 
 /* ---- I/O ------------------------------------------------------------------------------ */
 
-static void prwrap_tracked_done(struct disk_io *child)
+/* A tracked request has finished below: its result for the parent. */
+static int prwrap_tracked_result(struct disk_io *io, struct disk_io *child)
 {
-	struct disk_io *io = child->opaque;
 	struct prwrap *pr = (struct prwrap *)child->sctx[PRWRAP_CTX_PR];
 	int slot = (int)child->sctx[PRWRAP_CTX_SLOT];
 	unsigned aborts = (unsigned)child->sctx[PRWRAP_CTX_ABORTS];
@@ -327,7 +330,14 @@ static void prwrap_tracked_done(struct disk_io *child)
 	disk_io_put(io->reactor, child);
 	if (prwrap_untrack(pr, slot, aborts))
 		st = DISK_ABORTED_PREEMPT;
-	disk_io_complete(io, st);
+	return st;
+}
+
+static void prwrap_tracked_done(struct disk_io *child)
+{
+	struct disk_io *io = child->opaque;
+
+	disk_io_complete(io, prwrap_tracked_result(io, child));
 }
 
 static int prwrap_io(struct disk *d, struct disk_io *io, bool write, bool track)
@@ -364,8 +374,9 @@ static int prwrap_io(struct disk *d, struct disk_io *io, bool write, bool track)
 	child->sctx[PRWRAP_CTX_PR] = (uintptr_t)pr;
 	child->sctx[PRWRAP_CTX_SLOT] = (uintptr_t)slot;
 	child->sctx[PRWRAP_CTX_ABORTS] = aborts;
-	disk_submit(disk_lower(d), child);
-	return DISK_PENDING;
+	if (disk_submit_child(disk_lower(d), child) == DISK_PENDING)
+		return DISK_PENDING;
+	return prwrap_tracked_result(io, child);
 }
 
 static int prwrap_read(struct disk *d, struct disk_io *io) { return prwrap_io(d, io, false, true); }

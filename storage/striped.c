@@ -11,10 +11,13 @@
  * - Fan-out: a request becomes one child request per touched chunk (read,
  *   write), per member with a non-empty range (unmap) or per member (flush,
  *   eject). Children come from the reactor's request cache (disk_io_get)
- *   and are all submitted at once; the parent completes when the last one
- *   does, so every piece is awaited even after a failure. The counter and
- *   the first error live in the parent's hctx: children complete on the
- *   parent's reactor (they are submitted there), so no atomics are needed.
+ *   and are all started at once with disk_submit_child(); the parent
+ *   completes when the last one does, so every piece is awaited even after
+ *   a failure. Children that finish at once are counted on the spot, so a
+ *   request over RAM members costs one deferral, not one per piece. The
+ *   counter and the first error live in the parent's hctx: children
+ *   complete on the parent's reactor (they are started there), so no
+ *   atomics are needed.
  * - Buffers: a piece's iovec list is a slice of the parent's (iov_slice),
  *   kept in one per-request array from the reactor's buffer cache
  *   (reactor_buf_get) sized for the worst case (parent entries + pieces);
@@ -47,6 +50,7 @@ struct striped {
 	unsigned n;                   /* members */
 	uint32_t shift;               /* sector shift */
 	uint64_t spc;                 /* sectors per chunk */
+	int spc_shift;                /* log2(spc) when a power of two, else -1 */
 	uint64_t chunk_bytes;
 	uint64_t sector_count;        /* logical, fixed */
 	uint64_t member_sectors;      /* each member's count at construction */
@@ -83,11 +87,10 @@ static uint64_t striped_sector_count(struct disk *d)
 
 /* ---- fan-out -------------------------------------------------------------------- */
 
-static void striped_child_done(struct disk_io *child)
+/* Accounts for a finished child and releases it. Returns true when it was
+ * the parent's last. */
+static bool striped_piece_done(struct disk_io *io, struct disk_io *child)
 {
-	struct disk_io *io = child->opaque;
-	struct reactor *r = io->reactor;
-
 	if (child->status != DISK_OK) {
 		if (!io->hctx[ST_FAILED]) {
 			io->hctx[ST_FAILED] = 1;
@@ -98,15 +101,30 @@ static void striped_child_done(struct disk_io *child)
 			  (unsigned)child->sctx[SC_MEMBER], disk_status_str(child->status),
 			  disk_op_str(child->op), child->sector);
 	}
-	disk_io_put(r, child);
-	if (--io->hctx[ST_PENDING] > 0)
-		return;
+	disk_io_put(io->reactor, child);
+	return --io->hctx[ST_PENDING] == 0;
+}
+
+/* The parent's final status once every child has finished; releases the
+ * slice array. */
+static int striped_result(struct disk_io *io)
+{
 	if (io->hctx[ST_BUF])
-		reactor_buf_put(r, (void *)io->hctx[ST_BUF], io->hctx[ST_BUF_BYTES]);
-	if (io->hctx[ST_FAILED])
-		disk_io_complete_errno(io, (int)io->hctx[ST_ERRNO]);
-	else
-		disk_io_complete(io, DISK_OK);
+		reactor_buf_put(io->reactor, (void *)io->hctx[ST_BUF], io->hctx[ST_BUF_BYTES]);
+	if (io->hctx[ST_FAILED]) {
+		io->os_errno = (int)io->hctx[ST_ERRNO];
+		return DISK_IO_ERROR;
+	}
+	return DISK_OK;
+}
+
+/* A child that finished later than its submission. */
+static void striped_child_done(struct disk_io *child)
+{
+	struct disk_io *io = child->opaque;
+
+	if (striped_piece_done(io, child))
+		disk_io_complete(io, striped_result(io));
 }
 
 /* Starts a fan-out on @io; @buf (may be NULL) is released at the end. */
@@ -120,7 +138,7 @@ static void striped_begin(struct disk_io *io, void *buf, size_t buf_bytes)
 }
 
 /* A child of @io for member @m, or NULL (then the parent fails with
- * ENOMEM once what was submitted has finished). */
+ * ENOMEM once what was started has finished). */
 static struct disk_io *striped_child(struct disk_io *io, unsigned m)
 {
 	struct disk_io *child = disk_io_get(io->reactor);
@@ -141,44 +159,57 @@ static struct disk_io *striped_child(struct disk_io *io, unsigned m)
 	return child;
 }
 
+/* Starts @child on member @m. A child that finishes at once (a RAM
+ * member) is accounted for here, without a deferral of its own; the
+ * submission bias keeps the parent from finishing inside its op. */
 static void striped_submit(struct striped *st, struct disk_io *io, unsigned m,
 			   struct disk_io *child)
 {
 	io->hctx[ST_PENDING]++;
-	disk_submit(st->members[m], child);
+	if (disk_submit_child(st->members[m], child) != DISK_PENDING)
+		striped_piece_done(io, child);
 }
 
-/* Ends submission. Children never complete inside disk_submit, so if any
- * was submitted the parent is still pending; if none was (out of memory
- * at the first), the parent fails now. */
+/* Ends submission: the parent's status if every child has finished (or
+ * none could be started), else DISK_PENDING. */
 static int striped_end(struct disk_io *io)
 {
 	if (--io->hctx[ST_PENDING] > 0)
 		return DISK_PENDING;
-	if (io->hctx[ST_BUF])
-		reactor_buf_put(io->reactor, (void *)io->hctx[ST_BUF], io->hctx[ST_BUF_BYTES]);
-	io->os_errno = (int)io->hctx[ST_ERRNO];
-	return DISK_IO_ERROR;
+	return striped_result(io);
 }
 
 /* ---- read and write ------------------------------------------------------------- */
+
+/* Chunk index and offset in the chunk of @lba (64-bit divisions cost tens
+ * of cycles: power-of-two chunks use a shift). */
+static inline uint64_t striped_chunk_of(const struct striped *st, uint64_t lba, uint64_t *in)
+{
+	uint64_t c = st->spc_shift >= 0 ? lba >> st->spc_shift : lba / st->spc;
+
+	*in = lba - c * st->spc;
+	return c;
+}
 
 static int striped_rw(struct disk *d, struct disk_io *io)
 {
 	struct striped *st = disk_priv(d);
 	uint64_t end = io->sector + io->count;   /* representable: no overflow */
-	uint64_t c0, c1, npieces, s;
+	uint64_t c, in, row, npieces, s;
 	struct iovec *slices = NULL;
 	size_t room = 0, off = 0, buf_bytes = 0;
+	unsigned m;
 
 	if (end > st->sector_count)
 		return DISK_ILLEGAL_BLOCK;
 	if (io->count == 0)
 		return DISK_OK;
-	c0 = io->sector / st->spc;
-	c1 = (end - 1) / st->spc;
-	npieces = c1 - c0 + 1;
-	if (npieces > 1) {
+	c = striped_chunk_of(st, io->sector, &in);
+	npieces = 1;
+	if (in + io->count > st->spc) {
+		uint64_t in_last;
+
+		npieces = striped_chunk_of(st, end - 1, &in_last) - c + 1;
 		/* Each piece boundary splits at most one entry. */
 		room = (size_t)io->iovcnt + (size_t)npieces;
 		buf_bytes = room * sizeof(struct iovec);
@@ -189,16 +220,16 @@ static int striped_rw(struct disk *d, struct disk_io *io)
 		}
 	}
 	striped_begin(io, slices, buf_bytes);
+	m = (unsigned)(c % st->n);
+	row = c / st->n;
 	s = io->sector;
-	for (uint64_t c = c0; c <= c1; c++) {
-		uint64_t in = s - c * st->spc;
+	for (uint64_t p = 0; p < npieces; p++) {
 		uint64_t len = MIN(st->spc - in, end - s);
-		unsigned m = (unsigned)(c % st->n);
 		struct disk_io *child = striped_child(io, m);
 
 		if (!child)
 			break;
-		child->sector = (c / st->n) * st->spc + in;
+		child->sector = row * st->spc + in;
 		if (slices) {
 			int k = iov_slice(io->iov, io->iovcnt, off, (size_t)(len << st->shift),
 					  slices, (int)MIN(room, (size_t)INT32_MAX));
@@ -215,6 +246,11 @@ static int striped_rw(struct disk *d, struct disk_io *io)
 		striped_submit(st, io, m, child);
 		s += len;
 		off += (size_t)(len << st->shift);
+		in = 0;
+		if (++m == st->n) {
+			m = 0;
+			row++;
+		}
 	}
 	return striped_end(io);
 }
@@ -438,6 +474,7 @@ int striped_new(struct disk *const *members, unsigned n, uint64_t chunk_bytes,
 	st->n = n;
 	st->shift = ilog2_u64(i0->sector_size);
 	st->spc = spc;
+	st->spc_shift = IS_POW2(spc) ? (int)ilog2_u64(spc) : -1;
 	st->chunk_bytes = chunk_bytes;
 	st->sector_count = logical_sectors;
 	st->member_sectors = count0;

@@ -292,49 +292,85 @@ static void test_disk_decorator_passes_through(void **state)
 	assert_int_equal(mock_state.closes, 1);
 }
 
-/* A decorator whose read/write return DISK_PASS for odd LBAs and handle
- * even ones itself (as an error, to tell them apart). */
-static unsigned pass_calls;
-
-static int pass_rw(struct disk *d, struct disk_io *io)
+/* A decorator whose ops forward with disk_forward(); it claims FUA even
+ * when the disk below does not respect it, so the forward must emulate. */
+static unsigned fwd_calls;
+static int fwd_op(struct disk *d, struct disk_io *io)
 {
-	pass_calls++;
-	return io->sector % 2 ? DISK_PASS : DISK_MEDIUM_ERROR;
+	fwd_calls++;
+	return disk_forward(disk_lower(d), io);
 }
-
-static const struct disk_ops pass_ops = {
-	.version = DISK_OPS_VERSION, .read = pass_rw, .write = pass_rw,
+static const struct disk_ops fwd_ops = {
+	.version = DISK_OPS_VERSION, .read = fwd_op, .write = fwd_op, .flush = fwd_op,
+	.unmap = fwd_op, .write_zeroes = fwd_op,
 };
 
-static void test_disk_decorator_pass(void **state)
+static void test_disk_forward(void **state)
 {
-	struct disk *lower = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, false);
+	struct disk *lower = mock_new(16, 512, DISK_UNMAP_ZEROES, false);
 	struct disk_info info;
-	struct disk *mid, *top;
-	char buf[512];
+	struct disk *top;
+	char buf[1024], back[1024];
 
 	disk_info_inherit(&info, lower);
-	assert_int_equal(disk_new(&pass_ops, &info, NULL, lower, &mid), 0);
-	/* A NULL-op decorator on top: the pass continues below the decorator
-	 * that returned it. */
-	assert_int_equal(disk_new(&passthru_ops, &info, NULL, mid, &top), 0);
-	pass_calls = 0;
+	info.fua_respected = true;
+	assert_int_equal(disk_new(&fwd_ops, &info, NULL, lower, &top), 0);
 	memset(buf, 9, sizeof(buf));
-	assert_int_equal(disk_sync_write(top, 3, buf, sizeof(buf), 0), DISK_OK);
-	assert_int_equal(disk_sync_read(top, 3, buf, sizeof(buf)), DISK_OK);
-	assert_int_equal(pass_calls, 2);
+	assert_int_equal(disk_sync_write(top, 2, buf, sizeof(buf), DISK_IO_FUA), DISK_OK);
+	/* FUA emulated below: a plain write, then a flush. */
 	assert_int_equal(mock_state.writes, 1);
-	assert_int_equal(mock_state.reads, 1);
-	assert_int_equal(disk_sync_read(top, 4, buf, sizeof(buf)), DISK_MEDIUM_ERROR);
-	assert_int_equal(disk_sync_write(top, 4, buf, sizeof(buf), 0), DISK_MEDIUM_ERROR);
-	assert_int_equal(mock_state.reads, 1);
-	assert_int_equal(mock_state.writes, 1);
-	/* FUA emulation (the mock does not respect FUA) still applies. */
-	assert_int_equal(disk_sync_write(top, 5, buf, sizeof(buf), DISK_IO_FUA), DISK_OK);
-	assert_int_equal(mock_state.writes, 2);
+	assert_int_equal(mock_state.fua_writes, 0);
 	assert_int_equal(mock_state.flushes, 1);
+	assert_int_equal(disk_sync_read(top, 2, back, sizeof(back)), DISK_OK);
+	assert_memory_equal(buf, back, sizeof(buf));
+	/* Range errors come from below, unmap and write-zeroes are dispatched
+	 * again there (write-zeroes emulated by the lower disk's unmap). */
+	assert_int_equal(disk_sync_read(top, 15, back, sizeof(back)), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_unmap(top, 15, 2, 0), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_write_zeroes(top, 2, 1, 0), DISK_OK);
+	assert_int_equal(mock_state.unmaps, 2);
+	assert_int_equal(disk_sync_read(top, 2, back, 512), DISK_OK);
+	assert_true(tu_is_zero(back, 512));
+	assert_int_equal(fwd_calls, 6);
+	contract_disk(top);
 	disk_unref(top);
-	assert_int_equal(mock_state.closes, 1);
+}
+
+/* disk_submit_child: immediate results are returned, not delivered. */
+static unsigned child_dones;
+static void child_done(struct disk_io *io) { child_dones++; }
+
+static void test_disk_submit_child(void **state)
+{
+	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
+	char buf[512];
+	struct iovec iov = { buf, sizeof(buf) };
+	struct disk_io io = { .op = DISK_OP_READ, .sector = 1, .iov = &iov, .iovcnt = 1,
+			      .done = child_done };
+	child_dones = 0;
+	assert_int_equal(disk_submit_child(d, &io), DISK_OK);
+	assert_int_equal(io.status, DISK_OK);
+	assert_int_equal(io.count, 1);
+	io.sector = 16;
+	assert_int_equal(disk_submit_child(d, &io), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(io.status, DISK_ILLEGAL_BLOCK);
+	/* A pending child (FUA emulated with a write and a flush) completes
+	 * through done, later. */
+	disk_unref(d);
+	d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, false);
+	memset(&io, 0, sizeof(io));
+	io.op = DISK_OP_WRITE;
+	io.flags = DISK_IO_FUA;
+	io.iov = &iov;
+	io.iovcnt = 1;
+	io.done = child_done;
+	assert_int_equal(disk_submit_child(d, &io), DISK_PENDING);
+	assert_int_equal(child_dones, 0);
+	while (child_dones == 0)
+		reactor_run_once(tu_reactor(), true);
+	assert_int_equal(io.status, DISK_OK);
+	assert_int_equal(mock_state.flushes, 1);
+	disk_unref(d);
 }
 
 static void test_disk_refcount(void **state)
@@ -444,7 +480,8 @@ int main(void)
 		cmocka_unit_test(test_disk_cache_emulated_by_reads),
 		cmocka_unit_test(test_disk_unsupported_ops),
 		cmocka_unit_test(test_disk_decorator_passes_through),
-		cmocka_unit_test(test_disk_decorator_pass),
+		cmocka_unit_test(test_disk_forward),
+		cmocka_unit_test(test_disk_submit_child),
 		cmocka_unit_test(test_disk_refcount),
 		cmocka_unit_test(test_disk_resize_notifier),
 		cmocka_unit_test(test_disk_io_cache_reuses),
