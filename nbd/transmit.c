@@ -1,0 +1,825 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transmit.c: the NBD transmission phase (reference/nbd.md §1.4-1.7,
+ * §1.11-1.12): parse requests, validate them, run them on the export's
+ * disk, and send simple or structured replies.
+ *
+ * Notes on the design
+ * -------------------
+ * - Pipelining. Requests are parsed from a receive buffer that one recv
+ *   fills with as many headers (and small WRITE payloads) as the socket
+ *   holds; each parsed request takes a preallocated slot and goes to the
+ *   disk at once. The connection keeps receiving while disk requests are
+ *   in flight, and replies go out in completion order (out of order), so
+ *   the disk and the socket overlap.
+ * - Back-pressure. A connection has max_requests slots and a budget of
+ *   NBDSRV_INFLIGHT_BYTES of payload; when either runs out parsing stops
+ *   (nothing more is received) until a reply has gone out.
+ * - No allocation per request: slots, reply headers, iovecs and the
+ *   extent arrays live in the slot; payload buffers come from the
+ *   reactor's buffer cache and stay attached to their slot while they are
+ *   small (NBDSRV_SLOT_KEEP_BYTES) and the connection holds less than
+ *   NBDSRV_CONN_CACHE_BYTES of them.
+ * - Large WRITE payloads are received straight into the slot's buffer
+ *   (one copy from the kernel); READ data is sent from the buffer the disk
+ *   filled (no copy), the reply header in front of it, gathered with other
+ *   replies into one sendmsg (conn.c).
+ * - Structured READs ask the disk's block status alongside the read (both
+ *   are submitted together) and send OFFSET_HOLE chunks for ranges that
+ *   read as zeroes, OFFSET_DATA for the rest. With DF the reply is a
+ *   single chunk (OFFSET_HOLE only if the whole range is a hole).
+ * - Validation happens here, at the protocol boundary, before the disk
+ *   sees anything: magic, command, flags against what was advertised,
+ *   read-only, alignment to the sector size (the advertised minimum block
+ *   size), the payload limit, and the export size. A bad magic or an
+ *   oversized WRITE payload (which cannot be skipped safely) drops the
+ *   client; everything else gets an error reply. Errors from the disk are
+ *   translated by the one table in errmap.c.
+ * - Ordering: a FLUSH is submitted after the writes it must cover have
+ *   completed (their replies have been queued), which is what the spec
+ *   asks. TRIM with FUA is an unmap followed by a flush.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/compiler.h"
+#include "common/log.h"
+#include "nbd/errmap.h"
+#include "nbd/meta.h"
+#include "nbd/server-internal.h"
+
+/* Buffer for BLOCK_STATUS: the extents, then the encoded descriptors of
+ * every context. */
+#define XMIT_BS_EXT_BYTES (NBDSRV_BS_EXTENTS * sizeof(struct disk_extent))
+#define XMIT_BS_BUF_BYTES (XMIT_BS_EXT_BYTES + NBDSRV_META_COUNT * NBDSRV_BS_EXTENTS * 8)
+
+static void xmit_pump(struct nbdsrv_conn *c);
+static void xmit_dispatch(struct nbdsrv_req *req);
+
+/* ---- slots and buffers ----------------------------------------------------- */
+
+static size_t pow2_at_least(size_t n)
+{
+	size_t p = 4096;
+
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+/* Makes req->buf hold at least @len bytes. Returns 0 or -ENOMEM. */
+static int req_buf_reserve(struct nbdsrv_req *req, size_t len)
+{
+	struct nbdsrv_conn *c = req->c;
+	size_t cap;
+	void *p;
+
+	if (len <= req->buf_cap)
+		return 0;
+	cap = pow2_at_least(len);
+	p = reactor_buf_get(c->r, cap, false);
+	if (!p)
+		return -ENOMEM;
+	if (req->buf) {
+		reactor_buf_put(c->r, req->buf, req->buf_cap);
+		c->cached_bytes -= req->buf_cap;
+	}
+	req->buf = p;
+	req->buf_cap = cap;
+	c->cached_bytes += cap;
+	return 0;
+}
+
+static void req_buf_drop(struct nbdsrv_req *req)
+{
+	struct nbdsrv_conn *c = req->c;
+
+	if (!req->buf)
+		return;
+	reactor_buf_put(c->r, req->buf, req->buf_cap);
+	c->cached_bytes -= req->buf_cap;
+	req->buf = NULL;
+	req->buf_cap = 0;
+}
+
+static void xmit_task_fn(struct reactor_task *t)
+{
+	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, xmit_task);
+
+	c->xmit_task_busy = false;
+	if (c->closing) {
+		nbdsrv_conn_maybe_free(c);
+		return;
+	}
+	xmit_pump(c);
+}
+
+/* Transmission over (DISC, or the server stopping): close once nothing is
+ * in flight. */
+static void xmit_check_done(struct nbdsrv_conn *c)
+{
+	if (c->closing || !(c->disc || c->draining))
+		return;
+	if (c->ninflight > (c->payload_req ? 1u : 0u))
+		return;
+	nbdsrv_conn_close(c, true, c->disc ? "client sent NBD_CMD_DISC" : "server is shutting down");
+}
+
+/* Returns a slot to the free list. @notify: tell the connection (resume
+ * parsing, finish a close); false when the caller is tearing down. */
+static void xmit_release(struct nbdsrv_req *req, bool notify)
+{
+	struct nbdsrv_conn *c = req->c;
+
+	c->inflight_bytes -= req->charged;
+	req->charged = 0;
+	if (req->buf_cap > NBDSRV_SLOT_KEEP_BYTES || c->cached_bytes > NBDSRV_CONN_CACHE_BYTES)
+		req_buf_drop(req);
+	req->next_free = c->free_slots;
+	c->free_slots = req;
+	c->ninflight--;
+	if (!notify)
+		return;
+	if (c->closing) {
+		nbdsrv_conn_maybe_free(c);
+		return;
+	}
+	if (c->rx_blocked && !c->xmit_task_busy) {
+		c->rx_blocked = false;
+		c->xmit_task_busy = true;
+		reactor_defer(c->r, &c->xmit_task);
+	}
+	xmit_check_done(c);
+}
+
+static void xmit_req_sent(struct nbdsrv_conn *c UNUSED, struct nbdsrv_tx *tx)
+{
+	xmit_release(container_of(tx, struct nbdsrv_req, tx), true);
+}
+
+void nbdsrv_xmit_free_payload_req(struct nbdsrv_conn *c)
+{
+	struct nbdsrv_req *req = c->payload_req;
+
+	c->payload_req = NULL;
+	if (req)
+		xmit_release(req, false);
+}
+
+/* ---- replies ------------------------------------------------------------------- */
+
+/* Writes a structured chunk header at @h. */
+static void put_chunk(uint8_t *h, uint16_t flags, uint16_t type, uint64_t cookie, uint32_t len)
+{
+	nbdw_put32(h, NBDW_STRUCTURED_REPLY_MAGIC);
+	nbdw_put16(h + 4, flags);
+	nbdw_put16(h + 6, type);
+	nbdw_put64(h + 8, cookie);
+	nbdw_put32(h + 16, len);
+}
+
+static unsigned reply_simple(struct nbdsrv_req *req)
+{
+	nbdw_put32(req->hdr, NBDW_SIMPLE_REPLY_MAGIC);
+	nbdw_put32(req->hdr + 4, req->error);
+	nbdw_put64(req->hdr + 8, req->cookie);
+	req->riov[0].iov_base = req->hdr;
+	req->riov[0].iov_len = NBDW_SIMPLE_REPLY_BYTES;
+	if (req->type == NBDW_CMD_READ && req->error == 0 && req->len > 0) {
+		req->riov[1].iov_base = req->buf;
+		req->riov[1].iov_len = req->len;
+		return 2;
+	}
+	return 1;
+}
+
+static unsigned reply_error_chunk(struct nbdsrv_req *req)
+{
+	const char *msg = req->errmsg ? req->errmsg : "";
+	size_t mlen = MIN(strlen(msg), (size_t)NBDSRV_ERRMSG_MAX);
+	uint8_t *h = req->hdr;
+
+	put_chunk(h, NBDW_REPLY_FLAG_DONE, NBDW_REPLY_TYPE_ERROR, req->cookie, (uint32_t)(6 + mlen));
+	nbdw_put32(h + 20, req->error);
+	nbdw_put16(h + 24, (uint16_t)mlen);
+	memcpy(h + 26, msg, mlen);
+	req->riov[0].iov_base = h;
+	req->riov[0].iov_len = 26 + mlen;
+	return 1;
+}
+
+/* One run of a structured read reply. */
+struct read_run {
+	bool hole;
+	uint64_t off;    /* from the request's offset */
+	uint64_t len;
+};
+
+/* Splits the read into hole and data runs from the block-status extents. */
+static unsigned read_runs(struct nbdsrv_req *req, struct read_run *runs, unsigned max)
+{
+	struct nbdsrv_conn *c = req->c;
+	uint64_t pos = 0;
+	unsigned n = 0;
+
+	if (req->holes) {
+		for (uint32_t i = 0; i < req->io2.u.bs.nr && pos < req->len; i++) {
+			uint64_t bytes = MIN(req->ext[i].count << c->shift, req->len - pos);
+			bool hole = req->ext[i].flags & DISK_EXTENT_ZERO;
+
+			if (bytes == 0)
+				continue;
+			if (n > 0 && runs[n - 1].hole == hole) {
+				runs[n - 1].len += bytes;
+			} else {
+				if (n == max - 1)
+					break;   /* the last run is reserved for the rest */
+				runs[n++] = (struct read_run){ hole, pos, bytes };
+			}
+			pos += bytes;
+		}
+	}
+	if (pos < req->len) {
+		if (n > 0 && !runs[n - 1].hole)
+			runs[n - 1].len += req->len - pos;
+		else
+			runs[n++] = (struct read_run){ false, pos, req->len - pos };
+	}
+	return n;
+}
+
+static unsigned reply_read(struct nbdsrv_req *req)
+{
+	struct read_run runs[NBDSRV_READ_EXTENTS + 1];
+	unsigned nr, niov = 0;
+	uint8_t *h = req->hdr;
+
+	if (req->len == 0) {
+		put_chunk(h, NBDW_REPLY_FLAG_DONE, NBDW_REPLY_TYPE_NONE, req->cookie, 0);
+		req->riov[0].iov_base = h;
+		req->riov[0].iov_len = NBDW_CHUNK_HDR_BYTES;
+		return 1;
+	}
+	nr = read_runs(req, runs, ARRAY_SIZE(runs));
+	if ((req->flags & NBDW_CMD_FLAG_DF) && nr > 1) {
+		/* Don't fragment: one data chunk, holes included as zeroes
+		 * (the disk read filled them). */
+		runs[0] = (struct read_run){ false, 0, req->len };
+		nr = 1;
+	}
+	for (unsigned i = 0; i < nr; i++) {
+		uint16_t flags = i == nr - 1 ? NBDW_REPLY_FLAG_DONE : 0;
+
+		if (runs[i].hole) {
+			put_chunk(h, flags, NBDW_REPLY_TYPE_OFFSET_HOLE, req->cookie, 12);
+			nbdw_put64(h + 20, req->offset + runs[i].off);
+			nbdw_put32(h + 28, (uint32_t)runs[i].len);
+			req->riov[niov].iov_base = h;
+			req->riov[niov++].iov_len = 32;
+		} else {
+			put_chunk(h, flags, NBDW_REPLY_TYPE_OFFSET_DATA, req->cookie,
+				  (uint32_t)(8 + runs[i].len));
+			nbdw_put64(h + 20, req->offset + runs[i].off);
+			req->riov[niov].iov_base = h;
+			req->riov[niov++].iov_len = 28;
+			req->riov[niov].iov_base = (char *)req->buf + runs[i].off;
+			req->riov[niov++].iov_len = runs[i].len;
+		}
+		h += 32;
+	}
+	return niov;
+}
+
+static unsigned reply_block_status(struct nbdsrv_req *req)
+{
+	struct nbdsrv_conn *c = req->c;
+	struct disk_extent *ext = req->buf, one;
+	uint8_t *desc = (uint8_t *)req->buf + XMIT_BS_EXT_BYTES;
+	uint32_t nr = req->io.u.bs.nr, max_desc = (UINT32_MAX / c->ss) * c->ss;
+	bool req_one = req->flags & NBDW_CMD_FLAG_REQ_ONE;
+	unsigned niov = 0, nctx = 0, done = 0;
+	uint8_t *h = req->hdr;
+
+	if (nr == 0) {
+		/* "Unknown" is always a safe answer. */
+		one = (struct disk_extent){ .count = req->io.count, .flags = 0, .layer = -1 };
+		ext = &one;
+		nr = 1;
+	}
+	for (unsigned i = 0; i < NBDSRV_META_COUNT; i++)
+		if (c->meta_active & (1u << i))
+			nctx++;
+	for (unsigned i = 0; i < NBDSRV_META_COUNT; i++) {
+		uint32_t nd;
+
+		if (!(c->meta_active & (1u << i)))
+			continue;
+		nd = nbdsrv_meta_encode(ext, nr, c->shift, i, max_desc, req_one, req->len, desc);
+		put_chunk(h, ++done == nctx ? NBDW_REPLY_FLAG_DONE : 0, NBDW_REPLY_TYPE_BLOCK_STATUS,
+			  req->cookie, 4 + 8 * nd);
+		nbdw_put32(h + 20, nbdsrv_meta_id(i));
+		req->riov[niov].iov_base = h;
+		req->riov[niov++].iov_len = 24;
+		req->riov[niov].iov_base = desc;
+		req->riov[niov++].iov_len = 8 * (size_t)nd;
+		desc += 8 * (size_t)nd;
+		h += 24;
+	}
+	return niov;
+}
+
+/* Builds the reply of a finished request and queues it. */
+static void xmit_reply(struct nbdsrv_req *req)
+{
+	struct nbdsrv_conn *c = req->c;
+	unsigned n;
+
+	if (c->closing) {
+		xmit_release(req, true);
+		return;
+	}
+	if (!c->sr)
+		n = reply_simple(req);
+	else if (req->error)
+		n = reply_error_chunk(req);
+	else if (req->type == NBDW_CMD_READ)
+		n = reply_read(req);
+	else if (req->type == NBDW_CMD_BLOCK_STATUS)
+		n = reply_block_status(req);
+	else
+		n = reply_simple(req);
+	req->tx.iov = req->riov;
+	req->tx.iovcnt = n;
+	nbdsrv_tx_queue(c, &req->tx);
+	nbdsrv_tx_schedule(c);
+}
+
+static void xmit_fail(struct nbdsrv_req *req, uint32_t error, const char *msg)
+{
+	log_debug("nbd %s: command %u at %llu+%u refused: %s (%s)", req->c->name, req->type,
+		  (unsigned long long)req->offset, req->len, msg, nbdsrv_error_name(error));
+	req->error = error;
+	req->errmsg = msg;
+	xmit_reply(req);
+}
+
+/* ---- disk requests ----------------------------------------------------------------- */
+
+static enum nbdsrv_err_class req_class(const struct nbdsrv_req *req)
+{
+	switch (req->type) {
+	case NBDW_CMD_WRITE:
+		return NBDSRV_ERRC_WRITE;
+	case NBDW_CMD_WRITE_ZEROES:
+		return (req->flags & NBDW_CMD_FLAG_FAST_ZERO) ? NBDSRV_ERRC_FAST_ZERO
+							       : NBDSRV_ERRC_WRITE;
+	default:
+		return NBDSRV_ERRC_READ;
+	}
+}
+
+static void xmit_io_done(struct disk_io *io);
+
+static void xmit_submit(struct nbdsrv_req *req, struct disk_io *io, enum disk_op op,
+			uint32_t flags, uint64_t sector, uint64_t count)
+{
+	io->op = op;
+	io->flags = flags;
+	io->sector = sector;
+	io->count = count;
+	io->iov = NULL;
+	io->iovcnt = 0;
+	io->done = xmit_io_done;
+	io->opaque = req;
+	if (op == DISK_OP_READ || op == DISK_OP_WRITE) {
+		req->dio.iov_base = req->buf;
+		req->dio.iov_len = req->len;
+		io->iov = &req->dio;
+		io->iovcnt = 1;
+	}
+	req->pending++;
+	disk_submit(req->c->disk, io);
+}
+
+static void xmit_io_done(struct disk_io *io)
+{
+	struct nbdsrv_req *req = io->opaque;
+	struct nbdsrv_conn *c = req->c;
+
+	if (io == &req->io2) {
+		req->holes = io->status == DISK_OK && io->u.bs.nr > 0;
+	} else if (io->status != DISK_OK && req->error == 0) {
+		req->error = nbdsrv_error_of(io->status, io->os_errno, req_class(req));
+		req->errmsg = io->status == DISK_UNSUPPORTED &&
+			      (req->flags & NBDW_CMD_FLAG_FAST_ZERO)
+			      ? "zeroing this range would not be fast" : disk_status_str(io->status);
+		if (req->error == NBDW_ENOTSUP)
+			log_debug("nbd %s: fast zero at %llu+%u refused", c->name,
+				  (unsigned long long)req->offset, req->len);
+		else
+			log_warn("nbd %s: %s at %llu+%u failed: %s%s%s", c->name, disk_op_str(io->op),
+				 (unsigned long long)req->offset, req->len,
+				 disk_status_str(io->status), io->os_errno ? ": " : "",
+				 io->os_errno ? strerror(io->os_errno) : "");
+	}
+	if (--req->pending > 0)
+		return;
+	if (req->type == NBDW_CMD_TRIM && (req->flags & NBDW_CMD_FLAG_FUA) && req->stage == 0 &&
+	    req->error == 0) {
+		/* FUA on a trim: make it durable before answering. */
+		req->stage = 1;
+		xmit_submit(req, &req->io, DISK_OP_FLUSH, 0, 0, 0);
+		return;
+	}
+	xmit_reply(req);
+}
+
+/* Validates @req against the export and what was negotiated, then starts
+ * it. */
+static void xmit_dispatch(struct nbdsrv_req *req)
+{
+	struct nbdsrv_conn *c = req->c;
+	const uint16_t tf = c->tflags;
+	uint16_t allowed = (tf & NBDW_FLAG_SEND_FUA) ? NBDW_CMD_FLAG_FUA : 0;
+	const uint32_t mask = c->ss - 1;
+	bool is_write = false;
+	uint64_t end;
+
+	if (c->draining) {
+		xmit_fail(req, NBDW_ESHUTDOWN, "the server is shutting down");
+		return;
+	}
+	switch (req->type) {
+	case NBDW_CMD_READ:
+		if (tf & NBDW_FLAG_SEND_DF)
+			allowed |= NBDW_CMD_FLAG_DF;
+		break;
+	case NBDW_CMD_WRITE:
+		is_write = true;
+		break;
+	case NBDW_CMD_FLUSH:
+	case NBDW_CMD_CACHE:
+		break;
+	case NBDW_CMD_TRIM:
+		is_write = true;
+		if (!c->ro && !(tf & NBDW_FLAG_SEND_TRIM)) {
+			xmit_fail(req, NBDW_EINVAL, "trim is not supported by this export");
+			return;
+		}
+		break;
+	case NBDW_CMD_WRITE_ZEROES:
+		is_write = true;
+		allowed |= NBDW_CMD_FLAG_NO_HOLE;
+		if (tf & NBDW_FLAG_SEND_FAST_ZERO)
+			allowed |= NBDW_CMD_FLAG_FAST_ZERO;
+		break;
+	case NBDW_CMD_BLOCK_STATUS:
+		allowed |= NBDW_CMD_FLAG_REQ_ONE;
+		if (!c->meta_active) {
+			xmit_fail(req, NBDW_EINVAL, "no metadata context was negotiated");
+			return;
+		}
+		break;
+	default:
+		xmit_fail(req, NBDW_EINVAL, "unknown command");
+		return;
+	}
+	if (is_write && c->ro) {
+		xmit_fail(req, NBDW_EPERM, "the export is read-only");
+		return;
+	}
+	if (req->flags & ~allowed) {
+		xmit_fail(req, NBDW_EINVAL, "invalid flags for this command");
+		return;
+	}
+	if (req->type == NBDW_CMD_FLUSH) {
+		if (req->offset || req->len) {
+			xmit_fail(req, NBDW_EINVAL, "flush with a nonzero offset or length");
+			return;
+		}
+		xmit_submit(req, &req->io, DISK_OP_FLUSH, 0, 0, 0);
+		return;
+	}
+	if (ADD_OVERFLOW(req->offset, (uint64_t)req->len, &end) || end > c->size) {
+		if (req->type == NBDW_CMD_WRITE || req->type == NBDW_CMD_WRITE_ZEROES)
+			xmit_fail(req, NBDW_ENOSPC, "request beyond the end of the export");
+		else
+			xmit_fail(req, NBDW_EINVAL, "request beyond the end of the export");
+		return;
+	}
+	if (req->type == NBDW_CMD_TRIM) {
+		/* A hint: round inwards to whole sectors. */
+		uint64_t first = (req->offset + mask) >> c->shift, last = end >> c->shift;
+
+		if (last <= first) {
+			xmit_reply(req);
+			return;
+		}
+		xmit_submit(req, &req->io, DISK_OP_UNMAP, 0, first, last - first);
+		return;
+	}
+	if (req->type == NBDW_CMD_BLOCK_STATUS) {
+		uint64_t count;
+
+		if (req->len == 0 || (req->offset & mask)) {
+			xmit_fail(req, NBDW_EINVAL, req->len ? "unaligned offset" : "zero length");
+			return;
+		}
+		if (req_buf_reserve(req, XMIT_BS_BUF_BYTES) < 0) {
+			xmit_fail(req, NBDW_ENOMEM, "out of memory");
+			return;
+		}
+		count = MIN(((uint64_t)req->len + mask) >> c->shift, (uint64_t)(UINT32_MAX / c->ss));
+		req->io.u.bs.extents = req->buf;
+		req->io.u.bs.max = (req->flags & NBDW_CMD_FLAG_REQ_ONE) ? 1 : NBDSRV_BS_EXTENTS;
+		req->io.u.bs.nr = 0;
+		xmit_submit(req, &req->io, DISK_OP_BLOCK_STATUS, 0, req->offset >> c->shift, count);
+		return;
+	}
+	if ((req->offset | req->len) & mask) {
+		xmit_fail(req, NBDW_EINVAL, "request not aligned to the export's block size");
+		return;
+	}
+	if ((req->type == NBDW_CMD_READ || req->type == NBDW_CMD_WRITE) &&
+	    req->len > NBDSRV_MAX_PAYLOAD) {
+		xmit_fail(req, NBDW_EINVAL, "request larger than the maximum block size");
+		return;
+	}
+	if (req->len == 0) {
+		xmit_reply(req);
+		return;
+	}
+	switch (req->type) {
+	case NBDW_CMD_READ:
+		if (req_buf_reserve(req, req->len) < 0) {
+			xmit_fail(req, NBDW_ENOMEM, "out of memory");
+			return;
+		}
+		req->holes = false;
+		if (c->holes && req->len >= NBDSRV_HOLE_MIN_BYTES) {
+			req->io2.u.bs.extents = req->ext;
+			req->io2.u.bs.max = NBDSRV_READ_EXTENTS;
+			req->io2.u.bs.nr = 0;
+			/* Both in flight at once; completions are deferred,
+			 * so the count covers both before either finishes. */
+			xmit_submit(req, &req->io, DISK_OP_READ, 0, req->offset >> c->shift, 0);
+			xmit_submit(req, &req->io2, DISK_OP_BLOCK_STATUS, 0, req->offset >> c->shift,
+				    req->len >> c->shift);
+			return;
+		}
+		xmit_submit(req, &req->io, DISK_OP_READ, 0, req->offset >> c->shift, 0);
+		return;
+	case NBDW_CMD_WRITE:
+		xmit_submit(req, &req->io, DISK_OP_WRITE,
+			    (req->flags & NBDW_CMD_FLAG_FUA) ? DISK_IO_FUA : 0,
+			    req->offset >> c->shift, 0);
+		return;
+	case NBDW_CMD_WRITE_ZEROES: {
+		uint32_t f = 0;
+
+		if (req->flags & NBDW_CMD_FLAG_FUA)
+			f |= DISK_IO_FUA;
+		if (req->flags & NBDW_CMD_FLAG_NO_HOLE)
+			f |= DISK_IO_NO_UNMAP;
+		if (req->flags & NBDW_CMD_FLAG_FAST_ZERO)
+			f |= DISK_IO_FAST_ZERO;
+		xmit_submit(req, &req->io, DISK_OP_WRITE_ZEROES, f, req->offset >> c->shift,
+			    req->len >> c->shift);
+		return;
+	}
+	case NBDW_CMD_CACHE:
+		xmit_submit(req, &req->io, DISK_OP_CACHE, 0, req->offset >> c->shift,
+			    req->len >> c->shift);
+		return;
+	default:
+		xmit_fail(req, NBDW_EINVAL, "unknown command");
+		return;
+	}
+}
+
+/* ---- receiving requests -------------------------------------------------------------- */
+
+static void xmit_rx_cb(struct nbdsrv_conn *c, ssize_t res);
+
+static void xmit_payload_cb(struct nbdsrv_conn *c, ssize_t res)
+{
+	struct nbdsrv_req *req = c->payload_req;
+
+	if (res <= 0) {
+		if (c->draining && res == -ECANCELED) {
+			xmit_check_done(c);
+			return;
+		}
+		log_warn("nbd %s: client left in the middle of a %u-byte WRITE payload%s%s", c->name,
+			 req->len, res < 0 ? ": " : "", res < 0 ? strerror((int)-res) : "");
+		nbdsrv_conn_close(c, false, NULL);
+		return;
+	}
+	c->payload_got += (uint32_t)res;
+	if (c->payload_got < req->len) {
+		nbdsrv_rx(c, (char *)req->buf + c->payload_got, req->len - c->payload_got, true,
+			  xmit_payload_cb);
+		return;
+	}
+	c->payload_req = NULL;
+	xmit_dispatch(req);
+	xmit_pump(c);
+}
+
+static void xmit_disc(struct nbdsrv_conn *c, struct nbdsrv_req *req)
+{
+	c->disc = true;
+	xmit_release(req, false);
+	xmit_check_done(c);
+}
+
+/* Parses every complete request in the receive buffer, then receives
+ * more unless something says stop. */
+static void xmit_pump(struct nbdsrv_conn *c)
+{
+	while (!c->closing && !c->payload_req && !c->disc) {
+		size_t avail = c->rtail - c->rhead;
+		const uint8_t *h = c->rbuf + c->rhead;
+		struct nbdsrv_req *req;
+		uint64_t cost;
+		uint32_t len;
+		uint16_t type;
+
+		if (avail < NBDW_REQUEST_BYTES)
+			break;
+		if (nbdw_get32(h) != NBDW_REQUEST_MAGIC) {
+			log_warn("nbd %s: bad request magic 0x%08x: dropping the client", c->name,
+				 nbdw_get32(h));
+			nbdsrv_conn_close(c, false, NULL);
+			return;
+		}
+		type = nbdw_get16(h + 6);
+		len = nbdw_get32(h + 24);
+		if (type == NBDW_CMD_WRITE && len > NBDSRV_MAX_PAYLOAD) {
+			log_warn("nbd %s: WRITE of %u bytes is over the %u-byte limit: dropping the "
+				 "client", c->name, len, NBDSRV_MAX_PAYLOAD);
+			nbdsrv_conn_close(c, false, NULL);
+			return;
+		}
+		cost = (type == NBDW_CMD_READ || type == NBDW_CMD_WRITE) ? len : 0;
+		if (!c->free_slots ||
+		    (c->ninflight > 0 && c->inflight_bytes + cost > NBDSRV_INFLIGHT_BYTES)) {
+			c->rx_blocked = true;
+			return;
+		}
+		req = c->free_slots;
+		c->free_slots = req->next_free;
+		c->ninflight++;
+		c->nrequests++;
+		req->flags = nbdw_get16(h + 4);
+		req->type = type;
+		req->cookie = nbdw_get64(h + 8);
+		req->offset = nbdw_get64(h + 16);
+		req->len = len;
+		req->error = 0;
+		req->errmsg = NULL;
+		req->pending = 0;
+		req->stage = 0;
+		req->holes = false;
+		req->charged = cost;
+		c->inflight_bytes += cost;
+		c->rhead += NBDW_REQUEST_BYTES;
+		if (type == NBDW_CMD_DISC) {
+			xmit_disc(c, req);
+			return;
+		}
+		if (type == NBDW_CMD_WRITE && len > 0) {
+			size_t copy;
+
+			if (req_buf_reserve(req, len) < 0) {
+				/* The payload cannot be skipped without a buffer
+				 * to put it in. */
+				log_error("nbd %s: out of memory for a %u-byte WRITE: dropping the "
+					  "client", c->name, len);
+				nbdsrv_conn_close(c, false, NULL);
+				return;
+			}
+			copy = MIN((size_t)len, c->rtail - c->rhead);
+			memcpy(req->buf, c->rbuf + c->rhead, copy);
+			c->rhead += copy;
+			if (copy < len) {
+				c->payload_req = req;
+				c->payload_got = (uint32_t)copy;
+				if (c->draining)
+					return;   /* never arrives: released at close */
+				nbdsrv_rx(c, (char *)req->buf + copy, len - copy, true,
+					  xmit_payload_cb);
+				return;
+			}
+		}
+		xmit_dispatch(req);
+	}
+	if (c->closing || c->draining || c->disc || c->payload_req || c->rx_blocked)
+		return;
+	if (c->rx_busy || c->rx_task_busy)
+		return;
+	if (c->rhead == c->rtail) {
+		c->rhead = c->rtail = 0;
+	} else if (NBDSRV_RBUF_BYTES - c->rtail < NBDSRV_RBUF_BYTES / 2) {
+		memmove(c->rbuf, c->rbuf + c->rhead, c->rtail - c->rhead);
+		c->rtail -= c->rhead;
+		c->rhead = 0;
+	}
+	nbdsrv_rx(c, c->rbuf + c->rtail, NBDSRV_RBUF_BYTES - c->rtail, false, xmit_rx_cb);
+}
+
+static void xmit_rx_cb(struct nbdsrv_conn *c, ssize_t res)
+{
+	if (res <= 0) {
+		if (c->draining && res == -ECANCELED) {
+			xmit_check_done(c);
+			return;
+		}
+		if (res == 0 && c->rhead == c->rtail) {
+			nbdsrv_conn_close(c, true, "client closed the connection");
+		} else if (res == 0) {
+			log_warn("nbd %s: client left in the middle of a request header", c->name);
+			nbdsrv_conn_close(c, false, NULL);
+		} else {
+			log_warn("nbd %s: receive failed: %s", c->name, strerror((int)-res));
+			nbdsrv_conn_close(c, false, NULL);
+		}
+		return;
+	}
+	c->rtail += (size_t)res;
+	xmit_pump(c);
+}
+
+/* ---- phase entry and exit ---------------------------------------------------------------- */
+
+void nbdsrv_xmit_begin(struct nbdsrv_conn *c, struct nbdsrv_export *e)
+{
+	const struct disk_info *info = disk_get_info(e->disk);
+
+	c->phase = NBDSRV_PH_TRANSMIT;
+	c->exp = e;
+	c->disk = e->disk;
+	c->ss = info->sector_size;
+	c->shift = info->sector_shift;
+	c->size = disk_sector_count(e->disk) << c->shift;
+	c->tflags = nbdsrv_tflags(e, c->sr);
+	c->ro = e->read_only;
+	c->holes = c->sr && (info->caps & DISK_CAP_BLOCK_STATUS);
+	c->nslots = c->srv->opts.max_requests;
+	c->slots = calloc(c->nslots, sizeof(*c->slots));
+	c->rbuf = malloc(NBDSRV_RBUF_BYTES);
+	c->xmit_task.fn = xmit_task_fn;
+	if (!c->slots || !c->rbuf) {
+		log_error("nbd %s: out of memory entering transmission", c->name);
+		nbdsrv_conn_close(c, false, NULL);
+		return;
+	}
+	for (unsigned i = c->nslots; i-- > 0;) {
+		struct nbdsrv_req *req = &c->slots[i];
+
+		req->c = c;
+		req->tx.sent = xmit_req_sent;
+		req->next_free = c->free_slots;
+		c->free_slots = req;
+	}
+	log_debug("nbd %s: export '%s' (%llu bytes, flags 0x%x%s%s)", c->name, e->name,
+		  (unsigned long long)c->size, c->tflags, c->sr ? ", structured" : "",
+		  c->tls ? ", TLS" : "");
+	if (c->draining || atomic_load(&c->srv->stop_requested)) {
+		/* The stop reached this worker before transmission began. */
+		nbdsrv_xmit_drain(c);
+		return;
+	}
+	xmit_pump(c);
+}
+
+void nbdsrv_xmit_drain(struct nbdsrv_conn *c)
+{
+	if (c->closing)
+		return;
+	c->draining = true;
+	if (c->phase != NBDSRV_PH_TRANSMIT || !c->slots)
+		return;
+	/* Stop receiving; requests already buffered are parsed and, with
+	 * draining set, answered with ESHUTDOWN. */
+	nbdsrv_rx_cancel(c);
+	if (!c->payload_req)
+		xmit_pump(c);
+	xmit_check_done(c);
+}
+
+void nbdsrv_xmit_free(struct nbdsrv_conn *c)
+{
+	if (c->slots) {
+		for (unsigned i = 0; i < c->nslots; i++)
+			req_buf_drop(&c->slots[i]);
+		free(c->slots);
+		c->slots = NULL;
+	}
+	free(c->rbuf);
+	c->rbuf = NULL;
+}
