@@ -37,6 +37,7 @@ static const struct tool_command tool_commands[] = {
 	{ "info",  cmd_info,  "show a disk's geometry, properties and layer tree" },
 	{ "copy",  cmd_copy,  "copy one disk stack to another (sparse-aware)" },
 	{ "bench", cmd_bench, "in-process load generator (IOPS, bandwidth, latency)" },
+	{ "ublk",  cmd_ublk,  "serve a disk as /dev/ublkbN (add, list, del, recover)" },
 	{ NULL, NULL, NULL },
 };
 
@@ -102,7 +103,7 @@ static int cmd_help(int argc, char **argv)
 	}
 	const struct tool_command *c = tool_command_find(argv[1]);
 	if (!c)
-		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench; "
+		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, ublk; "
 					"or 'specs')", argv[1]);
 	char *sub[] = { (char *)c->name, (char *)"--help", NULL };
 	return c->run(2, sub);
