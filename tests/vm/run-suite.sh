@@ -10,15 +10,11 @@
 kernel=$1 suite=$2
 shift 2
 vm_requires
-case $kernel in
-6.12) vm_prepare_612; mods="ublk_drv nbd ext4 crc32c_generic loop virtio_blk virtio_net" ;;
-6.1) vm_prepare_61; mods="nbd ext4 crc32c_generic loop virtio_blk virtio_net" ;;
-*) vm_die "unknown kernel '$kernel'" ;;
-esac
+vm_prepare "$kernel"
 work=$(mktemp -d "${TMPDIR:-/tmp}/diskstack-vm.XXXXXX")
 [ "${DISKSTACK_VM_KEEP:-0}" = 1 ] || trap 'rm -rf "$work"' EXIT
 INITRD=$work/initrd.img
-vm_initrd "$INITRD" "$suite" "$mods"
+vm_initrd "$INITRD" "$suite"
 log=$work/console-$kernel-$suite.log
 vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-420}" "${VM_APPEND:-}" -nic none "$@"
 vm_results "$log" "$kernel/$suite"

@@ -17,8 +17,9 @@
 # runs on the same machine reuse it), under a lock. Functions:
 #
 #   vm_requires                  skip (77) unless the host tools are there
-#   vm_prepare_612 / vm_prepare_61   set KDIR, KVER, KERNEL (and EXTRA_KO)
-#   vm_initrd OUT SUITE MODS...   build the initramfs for $KDIR/$KVER
+#   vm_prepare KERNEL             6.12 or 6.1: sets KDIR, KVER, KERNEL, MODS
+#                                (and EXTRA_KO, the out-of-tree ublk_drv.ko)
+#   vm_initrd OUT SUITE           build the initramfs for $KDIR/$KVER
 #   vm_boot LOG TIMEOUT APPEND [qemu args...]   boot, console to LOG
 #   vm_results LOG NAME          print the guest's results; 0 pass, 1 fail
 set -uo pipefail
@@ -173,6 +174,19 @@ vm_prepare_61()
 	[ -f "$KERNEL" ] || vm_die "no kernel image $KERNEL"
 }
 
+# Modules every guest gets (with their dependencies); built-in ones are
+# skipped. ublk_drv is staged but left for modprobe to load.
+VM_MODS_COMMON="nbd ext4 crc32c_generic loop virtio_pci virtio_blk virtio_net"
+
+vm_prepare()
+{
+	case $1 in
+	6.12) vm_prepare_612; MODS="ublk_drv $VM_MODS_COMMON" ;;
+	6.1) vm_prepare_61; MODS="$VM_MODS_COMMON" ;;
+	*) vm_die "unknown kernel '$1' (6.12 or 6.1)" ;;
+	esac
+}
+
 # ---- initramfs ---------------------------------------------------------------
 
 # Host programs copied into every guest (with their shared libraries).
@@ -271,11 +285,11 @@ _vm_build_base()
 	return $rc
 }
 
-# vm_initrd OUT SUITE "MODS": the initramfs for $KDIR/$KVER: the cached base
-# plus a fresh archive with diskstack, the guest scripts and SUITE.
+# vm_initrd OUT SUITE: the initramfs for $KDIR/$KVER: the cached base (with
+# $MODS) plus a fresh archive with diskstack, the guest scripts and SUITE.
 vm_initrd()
 {
-	local out=$1 suite=$2 mods=$3 key base st
+	local out=$1 suite=$2 mods=$MODS key base st
 	key=$(printf '%s\n' "$VM_BASE_VERSION" "$KVER" "$mods" "$EXTRA_KO" $VM_PROGS $VM_OPT_PROGS \
 		"$(ls -l --time-style=+%s $VM_PROGS $VM_OPT_PROGS /bin/busybox 2>/dev/null)" |
 		md5sum | cut -c1-12)
@@ -322,7 +336,7 @@ vm_boot()
 vm_results()
 {
 	local log=$1 name=$2 fails passes skips
-	grep -a '^VMTEST:' "$log" | sed "s#^VMTEST:#[$name]#"
+	grep -a '^VMTEST:' "$log" | tr -d '\r' | sed "s#^VMTEST:#[$name]#"
 	if grep -aqE 'Kernel panic|BUG:|Oops|WARNING: CPU|blocked for more than' "$log"; then
 		echo "[$name] FAIL kernel trouble on the console:"
 		grep -aE -A20 'Kernel panic|BUG:|Oops|WARNING: CPU|blocked for more than' "$log" | head -n 60
