@@ -97,29 +97,6 @@ static void ublk_usage(FILE *fp)
 
 /* ---- small helpers -------------------------------------------------------- */
 
-/* True when @pid exists and is not a zombie. */
-static bool ublk_pid_alive(int pid)
-{
-	char path[64], buf[512];
-	const char *p;
-	FILE *fp;
-	size_t n;
-
-	if (pid <= 0)
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	fp = fopen(path, "re");
-	if (!fp)
-		return kill(pid, 0) == 0 || errno == EPERM;
-	n = fread(buf, 1, sizeof(buf) - 1, fp);
-	fclose(fp);
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	if (!p || p[1] != ' ')
-		return true;
-	return p[2] != 'Z' && p[2] != 'X' && p[2] != 'x';
-}
-
 /* True when @pid runs the diskstack binary (so SIGTERM means "tear down"). */
 static bool ublk_pid_is_diskstack(int pid)
 {
@@ -825,7 +802,7 @@ static int ublk_cmd_list(int argc, char **argv)
 				break;
 		}
 		if (pid > 0)
-			snprintf(pidbuf, sizeof(pidbuf), "%d%s", pid, ublk_pid_alive(pid) ? "" : " (exited)");
+			snprintf(pidbuf, sizeof(pidbuf), "%d%s", pid, ubsrv_pid_alive(pid) ? "" : " (exited)");
 		else
 			snprintf(pidbuf, sizeof(pidbuf), "-");
 		if (c.json) {
@@ -833,7 +810,7 @@ static int ublk_cmd_list(int argc, char **argv)
 			       "\"state\": \"%s\", \"size\": %" PRIu64 ", \"queues\": %u, \"depth\": %u, "
 			       "\"copy\": \"%s\", \"pid\": %d, \"server_alive\": %s, \"spec\": ",
 			       i ? "," : "", ids[i], ids[i], state, size, queues, depth,
-			       user_copy ? "user" : "kernel", pid, ublk_pid_alive(pid) ? "true" : "false");
+			       user_copy ? "user" : "kernel", pid, ubsrv_pid_alive(pid) ? "true" : "false");
 			if (have_rec)
 				tool_json_string(stdout, rec.spec);
 			else
@@ -909,7 +886,7 @@ static int ublk_cmd_del(int argc, char **argv)
 	free(mnt);
 
 	pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : have_rec ? rec.pid : -1;
-	if (pid > 0 && ublk_pid_alive(pid) && ublk_pid_is_diskstack(pid) &&
+	if (pid > 0 && ubsrv_pid_alive(pid) && ublk_pid_is_diskstack(pid) &&
 	    info.state != UBSRV_S_DEV_DEAD) {
 		/* Its server tears it down in order. */
 		uint64_t deadline = reactor_now_ns() + (uint64_t)UBLK_DEL_WAIT_MS * 1000000u;
@@ -920,11 +897,11 @@ static int ublk_cmd_del(int argc, char **argv)
 		}
 		while (reactor_now_ns() < deadline) {
 			ret = ubsrv_ctrl_get_dev_info(ctrl, id, &info);
-			if (ret == -ENODEV || !ublk_pid_alive(pid))
+			if (ret == -ENODEV || !ubsrv_pid_alive(pid))
 				break;
 			usleep(20000);
 		}
-		if (ret != -ENODEV && ublk_pid_alive(pid)) {
+		if (ret != -ENODEV && ubsrv_pid_alive(pid)) {
 			tool_error(cmd, "the server of ublk%" PRIu32 " (pid %d) did not stop within %u s",
 				   id, pid, UBLK_DEL_WAIT_MS / 1000);
 			goto out;

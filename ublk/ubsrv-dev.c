@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +129,29 @@ int ubsrv_params_build(const struct disk_info *info, uint64_t sectors, bool read
 		}
 	}
 	return 0;
+}
+
+bool ubsrv_pid_alive(int pid)
+{
+	char path[64], buf[512];
+	const char *p;
+	FILE *fp;
+	size_t n;
+
+	if (pid <= 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	fp = fopen(path, "re");
+	if (!fp)
+		return kill(pid, 0) == 0 || errno == EPERM;
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	/* "pid (comm) S ...": the state follows the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || p[1] != ' ')
+		return true;
+	return p[2] != 'Z' && p[2] != 'X' && p[2] != 'x';
 }
 
 /* ---- queue start-up handshake --------------------------------------------------- */
@@ -498,12 +522,12 @@ int ubsrv_dev_recover(struct ubsrv_ctrl *c, struct disk *d, uint32_t id,
 			   "'diskstack ublk del %u'", id, id);
 		return -EINVAL;
 	}
-	if (info.state == UBSRV_S_DEV_LIVE && info.ublksrv_pid > 0 &&
-	    kill(info.ublksrv_pid, 0) == 0) {
-		/* A live pid may also be a dying one the kernel has not
-		 * noticed yet; START_USER_RECOVERY tells (with -EBUSY). */
-		log_debug("ublk%u: state live, server pid %d still exists; trying anyway", id,
-			  info.ublksrv_pid);
+	/* LIVE with a dead server is normal for a moment (6.1 notices within
+	 * 5 s); LIVE with a running one is a mistake. */
+	if (info.state == UBSRV_S_DEV_LIVE && ubsrv_pid_alive(info.ublksrv_pid)) {
+		ubsrv_errf(err, errlen, "ublk%u is live, served by pid %d: recover attaches a server "
+			   "to a device whose server died", id, info.ublksrv_pid);
+		return -EBUSY;
 	}
 	ret = ubsrv_ctrl_get_params(c, id, &params);
 	if (ret < 0) {

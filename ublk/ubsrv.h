@@ -134,6 +134,10 @@ int ubsrv_dev_serve(struct ubsrv_dev *dev, int sigfd);
  */
 int ubsrv_dev_stop(struct ubsrv_dev *dev);
 
+/* True when process @pid exists and has not exited (a zombie counts as
+ * exited: nobody may have reaped a dead daemon yet). */
+bool ubsrv_pid_alive(int pid);
+
 /* ---- device records (/run/diskstack/ublk/<id>) -------------------------- */
 
 struct ubsrv_record {

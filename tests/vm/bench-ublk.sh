@@ -3,17 +3,19 @@
 # bench-ublk.sh [KERNEL...]: the ublk benchmark in a QEMU TCG guest (not part
 # of make check). fio 4k randread/randwrite at QD32 on /dev/ublkb0 served
 # from a file (diskstack ublk add file:..., kernel copy and USER_COPY where
-# the kernel has it) against /dev/loop0 on the same file, alternating in one
-# boot; prints medians and ratios. KERNEL: 6.12 (default) and/or 6.1.
+# the kernel has it) against a loop device on the same file, alternating in
+# one boot (tests/vm/guest-bench.sh); prints medians and ratios.
+# KERNEL: 6.12 (default) and/or 6.1.
 # Environment: BENCH_RUNTIME (seconds per run, default 10), BENCH_ROUNDS
-# (default 3), plus the DISKSTACK_VM_* knobs of vm-lib.sh.
-# TCG emulates every instruction: only the ratios mean anything.
+# (default 3), BENCH_SCENARIOS ("tmpfs direct"), plus the DISKSTACK_VM_*
+# knobs of vm-lib.sh. TCG emulates every instruction: only ratios count.
 . "$(dirname "$0")/vm-lib.sh"
 vm_requires
 kernels=("$@")
 [ ${#kernels[@]} -gt 0 ] || kernels=(6.12)
 runtime=${BENCH_RUNTIME:-10}
 rounds=${BENCH_ROUNDS:-3}
+scenarios=${BENCH_SCENARIOS:-tmpfs direct}
 work=$(mktemp -d "${TMPDIR:-/tmp}/diskstack-vm-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
@@ -26,8 +28,12 @@ for kernel in "${kernels[@]}"; do
 	INITRD=$work/initrd-$kernel.img
 	vm_initrd "$INITRD" bench
 	log=$work/console-$kernel-bench.log
-	tmo=$(( (runtime + 4) * rounds * 6 + 240 ))
-	vm_boot "$log" "$tmo" "ds.runtime=$runtime ds.rounds=$rounds" -nic none
+	rm -f "$work/vda.img"
+	truncate -s 1G "$work/vda.img"
+	nsc=$(echo $scenarios | wc -w)
+	tmo=$(( (runtime + 6) * rounds * 6 * nsc + 300 ))
+	vm_boot "$log" "$tmo" "ds.runtime=$runtime ds.rounds=$rounds ds.scenarios=${scenarios// /,}" \
+		-nic none -drive "file=$work/vda.img,format=raw,if=virtio,cache=unsafe"
 	if ! grep -aq '^VMTEST: PASS bench' "$log"; then
 		grep -a '^VMTEST' "$log"
 		tail -n 30 "$log"
@@ -37,16 +43,18 @@ for kernel in "${kernels[@]}"; do
 	# The serial console ends lines with CR LF.
 	grep -a '^VMTEST: INFO' "$log" | tr -d '\r' | sed 's/^VMTEST: INFO //'
 	res=$(grep -a '^VMTEST: RESULT' "$log" | tr -d '\r' | sed 's/^VMTEST: RESULT //')
-	printf '%-8s %-10s %-10s %10s %s\n' kernel job device "median IOPS" "(runs)"
-	for job in randread randwrite; do
-		loop=$(echo "$res" | awk -v j=$job '$1 == "loop" && $2 == j { print $4 }' | median)
-		for dev in loop ublk-kernel ublk-user; do
-			runs=$(echo "$res" | awk -v d=$dev -v j=$job '$1 == d && $2 == j { print $4 }')
-			[ -n "$runs" ] || continue
-			med=$(echo "$runs" | median)
-			ratio=$(awk -v a="$med" -v b="$loop" 'BEGIN { printf (b > 0 ? "%.2fx loop" : "-"), a / b }')
-			printf '%-8s %-10s %-12s %10.0f  %s  (%s)\n' "$kernel" "$job" "$dev" "$med" \
-				"$ratio" "$(echo $runs | tr ' ' '/')"
+	printf '%-7s %-9s %-10s %-12s %10s  %-10s %s\n' kernel scenario job device "median IOPS" ratio runs
+	for sc in $scenarios; do
+		for job in randread randwrite; do
+			loop=$(echo "$res" | awk -v s=$sc -v j=$job '$1 == s && $2 == "loop" && $3 == j { print $5 }' | median)
+			for dev in loop ublk-kernel ublk-user; do
+				runs=$(echo "$res" | awk -v s=$sc -v d=$dev -v j=$job '$1 == s && $2 == d && $3 == j { print $5 }')
+				[ -n "$runs" ] || continue
+				med=$(echo "$runs" | median)
+				ratio=$(awk -v a="$med" -v b="$loop" 'BEGIN { printf (b > 0 ? "%.2fx loop" : "-"), a / b }')
+				printf '%-7s %-9s %-10s %-12s %10.0f  %-10s (%s)\n' "$kernel" "$sc" "$job" "$dev" \
+					"$med" "$ratio" "$(echo $runs | tr ' ' '/')"
+			done
 		done
 	done
 done
