@@ -802,7 +802,7 @@ static int ublk_cmd_list(int argc, char **argv)
 				break;
 		}
 		if (pid > 0)
-			snprintf(pidbuf, sizeof(pidbuf), "%d%s", pid, ubsrv_pid_alive(pid) ? "" : " (exited)");
+			snprintf(pidbuf, sizeof(pidbuf), "%d%s", pid, ubsrv_pid_alive(pid) ? "" : "(exited)");
 		else
 			snprintf(pidbuf, sizeof(pidbuf), "-");
 		if (c.json) {
