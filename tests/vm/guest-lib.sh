@@ -96,4 +96,11 @@ run_test()
 	*) [ -e "$T/.failed" ] || echo "VMTEST: FAIL $TNAME: exit $_rc" ;;
 	esac
 	cleanup_all
+	# A sanitizer build (tests run with an ASan/UBSan diskstack) reports
+	# into the servers' stderr, which is $T/ds.err.
+	sleep 0.2
+	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/ds.err" 2>/dev/null; then
+		echo "VMTEST: FAIL $TNAME: sanitizer report"
+		grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/ds.err" | head -n 60
+	fi
 }
