@@ -43,6 +43,7 @@ static const struct tool_command tool_commands[] = {
 	{ "bench", cmd_bench, "in-process load generator (IOPS, bandwidth, latency)" },
 	{ "create", cmd_create, "create a raw, fixed-VHD or SQLite (.dbhd) disk image" },
 	{ "serve", cmd_serve, "serve disks over NBD (TCP, Unix socket, stdio, TLS)" },
+	{ "ublk",  cmd_ublk,  "serve a disk as /dev/ublkbN (add, list, del, recover)" },
 	{ NULL, NULL, NULL },
 };
 
@@ -111,7 +112,7 @@ static int cmd_help(int argc, char **argv)
 	}
 	const struct tool_command *c = tool_command_find(argv[1]);
 	if (!c)
-		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve; "
+		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve, ublk; "
 					"or 'specs')", argv[1]);
 	char *sub[] = { (char *)c->name, (char *)"--help", NULL };
 	return c->run(2, sub);

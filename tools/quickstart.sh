@@ -11,8 +11,10 @@
 #   tools/quickstart.sh deps    only install what is missing
 #
 # Environment: JOBS (default: number of CPUs), QUICKSTART_SKIP_VALGRIND=1,
-# QUICKSTART_SKIP_ASAN=1, QUICKSTART_SKIP_CLANG=1 to leave a suite out
-# (each skip is reported in the summary).
+# QUICKSTART_SKIP_ASAN=1, QUICKSTART_SKIP_CLANG=1, QUICKSTART_SKIP_VM=1 to
+# leave a suite out (each skip is reported in the summary). The VM suite
+# (make check-vm: ublk and the kernel NBD client in QEMU guests) caches its
+# kernel downloads in ${XDG_CACHE_HOME:-/var/cache}/diskstack-vm.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,13 +49,26 @@ test_pkgs=(
 	python3-cryptography
 	openssl
 )
+# tests/vm: QEMU guests running Debian's 6.12 and 6.1 kernels (ublk_drv.ko for
+# 6.1 is built from linux-source-6.1 against the matching headers).
+vm_pkgs=(
+	qemu-system-x86
+	busybox-static
+	linux-source-6.1
+	linux-headers-amd64
+	kmod
+	cpio
+	xz-utils
+	zstd
+	nbd-client
+)
 
 say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 install_deps() {
 	local missing=() p
-	for p in "${build_pkgs[@]}" "${test_pkgs[@]}"; do
+	for p in "${build_pkgs[@]}" "${test_pkgs[@]}" "${vm_pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
 			missing+=("$p")
 	done
@@ -64,8 +79,11 @@ install_deps() {
 	[ "$(id -u)" -eq 0 ] || die "missing packages (${missing[*]}); run as root or install them"
 	say "installing: ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# flock: several builds may share the machine (and its dpkg lock).
+	local lock=()
+	command -v flock >/dev/null && lock=(flock /tmp/apt.lock)
+	"${lock[@]}" apt-get update -qq
+	"${lock[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 autogen() {
@@ -143,6 +161,12 @@ cmd_test() {
 	else
 		configure_build build-asan --enable-werror --enable-sanitizers CC=clang
 		run_suite asan build-asan check
+	fi
+
+	if [ "${QUICKSTART_SKIP_VM:-0}" = 1 ]; then
+		say "VM suite skipped (QUICKSTART_SKIP_VM=1)"
+	else
+		run_suite vm build check-vm
 	fi
 
 	echo "diskstack: $passed passed, $failed failed, $skipped skipped"

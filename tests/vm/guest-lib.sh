@@ -1,0 +1,106 @@
+# SPDX-License-Identifier: MIT
+# guest-lib.sh: helpers for the guest scripts of tests/vm (busybox sh).
+#
+#   run_test NAME FUNC   runs FUNC in a subshell with a fresh $T directory,
+#                        prints "VMTEST: PASS|FAIL|SKIP NAME", cleans up
+#   fail MSG / skip MSG  (inside FUNC) report and return non-zero
+#   info MSG             an informational result line
+#   ds ARGS...           the diskstack command (stderr into $T/ds.err)
+#   ublk_up ARGS...      diskstack ublk add ... --daemon; prints the device
+#   wait_for COND SECS   polls the shell condition COND every 0.1 s
+DS=/usr/bin/diskstack
+# Real util-linux/e2fsprogs binaries: busybox's shell prefers its own applets
+# (blkdiscard without -z, mke2fs without ext4) over $PATH.
+BLKDISCARD=/usr/sbin/blkdiscard
+FALLOCATE=/usr/bin/fallocate
+LOSETUP=/usr/sbin/losetup
+MKFS_EXT4="/usr/sbin/mke2fs -t ext4"
+E2FSCK=/usr/sbin/e2fsck
+T=/tmp/t
+KV=$(uname -r)
+
+info() { echo "VMTEST: INFO $*"; }
+fail()
+{
+	echo "VMTEST: FAIL $TNAME: $*"
+	: > "$T/.failed"
+	[ -s "$T/ds.err" ] && sed 's/^/    stderr: /' "$T/ds.err" | tail -n 20
+	return 1
+}
+skip() { echo "VMTEST: SKIP $TNAME: $*"; return 77; }
+
+ds() { "$DS" "$@" 2>>"$T/ds.err"; }
+
+now() { cut -d' ' -f1 /proc/uptime; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+wait_for()
+{
+	_cond=$1
+	_n=$(($2 * 10))
+	while [ $_n -gt 0 ]; do
+		eval "$_cond" && return 0
+		sleep 0.1
+		_n=$((_n - 1))
+	done
+	return 1
+}
+
+# ublk_up ARGS...: starts a daemon serving ARGS; prints /dev/ublkbN.
+ublk_up()
+{
+	timeout 120 "$DS" ublk add "$@" --daemon 2>>"$T/ds.err"
+}
+
+# The id N of /dev/ublkbN.
+dev_id() { echo "${1#/dev/ublkb}"; }
+
+# The state of device N as `ublk list` shows it.
+ublk_state()
+{
+	"$DS" ublk list 2>/dev/null | awk -v id="$1" '$1 == id { print $2 }'
+}
+
+# Removes everything a test may have left: mounts, servers, devices.
+cleanup_all()
+{
+	for m in /mnt/*; do
+		grep -q " $m " /proc/mounts && umount -f "$m" 2>/dev/null
+	done
+	for p in "$T"/*.pid; do
+		[ -f "$p" ] || continue
+		kill -TERM "$(cat "$p")" 2>/dev/null
+	done
+	sleep 0.2
+	for c in /sys/class/ublk-char/ublkc*; do
+		[ -e "$c" ] || continue
+		timeout 60 "$DS" ublk del --force "${c##*/ublkc}" >/dev/null 2>&1
+	done
+	for p in "$T"/*.pid; do
+		[ -f "$p" ] && kill -KILL "$(cat "$p")" 2>/dev/null
+	done
+}
+
+run_test()
+{
+	TNAME=$1
+	rm -rf "$T"
+	mkdir -p "$T"
+	echo "VMTEST: RUN $TNAME (t=$(now))"
+	_t0=$(now)
+	( cd "$T" && "$2" )
+	_rc=$?
+	case $_rc in
+	0) echo "VMTEST: PASS $TNAME ($(elapsed "$_t0") s)" ;;
+	77) ;;
+	*) [ -e "$T/.failed" ] || echo "VMTEST: FAIL $TNAME: exit $_rc" ;;
+	esac
+	cleanup_all
+	# A sanitizer build (tests run with an ASan/UBSan diskstack) reports
+	# into the servers' stderr, which is $T/ds.err.
+	sleep 0.2
+	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/ds.err" 2>/dev/null; then
+		echo "VMTEST: FAIL $TNAME: sanitizer report"
+		grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/ds.err" | head -n 60
+	fi
+}
