@@ -69,17 +69,6 @@ struct vhd1 {
 	struct vhd1_footer footer;
 };
 
-static void PRINTF_FMT(3, 4) vhd1_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static uint32_t be32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -124,13 +113,13 @@ int vhd1_parse_footer(const uint8_t raw[VHD1_FOOTER_BYTES], uint64_t file_len,
 
 	/* 1. File size. */
 	if (file_len < VHD1_FOOTER_BYTES || file_len % 512) {
-		vhd1_err(err, errlen, "invalid VHD file size %" PRIu64
+		(void)errbuf_printf(err, errlen, "invalid VHD file size %" PRIu64
 			 " (must be at least 512 and a multiple of 512)", file_len);
 		return -EINVAL;
 	}
 	/* 2. Cookie. */
 	if (memcmp(raw + F_COOKIE, vhd1_cookie, sizeof(vhd1_cookie)) != 0) {
-		vhd1_err(err, errlen, "invalid VHD footer cookie (the last 512 bytes do not start "
+		(void)errbuf_printf(err, errlen, "invalid VHD footer cookie (the last 512 bytes do not start "
 			 "with \"conectix\"; not a fixed VHD)");
 		return -EINVAL;
 	}
@@ -138,28 +127,28 @@ int vhd1_parse_footer(const uint8_t raw[VHD1_FOOTER_BYTES], uint64_t file_len,
 	stored = be32(raw + F_CHECKSUM);
 	computed = vhd1_checksum(raw);
 	if (stored != computed) {
-		vhd1_err(err, errlen, "invalid VHD footer checksum (stored 0x%08x, computed 0x%08x)",
+		(void)errbuf_printf(err, errlen, "invalid VHD footer checksum (stored 0x%08x, computed 0x%08x)",
 			 stored, computed);
 		return -EINVAL;
 	}
 	/* 4. Version. */
 	version = be32(raw + F_VERSION);
 	if (version != VHD1_VERSION) {
-		vhd1_err(err, errlen, "unsupported VHD version 0x%08x (want 0x%08x)", version,
+		(void)errbuf_printf(err, errlen, "unsupported VHD version 0x%08x (want 0x%08x)", version,
 			 VHD1_VERSION);
 		return -EINVAL;
 	}
 	/* 5. Fixed. */
 	type = be32(raw + F_DISK_TYPE);
 	if (type != VHD1_TYPE_FIXED) {
-		vhd1_err(err, errlen, "non-fixed VHD not supported on Linux (disk type %u: %s)", type,
+		(void)errbuf_printf(err, errlen, "non-fixed VHD not supported on Linux (disk type %u: %s)", type,
 			 type == 3 ? "dynamic" : type == 4 ? "differencing" : "unknown");
 		return -ENOTSUP;
 	}
 	/* 6. Current size. */
 	size = be64(raw + F_CURRENT_SIZE);
 	if (size > file_len - VHD1_FOOTER_BYTES || size % 512 || size == 0) {
-		vhd1_err(err, errlen, "invalid VHD disk size %" PRIu64 " (the file holds %" PRIu64
+		(void)errbuf_printf(err, errlen, "invalid VHD disk size %" PRIu64 " (the file holds %" PRIu64
 			 " data bytes; the size must be a non-zero multiple of 512 that fits)", size,
 			 file_len - VHD1_FOOTER_BYTES);
 		return -EINVAL;
@@ -307,19 +296,19 @@ static int vhd1_create(const char *path, uint64_t size, char *err, size_t errlen
 	int r;
 
 	if (size == 0 || size % 512 || size > (uint64_t)INT64_MAX - 512) {
-		vhd1_err(err, errlen, "create size %" PRIu64 " must be a non-zero multiple of 512",
+		(void)errbuf_printf(err, errlen, "create size %" PRIu64 " must be a non-zero multiple of 512",
 			 size);
 		return -EINVAL;
 	}
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
 	if (fd < 0) {
 		r = -errno;
-		vhd1_err(err, errlen, "%s", strerror(-r));
+		(void)errbuf_printf(err, errlen, "%s", strerror(-r));
 		return r;
 	}
 	r = vhd1_write_footer(fd, size);
 	if (r < 0)
-		vhd1_err(err, errlen, "cannot write the VHD footer: %s", strerror(-r));
+		(void)errbuf_printf(err, errlen, "cannot write the VHD footer: %s", strerror(-r));
 	return r;
 }
 
@@ -336,11 +325,11 @@ static int vhd1_read_footer(const char *path, bool read_only, struct vhd1_footer
 	fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		r = -errno;
-		vhd1_err(err, errlen, "%s", strerror(-r));
+		(void)errbuf_printf(err, errlen, "%s", strerror(-r));
 		return r;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		vhd1_err(err, errlen, "a VHD must be a regular file");
+		(void)errbuf_printf(err, errlen, "a VHD must be a regular file");
 		return -EINVAL;
 	}
 	memset(raw, 0, sizeof(raw));
@@ -348,11 +337,11 @@ static int vhd1_read_footer(const char *path, bool read_only, struct vhd1_footer
 		n = pread(fd, raw, sizeof(raw), st.st_size - VHD1_FOOTER_BYTES);
 		if (n < 0) {
 			r = -errno;
-			vhd1_err(err, errlen, "cannot read the footer: %s", strerror(-r));
+			(void)errbuf_printf(err, errlen, "cannot read the footer: %s", strerror(-r));
 			return r;
 		}
 		if (n != (ssize_t)sizeof(raw)) {
-			vhd1_err(err, errlen, "cannot read the footer: short read");
+			(void)errbuf_printf(err, errlen, "cannot read the footer: short read");
 			return -EIO;
 		}
 	}
@@ -391,7 +380,7 @@ int vhd1_open(const char *path, const struct vhd1_opts *opts, struct disk **out,
 	/* The file may have changed between the two opens. */
 	if (disk_sector_count(lower) != v->footer.current_size / 512 ||
 	    disk_sector_size(lower) != 512) {
-		vhd1_err(err, errlen, "the file changed while it was being opened");
+		(void)errbuf_printf(err, errlen, "the file changed while it was being opened");
 		r = -EAGAIN;
 		goto fail;
 	}
@@ -405,7 +394,7 @@ int vhd1_open(const char *path, const struct vhd1_opts *opts, struct disk **out,
 	info.optimal_unmap_sectors = 1;
 	r = disk_new(&vhd1_ops, &info, v, lower, out);
 	if (r < 0) {
-		vhd1_err(err, errlen, "%s", strerror(-r));
+		(void)errbuf_printf(err, errlen, "%s", strerror(-r));
 		goto fail;
 	}
 	return 0;
