@@ -298,6 +298,9 @@ vm_initrd()
 		vm_log "building the base initramfs for $KVER"
 		vm_locked _vm_build_base "$base" "$KDIR" "$KVER" "$mods" "$EXTRA_KO" ||
 			vm_die "cannot build the base initramfs"
+		# Older bases of this kernel (other keys) are dead weight.
+		find "$VM_CACHE" -maxdepth 1 -name "base-$KVER-*.cpio.zst" ! -name "${base##*/}" \
+			-mmin +60 -delete 2>/dev/null
 	fi
 	st=$(mktemp -d "${TMPDIR:-/tmp}/diskstack-vm-stage.XXXXXX")
 	mkdir -p "$st/vm" "$st/usr/bin"
