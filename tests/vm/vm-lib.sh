@@ -53,8 +53,8 @@ vm_requires()
 		blkdiscard fallocate losetup flock timeout ldd; do
 		command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 	done
-	[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' ||
-		missing+=("busybox-static")
+	# busybox-static: the guest has no C library for a dynamic busybox.
+	[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=("busybox-static")
 	[ ${#missing[@]} -eq 0 ] ||
 		vm_skip "missing host tools: ${missing[*]} (tools/quickstart.sh deps installs them)"
 	[ -x "$DISKSTACK" ] || vm_skip "$DISKSTACK is not built"
@@ -298,6 +298,9 @@ vm_initrd()
 		vm_log "building the base initramfs for $KVER"
 		vm_locked _vm_build_base "$base" "$KDIR" "$KVER" "$mods" "$EXTRA_KO" ||
 			vm_die "cannot build the base initramfs"
+		# Older bases of this kernel (other keys) are dead weight.
+		find "$VM_CACHE" -maxdepth 1 -name "base-$KVER-*.cpio.zst" ! -name "${base##*/}" \
+			-mmin +60 -delete 2>/dev/null
 	fi
 	st=$(mktemp -d "${TMPDIR:-/tmp}/diskstack-vm-stage.XXXXXX")
 	mkdir -p "$st/vm" "$st/usr/bin"
