@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/compiler.h"
 #include "storage/delay.h"
@@ -224,6 +225,10 @@ static void test_delay_set_from_another_thread(void **state UNUSED)
 	pthread_t th;
 
 	assert_int_equal(pthread_create(&th, NULL, setter_main, &s), 0);
+	/* Let the setter start first: under valgrind threads take turns, and
+	 * this thread would otherwise run its whole loop alone. */
+	for (int w = 0; w < 10000 && atomic_load(&s.sets) == 0; w++)
+		usleep(1000);
 	/* Until the other thread has changed the delay a few times. */
 	for (int i = 0; i < 200 || (atomic_load(&s.sets) < 50 && i < 200000); i++) {
 		uint64_t lba = (uint64_t)i % 2000;
