@@ -48,9 +48,13 @@
 /* iovecs gathered into one sendmsg. */
 #define NBDSRV_TX_IOV 256u
 /* Extents asked for to find holes in a structured READ, and the smallest
- * read that looks for them. */
+ * read that looks for them. A connection keeps probing while probes find
+ * holes; after NBDSRV_HOLE_CREDIT probes in a row find none it probes again
+ * only once per NBDSRV_HOLE_REPROBE_BYTES of reads (see transmit.c). */
 #define NBDSRV_READ_EXTENTS 8u
-#define NBDSRV_HOLE_MIN_BYTES 4096u
+#define NBDSRV_HOLE_MIN_BYTES (64u << 10)
+#define NBDSRV_HOLE_CREDIT 16u
+#define NBDSRV_HOLE_REPROBE_BYTES (256ull << 20)
 /* Extents per BLOCK_STATUS request. */
 #define NBDSRV_BS_EXTENTS 1024u
 /* Payload buffers up to this size stay attached to their request slot, up
@@ -266,7 +270,9 @@ struct nbdsrv_conn {
 	uint16_t tflags;
 	uint32_t meta_active;       /* contexts usable by BLOCK_STATUS */
 	bool ro;
-	bool holes;                 /* structured READs look for holes */
+	bool holes;                 /* structured READs may look for holes */
+	uint32_t hole_credit;       /* probes left before backing off */
+	uint64_t hole_unprobed;     /* bytes read since the last probe */
 	struct nbdsrv_req *slots;
 	unsigned nslots;
 	struct nbdsrv_req *free_slots;

@@ -1,0 +1,180 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# bench-nbd.sh: fio's nbd engine over a Unix socket against diskstack serve
+# and its peers, side by side in one invocation (`make bench`).
+#
+# Servers (all 1 GiB, all filled once with a sequential write first):
+#   ds-mem        diskstack serve mem:1G
+#   nbdkit        nbdkit memory 1G (default threads)
+#   nbdkit-t1     nbdkit --threads 1 memory 1G
+#   qemu-nbd      qemu-nbd -t -e 4 -f raw --cache=writeback --aio=threads on a
+#                 raw file in /dev/shm
+#   ds-file       diskstack serve file: on that same raw file
+# Jobs: 4k randread and randwrite at QD32 with numjobs 1 and 2, 1M
+# sequential read and write at QD8. For each job the servers alternate,
+# REPS times. Printed: median IOPS per server, IOPS ratios (ds-mem / the
+# better nbdkit, ds-file / qemu-nbd, ds-mem / qemu-nbd) and server CPU
+# microseconds per I/O from /proc/PID/stat (utime + stime of all threads).
+#
+# Environment: RUNTIME (s per run, default 5), REPS (default 3), SERVERS,
+# JOBS (subsets, names as above/below), R (results dir), DISKSTACK.
+# The machine's other load skews every number: compare within one run.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+DISKSTACK=${DISKSTACK:-$here/../../build/diskstack}
+RUNTIME=${RUNTIME:-5}
+REPS=${REPS:-3}
+SERVERS=${SERVERS:-"ds-mem nbdkit nbdkit-t1 qemu-nbd ds-file"}
+JOBS=${JOBS:-"randread-4k-qd32-j1 randread-4k-qd32-j2 randwrite-4k-qd32-j1 randwrite-4k-qd32-j2 seqread-1m-qd8-j1 seqwrite-1m-qd8-j1"}
+R=${R:-$PWD/bench-results/nbd-$(date +%Y%m%d-%H%M%S)}
+W=$(mktemp -d "${TMPDIR:-/tmp}/bench-nbd.XXXXXX")
+SHM=$(mktemp -d /dev/shm/bench-nbd.XXXXXX)
+HZ=$(getconf CLK_TCK)
+PY=${PY:-python3}
+
+for t in fio nbdkit qemu-nbd "$PY"; do
+	command -v "$t" >/dev/null || { echo "bench-nbd: '$t' not found" >&2; exit 77; }
+done
+[ -x "$DISKSTACK" ] || { echo "bench-nbd: $DISKSTACK not built" >&2; exit 77; }
+mkdir -p "$R"
+
+declare -A PID
+cleanup() {
+	for s in "${!PID[@]}"; do
+		kill "${PID[$s]}" 2>/dev/null
+	done
+	for s in "${!PID[@]}"; do
+		for _ in $(seq 50); do kill -0 "${PID[$s]}" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "${PID[$s]}" 2>/dev/null
+	done
+	rm -rf "$W" "$SHM"
+}
+trap cleanup EXIT
+
+wait_sock() { # sock pidfile
+	for _ in $(seq 200); do
+		[ -S "$1" ] && [ -s "$2" ] && return 0
+		sleep 0.05
+	done
+	echo "bench-nbd: server for $1 did not start" >&2
+	exit 1
+}
+
+truncate -s 1G "$SHM/disk.raw"
+start_server() {
+	local s=$1 sock=$W/$1.sock pidf=$W/$1.pid
+	case $s in
+	ds-mem)    "$DISKSTACK" serve -U "$sock" -P "$pidf" mem:1G 2>"$W/$s.log" & ;;
+	ds-file)   "$DISKSTACK" serve -U "$sock" -P "$pidf" "file:$SHM/disk.raw" 2>"$W/$s.log" & ;;
+	nbdkit)    nbdkit -U "$sock" -P "$pidf" memory 1G ;;
+	nbdkit-t1) nbdkit -U "$sock" -P "$pidf" --threads 1 memory 1G ;;
+	qemu-nbd)  qemu-nbd --fork --pid-file="$pidf" -k "$sock" -t -e 4 -f raw \
+			--cache=writeback --aio=threads "$SHM/disk.raw" ;;
+	*) echo "bench-nbd: unknown server $s" >&2; exit 2 ;;
+	esac
+	wait_sock "$sock" "$pidf"
+	PID[$s]=$(cat "$pidf")
+}
+
+jobargs() {
+	case $1 in
+	randread-4k-qd32-j1)  echo "--rw=randread --bs=4k --iodepth=32 --numjobs=1" ;;
+	randread-4k-qd32-j2)  echo "--rw=randread --bs=4k --iodepth=32 --numjobs=2" ;;
+	randwrite-4k-qd32-j1) echo "--rw=randwrite --bs=4k --iodepth=32 --numjobs=1" ;;
+	randwrite-4k-qd32-j2) echo "--rw=randwrite --bs=4k --iodepth=32 --numjobs=2" ;;
+	seqread-1m-qd8-j1)    echo "--rw=read --bs=1M --iodepth=8 --numjobs=1" ;;
+	seqwrite-1m-qd8-j1)   echo "--rw=write --bs=1M --iodepth=8 --numjobs=1" ;;
+	*) echo "bench-nbd: unknown job $1" >&2; exit 2 ;;
+	esac
+}
+
+cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+{
+	echo "# bench-nbd $(date -Is)"
+	echo "host: $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "diskstack: $("$DISKSTACK" --version)  nbdkit: $(nbdkit --version | head -1)"
+	echo "qemu-nbd: $(qemu-nbd --version | head -1)  fio: $(fio --version)"
+	echo "runtime ${RUNTIME}s x ${REPS} reps; servers: $SERVERS"
+} | tee "$R/env.txt"
+
+for s in $SERVERS; do
+	start_server "$s"
+	# Fill once so reads hit allocated data (qemu-nbd and ds-file share
+	# the file: the second fill is harmless).
+	fio --name=fill --ioengine=nbd --uri="nbd+unix:///?socket=$W/$s.sock" --rw=write \
+		--bs=1M --iodepth=8 --size=1G --output-format=terse >/dev/null ||
+		{ echo "bench-nbd: fill of $s failed" >&2; exit 1; }
+done
+
+for j in $JOBS; do
+	for rep in $(seq "$REPS"); do
+		for s in $SERVERS; do
+			pid=${PID[$s]}
+			out=$R/$j.$s.$rep.json
+			c0=$(cputicks "$pid")
+			t0=$(date +%s.%N)
+			# shellcheck disable=SC2046
+			fio --name="$j" --ioengine=nbd --uri="nbd+unix:///?socket=$W/$s.sock" \
+				$(jobargs "$j") --size=1G --time_based --runtime="$RUNTIME" \
+				--group_reporting --output-format=json --output="$out" ||
+				echo "bench-nbd: fio $j on $s failed" >&2
+			c1=$(cputicks "$pid")
+			t1=$(date +%s.%N)
+			echo "{\"cpu_s\": $(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN{print (b-a)/hz}'), \"wall_s\": $(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')}" \
+				> "$R/$j.$s.$rep.cpu.json"
+			printf 'bench-nbd: %-22s rep %d %-10s done\n' "$j" "$rep" "$s" >&2
+		done
+	done
+done
+
+"$PY" - "$R" "$REPS" "$SERVERS" "$JOBS" <<'EOF' | tee "$R/summary.md"
+import json, os, statistics, sys
+
+R, reps, servers, jobs = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
+
+def load(j, s, rep):
+    try:
+        f = json.load(open(os.path.join(R, "%s.%s.%d.json" % (j, s, rep))))
+        c = json.load(open(os.path.join(R, "%s.%s.%d.cpu.json" % (j, s, rep))))
+    except (OSError, ValueError):
+        return None
+    job = f["jobs"][0]
+    iops = job["read"]["iops"] + job["write"]["iops"]
+    ios = job["read"]["total_ios"] + job["write"]["total_ios"]
+    return iops, (c["cpu_s"] * 1e6 / ios) if ios else float("nan")
+
+rows = {}
+print("| job | " + " | ".join(servers) + " |")
+print("|---|" + "---:|" * len(servers))
+for j in jobs:
+    cells = []
+    for s in servers:
+        runs = [r for r in (load(j, s, k) for k in range(1, reps + 1)) if r]
+        if not runs:
+            cells.append("n/a")
+            continue
+        iops = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        rows[(j, s)] = (iops, cpu)
+        cells.append("%.0f IOPS, %.1f us/IO" % (iops, cpu))
+    print("| %s | %s |" % (j, " | ".join(cells)))
+print()
+print("IOPS ratios (medians) and server CPU per I/O ratio:")
+print()
+print("| job | ds-mem / best nbdkit | ds-file / qemu-nbd | ds-mem / qemu-nbd | CPU/IO ds-mem / nbdkit (same-setting best) |")
+print("|---|---:|---:|---:|---:|")
+for j in jobs:
+    def g(s, i=0):
+        return rows[(j, s)][i] if (j, s) in rows else None
+    nk = [s for s in ("nbdkit", "nbdkit-t1") if g(s)]
+    best = max(nk, key=lambda s: g(s)) if nk else None
+    r1 = g("ds-mem") / g(best) if best and g("ds-mem") else None
+    r2 = g("ds-file") / g("qemu-nbd") if g("ds-file") and g("qemu-nbd") else None
+    r3 = g("ds-mem") / g("qemu-nbd") if g("ds-mem") and g("qemu-nbd") else None
+    r4 = g("ds-mem", 1) / min(g(s, 1) for s in nk) if nk and g("ds-mem") else None
+    f = lambda x: "%.2f" % x if x is not None else "n/a"
+    print("| %s | %s (vs %s) | %s | %s | %s |" % (j, f(r1), best or "-", f(r2), f(r3), f(r4)))
+EOF
+echo "bench-nbd: results in $R" >&2
