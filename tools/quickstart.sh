@@ -7,6 +7,9 @@
 #   tools/quickstart.sh test    install what is missing, build (gcc -Werror,
 #                               clang -Werror, ASan+UBSan), run every test
 #                               suite, exit non-zero on any failure
+#   tools/quickstart.sh serve   install, build, and serve the default disk
+#                               (mem:1G as export "") over NBD on
+#                               127.0.0.1:10809 and a Unix socket
 #   tools/quickstart.sh build   install what is missing and build
 #   tools/quickstart.sh deps    only install what is missing
 #
@@ -177,12 +180,32 @@ cmd_test() {
 	say "all suites passed"
 }
 
+cmd_serve() {
+	install_deps
+	autogen
+	configure_build build --enable-werror
+	local sock=${DISKSTACK_SOCKET:-/tmp/diskstack.sock}
+	cat >&2 <<EOF2
+
+diskstack is serving mem:1G (1 GiB in RAM, lost at exit) as export "" on
+  nbd://127.0.0.1:10809/        and   nbd+unix:///?socket=$sock
+Connect with, for example:
+  nbdinfo nbd://127.0.0.1:10809/
+  qemu-img info 'nbd+unix:///?socket=$sock'
+  fio --name=t --ioengine=nbd --uri='nbd+unix:///?socket=$sock' --rw=randrw --bs=4k --iodepth=32 --size=1G
+Stop it with Ctrl-C (requests in flight finish first).
+
+EOF2
+	exec "$top/build/diskstack" serve -i 127.0.0.1 -p 10809 -U "$sock" "$@" mem:1G
+}
+
 case "${1:-}" in
 test) cmd_test ;;
+serve) shift; cmd_serve "$@" ;;
 build) install_deps; autogen; configure_build build --enable-werror ;;
 deps) install_deps ;;
 -h|--help|help|"")
-	sed -n '3,15p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'
 	[ -n "${1:-}" ] || exit 2 ;;
 *) echo "quickstart.sh: unknown command '$1' (try --help)" >&2; exit 2 ;;
 esac
