@@ -8,6 +8,10 @@
 . "$(dirname "$0")/nbd-functions.sh"
 requires valgrind nbdcopy cmp dd
 requires_nbd_python
+if [ -n "${DISKSTACK_SANITIZED:-}" ]; then
+	echo "$0: skipped: valgrind cannot run a sanitizer (ASan) build"
+	exit 77
+fi
 
 srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 sock=$tmpdir/s.sock
