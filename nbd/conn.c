@@ -746,6 +746,7 @@ void nbdsrv_tls_begin(struct nbdsrv_conn *c, void (*ready)(struct nbdsrv_conn *c
 		nbdsrv_conn_close(c, false, NULL);
 		return;
 	}
+	SSL_set_app_data(c->ssl, c->name);
 	c->tls_ready = ready;
 	conn_tls_hs_step(c);
 }

@@ -4,13 +4,19 @@
 # quickstart.sh: one command from a fresh Debian bookworm machine to a built
 # and tested diskstack.
 #
+#   tools/quickstart.sh serve [SPEC]
+#                               install what is missing, build, and serve
+#                               SPEC (default mem:1G) as NBD export "" on
+#                               127.0.0.1:10809 and /tmp/diskstack.sock,
+#                               printing how to connect; Ctrl-C stops it
 #   tools/quickstart.sh test    install what is missing, build (gcc -Werror,
 #                               clang -Werror, ASan+UBSan), run every test
 #                               suite, exit non-zero on any failure
 #   tools/quickstart.sh build   install what is missing and build
 #   tools/quickstart.sh deps    only install what is missing
 #
-# Environment: JOBS (default: number of CPUs), QUICKSTART_SKIP_VALGRIND=1,
+# Environment: JOBS (default: number of CPUs), QUICKSTART_PORT and
+# QUICKSTART_SOCKET (serve), QUICKSTART_SKIP_VALGRIND=1,
 # QUICKSTART_SKIP_ASAN=1, QUICKSTART_SKIP_CLANG=1 to leave a suite out
 # (each skip is reported in the summary).
 set -euo pipefail
@@ -21,7 +27,8 @@ jobs=${JOBS:-$(nproc)}
 # Debian packages the build and the tests need.
 build_pkgs=(build-essential autoconf automake pkg-config clang
 	liburing-dev libssl-dev libsqlite3-dev libcurl4-openssl-dev libnbd-dev libcmocka-dev)
-test_pkgs=(valgrind python3 sqlite3 libnbd-bin nbdkit fio qemu-utils util-linux e2fsprogs)
+test_pkgs=(valgrind python3 sqlite3 libnbd-bin nbdkit fio qemu-utils util-linux e2fsprogs
+	python3-libnbd fuse3 gnutls-bin openssl)
 
 say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -128,12 +135,34 @@ cmd_test() {
 	say "all suites passed"
 }
 
+cmd_serve() {
+	local spec=${1:-mem:1G} port=${QUICKSTART_PORT:-10809} sock=${QUICKSTART_SOCKET:-/tmp/diskstack.sock}
+	install_deps
+	autogen
+	configure_build build --enable-werror
+	cat >&2 <<EOF
+
+diskstack is serving '$spec' as NBD export "" on 127.0.0.1:$port and $sock.
+Connect with:
+  nbdinfo nbd://127.0.0.1:$port
+  nbdinfo --map 'nbd+unix:///?socket=$sock'
+  qemu-img info 'nbd+unix:///?socket=$sock'
+  qemu-io -f raw -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M' nbd://127.0.0.1:$port
+  fio --name=t --ioengine=nbd --uri='nbd+unix:///?socket=$sock' --rw=randrw --bs=4k --iodepth=32 --size=256M
+  nbdcopy 'nbd+unix:///?socket=$sock' disk.raw
+Ctrl-C stops the server (in-flight requests finish, the export is flushed).
+
+EOF
+	exec "$top/build/diskstack" serve -i 127.0.0.1 -p "$port" -U "$sock" "$spec"
+}
+
 case "${1:-}" in
+serve) shift; cmd_serve "$@" ;;
 test) cmd_test ;;
 build) install_deps; autogen; configure_build build --enable-werror ;;
 deps) install_deps ;;
 -h|--help|help|"")
-	sed -n '3,15p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'
 	[ -n "${1:-}" ] || exit 2 ;;
 *) echo "quickstart.sh: unknown command '$1' (try --help)" >&2; exit 2 ;;
 esac
