@@ -14,7 +14,8 @@
  *   The CQ ring is four times the SQ ring so bursts of completions rarely
  *   overflow.
  * - A pass (reactor_run_once) is: submit queued SQEs (only if there are any,
- *   or if the kernel flagged pending task work / CQ overflow), reap CQEs,
+ *   and only if the pass has other work: a blocking pass that would find
+ *   nothing submits them with the wait, in one io_uring_enter), reap CQEs,
  *   run due timers, move posted tasks to the ready list, run the ready list.
  *   The ready list is detached before it runs, so tasks deferred by ready
  *   tasks run on the next pass: a task that keeps re-deferring itself cannot
@@ -688,12 +689,22 @@ static int reactor_pass(struct reactor *r)
 	return ran;
 }
 
+/* True when a pass would find something to do without blocking. */
+static bool reactor_busy(struct reactor *r)
+{
+	if (reactor_has_work(r) || io_uring_cq_ready(&r->ring) > 0 || reactor_cq_needs_flush(r))
+		return true;
+	return r->heap_len > 0 && r->heap[1]->deadline_ns <= reactor_now_ns();
+}
+
 int reactor_run_once(struct reactor *r, bool wait)
 {
 	int ran, ret;
 
 	reactor_assert_thread(r);
-	if (io_uring_sq_ready(&r->ring) > 0) {
+	/* With nothing else to do, queued SQEs go in with the wait below:
+	 * one io_uring_enter instead of two per idle transition. */
+	if (io_uring_sq_ready(&r->ring) > 0 && (!wait || reactor_busy(r))) {
 		ret = reactor_submit(r);
 		if (ret < 0)
 			return ret;

@@ -13,7 +13,12 @@
  *   gathers as many queued iovecs as fit into one sendmsg (plaintext) or
  *   encrypts up to NBDSRV_TLS_QUANTUM bytes of them into one ciphertext
  *   buffer (TLS), so replies finished in the same loop pass share a
- *   syscall. Partial sends resume where they stopped.
+ *   syscall. Partial sends resume where they stopped. The flush runs as a
+ *   deferred task; in transmission it also re-arms the receive
+ *   (nbdsrv_rx_later), and a pass that parsed requests schedules it after
+ *   their disk completions, so for an in-memory disk one loop pass answers
+ *   a batch and the reactor hands the kernel the send and the next
+ *   receive in the same io_uring_enter that waits.
  * - TLS: received ciphertext goes into the read BIO and SSL_read fills the
  *   caller's buffer; SSL_write output is drained from the write BIO into
  *   tls_out and sent. Small plaintext pieces (reply headers) are staged so
@@ -411,16 +416,29 @@ void nbdsrv_tx_schedule(struct nbdsrv_conn *c)
 	reactor_defer(c->r, &c->tx_task);
 }
 
+void nbdsrv_rx_later(struct nbdsrv_conn *c)
+{
+	c->rx_want = true;
+	nbdsrv_tx_schedule(c);
+}
+
 static void conn_tx_task(struct reactor_task *t)
 {
 	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, tx_task);
 
 	c->tx_task_busy = false;
-	if (c->closing && c->hard) {
-		nbdsrv_conn_maybe_free(c);
-		return;
+	if (c->closing) {
+		if (c->hard) {
+			nbdsrv_conn_maybe_free(c);
+			return;
+		}
+		c->rx_want = false;
 	}
 	nbdsrv_tx_kick(c);
+	if (c->rx_want && !c->closing) {
+		c->rx_want = false;
+		c->rx_arm(c);
+	}
 }
 
 /* Pops the head item and tells its owner. */
@@ -728,6 +746,7 @@ void nbdsrv_tls_begin(struct nbdsrv_conn *c, void (*ready)(struct nbdsrv_conn *c
 		nbdsrv_conn_close(c, false, NULL);
 		return;
 	}
+	SSL_set_app_data(c->ssl, c->name);
 	c->tls_ready = ready;
 	conn_tls_hs_step(c);
 }

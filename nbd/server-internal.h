@@ -222,8 +222,10 @@ struct nbdsrv_conn {
 	struct nbdsrv_tx *txq_head, **txq_tail;
 	struct msghdr msg;
 	struct iovec txiov[NBDSRV_TX_IOV];
-	struct reactor_task tx_task;
+	struct reactor_task tx_task;  /* "flush": send what is queued, then arm rx_want */
 	bool tx_task_busy;
+	bool rx_want;               /* the flush task calls rx_arm */
+	void (*rx_arm)(struct nbdsrv_conn *c);
 
 	/* Cancellation of in-flight socket ops at teardown. */
 	struct reactor_op cancel_op;
@@ -313,6 +315,9 @@ void nbdsrv_rx_cancel(struct nbdsrv_conn *c);
 void nbdsrv_tx_queue(struct nbdsrv_conn *c, struct nbdsrv_tx *tx);
 /* Sends queued items on a later pass (coalescing replies). */
 void nbdsrv_tx_schedule(struct nbdsrv_conn *c);
+/* Has the flush task call c->rx_arm after it queued the send, so the
+ * send and the next receive go to the kernel in one io_uring_enter. */
+void nbdsrv_rx_later(struct nbdsrv_conn *c);
 /* Starts sending now if nothing is in flight. */
 void nbdsrv_tx_kick(struct nbdsrv_conn *c);
 /* Starts the server side of a TLS handshake; @ready runs when it is done

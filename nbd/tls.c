@@ -190,7 +190,11 @@ static unsigned int tls_psk_cb(SSL *ssl, const char *identity, unsigned char *ps
 			return (unsigned int)t->keys[i].keylen;
 		}
 	}
-	log_warn("TLS: unknown PSK identity '%.64s'", identity);
+	{
+		const char *who = SSL_get_app_data(ssl);
+
+		log_warn("nbd %s: TLS: unknown PSK identity '%.64s'", who ? who : "?", identity);
+	}
 	return 0;
 }
 

@@ -35,7 +35,8 @@ void nbdsrv_tls_free(struct nbdsrv_tls *t);
 /* A new server-side session over two fresh memory BIOs (owned by the
  * session: SSL_free releases them). Any thread. NULL on allocation
  * failure. The caller writes received ciphertext into SSL_get_rbio() and
- * sends what appears in SSL_get_wbio(). */
+ * sends what appears in SSL_get_wbio(); it may set the session's app data
+ * to a NUL-terminated connection name (borrowed) for log lines. */
 SSL *nbdsrv_tls_session(struct nbdsrv_tls *t);
 
 /* "PSK" or "X.509", for logs. */

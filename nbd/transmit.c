@@ -68,6 +68,7 @@
 
 static void xmit_pump(struct nbdsrv_conn *c);
 static void xmit_dispatch(struct nbdsrv_req *req);
+static void xmit_rx_cb(struct nbdsrv_conn *c, ssize_t res);
 
 /* ---- slots and buffers ----------------------------------------------------- */
 
@@ -639,7 +640,6 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 
 /* ---- receiving requests -------------------------------------------------------------- */
 
-static void xmit_rx_cb(struct nbdsrv_conn *c, ssize_t res);
 
 static void xmit_payload_cb(struct nbdsrv_conn *c, ssize_t res)
 {
@@ -756,6 +756,15 @@ static void xmit_pump(struct nbdsrv_conn *c)
 	}
 	if (c->closing || c->draining || c->disc || c->payload_req || c->rx_blocked)
 		return;
+	/* Receive more after this pass's replies are queued (see conn.c). */
+	nbdsrv_rx_later(c);
+}
+
+/* The flush task's receive: more requests into the buffer. */
+static void xmit_rx_arm(struct nbdsrv_conn *c)
+{
+	if (c->closing || c->draining || c->disc || c->payload_req || c->rx_blocked)
+		return;
 	if (c->rx_busy || c->rx_task_busy)
 		return;
 	if (c->rhead == c->rtail) {
@@ -810,6 +819,7 @@ void nbdsrv_xmit_begin(struct nbdsrv_conn *c, struct nbdsrv_export *e)
 	c->slots = calloc(c->nslots, sizeof(*c->slots));
 	c->rbuf = malloc(NBDSRV_RBUF_BYTES);
 	c->xmit_task.fn = xmit_task_fn;
+	c->rx_arm = xmit_rx_arm;
 	if (!c->slots || !c->rbuf) {
 		log_error("nbd %s: out of memory entering transmission", c->name);
 		nbdsrv_conn_close(c, false, NULL);
