@@ -55,6 +55,8 @@
 #define NBDSRV_HOLE_MIN_BYTES (64u << 10)
 #define NBDSRV_HOLE_CREDIT 16u
 #define NBDSRV_HOLE_REPROBE_BYTES (256ull << 20)
+/* Send buffer asked for on accepted Unix sockets. */
+#define NBDSRV_UNIX_SNDBUF (4 << 20)
 /* Extents per BLOCK_STATUS request. */
 #define NBDSRV_BS_EXTENTS 1024u
 /* Payload buffers up to this size stay attached to their request slot, up
@@ -203,6 +205,7 @@ struct nbdsrv_conn {
 	bool closing;               /* no new work; freed once idle */
 	bool hard;                  /* drop queued replies */
 	bool tls_bye;               /* close_notify queued */
+	bool shut_wr;               /* shutdown(SHUT_RDWR) done */
 	bool freed;                 /* (debug) */
 
 	/* Receive side: at most one receive in flight. */
