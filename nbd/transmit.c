@@ -22,8 +22,9 @@
  *   NBDSRV_CONN_CACHE_BYTES of them.
  * - Copies: a WRITE whose payload arrived in the receive buffer along with
  *   its header is written from there (the buffer is reference-counted and
- *   the connection receives into another one until the write is done; the
- *   copy was a quarter of the user CPU of 4k random writes); larger
+ *   the connection receives into another one until the write is done;
+ *   profiles put that copy at up to a quarter of the user CPU of 4k random
+ *   writes); larger
  *   payloads are received straight into the slot's buffer. READ data is
  *   sent from the buffer the disk filled, the reply header in front of it,
  *   gathered with other replies into one sendmsg (conn.c).
