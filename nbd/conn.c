@@ -181,6 +181,13 @@ void nbdsrv_conn_close(struct nbdsrv_conn *c, bool graceful, const char *why)
 	c->closing = true;
 	c->hard = !graceful;
 	reactor_timer_cancel(c->r, &c->hs_timer);
+	/* Cancelling is enough for ops armed on the socket; a shutdown also
+	 * ends one the kernel handed to a worker thread (a send blocked on a
+	 * client that stopped reading). */
+	if (c->is_sock) {
+		shutdown(c->rfd, c->hard ? SHUT_RDWR : SHUT_RD);
+		c->shut_wr = c->hard;
+	}
 	nbdsrv_rx_cancel(c);
 	if (c->hard && c->tx_busy)
 		conn_cancel(c, &c->tx_op);
@@ -228,6 +235,11 @@ void nbdsrv_conn_maybe_free(struct nbdsrv_conn *c)
 
 	if (!c->closing)
 		return;
+	if (c->hard && c->is_sock && !c->shut_wr) {
+		/* Became hard after a graceful start. */
+		c->shut_wr = true;
+		shutdown(c->wfd, SHUT_RDWR);
+	}
 	if (!c->hard) {
 		/* Graceful: the replies in flight and queued go out first. */
 		if (c->ninflight > (c->payload_req ? 1u : 0u) || c->txq_head || c->tx_busy ||

@@ -32,8 +32,12 @@
 /* Payload bytes in flight per connection before reading stops (one request
  * is always allowed). */
 #define NBDSRV_INFLIGHT_BYTES (64u << 20)
-/* Receive buffer for request headers and small payloads. */
+/* Receive buffers for request headers and small payloads: a WRITE whose
+ * payload arrived whole is written from its receive buffer, which the
+ * connection then cannot reuse until the write completes; it switches to
+ * another of its NBDSRV_RBUFS buffers meanwhile. */
 #define NBDSRV_RBUF_BYTES (256u << 10)
+#define NBDSRV_RBUFS 8u
 /* Option data buffered during the handshake; larger options are skipped
  * (ERR_TOO_BIG / ERR_UNSUP) up to NBDSRV_OPT_SKIP_MAX, beyond that the
  * client is dropped. */
@@ -55,6 +59,8 @@
 #define NBDSRV_HOLE_MIN_BYTES (64u << 10)
 #define NBDSRV_HOLE_CREDIT 16u
 #define NBDSRV_HOLE_REPROBE_BYTES (256ull << 20)
+/* Send buffer asked for on accepted Unix sockets. */
+#define NBDSRV_UNIX_SNDBUF (4 << 20)
 /* Extents per BLOCK_STATUS request. */
 #define NBDSRV_BS_EXTENTS 1024u
 /* Payload buffers up to this size stay attached to their request slot, up
@@ -158,6 +164,12 @@ struct nbdsrv_tx {
 	void (*sent)(struct nbdsrv_conn *c, struct nbdsrv_tx *tx);
 };
 
+/* A receive buffer and the WRITEs whose payload still points into it. */
+struct nbdsrv_rbuf {
+	uint8_t *data;              /* NBDSRV_RBUF_BYTES (reactor_buf), NULL until needed */
+	unsigned refs;
+};
+
 /* A request slot (preallocated per connection). */
 struct nbdsrv_req {
 	struct nbdsrv_conn *c;
@@ -173,6 +185,8 @@ struct nbdsrv_req {
 	unsigned pending;           /* disk requests outstanding */
 	unsigned stage;             /* TRIM+FUA: 1 while the flush runs */
 	bool holes;                 /* io2 ran and succeeded */
+	struct nbdsrv_rbuf *rb;     /* WRITE: payload in this receive buffer... */
+	uint8_t *wdata;             /* ...at this address (else it is in buf) */
 	void *buf;                  /* payload / block-status buffer (reactor_buf) */
 	size_t buf_cap;             /* its size (a power of two), 0 = none */
 	uint64_t charged;           /* bytes counted in c->inflight_bytes */
@@ -203,6 +217,7 @@ struct nbdsrv_conn {
 	bool closing;               /* no new work; freed once idle */
 	bool hard;                  /* drop queued replies */
 	bool tls_bye;               /* close_notify queued */
+	bool shut_wr;               /* shutdown(SHUT_RDWR) done */
 	bool freed;                 /* (debug) */
 
 	/* Receive side: at most one receive in flight. */
@@ -281,9 +296,11 @@ struct nbdsrv_conn {
 	unsigned ninflight;         /* slots in use */
 	uint64_t inflight_bytes;
 	size_t cached_bytes;        /* payload buffers attached to slots */
-	uint8_t *rbuf;
-	size_t rhead, rtail;
-	bool rx_blocked;            /* parsing waits for a free slot */
+	struct nbdsrv_rbuf rbufs[NBDSRV_RBUFS];
+	struct nbdsrv_rbuf *rb;     /* the one being filled */
+	uint8_t *rbuf;              /* rb->data */
+	size_t rhead, rtail;        /* parsed up to rhead, received up to rtail */
+	bool rx_blocked;            /* parsing waits for a free slot or receive buffer */
 	struct nbdsrv_req *payload_req;  /* WRITE whose payload is arriving */
 	uint32_t payload_got;
 	struct reactor_task xmit_task;  /* resumes parsing after a slot frees */

@@ -129,52 +129,5 @@ for j in $JOBS; do
 	done
 done
 
-"$PY" - "$R" "$REPS" "$SERVERS" "$JOBS" <<'EOF' | tee "$R/summary.md"
-import json, os, statistics, sys
-
-R, reps, servers, jobs = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
-
-def load(j, s, rep):
-    try:
-        f = json.load(open(os.path.join(R, "%s.%s.%d.json" % (j, s, rep))))
-        c = json.load(open(os.path.join(R, "%s.%s.%d.cpu.json" % (j, s, rep))))
-    except (OSError, ValueError):
-        return None
-    job = f["jobs"][0]
-    iops = job["read"]["iops"] + job["write"]["iops"]
-    ios = job["read"]["total_ios"] + job["write"]["total_ios"]
-    return iops, (c["cpu_s"] * 1e6 / ios) if ios else float("nan")
-
-rows = {}
-print("| job | " + " | ".join(servers) + " |")
-print("|---|" + "---:|" * len(servers))
-for j in jobs:
-    cells = []
-    for s in servers:
-        runs = [r for r in (load(j, s, k) for k in range(1, reps + 1)) if r]
-        if not runs:
-            cells.append("n/a")
-            continue
-        iops = statistics.median(r[0] for r in runs)
-        cpu = statistics.median(r[1] for r in runs)
-        rows[(j, s)] = (iops, cpu)
-        cells.append("%.0f IOPS, %.1f us/IO" % (iops, cpu))
-    print("| %s | %s |" % (j, " | ".join(cells)))
-print()
-print("IOPS ratios (medians) and server CPU per I/O ratio:")
-print()
-print("| job | ds-mem / best nbdkit | ds-file / qemu-nbd | ds-mem / qemu-nbd | CPU/IO ds-mem / nbdkit (same-setting best) |")
-print("|---|---:|---:|---:|---:|")
-for j in jobs:
-    def g(s, i=0):
-        return rows[(j, s)][i] if (j, s) in rows else None
-    nk = [s for s in ("nbdkit", "nbdkit-t1") if g(s)]
-    best = max(nk, key=lambda s: g(s)) if nk else None
-    r1 = g("ds-mem") / g(best) if best and g("ds-mem") else None
-    r2 = g("ds-file") / g("qemu-nbd") if g("ds-file") and g("qemu-nbd") else None
-    r3 = g("ds-mem") / g("qemu-nbd") if g("ds-mem") and g("qemu-nbd") else None
-    r4 = g("ds-mem", 1) / min(g(s, 1) for s in nk) if nk and g("ds-mem") else None
-    f = lambda x: "%.2f" % x if x is not None else "n/a"
-    print("| %s | %s (vs %s) | %s | %s | %s |" % (j, f(r1), best or "-", f(r2), f(r3), f(r4)))
-EOF
+"$PY" "$here/bench-nbd-summary.py" "$R" "$REPS" "$SERVERS" "$JOBS" | tee "$R/summary.md"
 echo "bench-nbd: results in $R" >&2
