@@ -1038,10 +1038,8 @@ static int blob_open_vhd1(struct blob *b, char *err, size_t errlen)
 	if (r < 0)
 		return r;
 	why = vhdfooter_parse(footer, b->blob_bytes - VHDFOOTER_BYTES, &f);
-	if (why != VHDFOOTER_OK) {
-		snprintf(err, errlen, "%s", vhdfooter_strerror(why));
-		return -EINVAL;
-	}
+	if (why != VHDFOOTER_OK)
+		return vhdfooter_explain(why, &f, b->blob_bytes, err, errlen);
 	b->sector_count = f.current_size / BLOB_SECTOR_SIZE;
 	b->has_id = true;
 	memcpy(b->id, f.unique_id, 16);

@@ -613,7 +613,12 @@ static int ramlayer_attach(struct layer *l, const struct layer_meta *lower,
 	meta->sector_size = ss;
 	meta->sector_count = count;
 	meta->physical_sector_size = ss;
-	meta->unmap_behavior = DISK_UNMAP_UNSPECIFIED;
+	/* Beyond OpenVMM (which says UNSPECIFIED always): with nothing below,
+	 * every unmap comes with NEXT_IS_ZERO (the layered disk sets it for
+	 * its last layer), drops the sectors, and they read back as zero. So a
+	 * bottom RAM layer (mem:) reports ZEROES, and the layered disk turns
+	 * write-zeroes into unmap instead of allocating pages of zeroes. */
+	meta->unmap_behavior = lower ? DISK_UNMAP_UNSPECIFIED : DISK_UNMAP_ZEROES;
 	meta->optimal_unmap_sectors = 1;
 	meta->read_only = false;
 	meta->can_read_cache = true;

@@ -81,6 +81,7 @@
 #include "config.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -92,6 +93,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <sqlite3.h>
 
@@ -1606,6 +1608,37 @@ static void sql_remove_tmpdir(const char *dir)
 		log_warn("autocache: cannot remove %s: %s", dir, strerror(errno));
 }
 
+/* A creator that died (SIGKILL, power loss) between mkdtemp and the link
+ * leaves its .tmp-* directory behind. Formatting takes well under a
+ * second, so one untouched for this long belongs to nobody. */
+#define SQL_STALE_TMP_SECONDS 3600
+
+/* Removes the stale temporary directories in @keydir (best effort). */
+static void sql_sweep_stale_tmpdirs(const char *keydir)
+{
+	DIR *dir = opendir(keydir);
+	struct dirent *e;
+	time_t now = time(NULL);
+	char p[PATH_MAX];
+	struct stat st;
+
+	if (!dir)
+		return;
+	while ((e = readdir(dir)) != NULL) {
+		if (strncmp(e->d_name, ".tmp-", 5) != 0)
+			continue;
+		if ((size_t)snprintf(p, sizeof(p), "%s/%s", keydir, e->d_name) >= sizeof(p))
+			continue;
+		if (lstat(p, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		if (st.st_mtime > now - SQL_STALE_TMP_SECONDS)
+			continue;
+		log_info("autocache: removing %s, left by a creator that did not finish", p);
+		sql_remove_tmpdir(p);
+	}
+	closedir(dir);
+}
+
 /* Creates @final atomically: format in a temporary directory next to it,
  * then hard-link. Losing a race (EEXIST) is success. */
 static int sql_autocache_create(const char *keydir, const char *final,
@@ -1677,6 +1710,8 @@ static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta 
 	sl->path = strdup(path);
 	if (!sl->path)
 		return -ENOMEM;
+	if (!sl->file_ro)
+		sql_sweep_stale_tmpdirs(keydir);
 
 	if (stat(path, &st) < 0) {
 		struct sqlitelayer_format f = {

@@ -20,9 +20,11 @@
  * - Creating: the file is truncated to the data size (a sparse run of
  *   zeroes) and a footer with a random version-4 GUID is written after it.
  *   Upstream writes creator 0 and geometry 0; qemu sizes such an image
- *   from its (zero) geometry, so we compute the geometry of the VHD
- *   specification and write creator "win " (Hyper-V), which tells qemu to
- *   trust current_size. OpenVMM reads neither field.
+ *   from its (zero) geometry, so we write the footer Hyper-V writes
+ *   (vhdfooter_build_hyperv: CHS geometry, creator "win "), which tells
+ *   qemu to trust current_size. OpenVMM reads neither field.
+ * - The footer itself (layout, checks, messages) is vhdfooter.c's, shared
+ *   with the vhd1 blob format.
  * - Nothing here is stateful after open; no locks.
  */
 #include "config.h"
@@ -34,7 +36,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,194 +44,46 @@
 #include "storage/filedisk.h"
 #include "storage/vhd1.h"
 
-/* Footer field offsets (§4.6). */
-enum {
-	F_COOKIE = 0,
-	F_FEATURES = 8,
-	F_VERSION = 12,
-	F_DATA_OFFSET = 16,
-	F_TIME_STAMP = 24,
-	F_CREATOR_APP = 28,
-	F_CREATOR_VERSION = 32,
-	F_CREATOR_HOST_OS = 36,
-	F_ORIGINAL_SIZE = 40,
-	F_CURRENT_SIZE = 48,
-	F_GEOMETRY = 56,
-	F_DISK_TYPE = 60,
-	F_CHECKSUM = 64,
-	F_UNIQUE_ID = 68,
-	F_SAVED_STATE = 84,
-};
-
-static const char vhd1_cookie[8] = { 'c', 'o', 'n', 'e', 'c', 't', 'i', 'x' };
-
 struct vhd1 {
 	char *path;
-	struct vhd1_footer footer;
+	struct vhdfooter footer;
 };
 
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t be64(const uint8_t *p)
-{
-	return (uint64_t)be32(p) << 32 | be32(p + 4);
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	put_be32(p, (uint32_t)(v >> 32));
-	put_be32(p + 4, (uint32_t)v);
-}
-
-uint32_t vhd1_checksum(const uint8_t raw[VHD1_FOOTER_BYTES])
-{
-	uint32_t sum = 0;
-
-	for (unsigned i = 0; i < VHD1_FOOTER_BYTES; i++) {
-		if (i >= F_CHECKSUM && i < F_CHECKSUM + 4)
-			continue;
-		sum += raw[i];
-	}
-	return ~sum;
-}
-
 int vhd1_parse_footer(const uint8_t raw[VHD1_FOOTER_BYTES], uint64_t file_len,
-		      struct vhd1_footer *out, char *err, size_t errlen)
+		      struct vhdfooter *out, char *err, size_t errlen)
 {
-	uint32_t stored, computed, version, type;
-	uint64_t size;
+	enum vhdfooter_error e = vhdfooter_check_file_size(file_len);
+	struct vhdfooter f;
 
-	/* 1. File size. */
-	if (file_len < VHD1_FOOTER_BYTES || file_len % 512) {
-		(void)errbuf_printf(err, errlen, "invalid VHD file size %" PRIu64
-			 " (must be at least 512 and a multiple of 512)", file_len);
-		return -EINVAL;
-	}
-	/* 2. Cookie. */
-	if (memcmp(raw + F_COOKIE, vhd1_cookie, sizeof(vhd1_cookie)) != 0) {
-		(void)errbuf_printf(err, errlen, "invalid VHD footer cookie (the last 512 bytes do not start "
-			 "with \"conectix\"; not a fixed VHD)");
-		return -EINVAL;
-	}
-	/* 3. Checksum. */
-	stored = be32(raw + F_CHECKSUM);
-	computed = vhd1_checksum(raw);
-	if (stored != computed) {
-		(void)errbuf_printf(err, errlen, "invalid VHD footer checksum (stored 0x%08x, computed 0x%08x)",
-			 stored, computed);
-		return -EINVAL;
-	}
-	/* 4. Version. */
-	version = be32(raw + F_VERSION);
-	if (version != VHD1_VERSION) {
-		(void)errbuf_printf(err, errlen, "unsupported VHD version 0x%08x (want 0x%08x)", version,
-			 VHD1_VERSION);
-		return -EINVAL;
-	}
-	/* 5. Fixed. */
-	type = be32(raw + F_DISK_TYPE);
-	if (type != VHD1_TYPE_FIXED) {
-		(void)errbuf_printf(err, errlen, "non-fixed VHD not supported on Linux (disk type %u: %s)", type,
-			 type == 3 ? "dynamic" : type == 4 ? "differencing" : "unknown");
-		return -ENOTSUP;
-	}
-	/* 6. Current size. */
-	size = be64(raw + F_CURRENT_SIZE);
-	if (size > file_len - VHD1_FOOTER_BYTES || size % 512 || size == 0) {
-		(void)errbuf_printf(err, errlen, "invalid VHD disk size %" PRIu64 " (the file holds %" PRIu64
-			 " data bytes; the size must be a non-zero multiple of 512 that fits)", size,
-			 file_len - VHD1_FOOTER_BYTES);
-		return -EINVAL;
-	}
-	memset(out, 0, sizeof(*out));
-	out->current_size = size;
-	out->original_size = be64(raw + F_ORIGINAL_SIZE);
-	out->disk_type = type;
-	out->geometry = be32(raw + F_GEOMETRY);
-	memcpy(out->unique_id, raw + F_UNIQUE_ID, 16);
-	for (unsigned i = 0; i < 4; i++) {
-		uint8_t c = raw[F_CREATOR_APP + i];
-
-		out->creator[i] = c >= 0x20 && c < 0x7f ? (char)c : '.';
-	}
+	memset(&f, 0, sizeof(f));
+	if (e == VHDFOOTER_OK)
+		e = vhdfooter_parse(raw, file_len - VHDFOOTER_BYTES, &f);
+	if (e != VHDFOOTER_OK)
+		return vhdfooter_explain(e, &f, file_len, err, errlen);
+	/* Beyond §4.6: a disk needs at least one sector. */
+	if (f.current_size == 0)
+		return errbuf_printf(err, errlen, "invalid VHD disk size 0 (the disk holds no data)");
+	if (out)
+		*out = f;
 	return 0;
-}
-
-/* CHS geometry as the VHD specification computes it. */
-static uint32_t vhd1_geometry(uint64_t data_bytes)
-{
-	uint64_t total = data_bytes / 512, cth;
-	uint32_t spt, heads;
-
-	if (total > 65535ull * 16 * 255)
-		total = 65535ull * 16 * 255;
-	if (total >= 65535ull * 16 * 63) {
-		spt = 255;
-		heads = 16;
-		cth = total / spt;
-	} else {
-		spt = 17;
-		cth = total / spt;
-		heads = (uint32_t)((cth + 1023) / 1024);
-		if (heads < 4)
-			heads = 4;
-		if (cth >= heads * 1024ull || heads > 16) {
-			spt = 31;
-			heads = 16;
-			cth = total / spt;
-		}
-		if (cth >= heads * 1024ull) {
-			spt = 63;
-			heads = 16;
-			cth = total / spt;
-		}
-	}
-	return (uint32_t)(cth / heads) << 16 | heads << 8 | spt;
 }
 
 int vhd1_make_footer(uint64_t data_bytes, const uint8_t *unique_id,
 		     uint8_t raw[VHD1_FOOTER_BYTES])
 {
 	uint8_t id[16];
+	int r;
 
 	if (data_bytes == 0 || data_bytes % 512 || data_bytes > (uint64_t)INT64_MAX - 512)
 		return -EINVAL;
 	if (unique_id) {
 		memcpy(id, unique_id, 16);
 	} else {
-		if (getrandom(id, sizeof(id), 0) != (ssize_t)sizeof(id))
-			return -errno;
-		/* Version 4 in Data3's high nibble (byte 7: little-endian
-		 * Data3), RFC 4122 variant in Data4[0]. */
-		id[7] = (uint8_t)((id[7] & 0x0f) | 0x40);
-		id[8] = (uint8_t)((id[8] & 0x3f) | 0x80);
+		r = vhdfooter_random_id(id);
+		if (r < 0)
+			return r;
 	}
-	memset(raw, 0, VHD1_FOOTER_BYTES);
-	memcpy(raw + F_COOKIE, vhd1_cookie, sizeof(vhd1_cookie));
-	put_be32(raw + F_FEATURES, 0x00000002);
-	put_be32(raw + F_VERSION, VHD1_VERSION);
-	put_be64(raw + F_DATA_OFFSET, UINT64_MAX);
-	put_be32(raw + F_TIME_STAMP, 0);
-	memcpy(raw + F_CREATOR_APP, "win ", 4);
-	put_be32(raw + F_CREATOR_VERSION, 0x000A0000);
-	memcpy(raw + F_CREATOR_HOST_OS, "Wi2k", 4);
-	put_be64(raw + F_ORIGINAL_SIZE, data_bytes);
-	put_be64(raw + F_CURRENT_SIZE, data_bytes);
-	put_be32(raw + F_GEOMETRY, vhd1_geometry(data_bytes));
-	put_be32(raw + F_DISK_TYPE, VHD1_TYPE_FIXED);
-	memcpy(raw + F_UNIQUE_ID, id, 16);
-	put_be32(raw + F_CHECKSUM, vhd1_checksum(raw));
+	vhdfooter_build_hyperv(data_bytes, id, raw);
 	return 0;
 }
 
@@ -313,7 +166,7 @@ static int vhd1_create(const char *path, uint64_t size, char *err, size_t errlen
 }
 
 /* Reads the footer of @path. */
-static int vhd1_read_footer(const char *path, bool read_only, struct vhd1_footer *f, char *err,
+static int vhd1_read_footer(const char *path, bool read_only, struct vhdfooter *f, char *err,
 			    size_t errlen)
 {
 	uint8_t raw[VHD1_FOOTER_BYTES];

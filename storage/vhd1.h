@@ -13,20 +13,9 @@
 #include <stdint.h>
 
 #include "disk.h"
+#include "vhdfooter.h"
 
-#define VHD1_FOOTER_BYTES 512
-#define VHD1_VERSION 0x00010000u
-#define VHD1_TYPE_FIXED 2u
-
-/* What an open needs from a footer. */
-struct vhd1_footer {
-	uint64_t current_size;          /* bytes of the data region */
-	uint64_t original_size;
-	uint32_t disk_type;
-	uint32_t geometry;              /* cylinders << 16 | heads << 8 | sectors */
-	uint8_t unique_id[16];          /* raw bytes, Windows GUID byte order */
-	char creator[5];                /* creator application, NUL-terminated */
-};
+#define VHD1_FOOTER_BYTES VHDFOOTER_BYTES
 
 /*
  * Checks @raw, the last 512 bytes of a file of @file_len bytes, in the
@@ -36,11 +25,7 @@ struct vhd1_footer {
  * (-ENOTSUP for a dynamic or differencing VHD) with a message in @err.
  */
 int vhd1_parse_footer(const uint8_t raw[VHD1_FOOTER_BYTES], uint64_t file_len,
-		      struct vhd1_footer *out, char *err, size_t errlen);
-
-/* The checksum of a footer: the one's complement of the byte sum, with the
- * checksum field counted as zero. */
-uint32_t vhd1_checksum(const uint8_t raw[VHD1_FOOTER_BYTES]);
+		      struct vhdfooter *out, char *err, size_t errlen);
 
 /*
  * Builds a fixed-disk footer for @data_bytes (a multiple of 512) with the

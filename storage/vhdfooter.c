@@ -6,8 +6,11 @@
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 #include <sys/random.h>
+
+#include "common/log.h"
 
 #include "storage/vhdfooter.h"
 
@@ -15,9 +18,12 @@
 #define OFF_FEATURES 8
 #define OFF_VERSION 12
 #define OFF_DATA_OFFSET 16
+#define OFF_CREATOR_APP 28
 #define OFF_CREATOR_VERSION 32
+#define OFF_CREATOR_HOST_OS 36
 #define OFF_ORIGINAL_SIZE 40
 #define OFF_CURRENT_SIZE 48
+#define OFF_GEOMETRY 56
 #define OFF_DISK_TYPE 60
 #define OFF_CHECKSUM 64
 #define OFF_UNIQUE_ID 68
@@ -90,25 +96,66 @@ enum vhdfooter_error vhdfooter_parse(const uint8_t *footer, uint64_t data_room,
 {
 	struct vhdfooter f;
 
-	if (memcmp(footer, VHD_COOKIE, 8) != 0)
-		return VHDFOOTER_BAD_COOKIE;
+	memset(&f, 0, sizeof(f));
 	f.checksum = get_be32(footer + OFF_CHECKSUM);
-	if (f.checksum != vhdfooter_checksum(footer))
-		return VHDFOOTER_BAD_CHECKSUM;
 	f.version = get_be32(footer + OFF_VERSION);
-	if (f.version != VHDFOOTER_VERSION)
-		return VHDFOOTER_BAD_VERSION;
 	f.disk_type = get_be32(footer + OFF_DISK_TYPE);
-	if (f.disk_type != VHDFOOTER_TYPE_FIXED)
-		return VHDFOOTER_NOT_FIXED;
 	f.current_size = get_be64(footer + OFF_CURRENT_SIZE);
-	if (f.current_size > data_room || f.current_size % 512 != 0)
-		return VHDFOOTER_BAD_DISK_SIZE;
 	f.original_size = get_be64(footer + OFF_ORIGINAL_SIZE);
+	f.geometry = get_be32(footer + OFF_GEOMETRY);
 	memcpy(f.unique_id, footer + OFF_UNIQUE_ID, 16);
+	for (unsigned i = 0; i < 4; i++) {
+		uint8_t c = footer[OFF_CREATOR_APP + i];
+
+		f.creator[i] = c >= 0x20 && c < 0x7f ? (char)c : '.';
+	}
 	if (out)
 		*out = f;
+
+	if (memcmp(footer, VHD_COOKIE, 8) != 0)
+		return VHDFOOTER_BAD_COOKIE;
+	if (f.checksum != vhdfooter_checksum(footer))
+		return VHDFOOTER_BAD_CHECKSUM;
+	if (f.version != VHDFOOTER_VERSION)
+		return VHDFOOTER_BAD_VERSION;
+	if (f.disk_type != VHDFOOTER_TYPE_FIXED)
+		return VHDFOOTER_NOT_FIXED;
+	if (f.current_size > data_room || f.current_size % 512 != 0)
+		return VHDFOOTER_BAD_DISK_SIZE;
 	return VHDFOOTER_OK;
+}
+
+int vhdfooter_explain(enum vhdfooter_error e, const struct vhdfooter *f, uint64_t file_bytes,
+		      char *err, size_t errlen)
+{
+	uint64_t room = file_bytes >= VHDFOOTER_BYTES ? file_bytes - VHDFOOTER_BYTES : 0;
+
+	switch (e) {
+	case VHDFOOTER_BAD_FILE_SIZE:
+		return errbuf_printf(err, errlen, "invalid VHD file size %" PRIu64
+				     " (must be at least 512 and a multiple of 512)", file_bytes);
+	case VHDFOOTER_BAD_COOKIE:
+		return errbuf_printf(err, errlen, "invalid VHD footer cookie (the last 512 bytes do "
+				     "not start with \"conectix\"; not a fixed VHD)");
+	case VHDFOOTER_BAD_CHECKSUM:
+		return errbuf_printf(err, errlen, "invalid VHD footer checksum (stored 0x%08x)",
+				     f->checksum);
+	case VHDFOOTER_BAD_VERSION:
+		return errbuf_printf(err, errlen, "unsupported VHD version 0x%08x (want 0x%08x)",
+				     f->version, VHDFOOTER_VERSION);
+	case VHDFOOTER_NOT_FIXED:
+		(void)errbuf_printf(err, errlen, "non-fixed VHD not supported on Linux (disk type %u: %s)",
+				    f->disk_type, f->disk_type == 3 ? "dynamic" :
+				    f->disk_type == 4 ? "differencing" : "unknown");
+		return -ENOTSUP;
+	case VHDFOOTER_BAD_DISK_SIZE:
+		return errbuf_printf(err, errlen, "invalid VHD disk size %" PRIu64 " (the file holds %"
+				     PRIu64 " data bytes; the size must be a multiple of 512 that fits)",
+				     f->current_size, room);
+	case VHDFOOTER_OK:
+		break;
+	}
+	return errbuf_printf(err, errlen, "%s", vhdfooter_strerror(e));
 }
 
 void vhdfooter_build(uint64_t size, const uint8_t unique_id[16], uint8_t *out)
@@ -123,6 +170,46 @@ void vhdfooter_build(uint64_t size, const uint8_t unique_id[16], uint8_t *out)
 	put_be64(out + OFF_CURRENT_SIZE, size);
 	put_be32(out + OFF_DISK_TYPE, VHDFOOTER_TYPE_FIXED);
 	memcpy(out + OFF_UNIQUE_ID, unique_id, 16);
+	put_be32(out + OFF_CHECKSUM, vhdfooter_checksum(out));
+}
+
+uint32_t vhdfooter_geometry(uint64_t size)
+{
+	uint64_t total = size / 512, cth;
+	uint32_t spt, heads;
+
+	if (total > 65535ull * 16 * 255)
+		total = 65535ull * 16 * 255;
+	if (total >= 65535ull * 16 * 63) {
+		spt = 255;
+		heads = 16;
+		cth = total / spt;
+	} else {
+		spt = 17;
+		cth = total / spt;
+		heads = (uint32_t)((cth + 1023) / 1024);
+		if (heads < 4)
+			heads = 4;
+		if (cth >= heads * 1024ull || heads > 16) {
+			spt = 31;
+			heads = 16;
+			cth = total / spt;
+		}
+		if (cth >= heads * 1024ull) {
+			spt = 63;
+			heads = 16;
+			cth = total / spt;
+		}
+	}
+	return (uint32_t)(cth / heads) << 16 | heads << 8 | spt;
+}
+
+void vhdfooter_build_hyperv(uint64_t size, const uint8_t unique_id[16], uint8_t *out)
+{
+	vhdfooter_build(size, unique_id, out);
+	memcpy(out + OFF_CREATOR_APP, "win ", 4);
+	memcpy(out + OFF_CREATOR_HOST_OS, "Wi2k", 4);
+	put_be32(out + OFF_GEOMETRY, vhdfooter_geometry(size));
 	put_be32(out + OFF_CHECKSUM, vhdfooter_checksum(out));
 }
 

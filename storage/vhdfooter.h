@@ -40,11 +40,21 @@ struct vhdfooter {
 	uint32_t disk_type;
 	uint32_t version;
 	uint32_t checksum;         /* as stored */
+	uint32_t geometry;         /* cylinders << 16 | heads << 8 | sectors */
 	uint8_t unique_id[16];     /* raw bytes: the disk id */
+	char creator[5];           /* creator application, printable, NUL-terminated */
 };
 
 /* Text for an error ("invalid VHD footer checksum", ...). Never NULL. */
 const char *vhdfooter_strerror(enum vhdfooter_error e);
+
+/*
+ * A full message for @e into @err: the failed check with the values that
+ * failed it, taken from @f (as vhdfooter_parse filled it) and @file_bytes.
+ * Returns -ENOTSUP for a dynamic or differencing VHD, else -EINVAL.
+ */
+int vhdfooter_explain(enum vhdfooter_error e, const struct vhdfooter *f, uint64_t file_bytes,
+		      char *err, size_t errlen);
 
 /* The checksum of @footer (VHDFOOTER_BYTES bytes): the one's complement of
  * the sum of all bytes, the checksum field counted as zero. */
@@ -57,7 +67,8 @@ enum vhdfooter_error vhdfooter_check_file_size(uint64_t file_bytes);
  * Checks 2-6 on @footer (VHDFOOTER_BYTES bytes, borrowed): cookie,
  * checksum, version, fixed type, then current_size <= @data_room (the bytes
  * before the footer: file length - 512) and a multiple of 512. Returns
- * VHDFOOTER_OK and fills *@out (may be NULL), or the first failed check.
+ * VHDFOOTER_OK or the first failed check. *@out (may be NULL) is filled
+ * with every decoded field either way, so a caller can explain a refusal.
  */
 enum vhdfooter_error vhdfooter_parse(const uint8_t *footer, uint64_t data_room,
 				     struct vhdfooter *out);
@@ -69,6 +80,18 @@ enum vhdfooter_error vhdfooter_parse(const uint8_t *footer, uint64_t data_room,
  * creator version 0x000A0000, no geometry) and @unique_id.
  */
 void vhdfooter_build(uint64_t size, const uint8_t unique_id[16], uint8_t *out);
+
+/*
+ * As vhdfooter_build, but as Hyper-V writes it: creator "win ", host OS
+ * "Wi2k" and the CHS geometry of the VHD specification
+ * (vhdfooter_geometry). qemu sizes an image by its geometry unless the
+ * creator is one it trusts for current_size ("win " is), so images we
+ * create are read at their true size by qemu too; OpenVMM reads neither.
+ */
+void vhdfooter_build_hyperv(uint64_t size, const uint8_t unique_id[16], uint8_t *out);
+
+/* The CHS geometry the VHD specification gives a disk of @size bytes. */
+uint32_t vhdfooter_geometry(uint64_t size);
 
 /* Fills @id with a random version-4 GUID in Windows byte order. Returns 0
  * or -errno (getrandom). */

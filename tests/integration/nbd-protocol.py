@@ -5,6 +5,7 @@
 #   ""        mem:16M
 #   ro        mem:1M,ro      (description "read only")
 #   file      a raw file     (fast zero through fallocate)
+#   diff      memdiff:mem:16M (a RAM layer over a disk: no fast zero)
 # Strict mode is cleared where the server itself must do the refusing.
 import errno
 import sys
@@ -116,7 +117,11 @@ h.shutdown()
 h = connect(meta=("base:allocation", "diskstack:layer"))
 ok(h.get_structured_replies_negotiated(), "structured replies")
 ok(h.can_df() and h.can_multi_conn() and h.can_cache(), "flags of a mem export")
-ok(not h.can_fast_zero(), "mem export: no fast zero")
+# mem: zeroes by dropping pages, so it offers fast zero.
+ok(h.can_fast_zero(), "mem export: fast zero")
+h.pwrite(b"\x5a" * 65536, 2 * MiB)
+h.zero(65536, 2 * MiB, nbd.CMD_FLAG_FAST_ZERO)
+ok(h.pread(65536, 2 * MiB) == bytes(65536), "fast zero on mem reads zero")
 data = bytes(range(256)) * 256          # 64 KiB
 h.pwrite(data, MiB, nbd.CMD_FLAG_FUA)
 ok(h.pread(65536, MiB) == data, "FUA write read back")
@@ -201,7 +206,6 @@ fails(lambda: h.pwrite(b"x" * 100, 0), errno.EINVAL, "unaligned write")
 fails(lambda: h.zero(100, 512), errno.EINVAL, "unaligned zero")
 fails(lambda: h.pread(512, 0, 1 << 7), errno.EINVAL, "unknown command flag")
 fails(lambda: h.pwrite(b"x" * 512, 0, nbd.CMD_FLAG_REQ_ONE), errno.EINVAL, "flag of another command")
-fails(lambda: h.zero(512, 0, nbd.CMD_FLAG_FAST_ZERO), errno.EINVAL, "FAST_ZERO not advertised")
 fails(lambda: h.pread(32 * MiB + 512, 0), errno.EINVAL, "read over the maximum block size")
 ok(h.pread(0, 0) == b"", "zero-length read")
 h.pwrite(b"", 0)
@@ -222,6 +226,16 @@ fails(lambda: h.trim(512, 0), errno.EPERM, "trim on a read-only export")
 fails(lambda: h.zero(512, 0), errno.EPERM, "zero on a read-only export")
 ok(h.pread(512, 0) == bytes(512), "read from the read-only export")
 h.flush()
+h.shutdown()
+
+# A RAM layer over a disk cannot zero by dropping pages: no fast zero, and
+# the flag is refused when it is not advertised.
+h = connect(name="diff")
+h.set_strict_mode(0)
+ok(not h.can_fast_zero(), "memdiff export: no fast zero")
+fails(lambda: h.zero(512, 0, nbd.CMD_FLAG_FAST_ZERO), errno.EINVAL, "FAST_ZERO not advertised")
+h.zero(512, 0)
+ok(h.pread(512, 0) == bytes(512), "plain zero on memdiff")
 h.shutdown()
 
 # A file export: fast zero is advertised and honoured (or refused fast).

@@ -10,7 +10,7 @@
 requires_nbd_python
 
 sock=$tmpdir/s.sock
-serve srv -U "$sock" mem:16M --export ro=mem:1M,ro -D "read only" \
+serve srv -U "$sock" mem:16M --export ro=mem:1M,ro -D "read only" --export diff=memdiff:mem:16M \
 	--export "file=file:$tmpdir/f.img;create=8M"
 nbd_py "$(dirname "$0")/nbd-protocol.py" "$sock" || fail "nbd-protocol.py failed"
 serve_stop srv

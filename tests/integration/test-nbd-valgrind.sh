@@ -23,7 +23,7 @@ valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite 
 	--show-leak-kinds=definite --track-origins=yes --quiet \
 	--suppressions="$srcdir/tests/valgrind.supp" --log-file="$tmpdir/valgrind.log" \
 	"$DISKSTACK" serve -P "$tmpdir/ready" -U "$sock" --threads 2 --tls=on --tls-psk "$psk" \
-	mem:16M --export other=mem:16M --export ro=mem:1M,ro -D "read only" \
+	mem:16M --export other=mem:16M --export ro=mem:1M,ro -D "read only" --export diff=memdiff:mem:16M \
 	--export "file=file:$tmpdir/f.img;create=8M" > "$tmpdir/srv.log" 2>&1 &
 vpid=$!
 echo "$vpid" > "$tmpdir/vg.pid"

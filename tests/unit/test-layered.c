@@ -192,6 +192,37 @@ static void test_layered_resize_half_then_grow(void **state)
 }
 
 /* §7.2.4 */
+/* A lone RAM layer reports ZEROES: write-zeroes becomes an unmap, which
+ * frees pages instead of allocating pages of zeroes; FAST_ZERO succeeds;
+ * NO_UNMAP still writes (and allocates) real zeroes. */
+static void test_layered_ram_write_zeroes_frees(void **state)
+{
+	const uint64_t n = 1024;
+	struct layer *l = ram(n * 512, 512);
+	struct layered_entry e[] = { { l, false, false } };
+	struct disk *d = stack(e, 1, false);
+	uint64_t data;
+
+	fill_layer(l, 0, n, 512, 3);
+	ramlayer_memory(l, &data, NULL);
+	assert_int_equal(data, n * 512);
+	assert_int_equal(disk_sync_write_zeroes(d, 0, n / 2, DISK_IO_FAST_ZERO), DISK_OK);
+	ramlayer_memory(l, &data, NULL);
+	assert_int_equal(data, n / 2 * 512);
+	expect_zero(d, 0, n / 2);
+	expect_pattern(d, n / 2, n / 2, 3);
+	/* Zeroing never-written space allocates nothing. */
+	assert_int_equal(disk_sync_write_zeroes(d, 0, n / 2, 0), DISK_OK);
+	ramlayer_memory(l, &data, NULL);
+	assert_int_equal(data, n / 2 * 512);
+	/* NO_UNMAP: the zeroes are stored. */
+	assert_int_equal(disk_sync_write_zeroes(d, 0, 64, DISK_IO_NO_UNMAP), DISK_OK);
+	ramlayer_memory(l, &data, NULL);
+	assert_int_equal(data, (n / 2 + 64) * 512);
+	expect_zero(d, 0, n / 2);
+	disk_unref(d);
+}
+
 static void test_layered_unmap_on_diff(void **state)
 {
 	const uint64_t n = 128;
@@ -333,12 +364,13 @@ static void test_layered_metadata_folds(void **state)
 				   .has_disk_id = true, .disk_id = { 0xaa, 0xbb } };
 	struct disk *d;
 
-	/* A single RAM layer: UNSPECIFIED, FUA respected. */
+	/* A single RAM layer: ZEROES (nothing below it), FUA respected. */
 	{
 		struct layered_entry e[] = { { ram(1 << 16, 512), false, false } };
 
 		d = stack(e, 1, false);
-		assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_UNSPECIFIED);
+		assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_ZEROES);
+		assert_true(disk_get_info(d)->caps & DISK_CAP_FAST_ZERO);
 		assert_true(disk_get_info(d)->fua_respected);
 		assert_false(disk_get_info(d)->has_disk_id);
 		assert_true(disk_get_info(d)->caps & DISK_CAP_COHERENT);
@@ -565,6 +597,7 @@ static void test_layered_under_passthrough_decorator(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_layered_ram_write_zeroes_frees),
 		cmocka_unit_test(test_layered_read_cache_fills),
 		cmocka_unit_test(test_layered_read_cache_spares_lower_disk),
 		cmocka_unit_test(test_layered_read_cache_stores_zeroes),

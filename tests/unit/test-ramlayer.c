@@ -180,7 +180,8 @@ static void test_ramlayer_properties(void **state)
 	assert_false(meta.read_only);
 	assert_true(meta.can_read_cache);
 	assert_true(meta.fua_respected);
-	assert_int_equal(meta.unmap_behavior, DISK_UNMAP_UNSPECIFIED);
+	/* Nothing below: unmapped sectors read back as zero. */
+	assert_int_equal(meta.unmap_behavior, DISK_UNMAP_ZEROES);
 	assert_int_equal(meta.optimal_unmap_sectors, 1);
 	assert_true(meta.caps & DISK_CAP_RESIZE);
 	assert_false(meta.caps & DISK_CAP_PERSISTENT);
@@ -244,7 +245,8 @@ static void test_ramlayer_4k_sectors(void **state)
 	assert_int_equal(disk_sector_size(d), 4096);
 	assert_int_equal(disk_get_info(d)->physical_sector_size, 4096);
 	assert_false(disk_get_info(d)->read_only);
-	assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_UNSPECIFIED);
+	assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_ZEROES);
+	assert_true(disk_get_info(d)->caps & DISK_CAP_FAST_ZERO);
 	tu_fill(buf, sizeof(buf), 8, 10 * 4096);
 	assert_int_equal(disk_sync_write(d, 10, buf, sizeof(buf), 0), DISK_OK);
 	memset(back, 0xa5, sizeof(back));

@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include <sqlite3.h>
@@ -944,9 +946,28 @@ static void test_sqlitelayer_autocache(void **state)
 	mockdisk_release(&m);
 	memset(&m, 0, sizeof(m));
 
+	/* Leftovers of creators that died: a stale one (2 hours old) is
+	 * removed at the next open, a fresh one (maybe still working) kept. */
+	char stale[1300], fresh[1300], f[1400];
+	struct timeval old[2] = { { time(NULL) - 7200, 0 }, { time(NULL) - 7200, 0 } };
+
+	snprintf(stale, sizeof(stale), "%s/0123456789abcdeffedcba9876543210/.tmp-AAAAAA", root);
+	snprintf(fresh, sizeof(fresh), "%s/0123456789abcdeffedcba9876543210/.tmp-BBBBBB", root);
+	assert_int_equal(mkdir(stale, 0755), 0);
+	assert_int_equal(mkdir(fresh, 0755), 0);
+	snprintf(f, sizeof(f), "%s/cache.dbhd", stale);
+	FILE *fp = fopen(f, "w");
+
+	assert_non_null(fp);
+	fclose(fp);
+	assert_int_equal(utimes(stale, old), 0);
+
 	/* Reopen: still cached, no lower read. */
 	d = new_cached(&m, root, NULL, true, &r, err, sizeof(err));
 	assert_int_equal(r, 0);
+	assert_int_equal(access(stale, F_OK), -1);
+	assert_int_equal(access(fresh, F_OK), 0);
+	assert_int_equal(rmdir(fresh), 0);
 	reads = m.reads;
 	assert_int_equal(disk_sync_read(d, 8, buf, sizeof(buf)), DISK_OK);
 	assert_int_equal(tu_check(buf, sizeof(buf), 12, 8 * 512), -1);

@@ -220,7 +220,7 @@ static void test_vhd1_open_errors(void **state)
 
 	/* 4. Version (with a right checksum, before the type check). */
 	put_be32(f + 60, 3);
-	put_be32(f + 64, vhd1_checksum(f));
+	put_be32(f + 64, vhdfooter_checksum(f));
 	write_image(p, 64 * 1024, f);
 	open_fails(p, -EINVAL, "unsupported VHD version 0x00020000");
 
@@ -228,27 +228,27 @@ static void test_vhd1_open_errors(void **state)
 	memcpy(f, good, 512);
 	put_be32(f + 60, 3);
 	put_be64(f + 48, UINT64_MAX);   /* would fail check 6 too */
-	put_be32(f + 64, vhd1_checksum(f));
+	put_be32(f + 64, vhdfooter_checksum(f));
 	write_image(p, 64 * 1024, f);
 	open_fails(p, -ENOTSUP, "non-fixed VHD not supported");
 	open_fails(p, -ENOTSUP, "dynamic");
 	put_be32(f + 60, 4);
-	put_be32(f + 64, vhd1_checksum(f));
+	put_be32(f + 64, vhdfooter_checksum(f));
 	write_image(p, 64 * 1024, f);
 	open_fails(p, -ENOTSUP, "differencing");
 
 	/* 6. current_size: too large, not a multiple of 512, zero. */
 	memcpy(f, good, 512);
 	put_be64(f + 48, 64 * 1024 + 512);
-	put_be32(f + 64, vhd1_checksum(f));
+	put_be32(f + 64, vhdfooter_checksum(f));
 	write_image(p, 64 * 1024, f);
 	open_fails(p, -EINVAL, "invalid VHD disk size 66048");
 	put_be64(f + 48, 1000);
-	put_be32(f + 64, vhd1_checksum(f));
+	put_be32(f + 64, vhdfooter_checksum(f));
 	write_image(p, 64 * 1024, f);
 	open_fails(p, -EINVAL, "invalid VHD disk size 1000");
 	put_be64(f + 48, 0);
-	put_be32(f + 64, vhd1_checksum(f));
+	put_be32(f + 64, vhdfooter_checksum(f));
 	write_image(p, 64 * 1024, f);
 	open_fails(p, -EINVAL, "invalid VHD disk size 0");
 
@@ -258,7 +258,7 @@ static void test_vhd1_open_errors(void **state)
 	put_be64(f + 16, 1234);
 	put_be32(f + 24, 99);
 	put_be32(f + 56, 0);
-	put_be32(f + 64, vhd1_checksum(f));
+	put_be32(f + 64, vhdfooter_checksum(f));
 	write_image(p, 64 * 1024, f);
 	disk_unref(open_vhd(p, true));
 
@@ -271,7 +271,7 @@ static void test_vhd1_create(void **state)
 {
 	const char *p = tu_path("new.vhd");
 	uint8_t f[512], f2[512];
-	struct vhd1_footer pf;
+	struct vhdfooter pf;
 	char text[512], err[512];
 	struct disk *d;
 	struct stat st;
@@ -291,7 +291,7 @@ static void test_vhd1_create(void **state)
 	assert_int_equal(be32(f + 44), 8 * MiB);
 	assert_int_equal(be32(f + 52), 8 * MiB);
 	assert_int_equal(be32(f + 60), 2);
-	assert_int_equal(be32(f + 64), vhd1_checksum(f));
+	assert_int_equal(be32(f + 64), vhdfooter_checksum(f));
 	/* Random version-4 GUID in Windows byte order. */
 	assert_int_equal(f[68 + 7] >> 4, 4);
 	assert_int_equal(f[68 + 8] & 0xc0, 0x80);

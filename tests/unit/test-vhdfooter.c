@@ -6,6 +6,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include "common/compiler.h"
@@ -113,6 +114,42 @@ static void test_vhdfooter_checks_in_order(void **state UNUSED)
 		assert_non_null(vhdfooter_strerror((enum vhdfooter_error)e));
 }
 
+/* The Hyper-V flavour: same checks pass; creator, host and geometry set;
+ * a refused footer still has its fields decoded for the message. */
+static void test_vhdfooter_hyperv_and_explain(void **state UNUSED)
+{
+	uint8_t f[VHDFOOTER_BYTES];
+	struct vhdfooter v;
+	char err[256];
+
+	vhdfooter_build_hyperv(64u << 20, id, f);
+	assert_int_equal(vhdfooter_parse(f, 64u << 20, &v), VHDFOOTER_OK);
+	assert_string_equal(v.creator, "win ");
+	assert_memory_equal(f + 36, "Wi2k", 4);
+	/* 131072 sectors: 17 sectors per track, 8 heads, 963 cylinders. */
+	assert_int_equal(vhdfooter_geometry(64u << 20), 963u << 16 | 8u << 8 | 17u);
+	assert_int_equal(v.geometry, vhdfooter_geometry(64u << 20));
+	/* The maximum: 65535 cylinders, 16 heads, 255 sectors. */
+	assert_int_equal(vhdfooter_geometry(UINT64_C(1) << 40), 65535u << 16 | 16u << 8 | 255u);
+
+	/* A dynamic disk: refused with its type in the message. */
+	f[63] = 3;
+	reseal(f);
+	assert_int_equal(vhdfooter_parse(f, 64u << 20, &v), VHDFOOTER_NOT_FIXED);
+	assert_int_equal(v.disk_type, 3);
+	assert_int_equal(vhdfooter_explain(VHDFOOTER_NOT_FIXED, &v, (64u << 20) + 512, err,
+					   sizeof(err)), -ENOTSUP);
+	assert_non_null(strstr(err, "dynamic"));
+	/* Too big for its file: both sizes in the message. */
+	f[63] = 2;
+	reseal(f);
+	assert_int_equal(vhdfooter_parse(f, 1u << 20, &v), VHDFOOTER_BAD_DISK_SIZE);
+	assert_int_equal(vhdfooter_explain(VHDFOOTER_BAD_DISK_SIZE, &v, (1u << 20) + 512, err,
+					   sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "67108864"));
+	assert_non_null(strstr(err, "1048576"));
+}
+
 static void test_vhdfooter_random_id(void **state UNUSED)
 {
 	uint8_t a[16], b[16];
@@ -129,6 +166,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vhdfooter_build_layout),
 		cmocka_unit_test(test_vhdfooter_checks_in_order),
+		cmocka_unit_test(test_vhdfooter_hyperv_and_explain),
 		cmocka_unit_test(test_vhdfooter_random_id),
 	};
 
