@@ -71,19 +71,10 @@ static void delay_child_done(struct disk_io *child)
  * or an error status. */
 static int delay_forward(struct disk *d, struct disk_io *io)
 {
-	struct disk_io *child = disk_io_get(io->reactor);
+	struct disk_io *child = disk_io_get_copy(io, delay_child_done);
 
 	if (!child)
 		return DISK_IO_ERROR;
-	child->op = io->op;
-	child->flags = io->flags;
-	child->sector = io->sector;
-	child->count = io->count;
-	child->iov = io->iov;
-	child->iovcnt = io->iovcnt;
-	child->initiator = io->initiator;
-	child->done = delay_child_done;
-	child->opaque = io;
 	disk_submit(disk_lower(d), child);
 	return DISK_PENDING;
 }

@@ -440,6 +440,24 @@ static struct iovec *emu_iov(struct disk_io *child)
 	return (struct iovec *)(void *)&child->sctx[EMU_IOV_BASE];
 }
 
+struct disk_io *disk_io_get_copy(struct disk_io *parent, void (*done)(struct disk_io *))
+{
+	struct disk_io *child = disk_io_get(parent->reactor);
+
+	if (!child)
+		return NULL;
+	child->op = parent->op;
+	child->flags = parent->flags;
+	child->sector = parent->sector;
+	child->count = parent->count;
+	child->iov = parent->iov;
+	child->iovcnt = parent->iovcnt;
+	child->initiator = parent->initiator;
+	child->done = done;
+	child->opaque = parent;
+	return child;
+}
+
 static struct disk_io *emu_child(struct disk_io *parent, void (*done)(struct disk_io *))
 {
 	struct disk_io *child = disk_io_get(parent->reactor);
@@ -476,16 +494,11 @@ static void emu_fua_done(struct disk_io *child)
 
 static int emu_fua_write(struct disk_io *io)
 {
-	struct disk_io *child = emu_child(io, emu_fua_done);
+	struct disk_io *child = disk_io_get_copy(io, emu_fua_done);
 
 	if (!child)
 		return DISK_IO_ERROR;
-	child->op = io->op;
-	child->flags = io->flags & ~DISK_IO_FUA;
-	child->sector = io->sector;
-	child->count = io->count;
-	child->iov = io->iov;
-	child->iovcnt = io->iovcnt;
+	child->flags &= ~DISK_IO_FUA;
 	disk_submit(io->disk, child);
 	return DISK_PENDING;
 }

@@ -314,6 +314,14 @@ int disk_io_end_child(struct disk_io *parent, struct disk_io *child, int status,
 /* Takes a zeroed request from @r's cache (allocating only when the cache is
  * empty). Returns NULL on allocation failure. */
 struct disk_io *disk_io_get(struct reactor *r);
+
+/*
+ * A child request that repeats @parent (op, flags, sector, count, iov,
+ * iovcnt, initiator), from @parent's reactor cache, with done = @done and
+ * opaque = @parent: what a decorator sends below when it passes a request
+ * on but needs its completion. Returns NULL on allocation failure.
+ */
+struct disk_io *disk_io_get_copy(struct disk_io *parent, void (*done)(struct disk_io *));
 /* Returns a request from disk_io_get() to @r's cache. NULL allowed. */
 void disk_io_put(struct reactor *r, struct disk_io *io);
 

@@ -356,21 +356,12 @@ static int prwrap_io(struct disk *d, struct disk_io *io, bool write, bool track)
 	if (slot < 0)
 		return disk_forward(disk_lower(d), io);
 
-	child = disk_io_get(io->reactor);
+	child = disk_io_get_copy(io, prwrap_tracked_done);
 	if (!child) {
 		prwrap_untrack(pr, slot, aborts);
 		io->os_errno = ENOMEM;
 		return DISK_IO_ERROR;
 	}
-	child->op = io->op;
-	child->flags = io->flags;
-	child->sector = io->sector;
-	child->count = io->count;
-	child->iov = io->iov;
-	child->iovcnt = io->iovcnt;
-	child->initiator = io->initiator;
-	child->done = prwrap_tracked_done;
-	child->opaque = io;
 	child->sctx[PRWRAP_CTX_PR] = (uintptr_t)pr;
 	child->sctx[PRWRAP_CTX_SLOT] = (uintptr_t)slot;
 	child->sctx[PRWRAP_CTX_ABORTS] = aborts;
