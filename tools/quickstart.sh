@@ -5,8 +5,8 @@
 # and tested diskstack.
 #
 #   tools/quickstart.sh test    install what is missing, build (gcc -Werror,
-#                               clang -Werror, ASan+UBSan), run every test
-#                               suite, exit non-zero on any failure
+#                               clang -Werror, ASan+UBSan, libFuzzer), run
+#                               every test suite, exit non-zero on any failure
 #   tools/quickstart.sh serve   install, build, and serve the default disk
 #                               (mem:1G as export "") over NBD on
 #                               127.0.0.1:10809 and a Unix socket
@@ -14,8 +14,9 @@
 #   tools/quickstart.sh deps    only install what is missing
 #
 # Environment: JOBS (default: number of CPUs), QUICKSTART_SKIP_VALGRIND=1,
-# QUICKSTART_SKIP_ASAN=1, QUICKSTART_SKIP_CLANG=1, QUICKSTART_SKIP_VM=1 to
-# leave a suite out (each skip is reported in the summary). The VM suite
+# QUICKSTART_SKIP_ASAN=1, QUICKSTART_SKIP_CLANG=1, QUICKSTART_SKIP_FUZZ=1,
+# QUICKSTART_SKIP_VM=1 to leave a suite out (each skip is reported in the
+# summary); FUZZ_SECONDS (default 30) per libFuzzer target. The VM suite
 # (make check-vm: ublk and the kernel NBD client in QEMU guests) caches its
 # kernel downloads in ${XDG_CACHE_HOME:-/var/cache}/diskstack-vm.
 set -euo pipefail
@@ -31,6 +32,7 @@ build_pkgs=(
 	automake
 	pkg-config
 	clang
+	libclang-rt-14-dev
 	liburing-dev
 	libssl-dev
 	libsqlite3-dev
@@ -165,6 +167,12 @@ cmd_test() {
 		configure_build build-asan --enable-werror --enable-sanitizers CC=clang
 		run_suite asan build-asan check
 	fi
+	if [ "${QUICKSTART_SKIP_FUZZ:-0}" = 1 ]; then
+		say "fuzz suite skipped (QUICKSTART_SKIP_FUZZ=1)"
+	else
+		configure_build build-fuzz --enable-werror --enable-sanitizers --enable-fuzzing CC=clang
+		run_suite fuzz build-fuzz check-fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+	fi
 
 	if [ "${QUICKSTART_SKIP_VM:-0}" = 1 ]; then
 		say "VM suite skipped (QUICKSTART_SKIP_VM=1)"
@@ -205,7 +213,7 @@ serve) shift; cmd_serve "$@" ;;
 build) install_deps; autogen; configure_build build --enable-werror ;;
 deps) install_deps ;;
 -h|--help|help|"")
-	sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '3,21p' "$0" | sed 's/^# \{0,1\}//'
 	[ -n "${1:-}" ] || exit 2 ;;
 *) echo "quickstart.sh: unknown command '$1' (try --help)" >&2; exit 2 ;;
 esac
