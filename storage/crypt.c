@@ -121,12 +121,17 @@ struct crypt_ctx {
 };
 
 /* One reactor's contexts for one disk. Immutable once published, except
- * the contexts' internal state, which only the owner's thread touches. */
+ * the contexts' internal state and the counters, which only the owner's
+ * thread changes. */
 struct crypt_pctx {
 	struct crypt_pctx *next;       /* the disk's list */
 	struct reactor *owner;         /* the reactor whose thread uses it */
 	struct crypt_ctx enc, dec;
 	uint8_t *bounce;               /* one sector (straddling sectors) */
+	uint32_t ss, shift;            /* the data unit */
+	struct disk_xform xf_enc, xf_dec; /* the fused path: ctx = this */
+	/* Fused requests sent (owner stores, anyone loads). */
+	_Atomic uint64_t fused_reads, fused_writes;
 };
 
 /* The page holding the raw key. */
@@ -144,6 +149,7 @@ struct crypt_disk {
 	_Atomic(struct crypt_pctx *) pctxs; /* push-only until close */
 	char *key_name;                /* for describe; NULL = none */
 	bool use_prov;                 /* the provider path (else EVP) */
+	bool fused;                    /* the inner disk applies the cipher (DISK_CAP_XFORM) */
 	uint8_t *zero_sector;          /* ss zero bytes: the write-zeroes source */
 	uint64_t chunk_sectors;        /* sectors per staging buffer */
 };
@@ -376,6 +382,9 @@ static void crypt_pctx_free(struct crypt_pctx *pc)
 	free(pc);
 }
 
+static int crypt_xform(const struct disk_xform *xf, void *dst, const void *src, size_t len,
+		       uint64_t sector);
+
 static struct crypt_pctx *crypt_pctx_new(struct crypt_disk *cd, struct reactor *r)
 {
 	struct crypt_pctx *pc = calloc(1, sizeof(*pc));
@@ -383,6 +392,10 @@ static struct crypt_pctx *crypt_pctx_new(struct crypt_disk *cd, struct reactor *
 	if (!pc)
 		return NULL;
 	pc->owner = r;
+	pc->ss = cd->ss;
+	pc->shift = cd->shift;
+	pc->xf_enc = (struct disk_xform){ .fn = crypt_xform, .ctx = pc };
+	pc->xf_dec = (struct disk_xform){ .fn = crypt_xform, .ctx = pc };
 	pc->bounce = malloc(cd->ss);
 	if (!pc->bounce || crypt_ctx_init(cd, &pc->enc, true) < 0 ||
 	    crypt_ctx_init(cd, &pc->dec, false) < 0) {
@@ -488,11 +501,23 @@ static int crypt_run(struct crypt_ctx *c, uint64_t lba, uint8_t *out, const uint
 	return 0;
 }
 
-/* A position in an iovec list. */
-struct iov_pos {
-	int i;          /* entry */
-	size_t off;     /* byte in the entry */
-};
+/* The fused path's transform (struct disk_xform): the inner disk calls it
+ * on its reactor's thread, the one that owns these contexts; xf_enc on a
+ * write, xf_dec on a read. */
+static int crypt_xform(const struct disk_xform *xf, void *dst, const void *src, size_t len,
+		       uint64_t sector)
+{
+	struct crypt_pctx *pc = xf->ctx;
+	struct crypt_ctx *c = xf == &pc->xf_enc ? &pc->enc : &pc->dec;
+
+	assert(len > 0 && (len & (pc->ss - 1)) == 0);
+	if (unlikely(crypt_run(c, sector, dst, src, len >> pc->shift, pc->ss) < 0)) {
+		log_error("crypt: %scrypting %zu bytes at LBA %llu failed", c->enc ? "en" : "de",
+			  len, (unsigned long long)sector);
+		return -EIO;
+	}
+	return 0;
+}
 
 /* Moves @p forward by @len bytes. */
 static void iov_pos_advance(const struct iovec *iov, int iovcnt, struct iov_pos *p, size_t len)
@@ -673,10 +698,15 @@ static void crypt_read_done(struct disk_io *child)
 	disk_io_complete(io, DISK_OK);
 }
 
+static int crypt_fused(struct disk *d, struct disk_io *io);
+
 static int crypt_read(struct disk *d, struct disk_io *io)
 {
-	struct disk_io *child = crypt_child(io, crypt_read_done);
+	struct disk_io *child;
 
+	if (crypt_of(d)->fused && io->count > 0)
+		return crypt_fused(d, io);
+	child = crypt_child(io, crypt_read_done);
 	if (!child)
 		return DISK_IO_ERROR;
 	io->hctx[H_DISK] = (uintptr_t)d;
@@ -686,6 +716,63 @@ static int crypt_read(struct disk *d, struct disk_io *io)
 	child->iovcnt = io->iovcnt;
 	disk_submit(disk_lower(d), child);
 	return DISK_PENDING;
+}
+
+/* ---- the fused path ---------------------------------------------------------------- */
+
+static void crypt_forward_done(struct disk_io *child);
+static const struct disk_ops crypt_ops;
+
+static inline void crypt_count(_Atomic uint64_t *c)
+{
+	/* Only the owner's thread stores: no read-modify-write needed. */
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+/* READ or WRITE of at least one sector, handed to the inner disk with the
+ * cipher as its transform: it decrypts from its storage straight into the
+ * caller's buffers, or encrypts from them straight into its storage. */
+static int crypt_fused(struct disk *d, struct disk_io *io)
+{
+	struct crypt_pctx *pc = crypt_pctx_get(crypt_of(d), io->reactor);
+	struct disk_io *child;
+
+	if (!pc)
+		return DISK_IO_ERROR;
+	child = crypt_child(io, crypt_forward_done);
+	if (!child)
+		return DISK_IO_ERROR;
+	child->op = io->op;
+	child->flags = io->flags & DISK_IO_FUA;
+	child->sector = io->sector;
+	child->iov = io->iov;
+	child->iovcnt = io->iovcnt;
+	if (io->op == DISK_OP_READ) {
+		child->xform = &pc->xf_dec;
+		crypt_count(&pc->fused_reads);
+	} else {
+		child->xform = &pc->xf_enc;
+		crypt_count(&pc->fused_writes);
+	}
+	disk_submit(disk_lower(d), child);
+	return DISK_PENDING;
+}
+
+void crypt_fused_counts(struct disk *d, uint64_t *reads, uint64_t *writes)
+{
+	struct crypt_disk *cd = crypt_of(d);
+	uint64_t nr = 0, nw = 0;
+
+	assert(disk_has_ops(d, &crypt_ops));
+	for (struct crypt_pctx *pc = atomic_load(&cd->pctxs); pc; pc = pc->next) {
+		nr += atomic_load_explicit(&pc->fused_reads, memory_order_relaxed);
+		nw += atomic_load_explicit(&pc->fused_writes, memory_order_relaxed);
+	}
+	if (reads)
+		*reads = nr;
+	if (writes)
+		*writes = nw;
 }
 
 /* ---- write and write-zeroes ------------------------------------------------------- */
@@ -820,6 +907,8 @@ static int crypt_write_start(struct disk *d, struct disk_io *io)
 
 static int crypt_write(struct disk *d, struct disk_io *io)
 {
+	if (crypt_of(d)->fused && io->count > 0)
+		return crypt_fused(d, io);
 	return crypt_write_start(d, io);
 }
 
@@ -881,6 +970,9 @@ static void crypt_describe(struct disk *d, struct disk_describer *dd)
 	disk_describe_paramf(dd, "tweak", "LBA, 128-bit little-endian");
 	disk_describe_paramf(dd, "implementation", "%s",
 			     cd->use_prov ? "OpenSSL provider" : "OpenSSL EVP");
+	disk_describe_paramf(dd, "data-path", "%s",
+			     cd->fused ? "fused (the inner disk applies the cipher)"
+				       : "copy (cipher over the caller's buffer or a staging buffer)");
 }
 
 static void crypt_close(struct disk *d)
@@ -950,6 +1042,10 @@ int crypt_new(const uint8_t key[CRYPT_KEY_BYTES], const char *key_name, struct d
 	/* The provider path unless told otherwise (for comparison and tests). */
 	pthread_once(&crypt_prov_once, crypt_prov_init);
 	cd->use_prov = crypt_prov.ok && !getenv("DISKSTACK_CRYPT_EVP");
+	/* The fused path when the inner disk offers it, unless told
+	 * otherwise (for comparison and tests). */
+	cd->fused = (disk_get_info(lower)->caps & DISK_CAP_XFORM) &&
+		    !getenv("DISKSTACK_CRYPT_NOFUSE");
 	r = crypt_secret_new(cd, key);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot allocate memory for the key: %s", strerror(-r));
