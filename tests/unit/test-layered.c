@@ -651,7 +651,7 @@ static int toy_io(struct disk *d, enum disk_op op, uint64_t sector, uint8_t *buf
  * refusing one where it would be ignored. */
 static void test_layered_xform_caps(void **state)
 {
-	struct mockdisk m = { 0 };
+	struct mockdisk m[3] = { { 0 } };
 	struct mockdisk_opts o = { .sectors = 64 };
 	struct toy_xform t;
 	uint8_t buf[512];
@@ -672,7 +672,7 @@ static void test_layered_xform_caps(void **state)
 	disk_unref(top);
 	/* memdiff: over a disk-as-layer */
 	d = stack((struct layered_entry[]){ { .layer = ram(0, 0) },
-					    { .layer = disk_layer(mockdisk_new(&m, &o)) } }, 2, false);
+					    { .layer = disk_layer(mockdisk_new(&m[0], &o)) } }, 2, false);
 	assert_true(disk_get_info(d)->caps & DISK_CAP_XFORM);
 	disk_unref(d);
 	/* Two RAM layers, write-through: both apply it. */
@@ -682,7 +682,7 @@ static void test_layered_xform_caps(void **state)
 	disk_unref(d);
 	/* Write-through into a layer that cannot apply it. */
 	d = stack((struct layered_entry[]){ { .layer = ram(0, 0), .write_through = true },
-					    { .layer = disk_layer(mockdisk_new(&m, &o)) } }, 2, false);
+					    { .layer = disk_layer(mockdisk_new(&m[1], &o)) } }, 2, false);
 	assert_false(disk_get_info(d)->caps & DISK_CAP_XFORM);
 	disk_unref(d);
 	/* A read cache: never. */
@@ -692,11 +692,12 @@ static void test_layered_xform_caps(void **state)
 	assert_int_equal(toy_io(d, DISK_OP_READ, 0, buf, 512, &t, 1, NULL), DISK_INVALID_INPUT);
 	disk_unref(d);
 	/* Only a disk as the top layer. */
-	d = stack((struct layered_entry[]){ { .layer = disk_layer(mockdisk_new(&m, &o)) } }, 1,
+	d = stack((struct layered_entry[]){ { .layer = disk_layer(mockdisk_new(&m[2], &o)) } }, 1,
 		  false);
 	assert_false(disk_get_info(d)->caps & DISK_CAP_XFORM);
 	disk_unref(d);
-	mockdisk_release(&m);
+	for (unsigned i = 0; i < ARRAY_SIZE(m); i++)
+		mockdisk_release(&m[i]);
 }
 
 /*
