@@ -39,16 +39,35 @@
  *   never logged or described. XXX: the key schedules inside OpenSSL's
  *   contexts are ordinary heap memory (wiped when freed: both EVP's and
  *   the provider's freectx clear them; not locked).
- * - Read: the inner disk reads the ciphertext straight into the caller's
- *   buffers, then each sector is decrypted in place. A sector that
- *   straddles two iovec entries goes through the context's one-sector
- *   bounce buffer.
- * - Write: the caller's buffers are never written to (nor read twice):
- *   sectors are encrypted out of place into a staging buffer from the
- *   reactor's buffer cache, which is then written with the same FUA flag.
- *   Requests above CRYPT_CHUNK_BYTES are done in chunks, one after the
- *   other through one staging buffer; such a request is range-checked
- *   first so a write past the end changes nothing.
+ * - Two data paths, chosen when the disk is opened:
+ *   - Fused, when the inner disk advertises DISK_CAP_XFORM (mem:,
+ *     memdiff:; see disk.h and layered.c): a read or write of at least
+ *     one sector goes down as one child request carrying the reactor's
+ *     decrypt or encrypt context as its transform (struct disk_xform), and
+ *     the RAM layer decrypts from its pages straight into the caller's
+ *     buffers or encrypts from them straight into its pages. The issue
+ *     asks to "decrypt in place after the inner read"; over RAM the inner
+ *     read is itself a copy, so this is the same result with one pass over
+ *     the data fewer (and no staging buffer for writes): 0.64 -> 0.80 of
+ *     `openssl speed` for reads at 512-byte sectors, 0.58 -> 0.81 for
+ *     writes (docs/decorator-crypt.md). The transform runs on the
+ *     request's reactor thread, the one that owns the contexts. Counters
+ *     per context (crypt_fused_counts) let the tests see it is taken.
+ *     DISKSTACK_CRYPT_NOFUSE in the environment at open forces the copy
+ *     path. Zero-length requests, write-zeroes and everything else stay
+ *     as below.
+ *   - Copy, over every other inner disk. Read: the inner disk reads the
+ *     ciphertext straight into the caller's buffers, then each sector is
+ *     decrypted in place. A sector that straddles two iovec entries goes
+ *     through the context's one-sector bounce buffer. Write: the caller's
+ *     buffers are never written to (nor read twice): sectors are encrypted
+ *     out of place into a staging buffer from the reactor's buffer cache,
+ *     which is then written with the same FUA flag. Requests above
+ *     CRYPT_CHUNK_BYTES are done in chunks, one after the other through
+ *     one staging buffer; such a request is range-checked first so a
+ *     write past the end changes nothing.
+ * - The crypt disk itself never advertises DISK_CAP_XFORM (a transform
+ *   from above would have to be composed with the cipher).
  * - Write-zeroes encrypts zero sectors (the inner disk's own write-zeroes
  *   or unmap would store zero ciphertext, which decrypts to noise), so it is
  *   never fast: FAST_ZERO gets UNSUPPORTED. Unmap is forwarded raw

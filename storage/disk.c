@@ -19,6 +19,13 @@
  *   taken and returned on the reactor's own thread, so no lock is needed.
  * - Handles: an atomic reference count. The last disk_unref() calls
  *   ops->close and then drops the lower disk.
+ * - Fused transforms (io->xform): the dispatcher refuses a READ or WRITE
+ *   that carries one unless the disk advertises DISK_CAP_XFORM (it would
+ *   be silently ignored otherwise), passes it on in the FUA emulation,
+ *   and disk_info_inherit() strips the bit from decorators.
+ *   disk_xform_iov() is the shared walk that disks honouring it use to run
+ *   the transform over an iovec list (whole-entry runs in one call each,
+ *   straddling sectors through a bounce sector).
  */
 #include "config.h"
 
