@@ -39,16 +39,35 @@
  *   never logged or described. XXX: the key schedules inside OpenSSL's
  *   contexts are ordinary heap memory (wiped when freed: both EVP's and
  *   the provider's freectx clear them; not locked).
- * - Read: the inner disk reads the ciphertext straight into the caller's
- *   buffers, then each sector is decrypted in place. A sector that
- *   straddles two iovec entries goes through the context's one-sector
- *   bounce buffer.
- * - Write: the caller's buffers are never written to (nor read twice):
- *   sectors are encrypted out of place into a staging buffer from the
- *   reactor's buffer cache, which is then written with the same FUA flag.
- *   Requests above CRYPT_CHUNK_BYTES are done in chunks, one after the
- *   other through one staging buffer; such a request is range-checked
- *   first so a write past the end changes nothing.
+ * - Two data paths, chosen when the disk is opened:
+ *   - Fused, when the inner disk advertises DISK_CAP_XFORM (mem:,
+ *     memdiff:; see disk.h and layered.c): a read or write of at least
+ *     one sector goes down as one child request carrying the reactor's
+ *     decrypt or encrypt context as its transform (struct disk_xform), and
+ *     the RAM layer decrypts from its pages straight into the caller's
+ *     buffers or encrypts from them straight into its pages. The issue
+ *     asks to "decrypt in place after the inner read"; over RAM the inner
+ *     read is itself a copy, so this is the same result with one pass over
+ *     the data fewer (and no staging buffer for writes): 0.64 -> 0.80 of
+ *     `openssl speed` for reads at 512-byte sectors, 0.58 -> 0.81 for
+ *     writes (docs/decorator-crypt.md). The transform runs on the
+ *     request's reactor thread, the one that owns the contexts. Counters
+ *     per context (crypt_fused_counts) let the tests see it is taken.
+ *     DISKSTACK_CRYPT_NOFUSE in the environment at open forces the copy
+ *     path. Zero-length requests, write-zeroes and everything else stay
+ *     as below.
+ *   - Copy, over every other inner disk. Read: the inner disk reads the
+ *     ciphertext straight into the caller's buffers, then each sector is
+ *     decrypted in place. A sector that straddles two iovec entries goes
+ *     through the context's one-sector bounce buffer. Write: the caller's
+ *     buffers are never written to (nor read twice): sectors are encrypted
+ *     out of place into a staging buffer from the reactor's buffer cache,
+ *     which is then written with the same FUA flag. Requests above
+ *     CRYPT_CHUNK_BYTES are done in chunks, one after the other through
+ *     one staging buffer; such a request is range-checked first so a
+ *     write past the end changes nothing.
+ * - The crypt disk itself never advertises DISK_CAP_XFORM (a transform
+ *   from above would have to be composed with the cipher).
  * - Write-zeroes encrypts zero sectors (the inner disk's own write-zeroes
  *   or unmap would store zero ciphertext, which decrypts to noise), so it is
  *   never fast: FAST_ZERO gets UNSUPPORTED. Unmap is forwarded raw
@@ -121,12 +140,17 @@ struct crypt_ctx {
 };
 
 /* One reactor's contexts for one disk. Immutable once published, except
- * the contexts' internal state, which only the owner's thread touches. */
+ * the contexts' internal state and the counters, which only the owner's
+ * thread changes. */
 struct crypt_pctx {
 	struct crypt_pctx *next;       /* the disk's list */
 	struct reactor *owner;         /* the reactor whose thread uses it */
 	struct crypt_ctx enc, dec;
 	uint8_t *bounce;               /* one sector (straddling sectors) */
+	uint32_t ss, shift;            /* the data unit */
+	struct disk_xform xf_enc, xf_dec; /* the fused path: ctx = this */
+	/* Fused requests sent (owner stores, anyone loads). */
+	_Atomic uint64_t fused_reads, fused_writes;
 };
 
 /* The page holding the raw key. */
@@ -144,6 +168,7 @@ struct crypt_disk {
 	_Atomic(struct crypt_pctx *) pctxs; /* push-only until close */
 	char *key_name;                /* for describe; NULL = none */
 	bool use_prov;                 /* the provider path (else EVP) */
+	bool fused;                    /* the inner disk applies the cipher (DISK_CAP_XFORM) */
 	uint8_t *zero_sector;          /* ss zero bytes: the write-zeroes source */
 	uint64_t chunk_sectors;        /* sectors per staging buffer */
 };
@@ -376,6 +401,9 @@ static void crypt_pctx_free(struct crypt_pctx *pc)
 	free(pc);
 }
 
+static int crypt_xform(const struct disk_xform *xf, void *dst, const void *src, size_t len,
+		       uint64_t sector);
+
 static struct crypt_pctx *crypt_pctx_new(struct crypt_disk *cd, struct reactor *r)
 {
 	struct crypt_pctx *pc = calloc(1, sizeof(*pc));
@@ -383,6 +411,10 @@ static struct crypt_pctx *crypt_pctx_new(struct crypt_disk *cd, struct reactor *
 	if (!pc)
 		return NULL;
 	pc->owner = r;
+	pc->ss = cd->ss;
+	pc->shift = cd->shift;
+	pc->xf_enc = (struct disk_xform){ .fn = crypt_xform, .ctx = pc };
+	pc->xf_dec = (struct disk_xform){ .fn = crypt_xform, .ctx = pc };
 	pc->bounce = malloc(cd->ss);
 	if (!pc->bounce || crypt_ctx_init(cd, &pc->enc, true) < 0 ||
 	    crypt_ctx_init(cd, &pc->dec, false) < 0) {
@@ -488,11 +520,23 @@ static int crypt_run(struct crypt_ctx *c, uint64_t lba, uint8_t *out, const uint
 	return 0;
 }
 
-/* A position in an iovec list. */
-struct iov_pos {
-	int i;          /* entry */
-	size_t off;     /* byte in the entry */
-};
+/* The fused path's transform (struct disk_xform): the inner disk calls it
+ * on its reactor's thread, the one that owns these contexts; xf_enc on a
+ * write, xf_dec on a read. */
+static int crypt_xform(const struct disk_xform *xf, void *dst, const void *src, size_t len,
+		       uint64_t sector)
+{
+	struct crypt_pctx *pc = xf->ctx;
+	struct crypt_ctx *c = xf == &pc->xf_enc ? &pc->enc : &pc->dec;
+
+	assert(len > 0 && (len & (pc->ss - 1)) == 0);
+	if (unlikely(crypt_run(c, sector, dst, src, len >> pc->shift, pc->ss) < 0)) {
+		log_error("crypt: %scrypting %zu bytes at LBA %llu failed", c->enc ? "en" : "de",
+			  len, (unsigned long long)sector);
+		return -EIO;
+	}
+	return 0;
+}
 
 /* Moves @p forward by @len bytes. */
 static void iov_pos_advance(const struct iovec *iov, int iovcnt, struct iov_pos *p, size_t len)
@@ -673,10 +717,15 @@ static void crypt_read_done(struct disk_io *child)
 	disk_io_complete(io, DISK_OK);
 }
 
+static int crypt_fused(struct disk *d, struct disk_io *io);
+
 static int crypt_read(struct disk *d, struct disk_io *io)
 {
-	struct disk_io *child = crypt_child(io, crypt_read_done);
+	struct disk_io *child;
 
+	if (crypt_of(d)->fused && io->count > 0)
+		return crypt_fused(d, io);
+	child = crypt_child(io, crypt_read_done);
 	if (!child)
 		return DISK_IO_ERROR;
 	io->hctx[H_DISK] = (uintptr_t)d;
@@ -686,6 +735,63 @@ static int crypt_read(struct disk *d, struct disk_io *io)
 	child->iovcnt = io->iovcnt;
 	disk_submit(disk_lower(d), child);
 	return DISK_PENDING;
+}
+
+/* ---- the fused path ---------------------------------------------------------------- */
+
+static void crypt_forward_done(struct disk_io *child);
+static const struct disk_ops crypt_ops;
+
+static inline void crypt_count(_Atomic uint64_t *c)
+{
+	/* Only the owner's thread stores: no read-modify-write needed. */
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+/* READ or WRITE of at least one sector, handed to the inner disk with the
+ * cipher as its transform: it decrypts from its storage straight into the
+ * caller's buffers, or encrypts from them straight into its storage. */
+static int crypt_fused(struct disk *d, struct disk_io *io)
+{
+	struct crypt_pctx *pc = crypt_pctx_get(crypt_of(d), io->reactor);
+	struct disk_io *child;
+
+	if (!pc)
+		return DISK_IO_ERROR;
+	child = crypt_child(io, crypt_forward_done);
+	if (!child)
+		return DISK_IO_ERROR;
+	child->op = io->op;
+	child->flags = io->flags & DISK_IO_FUA;
+	child->sector = io->sector;
+	child->iov = io->iov;
+	child->iovcnt = io->iovcnt;
+	if (io->op == DISK_OP_READ) {
+		child->xform = &pc->xf_dec;
+		crypt_count(&pc->fused_reads);
+	} else {
+		child->xform = &pc->xf_enc;
+		crypt_count(&pc->fused_writes);
+	}
+	disk_submit(disk_lower(d), child);
+	return DISK_PENDING;
+}
+
+void crypt_fused_counts(struct disk *d, uint64_t *reads, uint64_t *writes)
+{
+	struct crypt_disk *cd = crypt_of(d);
+	uint64_t nr = 0, nw = 0;
+
+	assert(disk_has_ops(d, &crypt_ops));
+	for (struct crypt_pctx *pc = atomic_load(&cd->pctxs); pc; pc = pc->next) {
+		nr += atomic_load_explicit(&pc->fused_reads, memory_order_relaxed);
+		nw += atomic_load_explicit(&pc->fused_writes, memory_order_relaxed);
+	}
+	if (reads)
+		*reads = nr;
+	if (writes)
+		*writes = nw;
 }
 
 /* ---- write and write-zeroes ------------------------------------------------------- */
@@ -820,6 +926,8 @@ static int crypt_write_start(struct disk *d, struct disk_io *io)
 
 static int crypt_write(struct disk *d, struct disk_io *io)
 {
+	if (crypt_of(d)->fused && io->count > 0)
+		return crypt_fused(d, io);
 	return crypt_write_start(d, io);
 }
 
@@ -881,6 +989,9 @@ static void crypt_describe(struct disk *d, struct disk_describer *dd)
 	disk_describe_paramf(dd, "tweak", "LBA, 128-bit little-endian");
 	disk_describe_paramf(dd, "implementation", "%s",
 			     cd->use_prov ? "OpenSSL provider" : "OpenSSL EVP");
+	disk_describe_paramf(dd, "data-path", "%s",
+			     cd->fused ? "fused (the inner disk applies the cipher)"
+				       : "copy (cipher over the caller's buffer or a staging buffer)");
 }
 
 static void crypt_close(struct disk *d)
@@ -950,6 +1061,10 @@ int crypt_new(const uint8_t key[CRYPT_KEY_BYTES], const char *key_name, struct d
 	/* The provider path unless told otherwise (for comparison and tests). */
 	pthread_once(&crypt_prov_once, crypt_prov_init);
 	cd->use_prov = crypt_prov.ok && !getenv("DISKSTACK_CRYPT_EVP");
+	/* The fused path when the inner disk offers it, unless told
+	 * otherwise (for comparison and tests). */
+	cd->fused = (disk_get_info(lower)->caps & DISK_CAP_XFORM) &&
+		    !getenv("DISKSTACK_CRYPT_NOFUSE");
 	r = crypt_secret_new(cd, key);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot allocate memory for the key: %s", strerror(-r));

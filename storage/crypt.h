@@ -38,6 +38,15 @@ int crypt_new(const uint8_t key[CRYPT_KEY_BYTES], const char *key_name, struct d
 	      struct disk **out, char *err, size_t errlen);
 
 /*
+ * Test hook: how many reads and writes (with at least one sector) @d, a
+ * crypt disk, has sent down the fused path (the inner disk applies the
+ * cipher while it moves the data; see crypt.c) since it was opened.
+ * Either pointer may be NULL. Any thread; exact when no request is in
+ * flight.
+ */
+void crypt_fused_counts(struct disk *d, uint64_t *reads, uint64_t *writes);
+
+/*
  * Reads a raw 64-byte key from @path into @key (caller-owned; wipe it with
  * OPENSSL_cleanse when done). Errors, with a message in @err: -errno from
  * open/read, -EINVAL when the file does not hold exactly 64 bytes or its

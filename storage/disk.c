@@ -19,6 +19,13 @@
  *   taken and returned on the reactor's own thread, so no lock is needed.
  * - Handles: an atomic reference count. The last disk_unref() calls
  *   ops->close and then drops the lower disk.
+ * - Fused transforms (io->xform): the dispatcher refuses a READ or WRITE
+ *   that carries one unless the disk advertises DISK_CAP_XFORM (it would
+ *   be silently ignored otherwise), passes it on in the FUA emulation,
+ *   and disk_info_inherit() strips the bit from decorators.
+ *   disk_xform_iov() is the shared walk that disks honouring it use to run
+ *   the transform over an iovec list (whole-entry runs in one call each,
+ *   straddling sectors through a bounce sector).
  */
 #include "config.h"
 
@@ -163,6 +170,8 @@ const struct disk_info *disk_get_info(const struct disk *d) { return &d->info; }
 void disk_info_inherit(struct disk_info *info, const struct disk *lower)
 {
 	*info = lower->info;
+	/* A decorator would have to pass io->xform on to honour it. */
+	info->caps &= ~(uint32_t)DISK_CAP_XFORM;
 }
 
 /* The disk that implements the op at member @off of struct disk_ops: @d
@@ -282,6 +291,97 @@ int iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
 		off = 0;
 	}
 	return n;
+}
+
+/* Skips to an entry with bytes left at @p. */
+static inline void iov_pos_settle(const struct iovec *iov, int iovcnt, struct iov_pos *p)
+{
+	while (p->i < iovcnt && p->off >= iov[p->i].iov_len) {
+		p->i++;
+		p->off = 0;
+	}
+}
+
+int disk_xform_iov(const struct disk_io *io, const struct iovec *iov, int iovcnt,
+		   struct iov_pos *p, enum disk_xform_dir dir, void *buf, uint64_t sector,
+		   uint64_t n, uint32_t shift)
+{
+	const struct disk_xform *xf = io->xform;
+	const size_t ss = (size_t)1 << shift;
+	uint8_t stack_bounce[4096], *bounce = NULL, *b = buf;
+	int r = 0;
+
+	assert(xf && xf->fn);
+	while (n > 0) {
+		size_t avail;
+		uint8_t *base;
+
+		iov_pos_settle(iov, iovcnt, p);
+		assert(p->i < iovcnt);
+		avail = iov[p->i].iov_len - p->off;
+		base = (uint8_t *)iov[p->i].iov_base + p->off;
+		if (likely(avail >= ss)) {
+			uint64_t k = MIN((uint64_t)(avail >> shift), n);
+			size_t len = (size_t)(k << shift);
+
+			if (dir == DISK_XFORM_TO_IOV)
+				r = xf->fn(xf, base, b, len, sector);
+			else if (dir == DISK_XFORM_FROM_IOV)
+				r = xf->fn(xf, b, base, len, sector);
+			else
+				r = xf->fn(xf, base, base, len, sector);
+			if (r < 0)
+				break;
+			p->off += len;
+			if (dir != DISK_XFORM_IN_IOV)
+				b += len;
+			sector += k;
+			n -= k;
+			continue;
+		}
+		/* The sector straddles entries. */
+		if (dir == DISK_XFORM_FROM_IOV) {
+			iov_to_buf(iov + p->i, iovcnt - p->i, p->off, b, ss);
+			r = xf->fn(xf, b, b, ss, sector);
+		} else {
+			if (!bounce) {
+				bounce = ss <= sizeof(stack_bounce) ? stack_bounce
+								   : reactor_buf_get(io->reactor, ss, false);
+				if (!bounce) {
+					r = -ENOMEM;
+					break;
+				}
+			}
+			if (dir == DISK_XFORM_TO_IOV) {
+				r = xf->fn(xf, bounce, b, ss, sector);
+			} else {
+				iov_to_buf(iov + p->i, iovcnt - p->i, p->off, bounce, ss);
+				r = xf->fn(xf, bounce, bounce, ss, sector);
+			}
+			if (r == 0)
+				iov_from_buf(iov + p->i, iovcnt - p->i, p->off, bounce, ss);
+		}
+		if (r < 0)
+			break;
+		/* Step over the sector: it ends inside a later entry. */
+		for (size_t left = ss; left > 0;) {
+			size_t take = MIN(left, iov[p->i].iov_len - p->off);
+
+			left -= take;
+			p->off += take;
+			if (left > 0) {
+				p->i++;
+				p->off = 0;
+			}
+		}
+		if (dir != DISK_XFORM_IN_IOV)
+			b += ss;
+		sector++;
+		n--;
+	}
+	if (bounce && bounce != stack_bounce)
+		reactor_buf_put(io->reactor, bounce, ss);
+	return r;
 }
 
 /* ---- the per-reactor request cache --------------------------------------- */
@@ -453,6 +553,7 @@ struct disk_io *disk_io_get_copy(struct disk_io *parent, void (*done)(struct dis
 	child->iov = parent->iov;
 	child->iovcnt = parent->iovcnt;
 	child->initiator = parent->initiator;
+	child->xform = parent->xform;
 	child->done = done;
 	child->opaque = parent;
 	return child;
@@ -658,6 +759,9 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 		uint64_t len = iov_length(io->iov, io->iovcnt);
 
 		if (unlikely(io->iovcnt < 0 || (len & (d->info.sector_size - 1))))
+			return DISK_INVALID_INPUT;
+		/* A transform only goes to a disk that applies it. */
+		if (unlikely(io->xform && !(d->info.caps & DISK_CAP_XFORM)))
 			return DISK_INVALID_INPUT;
 		io->count = len >> shift;
 		if (unlikely(!disk_range_representable(io->sector, io->count, shift)))

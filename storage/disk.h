@@ -35,6 +35,14 @@
  *   submitted it and are never touched below. A disk that issues requests
  *   of its own takes them from the per-reactor cache (disk_io_get), so
  *   steady-state I/O does not allocate.
+ * - Fused transforms (io->xform, DISK_CAP_XFORM): a decorator that changes
+ *   the bytes (crypt) can hand the transform to a disk that holds its data
+ *   in memory (a RAM layer), which then applies it while it moves the data
+ *   between its storage and the request's buffers instead of copying: one
+ *   pass over the data instead of a copy plus a transform. Only a disk that
+ *   advertises DISK_CAP_XFORM gets such requests (the dispatcher refuses
+ *   them elsewhere); decorators never inherit the bit (disk_info_inherit
+ *   clears it), since they would have to pass the transform on.
  */
 #ifndef DISKSTACK_STORAGE_DISK_H
 #define DISKSTACK_STORAGE_DISK_H
@@ -99,6 +107,7 @@ enum {
 	DISK_CAP_BLOCK_STATUS   = 1u << 5, /* block status reports real allocation */
 	DISK_CAP_FAST_ZERO      = 1u << 6, /* write-zeroes is cheaper than writing zeroes */
 	DISK_CAP_PERSISTENT     = 1u << 7, /* data survives the process (file, sqlite, ...) */
+	DISK_CAP_XFORM          = 1u << 8, /* READ and WRITE honour io->xform (struct disk_xform) */
 };
 
 /* Metadata cached when a handle is created. */
@@ -229,6 +238,28 @@ enum {
 /* Op name for logs ("read", "write", ...). */
 const char *disk_op_str(enum disk_op op);
 
+/*
+ * A data transform applied by the disk that moves the data (see the notes
+ * at the top). On a READ, fn turns stored bytes into what the caller gets
+ * (src = the disk's storage, dst = the request's buffers); on a WRITE,
+ * what the caller gives into what is stored (src = the request's buffers,
+ * which are never written, dst = the disk's storage). Every call covers
+ * @len bytes of whole sectors (len > 0, a multiple of the sector size),
+ * the first being LBA @sector of the request's numbering. @dst and @src
+ * are either equal (in place) or disjoint. A sector that no layer or
+ * backend holds reads as the transform of a zero sector, exactly as if it
+ * had been read into the buffer and transformed there. Returns 0, or
+ * -errno (the request then fails with DISK_IO_ERROR and that errno; on a
+ * READ the buffers hold garbage, on a WRITE the stored data may be
+ * partly written, as after any failed write). Called on the request's
+ * reactor thread, any number of times per request, in no set order.
+ */
+struct disk_xform {
+	int (*fn)(const struct disk_xform *xf, void *dst, const void *src, size_t len,
+		  uint64_t sector);
+	void *ctx;                            /* fn's */
+};
+
 struct disk_io {
 	/* Set by the submitter. */
 	enum disk_op op;
@@ -238,6 +269,10 @@ struct disk_io {
 	const struct iovec *iov;              /* READ/WRITE: borrowed until completion */
 	int iovcnt;
 	const struct disk_initiator *initiator; /* optional, borrowed */
+	/* READ/WRITE: optional, borrowed until completion; only for disks with
+	 * DISK_CAP_XFORM (others fail the request with INVALID_INPUT). Layer
+	 * requests: only for layers whose layer_meta.xform is set. */
+	const struct disk_xform *xform;
 	union {
 		struct {
 			struct disk_extent *extents;  /* caller-owned array */
@@ -317,7 +352,7 @@ struct disk_io *disk_io_get(struct reactor *r);
 
 /*
  * A child request that repeats @parent (op, flags, sector, count, iov,
- * iovcnt, initiator), from @parent's reactor cache, with done = @done and
+ * iovcnt, initiator, xform), from @parent's reactor cache, with done = @done and
  * opaque = @parent: what a decorator sends below when it passes a request
  * on but needs its completion. Returns NULL on allocation failure.
  */
@@ -460,7 +495,8 @@ uint64_t disk_sector_count(struct disk *d);
 static inline uint32_t disk_sector_size(const struct disk *d) { return disk_get_info(d)->sector_size; }
 
 /* Copies the lower disk's metadata into @info (for decorators that forward
- * metadata and change a few fields). */
+ * metadata and change a few fields), without DISK_CAP_XFORM: a decorator
+ * that wants it must pass io->xform on and set the bit itself. */
 void disk_info_inherit(struct disk_info *info, const struct disk *lower);
 
 /* True when [sector, sector+count) is representable for sector @shift:
@@ -479,6 +515,31 @@ void iov_memset(const struct iovec *iov, int iovcnt, size_t off, int c, size_t l
  * @iov. Returns the number of entries, or -E2BIG if @max is too small. */
 int iov_slice(const struct iovec *iov, int iovcnt, size_t off, size_t len,
 	      struct iovec *out, int max);
+
+/* A position in an iovec list, for walking it forward once. */
+struct iov_pos {
+	int i;                                /* entry */
+	size_t off;                           /* bytes of it consumed */
+};
+
+enum disk_xform_dir {
+	DISK_XFORM_TO_IOV,      /* READ: buf -> request buffers */
+	DISK_XFORM_FROM_IOV,    /* WRITE: request buffers -> buf */
+	DISK_XFORM_IN_IOV,      /* in place in the request buffers; buf unused */
+};
+
+/*
+ * For disks that honour io->xform: runs io->xform over @n sectors of
+ * 1 << @shift bytes, the first at LBA @sector, between the flat buffer @buf
+ * and @iov (io->iov or a slice of it) from position *@p, which is advanced
+ * past them. Sectors that straddle iovec entries go through a bounce
+ * sector (on the stack up to 4 KiB sectors, else from @io's reactor's
+ * buffer cache); with FROM_IOV they are gathered into @buf and transformed
+ * there. Returns 0 or -errno (fn's, or -ENOMEM).
+ */
+int disk_xform_iov(const struct disk_io *io, const struct iovec *iov, int iovcnt,
+		   struct iov_pos *p, enum disk_xform_dir dir, void *buf, uint64_t sector,
+		   uint64_t n, uint32_t shift);
 
 /* ---- synchronous helpers (tests and tools) ----------------------------- */
 

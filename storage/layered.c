@@ -28,6 +28,17 @@
  * - Per-request state comes from the reactor's buffer cache
  *   (reactor_buf_get), so steady-state I/O does not allocate; layer calls
  *   may complete at once (RAM) or later (SQLite, disk-as-layer).
+ * - Fused transforms (DISK_CAP_XFORM, io->xform; crypt over mem:/memdiff:):
+ *   advertised only when every layer of the write path applies the
+ *   transform itself (the RAM layer) and no layer is a read cache (a cache
+ *   fill must store what the layer below holds, untransformed, and the
+ *   bounce buffer that feeds it would need a transform on the way out; not
+ *   worth it). A read hands io->xform to the layers that apply it; what a
+ *   layer without it (disk-as-layer, sqlite) reads into the caller's
+ *   buffer is transformed there in place when its run completes, and so
+ *   are the zeroes of sectors no layer holds. The result is byte for byte
+ *   what a read without the transform followed by the transform in place
+ *   gives. A write passes io->xform to every write-path layer.
  * - Thread safety: the layered disk itself is immutable after construction;
  *   layers protect their own state.
  */
@@ -106,6 +117,7 @@ struct lentry {
 };
 
 struct layered {
+	bool xform;              /* DISK_CAP_XFORM advertised */
 	unsigned n;
 	unsigned write_path;     /* number of layers in the write path */
 	unsigned ncache;         /* number of read-cache layers */
@@ -205,8 +217,29 @@ static int lread_finish(struct lread *st, int status, bool from_callback)
 	return status;
 }
 
-/* Zero-fills the caller's buffer over every still-unset run. */
-static void lread_zero_unset(struct lread *st)
+/* Runs the parent's transform in place over sectors [s, e) of its buffers.
+ * Returns a status (DISK_IO_ERROR with st->lio.os_errno on failure). */
+static int lread_xform(struct lread *st, uint64_t s, uint64_t e)
+{
+	struct disk_io *p = st->parent;
+	uint32_t shift = disk_get_info(p->disk)->sector_shift;
+	int n = iov_slice(p->iov, p->iovcnt, (s - p->sector) << shift, (e - s) << shift, st->iov,
+			  st->iov_room);
+	struct iov_pos pos = { 0, 0 };
+	int r;
+
+	assert(n > 0);
+	r = disk_xform_iov(p, st->iov, n, &pos, DISK_XFORM_IN_IOV, NULL, s, e - s, shift);
+	if (r < 0) {
+		st->lio.os_errno = -r;
+		return DISK_IO_ERROR;
+	}
+	return DISK_OK;
+}
+
+/* Zero-fills the caller's buffer over every still-unset run (and applies
+ * the transform to those zeroes). Returns a status. */
+static int lread_zero_unset(struct lread *st)
 {
 	struct disk_io *p = st->parent;
 	uint32_t shift = disk_get_info(p->disk)->sector_shift;
@@ -214,16 +247,39 @@ static void lread_zero_unset(struct lread *st)
 
 	while (bitmap_next_run(&st->marker, from, false, &s, &e)) {
 		iov_memset(p->iov, p->iovcnt, (s - p->sector) << shift, 0, (e - s) << shift);
+		if (p->xform) {
+			int r = lread_xform(st, s, e);
+
+			if (r != DISK_OK)
+				return r;
+		}
 		from = e;
 	}
+	return DISK_OK;
 }
 
-/* Called when the layer finishes a run (inline or from its callback). */
-static void lread_run_done(struct lread *st, uint64_t set_before)
+/* Called when the layer finishes a run (inline or from its callback).
+ * Returns a status. */
+static int lread_run_done(struct lread *st, uint64_t set_before)
 {
 	struct lentry *le = &st->ld->l[st->layer];
 	uint64_t run_len = st->run_end - st->lio.sector;
 	uint64_t marked = st->marker.nset - set_before;
+
+	if (st->parent->xform && !st->lio.xform && marked > 0) {
+		/* The layer read untransformed data into the caller's buffer:
+		 * everything it marked in the run (which was all unset). */
+		uint64_t s, e, from = st->lio.sector;
+
+		while (from < st->run_end && bitmap_next_run(&st->marker, from, true, &s, &e) &&
+		       s < st->run_end) {
+			int r = lread_xform(st, s, MIN(e, st->run_end));
+
+			if (r != DISK_OK)
+				return r;
+			from = e;
+		}
+	}
 
 	if (le->read_cache && marked < run_len && !st->snap[st->layer]) {
 		/* Remember that this cache layer missed; its snapshot is taken
@@ -231,17 +287,23 @@ static void lread_run_done(struct lread *st, uint64_t set_before)
 		st->snap[st->layer] = (uint64_t *)(uintptr_t)1;
 	}
 	st->pos = st->run_end;
+	return DISK_OK;
 }
 
 static void lread_layer_cb(struct disk_io *lio)
 {
 	struct lread *st = container_of(lio, struct lread, lio);
+	int r;
 
 	if (lio->status != DISK_OK) {
 		lread_finish(st, lio->status, true);
 		return;
 	}
-	lread_run_done(st, st->set_before);
+	r = lread_run_done(st, st->set_before);
+	if (r != DISK_OK) {
+		lread_finish(st, r, true);
+		return;
+	}
 	lread_step(st);
 }
 
@@ -409,15 +471,19 @@ static int lread_drive(struct lread *st, bool from_callback)
 		}
 		st->lio.iov = st->iov;
 		st->lio.iovcnt = n;
+		/* Layers that cannot apply the transform read raw data; it is
+		 * transformed when the run is done. */
+		st->lio.xform = ld->l[st->layer].meta.xform ? p->xform : NULL;
 		st->run_end = e;
 		r = l->ops->read(l, &st->lio);
 		if (r == DISK_PENDING)
 			return DISK_PENDING;
+		if (r == DISK_OK)
+			r = lread_run_done(st, st->set_before);
 		if (r != DISK_OK) {
 			st->lio.status = r;
 			return lread_finish(st, r, from_callback);
 		}
-		lread_run_done(st, st->set_before);
 	}
 	/* Finish the pass bookkeeping of the layer we stopped in (a cache
 	 * layer that missed on its last run needs its snapshot). */
@@ -428,8 +494,12 @@ static int lread_drive(struct lread *st, bool from_callback)
 			return lread_finish(st, r, from_callback);
 	}
 	(void)end;
-	if (st->marker.nset < st->marker.len)
-		lread_zero_unset(st);
+	if (st->marker.nset < st->marker.len) {
+		int r = lread_zero_unset(st);
+
+		if (r != DISK_OK)
+			return lread_finish(st, r, from_callback);
+	}
 	if (!st->bounce)
 		return lread_finish(st, DISK_OK, from_callback);
 	st->phase = LR_POPULATE;
@@ -512,6 +582,8 @@ static int lwalk_issue(struct disk_io *child, bool from_callback)
 		child->count = parent->count;
 		child->iov = parent->iov;
 		child->iovcnt = parent->iovcnt;
+		/* Every write-path layer applies it when it is advertised. */
+		child->xform = parent->op == DISK_OP_WRITE ? parent->xform : NULL;
 		child->status = DISK_OK;
 		switch (parent->op) {
 		case DISK_OP_WRITE:
@@ -895,6 +967,12 @@ int layered_disk_new(const struct layered_entry *layers, unsigned n, bool read_o
 		info.caps |= DISK_CAP_RESIZE;
 	if (acc == DISK_UNMAP_ZEROES)
 		info.caps |= DISK_CAP_FAST_ZERO;
+	/* The fused transform: see the notes at the top. */
+	ld->xform = ld->ncache == 0;
+	for (unsigned i = 0; i < ld->write_path; i++)
+		ld->xform = ld->xform && ld->l[i].meta.xform;
+	if (ld->xform)
+		info.caps |= DISK_CAP_XFORM;
 
 	r = disk_new(&layered_ops, &info, ld, NULL, out);
 	if (r < 0) {

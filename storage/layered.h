@@ -16,6 +16,8 @@
  *    Unmarked positions are left alone.
  *  - WRITE: DISK_IO_NO_OVERWRITE writes only sectors not yet present.
  *  - UNMAP: DISK_IO_NEXT_IS_ZERO says the layer below reads zero there.
+ *  - READ/WRITE: io->xform is set only for layers with layer_meta.xform;
+ *    the layered disk transforms in place what other layers read.
  *  - BLOCK_STATUS: the layer answers for the first run only, in
  *    io->u.bs.extents[0] (count, flags): 0 = present data;
  *    DISK_EXTENT_ZERO = present, reads zeroes; DISK_EXTENT_ZERO |
@@ -49,6 +51,11 @@ struct layer_meta {
 	bool can_read_cache;     /* supports write-no-overwrite */
 	bool fua_respected;
 	uint32_t caps;           /* DISK_CAP_COHERENT, VOLATILE_CACHE, PERSISTENT, RESIZE */
+	/* Appended: READ and WRITE honour io->xform (struct disk_xform): the
+	 * layer transforms what it moves between its storage and the
+	 * buffers, and what it marks as zeroes on a read. Only the RAM layer
+	 * sets it. */
+	bool xform;
 };
 
 #define LAYER_OPS_VERSION 1

@@ -82,6 +82,25 @@
  *   layer), outside the stripe lock; a failure completes with DISK_IO_ERROR
  *   and ENOMEM.
  *
+ * Fused transforms (layer_meta.xform; io->xform, see disk.h).
+ * - When a request carries a transform (crypt over mem:), the layer calls
+ *   it instead of memcpy between a page and the request's buffers, so the
+ *   data is touched once: READ transforms page -> buffer, WRITE buffer ->
+ *   page (the caller's buffer is only read). Calls cover whole sectors of
+ *   one page with their own LBA; disk_xform_iov handles sectors that
+ *   straddle buffer entries. Missing sectors past zero_after are zeroed
+ *   and then transformed in place, as a plain read plus the transform
+ *   would give.
+ * - The transform runs under the page's stripe lock, like the memcpy it
+ *   replaces, so it holds the lock longer (AES-XTS: ~0.6-0.8 us per 4 KiB
+ *   page instead of ~0.1 us); only requests on pages of the same stripe
+ *   wait for it.
+ * - A failed transform fails the request with its errno; on a write the
+ *   sectors it was given are left marked present with whatever it wrote
+ *   (a torn write), which keeps a new page's mask non-zero.
+ * - XXX: prefetching the next page while transforming one did not help
+ *   (the whole page: 10-20% slower reads; four cache lines: noise).
+ *
  * Durability: nothing survives the process. Flush is a no-op and FUA is
  * trivially respected. Every op completes immediately.
  */
@@ -325,6 +344,46 @@ static void ram_cursor_do(struct ram_cursor *c, enum ram_cursor_op op, void *buf
 			c->off = 0;
 		}
 	}
+}
+
+/*
+ * Moves @len bytes (whole sectors, the first at LBA @sector) between the
+ * request and @buf in the page - OUT: page to request, IN: request to page -
+ * through io->xform when the request has one (the fused path), else by
+ * copying. Returns 0 or -errno (the transform failed).
+ */
+static int ram_move(struct ramlayer *r, struct ram_cursor *c, const struct disk_io *io,
+		    enum ram_cursor_op op, uint8_t *buf, size_t len, uint64_t sector)
+{
+	struct iov_pos p;
+	int ret;
+
+	if (likely(!io->xform)) {
+		ram_cursor_do(c, op, buf, len);
+		return 0;
+	}
+	p.i = c->i;
+	p.off = c->off;
+	ret = disk_xform_iov(io, c->iov, c->iovcnt, &p,
+			     op == RAM_CUR_OUT ? DISK_XFORM_TO_IOV : DISK_XFORM_FROM_IOV, buf,
+			     sector, len >> r->sector_shift, r->sector_shift);
+	c->i = p.i;
+	c->off = p.off;
+	return ret;
+}
+
+/* Zero-fills @n sectors of the request from LBA @sector; with a transform,
+ * they get the transform of zero sectors, as if read and then transformed. */
+static int ram_zero(struct ramlayer *r, struct ram_cursor *c, const struct disk_io *io,
+		    uint64_t sector, uint64_t n)
+{
+	struct iov_pos p = { c->i, c->off };
+
+	ram_cursor_do(c, RAM_CUR_ZERO, NULL, n << r->sector_shift);
+	if (likely(!io->xform))
+		return 0;
+	return disk_xform_iov(io, c->iov, c->iovcnt, &p, DISK_XFORM_IN_IOV, NULL, sector, n,
+			      r->sector_shift);
 }
 
 /* ---- the tree ----------------------------------------------------------- */
@@ -624,6 +683,7 @@ static int ramlayer_attach(struct layer *l, const struct layer_meta *lower,
 	meta->can_read_cache = true;
 	meta->fua_respected = true;
 	meta->caps = DISK_CAP_COHERENT | DISK_CAP_RESIZE;
+	meta->xform = true;
 	return 0;
 }
 
@@ -633,28 +693,33 @@ static uint64_t ramlayer_sector_count(struct layer *l)
 }
 
 /* Handles missing sectors [a, b) of a read: those at or past @za are zeroed
- * and marked, the others are left to the layers below. */
-static void ram_read_missing(struct ramlayer *r, struct ram_cursor *cur, struct bitmap *marker,
-			     uint64_t a, uint64_t b, uint64_t za)
+ * and marked, the others are left to the layers below. Returns 0 or -errno. */
+static int ram_read_missing(struct ramlayer *r, struct ram_cursor *cur, const struct disk_io *io,
+			    uint64_t a, uint64_t b, uint64_t za)
 {
 	uint64_t z = MAX(a, za);
+	int ret;
 
 	if (z >= b) {
 		ram_cursor_do(cur, RAM_CUR_SKIP, NULL, (b - a) << r->sector_shift);
-		return;
+		return 0;
 	}
 	if (z > a)
 		ram_cursor_do(cur, RAM_CUR_SKIP, NULL, (z - a) << r->sector_shift);
-	ram_cursor_do(cur, RAM_CUR_ZERO, NULL, (b - z) << r->sector_shift);
-	bitmap_set_range(marker, z, b - z);
+	ret = ram_zero(r, cur, io, z, b - z);
+	if (ret == 0)
+		bitmap_set_range(io->u.marker, z, b - z);
+	return ret;
 }
 
-/* Sectors [i0, i1) of a partly present page starting at sector @ps. */
-static void ram_read_partial(struct ramlayer *r, struct ram_cursor *cur, struct bitmap *marker,
-			     uint8_t *page, uint8_t m, uint64_t ps, unsigned i0, unsigned i1,
-			     uint64_t za)
+/* Sectors [i0, i1) of a partly present page starting at sector @ps.
+ * Returns 0 or -errno. */
+static int ram_read_partial(struct ramlayer *r, struct ram_cursor *cur, const struct disk_io *io,
+			    uint8_t *page, uint8_t m, uint64_t ps, unsigned i0, unsigned i1,
+			    uint64_t za)
 {
 	unsigned i = i0;
+	int ret;
 
 	while (i < i1) {
 		bool present = (m >> i) & 1;
@@ -663,14 +728,25 @@ static void ram_read_partial(struct ramlayer *r, struct ram_cursor *cur, struct 
 		while (j < i1 && (bool)((m >> j) & 1) == present)
 			j++;
 		if (present) {
-			ram_cursor_do(cur, RAM_CUR_OUT, page + ((size_t)i << r->sector_shift),
-				      (size_t)(j - i) << r->sector_shift);
-			bitmap_set_range(marker, ps + i, j - i);
+			ret = ram_move(r, cur, io, RAM_CUR_OUT, page + ((size_t)i << r->sector_shift),
+				       (size_t)(j - i) << r->sector_shift, ps + i);
+			if (ret == 0)
+				bitmap_set_range(io->u.marker, ps + i, j - i);
 		} else {
-			ram_read_missing(r, cur, marker, ps + i, ps + j, za);
+			ret = ram_read_missing(r, cur, io, ps + i, ps + j, za);
 		}
+		if (ret < 0)
+			return ret;
 		i = j;
 	}
+	return 0;
+}
+
+/* A transform failed: fail the request with its errno. */
+static int ram_xform_failed(struct disk_io *io, int ret)
+{
+	io->os_errno = -ret;
+	return DISK_IO_ERROR;
 }
 
 static int ramlayer_read(struct layer *l, struct disk_io *io)
@@ -679,6 +755,7 @@ static int ramlayer_read(struct layer *l, struct disk_io *io)
 	struct bitmap *marker = io->u.marker;
 	struct ram_cursor cur;
 	uint64_t end, pos = io->sector;
+	int ret = 0;
 
 	if (ADD_OVERFLOW(io->sector, io->count, &end) || end > ram_count(r))
 		return DISK_ILLEGAL_BLOCK;
@@ -702,14 +779,18 @@ static int ramlayer_read(struct layer *l, struct disk_io *io)
 			uint8_t want = ram_bits(i0, i1), m = leaf->mask[idx];
 
 			if (likely((m & want) == want)) {
-				ram_cursor_do(&cur, RAM_CUR_OUT, page + ((size_t)i0 << r->sector_shift),
-					      (size_t)(i1 - i0) << r->sector_shift);
+				ret = ram_move(r, &cur, io, RAM_CUR_OUT,
+					       page + ((size_t)i0 << r->sector_shift),
+					       (size_t)(i1 - i0) << r->sector_shift, pos);
 				ram_stripe_unlock(st);
-				bitmap_set_range(marker, pos, pend - pos);
+				if (ret == 0)
+					bitmap_set_range(marker, pos, pend - pos);
 			} else {
-				ram_read_partial(r, &cur, marker, page, m, ps, i0, i1, za);
+				ret = ram_read_partial(r, &cur, io, page, m, ps, i0, i1, za);
 				ram_stripe_unlock(st);
 			}
+			if (unlikely(ret < 0))
+				return ram_xform_failed(io, ret);
 			pos = pend;
 			continue;
 		}
@@ -721,24 +802,32 @@ static int ramlayer_read(struct layer *l, struct disk_io *io)
 		ram_stripe_unlock(st);
 		uint64_t hend = MIN(end, next << r->spp_shift);
 
-		ram_read_missing(r, &cur, marker, pos, hend, za);
+		ret = ram_read_missing(r, &cur, io, pos, hend, za);
+		if (unlikely(ret < 0))
+			return ram_xform_failed(io, ret);
 		pos = hend;
 	}
 	return DISK_OK;
 }
 
-/* Copies sectors [i0, i1) of the request into @page, skipping those in @m
- * (write-no-overwrite). */
-static void ram_write_sparse(struct ramlayer *r, struct ram_cursor *cur, uint8_t *page, uint8_t m,
-			     unsigned i0, unsigned i1)
+/* Copies sectors [i0, i1) of the request into @page, the first at LBA
+ * @ps + i0, skipping those in @m (write-no-overwrite). Returns 0 or -errno. */
+static int ram_write_sparse(struct ramlayer *r, struct ram_cursor *cur, const struct disk_io *io,
+			    uint8_t *page, uint8_t m, uint64_t ps, unsigned i0, unsigned i1)
 {
 	for (unsigned i = i0; i < i1; i++) {
-		if ((m >> i) & 1)
+		int ret;
+
+		if ((m >> i) & 1) {
 			ram_cursor_do(cur, RAM_CUR_SKIP, NULL, r->sector_size);
-		else
-			ram_cursor_do(cur, RAM_CUR_IN, page + ((size_t)i << r->sector_shift),
-				      r->sector_size);
+			continue;
+		}
+		ret = ram_move(r, cur, io, RAM_CUR_IN, page + ((size_t)i << r->sector_shift),
+			       r->sector_size, ps + i);
+		if (ret < 0)
+			return ret;
 	}
+	return 0;
 }
 
 static int ramlayer_write(struct layer *l, struct disk_io *io)
@@ -799,22 +888,30 @@ static int ramlayer_write(struct layer *l, struct disk_io *io)
 
 		unsigned i0 = (unsigned)(pos - ps), i1 = (unsigned)(wend - ps);
 		uint8_t want = ram_bits(i0, i1);
+		int xret;
 
 		if (!no_overwrite || !(m & want))
-			ram_cursor_do(&cur, RAM_CUR_IN, page + ((size_t)i0 << r->sector_shift),
-				      (size_t)(i1 - i0) << r->sector_shift);
+			xret = ram_move(r, &cur, io, RAM_CUR_IN, page + ((size_t)i0 << r->sector_shift),
+					(size_t)(i1 - i0) << r->sector_shift, pos);
 		else
-			ram_write_sparse(r, &cur, page, m, i0, i1);
+			xret = ram_write_sparse(r, &cur, io, page, m, ps, i0, i1);
+		/* If the transform failed part way, the sectors it was given
+		 * hold garbage: they are still marked present (as after a
+		 * torn write), which keeps a new page's mask non-zero. */
+		if (unlikely(xret < 0))
+			ret = xret;
 		if ((m | want) != m) {
 			__atomic_store_n(&leaf->mask[idx], (uint8_t)(m | want), __ATOMIC_RELAXED);
 			ram_stripe_account(st, __builtin_popcount(want & (uint8_t)~m), 0);
 		}
 		ram_stripe_unlock(st);
+		if (unlikely(ret < 0))
+			break;
 		pos = pend;
 	}
 	free(spare);
-	if (ret == -ENOMEM) {
-		io->os_errno = ENOMEM;
+	if (ret < 0) {
+		io->os_errno = -ret;
 		return DISK_IO_ERROR;
 	}
 	return DISK_OK;

@@ -15,11 +15,18 @@
 #    Ratios are printed both per CPU second (what `openssl speed` reports by
 #    default; the fair figure on a shared machine) and per wall-clock second
 #    (against `openssl speed -elapsed`), and against the bound set by the
-#    bare RAM disk's own cost (1 / (1/openssl + 1/mem)): a read is a copy out
-#    of RAM plus a decryption, a write an encryption plus a copy into RAM.
-#    The EVP path (DISKSTACK_CRYPT_EVP=1) is measured too.
+#    bare RAM disk's own cost (1 / (1/openssl + 1/mem)), which bounds the
+#    copy path: there a read is a copy out of RAM plus a decryption, a write
+#    an encryption plus a copy into RAM. The default (fused) path decrypts
+#    out of the RAM pages / encrypts into them in one pass.
+#    The EVP path (DISKSTACK_CRYPT_EVP=1) and the copy path
+#    (DISKSTACK_CRYPT_NOFUSE=1: a copy out of / into the RAM pages plus the
+#    cipher over the caller's buffer or a staging buffer, which is what crypt
+#    did before the fused path) are measured too.
 #
 # Each figure is the median of $RUNS runs (default 3) of $TIME (default 3s).
+# SECTIONS (default "delay crypt") and SECTORS (default "512 4096") choose
+# what runs, so that one invocation can stay short on a shared machine.
 # Needs /usr/bin/python3 (JSON) and openssl.
 set -euo pipefail
 
@@ -93,6 +100,11 @@ echo "cpu:       $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^
 echo "runs:      median of $runs x $time"
 echo
 
+sections=${SECTIONS:-delay crypt}
+sectors=${SECTORS:-512 4096}
+want() { case " $1 " in *" $2 "*) return 0;; esac; return 1; }
+
+if want "$sections" delay; then
 echo "== delay:0 over mem: vs mem: (ratio delay/mem; target >= 0.95)"
 echo "   requests per CPU second (and per wall second), runs interleaved"
 for t in "randread 4K 32" "read 64K 1"; do
@@ -112,6 +124,7 @@ for t in "randread 4K 32" "read 64K 1"; do
 		"$1" "$2" "$3" "$m" "$d" "$(ratio "$d" "$m")" "$mw" "$dw" "$(ratio "$dw" "$mw")"
 done
 echo
+fi
 
 # crypt_row LABEL UNIT SPEC_MEM SPEC_CRYPT
 crypt_row() {
@@ -122,21 +135,28 @@ crypt_row() {
 	printf '%s: openssl speed -evp aes-256-xts -bytes %s: %.0f MB/s per CPU s, %.0f MB/s wall\n' \
 		"$label" "$unit" "$ssl_cpu" "$ssl_wall"
 	for rw in read write; do
-		local mcpu ccpu cwall ecpu b
+		local mcpu ccpu cwall ecpu ncpu b
 		mcpu=$(bench_fig "$smem" cpu_mbs --rw $rw --bs 64K --iodepth 1 --prefill)
 		ccpu=$(bench_fig "$scrypt" cpu_mbs --rw $rw --bs 64K --iodepth 1 --prefill)
 		cwall=$(bench_fig "$scrypt" wall_mbs --rw $rw --bs 64K --iodepth 1 --prefill)
 		ecpu=$(DISKSTACK_CRYPT_EVP=1 bench_fig "$scrypt" cpu_mbs --rw $rw --bs 64K --iodepth 1 --prefill)
+		ncpu=$(DISKSTACK_CRYPT_NOFUSE=1 bench_fig "$scrypt" cpu_mbs --rw $rw --bs 64K --iodepth 1 --prefill)
 		b=$(bound "$ssl_cpu" "$mcpu")
 		printf '  %-5s crypt %6.0f MB/s/cpu (%s of openssl; wall %6.0f MB/s, %s of -elapsed)\n' \
 			$rw "$ccpu" "$(ratio "$ccpu" "$ssl_cpu")" "$cwall" "$(ratio "$cwall" "$ssl_wall")"
-		printf '        bare RAM disk %6.0f MB/s/cpu -> bound %s MB/s/cpu, crypt at %s of it; EVP path %6.0f MB/s/cpu (%s of openssl)\n' \
-			"$mcpu" "$b" "$(ratio "$ccpu" "$b")" "$ecpu" "$(ratio "$ecpu" "$ssl_cpu")"
+		printf '        EVP path %6.0f MB/s/cpu (%s of openssl); copy path (NOFUSE) %6.0f MB/s/cpu (%s of openssl)\n' \
+			"$ecpu" "$(ratio "$ecpu" "$ssl_cpu")" "$ncpu" "$(ratio "$ncpu" "$ssl_cpu")"
+		printf '        bare RAM disk %6.0f MB/s/cpu -> copy-path bound 1/(1/openssl+1/RAM) %s MB/s/cpu, copy path at %s of it\n' \
+			"$mcpu" "$b" "$(ratio "$ncpu" "$b")"
 	done
 }
 
+want "$sections" crypt || exit 0
 echo "== crypt: over RAM, 64 KiB sequential, 1 thread (targets: >= 0.70 of openssl at 512, >= 0.80 at 4096)"
-crypt_row "512-byte sectors" 512 mem:256M "crypt:xts-aes-256:$key:mem:256M"
+if want "$sectors" 512; then
+	crypt_row "512-byte sectors" 512 mem:256M "crypt:xts-aes-256:$key:mem:256M"
+fi
+want "$sectors" 4096 || exit 0
 if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null; then
 	shmfile=/dev/shm/bench-decorators.$$.img
 	truncate -s 256M "$shmfile"

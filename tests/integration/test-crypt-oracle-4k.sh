@@ -3,7 +3,9 @@
 # test-crypt-oracle-4k.sh: crypt: over a disk with 4096-byte logical sectors
 # (a loop device made with losetup --sector-size 4096) uses one 4 KiB sector
 # as the XTS data unit and its 4K LBA as the tweak: the backing file matches
-# the independent oracle (xts-oracle.py) byte for byte, and decrypts back.
+# the independent oracle (xts-oracle.py) byte for byte, and decrypts back,
+# also through the fused path (crypt over memdiff:, whose RAM layer applies
+# the cipher).
 # Needs root and loop devices (skips otherwise).
 . "$(dirname "$0")/functions.sh"
 requires cmp dd head truncate od losetup
@@ -32,6 +34,10 @@ grep -q 'sector size: *4096' "$tmpdir/stdout" || fail "the loop device does not 
 expect_exit 0 "$DISKSTACK" copy --quiet plain.img "crypt:xts-aes-256:k.bin:file:$dev"
 expect_exit 0 "$DISKSTACK" copy --quiet "crypt:xts-aes-256:k.bin:file:$dev" "file:back.img;create=2M"
 cmp plain.img back.img || fail "diskstack does not decrypt its own ciphertext"
+# The fused path (memdiff:'s RAM layer applies the cipher) reads it too.
+expect_exit 0 "$DISKSTACK" copy --quiet "crypt:xts-aes-256:k.bin:memdiff:file:$dev" \
+	"file:back2.img;create=2M"
+cmp plain.img back2.img || fail "the fused path does not decrypt 4K ciphertext"
 losetup -d "$dev"
 
 $oracle encrypt k.bin 4096 plain.img expect.img

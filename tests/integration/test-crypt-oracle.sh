@@ -4,7 +4,7 @@
 # file is, byte for byte, the sector-by-sector XTS-AES-256 encryption of
 # the plaintext by an independent implementation (python3-cryptography,
 # xts-oracle.py) at 512-byte sectors, zero ranges included; it decrypts back
-# both ways; a wrong key reads noise without an error; bad key files are
+# both ways, also through the fused path (crypt over memdiff:); a wrong key reads noise without an error; bad key files are
 # refused before anything is created; the key never shows in `info`.
 . "$(dirname "$0")/functions.sh"
 requires cmp dd head truncate od tr
@@ -41,6 +41,17 @@ expect_exit 0 "$DISKSTACK" copy --quiet "$(spec_of k.bin enc.img)" "file:back.im
 cmp plain.img back.img || fail "diskstack does not decrypt its own ciphertext"
 $oracle decrypt k.bin 512 enc.img dec.img
 cmp plain.img dec.img || fail "the oracle does not decrypt diskstack's ciphertext"
+
+# 2b. The fused path (the RAM layer of memdiff: applies the cipher): the
+# oracle's ciphertext in the lower file reads back as the plaintext, and
+# info says which path a stack takes.
+expect_exit 0 "$DISKSTACK" copy --quiet "crypt:xts-aes-256:k.bin:memdiff:file:expect.img" \
+	"file:back2.img;create=4M"
+cmp plain.img back2.img || fail "the fused path does not decrypt the oracle's ciphertext"
+expect_exit 0 "$DISKSTACK" info "crypt:xts-aes-256:k.bin:memdiff:file:expect.img"
+grep -q 'data-path.*fused' "$tmpdir/stdout" || fail "crypt over memdiff: is not fused"
+expect_exit 0 "$DISKSTACK" info "$(spec_of k.bin enc.img)"
+grep -q 'data-path.*copy' "$tmpdir/stdout" || fail "crypt over a file is fused"
 
 # 3. A wrong key (one bit of the tweak key) reads noise, without an error:
 # no sector of the result equals the plaintext's.

@@ -6,7 +6,10 @@
  * keys, key-file errors, the caller's buffer left alone, the forwarding
  * rules of §5.4 (unmap raw, flush, PR, FUA, eject refused, unmap behaviour
  * fold), encrypted write-zeroes, block status, chunked writes, several
- * reactors and disks at once, describe, and the contract suites.
+ * reactors and disks at once, describe, and the contract suites; the fused
+ * path (the inner RAM layer applies the cipher): which stacks take it,
+ * that it gives byte for byte what the copy path gives (DISKSTACK_CRYPT_NOFUSE)
+ * over mem: and memdiff: at 512 and 4096, and the copy path's own checks.
  */
 #include "config.h"
 
@@ -25,6 +28,7 @@
 #include "common/compiler.h"
 #include "storage/crypt.h"
 #include "storage/filedisk.h"
+#include "storage/layered.h"
 #include "storage/spec.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/mockdisk.h"
@@ -241,6 +245,7 @@ static void test_crypt_roundtrip_64k(void **state UNUSED)
  * of the caller's buffers (sectors split across iovec entries). */
 static void test_crypt_ieee_vector(void **state);
 static void test_crypt_write_zeroes_encrypts(void **state);
+static void fused_vs_copy(uint32_t ss, bool diff);
 
 static void oracle_check(uint32_t ss)
 {
@@ -341,7 +346,342 @@ static void test_crypt_evp_path(void **state UNUSED)
 	oracle_check(512);
 	oracle_check(4096);
 	test_crypt_write_zeroes_encrypts(NULL);
+	fused_vs_copy(512, true);
+	fused_vs_copy(4096, false);
 	assert_int_equal(unsetenv("DISKSTACK_CRYPT_EVP"), 0);
+}
+
+/* ---- the fused path ---------------------------------------------------------------------- */
+
+/* memdiff: a RAM layer of @top_bytes over @lower as a layer (one reference
+ * of @lower is passed). */
+static struct disk *memdiff_over(struct disk *lower, uint64_t top_bytes)
+{
+	struct layered_entry e[2] = { { 0 } };
+	struct disk *d;
+
+	if (ramlayer_new(top_bytes, 0, &e[0].layer, err, sizeof(err)) != 0)
+		fail_msg("ramlayer_new: %s", err);
+	assert_int_equal(disklayer_new(lower, &e[1].layer), 0);
+	if (layered_disk_new(e, 2, false, &d, err, sizeof(err)) != 0)
+		fail_msg("layered_disk_new: %s", err);
+	return d;
+}
+
+/* A crypt disk that takes the copy path whatever is below. */
+static struct disk *crypt_over_nofuse(struct disk *lower, const uint8_t key[CRYPT_KEY_BYTES])
+{
+	struct disk *d;
+
+	assert_int_equal(setenv("DISKSTACK_CRYPT_NOFUSE", "1", 1), 0);
+	d = crypt_over(lower, key);
+	assert_int_equal(unsetenv("DISKSTACK_CRYPT_NOFUSE"), 0);
+	return d;
+}
+
+static bool is_fused(struct disk *d)
+{
+	struct captured cap = { { 0 } };
+	struct disk_describer dd = { .param = cap_param, .opaque = &cap };
+
+	disk_describe(d, &dd);
+	assert_non_null(strstr(cap.text, "data-path="));
+	return strstr(cap.text, "data-path=fused") != NULL;
+}
+
+/* One read and one write of @d; returns how many went the fused way (0..2). */
+static uint64_t fused_delta(struct disk *d)
+{
+	uint64_t r0, w0, r1, w1;
+	uint8_t buf[8192];
+
+	crypt_fused_counts(d, &r0, &w0);
+	tu_fill(buf, sizeof(buf), 1, 0);
+	assert_int_equal(disk_sync_write(d, 8, buf, sizeof(buf), 0), DISK_OK);
+	assert_int_equal(disk_sync_read(d, 8, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 1, 0), -1);
+	crypt_fused_counts(d, &r1, &w1);
+	assert_int_equal(r1 - r0, w1 - w0);
+	return (r1 - r0) + (w1 - w0);
+}
+
+/* Which inner disks get the fused path, and that requests take it. */
+static void test_crypt_fused_taken(void **state UNUSED)
+{
+	struct filedisk_opts fo = { .create = true, .create_size = 1 << 20 };
+	struct layered_entry rc[2] = { { 0 } };
+	uint8_t key[CRYPT_KEY_BYTES], buf[512];
+	struct disk *d, *inner, *f;
+	uint64_t r, w;
+
+	key_random(key, 30);
+	/* mem: and memdiff: */
+	d = crypt_over(ram(1 << 20, 512), key);
+	assert_true(is_fused(d));
+	assert_int_equal(fused_delta(d), 2);
+	assert_false(disk_get_info(d)->caps & DISK_CAP_XFORM);
+	/* Zero sectors stay on the old path (a range check only). */
+	crypt_fused_counts(d, &r, &w);
+	assert_int_equal(disk_sync_read(d, 2048, buf, 0), DISK_OK);
+	assert_int_equal(disk_sync_write(d, 2048, buf, 0, 0), DISK_OK);
+	assert_int_equal(disk_sync_write(d, 2049, buf, 0, 0), DISK_ILLEGAL_BLOCK);
+	crypt_fused_counts(d, &r, &w);
+	assert_int_equal(r + w, 2);
+	disk_unref(d);
+	d = crypt_over(memdiff_over(ram(1 << 20, 512), 0), key);
+	assert_true(is_fused(d));
+	assert_int_equal(fused_delta(d), 2);
+	disk_unref(d);
+	/* Told not to. */
+	d = crypt_over_nofuse(ram(1 << 20, 512), key);
+	assert_false(is_fused(d));
+	assert_int_equal(fused_delta(d), 0);
+	disk_unref(d);
+	/* A file. */
+	if (filedisk_open(tu_path("fused.img"), &fo, &f, err, sizeof(err)) != 0)
+		fail_msg("filedisk_open: %s", err);
+	d = crypt_over(f, key);
+	assert_false(is_fused(d));
+	assert_int_equal(fused_delta(d), 0);
+	disk_unref(d);
+	/* A RAM read cache over RAM. */
+	assert_int_equal(ramlayer_new(0, 0, &rc[0].layer, err, sizeof(err)), 0);
+	rc[0].read_cache = true;
+	assert_int_equal(disklayer_new(ram(1 << 20, 512), &rc[1].layer), 0);
+	assert_int_equal(layered_disk_new(rc, 2, false, &inner, err, sizeof(err)), 0);
+	d = crypt_over(inner, key);
+	assert_false(is_fused(d));
+	assert_int_equal(fused_delta(d), 0);
+	disk_unref(d);
+	/* crypt over crypt over mem: the inner one only. */
+	inner = crypt_over(ram(1 << 20, 512), key);
+	key_random(key, 31);
+	d = crypt_over(disk_ref(inner), key);
+	assert_false(is_fused(d));
+	assert_int_equal(fused_delta(d), 0);
+	crypt_fused_counts(inner, &r, &w);
+	assert_int_equal(r, 1);
+	assert_int_equal(w, 1);
+	disk_unref(d);
+	disk_unref(inner);
+}
+
+/* Splits @buf into entries of 1 byte to 3 sectors, so sectors straddle
+ * entries (and every few requests, whole-sector entries). */
+static int rand_iov(uint8_t *buf, size_t len, uint32_t ss, uint64_t *seed, struct iovec *iov,
+		    int max)
+{
+	bool whole = tu_rand(seed) % 4 == 0;
+	size_t off = 0;
+	int n = 0;
+
+	while (off < len) {
+		size_t want = whole ? (size_t)(tu_rand(seed) % 3 + 1) * ss
+				    : (size_t)(tu_rand(seed) % (3 * ss)) + 1;
+		size_t take = MIN(len - off, want);
+
+		assert_true(n < max);
+		iov[n].iov_base = buf + off;
+		iov[n].iov_len = take;
+		off += take;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * The fused path against the copy path: one seeded sequence of writes (odd
+ * buffer shapes), write-zeroes, raw unmaps and reads runs on two identical
+ * stacks, one fused and one with DISKSTACK_CRYPT_NOFUSE. Every read gives
+ * the same bytes on both (written sectors, never-written ones, sectors of a
+ * memdiff lower layer, beyond it, unmapped), written sectors read back as
+ * written, and at the end the inner disks hold the same bytes, which are
+ * the oracle's ciphertext where written.
+ */
+static void fused_vs_copy(uint32_t ss, bool diff)
+{
+	const uint64_t n = 256, low_n = 192, max_req = 40;
+	const size_t len = n * ss;
+	uint64_t seed = tu_seed(diff ? "fused_vs_copy_diff" : "fused_vs_copy") + ss;
+	uint8_t key[CRYPT_KEY_BYTES];
+	uint8_t *model = calloc(1, len), *known = calloc(1, n);
+	uint8_t *a = malloc(max_req * ss), *b = malloc(max_req * ss), *pt = malloc(max_req * ss);
+	uint8_t *ra = malloc(len), *rb = malloc(len), *want = malloc(ss);
+	struct iovec iov[1024];
+	struct disk *fa, *fb, *ia, *ib;
+	uint64_t reads, writes;
+
+	key_random(key, seed);
+	if (diff) {
+		/* Lower layers hold the same raw data in their first half. */
+		struct disk *la = ram(low_n * ss, ss), *lb = ram(low_n * ss, ss);
+
+		fill_random(ra, low_n / 2 * ss, seed);
+		assert_int_equal(disk_sync_write(la, 0, ra, low_n / 2 * ss, 0), DISK_OK);
+		assert_int_equal(disk_sync_write(lb, 0, ra, low_n / 2 * ss, 0), DISK_OK);
+		ia = memdiff_over(la, len);
+		ib = memdiff_over(lb, len);
+	} else {
+		ia = ram(len, ss);
+		ib = ram(len, ss);
+	}
+	fa = crypt_over(disk_ref(ia), key);
+	fb = crypt_over_nofuse(disk_ref(ib), key);
+	assert_true(is_fused(fa));
+	assert_false(is_fused(fb));
+
+	for (unsigned op = 0; op < 300; op++) {
+		unsigned kind = (unsigned)(tu_rand(&seed) % 10);
+		uint64_t cnt = tu_rand(&seed) % max_req + 1;
+		uint64_t lba = tu_rand(&seed) % (n - cnt + 1);
+		int nv;
+
+		if (kind < 4) {
+			fill_random(pt, cnt * ss, seed + op);
+			memcpy(a, pt, cnt * ss);
+			nv = rand_iov(a, cnt * ss, ss, &seed, iov, ARRAY_SIZE(iov));
+			assert_int_equal(rw_iov(fa, DISK_OP_WRITE, lba, iov, nv), DISK_OK);
+			assert_memory_equal(a, pt, cnt * ss);   /* never written to */
+			assert_int_equal(disk_sync_write(fb, lba, pt, cnt * ss, 0), DISK_OK);
+			memcpy(model + lba * ss, pt, cnt * ss);
+			memset(known + lba, 1, cnt);
+		} else if (kind == 4) {
+			assert_int_equal(disk_sync_write_zeroes(fa, lba, cnt, 0), DISK_OK);
+			assert_int_equal(disk_sync_write_zeroes(fb, lba, cnt, 0), DISK_OK);
+			memset(model + lba * ss, 0, cnt * ss);
+			memset(known + lba, 1, cnt);
+		} else if (kind == 5) {
+			assert_int_equal(disk_sync_unmap(fa, lba, cnt, 0), DISK_OK);
+			assert_int_equal(disk_sync_unmap(fb, lba, cnt, 0), DISK_OK);
+			memset(known + lba, 0, cnt);
+		} else {
+			memset(a, 0x11, cnt * ss);
+			memset(b, 0x22, cnt * ss);
+			nv = rand_iov(a, cnt * ss, ss, &seed, iov, ARRAY_SIZE(iov));
+			assert_int_equal(rw_iov(fa, DISK_OP_READ, lba, iov, nv), DISK_OK);
+			assert_int_equal(disk_sync_read(fb, lba, b, cnt * ss), DISK_OK);
+			if (memcmp(a, b, cnt * ss) != 0)
+				fail_msg("ss %u diff %d op %u: read of %llu+%llu differs between the "
+					 "fused and the copy path", ss, diff, op,
+					 (unsigned long long)lba, (unsigned long long)cnt);
+			for (uint64_t i = 0; i < cnt; i++)
+				if (known[lba + i])
+					assert_memory_equal(a + i * ss, model + (lba + i) * ss, ss);
+		}
+	}
+	/* Both paths agree on the whole disk and on what is stored. */
+	assert_int_equal(disk_sync_read(fa, 0, ra, len), DISK_OK);
+	assert_int_equal(disk_sync_read(fb, 0, rb, len), DISK_OK);
+	assert_memory_equal(ra, rb, len);
+	assert_int_equal(disk_sync_read(ia, 0, ra, len), DISK_OK);
+	assert_int_equal(disk_sync_read(ib, 0, rb, len), DISK_OK);
+	assert_memory_equal(ra, rb, len);
+	for (uint64_t i = 0; i < n; i++) {
+		if (!known[i])
+			continue;
+		oracle_xts(key, i, model + i * ss, want, ss);
+		assert_memory_equal(ra + i * ss, want, ss);
+	}
+	crypt_fused_counts(fa, &reads, &writes);
+	assert_true(reads > 0 && writes > 0);
+	crypt_fused_counts(fb, &reads, &writes);
+	assert_true(reads == 0 && writes == 0);
+	disk_unref(fa);
+	disk_unref(fb);
+	disk_unref(ia);
+	disk_unref(ib);
+	free(model);
+	free(known);
+	free(a);
+	free(b);
+	free(pt);
+	free(ra);
+	free(rb);
+	free(want);
+}
+
+static void test_crypt_fused_vs_copy_512(void **state UNUSED) { fused_vs_copy(512, false); }
+static void test_crypt_fused_vs_copy_4096(void **state UNUSED) { fused_vs_copy(4096, false); }
+static void test_crypt_fused_vs_copy_memdiff_512(void **state UNUSED) { fused_vs_copy(512, true); }
+static void test_crypt_fused_vs_copy_memdiff_4096(void **state UNUSED) { fused_vs_copy(4096, true); }
+
+/*
+ * An image written through the fused path (crypt over memdiff: over a
+ * file, or a mock disk at 4 KiB sectors) is, once the RAM layer's contents are copied into the file, what
+ * crypt over the file alone reads back; and ciphertext written through the
+ * copy path into a file reads back through the fused memdiff's lower layer.
+ */
+static void test_crypt_fused_image_reads_back(void **state UNUSED)
+{
+	static const uint32_t sizes[] = { 512, 4096 };
+
+	for (unsigned si = 0; si < ARRAY_SIZE(sizes); si++) {
+		const uint32_t ss = sizes[si];
+		const size_t len = 64 * (size_t)ss;
+		struct filedisk_opts fo = { .create = true, .create_size = len };
+		struct mockdisk m = { 0 };
+		struct mockdisk_opts mo = { .sectors = 64, .sector_size = ss };
+		uint8_t key[CRYPT_KEY_BYTES];
+		uint8_t *pt = malloc(len), *back = malloc(len), *raw = malloc(len);
+		struct disk *file, *md, *fused, *plain;
+		char name[32];
+
+		snprintf(name, sizeof(name), "img-%u.img", ss);
+		key_random(key, 40 + ss);
+		/* Files have 512-byte sectors; a mock disk stands in at 4 KiB. */
+		if (ss == 512 && filedisk_open(tu_path(name), &fo, &file, err, sizeof(err)) != 0)
+			fail_msg("filedisk_open: %s", err);
+		if (ss != 512)
+			file = mockdisk_new(&m, &mo);
+		assert_int_equal(disk_sector_size(file), ss);
+		/* Copy path into the file: sectors 0..31. */
+		plain = crypt_over(disk_ref(file), key);
+		assert_false(is_fused(plain));
+		tu_fill(pt, len, 41, 0);
+		assert_int_equal(disk_sync_write(plain, 0, pt, len / 2, 0), DISK_OK);
+		/* Fused path into the RAM layer above: sectors 16..63. */
+		md = memdiff_over(disk_ref(file), 0);
+		fused = crypt_over(disk_ref(md), key);
+		assert_true(is_fused(fused));
+		assert_int_equal(disk_sync_write(fused, 16, pt + 16 * ss, len - 16 * ss, 0), DISK_OK);
+		/* Reads spanning the lower file and the RAM layer. */
+		assert_int_equal(disk_sync_read(fused, 0, back, len), DISK_OK);
+		assert_memory_equal(back, pt, len);
+		/* Move the RAM layer's ciphertext into the file. */
+		assert_int_equal(disk_sync_read(md, 16, raw, len - 16 * ss), DISK_OK);
+		assert_int_equal(disk_sync_write(file, 16, raw, len - 16 * ss, 0), DISK_OK);
+		memset(back, 0, len);
+		assert_int_equal(disk_sync_read(plain, 0, back, len), DISK_OK);
+		assert_memory_equal(back, pt, len);
+		/* And it is the oracle's ciphertext. */
+		assert_int_equal(disk_sync_read(file, 0, raw, len), DISK_OK);
+		oracle_sectors(key, ss, 0, pt, back, 64);
+		assert_memory_equal(raw, back, len);
+		disk_unref(fused);
+		disk_unref(md);
+		disk_unref(plain);
+		disk_unref(file);
+		if (ss != 512)
+			mockdisk_release(&m);
+		free(pt);
+		free(back);
+		free(raw);
+	}
+}
+
+/* The copy path over RAM (DISKSTACK_CRYPT_NOFUSE): the oracle, the wrong
+ * key, the contract, and the fused/copy comparison with EVP. */
+static void test_crypt_wrong_key_reads_garbage(void **state);
+static void test_crypt_contract(void **state);
+
+static void test_crypt_copy_path(void **state UNUSED)
+{
+	assert_int_equal(setenv("DISKSTACK_CRYPT_NOFUSE", "1", 1), 0);
+	oracle_check(512);
+	oracle_check(4096);
+	test_crypt_wrong_key_reads_garbage(NULL);
+	test_crypt_contract(NULL);
+	assert_int_equal(unsetenv("DISKSTACK_CRYPT_NOFUSE"), 0);
 }
 
 /* ---- keys ------------------------------------------------------------------------- */
@@ -870,6 +1210,13 @@ int main(void)
 		cmocka_unit_test(test_crypt_many_disks_one_reactor),
 		cmocka_unit_test(test_crypt_spec_and_describe),
 		cmocka_unit_test(test_crypt_contract),
+		cmocka_unit_test(test_crypt_fused_taken),
+		cmocka_unit_test(test_crypt_fused_vs_copy_512),
+		cmocka_unit_test(test_crypt_fused_vs_copy_4096),
+		cmocka_unit_test(test_crypt_fused_vs_copy_memdiff_512),
+		cmocka_unit_test(test_crypt_fused_vs_copy_memdiff_4096),
+		cmocka_unit_test(test_crypt_fused_image_reads_back),
+		cmocka_unit_test(test_crypt_copy_path),
 	};
 	int r;
 

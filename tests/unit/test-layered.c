@@ -4,7 +4,8 @@
  * the §7.2 tests): read cache, diff, resize, unmap, 4K sectors, constructor
  * errors, geometry inheritance, mismatched sector sizes, validation, the
  * metadata folds, the intended clamp semantics, write-through, block
- * status naming layers, and disk-as-layer.
+ * status naming layers, disk-as-layer, and fused transforms (io->xform):
+ * which stacks advertise them and that every read path applies them.
  */
 #include "config.h"
 
@@ -594,6 +595,231 @@ static void test_layered_under_passthrough_decorator(void **state)
 	free(poison);
 }
 
+/* ---- fused transforms (io->xform, DISK_CAP_XFORM) -------------------------------- */
+
+/* A toy transform: XOR with a stream that depends on the LBA and the byte's
+ * place in the sector and is never zero, so zero sectors change and a
+ * sector transformed with the wrong LBA shows. Counts calls; can fail. */
+struct toy_xform {
+	struct disk_xform xf;
+	uint32_t ss;
+	unsigned calls;
+	uint64_t fail_lba;      /* a sector whose transform fails; UINT64_MAX = none */
+};
+
+static uint8_t toy_byte(uint64_t lba, size_t i)
+{
+	return (uint8_t)((lba * 131 + i * 7) % 255 + 1);
+}
+
+static int toy_fn(const struct disk_xform *xf, void *dst, const void *src, size_t len,
+		  uint64_t sector)
+{
+	struct toy_xform *t = container_of(xf, struct toy_xform, xf);
+	const uint8_t *in = src;
+	uint8_t *out = dst;
+
+	assert_true(len > 0 && len % t->ss == 0);
+	assert_true(dst == src || (out + len <= in || in + len <= out));
+	t->calls++;
+	for (size_t k = 0; k < len / t->ss; k++) {
+		if (sector + k == t->fail_lba)
+			return -EIO;
+		for (size_t i = 0; i < t->ss; i++)
+			out[k * t->ss + i] = in[k * t->ss + i] ^ toy_byte(sector + k, i);
+	}
+	return 0;
+}
+
+static void toy_init(struct toy_xform *t, uint32_t ss)
+{
+	*t = (struct toy_xform){ .xf = { .fn = toy_fn }, .ss = ss, .fail_lba = UINT64_MAX };
+}
+
+/* The reference: what a plain read followed by the transform gives. */
+static void toy_apply(uint8_t *buf, uint32_t ss, uint64_t lba, uint64_t n)
+{
+	for (uint64_t k = 0; k < n; k++)
+		for (size_t i = 0; i < ss; i++)
+			buf[k * ss + i] ^= toy_byte(lba + k, i);
+}
+
+/* Splits @buf into entries of 1..3 sectors plus odd bytes, so that sectors
+ * straddle entries; returns the count. */
+static int toy_iov(uint8_t *buf, size_t len, uint32_t ss, uint64_t seed, struct iovec *iov,
+		   int max)
+{
+	size_t off = 0;
+	int n = 0;
+
+	while (off < len) {
+		size_t want = (size_t)(tu_rand(&seed) % (3 * ss)) + 1;
+		size_t take = MIN(len - off, want);
+
+		assert_true(n < max);
+		iov[n].iov_base = buf + off;
+		iov[n].iov_len = take;
+		off += take;
+		n++;
+	}
+	return n;
+}
+
+static int toy_io(struct disk *d, enum disk_op op, uint64_t sector, uint8_t *buf, size_t len,
+		  struct toy_xform *t, uint64_t seed, int *os_errno)
+{
+	struct iovec iov[512];
+	struct disk_io io = { .op = op, .sector = sector, .iov = iov, .xform = t ? &t->xf : NULL };
+	int st;
+
+	io.iovcnt = toy_iov(buf, len, disk_sector_size(d), seed, iov, ARRAY_SIZE(iov));
+	st = disk_sync_io(d, &io);
+	if (os_errno)
+		*os_errno = io.os_errno;
+	return st;
+}
+
+/* Which layered disks say they apply a transform, and the dispatcher
+ * refusing one where it would be ignored. */
+static void test_layered_xform_caps(void **state)
+{
+	struct mockdisk m[3] = { { 0 } };
+	struct mockdisk_opts o = { .sectors = 64 };
+	struct toy_xform t;
+	uint8_t buf[512];
+	struct disk *d, *top;
+	struct disk_info info;
+
+	toy_init(&t, 512);
+	/* mem: */
+	d = stack((struct layered_entry[]){ { .layer = ram(1 << 20, 512) } }, 1, false);
+	assert_true(disk_get_info(d)->caps & DISK_CAP_XFORM);
+	/* A pass-through decorator above it does not inherit the bit. */
+	disk_info_inherit(&info, d);
+	assert_false(info.caps & DISK_CAP_XFORM);
+	assert_int_equal(disk_new(&passthru_ops, &info, NULL, d, &top), 0);
+	assert_int_equal(toy_io(top, DISK_OP_READ, 0, buf, 512, &t, 1, NULL), DISK_INVALID_INPUT);
+	assert_int_equal(toy_io(top, DISK_OP_WRITE, 0, buf, 512, &t, 1, NULL), DISK_INVALID_INPUT);
+	assert_int_equal(t.calls, 0);
+	disk_unref(top);
+	/* memdiff: over a disk-as-layer */
+	d = stack((struct layered_entry[]){ { .layer = ram(0, 0) },
+					    { .layer = disk_layer(mockdisk_new(&m[0], &o)) } }, 2, false);
+	assert_true(disk_get_info(d)->caps & DISK_CAP_XFORM);
+	disk_unref(d);
+	/* Two RAM layers, write-through: both apply it. */
+	d = stack((struct layered_entry[]){ { .layer = ram(1 << 20, 512), .write_through = true },
+					    { .layer = ram(1 << 20, 512) } }, 2, false);
+	assert_true(disk_get_info(d)->caps & DISK_CAP_XFORM);
+	disk_unref(d);
+	/* Write-through into a layer that cannot apply it. */
+	d = stack((struct layered_entry[]){ { .layer = ram(0, 0), .write_through = true },
+					    { .layer = disk_layer(mockdisk_new(&m[1], &o)) } }, 2, false);
+	assert_false(disk_get_info(d)->caps & DISK_CAP_XFORM);
+	disk_unref(d);
+	/* A read cache: never. */
+	d = stack((struct layered_entry[]){ { .layer = ram(0, 0), .read_cache = true },
+					    { .layer = ram(1 << 20, 512) } }, 2, false);
+	assert_false(disk_get_info(d)->caps & DISK_CAP_XFORM);
+	assert_int_equal(toy_io(d, DISK_OP_READ, 0, buf, 512, &t, 1, NULL), DISK_INVALID_INPUT);
+	disk_unref(d);
+	/* Only a disk as the top layer. */
+	d = stack((struct layered_entry[]){ { .layer = disk_layer(mockdisk_new(&m[2], &o)) } }, 1,
+		  false);
+	assert_false(disk_get_info(d)->caps & DISK_CAP_XFORM);
+	disk_unref(d);
+	for (unsigned i = 0; i < ARRAY_SIZE(m); i++)
+		mockdisk_release(&m[i]);
+}
+
+/*
+ * Every way a sector reaches the caller gets the transform exactly once,
+ * with its own LBA: RAM pages (whole and partly present), RAM zeroes past
+ * zero_after, a lower disk-as-layer (transformed in place by the layered
+ * disk), and the zero fill beyond the lower layer's visible count; with
+ * buffers whose sectors straddle entries. What the RAM layer stores is
+ * the transformed data; the caller's buffer is never written on a write.
+ */
+static void xform_paths(uint32_t ss)
+{
+	const uint64_t top_n = 72, low_n = 48;
+	struct mockdisk m = { 0 };
+	struct mockdisk_opts o = { .sectors = low_n, .sector_size = ss };
+	struct layer *top = ram(top_n * ss, ss);
+	struct disk *d = stack((struct layered_entry[]){ { .layer = top },
+							 { .layer = disk_layer(mockdisk_new(&m, &o)) } },
+			       2, false);
+	size_t len = top_n * ss;
+	uint8_t *pt = malloc(len), *copy = malloc(len), *want = malloc(len), *got = malloc(len);
+	struct toy_xform t;
+	int e = 0;
+
+	toy_init(&t, ss);
+	tu_layer_set_sector_size(top, ss);
+	tu_fill(m.data, low_n * ss, 5, 0);
+	tu_fill(pt, len, 6, 0);
+	memcpy(copy, pt, len);
+	/* The written runs start and end inside 4 KiB pages at 512 bytes. */
+	assert_int_equal(toy_io(d, DISK_OP_WRITE, 4, pt + 4 * ss, 8 * ss, &t, 2, NULL), DISK_OK);
+	assert_int_equal(toy_io(d, DISK_OP_WRITE, 43, pt + 43 * ss, 13 * ss, &t, 3, NULL), DISK_OK);
+	assert_memory_equal(pt, copy, len);
+	assert_true(t.calls > 0);
+	/* Past the lower layer: zero_after drops to 64 in the RAM layer. */
+	assert_int_equal(disk_sync_unmap(d, 64, 8, 0), DISK_OK);
+
+	/* What a read without the transform followed by it gives. */
+	memcpy(want, m.data, low_n * ss);
+	memset(want + low_n * ss, 0, (top_n - low_n) * ss);
+	toy_apply(want, ss, 0, top_n);
+	memcpy(want + 4 * ss, pt + 4 * ss, 8 * ss);
+	memcpy(want + 43 * ss, pt + 43 * ss, 13 * ss);
+	for (unsigned shape = 0; shape < 4; shape++) {
+		memset(got, 0xa5, len);
+		t.calls = 0;
+		assert_int_equal(toy_io(d, DISK_OP_READ, 0, got, len, &t, 10 + shape, NULL), DISK_OK);
+		assert_memory_equal(got, want, len);
+		assert_true(t.calls > 0);
+	}
+	/* A read inside one partly present page, and one inside the lower. */
+	assert_int_equal(toy_io(d, DISK_OP_READ, 2, got, 4 * ss, &t, 20, NULL), DISK_OK);
+	assert_memory_equal(got, want + 2 * ss, 4 * ss);
+	assert_int_equal(toy_io(d, DISK_OP_READ, 20, got, 3 * ss, &t, 21, NULL), DISK_OK);
+	assert_memory_equal(got, want + 20 * ss, 3 * ss);
+	/* The RAM layer holds the transform of what was written. */
+	memcpy(copy, pt, len);
+	toy_apply(copy + 4 * ss, ss, 4, 8);
+	assert_int_equal(tu_layer_read(top, 4, got, 8 * ss, NULL), DISK_OK);
+	assert_memory_equal(got, copy + 4 * ss, 8 * ss);
+	/* Without a transform the same disk reads what it holds. */
+	assert_int_equal(disk_sync_read(d, 4, got, 8 * ss), DISK_OK);
+	assert_memory_equal(got, copy + 4 * ss, 8 * ss);
+
+	/* A failing transform fails the request with its errno, wherever it
+	 * runs: a RAM page, the lower layer's run, the zero fill, RAM zeroes,
+	 * and a write. */
+	const uint64_t fails[] = { 6, 20, 58, 66 };
+
+	for (unsigned i = 0; i < ARRAY_SIZE(fails); i++) {
+		t.fail_lba = fails[i];
+		e = 0;
+		assert_int_equal(toy_io(d, DISK_OP_READ, 0, got, len, &t, 30 + i, &e), DISK_IO_ERROR);
+		assert_int_equal(e, EIO);
+	}
+	t.fail_lba = 44;
+	assert_int_equal(toy_io(d, DISK_OP_WRITE, 43, pt + 43 * ss, 4 * ss, &t, 40, &e),
+			 DISK_IO_ERROR);
+	assert_int_equal(e, EIO);
+	disk_unref(d);
+	mockdisk_release(&m);
+	free(pt);
+	free(copy);
+	free(want);
+	free(got);
+}
+
+static void test_layered_xform_paths_512(void **state) { xform_paths(512); }
+static void test_layered_xform_paths_4096(void **state) { xform_paths(4096); }
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -617,6 +843,9 @@ int main(void)
 		cmocka_unit_test(test_layered_contract_two_ram_layers),
 		cmocka_unit_test(test_layered_describe),
 		cmocka_unit_test(test_layered_under_passthrough_decorator),
+		cmocka_unit_test(test_layered_xform_caps),
+		cmocka_unit_test(test_layered_xform_paths_512),
+		cmocka_unit_test(test_layered_xform_paths_4096),
 	};
 	int r;
 
