@@ -205,8 +205,8 @@ static void conn_free(struct nbdsrv_conn *c)
 	struct nbdsrv_worker *w = c->w;
 	bool stdio = c->stdio;
 
-	log_debug("nbd %s: closed after %llu requests", c->name,
-		  (unsigned long long)c->nrequests);
+	log_debug("nbd %s: closed after %llu requests (%llu read passes split)", c->name,
+		  (unsigned long long)c->nrequests, (unsigned long long)c->npass_splits);
 	if (c->prev)
 		c->prev->next = c->next;
 	else

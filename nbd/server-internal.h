@@ -32,6 +32,9 @@
 /* Payload bytes in flight per connection before reading stops (one request
  * is always allowed). */
 #define NBDSRV_INFLIGHT_BYTES (64u << 20)
+/* READ bytes dispatched per loop pass: parsing stops there and resumes
+ * after the pass's replies were handed to the kernel (see transmit.c). */
+#define NBDSRV_PASS_READ_BYTES (1u << 20)
 /* Receive buffers for request headers and small payloads: a WRITE whose
  * payload arrived whole is written from its receive buffer, which the
  * connection then cannot reuse until the write completes; it switches to
@@ -301,6 +304,7 @@ struct nbdsrv_conn {
 	uint8_t *rbuf;              /* rb->data */
 	size_t rhead, rtail;        /* parsed up to rhead, received up to rtail */
 	bool rx_blocked;            /* parsing waits for a free slot or receive buffer */
+	bool parse_later;           /* pass read budget spent: parse after the flush */
 	struct nbdsrv_req *payload_req;  /* WRITE whose payload is arriving */
 	uint32_t payload_got;
 	struct reactor_task xmit_task;  /* resumes parsing after a slot frees */
@@ -308,6 +312,7 @@ struct nbdsrv_conn {
 	bool disc;                  /* NBD_CMD_DISC received */
 	bool draining;              /* server stopping */
 	uint64_t nrequests;
+	uint64_t npass_splits;      /* passes cut short by NBDSRV_PASS_READ_BYTES */
 };
 
 /* conn.c: lifetime and transport. */

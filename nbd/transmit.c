@@ -28,6 +28,18 @@
  *   payloads are received straight into the slot's buffer. READ data is
  *   sent from the buffer the disk filled, the reply header in front of it,
  *   gathered with other replies into one sendmsg (conn.c).
+ * - Read budget per pass: parsing stops once a pass has dispatched
+ *   NBDSRV_PASS_READ_BYTES of READs and resumes on the next pass, after
+ *   the flush task queued this pass's replies (the reactor submits them
+ *   before it runs the next pass). An in-memory disk fills the buffer
+ *   inside disk_submit, so without the budget 8 pipelined 1 MiB reads were
+ *   8 MiB of copies before the first byte went to the socket, and the
+ *   socket copy read cold buffers; with it each buffer is sent while it is
+ *   still in cache and the freed slot (LIFO) reuses it. Disks that complete
+ *   later lose nothing: the next pass follows at once, not after the
+ *   completion. Measured (1 MiB reads, QD8, mem:, one quiet A/B): the
+ *   RAM layer's copy ~90 -> ~57 us per read, 4-9% less CPU per read,
+ *   10-15% more IOPS (docs/bench-nbd.md).
  * - Structured READs ask the disk's block status alongside the read (both
  *   are submitted together) and send OFFSET_HOLE chunks for ranges that
  *   read as zeroes, OFFSET_DATA for the rest. With DF the reply is a
@@ -697,6 +709,9 @@ static void xmit_disc(struct nbdsrv_conn *c, struct nbdsrv_req *req)
  * more unless something says stop. */
 static void xmit_pump(struct nbdsrv_conn *c)
 {
+	uint64_t pass_read = 0;
+
+	c->parse_later = false;
 	while (!c->closing && !c->payload_req && !c->disc) {
 		size_t avail = c->rtail - c->rhead;
 		const uint8_t *h = c->rbuf + c->rhead;
@@ -748,6 +763,8 @@ static void xmit_pump(struct nbdsrv_conn *c)
 			xmit_disc(c, req);
 			return;
 		}
+		if (type == NBDW_CMD_READ && !c->draining)
+			pass_read += len;
 		req->rb = NULL;
 		if (type == NBDW_CMD_WRITE && len > 0 && c->rtail - c->rhead >= len) {
 			/* The whole payload is here: write it from here. */
@@ -780,6 +797,13 @@ static void xmit_pump(struct nbdsrv_conn *c)
 			}
 		}
 		xmit_dispatch(req);
+		if (pass_read >= NBDSRV_PASS_READ_BYTES && c->rtail - c->rhead >= NBDW_REQUEST_BYTES) {
+			/* Send what was read before reading more (see the
+			 * design notes). */
+			c->parse_later = true;
+			c->npass_splits++;
+			break;
+		}
 	}
 	if (c->closing || c->draining || c->disc || c->payload_req || c->rx_blocked)
 		return;
@@ -809,6 +833,16 @@ static void xmit_rx_arm(struct nbdsrv_conn *c)
 {
 	if (c->closing || c->draining || c->disc || c->payload_req || c->rx_blocked)
 		return;
+	if (c->parse_later) {
+		/* The send of this pass's replies is queued and goes to the
+		 * kernel before the next pass, which parses the rest. */
+		c->parse_later = false;
+		if (!c->xmit_task_busy) {
+			c->xmit_task_busy = true;
+			reactor_defer(c->r, &c->xmit_task);
+		}
+		return;
+	}
 	if (c->rx_busy || c->rx_task_busy)
 		return;
 	if (c->rb->refs == 0 && c->rhead == c->rtail) {

@@ -48,6 +48,9 @@ u="nbds+unix://alice@/file?socket=$sock&tls-psk-file=$psk"
 nbdcopy "$tmpdir/src.img" "$u" || fail "nbdcopy over TLS under valgrind"
 nbdcopy "$u" "$tmpdir/back.img" || fail "nbdcopy back over TLS under valgrind"
 cmp "$tmpdir/src.img" "$tmpdir/back.img" || fail "TLS round trip under valgrind"
+# Plaintext, many large reads in flight (the per-pass read budget).
+nbdcopy "$(uri_unix "$sock" file)" "$tmpdir/back2.img" || fail "nbdcopy back under valgrind"
+cmp "$tmpdir/src.img" "$tmpdir/back2.img" || fail "plaintext read-back under valgrind"
 touch "$tmpdir/stop"
 wait "$steady" || { cat "$tmpdir/steady.out"; fail "the well-behaved client failed"; }
 
