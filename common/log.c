@@ -111,14 +111,28 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	errno = saved_errno;
 }
 
+static void errbuf_vprintf(char *err, size_t errlen, const char *fmt, va_list ap)
+{
+	if (err && errlen)
+		vsnprintf(err, errlen, fmt, ap);
+}
+
 int errbuf_printf(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
+	va_start(ap, fmt);
+	errbuf_vprintf(err, errlen, fmt, ap);
+	va_end(ap);
 	return -EINVAL;
+}
+
+int errbuf_fail(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	errbuf_vprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return ret;
 }

@@ -28,6 +28,9 @@ void log_msg(enum log_level level, const char *fmt, ...) PRINTF_FMT(2, 3);
  * report why they failed: `return errbuf_printf(err, errlen, "...", ...);` */
 int errbuf_printf(char *err, size_t errlen, const char *fmt, ...) PRINTF_FMT(3, 4);
 
+/* As errbuf_printf, but returns @ret (a -errno of the caller's choosing). */
+int errbuf_fail(char *err, size_t errlen, int ret, const char *fmt, ...) PRINTF_FMT(4, 5);
+
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
 #define log_info(...)  log_msg(LOG_LEVEL_INFO, __VA_ARGS__)

@@ -54,19 +54,6 @@
 /* Back-off after accept fails for lack of descriptors or memory. */
 #define ACCEPT_RETRY_NS (100ull * 1000000ull)
 
-static int srv_fail(char *err, size_t errlen, int ret, const char *fmt, ...) PRINTF_FMT(4, 5);
-static int srv_fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return ret;
-}
-
 /* ---- creation and exports ------------------------------------------------ */
 
 static void srv_stop_task(struct reactor_task *t);
@@ -227,8 +214,8 @@ int nbdsrv_listen_tcp(struct nbdsrv *s, const char *host, uint16_t port, uint16_
 	snprintf(portstr, sizeof(portstr), "%u", port);
 	ret = getaddrinfo(host, portstr, &hints, &res);
 	if (ret != 0)
-		return srv_fail(err, errlen, -EINVAL, "cannot resolve '%s': %s", host,
-				gai_strerror(ret));
+		return errbuf_fail(err, errlen, -EINVAL, "cannot resolve '%s': %s", host,
+				   gai_strerror(ret));
 	for (ai = res; ai; ai = ai->ai_next) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
@@ -269,15 +256,15 @@ int nbdsrv_listen_tcp(struct nbdsrv *s, const char *host, uint16_t port, uint16_
 		if (ret < 0) {
 			close(fd);
 			freeaddrinfo(res);
-			return srv_fail(err, errlen, ret, "out of memory");
+			return errbuf_fail(err, errlen, ret, "out of memory");
 		}
 		n++;
 	}
 	freeaddrinfo(res);
 	if (n == 0)
-		return srv_fail(err, errlen, last_err ? -last_err : -EADDRNOTAVAIL,
-				"cannot listen on %s port %u: %s", host, port,
-				strerror(last_err ? last_err : EADDRNOTAVAIL));
+		return errbuf_fail(err, errlen, last_err ? -last_err : -EADDRNOTAVAIL,
+				   "cannot listen on %s port %u: %s", host, port,
+				   strerror(last_err ? last_err : EADDRNOTAVAIL));
 	if (bound)
 		*bound = use_port;
 	return 0;
@@ -291,29 +278,29 @@ int nbdsrv_listen_unix(struct nbdsrv *s, const char *path, char *err, size_t err
 	int fd, ret;
 
 	if (strlen(path) >= sizeof(sun.sun_path))
-		return srv_fail(err, errlen, -ENAMETOOLONG, "socket path '%s' is too long (max %zu)",
-				path, sizeof(sun.sun_path) - 1);
+		return errbuf_fail(err, errlen, -ENAMETOOLONG, "socket path '%s' is too long (max %zu)",
+				   path, sizeof(sun.sun_path) - 1);
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
-			return srv_fail(err, errlen, -EEXIST,
-					"'%s' exists and is not a socket", path);
+			return errbuf_fail(err, errlen, -EEXIST,
+					   "'%s' exists and is not a socket", path);
 		unlink(path);
 	}
 	memcpy(sun.sun_path, path, strlen(path) + 1);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return srv_fail(err, errlen, -errno, "socket: %s", strerror(errno));
+		return errbuf_fail(err, errlen, -errno, "socket: %s", strerror(errno));
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, SOMAXCONN) < 0) {
 		ret = -errno;
 		close(fd);
-		return srv_fail(err, errlen, ret, "cannot listen on '%s': %s", path, strerror(-ret));
+		return errbuf_fail(err, errlen, ret, "cannot listen on '%s': %s", path, strerror(-ret));
 	}
 	snprintf(desc, sizeof(desc), "unix:%s", path);
 	ret = srv_add_listener(s, fd, false, desc, path);
 	if (ret < 0) {
 		close(fd);
 		unlink(path);
-		return srv_fail(err, errlen, ret, "out of memory");
+		return errbuf_fail(err, errlen, ret, "out of memory");
 	}
 	return 0;
 }
@@ -327,16 +314,16 @@ int nbdsrv_listen_fd(struct nbdsrv *s, int fd, char *err, size_t errlen)
 	char desc[128];
 
 	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) < 0 || !acc)
-		return srv_fail(err, errlen, -ENOTSOCK, "fd %d is not a listening socket", fd);
+		return errbuf_fail(err, errlen, -ENOTSOCK, "fd %d is not a listening socket", fd);
 	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-		return srv_fail(err, errlen, -errno, "fcntl: %s", strerror(errno));
+		return errbuf_fail(err, errlen, -errno, "fcntl: %s", strerror(errno));
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
 		format_sockaddr((struct sockaddr *)&ss, desc, sizeof(desc));
 	else
 		snprintf(desc, sizeof(desc), "fd %d", fd);
 	ret = srv_add_listener(s, fd, ss.ss_family == AF_INET || ss.ss_family == AF_INET6,
 			       desc, NULL);
-	return ret < 0 ? srv_fail(err, errlen, ret, "out of memory") : 0;
+	return ret < 0 ? errbuf_fail(err, errlen, ret, "out of memory") : 0;
 }
 
 int nbdsrv_serve_fds(struct nbdsrv *s, int rfd, int wfd)

@@ -48,19 +48,6 @@ struct nbdsrv_tls {
 	size_t nkeys;
 };
 
-static int tls_fail(char *err, size_t errlen, int ret, const char *fmt, ...) PRINTF_FMT(4, 5);
-static int tls_fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return ret;
-}
-
 const char *nbdsrv_tls_errstr(char *buf, size_t len)
 {
 	unsigned long e;
@@ -132,15 +119,15 @@ static int tls_load_psk(struct nbdsrv_tls *t, const char *path, char *err, size_
 	int ret = 0;
 
 	if (!fp)
-		return tls_fail(err, errlen, -errno, "cannot open PSK file '%s': %s", path,
-				strerror(errno));
+		return errbuf_fail(err, errlen, -errno, "cannot open PSK file '%s': %s", path,
+				   strerror(errno));
 	while (fgets(line, sizeof(line), fp)) {
 		size_t n = strlen(line);
 		struct psk_entry e;
 
 		lineno++;
 		if (n && line[n - 1] != '\n' && !feof(fp)) {
-			ret = tls_fail(err, errlen, -EINVAL, "%s:%u: line too long", path, lineno);
+			ret = errbuf_fail(err, errlen, -EINVAL, "%s:%u: line too long", path, lineno);
 			break;
 		}
 		while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
@@ -149,19 +136,19 @@ static int tls_load_psk(struct nbdsrv_tls *t, const char *path, char *err, size_
 			continue;
 		if (nbdsrv_tls_parse_psk_line(line, e.identity, sizeof(e.identity), e.key,
 					      sizeof(e.key), &e.keylen) < 0) {
-			ret = tls_fail(err, errlen, -EINVAL,
-				       "%s:%u: expected 'identity:hexkey' (psktool format)", path,
-				       lineno);
+			ret = errbuf_fail(err, errlen, -EINVAL,
+				          "%s:%u: expected 'identity:hexkey' (psktool format)", path,
+				          lineno);
 			break;
 		}
 		if (t->nkeys == PSK_MAX_ENTRIES) {
-			ret = tls_fail(err, errlen, -E2BIG, "%s: more than %u keys", path,
-				       PSK_MAX_ENTRIES);
+			ret = errbuf_fail(err, errlen, -E2BIG, "%s: more than %u keys", path,
+				          PSK_MAX_ENTRIES);
 			break;
 		}
 		struct psk_entry *k = realloc(t->keys, (t->nkeys + 1) * sizeof(*k));
 		if (!k) {
-			ret = tls_fail(err, errlen, -ENOMEM, "out of memory");
+			ret = errbuf_fail(err, errlen, -ENOMEM, "out of memory");
 			break;
 		}
 		t->keys = k;
@@ -171,7 +158,7 @@ static int tls_load_psk(struct nbdsrv_tls *t, const char *path, char *err, size_
 	OPENSSL_cleanse(line, sizeof(line));
 	fclose(fp);
 	if (ret == 0 && t->nkeys == 0)
-		ret = tls_fail(err, errlen, -EINVAL, "PSK file '%s' holds no keys", path);
+		ret = errbuf_fail(err, errlen, -EINVAL, "PSK file '%s' holds no keys", path);
 	return ret;
 }
 
@@ -205,20 +192,20 @@ static int tls_load_x509(struct nbdsrv_tls *t, const struct nbdsrv_tls_opts *o, 
 
 	snprintf(path, sizeof(path), "%s/server-cert.pem", o->certs_dir);
 	if (SSL_CTX_use_certificate_chain_file(t->ctx, path) != 1)
-		return tls_fail(err, errlen, -EINVAL, "cannot load certificate '%s': %s", path,
-				nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
+		return errbuf_fail(err, errlen, -EINVAL, "cannot load certificate '%s': %s", path,
+				   nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
 	snprintf(path, sizeof(path), "%s/server-key.pem", o->certs_dir);
 	if (SSL_CTX_use_PrivateKey_file(t->ctx, path, SSL_FILETYPE_PEM) != 1)
-		return tls_fail(err, errlen, -EINVAL, "cannot load private key '%s': %s", path,
-				nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
+		return errbuf_fail(err, errlen, -EINVAL, "cannot load private key '%s': %s", path,
+				   nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
 	if (SSL_CTX_check_private_key(t->ctx) != 1)
-		return tls_fail(err, errlen, -EINVAL, "%s/server-key.pem does not match "
-				"server-cert.pem", o->certs_dir);
+		return errbuf_fail(err, errlen, -EINVAL, "%s/server-key.pem does not match "
+				   "server-cert.pem", o->certs_dir);
 	if (o->verify_peer) {
 		snprintf(path, sizeof(path), "%s/ca-cert.pem", o->certs_dir);
 		if (SSL_CTX_load_verify_locations(t->ctx, path, NULL) != 1)
-			return tls_fail(err, errlen, -EINVAL, "cannot load CA '%s': %s", path,
-					nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
+			return errbuf_fail(err, errlen, -EINVAL, "cannot load CA '%s': %s", path,
+					   nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
 		SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 	}
 	return 0;
@@ -231,15 +218,15 @@ int nbdsrv_tls_new(const struct nbdsrv_tls_opts *o, struct nbdsrv_tls **out,
 	int ret;
 
 	if ((o->certs_dir == NULL) == (o->psk_file == NULL))
-		return tls_fail(err, errlen, -EINVAL,
-				"TLS needs either a certificate directory or a PSK file");
+		return errbuf_fail(err, errlen, -EINVAL,
+				   "TLS needs either a certificate directory or a PSK file");
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	t->ctx = SSL_CTX_new(TLS_server_method());
 	if (!t->ctx) {
 		free(t);
-		return tls_fail(err, errlen, -ENOMEM, "cannot create the TLS context");
+		return errbuf_fail(err, errlen, -ENOMEM, "cannot create the TLS context");
 	}
 	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
@@ -249,7 +236,7 @@ int nbdsrv_tls_new(const struct nbdsrv_tls_opts *o, struct nbdsrv_tls **out,
 		ret = tls_load_psk(t, o->psk_file, err, errlen);
 		if (ret == 0 && SSL_CTX_set_cipher_list(t->ctx,
 				"ECDHE-PSK+AESGCM:DHE-PSK+AESGCM:ECDHE-PSK:DHE-PSK:PSK") != 1)
-			ret = tls_fail(err, errlen, -EINVAL, "no PSK cipher suites available");
+			ret = errbuf_fail(err, errlen, -EINVAL, "no PSK cipher suites available");
 		SSL_CTX_set_psk_server_callback(t->ctx, tls_psk_cb);
 	} else {
 		ret = tls_load_x509(t, o, err, errlen);

@@ -69,17 +69,6 @@ enum {
 /* Child request state (child->sctx). */
 enum { SC_MEMBER = 0 };
 
-static void PRINTF_FMT(3, 4) striped_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static uint64_t striped_sector_count(struct disk *d)
 {
 	return ((struct striped *)disk_priv(d))->sector_count;
@@ -382,7 +371,7 @@ int striped_new(struct disk *const *members, unsigned n, uint64_t chunk_bytes,
 
 	*out = NULL;
 	if (n == 0) {
-		striped_errf(err, errlen, "a striped disk needs at least one member");
+		(void)errbuf_printf(err, errlen, "a striped disk needs at least one member");
 		return -EINVAL;
 	}
 	if (chunk_bytes == 0)
@@ -390,9 +379,9 @@ int striped_new(struct disk *const *members, unsigned n, uint64_t chunk_bytes,
 	i0 = disk_get_info(members[0]);
 	count0 = disk_sector_count(members[0]);
 	if (chunk_bytes % i0->sector_size != 0) {
-		striped_errf(err, errlen,
-			     "invalid chunk size %" PRIu64 ": it must be a non-zero multiple of "
-			     "the sector size (%u)", chunk_bytes, i0->sector_size);
+		(void)errbuf_printf(err, errlen,
+			            "invalid chunk size %" PRIu64 ": it must be a non-zero multiple of "
+			            "the sector size (%u)", chunk_bytes, i0->sector_size);
 		return -EINVAL;
 	}
 	spc = chunk_bytes / i0->sector_size;
@@ -408,19 +397,19 @@ int striped_new(struct disk *const *members, unsigned n, uint64_t chunk_bytes,
 		uint64_t cm = disk_sector_count(members[m]);
 
 		if (im->sector_size != i0->sector_size) {
-			striped_errf(err, errlen, "member %u is not compatible with member 0: "
-				     "sector size %u, not %u", m, im->sector_size, i0->sector_size);
+			(void)errbuf_printf(err, errlen, "member %u is not compatible with member 0: "
+				            "sector size %u, not %u", m, im->sector_size, i0->sector_size);
 			return -EINVAL;
 		}
 		if (cm != count0) {
-			striped_errf(err, errlen, "member %u is not compatible with member 0: "
-				     "%" PRIu64 " sectors, not %" PRIu64, m, cm, count0);
+			(void)errbuf_printf(err, errlen, "member %u is not compatible with member 0: "
+				            "%" PRIu64 " sectors, not %" PRIu64, m, cm, count0);
 			return -EINVAL;
 		}
 		if (im->read_only != i0->read_only) {
-			striped_errf(err, errlen, "member %u is not compatible with member 0: "
-				     "%s, not %s", m, im->read_only ? "read-only" : "writable",
-				     i0->read_only ? "read-only" : "writable");
+			(void)errbuf_printf(err, errlen, "member %u is not compatible with member 0: "
+				            "%s, not %s", m, im->read_only ? "read-only" : "writable",
+				            i0->read_only ? "read-only" : "writable");
 			return -EINVAL;
 		}
 		info.physical_sector_size = MAX(info.physical_sector_size, im->physical_sector_size);
@@ -441,30 +430,30 @@ int striped_new(struct disk *const *members, unsigned n, uint64_t chunk_bytes,
 	per_member = count0 / spc * spc;
 	if (MUL_OVERFLOW(per_member, (uint64_t)n, &total) ||
 	    MUL_OVERFLOW(spc, (uint64_t)n, &stripe)) {
-		striped_errf(err, errlen, "striped disk too large");
+		(void)errbuf_printf(err, errlen, "striped disk too large");
 		return -EINVAL;
 	}
 	if (total == 0) {
-		striped_errf(err, errlen, "members of %" PRIu64 " sectors are smaller than one "
-			     "chunk of %" PRIu64 " sectors", count0, spc);
+		(void)errbuf_printf(err, errlen, "members of %" PRIu64 " sectors are smaller than one "
+			            "chunk of %" PRIu64 " sectors", count0, spc);
 		return -EINVAL;
 	}
 	if (total % stripe != 0) {
-		striped_errf(err, errlen, "invalid striping disk size %" PRIu64 " sectors: not a "
-			     "multiple of %" PRIu64 " (members x chunk)", total, stripe);
+		(void)errbuf_printf(err, errlen, "invalid striping disk size %" PRIu64 " sectors: not a "
+			            "multiple of %" PRIu64 " (members x chunk)", total, stripe);
 		return -EINVAL;
 	}
 	if (logical_sectors == 0)
 		logical_sectors = total;
 	if (logical_sectors > total) {
-		striped_errf(err, errlen, "invalid logical sector count %" PRIu64
-			     ": larger than the %" PRIu64 " sectors the members hold",
-			     logical_sectors, total);
+		(void)errbuf_printf(err, errlen, "invalid logical sector count %" PRIu64
+			            ": larger than the %" PRIu64 " sectors the members hold",
+			            logical_sectors, total);
 		return -EINVAL;
 	}
 	if (logical_sectors % stripe != 0) {
-		striped_errf(err, errlen, "invalid striping disk size %" PRIu64 " sectors: not a "
-			     "multiple of %" PRIu64 " (members x chunk)", logical_sectors, stripe);
+		(void)errbuf_printf(err, errlen, "invalid striping disk size %" PRIu64 " sectors: not a "
+			            "multiple of %" PRIu64 " (members x chunk)", logical_sectors, stripe);
 		return -EINVAL;
 	}
 
@@ -481,7 +470,7 @@ int striped_new(struct disk *const *members, unsigned n, uint64_t chunk_bytes,
 	r = disk_new(&striped_ops, &info, st, NULL, out);
 	if (r < 0) {
 		free(st);
-		striped_errf(err, errlen, "%s", strerror(-r));
+		(void)errbuf_printf(err, errlen, "%s", strerror(-r));
 		return r;
 	}
 	/* The references pass to the new disk only now that it exists. */
@@ -498,7 +487,7 @@ int striped_spec_open(const struct spec *s, bool read_only, const struct spec_ct
 
 	*out = NULL;
 	if (!m) {
-		striped_errf(err, errlen, "out of memory");
+		(void)errbuf_printf(err, errlen, "out of memory");
 		return r;
 	}
 	for (; opened < s->nmembers; opened++) {
