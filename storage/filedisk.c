@@ -64,7 +64,8 @@
  *   kernels punt tmpfs reads as well (host 6.18: io_uring_queue_async_work
  *   fired for every read and write). The data of tmpfs and ramfs is page-
  *   cache memory that no device stands behind, so for buffered files there
- *   (fstatfs at open; rw_mode overrides) reads, writes and flushes are
+ *   (fstatfs at open; rw_mode, or DISKSTACK_FILE_RW=uring|inline in the
+ *   environment when rw_mode is AUTO, overrides) reads, writes and flushes are
  *   synchronous preadv2/pwritev2/fsync on the submitting thread, and the
  *   op returns its status at once (the dispatcher defers the completion,
  *   as for any immediate status). Same semantics as the ring: RWF_DSYNC
@@ -1041,6 +1042,8 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 	struct stat st;
 	uint64_t size_bytes = 0;
 	uint32_t granularity = 0;
+	enum filedisk_rw_mode rw_mode;
+	const char *env;
 	int flags, r, fl;
 
 	*out = NULL;
@@ -1170,13 +1173,23 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 		info.caps |= blockdev_caps(fdisk->bdev);
 	}
 
-	switch (opts->rw_mode) {
+	rw_mode = opts->rw_mode;
+	if (rw_mode == FILEDISK_RW_AUTO && (env = getenv("DISKSTACK_FILE_RW")) && *env) {
+		/* For benchmarks and diagnosis: both paths on the same file. */
+		if (strcmp(env, "uring") == 0)
+			rw_mode = FILEDISK_RW_URING;
+		else if (strcmp(env, "inline") == 0)
+			rw_mode = FILEDISK_RW_INLINE;
+		else
+			log_warn("DISKSTACK_FILE_RW=%s ignored: it takes uring or inline", env);
+	}
+	switch (rw_mode) {
 	case FILEDISK_RW_INLINE:
 		fdisk->inline_rw = true;
 		break;
 	case FILEDISK_RW_URING:
 		break;
-	default: {
+	case FILEDISK_RW_AUTO: {
 		struct statfs sfs;
 
 		fdisk->inline_rw = !fdisk->is_device && !opts->direct &&

@@ -24,7 +24,9 @@ struct filedisk_opts {
 	 * FILEDISK_RW_AUTO, is right outside tests and benchmarks). */
 	enum filedisk_rw_mode {
 		/* io_uring SQEs, except buffered files on tmpfs or ramfs,
-		 * which use FILEDISK_RW_INLINE */
+		 * which use FILEDISK_RW_INLINE; the environment variable
+		 * DISKSTACK_FILE_RW=uring|inline (benchmarks, diagnosis)
+		 * replaces that choice */
 		FILEDISK_RW_AUTO = 0,
 		/* always io_uring SQEs */
 		FILEDISK_RW_URING,

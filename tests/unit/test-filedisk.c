@@ -1055,6 +1055,26 @@ static void test_filedisk_inline_choice(void **state)
 	d = open_disk(make_file("choice2.img", MIB), &o);
 	assert_string_equal(rw_of(d), "inline");
 	disk_unref(d);
+
+	/* DISKSTACK_FILE_RW replaces the automatic choice, not a forced one. */
+	o = (struct filedisk_opts){ 0 };
+	assert_int_equal(setenv("DISKSTACK_FILE_RW", "inline", 1), 0);
+	d = open_disk(make_file("choice3.img", MIB), &o);
+	assert_string_equal(rw_of(d), "inline");
+	disk_unref(d);
+	assert_int_equal(setenv("DISKSTACK_FILE_RW", "uring", 1), 0);
+	o.rw_mode = FILEDISK_RW_INLINE;
+	d = open_disk(make_file("choice3.img", MIB), &o);
+	assert_string_equal(rw_of(d), "inline");
+	disk_unref(d);
+	if ((dir = tmpfs_dir())) {
+		o = (struct filedisk_opts){ .create = true, .create_size = MIB };
+		d = open_disk(tmpfs_file(dir, "env.img"), &o);
+		assert_string_equal(rw_of(d), "io_uring");
+		disk_unref(d);
+		tmpfs_dir_done(dir);
+	}
+	assert_int_equal(unsetenv("DISKSTACK_FILE_RW"), 0);
 }
 
 static void flag_done(struct disk_io *io)
