@@ -47,7 +47,11 @@ for kernel in "${kernels[@]}"; do
 	# The serial console ends lines with CR LF.
 	grep -a '^VMTEST: INFO' "$log" | tr -d '\r' | sed 's/^VMTEST: INFO //'
 	res=$(grep -a '^VMTEST: RESULT' "$log" | tr -d '\r' | sed 's/^VMTEST: RESULT //')
-	printf '%-7s %-9s %-10s %-17s %10s  %-10s %s\n' kernel scenario job device "median IOPS" ratio runs
+	# ratio: median IOPS over the loop device's median IOPS; paired: the
+	# median of the per-round ratios (each device against the loop run
+	# of the same round), which load drifting between rounds moves less.
+	printf '%-7s %-9s %-10s %-17s %10s  %-10s %-7s %s\n' kernel scenario job device "median IOPS" \
+		ratio paired runs
 	for sc in $scenarios; do
 		for job in randread randwrite; do
 			loop=$(echo "$res" | awk -v s=$sc -v j=$job '$1 == s && $2 == "loop" && $3 == j { print $5 }' | median)
@@ -56,8 +60,12 @@ for kernel in "${kernels[@]}"; do
 				[ -n "$runs" ] || continue
 				med=$(echo "$runs" | median)
 				ratio=$(awk -v a="$med" -v b="$loop" 'BEGIN { printf (b > 0 ? "%.2fx loop" : "-"), a / b }')
-				printf '%-7s %-9s %-10s %-17s %10.0f  %-10s (%s)\n' "$kernel" "$sc" "$job" "$dev" \
-					"$med" "$ratio" "$(echo $runs | tr ' ' '/')"
+				paired=$(echo "$res" | awk -v s=$sc -v d=$dev -v j=$job '
+					$1 == s && $3 == j && $2 == "loop" { l[$4] = $5 }
+					$1 == s && $3 == j && $2 == d { v[$4] = $5 }
+					END { for (r in v) if (l[r] > 0) print v[r] / l[r] }' | median)
+				printf '%-7s %-9s %-10s %-17s %10.0f  %-10s %-7s (%s)\n' "$kernel" "$sc" "$job" "$dev" \
+					"$med" "$ratio" "$(printf '%.2fx' "$paired")" "$(echo $runs | tr ' ' '/')"
 			done
 		done
 	done
