@@ -20,6 +20,20 @@ struct filedisk_opts {
 	 * file size), e.g. the data region of a fixed VHD before its footer.
 	 * Everything past it is out of range (ILLEGAL_BLOCK) and never touched. */
 	uint64_t limit_bytes;
+	/* Appended: how reads, writes and flushes are issued (the default,
+	 * FILEDISK_RW_AUTO, is right outside tests and benchmarks). */
+	enum filedisk_rw_mode {
+		/* io_uring SQEs, except buffered files on tmpfs or ramfs,
+		 * which use FILEDISK_RW_INLINE; the environment variable
+		 * DISKSTACK_FILE_RW=uring|inline (benchmarks, diagnosis)
+		 * replaces that choice */
+		FILEDISK_RW_AUTO = 0,
+		/* always io_uring SQEs */
+		FILEDISK_RW_URING,
+		/* preadv2/pwritev2/fsync on the submitting thread; the
+		 * completion is still deferred to the reactor's next pass */
+		FILEDISK_RW_INLINE,
+	} rw_mode;
 };
 
 /*
@@ -40,6 +54,10 @@ struct filedisk_opts {
  * @opts->create makes (or truncates) a regular file of create_size bytes
  * first; without it nothing is ever created or truncated. @opts->read_only
  * opens O_RDONLY and reports read-only (the disk refuses nothing itself).
+ *
+ * Buffered files on tmpfs or ramfs (fstatfs) move their data with
+ * synchronous preadv2/pwritev2 on the submitting thread instead of io_uring
+ * (@opts->rw_mode overrides that choice); describe() says which ("rw").
  *
  * Errors: -errno from open/fstat/ftruncate (e.g. -ENOENT); -EINVAL for a
  * path that is neither a regular file nor a block device, a file size that

@@ -11,12 +11,16 @@
  *   of every queue is FETCHed and START_DEV reads the partition table
  *   through the queues (pitfall 2), so they are sent only after each queue
  *   thread has reported its FETCHes in, and never from a queue thread.
- * - Negotiation: ADD_DEV asks for USER_COPY only when GET_FEATURES offers
- *   it (or fails with --copy user), and for USER_RECOVERY|REISSUE with
- *   --recoverable; the flags the kernel copies back are the contract
- *   (pitfall 17): USER_COPY missing falls back to kernel copy (or fails with
- *   --copy user), recovery missing fails, CMD_IOCTL_ENCODE selects the
- *   encoded I/O opcodes.
+ * - Negotiation: ADD_DEV asks for USER_COPY only with --copy user (and
+ *   fails when GET_FEATURES does not offer it), and for USER_RECOVERY|REISSUE
+ *   with --recoverable; the flags the kernel copies back are the contract
+ *   (pitfall 17): USER_COPY missing fails --copy user, recovery missing
+ *   fails, CMD_IOCTL_ENCODE selects the encoded I/O opcodes.
+ * - Copy mode: --copy auto (the default) is kernel copy on every kernel.
+ *   USER_COPY costs the server one pread/pwrite on /dev/ublkcN per request
+ *   on top of the same copy, and measured at or below kernel copy in every
+ *   cell of tests/vm/bench-ublk.sh on 6.12 (docs/diskstack-ublk.md,
+ *   "Benchmark"); it stays available with --copy user.
  * - Teardown order (pitfall 3): STOP_DEV (del_gendisk drains every request
  *   through the still-running queues, then the kernel aborts the armed
  *   commands), join the queue threads (each frees its ring once every tag
@@ -368,8 +372,8 @@ static int ubsrv_dev_flags(struct ubsrv_ctrl *c, const struct ubsrv_opts *o, uin
 		}
 		*flags |= UBSRV_F_USER_RECOVERY | UBSRV_F_USER_RECOVERY_REISSUE;
 	}
-	if (o->copy == UBSRV_COPY_USER || (o->copy == UBSRV_COPY_AUTO && known &&
-					   (features & UBSRV_F_USER_COPY))) {
+	/* auto means kernel copy: see "Copy mode" above. */
+	if (o->copy == UBSRV_COPY_USER) {
 		if (!known || !(features & UBSRV_F_USER_COPY)) {
 			ubsrv_errf(err, errlen, "this kernel's ublk driver does not offer USER_COPY "
 				   "(--copy user needs Linux 6.5 or later)");
@@ -439,8 +443,7 @@ int ubsrv_dev_add(struct ubsrv_ctrl *c, struct disk *d, const struct ubsrv_opts 
 		ret = -EOPNOTSUPP;
 		goto fail;
 	}
-	if ((want & UBSRV_F_USER_COPY) && !(info.flags & UBSRV_F_USER_COPY) &&
-	    o->copy == UBSRV_COPY_USER) {
+	if ((want & UBSRV_F_USER_COPY) && !(info.flags & UBSRV_F_USER_COPY)) {
 		ubsrv_errf(err, errlen, "the kernel did not accept USER_COPY for ublk%u", dev->id);
 		ret = -EOPNOTSUPP;
 		goto fail;

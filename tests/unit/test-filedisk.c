@@ -5,7 +5,8 @@
  * round trips (aligned, unaligned, multi-segment; buffered, O_DIRECT and
  * bounced; FUA on and off), range checks, open-time validation, create=,
  * read-only, flush, punch-hole unmap, write-zeroes, block status on sparse
- * files, the contract suites, and a loop device (as root, skipped otherwise).
+ * files, the contract suites, the inline transfers (tmpfs, or forced) next to
+ * the io_uring ones, and a loop device (as root, skipped otherwise).
  */
 #include "config.h"
 
@@ -19,12 +20,14 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/loop.h>
+#include <linux/magic.h>
 
 #include "common/compiler.h"
 #include "storage/filedisk.h"
@@ -158,13 +161,19 @@ static int teardown(void **state)
 struct variant {
 	const char *name;
 	bool direct, always_bounce;
+	enum filedisk_rw_mode rw_mode;
 };
 
+/* The io_uring variants are forced, so that they stay covered when TMPDIR
+ * is a tmpfs (where the default is inline). */
 static const struct variant variants[] = {
-	{ "buffered", false, false },
-	{ "direct", true, false },
-	{ "bounce", false, true },
-	{ "direct+bounce", true, true },
+	{ "buffered", false, false, FILEDISK_RW_URING },
+	{ "direct", true, false, FILEDISK_RW_URING },
+	{ "bounce", false, true, FILEDISK_RW_URING },
+	{ "direct+bounce", true, true, FILEDISK_RW_URING },
+	{ "inline", false, false, FILEDISK_RW_INLINE },
+	{ "direct+inline", true, false, FILEDISK_RW_INLINE },
+	{ "bounce+inline", false, true, FILEDISK_RW_INLINE },
 };
 
 /* Writes @iov at @sector with @flags, checks the backing file at the right
@@ -194,7 +203,8 @@ static void test_filedisk_roundtrip(void **state)
 	for (unsigned v = 0; v < ARRAY_SIZE(variants); v++) {
 		struct filedisk_opts o = { .create = true, .create_size = 2 * MIB,
 					   .direct = variants[v].direct,
-					   .always_bounce = variants[v].always_bounce };
+					   .always_bounce = variants[v].always_bounce,
+					   .rw_mode = variants[v].rw_mode };
 		const char *path = tu_path("rt.img");
 		struct disk *d;
 
@@ -260,7 +270,6 @@ static void test_filedisk_roundtrip(void **state)
 /* Many segments: more than IOV_MAX goes through the bounce buffer. */
 static void test_filedisk_many_segments(void **state)
 {
-	struct filedisk_opts o = { .create = true, .create_size = 4 * MIB };
 	const int n = IOV_MAX + 8;
 	const char *path = tu_path("segs.img");
 	struct iovec *iov = calloc((size_t)n, sizeof(*iov));
@@ -270,16 +279,22 @@ static void test_filedisk_many_segments(void **state)
 
 	(void)state;
 	assert_non_null(iov);
-	unlink(path);
-	d = open_disk(path, &o);
-	for (int i = 0; i < n; i++)
-		iov[i] = (struct iovec){ buf + (size_t)(n - 1 - i) * 512, 512 };
-	iov_fill(iov, n, 77, 0);
-	assert_int_equal(rw_iov(d, DISK_OP_WRITE, 16, iov, n, 0), DISK_OK);
-	rd = (struct iovec){ rbuf, (size_t)n * 512 };
-	assert_int_equal(rw_iov(d, DISK_OP_READ, 16, &rd, 1, 0), DISK_OK);
-	assert_int_equal(tu_check(rbuf, (size_t)n * 512, 77, 0), -1);
-	disk_unref(d);
+	for (int m = FILEDISK_RW_URING; m <= FILEDISK_RW_INLINE; m++) {
+		struct filedisk_opts o = { .create = true, .create_size = 4 * MIB,
+					   .rw_mode = (enum filedisk_rw_mode)m };
+
+		unlink(path);
+		d = open_disk(path, &o);
+		for (int i = 0; i < n; i++)
+			iov[i] = (struct iovec){ buf + (size_t)(n - 1 - i) * 512, 512 };
+		iov_fill(iov, n, 77 + (uint64_t)m, 0);
+		assert_int_equal(rw_iov(d, DISK_OP_WRITE, 16, iov, n, 0), DISK_OK);
+		memset(rbuf, 0, (size_t)n * 512);
+		rd = (struct iovec){ rbuf, (size_t)n * 512 };
+		assert_int_equal(rw_iov(d, DISK_OP_READ, 16, &rd, 1, 0), DISK_OK);
+		assert_int_equal(tu_check(rbuf, (size_t)n * 512, 77 + (uint64_t)m, 0), -1);
+		disk_unref(d);
+	}
 	free(iov);
 	free(buf);
 	free(rbuf);
@@ -332,7 +347,8 @@ static void test_filedisk_contract(void **state)
 	for (unsigned v = 0; v < ARRAY_SIZE(variants); v++) {
 		struct filedisk_opts o = { .create = true, .create_size = MIB,
 					   .direct = variants[v].direct,
-					   .always_bounce = variants[v].always_bounce };
+					   .always_bounce = variants[v].always_bounce,
+					   .rw_mode = variants[v].rw_mode };
 		const char *path = tu_path("contract.img");
 		struct disk *d;
 
@@ -573,7 +589,7 @@ static void test_filedisk_geometry(void **state)
 
 /* describe(): path, kind, direct. */
 struct desc_state {
-	char path[PATH_MAX], kind[32], direct[8];
+	char path[PATH_MAX], kind[32], direct[8], rw[16];
 };
 
 static void desc_param(struct disk_describer *dd, const char *key, const char *value)
@@ -586,13 +602,15 @@ static void desc_param(struct disk_describer *dd, const char *key, const char *v
 		snprintf(s->kind, sizeof(s->kind), "%s", value);
 	else if (!strcmp(key, "direct"))
 		snprintf(s->direct, sizeof(s->direct), "%s", value);
+	else if (!strcmp(key, "rw"))
+		snprintf(s->rw, sizeof(s->rw), "%s", value);
 }
 
 static void test_filedisk_describe(void **state)
 {
 	const char *path = make_file("desc.img", MIB);
 	struct filedisk_opts o = { .direct = true };
-	struct desc_state s = { "", "", "" };
+	struct desc_state s = { .path = "" };
 	struct disk_describer dd = { .param = desc_param, .opaque = &s };
 	struct disk *d = open_disk(path, &o);
 
@@ -601,7 +619,19 @@ static void test_filedisk_describe(void **state)
 	assert_string_equal(s.path, path);
 	assert_string_equal(s.kind, "file");
 	assert_string_equal(s.direct, "yes");
+	assert_string_equal(s.rw, "io_uring");
 	disk_unref(d);
+}
+
+/* What describe() says about how @d moves data: "inline" or "io_uring". */
+static const char *rw_of(struct disk *d)
+{
+	static struct desc_state s;
+	struct disk_describer dd = { .param = desc_param, .opaque = &s };
+
+	memset(&s, 0, sizeof(s));
+	disk_describe(d, &dd);
+	return s.rw;
 }
 
 /* ---- flush, unmap, write-zeroes, block status ------------------------------------- */
@@ -938,6 +968,277 @@ static void test_filedisk_threads(void **state)
 		assert_int_equal(args[i].failures, 0);
 	}
 	disk_unref(d);
+}
+
+/* ---- inline transfers (tmpfs, ramfs, or forced) ------------------------------------ */
+
+static bool is_tmpfs(const char *dir)
+{
+	struct statfs sfs;
+
+	return statfs(dir, &sfs) == 0 && (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+}
+
+/* A fresh directory on a tmpfs (/dev/shm, else TMPDIR when it is one), or
+ * NULL: the caller skips. Removed with tmpfs_dir_done(). */
+static char tmpfs_dir_path[PATH_MAX];
+
+static const char *tmpfs_dir(void)
+{
+	const char *base = NULL;
+
+	if (is_tmpfs("/dev/shm") && access("/dev/shm", W_OK) == 0)
+		base = "/dev/shm";
+	else if (is_tmpfs(tu_path("")))
+		base = tu_path("");
+	if (!base) {
+		fprintf(stderr, "# skip: no tmpfs (neither /dev/shm nor TMPDIR)\n");
+		return NULL;
+	}
+	snprintf(tmpfs_dir_path, sizeof(tmpfs_dir_path), "%s/diskstack-fd.XXXXXX", base);
+	assert_non_null(mkdtemp(tmpfs_dir_path));
+	return tmpfs_dir_path;
+}
+
+static const char *tmpfs_file(const char *dir, const char *name)
+{
+	static char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return path;
+}
+
+static void tmpfs_dir_done(const char *dir)
+{
+	char cmd[PATH_MAX + 16];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* The default picks inline for buffered files on tmpfs and io_uring for
+ * everything else; rw_mode overrides it both ways. */
+static void test_filedisk_inline_choice(void **state)
+{
+	const char *dir = tmpfs_dir(), *path;
+	struct filedisk_opts o = { .create = true, .create_size = MIB };
+	struct disk *d;
+
+	(void)state;
+	if (!dir)
+		skip();
+	path = tmpfs_file(dir, "choice.img");
+	d = open_disk(path, &o);
+	assert_string_equal(rw_of(d), "inline");
+	disk_unref(d);
+	o.rw_mode = FILEDISK_RW_URING;
+	d = open_disk(path, &o);
+	assert_string_equal(rw_of(d), "io_uring");
+	disk_unref(d);
+	/* O_DIRECT (tmpfs has it since Linux 6.6): io_uring. */
+	o = (struct filedisk_opts){ .direct = true };
+	if (filedisk_open(path, &o, &d, NULL, 0) == 0) {
+		assert_string_equal(rw_of(d), "io_uring");
+		disk_unref(d);
+	}
+	tmpfs_dir_done(dir);
+
+	/* Not a tmpfs: io_uring unless forced. */
+	if (!is_tmpfs(tu_path(""))) {
+		path = make_file("choice.img", MIB);
+		o = (struct filedisk_opts){ 0 };
+		d = open_disk(path, &o);
+		assert_string_equal(rw_of(d), "io_uring");
+		disk_unref(d);
+	}
+	o = (struct filedisk_opts){ .rw_mode = FILEDISK_RW_INLINE };
+	d = open_disk(make_file("choice2.img", MIB), &o);
+	assert_string_equal(rw_of(d), "inline");
+	disk_unref(d);
+
+	/* DISKSTACK_FILE_RW replaces the automatic choice, not a forced one. */
+	o = (struct filedisk_opts){ 0 };
+	assert_int_equal(setenv("DISKSTACK_FILE_RW", "inline", 1), 0);
+	d = open_disk(make_file("choice3.img", MIB), &o);
+	assert_string_equal(rw_of(d), "inline");
+	disk_unref(d);
+	assert_int_equal(setenv("DISKSTACK_FILE_RW", "uring", 1), 0);
+	o.rw_mode = FILEDISK_RW_INLINE;
+	d = open_disk(make_file("choice3.img", MIB), &o);
+	assert_string_equal(rw_of(d), "inline");
+	disk_unref(d);
+	if ((dir = tmpfs_dir())) {
+		o = (struct filedisk_opts){ .create = true, .create_size = MIB };
+		d = open_disk(tmpfs_file(dir, "env.img"), &o);
+		assert_string_equal(rw_of(d), "io_uring");
+		disk_unref(d);
+		tmpfs_dir_done(dir);
+	}
+	assert_int_equal(unsetenv("DISKSTACK_FILE_RW"), 0);
+}
+
+static void flag_done(struct disk_io *io)
+{
+	*(bool *)io->opaque = true;
+}
+
+/* The inline path is taken: the data has moved when disk_submit() returns,
+ * and the completion still comes on a later pass of the loop. On the ring
+ * path nothing has moved yet at that point (the SQE goes out on the next
+ * pass). Checked on a tmpfs file with the default mode, and forced. */
+static void test_filedisk_inline_taken(void **state)
+{
+	const char *dir = tmpfs_dir();
+	enum filedisk_rw_mode modes[] = { FILEDISK_RW_AUTO, FILEDISK_RW_URING };
+
+	(void)state;
+	if (!dir)
+		skip();
+	for (unsigned m = 0; m < ARRAY_SIZE(modes); m++) {
+		const char *path = tmpfs_file(dir, "taken.img");
+		struct filedisk_opts o = { .create = true, .create_size = MIB, .rw_mode = modes[m] };
+		bool inl = modes[m] == FILEDISK_RW_AUTO;
+		uint8_t pat[PAGE], buf[PAGE], back[PAGE];
+		struct iovec iov = { buf, sizeof(buf) };
+		struct disk_io io;
+		bool done = false;
+		struct disk *d = open_disk(path, &o);
+
+		assert_string_equal(rw_of(d), inl ? "inline" : "io_uring");
+		/* Read. */
+		tu_fill(pat, sizeof(pat), 300 + m, 0);
+		file_pwrite(path, pat, sizeof(pat), 16 * 512);
+		memset(buf, 0, sizeof(buf));
+		io = (struct disk_io){ .op = DISK_OP_READ, .sector = 16, .iov = &iov, .iovcnt = 1,
+				       .done = flag_done, .opaque = &done };
+		disk_submit(d, &io);
+		assert_false(done);
+		assert_int_equal(memcmp(buf, pat, sizeof(buf)) == 0, inl);
+		assert_int_equal(reactor_run_until(tu_reactor(), &done), 0);
+		assert_int_equal(io.status, DISK_OK);
+		assert_memory_equal(buf, pat, sizeof(buf));
+		/* Write, FUA. */
+		tu_fill(buf, sizeof(buf), 400 + m, 0);
+		done = false;
+		io = (struct disk_io){ .op = DISK_OP_WRITE, .flags = DISK_IO_FUA, .sector = 64,
+				       .iov = &iov, .iovcnt = 1, .done = flag_done, .opaque = &done };
+		disk_submit(d, &io);
+		assert_false(done);
+		file_pread(path, back, sizeof(back), 64 * 512);
+		assert_int_equal(memcmp(back, buf, sizeof(buf)) == 0, inl);
+		assert_int_equal(reactor_run_until(tu_reactor(), &done), 0);
+		assert_int_equal(io.status, DISK_OK);
+		file_pread(path, back, sizeof(back), 64 * 512);
+		assert_memory_equal(back, buf, sizeof(buf));
+		/* Flush. */
+		done = false;
+		io = (struct disk_io){ .op = DISK_OP_FLUSH, .done = flag_done, .opaque = &done };
+		disk_submit(d, &io);
+		assert_false(done);
+		assert_int_equal(reactor_run_until(tu_reactor(), &done), 0);
+		assert_int_equal(io.status, DISK_OK);
+		assert_int_equal(file_size(path), MIB);
+		disk_unref(d);
+		unlink(path);
+	}
+	tmpfs_dir_done(dir);
+}
+
+/* Round trips and the contract suite on a tmpfs file with the default
+ * (inline) mode. */
+static void test_filedisk_inline_tmpfs_contract(void **state)
+{
+	const char *dir = tmpfs_dir(), *path;
+	struct filedisk_opts o = { .create = true, .create_size = 2 * MIB };
+	uint8_t *one = page_alloc(3 * PAGE), *rone = page_alloc(3 * PAGE);
+	struct iovec iov[3], riov[2];
+	struct disk *d;
+
+	(void)state;
+	if (!dir) {
+		free(one);
+		free(rone);
+		skip();
+	}
+	path = tmpfs_file(dir, "contract.img");
+	d = open_disk(path, &o);
+	assert_string_equal(rw_of(d), "inline");
+	contract_disk(d);
+	/* Odd segments in, other odd segments out, with and without FUA. */
+	iov[0] = (struct iovec){ one + 1, 1000 };
+	iov[1] = (struct iovec){ one + 1003, 24 };
+	iov[2] = (struct iovec){ one + 2048 + 7, 2048 };
+	riov[0] = (struct iovec){ rone + 3, 1536 };
+	riov[1] = (struct iovec){ rone + 4096 + 5, 1536 };
+	roundtrip(d, path, 100, iov, 3, riov, 2, 0, 501);
+	roundtrip(d, path, 2 * MIB / 512 - 6, iov, 3, riov, 2, DISK_IO_FUA, 502);
+	assert_int_equal(file_size(path), 2 * MIB);
+	disk_unref(d);
+	free(one);
+	free(rone);
+	tmpfs_dir_done(dir);
+}
+
+/* A file shrunk under the disk: a transfer that comes back short (or
+ * empty) is ILLEGAL_BLOCK on both paths, and what could be read was. */
+static void test_filedisk_inline_short_transfer(void **state)
+{
+	(void)state;
+	for (int m = FILEDISK_RW_URING; m <= FILEDISK_RW_INLINE; m++) {
+		const char *path = make_file("short.img", 64 * 512);
+		struct filedisk_opts o = { .rw_mode = (enum filedisk_rw_mode)m };
+		uint8_t pat[4 * 512], buf[4 * 512], b1[1000], b2[1048];
+		struct iovec riov[2] = { { b1, sizeof(b1) }, { b2, sizeof(b2) } };
+		struct disk *d = open_disk(path, &o);
+		int f;
+
+		tu_fill(pat, sizeof(pat), 600 + (uint64_t)m, 0);
+		file_pwrite(path, pat, sizeof(pat), 30 * 512);
+		f = open(path, O_RDWR | O_CLOEXEC);
+		assert_true(f >= 0);
+		assert_int_equal(ftruncate(f, 32 * 512), 0);
+		close(f);
+		/* Entirely past the new end: nothing comes back. */
+		assert_int_equal(disk_sync_read(d, 40, buf, 512), DISK_ILLEGAL_BLOCK);
+		/* Straddling it, into one buffer and into two segments. */
+		memset(buf, 0, sizeof(buf));
+		assert_int_equal(disk_sync_read(d, 30, buf, sizeof(buf)), DISK_ILLEGAL_BLOCK);
+		assert_memory_equal(buf, pat, 2 * 512);
+		memset(b1, 0, sizeof(b1));
+		memset(b2, 0, sizeof(b2));
+		assert_int_equal(rw_iov(d, DISK_OP_READ, 30, riov, 2, 0), DISK_ILLEGAL_BLOCK);
+		assert_memory_equal(b1, pat, sizeof(b1));
+		assert_memory_equal(b2, pat + sizeof(b1), 2 * 512 - sizeof(b1));
+		/* Within the new end: fine. */
+		assert_int_equal(disk_sync_read(d, 30, buf, 2 * 512), DISK_OK);
+		assert_memory_equal(buf, pat, 2 * 512);
+		disk_unref(d);
+	}
+}
+
+/* A failing syscall maps to the same status and errno on both paths: a
+ * write on a read-only disk (O_RDONLY fd) is EBADF, and nothing changes. */
+static void test_filedisk_inline_errors(void **state)
+{
+	(void)state;
+	for (int m = FILEDISK_RW_URING; m <= FILEDISK_RW_INLINE; m++) {
+		const char *path = make_file("err.img", 64 * 512);
+		struct filedisk_opts o = { .read_only = true, .rw_mode = (enum filedisk_rw_mode)m };
+		uint8_t buf[512], back[512];
+		struct iovec iov = { buf, sizeof(buf) };
+		struct disk_io io = { .op = DISK_OP_WRITE, .sector = 3, .iov = &iov, .iovcnt = 1 };
+		struct disk *d = open_disk(path, &o);
+
+		memset(buf, 0x5a, sizeof(buf));
+		assert_int_equal(disk_sync_io(d, &io), DISK_IO_ERROR);
+		assert_int_equal(io.os_errno, EBADF);
+		io = (struct disk_io){ .op = DISK_OP_WRITE, .flags = DISK_IO_FUA, .sector = 3,
+				       .iov = &iov, .iovcnt = 1 };
+		assert_int_equal(disk_sync_io(d, &io), DISK_IO_ERROR);
+		assert_int_equal(disk_sync_read(d, 3, back, sizeof(back)), DISK_OK);
+		assert_true(tu_is_zero(back, sizeof(back)));
+		disk_unref(d);
+	}
 }
 
 /* ---- a loop device ---------------------------------------------------------------- */
@@ -1317,6 +1618,11 @@ int main(void)
 		cmocka_unit_test(test_filedisk_block_status),
 		cmocka_unit_test(test_filedisk_under_decorator),
 		cmocka_unit_test(test_filedisk_threads),
+		cmocka_unit_test(test_filedisk_inline_choice),
+		cmocka_unit_test(test_filedisk_inline_taken),
+		cmocka_unit_test(test_filedisk_inline_tmpfs_contract),
+		cmocka_unit_test(test_filedisk_inline_short_transfer),
+		cmocka_unit_test(test_filedisk_inline_errors),
 		cmocka_unit_test_setup_teardown(test_filedisk_loop_device, loop_setup,
 						loop_teardown),
 		cmocka_unit_test_setup_teardown(test_filedisk_loop_device_4k, loop_setup,

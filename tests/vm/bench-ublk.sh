@@ -3,8 +3,10 @@
 # bench-ublk.sh [KERNEL...]: the ublk benchmark in a QEMU TCG guest (not part
 # of make check). fio 4k randread/randwrite at QD32 on /dev/ublkb0 served
 # from a file (diskstack ublk add file:..., kernel copy and USER_COPY where
-# the kernel has it) against a loop device on the same file, alternating in
-# one boot (tests/vm/guest-bench.sh); prints medians and ratios.
+# the kernel has it; on tmpfs also kernel copy with the file backend forced
+# onto io_uring, ublk-kernel-uring) against a loop device on the same file,
+# alternating in one boot (tests/vm/guest-bench.sh); prints medians and
+# ratios.
 # KERNEL: 6.12 (default) and/or 6.1.
 # Environment: BENCH_RUNTIME (seconds per run, default 10), BENCH_ROUNDS
 # (default 3), BENCH_SCENARIOS ("tmpfs direct"), plus the DISKSTACK_VM_*
@@ -31,7 +33,9 @@ for kernel in "${kernels[@]}"; do
 	rm -f "$work/vda.img"
 	truncate -s 1G "$work/vda.img"
 	nsc=$(echo $scenarios | wc -w)
-	tmo=$(( (runtime + 6) * rounds * 6 * nsc + 300 ))
+	# Per scenario and round: 2 jobs on up to 4 devices; plus the
+	# in-process runs (4 per scenario at most) and boot, set-up, dd.
+	tmo=$(( (runtime + 6) * (rounds * 8 + 4) * nsc + 300 ))
 	vm_boot "$log" "$tmo" "ds.runtime=$runtime ds.rounds=$rounds ds.scenarios=${scenarios// /,}" \
 		-nic none -drive "file=$work/vda.img,format=raw,if=virtio,cache=unsafe"
 	if ! grep -aq '^VMTEST: PASS bench' "$log"; then
@@ -43,17 +47,25 @@ for kernel in "${kernels[@]}"; do
 	# The serial console ends lines with CR LF.
 	grep -a '^VMTEST: INFO' "$log" | tr -d '\r' | sed 's/^VMTEST: INFO //'
 	res=$(grep -a '^VMTEST: RESULT' "$log" | tr -d '\r' | sed 's/^VMTEST: RESULT //')
-	printf '%-7s %-9s %-10s %-12s %10s  %-10s %s\n' kernel scenario job device "median IOPS" ratio runs
+	# ratio: median IOPS over the loop device's median IOPS; paired: the
+	# median of the per-round ratios (each device against the loop run
+	# of the same round), which load drifting between rounds moves less.
+	printf '%-7s %-9s %-10s %-17s %10s  %-10s %-7s %s\n' kernel scenario job device "median IOPS" \
+		ratio paired runs
 	for sc in $scenarios; do
 		for job in randread randwrite; do
 			loop=$(echo "$res" | awk -v s=$sc -v j=$job '$1 == s && $2 == "loop" && $3 == j { print $5 }' | median)
-			for dev in loop ublk-kernel ublk-user; do
+			for dev in loop ublk-kernel ublk-user ublk-kernel-uring; do
 				runs=$(echo "$res" | awk -v s=$sc -v d=$dev -v j=$job '$1 == s && $2 == d && $3 == j { print $5 }')
 				[ -n "$runs" ] || continue
 				med=$(echo "$runs" | median)
 				ratio=$(awk -v a="$med" -v b="$loop" 'BEGIN { printf (b > 0 ? "%.2fx loop" : "-"), a / b }')
-				printf '%-7s %-9s %-10s %-12s %10.0f  %-10s (%s)\n' "$kernel" "$sc" "$job" "$dev" \
-					"$med" "$ratio" "$(echo $runs | tr ' ' '/')"
+				paired=$(echo "$res" | awk -v s=$sc -v d=$dev -v j=$job '
+					$1 == s && $3 == j && $2 == "loop" { l[$4] = $5 }
+					$1 == s && $3 == j && $2 == d { v[$4] = $5 }
+					END { for (r in v) if (l[r] > 0) print v[r] / l[r] }' | median)
+				printf '%-7s %-9s %-10s %-17s %10.0f  %-10s %-7s (%s)\n' "$kernel" "$sc" "$job" "$dev" \
+					"$med" "$ratio" "$(printf '%.2fx' "$paired")" "$(echo $runs | tr ' ' '/')"
 			done
 		done
 	done
