@@ -62,19 +62,6 @@ struct ubsrv_ctrl {
 	uint8_t buf[UBSRV_CTRL_BUF_BYTES] __attribute__((aligned(64)));
 };
 
-static void ubsrv_errf(char *err, size_t errlen, const char *fmt, ...) PRINTF_FMT(3, 4);
-
-static void ubsrv_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* ---- names and opcodes --------------------------------------------------- */
 
 const char *ubsrv_cmd_name(uint32_t nr)
@@ -396,39 +383,39 @@ int ubsrv_ctrl_open(struct ubsrv_ctrl **out, char *err, size_t errlen)
 			usleep(20000);
 		}
 		if (fd == -ENOENT) {
-			ubsrv_errf(err, errlen,
-				   "the ublk driver is not available: %s does not exist and "
-				   "'modprobe ublk_drv' %s. The kernel needs CONFIG_BLK_DEV_UBLK "
-				   "(Debian bookworm's 6.1 kernel is built without it; "
-				   "see docs/diskstack-ublk.md)",
-				   path, st == 0 ? "did not create it" :
-				   st == 127 ? "could not be run" : "failed");
+			(void)errbuf_printf(err, errlen,
+				            "the ublk driver is not available: %s does not exist and "
+				            "'modprobe ublk_drv' %s. The kernel needs CONFIG_BLK_DEV_UBLK "
+				            "(Debian bookworm's 6.1 kernel is built without it; "
+				            "see docs/diskstack-ublk.md)",
+				            path, st == 0 ? "did not create it" :
+				            st == 127 ? "could not be run" : "failed");
 			return -ENOENT;
 		}
 	}
 	if (fd < 0) {
 		if (fd == -EACCES || fd == -EPERM)
-			ubsrv_errf(err, errlen, "cannot open %s: %s (ublk needs root: CAP_SYS_ADMIN)",
-				   path, strerror(-fd));
+			(void)errbuf_printf(err, errlen, "cannot open %s: %s (ublk needs root: CAP_SYS_ADMIN)",
+				            path, strerror(-fd));
 		else if (fd == -ENOENT)
-			ubsrv_errf(err, errlen, "the ublk driver is not available: %s does not exist",
-				   path);
+			(void)errbuf_printf(err, errlen, "the ublk driver is not available: %s does not exist",
+				            path);
 		else
-			ubsrv_errf(err, errlen, "cannot open %s: %s", path, strerror(-fd));
+			(void)errbuf_printf(err, errlen, "cannot open %s: %s", path, strerror(-fd));
 		return fd;
 	}
 
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
-		ubsrv_errf(err, errlen, "out of memory");
+		(void)errbuf_printf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	c->fd = fd;
 	ret = io_uring_queue_init(4, &c->ring, IORING_SETUP_SQE128);
 	if (ret < 0) {
-		ubsrv_errf(err, errlen, "cannot create the ublk control ring (io_uring with SQE128): %s",
-			   strerror(-ret));
+		(void)errbuf_printf(err, errlen, "cannot create the ublk control ring (io_uring with SQE128): %s",
+			            strerror(-ret));
 		close(fd);
 		free(c);
 		return ret;
@@ -447,10 +434,10 @@ int ubsrv_ctrl_open(struct ubsrv_ctrl **out, char *err, size_t errlen)
 		c->encoded = false;
 	} else {
 		if (ret == -EPERM || ret == -EACCES)
-			ubsrv_errf(err, errlen, "ublk control commands need root (CAP_SYS_ADMIN): %s",
-				   strerror(-ret));
+			(void)errbuf_printf(err, errlen, "ublk control commands need root (CAP_SYS_ADMIN): %s",
+				            strerror(-ret));
 		else
-			ubsrv_errf(err, errlen, "ublk GET_FEATURES failed: %s", strerror(-ret));
+			(void)errbuf_printf(err, errlen, "ublk GET_FEATURES failed: %s", strerror(-ret));
 		ubsrv_ctrl_close(c);
 		return ret;
 	}

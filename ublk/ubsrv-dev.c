@@ -60,19 +60,6 @@
 /* How long recovery waits for the kernel to quiesce the device. */
 #define UBSRV_RECOVERY_WAIT_MS 30000u
 
-static void ubsrv_errf(char *err, size_t errlen, const char *fmt, ...) PRINTF_FMT(3, 4);
-
-static void ubsrv_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* ---- parameters ------------------------------------------------------------- */
 
 int ubsrv_params_build(const struct disk_info *info, uint64_t sectors, bool read_only,
@@ -87,17 +74,17 @@ int ubsrv_params_build(const struct disk_info *info, uint64_t sectors, bool read
 	memset(p, 0, sizeof(*p));
 	p->len = sizeof(*p);
 	if (info->sector_size > page) {
-		ubsrv_errf(err, errlen, "sector size %u is larger than the page size (%u): "
-			   "ublk cannot expose it", info->sector_size, page);
+		(void)errbuf_printf(err, errlen, "sector size %u is larger than the page size (%u): "
+			            "ublk cannot expose it", info->sector_size, page);
 		return -EINVAL;
 	}
 	if (max_io_bytes < info->sector_size || max_io_bytes % page) {
-		ubsrv_errf(err, errlen, "--max-io %u is not a multiple of the page size (%u) "
-			   "or smaller than a sector", max_io_bytes, page);
+		(void)errbuf_printf(err, errlen, "--max-io %u is not a multiple of the page size (%u) "
+			            "or smaller than a sector", max_io_bytes, page);
 		return -EINVAL;
 	}
 	if (MUL_OVERFLOW(sectors, (uint64_t)info->sector_size >> 9, &dev_sectors)) {
-		ubsrv_errf(err, errlen, "disk too large");
+		(void)errbuf_printf(err, errlen, "disk too large");
 		return -EINVAL;
 	}
 
@@ -235,8 +222,8 @@ static int ubsrv_dev_open_cdev(struct ubsrv_dev *dev, char *err, size_t errlen)
 	if (fd < 0) {
 		int e = errno;
 
-		ubsrv_errf(err, errlen, "cannot open %s: %s%s", path, strerror(e),
-			   e == EBUSY ? " (another process holds it: is a server still running?)" : "");
+		(void)errbuf_printf(err, errlen, "cannot open %s: %s%s", path, strerror(e),
+			            e == EBUSY ? " (another process holds it: is a server still running?)" : "");
 		return -e;
 	}
 	dev->cdev_fd = fd;
@@ -277,7 +264,7 @@ static int ubsrv_dev_start_queues(struct ubsrv_dev *dev, char *err, size_t errle
 
 	dev->queues = calloc(dev->nr_queues, sizeof(*dev->queues));
 	if (!dev->queues) {
-		ubsrv_errf(err, errlen, "out of memory");
+		(void)errbuf_printf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	for (unsigned q = 0; q < dev->nr_queues; q++) {
@@ -294,8 +281,8 @@ static int ubsrv_dev_start_queues(struct ubsrv_dev *dev, char *err, size_t errle
 	for (unsigned q = 0; q < dev->nr_queues; q++) {
 		ret = ubsrv_queue_start(&dev->queues[q]);
 		if (ret < 0) {
-			ubsrv_errf(err, errlen, "cannot start the thread of queue %u: %s", q,
-				   strerror(-ret));
+			(void)errbuf_printf(err, errlen, "cannot start the thread of queue %u: %s", q,
+				            strerror(-ret));
 			/* Count it as failed so the wait below ends. */
 			ubsrv_dev_queue_started(dev, ret);
 		}
@@ -306,8 +293,8 @@ static int ubsrv_dev_start_queues(struct ubsrv_dev *dev, char *err, size_t errle
 	ret = dev->nr_failed ? -EIO : 0;
 	pthread_mutex_unlock(&dev->lock);
 	if (ret < 0 && err && !err[0])
-		ubsrv_errf(err, errlen, "%u of %u queues failed to start (see the messages above)",
-			   dev->nr_failed, dev->nr_queues);
+		(void)errbuf_printf(err, errlen, "%u of %u queues failed to start (see the messages above)",
+			            dev->nr_failed, dev->nr_queues);
 	return ret;
 }
 
@@ -366,8 +353,8 @@ static int ubsrv_dev_flags(struct ubsrv_ctrl *c, const struct ubsrv_opts *o, uin
 	*flags = 0;
 	if (o->recoverable) {
 		if (known && !(features & UBSRV_F_USER_RECOVERY)) {
-			ubsrv_errf(err, errlen, "this kernel's ublk driver has no user recovery "
-				   "(--recoverable needs Linux 6.1 or later)");
+			(void)errbuf_printf(err, errlen, "this kernel's ublk driver has no user recovery "
+				            "(--recoverable needs Linux 6.1 or later)");
 			return -EOPNOTSUPP;
 		}
 		*flags |= UBSRV_F_USER_RECOVERY | UBSRV_F_USER_RECOVERY_REISSUE;
@@ -375,8 +362,8 @@ static int ubsrv_dev_flags(struct ubsrv_ctrl *c, const struct ubsrv_opts *o, uin
 	/* auto means kernel copy: see "Copy mode" above. */
 	if (o->copy == UBSRV_COPY_USER) {
 		if (!known || !(features & UBSRV_F_USER_COPY)) {
-			ubsrv_errf(err, errlen, "this kernel's ublk driver does not offer USER_COPY "
-				   "(--copy user needs Linux 6.5 or later)");
+			(void)errbuf_printf(err, errlen, "this kernel's ublk driver does not offer USER_COPY "
+				            "(--copy user needs Linux 6.5 or later)");
 			return -EOPNOTSUPP;
 		}
 		*flags |= UBSRV_F_USER_COPY;
@@ -406,7 +393,7 @@ int ubsrv_dev_add(struct ubsrv_ctrl *c, struct disk *d, const struct ubsrv_opts 
 		return ret;
 	ret = ubsrv_dev_alloc(c, d, &dev);
 	if (ret < 0) {
-		ubsrv_errf(err, errlen, "%s", strerror(-ret));
+		(void)errbuf_printf(err, errlen, "%s", strerror(-ret));
 		return ret;
 	}
 	dev->read_only = o->read_only || di->read_only;
@@ -421,11 +408,11 @@ int ubsrv_dev_add(struct ubsrv_ctrl *c, struct disk *d, const struct ubsrv_opts 
 	ret = ubsrv_ctrl_add_dev(c, &info);
 	if (ret < 0) {
 		if (ret == -EEXIST)
-			ubsrv_errf(err, errlen, "ublk device id %" PRId64 " is already in use", o->dev_id);
+			(void)errbuf_printf(err, errlen, "ublk device id %" PRId64 " is already in use", o->dev_id);
 		else if (ret == -ENOSPC && o->dev_id >= 0)
-			ubsrv_errf(err, errlen, "ublk device id %" PRId64 " is not available", o->dev_id);
+			(void)errbuf_printf(err, errlen, "ublk device id %" PRId64 " is not available", o->dev_id);
 		else
-			ubsrv_errf(err, errlen, "ublk ADD_DEV failed: %s", strerror(-ret));
+			(void)errbuf_printf(err, errlen, "ublk ADD_DEV failed: %s", strerror(-ret));
 		ubsrv_dev_free(dev);
 		return ret;
 	}
@@ -439,17 +426,17 @@ int ubsrv_dev_add(struct ubsrv_ctrl *c, struct disk *d, const struct ubsrv_opts 
 
 	/* The flags that came back are the contract. */
 	if ((want & UBSRV_F_USER_RECOVERY) && !(info.flags & UBSRV_F_USER_RECOVERY)) {
-		ubsrv_errf(err, errlen, "the kernel did not accept USER_RECOVERY for ublk%u", dev->id);
+		(void)errbuf_printf(err, errlen, "the kernel did not accept USER_RECOVERY for ublk%u", dev->id);
 		ret = -EOPNOTSUPP;
 		goto fail;
 	}
 	if ((want & UBSRV_F_USER_COPY) && !(info.flags & UBSRV_F_USER_COPY)) {
-		ubsrv_errf(err, errlen, "the kernel did not accept USER_COPY for ublk%u", dev->id);
+		(void)errbuf_printf(err, errlen, "the kernel did not accept USER_COPY for ublk%u", dev->id);
 		ret = -EOPNOTSUPP;
 		goto fail;
 	}
 	if (info.flags & UBSRV_F_NEED_GET_DATA) {
-		ubsrv_errf(err, errlen, "the kernel forced NEED_GET_DATA on ublk%u", dev->id);
+		(void)errbuf_printf(err, errlen, "the kernel forced NEED_GET_DATA on ublk%u", dev->id);
 		ret = -EPROTO;
 		goto fail;
 	}
@@ -457,8 +444,8 @@ int ubsrv_dev_add(struct ubsrv_ctrl *c, struct disk *d, const struct ubsrv_opts 
 	dev->io_encoded = (info.flags & UBSRV_F_CMD_IOCTL_ENCODE) != 0;
 	if (info.nr_hw_queues == 0 || info.queue_depth == 0 ||
 	    info.max_io_buf_bytes < di->sector_size) {
-		ubsrv_errf(err, errlen, "the kernel answered ADD_DEV with %u queues of depth %u and "
-			   "%u-byte buffers", info.nr_hw_queues, info.queue_depth, info.max_io_buf_bytes);
+		(void)errbuf_printf(err, errlen, "the kernel answered ADD_DEV with %u queues of depth %u and "
+			            "%u-byte buffers", info.nr_hw_queues, info.queue_depth, info.max_io_buf_bytes);
 		ret = -EPROTO;
 		goto fail;
 	}
@@ -470,8 +457,8 @@ int ubsrv_dev_add(struct ubsrv_ctrl *c, struct disk *d, const struct ubsrv_opts 
 		goto fail;
 	ret = ubsrv_ctrl_set_params(c, dev->id, &params);
 	if (ret < 0) {
-		ubsrv_errf(err, errlen, "the kernel refused the parameters of ublk%u (SET_PARAMS: %s)",
-			   dev->id, strerror(-ret));
+		(void)errbuf_printf(err, errlen, "the kernel refused the parameters of ublk%u (SET_PARAMS: %s)",
+			            dev->id, strerror(-ret));
 		goto fail;
 	}
 
@@ -483,7 +470,7 @@ int ubsrv_dev_add(struct ubsrv_ctrl *c, struct disk *d, const struct ubsrv_opts 
 		goto fail;
 	ret = ubsrv_ctrl_start_dev(c, dev->id, getpid());
 	if (ret < 0) {
-		ubsrv_errf(err, errlen, "ublk START_DEV of ublk%u failed: %s", dev->id, strerror(-ret));
+		(void)errbuf_printf(err, errlen, "ublk START_DEV of ublk%u failed: %s", dev->id, strerror(-ret));
 		goto fail;
 	}
 	dev->started = true;
@@ -511,43 +498,43 @@ int ubsrv_dev_recover(struct ubsrv_ctrl *c, struct disk *d, uint32_t id,
 	ret = ubsrv_ctrl_get_dev_info(c, id, &info);
 	if (ret < 0) {
 		if (ret == -ENODEV)
-			ubsrv_errf(err, errlen, "there is no ublk device %u", id);
+			(void)errbuf_printf(err, errlen, "there is no ublk device %u", id);
 		else
-			ubsrv_errf(err, errlen, "GET_DEV_INFO of ublk%u failed: %s", id, strerror(-ret));
+			(void)errbuf_printf(err, errlen, "GET_DEV_INFO of ublk%u failed: %s", id, strerror(-ret));
 		return ret;
 	}
 	if (!(info.flags & UBSRV_F_USER_RECOVERY)) {
-		ubsrv_errf(err, errlen, "ublk%u was not created with --recoverable", id);
+		(void)errbuf_printf(err, errlen, "ublk%u was not created with --recoverable", id);
 		return -EINVAL;
 	}
 	if (info.state == UBSRV_S_DEV_DEAD) {
-		ubsrv_errf(err, errlen, "ublk%u is dead (never started, or stopped); remove it with "
-			   "'diskstack ublk del %u'", id, id);
+		(void)errbuf_printf(err, errlen, "ublk%u is dead (never started, or stopped); remove it with "
+			            "'diskstack ublk del %u'", id, id);
 		return -EINVAL;
 	}
 	/* LIVE with a dead server is normal for a moment (6.1 notices within
 	 * 5 s); LIVE with a running one is a mistake. */
 	if (info.state == UBSRV_S_DEV_LIVE && ubsrv_pid_alive(info.ublksrv_pid)) {
-		ubsrv_errf(err, errlen, "ublk%u is live, served by pid %d: recover attaches a server "
-			   "to a device whose server died", id, info.ublksrv_pid);
+		(void)errbuf_printf(err, errlen, "ublk%u is live, served by pid %d: recover attaches a server "
+			            "to a device whose server died", id, info.ublksrv_pid);
 		return -EBUSY;
 	}
 	ret = ubsrv_ctrl_get_params(c, id, &params);
 	if (ret < 0) {
-		ubsrv_errf(err, errlen, "GET_PARAMS of ublk%u failed: %s", id, strerror(-ret));
+		(void)errbuf_printf(err, errlen, "GET_PARAMS of ublk%u failed: %s", id, strerror(-ret));
 		return ret;
 	}
 	disk_bytes = disk_sector_count(d) << di->sector_shift;
 	dev_bytes = params.basic.dev_sectors << 9;
 	if (params.basic.logical_bs_shift != di->sector_shift || disk_bytes != dev_bytes) {
-		ubsrv_errf(err, errlen, "the disk does not match ublk%u: %" PRIu64 " bytes in %u-byte "
-			   "sectors, the device has %" PRIu64 " bytes in %u-byte sectors", id,
-			   disk_bytes, di->sector_size, dev_bytes, 1u << params.basic.logical_bs_shift);
+		(void)errbuf_printf(err, errlen, "the disk does not match ublk%u: %" PRIu64 " bytes in %u-byte "
+			            "sectors, the device has %" PRIu64 " bytes in %u-byte sectors", id,
+			            disk_bytes, di->sector_size, dev_bytes, 1u << params.basic.logical_bs_shift);
 		return -EINVAL;
 	}
 	if (info.max_io_buf_bytes < di->sector_size || info.nr_hw_queues == 0 ||
 	    info.queue_depth == 0) {
-		ubsrv_errf(err, errlen, "ublk%u reports unusable geometry", id);
+		(void)errbuf_printf(err, errlen, "ublk%u reports unusable geometry", id);
 		return -EPROTO;
 	}
 
@@ -561,18 +548,18 @@ int ubsrv_dev_recover(struct ubsrv_ctrl *c, struct disk *d, uint32_t id,
 	}
 	if (ret < 0) {
 		if (ret == -EBUSY)
-			ubsrv_errf(err, errlen, "ublk%u is still busy after %u s: is its server still "
-				   "running (pid %d)?", id, UBSRV_RECOVERY_WAIT_MS / 1000,
-				   info.ublksrv_pid);
+			(void)errbuf_printf(err, errlen, "ublk%u is still busy after %u s: is its server still "
+				            "running (pid %d)?", id, UBSRV_RECOVERY_WAIT_MS / 1000,
+				            info.ublksrv_pid);
 		else
-			ubsrv_errf(err, errlen, "START_USER_RECOVERY of ublk%u failed: %s", id,
-				   strerror(-ret));
+			(void)errbuf_printf(err, errlen, "START_USER_RECOVERY of ublk%u failed: %s", id,
+				            strerror(-ret));
 		return ret;
 	}
 
 	ret = ubsrv_dev_alloc(c, d, &dev);
 	if (ret < 0) {
-		ubsrv_errf(err, errlen, "%s", strerror(-ret));
+		(void)errbuf_printf(err, errlen, "%s", strerror(-ret));
 		return ret;
 	}
 	/* Re-read: the state moved on. */
@@ -593,7 +580,7 @@ int ubsrv_dev_recover(struct ubsrv_ctrl *c, struct disk *d, uint32_t id,
 		goto fail;
 	ret = ubsrv_ctrl_end_recovery(c, id, getpid());
 	if (ret < 0) {
-		ubsrv_errf(err, errlen, "END_USER_RECOVERY of ublk%u failed: %s", id, strerror(-ret));
+		(void)errbuf_printf(err, errlen, "END_USER_RECOVERY of ublk%u failed: %s", id, strerror(-ret));
 		goto fail;
 	}
 	dev->started = true;
