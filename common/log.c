@@ -111,7 +111,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	errno = saved_errno;
 }
 
-static void errbuf_vprintf(char *err, size_t errlen, const char *fmt, va_list ap)
+static void PRINTF_FMT(3, 0) errbuf_vprintf(char *err, size_t errlen, const char *fmt, va_list ap)
 {
 	if (err && errlen)
 		vsnprintf(err, errlen, fmt, ap);
