@@ -12,6 +12,9 @@ name=$(basename "$1" .fuzz)
 src=$(cd "$(dirname "$0")" && pwd)
 fuzzer=${abs_top_builddir:-.}/tests/fuzz/$name
 secs=${FUZZ_SECONDS:-20}
+# A fixed seed by default, so that a test run explores the same inputs each
+# time (FUZZ_SEED=0 lets libFuzzer pick one).
+seed=${FUZZ_SEED:-1}
 art=${FUZZ_ARTIFACTS:-$(dirname "$fuzzer")/artifacts}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -61,7 +64,7 @@ fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 echo "$name: ${secs}s from $(ls "$tmp/seeds" | wc -l) seeds"
-"$fuzzer" "${dict[@]}" -max_total_time="$secs" -timeout=30 -rss_limit_mb=4096 \
+"$fuzzer" "${dict[@]}" -seed="$seed" -max_total_time="$secs" -timeout=30 -rss_limit_mb=4096 \
 	-print_final_stats=1 -artifact_prefix="$art/$name-" "$tmp/corpus" "$tmp/seeds" 2>&1 |
 	grep -v '^#[0-9]' | tail -n 60
 rc=${PIPESTATUS[0]}
