@@ -98,6 +98,7 @@ enum vhdfooter_error vhdfooter_parse(const uint8_t *footer, uint64_t data_room,
 
 	memset(&f, 0, sizeof(f));
 	f.checksum = get_be32(footer + OFF_CHECKSUM);
+	f.computed_checksum = vhdfooter_checksum(footer);
 	f.version = get_be32(footer + OFF_VERSION);
 	f.disk_type = get_be32(footer + OFF_DISK_TYPE);
 	f.current_size = get_be64(footer + OFF_CURRENT_SIZE);
@@ -114,7 +115,7 @@ enum vhdfooter_error vhdfooter_parse(const uint8_t *footer, uint64_t data_room,
 
 	if (memcmp(footer, VHD_COOKIE, 8) != 0)
 		return VHDFOOTER_BAD_COOKIE;
-	if (f.checksum != vhdfooter_checksum(footer))
+	if (f.checksum != f.computed_checksum)
 		return VHDFOOTER_BAD_CHECKSUM;
 	if (f.version != VHDFOOTER_VERSION)
 		return VHDFOOTER_BAD_VERSION;
@@ -138,8 +139,8 @@ int vhdfooter_explain(enum vhdfooter_error e, const struct vhdfooter *f, uint64_
 		return errbuf_printf(err, errlen, "invalid VHD footer cookie (the last 512 bytes do "
 				     "not start with \"conectix\"; not a fixed VHD)");
 	case VHDFOOTER_BAD_CHECKSUM:
-		return errbuf_printf(err, errlen, "invalid VHD footer checksum (stored 0x%08x)",
-				     f->checksum);
+		return errbuf_printf(err, errlen, "invalid VHD footer checksum (stored 0x%08x, "
+				     "computed 0x%08x)", f->checksum, f->computed_checksum);
 	case VHDFOOTER_BAD_VERSION:
 		return errbuf_printf(err, errlen, "unsupported VHD version 0x%08x (want 0x%08x)",
 				     f->version, VHDFOOTER_VERSION);

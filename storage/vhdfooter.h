@@ -40,6 +40,7 @@ struct vhdfooter {
 	uint32_t disk_type;
 	uint32_t version;
 	uint32_t checksum;         /* as stored */
+	uint32_t computed_checksum; /* of the footer as read (for messages) */
 	uint32_t geometry;         /* cylinders << 16 | heads << 8 | sectors */
 	uint8_t unique_id[16];     /* raw bytes: the disk id */
 	char creator[5];           /* creator application, printable, NUL-terminated */

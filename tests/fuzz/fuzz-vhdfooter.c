@@ -29,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(&file_len, data, 8);
 	memset(raw, 0, sizeof(raw));
+	memset(&f, 0, sizeof(f));
 	memcpy(raw, data + 8, size - 8 < sizeof(raw) ? size - 8 : sizeof(raw));
 
 	err[0] = '\0';
