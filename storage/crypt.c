@@ -870,16 +870,6 @@ static void crypt_write_done(struct disk_io *child)
 	disk_submit(disk_lower(crypt_hdisk(io)), child);
 }
 
-/* The live range check of a request the inner disk will not see whole. */
-static int crypt_range_check(struct disk *d, uint64_t sector, uint64_t count)
-{
-	uint64_t end;
-
-	if (ADD_OVERFLOW(sector, count, &end) || end > disk_sector_count(d))
-		return DISK_ILLEGAL_BLOCK;
-	return DISK_OK;
-}
-
 /* WRITE and WRITE_ZEROES: encrypt into a staging buffer, write it below. */
 static int crypt_write_start(struct disk *d, struct disk_io *io)
 {
@@ -892,7 +882,7 @@ static int crypt_write_start(struct disk *d, struct disk_io *io)
 	 * request in several chunks is checked up front, so that one past the
 	 * end changes nothing (the inner disk checks each chunk again). */
 	if (io->count == 0 || io->count > cd->chunk_sectors) {
-		int st = crypt_range_check(d, io->sector, io->count);
+		int st = disk_range_check_live(d, io->sector, io->count);
 
 		if (st != DISK_OK || io->count == 0)
 			return st;
@@ -963,7 +953,7 @@ static int crypt_cache(struct disk *d, struct disk_io *io)
 static int crypt_block_status(struct disk *d, struct disk_io *io)
 {
 	/* Everything is data; see the notes at the top. */
-	if (crypt_range_check(d, io->sector, io->count) != DISK_OK)
+	if (disk_range_check_live(d, io->sector, io->count) != DISK_OK)
 		return DISK_ILLEGAL_BLOCK;
 	io->u.bs.extents[0].count = io->count;
 	io->u.bs.extents[0].flags = 0;

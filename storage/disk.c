@@ -734,7 +734,7 @@ static const uint32_t allowed_flags[DISK_OP_COUNT] = {
 	[DISK_OP_WRITE_ZEROES] = DISK_IO_FUA | DISK_IO_NO_UNMAP | DISK_IO_FAST_ZERO,
 };
 
-static int disk_range_check_live(struct disk *d, uint64_t sector, uint64_t count)
+int disk_range_check_live(struct disk *d, uint64_t sector, uint64_t count)
 {
 	uint64_t end;
 

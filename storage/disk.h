@@ -494,6 +494,11 @@ const struct disk_info *disk_get_info(const struct disk *d);
 uint64_t disk_sector_count(struct disk *d);
 static inline uint32_t disk_sector_size(const struct disk *d) { return disk_get_info(d)->sector_size; }
 
+/* DISK_OK when [sector, sector+count) lies within @d's current sector
+ * count (asked live, so it follows resizes), else DISK_ILLEGAL_BLOCK. For
+ * a decorator that splits a request and must refuse it whole first. */
+int disk_range_check_live(struct disk *d, uint64_t sector, uint64_t count);
+
 /* Copies the lower disk's metadata into @info (for decorators that forward
  * metadata and change a few fields), without DISK_CAP_XFORM: a decorator
  * that wants it must pass io->xform on and set the bit itself. */
