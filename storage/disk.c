@@ -172,6 +172,8 @@ void disk_info_inherit(struct disk_info *info, const struct disk *lower)
 	*info = lower->info;
 	/* A decorator would have to pass io->xform on to honour it. */
 	info->caps &= ~(uint32_t)DISK_CAP_XFORM;
+	/* Likewise it would have to pass the caller's iovec array down. */
+	info->adopt_bytes = 0;
 }
 
 /* The disk that implements the op at member @off of struct disk_ops: @d
@@ -729,7 +731,7 @@ static int emu_cache(struct disk_io *io)
 
 /* Flags each op accepts. */
 static const uint32_t allowed_flags[DISK_OP_COUNT] = {
-	[DISK_OP_WRITE] = DISK_IO_FUA,
+	[DISK_OP_WRITE] = DISK_IO_FUA | DISK_IO_ADOPT,
 	[DISK_OP_UNMAP] = DISK_IO_BLOCK_LEVEL_ONLY,
 	[DISK_OP_WRITE_ZEROES] = DISK_IO_FUA | DISK_IO_NO_UNMAP | DISK_IO_FAST_ZERO,
 };
@@ -763,6 +765,10 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 		/* A transform only goes to a disk that applies it. */
 		if (unlikely(io->xform && !(d->info.caps & DISK_CAP_XFORM)))
 			return DISK_INVALID_INPUT;
+		/* Adoption is a permission: a disk that cannot adopt never
+		 * sees it (it might pass the buffers to one that could). */
+		if (io->flags & DISK_IO_ADOPT && !d->info.adopt_bytes)
+			io->flags &= ~(uint32_t)DISK_IO_ADOPT;
 		io->count = len >> shift;
 		if (unlikely(!disk_range_representable(io->sector, io->count, shift)))
 			return DISK_ILLEGAL_BLOCK;

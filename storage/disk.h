@@ -43,6 +43,24 @@
  *   advertises DISK_CAP_XFORM gets such requests (the dispatcher refuses
  *   them elsewhere); decorators never inherit the bit (disk_info_inherit
  *   clears it), since they would have to pass the transform on.
+ * - Adopted write buffers (DISK_IO_ADOPT, disk_info.adopt_bytes): a disk
+ *   that keeps its data in malloc'd blocks of adopt_bytes (a RAM layer's
+ *   pages, only write path of its layered disk) may, on a WRITE that says
+ *   so, take a request buffer as its own block instead of copying it: a
+ *   whole block's worth of data that one iovec entry holds exactly
+ *   (iov_len == adopt_bytes, starting at a byte offset of the disk that
+ *   is a multiple of adopt_bytes, iov_base from malloc with at least that
+ *   size). It then stores in that entry's iov_base the block it replaced
+ *   (malloc'd, adopt_bytes, old contents) or NULL, so the iovec array is
+ *   written (the cast from const is the caller's permission). After
+ *   done() the caller owns whatever the entries point to, and nothing
+ *   else: an adopted buffer is the disk's. Entries that do not qualify
+ *   are copied as usual, and the flag is only ever a permission: a disk
+ *   with adopt_bytes == 0 gets it stripped by the dispatcher, and
+ *   disk_info_inherit clears adopt_bytes, so a decorator never passes it
+ *   to a disk that would keep what the decorator handed it. Saves a copy
+ *   per written byte where the data arrives in a buffer the caller would
+ *   otherwise free or reuse (the NBD server's large WRITE payloads).
  */
 #ifndef DISKSTACK_STORAGE_DISK_H
 #define DISKSTACK_STORAGE_DISK_H
@@ -123,6 +141,9 @@ struct disk_info {
 	enum disk_unmap_behavior unmap_behavior;
 	uint32_t optimal_unmap_sectors; /* >= 1 */
 	uint32_t caps;                  /* DISK_CAP_* */
+	/* Appended: WRITE takes DISK_IO_ADOPT with buffers of this many bytes
+	 * (0: never; see "Adopted write buffers" above). */
+	uint32_t adopt_bytes;
 };
 
 /* ---- persistent reservations ------------------------------------------ */
@@ -230,6 +251,7 @@ enum {
 	DISK_IO_NO_UNMAP         = 1u << 1,  /* WRITE_ZEROES: must allocate, not deallocate */
 	DISK_IO_FAST_ZERO        = 1u << 2,  /* WRITE_ZEROES: fail UNSUPPORTED rather than write zeroes slowly */
 	DISK_IO_BLOCK_LEVEL_ONLY = 1u << 3,  /* UNMAP: storvsp hint, ignored by every backend */
+	DISK_IO_ADOPT            = 1u << 4,  /* WRITE: the disk may keep the buffers (see the notes) */
 	/* Layer-only flags (used between a layered disk and its layers): */
 	DISK_IO_NO_OVERWRITE     = 1u << 8,  /* layer WRITE: only sectors not yet present */
 	DISK_IO_NEXT_IS_ZERO     = 1u << 9,  /* layer UNMAP: the layer below reads zero here */
@@ -500,8 +522,9 @@ static inline uint32_t disk_sector_size(const struct disk *d) { return disk_get_
 int disk_range_check_live(struct disk *d, uint64_t sector, uint64_t count);
 
 /* Copies the lower disk's metadata into @info (for decorators that forward
- * metadata and change a few fields), without DISK_CAP_XFORM: a decorator
- * that wants it must pass io->xform on and set the bit itself. */
+ * metadata and change a few fields), without DISK_CAP_XFORM and with
+ * adopt_bytes 0: a decorator that wants either must pass io->xform /
+ * DISK_IO_ADOPT on with the caller's own iovec array and set them itself. */
 void disk_info_inherit(struct disk_info *info, const struct disk *lower);
 
 /* True when [sector, sector+count) is representable for sector @shift:

@@ -39,6 +39,10 @@
  *   are the zeroes of sectors no layer holds. The result is byte for byte
  *   what a read without the transform followed by the transform in place
  *   gives. A write passes io->xform to every write-path layer.
+ * - Adopted write buffers (disk_info.adopt_bytes, DISK_IO_ADOPT): passed
+ *   on when the write path is the top layer alone and there is no read
+ *   cache; the layer gets the caller's iovec array (lwalk_issue), so what
+ *   it swaps in is what the caller sees.
  * - Thread safety: the layered disk itself is immutable after construction;
  *   layers protect their own state.
  */
@@ -973,6 +977,12 @@ int layered_disk_new(const struct layered_entry *layers, unsigned n, bool read_o
 		ld->xform = ld->xform && ld->l[i].meta.xform;
 	if (ld->xform)
 		info.caps |= DISK_CAP_XFORM;
+	/* Adopted write buffers (disk.h): a write reaches one layer with the
+	 * caller's own iovec array, so the layer's swaps are the caller's.
+	 * With a second write-path layer the next one would read the pages
+	 * handed back; a read cache fills through its own buffers anyway. */
+	if (ld->ncache == 0 && ld->write_path == 1)
+		info.adopt_bytes = ld->l[0].meta.adopt_bytes;
 
 	r = disk_new(&layered_ops, &info, ld, NULL, out);
 	if (r < 0) {

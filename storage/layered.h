@@ -56,6 +56,10 @@ struct layer_meta {
 	 * buffers, and what it marks as zeroes on a read. Only the RAM layer
 	 * sets it. */
 	bool xform;
+	/* Appended: WRITE with DISK_IO_ADOPT may keep request buffers as its
+	 * blocks of this size (disk.h, "Adopted write buffers"); 0: never.
+	 * Only the RAM layer sets it. */
+	uint32_t adopt_bytes;
 };
 
 #define LAYER_OPS_VERSION 1
