@@ -205,8 +205,9 @@ static void conn_free(struct nbdsrv_conn *c)
 	struct nbdsrv_worker *w = c->w;
 	bool stdio = c->stdio;
 
-	log_debug("nbd %s: closed after %llu requests (%llu read passes split)", c->name,
-		  (unsigned long long)c->nrequests, (unsigned long long)c->npass_splits);
+	log_debug("nbd %s: closed after %llu requests (%llu read passes split, %llu write "
+		  "blocks adopted)", c->name, (unsigned long long)c->nrequests,
+		  (unsigned long long)c->npass_splits, (unsigned long long)c->nadopted);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -320,8 +321,11 @@ static void conn_rx_plain_cqe(struct reactor_op *op, int res)
 		nbdsrv_conn_maybe_free(c);
 		return;
 	}
-	if (res > 0)
+	if (res > 0 && c->rx_msg.msg_iov)
+		reactor_mark_iov_defined(c->rx_msg.msg_iov, (int)c->rx_msg.msg_iovlen, (size_t)res);
+	else if (res > 0)
 		reactor_mark_defined(c->rx_buf, (size_t)res);
+	c->rx_msg.msg_iov = NULL;
 	c->rx_cb(c, res);
 }
 
@@ -402,11 +406,29 @@ void nbdsrv_rx(struct nbdsrv_conn *c, void *buf, size_t len, bool all, nbdsrv_rx
 	c->rx_buf = buf;
 	c->rx_len = len;
 	c->rx_all = all;
+	c->rx_msg.msg_iov = NULL;
 	if (c->ssl) {
 		conn_tls_rx_try(c);
 		return;
 	}
 	conn_rx_raw(c, buf, len, all, conn_rx_plain_cqe);
+}
+
+void nbdsrv_rxv(struct nbdsrv_conn *c, struct iovec *iov, int iovcnt, nbdsrv_rx_cb cb)
+{
+	struct io_uring_sqe *sqe;
+
+	assert(!c->rx_busy && !c->rx_task_busy && !c->closing && !c->ssl && c->is_sock &&
+	       iovcnt > 0);
+	c->rx_cb = cb;
+	memset(&c->rx_msg, 0, sizeof(c->rx_msg));
+	c->rx_msg.msg_iov = iov;
+	c->rx_msg.msg_iovlen = (size_t)iovcnt;
+	sqe = reactor_get_sqe(c->r);
+	io_uring_prep_recvmsg(sqe, c->rfd, &c->rx_msg, MSG_WAITALL);
+	c->rx_op.cb = conn_rx_plain_cqe;
+	reactor_sqe_set_op(sqe, &c->rx_op);
+	c->rx_busy = true;
 }
 
 /* ---- send -------------------------------------------------------------------- */

@@ -79,6 +79,11 @@
 #define NBDSRV_TLS_STAGE_BYTES (16u << 10)
 /* Error message carried in structured error chunks. */
 #define NBDSRV_ERRMSG_MAX 96u
+/* WRITE payloads of at least this many bytes go straight into page-sized
+ * blocks the export's disk may adopt (disk_info.adopt_bytes; transmit.c),
+ * up to this many blocks (IOV_MAX bounds one recvmsg). */
+#define NBDSRV_ADOPT_MIN_BYTES (64u << 10)
+#define NBDSRV_ADOPT_MAX_IOV 1024u
 
 /* ---- the server --------------------------------------------------------- */
 
@@ -194,6 +199,12 @@ struct nbdsrv_req {
 	size_t buf_cap;             /* its size (a power of two), 0 = none */
 	uint64_t charged;           /* bytes counted in c->inflight_bytes */
 	struct iovec dio;           /* the disk request's buffer */
+	/* WRITE received into blocks the disk may adopt: @naiov entries, the
+	 * blocks from c->apool; aorig: what was in each before the write. */
+	bool adopt;
+	unsigned naiov;
+	struct iovec *aiov;         /* NBDSRV_ADOPT_MAX_IOV entries, lazily */
+	void **aorig;               /* same allocation */
 	struct disk_extent ext[NBDSRV_READ_EXTENTS];
 	struct iovec riov[2 * NBDSRV_READ_EXTENTS + 4];
 	uint8_t hdr[(NBDSRV_READ_EXTENTS + 1) * 32 + NBDW_CHUNK_HDR_BYTES + 6 + NBDSRV_ERRMSG_MAX];
@@ -230,6 +241,7 @@ struct nbdsrv_conn {
 	void *rx_buf;
 	size_t rx_len;
 	bool rx_all;
+	struct msghdr rx_msg;       /* nbdsrv_rxv: msg_iov set while it runs */
 	struct reactor_task rx_task;  /* delivers a TLS result that was ready at once */
 	bool rx_task_busy;
 	ssize_t rx_task_res;
@@ -313,6 +325,12 @@ struct nbdsrv_conn {
 	bool draining;              /* server stopping */
 	uint64_t nrequests;
 	uint64_t npass_splits;      /* passes cut short by NBDSRV_PASS_READ_BYTES */
+	/* Adopted WRITE payloads (transmit.c). */
+	uint32_t adopt_bytes;       /* the disk's block size, 0 = copy */
+	void **apool;               /* spare blocks of adopt_bytes */
+	unsigned napool, apool_cap;
+	struct iovec *arx;          /* the receive's view of a payload */
+	uint64_t nadopted;          /* blocks the disk kept */
 };
 
 /* conn.c: lifetime and transport. */
@@ -331,6 +349,10 @@ void nbdsrv_conn_shutdown(struct nbdsrv_conn *c);
  * count, 0 at end of stream or -errno. @all: wait for all @len (plaintext
  * sockets only; a hint). One receive at a time. */
 void nbdsrv_rx(struct nbdsrv_conn *c, void *buf, size_t len, bool all, nbdsrv_rx_cb cb);
+/* Receives exactly iov_length(@iov) plaintext bytes into @iov (a plain
+ * socket, no TLS); @iov must stay valid until @cb runs with the count, 0
+ * at end of stream or -errno. */
+void nbdsrv_rxv(struct nbdsrv_conn *c, struct iovec *iov, int iovcnt, nbdsrv_rx_cb cb);
 /* Cancels the receive in flight, if any. */
 void nbdsrv_rx_cancel(struct nbdsrv_conn *c);
 /* Appends @tx to the send queue (send with nbdsrv_tx_schedule/kick). */

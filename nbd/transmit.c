@@ -66,6 +66,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,95 @@ static void req_buf_drop(struct nbdsrv_req *req)
 	req->buf_cap = 0;
 }
 
+/* ---- adopted WRITE payloads ------------------------------------------------ */
+
+/* A spare block of c->adopt_bytes, or NULL when out of memory. */
+static void *adopt_block_get(struct nbdsrv_conn *c)
+{
+	if (c->napool)
+		return c->apool[--c->napool];
+	return malloc(c->adopt_bytes);
+}
+
+static void adopt_block_put(struct nbdsrv_conn *c, void *p)
+{
+	if (!p)
+		return;
+	if (c->napool < c->apool_cap)
+		c->apool[c->napool++] = p;
+	else
+		free(p);
+}
+
+/* True when @req's payload should be received into adoptable blocks. */
+static bool adopt_wanted(const struct nbdsrv_conn *c, const struct nbdsrv_req *req)
+{
+	uint64_t a = c->adopt_bytes;
+
+	if (!a || req->len < NBDSRV_ADOPT_MIN_BYTES)
+		return false;
+	/* Pieces: up to the first block boundary, whole blocks, the rest. */
+	return (req->offset % a + req->len + a - 1) / a <= NBDSRV_ADOPT_MAX_IOV;
+}
+
+/* Lays @req's payload out over blocks: one iovec entry per piece of the
+ * disk's block grid, each in a block of its own, so every whole block
+ * can be adopted. Returns 0 or -ENOMEM (nothing held). */
+static int adopt_setup(struct nbdsrv_conn *c, struct nbdsrv_req *req)
+{
+	uint64_t a = c->adopt_bytes, off = req->offset, left = req->len;
+	unsigned n = 0;
+
+	if (!req->aiov) {
+		req->aiov = malloc(NBDSRV_ADOPT_MAX_IOV * (sizeof(*req->aiov) + sizeof(void *)));
+		if (!req->aiov)
+			return -ENOMEM;
+		req->aorig = (void **)(req->aiov + NBDSRV_ADOPT_MAX_IOV);
+	}
+	while (left) {
+		uint64_t take = MIN(left, a - off % a);
+		void *p = adopt_block_get(c);
+
+		if (!p) {
+			while (n)
+				adopt_block_put(c, req->aiov[--n].iov_base);
+			return -ENOMEM;
+		}
+		req->aiov[n].iov_base = p;
+		req->aiov[n].iov_len = take;
+		req->aorig[n] = p;
+		n++;
+		off += take;
+		left -= take;
+	}
+	req->naiov = n;
+	req->adopt = true;
+	return 0;
+}
+
+/* Takes back what the disk left in @req's entries (its old blocks or
+ * NULL for the ones it kept) and counts what it kept. */
+static void adopt_release(struct nbdsrv_conn *c, struct nbdsrv_req *req)
+{
+	for (unsigned i = 0; i < req->naiov; i++) {
+		if (req->aiov[i].iov_base != req->aorig[i])
+			c->nadopted++;
+		adopt_block_put(c, req->aiov[i].iov_base);
+	}
+	req->naiov = 0;
+	req->adopt = false;
+}
+
+/* Receives the rest of an adopted payload (from c->payload_got). */
+static void adopt_rx(struct nbdsrv_conn *c, struct nbdsrv_req *req, nbdsrv_rx_cb cb)
+{
+	int n = iov_slice(req->aiov, (int)req->naiov, c->payload_got, req->len - c->payload_got,
+			  c->arx, NBDSRV_ADOPT_MAX_IOV);
+
+	assert(n > 0);
+	nbdsrv_rxv(c, c->arx, n, cb);
+}
+
 static void xmit_task_fn(struct reactor_task *t)
 {
 	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, xmit_task);
@@ -167,6 +257,8 @@ static void xmit_release(struct nbdsrv_req *req, bool notify)
 		req->rb->refs--;
 		req->rb = NULL;
 	}
+	if (req->adopt)
+		adopt_release(c, req);
 	if (req->buf_cap > NBDSRV_SLOT_KEEP_BYTES || c->cached_bytes > NBDSRV_CONN_CACHE_BYTES)
 		req_buf_drop(req);
 	req->next_free = c->free_slots;
@@ -448,7 +540,11 @@ static void xmit_submit(struct nbdsrv_req *req, struct disk_io *io, enum disk_op
 	io->iovcnt = 0;
 	io->done = xmit_io_done;
 	io->opaque = req;
-	if (op == DISK_OP_READ || op == DISK_OP_WRITE) {
+	if (op == DISK_OP_WRITE && req->adopt) {
+		io->flags |= DISK_IO_ADOPT;
+		io->iov = req->aiov;
+		io->iovcnt = (int)req->naiov;
+	} else if (op == DISK_OP_READ || op == DISK_OP_WRITE) {
 		req->dio.iov_base = req->rb ? req->wdata : req->buf;
 		req->dio.iov_len = req->len;
 		io->iov = &req->dio;
@@ -689,8 +785,11 @@ static void xmit_payload_cb(struct nbdsrv_conn *c, ssize_t res)
 	}
 	c->payload_got += (uint32_t)res;
 	if (c->payload_got < req->len) {
-		nbdsrv_rx(c, (char *)req->buf + c->payload_got, req->len - c->payload_got, true,
-			  xmit_payload_cb);
+		if (req->adopt)
+			adopt_rx(c, req, xmit_payload_cb);
+		else
+			nbdsrv_rx(c, (char *)req->buf + c->payload_got, req->len - c->payload_got,
+				  true, xmit_payload_cb);
 		return;
 	}
 	c->payload_req = NULL;
@@ -756,6 +855,8 @@ static void xmit_pump(struct nbdsrv_conn *c)
 		req->pending = 0;
 		req->stage = 0;
 		req->holes = false;
+		req->adopt = false;
+		req->naiov = 0;
 		req->charged = cost;
 		c->inflight_bytes += cost;
 		c->rhead += NBDW_REQUEST_BYTES;
@@ -775,6 +876,20 @@ static void xmit_pump(struct nbdsrv_conn *c)
 		} else if (type == NBDW_CMD_WRITE && len > 0) {
 			size_t copy;
 
+			if (adopt_wanted(c, req) && adopt_setup(c, req) == 0) {
+				copy = MIN((size_t)len, c->rtail - c->rhead);
+				iov_from_buf(req->aiov, (int)req->naiov, 0, c->rbuf + c->rhead, copy);
+				c->rhead += copy;
+				if (copy < len) {
+					c->payload_req = req;
+					c->payload_got = (uint32_t)copy;
+					if (c->draining)
+						return;   /* never arrives: released at close */
+					adopt_rx(c, req, xmit_payload_cb);
+					return;
+				}
+				goto dispatch;
+			}
 			if (req_buf_reserve(req, len) < 0) {
 				/* The payload cannot be skipped without a buffer
 				 * to put it in. */
@@ -796,6 +911,7 @@ static void xmit_pump(struct nbdsrv_conn *c)
 				return;
 			}
 		}
+dispatch:
 		xmit_dispatch(req);
 		if (pass_read >= NBDSRV_PASS_READ_BYTES && c->rtail - c->rhead >= NBDW_REQUEST_BYTES) {
 			/* Send what was read before reading more (see the
@@ -916,6 +1032,15 @@ void nbdsrv_xmit_begin(struct nbdsrv_conn *c, struct nbdsrv_export *e)
 	c->rbuf = c->rb->data;
 	c->xmit_task.fn = xmit_task_fn;
 	c->rx_arm = xmit_rx_arm;
+	/* Adopted payloads: plain sockets only (TLS decrypts into a buffer of
+	 * its own, a pipe has no recvmsg). */
+	if (info->adopt_bytes && c->is_sock && !c->ssl && !c->ro) {
+		c->apool_cap = NBDSRV_CONN_CACHE_BYTES / info->adopt_bytes;
+		c->apool = calloc(c->apool_cap, sizeof(*c->apool));
+		c->arx = calloc(NBDSRV_ADOPT_MAX_IOV, sizeof(*c->arx));
+		if (c->apool && c->arx)
+			c->adopt_bytes = info->adopt_bytes;
+	}
 	if (!c->slots || !c->rbuf) {
 		log_error("nbd %s: out of memory entering transmission", c->name);
 		nbdsrv_conn_close(c, false, NULL);
@@ -958,11 +1083,23 @@ void nbdsrv_xmit_drain(struct nbdsrv_conn *c)
 void nbdsrv_xmit_free(struct nbdsrv_conn *c)
 {
 	if (c->slots) {
-		for (unsigned i = 0; i < c->nslots; i++)
+		for (unsigned i = 0; i < c->nslots; i++) {
 			req_buf_drop(&c->slots[i]);
+			if (c->slots[i].adopt)
+				adopt_release(c, &c->slots[i]);
+			free(c->slots[i].aiov);
+		}
 		free(c->slots);
 		c->slots = NULL;
 	}
+	while (c->napool)
+		free(c->apool[--c->napool]);
+	free(c->apool);
+	free(c->arx);
+	c->apool = NULL;
+	c->arx = NULL;
+	c->apool_cap = 0;
+	c->adopt_bytes = 0;
 	for (unsigned i = 0; i < NBDSRV_RBUFS; i++) {
 		reactor_buf_put(c->r, c->rbufs[i].data, NBDSRV_RBUF_BYTES);
 		c->rbufs[i].data = NULL;
