@@ -288,9 +288,29 @@ c = Conn()
 c.go()
 c.s.sendall(struct.pack(">IHHQ", REQ, 0, 0, 1))
 c.close()
+# A large WRITE goes straight into blocks the disk may keep (mem:
+# adopts them): one cut short must change nothing on the disk.
 c = Conn()
 c.go()
-c.req(1, 1, 0, MiB, payload=b"p" * 1000)
+c.req(1, 1, 0, MiB, payload=b"k" * MiB)
+assert c.sreply()[:2] == (1, 0)
+c.close()
+for sent in (1000, 300 * 1024):
+    c = Conn()
+    c.go()
+    c.req(1, 1, 0, MiB, payload=b"p" * sent)
+    c.close()
+c = Conn()
+c.go()
+got = b""
+while len(got) < MiB:
+    c.req(0, 2, len(got), 256 * 1024)
+    cookie, err, chunks = c.sreply()
+    assert (cookie, err) == (2, 0)
+    for ty, body in chunks:
+        assert ty == 1, ty   # OFFSET_DATA: offset, then the bytes
+        got += body[8:]
+assert got == b"k" * MiB, "a truncated WRITE changed the disk"
 c.close()
 
 case("pipelining without reading, then everything answered (back-pressure)")
