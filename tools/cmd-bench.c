@@ -435,6 +435,16 @@ static uint64_t thread_cpu_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time of the whole process: every thread, io_uring's io-wq workers
+ * included (they belong to the process). */
+static uint64_t process_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void *bench_thread(void *opaque)
 {
 	struct bench_worker *w = opaque;
@@ -538,6 +548,7 @@ struct bench_result {
 	struct bench_hist hist[2];
 	uint64_t elapsed_ns;
 	uint64_t cpu_ns;               /* summed over the workers */
+	uint64_t process_cpu_ns;       /* the whole process, gate open to join */
 	uint64_t errors;
 	uint64_t flushes;
 };
@@ -597,12 +608,13 @@ static void bench_print(const struct bench *b, const char *spec_text, const stru
 		       "  \"threads\": %u,\n  \"range_offset\": %" PRIu64 ",\n"
 		       "  \"range_bytes\": %" PRIu64 ",\n  \"rwmix_read\": %u,\n"
 		       "  \"prefill\": %s,\n  \"elapsed_s\": %.6f,\n  \"cpu_s\": %.6f,\n"
-		       "  \"errors\": %" PRIu64 ",\n"
+		       "  \"process_cpu_s\": %.6f,\n  \"errors\": %" PRIu64 ",\n"
 		       "  \"ops\": %" PRIu64 ",\n  \"iops\": %.1f,\n  \"mib_per_s\": %.3f,\n",
 		       mode_names[b->mode], b->bs, b->iodepth, b->nthreads, b->range_off,
 		       b->range_len, b->mode == MODE_RANDRW ? b->rwmix :
 		       (b->mode == MODE_READ || b->mode == MODE_RANDREAD ? 100 : 0),
-		       b->prefill ? "true" : "false", secs, (double)res->cpu_ns / 1e9, res->errors,
+		       b->prefill ? "true" : "false", secs, (double)res->cpu_ns / 1e9,
+		       (double)res->process_cpu_ns / 1e9, res->errors,
 		       all.count,
 		       secs > 0 ? (double)all.count / secs : 0.0,
 		       secs > 0 ? (double)all.count * (double)b->bs / secs / 1048576.0 : 0.0);
@@ -621,7 +633,8 @@ static void bench_print(const struct bench *b, const char *spec_text, const stru
 	       mode_names[b->mode], b->bs, b->iodepth, b->nthreads, range);
 	if (b->mode == MODE_RANDRW)
 		printf(" rwmix=%u", b->rwmix);
-	printf(" time=%.2fs cpu=%.2fs\n", secs, (double)res->cpu_ns / 1e9);
+	printf(" time=%.2fs cpu=%.2fs process-cpu=%.2fs\n", secs, (double)res->cpu_ns / 1e9,
+	       (double)res->process_cpu_ns / 1e9);
 	if (res->hist[0].count)
 		print_text_dir("read:", &res->hist[0], b->bs, secs);
 	if (res->hist[1].count)
@@ -717,6 +730,8 @@ static int bench_run(struct bench *b, const char *spec_text, bool json, bool qui
 	for (unsigned i = 0; i < started; i++)
 		if (b->workers[i].setup_error)
 			setup_ok = false;
+	uint64_t pcpu0 = process_cpu_ns();
+
 	if (setup_ok)
 		b->go = true;
 	else
@@ -751,6 +766,7 @@ static int bench_run(struct bench *b, const char *spec_text, bool json, bool qui
 	progress_finish(&prog);
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(b->workers[i].thread, NULL);
+	res.process_cpu_ns = process_cpu_ns() - pcpu0;
 	pthread_cond_destroy(&b->cond);
 	pthread_mutex_destroy(&b->lock);
 

@@ -22,7 +22,14 @@
 #    The EVP path (DISKSTACK_CRYPT_EVP=1) and the copy path
 #    (DISKSTACK_CRYPT_NOFUSE=1: a copy out of / into the RAM pages plus the
 #    cipher over the caller's buffer or a staging buffer, which is what crypt
-#    did before the fused path) are measured too.
+#    did before the fused path) are measured too. The fused path is also
+#    measured paired with `openssl speed` run by run (median of the per-run
+#    ratios, which cancels drift of the machine between the two medians),
+#    and over a 1 MiB disk that stays in L2, as `openssl speed` ciphers
+#    one buffer in L1: that row isolates the cost of the stack from the
+#    cost of reading the data from DRAM, whose floor xts-memfloor.c
+#    measures (the same OpenSSL calls reading a 256 MiB buffer against
+#    one buffer in L1; needs a C compiler and libssl-dev).
 #
 # Each figure is the median of $RUNS runs (default 3) of $TIME (default 3s).
 # SECTIONS (default "delay crypt") and SECTORS (default "512 4096") choose
@@ -46,10 +53,12 @@ time=${TIME:-3s}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-decorators.XXXXXX")
 loopdev=
+loopdev2=
 shmfile=
 cleanup() {
 	[ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null || true
-	[ -n "$shmfile" ] && rm -f "$shmfile"
+	[ -n "$loopdev2" ] && losetup -d "$loopdev2" 2>/dev/null || true
+	[ -n "$shmfile" ] && rm -f "$shmfile" "$shmfile.small"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -88,6 +97,20 @@ openssl_fig() {
 	for _ in $(seq "$runs"); do
 		openssl speed -evp aes-256-xts -bytes "$bytes" -seconds 3 "$@" 2>/dev/null |
 			awk '/^AES-256-XTS/ { sub(/k$/, "", $2); print $2 / 1000 }'
+	done | median
+}
+
+# paired_ratio UNIT SPEC RW: per run, `openssl speed` and then the crypt
+# bench, one right after the other; prints the median of the per-run
+# ratios (cancels the machine's drift between the two medians above).
+paired_ratio() {
+	local unit=$1 spec=$2 rw=$3 secs=${time%s} o c
+	case $secs in ''|*[!0-9]*) secs=3 ;; esac
+	for _ in $(seq "$runs"); do
+		o=$(openssl speed -evp aes-256-xts -bytes "$unit" -seconds "$secs" 2>/dev/null |
+			awk '/^AES-256-XTS/ { sub(/k$/, "", $2); print $2 / 1000 }')
+		c=$(bench_one "$spec" cpu_mbs --rw "$rw" --bs 64K --iodepth 1 --prefill)
+		ratio "$c" "$o"
 	done | median
 }
 
@@ -148,13 +171,36 @@ crypt_row() {
 			"$ecpu" "$(ratio "$ecpu" "$ssl_cpu")" "$ncpu" "$(ratio "$ncpu" "$ssl_cpu")"
 		printf '        bare RAM disk %6.0f MB/s/cpu -> copy-path bound 1/(1/openssl+1/RAM) %s MB/s/cpu, copy path at %s of it\n' \
 			"$mcpu" "$b" "$(ratio "$ncpu" "$b")"
+		printf '        paired with openssl run by run: fused crypt at %s of openssl (median of per-run ratios)\n' \
+			"$(paired_ratio "$unit" "$scrypt" $rw)"
 	done
 }
 
+# crypt_cached_row LABEL UNIT SPEC_CRYPT: the fused path over a 1 MiB disk,
+# which stays in L2 as `openssl speed`'s one buffer stays in L1: what is
+# left is the cost of the stack, not of reading the data from DRAM. Then
+# the floor that DRAM sets: the same OpenSSL calls, once in one buffer and
+# once reading a 256 MiB buffer sequentially (xts-memfloor.c).
+crypt_cached_row() {
+	local label=$1 unit=$2 scrypt=$3 rw f
+	for rw in read write; do
+		printf '%s, L2-resident 1 MiB disk: %-5s paired with openssl: fused crypt at %s of openssl\n' \
+			"$label" $rw "$(paired_ratio "$unit" "$scrypt" $rw)"
+	done
+	if [ -x "$tmp/xts-memfloor" ]; then
+		f=$(for _ in $(seq "$runs"); do "$tmp/xts-memfloor" "$unit" 256 "${time%s}" | awk '{print $3}'; done | median)
+		printf '%s: DRAM floor: OpenSSL decrypting from a 256 MiB buffer runs at %s of the same calls on one buffer (xts-memfloor)\n' \
+			"$label" "$f"
+	fi
+}
+
 want "$sections" crypt || exit 0
+${CC:-cc} -O2 -o "$tmp/xts-memfloor" "$top/tests/bench/xts-memfloor.c" -lcrypto 2>/dev/null ||
+	echo "(xts-memfloor.c does not build here: no DRAM floor line)"
 echo "== crypt: over RAM, 64 KiB sequential, 1 thread (targets: >= 0.70 of openssl at 512, >= 0.80 at 4096)"
 if want "$sectors" 512; then
 	crypt_row "512-byte sectors" 512 mem:256M "crypt:xts-aes-256:$key:mem:256M"
+	crypt_cached_row "512-byte sectors" 512 "crypt:xts-aes-256:$key:mem:1M"
 fi
 want "$sectors" 4096 || exit 0
 if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null; then
@@ -163,6 +209,11 @@ if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null; then
 	if loopdev=$(losetup --sector-size 4096 -f --show "$shmfile" 2>/dev/null); then
 		crypt_row "4096-byte sectors" 4096 "memdiff:file:$loopdev" \
 			"crypt:xts-aes-256:$key:memdiff:file:$loopdev"
+		truncate -s 1M "$shmfile.small"
+		if loopdev2=$(losetup --sector-size 4096 -f --show "$shmfile.small" 2>/dev/null); then
+			crypt_cached_row "4096-byte sectors" 4096 \
+				"crypt:xts-aes-256:$key:memdiff:file:$loopdev2"
+		fi
 	else
 		loopdev=
 		echo "4096-byte sectors: cannot set up a 4K loop device, skipped"

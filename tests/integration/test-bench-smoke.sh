@@ -25,6 +25,8 @@ assert d["read"]["ops"] > 0 and d["write"]["ops"] > 0
 assert d["iops"] > 0 and d["errors"] == 0
 lat = d["total"]["lat_ns"]
 assert 0 < lat["p50"] <= lat["p99"] <= lat["p99.9"] <= lat["max"], lat
+# The whole process spans the workers measured phases (and a little more).
+assert 0 < d["cpu_s"] <= d["process_cpu_s"] + 0.01, (d["cpu_s"], d["process_cpu_s"])
 ' "$tmpdir/stdout" || fail "bench --json"
 
 # --prefill and a sub-range on a RAM overlay of a file: the file is not
