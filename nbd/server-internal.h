@@ -200,11 +200,13 @@ struct nbdsrv_req {
 	uint64_t charged;           /* bytes counted in c->inflight_bytes */
 	struct iovec dio;           /* the disk request's buffer */
 	/* WRITE received into blocks the disk may adopt: @naiov entries, the
-	 * blocks from c->apool; aorig: what was in each before the write. */
+	 * blocks from c->apool; aorig: what was in each before the write.
+	 * Both in one reactor buffer of aiov_bytes while the request lives. */
 	bool adopt;
 	unsigned naiov;
-	struct iovec *aiov;         /* NBDSRV_ADOPT_MAX_IOV entries, lazily */
-	void **aorig;               /* same allocation */
+	struct iovec *aiov;
+	void **aorig;
+	size_t aiov_bytes;
 	struct disk_extent ext[NBDSRV_READ_EXTENTS];
 	struct iovec riov[2 * NBDSRV_READ_EXTENTS + 4];
 	uint8_t hdr[(NBDSRV_READ_EXTENTS + 1) * 32 + NBDW_CHUNK_HDR_BYTES + 6 + NBDSRV_ERRMSG_MAX];
@@ -327,7 +329,7 @@ struct nbdsrv_conn {
 	uint64_t npass_splits;      /* passes cut short by NBDSRV_PASS_READ_BYTES */
 	/* Adopted WRITE payloads (transmit.c). */
 	uint32_t adopt_bytes;       /* the disk's block size, 0 = copy */
-	void **apool;               /* spare blocks of adopt_bytes */
+	void **apool;               /* spare blocks of adopt_bytes (in cached_bytes) */
 	unsigned napool, apool_cap;
 	struct iovec *arx;          /* the receive's view of a payload */
 	uint64_t nadopted;          /* blocks the disk kept */

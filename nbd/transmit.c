@@ -148,19 +148,25 @@ static void req_buf_drop(struct nbdsrv_req *req)
 /* A spare block of c->adopt_bytes, or NULL when out of memory. */
 static void *adopt_block_get(struct nbdsrv_conn *c)
 {
-	if (c->napool)
+	if (c->napool) {
+		c->cached_bytes -= c->adopt_bytes;
 		return c->apool[--c->napool];
+	}
 	return malloc(c->adopt_bytes);
 }
 
+/* The pool shares NBDSRV_CONN_CACHE_BYTES with the slots' buffers. */
 static void adopt_block_put(struct nbdsrv_conn *c, void *p)
 {
 	if (!p)
 		return;
-	if (c->napool < c->apool_cap)
+	if (c->napool < c->apool_cap &&
+	    c->cached_bytes + c->adopt_bytes <= NBDSRV_CONN_CACHE_BYTES) {
 		c->apool[c->napool++] = p;
-	else
+		c->cached_bytes += c->adopt_bytes;
+	} else {
 		free(p);
+	}
 }
 
 /* True when @req's payload should be received into adoptable blocks. */
@@ -180,14 +186,15 @@ static bool adopt_wanted(const struct nbdsrv_conn *c, const struct nbdsrv_req *r
 static int adopt_setup(struct nbdsrv_conn *c, struct nbdsrv_req *req)
 {
 	uint64_t a = c->adopt_bytes, off = req->offset, left = req->len;
+	size_t pieces = (off % a + left + a - 1) / a;
 	unsigned n = 0;
 
-	if (!req->aiov) {
-		req->aiov = malloc(NBDSRV_ADOPT_MAX_IOV * (sizeof(*req->aiov) + sizeof(void *)));
-		if (!req->aiov)
-			return -ENOMEM;
-		req->aorig = (void **)(req->aiov + NBDSRV_ADOPT_MAX_IOV);
-	}
+	/* The entries and the original pointers, from the reactor's cache. */
+	req->aiov_bytes = pow2_at_least(pieces * (sizeof(*req->aiov) + sizeof(void *)));
+	req->aiov = reactor_buf_get(c->r, req->aiov_bytes, false);
+	if (!req->aiov)
+		return -ENOMEM;
+	req->aorig = (void **)(req->aiov + pieces);
 	while (left) {
 		uint64_t take = MIN(left, a - off % a);
 		void *p = adopt_block_get(c);
@@ -195,6 +202,8 @@ static int adopt_setup(struct nbdsrv_conn *c, struct nbdsrv_req *req)
 		if (!p) {
 			while (n)
 				adopt_block_put(c, req->aiov[--n].iov_base);
+			reactor_buf_put(c->r, req->aiov, req->aiov_bytes);
+			req->aiov = NULL;
 			return -ENOMEM;
 		}
 		req->aiov[n].iov_base = p;
@@ -218,18 +227,10 @@ static void adopt_release(struct nbdsrv_conn *c, struct nbdsrv_req *req)
 			c->nadopted++;
 		adopt_block_put(c, req->aiov[i].iov_base);
 	}
+	reactor_buf_put(c->r, req->aiov, req->aiov_bytes);
+	req->aiov = NULL;
 	req->naiov = 0;
 	req->adopt = false;
-}
-
-/* Receives the rest of an adopted payload (from c->payload_got). */
-static void adopt_rx(struct nbdsrv_conn *c, struct nbdsrv_req *req, nbdsrv_rx_cb cb)
-{
-	int n = iov_slice(req->aiov, (int)req->naiov, c->payload_got, req->len - c->payload_got,
-			  c->arx, NBDSRV_ADOPT_MAX_IOV);
-
-	assert(n > 0);
-	nbdsrv_rxv(c, c->arx, n, cb);
 }
 
 static void xmit_task_fn(struct reactor_task *t)
@@ -779,6 +780,23 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 /* ---- receiving requests -------------------------------------------------------------- */
 
 
+static void xmit_payload_cb(struct nbdsrv_conn *c, ssize_t res);
+
+/* Receives the rest of c->payload_req's payload (from c->payload_got). */
+static void xmit_payload_rx(struct nbdsrv_conn *c, struct nbdsrv_req *req)
+{
+	if (req->adopt) {
+		int n = iov_slice(req->aiov, (int)req->naiov, c->payload_got,
+				  req->len - c->payload_got, c->arx, NBDSRV_ADOPT_MAX_IOV);
+
+		assert(n > 0);
+		nbdsrv_rxv(c, c->arx, n, xmit_payload_cb);
+		return;
+	}
+	nbdsrv_rx(c, (char *)req->buf + c->payload_got, req->len - c->payload_got, true,
+		  xmit_payload_cb);
+}
+
 static void xmit_payload_cb(struct nbdsrv_conn *c, ssize_t res)
 {
 	struct nbdsrv_req *req = c->payload_req;
@@ -795,11 +813,7 @@ static void xmit_payload_cb(struct nbdsrv_conn *c, ssize_t res)
 	}
 	c->payload_got += (uint32_t)res;
 	if (c->payload_got < req->len) {
-		if (req->adopt)
-			adopt_rx(c, req, xmit_payload_cb);
-		else
-			nbdsrv_rx(c, (char *)req->buf + c->payload_got, req->len - c->payload_got,
-				  true, xmit_payload_cb);
+		xmit_payload_rx(c, req);
 		return;
 	}
 	c->payload_req = NULL;
@@ -884,23 +898,10 @@ static void xmit_pump(struct nbdsrv_conn *c)
 			req->wdata = c->rbuf + c->rhead;
 			c->rhead += len;
 		} else if (type == NBDW_CMD_WRITE && len > 0) {
+			bool adopt = adopt_wanted(c, req) && adopt_setup(c, req) == 0;
 			size_t copy;
 
-			if (adopt_wanted(c, req) && adopt_setup(c, req) == 0) {
-				copy = MIN((size_t)len, c->rtail - c->rhead);
-				iov_from_buf(req->aiov, (int)req->naiov, 0, c->rbuf + c->rhead, copy);
-				c->rhead += copy;
-				if (copy < len) {
-					c->payload_req = req;
-					c->payload_got = (uint32_t)copy;
-					if (c->draining)
-						return;   /* never arrives: released at close */
-					adopt_rx(c, req, xmit_payload_cb);
-					return;
-				}
-				goto dispatch;
-			}
-			if (req_buf_reserve(req, len) < 0) {
+			if (!adopt && req_buf_reserve(req, len) < 0) {
 				/* The payload cannot be skipped without a buffer
 				 * to put it in. */
 				log_error("nbd %s: out of memory for a %u-byte WRITE: dropping the "
@@ -909,19 +910,20 @@ static void xmit_pump(struct nbdsrv_conn *c)
 				return;
 			}
 			copy = MIN((size_t)len, c->rtail - c->rhead);
-			memcpy(req->buf, c->rbuf + c->rhead, copy);
+			if (adopt)
+				iov_from_buf(req->aiov, (int)req->naiov, 0, c->rbuf + c->rhead, copy);
+			else
+				memcpy(req->buf, c->rbuf + c->rhead, copy);
 			c->rhead += copy;
 			if (copy < len) {
 				c->payload_req = req;
 				c->payload_got = (uint32_t)copy;
 				if (c->draining)
 					return;   /* never arrives: released at close */
-				nbdsrv_rx(c, (char *)req->buf + copy, len - copy, true,
-					  xmit_payload_cb);
+				xmit_payload_rx(c, req);
 				return;
 			}
 		}
-dispatch:
 		xmit_dispatch(req);
 		if (pass_read >= NBDSRV_PASS_READ_BYTES && c->rtail - c->rhead >= NBDW_REQUEST_BYTES) {
 			/* Send what was read before reading more (see the
@@ -1097,7 +1099,6 @@ void nbdsrv_xmit_free(struct nbdsrv_conn *c)
 			req_buf_drop(&c->slots[i]);
 			if (c->slots[i].adopt)
 				adopt_release(c, &c->slots[i]);
-			free(c->slots[i].aiov);
 		}
 		free(c->slots);
 		c->slots = NULL;

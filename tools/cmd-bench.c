@@ -251,6 +251,8 @@ struct bench {
 	pthread_cond_t cond;
 	unsigned ready;
 	bool go, abort;
+	unsigned measuring;            /* workers still in the measured phase */
+	uint64_t pcpu_end;             /* process CPU when the last one left it */
 };
 
 static inline uint64_t now_ns(void)
@@ -505,6 +507,10 @@ gate:
 
 		ret = bench_phase_run(w, &ph);
 		w->cpu_ns = thread_cpu_ns() - cpu0;
+		/* The last worker out stops the process clock, before any
+		 * teardown. */
+		if (__atomic_sub_fetch(&b->measuring, 1, __ATOMIC_ACQ_REL) == 0)
+			__atomic_store_n(&b->pcpu_end, process_cpu_ns(), __ATOMIC_RELEASE);
 		if (ret < 0)
 			w->setup_error = ret;
 	}
@@ -548,7 +554,8 @@ struct bench_result {
 	struct bench_hist hist[2];
 	uint64_t elapsed_ns;
 	uint64_t cpu_ns;               /* summed over the workers */
-	uint64_t process_cpu_ns;       /* the whole process, gate open to join */
+	uint64_t process_cpu_ns;       /* the whole process, gate open to the last
+	                                * worker's end of the measured phase */
 	uint64_t errors;
 	uint64_t flushes;
 };
@@ -732,6 +739,7 @@ static int bench_run(struct bench *b, const char *spec_text, bool json, bool qui
 			setup_ok = false;
 	uint64_t pcpu0 = process_cpu_ns();
 
+	b->measuring = started;
 	if (setup_ok)
 		b->go = true;
 	else
@@ -766,7 +774,7 @@ static int bench_run(struct bench *b, const char *spec_text, bool json, bool qui
 	progress_finish(&prog);
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(b->workers[i].thread, NULL);
-	res.process_cpu_ns = process_cpu_ns() - pcpu0;
+	res.process_cpu_ns = (b->pcpu_end ? b->pcpu_end : process_cpu_ns()) - pcpu0;
 	pthread_cond_destroy(&b->cond);
 	pthread_mutex_destroy(&b->lock);
 

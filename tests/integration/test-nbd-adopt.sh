@@ -23,7 +23,6 @@ serve srv -v -U "$sock" --threads 1 mem:32M \
 	--export "crypt=crypt:xts-aes-256:$tmpdir/key:mem:32M"
 
 for exp in "" diff file crypt; do
-	: > "$tmpdir/srv.mark"
 	lines_before=$(wc -l < "$tmpdir/srv.log")
 	"$PY" - "$(uri_unix "$sock" "$exp")" <<'PYEOF' || fail "adopted writes, export '$exp'"
 import random, sys, nbd
@@ -65,14 +64,16 @@ PYEOF
 		--output="$tmpdir/fio.out" ||
 		{ cat "$tmpdir/fio.out"; fail "fio 1M verify, export '$exp'"; }
 	grep -q 'err= 0' "$tmpdir/fio.out" || { cat "$tmpdir/fio.out"; fail "fio reported errors"; }
-	# The two connections of this export just closed: their log lines.
-	for _ in $(seq 50); do
-		[ "$(tail -n +"$((lines_before + 1))" "$tmpdir/srv.log" | grep -c 'closed after')" -ge 2 ] && break
+	# This export's three connections (the Python client, fio's size probe
+	# and fio's data connection) have closed, or are closing: wait for all
+	# three log lines, so none spills into the next export's window.
+	for _ in $(seq 100); do
+		[ "$(tail -n +"$((lines_before + 1))" "$tmpdir/srv.log" | grep -c 'closed after')" -ge 3 ] && break
 		sleep 0.1
 	done
 	tail -n +"$((lines_before + 1))" "$tmpdir/srv.log" | grep -o 'closed after.*' > "$tmpdir/closed"
 	cat "$tmpdir/closed" >&2
-	[ "$(wc -l < "$tmpdir/closed")" -ge 2 ] || fail "export '$exp': no close lines"
+	[ "$(wc -l < "$tmpdir/closed")" -eq 3 ] || fail "export '$exp': not three close lines"
 	case $exp in
 	""|diff)
 		# The Python client and fio's data connection (fio also opens

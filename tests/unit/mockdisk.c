@@ -35,6 +35,8 @@ static int mock_write(struct disk *d, struct disk_io *io)
 	struct mockdisk *m = mock_of(d);
 
 	m->writes++;
+	if (io->flags & DISK_IO_ADOPT)
+		m->adopt_writes++;
 	if (io->flags & DISK_IO_FUA)
 		m->fua_writes++;
 	if (mock_range(m, io->sector, io->count))

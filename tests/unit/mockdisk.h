@@ -13,6 +13,7 @@ struct mockdisk {
 	uint64_t sectors;
 	uint32_t ss;
 	unsigned reads, writes, fua_writes, flushes, unmaps, prs, closes;
+	unsigned adopt_writes;       /* writes that arrived with DISK_IO_ADOPT (never should) */
 	bool unmap_zeroes;           /* unmap zeroes the range */
 	int pr_status;               /* returned by the pr op */
 };

@@ -852,7 +852,7 @@ static void adopt_free(struct iovec *iov, int n)
 /* Which disks offer adoption; a decorator strips the flag. */
 static void test_layered_adopt_caps(void **state)
 {
-	struct mockdisk m[2] = { { 0 } };
+	struct mockdisk m[3] = { { 0 } };
 	struct mockdisk_opts o = { .sectors = 64 };
 	struct disk *d, *top;
 	struct disk_info info;
@@ -894,6 +894,16 @@ static void test_layered_adopt_caps(void **state)
 		  false);
 	assert_int_equal(disk_get_info(d)->adopt_bytes, 0);
 	disk_unref(d);
+	/* A backend that cannot adopt never sees the flag, even asked directly. */
+	d = mockdisk_new(&m[2], &o);
+	assert_int_equal(disk_get_info(d)->adopt_bytes, 0);
+	assert_int_equal(adopt_write(d, 8, iov, (size_t[]){ 4096 }, 1, 4096, 5, DISK_IO_ADOPT,
+				     NULL), DISK_OK);
+	assert_int_equal(m[2].writes, 1);
+	assert_int_equal(m[2].adopt_writes, 0);
+	adopt_free(iov, 1);
+	expect_pattern(d, 8, 8, 5);
+	disk_unref(d);
 	for (unsigned i = 0; i < ARRAY_SIZE(m); i++)
 		mockdisk_release(&m[i]);
 }
@@ -919,7 +929,7 @@ static void adopt_paths(uint32_t ss)
 	struct iovec iov[5];
 	size_t len[5];
 	int n = 0, first;
-	uint64_t s0, held;
+	uint64_t s0, held, data0, alloc0, data1, alloc1;
 	struct toy_xform t;
 
 	assert_int_equal(disk_get_info(d)->adopt_bytes, pg);
@@ -947,12 +957,16 @@ static void adopt_paths(uint32_t ss)
 	assert_int_equal(ram_sectors_held(top, ss), held);
 	/* Overwrite pages 4 and 5: the old pages come back with the old data. */
 	len[0] = len[1] = pg;
+	ramlayer_memory(top, &data0, &alloc0);
+	assert_int_equal(data0, held * ss);
 	assert_int_equal(adopt_write(d, 4 * spp, iov, len, 2, pg, 8, DISK_IO_ADOPT, NULL), DISK_OK);
 	for (int i = 0; i < 2; i++) {
 		assert_non_null(iov[i].iov_base);
 		assert_int_equal(tu_check(iov[i].iov_base, pg, 7, (4 + (uint64_t)i) * spp * ss), -1);
 	}
 	adopt_free(iov, 2);
+	ramlayer_memory(top, &data1, &alloc1);
+	assert_int_equal(alloc1, alloc0);           /* two pages swapped, none added */
 	expect_pattern(d, 4 * spp, 2 * spp, 8);
 	expect_pattern(d, s0, 4 * spp - s0, 7);
 	expect_pattern(d, 6 * spp, s0 + held - 6 * spp, 7);

@@ -985,6 +985,47 @@ struct ct_ctx {
 	goto out; \
 } while (0)
 
+/* Writes @n sectors of @buf at @s with DISK_IO_ADOPT: each whole 4 KiB
+ * page in a malloc'd block of its own (which the layer may keep, handing
+ * back the page it replaced), the pieces around them straight from @buf. */
+static int ct_adopt_write(struct layer *l, uint64_t s, uint64_t n, const uint8_t *buf)
+{
+	struct iovec iov[8];
+	bool block[8];
+	struct disk_io io;
+	uint64_t pos = s, end = s + n;
+	int k = 0, st;
+
+	while (pos < end) {
+		uint64_t pend = MIN(end, (pos / 8 + 1) * 8);
+
+		assert_true(k < 8);
+		block[k] = pos % 8 == 0 && pend - pos == 8;
+		iov[k].iov_len = (pend - pos) * 512;
+		if (block[k]) {
+			iov[k].iov_base = malloc(4096);
+			assert_non_null(iov[k].iov_base);
+			memcpy(iov[k].iov_base, buf + (pos - s) * 512, 4096);
+		} else {
+			iov[k].iov_base = (void *)(buf + (pos - s) * 512);
+		}
+		k++;
+		pos = pend;
+	}
+	memset(&io, 0, sizeof(io));
+	io.op = DISK_OP_WRITE;
+	io.flags = DISK_IO_ADOPT;
+	io.sector = s;
+	io.count = n;
+	io.iov = iov;
+	io.iovcnt = k;
+	st = tu_layer_io(l, &io);
+	for (int i = 0; i < k; i++)
+		if (block[i])
+			free(iov[i].iov_base);      /* the replaced page, or NULL */
+	return st;
+}
+
 static void *ct_thread(void *arg)
 {
 	struct ct_ctx *c = arg;
@@ -1012,8 +1053,14 @@ static void *ct_thread(void *arg)
 			uint64_t tag = (uint64_t)c->id << 32 | it;
 
 			tu_fill(buf, n * 512, tag, s * 512);
-			if (tu_layer_write(l, s, buf, n * 512, flags) != DISK_OK)
+			if (!flags && tu_rand(&rs) % 2) {
+				/* Adopted pages, with the others' reads, unmaps
+				 * and resizes going on. */
+				if (ct_adopt_write(l, s, n, buf) != DISK_OK)
+					CT_FAIL(c, "thread %u: adopted write failed", c->id);
+			} else if (tu_layer_write(l, s, buf, n * 512, flags) != DISK_OK) {
 				CT_FAIL(c, "thread %u: write failed", c->id);
+			}
 			for (uint64_t i = 0; i < n; i++) {
 				if ((flags & DISK_IO_NO_OVERWRITE) && present[off + i])
 					continue;
@@ -1069,7 +1116,9 @@ static void *ct_thread(void *arg)
 
 				for (uint64_t i = 0; i < tn * 64; i++)
 					w[i] = (uint64_t)c->id << 48 | (uint64_t)it << 8 | (i / 64);
-				if (tu_layer_write(l, ts, buf, tn * 512, 0) != DISK_OK)
+				/* A reader never sees a page half swapped either. */
+				if ((tu_rand(&rs) % 2 ? ct_adopt_write(l, ts, tn, buf) :
+				     tu_layer_write(l, ts, buf, tn * 512, 0)) != DISK_OK)
 					CT_FAIL(c, "thread %u: torn write failed", c->id);
 			} else {
 				uint64_t nmarked = 0;
