@@ -15,7 +15,8 @@ def load(j, s, rep):
     job = f["jobs"][0]
     iops = job["read"]["iops"] + job["write"]["iops"]
     ios = job["read"]["total_ios"] + job["write"]["total_ios"]
-    return iops, (c["cpu_s"] * 1e6 / ios) if ios else float("nan")
+    per = lambda k: (c[k] * 1e6 / ios) if ios and k in c else float("nan")
+    return iops, per("cpu_s"), per("user_s"), per("sys_s")
 
 rows = {}
 print("| job | " + " | ".join(servers) + " |")
@@ -29,7 +30,9 @@ for j in jobs:
             continue
         iops = statistics.median(r[0] for r in runs)
         cpu = statistics.median(r[1] for r in runs)
-        rows[(j, s)] = (iops, cpu)
+        user = statistics.median(r[2] for r in runs)
+        sys_ = statistics.median(r[3] for r in runs)
+        rows[(j, s)] = (iops, cpu, user, sys_)
         cells.append("%.0f IOPS, %.1f us/IO" % (iops, cpu))
     print("| %s | %s |" % (j, " | ".join(cells)))
 print()
@@ -51,3 +54,18 @@ for j in jobs:
     f = lambda x: "%.2f" % x if x is not None else "n/a"
     print("| %s | %s (vs %s) | %s | %s | %s | %s (vs %s) |" % (j, f(r1), best or "-", f(r2), f(r3),
                                                           f(r4), f(r5), cheap or "-"))
+
+print()
+print("Server CPU per I/O split into user and kernel time (medians, us):")
+print()
+print("| job | " + " | ".join(servers) + " |")
+print("|---|" + "---:|" * len(servers))
+for j in jobs:
+    cells = []
+    for s in servers:
+        if (j, s) not in rows:
+            cells.append("n/a")
+            continue
+        _, _, user, sys_ = rows[(j, s)]
+        cells.append("%.1f user + %.1f kernel" % (user, sys_))
+    print("| %s | %s |" % (j, " | ".join(cells)))

@@ -14,7 +14,8 @@
 # sequential read and write at QD8. For each job the servers alternate,
 # REPS times. Printed: median IOPS per server, IOPS ratios (ds-mem / the
 # better nbdkit, ds-file / qemu-nbd, ds-mem / qemu-nbd) and server CPU
-# microseconds per I/O from /proc/PID/stat (utime + stime of all threads).
+# microseconds per I/O from /proc/PID/stat (utime + stime of all threads),
+# and that CPU split into user and kernel time.
 #
 # Environment: RUNTIME (s per run, default 5), REPS (default 3), SERVERS,
 # JOBS (subsets, names as above/below), R (results dir), DISKSTACK.
@@ -89,7 +90,8 @@ jobargs() {
 	esac
 }
 
-cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime and stime (clock ticks, all threads) of PID $1, as "user sys".
+cputicks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
 {
 	echo "# bench-nbd $(date -Is)"
@@ -122,8 +124,12 @@ for j in $JOBS; do
 				echo "bench-nbd: fio $j on $s failed" >&2
 			c1=$(cputicks "$pid")
 			t1=$(date +%s.%N)
-			echo "{\"cpu_s\": $(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN{print (b-a)/hz}'), \"wall_s\": $(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')}" \
-				> "$R/$j.$s.$rep.cpu.json"
+			# shellcheck disable=SC2086
+			awk -v hz="$HZ" -v t0="$t0" -v t1="$t1" 'BEGIN {
+				u = (ARGV[3] - ARGV[1]) / hz; k = (ARGV[4] - ARGV[2]) / hz
+				printf "{\"cpu_s\": %g, \"user_s\": %g, \"sys_s\": %g, \"wall_s\": %g}\n",
+					u + k, u, k, t1 - t0
+			}' $c0 $c1 > "$R/$j.$s.$rep.cpu.json"
 			printf 'bench-nbd: %-22s rep %d %-10s done\n' "$j" "$rep" "$s" >&2
 		done
 	done
