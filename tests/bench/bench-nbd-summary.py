@@ -67,5 +67,8 @@ for j in jobs:
             cells.append("n/a")
             continue
         _, _, user, sys_ = rows[(j, s)]
-        cells.append("%.1f user + %.1f kernel" % (user, sys_))
+        if user != user or sys_ != sys_:    # NaN: results from before the split
+            cells.append("n/a")
+        else:
+            cells.append("%.1f user + %.1f kernel" % (user, sys_))
     print("| %s | %s |" % (j, " | ".join(cells)))
