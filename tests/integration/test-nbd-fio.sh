@@ -20,14 +20,15 @@ for exp in "" file; do
 		fio --name="verify-$jobs" --ioengine=nbd --uri="$(uri_unix "$sock" "$exp")" \
 			--rw=randwrite --bs=4k --iodepth=16 --numjobs="$jobs" --size=8M \
 			--offset_increment=16M --verify=crc32c --do_verify=1 \
-			--verify_fatal=1 --group_reporting --output="$tmpdir/fio.out" ||
+			--verify_fatal=1 --verify_state_save=0 --group_reporting \
+			--output="$tmpdir/fio.out" ||
 			{ cat "$tmpdir/fio.out"; fail "fio verify, export '$exp', $jobs jobs"; }
 		grep -q 'err= 0' "$tmpdir/fio.out" || { cat "$tmpdir/fio.out"; fail "fio reported errors"; }
 	done
 	# Mixed sizes and reads while writing.
 	fio --name=mixed --ioengine=nbd --uri="$(uri_unix "$sock" "$exp")" --rw=randrw \
 		--bsrange=4k-256k --bs_unaligned=0 --iodepth=32 --size=16M --verify=crc32c \
-		--verify_fatal=1 --output="$tmpdir/fio.out" ||
+		--verify_fatal=1 --verify_state_save=0 --output="$tmpdir/fio.out" ||
 		{ cat "$tmpdir/fio.out"; fail "fio mixed, export '$exp'"; }
 done
 
