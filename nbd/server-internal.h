@@ -199,10 +199,10 @@ struct nbdsrv_req {
 	size_t buf_cap;             /* its size (a power of two), 0 = none */
 	uint64_t charged;           /* bytes counted in c->inflight_bytes */
 	struct iovec dio;           /* the disk request's buffer */
-	/* WRITE received into blocks the disk may adopt: @naiov entries, the
-	 * blocks from c->apool; aorig: what was in each before the write.
-	 * Both in one reactor buffer of aiov_bytes while the request lives. */
-	bool adopt;
+	/* WRITE received into blocks the disk may adopt (aiov != NULL):
+	 * @naiov entries, the blocks from c->apool; aorig: what was in each
+	 * before the write. Both in one reactor buffer of aiov_bytes while the
+	 * request lives; NULL otherwise. */
 	unsigned naiov;
 	struct iovec *aiov;
 	void **aorig;

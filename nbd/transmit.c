@@ -169,31 +169,28 @@ static void adopt_block_put(struct nbdsrv_conn *c, void *p)
 	}
 }
 
-/* True when @req's payload should be received into adoptable blocks. */
-static bool adopt_wanted(const struct nbdsrv_conn *c, const struct nbdsrv_req *req)
-{
-	uint64_t a = c->adopt_bytes;
-
-	if (!a || req->len < NBDSRV_ADOPT_MIN_BYTES)
-		return false;
-	/* Pieces: up to the first block boundary, whole blocks, the rest. */
-	return (req->offset % a + req->len + a - 1) / a <= NBDSRV_ADOPT_MAX_IOV;
-}
-
-/* Lays @req's payload out over blocks: one iovec entry per piece of the
- * disk's block grid, each in a block of its own, so every whole block
- * can be adopted. Returns 0 or -ENOMEM (nothing held). */
-static int adopt_setup(struct nbdsrv_conn *c, struct nbdsrv_req *req)
+/* Lays @req's payload out over blocks when it is worth it: one iovec
+ * entry per piece of the disk's block grid (up to the first boundary,
+ * whole blocks, the rest), each in a block of its own, so every whole
+ * block can be adopted. Returns true when it did (req->aiov set), false
+ * to receive into one buffer (too small, too many pieces, out of memory;
+ * nothing held). */
+static bool adopt_setup(struct nbdsrv_conn *c, struct nbdsrv_req *req)
 {
 	uint64_t a = c->adopt_bytes, off = req->offset, left = req->len;
-	size_t pieces = (off % a + left + a - 1) / a;
+	size_t pieces;
 	unsigned n = 0;
 
+	if (!a || left < NBDSRV_ADOPT_MIN_BYTES)
+		return false;
+	pieces = (off % a + left + a - 1) / a;
+	if (pieces > NBDSRV_ADOPT_MAX_IOV)
+		return false;
 	/* The entries and the original pointers, from the reactor's cache. */
 	req->aiov_bytes = pow2_at_least(pieces * (sizeof(*req->aiov) + sizeof(void *)));
 	req->aiov = reactor_buf_get(c->r, req->aiov_bytes, false);
 	if (!req->aiov)
-		return -ENOMEM;
+		return false;
 	req->aorig = (void **)(req->aiov + pieces);
 	while (left) {
 		uint64_t take = MIN(left, a - off % a);
@@ -204,7 +201,7 @@ static int adopt_setup(struct nbdsrv_conn *c, struct nbdsrv_req *req)
 				adopt_block_put(c, req->aiov[--n].iov_base);
 			reactor_buf_put(c->r, req->aiov, req->aiov_bytes);
 			req->aiov = NULL;
-			return -ENOMEM;
+			return false;
 		}
 		req->aiov[n].iov_base = p;
 		req->aiov[n].iov_len = take;
@@ -214,8 +211,7 @@ static int adopt_setup(struct nbdsrv_conn *c, struct nbdsrv_req *req)
 		left -= take;
 	}
 	req->naiov = n;
-	req->adopt = true;
-	return 0;
+	return true;
 }
 
 /* Takes back what the disk left in @req's entries (its old blocks or
@@ -230,7 +226,6 @@ static void adopt_release(struct nbdsrv_conn *c, struct nbdsrv_req *req)
 	reactor_buf_put(c->r, req->aiov, req->aiov_bytes);
 	req->aiov = NULL;
 	req->naiov = 0;
-	req->adopt = false;
 }
 
 static void xmit_task_fn(struct reactor_task *t)
@@ -268,7 +263,7 @@ static void xmit_release(struct nbdsrv_req *req, bool notify)
 		req->rb->refs--;
 		req->rb = NULL;
 	}
-	if (req->adopt)
+	if (req->aiov)
 		adopt_release(c, req);
 	if (req->buf_cap > NBDSRV_SLOT_KEEP_BYTES || c->cached_bytes > NBDSRV_CONN_CACHE_BYTES)
 		req_buf_drop(req);
@@ -551,7 +546,7 @@ static void xmit_submit(struct nbdsrv_req *req, struct disk_io *io, enum disk_op
 	io->iovcnt = 0;
 	io->done = xmit_io_done;
 	io->opaque = req;
-	if (op == DISK_OP_WRITE && req->adopt) {
+	if (op == DISK_OP_WRITE && req->aiov) {
 		io->flags |= DISK_IO_ADOPT;
 		io->iov = req->aiov;
 		io->iovcnt = (int)req->naiov;
@@ -785,7 +780,7 @@ static void xmit_payload_cb(struct nbdsrv_conn *c, ssize_t res);
 /* Receives the rest of c->payload_req's payload (from c->payload_got). */
 static void xmit_payload_rx(struct nbdsrv_conn *c, struct nbdsrv_req *req)
 {
-	if (req->adopt) {
+	if (req->aiov) {
 		int n = iov_slice(req->aiov, (int)req->naiov, c->payload_got,
 				  req->len - c->payload_got, c->arx, NBDSRV_ADOPT_MAX_IOV);
 
@@ -879,8 +874,7 @@ static void xmit_pump(struct nbdsrv_conn *c)
 		req->pending = 0;
 		req->stage = 0;
 		req->holes = false;
-		req->adopt = false;
-		req->naiov = 0;
+		assert(!req->aiov);     /* released with the slot */
 		req->charged = cost;
 		c->inflight_bytes += cost;
 		c->rhead += NBDW_REQUEST_BYTES;
@@ -898,7 +892,7 @@ static void xmit_pump(struct nbdsrv_conn *c)
 			req->wdata = c->rbuf + c->rhead;
 			c->rhead += len;
 		} else if (type == NBDW_CMD_WRITE && len > 0) {
-			bool adopt = adopt_wanted(c, req) && adopt_setup(c, req) == 0;
+			bool adopt = adopt_setup(c, req);
 			size_t copy;
 
 			if (!adopt && req_buf_reserve(req, len) < 0) {
@@ -1097,7 +1091,7 @@ void nbdsrv_xmit_free(struct nbdsrv_conn *c)
 	if (c->slots) {
 		for (unsigned i = 0; i < c->nslots; i++) {
 			req_buf_drop(&c->slots[i]);
-			if (c->slots[i].adopt)
+			if (c->slots[i].aiov)
 				adopt_release(c, &c->slots[i]);
 		}
 		free(c->slots);

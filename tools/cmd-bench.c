@@ -255,12 +255,22 @@ struct bench {
 	uint64_t pcpu_end;             /* process CPU when the last one left it */
 };
 
-static inline uint64_t now_ns(void)
+/* @clock in ns: CLOCK_MONOTONIC for wall time, CLOCK_THREAD_CPUTIME_ID for
+ * the calling thread's CPU (on a shared machine, throughput per CPU second
+ * is what compares with `openssl speed`, which reports CPU time),
+ * CLOCK_PROCESS_CPUTIME_ID for the whole process's (every thread,
+ * io_uring's io-wq workers included: they belong to the process). */
+static inline uint64_t clock_ns(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	clock_gettime(clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t now_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
 }
 
 static inline uint64_t rotl64(uint64_t x, int k)
@@ -427,25 +437,6 @@ static int bench_phase_run(struct bench_worker *w, const struct bench_phase *ph)
 	return reactor_run_until(w->r, &w->finished);
 }
 
-/* CPU time of the calling thread: on a shared machine, throughput per CPU
- * second is what compares with `openssl speed` (which reports CPU time). */
-static uint64_t thread_cpu_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* CPU time of the whole process: every thread, io_uring's io-wq workers
- * included (they belong to the process). */
-static uint64_t process_cpu_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void *bench_thread(void *opaque)
 {
@@ -503,14 +494,15 @@ gate:
 			.ops_limit = b->total_ops ? b->total_ops / b->nthreads +
 				(w->id < b->total_ops % b->nthreads ? 1 : 0) : 0,
 		};
-		uint64_t cpu0 = thread_cpu_ns();
+		uint64_t cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
 
 		ret = bench_phase_run(w, &ph);
-		w->cpu_ns = thread_cpu_ns() - cpu0;
+		w->cpu_ns = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
 		/* The last worker out stops the process clock, before any
 		 * teardown. */
 		if (__atomic_sub_fetch(&b->measuring, 1, __ATOMIC_ACQ_REL) == 0)
-			__atomic_store_n(&b->pcpu_end, process_cpu_ns(), __ATOMIC_RELEASE);
+			__atomic_store_n(&b->pcpu_end, clock_ns(CLOCK_PROCESS_CPUTIME_ID),
+					 __ATOMIC_RELEASE);
 		if (ret < 0)
 			w->setup_error = ret;
 	}
@@ -737,7 +729,7 @@ static int bench_run(struct bench *b, const char *spec_text, bool json, bool qui
 	for (unsigned i = 0; i < started; i++)
 		if (b->workers[i].setup_error)
 			setup_ok = false;
-	uint64_t pcpu0 = process_cpu_ns();
+	uint64_t pcpu0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
 
 	b->measuring = started;
 	if (setup_ok)
@@ -774,7 +766,8 @@ static int bench_run(struct bench *b, const char *spec_text, bool json, bool qui
 	progress_finish(&prog);
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(b->workers[i].thread, NULL);
-	res.process_cpu_ns = (b->pcpu_end ? b->pcpu_end : process_cpu_ns()) - pcpu0;
+	res.process_cpu_ns =
+		(b->pcpu_end ? b->pcpu_end : clock_ns(CLOCK_PROCESS_CPUTIME_ID)) - pcpu0;
 	pthread_cond_destroy(&b->cond);
 	pthread_mutex_destroy(&b->lock);
 
