@@ -52,6 +52,7 @@ test_pkgs=(
 	e2fsprogs
 	nginx
 	python3-cryptography
+	python3-libnbd
 	openssl
 )
 # tests/vm: QEMU guests running Debian's 6.12 and 6.1 kernels (ublk_drv.ko for

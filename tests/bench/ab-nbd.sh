@@ -56,7 +56,7 @@ for _ in $(seq "$rounds"); do
 			--output-format=json --output="$W/out.json" >/dev/null ||
 			{ echo "ab-nbd: fio on $s failed" >&2; exit 1; }
 		c1=$(ticks "$pid") x1=$(ctxsw "$pid")
-		"$PY" - "$W/out.json" "$s" "$c0" "$c1" "$x0" "$x1" "$HZ" <<'PYEOF'
+		"$PY" -I - "$W/out.json" "$s" "$c0" "$c1" "$x0" "$x1" "$HZ" <<'PYEOF'
 import json, sys
 f, s, c0, c1, x0, x1, hz = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
 j = json.load(open(f))["jobs"][0]

@@ -75,7 +75,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 bench_one() {
 	local spec=$1 what=$2; shift 2
 	"$ds" bench "$spec" --time "$time" --json -q "$@" |
-		$py -c '
+		$py -I -c '
 import json, sys
 r = json.load(sys.stdin)
 b, n, c = r["total"]["bytes"], r["total"]["ops"], r["cpu_s"]
@@ -114,8 +114,8 @@ paired_ratio() {
 	done | median
 }
 
-ratio() { $py -c "import sys; print('%.3f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
-bound() { $py -c "import sys; a, b = map(float, sys.argv[1:]); print('%.0f' % (1 / (1 / a + 1 / b)))" "$1" "$2"; }
+ratio() { $py -I -c "import sys; print('%.3f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$1" "$2"; }
+bound() { $py -I -c "import sys; a, b = map(float, sys.argv[1:]); print('%.0f' % (1 / (1 / a + 1 / b)))" "$1" "$2"; }
 
 echo "diskstack: $ds"
 echo "openssl:   $(openssl version)"

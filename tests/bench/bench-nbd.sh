@@ -32,7 +32,7 @@ R=${R:-$PWD/bench-results/nbd-$(date +%Y%m%d-%H%M%S)}
 W=$(mktemp -d "${TMPDIR:-/tmp}/bench-nbd.XXXXXX")
 SHM=$(mktemp -d /dev/shm/bench-nbd.XXXXXX)
 HZ=$(getconf CLK_TCK)
-PY=${PY:-python3}
+PY=${PY:-/usr/bin/python3}
 
 for t in fio nbdkit qemu-nbd "$PY"; do
 	command -v "$t" >/dev/null || { echo "bench-nbd: '$t' not found" >&2; exit 77; }
@@ -135,5 +135,5 @@ for j in $JOBS; do
 	done
 done
 
-"$PY" "$here/bench-nbd-summary.py" "$R" "$REPS" "$SERVERS" "$JOBS" | tee "$R/summary.md"
+"$PY" -I "$here/bench-nbd-summary.py" "$R" "$REPS" "$SERVERS" "$JOBS" | tee "$R/summary.md"
 echo "bench-nbd: results in $R" >&2

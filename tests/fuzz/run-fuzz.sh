@@ -30,7 +30,7 @@ fuzz-spec)
 	dict=()
 	;;
 fuzz-vhdfooter)
-	/usr/bin/python3 - "$tmp/seeds" <<'PY'
+	/usr/bin/python3 -I - "$tmp/seeds" <<'PY'
 import struct, sys
 def footer(size, typ=2):
     f = bytearray(512)
@@ -49,7 +49,7 @@ PY
 	dict=()
 	;;
 fuzz-nbd-server)
-	/usr/bin/python3 "$src/nbd-seeds.py" "$tmp/seeds"
+	/usr/bin/python3 -I "$src/nbd-seeds.py" "$tmp/seeds"
 	dict=(-dict="$src/nbd.dict")
 	;;
 *)

@@ -3,6 +3,10 @@
 # (tests/integration/test-<area>-<aspect>.sh). POSIX sh.
 #
 #   requires CMD...            exit 77 (skip) unless every CMD is on $PATH
+#   requires_python MOD[.ATTR]... skip unless /usr/bin/python3 -I imports
+#                              each module (and finds ATTR in it)
+#   skip MSG                   exit 77 with MSG, or fail under
+#                              DISKSTACK_STRICT_DEPS=1 (see below)
 #   cleanup_fn CMD [ARGS...]   run CMD at exit (last registered runs first)
 #   $tmpdir                    a per-test temporary directory, removed at exit
 #   $DISKSTACK                 the diskstack binary
@@ -33,12 +37,40 @@ fail()
 	exit 1
 }
 
+# A missing program or module is a skip for a developer running one test
+# by hand, and a failure under DISKSTACK_STRICT_DEPS=1, which
+# tools/quickstart.sh sets: it has installed every package the tests use
+# (tests/integration/test-deps-packaged.sh checks that list), so a missing
+# tool there is a broken set-up that must not pass as a skip.
+skip()
+{
+	if [ "${DISKSTACK_STRICT_DEPS:-0}" = 1 ]; then
+		fail "$* (DISKSTACK_STRICT_DEPS=1: every dependency must be installed)"
+	fi
+	echo "$0: $*, skipping"
+	exit 77
+}
+
 requires()
 {
 	for _req in "$@"; do
 		if ! command -v "$_req" >/dev/null 2>&1; then
-			echo "$0: '$_req' not found, skipping"
-			exit 77
+			skip "'$_req' not found"
+		fi
+	done
+}
+
+# Debian's Python modules load in /usr/bin/python3 only; -I keeps the source
+# and build trees' nbd/ folders from shadowing libnbd's nbd module.
+requires_python()
+{
+	[ -x /usr/bin/python3 ] || skip "/usr/bin/python3 not found"
+	for _req in "$@"; do
+		_mod=${_req%%.*}
+		_probe="import $_mod"
+		[ "$_mod" = "$_req" ] || _probe="$_probe; $_req"
+		if ! /usr/bin/python3 -I -c "$_probe" 2>/dev/null; then
+			skip "/usr/bin/python3 cannot load $_req"
 		fi
 	done
 }

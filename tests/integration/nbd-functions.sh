@@ -13,16 +13,17 @@
 #   nbd_py SCRIPT ARGS...     run a Python script with that interpreter
 
 # nbdsh and python3-libnbd live in the system Python; the first python3 on
-# $PATH may be another installation.
+# $PATH may be another installation. Every call runs it isolated (-I): the
+# source and build trees hold an nbd/ folder that would otherwise be imported
+# as a namespace package in place of libnbd's module.
 PY=/usr/bin/python3
 export PY
 
+# Probes for the libnbd binding itself (nbd.NBD), not for any module named
+# nbd (python3-libnbd).
 requires_nbd_python()
 {
-	if ! "$PY" -c 'import nbd' 2>/dev/null; then
-		echo "$0: $PY cannot import nbd (python3-libnbd), skipping"
-		exit 77
-	fi
+	requires_python nbd.NBD
 }
 
 # serve NAME ARGS...: the server logs to $tmpdir/NAME.log.
@@ -71,10 +72,10 @@ uri_unix()
 
 free_port()
 {
-	"$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+	"$PY" -I -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 nbd_py()
 {
-	"$PY" "$@"
+	"$PY" -I "$@"
 }

@@ -4,7 +4,7 @@
 # prints IOPS, emits valid JSON, and refuses to write to a file without
 # --force-write.
 . "$(dirname "$0")/functions.sh"
-requires python3 sha256sum
+requires /usr/bin/python3 sha256sum
 
 for rw in read write randread randwrite randrw; do
 	expect_exit 0 "$DISKSTACK" bench mem:64M --rw $rw --ops 20000 --iodepth 8
@@ -15,7 +15,7 @@ done
 
 # JSON parses and adds up.
 expect_exit 0 "$DISKSTACK" bench mem:64M --rw randrw --rwmix 50 --ops 10000 --threads 2 --json
-python3 -c '
+/usr/bin/python3 -I -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["rw"] == "randrw", d

@@ -10,11 +10,9 @@
 . "$(dirname "$0")/functions.sh"
 requires cmp dd head truncate od losetup
 py=/usr/bin/python3
-[ -x $py ] || { echo "$0: $py not found, skipping"; exit 77; }
-$py -c 'import cryptography' 2>/dev/null ||
-	{ echo "$0: python3-cryptography not installed, skipping"; exit 77; }
+requires_python cryptography
 [ "$(id -u)" = 0 ] || { echo "$0: needs root for losetup, skipping"; exit 77; }
-oracle="$py $(cd "$(dirname "$0")" && pwd)/xts-oracle.py"
+oracle="$py -I $(cd "$(dirname "$0")" && pwd)/xts-oracle.py"
 cd "$tmpdir"
 
 while :; do

@@ -8,7 +8,7 @@
 . "$(dirname "$0")/functions.sh"
 requires sed
 py=/usr/bin/python3
-[ -x $py ] || { echo "$0: $py not found, skipping"; exit 77; }
+requires $py
 cd "$tmpdir"
 
 expect_exit 0 "$DISKSTACK" info 'delay:5/250us:mem:1M'
@@ -19,7 +19,7 @@ grep -q 'type: *delay' "$tmpdir/stdout" || fail "info does not show the type"
 # 256 requests, 32 at a time, 20 ms reads and 5 ms writes: serially that
 # would be over 3.5 s; overlapped about 8 rounds, well under a second.
 expect_exit 0 "$DISKSTACK" bench 'delay:20/5:mem:1M' --rw randrw --iodepth 32 --ops 256 --json -q
-$py - "$tmpdir/stdout" <<'PYEOF' || fail "bench timings violate the delays"
+$py -I - "$tmpdir/stdout" <<'PYEOF' || fail "bench timings violate the delays"
 import json, sys
 r = json.load(open(sys.argv[1]))
 ms = 1000000

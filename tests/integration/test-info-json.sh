@@ -3,13 +3,13 @@
 # test-info-json.sh: `diskstack info` in text and JSON on a RAM disk and on
 # a RAM overlay over a file; info never modifies the file.
 . "$(dirname "$0")/functions.sh"
-requires python3 sha256sum
+requires /usr/bin/python3 sha256sum
 
 # Evaluates Python expressions (one per argument) over the JSON object in
 # $tmpdir/stdout, as d; each must be true. One python3 run per call.
 json_check()
 {
-	python3 -c '
+	/usr/bin/python3 -I -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
 for expr in sys.argv[2:]:

@@ -24,7 +24,7 @@ serve srv -v -U "$sock" --threads 1 mem:32M \
 
 for exp in "" diff file crypt; do
 	lines_before=$(wc -l < "$tmpdir/srv.log")
-	"$PY" - "$(uri_unix "$sock" "$exp")" <<'PYEOF' || fail "adopted writes, export '$exp'"
+	"$PY" -I - "$(uri_unix "$sock" "$exp")" <<'PYEOF' || fail "adopted writes, export '$exp'"
 import random, sys, nbd
 h = nbd.NBD()
 h.connect_uri(sys.argv[1])

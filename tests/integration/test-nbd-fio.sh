@@ -37,7 +37,7 @@ done
 pids=""
 for i in 0 1 2 3 4 5; do
 	dd if=/dev/urandom of="$tmpdir/part$i" bs=1M count=8 2>/dev/null
-	"$PY" - "$(uri_unix "$sock" file)" "$tmpdir/part$i" $((i * 8)) <<'PYEOF' &
+	"$PY" -I - "$(uri_unix "$sock" file)" "$tmpdir/part$i" $((i * 8)) <<'PYEOF' &
 import sys, nbd
 h = nbd.NBD()
 h.connect_uri(sys.argv[1])

@@ -25,7 +25,7 @@ port=$(sed -n 's/.*TCP port \([0-9]*\).*/\1/p' "$tmpdir/eph.log")
 [ -n "$port" ] || fail "the ephemeral port was not logged"
 [ "$(nbdinfo --size "nbd://127.0.0.1:$port")" = 4194304 ] || fail "ephemeral port"
 serve_stop eph
-if "$PY" -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null; then
+if "$PY" -I -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null; then
 	port=$(free_port)
 	serve v6 -i ::1 -p "$port" mem:4M
 	[ "$(nbdinfo --size "nbd://[::1]:$port")" = 4194304 ] || fail "IPv6"
@@ -40,7 +40,7 @@ nbdinfo --size "nbd://127.0.0.1:$port" >/dev/null || fail "TCP side"
 serve_stop both
 
 # --stdio and socket activation, through libnbd.
-"$PY" - "$DISKSTACK" <<'EOF' || fail "--stdio / socket activation"
+"$PY" -I - "$DISKSTACK" <<'EOF' || fail "--stdio / socket activation"
 import sys, nbd
 d = sys.argv[1]
 h = nbd.NBD()
@@ -70,7 +70,7 @@ expect_exit 0 "$DISKSTACK" serve -p "$port" mem:1M \
 # SIGTERM while writes are in flight: what was acknowledged is on disk.
 img=$tmpdir/drain.img
 serve drain -U "$tmpdir/d.sock" "file:$img;create=64M"
-"$PY" - "$(uri_unix "$tmpdir/d.sock")" "$drain_pid" "$img" <<'EOF' || fail "drain on SIGTERM"
+"$PY" -I - "$(uri_unix "$tmpdir/d.sock")" "$drain_pid" "$img" <<'EOF' || fail "drain on SIGTERM"
 import errno, os, signal, sys, time, nbd
 h = nbd.NBD()
 h.connect_uri(sys.argv[1])
@@ -121,7 +121,7 @@ rm -f "$tmpdir/drain.pid"
 # Idle clients (one mid-handshake, one in transmission) do not hold up a
 # SIGINT for long.
 serve idle -U "$tmpdir/i.sock" mem:4M
-"$PY" - "$(uri_unix "$tmpdir/i.sock")" "$idle_pid" <<'EOF' || fail "idle clients at SIGINT"
+"$PY" -I - "$(uri_unix "$tmpdir/i.sock")" "$idle_pid" <<'EOF' || fail "idle clients at SIGINT"
 import os, signal, sys, time, nbd
 a = nbd.NBD()
 a.set_opt_mode(True)

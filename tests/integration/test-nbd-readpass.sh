@@ -15,7 +15,7 @@ sock=$tmpdir/s.sock
 serve srv -v -U "$sock" --threads 1 mem:64M --export "file=file:$tmpdir/disk.img;create=64M"
 
 for exp in "" file; do
-	"$PY" - "$(uri_unix "$sock" "$exp")" <<'PYEOF' || fail "pipelined reads, export '$exp'"
+	"$PY" -I - "$(uri_unix "$sock" "$exp")" <<'PYEOF' || fail "pipelined reads, export '$exp'"
 import os, sys, nbd
 h = nbd.NBD()
 h.connect_uri(sys.argv[1])

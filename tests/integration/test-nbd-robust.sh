@@ -12,10 +12,10 @@ requires_nbd_python
 
 sock=$tmpdir/s.sock
 serve srv -U "$sock" --threads 2 mem:32M --export other=mem:16M
-"$PY" "$(dirname "$0")/nbd-steady.py" "$(uri_unix "$sock" other)" "$tmpdir/stop" \
+"$PY" -I "$(dirname "$0")/nbd-steady.py" "$(uri_unix "$sock" other)" "$tmpdir/stop" \
 	> "$tmpdir/steady.out" 2>&1 &
 steady=$!
-"$PY" "$(dirname "$0")/nbd-robust.py" "$sock" > "$tmpdir/robust.out" 2>&1 ||
+"$PY" -I "$(dirname "$0")/nbd-robust.py" "$sock" > "$tmpdir/robust.out" 2>&1 ||
 	{ cat "$tmpdir/robust.out" "$tmpdir/srv.log"; touch "$tmpdir/stop"; fail "nbd-robust.py"; }
 touch "$tmpdir/stop"
 wait "$steady" || { cat "$tmpdir/steady.out"; fail "the well-behaved client failed"; }

@@ -76,7 +76,7 @@ nbdinfo --size "nbds://localhost:$port/?tls-certificates=$cpki" > "$tmpdir/size"
 if nbdinfo "nbd+unix:///?socket=$sock" > /dev/null 2>&1; then
 	fail "a plaintext client was served under --tls=require"
 fi
-"$PY" - "$sock" <<'EOF' || fail "plaintext option refusals"
+"$PY" -I - "$sock" <<'EOF' || fail "plaintext option refusals"
 import sys, nbd
 h = nbd.NBD()
 h.set_tls(nbd.TLS_DISABLE)
@@ -91,7 +91,7 @@ for fn in (lambda: h.opt_list(lambda n, d: 0), h.opt_info):
 h.opt_abort()
 EOF
 # Before TLS every option but STARTTLS/ABORT is refused (raw client).
-"$PY" - "$sock" "$pki/ca-cert.pem" <<'EOF' || fail "TLS_REQD before STARTTLS"
+"$PY" -I - "$sock" "$pki/ca-cert.pem" <<'EOF' || fail "TLS_REQD before STARTTLS"
 import socket, ssl, struct, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
@@ -141,7 +141,7 @@ if nbdinfo --size "nbds+unix:///?socket=$sock&tls-certificates=$tmpdir/nocert" >
 fi
 # STARTTLS forgets what was negotiated before it (raw client): structured
 # replies and the meta context set in plaintext are gone after the upgrade.
-"$PY" - "$sock" "$cpki" <<'EOF' || fail "STARTTLS state reset"
+"$PY" -I - "$sock" "$cpki" <<'EOF' || fail "STARTTLS state reset"
 import socket, ssl, struct, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])

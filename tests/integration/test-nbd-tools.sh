@@ -7,6 +7,7 @@
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
 requires nbdinfo nbdcopy cmp truncate dd sha256sum
+requires_nbd_python
 
 sock=$tmpdir/s.sock
 base=$tmpdir/base.img
@@ -59,8 +60,7 @@ nbdinfo --map "$(uri_unix "$sock")" | grep -Eq '^ *0 +16777216 +0 +data' || fail
 # The overlay: writes land in RAM; diskstack:layer shows which layer holds
 # what (1 = the RAM layer on top, 2 = the file below).
 dd if=/dev/urandom of="$tmpdir/patch" bs=64K count=1 2>/dev/null
-if "$PY" -c 'import nbd' 2>/dev/null; then
-	"$PY" - "$(uri_unix "$sock" overlay)" "$tmpdir/patch" <<'EOF'
+"$PY" -I - "$(uri_unix "$sock" overlay)" "$tmpdir/patch" <<'EOF' || fail "diskstack:layer map after an overlay write"
 import sys, nbd
 h = nbd.NBD()
 h.add_meta_context("diskstack:layer")
@@ -80,7 +80,6 @@ assert layers[5] == 2, layers
 assert h.pread(65536, 1 << 20) == data
 h.shutdown()
 EOF
-fi
 nbdinfo --map=diskstack:layer "$(uri_unix "$sock" overlay)" > "$tmpdir/lmap"
 grep -q . "$tmpdir/lmap" || fail "empty diskstack:layer map"
 

@@ -36,12 +36,12 @@ while [ ! -s "$tmpdir/ready" ]; do
 	sleep 0.1
 done
 
-"$PY" "$(dirname "$0")/nbd-steady.py" "$(uri_unix "$sock" other)" "$tmpdir/stop" \
+"$PY" -I "$(dirname "$0")/nbd-steady.py" "$(uri_unix "$sock" other)" "$tmpdir/stop" \
 	> "$tmpdir/steady.out" 2>&1 &
 steady=$!
-"$PY" "$(dirname "$0")/nbd-protocol.py" "$sock" > "$tmpdir/protocol.out" 2>&1 ||
+"$PY" -I "$(dirname "$0")/nbd-protocol.py" "$sock" > "$tmpdir/protocol.out" 2>&1 ||
 	{ cat "$tmpdir/protocol.out"; touch "$tmpdir/stop"; fail "nbd-protocol.py under valgrind"; }
-"$PY" "$(dirname "$0")/nbd-robust.py" "$sock" > "$tmpdir/robust.out" 2>&1 ||
+"$PY" -I "$(dirname "$0")/nbd-robust.py" "$sock" > "$tmpdir/robust.out" 2>&1 ||
 	{ cat "$tmpdir/robust.out"; touch "$tmpdir/stop"; fail "nbd-robust.py under valgrind"; }
 dd if=/dev/urandom of="$tmpdir/src.img" bs=1M count=8 2>/dev/null
 u="nbds+unix://alice@/file?socket=$sock&tls-psk-file=$psk"

@@ -16,7 +16,7 @@ expect_exit 0 "$DISKSTACK" copy --quiet "prwrap:file:$dst" "file:$out;create=4M"
 cmp "$src" "$out" || fail "copy out of prwrap differs"
 
 expect_exit 0 "$DISKSTACK" info --json "prwrap:file:$dst"
-/usr/bin/python3 - "$tmpdir/stdout" <<'PY' || fail "info --json"
+/usr/bin/python3 -I - "$tmpdir/stdout" <<'PY' || fail "info --json"
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["type"] == "prwrap", d["type"]

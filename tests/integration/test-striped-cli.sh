@@ -19,7 +19,7 @@ expect_exit 0 "$DISKSTACK" copy --quiet "$set3" "file:$out;create=12M"
 cmp "$src" "$out" || fail "round trip through the stripe set differs"
 
 # Every 64 KiB chunk sits on member (chunk mod 3) at offset (chunk / 3) * 64K.
-/usr/bin/python3 - "$src" "$a" "$b" "$c" <<'PY' || fail "member layout differs from the mapping"
+/usr/bin/python3 -I - "$src" "$a" "$b" "$c" <<'PY' || fail "member layout differs from the mapping"
 import sys
 src = open(sys.argv[1], "rb").read()
 members = [open(p, "rb").read() for p in sys.argv[2:]]
@@ -32,7 +32,7 @@ PY
 
 # info: parameters and one child per member.
 expect_exit 0 "$DISKSTACK" info --json "$set3"
-/usr/bin/python3 - "$tmpdir/stdout" <<'PY' || fail "info --json"
+/usr/bin/python3 -I - "$tmpdir/stdout" <<'PY' || fail "info --json"
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["type"] == "striped", d["type"]
