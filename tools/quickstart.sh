@@ -53,6 +53,9 @@ test_pkgs=(
 	nginx
 	python3-cryptography
 	python3-libnbd
+	fuse3
+	gnutls-bin
+	curl
 	openssl
 )
 # tests/vm: QEMU guests running Debian's 6.12 and 6.1 kernels (ublk_drv.ko for
@@ -148,6 +151,9 @@ run_suite() {
 
 cmd_test() {
 	install_deps
+	# Every package the tests use is installed now: a missing program or
+	# module is a broken set-up, not a skip (tests/integration/functions.sh).
+	export DISKSTACK_STRICT_DEPS=1
 	autogen
 	configure_build build --enable-werror
 	run_suite check build check
