@@ -72,12 +72,18 @@ vm_pkgs=(
 	nbd-client
 )
 
+# tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot).
+tool_pkgs=(
+	git
+	debootstrap
+)
+
 say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 install_deps() {
 	local missing=() p
-	for p in "${build_pkgs[@]}" "${test_pkgs[@]}" "${vm_pkgs[@]}"; do
+	for p in "${build_pkgs[@]}" "${test_pkgs[@]}" "${vm_pkgs[@]}" "${tool_pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
 			missing+=("$p")
 	done
