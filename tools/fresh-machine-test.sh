@@ -51,6 +51,11 @@ for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.l
 	[ -f "$f" ] && cp "$f" "$dir$f"
 done
 cp /etc/resolv.conf "$dir/etc/resolv.conf" 2>/dev/null || true
+# debootstrap writes no /etc/hosts; every installed Debian system has one
+# naming localhost (the TLS tests connect to localhost, the name in their
+# certificates), so the chroot gets the installer's.
+[ -s "$dir/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
+	> "$dir/etc/hosts"
 
 mounted=()
 cleanup() {
