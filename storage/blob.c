@@ -53,7 +53,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +144,10 @@ struct blob {
 	struct blob_xfer *retry_list; /* waiting for due_ns; short, unsorted */
 	struct disk_io *work_head, *work_tail;  /* requests still being cut */
 	unsigned active;              /* pieces added to the multi handle */
+	/* Engine polls that were to sleep the whole idle period while a retry
+	 * with a shorter backoff waited (blob_idle_polls_over_backoff);
+	 * written by the engine, read by tests from any thread. */
+	atomic_uint idle_polls_over_backoff;
 };
 
 /* Per-request state, in io->hctx. */
@@ -844,6 +850,17 @@ static int blob_retry_due(struct blob *b)
 	return (int)MIN((next - now + 999999) / 1000000, (uint64_t)BLOB_IDLE_POLL_MS);
 }
 
+/* True when a retry on the list has a backoff shorter than the idle poll:
+ * a poll for the whole idle period would start it late. No clock is read,
+ * so the answer does not depend on how busy the machine is. */
+static bool blob_retry_needs_early_wake(const struct blob *b)
+{
+	for (const struct blob_xfer *x = b->retry_list; x; x = x->next)
+		if (blob_backoff_ns(&b->o, x->attempt) < BLOB_IDLE_POLL_MS * 1000000ull)
+			return true;
+	return false;
+}
+
 static void *blob_engine(void *arg)
 {
 	struct blob *b = arg;
@@ -876,6 +893,9 @@ static void *blob_engine(void *arg)
 			continue;                   /* pieces freed up: start more now */
 		/* After reaping, which may have scheduled retries. */
 		timeout_ms = blob_retry_due(b);
+		if (timeout_ms == BLOB_IDLE_POLL_MS && blob_retry_needs_early_wake(b))
+			atomic_fetch_add_explicit(&b->idle_polls_over_backoff, 1,
+						  memory_order_relaxed);
 		curl_multi_poll(b->multi, NULL, 0, timeout_ms, NULL);
 	}
 	return NULL;
@@ -996,6 +1016,18 @@ static const struct disk_ops blob_ops = {
 	.describe = blob_describe,
 	.close = blob_close,
 };
+
+int blob_idle_polls_over_backoff(struct disk *d)
+{
+	struct blob *b;
+	unsigned n;
+
+	if (!d || !disk_has_ops(d, &blob_ops))
+		return -EINVAL;
+	b = disk_priv(d);
+	n = atomic_load_explicit(&b->idle_polls_over_backoff, memory_order_relaxed);
+	return (int)MIN(n, (unsigned)INT_MAX);
+}
 
 /* ---- open ------------------------------------------------------------------ */
 

@@ -62,4 +62,11 @@ int blob_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *
  * http(s), and not from https to http). */
 bool blob_redirect_allowed(const char *from, const char *to);
 
+/* For tests: how many times the engine thread of blob disk @d (borrowed)
+ * went to sleep for its whole idle period (1 s) while a retry with a
+ * shorter backoff was waiting, which would start that retry late. Always 0
+ * unless the engine is broken; counted from the timeouts it chose, never
+ * from a clock. Returns the count or -EINVAL if @d is not a blob disk. */
+int blob_idle_polls_over_backoff(struct disk *d);
+
 #endif

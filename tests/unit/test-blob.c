@@ -624,21 +624,20 @@ static void test_blob_bad_close_mid_body(void **state UNUSED)
 	assert_int_equal(bad_stat("GET /close", NULL), 2);
 }
 
+/* The server sends 1 KiB and then nothing for 10 minutes: only the
+ * low-speed limit (1 s here) can end the read with ETIMEDOUT; a server that
+ * gave up first would cut the connection (another error). */
 static void test_blob_bad_stall(void **state UNUSED)
 {
 	struct blob_opts o = fast_opts(0);
 	struct disk *d;
-	uint64_t t0;
 	int e = 0;
 
 	NEED_BAD();
 	o.low_speed_time_s = 1;
 	d = open_ok(url(F.bad, "/stall"), BLOB_FLAT, &o);
-	t0 = reactor_now_ns();
 	assert_int_equal(read_status(d, 0, 65536, &e), DISK_IO_ERROR);
 	assert_int_equal(e, ETIMEDOUT);
-	/* Generous: the limit is 1 s. */
-	assert_true(reactor_now_ns() - t0 < 20ull * 1000000000ull);
 	disk_unref(d);
 }
 
@@ -675,21 +674,21 @@ static void test_blob_bad_transient_recovers(void **state UNUSED)
 }
 
 /* Regression: a retry scheduled while reaping waited for the engine's idle
- * poll (1 s) instead of its backoff. Eight retries of 1 ms each took more
- * than 8 s; the bound leaves room for valgrind. */
+ * poll (1 s) instead of its backoff: eight retries of 1 ms each took more
+ * than 8 s. Checked by counting the engine's idle polls with a retry
+ * waiting (a clock would make the test fail on a busy machine). */
 static void test_blob_retry_not_delayed_by_idle_poll_regression(void **state UNUSED)
 {
 	struct blob_opts o = fast_opts(8);
 	struct disk *d;
-	uint64_t t0;
 
 	NEED_BAD();
 	o.backoff_max_ms = 1;
 	d = open_ok(url(F.bad, "/flaky8"), BLOB_FLAT, &o);
-	t0 = reactor_now_ns();
 	read_check(d, 0, 4096, BAD_TAG);
-	assert_true(reactor_now_ns() - t0 < 4000000000ull);
 	assert_int_equal(bad_stat("GET /flaky8", NULL), 9);
+	assert_int_equal(blob_idle_polls_over_backoff(d), 0);
+	assert_int_equal(blob_idle_polls_over_backoff(NULL), -EINVAL);
 	disk_unref(d);
 }
 

@@ -641,8 +641,10 @@ static void sleep_ms(unsigned ms)
 
 static void test_nbdclient_lost_connection(void **state UNUSED)
 {
-	/* Reads take 2 s: the server dies under one. */
-	const char *slow[] = { "--filter=delay", "memory", "1M", "rdelay=2", NULL };
+	/* Reads take an hour: the server dies under one. The request can only
+	 * end through the lost connection (a client that waited for the reply
+	 * instead would hang here, so no clock is needed to tell). */
+	const char *slow[] = { "--filter=delay", "memory", "1M", "rdelay=3600", NULL };
 	const char *fast[] = { "memory", "1M", NULL };
 	struct nbdclient_opts o = quick_opts();
 	struct srv s;
@@ -652,7 +654,6 @@ static void test_nbdclient_lost_connection(void **state UNUSED)
 	struct pending_read p = { 0 };
 	struct disk_io io = { .op = DISK_OP_READ, .iov = &iov, .iovcnt = 1, .done = pending_done,
 			      .opaque = &p };
-	uint64_t t0;
 
 	NEED_NBDKIT();
 	srv_start(&s, "lost", slow);
@@ -661,13 +662,11 @@ static void test_nbdclient_lost_connection(void **state UNUSED)
 	for (int i = 0; i < 20; i++)
 		reactor_run_once(tu_reactor(), false);
 	sleep_ms(100);
-	t0 = reactor_now_ns();
 	srv_kill(&s);
 	assert_int_equal(reactor_run_until(tu_reactor(), &p.done), 0);
-	/* Failed at once, not after the server's delay. */
+	/* Failed with the connection, not answered. */
 	assert_int_equal(p.status, DISK_IO_ERROR);
 	assert_int_equal(p.os_errno, ENOTCONN);
-	assert_true(reactor_now_ns() - t0 < 1500000000ull);
 
 	/* A new server on the same socket: later requests reconnect. */
 	srv_start(&s, "lost", fast);

@@ -262,7 +262,9 @@ test_read_only()
 # 8. --recoverable: kill -9 the server under fio, recover, fio verifies.
 # The depth is above fio's per-queue load: on 6.12 a server that dies with
 # every tag of a queue busy is only noticed by the block layer's request
-# timeout (30 s), because there is no armed command left to cancel.
+# timeout (30 s), because there is no armed command left to cancel. The
+# waits for the kernel to notice a dead server allow 120 s (a TCG guest on a
+# busy host is slow); the times are printed, never compared.
 test_recover()
 {
 	img=$T/r.img
@@ -280,7 +282,7 @@ test_recover()
 	kill -0 $fiopid 2>/dev/null || { cat "$T/fio.out"; fail "fio ended before the kill"; return 1; }
 	t0=$(now)
 	kill -9 "$pid1"
-	wait_for '[ "$(ublk_state '"$id"')" = quiesced ]' 40 || { fail "state $(ublk_state "$id") 40 s after kill -9"; return 1; }
+	wait_for '[ "$(ublk_state '"$id"')" = quiesced ]' 120 || { fail "state $(ublk_state "$id") 120 s after kill -9"; return 1; }
 	tq=$(elapsed "$t0")
 	[ -b "$dev" ] || { fail "$dev disappeared"; return 1; }
 	kill -0 $fiopid 2>/dev/null || { cat "$T/fio.out"; fail "fio ended while the server was dead"; return 1; }
@@ -307,7 +309,7 @@ test_recover()
 	sum=$(dd if="$dev" bs=1M count=96 iflag=direct 2>/dev/null | md5sum)
 	t0=$(now)
 	kill -9 "$pid2"
-	wait_for '[ "$(ublk_state '"$id"')" = quiesced ]' 40 || { fail "idle: state $(ublk_state "$id") 40 s after kill -9"; return 1; }
+	wait_for '[ "$(ublk_state '"$id"')" = quiesced ]' 120 || { fail "idle: state $(ublk_state "$id") 120 s after kill -9"; return 1; }
 	tq=$(elapsed "$t0")
 	expect_rc 2 ublk recover "$id" mem:64M && expect_msg "does not match" || return 1
 	[ "$(ublk_state "$id")" = quiesced ] || { fail "a refused recover changed the state"; return 1; }
@@ -318,7 +320,7 @@ test_recover()
 
 	# A dead server's quiesced device can also just be deleted.
 	kill -9 "$(cat "$T/s3.pid")"
-	wait_for '[ "$(ublk_state '"$id"')" = quiesced ]' 40 || { fail "third kill: state $(ublk_state "$id")"; return 1; }
+	wait_for '[ "$(ublk_state '"$id"')" = quiesced ]' 120 || { fail "third kill: state $(ublk_state "$id")"; return 1; }
 	ds ublk del "$id" || { fail "del of the quiesced device"; return 1; }
 	[ ! -e "$dev" ] && [ ! -e "/dev/ublkc$id" ] || { fail "nodes remain after del"; return 1; }
 }
@@ -331,8 +333,8 @@ test_kill_then_del()
 	id=$(dev_id "$dev")
 	t0=$(now)
 	kill -9 "$(cat "$T/s.pid")"
-	wait_for '[ ! -e '"$dev"' ] && [ "$(ublk_state '"$id"')" = dead ]' 40 ||
-		{ ds ublk list; fail "device not dead 40 s after kill -9"; return 1; }
+	wait_for '[ ! -e '"$dev"' ] && [ "$(ublk_state '"$id"')" = dead ]' 120 ||
+		{ ds ublk list; fail "device not dead 120 s after kill -9"; return 1; }
 	info "kill -9 without --recoverable: device dead after $(elapsed "$t0") s"
 	ds ublk del "$id" || { fail "del of the dead device"; return 1; }
 	[ ! -e "/dev/ublkc$id" ] || { fail "/dev/ublkc$id remains"; return 1; }
