@@ -157,13 +157,11 @@ struct nbdc_req {
 	struct nbdc_conn *c;               /* where its commands went */
 	union {
 		void *bounce;              /* READ/WRITE with several segments */
-		uint64_t bs_done;          /* BLOCK_STATUS: sectors converted */
+		bool bs_seen;              /* BLOCK_STATUS: the reply was taken */
 	} u;
 	uint32_t pending;                  /* commands not called back (+1 while issuing) */
 	int status;
 	int err;
-	uint32_t bs_partial_bytes;
-	uint32_t bs_partial_flags;
 };
 
 _Static_assert(sizeof(struct nbdc_req) <= sizeof(((struct disk_io *)0)->hctx),
@@ -344,8 +342,9 @@ static void nbdc_req_finish(struct disk_io *io)
 		rq->u.bounce = NULL;
 	}
 	if (io->op == DISK_OP_BLOCK_STATUS && rq->status == DISK_OK && io->u.bs.nr == 0) {
-		/* The reply did not cover a whole sector: the first one is
-		 * data, the answer that is always safe. */
+		/* No usable reply, or one that did not cover a whole
+		 * sector: the first one is data, the answer that is always
+		 * safe. */
 		io->u.bs.extents[0] = (struct disk_extent){ .count = 1, .layer = -1 };
 		io->u.bs.nr = 1;
 	}
@@ -407,28 +406,40 @@ static void nbdc_retire(struct nbdc_conn *c)
 		nbd_aio_command_completed(c->h, cookie);  /* the error was seen by the callback */
 }
 
-/* libnbd: extents of a block-status reply. */
+/*
+ * libnbd: a block-status chunk (NBD protocol, NBD_REPLY_TYPE_BLOCK_STATUS).
+ * All of it comes from the server, so none of it is taken on trust:
+ * - @entries holds @nr_entries 32-bit words, nr_entries/2 (length, flags)
+ *   pairs (nbd_block_status(3)); an odd last word is ignored;
+ * - a server may describe less than was asked (the caller asks again from
+ *   where the answer ends), and its last extent may run past the request
+ *   (cut off at what was asked, which is at most NBDC_MAX_BS_BYTES);
+ * - zero-length extents (the protocol forbids them) add nothing, and
+ *   flags other than HOLE and ZERO are ignored;
+ * - the protocol allows one chunk per context: a second one is ignored,
+ *   so it cannot extend or contradict the first.
+ * An answer that covers no whole sector becomes one data sector in
+ * nbdc_req_finish.
+ */
 static int nbdc_extents(void *opaque, const char *context, uint64_t offset,
 			uint32_t *entries, size_t nr_entries, int *error)
 {
 	struct disk_io *io = opaque;
 	struct nbdc_req *rq = req_of(io);
+	uint32_t shift = rq->c->n->shift;
 	struct nbdclient_extent_acc a = {
 		.ext = io->u.bs.extents,
 		.max = io->u.bs.max,
-		.nr = io->u.bs.nr,
-		.shift = rq->c->n->shift,
-		.want = io->count,
-		.done = rq->u.bs_done,
-		.partial_bytes = rq->bs_partial_bytes,
-		.partial_flags = rq->bs_partial_flags,
+		.shift = shift,
+		.want = MIN(io->count, NBDC_MAX_BS_BYTES >> shift),
 	};
 
 	if (*error || strcmp(context, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
 		return 0;
-	if (offset != (io->sector << a.shift) || a.nr > 0)
-		return 0;                           /* only one reply per command */
-	for (size_t i = 0; i + 1 < nr_entries * 2 && a.done < a.want; i += 2) {
+	if (rq->u.bs_seen || offset != io->sector << shift)
+		return 0;
+	rq->u.bs_seen = true;
+	for (size_t i = 0; i + 1 < nr_entries && a.done < a.want; i += 2) {
 		uint32_t f = 0;
 
 		if (entries[i + 1] & LIBNBD_STATE_HOLE)
@@ -438,9 +449,6 @@ static int nbdc_extents(void *opaque, const char *context, uint64_t offset,
 		nbdclient_extent_add(&a, entries[i], f);
 	}
 	io->u.bs.nr = a.nr;
-	rq->u.bs_done = a.done;
-	rq->bs_partial_bytes = a.partial_bytes;
-	rq->bs_partial_flags = a.partial_flags;
 	return 0;
 }
 
@@ -600,9 +608,7 @@ static void nbdc_issue(struct nbdc_conn *c, struct disk_io *io)
 	case DISK_OP_BLOCK_STATUS:
 		len = MIN(len, NBDC_MAX_BS_BYTES);
 		step = len;
-		rq->u.bs_done = 0;
-		rq->bs_partial_bytes = 0;
-		rq->bs_partial_flags = 0;
+		rq->u.bs_seen = false;
 		break;
 	default:
 		break;
