@@ -73,6 +73,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <libnbd.h>
 
 #include "common/compiler.h"
@@ -251,11 +252,38 @@ void nbdclient_extent_add(struct nbdclient_extent_acc *a, uint64_t bytes, uint32
 
 /* ---- connecting ------------------------------------------------------------- */
 
+/* Connects @h (blocking): to @n's URI, or over the socket the test hook
+ * opts.connect_fd makes. Returns 0, or -1 with libnbd's error set or, when
+ * the hook failed, its errno in *@hook_err. */
+static int nbdc_connect_to(const struct nbdc *n, struct nbd_handle *h, int *hook_err)
+{
+	int fd;
+
+	*hook_err = 0;
+	if (!n->o.connect_fd)
+		return nbd_connect_uri(h, n->uri);
+	fd = n->o.connect_fd(n->o.connect_opaque);
+	if (fd < 0) {
+		*hook_err = -fd;
+		return -1;
+	}
+	if (nbd_connect_socket(h, fd) < 0) {
+		/* The socket is the handle's once it left the created
+		 * state (nbd_connect_socket(3)); else still ours. */
+		if (nbd_aio_is_created(h))
+			close(fd);
+		return -1;
+	}
+	return 0;
+}
+
 /* Creates a handle and connects it (blocking). Returns NULL with an errno
  * in *@err and a message in @msg. */
-static struct nbd_handle *nbdc_connect_handle(const char *uri, int *err, char *msg, size_t msglen)
+static struct nbd_handle *nbdc_connect_handle(const struct nbdc *n, int *err, char *msg,
+					      size_t msglen)
 {
 	struct nbd_handle *h = nbd_create();
+	int hook_err;
 
 	if (!h) {
 		*err = ENOMEM;
@@ -270,9 +298,12 @@ static struct nbd_handle *nbdc_connect_handle(const char *uri, int *err, char *m
 	/* Buffers of failed reads are never looked at. */
 	nbd_set_pread_initialize(h, false);
 #endif
-	if (nbd_connect_uri(h, uri) < 0) {
-		*err = nbd_get_errno() ? nbd_get_errno() : EIO;
-		snprintf(msg, msglen, "%s", nbd_get_error() ? nbd_get_error() : strerror(*err));
+	if (nbdc_connect_to(n, h, &hook_err) < 0) {
+		*err = hook_err ? hook_err : nbd_get_errno() ? nbd_get_errno() : EIO;
+		if (hook_err)
+			snprintf(msg, msglen, "connect: %s", strerror(hook_err));
+		else
+			snprintf(msg, msglen, "%s", nbd_get_error() ? nbd_get_error() : strerror(*err));
 		nbd_close(h);
 		return NULL;
 	}
@@ -688,7 +719,7 @@ static void nbdc_connect_work(struct work_item *w)
 	int r;
 
 	c->connect_msg[0] = '\0';
-	h = nbdc_connect_handle(n->uri, &c->connect_err, c->connect_msg, sizeof(c->connect_msg));
+	h = nbdc_connect_handle(n, &c->connect_err, c->connect_msg, sizeof(c->connect_msg));
 	if (h) {
 		r = nbdc_check_same(n, h, c->connect_msg, sizeof(c->connect_msg));
 		if (r < 0) {
@@ -1249,7 +1280,7 @@ int nbdclient_open(const char *uri, bool read_only, const struct nbdclient_opts 
 	n->conns[0] = c;
 	atomic_store(&n->nconns, 1);
 
-	h = nbdc_connect_handle(uri, &e, err, errlen);
+	h = nbdc_connect_handle(n, &e, err, errlen);
 	if (!h) {
 		/* libnbd's message may quote the URI: redact it. */
 		char raw[512];
