@@ -163,6 +163,7 @@ struct nbdc_req {
 	uint32_t pending;                  /* commands not called back (+1 while issuing) */
 	int status;
 	int err;
+	uint64_t read_bytes;               /* READ: bytes the server's chunks described */
 };
 
 _Static_assert(sizeof(struct nbdc_req) <= sizeof(((struct disk_io *)0)->hctx),
@@ -294,9 +295,13 @@ static struct nbd_handle *nbdc_connect_handle(const struct nbdc *n, int *err, ch
 	/* A URI from the command line may name local TLS files. */
 	nbd_set_uri_allow_local_file(h, true);
 	nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+	/* Keep libnbd's zeroing of read buffers (its default): a server may
+	 * claim success for a read while its chunks overlap and leave part
+	 * of the buffer unwritten, which libnbd does not check
+	 * (nbd_pread_structured(3)); the caller would get whatever the
+	 * buffer held before, data of other requests included. */
 #ifdef LIBNBD_HAVE_NBD_SET_PREAD_INITIALIZE
-	/* Buffers of failed reads are never looked at. */
-	nbd_set_pread_initialize(h, false);
+	nbd_set_pread_initialize(h, true);
 #endif
 	if (nbdc_connect_to(n, h, &hook_err) < 0) {
 		*err = hook_err ? hook_err : nbd_get_errno() ? nbd_get_errno() : EIO;
@@ -364,6 +369,17 @@ static void nbdc_req_finish(struct disk_io *io)
 {
 	struct nbdc_req *rq = req_of(io);
 
+	if (io->op == DISK_OP_READ && rq->status == DISK_OK &&
+	    rq->read_bytes < (io->count << rq->c->n->shift)) {
+		/* Success without data for every byte: the NBD protocol
+		 * forbids it ("the server MUST send enough data chunks to
+		 * cover the entire region"); the bytes would read as zero. */
+		log_error("nbd %s: the reply to a read at byte %" PRIu64 " covered %" PRIu64
+			  " of %" PRIu64 " bytes", rq->c->n->uri_shown, io->sector << rq->c->n->shift,
+			  rq->read_bytes, io->count << rq->c->n->shift);
+		rq->status = DISK_IO_ERROR;
+		rq->err = EIO;
+	}
 	if ((io->op == DISK_OP_READ || io->op == DISK_OP_WRITE) && rq->u.bounce) {
 		size_t len = (size_t)(io->count << rq->c->n->shift);
 
@@ -400,6 +416,19 @@ static void nbdc_req_error(struct nbdc_req *rq, int err)
 		rq->status = nbdclient_status_of_errno(err);
 		rq->err = err;
 	}
+}
+
+/* libnbd: a content chunk of a read reply (also called once for a simple
+ * reply). Counts the bytes it describes, so that nbdc_req_finish can fail
+ * a read whose successful reply did not cover it. */
+static int nbdc_read_chunk(void *opaque, const void *subbuf UNUSED, size_t count,
+			   uint64_t offset UNUSED, unsigned status, int *error UNUSED)
+{
+	struct disk_io *io = opaque;
+
+	if (status == LIBNBD_READ_DATA || status == LIBNBD_READ_HOLE)
+		req_of(io)->read_bytes += count;
+	return 0;
 }
 
 /* libnbd: a command finished (runs inside nbd_aio_* with the handle locked). */
@@ -604,6 +633,7 @@ static void nbdc_issue(struct nbdc_conn *c, struct disk_io *io)
 	rq->status = DISK_OK;
 	rq->err = 0;
 	rq->u.bounce = NULL;
+	rq->read_bytes = 0;
 
 	switch (io->op) {
 	case DISK_OP_READ:
@@ -654,9 +684,12 @@ static void nbdc_issue(struct nbdc_conn *c, struct disk_io *io)
 		c->inflight++;
 		c->issuing = true;
 		switch (io->op) {
-		case DISK_OP_READ:
-			cookie = nbd_aio_pread(c->h, buf + done, k, off + done, cb, 0);
+		case DISK_OP_READ: {
+			nbd_chunk_callback ccb = { .callback = nbdc_read_chunk, .user_data = io };
+
+			cookie = nbd_aio_pread_structured(c->h, buf + done, k, off + done, ccb, cb, 0);
 			break;
+		}
 		case DISK_OP_WRITE:
 			cookie = nbd_aio_pwrite(c->h, buf + done, k, off + done, cb, flags);
 			break;

@@ -823,6 +823,17 @@ static void sc_header(struct script *s)
 	assert_int_equal(s->len, NBDSCRIPT_HEADER_BYTES);
 }
 
+/* An OFFSET_DATA chunk of @len bytes of @fill at the request's offset +
+ * @rel. */
+static void sc_data(struct script *s, bool done, uint32_t rel, uint32_t len, uint8_t fill)
+{
+	sc_be(s, 1, 1);
+	sc_be(s, done, 1);
+	sc_be(s, rel, 4);
+	sc_be(s, len, 4);
+	sc_be(s, fill, 1);
+}
+
 /* A BLOCK_STATUS chunk for base:allocation with @n (length, flags) pairs. */
 static void sc_status(struct script *s, bool done, const uint32_t *pairs, uint8_t n)
 {
@@ -892,6 +903,39 @@ static void test_nbdclient_bs_short_reply_regression(void **state UNUSED)
 	nbdscript_free(ns);
 }
 
+/* Regression: reads were issued with libnbd's buffer zeroing off, and
+ * libnbd does not check that a successful read reply covers the request
+ * (nbd_pread_structured(3)): a reply with one 512-byte chunk for 4 KiB, or
+ * with overlapping chunks, left the rest of the buffer as it was (stale
+ * data of earlier requests) and reported success. Now a reply that
+ * covers less fails with EIO, and bytes no chunk wrote read as zero. */
+static void test_nbdclient_read_stale_bytes_regression(void **state UNUSED)
+{
+	struct nbdscript *ns;
+	struct script s;
+	struct disk *d;
+	uint8_t buf[4096];
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct disk_io io = { .op = DISK_OP_READ, .iov = &iov, .iovcnt = 1 };
+
+	sc_header(&s);
+	sc_data(&s, true, 0, 512, 0x77);            /* 512 of 4096 bytes */
+	sc_data(&s, false, 0, 2048, 0x77);          /* [0, 2048) twice */
+	sc_data(&s, true, 0, 2048, 0x78);
+	d = sc_open(&s, &ns);
+
+	memset(buf, 0xee, sizeof(buf));
+	assert_int_equal(disk_sync_io(d, &io), DISK_IO_ERROR);
+	assert_int_equal(io.os_errno, EIO);
+
+	memset(buf, 0xee, sizeof(buf));
+	assert_int_equal(disk_sync_read(d, 0, buf, sizeof(buf)), DISK_OK);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		assert_int_equal(buf[i], i < 2048 ? 0x78 : 0);
+	disk_unref(d);
+	nbdscript_free(ns);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -913,6 +957,7 @@ int main(void)
 		cmocka_unit_test(test_nbdclient_dead_during_issue_regression),
 		cmocka_unit_test(test_nbdclient_spec),
 		cmocka_unit_test(test_nbdclient_bs_short_reply_regression),
+		cmocka_unit_test(test_nbdclient_read_stale_bytes_regression),
 	};
 
 	return cmocka_run_group_tests_name("nbdclient", tests, group_setup, group_teardown);
