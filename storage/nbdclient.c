@@ -73,6 +73,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <libnbd.h>
 
 #include "common/compiler.h"
@@ -157,13 +158,12 @@ struct nbdc_req {
 	struct nbdc_conn *c;               /* where its commands went */
 	union {
 		void *bounce;              /* READ/WRITE with several segments */
-		uint64_t bs_done;          /* BLOCK_STATUS: sectors converted */
+		bool bs_seen;              /* BLOCK_STATUS: the reply was taken */
 	} u;
 	uint32_t pending;                  /* commands not called back (+1 while issuing) */
 	int status;
 	int err;
-	uint32_t bs_partial_bytes;
-	uint32_t bs_partial_flags;
+	uint64_t read_bytes;               /* READ: bytes the server's chunks described */
 };
 
 _Static_assert(sizeof(struct nbdc_req) <= sizeof(((struct disk_io *)0)->hctx),
@@ -253,11 +253,38 @@ void nbdclient_extent_add(struct nbdclient_extent_acc *a, uint64_t bytes, uint32
 
 /* ---- connecting ------------------------------------------------------------- */
 
+/* Connects @h (blocking): to @n's URI, or over the socket the test hook
+ * opts.connect_fd makes. Returns 0, or -1 with libnbd's error set or, when
+ * the hook failed, its errno in *@hook_err. */
+static int nbdc_connect_to(const struct nbdc *n, struct nbd_handle *h, int *hook_err)
+{
+	int fd;
+
+	*hook_err = 0;
+	if (!n->o.connect_fd)
+		return nbd_connect_uri(h, n->uri);
+	fd = n->o.connect_fd(n->o.connect_opaque);
+	if (fd < 0) {
+		*hook_err = -fd;
+		return -1;
+	}
+	if (nbd_connect_socket(h, fd) < 0) {
+		/* The socket is the handle's once it left the created
+		 * state (nbd_connect_socket(3)); else still ours. */
+		if (nbd_aio_is_created(h))
+			close(fd);
+		return -1;
+	}
+	return 0;
+}
+
 /* Creates a handle and connects it (blocking). Returns NULL with an errno
  * in *@err and a message in @msg. */
-static struct nbd_handle *nbdc_connect_handle(const char *uri, int *err, char *msg, size_t msglen)
+static struct nbd_handle *nbdc_connect_handle(const struct nbdc *n, int *err, char *msg,
+					      size_t msglen)
 {
 	struct nbd_handle *h = nbd_create();
+	int hook_err;
 
 	if (!h) {
 		*err = ENOMEM;
@@ -268,13 +295,20 @@ static struct nbd_handle *nbdc_connect_handle(const char *uri, int *err, char *m
 	/* A URI from the command line may name local TLS files. */
 	nbd_set_uri_allow_local_file(h, true);
 	nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+	/* Keep libnbd's zeroing of read buffers (its default): a server may
+	 * claim success for a read while its chunks overlap and leave part
+	 * of the buffer unwritten, which libnbd does not check
+	 * (nbd_pread_structured(3)); the caller would get whatever the
+	 * buffer held before, data of other requests included. */
 #ifdef LIBNBD_HAVE_NBD_SET_PREAD_INITIALIZE
-	/* Buffers of failed reads are never looked at. */
-	nbd_set_pread_initialize(h, false);
+	nbd_set_pread_initialize(h, true);
 #endif
-	if (nbd_connect_uri(h, uri) < 0) {
-		*err = nbd_get_errno() ? nbd_get_errno() : EIO;
-		snprintf(msg, msglen, "%s", nbd_get_error() ? nbd_get_error() : strerror(*err));
+	if (nbdc_connect_to(n, h, &hook_err) < 0) {
+		*err = hook_err ? hook_err : nbd_get_errno() ? nbd_get_errno() : EIO;
+		if (hook_err)
+			snprintf(msg, msglen, "connect: %s", strerror(hook_err));
+		else
+			snprintf(msg, msglen, "%s", nbd_get_error() ? nbd_get_error() : strerror(*err));
 		nbd_close(h);
 		return NULL;
 	}
@@ -335,6 +369,17 @@ static void nbdc_req_finish(struct disk_io *io)
 {
 	struct nbdc_req *rq = req_of(io);
 
+	if (io->op == DISK_OP_READ && rq->status == DISK_OK &&
+	    rq->read_bytes < (io->count << rq->c->n->shift)) {
+		/* Success without data for every byte: the NBD protocol
+		 * forbids it ("the server MUST send enough data chunks to
+		 * cover the entire region"); the bytes would read as zero. */
+		log_error("nbd %s: the reply to a read at byte %" PRIu64 " covered %" PRIu64
+			  " of %" PRIu64 " bytes", rq->c->n->uri_shown, io->sector << rq->c->n->shift,
+			  rq->read_bytes, io->count << rq->c->n->shift);
+		rq->status = DISK_IO_ERROR;
+		rq->err = EIO;
+	}
 	if ((io->op == DISK_OP_READ || io->op == DISK_OP_WRITE) && rq->u.bounce) {
 		size_t len = (size_t)(io->count << rq->c->n->shift);
 
@@ -344,8 +389,9 @@ static void nbdc_req_finish(struct disk_io *io)
 		rq->u.bounce = NULL;
 	}
 	if (io->op == DISK_OP_BLOCK_STATUS && rq->status == DISK_OK && io->u.bs.nr == 0) {
-		/* The reply did not cover a whole sector: the first one is
-		 * data, the answer that is always safe. */
+		/* No usable reply, or one that did not cover a whole
+		 * sector: the first one is data, the answer that is always
+		 * safe. */
 		io->u.bs.extents[0] = (struct disk_extent){ .count = 1, .layer = -1 };
 		io->u.bs.nr = 1;
 	}
@@ -370,6 +416,19 @@ static void nbdc_req_error(struct nbdc_req *rq, int err)
 		rq->status = nbdclient_status_of_errno(err);
 		rq->err = err;
 	}
+}
+
+/* libnbd: a content chunk of a read reply (also called once for a simple
+ * reply). Counts the bytes it describes, so that nbdc_req_finish can fail
+ * a read whose successful reply did not cover it. */
+static int nbdc_read_chunk(void *opaque, const void *subbuf UNUSED, size_t count,
+			   uint64_t offset UNUSED, unsigned status, int *error UNUSED)
+{
+	struct disk_io *io = opaque;
+
+	if (status == LIBNBD_READ_DATA || status == LIBNBD_READ_HOLE)
+		req_of(io)->read_bytes += count;
+	return 0;
 }
 
 /* libnbd: a command finished (runs inside nbd_aio_* with the handle locked). */
@@ -407,28 +466,40 @@ static void nbdc_retire(struct nbdc_conn *c)
 		nbd_aio_command_completed(c->h, cookie);  /* the error was seen by the callback */
 }
 
-/* libnbd: extents of a block-status reply. */
+/*
+ * libnbd: a block-status chunk (NBD protocol, NBD_REPLY_TYPE_BLOCK_STATUS).
+ * All of it comes from the server, so none of it is taken on trust:
+ * - @entries holds @nr_entries 32-bit words, nr_entries/2 (length, flags)
+ *   pairs (nbd_block_status(3)); an odd last word is ignored;
+ * - a server may describe less than was asked (the caller asks again from
+ *   where the answer ends), and its last extent may run past the request
+ *   (cut off at what was asked, which is at most NBDC_MAX_BS_BYTES);
+ * - zero-length extents (the protocol forbids them) add nothing, and
+ *   flags other than HOLE and ZERO are ignored;
+ * - the protocol allows one chunk per context: a second one is ignored,
+ *   so it cannot extend or contradict the first.
+ * An answer that covers no whole sector becomes one data sector in
+ * nbdc_req_finish.
+ */
 static int nbdc_extents(void *opaque, const char *context, uint64_t offset,
 			uint32_t *entries, size_t nr_entries, int *error)
 {
 	struct disk_io *io = opaque;
 	struct nbdc_req *rq = req_of(io);
+	uint32_t shift = rq->c->n->shift;
 	struct nbdclient_extent_acc a = {
 		.ext = io->u.bs.extents,
 		.max = io->u.bs.max,
-		.nr = io->u.bs.nr,
-		.shift = rq->c->n->shift,
-		.want = io->count,
-		.done = rq->u.bs_done,
-		.partial_bytes = rq->bs_partial_bytes,
-		.partial_flags = rq->bs_partial_flags,
+		.shift = shift,
+		.want = MIN(io->count, NBDC_MAX_BS_BYTES >> shift),
 	};
 
 	if (*error || strcmp(context, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
 		return 0;
-	if (offset != (io->sector << a.shift) || a.nr > 0)
-		return 0;                           /* only one reply per command */
-	for (size_t i = 0; i + 1 < nr_entries * 2 && a.done < a.want; i += 2) {
+	if (rq->u.bs_seen || offset != io->sector << shift)
+		return 0;
+	rq->u.bs_seen = true;
+	for (size_t i = 0; i + 1 < nr_entries && a.done < a.want; i += 2) {
 		uint32_t f = 0;
 
 		if (entries[i + 1] & LIBNBD_STATE_HOLE)
@@ -438,9 +509,6 @@ static int nbdc_extents(void *opaque, const char *context, uint64_t offset,
 		nbdclient_extent_add(&a, entries[i], f);
 	}
 	io->u.bs.nr = a.nr;
-	rq->u.bs_done = a.done;
-	rq->bs_partial_bytes = a.partial_bytes;
-	rq->bs_partial_flags = a.partial_flags;
 	return 0;
 }
 
@@ -565,6 +633,7 @@ static void nbdc_issue(struct nbdc_conn *c, struct disk_io *io)
 	rq->status = DISK_OK;
 	rq->err = 0;
 	rq->u.bounce = NULL;
+	rq->read_bytes = 0;
 
 	switch (io->op) {
 	case DISK_OP_READ:
@@ -600,9 +669,7 @@ static void nbdc_issue(struct nbdc_conn *c, struct disk_io *io)
 	case DISK_OP_BLOCK_STATUS:
 		len = MIN(len, NBDC_MAX_BS_BYTES);
 		step = len;
-		rq->u.bs_done = 0;
-		rq->bs_partial_bytes = 0;
-		rq->bs_partial_flags = 0;
+		rq->u.bs_seen = false;
 		break;
 	default:
 		break;
@@ -617,9 +684,12 @@ static void nbdc_issue(struct nbdc_conn *c, struct disk_io *io)
 		c->inflight++;
 		c->issuing = true;
 		switch (io->op) {
-		case DISK_OP_READ:
-			cookie = nbd_aio_pread(c->h, buf + done, k, off + done, cb, 0);
+		case DISK_OP_READ: {
+			nbd_chunk_callback ccb = { .callback = nbdc_read_chunk, .user_data = io };
+
+			cookie = nbd_aio_pread_structured(c->h, buf + done, k, off + done, ccb, cb, 0);
 			break;
+		}
 		case DISK_OP_WRITE:
 			cookie = nbd_aio_pwrite(c->h, buf + done, k, off + done, cb, flags);
 			break;
@@ -682,7 +752,7 @@ static void nbdc_connect_work(struct work_item *w)
 	int r;
 
 	c->connect_msg[0] = '\0';
-	h = nbdc_connect_handle(n->uri, &c->connect_err, c->connect_msg, sizeof(c->connect_msg));
+	h = nbdc_connect_handle(n, &c->connect_err, c->connect_msg, sizeof(c->connect_msg));
 	if (h) {
 		r = nbdc_check_same(n, h, c->connect_msg, sizeof(c->connect_msg));
 		if (r < 0) {
@@ -1243,7 +1313,7 @@ int nbdclient_open(const char *uri, bool read_only, const struct nbdclient_opts 
 	n->conns[0] = c;
 	atomic_store(&n->nconns, 1);
 
-	h = nbdc_connect_handle(uri, &e, err, errlen);
+	h = nbdc_connect_handle(n, &e, err, errlen);
 	if (!h) {
 		/* libnbd's message may quote the URI: redact it. */
 		char raw[512];

@@ -26,6 +26,13 @@ struct nbdclient_opts {
 	uint32_t reconnect_max_ms;    /* cap of that delay (default 10000) */
 	unsigned reconnect_attempts;  /* consecutive failed reconnects before the
 	                                 disk gives up for good (default 10) */
+	/* Test hook (the fuzz target's scripted server), NULL otherwise: makes
+	 * each connection's socket instead of connecting to the URI, which is
+	 * then only shown. Returns a connected stream socket, owned by the disk
+	 * from then on, or -errno. Called on the thread that opens the disk and
+	 * on the worker pool (reconnects). */
+	int (*connect_fd)(void *opaque);
+	void *connect_opaque;
 };
 
 /* Fills @o with the defaults. */

@@ -52,6 +52,10 @@ fuzz-nbd-server)
 	/usr/bin/python3 -I "$src/nbd-seeds.py" "$tmp/seeds"
 	dict=(-dict="$src/nbd.dict")
 	;;
+fuzz-nbd-client)
+	/usr/bin/python3 -I "$src/nbd-client-seeds.py" "$tmp/seeds"
+	dict=(-dict="$src/nbd.dict")
+	;;
 *)
 	echo "run-fuzz.sh: unknown fuzzer $name" >&2
 	exit 99

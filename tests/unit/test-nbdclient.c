@@ -5,7 +5,8 @@
  * multi-conn and blocksize-policy filters): the contract suites, round
  * trips, flags reaching the server, block status, the error table, many
  * reactors on one disk with and without multi-conn, lost connections and
- * reconnects. Skipped when nbdkit is not installed.
+ * reconnects (skipped when nbdkit is not installed); and, against the
+ * scripted server of nbdscript.h, replies no well-behaved server sends.
  */
 #include "config.h"
 
@@ -24,6 +25,7 @@
 #include "storage/nbdclient.h"
 #include "storage/spec.h"
 #include "tests/unit/contract.h"
+#include "tests/unit/nbdscript.h"
 #include "tests/unit/testproc.h"
 #include "tests/unit/testutil.h"
 
@@ -788,6 +790,151 @@ static void test_nbdclient_spec(void **state UNUSED)
 	srv_stop(&s);
 }
 
+/* ---- scripted servers (nbdscript.h) ------------------------------------------ */
+
+struct script {
+	uint8_t b[1024];
+	size_t len;
+};
+
+enum { SC_HOLE = 1, SC_ZERO = 2 };              /* base:allocation flags */
+
+/* Appends @v as @bytes big-endian bytes. */
+static void sc_be(struct script *s, uint64_t v, unsigned bytes)
+{
+	assert_true(s->len + bytes <= sizeof(s->b));
+	for (unsigned i = 0; i < bytes; i++)
+		s->b[s->len++] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+}
+
+/* A writable 1 MiB export with 512-byte sectors and base:allocation
+ * (context id 7). */
+static void sc_header(struct script *s)
+{
+	s->len = 0;
+	sc_be(s, 0, 1);                             /* mode */
+	sc_be(s, 1 | 4 | 8 | 32 | 64, 2);           /* flags: flush fua trim zeroes */
+	sc_be(s, 1 << 20, 8);
+	sc_be(s, 512, 4);
+	sc_be(s, 4096, 4);
+	sc_be(s, 1 << 20, 4);
+	sc_be(s, 7, 4);
+	assert_int_equal(s->len, NBDSCRIPT_HEADER_BYTES);
+}
+
+/* An OFFSET_DATA chunk of @len bytes of @fill at the request's offset +
+ * @rel. */
+static void sc_data(struct script *s, bool done, uint32_t rel, uint32_t len, uint8_t fill)
+{
+	sc_be(s, 1, 1);
+	sc_be(s, done, 1);
+	sc_be(s, rel, 4);
+	sc_be(s, len, 4);
+	sc_be(s, fill, 1);
+}
+
+/* A BLOCK_STATUS chunk for base:allocation with @n (length, flags) pairs. */
+static void sc_status(struct script *s, bool done, const uint32_t *pairs, uint8_t n)
+{
+	sc_be(s, 3, 1);
+	sc_be(s, done, 1);
+	sc_be(s, 0, 4);                             /* the negotiated id */
+	sc_be(s, n, 1);
+	for (unsigned i = 0; i < 2u * n; i++)
+		sc_be(s, pairs[i], 4);
+}
+
+static struct disk *sc_open(const struct script *s, struct nbdscript **ns)
+{
+	struct nbdclient_opts o;
+
+	assert_int_equal(nbdscript_new(s->b, s->len, ns), 0);
+	nbdclient_opts_default(&o);
+	nbdscript_client_opts(*ns, &o);
+	return open_ok("nbd+unix:///?socket=script", false, &o);
+}
+
+/* Regression: the extent callback walked nr_entries * 2 words of libnbd's
+ * array, which holds nr_entries words (nbd_block_status(3)), so a reply with
+ * fewer extents than asked was read past its end (ASan: heap-buffer-overflow
+ * in nbdc_extents). Also: zero-length extents add nothing, an extent past
+ * the range is cut at it, and a second chunk for the context is ignored. */
+static void test_nbdclient_bs_short_reply_regression(void **state UNUSED)
+{
+	static const uint32_t one[] = { 4096, SC_ZERO };
+	static const uint32_t mixed[] = { 0, 0, 1024, 0, 3072, SC_HOLE | SC_ZERO,
+					  1u << 20, SC_HOLE };
+	static const uint32_t first[] = { 8192, SC_ZERO };
+	static const uint32_t second[] = { 8192, 0 };
+	struct disk_extent e[8];
+	struct nbdscript *ns;
+	struct script s;
+	struct disk *d;
+	uint32_t nr;
+
+	sc_header(&s);
+	sc_status(&s, true, one, 1);
+	sc_status(&s, true, mixed, 4);
+	sc_status(&s, false, first, 1);
+	sc_status(&s, true, second, 1);
+	d = sc_open(&s, &ns);
+	assert_true(disk_get_info(d)->caps & DISK_CAP_BLOCK_STATUS);
+
+	assert_int_equal(disk_sync_block_status(d, 0, 2048, e, 8, &nr), DISK_OK);
+	assert_int_equal(nr, 1);
+	assert_int_equal(e[0].count, 8);
+	assert_int_equal(e[0].flags, DISK_EXTENT_ZERO);
+
+	assert_int_equal(disk_sync_block_status(d, 8, 2040, e, 8, &nr), DISK_OK);
+	assert_int_equal(nr, 3);
+	assert_int_equal(e[0].count, 2);
+	assert_int_equal(e[0].flags, 0);
+	assert_int_equal(e[1].count, 6);
+	assert_int_equal(e[1].flags, DISK_EXTENT_HOLE | DISK_EXTENT_ZERO);
+	assert_int_equal(e[2].count, 2032);
+	assert_int_equal(e[2].flags, DISK_EXTENT_HOLE);
+
+	assert_int_equal(disk_sync_block_status(d, 0, 64, e, 8, &nr), DISK_OK);
+	assert_int_equal(nr, 1);
+	assert_int_equal(e[0].count, 16);
+	assert_int_equal(e[0].flags, DISK_EXTENT_ZERO);
+	disk_unref(d);
+	nbdscript_free(ns);
+}
+
+/* Regression: reads were issued with libnbd's buffer zeroing off, and
+ * libnbd does not check that a successful read reply covers the request
+ * (nbd_pread_structured(3)): a reply with one 512-byte chunk for 4 KiB, or
+ * with overlapping chunks, left the rest of the buffer as it was (stale
+ * data of earlier requests) and reported success. Now a reply that
+ * covers less fails with EIO, and bytes no chunk wrote read as zero. */
+static void test_nbdclient_read_stale_bytes_regression(void **state UNUSED)
+{
+	struct nbdscript *ns;
+	struct script s;
+	struct disk *d;
+	uint8_t buf[4096];
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct disk_io io = { .op = DISK_OP_READ, .iov = &iov, .iovcnt = 1 };
+
+	sc_header(&s);
+	sc_data(&s, true, 0, 512, 0x77);            /* 512 of 4096 bytes */
+	sc_data(&s, false, 0, 2048, 0x77);          /* [0, 2048) twice */
+	sc_data(&s, true, 0, 2048, 0x78);
+	d = sc_open(&s, &ns);
+
+	memset(buf, 0xee, sizeof(buf));
+	assert_int_equal(disk_sync_io(d, &io), DISK_IO_ERROR);
+	assert_int_equal(io.os_errno, EIO);
+
+	memset(buf, 0xee, sizeof(buf));
+	assert_int_equal(disk_sync_read(d, 0, buf, sizeof(buf)), DISK_OK);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		assert_int_equal(buf[i], i < 2048 ? 0x78 : 0);
+	disk_unref(d);
+	nbdscript_free(ns);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -808,6 +955,8 @@ int main(void)
 		cmocka_unit_test(test_nbdclient_export_changed),
 		cmocka_unit_test(test_nbdclient_dead_during_issue_regression),
 		cmocka_unit_test(test_nbdclient_spec),
+		cmocka_unit_test(test_nbdclient_bs_short_reply_regression),
+		cmocka_unit_test(test_nbdclient_read_stale_bytes_regression),
 	};
 
 	return cmocka_run_group_tests_name("nbdclient", tests, group_setup, group_teardown);
