@@ -17,6 +17,12 @@
  *   for writing).
  * - sector is declared INTEGER with a one-column PRIMARY KEY, so it is the
  *   rowid: lookups and range scans walk the table b-tree itself.
+ * - A file is untrusted input. Every connection is hardened before it reads
+ *   anything (sql_conn_harden), and every open checks that the schema is
+ *   exactly ours (sql_check_schema), so no trigger, view or odd column type
+ *   can act on our statements. The I/O paths still check each row they get
+ *   (an integer LBA inside the request, in order; NULL or a blob of one
+ *   sector): a damaged file fails that request with a medium error.
  *
  * Connections and threads.
  * - All SQLite calls run on the shared worker pool (common/workpool.h).
@@ -159,9 +165,9 @@ static const char *const sql_stmt_text[ST_COUNT] = {
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_READ] = "SELECT sector, data FROM sectors WHERE sector >= ?1 AND sector < ?2 "
 		    "ORDER BY sector",
-	/* length() of a blob does not read its overflow pages. */
-	[ST_BS] = "SELECT sector, length(data) FROM sectors WHERE sector >= ?1 AND sector < ?2 "
-		  "ORDER BY sector",
+	/* typeof() and length() of a blob do not read its overflow pages. */
+	[ST_BS] = "SELECT sector, typeof(data), length(data) FROM sectors "
+		  "WHERE sector >= ?1 AND sector < ?2 ORDER BY sector",
 	[ST_BEGIN_IMM] = "BEGIN IMMEDIATE",
 	[ST_REPLACE] = "INSERT OR REPLACE INTO sectors (sector, data) VALUES (?1, ?2)",
 	[ST_IGNORE] = "INSERT OR IGNORE INTO sectors (sector, data) VALUES (?1, ?2)",
@@ -208,7 +214,8 @@ struct sql_rctx {
 struct sql_req {
 	struct disk_io *next;
 	int status;
-	int os_errno;
+	int os_errno;                /* with DISK_IO_ERROR */
+	enum disk_medium_detail medium; /* with DISK_MEDIUM_ERROR */
 };
 
 _Static_assert(sizeof(struct sql_req) <= sizeof(((struct disk_io *)0)->hctx),
@@ -390,10 +397,111 @@ static int sql_step_done(sqlite3_stmt *st)
 }
 
 /*
+ * Checks that the schema of @db is exactly the one sql_format_db makes: the
+ * two tables with our statement text, byte for byte (SQLite keeps it in
+ * sqlite_schema, https://www.sqlite.org/schematab.html), and nothing else.
+ * The text fixes every column's type, constraint and conflict clause; a
+ * different one could hand back rows the I/O paths do not expect (a TEXT
+ * sector compares as text and returns LBAs outside the request). Any other
+ * object is refused: a trigger or a view runs SQL of the file's author when
+ * we read or write (an AFTER INSERT trigger deleting rows drops acknowledged
+ * writes), and indexes, virtual tables and other tables are no part of the
+ * format. Returns 0, or -EINVAL (not a .dbhd) / -errno with a message.
+ */
+static int sql_check_schema(sqlite3 *db, char *err, size_t errlen)
+{
+	static const struct {
+		const char *name;
+		const char *sql;          /* the create statement, with its newlines */
+	} want[] = {
+		{ "sectors", sql_schema_sectors },
+		{ "meta", sql_schema_meta },
+	};
+	bool seen[ARRAY_SIZE(want)] = { false };
+	sqlite3_stmt *st = NULL;
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(db, "SELECT type, name, tbl_name, sql FROM sqlite_schema", -1, &st,
+				NULL);
+	if (rc != SQLITE_OK) {
+		sql_err(err, errlen, "not a .dbhd file: %s", sqlite3_errmsg(db));
+		return (rc & 0xff) == SQLITE_ERROR || (rc & 0xff) == SQLITE_NOTADB ||
+				       (rc & 0xff) == SQLITE_CORRUPT ? -EINVAL : -sql_errno(db, rc);
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *type = (const char *)sqlite3_column_text(st, 0);
+		const char *name = (const char *)sqlite3_column_text(st, 1);
+		const char *tbl = (const char *)sqlite3_column_text(st, 2);
+		const char *sql = (const char *)sqlite3_column_text(st, 3);
+		size_t i, len;
+
+		for (i = 0; i < ARRAY_SIZE(want); i++)
+			if (name && strcmp(name, want[i].name) == 0)
+				break;
+		if (i == ARRAY_SIZE(want)) {
+			sql_err(err, errlen, "not a .dbhd file: unexpected %s '%s' in the schema "
+				"(a .dbhd holds only the tables sectors and meta)", type ? type : "?",
+				name ? name : "?");
+			r = -EINVAL;
+			goto out;
+		}
+		/* Stored without the statement's first and last newline. */
+		len = strlen(want[i].sql) - 2;
+		if (seen[i] || !type || strcmp(type, "table") != 0 || !tbl ||
+		    strcmp(tbl, want[i].name) != 0 || !sql || strlen(sql) != len ||
+		    memcmp(sql, want[i].sql + 1, len) != 0) {
+			sql_err(err, errlen, "not a .dbhd file: %s '%s' is not the table the format "
+				"creates", type ? type : "?", want[i].name);
+			r = -EINVAL;
+			goto out;
+		}
+		seen[i] = true;
+	}
+	if (rc != SQLITE_DONE) {
+		sql_err(err, errlen, "not a .dbhd file: %s", sqlite3_errmsg(db));
+		r = (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB ? -EINVAL
+										 : -sql_errno(db, rc);
+		goto out;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		if (!seen[i]) {
+			sql_err(err, errlen, "not a .dbhd file: no table %s", want[i].name);
+			r = -EINVAL;
+			goto out;
+		}
+	}
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+/*
+ * Settings of every connection, before it reads anything: the file may come
+ * from anyone, so its schema must not make us run code
+ * (https://www.sqlite.org/security.html, "Defense against dark arts"):
+ * defensive mode (no writable_schema, no raw page writes), an untrusted
+ * schema (SQL functions with side effects, and virtual tables, cannot be
+ * used from it), and triggers and views switched off, so that even a schema
+ * changed by another process after our check cannot act on our statements.
+ * Returns a SQLite code.
+ */
+static int sql_conn_harden(sqlite3 *db)
+{
+	static const int off[] = { SQLITE_DBCONFIG_TRUSTED_SCHEMA, SQLITE_DBCONFIG_ENABLE_TRIGGER,
+				   SQLITE_DBCONFIG_ENABLE_VIEW, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION };
+	int rc = sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+
+	for (size_t i = 0; rc == SQLITE_OK && i < ARRAY_SIZE(off); i++)
+		rc = sqlite3_db_config(db, off[i], 0, NULL);
+	return rc;
+}
+
+/*
  * Opens a connection to @path. @flags: SQLITE_OPEN_READONLY or READWRITE
- * (| CREATE). @writer: prepare the write statements and set WAL. The
- * tables must exist unless @bare (a connection used to format). Returns 0
- * or -errno with a message.
+ * (| CREATE). @writer: prepare the write statements and set WAL. Unless
+ * @bare (a connection used to format, to checkpoint, or to check the file
+ * first), the schema is checked (sql_check_schema). Returns 0 or -errno
+ * with a message.
  */
 static int sql_conn_open(const char *path, int flags, bool writer, bool bare, uint32_t sector_size,
 			 struct sql_conn **out, char *err, size_t errlen)
@@ -413,6 +521,12 @@ static int sql_conn_open(const char *path, int flags, bool writer, bool bare, ui
 		goto fail;
 	}
 	sqlite3_extended_result_codes(c->db, 1);
+	rc = sql_conn_harden(c->db);
+	if (rc != SQLITE_OK) {
+		r = -sql_errno(c->db, rc);
+		sql_err(err, errlen, "cannot set up: %s", sqlite3_errmsg(c->db));
+		goto fail;
+	}
 	sqlite3_busy_timeout(c->db, SQL_BUSY_TIMEOUT_MS);
 	snprintf(pragma, sizeof(pragma), "PRAGMA cache_size = -%d",
 		 writer ? SQL_WRITER_CACHE_KIB : SQL_READER_CACHE_KIB);
@@ -433,6 +547,9 @@ static int sql_conn_open(const char *path, int flags, bool writer, bool bare, ui
 		*out = c;
 		return 0;
 	}
+	r = sql_check_schema(c->db, err, errlen);
+	if (r < 0)
+		goto fail;
 	if (writer) {
 		sqlite3_stmt *st;
 
@@ -747,7 +864,9 @@ static int sql_open_file(struct sqlitelayer *sl, char *err, size_t errlen)
 			  false, true, 0, &c, err, errlen);
 	if (r < 0)
 		return r;
-	r = sql_read_meta(c->db, &sl->logically_ro, &sl->sector_count, &ss, err, errlen);
+	r = sql_check_schema(c->db, err, errlen);
+	if (r == 0)
+		r = sql_read_meta(c->db, &sl->logically_ro, &sl->sector_count, &ss, err, errlen);
 	if (r == 0 && !sl->file_ro) {
 		/* Switch the bare connection into a writer. */
 		sql_conn_close(c);
@@ -894,12 +1013,41 @@ static void sql_set_result(struct sqlitelayer *sl, struct sql_conn *c, struct di
 	q->os_errno = sql_errno(c ? c->db : NULL, rc);
 }
 
-/* READ on a reader connection. Returns a SQLite code, or SQLITE_CORRUPT
- * for a sector of the wrong size (the message is logged here). */
+/* Not a SQLite code: a row that breaks the .dbhd layout (docs/layer-sqlite.md,
+ * "Files from elsewhere"), logged where found; the request fails with
+ * DISK_MEDIUM_ERROR. */
+#define SQL_BAD_ROW (-1)
+
+/*
+ * The LBA of the current row of a range query over [@s, @e), whose rows
+ * must come in ascending order from @next on; SQL_BAD_ROW (logged) when
+ * the row is not an integer inside that window. The schema check makes
+ * sector the rowid, so only a corrupt file gets here; a bad LBA must never
+ * reach the buffer offset or the marker bitmap.
+ */
+static int sql_row_lba(struct sqlitelayer *sl, sqlite3_stmt *st, uint64_t s, uint64_t next,
+		       uint64_t e, uint64_t *lba)
+{
+	sqlite3_int64 v = sqlite3_column_int64(st, 0);
+
+	if (sqlite3_column_type(st, 0) != SQLITE_INTEGER || v < 0 || (uint64_t)v < next ||
+	    (uint64_t)v >= e) {
+		const char *text = (const char *)sqlite3_column_text(st, 0);
+
+		log_error("sqlite %s: db returned sector '%s' for [%" PRIu64 ", %" PRIu64 ") "
+			  "(outside the range, or out of order)", sl->path, text ? text : "NULL",
+			  s, e);
+		return SQL_BAD_ROW;
+	}
+	*lba = (uint64_t)v;
+	return SQLITE_OK;
+}
+
+/* READ on a reader connection. Returns a SQLite code, or SQL_BAD_ROW. */
 static int sql_do_read(struct sqlitelayer *sl, struct sql_conn *c, struct disk_io *io)
 {
 	sqlite3_stmt *st = c->st[ST_READ];
-	uint64_t s = io->sector, e = io->sector + io->count;
+	uint64_t s = io->sector, e = io->sector + io->count, next = s;
 	uint32_t ss = sl->sector_size;
 	struct sql_cur cur;
 	int rc;
@@ -908,12 +1056,16 @@ static int sql_do_read(struct sqlitelayer *sl, struct sql_conn *c, struct disk_i
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)s);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)e);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		uint64_t lba = (uint64_t)sqlite3_column_int64(st, 0);
-		size_t off = (size_t)((lba - s) << sl->shift);
+		uint64_t lba;
+		size_t off;
 		int type = sqlite3_column_type(st, 1);
 		uint8_t *dst;
 
-		assert(lba >= s && lba < e);
+		rc = sql_row_lba(sl, st, s, next, e, &lba);
+		if (rc != SQLITE_OK)
+			break;
+		next = lba + 1;
+		off = (size_t)((lba - s) << sl->shift);
 		if (type == SQLITE_NULL) {
 			dst = sql_cur_at(&cur, off, ss);
 			if (dst)
@@ -928,8 +1080,8 @@ static int sql_do_read(struct sqlitelayer *sl, struct sql_conn *c, struct disk_i
 				log_error("sqlite %s: db contained sector with unexpected size "
 					  "(sector %" PRIu64 ": %d bytes, type %d)", sl->path, lba,
 					  n, type);
-				sqlite3_reset(st);
-				return SQLITE_CORRUPT;
+				rc = SQL_BAD_ROW;
+				break;
 			}
 			dst = sql_cur_at(&cur, off, ss);
 			if (dst)
@@ -944,7 +1096,8 @@ static int sql_do_read(struct sqlitelayer *sl, struct sql_conn *c, struct disk_i
 	return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* BLOCK_STATUS on a reader connection: the first run of [s, e). */
+/* BLOCK_STATUS on a reader connection: the first run of [s, e). Returns a
+ * SQLite code, or SQL_BAD_ROW. */
 static int sql_do_block_status(struct sqlitelayer *sl, struct sql_conn *c, struct disk_io *io)
 {
 	sqlite3_stmt *st = c->st[ST_BS];
@@ -957,9 +1110,23 @@ static int sql_do_block_status(struct sqlitelayer *sl, struct sql_conn *c, struc
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)s);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)e);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		uint64_t lba = (uint64_t)sqlite3_column_int64(st, 0);
-		bool z = sqlite3_column_type(st, 1) == SQLITE_NULL;
+		const char *type = (const char *)sqlite3_column_text(st, 1);
+		uint64_t lba;
+		bool z;
 
+		if (sql_row_lba(sl, st, s, expect, e, &lba) != SQLITE_OK) {
+			rc = SQL_BAD_ROW;
+			break;
+		}
+		z = type && strcmp(type, "null") == 0;
+		if (!z && (!type || strcmp(type, "blob") != 0 ||
+			   sqlite3_column_int64(st, 2) != (sqlite3_int64)sl->sector_size)) {
+			log_error("sqlite %s: db contained sector with unexpected size "
+				  "(sector %" PRIu64 ": %lld bytes, type %s)", sl->path, lba,
+				  (long long)sqlite3_column_int64(st, 2), type ? type : "?");
+			rc = SQL_BAD_ROW;
+			break;
+		}
 		if (n == 0 && lba > s) {
 			/* Absent up to the first row. */
 			ext->count = lba - s;
@@ -1135,10 +1302,13 @@ static void sql_read_work(struct work_item *w)
 		if (rc1 == SQLITE_OK)
 			rc1 = io->op == DISK_OP_READ ? sql_do_read(sl, c, io)
 						     : sql_do_block_status(sl, c, io);
-		if (rc1 == SQLITE_CORRUPT) {
-			/* Logged by sql_do_read. */
-			sql_req_of(io)->status = DISK_IO_ERROR;
-			sql_req_of(io)->os_errno = EIO;
+		if (rc1 == SQL_BAD_ROW || (rc1 & 0xff) == SQLITE_CORRUPT) {
+			/* The file breaks the format, or SQLite found it
+			 * damaged: this range of the medium cannot be read. */
+			if (rc1 != SQL_BAD_ROW)
+				sql_log_fail(sl, c->db, io, rc1);
+			sql_req_of(io)->status = DISK_MEDIUM_ERROR;
+			sql_req_of(io)->medium = DISK_MEDIUM_UNRECOVERED_READ;
 		} else {
 			sql_set_result(sl, c, io, rc1);
 		}
@@ -1237,10 +1407,13 @@ static void sql_lane_done(struct work_item *w)
 		struct sql_req *q = sql_req_of(io);
 		struct disk_io *next = q->next;
 
-		if (q->status == DISK_IO_ERROR)
+		if (q->status == DISK_IO_ERROR) {
 			disk_io_complete_errno(io, q->os_errno);
-		else
+		} else {
+			if (q->status == DISK_MEDIUM_ERROR)
+				io->medium = q->medium;
 			disk_io_complete(io, q->status);
+		}
 		io = next;
 	}
 }
@@ -1265,6 +1438,7 @@ static int sql_queue(struct sqlitelayer *sl, struct disk_io *io, bool write)
 	q->next = NULL;
 	q->status = DISK_OK;
 	q->os_errno = 0;
+	q->medium = DISK_MEDIUM_NONE;
 	if (write) {
 		*rc->wtail = io;
 		rc->wtail = &q->next;
