@@ -66,6 +66,14 @@
  *   respected (reported false, as upstream); the layered disk turns a FUA
  *   write into write + flush.
  *
+ * Auto-cache binding (docs/layer-autocache.md): the meta row of a cache also
+ * holds "origin", the lower disk's disk_info.origin. At attach,
+ * sql_autocache_bind empties and rebinds a cache made for anything else, in
+ * one write transaction. Every batch of an auto-cache re-reads the origin in
+ * its own transaction (one small query) so that a layer whose file another
+ * user of the key rebound neither reads that origin's rows nor stores its
+ * fills there; it then acts as an empty cache (sl->lost).
+ *
  * Checkpoints: a thread of the layer checkpoints the WAL passively once it
  * holds SQL_CKPT_PAGES (256 MiB), beside the writer; past SQL_CKPT_HARD_PAGES
  * (1 GiB) the writer checkpoints inline (sql_ckpt_thread). Reads of
@@ -149,6 +157,7 @@ enum sql_stmt {
 	ST_ROLLBACK,
 	ST_READ,
 	ST_BS,
+	ST_ORIGIN,
 	ST_READER_COUNT,     /* statements a reader connection has */
 	ST_BEGIN_IMM = ST_READER_COUNT,
 	ST_REPLACE,
@@ -168,6 +177,7 @@ static const char *const sql_stmt_text[ST_COUNT] = {
 	/* typeof() and length() of a blob do not read its overflow pages. */
 	[ST_BS] = "SELECT sector, typeof(data), length(data) FROM sectors "
 		  "WHERE sector >= ?1 AND sector < ?2 ORDER BY sector",
+	[ST_ORIGIN] = "SELECT json_extract(metadata, '$.origin') FROM meta",
 	[ST_BEGIN_IMM] = "BEGIN IMMEDIATE",
 	[ST_REPLACE] = "INSERT OR REPLACE INTO sectors (sector, data) VALUES (?1, ?2)",
 	[ST_IGNORE] = "INSERT OR IGNORE INTO sectors (sector, data) VALUES (?1, ?2)",
@@ -234,6 +244,13 @@ struct sqlitelayer {
 	struct sqlitelayer_format fmt; /* SQL_MODE_FORMAT */
 	char *cache_root;            /* SQL_MODE_AUTOCACHE */
 	char *cache_key;             /* SQL_MODE_AUTOCACHE: given key, or NULL; then the derived one */
+	/* SQL_MODE_AUTOCACHE: the origin the cache is bound to (a copy of the
+	 * lower layer's; NULL = none), set at attach. Each batch checks that
+	 * the file is still bound to it; once it is not (another process
+	 * rebound it to its own origin), lost is set and the layer acts as
+	 * an empty cache that keeps nothing. */
+	char *origin;
+	atomic_bool lost;
 	uint64_t id;                 /* unique per layer object, for the thread-local cache */
 
 	/* Geometry from the meta row; fixed once opened. */
@@ -277,6 +294,13 @@ static __thread struct {
 } sql_tls;
 
 /* ---- small helpers --------------------------------------------------------- */
+
+/* Not SQLite codes. SQL_BAD_ROW: a row that breaks the .dbhd layout
+ * (docs/layer-sqlite.md, "Files from elsewhere"), logged where found; the
+ * request fails with DISK_MEDIUM_ERROR. SQL_LOST: an auto-cache file is no
+ * longer bound to this layer's origin (sqlitelayer.origin). */
+#define SQL_BAD_ROW (-1)
+#define SQL_LOST (-2)
 
 static void PRINTF_FMT(3, 4) sql_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -365,6 +389,34 @@ static uint8_t *sql_cur_at(struct sql_cur *c, size_t off, size_t len)
 	if (c->i == c->iovcnt || off + len > c->base + c->iov[c->i].iov_len)
 		return NULL;
 	return (uint8_t *)c->iov[c->i].iov_base + (off - c->base);
+}
+
+/*
+ * Checks the meta row's "origin" through @st (a prepared ST_ORIGIN, in the
+ * caller's transaction) against @origin (NULL = none). The stored value
+ * (or "none") goes to @have when it is not NULL. Returns SQLITE_OK when
+ * they are the same, SQL_LOST when not, or a SQLite error code.
+ */
+static int sql_origin_check(sqlite3_stmt *st, const char *origin, char *have, size_t havelen)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc == SQLITE_ROW) {
+		int type = sqlite3_column_type(st, 0);
+		const char *v = (const char *)sqlite3_column_text(st, 0);
+
+		if (have)
+			snprintf(have, havelen, "%s", type == SQLITE_NULL || !v ? "none" : v);
+		if (type == SQLITE_NULL)
+			rc = origin ? SQL_LOST : SQLITE_OK;
+		else
+			rc = type == SQLITE_TEXT && v && origin && strcmp(v, origin) == 0 ? SQLITE_OK
+											   : SQL_LOST;
+	} else if (rc == SQLITE_DONE) {
+		rc = SQL_LOST;
+	}
+	sqlite3_reset(st);
+	return rc;
 }
 
 /* ---- connections ------------------------------------------------------------ */
@@ -741,12 +793,37 @@ out:
 	return r;
 }
 
+/* Inserts the meta row of @fmt (in the caller's transaction): minified
+ * JSON, fields in the upstream order, then "origin" when there is one.
+ * Returns a SQLite code. */
+static int sql_insert_meta(sqlite3 *db, const struct sqlitelayer_format *fmt)
+{
+	sqlite3_stmt *st = NULL;
+	char json[160];
+	int rc;
+
+	snprintf(json, sizeof(json),
+		 "{\"logically_read_only\":%s,\"sector_count\":%" PRIu64 ",\"sector_size\":%u}",
+		 fmt->logically_read_only ? "true" : "false", fmt->len_bytes / fmt->sector_size,
+		 fmt->sector_size);
+	rc = sqlite3_prepare_v2(db, fmt->origin ?
+				"INSERT INTO meta (metadata) VALUES (json_set(json(?1), '$.origin', ?2))" :
+				"INSERT INTO meta (metadata) VALUES (json(?1))", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK && fmt->origin)
+		rc = sqlite3_bind_text(st, 2, fmt->origin, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sql_step_done(st);
+	sqlite3_finalize(st);
+	return rc;
+}
+
 /* Formats the database behind @db (§4.2 "Formatting"). */
 static int sql_format_db(sqlite3 *db, const struct sqlitelayer_format *fmt, char *err,
 			 size_t errlen)
 {
 	sqlite3_stmt *st = NULL;
-	char json[160];
 	const char *step = "wipe";
 	int rc;
 
@@ -779,18 +856,8 @@ static int sql_format_db(sqlite3 *db, const struct sqlitelayer_format *fmt, char
 		rc = sql_exec(db, sql_schema_meta);
 	if (rc == SQLITE_OK) {
 		step = "meta";
-		snprintf(json, sizeof(json),
-			 "{\"logically_read_only\":%s,\"sector_count\":%" PRIu64 ",\"sector_size\":%u}",
-			 fmt->logically_read_only ? "true" : "false",
-			 fmt->len_bytes / fmt->sector_size, fmt->sector_size);
-		rc = sqlite3_prepare_v2(db, "INSERT INTO meta (metadata) VALUES (json(?1))", -1, &st,
-					NULL);
+		rc = sql_insert_meta(db, fmt);
 	}
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sql_step_done(st);
-	sqlite3_finalize(st);
 	if (rc == SQLITE_OK)
 		rc = sql_exec(db, "COMMIT");
 	if (rc != SQLITE_OK) {
@@ -1013,10 +1080,30 @@ static void sql_set_result(struct sqlitelayer *sl, struct sql_conn *c, struct di
 	q->os_errno = sql_errno(c ? c->db : NULL, rc);
 }
 
-/* Not a SQLite code: a row that breaks the .dbhd layout (docs/layer-sqlite.md,
- * "Files from elsewhere"), logged where found; the request fails with
- * DISK_MEDIUM_ERROR. */
-#define SQL_BAD_ROW (-1)
+/* Notes, once, that another process rebound this auto-cache's file. */
+static void sql_mark_lost(struct sqlitelayer *sl)
+{
+	if (!atomic_exchange(&sl->lost, true))
+		log_warn("autocache %s: another user of the key rebound the cache to another "
+			 "origin; no longer caching %s here", sl->path,
+			 sl->origin ? sl->origin : "this disk");
+}
+
+/* Completes a batch of a lost auto-cache as an empty cache that keeps
+ * nothing: reads mark nothing (the layer below answers), block status
+ * reports the range absent, writes (fills) and flushes succeed unstored. */
+static void sql_lost_batch(struct disk_io *batch)
+{
+	for (struct disk_io *io = batch; io; io = sql_req_of(io)->next) {
+		if (io->op == DISK_OP_BLOCK_STATUS) {
+			io->u.bs.extents[0].count = io->count;
+			io->u.bs.extents[0].flags = DISK_EXTENT_HOLE;
+			io->u.bs.extents[0].layer = -1;
+			io->u.bs.nr = 1;
+		}
+		sql_req_of(io)->status = DISK_OK;
+	}
+}
 
 /*
  * The LBA of the current row of a range query over [@s, @e), whose rows
@@ -1228,6 +1315,9 @@ static int sql_write_txn(struct sqlitelayer *sl, struct sql_conn *c, struct disk
 			return rc;
 	}
 	rc = sql_step_done(c->st[ST_BEGIN_IMM]);
+	if (rc == SQLITE_OK && sl->mode == SQL_MODE_AUTOCACHE)
+		rc = atomic_load(&sl->lost) ? SQL_LOST
+					    : sql_origin_check(c->st[ST_ORIGIN], sl->origin, NULL, 0);
 	for (struct disk_io *io = ops; rc == SQLITE_OK && io; io = one ? NULL : sql_req_of(io)->next) {
 		rc = sql_do_write_op(sl, c, io);
 		if (rc != SQLITE_OK)
@@ -1260,7 +1350,12 @@ static void sql_write_work(struct work_item *w)
 
 	pthread_mutex_lock(&sl->writer_lock);
 	rc = sql_write_txn(sl, c, lane->batch, false, has_flush, &bad);
-	if (rc == SQLITE_OK) {
+	if (rc == SQL_LOST) {
+		/* Cache fills for a file that caches another origin now:
+		 * dropped, as any fill may be. */
+		sql_mark_lost(sl);
+		sql_lost_batch(lane->batch);
+	} else if (rc == SQLITE_OK) {
 		for (struct disk_io *io = lane->batch; io; io = sql_req_of(io)->next)
 			sql_req_of(io)->status = DISK_OK;
 	} else if (!sql_req_of(lane->batch)->next) {
@@ -1272,6 +1367,10 @@ static void sql_write_work(struct work_item *w)
 			  sqlite3_errmsg(c->db));
 		for (struct disk_io *io = lane->batch; io; io = sql_req_of(io)->next) {
 			rc = sql_write_txn(sl, c, io, true, io->op == DISK_OP_FLUSH, &bad);
+			if (rc == SQL_LOST) {
+				sql_mark_lost(sl);
+				rc = SQLITE_OK;
+			}
 			sql_set_result(sl, c, io, rc);
 		}
 	}
@@ -1283,8 +1382,16 @@ static void sql_read_work(struct work_item *w)
 	struct sql_lane *lane = container_of(w, struct sql_lane, w);
 	struct sqlitelayer *sl = lane->rc->sl;
 	bool many = sql_req_of(lane->batch)->next != NULL;
+	/* An auto-cache checks its binding in the snapshot it reads. */
+	bool check = sl->mode == SQL_MODE_AUTOCACHE;
+	bool lost = atomic_load(&sl->lost);
 	struct sql_conn *c;
 	int rc, r;
+
+	if (lost) {
+		sql_lost_batch(lane->batch);
+		return;
+	}
 
 	r = sql_reader_get(sl, &c);
 	if (r < 0) {
@@ -1295,8 +1402,18 @@ static void sql_read_work(struct work_item *w)
 		return;
 	}
 	/* One read transaction (one snapshot) for the batch. */
-	rc = many ? sql_step_done(c->st[ST_BEGIN]) : SQLITE_OK;
-	for (struct disk_io *io = lane->batch; io; io = sql_req_of(io)->next) {
+	rc = many || check ? sql_step_done(c->st[ST_BEGIN]) : SQLITE_OK;
+	if (rc == SQLITE_OK && check) {
+		rc = sql_origin_check(c->st[ST_ORIGIN], sl->origin, NULL, 0);
+		if (rc == SQL_LOST) {
+			sql_mark_lost(sl);
+			rc = SQLITE_OK;
+			lost = true;
+		}
+	}
+	if (lost)
+		sql_lost_batch(lane->batch);
+	for (struct disk_io *io = lost ? NULL : lane->batch; io; io = sql_req_of(io)->next) {
 		int rc1 = rc;
 
 		if (rc1 == SQLITE_OK)
@@ -1313,7 +1430,7 @@ static void sql_read_work(struct work_item *w)
 			sql_set_result(sl, c, io, rc1);
 		}
 	}
-	if (many && !sqlite3_get_autocommit(c->db))
+	if (!sqlite3_get_autocommit(c->db))
 		sql_step_done(c->st[ST_COMMIT]);
 	sql_reader_put(sl, c);
 }
@@ -1599,6 +1716,7 @@ static void sqlitelayer_describe(struct layer *l, struct disk_describer *dd)
 			dd->param(dd, "key", sl->cache_key);
 		if (sl->cache_root)
 			dd->param(dd, "cache_dir", sl->cache_root);
+		dd->param(dd, "origin", sl->origin ? sl->origin : "none");
 	}
 	dd->param(dd, "access", sl->file_ro ? "read-only" : "read-write");
 	dd->param(dd, "logically_read_only", sl->logically_ro ? "true" : "false");
@@ -1637,6 +1755,7 @@ static void sqlitelayer_free(struct sqlitelayer *sl)
 	free(sl->path);
 	free(sl->cache_root);
 	free(sl->cache_key);
+	free(sl->origin);
 	free(sl);
 }
 
@@ -1848,11 +1967,83 @@ static int sql_autocache_create(const char *keydir, const char *final,
 	return r;
 }
 
+/*
+ * Binds the existing cache at @path to @f (its origin and geometry), in one
+ * write transaction: when the meta row describes anything else (another
+ * origin, none, another size), the rows are deleted and @f's meta row
+ * written instead. A stale read cache is worth nothing, and rebuilding it
+ * is what a user of the key wants; refusing would leave them to find and
+ * delete the file. A process still using the old binding sees the change at
+ * its next batch (sql_origin_check) and stops using the file. @ro: only
+ * check (a mismatch is -ESTALE). Returns 0 or -errno with a message.
+ */
+static int sql_autocache_bind(const char *path, const struct sqlitelayer_format *f, bool ro,
+			      char *err, size_t errlen)
+{
+	char have[512];
+	struct sql_conn *c;
+	sqlite3_stmt *st = NULL;
+	uint64_t count = 0;
+	uint32_t ss = 0;
+	bool lro = false;
+	int rc = SQLITE_OK, r;
+
+	r = sql_conn_open(path, ro ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE, false, true, 0,
+			  &c, err, errlen);
+	if (r < 0)
+		return r;
+	r = sql_check_schema(c->db, err, errlen);
+	if (r == 0) {
+		rc = sql_exec(c->db, ro ? "BEGIN" : "BEGIN IMMEDIATE");
+		if (rc == SQLITE_OK)
+			rc = sqlite3_prepare_v2(c->db, sql_stmt_text[ST_ORIGIN], -1, &st, NULL);
+	}
+	if (r == 0 && rc == SQLITE_OK)
+		r = sql_read_meta(c->db, &lro, &count, &ss, err, errlen);
+	if (r == 0 && rc == SQLITE_OK) {
+		rc = sql_origin_check(st, f->origin, have, sizeof(have));
+		if (rc == SQLITE_OK && (!lro || ss != f->sector_size ||
+					count != f->len_bytes / f->sector_size))
+			rc = SQL_LOST;
+	}
+	if (r == 0 && rc == SQL_LOST && ro) {
+		sql_err(err, errlen, "the cache was made for another disk (origin %s, %" PRIu64
+			" sectors of %u) and is opened read-only", have, count, ss);
+		r = -ESTALE;
+	} else if (r == 0 && rc == SQL_LOST) {
+		log_info("autocache %s: made for %s (%" PRIu64 " sectors of %u); emptying it for %s "
+			 "(%" PRIu64 " sectors of %u)", path, have, count, ss,
+			 f->origin ? f->origin : "a disk of unknown origin",
+			 f->len_bytes / f->sector_size, f->sector_size);
+		rc = sql_exec(c->db, "DELETE FROM sectors");
+		if (rc == SQLITE_OK)
+			rc = sql_exec(c->db, "DELETE FROM meta");
+		if (rc == SQLITE_OK)
+			rc = sql_insert_meta(c->db, f);
+	}
+	if (r == 0 && rc == SQLITE_OK)
+		rc = sql_exec(c->db, "COMMIT");
+	if (r == 0 && rc != SQLITE_OK) {
+		sql_err(err, errlen, "cannot bind the cache to the disk: %s", sqlite3_errmsg(c->db));
+		r = -sql_errno(c->db, rc);
+	}
+	sqlite3_finalize(st);
+	if (!sqlite3_get_autocommit(c->db))
+		sql_exec(c->db, "ROLLBACK");
+	sql_conn_close(c);
+	return r;
+}
+
 static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta *lower, char *err,
 				size_t errlen)
 {
 	char keybuf[33], path[PATH_MAX], keydir[PATH_MAX];
 	const char *key = sl->cache_key;
+	struct sqlitelayer_format f = {
+		.logically_read_only = true,
+		.sector_size = lower ? lower->sector_size : 0,
+		.origin = lower ? lower->origin : NULL,
+	};
 	struct stat st;
 	int r;
 
@@ -1864,6 +2055,13 @@ static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta 
 		if (!lower->has_disk_id) {
 			sql_err(err, errlen, "cannot cache without a disk ID to use as a key "
 				"(give one: autocache:<key>:<spec>)");
+			return -EINVAL;
+		}
+		/* An id alone names no particular bytes: copies of an image
+		 * share it, and a server can claim any. */
+		if (!lower->origin) {
+			sql_err(err, errlen, "cannot cache by disk ID a disk that does not tell "
+				"where its data comes from (give a key: autocache:<key>:<spec>)");
 			return -EINVAL;
 		}
 		autocache_key_from_id(lower->disk_id, keybuf);
@@ -1882,17 +2080,16 @@ static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta 
 		return -ENAMETOOLONG;
 	}
 	sl->path = strdup(path);
-	if (!sl->path)
+	if (!sl->path || (lower->origin && !(sl->origin = strdup(lower->origin))))
 		return -ENOMEM;
 	if (!sl->file_ro)
 		sql_sweep_stale_tmpdirs(keydir);
+	if (MUL_OVERFLOW(lower->sector_count, (uint64_t)lower->sector_size, &f.len_bytes)) {
+		sql_err(err, errlen, "the lower layer is too large");
+		return -EINVAL;
+	}
 
 	if (stat(path, &st) < 0) {
-		struct sqlitelayer_format f = {
-			.logically_read_only = true,
-			.sector_size = lower->sector_size,
-		};
-
 		if (errno != ENOENT) {
 			r = -errno;
 			sql_err(err, errlen, "%s: %s", path, strerror(-r));
@@ -1901,10 +2098,6 @@ static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta 
 		if (sl->file_ro) {
 			sql_err(err, errlen, "%s: no cache yet, and the cache is opened read-only", path);
 			return -ENOENT;
-		}
-		if (MUL_OVERFLOW(lower->sector_count, (uint64_t)lower->sector_size, &f.len_bytes)) {
-			sql_err(err, errlen, "the lower layer is too large");
-			return -EINVAL;
 		}
 		r = sql_mkdir_p(keydir);
 		if (r < 0) {
@@ -1915,7 +2108,11 @@ static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta 
 		if (r < 0)
 			return r;
 	}
-	r = sql_open_file(sl, err, errlen);
+	/* Also when just created: whoever won a creation race may have
+	 * created it for another origin. */
+	r = sql_autocache_bind(path, &f, sl->file_ro, err, errlen);
+	if (r == 0)
+		r = sql_open_file(sl, err, errlen);
 	if (r < 0) {
 		char msg[512];
 
@@ -1923,10 +2120,15 @@ static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta 
 		sql_err(err, errlen, "%s: %s", path, msg);
 		return r;
 	}
-	if (sl->sector_count != lower->sector_count) {
+	/* Rebound by another process between the bind and the open: the
+	 * geometry is fixed from here on, so give up (the origin is checked
+	 * at every batch). */
+	if (sl->sector_count != lower->sector_count || sl->sector_size != lower->sector_size) {
 		sql_err(err, errlen, "%s: cache layer has different sector count (%" PRIu64
-			", the disk has %" PRIu64 ")", path, sl->sector_count, lower->sector_count);
-		return -EINVAL;
+			" of %u bytes, the disk has %" PRIu64 " of %u): another process rebound "
+			"it while it was being opened", path, sl->sector_count, sl->sector_size,
+			lower->sector_count, lower->sector_size);
+		return -EAGAIN;
 	}
 	return 0;
 }

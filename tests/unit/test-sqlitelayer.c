@@ -1031,12 +1031,14 @@ static void test_sqlitelayer_autocache_key(void **state)
 	assert_string_equal(key, "0123456789abcdeffedcba9876543210");
 }
 
-/* An autocache layer (read cache) over a mock disk with an id, as a
- * read-only layered disk. */
-static struct disk *new_cached(struct mockdisk *m, const char *root, const char *key, bool ro,
-			       int *r_out, char *err, size_t errlen)
+/* An autocache layer (read cache) over a mock disk with an id and
+ * @origin, filled with the pattern of @tag, as a read-only layered disk. */
+static struct disk *new_cached_from(struct mockdisk *m, const char *root, const char *key,
+				    bool ro, const char *origin, uint64_t tag, int *r_out,
+				    char *err, size_t errlen)
 {
-	struct mockdisk_opts mo = { .sectors = 256, .has_disk_id = true, .read_only = true };
+	struct mockdisk_opts mo = { .sectors = 256, .has_disk_id = true, .read_only = true,
+				    .origin = origin };
 	struct layered_entry e[2] = { 0 };
 	struct disk *lower, *d = NULL;
 	int r;
@@ -1045,7 +1047,7 @@ static struct disk *new_cached(struct mockdisk *m, const char *root, const char 
 	lower = mockdisk_new(m, &mo);
 	assert_non_null(lower);
 	for (unsigned i = 0; i < 256; i++)
-		tu_fill(m->data + i * 512, 512, 12, i * 512);
+		tu_fill(m->data + i * 512, 512, tag, i * 512);
 	assert_int_equal(autocache_layer_new(root, key, false, &e[0].layer, err, errlen), 0);
 	e[0].read_cache = true;
 	assert_int_equal(disklayer_new(lower, &e[1].layer), 0);
@@ -1056,6 +1058,12 @@ static struct disk *new_cached(struct mockdisk *m, const char *root, const char 
 		layer_free(e[1].layer);
 	}
 	return d;
+}
+
+static struct disk *new_cached(struct mockdisk *m, const char *root, const char *key, bool ro,
+			       int *r_out, char *err, size_t errlen)
+{
+	return new_cached_from(m, root, key, ro, "mock:a", 12, r_out, err, errlen);
 }
 
 static void test_sqlitelayer_autocache(void **state)
@@ -1083,7 +1091,8 @@ static void test_sqlitelayer_autocache(void **state)
 		print_error("%s\n", err);
 	assert_int_equal(r, 0);
 	assert_string_equal(q_text(path, "SELECT metadata FROM meta"),
-			    "{\"logically_read_only\":true,\"sector_count\":256,\"sector_size\":512}");
+			    "{\"logically_read_only\":true,\"sector_count\":256,\"sector_size\":512,"
+			    "\"origin\":\"mock:a\"}");
 	/* First read: from the lower disk, fills the cache. */
 	reads = m.reads;
 	assert_int_equal(disk_sync_read(d, 8, buf, sizeof(buf)), DISK_OK);
@@ -1135,12 +1144,16 @@ static void test_sqlitelayer_autocache(void **state)
 	mockdisk_release(&m);
 	memset(&m, 0, sizeof(m));
 
-	/* A cache of another size under the same key is refused. */
-	q_exec(path, "UPDATE meta SET metadata = json('{\"logically_read_only\":true,"
-		     "\"sector_count\":100,\"sector_size\":512}')");
+	/* A cache of another size under the same key is emptied and rebound
+	 * (a stale read cache is worth nothing). */
+	q_exec(path, "UPDATE meta SET metadata = json_set(metadata, '$.sector_count', 100)");
 	d = new_cached(&m, root, NULL, true, &r, err, sizeof(err));
-	assert_int_equal(r, -EINVAL);
-	assert_non_null(strstr(err, "cache layer has different sector count"));
+	assert_int_equal(r, 0);
+	assert_int_equal(q_int(path, "SELECT count(*) FROM sectors"), 0);
+	assert_string_equal(q_text(path, "SELECT metadata FROM meta"),
+			    "{\"logically_read_only\":true,\"sector_count\":256,\"sector_size\":512,"
+			    "\"origin\":\"mock:a\"}");
+	disk_unref(d);
 	mockdisk_release(&m);
 	memset(&m, 0, sizeof(m));
 
@@ -1152,6 +1165,70 @@ static void test_sqlitelayer_autocache(void **state)
 	mockdisk_release(&m);
 	snprintf(path, sizeof(path), "%s/mykey/cache.dbhd", root);
 	assert_int_equal(q_int(path, "SELECT count(*) FROM sectors"), 1);
+}
+
+/*
+ * One image's cache served another image's data: the key was the VHD id
+ * and only the sector count was checked, so a copy of an image (same id)
+ * changed afterwards read back the original's bytes. The cache is bound to
+ * its origin: another origin empties and rebinds it; and a process still
+ * using the old binding neither reads the new origin's rows nor stores its
+ * own fills there.
+ */
+static void test_sqlitelayer_autocache_other_image_served(void **state)
+{
+	char root[1024], path[1200], err[512];
+	struct mockdisk ma = { 0 }, mb = { 0 };
+	uint8_t buf[16 * 512];
+	struct disk *a, *b;
+	unsigned reads;
+	int r;
+
+	(void)state;
+	snprintf(root, sizeof(root), "%s/cache-origin", tu_tmpdir());
+	snprintf(path, sizeof(path), "%s/0123456789abcdeffedcba9876543210/cache.dbhd", root);
+
+	/* One after the other: b reads its own bytes, and the cache is b's. */
+	a = new_cached_from(&ma, root, NULL, true, "mock:a", 12, &r, err, sizeof(err));
+	assert_int_equal(r, 0);
+	assert_int_equal(disk_sync_read(a, 0, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 12, 0), -1);
+	disk_unref(a);
+	mockdisk_release(&ma);
+	b = new_cached_from(&mb, root, NULL, true, "mock:b", 13, &r, err, sizeof(err));
+	assert_int_equal(r, 0);
+	assert_int_equal(disk_sync_read(b, 0, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 13, 0), -1);
+	assert_string_equal(q_text(path, "SELECT json_extract(metadata, '$.origin') FROM meta"),
+			    "mock:b");
+	disk_unref(b);
+	mockdisk_release(&mb);
+
+	/* Both open: a binds and fills, then b rebinds and fills half. */
+	a = new_cached_from(&ma, root, NULL, true, "mock:a", 12, &r, err, sizeof(err));
+	assert_int_equal(r, 0);
+	assert_int_equal(disk_sync_read(a, 0, buf, sizeof(buf)), DISK_OK);
+	b = new_cached_from(&mb, root, NULL, true, "mock:b", 13, &r, err, sizeof(err));
+	assert_int_equal(r, 0);
+	assert_int_equal(disk_sync_read(b, 0, buf, 8 * 512), DISK_OK);
+	assert_int_equal(tu_check(buf, 8 * 512, 13, 0), -1);
+	/* a reads its own bytes from below, and stores nothing. */
+	reads = ma.reads;
+	assert_int_equal(disk_sync_read(a, 0, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 12, 0), -1);
+	assert_true(ma.reads > reads);
+	assert_int_equal(disk_sync_read(a, 32, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 12, 32 * 512), -1);
+	assert_int_equal(q_int(path, "SELECT count(*) FROM sectors"), 8);
+	/* b's cache holds b's bytes only. */
+	assert_int_equal(disk_sync_read(b, 0, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 13, 0), -1);
+	assert_int_equal(disk_sync_read(b, 32, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 13, 32 * 512), -1);
+	disk_unref(a);
+	disk_unref(b);
+	mockdisk_release(&ma);
+	mockdisk_release(&mb);
 }
 
 static void test_sqlitelayer_autocache_errors(void **state)
@@ -1175,6 +1252,12 @@ static void test_sqlitelayer_autocache_errors(void **state)
 	/* A bad key. */
 	assert_int_equal(autocache_layer_new(root, "a/b", false, &l, err, sizeof(err)), 0);
 	assert_int_equal(layer_attach(l, &lower, err, sizeof(err)), -EINVAL);
+	layer_free(l);
+	/* A disk id without an origin: an id alone names no particular bytes. */
+	lower.has_disk_id = true;
+	assert_int_equal(autocache_layer_new(root, NULL, false, &l, err, sizeof(err)), 0);
+	assert_int_equal(layer_attach(l, &lower, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "does not tell where its data comes from"));
 	layer_free(l);
 	/* Read-only and no cache yet. */
 	assert_int_equal(autocache_layer_new(root, "nocache", true, &l, err, sizeof(err)), 0);
@@ -1205,6 +1288,7 @@ int main(void)
 		cmocka_unit_test(test_sqlitelayer_spec_sqldiff),
 		cmocka_unit_test(test_sqlitelayer_autocache_key),
 		cmocka_unit_test(test_sqlitelayer_autocache),
+		cmocka_unit_test(test_sqlitelayer_autocache_other_image_served),
 		cmocka_unit_test(test_sqlitelayer_autocache_errors),
 	};
 
