@@ -52,6 +52,10 @@ fuzz-nbd-server)
 	/usr/bin/python3 "$src/nbd-seeds.py" "$tmp/seeds"
 	dict=(-dict="$src/nbd.dict")
 	;;
+fuzz-dbhd)
+	sh "$src/dbhd-seeds.sh" "$tmp/seeds" || { echo "$name: cannot make the seeds" >&2; exit 99; }
+	dict=()
+	;;
 *)
 	echo "run-fuzz.sh: unknown fuzzer $name" >&2
 	exit 99
