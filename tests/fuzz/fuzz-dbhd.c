@@ -11,7 +11,11 @@
  * succeeds, and every request completes with a status: no crash, hang,
  * leak or sanitizer report. And what the disk acknowledged it keeps: a
  * write that completed DISK_OK reads back as written, when the read back
- * succeeds.
+ * succeeds, in every file that SQLite's integrity_check passes. (A b-tree
+ * damaged in ways SQLite does not notice while it reads, keys out of
+ * order, can hide a row just written: a limit documented in
+ * docs/layer-sqlite.md, since checking a whole file at open costs a read
+ * of all of it.)
  *
  * Seeds: tests/fuzz/run-fuzz.sh makes .dbhd files with `diskstack create`
  * and `copy` (data, zero and absent sectors, 512 and 4096-byte sectors, an
@@ -28,6 +32,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <sqlite3.h>
 
 #include "common/compiler.h"
 #include "common/log.h"
@@ -97,7 +102,29 @@ static void check_status(int st)
 		abort();
 }
 
-static void exercise(struct disk *d, bool read_only, uint64_t pick)
+/* True when SQLite finds the input file sound (PRAGMA integrity_check),
+ * on a connection of our own with the same defences as the layer's. */
+static bool file_is_sound(void)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	bool ok = false;
+
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL) == SQLITE_OK &&
+	    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(st, 0);
+
+		ok = v && strcmp(v, "ok") == 0;
+	}
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return ok;
+}
+
+static void exercise(struct disk *d, bool read_only, bool sound, uint64_t pick)
 {
 	uint64_t n = disk_sector_count(d);
 	uint32_t ss = disk_sector_size(d);
@@ -129,7 +156,7 @@ static void exercise(struct disk *d, bool read_only, uint64_t pick)
 	st = disk_sync_write(d, s, pattern, ss, 0);
 	check_status(st);
 	check_status(disk_sync_flush(d));
-	if (st == DISK_OK) {
+	if (st == DISK_OK && sound) {
 		memset(buf, 0xa5, ss);
 		if (disk_sync_read(d, s, buf, ss) == DISK_OK && memcmp(buf, pattern, ss) != 0)
 			abort();
@@ -142,7 +169,7 @@ static void exercise(struct disk *d, bool read_only, uint64_t pick)
 }
 
 /* Opens <@kind>:<path><@tail> and exercises it. */
-static void run(const char *kind, const char *tail, bool read_only, uint64_t pick)
+static void run(const char *kind, const char *tail, bool read_only, bool sound, uint64_t pick)
 {
 	char spec[400], err[512] = "";
 	struct disk *d = NULL;
@@ -155,13 +182,14 @@ static void run(const char *kind, const char *tail, bool read_only, uint64_t pic
 			abort();   /* a failed open says why and returns nothing */
 		return;
 	}
-	exercise(d, read_only, pick);
+	exercise(d, read_only, sound, pick);
 	disk_unref(d);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	uint64_t pick = 0;
+	bool sound;
 	int fd;
 
 	rm_files();
@@ -173,8 +201,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < 8 && i < size; i++)
 		pick = pick << 8 | data[size - 1 - i];
 
-	run("sql", "", true, pick);
-	run("sql", "", false, pick);
-	run("sqldiff", ":mem:1M", false, pick);
+	sound = file_is_sound();
+	run("sql", "", true, sound, pick);
+	run("sql", "", false, sound, pick);
+	run("sqldiff", ":mem:1M", false, sound, pick);
 	return 0;
 }
