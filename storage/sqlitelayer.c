@@ -245,7 +245,8 @@ struct sqlitelayer {
 	char *cache_root;            /* SQL_MODE_AUTOCACHE */
 	char *cache_key;             /* SQL_MODE_AUTOCACHE: given key, or NULL; then the derived one */
 	/* SQL_MODE_AUTOCACHE: the origin the cache is bound to (a copy of the
-	 * lower layer's; NULL = none), set at attach. Each batch checks that
+	 * lower layer's; NULL = none), set at attach (SQL_MODE_FORMAT: the
+	 * copy of fmt.origin). Each batch checks that
 	 * the file is still bound to it; once it is not (another process
 	 * rebound it to its own origin), lost is set and the layer acts as
 	 * an empty cache that keeps nothing. */
@@ -1820,6 +1821,12 @@ int sqlitelayer_new(const char *path, const struct sqlitelayer_opts *opts, struc
 	}
 	if (opts->format) {
 		sl->fmt = *opts->format;
+		/* Borrowed by the caller only until now: keep a copy. */
+		if (sl->fmt.origin && !(sl->origin = strdup(sl->fmt.origin))) {
+			sqlitelayer_free(sl);
+			return -ENOMEM;
+		}
+		sl->fmt.origin = sl->origin;
 		if (sl->fmt.sector_size &&
 		    (sl->fmt.sector_size < 512 || !IS_POW2(sl->fmt.sector_size) ||
 		     sl->fmt.sector_size > SQL_MAX_SECTOR_SIZE)) {
