@@ -127,6 +127,8 @@ struct blob {
 	struct blob_opts o;
 	bool has_id;
 	uint8_t id[16];
+	char *validator;              /* owned: ETag and Last-Modified of the HEAD, or NULL */
+	char *origin;                 /* owned: disk_info.origin */
 
 	/* lock protects q_head, q_tail and stop: the mailbox from the reactors
 	 * to the engine thread. */
@@ -580,6 +582,36 @@ static int blob_sync_get(struct blob *b, uint64_t off, void *buf, uint64_t len,
 }
 
 /*
+ * The version of the resource a HEAD answered 200 for (RFC 9110 §8.8): its
+ * ETag and Last-Modified, as ";etag=...;last-modified=..." (either may be
+ * missing; "" when both are). An autocache binds to it through the disk's
+ * origin. Returns a new string, or NULL when out of memory.
+ */
+static char *blob_validator(CURL *e)
+{
+	static const char *const names[] = { "ETag", "Last-Modified" };
+	static const char *const keys[] = { "etag", "last-modified" };
+	char buf[600] = "";
+	size_t n = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+#if LIBCURL_VERSION_NUM >= 0x075300   /* curl_easy_header: 7.83.0 */
+		struct curl_header *h = NULL;
+
+		if (curl_easy_header(e, names[i], 0, CURLH_HEADER, -1, &h) == CURLHE_OK && h &&
+		    h->value && n < sizeof(buf))
+			n += (size_t)snprintf(buf + n, sizeof(buf) - n, ";%s=%.256s", keys[i],
+					      h->value);
+#else
+		(void)e;
+		(void)names;
+		(void)keys;
+#endif
+	}
+	return strdup(buf);
+}
+
+/*
  * The HEAD chain: sets b->url (the URL the redirects end at), b->redirects
  * and b->blob_bytes. Returns 0 or -errno with a message.
  */
@@ -643,6 +675,7 @@ static int blob_head(struct blob *b, const char *url, char *err, size_t errlen)
 				goto out;
 			}
 			b->blob_bytes = (uint64_t)length;
+			b->validator = blob_validator(e);
 			b->url = cur;
 			cur = NULL;
 			goto out;
@@ -996,6 +1029,8 @@ static void blob_free(struct blob *b)
 	free(b->url);
 	free(b->url_shown);
 	free(b->final_shown);
+	free(b->validator);
+	free(b->origin);
 	free(b);
 }
 
@@ -1165,6 +1200,15 @@ int blob_open(const char *url, enum blob_format format, const struct blob_opts *
 
 	info.has_disk_id = b->has_id;
 	memcpy(info.disk_id, b->id, 16);
+	/* The given URL (the redirects may lead to a signed URL that changes
+	 * every time), without credentials, and the version from the HEAD. */
+	if (asprintf(&b->origin, "blob:%s:%s;size=%" PRIu64 "%s",
+		     format == BLOB_VHD1 ? "vhd1" : "flat", b->url_shown, b->blob_bytes,
+		     b->validator ? b->validator : "") < 0) {
+		b->origin = NULL;
+		goto nomem;
+	}
+	info.origin = b->origin;
 	r = disk_new(&blob_ops, &info, b, NULL, out);
 	if (r < 0) {
 		snprintf(err, errlen, "%s", strerror(-r));

@@ -1026,6 +1026,9 @@ int crypt_new(const uint8_t key[CRYPT_KEY_BYTES], const char *key_name, struct d
 
 	*out = NULL;
 	disk_info_inherit(&info, lower);
+	/* The plaintext depends on the key: it is not the data of the file
+	 * below, so a cache must not take the file's origin for it. */
+	info.origin = NULL;
 	if (CRYPTO_memcmp(key, key + CRYPT_KEY_BYTES / 2, CRYPT_KEY_BYTES / 2) == 0) {
 		snprintf(err, errlen, "the data key and the tweak key (the two 32-byte halves of "
 			 "the key) are identical; XTS needs two different keys");

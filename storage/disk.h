@@ -144,6 +144,16 @@ struct disk_info {
 	/* Appended: WRITE takes DISK_IO_ADOPT with buffers of this many bytes
 	 * (0: never; see "Adopted write buffers" above). */
 	uint32_t adopt_bytes;
+	/* Appended: where the data comes from and which version of it, for
+	 * caches bound to their origin (docs/layer-autocache.md): a locator
+	 * and a validator that changes when the data may have changed, e.g.
+	 * "file:/abs/path;dev=8:1;ino=12;size=1049088;mtime=1733540000.5" or
+	 * "blob:vhd1:https://host/d.vhd?<redacted>;size=...;etag=...". No
+	 * credentials. NULL: unknown (mem:, nbd:, layered disks, and
+	 * decorators that change the data, such as crypt:). Owned by the disk
+	 * that set it (a decorator that inherits it borrows it from the disk
+	 * below, which it keeps open); valid while the disk is. */
+	const char *origin;
 };
 
 /* ---- persistent reservations ------------------------------------------ */

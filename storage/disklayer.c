@@ -46,6 +46,7 @@ static int disklayer_attach(struct layer *l, const struct layer_meta *lower,
 	meta->fua_respected = info->fua_respected;
 	meta->caps = info->caps & (DISK_CAP_COHERENT | DISK_CAP_VOLATILE_CACHE |
 				   DISK_CAP_PERSISTENT | DISK_CAP_RESIZE);
+	meta->origin = info->origin;
 	return 0;
 }
 

@@ -145,6 +145,7 @@ struct filedisk {
 	uint64_t sector_count;   /* files: fixed at open (devices: see @bdev) */
 	dev_t rdev;              /* devices: major:minor */
 	struct blockdev *bdev;   /* devices: live size, PR, eject (blockdev.c); else NULL */
+	char *origin;            /* owned: disk_info.origin */
 };
 
 /* Per-request state, in io->hctx. */
@@ -848,7 +849,35 @@ static void filedisk_free(struct filedisk *fdisk)
 	if (fdisk->fd_buffered >= 0)
 		close(fdisk->fd_buffered);
 	free(fdisk->path);
+	free(fdisk->origin);
 	free(fdisk);
+}
+
+/*
+ * The origin of the file's data (disk_info.origin), from the stat of the
+ * open fd: the canonical path, and for a file the validator an autocache
+ * binds to: device, inode, size and mtime (any write through any path
+ * changes the mtime; a file replaced by another, e.g. by cp, has another
+ * inode or mtime). A block device has no such validator: its node's
+ * times do not follow writes. Returns a new string or NULL (no memory).
+ */
+static char *filedisk_origin(const char *path, const struct stat *st)
+{
+	char *canon = realpath(path, NULL);
+	const char *p = canon ? canon : path;
+	char *s = NULL;
+	int n;
+
+	if (S_ISBLK(st->st_mode))
+		n = asprintf(&s, "blockdev:%s;rdev=%u:%u", p, major(st->st_rdev),
+			     minor(st->st_rdev));
+	else
+		n = asprintf(&s, "file:%s;dev=%u:%u;ino=%llu;size=%lld;mtime=%lld.%09ld", p,
+			     major(st->st_dev), minor(st->st_dev), (unsigned long long)st->st_ino,
+			     (long long)st->st_size, (long long)st->st_mtim.tv_sec,
+			     st->st_mtim.tv_nsec);
+	free(canon);
+	return n < 0 ? NULL : s;
 }
 
 static void filedisk_close(struct disk *d)
@@ -1130,6 +1159,12 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 
 	memset(&info, 0, sizeof(info));
 	info.read_only = opts->read_only;
+	fdisk->origin = filedisk_origin(path, &st);
+	if (!fdisk->origin) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	info.origin = fdisk->origin;
 	if (fdisk->is_device) {
 		info.type = "block_device";
 		r = device_geometry(fdisk, &info, &size_bytes, &granularity, err, errlen);

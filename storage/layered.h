@@ -60,6 +60,10 @@ struct layer_meta {
 	 * blocks of this size (disk.h, "Adopted write buffers"); 0: never.
 	 * Only the RAM layer sets it. */
 	uint32_t adopt_bytes;
+	/* Appended: the origin of the data (struct disk_info.origin), for the
+	 * layer above; NULL: unknown. Borrowed from the layer; valid while it
+	 * is attached. Only the disk layer sets it. */
+	const char *origin;
 };
 
 #define LAYER_OPS_VERSION 1

@@ -17,6 +17,12 @@
  *   for writing).
  * - sector is declared INTEGER with a one-column PRIMARY KEY, so it is the
  *   rowid: lookups and range scans walk the table b-tree itself.
+ * - A file is untrusted input. Every connection is hardened before it reads
+ *   anything (sql_conn_harden), and every open checks that the schema is
+ *   exactly ours (sql_check_schema), so no trigger, view or odd column type
+ *   can act on our statements. The I/O paths still check each row they get
+ *   (an integer LBA inside the request, in order; NULL or a blob of one
+ *   sector): a damaged file fails that request with a medium error.
  *
  * Connections and threads.
  * - All SQLite calls run on the shared worker pool (common/workpool.h).
@@ -59,6 +65,14 @@
  *   write that completed before the flush was submitted. FUA is not
  *   respected (reported false, as upstream); the layered disk turns a FUA
  *   write into write + flush.
+ *
+ * Auto-cache binding (docs/layer-autocache.md): the meta row of a cache also
+ * holds "origin", the lower disk's disk_info.origin. At attach,
+ * sql_autocache_bind empties and rebinds a cache made for anything else, in
+ * one write transaction. Every batch of an auto-cache re-reads the origin in
+ * its own transaction (one small query) so that a layer whose file another
+ * user of the key rebound neither reads that origin's rows nor stores its
+ * fills there; it then acts as an empty cache (sl->lost).
  *
  * Checkpoints: a thread of the layer checkpoints the WAL passively once it
  * holds SQL_CKPT_PAGES (256 MiB), beside the writer; past SQL_CKPT_HARD_PAGES
@@ -143,6 +157,7 @@ enum sql_stmt {
 	ST_ROLLBACK,
 	ST_READ,
 	ST_BS,
+	ST_ORIGIN,
 	ST_READER_COUNT,     /* statements a reader connection has */
 	ST_BEGIN_IMM = ST_READER_COUNT,
 	ST_REPLACE,
@@ -159,9 +174,10 @@ static const char *const sql_stmt_text[ST_COUNT] = {
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_READ] = "SELECT sector, data FROM sectors WHERE sector >= ?1 AND sector < ?2 "
 		    "ORDER BY sector",
-	/* length() of a blob does not read its overflow pages. */
-	[ST_BS] = "SELECT sector, length(data) FROM sectors WHERE sector >= ?1 AND sector < ?2 "
-		  "ORDER BY sector",
+	/* typeof() and length() of a blob do not read its overflow pages. */
+	[ST_BS] = "SELECT sector, typeof(data), length(data) FROM sectors "
+		  "WHERE sector >= ?1 AND sector < ?2 ORDER BY sector",
+	[ST_ORIGIN] = "SELECT json_extract(metadata, '$.origin') FROM meta",
 	[ST_BEGIN_IMM] = "BEGIN IMMEDIATE",
 	[ST_REPLACE] = "INSERT OR REPLACE INTO sectors (sector, data) VALUES (?1, ?2)",
 	[ST_IGNORE] = "INSERT OR IGNORE INTO sectors (sector, data) VALUES (?1, ?2)",
@@ -208,7 +224,8 @@ struct sql_rctx {
 struct sql_req {
 	struct disk_io *next;
 	int status;
-	int os_errno;
+	int os_errno;                /* with DISK_IO_ERROR */
+	enum disk_medium_detail medium; /* with DISK_MEDIUM_ERROR */
 };
 
 _Static_assert(sizeof(struct sql_req) <= sizeof(((struct disk_io *)0)->hctx),
@@ -227,6 +244,14 @@ struct sqlitelayer {
 	struct sqlitelayer_format fmt; /* SQL_MODE_FORMAT */
 	char *cache_root;            /* SQL_MODE_AUTOCACHE */
 	char *cache_key;             /* SQL_MODE_AUTOCACHE: given key, or NULL; then the derived one */
+	/* SQL_MODE_AUTOCACHE: the origin the cache is bound to (a copy of the
+	 * lower layer's; NULL = none), set at attach (SQL_MODE_FORMAT: the
+	 * copy of fmt.origin). Each batch checks that
+	 * the file is still bound to it; once it is not (another process
+	 * rebound it to its own origin), lost is set and the layer acts as
+	 * an empty cache that keeps nothing. */
+	char *origin;
+	atomic_bool lost;
 	uint64_t id;                 /* unique per layer object, for the thread-local cache */
 
 	/* Geometry from the meta row; fixed once opened. */
@@ -270,6 +295,13 @@ static __thread struct {
 } sql_tls;
 
 /* ---- small helpers --------------------------------------------------------- */
+
+/* Not SQLite codes. SQL_BAD_ROW: a row that breaks the .dbhd layout
+ * (docs/layer-sqlite.md, "Files from elsewhere"), logged where found; the
+ * request fails with DISK_MEDIUM_ERROR. SQL_LOST: an auto-cache file is no
+ * longer bound to this layer's origin (sqlitelayer.origin). */
+#define SQL_BAD_ROW (-1)
+#define SQL_LOST (-2)
 
 static void PRINTF_FMT(3, 4) sql_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -360,6 +392,34 @@ static uint8_t *sql_cur_at(struct sql_cur *c, size_t off, size_t len)
 	return (uint8_t *)c->iov[c->i].iov_base + (off - c->base);
 }
 
+/*
+ * Checks the meta row's "origin" through @st (a prepared ST_ORIGIN, in the
+ * caller's transaction) against @origin (NULL = none). The stored value
+ * (or "none") goes to @have when it is not NULL. Returns SQLITE_OK when
+ * they are the same, SQL_LOST when not, or a SQLite error code.
+ */
+static int sql_origin_check(sqlite3_stmt *st, const char *origin, char *have, size_t havelen)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc == SQLITE_ROW) {
+		int type = sqlite3_column_type(st, 0);
+		const char *v = (const char *)sqlite3_column_text(st, 0);
+
+		if (have)
+			snprintf(have, havelen, "%s", type == SQLITE_NULL || !v ? "none" : v);
+		if (type == SQLITE_NULL)
+			rc = origin ? SQL_LOST : SQLITE_OK;
+		else
+			rc = type == SQLITE_TEXT && v && origin && strcmp(v, origin) == 0 ? SQLITE_OK
+											   : SQL_LOST;
+	} else if (rc == SQLITE_DONE) {
+		rc = SQL_LOST;
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
 /* ---- connections ------------------------------------------------------------ */
 
 static void sql_conn_close(struct sql_conn *c)
@@ -390,10 +450,111 @@ static int sql_step_done(sqlite3_stmt *st)
 }
 
 /*
+ * Checks that the schema of @db is exactly the one sql_format_db makes: the
+ * two tables with our statement text, byte for byte (SQLite keeps it in
+ * sqlite_schema, https://www.sqlite.org/schematab.html), and nothing else.
+ * The text fixes every column's type, constraint and conflict clause; a
+ * different one could hand back rows the I/O paths do not expect (a TEXT
+ * sector compares as text and returns LBAs outside the request). Any other
+ * object is refused: a trigger or a view runs SQL of the file's author when
+ * we read or write (an AFTER INSERT trigger deleting rows drops acknowledged
+ * writes), and indexes, virtual tables and other tables are no part of the
+ * format. Returns 0, or -EINVAL (not a .dbhd) / -errno with a message.
+ */
+static int sql_check_schema(sqlite3 *db, char *err, size_t errlen)
+{
+	static const struct {
+		const char *name;
+		const char *sql;          /* the create statement, with its newlines */
+	} want[] = {
+		{ "sectors", sql_schema_sectors },
+		{ "meta", sql_schema_meta },
+	};
+	bool seen[ARRAY_SIZE(want)] = { false };
+	sqlite3_stmt *st = NULL;
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(db, "SELECT type, name, tbl_name, sql FROM sqlite_schema", -1, &st,
+				NULL);
+	if (rc != SQLITE_OK) {
+		sql_err(err, errlen, "not a .dbhd file: %s", sqlite3_errmsg(db));
+		return (rc & 0xff) == SQLITE_ERROR || (rc & 0xff) == SQLITE_NOTADB ||
+				       (rc & 0xff) == SQLITE_CORRUPT ? -EINVAL : -sql_errno(db, rc);
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *type = (const char *)sqlite3_column_text(st, 0);
+		const char *name = (const char *)sqlite3_column_text(st, 1);
+		const char *tbl = (const char *)sqlite3_column_text(st, 2);
+		const char *sql = (const char *)sqlite3_column_text(st, 3);
+		size_t i, len;
+
+		for (i = 0; i < ARRAY_SIZE(want); i++)
+			if (name && strcmp(name, want[i].name) == 0)
+				break;
+		if (i == ARRAY_SIZE(want)) {
+			sql_err(err, errlen, "not a .dbhd file: unexpected %s '%s' in the schema "
+				"(a .dbhd holds only the tables sectors and meta)", type ? type : "?",
+				name ? name : "?");
+			r = -EINVAL;
+			goto out;
+		}
+		/* Stored without the statement's first and last newline. */
+		len = strlen(want[i].sql) - 2;
+		if (seen[i] || !type || strcmp(type, "table") != 0 || !tbl ||
+		    strcmp(tbl, want[i].name) != 0 || !sql || strlen(sql) != len ||
+		    memcmp(sql, want[i].sql + 1, len) != 0) {
+			sql_err(err, errlen, "not a .dbhd file: %s '%s' is not the table the format "
+				"creates", type ? type : "?", want[i].name);
+			r = -EINVAL;
+			goto out;
+		}
+		seen[i] = true;
+	}
+	if (rc != SQLITE_DONE) {
+		sql_err(err, errlen, "not a .dbhd file: %s", sqlite3_errmsg(db));
+		r = (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB ? -EINVAL
+										 : -sql_errno(db, rc);
+		goto out;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		if (!seen[i]) {
+			sql_err(err, errlen, "not a .dbhd file: no table %s", want[i].name);
+			r = -EINVAL;
+			goto out;
+		}
+	}
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+/*
+ * Settings of every connection, before it reads anything: the file may come
+ * from anyone, so its schema must not make us run code
+ * (https://www.sqlite.org/security.html, "Defense against dark arts"):
+ * defensive mode (no writable_schema, no raw page writes), an untrusted
+ * schema (SQL functions with side effects, and virtual tables, cannot be
+ * used from it), and triggers and views switched off, so that even a schema
+ * changed by another process after our check cannot act on our statements.
+ * Returns a SQLite code.
+ */
+static int sql_conn_harden(sqlite3 *db)
+{
+	static const int off[] = { SQLITE_DBCONFIG_TRUSTED_SCHEMA, SQLITE_DBCONFIG_ENABLE_TRIGGER,
+				   SQLITE_DBCONFIG_ENABLE_VIEW, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION };
+	int rc = sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+
+	for (size_t i = 0; rc == SQLITE_OK && i < ARRAY_SIZE(off); i++)
+		rc = sqlite3_db_config(db, off[i], 0, NULL);
+	return rc;
+}
+
+/*
  * Opens a connection to @path. @flags: SQLITE_OPEN_READONLY or READWRITE
- * (| CREATE). @writer: prepare the write statements and set WAL. The
- * tables must exist unless @bare (a connection used to format). Returns 0
- * or -errno with a message.
+ * (| CREATE). @writer: prepare the write statements and set WAL. Unless
+ * @bare (a connection used to format, to checkpoint, or to check the file
+ * first), the schema is checked (sql_check_schema). Returns 0 or -errno
+ * with a message.
  */
 static int sql_conn_open(const char *path, int flags, bool writer, bool bare, uint32_t sector_size,
 			 struct sql_conn **out, char *err, size_t errlen)
@@ -413,6 +574,12 @@ static int sql_conn_open(const char *path, int flags, bool writer, bool bare, ui
 		goto fail;
 	}
 	sqlite3_extended_result_codes(c->db, 1);
+	rc = sql_conn_harden(c->db);
+	if (rc != SQLITE_OK) {
+		r = -sql_errno(c->db, rc);
+		sql_err(err, errlen, "cannot set up: %s", sqlite3_errmsg(c->db));
+		goto fail;
+	}
 	sqlite3_busy_timeout(c->db, SQL_BUSY_TIMEOUT_MS);
 	snprintf(pragma, sizeof(pragma), "PRAGMA cache_size = -%d",
 		 writer ? SQL_WRITER_CACHE_KIB : SQL_READER_CACHE_KIB);
@@ -433,6 +600,9 @@ static int sql_conn_open(const char *path, int flags, bool writer, bool bare, ui
 		*out = c;
 		return 0;
 	}
+	r = sql_check_schema(c->db, err, errlen);
+	if (r < 0)
+		goto fail;
 	if (writer) {
 		sqlite3_stmt *st;
 
@@ -624,12 +794,37 @@ out:
 	return r;
 }
 
+/* Inserts the meta row of @fmt (in the caller's transaction): minified
+ * JSON, fields in the upstream order, then "origin" when there is one.
+ * Returns a SQLite code. */
+static int sql_insert_meta(sqlite3 *db, const struct sqlitelayer_format *fmt)
+{
+	sqlite3_stmt *st = NULL;
+	char json[160];
+	int rc;
+
+	snprintf(json, sizeof(json),
+		 "{\"logically_read_only\":%s,\"sector_count\":%" PRIu64 ",\"sector_size\":%u}",
+		 fmt->logically_read_only ? "true" : "false", fmt->len_bytes / fmt->sector_size,
+		 fmt->sector_size);
+	rc = sqlite3_prepare_v2(db, fmt->origin ?
+				"INSERT INTO meta (metadata) VALUES (json_set(json(?1), '$.origin', ?2))" :
+				"INSERT INTO meta (metadata) VALUES (json(?1))", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK && fmt->origin)
+		rc = sqlite3_bind_text(st, 2, fmt->origin, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sql_step_done(st);
+	sqlite3_finalize(st);
+	return rc;
+}
+
 /* Formats the database behind @db (§4.2 "Formatting"). */
 static int sql_format_db(sqlite3 *db, const struct sqlitelayer_format *fmt, char *err,
 			 size_t errlen)
 {
 	sqlite3_stmt *st = NULL;
-	char json[160];
 	const char *step = "wipe";
 	int rc;
 
@@ -662,18 +857,8 @@ static int sql_format_db(sqlite3 *db, const struct sqlitelayer_format *fmt, char
 		rc = sql_exec(db, sql_schema_meta);
 	if (rc == SQLITE_OK) {
 		step = "meta";
-		snprintf(json, sizeof(json),
-			 "{\"logically_read_only\":%s,\"sector_count\":%" PRIu64 ",\"sector_size\":%u}",
-			 fmt->logically_read_only ? "true" : "false",
-			 fmt->len_bytes / fmt->sector_size, fmt->sector_size);
-		rc = sqlite3_prepare_v2(db, "INSERT INTO meta (metadata) VALUES (json(?1))", -1, &st,
-					NULL);
+		rc = sql_insert_meta(db, fmt);
 	}
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sql_step_done(st);
-	sqlite3_finalize(st);
 	if (rc == SQLITE_OK)
 		rc = sql_exec(db, "COMMIT");
 	if (rc != SQLITE_OK) {
@@ -747,7 +932,9 @@ static int sql_open_file(struct sqlitelayer *sl, char *err, size_t errlen)
 			  false, true, 0, &c, err, errlen);
 	if (r < 0)
 		return r;
-	r = sql_read_meta(c->db, &sl->logically_ro, &sl->sector_count, &ss, err, errlen);
+	r = sql_check_schema(c->db, err, errlen);
+	if (r == 0)
+		r = sql_read_meta(c->db, &sl->logically_ro, &sl->sector_count, &ss, err, errlen);
 	if (r == 0 && !sl->file_ro) {
 		/* Switch the bare connection into a writer. */
 		sql_conn_close(c);
@@ -894,12 +1081,61 @@ static void sql_set_result(struct sqlitelayer *sl, struct sql_conn *c, struct di
 	q->os_errno = sql_errno(c ? c->db : NULL, rc);
 }
 
-/* READ on a reader connection. Returns a SQLite code, or SQLITE_CORRUPT
- * for a sector of the wrong size (the message is logged here). */
+/* Notes, once, that another process rebound this auto-cache's file. */
+static void sql_mark_lost(struct sqlitelayer *sl)
+{
+	if (!atomic_exchange(&sl->lost, true))
+		log_warn("autocache %s: another user of the key rebound the cache to another "
+			 "origin; no longer caching %s here", sl->path,
+			 sl->origin ? sl->origin : "this disk");
+}
+
+/* Completes a batch of a lost auto-cache as an empty cache that keeps
+ * nothing: reads mark nothing (the layer below answers), block status
+ * reports the range absent, writes (fills) and flushes succeed unstored. */
+static void sql_lost_batch(struct disk_io *batch)
+{
+	for (struct disk_io *io = batch; io; io = sql_req_of(io)->next) {
+		if (io->op == DISK_OP_BLOCK_STATUS) {
+			io->u.bs.extents[0].count = io->count;
+			io->u.bs.extents[0].flags = DISK_EXTENT_HOLE;
+			io->u.bs.extents[0].layer = -1;
+			io->u.bs.nr = 1;
+		}
+		sql_req_of(io)->status = DISK_OK;
+	}
+}
+
+/*
+ * The LBA of the current row of a range query over [@s, @e), whose rows
+ * must come in ascending order from @next on; SQL_BAD_ROW (logged) when
+ * the row is not an integer inside that window. The schema check makes
+ * sector the rowid, so only a corrupt file gets here; a bad LBA must never
+ * reach the buffer offset or the marker bitmap.
+ */
+static int sql_row_lba(struct sqlitelayer *sl, sqlite3_stmt *st, uint64_t s, uint64_t next,
+		       uint64_t e, uint64_t *lba)
+{
+	sqlite3_int64 v = sqlite3_column_int64(st, 0);
+
+	if (sqlite3_column_type(st, 0) != SQLITE_INTEGER || v < 0 || (uint64_t)v < next ||
+	    (uint64_t)v >= e) {
+		const char *text = (const char *)sqlite3_column_text(st, 0);
+
+		log_error("sqlite %s: db returned sector '%s' for [%" PRIu64 ", %" PRIu64 ") "
+			  "(outside the range, or out of order)", sl->path, text ? text : "NULL",
+			  s, e);
+		return SQL_BAD_ROW;
+	}
+	*lba = (uint64_t)v;
+	return SQLITE_OK;
+}
+
+/* READ on a reader connection. Returns a SQLite code, or SQL_BAD_ROW. */
 static int sql_do_read(struct sqlitelayer *sl, struct sql_conn *c, struct disk_io *io)
 {
 	sqlite3_stmt *st = c->st[ST_READ];
-	uint64_t s = io->sector, e = io->sector + io->count;
+	uint64_t s = io->sector, e = io->sector + io->count, next = s;
 	uint32_t ss = sl->sector_size;
 	struct sql_cur cur;
 	int rc;
@@ -908,12 +1144,16 @@ static int sql_do_read(struct sqlitelayer *sl, struct sql_conn *c, struct disk_i
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)s);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)e);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		uint64_t lba = (uint64_t)sqlite3_column_int64(st, 0);
-		size_t off = (size_t)((lba - s) << sl->shift);
+		uint64_t lba;
+		size_t off;
 		int type = sqlite3_column_type(st, 1);
 		uint8_t *dst;
 
-		assert(lba >= s && lba < e);
+		rc = sql_row_lba(sl, st, s, next, e, &lba);
+		if (rc != SQLITE_OK)
+			break;
+		next = lba + 1;
+		off = (size_t)((lba - s) << sl->shift);
 		if (type == SQLITE_NULL) {
 			dst = sql_cur_at(&cur, off, ss);
 			if (dst)
@@ -928,8 +1168,8 @@ static int sql_do_read(struct sqlitelayer *sl, struct sql_conn *c, struct disk_i
 				log_error("sqlite %s: db contained sector with unexpected size "
 					  "(sector %" PRIu64 ": %d bytes, type %d)", sl->path, lba,
 					  n, type);
-				sqlite3_reset(st);
-				return SQLITE_CORRUPT;
+				rc = SQL_BAD_ROW;
+				break;
 			}
 			dst = sql_cur_at(&cur, off, ss);
 			if (dst)
@@ -944,7 +1184,8 @@ static int sql_do_read(struct sqlitelayer *sl, struct sql_conn *c, struct disk_i
 	return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* BLOCK_STATUS on a reader connection: the first run of [s, e). */
+/* BLOCK_STATUS on a reader connection: the first run of [s, e). Returns a
+ * SQLite code, or SQL_BAD_ROW. */
 static int sql_do_block_status(struct sqlitelayer *sl, struct sql_conn *c, struct disk_io *io)
 {
 	sqlite3_stmt *st = c->st[ST_BS];
@@ -957,9 +1198,23 @@ static int sql_do_block_status(struct sqlitelayer *sl, struct sql_conn *c, struc
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)s);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)e);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		uint64_t lba = (uint64_t)sqlite3_column_int64(st, 0);
-		bool z = sqlite3_column_type(st, 1) == SQLITE_NULL;
+		const char *type = (const char *)sqlite3_column_text(st, 1);
+		uint64_t lba;
+		bool z;
 
+		if (sql_row_lba(sl, st, s, expect, e, &lba) != SQLITE_OK) {
+			rc = SQL_BAD_ROW;
+			break;
+		}
+		z = type && strcmp(type, "null") == 0;
+		if (!z && (!type || strcmp(type, "blob") != 0 ||
+			   sqlite3_column_int64(st, 2) != (sqlite3_int64)sl->sector_size)) {
+			log_error("sqlite %s: db contained sector with unexpected size "
+				  "(sector %" PRIu64 ": %lld bytes, type %s)", sl->path, lba,
+				  (long long)sqlite3_column_int64(st, 2), type ? type : "?");
+			rc = SQL_BAD_ROW;
+			break;
+		}
 		if (n == 0 && lba > s) {
 			/* Absent up to the first row. */
 			ext->count = lba - s;
@@ -1061,6 +1316,9 @@ static int sql_write_txn(struct sqlitelayer *sl, struct sql_conn *c, struct disk
 			return rc;
 	}
 	rc = sql_step_done(c->st[ST_BEGIN_IMM]);
+	if (rc == SQLITE_OK && sl->mode == SQL_MODE_AUTOCACHE)
+		rc = atomic_load(&sl->lost) ? SQL_LOST
+					    : sql_origin_check(c->st[ST_ORIGIN], sl->origin, NULL, 0);
 	for (struct disk_io *io = ops; rc == SQLITE_OK && io; io = one ? NULL : sql_req_of(io)->next) {
 		rc = sql_do_write_op(sl, c, io);
 		if (rc != SQLITE_OK)
@@ -1093,7 +1351,12 @@ static void sql_write_work(struct work_item *w)
 
 	pthread_mutex_lock(&sl->writer_lock);
 	rc = sql_write_txn(sl, c, lane->batch, false, has_flush, &bad);
-	if (rc == SQLITE_OK) {
+	if (rc == SQL_LOST) {
+		/* Cache fills for a file that caches another origin now:
+		 * dropped, as any fill may be. */
+		sql_mark_lost(sl);
+		sql_lost_batch(lane->batch);
+	} else if (rc == SQLITE_OK) {
 		for (struct disk_io *io = lane->batch; io; io = sql_req_of(io)->next)
 			sql_req_of(io)->status = DISK_OK;
 	} else if (!sql_req_of(lane->batch)->next) {
@@ -1105,6 +1368,10 @@ static void sql_write_work(struct work_item *w)
 			  sqlite3_errmsg(c->db));
 		for (struct disk_io *io = lane->batch; io; io = sql_req_of(io)->next) {
 			rc = sql_write_txn(sl, c, io, true, io->op == DISK_OP_FLUSH, &bad);
+			if (rc == SQL_LOST) {
+				sql_mark_lost(sl);
+				rc = SQLITE_OK;
+			}
 			sql_set_result(sl, c, io, rc);
 		}
 	}
@@ -1116,8 +1383,16 @@ static void sql_read_work(struct work_item *w)
 	struct sql_lane *lane = container_of(w, struct sql_lane, w);
 	struct sqlitelayer *sl = lane->rc->sl;
 	bool many = sql_req_of(lane->batch)->next != NULL;
+	/* An auto-cache checks its binding in the snapshot it reads. */
+	bool check = sl->mode == SQL_MODE_AUTOCACHE;
+	bool lost = atomic_load(&sl->lost);
 	struct sql_conn *c;
 	int rc, r;
+
+	if (lost) {
+		sql_lost_batch(lane->batch);
+		return;
+	}
 
 	r = sql_reader_get(sl, &c);
 	if (r < 0) {
@@ -1128,22 +1403,35 @@ static void sql_read_work(struct work_item *w)
 		return;
 	}
 	/* One read transaction (one snapshot) for the batch. */
-	rc = many ? sql_step_done(c->st[ST_BEGIN]) : SQLITE_OK;
-	for (struct disk_io *io = lane->batch; io; io = sql_req_of(io)->next) {
+	rc = many || check ? sql_step_done(c->st[ST_BEGIN]) : SQLITE_OK;
+	if (rc == SQLITE_OK && check) {
+		rc = sql_origin_check(c->st[ST_ORIGIN], sl->origin, NULL, 0);
+		if (rc == SQL_LOST) {
+			sql_mark_lost(sl);
+			rc = SQLITE_OK;
+			lost = true;
+		}
+	}
+	if (lost)
+		sql_lost_batch(lane->batch);
+	for (struct disk_io *io = lost ? NULL : lane->batch; io; io = sql_req_of(io)->next) {
 		int rc1 = rc;
 
 		if (rc1 == SQLITE_OK)
 			rc1 = io->op == DISK_OP_READ ? sql_do_read(sl, c, io)
 						     : sql_do_block_status(sl, c, io);
-		if (rc1 == SQLITE_CORRUPT) {
-			/* Logged by sql_do_read. */
-			sql_req_of(io)->status = DISK_IO_ERROR;
-			sql_req_of(io)->os_errno = EIO;
+		if (rc1 == SQL_BAD_ROW || (rc1 & 0xff) == SQLITE_CORRUPT) {
+			/* The file breaks the format, or SQLite found it
+			 * damaged: this range of the medium cannot be read. */
+			if (rc1 != SQL_BAD_ROW)
+				sql_log_fail(sl, c->db, io, rc1);
+			sql_req_of(io)->status = DISK_MEDIUM_ERROR;
+			sql_req_of(io)->medium = DISK_MEDIUM_UNRECOVERED_READ;
 		} else {
 			sql_set_result(sl, c, io, rc1);
 		}
 	}
-	if (many && !sqlite3_get_autocommit(c->db))
+	if (!sqlite3_get_autocommit(c->db))
 		sql_step_done(c->st[ST_COMMIT]);
 	sql_reader_put(sl, c);
 }
@@ -1237,10 +1525,13 @@ static void sql_lane_done(struct work_item *w)
 		struct sql_req *q = sql_req_of(io);
 		struct disk_io *next = q->next;
 
-		if (q->status == DISK_IO_ERROR)
+		if (q->status == DISK_IO_ERROR) {
 			disk_io_complete_errno(io, q->os_errno);
-		else
+		} else {
+			if (q->status == DISK_MEDIUM_ERROR)
+				io->medium = q->medium;
 			disk_io_complete(io, q->status);
+		}
 		io = next;
 	}
 }
@@ -1265,6 +1556,7 @@ static int sql_queue(struct sqlitelayer *sl, struct disk_io *io, bool write)
 	q->next = NULL;
 	q->status = DISK_OK;
 	q->os_errno = 0;
+	q->medium = DISK_MEDIUM_NONE;
 	if (write) {
 		*rc->wtail = io;
 		rc->wtail = &q->next;
@@ -1425,6 +1717,7 @@ static void sqlitelayer_describe(struct layer *l, struct disk_describer *dd)
 			dd->param(dd, "key", sl->cache_key);
 		if (sl->cache_root)
 			dd->param(dd, "cache_dir", sl->cache_root);
+		dd->param(dd, "origin", sl->origin ? sl->origin : "none");
 	}
 	dd->param(dd, "access", sl->file_ro ? "read-only" : "read-write");
 	dd->param(dd, "logically_read_only", sl->logically_ro ? "true" : "false");
@@ -1463,6 +1756,7 @@ static void sqlitelayer_free(struct sqlitelayer *sl)
 	free(sl->path);
 	free(sl->cache_root);
 	free(sl->cache_key);
+	free(sl->origin);
 	free(sl);
 }
 
@@ -1527,6 +1821,12 @@ int sqlitelayer_new(const char *path, const struct sqlitelayer_opts *opts, struc
 	}
 	if (opts->format) {
 		sl->fmt = *opts->format;
+		/* Borrowed by the caller only until now: keep a copy. */
+		if (sl->fmt.origin && !(sl->origin = strdup(sl->fmt.origin))) {
+			sqlitelayer_free(sl);
+			return -ENOMEM;
+		}
+		sl->fmt.origin = sl->origin;
 		if (sl->fmt.sector_size &&
 		    (sl->fmt.sector_size < 512 || !IS_POW2(sl->fmt.sector_size) ||
 		     sl->fmt.sector_size > SQL_MAX_SECTOR_SIZE)) {
@@ -1674,11 +1974,83 @@ static int sql_autocache_create(const char *keydir, const char *final,
 	return r;
 }
 
+/*
+ * Binds the existing cache at @path to @f (its origin and geometry), in one
+ * write transaction: when the meta row describes anything else (another
+ * origin, none, another size), the rows are deleted and @f's meta row
+ * written instead. A stale read cache is worth nothing, and rebuilding it
+ * is what a user of the key wants; refusing would leave them to find and
+ * delete the file. A process still using the old binding sees the change at
+ * its next batch (sql_origin_check) and stops using the file. @ro: only
+ * check (a mismatch is -ESTALE). Returns 0 or -errno with a message.
+ */
+static int sql_autocache_bind(const char *path, const struct sqlitelayer_format *f, bool ro,
+			      char *err, size_t errlen)
+{
+	char have[512];
+	struct sql_conn *c;
+	sqlite3_stmt *st = NULL;
+	uint64_t count = 0;
+	uint32_t ss = 0;
+	bool lro = false;
+	int rc = SQLITE_OK, r;
+
+	r = sql_conn_open(path, ro ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE, false, true, 0,
+			  &c, err, errlen);
+	if (r < 0)
+		return r;
+	r = sql_check_schema(c->db, err, errlen);
+	if (r == 0) {
+		rc = sql_exec(c->db, ro ? "BEGIN" : "BEGIN IMMEDIATE");
+		if (rc == SQLITE_OK)
+			rc = sqlite3_prepare_v2(c->db, sql_stmt_text[ST_ORIGIN], -1, &st, NULL);
+	}
+	if (r == 0 && rc == SQLITE_OK)
+		r = sql_read_meta(c->db, &lro, &count, &ss, err, errlen);
+	if (r == 0 && rc == SQLITE_OK) {
+		rc = sql_origin_check(st, f->origin, have, sizeof(have));
+		if (rc == SQLITE_OK && (!lro || ss != f->sector_size ||
+					count != f->len_bytes / f->sector_size))
+			rc = SQL_LOST;
+	}
+	if (r == 0 && rc == SQL_LOST && ro) {
+		sql_err(err, errlen, "the cache was made for another disk (origin %s, %" PRIu64
+			" sectors of %u) and is opened read-only", have, count, ss);
+		r = -ESTALE;
+	} else if (r == 0 && rc == SQL_LOST) {
+		log_info("autocache %s: made for %s (%" PRIu64 " sectors of %u); emptying it for %s "
+			 "(%" PRIu64 " sectors of %u)", path, have, count, ss,
+			 f->origin ? f->origin : "a disk of unknown origin",
+			 f->len_bytes / f->sector_size, f->sector_size);
+		rc = sql_exec(c->db, "DELETE FROM sectors");
+		if (rc == SQLITE_OK)
+			rc = sql_exec(c->db, "DELETE FROM meta");
+		if (rc == SQLITE_OK)
+			rc = sql_insert_meta(c->db, f);
+	}
+	if (r == 0 && rc == SQLITE_OK)
+		rc = sql_exec(c->db, "COMMIT");
+	if (r == 0 && rc != SQLITE_OK) {
+		sql_err(err, errlen, "cannot bind the cache to the disk: %s", sqlite3_errmsg(c->db));
+		r = -sql_errno(c->db, rc);
+	}
+	sqlite3_finalize(st);
+	if (!sqlite3_get_autocommit(c->db))
+		sql_exec(c->db, "ROLLBACK");
+	sql_conn_close(c);
+	return r;
+}
+
 static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta *lower, char *err,
 				size_t errlen)
 {
 	char keybuf[33], path[PATH_MAX], keydir[PATH_MAX];
 	const char *key = sl->cache_key;
+	struct sqlitelayer_format f = {
+		.logically_read_only = true,
+		.sector_size = lower ? lower->sector_size : 0,
+		.origin = lower ? lower->origin : NULL,
+	};
 	struct stat st;
 	int r;
 
@@ -1690,6 +2062,13 @@ static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta 
 		if (!lower->has_disk_id) {
 			sql_err(err, errlen, "cannot cache without a disk ID to use as a key "
 				"(give one: autocache:<key>:<spec>)");
+			return -EINVAL;
+		}
+		/* An id alone names no particular bytes: copies of an image
+		 * share it, and a server can claim any. */
+		if (!lower->origin) {
+			sql_err(err, errlen, "cannot cache by disk ID a disk that does not tell "
+				"where its data comes from (give a key: autocache:<key>:<spec>)");
 			return -EINVAL;
 		}
 		autocache_key_from_id(lower->disk_id, keybuf);
@@ -1708,17 +2087,16 @@ static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta 
 		return -ENAMETOOLONG;
 	}
 	sl->path = strdup(path);
-	if (!sl->path)
+	if (!sl->path || (lower->origin && !(sl->origin = strdup(lower->origin))))
 		return -ENOMEM;
 	if (!sl->file_ro)
 		sql_sweep_stale_tmpdirs(keydir);
+	if (MUL_OVERFLOW(lower->sector_count, (uint64_t)lower->sector_size, &f.len_bytes)) {
+		sql_err(err, errlen, "the lower layer is too large");
+		return -EINVAL;
+	}
 
 	if (stat(path, &st) < 0) {
-		struct sqlitelayer_format f = {
-			.logically_read_only = true,
-			.sector_size = lower->sector_size,
-		};
-
 		if (errno != ENOENT) {
 			r = -errno;
 			sql_err(err, errlen, "%s: %s", path, strerror(-r));
@@ -1727,10 +2105,6 @@ static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta 
 		if (sl->file_ro) {
 			sql_err(err, errlen, "%s: no cache yet, and the cache is opened read-only", path);
 			return -ENOENT;
-		}
-		if (MUL_OVERFLOW(lower->sector_count, (uint64_t)lower->sector_size, &f.len_bytes)) {
-			sql_err(err, errlen, "the lower layer is too large");
-			return -EINVAL;
 		}
 		r = sql_mkdir_p(keydir);
 		if (r < 0) {
@@ -1741,7 +2115,11 @@ static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta 
 		if (r < 0)
 			return r;
 	}
-	r = sql_open_file(sl, err, errlen);
+	/* Also when just created: whoever won a creation race may have
+	 * created it for another origin. */
+	r = sql_autocache_bind(path, &f, sl->file_ro, err, errlen);
+	if (r == 0)
+		r = sql_open_file(sl, err, errlen);
 	if (r < 0) {
 		char msg[512];
 
@@ -1749,10 +2127,15 @@ static int sql_attach_autocache(struct sqlitelayer *sl, const struct layer_meta 
 		sql_err(err, errlen, "%s: %s", path, msg);
 		return r;
 	}
-	if (sl->sector_count != lower->sector_count) {
+	/* Rebound by another process between the bind and the open: the
+	 * geometry is fixed from here on, so give up (the origin is checked
+	 * at every batch). */
+	if (sl->sector_count != lower->sector_count || sl->sector_size != lower->sector_size) {
 		sql_err(err, errlen, "%s: cache layer has different sector count (%" PRIu64
-			", the disk has %" PRIu64 ")", path, sl->sector_count, lower->sector_count);
-		return -EINVAL;
+			" of %u bytes, the disk has %" PRIu64 " of %u): another process rebound "
+			"it while it was being opened", path, sl->sector_count, sl->sector_size,
+			lower->sector_count, lower->sector_size);
+		return -EAGAIN;
 	}
 	return 0;
 }

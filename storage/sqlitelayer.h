@@ -24,6 +24,9 @@ struct sqlitelayer_format {
 	bool logically_read_only;  /* the layer takes only write-no-overwrite (caches) */
 	uint64_t len_bytes;        /* 0 = the lower layer's size (attach fails without one) */
 	uint32_t sector_size;      /* 0 = the lower layer's, else 512; else a power of two >= 512 */
+	/* Appended: the origin a cache is bound to (struct disk_info.origin),
+	 * stored as the meta row's "origin" field; NULL = none. Borrowed. */
+	const char *origin;
 };
 
 struct sqlitelayer_opts {
@@ -56,12 +59,18 @@ int sqlitelayer_format_file(const char *path, const struct sqlitelayer_format *f
 /*
  * Creates an auto-cache layer (§4.3): at attach, the cache file is
  * <@cache_root>/<key>/cache.dbhd, where key is @key or, when @key is NULL,
- * the lower layer's disk id as 32 lowercase hex digits. A missing file is
- * created atomically (formatted in a temporary directory, then hard-linked
- * into place, so racing processes end up sharing one valid file), unless
- * @read_only. The cache must have the lower layer's sector count. The layer
- * is logically read-only (it is filled only through write-no-overwrite), so
- * it can sit in the write path of read-only disks only. Returns 0 or -errno.
+ * the lower layer's disk id as 32 lowercase hex digits (then the lower
+ * layer must also tell its origin). A missing file is created atomically
+ * (formatted in a temporary directory, then hard-linked into place, so
+ * racing processes end up sharing one valid file), unless @read_only.
+ * The cache is bound to the lower layer's origin (layer_meta.origin, NULL
+ * included), sector count and sector size, recorded in its meta row: an
+ * existing cache made for anything else is emptied and rebound in one
+ * transaction (opened @read_only: refused), and a process whose cache was
+ * rebound under it by another stops using it (docs/layer-autocache.md).
+ * The layer is logically read-only (it is filled only through
+ * write-no-overwrite), so it can sit in the write path of read-only disks
+ * only. Returns 0 or -errno.
  */
 int autocache_layer_new(const char *cache_root, const char *key, bool read_only,
 			struct layer **out, char *err, size_t errlen);

@@ -56,6 +56,10 @@ fuzz-nbd-client)
 	/usr/bin/python3 -I "$src/nbd-client-seeds.py" "$tmp/seeds"
 	dict=(-dict="$src/nbd.dict")
 	;;
+fuzz-dbhd)
+	sh "$src/dbhd-seeds.sh" "$tmp/seeds" || { echo "$name: cannot make the seeds" >&2; exit 99; }
+	dict=()
+	;;
 *)
 	echo "run-fuzz.sh: unknown fuzzer $name" >&2
 	exit 99

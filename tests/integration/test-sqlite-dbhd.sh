@@ -4,7 +4,7 @@
 # them (exact schema text in sqlite_master, the minified meta row, NULL rows
 # for zero sectors, WAL mode), persistence across processes, sqldiff over a
 # file (the base is never modified), read-only opens, and the create/exists
-# rules of sql: and sqldiff:.
+# rules of sql: and sqldiff:, and crafted files refused at open.
 . "$(dirname "$0")/functions.sh"
 requires sqlite3 cmp sha256sum dd truncate
 
@@ -103,5 +103,34 @@ expect_stderr "already exists"
 expect_exit 0 "$DISKSTACK" info "sqldiff:$diff:file:$base"
 grep -q '\[1\] disk' "$tmpdir/stdout" || fail "sqldiff info: no base layer"
 [ "$(sha256sum "$base" | cut -d' ' -f1)" = "$base_sum" ] || fail "the base changed"
+
+# 6. Crafted files (regressions): a TEXT sector column made reads return
+# sectors outside the request and abort the server; an AFTER INSERT trigger
+# made acknowledged writes read back as zeroes. Both are refused at open.
+crafted=$tmpdir/text-sector.dbhd
+sqlite3 "$crafted" "CREATE TABLE sectors (sector TEXT NOT NULL, data BLOB, PRIMARY KEY (sector));
+CREATE TABLE meta (metadata TEXT NOT NULL);
+INSERT INTO meta VALUES (json('{\"logically_read_only\":false,\"sector_count\":64,\"sector_size\":512}'));
+INSERT INTO sectors VALUES ('10', zeroblob(512)), ('9', NULL), ('100', NULL);"
+expect_exit 2 "$DISKSTACK" copy "sql:$crafted" "file:$tmpdir/crafted.img;create=32K"
+expect_stderr "'sectors' is not the table the format creates"
+expect_exit 2 "$DISKSTACK" info "sql:$crafted"
+
+crafted=$tmpdir/trigger.dbhd
+expect_exit 0 "$DISKSTACK" create "$crafted" 64K
+sqlite3 "$crafted" "CREATE TRIGGER drop_writes AFTER INSERT ON sectors BEGIN
+	DELETE FROM sectors WHERE sector = new.sector; END;"
+expect_exit 2 "$DISKSTACK" copy "file:$patch" "sql:$crafted"
+expect_stderr "unexpected trigger 'drop_writes'"
+expect_exit 2 "$DISKSTACK" info "sql:$crafted,ro"
+expect_stderr "unexpected trigger 'drop_writes'"
+sqlite3 "$crafted" "DROP TRIGGER drop_writes; CREATE VIEW v AS SELECT * FROM sectors;"
+expect_exit 2 "$DISKSTACK" info "sql:$crafted"
+expect_stderr "unexpected view 'v'"
+sqlite3 "$crafted" "DROP VIEW v"
+head -c 65536 "$patch" > "$tmpdir/64k.img"
+expect_exit 0 "$DISKSTACK" copy "file:$tmpdir/64k.img" "sql:$crafted"
+expect_exit 0 "$DISKSTACK" copy "sql:$crafted" "file:$tmpdir/64k-back.img;create=64K"
+cmp "$tmpdir/64k.img" "$tmpdir/64k-back.img" || fail "writes to a cleaned file lost"
 
 echo "test-sqlite-dbhd: ok"

@@ -96,6 +96,7 @@ struct disk *mockdisk_new(struct mockdisk *m, const struct mockdisk_opts *o)
 		.type = "mock", .sector_size = ss, .physical_sector_size = ss,
 		.fua_respected = o->fua, .unmap_behavior = o->unmap, .read_only = o->read_only,
 		.has_disk_id = o->has_disk_id, .caps = o->caps | DISK_CAP_COHERENT,
+		.origin = o->origin,
 	};
 	struct disk *d;
 

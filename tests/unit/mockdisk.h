@@ -27,6 +27,7 @@ struct mockdisk_opts {
 	bool has_disk_id;
 	uint8_t disk_id[16];
 	uint32_t caps;
+	const char *origin;          /* disk_info.origin; borrowed, must outlive the disk */
 };
 
 /* Creates a disk over @m (caller-owned, must outlive the disk; its data is

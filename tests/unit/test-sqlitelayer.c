@@ -284,10 +284,13 @@ static void test_sqlitelayer_open_errors(void **state)
 	/* A database without the tables. */
 	q_exec(p, "CREATE TABLE x (y)");
 	assert_int_equal(sqlitelayer_new(p, &o, &l, err, sizeof(err)), -EINVAL);
-	assert_non_null(strstr(err, "meta"));
+	assert_non_null(strstr(err, "unexpected table 'x'"));
+	q_exec(p, "DROP TABLE x");
+	assert_int_equal(sqlitelayer_new(p, &o, &l, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "no table sectors"));
 	/* Tables but no meta row. */
-	q_exec(p, "CREATE TABLE meta (metadata TEXT NOT NULL);"
-		  "CREATE TABLE sectors (sector INTEGER NOT NULL, data BLOB, PRIMARY KEY (sector))");
+	q_exec(p, want_meta_sql);
+	q_exec(p, want_sectors_sql);
 	assert_int_equal(sqlitelayer_new(p, &o, &l, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "missing meta row"));
 	/* Bad meta rows. */
@@ -527,9 +530,165 @@ static void test_sqlitelayer_bad_sector_size(void **state)
 	layer_free(l);
 	q_exec(p, "INSERT INTO sectors VALUES (2, x'0102')");
 	l = open_layer(p, false);
-	assert_int_equal(tu_layer_read(l, 0, buf, sizeof(buf), NULL), DISK_IO_ERROR);
+	assert_int_equal(tu_layer_read(l, 0, buf, sizeof(buf), NULL), DISK_MEDIUM_ERROR);
 	/* Other sectors still read. */
 	assert_int_equal(read_marked(l, 3, 1, buf, &st), 0);
+	assert_int_equal(st, DISK_OK);
+	layer_free(l);
+	rm_db(p);
+}
+
+/* ---- crafted files ---------------------------------------------------------- */
+
+/* sqlitelayer_new on @p must fail with -EINVAL and a message holding @what. */
+static void open_refused(const char *p, const char *what)
+{
+	struct sqlitelayer_opts o = { 0 };
+	struct layer *l = NULL;
+	char err[512] = "";
+
+	assert_int_equal(sqlitelayer_new(p, &o, &l, err, sizeof(err)), -EINVAL);
+	assert_null(l);
+	if (!strstr(err, what))
+		fail_msg("error '%s' does not mention '%s'", err, what);
+	o.read_only = true;
+	assert_int_equal(sqlitelayer_new(p, &o, &l, err, sizeof(err)), -EINVAL);
+}
+
+/* A sectors table whose sector column is TEXT: a range query compares the
+ * bound LBAs as text, so reading [0, 64) returned sectors '100' and '9'
+ * and tripped the assertion in the read path (an out-of-bounds write into
+ * the marker without asserts). The file must be refused at open. */
+static void test_sqlitelayer_text_sector_column_crashes_read(void **state)
+{
+	const char *p = tu_path("textsector.dbhd");
+
+	(void)state;
+	rm_db(p);
+	q_exec(p, "CREATE TABLE sectors (sector TEXT NOT NULL, data BLOB, PRIMARY KEY (sector));"
+		  "CREATE TABLE meta (metadata TEXT NOT NULL);"
+		  "INSERT INTO meta VALUES (json('{\"logically_read_only\":false,"
+		  "\"sector_count\":64,\"sector_size\":512}'));"
+		  "INSERT INTO sectors VALUES ('10', zeroblob(512)), ('9', NULL), ('100', NULL)");
+	open_refused(p, "'sectors' is not the table the format creates");
+	rm_db(p);
+}
+
+/* An AFTER INSERT trigger deleting what was just written: every write
+ * completed DISK_OK and read back as zeroes. Refused at open; and a trigger
+ * added by another process while the layer is open does not fire either. */
+static void test_sqlitelayer_trigger_drops_acked_writes(void **state)
+{
+	const char *p = tu_path("trigger.dbhd");
+	uint8_t buf[4 * 512], back[4 * 512];
+	struct layer *l;
+
+	(void)state;
+	tu_fill(buf, sizeof(buf), 21, 0);
+	l = new_layer(p, 64 * KiB, 512, false, NULL);
+	/* A read first: the reader connection is opened (and checked) now. */
+	assert_int_equal(tu_layer_read(l, 4, back, sizeof(back), NULL), DISK_OK);
+	q_exec(p, "CREATE TRIGGER drop_writes AFTER INSERT ON sectors BEGIN "
+		  "DELETE FROM sectors WHERE sector = new.sector; END");
+	assert_int_equal(tu_layer_write(l, 4, buf, sizeof(buf), 0), DISK_OK);
+	assert_int_equal(layer_flush(l), DISK_OK);
+	assert_int_equal(tu_layer_read(l, 4, back, sizeof(back), NULL), DISK_OK);
+	assert_memory_equal(buf, back, sizeof(buf));
+	layer_free(l);
+	assert_int_equal(q_int(p, "SELECT count(*) FROM sectors"), 4);
+	open_refused(p, "unexpected trigger 'drop_writes'");
+	rm_db(p);
+}
+
+/* Only our two tables, with our statement text: any other object or
+ * variant is refused. */
+static void test_sqlitelayer_schema_exact(void **state)
+{
+	static const struct {
+		const char *sql;             /* run on a fresh, valid file */
+		const char *what;            /* in the error */
+	} bad[] = {
+		{ "CREATE VIEW v AS SELECT * FROM sectors", "unexpected view 'v'" },
+		{ "CREATE INDEX i ON sectors (data)", "unexpected index 'i'" },
+		{ "CREATE TABLE extra (x)", "unexpected table 'extra'" },
+		/* (and its shadow tables ft_node, ...) */
+		{ "CREATE VIRTUAL TABLE ft USING rtree(id, x0, x1)", "unexpected table 'ft" },
+		{ "DROP TABLE meta; CREATE VIEW meta AS SELECT json('{\"logically_read_only\":false,"
+		  "\"sector_count\":8,\"sector_size\":512}') AS metadata",
+		  "'meta' is not the table the format creates" },
+		{ "DROP TABLE sectors; CREATE TABLE sectors (sector INTEGER NOT NULL, data BLOB, "
+		  "PRIMARY KEY (sector))", "'sectors' is not the table the format creates" },
+		{ "DROP TABLE sectors; CREATE TABLE sectors (sector INTEGER PRIMARY KEY "
+		  "AUTOINCREMENT, data BLOB)", "'sectors' is not the table the format creates" },
+		{ "DROP TABLE sectors", "no table sectors" },
+	};
+	const char *p = tu_path("schema-exact.dbhd");
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		layer_free(new_layer(p, 4 * KiB, 512, false, NULL));
+		q_exec(p, bad[i].sql);
+		open_refused(p, bad[i].what);
+	}
+	rm_db(p);
+}
+
+/* Replaces the one occurrence of @from (@len bytes) in file @p by @to. */
+static void patch_once(const char *p, const uint8_t *from, const uint8_t *to, size_t len)
+{
+	FILE *fp = fopen(p, "r+b");
+	static uint8_t data[1 << 20];
+	size_t n, hits = 0, at = 0;
+
+	assert_non_null(fp);
+	n = fread(data, 1, sizeof(data), fp);
+	for (size_t i = 0; i + len <= n; i++) {
+		if (memcmp(data + i, from, len) == 0) {
+			hits++;
+			at = i;
+		}
+	}
+	assert_int_equal(hits, 1);
+	assert_int_equal(fseek(fp, (long)at, SEEK_SET), 0);
+	assert_int_equal(fwrite(to, 1, len, fp), len);
+	fclose(fp);
+}
+
+/* Rows that break the layout behind a correct schema (a value of another
+ * type, a rowid b-tree out of order): a medium error on that request, never
+ * an assertion; other ranges still work. */
+static void test_sqlitelayer_bad_rows_medium_error(void **state)
+{
+	/* Table leaf cell of row 5 (payload 3 bytes, rowid 5, a record of two
+	 * NULLs: the rowid alias and data), made to claim rowid 2. */
+	static const uint8_t cell5[] = { 0x03, 0x05, 0x03, 0x00, 0x00 };
+	static const uint8_t cell2[] = { 0x03, 0x02, 0x03, 0x00, 0x00 };
+	const char *p = tu_path("badrows.dbhd");
+	uint8_t buf[10 * 512];
+	struct disk_extent e;
+	struct layer *l;
+	int st;
+
+	(void)state;
+	layer_free(new_layer(p, 64 * KiB, 512, false, NULL));
+	q_exec(p, "INSERT INTO sectors VALUES (20, 'text, not a blob'), (21, 7), (22, 1.5)");
+	l = open_layer(p, false);
+	for (unsigned s = 20; s < 23; s++) {
+		assert_int_equal(tu_layer_read(l, s, buf, 512, NULL), DISK_MEDIUM_ERROR);
+		assert_int_equal(layer_bs(l, s, 1, &e), DISK_MEDIUM_ERROR);
+	}
+	assert_int_equal(read_marked(l, 23, 1, buf, &st), 0);
+	assert_int_equal(st, DISK_OK);
+	layer_free(l);
+
+	layer_free(new_layer(p, 64 * KiB, 512, false, NULL));
+	q_exec(p, "WITH RECURSIVE r(x) AS (VALUES (0) UNION ALL SELECT x + 1 FROM r WHERE x < 9) "
+		  "INSERT INTO sectors SELECT x, NULL FROM r");
+	patch_once(p, cell5, cell2, sizeof(cell5));
+	l = open_layer(p, false);
+	assert_int_equal(tu_layer_read(l, 0, buf, sizeof(buf), NULL), DISK_MEDIUM_ERROR);
+	assert_int_equal(layer_bs(l, 0, 10, &e), DISK_MEDIUM_ERROR);
+	assert_int_equal(read_marked(l, 6, 4, buf, &st), 4);
 	assert_int_equal(st, DISK_OK);
 	layer_free(l);
 	rm_db(p);
@@ -872,12 +1031,14 @@ static void test_sqlitelayer_autocache_key(void **state)
 	assert_string_equal(key, "0123456789abcdeffedcba9876543210");
 }
 
-/* An autocache layer (read cache) over a mock disk with an id, as a
- * read-only layered disk. */
-static struct disk *new_cached(struct mockdisk *m, const char *root, const char *key, bool ro,
-			       int *r_out, char *err, size_t errlen)
+/* An autocache layer (read cache) over a mock disk with an id and
+ * @origin, filled with the pattern of @tag, as a read-only layered disk. */
+static struct disk *new_cached_from(struct mockdisk *m, const char *root, const char *key,
+				    bool ro, const char *origin, uint64_t tag, int *r_out,
+				    char *err, size_t errlen)
 {
-	struct mockdisk_opts mo = { .sectors = 256, .has_disk_id = true, .read_only = true };
+	struct mockdisk_opts mo = { .sectors = 256, .has_disk_id = true, .read_only = true,
+				    .origin = origin };
 	struct layered_entry e[2] = { 0 };
 	struct disk *lower, *d = NULL;
 	int r;
@@ -886,7 +1047,7 @@ static struct disk *new_cached(struct mockdisk *m, const char *root, const char 
 	lower = mockdisk_new(m, &mo);
 	assert_non_null(lower);
 	for (unsigned i = 0; i < 256; i++)
-		tu_fill(m->data + i * 512, 512, 12, i * 512);
+		tu_fill(m->data + i * 512, 512, tag, i * 512);
 	assert_int_equal(autocache_layer_new(root, key, false, &e[0].layer, err, errlen), 0);
 	e[0].read_cache = true;
 	assert_int_equal(disklayer_new(lower, &e[1].layer), 0);
@@ -897,6 +1058,12 @@ static struct disk *new_cached(struct mockdisk *m, const char *root, const char 
 		layer_free(e[1].layer);
 	}
 	return d;
+}
+
+static struct disk *new_cached(struct mockdisk *m, const char *root, const char *key, bool ro,
+			       int *r_out, char *err, size_t errlen)
+{
+	return new_cached_from(m, root, key, ro, "mock:a", 12, r_out, err, errlen);
 }
 
 static void test_sqlitelayer_autocache(void **state)
@@ -924,7 +1091,8 @@ static void test_sqlitelayer_autocache(void **state)
 		print_error("%s\n", err);
 	assert_int_equal(r, 0);
 	assert_string_equal(q_text(path, "SELECT metadata FROM meta"),
-			    "{\"logically_read_only\":true,\"sector_count\":256,\"sector_size\":512}");
+			    "{\"logically_read_only\":true,\"sector_count\":256,\"sector_size\":512,"
+			    "\"origin\":\"mock:a\"}");
 	/* First read: from the lower disk, fills the cache. */
 	reads = m.reads;
 	assert_int_equal(disk_sync_read(d, 8, buf, sizeof(buf)), DISK_OK);
@@ -976,12 +1144,16 @@ static void test_sqlitelayer_autocache(void **state)
 	mockdisk_release(&m);
 	memset(&m, 0, sizeof(m));
 
-	/* A cache of another size under the same key is refused. */
-	q_exec(path, "UPDATE meta SET metadata = json('{\"logically_read_only\":true,"
-		     "\"sector_count\":100,\"sector_size\":512}')");
+	/* A cache of another size under the same key is emptied and rebound
+	 * (a stale read cache is worth nothing). */
+	q_exec(path, "UPDATE meta SET metadata = json_set(metadata, '$.sector_count', 100)");
 	d = new_cached(&m, root, NULL, true, &r, err, sizeof(err));
-	assert_int_equal(r, -EINVAL);
-	assert_non_null(strstr(err, "cache layer has different sector count"));
+	assert_int_equal(r, 0);
+	assert_int_equal(q_int(path, "SELECT count(*) FROM sectors"), 0);
+	assert_string_equal(q_text(path, "SELECT metadata FROM meta"),
+			    "{\"logically_read_only\":true,\"sector_count\":256,\"sector_size\":512,"
+			    "\"origin\":\"mock:a\"}");
+	disk_unref(d);
 	mockdisk_release(&m);
 	memset(&m, 0, sizeof(m));
 
@@ -993,6 +1165,70 @@ static void test_sqlitelayer_autocache(void **state)
 	mockdisk_release(&m);
 	snprintf(path, sizeof(path), "%s/mykey/cache.dbhd", root);
 	assert_int_equal(q_int(path, "SELECT count(*) FROM sectors"), 1);
+}
+
+/*
+ * One image's cache served another image's data: the key was the VHD id
+ * and only the sector count was checked, so a copy of an image (same id)
+ * changed afterwards read back the original's bytes. The cache is bound to
+ * its origin: another origin empties and rebinds it; and a process still
+ * using the old binding neither reads the new origin's rows nor stores its
+ * own fills there.
+ */
+static void test_sqlitelayer_autocache_other_image_served(void **state)
+{
+	char root[1024], path[1200], err[512];
+	struct mockdisk ma = { 0 }, mb = { 0 };
+	uint8_t buf[16 * 512];
+	struct disk *a, *b;
+	unsigned reads;
+	int r;
+
+	(void)state;
+	snprintf(root, sizeof(root), "%s/cache-origin", tu_tmpdir());
+	snprintf(path, sizeof(path), "%s/0123456789abcdeffedcba9876543210/cache.dbhd", root);
+
+	/* One after the other: b reads its own bytes, and the cache is b's. */
+	a = new_cached_from(&ma, root, NULL, true, "mock:a", 12, &r, err, sizeof(err));
+	assert_int_equal(r, 0);
+	assert_int_equal(disk_sync_read(a, 0, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 12, 0), -1);
+	disk_unref(a);
+	mockdisk_release(&ma);
+	b = new_cached_from(&mb, root, NULL, true, "mock:b", 13, &r, err, sizeof(err));
+	assert_int_equal(r, 0);
+	assert_int_equal(disk_sync_read(b, 0, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 13, 0), -1);
+	assert_string_equal(q_text(path, "SELECT json_extract(metadata, '$.origin') FROM meta"),
+			    "mock:b");
+	disk_unref(b);
+	mockdisk_release(&mb);
+
+	/* Both open: a binds and fills, then b rebinds and fills half. */
+	a = new_cached_from(&ma, root, NULL, true, "mock:a", 12, &r, err, sizeof(err));
+	assert_int_equal(r, 0);
+	assert_int_equal(disk_sync_read(a, 0, buf, sizeof(buf)), DISK_OK);
+	b = new_cached_from(&mb, root, NULL, true, "mock:b", 13, &r, err, sizeof(err));
+	assert_int_equal(r, 0);
+	assert_int_equal(disk_sync_read(b, 0, buf, 8 * 512), DISK_OK);
+	assert_int_equal(tu_check(buf, 8 * 512, 13, 0), -1);
+	/* a reads its own bytes from below, and stores nothing. */
+	reads = ma.reads;
+	assert_int_equal(disk_sync_read(a, 0, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 12, 0), -1);
+	assert_true(ma.reads > reads);
+	assert_int_equal(disk_sync_read(a, 32, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 12, 32 * 512), -1);
+	assert_int_equal(q_int(path, "SELECT count(*) FROM sectors"), 8);
+	/* b's cache holds b's bytes only. */
+	assert_int_equal(disk_sync_read(b, 0, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 13, 0), -1);
+	assert_int_equal(disk_sync_read(b, 32, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(tu_check(buf, sizeof(buf), 13, 32 * 512), -1);
+	disk_unref(a);
+	disk_unref(b);
+	mockdisk_release(&ma);
+	mockdisk_release(&mb);
 }
 
 static void test_sqlitelayer_autocache_errors(void **state)
@@ -1017,6 +1253,12 @@ static void test_sqlitelayer_autocache_errors(void **state)
 	assert_int_equal(autocache_layer_new(root, "a/b", false, &l, err, sizeof(err)), 0);
 	assert_int_equal(layer_attach(l, &lower, err, sizeof(err)), -EINVAL);
 	layer_free(l);
+	/* A disk id without an origin: an id alone names no particular bytes. */
+	lower.has_disk_id = true;
+	assert_int_equal(autocache_layer_new(root, NULL, false, &l, err, sizeof(err)), 0);
+	assert_int_equal(layer_attach(l, &lower, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "does not tell where its data comes from"));
+	layer_free(l);
 	/* Read-only and no cache yet. */
 	assert_int_equal(autocache_layer_new(root, "nocache", true, &l, err, sizeof(err)), 0);
 	assert_int_equal(layer_attach(l, &lower, err, sizeof(err)), -ENOENT);
@@ -1034,6 +1276,10 @@ int main(void)
 		cmocka_unit_test(test_sqlitelayer_block_status),
 		cmocka_unit_test(test_sqlitelayer_read_only),
 		cmocka_unit_test(test_sqlitelayer_bad_sector_size),
+		cmocka_unit_test(test_sqlitelayer_text_sector_column_crashes_read),
+		cmocka_unit_test(test_sqlitelayer_trigger_drops_acked_writes),
+		cmocka_unit_test(test_sqlitelayer_schema_exact),
+		cmocka_unit_test(test_sqlitelayer_bad_rows_medium_error),
 		cmocka_unit_test(test_sqlitelayer_contract_layer),
 		cmocka_unit_test(test_sqlitelayer_contract_disk),
 		cmocka_unit_test(test_sqlitelayer_threads),
@@ -1042,6 +1288,7 @@ int main(void)
 		cmocka_unit_test(test_sqlitelayer_spec_sqldiff),
 		cmocka_unit_test(test_sqlitelayer_autocache_key),
 		cmocka_unit_test(test_sqlitelayer_autocache),
+		cmocka_unit_test(test_sqlitelayer_autocache_other_image_served),
 		cmocka_unit_test(test_sqlitelayer_autocache_errors),
 	};
 
