@@ -229,7 +229,7 @@ int cmd_serve(int argc, char **argv)
 	struct nbdsrv *srv = NULL;
 	struct nbdsrv_tls *tls = NULL;
 	pthread_t sigthread;
-	bool sigthread_started = false, pidfile_written = false;
+	bool sigthread_started = false, pidfile_written = false, mask_set = false;
 	uint16_t bound_port = 0;
 	int act_fds, opt, ret = 0;
 	sigset_t oldmask;
@@ -399,6 +399,21 @@ int cmd_serve(int argc, char **argv)
 	if (run && !unix_path && !ip && !port_given && act_fds == 0)
 		unix_path = "-";
 
+	/* Signals go to the signal thread only. They are blocked before
+	 * anything is opened: threads inherit the mask, and a disk may start
+	 * threads of its own when it opens (blob:'s HTTP engine, sql:'s
+	 * checkpointer); one with SIGTERM unblocked would take the default
+	 * action and end the process without a drain or a flush. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sv.set);
+	sigaddset(&sv.set, SIGINT);
+	sigaddset(&sv.set, SIGTERM);
+	sigaddset(&sv.set, SIGHUP);
+	sigaddset(&sv.set, SIGCHLD);
+	sigaddset(&sv.set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &sv.set, &oldmask);
+	mask_set = true;
+
 	ret = reactor_new(&r, 0);
 	if (ret < 0) {
 		ret = tool_error(cmd, "cannot create a reactor: %s", strerror(-ret));
@@ -471,15 +486,6 @@ int cmd_serve(int argc, char **argv)
 		}
 	}
 
-	/* Signals go to the signal thread only (threads inherit the mask). */
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&sv.set);
-	sigaddset(&sv.set, SIGINT);
-	sigaddset(&sv.set, SIGTERM);
-	sigaddset(&sv.set, SIGHUP);
-	sigaddset(&sv.set, SIGCHLD);
-	sigaddset(&sv.set, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &sv.set, &oldmask);
 	sv.srv = srv;
 	sv.child = 0;
 	atomic_store(&sv.child_status, -1);
@@ -594,13 +600,14 @@ out_mask:
 		pthread_kill(sigthread, SIGUSR1);
 		pthread_join(sigthread, NULL);
 	}
-	pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 out:
 	if (pidfile_written)
 		unlink(pidfile);
 	nbdsrv_free(srv);
 	nbdsrv_tls_free(tls);
 	reactor_free(r);
+	if (mask_set)
+		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 	if (privdir[0])
 		rmdir(privdir);
 	for (unsigned i = 0; i < nexp; i++) {
