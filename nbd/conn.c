@@ -205,9 +205,10 @@ static void conn_free(struct nbdsrv_conn *c)
 	struct nbdsrv_worker *w = c->w;
 	bool stdio = c->stdio;
 
-	log_debug("nbd %s: closed after %llu requests (%llu read passes split, %llu write "
-		  "blocks adopted)", c->name, (unsigned long long)c->nrequests,
-		  (unsigned long long)c->npass_splits, (unsigned long long)c->nadopted);
+	log_debug("nbd %s: closed after %llu requests (%llu read passes split, %llu waits for "
+		  "the in-flight budget, %llu write blocks adopted)", c->name,
+		  (unsigned long long)c->nrequests, (unsigned long long)c->npass_splits,
+		  (unsigned long long)c->nbudget_waits, (unsigned long long)c->nadopted);
 	if (c->prev)
 		c->prev->next = c->next;
 	else

@@ -29,8 +29,9 @@
 /* In-flight requests per connection: default and ceiling. */
 #define NBDSRV_DEFAULT_REQUESTS 128u
 #define NBDSRV_MAX_REQUESTS 4096u
-/* Payload bytes in flight per connection before reading stops (one request
- * is always allowed). */
+/* Bytes in flight per connection before reading stops (one request is
+ * always allowed): READ and WRITE payloads, the bytes a CACHE reads, the
+ * reply buffer of a BLOCK_STATUS (transmit.c, xmit_cost). */
 #define NBDSRV_INFLIGHT_BYTES (64u << 20)
 /* READ bytes dispatched per loop pass: parsing stops there and resumes
  * after the pass's replies were handed to the kernel (see transmit.c). */
@@ -64,8 +65,11 @@
 #define NBDSRV_HOLE_REPROBE_BYTES (256ull << 20)
 /* Send buffer asked for on accepted Unix sockets. */
 #define NBDSRV_UNIX_SNDBUF (4 << 20)
-/* Extents per BLOCK_STATUS request. */
+/* Extents per BLOCK_STATUS request, and the most of the export one request
+ * looks at: a longer one is answered for its first NBDSRV_BS_MAX_BYTES
+ * (the protocol lets a server describe less than was asked). */
 #define NBDSRV_BS_EXTENTS 1024u
+#define NBDSRV_BS_MAX_BYTES (1u << 30)
 /* Payload buffers up to this size stay attached to their request slot, up
  * to NBDSRV_CONN_CACHE_BYTES per connection. */
 #define NBDSRV_SLOT_KEEP_BYTES (1u << 20)
@@ -327,6 +331,7 @@ struct nbdsrv_conn {
 	bool draining;              /* server stopping */
 	uint64_t nrequests;
 	uint64_t npass_splits;      /* passes cut short by NBDSRV_PASS_READ_BYTES */
+	uint64_t nbudget_waits;     /* parsing stopped by NBDSRV_INFLIGHT_BYTES */
 	/* Adopted WRITE payloads (transmit.c). */
 	uint32_t adopt_bytes;       /* the disk's block size, 0 = copy */
 	void **apool;               /* spare blocks of adopt_bytes (in cached_bytes) */
