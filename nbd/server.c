@@ -270,6 +270,24 @@ int nbdsrv_listen_tcp(struct nbdsrv *s, const char *host, uint16_t port, uint16_
 	return 0;
 }
 
+/* Whether something listens on the Unix socket at @sun: 0 = nobody (a
+ * stale file: the connection was refused, or the file is gone), 1 = a live
+ * listener answered (or its backlog is full), -errno = cannot tell. */
+static int srv_unix_probe(const struct sockaddr_un *sun)
+{
+	CLEANUP_CLOSE int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0)
+		return 1;
+	if (errno == ECONNREFUSED || errno == ENOENT)
+		return 0;
+	if (errno == EAGAIN)
+		return 1;
+	return -errno;
+}
+
 int nbdsrv_listen_unix(struct nbdsrv *s, const char *path, char *err, size_t errlen)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -280,13 +298,24 @@ int nbdsrv_listen_unix(struct nbdsrv *s, const char *path, char *err, size_t err
 	if (strlen(path) >= sizeof(sun.sun_path))
 		return errbuf_fail(err, errlen, -ENAMETOOLONG, "socket path '%s' is too long (max %zu)",
 				   path, sizeof(sun.sun_path) - 1);
+	memcpy(sun.sun_path, path, strlen(path) + 1);
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
 			return errbuf_fail(err, errlen, -EEXIST,
 					   "'%s' exists and is not a socket", path);
+		/* Replace only a stale socket: unlinking one a live server
+		 * listens on would cut that server off from new clients
+		 * without it noticing. */
+		ret = srv_unix_probe(&sun);
+		if (ret > 0)
+			return errbuf_fail(err, errlen, -EADDRINUSE,
+					   "a server is already listening on '%s'; stop it or use "
+					   "another path", path);
+		if (ret < 0)
+			return errbuf_fail(err, errlen, ret, "cannot tell whether '%s' is in use: %s",
+					   path, strerror(-ret));
 		unlink(path);
 	}
-	memcpy(sun.sun_path, path, strlen(path) + 1);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return errbuf_fail(err, errlen, -errno, "socket: %s", strerror(errno));

@@ -51,8 +51,9 @@ int nbdsrv_add_export(struct nbdsrv *s, const char *name, const char *descriptio
  * resolves to is bound. Returns 0 or -errno with a message in @err. */
 int nbdsrv_listen_tcp(struct nbdsrv *s, const char *host, uint16_t port, uint16_t *bound,
 		      char *err, size_t errlen);
-/* Listens on Unix socket @path (a stale socket file is replaced; anything
- * else there is an error). The file is removed by nbdsrv_free. */
+/* Listens on Unix socket @path. A socket file nobody listens on (stale) is
+ * replaced; -EADDRINUSE when a live server answers on it; anything else at
+ * @path is an error. The file is removed by nbdsrv_free. */
 int nbdsrv_listen_unix(struct nbdsrv *s, const char *path, char *err, size_t errlen);
 /* Uses an already listening socket @fd (socket activation); owned on
  * success. */

@@ -475,8 +475,12 @@ int cmd_serve(int argc, char **argv)
 			snprintf(privsock, sizeof(privsock), "%s/socket", privdir);
 			unix_path = privsock;
 		}
-		if (unix_path && nbdsrv_listen_unix(srv, unix_path, err, sizeof(err)) < 0) {
+		if (unix_path && (ret = nbdsrv_listen_unix(srv, unix_path, err, sizeof(err))) < 0) {
+			bool busy = ret == -EADDRINUSE;
+
 			ret = tool_error(cmd, "%s", err);
+			if (busy)
+				ret = EXIT_USAGE;   /* another server has that path: fix the command line */
 			goto out;
 		}
 		if ((!unix_path || ip || port_given) &&
