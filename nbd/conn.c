@@ -181,6 +181,7 @@ void nbdsrv_conn_close(struct nbdsrv_conn *c, bool graceful, const char *why)
 	c->closing = true;
 	c->hard = !graceful;
 	reactor_timer_cancel(c->r, &c->hs_timer);
+	reactor_timer_cancel(c->r, &c->idle_timer);
 	/* Cancelling is enough for ops armed on the socket; a shutdown also
 	 * ends one the kernel handed to a worker thread (a send blocked on a
 	 * client that stopped reading). */

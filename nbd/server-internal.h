@@ -49,8 +49,6 @@
 #define NBDSRV_OPT_SKIP_MAX (16u << 20)
 /* Options per connection before the client is dropped (option flood). */
 #define NBDSRV_MAX_OPTIONS 4096u
-/* Time allowed for the whole handshake. */
-#define NBDSRV_HANDSHAKE_TIMEOUT_NS (60ull * 1000000000ull)
 /* Time connections get to drain at shutdown before they are dropped. */
 #define NBDSRV_DRAIN_TIMEOUT_NS (10ull * 1000000000ull)
 /* iovecs gathered into one sendmsg. */
@@ -149,6 +147,11 @@ struct nbdsrv {
 	atomic_bool force_requested;
 	atomic_uint_fast64_t next_conn_id;
 	atomic_uint rr;
+	/* Live connections (accepted, not yet freed): the acceptor adds, the
+	 * workers subtract. */
+	atomic_uint nconns;
+	uint64_t nrefused;          /* acceptor only: over max_connections */
+	bool refusing;              /* acceptor only: the limit was logged */
 
 	/* main thread only */
 	struct reactor_task stop_task, force_task;
@@ -267,8 +270,13 @@ struct nbdsrv_conn {
 	struct reactor_op cancel_op;
 	unsigned cancels_busy;
 
-	/* Handshake. */
+	/* Handshake: the deadline for all of it. Transmission: the idle
+	 * timer (opts.idle_timeout_s), with the last time the connection
+	 * received something or went quiet (nothing in flight). */
 	struct reactor_timer hs_timer;
+	struct reactor_timer idle_timer;
+	uint64_t idle_ns;           /* opts.idle_timeout_s in ns, 0 = off */
+	uint64_t last_active_ns;
 	uint8_t hs_hdr[NBDW_OPT_HDR_BYTES];
 	uint32_t opt, optlen;
 	uint8_t *hs_in;             /* option data (malloc, <= NBDSRV_OPT_MAX) */

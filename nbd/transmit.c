@@ -79,6 +79,12 @@
  *   oversized WRITE payload (which cannot be skipped safely) drops the
  *   client; everything else gets an error reply. Errors from the disk are
  *   translated by the one table in errmap.c.
+ * - Idle connections (opts.idle_timeout_s, off by default: the kernel's
+ *   client and QEMU keep a connection for the life of the device and may
+ *   send nothing for hours) are closed once nothing has been in flight and
+ *   nothing received for that long. No timer is moved per request: a
+ *   receive stamps the clock, and the timer, when it fires early, re-arms
+ *   for the rest.
  * - Ordering: a FLUSH is submitted after the writes it must cover have
  *   completed (their replies have been queued), which is what the spec
  *   asks. TRIM with FUA is an unmap followed by a flush.
@@ -297,6 +303,8 @@ static void xmit_release(struct nbdsrv_req *req, bool notify)
 	req->next_free = c->free_slots;
 	c->free_slots = req;
 	c->ninflight--;
+	if (c->idle_ns && c->ninflight == 0)
+		c->last_active_ns = reactor_now_ns();   /* quiet from here */
 	if (!notify)
 		return;
 	if (c->closing) {
@@ -843,6 +851,8 @@ static void xmit_payload_cb(struct nbdsrv_conn *c, ssize_t res)
 		nbdsrv_conn_close(c, false, NULL);
 		return;
 	}
+	if (c->idle_ns)
+		c->last_active_ns = reactor_now_ns();
 	c->payload_got += (uint32_t)res;
 	if (c->payload_got < req->len) {
 		xmit_payload_rx(c, req);
@@ -1052,8 +1062,32 @@ static void xmit_rx_cb(struct nbdsrv_conn *c, ssize_t res)
 		}
 		return;
 	}
+	if (c->idle_ns)
+		c->last_active_ns = reactor_now_ns();
 	c->rtail += (size_t)res;
 	xmit_pump(c);
+}
+
+/* The idle timer: closes the connection once it has been quiet for
+ * c->idle_ns, else waits for the rest (see the design notes). */
+static void xmit_idle_timeout(struct reactor_timer *t)
+{
+	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, idle_timer);
+	uint64_t quiet = reactor_now_ns() - c->last_active_ns;
+
+	if (c->closing || c->draining || c->disc)
+		return;
+	if (c->ninflight > 0) {
+		reactor_timer_start(c->r, t, c->idle_ns);
+		return;
+	}
+	if (quiet < c->idle_ns) {
+		reactor_timer_start(c->r, t, c->idle_ns - quiet);
+		return;
+	}
+	log_info("nbd %s: idle for %u s: closing the connection (--idle-timeout)", c->name,
+		 c->srv->opts.idle_timeout_s);
+	nbdsrv_conn_close(c, true, NULL);
 }
 
 /* ---- phase entry and exit ---------------------------------------------------------------- */
@@ -1100,6 +1134,12 @@ void nbdsrv_xmit_begin(struct nbdsrv_conn *c, struct nbdsrv_export *e)
 		req->tx.sent = xmit_req_sent;
 		req->next_free = c->free_slots;
 		c->free_slots = req;
+	}
+	if (c->srv->opts.idle_timeout_s) {
+		c->idle_ns = (uint64_t)c->srv->opts.idle_timeout_s * 1000000000ull;
+		c->last_active_ns = reactor_now_ns();
+		c->idle_timer.fn = xmit_idle_timeout;
+		reactor_timer_start(c->r, &c->idle_timer, c->idle_ns);
 	}
 	log_debug("nbd %s: export '%s' (%llu bytes, flags 0x%x%s%s)", c->name, e->name,
 		  (unsigned long long)c->size, c->tflags, c->sr ? ", structured" : "",
