@@ -181,6 +181,7 @@ void nbdsrv_conn_close(struct nbdsrv_conn *c, bool graceful, const char *why)
 	c->closing = true;
 	c->hard = !graceful;
 	reactor_timer_cancel(c->r, &c->hs_timer);
+	reactor_timer_cancel(c->r, &c->idle_timer);
 	/* Cancelling is enough for ops armed on the socket; a shutdown also
 	 * ends one the kernel handed to a worker thread (a send blocked on a
 	 * client that stopped reading). */
@@ -205,9 +206,10 @@ static void conn_free(struct nbdsrv_conn *c)
 	struct nbdsrv_worker *w = c->w;
 	bool stdio = c->stdio;
 
-	log_debug("nbd %s: closed after %llu requests (%llu read passes split, %llu write "
-		  "blocks adopted)", c->name, (unsigned long long)c->nrequests,
-		  (unsigned long long)c->npass_splits, (unsigned long long)c->nadopted);
+	log_debug("nbd %s: closed after %llu requests (%llu read passes split, %llu waits for "
+		  "the in-flight budget, %llu write blocks adopted)", c->name,
+		  (unsigned long long)c->nrequests, (unsigned long long)c->npass_splits,
+		  (unsigned long long)c->nbudget_waits, (unsigned long long)c->nadopted);
 	if (c->prev)
 		c->prev->next = c->next;
 	else

@@ -14,8 +14,13 @@
  * - Bounds: option data up to NBDSRV_OPT_MAX is buffered; up to
  *   NBDSRV_OPT_SKIP_MAX it is read and discarded (ERR_TOO_BIG, or
  *   ERR_UNSUP for unknown options); beyond that, and past
- *   NBDSRV_MAX_OPTIONS options or NBDSRV_HANDSHAKE_TIMEOUT_NS, the client
- *   is dropped. Strings are at most 4096 bytes.
+ *   NBDSRV_MAX_OPTIONS options, the client is dropped. Strings are at most
+ *   4096 bytes.
+ * - Time: the whole handshake, from the greeting to GO, must finish within
+ *   opts.handshake_timeout_s. A deadline rather than an idle timer: one
+ *   that restarted on every byte would let a client that trickles a byte
+ *   now and then hold its connection slot for ever. A real client needs
+ *   a few round trips and perhaps a TLS handshake.
  * - State the spec makes stateful (structured replies, the selected meta
  *   contexts and the export they were selected for) is forgotten at
  *   STARTTLS. INFO and GO compute the same answer from the same inputs,
@@ -171,8 +176,8 @@ static void hs_timeout(struct reactor_timer *t)
 {
 	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, hs_timer);
 
-	log_warn("nbd %s: handshake not finished after %llu s: dropping the client", c->name,
-		 (unsigned long long)(NBDSRV_HANDSHAKE_TIMEOUT_NS / 1000000000ull));
+	log_warn("nbd %s: handshake not finished after %u s: dropping the client", c->name,
+		 c->srv->opts.handshake_timeout_s);
 	nbdsrv_conn_close(c, false, NULL);
 }
 
@@ -737,7 +742,9 @@ void nbdsrv_hs_begin(struct nbdsrv_conn *c)
 
 	c->phase = NBDSRV_PH_HANDSHAKE;
 	c->hs_timer.fn = hs_timeout;
-	reactor_timer_start(c->r, &c->hs_timer, NBDSRV_HANDSHAKE_TIMEOUT_NS);
+	if (c->srv->opts.handshake_timeout_s != NBDSRV_NO_LIMIT)
+		reactor_timer_start(c->r, &c->hs_timer,
+				    (uint64_t)c->srv->opts.handshake_timeout_s * 1000000000ull);
 	nbdw_put64(g, NBDW_INIT_PASSWD);
 	nbdw_put64(g + 8, NBDW_IHAVEOPT);
 	nbdw_put16(g + 16, NBDW_FLAG_FIXED_NEWSTYLE | NBDW_FLAG_NO_ZEROES);

@@ -29,8 +29,9 @@
 /* In-flight requests per connection: default and ceiling. */
 #define NBDSRV_DEFAULT_REQUESTS 128u
 #define NBDSRV_MAX_REQUESTS 4096u
-/* Payload bytes in flight per connection before reading stops (one request
- * is always allowed). */
+/* Bytes in flight per connection before reading stops (one request is
+ * always allowed): READ and WRITE payloads, the bytes a CACHE reads, the
+ * reply buffer of a BLOCK_STATUS (transmit.c, xmit_cost). */
 #define NBDSRV_INFLIGHT_BYTES (64u << 20)
 /* READ bytes dispatched per loop pass: parsing stops there and resumes
  * after the pass's replies were handed to the kernel (see transmit.c). */
@@ -48,8 +49,6 @@
 #define NBDSRV_OPT_SKIP_MAX (16u << 20)
 /* Options per connection before the client is dropped (option flood). */
 #define NBDSRV_MAX_OPTIONS 4096u
-/* Time allowed for the whole handshake. */
-#define NBDSRV_HANDSHAKE_TIMEOUT_NS (60ull * 1000000000ull)
 /* Time connections get to drain at shutdown before they are dropped. */
 #define NBDSRV_DRAIN_TIMEOUT_NS (10ull * 1000000000ull)
 /* iovecs gathered into one sendmsg. */
@@ -64,8 +63,11 @@
 #define NBDSRV_HOLE_REPROBE_BYTES (256ull << 20)
 /* Send buffer asked for on accepted Unix sockets. */
 #define NBDSRV_UNIX_SNDBUF (4 << 20)
-/* Extents per BLOCK_STATUS request. */
+/* Extents per BLOCK_STATUS request, and the most of the export one request
+ * looks at: a longer one is answered for its first NBDSRV_BS_MAX_BYTES
+ * (the protocol lets a server describe less than was asked). */
 #define NBDSRV_BS_EXTENTS 1024u
+#define NBDSRV_BS_MAX_BYTES (1u << 30)
 /* Payload buffers up to this size stay attached to their request slot, up
  * to NBDSRV_CONN_CACHE_BYTES per connection. */
 #define NBDSRV_SLOT_KEEP_BYTES (1u << 20)
@@ -145,6 +147,11 @@ struct nbdsrv {
 	atomic_bool force_requested;
 	atomic_uint_fast64_t next_conn_id;
 	atomic_uint rr;
+	/* Live connections (accepted, not yet freed): the acceptor adds, the
+	 * workers subtract. */
+	atomic_uint nconns;
+	uint64_t nrefused;          /* acceptor only: over max_connections */
+	bool refusing;              /* acceptor only: the limit was logged */
 
 	/* main thread only */
 	struct reactor_task stop_task, force_task;
@@ -263,8 +270,13 @@ struct nbdsrv_conn {
 	struct reactor_op cancel_op;
 	unsigned cancels_busy;
 
-	/* Handshake. */
+	/* Handshake: the deadline for all of it. Transmission: the idle
+	 * timer (opts.idle_timeout_s), with the last time the connection
+	 * received something or went quiet (nothing in flight). */
 	struct reactor_timer hs_timer;
+	struct reactor_timer idle_timer;
+	uint64_t idle_ns;           /* opts.idle_timeout_s in ns, 0 = off */
+	uint64_t last_active_ns;
 	uint8_t hs_hdr[NBDW_OPT_HDR_BYTES];
 	uint32_t opt, optlen;
 	uint8_t *hs_in;             /* option data (malloc, <= NBDSRV_OPT_MAX) */
@@ -327,6 +339,7 @@ struct nbdsrv_conn {
 	bool draining;              /* server stopping */
 	uint64_t nrequests;
 	uint64_t npass_splits;      /* passes cut short by NBDSRV_PASS_READ_BYTES */
+	uint64_t nbudget_waits;     /* parsing stopped by NBDSRV_INFLIGHT_BYTES */
 	/* Adopted WRITE payloads (transmit.c). */
 	uint32_t adopt_bytes;       /* the disk's block size, 0 = copy */
 	void **apool;               /* spare blocks of adopt_bytes (in cached_bytes) */

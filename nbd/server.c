@@ -25,6 +25,14 @@
  *   dropped. A worker with no connections left posts "done" to the
  *   acceptor and stops its loop; when all have, nbdsrv_run joins them and
  *   flushes every export from the acceptor thread.
+ * - Limits: at most opts.max_connections connections live at once (a
+ *   server-wide atomic count: the acceptor adds, a worker subtracts when
+ *   it frees one); beyond that the acceptor accepts and closes at once, so
+ *   a client learns at once rather than hanging in the backlog, and a
+ *   flood of idle sockets costs one descriptor for an instant each. A
+ *   handshake must finish within opts.handshake_timeout_s (handshake.c),
+ *   so idle sockets cannot hold the slots for long; transmission may have
+ *   an idle timeout (transmit.c).
  * - Memory: a connection is allocated when it is accepted; its request
  *   slots and receive buffer when it enters transmission. Nothing is
  *   allocated per request in steady state (see transmit.c).
@@ -73,6 +81,10 @@ int nbdsrv_new(const struct nbdsrv_opts *o, struct nbdsrv **out)
 	s->opts = *o;
 	if (s->opts.max_requests == 0)
 		s->opts.max_requests = NBDSRV_DEFAULT_REQUESTS;
+	if (s->opts.max_connections == 0)
+		s->opts.max_connections = NBDSRV_DEFAULT_CONNECTIONS;
+	if (s->opts.handshake_timeout_s == 0)
+		s->opts.handshake_timeout_s = NBDSRV_DEFAULT_HANDSHAKE_S;
 	if (s->opts.threads == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -270,6 +282,24 @@ int nbdsrv_listen_tcp(struct nbdsrv *s, const char *host, uint16_t port, uint16_
 	return 0;
 }
 
+/* Whether something listens on the Unix socket at @sun: 0 = nobody (a
+ * stale file: the connection was refused, or the file is gone), 1 = a live
+ * listener answered (or its backlog is full), -errno = cannot tell. */
+static int srv_unix_probe(const struct sockaddr_un *sun)
+{
+	CLEANUP_CLOSE int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0)
+		return 1;
+	if (errno == ECONNREFUSED || errno == ENOENT)
+		return 0;
+	if (errno == EAGAIN)
+		return 1;
+	return -errno;
+}
+
 int nbdsrv_listen_unix(struct nbdsrv *s, const char *path, char *err, size_t errlen)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -280,13 +310,24 @@ int nbdsrv_listen_unix(struct nbdsrv *s, const char *path, char *err, size_t err
 	if (strlen(path) >= sizeof(sun.sun_path))
 		return errbuf_fail(err, errlen, -ENAMETOOLONG, "socket path '%s' is too long (max %zu)",
 				   path, sizeof(sun.sun_path) - 1);
+	memcpy(sun.sun_path, path, strlen(path) + 1);
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
 			return errbuf_fail(err, errlen, -EEXIST,
 					   "'%s' exists and is not a socket", path);
+		/* Replace only a stale socket: unlinking one a live server
+		 * listens on would cut that server off from new clients
+		 * without it noticing. */
+		ret = srv_unix_probe(&sun);
+		if (ret > 0)
+			return errbuf_fail(err, errlen, -EADDRINUSE,
+					   "a server is already listening on '%s'; stop it or use "
+					   "another path", path);
+		if (ret < 0)
+			return errbuf_fail(err, errlen, ret, "cannot tell whether '%s' is in use: %s",
+					   path, strerror(-ret));
 		unlink(path);
 	}
-	memcpy(sun.sun_path, path, strlen(path) + 1);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return errbuf_fail(err, errlen, -errno, "socket: %s", strerror(errno));
@@ -374,6 +415,7 @@ static void worker_check_done(struct nbdsrv_worker *w)
 void nbdsrv_worker_conn_gone(struct nbdsrv_worker *w, bool stdio)
 {
 	atomic_fetch_sub(&w->nconns, 1);
+	atomic_fetch_sub(&w->srv->nconns, 1);
 	if (stdio)
 		nbdsrv_stop(w->srv);
 	worker_check_done(w);
@@ -541,6 +583,7 @@ static void srv_dispatch(struct nbdsrv *s, struct nbdsrv_conn *c)
 	c->w = w;
 	c->r = w->r;
 	atomic_fetch_add(&w->nconns, 1);
+	atomic_fetch_add(&s->nconns, 1);
 	c->start_task.fn = nbdsrv_conn_start;
 	reactor_post(w->r, &c->start_task);
 }
@@ -597,6 +640,24 @@ static void listener_accept_cb(struct reactor_op *op, int res)
 		}
 		listener_arm(l);
 		return;
+	}
+	if (atomic_load(&s->nconns) >= s->opts.max_connections) {
+		/* Accept and close: the client sees the end of the stream
+		 * at once instead of waiting in the backlog. One log line per
+		 * stretch at the limit, so a flood cannot fill the log. */
+		s->nrefused++;
+		if (!s->refusing)
+			log_warn("nbd: %u connections open: refusing new ones on %s "
+				 "(--max-connections)", s->opts.max_connections, l->desc);
+		s->refusing = true;
+		close(res);
+		listener_arm(l);
+		return;
+	}
+	if (s->refusing) {
+		log_info("nbd: accepting connections again (%llu refused)",
+			 (unsigned long long)s->nrefused);
+		s->refusing = false;
 	}
 	if (getpeername(res, (struct sockaddr *)&peer, &pl) < 0)
 		pl = 0;
@@ -753,8 +814,8 @@ int nbdsrv_run(struct nbdsrv *s)
 			status = 1;
 		}
 	}
-	log_info("nbd: stopped after %llu connections",
-		 (unsigned long long)nbdsrv_connections_served(s));
+	log_info("nbd: stopped after %llu connections (%llu refused over the limit)",
+		 (unsigned long long)nbdsrv_connections_served(s), (unsigned long long)s->nrefused);
 	return status;
 }
 

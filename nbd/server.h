@@ -12,6 +12,7 @@
 #ifndef DISKSTACK_NBD_SERVER_H
 #define DISKSTACK_NBD_SERVER_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,7 +33,23 @@ struct nbdsrv_opts {
 	struct nbdsrv_tls *tls;        /* credentials, owned by the server on success;
 					* required unless tls_mode is OFF */
 	unsigned max_requests;         /* in-flight requests per connection; 0 = default (128) */
+	/* Connections at once (handshake and transmission; more are accepted
+	 * and closed at once): 0 = default (NBDSRV_DEFAULT_CONNECTIONS),
+	 * NBDSRV_NO_LIMIT = none. */
+	unsigned max_connections;
+	/* Seconds a client gets to finish the whole handshake: 0 = default
+	 * (NBDSRV_DEFAULT_HANDSHAKE_S), NBDSRV_NO_LIMIT = none. */
+	unsigned handshake_timeout_s;
+	/* Seconds a connection in transmission may stay idle (nothing in
+	 * flight, nothing received) before it is closed: 0 = never. */
+	unsigned idle_timeout_s;
 };
+
+#define NBDSRV_NO_LIMIT UINT_MAX
+/* qemu's NBD server allows 100 since CVE-2024-7409; multi-conn clients
+ * use 4 to 16 (docs/diskstack-serve.md). */
+#define NBDSRV_DEFAULT_CONNECTIONS 100u
+#define NBDSRV_DEFAULT_HANDSHAKE_S 30u
 
 /* Creates a server (no threads yet). Returns 0 or -errno. On failure
  * o->tls still belongs to the caller. */
@@ -51,8 +68,9 @@ int nbdsrv_add_export(struct nbdsrv *s, const char *name, const char *descriptio
  * resolves to is bound. Returns 0 or -errno with a message in @err. */
 int nbdsrv_listen_tcp(struct nbdsrv *s, const char *host, uint16_t port, uint16_t *bound,
 		      char *err, size_t errlen);
-/* Listens on Unix socket @path (a stale socket file is replaced; anything
- * else there is an error). The file is removed by nbdsrv_free. */
+/* Listens on Unix socket @path. A socket file nobody listens on (stale) is
+ * replaced; -EADDRINUSE when a live server answers on it; anything else at
+ * @path is an error. The file is removed by nbdsrv_free. */
 int nbdsrv_listen_unix(struct nbdsrv *s, const char *path, char *err, size_t errlen);
 /* Uses an already listening socket @fd (socket activation); owned on
  * success. */

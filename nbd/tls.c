@@ -14,18 +14,30 @@
  *   GnuTLS clients (libnbd) offer.
  * - Renegotiation is refused (SSL_OP_NO_RENEGOTIATION): with memory BIOs
  *   it would only add states to the transport code for no benefit.
+ * - Key material (PSK entries, the X.509 private key file) is wiped
+ *   wherever this file lets go of it, and never moved with realloc,
+ *   which may copy a block and free the old one unwiped: the PSK table
+ *   grows into a new block and the old one is wiped (tls_secret_free).
+ *   Files holding keys are read through buffers of our own, not stdio's
+ *   or OpenSSL's file BIO's (those free theirs unwiped): the PSK file
+ *   through a stdio buffer we provide, the private key with read(2) into
+ *   memory OpenSSL then parses. What OpenSSL copies internally (the
+ *   parsed key, the PSK handed to a session) is OpenSSL's to wipe.
  */
 #include "config.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include <openssl/err.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 
 #include "common/compiler.h"
 #include "common/log.h"
@@ -34,6 +46,9 @@
 #define PSK_MAX_IDENTITY 256
 #define PSK_MAX_KEY 256
 #define PSK_MAX_ENTRIES 4096
+#define PSK_FIRST_ENTRIES 16
+/* Largest private key file read (a PEM RSA-16384 key is about 13 KiB). */
+#define TLS_KEY_FILE_MAX (256u << 10)
 
 struct psk_entry {
 	char identity[PSK_MAX_IDENTITY];
@@ -44,9 +59,48 @@ struct psk_entry {
 struct nbdsrv_tls {
 	SSL_CTX *ctx;
 	bool psk;
-	struct psk_entry *keys;   /* PSK mode: the table (immutable) */
-	size_t nkeys;
+	struct psk_entry *keys;   /* PSK mode: the table (immutable once loaded) */
+	size_t nkeys, cap;        /* entries used, entries allocated */
 };
+
+static void (*tls_free_hook)(const void *p, size_t len);
+
+void nbdsrv_tls_set_free_hook(void (*hook)(const void *p, size_t len))
+{
+	tls_free_hook = hook;
+}
+
+/* Wipes and frees @len bytes of key material at @p (NULL allowed). */
+static void tls_secret_free(void *p, size_t len)
+{
+	if (!p)
+		return;
+	OPENSSL_cleanse(p, len);
+	if (tls_free_hook)
+		tls_free_hook(p, len);
+	free(p);
+}
+
+/* Makes room for one more PSK entry: a new table, the entries copied, the
+ * old table wiped and freed (see the design notes). Returns 0 or
+ * -ENOMEM. */
+static int psk_table_grow(struct nbdsrv_tls *t)
+{
+	size_t cap = t->cap ? MIN(t->cap * 2, (size_t)PSK_MAX_ENTRIES) : PSK_FIRST_ENTRIES;
+	struct psk_entry *k;
+
+	if (t->nkeys < t->cap)
+		return 0;
+	k = calloc(cap, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	if (t->nkeys)
+		memcpy(k, t->keys, t->nkeys * sizeof(*k));
+	tls_secret_free(t->keys, t->cap * sizeof(*t->keys));
+	t->keys = k;
+	t->cap = cap;
+	return 0;
+}
 
 const char *nbdsrv_tls_errstr(char *buf, size_t len)
 {
@@ -113,17 +167,19 @@ int nbdsrv_tls_parse_psk_line(const char *line, char *identity, size_t idlen,
 
 static int tls_load_psk(struct nbdsrv_tls *t, const char *path, char *err, size_t errlen)
 {
-	FILE *fp = fopen(path, "r");
+	FILE *fp = fopen(path, "re");
 	char line[PSK_MAX_IDENTITY + 2 * PSK_MAX_KEY + 8];
+	char iobuf[4096];            /* stdio's buffer: ours, so it can be wiped */
+	struct psk_entry e;
 	unsigned lineno = 0;
 	int ret = 0;
 
 	if (!fp)
 		return errbuf_fail(err, errlen, -errno, "cannot open PSK file '%s': %s", path,
 				   strerror(errno));
+	setvbuf(fp, iobuf, _IOFBF, sizeof(iobuf));
 	while (fgets(line, sizeof(line), fp)) {
 		size_t n = strlen(line);
-		struct psk_entry e;
 
 		lineno++;
 		if (n && line[n - 1] != '\n' && !feof(fp)) {
@@ -146,58 +202,125 @@ static int tls_load_psk(struct nbdsrv_tls *t, const char *path, char *err, size_
 				          PSK_MAX_ENTRIES);
 			break;
 		}
-		struct psk_entry *k = realloc(t->keys, (t->nkeys + 1) * sizeof(*k));
-		if (!k) {
+		if (psk_table_grow(t) < 0) {
 			ret = errbuf_fail(err, errlen, -ENOMEM, "out of memory");
 			break;
 		}
-		t->keys = k;
 		t->keys[t->nkeys++] = e;
-		OPENSSL_cleanse(&e, sizeof(e));
 	}
+	/* On every path: a parse that failed half-way left key bytes too. */
+	OPENSSL_cleanse(&e, sizeof(e));
 	OPENSSL_cleanse(line, sizeof(line));
 	fclose(fp);
+	OPENSSL_cleanse(iobuf, sizeof(iobuf));
 	if (ret == 0 && t->nkeys == 0)
 		ret = errbuf_fail(err, errlen, -EINVAL, "PSK file '%s' holds no keys", path);
 	return ret;
+}
+
+int nbdsrv_tls_psk_key(const struct nbdsrv_tls *t, const char *identity, uint8_t *key,
+		       size_t keylen)
+{
+	for (size_t i = 0; i < t->nkeys; i++) {
+		if (strcmp(t->keys[i].identity, identity) == 0) {
+			if (t->keys[i].keylen > keylen)
+				return -ENOSPC;
+			memcpy(key, t->keys[i].key, t->keys[i].keylen);
+			return (int)t->keys[i].keylen;
+		}
+	}
+	return -ENOENT;
 }
 
 static unsigned int tls_psk_cb(SSL *ssl, const char *identity, unsigned char *psk,
 			       unsigned int max_psk_len)
 {
 	const struct nbdsrv_tls *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	const char *who = SSL_get_app_data(ssl);
+	int n;
 
 	if (!t || !identity)
 		return 0;
-	for (size_t i = 0; i < t->nkeys; i++) {
-		if (strcmp(t->keys[i].identity, identity) == 0) {
-			if (t->keys[i].keylen > max_psk_len)
-				return 0;
-			memcpy(psk, t->keys[i].key, t->keys[i].keylen);
-			return (unsigned int)t->keys[i].keylen;
-		}
-	}
-	{
-		const char *who = SSL_get_app_data(ssl);
-
+	n = nbdsrv_tls_psk_key(t, identity, psk, max_psk_len);
+	if (n == -ENOENT)
 		log_warn("nbd %s: TLS: unknown PSK identity '%.64s'", who ? who : "?", identity);
+	return n > 0 ? (unsigned int)n : 0;
+}
+
+/* Reads up to @cap bytes of @fd into @buf; *@got is the count. Returns 0
+ * or -errno. */
+static int tls_read_fd(int fd, uint8_t *buf, size_t cap, size_t *got)
+{
+	*got = 0;
+	while (*got < cap) {
+		ssize_t n = read(fd, buf + *got, cap - *got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		*got += (size_t)n;
 	}
 	return 0;
+}
+
+/* Loads the private key in PEM file @path into the context, reading the
+ * file into a buffer that is wiped afterwards (see the design notes). */
+static int tls_load_private_key(struct nbdsrv_tls *t, const char *path, char *err,
+				size_t errlen)
+{
+	uint8_t *buf;
+	size_t got = 0;
+	EVP_PKEY *pkey = NULL;
+	BIO *bio;
+	char ebuf[512];
+	int fd, ret;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return errbuf_fail(err, errlen, -errno, "cannot open private key '%s': %s", path,
+				   strerror(errno));
+	buf = malloc(TLS_KEY_FILE_MAX);
+	ret = buf ? tls_read_fd(fd, buf, TLS_KEY_FILE_MAX, &got) : -ENOMEM;
+	close(fd);
+	if (ret == 0 && got == TLS_KEY_FILE_MAX)
+		ret = -EFBIG;
+	if (ret < 0) {
+		tls_secret_free(buf, TLS_KEY_FILE_MAX);
+		return errbuf_fail(err, errlen, ret, "cannot read private key '%s': %s", path,
+				   ret == -EFBIG ? "larger than 256 KiB" : strerror(-ret));
+	}
+	/* A read-only memory BIO reads @buf in place: no copy. */
+	bio = BIO_new_mem_buf(buf, (int)got);
+	if (bio) {
+		pkey = PEM_read_bio_PrivateKey(bio, NULL, SSL_CTX_get_default_passwd_cb(t->ctx),
+					       SSL_CTX_get_default_passwd_cb_userdata(t->ctx));
+		BIO_free(bio);
+	}
+	if (!pkey || SSL_CTX_use_PrivateKey(t->ctx, pkey) != 1)
+		ret = errbuf_fail(err, errlen, -EINVAL, "cannot load private key '%s': %s", path,
+				  nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
+	EVP_PKEY_free(pkey);     /* the context holds its own reference */
+	tls_secret_free(buf, TLS_KEY_FILE_MAX);
+	return ret;
 }
 
 static int tls_load_x509(struct nbdsrv_tls *t, const struct nbdsrv_tls_opts *o, char *err,
 			 size_t errlen)
 {
 	char path[4096], ebuf[512];
+	int ret;
 
 	snprintf(path, sizeof(path), "%s/server-cert.pem", o->certs_dir);
 	if (SSL_CTX_use_certificate_chain_file(t->ctx, path) != 1)
 		return errbuf_fail(err, errlen, -EINVAL, "cannot load certificate '%s': %s", path,
 				   nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
 	snprintf(path, sizeof(path), "%s/server-key.pem", o->certs_dir);
-	if (SSL_CTX_use_PrivateKey_file(t->ctx, path, SSL_FILETYPE_PEM) != 1)
-		return errbuf_fail(err, errlen, -EINVAL, "cannot load private key '%s': %s", path,
-				   nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
+	ret = tls_load_private_key(t, path, err, errlen);
+	if (ret < 0)
+		return ret;
 	if (SSL_CTX_check_private_key(t->ctx) != 1)
 		return errbuf_fail(err, errlen, -EINVAL, "%s/server-key.pem does not match "
 				   "server-cert.pem", o->certs_dir);
@@ -254,10 +377,7 @@ void nbdsrv_tls_free(struct nbdsrv_tls *t)
 	if (!t)
 		return;
 	SSL_CTX_free(t->ctx);
-	if (t->keys) {
-		OPENSSL_cleanse(t->keys, t->nkeys * sizeof(*t->keys));
-		free(t->keys);
-	}
+	tls_secret_free(t->keys, t->cap * sizeof(*t->keys));
 	free(t);
 }
 

@@ -55,4 +55,17 @@ int nbdsrv_tls_parse_psk_line(const char *line, char *identity, size_t idlen,
  * thread's queue. Writes into @buf of @len bytes and returns it. */
 const char *nbdsrv_tls_errstr(char *buf, size_t len);
 
+/* PSK mode: copies the key of @identity into @key (room @keylen) and
+ * returns its length; -ENOENT for an unknown identity, -ENOSPC when it
+ * does not fit. The caller wipes @key. Any thread. */
+int nbdsrv_tls_psk_key(const struct nbdsrv_tls *t, const char *identity, uint8_t *key,
+		       size_t keylen);
+
+/* ---- test hooks ---------------------------------------------------------- */
+
+/* Calls @hook (NULL = none) with every block of key material this module
+ * frees, after wiping it and before freeing it: @len bytes at @p. Not
+ * thread-safe; for unit tests, which check the bytes are all zero. */
+void nbdsrv_tls_set_free_hook(void (*hook)(const void *p, size_t len));
+
 #endif

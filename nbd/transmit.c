@@ -13,8 +13,17 @@
  *   in flight, and replies go out in completion order (out of order), so
  *   the disk and the socket overlap.
  * - Back-pressure. A connection has max_requests slots and a budget of
- *   NBDSRV_INFLIGHT_BYTES of payload; when either runs out parsing stops
- *   (nothing more is received) until a reply has gone out.
+ *   NBDSRV_INFLIGHT_BYTES; when either runs out parsing stops (nothing
+ *   more is received) until a reply has gone out. The budget counts what
+ *   a request makes the server hold or fetch, not what it carries on the
+ *   wire: a READ or WRITE its payload, a CACHE the bytes it reads (the
+ *   stack emulates CACHE by reading: through a blob: or nbd: disk that is
+ *   network traffic), a BLOCK_STATUS its reply buffer. Commands without
+ *   a payload are bounded too: a CACHE longer than the maximum block size
+ *   is refused with EOVERFLOW, and a BLOCK_STATUS looks at no more than
+ *   NBDSRV_BS_MAX_BYTES of the export (the NBD protocol, "Block size
+ *   constraints" and NBD_CMD_BLOCK_STATUS), so one 28-byte request can no
+ *   longer make the server read a whole export.
  * - No allocation per request: slots, reply headers, iovecs and the
  *   extent arrays live in the slot; payload buffers come from the
  *   reactor's buffer cache and stay attached to their slot while they are
@@ -70,6 +79,12 @@
  *   oversized WRITE payload (which cannot be skipped safely) drops the
  *   client; everything else gets an error reply. Errors from the disk are
  *   translated by the one table in errmap.c.
+ * - Idle connections (opts.idle_timeout_s, off by default: the kernel's
+ *   client and QEMU keep a connection for the life of the device and may
+ *   send nothing for hours) are closed once nothing has been in flight and
+ *   nothing received for that long. No timer is moved per request: a
+ *   receive stamps the clock, and the timer, when it fires early, re-arms
+ *   for the rest.
  * - Ordering: a FLUSH is submitted after the writes it must cover have
  *   completed (their replies have been queued), which is what the spec
  *   asks. TRIM with FUA is an unmap followed by a flush.
@@ -96,6 +111,24 @@
 static void xmit_pump(struct nbdsrv_conn *c);
 static void xmit_dispatch(struct nbdsrv_req *req);
 static void xmit_rx_cb(struct nbdsrv_conn *c, ssize_t res);
+
+/* What a request counts against NBDSRV_INFLIGHT_BYTES (see the design
+ * notes). A CACHE over the maximum block size is refused before it reads
+ * anything, so it never counts for more than that. */
+static uint64_t xmit_cost(uint16_t type, uint32_t len)
+{
+	switch (type) {
+	case NBDW_CMD_READ:
+	case NBDW_CMD_WRITE:
+		return len;
+	case NBDW_CMD_CACHE:
+		return MIN(len, NBDSRV_MAX_PAYLOAD);
+	case NBDW_CMD_BLOCK_STATUS:
+		return XMIT_BS_BUF_BYTES;
+	default:
+		return 0;
+	}
+}
 
 /* ---- slots and buffers ----------------------------------------------------- */
 
@@ -270,6 +303,8 @@ static void xmit_release(struct nbdsrv_req *req, bool notify)
 	req->next_free = c->free_slots;
 	c->free_slots = req;
 	c->ninflight--;
+	if (c->idle_ns && c->ninflight == 0)
+		c->last_active_ns = reactor_now_ns();   /* quiet from here */
 	if (!notify)
 		return;
 	if (c->closing) {
@@ -704,7 +739,10 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 			xmit_fail(req, NBDW_ENOMEM, "out of memory");
 			return;
 		}
-		count = MIN(((uint64_t)req->len + mask) >> c->shift, (uint64_t)(UINT32_MAX / c->ss));
+		/* Bounded work per request: the reply may describe less than
+		 * was asked, and the client asks again for the rest. */
+		count = MIN(((uint64_t)req->len + mask) >> c->shift,
+			    (uint64_t)(NBDSRV_BS_MAX_BYTES >> c->shift));
 		req->io.u.bs.extents = req->buf;
 		req->io.u.bs.max = (req->flags & NBDW_CMD_FLAG_REQ_ONE) ? 1 : NBDSRV_BS_EXTENTS;
 		req->io.u.bs.nr = 0;
@@ -718,6 +756,13 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 	if ((req->type == NBDW_CMD_READ || req->type == NBDW_CMD_WRITE) &&
 	    req->len > NBDSRV_MAX_PAYLOAD) {
 		xmit_fail(req, NBDW_EINVAL, "request larger than the maximum block size");
+		return;
+	}
+	if (req->type == NBDW_CMD_CACHE && req->len > NBDSRV_MAX_PAYLOAD) {
+		/* The error the protocol names for a command without payload
+		 * over the advertised maximum; a client that honours the block
+		 * size constraints never sees it. */
+		xmit_fail(req, NBDW_EOVERFLOW, "cache larger than the maximum block size");
 		return;
 	}
 	if (req->len == 0) {
@@ -806,6 +851,8 @@ static void xmit_payload_cb(struct nbdsrv_conn *c, ssize_t res)
 		nbdsrv_conn_close(c, false, NULL);
 		return;
 	}
+	if (c->idle_ns)
+		c->last_active_ns = reactor_now_ns();
 	c->payload_got += (uint32_t)res;
 	if (c->payload_got < req->len) {
 		xmit_payload_rx(c, req);
@@ -854,10 +901,14 @@ static void xmit_pump(struct nbdsrv_conn *c)
 			nbdsrv_conn_close(c, false, NULL);
 			return;
 		}
-		cost = (type == NBDW_CMD_READ || type == NBDW_CMD_WRITE) ? len : 0;
-		if (!c->free_slots ||
-		    (c->ninflight > 0 && c->inflight_bytes + cost > NBDSRV_INFLIGHT_BYTES)) {
+		cost = xmit_cost(type, len);
+		if (!c->free_slots) {
 			c->rx_blocked = true;
+			return;
+		}
+		if (c->ninflight > 0 && c->inflight_bytes + cost > NBDSRV_INFLIGHT_BYTES) {
+			c->rx_blocked = true;
+			c->nbudget_waits++;
 			return;
 		}
 		req = c->free_slots;
@@ -1011,8 +1062,32 @@ static void xmit_rx_cb(struct nbdsrv_conn *c, ssize_t res)
 		}
 		return;
 	}
+	if (c->idle_ns)
+		c->last_active_ns = reactor_now_ns();
 	c->rtail += (size_t)res;
 	xmit_pump(c);
+}
+
+/* The idle timer: closes the connection once it has been quiet for
+ * c->idle_ns, else waits for the rest (see the design notes). */
+static void xmit_idle_timeout(struct reactor_timer *t)
+{
+	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, idle_timer);
+	uint64_t quiet = reactor_now_ns() - c->last_active_ns;
+
+	if (c->closing || c->draining || c->disc)
+		return;
+	if (c->ninflight > 0) {
+		reactor_timer_start(c->r, t, c->idle_ns);
+		return;
+	}
+	if (quiet < c->idle_ns) {
+		reactor_timer_start(c->r, t, c->idle_ns - quiet);
+		return;
+	}
+	log_info("nbd %s: idle for %u s: closing the connection (--idle-timeout)", c->name,
+		 c->srv->opts.idle_timeout_s);
+	nbdsrv_conn_close(c, true, NULL);
 }
 
 /* ---- phase entry and exit ---------------------------------------------------------------- */
@@ -1059,6 +1134,12 @@ void nbdsrv_xmit_begin(struct nbdsrv_conn *c, struct nbdsrv_export *e)
 		req->tx.sent = xmit_req_sent;
 		req->next_free = c->free_slots;
 		c->free_slots = req;
+	}
+	if (c->srv->opts.idle_timeout_s) {
+		c->idle_ns = (uint64_t)c->srv->opts.idle_timeout_s * 1000000000ull;
+		c->last_active_ns = reactor_now_ns();
+		c->idle_timer.fn = xmit_idle_timeout;
+		reactor_timer_start(c->r, &c->idle_timer, c->idle_ns);
 	}
 	log_debug("nbd %s: export '%s' (%llu bytes, flags 0x%x%s%s)", c->name, e->name,
 		  (unsigned long long)c->size, c->tflags, c->sr ? ", structured" : "",

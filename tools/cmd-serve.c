@@ -78,6 +78,17 @@ static void serve_usage(FILE *fp)
 		"      --tls-psk FILE       pre-shared keys, psktool format (identity:hexkey)\n"
 		"      --tls-verify-peer    require client certificates signed by DIR/ca-cert.pem\n"
 		"\n"
+		"Limits:\n"
+		"      --max-connections N  connections at once (default 100, 0 = no limit);\n"
+		"                           more are accepted and closed at once\n"
+		"      --handshake-timeout SECONDS\n"
+		"                           time a client gets to finish the handshake\n"
+		"                           (default 30, 0 = no limit)\n"
+		"      --idle-timeout SECONDS\n"
+		"                           close a connection idle that long in transmission\n"
+		"                           (default 0 = never: kernel and QEMU clients idle\n"
+		"                           for hours)\n"
+		"\n"
 		"Tuning:\n"
 		"  -t, --threads N          reactor threads (default: one per online CPU)\n"
 		"      --max-requests N     in-flight requests per connection (default 128)\n"
@@ -194,6 +205,7 @@ int cmd_serve(int argc, char **argv)
 {
 	enum {
 		OPT_RUN = 256, OPT_TLS, OPT_TLS_CERTS, OPT_TLS_PSK, OPT_TLS_VERIFY, OPT_MAXREQ,
+		OPT_MAXCONN, OPT_HS_TIMEOUT, OPT_IDLE_TIMEOUT,
 	};
 	static const struct option longopts[] = {
 		{ "export",           required_argument, NULL, 'e' },
@@ -207,6 +219,9 @@ int cmd_serve(int argc, char **argv)
 		{ "pidfile",          required_argument, NULL, 'P' },
 		{ "threads",          required_argument, NULL, 't' },
 		{ "max-requests",     required_argument, NULL, OPT_MAXREQ },
+		{ "max-connections",  required_argument, NULL, OPT_MAXCONN },
+		{ "handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT },
+		{ "idle-timeout",     required_argument, NULL, OPT_IDLE_TIMEOUT },
 		{ "tls",              required_argument, NULL, OPT_TLS },
 		{ "tls-certificates", required_argument, NULL, OPT_TLS_CERTS },
 		{ "tls-psk",          required_argument, NULL, OPT_TLS_PSK },
@@ -223,13 +238,16 @@ int cmd_serve(int argc, char **argv)
 	const char *certs = NULL, *psk = NULL;
 	enum nbdsrv_tls_mode tls_mode = NBDSRV_TLS_OFF;
 	uint64_t port = NBDW_DEFAULT_PORT, threads = 0, maxreq = 0;
+	/* 0 = the server's default; NBDSRV_NO_LIMIT when the user asks for none. */
+	unsigned maxconn = 0, hs_timeout = 0, idle_timeout = 0;
+	uint64_t v;
 	bool port_given = false;
 	char privdir[64] = "", privsock[128] = "", err[1024] = "";
 	struct reactor *r = NULL;
 	struct nbdsrv *srv = NULL;
 	struct nbdsrv_tls *tls = NULL;
 	pthread_t sigthread;
-	bool sigthread_started = false, pidfile_written = false;
+	bool sigthread_started = false, pidfile_written = false, mask_set = false;
 	uint16_t bound_port = 0;
 	int act_fds, opt, ret = 0;
 	sigset_t oldmask;
@@ -293,6 +311,27 @@ int cmd_serve(int argc, char **argv)
 				ret = tool_usage_error(cmd, "bad --max-requests '%s' (1-4096)", optarg);
 				goto out;
 			}
+			break;
+		case OPT_MAXCONN:
+			if (tool_parse_uint(optarg, 0, 1000000, &v) < 0) {
+				ret = tool_usage_error(cmd, "bad --max-connections '%s' (0-1000000)",
+						       optarg);
+				goto out;
+			}
+			maxconn = v ? (unsigned)v : NBDSRV_NO_LIMIT;
+			break;
+		case OPT_HS_TIMEOUT:
+		case OPT_IDLE_TIMEOUT:
+			if (tool_parse_uint(optarg, 0, 1000000, &v) < 0) {
+				ret = tool_usage_error(cmd, "bad --%s '%s' (0-1000000 seconds)",
+						       opt == OPT_HS_TIMEOUT ? "handshake-timeout"
+									     : "idle-timeout", optarg);
+				goto out;
+			}
+			if (opt == OPT_HS_TIMEOUT)
+				hs_timeout = v ? (unsigned)v : NBDSRV_NO_LIMIT;
+			else
+				idle_timeout = (unsigned)v;
 			break;
 		case OPT_TLS:
 			tls_given = true;
@@ -399,6 +438,21 @@ int cmd_serve(int argc, char **argv)
 	if (run && !unix_path && !ip && !port_given && act_fds == 0)
 		unix_path = "-";
 
+	/* Signals go to the signal thread only. They are blocked before
+	 * anything is opened: threads inherit the mask, and a disk may start
+	 * threads of its own when it opens (blob:'s HTTP engine, sql:'s
+	 * checkpointer); one with SIGTERM unblocked would take the default
+	 * action and end the process without a drain or a flush. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sv.set);
+	sigaddset(&sv.set, SIGINT);
+	sigaddset(&sv.set, SIGTERM);
+	sigaddset(&sv.set, SIGHUP);
+	sigaddset(&sv.set, SIGCHLD);
+	sigaddset(&sv.set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &sv.set, &oldmask);
+	mask_set = true;
+
 	ret = reactor_new(&r, 0);
 	if (ret < 0) {
 		ret = tool_error(cmd, "cannot create a reactor: %s", strerror(-ret));
@@ -415,7 +469,10 @@ int cmd_serve(int argc, char **argv)
 	}
 	{
 		struct nbdsrv_opts so = { .threads = (unsigned)threads, .tls_mode = tls_mode,
-					  .tls = tls, .max_requests = (unsigned)maxreq };
+					  .tls = tls, .max_requests = (unsigned)maxreq,
+					  .max_connections = maxconn,
+					  .handshake_timeout_s = hs_timeout,
+					  .idle_timeout_s = idle_timeout };
 
 		ret = nbdsrv_new(&so, &srv);
 		if (ret < 0) {
@@ -460,8 +517,12 @@ int cmd_serve(int argc, char **argv)
 			snprintf(privsock, sizeof(privsock), "%s/socket", privdir);
 			unix_path = privsock;
 		}
-		if (unix_path && nbdsrv_listen_unix(srv, unix_path, err, sizeof(err)) < 0) {
+		if (unix_path && (ret = nbdsrv_listen_unix(srv, unix_path, err, sizeof(err))) < 0) {
+			bool busy = ret == -EADDRINUSE;
+
 			ret = tool_error(cmd, "%s", err);
+			if (busy)
+				ret = EXIT_USAGE;   /* another server has that path: fix the command line */
 			goto out;
 		}
 		if ((!unix_path || ip || port_given) &&
@@ -471,15 +532,6 @@ int cmd_serve(int argc, char **argv)
 		}
 	}
 
-	/* Signals go to the signal thread only (threads inherit the mask). */
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&sv.set);
-	sigaddset(&sv.set, SIGINT);
-	sigaddset(&sv.set, SIGTERM);
-	sigaddset(&sv.set, SIGHUP);
-	sigaddset(&sv.set, SIGCHLD);
-	sigaddset(&sv.set, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &sv.set, &oldmask);
 	sv.srv = srv;
 	sv.child = 0;
 	atomic_store(&sv.child_status, -1);
@@ -594,13 +646,14 @@ out_mask:
 		pthread_kill(sigthread, SIGUSR1);
 		pthread_join(sigthread, NULL);
 	}
-	pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 out:
 	if (pidfile_written)
 		unlink(pidfile);
 	nbdsrv_free(srv);
 	nbdsrv_tls_free(tls);
 	reactor_free(r);
+	if (mask_set)
+		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 	if (privdir[0])
 		rmdir(privdir);
 	for (unsigned i = 0; i < nexp; i++) {

@@ -2,7 +2,9 @@
 /*
  * test-nbdsrv.c: unit tests of the NBD server: the disk_status -> NBD
  * error table (every cell), errno mapping, metadata-context matching and
- * extent encoding, PSK file lines, and an in-process server on a
+ * extent encoding, PSK file lines, the wiping of the PSK table as it
+ * grows (regression: it grew with realloc, which left copies of the keys
+ * in freed memory), and an in-process server on a
  * socketpair driven byte by byte (handshake errors, BLOCK_SIZE_REQD on a
  * 4096-byte-sector disk, structured replies, block status, DISC).
  */
@@ -15,6 +17,7 @@
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -222,6 +225,86 @@ static void test_nbdsrv_psk_line(void **state)
 						   sizeof(id), key, sizeof(key), &klen), -EINVAL);
 	assert_int_equal(nbdsrv_tls_parse_psk_line("0123456789012345678901234567890123:00", id,
 						   sizeof(id), key, sizeof(key), &klen), -EINVAL);
+}
+
+/* ---- PSK table: key material freed only after a wipe ------------------------------ */
+
+static struct {
+	unsigned calls;
+	size_t bytes, nonzero;
+} wiped;
+
+static void psk_free_hook(const void *p, size_t len)
+{
+	wiped.calls++;
+	wiped.bytes += len;
+	for (size_t i = 0; i < len; i++)
+		wiped.nonzero += ((const uint8_t *)p)[i] != 0;
+}
+
+/* Writes a psktool file of @n keys ("id<i>:" then 32 bytes of i ^ 0xa5...),
+ * then @tail (a last line, or NULL). */
+static const char *psk_file(unsigned n, const char *tail)
+{
+	const char *path = tu_path("keys.psk");
+	FILE *fp = fopen(path, "w");
+
+	assert_non_null(fp);
+	for (unsigned i = 0; i < n; i++) {
+		fprintf(fp, "id%u:", i);
+		for (unsigned b = 0; b < 32; b++)
+			fprintf(fp, "%02x", (i + b) ^ 0xa5);
+		fputc('\n', fp);
+	}
+	if (tail)
+		fprintf(fp, "%s\n", tail);
+	assert_int_equal(fclose(fp), 0);
+	return path;
+}
+
+static void test_nbdsrv_psk_table_wipe(void **state)
+{
+	struct nbdsrv_tls_opts o = { .psk_file = NULL };
+	struct nbdsrv_tls *t = NULL;
+	uint8_t key[64];
+	char err[256];
+	unsigned grown;
+
+	(void)state;
+	/* 100 keys: the table grows past its first size several times, and
+	 * every block it leaves behind is wiped before it is freed. */
+	o.psk_file = psk_file(100, NULL);
+	memset(&wiped, 0, sizeof(wiped));
+	nbdsrv_tls_set_free_hook(psk_free_hook);
+	assert_int_equal(nbdsrv_tls_new(&o, &t, err, sizeof(err)), 0);
+	grown = wiped.calls;
+	assert_true(grown >= 2);
+	assert_int_equal(wiped.nonzero, 0);
+	/* Entries moved by the growth are intact: first, middle, last. */
+	for (unsigned i = 0; i < 100; i += 33) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "id%u", i);
+		assert_int_equal(nbdsrv_tls_psk_key(t, id, key, sizeof(key)), 32);
+		for (unsigned b = 0; b < 32; b++)
+			assert_int_equal(key[b], (uint8_t)((i + b) ^ 0xa5));
+	}
+	assert_int_equal(nbdsrv_tls_psk_key(t, "id99", key, sizeof(key)), 32);
+	assert_int_equal(nbdsrv_tls_psk_key(t, "nobody", key, sizeof(key)), -ENOENT);
+	assert_int_equal(nbdsrv_tls_psk_key(t, "id1", key, 16), -ENOSPC);
+	/* Freeing the server's credentials wipes the table itself. */
+	nbdsrv_tls_free(t);
+	assert_int_equal(wiped.calls, grown + 1);
+	assert_int_equal(wiped.nonzero, 0);
+
+	/* A file that fails half-way (a bad line after 40 keys) wipes what
+	 * it loaded too. */
+	o.psk_file = psk_file(40, "bad:xyz");
+	memset(&wiped, 0, sizeof(wiped));
+	assert_int_equal(nbdsrv_tls_new(&o, &t, err, sizeof(err)), -EINVAL);
+	assert_true(wiped.calls >= 2);
+	assert_int_equal(wiped.nonzero, 0);
+	nbdsrv_tls_set_free_hook(NULL);
 }
 
 /* ---- an in-process server --------------------------------------------------------- */
@@ -500,6 +583,7 @@ int main(void)
 		cmocka_unit_test(test_nbdsrv_meta_match),
 		cmocka_unit_test(test_nbdsrv_meta_encode),
 		cmocka_unit_test(test_nbdsrv_psk_line),
+		cmocka_unit_test(test_nbdsrv_psk_table_wipe),
 		cmocka_unit_test(test_nbdsrv_inprocess),
 	};
 

@@ -1,0 +1,142 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test-nbd-limits.sh: regression test for a server with no limit on
+# connections and no configurable timeouts. --max-connections N: N clients
+# work, one more is accepted and closed at once (logged once), and a slot
+# freed by a client that leaves is usable again. --handshake-timeout: a
+# client that connects and sends nothing is dropped and the server stays
+# up. --idle-timeout: a connection with nothing in flight is closed, one
+# waiting on a slow request is not. No assertion is about time: each wait
+# has a generous bound and only checks that the socket was closed.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/nbd-functions.sh"
+requires_nbd_python
+
+sock=$tmpdir/s.sock
+serve srv -U "$sock" --max-connections 3 --handshake-timeout 2 mem:4M
+/usr/bin/python3 -I - "$sock" <<'PYEOF' || { cat "$tmpdir/srv.log"; fail "connection limit"; }
+import socket, sys, time, nbd
+SOCK = sys.argv[1]
+URI = "nbd+unix:///?socket=" + SOCK
+
+
+def client():
+    h = nbd.NBD()
+    h.connect_uri(URI)
+    return h
+
+
+def closed_by_server(s, bound=60):
+    """True once the server closed @s (EOF); False if it is still open
+    after @bound seconds."""
+    s.settimeout(bound)
+    try:
+        while True:
+            if not s.recv(4096):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+hs = [client() for _ in range(3)]
+for i, h in enumerate(hs):
+    h.pwrite(bytes([i + 1]) * 512, i * 512)
+# Over the limit: closed before any greeting, several times.
+for _ in range(3):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(SOCK)
+    s.settimeout(60)
+    assert s.recv(18) == b"", "the connection over the limit got a greeting"
+    s.close()
+try:
+    client()
+    sys.exit("libnbd connected over the limit")
+except nbd.Error:
+    pass
+for i, h in enumerate(hs):
+    assert h.pread(512, i * 512) == bytes([i + 1]) * 512, "client %d" % i
+# A slot freed is usable again (the count drops once the server has
+# closed the connection: retry for a while).
+hs.pop().shutdown()
+for _ in range(600):
+    try:
+        hs.append(client())
+        break
+    except nbd.Error:
+        time.sleep(0.1)
+else:
+    sys.exit("the freed slot never became usable")
+assert hs[-1].pread(512, 0) == b"\x01" * 512
+for h in hs:
+    h.shutdown()
+
+# A client that sends nothing after the greeting is dropped; the slot it
+# held is free again and the server keeps serving.
+for _ in range(600):
+    idle = socket.socket(socket.AF_UNIX)
+    idle.connect(SOCK)
+    idle.settimeout(60)
+    if idle.recv(18):
+        break                   # greeted: not refused over the limit
+    idle.close()
+    time.sleep(0.1)
+else:
+    sys.exit("never greeted")
+assert closed_by_server(idle), "a silent handshake was never dropped"
+h = client()
+assert h.pread(512, 512) == b"\x02" * 512
+h.shutdown()
+PYEOF
+kill -0 "$srv_pid" || fail "the server died"
+serve_stop srv
+[ "$serve_status" = 0 ] || { cat "$tmpdir/srv.log"; fail "exit status $serve_status"; }
+# One line per stretch at the limit, not one per refused client: the four
+# refused in a row above log once (two retry loops may add a stretch each).
+n=$(grep -c 'refusing new ones' "$tmpdir/srv.log")
+[ "$n" -ge 1 ] && [ "$n" -le 3 ] ||
+	{ cat "$tmpdir/srv.log"; fail "the limit was logged $n times"; }
+grep -q 'handshake not finished after 2 s' "$tmpdir/srv.log" ||
+	{ cat "$tmpdir/srv.log"; fail "the dropped handshake was not logged"; }
+grep -q 'stopped after .* ([1-9][0-9]* refused over the limit)' "$tmpdir/srv.log" ||
+	{ cat "$tmpdir/srv.log"; fail "refused connections not counted"; }
+
+# --idle-timeout: a quiet connection in transmission is closed; one whose
+# request outlasts the timeout (delay: 3 s reads) is answered.
+serve idle -U "$sock" --idle-timeout 1 "delay:3000:mem:4M"
+/usr/bin/python3 -I - "$sock" <<'PYEOF' || { cat "$tmpdir/idle.log"; fail "idle timeout"; }
+import socket, struct, sys, nbd
+SOCK = sys.argv[1]
+h = nbd.NBD()
+h.connect_uri("nbd+unix:///?socket=" + SOCK)
+assert h.pread(512, 0) == bytes(512), "a request longer than the idle timeout"
+h.shutdown()
+
+# A raw client enters transmission, then sends nothing.
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(60)
+s.connect(SOCK)
+s.recv(18)
+s.sendall(struct.pack(">I", 3))
+s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 6) + struct.pack(">IH", 0, 0))
+buf = b""
+try:
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        buf += c
+except socket.timeout:
+    sys.exit("an idle connection was never closed")
+assert len(buf) >= 40, "the GO was not answered before the close: %r" % buf
+PYEOF
+serve_stop idle
+[ "$serve_status" = 0 ] || { cat "$tmpdir/idle.log"; fail "exit status $serve_status"; }
+grep -q 'idle for 1 s: closing' "$tmpdir/idle.log" || { cat "$tmpdir/idle.log"; fail "not logged"; }
+
+# Bad values are usage errors.
+expect_exit 2 "$DISKSTACK" serve --max-connections -1 mem:1M
+expect_exit 2 "$DISKSTACK" serve --idle-timeout soon mem:1M
+expect_exit 2 "$DISKSTACK" serve --handshake-timeout 99999999 mem:1M
+echo "$0: OK"
