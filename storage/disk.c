@@ -664,6 +664,11 @@ static int emu_write_zeroes(struct disk *h, struct disk_io *io)
 		disk_submit(io->disk, child);
 		return DISK_PENDING;
 	}
+	/* The writes go 1 MiB at a time: a range past the end must fail
+	 * before the first one, not after zeroing what lies before the end. */
+	if (disk_range_check_live(h, io->sector, io->count) != DISK_OK)
+		return DISK_ILLEGAL_BLOCK;
+	/* It would write data: not fast (NBD_CMD_FLAG_FAST_ZERO). */
 	if (io->flags & DISK_IO_FAST_ZERO)
 		return DISK_UNSUPPORTED;
 	child = emu_child(io, emu_zero_step);

@@ -18,8 +18,10 @@
  *   representability (sector + count must not overflow and must stay
  *   <= INT64_MAX >> shift), whole-sector buffers, flags allowed for the op.
  *   It short-circuits unmap when the behaviour is IGNORED (still range
- *   checked), emulates write-zeroes with writes (or with unmap when unmap
- *   reads back zeroes), FUA with write + flush, CACHE with reads, and block
+ *   checked), emulates write-zeroes with unmap when unmap reads back
+ *   zeroes and NO_UNMAP is not set (the fast case: DISK_CAP_FAST_ZERO),
+ *   else with writes (FAST_ZERO then fails UNSUPPORTED before any
+ *   write), FUA with write + flush, CACHE with reads, and block
  *   status with one allocated extent. Range checks against the sector count
  *   belong to the backend, which alone can do them atomically with the I/O.
  * - Op results: an op either finishes at once and returns the final status
@@ -123,7 +125,8 @@ enum {
 	DISK_CAP_EJECT          = 1u << 3, /* eject is meaningful (removable media) */
 	DISK_CAP_PR             = 1u << 4, /* persistent reservations are answered */
 	DISK_CAP_BLOCK_STATUS   = 1u << 5, /* block status reports real allocation */
-	DISK_CAP_FAST_ZERO      = 1u << 6, /* write-zeroes is cheaper than writing zeroes */
+	DISK_CAP_FAST_ZERO      = 1u << 6, /* write-zeroes (without NO_UNMAP) is cheaper than
+	                                    * writing zeroes: FAST_ZERO is worth asking for */
 	DISK_CAP_PERSISTENT     = 1u << 7, /* data survives the process (file, sqlite, ...) */
 	DISK_CAP_XFORM          = 1u << 8, /* READ and WRITE honour io->xform (struct disk_xform) */
 };
@@ -259,7 +262,9 @@ enum disk_op {
 enum {
 	DISK_IO_FUA              = 1u << 0,  /* WRITE, WRITE_ZEROES: durable on completion */
 	DISK_IO_NO_UNMAP         = 1u << 1,  /* WRITE_ZEROES: must allocate, not deallocate */
-	DISK_IO_FAST_ZERO        = 1u << 2,  /* WRITE_ZEROES: fail UNSUPPORTED rather than write zeroes slowly */
+	DISK_IO_FAST_ZERO        = 1u << 2,  /* WRITE_ZEROES: fail UNSUPPORTED, changing nothing,
+	                                      * rather than write data (the NBD protocol's
+	                                      * NBD_CMD_FLAG_FAST_ZERO) */
 	DISK_IO_BLOCK_LEVEL_ONLY = 1u << 3,  /* UNMAP: storvsp hint, ignored by every backend */
 	DISK_IO_ADOPT            = 1u << 4,  /* WRITE: the disk may keep the buffers (see the notes) */
 	/* Layer-only flags (used between a layered disk and its layers): */

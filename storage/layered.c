@@ -22,7 +22,13 @@
  *   logged, rate-limited, ignored) and then copied to the caller.
  * - Write and flush walk the write path in order, one layer at a time;
  *   unmap does too, telling each layer whether the next one reads zero
- *   there (next_is_zero).
+ *   there (next_is_zero). Layers that report ZEROES (RAM, SQLite) keep
+ *   what they are told to unmap above a layer that may hold data as
+ *   present zeroes (zeroed runs), so the fold gives memdiff: ZEROES too:
+ *   the dispatcher turns write-zeroes into unmap, which costs the RAM
+ *   layer metadata only, and FAST_ZERO is advertised (DISK_CAP_FAST_ZERO
+ *   follows ZEROES). Block status then names the top layer for such a
+ *   run, with ZERO | HOLE: it hides the layers below and holds no data.
  * - Block status walks the layers for the first run at a position and names
  *   the layer that holds it; a run no layer holds is a hole that reads zero.
  * - Per-request state comes from the reactor's buffer cache

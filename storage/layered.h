@@ -16,6 +16,10 @@
  *    Unmarked positions are left alone.
  *  - WRITE: DISK_IO_NO_OVERWRITE writes only sectors not yet present.
  *  - UNMAP: DISK_IO_NEXT_IS_ZERO says the layer below reads zero there.
+ *    A layer whose layer_meta.unmap_behavior is DISK_UNMAP_ZEROES makes
+ *    unmapped sectors read zero with or without it: without it, they
+ *    must stay present (zeroes that hide the layers below, as the RAM and
+ *    SQLite layers keep them), since the layer below may hold data.
  *  - READ/WRITE: io->xform is set only for layers with layer_meta.xform;
  *    the layered disk transforms in place what other layers read.
  *  - BLOCK_STATUS: the layer answers for the first run only, in
@@ -146,9 +150,10 @@ int ramlayer_new(uint64_t size_bytes, uint32_t sector_size, struct layer **out,
 		 char *err, size_t errlen);
 /* Resizes a RAM layer at runtime (§4.1): @new_count > 0; zero_after drops
  * to min(zero_after, new); sectors >= new are freed; watchers are woken.
- * Any thread. Returns 0 or -EINVAL. */
+ * Any thread. Returns 0, -EINVAL, or -ENOMEM (the size is unchanged). */
 int ramlayer_resize(struct layer *l, uint64_t new_count);
-/* Bytes of sector data the layer holds and bytes it has allocated. */
+/* Bytes of sector data the layer holds (zeroed runs hold none) and bytes
+ * it has allocated. */
 void ramlayer_memory(struct layer *l, uint64_t *data_bytes, uint64_t *alloc_bytes);
 
 /* A one-layer layered disk over a new RAM layer (mem:<size>). */

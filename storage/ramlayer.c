@@ -13,8 +13,8 @@
  *   page up to 8 KiB). A page holds spp = P / sector size sectors (8, 4, 2
  *   or 1), so its presence mask is one byte.
  * - Pages are found through a radix tree of fan-out 512 over the page index.
- *   A leaf holds 512 page pointers and their 512 masks (4.5 KiB, covering
- *   2 MiB of 4 KiB pages); an interior node holds 512 child pointers. The
+ *   A leaf holds 512 page pointers and their masks (5 KiB, covering 2 MiB
+ *   of 4 KiB pages); an interior node holds 512 child pointers. The
  *   height is the smallest that covers the sector count (2 up to 1 GiB of
  *   4 KiB pages, 5 for a PiB). Nodes are allocated by the first write below
  *   them and published with a CAS, so concurrent writers never take a global
@@ -23,23 +23,40 @@
  * - zero_after (§4.1): missing sectors at or beyond it read as zero and are
  *   marked. It only ever decreases (unmap, resize), so it is an atomic that
  *   is lowered with a CAS loop and read without a lock.
+ * - Zeroed runs: sectors that are present and read zero but hold no data,
+ *   so that write-zeroes over another layer (an unmap without
+ *   NEXT_IS_ZERO: memdiff:) costs metadata, not pages of zeroes, and
+ *   still hides the layer below. A sector is absent (mask bit clear),
+ *   data (mask bit set, zmask bit clear: bytes in the page) or zeroed
+ *   (both set: the page's bytes for it, if there is a page, are stale).
+ *   A whole subtree of zeroed sectors is the pointer RAM_ZERO in place
+ *   of a node or leaf, so zeroing a large range sets a few pointers. A
+ *   write into a zeroed page allocates that page alone and clears the
+ *   zmask bits it writes; the others stay zeroed around the data.
  *
  * Invariants.
  * - Outside a lock holder's critical section a page pointer is non-NULL iff
- *   its mask is non-zero: the pointer is set before the first mask bit, and
- *   a page whose mask becomes empty is unlinked and freed at once.
- * - No sector >= sector_count is present; zero_after <= sector_count; every
- *   page index below the sector count is < 512^height.
+ *   the page has a data sector (mask & ~zmask): the pointer is set before
+ *   the first data bit, and a page left without data is unlinked and freed
+ *   at once. zmask is a subset of mask.
+ * - No sector >= sector_count is present (RAM_ZERO subtrees too: they are
+ *   made only inside the count, and a shrink expands one it cuts);
+ *   zero_after <= sector_count; every page index below the sector count is
+ *   < 512^height.
  *
  * Locking.
  * - 256 stripe spinlocks, one per cache line. A page's stripe is a
  *   multiplicative hash of its index, so streams a power of two apart do
  *   not collide. Stripe s protects the contents, pointer and mask of every
  *   page that hashes to s, and the stripe's memory counters.
- * - Holding any one stripe keeps every tree node alive: nodes are freed and
- *   the root/height replaced only by "exclusive" operations, which take all
- *   stripes in index order (resize, an unmap covering a whole leaf; close
- *   runs with no request in flight).
+ * - Holding any one stripe keeps every tree node alive: nodes are freed,
+ *   pointers set to NULL or RAM_ZERO, and the root/height replaced only by
+ *   "exclusive" operations, which take all stripes in index order (resize,
+ *   an unmap covering a whole leaf; close runs with no request in flight).
+ *   Under one stripe a pointer only goes from NULL to a new empty node or
+ *   from RAM_ZERO to a new node of zeroed sectors (a write into a zero
+ *   subtree), both with a CAS and both invisible to readers, which see the
+ *   same sectors through either pointer.
  *   A request therefore walks the tree under the stripe of the page it is
  *   working on, and may peek with relaxed loads (never dereferencing a page)
  *   at other stripes' pointers and masks to skip holes and answer block
@@ -67,9 +84,11 @@
  *   i.e. zeroes.
  *
  * Memory.
- * - Held data + 0.4% malloc headers + one leaf (4.5 KiB) per 2 MiB span that
- *   has ever been written + one interior node per 1 GiB span: a 1 GiB layer
- *   with 64 MiB written in random 4 KiB blocks allocates 1.04x its data.
+ * - Held data + 0.4% malloc headers + one leaf (5 KiB) per 2 MiB span that
+ *   has ever been written (or zeroed in part) + one interior node per
+ *   1 GiB span: a 1 GiB layer with 64 MiB written in random 4 KiB blocks
+ *   allocates 1.04x its data. Zeroed runs hold no pages; data_bytes counts
+ *   data sectors only.
  * - XXX: 512-byte sectors written scattered, one per 4 KiB page, cost 8x
  *   their size, because each holds a whole page (a 4 KiB-sector layer has no
  *   such case). Guest file systems write in 4 KiB blocks, so this is rare;
@@ -77,7 +96,10 @@
  *   the common path instead.
  * - Leaves are freed only in exclusive mode (an unmap covering the whole
  *   leaf, a shrink, close); a leaf emptied by small unmaps stays, which is
- *   bounded by 0.22% of the layer's size.
+ *   bounded by 0.25% of the layer's size. Zeroing part of a leaf span
+ *   allocates the leaf (and a write into a zero subtree allocates the
+ *   nodes down to its leaf), so a zeroing unmap or write-zeroes can fail
+ *   with ENOMEM, like a write.
  * - Pages are allocated on the I/O path (holding data is the point of a RAM
  *   layer), outside the stripe lock; a failure completes with DISK_IO_ERROR
  *   and ENOMEM.
@@ -146,7 +168,14 @@
 struct ram_leaf {
 	void *page[RAM_FANOUT];         /* page_bytes each, or NULL */
 	uint8_t mask[RAM_FANOUT];       /* bit i: sector i of the page is present */
+	uint8_t zmask[RAM_FANOUT];      /* bit i: ... and zeroed (a subset of mask); its
+	                                 * bytes in the page, if any, are stale */
 };
+
+/* A child pointer (or the root) standing for a whole subtree of zeroed
+ * sectors: every sector below is present and reads zero, and nothing is
+ * allocated. Never dereferenced; malloc never returns it. */
+#define RAM_ZERO ((void *)(uintptr_t)1)
 
 /* An interior node: children are nodes, or leaves at level 2. */
 struct ram_node {
@@ -294,6 +323,22 @@ static unsigned ram_height_for(uint64_t pages)
 	return h;
 }
 
+static inline bool ram_is_zero(const void *node)
+{
+	return node == RAM_ZERO;
+}
+
+/* Sectors of a page that hold data: present and not zeroed. */
+static inline uint8_t ram_data_bits(uint8_t m, uint8_t z)
+{
+	return m & (uint8_t)~z;
+}
+
+static inline int ram_popcount(uint8_t bits)
+{
+	return __builtin_popcount(bits);
+}
+
 /* Pages needed for @count sectors. */
 static inline uint64_t ram_pages_for(const struct ramlayer *r, uint64_t count)
 {
@@ -397,54 +442,95 @@ static int ram_zero(struct ramlayer *r, struct ram_cursor *c, const struct disk_
 /* ---- the tree ----------------------------------------------------------- */
 
 /*
- * The leaf holding page @pg, or NULL with *hole_end set to the first page
- * past the empty subtree that contains @pg. Caller holds a stripe.
+ * The leaf holding page @pg; or, when the path to it ends early, NULL for
+ * an empty subtree or RAM_ZERO for a zero subtree, with *span_end set to
+ * the first page past that subtree. Caller holds a stripe.
  */
-static struct ram_leaf *ram_find_leaf(struct ramlayer *r, uint64_t pg, uint64_t *hole_end)
+static struct ram_leaf *ram_find_leaf(struct ramlayer *r, uint64_t pg, uint64_t *span_end)
 {
 	void *node = __atomic_load_n(&r->root, __ATOMIC_ACQUIRE);
 
-	if (!node) {
-		*hole_end = ram_capacity_pages(r->height);
-		return NULL;
-	}
-	for (unsigned lvl = r->height; lvl > 1; lvl--) {
-		unsigned sh = RAM_FANOUT_SHIFT * (lvl - 1);
-		struct ram_node *n = node;
+	for (unsigned lvl = r->height;; lvl--) {
+		if (!node || ram_is_zero(node)) {
+			unsigned sh = RAM_FANOUT_SHIFT * lvl;
 
-		node = __atomic_load_n(&n->child[(pg >> sh) & RAM_FANOUT_MASK], __ATOMIC_ACQUIRE);
-		if (!node) {
-			*hole_end = ((pg >> sh) + 1) << sh;
-			return NULL;
+			*span_end = ((pg >> sh) + 1) << sh;
+			return node;
 		}
+		if (lvl == 1)
+			return node;
+
+		unsigned sh = RAM_FANOUT_SHIFT * (lvl - 1);
+
+		node = __atomic_load_n(&((struct ram_node *)node)->child[(pg >> sh) & RAM_FANOUT_MASK],
+				       __ATOMIC_ACQUIRE);
 	}
-	return node;
 }
 
-/* The leaf holding page @pg, allocating the path to it. NULL on ENOMEM.
- * Caller holds a stripe. */
-static struct ram_leaf *ram_get_leaf(struct ramlayer *r, uint64_t pg)
+/* A new node for level @lvl (a leaf at 1): empty, or (@zero) the expansion
+ * of a zero subtree - children RAM_ZERO, or every sector present and
+ * zeroed - which reads exactly as the subtree it replaces. Not yet counted
+ * in node_bytes. NULL on ENOMEM. */
+static void *ram_node_alloc(struct ramlayer *r, unsigned lvl, bool zero)
+{
+	if (lvl == 1) {
+		struct ram_leaf *leaf = calloc(1, sizeof(*leaf));
+
+		if (leaf && zero) {
+			memset(leaf->mask, r->full_mask, sizeof(leaf->mask));
+			memset(leaf->zmask, r->full_mask, sizeof(leaf->zmask));
+		}
+		return leaf;
+	}
+
+	struct ram_node *n = calloc(1, sizeof(*n));
+
+	if (n && zero)
+		for (unsigned i = 0; i < RAM_FANOUT; i++)
+			n->child[i] = RAM_ZERO;
+	return n;
+}
+
+static inline size_t ram_node_bytes(unsigned lvl)
+{
+	return (lvl == 1 ? sizeof(struct ram_leaf) : sizeof(struct ram_node)) + RAM_MALLOC_OVERHEAD;
+}
+
+/*
+ * The leaf holding page @pg, allocating the path to it. A zero subtree on
+ * the way is expanded (@split), or else RAM_ZERO is returned: the page is
+ * zeroed already. NULL on ENOMEM. Caller holds a stripe.
+ *
+ * Expanding publishes, with a CAS, a node that reads the same as the
+ * RAM_ZERO it replaces, so threads on other stripes peeking at the old or
+ * the new pointer see the same sectors; of two threads expanding the same
+ * slot, the loser frees its copy and walks the winner's.
+ */
+static struct ram_leaf *ram_get_leaf(struct ramlayer *r, uint64_t pg, bool split)
 {
 	void **slot = &r->root;
 
 	for (unsigned lvl = r->height;; lvl--) {
 		void *node = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
 
-		if (unlikely(!node)) {
+		if (unlikely(!node || ram_is_zero(node))) {
+			if (node && !split)
+				return RAM_ZERO;
 			/* XXX: allocated under the stripe lock; rare (once per
 			 * 2 MiB of address space). */
-			size_t sz = lvl == 1 ? sizeof(struct ram_leaf) : sizeof(struct ram_node);
-			void *fresh = calloc(1, sz);
+			void *fresh = ram_node_alloc(r, lvl, node != NULL);
 
 			if (!fresh)
 				return NULL;
 			if (__atomic_compare_exchange_n(slot, &node, fresh, false, __ATOMIC_ACQ_REL,
 							__ATOMIC_ACQUIRE)) {
 				node = fresh;
-				__atomic_add_fetch(&r->node_bytes, sz + RAM_MALLOC_OVERHEAD,
-						   __ATOMIC_RELAXED);
+				__atomic_add_fetch(&r->node_bytes, ram_node_bytes(lvl), __ATOMIC_RELAXED);
 			} else {
+				/* Only exclusive mode stores NULL or RAM_ZERO,
+				 * so the winner's node is a real one. */
 				free(fresh);
+				assert(node && !ram_is_zero(node));
 			}
 		}
 		if (lvl == 1)
@@ -454,179 +540,234 @@ static struct ram_leaf *ram_get_leaf(struct ramlayer *r, uint64_t pg)
 	}
 }
 
-/* The first page in [from, limit) that has data, or @limit. Caller holds a
- * stripe; other stripes' pointers are only peeked at. */
+/* The first page in [from, limit) that holds a present sector (data or
+ * zeroed), or @limit. Caller holds a stripe; other stripes' masks are only
+ * peeked at. */
 static uint64_t ram_next_page(struct ramlayer *r, uint64_t from, uint64_t limit)
 {
 	while (from < limit) {
-		uint64_t hole_end;
-		struct ram_leaf *leaf = ram_find_leaf(r, from, &hole_end);
+		uint64_t span_end;
+		struct ram_leaf *leaf = ram_find_leaf(r, from, &span_end);
 
 		if (!leaf) {
-			from = hole_end;
+			from = span_end;
 			continue;
 		}
+		if (ram_is_zero(leaf))
+			return from;
 		uint64_t leaf_end = MIN(limit, (from | RAM_FANOUT_MASK) + 1);
 
 		for (; from < leaf_end; from++)
-			if (__atomic_load_n(&leaf->page[from & RAM_FANOUT_MASK], __ATOMIC_RELAXED))
+			if (ram_load_mask(leaf, from & RAM_FANOUT_MASK))
 				return from;
 	}
 	return limit;
 }
 
-/* Frees page @pg holding @mask. Exclusive mode. */
-static void ram_free_page(struct ramlayer *r, uint64_t pg, void *page, uint8_t mask)
+/* Frees page @pg holding the sectors @data. Exclusive mode. */
+static void ram_free_page(struct ramlayer *r, uint64_t pg, void *page, uint8_t data)
 {
-	ram_stripe_account(ram_stripe_of(r, pg), -(int64_t)__builtin_popcount(mask), -1);
+	ram_stripe_account(ram_stripe_of(r, pg), -(int64_t)ram_popcount(data), -1);
 	free(page);
 }
 
-/* Frees a whole subtree at level @lvl whose first page is @base. Exclusive. */
+/* Frees a whole subtree at level @lvl whose first page is @base (nothing
+ * to free for a zero subtree). Exclusive. */
 static void ram_free_subtree(struct ramlayer *r, void *node, unsigned lvl, uint64_t base)
 {
-	size_t sz;
-
+	if (!node || ram_is_zero(node))
+		return;
 	if (lvl == 1) {
 		struct ram_leaf *leaf = node;
 
 		for (unsigned i = 0; i < RAM_FANOUT; i++)
 			if (leaf->page[i])
-				ram_free_page(r, base + i, leaf->page[i], leaf->mask[i]);
-		sz = sizeof(*leaf);
+				ram_free_page(r, base + i, leaf->page[i],
+					      ram_data_bits(leaf->mask[i], leaf->zmask[i]));
 	} else {
 		struct ram_node *n = node;
 		uint64_t cspan = ram_capacity_pages(lvl - 1);
 
 		for (unsigned i = 0; i < RAM_FANOUT; i++)
-			if (n->child[i])
-				ram_free_subtree(r, n->child[i], lvl - 1, base + i * cspan);
-		sz = sizeof(*n);
+			ram_free_subtree(r, n->child[i], lvl - 1, base + i * cspan);
 	}
 	free(node);
-	__atomic_sub_fetch(&r->node_bytes, sz + RAM_MALLOC_OVERHEAD, __ATOMIC_RELAXED);
+	__atomic_sub_fetch(&r->node_bytes, ram_node_bytes(lvl), __ATOMIC_RELAXED);
 }
 
-/* Sector range [s, e) as page bounds: pages touched [lo, hi), pages wholly
- * inside [full_lo, full_hi). */
-struct ram_drop_range {
+/*
+ * Sets the sectors @want of page @pg (in @leaf, slot @idx) to absent
+ * (!@zero: dropped) or to present zeroes (@zero), and frees the page when
+ * no data is left in it. Caller holds the page's stripe (or all of them);
+ * returns the page to free after unlocking, or NULL.
+ */
+static void *ram_page_clear(struct ramlayer *r, struct ram_leaf *leaf, unsigned idx,
+			    struct ram_stripe *st, uint8_t want, bool zero)
+{
+	uint8_t m = leaf->mask[idx], z = leaf->zmask[idx];
+	uint8_t nm = zero ? m | want : m & (uint8_t)~want;
+	uint8_t nz = zero ? z | want : z & (uint8_t)~want;
+	uint8_t before = ram_data_bits(m, z), after = ram_data_bits(nm, nz);
+	void *page = leaf->page[idx];
+
+	if (nm == m && nz == z)
+		return NULL;
+	/* Masks first: a peeker that sees no page sees no data bits. */
+	__atomic_store_n(&leaf->zmask[idx], nz, __ATOMIC_RELAXED);
+	__atomic_store_n(&leaf->mask[idx], nm, __ATOMIC_RELAXED);
+	if (after || !page) {
+		ram_stripe_account(st, ram_popcount(after) - ram_popcount(before), 0);
+		return NULL;
+	}
+	__atomic_store_n(&leaf->page[idx], NULL, __ATOMIC_RELEASE);
+	ram_stripe_account(st, -(int64_t)ram_popcount(before), -1);
+	return page;
+}
+
+/*
+ * Sector range [s, e) as page bounds: pages touched [lo, hi), pages wholly
+ * inside [full_lo, full_hi); and what to make of them (@zero: present
+ * zeroes, else absent).
+ */
+struct ram_range {
 	uint64_t s, e;
 	uint64_t lo, hi;
 	uint64_t full_lo, full_hi;
+	bool zero;
 };
 
-/* Removes sectors of the range from the subtree in *@slot (level @lvl, first
- * page @base), freeing pages, leaves and nodes that end up wholly unused.
- * Exclusive mode. */
-static void ram_drop_subtree(struct ramlayer *r, void **slot, unsigned lvl, uint64_t base,
-			     const struct ram_drop_range *dr)
+static struct ram_range ram_range_of(const struct ramlayer *r, uint64_t s, uint64_t e, bool zero)
+{
+	return (struct ram_range){
+		.s = s, .e = e,
+		.lo = s >> r->spp_shift, .hi = ram_pages_for(r, e),
+		.full_lo = ram_pages_for(r, s), .full_hi = e >> r->spp_shift,
+		.zero = zero,
+	};
+}
+
+/* Mask bits of page @pg that lie in the range. */
+static uint8_t ram_range_bits(const struct ramlayer *r, const struct ram_range *rr, uint64_t pg)
+{
+	uint64_t ps = pg << r->spp_shift, pe = (pg + 1) << r->spp_shift;
+
+	return ram_bits((unsigned)(MAX(rr->s, ps) - ps), (unsigned)(MIN(rr->e, pe) - ps));
+}
+
+/*
+ * Applies the range to the subtree in *@slot (level @lvl, first page
+ * @base): subtrees wholly inside become NULL (drop) or RAM_ZERO (zero),
+ * freeing what they held; the edges are done page by page, allocating on
+ * the way down the nodes a zero range needs and expanding a zero subtree
+ * that a drop covers in part. Exclusive mode. Returns 0 or -ENOMEM. The
+ * allocations happen on the way down to the first page of the range,
+ * before anything is freed, except for the last page's path in a zero
+ * range; a zero subtree never covers a sector past the count, so one that
+ * a drop ending at the count covers in part also holds its start. Hence a
+ * failed drop to the end (a shrink) has changed nothing.
+ */
+static int ram_range_subtree(struct ramlayer *r, void **slot, unsigned lvl, uint64_t base,
+			     const struct ram_range *rr)
 {
 	void *node = *slot;
 	uint64_t span = ram_capacity_pages(lvl);
 
-	if (!node)
-		return;
-	if (base >= dr->full_lo && base + span <= dr->full_hi) {
+	if (rr->zero ? ram_is_zero(node) : !node)
+		return 0;
+	if (base >= rr->full_lo && base + span <= rr->full_hi) {
 		ram_free_subtree(r, node, lvl, base);
-		__atomic_store_n(slot, NULL, __ATOMIC_RELEASE);
-		return;
+		__atomic_store_n(slot, rr->zero ? RAM_ZERO : NULL, __ATOMIC_RELEASE);
+		return 0;
 	}
 
-	uint64_t from = MAX(dr->lo, base), to = MIN(dr->hi, base + span);
+	uint64_t from = MAX(rr->lo, base), to = MIN(rr->hi, base + span);
 
 	if (from >= to)
-		return;
+		return 0;
+	if (!node || ram_is_zero(node)) {
+		/* Zeroing part of an empty subtree, or dropping part of a
+		 * zero one: expand it. */
+		node = ram_node_alloc(r, lvl, node != NULL);
+		if (!node)
+			return -ENOMEM;
+		__atomic_add_fetch(&r->node_bytes, ram_node_bytes(lvl), __ATOMIC_RELAXED);
+		__atomic_store_n(slot, node, __ATOMIC_RELEASE);
+	}
 	if (lvl == 1) {
 		struct ram_leaf *leaf = node;
 
-		for (uint64_t pg = from; pg < to; pg++) {
-			unsigned idx = pg & RAM_FANOUT_MASK;
-			void *page = leaf->page[idx];
-
-			if (!page)
-				continue;
-			uint64_t ps = pg << r->spp_shift, pe = (pg + 1) << r->spp_shift;
-			uint8_t want = ram_bits((unsigned)(MAX(dr->s, ps) - ps),
-						(unsigned)(MIN(dr->e, pe) - ps));
-			uint8_t m = leaf->mask[idx], nm = m & (uint8_t)~want;
-
-			if (nm == m)
-				continue;
-			__atomic_store_n(&leaf->mask[idx], nm, __ATOMIC_RELAXED);
-			if (nm) {
-				ram_stripe_account(ram_stripe_of(r, pg),
-						   -(int64_t)__builtin_popcount(m & want), 0);
-			} else {
-				__atomic_store_n(&leaf->page[idx], NULL, __ATOMIC_RELEASE);
-				ram_free_page(r, pg, page, m);
-			}
-		}
-		return;
+		for (uint64_t pg = from; pg < to; pg++)
+			free(ram_page_clear(r, leaf, pg & RAM_FANOUT_MASK, ram_stripe_of(r, pg),
+					    ram_range_bits(r, rr, pg), rr->zero));
+		return 0;
 	}
 
 	struct ram_node *n = node;
 	uint64_t cspan = ram_capacity_pages(lvl - 1);
 
-	for (uint64_t i = (from - base) / cspan; i <= (to - 1 - base) / cspan; i++)
-		ram_drop_subtree(r, &n->child[i], lvl - 1, base + i * cspan, dr);
+	for (uint64_t i = (from - base) / cspan; i <= (to - 1 - base) / cspan; i++) {
+		int ret = ram_range_subtree(r, &n->child[i], lvl - 1, base + i * cspan, rr);
+
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
 }
 
-/* Removes sectors [s, e) in exclusive mode. */
-static void ram_drop_exclusive(struct ramlayer *r, uint64_t s, uint64_t e)
+/* Drops (or zeroes) sectors [s, e) in exclusive mode. Returns 0 or
+ * -ENOMEM. */
+static int ram_range_exclusive(struct ramlayer *r, uint64_t s, uint64_t e, bool zero)
 {
-	struct ram_drop_range dr = {
-		.s = s, .e = e,
-		.lo = s >> r->spp_shift, .hi = ram_pages_for(r, e),
-		.full_lo = ram_pages_for(r, s), .full_hi = e >> r->spp_shift,
-	};
+	struct ram_range rr = ram_range_of(r, s, e, zero);
 
 	if (s >= e)
-		return;
-	ram_drop_subtree(r, &r->root, r->height, 0, &dr);
+		return 0;
+	return ram_range_subtree(r, &r->root, r->height, 0, &rr);
 }
 
-/* Removes sectors [s, e) page by page, one stripe at a time. */
-static void ram_drop_shared(struct ramlayer *r, uint64_t s, uint64_t e)
+/* Drops (or zeroes) sectors [s, e) page by page, one stripe at a time, so
+ * other threads are not stalled. Sectors at or past the live count are
+ * left alone (a shrink raced with us). Returns 0 or -ENOMEM. */
+static int ram_range_shared(struct ramlayer *r, uint64_t s, uint64_t e, bool zero)
 {
-	uint64_t end_pg = ram_pages_for(r, e);
+	struct ram_range rr = ram_range_of(r, s, e, zero);
 	uint64_t pos = s;
 
 	while (pos < e) {
-		uint64_t pg = pos >> r->spp_shift, ps = pg << r->spp_shift;
-		unsigned idx = pg & RAM_FANOUT_MASK;
+		uint64_t pg = pos >> r->spp_shift, span_end;
 		struct ram_stripe *st = ram_stripe_of(r, pg);
-		uint64_t hole_end;
+		void *to_free;
 
 		ram_stripe_lock(st);
-		struct ram_leaf *leaf = ram_find_leaf(r, pg, &hole_end);
-		void *page = leaf ? leaf->page[idx] : NULL;
+		if (unlikely(pos >= ram_count(r))) {
+			ram_stripe_unlock(st);
+			break;
+		}
+		struct ram_leaf *leaf = ram_find_leaf(r, pg, &span_end);
 
-		if (!page) {
-			uint64_t next = ram_next_page(r, pg + 1, end_pg);
+		if (!zero && !ram_is_zero(leaf) &&
+		    (!leaf || !ram_load_mask(leaf, pg & RAM_FANOUT_MASK))) {
+			/* Nothing to drop up to the next page holding sectors. */
+			uint64_t next = ram_next_page(r, leaf ? pg + 1 : span_end, rr.hi);
 
 			ram_stripe_unlock(st);
 			pos = next << r->spp_shift;
 			continue;
 		}
-
-		uint64_t pend = MIN(e, ps + (1ull << r->spp_shift));
-		uint8_t want = ram_bits((unsigned)(pos - ps), (unsigned)(pend - ps));
-		uint8_t m = leaf->mask[idx], nm = m & (uint8_t)~want;
-		void *to_free = NULL;
-
-		if (nm != m) {
-			__atomic_store_n(&leaf->mask[idx], nm, __ATOMIC_RELAXED);
-			if (!nm) {
-				__atomic_store_n(&leaf->page[idx], NULL, __ATOMIC_RELEASE);
-				to_free = page;
-			}
-			ram_stripe_account(st, -(int64_t)__builtin_popcount(m & want),
-					   to_free ? -1 : 0);
+		if (zero ? !leaf : ram_is_zero(leaf))
+			leaf = ram_get_leaf(r, pg, !zero);
+		if (unlikely(!leaf)) {
+			ram_stripe_unlock(st);
+			return -ENOMEM;
 		}
+		to_free = ram_is_zero(leaf) ? NULL :
+			  ram_page_clear(r, leaf, pg & RAM_FANOUT_MASK, st, ram_range_bits(r, &rr, pg),
+					 zero);
 		ram_stripe_unlock(st);
 		free(to_free);
-		pos = pend;
+		pos = (pg + 1) << r->spp_shift;
 	}
+	return 0;
 }
 
 /* ---- ops ---------------------------------------------------------------- */
@@ -680,12 +821,13 @@ static int ramlayer_attach(struct layer *l, const struct layer_meta *lower,
 	meta->sector_size = ss;
 	meta->sector_count = count;
 	meta->physical_sector_size = ss;
-	/* Beyond OpenVMM (which says UNSPECIFIED always): with nothing below,
-	 * every unmap comes with NEXT_IS_ZERO (the layered disk sets it for
-	 * its last layer), drops the sectors, and they read back as zero. So a
-	 * bottom RAM layer (mem:) reports ZEROES, and the layered disk turns
-	 * write-zeroes into unmap instead of allocating pages of zeroes. */
-	meta->unmap_behavior = lower ? DISK_UNMAP_UNSPECIFIED : DISK_UNMAP_ZEROES;
+	/* Beyond OpenVMM (which says UNSPECIFIED always): unmapped sectors
+	 * read back as zero. With nothing below, every unmap comes with
+	 * NEXT_IS_ZERO (the layered disk sets it for its last layer) and drops
+	 * the sectors; over another layer, they become zeroed runs that hide
+	 * it. Either way it costs metadata only, so the layered disk turns
+	 * write-zeroes into unmap and offers FAST_ZERO (mem:, memdiff:). */
+	meta->unmap_behavior = DISK_UNMAP_ZEROES;
 	meta->optimal_unmap_sectors = 1;
 	meta->read_only = false;
 	meta->can_read_cache = true;
@@ -721,26 +863,50 @@ static int ram_read_missing(struct ramlayer *r, struct ram_cursor *cur, const st
 	return ret;
 }
 
-/* Sectors [i0, i1) of a partly present page starting at sector @ps.
- * Returns 0 or -errno. */
+/* Zero-fills and marks sectors [a, b) of a read that are zeroed in the
+ * layer. Returns 0 or -errno. */
+static int ram_read_zeroed(struct ramlayer *r, struct ram_cursor *cur, const struct disk_io *io,
+			   uint64_t a, uint64_t b)
+{
+	int ret = ram_zero(r, cur, io, a, b - a);
+
+	if (ret == 0)
+		bitmap_set_range(io->u.marker, a, b - a);
+	return ret;
+}
+
+/* What sector @i of a page with masks @m, @z holds. */
+enum ram_class { RAM_MISSING, RAM_DATA, RAM_ZEROED };
+
+static inline enum ram_class ram_class_of(uint8_t m, uint8_t z, unsigned i)
+{
+	if (!((m >> i) & 1))
+		return RAM_MISSING;
+	return (z >> i) & 1 ? RAM_ZEROED : RAM_DATA;
+}
+
+/* Sectors [i0, i1) of a page with masks @m, @z starting at sector @ps,
+ * not all of them data. Returns 0 or -errno. */
 static int ram_read_partial(struct ramlayer *r, struct ram_cursor *cur, const struct disk_io *io,
-			    uint8_t *page, uint8_t m, uint64_t ps, unsigned i0, unsigned i1,
+			    uint8_t *page, uint8_t m, uint8_t z, uint64_t ps, unsigned i0, unsigned i1,
 			    uint64_t za)
 {
 	unsigned i = i0;
 	int ret;
 
 	while (i < i1) {
-		bool present = (m >> i) & 1;
+		enum ram_class cls = ram_class_of(m, z, i);
 		unsigned j = i + 1;
 
-		while (j < i1 && (bool)((m >> j) & 1) == present)
+		while (j < i1 && ram_class_of(m, z, j) == cls)
 			j++;
-		if (present) {
+		if (cls == RAM_DATA) {
 			ret = ram_move(r, cur, io, RAM_CUR_OUT, page + ((size_t)i << r->sector_shift),
 				       (size_t)(j - i) << r->sector_shift, ps + i);
 			if (ret == 0)
 				bitmap_set_range(io->u.marker, ps + i, j - i);
+		} else if (cls == RAM_ZEROED) {
+			ret = ram_read_zeroed(r, cur, io, ps + i, ps + j);
 		} else {
 			ret = ram_read_missing(r, cur, io, ps + i, ps + j, za);
 		}
@@ -770,24 +936,38 @@ static int ramlayer_read(struct layer *l, struct disk_io *io)
 		return DISK_ILLEGAL_BLOCK;
 	assert(marker || io->count == 0);
 	ram_cursor_init(&cur, io->iov, io->iovcnt);
+	uint64_t end_pg = ram_pages_for(r, end);
 
 	while (pos < end) {
 		uint64_t pg = pos >> r->spp_shift, ps = pg << r->spp_shift;
 		unsigned idx = pg & RAM_FANOUT_MASK;
 		struct ram_stripe *st = ram_stripe_of(r, pg);
-		uint64_t hole_end;
+		uint64_t span_end;
 
 		ram_stripe_lock(st);
 		uint64_t za = ram_zero_after(r);
-		struct ram_leaf *leaf = ram_find_leaf(r, pg, &hole_end);
-		uint8_t *page = leaf ? leaf->page[idx] : NULL;
+		struct ram_leaf *leaf = ram_find_leaf(r, pg, &span_end);
 
-		if (likely(page)) {
+		if (unlikely(ram_is_zero(leaf))) {
+			/* A zero subtree: zeroes up to its end. */
+			ram_stripe_unlock(st);
+			uint64_t zend = span_end >= end_pg ? end : span_end << r->spp_shift;
+
+			ret = ram_read_zeroed(r, &cur, io, pos, zend);
+			if (unlikely(ret < 0))
+				return ram_xform_failed(io, ret);
+			pos = zend;
+			continue;
+		}
+		uint8_t m = leaf ? leaf->mask[idx] : 0;
+
+		if (likely(m)) {
+			uint8_t *page = leaf->page[idx], z = leaf->zmask[idx];
 			uint64_t pend = MIN(end, ps + (1ull << r->spp_shift));
 			unsigned i0 = (unsigned)(pos - ps), i1 = (unsigned)(pend - ps);
-			uint8_t want = ram_bits(i0, i1), m = leaf->mask[idx];
+			uint8_t want = ram_bits(i0, i1);
 
-			if (likely((m & want) == want)) {
+			if (likely((ram_data_bits(m, z) & want) == want)) {
 				ret = ram_move(r, &cur, io, RAM_CUR_OUT,
 					       page + ((size_t)i0 << r->sector_shift),
 					       (size_t)(i1 - i0) << r->sector_shift, pos);
@@ -795,7 +975,7 @@ static int ramlayer_read(struct layer *l, struct disk_io *io)
 				if (ret == 0)
 					bitmap_set_range(marker, pos, pend - pos);
 			} else {
-				ret = ram_read_partial(r, &cur, io, page, m, ps, i0, i1, za);
+				ret = ram_read_partial(r, &cur, io, page, m, z, ps, i0, i1, za);
 				ram_stripe_unlock(st);
 			}
 			if (unlikely(ret < 0))
@@ -804,10 +984,10 @@ static int ramlayer_read(struct layer *l, struct disk_io *io)
 			continue;
 		}
 
-		/* A hole: everything up to the next page with data is missing. */
-		uint64_t next = leaf ? pg + 1 : hole_end;
+		/* A hole: everything up to the next page holding sectors is
+		 * missing. */
+		uint64_t next = ram_next_page(r, leaf ? pg + 1 : span_end, end_pg);
 
-		next = ram_next_page(r, next, ram_pages_for(r, end));
 		ram_stripe_unlock(st);
 		uint64_t hend = MIN(end, next << r->spp_shift);
 
@@ -868,34 +1048,50 @@ static int ramlayer_write(struct layer *l, struct disk_io *io)
 			break;
 		}
 		uint64_t wend = MIN(pend, count);
-		struct ram_leaf *leaf = ram_get_leaf(r, pg);
+		/* Write-no-overwrite leaves a zero subtree whole: every
+		 * sector of it is present. */
+		struct ram_leaf *leaf = ram_get_leaf(r, pg, !no_overwrite);
 
 		if (unlikely(!leaf)) {
 			ram_stripe_unlock(st);
 			ret = -ENOMEM;
 			break;
 		}
+		unsigned i0 = (unsigned)(pos - ps), i1 = (unsigned)(wend - ps);
+		uint8_t want = ram_bits(i0, i1);
+		uint8_t m = ram_is_zero(leaf) ? r->full_mask : leaf->mask[idx];
+		/* The sectors written: with write-no-overwrite, the absent ones. */
+		uint8_t eff = no_overwrite ? want & (uint8_t)~m : want;
+
+		if (!eff) {
+			ram_stripe_unlock(st);
+			ram_cursor_do(&cur, RAM_CUR_SKIP, NULL, (size_t)(i1 - i0) << r->sector_shift);
+			pos = pend;
+			continue;
+		}
 		uint8_t *page = leaf->page[idx];
-		uint8_t m = leaf->mask[idx];
+		uint8_t z = leaf->zmask[idx];
 
 		if (adopt && pos == ps && wend == pend && pend - ps == (1ull << r->spp_shift) &&
 		    cur.off == 0 && cur.i < cur.iovcnt && cur.iov[cur.i].iov_len == r->page_bytes) {
 			/* Take the caller's buffer as the page; it gets the old
 			 * one (or NULL) back (disk.h, "Adopted write buffers"). */
 			struct iovec *v = (struct iovec *)&cur.iov[cur.i];
-			uint8_t full = ram_bits(0, 1u << r->spp_shift);
 
 			__atomic_store_n(&leaf->page[idx], (uint8_t *)v->iov_base, __ATOMIC_RELEASE);
 			v->iov_base = page;
 			cur.i++;
-			__atomic_store_n(&leaf->mask[idx], full, __ATOMIC_RELAXED);
-			ram_stripe_account(st, __builtin_popcount(full & (uint8_t)~(page ? m : 0)),
-					   page ? 0 : 1);
+			__atomic_store_n(&leaf->mask[idx], r->full_mask, __ATOMIC_RELAXED);
+			__atomic_store_n(&leaf->zmask[idx], 0, __ATOMIC_RELAXED);
+			ram_stripe_account(st, ram_popcount(r->full_mask) -
+					       ram_popcount(ram_data_bits(m, z)), page ? 0 : 1);
 			ram_stripe_unlock(st);
 			pos = pend;
 			continue;
 		}
 		if (unlikely(!page)) {
+			/* No data here yet (the page may hold zeroed sectors,
+			 * which stay zeroed around what is written). */
 			if (!spare) {
 				/* Allocate outside the lock, then look again. */
 				ram_stripe_unlock(st);
@@ -908,28 +1104,29 @@ static int ramlayer_write(struct layer *l, struct disk_io *io)
 			}
 			page = spare;
 			spare = NULL;
-			m = 0;
 			__atomic_store_n(&leaf->page[idx], page, __ATOMIC_RELEASE);
 			ram_stripe_account(st, 0, 1);
 		}
 
-		unsigned i0 = (unsigned)(pos - ps), i1 = (unsigned)(wend - ps);
-		uint8_t want = ram_bits(i0, i1);
 		int xret;
 
-		if (!no_overwrite || !(m & want))
+		if (eff == want)
 			xret = ram_move(r, &cur, io, RAM_CUR_IN, page + ((size_t)i0 << r->sector_shift),
 					(size_t)(i1 - i0) << r->sector_shift, pos);
 		else
 			xret = ram_write_sparse(r, &cur, io, page, m, ps, i0, i1);
 		/* If the transform failed part way, the sectors it was given
 		 * hold garbage: they are still marked present (as after a
-		 * torn write), which keeps a new page's mask non-zero. */
+		 * torn write), which keeps a new page's data bits non-zero. */
 		if (unlikely(xret < 0))
 			ret = xret;
-		if ((m | want) != m) {
-			__atomic_store_n(&leaf->mask[idx], (uint8_t)(m | want), __ATOMIC_RELAXED);
-			ram_stripe_account(st, __builtin_popcount(want & (uint8_t)~m), 0);
+		uint8_t nm = m | eff, nz = z & (uint8_t)~eff;
+
+		if (nm != m || nz != z) {
+			__atomic_store_n(&leaf->mask[idx], nm, __ATOMIC_RELAXED);
+			__atomic_store_n(&leaf->zmask[idx], nz, __ATOMIC_RELAXED);
+			ram_stripe_account(st, ram_popcount(ram_data_bits(nm, nz)) -
+					       ram_popcount(ram_data_bits(m, z)), 0);
 		}
 		ram_stripe_unlock(st);
 		if (unlikely(ret < 0))
@@ -953,29 +1150,40 @@ static int ramlayer_unmap(struct layer *l, struct disk_io *io)
 {
 	struct ramlayer *r = layer_priv(l);
 	uint64_t s = io->sector, end;
+	bool zero = false;
+	int ret;
 
 	if (ADD_OVERFLOW(s, io->count, &end) || end > ram_count(r))
 		return DISK_ILLEGAL_BLOCK;
-	if (!(io->flags & DISK_IO_NEXT_IS_ZERO)) {
-		/* The map cannot hold a hole of zeroes below zero_after (§4.1). */
-		if (end < ram_zero_after(r))
-			return DISK_OK;
-		ram_lower_zero_after(r, s);
-	}
 	if (s == end)
 		return DISK_OK;
+	if (!(io->flags & DISK_IO_NEXT_IS_ZERO)) {
+		/* The layer below may hold data here: below zero_after the
+		 * sectors become zeroed (present, hiding it); a range that
+		 * reaches zero_after moves it down instead (§4.1) and is
+		 * dropped, which reads zero too. */
+		if (end < ram_zero_after(r))
+			zero = true;
+		else
+			ram_lower_zero_after(r, s);
+	}
 
-	/* Whole leaves are freed in exclusive mode; smaller ranges go page by
-	 * page so they do not stall other threads. */
+	/* Whole leaves are freed (or replaced by a zero subtree) in
+	 * exclusive mode; smaller ranges go page by page so they do not
+	 * stall other threads. */
 	uint64_t leaf_sectors = (uint64_t)RAM_FANOUT << r->spp_shift;
 	uint64_t first_leaf = ROUND_UP(s, leaf_sectors);
 
 	if (first_leaf < end && end - first_leaf >= leaf_sectors) {
 		ram_lock_all(r);
-		ram_drop_exclusive(r, s, MIN(end, ram_count(r)));
+		ret = ram_range_exclusive(r, s, MIN(end, ram_count(r)), zero);
 		ram_unlock_all(r);
 	} else {
-		ram_drop_shared(r, s, end);
+		ret = ram_range_shared(r, s, end, zero);
+	}
+	if (ret < 0) {
+		io->os_errno = -ret;
+		return DISK_IO_ERROR;
 	}
 	return DISK_OK;
 }
@@ -1001,12 +1209,16 @@ static void ram_run_feed(struct ram_run *run, int flags, uint64_t a, uint64_t b)
 	run->end = b;
 }
 
-/* Missing sectors: absent below zero_after (HOLE); at or past it present
- * (they shadow the layers below), zeroes, and unallocated (ZERO | HOLE). */
+/* Zeroed sectors, and missing ones at or past zero_after: present (they
+ * hide the layers below), zeroes, and unallocated (a write to them
+ * allocates a page). */
+#define RAM_ZEROED_FLAGS (DISK_EXTENT_ZERO | DISK_EXTENT_HOLE)
+
+/* Missing sectors: absent below zero_after (HOLE), else RAM_ZEROED_FLAGS. */
 static void ram_run_missing(struct ram_run *run, uint64_t a, uint64_t b, uint64_t za)
 {
 	ram_run_feed(run, DISK_EXTENT_HOLE, a, MIN(b, za));
-	ram_run_feed(run, DISK_EXTENT_ZERO | DISK_EXTENT_HOLE, MAX(a, za), b);
+	ram_run_feed(run, RAM_ZEROED_FLAGS, MAX(a, za), b);
 }
 
 static int ramlayer_block_status(struct layer *l, struct disk_io *io)
@@ -1026,17 +1238,20 @@ static int ramlayer_block_status(struct layer *l, struct disk_io *io)
 	uint64_t end_pg = ram_pages_for(r, end);
 
 	while (pos < end && !run.done) {
-		uint64_t pg = pos >> r->spp_shift, hole_end;
+		uint64_t pg = pos >> r->spp_shift, span_end;
 		/* Any stripe keeps the tree alive; masks are only peeked at. */
 		struct ram_stripe *st = ram_stripe_of(r, pg);
 
 		ram_stripe_lock(st);
-		struct ram_leaf *leaf = ram_find_leaf(r, pg, &hole_end);
+		struct ram_leaf *leaf = ram_find_leaf(r, pg, &span_end);
 
-		if (!leaf) {
-			uint64_t hend = hole_end >= end_pg ? end : hole_end << r->spp_shift;
+		if (!leaf || ram_is_zero(leaf)) {
+			uint64_t hend = span_end >= end_pg ? end : span_end << r->spp_shift;
 
-			ram_run_missing(&run, pos, hend, za);
+			if (leaf)
+				ram_run_feed(&run, RAM_ZEROED_FLAGS, pos, hend);
+			else
+				ram_run_missing(&run, pos, hend, za);
 			pos = hend;
 		} else {
 			uint64_t leaf_end = MIN(end_pg, (pg | RAM_FANOUT_MASK) + 1);
@@ -1044,18 +1259,29 @@ static int ramlayer_block_status(struct layer *l, struct disk_io *io)
 			for (; pg < leaf_end && !run.done; pg++) {
 				uint64_t ps = pg << r->spp_shift;
 				uint64_t pend = MIN(end, ps + (1ull << r->spp_shift));
-				uint8_t m = ram_load_mask(leaf, pg & RAM_FANOUT_MASK);
+				unsigned idx = pg & RAM_FANOUT_MASK;
+				uint8_t m = ram_load_mask(leaf, idx);
+				uint8_t z = __atomic_load_n(&leaf->zmask[idx], __ATOMIC_RELAXED) & m;
 
 				if (m == 0) {
 					ram_run_missing(&run, pos, pend, za);
-				} else if (m == r->full_mask) {
+				} else if (m == r->full_mask && z == 0) {
 					ram_run_feed(&run, 0, pos, pend);
+				} else if (z == r->full_mask) {
+					ram_run_feed(&run, RAM_ZEROED_FLAGS, pos, pend);
 				} else {
 					for (uint64_t s = pos; s < pend; s++) {
-						if ((m >> (s - ps)) & 1)
+						switch (ram_class_of(m, z, (unsigned)(s - ps))) {
+						case RAM_DATA:
 							ram_run_feed(&run, 0, s, s + 1);
-						else
+							break;
+						case RAM_ZEROED:
+							ram_run_feed(&run, RAM_ZEROED_FLAGS, s, s + 1);
+							break;
+						default:
 							ram_run_missing(&run, s, s + 1, za);
+							break;
+						}
 					}
 				}
 				pos = pend;
@@ -1206,8 +1432,12 @@ int ramlayer_resize(struct layer *l, uint64_t new_count)
 		r->height++;
 	}
 	if (ret == 0) {
+		/* Fails (ENOMEM expanding a zero subtree across the new
+		 * end) only before anything is dropped. */
 		if (new_count < old)
-			ram_drop_exclusive(r, new_count, old);
+			ret = ram_range_exclusive(r, new_count, old, false);
+	}
+	if (ret == 0) {
 		ram_lower_zero_after(r, new_count);
 		__atomic_store_n(&r->sector_count, new_count, __ATOMIC_RELEASE);
 	}

@@ -45,6 +45,7 @@ test_pkgs=(
 	python3
 	sqlite3
 	libnbd-bin
+	python3-libnbd
 	nbdkit
 	fio
 	qemu-utils

@@ -228,14 +228,28 @@ ok(h.pread(512, 0) == bytes(512), "read from the read-only export")
 h.flush()
 h.shutdown()
 
-# A RAM layer over a disk cannot zero by dropping pages: no fast zero, and
-# the flag is refused when it is not advertised.
+# A RAM layer over a disk zeroes with zeroed runs (no pages): fast zero
+# is advertised and succeeds; with NO_HOLE it would have to write data, so
+# it is refused with ENOTSUP (test-nbd-fast-zero.sh has the rest).
 h = connect(name="diff")
+ok(h.can_fast_zero(), "memdiff export: fast zero")
+h.pwrite(data[:4096], 0)
+h.zero(4096, 0, nbd.CMD_FLAG_FAST_ZERO)
+ok(h.pread(4096, 0) == bytes(4096), "fast zero on memdiff")
+h.pwrite(data[:4096], 0)
+fails(lambda: h.zero(4096, 0, nbd.CMD_FLAG_FAST_ZERO | nbd.CMD_FLAG_NO_HOLE), errno.ENOTSUP,
+      "FAST_ZERO | NO_HOLE on memdiff")
+ok(h.pread(4096, 0) == data[:4096], "a refused fast zero changes nothing")
+h.shutdown()
+
+# crypt: zeroes must be encrypted, so no fast zero, and the flag is
+# refused when it is not advertised.
+h = connect(name="crypt")
 h.set_strict_mode(0)
-ok(not h.can_fast_zero(), "memdiff export: no fast zero")
+ok(not h.can_fast_zero(), "crypt export: no fast zero")
 fails(lambda: h.zero(512, 0, nbd.CMD_FLAG_FAST_ZERO), errno.EINVAL, "FAST_ZERO not advertised")
 h.zero(512, 0)
-ok(h.pread(512, 0) == bytes(512), "plain zero on memdiff")
+ok(h.pread(512, 0) == bytes(512), "plain zero on crypt")
 h.shutdown()
 
 # A file export: fast zero is advertised and honoured (or refused fast).

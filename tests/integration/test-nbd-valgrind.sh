@@ -17,6 +17,8 @@ srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 sock=$tmpdir/s.sock
 psk=$tmpdir/keys.psk
 printf 'alice:%s\n' 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff > "$psk"
+# nbd-protocol.py's crypt export (no fast zero).
+head -c 64 /dev/urandom > "$tmpdir/key"
 
 rm -f "$tmpdir/ready"
 valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
@@ -24,7 +26,8 @@ valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite 
 	--suppressions="$srcdir/tests/valgrind.supp" --log-file="$tmpdir/valgrind.log" \
 	"$DISKSTACK" serve -P "$tmpdir/ready" -U "$sock" --threads 2 --tls=on --tls-psk "$psk" \
 	mem:16M --export other=mem:16M --export ro=mem:1M,ro -D "read only" --export diff=memdiff:mem:16M \
-	--export "file=file:$tmpdir/f.img;create=8M" > "$tmpdir/srv.log" 2>&1 &
+	--export "file=file:$tmpdir/f.img;create=8M" \
+	--export "crypt=crypt:xts-aes-256:$tmpdir/key:mem:16M" > "$tmpdir/srv.log" 2>&1 &
 vpid=$!
 echo "$vpid" > "$tmpdir/vg.pid"
 cleanup_fn "stop_bg '$tmpdir/vg.pid'"

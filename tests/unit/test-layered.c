@@ -224,20 +224,122 @@ static void test_layered_ram_write_zeroes_frees(void **state)
 	disk_unref(d);
 }
 
+/* Unmap on a diff disk (memdiff:) reads back zero: the RAM layer keeps
+ * the unmapped sectors as zeroed runs that hide the layer below. */
 static void test_layered_unmap_on_diff(void **state)
 {
 	const uint64_t n = 128;
 	struct layer *top = ram(0, 0), *bottom = ram(n * 512, 512);
 	struct layered_entry e[] = { { top, false, false }, { bottom, false, false } };
 	struct disk *d = stack(e, 2, false);
+	struct disk_extent ext[4];
+	uint32_t nr;
 
 	fill_layer(bottom, 0, n, 512, 1);
-	assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_UNSPECIFIED);
-	assert_int_equal(disk_sync_unmap(d, 0, n - 1, 0), DISK_OK);
-	expect_pattern(d, 0, n, 1);
+	assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_ZEROES);
+	assert_int_equal(disk_sync_unmap(d, 8, n - 16, 0), DISK_OK);
+	expect_pattern(d, 0, 8, 1);
+	expect_zero(d, 8, n - 16);
+	expect_pattern(d, n - 8, 8, 1);
+	assert_int_equal(disk_sync_block_status(d, 0, n, ext, 4, &nr), DISK_OK);
+	assert_int_equal(nr, 3);
+	assert_int_equal(ext[0].flags, 0);
+	assert_int_equal(ext[0].layer, 1);
+	assert_int_equal(ext[1].count, n - 16);
+	assert_int_equal(ext[1].flags, DISK_EXTENT_ZERO | DISK_EXTENT_HOLE);
+	assert_int_equal(ext[1].layer, 0);
+	assert_int_equal(ext[2].layer, 1);
+	/* Reaching the end moves zero_after: zeroes still. */
 	assert_int_equal(disk_sync_unmap(d, n / 2, n / 2, 0), DISK_OK);
-	expect_pattern(d, 0, n / 2, 1);
-	expect_zero(d, n / 2, n / 2);
+	expect_pattern(d, 0, 8, 1);
+	expect_zero(d, 8, n - 8);
+	disk_unref(d);
+}
+
+/* Regression (mem:/memdiff: cannot zero fast): write-zeroes on a diff
+ * disk took the emulation by writes, allocating a page per 4 KiB of
+ * zeroes, and FAST_ZERO failed. Now it is an unmap that leaves zeroed
+ * runs in the RAM layer: no page, the layer below hidden, block status
+ * ZERO | HOLE from layer 0; later writes into it allocate only what they
+ * touch. FAST_ZERO with NO_UNMAP must write data, so it is refused and
+ * changes nothing; NO_UNMAP alone stores real zeroes. */
+static void test_layered_diff_write_zeroes_fast(void **state)
+{
+	const uint64_t n = 8 * 4096;                     /* 16 MiB, 8 leaves */
+	struct layer *top = ram(0, 0), *bottom = ram(n * 512, 512);
+	struct layered_entry e[] = { { top, false, false }, { bottom, false, false } };
+	struct disk *d = stack(e, 2, false);
+	struct disk_extent ext[4];
+	uint32_t nr;
+	uint64_t data, alloc0, alloc;
+	uint8_t buf[16 * 512];
+
+	fill_layer(bottom, 0, n, 512, 1);
+	assert_true(disk_get_info(d)->caps & DISK_CAP_FAST_ZERO);
+	ramlayer_memory(top, &data, &alloc0);
+	assert_int_equal(data, 0);
+
+	assert_int_equal(disk_sync_write_zeroes(d, 1, n - 2, DISK_IO_FAST_ZERO | DISK_IO_FUA),
+			 DISK_OK);
+	ramlayer_memory(top, &data, &alloc);
+	assert_int_equal(data, 0);
+	/* The root node and the two leaves at the unaligned ends. */
+	assert_true(alloc - alloc0 < 3 * 6 * 1024);
+	expect_pattern(d, 0, 1, 1);
+	expect_zero(d, 1, n - 2);
+	expect_pattern(d, n - 1, 1, 1);
+	assert_int_equal(disk_sync_block_status(d, 0, n, ext, 4, &nr), DISK_OK);
+	assert_int_equal(nr, 3);
+	assert_int_equal(ext[1].count, n - 2);
+	assert_int_equal(ext[1].flags, DISK_EXTENT_ZERO | DISK_EXTENT_HOLE);
+	assert_int_equal(ext[1].layer, 0);
+
+	/* A partial write into the zeroes: one page, zeroes around it. */
+	tu_fill(buf, 1024, 2, 5000 * 512);
+	assert_int_equal(disk_sync_write(d, 5000, buf, 1024, 0), DISK_OK);
+	ramlayer_memory(top, &data, &alloc);
+	assert_int_equal(data, 1024);
+	expect_zero(d, 4992, 8);
+	expect_pattern(d, 5000, 2, 2);
+	expect_zero(d, 5002, 6);
+
+	/* FAST_ZERO | NO_UNMAP would have to write: refused, nothing changed. */
+	assert_int_equal(disk_sync_write_zeroes(d, 5000, 8, DISK_IO_FAST_ZERO | DISK_IO_NO_UNMAP),
+			 DISK_UNSUPPORTED);
+	expect_pattern(d, 5000, 2, 2);
+	/* NO_UNMAP alone stores zeroes (allocated, not a hole). */
+	assert_int_equal(disk_sync_write_zeroes(d, 4992, 16, DISK_IO_NO_UNMAP), DISK_OK);
+	ramlayer_memory(top, &data, NULL);
+	assert_int_equal(data, 16 * 512 + 1024 - 2 * 512);
+	expect_zero(d, 4992, 16);
+	assert_int_equal(disk_sync_block_status(d, 4992, 16, ext, 4, &nr), DISK_OK);
+	assert_int_equal(ext[0].count, 16);
+	assert_int_equal(ext[0].flags, 0);
+	/* The lower layer is untouched. */
+	assert_int_equal(tu_layer_read(bottom, 4992, buf, 16 * 512, NULL), DISK_OK);
+	assert_int_equal(tu_check(buf, 16 * 512, 1, 4992 * 512), -1);
+	disk_unref(d);
+}
+
+/* A read-cache RAM layer over data: zeroed runs are present, so reads do
+ * not go below them and a cache fill never overwrites them. */
+static void test_layered_zeroed_read_cache(void **state)
+{
+	const uint64_t n = 2 * 4096;
+	struct layer *top = ram(0, 0), *bottom = ram(n * 512, 512);
+	struct layered_entry e[] = { { top, true, false }, { bottom, false, false } };
+	struct disk *d = stack(e, 2, false);
+	uint64_t data;
+
+	fill_layer(bottom, 0, n, 512, 1);
+	assert_true(disk_get_info(d)->caps & DISK_CAP_FAST_ZERO);
+	expect_pattern(d, 0, 64, 1);                        /* fills the cache */
+	assert_int_equal(disk_sync_write_zeroes(d, 16, 4096 + 16, DISK_IO_FAST_ZERO), DISK_OK);
+	expect_zero(d, 16, 4096 + 16);
+	expect_pattern(d, 0, 16, 1);
+	expect_pattern(d, 4096 + 32, 32, 1);
+	ramlayer_memory(top, &data, NULL);
+	assert_int_equal(data, (16 + 32) * 512);
 	disk_unref(d);
 }
 
@@ -377,10 +479,25 @@ static void test_layered_metadata_folds(void **state)
 		assert_true(disk_get_info(d)->caps & DISK_CAP_COHERENT);
 		disk_unref(d);
 	}
-	/* RAM with write-through over anything: IGNORED; FUA is the AND. */
+	/* RAM with write-through over a layer that zeroes on unmap: ZEROES
+	 * (both keep unmapped sectors as zeroes). */
 	{
 		struct layered_entry e[] = { { ram(0, 0), false, true },
 					     { disk_layer(mockdisk_new(&m, &o)), false, false } };
+
+		d = stack(e, 2, false);
+		assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_ZEROES);
+		disk_unref(d);
+		mockdisk_release(&m);
+	}
+	/* RAM with write-through over one that may not: IGNORED; FUA is the
+	 * AND. */
+	{
+		struct mockdisk_opts ou = o;
+
+		ou.unmap = DISK_UNMAP_UNSPECIFIED;
+		struct layered_entry e[] = { { ram(0, 0), false, true },
+					     { disk_layer(mockdisk_new(&m, &ou)), false, false } };
 
 		d = stack(e, 2, false);
 		assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_IGNORED);
@@ -400,13 +517,15 @@ static void test_layered_metadata_folds(void **state)
 		disk_unref(d);
 		mockdisk_release(&m);
 	}
-	/* memdiff over anything: UNSPECIFIED, FUA of the RAM layer only. */
+	/* memdiff over anything: ZEROES (zeroed runs hide the layer below),
+	 * so FAST_ZERO; FUA of the RAM layer only. */
 	{
 		struct layered_entry e[] = { { ram(0, 0), false, false },
 					     { disk_layer(mockdisk_new(&m, &o)), false, false } };
 
 		d = stack(e, 2, false);
-		assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_UNSPECIFIED);
+		assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_ZEROES);
+		assert_true(disk_get_info(d)->caps & DISK_CAP_FAST_ZERO);
 		assert_true(disk_get_info(d)->fua_respected);
 		disk_unref(d);
 		mockdisk_release(&m);
@@ -1019,6 +1138,8 @@ int main(void)
 		cmocka_unit_test(test_layered_diff),
 		cmocka_unit_test(test_layered_resize_half_then_grow),
 		cmocka_unit_test(test_layered_unmap_on_diff),
+		cmocka_unit_test(test_layered_diff_write_zeroes_fast),
+		cmocka_unit_test(test_layered_zeroed_read_cache),
 		cmocka_unit_test(test_layered_4k_sectors),
 		cmocka_unit_test(test_layered_ram_constructor_errors),
 		cmocka_unit_test(test_layered_geometry_inheritance),

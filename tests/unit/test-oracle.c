@@ -11,7 +11,12 @@
  *    within every visible count wins, else zero); sectors unmapped on a
  *    disk whose unmap behaviour is UNSPECIFIED become "unknown" until
  *    written again. Out-of-range requests must fail with ILLEGAL_BLOCK and
- *    nothing else (the §7.1 fuzz oracle).
+ *    nothing else (the §7.1 fuzz oracle). On disks whose unmap reads back
+ *    zero, sectors unmapped or zeroed (without NO_UNMAP) since their last
+ *    write must be reported ZERO by block status, and write-zeroes with
+ *    FAST_ZERO must succeed exactly there. A "big" variant uses RAM layers
+ *    of several leaves of the RAM layer's tree and long unmaps and
+ *    write-zeroes, so zeroed runs cover whole leaves (zero subtrees).
  * 2. A concurrent variant: several threads, each with its own reactor,
  *    write and verify disjoint ranges of one shared stack while all of them
  *    read an untouched shared region (through a read cache, so cache fills
@@ -37,6 +42,7 @@ struct model {
 	uint64_t sectors;
 	uint8_t *data;        /* what the disk must read back */
 	uint8_t *known;       /* 0 = unknown content (unmapped, UNSPECIFIED) */
+	uint8_t *zeroed;      /* 1 = unmapped or zeroed since written (ZEROES) */
 };
 
 struct oracle {
@@ -46,6 +52,8 @@ struct oracle {
 	enum disk_unmap_behavior ub;
 	unsigned nlayers;
 	uint64_t wp_min;      /* smallest count over the write path */
+	bool big;             /* layers of 8K-24K sectors, long unmaps */
+	bool cache;           /* a layer is a read cache */
 	char desc[256];
 };
 
@@ -76,7 +84,7 @@ static struct layer *make_layer(struct oracle *o, bool bottom, uint32_t ss, uint
 		return l;
 	}
 	if (!bottom)
-		*count = 16 + rnd(o, 240);        /* maybe smaller or larger than below */
+		*count = o->big ? 8192 + rnd(o, 16384) : 16 + rnd(o, 240);
 	assert_int_equal(ramlayer_new(*count * ss, ss, &l, err, sizeof(err)), 0);
 	*kind = "ram";
 	return l;
@@ -101,6 +109,7 @@ static void prefill(struct oracle *o, struct layered_entry *e, unsigned n, uint3
 	o->m.data = calloc(top, ss);
 	o->m.known = malloc(top);
 	memset(o->m.known, 1, top);
+	o->m.zeroed = calloc(top, 1);
 
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t c = layer_get_ops(e[i].layer)->sector_count(e[i].layer);
@@ -139,8 +148,9 @@ static void build(struct oracle *o)
 {
 	struct layered_entry e[MAX_LAYERS];
 	unsigned n = 1 + (unsigned)rnd(o, MAX_LAYERS);
-	uint32_t ss = rnd(o, 3) == 0 ? 4096 : 512;
-	uint64_t count = 32 + rnd(o, 480);
+	/* Big stacks keep 512-byte sectors: 4096 of them fill a leaf. */
+	uint32_t ss = !o->big && rnd(o, 3) == 0 ? 4096 : 512;
+	uint64_t count = o->big ? 8192 + rnd(o, 16384) : 32 + rnd(o, 480);
 	unsigned wt = (unsigned)rnd(o, n);   /* layers 0..wt-1 write through */
 	const char *kind;
 	char err[256];
@@ -151,6 +161,7 @@ static void build(struct oracle *o)
 		e[k].write_through = k < wt;
 		/* disk layers cannot cache */
 		e[k].read_cache = strcmp(kind, "disk") != 0 && rnd(o, 3) == 0;
+		o->cache = o->cache || e[k].read_cache;
 		len += snprintf(o->desc + len, sizeof(o->desc) - (size_t)len, "%s[%u]%s%s%s ",
 				k == n - 1 ? "" : "", k, kind, e[k].read_cache ? "+rc" : "",
 				e[k].write_through ? "+wt" : "");
@@ -204,6 +215,7 @@ static bool wp_expect(struct oracle *o, uint64_t s, uint64_t n, int *want)
 	if (s + n > o->wp_min) {
 		*want = DISK_ILLEGAL_BLOCK;
 		memset(o->m.known + s, 0, n);
+		memset(o->m.zeroed + s, 0, n);
 		return false;
 	}
 	*want = DISK_OK;
@@ -218,6 +230,8 @@ static void one_op(struct oracle *o, uint64_t step)
 	/* Mostly in range; sometimes past the end. */
 	uint64_t s = rnd(o, 10) == 0 ? count - rnd(o, 4) + rnd(o, 8) : rnd(o, count);
 	uint64_t n = 1 + rnd(o, 8);
+	/* Long unmaps and write-zeroes in big stacks: whole leaves. */
+	uint64_t zn = o->big && rnd(o, 2) ? rnd(o, 3 * 4096) : rnd(o, 40);
 	bool ok = in_range(o, s, n);
 	unsigned op = (unsigned)rnd(o, 100);
 	uint8_t *buf = malloc(n * ss);
@@ -228,6 +242,10 @@ static void one_op(struct oracle *o, uint64_t step)
 		assert_int_equal(st, ok ? DISK_OK : DISK_ILLEGAL_BLOCK);
 		if (ok)
 			check_read(o, s, n, buf);
+		/* A read fills read caches with the zeroes of sectors no
+		 * layer holds: allocated now, though still zero. */
+		if (ok && o->cache)
+			memset(o->m.zeroed + s, 0, n);
 	} else if (op < 75) {
 		tu_fill(buf, n * ss, 1000 + step, s * ss);
 		st = disk_sync_write(o->disk, s, buf, n * ss, rnd(o, 4) == 0 ? DISK_IO_FUA : 0);
@@ -236,9 +254,10 @@ static void one_op(struct oracle *o, uint64_t step)
 		if (ok) {
 			memcpy(o->m.data + s * ss, buf, n * ss);
 			memset(o->m.known + s, 1, n);
+			memset(o->m.zeroed + s, 0, n);
 		}
 	} else if (op < 85) {
-		n = rnd(o, 40);
+		n = zn;
 		ok = in_range(o, s, n);
 		st = disk_sync_unmap(o->disk, s, n, 0);
 		if (o->ub == DISK_UNMAP_IGNORED)
@@ -249,16 +268,31 @@ static void one_op(struct oracle *o, uint64_t step)
 		if (ok && o->ub == DISK_UNMAP_ZEROES) {
 			memset(o->m.data + s * ss, 0, n * ss);
 			memset(o->m.known + s, 1, n);
+			memset(o->m.zeroed + s, 1, n);
 		} else if (ok && o->ub == DISK_UNMAP_UNSPECIFIED) {
 			memset(o->m.known + s, 0, n);
+			memset(o->m.zeroed + s, 0, n);
 		}
 	} else if (op < 92) {
-		st = disk_sync_write_zeroes(o->disk, s, n, rnd(o, 2) ? DISK_IO_NO_UNMAP : 0);
+		uint32_t flags = (rnd(o, 2) ? DISK_IO_NO_UNMAP : 0) |
+				 (rnd(o, 2) ? DISK_IO_FAST_ZERO : 0);
+		/* Fast exactly when it can become an unmap that reads zero. */
+		bool fast = !(flags & DISK_IO_NO_UNMAP) && o->ub == DISK_UNMAP_ZEROES;
+
+		n = MAX(zn, 1);
+		st = disk_sync_write_zeroes(o->disk, s, n, flags);
+		if ((flags & DISK_IO_FAST_ZERO) && !fast) {
+			/* Refused (when in range); nothing changes. */
+			assert_int_equal(st, in_range(o, s, n) ? DISK_UNSUPPORTED
+							       : DISK_ILLEGAL_BLOCK);
+			goto out;
+		}
 		ok = wp_expect(o, s, n, &want);
 		assert_int_equal(st, want);
 		if (ok) {
 			memset(o->m.data + s * ss, 0, n * ss);
 			memset(o->m.known + s, 1, n);
+			memset(o->m.zeroed + s, fast, n);
 		}
 	} else if (op < 95) {
 		assert_int_equal(disk_sync_flush(o->disk), DISK_OK);
@@ -267,7 +301,7 @@ static void one_op(struct oracle *o, uint64_t step)
 		uint32_t nr;
 		uint64_t pos;
 
-		n = 1 + rnd(o, 64);
+		n = 1 + (o->big ? rnd(o, 8192) : rnd(o, 64));
 		ok = in_range(o, s, n);
 		st = disk_sync_block_status(o->disk, s, n, ext, 8, &nr);
 		assert_int_equal(st, ok ? DISK_OK : DISK_ILLEGAL_BLOCK);
@@ -278,10 +312,15 @@ static void one_op(struct oracle *o, uint64_t step)
 		for (uint32_t i = 0; i < nr; i++) {
 			assert_true(ext[i].count > 0);
 			assert_true(ext[i].layer >= -1 && ext[i].layer < (int32_t)o->nlayers);
-			if (ext[i].flags & DISK_EXTENT_ZERO) {
-				for (uint64_t k = pos; k < pos + ext[i].count; k++)
-					if (o->m.known[k])
-						assert_true(tu_is_zero(o->m.data + k * ss, ss));
+			for (uint64_t k = pos; k < pos + ext[i].count; k++) {
+				if ((ext[i].flags & DISK_EXTENT_ZERO) && o->m.known[k])
+					assert_true(tu_is_zero(o->m.data + k * ss, ss));
+				if (o->m.zeroed[k] && !(ext[i].flags & DISK_EXTENT_ZERO)) {
+					fprintf(stderr, "oracle: %s: sector %" PRIu64 " was zeroed, "
+						"block status says flags %u (layer %d)\n", o->desc, k,
+						ext[i].flags, ext[i].layer);
+					fail();
+				}
 			}
 			pos += ext[i].count;
 		}
@@ -291,9 +330,9 @@ out:
 	free(buf);
 }
 
-static void run_seed(uint64_t seed, unsigned ops)
+static void run_seed(uint64_t seed, unsigned ops, bool big)
 {
-	struct oracle o = { .rng = seed ? seed : 1 };
+	struct oracle o = { .rng = seed ? seed : 1, .big = big };
 	uint8_t *all;
 
 	build(&o);
@@ -307,6 +346,7 @@ static void run_seed(uint64_t seed, unsigned ops)
 	disk_unref(o.disk);
 	free(o.m.data);
 	free(o.m.known);
+	free(o.m.zeroed);
 }
 
 static void test_oracle_random_stacks(void **state)
@@ -316,7 +356,19 @@ static void test_oracle_random_stacks(void **state)
 	for (unsigned i = 0; i < 200; i++) {
 		uint64_t seed = base + i * 0x9e3779b97f4a7c15ull;
 
-		run_seed(seed, 3000);
+		run_seed(seed, 3000, false);
+	}
+}
+
+/* Zeroed runs in big RAM layers (mem:/memdiff: cannot zero fast). */
+static void test_oracle_big_stacks(void **state)
+{
+	uint64_t base = tu_seed("oracle_big_stacks");
+
+	for (unsigned i = 0; i < 16; i++) {
+		uint64_t seed = base + i * 0x9e3779b97f4a7c15ull;
+
+		run_seed(seed, 1500, true);
 	}
 }
 
@@ -465,6 +517,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_oracle_random_stacks),
+		cmocka_unit_test(test_oracle_big_stacks),
 		cmocka_unit_test(test_oracle_range_fuzz),
 		cmocka_unit_test(test_oracle_concurrent),
 		cmocka_unit_test(test_oracle_concurrent_read_cache),

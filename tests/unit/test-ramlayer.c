@@ -31,6 +31,8 @@
 #define KiB (1024ull)
 #define MiB (1024ull * 1024)
 #define GiB (1024ull * 1024 * 1024)
+/* A leaf of the RAM layer's tree: 512 page pointers and two masks each. */
+#define LEAF_BYTES (512 * 8 + 512 * 2)
 
 static bool under_valgrind(void)
 {
@@ -281,7 +283,8 @@ static void test_ramlayer_lazy_attach(void **state)
 	assert_false(meta.has_disk_id);
 	assert_false(meta.read_only);
 	assert_true(meta.fua_respected);
-	assert_int_equal(meta.unmap_behavior, DISK_UNMAP_UNSPECIFIED);
+	/* Over another layer too: unmapped sectors become zeroed runs. */
+	assert_int_equal(meta.unmap_behavior, DISK_UNMAP_ZEROES);
 	assert_int_equal(meta.optimal_unmap_sectors, 1);
 	layer_free(l);
 
@@ -421,22 +424,30 @@ static void test_ramlayer_unmap_rules(void **state)
 	assert_non_null(words);
 	assert_int_equal(write_tag(l, 512, 0, n, 1, 0), DISK_OK);
 
-	/* Unmapping the first N-1 sectors changes nothing. */
-	assert_int_equal(tu_layer_unmap(l, 0, n - 1, false), DISK_OK);
+	/* Unmapping sectors below zero_after (without next_is_zero) makes
+	 * them zeroed runs: marked (they hide the layers below) and zero. */
+	assert_int_equal(tu_layer_unmap(l, 8, 100, false), DISK_OK);
+	memset(buf, 0xa5, n * 512);
 	assert_int_equal(read_marked(l, 512, 0, n, buf, &bm, words), DISK_OK);
 	assert_int_equal(bm.nset, n);
-	assert_int_equal(tu_check(buf, n * 512, 1, 0), -1);
+	assert_int_equal(tu_check(buf, 8 * 512, 1, 0), -1);
+	assert_true(tu_is_zero(buf + 8 * 512, 100 * 512));
+	assert_int_equal(tu_check(buf + 108 * 512, (n - 108) * 512, 1, 108 * 512), -1);
 
-	/* Unmapping the second half makes it zeroes that are still marked
-	 * (they shadow the layers below). */
+	uint64_t data;
+
+	ramlayer_memory(l, &data, NULL);
+	assert_int_equal(data, (n - 100) * 512);
+	assert_int_equal(write_tag(l, 512, 0, 108, 1, 0), DISK_OK);
+
+	/* Unmapping the second half (reaching zero_after) makes it zeroes
+	 * that are still marked. */
 	assert_int_equal(tu_layer_unmap(l, n / 2, n / 2, false), DISK_OK);
 	memset(buf, 0xa5, n * 512);
 	assert_int_equal(read_marked(l, 512, 0, n, buf, &bm, words), DISK_OK);
 	assert_int_equal(bm.nset, n);
 	assert_int_equal(tu_check(buf, n / 2 * 512, 1, 0), -1);
 	assert_true(tu_is_zero(buf + n / 2 * 512, n / 2 * 512));
-
-	uint64_t data;
 
 	ramlayer_memory(l, &data, NULL);
 	assert_int_equal(data, n / 2 * 512);
@@ -492,28 +503,28 @@ static void test_ramlayer_unmap_frees_pages(void **state)
 	/* The page is gone; the root and the leaf stay until a whole-leaf
 	 * unmap, which frees the leaf. */
 	assert_true(alloc < alloc0 + 16 * KiB);
-	assert_true(alloc > alloc0 + 4608);
+	assert_true(alloc > alloc0 + LEAF_BYTES);
 	assert_int_equal(tu_layer_unmap(l, 0, 4096, true), DISK_OK);
 	ramlayer_memory(l, &data, &alloc);
-	assert_true(alloc < alloc0 + 4608);
+	assert_true(alloc < alloc0 + LEAF_BYTES);
 
 	/* Pages emptied at the edges of an exclusive unmap are freed too: only
-	 * the root (4 KiB) and the first leaf (4.5 KiB) may remain. */
+	 * the root (4 KiB) and the first leaf (5 KiB) may remain. */
 	assert_int_equal(write_tag(l, 512, 4090, 10, 2, 0), DISK_OK);
 	assert_int_equal(tu_layer_unmap(l, 4088, 8192, true), DISK_OK);
 	ramlayer_memory(l, &data, &alloc);
 	assert_int_equal(data, 0);
-	assert_true(alloc - alloc0 < 4096 + 4608 + 64);
+	assert_true(alloc - alloc0 < 4096 + LEAF_BYTES + 64);
 	/* ... and at the edge of a shrink. */
 	assert_int_equal(write_tag(l, 512, 100, 10, 3, 0), DISK_OK);
 	assert_int_equal(ramlayer_resize(l, 104), 0);
 	ramlayer_memory(l, &data, &alloc);
 	assert_int_equal(data, 4 * 512);
-	assert_true(alloc - alloc0 < 4096 + 4608 + 4096 + 64 + 16);
+	assert_true(alloc - alloc0 < 4096 + LEAF_BYTES + 4096 + 64 + 16);
 	assert_int_equal(tu_layer_unmap(l, 0, 104, true), DISK_OK);
 	ramlayer_memory(l, &data, &alloc);
 	assert_int_equal(data, 0);
-	assert_true(alloc - alloc0 < 4096 + 4608 + 64);
+	assert_true(alloc - alloc0 < 4096 + LEAF_BYTES + 64);
 	layer_free(l);
 }
 
@@ -752,27 +763,33 @@ static void test_ramlayer_contract_disk(void **state)
 
 /* ---- reference model ---------------------------------------------------- */
 
+enum { M_ABSENT = 0, M_DATA, M_ZEROED };
+
 struct model {
 	uint32_t ss;
 	uint64_t max, count, za;
 	uint8_t *data;          /* max * ss */
-	uint8_t *present;       /* max */
+	uint8_t *present;       /* max: M_* */
 };
 
-/* Class of sector @s in the model: 0 data, RAM_ZERO_TAIL or HOLE. */
+/* Class of sector @s in the model: 0 data, RAM_ZERO_TAIL (zeroed, or
+ * missing past zero_after) or HOLE. */
 static uint32_t model_class(const struct model *m, uint64_t s)
 {
-	if (m->present[s])
+	if (m->present[s] == M_DATA)
 		return 0;
+	if (m->present[s] == M_ZEROED)
+		return RAM_ZERO_TAIL;
 	return s >= m->za ? RAM_ZERO_TAIL : DISK_EXTENT_HOLE;
 }
 
+/* Sectors holding data (zeroed ones hold none). */
 static uint64_t model_present(const struct model *m)
 {
 	uint64_t n = 0;
 
 	for (uint64_t s = 0; s < m->count; s++)
-		n += m->present[s];
+		n += m->present[s] == M_DATA;
 	return n;
 }
 
@@ -789,11 +806,11 @@ static void model_check_read(struct layer *l, const struct model *m, uint64_t s,
 		uint8_t *p = buf + i * ss;
 		bool marked = bitmap_test(&bm, x);
 
-		if (m->present[x]) {
+		if (m->present[x] == M_DATA) {
 			if (!marked || memcmp(p, m->data + x * ss, ss) != 0)
 				fail_msg("seed %" PRIu64 " op %u: sector %" PRIu64 " data/mark wrong",
 					 seed, op, x);
-		} else if (x >= m->za) {
+		} else if (m->present[x] == M_ZEROED || x >= m->za) {
 			if (!marked || !tu_is_zero(p, ss))
 				fail_msg("seed %" PRIu64 " op %u: sector %" PRIu64 " should be marked zero",
 					 seed, op, x);
@@ -805,7 +822,11 @@ static void model_check_read(struct layer *l, const struct model *m, uint64_t s,
 	}
 }
 
-static void run_model(uint32_t ss, uint64_t start, uint64_t max, unsigned nops, const char *name)
+/* @resize_pct: percent of operations that resize (the rest read, write,
+ * unmap and ask block status); @niz_pct: percent of unmaps that say the
+ * layer below reads zero (the others make zeroed runs below zero_after). */
+static void run_model(uint32_t ss, uint64_t start, uint64_t max, unsigned nops, unsigned resize_pct,
+		      unsigned niz_pct, const char *name)
 {
 	uint64_t seed = tu_seed(name), rs = seed;
 	struct model m = { .ss = ss, .max = max, .count = start, .za = start };
@@ -867,7 +888,7 @@ static void run_model(uint32_t ss, uint64_t start, uint64_t max, unsigned nops, 
 				if ((flags & DISK_IO_NO_OVERWRITE) && m.present[s + i])
 					continue;
 				memcpy(m.data + (s + i) * ss, buf + i * ss, ss);
-				m.present[s + i] = 1;
+				m.present[s + i] = M_DATA;
 			}
 		} else if (kind < 62) {
 			if (bad) {
@@ -879,7 +900,7 @@ static void run_model(uint32_t ss, uint64_t start, uint64_t max, unsigned nops, 
 			}
 			model_check_read(l, &m, s, n, buf, words, seed, op);
 		} else if (kind < 78) {
-			bool niz = tu_rand(&rs) % 4 != 0;
+			bool niz = tu_rand(&rs) % 100 < niz_pct;
 			int st = tu_layer_unmap(l, s, n, niz);
 
 			if (bad) {
@@ -887,13 +908,15 @@ static void run_model(uint32_t ss, uint64_t start, uint64_t max, unsigned nops, 
 				continue;
 			}
 			assert_int_equal(st, DISK_OK);
-			if (!niz) {
-				if (end < m.za)
-					continue;
-				m.za = MIN(m.za, s);
+			if (!niz && end < m.za) {
+				/* Zeroed runs: present, hiding the layers below. */
+				memset(m.present + s, M_ZEROED, n);
+				continue;
 			}
-			memset(m.present + s, 0, n);
-		} else if (kind < 95) {
+			if (!niz)
+				m.za = MIN(m.za, s);
+			memset(m.present + s, M_ABSENT, n);
+		} else if (kind < 100 - resize_pct) {
 			struct disk_extent e;
 			uint32_t nr;
 			int st = layer_bs(l, s, n, &e, &nr);
@@ -946,18 +969,34 @@ static void run_model(uint32_t ss, uint64_t start, uint64_t max, unsigned nops, 
 static void test_ramlayer_model_512(void **state)
 {
 	/* Starts with a one-level tree and grows to two. */
-	run_model(512, 3000, 40000, under_valgrind() ? 1500 : 6000, "ramlayer_model_512");
+	run_model(512, 3000, 40000, under_valgrind() ? 1500 : 6000, 5, 75, "ramlayer_model_512");
 }
 
 static void test_ramlayer_model_4096(void **state)
 {
-	run_model(4096, 300, 3000, under_valgrind() ? 1500 : 6000, "ramlayer_model_4096");
+	run_model(4096, 300, 3000, under_valgrind() ? 1500 : 6000, 5, 75, "ramlayer_model_4096");
 }
 
 static void test_ramlayer_model_8192(void **state)
 {
 	/* Sectors larger than the 4 KiB minimum page. */
-	run_model(8192, 100, 1200, under_valgrind() ? 800 : 3000, "ramlayer_model_8192");
+	run_model(8192, 100, 1200, under_valgrind() ? 800 : 3000, 5, 75, "ramlayer_model_8192");
+}
+
+/* Zeroed runs (unmaps over a layer below, and write-zeroes through them):
+ * mostly unmaps that make zeroed runs, long ones covering whole leaves
+ * (zero subtrees) and short ones, with writes into them; resizes rare, so
+ * zero_after stays high. */
+static void test_ramlayer_model_zeroed_512(void **state)
+{
+	run_model(512, 40000, 40000, under_valgrind() ? 1500 : 6000, 1, 25,
+		  "ramlayer_model_zeroed_512");
+}
+
+static void test_ramlayer_model_zeroed_4096(void **state)
+{
+	run_model(4096, 3000, 3000, under_valgrind() ? 1500 : 6000, 1, 25,
+		  "ramlayer_model_zeroed_4096");
 }
 
 /* ---- concurrency -------------------------------------------------------- */
@@ -1065,7 +1104,7 @@ static void *ct_thread(void *arg)
 				if ((flags & DISK_IO_NO_OVERWRITE) && present[off + i])
 					continue;
 				memcpy(shadow + (off + i) * 512, buf + i * 512, 512);
-				present[off + i] = 1;
+				present[off + i] = M_DATA;
 			}
 		} else if (kind < 60) {
 			struct bitmap bm;
@@ -1079,8 +1118,12 @@ static void *ct_thread(void *arg)
 				if (marked != (bool)present[off + i])
 					CT_FAIL(c, "thread %u it %u: mark of %" PRIu64 " wrong",
 						c->id, it, s + i);
-				if (marked && memcmp(buf + i * 512, shadow + (off + i) * 512, 512))
+				if (present[off + i] == M_DATA &&
+				    memcmp(buf + i * 512, shadow + (off + i) * 512, 512))
 					CT_FAIL(c, "thread %u it %u: data of %" PRIu64 " wrong",
+						c->id, it, s + i);
+				if (present[off + i] == M_ZEROED && !tu_is_zero(buf + i * 512, 512))
+					CT_FAIL(c, "thread %u it %u: zeroed %" PRIu64 " not zero",
 						c->id, it, s + i);
 				if (!marked && buf[i * 512] != 0xa5)
 					CT_FAIL(c, "thread %u it %u: absent %" PRIu64 " touched",
@@ -1088,15 +1131,19 @@ static void *ct_thread(void *arg)
 			}
 		} else if (kind < 68) {
 			/* Mostly small unmaps; sometimes a whole leaf (the
-			 * exclusive path) while the others keep going. */
+			 * exclusive path) while the others keep going. Half
+			 * of them make zeroed runs (zero subtrees for whole
+			 * leaves; zero_after stays at or above CT_COUNT). */
+			bool niz = tu_rand(&rs) % 2;
+
 			if (tu_rand(&rs) % 8 == 0) {
 				off = (tu_rand(&rs) % 2) * 4096;
 				s = base + off;
 				n = 4096;
 			}
-			if (tu_layer_unmap(l, s, n, true) != DISK_OK)
+			if (tu_layer_unmap(l, s, n, niz) != DISK_OK)
 				CT_FAIL(c, "thread %u: unmap failed", c->id);
-			memset(present + off, 0, n);
+			memset(present + off, niz ? M_ABSENT : M_ZEROED, n);
 		} else if (kind < 80) {
 			uint64_t sn = 1 + tu_rand(&rs) % 64;
 			uint64_t ss = CT_SHARED + tu_rand(&rs) % (CT_SHARED_N - sn + 1);
@@ -1143,9 +1190,13 @@ static void *ct_thread(void *arg)
 				CT_FAIL(c, "thread %u: block status failed", c->id);
 			uint64_t run = 1;
 
-			while (run < n && present[off + run] == present[off])
+			static const uint32_t flags[] = {
+				[M_ABSENT] = DISK_EXTENT_HOLE, [M_DATA] = 0, [M_ZEROED] = RAM_ZERO_TAIL,
+			};
+
+			while (run < n && flags[present[off + run]] == flags[present[off]])
 				run++;
-			if (e.count != run || e.flags != (present[off] ? 0u : DISK_EXTENT_HOLE))
+			if (e.count != run || e.flags != flags[present[off]])
 				CT_FAIL(c, "thread %u it %u: block status at %" PRIu64 " wrong",
 					c->id, it, s);
 		} else if (c->id == 0) {
@@ -1165,7 +1216,7 @@ static void *ct_thread(void *arg)
 		}
 	}
 	for (uint64_t i = 0; i < CT_PRIV; i++)
-		c->present += present[i];
+		c->present += present[i] == M_DATA;
 out:
 	tu_reactor_done();
 	free(shadow);
@@ -1210,6 +1261,182 @@ static void test_ramlayer_concurrent(void **state)
 	assert_int_equal(ramlayer_resize(l, CT_COUNT), 0);
 	ramlayer_memory(l, &data, NULL);
 	assert_int_equal(data, want * 512);
+	layer_free(l);
+}
+
+/* Zeroed runs: an unmap over a layer below (what write-zeroes becomes on
+ * memdiff:) makes its sectors present zeroes that hold no pages, whole
+ * leaves of them as zero subtrees; reads give zeroes and mark them, block
+ * status says ZERO | HOLE, and a later write materialises only the pages
+ * it touches, with zeroes around its data. */
+static void test_ramlayer_zeroed_runs(void **state)
+{
+	const uint64_t n = 64 * MiB / 512;        /* 32 leaves of 4096 sectors */
+	struct layer_meta lower = {
+		.sector_size = 512, .sector_count = n, .physical_sector_size = 512,
+		.unmap_behavior = DISK_UNMAP_UNSPECIFIED, .optimal_unmap_sectors = 1,
+	};
+	struct layer_meta meta;
+	struct layer *l = NULL;
+	char err[256];
+	CLEANUP_FREE uint8_t *buf = malloc(3 * 4096 * 512);
+	CLEANUP_FREE uint64_t *words = calloc(BITMAP_WORDS(3 * 4096), 8);
+	struct bitmap bm;
+	struct disk_extent e;
+	uint32_t nr;
+	uint64_t data, alloc, alloc0, nmarked;
+
+	assert_non_null(buf);
+	assert_non_null(words);
+	assert_int_equal(ramlayer_new(0, 0, &l, err, sizeof(err)), 0);
+	assert_int_equal(attach(l, &lower, &meta, err, sizeof(err)), 0);
+	assert_int_equal(meta.unmap_behavior, DISK_UNMAP_ZEROES);
+	ramlayer_memory(l, NULL, &alloc0);
+
+	/* 8 MiB of data, then most of it zeroed (not leaf-aligned). */
+	assert_int_equal(write_tag(l, 512, 0, 4 * 4096, 1, 0), DISK_OK);
+	ramlayer_memory(l, &data, &alloc);
+	assert_int_equal(data, 8 * MiB);
+	assert_true(alloc > alloc0 + 8 * MiB);
+	assert_int_equal(tu_layer_unmap(l, 100, 4 * 4096 - 200, false), DISK_OK);
+	ramlayer_memory(l, &data, &alloc);
+	assert_int_equal(data, 200 * 512);
+	/* Only the 13 pages at each end holding those sectors, their two
+	 * leaves and the root are left (the leaves in between became zero
+	 * subtrees)... */
+	assert_true(alloc <= alloc0 + 26 * (4096 + 16) + 2 * (LEAF_BYTES + 16) + 4096 + 16);
+	/* ... and the zeroes read back marked. */
+	memset(buf, 0xa5, 3 * 4096 * 512);
+	assert_int_equal(read_marked(l, 512, 0, 3 * 4096, buf, &bm, words), DISK_OK);
+	assert_int_equal(bm.nset, 3 * 4096);
+	assert_int_equal(tu_check(buf, 100 * 512, 1, 0), -1);
+	assert_true(tu_is_zero(buf + 100 * 512, (3 * 4096 - 100) * 512));
+	assert_int_equal(layer_bs(l, 0, n, &e, &nr), DISK_OK);
+	assert_int_equal(e.count, 100);
+	assert_int_equal(e.flags, 0);
+	assert_int_equal(layer_bs(l, 100, n - 100, &e, &nr), DISK_OK);
+	assert_int_equal(e.count, 4 * 4096 - 200);
+	assert_int_equal(e.flags, RAM_ZERO_TAIL);
+	assert_int_equal(layer_bs(l, 4 * 4096 - 100, n - 4 * 4096 + 100, &e, &nr), DISK_OK);
+	assert_int_equal(e.count, 100);
+	assert_int_equal(e.flags, 0);
+	assert_int_equal(layer_bs(l, 4 * 4096, n - 4 * 4096, &e, &nr), DISK_OK);
+	assert_int_equal(e.flags, DISK_EXTENT_HOLE);
+
+	/* Zeroing the rest of the layer, all absent: metadata only (zero
+	 * subtrees, a leaf at the unaligned start), no page. */
+	assert_int_equal(tu_layer_unmap(l, 4 * 4096 + 3, n - 4 * 4096 - 4, false), DISK_OK);
+	ramlayer_memory(l, &data, &alloc);
+	assert_int_equal(data, 200 * 512);
+	assert_true(alloc <= alloc0 + 26 * (4096 + 16) + 4 * (LEAF_BYTES + 16) + 4096 + 16);
+	assert_int_equal(layer_bs(l, 4 * 4096, n - 4 * 4096, &e, &nr), DISK_OK);
+	assert_int_equal(e.count, 3);
+	assert_int_equal(e.flags, DISK_EXTENT_HOLE);
+	assert_int_equal(layer_bs(l, 4 * 4096 + 3, n - 4 * 4096 - 3, &e, &nr), DISK_OK);
+	assert_int_equal(e.count, n - 4 * 4096 - 4);
+	assert_int_equal(e.flags, RAM_ZERO_TAIL);
+	/* Absent sectors stay unmarked; zeroed ones read zero. */
+	memset(buf, 0xa5, 16 * 512);
+	assert_int_equal(read_marked(l, 512, 4 * 4096, 16, buf, &bm, words), DISK_OK);
+	assert_int_equal(bm.nset, 13);
+	assert_int_equal(buf[0], 0xa5);
+	assert_true(tu_is_zero(buf + 3 * 512, 13 * 512));
+	assert_int_equal(tu_layer_read(l, n - 1, buf, 512, &nmarked), DISK_OK);
+	assert_int_equal(nmarked, 0);
+
+	/* A partial write into a zero subtree materialises one page: its
+	 * data, with zeroes around it. */
+	assert_int_equal(write_tag(l, 512, 20 * 4096 + 2, 3, 2, 0), DISK_OK);
+	ramlayer_memory(l, &data, NULL);
+	assert_int_equal(data, 203 * 512);
+	memset(buf, 0xa5, 4096 * 512);
+	assert_int_equal(read_marked(l, 512, 20 * 4096 - 2048, 4096, buf, &bm, words), DISK_OK);
+	assert_int_equal(bm.nset, 4096);
+	assert_true(tu_is_zero(buf, (2048 + 2) * 512));
+	assert_int_equal(tu_check(buf + (2048 + 2) * 512, 3 * 512, 2, (20 * 4096 + 2) * 512), -1);
+	assert_true(tu_is_zero(buf + (2048 + 5) * 512, (2048 - 5) * 512));
+	assert_int_equal(layer_bs(l, 20 * 4096, 8, &e, &nr), DISK_OK);
+	assert_int_equal(e.count, 2);
+	assert_int_equal(e.flags, RAM_ZERO_TAIL);
+	assert_int_equal(layer_bs(l, 20 * 4096 + 2, 8, &e, &nr), DISK_OK);
+	assert_int_equal(e.count, 3);
+	assert_int_equal(e.flags, 0);
+
+	/* Write-no-overwrite (a cache fill) leaves zeroed sectors alone, in a
+	 * zero subtree and in a page, and allocates nothing for them. */
+	ramlayer_memory(l, NULL, &alloc0);
+	assert_int_equal(write_tag(l, 512, 10 * 4096, 4096, 3, DISK_IO_NO_OVERWRITE), DISK_OK);
+	assert_int_equal(write_tag(l, 512, 20 * 4096, 8, 3, DISK_IO_NO_OVERWRITE), DISK_OK);
+	ramlayer_memory(l, &data, &alloc);
+	assert_int_equal(data, 203 * 512);
+	assert_int_equal(alloc, alloc0);
+	assert_int_equal(tu_layer_read(l, 20 * 4096, buf, 8 * 512, NULL), DISK_OK);
+	assert_true(tu_is_zero(buf, 2 * 512));
+	assert_true(tu_is_zero(buf + 5 * 512, 3 * 512));
+
+	/* Zeroing over data in a page keeps the page while data is left,
+	 * frees it with the last; data_bytes counts data only. */
+	assert_int_equal(tu_layer_unmap(l, 20 * 4096 + 3, 1, false), DISK_OK);
+	ramlayer_memory(l, &data, NULL);
+	assert_int_equal(data, 202 * 512);
+	assert_int_equal(tu_layer_read(l, 20 * 4096 + 2, buf, 3 * 512, NULL), DISK_OK);
+	assert_int_equal(tu_check(buf, 512, 2, (20 * 4096 + 2) * 512), -1);
+	assert_true(tu_is_zero(buf + 512, 512));
+	assert_int_equal(tu_check(buf + 1024, 512, 2, (20 * 4096 + 4) * 512), -1);
+	ramlayer_memory(l, NULL, &alloc0);
+	assert_int_equal(tu_layer_unmap(l, 20 * 4096, 8, false), DISK_OK);
+	ramlayer_memory(l, &data, &alloc);
+	assert_int_equal(data, 200 * 512);
+	assert_int_equal(alloc0 - alloc, 4096 + 16);
+
+	/* Dropping part of a zero subtree (next_is_zero) makes just that
+	 * part absent again. */
+	assert_int_equal(tu_layer_unmap(l, 30 * 4096 + 5, 10, true), DISK_OK);
+	assert_int_equal(read_marked(l, 512, 30 * 4096, 32, buf, &bm, words), DISK_OK);
+	assert_int_equal(bm.nset, 22);
+	for (uint64_t i = 0; i < 32; i++)
+		assert_int_equal(bitmap_test(&bm, 30 * 4096 + i), i < 5 || i >= 15);
+
+	/* A shrink across a zero subtree, then a grow: the new sectors are
+	 * past zero_after (zeroes); those before the end keep their runs. */
+	assert_int_equal(ramlayer_resize(l, 25 * 4096 + 7), 0);
+	assert_int_equal(layer_bs(l, 25 * 4096, 7, &e, &nr), DISK_OK);
+	assert_int_equal(e.count, 7);
+	assert_int_equal(e.flags, RAM_ZERO_TAIL);
+	assert_int_equal(ramlayer_resize(l, n), 0);
+	assert_int_equal(read_marked(l, 512, 25 * 4096, 4096, buf, &bm, words), DISK_OK);
+	assert_int_equal(bm.nset, 4096);
+	assert_true(tu_is_zero(buf, 4096 * 512));
+	ramlayer_memory(l, &data, NULL);
+	assert_int_equal(data, 200 * 512);
+	layer_free(l);
+
+	/* A whole leaf zeroed over data (the leaf becomes a zero subtree),
+	 * then written into with adopted pages. */
+	struct layer_meta small = lower;
+
+	small.sector_count = 4096 + 8;
+	assert_int_equal(ramlayer_new(0, 0, &l, err, sizeof(err)), 0);
+	assert_int_equal(attach(l, &small, &meta, err, sizeof(err)), 0);
+	ramlayer_memory(l, NULL, &alloc0);
+	assert_int_equal(write_tag(l, 512, 0, 4096, 4, 0), DISK_OK);
+	assert_int_equal(tu_layer_unmap(l, 0, 4096, false), DISK_OK);
+	ramlayer_memory(l, &data, &alloc);
+	assert_int_equal(data, 0);
+	assert_true(alloc <= alloc0 + 4096 + 16);     /* the root node alone */
+	assert_int_equal(layer_bs(l, 0, 4096 + 8, &e, &nr), DISK_OK);
+	assert_int_equal(e.count, 4096);
+	assert_int_equal(e.flags, RAM_ZERO_TAIL);
+	tu_fill(buf, 16 * 512, 5, 8 * 512);
+	assert_int_equal(ct_adopt_write(l, 8, 16, buf), DISK_OK);
+	ramlayer_memory(l, &data, NULL);
+	assert_int_equal(data, 16 * 512);
+	memset(buf, 0xa5, 32 * 512);
+	assert_int_equal(read_marked(l, 512, 0, 32, buf, &bm, words), DISK_OK);
+	assert_int_equal(bm.nset, 32);
+	assert_true(tu_is_zero(buf, 8 * 512));
+	assert_int_equal(tu_check(buf + 8 * 512, 16 * 512, 5, 8 * 512), -1);
+	assert_true(tu_is_zero(buf + 24 * 512, 8 * 512));
 	layer_free(l);
 }
 
@@ -1359,11 +1586,14 @@ int main(void)
 		cmocka_unit_test(test_ramlayer_resize_watch),
 		cmocka_unit_test(test_ramlayer_block_status),
 		cmocka_unit_test(test_ramlayer_huge_sparse),
+		cmocka_unit_test(test_ramlayer_zeroed_runs),
 		cmocka_unit_test(test_ramlayer_contract_layer),
 		cmocka_unit_test(test_ramlayer_contract_disk),
 		cmocka_unit_test(test_ramlayer_model_512),
 		cmocka_unit_test(test_ramlayer_model_4096),
 		cmocka_unit_test(test_ramlayer_model_8192),
+		cmocka_unit_test(test_ramlayer_model_zeroed_512),
+		cmocka_unit_test(test_ramlayer_model_zeroed_4096),
 		cmocka_unit_test(test_ramlayer_concurrent),
 		cmocka_unit_test(test_ramlayer_concurrent_disk),
 		cmocka_unit_test(test_ramlayer_memory),
