@@ -45,7 +45,6 @@ test_pkgs=(
 	python3
 	sqlite3
 	libnbd-bin
-	python3-libnbd
 	nbdkit
 	fio
 	qemu-utils
