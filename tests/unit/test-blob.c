@@ -284,6 +284,20 @@ static void test_blob_connection_refused(void **state UNUSED)
 	assert_null(strstr(err, "pw@"));
 }
 
+static void test_blob_unix_socket(void **state UNUSED)
+{
+	struct blob_opts o = fast_opts(0);
+	char err[512];
+
+	/* Every request goes to the socket, so the host is never resolved:
+	 * a socket that does not exist refuses the connection, where the
+	 * host alone would have been a resolver error. */
+	o.unix_socket = tu_path("no-such.sock");
+	assert_int_equal(open_err("http://blob.invalid/x.img", BLOB_FLAT, &o, err, sizeof(err)),
+			 -ECONNREFUSED);
+	assert_non_null(strstr(err, "HEAD"));
+}
+
 /* ---- nginx ------------------------------------------------------------------- */
 
 static void test_blob_flat_geometry(void **state UNUSED)
@@ -756,6 +770,7 @@ int main(void)
 		cmocka_unit_test(test_blob_redirect_rule),
 		cmocka_unit_test(test_blob_bad_opts),
 		cmocka_unit_test(test_blob_connection_refused),
+		cmocka_unit_test(test_blob_unix_socket),
 		cmocka_unit_test(test_blob_flat_geometry),
 		cmocka_unit_test(test_blob_flat_contract),
 		cmocka_unit_test(test_blob_flat_reads),
