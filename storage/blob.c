@@ -280,6 +280,18 @@ static bool blob_parse_content_range(const char *v, size_t n, uint64_t *first, u
 	return true;
 }
 
+/* The status code at @s, from its @n bytes only: libcurl hands header
+ * lines over without a NUL. More than three digits (RFC 9110 §15: a
+ * status code is 3DIGIT) reads as 1000, refused as not 2xx. */
+static long blob_parse_status(const char *s, size_t n)
+{
+	long code = 0;
+
+	for (size_t i = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+		code = MIN(code * 10 + (s[i] - '0'), 1000L);
+	return code;
+}
+
 void blob_reply_header(struct blob_reply *r, uint64_t off, uint64_t len, const char *line,
 		       size_t n)
 {
@@ -291,7 +303,7 @@ void blob_reply_header(struct blob_reply *r, uint64_t off, uint64_t len, const c
 
 		*r = (struct blob_reply){ 0 };
 		if (sp && (size_t)(sp - line) + 4 <= n && sp[1] >= '0' && sp[1] <= '9')
-			r->http_code = strtol(sp + 1, NULL, 10);
+			r->http_code = blob_parse_status(sp + 1, n - (size_t)(sp + 1 - line));
 	} else if (n > sizeof(cr) - 1 && strncasecmp(line, cr, sizeof(cr) - 1) == 0) {
 		uint64_t first, last;
 

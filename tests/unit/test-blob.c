@@ -298,6 +298,25 @@ static void test_blob_unix_socket(void **state UNUSED)
 	assert_non_null(strstr(err, "HEAD"));
 }
 
+/* ---- reply checks (found by tests/fuzz/fuzz-blob-reply) ---------------------- */
+
+static void test_blob_status_line_without_nul_regression(void **state UNUSED)
+{
+	/* libcurl's header data is not NUL-terminated: the status code is
+	 * read from the line's own bytes. Before, strtol ran on into what
+	 * followed the line (here "9999", making 2069999 of a 206). */
+	static const char mem[] = "HTTP/1.1 2069999";
+	struct blob_reply r = { 0 };
+
+	blob_reply_header(&r, 0, 512, mem, strlen("HTTP/1.1 206"));
+	assert_int_equal(r.http_code, 206);
+	blob_reply_header(&r, 0, 512, mem, strlen("HTTP/1.1 20"));
+	assert_int_equal(r.http_code, 0);       /* too short for a status */
+	blob_reply_header(&r, 0, 512, mem, sizeof(mem) - 1);
+	assert_int_equal(r.http_code, 1000);    /* not a 3-digit status */
+	assert_int_equal(blob_reply_check(&r, 0), BLOB_FAIL_STATUS);
+}
+
 /* ---- nginx ------------------------------------------------------------------- */
 
 static void test_blob_flat_geometry(void **state UNUSED)
@@ -771,6 +790,7 @@ int main(void)
 		cmocka_unit_test(test_blob_bad_opts),
 		cmocka_unit_test(test_blob_connection_refused),
 		cmocka_unit_test(test_blob_unix_socket),
+		cmocka_unit_test(test_blob_status_line_without_nul_regression),
 		cmocka_unit_test(test_blob_flat_geometry),
 		cmocka_unit_test(test_blob_flat_contract),
 		cmocka_unit_test(test_blob_flat_reads),
