@@ -251,11 +251,15 @@ static int blob_easy_setup(const struct blob_opts *o, CURL *e, char *errbuf)
 
 /* ---- one transfer ----------------------------------------------------------- */
 
-/* Parses "bytes <first>-<last>/<total or *>" (RFC 9110 §14.4). */
+/* Parses "bytes <first>-<last>/<complete-length or *>" (RFC 9110 §14.4).
+ * A value the RFC calls invalid (last < first, a complete length not
+ * beyond last, anything but digits or "*" after the slash) is refused:
+ * its recipient "MUST NOT attempt to recombine the received content". */
 static bool blob_parse_content_range(const char *v, size_t n, uint64_t *first, uint64_t *last)
 {
 	char buf[128];
 	char *p, *end;
+	uint64_t total;
 
 	while (n && (*v == ' ' || *v == '\t')) {
 		v++;
@@ -277,7 +281,15 @@ static bool blob_parse_content_range(const char *v, size_t n, uint64_t *first, u
 	*last = strtoull(end + 1, &end, 10);
 	if (errno || *end != '/' || *last < *first)
 		return false;
-	return true;
+	/* The rest of the value, up to its length (a NUL inside it ends
+	 * strtoull, not the value). */
+	p = end + 1;
+	if (p == buf + n - 7 && *p == '*')
+		return true;
+	if (*p < '0' || *p > '9')
+		return false;
+	total = strtoull(p, &end, 10);
+	return !errno && end == buf + n - 6 && total > *last;
 }
 
 /* The status code at @s, from its @n bytes only: libcurl hands header

@@ -300,6 +300,49 @@ static void test_blob_unix_socket(void **state UNUSED)
 
 /* ---- reply checks (found by tests/fuzz/fuzz-blob-reply) ---------------------- */
 
+/* Feeds @line (without its NUL, as libcurl does) for a GET of bytes
+ * [off, off + len) after a 206 status line; returns range_ok. */
+static bool range_accepted(uint64_t off, uint64_t len, const char *line, size_t n)
+{
+	static const char st[] = "HTTP/1.1 206 Partial Content\r\n";
+	struct blob_reply r = { 0 };
+
+	blob_reply_header(&r, off, len, st, sizeof(st) - 1);
+	blob_reply_header(&r, off, len, line, n);
+	assert_true(r.range_seen);
+	assert_int_equal(blob_reply_check(&r, off),
+			 r.range_ok ? BLOB_FAIL_NONE : BLOB_FAIL_BAD_RANGE);
+	return r.range_ok;
+}
+
+#define RANGE_OK(off, len, s) range_accepted(off, len, s, sizeof(s) - 1)
+
+static void test_blob_content_range_length_not_beyond_last_regression(void **state UNUSED)
+{
+	/* RFC 9110 §14.4: a complete length not beyond last-pos, or one
+	 * that is not a number, makes the value invalid; it used to be
+	 * ignored. */
+	assert_true(RANGE_OK(0, 512, "Content-Range: bytes 0-511/512\r\n"));
+	assert_true(RANGE_OK(0, 512, "Content-Range: bytes 0-511/*\r\n"));
+	assert_true(RANGE_OK(512, 512, "content-range:\tbytes 512-1023/1048576 \r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/100\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/511\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/junk\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/1024x\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/**\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/18446744073709551616\r\n"));
+}
+
+static void test_blob_content_range_nul_in_length_regression(void **state UNUSED)
+{
+	/* The value is its bytes, not a C string: a NUL inside it ended the
+	 * parse and the rest was never looked at. */
+	assert_false(RANGE_OK(512, 1, "Content-Range: bytes 512-512/5206\0\0 \r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/*\0junk\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511\0/1024\r\n"));
+}
+
 static void test_blob_status_line_without_nul_regression(void **state UNUSED)
 {
 	/* libcurl's header data is not NUL-terminated: the status code is
@@ -790,6 +833,8 @@ int main(void)
 		cmocka_unit_test(test_blob_bad_opts),
 		cmocka_unit_test(test_blob_connection_refused),
 		cmocka_unit_test(test_blob_unix_socket),
+		cmocka_unit_test(test_blob_content_range_length_not_beyond_last_regression),
+		cmocka_unit_test(test_blob_content_range_nul_in_length_regression),
 		cmocka_unit_test(test_blob_status_line_without_nul_regression),
 		cmocka_unit_test(test_blob_flat_geometry),
 		cmocka_unit_test(test_blob_flat_contract),
