@@ -46,6 +46,10 @@
  *   prefetch into here: a read cache above is filled by the layered disk).
  * - Nothing persistent is written; a crash loses nothing.
  * - Credentials: URLs are only ever shown through url_redact().
+ * - opts.unix_socket sends every request, redirects included, to one Unix
+ *   socket (libcurl's CURLOPT_UNIX_SOCKET_PATH; the URL's host only goes
+ *   into the Host header): tests/fuzz/fuzz-blob answers from its own
+ *   process that way, with no name to resolve and no port to pick.
  * - Expected workload: sequential and random reads of 4 KiB-8 MiB from an
  *   object store or a local web server, tens of requests in flight.
  */
@@ -82,15 +86,6 @@
 #define BLOB_RECV_BUFFER_BYTES (512 * 1024L)
 #define BLOB_IDLE_POLL_MS 1000
 
-/* Why a piece was refused while its body was arriving. */
-enum blob_fail {
-	BLOB_FAIL_NONE = 0,
-	BLOB_FAIL_STATUS,         /* status not 2xx */
-	BLOB_FAIL_RANGE_IGNORED,  /* 200 (or other 2xx) for a piece not at 0, or too long */
-	BLOB_FAIL_NO_RANGE,       /* 206 without Content-Range */
-	BLOB_FAIL_BAD_RANGE,      /* 206 with another range */
-};
-
 /* One HTTP transfer: a piece of a request (engine) or an open-time GET. */
 struct blob_xfer {
 	struct blob *b;
@@ -105,8 +100,7 @@ struct blob_xfer {
 	size_t dst_off;
 	uint64_t off, len;            /* byte range in the blob */
 	uint64_t got;                 /* body bytes accepted */
-	long http_code;               /* of the last status line seen */
-	bool range_seen, range_ok;    /* Content-Range of the current response */
+	struct blob_reply rep;        /* what the current response's headers said */
 	bool validated;               /* status checked at the first body byte */
 	enum blob_fail fail;
 	unsigned attempt;             /* attempts started */
@@ -120,6 +114,7 @@ struct blob {
 	char *url;                    /* owned: where GETs go (after redirects) */
 	char *url_shown;              /* owned: the given URL, redacted */
 	char *final_shown;            /* owned: @url, redacted */
+	char *unix_socket;            /* owned: o.unix_socket points here */
 	enum blob_format format;
 	uint64_t blob_bytes;          /* length at open */
 	uint64_t sector_count;
@@ -243,6 +238,8 @@ static int blob_easy_setup(const struct blob_opts *o, CURL *e, char *errbuf)
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_TCP_NODELAY, 1L);
 	SET(CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
+	if (o->unix_socket)
+		SET(CURLOPT_UNIX_SOCKET_PATH, o->unix_socket);
 #undef SET
 	if (rc != CURLE_OK)
 		return -EINVAL;
@@ -254,11 +251,15 @@ static int blob_easy_setup(const struct blob_opts *o, CURL *e, char *errbuf)
 
 /* ---- one transfer ----------------------------------------------------------- */
 
-/* Parses "bytes <first>-<last>/<total or *>". */
+/* Parses "bytes <first>-<last>/<complete-length or *>" (RFC 9110 §14.4).
+ * A value the RFC calls invalid (last < first, a complete length not
+ * beyond last, anything but digits or "*" after the slash) is refused:
+ * its recipient "MUST NOT attempt to recombine the received content". */
 static bool blob_parse_content_range(const char *v, size_t n, uint64_t *first, uint64_t *last)
 {
 	char buf[128];
 	char *p, *end;
+	uint64_t total;
 
 	while (n && (*v == ' ' || *v == '\t')) {
 		v++;
@@ -280,52 +281,76 @@ static bool blob_parse_content_range(const char *v, size_t n, uint64_t *first, u
 	*last = strtoull(end + 1, &end, 10);
 	if (errno || *end != '/' || *last < *first)
 		return false;
-	return true;
+	/* The rest of the value, up to its length (a NUL inside it ends
+	 * strtoull, not the value). */
+	p = end + 1;
+	if (p == buf + n - 7 && *p == '*')
+		return true;
+	if (*p < '0' || *p > '9')
+		return false;
+	total = strtoull(p, &end, 10);
+	return !errno && end == buf + n - 6 && total > *last;
+}
+
+/* The status code at @s, from its @n bytes only: libcurl hands header
+ * lines over without a NUL. More than three digits (RFC 9110 §15: a
+ * status code is 3DIGIT) reads as 1000, refused as not 2xx. */
+static long blob_parse_status(const char *s, size_t n)
+{
+	long code = 0;
+
+	for (size_t i = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+		code = MIN(code * 10 + (s[i] - '0'), 1000L);
+	return code;
+}
+
+void blob_reply_header(struct blob_reply *r, uint64_t off, uint64_t len, const char *line,
+		       size_t n)
+{
+	static const char cr[] = "content-range:";
+
+	if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+		/* A new response (after 100 Continue, say): start over. */
+		const char *sp = memchr(line, ' ', n);
+
+		*r = (struct blob_reply){ 0 };
+		if (sp && (size_t)(sp - line) + 4 <= n && sp[1] >= '0' && sp[1] <= '9')
+			r->http_code = blob_parse_status(sp + 1, n - (size_t)(sp + 1 - line));
+	} else if (n > sizeof(cr) - 1 && strncasecmp(line, cr, sizeof(cr) - 1) == 0) {
+		uint64_t first, last;
+
+		r->range_seen = true;
+		r->range_ok = blob_parse_content_range(line + sizeof(cr) - 1, n - (sizeof(cr) - 1),
+						       &first, &last) &&
+			      first == off && last == off + len - 1;
+	}
+}
+
+enum blob_fail blob_reply_check(const struct blob_reply *r, uint64_t off)
+{
+	long code = r->http_code;
+
+	if (code == 206) {
+		if (!r->range_seen)
+			return BLOB_FAIL_NO_RANGE;
+		if (!r->range_ok)
+			return BLOB_FAIL_BAD_RANGE;
+		return BLOB_FAIL_NONE;
+	}
+	if (code >= 200 && code < 300) {
+		/* The whole resource from byte 0: usable only from 0. */
+		return off == 0 ? BLOB_FAIL_NONE : BLOB_FAIL_RANGE_IGNORED;
+	}
+	return BLOB_FAIL_STATUS;
 }
 
 static size_t blob_header_cb(char *data, size_t size, size_t nmemb, void *opaque)
 {
 	struct blob_xfer *x = opaque;
 	size_t n = size * nmemb;
-	static const char cr[] = "content-range:";
 
-	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
-		/* A new response (after 100 Continue, say): start over. */
-		const char *sp = memchr(data, ' ', n);
-
-		x->http_code = 0;
-		x->range_seen = x->range_ok = false;
-		if (sp && (size_t)(sp - data) + 4 <= n && sp[1] >= '0' && sp[1] <= '9')
-			x->http_code = strtol(sp + 1, NULL, 10);
-	} else if (n > sizeof(cr) - 1 && strncasecmp(data, cr, sizeof(cr) - 1) == 0) {
-		uint64_t first, last;
-
-		x->range_seen = true;
-		x->range_ok = blob_parse_content_range(data + sizeof(cr) - 1, n - (sizeof(cr) - 1),
-						       &first, &last) &&
-			      first == x->off && last == x->off + x->len - 1;
-	}
+	blob_reply_header(&x->rep, x->off, x->len, data, n);
 	return n;
-}
-
-/* Decides, at the first body byte, whether the response can be used. */
-static bool blob_xfer_validate(struct blob_xfer *x)
-{
-	long code = x->http_code;
-
-	if (code == 206) {
-		if (!x->range_seen)
-			x->fail = BLOB_FAIL_NO_RANGE;
-		else if (!x->range_ok)
-			x->fail = BLOB_FAIL_BAD_RANGE;
-	} else if (code >= 200 && code < 300) {
-		/* The whole resource from byte 0: usable only from 0. */
-		if (x->off != 0)
-			x->fail = BLOB_FAIL_RANGE_IGNORED;
-	} else {
-		x->fail = BLOB_FAIL_STATUS;
-	}
-	return x->fail == BLOB_FAIL_NONE;
 }
 
 static size_t blob_write_cb(char *data, size_t size, size_t nmemb, void *opaque)
@@ -337,7 +362,8 @@ static size_t blob_write_cb(char *data, size_t size, size_t nmemb, void *opaque)
 	if (n == 0)
 		return 0;
 	if (!x->validated) {
-		if (!blob_xfer_validate(x))
+		x->fail = blob_reply_check(&x->rep, x->off);
+		if (x->fail != BLOB_FAIL_NONE)
 			return 0;           /* aborts the transfer: CURLE_WRITE_ERROR */
 		x->validated = true;
 	}
@@ -402,8 +428,7 @@ static void blob_xfer_rewind(struct blob_xfer *x)
 	x->cur_idx = i;
 	x->cur_off = skip;
 	x->got = 0;
-	x->http_code = 0;
-	x->range_seen = x->range_ok = false;
+	x->rep = (struct blob_reply){ 0 };
 	x->validated = false;
 	x->fail = BLOB_FAIL_NONE;
 	x->errbuf[0] = '\0';
@@ -460,11 +485,11 @@ static enum blob_verdict blob_xfer_verdict(struct blob_xfer *x, CURLcode rc, int
 	case CURLE_WRITE_ERROR:
 		switch (x->fail) {
 		case BLOB_FAIL_STATUS:
-			snprintf(why, whylen, "HTTP status %ld", x->http_code);
+			snprintf(why, whylen, "HTTP status %ld", x->rep.http_code);
 			return BLOB_FAILED;
 		case BLOB_FAIL_RANGE_IGNORED:
 			snprintf(why, whylen, "server did not respect range query (HTTP %ld)",
-				 x->http_code);
+				 x->rep.http_code);
 			return BLOB_FAILED;
 		case BLOB_FAIL_NO_RANGE:
 			snprintf(why, whylen, "HTTP 206 without Content-Range");
@@ -1031,6 +1056,7 @@ static void blob_free(struct blob *b)
 	free(b->final_shown);
 	free(b->validator);
 	free(b->origin);
+	free(b->unix_socket);
 	free(b);
 }
 
@@ -1156,6 +1182,12 @@ int blob_open(const char *url, enum blob_format format, const struct blob_opts *
 	r = blob_check_opts(&b->o, err, errlen);
 	if (r < 0)
 		goto fail;
+	if (b->o.unix_socket) {
+		b->unix_socket = strdup(b->o.unix_socket);
+		if (!b->unix_socket)
+			goto nomem;
+		b->o.unix_socket = b->unix_socket;
+	}
 	b->url_shown = blob_redacted_dup(url);
 	if (!b->url_shown)
 		goto nomem;

@@ -36,6 +36,11 @@ struct blob_opts {
 	uint32_t low_speed_bytes;      /* a transfer slower than this many bytes/s */
 	uint32_t low_speed_time_s;     /* ... for this long fails (default 1024 B/s
 	                                  for 30 s): a stalled server times out */
+	const char *unix_socket;       /* borrowed, copied at open: connect every
+	                                  request (redirects included) to this
+	                                  Unix socket instead of the URL's host
+	                                  and port; NULL (default): TCP. For tests
+	                                  and fuzzing: no name is resolved */
 };
 
 /* Fills @o with the defaults. */
@@ -68,5 +73,36 @@ bool blob_redirect_allowed(const char *from, const char *to);
  * unless the engine is broken; counted from the timeouts it chose, never
  * from a clock. Returns the count or -EINVAL if @d is not a blob disk. */
 int blob_idle_polls_over_backoff(struct disk *d);
+
+/* ---- for tests and fuzzing: the checks of a reply to a range GET ---- */
+
+/* Why a reply was refused before a byte of its body was accepted. */
+enum blob_fail {
+	BLOB_FAIL_NONE = 0,
+	BLOB_FAIL_STATUS,         /* status not 2xx */
+	BLOB_FAIL_RANGE_IGNORED,  /* 200 (or other 2xx) for a piece not at 0, or too long */
+	BLOB_FAIL_NO_RANGE,       /* 206 without Content-Range */
+	BLOB_FAIL_BAD_RANGE,      /* 206 with another range */
+};
+
+/* What the header lines of the current reply said. Zero it before each
+ * attempt. */
+struct blob_reply {
+	long http_code;           /* of the last status line, 0 before one */
+	bool range_seen;          /* a Content-Range header arrived */
+	bool range_ok;            /* ... and it named exactly the range asked */
+};
+
+/* Takes one header line of the reply to a GET of bytes [@off, @off + @len)
+ * (@len >= 1) as libcurl hands it over: @n bytes (borrowed), not
+ * NUL-terminated, status lines included. A status line starts a new reply
+ * (after 100 Continue, say). */
+void blob_reply_header(struct blob_reply *r, uint64_t off, uint64_t len, const char *line,
+		       size_t n);
+
+/* Whether the reply may deliver its body, decided at its first body byte:
+ * 206 with exactly the range asked, or another 2xx (the whole resource)
+ * for a range starting at @off 0. */
+enum blob_fail blob_reply_check(const struct blob_reply *r, uint64_t off);
 
 #endif

@@ -161,6 +161,29 @@ int ubsrv_iod_translate(const struct ubsrv_io_desc *iod, uint32_t sector_shift,
 	}
 }
 
+int ubsrv_iod_prepare(const struct ubsrv_io_desc *iod, uint32_t sector_shift,
+		      uint32_t max_io_bytes, bool read_only, uint8_t *buf, struct iovec *iov,
+		      struct disk_io *io)
+{
+	int ret = ubsrv_iod_translate(iod, sector_shift, max_io_bytes, read_only, io);
+
+	if (ret > 0) {
+		/* READ or WRITE: the data lives in the tag's buffer. */
+		iov->iov_base = buf;
+		iov->iov_len = (size_t)ret;
+		io->iov = iov;
+		io->iovcnt = 1;
+	}
+	return ret;
+}
+
+int ubsrv_io_result(const struct disk_io *io, uint32_t bytes)
+{
+	if (io->status != DISK_OK)
+		return ubsrv_status_errno(io->status, io->os_errno, io->medium);
+	return io->op == DISK_OP_READ || io->op == DISK_OP_WRITE ? (int)bytes : 0;
+}
+
 /* ---- the tag state machine ------------------------------------------------- */
 
 static void ubsrv_queue_check_done(struct ubsrv_queue *q)
@@ -205,18 +228,14 @@ static void ubsrv_tag_io_done(struct disk_io *io)
 	struct ubsrv_tag *t = container_of(io, struct ubsrv_tag, io);
 	struct ubsrv_queue *q = t->q;
 	struct ubsrv_dev *dev = q->dev;
-	int res;
+	int res = ubsrv_io_result(io, t->bytes);
 
 	t->busy = false;
 	q->busy--;
-	if (io->status == DISK_OK) {
-		res = io->op == DISK_OP_READ || io->op == DISK_OP_WRITE ? (int)t->bytes : 0;
-	} else {
-		res = ubsrv_status_errno(io->status, io->os_errno, io->medium);
+	if (res < 0)
 		log_debug("ublk%u: %s of %" PRIu64 "+%" PRIu64 " failed: %s -> %s", dev->id,
 			  disk_op_str(io->op), io->sector, io->count, disk_status_str(io->status),
 			  strerror(-res));
-	}
 	if (res > 0 && io->op == DISK_OP_READ && dev->user_copy) {
 		/* Copy the data into the request's pages. */
 		ssize_t n = pwrite(dev->cdev_fd, t->buf, t->bytes,
@@ -243,8 +262,8 @@ static void ubsrv_tag_serve(struct ubsrv_tag *t)
 	 * one copy so every field comes from the same request. */
 	memcpy(&iod, (const void *)&q->descs[t->tag], sizeof(iod));
 	atomic_fetch_add_explicit(&q->nr_ios, 1, memory_order_relaxed);
-	ret = ubsrv_iod_translate(&iod, dev->sector_shift, dev->info.max_io_buf_bytes,
-				  dev->read_only, &t->io);
+	ret = ubsrv_iod_prepare(&iod, dev->sector_shift, dev->info.max_io_buf_bytes,
+				dev->read_only, t->buf, &t->iov, &t->io);
 	if (ret < 0) {
 		if (ret != -EROFS)
 			log_debug("ublk%u: queue %u tag %u: descriptor op 0x%x %u@%" PRIu64 " refused: %s",
@@ -254,12 +273,6 @@ static void ubsrv_tag_serve(struct ubsrv_tag *t)
 		return;
 	}
 	t->bytes = (uint32_t)ret;
-	if (t->io.op == DISK_OP_READ || t->io.op == DISK_OP_WRITE) {
-		t->iov.iov_base = t->buf;
-		t->iov.iov_len = t->bytes;
-		t->io.iov = &t->iov;
-		t->io.iovcnt = 1;
-	}
 	if (t->io.op == DISK_OP_WRITE) {
 		if (dev->user_copy) {
 			ssize_t n = pread(dev->cdev_fd, t->buf, t->bytes,

@@ -204,6 +204,22 @@ int ubsrv_params_build(const struct disk_info *info, uint64_t sectors, bool read
 int ubsrv_iod_translate(const struct ubsrv_io_desc *iod, uint32_t sector_shift,
 			uint32_t max_io_bytes, bool read_only, struct disk_io *io);
 
+/*
+ * All a queue does with a descriptor before it submits the request:
+ * ubsrv_iod_translate, then for a READ or WRITE points @io at the first
+ * bytes of @buf (the tag's buffer, @max_io_bytes long; borrowed) through
+ * @iov. Returns as ubsrv_iod_translate; @io is ready for disk_submit when
+ * the return is >= 0.
+ */
+int ubsrv_iod_prepare(const struct ubsrv_io_desc *iod, uint32_t sector_shift,
+		      uint32_t max_io_bytes, bool read_only, uint8_t *buf, struct iovec *iov,
+		      struct disk_io *io);
+
+/* The result to commit for the finished request @io that prepare said was
+ * @bytes long: @bytes for a READ/WRITE, 0 for the other ops, or the errno
+ * of ubsrv_status_errno. */
+int ubsrv_io_result(const struct disk_io *io, uint32_t bytes);
+
 /* USER_COPY file offset of byte 0 of (@q_id, @tag). */
 static inline uint64_t ubsrv_user_copy_offset(unsigned q_id, unsigned tag)
 {

@@ -60,6 +60,15 @@ fuzz-dbhd)
 	sh "$src/dbhd-seeds.sh" "$tmp/seeds" || { echo "$name: cannot make the seeds" >&2; exit 99; }
 	dict=()
 	;;
+fuzz-blob | fuzz-blob-reply)
+	/usr/bin/python3 -I "$src/blob-seeds.py" "$tmp/all"
+	mv "$tmp/all/${name#fuzz-}"/* "$tmp/seeds/"
+	dict=(-dict="$src/${name#fuzz-}.dict")
+	;;
+fuzz-ublk-iod)
+	/usr/bin/python3 -I "$src/ublk-seeds.py" "$tmp/seeds"
+	dict=()
+	;;
 *)
 	echo "run-fuzz.sh: unknown fuzzer $name" >&2
 	exit 99

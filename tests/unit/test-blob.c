@@ -284,6 +284,82 @@ static void test_blob_connection_refused(void **state UNUSED)
 	assert_null(strstr(err, "pw@"));
 }
 
+static void test_blob_unix_socket(void **state UNUSED)
+{
+	struct blob_opts o = fast_opts(0);
+	char err[512];
+
+	/* Every request goes to the socket, so the host is never resolved:
+	 * a socket that does not exist refuses the connection, where the
+	 * host alone would have been a resolver error. */
+	o.unix_socket = tu_path("no-such.sock");
+	assert_int_equal(open_err("http://blob.invalid/x.img", BLOB_FLAT, &o, err, sizeof(err)),
+			 -ECONNREFUSED);
+	assert_non_null(strstr(err, "HEAD"));
+}
+
+/* ---- reply checks (found by tests/fuzz/fuzz-blob-reply) ---------------------- */
+
+/* Feeds @line (without its NUL, as libcurl does) for a GET of bytes
+ * [off, off + len) after a 206 status line; returns range_ok. */
+static bool range_accepted(uint64_t off, uint64_t len, const char *line, size_t n)
+{
+	static const char st[] = "HTTP/1.1 206 Partial Content\r\n";
+	struct blob_reply r = { 0 };
+
+	blob_reply_header(&r, off, len, st, sizeof(st) - 1);
+	blob_reply_header(&r, off, len, line, n);
+	assert_true(r.range_seen);
+	assert_int_equal(blob_reply_check(&r, off),
+			 r.range_ok ? BLOB_FAIL_NONE : BLOB_FAIL_BAD_RANGE);
+	return r.range_ok;
+}
+
+#define RANGE_OK(off, len, s) range_accepted(off, len, s, sizeof(s) - 1)
+
+static void test_blob_content_range_length_not_beyond_last_regression(void **state UNUSED)
+{
+	/* RFC 9110 §14.4: a complete length not beyond last-pos, or one
+	 * that is not a number, makes the value invalid; it used to be
+	 * ignored. */
+	assert_true(RANGE_OK(0, 512, "Content-Range: bytes 0-511/512\r\n"));
+	assert_true(RANGE_OK(0, 512, "Content-Range: bytes 0-511/*\r\n"));
+	assert_true(RANGE_OK(512, 512, "content-range:\tbytes 512-1023/1048576 \r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/100\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/511\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/junk\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/1024x\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/**\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/18446744073709551616\r\n"));
+}
+
+static void test_blob_content_range_nul_in_length_regression(void **state UNUSED)
+{
+	/* The value is its bytes, not a C string: a NUL inside it ended the
+	 * parse and the rest was never looked at. */
+	assert_false(RANGE_OK(512, 1, "Content-Range: bytes 512-512/5206\0\0 \r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511/*\0junk\r\n"));
+	assert_false(RANGE_OK(0, 512, "Content-Range: bytes 0-511\0/1024\r\n"));
+}
+
+static void test_blob_status_line_without_nul_regression(void **state UNUSED)
+{
+	/* libcurl's header data is not NUL-terminated: the status code is
+	 * read from the line's own bytes. Before, strtol ran on into what
+	 * followed the line (here "9999", making 2069999 of a 206). */
+	static const char mem[] = "HTTP/1.1 2069999";
+	struct blob_reply r = { 0 };
+
+	blob_reply_header(&r, 0, 512, mem, strlen("HTTP/1.1 206"));
+	assert_int_equal(r.http_code, 206);
+	blob_reply_header(&r, 0, 512, mem, strlen("HTTP/1.1 20"));
+	assert_int_equal(r.http_code, 0);       /* too short for a status */
+	blob_reply_header(&r, 0, 512, mem, sizeof(mem) - 1);
+	assert_int_equal(r.http_code, 1000);    /* not a 3-digit status */
+	assert_int_equal(blob_reply_check(&r, 0), BLOB_FAIL_STATUS);
+}
+
 /* ---- nginx ------------------------------------------------------------------- */
 
 static void test_blob_flat_geometry(void **state UNUSED)
@@ -756,6 +832,10 @@ int main(void)
 		cmocka_unit_test(test_blob_redirect_rule),
 		cmocka_unit_test(test_blob_bad_opts),
 		cmocka_unit_test(test_blob_connection_refused),
+		cmocka_unit_test(test_blob_unix_socket),
+		cmocka_unit_test(test_blob_content_range_length_not_beyond_last_regression),
+		cmocka_unit_test(test_blob_content_range_nul_in_length_regression),
+		cmocka_unit_test(test_blob_status_line_without_nul_regression),
 		cmocka_unit_test(test_blob_flat_geometry),
 		cmocka_unit_test(test_blob_flat_contract),
 		cmocka_unit_test(test_blob_flat_reads),
