@@ -150,13 +150,14 @@ static uint64_t get64(const uint8_t *p)
 	return (uint64_t)get32(p) << 32 | get32(p + 4);
 }
 
-/* Writes all of @buf (blocking socket). Returns 0 or -1 (peer gone). */
-static int srv_write(struct nbdscript *f, const void *buf, size_t len)
+/* Sends (@out) or receives all @len bytes of @buf on the blocking socket.
+ * Returns 0 or -1 (peer gone, EOF, error). */
+static int srv_xfer(struct nbdscript *f, void *buf, size_t len, bool out)
 {
-	const uint8_t *p = buf;
+	uint8_t *p = buf;
 
 	while (len > 0) {
-		ssize_t n = send(f->fd, p, len, MSG_NOSIGNAL);
+		ssize_t n = out ? send(f->fd, p, len, MSG_NOSIGNAL) : recv(f->fd, p, len, 0);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -168,22 +169,14 @@ static int srv_write(struct nbdscript *f, const void *buf, size_t len)
 	return 0;
 }
 
-/* Reads exactly @len bytes. Returns 0 or -1 (EOF, error). */
+static int srv_write(struct nbdscript *f, const void *buf, size_t len)
+{
+	return srv_xfer(f, (void *)buf, len, true);
+}
+
 static int srv_read(struct nbdscript *f, void *buf, size_t len)
 {
-	uint8_t *p = buf;
-
-	while (len > 0) {
-		ssize_t n = recv(f->fd, p, len, 0);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	return srv_xfer(f, buf, len, false);
 }
 
 /* Is the client waiting for a reply that will not come? It is blocked in
