@@ -69,6 +69,9 @@ mnt() { mount "$@" && mounted+=("${!#}"); }
 mnt -t proc proc "$dir/proc"
 mnt -t sysfs sys "$dir/sys"
 mnt --rbind /dev "$dir/dev"
+# On a host with shared mounts (systemd), the lazy unmount at exit would
+# otherwise propagate to the host's own /dev/pts and /dev/shm.
+mount --make-rslave "$dir/dev"
 mnt -t tmpfs tmpfs "$dir/tmp"
 mnt -t tmpfs tmpfs "$dir/run"
 
