@@ -131,6 +131,13 @@ def scan_shell(path, progs, pymods, funcs):
     while i < len(lines):
         raw = lines[i]
         i += 1
+        # An array body (name=( ... ) over several lines) holds data, such
+        # as quickstart.sh's package names, not commands.
+        if re.match(r"^\s*[A-Za-z_][A-Za-z0-9_]*=\(\s*$", raw):
+            while i < len(lines) and not re.match(r"^\s*\)", lines[i]):
+                i += 1
+            i += 1
+            continue
         m = FUNC_DEF.match(raw)
         if m:
             funcs.add(m.group(1))
@@ -146,8 +153,16 @@ def scan_shell(path, progs, pymods, funcs):
                 body.append(lines[i])
                 i += 1
             i += 1
-            if re.search(r"python3?\b|\$PY\b|\$py\b|\$\{PY|nbdsh", line):
+            if re.search(r"python3?\b|\$PY\b|\$py\b|\$\{PY|nbdsh|\.py\b", line):
                 scan_python_text("\n".join(body), pymods)
+        # python3 -c '...' one-liners and requires_python's modules.
+        for m in re.finditer(r"""-c\s+(['"])(.*?)\1""", line):
+            if re.search(r"python3?\b|\$PY\b|\$py\b", line[:m.start()]):
+                scan_python_text(m.group(2).replace(";", "\n"), pymods)
+        m = re.match(r"^\s*requires_python\s+(.*)$", line)
+        if m:
+            for w in m.group(1).split():
+                pymods.add(w.split(".")[0])
         for p in re.findall(r"(?<![\w$/.-])(/(?:usr/)?(?:local/)?s?bin/[A-Za-z0-9_.+-]+)", line):
             progs.setdefault(p, set()).add(rel(path))
         words_line = unquote_strings(line)
@@ -272,6 +287,24 @@ def quickstart_packages():
     return pkgs
 
 
+_SOLE = {}
+
+
+def sole_provider(virtual):
+    """The one package of the archive that provides VIRTUAL, or None when
+    there are several (or apt knows none)."""
+    if virtual not in _SOLE:
+        out = subprocess.run(["apt-cache", "showpkg", virtual], capture_output=True,
+                             text=True).stdout
+        provs = set()
+        if "Reverse Provides:" in out:
+            for line in out.split("Reverse Provides:", 1)[1].strip().splitlines():
+                if line.strip():
+                    provs.add(line.split()[0])
+        _SOLE[virtual] = provs.pop() if len(provs) == 1 else None
+    return _SOLE[virtual]
+
+
 def closure(roots, db, providers):
     """The packages apt installs for ROOTS with --no-install-recommends: the
     Depends and Pre-Depends, each alternative group resolved to its first
@@ -282,7 +315,12 @@ def closure(roots, db, providers):
         if p in seen:
             continue
         if p not in db and p in providers:
-            todo.extend(providers[p][:1])
+            # A virtual package: apt picks among the archive's providers,
+            # which need not be the one installed here. Followed only when
+            # the archive has exactly one.
+            only = sole_provider(p)
+            if only:
+                todo.append(only)
             continue
         seen.add(p)
         if p not in db:
@@ -351,9 +389,9 @@ def main():
                 continue
             path = name if os.path.exists(name) else None
         else:
+            # Wherever $PATH finds it: a program in /opt, ~/.local/bin or a
+            # virtualenv belongs to no package and is reported as a gap.
             path = shutil.which(name)
-            if path and not any(path.startswith(d) for d in BIN_DIRS):
-                path = None
         guest_only = all(u.startswith("tests/vm/guest-") or u == "tests/vm/init.sh"
                          for u in users)
         if guest_only and not name.startswith("/") and name in bb:

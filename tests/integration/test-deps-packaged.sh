@@ -40,3 +40,15 @@ grep -q '^GAP  python module nbd: .*python3-libnbd, which tools/quickstart.sh do
 grep -q '^GAP  program fusermount3: .*fuse3, which tools/quickstart.sh does not install' \
 	"$tmpdir/gap.out" || { cat "$tmpdir/gap.out" >&2; fail "missing fuse3 not reported"; }
 tail -n 1 "$tmpdir/deps.out"
+
+# A program found on $PATH outside any package (a hand-made /opt, ~/.local
+# or virtualenv binary shadowing the packaged one) is a gap too.
+mkdir -p "$tmpdir/fakebin"
+printf '#!/bin/sh\nexit 0\n' > "$tmpdir/fakebin/nbdcopy"
+chmod +x "$tmpdir/fakebin/nbdcopy"
+if PATH="$tmpdir/fakebin:$PATH" /usr/bin/python3 -I "$check" "$src" > "$tmpdir/fake.out" 2>&1; then
+	cat "$tmpdir/fake.out" >&2
+	fail "an unpackaged nbdcopy first on PATH passed the check"
+fi
+grep -q "^GAP  program nbdcopy: $tmpdir/fakebin/nbdcopy belongs to no Debian package" \
+	"$tmpdir/fake.out" || { cat "$tmpdir/fake.out" >&2; fail "the unpackaged nbdcopy was not reported"; }

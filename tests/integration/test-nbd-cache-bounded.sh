@@ -140,6 +140,6 @@ PYEOF
 	[ $((after - before)) -eq $((32 << 20)) ] ||
 		fail "CACHEs fetched $((after - before)) bytes over HTTP, expected 32 MiB"
 else
-	echo "$0: nginx not found, the blob: part is skipped"
+	skip "nginx not found (the blob: part)"
 fi
 echo "$0: OK"

@@ -103,8 +103,10 @@ grep -q 'stopped after .* ([1-9][0-9]* refused over the limit)' "$tmpdir/srv.log
 	{ cat "$tmpdir/srv.log"; fail "refused connections not counted"; }
 
 # --idle-timeout: a quiet connection in transmission is closed; one whose
-# request outlasts the timeout (delay: 3 s reads) is answered.
-serve idle -U "$sock" --idle-timeout 1 "delay:3000:mem:4M"
+# request outlasts the timeout (delay: 12 s reads against a 4 s timeout)
+# is answered. The timeout leaves a loaded machine room between the
+# client's handshake and its first request.
+serve idle -U "$sock" --idle-timeout 4 "delay:12000:mem:4M"
 /usr/bin/python3 -I - "$sock" <<'PYEOF' || { cat "$tmpdir/idle.log"; fail "idle timeout"; }
 import socket, struct, sys, nbd
 SOCK = sys.argv[1]
@@ -133,7 +135,7 @@ assert len(buf) >= 40, "the GO was not answered before the close: %r" % buf
 PYEOF
 serve_stop idle
 [ "$serve_status" = 0 ] || { cat "$tmpdir/idle.log"; fail "exit status $serve_status"; }
-grep -q 'idle for 1 s: closing' "$tmpdir/idle.log" || { cat "$tmpdir/idle.log"; fail "not logged"; }
+grep -q 'idle for 4 s: closing' "$tmpdir/idle.log" || { cat "$tmpdir/idle.log"; fail "not logged"; }
 
 # Bad values are usage errors.
 expect_exit 2 "$DISKSTACK" serve --max-connections -1 mem:1M
