@@ -35,18 +35,18 @@
 #include <strings.h>
 
 #include "common/compiler.h"
-#include "blob.h"
+#include "storage/backends/blob.h"
 #include "common/log.h"
-#include "crypt.h"
-#include "delay.h"
-#include "filedisk.h"
-#include "nbdclient.h"
-#include "prwrap.h"
-#include "spec.h"
-#include "striped.h"
-#include "url.h"
-#include "sqlitelayer.h"
-#include "vhd1.h"
+#include "storage/decorators/crypt.h"
+#include "storage/decorators/delay.h"
+#include "storage/backends/filedisk.h"
+#include "storage/backends/nbdclient.h"
+#include "storage/decorators/prwrap.h"
+#include "storage/spec.h"
+#include "storage/decorators/striped.h"
+#include "storage/backends/url.h"
+#include "storage/layers/sqlitelayer.h"
+#include "storage/backends/vhd1.h"
 
 /* Deepest nesting of kinds accepted (memdiff:memdiff:...). */
 #define SPEC_MAX_DEPTH 64

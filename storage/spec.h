@@ -32,8 +32,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "disk.h"
-#include "layered.h"
+#include "storage/disk.h"
+#include "storage/layered.h"
 
 struct spec;
 struct spec_kind;

@@ -31,8 +31,8 @@
 #include <unistd.h>
 
 #include "common/compiler.h"
-#include "storage/sqlitelayer.h"
-#include "storage/vhd1.h"
+#include "storage/layers/sqlitelayer.h"
+#include "storage/backends/vhd1.h"
 #include "tools/progress.h"
 #include "tools/tool.h"
 

@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "layered.h"
-#include "spec.h"
+#include "storage/layered.h"
+#include "storage/spec.h"
 
 /* Parameters of a format (§4.2 "Formatting" and "Format-on-attach"). */
 struct sqlitelayer_format {

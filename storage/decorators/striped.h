@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "disk.h"
+#include "storage/disk.h"
 
 struct spec;
 struct spec_ctx;

@@ -63,7 +63,7 @@
 
 #include "common/compiler.h"
 #include "common/log.h"
-#include "storage/prwrap.h"
+#include "storage/decorators/prwrap.h"
 #include "storage/spec.h"
 
 /* Slot tag: set while in use, ORed with the host id length. */

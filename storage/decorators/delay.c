@@ -33,7 +33,7 @@
 #include <string.h>
 
 #include "common/compiler.h"
-#include "storage/delay.h"
+#include "storage/decorators/delay.h"
 
 struct delay_disk {
 	_Atomic uint64_t read_us;      /* current read delay */

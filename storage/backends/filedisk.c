@@ -117,8 +117,8 @@
 #include "common/log.h"
 #include "common/reactor.h"
 #include "common/workpool.h"
-#include "storage/blockdev.h"
-#include "storage/filedisk.h"
+#include "storage/backends/blockdev.h"
+#include "storage/backends/filedisk.h"
 
 /* The most one read or write transfers (Linux MAX_RW_COUNT). */
 #define FILEDISK_MAX_IO_BYTES (INT_MAX & ~(size_t)4095)

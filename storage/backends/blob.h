@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "disk.h"
+#include "storage/disk.h"
 
 struct spec;
 struct spec_ctx;

@@ -14,8 +14,8 @@
 
 #include <stdint.h>
 
-#include "disk.h"
-#include "spec.h"
+#include "storage/disk.h"
+#include "storage/spec.h"
 
 /* Largest delay accepted: one hour, in microseconds. */
 #define DELAY_MAX_US (3600ull * 1000 * 1000)

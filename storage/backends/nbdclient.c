@@ -79,9 +79,9 @@
 #include "common/log.h"
 #include "common/reactor.h"
 #include "common/workpool.h"
-#include "storage/nbdclient.h"
+#include "storage/backends/nbdclient.h"
 #include "storage/spec.h"
-#include "storage/url.h"
+#include "storage/backends/url.h"
 
 #define NBDC_MAX_CONNS 64
 #define NBDC_DEFAULT_PAYLOAD (32u << 20)  /* NBD's customary maximum */

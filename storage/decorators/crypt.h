@@ -19,8 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "disk.h"
-#include "spec.h"
+#include "storage/disk.h"
+#include "storage/spec.h"
 
 /* Bytes of an XTS-AES-256 key: data key then tweak key. */
 #define CRYPT_KEY_BYTES 64

@@ -21,7 +21,7 @@
 
 #include <stddef.h>
 
-#include "disk.h"
+#include "storage/disk.h"
 
 struct spec;
 struct spec_ctx;

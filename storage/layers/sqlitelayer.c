@@ -102,7 +102,7 @@
 #include "common/log.h"
 #include "common/reactor.h"
 #include "common/workpool.h"
-#include "storage/sqlitelayer.h"
+#include "storage/layers/sqlitelayer.h"
 
 /* The schema, verbatim from §4.2 (each statement starts with a newline). */
 static const char sql_schema_sectors[] =

@@ -105,7 +105,7 @@
 
 #include "common/compiler.h"
 #include "common/log.h"
-#include "storage/crypt.h"
+#include "storage/decorators/crypt.h"
 
 /* Largest staging buffer of one request; larger writes go in chunks. */
 #define CRYPT_CHUNK_BYTES (1u << 20)

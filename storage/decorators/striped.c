@@ -44,7 +44,7 @@
 #include "common/compiler.h"
 #include "common/log.h"
 #include "storage/spec.h"
-#include "storage/striped.h"
+#include "storage/decorators/striped.h"
 
 struct striped {
 	unsigned n;                   /* members */

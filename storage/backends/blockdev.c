@@ -101,7 +101,7 @@
 #include "common/log.h"
 #include "common/reactor.h"
 #include "common/workpool.h"
-#include "storage/blockdev.h"
+#include "storage/backends/blockdev.h"
 
 /* The ioctl numbers §4.5 names. */
 _Static_assert(CDROM_LOCKDOOR == 0x5329 && CDROMEJECT == 0x5309, "CD-ROM ioctls");
