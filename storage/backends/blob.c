@@ -65,7 +65,7 @@
 #include "common/log.h"
 #include "common/reactor.h"
 #include "storage/backends/blob.h"
-#include "storage/spec.h"
+#include "storage/kind.h"
 #include "storage/backends/url.h"
 #include "storage/backends/vhdfooter.h"
 

@@ -80,7 +80,7 @@
 #include "common/reactor.h"
 #include "common/workpool.h"
 #include "storage/backends/nbdclient.h"
-#include "storage/spec.h"
+#include "storage/kind.h"
 #include "storage/backends/url.h"
 
 #define NBDC_MAX_CONNS 64

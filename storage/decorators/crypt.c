@@ -106,6 +106,7 @@
 #include "common/compiler.h"
 #include "common/log.h"
 #include "storage/decorators/crypt.h"
+#include "storage/kind.h"
 
 /* Largest staging buffer of one request; larger writes go in chunks. */
 #define CRYPT_CHUNK_BYTES (1u << 20)
@@ -1095,8 +1096,11 @@ fail:
 	return r;
 }
 
-int crypt_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-		    struct disk **out, char *err, size_t errlen)
+/* The crypt: kind's open function: loads the key file named by @s->path
+ * first (so a bad key opens nothing), then the inner spec with @read_only,
+ * then wraps it. */
+static int crypt_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
+			   struct disk **out, char *err, size_t errlen)
 {
 	uint8_t key[CRYPT_KEY_BYTES];
 	struct disk *lower;
@@ -1123,3 +1127,25 @@ int crypt_spec_open(const struct spec *s, bool read_only, const struct spec_ctx 
 		disk_unref(lower);
 	return r;
 }
+
+static const char *const crypt_spec_ciphers[] = { "xts-aes-256", NULL };
+
+const struct spec_kind crypt_kind_crypt = {
+	.name = "crypt",
+	.usage = "crypt:xts-aes-256:<keyfile>:<spec>",
+	.summary = "XTS-AES-256 encryption of <spec>; <keyfile> holds 64 raw bytes",
+	.open_disk = crypt_spec_open,
+	.args = {
+		{ .type = SPEC_ARG_WORD, .name = "cipher", .field = SPEC_FIELD(arg),
+		  .words = crypt_spec_ciphers, .hint = "valid ciphers: xts-aes-256",
+		  .missing_next = "missing ':<keyfile>:<spec>' after the cipher",
+		  .missing_next_hint = "write crypt:xts-aes-256:<keyfile>:<spec>" },
+		{ .type = SPEC_ARG_STRING, .name = "key file", .field = SPEC_FIELD(path),
+		  .missing_hint = "write crypt:xts-aes-256:<keyfile>:<spec>",
+		  .missing_next = "missing ':<spec>' after the key file",
+		  .missing_next_hint = "write crypt:xts-aes-256:<keyfile>:<spec> "
+				       "(the key file path cannot contain ':')" },
+	},
+	.nargs = 2,
+	.tail = SPEC_TAIL_INNER,
+};

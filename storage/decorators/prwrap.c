@@ -64,7 +64,7 @@
 #include "common/compiler.h"
 #include "common/log.h"
 #include "storage/decorators/prwrap.h"
-#include "storage/spec.h"
+#include "storage/kind.h"
 
 /* Slot tag: set while in use, ORed with the host id length. */
 #define PRWRAP_TAG_USED 0x100u
@@ -937,8 +937,10 @@ int prwrap_new(struct disk *lower, struct disk **out)
 	return r;
 }
 
-int prwrap_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-		     struct disk **out, char *err, size_t errlen)
+/* The prwrap: kind's open function: opens @s->inner with @read_only and
+ * wraps it. */
+static int prwrap_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
+			    struct disk **out, char *err, size_t errlen)
 {
 	struct disk *lower;
 	int r;
@@ -953,3 +955,11 @@ int prwrap_spec_open(const struct spec *s, bool read_only, const struct spec_ctx
 	}
 	return r;
 }
+
+const struct spec_kind prwrap_kind_prwrap = {
+	.name = "prwrap",
+	.usage = "prwrap:<spec>",
+	.summary = "persistent-reservation emulation over <spec>",
+	.open_disk = prwrap_spec_open,
+	.tail = SPEC_TAIL_INNER,
+};

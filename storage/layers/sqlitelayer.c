@@ -1801,7 +1801,7 @@ static int sql_spec_check_exists(const struct spec *s, char *err, size_t errlen)
 	}
 	if (!s->create && !exists) {
 		sql_err(err, errlen, "No such file or directory (add ;create%s to make one)",
-			s->kind->shape == SPEC_SHAPE_SQL ? "=<size>" : "");
+			s->inner ? "" : "=<size>");
 		return -ENOENT;
 	}
 	return 0;
