@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * blob-spec.c: the `blob:flat|vhd1:<url>` spec kind (kind.h,
- * docs/backend-blob.md).
+ * docs/backend-blob.md), declared even in a build without libcurl
+ * (configure --without-curl) so that such specs still parse and are
+ * refused with the reason.
  */
 #include "config.h"
 
@@ -32,7 +34,11 @@ const struct spec_kind blob_kind_blob = {
 	.name = "blob",
 	.usage = "blob:flat|vhd1:<url>",
 	.summary = "read-only HTTP(S) blob, raw (flat) or fixed VHD (vhd1)",
+#ifdef HAVE_CURL
 	.open_disk = blob_spec_open,
+#else
+	.unavailable = "built without libcurl",
+#endif
 	.args = {
 		{ .type = SPEC_ARG_WORD, .name = "blob type", .field = SPEC_FIELD(arg),
 		  .words = blob_spec_formats, .hint = "valid types: flat, vhd1",

@@ -2,7 +2,9 @@
 /*
  * nbdclient-spec.c: the `nbd:<uri>` spec kind (kind.h, docs/backend-nbd.md)
  * with the URI forms of the NBD URI specification (nbd://, nbds://,
- * nbd+unix://, nbds+unix://).
+ * nbd+unix://, nbds+unix://). Declared even in a build without libnbd
+ * (configure --without-libnbd) so that such specs still parse and are
+ * refused with the reason.
  */
 #include "config.h"
 
@@ -71,7 +73,11 @@ const struct spec_kind nbdclient_kind_nbd = {
 	.name = "nbd",
 	.usage = "nbd:<uri>",
 	.summary = "remote NBD export (nbd://, nbds://, nbd+unix://, nbds+unix:// URIs)",
+#ifdef HAVE_LIBNBD
 	.open_disk = nbdclient_spec_open,
+#else
+	.unavailable = "built without libnbd",
+#endif
 	.args = { { .type = SPEC_ARG_URI, .name = "NBD URI", .field = SPEC_FIELD(path),
 		    .missing_hint = "write nbd:nbd://<host>[:<port>]/<export>",
 		    .check = nbdclient_spec_check_uri } },

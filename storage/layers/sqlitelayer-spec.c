@@ -3,13 +3,21 @@
  * sqlitelayer-spec.c: the spec kinds of the SQLite layer (kind.h,
  * docs/layer-sqlite.md, docs/layer-autocache.md): `sql:<path>`, a SQLite
  * disk (.dbhd); `sqldiff:<path>[;create]:<spec>`, a SQLite diff layer; and
- * `autocache:[<key>]:<spec>`, a SQLite read cache.
+ * `autocache:[<key>]:<spec>`, a SQLite read cache. They are declared even
+ * in a build without SQLite (configure --without-sqlite), so that such
+ * specs still parse and are refused with the reason.
  */
 #include "config.h"
 
 #include "common/compiler.h"
 #include "storage/kind.h"
 #include "storage/layers/sqlitelayer.h"
+
+#ifdef HAVE_SQLITE
+#define SQLITELAYER_OPEN(fn) .open_layer = (fn)
+#else
+#define SQLITELAYER_OPEN(fn) .unavailable = "built without SQLite"
+#endif
 
 /* Autocache needs its root directory before anything is opened. */
 static int sqlitelayer_spec_precheck_autocache(const struct spec *s UNUSED,
@@ -36,7 +44,7 @@ const struct spec_kind sqlitelayer_kind_sql = {
 	.name = "sql",
 	.usage = "sql:<path>[;create=<size>]",
 	.summary = "SQLite disk (.dbhd); create= formats a new one",
-	.open_layer = sqlitelayer_spec_open_sql,
+	SQLITELAYER_OPEN(sqlitelayer_spec_open_sql),
 	.args = { { .type = SPEC_ARG_PATH, .name = "path", .field = SPEC_FIELD(path),
 		    .options = sqlitelayer_spec_sql_options } },
 	.nargs = 1,
@@ -46,7 +54,7 @@ const struct spec_kind sqlitelayer_kind_sqldiff = {
 	.name = "sqldiff",
 	.usage = "sqldiff:<path>[;create]:<spec>",
 	.summary = "SQLite diff layer (.dbhd) over <spec> (opened read-only)",
-	.open_layer = sqlitelayer_spec_open_sqldiff,
+	SQLITELAYER_OPEN(sqlitelayer_spec_open_sqldiff),
 	.inner_forced_ro = true,
 	.args = { { .type = SPEC_ARG_PATH, .name = "sqldiff path", .field = SPEC_FIELD(path),
 		    .options = sqlitelayer_spec_sqldiff_options,
@@ -60,7 +68,7 @@ const struct spec_kind sqlitelayer_kind_autocache = {
 	.name = "autocache",
 	.usage = "autocache:[<key>]:<spec>",
 	.summary = "SQLite read cache over <spec> in $DISKSTACK_AUTOCACHE_DIR; no key = the disk id",
-	.open_layer = sqlitelayer_spec_open_autocache,
+	SQLITELAYER_OPEN(sqlitelayer_spec_open_autocache),
 	.read_cache = true,
 	.args = { { .type = SPEC_ARG_NAME, .name = "autocache key", .field = SPEC_FIELD(path),
 		    .hint = "a key cannot contain '/' or be '.' or '..'",

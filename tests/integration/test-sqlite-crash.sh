@@ -7,6 +7,7 @@
 # zeroes anywhere else. Repeated over many kill points, within ~30 s.
 . "$(dirname "$0")/functions.sh"
 requires sqlite3 awk sleep
+requires_kind sql
 
 CRASHWRITER=${CRASHWRITER:-$(dirname "$DISKSTACK")/tests/helpers/crashwriter}
 [ -x "$CRASHWRITER" ] || { echo "crashwriter not built, skipping"; exit 77; }
