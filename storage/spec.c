@@ -107,20 +107,28 @@ void spec_print_usage(FILE *fp, const char *indent)
 
 /* ---- sizes and times ------------------------------------------------------ */
 
+/* The decimal digits at the start of @s (at most @len bytes) into *@v;
+ * *@i is the count. Returns 0, -EINVAL (no digit) or -ERANGE. */
+static int spec_parse_digits(const char *s, size_t len, uint64_t *v, size_t *i)
+{
+	*v = 0;
+	for (*i = 0; *i < len && s[*i] >= '0' && s[*i] <= '9'; (*i)++)
+		if (MUL_OVERFLOW(*v, 10, v) || ADD_OVERFLOW(*v, (uint64_t)(s[*i] - '0'), v))
+			return -ERANGE;
+	return *i ? 0 : -EINVAL;
+}
+
 int spec_parse_size(const char *s, size_t len, uint64_t *out)
 {
-	uint64_t v = 0, mult = 1;
-	size_t i = 0;
+	uint64_t v, mult = 1;
+	size_t i;
+	int r;
 
 	if (!s || len == 0)
 		return -EINVAL;
-	while (i < len && s[i] >= '0' && s[i] <= '9') {
-		if (MUL_OVERFLOW(v, 10, &v) || ADD_OVERFLOW(v, (uint64_t)(s[i] - '0'), &v))
-			return -ERANGE;
-		i++;
-	}
-	if (i == 0)
-		return -EINVAL;
+	r = spec_parse_digits(s, len, &v, &i);
+	if (r < 0)
+		return r;
 	if (i < len) {
 		switch (s[i]) {
 		case 'K': mult = 1ull << 10; i++; break;
@@ -162,16 +170,12 @@ void spec_format_size(uint64_t bytes, char *buf, size_t len)
  * -ERANGE. */
 static int spec_parse_time_us(const char *s, size_t len, uint64_t *out_us)
 {
-	uint64_t v = 0, mult = 1000;
-	size_t i = 0;
+	uint64_t v, mult = 1000;
+	size_t i;
+	int r = spec_parse_digits(s, len, &v, &i);
 
-	while (i < len && s[i] >= '0' && s[i] <= '9') {
-		if (MUL_OVERFLOW(v, 10, &v) || ADD_OVERFLOW(v, (uint64_t)(s[i] - '0'), &v))
-			return -ERANGE;
-		i++;
-	}
-	if (i == 0)
-		return -EINVAL;
+	if (r < 0)
+		return r;
 	if (len - i == 2 && memcmp(s + i, "ms", 2) == 0)
 		mult = 1000;
 	else if (len - i == 2 && memcmp(s + i, "us", 2) == 0)

@@ -836,14 +836,9 @@ static int prwrap_pr(struct disk *d, struct disk_io *io)
 		if (!anon)
 			io->u.pr.caps |= DISK_PR_CAP_WE_AR | DISK_PR_CAP_EA_AR;
 		return DISK_OK;
-	case DISK_OP_PR_RESERVE:
-	case DISK_OP_PR_RELEASE:
-	case DISK_OP_PR_PREEMPT:
-		/* The dispatcher bounds the type; "none" is not a type to ask for. */
-		if (io->u.pr.type == DISK_PR_NONE)
-			return DISK_INVALID_INPUT;
-		break;
 	default:
+		/* The dispatcher checked the type of RESERVE, RELEASE and
+		 * PREEMPT (a real one, in range). */
 		break;
 	}
 	pthread_mutex_lock(&pr->lock);
