@@ -542,34 +542,51 @@ static struct iovec *emu_iov(struct disk_io *child)
 	return (struct iovec *)(void *)&child->sctx[EMU_IOV_BASE];
 }
 
-struct disk_io *disk_io_get_copy(struct disk_io *parent, void (*done)(struct disk_io *))
+void disk_io_copy_request(struct disk_io *to, const struct disk_io *from)
+{
+	to->op = from->op;
+	to->flags = from->flags;
+	to->sector = from->sector;
+	to->count = from->count;
+	to->iov = from->iov;
+	to->iovcnt = from->iovcnt;
+	to->initiator = from->initiator;
+	to->xform = from->xform;
+}
+
+struct disk_io *disk_io_get_child(struct disk_io *parent, void (*done)(struct disk_io *))
 {
 	struct disk_io *child = disk_io_get(parent->reactor);
 
 	if (!child)
 		return NULL;
-	child->op = parent->op;
-	child->flags = parent->flags;
-	child->sector = parent->sector;
-	child->count = parent->count;
-	child->iov = parent->iov;
-	child->iovcnt = parent->iovcnt;
-	child->initiator = parent->initiator;
-	child->xform = parent->xform;
 	child->done = done;
 	child->opaque = parent;
+	child->initiator = parent->initiator;
 	return child;
 }
 
-static struct disk_io *emu_child(struct disk_io *parent, void (*done)(struct disk_io *))
+struct disk_io *disk_io_get_copy(struct disk_io *parent, void (*done)(struct disk_io *))
 {
-	struct disk_io *child = disk_io_get(parent->reactor);
+	struct disk_io *child = disk_io_get_child(parent, done);
+
+	if (child)
+		disk_io_copy_request(child, parent);
+	return child;
+}
+
+struct disk_io *disk_io_get_staged(struct disk_io *parent, void (*done)(struct disk_io *),
+				   size_t bytes, void **buf)
+{
+	struct disk_io *child = disk_io_get_child(parent, done);
 
 	if (!child)
 		return NULL;
-	child->done = done;
-	child->opaque = parent;
-	child->initiator = parent->initiator;
+	*buf = reactor_buf_get(parent->reactor, bytes, false);
+	if (!*buf) {
+		disk_io_put(parent->reactor, child);
+		return NULL;
+	}
 	return child;
 }
 
@@ -655,7 +672,7 @@ static int emu_write_zeroes(struct disk *h, struct disk_io *io)
 		return DISK_OK;
 	if (!(io->flags & DISK_IO_NO_UNMAP) && h->info.unmap_behavior == DISK_UNMAP_ZEROES &&
 	    HANDLER(h, unmap)->ops->unmap) {
-		child = emu_child(io, emu_zero_unmap_done);
+		child = disk_io_get_child(io, emu_zero_unmap_done);
 		if (!child)
 			return DISK_IO_ERROR;
 		child->op = DISK_OP_UNMAP;
@@ -671,7 +688,7 @@ static int emu_write_zeroes(struct disk *h, struct disk_io *io)
 	/* It would write data: not fast (NBD_CMD_FLAG_FAST_ZERO). */
 	if (io->flags & DISK_IO_FAST_ZERO)
 		return DISK_UNSUPPORTED;
-	child = emu_child(io, emu_zero_step);
+	child = disk_io_get_child(io, emu_zero_step);
 	if (!child)
 		return DISK_IO_ERROR;
 	child->sctx[EMU_NEXT] = io->sector;
@@ -717,14 +734,9 @@ static int emu_cache(struct disk_io *io)
 
 	if (io->count == 0)
 		return DISK_OK;
-	child = emu_child(io, emu_cache_step);
+	child = disk_io_get_staged(io, emu_cache_step, CACHE_CHUNK_BYTES, &buf);
 	if (!child)
 		return DISK_IO_ERROR;
-	buf = reactor_buf_get(io->reactor, CACHE_CHUNK_BYTES, false);
-	if (!buf) {
-		disk_io_put(io->reactor, child);
-		return DISK_IO_ERROR;
-	}
 	child->sctx[EMU_BUF] = (uintptr_t)buf;
 	child->sctx[EMU_NEXT] = io->sector;
 	child->sctx[EMU_END] = io->sector + io->count;
@@ -749,6 +761,40 @@ int disk_range_check_live(struct disk *d, uint64_t sector, uint64_t count)
 		return DISK_ILLEGAL_BLOCK;
 	return DISK_OK;
 }
+
+int disk_block_status_data(struct disk *d, struct disk_io *io)
+{
+	if (disk_range_check_live(d, io->sector, io->count) != DISK_OK)
+		return DISK_ILLEGAL_BLOCK;
+	io->u.bs.extents[0].count = io->count;
+	io->u.bs.extents[0].flags = 0;
+	io->u.bs.extents[0].layer = -1;
+	io->u.bs.nr = 1;
+	return DISK_OK;
+}
+
+/* The prologue @h's ops->checks ask for, before its op for @io: the
+ * status to finish @io with, or DISK_PENDING to call the op. */
+static inline int disk_checks(struct disk *h, struct disk_io *io)
+{
+	uint32_t c = h->ops->checks;
+
+	if (likely(!c))
+		return DISK_PENDING;
+	if ((c & DISK_CHECK_RANGE) && disk_range_check_live(h, io->sector, io->count) != DISK_OK)
+		return DISK_ILLEGAL_BLOCK;
+	if ((c & DISK_CHECK_READ_ONLY) && h->info.read_only &&
+	    (io->op == DISK_OP_WRITE || io->op == DISK_OP_WRITE_ZEROES))
+		return DISK_READ_ONLY;
+	if ((c & DISK_CHECK_EMPTY) && io->count == 0 && io->op != DISK_OP_BLOCK_STATUS)
+		return DISK_OK;
+	return DISK_PENDING;
+}
+
+/* Calls @h's op @member for @io after the checks it asked for. */
+#define CALL_OP(h, member, io) \
+	({ int st_ = disk_checks((h), (io)); \
+	   st_ == DISK_PENDING ? (h)->ops->member((h), (io)) : st_; })
 
 static int disk_dispatch(struct disk *d, struct disk_io *io)
 {
@@ -779,12 +825,12 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 			return DISK_ILLEGAL_BLOCK;
 		if (io->op == DISK_OP_READ) {
 			h = HANDLER(d, read);
-			return h->ops->read(h, io);
+			return CALL_OP(h, read, io);
 		}
 		if ((io->flags & DISK_IO_FUA) && !d->info.fua_respected)
 			return emu_fua_write(io);
 		h = HANDLER(d, write);
-		return h->ops->write(h, io);
+		return CALL_OP(h, write, io);
 	}
 	case DISK_OP_FLUSH:
 		h = HANDLER(d, flush);
@@ -797,7 +843,7 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 		h = HANDLER(d, unmap);
 		if (!h->ops->unmap)
 			return disk_range_check_live(d, io->sector, io->count);
-		return h->ops->unmap(h, io);
+		return CALL_OP(h, unmap, io);
 	case DISK_OP_WRITE_ZEROES:
 		if (!disk_range_representable(io->sector, io->count, shift))
 			return DISK_ILLEGAL_BLOCK;
@@ -805,7 +851,7 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 		if (h->ops->write_zeroes) {
 			if ((io->flags & DISK_IO_FUA) && !d->info.fua_respected)
 				return emu_fua_write(io);
-			return h->ops->write_zeroes(h, io);
+			return CALL_OP(h, write_zeroes, io);
 		}
 		if (io->count == 0)
 			return disk_range_check_live(d, io->sector, 0);
@@ -820,20 +866,14 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 			return disk_range_check_live(d, io->sector, 0);
 		h = HANDLER(d, block_status);
 		if (h->ops->block_status)
-			return h->ops->block_status(h, io);
-		if (disk_range_check_live(d, io->sector, io->count) != DISK_OK)
-			return DISK_ILLEGAL_BLOCK;
-		io->u.bs.extents[0].count = io->count;
-		io->u.bs.extents[0].flags = 0;
-		io->u.bs.extents[0].layer = -1;
-		io->u.bs.nr = 1;
-		return DISK_OK;
+			return CALL_OP(h, block_status, io);
+		return disk_block_status_data(d, io);
 	case DISK_OP_CACHE:
 		if (!disk_range_representable(io->sector, io->count, shift))
 			return DISK_ILLEGAL_BLOCK;
 		h = HANDLER(d, cache);
 		if (h->ops->cache)
-			return h->ops->cache(h, io);
+			return CALL_OP(h, cache, io);
 		if (io->count == 0)
 			return disk_range_check_live(d, io->sector, 0);
 		return emu_cache(io);
@@ -848,6 +888,11 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 	case DISK_OP_PR_RELEASE:
 	case DISK_OP_PR_PREEMPT:
 		if ((unsigned)io->u.pr.type > DISK_PR_EXCLUSIVE_ACCESS_ALL_REG)
+			return DISK_INVALID_INPUT;
+		/* "none" is not a type to reserve, release or preempt with;
+		 * a disk without PR still says UNSUPPORTED first. */
+		h = HANDLER(d, pr);
+		if (h->ops->pr && io->u.pr.type == DISK_PR_NONE)
 			return DISK_INVALID_INPUT;
 		goto pr;
 	case DISK_OP_PR_CAPS:
@@ -876,12 +921,12 @@ int disk_forward(struct disk *lower, struct disk_io *io)
 	switch (io->op) {
 	case DISK_OP_READ:
 		h = HANDLER(lower, read);
-		return h->ops->read(h, io);
+		return CALL_OP(h, read, io);
 	case DISK_OP_WRITE:
 		if ((io->flags & DISK_IO_FUA) && !lower->info.fua_respected)
 			return emu_fua_write(io);
 		h = HANDLER(lower, write);
-		return h->ops->write(h, io);
+		return CALL_OP(h, write, io);
 	default:
 		return disk_dispatch(lower, io);
 	}

@@ -394,6 +394,20 @@ struct disk_io *disk_io_get(struct reactor *r);
  * on but needs its completion. Returns NULL on allocation failure.
  */
 struct disk_io *disk_io_get_copy(struct disk_io *parent, void (*done)(struct disk_io *));
+/* Copies the request fields of @from (op, flags, sector, count, iov,
+ * iovcnt, initiator, xform) to @to; for a child that repeats its parent
+ * and then changes a few of them. Results and private fields untouched. */
+void disk_io_copy_request(struct disk_io *to, const struct disk_io *from);
+/* An empty child request of @parent from its reactor cache: done = @done,
+ * opaque = @parent and @parent's initiator, the rest zero. NULL on
+ * allocation failure. */
+struct disk_io *disk_io_get_child(struct disk_io *parent, void (*done)(struct disk_io *));
+/* Same, with a staging buffer of @bytes from the reactor's buffer cache in
+ * *@buf (return it with reactor_buf_put): for a request handled in chunks
+ * through a buffer (emulated CACHE, encrypted writes). Both or neither:
+ * NULL when either allocation fails. */
+struct disk_io *disk_io_get_staged(struct disk_io *parent, void (*done)(struct disk_io *),
+				   size_t bytes, void **buf);
 /* Returns a request from disk_io_get() to @r's cache. NULL allowed. */
 void disk_io_put(struct reactor *r, struct disk_io *io);
 
@@ -452,7 +466,21 @@ void disk_describe_paramf(struct disk_describer *dd, const char *key, const char
 
 /* ---- the vtable -------------------------------------------------------- */
 
-#define DISK_OPS_VERSION 1
+#define DISK_OPS_VERSION 2
+
+/* The prologue the dispatcher runs for a disk before its op (disk_ops.checks). */
+enum {
+	/* READ, WRITE, UNMAP, WRITE_ZEROES, CACHE, BLOCK_STATUS: the range
+	 * must lie within the live sector count, else ILLEGAL_BLOCK (for a
+	 * disk whose count only changes between requests). */
+	DISK_CHECK_RANGE     = 1u << 0,
+	/* WRITE, WRITE_ZEROES on a disk whose disk_info.read_only is set:
+	 * READ_ONLY (after the range check). */
+	DISK_CHECK_READ_ONLY = 1u << 1,
+	/* READ, WRITE, UNMAP, WRITE_ZEROES, CACHE with count 0: DISK_OK at
+	 * once (after the checks above). */
+	DISK_CHECK_EMPTY     = 1u << 2,
+};
 
 /*
  * Implemented by each backend, decorator and composite. Members are only
@@ -501,6 +529,11 @@ struct disk_ops {
 	/* v1. Frees the private state; the dispatcher then releases the lower
 	 * disk, if any. Any thread; no request is in flight. */
 	void (*close)(struct disk *d);
+
+	/* v2. DISK_CHECK_* bits: the checks every backend would otherwise
+	 * open its ops with, made once by the dispatcher, in the order of
+	 * the bits, before it calls this disk's op. 0: none (the op checks). */
+	uint32_t checks;
 };
 
 /* ---- handles ----------------------------------------------------------- */
@@ -530,6 +563,11 @@ struct disk *disk_lower(const struct disk *d);
 const struct disk_info *disk_get_info(const struct disk *d);
 uint64_t disk_sector_count(struct disk *d);
 static inline uint32_t disk_sector_size(const struct disk *d) { return disk_get_info(d)->sector_size; }
+
+/* Answers a BLOCK_STATUS request on @d with one allocated extent over its
+ * range (range checked live): what the dispatcher does for a backend
+ * without a block_status op, for decorators whose data is all data. */
+int disk_block_status_data(struct disk *d, struct disk_io *io);
 
 /* DISK_OK when [sector, sector+count) lies within @d's current sector
  * count (asked live, so it follows resizes), else DISK_ILLEGAL_BLOCK. For

@@ -85,13 +85,8 @@ static int disklayer_forward(struct layer *l, struct disk_io *lio)
 
 	if (!child)
 		return DISK_IO_ERROR;
-	child->op = lio->op;
-	child->flags = lio->flags & (DISK_IO_FUA | DISK_IO_BLOCK_LEVEL_ONLY);
-	child->sector = lio->sector;
-	child->count = lio->count;
-	child->iov = lio->iov;
-	child->iovcnt = lio->iovcnt;
-	child->initiator = lio->initiator;
+	disk_io_copy_request(child, lio);
+	child->flags &= DISK_IO_FUA | DISK_IO_BLOCK_LEVEL_ONLY;
 	child->done = disklayer_child_done;
 	child->opaque = lio;
 	if (lio->op == DISK_OP_BLOCK_STATUS) {

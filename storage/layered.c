@@ -586,12 +586,7 @@ static int lwalk_issue(struct disk_io *child, bool from_callback)
 		struct layer *l = ld->l[i].layer;
 		int r;
 
-		child->op = parent->op;
-		child->flags = parent->flags;
-		child->sector = parent->sector;
-		child->count = parent->count;
-		child->iov = parent->iov;
-		child->iovcnt = parent->iovcnt;
+		disk_io_copy_request(child, parent);
 		/* Every write-path layer applies it when it is advertised. */
 		child->xform = parent->op == DISK_OP_WRITE ? parent->xform : NULL;
 		child->status = DISK_OK;
@@ -624,15 +619,12 @@ static int lwalk_issue(struct disk_io *child, bool from_callback)
 
 static int layered_walk(struct disk *d, struct disk_io *io)
 {
-	struct disk_io *child = disk_io_get(io->reactor);
+	struct disk_io *child = disk_io_get_child(io, lwalk_cb);
 
 	if (!child)
 		return DISK_IO_ERROR;
 	io->hctx[0] = (uintptr_t)d;
-	child->opaque = io;
 	child->reactor = io->reactor;
-	child->initiator = io->initiator;
-	child->done = lwalk_cb;
 	child->sctx[LW_INDEX] = 0;
 	return lwalk_issue(child, false);
 }
@@ -753,14 +745,11 @@ static int layered_block_status(struct disk *d, struct disk_io *io)
 	struct disk_io *child;
 
 	_Static_assert(sizeof(struct disk_extent) <= 3 * sizeof(uintptr_t), "extent fits in sctx");
-	child = disk_io_get(io->reactor);
+	child = disk_io_get_child(io, lbs_cb);
 	if (!child)
 		return DISK_IO_ERROR;
 	io->hctx[0] = (uintptr_t)d;
-	child->opaque = io;
 	child->reactor = io->reactor;
-	child->initiator = io->initiator;
-	child->done = lbs_cb;
 	child->sctx[LB_POS] = io->sector;
 	child->sctx[LB_LAYER] = 0;
 	child->sctx[LB_LEN] = io->count;

@@ -38,7 +38,7 @@
 #ifndef DISKSTACK_STORAGE_LAYERED_H
 #define DISKSTACK_STORAGE_LAYERED_H
 
-#include "disk.h"
+#include "storage/disk.h"
 
 struct layer;
 

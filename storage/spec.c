@@ -13,17 +13,20 @@
  *   its offset. Nesting is bounded (SPEC_MAX_DEPTH) so a hostile spec
  *   cannot exhaust the stack.
  * - The kind is the text before the first ':' of a node. A node with no ':'
- *   at all, or starting with '/', is a bare path (a file node). Each kind's
- *   argument grammar is selected by its shape in the registry; the
- *   registry (spec_kinds[]) is the only list of kinds: the parser, --help
+ *   at all, or starting with '/', is a bare path (a node of the kind that
+ *   says bare_path: file). The kinds are data (kind.h): each declares its
+ *   arguments, of a few generic types, and its tail (nothing, one inner
+ *   spec, or '+'-separated members), and this parser walks that
+ *   description; it includes no backend's header. The registry
+ *   (storage/registry.c) is the only list of kinds: the parser, --help
  *   (spec_print_usage) and the info command read it.
  * - The resolver walks the node chain top-down with a running read-only
  *   flag. Layer kinds push one layer each into a single list and continue
  *   with their inner node; a disk kind ends the list. A list holding just
  *   one plain disk is that disk; anything else becomes a layered disk, with
  *   plain disks wrapped as disk-as-layer. Nothing here is on the I/O path.
- * - Kinds whose open function has not landed parse fully and are refused
- *   by name when opened.
+ * - Kinds this build left out (a missing optional library) still parse
+ *   and are refused by name, with the reason, when opened.
  */
 #include "config.h"
 
@@ -32,21 +35,10 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "common/compiler.h"
-#include "blob.h"
 #include "common/log.h"
-#include "crypt.h"
-#include "delay.h"
-#include "filedisk.h"
-#include "nbdclient.h"
-#include "prwrap.h"
-#include "spec.h"
-#include "striped.h"
-#include "url.h"
-#include "sqlitelayer.h"
-#include "vhd1.h"
+#include "storage/spec.h"
 
 /* Deepest nesting of kinds accepted (memdiff:memdiff:...). */
 #define SPEC_MAX_DEPTH 64
@@ -57,71 +49,28 @@
 /* Room for messages built internally before they are copied out. */
 #define SPEC_ERR_MAX 1024
 
-static int spec_open_mem(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-			 struct layer **out, bool *read_cache, char *err, size_t errlen);
-static int spec_open_memdiff(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-			     struct layer **out, bool *read_cache, char *err, size_t errlen);
-static int spec_open_file(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-			  struct disk **out, char *err, size_t errlen);
-
-/*
- * The registry. Adding a kind: one line here (name, shape, syntax, open
- * function, rules, summary) and its open function in its own file.
- */
-const struct spec_kind spec_kinds[] = {
-	{ .name = "mem", .shape = SPEC_SHAPE_SIZE, .usage = "mem:<size>",
-	  .open_layer = spec_open_mem,
-	  .summary = "RAM disk of <size> bytes, 512-byte sectors; contents are lost at exit" },
-	{ .name = "memdiff", .shape = SPEC_SHAPE_INNER, .usage = "memdiff:<spec>",
-	  .open_layer = spec_open_memdiff, .inner_forced_ro = true,
-	  .summary = "RAM diff layer over <spec> (opened read-only); writes are lost at exit" },
-	{ .name = "file", .shape = SPEC_SHAPE_PATH, .usage = "file:<path>[;direct][;create=<size>]",
-	  .open_disk = spec_open_file,
-	  .summary = "raw file or block device; create= creates or truncates it" },
-	{ .name = "sql", .shape = SPEC_SHAPE_SQL, .usage = "sql:<path>[;create=<size>]",
-	  .open_layer = sqlitelayer_spec_open_sql,
-	  .summary = "SQLite disk (.dbhd); create= formats a new one" },
-	{ .name = "sqldiff", .shape = SPEC_SHAPE_SQLDIFF, .usage = "sqldiff:<path>[;create]:<spec>",
-	  .open_layer = sqlitelayer_spec_open_sqldiff, .inner_forced_ro = true,
-	  .summary = "SQLite diff layer (.dbhd) over <spec> (opened read-only)" },
-	{ .name = "autocache", .shape = SPEC_SHAPE_KEY_INNER, .usage = "autocache:[<key>]:<spec>",
-	  .open_layer = sqlitelayer_spec_open_autocache, .read_cache = true,
-	  .summary = "SQLite read cache over <spec> in $DISKSTACK_AUTOCACHE_DIR; no key = the disk id" },
-	{ .name = "blob", .shape = SPEC_SHAPE_BLOB, .usage = "blob:flat|vhd1:<url>",
-	  .open_disk = blob_spec_open,
-	  .summary = "read-only HTTP(S) blob, raw (flat) or fixed VHD (vhd1)" },
-	{ .name = "crypt", .shape = SPEC_SHAPE_CRYPT, .usage = "crypt:xts-aes-256:<keyfile>:<spec>",
-	  .open_disk = crypt_spec_open,
-	  .summary = "XTS-AES-256 encryption of <spec>; <keyfile> holds 64 raw bytes" },
-	{ .name = "prwrap", .shape = SPEC_SHAPE_INNER, .usage = "prwrap:<spec>",
-	  .open_disk = prwrap_spec_open,
-	  .summary = "persistent-reservation emulation over <spec>" },
-	{ .name = "delay", .shape = SPEC_SHAPE_DELAY, .usage = "delay:<time>[/<time>]:<spec>",
-	  .open_disk = delay_spec_open,
-	  .summary = "delays reads[/writes] of <spec>; time in ms, or with a 'us' suffix" },
-	{ .name = "striped", .shape = SPEC_SHAPE_STRIPED, .usage = "striped:<chunk>:<spec>+<spec>...",
-	  .open_disk = striped_spec_open,
-	  .summary = "stripes over the member disks in <chunk>-byte chunks" },
-	{ .name = "nbd", .shape = SPEC_SHAPE_URI, .usage = "nbd:<uri>",
-	  .open_disk = nbdclient_spec_open,
-	  .summary = "remote NBD export (nbd://, nbds://, nbd+unix://, nbds+unix:// URIs)" },
-	{ .name = NULL },
-};
-
-const struct spec_kind *spec_kind_find(const char *name)
-{
-	for (const struct spec_kind *k = spec_kinds; k->name; k++)
-		if (strcmp(k->name, name) == 0)
-			return k;
-	return NULL;
-}
+/* ---- the registry ---------------------------------------------------------- */
 
 /* Same as spec_kind_find for a counted string. */
 static const struct spec_kind *spec_kind_findn(const char *name, size_t len)
 {
-	for (const struct spec_kind *k = spec_kinds; k->name; k++)
-		if (strlen(k->name) == len && memcmp(k->name, name, len) == 0)
-			return k;
+	for (const struct spec_kind *const *k = spec_kinds; *k; k++)
+		if (strlen((*k)->name) == len && memcmp((*k)->name, name, len) == 0)
+			return *k;
+	return NULL;
+}
+
+const struct spec_kind *spec_kind_find(const char *name)
+{
+	return spec_kind_findn(name, strlen(name));
+}
+
+/* The kind a bare path is a node of. */
+static const struct spec_kind *spec_kind_bare(void)
+{
+	for (const struct spec_kind *const *k = spec_kinds; *k; k++)
+		if ((*k)->bare_path)
+			return *k;
 	return NULL;
 }
 
@@ -132,33 +81,54 @@ bool spec_kind_available(const struct spec_kind *k)
 
 void spec_print_usage(FILE *fp, const char *indent)
 {
+	const struct spec_kind *bare = spec_kind_bare();
+
 	if (!indent)
 		indent = "";
-	for (const struct spec_kind *k = spec_kinds; k->name; k++)
-		fprintf(fp, "%s%-38s %s%s\n", indent, k->usage, k->summary,
-			spec_kind_available(k) ? "" : " (not available in this build)");
-	fprintf(fp, "%s%-38s %s\n", indent, "<path>[;direct][;create=<size>]",
-		"same as file:<path> (no ':' in it, or an absolute path)");
+	for (const struct spec_kind *const *kp = spec_kinds; *kp; kp++) {
+		const struct spec_kind *k = *kp;
+
+		if (spec_kind_available(k))
+			fprintf(fp, "%s%-38s %s\n", indent, k->usage, k->summary);
+		else
+			fprintf(fp, "%s%-38s %s (not available in this build: %s)\n", indent,
+				k->usage, k->summary, k->unavailable ? k->unavailable : "no open function");
+	}
+	if (bare) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "same as %s:<path> (no ':' in it, or an absolute path)",
+			 bare->name);
+		fprintf(fp, "%s%-38s %s\n", indent, bare->usage + strlen(bare->name) + 1, what);
+	}
 }
 
 /* ---- messages ------------------------------------------------------------ */
 
 /* ---- sizes and times ------------------------------------------------------ */
 
+/* The decimal digits at the start of @s (at most @len bytes) into *@v;
+ * *@i is the count. Returns 0, -EINVAL (no digit) or -ERANGE. */
+static int spec_parse_digits(const char *s, size_t len, uint64_t *v, size_t *i)
+{
+	*v = 0;
+	for (*i = 0; *i < len && s[*i] >= '0' && s[*i] <= '9'; (*i)++)
+		if (MUL_OVERFLOW(*v, 10, v) || ADD_OVERFLOW(*v, (uint64_t)(s[*i] - '0'), v))
+			return -ERANGE;
+	return *i ? 0 : -EINVAL;
+}
+
 int spec_parse_size(const char *s, size_t len, uint64_t *out)
 {
-	uint64_t v = 0, mult = 1;
-	size_t i = 0;
+	uint64_t v, mult = 1;
+	size_t i;
+	int r;
 
 	if (!s || len == 0)
 		return -EINVAL;
-	while (i < len && s[i] >= '0' && s[i] <= '9') {
-		if (MUL_OVERFLOW(v, 10, &v) || ADD_OVERFLOW(v, (uint64_t)(s[i] - '0'), &v))
-			return -ERANGE;
-		i++;
-	}
-	if (i == 0)
-		return -EINVAL;
+	r = spec_parse_digits(s, len, &v, &i);
+	if (r < 0)
+		return r;
 	if (i < len) {
 		switch (s[i]) {
 		case 'K': mult = 1ull << 10; i++; break;
@@ -200,16 +170,12 @@ void spec_format_size(uint64_t bytes, char *buf, size_t len)
  * -ERANGE. */
 static int spec_parse_time_us(const char *s, size_t len, uint64_t *out_us)
 {
-	uint64_t v = 0, mult = 1000;
-	size_t i = 0;
+	uint64_t v, mult = 1000;
+	size_t i;
+	int r = spec_parse_digits(s, len, &v, &i);
 
-	while (i < len && s[i] >= '0' && s[i] <= '9') {
-		if (MUL_OVERFLOW(v, 10, &v) || ADD_OVERFLOW(v, (uint64_t)(s[i] - '0'), &v))
-			return -ERANGE;
-		i++;
-	}
-	if (i == 0)
-		return -EINVAL;
+	if (r < 0)
+		return r;
 	if (len - i == 2 && memcmp(s + i, "ms", 2) == 0)
 		mult = 1000;
 	else if (len - i == 2 && memcmp(s + i, "us", 2) == 0)
@@ -332,309 +298,259 @@ static int spec_parse_inner(struct spec_parser *p, struct spec *s, size_t off, s
 	return spec_parse_node(p, off, len, depth + 1, &s->inner);
 }
 
-/* file:<path>[;direct][;create=<size>] and sql:<path>[;create=<size>]. */
-static int spec_parse_path_opts(struct spec_parser *p, struct spec *s, size_t off, size_t len)
-{
-	bool sql = s->kind->shape == SPEC_SHAPE_SQL;
-	size_t end = off + len;
-	size_t semi = spec_find(p, off, end, ';');
-	bool seen_direct = false, seen_create = false;
-
-	if (semi == off)
-		return spec_perr(p, off, 0, NULL, "missing path after '%s:'", s->kind->name);
-	s->path = spec_dup(p, off, semi - off);
-	if (!s->path)
-		return -ENOMEM;
-	while (semi < end) {
-		size_t o = semi + 1;
-		size_t next = spec_find(p, o, end, ';');
-		size_t olen = next - o;
-
-		if (olen == 0)
-			return spec_perr(p, semi, 1, NULL, "empty option");
-		if (spec_part_is(p, o, olen, "direct")) {
-			if (sql)
-				return spec_perr(p, o, olen, "sql disks take only ;create=<size>",
-						 "unsupported sql option");
-			if (seen_direct)
-				return spec_perr(p, o, olen, NULL, "duplicate option");
-			seen_direct = true;
-			s->direct = true;
-		} else if (olen >= 7 && memcmp(p->text + o, "create=", 7) == 0) {
-			int r;
-
-			if (seen_create)
-				return spec_perr(p, o, olen, NULL, "duplicate option");
-			seen_create = true;
-			if (olen == 7)
-				return spec_perr(p, o, olen, "write create=<size>", "missing size in option");
-			r = spec_parse_sector_size(p, o + 7, olen - 7, "create size", &s->size);
-			if (r < 0)
-				return r;
-			s->create = true;
-		} else if (spec_part_is(p, o, olen, "create")) {
-			return spec_perr(p, o, olen, "write create=<size>", "option needs a size");
-		} else {
-			return spec_perr(p, o, olen,
-					 sql ? "valid options: create=<size>"
-					     : "valid options: direct, create=<size>",
-					 "unknown %s option", s->kind->name);
-		}
-		semi = next;
-	}
-	return 0;
-}
-
-/* sqldiff:<path>[;create]:<spec> */
-static int spec_parse_sqldiff(struct spec_parser *p, struct spec *s, size_t off, size_t len,
+/* <spec>+<spec>+... at [off, off + len). */
+static int spec_parse_members(struct spec_parser *p, struct spec *s, size_t off, size_t len,
 			      unsigned depth)
 {
 	size_t end = off + len;
-	size_t colon = spec_find(p, off, end, ':');
-	size_t semi;
-
-	if (colon == end)
-		return spec_perr(p, off, len, "write sqldiff:<path>[;create]:<spec>",
-				 "missing ':<spec>' after the sqldiff path");
-	semi = spec_find(p, off, colon, ';');
-	if (semi == off)
-		return spec_perr(p, off, 0, NULL, "missing path after 'sqldiff:'");
-	s->path = spec_dup(p, off, semi - off);
-	if (!s->path)
-		return -ENOMEM;
-	while (semi < colon) {
-		size_t o = semi + 1;
-		size_t next = spec_find(p, o, colon, ';');
-		size_t olen = next - o;
-
-		if (olen == 0)
-			return spec_perr(p, semi, 1, NULL, "empty option");
-		if (!spec_part_is(p, o, olen, "create"))
-			return spec_perr(p, o, olen, "the only option is ;create",
-					 "unknown sqldiff option");
-		if (s->create)
-			return spec_perr(p, o, olen, NULL, "duplicate option");
-		s->create = true;
-		semi = next;
-	}
-	return spec_parse_inner(p, s, colon + 1, end - colon - 1, depth);
-}
-
-/* autocache:[<key>]:<spec> */
-static int spec_parse_autocache(struct spec_parser *p, struct spec *s, size_t off, size_t len,
-				unsigned depth)
-{
-	size_t end = off + len;
-	size_t colon = spec_find(p, off, end, ':');
-	size_t klen = colon - off;
-
-	if (colon == end)
-		return spec_perr(p, off, len, "write autocache:[<key>]:<spec> (autocache::<spec> for no key)",
-				 "missing ':<spec>' after the autocache key");
-	if (klen > 0) {
-		/* The key names a directory under the cache root. */
-		if (memchr(p->text + off, '/', klen) || spec_part_is(p, off, klen, ".") ||
-		    spec_part_is(p, off, klen, ".."))
-			return spec_perr(p, off, klen, "a key cannot contain '/' or be '.' or '..'",
-					 "invalid autocache key");
-		s->path = spec_dup(p, off, klen);
-		if (!s->path)
-			return -ENOMEM;
-	}
-	return spec_parse_inner(p, s, colon + 1, end - colon - 1, depth);
-}
-
-/* An http:// or https:// URL with something after the scheme. */
-static bool spec_is_http_url(const char *u, size_t len)
-{
-	if (len > 7 && strncasecmp(u, "http://", 7) == 0)
-		return true;
-	if (len > 8 && strncasecmp(u, "https://", 8) == 0)
-		return true;
-	return false;
-}
-
-/* blob:flat|vhd1:<url> */
-static int spec_parse_blob(struct spec_parser *p, struct spec *s, size_t off, size_t len)
-{
-	size_t end = off + len;
-	size_t colon = spec_find(p, off, end, ':');
-	size_t tlen = colon - off;
-
-	if (!spec_part_is(p, off, tlen, "flat") && !spec_part_is(p, off, tlen, "vhd1")) {
-		if (tlen == 0)
-			return spec_perr(p, off, 0, "valid types: flat, vhd1", "missing blob type");
-		return spec_perr(p, off, tlen, "valid types: flat, vhd1", "invalid blob type");
-	}
-	if (colon == end || colon + 1 == end)
-		return spec_perr(p, off, len, "write blob:flat|vhd1:<url>", "missing URL after blob type");
-	if (!spec_is_http_url(p->text + colon + 1, end - colon - 1))
-		return spec_perr(p, colon + 1, end - colon - 1, "blobs are http:// or https:// URLs",
-				 "invalid blob URL");
-	s->arg = spec_dup(p, off, tlen);
-	s->path = spec_dup(p, colon + 1, end - colon - 1);
-	if (!s->arg || !s->path)
-		return -ENOMEM;
-	return 0;
-}
-
-/* crypt:xts-aes-256:<keyfile>:<spec> */
-static int spec_parse_crypt(struct spec_parser *p, struct spec *s, size_t off, size_t len,
-			    unsigned depth)
-{
-	size_t end = off + len;
-	size_t c1 = spec_find(p, off, end, ':');
-	size_t c2;
-
-	if (!spec_part_is(p, off, c1 - off, "xts-aes-256")) {
-		if (c1 == off)
-			return spec_perr(p, off, 0, "valid ciphers: xts-aes-256", "missing cipher");
-		return spec_perr(p, off, c1 - off, "valid ciphers: xts-aes-256", "invalid cipher");
-	}
-	if (c1 == end)
-		return spec_perr(p, off, len, "write crypt:xts-aes-256:<keyfile>:<spec>",
-				 "missing ':<keyfile>:<spec>' after the cipher");
-	c2 = spec_find(p, c1 + 1, end, ':');
-	if (c2 == c1 + 1)
-		return spec_perr(p, c1 + 1, 0, "write crypt:xts-aes-256:<keyfile>:<spec>",
-				 "missing key file");
-	if (c2 == end)
-		return spec_perr(p, c1 + 1, end - c1 - 1,
-				 "write crypt:xts-aes-256:<keyfile>:<spec> (the key file path cannot contain ':')",
-				 "missing ':<spec>' after the key file");
-	s->arg = spec_dup(p, off, c1 - off);
-	s->path = spec_dup(p, c1 + 1, c2 - c1 - 1);
-	if (!s->arg || !s->path)
-		return -ENOMEM;
-	return spec_parse_inner(p, s, c2 + 1, end - c2 - 1, depth);
-}
-
-static int spec_parse_one_time(struct spec_parser *p, size_t off, size_t len, uint64_t *us)
-{
-	int r;
-
-	if (len == 0)
-		return spec_perr(p, off, 0, "a time is digits with an optional ms or us (5, 500us)",
-				 "missing delay");
-	r = spec_parse_time_us(p->text + off, len, us);
-	if (r == -ERANGE)
-		return spec_perr(p, off, len, NULL, "delay too large");
-	if (r < 0)
-		return spec_perr(p, off, len, "a time is digits with an optional ms or us (5, 500us)",
-				 "bad delay");
-	return 0;
-}
-
-/* delay:<time>[/<time>]:<spec> */
-static int spec_parse_delay(struct spec_parser *p, struct spec *s, size_t off, size_t len,
-			    unsigned depth)
-{
-	size_t end = off + len;
-	size_t colon = spec_find(p, off, end, ':');
-	size_t slash = spec_find(p, off, colon, '/');
-	int r;
-
-	if (colon == end)
-		return spec_perr(p, off, len, "write delay:<time>[/<time>]:<spec>",
-				 "missing ':<spec>' after the delay");
-	r = spec_parse_one_time(p, off, slash - off, &s->delay_read_us);
-	if (r < 0)
-		return r;
-	if (slash < colon) {
-		r = spec_parse_one_time(p, slash + 1, colon - slash - 1, &s->delay_write_us);
-		if (r < 0)
-			return r;
-	} else {
-		s->delay_write_us = s->delay_read_us;
-	}
-	return spec_parse_inner(p, s, colon + 1, end - colon - 1, depth);
-}
-
-/* striped:<chunk>:<spec>+<spec>+... */
-static int spec_parse_striped(struct spec_parser *p, struct spec *s, size_t off, size_t len,
-			      unsigned depth)
-{
-	size_t end = off + len;
-	size_t colon = spec_find(p, off, end, ':');
-	size_t o;
 	unsigned n = 1;
 	int r;
 
-	if (colon == end)
-		return spec_perr(p, off, len, "write striped:<chunk>:<spec>+<spec>...",
-				 "missing ':<spec>' after the stripe chunk size");
-	r = spec_parse_sector_size(p, off, colon - off, "stripe chunk size", &s->size);
-	if (r < 0)
-		return r;
-	if (colon + 1 == end)
-		return spec_perr(p, end, 0, NULL, "missing member disk specs after 'striped:'");
-	for (size_t i = colon + 1; i < end; i++)
+	if (len == 0)
+		return spec_perr(p, off, 0, NULL, "missing member disk specs after '%s:'",
+				 s->kind->name);
+	for (size_t i = off; i < end; i++)
 		if (p->text[i] == '+')
 			n++;
 	s->members = calloc(n, sizeof(*s->members));
 	if (!s->members)
 		return -ENOMEM;
-	o = colon + 1;
 	for (unsigned i = 0; i < n; i++) {
-		size_t plus = spec_find(p, o, end, '+');
+		size_t plus = spec_find(p, off, end, '+');
 
-		if (plus == o)
-			return spec_perr(p, o, 0, "members are separated by single '+'",
+		if (plus == off)
+			return spec_perr(p, off, 0, "members are separated by single '+'",
 					 "empty stripe member");
-		r = spec_parse_node(p, o, plus - o, depth + 1, &s->members[i]);
+		r = spec_parse_node(p, off, plus - off, depth + 1, &s->members[i]);
 		/* A failed member may be partly built: count it so it is freed. */
 		s->nmembers = i + 1;
 		if (r < 0)
 			return r;
-		o = plus + 1;
+		off = plus + 1;
 	}
 	return 0;
 }
 
-/* nbd:<uri> with an nbd://, nbds://, nbd+unix:// or nbds+unix:// URI. */
-static int spec_parse_nbd(struct spec_parser *p, struct spec *s, size_t off, size_t len)
+/* The field of @s at offset @field, as a T. */
+#define SPEC_AT(s, field, T) ((T *)(void *)((char *)(s) + (field)))
+
+/* Stores a copy of [off, off + len) in the string field @field of @s. */
+static int spec_set_string(const struct spec_parser *p, struct spec *s, size_t field,
+			   size_t off, size_t len)
 {
-	static const char *const schemes[] = { "nbd", "nbds", "nbd+unix", "nbds+unix" };
-	static const char hint[] = "valid schemes: nbd://, nbds://, nbd+unix://, nbds+unix://";
-	const char *u = p->text + off;
-	const char *sep = len ? memmem(u, len, "://", 3) : NULL;
-	size_t slen = sep ? (size_t)(sep - u) : 0;
-	bool found = false, is_unix;
+	char **dst = SPEC_AT(s, field, char *);
+
+	*dst = spec_dup(p, off, len);
+	return *dst ? 0 : -ENOMEM;
+}
+
+/* The ;option of @a that [off, off + len) names, or NULL; *index is its
+ * position in the list. A size option matches with or without "=...". */
+static const struct spec_option *spec_option_find(const struct spec_parser *p,
+						  const struct spec_arg *a, size_t off, size_t len,
+						  unsigned *index)
+{
+	*index = 0;
+	for (const struct spec_option *o = a->options; o && o->name; o++, (*index)++) {
+		size_t n = strlen(o->name);
+
+		if (o->type == SPEC_OPTION_FLAG && spec_part_is(p, off, len, o->name))
+			return o;
+		if (o->type == SPEC_OPTION_SIZE && len >= n && memcmp(p->text + off, o->name, n) == 0 &&
+		    (len == n || p->text[off + n] == '='))
+			return o;
+	}
+	return NULL;
+}
+
+/* "valid options: direct, create=<size>" for @a. */
+static void spec_option_hint(const struct spec_arg *a, char *buf, size_t len)
+{
+	size_t used = (size_t)snprintf(buf, len, "valid options:");
+
+	for (const struct spec_option *o = a->options; o && o->name && used < len; o++)
+		used += (size_t)snprintf(buf + used, len - used, "%s %s%s", o == a->options ? "" : ",",
+					 o->name, o->type == SPEC_OPTION_SIZE ? "=<size>" : "");
+}
+
+/* <path>[;<option>...] at [off, off + len) (file:, sql:, sqldiff:). */
+static int spec_parse_path_opts(struct spec_parser *p, struct spec *s, const struct spec_arg *a,
+				size_t off, size_t len)
+{
+	size_t end = off + len;
+	size_t semi = spec_find(p, off, end, ';');
+	uint32_t seen = 0;
+	int r;
+
+	if (semi == off)
+		return spec_perr(p, off, 0, NULL, "missing path after '%s:'", s->kind->name);
+	r = spec_set_string(p, s, a->field, off, semi - off);
+	if (r < 0)
+		return r;
+	while (semi < end) {
+		size_t o = semi + 1;
+		size_t next = spec_find(p, o, end, ';');
+		size_t olen = next - o;
+		const struct spec_option *opt;
+		unsigned i;
+
+		if (olen == 0)
+			return spec_perr(p, semi, 1, NULL, "empty option");
+		opt = spec_option_find(p, a, o, olen, &i);
+		if (!opt) {
+			char hint[128];
+
+			spec_option_hint(a, hint, sizeof(hint));
+			return spec_perr(p, o, olen, hint, "unknown %s option", s->kind->name);
+		}
+		if (opt->type == SPEC_OPTION_SIZE) {
+			size_t n = strlen(opt->name);
+			char hint[64];
+
+			snprintf(hint, sizeof(hint), "write %s=<size>", opt->name);
+			if (olen == n)
+				return spec_perr(p, o, olen, hint, "option needs a size");
+			if (seen & (1u << i))
+				return spec_perr(p, o, olen, NULL, "duplicate option");
+			if (olen == n + 1)
+				return spec_perr(p, o, olen, hint, "missing size in option");
+			r = spec_parse_sector_size(p, o + n + 1, olen - n - 1, opt->value_name,
+						   SPEC_AT(s, opt->value, uint64_t));
+			if (r < 0)
+				return r;
+		} else if (seen & (1u << i)) {
+			return spec_perr(p, o, olen, NULL, "duplicate option");
+		}
+		seen |= 1u << i;
+		*SPEC_AT(s, opt->set, bool) = true;
+		semi = next;
+	}
+	return 0;
+}
+
+/* One time of a SPEC_ARG_TIMES argument. */
+static int spec_parse_one_time(struct spec_parser *p, size_t off, size_t len, const char *what,
+			       uint64_t *us)
+{
+	int r;
 
 	if (len == 0)
-		return spec_perr(p, off, 0, "write nbd:nbd://<host>[:<port>]/<export>", "missing NBD URI");
-	for (size_t i = 0; sep && i < ARRAY_SIZE(schemes); i++)
-		if (strlen(schemes[i]) == slen && memcmp(u, schemes[i], slen) == 0)
-			found = true;
-	if (!found)
-		return spec_perr(p, off, sep ? slen : len, hint, "unsupported NBD URI scheme");
-	is_unix = slen > 5 && memcmp(u + slen - 5, "+unix", 5) == 0;
-	if (is_unix) {
-		const char *q = memchr(u, '?', len);
-		bool has_socket = false;
-
-		/* The socket is a query parameter: ?socket=<path>. */
-		for (const char *a = q; a && a < u + len; a = memchr(a + 1, '&', (size_t)(u + len - a - 1))) {
-			if ((size_t)(u + len - a - 1) > 7 && memcmp(a + 1, "socket=", 7) == 0)
-				has_socket = true;
-		}
-		if (!has_socket)
-			return spec_perr(p, off, len, "write nbd+unix:///<export>?socket=<path>",
-					 "missing socket= in NBD URI");
-	} else {
-		const char *h = sep + 3;
-		size_t hlen = strcspn(h, "/?#");
-
-		if ((size_t)(h - u) + hlen > len)
-			hlen = len - (size_t)(h - u);
-		if (hlen == 0)
-			return spec_perr(p, off, len, "write nbd://<host>[:<port>]/<export>",
-					 "missing host in NBD URI");
-	}
-	s->path = spec_dup(p, off, len);
-	if (!s->path)
-		return -ENOMEM;
+		return spec_perr(p, off, 0, "a time is digits with an optional ms or us (5, 500us)",
+				 "missing %s", what);
+	r = spec_parse_time_us(p->text + off, len, us);
+	if (r == -ERANGE)
+		return spec_perr(p, off, len, NULL, "%s too large", what);
+	if (r < 0)
+		return spec_perr(p, off, len, "a time is digits with an optional ms or us (5, 500us)",
+				 "bad %s", what);
 	return 0;
+}
+
+/* "missing <name>" for an empty argument. */
+static int spec_missing(struct spec_parser *p, const struct spec_arg *a, size_t off)
+{
+	return spec_perr(p, off, 0, a->missing_hint ? a->missing_hint : a->hint, "missing %s",
+			 a->name);
+}
+
+/* The argument @a of @s at [off, off + len). */
+static int spec_parse_arg(struct spec_parser *p, struct spec *s, const struct spec_arg *a,
+			  size_t off, size_t len)
+{
+	switch (a->type) {
+	case SPEC_ARG_SIZE:
+		return spec_parse_sector_size(p, off, len, a->name, SPEC_AT(s, a->field, uint64_t));
+	case SPEC_ARG_PATH:
+		return spec_parse_path_opts(p, s, a, off, len);
+	case SPEC_ARG_WORD:
+		for (const char *const *w = a->words; w && *w; w++)
+			if (spec_part_is(p, off, len, *w))
+				return spec_set_string(p, s, a->field, off, len);
+		if (len == 0)
+			return spec_missing(p, a, off);
+		return spec_perr(p, off, len, a->hint, "invalid %s", a->name);
+	case SPEC_ARG_STRING:
+		if (len == 0)
+			return spec_missing(p, a, off);
+		return spec_set_string(p, s, a->field, off, len);
+	case SPEC_ARG_NAME:
+		if (len == 0)
+			return 0;
+		/* A name is one path component (a directory under a root). */
+		if (memchr(p->text + off, '/', len) || spec_part_is(p, off, len, ".") ||
+		    spec_part_is(p, off, len, ".."))
+			return spec_perr(p, off, len, a->hint, "invalid %s", a->name);
+		return spec_set_string(p, s, a->field, off, len);
+	case SPEC_ARG_TIMES: {
+		size_t slash = spec_find(p, off, off + len, '/');
+		uint64_t *first = SPEC_AT(s, a->field, uint64_t);
+		uint64_t *second = SPEC_AT(s, a->field2, uint64_t);
+		int r = spec_parse_one_time(p, off, slash - off, a->name, first);
+
+		if (r < 0)
+			return r;
+		if (slash == off + len) {
+			*second = *first;
+			return 0;
+		}
+		return spec_parse_one_time(p, slash + 1, off + len - slash - 1, a->name, second);
+	}
+	case SPEC_ARG_URI:
+		if (len == 0)
+			return spec_missing(p, a, off);
+		if (a->check) {
+			struct spec_arg_error e = { 0 };
+
+			if (a->check(p->text + off, len, &e) < 0)
+				return spec_perr(p, off + e.off, e.len, e.hint, "%s", e.what);
+		}
+		return spec_set_string(p, s, a->field, off, len);
+	}
+	assert(!"unknown spec argument type");
+	return -EINVAL;
+}
+
+/* The arguments and the tail of @s, at [off, off + len): each argument
+ * but a final one (no tail) ends at the next ':'. */
+static int spec_parse_args(struct spec_parser *p, struct spec *s, size_t off, size_t len,
+			   unsigned depth)
+{
+	const struct spec_kind *k = s->kind;
+	size_t end = off + len;
+	int r;
+
+	for (unsigned i = 0; i < k->nargs; i++) {
+		const struct spec_arg *a = &k->args[i];
+		bool rest = i + 1 == k->nargs && k->tail == SPEC_TAIL_NONE;
+		size_t stop = rest ? end : spec_find(p, off, end, ':');
+		/* A word or string is judged before what must follow it;
+		 * the other types after ("missing ':<spec>' after the
+		 * delay" rather than "bad delay" for "delay:x"). */
+		bool value_first = a->type == SPEC_ARG_WORD || a->type == SPEC_ARG_STRING;
+
+		if (!rest && stop == end && !value_first)
+			goto missing_next;
+		r = spec_parse_arg(p, s, a, off, stop - off);
+		if (r < 0 || rest)
+			return r;
+		if (stop == end)
+			goto missing_next;
+		off = stop + 1;
+		continue;
+missing_next:
+		return spec_perr(p, off, end - off, a->missing_next_hint, "%s",
+				 a->missing_next ? a->missing_next : "missing ':'");
+	}
+	switch (k->tail) {
+	case SPEC_TAIL_NONE:
+		return 0;
+	case SPEC_TAIL_INNER:
+		return spec_parse_inner(p, s, off, end - off, depth);
+	case SPEC_TAIL_MEMBERS:
+		return spec_parse_members(p, s, off, end - off, depth);
+	}
+	assert(!"unknown spec tail");
+	return -EINVAL;
 }
 
 static int spec_unknown_kind(struct spec_parser *p, size_t off, size_t klen)
@@ -642,9 +558,9 @@ static int spec_unknown_kind(struct spec_parser *p, size_t off, size_t klen)
 	char kinds[256] = "";
 	size_t used = 0;
 
-	for (const struct spec_kind *k = spec_kinds; k->name; k++) {
+	for (const struct spec_kind *const *k = spec_kinds; *k; k++) {
 		int n = snprintf(kinds + used, sizeof(kinds) - used, "%s%s",
-				 used ? ", " : "", k->name);
+				 used ? ", " : "", (*k)->name);
 		if (n < 0 || (size_t)n >= sizeof(kinds) - used)
 			break;
 		used += (size_t)n;
@@ -664,7 +580,6 @@ static int spec_parse_node(struct spec_parser *p, size_t off, size_t len, unsign
 	size_t end = off + len;
 	size_t colon;
 	struct spec *s;
-	int r;
 
 	*out = NULL;
 	if (depth > SPEC_MAX_DEPTH)
@@ -682,53 +597,15 @@ static int spec_parse_node(struct spec_parser *p, size_t off, size_t len, unsign
 	colon = spec_find(p, off, end, ':');
 	if (colon == end || p->text[off] == '/') {
 		/* A bare path: no ':' anywhere, or an absolute path. */
-		s->kind = spec_kind_find("file");
+		s->kind = spec_kind_bare();
 		s->bare = true;
-		return spec_parse_path_opts(p, s, off, len);
+		assert(s->kind);
+		return spec_parse_args(p, s, off, len, depth);
 	}
 	s->kind = spec_kind_findn(p->text + off, colon - off);
 	if (!s->kind)
 		return spec_unknown_kind(p, off, colon - off);
-
-	off = colon + 1;
-	len = end - off;
-	switch (s->kind->shape) {
-	case SPEC_SHAPE_PATH:
-	case SPEC_SHAPE_SQL:
-		r = spec_parse_path_opts(p, s, off, len);
-		break;
-	case SPEC_SHAPE_SIZE:
-		r = spec_parse_sector_size(p, off, len, "size", &s->size);
-		break;
-	case SPEC_SHAPE_INNER:
-		r = spec_parse_inner(p, s, off, len, depth);
-		break;
-	case SPEC_SHAPE_SQLDIFF:
-		r = spec_parse_sqldiff(p, s, off, len, depth);
-		break;
-	case SPEC_SHAPE_KEY_INNER:
-		r = spec_parse_autocache(p, s, off, len, depth);
-		break;
-	case SPEC_SHAPE_BLOB:
-		r = spec_parse_blob(p, s, off, len);
-		break;
-	case SPEC_SHAPE_CRYPT:
-		r = spec_parse_crypt(p, s, off, len, depth);
-		break;
-	case SPEC_SHAPE_DELAY:
-		r = spec_parse_delay(p, s, off, len, depth);
-		break;
-	case SPEC_SHAPE_STRIPED:
-		r = spec_parse_striped(p, s, off, len, depth);
-		break;
-	case SPEC_SHAPE_URI:
-		r = spec_parse_nbd(p, s, off, len);
-		break;
-	default:
-		assert(!"unknown spec shape");
-		r = -EINVAL;
-	}
-	return r;
+	return spec_parse_args(p, s, colon + 1, end - colon - 1, depth);
 }
 
 /* The end of the spec part: the first comma outside [...]. */
@@ -829,14 +706,26 @@ int spec_autocache_dir(const struct spec_ctx *ctx, const char **out, char *err, 
 	return 0;
 }
 
-/* The text of node @s with credentials in URLs removed (url.h), for
- * messages: "<node text>: <why>". */
+/* The text of node @s with secrets removed (each kind that takes URLs
+ * gives its redact function), for messages: "<node text>: <why>". */
 static void spec_node_shown(const struct spec *s, char *buf, size_t len)
 {
 	char raw[SPEC_ERR_MAX];
 
-	snprintf(raw, sizeof(raw), "%.*s", (int)s->len, s->text + s->off);
-	url_redact_text(raw, buf, len);
+	snprintf(buf, len, "%.*s", (int)s->len, s->text + s->off);
+	for (const struct spec_kind *const *k = spec_kinds; *k; k++) {
+		bool done = false;
+
+		if (!(*k)->redact)
+			continue;
+		for (const struct spec_kind *const *e = spec_kinds; e != k; e++)
+			if ((*e)->redact == (*k)->redact)
+				done = true;
+		if (done)
+			continue;
+		snprintf(raw, sizeof(raw), "%s", buf);
+		(*k)->redact(raw, buf, len);
+	}
 }
 
 /* True when @msg already starts with the (shown) text of @s or a node below
@@ -917,26 +806,30 @@ static void spec_list_free(struct spec_list *l)
 }
 
 /* Checks, before anything is opened or created, that every node of the tree
- * can be opened in this build (and that autocache has a directory). On
- * failure, *bad is the node and @msg says why. */
+ * can be opened in this build and has what it needs from @ctx (the kind's
+ * precheck: autocache's directory). On failure, *bad is the node and @msg
+ * says why. */
 static int spec_check_openable(const struct spec *s, const struct spec_ctx *ctx,
 			       const struct spec **bad, char *msg, size_t msglen)
 {
 	int r;
 
-	if (s->kind->shape == SPEC_SHAPE_KEY_INNER) {
-		const char *dir;
-
-		r = spec_autocache_dir(ctx, &dir, msg, msglen);
+	if (!spec_kind_available(s->kind)) {
+		*bad = s;
+		if (s->kind->unavailable)
+			snprintf(msg, msglen, "%s: this diskstack was %s", s->kind->name,
+				 s->kind->unavailable);
+		else
+			snprintf(msg, msglen, "disk kind '%s' is not available in this build",
+				 s->kind->name);
+		return -ENOTSUP;
+	}
+	if (s->kind->precheck) {
+		r = s->kind->precheck(s, ctx, msg, msglen);
 		if (r < 0) {
 			*bad = s;
 			return r;
 		}
-	}
-	if (!spec_kind_available(s->kind)) {
-		*bad = s;
-		snprintf(msg, msglen, "disk kind '%s' is not available in this build", s->kind->name);
-		return -ENOTSUP;
 	}
 	if (s->inner) {
 		r = spec_check_openable(s->inner, ctx, bad, msg, msglen);
@@ -1074,107 +967,5 @@ int spec_open_str(const char *text, bool read_only, const struct spec_ctx *ctx,
 		return r;
 	r = spec_open(s, read_only, ctx, out, err, errlen);
 	spec_free(s);
-	return r;
-}
-
-/* ---- mem, memdiff, file ------------------------------------------------------ */
-
-static int spec_open_mem(const struct spec *s, bool read_only UNUSED,
-			 const struct spec_ctx *ctx UNUSED, struct layer **out,
-			 bool *read_cache UNUSED, char *err, size_t errlen)
-{
-	return ramlayer_new(s->size, 512, out, err, errlen);
-}
-
-static int spec_open_memdiff(const struct spec *s UNUSED, bool read_only UNUSED,
-			     const struct spec_ctx *ctx UNUSED, struct layer **out,
-			     bool *read_cache UNUSED, char *err, size_t errlen)
-{
-	/* Lazily sized: size and sector size come from the layer below. */
-	return ramlayer_new(0, 0, out, err, errlen);
-}
-
-/* The extension of @path's last component, or "". */
-static const char *spec_path_ext(const char *path)
-{
-	const char *base = strrchr(path, '/');
-	const char *dot;
-
-	base = base ? base + 1 : path;
-	dot = strrchr(base, '.');
-	return dot && dot != base ? dot + 1 : "";
-}
-
-/* Drops a leading "<path>: " from a backend's message: the resolver puts
- * the node's text (which holds the path) in front. */
-static void spec_strip_path(char *err, size_t errlen, const char *path)
-{
-	size_t n = strlen(path);
-
-	if (err && errlen && strncmp(err, path, n) == 0 && strncmp(err + n, ": ", 2) == 0)
-		memmove(err, err + n + 2, strlen(err + n + 2) + 1);
-}
-
-static int spec_open_file(const struct spec *s, bool read_only, const struct spec_ctx *ctx UNUSED,
-			  struct disk **out, char *err, size_t errlen)
-{
-	struct filedisk_opts o = {
-		.read_only = read_only,
-		.direct = s->direct,
-		.create = s->create,
-		.create_size = s->size,
-	};
-	const char *ext = spec_path_ext(s->path);
-	int r;
-
-	/* §6.4: the extension chooses the backend. */
-	if (strcasecmp(ext, "vhd") == 0 || strcasecmp(ext, "vmgs") == 0) {
-		struct vhd1_opts vo = {
-			.read_only = read_only,
-			.create = s->create,
-			.create_size = s->size,
-		};
-
-		if (s->direct) {
-			(void)errbuf_printf(err, errlen, "';direct' is not supported for VHD files");
-			return -EINVAL;
-		}
-		/* §6.4: create= opens writable whatever the flag says. */
-		r = vhd1_open(s->path, &vo, out, err, errlen);
-		spec_strip_path(err, errlen, s->path);
-		return r;
-	}
-	if (strcasecmp(ext, "vhdx") == 0) {
-		(void)errbuf_printf(err, errlen, "VHDX files are not supported");
-		return -ENOTSUP;
-	}
-	if (strcasecmp(ext, "iso") == 0) {
-		if (s->create) {
-			(void)errbuf_printf(err, errlen, "cannot create an .iso file");
-			return -EINVAL;
-		}
-		if (!read_only) {
-			(void)errbuf_printf(err, errlen, "iso file cannot be opened as read/write; add ,ro");
-			return -EROFS;
-		}
-	}
-	if (o.create && o.read_only) {
-		/* §6.4: creating opens the file writable whatever the flag;
-		 * create it, then open the result read-only. */
-		struct disk *d;
-
-		o.read_only = false;
-		r = filedisk_open(s->path, &o, &d, err, errlen);
-		if (r < 0) {
-			spec_strip_path(err, errlen, s->path);
-			return r;
-		}
-		disk_unref(d);
-		o.read_only = true;
-		o.create = false;
-		o.create_size = 0;
-	}
-	r = filedisk_open(s->path, &o, out, err, errlen);
-	spec_strip_path(err, errlen, s->path);
 	return r;
 }

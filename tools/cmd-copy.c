@@ -539,7 +539,7 @@ static void copy_slot_io_done(struct disk_io *io)
 /* The root is a plain path (file: or bare) that will not be created. */
 static bool spec_is_uncreated_path(const struct spec *s)
 {
-	return s->kind && s->kind->shape == SPEC_SHAPE_PATH && !s->create && s->path;
+	return s->kind && s->kind->bare_path && !s->create && s->path;
 }
 
 /* True if a node of @s names the file @st. */
@@ -726,7 +726,7 @@ int cmd_copy(int argc, char **argv)
 	job.total = src_count << si->sector_shift;
 
 	/* Check a create= size before anything is created. */
-	if (dst_spec->create && dst_spec->kind->shape == SPEC_SHAPE_PATH &&
+	if (dst_spec->create && dst_spec->kind->bare_path &&
 	    dst_spec->size < job.total) {
 		char h[32];
 		tool_human_size(job.total, h, sizeof(h));

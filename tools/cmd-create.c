@@ -31,8 +31,8 @@
 #include <unistd.h>
 
 #include "common/compiler.h"
-#include "storage/sqlitelayer.h"
-#include "storage/vhd1.h"
+#include "storage/layers/sqlitelayer.h"
+#include "storage/backends/vhd1.h"
 #include "tools/progress.h"
 #include "tools/tool.h"
 
@@ -270,6 +270,11 @@ int cmd_create(int argc, char **argv)
 	if (prealloc && type == TYPE_SQL)
 		return tool_usage_error(cmd_name, "--preallocate does not apply to sql disks "
 					"(a .dbhd holds only the sectors written)");
+#ifndef HAVE_SQLITE
+	/* Refused before anything is touched (configure --without-sqlite). */
+	if (type == TYPE_SQL)
+		return tool_error(cmd_name, "sql: this diskstack was built without SQLite");
+#endif
 
 	if (lstat(path, &st) == 0) {
 		if (!S_ISREG(st.st_mode))
@@ -285,6 +290,7 @@ int cmd_create(int argc, char **argv)
 		return tool_error(cmd_name, "'%s': %s", path, strerror(errno));
 	}
 
+#ifdef HAVE_SQLITE
 	if (type == TYPE_SQL) {
 		struct sqlitelayer_format f = { .len_bytes = size, .sector_size = (uint32_t)ss };
 		char err[512] = "";
@@ -295,7 +301,9 @@ int cmd_create(int argc, char **argv)
 			return tool_error(cmd_name, "cannot create '%s': %s", path,
 					  err[0] ? err : strerror(-r));
 		}
-	} else {
+	} else
+#endif
+	{
 		r = create_file(path, type, size, prealloc, quiet);
 		if (r)
 			return r;

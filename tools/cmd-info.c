@@ -33,7 +33,7 @@
 #include "storage/disk.h"
 #include "storage/layered.h"
 #include "storage/spec.h"
-#include "storage/url.h"
+#include "storage/backends/url.h"
 #include "tools/tool.h"
 
 #define INFO_MAX_DEPTH 32

@@ -21,7 +21,7 @@
 #include "common/log.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
-#include "storage/url.h"
+#include "storage/backends/url.h"
 #include "tools/tool.h"
 
 /* Options given before the command (--cache-dir) for every spec opened. */

@@ -4,8 +4,8 @@
 # quickstart.sh: one command from a fresh Debian bookworm machine to a built
 # and tested diskstack.
 #
-#   tools/quickstart.sh test    install what is missing, build (gcc -Werror,
-#                               clang -Werror, ASan+UBSan, libFuzzer), run
+#   tools/quickstart.sh test    install what is missing, build (gcc, clang,
+#                               no optional libs, ASan+UBSan, libFuzzer), run
 #                               every test suite, exit non-zero on any failure
 #   tools/quickstart.sh serve   install, build, and serve the default disk
 #                               (mem:1G as export "") over NBD on
@@ -14,8 +14,8 @@
 #   tools/quickstart.sh deps    only install what is missing
 #
 # Environment: JOBS (default: number of CPUs), QUICKSTART_SKIP_VALGRIND=1,
-# QUICKSTART_SKIP_ASAN=1, QUICKSTART_SKIP_CLANG=1, QUICKSTART_SKIP_FUZZ=1,
-# QUICKSTART_SKIP_VM=1 to leave a suite out (each skip is reported in the
+# _SKIP_ASAN=1, _SKIP_CLANG=1, _SKIP_MINIMAL=1, _SKIP_FUZZ=1, _SKIP_VM=1
+# (each QUICKSTART_) to leave a suite out (each skip is reported in the
 # summary); FUZZ_SECONDS (default 30) per libFuzzer target. The VM suite
 # (make check-vm: ublk and the kernel NBD client in QEMU guests) caches its
 # kernel downloads in ${XDG_CACHE_HOME:-/var/cache}/diskstack-vm.
@@ -155,13 +155,17 @@ run_suite() {
 	count_results "$out"
 }
 
+# The test builds use every optional library (configure fails if one is
+# missing rather than dropping its disk kinds), so that every test runs.
+all_kinds=(--with-sqlite --with-curl --with-libnbd)
+
 cmd_test() {
 	install_deps
 	# Every package the tests use is installed now: a missing program or
 	# module is a broken set-up, not a skip (tests/integration/functions.sh).
 	export DISKSTACK_STRICT_DEPS=1
 	autogen
-	configure_build build --enable-werror
+	configure_build build --enable-werror "${all_kinds[@]}"
 	run_suite check build check
 
 	if [ "${QUICKSTART_SKIP_VALGRIND:-0}" = 1 ]; then
@@ -172,18 +176,27 @@ cmd_test() {
 	if [ "${QUICKSTART_SKIP_CLANG:-0}" = 1 ]; then
 		say "clang build skipped (QUICKSTART_SKIP_CLANG=1)"
 	else
-		configure_build build-clang --enable-werror CC=clang
+		configure_build build-clang --enable-werror CC=clang "${all_kinds[@]}"
+	fi
+	# The optional libraries left out: a build-only check (like clang's)
+	# that the tree still builds without them.
+	if [ "${QUICKSTART_SKIP_MINIMAL:-0}" = 1 ]; then
+		say "build without optional libraries skipped (QUICKSTART_SKIP_MINIMAL=1)"
+	else
+		configure_build build-minimal --enable-werror --without-sqlite --without-curl \
+			--without-libnbd
 	fi
 	if [ "${QUICKSTART_SKIP_ASAN:-0}" = 1 ]; then
 		say "ASan+UBSan suite skipped (QUICKSTART_SKIP_ASAN=1)"
 	else
-		configure_build build-asan --enable-werror --enable-sanitizers CC=clang
+		configure_build build-asan --enable-werror --enable-sanitizers CC=clang "${all_kinds[@]}"
 		run_suite asan build-asan check
 	fi
 	if [ "${QUICKSTART_SKIP_FUZZ:-0}" = 1 ]; then
 		say "fuzz suite skipped (QUICKSTART_SKIP_FUZZ=1)"
 	else
-		configure_build build-fuzz --enable-werror --enable-sanitizers --enable-fuzzing CC=clang
+		configure_build build-fuzz --enable-werror --enable-sanitizers --enable-fuzzing CC=clang \
+			"${all_kinds[@]}"
 		run_suite fuzz build-fuzz check-fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 	fi
 

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "storage/vhd1.h"
-#include "storage/vhdfooter.h"
+#include "storage/backends/vhd1.h"
+#include "storage/backends/vhdfooter.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -9,6 +9,7 @@
 # with one valid cache file.
 . "$(dirname "$0")/functions.sh"
 requires sqlite3 cmp dd od tr
+requires_kind autocache
 
 base=$tmpdir/base.vhd
 expect_exit 0 "$DISKSTACK" create "$base" 1M -q

@@ -6,6 +6,7 @@
 # credentials in what info and errors show.
 . "$(dirname "$0")/functions.sh"
 requires cmp dd
+requires_kind blob
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 
 www=$tmpdir/www

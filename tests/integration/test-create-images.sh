@@ -43,6 +43,16 @@ truncate -s 4M "$tmpdir/zero4.img"
 qemu-img compare -f vpc -F raw "$tmpdir/e.disk" "$tmpdir/zero4.img" >/dev/null ||
 	fail "qemu-img compare: new VHD is not all zero"
 
+# sql needs SQLite in the build: without it, create refuses it by name.
+_why=$(kind_missing sql)
+if [ -n "$_why" ]; then
+	expect_exit 1 "$DISKSTACK" create "$tmpdir/f.dbhd" 4M --type sql
+	expect_stderr "sql: this diskstack was $_why"
+	[ ! -e "$tmpdir/f.dbhd" ] || fail "create made f.dbhd without SQLite"
+	echo "test-create-images: ok (sql: not in this build, $_why)"
+	exit 0
+fi
+
 # sql, with another sector size.
 expect_exit 0 "$DISKSTACK" create "$tmpdir/f.dbhd" 4M --sector-size 4096
 [ "$(sqlite3 "$tmpdir/f.dbhd" 'SELECT metadata FROM meta')" = '{"logically_read_only":false,"sector_count":1024,"sector_size":4096}' ] ||

@@ -5,6 +5,7 @@
 # and a read-only export refuses a writable open.
 . "$(dirname "$0")/functions.sh"
 requires nbdkit cmp dd
+requires_kind nbd
 
 # Waits until nbdkit has written its -P file: it does once it listens.
 wait_ready()

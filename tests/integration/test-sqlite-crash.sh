@@ -9,6 +9,7 @@
 # work, it never fails the test.
 . "$(dirname "$0")/functions.sh"
 requires sqlite3 awk sleep
+requires_kind sql
 
 CRASHWRITER=${CRASHWRITER:-$(dirname "$DISKSTACK")/tests/helpers/crashwriter}
 [ -x "$CRASHWRITER" ] || { echo "crashwriter not built, skipping"; exit 77; }

@@ -7,6 +7,7 @@
 # rules of sql: and sqldiff:, and crafted files refused at open.
 . "$(dirname "$0")/functions.sh"
 requires sqlite3 cmp sha256sum dd truncate
+requires_kind sql sqldiff
 
 db=$tmpdir/disk.dbhd
 

@@ -24,9 +24,9 @@
 #include <unistd.h>
 
 #include "common/compiler.h"
-#include "storage/blob.h"
+#include "storage/backends/blob.h"
 #include "storage/spec.h"
-#include "storage/vhdfooter.h"
+#include "storage/backends/vhdfooter.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/testproc.h"
 #include "tests/unit/testutil.h"

@@ -38,8 +38,8 @@
 #include <scsi/sg.h>
 
 #include "common/compiler.h"
-#include "storage/blockdev.h"
-#include "storage/filedisk.h"
+#include "storage/backends/blockdev.h"
+#include "storage/backends/filedisk.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/testutil.h"
 

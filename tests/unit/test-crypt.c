@@ -26,8 +26,8 @@
 #include <openssl/opensslv.h>
 
 #include "common/compiler.h"
-#include "storage/crypt.h"
-#include "storage/filedisk.h"
+#include "storage/decorators/crypt.h"
+#include "storage/backends/filedisk.h"
 #include "storage/layered.h"
 #include "storage/spec.h"
 #include "tests/unit/contract.h"

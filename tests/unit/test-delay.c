@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "common/compiler.h"
-#include "storage/delay.h"
+#include "storage/decorators/delay.h"
 #include "storage/spec.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/mockdisk.h"

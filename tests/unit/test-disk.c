@@ -464,6 +464,77 @@ static void test_disk_status_names(void **state)
 		assert_string_not_equal(disk_op_str(o), "unknown");
 }
 
+/* A backend that asks the dispatcher for its prologue (disk_ops.checks)
+ * and counts the calls that get past it. */
+static unsigned checked_calls;
+static uint64_t checked_count(struct disk *d) { return 64; }
+static int checked_op(struct disk *d, struct disk_io *io)
+{
+	checked_calls++;
+	return DISK_OK;
+}
+static int checked_pr(struct disk *d, struct disk_io *io)
+{
+	checked_calls++;
+	return DISK_OK;
+}
+static const struct disk_ops checked_ops = {
+	.version = DISK_OPS_VERSION, .sector_count = checked_count, .read = checked_op,
+	.write = checked_op, .unmap = checked_op, .write_zeroes = checked_op, .cache = checked_op,
+	.block_status = checked_op, .pr = checked_pr,
+	.checks = DISK_CHECK_RANGE | DISK_CHECK_READ_ONLY | DISK_CHECK_EMPTY,
+};
+
+static void test_disk_checks_prologue(void **state)
+{
+	struct disk_info info = { .type = "checked", .sector_size = 512, .physical_sector_size = 512,
+				  .read_only = true };
+	static char buf[1024];
+	struct disk_extent ext[1];
+	struct disk_io io = { .op = DISK_OP_PR_RESERVE };
+	struct disk *d, *top;
+
+	assert_int_equal(disk_new(&checked_ops, &info, NULL, NULL, &d), 0);
+	checked_calls = 0;
+	/* In range: the op runs; read-only refuses writes before it. */
+	assert_int_equal(disk_sync_read(d, 62, buf, 1024), DISK_OK);
+	assert_int_equal(checked_calls, 1);
+	assert_int_equal(disk_sync_write(d, 0, buf, 512, 0), DISK_READ_ONLY);
+	assert_int_equal(disk_sync_write_zeroes(d, 0, 8, 0), DISK_READ_ONLY);
+	assert_int_equal(disk_sync_unmap(d, 0, 8, 0), DISK_OK);
+	assert_int_equal(disk_sync_block_status(d, 0, 8, ext, 1, NULL), DISK_OK);
+	assert_int_equal(checked_calls, 3);
+	/* Past the end: ILLEGAL_BLOCK first, also for a write. */
+	assert_int_equal(disk_sync_read(d, 63, buf, 1024), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_write(d, 64, buf, 512, 0), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_unmap(d, 60, 8, 0), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_block_status(d, 60, 8, ext, 1, NULL), DISK_ILLEGAL_BLOCK);
+	/* Empty requests finish at once, but only within range. */
+	assert_int_equal(disk_sync_read(d, 64, buf, 0), DISK_OK);
+	assert_int_equal(disk_sync_unmap(d, 8, 0, 0), DISK_OK);
+	assert_int_equal(disk_sync_read(d, 65, buf, 0), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(checked_calls, 3);
+	/* Through a pass-through decorator the handler's checks still apply. */
+	assert_int_equal(disk_new(&passthru_ops, &info, NULL, disk_ref(d), &top), 0);
+	assert_int_equal(disk_sync_read(top, 63, buf, 1024), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_read(top, 0, buf, 512), DISK_OK);
+	assert_int_equal(checked_calls, 4);
+	/* PR: "none" is no type to reserve with; the dispatcher says so. */
+	io.u.pr.type = DISK_PR_NONE;
+	assert_int_equal(disk_sync_io(top, &io), DISK_INVALID_INPUT);
+	io.u.pr.type = DISK_PR_WRITE_EXCLUSIVE;
+	assert_int_equal(disk_sync_io(top, &io), DISK_OK);
+	assert_int_equal(checked_calls, 5);
+	disk_unref(top);
+	disk_unref(d);
+	/* A disk without PR still answers UNSUPPORTED, whatever the type. */
+	info.read_only = false;
+	assert_int_equal(disk_new(&mock_ops, &info, NULL, NULL, &d), 0);
+	io = (struct disk_io){ .op = DISK_OP_PR_RELEASE, .u.pr.type = DISK_PR_NONE };
+	assert_int_equal(disk_sync_io(d, &io), DISK_UNSUPPORTED);
+	disk_unref(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -487,6 +558,7 @@ int main(void)
 		cmocka_unit_test(test_disk_io_cache_reuses),
 		cmocka_unit_test(test_disk_iov_helpers),
 		cmocka_unit_test(test_disk_status_names),
+		cmocka_unit_test(test_disk_checks_prologue),
 	};
 	int r;
 

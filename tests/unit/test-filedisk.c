@@ -30,7 +30,7 @@
 #include <linux/magic.h>
 
 #include "common/compiler.h"
-#include "storage/filedisk.h"
+#include "storage/backends/filedisk.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/testutil.h"
 

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "common/compiler.h"
-#include "storage/nbdclient.h"
+#include "storage/backends/nbdclient.h"
 #include "storage/spec.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/nbdscript.h"

@@ -28,7 +28,7 @@
 #include <time.h>
 
 #include "common/compiler.h"
-#include "storage/prwrap.h"
+#include "storage/decorators/prwrap.h"
 #include "storage/spec.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/mockdisk.h"

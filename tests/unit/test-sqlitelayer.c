@@ -32,7 +32,7 @@
 #include "storage/disk.h"
 #include "storage/layered.h"
 #include "storage/spec.h"
-#include "storage/sqlitelayer.h"
+#include "storage/layers/sqlitelayer.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/mockdisk.h"
 #include "tests/unit/testutil.h"

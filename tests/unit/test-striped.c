@@ -25,7 +25,7 @@
 
 #include "common/compiler.h"
 #include "storage/spec.h"
-#include "storage/striped.h"
+#include "storage/decorators/striped.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/mockdisk.h"
 #include "tests/unit/testutil.h"

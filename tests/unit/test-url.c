@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "common/compiler.h"
-#include "storage/url.h"
+#include "storage/backends/url.h"
 #include "tests/unit/testutil.h"
 
 static void check(const char *in, const char *want)

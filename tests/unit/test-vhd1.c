@@ -23,7 +23,7 @@
 #include "common/compiler.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
-#include "storage/vhd1.h"
+#include "storage/backends/vhd1.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/testutil.h"
 

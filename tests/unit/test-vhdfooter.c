@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "common/compiler.h"
-#include "storage/vhdfooter.h"
+#include "storage/backends/vhdfooter.h"
 #include "tests/unit/testutil.h"
 
 static const uint8_t id[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };

@@ -6,7 +6,7 @@
 #   tmpfs   the file on the guest's tmpfs, page cache I/O on both sides;
 #   direct  the file on ext4 on a virtio disk (/dev/vda), O_DIRECT on both
 #           sides: `file:...;direct` against `losetup --direct-io=on`.
-# The file backend moves data inline on tmpfs (storage/filedisk.c); on the
+# The file backend moves data inline on tmpfs (storage/backends/filedisk.c); on the
 # tmpfs scenario ublk-kernel-uring is kernel copy with DISKSTACK_FILE_RW=uring
 # (the io_uring path), and INFO lines say how many of the backend's io_uring
 # reads and writes the kernel punted to io-wq (tracepoint

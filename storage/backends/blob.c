@@ -70,10 +70,10 @@
 #include "common/compiler.h"
 #include "common/log.h"
 #include "common/reactor.h"
-#include "storage/blob.h"
-#include "storage/spec.h"
-#include "storage/url.h"
-#include "storage/vhdfooter.h"
+#include "storage/backends/blob.h"
+#include "storage/kind.h"
+#include "storage/backends/url.h"
+#include "storage/backends/vhdfooter.h"
 
 #define BLOB_SECTOR_SIZE 512u
 #define BLOB_PHYSICAL_SECTOR_SIZE 4096u

@@ -105,7 +105,8 @@
 
 #include "common/compiler.h"
 #include "common/log.h"
-#include "storage/crypt.h"
+#include "storage/decorators/crypt.h"
+#include "storage/kind.h"
 
 /* Largest staging buffer of one request; larger writes go in chunks. */
 #define CRYPT_CHUNK_BYTES (1u << 20)
@@ -652,18 +653,6 @@ static int crypt_encrypt_zeroes(struct crypt_disk *cd, struct crypt_pctx *pc, ui
 
 /* ---- child requests ---------------------------------------------------------- */
 
-static struct disk_io *crypt_child(struct disk_io *io, void (*done)(struct disk_io *))
-{
-	struct disk_io *child = disk_io_get(io->reactor);
-
-	if (!child)
-		return NULL;
-	child->initiator = io->initiator;
-	child->done = done;
-	child->opaque = io;
-	return child;
-}
-
 /* Finishes @io with @child's result and releases @child. */
 static void crypt_child_finish(struct disk_io *io, struct disk_io *child)
 {
@@ -725,7 +714,7 @@ static int crypt_read(struct disk *d, struct disk_io *io)
 
 	if (crypt_of(d)->fused && io->count > 0)
 		return crypt_fused(d, io);
-	child = crypt_child(io, crypt_read_done);
+	child = disk_io_get_child(io, crypt_read_done);
 	if (!child)
 		return DISK_IO_ERROR;
 	io->hctx[H_DISK] = (uintptr_t)d;
@@ -759,7 +748,7 @@ static int crypt_fused(struct disk *d, struct disk_io *io)
 
 	if (!pc)
 		return DISK_IO_ERROR;
-	child = crypt_child(io, crypt_forward_done);
+	child = disk_io_get_child(io, crypt_forward_done);
 	if (!child)
 		return DISK_IO_ERROR;
 	child->op = io->op;
@@ -890,14 +879,9 @@ static int crypt_write_start(struct disk *d, struct disk_io *io)
 	pc = crypt_pctx_get(cd, io->reactor);
 	if (!pc)
 		return DISK_IO_ERROR;
-	child = crypt_child(io, crypt_write_done);
+	child = disk_io_get_staged(io, crypt_write_done, crypt_stage_bytes(cd, io), &buf);
 	if (!child)
 		return DISK_IO_ERROR;
-	buf = reactor_buf_get(io->reactor, crypt_stage_bytes(cd, io), false);
-	if (!buf) {
-		disk_io_put(io->reactor, child);
-		return DISK_IO_ERROR;
-	}
 	io->hctx[H_DISK] = (uintptr_t)d;
 	io->hctx[H_NEXT] = io->sector;
 	io->hctx[H_END] = io->sector + io->count;
@@ -939,7 +923,7 @@ static void crypt_forward_done(struct disk_io *child)
 
 static int crypt_cache(struct disk *d, struct disk_io *io)
 {
-	struct disk_io *child = crypt_child(io, crypt_forward_done);
+	struct disk_io *child = disk_io_get_child(io, crypt_forward_done);
 
 	if (!child)
 		return DISK_IO_ERROR;
@@ -948,18 +932,6 @@ static int crypt_cache(struct disk *d, struct disk_io *io)
 	child->count = io->count;
 	disk_submit(disk_lower(d), child);
 	return DISK_PENDING;
-}
-
-static int crypt_block_status(struct disk *d, struct disk_io *io)
-{
-	/* Everything is data; see the notes at the top. */
-	if (disk_range_check_live(d, io->sector, io->count) != DISK_OK)
-		return DISK_ILLEGAL_BLOCK;
-	io->u.bs.extents[0].count = io->count;
-	io->u.bs.extents[0].flags = 0;
-	io->u.bs.extents[0].layer = -1;
-	io->u.bs.nr = 1;
-	return DISK_OK;
 }
 
 static int crypt_eject(struct disk *d UNUSED, struct disk_io *io UNUSED)
@@ -1007,7 +979,8 @@ static const struct disk_ops crypt_ops = {
 	.read = crypt_read,
 	.write = crypt_write,
 	.write_zeroes = crypt_write_zeroes,
-	.block_status = crypt_block_status,
+	/* Everything is data; see the notes at the top. */
+	.block_status = disk_block_status_data,
 	.cache = crypt_cache,
 	.eject = crypt_eject,
 	.describe = crypt_describe,
@@ -1079,15 +1052,13 @@ int crypt_new(const uint8_t key[CRYPT_KEY_BYTES], const char *key_name, struct d
 	/* Write-zeroes writes; block status reports data; eject stops here. */
 	info.caps &= ~(DISK_CAP_FAST_ZERO | DISK_CAP_BLOCK_STATUS | DISK_CAP_EJECT);
 	r = disk_new(&crypt_ops, &info, cd, lower, out);
-	if (r < 0) {
-		snprintf(err, errlen, "%s", strerror(-r));
-		goto fail;
-	}
-	return 0;
+	if (r == 0)
+		return 0;
+	(void)errbuf_printf(err, errlen, "%s", strerror(-r));
+	goto fail;
 
 nomem:
-	r = -ENOMEM;
-	snprintf(err, errlen, "out of memory");
+	r = errbuf_fail(err, errlen, -ENOMEM, "out of memory");
 fail:
 	if (cd) {
 		crypt_secret_free(cd);
@@ -1098,8 +1069,11 @@ fail:
 	return r;
 }
 
-int crypt_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-		    struct disk **out, char *err, size_t errlen)
+/* The crypt: kind's open function: loads the key file named by @s->path
+ * first (so a bad key opens nothing), then the inner spec with @read_only,
+ * then wraps it. */
+static int crypt_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
+			   struct disk **out, char *err, size_t errlen)
 {
 	uint8_t key[CRYPT_KEY_BYTES];
 	struct disk *lower;
@@ -1126,3 +1100,25 @@ int crypt_spec_open(const struct spec *s, bool read_only, const struct spec_ctx 
 		disk_unref(lower);
 	return r;
 }
+
+static const char *const crypt_spec_ciphers[] = { "xts-aes-256", NULL };
+
+const struct spec_kind crypt_kind_crypt = {
+	.name = "crypt",
+	.usage = "crypt:xts-aes-256:<keyfile>:<spec>",
+	.summary = "XTS-AES-256 encryption of <spec>; <keyfile> holds 64 raw bytes",
+	.open_disk = crypt_spec_open,
+	.args = {
+		{ .type = SPEC_ARG_WORD, .name = "cipher", .field = SPEC_FIELD(arg),
+		  .words = crypt_spec_ciphers, .hint = "valid ciphers: xts-aes-256",
+		  .missing_next = "missing ':<keyfile>:<spec>' after the cipher",
+		  .missing_next_hint = "write crypt:xts-aes-256:<keyfile>:<spec>" },
+		{ .type = SPEC_ARG_STRING, .name = "key file", .field = SPEC_FIELD(path),
+		  .missing_hint = "write crypt:xts-aes-256:<keyfile>:<spec>",
+		  .missing_next = "missing ':<spec>' after the key file",
+		  .missing_next_hint = "write crypt:xts-aes-256:<keyfile>:<spec> "
+				       "(the key file path cannot contain ':')" },
+	},
+	.nargs = 2,
+	.tail = SPEC_TAIL_INNER,
+};

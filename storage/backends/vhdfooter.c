@@ -12,7 +12,7 @@
 
 #include "common/log.h"
 
-#include "storage/vhdfooter.h"
+#include "storage/backends/vhdfooter.h"
 
 #define VHD_COOKIE "conectix"
 #define OFF_FEATURES 8

@@ -101,7 +101,7 @@
 #include "common/log.h"
 #include "common/reactor.h"
 #include "common/workpool.h"
-#include "storage/blockdev.h"
+#include "storage/backends/blockdev.h"
 
 /* The ioctl numbers §4.5 names. */
 _Static_assert(CDROM_LOCKDOOR == 0x5329 && CDROMEJECT == 0x5309, "CD-ROM ioctls");
@@ -1163,9 +1163,7 @@ int blockdev_pr(struct blockdev *bd, struct disk_io *io)
 	case DISK_OP_PR_RESERVE:
 	case DISK_OP_PR_RELEASE:
 	case DISK_OP_PR_PREEMPT:
-		/* The dispatcher checked the range; "none" is no type here. */
-		if (io->u.pr.type == DISK_PR_NONE)
-			return DISK_INVALID_INPUT;
+		/* The dispatcher checked the type (a real one, in range). */
 		break;
 	case DISK_OP_PR_REPORT:
 		if (io->u.pr.report->max_controllers && !io->u.pr.report->controllers)

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "disk.h"
+#include "storage/disk.h"
 
 struct spec;
 struct spec_ctx;
@@ -58,7 +58,7 @@ void blob_opts_default(struct blob_opts *o);
 int blob_open(const char *url, enum blob_format format, const struct blob_opts *opts,
 	      struct disk **out, char *err, size_t errlen);
 
-/* The registry's open function for blob: specs (spec.h). A writable open
+/* The open function of the blob: kind (blob-spec.c). A writable open
  * is refused with -EROFS: a layer that takes the writes must sit above. */
 int blob_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 		   struct disk **out, char *err, size_t errlen);

@@ -21,10 +21,7 @@
 
 #include <stddef.h>
 
-#include "disk.h"
-
-struct spec;
-struct spec_ctx;
+#include "storage/disk.h"
 
 /* Most identified initiators registered at once; a REGISTER beyond it
  * completes with DISK_IO_ERROR / ENOSPC (SCSI: INSUFFICIENT REGISTRATION
@@ -37,10 +34,5 @@ struct spec_ctx;
  * with the disk in *out, or -ENOMEM.
  */
 int prwrap_new(struct disk *lower, struct disk **out);
-
-/* The registry's open function for `prwrap:<spec>` (see spec.h): opens
- * @s->inner with @read_only and wraps it. */
-int prwrap_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-		     struct disk **out, char *err, size_t errlen);
 
 #endif

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "storage/url.h"
+#include "storage/backends/url.h"
 
 /* An output cursor that never overflows and always leaves a NUL. */
 struct url_out {

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "disk.h"
+#include "storage/disk.h"
 
 struct spec;
 struct spec_ctx;
@@ -49,7 +49,7 @@ void nbdclient_opts_default(struct nbdclient_opts *o);
 int nbdclient_open(const char *uri, bool read_only, const struct nbdclient_opts *opts,
 		   struct disk **out, char *err, size_t errlen);
 
-/* The registry's open function for nbd: specs (spec.h). */
+/* The open function of the nbd: kind (nbdclient-spec.c). */
 int nbdclient_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 			struct disk **out, char *err, size_t errlen);
 

@@ -7,7 +7,7 @@
 #ifndef DISKSTACK_STORAGE_FILEDISK_H
 #define DISKSTACK_STORAGE_FILEDISK_H
 
-#include "disk.h"
+#include "storage/disk.h"
 
 struct filedisk_opts {
 	bool read_only;           /* open O_RDONLY; the disk reports read-only */

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "disk.h"
+#include "storage/disk.h"
 
 struct blockdev;
 

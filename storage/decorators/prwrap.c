@@ -63,8 +63,8 @@
 
 #include "common/compiler.h"
 #include "common/log.h"
-#include "storage/prwrap.h"
-#include "storage/spec.h"
+#include "storage/decorators/prwrap.h"
+#include "storage/kind.h"
 
 /* Slot tag: set while in use, ORed with the host id length. */
 #define PRWRAP_TAG_USED 0x100u
@@ -836,14 +836,9 @@ static int prwrap_pr(struct disk *d, struct disk_io *io)
 		if (!anon)
 			io->u.pr.caps |= DISK_PR_CAP_WE_AR | DISK_PR_CAP_EA_AR;
 		return DISK_OK;
-	case DISK_OP_PR_RESERVE:
-	case DISK_OP_PR_RELEASE:
-	case DISK_OP_PR_PREEMPT:
-		/* The dispatcher bounds the type; "none" is not a type to ask for. */
-		if (io->u.pr.type == DISK_PR_NONE)
-			return DISK_INVALID_INPUT;
-		break;
 	default:
+		/* The dispatcher checked the type of RESERVE, RELEASE and
+		 * PREEMPT (a real one, in range). */
 		break;
 	}
 	pthread_mutex_lock(&pr->lock);
@@ -937,8 +932,10 @@ int prwrap_new(struct disk *lower, struct disk **out)
 	return r;
 }
 
-int prwrap_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-		     struct disk **out, char *err, size_t errlen)
+/* The prwrap: kind's open function: opens @s->inner with @read_only and
+ * wraps it. */
+static int prwrap_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
+			    struct disk **out, char *err, size_t errlen)
 {
 	struct disk *lower;
 	int r;
@@ -953,3 +950,11 @@ int prwrap_spec_open(const struct spec *s, bool read_only, const struct spec_ctx
 	}
 	return r;
 }
+
+const struct spec_kind prwrap_kind_prwrap = {
+	.name = "prwrap",
+	.usage = "prwrap:<spec>",
+	.summary = "persistent-reservation emulation over <spec>",
+	.open_disk = prwrap_spec_open,
+	.tail = SPEC_TAIL_INNER,
+};

@@ -80,9 +80,9 @@
 #include "common/log.h"
 #include "common/reactor.h"
 #include "common/workpool.h"
-#include "storage/nbdclient.h"
-#include "storage/spec.h"
-#include "storage/url.h"
+#include "storage/backends/nbdclient.h"
+#include "storage/kind.h"
+#include "storage/backends/url.h"
 
 #define NBDC_MAX_CONNS 64
 #define NBDC_DEFAULT_PAYLOAD (32u << 20)  /* NBD's customary maximum */
@@ -1042,12 +1042,6 @@ static int nbdc_start(struct nbdc *n, struct disk_io *io)
 	return st;
 }
 
-static bool nbdc_in_range(const struct nbdc *n, const struct disk_io *io)
-{
-	/* Representable (dispatcher): no overflow. */
-	return io->sector + io->count <= n->sector_count;
-}
-
 static uint64_t nbdc_sector_count(struct disk *d)
 {
 	struct nbdc *n = disk_priv(d);
@@ -1055,28 +1049,11 @@ static uint64_t nbdc_sector_count(struct disk *d)
 	return n->sector_count;
 }
 
-static int nbdc_read(struct disk *d, struct disk_io *io)
+/* READ and WRITE: the dispatcher checked the range and the read-only flag
+ * and skipped empty requests (NBDC_CHECKS). */
+static int nbdc_rw(struct disk *d, struct disk_io *io)
 {
-	struct nbdc *n = disk_priv(d);
-
-	if (!nbdc_in_range(n, io))
-		return DISK_ILLEGAL_BLOCK;
-	if (io->count == 0)
-		return DISK_OK;
-	return nbdc_start(n, io);
-}
-
-static int nbdc_write(struct disk *d, struct disk_io *io)
-{
-	struct nbdc *n = disk_priv(d);
-
-	if (!nbdc_in_range(n, io))
-		return DISK_ILLEGAL_BLOCK;
-	if (n->read_only)
-		return DISK_READ_ONLY;
-	if (io->count == 0)
-		return DISK_OK;
-	return nbdc_start(n, io);
+	return nbdc_start(disk_priv(d), io);
 }
 
 static int nbdc_flush(struct disk *d, struct disk_io *io)
@@ -1093,11 +1070,8 @@ static int nbdc_unmap(struct disk *d, struct disk_io *io)
 	struct nbdc *n = disk_priv(d);
 
 	/* Reached only when the server can trim and we may write (else the
-	 * behaviour is IGNORED and the dispatcher answers). */
-	if (!nbdc_in_range(n, io))
-		return DISK_ILLEGAL_BLOCK;
-	if (io->count == 0)
-		return DISK_OK;
+	 * behaviour is IGNORED and the dispatcher answers), in range and not
+	 * empty (NBDC_CHECKS). */
 	return nbdc_start(n, io);
 }
 
@@ -1105,14 +1079,8 @@ static int nbdc_write_zeroes(struct disk *d, struct disk_io *io)
 {
 	struct nbdc *n = disk_priv(d);
 
-	if (!nbdc_in_range(n, io))
-		return DISK_ILLEGAL_BLOCK;
-	if (n->read_only)
-		return DISK_READ_ONLY;
 	if ((io->flags & DISK_IO_FAST_ZERO) && !n->can_fast_zero)
 		return DISK_UNSUPPORTED;
-	if (io->count == 0)
-		return DISK_OK;
 	return nbdc_start(n, io);
 }
 
@@ -1120,9 +1088,7 @@ static int nbdc_cache(struct disk *d, struct disk_io *io)
 {
 	struct nbdc *n = disk_priv(d);
 
-	if (!nbdc_in_range(n, io))
-		return DISK_ILLEGAL_BLOCK;
-	if (!n->can_cache || io->count == 0)
+	if (!n->can_cache)
 		return DISK_OK;                     /* nothing to prefetch into */
 	return nbdc_start(n, io);
 }
@@ -1131,8 +1097,6 @@ static int nbdc_block_status(struct disk *d, struct disk_io *io)
 {
 	struct nbdc *n = disk_priv(d);
 
-	if (!nbdc_in_range(n, io))
-		return DISK_ILLEGAL_BLOCK;
 	if (!n->base_alloc) {
 		io->u.bs.extents[0] = (struct disk_extent){ .count = io->count, .layer = -1 };
 		io->u.bs.nr = 1;
@@ -1197,11 +1161,15 @@ static void nbdc_close(struct disk *d)
 	nbdc_free(disk_priv(d));
 }
 
+/* The dispatcher's prologue: the export's size is fixed, and
+ * disk_info.read_only is n->read_only. */
+#define NBDC_CHECKS (DISK_CHECK_RANGE | DISK_CHECK_READ_ONLY | DISK_CHECK_EMPTY)
+
 #define NBDC_OPS(zero_op) { \
 	.version = DISK_OPS_VERSION, \
 	.sector_count = nbdc_sector_count, \
-	.read = nbdc_read, \
-	.write = nbdc_write, \
+	.read = nbdc_rw, \
+	.write = nbdc_rw, \
 	.flush = nbdc_flush, \
 	.unmap = nbdc_unmap, \
 	.write_zeroes = zero_op, \
@@ -1209,6 +1177,7 @@ static void nbdc_close(struct disk *d)
 	.cache = nbdc_cache, \
 	.describe = nbdc_describe, \
 	.close = nbdc_close, \
+	.checks = NBDC_CHECKS, \
 }
 
 /* With the server's write-zeroes, and without (the dispatcher emulates it

@@ -41,8 +41,8 @@
 
 #include "common/compiler.h"
 #include "common/log.h"
-#include "storage/filedisk.h"
-#include "storage/vhd1.h"
+#include "storage/backends/filedisk.h"
+#include "storage/backends/vhd1.h"
 
 struct vhd1 {
 	char *path;

@@ -14,8 +14,7 @@
 
 #include <stdint.h>
 
-#include "disk.h"
-#include "spec.h"
+#include "storage/disk.h"
 
 /* Largest delay accepted: one hour, in microseconds. */
 #define DELAY_MAX_US (3600ull * 1000 * 1000)
@@ -41,9 +40,5 @@ int delay_set(struct disk *d, uint64_t read_us, uint64_t write_us);
 /* Reads the current delays of @d into *@read_us / *@write_us (either may be
  * NULL). Returns 0 or -EINVAL if @d is not a delay disk. Any thread. */
 int delay_get(struct disk *d, uint64_t *read_us, uint64_t *write_us);
-
-/* The registry's open function for delay: (spec.h, struct spec_kind). */
-int delay_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-		    struct disk **out, char *err, size_t errlen);
 
 #endif

@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "layered.h"
-#include "spec.h"
+#include "storage/layered.h"
+#include "storage/kind.h"
 
 /* Parameters of a format (§4.2 "Formatting" and "Format-on-attach"). */
 struct sqlitelayer_format {
@@ -83,7 +83,7 @@ void autocache_key_from_id(const uint8_t id[16], char buf[33]);
  * NULL if @l is not one. */
 const char *sqlitelayer_path(struct layer *l);
 
-/* Spec open functions (spec.c's registry): sql:, sqldiff:, autocache:. */
+/* Spec open functions (the kinds in sqlitelayer-spec.c): sql:, sqldiff:, autocache:. */
 int sqlitelayer_spec_open_sql(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 			      struct layer **out, bool *read_cache, char *err, size_t errlen);
 int sqlitelayer_spec_open_sqldiff(const struct spec *s, bool read_only,

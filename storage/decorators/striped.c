@@ -43,8 +43,8 @@
 
 #include "common/compiler.h"
 #include "common/log.h"
-#include "storage/spec.h"
-#include "storage/striped.h"
+#include "storage/decorators/striped.h"
+#include "storage/kind.h"
 
 struct striped {
 	unsigned n;                   /* members */
@@ -478,8 +478,10 @@ int striped_new(struct disk *const *members, unsigned n, uint64_t chunk_bytes,
 	return 0;
 }
 
-int striped_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-		      struct disk **out, char *err, size_t errlen)
+/* The striped: kind's open function: opens every member with @read_only
+ * and stripes them with the spec's chunk size. */
+static int striped_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
+			     struct disk **out, char *err, size_t errlen)
 {
 	struct disk **m = calloc(s->nmembers ? s->nmembers : 1, sizeof(*m));
 	unsigned opened = 0;
@@ -506,3 +508,15 @@ fail:
 	free(m);
 	return r;
 }
+
+const struct spec_kind striped_kind_striped = {
+	.name = "striped",
+	.usage = "striped:<chunk>:<spec>+<spec>...",
+	.summary = "stripes over the member disks in <chunk>-byte chunks",
+	.open_disk = striped_spec_open,
+	.args = { { .type = SPEC_ARG_SIZE, .name = "stripe chunk size", .field = SPEC_FIELD(size),
+		    .missing_next = "missing ':<spec>' after the stripe chunk size",
+		    .missing_next_hint = "write striped:<chunk>:<spec>+<spec>..." } },
+	.nargs = 1,
+	.tail = SPEC_TAIL_MEMBERS,
+};

@@ -19,8 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "disk.h"
-#include "spec.h"
+#include "storage/disk.h"
 
 /* Bytes of an XTS-AES-256 key: data key then tweak key. */
 #define CRYPT_KEY_BYTES 64
@@ -53,13 +52,5 @@ void crypt_fused_counts(struct disk *d, uint64_t *reads, uint64_t *writes);
  * halves are identical. Never puts key bytes in the message.
  */
 int crypt_key_load(const char *path, uint8_t key[CRYPT_KEY_BYTES], char *err, size_t errlen);
-
-/*
- * The registry's open function for crypt: (spec.h, struct spec_kind): loads
- * the key file named by @s->path first (so a bad key opens nothing), then
- * the inner spec with @read_only, then wraps it.
- */
-int crypt_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-		    struct disk **out, char *err, size_t errlen);
 
 #endif

@@ -117,8 +117,8 @@
 #include "common/log.h"
 #include "common/reactor.h"
 #include "common/workpool.h"
-#include "storage/blockdev.h"
-#include "storage/filedisk.h"
+#include "storage/backends/blockdev.h"
+#include "storage/backends/filedisk.h"
 
 /* The most one read or write transfers (Linux MAX_RW_COUNT). */
 #define FILEDISK_MAX_IO_BYTES (INT_MAX & ~(size_t)4095)
@@ -244,14 +244,6 @@ static void filedisk_fail(struct filedisk *fdisk, struct disk_io *io, int err, u
 static uint64_t current_sector_count(const struct filedisk *fdisk)
 {
 	return fdisk->bdev ? blockdev_sector_count(fdisk->bdev) : fdisk->sector_count;
-}
-
-/* True when [sector, sector + count) lies within the disk. */
-static bool in_range(const struct filedisk *fdisk, uint64_t sector, uint64_t count)
-{
-	uint64_t end;
-
-	return !ADD_OVERFLOW(sector, count, &end) && end <= current_sector_count(fdisk);
 }
 
 /* ---- read / write ------------------------------------------------------- */
@@ -385,10 +377,8 @@ static int filedisk_rw(struct disk *d, struct disk_io *io, bool write)
 	uint64_t off, len;
 	int sfd;
 
-	if (!in_range(fdisk, io->sector, io->count))
-		return DISK_ILLEGAL_BLOCK;
-	if (io->count == 0)
-		return DISK_OK;
+	/* The dispatcher checked the range and skipped empty requests
+	 * (DISK_CHECK_RANGE, DISK_CHECK_EMPTY). */
 	/* Representable (checked by the dispatcher), so no overflow here. */
 	off = io->sector << fdisk->shift;
 	len = io->count << fdisk->shift;
@@ -457,15 +447,22 @@ static int filedisk_write(struct disk *d, struct disk_io *io)
 
 /* ---- flush -------------------------------------------------------------- */
 
+/* Completes @io with the result @res of its one kernel operation; an
+ * error is reported for the bytes [off, off + len) (0, 0: the whole file). */
+static void filedisk_finish(struct filedisk *fdisk, struct disk_io *io, int res, uint64_t off,
+			    uint64_t len)
+{
+	if (res < 0)
+		filedisk_fail(fdisk, io, -res, off, len);
+	else
+		disk_io_complete(io, DISK_OK);
+}
+
 static void filedisk_flush_done(struct reactor_op *op, int res)
 {
 	struct filedisk_req *req = container_of(op, struct filedisk_req, op);
-	struct disk_io *io = io_of_req(req);
 
-	if (res < 0)
-		filedisk_fail(req->fdisk, io, -res, 0, 0);
-	else
-		disk_io_complete(io, DISK_OK);
+	filedisk_finish(req->fdisk, io_of_req(req), res, 0, 0);
 }
 
 static int filedisk_flush(struct disk *d, struct disk_io *io)
@@ -568,11 +565,7 @@ static void filedisk_punch_done(struct reactor_op *op, int res)
 	struct filedisk *fdisk = req->fdisk;
 
 	/* Every error propagates: the disk promised zeroes. */
-	if (res < 0)
-		filedisk_fail(fdisk, io, -res, io->sector << fdisk->shift,
-			      io->count << fdisk->shift);
-	else
-		disk_io_complete(io, DISK_OK);
+	filedisk_finish(fdisk, io, res, io->sector << fdisk->shift, io->count << fdisk->shift);
 }
 
 static int filedisk_unmap(struct disk *d, struct disk_io *io)
@@ -581,9 +574,7 @@ static int filedisk_unmap(struct disk *d, struct disk_io *io)
 	struct filedisk_req *req = req_of(io);
 	struct io_uring_sqe *sqe;
 
-	if (!in_range(fdisk, io->sector, io->count))
-		return DISK_ILLEGAL_BLOCK;
-	if (io->count == 0 || disk_get_info(d)->unmap_behavior == DISK_UNMAP_IGNORED)
+	if (disk_get_info(d)->unmap_behavior == DISK_UNMAP_IGNORED)
 		return DISK_OK;
 	if (fdisk->is_device)
 		return filedisk_submit_work(fdisk, io, BLKDISCARD, false);
@@ -707,10 +698,8 @@ static int filedisk_write_zeroes(struct disk *d, struct disk_io *io)
 	struct filedisk *fdisk = disk_priv(d);
 	struct filedisk_req *req = req_of(io);
 
-	if (!in_range(fdisk, io->sector, io->count))
-		return DISK_ILLEGAL_BLOCK;
-	if (io->count == 0)
-		return DISK_OK;
+	/* The dispatcher checked the range and skipped empty requests
+	 * (DISK_CHECK_RANGE, DISK_CHECK_EMPTY). */
 	if (fdisk->is_device) {
 		if ((io->flags & DISK_IO_FAST_ZERO) && !fdisk->device_fast_zero)
 			return DISK_UNSUPPORTED;
@@ -759,8 +748,6 @@ static int filedisk_block_status(struct disk *d, struct disk_io *io)
 	uint64_t sec, end_sec, next;
 	off_t data, hole;
 
-	if (!in_range(fdisk, io->sector, io->count))
-		return DISK_ILLEGAL_BLOCK;
 	io->u.bs.nr = 0;
 	sec = io->sector;
 	end_sec = io->sector + io->count;
@@ -885,33 +872,31 @@ static void filedisk_close(struct disk *d)
 	filedisk_free(disk_priv(d));
 }
 
+/* What regular files and block devices share; the dispatcher checks the
+ * range and skips empty requests. */
+#define FILEDISK_OPS_COMMON \
+	.version = DISK_OPS_VERSION, \
+	.sector_count = filedisk_sector_count, \
+	.read = filedisk_read, \
+	.write = filedisk_write, \
+	.flush = filedisk_flush, \
+	.unmap = filedisk_unmap, \
+	.write_zeroes = filedisk_write_zeroes, \
+	.describe = filedisk_describe, \
+	.close = filedisk_close, \
+	.checks = DISK_CHECK_RANGE | DISK_CHECK_EMPTY
+
 static const struct disk_ops filedisk_file_ops = {
-	.version = DISK_OPS_VERSION,
-	.sector_count = filedisk_sector_count,
-	.read = filedisk_read,
-	.write = filedisk_write,
-	.flush = filedisk_flush,
-	.unmap = filedisk_unmap,
-	.write_zeroes = filedisk_write_zeroes,
+	FILEDISK_OPS_COMMON,
 	.block_status = filedisk_block_status,
-	.describe = filedisk_describe,
-	.close = filedisk_close,
 };
 
 static const struct disk_ops filedisk_device_ops = {
-	.version = DISK_OPS_VERSION,
-	.sector_count = filedisk_sector_count,
-	.read = filedisk_read,
-	.write = filedisk_write,
-	.flush = filedisk_flush,
-	.unmap = filedisk_unmap,
-	.write_zeroes = filedisk_write_zeroes,
+	FILEDISK_OPS_COMMON,
 	.eject = filedisk_eject,
 	.pr = filedisk_pr,
 	.watch_resize = filedisk_watch_resize,
 	.unwatch_resize = filedisk_unwatch_resize,
-	.describe = filedisk_describe,
-	.close = filedisk_close,
 };
 
 /* ---- open --------------------------------------------------------------- */

@@ -33,7 +33,8 @@
 #include <string.h>
 
 #include "common/compiler.h"
-#include "storage/delay.h"
+#include "storage/decorators/delay.h"
+#include "storage/kind.h"
 
 struct delay_disk {
 	_Atomic uint64_t read_us;      /* current read delay */
@@ -213,8 +214,9 @@ int delay_get(struct disk *d, uint64_t *read_us, uint64_t *write_us)
 	return 0;
 }
 
-int delay_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-		    struct disk **out, char *err, size_t errlen)
+/* The delay: kind's open function. */
+static int delay_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
+			   struct disk **out, char *err, size_t errlen)
 {
 	struct disk *lower;
 	int r;
@@ -234,3 +236,16 @@ int delay_spec_open(const struct spec *s, bool read_only, const struct spec_ctx 
 		disk_unref(lower);
 	return r;
 }
+
+const struct spec_kind delay_kind_delay = {
+	.name = "delay",
+	.usage = "delay:<time>[/<time>]:<spec>",
+	.summary = "delays reads[/writes] of <spec>; time in ms, or with a 'us' suffix",
+	.open_disk = delay_spec_open,
+	.args = { { .type = SPEC_ARG_TIMES, .name = "delay", .field = SPEC_FIELD(delay_read_us),
+		    .field2 = SPEC_FIELD(delay_write_us),
+		    .missing_next = "missing ':<spec>' after the delay",
+		    .missing_next_hint = "write delay:<time>[/<time>]:<spec>" } },
+	.nargs = 1,
+	.tail = SPEC_TAIL_INNER,
+};

@@ -116,7 +116,7 @@
 #include "common/log.h"
 #include "common/reactor.h"
 #include "common/workpool.h"
-#include "storage/sqlitelayer.h"
+#include "storage/layers/sqlitelayer.h"
 
 /* The schema, verbatim from §4.2 (each statement starts with a newline). */
 static const char sql_schema_sectors[] =
@@ -2184,7 +2184,7 @@ static int sql_spec_check_exists(const struct spec *s, char *err, size_t errlen)
 	}
 	if (!s->create && !exists) {
 		sql_err(err, errlen, "No such file or directory (add ;create%s to make one)",
-			s->kind->shape == SPEC_SHAPE_SQL ? "=<size>" : "");
+			s->inner ? "" : "=<size>");
 		return -ENOENT;
 	}
 	return 0;

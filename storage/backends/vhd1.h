@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "disk.h"
-#include "vhdfooter.h"
+#include "storage/disk.h"
+#include "storage/backends/vhdfooter.h"
 
 #define VHD1_FOOTER_BYTES VHDFOOTER_BYTES
 

@@ -18,10 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "disk.h"
-
-struct spec;
-struct spec_ctx;
+#include "storage/disk.h"
 
 /* Chunk size used when none is given (striped_new with 0). */
 #define STRIPED_DEFAULT_CHUNK_BYTES (128u * 1024)
@@ -39,11 +36,5 @@ struct spec_ctx;
  */
 int striped_new(struct disk *const *members, unsigned n, uint64_t chunk_bytes,
 		uint64_t logical_sectors, struct disk **out, char *err, size_t errlen);
-
-/* The registry's open function for `striped:<chunk>:<spec>+...` (see
- * spec.h): opens every member with @read_only and stripes them with the
- * spec's chunk size. */
-int striped_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
-		      struct disk **out, char *err, size_t errlen);
 
 #endif
