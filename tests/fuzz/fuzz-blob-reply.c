@@ -22,7 +22,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "storage/blob.h"
+#include "storage/backends/blob.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

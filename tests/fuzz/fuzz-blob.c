@@ -46,7 +46,7 @@
 #include "common/compiler.h"
 #include "common/log.h"
 #include "common/reactor.h"
-#include "storage/blob.h"
+#include "storage/backends/blob.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -30,7 +30,7 @@
 #include "common/log.h"
 #include "common/reactor.h"
 #include "storage/disk.h"
-#include "storage/nbdclient.h"
+#include "storage/backends/nbdclient.h"
 #include "tests/unit/nbdscript.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -22,7 +22,7 @@
 
 #include "common/compiler.h"
 #include "common/reactor.h"
-#include "storage/nbdclient.h"
+#include "storage/backends/nbdclient.h"
 #include "tests/unit/nbdscript.h"
 
 /* NBD protocol constants (doc/proto.md of the NBD project). */
