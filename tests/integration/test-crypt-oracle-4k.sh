@@ -25,7 +25,10 @@ dd if=/dev/urandom of=plain.img bs=4K count=50 seek=300 conv=notrunc 2>/dev/null
 truncate -s 2M backing.img
 dev=$(losetup --sector-size 4096 -f --show backing.img 2>/dev/null) ||
 	{ echo "$0: cannot set up a 4K loop device, skipping"; exit 77; }
-cleanup_fn "losetup -d '$dev' 2>/dev/null"
+# Evaluated at exit, and cleared once detached: a detach by name after that
+# could hit the same /dev/loopN attached meanwhile by a test running in
+# parallel.
+cleanup_fn '[ -n "$dev" ] && losetup -d "$dev" 2>/dev/null'
 
 expect_exit 0 "$DISKSTACK" info "file:$dev"
 grep -q 'sector size: *4096' "$tmpdir/stdout" || fail "the loop device does not have 4K sectors"
@@ -37,6 +40,7 @@ expect_exit 0 "$DISKSTACK" copy --quiet "crypt:xts-aes-256:k.bin:memdiff:file:$d
 	"file:back2.img;create=2M"
 cmp plain.img back2.img || fail "the fused path does not decrypt 4K ciphertext"
 losetup -d "$dev"
+dev=""
 
 $oracle encrypt k.bin 4096 plain.img expect.img
 cmp expect.img backing.img || fail "4K ciphertext differs from the oracle"

@@ -1201,6 +1201,7 @@ static void test_blockdev_resize_threads(void **state)
 struct loopdev {
 	char dev[64];           /* /dev/loopN, "" when not attached */
 	int hold;               /* open on dev: with AUTOCLEAR, a killed test frees it */
+	bool autoclear;         /* AUTOCLEAR set: closing hold detaches it */
 	char backing[PATH_MAX];
 };
 
@@ -1255,7 +1256,7 @@ static void loop_attach(uint64_t size)
 	loop.hold = open(loop.dev, O_RDONLY | O_CLOEXEC);
 	if (loop.hold >= 0 && ioctl(loop.hold, LOOP_GET_STATUS64, &li) == 0) {
 		li.lo_flags |= LO_FLAGS_AUTOCLEAR;
-		ioctl(loop.hold, LOOP_SET_STATUS64, &li);
+		loop.autoclear = ioctl(loop.hold, LOOP_SET_STATUS64, &li) == 0;
 	}
 }
 
@@ -1273,14 +1274,17 @@ static void loop_detach(void)
 	char cmd[128];
 
 	if (loop.hold >= 0) {
+		/* As in test-filedisk: never detach by name a device that may
+		 * already be free (and attached by a test running in parallel). */
+		if (!loop.autoclear)
+			(void)ioctl(loop.hold, LOOP_CLR_FD, 0);
 		close(loop.hold);
 		loop.hold = -1;
-	}
-	if (loop.dev[0]) {
+	} else if (loop.dev[0]) {
 		snprintf(cmd, sizeof(cmd), "losetup -d '%s' >/dev/null 2>&1", loop.dev);
 		run_cmd(cmd, NULL, 0);
-		loop.dev[0] = '\0';
 	}
+	loop.dev[0] = '\0';
 }
 
 static int loop_teardown(void **state)

@@ -1248,6 +1248,7 @@ struct loopdev {
 	char part[80];          /* /dev/loopNp1 added with partx, "" if none */
 	char mnt[PATH_MAX];     /* where a filesystem on it is mounted, "" if not */
 	int hold;               /* open on dev: with AUTOCLEAR, a killed test frees the device */
+	bool autoclear;         /* AUTOCLEAR set: closing hold detaches it */
 	char backing[PATH_MAX];
 };
 
@@ -1276,6 +1277,7 @@ static void loop_attach(struct loopdev *l, const char *backing, unsigned sector_
 
 	memset(l->dev, 0, sizeof(l->dev));
 	l->hold = -1;
+	l->autoclear = false;
 	l->part[0] = '\0';
 	l->mnt[0] = '\0';
 	snprintf(l->backing, sizeof(l->backing), "%s", backing);
@@ -1298,7 +1300,7 @@ static void loop_attach(struct loopdev *l, const char *backing, unsigned sector_
 
 		if (ioctl(l->hold, LOOP_GET_STATUS64, &li) == 0) {
 			li.lo_flags |= LO_FLAGS_AUTOCLEAR;
-			ioctl(l->hold, LOOP_SET_STATUS64, &li);
+			l->autoclear = ioctl(l->hold, LOOP_SET_STATUS64, &li) == 0;
 		}
 	}
 }
@@ -1321,15 +1323,20 @@ static void loop_detach(struct loopdev *l)
 		l->part[0] = '\0';
 	}
 	if (l->hold >= 0) {
-		close(l->hold);   /* AUTOCLEAR detaches it now */
+		/* AUTOCLEAR detaches it at this close; without it, detach through
+		 * our own descriptor. Never by name once it may be free: another
+		 * test running in parallel may already have attached the same
+		 * /dev/loopN (regression: a shared device's size read as 0). */
+		if (!l->autoclear)
+			(void)ioctl(l->hold, LOOP_CLR_FD, 0);
+		close(l->hold);
 		l->hold = -1;
-	}
-	if (l->dev[0]) {
-		/* In case AUTOCLEAR was refused; fails harmlessly otherwise. */
+	} else if (l->dev[0]) {
+		/* Never opened: still ours, detach it by name. */
 		snprintf(cmd, sizeof(cmd), "losetup -d '%s' >/dev/null 2>&1", l->dev);
 		run_cmd(cmd, NULL, 0);
-		l->dev[0] = '\0';
 	}
+	l->dev[0] = '\0';
 }
 
 static int loop_setup(void **state)
