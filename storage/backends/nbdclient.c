@@ -40,6 +40,16 @@
  *   buffer from the reactor's cache (a command takes one buffer). The
  *   request's pending count has a bias of one while commands are issued, so
  *   an early reply cannot finish it halfway.
+ * - Read coverage: libnbd checks that each chunk of a read reply lies in
+ *   its command, not that the chunks tile it (nbd_pread_structured(3)),
+ *   but the NBD protocol requires exactly that: chunks must not overlap
+ *   and must cover the whole request, in any order. A read keeps the
+ *   byte ranges its chunks covered, merged as they arrive, in a list from
+ *   the reactor's buffer cache (struct nbdc_cover) with room for one range
+ *   per command plus NBDC_COVER_SLACK, enough for a server that sends each
+ *   reply's chunks in order whatever order it answers the commands in; a
+ *   chunk that overlaps, or a reply that fragments beyond the list, fails
+ *   the read with EIO, and so does success with a gap.
  * - Errors: remote errors go through nbdclient_status_of_errno (one table,
  *   unit-tested). A connection that dies (libnbd's DEAD or CLOSED state)
  *   fails its commands with IO_ERROR (ENOTCONN): libnbd calls their
@@ -89,6 +99,7 @@
 #define NBDC_MAX_RANGE (1ull << 30)        /* trim/zero/cache per command */
 #define NBDC_MAX_BS_BYTES (1ull << 31)     /* block status per request */
 #define NBDC_MAX_SECTOR 65536u
+#define NBDC_COVER_SLACK 15u               /* ranges beyond one per command */
 
 enum nbdc_state {
 	NBDC_DOWN = 0,      /* no handle: connect on demand */
@@ -163,7 +174,17 @@ struct nbdc_req {
 	uint32_t pending;                  /* commands not called back (+1 while issuing) */
 	int status;
 	int err;
-	uint64_t read_bytes;               /* READ: bytes the server's chunks described */
+	struct nbdc_cover *cover;          /* READ: owned, from the reactor's cache */
+};
+
+/* The byte ranges of the export a read's chunks covered: sorted, disjoint,
+ * not adjacent (adjacent ones are merged). */
+struct nbdc_cover {
+	uint32_t nr, max;
+	bool bad;                          /* a chunk overlapped, or no room */
+	struct nbdc_range {
+		uint64_t start, end;
+	} r[];
 };
 
 _Static_assert(sizeof(struct nbdc_req) <= sizeof(((struct disk_io *)0)->hctx),
@@ -351,6 +372,65 @@ static int nbdc_check_same(const struct nbdc *n, struct nbd_handle *h, char *msg
 	return 0;
 }
 
+/* ---- read coverage ---------------------------------------------------------- */
+
+static size_t nbdc_cover_bytes(uint32_t max)
+{
+	return sizeof(struct nbdc_cover) + (size_t)max * sizeof(struct nbdc_range);
+}
+
+/* Adds the chunk [@offset, @offset + @count) to @v, or marks @v bad if it
+ * overlaps a range already there or there is no room for a new range. */
+static void nbdc_cover_add(struct nbdc_cover *v, uint64_t offset, uint64_t count)
+{
+	uint64_t end;
+	uint32_t lo = 0, hi = v->nr;
+
+	if (count == 0 || v->bad)
+		return;                             /* libnbd passes empty chunks on */
+	if (__builtin_add_overflow(offset, count, &end)) {
+		v->bad = true;
+		return;
+	}
+	while (lo < hi) {                           /* the first range ending past offset */
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (v->r[mid].end > offset)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	if (lo < v->nr && v->r[lo].start < end) {
+		v->bad = true;                      /* overlaps v->r[lo] */
+		return;
+	}
+	bool left = lo > 0 && v->r[lo - 1].end == offset;
+	bool right = lo < v->nr && v->r[lo].start == end;
+
+	if (left && right) {
+		v->r[lo - 1].end = v->r[lo].end;
+		memmove(&v->r[lo], &v->r[lo + 1], (v->nr - lo - 1) * sizeof(v->r[0]));
+		v->nr--;
+	} else if (left) {
+		v->r[lo - 1].end = end;
+	} else if (right) {
+		v->r[lo].start = offset;
+	} else if (v->nr == v->max) {
+		v->bad = true;                      /* too fragmented to check: fail safe */
+	} else {
+		memmove(&v->r[lo + 1], &v->r[lo], (v->nr - lo) * sizeof(v->r[0]));
+		v->r[lo] = (struct nbdc_range){ offset, end };
+		v->nr++;
+	}
+}
+
+/* Whether @v covers [@offset, @offset + @len) exactly once. */
+static bool nbdc_cover_whole(const struct nbdc_cover *v, uint64_t offset, uint64_t len)
+{
+	return v && !v->bad && v->nr == 1 && v->r[0].start == offset &&
+	       v->r[0].end - v->r[0].start == len;
+}
+
 /* ---- completion --------------------------------------------------------------- */
 
 static void nbdc_complete_task(struct reactor_task *t)
@@ -370,15 +450,21 @@ static void nbdc_req_finish(struct disk_io *io)
 	struct nbdc_req *rq = req_of(io);
 
 	if (io->op == DISK_OP_READ && rq->status == DISK_OK &&
-	    rq->read_bytes < (io->count << rq->c->n->shift)) {
-		/* Success without data for every byte: the NBD protocol
-		 * forbids it ("the server MUST send enough data chunks to
-		 * cover the entire region"); the bytes would read as zero. */
-		log_error("nbd %s: the reply to a read at byte %" PRIu64 " covered %" PRIu64
-			  " of %" PRIu64 " bytes", rq->c->n->uri_shown, io->sector << rq->c->n->shift,
-			  rq->read_bytes, io->count << rq->c->n->shift);
+	    !nbdc_cover_whole(rq->cover, io->sector << rq->c->n->shift,
+			      io->count << rq->c->n->shift)) {
+		/* Success without exactly one chunk for every byte: the NBD
+		 * protocol forbids it (chunks MUST NOT overlap and MUST
+		 * cover the entire region); some bytes would read as zero. */
+		log_error("nbd %s: the reply to a read at byte %" PRIu64 ", %" PRIu64
+			  " bytes, has overlapping chunks or does not cover it",
+			  rq->c->n->uri_shown, io->sector << rq->c->n->shift,
+			  io->count << rq->c->n->shift);
 		rq->status = DISK_IO_ERROR;
 		rq->err = EIO;
+	}
+	if (io->op == DISK_OP_READ && rq->cover) {
+		reactor_buf_put(io->reactor, rq->cover, nbdc_cover_bytes(rq->cover->max));
+		rq->cover = NULL;
 	}
 	if ((io->op == DISK_OP_READ || io->op == DISK_OP_WRITE) && rq->u.bounce) {
 		size_t len = (size_t)(io->count << rq->c->n->shift);
@@ -407,6 +493,7 @@ static void nbdc_req_fail(struct disk_io *io, int status, int err)
 	rq->status = status;
 	rq->err = err;
 	rq->u.bounce = NULL;
+	rq->cover = NULL;
 	nbdc_req_finish(io);
 }
 
@@ -419,15 +506,15 @@ static void nbdc_req_error(struct nbdc_req *rq, int err)
 }
 
 /* libnbd: a content chunk of a read reply (also called once for a simple
- * reply). Counts the bytes it describes, so that nbdc_req_finish can fail
- * a read whose successful reply did not cover it. */
+ * reply). Records the bytes it describes, so that nbdc_req_finish can fail
+ * a read whose successful reply did not cover it exactly once. */
 static int nbdc_read_chunk(void *opaque, const void *subbuf UNUSED, size_t count,
-			   uint64_t offset UNUSED, unsigned status, int *error UNUSED)
+			   uint64_t offset, unsigned status, int *error UNUSED)
 {
 	struct disk_io *io = opaque;
 
 	if (status == LIBNBD_READ_DATA || status == LIBNBD_READ_HOLE)
-		req_of(io)->read_bytes += count;
+		nbdc_cover_add(req_of(io)->cover, offset, count);
 	return 0;
 }
 
@@ -633,7 +720,7 @@ static void nbdc_issue(struct nbdc_conn *c, struct disk_io *io)
 	rq->status = DISK_OK;
 	rq->err = 0;
 	rq->u.bounce = NULL;
-	rq->read_bytes = 0;
+	rq->cover = NULL;
 
 	switch (io->op) {
 	case DISK_OP_READ:
@@ -654,6 +741,19 @@ static void nbdc_issue(struct nbdc_conn *c, struct disk_io *io)
 		}
 		if (io->flags & DISK_IO_FUA)
 			flags |= LIBNBD_CMD_FLAG_FUA;
+		if (io->op == DISK_OP_READ && len > 0) {
+			uint64_t max = (len - 1) / step + 1 + NBDC_COVER_SLACK;
+
+			rq->cover = max <= UINT32_MAX ?
+				reactor_buf_get(io->reactor, nbdc_cover_bytes((uint32_t)max), false) :
+				NULL;
+			if (!rq->cover) {
+				nbdc_req_error(rq, ENOMEM);
+				len = 0;
+				break;
+			}
+			*rq->cover = (struct nbdc_cover){ .max = (uint32_t)max };
+		}
 		break;
 	case DISK_OP_WRITE_ZEROES:
 		if (io->flags & DISK_IO_FUA)

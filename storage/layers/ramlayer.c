@@ -21,7 +21,8 @@
  *   lock. A grow that needs more levels pushes a new root above the old one;
  *   the height never decreases.
  * - zero_after (§4.1): missing sectors at or beyond it read as zero and are
- *   marked. It only ever decreases (unmap, resize), so it is an atomic that
+ *   marked, so write-no-overwrite (a read-cache fill) leaves them alone
+ *   as present. It only ever decreases (unmap, resize), so it is an atomic that
  *   is lowered with a CAS loop and read without a lock.
  * - Zeroed runs: sectors that are present and read zero but hold no data,
  *   so that write-zeroes over another layer (an unmap without
@@ -1060,8 +1061,14 @@ static int ramlayer_write(struct layer *l, struct disk_io *io)
 		unsigned i0 = (unsigned)(pos - ps), i1 = (unsigned)(wend - ps);
 		uint8_t want = ram_bits(i0, i1);
 		uint8_t m = ram_is_zero(leaf) ? r->full_mask : leaf->mask[idx];
+		/* Missing sectors at or past zero_after are present too (they
+		 * read as zero): a read-cache fill that missed before an unmap
+		 * lowered zero_after must not bring the old data back. */
+		uint64_t za = MAX(ram_zero_after(r), ps);
+		uint8_t keep = no_overwrite && za < pend ? m | ram_bits((unsigned)(za - ps),
+									 1u << r->spp_shift) : m;
 		/* The sectors written: with write-no-overwrite, the absent ones. */
-		uint8_t eff = no_overwrite ? want & (uint8_t)~m : want;
+		uint8_t eff = no_overwrite ? want & (uint8_t)~keep : want;
 
 		if (!eff) {
 			ram_stripe_unlock(st);
@@ -1114,7 +1121,7 @@ static int ramlayer_write(struct layer *l, struct disk_io *io)
 			xret = ram_move(r, &cur, io, RAM_CUR_IN, page + ((size_t)i0 << r->sector_shift),
 					(size_t)(i1 - i0) << r->sector_shift, pos);
 		else
-			xret = ram_write_sparse(r, &cur, io, page, m, ps, i0, i1);
+			xret = ram_write_sparse(r, &cur, io, page, keep, ps, i0, i1);
 		/* If the transform failed part way, the sectors it was given
 		 * hold garbage: they are still marked present (as after a
 		 * torn write), which keeps a new page's data bits non-zero. */

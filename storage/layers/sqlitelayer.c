@@ -459,16 +459,23 @@ static int sql_step_done(sqlite3_stmt *st)
  * object is refused: a trigger or a view runs SQL of the file's author when
  * we read or write (an AFTER INSERT trigger deleting rows drops acknowledged
  * writes), and indexes, virtual tables and other tables are no part of the
- * format. Returns 0, or -EINVAL (not a .dbhd) / -errno with a message.
+ * format. The exception: SQLite's own statistics tables, which ANALYZE or
+ * PRAGMA optimize add to any file they are run on, with the text SQLite
+ * creates them with (https://www.sqlite.org/fileformat2.html, "The
+ * sqlite_stat1 table", "The sqlite_stat4 table"); only the query planner
+ * reads them. Returns 0, or -EINVAL (not a .dbhd) / -errno with a message.
  */
 static int sql_check_schema(sqlite3 *db, char *err, size_t errlen)
 {
 	static const struct {
 		const char *name;
 		const char *sql;          /* the create statement, with its newlines */
+		bool optional;
 	} want[] = {
-		{ "sectors", sql_schema_sectors },
-		{ "meta", sql_schema_meta },
+		{ "sectors", sql_schema_sectors, false },
+		{ "meta", sql_schema_meta, false },
+		{ "sqlite_stat1", "\nCREATE TABLE sqlite_stat1(tbl,idx,stat)\n", true },
+		{ "sqlite_stat4", "\nCREATE TABLE sqlite_stat4(tbl,idx,neq,nlt,ndlt,sample)\n", true },
 	};
 	bool seen[ARRAY_SIZE(want)] = { false };
 	sqlite3_stmt *st = NULL;
@@ -517,7 +524,7 @@ static int sql_check_schema(sqlite3 *db, char *err, size_t errlen)
 		goto out;
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
-		if (!seen[i]) {
+		if (!seen[i] && !want[i].optional) {
 			sql_err(err, errlen, "not a .dbhd file: no table %s", want[i].name);
 			r = -EINVAL;
 			goto out;

@@ -343,6 +343,35 @@ static void test_layered_zeroed_read_cache(void **state)
 	disk_unref(d);
 }
 
+/* Regression: a write-no-overwrite into a RAM layer wrote missing sectors
+ * at or past zero_after, which read as zero (they are present). A read
+ * that missed the read cache before a write-zeroes to the end of the disk
+ * (which lowers zero_after and drops the sectors) filled them afterwards
+ * with the lower layer's old data, visible after the zeroing completed.
+ * The interleaving by hand: the top layer misses, the write-zeroes runs,
+ * then the fill the layered read would write. */
+static void test_layered_read_cache_fill_after_zero_regression(void **state)
+{
+	const uint64_t n = 2 * 4096;
+	struct layer *top = ram(0, 0), *bottom = ram(n * 512, 512);
+	struct layered_entry e[] = { { top, true, false }, { bottom, false, false } };
+	struct disk *d = stack(e, 2, false);
+	uint8_t old[8 * 512];
+	uint64_t marked = 1;
+
+	fill_layer(bottom, 0, n, 512, 1);
+	assert_int_equal(tu_layer_read(top, n - 8, old, sizeof(old), &marked), DISK_OK);
+	assert_int_equal(marked, 0);                        /* the read misses */
+	tu_fill(old, sizeof(old), 1, (n - 8) * 512);        /* ... and reads below */
+	assert_int_equal(disk_sync_write_zeroes(d, n - 64, 64, 0), DISK_OK);
+	expect_zero(d, n - 64, 64);
+	assert_int_equal(tu_layer_write(top, n - 8, old, sizeof(old), DISK_IO_NO_OVERWRITE),
+			 DISK_OK);                          /* its fill, after */
+	expect_zero(d, n - 64, 64);
+	expect_pattern(d, 0, n - 64, 1);
+	disk_unref(d);
+}
+
 /* §7.2.5 */
 static void test_layered_4k_sectors(void **state)
 {
@@ -1140,6 +1169,7 @@ int main(void)
 		cmocka_unit_test(test_layered_unmap_on_diff),
 		cmocka_unit_test(test_layered_diff_write_zeroes_fast),
 		cmocka_unit_test(test_layered_zeroed_read_cache),
+		cmocka_unit_test(test_layered_read_cache_fill_after_zero_regression),
 		cmocka_unit_test(test_layered_4k_sectors),
 		cmocka_unit_test(test_layered_ram_constructor_errors),
 		cmocka_unit_test(test_layered_geometry_inheritance),

@@ -907,7 +907,8 @@ static void test_nbdclient_bs_short_reply_regression(void **state UNUSED)
  * (nbd_pread_structured(3)): a reply with one 512-byte chunk for 4 KiB, or
  * with overlapping chunks, left the rest of the buffer as it was (stale
  * data of earlier requests) and reported success. Now a reply that
- * covers less fails with EIO, and bytes no chunk wrote read as zero. */
+ * covers less fails with EIO (and so does the overlap: see
+ * test_nbdclient_read_duplicate_chunk_regression). */
 static void test_nbdclient_read_stale_bytes_regression(void **state UNUSED)
 {
 	struct nbdscript *ns;
@@ -928,9 +929,69 @@ static void test_nbdclient_read_stale_bytes_regression(void **state UNUSED)
 	assert_int_equal(io.os_errno, EIO);
 
 	memset(buf, 0xee, sizeof(buf));
-	assert_int_equal(disk_sync_read(d, 0, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(disk_sync_io(d, &io), DISK_IO_ERROR);
+	assert_int_equal(io.os_errno, EIO);
+	disk_unref(d);
+	nbdscript_free(ns);
+}
+
+/* An OFFSET_HOLE chunk of @len bytes at the request's offset + @rel. */
+static void sc_hole(struct script *s, bool done, uint32_t rel, uint32_t len)
+{
+	sc_be(s, 2, 1);
+	sc_be(s, done, 1);
+	sc_be(s, rel, 4);
+	sc_be(s, len, 4);
+}
+
+/* Reads 4 KiB at sector 0 from @d and checks the result: @want, with EIO
+ * when it is an error. */
+static void sc_read_4k(struct disk *d, uint8_t *buf, int want)
+{
+	struct iovec iov = { .iov_base = buf, .iov_len = 4096 };
+	struct disk_io io = { .op = DISK_OP_READ, .iov = &iov, .iovcnt = 1 };
+
+	memset(buf, 0xee, 4096);
+	assert_int_equal(disk_sync_io(d, &io), want);
+	if (want == DISK_IO_ERROR)
+		assert_int_equal(io.os_errno, EIO);
+}
+
+/* Regression: the client summed the lengths of a read reply's chunks, so a
+ * server that sent the same chunk twice (the NBD protocol forbids
+ * overlapping chunks; libnbd does not check) reached the request's length
+ * with half of the buffer never written, and the read succeeded with
+ * zeros there. Now any overlap or gap fails the read with EIO, while
+ * chunks that tile the request in any order still make a good read. */
+static void test_nbdclient_read_duplicate_chunk_regression(void **state UNUSED)
+{
+	struct nbdscript *ns;
+	struct script s;
+	struct disk *d;
+	static const uint8_t good[] = { 0x72, 0, 0x73, 0x71 };   /* per KiB */
+	uint8_t buf[4096];
+
+	sc_header(&s);
+	sc_data(&s, false, 0, 2048, 0x77);          /* [0, 2048) twice */
+	sc_data(&s, true, 0, 2048, 0x77);
+	sc_data(&s, false, 0, 3072, 0x77);          /* overlap of 1 KiB */
+	sc_hole(&s, true, 2048, 2048);
+	sc_data(&s, false, 0, 1024, 0x77);          /* a gap, then duplicates */
+	sc_hole(&s, false, 2048, 1024);
+	sc_hole(&s, false, 2048, 1024);
+	sc_data(&s, true, 3072, 1024, 0x77);
+	sc_data(&s, false, 3072, 1024, 0x71);       /* out of order, no overlap */
+	sc_hole(&s, false, 1024, 1024);
+	sc_data(&s, false, 0, 1024, 0x72);
+	sc_data(&s, true, 2048, 1024, 0x73);
+	d = sc_open(&s, &ns);
+
+	sc_read_4k(d, buf, DISK_IO_ERROR);
+	sc_read_4k(d, buf, DISK_IO_ERROR);
+	sc_read_4k(d, buf, DISK_IO_ERROR);
+	sc_read_4k(d, buf, DISK_OK);
 	for (size_t i = 0; i < sizeof(buf); i++)
-		assert_int_equal(buf[i], i < 2048 ? 0x78 : 0);
+		assert_int_equal(buf[i], good[i / 1024]);
 	disk_unref(d);
 	nbdscript_free(ns);
 }
@@ -957,6 +1018,7 @@ int main(void)
 		cmocka_unit_test(test_nbdclient_spec),
 		cmocka_unit_test(test_nbdclient_bs_short_reply_regression),
 		cmocka_unit_test(test_nbdclient_read_stale_bytes_regression),
+		cmocka_unit_test(test_nbdclient_read_duplicate_chunk_regression),
 	};
 
 	return cmocka_run_group_tests_name("nbdclient", tests, group_setup, group_teardown);

@@ -885,7 +885,8 @@ static void run_model(uint32_t ss, uint64_t start, uint64_t max, unsigned nops, 
 			}
 			assert_int_equal(st, DISK_OK);
 			for (uint64_t i = 0; i < n; i++) {
-				if ((flags & DISK_IO_NO_OVERWRITE) && m.present[s + i])
+				if ((flags & DISK_IO_NO_OVERWRITE) &&
+				    (m.present[s + i] || s + i >= m.za))
 					continue;
 				memcpy(m.data + (s + i) * ss, buf + i * ss, ss);
 				m.present[s + i] = M_DATA;

@@ -633,6 +633,63 @@ static void test_sqlitelayer_schema_exact(void **state)
 	rm_db(p);
 }
 
+/* Renames table @from of @p to @name with the statement text @sql by
+ * editing sqlite_schema (SQLite refuses to create tables named sqlite_*). */
+static void q_forge_table(const char *p, const char *from, const char *name, const char *sql)
+{
+	char *q = sqlite3_mprintf("PRAGMA writable_schema = ON; UPDATE sqlite_schema SET name = %Q, "
+				  "tbl_name = %Q, sql = %Q WHERE name = %Q", name, name, sql, from);
+
+	assert_non_null(q);
+	q_exec(p, q);
+	sqlite3_free(q);
+}
+
+/* Regression: ANALYZE or PRAGMA optimize (run by anyone who opens the file
+ * with the sqlite3 shell) adds SQLite's statistics table sqlite_stat1, or
+ * sqlite_stat4 in builds with SQLITE_ENABLE_STAT4, and the file was no
+ * longer "a .dbhd". They are allowed with the text SQLite creates them
+ * with; a table of that name with other columns, or another sqlite_stat
+ * table, is still refused. */
+static void test_sqlitelayer_analyze_stat_tables_regression(void **state)
+{
+	static const struct {
+		const char *name, *sql;
+	} bad[] = {
+		{ "sqlite_stat1", "CREATE TABLE sqlite_stat1(tbl,idx,stat,extra)" },
+		{ "sqlite_stat4", "CREATE TABLE sqlite_stat4(tbl,idx,neq,nlt,ndlt)" },
+		{ "sqlite_stat3", "CREATE TABLE sqlite_stat3(tbl,idx,neq,nlt,ndlt,sample)" },
+	};
+	const char *p = tu_path("analyze.dbhd");
+	uint8_t buf[4 * 512], back[4 * 512];
+	struct layer *l;
+
+	(void)state;
+	tu_fill(buf, sizeof(buf), 31, 8 * 512);
+	l = new_layer(p, 64 * KiB, 512, false, NULL);
+	assert_int_equal(tu_layer_write(l, 8, buf, sizeof(buf), 0), DISK_OK);
+	layer_free(l);
+	q_exec(p, "ANALYZE; PRAGMA optimize");
+	assert_int_equal(q_int(p, "SELECT count(*) FROM sqlite_stat1"), 2);
+	q_exec(p, "CREATE TABLE stat4 (tbl, idx, neq, nlt, ndlt, sample)");
+	q_forge_table(p, "stat4", "sqlite_stat4",
+		      "CREATE TABLE sqlite_stat4(tbl,idx,neq,nlt,ndlt,sample)");
+	l = open_layer(p, false);
+	memset(back, 0xee, sizeof(back));
+	assert_int_equal(tu_layer_read(l, 8, back, sizeof(back), NULL), DISK_OK);
+	assert_memory_equal(buf, back, sizeof(buf));
+	assert_int_equal(tu_layer_write(l, 0, buf, 512, 0), DISK_OK);
+	layer_free(l);
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		layer_free(new_layer(p, 4 * KiB, 512, false, NULL));
+		q_exec(p, "CREATE TABLE impostor (x)");
+		q_forge_table(p, "impostor", bad[i].name, bad[i].sql);
+		open_refused(p, bad[i].name);
+	}
+	rm_db(p);
+}
+
 /* Replaces the one occurrence of @from (@len bytes) in file @p by @to. */
 static void patch_once(const char *p, const uint8_t *from, const uint8_t *to, size_t len)
 {
@@ -1279,6 +1336,7 @@ int main(void)
 		cmocka_unit_test(test_sqlitelayer_text_sector_column_crashes_read),
 		cmocka_unit_test(test_sqlitelayer_trigger_drops_acked_writes),
 		cmocka_unit_test(test_sqlitelayer_schema_exact),
+		cmocka_unit_test(test_sqlitelayer_analyze_stat_tables_regression),
 		cmocka_unit_test(test_sqlitelayer_bad_rows_medium_error),
 		cmocka_unit_test(test_sqlitelayer_contract_layer),
 		cmocka_unit_test(test_sqlitelayer_contract_disk),
