@@ -37,12 +37,13 @@
  *   and the receive reach the kernel in one io_uring_enter.
  * - Where the next socket-path optimisations go (all inside net/conn.c,
  *   behind netsrv_rx, with no protocol change): a multishot receive into
- *   a provided-buffer ring (the engine then owns receive buffers and hands
- *   the protocol a filled one through the same rx callback, copying into
- *   the protocol's buffer only when it asked for one of its own);
- *   registered ring fds and fixed files for the connection's socket
- *   (conn_rx_raw, conn_tx_plain and the cancel path are the only places
- *   that name c->rfd/c->wfd).
+ *   a provided-buffer ring replaces the one-shot recv in conn_rx_raw (the
+ *   engine then owns receive buffers and copies into the protocol's
+ *   buffer, or a later API hands a filled buffer to the rx callback);
+ *   a registered ring fd is the reactor's; fixed files replace c->rfd and
+ *   c->wfd in the sqe preparations of conn_rx_raw, netsrv_rxv,
+ *   conn_tx_plain, conn_tx_tls and conn_cancel, registered when the
+ *   connection starts on its worker (netsrv_conn_start).
  * - Back-pressure is the protocol's: it simply does not arm the next
  *   receive while it has too much in flight, and arms it again from the
  *   completion that freed room.
@@ -74,6 +75,7 @@
 struct netsrv;
 struct netsrv_conn;
 struct netsrv_tls;
+struct reactor;
 
 /* ---- the protocol's side --------------------------------------------------- */
 
@@ -125,7 +127,7 @@ struct netsrv_proto {
 
 /* An item of a connection's send queue: @iovcnt iovecs at @iov (borrowed
  * until @sent) sent in order. Embedded in the protocol's reply; the
- * engine uses the fields after iovcnt. @sent runs on the worker once
+ * protocol sets iov, iovcnt and sent, the engine the rest. @sent runs on the worker once
  * every byte is on the wire (plaintext) or encrypted (TLS), or when the
  * connection is torn down with the item still queued
  * (netsrv_conn_closing is then true); the item may be reused from it. */
