@@ -186,6 +186,7 @@ struct nbdsrv_xmit {
 	unsigned nslots;
 	struct nbdsrv_req *free_slots;
 	unsigned ninflight;         /* slots in use */
+	unsigned nreplying;         /* of those, replies queued and not yet sent */
 	uint64_t inflight_bytes;
 	size_t cached_bytes;        /* payload buffers attached to slots */
 	struct nbdsrv_rbuf rbufs[NBDSRV_RBUFS];

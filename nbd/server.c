@@ -77,7 +77,13 @@ static bool srv_conn_busy(struct netsrv_conn *nc, enum netsrv_busy what)
 	case NETSRV_BUSY_REFS:
 		return x->ninflight > 0 || x->xmit_task_busy;
 	case NETSRV_BUSY_IDLE:
-		return x->ninflight > 0 || x->draining || x->disc;
+		/* Work the server owes the client keeps a connection alive; a
+		 * WRITE whose payload is still to come and replies the client is
+		 * not reading do not (regression: a client that vanished in the
+		 * middle of a payload held its slot for ever). Bytes received or
+		 * sent count as activity (net/conn.c). */
+		return x->ninflight > x->nreplying + (x->payload_req ? 1u : 0u) ||
+		       x->draining || x->disc;
 	}
 	return false;
 }

@@ -322,7 +322,11 @@ static void xmit_release(struct nbdsrv_req *req, bool notify)
 
 static void xmit_req_sent(struct netsrv_conn *nc UNUSED, struct netsrv_tx *tx)
 {
-	xmit_release(container_of(tx, struct nbdsrv_req, tx), true);
+	struct nbdsrv_req *req = container_of(tx, struct nbdsrv_req, tx);
+
+	assert(req->x->nreplying > 0);
+	req->x->nreplying--;
+	xmit_release(req, true);
 }
 
 void nbdsrv_xmit_free_payload_req(struct nbdsrv_xmit *x)
@@ -518,6 +522,7 @@ static void xmit_reply(struct nbdsrv_req *req)
 		n = reply_simple(req);
 	req->tx.iov = req->riov;
 	req->tx.iovcnt = n;
+	x->nreplying++;
 	netsrv_tx_queue(x->nc, &req->tx);
 	netsrv_tx_schedule(x->nc);
 }
