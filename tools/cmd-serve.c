@@ -120,6 +120,7 @@ static struct {
 	pid_t child;                 /* --run child, 0 = none */
 	atomic_int child_status;     /* exit status to return, -1 = still running */
 	atomic_bool exiting;
+	atomic_bool serving;         /* the server runs: a stop signal drains it */
 	sigset_t set;
 } sv;
 
@@ -149,6 +150,13 @@ static void *serve_signal_thread(void *arg UNUSED)
 		}
 		if (sig == SIGUSR1)
 			continue;
+		if (!atomic_load(&sv.serving)) {
+			/* Still opening the exports (an nbd: or blob: disk may
+			 * wait minutes on an unreachable host): nothing was
+			 * served, nothing acknowledged, so nothing to drain. */
+			log_warn("serve: %s while opening the exports: exiting", strsignal(sig));
+			_exit(128 + sig);
+		}
 		log_info("serve: %s received", strsignal(sig));
 		netsrv_stop(sv.net);
 	}
@@ -442,6 +450,18 @@ int cmd_serve(int argc, char **argv)
 	sigaddset(&sv.set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &sv.set, &oldmask);
 	mask_set = true;
+	sv.net = NULL;
+	sv.child = 0;
+	atomic_store(&sv.child_status, -1);
+	atomic_store(&sv.exiting, false);
+	atomic_store(&sv.serving, false);
+	/* The signal thread runs from now on, so that Ctrl-C works while
+	 * the exports open (regression: it was ignored until they had). */
+	if (pthread_create(&sigthread, NULL, serve_signal_thread, NULL) != 0) {
+		ret = tool_error(cmd, "cannot start the signal thread");
+		goto out;
+	}
+	sigthread_started = true;
 
 	ret = reactor_new(&r, 0);
 	if (ret < 0) {
@@ -533,20 +553,12 @@ int cmd_serve(int argc, char **argv)
 	}
 
 	sv.net = net;
-	sv.child = 0;
-	atomic_store(&sv.child_status, -1);
-	atomic_store(&sv.exiting, false);
-
 	ret = netsrv_start(net);
 	if (ret < 0) {
 		ret = tool_error(cmd, "cannot start the server threads: %s", strerror(-ret));
 		goto out_mask;
 	}
-	if (pthread_create(&sigthread, NULL, serve_signal_thread, NULL) != 0) {
-		ret = tool_error(cmd, "cannot start the signal thread");
-		goto out_mask;
-	}
-	sigthread_started = true;
+	atomic_store(&sv.serving, true);
 	if (pidfile) {
 		char tmp[PATH_MAX];
 		FILE *fp;
@@ -638,12 +650,12 @@ int cmd_serve(int argc, char **argv)
 	}
 
 out_mask:
+out:
 	if (sigthread_started) {
 		atomic_store(&sv.exiting, true);
 		pthread_kill(sigthread, SIGUSR1);
 		pthread_join(sigthread, NULL);
 	}
-out:
 	if (pidfile_written)
 		unlink(pidfile);
 	netsrv_free(net);
