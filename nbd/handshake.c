@@ -78,10 +78,10 @@ static void hs_reply_hdr(struct nbdsrv_conn *c, uint32_t type, uint32_t len)
 {
 	uint8_t h[NBDW_OPT_REPLY_HDR_BYTES];
 
-	nbdw_put64(h, NBDW_OPT_REPLY_MAGIC);
-	nbdw_put32(h + 8, c->hs->opt);
-	nbdw_put32(h + 12, type);
-	nbdw_put32(h + 16, len);
+	ds_put_be64(h, NBDW_OPT_REPLY_MAGIC);
+	ds_put_be32(h + 8, c->hs->opt);
+	ds_put_be32(h + 12, type);
+	ds_put_be32(h + 16, len);
 	hs_put(c, h, sizeof(h));
 }
 
@@ -262,8 +262,8 @@ static void hs_opt_export_name(struct nbdsrv_conn *c)
 		return;
 	}
 	memset(r, 0, sizeof(r));
-	nbdw_put64(r, hs_export_size(e));
-	nbdw_put16(r + 8, nbdsrv_tflags(e, c->hs->sr));
+	ds_put_be64(r, hs_export_size(e));
+	ds_put_be16(r + 8, nbdsrv_tflags(e, c->hs->sr));
 	if (!c->hs->no_zeroes)
 		len += NBDW_EXPORT_NAME_PAD_BYTES;
 	hs_put(c, r, len);
@@ -282,7 +282,7 @@ static void hs_opt_list(struct nbdsrv_conn *c)
 		size_t dlen = e->description ? strlen(e->description) : 0;
 		uint8_t n[4];
 
-		nbdw_put32(n, (uint32_t)e->namelen);
+		ds_put_be32(n, (uint32_t)e->namelen);
 		hs_reply_hdr(c, NBDW_REP_SERVER, (uint32_t)(4 + e->namelen + dlen));
 		hs_put(c, n, 4);
 		hs_put(c, e->name, e->namelen);
@@ -340,7 +340,7 @@ static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 		hs_error(c, NBDW_REP_ERR_INVALID, "option too short");
 		return NULL;
 	}
-	namelen = nbdw_get32(d);
+	namelen = ds_get_be32(d);
 	if (namelen > c->hs->optlen - 6) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "export name length %u exceeds the option",
 			 namelen);
@@ -351,14 +351,14 @@ static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 			 NBDW_STRING_MAX);
 		return NULL;
 	}
-	nreq = nbdw_get16(d + 4 + namelen);
+	nreq = ds_get_be16(d + 4 + namelen);
 	if (4 + namelen + 2 + 2 * (uint32_t)nreq != c->hs->optlen) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "%u information requests do not fit the option",
 			 nreq);
 		return NULL;
 	}
 	for (unsigned i = 0; i < nreq; i++) {
-		switch (nbdw_get16(d + 4 + namelen + 2 + 2 * i)) {
+		switch (ds_get_be16(d + 4 + namelen + 2 + 2 * i)) {
 		case NBDW_INFO_NAME: want_name = true; break;
 		case NBDW_INFO_DESCRIPTION: want_desc = true; break;
 		case NBDW_INFO_BLOCK_SIZE: want_bs = true; break;
@@ -372,10 +372,10 @@ static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 		return NULL;
 	}
 	hs_block_sizes(e, &min, &pref, &max);
-	nbdw_put16(b, NBDW_INFO_BLOCK_SIZE);
-	nbdw_put32(b + 2, min);
-	nbdw_put32(b + 6, pref);
-	nbdw_put32(b + 10, max);
+	ds_put_be16(b, NBDW_INFO_BLOCK_SIZE);
+	ds_put_be32(b + 2, min);
+	ds_put_be32(b + 6, pref);
+	ds_put_be32(b + 10, max);
 	if (c->hs->opt == NBDW_OPT_GO && !want_bs && min > 512) {
 		/* Clients that did not ask default to 512-byte requests, which
 		 * this export would refuse. */
@@ -388,15 +388,15 @@ static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 	{
 		uint8_t x[12];
 
-		nbdw_put16(x, NBDW_INFO_EXPORT);
-		nbdw_put64(x + 2, hs_export_size(e));
-		nbdw_put16(x + 10, nbdsrv_tflags(e, c->hs->sr));
+		ds_put_be16(x, NBDW_INFO_EXPORT);
+		ds_put_be64(x + 2, hs_export_size(e));
+		ds_put_be16(x + 10, nbdsrv_tflags(e, c->hs->sr));
 		hs_reply(c, NBDW_REP_INFO, x, 12);
 	}
 	if (want_name) {
 		uint8_t t[2];
 
-		nbdw_put16(t, NBDW_INFO_NAME);
+		ds_put_be16(t, NBDW_INFO_NAME);
 		hs_reply_hdr(c, NBDW_REP_INFO, (uint32_t)(2 + e->namelen));
 		hs_put(c, t, 2);
 		hs_put(c, e->name, e->namelen);
@@ -405,7 +405,7 @@ static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 		size_t dl = strlen(e->description);
 		uint8_t t[2];
 
-		nbdw_put16(t, NBDW_INFO_DESCRIPTION);
+		ds_put_be16(t, NBDW_INFO_DESCRIPTION);
 		hs_reply_hdr(c, NBDW_REP_INFO, (uint32_t)(2 + dl));
 		hs_put(c, t, 2);
 		hs_put(c, e->description, dl);
@@ -450,13 +450,13 @@ static void hs_opt_meta(struct nbdsrv_conn *c)
 		hs_error(c, NBDW_REP_ERR_INVALID, "option too short");
 		return;
 	}
-	namelen = nbdw_get32(d);
+	namelen = ds_get_be32(d);
 	if (namelen > c->hs->optlen - 8 || namelen > NBDW_STRING_MAX) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "bad export name length %u", namelen);
 		return;
 	}
 	pos = 4 + namelen;
-	nq = nbdw_get32(d + pos);
+	nq = ds_get_be32(d + pos);
 	pos += 4;
 	if (nq > (c->hs->optlen - pos) / 4) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "%u queries do not fit the option", nq);
@@ -469,7 +469,7 @@ static void hs_opt_meta(struct nbdsrv_conn *c)
 			hs_error(c, NBDW_REP_ERR_INVALID, "query %u is truncated", i);
 			return;
 		}
-		qlen = nbdw_get32(d + pos);
+		qlen = ds_get_be32(d + pos);
 		pos += 4;
 		if (qlen > c->hs->optlen - pos) {
 			hs_error(c, NBDW_REP_ERR_INVALID, "query %u length %u exceeds the option", i,
@@ -506,7 +506,7 @@ static void hs_opt_meta(struct nbdsrv_conn *c)
 
 		if (!(mask & (1u << i)))
 			continue;
-		nbdw_put32(id, set ? nbdsrv_meta_id(i) : 0);
+		ds_put_be32(id, set ? nbdsrv_meta_id(i) : 0);
 		hs_reply_hdr(c, NBDW_REP_META_CONTEXT, (uint32_t)(4 + strlen(name)));
 		hs_put(c, id, 4);
 		hs_put(c, name, strlen(name));
@@ -655,14 +655,14 @@ static bool hs_in_reserve(struct nbdsrv_conn *c, size_t n)
 static void hs_got_header(struct nbdsrv_conn *c)
 {
 	c->hs->idle = false;
-	if (nbdw_get64(c->hs->hdr) != NBDW_IHAVEOPT) {
+	if (ds_get_be64(c->hs->hdr) != NBDW_IHAVEOPT) {
 		log_warn("%s: bad option magic 0x%016llx: dropping the client", c->name,
-			 (unsigned long long)nbdw_get64(c->hs->hdr));
+			 (unsigned long long)ds_get_be64(c->hs->hdr));
 		netsrv_conn_close(c->nc, false, NULL);
 		return;
 	}
-	c->hs->opt = nbdw_get32(c->hs->hdr + 8);
-	c->hs->optlen = nbdw_get32(c->hs->hdr + 12);
+	c->hs->opt = ds_get_be32(c->hs->hdr + 8);
+	c->hs->optlen = ds_get_be32(c->hs->hdr + 12);
 	if (++c->hs->nopts > NBDSRV_MAX_OPTIONS) {
 		log_warn("%s: more than %u options: dropping the client", c->name,
 			 NBDSRV_MAX_OPTIONS);
@@ -711,7 +711,7 @@ static void hs_wait_option(struct nbdsrv_conn *c)
 
 static void hs_got_client_flags(struct nbdsrv_conn *c)
 {
-	uint32_t f = nbdw_get32(c->hs->hdr);
+	uint32_t f = ds_get_be32(c->hs->hdr);
 
 	if (f & ~(NBDW_FLAG_C_FIXED_NEWSTYLE | NBDW_FLAG_C_NO_ZEROES)) {
 		log_warn("%s: unknown client flags 0x%x: dropping the client", c->name, f);
@@ -739,9 +739,9 @@ void nbdsrv_hs_begin(struct nbdsrv_conn *c)
 {
 	uint8_t g[NBDW_GREETING_BYTES];
 
-	nbdw_put64(g, NBDW_INIT_PASSWD);
-	nbdw_put64(g + 8, NBDW_IHAVEOPT);
-	nbdw_put16(g + 16, NBDW_FLAG_FIXED_NEWSTYLE | NBDW_FLAG_NO_ZEROES);
+	ds_put_be64(g, NBDW_INIT_PASSWD);
+	ds_put_be64(g + 8, NBDW_IHAVEOPT);
+	ds_put_be16(g + 16, NBDW_FLAG_FIXED_NEWSTYLE | NBDW_FLAG_NO_ZEROES);
 	hs_put(c, g, sizeof(g));
 	hs_send(c, hs_greeted);
 }

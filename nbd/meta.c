@@ -101,8 +101,8 @@ uint32_t nbdsrv_meta_encode(const struct disk_extent *ext, uint32_t n, uint32_t 
 			 * again from where it stopped). */
 			bool truncated = cur_len > max_desc_bytes;
 
-			nbdw_put32(out + 8 * nd, (uint32_t)MIN(cur_len, (uint64_t)max_desc_bytes));
-			nbdw_put32(out + 8 * nd + 4, cur_val);
+			ds_put_be32(out + 8 * nd, (uint32_t)MIN(cur_len, (uint64_t)max_desc_bytes));
+			ds_put_be32(out + 8 * nd + 4, cur_val);
 			nd++;
 			if (one || truncated)
 				goto done;
@@ -111,12 +111,12 @@ uint32_t nbdsrv_meta_encode(const struct disk_extent *ext, uint32_t n, uint32_t 
 		cur_val = v;
 	}
 	if (cur_len) {
-		nbdw_put32(out + 8 * nd, (uint32_t)MIN(cur_len, (uint64_t)max_desc_bytes));
-		nbdw_put32(out + 8 * nd + 4, cur_val);
+		ds_put_be32(out + 8 * nd, (uint32_t)MIN(cur_len, (uint64_t)max_desc_bytes));
+		ds_put_be32(out + 8 * nd + 4, cur_val);
 		nd++;
 	}
 done:
-	if (one && nd > 0 && nbdw_get32(out) > one_limit_bytes)
-		nbdw_put32(out, one_limit_bytes);
+	if (one && nd > 0 && ds_get_be32(out) > one_limit_bytes)
+		ds_put_be32(out, one_limit_bytes);
 	return nd;
 }

@@ -13,6 +13,8 @@
 
 #include <stdint.h>
 
+#include "common/endian.h"
+
 /* ---- magic numbers ------------------------------------------------------ */
 
 #define NBDW_INIT_PASSWD            UINT64_C(0x4e42444d41474943) /* "NBDMAGIC" */
@@ -163,54 +165,5 @@ enum {
 #define NBDW_DF_MIN 65536
 /* At most this many extents per block-status chunk. */
 #define NBDW_MAX_EXTENTS (1u << 20)
-
-/* ---- big-endian helpers ------------------------------------------------- */
-
-static inline uint16_t nbdw_get16(const void *p)
-{
-	const uint8_t *b = p;
-
-	return (uint16_t)((b[0] << 8) | b[1]);
-}
-
-static inline uint32_t nbdw_get32(const void *p)
-{
-	const uint8_t *b = p;
-
-	return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
-}
-
-static inline uint64_t nbdw_get64(const void *p)
-{
-	const uint8_t *b = p;
-
-	return ((uint64_t)nbdw_get32(b) << 32) | nbdw_get32(b + 4);
-}
-
-static inline void nbdw_put16(void *p, uint16_t v)
-{
-	uint8_t *b = p;
-
-	b[0] = (uint8_t)(v >> 8);
-	b[1] = (uint8_t)v;
-}
-
-static inline void nbdw_put32(void *p, uint32_t v)
-{
-	uint8_t *b = p;
-
-	b[0] = (uint8_t)(v >> 24);
-	b[1] = (uint8_t)(v >> 16);
-	b[2] = (uint8_t)(v >> 8);
-	b[3] = (uint8_t)v;
-}
-
-static inline void nbdw_put64(void *p, uint64_t v)
-{
-	uint8_t *b = p;
-
-	nbdw_put32(b, (uint32_t)(v >> 32));
-	nbdw_put32(b + 4, (uint32_t)v);
-}
 
 #endif

@@ -343,18 +343,18 @@ void nbdsrv_xmit_free_payload_req(struct nbdsrv_xmit *x)
 /* Writes a structured chunk header at @h. */
 static void put_chunk(uint8_t *h, uint16_t flags, uint16_t type, uint64_t cookie, uint32_t len)
 {
-	nbdw_put32(h, NBDW_STRUCTURED_REPLY_MAGIC);
-	nbdw_put16(h + 4, flags);
-	nbdw_put16(h + 6, type);
-	nbdw_put64(h + 8, cookie);
-	nbdw_put32(h + 16, len);
+	ds_put_be32(h, NBDW_STRUCTURED_REPLY_MAGIC);
+	ds_put_be16(h + 4, flags);
+	ds_put_be16(h + 6, type);
+	ds_put_be64(h + 8, cookie);
+	ds_put_be32(h + 16, len);
 }
 
 static unsigned reply_simple(struct nbdsrv_req *req)
 {
-	nbdw_put32(req->hdr, NBDW_SIMPLE_REPLY_MAGIC);
-	nbdw_put32(req->hdr + 4, req->error);
-	nbdw_put64(req->hdr + 8, req->cookie);
+	ds_put_be32(req->hdr, NBDW_SIMPLE_REPLY_MAGIC);
+	ds_put_be32(req->hdr + 4, req->error);
+	ds_put_be64(req->hdr + 8, req->cookie);
 	req->riov[0].iov_base = req->hdr;
 	req->riov[0].iov_len = NBDW_SIMPLE_REPLY_BYTES;
 	if (req->type == NBDW_CMD_READ && req->error == 0 && req->len > 0) {
@@ -372,8 +372,8 @@ static unsigned reply_error_chunk(struct nbdsrv_req *req)
 	uint8_t *h = req->hdr;
 
 	put_chunk(h, NBDW_REPLY_FLAG_DONE, NBDW_REPLY_TYPE_ERROR, req->cookie, (uint32_t)(6 + mlen));
-	nbdw_put32(h + 20, req->error);
-	nbdw_put16(h + 24, (uint16_t)mlen);
+	ds_put_be32(h + 20, req->error);
+	ds_put_be16(h + 24, (uint16_t)mlen);
 	memcpy(h + 26, msg, mlen);
 	req->riov[0].iov_base = h;
 	req->riov[0].iov_len = 26 + mlen;
@@ -444,14 +444,14 @@ static unsigned reply_read(struct nbdsrv_req *req)
 
 		if (runs[i].hole) {
 			put_chunk(h, flags, NBDW_REPLY_TYPE_OFFSET_HOLE, req->cookie, 12);
-			nbdw_put64(h + 20, req->offset + runs[i].off);
-			nbdw_put32(h + 28, (uint32_t)runs[i].len);
+			ds_put_be64(h + 20, req->offset + runs[i].off);
+			ds_put_be32(h + 28, (uint32_t)runs[i].len);
 			req->riov[niov].iov_base = h;
 			req->riov[niov++].iov_len = 32;
 		} else {
 			put_chunk(h, flags, NBDW_REPLY_TYPE_OFFSET_DATA, req->cookie,
 				  (uint32_t)(8 + runs[i].len));
-			nbdw_put64(h + 20, req->offset + runs[i].off);
+			ds_put_be64(h + 20, req->offset + runs[i].off);
 			req->riov[niov].iov_base = h;
 			req->riov[niov++].iov_len = 28;
 			req->riov[niov].iov_base = (char *)req->buf + runs[i].off;
@@ -489,7 +489,7 @@ static unsigned reply_block_status(struct nbdsrv_req *req)
 		nd = nbdsrv_meta_encode(ext, nr, x->shift, i, max_desc, req_one, req->len, desc);
 		put_chunk(h, ++done == nctx ? NBDW_REPLY_FLAG_DONE : 0, NBDW_REPLY_TYPE_BLOCK_STATUS,
 			  req->cookie, 4 + 8 * nd);
-		nbdw_put32(h + 20, nbdsrv_meta_id(i));
+		ds_put_be32(h + 20, nbdsrv_meta_id(i));
 		req->riov[niov].iov_base = h;
 		req->riov[niov++].iov_len = 24;
 		req->riov[niov].iov_base = desc;
@@ -892,14 +892,14 @@ static void xmit_pump(struct nbdsrv_xmit *x)
 
 		if (avail < NBDW_REQUEST_BYTES)
 			break;
-		if (nbdw_get32(h) != NBDW_REQUEST_MAGIC) {
+		if (ds_get_be32(h) != NBDW_REQUEST_MAGIC) {
 			log_warn("%s: bad request magic 0x%08x: dropping the client", x->name,
-				 nbdw_get32(h));
+				 ds_get_be32(h));
 			netsrv_conn_close(x->nc, false, NULL);
 			return;
 		}
-		type = nbdw_get16(h + 6);
-		len = nbdw_get32(h + 24);
+		type = ds_get_be16(h + 6);
+		len = ds_get_be32(h + 24);
 		if (type == NBDW_CMD_WRITE && len > NBDSRV_MAX_PAYLOAD) {
 			log_warn("%s: WRITE of %u bytes is over the %u-byte limit: dropping the "
 				 "client", x->name, len, NBDSRV_MAX_PAYLOAD);
@@ -920,10 +920,10 @@ static void xmit_pump(struct nbdsrv_xmit *x)
 		x->free_slots = req->next_free;
 		x->ninflight++;
 		x->nrequests++;
-		req->flags = nbdw_get16(h + 4);
+		req->flags = ds_get_be16(h + 4);
 		req->type = type;
-		req->cookie = nbdw_get64(h + 8);
-		req->offset = nbdw_get64(h + 16);
+		req->cookie = ds_get_be64(h + 8);
+		req->offset = ds_get_be64(h + 16);
 		req->len = len;
 		req->error = 0;
 		req->errmsg = NULL;

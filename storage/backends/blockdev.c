@@ -98,6 +98,7 @@
 #include <scsi/sg.h>
 
 #include "common/compiler.h"
+#include "common/endian.h"
 #include "common/log.h"
 #include "common/reactor.h"
 #include "common/workpool.h"
@@ -222,14 +223,6 @@ const struct blockdev_sys *blockdev_sys_real(void)
 
 /* ---- little-/big-endian fields ----------------------------------------- */
 
-static uint16_t le16_at(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t le32_at(const uint8_t *p) { return (uint32_t)le16_at(p) | (uint32_t)le16_at(p + 2) << 16; }
-static uint64_t le64_at(const uint8_t *p) { return (uint64_t)le32_at(p) | (uint64_t)le32_at(p + 4) << 32; }
-static uint32_t be32_at(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static uint64_t be64_at(const uint8_t *p) { return (uint64_t)be32_at(p) << 32 | be32_at(p + 4); }
 
 /* ---- status mapping ---------------------------------------------------------- */
 
@@ -409,7 +402,7 @@ static void probe_nvme(struct blockdev *bd, const char *dir)
 			  bd->path, r);
 		return;
 	}
-	oncs = le16_at(buf + NVME_ID_CTRL_ONCS);
+	oncs = ds_get_le16(buf + NVME_ID_CTRL_ONCS);
 	if (!(oncs & NVME_ONCS_RESERVATIONS) || rescap == 0) {
 		log_debug("file %s: NVMe namespace %u has no reservations (ONCS %#x, RESCAP %#x)",
 			  bd->path, bd->nsid, oncs, rescap);
@@ -937,7 +930,7 @@ static int nvme_report(struct blockdev *bd, struct disk_pr_report *rep, int *os_
 		st = nvme_status(sys()->ioctl(bd->fd, NVME_IOCTL_IO_CMD, &cmd), os_errno);
 		if (st != DISK_OK)
 			return st;
-		regctl = le16_at(buf + 5);
+		regctl = ds_get_le16(buf + 5);
 		want = MIN(regctl, rep->max_controllers);
 		need = NVME_RESV_EXT_HEADER + (uint64_t)want * NVME_RESV_EXT_ENTRY;
 		if (need > size) {
@@ -953,7 +946,7 @@ static int nvme_report(struct blockdev *bd, struct disk_pr_report *rep, int *os_
 			*os_errno = EPROTO;
 			return DISK_IO_ERROR;
 		}
-		rep->generation = le32_at(buf);
+		rep->generation = ds_get_le32(buf);
 		rep->type = (enum disk_pr_type)buf[4];
 		rep->ptpl = buf[9] & 1;
 		rep->nr_controllers = regctl;
@@ -962,9 +955,9 @@ static int nvme_report(struct blockdev *bd, struct disk_pr_report *rep, int *os_
 			struct disk_pr_controller *c = &rep->controllers[i];
 
 			memset(c, 0, sizeof(*c));
-			c->controller_id = le16_at(e);
+			c->controller_id = ds_get_le16(e);
 			c->holds_reservation = e[2] & 1;
-			c->key = le64_at(e + 8);
+			c->key = ds_get_le64(e + 8);
 			memcpy(c->host_id, e + 16, 16);
 			c->host_id_len = 16;
 		}
@@ -1021,8 +1014,8 @@ static int scsi_report(struct blockdev *bd, struct disk_pr_report *rep, int *os_
 			return st;
 		if (got < 8)
 			return scsi_short_reply(bd, os_errno);
-		gen = be32_at(keys);
-		nkeys = be32_at(keys + 4) / 8;
+		gen = ds_get_be32(keys);
+		nkeys = ds_get_be32(keys + 4) / 8;
 		want = MIN(nkeys, rep->max_controllers);
 		if (8 + (uint64_t)want * 8 > got) {
 			if (alloc < SCSI_PR_IN_MAX_ALLOC && 8 + (uint64_t)want * 8 > alloc) {
@@ -1038,15 +1031,15 @@ static int scsi_report(struct blockdev *bd, struct disk_pr_report *rep, int *os_
 			return st;
 		if (got < 8)
 			return scsi_short_reply(bd, os_errno);
-		if (be32_at(res) != gen) {
+		if (ds_get_be32(res) != gen) {
 			st = DISK_IO_ERROR;
 			*os_errno = EAGAIN;
 			continue;  /* changed between the two commands */
 		}
-		if (be32_at(res + 4) >= 16) {
+		if (ds_get_be32(res + 4) >= 16) {
 			if (got < 22)
 				return scsi_short_reply(bd, os_errno);
-			res_key = be64_at(res + 8);
+			res_key = ds_get_be64(res + 8);
 			type = scsi_type(res[21] & 0x0f);
 			if (type == DISK_PR_NONE) {
 				log_error("file %s: SCSI READ RESERVATION: unknown type %#x",
@@ -1061,7 +1054,7 @@ static int scsi_report(struct blockdev *bd, struct disk_pr_report *rep, int *os_
 		rep->nr_controllers = nkeys;
 		for (i = 0; i < want; i++) {
 			struct disk_pr_controller *c = &rep->controllers[i];
-			uint64_t key = be64_at(keys + 8 + 8 * i);
+			uint64_t key = ds_get_be64(keys + 8 + 8 * i);
 
 			memset(c, 0, sizeof(*c));
 			c->key = key;

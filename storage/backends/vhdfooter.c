@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "common/endian.h"
 #include "common/log.h"
 
 #include "storage/backends/vhdfooter.h"
@@ -27,30 +28,6 @@
 #define OFF_DISK_TYPE 60
 #define OFF_CHECKSUM 64
 #define OFF_UNIQUE_ID 68
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-	return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	put_be32(p, (uint32_t)(v >> 32));
-	put_be32(p + 4, (uint32_t)v);
-}
 
 const char *vhdfooter_strerror(enum vhdfooter_error e)
 {
@@ -97,13 +74,13 @@ enum vhdfooter_error vhdfooter_parse(const uint8_t *footer, uint64_t data_room,
 	struct vhdfooter f;
 
 	memset(&f, 0, sizeof(f));
-	f.checksum = get_be32(footer + OFF_CHECKSUM);
+	f.checksum = ds_get_be32(footer + OFF_CHECKSUM);
 	f.computed_checksum = vhdfooter_checksum(footer);
-	f.version = get_be32(footer + OFF_VERSION);
-	f.disk_type = get_be32(footer + OFF_DISK_TYPE);
-	f.current_size = get_be64(footer + OFF_CURRENT_SIZE);
-	f.original_size = get_be64(footer + OFF_ORIGINAL_SIZE);
-	f.geometry = get_be32(footer + OFF_GEOMETRY);
+	f.version = ds_get_be32(footer + OFF_VERSION);
+	f.disk_type = ds_get_be32(footer + OFF_DISK_TYPE);
+	f.current_size = ds_get_be64(footer + OFF_CURRENT_SIZE);
+	f.original_size = ds_get_be64(footer + OFF_ORIGINAL_SIZE);
+	f.geometry = ds_get_be32(footer + OFF_GEOMETRY);
 	memcpy(f.unique_id, footer + OFF_UNIQUE_ID, 16);
 	for (unsigned i = 0; i < 4; i++) {
 		uint8_t c = footer[OFF_CREATOR_APP + i];
@@ -163,15 +140,15 @@ void vhdfooter_build(uint64_t size, const uint8_t unique_id[16], uint8_t *out)
 {
 	memset(out, 0, VHDFOOTER_BYTES);
 	memcpy(out, VHD_COOKIE, 8);
-	put_be32(out + OFF_FEATURES, 2);
-	put_be32(out + OFF_VERSION, VHDFOOTER_VERSION);
-	put_be64(out + OFF_DATA_OFFSET, UINT64_MAX);
-	put_be32(out + OFF_CREATOR_VERSION, 0x000A0000u);
-	put_be64(out + OFF_ORIGINAL_SIZE, size);
-	put_be64(out + OFF_CURRENT_SIZE, size);
-	put_be32(out + OFF_DISK_TYPE, VHDFOOTER_TYPE_FIXED);
+	ds_put_be32(out + OFF_FEATURES, 2);
+	ds_put_be32(out + OFF_VERSION, VHDFOOTER_VERSION);
+	ds_put_be64(out + OFF_DATA_OFFSET, UINT64_MAX);
+	ds_put_be32(out + OFF_CREATOR_VERSION, 0x000A0000u);
+	ds_put_be64(out + OFF_ORIGINAL_SIZE, size);
+	ds_put_be64(out + OFF_CURRENT_SIZE, size);
+	ds_put_be32(out + OFF_DISK_TYPE, VHDFOOTER_TYPE_FIXED);
 	memcpy(out + OFF_UNIQUE_ID, unique_id, 16);
-	put_be32(out + OFF_CHECKSUM, vhdfooter_checksum(out));
+	ds_put_be32(out + OFF_CHECKSUM, vhdfooter_checksum(out));
 }
 
 uint32_t vhdfooter_geometry(uint64_t size)
@@ -210,8 +187,8 @@ void vhdfooter_build_hyperv(uint64_t size, const uint8_t unique_id[16], uint8_t 
 	vhdfooter_build(size, unique_id, out);
 	memcpy(out + OFF_CREATOR_APP, "win ", 4);
 	memcpy(out + OFF_CREATOR_HOST_OS, "Wi2k", 4);
-	put_be32(out + OFF_GEOMETRY, vhdfooter_geometry(size));
-	put_be32(out + OFF_CHECKSUM, vhdfooter_checksum(out));
+	ds_put_be32(out + OFF_GEOMETRY, vhdfooter_geometry(size));
+	ds_put_be32(out + OFF_CHECKSUM, vhdfooter_checksum(out));
 }
 
 int vhdfooter_random_id(uint8_t id[16])

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/compiler.h"
+#include "common/endian.h"
 #include "common/reactor.h"
 #include "storage/backends/nbdclient.h"
 #include "tests/unit/nbdscript.h"
@@ -102,7 +103,7 @@ static uint16_t take16(struct nbdscript *f)
 	uint8_t b[2];
 
 	take(f, b, 2);
-	return (uint16_t)(b[0] << 8 | b[1]);
+	return ds_get_be16(b);
 }
 
 static uint32_t take32(struct nbdscript *f)
@@ -110,7 +111,7 @@ static uint32_t take32(struct nbdscript *f)
 	uint8_t b[4];
 
 	take(f, b, 4);
-	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+	return ds_get_be32(b);
 }
 
 static uint64_t take64(struct nbdscript *f)
@@ -121,34 +122,6 @@ static uint64_t take64(struct nbdscript *f)
 }
 
 /* ---- the server's socket --------------------------------------------------------- */
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)(v >> 16));
-	put16(p + 2, (uint16_t)v);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
 
 /* Sends (@out) or receives all @len bytes of @buf on the blocking socket.
  * Returns 0 or -1 (peer gone, EOF, error). */
@@ -224,10 +197,10 @@ static int srv_opt_reply(struct nbdscript *f, uint32_t opt, uint32_t type, const
 {
 	uint8_t h[20];
 
-	put64(h, REPLY_OPT_MAGIC);
-	put32(h + 8, opt);
-	put32(h + 12, type);
-	put32(h + 16, len);
+	ds_put_be64(h, REPLY_OPT_MAGIC);
+	ds_put_be32(h + 8, opt);
+	ds_put_be32(h + 12, type);
+	ds_put_be32(h + 16, len);
 	if (srv_write(f, h, sizeof(h)) < 0)
 		return -1;
 	return len ? srv_write(f, data, len) : 0;
@@ -244,13 +217,13 @@ static int srv_set_meta(struct nbdscript *f, uint32_t opt, const uint8_t *d, uin
 	if (f->h.mode & NBDSCRIPT_NO_META)
 		return srv_opt_reply(f, opt, REP_ERR_UNSUP, NULL, 0);
 	/* u32 export name length, name, u32 number of queries, queries. */
-	if (len < 4 || (namelen = get32(d)) > len - 8)
+	if (len < 4 || (namelen = ds_get_be32(d)) > len - 8)
 		return srv_opt_reply(f, opt, REP_ERR_UNSUP, NULL, 0);
 	off = 4 + namelen;
-	nq = get32(d + off);
+	nq = ds_get_be32(d + off);
 	off += 4;
 	for (uint32_t i = 0; i < nq && off + 4 <= len; i++) {
-		uint32_t ql = get32(d + off);
+		uint32_t ql = ds_get_be32(d + off);
 
 		off += 4;
 		if (ql > len - off)
@@ -258,7 +231,7 @@ static int srv_set_meta(struct nbdscript *f, uint32_t opt, const uint8_t *d, uin
 		if (ql == sizeof(base) - 1 && memcmp(d + off, base, ql) == 0) {
 			const char *name = f->h.mode & NBDSCRIPT_META_OTHER ? "base:allocatioN" : base;
 
-			put32(rep, f->h.ctx_id);
+			ds_put_be32(rep, f->h.ctx_id);
 			memcpy(rep + 4, name, sizeof(base) - 1);
 			if (srv_opt_reply(f, opt, REP_META_CONTEXT, rep, 4 + sizeof(base) - 1) < 0)
 				return -1;
@@ -273,16 +246,16 @@ static int srv_go(struct nbdscript *f, uint32_t opt)
 {
 	uint8_t info[14];
 
-	put16(info, INFO_EXPORT);
-	put64(info + 2, f->h.size);
-	put16(info + 10, f->h.tflags);
+	ds_put_be16(info, INFO_EXPORT);
+	ds_put_be64(info + 2, f->h.size);
+	ds_put_be16(info + 10, f->h.tflags);
 	if (srv_opt_reply(f, opt, REP_INFO, info, 12) < 0)
 		return -1;
 	if (!(f->h.mode & NBDSCRIPT_NO_BLOCK_SIZE)) {
-		put16(info, INFO_BLOCK_SIZE);
-		put32(info + 2, f->h.min_block);
-		put32(info + 6, f->h.pref_block);
-		put32(info + 10, f->h.max_block);
+		ds_put_be16(info, INFO_BLOCK_SIZE);
+		ds_put_be32(info + 2, f->h.min_block);
+		ds_put_be32(info + 6, f->h.pref_block);
+		ds_put_be32(info + 10, f->h.max_block);
 		if (srv_opt_reply(f, opt, REP_INFO, info, 14) < 0)
 			return -1;
 	}
@@ -296,26 +269,26 @@ static int srv_handshake(struct nbdscript *f)
 	uint8_t g[18], cflags[4], oh[16];
 	static uint8_t od[4096];
 
-	put64(g, NBDMAGIC);
-	put64(g + 8, IHAVEOPT);
-	put16(g + 16, 3);                           /* FIXED_NEWSTYLE | NO_ZEROES */
+	ds_put_be64(g, NBDMAGIC);
+	ds_put_be64(g + 8, IHAVEOPT);
+	ds_put_be16(g + 16, 3);                           /* FIXED_NEWSTYLE | NO_ZEROES */
 	if (srv_write(f, g, sizeof(g)) < 0 || srv_read(f, cflags, 4) < 0)
 		return -1;
 	for (unsigned n = 0; n < 32; n++) {
 		uint32_t opt, len;
 
-		if (srv_read(f, oh, sizeof(oh)) < 0 || get64(oh) != IHAVEOPT)
+		if (srv_read(f, oh, sizeof(oh)) < 0 || ds_get_be64(oh) != IHAVEOPT)
 			return -1;
-		opt = get32(oh + 8);
-		len = get32(oh + 12);
+		opt = ds_get_be32(oh + 8);
+		len = ds_get_be32(oh + 12);
 		if (len > sizeof(od) || srv_read(f, od, len) < 0)
 			return -1;
 		switch (opt) {
 		case OPT_EXPORT_NAME: {
 			uint8_t e[10];
 
-			put64(e, f->h.size);
-			put16(e + 8, f->h.tflags);
+			ds_put_be64(e, f->h.size);
+			ds_put_be16(e + 8, f->h.tflags);
 			return srv_write(f, e, sizeof(e)) < 0 ? -1 : 1;
 		}
 		case OPT_ABORT:
@@ -363,11 +336,11 @@ static int srv_chunk(struct nbdscript *f, const struct request *rq, uint16_t fla
 {
 	uint8_t h[20];
 
-	put32(h, STRUCTURED_MAGIC);
-	put16(h + 4, flags);
-	put16(h + 6, type);
+	ds_put_be32(h, STRUCTURED_MAGIC);
+	ds_put_be16(h + 4, flags);
+	ds_put_be16(h + 6, type);
 	memcpy(h + 8, rq->cookie, 8);
-	put32(h + 16, len);
+	ds_put_be32(h + 16, len);
 	if (srv_write(f, h, sizeof(h)) < 0)
 		return -1;
 	return len ? srv_write(f, payload, len) : 0;
@@ -385,8 +358,8 @@ static int srv_op(struct nbdscript *f, const struct request *rq)
 		uint32_t err = op == 0 ? take32(f) : 0;
 		uint8_t h[16];
 
-		put32(h, SIMPLE_MAGIC);
-		put32(h + 4, err);
+		ds_put_be32(h, SIMPLE_MAGIC);
+		ds_put_be32(h + 4, err);
 		memcpy(h + 8, rq->cookie, 8);
 		if (srv_write(f, h, sizeof(h)) < 0)
 			return -1;
@@ -409,7 +382,7 @@ static int srv_op(struct nbdscript *f, const struct request *rq)
 			len = rq->length;
 		if (len > MAX_PAYLOAD)
 			return -1;
-		put64(f->scratch, rq->offset + rel);
+		ds_put_be64(f->scratch, rq->offset + rel);
 		memset(f->scratch + 8, fill, len);
 		if (srv_chunk(f, rq, flags, CHUNK_OFFSET_DATA, f->scratch, 8 + len) < 0)
 			return -1;
@@ -420,8 +393,8 @@ static int srv_op(struct nbdscript *f, const struct request *rq)
 		uint32_t rel = take32(f);
 		uint32_t len = take32(f);
 
-		put64(f->scratch, rq->offset + rel);
-		put32(f->scratch + 8, len == UINT32_MAX ? rq->length : len);
+		ds_put_be64(f->scratch, rq->offset + rel);
+		ds_put_be32(f->scratch + 8, len == UINT32_MAX ? rq->length : len);
 		if (srv_chunk(f, rq, flags, CHUNK_OFFSET_HOLE, f->scratch, 12) < 0)
 			return -1;
 		return flags & REPLY_FLAG_DONE;
@@ -431,7 +404,7 @@ static int srv_op(struct nbdscript *f, const struct request *rq)
 		uint32_t id = take32(f) ^ f->h.ctx_id;
 		uint8_t n = take8(f);
 
-		put32(f->scratch, id);
+		ds_put_be32(f->scratch, id);
 		take(f, f->scratch + 4, 8u * n);
 		if (srv_chunk(f, rq, flags, CHUNK_BLOCK_STATUS, f->scratch, 4 + 8u * n) < 0)
 			return -1;
@@ -467,12 +440,12 @@ static void srv_transmission(struct nbdscript *f)
 		int r;
 
 		if (srv_wait_request(f) < 0 || srv_read(f, h, sizeof(h)) < 0 ||
-		    get32(h) != REQUEST_MAGIC)
+		    ds_get_be32(h) != REQUEST_MAGIC)
 			return;
 		rq.type = (uint16_t)(h[6] << 8 | h[7]);
 		memcpy(rq.cookie, h + 8, 8);
-		rq.offset = get64(h + 16);
-		rq.length = get32(h + 24);
+		rq.offset = ds_get_be64(h + 16);
+		rq.length = ds_get_be32(h + 24);
 		if (nbdscript_verbose)
 			fprintf(stderr, "server: request %u at %" PRIu64 ", %" PRIu32 " bytes\n",
 				rq.type, rq.offset, rq.length);

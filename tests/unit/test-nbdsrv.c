@@ -154,31 +154,31 @@ static void test_nbdsrv_meta_encode(void **state)
 	(void)state;
 	n = nbdsrv_meta_encode(ext, 5, 9, 0, UINT32_MAX - 511, false, 0, out);
 	assert_int_equal(n, 3);
-	assert_int_equal(nbdw_get32(out), 16 * 512);
-	assert_int_equal(nbdw_get32(out + 4), 0);
-	assert_int_equal(nbdw_get32(out + 8), 4 * 512);
-	assert_int_equal(nbdw_get32(out + 12), NBDW_STATE_ZERO);
-	assert_int_equal(nbdw_get32(out + 16), 18 * 512);
-	assert_int_equal(nbdw_get32(out + 20), NBDW_STATE_HOLE | NBDW_STATE_ZERO);
+	assert_int_equal(ds_get_be32(out), 16 * 512);
+	assert_int_equal(ds_get_be32(out + 4), 0);
+	assert_int_equal(ds_get_be32(out + 8), 4 * 512);
+	assert_int_equal(ds_get_be32(out + 12), NBDW_STATE_ZERO);
+	assert_int_equal(ds_get_be32(out + 16), 18 * 512);
+	assert_int_equal(ds_get_be32(out + 20), NBDW_STATE_HOLE | NBDW_STATE_ZERO);
 
 	n = nbdsrv_meta_encode(ext, 5, 9, 1, UINT32_MAX - 511, false, 0, out);
 	assert_int_equal(n, 3);
-	assert_int_equal(nbdw_get32(out + 4), 1);    /* top layer */
-	assert_int_equal(nbdw_get32(out + 12), 2);   /* second layer */
-	assert_int_equal(nbdw_get32(out + 20), 0);   /* nobody */
+	assert_int_equal(ds_get_be32(out + 4), 1);    /* top layer */
+	assert_int_equal(ds_get_be32(out + 12), 2);   /* second layer */
+	assert_int_equal(ds_get_be32(out + 20), 0);   /* nobody */
 
 	/* REQ_ONE: one descriptor, clamped to the request. */
 	n = nbdsrv_meta_encode(ext, 5, 9, 0, UINT32_MAX - 511, true, 4096, out);
 	assert_int_equal(n, 1);
-	assert_int_equal(nbdw_get32(out), 4096);
+	assert_int_equal(ds_get_be32(out), 4096);
 	n = nbdsrv_meta_encode(ext, 5, 9, 0, UINT32_MAX - 511, true, 1 << 20, out);
 	assert_int_equal(n, 1);
-	assert_int_equal(nbdw_get32(out), 16 * 512);
+	assert_int_equal(ds_get_be32(out), 16 * 512);
 
 	/* A run longer than a descriptor holds ends the reply there. */
 	n = nbdsrv_meta_encode(ext, 5, 9, 0, 4096, false, 0, out);
 	assert_int_equal(n, 1);
-	assert_int_equal(nbdw_get32(out), 4096);
+	assert_int_equal(ds_get_be32(out), 4096);
 
 	/* A plain disk: layer -1 data is "1", holes "0". */
 	{
@@ -188,9 +188,9 @@ static void test_nbdsrv_meta_encode(void **state)
 		};
 		n = nbdsrv_meta_encode(plain, 2, 12, 1, UINT32_MAX - 4095, false, 0, out);
 		assert_int_equal(n, 2);
-		assert_int_equal(nbdw_get32(out), 4096);
-		assert_int_equal(nbdw_get32(out + 4), 1);
-		assert_int_equal(nbdw_get32(out + 12), 0);
+		assert_int_equal(ds_get_be32(out), 4096);
+		assert_int_equal(ds_get_be32(out + 4), 1);
+		assert_int_equal(ds_get_be32(out + 12), 0);
 	}
 	assert_int_equal(nbdsrv_meta_encode(ext, 0, 9, 0, 4096, false, 0, out), 0);
 }
@@ -370,9 +370,9 @@ static void send_opt(int fd, uint32_t opt, const void *data, uint32_t len)
 {
 	uint8_t h[16];
 
-	nbdw_put64(h, NBDW_IHAVEOPT);
-	nbdw_put32(h + 8, opt);
-	nbdw_put32(h + 12, len);
+	ds_put_be64(h, NBDW_IHAVEOPT);
+	ds_put_be32(h + 8, opt);
+	ds_put_be32(h + 12, len);
 	wr(fd, h, 16);
 	if (len)
 		wr(fd, data, len);
@@ -384,20 +384,20 @@ static uint32_t read_opt_reply(int fd, uint32_t want_opt, uint8_t *buf, uint32_t
 	uint8_t h[20];
 
 	rd(fd, h, 20);
-	assert_true(nbdw_get64(h) == NBDW_OPT_REPLY_MAGIC);
-	assert_int_equal(nbdw_get32(h + 8), want_opt);
-	*len = nbdw_get32(h + 16);
+	assert_true(ds_get_be64(h) == NBDW_OPT_REPLY_MAGIC);
+	assert_int_equal(ds_get_be32(h + 8), want_opt);
+	*len = ds_get_be32(h + 16);
 	assert_true(*len <= 4096);
 	rd(fd, buf, *len);
-	return nbdw_get32(h + 12);
+	return ds_get_be32(h + 12);
 }
 
 static void info_go(int fd, uint32_t opt, bool want_bs)
 {
 	uint8_t d[10] = { 0 };   /* name length 0, name "", count, request */
 
-	nbdw_put16(d + 4, want_bs ? 1 : 0);
-	nbdw_put16(d + 6, NBDW_INFO_BLOCK_SIZE);
+	ds_put_be16(d + 4, want_bs ? 1 : 0);
+	ds_put_be16(d + 6, NBDW_INFO_BLOCK_SIZE);
 	send_opt(fd, opt, d, want_bs ? 8 : 6);
 }
 
@@ -406,12 +406,12 @@ static void send_req(int fd, uint16_t flags, uint16_t type, uint64_t cookie, uin
 {
 	uint8_t h[28];
 
-	nbdw_put32(h, NBDW_REQUEST_MAGIC);
-	nbdw_put16(h + 4, flags);
-	nbdw_put16(h + 6, type);
-	nbdw_put64(h + 8, cookie);
-	nbdw_put64(h + 16, off);
-	nbdw_put32(h + 24, len);
+	ds_put_be32(h, NBDW_REQUEST_MAGIC);
+	ds_put_be16(h + 4, flags);
+	ds_put_be16(h + 6, type);
+	ds_put_be64(h + 8, cookie);
+	ds_put_be64(h + 16, off);
+	ds_put_be32(h + 24, len);
 	wr(fd, h, 28);
 }
 
@@ -421,11 +421,11 @@ static void read_chunk(int fd, uint16_t *flags, uint16_t *type, uint64_t *cookie
 	uint8_t h[20];
 
 	rd(fd, h, 20);
-	assert_int_equal(nbdw_get32(h), NBDW_STRUCTURED_REPLY_MAGIC);
-	*flags = nbdw_get16(h + 4);
-	*type = nbdw_get16(h + 6);
-	*cookie = nbdw_get64(h + 8);
-	*len = nbdw_get32(h + 16);
+	assert_int_equal(ds_get_be32(h), NBDW_STRUCTURED_REPLY_MAGIC);
+	*flags = ds_get_be16(h + 4);
+	*type = ds_get_be16(h + 6);
+	*cookie = ds_get_be64(h + 8);
+	*len = ds_get_be32(h + 16);
 }
 
 static void test_nbdsrv_inprocess(void **state)
@@ -447,18 +447,18 @@ static void test_nbdsrv_inprocess(void **state)
 
 	/* Greeting and client flags. */
 	rd(sv[0], greet, 18);
-	assert_true(nbdw_get64(greet) == NBDW_INIT_PASSWD);
-	assert_true(nbdw_get64(greet + 8) == NBDW_IHAVEOPT);
-	assert_int_equal(nbdw_get16(greet + 16), NBDW_FLAG_FIXED_NEWSTYLE | NBDW_FLAG_NO_ZEROES);
-	nbdw_put32(buf, NBDW_FLAG_C_FIXED_NEWSTYLE | NBDW_FLAG_C_NO_ZEROES);
+	assert_true(ds_get_be64(greet) == NBDW_INIT_PASSWD);
+	assert_true(ds_get_be64(greet + 8) == NBDW_IHAVEOPT);
+	assert_int_equal(ds_get_be16(greet + 16), NBDW_FLAG_FIXED_NEWSTYLE | NBDW_FLAG_NO_ZEROES);
+	ds_put_be32(buf, NBDW_FLAG_C_FIXED_NEWSTYLE | NBDW_FLAG_C_NO_ZEROES);
 	wr(sv[0], buf, 4);
 
 	/* GO without asking for block sizes on a 4K-sector disk. */
 	info_go(sv[0], NBDW_OPT_GO, false);
 	t = read_opt_reply(sv[0], NBDW_OPT_GO, buf, &len);
 	assert_int_equal(t, NBDW_REP_INFO);
-	assert_int_equal(nbdw_get16(buf), NBDW_INFO_BLOCK_SIZE);
-	assert_int_equal(nbdw_get32(buf + 2), 4096);
+	assert_int_equal(ds_get_be16(buf), NBDW_INFO_BLOCK_SIZE);
+	assert_int_equal(ds_get_be32(buf + 2), 4096);
 	t = read_opt_reply(sv[0], NBDW_OPT_GO, buf, &len);
 	assert_int_equal(t, NBDW_REP_ERR_BLOCK_SIZE_REQD);
 
@@ -466,13 +466,13 @@ static void test_nbdsrv_inprocess(void **state)
 	info_go(sv[0], NBDW_OPT_INFO, true);
 	t = read_opt_reply(sv[0], NBDW_OPT_INFO, buf, &len);
 	assert_int_equal(t, NBDW_REP_INFO);
-	assert_int_equal(nbdw_get16(buf), NBDW_INFO_EXPORT);
-	assert_true(nbdw_get64(buf + 2) == 64 * 4096);
-	assert_true(nbdw_get16(buf + 10) & NBDW_FLAG_SEND_FUA);
-	assert_false(nbdw_get16(buf + 10) & NBDW_FLAG_SEND_DF);   /* no SR yet */
+	assert_int_equal(ds_get_be16(buf), NBDW_INFO_EXPORT);
+	assert_true(ds_get_be64(buf + 2) == 64 * 4096);
+	assert_true(ds_get_be16(buf + 10) & NBDW_FLAG_SEND_FUA);
+	assert_false(ds_get_be16(buf + 10) & NBDW_FLAG_SEND_DF);   /* no SR yet */
 	t = read_opt_reply(sv[0], NBDW_OPT_INFO, buf, &len);
-	assert_int_equal(nbdw_get16(buf), NBDW_INFO_BLOCK_SIZE);
-	assert_int_equal(nbdw_get32(buf + 10), 32u << 20);
+	assert_int_equal(ds_get_be16(buf), NBDW_INFO_BLOCK_SIZE);
+	assert_int_equal(ds_get_be32(buf + 10), 32u << 20);
 	assert_int_equal(read_opt_reply(sv[0], NBDW_OPT_INFO, buf, &len), NBDW_REP_ACK);
 
 	/* An unknown option with data, LIST with data, STARTTLS without TLS,
@@ -486,9 +486,9 @@ static void test_nbdsrv_inprocess(void **state)
 	{
 		uint8_t q[4 + 4 + 4 + 15];
 
-		nbdw_put32(q, 0);
-		nbdw_put32(q + 4, 1);
-		nbdw_put32(q + 8, 15);
+		ds_put_be32(q, 0);
+		ds_put_be32(q + 4, 1);
+		ds_put_be32(q + 8, 15);
 		memcpy(q + 12, "base:allocation", 15);
 		send_opt(sv[0], NBDW_OPT_SET_META_CONTEXT, q, sizeof(q));
 		assert_int_equal(read_opt_reply(sv[0], NBDW_OPT_SET_META_CONTEXT, buf, &len),
@@ -502,12 +502,12 @@ static void test_nbdsrv_inprocess(void **state)
 		send_opt(sv[0], NBDW_OPT_SET_META_CONTEXT, q, sizeof(q));
 		assert_int_equal(read_opt_reply(sv[0], NBDW_OPT_SET_META_CONTEXT, buf, &len),
 				 NBDW_REP_META_CONTEXT);
-		assert_int_equal(nbdw_get32(buf), 1);
+		assert_int_equal(ds_get_be32(buf), 1);
 		assert_memory_equal(buf + 4, "base:allocation", 15);
 		assert_int_equal(read_opt_reply(sv[0], NBDW_OPT_SET_META_CONTEXT, buf, &len),
 				 NBDW_REP_ACK);
 		/* A query length that runs past the option. */
-		nbdw_put32(q + 8, 16);
+		ds_put_be32(q + 8, 16);
 		send_opt(sv[0], NBDW_OPT_LIST_META_CONTEXT, q, sizeof(q));
 		assert_int_equal(read_opt_reply(sv[0], NBDW_OPT_LIST_META_CONTEXT, buf, &len),
 				 NBDW_REP_ERR_INVALID);
@@ -517,7 +517,7 @@ static void test_nbdsrv_inprocess(void **state)
 	info_go(sv[0], NBDW_OPT_GO, true);
 	t = read_opt_reply(sv[0], NBDW_OPT_GO, buf, &len);
 	assert_int_equal(t, NBDW_REP_INFO);
-	assert_true(nbdw_get16(buf + 10) & NBDW_FLAG_SEND_DF);
+	assert_true(ds_get_be16(buf + 10) & NBDW_FLAG_SEND_DF);
 	assert_int_equal(read_opt_reply(sv[0], NBDW_OPT_GO, buf, &len), NBDW_REP_INFO);
 	assert_int_equal(read_opt_reply(sv[0], NBDW_OPT_GO, buf, &len), NBDW_REP_ACK);
 
@@ -528,7 +528,7 @@ static void test_nbdsrv_inprocess(void **state)
 	assert_true(flags & NBDW_REPLY_FLAG_DONE);
 	assert_true(cookie == 1);
 	rd(sv[0], buf, len);
-	assert_int_equal(nbdw_get32(buf), NBDW_EINVAL);
+	assert_int_equal(ds_get_be32(buf), NBDW_EINVAL);
 
 	/* A FUA write, then the same data back. */
 	for (unsigned i = 0; i < sizeof(wbuf); i++)
@@ -536,15 +536,15 @@ static void test_nbdsrv_inprocess(void **state)
 	send_req(sv[0], NBDW_CMD_FLAG_FUA, NBDW_CMD_WRITE, 2, 4096, 4096);
 	wr(sv[0], wbuf, sizeof(wbuf));
 	rd(sv[0], buf, 16);
-	assert_int_equal(nbdw_get32(buf), NBDW_SIMPLE_REPLY_MAGIC);
-	assert_int_equal(nbdw_get32(buf + 4), 0);
-	assert_true(nbdw_get64(buf + 8) == 2);
+	assert_int_equal(ds_get_be32(buf), NBDW_SIMPLE_REPLY_MAGIC);
+	assert_int_equal(ds_get_be32(buf + 4), 0);
+	assert_true(ds_get_be64(buf + 8) == 2);
 	send_req(sv[0], 0, NBDW_CMD_READ, 3, 4096, 4096);
 	read_chunk(sv[0], &flags, &type, &cookie, &len);
 	assert_int_equal(type, NBDW_REPLY_TYPE_OFFSET_DATA);
 	assert_int_equal(len, 8 + 4096);
 	rd(sv[0], buf, len);
-	assert_true(nbdw_get64(buf) == 4096);
+	assert_true(ds_get_be64(buf) == 4096);
 	assert_memory_equal(buf + 8, wbuf, 4096);
 
 	/* Block status: one context, the dispatcher's "allocated" answer. */
@@ -554,20 +554,20 @@ static void test_nbdsrv_inprocess(void **state)
 	assert_true(flags & NBDW_REPLY_FLAG_DONE);
 	assert_int_equal(len, 12);
 	rd(sv[0], buf, len);
-	assert_int_equal(nbdw_get32(buf), 1);
-	assert_int_equal(nbdw_get32(buf + 4), 8192);
-	assert_int_equal(nbdw_get32(buf + 8), 0);
+	assert_int_equal(ds_get_be32(buf), 1);
+	assert_int_equal(ds_get_be32(buf + 4), 8192);
+	assert_int_equal(ds_get_be32(buf + 8), 0);
 
 	/* Unknown command, and a read past the end. */
 	send_req(sv[0], 0, 42, 5, 0, 4096);
 	read_chunk(sv[0], &flags, &type, &cookie, &len);
 	assert_int_equal(type, NBDW_REPLY_TYPE_ERROR);
 	rd(sv[0], buf, len);
-	assert_int_equal(nbdw_get32(buf), NBDW_EINVAL);
+	assert_int_equal(ds_get_be32(buf), NBDW_EINVAL);
 	send_req(sv[0], 0, NBDW_CMD_WRITE_ZEROES, 6, 63 * 4096, 8192);
 	read_chunk(sv[0], &flags, &type, &cookie, &len);
 	rd(sv[0], buf, len);
-	assert_int_equal(nbdw_get32(buf), NBDW_ENOSPC);
+	assert_int_equal(ds_get_be32(buf), NBDW_ENOSPC);
 
 	/* DISC: the server closes the connection and, in stdio mode, stops. */
 	send_req(sv[0], 0, NBDW_CMD_DISC, 7, 0, 0);

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "common/compiler.h"
+#include "common/endian.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
 #include "storage/backends/vhd1.h"
@@ -28,11 +29,6 @@
 #include "tests/unit/testutil.h"
 
 #define MiB (1024ull * 1024)
-
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
 
 static void put_be32(uint8_t *p, uint32_t v)
 {
@@ -283,15 +279,15 @@ static void test_vhd1_create(void **state)
 	assert_int_equal(vhd1_make_footer(8 * MiB, NULL, f), 0);
 	assert_int_equal(vhd1_make_footer(8 * MiB, NULL, f2), 0);
 	assert_memory_equal(f, "conectix", 8);
-	assert_int_equal(be32(f + 8), 2);
-	assert_int_equal(be32(f + 12), 0x00010000);
-	assert_int_equal(be32(f + 16), 0xffffffff);
-	assert_int_equal(be32(f + 20), 0xffffffff);
-	assert_int_equal(be32(f + 32), 0x000A0000);
-	assert_int_equal(be32(f + 44), 8 * MiB);
-	assert_int_equal(be32(f + 52), 8 * MiB);
-	assert_int_equal(be32(f + 60), 2);
-	assert_int_equal(be32(f + 64), vhdfooter_checksum(f));
+	assert_int_equal(ds_get_be32(f + 8), 2);
+	assert_int_equal(ds_get_be32(f + 12), 0x00010000);
+	assert_int_equal(ds_get_be32(f + 16), 0xffffffff);
+	assert_int_equal(ds_get_be32(f + 20), 0xffffffff);
+	assert_int_equal(ds_get_be32(f + 32), 0x000A0000);
+	assert_int_equal(ds_get_be32(f + 44), 8 * MiB);
+	assert_int_equal(ds_get_be32(f + 52), 8 * MiB);
+	assert_int_equal(ds_get_be32(f + 60), 2);
+	assert_int_equal(ds_get_be32(f + 64), vhdfooter_checksum(f));
 	/* Random version-4 GUID in Windows byte order. */
 	assert_int_equal(f[68 + 7] >> 4, 4);
 	assert_int_equal(f[68 + 8] & 0xc0, 0x80);
@@ -299,7 +295,7 @@ static void test_vhd1_create(void **state)
 	assert_true(tu_is_zero(f + 84, 512 - 84));
 	/* The geometry covers the disk as the VHD spec computes it:
 	 * 8 MiB = 16384 sectors -> 17 spt, 4 heads, 240 cylinders. */
-	assert_int_equal(be32(f + 56), 240u << 16 | 4u << 8 | 17u);
+	assert_int_equal(ds_get_be32(f + 56), 240u << 16 | 4u << 8 | 17u);
 	assert_int_equal(vhd1_parse_footer(f, 8 * MiB + 512, &pf, err, sizeof(err)), 0);
 	assert_int_equal(pf.current_size, 8 * MiB);
 

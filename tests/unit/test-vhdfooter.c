@@ -10,15 +10,11 @@
 #include <string.h>
 
 #include "common/compiler.h"
+#include "common/endian.h"
 #include "storage/backends/vhdfooter.h"
 #include "tests/unit/testutil.h"
 
 static const uint8_t id[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
-
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
 
 static void reseal(uint8_t *f)
 {
@@ -38,17 +34,17 @@ static void test_vhdfooter_build_layout(void **state UNUSED)
 
 	vhdfooter_build(4u << 20, id, f);
 	assert_memory_equal(f, "conectix", 8);
-	assert_int_equal(be32(f + 8), 2);
-	assert_int_equal(be32(f + 12), 0x00010000);
-	assert_int_equal(be32(f + 16), 0xffffffffu);
-	assert_int_equal(be32(f + 20), 0xffffffffu);
-	assert_int_equal(be32(f + 24), 0);
-	assert_int_equal(be32(f + 32), 0x000A0000);
-	assert_int_equal(be32(f + 40), 0);
-	assert_int_equal(be32(f + 44), 4u << 20);
-	assert_int_equal(be32(f + 52), 4u << 20);
-	assert_int_equal(be32(f + 56), 0);
-	assert_int_equal(be32(f + 60), 2);
+	assert_int_equal(ds_get_be32(f + 8), 2);
+	assert_int_equal(ds_get_be32(f + 12), 0x00010000);
+	assert_int_equal(ds_get_be32(f + 16), 0xffffffffu);
+	assert_int_equal(ds_get_be32(f + 20), 0xffffffffu);
+	assert_int_equal(ds_get_be32(f + 24), 0);
+	assert_int_equal(ds_get_be32(f + 32), 0x000A0000);
+	assert_int_equal(ds_get_be32(f + 40), 0);
+	assert_int_equal(ds_get_be32(f + 44), 4u << 20);
+	assert_int_equal(ds_get_be32(f + 52), 4u << 20);
+	assert_int_equal(ds_get_be32(f + 56), 0);
+	assert_int_equal(ds_get_be32(f + 60), 2);
 	assert_memory_equal(f + 68, id, 16);
 	for (unsigned i = 84; i < VHDFOOTER_BYTES; i++)
 		assert_int_equal(f[i], 0);
@@ -56,7 +52,7 @@ static void test_vhdfooter_build_layout(void **state UNUSED)
 	for (unsigned i = 0; i < VHDFOOTER_BYTES; i++)
 		if (i < 64 || i >= 68)
 			sum += f[i];
-	assert_int_equal(be32(f + 64), ~sum);
+	assert_int_equal(ds_get_be32(f + 64), ~sum);
 
 	assert_int_equal(vhdfooter_parse(f, 4u << 20, &v), VHDFOOTER_OK);
 	assert_int_equal(v.current_size, 4u << 20);
