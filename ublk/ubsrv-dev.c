@@ -298,6 +298,15 @@ static int ubsrv_dev_start_queues(struct ubsrv_dev *dev, char *err, size_t errle
 	return ret;
 }
 
+/* Opens the device's character device and starts its queue threads: the
+ * common tail of adding a device and of recovering one. */
+static int ubsrv_dev_run_queues(struct ubsrv_dev *dev, char *err, size_t errlen)
+{
+	int ret = ubsrv_dev_open_cdev(dev, err, errlen);
+
+	return ret < 0 ? ret : ubsrv_dev_start_queues(dev, err, errlen);
+}
+
 /* The ordered teardown; also the failure path of add and recover. */
 static int ubsrv_dev_teardown(struct ubsrv_dev *dev)
 {
@@ -462,10 +471,7 @@ int ubsrv_dev_add(struct ubsrv_ctrl *c, struct disk *d, const struct ubsrv_opts 
 		goto fail;
 	}
 
-	ret = ubsrv_dev_open_cdev(dev, err, errlen);
-	if (ret < 0)
-		goto fail;
-	ret = ubsrv_dev_start_queues(dev, err, errlen);
+	ret = ubsrv_dev_run_queues(dev, err, errlen);
 	if (ret < 0)
 		goto fail;
 	ret = ubsrv_ctrl_start_dev(c, dev->id, getpid());
@@ -572,10 +578,7 @@ int ubsrv_dev_recover(struct ubsrv_ctrl *c, struct disk *d, uint32_t id,
 	dev->user_copy = (info.flags & UBSRV_F_USER_COPY) != 0;
 	dev->io_encoded = (info.flags & UBSRV_F_CMD_IOCTL_ENCODE) != 0;
 
-	ret = ubsrv_dev_open_cdev(dev, err, errlen);
-	if (ret < 0)
-		goto fail;
-	ret = ubsrv_dev_start_queues(dev, err, errlen);
+	ret = ubsrv_dev_run_queues(dev, err, errlen);
 	if (ret < 0)
 		goto fail;
 	ret = ubsrv_ctrl_end_recovery(c, id, getpid());
