@@ -16,11 +16,10 @@
  *   ERR_UNSUP for unknown options); beyond that, and past
  *   NBDSRV_MAX_OPTIONS options, the client is dropped. Strings are at most
  *   4096 bytes.
- * - Time: the whole handshake, from the greeting to GO, must finish within
- *   opts.handshake_timeout_s. A deadline rather than an idle timer: one
- *   that restarted on every byte would let a client that trickles a byte
- *   now and then hold its connection slot for ever. A real client needs
- *   a few round trips and perhaps a TLS handshake.
+ * - Time: the whole handshake, from the greeting to GO, must finish
+ *   within the engine's handshake deadline (net/conn.c says why a
+ *   deadline); GO and EXPORT_NAME end it (netsrv_conn_established). A
+ *   real client needs a few round trips and perhaps a TLS handshake.
  * - State the spec makes stateful (structured replies, the selected meta
  *   contexts and the export they were selected for) is forgotten at
  *   STARTTLS. INFO and GO compute the same answer from the same inputs,
@@ -48,17 +47,17 @@ static void hs_wait_option(struct nbdsrv_conn *c);
 
 static bool hs_reserve(struct nbdsrv_conn *c, size_t more)
 {
-	size_t need = c->hs_out_len + more, cap;
+	size_t need = c->hs->out_len + more, cap;
 	uint8_t *p;
 
-	if (need <= c->hs_out_cap)
+	if (need <= c->hs->out_cap)
 		return true;
-	cap = MAX(c->hs_out_cap * 2, MAX(need, (size_t)4096));
-	p = realloc(c->hs_out, cap);
+	cap = MAX(c->hs->out_cap * 2, MAX(need, (size_t)4096));
+	p = realloc(c->hs->out, cap);
 	if (!p)
 		return false;
-	c->hs_out = p;
-	c->hs_out_cap = cap;
+	c->hs->out = p;
+	c->hs->out_cap = cap;
 	return true;
 }
 
@@ -66,12 +65,12 @@ static bool hs_reserve(struct nbdsrv_conn *c, size_t more)
 static void hs_put(struct nbdsrv_conn *c, const void *p, size_t len)
 {
 	if (!hs_reserve(c, len)) {
-		log_error("nbd %s: out of memory building a handshake reply", c->name);
-		nbdsrv_conn_close(c, false, NULL);
+		log_error("%s: out of memory building a handshake reply", c->name);
+		netsrv_conn_close(c->nc, false, NULL);
 		return;
 	}
-	memcpy(c->hs_out + c->hs_out_len, p, len);
-	c->hs_out_len += len;
+	memcpy(c->hs->out + c->hs->out_len, p, len);
+	c->hs->out_len += len;
 }
 
 /* Appends an option reply header for the current option. */
@@ -80,7 +79,7 @@ static void hs_reply_hdr(struct nbdsrv_conn *c, uint32_t type, uint32_t len)
 	uint8_t h[NBDW_OPT_REPLY_HDR_BYTES];
 
 	nbdw_put64(h, NBDW_OPT_REPLY_MAGIC);
-	nbdw_put32(h + 8, c->opt);
+	nbdw_put32(h + 8, c->hs->opt);
 	nbdw_put32(h + 12, type);
 	nbdw_put32(h + 16, len);
 	hs_put(c, h, sizeof(h));
@@ -107,17 +106,18 @@ static void hs_error(struct nbdsrv_conn *c, uint32_t type, const char *fmt, ...)
 	if (n < 0)
 		n = 0;
 	n = MIN(n, (int)sizeof(msg) - 1);
-	log_debug("nbd %s: option %u refused: %s", c->name, c->opt, msg);
+	log_debug("%s: option %u refused: %s", c->name, c->hs->opt, msg);
 	hs_reply(c, type, msg, (uint32_t)n);
 }
 
-static void hs_sent(struct nbdsrv_conn *c, struct nbdsrv_tx *tx UNUSED)
+static void hs_sent(struct netsrv_conn *nc, struct netsrv_tx *tx UNUSED)
 {
-	void (*after)(struct nbdsrv_conn *c) = c->hs_after;
+	struct nbdsrv_conn *c = netsrv_conn_priv(nc);
+	void (*after)(struct nbdsrv_conn *c) = c->hs->after;
 
-	c->hs_out_len = 0;
-	c->hs_after = NULL;
-	if (c->closing || !after)
+	c->hs->out_len = 0;
+	c->hs->after = NULL;
+	if (netsrv_conn_closing(c->nc) || !after)
 		return;
 	after(c);
 }
@@ -125,65 +125,58 @@ static void hs_sent(struct nbdsrv_conn *c, struct nbdsrv_tx *tx UNUSED)
 /* Sends what was built, then runs @after. */
 static void hs_send(struct nbdsrv_conn *c, void (*after)(struct nbdsrv_conn *c))
 {
-	if (c->closing)
+	if (netsrv_conn_closing(c->nc))
 		return;
-	c->hs_after = after;
-	c->hs_iov.iov_base = c->hs_out;
-	c->hs_iov.iov_len = c->hs_out_len;
-	c->hs_tx.iov = &c->hs_iov;
-	c->hs_tx.iovcnt = 1;
-	c->hs_tx.sent = hs_sent;
-	nbdsrv_tx_queue(c, &c->hs_tx);
-	nbdsrv_tx_kick(c);
+	c->hs->after = after;
+	c->hs->iov.iov_base = c->hs->out;
+	c->hs->iov.iov_len = c->hs->out_len;
+	c->hs->tx.iov = &c->hs->iov;
+	c->hs->tx.iovcnt = 1;
+	c->hs->tx.sent = hs_sent;
+	netsrv_tx_queue(c->nc, &c->hs->tx);
+	netsrv_tx_kick(c->nc);
 }
 
-static void hs_rx_cb(struct nbdsrv_conn *c, ssize_t res)
+static void hs_rx_cb(struct netsrv_conn *nc, ssize_t res)
 {
+	struct nbdsrv_conn *c = netsrv_conn_priv(nc);
+
 	if (res <= 0) {
-		if (res == 0 && c->hs_idle && c->hs_got == 0)
-			nbdsrv_conn_close(c, true, "client left during the handshake");
+		if (res == 0 && c->hs->idle && c->hs->got == 0)
+			netsrv_conn_close(c->nc, true, "client left during the handshake");
 		else {
-			log_warn("nbd %s: handshake cut short: %s", c->name,
+			log_warn("%s: handshake cut short: %s", c->name,
 				 res == 0 ? "client closed the connection mid-message"
 					  : strerror((int)-res));
-			nbdsrv_conn_close(c, false, NULL);
+			netsrv_conn_close(c->nc, false, NULL);
 		}
 		return;
 	}
-	c->hs_got += (size_t)res;
-	if (c->hs_got < c->hs_want) {
-		nbdsrv_rx(c, c->hs_rbuf + c->hs_got, c->hs_want - c->hs_got, true, hs_rx_cb);
+	c->hs->got += (size_t)res;
+	if (c->hs->got < c->hs->want) {
+		netsrv_rx(c->nc, c->hs->rbuf + c->hs->got, c->hs->want - c->hs->got, true, hs_rx_cb);
 		return;
 	}
-	c->hs_next(c);
+	c->hs->next(c);
 }
 
 /* Reads exactly @len bytes into @buf, then runs @next. */
 static void hs_read(struct nbdsrv_conn *c, void *buf, size_t len, void (*next)(struct nbdsrv_conn *c))
 {
-	c->hs_rbuf = buf;
-	c->hs_want = len;
-	c->hs_got = 0;
-	c->hs_next = next;
+	c->hs->rbuf = buf;
+	c->hs->want = len;
+	c->hs->got = 0;
+	c->hs->next = next;
 	if (len == 0) {
 		next(c);
 		return;
 	}
-	nbdsrv_rx(c, buf, len, true, hs_rx_cb);
-}
-
-static void hs_timeout(struct reactor_timer *t)
-{
-	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, hs_timer);
-
-	log_warn("nbd %s: handshake not finished after %u s: dropping the client", c->name,
-		 c->srv->opts.handshake_timeout_s);
-	nbdsrv_conn_close(c, false, NULL);
+	netsrv_rx(c->nc, buf, len, true, hs_rx_cb);
 }
 
 static bool hs_stopping(struct nbdsrv_conn *c)
 {
-	return atomic_load_explicit(&c->srv->stop_requested, memory_order_relaxed);
+	return netsrv_conn_stopping(c->nc);
 }
 
 /* ---- exports and flags ----------------------------------------------------- */
@@ -235,21 +228,22 @@ static void hs_block_sizes(const struct nbdsrv_export *e, uint32_t *min, uint32_
 
 static void hs_enter(struct nbdsrv_conn *c, struct nbdsrv_export *e)
 {
-	bool same = c->meta_export && c->meta_export_len == e->namelen &&
-		    memcmp(c->meta_export, e->name, e->namelen) == 0;
-
+	bool same = c->hs->meta_export && c->hs->meta_export_len == e->namelen &&
+		    memcmp(c->hs->meta_export, e->name, e->namelen) == 0;
 	/* Contexts selected for another name do not carry over. */
-	c->meta_active = (c->meta && same) ? c->meta : 0;
-	reactor_timer_cancel(c->r, &c->hs_timer);
+	uint32_t meta_active = (c->hs->meta && same) ? c->hs->meta : 0;
+	bool sr = c->hs->sr;
+
+	netsrv_conn_established(c->nc);
 	nbdsrv_hs_free(c);
-	nbdsrv_xmit_begin(c, e);
+	nbdsrv_xmit_begin(c, e, sr, meta_active);
 }
 
 static void hs_enter_after_send(struct nbdsrv_conn *c)
 {
-	struct nbdsrv_export *e = c->exp;
+	struct nbdsrv_export *e = c->hs->exp;
 
-	c->exp = NULL;
+	c->hs->exp = NULL;
 	hs_enter(c, e);
 }
 
@@ -257,29 +251,29 @@ static void hs_enter_after_send(struct nbdsrv_conn *c)
 
 static void hs_opt_export_name(struct nbdsrv_conn *c)
 {
-	struct nbdsrv_export *e = nbdsrv_find_export(c->srv, (const char *)c->hs_in, c->optlen);
+	struct nbdsrv_export *e = nbdsrv_find_export(c->srv, (const char *)c->hs->in, c->hs->optlen);
 	uint8_t r[NBDW_EXPORT_NAME_REPLY_BYTES + NBDW_EXPORT_NAME_PAD_BYTES];
 	size_t len = NBDW_EXPORT_NAME_REPLY_BYTES;
 
 	if (!e) {
-		log_warn("nbd %s: NBD_OPT_EXPORT_NAME for unknown export '%.*s': dropping the client",
-			 c->name, (int)MIN(c->optlen, 256u), (const char *)c->hs_in);
-		nbdsrv_conn_close(c, false, NULL);
+		log_warn("%s: NBD_OPT_EXPORT_NAME for unknown export '%.*s': dropping the client",
+			 c->name, (int)MIN(c->hs->optlen, 256u), (const char *)c->hs->in);
+		netsrv_conn_close(c->nc, false, NULL);
 		return;
 	}
 	memset(r, 0, sizeof(r));
 	nbdw_put64(r, hs_export_size(e));
-	nbdw_put16(r + 8, nbdsrv_tflags(e, c->sr));
-	if (!c->no_zeroes)
+	nbdw_put16(r + 8, nbdsrv_tflags(e, c->hs->sr));
+	if (!c->hs->no_zeroes)
 		len += NBDW_EXPORT_NAME_PAD_BYTES;
 	hs_put(c, r, len);
-	c->exp = e;
+	c->hs->exp = e;
 	hs_send(c, hs_enter_after_send);
 }
 
 static void hs_opt_list(struct nbdsrv_conn *c)
 {
-	if (c->optlen != 0) {
+	if (c->hs->optlen != 0) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
 		return;
 	}
@@ -298,20 +292,25 @@ static void hs_opt_list(struct nbdsrv_conn *c)
 	hs_reply(c, NBDW_REP_ACK, NULL, 0);
 }
 
+static void hs_tls_ready(struct netsrv_conn *nc)
+{
+	hs_wait_option(netsrv_conn_priv(nc));
+}
+
 static void hs_start_tls_after_ack(struct nbdsrv_conn *c)
 {
 	/* The spec: nothing negotiated before STARTTLS survives it. */
-	c->sr = false;
-	c->meta = 0;
-	free(c->meta_export);
-	c->meta_export = NULL;
-	c->meta_export_len = 0;
-	nbdsrv_tls_begin(c, hs_wait_option);
+	c->hs->sr = false;
+	c->hs->meta = 0;
+	free(c->hs->meta_export);
+	c->hs->meta_export = NULL;
+	c->hs->meta_export_len = 0;
+	netsrv_tls_begin(c->nc, hs_tls_ready);
 }
 
 static bool hs_opt_starttls(struct nbdsrv_conn *c)
 {
-	if (c->optlen != 0) {
+	if (c->hs->optlen != 0) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
 		return false;
 	}
@@ -319,7 +318,7 @@ static bool hs_opt_starttls(struct nbdsrv_conn *c)
 		hs_error(c, NBDW_REP_ERR_POLICY, "TLS is not enabled on this server");
 		return false;
 	}
-	if (c->tls) {
+	if (netsrv_conn_tls(c->nc)) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "TLS is already active");
 		return false;
 	}
@@ -330,19 +329,19 @@ static bool hs_opt_starttls(struct nbdsrv_conn *c)
 /* INFO and GO. Returns the export to enter (GO success) or NULL. */
 static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 {
-	const uint8_t *d = c->hs_in;
+	const uint8_t *d = c->hs->in;
 	uint32_t namelen, min, pref, max;
 	bool want_name = false, want_desc = false, want_bs = false;
 	struct nbdsrv_export *e;
 	uint16_t nreq;
 	uint8_t b[14];
 
-	if (c->optlen < 6) {
+	if (c->hs->optlen < 6) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "option too short");
 		return NULL;
 	}
 	namelen = nbdw_get32(d);
-	if (namelen > c->optlen - 6) {
+	if (namelen > c->hs->optlen - 6) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "export name length %u exceeds the option",
 			 namelen);
 		return NULL;
@@ -353,7 +352,7 @@ static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 		return NULL;
 	}
 	nreq = nbdw_get16(d + 4 + namelen);
-	if (4 + namelen + 2 + 2 * (uint32_t)nreq != c->optlen) {
+	if (4 + namelen + 2 + 2 * (uint32_t)nreq != c->hs->optlen) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "%u information requests do not fit the option",
 			 nreq);
 		return NULL;
@@ -377,7 +376,7 @@ static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 	nbdw_put32(b + 2, min);
 	nbdw_put32(b + 6, pref);
 	nbdw_put32(b + 10, max);
-	if (c->opt == NBDW_OPT_GO && !want_bs && min > 512) {
+	if (c->hs->opt == NBDW_OPT_GO && !want_bs && min > 512) {
 		/* Clients that did not ask default to 512-byte requests, which
 		 * this export would refuse. */
 		hs_reply(c, NBDW_REP_INFO, b, 14);
@@ -391,7 +390,7 @@ static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 
 		nbdw_put16(x, NBDW_INFO_EXPORT);
 		nbdw_put64(x + 2, hs_export_size(e));
-		nbdw_put16(x + 10, nbdsrv_tflags(e, c->sr));
+		nbdw_put16(x + 10, nbdsrv_tflags(e, c->hs->sr));
 		hs_reply(c, NBDW_REP_INFO, x, 12);
 	}
 	if (want_name) {
@@ -413,66 +412,66 @@ static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 	}
 	hs_reply(c, NBDW_REP_INFO, b, 14);
 	hs_reply(c, NBDW_REP_ACK, NULL, 0);
-	return c->opt == NBDW_OPT_GO ? e : NULL;
+	return c->hs->opt == NBDW_OPT_GO ? e : NULL;
 }
 
 static void hs_opt_structured_reply(struct nbdsrv_conn *c)
 {
-	if (c->optlen != 0) {
+	if (c->hs->optlen != 0) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data");
 		return;
 	}
-	if (c->sr) {
+	if (c->hs->sr) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "structured replies are already negotiated");
 		return;
 	}
-	c->sr = true;
+	c->hs->sr = true;
 	hs_reply(c, NBDW_REP_ACK, NULL, 0);
 }
 
 static void hs_opt_meta(struct nbdsrv_conn *c)
 {
-	const bool set = c->opt == NBDW_OPT_SET_META_CONTEXT;
-	const uint8_t *d = c->hs_in;
+	const bool set = c->hs->opt == NBDW_OPT_SET_META_CONTEXT;
+	const uint8_t *d = c->hs->in;
 	uint32_t namelen, nq, pos, mask = 0;
 
 	if (set) {
 		/* SET replaces the selection, even when it fails. */
-		c->meta = 0;
-		free(c->meta_export);
-		c->meta_export = NULL;
-		c->meta_export_len = 0;
+		c->hs->meta = 0;
+		free(c->hs->meta_export);
+		c->hs->meta_export = NULL;
+		c->hs->meta_export_len = 0;
 	}
-	if (!c->sr) {
+	if (!c->hs->sr) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "negotiate structured replies first");
 		return;
 	}
-	if (c->optlen < 8) {
+	if (c->hs->optlen < 8) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "option too short");
 		return;
 	}
 	namelen = nbdw_get32(d);
-	if (namelen > c->optlen - 8 || namelen > NBDW_STRING_MAX) {
+	if (namelen > c->hs->optlen - 8 || namelen > NBDW_STRING_MAX) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "bad export name length %u", namelen);
 		return;
 	}
 	pos = 4 + namelen;
 	nq = nbdw_get32(d + pos);
 	pos += 4;
-	if (nq > (c->optlen - pos) / 4) {
+	if (nq > (c->hs->optlen - pos) / 4) {
 		hs_error(c, NBDW_REP_ERR_INVALID, "%u queries do not fit the option", nq);
 		return;
 	}
 	for (uint32_t i = 0; i < nq; i++) {
 		uint32_t qlen, m;
 
-		if (c->optlen - pos < 4) {
+		if (c->hs->optlen - pos < 4) {
 			hs_error(c, NBDW_REP_ERR_INVALID, "query %u is truncated", i);
 			return;
 		}
 		qlen = nbdw_get32(d + pos);
 		pos += 4;
-		if (qlen > c->optlen - pos) {
+		if (qlen > c->hs->optlen - pos) {
 			hs_error(c, NBDW_REP_ERR_INVALID, "query %u length %u exceeds the option", i,
 				 qlen);
 			return;
@@ -490,8 +489,8 @@ static void hs_opt_meta(struct nbdsrv_conn *c)
 		mask |= m;
 		pos += qlen;
 	}
-	if (pos != c->optlen) {
-		hs_error(c, NBDW_REP_ERR_INVALID, "%u bytes after the last query", c->optlen - pos);
+	if (pos != c->hs->optlen) {
+		hs_error(c, NBDW_REP_ERR_INVALID, "%u bytes after the last query", c->hs->optlen - pos);
 		return;
 	}
 	if (!nbdsrv_find_export(c->srv, (const char *)d + 4, namelen)) {
@@ -513,54 +512,54 @@ static void hs_opt_meta(struct nbdsrv_conn *c)
 		hs_put(c, name, strlen(name));
 	}
 	if (set) {
-		c->meta_export = malloc(namelen + 1);
-		if (!c->meta_export) {
-			c->hs_out_len = 0;
+		c->hs->meta_export = malloc(namelen + 1);
+		if (!c->hs->meta_export) {
+			c->hs->out_len = 0;
 			hs_error(c, NBDW_REP_ERR_TOO_BIG, "out of memory");
 			return;
 		}
-		memcpy(c->meta_export, d + 4, namelen);
-		c->meta_export[namelen] = '\0';
-		c->meta_export_len = namelen;
-		c->meta = mask;
+		memcpy(c->hs->meta_export, d + 4, namelen);
+		c->hs->meta_export[namelen] = '\0';
+		c->hs->meta_export_len = namelen;
+		c->hs->meta = mask;
 	}
 	hs_reply(c, NBDW_REP_ACK, NULL, 0);
 }
 
-/* Handles the option in c->opt whose data (c->optlen bytes) is in hs_in. */
+/* Handles the option in c->hs->opt whose data (c->hs->optlen bytes) is in hs_in. */
 static void hs_got_option(struct nbdsrv_conn *c)
 {
 	struct nbdsrv_export *e;
 
-	if (hs_stopping(c) && c->opt != NBDW_OPT_ABORT) {
-		if (c->opt == NBDW_OPT_EXPORT_NAME) {
-			nbdsrv_conn_close(c, false, "EXPORT_NAME while shutting down");
+	if (hs_stopping(c) && c->hs->opt != NBDW_OPT_ABORT) {
+		if (c->hs->opt == NBDW_OPT_EXPORT_NAME) {
+			netsrv_conn_close(c->nc, false, "EXPORT_NAME while shutting down");
 			return;
 		}
 		hs_error(c, NBDW_REP_ERR_SHUTDOWN, "the server is shutting down");
 		hs_send(c, hs_wait_option);
 		return;
 	}
-	if (c->srv->opts.tls_mode == NBDSRV_TLS_REQUIRE && !c->tls &&
-	    c->opt != NBDW_OPT_STARTTLS && c->opt != NBDW_OPT_ABORT) {
-		if (c->opt == NBDW_OPT_EXPORT_NAME) {
-			log_warn("nbd %s: NBD_OPT_EXPORT_NAME without TLS, which this server "
+	if (c->srv->opts.tls_mode == NBDSRV_TLS_REQUIRE && !netsrv_conn_tls(c->nc) &&
+	    c->hs->opt != NBDW_OPT_STARTTLS && c->hs->opt != NBDW_OPT_ABORT) {
+		if (c->hs->opt == NBDW_OPT_EXPORT_NAME) {
+			log_warn("%s: NBD_OPT_EXPORT_NAME without TLS, which this server "
 				 "requires: dropping the client", c->name);
-			nbdsrv_conn_close(c, false, NULL);
+			netsrv_conn_close(c->nc, false, NULL);
 			return;
 		}
 		hs_error(c, NBDW_REP_ERR_TLS_REQD, "this server requires TLS: send NBD_OPT_STARTTLS");
 		hs_send(c, hs_wait_option);
 		return;
 	}
-	switch (c->opt) {
+	switch (c->hs->opt) {
 	case NBDW_OPT_EXPORT_NAME:
 		hs_opt_export_name(c);
 		return;
 	case NBDW_OPT_ABORT:
 		hs_reply(c, NBDW_REP_ACK, NULL, 0);
 		hs_send(c, NULL);
-		nbdsrv_conn_close(c, true, "client sent NBD_OPT_ABORT");
+		netsrv_conn_close(c->nc, true, "client sent NBD_OPT_ABORT");
 		return;
 	case NBDW_OPT_LIST:
 		hs_opt_list(c);
@@ -575,7 +574,7 @@ static void hs_got_option(struct nbdsrv_conn *c)
 	case NBDW_OPT_GO:
 		e = hs_opt_info_go(c);
 		if (e) {
-			c->exp = e;
+			c->hs->exp = e;
 			hs_send(c, hs_enter_after_send);
 			return;
 		}
@@ -590,7 +589,7 @@ static void hs_got_option(struct nbdsrv_conn *c)
 	default:
 		/* Includes the withdrawn PEEK_EXPORT and the experimental
 		 * EXTENDED_HEADERS, which this server does not implement. */
-		hs_error(c, NBDW_REP_ERR_UNSUP, "option %u is not supported", c->opt);
+		hs_error(c, NBDW_REP_ERR_UNSUP, "option %u is not supported", c->hs->opt);
 		break;
 	}
 	hs_send(c, hs_wait_option);
@@ -600,18 +599,18 @@ static void hs_skip_more(struct nbdsrv_conn *c);
 
 static void hs_skip_step(struct nbdsrv_conn *c)
 {
-	c->skip_left -= c->hs_want;
+	c->hs->skip_left -= c->hs->want;
 	hs_skip_more(c);
 }
 
 /* Discards the rest of an oversized option, then refuses it. */
 static void hs_skip_more(struct nbdsrv_conn *c)
 {
-	if (c->skip_left > 0) {
-		hs_read(c, c->hs_in, (size_t)MIN(c->skip_left, (uint64_t)c->hs_in_cap), hs_skip_step);
+	if (c->hs->skip_left > 0) {
+		hs_read(c, c->hs->in, (size_t)MIN(c->hs->skip_left, (uint64_t)c->hs->in_cap), hs_skip_step);
 		return;
 	}
-	switch (c->opt) {
+	switch (c->hs->opt) {
 	case NBDW_OPT_LIST:
 	case NBDW_OPT_STARTTLS:
 	case NBDW_OPT_INFO:
@@ -620,20 +619,20 @@ static void hs_skip_more(struct nbdsrv_conn *c)
 	case NBDW_OPT_LIST_META_CONTEXT:
 	case NBDW_OPT_SET_META_CONTEXT:
 		hs_error(c, NBDW_REP_ERR_TOO_BIG, "option data of %u bytes is over the limit of %u",
-			 c->optlen, NBDSRV_OPT_MAX);
-		if (c->opt == NBDW_OPT_SET_META_CONTEXT) {
-			c->meta = 0;
-			free(c->meta_export);
-			c->meta_export = NULL;
+			 c->hs->optlen, NBDSRV_OPT_MAX);
+		if (c->hs->opt == NBDW_OPT_SET_META_CONTEXT) {
+			c->hs->meta = 0;
+			free(c->hs->meta_export);
+			c->hs->meta_export = NULL;
 		}
 		break;
 	case NBDW_OPT_ABORT:
 		hs_reply(c, NBDW_REP_ACK, NULL, 0);
 		hs_send(c, NULL);
-		nbdsrv_conn_close(c, true, "client sent NBD_OPT_ABORT");
+		netsrv_conn_close(c->nc, true, "client sent NBD_OPT_ABORT");
 		return;
 	default:
-		hs_error(c, NBDW_REP_ERR_UNSUP, "option %u is not supported", c->opt);
+		hs_error(c, NBDW_REP_ERR_UNSUP, "option %u is not supported", c->hs->opt);
 		break;
 	}
 	hs_send(c, hs_wait_option);
@@ -643,89 +642,89 @@ static bool hs_in_reserve(struct nbdsrv_conn *c, size_t n)
 {
 	uint8_t *p;
 
-	if (n <= c->hs_in_cap)
+	if (n <= c->hs->in_cap)
 		return true;
-	p = realloc(c->hs_in, n);
+	p = realloc(c->hs->in, n);
 	if (!p)
 		return false;
-	c->hs_in = p;
-	c->hs_in_cap = n;
+	c->hs->in = p;
+	c->hs->in_cap = n;
 	return true;
 }
 
 static void hs_got_header(struct nbdsrv_conn *c)
 {
-	c->hs_idle = false;
-	if (nbdw_get64(c->hs_hdr) != NBDW_IHAVEOPT) {
-		log_warn("nbd %s: bad option magic 0x%016llx: dropping the client", c->name,
-			 (unsigned long long)nbdw_get64(c->hs_hdr));
-		nbdsrv_conn_close(c, false, NULL);
+	c->hs->idle = false;
+	if (nbdw_get64(c->hs->hdr) != NBDW_IHAVEOPT) {
+		log_warn("%s: bad option magic 0x%016llx: dropping the client", c->name,
+			 (unsigned long long)nbdw_get64(c->hs->hdr));
+		netsrv_conn_close(c->nc, false, NULL);
 		return;
 	}
-	c->opt = nbdw_get32(c->hs_hdr + 8);
-	c->optlen = nbdw_get32(c->hs_hdr + 12);
-	if (++c->nopts > NBDSRV_MAX_OPTIONS) {
-		log_warn("nbd %s: more than %u options: dropping the client", c->name,
+	c->hs->opt = nbdw_get32(c->hs->hdr + 8);
+	c->hs->optlen = nbdw_get32(c->hs->hdr + 12);
+	if (++c->hs->nopts > NBDSRV_MAX_OPTIONS) {
+		log_warn("%s: more than %u options: dropping the client", c->name,
 			 NBDSRV_MAX_OPTIONS);
-		nbdsrv_conn_close(c, false, NULL);
+		netsrv_conn_close(c->nc, false, NULL);
 		return;
 	}
-	log_debug("nbd %s: option %u, %u bytes", c->name, c->opt, c->optlen);
-	if (c->optlen > NBDSRV_OPT_MAX) {
-		if (c->opt == NBDW_OPT_EXPORT_NAME || c->optlen > NBDSRV_OPT_SKIP_MAX) {
-			log_warn("nbd %s: option %u with %u bytes of data: dropping the client",
-				 c->name, c->opt, c->optlen);
-			nbdsrv_conn_close(c, false, NULL);
+	log_debug("%s: option %u, %u bytes", c->name, c->hs->opt, c->hs->optlen);
+	if (c->hs->optlen > NBDSRV_OPT_MAX) {
+		if (c->hs->opt == NBDW_OPT_EXPORT_NAME || c->hs->optlen > NBDSRV_OPT_SKIP_MAX) {
+			log_warn("%s: option %u with %u bytes of data: dropping the client",
+				 c->name, c->hs->opt, c->hs->optlen);
+			netsrv_conn_close(c->nc, false, NULL);
 			return;
 		}
 		if (!hs_in_reserve(c, NBDSRV_OPT_MAX)) {
-			nbdsrv_conn_close(c, false, "out of memory");
+			netsrv_conn_close(c->nc, false, "out of memory");
 			return;
 		}
-		c->skip_left = c->optlen;
+		c->hs->skip_left = c->hs->optlen;
 		hs_skip_more(c);
 		return;
 	}
-	if (c->opt == NBDW_OPT_EXPORT_NAME && c->optlen > NBDW_STRING_MAX) {
-		log_warn("nbd %s: export name of %u bytes: dropping the client", c->name, c->optlen);
-		nbdsrv_conn_close(c, false, NULL);
+	if (c->hs->opt == NBDW_OPT_EXPORT_NAME && c->hs->optlen > NBDW_STRING_MAX) {
+		log_warn("%s: export name of %u bytes: dropping the client", c->name, c->hs->optlen);
+		netsrv_conn_close(c->nc, false, NULL);
 		return;
 	}
-	if (!hs_in_reserve(c, MAX(c->optlen, 64u))) {
-		nbdsrv_conn_close(c, false, "out of memory");
+	if (!hs_in_reserve(c, MAX(c->hs->optlen, 64u))) {
+		netsrv_conn_close(c->nc, false, "out of memory");
 		return;
 	}
-	hs_read(c, c->hs_in, c->optlen, hs_got_option);
+	hs_read(c, c->hs->in, c->hs->optlen, hs_got_option);
 }
 
 static void hs_wait_option(struct nbdsrv_conn *c)
 {
-	if (c->closing)
+	if (netsrv_conn_closing(c->nc))
 		return;
 	if (hs_stopping(c)) {
-		nbdsrv_conn_close(c, true, "server is shutting down");
+		netsrv_conn_close(c->nc, true, "server is shutting down");
 		return;
 	}
-	c->hs_idle = true;
-	hs_read(c, c->hs_hdr, NBDW_OPT_HDR_BYTES, hs_got_header);
+	c->hs->idle = true;
+	hs_read(c, c->hs->hdr, NBDW_OPT_HDR_BYTES, hs_got_header);
 }
 
 static void hs_got_client_flags(struct nbdsrv_conn *c)
 {
-	uint32_t f = nbdw_get32(c->hs_hdr);
+	uint32_t f = nbdw_get32(c->hs->hdr);
 
 	if (f & ~(NBDW_FLAG_C_FIXED_NEWSTYLE | NBDW_FLAG_C_NO_ZEROES)) {
-		log_warn("nbd %s: unknown client flags 0x%x: dropping the client", c->name, f);
-		nbdsrv_conn_close(c, false, NULL);
+		log_warn("%s: unknown client flags 0x%x: dropping the client", c->name, f);
+		netsrv_conn_close(c->nc, false, NULL);
 		return;
 	}
-	c->fixed = f & NBDW_FLAG_C_FIXED_NEWSTYLE;
-	c->no_zeroes = f & NBDW_FLAG_C_NO_ZEROES;
-	if (!c->fixed && c->srv->opts.tls_mode == NBDSRV_TLS_REQUIRE) {
+	c->hs->fixed = f & NBDW_FLAG_C_FIXED_NEWSTYLE;
+	c->hs->no_zeroes = f & NBDW_FLAG_C_NO_ZEROES;
+	if (!c->hs->fixed && c->srv->opts.tls_mode == NBDSRV_TLS_REQUIRE) {
 		/* TLS needs fixed newstyle; this client can only EXPORT_NAME. */
-		log_warn("nbd %s: client does not speak fixed newstyle and TLS is required: "
+		log_warn("%s: client does not speak fixed newstyle and TLS is required: "
 			 "dropping it", c->name);
-		nbdsrv_conn_close(c, false, NULL);
+		netsrv_conn_close(c->nc, false, NULL);
 		return;
 	}
 	hs_wait_option(c);
@@ -733,18 +732,13 @@ static void hs_got_client_flags(struct nbdsrv_conn *c)
 
 static void hs_greeted(struct nbdsrv_conn *c)
 {
-	hs_read(c, c->hs_hdr, 4, hs_got_client_flags);
+	hs_read(c, c->hs->hdr, 4, hs_got_client_flags);
 }
 
 void nbdsrv_hs_begin(struct nbdsrv_conn *c)
 {
 	uint8_t g[NBDW_GREETING_BYTES];
 
-	c->phase = NBDSRV_PH_HANDSHAKE;
-	c->hs_timer.fn = hs_timeout;
-	if (c->srv->opts.handshake_timeout_s != NBDSRV_NO_LIMIT)
-		reactor_timer_start(c->r, &c->hs_timer,
-				    (uint64_t)c->srv->opts.handshake_timeout_s * 1000000000ull);
 	nbdw_put64(g, NBDW_INIT_PASSWD);
 	nbdw_put64(g + 8, NBDW_IHAVEOPT);
 	nbdw_put16(g + 16, NBDW_FLAG_FIXED_NEWSTYLE | NBDW_FLAG_NO_ZEROES);
@@ -757,19 +751,19 @@ void nbdsrv_hs_shutdown(struct nbdsrv_conn *c)
 	/* Waiting for a new option with nothing of it received yet: there is
 	 * nothing to answer, so let the client go. Otherwise the option in
 	 * progress gets ERR_SHUTDOWN and the client is let go after it. */
-	if (c->hs_idle && c->hs_got == 0 && c->rx_busy)
-		nbdsrv_conn_close(c, true, "server is shutting down");
+	if (c->hs->idle && c->hs->got == 0 && netsrv_rx_waiting(c->nc))
+		netsrv_conn_close(c->nc, true, "server is shutting down");
 }
 
 void nbdsrv_hs_free(struct nbdsrv_conn *c)
 {
-	free(c->hs_in);
-	c->hs_in = NULL;
-	c->hs_in_cap = 0;
-	free(c->hs_out);
-	c->hs_out = NULL;
-	c->hs_out_len = c->hs_out_cap = 0;
-	free(c->meta_export);
-	c->meta_export = NULL;
-	c->meta_export_len = 0;
+	struct nbdsrv_hs *h = c->hs;
+
+	if (!h)
+		return;
+	c->hs = NULL;
+	free(h->in);
+	free(h->out);
+	free(h->meta_export);
+	free(h);
 }

@@ -79,12 +79,12 @@
  *   oversized WRITE payload (which cannot be skipped safely) drops the
  *   client; everything else gets an error reply. Errors from the disk are
  *   translated by the one table in errmap.c.
- * - Idle connections (opts.idle_timeout_s, off by default: the kernel's
- *   client and QEMU keep a connection for the life of the device and may
- *   send nothing for hours) are closed once nothing has been in flight and
- *   nothing received for that long. No timer is moved per request: a
- *   receive stamps the clock, and the timer, when it fires early, re-arms
- *   for the rest.
+ * - Idle connections (the engine's idle timeout, off by default: the
+ *   kernel's client and QEMU keep a connection for the life of the device
+ *   and may send nothing for hours) are closed once nothing has been in
+ *   flight and nothing received for that long: the engine stamps every
+ *   receive, this file says when the last request finished
+ *   (netsrv_conn_touch) and whether any is in flight (server.c).
  * - Ordering: a FLUSH is submitted after the writes it must cover have
  *   completed (their replies have been queued), which is what the spec
  *   asks. TRIM with FUA is an unmap followed by a flush.
@@ -108,9 +108,10 @@
 #define XMIT_BS_EXT_BYTES (NBDSRV_BS_EXTENTS * sizeof(struct disk_extent))
 #define XMIT_BS_BUF_BYTES (XMIT_BS_EXT_BYTES + NBDSRV_META_COUNT * NBDSRV_BS_EXTENTS * 8)
 
-static void xmit_pump(struct nbdsrv_conn *c);
+static void xmit_pump(struct nbdsrv_xmit *x);
 static void xmit_dispatch(struct nbdsrv_req *req);
-static void xmit_rx_cb(struct nbdsrv_conn *c, ssize_t res);
+static void xmit_rx_cb(struct netsrv_conn *nc, ssize_t res);
+static void xmit_rx_arm(struct netsrv_conn *nc);
 
 /* What a request counts against NBDSRV_INFLIGHT_BYTES (see the design
  * notes). A CACHE over the maximum block size is refused before it reads
@@ -144,59 +145,59 @@ static size_t pow2_at_least(size_t n)
 /* Makes req->buf hold at least @len bytes. Returns 0 or -ENOMEM. */
 static int req_buf_reserve(struct nbdsrv_req *req, size_t len)
 {
-	struct nbdsrv_conn *c = req->c;
+	struct nbdsrv_xmit *x = req->x;
 	size_t cap;
 	void *p;
 
 	if (len <= req->buf_cap)
 		return 0;
 	cap = pow2_at_least(len);
-	p = reactor_buf_get(c->r, cap, false);
+	p = reactor_buf_get(x->r, cap, false);
 	if (!p)
 		return -ENOMEM;
 	if (req->buf) {
-		reactor_buf_put(c->r, req->buf, req->buf_cap);
-		c->cached_bytes -= req->buf_cap;
+		reactor_buf_put(x->r, req->buf, req->buf_cap);
+		x->cached_bytes -= req->buf_cap;
 	}
 	req->buf = p;
 	req->buf_cap = cap;
-	c->cached_bytes += cap;
+	x->cached_bytes += cap;
 	return 0;
 }
 
 static void req_buf_drop(struct nbdsrv_req *req)
 {
-	struct nbdsrv_conn *c = req->c;
+	struct nbdsrv_xmit *x = req->x;
 
 	if (!req->buf)
 		return;
-	reactor_buf_put(c->r, req->buf, req->buf_cap);
-	c->cached_bytes -= req->buf_cap;
+	reactor_buf_put(x->r, req->buf, req->buf_cap);
+	x->cached_bytes -= req->buf_cap;
 	req->buf = NULL;
 	req->buf_cap = 0;
 }
 
 /* ---- adopted WRITE payloads ------------------------------------------------ */
 
-/* A spare block of c->adopt_bytes, or NULL when out of memory. */
-static void *adopt_block_get(struct nbdsrv_conn *c)
+/* A spare block of x->adopt_bytes, or NULL when out of memory. */
+static void *adopt_block_get(struct nbdsrv_xmit *x)
 {
-	if (c->napool) {
-		c->cached_bytes -= c->adopt_bytes;
-		return c->apool[--c->napool];
+	if (x->napool) {
+		x->cached_bytes -= x->adopt_bytes;
+		return x->apool[--x->napool];
 	}
-	return malloc(c->adopt_bytes);
+	return malloc(x->adopt_bytes);
 }
 
 /* The pool shares NBDSRV_CONN_CACHE_BYTES with the slots' buffers. */
-static void adopt_block_put(struct nbdsrv_conn *c, void *p)
+static void adopt_block_put(struct nbdsrv_xmit *x, void *p)
 {
 	if (!p)
 		return;
-	if (c->napool < c->apool_cap &&
-	    c->cached_bytes + c->adopt_bytes <= NBDSRV_CONN_CACHE_BYTES) {
-		c->apool[c->napool++] = p;
-		c->cached_bytes += c->adopt_bytes;
+	if (x->napool < x->apool_cap &&
+	    x->cached_bytes + x->adopt_bytes <= NBDSRV_CONN_CACHE_BYTES) {
+		x->apool[x->napool++] = p;
+		x->cached_bytes += x->adopt_bytes;
 	} else {
 		free(p);
 	}
@@ -208,9 +209,9 @@ static void adopt_block_put(struct nbdsrv_conn *c, void *p)
  * block can be adopted. Returns true when it did (req->aiov set), false
  * to receive into one buffer (too small, too many pieces, out of memory;
  * nothing held). */
-static bool adopt_setup(struct nbdsrv_conn *c, struct nbdsrv_req *req)
+static bool adopt_setup(struct nbdsrv_xmit *x, struct nbdsrv_req *req)
 {
-	uint64_t a = c->adopt_bytes, off = req->offset, left = req->len;
+	uint64_t a = x->adopt_bytes, off = req->offset, left = req->len;
 	size_t pieces;
 	unsigned n = 0;
 
@@ -221,18 +222,18 @@ static bool adopt_setup(struct nbdsrv_conn *c, struct nbdsrv_req *req)
 		return false;
 	/* The entries and the original pointers, from the reactor's cache. */
 	req->aiov_bytes = pow2_at_least(pieces * (sizeof(*req->aiov) + sizeof(void *)));
-	req->aiov = reactor_buf_get(c->r, req->aiov_bytes, false);
+	req->aiov = reactor_buf_get(x->r, req->aiov_bytes, false);
 	if (!req->aiov)
 		return false;
 	req->aorig = (void **)(req->aiov + pieces);
 	while (left) {
 		uint64_t take = MIN(left, a - off % a);
-		void *p = adopt_block_get(c);
+		void *p = adopt_block_get(x);
 
 		if (!p) {
 			while (n)
-				adopt_block_put(c, req->aiov[--n].iov_base);
-			reactor_buf_put(c->r, req->aiov, req->aiov_bytes);
+				adopt_block_put(x, req->aiov[--n].iov_base);
+			reactor_buf_put(x->r, req->aiov, req->aiov_bytes);
 			req->aiov = NULL;
 			return false;
 		}
@@ -249,86 +250,90 @@ static bool adopt_setup(struct nbdsrv_conn *c, struct nbdsrv_req *req)
 
 /* Takes back what the disk left in @req's entries (its old blocks or
  * NULL for the ones it kept) and counts what it kept. */
-static void adopt_release(struct nbdsrv_conn *c, struct nbdsrv_req *req)
+static void adopt_release(struct nbdsrv_xmit *x, struct nbdsrv_req *req)
 {
 	for (unsigned i = 0; i < req->naiov; i++) {
 		if (req->aiov[i].iov_base != req->aorig[i])
-			c->nadopted++;
-		adopt_block_put(c, req->aiov[i].iov_base);
+			x->nadopted++;
+		adopt_block_put(x, req->aiov[i].iov_base);
 	}
-	reactor_buf_put(c->r, req->aiov, req->aiov_bytes);
+	reactor_buf_put(x->r, req->aiov, req->aiov_bytes);
 	req->aiov = NULL;
 	req->naiov = 0;
 }
 
 static void xmit_task_fn(struct reactor_task *t)
 {
-	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, xmit_task);
+	struct nbdsrv_xmit *x = container_of(t, struct nbdsrv_xmit, xmit_task);
 
-	c->xmit_task_busy = false;
-	if (c->closing) {
-		nbdsrv_conn_maybe_free(c);
+	x->xmit_task_busy = false;
+	if (netsrv_conn_closing(x->nc)) {
+		netsrv_conn_maybe_free(x->nc);
 		return;
 	}
-	xmit_pump(c);
+	xmit_pump(x);
 }
 
 /* Transmission over (DISC, or the server stopping): close once nothing is
  * in flight. */
-static void xmit_check_done(struct nbdsrv_conn *c)
+static void xmit_check_done(struct nbdsrv_xmit *x)
 {
-	if (c->closing || !(c->disc || c->draining))
+	if (netsrv_conn_closing(x->nc) || !(x->disc || x->draining))
 		return;
-	if (c->ninflight > (c->payload_req ? 1u : 0u))
+	if (x->ninflight > (x->payload_req ? 1u : 0u))
 		return;
-	nbdsrv_conn_close(c, true, c->disc ? "client sent NBD_CMD_DISC" : "server is shutting down");
+	netsrv_conn_close(x->nc, true, x->disc ? "client sent NBD_CMD_DISC" : "server is shutting down");
 }
 
 /* Returns a slot to the free list. @notify: tell the connection (resume
  * parsing, finish a close); false when the caller is tearing down. */
 static void xmit_release(struct nbdsrv_req *req, bool notify)
 {
-	struct nbdsrv_conn *c = req->c;
+	struct nbdsrv_xmit *x = req->x;
 
-	c->inflight_bytes -= req->charged;
+	x->inflight_bytes -= req->charged;
 	req->charged = 0;
 	if (req->rb) {
 		req->rb->refs--;
 		req->rb = NULL;
 	}
 	if (req->aiov)
-		adopt_release(c, req);
-	if (req->buf_cap > NBDSRV_SLOT_KEEP_BYTES || c->cached_bytes > NBDSRV_CONN_CACHE_BYTES)
+		adopt_release(x, req);
+	if (req->buf_cap > NBDSRV_SLOT_KEEP_BYTES || x->cached_bytes > NBDSRV_CONN_CACHE_BYTES)
 		req_buf_drop(req);
-	req->next_free = c->free_slots;
-	c->free_slots = req;
-	c->ninflight--;
-	if (c->idle_ns && c->ninflight == 0)
-		c->last_active_ns = reactor_now_ns();   /* quiet from here */
+	req->next_free = x->free_slots;
+	x->free_slots = req;
+	x->ninflight--;
+	if (x->ninflight == 0)
+		netsrv_conn_touch(x->nc);   /* quiet from here */
 	if (!notify)
 		return;
-	if (c->closing) {
-		nbdsrv_conn_maybe_free(c);
+	if (netsrv_conn_closing(x->nc)) {
+		netsrv_conn_maybe_free(x->nc);
 		return;
 	}
-	if (c->rx_blocked && !c->xmit_task_busy) {
-		c->rx_blocked = false;
-		c->xmit_task_busy = true;
-		reactor_defer(c->r, &c->xmit_task);
+	if (x->rx_blocked && !x->xmit_task_busy) {
+		x->rx_blocked = false;
+		x->xmit_task_busy = true;
+		reactor_defer(x->r, &x->xmit_task);
 	}
-	xmit_check_done(c);
+	xmit_check_done(x);
 }
 
-static void xmit_req_sent(struct nbdsrv_conn *c UNUSED, struct nbdsrv_tx *tx)
+static void xmit_req_sent(struct netsrv_conn *nc UNUSED, struct netsrv_tx *tx)
 {
-	xmit_release(container_of(tx, struct nbdsrv_req, tx), true);
+	struct nbdsrv_req *req = container_of(tx, struct nbdsrv_req, tx);
+
+	assert(req->x->nreplying > 0);
+	req->x->nreplying--;
+	xmit_release(req, true);
 }
 
-void nbdsrv_xmit_free_payload_req(struct nbdsrv_conn *c)
+void nbdsrv_xmit_free_payload_req(struct nbdsrv_xmit *x)
 {
-	struct nbdsrv_req *req = c->payload_req;
+	struct nbdsrv_req *req = x->payload_req;
 
-	c->payload_req = NULL;
+	x->payload_req = NULL;
 	if (req)
 		xmit_release(req, false);
 }
@@ -385,13 +390,13 @@ struct read_run {
 /* Splits the read into hole and data runs from the block-status extents. */
 static unsigned read_runs(struct nbdsrv_req *req, struct read_run *runs, unsigned max)
 {
-	struct nbdsrv_conn *c = req->c;
+	struct nbdsrv_xmit *x = req->x;
 	uint64_t pos = 0;
 	unsigned n = 0;
 
 	if (req->holes) {
 		for (uint32_t i = 0; i < req->io2.u.bs.nr && pos < req->len; i++) {
-			uint64_t bytes = MIN(req->ext[i].count << c->shift, req->len - pos);
+			uint64_t bytes = MIN(req->ext[i].count << x->shift, req->len - pos);
 			bool hole = req->ext[i].flags & DISK_EXTENT_ZERO;
 
 			if (bytes == 0)
@@ -459,10 +464,10 @@ static unsigned reply_read(struct nbdsrv_req *req)
 
 static unsigned reply_block_status(struct nbdsrv_req *req)
 {
-	struct nbdsrv_conn *c = req->c;
+	struct nbdsrv_xmit *x = req->x;
 	struct disk_extent *ext = req->buf, one;
 	uint8_t *desc = (uint8_t *)req->buf + XMIT_BS_EXT_BYTES;
-	uint32_t nr = req->io.u.bs.nr, max_desc = (UINT32_MAX / c->ss) * c->ss;
+	uint32_t nr = req->io.u.bs.nr, max_desc = (UINT32_MAX / x->ss) * x->ss;
 	bool req_one = req->flags & NBDW_CMD_FLAG_REQ_ONE;
 	unsigned niov = 0, nctx = 0, done = 0;
 	uint8_t *h = req->hdr;
@@ -474,14 +479,14 @@ static unsigned reply_block_status(struct nbdsrv_req *req)
 		nr = 1;
 	}
 	for (unsigned i = 0; i < NBDSRV_META_COUNT; i++)
-		if (c->meta_active & (1u << i))
+		if (x->meta_active & (1u << i))
 			nctx++;
 	for (unsigned i = 0; i < NBDSRV_META_COUNT; i++) {
 		uint32_t nd;
 
-		if (!(c->meta_active & (1u << i)))
+		if (!(x->meta_active & (1u << i)))
 			continue;
-		nd = nbdsrv_meta_encode(ext, nr, c->shift, i, max_desc, req_one, req->len, desc);
+		nd = nbdsrv_meta_encode(ext, nr, x->shift, i, max_desc, req_one, req->len, desc);
 		put_chunk(h, ++done == nctx ? NBDW_REPLY_FLAG_DONE : 0, NBDW_REPLY_TYPE_BLOCK_STATUS,
 			  req->cookie, 4 + 8 * nd);
 		nbdw_put32(h + 20, nbdsrv_meta_id(i));
@@ -498,14 +503,14 @@ static unsigned reply_block_status(struct nbdsrv_req *req)
 /* Builds the reply of a finished request and queues it. */
 static void xmit_reply(struct nbdsrv_req *req)
 {
-	struct nbdsrv_conn *c = req->c;
+	struct nbdsrv_xmit *x = req->x;
 	unsigned n;
 
-	if (c->closing) {
+	if (netsrv_conn_closing(x->nc)) {
 		xmit_release(req, true);
 		return;
 	}
-	if (!c->sr)
+	if (!x->sr)
 		n = reply_simple(req);
 	else if (req->error)
 		n = reply_error_chunk(req);
@@ -517,13 +522,14 @@ static void xmit_reply(struct nbdsrv_req *req)
 		n = reply_simple(req);
 	req->tx.iov = req->riov;
 	req->tx.iovcnt = n;
-	nbdsrv_tx_queue(c, &req->tx);
-	nbdsrv_tx_schedule(c);
+	x->nreplying++;
+	netsrv_tx_queue(x->nc, &req->tx);
+	netsrv_tx_schedule(x->nc);
 }
 
 static void xmit_fail(struct nbdsrv_req *req, uint32_t error, const char *msg)
 {
-	log_debug("nbd %s: command %u at %llu+%u refused: %s (%s)", req->c->name, req->type,
+	log_debug("%s: command %u at %llu+%u refused: %s (%s)", req->x->name, req->type,
 		  (unsigned long long)req->offset, req->len, msg, nbdsrv_error_name(error));
 	req->error = error;
 	req->errmsg = msg;
@@ -557,16 +563,16 @@ static bool xmit_found_hole(const struct nbdsrv_req *req)
 }
 
 /* Whether this READ should ask for block status (see the design notes). */
-static bool xmit_probe_holes(struct nbdsrv_conn *c, uint32_t len)
+static bool xmit_probe_holes(struct nbdsrv_xmit *x, uint32_t len)
 {
-	if (!c->holes || len < NBDSRV_HOLE_MIN_BYTES)
+	if (!x->holes || len < NBDSRV_HOLE_MIN_BYTES)
 		return false;
-	if (c->hole_credit > 0)
+	if (x->hole_credit > 0)
 		return true;
-	c->hole_unprobed += len;
-	if (c->hole_unprobed < NBDSRV_HOLE_REPROBE_BYTES)
+	x->hole_unprobed += len;
+	if (x->hole_unprobed < NBDSRV_HOLE_REPROBE_BYTES)
 		return false;
-	c->hole_unprobed = 0;
+	x->hole_unprobed = 0;
 	return true;
 }
 
@@ -592,13 +598,13 @@ static void xmit_submit(struct nbdsrv_req *req, struct disk_io *io, enum disk_op
 		io->iovcnt = 1;
 	}
 	req->pending++;
-	disk_submit(req->c->disk, io);
+	disk_submit(req->x->disk, io);
 }
 
 static void xmit_io_done(struct disk_io *io)
 {
 	struct nbdsrv_req *req = io->opaque;
-	struct nbdsrv_conn *c = req->c;
+	struct nbdsrv_xmit *x = req->x;
 
 	if (req->rb && io == &req->io) {
 		/* The disk has the payload: the receive buffer is free again
@@ -606,28 +612,28 @@ static void xmit_io_done(struct disk_io *io)
 		 * same, cache-warm, buffer). */
 		req->rb->refs--;
 		req->rb = NULL;
-		if (c->rx_blocked && !c->xmit_task_busy && !c->closing) {
-			c->rx_blocked = false;
-			c->xmit_task_busy = true;
-			reactor_defer(c->r, &c->xmit_task);
+		if (x->rx_blocked && !x->xmit_task_busy && !netsrv_conn_closing(x->nc)) {
+			x->rx_blocked = false;
+			x->xmit_task_busy = true;
+			reactor_defer(x->r, &x->xmit_task);
 		}
 	}
 	if (io == &req->io2) {
 		req->holes = io->status == DISK_OK && io->u.bs.nr > 0;
 		if (req->holes && xmit_found_hole(req))
-			c->hole_credit = NBDSRV_HOLE_CREDIT;
-		else if (c->hole_credit > 0)
-			c->hole_credit--;
+			x->hole_credit = NBDSRV_HOLE_CREDIT;
+		else if (x->hole_credit > 0)
+			x->hole_credit--;
 	} else if (io->status != DISK_OK && req->error == 0) {
 		req->error = nbdsrv_error_of(io->status, io->os_errno, req_class(req));
 		req->errmsg = io->status == DISK_UNSUPPORTED &&
 			      (req->flags & NBDW_CMD_FLAG_FAST_ZERO)
 			      ? "zeroing this range would not be fast" : disk_status_str(io->status);
 		if (req->error == NBDW_ENOTSUP)
-			log_debug("nbd %s: fast zero at %llu+%u refused", c->name,
+			log_debug("%s: fast zero at %llu+%u refused", x->name,
 				  (unsigned long long)req->offset, req->len);
 		else
-			log_warn("nbd %s: %s at %llu+%u failed: %s%s%s", c->name, disk_op_str(io->op),
+			log_warn("%s: %s at %llu+%u failed: %s%s%s", x->name, disk_op_str(io->op),
 				 (unsigned long long)req->offset, req->len,
 				 disk_status_str(io->status), io->os_errno ? ": " : "",
 				 io->os_errno ? strerror(io->os_errno) : "");
@@ -648,14 +654,14 @@ static void xmit_io_done(struct disk_io *io)
  * it. */
 static void xmit_dispatch(struct nbdsrv_req *req)
 {
-	struct nbdsrv_conn *c = req->c;
-	const uint16_t tf = c->tflags;
+	struct nbdsrv_xmit *x = req->x;
+	const uint16_t tf = x->tflags;
 	uint16_t allowed = (tf & NBDW_FLAG_SEND_FUA) ? NBDW_CMD_FLAG_FUA : 0;
-	const uint32_t mask = c->ss - 1;
+	const uint32_t mask = x->ss - 1;
 	bool is_write = false;
 	uint64_t end;
 
-	if (c->draining) {
+	if (x->draining) {
 		xmit_fail(req, NBDW_ESHUTDOWN, "the server is shutting down");
 		return;
 	}
@@ -672,7 +678,7 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 		break;
 	case NBDW_CMD_TRIM:
 		is_write = true;
-		if (!c->ro && !(tf & NBDW_FLAG_SEND_TRIM)) {
+		if (!x->ro && !(tf & NBDW_FLAG_SEND_TRIM)) {
 			xmit_fail(req, NBDW_EINVAL, "trim is not supported by this export");
 			return;
 		}
@@ -685,7 +691,7 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 		break;
 	case NBDW_CMD_BLOCK_STATUS:
 		allowed |= NBDW_CMD_FLAG_REQ_ONE;
-		if (!c->meta_active) {
+		if (!x->meta_active) {
 			xmit_fail(req, NBDW_EINVAL, "no metadata context was negotiated");
 			return;
 		}
@@ -694,7 +700,7 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 		xmit_fail(req, NBDW_EINVAL, "unknown command");
 		return;
 	}
-	if (is_write && c->ro) {
+	if (is_write && x->ro) {
 		xmit_fail(req, NBDW_EPERM, "the export is read-only");
 		return;
 	}
@@ -710,7 +716,7 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 		xmit_submit(req, &req->io, DISK_OP_FLUSH, 0, 0, 0);
 		return;
 	}
-	if (ADD_OVERFLOW(req->offset, (uint64_t)req->len, &end) || end > c->size) {
+	if (ADD_OVERFLOW(req->offset, (uint64_t)req->len, &end) || end > x->size) {
 		if (req->type == NBDW_CMD_WRITE || req->type == NBDW_CMD_WRITE_ZEROES)
 			xmit_fail(req, NBDW_ENOSPC, "request beyond the end of the export");
 		else
@@ -719,7 +725,7 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 	}
 	if (req->type == NBDW_CMD_TRIM) {
 		/* A hint: round inwards to whole sectors. */
-		uint64_t first = (req->offset + mask) >> c->shift, last = end >> c->shift;
+		uint64_t first = (req->offset + mask) >> x->shift, last = end >> x->shift;
 
 		if (last <= first) {
 			xmit_reply(req);
@@ -741,12 +747,12 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 		}
 		/* Bounded work per request: the reply may describe less than
 		 * was asked, and the client asks again for the rest. */
-		count = MIN(((uint64_t)req->len + mask) >> c->shift,
-			    (uint64_t)(NBDSRV_BS_MAX_BYTES >> c->shift));
+		count = MIN(((uint64_t)req->len + mask) >> x->shift,
+			    (uint64_t)(NBDSRV_BS_MAX_BYTES >> x->shift));
 		req->io.u.bs.extents = req->buf;
 		req->io.u.bs.max = (req->flags & NBDW_CMD_FLAG_REQ_ONE) ? 1 : NBDSRV_BS_EXTENTS;
 		req->io.u.bs.nr = 0;
-		xmit_submit(req, &req->io, DISK_OP_BLOCK_STATUS, 0, req->offset >> c->shift, count);
+		xmit_submit(req, &req->io, DISK_OP_BLOCK_STATUS, 0, req->offset >> x->shift, count);
 		return;
 	}
 	if ((req->offset | req->len) & mask) {
@@ -776,23 +782,23 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 			return;
 		}
 		req->holes = false;
-		if (xmit_probe_holes(c, req->len)) {
+		if (xmit_probe_holes(x, req->len)) {
 			req->io2.u.bs.extents = req->ext;
 			req->io2.u.bs.max = NBDSRV_READ_EXTENTS;
 			req->io2.u.bs.nr = 0;
 			/* Both in flight at once; completions are deferred,
 			 * so the count covers both before either finishes. */
-			xmit_submit(req, &req->io, DISK_OP_READ, 0, req->offset >> c->shift, 0);
-			xmit_submit(req, &req->io2, DISK_OP_BLOCK_STATUS, 0, req->offset >> c->shift,
-				    req->len >> c->shift);
+			xmit_submit(req, &req->io, DISK_OP_READ, 0, req->offset >> x->shift, 0);
+			xmit_submit(req, &req->io2, DISK_OP_BLOCK_STATUS, 0, req->offset >> x->shift,
+				    req->len >> x->shift);
 			return;
 		}
-		xmit_submit(req, &req->io, DISK_OP_READ, 0, req->offset >> c->shift, 0);
+		xmit_submit(req, &req->io, DISK_OP_READ, 0, req->offset >> x->shift, 0);
 		return;
 	case NBDW_CMD_WRITE:
 		xmit_submit(req, &req->io, DISK_OP_WRITE,
 			    (req->flags & NBDW_CMD_FLAG_FUA) ? DISK_IO_FUA : 0,
-			    req->offset >> c->shift, 0);
+			    req->offset >> x->shift, 0);
 		return;
 	case NBDW_CMD_WRITE_ZEROES: {
 		uint32_t f = 0;
@@ -803,13 +809,13 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 			f |= DISK_IO_NO_UNMAP;
 		if (req->flags & NBDW_CMD_FLAG_FAST_ZERO)
 			f |= DISK_IO_FAST_ZERO;
-		xmit_submit(req, &req->io, DISK_OP_WRITE_ZEROES, f, req->offset >> c->shift,
-			    req->len >> c->shift);
+		xmit_submit(req, &req->io, DISK_OP_WRITE_ZEROES, f, req->offset >> x->shift,
+			    req->len >> x->shift);
 		return;
 	}
 	case NBDW_CMD_CACHE:
-		xmit_submit(req, &req->io, DISK_OP_CACHE, 0, req->offset >> c->shift,
-			    req->len >> c->shift);
+		xmit_submit(req, &req->io, DISK_OP_CACHE, 0, req->offset >> x->shift,
+			    req->len >> x->shift);
 		return;
 	default:
 		xmit_fail(req, NBDW_EINVAL, "unknown command");
@@ -820,66 +826,65 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 /* ---- receiving requests -------------------------------------------------------------- */
 
 
-static void xmit_payload_cb(struct nbdsrv_conn *c, ssize_t res);
+static void xmit_payload_cb(struct netsrv_conn *nc, ssize_t res);
 
-/* Receives the rest of c->payload_req's payload (from c->payload_got). */
-static void xmit_payload_rx(struct nbdsrv_conn *c, struct nbdsrv_req *req)
+/* Receives the rest of x->payload_req's payload (from x->payload_got). */
+static void xmit_payload_rx(struct nbdsrv_xmit *x, struct nbdsrv_req *req)
 {
 	if (req->aiov) {
-		int n = iov_slice(req->aiov, (int)req->naiov, c->payload_got,
-				  req->len - c->payload_got, c->arx, NBDSRV_ADOPT_MAX_IOV);
+		int n = iov_slice(req->aiov, (int)req->naiov, x->payload_got,
+				  req->len - x->payload_got, x->arx, NBDSRV_ADOPT_MAX_IOV);
 
 		assert(n > 0);
-		nbdsrv_rxv(c, c->arx, n, xmit_payload_cb);
+		netsrv_rxv(x->nc, x->arx, n, xmit_payload_cb);
 		return;
 	}
-	nbdsrv_rx(c, (char *)req->buf + c->payload_got, req->len - c->payload_got, true,
+	netsrv_rx(x->nc, (char *)req->buf + x->payload_got, req->len - x->payload_got, true,
 		  xmit_payload_cb);
 }
 
-static void xmit_payload_cb(struct nbdsrv_conn *c, ssize_t res)
+static void xmit_payload_cb(struct netsrv_conn *nc, ssize_t res)
 {
-	struct nbdsrv_req *req = c->payload_req;
+	struct nbdsrv_xmit *x = ((struct nbdsrv_conn *)netsrv_conn_priv(nc))->x;
+	struct nbdsrv_req *req = x->payload_req;
 
 	if (res <= 0) {
-		if (c->draining && res == -ECANCELED) {
-			xmit_check_done(c);
+		if (x->draining && res == -ECANCELED) {
+			xmit_check_done(x);
 			return;
 		}
-		log_warn("nbd %s: client left in the middle of a %u-byte WRITE payload%s%s", c->name,
+		log_warn("%s: client left in the middle of a %u-byte WRITE payload%s%s", x->name,
 			 req->len, res < 0 ? ": " : "", res < 0 ? strerror((int)-res) : "");
-		nbdsrv_conn_close(c, false, NULL);
+		netsrv_conn_close(x->nc, false, NULL);
 		return;
 	}
-	if (c->idle_ns)
-		c->last_active_ns = reactor_now_ns();
-	c->payload_got += (uint32_t)res;
-	if (c->payload_got < req->len) {
-		xmit_payload_rx(c, req);
+	x->payload_got += (uint32_t)res;
+	if (x->payload_got < req->len) {
+		xmit_payload_rx(x, req);
 		return;
 	}
-	c->payload_req = NULL;
+	x->payload_req = NULL;
 	xmit_dispatch(req);
-	xmit_pump(c);
+	xmit_pump(x);
 }
 
-static void xmit_disc(struct nbdsrv_conn *c, struct nbdsrv_req *req)
+static void xmit_disc(struct nbdsrv_xmit *x, struct nbdsrv_req *req)
 {
-	c->disc = true;
+	x->disc = true;
 	xmit_release(req, false);
-	xmit_check_done(c);
+	xmit_check_done(x);
 }
 
 /* Parses every complete request in the receive buffer, then receives
  * more unless something says stop. */
-static void xmit_pump(struct nbdsrv_conn *c)
+static void xmit_pump(struct nbdsrv_xmit *x)
 {
 	uint64_t pass_read = 0;
 
-	c->parse_later = false;
-	while (!c->closing && !c->payload_req && !c->disc) {
-		size_t avail = c->rtail - c->rhead;
-		const uint8_t *h = c->rbuf + c->rhead;
+	x->parse_later = false;
+	while (!netsrv_conn_closing(x->nc) && !x->payload_req && !x->disc) {
+		size_t avail = x->rtail - x->rhead;
+		const uint8_t *h = x->rbuf + x->rhead;
 		struct nbdsrv_req *req;
 		uint64_t cost;
 		uint32_t len;
@@ -888,33 +893,33 @@ static void xmit_pump(struct nbdsrv_conn *c)
 		if (avail < NBDW_REQUEST_BYTES)
 			break;
 		if (nbdw_get32(h) != NBDW_REQUEST_MAGIC) {
-			log_warn("nbd %s: bad request magic 0x%08x: dropping the client", c->name,
+			log_warn("%s: bad request magic 0x%08x: dropping the client", x->name,
 				 nbdw_get32(h));
-			nbdsrv_conn_close(c, false, NULL);
+			netsrv_conn_close(x->nc, false, NULL);
 			return;
 		}
 		type = nbdw_get16(h + 6);
 		len = nbdw_get32(h + 24);
 		if (type == NBDW_CMD_WRITE && len > NBDSRV_MAX_PAYLOAD) {
-			log_warn("nbd %s: WRITE of %u bytes is over the %u-byte limit: dropping the "
-				 "client", c->name, len, NBDSRV_MAX_PAYLOAD);
-			nbdsrv_conn_close(c, false, NULL);
+			log_warn("%s: WRITE of %u bytes is over the %u-byte limit: dropping the "
+				 "client", x->name, len, NBDSRV_MAX_PAYLOAD);
+			netsrv_conn_close(x->nc, false, NULL);
 			return;
 		}
 		cost = xmit_cost(type, len);
-		if (!c->free_slots) {
-			c->rx_blocked = true;
+		if (!x->free_slots) {
+			x->rx_blocked = true;
 			return;
 		}
-		if (c->ninflight > 0 && c->inflight_bytes + cost > NBDSRV_INFLIGHT_BYTES) {
-			c->rx_blocked = true;
-			c->nbudget_waits++;
+		if (x->ninflight > 0 && x->inflight_bytes + cost > NBDSRV_INFLIGHT_BYTES) {
+			x->rx_blocked = true;
+			x->nbudget_waits++;
 			return;
 		}
-		req = c->free_slots;
-		c->free_slots = req->next_free;
-		c->ninflight++;
-		c->nrequests++;
+		req = x->free_slots;
+		x->free_slots = req->next_free;
+		x->ninflight++;
+		x->nrequests++;
 		req->flags = nbdw_get16(h + 4);
 		req->type = type;
 		req->cookie = nbdw_get64(h + 8);
@@ -927,74 +932,74 @@ static void xmit_pump(struct nbdsrv_conn *c)
 		req->holes = false;
 		assert(!req->aiov);     /* released with the slot */
 		req->charged = cost;
-		c->inflight_bytes += cost;
-		c->rhead += NBDW_REQUEST_BYTES;
+		x->inflight_bytes += cost;
+		x->rhead += NBDW_REQUEST_BYTES;
 		if (type == NBDW_CMD_DISC) {
-			xmit_disc(c, req);
+			xmit_disc(x, req);
 			return;
 		}
-		if (type == NBDW_CMD_READ && !c->draining)
+		if (type == NBDW_CMD_READ && !x->draining)
 			pass_read += len;
 		req->rb = NULL;
-		if (type == NBDW_CMD_WRITE && len > 0 && c->rtail - c->rhead >= len) {
+		if (type == NBDW_CMD_WRITE && len > 0 && x->rtail - x->rhead >= len) {
 			/* The whole payload is here: write it from here. */
-			req->rb = c->rb;
+			req->rb = x->rb;
 			req->rb->refs++;
-			req->wdata = c->rbuf + c->rhead;
-			c->rhead += len;
+			req->wdata = x->rbuf + x->rhead;
+			x->rhead += len;
 		} else if (type == NBDW_CMD_WRITE && len > 0) {
-			bool adopt = adopt_setup(c, req);
+			bool adopt = adopt_setup(x, req);
 			size_t copy;
 
 			if (!adopt && req_buf_reserve(req, len) < 0) {
 				/* The payload cannot be skipped without a buffer
 				 * to put it in. */
-				log_error("nbd %s: out of memory for a %u-byte WRITE: dropping the "
-					  "client", c->name, len);
-				nbdsrv_conn_close(c, false, NULL);
+				log_error("%s: out of memory for a %u-byte WRITE: dropping the "
+					  "client", x->name, len);
+				netsrv_conn_close(x->nc, false, NULL);
 				return;
 			}
-			copy = MIN((size_t)len, c->rtail - c->rhead);
+			copy = MIN((size_t)len, x->rtail - x->rhead);
 			if (adopt)
-				iov_from_buf(req->aiov, (int)req->naiov, 0, c->rbuf + c->rhead, copy);
+				iov_from_buf(req->aiov, (int)req->naiov, 0, x->rbuf + x->rhead, copy);
 			else
-				memcpy(req->buf, c->rbuf + c->rhead, copy);
-			c->rhead += copy;
+				memcpy(req->buf, x->rbuf + x->rhead, copy);
+			x->rhead += copy;
 			if (copy < len) {
-				c->payload_req = req;
-				c->payload_got = (uint32_t)copy;
-				if (c->draining)
+				x->payload_req = req;
+				x->payload_got = (uint32_t)copy;
+				if (x->draining)
 					return;   /* never arrives: released at close */
-				xmit_payload_rx(c, req);
+				xmit_payload_rx(x, req);
 				return;
 			}
 		}
 		xmit_dispatch(req);
-		if (pass_read >= NBDSRV_PASS_READ_BYTES && c->rtail - c->rhead >= NBDW_REQUEST_BYTES) {
+		if (pass_read >= NBDSRV_PASS_READ_BYTES && x->rtail - x->rhead >= NBDW_REQUEST_BYTES) {
 			/* Send what was read before reading more (see the
 			 * design notes). */
-			c->parse_later = true;
-			c->npass_splits++;
+			x->parse_later = true;
+			x->npass_splits++;
 			break;
 		}
 	}
-	if (c->closing || c->draining || c->disc || c->payload_req || c->rx_blocked)
+	if (netsrv_conn_closing(x->nc) || x->draining || x->disc || x->payload_req || x->rx_blocked)
 		return;
 	/* Receive more after this pass's replies are queued (see conn.c). */
-	nbdsrv_rx_later(c);
+	netsrv_rx_later(x->nc, xmit_rx_arm);
 }
 
 /* A receive buffer no WRITE points into, other than the current one; NULL
  * if all are busy (or out of memory). */
-static struct nbdsrv_rbuf *xmit_rbuf_spare(struct nbdsrv_conn *c)
+static struct nbdsrv_rbuf *xmit_rbuf_spare(struct nbdsrv_xmit *x)
 {
 	for (unsigned i = 0; i < NBDSRV_RBUFS; i++) {
-		struct nbdsrv_rbuf *rb = &c->rbufs[i];
+		struct nbdsrv_rbuf *rb = &x->rbufs[i];
 
-		if (rb == c->rb || rb->refs)
+		if (rb == x->rb || rb->refs)
 			continue;
 		if (!rb->data)
-			rb->data = reactor_buf_get(c->r, NBDSRV_RBUF_BYTES, false);
+			rb->data = reactor_buf_get(x->r, NBDSRV_RBUF_BYTES, false);
 		if (rb->data)
 			return rb;
 	}
@@ -1002,193 +1007,178 @@ static struct nbdsrv_rbuf *xmit_rbuf_spare(struct nbdsrv_conn *c)
 }
 
 /* The flush task's receive: more requests into the buffer. */
-static void xmit_rx_arm(struct nbdsrv_conn *c)
+static void xmit_rx_arm(struct netsrv_conn *nc)
 {
-	if (c->closing || c->draining || c->disc || c->payload_req || c->rx_blocked)
+	struct nbdsrv_xmit *x = ((struct nbdsrv_conn *)netsrv_conn_priv(nc))->x;
+
+	if (netsrv_conn_closing(x->nc) || x->draining || x->disc || x->payload_req || x->rx_blocked)
 		return;
-	if (c->parse_later) {
+	if (x->parse_later) {
 		/* The send of this pass's replies is queued and goes to the
 		 * kernel before the next pass, which parses the rest. */
-		c->parse_later = false;
-		if (!c->xmit_task_busy) {
-			c->xmit_task_busy = true;
-			reactor_defer(c->r, &c->xmit_task);
+		x->parse_later = false;
+		if (!x->xmit_task_busy) {
+			x->xmit_task_busy = true;
+			reactor_defer(x->r, &x->xmit_task);
 		}
 		return;
 	}
-	if (c->rx_busy || c->rx_task_busy)
+	if (netsrv_rx_busy(x->nc))
 		return;
-	if (c->rb->refs == 0 && c->rhead == c->rtail) {
-		c->rhead = c->rtail = 0;
-	} else if (NBDSRV_RBUF_BYTES - c->rtail < NBDSRV_RBUF_BYTES / 2) {
-		size_t left = c->rtail - c->rhead;
+	if (x->rb->refs == 0 && x->rhead == x->rtail) {
+		x->rhead = x->rtail = 0;
+	} else if (NBDSRV_RBUF_BYTES - x->rtail < NBDSRV_RBUF_BYTES / 2) {
+		size_t left = x->rtail - x->rhead;
 		struct nbdsrv_rbuf *nb;
 
-		if (c->rb->refs == 0) {
-			memmove(c->rbuf, c->rbuf + c->rhead, left);
-		} else if ((nb = xmit_rbuf_spare(c))) {
+		if (x->rb->refs == 0) {
+			memmove(x->rbuf, x->rbuf + x->rhead, left);
+		} else if ((nb = xmit_rbuf_spare(x))) {
 			/* Writes still point into this one: move on. */
-			memcpy(nb->data, c->rbuf + c->rhead, left);
-			c->rb = nb;
-			c->rbuf = nb->data;
-		} else if (c->rtail < NBDSRV_RBUF_BYTES) {
+			memcpy(nb->data, x->rbuf + x->rhead, left);
+			x->rb = nb;
+			x->rbuf = nb->data;
+		} else if (x->rtail < NBDSRV_RBUF_BYTES) {
 			goto receive;   /* what room is left, for now */
 		} else {
-			c->rx_blocked = true;   /* until a write completes */
+			x->rx_blocked = true;   /* until a write completes */
 			return;
 		}
-		c->rtail = left;
-		c->rhead = 0;
+		x->rtail = left;
+		x->rhead = 0;
 	}
 receive:
-	nbdsrv_rx(c, c->rbuf + c->rtail, NBDSRV_RBUF_BYTES - c->rtail, false, xmit_rx_cb);
+	netsrv_rx(x->nc, x->rbuf + x->rtail, NBDSRV_RBUF_BYTES - x->rtail, false, xmit_rx_cb);
 }
 
-static void xmit_rx_cb(struct nbdsrv_conn *c, ssize_t res)
+static void xmit_rx_cb(struct netsrv_conn *nc, ssize_t res)
 {
+	struct nbdsrv_xmit *x = ((struct nbdsrv_conn *)netsrv_conn_priv(nc))->x;
+
 	if (res <= 0) {
-		if (c->draining && res == -ECANCELED) {
-			xmit_check_done(c);
+		if (x->draining && res == -ECANCELED) {
+			xmit_check_done(x);
 			return;
 		}
-		if (res == 0 && c->rhead == c->rtail) {
-			nbdsrv_conn_close(c, true, "client closed the connection");
+		if (res == 0 && x->rhead == x->rtail) {
+			netsrv_conn_close(x->nc, true, "client closed the connection");
 		} else if (res == 0) {
-			log_warn("nbd %s: client left in the middle of a request header", c->name);
-			nbdsrv_conn_close(c, false, NULL);
+			log_warn("%s: client left in the middle of a request header", x->name);
+			netsrv_conn_close(x->nc, false, NULL);
 		} else {
-			log_warn("nbd %s: receive failed: %s", c->name, strerror((int)-res));
-			nbdsrv_conn_close(c, false, NULL);
+			log_warn("%s: receive failed: %s", x->name, strerror((int)-res));
+			netsrv_conn_close(x->nc, false, NULL);
 		}
 		return;
 	}
-	if (c->idle_ns)
-		c->last_active_ns = reactor_now_ns();
-	c->rtail += (size_t)res;
-	xmit_pump(c);
-}
-
-/* The idle timer: closes the connection once it has been quiet for
- * c->idle_ns, else waits for the rest (see the design notes). */
-static void xmit_idle_timeout(struct reactor_timer *t)
-{
-	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, idle_timer);
-	uint64_t quiet = reactor_now_ns() - c->last_active_ns;
-
-	if (c->closing || c->draining || c->disc)
-		return;
-	if (c->ninflight > 0) {
-		reactor_timer_start(c->r, t, c->idle_ns);
-		return;
-	}
-	if (quiet < c->idle_ns) {
-		reactor_timer_start(c->r, t, c->idle_ns - quiet);
-		return;
-	}
-	log_info("nbd %s: idle for %u s: closing the connection (--idle-timeout)", c->name,
-		 c->srv->opts.idle_timeout_s);
-	nbdsrv_conn_close(c, true, NULL);
+	x->rtail += (size_t)res;
+	xmit_pump(x);
 }
 
 /* ---- phase entry and exit ---------------------------------------------------------------- */
 
-void nbdsrv_xmit_begin(struct nbdsrv_conn *c, struct nbdsrv_export *e)
+void nbdsrv_xmit_begin(struct nbdsrv_conn *c, struct nbdsrv_export *e, bool sr,
+		       uint32_t meta_active)
 {
 	const struct disk_info *info = disk_get_info(e->disk);
+	struct nbdsrv_xmit *x = calloc(1, sizeof(*x));
 
-	c->phase = NBDSRV_PH_TRANSMIT;
-	c->exp = e;
-	c->disk = e->disk;
-	c->ss = info->sector_size;
-	c->shift = info->sector_shift;
-	c->size = disk_sector_count(e->disk) << c->shift;
-	c->tflags = nbdsrv_tflags(e, c->sr);
-	c->ro = e->read_only;
-	c->holes = c->sr && (info->caps & DISK_CAP_BLOCK_STATUS);
-	c->hole_credit = NBDSRV_HOLE_CREDIT;
-	c->nslots = c->srv->opts.max_requests;
-	c->slots = calloc(c->nslots, sizeof(*c->slots));
-	c->rb = &c->rbufs[0];
-	c->rb->data = reactor_buf_get(c->r, NBDSRV_RBUF_BYTES, false);
-	c->rbuf = c->rb->data;
-	c->xmit_task.fn = xmit_task_fn;
-	c->rx_arm = xmit_rx_arm;
+	if (!x) {
+		log_error("%s: out of memory entering transmission", c->name);
+		netsrv_conn_close(c->nc, false, NULL);
+		return;
+	}
+	c->x = x;
+	x->c = c;
+	x->nc = c->nc;
+	x->srv = c->srv;
+	x->r = c->r;
+	x->name = c->name;
+	x->sr = sr;
+	x->meta_active = meta_active;
+	x->exp = e;
+	x->disk = e->disk;
+	x->ss = info->sector_size;
+	x->shift = info->sector_shift;
+	x->size = disk_sector_count(e->disk) << x->shift;
+	x->tflags = nbdsrv_tflags(e, x->sr);
+	x->ro = e->read_only;
+	x->holes = x->sr && (info->caps & DISK_CAP_BLOCK_STATUS);
+	x->hole_credit = NBDSRV_HOLE_CREDIT;
+	x->nslots = x->srv->opts.max_requests;
+	x->slots = calloc(x->nslots, sizeof(*x->slots));
+	x->rb = &x->rbufs[0];
+	x->rb->data = reactor_buf_get(x->r, NBDSRV_RBUF_BYTES, false);
+	x->rbuf = x->rb->data;
+	x->xmit_task.fn = xmit_task_fn;
 	/* Adopted payloads: plain sockets only (TLS decrypts into a buffer of
 	 * its own, a pipe has no recvmsg). */
-	if (info->adopt_bytes && c->is_sock && !c->ssl && !c->ro) {
-		c->apool_cap = NBDSRV_CONN_CACHE_BYTES / info->adopt_bytes;
-		c->apool = calloc(c->apool_cap, sizeof(*c->apool));
-		c->arx = calloc(NBDSRV_ADOPT_MAX_IOV, sizeof(*c->arx));
-		if (c->apool && c->arx)
-			c->adopt_bytes = info->adopt_bytes;
+	if (info->adopt_bytes && netsrv_conn_can_rxv(x->nc) && !x->ro) {
+		x->apool_cap = NBDSRV_CONN_CACHE_BYTES / info->adopt_bytes;
+		x->apool = calloc(x->apool_cap, sizeof(*x->apool));
+		x->arx = calloc(NBDSRV_ADOPT_MAX_IOV, sizeof(*x->arx));
+		if (x->apool && x->arx)
+			x->adopt_bytes = info->adopt_bytes;
 	}
-	if (!c->slots || !c->rbuf) {
-		log_error("nbd %s: out of memory entering transmission", c->name);
-		nbdsrv_conn_close(c, false, NULL);
+	if (!x->slots || !x->rbuf) {
+		log_error("%s: out of memory entering transmission", x->name);
+		netsrv_conn_close(x->nc, false, NULL);
 		return;
 	}
-	for (unsigned i = c->nslots; i-- > 0;) {
-		struct nbdsrv_req *req = &c->slots[i];
+	for (unsigned i = x->nslots; i-- > 0;) {
+		struct nbdsrv_req *req = &x->slots[i];
 
-		req->c = c;
+		req->x = x;
 		req->tx.sent = xmit_req_sent;
-		req->next_free = c->free_slots;
-		c->free_slots = req;
+		req->next_free = x->free_slots;
+		x->free_slots = req;
 	}
-	if (c->srv->opts.idle_timeout_s) {
-		c->idle_ns = (uint64_t)c->srv->opts.idle_timeout_s * 1000000000ull;
-		c->last_active_ns = reactor_now_ns();
-		c->idle_timer.fn = xmit_idle_timeout;
-		reactor_timer_start(c->r, &c->idle_timer, c->idle_ns);
-	}
-	log_debug("nbd %s: export '%s' (%llu bytes, flags 0x%x%s%s)", c->name, e->name,
-		  (unsigned long long)c->size, c->tflags, c->sr ? ", structured" : "",
-		  c->tls ? ", TLS" : "");
-	if (c->draining || atomic_load(&c->srv->stop_requested)) {
+	log_debug("%s: export '%s' (%llu bytes, flags 0x%x%s%s)", x->name, e->name,
+		  (unsigned long long)x->size, x->tflags, x->sr ? ", structured" : "",
+		  netsrv_conn_tls(x->nc) ? ", TLS" : "");
+	if (netsrv_conn_stopping(x->nc)) {
 		/* The stop reached this worker before transmission began. */
-		nbdsrv_xmit_drain(c);
+		nbdsrv_xmit_drain(x);
 		return;
 	}
-	xmit_pump(c);
+	xmit_pump(x);
 }
 
-void nbdsrv_xmit_drain(struct nbdsrv_conn *c)
+void nbdsrv_xmit_drain(struct nbdsrv_xmit *x)
 {
-	if (c->closing)
+	if (netsrv_conn_closing(x->nc))
 		return;
-	c->draining = true;
-	if (c->phase != NBDSRV_PH_TRANSMIT || !c->slots)
+	x->draining = true;
+	if (!x->slots)
 		return;
 	/* Stop receiving; requests already buffered are parsed and, with
 	 * draining set, answered with ESHUTDOWN. */
-	nbdsrv_rx_cancel(c);
-	if (!c->payload_req)
-		xmit_pump(c);
-	xmit_check_done(c);
+	netsrv_rx_cancel(x->nc);
+	if (!x->payload_req)
+		xmit_pump(x);
+	xmit_check_done(x);
 }
 
 void nbdsrv_xmit_free(struct nbdsrv_conn *c)
 {
-	if (c->slots) {
-		for (unsigned i = 0; i < c->nslots; i++) {
-			req_buf_drop(&c->slots[i]);
-			if (c->slots[i].aiov)
-				adopt_release(c, &c->slots[i]);
+	struct nbdsrv_xmit *x = c->x;
+
+	if (!x)
+		return;
+	c->x = NULL;
+	if (x->slots) {
+		for (unsigned i = 0; i < x->nslots; i++) {
+			req_buf_drop(&x->slots[i]);
+			if (x->slots[i].aiov)
+				adopt_release(x, &x->slots[i]);
 		}
-		free(c->slots);
-		c->slots = NULL;
+		free(x->slots);
 	}
-	while (c->napool)
-		free(c->apool[--c->napool]);
-	free(c->apool);
-	free(c->arx);
-	c->apool = NULL;
-	c->arx = NULL;
-	c->apool_cap = 0;
-	c->adopt_bytes = 0;
-	for (unsigned i = 0; i < NBDSRV_RBUFS; i++) {
-		reactor_buf_put(c->r, c->rbufs[i].data, NBDSRV_RBUF_BYTES);
-		c->rbufs[i].data = NULL;
-	}
-	c->rbuf = NULL;
+	while (x->napool)
+		free(x->apool[--x->napool]);
+	free(x->apool);
+	free(x->arx);
+	for (unsigned i = 0; i < NBDSRV_RBUFS; i++)
+		reactor_buf_put(x->r, x->rbufs[i].data, NBDSRV_RBUF_BYTES);
+	free(x);
 }

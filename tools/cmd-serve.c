@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cmd-serve.c: `diskstack serve` — serves disk specs over NBD (nbd/).
+ * cmd-serve.c: `diskstack serve` — serves disk specs over NBD: the NBD
+ * protocol (nbd/) on the socket engine (net/).
  *
  * Notes on the design
  * -------------------
@@ -12,15 +13,18 @@
  *   appears only once clients can connect.
  * - Signals: SIGINT, SIGTERM, SIGHUP and SIGCHLD are blocked in every
  *   thread and taken by a small signal thread with sigwaitinfo; it calls
- *   nbdsrv_stop (thread-safe) and reaps the --run child. SIGPIPE is
+ *   netsrv_stop (thread-safe) and reaps the --run child. SIGPIPE is
  *   ignored (pipes in --stdio mode). The child of --run gets the original
  *   signal mask back.
- * - Socket activation follows systemd: LISTEN_PID must be our pid and
- *   LISTEN_FDS gives the count of listening sockets from fd 3; the
- *   variables are removed from the environment.
+ * - Socket activation follows systemd (netsrv_activation_fds): LISTEN_PID
+ *   must be our pid and LISTEN_FDS gives the count of listening sockets
+ *   from fd 3.
+ * - The engine stops when the last connection of -s ends, or when --run's
+ *   command exits; then the exports are flushed (nbdsrv_flush).
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -40,7 +44,8 @@
 #include "common/reactor.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
-#include "nbd/tls.h"
+#include "net/netsrv.h"
+#include "net/tls.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
 #include "tools/tool.h"
@@ -111,7 +116,7 @@ struct serve_export {
 
 /* State the signal thread shares with the main thread. */
 static struct {
-	struct nbdsrv *srv;
+	struct netsrv *net;
 	pid_t child;                 /* --run child, 0 = none */
 	atomic_int child_status;     /* exit status to return, -1 = still running */
 	atomic_bool exiting;
@@ -138,14 +143,14 @@ static void *serve_signal_thread(void *arg UNUSED)
 				sv.child = 0;
 				atomic_store(&sv.child_status, code);
 				log_info("serve: --run command exited with status %d", code);
-				nbdsrv_stop(sv.srv);
+				netsrv_stop(sv.net);
 			}
 			continue;
 		}
 		if (sig == SIGUSR1)
 			continue;
 		log_info("serve: %s received", strsignal(sig));
-		nbdsrv_stop(sv.srv);
+		netsrv_stop(sv.net);
 	}
 }
 
@@ -182,23 +187,6 @@ static int parse_export_arg(const char *arg, struct serve_export *e)
 	e->name = name;
 	e->spec_text = eq + 1;
 	return 0;
-}
-
-static int socket_activation_fds(void)
-{
-	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
-	uint64_t p, n;
-
-	if (!pid || !fds)
-		return 0;
-	if (tool_parse_uint(pid, 1, INT_MAX, &p) < 0 || (pid_t)p != getpid())
-		return 0;
-	if (tool_parse_uint(fds, 1, 1024, &n) < 0)
-		return -EINVAL;
-	unsetenv("LISTEN_PID");
-	unsetenv("LISTEN_FDS");
-	unsetenv("LISTEN_FDNAMES");
-	return (int)n;
 }
 
 int cmd_serve(int argc, char **argv)
@@ -238,14 +226,16 @@ int cmd_serve(int argc, char **argv)
 	const char *certs = NULL, *psk = NULL;
 	enum nbdsrv_tls_mode tls_mode = NBDSRV_TLS_OFF;
 	uint64_t port = NBDW_DEFAULT_PORT, threads = 0, maxreq = 0;
-	/* 0 = the server's default; NBDSRV_NO_LIMIT when the user asks for none. */
+	/* 0 = the engine's default; NETSRV_NO_LIMIT when the user asks for none. */
 	unsigned maxconn = 0, hs_timeout = 0, idle_timeout = 0;
 	uint64_t v;
 	bool port_given = false;
 	char privdir[64] = "", privsock[128] = "", err[1024] = "";
 	struct reactor *r = NULL;
+	struct netsrv *net = NULL;
 	struct nbdsrv *srv = NULL;
-	struct nbdsrv_tls *tls = NULL;
+	const struct netsrv_proto *proto = NULL;
+	struct netsrv_tls *tls = NULL;
 	pthread_t sigthread;
 	bool sigthread_started = false, pidfile_written = false, mask_set = false;
 	uint16_t bound_port = 0;
@@ -318,7 +308,7 @@ int cmd_serve(int argc, char **argv)
 						       optarg);
 				goto out;
 			}
-			maxconn = v ? (unsigned)v : NBDSRV_NO_LIMIT;
+			maxconn = v ? (unsigned)v : NETSRV_NO_LIMIT;
 			break;
 		case OPT_HS_TIMEOUT:
 		case OPT_IDLE_TIMEOUT:
@@ -329,7 +319,7 @@ int cmd_serve(int argc, char **argv)
 				goto out;
 			}
 			if (opt == OPT_HS_TIMEOUT)
-				hs_timeout = v ? (unsigned)v : NBDSRV_NO_LIMIT;
+				hs_timeout = v ? (unsigned)v : NETSRV_NO_LIMIT;
 			else
 				idle_timeout = (unsigned)v;
 			break;
@@ -421,7 +411,7 @@ int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	/* Listeners. */
-	act_fds = socket_activation_fds();
+	act_fds = netsrv_activation_fds();
 	if (act_fds < 0) {
 		ret = tool_usage_error(cmd, "bad LISTEN_FDS in the environment");
 		goto out;
@@ -459,27 +449,32 @@ int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	if (certs || psk) {
-		struct nbdsrv_tls_opts to = { .certs_dir = certs, .psk_file = psk,
+		struct netsrv_tls_opts to = { .certs_dir = certs, .psk_file = psk,
 					      .verify_peer = verify_peer };
 
-		if (nbdsrv_tls_new(&to, &tls, err, sizeof(err)) < 0) {
+		if (netsrv_tls_new(&to, &tls, err, sizeof(err)) < 0) {
 			ret = tool_error(cmd, "%s", err);
 			goto out;
 		}
 	}
 	{
-		struct nbdsrv_opts so = { .threads = (unsigned)threads, .tls_mode = tls_mode,
-					  .tls = tls, .max_requests = (unsigned)maxreq,
+		struct netsrv_opts no = { .name = "nbd", .threads = (unsigned)threads, .tls = tls,
 					  .max_connections = maxconn,
 					  .handshake_timeout_s = hs_timeout,
 					  .idle_timeout_s = idle_timeout };
+		struct nbdsrv_opts so = { .tls_mode = tls_mode, .max_requests = (unsigned)maxreq };
 
+		ret = netsrv_new(&no, &net);
+		if (ret < 0) {
+			ret = tool_error(cmd, "cannot create the server: %s", strerror(-ret));
+			goto out;
+		}
+		tls = NULL;   /* owned by the engine now */
 		ret = nbdsrv_new(&so, &srv);
 		if (ret < 0) {
 			ret = tool_error(cmd, "cannot create the server: %s", strerror(-ret));
 			goto out;
 		}
-		tls = NULL;   /* owned by the server now */
 	}
 	for (unsigned i = 0; i < nexp; i++) {
 		struct disk *d = NULL;
@@ -495,29 +490,33 @@ int cmd_serve(int argc, char **argv)
 			goto out;
 		}
 	}
+	ret = nbdsrv_protocol(srv, net, &proto);
+	if (ret < 0) {
+		ret = tool_error(cmd, "cannot set up the NBD protocol: %s", strerror(-ret));
+		goto out;
+	}
 	if (act_fds > 0) {
 		for (int i = 0; i < act_fds; i++) {
-			if (nbdsrv_listen_fd(srv, 3 + i, err, sizeof(err)) < 0) {
+			if (netsrv_listen_fd(net, proto, 3 + i, err, sizeof(err)) < 0) {
 				ret = tool_error(cmd, "socket activation: %s", err);
 				goto out;
 			}
 		}
 	} else if (use_stdio) {
-		nbdsrv_serve_fds(srv, 0, 1);
+		netsrv_serve_fds(net, proto, 0, 1);
 	} else {
 		if (unix_path && strcmp(unix_path, "-") == 0) {
-			snprintf(privdir, sizeof(privdir), "%s/diskstack-nbd.XXXXXX",
-				 getenv("TMPDIR") && strlen(getenv("TMPDIR")) < 32 ? getenv("TMPDIR")
-										  : "/tmp");
-			if (!mkdtemp(privdir)) {
-				ret = tool_error(cmd, "mkdtemp: %s", strerror(errno));
+			ret = netsrv_private_unix_path("diskstack-nbd", privdir, sizeof(privdir),
+						       privsock, sizeof(privsock));
+			if (ret < 0) {
+				ret = tool_error(cmd, "mkdtemp: %s", strerror(-ret));
 				privdir[0] = '\0';
 				goto out;
 			}
-			snprintf(privsock, sizeof(privsock), "%s/socket", privdir);
 			unix_path = privsock;
 		}
-		if (unix_path && (ret = nbdsrv_listen_unix(srv, unix_path, err, sizeof(err))) < 0) {
+		if (unix_path &&
+		    (ret = netsrv_listen_unix(net, proto, unix_path, err, sizeof(err))) < 0) {
 			bool busy = ret == -EADDRINUSE;
 
 			ret = tool_error(cmd, "%s", err);
@@ -526,18 +525,19 @@ int cmd_serve(int argc, char **argv)
 			goto out;
 		}
 		if ((!unix_path || ip || port_given) &&
-		    nbdsrv_listen_tcp(srv, ip, (uint16_t)port, &bound_port, err, sizeof(err)) < 0) {
+		    netsrv_listen_tcp(net, proto, ip, (uint16_t)port, &bound_port, err,
+				      sizeof(err)) < 0) {
 			ret = tool_error(cmd, "%s", err);
 			goto out;
 		}
 	}
 
-	sv.srv = srv;
+	sv.net = net;
 	sv.child = 0;
 	atomic_store(&sv.child_status, -1);
 	atomic_store(&sv.exiting, false);
 
-	ret = nbdsrv_start(srv);
+	ret = netsrv_start(net);
 	if (ret < 0) {
 		ret = tool_error(cmd, "cannot start the server threads: %s", strerror(-ret));
 		goto out_mask;
@@ -557,8 +557,8 @@ int cmd_serve(int argc, char **argv)
 		    rename(tmp, pidfile) < 0) {
 			ret = tool_error(cmd, "cannot write pid file '%s': %s", pidfile, strerror(errno));
 			unlink(tmp);
-			nbdsrv_stop(srv);
-			(void)nbdsrv_run(srv);
+			netsrv_stop(net);
+			(void)netsrv_run(net);
 			goto out_mask;
 		}
 		pidfile_written = true;
@@ -581,22 +581,17 @@ int cmd_serve(int argc, char **argv)
 			uri_escape(unix_path, sockesc, sizeof(sockesc));
 			snprintf(uri, sizeof(uri), "%s+unix:///%s?socket=%s", scheme, esc, sockesc);
 		} else {
-			const char *host = ip ? ip : "127.0.0.1";
-			bool v6 = strchr(host, ':') != NULL;
+			char host[INET6_ADDRSTRLEN + 2];
 
-			if (strcmp(host, "0.0.0.0") == 0)
-				host = "127.0.0.1";
-			else if (strcmp(host, "::") == 0)
-				host = "::1";
-			snprintf(uri, sizeof(uri), "%s://%s%s%s:%u/%s", scheme, v6 ? "[" : "", host,
-				 v6 ? "]" : "", bound_port, esc);
+			netsrv_client_host(ip, host, sizeof(host));
+			snprintf(uri, sizeof(uri), "%s://%s:%u/%s", scheme, host, bound_port, esc);
 			snprintf(portstr, sizeof(portstr), "%u", bound_port);
 		}
 		pid = fork();
 		if (pid < 0) {
 			ret = tool_error(cmd, "fork: %s", strerror(errno));
-			nbdsrv_stop(srv);
-			(void)nbdsrv_run(srv);
+			netsrv_stop(net);
+			(void)netsrv_run(net);
 			goto out_mask;
 		}
 		if (pid == 0) {
@@ -623,7 +618,9 @@ int cmd_serve(int argc, char **argv)
 		pthread_kill(sigthread, SIGCHLD);
 	}
 
-	ret = nbdsrv_run(srv) != 0 ? EXIT_RUNTIME : 0;
+	ret = netsrv_run(net) != 0 ? EXIT_RUNTIME : 0;
+	if (nbdsrv_flush(srv) != 0)
+		ret = EXIT_RUNTIME;
 	if (run) {
 		int st = atomic_load(&sv.child_status);
 
@@ -649,8 +646,9 @@ out_mask:
 out:
 	if (pidfile_written)
 		unlink(pidfile);
+	netsrv_free(net);
 	nbdsrv_free(srv);
-	nbdsrv_tls_free(tls);
+	netsrv_tls_free(tls);
 	reactor_free(r);
 	if (mask_set)
 		pthread_sigmask(SIG_SETMASK, &oldmask, NULL);

@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "common/reactor.h"
 #include "nbd/server.h"
+#include "net/netsrv.h"
 #include "storage/layered.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -92,8 +93,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct nbdsrv_opts o = { .threads = 1, .max_requests = 16 };
+	struct netsrv_opts no = { .name = "nbd", .threads = 1 };
+	struct nbdsrv_opts o = { .max_requests = 16 };
 	struct disk *d0 = NULL, *d1 = NULL;
+	const struct netsrv_proto *proto = NULL;
+	struct netsrv *net = NULL;
 	struct nbdsrv *s = NULL;
 	struct peer p = { .data = data, .size = size };
 	pthread_t th;
@@ -106,18 +110,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (fcntl(sv[1], F_SETFL, O_NONBLOCK) < 0 || (wfd = dup(sv[0])) < 0)
 		abort();
-	if (nbdsrv_new(&o, &s) < 0 ||
+	if (netsrv_new(&no, &net) < 0 || nbdsrv_new(&o, &s) < 0 ||
 	    ramdisk_new(1u << 20, 512, false, &d0, err, sizeof(err)) < 0 ||
 	    ramdisk_new(64u << 10, 512, false, &d1, err, sizeof(err)) < 0 ||
 	    nbdsrv_add_export(s, "", "scratch", d0, false) < 0 ||
 	    nbdsrv_add_export(s, "ro", NULL, d1, true) < 0 ||
-	    nbdsrv_serve_fds(s, sv[0], wfd) < 0 || nbdsrv_start(s) < 0)
+	    nbdsrv_protocol(s, net, &proto) < 0 || netsrv_serve_fds(net, proto, sv[0], wfd) < 0 ||
+	    netsrv_start(net) < 0)
 		abort();
 	p.fd = sv[1];
 	if (pthread_create(&th, NULL, peer_main, &p) != 0)
 		abort();
-	(void)nbdsrv_run(s);
+	(void)netsrv_run(net);
+	(void)nbdsrv_flush(s);
 	pthread_join(th, NULL);
+	netsrv_free(net);
 	nbdsrv_free(s);
 	close(sv[1]);
 	return 0;

@@ -30,7 +30,8 @@
 #include "nbd/meta.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
-#include "nbd/tls.h"
+#include "net/netsrv.h"
+#include "net/tls.h"
 #include "storage/disk.h"
 #include "tests/unit/mockdisk.h"
 #include "tests/unit/testutil.h"
@@ -203,27 +204,27 @@ static void test_nbdsrv_psk_line(void **state)
 	size_t klen = 0;
 
 	(void)state;
-	assert_int_equal(nbdsrv_tls_parse_psk_line("alice:00ff10Ab", id, sizeof(id), key,
+	assert_int_equal(netsrv_tls_parse_psk_line("alice:00ff10Ab", id, sizeof(id), key,
 						   sizeof(key), &klen), 0);
 	assert_string_equal(id, "alice");
 	assert_int_equal(klen, 4);
 	assert_int_equal(key[0], 0x00);
 	assert_int_equal(key[1], 0xff);
 	assert_int_equal(key[3], 0xab);
-	assert_int_equal(nbdsrv_tls_parse_psk_line(":00", id, sizeof(id), key, sizeof(key), &klen),
+	assert_int_equal(netsrv_tls_parse_psk_line(":00", id, sizeof(id), key, sizeof(key), &klen),
 			 -EINVAL);
-	assert_int_equal(nbdsrv_tls_parse_psk_line("bob", id, sizeof(id), key, sizeof(key), &klen),
+	assert_int_equal(netsrv_tls_parse_psk_line("bob", id, sizeof(id), key, sizeof(key), &klen),
 			 -EINVAL);
-	assert_int_equal(nbdsrv_tls_parse_psk_line("bob:abc", id, sizeof(id), key, sizeof(key),
+	assert_int_equal(netsrv_tls_parse_psk_line("bob:abc", id, sizeof(id), key, sizeof(key),
 						   &klen), -EINVAL);
-	assert_int_equal(nbdsrv_tls_parse_psk_line("bob:zz", id, sizeof(id), key, sizeof(key),
+	assert_int_equal(netsrv_tls_parse_psk_line("bob:zz", id, sizeof(id), key, sizeof(key),
 						   &klen), -EINVAL);
-	assert_int_equal(nbdsrv_tls_parse_psk_line("bob:", id, sizeof(id), key, sizeof(key),
+	assert_int_equal(netsrv_tls_parse_psk_line("bob:", id, sizeof(id), key, sizeof(key),
 						   &klen), -EINVAL);
 	/* Too long a key or identity. */
-	assert_int_equal(nbdsrv_tls_parse_psk_line("b:000102030405060708090a0b0c0d0e0f10", id,
+	assert_int_equal(netsrv_tls_parse_psk_line("b:000102030405060708090a0b0c0d0e0f10", id,
 						   sizeof(id), key, sizeof(key), &klen), -EINVAL);
-	assert_int_equal(nbdsrv_tls_parse_psk_line("0123456789012345678901234567890123:00", id,
+	assert_int_equal(netsrv_tls_parse_psk_line("0123456789012345678901234567890123:00", id,
 						   sizeof(id), key, sizeof(key), &klen), -EINVAL);
 }
 
@@ -264,8 +265,8 @@ static const char *psk_file(unsigned n, const char *tail)
 
 static void test_nbdsrv_psk_table_wipe(void **state)
 {
-	struct nbdsrv_tls_opts o = { .psk_file = NULL };
-	struct nbdsrv_tls *t = NULL;
+	struct netsrv_tls_opts o = { .psk_file = NULL };
+	struct netsrv_tls *t = NULL;
 	uint8_t key[64];
 	char err[256];
 	unsigned grown;
@@ -275,8 +276,8 @@ static void test_nbdsrv_psk_table_wipe(void **state)
 	 * every block it leaves behind is wiped before it is freed. */
 	o.psk_file = psk_file(100, NULL);
 	memset(&wiped, 0, sizeof(wiped));
-	nbdsrv_tls_set_free_hook(psk_free_hook);
-	assert_int_equal(nbdsrv_tls_new(&o, &t, err, sizeof(err)), 0);
+	netsrv_tls_set_free_hook(psk_free_hook);
+	assert_int_equal(netsrv_tls_new(&o, &t, err, sizeof(err)), 0);
 	grown = wiped.calls;
 	assert_true(grown >= 2);
 	assert_int_equal(wiped.nonzero, 0);
@@ -285,15 +286,15 @@ static void test_nbdsrv_psk_table_wipe(void **state)
 		char id[16];
 
 		snprintf(id, sizeof(id), "id%u", i);
-		assert_int_equal(nbdsrv_tls_psk_key(t, id, key, sizeof(key)), 32);
+		assert_int_equal(netsrv_tls_psk_key(t, id, key, sizeof(key)), 32);
 		for (unsigned b = 0; b < 32; b++)
 			assert_int_equal(key[b], (uint8_t)((i + b) ^ 0xa5));
 	}
-	assert_int_equal(nbdsrv_tls_psk_key(t, "id99", key, sizeof(key)), 32);
-	assert_int_equal(nbdsrv_tls_psk_key(t, "nobody", key, sizeof(key)), -ENOENT);
-	assert_int_equal(nbdsrv_tls_psk_key(t, "id1", key, 16), -ENOSPC);
+	assert_int_equal(netsrv_tls_psk_key(t, "id99", key, sizeof(key)), 32);
+	assert_int_equal(netsrv_tls_psk_key(t, "nobody", key, sizeof(key)), -ENOENT);
+	assert_int_equal(netsrv_tls_psk_key(t, "id1", key, 16), -ENOSPC);
 	/* Freeing the server's credentials wipes the table itself. */
-	nbdsrv_tls_free(t);
+	netsrv_tls_free(t);
 	assert_int_equal(wiped.calls, grown + 1);
 	assert_int_equal(wiped.nonzero, 0);
 
@@ -301,10 +302,10 @@ static void test_nbdsrv_psk_table_wipe(void **state)
 	 * it loaded too. */
 	o.psk_file = psk_file(40, "bad:xyz");
 	memset(&wiped, 0, sizeof(wiped));
-	assert_int_equal(nbdsrv_tls_new(&o, &t, err, sizeof(err)), -EINVAL);
+	assert_int_equal(netsrv_tls_new(&o, &t, err, sizeof(err)), -EINVAL);
 	assert_true(wiped.calls >= 2);
 	assert_int_equal(wiped.nonzero, 0);
-	nbdsrv_tls_set_free_hook(NULL);
+	netsrv_tls_set_free_hook(NULL);
 }
 
 /* ---- an in-process server --------------------------------------------------------- */
@@ -319,20 +320,24 @@ struct srv_thread {
 static void *srv_main(void *arg)
 {
 	struct srv_thread *st = arg;
-	struct nbdsrv_opts o = { .threads = 1, .max_requests = 4 };
+	struct netsrv_opts no = { .name = "nbd", .threads = 1 };
+	struct nbdsrv_opts o = { .max_requests = 4 };
+	const struct netsrv_proto *p = NULL;
+	struct netsrv *net = NULL;
 	struct nbdsrv *s = NULL;
 	struct reactor *r = NULL;
 
 	st->status = -1;
 	if (reactor_new(&r, 0) < 0)
 		return NULL;
-	if (nbdsrv_new(&o, &s) == 0 &&
+	if (netsrv_new(&no, &net) == 0 && nbdsrv_new(&o, &s) == 0 &&
 	    nbdsrv_add_export(s, "", "a 4K-sector test disk", st->disk, false) == 0) {
 		st->disk = NULL;
-		nbdsrv_serve_fds(s, st->fd, st->fd);
-		if (nbdsrv_start(s) == 0)
-			st->status = nbdsrv_run(s);
+		if (nbdsrv_protocol(s, net, &p) == 0 && netsrv_serve_fds(net, p, st->fd, st->fd) == 0 &&
+		    netsrv_start(net) == 0)
+			st->status = netsrv_run(net) | nbdsrv_flush(s);
 	}
+	netsrv_free(net);
 	nbdsrv_free(s);
 	disk_unref(st->disk);
 	reactor_free(r);

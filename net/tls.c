@@ -1,17 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * tls.c: OpenSSL credentials and sessions for the NBD server (tls.h).
+ * tls.c: OpenSSL credentials and sessions for the socket engine (tls.h).
  *
  * Notes on the design
  * -------------------
  * - One SSL_CTX per server, shared by every reactor thread (OpenSSL makes
  *   SSL_new on a shared context thread-safe); it is read-only after
- *   nbdsrv_tls_new. The PSK table hangs off the context's app data and is
+ *   netsrv_tls_new. The PSK table hangs off the context's app data and is
  *   likewise immutable.
  * - TLS 1.2 is the floor (the NBD spec requires 1.2 and discourages older
- *   versions); 1.3 is allowed. PSK works in both: the legacy server
- *   callback also answers TLS 1.3 external PSKs (SHA-256), which is what
- *   GnuTLS clients (libnbd) offer.
+ *   versions); 1.3 is allowed (NVMe/TCP asks for it). PSK works in
+ *   both: the legacy server callback also answers TLS 1.3 external PSKs
+ *   (SHA-256), which is what GnuTLS clients (libnbd) offer.
  * - Renegotiation is refused (SSL_OP_NO_RENEGOTIATION): with memory BIOs
  *   it would only add states to the transport code for no benefit.
  * - Key material (PSK entries, the X.509 private key file) is wiped
@@ -41,7 +41,7 @@
 
 #include "common/compiler.h"
 #include "common/log.h"
-#include "nbd/tls.h"
+#include "net/tls.h"
 
 #define PSK_MAX_IDENTITY 256
 #define PSK_MAX_KEY 256
@@ -56,7 +56,7 @@ struct psk_entry {
 	size_t keylen;
 };
 
-struct nbdsrv_tls {
+struct netsrv_tls {
 	SSL_CTX *ctx;
 	bool psk;
 	struct psk_entry *keys;   /* PSK mode: the table (immutable once loaded) */
@@ -65,7 +65,7 @@ struct nbdsrv_tls {
 
 static void (*tls_free_hook)(const void *p, size_t len);
 
-void nbdsrv_tls_set_free_hook(void (*hook)(const void *p, size_t len))
+void netsrv_tls_set_free_hook(void (*hook)(const void *p, size_t len))
 {
 	tls_free_hook = hook;
 }
@@ -84,7 +84,7 @@ static void tls_secret_free(void *p, size_t len)
 /* Makes room for one more PSK entry: a new table, the entries copied, the
  * old table wiped and freed (see the design notes). Returns 0 or
  * -ENOMEM. */
-static int psk_table_grow(struct nbdsrv_tls *t)
+static int psk_table_grow(struct netsrv_tls *t)
 {
 	size_t cap = t->cap ? MIN(t->cap * 2, (size_t)PSK_MAX_ENTRIES) : PSK_FIRST_ENTRIES;
 	struct psk_entry *k;
@@ -102,7 +102,7 @@ static int psk_table_grow(struct nbdsrv_tls *t)
 	return 0;
 }
 
-const char *nbdsrv_tls_errstr(char *buf, size_t len)
+const char *netsrv_tls_errstr(char *buf, size_t len)
 {
 	unsigned long e;
 	size_t used = 0;
@@ -136,7 +136,7 @@ static int hexval(int c)
 	return -1;
 }
 
-int nbdsrv_tls_parse_psk_line(const char *line, char *identity, size_t idlen,
+int netsrv_tls_parse_psk_line(const char *line, char *identity, size_t idlen,
 			      uint8_t *key, size_t keylen, size_t *keyout)
 {
 	const char *colon = strchr(line, ':');
@@ -165,7 +165,7 @@ int nbdsrv_tls_parse_psk_line(const char *line, char *identity, size_t idlen,
 	return 0;
 }
 
-static int tls_load_psk(struct nbdsrv_tls *t, const char *path, char *err, size_t errlen)
+static int tls_load_psk(struct netsrv_tls *t, const char *path, char *err, size_t errlen)
 {
 	FILE *fp = fopen(path, "re");
 	char line[PSK_MAX_IDENTITY + 2 * PSK_MAX_KEY + 8];
@@ -190,7 +190,7 @@ static int tls_load_psk(struct nbdsrv_tls *t, const char *path, char *err, size_
 			line[--n] = '\0';
 		if (n == 0 || line[0] == '#')
 			continue;
-		if (nbdsrv_tls_parse_psk_line(line, e.identity, sizeof(e.identity), e.key,
+		if (netsrv_tls_parse_psk_line(line, e.identity, sizeof(e.identity), e.key,
 					      sizeof(e.key), &e.keylen) < 0) {
 			ret = errbuf_fail(err, errlen, -EINVAL,
 				          "%s:%u: expected 'identity:hexkey' (psktool format)", path,
@@ -218,7 +218,7 @@ static int tls_load_psk(struct nbdsrv_tls *t, const char *path, char *err, size_
 	return ret;
 }
 
-int nbdsrv_tls_psk_key(const struct nbdsrv_tls *t, const char *identity, uint8_t *key,
+int netsrv_tls_psk_key(const struct netsrv_tls *t, const char *identity, uint8_t *key,
 		       size_t keylen)
 {
 	for (size_t i = 0; i < t->nkeys; i++) {
@@ -235,15 +235,15 @@ int nbdsrv_tls_psk_key(const struct nbdsrv_tls *t, const char *identity, uint8_t
 static unsigned int tls_psk_cb(SSL *ssl, const char *identity, unsigned char *psk,
 			       unsigned int max_psk_len)
 {
-	const struct nbdsrv_tls *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	const struct netsrv_tls *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
 	const char *who = SSL_get_app_data(ssl);
 	int n;
 
 	if (!t || !identity)
 		return 0;
-	n = nbdsrv_tls_psk_key(t, identity, psk, max_psk_len);
+	n = netsrv_tls_psk_key(t, identity, psk, max_psk_len);
 	if (n == -ENOENT)
-		log_warn("nbd %s: TLS: unknown PSK identity '%.64s'", who ? who : "?", identity);
+		log_warn("%s: TLS: unknown PSK identity '%.64s'", who ? who : "?", identity);
 	return n > 0 ? (unsigned int)n : 0;
 }
 
@@ -268,7 +268,7 @@ static int tls_read_fd(int fd, uint8_t *buf, size_t cap, size_t *got)
 
 /* Loads the private key in PEM file @path into the context, reading the
  * file into a buffer that is wiped afterwards (see the design notes). */
-static int tls_load_private_key(struct nbdsrv_tls *t, const char *path, char *err,
+static int tls_load_private_key(struct netsrv_tls *t, const char *path, char *err,
 				size_t errlen)
 {
 	uint8_t *buf;
@@ -301,13 +301,13 @@ static int tls_load_private_key(struct nbdsrv_tls *t, const char *path, char *er
 	}
 	if (!pkey || SSL_CTX_use_PrivateKey(t->ctx, pkey) != 1)
 		ret = errbuf_fail(err, errlen, -EINVAL, "cannot load private key '%s': %s", path,
-				  nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
+				  netsrv_tls_errstr(ebuf, sizeof(ebuf)));
 	EVP_PKEY_free(pkey);     /* the context holds its own reference */
 	tls_secret_free(buf, TLS_KEY_FILE_MAX);
 	return ret;
 }
 
-static int tls_load_x509(struct nbdsrv_tls *t, const struct nbdsrv_tls_opts *o, char *err,
+static int tls_load_x509(struct netsrv_tls *t, const struct netsrv_tls_opts *o, char *err,
 			 size_t errlen)
 {
 	char path[4096], ebuf[512];
@@ -316,7 +316,7 @@ static int tls_load_x509(struct nbdsrv_tls *t, const struct nbdsrv_tls_opts *o, 
 	snprintf(path, sizeof(path), "%s/server-cert.pem", o->certs_dir);
 	if (SSL_CTX_use_certificate_chain_file(t->ctx, path) != 1)
 		return errbuf_fail(err, errlen, -EINVAL, "cannot load certificate '%s': %s", path,
-				   nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
+				   netsrv_tls_errstr(ebuf, sizeof(ebuf)));
 	snprintf(path, sizeof(path), "%s/server-key.pem", o->certs_dir);
 	ret = tls_load_private_key(t, path, err, errlen);
 	if (ret < 0)
@@ -328,16 +328,16 @@ static int tls_load_x509(struct nbdsrv_tls *t, const struct nbdsrv_tls_opts *o, 
 		snprintf(path, sizeof(path), "%s/ca-cert.pem", o->certs_dir);
 		if (SSL_CTX_load_verify_locations(t->ctx, path, NULL) != 1)
 			return errbuf_fail(err, errlen, -EINVAL, "cannot load CA '%s': %s", path,
-					   nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
+					   netsrv_tls_errstr(ebuf, sizeof(ebuf)));
 		SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 	}
 	return 0;
 }
 
-int nbdsrv_tls_new(const struct nbdsrv_tls_opts *o, struct nbdsrv_tls **out,
+int netsrv_tls_new(const struct netsrv_tls_opts *o, struct netsrv_tls **out,
 		   char *err, size_t errlen)
 {
-	struct nbdsrv_tls *t;
+	struct netsrv_tls *t;
 	int ret;
 
 	if ((o->certs_dir == NULL) == (o->psk_file == NULL))
@@ -365,14 +365,14 @@ int nbdsrv_tls_new(const struct nbdsrv_tls_opts *o, struct nbdsrv_tls **out,
 		ret = tls_load_x509(t, o, err, errlen);
 	}
 	if (ret < 0) {
-		nbdsrv_tls_free(t);
+		netsrv_tls_free(t);
 		return ret;
 	}
 	*out = t;
 	return 0;
 }
 
-void nbdsrv_tls_free(struct nbdsrv_tls *t)
+void netsrv_tls_free(struct netsrv_tls *t)
 {
 	if (!t)
 		return;
@@ -381,7 +381,7 @@ void nbdsrv_tls_free(struct nbdsrv_tls *t)
 	free(t);
 }
 
-SSL *nbdsrv_tls_session(struct nbdsrv_tls *t)
+SSL *netsrv_tls_session(struct netsrv_tls *t)
 {
 	SSL *ssl = SSL_new(t->ctx);
 	BIO *rbio, *wbio;
@@ -404,7 +404,7 @@ SSL *nbdsrv_tls_session(struct nbdsrv_tls *t)
 	return ssl;
 }
 
-const char *nbdsrv_tls_kind(const struct nbdsrv_tls *t)
+const char *netsrv_tls_kind(const struct netsrv_tls *t)
 {
 	return t->psk ? "PSK" : "X.509";
 }

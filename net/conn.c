@@ -1,35 +1,42 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * conn.c: an NBD connection's lifetime and its byte transport: receive and
- * send over io_uring, optionally through TLS (OpenSSL memory BIOs).
+ * conn.c: a connection's lifetime and its byte transport for the socket
+ * engine (netsrv.h): receive and send over io_uring, optionally through
+ * TLS (OpenSSL memory BIOs), the handshake deadline and the idle timer.
  *
  * Notes on the design
  * -------------------
  * - A connection lives on one worker reactor; nothing here takes a lock.
  * - At most one receive and one send are in flight (rx_op, tx_op). The
- *   receive side is driven by its user (handshake.c, transmit.c) through
- *   nbdsrv_rx; results always arrive on a later callback, never inside the
- *   call. The send side is a FIFO of items (struct nbdsrv_tx); a kick
- *   gathers as many queued iovecs as fit into one sendmsg (plaintext) or
- *   encrypts up to NBDSRV_TLS_QUANTUM bytes of them into one ciphertext
- *   buffer (TLS), so replies finished in the same loop pass share a
- *   syscall. Partial sends resume where they stopped. The flush runs as a
- *   deferred task; in transmission it also re-arms the receive
- *   (nbdsrv_rx_later), and a pass that parsed requests schedules it after
- *   their disk completions, so for an in-memory disk one loop pass answers
- *   a batch and the reactor hands the kernel the send and the next
- *   receive in the same io_uring_enter that waits.
+ *   receive side is driven by the protocol through netsrv_rx/netsrv_rxv;
+ *   results always arrive on a later callback, never inside the call. The
+ *   send side is a FIFO of items (struct netsrv_tx); a kick gathers as
+ *   many queued iovecs as fit into one sendmsg (plaintext) or encrypts up
+ *   to NETSRV_TLS_QUANTUM bytes of them into one ciphertext buffer (TLS),
+ *   so replies finished in the same loop pass share a syscall. Partial
+ *   sends resume where they stopped. The flush runs as a deferred task;
+ *   it also calls the protocol's receive arm (netsrv_rx_later), and a
+ *   protocol that parsed requests schedules it after their disk
+ *   completions, so for an in-memory disk one loop pass answers a batch
+ *   and the reactor hands the kernel the send and the next receive in
+ *   the same io_uring_enter that waits.
  * - TLS: received ciphertext goes into the read BIO and SSL_read fills the
  *   caller's buffer; SSL_write output is drained from the write BIO into
  *   tls_out and sent. Small plaintext pieces (reply headers) are staged so
  *   a header and its data end up in one record. A reply's buffers are
  *   released as soon as they are encrypted. TLS 1.3 post-handshake
  *   messages produced while reading are flushed by the next kick.
- * - Teardown: nbdsrv_conn_close marks the connection closing, cancels the
+ * - Teardown: netsrv_conn_close marks the connection closing, cancels the
  *   receive (and, for a hard close, the send) with IORING_OP_ASYNC_CANCEL,
- *   and the object is freed by nbdsrv_conn_maybe_free once no op, task or
- *   disk request refers to it. A graceful close first lets queued replies
- *   and the TLS close_notify go out.
+ *   and the object is freed by netsrv_conn_maybe_free once no op, task or
+ *   protocol reference (proto->busy) refers to it. A graceful close first
+ *   lets queued output and the TLS close_notify go out.
+ * - Timers: the handshake deadline runs from the start to
+ *   netsrv_conn_established. A deadline rather than an idle timer: one
+ *   that restarted on every byte would let a client that trickles a byte
+ *   now and then hold its connection slot for ever. The idle timer moves
+ *   no timer per request: a receive stamps the clock, and the timer, when
+ *   it fires early, re-arms for the rest.
  */
 #include "config.h"
 
@@ -49,13 +56,15 @@
 
 #include "common/compiler.h"
 #include "common/log.h"
-#include "nbd/server-internal.h"
-#include "nbd/tls.h"
+#include "net/netsrv-internal.h"
+#include "net/tls.h"
 
 static void conn_rx_task(struct reactor_task *t);
 static void conn_tx_task(struct reactor_task *t);
 static void conn_tx_cqe(struct reactor_op *op, int res);
 static void conn_cancel_cqe(struct reactor_op *op, int res);
+static void conn_hs_timeout(struct reactor_timer *t);
+static void conn_idle_timeout(struct reactor_timer *t);
 
 static bool fd_is_socket(int fd)
 {
@@ -64,47 +73,29 @@ static bool fd_is_socket(int fd)
 	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
-static void conn_format_peer(struct nbdsrv_conn *c)
+static void conn_format_name(struct netsrv_conn *c)
 {
-	const struct sockaddr *sa = (const struct sockaddr *)&c->peer;
-	char host[INET6_ADDRSTRLEN] = "?";
+	char addr[INET6_ADDRSTRLEN + 16];
 
-	if (c->stdio || c->peerlen == 0) {
-		snprintf(c->name, sizeof(c->name), "#%llu %s", (unsigned long long)c->id,
-			 c->stdio ? "stdio" : "?");
-		return;
-	}
-	switch (sa->sa_family) {
-	case AF_INET: {
-		const struct sockaddr_in *in = (const void *)sa;
-
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		snprintf(c->name, sizeof(c->name), "#%llu %s:%u", (unsigned long long)c->id, host,
-			 ntohs(in->sin_port));
-		break;
-	}
-	case AF_INET6: {
-		const struct sockaddr_in6 *in6 = (const void *)sa;
-
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		snprintf(c->name, sizeof(c->name), "#%llu [%s]:%u", (unsigned long long)c->id,
-			 host, ntohs(in6->sin6_port));
-		break;
-	}
-	default:
-		snprintf(c->name, sizeof(c->name), "#%llu unix", (unsigned long long)c->id);
-		break;
-	}
+	if (c->stdio)
+		snprintf(addr, sizeof(addr), "stdio");
+	else if (c->peerlen == 0)
+		snprintf(addr, sizeof(addr), "?");
+	else
+		netsrv_format_addr((const struct sockaddr *)&c->peer, addr, sizeof(addr));
+	snprintf(c->name, sizeof(c->name), "%s #%llu %s", c->proto->name,
+		 (unsigned long long)c->id, addr);
 }
 
-struct nbdsrv_conn *nbdsrv_conn_new(struct nbdsrv *s, int rfd, int wfd,
-				    const struct sockaddr *peer, socklen_t peerlen)
+struct netsrv_conn *netsrv_conn_new(struct netsrv *s, const struct netsrv_proto *p, int rfd,
+				    int wfd, const struct sockaddr *peer, socklen_t peerlen)
 {
-	struct nbdsrv_conn *c = calloc(1, sizeof(*c));
+	struct netsrv_conn *c = calloc(1, sizeof(*c) + p->priv_bytes);
 
 	if (!c)
 		return NULL;
 	c->srv = s;
+	c->proto = p;
 	c->id = atomic_fetch_add(&s->next_conn_id, 1);
 	c->rfd = rfd;
 	c->wfd = wfd;
@@ -117,31 +108,141 @@ struct nbdsrv_conn *nbdsrv_conn_new(struct nbdsrv *s, int rfd, int wfd,
 	c->tx_task.fn = conn_tx_task;
 	c->tx_op.cb = conn_tx_cqe;
 	c->cancel_op.cb = conn_cancel_cqe;
+	c->hs_timer.fn = conn_hs_timeout;
+	c->idle_timer.fn = conn_idle_timeout;
 	return c;
 }
 
-void nbdsrv_conn_start(struct reactor_task *t)
+void netsrv_conn_start(struct reactor_task *t)
 {
-	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, start_task);
-	struct nbdsrv_worker *w = c->w;
+	struct netsrv_conn *c = container_of(t, struct netsrv_conn, start_task);
+	struct netsrv_worker *w = c->w;
 
 	c->is_sock = fd_is_socket(c->rfd) && fd_is_socket(c->wfd);
-	conn_format_peer(c);
+	conn_format_name(c);
 	c->next = w->conns;
 	if (w->conns)
 		w->conns->prev = c;
 	w->conns = c;
-	log_debug("nbd %s: connected (worker %u)", c->name, w->index);
+	log_debug("%s: connected (worker %u)", c->name, w->index);
 	if (w->stopping) {
-		nbdsrv_conn_close(c, false, "server is shutting down");
+		netsrv_conn_close(c, false, "server is shutting down");
 		return;
 	}
-	nbdsrv_hs_begin(c);
+	if (c->srv->handshake_ns)
+		reactor_timer_start(c->r, &c->hs_timer, c->srv->handshake_ns);
+	c->proto->start(c, c->proto->ctx);
+}
+
+/* ---- accessors ------------------------------------------------------------- */
+
+void *netsrv_conn_priv(const struct netsrv_conn *c)
+{
+	return (void *)c->priv;
+}
+
+const char *netsrv_conn_name(const struct netsrv_conn *c)
+{
+	return c->name;
+}
+
+struct reactor *netsrv_conn_reactor(const struct netsrv_conn *c)
+{
+	return c->r;
+}
+
+struct netsrv_tls *netsrv_conn_tls_creds(const struct netsrv_conn *c)
+{
+	return c->srv->opts.tls;
+}
+
+bool netsrv_conn_stopping(const struct netsrv_conn *c)
+{
+	return atomic_load_explicit(&c->srv->stop_requested, memory_order_relaxed);
+}
+
+bool netsrv_conn_closing(const struct netsrv_conn *c)
+{
+	return c->closing;
+}
+
+bool netsrv_conn_tls(const struct netsrv_conn *c)
+{
+	return c->tls;
+}
+
+bool netsrv_conn_can_rxv(const struct netsrv_conn *c)
+{
+	return c->is_sock && !c->ssl;
+}
+
+bool netsrv_rx_busy(const struct netsrv_conn *c)
+{
+	return c->rx_busy || c->rx_task_busy;
+}
+
+bool netsrv_rx_waiting(const struct netsrv_conn *c)
+{
+	return c->rx_busy;
+}
+
+static bool conn_busy(struct netsrv_conn *c, enum netsrv_busy what)
+{
+	return c->proto->busy && c->proto->busy(c, what);
+}
+
+/* ---- timers ------------------------------------------------------------------ */
+
+static void conn_hs_timeout(struct reactor_timer *t)
+{
+	struct netsrv_conn *c = container_of(t, struct netsrv_conn, hs_timer);
+
+	log_warn("%s: handshake not finished after %u s: dropping the client", c->name,
+		 c->srv->opts.handshake_timeout_s);
+	netsrv_conn_close(c, false, NULL);
+}
+
+/* Closes the connection once it has been quiet for the idle timeout, else
+ * waits for the rest (see the design notes). */
+static void conn_idle_timeout(struct reactor_timer *t)
+{
+	struct netsrv_conn *c = container_of(t, struct netsrv_conn, idle_timer);
+	uint64_t idle = c->srv->idle_ns, quiet = reactor_now_ns() - c->last_active_ns;
+
+	if (c->closing)
+		return;
+	if (conn_busy(c, NETSRV_BUSY_IDLE)) {
+		reactor_timer_start(c->r, t, idle);
+		return;
+	}
+	if (quiet < idle) {
+		reactor_timer_start(c->r, t, idle - quiet);
+		return;
+	}
+	log_info("%s: idle for %u s: closing the connection (--idle-timeout)", c->name,
+		 c->srv->opts.idle_timeout_s);
+	netsrv_conn_close(c, true, NULL);
+}
+
+void netsrv_conn_established(struct netsrv_conn *c)
+{
+	reactor_timer_cancel(c->r, &c->hs_timer);
+	if (c->srv->idle_ns && !c->idle_on && !c->closing) {
+		c->idle_on = true;
+		c->last_active_ns = reactor_now_ns();
+		reactor_timer_start(c->r, &c->idle_timer, c->srv->idle_ns);
+	}
+}
+
+void netsrv_conn_touch(struct netsrv_conn *c)
+{
+	if (c->idle_on)
+		c->last_active_ns = reactor_now_ns();
 }
 
 /* ---- teardown -------------------------------------------------------------- */
 
-static void conn_cancel(struct nbdsrv_conn *c, struct reactor_op *op)
+static void conn_cancel(struct netsrv_conn *c, struct reactor_op *op)
 {
 	struct io_uring_sqe *sqe = reactor_get_sqe(c->r);
 
@@ -152,20 +253,20 @@ static void conn_cancel(struct nbdsrv_conn *c, struct reactor_op *op)
 
 static void conn_cancel_cqe(struct reactor_op *op, int res UNUSED)
 {
-	struct nbdsrv_conn *c = container_of(op, struct nbdsrv_conn, cancel_op);
+	struct netsrv_conn *c = container_of(op, struct netsrv_conn, cancel_op);
 
 	assert(c->cancels_busy > 0);
 	c->cancels_busy--;
-	nbdsrv_conn_maybe_free(c);
+	netsrv_conn_maybe_free(c);
 }
 
-void nbdsrv_rx_cancel(struct nbdsrv_conn *c)
+void netsrv_rx_cancel(struct netsrv_conn *c)
 {
 	if (c->rx_busy)
 		conn_cancel(c, &c->rx_op);
 }
 
-void nbdsrv_conn_close(struct nbdsrv_conn *c, bool graceful, const char *why)
+void netsrv_conn_close(struct netsrv_conn *c, bool graceful, const char *why)
 {
 	if (c->closing) {
 		if (!graceful && !c->hard) {
@@ -173,11 +274,11 @@ void nbdsrv_conn_close(struct nbdsrv_conn *c, bool graceful, const char *why)
 			if (c->tx_busy)
 				conn_cancel(c, &c->tx_op);
 		}
-		nbdsrv_conn_maybe_free(c);
+		netsrv_conn_maybe_free(c);
 		return;
 	}
 	if (why)
-		log_debug("nbd %s: closing (%s)", c->name, why);
+		log_debug("%s: closing (%s)", c->name, why);
 	c->closing = true;
 	c->hard = !graceful;
 	reactor_timer_cancel(c->r, &c->hs_timer);
@@ -189,35 +290,31 @@ void nbdsrv_conn_close(struct nbdsrv_conn *c, bool graceful, const char *why)
 		shutdown(c->rfd, c->hard ? SHUT_RDWR : SHUT_RD);
 		c->shut_wr = c->hard;
 	}
-	nbdsrv_rx_cancel(c);
+	netsrv_rx_cancel(c);
 	if (c->hard && c->tx_busy)
 		conn_cancel(c, &c->tx_op);
-	nbdsrv_conn_maybe_free(c);
+	netsrv_conn_maybe_free(c);
 }
 
-static bool conn_tls_out_pending(struct nbdsrv_conn *c)
+static bool conn_tls_out_pending(struct netsrv_conn *c)
 {
 	return c->ssl && (c->tls_out_len > c->tls_out_off || c->tls_stage_len ||
 			  BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0);
 }
 
-static void conn_free(struct nbdsrv_conn *c)
+static void conn_free(struct netsrv_conn *c)
 {
-	struct nbdsrv_worker *w = c->w;
+	struct netsrv_worker *w = c->w;
 	bool stdio = c->stdio;
 
-	log_debug("nbd %s: closed after %llu requests (%llu read passes split, %llu waits for "
-		  "the in-flight budget, %llu write blocks adopted)", c->name,
-		  (unsigned long long)c->nrequests, (unsigned long long)c->npass_splits,
-		  (unsigned long long)c->nbudget_waits, (unsigned long long)c->nadopted);
+	if (c->proto->free)
+		c->proto->free(c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
 		w->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	nbdsrv_xmit_free(c);
-	nbdsrv_hs_free(c);
 	SSL_free(c->ssl);
 	free(c->tls_in);
 	free(c->tls_out);
@@ -226,12 +323,11 @@ static void conn_free(struct nbdsrv_conn *c)
 		close(c->rfd);
 	if (c->wfd >= 0 && c->wfd != c->rfd)
 		close(c->wfd);
-	c->freed = true;
 	free(c);
-	nbdsrv_worker_conn_gone(w, stdio);
+	netsrv_worker_conn_gone(w, stdio);
 }
 
-void nbdsrv_conn_maybe_free(struct nbdsrv_conn *c)
+void netsrv_conn_maybe_free(struct netsrv_conn *c)
 {
 	static __thread bool in_here;
 	bool outer;
@@ -245,27 +341,25 @@ void nbdsrv_conn_maybe_free(struct nbdsrv_conn *c)
 	}
 	if (!c->hard) {
 		/* Graceful: the replies in flight and queued go out first. */
-		if (c->ninflight > (c->payload_req ? 1u : 0u) || c->txq_head || c->tx_busy ||
-		    c->tx_task_busy || c->xmit_task_busy)
+		if (c->txq_head || c->tx_busy || c->tx_task_busy || conn_busy(c, NETSRV_BUSY_OUTPUT))
 			return;
 		if (c->ssl && c->tls && !c->tls_bye) {
 			c->tls_bye = true;
 			ERR_clear_error();
 			(void)SSL_shutdown(c->ssl);
-			nbdsrv_tx_kick(c);
+			netsrv_tx_kick(c);
 		}
 		if (c->tx_busy || conn_tls_out_pending(c))
 			return;
 	}
-	if (c->rx_busy || c->tx_busy || c->cancels_busy || c->rx_task_busy || c->tx_task_busy ||
-	    c->xmit_task_busy)
+	if (c->rx_busy || c->tx_busy || c->cancels_busy || c->rx_task_busy || c->tx_task_busy)
 		return;
-	/* Nothing refers to the queued replies any more: release them. A
+	/* Nothing refers to the queued output any more: release it. A
 	 * release may call back here; the outer call finishes the job. */
 	outer = !in_here;
 	in_here = true;
 	while (c->txq_head) {
-		struct nbdsrv_tx *tx = c->txq_head;
+		struct netsrv_tx *tx = c->txq_head;
 
 		c->txq_head = tx->next;
 		if (!c->txq_head)
@@ -276,26 +370,23 @@ void nbdsrv_conn_maybe_free(struct nbdsrv_conn *c)
 		in_here = false;
 	if (!outer)
 		return;
-	if (c->payload_req)
-		nbdsrv_xmit_free_payload_req(c);
-	if (c->ninflight > 0)
-		return;          /* disk requests still running */
+	if (c->proto->closed)
+		c->proto->closed(c);
+	if (conn_busy(c, NETSRV_BUSY_REFS))
+		return;          /* the protocol's work still runs (disk requests) */
 	conn_free(c);
 }
 
-void nbdsrv_conn_shutdown(struct nbdsrv_conn *c)
+void netsrv_conn_drain(struct netsrv_conn *c)
 {
 	if (c->closing)
 		return;
-	if (c->phase == NBDSRV_PH_TRANSMIT)
-		nbdsrv_xmit_drain(c);
-	else
-		nbdsrv_hs_shutdown(c);
+	c->proto->drain(c);
 }
 
 /* ---- receive ---------------------------------------------------------------- */
 
-static void conn_rx_deliver_later(struct nbdsrv_conn *c, ssize_t res)
+static void conn_rx_deliver_later(struct netsrv_conn *c, ssize_t res)
 {
 	c->rx_task_res = res;
 	c->rx_task_busy = true;
@@ -304,23 +395,25 @@ static void conn_rx_deliver_later(struct nbdsrv_conn *c, ssize_t res)
 
 static void conn_rx_task(struct reactor_task *t)
 {
-	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, rx_task);
+	struct netsrv_conn *c = container_of(t, struct netsrv_conn, rx_task);
 
 	c->rx_task_busy = false;
 	if (c->closing) {
-		nbdsrv_conn_maybe_free(c);
+		netsrv_conn_maybe_free(c);
 		return;
 	}
+	if (c->rx_task_res > 0 && c->idle_on)
+		c->last_active_ns = reactor_now_ns();
 	c->rx_cb(c, c->rx_task_res);
 }
 
 static void conn_rx_plain_cqe(struct reactor_op *op, int res)
 {
-	struct nbdsrv_conn *c = container_of(op, struct nbdsrv_conn, rx_op);
+	struct netsrv_conn *c = container_of(op, struct netsrv_conn, rx_op);
 
 	c->rx_busy = false;
 	if (c->closing) {
-		nbdsrv_conn_maybe_free(c);
+		netsrv_conn_maybe_free(c);
 		return;
 	}
 	if (res > 0 && c->rx_msg.msg_iov)
@@ -328,11 +421,13 @@ static void conn_rx_plain_cqe(struct reactor_op *op, int res)
 	else if (res > 0)
 		reactor_mark_defined(c->rx_buf, (size_t)res);
 	c->rx_msg.msg_iov = NULL;
+	if (res > 0 && c->idle_on)
+		c->last_active_ns = reactor_now_ns();
 	c->rx_cb(c, res);
 }
 
 /* Queues a receive of raw bytes (ciphertext or plaintext) into @buf. */
-static void conn_rx_raw(struct nbdsrv_conn *c, void *buf, size_t len, bool all,
+static void conn_rx_raw(struct netsrv_conn *c, void *buf, size_t len, bool all,
 			void (*cb)(struct reactor_op *op, int res))
 {
 	struct io_uring_sqe *sqe = reactor_get_sqe(c->r);
@@ -347,30 +442,42 @@ static void conn_rx_raw(struct nbdsrv_conn *c, void *buf, size_t len, bool all,
 	c->rx_busy = true;
 }
 
-static void conn_tls_rx_try(struct nbdsrv_conn *c);
+static void conn_tls_rx_try(struct netsrv_conn *c);
+static void conn_tls_hs_step(struct netsrv_conn *c);
 
-static void conn_tls_rx_cqe(struct reactor_op *op, int res)
+/* Ciphertext arrived, during the TLS handshake (c->tls false) or after:
+ * into the read BIO, then on with whichever of the two was waiting. */
+static void conn_tls_cqe(struct reactor_op *op, int res)
 {
-	struct nbdsrv_conn *c = container_of(op, struct nbdsrv_conn, rx_op);
+	struct netsrv_conn *c = container_of(op, struct netsrv_conn, rx_op);
 
 	c->rx_busy = false;
 	if (c->closing) {
-		nbdsrv_conn_maybe_free(c);
+		netsrv_conn_maybe_free(c);
+		return;
+	}
+	if (res <= 0 && c->tls) {
+		c->rx_cb(c, res);
 		return;
 	}
 	if (res <= 0) {
-		c->rx_cb(c, res);
+		log_warn("%s: client left during the TLS handshake%s%s", c->name,
+			 res < 0 ? ": " : "", res < 0 ? strerror(-res) : "");
+		netsrv_conn_close(c, false, NULL);
 		return;
 	}
 	reactor_mark_defined(c->tls_in, (size_t)res);
 	if (BIO_write(SSL_get_rbio(c->ssl), c->tls_in, res) != res) {
-		nbdsrv_conn_close(c, false, "out of memory buffering TLS input");
+		netsrv_conn_close(c, false, "out of memory buffering TLS input");
 		return;
 	}
-	conn_tls_rx_try(c);
+	if (c->tls)
+		conn_tls_rx_try(c);
+	else
+		conn_tls_hs_step(c);
 }
 
-static void conn_tls_rx_try(struct nbdsrv_conn *c)
+static void conn_tls_rx_try(struct netsrv_conn *c)
 {
 	int n, e;
 	char ebuf[256];
@@ -380,34 +487,33 @@ static void conn_tls_rx_try(struct nbdsrv_conn *c)
 	if (n > 0) {
 		conn_rx_deliver_later(c, n);
 		if (BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0)
-			nbdsrv_tx_schedule(c);
+			netsrv_tx_schedule(c);
 		return;
 	}
 	e = SSL_get_error(c->ssl, n);
 	switch (e) {
 	case SSL_ERROR_WANT_READ:
 		if (BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0)
-			nbdsrv_tx_kick(c);
-		conn_rx_raw(c, c->tls_in, NBDSRV_TLS_IN_BYTES, false, conn_tls_rx_cqe);
+			netsrv_tx_kick(c);
+		conn_rx_raw(c, c->tls_in, NETSRV_TLS_IN_BYTES, false, conn_tls_cqe);
 		return;
 	case SSL_ERROR_ZERO_RETURN:
 		conn_rx_deliver_later(c, 0);
 		return;
 	default:
-		log_warn("nbd %s: TLS receive failed: %s", c->name,
-			 nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
+		log_warn("%s: TLS receive failed: %s", c->name,
+			 netsrv_tls_errstr(ebuf, sizeof(ebuf)));
 		conn_rx_deliver_later(c, -EPROTO);
 		return;
 	}
 }
 
-void nbdsrv_rx(struct nbdsrv_conn *c, void *buf, size_t len, bool all, nbdsrv_rx_cb cb)
+void netsrv_rx(struct netsrv_conn *c, void *buf, size_t len, bool all, netsrv_rx_cb cb)
 {
 	assert(!c->rx_busy && !c->rx_task_busy && !c->closing && len > 0);
 	c->rx_cb = cb;
 	c->rx_buf = buf;
 	c->rx_len = len;
-	c->rx_all = all;
 	c->rx_msg.msg_iov = NULL;
 	if (c->ssl) {
 		conn_tls_rx_try(c);
@@ -416,7 +522,7 @@ void nbdsrv_rx(struct nbdsrv_conn *c, void *buf, size_t len, bool all, nbdsrv_rx
 	conn_rx_raw(c, buf, len, all, conn_rx_plain_cqe);
 }
 
-void nbdsrv_rxv(struct nbdsrv_conn *c, struct iovec *iov, int iovcnt, nbdsrv_rx_cb cb)
+void netsrv_rxv(struct netsrv_conn *c, struct iovec *iov, int iovcnt, netsrv_rx_cb cb)
 {
 	struct io_uring_sqe *sqe;
 
@@ -435,7 +541,7 @@ void nbdsrv_rxv(struct nbdsrv_conn *c, struct iovec *iov, int iovcnt, nbdsrv_rx_
 
 /* ---- send -------------------------------------------------------------------- */
 
-void nbdsrv_tx_queue(struct nbdsrv_conn *c, struct nbdsrv_tx *tx)
+void netsrv_tx_queue(struct netsrv_conn *c, struct netsrv_tx *tx)
 {
 	tx->next = NULL;
 	tx->idx = 0;
@@ -444,7 +550,7 @@ void nbdsrv_tx_queue(struct nbdsrv_conn *c, struct nbdsrv_tx *tx)
 	c->txq_tail = &tx->next;
 }
 
-void nbdsrv_tx_schedule(struct nbdsrv_conn *c)
+void netsrv_tx_schedule(struct netsrv_conn *c)
 {
 	if (c->tx_task_busy)
 		return;
@@ -452,35 +558,37 @@ void nbdsrv_tx_schedule(struct nbdsrv_conn *c)
 	reactor_defer(c->r, &c->tx_task);
 }
 
-void nbdsrv_rx_later(struct nbdsrv_conn *c)
+void netsrv_rx_later(struct netsrv_conn *c, void (*arm)(struct netsrv_conn *c))
 {
-	c->rx_want = true;
-	nbdsrv_tx_schedule(c);
+	c->rx_arm = arm;
+	netsrv_tx_schedule(c);
 }
 
 static void conn_tx_task(struct reactor_task *t)
 {
-	struct nbdsrv_conn *c = container_of(t, struct nbdsrv_conn, tx_task);
+	struct netsrv_conn *c = container_of(t, struct netsrv_conn, tx_task);
 
 	c->tx_task_busy = false;
 	if (c->closing) {
 		if (c->hard) {
-			nbdsrv_conn_maybe_free(c);
+			netsrv_conn_maybe_free(c);
 			return;
 		}
-		c->rx_want = false;
+		c->rx_arm = NULL;
 	}
-	nbdsrv_tx_kick(c);
-	if (c->rx_want && !c->closing) {
-		c->rx_want = false;
-		c->rx_arm(c);
+	netsrv_tx_kick(c);
+	if (c->rx_arm && !c->closing) {
+		void (*arm)(struct netsrv_conn *c) = c->rx_arm;
+
+		c->rx_arm = NULL;
+		arm(c);
 	}
 }
 
 /* Pops the head item and tells its owner. */
-static void conn_tx_pop(struct nbdsrv_conn *c)
+static void conn_tx_pop(struct netsrv_conn *c)
 {
-	struct nbdsrv_tx *tx = c->txq_head;
+	struct netsrv_tx *tx = c->txq_head;
 
 	c->txq_head = tx->next;
 	if (!c->txq_head)
@@ -489,10 +597,10 @@ static void conn_tx_pop(struct nbdsrv_conn *c)
 }
 
 /* Drops bytes @n from the front of the queue (they were sent). */
-static void conn_tx_consume(struct nbdsrv_conn *c, size_t n)
+static void conn_tx_consume(struct netsrv_conn *c, size_t n)
 {
 	while (c->txq_head) {
-		struct nbdsrv_tx *tx = c->txq_head;
+		struct netsrv_tx *tx = c->txq_head;
 
 		while (tx->idx < tx->iovcnt) {
 			size_t left = tx->iov[tx->idx].iov_len - tx->off;
@@ -509,22 +617,22 @@ static void conn_tx_consume(struct nbdsrv_conn *c, size_t n)
 	}
 }
 
-static void conn_tx_idle(struct nbdsrv_conn *c)
+static void conn_tx_idle(struct netsrv_conn *c)
 {
 	if (c->closing)
-		nbdsrv_conn_maybe_free(c);
+		netsrv_conn_maybe_free(c);
 }
 
 /* Queues one sendmsg of as much of the queue as fits. Returns false when
  * there was nothing to send. */
-static bool conn_tx_plain(struct nbdsrv_conn *c)
+static bool conn_tx_plain(struct netsrv_conn *c)
 {
 	struct io_uring_sqe *sqe;
 	unsigned n = 0;
 
 	/* Items with nothing (left) to send complete at once. */
 	while (c->txq_head) {
-		struct nbdsrv_tx *tx = c->txq_head;
+		struct netsrv_tx *tx = c->txq_head;
 
 		while (tx->idx < tx->iovcnt && tx->iov[tx->idx].iov_len == tx->off) {
 			tx->idx++;
@@ -534,8 +642,8 @@ static bool conn_tx_plain(struct nbdsrv_conn *c)
 			break;
 		conn_tx_pop(c);
 	}
-	for (struct nbdsrv_tx *tx = c->txq_head; tx && n < NBDSRV_TX_IOV; tx = tx->next) {
-		for (unsigned i = tx->idx; i < tx->iovcnt && n < NBDSRV_TX_IOV; i++) {
+	for (struct netsrv_tx *tx = c->txq_head; tx && n < NETSRV_TX_IOV; tx = tx->next) {
+		for (unsigned i = tx->idx; i < tx->iovcnt && n < NETSRV_TX_IOV; i++) {
 			size_t skip = i == tx->idx ? tx->off : 0;
 
 			if (tx->iov[i].iov_len == skip)
@@ -562,7 +670,7 @@ static bool conn_tx_plain(struct nbdsrv_conn *c)
 
 /* TLS: encrypts one piece, through the staging buffer if it is small.
  * Returns false on a TLS error. */
-static bool conn_tls_stage_flush(struct nbdsrv_conn *c)
+static bool conn_tls_stage_flush(struct netsrv_conn *c)
 {
 	int n;
 
@@ -573,10 +681,10 @@ static bool conn_tls_stage_flush(struct nbdsrv_conn *c)
 	return n > 0;
 }
 
-static bool conn_tls_write(struct nbdsrv_conn *c, const void *p, size_t len)
+static bool conn_tls_write(struct netsrv_conn *c, const void *p, size_t len)
 {
-	if (len <= NBDSRV_TLS_STAGE_BYTES / 4) {
-		if (c->tls_stage_len + len > NBDSRV_TLS_STAGE_BYTES && !conn_tls_stage_flush(c))
+	if (len <= NETSRV_TLS_STAGE_BYTES / 4) {
+		if (c->tls_stage_len + len > NETSRV_TLS_STAGE_BYTES && !conn_tls_stage_flush(c))
 			return false;
 		memcpy(c->tls_stage + c->tls_stage_len, p, len);
 		c->tls_stage_len += len;
@@ -585,7 +693,7 @@ static bool conn_tls_write(struct nbdsrv_conn *c, const void *p, size_t len)
 	/* A large piece: top the stage up to a full record first, so the
 	 * header before it shares the record. */
 	if (c->tls_stage_len) {
-		size_t take = MIN(len, (size_t)NBDSRV_TLS_STAGE_BYTES - c->tls_stage_len);
+		size_t take = MIN(len, (size_t)NETSRV_TLS_STAGE_BYTES - c->tls_stage_len);
 
 		memcpy(c->tls_stage + c->tls_stage_len, p, take);
 		c->tls_stage_len += take;
@@ -601,25 +709,25 @@ static bool conn_tls_write(struct nbdsrv_conn *c, const void *p, size_t len)
 
 /* Encrypts part of the queue and queues a send of the ciphertext.
  * Returns false when there was nothing to send (or the connection failed). */
-static bool conn_tx_tls(struct nbdsrv_conn *c)
+static bool conn_tx_tls(struct netsrv_conn *c)
 {
-	size_t budget = NBDSRV_TLS_QUANTUM;
+	size_t budget = NETSRV_TLS_QUANTUM;
 	BIO *wbio = SSL_get_wbio(c->ssl);
 	struct io_uring_sqe *sqe;
 	char ebuf[256];
 
 	ERR_clear_error();
 	while (c->txq_head && budget > 0 && c->tls && !c->tls_bye) {
-		struct nbdsrv_tx *tx = c->txq_head;
+		struct netsrv_tx *tx = c->txq_head;
 
 		while (tx->idx < tx->iovcnt && budget > 0) {
 			const char *p = (const char *)tx->iov[tx->idx].iov_base + tx->off;
 			size_t take = MIN(tx->iov[tx->idx].iov_len - tx->off, budget);
 
 			if (take && !conn_tls_write(c, p, take)) {
-				log_warn("nbd %s: TLS encryption failed: %s", c->name,
-					 nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
-				nbdsrv_conn_close(c, false, NULL);
+				log_warn("%s: TLS encryption failed: %s", c->name,
+					 netsrv_tls_errstr(ebuf, sizeof(ebuf)));
+				netsrv_conn_close(c, false, NULL);
 				return false;
 			}
 			budget -= take;
@@ -634,16 +742,16 @@ static bool conn_tx_tls(struct nbdsrv_conn *c)
 		conn_tx_pop(c);
 	}
 	if (!conn_tls_stage_flush(c)) {
-		log_warn("nbd %s: TLS encryption failed: %s", c->name,
-			 nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
-		nbdsrv_conn_close(c, false, NULL);
+		log_warn("%s: TLS encryption failed: %s", c->name,
+			 netsrv_tls_errstr(ebuf, sizeof(ebuf)));
+		netsrv_conn_close(c, false, NULL);
 		return false;
 	}
 	if (c->tls_out_off == c->tls_out_len)
 		c->tls_out_off = c->tls_out_len = 0;
-	while (c->tls_out_len < NBDSRV_TLS_OUT_BYTES && BIO_ctrl_pending(wbio) > 0) {
+	while (c->tls_out_len < NETSRV_TLS_OUT_BYTES && BIO_ctrl_pending(wbio) > 0) {
 		int n = BIO_read(wbio, c->tls_out + c->tls_out_len,
-				 (int)(NBDSRV_TLS_OUT_BYTES - c->tls_out_len));
+				 (int)(NETSRV_TLS_OUT_BYTES - c->tls_out_len));
 
 		if (n <= 0)
 			break;
@@ -669,7 +777,7 @@ static bool conn_tx_tls(struct nbdsrv_conn *c)
  * the flag keeps the connection from being freed (and the kick from
  * re-entering) until this code is done with it.
  */
-void nbdsrv_tx_kick(struct nbdsrv_conn *c)
+void netsrv_tx_kick(struct netsrv_conn *c)
 {
 	bool queued;
 
@@ -685,19 +793,22 @@ void nbdsrv_tx_kick(struct nbdsrv_conn *c)
 
 static void conn_tx_cqe(struct reactor_op *op, int res)
 {
-	struct nbdsrv_conn *c = container_of(op, struct nbdsrv_conn, tx_op);
+	struct netsrv_conn *c = container_of(op, struct netsrv_conn, tx_op);
 
 	if (res < 0) {
 		c->tx_busy = false;
 		if (!c->closing) {
 			if (res == -EPIPE || res == -ECONNRESET)
-				log_debug("nbd %s: client went away while we were sending", c->name);
+				log_debug("%s: client went away while we were sending", c->name);
 			else
-				log_warn("nbd %s: send failed: %s", c->name, strerror(-res));
+				log_warn("%s: send failed: %s", c->name, strerror(-res));
 		}
-		nbdsrv_conn_close(c, false, NULL);
+		netsrv_conn_close(c, false, NULL);
 		return;
 	}
+	/* A client that reads, however slowly, is not idle. */
+	if (res > 0 && c->idle_on)
+		c->last_active_ns = reactor_now_ns();
 	if (c->ssl) {
 		c->tls_out_off += (size_t)res;
 		if (c->tls_out_off == c->tls_out_len)
@@ -707,40 +818,15 @@ static void conn_tx_cqe(struct reactor_op *op, int res)
 	}
 	c->tx_busy = false;
 	if (c->closing && c->hard) {
-		nbdsrv_conn_maybe_free(c);
+		netsrv_conn_maybe_free(c);
 		return;
 	}
-	nbdsrv_tx_kick(c);
+	netsrv_tx_kick(c);
 }
 
 /* ---- TLS handshake ------------------------------------------------------------- */
 
-static void conn_tls_hs_step(struct nbdsrv_conn *c);
-
-static void conn_tls_hs_cqe(struct reactor_op *op, int res)
-{
-	struct nbdsrv_conn *c = container_of(op, struct nbdsrv_conn, rx_op);
-
-	c->rx_busy = false;
-	if (c->closing) {
-		nbdsrv_conn_maybe_free(c);
-		return;
-	}
-	if (res <= 0) {
-		log_warn("nbd %s: client left during the TLS handshake%s%s", c->name,
-			 res < 0 ? ": " : "", res < 0 ? strerror(-res) : "");
-		nbdsrv_conn_close(c, false, NULL);
-		return;
-	}
-	reactor_mark_defined(c->tls_in, (size_t)res);
-	if (BIO_write(SSL_get_rbio(c->ssl), c->tls_in, res) != res) {
-		nbdsrv_conn_close(c, false, "out of memory buffering TLS input");
-		return;
-	}
-	conn_tls_hs_step(c);
-}
-
-static void conn_tls_hs_step(struct nbdsrv_conn *c)
+static void conn_tls_hs_step(struct netsrv_conn *c)
 {
 	char ebuf[512];
 	int r, e;
@@ -749,37 +835,38 @@ static void conn_tls_hs_step(struct nbdsrv_conn *c)
 	r = SSL_do_handshake(c->ssl);
 	if (r == 1) {
 		c->tls = true;
-		log_debug("nbd %s: TLS established (%s, %s)", c->name, SSL_get_version(c->ssl),
+		log_debug("%s: TLS established (%s, %s)", c->name, SSL_get_version(c->ssl),
 			  SSL_get_cipher_name(c->ssl));
-		nbdsrv_tx_kick(c);
+		netsrv_tx_kick(c);
 		c->tls_ready(c);
 		return;
 	}
 	e = SSL_get_error(c->ssl, r);
 	if (e == SSL_ERROR_WANT_READ) {
-		nbdsrv_tx_kick(c);
-		conn_rx_raw(c, c->tls_in, NBDSRV_TLS_IN_BYTES, false, conn_tls_hs_cqe);
+		netsrv_tx_kick(c);
+		conn_rx_raw(c, c->tls_in, NETSRV_TLS_IN_BYTES, false, conn_tls_cqe);
 		return;
 	}
-	log_warn("nbd %s: TLS handshake failed: %s", c->name,
-		 nbdsrv_tls_errstr(ebuf, sizeof(ebuf)));
+	log_warn("%s: TLS handshake failed: %s", c->name,
+		 netsrv_tls_errstr(ebuf, sizeof(ebuf)));
 	/* Let the alert go out, but no close_notify after a failed
 	 * handshake. */
 	c->tls_bye = true;
-	nbdsrv_tx_kick(c);
-	nbdsrv_conn_close(c, true, NULL);
+	netsrv_tx_kick(c);
+	netsrv_conn_close(c, true, NULL);
 }
 
-void nbdsrv_tls_begin(struct nbdsrv_conn *c, void (*ready)(struct nbdsrv_conn *c))
+void netsrv_tls_begin(struct netsrv_conn *c, void (*ready)(struct netsrv_conn *c))
 {
-	c->tls_in = malloc(NBDSRV_TLS_IN_BYTES);
-	c->tls_out = malloc(NBDSRV_TLS_OUT_BYTES);
-	c->tls_stage = malloc(NBDSRV_TLS_STAGE_BYTES);
-	c->ssl = c->tls_in && c->tls_out && c->tls_stage ? nbdsrv_tls_session(c->srv->opts.tls)
+	assert(c->srv->opts.tls && !c->ssl);
+	c->tls_in = malloc(NETSRV_TLS_IN_BYTES);
+	c->tls_out = malloc(NETSRV_TLS_OUT_BYTES);
+	c->tls_stage = malloc(NETSRV_TLS_STAGE_BYTES);
+	c->ssl = c->tls_in && c->tls_out && c->tls_stage ? netsrv_tls_session(c->srv->opts.tls)
 							  : NULL;
 	if (!c->ssl) {
-		log_error("nbd %s: out of memory starting TLS", c->name);
-		nbdsrv_conn_close(c, false, NULL);
+		log_error("%s: out of memory starting TLS", c->name);
+		netsrv_conn_close(c, false, NULL);
 		return;
 	}
 	SSL_set_app_data(c->ssl, c->name);
