@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * errmap.h: the one mapping from disk completion statuses (and host
- * errnos) to NBD error values on the wire (reference/nbd.md §1.12).
+ * errnos) to NBD error values on the wire (the NBD protocol, doc/proto.md
+ * in the nbd project, "Error values").
  */
 #ifndef DISKSTACK_NBD_ERRMAP_H
 #define DISKSTACK_NBD_ERRMAP_H

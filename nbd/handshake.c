@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * handshake.c: the fixed-newstyle handshake (reference/nbd.md §1.2-1.3,
- * §1.9-1.10, §1.13): greeting, client flags, and every option up to
- * NBD_OPT_GO / NBD_OPT_EXPORT_NAME.
+ * handshake.c: the fixed-newstyle handshake (the NBD protocol, doc/proto.md
+ * in the nbd project: "Fixed newstyle negotiation", "Option types", "Option
+ * reply types", "Metadata querying", "Size constraints", "TLS support"):
+ * greeting, client flags, and every option up to NBD_OPT_GO /
+ * NBD_OPT_EXPORT_NAME.
  *
  * Notes on the design
  * -------------------

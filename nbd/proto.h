@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * proto.h: diskstack's own copy of the NBD wire protocol constants and
- * message layouts (NetworkBlockDevice/nbd doc/proto.md, summarised in
- * reference/nbd.md §1), plus big-endian load/store helpers.
+ * message layouts (NetworkBlockDevice/nbd doc/proto.md, "Values" and the
+ * message sections of "Protocol phases"), plus big-endian load/store
+ * helpers.
  *
  * Everything is prefixed NBDW_ / nbdw_: libnbd and the kernel headers own
  * NBD_ / nbd_. Every integer on the wire is big-endian; messages are

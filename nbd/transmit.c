@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * transmit.c: the NBD transmission phase (reference/nbd.md §1.4-1.7,
- * §1.11-1.12): parse requests, validate them, run them on the export's
- * disk, and send simple or structured replies.
+ * transmit.c: the NBD transmission phase (the NBD protocol, doc/proto.md in
+ * the nbd project: "Transmission", "Request types", "Command flags",
+ * "Structured reply types", "Ordering of messages and writes", "Error
+ * values"): parse requests, validate them, run them on the export's disk,
+ * and send simple or structured replies.
  *
  * Notes on the design
  * -------------------

@@ -3,7 +3,7 @@
  * disk.h: the disk contract. Every backend, decorator and composite disk is
  * a struct disk; every frontend holds one and never knows what is behind it.
  *
- * Semantics follow OpenVMM's DiskIo / Disk (reference/openvmm-disk-stack.md
+ * Semantics follow OpenVMM's DiskIo / Disk (docs/openvmm-compat.md
  * §1–§2) with the upstream quirks fixed (wait_resize is forwarded).
  *
  * Notes on the design

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * disklayer.c: any disk used as a layer of a layered disk
- * (reference/openvmm-disk-stack.md §3.11). The disk is fully present: every
+ * (docs/openvmm-compat.md §3.11). The disk is fully present: every
  * read marks all its sectors. Writes, flush and unmap go to the disk
  * (unmap ignores next_is_zero); there is no write-no-overwrite, so it cannot
  * be a read cache. Requests re-enter through disk_submit, so the disk keeps

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kind.h: the contract between the spec parser (spec.h) and the disk kinds
- * (DESIGN.md §6, docs/specs.md). A backend, layer or decorator that can be
- * named in a spec declares one `const struct spec_kind` in its own file,
- * describing its syntax as data and giving its open function; the table in
- * storage/registry.c lists them. The parser knows only the generic pieces
- * below, never a kind's header.
+ * (docs/specs.md; bare § numbers below are docs/openvmm-compat.md's). A
+ * backend, layer or decorator that can be named in a spec declares one
+ * `const struct spec_kind` in its own file, describing its syntax as data
+ * and giving its open function; the table in storage/registry.c lists them.
+ * The parser knows only the generic pieces below, never a kind's header.
  *
  * The grammar of a node is
  *

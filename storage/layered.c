@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * layered.c: the layered disk (reference/openvmm-disk-stack.md §3).
+ * layered.c: the layered disk (docs/openvmm-compat.md §3).
  *
  * Notes on the design
  * -------------------

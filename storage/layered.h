@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * layered.h: layered disks and the layer contract (OpenVMM LayerIo,
- * reference/openvmm-disk-stack.md §3).
+ * docs/openvmm-compat.md §3).
  *
  * A layered disk is an ordered list of layers, top (index 0) to bottom. Each
  * layer is a block store that tracks, per logical sector, whether the sector

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * spec.c: disk specs — the parser of the command-line grammar
- * (reference/openvmm-disk-stack.md §6.2, §6.6; DESIGN.md §6), the registry
+ * (docs/openvmm-compat.md §6.2, §6.6; docs/specs.md), the registry
  * of disk kinds, and the resolver that turns a parsed spec into a disk
  * (§6.2 "Nesting", §6.3, §3.9).
  *

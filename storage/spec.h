@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * spec.h: disk specs (the command-line grammar, reference/openvmm-disk-stack.md
- * §6 and DESIGN.md §6): the parser, the lookups in the registry of disk kinds
+ * spec.h: disk specs (the command-line grammar, docs/openvmm-compat.md
+ * §6 and docs/specs.md): the parser, the lookups in the registry of disk kinds
  * (storage/registry.c) and the resolver. What a kind declares is in kind.h.
  *
  *   mem:<size>                         RAM disk (512-byte sectors)

@@ -4,7 +4,7 @@
  *
  * The values and layouts come from the kernel's UAPI header
  * include/uapi/linux/ublk_cmd.h (Linux 6.1.192 and 6.12.117 as shipped by
- * Debian, cross-checked against reference/ublk.md §1-§3), never from
+ * Debian; Documentation/block/ublk.rst describes the commands), never from
  * ublksrv's copy, which has drifted from the kernel ABI. The header is
  * licensed as the kernel's UAPI (GPL-2.0 WITH Linux-syscall-note) because it
  * restates that interface; the names carry the ubsrv_/UBSRV_ prefix so they

@@ -2,7 +2,8 @@
 /*
  * ubsrv-ctrl.c: the ublk control channel — /dev/ublk-control, the SQE128
  * control ring, kernel feature detection and the control commands
- * (reference/ublk.md §1, §3).
+ * (include/uapi/linux/ublk_cmd.h; Documentation/block/ublk.rst "Control
+ * plane").
  *
  * Notes on the design
  * -------------------

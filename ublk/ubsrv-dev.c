@@ -2,7 +2,9 @@
 /*
  * ubsrv-dev.c: one served ublk device — creation with negotiation,
  * parameters from the disk, the queue threads, recovery of a device whose
- * server died, and the ordered teardown (reference/ublk.md §1.4, §4).
+ * server died, and the ordered teardown (Documentation/block/ublk.rst
+ * "Control plane", with its user-recovery description; the commands in
+ * include/uapi/linux/ublk_cmd.h; docs/diskstack-ublk.md).
  *
  * Notes on the design
  * -------------------

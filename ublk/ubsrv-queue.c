@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ubsrv-queue.c: the ublk data path — one thread per hardware queue, each
- * running its own reactor (reference/ublk.md §2).
+ * running its own reactor (Documentation/block/ublk.rst "Data plane";
+ * include/uapi/linux/ublk_cmd.h).
  *
  * Notes on the design
  * -------------------

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ubsrv.h: the ublk server — exposes a struct disk as /dev/ublkbN through
- * the kernel's ublk driver (reference/ublk.md). Used by `diskstack ublk`.
+ * the kernel's ublk driver (Documentation/block/ublk.rst,
+ * include/uapi/linux/ublk_cmd.h; docs/diskstack-ublk.md). Used by
+ * `diskstack ublk`.
  *
  * Three parts:
  *   - the control channel (struct ubsrv_ctrl): /dev/ublk-control, kernel

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * blob.c: read-only HTTP(S) blob disks through libcurl
- * (blob:flat|vhd1:<url>, reference/openvmm-disk-stack.md §4.7).
+ * (blob:flat|vhd1:<url>, docs/openvmm-compat.md §4.7).
  *
  * Notes on the design
  * -------------------

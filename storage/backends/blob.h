@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * blob.h: read-only HTTP(S) blob disks through libcurl (blob:flat|vhd1:<url>,
- * reference/openvmm-disk-stack.md §4.7).
+ * docs/openvmm-compat.md §4.7).
  */
 #ifndef DISKSTACK_STORAGE_BLOB_H
 #define DISKSTACK_STORAGE_BLOB_H

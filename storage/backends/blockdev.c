@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * blockdev.c: the block-device half of the file backend
- * (reference/openvmm-disk-stack.md §4.5) — resize from kernel uevents,
+ * (docs/openvmm-compat.md §4.5) — resize from kernel uevents,
  * persistent-reservation passthrough and CD-ROM eject.
  *
  * Notes on the design

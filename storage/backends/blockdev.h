@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * blockdev.h: what the file backend (storage/filedisk.c) adds for block
- * devices beyond reading and writing them (reference/openvmm-disk-stack.md
+ * devices beyond reading and writing them (docs/openvmm-compat.md
  * §4.5): a live sector count that follows kernel uevents and wakes resize
  * watchers, persistent-reservation passthrough (NVMe, SCSI) through the
  * Linux PR ioctls, and CD-ROM eject.

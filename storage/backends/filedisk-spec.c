@@ -2,9 +2,9 @@
 /*
  * filedisk-spec.c: the `file:` spec kind (kind.h, docs/backend-file.md):
  * `file:<path>[;direct][;create=<size>]`, also written as a bare path. The
- * file's extension chooses the backend (§6.4): .vhd and .vmgs go to the
- * fixed-VHD backend (vhd1.h), .vhdx is refused, .iso is read-only, the rest
- * is a raw file or block device (filedisk.h).
+ * file's extension chooses the backend (docs/openvmm-compat.md §6.4): .vhd
+ * and .vmgs go to the fixed-VHD backend (vhd1.h), .vhdx is refused, .iso is
+ * read-only, the rest is a raw file or block device (filedisk.h).
  */
 #include "config.h"
 

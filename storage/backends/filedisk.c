@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * filedisk.c: the file and block-device backend on io_uring
- * (reference/openvmm-disk-stack.md §4.5).
+ * (docs/openvmm-compat.md §4.5).
  *
  * Notes on the design
  * -------------------

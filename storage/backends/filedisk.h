@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * filedisk.h: the file and block-device backend on io_uring
- * (reference/openvmm-disk-stack.md §4.5; what OpenVMM uses on Linux for raw
+ * (docs/openvmm-compat.md §4.5; what OpenVMM uses on Linux for raw
  * files and block devices).
  */
 #ifndef DISKSTACK_STORAGE_FILEDISK_H

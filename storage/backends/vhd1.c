@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vhd1.c: fixed VHD files (reference/openvmm-disk-stack.md §4.6).
+ * vhd1.c: fixed VHD files (docs/openvmm-compat.md §4.6).
  *
  * Notes on the design
  * -------------------

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vhd1.h: fixed VHD (VHD1) files (reference/openvmm-disk-stack.md §4.6):
+ * vhd1.h: fixed VHD (VHD1) files (docs/openvmm-compat.md §4.6):
  * a raw data region followed by a 512-byte big-endian footer. The disk is
  * the data region, read and written through the file backend; the footer is
  * never exposed.

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vhdfooter.c: parse, check and build fixed-VHD footers (see vhdfooter.h,
- * reference/openvmm-disk-stack.md §4.6).
+ * docs/openvmm-compat.md §4.6).
  */
 #include "config.h"
 

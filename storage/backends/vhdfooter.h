@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vhdfooter.h: the 512-byte footer of a fixed VHD (VHD1) —
- * reference/openvmm-disk-stack.md §4.6. Shared by every reader of fixed VHDs
+ * docs/openvmm-compat.md §4.6. Shared by every reader of fixed VHDs
  * (the vhd1 blob format, VHD files) and by the code that creates them.
  * Self-contained: no I/O, no allocation.
  *

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * crypt.c: the XTS-AES-256 encryption decorator
- * (reference/openvmm-disk-stack.md §5.1, §5.4), on OpenSSL.
+ * (docs/openvmm-compat.md §5.1, §5.4), on OpenSSL.
  *
  * Notes on the design
  * -------------------

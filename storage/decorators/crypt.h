@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * crypt.h: the XTS-AES-256 encryption decorator, `crypt:xts-aes-256:<keyfile>:<spec>`
- * (OpenVMM CryptDisk, reference/openvmm-disk-stack.md §5.1, §5.4).
+ * (OpenVMM CryptDisk, docs/openvmm-compat.md §5.1, §5.4).
  *
  * Every logical sector of the inner disk is one XTS data unit; its tweak is
  * the LBA as a 128-bit little-endian number (dm-crypt aes-xts-plain64 on

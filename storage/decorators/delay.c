@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * delay.c: the delay decorator (reference/openvmm-disk-stack.md §5.2, §5.4):
+ * delay.c: the delay decorator (docs/openvmm-compat.md §5.2, §5.4):
  * reads and writes wait, everything else goes straight through.
  *
  * Notes on the design

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * delay.h: the delay decorator, `delay:<time>[/<time>]:<spec>` (OpenVMM
- * DelayDisk, reference/openvmm-disk-stack.md §5.2, §5.4).
+ * DelayDisk, docs/openvmm-compat.md §5.2, §5.4).
  *
  * Reads and writes wait for the current read or write delay on a reactor
  * timer and then go to the inner disk; concurrent requests wait side by

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * prwrap.c: the prwrap decorator — in-memory persistent reservations
- * (reference/openvmm-disk-stack.md §5.3, §5.4, §1.6) for anonymous callers,
+ * (docs/openvmm-compat.md §5.3, §5.4, §1.6) for anonymous callers,
  * and SPC-4 / NVMe reservations for callers that name an initiator.
  *
  * Notes on the design

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * prwrap.h: the prwrap decorator (`prwrap:<spec>`) — in-memory persistent
- * reservations over any disk (reference/openvmm-disk-stack.md §5.3, §5.4,
+ * reservations over any disk (docs/openvmm-compat.md §5.3, §5.4,
  * §1.6; SPC-4 / NVMe reservations for identified initiators).
  *
  * Requests without an initiator identity (io->initiator NULL or

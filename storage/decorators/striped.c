@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * striped.c: the striped disk — RAID-0 over N member disks in fixed-size
- * chunks (reference/openvmm-disk-stack.md §4.8).
+ * chunks (docs/openvmm-compat.md §4.8).
  *
  * Notes on the design
  * -------------------

@@ -2,7 +2,7 @@
 /*
  * striped.h: the striped disk (`striped:<chunk>:<spec>+<spec>+...`) —
  * RAID-0 over N member disks in fixed-size chunks
- * (reference/openvmm-disk-stack.md §4.8, §5.4).
+ * (docs/openvmm-compat.md §4.8, §5.4).
  *
  * Logical LBA s lives in chunk c = s / spc (spc = chunk bytes / sector
  * size), on member c mod N, at member LBA (c / N) * spc + s mod spc.

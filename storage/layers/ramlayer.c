@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ramlayer.c: the RAM layer (reference/openvmm-disk-stack.md §4.1), a sparse,
+ * ramlayer.c: the RAM layer (docs/openvmm-compat.md §4.1), a sparse,
  * resizable in-memory block store used as a layer of a layered disk
  * (mem:<size>, memdiff:<spec>), and ramdisk_new, the one-layer RAM disk.
  *

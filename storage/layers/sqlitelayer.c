@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sqlitelayer.c: the SQLite layer (.dbhd, reference/openvmm-disk-stack.md
+ * sqlitelayer.c: the SQLite layer (.dbhd, docs/openvmm-compat.md
  * §4.2), the auto-cache layer (§4.3) and the sql:, sqldiff: and autocache:
  * spec kinds.
  *

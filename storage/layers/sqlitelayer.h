@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * sqlitelayer.h: the SQLite layer (.dbhd files, byte-compatible with
- * OpenVMM's disklayer_sqlite, reference/openvmm-disk-stack.md §4.2), the
+ * OpenVMM's disklayer_sqlite, docs/openvmm-compat.md §4.2), the
  * auto-cache layer built on it (§4.3), and the spec kinds sql:, sqldiff:
  * and autocache:.
  *

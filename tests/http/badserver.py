@@ -54,7 +54,7 @@ def pattern(off, length):
 
 
 def vhd_footer(size):
-    """A fixed-VHD footer for SIZE data bytes (reference §4.6)."""
+    """A fixed-VHD footer for SIZE data bytes (docs/openvmm-compat.md §4.6)."""
     f = bytearray(512)
     f[0:8] = b"conectix"
     struct.pack_into(">I", f, 8, 2)

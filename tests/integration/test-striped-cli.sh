@@ -1,9 +1,10 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # test-striped-cli.sh: striped: from the command line — data copied onto a
-# stripe set of files lands on each member file where §4.8's mapping says,
-# reads back byte-exact, `info` shows the chunk and the members, and bad
-# configurations are refused with a message naming the problem.
+# stripe set of files lands on each member file where the mapping of
+# docs/openvmm-compat.md §4.8 says, reads back byte-exact, `info` shows the
+# chunk and the members, and bad configurations are refused with a message
+# naming the problem.
 . "$(dirname "$0")/functions.sh"
 requires cmp dd /usr/bin/python3
 

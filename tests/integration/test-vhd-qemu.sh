@@ -69,7 +69,8 @@ if [ $rc -ne 0 ]; then
 		{ cat "$tmpdir/check.out" >&2; fail "qemu-img check: exit $rc"; }
 fi
 
-# 5. A dynamic VHD is refused with the §4.6 message.
+# 5. A dynamic VHD is refused with the message of docs/openvmm-compat.md
+#    §4.6.
 qemu-img create -f vpc -o subformat=dynamic "$tmpdir/dyn.vhd" 8M >/dev/null
 expect_exit 1 "$DISKSTACK" info "file:$tmpdir/dyn.vhd"
 expect_stderr "non-fixed VHD not supported"

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * contract.c: the shared conformance suites of
- * reference/openvmm-disk-stack.md §7.1 (representability, sector range,
+ * docs/openvmm-compat.md §7.1 (representability, sector range,
  * layer suite), applied by each backend's and layer's unit test.
  */
 #include "config.h"

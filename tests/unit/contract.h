@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * contract.h: the shared conformance suites of
- * reference/openvmm-disk-stack.md §7.1, applied to every disk and layer.
+ * docs/openvmm-compat.md §7.1, applied to every disk and layer.
  * Each asserts with cmocka; call them from a test function.
  */
 #ifndef DISKSTACK_TESTS_CONTRACT_H

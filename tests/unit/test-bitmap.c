@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test-bitmap.c: unit tests of common/bitmap.c, including §7.2 test 9 and a
- * seeded reference-model test against a bool array.
+ * test-bitmap.c: unit tests of common/bitmap.c, including test 9 of
+ * docs/openvmm-compat.md §7.2 and a seeded reference-model test against a
+ * bool array.
  */
 #include "config.h"
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-blob.c: the HTTP blob backend (storage/blob.c,
- * reference/openvmm-disk-stack.md §4.7 and the blob tests of §7.3).
+ * docs/openvmm-compat.md §4.7 and the blob tests of §7.3).
  *
  * A real nginx (tests/http/nginx-start.sh) serves a flat image, a fixed
  * VHD and redirect chains; a deliberately misbehaving server

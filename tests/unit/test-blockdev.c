@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-blockdev.c: the block-device half of the file backend
- * (storage/blockdev.c, reference/openvmm-disk-stack.md §4.5): uevent
+ * (storage/blockdev.c, docs/openvmm-compat.md §4.5): uevent
  * parsing, the errno and PR status tables, NVMe and SCSI reservation
  * passthrough and CD-ROM eject against an emulated device (the system-call
  * hooks of blockdev.h: this machine has no NVMe, SCSI or CD-ROM device),

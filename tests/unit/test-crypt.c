@@ -1,15 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-crypt.c: the XTS-AES-256 decorator (storage/crypt.c): the IEEE 1619
- * vector, the §7.3 round trip, an independent XTS oracle built from
- * AES-256-ECB at 512- and 4096-byte sectors with odd buffer shapes, wrong
- * keys, key-file errors, the caller's buffer left alone, the forwarding
- * rules of §5.4 (unmap raw, flush, PR, FUA, eject refused, unmap behaviour
- * fold), encrypted write-zeroes, block status, chunked writes, several
- * reactors and disks at once, describe, and the contract suites; the fused
- * path (the inner RAM layer applies the cipher): which stacks take it,
- * that it gives byte for byte what the copy path gives (DISKSTACK_CRYPT_NOFUSE)
- * over mem: and memdiff: at 512 and 4096, and the copy path's own checks.
+ * vector, the round trip of docs/openvmm-compat.md §7.3, an independent XTS
+ * oracle built from AES-256-ECB at 512- and 4096-byte sectors with odd
+ * buffer shapes, wrong keys, key-file errors, the caller's buffer left
+ * alone, the forwarding rules of §5.4 (unmap raw, flush, PR, FUA, eject
+ * refused, unmap behaviour fold), encrypted write-zeroes, block status,
+ * chunked writes, several reactors and disks at once, describe, and the
+ * contract suites; the fused path (the inner RAM layer applies the
+ * cipher): which stacks take it, that it gives byte for byte what the copy
+ * path gives (DISKSTACK_CRYPT_NOFUSE) over mem: and memdiff: at 512 and
+ * 4096, and the copy path's own checks.
  */
 #include "config.h"
 

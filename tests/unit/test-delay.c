@@ -4,10 +4,10 @@
  * completes before its delay, concurrent requests wait side by side, a
  * zero delay arms no timer, delay_set() applies to the next request (and
  * from another thread), separate read and write delays, the forwarding
- * rules of §5.4, the spec and describe, and the contract suites. Timing
- * checks are lower bounds only ("not before the delay"): that something is
- * prompt is shown without a clock (done within non-waiting passes of the
- * loop, or waiting side by side on armed timers).
+ * rules of docs/openvmm-compat.md §5.4, the spec and describe, and the
+ * contract suites. Timing checks are lower bounds only ("not before the
+ * delay"): that something is prompt is shown without a clock (done within
+ * non-waiting passes of the loop, or waiting side by side on armed timers).
  */
 #include "config.h"
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-filedisk.c: the file and block-device backend (storage/filedisk.c,
- * reference/openvmm-disk-stack.md §4.5 and the backend tests of §7.3):
+ * docs/openvmm-compat.md §4.5 and the backend tests of §7.3):
  * round trips (aligned, unaligned, multi-segment; buffered, O_DIRECT and
  * bounced; FUA on and off), range checks, open-time validation, create=,
  * read-only, flush, punch-hole unmap, write-zeroes, block status on sparse

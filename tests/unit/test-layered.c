@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test-layered.c: the layered disk (reference/openvmm-disk-stack.md §3 and
+ * test-layered.c: the layered disk (docs/openvmm-compat.md §3 and
  * the §7.2 tests): read cache, diff, resize, unmap, 4K sectors, constructor
  * errors, geometry inheritance, mismatched sector sizes, validation, the
  * metadata folds, the intended clamp semantics, write-through, block

@@ -11,12 +11,13 @@
  *    within every visible count wins, else zero); sectors unmapped on a
  *    disk whose unmap behaviour is UNSPECIFIED become "unknown" until
  *    written again. Out-of-range requests must fail with ILLEGAL_BLOCK and
- *    nothing else (the §7.1 fuzz oracle). On disks whose unmap reads back
- *    zero, sectors unmapped or zeroed (without NO_UNMAP) since their last
- *    write must be reported ZERO by block status, and write-zeroes with
- *    FAST_ZERO must succeed exactly there. A "big" variant uses RAM layers
- *    of several leaves of the RAM layer's tree and long unmaps and
- *    write-zeroes, so zeroed runs cover whole leaves (zero subtrees).
+ *    nothing else (the fuzz oracle of docs/openvmm-compat.md §7.1). On
+ *    disks whose unmap reads back zero, sectors unmapped or zeroed (without
+ *    NO_UNMAP) since their last write must be reported ZERO by block
+ *    status, and write-zeroes with FAST_ZERO must succeed exactly there. A
+ *    "big" variant uses RAM layers of several leaves of the RAM layer's
+ *    tree and long unmaps and write-zeroes, so zeroed runs cover whole
+ *    leaves (zero subtrees).
  * 2. A concurrent variant: several threads, each with its own reactor,
  *    write and verify disjoint ranges of one shared stack while all of them
  *    read an untouched shared region (through a read cache, so cache fills

@@ -4,8 +4,8 @@
  *
  * - The contract suites over RAM disks at 512 and 4096 bytes per sector,
  *   and through the spec parser.
- * - Forwarding (§5.4): data, flush, unmap, metadata pass through; eject
- *   and resize watching do not.
+ * - Forwarding (docs/openvmm-compat.md §5.4): data, flush, unmap, metadata
+ *   pass through; eject and resize watching do not.
  * - The anonymous client: §5.3 as a table, one row per check and effect,
  *   with the generation after each row.
  * - Identified initiators: the SPC-4 access matrix (every type x

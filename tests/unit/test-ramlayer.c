@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-ramlayer.c: unit tests of the RAM layer (storage/ramlayer.c,
- * reference/openvmm-disk-stack.md §4.1 and §7.1-§7.2): constructor and
+ * docs/openvmm-compat.md §4.1 and §7.1-§7.2): constructor and
  * attach rules, read marking, write-no-overwrite, the unmap and resize rules,
  * block status, the contract suites, a seeded reference model, concurrency
  * from several reactor threads and memory accounting. (Its speed is

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-spec.c: the disk-spec parser, the registry of kinds and the
- * resolver (storage/spec.c; reference/openvmm-disk-stack.md §6, §3.9).
+ * resolver (storage/spec.c; docs/openvmm-compat.md §6, §3.9).
  */
 #include "config.h"
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-sqlitelayer.c: unit tests of the SQLite layer and the auto-cache
- * layer (storage/sqlitelayer.c, reference/openvmm-disk-stack.md §4.2, §4.3,
+ * layer (storage/sqlitelayer.c, docs/openvmm-compat.md §4.2, §4.3,
  * §7.1): the .dbhd schema and meta row, NULL = zero sectors, marking,
  * write-no-overwrite, unmap with and without next_is_zero, block status,
  * read-only rules, persistence, format-on-attach, open errors, the contract

@@ -4,10 +4,11 @@
  *
  * - The contract suites on striped sets of RAM disks at 512 and 4096 bytes
  *   per sector, and through the spec parser.
- * - §7.3: integrity at the start, middle and end with aligned and unaligned
- *   (odd addresses, ragged iovec lists) buffers for 2 x 128 KiB / 4 KiB
- *   chunks, 4 x 1 MiB / 128 KiB and 32 x 1 MiB / 64 KiB, checked through
- *   the striped disk and on every member at the LBA §4.8's mapping gives;
+ * - docs/openvmm-compat.md §7.3: integrity at the start, middle and end
+ *   with aligned and unaligned (odd addresses, ragged iovec lists) buffers
+ *   for 2 x 128 KiB / 4 KiB chunks, 4 x 1 MiB / 128 KiB and 32 x 1 MiB /
+ *   64 KiB, checked through the striped disk and on every member at the
+ *   LBA §4.8's mapping gives;
  *   the rejected configurations; one sector past the end; the unmap cases;
  *   no wrap-around near u64 max.
  * - Unmap merging (one range per member, exactly the requested sectors

@@ -74,7 +74,7 @@ static void test_ubsrv_status_errno_table(void **state UNUSED)
 static void test_ubsrv_opcodes_match_kernel(void **state UNUSED)
 {
 	/* The values of the kernel's UBLK_U_CMD_* / UBLK_U_IO_* macros
-	 * (reference/ublk.md §1.4, §2.2). */
+	 * (include/uapi/linux/ublk_cmd.h). */
 	static const struct { uint32_t nr, encoded; } ctrl[] = {
 		{ UBSRV_CMD_GET_QUEUE_AFFINITY, 0x80207501 },
 		{ UBSRV_CMD_GET_DEV_INFO, 0x80207502 },

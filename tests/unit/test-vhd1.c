@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-vhd1.c: unit tests of fixed VHD files (storage/vhd1.c,
- * reference/openvmm-disk-stack.md §4.6, §7.3): the counting-words test,
+ * docs/openvmm-compat.md §4.6, §7.3): the counting-words test,
  * the footer hidden behind ILLEGAL_BLOCK, every open check in its order,
  * the footer written on create, the disk metadata and the contract suites.
  */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-vhdfooter.c: fixed-VHD footers (storage/vhdfooter.c,
- * reference/openvmm-disk-stack.md §4.6): the layout written, the checksum,
+ * docs/openvmm-compat.md §4.6): the layout written, the checksum,
  * and every open check in its order.
  */
 #include "config.h"

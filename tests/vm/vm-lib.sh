@@ -4,7 +4,8 @@
 # Boots Debian's own kernels under QEMU TCG with a busybox initramfs that
 # carries the diskstack binary, real clients (fio, e2fsprogs, util-linux,
 # nbd-client) and a guest script; results come back on the serial console
-# as "VMTEST: PASS|FAIL|SKIP|INFO ..." lines (reference/lab.md §1).
+# as "VMTEST: PASS|FAIL|SKIP|INFO ..." lines (vm_results reads them; the
+# suite is described in docs/testing.md).
 #
 #   6.12: linux-image-6.12-amd64 from bookworm-security, downloaded with
 #         apt-get download and unpacked (never installed); has ublk_drv.
