@@ -27,6 +27,9 @@
 
 /* Largest READ/WRITE payload (also advertised as the maximum block size). */
 #define NBDSRV_MAX_PAYLOAD (32u << 20)
+/* Largest piece of a WRITE payload asked for in one receive (see
+ * xmit_payload_rx). */
+#define NBDSRV_PAYLOAD_PIECE (1u << 20)
 /* In-flight requests per connection: default and ceiling. */
 #define NBDSRV_DEFAULT_REQUESTS 128u
 #define NBDSRV_MAX_REQUESTS 4096u

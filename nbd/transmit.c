@@ -830,19 +830,23 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 
 static void xmit_payload_cb(struct netsrv_conn *nc, ssize_t res);
 
-/* Receives the rest of x->payload_req's payload (from x->payload_got). */
+/* Receives the rest of x->payload_req's payload (from x->payload_got), at
+ * most NBDSRV_PAYLOAD_PIECE bytes per receive: each piece that arrives is
+ * activity for --idle-timeout (a whole-payload receive completes only at
+ * its end, so a slow but steady upload would look idle). */
 static void xmit_payload_rx(struct nbdsrv_xmit *x, struct nbdsrv_req *req)
 {
+	uint32_t want = MIN(req->len - x->payload_got, NBDSRV_PAYLOAD_PIECE);
+
 	if (req->aiov) {
-		int n = iov_slice(req->aiov, (int)req->naiov, x->payload_got,
-				  req->len - x->payload_got, x->arx, NBDSRV_ADOPT_MAX_IOV);
+		int n = iov_slice(req->aiov, (int)req->naiov, x->payload_got, want, x->arx,
+				  NBDSRV_ADOPT_MAX_IOV);
 
 		assert(n > 0);
 		netsrv_rxv(x->nc, x->arx, n, xmit_payload_cb);
 		return;
 	}
-	netsrv_rx(x->nc, (char *)req->buf + x->payload_got, req->len - x->payload_got, true,
-		  xmit_payload_cb);
+	netsrv_rx(x->nc, (char *)req->buf + x->payload_got, want, true, xmit_payload_cb);
 }
 
 static void xmit_payload_cb(struct netsrv_conn *nc, ssize_t res)

@@ -221,7 +221,9 @@ static void conn_idle_timeout(struct reactor_timer *t)
 	}
 	log_info("%s: idle for %u s: closing the connection (--idle-timeout)", c->name,
 		 c->srv->opts.idle_timeout_s);
-	netsrv_conn_close(c, true, NULL);
+	/* Output still waiting means a client that stopped reading: a
+	 * graceful close would wait on that send for ever. */
+	netsrv_conn_close(c, !c->tx_busy && !c->txq_head, NULL);
 }
 
 void netsrv_conn_established(struct netsrv_conn *c)

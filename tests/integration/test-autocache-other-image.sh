@@ -8,6 +8,7 @@
 # another file, a changed file, or a blob whose ETag changed empties and
 # rebinds it.
 . "$(dirname "$0")/functions.sh"
+requires_kind autocache blob
 requires sqlite3 cmp dd cp od tr
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 

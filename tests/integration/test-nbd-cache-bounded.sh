@@ -11,6 +11,7 @@
 # again for the rest).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
+requires_kind blob
 requires_nbd_python
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 

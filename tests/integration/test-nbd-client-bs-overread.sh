@@ -10,6 +10,7 @@
 # read the blocks that read as zero, and (in the ASan build) must not read
 # out of bounds.
 . "$(dirname "$0")/functions.sh"
+requires_kind nbd
 requires nbdkit cmp dd
 
 blocks=64

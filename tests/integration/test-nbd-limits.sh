@@ -107,9 +107,9 @@ grep -q 'stopped after .* ([1-9][0-9]* refused over the limit)' "$tmpdir/srv.log
 # is answered. The timeout leaves a loaded machine room between the
 # client's handshake and its first request.
 serve idle -U "$sock" --idle-timeout 4 "delay:12000:mem:4M"
-/usr/bin/python3 -I - "$sock" <<'PYEOF' || { cat "$tmpdir/idle.log"; fail "idle timeout"; }
-import socket, struct, sys, nbd
-SOCK = sys.argv[1]
+/usr/bin/python3 -I - "$sock" "$tmpdir/idle.log" <<'PYEOF' || { cat "$tmpdir/idle.log"; fail "idle timeout"; }
+import socket, struct, sys, time, nbd
+SOCK, LOG = sys.argv[1], sys.argv[2]
 h = nbd.NBD()
 h.connect_uri("nbd+unix:///?socket=" + SOCK)
 assert h.pread(512, 0) == bytes(512), "a request longer than the idle timeout"
@@ -161,10 +161,73 @@ try:
         pass
 except socket.timeout:
     sys.exit("a connection stalled in the middle of a WRITE payload was never closed")
+
+def raw_go():
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(60)
+    s.connect(SOCK)
+    s.recv(18)
+    s.sendall(struct.pack(">I", 3))
+    s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 6) + struct.pack(">IH", 0, 0))
+    buf = b""
+    while True:
+        while len(buf) < 20:
+            c = s.recv(65536)
+            assert c, "closed during the handshake"
+            buf += c
+        magic, opt, typ, ln = struct.unpack(">QIII", buf[:20])
+        while len(buf) < 20 + ln:
+            buf += s.recv(65536)
+        buf = buf[20 + ln:]
+        if typ == 1:
+            return s
+
+# A slow but steady upload is not idle: a 3 MiB WRITE sent 1 MiB (the
+# server's receive piece) at a time, 2 s apart (6 s in all, longer than
+# the 4 s timeout), is answered.
+s = raw_go()
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 9, 0, 3 << 20))
+for i in range(3):
+    time.sleep(2)
+    s.sendall(bytes([i + 1]) * (1 << 20))
+rep = b""
+while len(rep) < 16:
+    c = s.recv(16 - len(rep))
+    assert c, "a slow upload was cut off as idle"
+    rep += c
+magic, err, cookie = struct.unpack(">IIQ", rep)
+assert (magic, err, cookie) == (0x67446698, 0, 9), (magic, err, cookie)
+s.close()
+
+# A client that stops reading its replies is idle, and is closed even
+# though the server's send to it can never finish (regression: a graceful
+# close waited on that send for ever). 24 READs of 1 MiB overflow the
+# socket buffers; the reads themselves take 12 s (the delay:).
+s = raw_go()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+for i in range(24):
+    s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, 100 + i, 0, 1 << 20))
+# Stay connected, reading nothing, until the server's log shows a third
+# idle close (generous bound: only a close that never comes fails).
+for _ in range(1200):
+    if open(LOG).read().count("idle for 4 s: closing") >= 3:
+        break
+    time.sleep(0.1)
+else:
+    sys.exit("a client that stopped reading was never judged idle")
+# ... and the connection really ends, without the client reading a byte
+# (reading would let a graceful close finish its send).
+import select
+p = select.poll()
+p.register(s, select.POLLRDHUP | select.POLLHUP)
+ev = p.poll(60000)
+assert ev and ev[0][1] & (select.POLLRDHUP | select.POLLHUP), \
+    "a client that stopped reading was never disconnected: %r" % ev
+s.close()
 PYEOF
 serve_stop idle
 [ "$serve_status" = 0 ] || { cat "$tmpdir/idle.log"; fail "exit status $serve_status"; }
-[ "$(grep -c 'idle for 4 s: closing' "$tmpdir/idle.log")" -ge 2 ] || { cat "$tmpdir/idle.log"; fail "not logged"; }
+[ "$(grep -c 'idle for 4 s: closing' "$tmpdir/idle.log")" -ge 3 ] || { cat "$tmpdir/idle.log"; fail "not logged"; }
 
 # Bad values are usage errors.
 expect_exit 2 "$DISKSTACK" serve --max-connections -1 mem:1M

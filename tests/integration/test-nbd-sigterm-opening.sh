@@ -9,6 +9,7 @@
 # once (nothing was served yet) with status 128 + the signal.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
+requires_kind nbd
 requires_python socket
 
 # A "server" that accepts and never says a word: libnbd waits for its

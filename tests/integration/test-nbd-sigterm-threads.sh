@@ -9,6 +9,7 @@
 # was written without a flush is there when the file is served again.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
+requires_kind sql
 requires_nbd_python
 
 db=$tmpdir/t.dbhd
