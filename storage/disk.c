@@ -892,7 +892,7 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 		/* "none" is not a type to reserve, release or preempt with;
 		 * a disk without PR still says UNSUPPORTED first. */
 		h = HANDLER(d, pr);
-		if (h->ops->pr && io->u.pr.type == DISK_PR_NONE)
+		if (h->ops->pr && (h->info.caps & DISK_CAP_PR) && io->u.pr.type == DISK_PR_NONE)
 			return DISK_INVALID_INPUT;
 		goto pr;
 	case DISK_OP_PR_CAPS:

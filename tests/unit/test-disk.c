@@ -488,7 +488,7 @@ static const struct disk_ops checked_ops = {
 static void test_disk_checks_prologue(void **state)
 {
 	struct disk_info info = { .type = "checked", .sector_size = 512, .physical_sector_size = 512,
-				  .read_only = true };
+				  .read_only = true, .caps = DISK_CAP_PR };
 	static char buf[1024];
 	struct disk_extent ext[1];
 	struct disk_io io = { .op = DISK_OP_PR_RESERVE };
@@ -529,9 +529,19 @@ static void test_disk_checks_prologue(void **state)
 	disk_unref(d);
 	/* A disk without PR still answers UNSUPPORTED, whatever the type. */
 	info.read_only = false;
+	info.caps = 0;
 	assert_int_equal(disk_new(&mock_ops, &info, NULL, NULL, &d), 0);
 	io = (struct disk_io){ .op = DISK_OP_PR_RELEASE, .u.pr.type = DISK_PR_NONE };
 	assert_int_equal(disk_sync_io(d, &io), DISK_UNSUPPORTED);
+	disk_unref(d);
+	/* So does one that has a pr op but no PR support (a block device
+	 * without it): the op answers, not the type check (regression: the
+	 * dispatcher said INVALID_INPUT). */
+	assert_int_equal(disk_new(&checked_ops, &info, NULL, NULL, &d), 0);
+	checked_calls = 0;
+	io = (struct disk_io){ .op = DISK_OP_PR_RESERVE, .u.pr.type = DISK_PR_NONE };
+	assert_int_equal(disk_sync_io(d, &io), DISK_OK);
+	assert_int_equal(checked_calls, 1);
 	disk_unref(d);
 }
 
