@@ -14,7 +14,7 @@ check=$src/tests/integration/include-direction.py
 cat "$tmpdir/out"
 
 mkdir -p "$tmpdir/t/common" "$tmpdir/t/storage" "$tmpdir/t/nbd" "$tmpdir/t/ublk"
-printf '#include "common/log.h"\n#include "nbd/server.h"\n' > "$tmpdir/t/storage/disk.c"
+printf '#include "common/log.h"\n#include <nbd/server.h>\n#include <stdio.h>\n' > "$tmpdir/t/storage/disk.c"
 printf '#include "storage/disk.h"\n#include "ublk/q.h"\n' > "$tmpdir/t/nbd/server.c"
 : > "$tmpdir/t/common/log.h"; : > "$tmpdir/t/storage/disk.h"
 : > "$tmpdir/t/nbd/server.h"; : > "$tmpdir/t/ublk/q.h"
