@@ -136,33 +136,8 @@ assert len(buf) >= 40, "the GO was not answered before the close: %r" % buf
 # Regression: a client that vanishes in the middle of a WRITE payload (the
 # socket stays open, nothing more comes) is idle too; it used to hold its
 # connection slot for ever.
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(60)
-s.connect(SOCK)
-s.recv(18)
-s.sendall(struct.pack(">I", 3))
-s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 6) + struct.pack(">IH", 0, 0))
-buf = b""
-while True:                      # option replies up to NBD_REP_ACK (1)
-    while len(buf) < 20:
-        c = s.recv(65536)
-        assert c, "closed during the handshake"
-        buf += c
-    magic, opt, typ, ln = struct.unpack(">QIII", buf[:20])
-    while len(buf) < 20 + ln:
-        buf += s.recv(65536)
-    buf = buf[20 + ln:]
-    if typ == 1:
-        break
-# NBD_CMD_WRITE of 1 MiB at 0, and only 1000 bytes of its payload.
-s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 7, 0, 1 << 20) + bytes(1000))
-try:
-    while s.recv(65536):
-        pass
-except socket.timeout:
-    sys.exit("a connection stalled in the middle of a WRITE payload was never closed")
-
 def raw_go():
+    """A raw client in transmission: through NBD_OPT_GO up to its ACK."""
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(60)
     s.connect(SOCK)
@@ -181,6 +156,15 @@ def raw_go():
         buf = buf[20 + ln:]
         if typ == 1:
             return s
+
+s = raw_go()
+# NBD_CMD_WRITE of 1 MiB at 0, and only 1000 bytes of its payload.
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 7, 0, 1 << 20) + bytes(1000))
+try:
+    while s.recv(65536):
+        pass
+except socket.timeout:
+    sys.exit("a connection stalled in the middle of a WRITE payload was never closed")
 
 # A slow but steady upload is not idle: a 3 MiB WRITE sent 1 MiB (the
 # server's receive piece) at a time, 2 s apart (6 s in all, longer than
