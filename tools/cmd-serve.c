@@ -29,6 +29,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -593,7 +594,7 @@ int cmd_serve(int argc, char **argv)
 			uri_escape(unix_path, sockesc, sizeof(sockesc));
 			snprintf(uri, sizeof(uri), "%s+unix:///%s?socket=%s", scheme, esc, sockesc);
 		} else {
-			char host[INET6_ADDRSTRLEN + 2];
+			char host[NI_MAXHOST + 2];   /* a name or a bracketed IPv6 address */
 
 			netsrv_client_host(ip, host, sizeof(host));
 			snprintf(uri, sizeof(uri), "%s://%s:%u/%s", scheme, host, bound_port, esc);
