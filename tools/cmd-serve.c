@@ -121,9 +121,25 @@ static struct {
 	pid_t child;                 /* --run child, 0 = none */
 	atomic_int child_status;     /* exit status to return, -1 = still running */
 	atomic_bool exiting;
-	atomic_bool serving;         /* the server runs: a stop signal drains it */
+	/* SERVE_OPENING: a stop signal ends the process (nothing served yet);
+	 * SERVE_STARTING: it is remembered in stop_pending; SERVE_RUNNING: it
+	 * drains the server (a second one forces). stop_sent: netsrv_stop was
+	 * called. Every netsrv_stop call is made on the signal thread. */
+	atomic_int phase;
+	atomic_bool stop_pending;
+	atomic_bool stop_sent;
 	sigset_t set;
 } sv;
+
+enum { SERVE_OPENING, SERVE_STARTING, SERVE_RUNNING };
+
+/* Asks the server to stop: the first call drains, a later one forces the
+ * remaining connections closed. Called on the signal thread only. */
+static void serve_stop(void)
+{
+	atomic_store(&sv.stop_sent, true);
+	netsrv_stop(sv.net);
+}
 
 static void *serve_signal_thread(void *arg UNUSED)
 {
@@ -145,13 +161,19 @@ static void *serve_signal_thread(void *arg UNUSED)
 				sv.child = 0;
 				atomic_store(&sv.child_status, code);
 				log_info("serve: --run command exited with status %d", code);
-				netsrv_stop(sv.net);
+				serve_stop();
 			}
 			continue;
 		}
-		if (sig == SIGUSR1)
+		if (sig == SIGUSR1) {
+			/* The main thread says the server runs now: a stop
+			 * signal that came while it started takes effect. */
+			if (atomic_load(&sv.phase) == SERVE_RUNNING &&
+			    atomic_load(&sv.stop_pending) && !atomic_load(&sv.stop_sent))
+				serve_stop();
 			continue;
-		if (!atomic_load(&sv.serving)) {
+		}
+		if (atomic_load(&sv.phase) == SERVE_OPENING) {
 			/* Still opening the exports (an nbd: or blob: disk may
 			 * wait minutes on an unreachable host): nothing was
 			 * served, nothing acknowledged, so nothing to drain. */
@@ -159,7 +181,13 @@ static void *serve_signal_thread(void *arg UNUSED)
 			_exit(128 + sig);
 		}
 		log_info("serve: %s received", strsignal(sig));
-		netsrv_stop(sv.net);
+		/* netsrv_stop before netsrv_start does nothing: while the
+		 * server starts, the signal waits for the main thread's
+		 * SIGUSR1 (above). */
+		if (atomic_load(&sv.phase) == SERVE_RUNNING)
+			serve_stop();
+		else
+			atomic_store(&sv.stop_pending, true);
 	}
 }
 
@@ -455,7 +483,9 @@ int cmd_serve(int argc, char **argv)
 	sv.child = 0;
 	atomic_store(&sv.child_status, -1);
 	atomic_store(&sv.exiting, false);
-	atomic_store(&sv.serving, false);
+	atomic_store(&sv.phase, SERVE_OPENING);
+	atomic_store(&sv.stop_pending, false);
+	atomic_store(&sv.stop_sent, false);
 	/* The signal thread runs from now on, so that Ctrl-C works while
 	 * the exports open (regression: it was ignored until they had). */
 	if (pthread_create(&sigthread, NULL, serve_signal_thread, NULL) != 0) {
@@ -511,6 +541,9 @@ int cmd_serve(int argc, char **argv)
 			goto out;
 		}
 	}
+	/* The exports are open; from here a stop signal is remembered
+	 * (sockets are about to be created and must be cleaned up). */
+	atomic_store(&sv.phase, SERVE_STARTING);
 	ret = nbdsrv_protocol(srv, net, &proto);
 	if (ret < 0) {
 		ret = tool_error(cmd, "cannot set up the NBD protocol: %s", strerror(-ret));
@@ -559,7 +592,8 @@ int cmd_serve(int argc, char **argv)
 		ret = tool_error(cmd, "cannot start the server threads: %s", strerror(-ret));
 		goto out_mask;
 	}
-	atomic_store(&sv.serving, true);
+	atomic_store(&sv.phase, SERVE_RUNNING);
+	pthread_kill(sigthread, SIGUSR1);
 	if (pidfile) {
 		char tmp[PATH_MAX];
 		FILE *fp;
