@@ -89,7 +89,8 @@
 /* One HTTP transfer: a piece of a request (engine) or an open-time GET. */
 struct blob_xfer {
 	struct blob *b;
-	CURL *easy;                   /* owned; reused for every piece */
+	CURL *easy;                   /* owned; a new one for every attempt
+				       * (blob_xfer_renew) */
 	struct disk_io *io;           /* the request (engine pieces), else NULL */
 	/* Destination: the slice [dst_off, dst_off + len) of an iovec list,
 	 * written through a cursor. */
@@ -390,8 +391,8 @@ static size_t blob_write_cb(char *data, size_t size, size_t nmemb, void *opaque)
 }
 
 /* Points @x at [off, off + len) of the blob, written to bytes
- * [dst_off, dst_off + len) of @iov, and prepares the easy handle. */
-static int blob_xfer_prepare(struct blob_xfer *x, const struct iovec *iov, int iovcnt,
+ * [dst_off, dst_off + len) of @iov. */
+static void blob_xfer_prepare(struct blob_xfer *x, const struct iovec *iov, int iovcnt,
 			     size_t dst_off, uint64_t off, uint64_t len)
 {
 	size_t skip = dst_off;
@@ -410,13 +411,47 @@ static int blob_xfer_prepare(struct blob_xfer *x, const struct iovec *iov, int i
 	x->len = len;
 	x->attempt = 0;
 	snprintf(x->range, sizeof(x->range), "%" PRIu64 "-%" PRIu64, off, off + len - 1);
-	if (curl_easy_setopt(x->easy, CURLOPT_RANGE, x->range) != CURLE_OK)
-		return -ENOMEM;
-	return 0;
 }
 
-/* Resets the per-attempt state (a retry starts the piece over). */
-static void blob_xfer_rewind(struct blob_xfer *x)
+/*
+ * Gives @x a new easy handle for a ranged GET of its piece. No easy handle
+ * is used for a second transfer: libcurl before 8.1.0 (Debian bookworm has
+ * 7.88.1) keeps a pointer to the previous transfer's last response header
+ * after freeing it, and a response that starts with a folded header line
+ * (leading whitespace, RFC 9112 §5.2 obs-fold) makes it append to that
+ * freed header (curl issue 11101, fixed by curl pull request 11103). Any
+ * server could crash us with it. Connections are still reused: under a
+ * multi handle the connection cache is the multi's.
+ */
+static int blob_xfer_renew(struct blob_xfer *x)
+{
+	CURLcode rc = CURLE_OK;
+
+	if (x->easy)
+		curl_easy_cleanup(x->easy);
+	x->easy = curl_easy_init();
+	if (!x->easy)
+		return -ENOMEM;
+	if (blob_easy_setup(&x->b->o, x->easy, x->errbuf) < 0)
+		return -EINVAL;
+#define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(x->easy, opt, val); } while (0)
+	SET(CURLOPT_URL, x->b->url);
+	SET(CURLOPT_HTTPGET, 1L);
+	/* >= 400 ends the transfer before any body is handed over. */
+	SET(CURLOPT_FAILONERROR, 1L);
+	SET(CURLOPT_WRITEFUNCTION, blob_write_cb);
+	SET(CURLOPT_WRITEDATA, x);
+	SET(CURLOPT_HEADERFUNCTION, blob_header_cb);
+	SET(CURLOPT_HEADERDATA, x);
+	SET(CURLOPT_PRIVATE, x);
+	SET(CURLOPT_RANGE, x->range);
+#undef SET
+	return rc == CURLE_OK ? 0 : -EINVAL;
+}
+
+/* Resets the per-attempt state (a retry starts the piece over) and gives
+ * the attempt its own easy handle. */
+static int blob_xfer_rewind(struct blob_xfer *x)
 {
 	size_t skip = x->dst_off;
 	int i = 0;
@@ -433,31 +468,7 @@ static void blob_xfer_rewind(struct blob_xfer *x)
 	x->fail = BLOB_FAIL_NONE;
 	x->errbuf[0] = '\0';
 	x->attempt++;
-}
-
-/* Creates the easy handle of @x for ranged GETs of @url. */
-static int blob_xfer_init(struct blob *b, struct blob_xfer *x, const char *url)
-{
-	CURLcode rc = CURLE_OK;
-
-	x->b = b;
-	x->easy = curl_easy_init();
-	if (!x->easy)
-		return -ENOMEM;
-	if (blob_easy_setup(&b->o, x->easy, x->errbuf) < 0)
-		return -EINVAL;
-#define SET(opt, val) do { if (rc == CURLE_OK) rc = curl_easy_setopt(x->easy, opt, val); } while (0)
-	SET(CURLOPT_URL, url);
-	SET(CURLOPT_HTTPGET, 1L);
-	/* >= 400 ends the transfer before any body is handed over. */
-	SET(CURLOPT_FAILONERROR, 1L);
-	SET(CURLOPT_WRITEFUNCTION, blob_write_cb);
-	SET(CURLOPT_WRITEDATA, x);
-	SET(CURLOPT_HEADERFUNCTION, blob_header_cb);
-	SET(CURLOPT_HEADERDATA, x);
-	SET(CURLOPT_PRIVATE, x);
-#undef SET
-	return rc == CURLE_OK ? 0 : -EINVAL;
+	return blob_xfer_renew(x);
 }
 
 enum blob_verdict { BLOB_DONE, BLOB_RETRY, BLOB_FAILED };
@@ -570,23 +581,20 @@ static void blob_sleep_ns(uint64_t ns)
 static int blob_sync_get(struct blob *b, uint64_t off, void *buf, uint64_t len,
 			 char *err, size_t errlen)
 {
-	struct blob_xfer x = { 0 };
+	struct blob_xfer x = { .b = b };
 	struct iovec iov = { .iov_base = buf, .iov_len = len };
 	char why[256];
 	int r, e = EIO;
 
-	r = blob_xfer_init(b, &x, b->url);
-	if (r == 0)
-		r = blob_xfer_prepare(&x, &iov, 1, 0, off, len);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot set up libcurl: %s", strerror(-r));
-		curl_easy_cleanup(x.easy);
-		return r;
-	}
+	blob_xfer_prepare(&x, &iov, 1, 0, off, len);
 	for (;;) {
 		enum blob_verdict v;
 
-		blob_xfer_rewind(&x);
+		r = blob_xfer_rewind(&x);
+		if (r < 0) {
+			snprintf(err, errlen, "cannot set up libcurl: %s", strerror(-r));
+			break;
+		}
 		v = blob_xfer_verdict(&x, curl_easy_perform(x.easy), &e, why, sizeof(why));
 		if (v == BLOB_DONE) {
 			r = 0;
@@ -644,19 +652,13 @@ static int blob_head(struct blob *b, const char *url, char *err, size_t errlen)
 {
 	char errbuf[CURL_ERROR_SIZE] = "";
 	char shown[512];
-	CURL *e = curl_easy_init();
+	CURL *e = NULL;
 	char *cur = strdup(url);
 	unsigned attempt = 0;
 	int r = 0;
 
-	if (!e || !cur) {
+	if (!cur) {
 		r = -ENOMEM;
-		goto out;
-	}
-	if (blob_easy_setup(&b->o, e, errbuf) < 0 ||
-	    curl_easy_setopt(e, CURLOPT_NOBODY, 1L) != CURLE_OK) {
-		snprintf(err, errlen, "cannot set up libcurl");
-		r = -EINVAL;
 		goto out;
 	}
 	for (unsigned heads = 1;; ) {
@@ -665,8 +667,21 @@ static int blob_head(struct blob *b, const char *url, char *err, size_t errlen)
 		curl_off_t length = -1;
 		char *location = NULL;
 
+		/* One easy handle per request, as blob_xfer_renew explains. */
+		curl_easy_cleanup(e);
+		e = curl_easy_init();
+		if (!e) {
+			r = -ENOMEM;
+			goto out;
+		}
+		if (blob_easy_setup(&b->o, e, errbuf) < 0 ||
+		    curl_easy_setopt(e, CURLOPT_NOBODY, 1L) != CURLE_OK ||
+		    curl_easy_setopt(e, CURLOPT_URL, cur) != CURLE_OK) {
+			snprintf(err, errlen, "cannot set up libcurl");
+			r = -EINVAL;
+			goto out;
+		}
 		errbuf[0] = '\0';
-		curl_easy_setopt(e, CURLOPT_URL, cur);
 		rc = curl_easy_perform(e);
 		if (rc == CURLE_OK)
 			curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
@@ -791,7 +806,10 @@ static void blob_piece_done(struct blob *b, struct blob_xfer *x, int status, int
 
 static int blob_piece_start(struct blob *b, struct blob_xfer *x)
 {
-	blob_xfer_rewind(x);
+	int r = blob_xfer_rewind(x);
+
+	if (r < 0)
+		return r;
 	if (curl_multi_add_handle(b->multi, x->easy) != CURLM_OK)
 		return -ENOMEM;
 	b->active++;
@@ -828,9 +846,9 @@ static void blob_carve(struct blob *b)
 		n = MIN((uint64_t)b->o.piece_bytes, total - rq->carved);
 		x->io = io;
 		rq->pieces++;
-		if (blob_xfer_prepare(x, io->iov, io->iovcnt, rq->carved,
-				      io->sector * BLOB_SECTOR_SIZE + rq->carved, n) < 0 ||
-		    blob_piece_start(b, x) < 0) {
+		blob_xfer_prepare(x, io->iov, io->iovcnt, rq->carved,
+				  io->sector * BLOB_SECTOR_SIZE + rq->carved, n);
+		if (blob_piece_start(b, x) < 0) {
 			rq->carved = total;
 			log_error("blob %s: cannot start a transfer", b->final_shown);
 			blob_piece_done(b, x, DISK_IO_ERROR, ENOMEM);
@@ -1215,11 +1233,7 @@ int blob_open(const char *url, enum blob_format format, const struct blob_opts *
 	curl_multi_setopt(b->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)b->o.max_connections);
 	curl_multi_setopt(b->multi, CURLMOPT_MAXCONNECTS, (long)b->o.max_connections);
 	for (unsigned i = 0; i < b->o.max_connections; i++) {
-		r = blob_xfer_init(b, &b->xfers[i], b->url);
-		if (r < 0) {
-			snprintf(err, errlen, "cannot set up libcurl: %s", strerror(-r));
-			goto fail;
-		}
+		b->xfers[i].b = b;
 		b->xfers[i].next = b->free_xfers;
 		b->free_xfers = &b->xfers[i];
 	}

@@ -126,11 +126,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if kind == "relredir":
             self.send_empty(307, [("Location", "good")])
             return
+        if kind == "foldredir":
+            self.send_empty(307, [("Location", "foldhead")])
+            return
+        if kind == "foldhead":
+            self.send_folded(200, [("Content-Length", str(SIZE))])
+            return
         self.send_response(200)
         if kind != "nolength":
             self.send_header("Content-Length", str(SIZE))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
+
+    def send_folded(self, code, headers, body=b""):
+        # A reply whose first header line is an obs-fold continuation
+        # (RFC 9112 §5.2): leading whitespace, nothing to continue.
+        head = "HTTP/1.1 %d X\r\n X-Folded: y\r\n" % code
+        head += "".join("%s: %s\r\n" % kv for kv in headers)
+        self.wfile.write(head.encode() + b"\r\n" + body)
 
     def parse_range(self):
         r = self.headers.get("Range", "")
@@ -180,7 +193,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if kind == "shrink" and b >= SIZE // 2:
             self.send_empty(416, [("Content-Range", "bytes */%d" % (SIZE // 2))])
             return
-        if kind in ("good", "vhd", "shrink"):
+        if kind == "folded" and n > 1:
+            body = content("good", a, length)
+            self.send_folded(206, [cr, ("Content-Length", str(len(body)))], body)
+            return
+        if kind in ("good", "vhd", "shrink", "folded"):
             self.wfile.write(self.send_body(206, a, length, headers=[cr]))
         elif kind == "short":
             body = self.send_body(206, a, length - 512, headers=[cr])

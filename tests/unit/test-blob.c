@@ -792,6 +792,35 @@ static void test_blob_bad_head(void **state UNUSED)
 	disk_unref(d);
 }
 
+/*
+ * libcurl before 8.1.0 (curl issue 11101) appends a reply's leading folded
+ * header line (obs-fold, RFC 9112 §5.2) to the previous transfer's last
+ * header, already freed, when an easy handle is used again: a server could
+ * crash us through a redirect (the second HEAD) or any second GET of a
+ * transfer slot. Found by fuzz-blob; the ASan build caught it. Such a reply
+ * must fail its request, nothing more.
+ */
+static void test_blob_curl_folded_header_after_reuse_regression(void **state UNUSED)
+{
+	struct blob_opts o = fast_opts(0);
+	struct disk *d;
+	char err[512];
+	int e = 0;
+
+	NEED_BAD();
+	assert_int_equal(open_err(url(F.bad, "/foldredir"), BLOB_FLAT, &o, err, sizeof(err)), -EIO);
+	assert_non_null(strstr(err, "/foldhead"));
+	assert_int_equal(bad_stat("HEAD /foldhead", NULL), 1);
+	/* One transfer slot: the first GET is well formed, the second is not;
+	 * the disk stays usable for the well-formed first piece. */
+	o.max_connections = 1;
+	d = open_ok(url(F.bad, "/folded"), BLOB_FLAT, &o);
+	read_check(d, 0, 4096, BAD_TAG);
+	assert_int_equal(read_status(d, 8, 4096, &e), DISK_IO_ERROR);
+	assert_int_equal(e, EIO);
+	disk_unref(d);
+}
+
 static void test_blob_bad_vhd(void **state UNUSED)
 {
 	struct blob_opts o = fast_opts(0);
@@ -855,6 +884,7 @@ int main(void)
 		cmocka_unit_test(test_blob_bad_transient_recovers),
 		cmocka_unit_test(test_blob_retry_not_delayed_by_idle_poll_regression),
 		cmocka_unit_test(test_blob_bad_head),
+		cmocka_unit_test(test_blob_curl_folded_header_after_reuse_regression),
 		cmocka_unit_test(test_blob_bad_vhd),
 		cmocka_unit_test(test_blob_keepalive),
 	};
