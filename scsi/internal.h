@@ -136,6 +136,24 @@ struct scsi_sbc *scsi_lu_sbc(const struct scsi_lu *lu);
 int scsi_sbc_lu_init(struct scsi_lu *lu, struct scsi_sbc **out);
 void scsi_sbc_lu_fini(struct scsi_sbc *sbc);
 
+/* What sbc.c enforces, in logical blocks of the LU, for spc.c to
+ * advertise in VPD B0h (Block Limits) and B2h (Logical Block
+ * Provisioning) so that the pages and the commands never disagree. */
+struct scsi_sbc_limits {
+	uint32_t max_xfer_blocks;        /* MAXIMUM TRANSFER LENGTH */
+	uint8_t max_caw_blocks;          /* MAXIMUM COMPARE AND WRITE LENGTH */
+	uint64_t max_write_same_blocks;  /* MAXIMUM WRITE SAME LENGTH (WSNZ is 0) */
+	uint32_t max_unmap_blocks;       /* MAXIMUM UNMAP LBA COUNT (0 without unmap) */
+	uint32_t max_unmap_descriptors;  /* MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT (0 without) */
+	uint32_t unmap_granularity;      /* OPTIMAL UNMAP GRANULARITY */
+	bool lbpu;                       /* UNMAP and WRITE SAME(10/16) with UNMAP deallocate:
+	                                  * LBPME, LBPU, LBPWS, LBPWS10 */
+	bool lbprz;                      /* deallocated blocks read as zeroes (LBPRZ) */
+	uint8_t lbppbe;                  /* LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT */
+};
+/* Fills @out for disk LU @lu. Any thread. */
+void scsi_sbc_limits(const struct scsi_lu *lu, struct scsi_sbc_limits *out);
+
 /* ---- nexuses and unit attentions ------------------------------------------ */
 
 const struct scsi_initiator_id *scsi_nexus_id(const struct scsi_nexus *n);
