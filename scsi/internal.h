@@ -113,8 +113,11 @@ struct scsi_target *scsi_cmd_target(const struct scsi_cmd *cmd);
  * finishes (a media change waits for it). */
 struct disk *scsi_cmd_disk(const struct scsi_cmd *cmd);
 /* Fills a disk request for @cmd: its initiator (the nexus's), reactor
- * context, done callback and @cmd as io->opaque. The core gets requests
- * from the reactor's pool (disk_io_get) and puts them back. */
+ * context, done callback and @cmd as io->opaque. The request comes from
+ * the reactor's pool (disk_io_get); the handler puts it back with
+ * disk_io_put on the command's reactor once it is done with it (it may
+ * submit it again for a next step first). NULL when the pool is empty
+ * and allocation fails. */
 struct disk_io *scsi_cmd_io(struct scsi_cmd *cmd, void (*done)(struct disk_io *io));
 
 /* What handlers read of a LU. */

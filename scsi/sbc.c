@@ -67,12 +67,13 @@
 #define ASC_INVALID_FIELD_IN_IU 0x0e    /* ASCQ 03h: INVALID FIELD IN COMMAND INFORMATION UNIT */
 #define ASC_MISCOMPARE 0x1d
 
-/* Limits (struct scsi_sbc_limits). */
-#define SBC_MAX_XFER_BYTES ((uint64_t)64 << 20)
+/* Limits (struct scsi_sbc_limits, VPD B0h). WRITE SAME's bounds a
+ * command that writes a pattern chunk by chunk; a WRITE SAME of 0 blocks
+ * on a larger LU is refused rather than run for minutes. */
+#define SBC_MAX_XFER_BYTES ((uint64_t)32 << 20)
 #define SBC_MAX_CAW_BLOCKS 255u
-#define SBC_MAX_WRITE_SAME_BYTES ((uint64_t)1 << 30)
-/* The parameter list length is 16 bits: (65535 - 8) / 16 descriptors fit. */
-#define SBC_MAX_UNMAP_DESCRIPTORS 4095u
+#define SBC_MAX_WRITE_SAME_BYTES ((uint64_t)32 << 20)
+#define SBC_MAX_UNMAP_DESCRIPTORS 256u
 /* Staging buffers: WRITE SAME patterns, VERIFY reads. */
 #define SBC_CHUNK_BYTES ((size_t)1 << 20)
 /* PRE-FETCH's "cache capacity" (SBC-3 §5.8: more than fits ends GOOD, not
@@ -462,6 +463,7 @@ static void sbc_end(struct sbc_cmd *c)
 		sbc_range_unlock(c->sbc, &c->range);
 	if (c->buf)
 		reactor_buf_put(c->reactor, c->buf, c->buf_bytes);
+	disk_io_put(c->reactor, c->io);
 	reactor_buf_put(c->reactor, c, c->self_bytes);
 	scsi_cmd_finish(cmd);
 }
@@ -1348,52 +1350,58 @@ static void sbc_get_lba_status(struct scsi_cmd *cmd)
  */
 #define L4 0xff, 0xff, 0xff, 0xff
 #define L8 L4, L4
+/* Commands whose disk requests carry the nexus's initiator: the disk (a
+ * prwrap, or one with reservations of its own) decides conflicts. */
+#define SBC_IO SCSI_OP_MEDIUM_IO
+#define SBC_IO_WRITES (SCSI_OP_MEDIUM_IO | SCSI_OP_WRITES)
 
 const struct scsi_op scsi_sbc_ops[] = {
-	{ 0x08, false, 0, 6, { 0x08, 0x1f, 0xff, 0xff, 0xff, 0x00 }, 0, sbc_read, "READ(6)" },
-	{ 0x28, false, 0, 10, { 0x28, 0x1a, L4, 0x1f, 0xff, 0xff, 0x00 }, 0, sbc_read,
+	{ 0x08, false, 0, 6, { 0x08, 0x1f, 0xff, 0xff, 0xff, 0x00 }, SBC_IO, sbc_read, "READ(6)" },
+	{ 0x28, false, 0, 10, { 0x28, 0x1a, L4, 0x1f, 0xff, 0xff, 0x00 }, SBC_IO, sbc_read,
 	  "READ(10)" },
-	{ 0xa8, false, 0, 12, { 0xa8, 0x1a, L4, L4, 0x1f, 0x00 }, 0, sbc_read, "READ(12)" },
-	{ 0x88, false, 0, 16, { 0x88, 0x1a, L8, L4, 0x1f, 0x00 }, 0, sbc_read, "READ(16)" },
-	{ 0x0a, false, 0, 6, { 0x0a, 0x1f, 0xff, 0xff, 0xff, 0x00 }, SCSI_OP_WRITES, sbc_write,
+	{ 0xa8, false, 0, 12, { 0xa8, 0x1a, L4, L4, 0x1f, 0x00 }, SBC_IO, sbc_read, "READ(12)" },
+	{ 0x88, false, 0, 16, { 0x88, 0x1a, L8, L4, 0x1f, 0x00 }, SBC_IO, sbc_read, "READ(16)" },
+	{ 0x0a, false, 0, 6, { 0x0a, 0x1f, 0xff, 0xff, 0xff, 0x00 }, SBC_IO_WRITES, sbc_write,
 	  "WRITE(6)" },
-	{ 0x2a, false, 0, 10, { 0x2a, 0x1a, L4, 0x1f, 0xff, 0xff, 0x00 }, SCSI_OP_WRITES,
+	{ 0x2a, false, 0, 10, { 0x2a, 0x1a, L4, 0x1f, 0xff, 0xff, 0x00 }, SBC_IO_WRITES,
 	  sbc_write, "WRITE(10)" },
-	{ 0xaa, false, 0, 12, { 0xaa, 0x1a, L4, L4, 0x1f, 0x00 }, SCSI_OP_WRITES, sbc_write,
+	{ 0xaa, false, 0, 12, { 0xaa, 0x1a, L4, L4, 0x1f, 0x00 }, SBC_IO_WRITES, sbc_write,
 	  "WRITE(12)" },
-	{ 0x8a, false, 0, 16, { 0x8a, 0x1a, L8, L4, 0x1f, 0x00 }, SCSI_OP_WRITES, sbc_write,
+	{ 0x8a, false, 0, 16, { 0x8a, 0x1a, L8, L4, 0x1f, 0x00 }, SBC_IO_WRITES, sbc_write,
 	  "WRITE(16)" },
-	{ 0x2e, false, 0, 10, { 0x2e, 0x12, L4, 0x1f, 0xff, 0xff, 0x00 }, SCSI_OP_WRITES,
+	{ 0x2e, false, 0, 10, { 0x2e, 0x12, L4, 0x1f, 0xff, 0xff, 0x00 }, SBC_IO_WRITES,
 	  sbc_write_verify, "WRITE AND VERIFY(10)" },
-	{ 0xae, false, 0, 12, { 0xae, 0x12, L4, L4, 0x1f, 0x00 }, SCSI_OP_WRITES,
+	{ 0xae, false, 0, 12, { 0xae, 0x12, L4, L4, 0x1f, 0x00 }, SBC_IO_WRITES,
 	  sbc_write_verify, "WRITE AND VERIFY(12)" },
-	{ 0x8e, false, 0, 16, { 0x8e, 0x12, L8, L4, 0x1f, 0x00 }, SCSI_OP_WRITES,
+	{ 0x8e, false, 0, 16, { 0x8e, 0x12, L8, L4, 0x1f, 0x00 }, SBC_IO_WRITES,
 	  sbc_write_verify, "WRITE AND VERIFY(16)" },
-	{ 0x2f, false, 0, 10, { 0x2f, 0x12, L4, 0x1f, 0xff, 0xff, 0x00 }, 0, sbc_verify,
+	{ 0x2f, false, 0, 10, { 0x2f, 0x12, L4, 0x1f, 0xff, 0xff, 0x00 }, SBC_IO, sbc_verify,
 	  "VERIFY(10)" },
-	{ 0xaf, false, 0, 12, { 0xaf, 0x12, L4, L4, 0x1f, 0x00 }, 0, sbc_verify, "VERIFY(12)" },
-	{ 0x8f, false, 0, 16, { 0x8f, 0x12, L8, L4, 0x1f, 0x00 }, 0, sbc_verify, "VERIFY(16)" },
+	{ 0xaf, false, 0, 12, { 0xaf, 0x12, L4, L4, 0x1f, 0x00 }, SBC_IO, sbc_verify,
+	  "VERIFY(12)" },
+	{ 0x8f, false, 0, 16, { 0x8f, 0x12, L8, L4, 0x1f, 0x00 }, SBC_IO, sbc_verify,
+	  "VERIFY(16)" },
 	{ 0x89, false, 0, 16, { 0x89, 0x1a, L8, 0x00, 0x00, 0x00, 0xff, 0x1f, 0x00 },
-	  SCSI_OP_WRITES, sbc_caw, "COMPARE AND WRITE" },
-	{ 0x41, false, 0, 10, { 0x41, 0x08, L4, 0x1f, 0xff, 0xff, 0x00 }, SCSI_OP_WRITES,
+	  SBC_IO_WRITES, sbc_caw, "COMPARE AND WRITE" },
+	{ 0x41, false, 0, 10, { 0x41, 0x08, L4, 0x1f, 0xff, 0xff, 0x00 }, SBC_IO_WRITES,
 	  sbc_write_same, "WRITE SAME(10)" },
-	{ 0x93, false, 0, 16, { 0x93, 0x09, L8, L4, 0x1f, 0x00 }, SCSI_OP_WRITES, sbc_write_same,
+	{ 0x93, false, 0, 16, { 0x93, 0x09, L8, L4, 0x1f, 0x00 }, SBC_IO_WRITES, sbc_write_same,
 	  "WRITE SAME(16)" },
 	{ 0x42, false, 0, 10, { 0x42, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0x00 },
-	  SCSI_OP_WRITES, sbc_unmap, "UNMAP" },
-	{ 0x35, false, 0, 10, { 0x35, 0x06, L4, 0x1f, 0xff, 0xff, 0x00 }, 0, sbc_sync_cache,
+	  SBC_IO_WRITES, sbc_unmap, "UNMAP" },
+	{ 0x35, false, 0, 10, { 0x35, 0x06, L4, 0x1f, 0xff, 0xff, 0x00 }, SBC_IO, sbc_sync_cache,
 	  "SYNCHRONIZE CACHE(10)" },
-	{ 0x91, false, 0, 16, { 0x91, 0x06, L8, L4, 0x1f, 0x00 }, 0, sbc_sync_cache,
+	{ 0x91, false, 0, 16, { 0x91, 0x06, L8, L4, 0x1f, 0x00 }, SBC_IO, sbc_sync_cache,
 	  "SYNCHRONIZE CACHE(16)" },
-	{ 0x34, false, 0, 10, { 0x34, 0x02, L4, 0x1f, 0xff, 0xff, 0x00 }, 0, sbc_prefetch,
+	{ 0x34, false, 0, 10, { 0x34, 0x02, L4, 0x1f, 0xff, 0xff, 0x00 }, SBC_IO, sbc_prefetch,
 	  "PRE-FETCH(10)" },
-	{ 0x90, false, 0, 16, { 0x90, 0x02, L8, L4, 0x1f, 0x00 }, 0, sbc_prefetch,
+	{ 0x90, false, 0, 16, { 0x90, 0x02, L8, L4, 0x1f, 0x00 }, SBC_IO, sbc_prefetch,
 	  "PRE-FETCH(16)" },
 	{ 0x25, false, 0, 10, { 0x25, 0x00, L4, 0x00, 0x00, 0x01, 0x00 }, 0,
 	  sbc_read_capacity10, "READ CAPACITY(10)" },
 	{ 0x9e, true, 0x10, 16, { 0x9e, 0x10, L8, L4, 0x01, 0x00 }, 0, sbc_read_capacity16,
 	  "READ CAPACITY(16)" },
-	{ 0x9e, true, 0x12, 16, { 0x9e, 0x12, L8, L4, 0x00, 0x00 }, 0, sbc_get_lba_status,
+	{ 0x9e, true, 0x12, 16, { 0x9e, 0x12, L8, L4, 0x00, 0x00 }, SBC_IO, sbc_get_lba_status,
 	  "GET LBA STATUS" },
 	{ 0 },
 };
