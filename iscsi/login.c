@@ -10,15 +10,15 @@
  *   OR or AND, lists by the first of the offer we support), its range,
  *   what we offer, and whether it is irrelevant to a Discovery session.
  *   The same table answers Text Requests in the full-feature phase, where
- *   only MaxRecvDataSegmentLength may change (§13.12) and the rest is
+ *   only MaxRecvDataSegmentLength may change (RFC 7143 §13.12) and the rest is
  *   rejected.
  * - A request is read in two passes: first the names (InitiatorName,
  *   TargetName, SessionType), which decide how the other keys are
  *   answered, then everything else in order.
  * - Requests with C=1 accumulate (ISCSI_LOGIN_TEXT_MAX at most) and are
  *   answered with empty responses; a response longer than the initiator
- *   can take during login (ISCSI_DEFAULT_MRDSL, §13.12) goes out in pieces
- *   with C=1, each asked for by an empty request (§6.3).
+ *   can take during login (ISCSI_DEFAULT_MRDSL, RFC 7143 §13.12) goes out in pieces
+ *   with C=1, each asked for by an empty request (RFC 7143 §6.3).
  * - CHAP (§12.1.3, RFC 1994): AuthMethod, then CHAP_A (only 5, MD5), then
  *   CHAP_N/CHAP_R, with CHAP_I/CHAP_C when the initiator wants the target
  *   to prove itself too. Challenges are 16 random bytes; a challenge that
@@ -181,7 +181,7 @@ enum iscsi_neg_result iscsi_negotiate(const struct iscsi_kv *kv, enum iscsi_neg_
 	uint64_t n;
 
 	if (!k) {
-		/* Unknown keys, vendor X- keys included (§6.2). */
+		/* Unknown keys, vendor X- keys included (RFC 7143 §6.2). */
 		key_answer(out, kv, "NotUnderstood");
 		return ISCSI_NEG_ANSWERED;
 	}
@@ -244,7 +244,7 @@ enum iscsi_neg_result iscsi_negotiate(const struct iscsi_kv *kv, enum iscsi_neg_
 		return ISCSI_NEG_ANSWERED;
 	}
 	case KEY_DIGEST: {
-		/* The first value of the offer we support (§6.2.1, lists). */
+		/* The first value of the offer we support (RFC 7143 §6.2.1, lists). */
 		const char *v = kv->val, *end = kv->val + kv->val_len;
 
 		while (v <= end) {
@@ -496,7 +496,7 @@ static enum iscsi_login_state login_send_out(struct iscsi_login *l, const uint8_
 	bool more = n < left;
 
 	if (more) {
-		/* Not the last piece: no transit yet (§11.13.1: C=1 needs T=0). */
+		/* Not the last piece: no transit yet (RFC 7143 §11.13.1: C=1 needs T=0). */
 		l->pending_flags = flags;
 		l->pending_state = (int)st;
 		flags = (uint8_t)((flags & ~ISCSI_LOGIN_T & 0x0c) | ISCSI_FLAG_C);
@@ -641,7 +641,7 @@ enum iscsi_login_state iscsi_login_step(struct iscsi_login *l, const uint8_t *bh
 		    iscsi_kv_is(&kv, "CHAP_N") || iscsi_kv_is(&kv, "CHAP_R") ||
 		    iscsi_kv_is(&kv, "CHAP_I") || iscsi_kv_is(&kv, "CHAP_C")) {
 			if (csg != ISCSI_STAGE_SECURITY) {
-				/* Security keys in the operational stage (§6.3). */
+				/* Security keys in the operational stage (RFC 7143 §6.3). */
 				return login_fail(l, bhs, rsp, ISCSI_LOGIN_INITIATOR_ERROR,
 						  "security keys outside the security stage",
 						  rdata, rdlen);
@@ -706,7 +706,7 @@ enum iscsi_login_state iscsi_login_step(struct iscsi_login *l, const uint8_t *bh
 		l->stage = nsg;
 		if (nsg == ISCSI_STAGE_FULL_FEATURE) {
 			st = ISCSI_LOGIN_DONE;
-			/* §13.14: FirstBurstLength never exceeds MaxBurstLength. */
+			/* RFC 7143 §13.14: FirstBurstLength never exceeds MaxBurstLength. */
 			if (l->params.first_burst > l->params.max_burst)
 				l->params.first_burst = l->params.max_burst;
 		}

@@ -2,8 +2,8 @@
 /*
  * login.h: the iSCSI login phase of one connection (RFC 7143 §6, §11.12,
  * §11.13): the stage machine (security, operational, full feature), CHAP
- * one-way and mutual (§12.1.3), the negotiation of every operational key
- * (§13), multi-PDU text (the C bit), and the status of a failed login.
+ * one-way and mutual (RFC 7143 §12.1.3), the negotiation of every operational key
+ * (RFC 7143 §13), multi-PDU text (the C bit), and the status of a failed login.
  * No sockets: it turns one Login Request into one Login Response, so the
  * same code runs under the server, the unit tests and the fuzz target.
  * The negotiation table (iscsi_negotiate) also answers the keys of Text
@@ -27,7 +27,7 @@
 #define ISCSI_CHAP_CHALLENGE_BYTES 16u
 #define ISCSI_CHAP_MAX_BYTES 1024u       /* longest CHAP_C/CHAP_R we decode */
 
-/* Operational parameters of a session and connection (§13); defaults
+/* Operational parameters of a session and connection (RFC 7143 §13); defaults
  * from the RFC until negotiated. */
 struct iscsi_params {
 	bool header_digest;             /* HeaderDigest=CRC32C */
@@ -65,7 +65,7 @@ enum iscsi_neg_result {
 };
 
 /* Negotiates one offered key @kv in @phase against @p (updated with the
- * result), appending the answer to @out (§6.2: min/max/OR/AND,
+ * result), appending the answer to @out (RFC 7143 §6.2: min/max/OR/AND,
  * declarative keys, Reject, Irrelevant, NotUnderstood). */
 enum iscsi_neg_result iscsi_negotiate(const struct iscsi_kv *kv, enum iscsi_neg_phase phase,
 				      struct iscsi_params *p, struct iscsi_text *out);
@@ -95,7 +95,7 @@ enum iscsi_login_state {
 	ISCSI_LOGIN_FAILED,             /* send the response (a failure status), then close */
 };
 
-#define ISCSI_NAME_MAX 223u             /* iSCSI names are at most 223 bytes (§4.2.7.1) */
+#define ISCSI_NAME_MAX 223u             /* iSCSI names are at most 223 bytes (RFC 7143 §4.2.7.1) */
 
 /* One connection's login (opaque outside login.c except these results). */
 struct iscsi_login {

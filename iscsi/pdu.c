@@ -44,7 +44,7 @@ int iscsi_pdu_frame(const uint8_t *buf, size_t len, const struct iscsi_digests *
 		return 0;
 	ahs = iscsi_bhs_ahs_bytes(buf);
 	dlen = iscsi_bhs_dlen(buf);
-	/* Only a SCSI Command carries AHS (§11.2.2: extended CDB and
+	/* Only a SCSI Command carries AHS (RFC 7143 §11.2.2: extended CDB and
 	 * bidirectional read length); anything else is malformed. */
 	if (ahs && iscsi_bhs_opcode(buf) != ISCSI_OP_SCSI_CMD) {
 		*err = ISCSI_FRAME_BAD_AHS;

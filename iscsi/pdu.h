@@ -3,7 +3,7 @@
  * pdu.h: iSCSI PDU framing (RFC 7143 §11): the 48-byte Basic Header
  * Segment of every opcode, Additional Header Segments (the extended CDB),
  * padding, CRC32C header and data digests, and the key=value text of
- * Login and Text PDUs (§6.1). Pure functions over byte buffers, shared by
+ * Login and Text PDUs (RFC 7143 §6.1). Pure functions over byte buffers, shared by
  * the login state machine, the full-feature phase and the fuzz target.
  */
 #ifndef DISKSTACK_ISCSI_PDU_H
@@ -20,13 +20,13 @@
 #define ISCSI_DIGEST_BYTES 4u
 #define ISCSI_AHS_MAX_BYTES (255u * 4u)     /* TotalAHSLength is one byte of words */
 #define ISCSI_DSL_MAX ((1u << 24) - 1)      /* DataSegmentLength is 24 bits */
-#define ISCSI_RESERVED_TAG 0xffffffffu      /* ITT/TTT "none" (§11.2.1.8) */
+#define ISCSI_RESERVED_TAG 0xffffffffu      /* ITT/TTT "none" (RFC 7143 §11.2.1.8) */
 #define ISCSI_DEFAULT_PORT 3260u
-/* The RFC default of MaxRecvDataSegmentLength (§13.12): what either side
+/* The RFC default of MaxRecvDataSegmentLength (RFC 7143 §13.12): what either side
  * may send before the other declared a value, and during login. */
 #define ISCSI_DEFAULT_MRDSL 8192u
 
-/* Opcodes (§11.2.1.2). */
+/* Opcodes (RFC 7143 §11.2.1.2). */
 enum iscsi_opcode {
 	ISCSI_OP_NOP_OUT = 0x00,
 	ISCSI_OP_SCSI_CMD = 0x01,
@@ -62,14 +62,14 @@ enum iscsi_opcode {
 #define ISCSI_DATAIN_S 0x01u            /* Data-In carries status */
 #define ISCSI_OPCODE_I 0x40u            /* byte 0: immediate delivery */
 
-/* Login stages (§11.12.3). */
+/* Login stages (RFC 7143 §11.12.3). */
 enum iscsi_stage {
 	ISCSI_STAGE_SECURITY = 0,
 	ISCSI_STAGE_OPERATIONAL = 1,
 	ISCSI_STAGE_FULL_FEATURE = 3,
 };
 
-/* Reject reasons (§11.17.1). */
+/* Reject reasons (RFC 7143 §11.17.1). */
 enum iscsi_reject_reason {
 	ISCSI_REJECT_DATA_DIGEST = 0x02,
 	ISCSI_REJECT_SNACK = 0x03,
@@ -83,7 +83,7 @@ enum iscsi_reject_reason {
 	ISCSI_REJECT_WAITING_LOGOUT = 0x0c,
 };
 
-/* TMF functions and responses (§11.5.1, §11.6.1). */
+/* TMF functions and responses (RFC 7143 §11.5.1, §11.6.1). */
 enum iscsi_tmf {
 	ISCSI_TMF_ABORT_TASK = 1,
 	ISCSI_TMF_ABORT_TASK_SET = 2,
@@ -102,7 +102,7 @@ enum iscsi_tmf_response {
 	ISCSI_TMF_RSP_REJECTED = 255,
 };
 
-/* Login Status-Class and -Detail (§11.13.5), as class << 8 | detail. */
+/* Login Status-Class and -Detail (RFC 7143 §11.13.5), as class << 8 | detail. */
 enum iscsi_login_status {
 	ISCSI_LOGIN_OK = 0x0000,
 	ISCSI_LOGIN_INITIATOR_ERROR = 0x0200,
@@ -121,7 +121,7 @@ enum iscsi_login_status {
 	ISCSI_LOGIN_OUT_OF_RESOURCES = 0x0302,
 };
 
-/* ---- BHS fields (all big endian; offsets from §11) ----------------------- */
+/* ---- BHS fields (all big endian; offsets from RFC 7143 §11) ----------------------- */
 
 static inline uint8_t iscsi_bhs_opcode(const uint8_t *bhs) { return bhs[0] & 0x3f; }
 static inline bool iscsi_bhs_immediate(const uint8_t *bhs) { return bhs[0] & ISCSI_OPCODE_I; }
@@ -159,7 +159,7 @@ struct iscsi_pdu {
 	bool data_digest_bad;           /* data digest did not match: data unusable */
 };
 
-/* Digest settings of a connection (both off during login, §13.1). */
+/* Digest settings of a connection (both off during login, RFC 7143 §13.1). */
 struct iscsi_digests {
 	bool header;
 	bool data;
@@ -187,11 +187,11 @@ int iscsi_pdu_frame(const uint8_t *buf, size_t len, const struct iscsi_digests *
 		    enum iscsi_frame_error *err);
 
 /* The CDB of a SCSI Command PDU: bytes 32-47 plus an Extended CDB AHS
- * (§11.2.2.3). Writes up to @cap bytes into @cdb and returns the length, or
+ * (RFC 7143 §11.2.2.3). Writes up to @cap bytes into @cdb and returns the length, or
  * -EINVAL when the AHS is malformed or the CDB does not fit. */
 int iscsi_pdu_cdb(const struct iscsi_pdu *p, uint8_t *cdb, size_t cap);
 
-/* ---- key=value text (§6.1) ------------------------------------------------------ */
+/* ---- key=value text (RFC 7143 §6.1) ------------------------------------------------------ */
 
 /* One key=value pair, pointing into the text (borrowed, not NUL-terminated
  * unless the text was). */
@@ -205,7 +205,7 @@ struct iscsi_kv {
 /* The next pair of @text (@len bytes) from *@off: 1 with @kv filled (and
  * *@off advanced), 0 at the end, -EINVAL for a malformed pair (no '=',
  * empty or over-long key, an unterminated last pair is accepted). Keys are
- * at most 63 bytes and values 8192 (§6.1, §6.3). */
+ * at most 63 bytes and values 8192 (RFC 7143 §6.1, §6.3). */
 int iscsi_kv_next(const char *text, size_t len, size_t *off, struct iscsi_kv *kv);
 /* Whether @kv's key is @name. */
 bool iscsi_kv_is(const struct iscsi_kv *kv, const char *name);
@@ -223,9 +223,9 @@ void iscsi_text_append(struct iscsi_text *t, const void *p, size_t len);
 void iscsi_text_reset(struct iscsi_text *t);
 void iscsi_text_free(struct iscsi_text *t);
 
-/* Parses a numeric value (decimal, 0x hex; §6.1 "numerical"): 0 or -EINVAL. */
+/* Parses a numeric value (decimal, 0x hex; RFC 7143 §6.1 "numerical"): 0 or -EINVAL. */
 int iscsi_parse_number(const char *v, size_t len, uint64_t *out);
-/* Decodes a binary value ("0x" hex or "0b" base64, §6.1 "binary-value")
+/* Decodes a binary value ("0x" hex or "0b" base64, RFC 7143 §6.1 "binary-value")
  * into up to @cap bytes; returns the length or -EINVAL. */
 int iscsi_parse_binary(const char *v, size_t len, uint8_t *out, size_t cap);
 

@@ -144,7 +144,7 @@ void iscsisrv_conn_resume(struct iscsisrv_conn *c)
 	reactor_defer(c->r, &c->pump_task);
 }
 
-/* A Reject (§11.17) carrying the rejected header. */
+/* A Reject (RFC 7143 §11.17) carrying the rejected header. */
 static void conn_reject_hdr(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason)
 {
 	struct iscsisrv_ctl *ctl = iscsisrv_ctl_new(c, ISCSI_BHS_BYTES);
@@ -231,7 +231,7 @@ static bool conn_login_pdu(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 			netsrv_conn_close(c->nc, false, NULL);
 			break;
 		}
-		/* The window opens with the last login response (§4.2.2.1). */
+		/* The window opens with the last login response (RFC 7143 §4.2.2.1). */
 		ds_put_be32(ctl->hdr + 32, c->exp_cmdsn - 1 + c->window);
 		/* Sent before the digests switch on (they apply after login). */
 		{
@@ -251,7 +251,7 @@ static void conn_frame_error(struct iscsisrv_conn *c, const uint8_t *bhs,
 {
 	switch (err) {
 	case ISCSI_FRAME_HEADER_DIGEST:
-		/* §7.8: the framing is unknown after a header digest error. */
+		/* RFC 7143 §7.8: the framing is unknown after a header digest error. */
 		log_warn("%s: header digest error: closing", c->name);
 		netsrv_conn_close(c->nc, false, NULL);
 		break;

@@ -13,15 +13,15 @@
  *   through DATA (gathering data-out, or waiting for its CmdSN turn),
  *   SUBMITTED (in the SCSI core) and RESPONDING (its PDUs queued), and is
  *   freed once the engine has sent every PDU that points into it.
- * - CmdSN window (§4.2.2.1). ExpCmdSN advances as non-immediate commands
+ * - CmdSN window (RFC 7143 §4.2.2.1). ExpCmdSN advances as non-immediate commands
  *   arrive in order; MaxCmdSN = ExpCmdSN - 1 + (window - commands holding
  *   a slot), so the window closes while too many commands are in flight
- *   and opens as responses are built (never shrinks, as §4.2.2.1 wants).
+ *   and opens as responses are built (never shrinks, as RFC 7143 §4.2.2.1 wants).
  *   A command outside the window is ignored silently and the connection
- *   kept (§4.2.2.1); one ahead of ExpCmdSN waits in its slot for its
+ *   kept (RFC 7143 §4.2.2.1); one ahead of ExpCmdSN waits in its slot for its
  *   turn. Immediate commands use the spare slots; when none is free they
  *   get Reject "immediate command rejected".
- * - Data-out (§4.2.5, §11.7). Immediate data, then unsolicited Data-Out
+ * - Data-out (RFC 7143 §4.2.5, §11.7). Immediate data, then unsolicited Data-Out
  *   up to FirstBurstLength (InitialR2T=No), then R2Ts of at most
  *   MaxBurstLength, min(MaxOutstandingR2T, ISCSISRV_MAX_R2T) at a time;
  *   offsets must arrive in order (DataPDUInOrder=Yes is all we accept) and
@@ -31,11 +31,11 @@
  *   outside the sequence cannot be recovered at ErrorRecoveryLevel 0: the
  *   connection closes. A Target Transfer Tag carries the task's slot
  *   index in its top 12 bits, so a Data-Out finds its task at once.
- * - Data-in (§4.2.4): PDUs of at most the initiator's
+ * - Data-in (RFC 7143 §4.2.4): PDUs of at most the initiator's
  *   MaxRecvDataSegmentLength, sequences (F bit) of MaxBurstLength, the
  *   status phase-collapsed into the last PDU when GOOD; otherwise a SCSI
- *   Response with the sense data (2-byte length first, §11.4.7). Residuals
- *   (§11.4.5) compare the CDB's want_len with Expected Data Transfer
+ *   Response with the sense data (2-byte length first, RFC 7143 §11.4.7). Residuals
+ *   (RFC 7143 §11.4.5) compare the CDB's want_len with Expected Data Transfer
  *   Length, as scsi.h describes.
  * - Task management (§11.5): the TMF waits for the commands it aborts to
  *   leave the core (their responses are suppressed), then runs the reset
@@ -276,7 +276,7 @@ static void task_respond(struct iscsisrv_task *t)
 	bool collapse;
 	unsigned n = 0;
 
-	/* §11.4.5.1: residuals against Expected Data Transfer Length. */
+	/* RFC 7143 §11.4.5.1: residuals against Expected Data Transfer Length. */
 	if (cmd->want_len > t->edtl) {
 		rflags = ISCSI_RSP_O;
 		resid = (uint32_t)MIN(cmd->want_len - t->edtl, (uint64_t)UINT32_MAX);
@@ -423,7 +423,7 @@ static void task_submit(struct iscsisrv_task *t)
 	struct scsi_cmd *cmd = &t->cmd;
 	uint8_t cdb[SCSI_CDB_MAX];
 	uint8_t cdb_len = cmd->cdb_len;
-	/* iSCSI ATTR (§11.3.1.3) to SAM task attributes. */
+	/* iSCSI ATTR (RFC 7143 §11.3.1.3) to SAM task attributes. */
 	static const uint8_t attr_map[8] = { 0, 0, 1, 2, 3, 0, 0, 0 };
 	uint8_t attr = cmd->task_attr;
 
@@ -447,7 +447,7 @@ static void task_submit(struct iscsisrv_task *t)
 	scsi_cmd_submit(cmd);
 }
 
-/* Sends R2Ts for the data still to come (§11.8). */
+/* Sends R2Ts for the data still to come (RFC 7143 §11.8). */
 static void task_r2ts(struct iscsisrv_task *t)
 {
 	struct iscsisrv_conn *c = t->c;
@@ -538,7 +538,7 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		return true;
 	}
 	if (!imm && (sn_lt(sn, c->exp_cmdsn) || sn_lt(max_cmdsn(c), sn))) {
-		/* §4.2.2.1: outside the window, silently ignored. */
+		/* RFC 7143 §4.2.2.1: outside the window, silently ignored. */
 		log_debug("%s: SCSI Command with CmdSN %u outside [%u, %u]: ignored", c->name, sn,
 			  c->exp_cmdsn, max_cmdsn(c));
 		return true;
@@ -672,7 +672,7 @@ static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	}
 	if (off != exp_off || pdu->dlen > limit - off) {
 		/* Out-of-order or excess data cannot be recovered at
-		 * ErrorRecoveryLevel 0 (§7.1.4.1): the session goes. */
+		 * ErrorRecoveryLevel 0 (RFC 7143 §7.1.4.1): the session goes. */
 		log_warn("%s: Data-Out at offset %u+%u, expected %u (limit %u): closing", c->name,
 			 off, pdu->dlen, exp_off, limit);
 		reject(c, bhs, ISCSI_REJECT_PROTOCOL);
@@ -690,7 +690,7 @@ static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	}
 	(*exp_sn)++;
 	if (pdu->data_digest_bad) {
-		/* §7.8: Reject and drop the data; the command cannot succeed
+		/* RFC 7143 §7.8: Reject and drop the data; the command cannot succeed
 		 * (PROTOCOL SERVICE CRC ERROR). */
 		reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
 		t->err = true;
@@ -853,7 +853,7 @@ static bool sess_text(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		return true;
 	}
 	if (ttt != ISCSI_RESERVED_TAG) {
-		/* The initiator asks for the rest of our answer (§11.11.4). */
+		/* The initiator asks for the rest of our answer (RFC 7143 §11.11.4). */
 		if (ttt != c->text_ttt || c->text_off == 0 || itt != c->text_itt) {
 			reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
 			return true;
@@ -929,7 +929,7 @@ static void tmf_finish(struct iscsisrv_conn *c)
 		  c->tmf_function, response);
 	tmf_respond(c, c->tmf_itt, response);
 	if (c->tmf_function == ISCSI_TMF_TARGET_COLD_RESET) {
-		/* §11.5.1: a cold reset drops the connections after the answer. */
+		/* RFC 7143 §11.5.1: a cold reset drops the connections after the answer. */
 		c->phase = PHASE_DONE;
 		netsrv_conn_close(c->nc, true, "target cold reset");
 		return;
@@ -996,7 +996,7 @@ static bool sess_tmf(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 			tmf_abort_task(c, &c->tasks[i]);
 		break;
 	case ISCSI_TMF_TASK_REASSIGN:
-		/* §11.6.1: response 4 at ErrorRecoveryLevel < 2. */
+		/* RFC 7143 §11.6.1: response 4 at ErrorRecoveryLevel < 2. */
 		tmf_respond(c, itt, 4);
 		return true;
 	default:
@@ -1072,7 +1072,7 @@ static void sess_check_quiet(struct iscsisrv_conn *c)
 		netsrv_conn_close(c->nc, true, NULL);
 	} else if (c->draining) {
 		/* AsyncEvent 3: the target drops the session's connections
-		 * (§11.9.1); Parameter2/3: Time2Wait and Time2Retain. */
+		 * (RFC 7143 §11.9.1); Parameter2/3: Time2Wait and Time2Retain. */
 		struct iscsisrv_ctl *ctl = iscsisrv_ctl_new(c, 0);
 
 		if (ctl) {
@@ -1108,7 +1108,7 @@ static void sess_nop_timer(struct reactor_timer *tm)
 		}
 	} else if (now - c->last_rx_ns >= c->nop_interval_ns && c->nsubmitted == 0 &&
 		   !c->draining && (ctl = iscsisrv_ctl_new(c, 0))) {
-		/* §11.19: a ping the initiator must answer (TTT != 0xffffffff). */
+		/* RFC 7143 §11.19: a ping the initiator must answer (TTT != 0xffffffff). */
 		c->ping_ttt = ((c->ping_ttt + 1) & 0x7fffffffu) | 0x1;
 		iscsi_bhs_init(ctl->hdr, ISCSI_OP_NOP_IN, ISCSI_FLAG_F);
 		ds_put_be32(ctl->hdr + 16, ISCSI_RESERVED_TAG);
@@ -1227,7 +1227,7 @@ bool iscsisrv_session_pdu(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		return true;
 	case ISCSI_OP_SNACK:
 	default:
-		/* SNACK needs ErrorRecoveryLevel > 0 (§11.16); the rest is not
+		/* SNACK needs ErrorRecoveryLevel > 0 (RFC 7143 §11.16); the rest is not
 		 * an initiator opcode. */
 		reject(c, bhs, ISCSI_REJECT_NOT_SUPPORTED);
 		return true;

@@ -179,7 +179,7 @@ static void test_iscsi_kv_parse(void **state)
 	assert_int_equal(iscsi_kv_next(text, sizeof(text) - 1, &off, &kv), 1);
 	assert_int_equal(kv.val_len, 0);
 	assert_int_equal(iscsi_kv_next(text, sizeof(text) - 1, &off, &kv), -EINVAL);
-	/* Numbers and binary values (§6.1). */
+	/* Numbers and binary values (RFC 7143 §6.1). */
 	assert_int_equal(iscsi_parse_number("262144", 6, &n), 0);
 	assert_int_equal(n, 262144);
 	assert_int_equal(iscsi_parse_number("0x10", 4, &n), 0);
