@@ -136,6 +136,12 @@ static void conn_pump_task(struct reactor_task *t)
 	}
 }
 
+void iscsisrv_conn_unguard(struct iscsisrv_conn *c)
+{
+	if (--c->guard == 0 && netsrv_conn_closing(c->nc))
+		netsrv_conn_maybe_free(c->nc);   /* may free @c */
+}
+
 void iscsisrv_conn_resume(struct iscsisrv_conn *c)
 {
 	if (!c->rx_blocked || c->pump_task_busy || netsrv_conn_closing(c->nc))
@@ -249,6 +255,12 @@ static bool conn_login_pdu(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 static void conn_frame_error(struct iscsisrv_conn *c, const uint8_t *bhs,
 			     enum iscsi_frame_error err)
 {
+	bool full = c->phase == PHASE_FULL;
+
+	/* A header that failed its digest is not worth echoing. */
+	if (full && err != ISCSI_FRAME_HEADER_DIGEST)
+		conn_reject_hdr(c, bhs, ISCSI_REJECT_PROTOCOL);
+	c->phase = PHASE_DONE;
 	switch (err) {
 	case ISCSI_FRAME_HEADER_DIGEST:
 		/* RFC 7143 §7.8: the framing is unknown after a header digest error. */
@@ -258,22 +270,17 @@ static void conn_frame_error(struct iscsisrv_conn *c, const uint8_t *bhs,
 	case ISCSI_FRAME_TOO_LONG:
 		log_warn("%s: %s with DataSegmentLength %u over our %u: closing", c->name,
 			 iscsi_opcode_name(bhs[0]), iscsi_bhs_dlen(bhs), ISCSI_OUR_MRDSL);
-		if (c->phase == PHASE_FULL)
-			conn_reject_hdr(c, bhs, ISCSI_REJECT_PROTOCOL);
 		netsrv_conn_close(c->nc, true, NULL);
 		break;
 	case ISCSI_FRAME_BAD_AHS:
 	default:
 		log_warn("%s: %s with an AHS: closing", c->name, iscsi_opcode_name(bhs[0]));
-		if (c->phase == PHASE_FULL)
-			conn_reject_hdr(c, bhs, ISCSI_REJECT_PROTOCOL);
 		netsrv_conn_close(c->nc, true, NULL);
 		break;
 	}
-	c->phase = PHASE_DONE;
 }
 
-static void conn_pump(struct iscsisrv_conn *c)
+static void conn_pump_locked(struct iscsisrv_conn *c)
 {
 	while (c->rhead < c->rtail) {
 		struct iscsi_pdu pdu;
@@ -306,6 +313,16 @@ static void conn_pump(struct iscsisrv_conn *c)
 		return;
 	}
 	netsrv_rx_later(c->nc, conn_rx_arm);
+}
+
+/* Frames and handles what the buffer holds. A handler may close the
+ * connection; the guard keeps the engine from freeing it under us
+ * (proto->busy reports it) until the pass is over. */
+static void conn_pump(struct iscsisrv_conn *c)
+{
+	c->guard++;
+	conn_pump_locked(c);
+	iscsisrv_conn_unguard(c);
 }
 
 static void conn_rx_cb(struct netsrv_conn *nc, ssize_t res)
@@ -394,7 +411,9 @@ static void srv_conn_drain(struct netsrv_conn *nc)
 	if (!c->nc)
 		return;
 	if (c->phase == PHASE_FULL) {
+		c->guard++;
 		iscsisrv_session_drain(c);
+		iscsisrv_conn_unguard(c);
 		return;
 	}
 	c->draining = true;
@@ -410,7 +429,7 @@ static bool srv_conn_busy(struct netsrv_conn *nc, enum netsrv_busy what)
 	case NETSRV_BUSY_OUTPUT:
 		return c->nsubmitted > 0 || c->pump_task_busy;
 	case NETSRV_BUSY_REFS:
-		return c->nsubmitted > 0 || c->pump_task_busy;
+		return c->nsubmitted > 0 || c->pump_task_busy || c->guard > 0;
 	case NETSRV_BUSY_IDLE:
 		return c->nsubmitted > 0 || c->draining;
 	}

@@ -404,6 +404,7 @@ static void task_scsi_done(struct scsi_cmd *cmd)
 	struct iscsisrv_conn *c = t->c;
 	bool aborted = t->aborted;
 
+	c->guard++;
 	c->nsubmitted--;
 	if (aborted || netsrv_conn_closing(c->nc)) {
 		task_drop(t);
@@ -413,8 +414,7 @@ static void task_scsi_done(struct scsi_cmd *cmd)
 		task_respond(t);
 	}
 	sess_check_quiet(c);
-	if (netsrv_conn_closing(c->nc))
-		netsrv_conn_maybe_free(c->nc);
+	iscsisrv_conn_unguard(c);
 }
 
 static void task_submit(struct iscsisrv_task *t)

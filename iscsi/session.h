@@ -206,6 +206,7 @@ struct iscsisrv_conn {
 	uint64_t ping_sent_ns;
 
 	bool draining;
+	unsigned guard;                 /* a handler runs: the engine must not free us */
 	bool in_session;                /* counted in srv->nsessions */
 	uint64_t ncommands;
 };
@@ -238,6 +239,9 @@ static inline unsigned iscsisrv_hdr_bytes(const struct iscsisrv_conn *c)
 {
 	return ISCSI_BHS_BYTES + (c->dg.header ? ISCSI_DIGEST_BYTES : 0);
 }
+/* Ends a guarded stretch (c->guard was incremented): frees a closing
+ * connection nothing refers to any more (@c may be gone on return). */
+void iscsisrv_conn_unguard(struct iscsisrv_conn *c);
 /* Resumes parsing on a later pass (after a slot or a control PDU freed). */
 void iscsisrv_conn_resume(struct iscsisrv_conn *c);
 /* Looks up a target by name; NULL if none. */
