@@ -504,7 +504,7 @@ static enum iscsi_login_state login_send_out(struct iscsi_login *l, const uint8_
 	}
 	login_rsp_header(l, req, rsp, flags, ISCSI_LOGIN_OK, (uint32_t)n,
 			 st == ISCSI_LOGIN_DONE);
-	*rdata = (const uint8_t *)l->out.buf + l->out_off;
+	*rdata = n ? (const uint8_t *)l->out.buf + l->out_off : NULL;
 	*rdlen = n;
 	l->out_off += n;
 	l->status = ISCSI_LOGIN_OK;

@@ -160,7 +160,7 @@ bool iscsi_kv_is(const struct iscsi_kv *kv, const char *name)
 
 void iscsi_text_append(struct iscsi_text *t, const void *p, size_t len)
 {
-	if (t->oom)
+	if (t->oom || len == 0)
 		return;
 	if (t->len + len > t->cap) {
 		size_t cap = t->cap ? t->cap : 256;

@@ -599,7 +599,8 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		c->inflight_bytes += edtl;
 	}
 	if (wr) {
-		memcpy(t->buf, pdu->data, pdu->dlen);
+		if (pdu->dlen)
+			memcpy(t->buf, pdu->data, pdu->dlen);
 		t->received = pdu->dlen;
 		t->unsol_next = pdu->dlen;
 		if (!fin) {
@@ -696,7 +697,7 @@ static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		t->err = true;
 		t->err_asc = 0x47;
 		t->err_ascq = 0x05;
-	} else {
+	} else if (pdu->dlen) {
 		memcpy(t->buf + off, pdu->data, pdu->dlen);
 	}
 	t->received += pdu->dlen;
@@ -829,7 +830,8 @@ static void sess_text_send(struct iscsisrv_conn *c, uint32_t itt)
 	}
 	ds_put_be32(ctl->hdr + 20, more ? c->text_ttt : ISCSI_RESERVED_TAG);
 	put_sns(c, ctl->hdr, true);
-	memcpy(ctl->data, c->text_out.buf + c->text_off, n);
+	if (n)
+		memcpy(ctl->data, c->text_out.buf + c->text_off, n);
 	c->text_off += n;
 	c->text_itt = itt;
 	iscsisrv_ctl_send(c, ctl);
