@@ -92,6 +92,7 @@ struct scsi_dvd {
 	uint8_t events[DVD_EVENTS_MAX]; /* media-class events, oldest first */
 	unsigned nevents;
 	bool op_change;                 /* operational change: feature set changed */
+	bool persistent_prevent;        /* PREVENT ALLOW's Persistent Prevent state */
 };
 
 /* ---- the medium ------------------------------------------------------------------ */
@@ -351,6 +352,24 @@ out:
 	scsi_cmd_finish(cmd);
 }
 
+/* PREVENT ALLOW MEDIUM REMOVAL as MMC-6 §6.22 extends it: the Persistent
+ * bit sets or clears the Persistent Prevent state, which GET EVENT STATUS
+ * NOTIFICATION reports; either kind of prevent refuses ejects and host
+ * changes (the core keeps the per-nexus prevent). */
+static void dvd_prevent_allow(struct scsi_cmd *cmd)
+{
+	struct scsi_dvd *dvd = cmd_dvd(cmd);
+	bool prevent = cmd->cdb[4] & 0x01, persistent = cmd->cdb[4] & 0x02;
+
+	if (persistent) {
+		pthread_mutex_lock(&dvd->lock);
+		dvd->persistent_prevent = prevent;
+		pthread_mutex_unlock(&dvd->lock);
+	}
+	scsi_lu_set_prevent(cmd, prevent);
+	scsi_cmd_finish(cmd);
+}
+
 /* MECHANISM STATUS (MMC-6 §6.11): the 8-byte header, no changer slots. */
 static void dvd_mechanism_status(struct scsi_cmd *cmd)
 {
@@ -409,6 +428,7 @@ static void dvd_get_event_status(struct scsi_cmd *cmd)
 			if (take)
 				dvd->op_change = false;
 		}
+		buf[5] = dvd->persistent_prevent ? 0x80 : 0x00;
 		break;
 	case DVD_CLASS_POWER:
 		buf[5] = 0x01;                          /* Active */
@@ -893,56 +913,59 @@ static void dvd_read12(struct scsi_cmd *cmd)
 /*
  * MMC-6 commands of a DVD-ROM drive (§4.1.1 lists them per feature), and
  * the SPC ones whose DVD meaning differs. The usage data (SPC-4 §6.35.3)
- * marks the CDB bits each handler reads; the CONTROL byte's NACA is not
- * supported. GET CONFIGURATION and GET EVENT STATUS NOTIFICATION run
+ * marks the CDB bits each handler reads, and the CONTROL byte's as the
+ * SPC table does. GET CONFIGURATION and GET EVENT STATUS NOTIFICATION run
  * despite a pending unit attention, as MMC §4.1.6.1 (Unit Attention) asks
  * of them, INQUIRY and REQUEST SENSE: the host polls them
  * to learn about the very media change the attention reports.
  */
 const struct scsi_op scsi_mmc_ops[] = {
-	{ .opcode = 0x00, .cdb_len = 6, .usage = { 0x00, 0, 0, 0, 0, 0 },
+	{ .opcode = 0x00, .cdb_len = 6, .usage = { 0x00, 0, 0, 0, 0, 0x07 },
 	  .flags = SCSI_OP_NO_MEDIUM, .run = dvd_test_unit_ready, .name = "TEST UNIT READY" },
-	{ .opcode = 0x1B, .cdb_len = 6, .usage = { 0x1B, 0x01, 0, 0x0F, 0xF3, 0 },
+	{ .opcode = 0x1B, .cdb_len = 6, .usage = { 0x1B, 0x01, 0, 0x0F, 0xF3, 0x07 },
 	  .flags = SCSI_OP_NO_MEDIUM, .run = dvd_start_stop_unit, .name = "START STOP UNIT" },
-	{ .opcode = 0x25, .cdb_len = 10, .usage = { 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+	{ .opcode = 0x1E, .cdb_len = 6, .usage = { 0x1E, 0, 0, 0, 0x03, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM, .run = dvd_prevent_allow,
+	  .name = "PREVENT ALLOW MEDIUM REMOVAL" },
+	{ .opcode = 0x25, .cdb_len = 10, .usage = { 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0x07 },
 	  .run = dvd_read_capacity, .name = "READ CAPACITY(10)" },
 	{ .opcode = 0x28, .cdb_len = 10,
-	  .usage = { 0x28, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0 },
+	  .usage = { 0x28, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0x07 },
 	  .run = dvd_read10, .name = "READ(10)" },
 	{ .opcode = 0x43, .cdb_len = 10,
-	  .usage = { 0x43, 0x02, 0x0F, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xC0 },
+	  .usage = { 0x43, 0x02, 0x0F, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xC7 },
 	  .run = dvd_read_toc, .name = "READ TOC/PMA/ATIP" },
 	{ .opcode = 0x46, .cdb_len = 10,
-	  .usage = { 0x46, 0x03, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0 },
+	  .usage = { 0x46, 0x03, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0x07 },
 	  .flags = SCSI_OP_NO_MEDIUM | SCSI_OP_NO_UA,
 	  .run = dvd_get_configuration, .name = "GET CONFIGURATION" },
 	{ .opcode = 0x4A, .cdb_len = 10,
-	  .usage = { 0x4A, 0x01, 0, 0, 0xFF, 0, 0, 0xFF, 0xFF, 0 },
+	  .usage = { 0x4A, 0x01, 0, 0, 0xFF, 0, 0, 0xFF, 0xFF, 0x07 },
 	  .flags = SCSI_OP_NO_MEDIUM | SCSI_OP_NO_UA,
 	  .run = dvd_get_event_status, .name = "GET EVENT STATUS NOTIFICATION" },
 	{ .opcode = 0x51, .cdb_len = 10,
-	  .usage = { 0x51, 0x07, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0 },
+	  .usage = { 0x51, 0x07, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x07 },
 	  .run = dvd_read_disc_information, .name = "READ DISC INFORMATION" },
 	{ .opcode = 0x52, .cdb_len = 10,
-	  .usage = { 0x52, 0x07, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0 },
+	  .usage = { 0x52, 0x07, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0x07 },
 	  .run = dvd_read_track_information, .name = "READ TRACK INFORMATION" },
 	{ .opcode = 0x5A, .cdb_len = 10,
-	  .usage = { 0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0 },
+	  .usage = { 0x5A, 0x18, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0x07 },
 	  .flags = SCSI_OP_NO_MEDIUM, .run = dvd_mode_sense10, .name = "MODE SENSE(10)" },
 	{ .opcode = 0xA8, .cdb_len = 12,
-	  .usage = { 0xA8, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0 },
+	  .usage = { 0xA8, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x07 },
 	  .run = dvd_read12, .name = "READ(12)" },
 	{ .opcode = 0xAC, .cdb_len = 12,
-	  .usage = { 0xAC, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0 },
+	  .usage = { 0xAC, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0x07 },
 	  .run = dvd_get_performance, .name = "GET PERFORMANCE" },
 	{ .opcode = 0xB6, .cdb_len = 12,
-	  .usage = { 0xB6, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0 },
+	  .usage = { 0xB6, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x07 },
 	  .flags = SCSI_OP_NO_MEDIUM, .run = dvd_set_streaming, .name = "SET STREAMING" },
 	{ .opcode = 0xBB, .cdb_len = 12,
-	  .usage = { 0xBB, 0x03, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0 },
+	  .usage = { 0xBB, 0x03, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0x07 },
 	  .flags = SCSI_OP_NO_MEDIUM, .run = dvd_set_cd_speed, .name = "SET CD SPEED" },
 	{ .opcode = 0xBD, .cdb_len = 12,
-	  .usage = { 0xBD, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0 },
+	  .usage = { 0xBD, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0x07 },
 	  .flags = SCSI_OP_NO_MEDIUM, .run = dvd_mechanism_status, .name = "MECHANISM STATUS" },
 	{ .run = NULL },
 };

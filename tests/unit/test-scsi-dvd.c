@@ -189,11 +189,6 @@ static void prevent(struct scsi_nexus *n, bool on)
 	struct st_result r;
 
 	run_in(n, CDB(0x1E, 0, 0, 0, on ? 1 : 0, 0), NULL, 0, &r);
-	if (r.status == SCSI_CHECK_CONDITION && r.key == SCSI_SK_ILLEGAL_REQUEST && r.asc == 0x20) {
-		/* XXX: until spc.c has PREVENT ALLOW MEDIUM REMOVAL. */
-		print_message("# PREVENT ALLOW MEDIUM REMOVAL is not in the core yet\n");
-		skip();
-	}
 	assert_good(&r);
 }
 
@@ -904,6 +899,18 @@ static void test_scsi_dvd_event_status(void **state)
 	gesn(f->n, 0x02 | 0x10, b);
 	assert_int_equal(b[2], 1);
 	assert_int_equal(b[4], 0);
+	/* MMC's Persistent Prevent shows in the operational status, and
+	 * prevents like a plain PREVENT. */
+	run_in(f->n, CDB(0x1E, 0, 0, 0, 0x03, 0), NULL, 0, &r);
+	assert_good(&r);
+	gesn(f->n, 0x02, b);
+	assert_int_equal(b[5], 0x80);
+	assert_int_equal(scsi_lu_change_media(f->lu, NULL, false), -EBUSY);
+	assert_media_event(f->n, 1, 0x02);
+	run_in(f->n, CDB(0x1E, 0, 0, 0, 0x02, 0), NULL, 0, &r);
+	assert_good(&r);
+	gesn(f->n, 0x02, b);
+	assert_int_equal(b[5], 0x00);
 
 	/* After a change, with every class asked: the operational change
 	 * (feature change) first, then the media events in order, then no
