@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * dvd.c: the DVD logical unit of the SCSI core (docs/scsi.md): a read-only
+ * dvd.c: the DVD logical unit of the SCSI core (docs/scsi-dvd.md): a read-only
  * drive with a tray and one removable medium, answering the MMC-6 commands
  * a Linux sr driver and Windows' cdrom.sys send to a DVD-ROM drive. The
  * core looks a DVD's CDB up in scsi_mmc_ops first and then in the SPC
