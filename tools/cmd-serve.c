@@ -284,7 +284,7 @@ int cmd_serve(int argc, char **argv)
 	/* iSCSI (serve-iscsi.c): NBD is served unless --iscsi is given alone. */
 	static struct serve_iscsi si;
 	struct disk *iscsi_disk = NULL;
-	bool nbd_on = true;
+	bool nbd_on = true, iscsi_dvd = false;
 
 	memset(&si, 0, sizeof(si));
 	memset(exports, 0, sizeof(exports));
@@ -550,8 +550,10 @@ int cmd_serve(int argc, char **argv)
 
 		if ((ret = tool_open_spec(cmd, "SPEC", exports[i].spec, read_only, &d)) != 0)
 			goto out;
-		if (si.listen && exports[i].name[0] == '\0' && optind < argc)
+		if (si.listen && exports[i].name[0] == '\0' && optind < argc) {
 			iscsi_disk = disk_ref(d);   /* SPEC is also LUN 0 of the default target */
+			iscsi_dvd = spec_is_dvd(exports[i].spec_text);
+		}
 		if (!nbd_on) {
 			disk_unref(d);
 			continue;
@@ -565,7 +567,7 @@ int cmd_serve(int argc, char **argv)
 			goto out;
 		}
 	}
-	ret = serve_iscsi_open(&si, cmd, iscsi_disk, read_only);
+	ret = serve_iscsi_open(&si, cmd, iscsi_disk, iscsi_dvd, read_only);
 	disk_unref(iscsi_disk);
 	iscsi_disk = NULL;
 	if (ret != 0)

@@ -214,9 +214,9 @@ static int keep_disk(struct serve_iscsi *si, const char *cmd, struct disk *d)
 }
 
 static int add_lu(struct serve_iscsi *si, const char *cmd, struct scsi_target *t, unsigned lun,
-		  struct disk *d)
+		  struct disk *d, bool dvd)
 {
-	struct scsi_lu_opts lo = { .type = SCSI_LU_DISK };
+	struct scsi_lu_opts lo = { .type = dvd ? SCSI_LU_DVD : SCSI_LU_DISK };
 	struct scsi_lu *lu = NULL;
 	char err[256] = "";
 	int ret;
@@ -232,7 +232,7 @@ static int add_lu(struct serve_iscsi *si, const char *cmd, struct scsi_target *t
 }
 
 int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *default_disk,
-		     bool read_only)
+		     bool default_dvd, bool read_only)
 {
 	struct iscsisrv_opts o = {
 		.chap_user = si->chap_user, .chap_secret = si->chap_secret,
@@ -257,7 +257,8 @@ int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *defau
 		ret = scsi_target_new(si->targets[t], &st);
 		if (ret < 0)
 			return tool_error(cmd, "target '%s': %s", si->targets[t], strerror(-ret));
-		if (t == 0 && default_disk && (ret = add_lu(si, cmd, st, 0, default_disk)) != 0) {
+		if (t == 0 && default_disk &&
+		    (ret = add_lu(si, cmd, st, 0, default_disk, default_dvd)) != 0) {
 			scsi_target_free(st);
 			return ret;
 		}
@@ -268,7 +269,8 @@ int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *defau
 				continue;
 			ret = tool_open_spec(cmd, "--lun SPEC", si->luns[i].spec, read_only, &d);
 			if (ret == 0) {
-				ret = add_lu(si, cmd, st, si->luns[i].lun, d);
+				ret = add_lu(si, cmd, st, si->luns[i].lun, d,
+					     spec_is_dvd(si->luns[i].spec_text));
 				disk_unref(d);
 			}
 			if (ret) {

@@ -56,6 +56,7 @@ enum {
 	"      --target IQN         a target; the --lun options after it are its LUNs\n" \
 	"      --lun N=SPEC         LUN N (0-255) of the last --target (of the default\n" \
 	"                           target before any --target); repeatable\n" \
+	"                           (SPEC,dvd makes a read-only DVD LUN)\n" \
 	"                           SPEC (positional) is LUN 0 of the default target\n" \
 	"                           iqn.2026-12.org.diskstack:<host name>\n" \
 	"      --iscsi-portal ADDR:PORT  the portal SendTargets advertises (behind NAT)\n" \
@@ -101,10 +102,11 @@ int serve_iscsi_opt(struct serve_iscsi *si, const char *cmd, int opt, const char
  * exit code. */
 int serve_iscsi_check(struct serve_iscsi *si, const char *cmd, bool have_default);
 /* Opens the LUN disks and builds the targets; @default_disk (borrowed,
- * NULL when none) becomes LUN 0 of the default target. Returns 0 or an
+ * NULL when none) becomes LUN 0 of the default target, a DVD when
+ * @default_dvd. A LUN whose spec ends in ",dvd" is a DVD. Returns 0 or an
  * exit code. On the thread with the reactor. */
 int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *default_disk,
-		     bool read_only);
+		     bool default_dvd, bool read_only);
 /* Listens on the --iscsi address on @net. Returns 0 or an exit code. */
 int serve_iscsi_listen(struct serve_iscsi *si, const char *cmd, struct netsrv *net);
 /* Flushes every LUN's disk (after netsrv_run). Returns 0 or 1. */

@@ -5,7 +5,8 @@
 # iscsi-inq and iscsi-readcapacity16 on two targets and LUNs, QEMU's
 # iscsi driver writing and comparing 4 MiB (immediate, unsolicited and
 # R2T-solicited data, Data-In sequences) with and without a header
-# digest, the default target of a positional SPEC, and a clean SIGTERM.
+# digest, a ,dvd LUN read back byte for byte, the default target of a
+# positional SPEC, and a clean SIGTERM.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
 requires iscsi-ls iscsi-inq iscsi-readcapacity16 qemu-img qemu-io
@@ -13,8 +14,10 @@ requires iscsi-ls iscsi-inq iscsi-readcapacity16 qemu-img qemu-io
 T1=iqn.2026-12.org.diskstack:one
 T2=iqn.2026-12.org.diskstack:two
 port=$(free_port)
+head -c 2097152 /dev/urandom > "$tmpdir/dvd.iso"
 serve s --iscsi "$port" --iscsi-portal 192.0.2.1:3260 \
-	--target $T1 --lun 0=mem:16M --lun 3=mem:8M --target $T2 --lun 0=mem:4M
+	--target $T1 --lun 0=mem:16M --lun 3=mem:8M --target $T2 --lun 0=mem:4M \
+	--lun 1="file:$tmpdir/dvd.iso,dvd"
 
 timeout 30 iscsi-ls "iscsi://127.0.0.1:$port" > "$tmpdir/ls" || fail "iscsi-ls failed"
 grep -q "Target:$T1 Portal:192.0.2.1:3260,1" "$tmpdir/ls" || { cat "$tmpdir/ls"; fail "discovery lacks $T1"; }
@@ -41,6 +44,13 @@ timeout 60 qemu-io --image-opts \
 	-c 'write -P 0x5a 1M 3M' -c 'read -P 0x5a 1M 3M' -c 'read -P 0 8M 1M' > "$tmpdir/io" 2>&1 ||
 	{ cat "$tmpdir/io"; fail "qemu-io with a header digest"; }
 if grep -q -i "fail\|error" "$tmpdir/io"; then cat "$tmpdir/io"; fail "qemu-io pattern mismatch"; fi
+
+# A ",dvd" LUN: an MMC device that reads back the image byte for byte.
+timeout 30 iscsi-inq "iscsi://127.0.0.1:$port/$T2/1" > "$tmpdir/inq" || fail "iscsi-inq (DVD)"
+grep -q "Peripheral Device Type:MMC" "$tmpdir/inq" || { cat "$tmpdir/inq"; fail "LUN 1 is not a DVD"; }
+timeout 60 qemu-img convert -f raw -O raw "iscsi://127.0.0.1:$port/$T2/1" "$tmpdir/dvd.back" ||
+	fail "qemu-img convert from the DVD LUN"
+cmp "$tmpdir/dvd.iso" "$tmpdir/dvd.back" || fail "the DVD LUN does not read back the image"
 
 serve_stop s
 [ "$serve_status" = 0 ] || { cat "$tmpdir/s.log"; fail "serve exited with $serve_status"; }
