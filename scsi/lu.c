@@ -802,11 +802,11 @@ void scsi_cmd_submit(struct scsi_cmd *cmd)
 	s->lu = lu;
 
 	if (!lu) {
-		/* SPC-4 §4.6.? and SAM-5 §4.6.5: LUN 0 (present or not) and
-		 * the REPORT LUNS W-LUN answer INQUIRY and REPORT LUNS; any
-		 * absent LUN answers INQUIRY (peripheral qualifier 011b) and
-		 * REQUEST SENSE; everything else is LOGICAL UNIT NOT
-		 * SUPPORTED. */
+		/* SPC-4 (INQUIRY §6.6.2, REPORT LUNS §6.33, REQUEST SENSE
+		 * §6.39): LUN 0 (present or not) and the REPORT LUNS W-LUN
+		 * answer INQUIRY and REPORT LUNS; any absent LUN answers
+		 * INQUIRY (peripheral qualifier 011b) and REQUEST SENSE;
+		 * everything else is LOGICAL UNIT NOT SUPPORTED. */
 		uint8_t opc = cmd->cdb[0];
 
 		if (cmd->lun == WLUN_REPORT_LUNS)

@@ -69,6 +69,10 @@ fuzz-ublk-iod)
 	/usr/bin/python3 -I "$src/ublk-seeds.py" "$tmp/seeds"
 	dict=()
 	;;
+fuzz-scsi-cdb)
+	/usr/bin/python3 -I "$src/scsi-seeds.py" "$tmp/seeds"
+	dict=()
+	;;
 *)
 	echo "run-fuzz.sh: unknown fuzzer $name" >&2
 	exit 99
