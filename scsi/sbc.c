@@ -691,7 +691,7 @@ static bool sbc_dout_blocks(struct scsi_cmd *cmd, uint32_t bs, uint64_t n, uint6
 	return true;
 }
 
-/* WRITE(6/10/12/16) (SBC-3-5.35) and WRITE AND VERIFY(10/12/16)
+/* WRITE(6/10/12/16) (SBC-3) and WRITE AND VERIFY(10/12/16)
  * (SBC-3). FUA, or WCE off, makes the write durable. WRITE AND
  * VERIFY is a FUA write: the medium is verified by the disk reporting the
  * durable write's outcome, and re-reading data a page cache still holds
@@ -1178,7 +1178,7 @@ static void sbc_prefetch_done(struct disk_io *io)
 	sbc_end(c);
 }
 
-/* PRE-FETCH(10/16): SBC-3-5.9, over the disk's CACHE request. A
+/* PRE-FETCH(10/16): SBC-3, over the disk's CACHE request. A
  * length of 0 means up to the last LBA. */
 static void sbc_prefetch(struct scsi_cmd *cmd)
 {
