@@ -113,8 +113,11 @@ struct scsi_target *scsi_cmd_target(const struct scsi_cmd *cmd);
  * finishes (a media change waits for it). */
 struct disk *scsi_cmd_disk(const struct scsi_cmd *cmd);
 /* Fills a disk request for @cmd: its initiator (the nexus's), reactor
- * context, done callback and @cmd as io->opaque. The core gets requests
- * from the reactor's pool (disk_io_get) and puts them back. */
+ * context, done callback and @cmd as io->opaque. The request comes from
+ * the reactor's pool (disk_io_get); the handler puts it back with
+ * disk_io_put on the command's reactor once it is done with it (it may
+ * submit it again for a next step first). NULL when the pool is empty
+ * and allocation fails. */
 struct disk_io *scsi_cmd_io(struct scsi_cmd *cmd, void (*done)(struct disk_io *io));
 
 /* What handlers read of a LU. */
@@ -142,6 +145,24 @@ struct scsi_dvd *scsi_lu_dvd(const struct scsi_lu *lu);   /* NULL on a disk */
 struct scsi_sbc *scsi_lu_sbc(const struct scsi_lu *lu);
 int scsi_sbc_lu_init(struct scsi_lu *lu, struct scsi_sbc **out);
 void scsi_sbc_lu_fini(struct scsi_sbc *sbc);
+
+/* What sbc.c enforces, in logical blocks of the LU, for spc.c to
+ * advertise in VPD B0h (Block Limits) and B2h (Logical Block
+ * Provisioning) so that the pages and the commands never disagree. */
+struct scsi_sbc_limits {
+	uint32_t max_xfer_blocks;        /* MAXIMUM TRANSFER LENGTH */
+	uint8_t max_caw_blocks;          /* MAXIMUM COMPARE AND WRITE LENGTH */
+	uint64_t max_write_same_blocks;  /* MAXIMUM WRITE SAME LENGTH (WSNZ is 0) */
+	uint32_t max_unmap_blocks;       /* MAXIMUM UNMAP LBA COUNT (0 without unmap) */
+	uint32_t max_unmap_descriptors;  /* MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT (0 without) */
+	uint32_t unmap_granularity;      /* OPTIMAL UNMAP GRANULARITY */
+	bool lbpu;                       /* UNMAP and WRITE SAME(10/16) with UNMAP deallocate:
+	                                  * LBPME, LBPU, LBPWS, LBPWS10 */
+	bool lbprz;                      /* deallocated blocks read as zeroes (LBPRZ) */
+	uint8_t lbppbe;                  /* LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT */
+};
+/* Fills @out for disk LU @lu. Any thread. */
+void scsi_sbc_limits(const struct scsi_lu *lu, struct scsi_sbc_limits *out);
 
 /* What lu.c keeps for spc.c's commands. */
 /* A stable 16-byte identity of @lu (VPD 83h designators, the default
