@@ -43,6 +43,10 @@ enum {
 	SCSI_OP_SPC2_ALLOWED = 1u << 3, /* allowed to other nexuses under an SPC-2
 	                                 * RESERVE (SPC-2 §5.5.1: INQUIRY, REPORT LUNS,
 	                                 * RELEASE, REQUEST SENSE, PR IN ...) */
+	SCSI_OP_MEDIUM_IO   = 1u << 4,  /* data I/O whose disk requests carry the nexus's
+	                                 * initiator: the disk checks persistent
+	                                 * reservations itself, the core does not ask
+	                                 * scsi_pr_conflicts (READ, WRITE, VERIFY ...) */
 };
 
 /*
@@ -102,6 +106,8 @@ void scsi_cmd_finish(struct scsi_cmd *cmd);
 
 /* The LU a command addresses (NULL: the well-known or an absent LUN). */
 struct scsi_lu *scsi_cmd_lu(const struct scsi_cmd *cmd);
+/* The target of the command's nexus (also for an absent LUN). */
+struct scsi_target *scsi_cmd_target(const struct scsi_cmd *cmd);
 /* The disk the command's I/O goes to (the PR front's, see scsi_pr_disk;
  * NULL: a DVD without medium). Borrowed: valid until the command
  * finishes (a media change waits for it). */
@@ -135,6 +141,28 @@ struct scsi_dvd *scsi_lu_dvd(const struct scsi_lu *lu);   /* NULL on a disk */
 struct scsi_sbc *scsi_lu_sbc(const struct scsi_lu *lu);
 int scsi_sbc_lu_init(struct scsi_lu *lu, struct scsi_sbc **out);
 void scsi_sbc_lu_fini(struct scsi_sbc *sbc);
+
+/* What lu.c keeps for spc.c's commands. */
+/* A stable 16-byte identity of @lu (VPD 83h designators, the default
+ * serial): the disk id on a disk LU whose disk has one, else derived from
+ * the target name and the LUN. */
+void scsi_lu_uid(const struct scsi_lu *lu, uint8_t uid[16]);
+/* REQUEST SENSE: takes the oldest unit attention pending for the
+ * command's nexus on its LU (SPC-4 §6.39); false when none is. */
+bool scsi_cmd_take_ua(struct scsi_cmd *cmd, uint8_t *asc, uint8_t *ascq);
+/* SPC-2 RESERVE(6)/(10) for the command's nexus: false when another
+ * nexus holds the reservation (SPC-2 §7.21). RELEASE: drops it when the
+ * command's nexus holds it, else nothing (SPC-2 §7.17). */
+bool scsi_lu_spc2_reserve(struct scsi_cmd *cmd);
+void scsi_lu_spc2_release(struct scsi_cmd *cmd);
+/* PREVENT ALLOW MEDIUM REMOVAL: sets the command's nexus's prevent bit. */
+void scsi_lu_set_prevent(struct scsi_cmd *cmd, bool prevent);
+/* MODE SELECT: the caching page's WCE, and its default (see scsi_lu_wce). */
+void scsi_lu_set_wce(struct scsi_lu *lu, bool wce);
+bool scsi_lu_wce_default(const struct scsi_lu *lu);
+/* The opcode tables of @lu's type in lookup order, NULL-terminated (REPORT
+ * SUPPORTED OPERATION CODES); @lu NULL: the tables of an absent LUN. */
+const struct scsi_op *const *scsi_lu_op_tables(const struct scsi_lu *lu);
 
 /* ---- nexuses and unit attentions ------------------------------------------ */
 
