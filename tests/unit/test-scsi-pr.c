@@ -46,8 +46,12 @@ struct fix {
 	const char *spec;               /* the disk */
 	char state[512];                /* the APTPL state path ("" = none) */
 	struct scsi_target *t;
+	struct scsi_lu *lu;
 	struct scsi_nexus *n[3];        /* init1 port 1, init2, init1 port 2 */
 };
+
+/* The fixture of the running test (rw() needs its LU). */
+static struct fix *cur;
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -58,7 +62,8 @@ static void fix_open(struct fix *f)
 	if (f->state[0])
 		o.pr_state_path = f->state;
 	f->t = st_target(NULL);
-	st_add_lu(f->t, 0, f->spec, &o);
+	f->lu = st_add_lu(f->t, 0, f->spec, &o);
+	cur = f;
 	f->n[0] = st_nexus(f->t, IQN1, 1);
 	f->n[1] = st_nexus(f->t, IQN2, 2);
 	f->n[2] = st_nexus(f->t, IQN1, 3);
@@ -162,7 +167,8 @@ static uint8_t read_res(struct scsi_nexus *n, uint64_t *key)
 	struct st_result r;
 
 	memset(b, 0xaa, sizeof(b));
-	assert_int_equal(pr_in(n, 1, b, sizeof(b), &r), SCSI_GOOD);
+	if (pr_in(n, 1, b, sizeof(b), &r) != SCSI_GOOD)
+		fail_msg("READ RESERVATION: %02x %x/%02x/%02x", r.status, r.key, r.asc, r.ascq);
 	if (ds_get_be32(b + 4) == 0) {
 		assert_int_equal(r.data_len, 8);
 		return 0;
@@ -174,15 +180,26 @@ static uint8_t read_res(struct scsi_nexus *n, uint64_t *key)
 	return b[21] & 0x0f;
 }
 
-/* READ(10) or WRITE(10) of one block at LBA 0. */
+/*
+ * A read or write of sector 0 from @n the way SBC-3's READ and WRITE send
+ * it: to the LU's I/O disk (scsi_pr_disk) with the nexus's identity. The
+ * disk decides; RESERVATION CONFLICT is what the core makes of its
+ * DISK_RESERVATION_CONFLICT.
+ */
 static uint8_t rw(struct scsi_nexus *n, bool write)
 {
-	uint8_t cdb[10] = { write ? 0x2a : 0x28 };
 	uint8_t buf[512] = { 0 };
+	struct iovec iov = { buf, sizeof(buf) };
+	struct disk_io io = { .op = write ? DISK_OP_WRITE : DISK_OP_READ, .iov = &iov,
+			      .iovcnt = 1, .initiator = scsi_nexus_disk_initiator(n) };
+	int st;
 
-	ds_put_be16(cdb + 7, 1);
-	return st_run(n, 0, cdb, sizeof(cdb), write ? SCSI_DIR_OUT : SCSI_DIR_IN, buf,
-		      sizeof(buf), NULL);
+	(void)tu_reactor();
+	st = disk_sync_io(scsi_pr_disk(scsi_lu_pr(cur->lu)), &io);
+	if (st == DISK_RESERVATION_CONFLICT)
+		return SCSI_RESERVATION_CONFLICT;
+	assert_int_equal(st, DISK_OK);
+	return SCSI_GOOD;
 }
 
 /* The unit attention TEST UNIT READY reports to @n first (asc << 8 | ascq),
@@ -389,7 +406,6 @@ static void test_scsi_pr_out_checks(void **state)
 	}
 	assert_int_equal(pr_out(f->n[0], RESERVE, 0x10 | WE, 0x42, 0, 0, &r), SCSI_CHECK_CONDITION);
 	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x24, 0x00);
-	/* CLEAR ignores the type. */
 	/* REPLACE LOST RESERVATION and reserved service actions */
 	for (uint8_t sa = 8; sa < 0x20; sa++) {
 		assert_int_equal(pr_out(f->n[0], sa, 0, 0x42, 0, 0, &r), SCSI_CHECK_CONDITION);
@@ -406,7 +422,9 @@ static void test_scsi_pr_out_checks(void **state)
 	register_ignore(f->n[1], 0x43);
 	assert_int_equal(pr_out(f->n[1], RELEASE, WE, 0x43, 0, 0, &r), SCSI_GOOD);
 	assert_int_equal(read_res(f->n[1], NULL), WE);
+	/* CLEAR ignores the type. */
 	assert_int_equal(pr_out(f->n[0], CLEAR, 0xf, 0x42, 0, 0, &r), SCSI_GOOD);
+	assert_int_equal(take_ua(f->n[1]), 0x2a03);
 	assert_int_equal(read_res(f->n[1], NULL), 0);
 }
 
@@ -569,11 +587,11 @@ static void test_scsi_pr_preempt_registration(void **state)
 	register_ignore(f->n[1], 0x82);
 	assert_int_equal(read_keys(f->n[0], &g0, NULL), 2);
 	assert_int_equal(pr_out(f->n[1], PREEMPT, EA, 0x82, 0x81, 0, &r), SCSI_GOOD);
+	assert_int_equal(take_ua(f->n[0]), 0x2a05);
 	assert_int_equal(read_keys(f->n[0], &g, keys), 1);
 	assert_int_equal(g, g0 + 1);
 	assert_int_equal(keys[0], 0x82);
 	assert_int_equal(read_res(f->n[0], NULL), 0);
-	assert_int_equal(take_ua(f->n[0]), 0x2a05);
 	assert_int_equal(take_ua(f->n[1]), 0);
 	/* Preempting a key nobody has: RESERVATION CONFLICT. */
 	assert_int_equal(pr_out(f->n[1], PREEMPT, EA, 0x82, 0x99, 0, &r), SCSI_RESERVATION_CONFLICT);
@@ -593,9 +611,9 @@ static void test_scsi_pr_preempt_holder(void **state)
 	register_ignore(f->n[2], 0x93);
 	assert_int_equal(pr_out(f->n[0], RESERVE, WE_RO, 0x91, 0, 0, &r), SCSI_GOOD);
 	assert_int_equal(pr_out(f->n[1], PREEMPT, EA_RO, 0x92, 0x91, 0, &r), SCSI_GOOD);
-	assert_int_equal(read_res(f->n[2], &key), EA_RO);
+	assert_int_equal(read_res(f->n[1], &key), EA_RO);
 	assert_int_equal(key, 0x92);
-	assert_int_equal(read_keys(f->n[2], NULL, NULL), 2);
+	assert_int_equal(read_keys(f->n[1], NULL, NULL), 2);
 	assert_int_equal(take_ua(f->n[0]), 0x2a05);
 	assert_int_equal(take_ua(f->n[1]), 0);
 	assert_int_equal(take_ua(f->n[2]), 0x2a04);
@@ -720,7 +738,13 @@ static void test_scsi_pr_register_and_move(void **state)
 }
 
 /* SPC-4 §5.13.1: commands that never reach the disk, under a
- * reservation another nexus holds. */
+ * reservation another nexus holds (what the core asks scsi_pr_conflicts
+ * before it runs them). */
+static bool conflicts(struct scsi_nexus *n, const uint8_t *cdb)
+{
+	return scsi_pr_conflicts(scsi_lu_pr(cur->lu), n, cdb);
+}
+
 static void test_scsi_pr_conflicts_non_data(void **state)
 {
 	struct fix *f = *state;
@@ -729,49 +753,66 @@ static void test_scsi_pr_conflicts_non_data(void **state)
 	static const uint8_t mode_sense[6] = { 0x1a, 0x08, 0x3f, 0, 255, 0 };
 	static const uint8_t mode_select[6] = { 0x15, 0x10, 0, 0, 4, 0 };
 	static const uint8_t reserve6[6] = { 0x16 };
+	static const uint8_t release6[6] = { 0x17 };
 	static const uint8_t read_cap[10] = { 0x25 };
-	uint8_t b[255], hdr[4] = { 0 };
+	static const uint8_t read10[10] = { 0x28 };
+	static const uint8_t pr_in_cdb[10] = { 0x5e };
+	static const uint8_t start[6] = { 0x1b, 0, 0, 0, 0x01, 0 };
+	static const uint8_t stop[6] = { 0x1b, 0, 0, 0, 0x00, 0 };
+	static const uint8_t prevent[6] = { 0x1e, 0, 0, 0, 0x01, 0 };
+	static const uint8_t allow[6] = { 0x1e, 0, 0, 0, 0x00, 0 };
+	uint8_t b[96];
 	struct st_result r;
 
-	/* CRH 0: a registration makes SPC-2 RESERVE conflict for everybody. */
+	/* Nothing registered: nothing conflicts. */
+	assert_false(conflicts(f->n[1], mode_select));
+	assert_false(conflicts(f->n[1], reserve6));
+	/* CRH 0 (SPC-4 §5.13.3): once anybody is registered, SPC-2 RESERVE
+	 * and RELEASE conflict for every nexus. */
 	register_ignore(f->n[0], 0xd1);
-	assert_int_equal(st_run(f->n[0], 0, reserve6, 6, SCSI_DIR_NONE, NULL, 0, &r),
-			 SCSI_RESERVATION_CONFLICT);
-	assert_int_equal(st_run(f->n[1], 0, reserve6, 6, SCSI_DIR_NONE, NULL, 0, &r),
-			 SCSI_RESERVATION_CONFLICT);
+	assert_true(conflicts(f->n[0], reserve6));
+	assert_true(conflicts(f->n[1], release6));
 
-	/* Exclusive access: reading state conflicts too. */
+	/* Exclusive access: reading the LU's state conflicts too. */
 	assert_int_equal(pr_out(f->n[0], RESERVE, EA, 0xd1, 0, 0, &r), SCSI_GOOD);
+	assert_false(conflicts(f->n[1], tur));
+	assert_false(conflicts(f->n[1], inquiry));
+	assert_false(conflicts(f->n[1], read_cap));
+	assert_false(conflicts(f->n[1], pr_in_cdb));
+	assert_false(conflicts(f->n[1], read10));       /* the disk checks data I/O */
+	assert_false(conflicts(f->n[1], start));
+	assert_false(conflicts(f->n[1], allow));
+	assert_true(conflicts(f->n[1], mode_sense));
+	assert_true(conflicts(f->n[1], mode_select));
+	assert_true(conflicts(f->n[1], stop));
+	assert_true(conflicts(f->n[1], prevent));
+	assert_false(conflicts(f->n[0], mode_sense));
+	assert_false(conflicts(f->n[0], mode_select));
+	/* Through the core, TUR and INQUIRY still answer. */
 	assert_int_equal(st_run(f->n[1], 0, tur, 6, SCSI_DIR_NONE, NULL, 0, &r), SCSI_GOOD);
 	assert_int_equal(st_run(f->n[1], 0, inquiry, 6, SCSI_DIR_IN, b, 96, &r), SCSI_GOOD);
-	assert_int_equal(st_run(f->n[1], 0, read_cap, 10, SCSI_DIR_IN, b, 8, &r), SCSI_GOOD);
-	assert_int_equal(st_run(f->n[1], 0, mode_sense, 6, SCSI_DIR_IN, b, 255, &r),
-			 SCSI_RESERVATION_CONFLICT);
-	assert_int_equal(r.sense_len, 0);
-	assert_int_equal(st_run(f->n[1], 0, mode_select, 6, SCSI_DIR_OUT, hdr, 4, &r),
-			 SCSI_RESERVATION_CONFLICT);
-	assert_int_equal(st_run(f->n[0], 0, mode_sense, 6, SCSI_DIR_IN, b, 255, &r), SCSI_GOOD);
-	assert_int_equal(pr_in(f->n[1], 0, b, 64, &r), SCSI_GOOD);
 
 	/* Write exclusive: reading state is allowed, changing it is not. */
 	assert_int_equal(pr_out(f->n[0], RELEASE, EA, 0xd1, 0, 0, &r), SCSI_GOOD);
 	assert_int_equal(pr_out(f->n[0], RESERVE, WE, 0xd1, 0, 0, &r), SCSI_GOOD);
-	assert_int_equal(st_run(f->n[1], 0, mode_sense, 6, SCSI_DIR_IN, b, 255, &r), SCSI_GOOD);
-	assert_int_equal(st_run(f->n[1], 0, mode_select, 6, SCSI_DIR_OUT, hdr, 4, &r),
-			 SCSI_RESERVATION_CONFLICT);
+	assert_false(conflicts(f->n[1], mode_sense));
+	assert_true(conflicts(f->n[1], mode_select));
 
-	/* Registrants only: a registrant may. */
+	/* Registrants only: a registrant may do both, a stranger neither. */
 	assert_int_equal(pr_out(f->n[0], RELEASE, WE, 0xd1, 0, 0, &r), SCSI_GOOD);
 	assert_int_equal(pr_out(f->n[0], RESERVE, EA_RO, 0xd1, 0, 0, &r), SCSI_GOOD);
-	(void)take_ua(f->n[1]);
-	assert_int_equal(st_run(f->n[1], 0, mode_sense, 6, SCSI_DIR_IN, b, 255, &r),
-			 SCSI_RESERVATION_CONFLICT);
+	assert_true(conflicts(f->n[1], mode_sense));
 	register_ignore(f->n[1], 0xd2);
-	assert_int_equal(st_run(f->n[1], 0, mode_sense, 6, SCSI_DIR_IN, b, 255, &r), SCSI_GOOD);
-	assert_int_not_equal(st_run(f->n[1], 0, mode_select, 6, SCSI_DIR_OUT, hdr, 4, &r),
-			     SCSI_RESERVATION_CONFLICT);
-	assert_int_equal(st_run(f->n[2], 0, mode_select, 6, SCSI_DIR_OUT, hdr, 4, &r),
-			 SCSI_RESERVATION_CONFLICT);
+	assert_false(conflicts(f->n[1], mode_sense));
+	assert_false(conflicts(f->n[1], mode_select));
+	assert_true(conflicts(f->n[2], mode_select));
+	assert_true(conflicts(f->n[2], mode_sense));
+	/* All registrants, write exclusive: strangers may read state. */
+	assert_int_equal(pr_out(f->n[0], RELEASE, EA_RO, 0xd1, 0, 0, &r), SCSI_GOOD);
+	assert_int_equal(pr_out(f->n[0], RESERVE, WE_AR, 0xd1, 0, 0, &r), SCSI_GOOD);
+	assert_false(conflicts(f->n[1], mode_select));
+	assert_false(conflicts(f->n[2], mode_sense));
+	assert_true(conflicts(f->n[2], mode_select));
 }
 
 /* PR commands from several nexuses at once run one at a time, in order. */
