@@ -129,6 +129,7 @@ uint32_t scsi_lu_block_size(const struct scsi_lu *lu);
  * DISK_CAP_VOLATILE_CACHE and can be changed by MODE SELECT. With WCE
  * off every write is sent with DISK_IO_FUA. */
 bool scsi_lu_wce(const struct scsi_lu *lu);
+/* Read-only: the disk says so, a DVD, or SWP is set. */
 bool scsi_lu_read_only(const struct scsi_lu *lu);
 /* Whether some nexus holds PREVENT ALLOW MEDIUM REMOVAL's prevent
  * (SPC-4 §6.15; the core keeps it per nexus and drops a nexus's on
@@ -160,6 +161,15 @@ void scsi_lu_set_prevent(struct scsi_cmd *cmd, bool prevent);
 /* MODE SELECT: the caching page's WCE, and its default (see scsi_lu_wce). */
 void scsi_lu_set_wce(struct scsi_lu *lu, bool wce);
 bool scsi_lu_wce_default(const struct scsi_lu *lu);
+/* MODE SELECT: the control page's SWP (SPC-4 §7.5.8): software write
+ * protection, which scsi_lu_read_only includes. Off after a reset. */
+void scsi_lu_set_swp(struct scsi_lu *lu, bool swp);
+bool scsi_lu_swp(const struct scsi_lu *lu);
+/* START STOP UNIT with LOEJ on a removable disk: whether the (virtual)
+ * medium is loaded. Without it the core answers NOT READY / MEDIUM NOT
+ * PRESENT to commands without SCSI_OP_NO_MEDIUM, as for a DVD. */
+void scsi_lu_set_loaded(struct scsi_lu *lu, bool loaded);
+bool scsi_lu_loaded(const struct scsi_lu *lu);
 /* The opcode tables of @lu's type in lookup order, NULL-terminated (REPORT
  * SUPPORTED OPERATION CODES); @lu NULL: the tables of an absent LUN. */
 const struct scsi_op *const *scsi_lu_op_tables(const struct scsi_lu *lu);

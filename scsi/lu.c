@@ -98,6 +98,8 @@ struct scsi_lu {
 	unsigned prevent_count;
 	bool wce_default;
 	atomic_bool wce;                    /* read on every write without the lock */
+	atomic_bool swp;                    /* the control page's SWP */
+	atomic_bool ejected;                /* a removable disk's medium is out */
 };
 
 /* lu.c's per-command state, in scsi_cmd.core_ctx. */
@@ -339,7 +341,14 @@ struct scsi_target *scsi_lu_target(const struct scsi_lu *lu) { return lu->t; }
 uint32_t scsi_lu_block_size(const struct scsi_lu *lu) { return lu->block_size; }
 bool scsi_lu_wce(const struct scsi_lu *lu) { return atomic_load_explicit(&lu->wce, memory_order_relaxed); }
 bool scsi_lu_wce_default(const struct scsi_lu *lu) { return lu->wce_default; }
-bool scsi_lu_read_only(const struct scsi_lu *lu) { return lu->read_only; }
+bool scsi_lu_read_only(const struct scsi_lu *lu)
+{
+	return lu->read_only || atomic_load_explicit(&lu->swp, memory_order_relaxed);
+}
+bool scsi_lu_swp(const struct scsi_lu *lu) { return atomic_load(&lu->swp); }
+void scsi_lu_set_swp(struct scsi_lu *lu, bool swp) { atomic_store(&lu->swp, swp); }
+bool scsi_lu_loaded(const struct scsi_lu *lu) { return !atomic_load(&lu->ejected); }
+void scsi_lu_set_loaded(struct scsi_lu *lu, bool loaded) { atomic_store(&lu->ejected, !loaded); }
 struct scsi_pr *scsi_lu_pr(const struct scsi_lu *lu) { return lu->pr; }
 struct scsi_dvd *scsi_lu_dvd(const struct scsi_lu *lu) { return lu->dvd; }
 struct scsi_sbc *scsi_lu_sbc(const struct scsi_lu *lu) { return lu->sbc; }
@@ -627,6 +636,7 @@ static void lu_reset_locked(struct scsi_lu *lu, uint8_t ascq)
 	lu->spc2_holder = NULL;
 	lu->prevent_count = 0;
 	atomic_store(&lu->wce, lu->wce_default);
+	atomic_store(&lu->swp, false);
 	for (struct scsi_nexus *n = t->nexuses; n; n = n->next) {
 		n->itl[lu->lun].prevent = false;
 		itl_queue_ua(&n->itl[lu->lun], 0x29, ascq);
@@ -854,7 +864,12 @@ void scsi_cmd_submit(struct scsi_cmd *cmd)
 				goto finish;
 			}
 		}
-		if ((op->flags & SCSI_OP_WRITES) && lu->read_only) {
+		if (atomic_load_explicit(&lu->ejected, memory_order_relaxed) &&
+		    !(op->flags & SCSI_OP_NO_MEDIUM)) {
+			scsi_cmd_sense(cmd, SCSI_SK_NOT_READY, 0x3A, 0x00);
+			goto finish;
+		}
+		if ((op->flags & SCSI_OP_WRITES) && scsi_lu_read_only(lu)) {
 			scsi_cmd_sense(cmd, SCSI_SK_DATA_PROTECT, 0x27, 0x00);
 			goto finish;
 		}

@@ -6,9 +6,8 @@
  * RESERVE/RELEASE pair, PREVENT ALLOW MEDIUM REMOVAL, START STOP UNIT of a
  * disk, and the PERSISTENT RESERVE IN/OUT entries that hand over to pr.c.
  *
- * Every handler ends its command before it returns: nothing here waits
- * for the disk except SYNCHRONIZE-like work, which START STOP does not
- * need (a stop of a virtual disk flushes nothing the host would lose).
+ * Every handler but START STOP UNIT ends its command before it returns;
+ * a stop writes the disk's cache back first (SBC-3 §5.25).
  */
 #include "config.h"
 
@@ -37,7 +36,7 @@ static uint8_t peripheral_byte(const struct scsi_cmd *cmd)
 	return scsi_lu_type(lu) == SCSI_LU_DVD ? 0x05 : 0x00;
 }
 
-static UNUSED uint64_t lu_blocks(const struct scsi_cmd *cmd)
+static uint64_t lu_blocks(const struct scsi_cmd *cmd)
 {
 	const struct scsi_lu *lu = scsi_cmd_lu(cmd);
 	struct disk *d = scsi_cmd_disk(cmd);
@@ -360,6 +359,447 @@ out:
 	scsi_cmd_finish(cmd);
 }
 
+/* ---- mode pages (SPC-4 §7.5, SBC-3 §6.4) -------------------------------------------------- */
+
+enum { PC_CURRENT = 0, PC_CHANGEABLE = 1, PC_DEFAULT = 2, PC_SAVED = 3 };
+
+#define CACHING_LEN 20
+#define CONTROL_LEN 12
+#define IEC_LEN 12
+
+/* Writes page @page with values of kind @pc at @p; returns its size, or
+ * 0 when the LU has no such page. */
+static size_t mode_page(const struct scsi_lu *lu, uint8_t page, int pc, uint8_t *p)
+{
+	switch (page) {
+	case 0x08:      /* caching (SBC-3 §6.4.5): WCE is ours to change */
+		if (scsi_lu_type(lu) != SCSI_LU_DISK)
+			return 0;
+		memset(p, 0, CACHING_LEN);
+		p[0] = 0x08;
+		p[1] = CACHING_LEN - 2;
+		if (pc == PC_CHANGEABLE)
+			p[2] = 0x04;
+		else if ((pc == PC_CURRENT ? scsi_lu_wce(lu) : scsi_lu_wce_default(lu)))
+			p[2] = 0x04;
+		return CACHING_LEN;
+	case 0x0A:      /* control (SPC-4 §7.5.8) */
+		memset(p, 0, CONTROL_LEN);
+		p[0] = 0x0A;
+		p[1] = CONTROL_LEN - 2;
+		if (pc == PC_CHANGEABLE) {
+			/* SWP only, on a disk (a DVD is read-only anyway) */
+			if (scsi_lu_type(lu) == SCSI_LU_DISK)
+				p[4] = 0x08;
+			return CONTROL_LEN;
+		}
+		/* TST 000b (one task set), D_SENSE 0 (fixed format sense),
+		 * QUEUE ALGORITHM MODIFIER 1 (unrestricted reordering),
+		 * QERR 00b, TAS 1 (commands another nexus aborts end with
+		 * TASK ABORTED), BUSY TIMEOUT PERIOD unlimited. */
+		p[3] = 0x10;
+		if (pc == PC_CURRENT && scsi_lu_swp(lu))
+			p[4] = 0x08;
+		p[5] = 0x40;
+		p[8] = 0xff;
+		p[9] = 0xff;
+		return CONTROL_LEN;
+	case 0x1C:      /* informational exceptions control (SPC-4 §7.5.11) */
+		memset(p, 0, IEC_LEN);
+		p[0] = 0x1C;
+		p[1] = IEC_LEN - 2;
+		if (pc != PC_CHANGEABLE)
+			p[2] = 0x08;    /* DEXCPT: we report no failure predictions */
+		return IEC_LEN;
+	default:
+		return 0;
+	}
+}
+
+static const uint8_t all_pages[] = { 0x08, 0x0A, 0x1C };
+
+/* MODE SENSE(6) 1Ah and (10) 5Ah (SPC-4 §6.11, §6.12). */
+static void spc_mode_sense(struct scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+	const struct scsi_lu *lu = scsi_cmd_lu(cmd);
+	bool ten = c[0] == 0x5A;
+	bool dbd = c[1] & 0x08, llbaa = ten && (c[1] & 0x10);
+	int pc = c[2] >> 6;
+	uint8_t page = c[2] & 0x3f, subpage = c[3];
+	size_t alloc = ten ? ds_get_be16(c + 7) : c[4];
+	size_t hdr = ten ? 8 : 4, off, bdl = 0;
+	uint8_t b[512];
+
+	if (pc == PC_SAVED) {
+		scsi_cmd_sense(cmd, SCSI_SK_ILLEGAL_REQUEST, 0x39, 0x00);
+		goto out;
+	}
+	if (subpage != 0 && subpage != 0xff) {
+		scsi_cmd_invalid_field(cmd, true, 3, -1);
+		goto out;
+	}
+	memset(b, 0, sizeof(b));
+	/* Block descriptors (SPC-4 §7.5.5, SBC-3 §6.4.2) for a disk. */
+	if (!dbd && scsi_lu_type(lu) == SCSI_LU_DISK) {
+		uint64_t blocks = lu_blocks(cmd);
+		uint8_t *d = b + hdr;
+
+		if (llbaa) {
+			ds_put_be64(d, blocks);
+			ds_put_be32(d + 12, scsi_lu_block_size(lu));
+			bdl = 16;
+		} else {
+			ds_put_be32(d, blocks > UINT32_MAX ? UINT32_MAX : (uint32_t)blocks);
+			ds_put_be32(d + 4, scsi_lu_block_size(lu) & 0xffffff);
+			bdl = 8;
+		}
+	}
+	off = hdr + bdl;
+	if (page == 0x3f) {
+		for (unsigned i = 0; i < ARRAY_SIZE(all_pages); i++)
+			off += mode_page(lu, all_pages[i], pc, b + off);
+	} else {
+		size_t n = mode_page(lu, page, pc, b + off);
+
+		if (!n) {
+			scsi_cmd_invalid_field(cmd, true, 2, 5);
+			goto out;
+		}
+		off += n;
+	}
+	/* The header: the device-specific parameter holds WP and DPOFUA
+	 * for a disk (SBC-3 §6.4.1); MMC leaves it zero. */
+	if (scsi_lu_type(lu) == SCSI_LU_DISK)
+		b[ten ? 3 : 2] = (uint8_t)((scsi_lu_read_only(lu) ? 0x80 : 0) | 0x10);
+	if (ten) {
+		ds_put_be16(b, (uint16_t)(off - 2));
+		b[4] = llbaa && bdl ? 0x01 : 0;
+		ds_put_be16(b + 6, (uint16_t)bdl);
+	} else {
+		b[0] = (uint8_t)(off - 1);
+		b[3] = (uint8_t)bdl;
+	}
+	scsi_cmd_data_in(cmd, b, off, alloc);
+out:
+	scsi_cmd_finish(cmd);
+}
+
+/* MODE SELECT(6) 15h and (10) 55h (SPC-4 §6.9, §6.10): the changeable
+ * bits of the pages MODE SENSE reports may change, every other field
+ * must keep its current value. All or nothing. */
+static void spc_mode_select(struct scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+	struct scsi_lu *lu = scsi_cmd_lu(cmd);
+	bool ten = c[0] == 0x55;
+	size_t len = ten ? ds_get_be16(c + 7) : c[4];
+	size_t hdr = ten ? 8 : 4, bdl, off;
+	bool wce = scsi_lu_wce(lu), swp = scsi_lu_swp(lu);
+	uint8_t b[512];
+
+	if (c[1] & 0x01) {
+		/* SPC-4 §6.9: SP = 1 without saved pages is an invalid field */
+		scsi_cmd_invalid_field(cmd, true, 1, 0);
+		goto out;
+	}
+	if (!len)
+		goto out;
+	if (!(c[1] & 0x10)) {   /* PF = 0: vendor-specific pages, we have none */
+		scsi_cmd_invalid_field(cmd, true, 1, 4);
+		goto out;
+	}
+	if (len > sizeof(b) || len < hdr) {
+		scsi_cmd_data_out(cmd, b, MIN(len, sizeof(b)));
+		cmd->want_len = len;
+		scsi_cmd_sense(cmd, SCSI_SK_ILLEGAL_REQUEST, 0x1A, 0x00);
+		goto out;
+	}
+	scsi_cmd_data_out(cmd, b, len);
+	bdl = ten ? ds_get_be16(b + 6) : b[3];
+	if (hdr + bdl > len || (bdl && bdl != (ten && (b[4] & 1) ? 16 : 8)) ||
+	    (bdl && scsi_lu_type(lu) != SCSI_LU_DISK)) {
+		scsi_cmd_invalid_field(cmd, false, (uint16_t)(ten ? 6 : 3), -1);
+		goto out;
+	}
+	if (bdl) {
+		/* The block length must stay; the number of blocks may be
+		 * given as zero or as the current capacity (no format). */
+		const uint8_t *d = b + hdr;
+		uint64_t blocks = bdl == 16 ? ds_get_be64(d) : ds_get_be32(d);
+		uint32_t bs = bdl == 16 ? ds_get_be32(d + 12) : (ds_get_be32(d + 4) & 0xffffff);
+		uint64_t cur = lu_blocks(cmd);
+
+		if (bs != scsi_lu_block_size(lu)) {
+			scsi_cmd_invalid_field(cmd, false, (uint16_t)(hdr + (bdl == 16 ? 12 : 5)), -1);
+			goto out;
+		}
+		if (blocks && blocks != cur && !(bdl == 8 && blocks == UINT32_MAX && cur > UINT32_MAX)) {
+			scsi_cmd_invalid_field(cmd, false, (uint16_t)hdr, -1);
+			goto out;
+		}
+	}
+	for (off = hdr + bdl; off < len;) {
+		uint8_t cur[32], chg[32];
+		const uint8_t *p = b + off;
+		size_t n;
+
+		if (len - off < 2) {
+			scsi_cmd_sense(cmd, SCSI_SK_ILLEGAL_REQUEST, 0x1A, 0x00);
+			goto out;
+		}
+		n = mode_page(lu, p[0] & 0x3f, PC_CURRENT, cur);
+		if (!n || (p[0] & 0x40)) {      /* unknown page, or a subpage */
+			scsi_cmd_invalid_field(cmd, false, (uint16_t)off, 5);
+			goto out;
+		}
+		if (p[1] != n - 2) {
+			scsi_cmd_invalid_field(cmd, false, (uint16_t)(off + 1), -1);
+			goto out;
+		}
+		if (len - off < n) {
+			scsi_cmd_sense(cmd, SCSI_SK_ILLEGAL_REQUEST, 0x1A, 0x00);
+			goto out;
+		}
+		mode_page(lu, p[0] & 0x3f, PC_CHANGEABLE, chg);
+		for (size_t i = 2; i < n; i++) {
+			uint8_t diff = (uint8_t)((p[i] ^ cur[i]) & ~chg[i]);
+
+			if (diff) {
+				scsi_cmd_invalid_field(cmd, false, (uint16_t)(off + i),
+						       31 - __builtin_clz(diff));
+				goto out;
+			}
+		}
+		if ((p[0] & 0x3f) == 0x08)
+			wce = p[2] & 0x04;
+		else if ((p[0] & 0x3f) == 0x0A)
+			swp = p[4] & 0x08;
+		off += n;
+	}
+	if (wce != scsi_lu_wce(lu) || swp != scsi_lu_swp(lu)) {
+		scsi_lu_set_wce(lu, wce);
+		scsi_lu_set_swp(lu, swp);
+		/* SPC-4 §7.5.1: the other nexuses learn of shared mode
+		 * parameters changing. */
+		scsi_lu_ua_all(lu, cmd->nexus, 0x2A, 0x01);
+	}
+out:
+	scsi_cmd_finish(cmd);
+}
+
+/* ---- REPORT SUPPORTED OPERATION CODES (SPC-4 §6.35) ------------------------------------ */
+
+/* The op that answers @opcode/@sa on @lu (the first in table order). */
+static const struct scsi_op *rsoc_find(const struct scsi_lu *lu, uint8_t opcode, uint16_t sa,
+				       bool match_sa, bool *has_sa)
+{
+	*has_sa = false;
+	for (const struct scsi_op *const *t = scsi_lu_op_tables(lu); *t; t++)
+		for (const struct scsi_op *op = *t; op->run; op++) {
+			if (op->opcode != opcode)
+				continue;
+			*has_sa |= op->has_sa;
+			if (!op->has_sa || !match_sa || op->sa == sa)
+				return op;
+		}
+	return NULL;
+}
+
+/* The command timeouts descriptor (SPC-4 §6.35.4): nominal time not
+ * given, 30 s recommended. */
+static size_t rsoc_timeouts(uint8_t *p)
+{
+	memset(p, 0, 12);
+	ds_put_be16(p, 0x0A);
+	ds_put_be32(p + 8, 30);
+	return 12;
+}
+
+static void spc_report_opcodes(struct scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+	const struct scsi_lu *lu = scsi_cmd_lu(cmd);
+	bool rctd = c[2] & 0x80;
+	uint8_t options = c[2] & 0x07, req_op = c[3];
+	uint16_t req_sa = ds_get_be16(c + 4);
+	uint32_t alloc = ds_get_be32(c + 6);
+	uint8_t tb[4096];
+	size_t off = 0;
+
+	if (options == 0) {
+		off = 4;
+		for (const struct scsi_op *const *t = scsi_lu_op_tables(lu); *t; t++)
+			for (const struct scsi_op *op = *t; op->run; op++) {
+				bool has_sa;
+
+				/* an entry an earlier table shadows is not reachable */
+				if (rsoc_find(lu, op->opcode, op->sa, true, &has_sa) != op)
+					continue;
+				if (off + 20 > sizeof(tb))
+					break;
+				memset(tb + off, 0, 8);
+				tb[off] = op->opcode;
+				if (op->has_sa) {
+					ds_put_be16(tb + off + 2, op->sa);
+					tb[off + 5] |= 0x01;            /* SERVACTV */
+				}
+				if (rctd)
+					tb[off + 5] |= 0x02;            /* CTDP */
+				ds_put_be16(tb + off + 6, op->cdb_len);
+				off += 8;
+				if (rctd)
+					off += rsoc_timeouts(tb + off);
+			}
+		ds_put_be32(tb, (uint32_t)(off - 4));
+	} else if (options <= 3) {
+		bool has_sa;
+		const struct scsi_op *op = rsoc_find(lu, req_op, req_sa, options != 1, &has_sa);
+
+		/* 001b names an opcode without service actions, 010b one with */
+		if ((options == 1 && has_sa) || (options == 2 && !has_sa)) {
+			scsi_cmd_invalid_field(cmd, true, 2, 2);
+			goto out;
+		}
+		memset(tb, 0, 4);
+		if (op && op->has_sa != (options != 1 && has_sa))
+			op = NULL;
+		if (!op) {
+			tb[1] = 0x01;                   /* SUPPORT: not supported */
+			off = 4;
+		} else {
+			tb[1] = (uint8_t)(0x03 | (rctd ? 0x80 : 0));
+			ds_put_be16(tb + 2, op->cdb_len);
+			memcpy(tb + 4, op->usage, op->cdb_len);
+			off = 4 + op->cdb_len;
+			if (rctd)
+				off += rsoc_timeouts(tb + off);
+		}
+	} else {
+		scsi_cmd_invalid_field(cmd, true, 2, 2);
+		goto out;
+	}
+	scsi_cmd_data_in(cmd, tb, off, alloc);
+out:
+	scsi_cmd_finish(cmd);
+}
+
+/* ---- RESERVE / RELEASE (SPC-2 §7.21, §7.17) --------------------------------------------- */
+
+static void spc_reserve(struct scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+
+	/* Extents and third-party reservations are obsolete (SPC-2). */
+	if (c[0] == 0x16 ? (c[1] & 0x1f) : (c[1] & 0x13))
+		scsi_cmd_invalid_field(cmd, true, 1, -1);
+	else if (!scsi_lu_spc2_reserve(cmd))
+		scsi_cmd_status(cmd, SCSI_RESERVATION_CONFLICT);
+	scsi_cmd_finish(cmd);
+}
+
+static void spc_release(struct scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+
+	if (c[0] == 0x17 ? (c[1] & 0x1f) : (c[1] & 0x13))
+		scsi_cmd_invalid_field(cmd, true, 1, -1);
+	else
+		scsi_lu_spc2_release(cmd);
+	scsi_cmd_finish(cmd);
+}
+
+/* ---- PREVENT ALLOW MEDIUM REMOVAL (SPC-4 §6.15, SBC-3 §5.11) --------------------------- */
+
+static void spc_prevent_allow(struct scsi_cmd *cmd)
+{
+	uint8_t prevent = cmd->cdb[4] & 0x03;
+
+	/* 10b and 11b are obsolete for a disk (persistent prevent is MMC's). */
+	if (prevent > 1)
+		scsi_cmd_invalid_field(cmd, true, 4, 1);
+	else
+		scsi_lu_set_prevent(cmd, prevent);
+	scsi_cmd_finish(cmd);
+}
+
+/* ---- START STOP UNIT of a disk (SBC-3 §5.25) ---------------------------------------------- */
+
+static void spc_start_stop_flushed(struct disk_io *io)
+{
+	struct scsi_cmd *cmd = io->opaque;
+
+	scsi_cmd_disk_status(cmd, io, 0);
+	disk_io_put(io->reactor, io);
+	scsi_cmd_finish(cmd);
+}
+
+static void spc_start_stop(struct scsi_cmd *cmd)
+{
+	const uint8_t *c = cmd->cdb;
+	struct scsi_lu *lu = scsi_cmd_lu(cmd);
+	uint8_t power = c[4] >> 4;
+	bool loej = c[4] & 0x02, start = c[4] & 0x01, no_flush = c[4] & 0x04;
+	struct disk_io *io;
+
+	/* A power condition other than START_VALID: LOEJ and START are
+	 * ignored; a virtual disk has no power states to move between. */
+	if (power)
+		goto out;
+	if (loej) {
+		if (!scsi_lu_opts(lu)->removable) {
+			scsi_cmd_invalid_field(cmd, true, 4, 1);
+			goto out;
+		}
+		if (scsi_lu_removal_prevented(lu)) {
+			scsi_cmd_sense(cmd, SCSI_SK_ILLEGAL_REQUEST, 0x53, 0x02);
+			goto out;
+		}
+		scsi_lu_set_loaded(lu, start);
+	}
+	/* Stopping writes the cache back first (SBC-3 §5.25), unless told
+	 * not to; with WCE off there is nothing cached. */
+	if (!start && !no_flush && scsi_lu_wce(lu) && scsi_cmd_disk(cmd)) {
+		io = scsi_cmd_io(cmd, spc_start_stop_flushed);
+		if (!io) {
+			scsi_cmd_status(cmd, SCSI_BUSY);
+			goto out;
+		}
+		io->op = DISK_OP_FLUSH;
+		disk_submit(scsi_cmd_disk(cmd), io);
+		return;
+	}
+out:
+	scsi_cmd_finish(cmd);
+}
+
+/* ---- PERSISTENT RESERVE IN/OUT entries (pr.c) ----------------------------------------------- */
+
+/* A DVD has no PR front: its PR commands are unsupported. */
+static void spc_pr_in(struct scsi_cmd *cmd)
+{
+	struct scsi_pr *pr = scsi_lu_pr(scsi_cmd_lu(cmd));
+
+	if (pr) {
+		scsi_pr_in(pr, cmd);
+		return;
+	}
+	scsi_cmd_sense(cmd, SCSI_SK_ILLEGAL_REQUEST, 0x20, 0x00);
+	scsi_cmd_finish(cmd);
+}
+
+static void spc_pr_out(struct scsi_cmd *cmd)
+{
+	struct scsi_pr *pr = scsi_lu_pr(scsi_cmd_lu(cmd));
+
+	if (pr) {
+		scsi_pr_out(pr, cmd);
+		return;
+	}
+	scsi_cmd_sense(cmd, SCSI_SK_ILLEGAL_REQUEST, 0x20, 0x00);
+	scsi_cmd_finish(cmd);
+}
+
 /* ---- the table --------------------------------------------------------------------- */
 
 const struct scsi_op scsi_spc_ops[] = {
@@ -375,5 +815,47 @@ const struct scsi_op scsi_spc_ops[] = {
 	  .usage = { 0xA0, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0x07 },
 	  .flags = SCSI_OP_NO_UA | SCSI_OP_NO_MEDIUM | SCSI_OP_SPC2_ALLOWED,
 	  .run = spc_report_luns, .name = "REPORT LUNS" },
+	{ .opcode = 0x15, .cdb_len = 6, .usage = { 0x15, 0x11, 0, 0, 0xff, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM, .run = spc_mode_select, .name = "MODE SELECT(6)" },
+	{ .opcode = 0x16, .cdb_len = 6, .usage = { 0x16, 0, 0, 0, 0, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM, .run = spc_reserve, .name = "RESERVE(6)" },
+	{ .opcode = 0x17, .cdb_len = 6, .usage = { 0x17, 0, 0, 0, 0, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM | SCSI_OP_SPC2_ALLOWED, .run = spc_release,
+	  .name = "RELEASE(6)" },
+	{ .opcode = 0x1A, .cdb_len = 6, .usage = { 0x1A, 0x08, 0xff, 0xff, 0xff, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM, .run = spc_mode_sense, .name = "MODE SENSE(6)" },
+	{ .opcode = 0x1B, .cdb_len = 6, .usage = { 0x1B, 0x01, 0, 0x0f, 0xf7, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM, .run = spc_start_stop, .name = "START STOP UNIT" },
+	{ .opcode = 0x1E, .cdb_len = 6, .usage = { 0x1E, 0, 0, 0, 0x03, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM, .run = spc_prevent_allow,
+	  .name = "PREVENT ALLOW MEDIUM REMOVAL" },
+	{ .opcode = 0x55, .cdb_len = 10,
+	  .usage = { 0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM, .run = spc_mode_select, .name = "MODE SELECT(10)" },
+	{ .opcode = 0x56, .cdb_len = 10, .usage = { 0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM, .run = spc_reserve, .name = "RESERVE(10)" },
+	{ .opcode = 0x57, .cdb_len = 10, .usage = { 0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM | SCSI_OP_SPC2_ALLOWED, .run = spc_release,
+	  .name = "RELEASE(10)" },
+	{ .opcode = 0x5A, .cdb_len = 10,
+	  .usage = { 0x5A, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM, .run = spc_mode_sense, .name = "MODE SENSE(10)" },
+#define PR_IN(n) \
+	{ .opcode = 0x5E, .has_sa = true, .sa = n, .cdb_len = 10, \
+	  .usage = { 0x5E, 0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, 0x07 }, \
+	  .flags = SCSI_OP_NO_MEDIUM | SCSI_OP_SPC2_ALLOWED, .run = spc_pr_in, \
+	  .name = "PERSISTENT RESERVE IN" }
+	PR_IN(0), PR_IN(1), PR_IN(2), PR_IN(3),
+#undef PR_IN
+#define PR_OUT(n) \
+	{ .opcode = 0x5F, .has_sa = true, .sa = n, .cdb_len = 10, \
+	  .usage = { 0x5F, 0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x07 }, \
+	  .flags = SCSI_OP_NO_MEDIUM, .run = spc_pr_out, .name = "PERSISTENT RESERVE OUT" }
+	PR_OUT(0), PR_OUT(1), PR_OUT(2), PR_OUT(3), PR_OUT(4), PR_OUT(5), PR_OUT(6), PR_OUT(7),
+#undef PR_OUT
+	{ .opcode = 0xA3, .has_sa = true, .sa = 0x0C, .cdb_len = 12,
+	  .usage = { 0xA3, 0x1f, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0x07 },
+	  .flags = SCSI_OP_NO_MEDIUM | SCSI_OP_SPC2_ALLOWED,
+	  .run = spc_report_opcodes, .name = "REPORT SUPPORTED OPERATION CODES" },
 	{ .run = NULL },
 };
