@@ -761,7 +761,7 @@ static void test_scsi_pr_conflicts_non_data(void **state)
 	static const uint8_t stop[6] = { 0x1b, 0, 0, 0, 0x00, 0 };
 	static const uint8_t prevent[6] = { 0x1e, 0, 0, 0, 0x01, 0 };
 	static const uint8_t allow[6] = { 0x1e, 0, 0, 0, 0x00, 0 };
-	uint8_t b[96];
+	uint8_t b[255];
 	struct st_result r;
 
 	/* Nothing registered: nothing conflicts. */
@@ -788,9 +788,19 @@ static void test_scsi_pr_conflicts_non_data(void **state)
 	assert_true(conflicts(f->n[1], prevent));
 	assert_false(conflicts(f->n[0], mode_sense));
 	assert_false(conflicts(f->n[0], mode_select));
-	/* Through the core, TUR and INQUIRY still answer. */
+	/* Through the core: RESERVATION CONFLICT without sense, while TUR
+	 * and INQUIRY still answer. */
 	assert_int_equal(st_run(f->n[1], 0, tur, 6, SCSI_DIR_NONE, NULL, 0, &r), SCSI_GOOD);
 	assert_int_equal(st_run(f->n[1], 0, inquiry, 6, SCSI_DIR_IN, b, 96, &r), SCSI_GOOD);
+	assert_int_equal(st_run(f->n[1], 0, mode_sense, 6, SCSI_DIR_IN, b, sizeof(b), &r),
+			 SCSI_RESERVATION_CONFLICT);
+	assert_int_equal(r.sense_len, 0);
+	assert_int_equal(st_run(f->n[0], 0, mode_sense, 6, SCSI_DIR_IN, b, sizeof(b), &r),
+			 SCSI_GOOD);
+	assert_int_equal(st_run(f->n[1], 0, reserve6, 6, SCSI_DIR_NONE, NULL, 0, &r),
+			 SCSI_RESERVATION_CONFLICT);
+	assert_int_equal(st_run(f->n[0], 0, reserve6, 6, SCSI_DIR_NONE, NULL, 0, &r),
+			 SCSI_RESERVATION_CONFLICT);
 
 	/* Write exclusive: reading state is allowed, changing it is not. */
 	assert_int_equal(pr_out(f->n[0], RELEASE, EA, 0xd1, 0, 0, &r), SCSI_GOOD);
