@@ -5,7 +5,7 @@
  * storage/disk.h). Every request carries the identity of the I_T nexus
  * that sent the command (scsi_nexus_disk_initiator), so the disk keeps one
  * registration per initiator port and fences the data I/O of the others
- * itself; docs/scsi.md has the rule set and its limits.
+ * itself; docs/scsi-pr.md has the rule set and its limits.
  *
  * Notes on the design
  * -------------------
@@ -355,7 +355,8 @@ static void pr_prune_ports(struct scsi_pr *pr)
 	pr->nports = j;
 }
 
-/* The port of an iSCSI initiator port name: the part before ",i,0x". */
+/* The length of the iSCSI name in an initiator port name: the part
+ * before ",i,0x". */
 static size_t pr_iscsi_name_len(const char *port)
 {
 	const char *sep = strstr(port, ",i,0x");
@@ -457,6 +458,9 @@ static int pr_resolve_tid(struct scsi_pr *pr, const uint8_t *tid, size_t len,
 			return -EINVAL;   /* no such port, or the name has several */
 		memcpy(out->port, s, n);
 		out->port[n] = '\0';
+		/* The ISID is hex: name it the way the transport does. */
+		for (char *x = strstr(out->port, ",i,0x") + 5; *x; x++)
+			*x = (char)tolower((unsigned char)*x);
 		out->all_tg_pt = false;
 		out->rel_port = PR_REL_TGT_PORT;
 		return scsi_port_disk_initiator(SCSI_PROTO_ISCSI, out->port, &out->ini);
@@ -868,24 +872,40 @@ static char *pr_state_text(struct scsi_pr *pr)
 	const struct pr_state *s = &pr->st;
 	size_t room = 128 + (size_t)s->nregs * (96 + 2 * 256);
 	char *t = malloc(room), *p = t;
+	enum disk_pr_type type = s->type;
+	uint32_t n = 0;
 
 	if (!t)
 		return NULL;
+	/* A registration without a host id (made behind our back on a disk
+	 * with PR of its own) cannot be replayed as anybody: left out, and
+	 * the reservation with it when it held one. */
+	for (uint32_t i = 0; i < s->nregs; i++) {
+		if (s->regs[i].host_id_len == 0 && s->regs[i].holder && !pr_all_regs(type))
+			type = DISK_PR_NONE;
+		n += s->regs[i].host_id_len != 0;
+	}
+	if (n == 0)
+		type = DISK_PR_NONE;
+	n = 0;
 	p += sprintf(p, PR_STATE_MAGIC "\ngeneration %" PRIu32 "\ntype %u\n", pr_generation(pr),
-		     (unsigned)s->type);
+		     (unsigned)type);
 	for (uint32_t i = 0; i < s->nregs; i++) {
 		const struct pr_reg *g = &s->regs[i];
 		const struct pr_port *pt = pr_find_port(pr, g->host_id, g->host_id_len);
 		char hid[33], port[2 * 256 + 1];
 
+		if (g->host_id_len == 0)
+			continue;
+		n++;
 		pr_hex(hid, g->host_id, g->host_id_len);
 		pr_hex(port, pt ? pt->port : "", pt ? strlen(pt->port) : 0);
-		p += sprintf(p, "reg %s %016" PRIx64 " %d %d %d %u %s\n", hid[0] ? hid : "-", g->key,
-			     g->holder ? 1 : 0, pt ? (int)pt->proto : (int)SCSI_PROTO_SAS,
-			     pt && pt->all_tg_pt ? 1 : 0,
+		p += sprintf(p, "reg %s %016" PRIx64 " %d %d %d %u %s\n", hid, g->key,
+			     g->holder && type != DISK_PR_NONE ? 1 : 0,
+			     pt ? (int)pt->proto : (int)SCSI_PROTO_SAS, pt && pt->all_tg_pt ? 1 : 0,
 			     pt ? pt->rel_port : PR_REL_TGT_PORT, port[0] ? port : "-");
 	}
-	sprintf(p, "end %" PRIu32 "\n", s->nregs);
+	sprintf(p, "end %" PRIu32 "\n", n);
 	return t;
 }
 
