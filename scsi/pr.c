@@ -53,7 +53,7 @@
  * - What SPC-4 lets us leave out: SPEC_I_PT (SIP_C 0: the bit is refused
  *   with INVALID FIELD IN PARAMETER LIST), REPLACE LOST RESERVATION, and
  *   the RESERVE/RELEASE exceptions of CRH (CRH 0: an SPC-2 RESERVE or
- *   RELEASE conflicts while anybody is registered, §5.13.3). ALL_TG_PT is
+ *   RELEASE conflicts while anybody is registered, SPC-4 §5.13.3). ALL_TG_PT is
  *   supported (ATP_C 1): a target has one target port here, so a
  *   registration made through it covers all of them; it is remembered and
  *   reported.
@@ -368,9 +368,9 @@ static size_t pr_iscsi_name_len(const char *port)
 
 /*
  * The TransportID of @p into @out (room PR_TID_MAX); returns its length.
- * iSCSI (§7.6.4.6): format 01b, the initiator port name "<name>,i,0x<ISID>"
+ * iSCSI (SPC-4 §7.6.4.6): format 01b, the initiator port name "<name>,i,0x<ISID>"
  * NUL-terminated and padded to a multiple of 4, at least 20 bytes, or
- * format 00b with the name when the port has no ISID part. SAS (§7.6.4.7):
+ * format 00b with the name when the port has no ISID part. SAS (SPC-4 §7.6.4.7):
  * the SAS address, which a transport without names puts in the port as
  * "naa.<16 hex digits>"; failing that the first 8 bytes of the host id.
  */
@@ -743,7 +743,7 @@ static int pr_in_data(struct scsi_pr *pr, uint8_t sa, uint8_t **out, size_t *len
 	case PR_IN_READ_RESERVATION:
 		if (s->type == DISK_PR_NONE)
 			break;
-		/* §6.15.3.3: an all-registrants reservation has key 0. */
+		/* SPC-4 §6.15.3.3: an all-registrants reservation has key 0. */
 		if (!pr_all_regs(s->type)) {
 			for (uint32_t i = 0; i < s->nregs; i++)
 				if (s->regs[i].holder)
@@ -752,7 +752,7 @@ static int pr_in_data(struct scsi_pr *pr, uint8_t sa, uint8_t **out, size_t *len
 		b[8 + 13] = pr_scsi_type(s->type);    /* scope 0: LU_SCOPE */
 		n += 16;
 		break;
-	default: /* READ FULL STATUS, §6.15.5 */
+	default: /* READ FULL STATUS, SPC-4 §6.15.5 */
 		for (uint32_t i = 0; i < s->nregs; i++) {
 			const struct pr_reg *g = &s->regs[i];
 			const struct pr_port *p = pr_find_port(pr, g->host_id, g->host_id_len);
@@ -1557,7 +1557,7 @@ static bool pr_out_parse(struct scsi_pr *pr, struct pr_ctx *c)
 	}
 	if (c->sa == PR_OUT_RESERVE || c->sa == PR_OUT_RELEASE || c->sa == PR_OUT_PREEMPT ||
 	    c->sa == PR_OUT_PREEMPT_AND_ABORT) {
-		if (scope != 0) {           /* only LU_SCOPE (§6.15.3.3) */
+		if (scope != 0) {           /* only LU_SCOPE (SPC-4 §6.15.3.3) */
 			scsi_cmd_invalid_field(cmd, true, 2, 7);
 			return false;
 		}
@@ -1598,7 +1598,7 @@ static bool pr_out_parse(struct scsi_pr *pr, struct pr_ctx *c)
 		return true;
 	}
 
-	/* REGISTER AND MOVE (§6.16.4) */
+	/* REGISTER AND MOVE (SPC-4 §6.16.4) */
 	{
 		uint32_t tid_len = ds_get_be32(p + 20);
 		int r;
@@ -1662,7 +1662,7 @@ enum pr_class {
 	PR_CLASS_ALLOWED = 0,   /* allowed whatever the reservation (or checked by the disk) */
 	PR_CLASS_READ,          /* reads the LU's state: refused where reads are */
 	PR_CLASS_WRITE,         /* changes it: refused where writes are */
-	PR_CLASS_SPC2,          /* RESERVE/RELEASE(6/10): §5.13.3, CRH 0 */
+	PR_CLASS_SPC2,          /* RESERVE/RELEASE(6/10): SPC-4 §5.13.3, CRH 0 */
 };
 
 /*
