@@ -151,6 +151,16 @@ static void hash16(const void *a, size_t alen, const void *b, size_t blen, uint8
 	memcpy(out, md, 16);
 }
 
+int scsi_port_disk_initiator(enum scsi_protocol proto, const char *port, struct disk_initiator *out)
+{
+	uint8_t p = (uint8_t)proto;
+
+	memset(out, 0, sizeof(*out));
+	hash16(&p, 1, port, strnlen(port, 255), out->host_id);
+	out->host_id_len = 16;
+	return 0;
+}
+
 /* Copies @s (NULL: @def) into @buf of @n bytes + NUL, space padded. */
 static void pad_copy(char *buf, size_t n, const char *s, const char *def)
 {
@@ -329,8 +339,10 @@ int scsi_lu_change_media(struct scsi_lu *lu, struct disk *disk, bool force)
 {
 	if (lu->type != SCSI_LU_DVD)
 		return -EINVAL;
-	if (!force && scsi_lu_removal_prevented(lu))
+	if (!force && scsi_lu_removal_prevented(lu)) {
+		scsi_dvd_eject_request(lu->dvd);
 		return -EBUSY;
+	}
 	return scsi_dvd_change_media(lu->dvd, disk);
 }
 
@@ -470,13 +482,8 @@ int scsi_nexus_new(struct scsi_target *t, const struct scsi_initiator_id *id,
 	/* The port name identifies the I_T nexus (SPC-4 §7.6.4.6); a name
 	 * without a port (a transport with one port per initiator) stands
 	 * for itself. */
-	{
-		const char *p = n->id.port[0] ? n->id.port : n->id.name;
-		uint8_t proto = (uint8_t)n->id.protocol;
-
-		hash16(&proto, 1, p, strlen(p), n->dinit.host_id);
-		n->dinit.host_id_len = 16;
-	}
+	scsi_port_disk_initiator(n->id.protocol, n->id.port[0] ? n->id.port : n->id.name,
+				 &n->dinit);
 	/* SAM-5 §5.14: a new nexus first hears of the "reset" it saw. */
 	for (unsigned i = 0; i < SCSI_MAX_LUNS; i++)
 		if (t->luns[i])

@@ -78,7 +78,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <openssl/evp.h>
 
 #include "common/compiler.h"
 #include "common/endian.h"
@@ -1955,22 +1954,4 @@ void scsi_pr_free(struct scsi_pr *pr)
 struct disk *scsi_pr_disk(const struct scsi_pr *pr)
 {
 	return pr->disk;
-}
-
-int scsi_port_disk_initiator(enum scsi_protocol proto, const char *port, struct disk_initiator *out)
-{
-	uint8_t buf[1 + 255], md[EVP_MAX_MD_SIZE];
-	size_t n = strnlen(port, 255);
-	unsigned mdlen = 0;
-
-	/* The first 16 bytes of SHA-256 over the protocol byte and the port
-	 * name: what lu.c gives each nexus. */
-	buf[0] = (uint8_t)proto;
-	memcpy(buf + 1, port, n);
-	memset(out, 0, sizeof(*out));
-	if (!EVP_Digest(buf, 1 + n, md, &mdlen, EVP_sha256(), NULL) || mdlen < 16)
-		return -ENOMEM;
-	memcpy(out->host_id, md, 16);
-	out->host_id_len = 16;
-	return 0;
 }
