@@ -151,6 +151,16 @@ static void hash16(const void *a, size_t alen, const void *b, size_t blen, uint8
 	memcpy(out, md, 16);
 }
 
+int scsi_port_disk_initiator(enum scsi_protocol proto, const char *port, struct disk_initiator *out)
+{
+	uint8_t p = (uint8_t)proto;
+
+	memset(out, 0, sizeof(*out));
+	hash16(&p, 1, port, strnlen(port, 255), out->host_id);
+	out->host_id_len = 16;
+	return 0;
+}
+
 /* Copies @s (NULL: @def) into @buf of @n bytes + NUL, space padded. */
 static void pad_copy(char *buf, size_t n, const char *s, const char *def)
 {
@@ -472,13 +482,8 @@ int scsi_nexus_new(struct scsi_target *t, const struct scsi_initiator_id *id,
 	/* The port name identifies the I_T nexus (SPC-4 §7.6.4.6); a name
 	 * without a port (a transport with one port per initiator) stands
 	 * for itself. */
-	{
-		const char *p = n->id.port[0] ? n->id.port : n->id.name;
-		uint8_t proto = (uint8_t)n->id.protocol;
-
-		hash16(&proto, 1, p, strlen(p), n->dinit.host_id);
-		n->dinit.host_id_len = 16;
-	}
+	scsi_port_disk_initiator(n->id.protocol, n->id.port[0] ? n->id.port : n->id.name,
+				 &n->dinit);
 	/* SAM-5 §5.14: a new nexus first hears of the "reset" it saw. */
 	for (unsigned i = 0; i < SCSI_MAX_LUNS; i++)
 		if (t->luns[i])
@@ -804,11 +809,11 @@ void scsi_cmd_submit(struct scsi_cmd *cmd)
 	s->lu = lu;
 
 	if (!lu) {
-		/* SPC-4 §4.6.? and SAM-5 §4.6.5: LUN 0 (present or not) and
-		 * the REPORT LUNS W-LUN answer INQUIRY and REPORT LUNS; any
-		 * absent LUN answers INQUIRY (peripheral qualifier 011b) and
-		 * REQUEST SENSE; everything else is LOGICAL UNIT NOT
-		 * SUPPORTED. */
+		/* SPC-4 (INQUIRY §6.6.2, REPORT LUNS §6.33, REQUEST SENSE
+		 * §6.39): LUN 0 (present or not) and the REPORT LUNS W-LUN
+		 * answer INQUIRY and REPORT LUNS; any absent LUN answers
+		 * INQUIRY (peripheral qualifier 011b) and REQUEST SENSE;
+		 * everything else is LOGICAL UNIT NOT SUPPORTED. */
 		uint8_t opc = cmd->cdb[0];
 
 		if (cmd->lun == WLUN_REPORT_LUNS)

@@ -25,7 +25,7 @@
  *   cache, so steady-state I/O does not allocate; the disk request is the
  *   one scsi_cmd_io hands out, reused for each step of a command.
  * - COMPARE AND WRITE is atomic against every other writer of its LBAs
- *   (SBC-3 §5.3: no other command may change them between the compare
+ *   (SBC-3: no other command may change them between the compare
  *   and the write), whichever nexus or reactor thread it runs on. The
  *   per-LU struct scsi_sbc keeps a range lock that is free when no
  *   COMPARE AND WRITE runs: `exclusive` counts COMPARE AND WRITEs holding
@@ -76,7 +76,7 @@
 #define SBC_MAX_UNMAP_DESCRIPTORS 256u
 /* Staging buffers: WRITE SAME patterns, VERIFY reads. */
 #define SBC_CHUNK_BYTES ((size_t)1 << 20)
-/* PRE-FETCH's "cache capacity" (SBC-3 §5.8: more than fits ends GOOD, not
+/* PRE-FETCH's "cache capacity" (SBC-3: more than fits ends GOOD, not
  * CONDITION MET, after the part that fits). */
 #define SBC_PREFETCH_MAX_BYTES ((uint64_t)64 << 20)
 
@@ -288,7 +288,8 @@ static void sbc_fail_range(struct scsi_cmd *cmd)
 }
 
 /* The data-out ends inside a block, or does not have the exact size a
- * command needs (FCP-4 §9.4.2 b, for iSCSI too). */
+ * command needs (FCP-4's rule for a data length that does not match the
+ * CDB, which iSCSI targets follow too). */
 static void sbc_fail_iu(struct scsi_cmd *cmd)
 {
 	sbc_fail(cmd, SCSI_SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_IU, 0x03);
@@ -331,7 +332,7 @@ static bool sbc_cdb_ok(struct scsi_cmd *cmd)
 
 /* The LBA and the transfer length (number of blocks) of a READ, WRITE,
  * VERIFY, WRITE SAME, SYNCHRONIZE CACHE or PRE-FETCH CDB, by its size
- * (the group code of the opcode, SPC-4 §4.2.5.1), and the byte that
+ * (the group code of the opcode, SPC-4), and the byte that
  * holds the length (for field pointers). */
 static void sbc_lba_len(const uint8_t *cdb, uint64_t *lba, uint64_t *n, uint16_t *len_byte)
 {
@@ -595,7 +596,7 @@ static void sbc_read_done(struct disk_io *io)
 	sbc_end(c);
 }
 
-/* READ(6/10/12/16): SBC-3 §5.11-5.14. DPO and FUA are accepted: there is
+/* READ(6/10/12/16): SBC-3 DPO and FUA are accepted: there is
  * no cache of ours to bypass, and the disk's reads are coherent with its
  * writes. */
 static void sbc_read(struct scsi_cmd *cmd)
@@ -690,8 +691,8 @@ static bool sbc_dout_blocks(struct scsi_cmd *cmd, uint32_t bs, uint64_t n, uint6
 	return true;
 }
 
-/* WRITE(6/10/12/16) (SBC-3 §5.32-5.35) and WRITE AND VERIFY(10/12/16)
- * (§5.36-5.38). FUA, or WCE off, makes the write durable. WRITE AND
+/* WRITE(6/10/12/16) (SBC-3) and WRITE AND VERIFY(10/12/16)
+ * (SBC-3). FUA, or WCE off, makes the write durable. WRITE AND
  * VERIFY is a FUA write: the medium is verified by the disk reporting the
  * durable write's outcome, and re-reading data a page cache still holds
  * would prove nothing more; its BYTCHK is accepted. */
@@ -761,7 +762,7 @@ static void sbc_verify_done(struct disk_io *io)
 	}
 	diff = sbc_iov_cmp(c->cmd->iov, c->cmd->iovcnt, off, c->buf, len);
 	if (diff != SIZE_MAX) {
-		/* SBC-3 §5.29: the INFORMATION field holds the offset of the
+		/* SBC-3: the INFORMATION field holds the offset of the
 		 * first byte that differs, from the start of the data-out. */
 		scsi_cmd_sense_info(c->cmd, SCSI_SK_MISCOMPARE, ASC_MISCOMPARE, 0, off + diff);
 		sbc_end(c);
@@ -784,7 +785,7 @@ static void sbc_verify_step(struct sbc_cmd *c)
 	sbc_submit(c, DISK_OP_READ, 0, c->lba + c->pos, 0, c->iov, 1, sbc_verify_done);
 }
 
-/* VERIFY(10/12/16): SBC-3 §5.29-5.31. BYTCHK 0: the blocks must be
+/* VERIFY(10/12/16): SBC-3 BYTCHK 0: the blocks must be
  * readable, which a CACHE request over them checks (a read where the disk
  * has no cache of its own). BYTCHK 1: the data-out is compared with the
  * medium, one staging buffer at a time. */
@@ -845,7 +846,7 @@ static void sbc_caw_read_done(struct disk_io *io)
 	}
 	diff = sbc_iov_cmp(c->cmd->iov, c->cmd->iovcnt, 0, c->buf, len);
 	if (diff != SIZE_MAX) {
-		/* SBC-3 §5.2: nothing is written; INFORMATION = offset of
+		/* SBC-3: nothing is written; INFORMATION = offset of
 		 * the first byte that differs. */
 		scsi_cmd_sense_info(c->cmd, SCSI_SK_MISCOMPARE, ASC_MISCOMPARE, 0, diff);
 		sbc_end(c);
@@ -862,7 +863,7 @@ static void sbc_caw_step(struct sbc_cmd *c)
 	sbc_submit(c, DISK_OP_READ, 0, c->lba, 0, c->iov, 1, sbc_caw_read_done);
 }
 
-/* COMPARE AND WRITE (89h): SBC-3 §5.2. The data-out is the verify
+/* COMPARE AND WRITE (89h): SBC-3 The data-out is the verify
  * instance then the write instance, n blocks each, exactly. */
 static void sbc_caw(struct scsi_cmd *cmd)
 {
@@ -941,12 +942,12 @@ static void sbc_ws_step(struct sbc_cmd *c)
 	}
 	/* Zeroes: the disk writes them its cheapest way; with the UNMAP bit
 	 * it may deallocate where deallocated blocks read back as zeroes
-	 * (SBC-3 §4.7.3.3), without it the blocks must stay mapped. */
+	 * (SBC-3), without it the blocks must stay mapped. */
 	sbc_submit(c, DISK_OP_WRITE_ZEROES, c->wflags | (c->flag ? 0 : DISK_IO_NO_UNMAP), c->lba,
 		   c->n, NULL, 0, sbc_end_io_done);
 }
 
-/* WRITE SAME(10) (41h) and WRITE SAME(16) (93h): SBC-3 §5.41-5.42. A
+/* WRITE SAME(10) (41h) and WRITE SAME(16) (93h): SBC-3 A
  * block of zeroes (or NDOB) becomes one WRITE_ZEROES request; any other
  * block is replicated into a staging buffer written chunk by chunk. */
 static void sbc_write_same(struct scsi_cmd *cmd)
@@ -974,7 +975,7 @@ static void sbc_write_same(struct scsi_cmd *cmd)
 		sbc_fail_range(cmd);
 		return;
 	}
-	/* 0 blocks: to the last LBA (SBC-3 §5.42), which must then stay
+	/* 0 blocks: to the last LBA (SBC-3), which must then stay
 	 * within the MAXIMUM WRITE SAME LENGTH like an explicit number. */
 	if (n == 0)
 		n = count - lba;
@@ -1055,7 +1056,7 @@ static void sbc_unmap_next(struct sbc_cmd *c)
 	sbc_end(c);
 }
 
-/* UNMAP (42h): SBC-3 §5.28. The whole parameter list is checked before
+/* UNMAP (42h): SBC-3 The whole parameter list is checked before
  * anything is unmapped, so an error leaves the medium as it was. */
 static void sbc_unmap(struct scsi_cmd *cmd)
 {
@@ -1094,7 +1095,7 @@ static void sbc_unmap(struct scsi_cmd *cmd)
 	dl = ds_get_be16(hdr);
 	bdl = ds_get_be16(hdr + 2);
 	/* The lengths in the header must fit in what was sent; a partial
-	 * descriptor at the end is ignored (SBC-3 §5.28.2). */
+	 * descriptor at the end is ignored (SBC-3). */
 	if (dl > avail - 2) {
 		sbc_fail_param(cmd, 0, -1);
 		return;
@@ -1141,7 +1142,7 @@ static void sbc_unmap(struct scsi_cmd *cmd)
 
 /* ---- SYNCHRONIZE CACHE, PRE-FETCH ---------------------------------------------- */
 
-/* SYNCHRONIZE CACHE(10/16): SBC-3 §5.22-5.23. The disk flushes as a
+/* SYNCHRONIZE CACHE(10/16): SBC-3 The disk flushes as a
  * whole; the range is only checked. */
 static void sbc_sync_cache(struct scsi_cmd *cmd)
 {
@@ -1171,13 +1172,13 @@ static void sbc_prefetch_done(struct disk_io *io)
 		sbc_end_disk_error(c);
 		return;
 	}
-	/* SBC-3 §5.8: CONDITION MET when every block went to the cache. */
+	/* SBC-3: CONDITION MET when every block went to the cache. */
 	if (c->flag)
 		scsi_cmd_status(c->cmd, SCSI_CONDITION_MET);
 	sbc_end(c);
 }
 
-/* PRE-FETCH(10/16): SBC-3 §5.8-5.9, over the disk's CACHE request. A
+/* PRE-FETCH(10/16): SBC-3, over the disk's CACHE request. A
  * length of 0 means up to the last LBA. */
 static void sbc_prefetch(struct scsi_cmd *cmd)
 {
@@ -1211,7 +1212,7 @@ static void sbc_prefetch(struct scsi_cmd *cmd)
 
 /* ---- READ CAPACITY, GET LBA STATUS ---------------------------------------------- */
 
-/* READ CAPACITY(10): SBC-3 §5.15. */
+/* READ CAPACITY(10): SBC-3 */
 static void sbc_read_capacity10(struct scsi_cmd *cmd)
 {
 	struct scsi_lu *lu = scsi_cmd_lu(cmd);
@@ -1232,7 +1233,7 @@ static void sbc_read_capacity10(struct scsi_cmd *cmd)
 	scsi_cmd_finish(cmd);
 }
 
-/* READ CAPACITY(16): SBC-3 §5.16. */
+/* READ CAPACITY(16): SBC-3 */
 static void sbc_read_capacity16(struct scsi_cmd *cmd)
 {
 	struct scsi_lu *lu = scsi_cmd_lu(cmd);
@@ -1274,7 +1275,7 @@ static void sbc_lba_status_done(struct disk_io *io)
 	}
 	for (uint32_t i = 0; i < io->u.bs.nr && nd < c->n; i++) {
 		uint64_t left = ext[i].count;
-		/* SBC-3 §5.6 table: 0 mapped, 1 deallocated. */
+		/* SBC-3 table: 0 mapped, 1 deallocated. */
 		uint8_t state = (ext[i].flags & DISK_EXTENT_HOLE) ? 1 : 0;
 
 		while (left && nd < c->n) {
@@ -1296,7 +1297,7 @@ static void sbc_lba_status_done(struct disk_io *io)
 	sbc_end(c);
 }
 
-/* GET LBA STATUS (9Eh/12h): SBC-3 §5.6, from the disk's block status.
+/* GET LBA STATUS (9Eh/12h): SBC-3, from the disk's block status.
  * The first descriptor starts at the requested LBA; as many follow as
  * the allocation length has room for (up to LBAS_MAX_DESC). */
 static void sbc_get_lba_status(struct scsi_cmd *cmd)

@@ -129,8 +129,8 @@ static const struct status_row {
 	[DISK_READ_ONLY] = { SCSI_CHECK_CONDITION, SCSI_SK_DATA_PROTECT, 0x27, 0x00, false, ROW_PLAIN },
 	/* SPC-4 §5.13.1: the status alone, no sense */
 	[DISK_RESERVATION_CONFLICT] = { SCSI_RESERVATION_CONFLICT, 0, 0, 0, false, ROW_PLAIN },
-	/* SPC-4 §5.13.11.2.4 / SAM-5 §5.8.? : commands aborted by PREEMPT AND
-	 * ABORT end with TASK ABORTED (TAS = 1 semantics) */
+	/* SPC-4 PREEMPT AND ABORT: the commands it aborts end with TASK
+	 * ABORTED, as the control page's TAS = 1 says */
 	[DISK_ABORTED_PREEMPT] = { SCSI_TASK_ABORTED, 0, 0, 0, false, ROW_PLAIN },
 	/* The opcode is in our tables (REPORT SUPPORTED OPERATION CODES lists
 	 * it), so what the disk lacks is the variant the CDB asked for:
@@ -150,19 +150,24 @@ static void medium_row(const struct disk_io *io, struct status_row *row)
 
 	switch (io->medium) {
 	case DISK_MEDIUM_GUARD:
-		row->asc = 0x10, row->ascq = 0x01;      /* LOGICAL BLOCK GUARD CHECK FAILED */
+		row->asc = 0x10;        /* LOGICAL BLOCK GUARD CHECK FAILED */
+		row->ascq = 0x01;
 		break;
 	case DISK_MEDIUM_APP_TAG:
-		row->asc = 0x10, row->ascq = 0x02;      /* ... APPLICATION TAG CHECK FAILED */
+		row->asc = 0x10;        /* ... APPLICATION TAG CHECK FAILED */
+		row->ascq = 0x02;
 		break;
 	case DISK_MEDIUM_REF_TAG:
-		row->asc = 0x10, row->ascq = 0x03;      /* ... REFERENCE TAG CHECK FAILED */
+		row->asc = 0x10;        /* ... REFERENCE TAG CHECK FAILED */
+		row->ascq = 0x03;
 		break;
 	case DISK_MEDIUM_WRITE_FAULT:
-		row->asc = 0x0C, row->ascq = 0x00;      /* WRITE ERROR */
+		row->asc = 0x0C;        /* WRITE ERROR */
+		row->ascq = 0x00;
 		break;
 	case DISK_MEDIUM_UNRECOVERED_READ:
-		row->asc = 0x11, row->ascq = 0x00;      /* UNRECOVERED READ ERROR */
+		row->asc = 0x11;        /* UNRECOVERED READ ERROR */
+		row->ascq = 0x00;
 		break;
 	case DISK_MEDIUM_NONE:
 	default:

@@ -122,7 +122,7 @@ static size_t vpd_devid(const struct scsi_lu *lu, uint8_t *b)
 	const char *tname = scsi_target_name(scsi_lu_target(lu));
 	uint8_t uid[16], naa[16], t10[8 + 32], port[4];
 	size_t off = 4, tl;
-	uint8_t name[260];
+	uint8_t name[256];      /* a designator's length is one byte */
 
 	scsi_lu_uid(lu, uid);
 	/* NAA IEEE Registered Extended (6h, SPC-4 §7.8.6.6.5): 4 bits NAA,
@@ -131,9 +131,9 @@ static size_t vpd_devid(const struct scsi_lu *lu, uint8_t *b)
 	 * OUI field carries zero and the rest comes from the LU's identity,
 	 * which keeps designators stable and distinct. */
 	memset(naa, 0, sizeof(naa));
-	naa[0] = 0x60 | (uid[0] & 0x0f);
+	naa[0] = 0x60;
+	naa[3] = uid[0] & 0x0f;
 	memcpy(naa + 4, uid + 1, 12);
-	naa[3] = (uint8_t)((naa[3] & 0xf0) | (uid[13] & 0x0f));
 	/* association LU (00b), binary, type NAA (3h) */
 	off += designator(b + off, 0x01, 0x03, naa, 16);
 	/* T10 vendor ID based (1h): vendor, then the identity in hex. */
@@ -151,16 +151,16 @@ static size_t vpd_devid(const struct scsi_lu *lu, uint8_t *b)
 	memset(port, 0, sizeof(port));
 	ds_put_be16(port + 2, 1);
 	off += designator(b + off, (SCSI_PROTO_ISCSI << 4) | 0x01, 0x80 | 0x10 | 0x04, port, 4);
-	tl = (size_t)snprintf((char *)name, sizeof(name) - 4, "%s,t,0x0001", tname);
-	if (tl >= sizeof(name) - 4)
-		tl = sizeof(name) - 5;
+	tl = (size_t)snprintf((char *)name, 252, "%s,t,0x0001", tname);
+	if (tl > 251)
+		tl = 251;
 	tl = ROUND_UP(tl + 1, 4);       /* NUL terminated, padded to 4 (SPC-4 §7.8.6.11) */
 	memset(name + strlen((char *)name), 0, tl - strlen((char *)name));
 	off += designator(b + off, (SCSI_PROTO_ISCSI << 4) | 0x03, 0x80 | 0x10 | 0x08, name, tl);
 	/* The target device's name (association 10b). */
-	tl = (size_t)snprintf((char *)name, sizeof(name) - 4, "%s", tname);
-	if (tl >= sizeof(name) - 4)
-		tl = sizeof(name) - 5;
+	tl = (size_t)snprintf((char *)name, 252, "%s", tname);
+	if (tl > 251)
+		tl = 251;
 	tl = ROUND_UP(tl + 1, 4);
 	memset(name + strlen((char *)name), 0, tl - strlen((char *)name));
 	off += designator(b + off, (SCSI_PROTO_ISCSI << 4) | 0x03, 0x80 | 0x20 | 0x08, name, tl);

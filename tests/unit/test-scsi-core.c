@@ -287,6 +287,35 @@ static void test_scsi_core_lu_reset(void **state)
 	scsi_target_free(t);
 }
 
+/* A target name longer than a designator can hold is cut, not wrapped
+ * around its one-byte length. */
+static void test_scsi_core_long_target_name(void **state)
+{
+	char name[300];
+	struct scsi_target *t;
+	struct scsi_nexus *n;
+	uint8_t cdb[6] = { 0x12, 1, 0x83, 4, 0, 0 }, b[1024];
+	struct st_result r;
+
+	(void)state;
+	memset(name, 'x', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	t = st_target(name);
+	st_add_lu(t, 0, "mem:64K", NULL);
+	n = st_nexus(t, IQN1, 1);
+	assert_int_equal(st_run(n, 0, cdb, 6, SCSI_DIR_IN, b, sizeof(b), &r), SCSI_GOOD);
+	unsigned total = ds_get_be16(b + 2) + 4u, off = 4;
+
+	while (off < total) {
+		assert_true(b[off + 3] > 0);
+		off += 4u + b[off + 3];
+	}
+	assert_int_equal(off, total);
+	assert_int_equal(r.data_len, total);
+	scsi_nexus_free(n);
+	scsi_target_free(t);
+}
+
 static void test_scsi_core_lu_new_errors(void **state)
 {
 	struct scsi_lu *lu = NULL;
@@ -423,6 +452,7 @@ int main(void)
 		cmocka_unit_test(test_scsi_core_ua_queue),
 		cmocka_unit_test(test_scsi_core_host_id_stable),
 		cmocka_unit_test(test_scsi_core_lu_reset),
+		cmocka_unit_test(test_scsi_core_long_target_name),
 		cmocka_unit_test(test_scsi_core_lu_new_errors),
 		cmocka_unit_test(test_scsi_core_disk_status_table),
 	};

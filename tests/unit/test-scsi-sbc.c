@@ -381,6 +381,23 @@ static void test_scsi_sbc_op_table(void **state)
 	}
 }
 
+/* REPORT SUPPORTED OPERATION CODES answers from the table: DPO and FUA
+ * show in READ(10)'s usage data, as the DPOFUA bit of MODE SENSE says. */
+static void test_scsi_sbc_report_usage(void **state)
+{
+	struct fix *f = *state;
+	uint8_t cdb[12] = { 0xa3, 0x0c, 0x01, 0x28 }, b[64];
+	struct st_result r;
+
+	ds_put_be32(cdb + 6, sizeof(b));
+	assert_int_equal(st_run(f->n, 0, cdb, 12, SCSI_DIR_IN, b, sizeof(b), &r), SCSI_GOOD);
+	assert_int_equal(b[1] & 0x07, 3);       /* supported as the standard says */
+	assert_int_equal(ds_get_be16(b + 2), 10);
+	assert_int_equal(b[4], 0x28);
+	assert_int_equal(b[5] & 0x18, 0x18);
+	assert_int_equal(b[5] & 0xe0, 0);       /* no RDPROTECT */
+}
+
 /* ---- FUA and WCE ---------------------------------------------------------------- */
 
 static void test_scsi_sbc_fua_and_wce(void **state)
@@ -1148,6 +1165,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_write_residuals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_cdb_fields, setup, teardown),
 		cmocka_unit_test(test_scsi_sbc_op_table),
+		cmocka_unit_test_setup_teardown(test_scsi_sbc_report_usage, setup, teardown),
 		cmocka_unit_test(test_scsi_sbc_fua_and_wce),
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_verify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_compare_and_write, setup, teardown),

@@ -141,6 +141,14 @@ static void test_scsi_spc_inquiry_vpd(void **state)
 	assert_int_equal(b[4] & 0x0f, 1);          /* binary */
 	assert_int_equal(b[5] & 0x3f, 0x03);       /* LU association, NAA */
 	assert_int_equal(b[8] >> 4, 6);
+	assert_int_equal(b[8] & 0x0f, 0);          /* no OUI of our own */
+	assert_int_equal(b[9] | b[10] | (b[11] & 0xf0), 0);
+	/* a long target name still gives length bytes that fit */
+	unsigned total = ds_get_be16(b + 2) + 4, k = 0;
+
+	for (unsigned off = 4; off < total; off += 4 + b[off + 3])
+		k++;
+	assert_int_equal(k, 5);
 
 	/* B2h: mem: unmaps to zeroes: LBPU, LBPWS, LBPWS10 and LBPRZ. */
 	assert_int_equal(vpd(f, 0xB2, b, sizeof(b), &r), SCSI_GOOD);
