@@ -884,7 +884,14 @@ static void sbc_caw(struct scsi_cmd *cmd)
 		return;
 	}
 	if (n == 0) {
-		scsi_cmd_finish(cmd);
+		/* SBC-3: zero blocks compare and write nothing. Data-out
+		 * announced with them is a CDB that does not say what the
+		 * initiator meant (256 blocks wrap to 0 in this one-byte
+		 * field): refuse it rather than drop the data silently. */
+		if (sbc_room(cmd, SCSI_DIR_OUT) != 0)
+			sbc_fail_field(cmd, 13, -1);
+		else
+			scsi_cmd_finish(cmd);
 		return;
 	}
 	if (sbc_room(cmd, SCSI_DIR_OUT) != 2 * n * bs) {

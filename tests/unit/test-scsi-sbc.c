@@ -539,6 +539,14 @@ static void test_scsi_sbc_compare_and_write(void **state)
 	/* 0 blocks: nothing to do; the last LBA and one past */
 	cdb_caw(cdb, 50, 0);
 	assert_int_equal(st_run(f->n, 0, cdb, 16, SCSI_DIR_NONE, NULL, 0, &r), SCSI_GOOD);
+	/* ... but 0 blocks with data-out (256 wrapped in the one-byte field,
+	 * as libiscsi's CompareAndWrite.Simple sends past the limit) is an
+	 * invalid field, and nothing is written */
+	memset(io, 'C', 4 * BS);
+	st_run(f->n, 0, cdb, 16, SCSI_DIR_OUT, io, 4 * BS, &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	read_blocks(f->n, 0, 50, 2, got);
+	assert_int_equal(got[0], 'B');
 	cdb_caw(cdb, MEM_BLOCKS - 1, 1);
 	memset(io, 0, BS);
 	write_blocks(f->n, 0, MEM_BLOCKS - 1, 1, io);
