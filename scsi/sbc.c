@@ -954,9 +954,9 @@ static void sbc_ws_step(struct sbc_cmd *c)
 		   c->n, NULL, 0, sbc_end_io_done);
 }
 
-/* WRITE SAME(10) (41h) and WRITE SAME(16) (93h): SBC-3 A
- * block of zeroes (or NDOB) becomes one WRITE_ZEROES request; any other
- * block is replicated into a staging buffer written chunk by chunk. */
+/* WRITE SAME(10) (41h) and WRITE SAME(16) (93h), SBC-3: a block of
+ * zeroes, NDOB or the UNMAP bit becomes one WRITE_ZEROES request; any
+ * other block is replicated into a staging buffer written chunk by chunk. */
 static void sbc_write_same(struct scsi_cmd *cmd)
 {
 	struct scsi_sbc_limits lim;
@@ -1011,7 +1011,12 @@ static void sbc_write_same(struct scsi_cmd *cmd)
 			return;
 		}
 		iov_to_buf(cmd->iov, cmd->iovcnt, 0, c->buf, bs);
-		if (sbc_is_zero(c->buf, bs)) {
+		/* The UNMAP bit asks for the blocks to be unmapped (SBC-3
+		 * WRITE SAME, "UNMAP bit"), whatever the block holds: they
+		 * then read as the LU's unmapped pattern (zeroes, LBPRZ),
+		 * as libiscsi's WriteSame*.UnmapUntilEnd checks with a block
+		 * of FFh. */
+		if (unmap || sbc_is_zero(c->buf, bs)) {
 			reactor_buf_put(c->reactor, c->buf, c->buf_bytes);
 			c->buf = NULL;
 		} else {

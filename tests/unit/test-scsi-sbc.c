@@ -988,6 +988,17 @@ static void test_scsi_sbc_write_same_unmap(void **state)
 	assert_int_equal(st, 0);
 	read_blocks(f->n, 0, 300, 4, blk);
 	assert_true(tu_is_zero(blk, 4 * BS));
+
+	/* The UNMAP bit unmaps whatever the block holds (libiscsi's
+	 * WriteSame10.UnmapUntilEnd sends FFh and reads zeroes back). */
+	memset(blk, 0xff, sizeof(blk));
+	write_blocks(f->n, 0, 310, 4, blk);
+	cdb_ws(cdb, false, 310, 4, 0x08);
+	assert_int_equal(st_run(f->n, 0, cdb, 10, SCSI_DIR_OUT, blk, BS, &r), SCSI_GOOD);
+	lba_status(f->n, 0, 310, &lba, &nb, &st, &nd);
+	assert_int_equal(st, 1);
+	read_blocks(f->n, 0, 310, 4, blk);
+	assert_true(tu_is_zero(blk, 4 * BS));
 }
 
 /* A disk whose unmap does nothing: UNMAP is not supported, WRITE SAME
