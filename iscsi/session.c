@@ -1067,6 +1067,12 @@ static void sess_check_quiet(struct iscsisrv_conn *c)
 	if (c->nsubmitted > 0 || netsrv_conn_closing(c->nc) || c->phase != PHASE_FULL)
 		return;
 	if (c->logout_active) {
+		/* The I_T nexus ends with the logout, not later when the
+		 * socket is gone: an initiator that logs in again at once
+		 * must find its PREVENT and SPC-2 reservation released
+		 * (SPC-4 I_T nexus loss; libiscsi's PreventAllow.Logout). */
+		scsi_nexus_free(c->nexus);
+		c->nexus = NULL;
 		logout_respond(c, c->logout_itt, c->logout_response);
 		log_debug("%s: session 0x%04x logged out after %llu commands", c->name, c->tsih,
 			  (unsigned long long)c->ncommands);

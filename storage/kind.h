@@ -55,6 +55,7 @@ struct spec {
 	unsigned nmembers;
 	bool ro;                  /* root only: trailing ,ro */
 	bool dvd;                 /* root only: trailing ,dvd (a DVD LU; sets ro) */
+	bool removable;           /* root only: trailing ,removable (a removable SCSI disk) */
 	bool bare;                /* file: given as a bare path (no "file:") */
 };
 

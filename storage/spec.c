@@ -641,7 +641,8 @@ static const struct spec *spec_find_create(const struct spec *s)
 	return NULL;
 }
 
-/* The options after the spec: ",ro", ",ro=on", ",ro=off" and ",dvd". */
+/* The options after the spec: ",ro", ",ro=on", ",ro=off", ",dvd" and
+ * ",removable". */
 static int spec_parse_options(struct spec_parser *p, struct spec *root, size_t comma)
 {
 	size_t end = strlen(p->text);
@@ -667,9 +668,14 @@ static int spec_parse_options(struct spec_parser *p, struct spec *root, size_t c
 			if (root->dvd)
 				return spec_perr(p, o, olen, NULL, "duplicate option");
 			root->dvd = true;
+		} else if (spec_part_is(p, o, olen, "removable")) {
+			if (root->removable)
+				return spec_perr(p, o, olen, NULL, "duplicate option");
+			root->removable = true;
 		} else {
 			return spec_perr(p, o, olen,
-					 "valid options: ro, ro=on, ro=off, dvd (disk specs cannot contain ',')",
+					 "valid options: ro, ro=on, ro=off, dvd, removable (disk specs "
+					 "cannot contain ',')",
 					 "unknown option");
 		}
 		comma = next;
@@ -691,16 +697,53 @@ static int spec_parse_options(struct spec_parser *p, struct spec *root, size_t c
 	return 0;
 }
 
-bool spec_is_dvd(const char *text)
+/* The bool at offset @field of the parsed root of @text (false when it
+ * does not parse). */
+static bool spec_root_flag(const char *text, size_t field)
 {
 	struct spec *s = NULL;
-	bool dvd;
+	bool v;
 
 	if (spec_parse(text, &s, NULL, 0) < 0)
 		return false;
-	dvd = s->dvd;
+	v = *(const bool *)(const void *)((const char *)s + field);
 	spec_free(s);
-	return dvd;
+	return v;
+}
+
+bool spec_is_dvd(const char *text)
+{
+	return spec_root_flag(text, SPEC_FIELD(dvd));
+}
+
+bool spec_is_removable(const char *text)
+{
+	return spec_root_flag(text, SPEC_FIELD(removable));
+}
+
+
+int spec_write_path(const char *text, char *buf, size_t len)
+{
+	struct spec *s = NULL, *n;
+	int r = -ENOENT;
+
+	if (spec_parse(text, &s, NULL, 0) < 0)
+		return -EINVAL;
+	/* Down the chain of single inner specs to the node writes land in:
+	 * a file, an SQLite disk or the top SQLite diff layer. A RAM layer,
+	 * several members or a remote disk keep nothing here. */
+	for (n = s; n; n = n->inner) {
+		const char *k = n->kind->name;
+
+		if (strcmp(k, "file") == 0 || strcmp(k, "sql") == 0 || strcmp(k, "sqldiff") == 0) {
+			r = snprintf(buf, len, "%s", n->path) < (int)len ? 0 : -ENAMETOOLONG;
+			break;
+		}
+		if (strcmp(k, "memdiff") == 0)
+			break;
+	}
+	spec_free(s);
+	return r;
 }
 
 int spec_parse(const char *text, struct spec **out, char *err, size_t errlen)

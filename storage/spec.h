@@ -83,6 +83,17 @@ void spec_free(struct spec *s);
  * which opens it read-only). A spec that does not parse gives false; its
  * open then reports why. The parsed root says the same in spec->dvd. */
 bool spec_is_dvd(const char *text);
+/* Whether @text parses and ends in ",removable": a SCSI frontend makes
+ * the disk a removable-medium LU (INQUIRY RMB, eject through START STOP
+ * UNIT). Like spec_is_dvd, a spec that does not parse gives false. */
+bool spec_is_removable(const char *text);
+/* The file a spec's writes persist in (a file:, sql: or the top sqldiff:
+ * layer, under decorators): frontends keep state next to the data in it
+ * (a SCSI LU's persistent reservations). Writes it into @buf of @len
+ * bytes; -ENOENT when the writes land nowhere lasting (mem:, memdiff:,
+ * nbd:, striped:, ...), -EINVAL when @text does not parse,
+ * -ENAMETOOLONG. */
+int spec_write_path(const char *text, char *buf, size_t len);
 
 /* Parses and opens in one step. */
 int spec_open_str(const char *text, bool read_only, const struct spec_ctx *ctx,

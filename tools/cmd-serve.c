@@ -284,7 +284,8 @@ int cmd_serve(int argc, char **argv)
 	/* iSCSI (serve-iscsi.c): NBD is served unless --iscsi is given alone. */
 	static struct serve_iscsi si;
 	struct disk *iscsi_disk = NULL;
-	bool nbd_on = true, iscsi_dvd = false;
+	bool nbd_on = true;
+	const char *iscsi_spec = NULL;
 
 	memset(&si, 0, sizeof(si));
 	memset(exports, 0, sizeof(exports));
@@ -552,7 +553,7 @@ int cmd_serve(int argc, char **argv)
 			goto out;
 		if (si.listen && exports[i].name[0] == '\0' && optind < argc) {
 			iscsi_disk = disk_ref(d);   /* SPEC is also LUN 0 of the default target */
-			iscsi_dvd = spec_is_dvd(exports[i].spec_text);
+			iscsi_spec = exports[i].spec_text;
 		}
 		if (!nbd_on) {
 			disk_unref(d);
@@ -567,7 +568,7 @@ int cmd_serve(int argc, char **argv)
 			goto out;
 		}
 	}
-	ret = serve_iscsi_open(&si, cmd, iscsi_disk, iscsi_dvd, read_only);
+	ret = serve_iscsi_open(&si, cmd, iscsi_disk, iscsi_spec, read_only);
 	disk_unref(iscsi_disk);
 	iscsi_disk = NULL;
 	if (ret != 0)

@@ -213,13 +213,28 @@ static int keep_disk(struct serve_iscsi *si, const char *cmd, struct disk *d)
 	return 0;
 }
 
+/* Makes LUN @lun of @t over @d, opened from @spec_text: ",dvd" makes a
+ * DVD, ",removable" a removable disk, and a writable disk whose data
+ * persists in a file keeps its persistent reservations (APTPL) in
+ * "<file>.scsi-pr" next to it (docs/scsi-pr.md). */
 static int add_lu(struct serve_iscsi *si, const char *cmd, struct scsi_target *t, unsigned lun,
-		  struct disk *d, bool dvd)
+		  struct disk *d, const char *spec_text)
 {
-	struct scsi_lu_opts lo = { .type = dvd ? SCSI_LU_DVD : SCSI_LU_DISK };
+	struct scsi_lu_opts lo = {
+		.type = spec_is_dvd(spec_text) ? SCSI_LU_DVD : SCSI_LU_DISK,
+		.removable = spec_is_removable(spec_text),
+	};
+	char state[PATH_MAX];
 	struct scsi_lu *lu = NULL;
 	char err[256] = "";
 	int ret;
+
+	if (lo.type == SCSI_LU_DISK && !disk_get_info(d)->read_only &&
+	    (disk_get_info(d)->caps & DISK_CAP_PERSISTENT) &&
+	    spec_write_path(spec_text, state, sizeof(state) - 10) == 0) {
+		strcat(state, ".scsi-pr");
+		lo.pr_state_path = state;
+	}
 
 	ret = scsi_lu_new(d, &lo, &lu, err, sizeof(err));
 	if (ret < 0)
@@ -232,7 +247,7 @@ static int add_lu(struct serve_iscsi *si, const char *cmd, struct scsi_target *t
 }
 
 int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *default_disk,
-		     bool default_dvd, bool read_only)
+		     const char *default_spec, bool read_only)
 {
 	struct iscsisrv_opts o = {
 		.chap_user = si->chap_user, .chap_secret = si->chap_secret,
@@ -258,7 +273,7 @@ int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *defau
 		if (ret < 0)
 			return tool_error(cmd, "target '%s': %s", si->targets[t], strerror(-ret));
 		if (t == 0 && default_disk &&
-		    (ret = add_lu(si, cmd, st, 0, default_disk, default_dvd)) != 0) {
+		    (ret = add_lu(si, cmd, st, 0, default_disk, default_spec)) != 0) {
 			scsi_target_free(st);
 			return ret;
 		}
@@ -270,7 +285,7 @@ int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *defau
 			ret = tool_open_spec(cmd, "--lun SPEC", si->luns[i].spec, read_only, &d);
 			if (ret == 0) {
 				ret = add_lu(si, cmd, st, si->luns[i].lun, d,
-					     spec_is_dvd(si->luns[i].spec_text));
+					     si->luns[i].spec_text);
 				disk_unref(d);
 			}
 			if (ret) {

@@ -102,11 +102,12 @@ int serve_iscsi_opt(struct serve_iscsi *si, const char *cmd, int opt, const char
  * exit code. */
 int serve_iscsi_check(struct serve_iscsi *si, const char *cmd, bool have_default);
 /* Opens the LUN disks and builds the targets; @default_disk (borrowed,
- * NULL when none) becomes LUN 0 of the default target, a DVD when
- * @default_dvd. A LUN whose spec ends in ",dvd" is a DVD. Returns 0 or an
- * exit code. On the thread with the reactor. */
+ * NULL when none), opened from @default_spec, becomes LUN 0 of the
+ * default target. A LUN whose spec ends in ",dvd" is a DVD, in
+ * ",removable" a removable disk. Returns 0 or an exit code. On the thread
+ * with the reactor. */
 int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *default_disk,
-		     bool default_dvd, bool read_only);
+		     const char *default_spec, bool read_only);
 /* Listens on the --iscsi address on @net. Returns 0 or an exit code. */
 int serve_iscsi_listen(struct serve_iscsi *si, const char *cmd, struct netsrv *net);
 /* Flushes every LUN's disk (after netsrv_run). Returns 0 or 1. */
