@@ -691,6 +691,37 @@ static bool sbc_dout_blocks(struct scsi_cmd *cmd, uint32_t bs, uint64_t n, uint6
 	return true;
 }
 
+/* What every writing command checks first: the CDB's fields, the range,
+ * the transfer limit and the data-out's whole blocks. Sets *@lba and
+ * *@blocks (the blocks to write, > 0) and returns true, or finishes @cmd
+ * (an error, or nothing to write) and returns false. */
+static bool sbc_write_prologue(struct scsi_cmd *cmd, uint64_t *lba, uint64_t *blocks)
+{
+	uint32_t bs = scsi_lu_block_size(scsi_cmd_lu(cmd));
+	uint64_t n;
+	uint16_t len_byte;
+
+	if (!sbc_cdb_ok(cmd))
+		return false;
+	sbc_lba_len(cmd->cdb, lba, &n, &len_byte);
+	cmd->want_len = n * bs;
+	if (!sbc_in_range(disk_sector_count(scsi_cmd_disk(cmd)), *lba, n)) {
+		sbc_fail_range(cmd);
+		return false;
+	}
+	if (n * bs > SBC_MAX_XFER_BYTES) {
+		sbc_fail_field(cmd, len_byte, -1);
+		return false;
+	}
+	if (!sbc_dout_blocks(cmd, bs, n, blocks))
+		return false;
+	if (*blocks == 0) {
+		scsi_cmd_finish(cmd);
+		return false;
+	}
+	return true;
+}
+
 /* WRITE(6/10/12/16) (SBC-3) and WRITE AND VERIFY(10/12/16)
  * (SBC-3). FUA, or WCE off, makes the write durable. WRITE AND
  * VERIFY is a FUA write: the medium is verified by the disk reporting the
@@ -699,29 +730,12 @@ static bool sbc_dout_blocks(struct scsi_cmd *cmd, uint32_t bs, uint64_t n, uint6
 static void sbc_write_common(struct scsi_cmd *cmd, bool verify)
 {
 	uint32_t bs = scsi_lu_block_size(scsi_cmd_lu(cmd));
-	uint64_t lba, n, blocks;
-	uint16_t len_byte;
+	uint64_t lba, blocks;
 	struct sbc_cmd *c;
 	bool direct;
 
-	if (!sbc_cdb_ok(cmd))
+	if (!sbc_write_prologue(cmd, &lba, &blocks))
 		return;
-	sbc_lba_len(cmd->cdb, &lba, &n, &len_byte);
-	cmd->want_len = n * bs;
-	if (!sbc_in_range(disk_sector_count(scsi_cmd_disk(cmd)), lba, n)) {
-		sbc_fail_range(cmd);
-		return;
-	}
-	if (n * bs > SBC_MAX_XFER_BYTES) {
-		sbc_fail_field(cmd, len_byte, -1);
-		return;
-	}
-	if (!sbc_dout_blocks(cmd, bs, n, &blocks))
-		return;
-	if (blocks == 0) {
-		scsi_cmd_finish(cmd);
-		return;
-	}
 	direct = iov_length(cmd->iov, cmd->iovcnt) == blocks * bs;
 	c = sbc_cmd_new(cmd, direct ? 0 : cmd->iovcnt);
 	if (!c)
@@ -910,6 +924,64 @@ static void sbc_caw(struct scsi_cmd *cmd)
 		return;
 	}
 	sbc_write_start(c, lba, n, true, sbc_caw_step);
+}
+
+/* ---- ORWRITE -------------------------------------------------------------------- */
+
+static void sbc_orwrite_read_done(struct disk_io *io)
+{
+	struct sbc_cmd *c = sbc_of(io);
+	size_t len = (size_t)(c->n << c->shift), off = 0;
+	uint8_t *b = c->buf;
+
+	if (io->status != DISK_OK) {
+		sbc_end_disk_error(c);
+		return;
+	}
+	/* SBC-3 ORWRITE: each byte written is the medium's OR the
+	 * data-out's. */
+	for (int i = 0; i < c->cmd->iovcnt && off < len; i++) {
+		const uint8_t *p = c->cmd->iov[i].iov_base;
+		size_t take = MIN(c->cmd->iov[i].iov_len, len - off);
+
+		for (size_t j = 0; j < take; j++)
+			b[off + j] |= p[j];
+		off += take;
+	}
+	sbc_submit(c, DISK_OP_WRITE, c->wflags, c->lba, 0, c->iov, 1, sbc_end_io_done);
+}
+
+static void sbc_orwrite_step(struct sbc_cmd *c)
+{
+	c->iov[0].iov_base = c->buf;
+	c->iov[0].iov_len = (size_t)(c->n << c->shift);
+	sbc_submit(c, DISK_OP_READ, 0, c->lba, 0, c->iov, 1, sbc_orwrite_read_done);
+}
+
+/* ORWRITE(16) (8Bh), SBC-3: read, OR in the data-out, write back, under
+ * the exclusive range lock so that no other writer lands in between
+ * (the same atomicity as COMPARE AND WRITE). ORPROTECT is refused by the
+ * usage data: the LU has no protection information. */
+static void sbc_orwrite(struct scsi_cmd *cmd)
+{
+	uint32_t bs = scsi_lu_block_size(scsi_cmd_lu(cmd));
+	uint64_t lba, blocks;
+	struct sbc_cmd *c;
+
+	if (!sbc_write_prologue(cmd, &lba, &blocks))
+		return;
+	c = sbc_cmd_new(cmd, 1);
+	if (!c)
+		return;
+	c->lba = lba;
+	c->n = blocks;
+	if (cmd->cdb[1] & 0x08)
+		c->wflags |= DISK_IO_FUA;
+	if (!sbc_buf_get(c, (size_t)(blocks * bs))) {
+		sbc_end_busy(c);
+		return;
+	}
+	sbc_write_start(c, lba, blocks, true, sbc_orwrite_step);
 }
 
 /* ---- WRITE SAME ----------------------------------------------------------------- */
@@ -1396,6 +1468,8 @@ const struct scsi_op scsi_sbc_ops[] = {
 	  "VERIFY(16)" },
 	{ 0x89, false, 0, 16, { 0x89, 0x1a, L8, 0x00, 0x00, 0x00, 0xff, 0x1f, 0x00 },
 	  SBC_IO_WRITES, sbc_caw, "COMPARE AND WRITE" },
+	{ 0x8b, false, 0, 16, { 0x8b, 0x18, L8, L4, 0x1f, 0x00 }, SBC_IO_WRITES, sbc_orwrite,
+	  "ORWRITE(16)" },
 	{ 0x41, false, 0, 10, { 0x41, 0x08, L4, 0x1f, 0xff, 0xff, 0x00 }, SBC_IO_WRITES,
 	  sbc_write_same, "WRITE SAME(10)" },
 	{ 0x93, false, 0, 16, { 0x93, 0x09, L8, L4, 0x1f, 0x00 }, SBC_IO_WRITES, sbc_write_same,

@@ -371,7 +371,7 @@ static void test_scsi_sbc_op_table(void **state)
 		bool writes = op->opcode == 0x0a || op->opcode == 0x2a || op->opcode == 0xaa ||
 			      op->opcode == 0x8a || op->opcode == 0x2e || op->opcode == 0xae ||
 			      op->opcode == 0x8e || op->opcode == 0x89 || op->opcode == 0x41 ||
-			      op->opcode == 0x93 || op->opcode == 0x42;
+			      op->opcode == 0x93 || op->opcode == 0x42 || op->opcode == 0x8b;
 
 		assert_int_equal(op->usage[0], op->opcode);
 		assert_int_equal(op->cdb_len, sizes[op->opcode >> 5]);
@@ -562,6 +562,36 @@ static void test_scsi_sbc_compare_and_write(void **state)
 	cdb[1] = 0x20;
 	st_run(f->n, 0, cdb, 16, SCSI_DIR_OUT, io, 2 * BS, &r);
 	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x24, 0x00);
+}
+
+/* ORWRITE(16): the medium's bytes OR the data-out's; 0 blocks and the
+ * range end; ORPROTECT refused (no protection information). */
+static void test_scsi_sbc_orwrite(void **state)
+{
+	struct fix *f = *state;
+	uint8_t blk[2 * BS], got[2 * BS], cdb[16] = { 0x8b };
+	struct st_result r;
+
+	memset(blk, 0x0f, sizeof(blk));
+	write_blocks(f->n, 0, 40, 2, blk);
+	memset(blk, 0xa0, sizeof(blk));
+	ds_put_be64(cdb + 2, 40);
+	ds_put_be32(cdb + 10, 2);
+	cdb[1] = 0x18;                          /* DPO, FUA */
+	assert_int_equal(st_run(f->n, 0, cdb, 16, SCSI_DIR_OUT, blk, 2 * BS, &r), SCSI_GOOD);
+	read_blocks(f->n, 0, 40, 2, got);
+	for (size_t i = 0; i < sizeof(got); i++)
+		assert_int_equal(got[i], 0xaf);
+	cdb[1] = 0x20;                          /* ORPROTECT */
+	st_run(f->n, 0, cdb, 16, SCSI_DIR_OUT, blk, 2 * BS, &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	cdb[1] = 0;
+	ds_put_be64(cdb + 2, MEM_BLOCKS);
+	ds_put_be32(cdb + 10, 0);
+	assert_int_equal(st_run(f->n, 0, cdb, 16, SCSI_DIR_NONE, NULL, 0, &r), SCSI_GOOD);
+	ds_put_be32(cdb + 10, 1);
+	st_run(f->n, 0, cdb, 16, SCSI_DIR_OUT, blk, BS, &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x21, 0x00);
 }
 
 /* A command submitted without waiting, for the concurrency tests. */
@@ -1189,6 +1219,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_verify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_compare_and_write, setup, teardown),
 		cmocka_unit_test(test_scsi_sbc_caw_atomic_two_reactors),
+		cmocka_unit_test_setup_teardown(test_scsi_sbc_orwrite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_write_same, setup, teardown),
 		cmocka_unit_test(test_scsi_sbc_write_same_zero_blocks_to_end),
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_unmap_then_get_lba_status, setup,
