@@ -1216,6 +1216,41 @@ static void test_spec_dvd_option(void **state)
 	parse_fails("file:my.iso,DVD", "unknown option", "'DVD'", NULL);
 }
 
+/* ,removable: a removable-medium SCSI disk; any spec, combines with ,ro. */
+static void test_spec_removable_option(void **state)
+{
+	(void)state;
+	assert_true(spec_is_removable("mem:64M,removable"));
+	assert_true(spec_is_removable("file:d.img,ro,removable"));
+	assert_false(spec_is_removable("mem:64M"));
+	assert_false(spec_is_removable("mem:64M,removable,removable"));
+	parse_fails("mem:1M,removable,removable", "duplicate option", NULL);
+}
+
+/* Where a spec's writes persist: the file under decorators, the top
+ * SQLite diff layer; nothing for RAM, remote or striped disks. */
+static void test_spec_write_path(void **state)
+{
+	char p[64];
+
+	(void)state;
+	assert_int_equal(spec_write_path("file:/d/a.img", p, sizeof(p)), 0);
+	assert_string_equal(p, "/d/a.img");
+	assert_int_equal(spec_write_path("a.img,removable", p, sizeof(p)), 0);
+	assert_string_equal(p, "a.img");
+	assert_int_equal(spec_write_path("delay:5:prwrap:sql:/d/b.dbhd", p, sizeof(p)), 0);
+	assert_string_equal(p, "/d/b.dbhd");
+	assert_int_equal(spec_write_path("sqldiff:/d/top.dbhd:file:/d/base.img", p, sizeof(p)), 0);
+	assert_string_equal(p, "/d/top.dbhd");
+	assert_int_equal(spec_write_path("memdiff:file:/d/a.img", p, sizeof(p)), -ENOENT);
+	assert_int_equal(spec_write_path("mem:1M", p, sizeof(p)), -ENOENT);
+	assert_int_equal(spec_write_path("striped:64K:a.img+b.img", p, sizeof(p)), -ENOENT);
+	assert_int_equal(spec_write_path("nbd:nbd://h/x", p, sizeof(p)), -ENOENT);
+	assert_int_equal(spec_write_path("mem:", p, sizeof(p)), -EINVAL);
+	assert_int_equal(spec_write_path("file:/a/very/long/path/that/does/not/fit/in/the/buffer",
+					 p, 16), -ENAMETOOLONG);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -1244,6 +1279,8 @@ int main(void)
 		cmocka_unit_test(test_spec_bare_path),
 		cmocka_unit_test(test_spec_ro_option),
 		cmocka_unit_test(test_spec_dvd_option),
+		cmocka_unit_test(test_spec_removable_option),
+		cmocka_unit_test(test_spec_write_path),
 		cmocka_unit_test(test_spec_parse_size),
 		cmocka_unit_test(test_spec_format_size),
 		cmocka_unit_test(test_spec_delay),
