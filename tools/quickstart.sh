@@ -72,6 +72,7 @@ vm_pkgs=(
 	xz-utils
 	zstd
 	nbd-client
+	qemu-system-common
 )
 
 # tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot).
