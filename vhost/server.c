@@ -244,8 +244,8 @@ static void vhostsrv_broken(struct vhostsrv_queue *q)
 {
 	if (!q->broken_logged) {
 		q->broken_logged = true;
-		log_error("%s: queue %u stopped: the driver put %s in it (head %u); the ring "
-			  "stays stopped until the device is reset", q->s->name, q->idx,
+		log_error("%s: queue %u stopped: the driver put %s in it (avail index %u); the "
+			  "ring stays stopped until the device is reset", q->s->name, q->idx,
 			  q->vq.why ? q->vq.why : "a bad chain", q->vq.last_avail);
 	}
 	vhostsrv_signal_fd(q->err_fd);

@@ -463,6 +463,12 @@ int vfront_start(struct vfront *f, bool keep_rings)
 	f->acked = acked;
 	if ((ret = vfront_u64(f, VHU_SET_FEATURES, acked, NULL, 0)) < 0)
 		return ret;
+	if (!keep_rings && f->inflight_fd >= 0) {
+		/* QEMU frees the inflight buffer at a virtio reset and asks
+		 * for a new one at the next start. */
+		close(f->inflight_fd);
+		f->inflight_fd = -1;
+	}
 	if (f->proto & BIT(VHU_PROTO_INFLIGHT_SHMFD)) {
 		if (f->inflight_fd < 0) {
 			struct vhu_inflight in = { .num_queues = (uint16_t)f->o.queues,
