@@ -6,7 +6,7 @@
  * -------------------
  * - A request is a 16-byte header (le32 type, le32 reserved, le64 sector)
  *   in the device-readable part, data, and one status byte: the last byte
- *   of the device-writable part (§5.2.6). Where the guest split them does
+ *   of the device-writable part (virtio 1.2 §5.2.6). Where the guest split them does
  *   not matter: the header is gathered with iov_to_buf, the data is a
  *   slice of the chain's iovecs (vhost_req.scratch), so the disk reads and
  *   writes guest memory directly.
@@ -18,7 +18,7 @@
  *   WRITE_ZEROES. Anything wrong answers VIRTIO_BLK_S_IOERR (or UNSUPP for
  *   a type or flag we do not know). A chain without a writable byte for
  *   the status cannot be answered: it completes with length 0 and a log.
- * - Sectors on the wire are 512 bytes whatever blk_size says (§5.2.6.1).
+ * - Sectors on the wire are 512 bytes whatever blk_size says (virtio 1.2 §5.2.6.1).
  * - writeback (CONFIG_WCE) starts as the disk's volatile-cache property;
  *   when the driver switches to write-through, writes are sent with FUA.
  * - Resize: a watch on the disk calls vhostsrv_config_changed; QEMU then
@@ -116,7 +116,7 @@ static bool vhostblk_range(const struct vhostblk *b, uint64_t sector512, uint64_
 }
 
 /* DISCARD and WRITE_ZEROES: one segment {le64 sector, le32 num_sectors,
- * le32 flags} after the header (§5.2.6). */
+ * le32 flags} after the header (virtio 1.2 §5.2.6). */
 static uint8_t vhostblk_prep_range(struct vhostblk *b, struct vhost_req *req, uint32_t type,
 				   struct disk_io *io)
 {
@@ -295,7 +295,7 @@ static int vhostblk_set_config(void *dev, uint32_t off, const void *buf, uint32_
 {
 	struct vhostblk *b = dev;
 
-	/* Only writeback is writable (§5.2.4, CONFIG_WCE). */
+	/* Only writeback is writable (virtio 1.2 §5.2.4, CONFIG_WCE). */
 	if (off != VIRTIO_BLK_CFG_WRITEBACK || len != 1)
 		return -EINVAL;
 	atomic_store(&b->writeback, *(const uint8_t *)buf != 0);

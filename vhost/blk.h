@@ -34,7 +34,7 @@ int vhostblk_new(struct disk *d, const struct vhostblk_opts *o, struct vhostblk 
 /* Frees the device (after the server that used it). NULL allowed. */
 void vhostblk_free(struct vhostblk *b);
 
-/* The virtio-blk status byte for a disk_status (§5.2.6). */
+/* The virtio-blk status byte for a disk_status (virtio 1.2 §5.2.6). */
 uint8_t vhostblk_status(int disk_status);
 
 #endif

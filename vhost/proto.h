@@ -3,7 +3,7 @@
  * proto.h: the vhost-user wire format (QEMU's "Vhost-user Protocol"
  * specification, docs/interop/vhost-user.rst) and the virtio constants the
  * library needs (OASIS "Virtual I/O Device (VIRTIO) Version 1.2", §2.7
- * split virtqueues and §5.2 the block device). Names carry a VHU_ / VIRTIO_
+ * split virtqueues and virtio 1.2 §5.2 the block device). Names carry a VHU_ / VIRTIO_
  * prefix of our own; values are the specifications'. Everything on the wire
  * and in the rings is little-endian: the library builds for little-endian
  * hosts only (checked in vring.c).
@@ -141,7 +141,7 @@ struct vhu_inflight {
 #define VIRTQ_DESC_F_INDIRECT 4
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
 #define VIRTQ_USED_F_NO_NOTIFY 1
-#define VIRTQ_MAX_SIZE 32768        /* §2.7: Queue Size is at most 32768 */
+#define VIRTQ_MAX_SIZE 32768        /* virtio 1.2 §2.7: Queue Size is at most 32768 */
 
 struct virtq_desc {
 	uint64_t addr;                  /* guest-physical */
@@ -155,7 +155,7 @@ struct virtq_used_elem {
 	uint32_t len;
 };
 
-/* ---- virtio feature bits (§6 reserved bits, §5.2.3 block) ------------- */
+/* ---- virtio feature bits (virtio 1.2 §6 and §5.2.3) ------------- */
 
 #define VIRTIO_F_INDIRECT_DESC 28
 #define VIRTIO_F_EVENT_IDX 29
@@ -173,7 +173,7 @@ struct virtq_used_elem {
 #define VIRTIO_BLK_F_DISCARD 13
 #define VIRTIO_BLK_F_WRITE_ZEROES 14
 
-/* §5.2.6 request types and status. */
+/* virtio 1.2 §5.2.6 request types and status. */
 #define VIRTIO_BLK_T_IN 0
 #define VIRTIO_BLK_T_OUT 1
 #define VIRTIO_BLK_T_FLUSH 4
@@ -186,7 +186,7 @@ struct virtq_used_elem {
 #define VIRTIO_BLK_ID_BYTES 20
 #define VIRTIO_BLK_WZ_F_UNMAP 1
 
-/* §5.2.4 struct virtio_blk_config (offsets; packed, little-endian). */
+/* virtio 1.2 §5.2.4 struct virtio_blk_config (offsets; packed, little-endian). */
 enum {
 	VIRTIO_BLK_CFG_CAPACITY = 0,            /* le64, 512-byte sectors */
 	VIRTIO_BLK_CFG_SIZE_MAX = 8,            /* le32 */

@@ -97,7 +97,7 @@ int vhostvq_setup(struct vhostvq *vq, const struct vhostmem *mem, uint16_t num, 
 	memset(vq, 0, sizeof(*vq));
 	if (num == 0 || !IS_POW2(num) || num > VIRTQ_MAX_SIZE)
 		return -EINVAL;
-	/* §2.7: descriptor table 16-byte, avail 2-byte, used 4-byte aligned. */
+	/* virtio 1.2 §2.7: descriptor table 16-byte, avail 2-byte, used 4-byte aligned. */
 	if (((uintptr_t)desc & 15) || ((uintptr_t)avail & 1) || ((uintptr_t)used & 3))
 		return -EINVAL;
 	vq->num = num;
@@ -286,7 +286,7 @@ bool vhostvq_should_call(struct vhostvq *vq)
 	if (valid && old == now)
 		return false;
 	/* Our used index store must be visible before we read the driver's
-	 * used_event / flags (§2.7.10: else an interrupt can be lost). */
+	 * used_event / flags (virtio 1.2 §2.7.10: else an interrupt can be lost). */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	vq->signalled_used = now;
 	vq->signalled_valid = true;

@@ -17,7 +17,7 @@
  *   region), refuses a readable descriptor after a writable one, nested
  *   indirect tables, and a chain whose total length does not fit in 32
  *   bits. Any of these breaks the ring (the driver is not following the
- *   specification, §2.1.2): the ring stops and stays stopped until the
+ *   specification, virtio 1.2 §2.1.2): the ring stops and stays stopped until the
  *   front-end restarts it. What the buffers contain is the device's to
  *   check (vhostblk answers VIRTIO_BLK_S_IOERR).
  * - Inflight tracking: with a region set (vhostvq_setup's @inflight), a

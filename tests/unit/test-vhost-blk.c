@@ -134,7 +134,7 @@ static void test_vhost_blk_config(void **state)
 	(void)state;
 	vt_setup(&t, &(struct vt_opts){ .size = 64 << 20, .sector_size = 4096 });
 	c = vfront_config(t.f);
-	/* Capacity is in 512-byte sectors whatever blk_size is (§5.2.4). */
+	/* Capacity is in 512-byte sectors whatever blk_size is (virtio 1.2 §5.2.4). */
 	assert_int_equal(ds_get_le64(c + VIRTIO_BLK_CFG_CAPACITY), (64 << 20) / 512);
 	assert_int_equal(ds_get_le32(c + VIRTIO_BLK_CFG_BLK_SIZE), 4096);
 	assert_int_equal(ds_get_le32(c + VIRTIO_BLK_CFG_SEG_MAX), 126);
@@ -207,7 +207,7 @@ static void test_vhost_blk_requests(void **state)
 	vt_setup(&t, &(struct vt_opts){ .size = 16 << 20 });
 	cap = ds_get_le64(vfront_config(t.f) + VIRTIO_BLK_CFG_CAPACITY);
 	tu_fill(w, sizeof(w), 5, 0);
-	/* Used length: data written + the status byte (§5.2.6). */
+	/* Used length: data written + the status byte (virtio 1.2 §5.2.6). */
 	assert_int_equal(vfront_blk(t.f, 0, VIRTIO_BLK_T_OUT, 0, w, sizeof(w), true, &st, &used), 0);
 	assert_int_equal(st, VIRTIO_BLK_S_OK);
 	assert_int_equal(used, 1);
