@@ -28,6 +28,7 @@
 #include "vhost/blk.h"
 #include "vhost/proto.h"
 #include "vhost/vhost.h"
+#include "vhost/vring.h"
 
 #define BIT(n) (1ull << (n))
 
@@ -353,6 +354,97 @@ static void test_vhost_blk_resize_notify(void **state)
 	vt_teardown(&t);
 }
 
+/* Reconnect after a back-end died with requests in flight (vhost-user
+ * "Inflight I/O tracking"): the new back-end gets the kept inflight buffer
+ * and SET_VRING_BASE = the used index, resubmits what was in flight and
+ * not what completed, and carries on after both. Set up here as a killed
+ * back-end leaves it: A and B taken, B's used entry published but its
+ * inflight flag not yet cleared (last_batch_head = B, the buffer's used_idx
+ * one behind), A still in flight. */
+static void test_vhost_blk_reconnect_inflight(void **state)
+{
+	const char *path = tu_path("vub-reconnect.sock");
+	struct vt t;
+	struct vhostvq_inflight *inf;
+	static uint8_t w[4096], r[4096];
+	uint64_t hA, hB, dA, dB, sA, sB, bytes;
+	uint16_t base, n, id;
+	uint32_t len;
+	struct virtq_desc *d;
+
+	(void)state;
+	vt_setup(&t, &(struct vt_opts){ .path = path });
+	tu_fill(w, sizeof(w), 1, 0);
+	assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_OUT, 0, w, sizeof(w), true), VIRTIO_BLK_S_OK);
+	assert_int_equal(vfront_stop(t.f, &base), 0);
+	vfront_disconnect(t.f);
+
+	n = vfront_used_idx(t.f, 0);
+	assert_int_equal(n, base);
+	vfront_arena_reset(t.f);
+	hA = vfront_alloc(t.f, 16);
+	hB = vfront_alloc(t.f, 16);
+	dA = vfront_alloc(t.f, 4096);
+	dB = vfront_alloc(t.f, 4096);
+	sA = vfront_alloc(t.f, 1);
+	sB = vfront_alloc(t.f, 1);
+	memset(vfront_ptr(t.f, hA), 0, 16);
+	memset(vfront_ptr(t.f, hB), 0, 16);
+	((uint32_t *)vfront_ptr(t.f, hA))[0] = VIRTIO_BLK_T_OUT;
+	((uint64_t *)vfront_ptr(t.f, hA))[1] = 100;
+	((uint32_t *)vfront_ptr(t.f, hB))[0] = VIRTIO_BLK_T_OUT;
+	((uint64_t *)vfront_ptr(t.f, hB))[1] = 200;
+	tu_fill(vfront_ptr(t.f, dA), 4096, 0xa, 0);
+	tu_fill(vfront_ptr(t.f, dB), 4096, 0xb, 0);
+	*(uint8_t *)vfront_ptr(t.f, sA) = 0xee;
+	d = vfront_desc(t.f, 0);
+	d[120] = (struct virtq_desc){ hA, 16, VIRTQ_DESC_F_NEXT, 121 };
+	d[121] = (struct virtq_desc){ dA, 4096, VIRTQ_DESC_F_NEXT, 122 };
+	d[122] = (struct virtq_desc){ sA, 1, VIRTQ_DESC_F_WRITE, 0 };
+	d[123] = (struct virtq_desc){ hB, 16, VIRTQ_DESC_F_NEXT, 124 };
+	d[124] = (struct virtq_desc){ dB, 4096, VIRTQ_DESC_F_NEXT, 125 };
+	d[125] = (struct virtq_desc){ sB, 1, VIRTQ_DESC_F_WRITE, 0 };
+	vfront_avail_push(t.f, 0, 120);
+	vfront_avail_push(t.f, 0, 123);
+	vfront_set_used(t.f, 0, n, 123, 1);
+	vfront_set_used_idx(t.f, 0, (uint16_t)(n + 1));
+	inf = vfront_inflight(t.f, &bytes);
+	assert_non_null(inf);
+	assert_true(bytes >= 16 + 16 * 128);
+	assert_int_equal(inf->desc_num, 128);
+	inf->desc[120].inflight = 1;
+	inf->desc[120].counter = 1000;
+	inf->desc[123].inflight = 1;
+	inf->desc[123].counter = 1001;
+	inf->last_batch_head = 123;
+	inf->used_idx = n;
+
+	/* The front-end comes back: realize and start again over the same
+	 * rings and inflight buffer. */
+	assert_int_equal(vfront_reconnect(t.f, path), 0);
+	assert_int_equal(vfront_realize(t.f), 0);
+	assert_int_equal(vfront_start(t.f, true), 0);
+	assert_int_equal(vfront_wait_used(t.f, 0, &id, &len), 0);
+	assert_int_equal(id, 123);              /* the entry the dead back-end published */
+	assert_int_equal(vfront_wait_used(t.f, 0, &id, &len), 0);
+	assert_int_equal(id, 120);              /* A, resubmitted */
+	assert_int_equal(*(uint8_t *)vfront_ptr(t.f, sA), VIRTIO_BLK_S_OK);
+	assert_int_equal(vfront_used_idx(t.f, 0), (uint16_t)(n + 2));
+	assert_int_equal(disk_sync_read(t.disk, 100, r, sizeof(r)), DISK_OK);
+	assert_int_equal(tu_check(r, sizeof(r), 0xa, 0), -1);
+	/* B completed before the crash: it is not run again. */
+	assert_int_equal(disk_sync_read(t.disk, 200, r, sizeof(r)), DISK_OK);
+	assert_true(tu_is_zero(r, sizeof(r)));
+	assert_int_equal(inf->desc[120].inflight, 0);
+	assert_int_equal(inf->desc[123].inflight, 0);
+	/* And the ring carries on after them. */
+	assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_IN, 0, r, sizeof(r), true), VIRTIO_BLK_S_OK);
+	assert_memory_equal(r, w, sizeof(w));
+	assert_int_equal(vfront_used_idx(t.f, 0), (uint16_t)(n + 3));
+	assert_true(vhostsrv_connections(t.srv) >= 2);
+	vt_teardown(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -364,6 +456,7 @@ int main(void)
 		cmocka_unit_test(test_vhost_blk_read_only),
 		cmocka_unit_test(test_vhost_blk_stop_start),
 		cmocka_unit_test(test_vhost_blk_resize_notify),
+		cmocka_unit_test(test_vhost_blk_reconnect_inflight),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -42,6 +42,7 @@ struct vfront {
 	int backend[2];
 	int inflight_fd;
 	struct vhu_inflight inflight;
+	void *inflight_map;
 	uint64_t arena;
 	struct vfq q[VFRONT_MAX_QUEUES];
 };
@@ -182,6 +183,8 @@ void vfront_free(struct vfront *f)
 		close(f->memfd);
 	if (f->inflight_fd >= 0)
 		close(f->inflight_fd);
+	if (f->inflight_map)
+		munmap(f->inflight_map, f->inflight.mmap_size);
 	free(f);
 }
 
@@ -468,6 +471,8 @@ int vfront_start(struct vfront *f, bool keep_rings)
 		 * for a new one at the next start. */
 		close(f->inflight_fd);
 		f->inflight_fd = -1;
+		munmap(f->inflight_map, f->inflight.mmap_size);
+		f->inflight_map = NULL;
 	}
 	if (f->proto & BIT(VHU_PROTO_INFLIGHT_SHMFD)) {
 		if (f->inflight_fd < 0) {
@@ -480,6 +485,12 @@ int vfront_start(struct vfront *f, bool keep_rings)
 				return ret;
 			if (f->inflight_fd < 0)
 				return -EPROTO;
+			f->inflight_map = mmap(NULL, f->inflight.mmap_size, PROT_READ | PROT_WRITE,
+					       MAP_SHARED, f->inflight_fd, 0);
+			if (f->inflight_map == MAP_FAILED) {
+				f->inflight_map = NULL;
+				return -errno;
+			}
 		}
 		if ((ret = vfront_msg(f, VHU_SET_INFLIGHT_FD, 0, &f->inflight, sizeof(f->inflight),
 				      &f->inflight_fd, 1, NULL, 0)) < 0)
@@ -774,4 +785,23 @@ int vfront_backend_recv(struct vfront *f, uint32_t *req)
 		return vfront_sendmsg(f->backend[0], *req, VHU_FLAG_REPLY, &ok, sizeof(ok), NULL, 0);
 	}
 	return 0;
+}
+
+void *vfront_inflight(struct vfront *f, uint64_t *bytes)
+{
+	if (bytes)
+		*bytes = f->inflight_map ? f->inflight.mmap_size : 0;
+	return f->inflight_map;
+}
+
+void vfront_set_used(struct vfront *f, unsigned q, uint16_t pos, uint32_t id, uint32_t len)
+{
+	struct virtq_used_elem e = { id, len };
+
+	memcpy(vfront_used(f, q) + 4 + 8 * (pos % f->o.qsize), &e, sizeof(e));
+}
+
+void vfront_set_used_idx(struct vfront *f, unsigned q, uint16_t idx)
+{
+	__atomic_store_n((uint16_t *)(vfront_used(f, q) + 2), idx, __ATOMIC_RELEASE);
 }

@@ -147,6 +147,14 @@ int vfront_blk(struct vfront *f, unsigned q, uint32_t type, uint64_t sector, voi
 int vfront_blk_submit(struct vfront *f, unsigned q, uint32_t type, uint64_t sector,
 		      uint64_t data_gpa, size_t len, bool indirect, uint64_t *status_gpa);
 
+/* The inflight buffer as the front-end keeps it (NULL before the first
+ * start with INFLIGHT_SHMFD); its size in *@bytes. */
+void *vfront_inflight(struct vfront *f, uint64_t *bytes);
+/* Writes used entry @pos / the used index as a back-end would (to set up
+ * the state a killed back-end leaves behind). */
+void vfront_set_used(struct vfront *f, unsigned q, uint16_t pos, uint32_t id, uint32_t len);
+void vfront_set_used_idx(struct vfront *f, unsigned q, uint16_t idx);
+
 /* Waits (up to 10 s) for a message on the back-end channel; its request
  * in *@req. */
 int vfront_backend_recv(struct vfront *f, uint32_t *req);
