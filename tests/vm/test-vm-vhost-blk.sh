@@ -54,7 +54,7 @@ start_backends()
 	head -c $((24 * MiB)) /dev/urandom > "$d/ro.img"
 	ro_md5=$(md5sum < "$d/ro.img" | cut -d' ' -f1)
 	truncate -s $((16 * MiB)) "$d/resize.img"
-	truncate -s $((64 * MiB)) "$d/rc.img"
+	truncate -s $((256 * MiB)) "$d/rc.img"
 
 	vhost_start main "$d/main.sock" "memdiff:file:$d/base.img" q=2 || return 1
 	vhost_start disc "$d/disc.sock" "file:$d/disc.img" || return 1
@@ -66,7 +66,9 @@ start_backends()
 		loopdev=$(losetup --find --show "$d/resize.img") || return 1
 		vhost_start resize "$d/resize.sock" "file:$loopdev" || return 1
 	fi
-	vhost_start rc "$d/rc.sock" "file:$d/rc.img" q=2 || return 1
+	# Slow requests, writes slower than reads: many in flight, completed
+	# out of order (qemu-storage-daemon gets the plain file).
+	vhost_start rc "$d/rc.sock" "delay:1/20:file:$d/rc.img" "q=2 verbose" || return 1
 
 	mapfile -t qemu_args < <(vhost_memory_args
 		vhost_device_args c0 "$d/main.sock" 2
@@ -103,6 +105,19 @@ host_checks()
 		[ "$alloc" -le $((24 * MiB)) ] && pass "the discard deallocated ($((alloc / MiB)) MiB left)" ||
 			bad "discard freed nothing: $((alloc / 1024)) KiB still allocated"
 	fi
+	# QEMU 7.2 hands a restarted back-end the in-flight buffer it kept
+	# (SET_INFLIGHT_FD) only if INFLIGHT_SHMFD was negotiated; without it
+	# the requests a killed back-end held are lost or repeated, which the
+	# guest notices only if the kill lands in the wrong moment.
+	if [[ ",$tests," == *,reconnect,* ]] && [ "$VHOST_PEER" = diskstack ]; then
+		if awk '/^\+ killed with SIGKILL/ { after = 1; n = 0 } after && /SET_INFLIGHT_FD/ { n++ }
+			END { exit !(after && n > 0) }' "${VHOST_LOG[rc]}"; then
+			pass "the restarted back-end got QEMU's in-flight buffer (SET_INFLIGHT_FD)"
+		else
+			bad "the restarted back-end never got SET_INFLIGHT_FD: no in-flight recovery"
+		fi
+		grep -h 'resubmitting' "${VHOST_LOG[rc]}" | sed "s#^#[$k/vhost-blk] INFO rc back-end: #"
+	fi
 	return $r
 }
 
@@ -112,6 +127,8 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	INITRD=$work/initrd-$kernel.img
 	vm_initrd "$INITRD" vhost-blk
 	log=$work/console-$kernel-vhost-blk.log
+	VHOST_WORK=$work/$kernel
+	mkdir -p "$VHOST_WORK"
 	start_backends || { vhost_stop_all; vm_die "cannot start the $VHOST_PEER back-ends"; }
 	rm -f "$work/qemu.pid"
 	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-420}" "ds.tests=$tests ds.romd5=$ro_md5" \

@@ -8,7 +8,8 @@
 #
 #   vhost_requires PEER       skip (77) unless PEER (diskstack|qsd) can run
 #   vhost_start NAME SOCK SPEC OPTS   start a $VHOST_PEER back-end; OPTS: q=N ro qmp=PATH
-#                             nolock (qsd: other processes open the file too)
+#                             nolock (qsd: other processes open the file too),
+#                             verbose (diskstack: log every vhost-user message)
 #                             SPEC is a diskstack spec of a file:,
 #                             memdiff:file: or raw path; for qsd it is turned
 #                             into the equivalent --blockdev chain
@@ -59,6 +60,8 @@ _vhost_qsd_args()
 		qmp=*) printf '%s\n' --chardev "socket,id=m0,path=${o#qmp=},server=on,wait=off" --monitor chardev=m0 ;;
 		esac
 	done
+	# Decorators diskstack has and qemu-storage-daemon lacks are dropped.
+	spec=${spec#delay:*:}
 	case $spec in
 	memdiff:file:*)
 		# A qcow2 overlay plays memdiff's part: the base is only read.
@@ -91,6 +94,7 @@ _vhost_launch()
 			case $o in
 			q=*) cmd+=(--queues "${o#q=}") ;;
 			ro) cmd+=(--read-only) ;;
+			verbose) cmd+=(-v) ;;
 			esac
 		done
 	fi
