@@ -86,6 +86,12 @@ host_checks()
 	bad() { echo "[$k/vhost-blk] FAIL host: $*"; r=1; }
 	for n in main disc ro resize rc; do
 		vhost_alive "$n" || bad "the $n back-end exited: $(tail -n 5 "${VHOST_LOG[$n]}" | tr '\n' ' ')"
+	done
+	# Stopped now, so that leak reports at exit are seen too.
+	if ! vhost_stop_all; then
+		[ "$VHOST_PEER" = diskstack ] && bad "a back-end exited non-zero after SIGTERM (see above)"
+	fi
+	for n in main disc ro resize rc; do
 		vhost_sanitizer_report "$n" && { bad "sanitizer report from the $n back-end"; \
 			grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "${VHOST_LOG[$n]}" | head -n 40; }
 	done

@@ -15,7 +15,7 @@
 #                             into the equivalent --blockdev chain
 #   vhost_restart NAME        SIGKILL the back-end, start it again (same socket)
 #   vhost_alive NAME          the back-end is still running
-#   vhost_stop_all            SIGTERM every back-end, by pid
+#   vhost_stop_all            SIGTERM every back-end, by pid; fails on an exit != 0
 #   vhost_resize NAME BYTES   grow the disk: QMP block_resize (qsd), or for
 #                             diskstack a loop device grown with losetup -c
 #   vhost_memory_args         the QEMU options for shared guest RAM
@@ -135,16 +135,21 @@ vhost_restart()
 	_vhost_launch "$name"
 }
 
+# vhost_stop_all: SIGTERM to every back-end; fails if one exited non-zero
+# (an ASan leak report does that), saying which on stderr.
 vhost_stop_all()
 {
-	local n
+	local n st r=0
 	for n in "${!VHOST_PID[@]}"; do
 		kill -TERM "${VHOST_PID[$n]}" 2>/dev/null
 	done
 	for n in "${!VHOST_PID[@]}"; do
 		wait "${VHOST_PID[$n]}" 2>/dev/null
+		st=$?
+		[ $st -eq 0 ] || { vm_log "back-end $n exited $st after SIGTERM"; r=1; }
 		unset "VHOST_PID[$n]"
 	done
+	return $r
 }
 
 # vhost_resize NAME BYTES: the disk was started on a loop device for
