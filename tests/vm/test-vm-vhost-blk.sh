@@ -6,9 +6,11 @@
 # per kernel with five disks, each served by its own back-end process:
 # ext4 on a memdiff overlay and fio --verify on two queues, discard and
 # write-zeroes, a read-only export, an online resize, and SIGKILL plus
-# restart of a back-end under fio. After each boot the host checks the files
-# the guest wrote through the back-ends, that every back-end survived, and
-# that the base under the overlay did not change.
+# restart of a back-end under fio (served through delay:, so it dies holding
+# dozens of requests). After each boot the host checks the files the guest
+# wrote through the back-ends, that the base under the overlay did not
+# change, that every back-end survived and stops cleanly with no sanitizer
+# report, and that the restarted one got QEMU's in-flight buffer.
 # Environment: DISKSTACK_VHOST_PEER=qsd runs the same guest against
 # qemu-storage-daemon's export (how the harness itself was validated);
 # DISKSTACK_VHOST_TESTS (default fs,fio,discard,ro,resize,reconnect);
@@ -61,10 +63,13 @@ start_backends()
 	vhost_start ro "$d/ro.sock" "file:$d/ro.img" ro || return 1
 	if [ "$VHOST_PEER" = qsd ]; then
 		vhost_start resize "$d/resize.sock" "file:$d/resize.img" "qmp=$d/qmp.sock" || return 1
-	else
+	elif loopdev=$(losetup --find --show "$d/resize.img"); then
 		# diskstack's file backend follows the size of a block device.
-		loopdev=$(losetup --find --show "$d/resize.img") || return 1
 		vhost_start resize "$d/resize.sock" "file:$loopdev" || return 1
+	else
+		echo "[$kernel/vhost-blk] SKIP resize: no loop device on this machine"
+		tests=${tests/,resize/}
+		vhost_start resize "$d/resize.sock" "file:$d/resize.img" || return 1
 	fi
 	# Slow requests, writes slower than reads: many in flight, completed
 	# out of order (qemu-storage-daemon gets the plain file).
