@@ -202,6 +202,12 @@ const struct scsi_initiator_id *scsi_nexus_id(const struct scsi_nexus *n);
  * 16-byte host id derived from the initiator port name, so the disk's
  * reservations (prwrap, a block device) tell nexuses apart. */
 const struct disk_initiator *scsi_nexus_disk_initiator(const struct scsi_nexus *n);
+/* The disk_initiator scsi_nexus_disk_initiator gives a nexus of initiator
+ * port @port (its name when it has no port) of protocol @proto, whether
+ * or not one exists: REGISTER AND MOVE names its destination by
+ * TransportID. Returns 0, or -ENOMEM. (pr.c) */
+int scsi_port_disk_initiator(enum scsi_protocol proto, const char *port,
+			     struct disk_initiator *out);
 
 /* Queues unit attention @asc/@ascq on @lu for every nexus of its target
  * except @except (NULL: all). SAM-5 §5.14: reported once, to the next
