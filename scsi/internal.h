@@ -256,5 +256,10 @@ struct disk *scsi_dvd_medium(struct scsi_dvd *dvd);
  * state already): loads @disk (NULL: removes the medium) and queues the
  * media events and unit attentions. */
 int scsi_dvd_change_media(struct scsi_dvd *dvd, struct disk *disk);
+/* A host-initiated change that the guest's PREVENT refused (the core's
+ * scsi_lu_change_media, -EBUSY without force): queues the EJECT REQUEST
+ * media event (MMC-6 §6.6.2.5), the eject button of a real drive, so the
+ * guest can unmount and allow removal. Any thread. */
+void scsi_dvd_eject_request(struct scsi_dvd *dvd);
 
 #endif

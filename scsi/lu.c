@@ -329,8 +329,10 @@ int scsi_lu_change_media(struct scsi_lu *lu, struct disk *disk, bool force)
 {
 	if (lu->type != SCSI_LU_DVD)
 		return -EINVAL;
-	if (!force && scsi_lu_removal_prevented(lu))
+	if (!force && scsi_lu_removal_prevented(lu)) {
+		scsi_dvd_eject_request(lu->dvd);
 		return -EBUSY;
+	}
 	return scsi_dvd_change_media(lu->dvd, disk);
 }
 
