@@ -44,18 +44,18 @@ for f in $flavours; do
 	*) fail "unknown flavour $f" ;;
 	esac
 	port=$(free_port)
-	serve "srv-$f" --iscsi "127.0.0.1:$port" --target "$iqn" --lun "0=$spec"
+	serve "srv_$f" --iscsi "127.0.0.1:$port" --target "$iqn" --lun "0=$spec"
 	# shellcheck disable=SC2086 # $sel is an option and its word
 	"$here/iscsi-cu.sh" -o "$out/$f" -l "diskstack-$f" $sel -e "$here/iscsi-cu-expected.txt" \
 		-f "$f" "iscsi://127.0.0.1:$port/$iqn/0" > "$tmpdir/$f.summary" 2>&1 || bad=1
-	serve_stop "srv-$f"
+	serve_stop "srv_$f"
 	grep -E '^(TOTAL|NOT OK|NOTE)' "$tmpdir/$f.summary" || cat "$tmpdir/$f.summary"
 	if [ "$serve_status" -ne 0 ]; then
 		echo "NOT OK diskstack serve ($f) exited with $serve_status after the suite"
 		bad=1
 	fi
-	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$tmpdir/srv-$f.log"; then
-		grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$tmpdir/srv-$f.log" | head -n 60
+	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$tmpdir/srv_$f.log"; then
+		grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$tmpdir/srv_$f.log" | head -n 60
 		echo "NOT OK sanitizer report from the server ($f)"
 		bad=1
 	fi
