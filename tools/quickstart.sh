@@ -61,6 +61,7 @@ test_pkgs=(
 	tgt
 	qemu-block-extra
 	genisoimage
+	libiscsi-dev
 )
 # tests/vm: QEMU guests running Debian's 6.12 and 6.1 kernels (ublk_drv.ko for
 # 6.1 is built from linux-source-6.1 against the matching headers).
