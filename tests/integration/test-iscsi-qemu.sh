@@ -8,7 +8,7 @@
 # writes. The file behind the disk LUN is checked on the host as well.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
-requires qemu-img qemu-io genisoimage cmp
+requires qemu-img qemu-io iscsi-inq genisoimage cmp
 "$DISKSTACK" serve --help 2>&1 | grep -q -- '--iscsi' ||
 	{ echo "$0: this diskstack has no iSCSI target (serve --iscsi), skipping"; exit 77; }
 # qemu-img loads block-iscsi.so on demand: without qemu-block-extra it
@@ -54,7 +54,11 @@ grep -q 'Pattern verification failed' "$tmpdir/stdout" "$tmpdir/stderr" &&
 	{ cat "$tmpdir/stdout" "$tmpdir/stderr"; fail "qemu-io pattern mismatch"; }
 cmp -n 1000 -i 6291456:0 "$disk" /dev/zero >/dev/null 2>&1 && fail "the unaligned write did not reach the file"
 
-# The DVD LUN: its size, every byte, and writes refused.
+# The DVD LUN: a CD/DVD device (MMC, peripheral type 05h) with removable
+# media, its size, every byte, and writes refused.
+expect_exit 0 iscsi-inq "$url/1"
+grep -qi '^Peripheral Device Type:MMC' "$tmpdir/stdout" && grep -q '^Removable:1' "$tmpdir/stdout" ||
+	{ head -n 4 "$tmpdir/stdout"; fail "LUN 1 (,dvd) is not a removable CD/DVD device"; }
 expect_exit 0 qemu-img info "$url/1"
 grep -q "($(stat -c %s "$tmpdir/dvd.iso") bytes)" "$tmpdir/stdout" || { cat "$tmpdir/stdout"; fail "DVD size"; }
 expect_exit 0 qemu-img convert -f raw -O raw "$url/1" "$tmpdir/dvd-back.iso"
