@@ -75,6 +75,7 @@ vm_pkgs=(
 	xz-utils
 	zstd
 	nbd-client
+	sg3-utils
 )
 
 # tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot).
