@@ -58,7 +58,10 @@ test_pkgs=(
 	curl
 	openssl
 	libiscsi-bin
+	tgt
 	qemu-block-extra
+	genisoimage
+	libiscsi-dev
 )
 # tests/vm: QEMU guests running Debian's 6.12 and 6.1 kernels (ublk_drv.ko for
 # 6.1 is built from linux-source-6.1 against the matching headers).
@@ -72,6 +75,7 @@ vm_pkgs=(
 	xz-utils
 	zstd
 	nbd-client
+	sg3-utils
 )
 
 # tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot).

@@ -8,6 +8,7 @@
 #   ds ARGS...           the diskstack command (stderr into $T/ds.err)
 #   ublk_up ARGS...      diskstack ublk add ... --daemon; prints the device
 #   wait_for COND SECS   polls the shell condition COND every 0.1 s
+#   fs_check DEV         mkfs.ext4, mount, write, remount, verify, fsck
 DS=/usr/bin/diskstack
 # Real util-linux/e2fsprogs binaries: busybox's shell prefers its own applets
 # (blkdiscard without -z, mke2fs without ext4) over $PATH.
@@ -103,4 +104,24 @@ run_test()
 		echo "VMTEST: FAIL $TNAME: sanitizer report"
 		grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T/ds.err" | head -n 60
 	fi
+}
+
+# fs_check DEV: mkfs.ext4, mount, write, remount, verify, fsck.
+fs_check()
+{
+	dev=$1
+	$MKFS_EXT4 -q -F -b 4096 "$dev" || { fail "mkfs.ext4 on $dev"; return 1; }
+	mkdir -p /mnt/n
+	mount -t ext4 "$dev" /mnt/n || { fail "mount $dev"; return 1; }
+	dd if=/dev/urandom of="$T/f" bs=1M count=16 2>/dev/null
+	cp "$T/f" /mnt/n/f
+	echo "hello from the guest" > /mnt/n/hello
+	sync
+	umount /mnt/n || { fail "umount"; return 1; }
+	echo 3 > /proc/sys/vm/drop_caches
+	mount -t ext4 "$dev" /mnt/n || { fail "remount $dev"; return 1; }
+	cmp "$T/f" /mnt/n/f || { fail "file differs after remount"; return 1; }
+	[ "$(cat /mnt/n/hello)" = "hello from the guest" ] || { fail "small file differs"; return 1; }
+	umount /mnt/n
+	$E2FSCK -fn "$dev" >"$T/fsck" 2>&1 || { cat "$T/fsck"; fail "e2fsck $dev"; return 1; }
 }
