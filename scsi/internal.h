@@ -67,6 +67,11 @@ struct scsi_op {
 	const char *name;               /* "READ(10)", for logs */
 };
 
+/* The first CDB byte (>= 1) with a bit set that @op's usage data does not
+ * have, its highest such bit in *@bit; -1 when none: the check SPC-4 asks
+ * of reserved fields. */
+int scsi_op_bad_field(const struct scsi_op *op, const uint8_t *cdb, int *bit);
+
 /* Each table ends with an entry whose run is NULL. */
 extern const struct scsi_op scsi_spc_ops[];    /* spc.c: primary commands, every type */
 extern const struct scsi_op scsi_sbc_ops[];    /* sbc.c: direct-access disks */

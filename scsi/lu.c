@@ -161,6 +161,23 @@ int scsi_port_disk_initiator(enum scsi_protocol proto, const char *port, struct 
 	return 0;
 }
 
+int scsi_op_bad_field(const struct scsi_op *op, const uint8_t *cdb, int *bit)
+{
+	for (unsigned i = 1; i < op->cdb_len; i++) {
+		uint8_t allowed = op->usage[i];
+		uint8_t bad;
+
+		if (i == 1 && op->has_sa)
+			allowed |= 0x1f;
+		bad = cdb[i] & (uint8_t)~allowed;
+		if (bad) {
+			*bit = 31 - __builtin_clz(bad);
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
 /* Copies @s (NULL: @def) into @buf of @n bytes + NUL, space padded. */
 static void pad_copy(char *buf, size_t n, const char *s, const char *def)
 {
@@ -877,6 +894,16 @@ void scsi_cmd_submit(struct scsi_cmd *cmd)
 			goto finish;
 		}
 		if ((op->flags & SCSI_OP_WRITES) && scsi_lu_read_only(lu)) {
+			int bit, byte = scsi_op_bad_field(op, cmd->cdb, &bit);
+
+			/* A CDB with a field the command does not have (a
+			 * WRPROTECT the LU cannot honour) is an invalid CDB
+			 * before it is a write to a protected medium (libiscsi's
+			 * *.WriteProtect tests). */
+			if (byte >= 0) {
+				scsi_cmd_invalid_field(cmd, true, (uint16_t)byte, bit);
+				goto finish;
+			}
 			scsi_cmd_sense(cmd, SCSI_SK_DATA_PROTECT, 0x27, 0x00);
 			goto finish;
 		}

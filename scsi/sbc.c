@@ -313,19 +313,13 @@ static const struct scsi_op *sbc_op_of(const struct scsi_cmd *cmd)
 static bool sbc_cdb_ok(struct scsi_cmd *cmd)
 {
 	const struct scsi_op *op = sbc_op_of(cmd);
+	int bit, i;
 
 	assert(op);
-	for (unsigned i = 1; i < op->cdb_len; i++) {
-		uint8_t allowed = op->usage[i];
-		uint8_t bad;
-
-		if (i == 1 && op->has_sa)
-			allowed |= 0x1f;
-		bad = cmd->cdb[i] & (uint8_t)~allowed;
-		if (bad) {
-			sbc_fail_field(cmd, (uint16_t)i, 31 - __builtin_clz(bad));
-			return false;
-		}
+	i = scsi_op_bad_field(op, cmd->cdb, &bit);
+	if (i >= 0) {
+		sbc_fail_field(cmd, (uint16_t)i, bit);
+		return false;
 	}
 	return true;
 }

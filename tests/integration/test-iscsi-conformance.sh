@@ -27,17 +27,17 @@ size=${ISCSI_CU_SIZE:-64M}
 out=${ISCSI_CU_KEEP:-$tmpdir/cu}
 flavours=${ISCSI_CU_FLAVOURS:-plain thin removable readonly}
 iqn=iqn.2024-01.org.diskstack:conformance
-# XXX: the removable flag's spelling follows `diskstack serve --help`.
-"$DISKSTACK" serve --help 2>&1 | grep -q 'removable' || {
-	echo "$0: NOTE: serve --help offers no removable LU; that flavour is left out"
-	flavours=$(echo "$flavours" | sed 's/removable//')
-}
 
 bad=0
 for f in $flavours; do
 	sel=
 	case $f in
-	plain) spec="file:$tmpdir/plain.img;create=$size" ;;
+	# GetLBAStatus.UnmapSingle asks for LBA i+1 and wants the first
+	# descriptor at i+LBPPB: right only with one logical block per
+	# physical one, against SBC-3 (the first descriptor starts at the
+	# STARTING LOGICAL BLOCK ADDRESS) on this 4096-byte-physical file.
+	# It runs, and passes, on the mem: flavours (LBPPB 1).
+	plain) spec="file:$tmpdir/plain.img;create=$size"; sel="-t GetLBAStatus.[SB]* -t *" ;;
 	thin) spec="mem:$size" ;;
 	removable) spec="mem:$size,removable" ;;
 	readonly) spec="mem:$size,ro"; sel="-t @readonly" ;;
@@ -45,9 +45,12 @@ for f in $flavours; do
 	esac
 	port=$(free_port)
 	serve "srv_$f" --iscsi "127.0.0.1:$port" --target "$iqn" --lun "0=$spec"
-	# shellcheck disable=SC2086 # $sel is an option and its word
+	# $sel is options and their globs, split on spaces and never expanded
+	set -f
+	# shellcheck disable=SC2086
 	"$here/iscsi-cu.sh" -o "$out/$f" -l "diskstack-$f" $sel -e "$here/iscsi-cu-expected.txt" \
 		-f "$f" "iscsi://127.0.0.1:$port/$iqn/0" > "$tmpdir/$f.summary" 2>&1 || bad=1
+	set +f
 	serve_stop "srv_$f"
 	grep -E '^(TOTAL|NOT OK|NOTE)' "$tmpdir/$f.summary" || cat "$tmpdir/$f.summary"
 	if [ "$serve_status" -ne 0 ]; then

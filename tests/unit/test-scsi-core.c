@@ -160,6 +160,31 @@ static void test_scsi_core_opcodes(void **state)
 	scsi_target_free(t);
 }
 
+/* A write to a read-only LU is DATA PROTECT, but a CDB with a field the
+ * command lacks (WRPROTECT) is an invalid field first: libiscsi's
+ * *.WriteProtect tests on a read-only LU. */
+static void test_scsi_core_read_only_field_order(void **state)
+{
+	struct scsi_target *t = st_target(NULL);
+	uint8_t cdb[10] = { 0x2a }, blk[512] = { 0 };
+	struct scsi_nexus *n;
+	struct st_result r;
+
+	(void)state;
+	st_add_lu(t, 0, "mem:1M,ro", NULL);
+	n = st_nexus(t, IQN1, 1);
+	st_clear_ua(n, 0);
+	cdb[8] = 1;
+	st_run(n, 0, cdb, 10, SCSI_DIR_OUT, blk, sizeof(blk), &r);
+	st_assert_sense(&r, SCSI_SK_DATA_PROTECT, 0x27, 0x00);
+	cdb[1] = 0x20;                          /* WRPROTECT 1 */
+	st_run(n, 0, cdb, 10, SCSI_DIR_OUT, blk, sizeof(blk), &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	assert_int_equal(ds_get_be16(r.sense + 16), 1);
+	scsi_nexus_free(n);
+	scsi_target_free(t);
+}
+
 /* SBC-3 §4.10: a resized disk gives every nexus 2Ah/09h once. */
 static void test_scsi_core_ua_capacity(void **state)
 {
@@ -448,6 +473,7 @@ int main(void)
 		cmocka_unit_test(test_scsi_core_ua_new_nexus),
 		cmocka_unit_test(test_scsi_core_absent_lun),
 		cmocka_unit_test(test_scsi_core_opcodes),
+		cmocka_unit_test(test_scsi_core_read_only_field_order),
 		cmocka_unit_test(test_scsi_core_ua_capacity),
 		cmocka_unit_test(test_scsi_core_ua_queue),
 		cmocka_unit_test(test_scsi_core_host_id_stable),
