@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -15,9 +16,12 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
+#include <linux/loop.h>
 
 #include "common/bitmap.h"
 #include "common/compiler.h"
+#include "testproc.h"
 #include "testutil.h"
 
 /* ---- reactors ----------------------------------------------------------- */
@@ -367,4 +371,55 @@ uint64_t tu_rand(uint64_t *state)
 	x ^= x >> 27;
 	*state = x;
 	return x * UINT64_C(0x2545f4914f6cdd1d);
+}
+
+/* ---- loop devices ------------------------------------------------------- */
+
+void tu_loop_attach(struct tu_loop *l, const char *backing, unsigned sector_size)
+{
+	char cmd[PATH_MAX + 128], ss[32] = "";
+	struct loop_info64 li;
+
+	memset(l, 0, sizeof(*l));
+	l->hold = -1;
+	if (geteuid() != 0) {
+		fprintf(stderr, "# skip: loop device tests need root\n");
+		skip();
+	}
+	if (sector_size)
+		snprintf(ss, sizeof(ss), " --sector-size %u", sector_size);
+	snprintf(cmd, sizeof(cmd), "losetup --find --show%s '%s' 2>/dev/null", ss, backing);
+	if (tp_run_line(cmd, l->dev, sizeof(l->dev)) != 0 || strncmp(l->dev, "/dev/loop", 9) != 0) {
+		l->dev[0] = '\0';
+		fprintf(stderr, "# skip: losetup failed (no loop device support?)\n");
+		skip();
+	}
+	/* Detach automatically when the last opener goes, even if this
+	 * process is killed before tu_loop_detach(). */
+	l->hold = open(l->dev, O_RDONLY | O_CLOEXEC);
+	if (l->hold >= 0 && ioctl(l->hold, LOOP_GET_STATUS64, &li) == 0) {
+		li.lo_flags |= LO_FLAGS_AUTOCLEAR;
+		l->autoclear = ioctl(l->hold, LOOP_SET_STATUS64, &li) == 0;
+	}
+}
+
+void tu_loop_detach(struct tu_loop *l)
+{
+	char cmd[128];
+
+	if (l->hold >= 0) {
+		/* AUTOCLEAR detaches it at this close; without it, detach through
+		 * our own descriptor. Never by name once it may be free: another
+		 * test running in parallel may already have attached the same
+		 * /dev/loopN (regression: a shared device's size read as 0). */
+		if (!l->autoclear)
+			(void)ioctl(l->hold, LOOP_CLR_FD, 0);
+		close(l->hold);
+		l->hold = -1;
+	} else if (l->dev[0]) {
+		/* Never opened: still ours, detach it by name. */
+		snprintf(cmd, sizeof(cmd), "losetup -d '%s' >/dev/null 2>&1", l->dev);
+		(void)tp_run_line(cmd, NULL, 0);
+	}
+	l->dev[0] = '\0';
 }

@@ -6,6 +6,7 @@
 #define DISKSTACK_TESTS_TESTUTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
@@ -55,6 +56,23 @@ int tu_layer_io(struct layer *l, struct disk_io *io);
 int tu_layer_read(struct layer *l, uint64_t sector, void *buf, size_t len, uint64_t *nmarked);
 int tu_layer_write(struct layer *l, uint64_t sector, const void *buf, size_t len, uint32_t flags);
 int tu_layer_unmap(struct layer *l, uint64_t sector, uint64_t count, bool next_is_zero);
+
+/* A loop device over a backing file, for the tests that need root. */
+struct tu_loop {
+	char dev[64];           /* /dev/loopN, "" when not attached */
+	int hold;               /* open on dev: with AUTOCLEAR, a killed test frees it */
+	bool autoclear;         /* AUTOCLEAR set: closing hold detaches it */
+};
+
+/* Attaches the existing file @backing (borrowed) with `losetup --find`,
+ * with a logical @sector_size (0: the driver's default), and holds it open
+ * with AUTOCLEAR so that the device goes away even if the test is killed.
+ * Skips the test without root or loop device support. */
+void tu_loop_attach(struct tu_loop *l, const char *backing, unsigned sector_size);
+/* Detaches @l (through its held descriptor, never by name once it may be
+ * free: another test may have attached the same /dev/loopN). Harmless on a
+ * zeroed or already detached @l with hold = -1. */
+void tu_loop_detach(struct tu_loop *l);
 
 /* Seed for randomised tests: $DISKSTACK_SEED or the time; printed. */
 uint64_t tu_seed(const char *test);
