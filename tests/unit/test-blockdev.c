@@ -437,13 +437,6 @@ static int pr_io(struct disk *d, enum disk_op op, const struct disk_pr_args *arg
 	return st;
 }
 
-static int setup(void **state)
-{
-	(void)state;
-	tu_reactor();
-	return 0;
-}
-
 static int teardown(void **state)
 {
 	(void)state;
@@ -1534,5 +1527,5 @@ int main(void)
 	};
 
 	real_sys = blockdev_sys_real();
-	return cmocka_run_group_tests_name("blockdev", tests, setup, teardown);
+	return cmocka_run_group_tests_name("blockdev", tests, tu_reactor_setup, teardown);
 }

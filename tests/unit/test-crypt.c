@@ -1219,10 +1219,6 @@ int main(void)
 		cmocka_unit_test(test_crypt_fused_image_reads_back),
 		cmocka_unit_test(test_crypt_copy_path),
 	};
-	int r;
 
-	tu_reactor();
-	r = cmocka_run_group_tests_name("crypt", tests, NULL, NULL);
-	tu_reactor_done();
-	return r;
+	return cmocka_run_group_tests_name("crypt", tests, tu_reactor_setup, tu_reactor_teardown);
 }

@@ -404,10 +404,6 @@ int main(void)
 		cmocka_unit_test(test_delay_spec_and_describe),
 		cmocka_unit_test(test_delay_contract),
 	};
-	int r;
 
-	tu_reactor();
-	r = cmocka_run_group_tests_name("delay", tests, NULL, NULL);
-	tu_reactor_done();
-	return r;
+	return cmocka_run_group_tests_name("delay", tests, tu_reactor_setup, tu_reactor_teardown);
 }

@@ -140,20 +140,6 @@ static void iov_check(const struct iovec *iov, int n, uint64_t tag, uint64_t off
 	}
 }
 
-static int setup(void **state)
-{
-	(void)state;
-	tu_reactor();
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tu_reactor_done();
-	return 0;
-}
-
 /* ---- round trips ---------------------------------------------------------- */
 
 struct variant {
@@ -1579,5 +1565,5 @@ int main(void)
 						loop_teardown),
 	};
 
-	return cmocka_run_group_tests_name("filedisk", tests, setup, teardown);
+	return cmocka_run_group_tests_name("filedisk", tests, tu_reactor_setup, tu_reactor_teardown);
 }

@@ -1190,11 +1190,6 @@ int main(void)
 		cmocka_unit_test(test_layered_adopt_paths_512),
 		cmocka_unit_test(test_layered_adopt_paths_4096),
 	};
-	int r;
 
-	tu_reactor();
-	r = cmocka_run_group_tests_name("layered", tests, NULL, NULL);
-
-	tu_reactor_done();
-	return r;
+	return cmocka_run_group_tests_name("layered", tests, tu_reactor_setup, tu_reactor_teardown);
 }

@@ -63,6 +63,18 @@ void tu_reactor_done(void)
 	reactor_free(r);
 }
 
+int tu_reactor_setup(void **state UNUSED)
+{
+	tu_reactor();
+	return 0;
+}
+
+int tu_reactor_teardown(void **state UNUSED)
+{
+	tu_reactor_done();
+	return 0;
+}
+
 /* ---- data patterns ------------------------------------------------------ */
 
 static inline uint8_t tu_pattern_byte(uint64_t tag, uint64_t pos)

@@ -23,6 +23,12 @@ struct reactor *tu_reactor(void);
 /* Frees the calling thread's reactor, if any (end of a thread or test). */
 void tu_reactor_done(void);
 
+/* cmocka setup and teardown (of a group or of one test) that only create
+ * and free the calling thread's reactor (tu_reactor, tu_reactor_done).
+ * Always return 0. */
+int tu_reactor_setup(void **state);
+int tu_reactor_teardown(void **state);
+
 /* Fills @buf with a pattern derived from (@tag, byte offset @off): each
  * 8-byte word holds tag << 48 | (off + i) / 8. Deterministic. */
 void tu_fill(void *buf, size_t len, uint64_t tag, uint64_t off);
