@@ -123,6 +123,47 @@ int tu_is_zero(const void *buf, size_t len)
 	return 1;
 }
 
+/* ---- iovec shapes ------------------------------------------------------ */
+
+int tu_split_iov(void *buf, size_t len, tu_iov_size_fn *size, void *arg, struct iovec *iov,
+		 int max)
+{
+	size_t off = 0;
+	int n = 0;
+
+	while (off < len) {
+		size_t want = size(arg, n);
+		size_t take = MIN(len - off, want);
+
+		assert_true(n < max);
+		iov[n].iov_base = (uint8_t *)buf + off;
+		iov[n].iov_len = take;
+		off += take;
+		n++;
+	}
+	return n;
+}
+
+struct tu_sizes {
+	const size_t *sizes;
+	unsigned nsizes;
+};
+
+static size_t tu_sizes_next(void *arg, int i)
+{
+	const struct tu_sizes *t = arg;
+
+	return t->sizes[(unsigned)i % t->nsizes];
+}
+
+int tu_split_iov_sizes(void *buf, size_t len, const size_t *sizes, unsigned nsizes,
+		       struct iovec *iov, int max)
+{
+	struct tu_sizes t = { sizes, nsizes };
+
+	return tu_split_iov(buf, len, tu_sizes_next, &t, iov, max);
+}
+
 /* ---- temporary files ---------------------------------------------------- */
 
 static pthread_once_t tu_tmpdir_once = PTHREAD_ONCE_INIT;

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+#include <sys/uio.h>
 #include <cmocka.h>
 
 #include "common/reactor.h"
@@ -62,6 +63,18 @@ int tu_layer_io(struct layer *l, struct disk_io *io);
 int tu_layer_read(struct layer *l, uint64_t sector, void *buf, size_t len, uint64_t *nmarked);
 int tu_layer_write(struct layer *l, uint64_t sector, const void *buf, size_t len, uint32_t flags);
 int tu_layer_unmap(struct layer *l, uint64_t sector, uint64_t count, bool next_is_zero);
+
+/* Chooses the size in bytes of iovec entry @i (any size > 0; the splitter
+ * clamps it to what is left). @arg is the caller's. */
+typedef size_t tu_iov_size_fn(void *arg, int i);
+/* Splits @buf (@len bytes, borrowed) into @iov entries of the sizes @size
+ * chooses, in order, at most @max of them (more fails the test). Returns
+ * the count. */
+int tu_split_iov(void *buf, size_t len, tu_iov_size_fn *size, void *arg, struct iovec *iov,
+		 int max);
+/* tu_split_iov with the @nsizes sizes of @sizes in turn, repeated. */
+int tu_split_iov_sizes(void *buf, size_t len, const size_t *sizes, unsigned nsizes,
+		       struct iovec *iov, int max);
 
 /* A loop device over a backing file, for the tests that need root. */
 struct tu_loop {
