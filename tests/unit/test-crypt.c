@@ -283,24 +283,11 @@ static void test_crypt_oracle_512(void **state UNUSED) { oracle_check(512); }
 static void test_crypt_oracle_4096(void **state UNUSED) { oracle_check(4096); }
 
 /* Which implementation a crypt disk uses, from its description. */
-struct captured {
-	char text[4096];
-};
-
-static void cap_param(struct disk_describer *dd, const char *key, const char *value)
-{
-	struct captured *c = dd->opaque;
-	size_t n = strlen(c->text);
-
-	snprintf(c->text + n, sizeof(c->text) - n, "%s=%s\n", key, value);
-}
-
 static bool uses_evp(struct disk *d)
 {
-	struct captured cap = { { 0 } };
-	struct disk_describer dd = { .param = cap_param, .opaque = &cap };
+	struct tu_described cap;
 
-	disk_describe(d, &dd);
+	tu_describe(d, &cap);
 	assert_non_null(strstr(cap.text, "implementation=OpenSSL "));
 	return strstr(cap.text, "implementation=OpenSSL EVP\n") != NULL;
 }
@@ -362,10 +349,9 @@ static struct disk *crypt_over_nofuse(struct disk *lower, const uint8_t key[CRYP
 
 static bool is_fused(struct disk *d)
 {
-	struct captured cap = { { 0 } };
-	struct disk_describer dd = { .param = cap_param, .opaque = &cap };
+	struct tu_described cap;
 
-	disk_describe(d, &dd);
+	tu_describe(d, &cap);
 	assert_non_null(strstr(cap.text, "data-path="));
 	return strstr(cap.text, "data-path=fused") != NULL;
 }
@@ -1117,8 +1103,7 @@ static void test_crypt_many_disks_one_reactor(void **state UNUSED)
 static void test_crypt_spec_and_describe(void **state UNUSED)
 {
 	uint8_t key[CRYPT_KEY_BYTES];
-	struct captured cap = { { 0 } };
-	struct disk_describer dd = { .param = cap_param, .opaque = &cap };
+	struct tu_described cap;
 	char spec[1024];
 	uint8_t pt[4096], back[4096];
 	struct disk *d;
@@ -1133,7 +1118,7 @@ static void test_crypt_spec_and_describe(void **state UNUSED)
 	assert_int_equal(disk_sync_write(d, 1, pt, sizeof(pt), 0), DISK_OK);
 	assert_int_equal(disk_sync_read(d, 1, back, sizeof(back)), DISK_OK);
 	assert_memory_equal(back, pt, sizeof(pt));
-	disk_describe(d, &dd);
+	tu_describe(d, &cap);
 	assert_non_null(strstr(cap.text, "cipher=xts-aes-256\n"));
 	assert_non_null(strstr(cap.text, "key-file="));
 	assert_non_null(strstr(cap.text, "good.bin"));

@@ -123,6 +123,48 @@ int tu_is_zero(const void *buf, size_t len)
 	return 1;
 }
 
+/* ---- descriptors ------------------------------------------------------- */
+
+void tu_read_full(int fd, void *p, size_t n)
+{
+	while (n) {
+		ssize_t r = read(fd, p, n);
+
+		assert_true(r > 0);
+		p = (char *)p + r;
+		n -= (size_t)r;
+	}
+}
+
+void tu_write_full(int fd, const void *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		assert_true(w > 0);
+		p = (const char *)p + w;
+		n -= (size_t)w;
+	}
+}
+
+/* ---- descriptions ------------------------------------------------------ */
+
+static void tu_describe_param(struct disk_describer *dd, const char *key, const char *value)
+{
+	struct tu_described *c = dd->opaque;
+	size_t n = strlen(c->text);
+
+	snprintf(c->text + n, sizeof(c->text) - n, "%s=%s\n", key, value);
+}
+
+void tu_describe(struct disk *d, struct tu_described *out)
+{
+	struct disk_describer dd = { .param = tu_describe_param, .opaque = out };
+
+	out->text[0] = '\0';
+	disk_describe(d, &dd);
+}
+
 /* ---- iovec shapes ------------------------------------------------------ */
 
 int tu_split_iov(void *buf, size_t len, tu_iov_size_fn *size, void *arg, struct iovec *iov,

@@ -64,6 +64,19 @@ int tu_layer_read(struct layer *l, uint64_t sector, void *buf, size_t len, uint6
 int tu_layer_write(struct layer *l, uint64_t sector, const void *buf, size_t len, uint32_t flags);
 int tu_layer_unmap(struct layer *l, uint64_t sector, uint64_t count, bool next_is_zero);
 
+/* Reads or writes exactly @n bytes on the blocking descriptor @fd; an
+ * error or end of file fails the test. */
+void tu_read_full(int fd, void *p, size_t n);
+void tu_write_full(int fd, const void *p, size_t n);
+
+/* What disk_describe() said about one disk: its own parameters, one
+ * "key=value\n" line each, in order (cut at the buffer's end). */
+struct tu_described {
+	char text[4096];
+};
+/* Describes @d (borrowed) into *@out. */
+void tu_describe(struct disk *d, struct tu_described *out);
+
 /* Chooses the size in bytes of iovec entry @i (any size > 0; the splitter
  * clamps it to what is left). @arg is the caller's. */
 typedef size_t tu_iov_size_fn(void *arg, int i);
