@@ -49,6 +49,16 @@ static struct disk *open_disk(const char *path, const struct filedisk_opts *o)
 	return d;
 }
 
+/* Creates @path anew (unlinked first) with @size bytes and @o's other
+ * options, and opens it. */
+static struct disk *create_disk(const char *path, uint64_t size, struct filedisk_opts o)
+{
+	o.create = true;
+	o.create_size = size;
+	unlink(path);
+	return open_disk(path, &o);
+}
+
 /* Opens @path expecting failure; returns the error and the message. */
 static int open_fail(const char *path, const struct filedisk_opts *o, char *err, size_t errlen)
 {
@@ -160,6 +170,13 @@ static const struct variant variants[] = {
 	{ "bounce+inline", false, true, FILEDISK_RW_INLINE },
 };
 
+static struct filedisk_opts variant_opts(unsigned v)
+{
+	return (struct filedisk_opts){ .direct = variants[v].direct,
+				       .always_bounce = variants[v].always_bounce,
+				       .rw_mode = variants[v].rw_mode };
+}
+
 /* Writes @iov at @sector with @flags, checks the backing file at the right
  * offset, reads it back through @riov and checks it. */
 static void roundtrip(struct disk *d, const char *path, uint64_t sector, const struct iovec *iov,
@@ -185,15 +202,9 @@ static void test_filedisk_roundtrip(void **state)
 {
 	(void)state;
 	for (unsigned v = 0; v < ARRAY_SIZE(variants); v++) {
-		struct filedisk_opts o = { .create = true, .create_size = 2 * MIB,
-					   .direct = variants[v].direct,
-					   .always_bounce = variants[v].always_bounce,
-					   .rw_mode = variants[v].rw_mode };
 		const char *path = tu_path("rt.img");
-		struct disk *d;
+		struct disk *d = create_disk(path, 2 * MIB, variant_opts(v));
 
-		unlink(path);
-		d = open_disk(path, &o);
 		assert_int_equal(disk_sector_count(d), 2 * MIB / 512);
 		for (uint32_t fua = 0; fua <= DISK_IO_FUA; fua += DISK_IO_FUA) {
 			uint64_t tag = v * 16 + fua + 1;
@@ -264,11 +275,9 @@ static void test_filedisk_many_segments(void **state)
 	(void)state;
 	assert_non_null(iov);
 	for (int m = FILEDISK_RW_URING; m <= FILEDISK_RW_INLINE; m++) {
-		struct filedisk_opts o = { .create = true, .create_size = 4 * MIB,
-					   .rw_mode = (enum filedisk_rw_mode)m };
+		struct filedisk_opts o = { .rw_mode = (enum filedisk_rw_mode)m };
 
-		unlink(path);
-		d = open_disk(path, &o);
+		d = create_disk(path, 4 * MIB, o);
 		for (int i = 0; i < n; i++)
 			iov[i] = (struct iovec){ buf + (size_t)(n - 1 - i) * 512, 512 };
 		iov_fill(iov, n, 77 + (uint64_t)m, 0);
@@ -288,14 +297,11 @@ static void test_filedisk_many_segments(void **state)
 
 static void test_filedisk_write_int64_max(void **state)
 {
-	struct filedisk_opts o = { .create = true, .create_size = MIB };
 	const char *path = tu_path("max.img");
+	struct disk *d = create_disk(path, MIB, (struct filedisk_opts){ 0 });
 	uint8_t buf[512];
-	struct disk *d;
 
 	(void)state;
-	unlink(path);
-	d = open_disk(path, &o);
 	memset(buf, 0xcd, sizeof(buf));
 	assert_int_equal(disk_sync_write(d, (uint64_t)INT64_MAX / 512, buf, 512, 0),
 			 DISK_ILLEGAL_BLOCK);
@@ -308,14 +314,11 @@ static void test_filedisk_write_int64_max(void **state)
 /* §7.3 FileDisk regression: LBA 1 << 55 wraps to byte 0 when shifted. */
 static void test_filedisk_lba_wrap_regression(void **state)
 {
-	struct filedisk_opts o = { .create = true, .create_size = MIB };
 	const char *path = tu_path("wrap.img");
+	struct disk *d = create_disk(path, MIB, (struct filedisk_opts){ 0 });
 	uint8_t buf[512];
-	struct disk *d;
 
 	(void)state;
-	unlink(path);
-	d = open_disk(path, &o);
 	memset(buf, 0xcd, sizeof(buf));
 	assert_int_equal(disk_sync_write(d, 0, buf, sizeof(buf), 0), DISK_OK);
 	memset(buf, 0, sizeof(buf));
@@ -329,15 +332,9 @@ static void test_filedisk_contract(void **state)
 {
 	(void)state;
 	for (unsigned v = 0; v < ARRAY_SIZE(variants); v++) {
-		struct filedisk_opts o = { .create = true, .create_size = MIB,
-					   .direct = variants[v].direct,
-					   .always_bounce = variants[v].always_bounce,
-					   .rw_mode = variants[v].rw_mode };
 		const char *path = tu_path("contract.img");
-		struct disk *d;
+		struct disk *d = create_disk(path, MIB, variant_opts(v));
 
-		unlink(path);
-		d = open_disk(path, &o);
 		contract_disk(d);
 		assert_int_equal(file_size(path), MIB);
 		disk_unref(d);
