@@ -91,25 +91,7 @@ for fn in (lambda: h.opt_list(lambda n, d: 0), h.opt_info):
 h.opt_abort()
 EOF
 # Before TLS every option but STARTTLS/ABORT is refused (raw client).
-"$PY" -I - "$sock" "$pki/ca-cert.pem" <<'EOF' || fail "TLS_REQD before STARTTLS"
-import socket, ssl, struct, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-def rd(n, f=None):
-    b = b""
-    while len(b) < n:
-        c = (f or s).recv(n - len(b))
-        assert c, "eof"
-        b += c
-    return b
-assert rd(18)[16:] == b"\x00\x03"
-s.sendall(struct.pack(">I", 3))
-def opt(o, data=b"", f=None):
-    (f or s).sendall(struct.pack(">QII", 0x49484156454F5054, o, len(data)) + data)
-def reply(f=None):
-    magic, o, t, l = struct.unpack(">QIII", rd(20, f))
-    assert magic == 0x3e889045565a9
-    return t, rd(l, f)
+nbd_raw_py "$sock" "$pki/ca-cert.pem" <<'EOF' || fail "TLS_REQD before STARTTLS"
 TLS_REQD = 0x80000005
 for o in (8, 3, 6, 99):
     opt(o)
@@ -141,25 +123,7 @@ if nbdinfo --size "nbds+unix:///?socket=$sock&tls-certificates=$tmpdir/nocert" >
 fi
 # STARTTLS forgets what was negotiated before it (raw client): structured
 # replies and the meta context set in plaintext are gone after the upgrade.
-"$PY" -I - "$sock" "$cpki" <<'EOF' || fail "STARTTLS state reset"
-import socket, ssl, struct, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-def rd(n, f=None):
-    b = b""
-    while len(b) < n:
-        c = (f or s).recv(n - len(b))
-        assert c, "eof"
-        b += c
-    return b
-assert rd(18)[16:] == b"\x00\x03"
-s.sendall(struct.pack(">I", 3))
-def opt(o, data=b"", f=None):
-    (f or s).sendall(struct.pack(">QII", 0x49484156454F5054, o, len(data)) + data)
-def reply(f=None):
-    magic, o, t, l = struct.unpack(">QIII", rd(20, f))
-    assert magic == 0x3e889045565a9
-    return t, rd(l, f)
+nbd_raw_py "$sock" "$cpki" <<'EOF' || fail "STARTTLS state reset"
 opt(8)
 assert reply()[0] == 1
 q = b"base:allocation"
