@@ -24,7 +24,16 @@ expiration_days = 2
 EOF
 certtool --generate-self-signed --load-privkey "$pki/ca-key.pem" --template "$tmpdir/ca.info" \
 	--outfile "$pki/ca-cert.pem" 2>/dev/null || fail "CA certificate"
-certtool --generate-privkey --outfile "$pki/server-key.pem" 2>/dev/null
+# sign_cert NAME DIR: DIR/NAME-key.pem and DIR/NAME-cert.pem, made from the
+# template $tmpdir/NAME.info and signed by the CA.
+sign_cert()
+{
+	certtool --generate-privkey --outfile "$2/$1-key.pem" 2>/dev/null
+	certtool --generate-certificate --load-ca-certificate "$pki/ca-cert.pem" \
+		--load-ca-privkey "$pki/ca-key.pem" --load-privkey "$2/$1-key.pem" \
+		--template "$tmpdir/$1.info" --outfile "$2/$1-cert.pem" 2>/dev/null ||
+		fail "$1 certificate"
+}
 cat > "$tmpdir/server.info" <<EOF
 organization = diskstack test
 cn = localhost
@@ -35,12 +44,8 @@ encryption_key
 signing_key
 expiration_days = 2
 EOF
-certtool --generate-certificate --load-ca-certificate "$pki/ca-cert.pem" \
-	--load-ca-privkey "$pki/ca-key.pem" --load-privkey "$pki/server-key.pem" \
-	--template "$tmpdir/server.info" --outfile "$pki/server-cert.pem" 2>/dev/null ||
-	fail "server certificate"
+sign_cert server "$pki"
 cp "$pki/ca-cert.pem" "$cpki/"
-certtool --generate-privkey --outfile "$cpki/client-key.pem" 2>/dev/null
 cat > "$tmpdir/client.info" <<EOF
 cn = diskstack test client
 tls_www_client
@@ -48,10 +53,7 @@ encryption_key
 signing_key
 expiration_days = 2
 EOF
-certtool --generate-certificate --load-ca-certificate "$pki/ca-cert.pem" \
-	--load-ca-privkey "$pki/ca-key.pem" --load-privkey "$cpki/client-key.pem" \
-	--template "$tmpdir/client.info" --outfile "$cpki/client-cert.pem" 2>/dev/null ||
-	fail "client certificate"
+sign_cert client "$cpki"
 psktool -u alice -p "$tmpdir/keys.psk" >/dev/null 2>&1 || fail "psktool"
 printf 'alice:%s\n' 000102030405060708090a0b0c0d0e0f > "$tmpdir/wrong.psk"
 
