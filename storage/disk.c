@@ -504,6 +504,21 @@ static void disk_defer(struct disk_io *io, int status)
 	reactor_defer(io->reactor, &io->task);
 }
 
+void disk_io_complete_later(struct disk_io *io, int status, int os_errno,
+			    bool from_other_thread)
+{
+	if (status == DISK_IO_ERROR)
+		io->os_errno = os_errno;
+	if (!from_other_thread) {
+		disk_defer(io, status);
+		return;
+	}
+	assert(status >= 0 && status < DISK_STATUS_COUNT);
+	io->status = status;
+	io->task.fn = disk_deferred_done;
+	reactor_post(io->reactor, &io->task);
+}
+
 /* ---- emulations ------------------------------------------------------------ */
 
 /*
