@@ -74,6 +74,12 @@ void spec_print_usage(FILE *fp, const char *indent);
 int spec_parse(const char *text, struct spec **out, char *err, size_t errlen);
 /* Frees a parsed spec (a root from spec_parse). NULL allowed. */
 void spec_free(struct spec *s);
+/* The first node of the tree @s (NULL allowed) for which @match(node,
+ * @arg) is true, depth first: a node, then its inner spec's subtree, then
+ * each member's in order. Returns a borrowed node, or NULL. */
+const struct spec *spec_find_node(const struct spec *s,
+				  bool (*match)(const struct spec *node, const void *arg),
+				  const void *arg);
 
 /* Parses and opens in one step. */
 int spec_open_str(const char *text, bool read_only, const struct spec_ctx *ctx,
