@@ -875,3 +875,15 @@ void netsrv_tls_begin(struct netsrv_conn *c, void (*ready)(struct netsrv_conn *c
 	c->tls_ready = ready;
 	conn_tls_hs_step(c);
 }
+
+int netsrv_conn_local_addr(const struct netsrv_conn *c, struct sockaddr *addr, unsigned *len)
+{
+	socklen_t l = *len;
+
+	if (!c->is_sock)
+		return -ENOTSOCK;
+	if (getsockname(c->rfd, addr, &l) < 0)
+		return -errno;
+	*len = l;
+	return 0;
+}

@@ -302,4 +302,10 @@ void netsrv_tx_kick(struct netsrv_conn *c);
  * closed and @ready never runs. Needs credentials (netsrv_conn_tls_creds). */
 void netsrv_tls_begin(struct netsrv_conn *c, void (*ready)(struct netsrv_conn *c));
 
+/* The local address of the connection's socket (getsockname: the address
+ * the peer dialled, e.g. for iSCSI SendTargets). Returns 0, or -ENOTSOCK
+ * for the stdio connection, or -errno. Worker thread. */
+struct sockaddr;
+int netsrv_conn_local_addr(const struct netsrv_conn *c, struct sockaddr *addr, unsigned *len);
+
 #endif

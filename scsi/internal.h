@@ -43,6 +43,10 @@ enum {
 	SCSI_OP_SPC2_ALLOWED = 1u << 3, /* allowed to other nexuses under an SPC-2
 	                                 * RESERVE (SPC-2 §5.5.1: INQUIRY, REPORT LUNS,
 	                                 * RELEASE, REQUEST SENSE, PR IN ...) */
+	SCSI_OP_MEDIUM_IO   = 1u << 4,  /* data I/O whose disk requests carry the nexus's
+	                                 * initiator: the disk checks persistent
+	                                 * reservations itself, the core does not ask
+	                                 * scsi_pr_conflicts (READ, WRITE, VERIFY ...) */
 };
 
 /*
@@ -102,13 +106,18 @@ void scsi_cmd_finish(struct scsi_cmd *cmd);
 
 /* The LU a command addresses (NULL: the well-known or an absent LUN). */
 struct scsi_lu *scsi_cmd_lu(const struct scsi_cmd *cmd);
+/* The target of the command's nexus (also for an absent LUN). */
+struct scsi_target *scsi_cmd_target(const struct scsi_cmd *cmd);
 /* The disk the command's I/O goes to (the PR front's, see scsi_pr_disk;
  * NULL: a DVD without medium). Borrowed: valid until the command
  * finishes (a media change waits for it). */
 struct disk *scsi_cmd_disk(const struct scsi_cmd *cmd);
 /* Fills a disk request for @cmd: its initiator (the nexus's), reactor
- * context, done callback and @cmd as io->opaque. The core gets requests
- * from the reactor's pool (disk_io_get) and puts them back. */
+ * context, done callback and @cmd as io->opaque. The request comes from
+ * the reactor's pool (disk_io_get); the handler puts it back with
+ * disk_io_put on the command's reactor once it is done with it (it may
+ * submit it again for a next step first). NULL when the pool is empty
+ * and allocation fails. */
 struct disk_io *scsi_cmd_io(struct scsi_cmd *cmd, void (*done)(struct disk_io *io));
 
 /* What handlers read of a LU. */
@@ -123,6 +132,7 @@ uint32_t scsi_lu_block_size(const struct scsi_lu *lu);
  * DISK_CAP_VOLATILE_CACHE and can be changed by MODE SELECT. With WCE
  * off every write is sent with DISK_IO_FUA. */
 bool scsi_lu_wce(const struct scsi_lu *lu);
+/* Read-only: the disk says so, a DVD, or SWP is set. */
 bool scsi_lu_read_only(const struct scsi_lu *lu);
 /* Whether some nexus holds PREVENT ALLOW MEDIUM REMOVAL's prevent
  * (SPC-4 §6.15; the core keeps it per nexus and drops a nexus's on
@@ -136,6 +146,55 @@ struct scsi_sbc *scsi_lu_sbc(const struct scsi_lu *lu);
 int scsi_sbc_lu_init(struct scsi_lu *lu, struct scsi_sbc **out);
 void scsi_sbc_lu_fini(struct scsi_sbc *sbc);
 
+/* What sbc.c enforces, in logical blocks of the LU, for spc.c to
+ * advertise in VPD B0h (Block Limits) and B2h (Logical Block
+ * Provisioning) so that the pages and the commands never disagree. */
+struct scsi_sbc_limits {
+	uint32_t max_xfer_blocks;        /* MAXIMUM TRANSFER LENGTH */
+	uint8_t max_caw_blocks;          /* MAXIMUM COMPARE AND WRITE LENGTH */
+	uint64_t max_write_same_blocks;  /* MAXIMUM WRITE SAME LENGTH (WSNZ is 0) */
+	uint32_t max_unmap_blocks;       /* MAXIMUM UNMAP LBA COUNT (0 without unmap) */
+	uint32_t max_unmap_descriptors;  /* MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT (0 without) */
+	uint32_t unmap_granularity;      /* OPTIMAL UNMAP GRANULARITY */
+	bool lbpu;                       /* UNMAP and WRITE SAME(10/16) with UNMAP deallocate:
+	                                  * LBPME, LBPU, LBPWS, LBPWS10 */
+	bool lbprz;                      /* deallocated blocks read as zeroes (LBPRZ) */
+	uint8_t lbppbe;                  /* LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT */
+};
+/* Fills @out for disk LU @lu. Any thread. */
+void scsi_sbc_limits(const struct scsi_lu *lu, struct scsi_sbc_limits *out);
+
+/* What lu.c keeps for spc.c's commands. */
+/* A stable 16-byte identity of @lu (VPD 83h designators, the default
+ * serial): the disk id on a disk LU whose disk has one, else derived from
+ * the target name and the LUN. */
+void scsi_lu_uid(const struct scsi_lu *lu, uint8_t uid[16]);
+/* REQUEST SENSE: takes the oldest unit attention pending for the
+ * command's nexus on its LU (SPC-4 §6.39); false when none is. */
+bool scsi_cmd_take_ua(struct scsi_cmd *cmd, uint8_t *asc, uint8_t *ascq);
+/* SPC-2 RESERVE(6)/(10) for the command's nexus: false when another
+ * nexus holds the reservation (SPC-2 §7.21). RELEASE: drops it when the
+ * command's nexus holds it, else nothing (SPC-2 §7.17). */
+bool scsi_lu_spc2_reserve(struct scsi_cmd *cmd);
+void scsi_lu_spc2_release(struct scsi_cmd *cmd);
+/* PREVENT ALLOW MEDIUM REMOVAL: sets the command's nexus's prevent bit. */
+void scsi_lu_set_prevent(struct scsi_cmd *cmd, bool prevent);
+/* MODE SELECT: the caching page's WCE, and its default (see scsi_lu_wce). */
+void scsi_lu_set_wce(struct scsi_lu *lu, bool wce);
+bool scsi_lu_wce_default(const struct scsi_lu *lu);
+/* MODE SELECT: the control page's SWP (SPC-4 §7.5.8): software write
+ * protection, which scsi_lu_read_only includes. Off after a reset. */
+void scsi_lu_set_swp(struct scsi_lu *lu, bool swp);
+bool scsi_lu_swp(const struct scsi_lu *lu);
+/* START STOP UNIT with LOEJ on a removable disk: whether the (virtual)
+ * medium is loaded. Without it the core answers NOT READY / MEDIUM NOT
+ * PRESENT to commands without SCSI_OP_NO_MEDIUM, as for a DVD. */
+void scsi_lu_set_loaded(struct scsi_lu *lu, bool loaded);
+bool scsi_lu_loaded(const struct scsi_lu *lu);
+/* The opcode tables of @lu's type in lookup order, NULL-terminated (REPORT
+ * SUPPORTED OPERATION CODES); @lu NULL: the tables of an absent LUN. */
+const struct scsi_op *const *scsi_lu_op_tables(const struct scsi_lu *lu);
+
 /* ---- nexuses and unit attentions ------------------------------------------ */
 
 const struct scsi_initiator_id *scsi_nexus_id(const struct scsi_nexus *n);
@@ -143,6 +202,12 @@ const struct scsi_initiator_id *scsi_nexus_id(const struct scsi_nexus *n);
  * 16-byte host id derived from the initiator port name, so the disk's
  * reservations (prwrap, a block device) tell nexuses apart. */
 const struct disk_initiator *scsi_nexus_disk_initiator(const struct scsi_nexus *n);
+/* The disk_initiator scsi_nexus_disk_initiator gives a nexus of initiator
+ * port @port (its name when it has no port) of protocol @proto, whether
+ * or not one exists: REGISTER AND MOVE names its destination by
+ * TransportID. Returns 0. (lu.c) */
+int scsi_port_disk_initiator(enum scsi_protocol proto, const char *port,
+			     struct disk_initiator *out);
 
 /* Queues unit attention @asc/@ascq on @lu for every nexus of its target
  * except @except (NULL: all). SAM-5 §5.14: reported once, to the next
@@ -191,5 +256,10 @@ struct disk *scsi_dvd_medium(struct scsi_dvd *dvd);
  * state already): loads @disk (NULL: removes the medium) and queues the
  * media events and unit attentions. */
 int scsi_dvd_change_media(struct scsi_dvd *dvd, struct disk *disk);
+/* A host-initiated change that the guest's PREVENT refused (the core's
+ * scsi_lu_change_media, -EBUSY without force): queues the EJECT REQUEST
+ * media event (MMC-6 §6.6.2.5), the eject button of a real drive, so the
+ * guest can unmount and allow removal. Any thread. */
+void scsi_dvd_eject_request(struct scsi_dvd *dvd);
 
 #endif

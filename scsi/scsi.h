@@ -184,7 +184,8 @@ struct scsi_cmd {
 	uint8_t sense_len;
 
 	/* Private to the core. */
-	void *core;
+	void *core;                     /* free for the handler running the command (sbc.c, ...) */
+	uintptr_t core_ctx[8];          /* lu.c's per-command state: no allocation per command */
 };
 
 /* Runs @cmd (see the notes). Always completes through cmd->done, never

@@ -54,6 +54,7 @@ struct spec {
 	struct spec **members;    /* striped */
 	unsigned nmembers;
 	bool ro;                  /* root only: trailing ,ro */
+	bool dvd;                 /* root only: trailing ,dvd (a DVD LU; sets ro) */
 	bool bare;                /* file: given as a bare path (no "file:") */
 };
 

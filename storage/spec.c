@@ -625,11 +625,28 @@ static size_t spec_spec_end(const char *text)
 	return i;
 }
 
-/* The options after the spec: ",ro", ",ro=on", ",ro=off". */
+/* Whether the tree under @s creates something when opened (;create= of
+ * file and sql, ;create of sqldiff): such a spec is not a medium. */
+static const struct spec *spec_find_create(const struct spec *s)
+{
+	const struct spec *c;
+
+	if (s->create)
+		return s;
+	if (s->inner && (c = spec_find_create(s->inner)))
+		return c;
+	for (unsigned i = 0; i < s->nmembers; i++)
+		if ((c = spec_find_create(s->members[i])))
+			return c;
+	return NULL;
+}
+
+/* The options after the spec: ",ro", ",ro=on", ",ro=off" and ",dvd". */
 static int spec_parse_options(struct spec_parser *p, struct spec *root, size_t comma)
 {
 	size_t end = strlen(p->text);
 	bool seen_ro = false;
+	size_t ro_off = 0, ro_len = 0;
 
 	while (comma < end) {
 		size_t o = comma + 1;
@@ -643,14 +660,47 @@ static int spec_parse_options(struct spec_parser *p, struct spec *root, size_t c
 			if (seen_ro)
 				return spec_perr(p, o, olen, NULL, "duplicate option");
 			seen_ro = true;
+			ro_off = o;
+			ro_len = olen;
 			root->ro = !spec_part_is(p, o, olen, "ro=off");
+		} else if (spec_part_is(p, o, olen, "dvd")) {
+			if (root->dvd)
+				return spec_perr(p, o, olen, NULL, "duplicate option");
+			root->dvd = true;
 		} else {
-			return spec_perr(p, o, olen, "valid options: ro, ro=on, ro=off (disk specs cannot contain ',')",
+			return spec_perr(p, o, olen,
+					 "valid options: ro, ro=on, ro=off, dvd (disk specs cannot contain ',')",
 					 "unknown option");
 		}
 		comma = next;
 	}
+	if (root->dvd) {
+		const struct spec *c = spec_find_create(root);
+
+		/* A DVD is read-only media (MMC-6 DVD-ROM profile): ,dvd
+		 * implies ,ro and refuses what would write. */
+		if (seen_ro && !root->ro)
+			return spec_perr(p, ro_off, ro_len, "a DVD is read-only",
+					 "'dvd' cannot be combined with");
+		if (c)
+			return spec_perr(p, c->off, c->len,
+					 "a DVD medium must exist already (drop ';create')",
+					 "'dvd' cannot be combined with the creating spec");
+		root->ro = true;
+	}
 	return 0;
+}
+
+bool spec_is_dvd(const char *text)
+{
+	struct spec *s = NULL;
+	bool dvd;
+
+	if (spec_parse(text, &s, NULL, 0) < 0)
+		return false;
+	dvd = s->dvd;
+	spec_free(s);
+	return dvd;
 }
 
 int spec_parse(const char *text, struct spec **out, char *err, size_t errlen)

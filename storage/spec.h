@@ -22,6 +22,9 @@
  * Sizes: decimal digits, optional K/M/G/T (powers of 1024, upper case), then
  * an optional B. Times (delay): decimal digits, then "ms" (the default) or
  * "us". A trailing ",ro" (or ",ro=on", ",ro=off") applies to the whole disk;
+ * a trailing ",dvd" asks SCSI frontends for a read-only DVD (MMC-6, 2048-byte
+ * blocks) instead of a disk: it implies ",ro" and is refused with ",ro=off"
+ * and with a ";create" anywhere in the spec. Options come in any order;
  * specs cannot otherwise contain commas (except inside [...]). Striped
  * members cannot contain '+'. Parsing never opens anything; errors point at
  * the offending part.
@@ -80,6 +83,12 @@ void spec_free(struct spec *s);
 const struct spec *spec_find_node(const struct spec *s,
 				  bool (*match)(const struct spec *node, const void *arg),
 				  const void *arg);
+
+/* Whether @text (borrowed) parses and ends in ",dvd": a frontend that can
+ * serve SCSI makes it a DVD logical unit (and opens it with spec_open_str,
+ * which opens it read-only). A spec that does not parse gives false; its
+ * open then reports why. The parsed root says the same in spec->dvd. */
+bool spec_is_dvd(const char *text);
 
 /* Parses and opens in one step. */
 int spec_open_str(const char *text, bool read_only, const struct spec_ctx *ctx,

@@ -49,6 +49,7 @@
 #include "net/tls.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
+#include "tools/serve-iscsi.h"
 #include "tools/tool.h"
 
 #define SERVE_MAX_EXPORTS 1024
@@ -84,6 +85,7 @@ static void serve_usage(FILE *fp)
 		"      --tls-psk FILE       pre-shared keys, psktool format (identity:hexkey)\n"
 		"      --tls-verify-peer    require client certificates signed by DIR/ca-cert.pem\n"
 		"\n"
+		SERVE_ISCSI_USAGE
 		"Limits:\n"
 		"      --max-connections N  connections at once (default 100, 0 = no limit);\n"
 		"                           more are accepted and closed at once\n"
@@ -253,6 +255,7 @@ int cmd_serve(int argc, char **argv)
 		{ "tls-verify-peer",  no_argument,       NULL, OPT_TLS_VERIFY },
 		{ "verbose",          no_argument,       NULL, 'v' },
 		{ "help",             no_argument,       NULL, 'h' },
+		SERVE_ISCSI_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *cmd = "serve";
@@ -278,7 +281,12 @@ int cmd_serve(int argc, char **argv)
 	uint16_t bound_port = 0;
 	int act_fds, opt, ret = 0;
 	sigset_t oldmask;
+	/* iSCSI (serve-iscsi.c): NBD is served unless --iscsi is given alone. */
+	static struct serve_iscsi si;
+	struct disk *iscsi_disk = NULL;
+	bool nbd_on = true, iscsi_dvd = false;
 
+	memset(&si, 0, sizeof(si));
 	memset(exports, 0, sizeof(exports));
 	opterr = 0;
 	optind = 1;
@@ -390,6 +398,11 @@ int cmd_serve(int argc, char **argv)
 			serve_usage(stdout);
 			goto out;
 		default:
+			if (serve_iscsi_is_opt(opt)) {
+				if ((ret = serve_iscsi_opt(&si, cmd, opt, optarg)) != 0)
+					goto out;
+				break;
+			}
 			ret = tool_bad_option(cmd, opt, argv);
 			goto out;
 		}
@@ -413,10 +426,15 @@ int cmd_serve(int argc, char **argv)
 		}
 		nexp++;
 	}
-	if (nexp == 0) {
+	if (si.listen)
+		nbd_on = nexp > (optind < argc ? 1u : 0u) || port_given || ip || unix_path || use_stdio ||
+			 netsrv_activation_fds() > 0;
+	if (nexp == 0 && !si.listen) {
 		ret = tool_usage_error(cmd, "nothing to serve: give a SPEC or --export NAME=SPEC");
 		goto out;
 	}
+	if ((ret = serve_iscsi_check(&si, cmd, optind < argc)) != 0)
+		goto out;
 	for (unsigned i = 0; i < nexp; i++) {
 		if (strlen(exports[i].name) > NBDW_STRING_MAX) {
 			ret = tool_usage_error(cmd, "export name longer than %u bytes", NBDW_STRING_MAX);
@@ -509,7 +527,7 @@ int cmd_serve(int argc, char **argv)
 		}
 	}
 	{
-		struct netsrv_opts no = { .name = "nbd", .threads = (unsigned)threads, .tls = tls,
+		struct netsrv_opts no = { .name = nbd_on ? "nbd" : "iscsi", .threads = (unsigned)threads, .tls = tls,
 					  .max_connections = maxconn,
 					  .handshake_timeout_s = hs_timeout,
 					  .idle_timeout_s = idle_timeout };
@@ -532,6 +550,14 @@ int cmd_serve(int argc, char **argv)
 
 		if ((ret = tool_open_spec(cmd, "SPEC", exports[i].spec, read_only, &d)) != 0)
 			goto out;
+		if (si.listen && exports[i].name[0] == '\0' && optind < argc) {
+			iscsi_disk = disk_ref(d);   /* SPEC is also LUN 0 of the default target */
+			iscsi_dvd = spec_is_dvd(exports[i].spec_text);
+		}
+		if (!nbd_on) {
+			disk_unref(d);
+			continue;
+		}
 		ret = nbdsrv_add_export(srv, exports[i].name, exports[i].description, d, read_only);
 		if (ret < 0) {
 			disk_unref(d);
@@ -541,15 +567,22 @@ int cmd_serve(int argc, char **argv)
 			goto out;
 		}
 	}
+	ret = serve_iscsi_open(&si, cmd, iscsi_disk, iscsi_dvd, read_only);
+	disk_unref(iscsi_disk);
+	iscsi_disk = NULL;
+	if (ret != 0)
+		goto out;
 	/* The exports are open; from here a stop signal is remembered
 	 * (sockets are about to be created and must be cleaned up). */
 	atomic_store(&sv.phase, SERVE_STARTING);
-	ret = nbdsrv_protocol(srv, net, &proto);
+	ret = nbd_on ? nbdsrv_protocol(srv, net, &proto) : 0;
 	if (ret < 0) {
 		ret = tool_error(cmd, "cannot set up the NBD protocol: %s", strerror(-ret));
 		goto out;
 	}
-	if (act_fds > 0) {
+	if (!nbd_on) {
+		/* iSCSI only. */
+	} else if (act_fds > 0) {
 		for (int i = 0; i < act_fds; i++) {
 			if (netsrv_listen_fd(net, proto, 3 + i, err, sizeof(err)) < 0) {
 				ret = tool_error(cmd, "socket activation: %s", err);
@@ -585,6 +618,8 @@ int cmd_serve(int argc, char **argv)
 			goto out;
 		}
 	}
+	if ((ret = serve_iscsi_listen(&si, cmd, net)) != 0)
+		goto out;
 
 	sv.net = net;
 	ret = netsrv_start(net);
@@ -654,6 +689,10 @@ int cmd_serve(int argc, char **argv)
 			else
 				unsetenv("port");
 			setenv("tls", tls_mode == NBDSRV_TLS_OFF ? "0" : "1", 1);
+			if (si.bound_port) {
+				snprintf(portstr, sizeof(portstr), "%u", si.bound_port);
+				setenv("iscsi_port", portstr, 1);
+			}
 			signal(SIGPIPE, SIG_DFL);
 			pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 			execl("/bin/sh", "sh", "-c", run, (char *)NULL);
@@ -666,7 +705,7 @@ int cmd_serve(int argc, char **argv)
 	}
 
 	ret = netsrv_run(net) != 0 ? EXIT_RUNTIME : 0;
-	if (nbdsrv_flush(srv) != 0)
+	if (nbdsrv_flush(srv) != 0 || serve_iscsi_flush(&si) != 0)
 		ret = EXIT_RUNTIME;
 	if (run) {
 		int st = atomic_load(&sv.child_status);
@@ -695,6 +734,8 @@ out:
 		unlink(pidfile);
 	netsrv_free(net);
 	nbdsrv_free(srv);
+	serve_iscsi_free(&si);
+	disk_unref(iscsi_disk);
 	netsrv_tls_free(tls);
 	reactor_free(r);
 	if (mask_set)

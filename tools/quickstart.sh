@@ -57,6 +57,8 @@ test_pkgs=(
 	gnutls-bin
 	curl
 	openssl
+	libiscsi-bin
+	qemu-block-extra
 )
 # tests/vm: QEMU guests running Debian's 6.12 and 6.1 kernels (ublk_drv.ko for
 # 6.1 is built from linux-source-6.1 against the matching headers).

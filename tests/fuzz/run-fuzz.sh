@@ -69,6 +69,14 @@ fuzz-ublk-iod)
 	/usr/bin/python3 -I "$src/ublk-seeds.py" "$tmp/seeds"
 	dict=()
 	;;
+fuzz-iscsi-pdu)
+	/usr/bin/python3 -I "$src/iscsi-seeds.py" "$tmp/seeds"
+	dict=(-dict="$src/iscsi.dict")
+	;;
+fuzz-scsi-cdb)
+	/usr/bin/python3 -I "$src/scsi-seeds.py" "$tmp/seeds"
+	dict=()
+	;;
 *)
 	echo "run-fuzz.sh: unknown fuzzer $name" >&2
 	exit 99

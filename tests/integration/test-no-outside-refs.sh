@@ -37,7 +37,7 @@ OUTSIDE = [
 # RFC, an IEEE, SCSI, NVMe or ATA standard, or another .md/.rst/.h page.
 SECTION = re.compile(r"§\s*\d")
 COMPAT = "openvmm-compat.md"
-DOC_NAMED = re.compile(r"\bRFC\s*\d|\bIEEE\b|\bSPC-\d|\bSBC-\d|\bSAM-\d|\bNVMe\b|"
+DOC_NAMED = re.compile(r"\bRFC\s*\d|\bIEEE\b|\bSPC-\d|\bSBC-\d|\bSAM-\d|\bMMC(-\d)?\b|\bNVMe\b|"
                        r"\bATA\b|\bACS-\d|\.md\b|\.rst\b|\.h\b")
 
 # Test fixtures hold arbitrary bytes (fuzzer crash inputs); this test

@@ -308,7 +308,7 @@ static void test_spec_more_errors(void **state)
 	parse_fails("mem:1M,", "empty option", NULL);
 	parse_fails("mem:1M,,ro", "empty option", NULL);
 	parse_fails("mem:1M,rw", "unknown option", "'rw'", NULL);
-	parse_fails("mem:1M,dvd", "unknown option", "'dvd'", NULL);
+	parse_fails("mem:1M,cdrom", "unknown option", "'cdrom'", "dvd", NULL);
 	parse_fails("mem:1M,ro=yes", "'ro=yes'", NULL);
 	parse_fails("mem:1M,ro,ro", "duplicate", NULL);
 	parse_fails("file:a,b.img", "unknown option", "'b.img'", NULL);
@@ -1170,6 +1170,52 @@ static void test_spec_registry_unavailable(void **state)
 	free(buf);
 }
 
+/* ,dvd: a DVD LU for SCSI frontends; read-only, never created. */
+static void test_spec_dvd_option(void **state)
+{
+	struct spec *s = parse_ok("file:my.iso,dvd");
+
+	(void)state;
+	assert_kind(s, "file");
+	assert_string_equal(s->path, "my.iso");
+	assert_true(s->dvd);
+	assert_true(s->ro);
+	assert_node_text(s, "file:my.iso");
+	spec_free(s);
+	/* With ,ro in either order, a bare path, a stack below. */
+	s = parse_ok("file:my.iso,ro,dvd");
+	assert_true(s->dvd && s->ro);
+	spec_free(s);
+	s = parse_ok("my.iso,dvd,ro=on");
+	assert_true(s->dvd && s->ro && s->bare);
+	spec_free(s);
+	s = parse_ok("delay:5:blob:flat:https://h/x.iso,dvd");
+	assert_true(s->dvd && s->ro);
+	assert_false(s->inner->dvd);
+	spec_free(s);
+	s = parse_ok("file:my.iso,ro");
+	assert_false(s->dvd);
+	spec_free(s);
+
+	assert_true(spec_is_dvd("file:my.iso,dvd"));
+	assert_true(spec_is_dvd("/abs/my.iso,ro,dvd"));
+	assert_false(spec_is_dvd("file:my.iso,ro"));
+	assert_false(spec_is_dvd("file:my.iso"));
+	assert_false(spec_is_dvd("file:my.iso,dvd,dvd"));
+	assert_false(spec_is_dvd(""));
+
+	parse_fails("file:my.iso,dvd,dvd", "duplicate option", "'dvd' at offset 16", NULL);
+	parse_fails("file:my.iso,ro=off,dvd", "'dvd' cannot be combined with", "'ro=off'",
+		    "read-only", NULL);
+	parse_fails("file:my.iso,dvd,ro=off", "'ro=off'", NULL);
+	parse_fails("file:new.iso;create=1M,dvd", "creating spec", "'file:new.iso;create=1M'",
+		    "drop ';create'", NULL);
+	parse_fails("memdiff:sqldiff:d.dbhd;create:x.iso,dvd", "creating spec",
+		    "'sqldiff:d.dbhd;create:x.iso' at offset 8", NULL);
+	parse_fails("striped:64K:a.iso+b.img;create=1M,dvd", "'b.img;create=1M'", NULL);
+	parse_fails("file:my.iso,DVD", "unknown option", "'DVD'", NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1183,6 +1229,7 @@ int main(void)
 		cmocka_unit_test(test_spec_more_errors),
 		cmocka_unit_test(test_spec_bare_path),
 		cmocka_unit_test(test_spec_ro_option),
+		cmocka_unit_test(test_spec_dvd_option),
 		cmocka_unit_test(test_spec_parse_size),
 		cmocka_unit_test(test_spec_format_size),
 		cmocka_unit_test(test_spec_delay),

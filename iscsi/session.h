@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * session.h: what the files of the iSCSI target share (not included from
+ * outside iscsi/): the server object, a connection's state through login
+ * and the full-feature phase, and its task slots. With MaxConnections=1
+ * (docs/iscsi.md) a session is exactly one connection, so the session's
+ * state (CmdSN window, I_T nexus, tasks) lives in the connection.
+ */
+#ifndef DISKSTACK_ISCSI_SESSION_H
+#define DISKSTACK_ISCSI_SESSION_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "common/reactor.h"
+#include "iscsi/login.h"
+#include "iscsi/pdu.h"
+#include "iscsi/server.h"
+#include "net/netsrv.h"
+#include "scsi/scsi.h"
+
+/* ---- limits ---------------------------------------------------------------- */
+
+#define ISCSISRV_DEFAULT_WINDOW 128u
+#define ISCSISRV_MAX_WINDOW 1024u
+/* Task slots beyond the window: immediate commands, and commands that
+ * arrive while the responses that opened the window are still being
+ * handed to the kernel. */
+#define ISCSISRV_SPARE_TASKS 32u
+/* Largest Expected Data Transfer Length of one command (buffered whole). */
+#define ISCSISRV_MAX_XFER (64u << 20)
+/* Data buffers in flight per connection before parsing waits (one command
+ * is always allowed). */
+#define ISCSISRV_INFLIGHT_BYTES (256u << 20)
+/* R2Ts outstanding per command (also bounded by MaxOutstandingR2T). */
+#define ISCSISRV_MAX_R2T 4u
+/* Receive buffer: two of the largest PDUs we accept. */
+#define ISCSISRV_RBUF_BYTES (1u << 20)
+/* Control PDUs (Reject, NOP-In, TMF/Text/Logout responses) queued before
+ * parsing waits for the initiator to read them. */
+#define ISCSISRV_MAX_CTL 64u
+#define ISCSISRV_DEFAULT_NOP_S 30u
+#define ISCSISRV_TPGT 1u
+/* Data-In PDUs whose headers live in the task itself. */
+#define ISCSISRV_INLINE_DATAIN 4u
+#define ISCSISRV_HDR_BYTES (ISCSI_BHS_BYTES + ISCSI_DIGEST_BYTES)
+
+/* ---- the server ----------------------------------------------------------- */
+
+struct iscsisrv {
+	struct iscsisrv_opts opts;     /* strings owned (strdup) */
+	struct iscsi_chap chap;        /* points into opts */
+	struct scsi_target **targets;
+	unsigned ntargets;
+	struct netsrv_proto proto;
+	atomic_uint next_tsih;
+	atomic_uint nsessions;
+};
+
+/* ---- tasks ----------------------------------------------------------------- */
+
+enum iscsisrv_task_state {
+	TASK_FREE = 0,
+	TASK_DATA,              /* gathering data-out, or waiting for its CmdSN turn */
+	TASK_SUBMITTED,         /* in the SCSI core */
+	TASK_RESPONDING,        /* response queued: no longer abortable */
+};
+
+struct iscsisrv_conn;
+
+struct iscsisrv_task;
+
+/* A solicitation (R2T) and the burst that answers it. */
+struct iscsisrv_r2t {
+	struct iscsisrv_task *t;        /* the task it belongs to */
+	bool active;
+	uint32_t ttt, off, len, got, datasn;
+	struct netsrv_tx tx;
+	bool tx_busy;
+	struct iovec iov[1];
+	uint8_t hdr[ISCSISRV_HDR_BYTES];
+};
+
+struct iscsisrv_task {
+	struct iscsisrv_conn *c;
+	struct iscsisrv_task *next_free;
+	enum iscsisrv_task_state state;
+	uint32_t itt, cmdsn, edtl;
+	uint64_t lun;
+	bool immediate, windowed;       /* windowed: counted in c->win_used */
+	bool ordered;                   /* its CmdSN turn came: may be submitted */
+	bool read, write;
+	bool aborted;                   /* by a TMF: no response */
+	unsigned tx_pending;            /* queued PDUs not yet sent */
+	uint8_t *buf;                   /* edtl bytes (reactor_buf) */
+	size_t buf_cap;
+	struct iovec biov;
+	/* Data-out. */
+	uint32_t received;              /* bytes accounted (copied or dropped) */
+	uint32_t unsol_end;             /* unsolicited data ends here */
+	uint32_t unsol_next;            /* next unsolicited offset */
+	uint32_t unsol_datasn;
+	bool unsol_open;                /* unsolicited Data-Out may still come */
+	uint32_t r2t_next;              /* next offset to solicit */
+	uint32_t r2tsn;
+	unsigned nr2t;
+	struct iscsisrv_r2t r2t[ISCSISRV_MAX_R2T];
+	/* A data-phase failure: answered with CHECK CONDITION, sense key
+	 * ABORTED COMMAND and this ASC/ASCQ, once all data is in. */
+	bool err;
+	uint8_t err_asc, err_ascq;
+	/* The SCSI command and the response. */
+	struct scsi_cmd cmd;
+	struct netsrv_tx tx;
+	struct iovec *iov;              /* inline_iov or a reactor buffer */
+	uint8_t *hdrs;                  /* Data-In headers: inline_hdrs or in that buffer */
+	void *big;                      /* the reactor buffer, NULL if inline */
+	size_t big_bytes;
+	unsigned ndatain;
+	struct iovec inline_iov[3 * ISCSISRV_INLINE_DATAIN + 3];
+	uint8_t inline_hdrs[ISCSISRV_INLINE_DATAIN * (ISCSISRV_HDR_BYTES + 8)];
+	uint8_t rsp[ISCSISRV_HDR_BYTES];
+	uint8_t sense[2 + SCSI_SENSE_MAX + 8];
+	uint8_t trailer[8];
+};
+
+/* ---- a control PDU (malloc: off the data path) ---------------------------------- */
+
+struct iscsisrv_ctl {
+	struct netsrv_tx tx;
+	struct iscsisrv_conn *c;
+	struct iovec iov[3];
+	uint8_t hdr[ISCSISRV_HDR_BYTES];
+	uint8_t trailer[8];
+	uint8_t data[];                 /* data segment, if any */
+};
+
+/* ---- a connection ------------------------------------------------------------ */
+
+enum iscsisrv_phase {
+	PHASE_LOGIN = 0,
+	PHASE_FULL,
+	PHASE_DONE,             /* logged out, failed login, or draining: nothing more is parsed */
+};
+
+struct iscsisrv_conn {
+	struct netsrv_conn *nc;
+	struct iscsisrv *srv;
+	struct reactor *r;
+	const char *name;
+	enum iscsisrv_phase phase;
+
+	/* Receive. */
+	uint8_t *rbuf;                  /* ISCSISRV_RBUF_BYTES (reactor_buf) */
+	size_t rhead, rtail;
+	bool rx_blocked;                /* parsing waits (see conn_can_parse) */
+	struct reactor_task pump_task;
+	bool pump_task_busy;
+	struct iscsi_digests dg;
+	uint64_t last_rx_ns;
+
+	/* Login. */
+	struct iscsi_login *login;      /* owned, login phase only */
+
+	/* Session (full-feature phase). */
+	struct iscsi_params p;
+	bool discovery;
+	struct scsi_target *target;
+	struct scsi_nexus *nexus;
+	char initiator[ISCSI_NAME_MAX + 1];
+	uint8_t isid[6];
+	uint16_t tsih, cid;
+	uint32_t exp_cmdsn, statsn;
+	unsigned window, win_used;
+	struct iscsisrv_task *tasks;
+	unsigned ntasks, ntasks_used, nsubmitted, nwaiting;
+	struct iscsisrv_task *free_tasks;
+	uint64_t inflight_bytes;
+	uint32_t next_ttt;
+	unsigned nctl;                  /* control PDUs queued */
+
+	/* Text exchange (SendTargets, C bit). */
+	struct iscsi_text text_in, text_out;
+	size_t text_off;
+	uint32_t text_itt, text_ttt;
+
+	/* Task management in progress (parsing waits for it). */
+	bool tmf_active;
+	uint8_t tmf_function, tmf_response;
+	uint32_t tmf_itt;
+	uint64_t tmf_lun;
+	unsigned tmf_waiting;           /* aborted tasks still in the core */
+
+	/* Logout in progress. */
+	bool logout_active;
+	uint8_t logout_response;
+	uint32_t logout_itt;
+
+	/* Keep-alive. */
+	struct reactor_timer nop_timer;
+	uint64_t nop_interval_ns;
+	bool ping_out;
+	uint32_t ping_ttt;
+	uint64_t ping_sent_ns;
+
+	bool draining;
+	unsigned guard;                 /* a handler runs: the engine must not free us */
+	bool in_session;                /* counted in srv->nsessions */
+	uint64_t ncommands;
+};
+
+/* session.c: the full-feature phase. */
+/* Enters the full-feature phase after a successful login (c->login still
+ * set: its results are taken). Returns 0 or -ENOMEM. */
+int iscsisrv_session_begin(struct iscsisrv_conn *c);
+/* Handles one PDU of the full-feature phase: true when it was consumed,
+ * false when parsing must wait (the PDU stays in the buffer). */
+bool iscsisrv_session_pdu(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu);
+/* The server stops: finish what runs, tell the initiator, close. */
+void iscsisrv_session_drain(struct iscsisrv_conn *c);
+/* Teardown: drop tasks that wait for data that will not come. */
+void iscsisrv_session_closed(struct iscsisrv_conn *c);
+/* Frees the session (nothing in flight). */
+void iscsisrv_session_free(struct iscsisrv_conn *c);
+/* Whether parsing may go on (free slots, budget, no TMF or logout waiting). */
+bool iscsisrv_session_can_parse(const struct iscsisrv_conn *c);
+
+/* server.c: shared helpers. */
+/* Allocates a control PDU with @dlen data bytes (header zeroed). */
+struct iscsisrv_ctl *iscsisrv_ctl_new(struct iscsisrv_conn *c, uint32_t dlen);
+/* Finishes its header (length, digest, padding, data digest) and queues it. */
+void iscsisrv_ctl_send(struct iscsisrv_conn *c, struct iscsisrv_ctl *ctl);
+/* Writes the header digest of @hdr when negotiated. */
+void iscsisrv_hdr_digest(const struct iscsisrv_conn *c, uint8_t *hdr);
+/* Bytes of a header with its digest. */
+static inline unsigned iscsisrv_hdr_bytes(const struct iscsisrv_conn *c)
+{
+	return ISCSI_BHS_BYTES + (c->dg.header ? ISCSI_DIGEST_BYTES : 0);
+}
+/* Ends a guarded stretch (c->guard was incremented): frees a closing
+ * connection nothing refers to any more (@c may be gone on return). */
+void iscsisrv_conn_unguard(struct iscsisrv_conn *c);
+/* Resumes parsing on a later pass (after a slot or a control PDU freed). */
+void iscsisrv_conn_resume(struct iscsisrv_conn *c);
+/* Looks up a target by name; NULL if none. */
+struct scsi_target *iscsisrv_find_target(struct iscsisrv *s, const char *name);
+
+#endif

@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * serve-iscsi.c: the iSCSI half of `diskstack serve` (serve-iscsi.h):
+ * targets and LUNs from specs, CHAP credentials from options or files,
+ * and the iSCSI listener next to (or instead of) NBD on the same engine.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "iscsi/login.h"
+#include "iscsi/server.h"
+#include "net/netsrv.h"
+#include "scsi/scsi.h"
+#include "storage/disk.h"
+#include "storage/spec.h"
+#include "tools/serve-iscsi.h"
+#include "tools/tool.h"
+
+/* Reads a secret from the first line of @path (keeps it out of ps). */
+static int read_secret_file(const char *cmd, const char *path, char **out)
+{
+	char buf[512];
+	FILE *fp = fopen(path, "r");
+	size_t n;
+
+	if (!fp)
+		return tool_usage_error(cmd, "cannot open '%s': %s", path, strerror(errno));
+	if (!fgets(buf, sizeof(buf), fp)) {
+		fclose(fp);
+		return tool_usage_error(cmd, "'%s' holds no secret", path);
+	}
+	fclose(fp);
+	n = strcspn(buf, "\r\n");
+	buf[n] = '\0';
+	if (n == 0)
+		return tool_usage_error(cmd, "'%s' holds an empty secret", path);
+	free(*out);
+	*out = strdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	return *out ? 0 : tool_error(cmd, "out of memory");
+}
+
+/* iSCSI names (RFC 3722 stringprep, simplified): lower-case letters,
+ * digits, '-', '.', ':'. */
+static bool valid_iqn(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > ISCSI_NAME_MAX)
+		return false;
+	if (strncmp(s, "iqn.", 4) != 0 && strncmp(s, "eui.", 4) != 0 && strncmp(s, "naa.", 4) != 0)
+		return false;
+	for (; *s; s++)
+		if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || strchr("-.:", *s)))
+			return false;
+	return true;
+}
+
+int serve_iscsi_opt(struct serve_iscsi *si, const char *cmd, int opt, const char *arg)
+{
+	switch (opt) {
+	case SERVE_ISCSI_OPT_LISTEN:
+		si->listen = arg;
+		return 0;
+	case SERVE_ISCSI_OPT_TARGET:
+		if (!valid_iqn(arg))
+			return tool_usage_error(cmd, "--target wants an iSCSI name (iqn.YYYY-MM.domain:name, "
+						"lower case), got '%s'", arg);
+		if (si->ntargets == 0)
+			si->ntargets = 1;       /* [0]: the default target */
+		if (si->ntargets == SERVE_ISCSI_MAX_LUNS)
+			return tool_usage_error(cmd, "too many targets");
+		for (unsigned i = 1; i < si->ntargets; i++)
+			if (strcmp(si->targets[i], arg) == 0)
+				return tool_usage_error(cmd, "target '%s' given twice", arg);
+		si->targets[si->ntargets++] = arg;
+		return 0;
+	case SERVE_ISCSI_OPT_LUN: {
+		const char *eq = strchr(arg, '=');
+		char num[16];
+		uint64_t lun;
+		struct serve_iscsi_lun *l;
+
+		if (!eq || (size_t)(eq - arg) >= sizeof(num))
+			return tool_usage_error(cmd, "--lun wants N=SPEC, got '%s'", arg);
+		memcpy(num, arg, (size_t)(eq - arg));
+		num[eq - arg] = '\0';
+		if (tool_parse_uint(num, 0, 255, &lun) < 0)
+			return tool_usage_error(cmd, "bad LUN '%s' (0-255)", num);
+		if (si->nluns == SERVE_ISCSI_MAX_LUNS)
+			return tool_usage_error(cmd, "too many LUNs");
+		if (si->ntargets == 0)
+			si->ntargets = 1;
+		l = &si->luns[si->nluns++];
+		l->target = si->ntargets > 1 ? si->ntargets - 1 : 0;
+		l->lun = (unsigned)lun;
+		l->spec_text = eq + 1;
+		return 0;
+	}
+	case SERVE_ISCSI_OPT_PORTAL:
+		si->portal = arg;
+		return 0;
+	case SERVE_ISCSI_OPT_CHAP_USER:
+		si->chap_user = arg;
+		return 0;
+	case SERVE_ISCSI_OPT_CHAP_TUSER:
+		si->chap_tuser = arg;
+		return 0;
+	case SERVE_ISCSI_OPT_CHAP_SECRET:
+	case SERVE_ISCSI_OPT_CHAP_TSECRET: {
+		char **dst = opt == SERVE_ISCSI_OPT_CHAP_SECRET ? &si->chap_secret : &si->chap_tsecret;
+
+		free(*dst);
+		*dst = strdup(arg);
+		return *dst ? 0 : tool_error(cmd, "out of memory");
+	}
+	case SERVE_ISCSI_OPT_CHAP_SECRET_FILE:
+		return read_secret_file(cmd, arg, &si->chap_secret);
+	case SERVE_ISCSI_OPT_CHAP_TSECRET_FILE:
+		return read_secret_file(cmd, arg, &si->chap_tsecret);
+	}
+	return tool_usage_error(cmd, "unknown iSCSI option");
+}
+
+/* iqn.2026-12.org.diskstack:<host name>, the host name reduced to the
+ * characters an iSCSI name may hold. */
+static void default_target_name(char *out, size_t len)
+{
+	char host[HOST_NAME_MAX + 1] = "localhost";
+	size_t o;
+
+	if (gethostname(host, sizeof(host)) < 0 || !host[0])
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	o = (size_t)snprintf(out, len, "iqn.2026-12.org.diskstack:");
+	for (const char *p = host; *p && o + 1 < len; p++) {
+		char ch = (char)tolower((unsigned char)*p);
+
+		out[o++] = (isalnum((unsigned char)ch) || ch == '.' || ch == '-') ? ch : '-';
+	}
+	out[o] = '\0';
+}
+
+int serve_iscsi_check(struct serve_iscsi *si, const char *cmd, bool have_default)
+{
+	int ret;
+
+	if (!si->listen) {
+		if (si->ntargets || si->nluns || si->chap_user || si->chap_secret || si->chap_tuser ||
+		    si->chap_tsecret || si->portal)
+			return tool_usage_error(cmd, "--target, --lun, --chap-* and --iscsi-portal "
+						"need --iscsi");
+		return 0;
+	}
+	if (!si->chap_user != !si->chap_secret)
+		return tool_usage_error(cmd, "--chap-user and --chap-secret(-file) go together");
+	if (!si->chap_tuser != !si->chap_tsecret)
+		return tool_usage_error(cmd, "--chap-target-user and --chap-target-secret(-file) "
+					"go together");
+	if (si->chap_tuser && !si->chap_user)
+		return tool_usage_error(cmd, "mutual CHAP (--chap-target-user) needs --chap-user");
+	if (si->ntargets == 0)
+		si->ntargets = 1;
+	default_target_name(si->default_name, sizeof(si->default_name));
+	si->targets[0] = si->default_name;
+	for (unsigned t = 1; t < si->ntargets; t++) {
+		bool any = false;
+
+		for (unsigned i = 0; i < si->nluns; i++)
+			any |= si->luns[i].target == t;
+		if (!any)
+			return tool_usage_error(cmd, "target '%s' has no --lun", si->targets[t]);
+	}
+	for (unsigned i = 0; i < si->nluns; i++) {
+		if (have_default && si->luns[i].target == 0 && si->luns[i].lun == 0)
+			return tool_usage_error(cmd, "LUN 0 of the default target is SPEC already");
+		for (unsigned j = 0; j < i; j++)
+			if (si->luns[j].target == si->luns[i].target && si->luns[j].lun == si->luns[i].lun)
+				return tool_usage_error(cmd, "LUN %u of '%s' given twice",
+							si->luns[i].lun, si->targets[si->luns[i].target]);
+		ret = tool_parse_spec(cmd, "--lun SPEC", si->luns[i].spec_text, &si->luns[i].spec);
+		if (ret)
+			return ret;
+	}
+	if (!have_default) {
+		bool any = false;
+
+		for (unsigned i = 0; i < si->nluns; i++)
+			any |= si->luns[i].target == 0;
+		if (!any && si->ntargets == 1)
+			return tool_usage_error(cmd, "nothing to serve over iSCSI: give a SPEC or "
+						"--lun N=SPEC");
+	}
+	return 0;
+}
+
+static int keep_disk(struct serve_iscsi *si, const char *cmd, struct disk *d)
+{
+	struct disk **v = realloc(si->disks, (si->ndisks + 1) * sizeof(*v));
+
+	if (!v)
+		return tool_error(cmd, "out of memory");
+	si->disks = v;
+	si->disks[si->ndisks++] = disk_ref(d);
+	return 0;
+}
+
+static int add_lu(struct serve_iscsi *si, const char *cmd, struct scsi_target *t, unsigned lun,
+		  struct disk *d, bool dvd)
+{
+	struct scsi_lu_opts lo = { .type = dvd ? SCSI_LU_DVD : SCSI_LU_DISK };
+	struct scsi_lu *lu = NULL;
+	char err[256] = "";
+	int ret;
+
+	ret = scsi_lu_new(d, &lo, &lu, err, sizeof(err));
+	if (ret < 0)
+		return tool_error(cmd, "LUN %u of '%s': %s", lun, scsi_target_name(t),
+				  err[0] ? err : strerror(-ret));
+	ret = scsi_target_add_lu(t, lun, lu);
+	if (ret < 0)
+		return tool_error(cmd, "LUN %u of '%s': %s", lun, scsi_target_name(t), strerror(-ret));
+	return keep_disk(si, cmd, d);
+}
+
+int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *default_disk,
+		     bool default_dvd, bool read_only)
+{
+	struct iscsisrv_opts o = {
+		.chap_user = si->chap_user, .chap_secret = si->chap_secret,
+		.chap_target_user = si->chap_tuser, .chap_target_secret = si->chap_tsecret,
+		.portal = si->portal,
+	};
+	int ret;
+
+	if (!si->listen)
+		return 0;
+	ret = iscsisrv_new(&o, &si->srv);
+	if (ret < 0)
+		return tool_error(cmd, "cannot create the iSCSI server: %s", strerror(-ret));
+	for (unsigned t = 0; t < si->ntargets; t++) {
+		struct scsi_target *st = NULL;
+		bool any = t == 0 && default_disk;
+
+		for (unsigned i = 0; i < si->nluns; i++)
+			any |= si->luns[i].target == t;
+		if (!any)
+			continue;
+		ret = scsi_target_new(si->targets[t], &st);
+		if (ret < 0)
+			return tool_error(cmd, "target '%s': %s", si->targets[t], strerror(-ret));
+		if (t == 0 && default_disk &&
+		    (ret = add_lu(si, cmd, st, 0, default_disk, default_dvd)) != 0) {
+			scsi_target_free(st);
+			return ret;
+		}
+		for (unsigned i = 0; i < si->nluns; i++) {
+			struct disk *d = NULL;
+
+			if (si->luns[i].target != t)
+				continue;
+			ret = tool_open_spec(cmd, "--lun SPEC", si->luns[i].spec, read_only, &d);
+			if (ret == 0) {
+				ret = add_lu(si, cmd, st, si->luns[i].lun, d,
+					     spec_is_dvd(si->luns[i].spec_text));
+				disk_unref(d);
+			}
+			if (ret) {
+				scsi_target_free(st);
+				return ret;
+			}
+		}
+		ret = iscsisrv_add_target(si->srv, st);
+		if (ret < 0)
+			return tool_error(cmd, "target '%s': %s", si->targets[t], strerror(-ret));
+		log_info("serve: iSCSI target %s", si->targets[t]);
+	}
+	return 0;
+}
+
+int serve_iscsi_listen(struct serve_iscsi *si, const char *cmd, struct netsrv *net)
+{
+	const struct netsrv_proto *proto;
+	char host[256] = "", err[1024];
+	const char *a = si->listen, *colon;
+	uint64_t port = ISCSI_DEFAULT_PORT;
+	int ret;
+
+	if (!si->listen)
+		return 0;
+	if (iscsisrv_protocol(si->srv, &proto) < 0)
+		return tool_error(cmd, "no iSCSI target to serve");
+	/* PORT, ADDR, ADDR:PORT, [V6] or [V6]:PORT. */
+	colon = a[0] == '[' ? strstr(a, "]:") : strrchr(a, ':');
+	if (a[0] == '[' && colon)
+		colon++;
+	if (!colon && strspn(a, "0123456789") == strlen(a)) {
+		if (tool_parse_uint(a, 0, 65535, &port) < 0)
+			return tool_usage_error(cmd, "bad --iscsi port '%s'", a);
+	} else {
+		size_t hl = colon ? (size_t)(colon - a) : strlen(a);
+
+		if (colon && (strchr(a, ':') != colon && a[0] != '['))
+			return tool_usage_error(cmd, "write IPv6 addresses as [ADDR]:PORT in --iscsi");
+		if (hl >= sizeof(host) || hl == 0)
+			return tool_usage_error(cmd, "bad --iscsi address '%s'", a);
+		memcpy(host, a, hl);
+		host[hl] = '\0';
+		if (host[0] == '[') {
+			memmove(host, host + 1, hl);
+			host[strcspn(host, "]")] = '\0';
+		}
+		if (colon && tool_parse_uint(colon + 1, 0, 65535, &port) < 0)
+			return tool_usage_error(cmd, "bad --iscsi port in '%s'", a);
+	}
+	ret = netsrv_listen_tcp(net, proto, host[0] ? host : NULL, (uint16_t)port, &si->bound_port,
+				err, sizeof(err));
+	if (ret < 0)
+		return tool_error(cmd, "iSCSI: %s", err);
+	if (port == 0)
+		log_info("serve: iSCSI TCP port %u", si->bound_port);
+	return 0;
+}
+
+int serve_iscsi_flush(struct serve_iscsi *si)
+{
+	int status = 0;
+
+	for (unsigned i = 0; i < si->ndisks; i++) {
+		int st;
+
+		if (disk_get_info(si->disks[i])->read_only)
+			continue;
+		st = disk_sync_flush(si->disks[i]);
+		if (st != DISK_OK) {
+			log_error("iscsi: flush at shutdown failed: %s", disk_status_str(st));
+			status = 1;
+		}
+	}
+	return status;
+}
+
+void serve_iscsi_free(struct serve_iscsi *si)
+{
+	iscsisrv_free(si->srv);
+	si->srv = NULL;
+	for (unsigned i = 0; i < si->ndisks; i++)
+		disk_unref(si->disks[i]);
+	free(si->disks);
+	si->disks = NULL;
+	si->ndisks = 0;
+	for (unsigned i = 0; i < si->nluns; i++)
+		spec_free(si->luns[i].spec);
+	si->nluns = 0;
+	if (si->chap_secret)
+		explicit_bzero(si->chap_secret, strlen(si->chap_secret));
+	if (si->chap_tsecret)
+		explicit_bzero(si->chap_tsecret, strlen(si->chap_tsecret));
+	free(si->chap_secret);
+	free(si->chap_tsecret);
+	si->chap_secret = si->chap_tsecret = NULL;
+}
