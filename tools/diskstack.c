@@ -177,13 +177,22 @@ int main(int argc, char **argv)
 
 /* ---- shared helpers (tool.h) ------------------------------------------- */
 
+/* "diskstack CMD: " and the message on stderr (no newline). */
+static void tool_vmessage(const char *cmd, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+static void tool_vmessage(const char *cmd, const char *fmt, va_list ap)
+{
+	fprintf(stderr, "diskstack %s: ", cmd);
+	vfprintf(stderr, fmt, ap);
+}
+
 int tool_usage_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "diskstack %s: ", cmd);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	tool_vmessage(cmd, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\nTry 'diskstack %s --help'.\n", cmd);
 	return EXIT_USAGE;
@@ -193,9 +202,8 @@ int tool_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "diskstack %s: ", cmd);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	tool_vmessage(cmd, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
 	return EXIT_RUNTIME;
