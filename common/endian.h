@@ -80,4 +80,29 @@ static inline uint64_t ds_get_le64(const void *p)
 	return ds_get_le32(b) | ((uint64_t)ds_get_le32(b + 4) << 32);
 }
 
+/* Little-endian stores of @v at @p (any alignment). */
+static inline void ds_put_le16(void *p, uint16_t v)
+{
+	uint8_t *b = p;
+
+	b[0] = (uint8_t)v;
+	b[1] = (uint8_t)(v >> 8);
+}
+
+static inline void ds_put_le32(void *p, uint32_t v)
+{
+	uint8_t *b = p;
+
+	ds_put_le16(b, (uint16_t)v);
+	ds_put_le16(b + 2, (uint16_t)(v >> 16));
+}
+
+static inline void ds_put_le64(void *p, uint64_t v)
+{
+	uint8_t *b = p;
+
+	ds_put_le32(b, (uint32_t)v);
+	ds_put_le32(b + 4, (uint32_t)(v >> 32));
+}
+
 #endif

@@ -191,6 +191,12 @@ int netsrv_listen_tcp(struct netsrv *s, const struct netsrv_proto *p, const char
  * Returns 0 or -errno with a message in @err. */
 int netsrv_listen_unix(struct netsrv *s, const struct netsrv_proto *p, const char *path,
 		       char *err, size_t errlen);
+/* The socket part of netsrv_listen_unix, for servers that run their own
+ * accept loop (vhost/, which passes fds with SCM_RIGHTS): binds and
+ * listens on @path with the same stale-socket rules and returns the
+ * listening fd in *@out (owned by the caller, who also removes the file).
+ * Returns 0 or -errno with a message in @err. */
+int netsrv_unix_listen_socket(const char *path, int *out, char *err, size_t errlen);
 /* Uses an already listening socket @fd (socket activation); owned on
  * success. Returns 0 or -errno with a message in @err. */
 int netsrv_listen_fd(struct netsrv *s, const struct netsrv_proto *p, int fd, char *err,

@@ -245,12 +245,10 @@ static int srv_unix_probe(const struct sockaddr_un *sun)
 	return -errno;
 }
 
-int netsrv_listen_unix(struct netsrv *s, const struct netsrv_proto *p, const char *path,
-		       char *err, size_t errlen)
+int netsrv_unix_listen_socket(const char *path, int *out, char *err, size_t errlen)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct stat st;
-	char desc[128];
 	int fd, ret;
 
 	if (strlen(path) >= sizeof(sun.sun_path))
@@ -282,6 +280,18 @@ int netsrv_listen_unix(struct netsrv *s, const struct netsrv_proto *p, const cha
 		close(fd);
 		return errbuf_fail(err, errlen, ret, "cannot listen on '%s': %s", path, strerror(-ret));
 	}
+	*out = fd;
+	return 0;
+}
+
+int netsrv_listen_unix(struct netsrv *s, const struct netsrv_proto *p, const char *path,
+		       char *err, size_t errlen)
+{
+	char desc[128];
+	int fd, ret;
+
+	if ((ret = netsrv_unix_listen_socket(path, &fd, err, errlen)) < 0)
+		return ret;
 	snprintf(desc, sizeof(desc), "unix:%s", path);
 	ret = srv_add_listener(s, p, fd, false, desc, path);
 	if (ret < 0) {

@@ -50,6 +50,7 @@
 #include "storage/disk.h"
 #include "storage/spec.h"
 #include "tools/serve-iscsi.h"
+#include "tools/serve-vhost.h"
 #include "tools/tool.h"
 
 #define SERVE_MAX_EXPORTS 1024
@@ -86,6 +87,7 @@ static void serve_usage(FILE *fp)
 		"      --tls-verify-peer    require client certificates signed by DIR/ca-cert.pem\n"
 		"\n"
 		SERVE_ISCSI_USAGE
+		SERVE_VHOST_USAGE
 		"Limits:\n"
 		"      --max-connections N  connections at once (default 100, 0 = no limit);\n"
 		"                           more are accepted and closed at once\n"
@@ -256,6 +258,7 @@ int cmd_serve(int argc, char **argv)
 		{ "verbose",          no_argument,       NULL, 'v' },
 		{ "help",             no_argument,       NULL, 'h' },
 		SERVE_ISCSI_LONGOPTS,
+		SERVE_VHOST_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *cmd = "serve";
@@ -286,8 +289,12 @@ int cmd_serve(int argc, char **argv)
 	struct disk *iscsi_disk = NULL;
 	bool nbd_on = true;
 	const char *iscsi_spec = NULL;
+	/* vhost-user (serve-vhost.c): the positional SPEC as virtio-blk too. */
+	static struct serve_vhost svh;
+	struct disk *vhost_disk = NULL;
 
 	memset(&si, 0, sizeof(si));
+	memset(&svh, 0, sizeof(svh));
 	memset(exports, 0, sizeof(exports));
 	opterr = 0;
 	optind = 1;
@@ -399,6 +406,11 @@ int cmd_serve(int argc, char **argv)
 			serve_usage(stdout);
 			goto out;
 		default:
+			if (serve_vhost_is_opt(opt)) {
+				if ((ret = serve_vhost_opt(&svh, cmd, opt, optarg)) != 0)
+					goto out;
+				break;
+			}
 			if (serve_iscsi_is_opt(opt)) {
 				if ((ret = serve_iscsi_opt(&si, cmd, opt, optarg)) != 0)
 					goto out;
@@ -435,6 +447,8 @@ int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	if ((ret = serve_iscsi_check(&si, cmd, optind < argc)) != 0)
+		goto out;
+	if ((ret = serve_vhost_check(&svh, cmd, optind < argc)) != 0)
 		goto out;
 	for (unsigned i = 0; i < nexp; i++) {
 		if (strlen(exports[i].name) > NBDW_STRING_MAX) {
@@ -555,6 +569,8 @@ int cmd_serve(int argc, char **argv)
 			iscsi_disk = disk_ref(d);   /* SPEC is also LUN 0 of the default target */
 			iscsi_spec = exports[i].spec_text;
 		}
+		if (svh.socket && exports[i].name[0] == '\0' && optind < argc)
+			vhost_disk = disk_ref(d);
 		if (!nbd_on) {
 			disk_unref(d);
 			continue;
@@ -620,6 +636,11 @@ int cmd_serve(int argc, char **argv)
 		}
 	}
 	if ((ret = serve_iscsi_listen(&si, cmd, net)) != 0)
+		goto out;
+	ret = serve_vhost_start(&svh, cmd, vhost_disk, read_only);
+	disk_unref(vhost_disk);
+	vhost_disk = NULL;
+	if (ret != 0)
 		goto out;
 
 	sv.net = net;
@@ -706,6 +727,8 @@ int cmd_serve(int argc, char **argv)
 	}
 
 	ret = netsrv_run(net) != 0 ? EXIT_RUNTIME : 0;
+	/* vhost-user drains after NBD and before the flush. */
+	serve_vhost_free(&svh);
 	if (nbdsrv_flush(srv) != 0 || serve_iscsi_flush(&si) != 0)
 		ret = EXIT_RUNTIME;
 	if (run) {
@@ -737,6 +760,8 @@ out:
 	nbdsrv_free(srv);
 	serve_iscsi_free(&si);
 	disk_unref(iscsi_disk);
+	serve_vhost_free(&svh);
+	disk_unref(vhost_disk);
 	netsrv_tls_free(tls);
 	reactor_free(r);
 	if (mask_set)

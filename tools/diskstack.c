@@ -44,6 +44,7 @@ static const struct tool_command tool_commands[] = {
 	{ "create", cmd_create, "create a raw, fixed-VHD or SQLite (.dbhd) disk image" },
 	{ "serve", cmd_serve, "serve disks over NBD (TCP, Unix socket, stdio, TLS)" },
 	{ "ublk",  cmd_ublk,  "serve a disk as /dev/ublkbN (add, list, del, recover)" },
+	{ "vhost-user-blk", cmd_vhost_blk, "serve a disk to QEMU as a vhost-user virtio-blk device" },
 	{ NULL, NULL, NULL },
 };
 
@@ -112,7 +113,7 @@ static int cmd_help(int argc, char **argv)
 	}
 	const struct tool_command *c = tool_command_find(argv[1]);
 	if (!c)
-		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve, ublk; "
+		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve, ublk, vhost-user-blk; "
 					"or 'specs')", argv[1]);
 	char *sub[] = { (char *)c->name, (char *)"--help", NULL };
 	return c->run(2, sub);

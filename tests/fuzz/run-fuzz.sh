@@ -77,6 +77,10 @@ fuzz-scsi-cdb)
 	/usr/bin/python3 -I "$src/scsi-seeds.py" "$tmp/seeds"
 	dict=()
 	;;
+fuzz-vhost-ring)
+	/usr/bin/python3 -I "$src/vhost-seeds.py" "$tmp/seeds"
+	dict=()
+	;;
 *)
 	echo "run-fuzz.sh: unknown fuzzer $name" >&2
 	exit 99

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mem.c: the guest memory table (mem.h).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/compiler.h"
+#include "common/log.h"
+#include "vhost/mem.h"
+
+int vhostmem_new(struct vhostmem **out)
+{
+	*out = calloc(1, sizeof(**out));
+	return *out ? 0 : -ENOMEM;
+}
+
+void vhostmem_free(struct vhostmem *m)
+{
+	if (!m)
+		return;
+	for (unsigned i = 0; i < m->nregions; i++)
+		if (m->regions[i].map)
+			munmap(m->regions[i].map, m->regions[i].map_len);
+	free(m);
+}
+
+/* True when [a, a + alen) and [b, b + blen) overlap (neither wraps). */
+static bool vhostmem_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+static int vhostmem_check(const struct vhostmem *m, uint64_t guest_phys, uint64_t size,
+			  uint64_t user_addr)
+{
+	uint64_t end;
+
+	if (m->nregions == VHOSTMEM_MAX_REGIONS)
+		return -E2BIG;
+	if (size == 0 || ADD_OVERFLOW(guest_phys, size, &end) || ADD_OVERFLOW(user_addr, size, &end))
+		return -EINVAL;
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct vhostmem_region *r = &m->regions[i];
+
+		if (vhostmem_overlap(guest_phys, size, r->guest_phys, r->size) ||
+		    vhostmem_overlap(user_addr, size, r->user_addr, r->size))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+int vhostmem_add_fd(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint64_t user_addr,
+		    int fd, uint64_t mmap_offset)
+{
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t start = mmap_offset & ~(page - 1), len;
+	struct vhostmem_region *r;
+	void *p;
+	int ret;
+
+	if ((ret = vhostmem_check(m, guest_phys, size, user_addr)) < 0)
+		return ret;
+	/* Map from the page that holds mmap_offset: QEMU's offsets are page
+	 * aligned, the spec does not promise it. */
+	if (ADD_OVERFLOW(size, mmap_offset - start, &len) || len > SIZE_MAX || mmap_offset > INT64_MAX)
+		return -EINVAL;
+	p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)start);
+	if (p == MAP_FAILED)
+		return -errno;
+	r = &m->regions[m->nregions++];
+	r->guest_phys = guest_phys;
+	r->size = size;
+	r->user_addr = user_addr;
+	r->map = p;
+	r->map_len = (size_t)len;
+	r->host = (uint8_t *)p + (mmap_offset - start);
+	return 0;
+}
+
+int vhostmem_add_host(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint64_t user_addr,
+		      void *host)
+{
+	int ret = vhostmem_check(m, guest_phys, size, user_addr);
+	struct vhostmem_region *r;
+
+	if (ret < 0)
+		return ret;
+	r = &m->regions[m->nregions++];
+	*r = (struct vhostmem_region){ .guest_phys = guest_phys, .size = size,
+				       .user_addr = user_addr, .host = host };
+	return 0;
+}
+
+void *vhostmem_gpa(const struct vhostmem *m, uint64_t gpa, uint64_t len)
+{
+	if (len == 0)
+		len = 1;
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct vhostmem_region *r = &m->regions[i];
+
+		/* Written so that nothing overflows: gpa - base < size and
+		 * len <= size - (gpa - base). */
+		if (gpa >= r->guest_phys && gpa - r->guest_phys < r->size &&
+		    len <= r->size - (gpa - r->guest_phys))
+			return r->host + (gpa - r->guest_phys);
+	}
+	return NULL;
+}
+
+void *vhostmem_uva(const struct vhostmem *m, uint64_t uva, uint64_t len)
+{
+	if (len == 0)
+		len = 1;
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct vhostmem_region *r = &m->regions[i];
+
+		if (uva >= r->user_addr && uva - r->user_addr < r->size &&
+		    len <= r->size - (uva - r->user_addr))
+			return r->host + (uva - r->user_addr);
+	}
+	return NULL;
+}

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mem.h: a vhost-user guest memory table — the regions of SET_MEM_TABLE,
+ * each fd mapped once, and the translations the rings need.
+ *
+ * Two address spaces (vhost-user spec, "Memory regions"): descriptors
+ * carry guest-physical addresses; SET_VRING_ADDR carries the front-end's
+ * own virtual addresses (user_addr). Both translate to a pointer into our
+ * mapping of the same region. A table is built once and never changes
+ * afterwards (the server swaps whole tables while every ring is stopped),
+ * so lookups take no lock and make no syscall: a scan of at most
+ * VHOSTMEM_MAX_REGIONS entries.
+ *
+ * Guest memory is untrusted: a translation succeeds only when the whole
+ * range [addr, addr + len) lies inside one region. Ranges that touch two
+ * regions fail even when the regions happen to be adjacent.
+ */
+#ifndef DISKSTACK_VHOST_MEM_H
+#define DISKSTACK_VHOST_MEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VHOSTMEM_MAX_REGIONS 8
+
+struct vhostmem_region {
+	uint64_t guest_phys;
+	uint64_t size;
+	uint64_t user_addr;
+	uint8_t *host;                  /* our pointer to guest_phys */
+	void *map;                      /* what mmap returned (NULL: not ours) */
+	size_t map_len;
+};
+
+struct vhostmem {
+	unsigned nregions;
+	struct vhostmem_region regions[VHOSTMEM_MAX_REGIONS];
+};
+
+/*
+ * Creates an empty table in *@out (owned by the caller; vhostmem_free).
+ * Returns 0 or -ENOMEM.
+ */
+int vhostmem_new(struct vhostmem **out);
+
+/*
+ * Maps @size bytes of @fd from @mmap_offset (shared, read-write) and adds
+ * them as a region at @guest_phys / @user_addr. @fd is borrowed (the caller
+ * closes it; the mapping stays). Returns 0, -EINVAL for an empty, wrapping
+ * or overlapping region, -E2BIG when the table is full, or mmap's -errno.
+ */
+int vhostmem_add_fd(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint64_t user_addr,
+		    int fd, uint64_t mmap_offset);
+
+/*
+ * Adds memory the caller already has at @host (borrowed: it must outlive
+ * the table; for tests and fuzz targets). Same checks and returns.
+ */
+int vhostmem_add_host(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint64_t user_addr,
+		      void *host);
+
+/* Unmaps every region and frees the table. NULL allowed. */
+void vhostmem_free(struct vhostmem *m);
+
+/* Pointer to guest-physical [@gpa, @gpa + @len) or NULL when the range is
+ * not inside one region (or wraps). @len 0 is checked like 1 byte. */
+void *vhostmem_gpa(const struct vhostmem *m, uint64_t gpa, uint64_t len);
+
+/* Same for a front-end virtual address (ring addresses). */
+void *vhostmem_uva(const struct vhostmem *m, uint64_t uva, uint64_t len);
+
+#endif
