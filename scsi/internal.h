@@ -126,7 +126,6 @@ struct disk *scsi_cmd_disk(const struct scsi_cmd *cmd);
 struct disk_io *scsi_cmd_io(struct scsi_cmd *cmd, void (*done)(struct disk_io *io));
 
 /* What handlers read of a LU. */
-enum scsi_lu_type scsi_lu_type(const struct scsi_lu *lu);
 const struct scsi_lu_opts *scsi_lu_opts(const struct scsi_lu *lu);   /* strings padded, never NULL */
 unsigned scsi_lu_lun(const struct scsi_lu *lu);
 struct scsi_target *scsi_lu_target(const struct scsi_lu *lu);

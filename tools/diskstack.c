@@ -45,6 +45,7 @@ static const struct tool_command tool_commands[] = {
 	{ "serve", cmd_serve, "serve disks over NBD (TCP, Unix socket, stdio, TLS)" },
 	{ "ublk",  cmd_ublk,  "serve a disk as /dev/ublkbN (add, list, del, recover)" },
 	{ "vhost-user-blk", cmd_vhost_blk, "serve a disk to QEMU as a vhost-user virtio-blk device" },
+	{ "vhost-user-scsi", cmd_vhost_scsi, "serve SCSI LUNs to QEMU as a vhost-user virtio-scsi HBA" },
 	{ NULL, NULL, NULL },
 };
 
@@ -113,7 +114,7 @@ static int cmd_help(int argc, char **argv)
 	}
 	const struct tool_command *c = tool_command_find(argv[1]);
 	if (!c)
-		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve, ublk, vhost-user-blk; "
+		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve, ublk, vhost-user-blk, vhost-user-scsi; "
 					"or 'specs')", argv[1]);
 	char *sub[] = { (char *)c->name, (char *)"--help", NULL };
 	return c->run(2, sub);
