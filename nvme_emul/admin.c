@@ -107,8 +107,9 @@ static void id_ctrl(struct nvmeemu_cmd *cmd, uint8_t *p)
 	ds_put_le16(p + 2048, 2500);            /* PSD0 MP: 25 W */
 }
 
-static void id_ns(struct nvmeemu_ns *ns, uint8_t *p, bool multi)
+static void id_ns(struct nvmeemu_ns *ns, uint8_t *p, bool multi, bool anon)
 {
+	uint32_t caps = anon ? ns->pr_caps_anon : ns->pr_caps;
 	uint64_t n = disk_sector_count(ns->disk);
 	uint16_t npwg = (uint16_t)MIN(ns->phys_blocks - 1, 0xffffu);
 	uint16_t npdg = (uint16_t)MIN(ns->unmap_blocks ? ns->unmap_blocks - 1 : 0, 0xffffu);
@@ -121,13 +122,13 @@ static void id_ns(struct nvmeemu_ns *ns, uint8_t *p, bool multi)
 	p[26] = 0;                              /* FLBAS */
 	p[30] = multi ? 1 : 0;                  /* NMIC: shared */
 	/* RESCAP: bit 0 PTPL, bits 1-6 the six types, bit 7 IEKEY (1.3). */
-	p[31] = (uint8_t)(((ns->pr_caps & DISK_PR_CAP_PTPL) ? 1 : 0) |
-			  ((ns->pr_caps & DISK_PR_CAP_WE) ? 1u << 1 : 0) |
-			  ((ns->pr_caps & DISK_PR_CAP_EA) ? 1u << 2 : 0) |
-			  ((ns->pr_caps & DISK_PR_CAP_WE_RO) ? 1u << 3 : 0) |
-			  ((ns->pr_caps & DISK_PR_CAP_EA_RO) ? 1u << 4 : 0) |
-			  ((ns->pr_caps & DISK_PR_CAP_WE_AR) ? 1u << 5 : 0) |
-			  ((ns->pr_caps & DISK_PR_CAP_EA_AR) ? 1u << 6 : 0) | 0x80);
+	p[31] = (uint8_t)(((caps & DISK_PR_CAP_PTPL) ? 1 : 0) |
+			  ((caps & DISK_PR_CAP_WE) ? 1u << 1 : 0) |
+			  ((caps & DISK_PR_CAP_EA) ? 1u << 2 : 0) |
+			  ((caps & DISK_PR_CAP_WE_RO) ? 1u << 3 : 0) |
+			  ((caps & DISK_PR_CAP_EA_RO) ? 1u << 4 : 0) |
+			  ((caps & DISK_PR_CAP_WE_AR) ? 1u << 5 : 0) |
+			  ((caps & DISK_PR_CAP_EA_AR) ? 1u << 6 : 0) | 0x80);
 	/* DLFEAT: deallocated blocks read as zeroes (001b), and Write Zeroes
 	 * with DEAC deallocates (bit 3), when the disk's unmap reads back
 	 * zeroes. */
@@ -164,12 +165,12 @@ static void id_ns_desc(struct nvmeemu_ns *ns, uint8_t *p)
 }
 
 /* I/O Command Set Independent Identify Namespace (Base spec §5.17.2.9). */
-static void id_ns_indep(struct nvmeemu_ns *ns, uint8_t *p, bool multi)
+static void id_ns_indep(struct nvmeemu_ns *ns, uint8_t *p, bool multi, bool anon)
 {
 	uint8_t full[PAGE];
 
 	memset(full, 0, sizeof(full));
-	id_ns(ns, full, multi);
+	id_ns(ns, full, multi, anon);
 	p[0] = full[24] & 0x1f;                 /* NSFEAT */
 	p[1] = full[30];                        /* NMIC */
 	p[2] = full[31];                        /* RESCAP */
@@ -241,9 +242,9 @@ static void admin_identify(struct nvmeemu_cmd *cmd)
 		}
 		ns = nvmeemu_ns_get(c->s, c, nsid);
 		if (ns && cns == 0x00)
-			id_ns(ns, p, multi);
+			id_ns(ns, p, multi, !c->ini.host_id_len);
 		else if (ns && cns == 0x08)
-			id_ns_indep(ns, p, multi);
+			id_ns_indep(ns, p, multi, !c->ini.host_id_len);
 		break;
 	case 0x01:
 		id_ctrl(cmd, p);

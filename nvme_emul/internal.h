@@ -58,7 +58,10 @@ struct nvmeemu_ns {
 	uint32_t unmap_blocks;            /* optimal unmap granularity, blocks */
 	bool read_only, volatile_cache;
 	enum disk_unmap_behavior unmap;
-	uint32_t pr_caps;                 /* DISK_PR_CAP_* of @io_disk */
+	/* DISK_PR_CAP_* of @io_disk for hosts with a host identifier, and
+	 * for anonymous ones (prwrap answers those with OpenVMM's
+	 * single-registrant model, without the all-registrants types). */
+	uint32_t pr_caps, pr_caps_anon;
 	uint8_t nguid[16], eui64[8], uuid[16];
 	struct disk_resize_watch watch;
 	bool watching;

@@ -166,6 +166,7 @@ int nvmeemu_resv_init(struct nvmeemu_ns *ns)
 {
 	struct reactor *tmp = NULL;
 	struct report_buf *rb;
+	static const struct disk_initiator probe = { .host_id = { 1 }, .host_id_len = 16 };
 	struct disk_io io = { .op = DISK_OP_PR_CAPS };
 	int r = 0;
 
@@ -174,6 +175,11 @@ int nvmeemu_resv_init(struct nvmeemu_ns *ns)
 		if (r < 0)
 			return r;
 	}
+	if (disk_sync_io(ns->io_disk, &io) == DISK_OK)
+		ns->pr_caps_anon = io.u.pr.caps;
+	memset(&io, 0, sizeof(io));
+	io.op = DISK_OP_PR_CAPS;
+	io.initiator = &probe;
 	if (disk_sync_io(ns->io_disk, &io) == DISK_OK)
 		ns->pr_caps = io.u.pr.caps;
 	rb = calloc(1, sizeof(*rb));
@@ -198,6 +204,13 @@ out:
 }
 
 /* ---- Register, Acquire, Release ------------------------------------------------------- */
+
+static uint32_t ns_caps(struct nvmeemu_cmd *cmd)
+{
+	struct nvmeemu_ns *ns = cmd_state(cmd)->ns;
+
+	return cmd->ctrl->ini.host_id_len ? ns->pr_caps : ns->pr_caps_anon;
+}
 
 static void resv_report_done(struct disk_io *io)
 {
@@ -254,7 +267,6 @@ static void resv_send(struct nvmeemu_cmd *cmd, enum disk_op op, const struct dis
 
 void nvmeemu_resv_register(struct nvmeemu_cmd *cmd)
 {
-	struct cmd_state *st = cmd_state(cmd);
 	uint32_t cdw10 = cmd_dw(cmd, 10), rrega = cdw10 & 7, cptpl = cdw10 >> 30;
 	bool iekey = cdw10 & (1u << 3);
 	struct disk_pr_args a = { 0 };
@@ -262,7 +274,7 @@ void nvmeemu_resv_register(struct nvmeemu_cmd *cmd)
 	uint16_t status;
 
 	if (rrega > 2 || cptpl == 1 ||
-	    (cptpl == 3 && !(st->ns->pr_caps & DISK_PR_CAP_PTPL))) {
+	    (cptpl == 3 && !(ns_caps(cmd) & DISK_PR_CAP_PTPL))) {
 		nvmeemu_finish(cmd, NVMEEMU_INVALID_FIELD | NVMEEMU_DNR, 0);
 		return;
 	}
