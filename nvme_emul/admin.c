@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * admin.c: the admin commands of the NVMe command core (Base spec §5):
+ * admin.c: the admin commands of the NVMe command core (NVMe Base spec §5):
  * Identify, Get Log Page, Get/Set Features, Abort, Asynchronous Event
  * Request, Keep Alive and Namespace Attachment, each a row of
  * nvmeemu_admin_ops[].
@@ -14,7 +14,7 @@
  *   (default) and 2 (saved) both answer the defaults, since nothing is
  *   saveable (SV is Feature Identifier Not Saveable), and SEL 3 answers
  *   the capabilities from one table, which Set Features obeys too.
- * - Abort is best effort (Base spec §5.1 allows it): a held Asynchronous
+ * - Abort is best effort (NVMe Base spec §5.1 allows it): a held Asynchronous
  *   Event Request can be aborted; any other command is already running
  *   on the disk, which cannot be interrupted, so the answer is "not
  *   aborted" (DW0 bit 0 = 1) and the command completes normally.
@@ -30,7 +30,7 @@
 #define PAGE 4096
 #define NSID_ALL 0xffffffffu
 
-/* Identify Controller fields we set (Base spec §5.17.2.1). */
+/* Identify Controller fields we set (NVMe Base spec §5.17.2.1). */
 #define ONCS_COMPARE   (1u << 0)
 #define ONCS_DSM       (1u << 2)
 #define ONCS_WZ        (1u << 3)
@@ -145,7 +145,7 @@ static void id_ns(struct nvmeemu_ns *ns, uint8_t *p, bool multi, bool anon)
 	p[128 + 2] = (uint8_t)ns->lbads;        /* LBAF0: MS 0, LBADS, RP 0 */
 }
 
-/* Namespace Identification Descriptor list (Base spec §5.17.2.3). */
+/* Namespace Identification Descriptor list (NVMe Base spec §5.17.2.3). */
 static void id_ns_desc(struct nvmeemu_ns *ns, uint8_t *p)
 {
 	p[0] = 1;                               /* EUI64 */
@@ -164,7 +164,7 @@ static void id_ns_desc(struct nvmeemu_ns *ns, uint8_t *p)
 	p[1] = 1;
 }
 
-/* I/O Command Set Independent Identify Namespace (Base spec §5.17.2.9). */
+/* I/O Command Set Independent Identify Namespace (NVMe Base spec §5.17.2.9). */
 static void id_ns_indep(struct nvmeemu_ns *ns, uint8_t *p, bool multi, bool anon)
 {
 	uint8_t full[PAGE];
@@ -318,7 +318,7 @@ static void log_smart(struct nvmeemu_ctrl *c, uint8_t *p)
 	uint64_t rb = atomic_load(&c->read_bytes), wb = atomic_load(&c->write_bytes);
 	uint64_t errors;
 
-	/* Data units are thousands of 512-byte units, rounded up (Base
+	/* Data units are thousands of 512-byte units, rounded up (NVMe Base
 	 * spec §5.16.1.3). */
 	p[0] = 0;                               /* critical warning */
 	ds_put_le16(p + 1, COMPOSITE_TEMP);
@@ -371,7 +371,7 @@ static void log_errors(struct nvmeemu_ctrl *c, uint8_t *p)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* Changed Namespace List (Base spec §5.16.1.5): read clears it; RAE = 0
+/* Changed Namespace List (NVMe Base spec §5.16.1.5): read clears it; RAE = 0
  * re-arms the namespace notice. */
 static void log_changed(struct nvmeemu_ctrl *c, uint8_t *p, bool rae)
 {
@@ -394,7 +394,7 @@ static void log_changed(struct nvmeemu_ctrl *c, uint8_t *p, bool rae)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* Reservation Notification log (Base spec §5.16.1.22): the oldest
+/* Reservation Notification log (NVMe Base spec §5.16.1.22): the oldest
  * unread page, or an empty one. */
 static void log_resv(struct nvmeemu_ctrl *c, uint8_t *p, bool rae)
 {
@@ -525,7 +525,7 @@ static const struct feat_row *feat_find(const struct nvmeemu_ctrl *c, uint8_t fi
 	return NULL;
 }
 
-/* The 8-byte Timestamp data structure (Base spec §5.27.1.11). */
+/* The 8-byte Timestamp data structure (NVMe Base spec §5.27.1.11). */
 static void timestamp_data(struct nvmeemu_ctrl *c, const struct ctrl_feat *f, uint8_t *p)
 {
 	uint64_t now = reactor_now_ns(), ms;
@@ -724,7 +724,7 @@ static void admin_set_features(struct nvmeemu_cmd *cmd)
 	case 0x07: {
 		uint32_t nsqr = cdw11 & 0xffff, ncqr = cdw11 >> 16;
 
-		/* Base spec §5.27.1.5: only before I/O queues exist. */
+		/* NVMe Base spec §5.27.1.5: only before I/O queues exist. */
 		if (atomic_load(&c->io_queues)) {
 			status = NVMEEMU_CMD_SEQ_ERROR | NVMEEMU_DNR;
 		} else if (nsqr == 0xffff || ncqr == 0xffff) {
@@ -752,7 +752,7 @@ static void admin_set_features(struct nvmeemu_cmd *cmd)
 	}
 	case 0x0B:
 		f->aec = cdw11 & AEC_SUPPORTED;
-		/* A notice held back by the mask goes out now (Base spec §5.2). */
+		/* A notice held back by the mask goes out now (NVMe Base spec §5.2). */
 		nvmeemu_events_fire_locked(c);
 		break;
 	case 0x0E:
@@ -820,7 +820,7 @@ static void admin_keep_alive(struct nvmeemu_cmd *cmd)
 
 /* ---- Namespace Attachment ------------------------------------------------------------- */
 
-/* Base spec §5.22: SEL 0 attaches NSID to the controllers of the list in
+/* NVMe Base spec §5.22: SEL 0 attaches NSID to the controllers of the list in
  * the data, SEL 1 detaches it. The list is checked whole first. */
 static void admin_ns_attach(struct nvmeemu_cmd *cmd)
 {

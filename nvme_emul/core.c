@@ -15,7 +15,7 @@
  *   a lock; everything else of the controller (features, held AERs,
  *   pending events, the logs) is under ctrl->lock, which no data command
  *   takes unless it fails (the error log).
- * - Asynchronous events (Base spec §5.2): an event is pending until a held
+ * - Asynchronous events (NVMe Base spec §5.2): an event is pending until a held
  *   AER reports it; then it is "outstanding" and its type stays masked
  *   until the host reads its log page with RAE = 0 (the changed namespace
  *   list 04h, the reservation notification log 80h). A namespace notice
@@ -127,7 +127,7 @@ int nvmeemu_subsys_new(const struct nvmeemu_subsys_opts *o, struct nvmeemu_subsy
 		s->o.mdts = 6;
 	pthread_rwlock_init(&s->ns_lock, NULL);
 	pthread_mutex_init(&s->lock, NULL);
-	/* Identify strings are space padded, not NUL terminated (Base spec
+	/* Identify strings are space padded, not NUL terminated (NVMe Base spec
 	 * §5.17.2.1); the buffers keep a NUL for our own use. */
 	if (o->nqn)
 		snprintf(s->nqn, sizeof(s->nqn), "%s", o->nqn);
@@ -218,7 +218,7 @@ bool nvmeemu_subsys_vwc(struct nvmeemu_subsys *s)
 }
 
 /* The disk's size changed: every controller it is attached to learns of
- * it (Base spec §5.2: Namespace Attribute Changed). Watcher lock held. */
+ * it (NVMe Base spec §5.2: Namespace Attribute Changed). Watcher lock held. */
 static void ns_resize_cb(struct disk_resize_watch *w, uint64_t new_count)
 {
 	struct nvmeemu_ns *ns = w->opaque;
@@ -582,7 +582,7 @@ bool nvmeemu_ctrl_vector_no_coalescing(const struct nvmeemu_ctrl *c, uint16_t iv
 
 /* ---- asynchronous events ----------------------------------------------------------- */
 
-/* Async event DW0 (Base spec Figure 146): type, info, log page. */
+/* Async event DW0 (NVMe Base spec Figure 146): type, info, log page. */
 #define AEN(type, info, lid) ((uint32_t)(type) | (uint32_t)(info) << 8 | (uint32_t)(lid) << 16)
 #define AEN_NS_CHANGED AEN(2, 0x00, 0x04)       /* Notice: Namespace Attribute Changed */
 #define AEN_RESV_LOG   AEN(6, 0x00, 0x80)       /* I/O command specific: Reservation Log Page Available */
@@ -650,7 +650,7 @@ void nvmeemu_ctrl_resv_notice(struct nvmeemu_ctrl *c, uint8_t type, uint32_t nsi
 	pthread_mutex_lock(&c->lock);
 	/* Feature 82h: bit 1 REGPRE, 2 RESREL, 3 RESPRE mask the type. */
 	if (!(c->resv_mask[nsid] & (1u << type))) {
-		/* Base spec §5.16.1.22: the count goes on when older pages
+		/* NVMe Base spec §5.16.1.22: the count goes on when older pages
 		 * are lost; a full queue drops its oldest. */
 		if (c->rlog_n == RESVLOG_ENTRIES) {
 			c->rlog_head = (c->rlog_head + 1) % RESVLOG_ENTRIES;
@@ -677,7 +677,7 @@ static void cmd_done_task(struct reactor_task *task)
 	cmd->done(cmd);
 }
 
-/* Error Information log (Base spec §5.16.1.2): failures other than the
+/* Error Information log (NVMe Base spec §5.16.1.2): failures other than the
  * ones a host provokes on purpose while probing (an unknown opcode or
  * feature, an AER aborted by a reset). */
 static void errlog_add(struct nvmeemu_cmd *cmd, uint16_t status)
@@ -837,7 +837,7 @@ void nvmeemu_cmd_submit(struct nvmeemu_cmd *cmd)
 	} else if ((op->flags & OP_NS) &&
 		   !(st->ns = nvmeemu_ns_get(c->s, c, cmd_dw(cmd, 1)))) {
 		/* An NSID that is not an active namespace of this controller,
-		 * the broadcast value included (Base spec §3.2.1.2). */
+		 * the broadcast value included (NVMe Base spec §3.2.1.2). */
 		nvmeemu_finish(cmd, NVMEEMU_INVALID_NS | NVMEEMU_DNR, 0);
 	} else if ((op->flags & OP_WRITES) && st->ns->read_only) {
 		nvmeemu_finish(cmd, NVMEEMU_WRITE_TO_RO | NVMEEMU_DNR, 0);

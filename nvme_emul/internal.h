@@ -37,7 +37,7 @@
 #define RESVLOG_ENTRIES 16      /* reservation notification log pages kept */
 #define PR_MAX_REGS 64          /* registrants read back per namespace (prwrap's limit) */
 
-/* Reservation notification log page types (Base spec §5.16.1.22). */
+/* Reservation notification log page types (NVMe Base spec §5.16.1.22). */
 enum { RNLPT_REG_PREEMPTED = 1, RNLPT_RES_RELEASED = 2, RNLPT_RES_PREEMPTED = 3 };
 
 /* One registrant as a namespace last read it back (resv.c). */
@@ -86,7 +86,7 @@ struct nvmeemu_subsys {
 	struct nvmeemu_ctrl *ctrls;
 };
 
-/* Features a controller keeps (Base spec §5.27.1); under ctrl->lock. */
+/* Features a controller keeps (NVMe Base spec §5.27.1); under ctrl->lock. */
 struct ctrl_feat {
 	uint32_t arbitration;             /* 01h */
 	uint32_t power;                   /* 02h */
@@ -127,7 +127,7 @@ struct nvmeemu_ctrl {
 	atomic_uint kato_ms;
 	atomic_uint coalescing;
 	atomic_bool wce;                  /* feat.wce, read by every write without the lock */
-	/* SMART / Health counters (Base spec §5.16.1.3). */
+	/* SMART / Health counters (NVMe Base spec §5.16.1.3). */
 	_Atomic uint64_t read_bytes, write_bytes, read_cmds, write_cmds, media_errors;
 	uint64_t created_ns;
 
@@ -186,7 +186,7 @@ enum {
 	OP_WRITES = 1u << 1,  /* changes the medium: Attempted Write to Read Only Range */
 };
 
-/* Commands Supported and Effects bits (Base spec §5.16.1.6). */
+/* Commands Supported and Effects bits (NVMe Base spec §5.16.1.6). */
 enum {
 	FX_CSUPP = 1u << 0,
 	FX_LBCC  = 1u << 1,

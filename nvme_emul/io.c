@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * io.c: the NVM command set (NVM Command Set spec §3): Read, Write,
+ * io.c: the NVM command set (NVMe NVM Command Set spec §3): Read, Write,
  * Flush, Write Zeroes, Dataset Management and Compare, each a row of
  * nvmeemu_io_ops[] turned into requests on the namespace's disk; the
  * reservation rows point at resv.c.
@@ -220,7 +220,7 @@ static void wz_done(struct disk_io *io)
 	nvmeemu_finish_disk(cmd, io);
 }
 
-/* NVM Command Set spec §3.3.7: DEAC lets the controller deallocate
+/* NVMe NVM Command Set spec §3.3.7: DEAC lets the controller deallocate
  * (DISK_OP_WRITE_ZEROES may then unmap where unmapped blocks read as
  * zeroes); without it the blocks must stay allocated (NO_UNMAP). Not
  * limited by MDTS: no data moves. */
@@ -297,7 +297,7 @@ static void dsm_next(struct nvmeemu_cmd *cmd)
 	nvmeemu_finish(cmd, NVMEEMU_SUCCESS, 0);
 }
 
-/* NVM Command Set spec §3.3.3: NR + 1 ranges of {attributes, NLB, SLBA};
+/* NVMe NVM Command Set spec §3.3.3: NR + 1 ranges of {attributes, NLB, SLBA};
  * with AD, each is deallocated (DISK_OP_UNMAP). Every range is checked
  * before any is deallocated, so a bad one changes nothing. IDR and IDW
  * are hints and ignored. Deallocation is advisory: a disk that ignores
@@ -358,7 +358,7 @@ static void compare_done(struct disk_io *io)
 	nvmeemu_finish(cmd, status, 0);
 }
 
-/* NVM Command Set spec §3.3.1: reads the blocks and compares them with
+/* NVMe NVM Command Set spec §3.3.1: reads the blocks and compares them with
  * the host's data; Compare Failure on any difference. */
 static void nvm_compare(struct nvmeemu_cmd *cmd)
 {

@@ -69,7 +69,7 @@ struct nvmeemu_cmd;
 
 /*
  * A completion's status field without the phase tag, as the 15 bits
- * 31:17 of CQE dword 3 hold it (Base spec §4.6.1): bits 7:0 SC, 10:8 SCT,
+ * 31:17 of CQE dword 3 hold it (NVMe Base spec §4.6.1): bits 7:0 SC, 10:8 SCT,
  * 12:11 CRD, 13 More, 14 DNR. The constants below are SCT << 8 | SC.
  */
 #define NVMEEMU_DNR  0x4000u
@@ -227,7 +227,7 @@ int nvmeemu_ctrl_detach_ns(struct nvmeemu_ctrl *c, uint32_t nsid);
 
 /* The transport tells how many I/O queues (SQs plus CQs) exist: Set
  * Features Number of Queues and Host Identifier are Command Sequence
- * Errors while any does (Base spec §5.27.1.5). Any thread. */
+ * Errors while any does (NVMe Base spec §5.27.1.5). Any thread. */
 void nvmeemu_ctrl_set_io_queues(struct nvmeemu_ctrl *c, unsigned count);
 /* The I/O queues Set Features Number of Queues granted (1-based): a
  * transport refuses a queue ID above them. Before any Set, the maximum. */
@@ -238,7 +238,7 @@ uint32_t nvmeemu_ctrl_kato_ms(const struct nvmeemu_ctrl *c);
 void nvmeemu_ctrl_set_kato_ms(struct nvmeemu_ctrl *c, uint32_t ms);
 /* True when a KATO is set and no command arrived for that long before
  * @now_ns (reactor_now_ns()): the transport then ends the association
- * (Base spec §3.9). Every submitted command counts as traffic. */
+ * (NVMe Base spec §3.9). Every submitted command counts as traffic. */
 bool nvmeemu_ctrl_kato_expired(const struct nvmeemu_ctrl *c, uint64_t now_ns);
 /* Interrupt Coalescing (08h) as the host set it: THR bits 7:0, TIME 15:8. */
 uint32_t nvmeemu_ctrl_coalescing(const struct nvmeemu_ctrl *c);

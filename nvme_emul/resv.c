@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * resv.c: Reservation Register, Report, Acquire and Release (NVM Command
- * Set spec §3.2.4-§3.2.7, the model in Base spec §8.19) over the disk's
+ * Set spec §3.2.4-§3.2.7, the model in NVMe Base spec §8.19) over the disk's
  * persistent-reservation calls (DISK_OP_PR_* in storage/disk.h), and the
  * reservation notifications other hosts' controllers get.
  *
@@ -14,7 +14,7 @@
  *   prwrap of its own, core.c). A controller without a host identifier
  *   is anonymous, which prwrap answers with OpenVMM's single-registrant
  *   model.
- * - Notifications (Base spec §8.19.5, log page 80h): after a Register,
+ * - Notifications (NVMe Base spec §8.19.5, log page 80h): after a Register,
  *   Acquire or Release succeeds, the namespace's registrants are read
  *   back (DISK_OP_PR_REPORT) and compared with what the last such
  *   command left: a host other than the issuer that lost its
@@ -30,7 +30,7 @@
  *   the state stays right (the disk is the authority), a notification
  *   may be repeated or lost. Reservation changes are rare cluster events.
  * - Register with RREGA 0 sends the disk a current key of 0, so a host
- *   that is already registered gets a Reservation Conflict (Base spec
+ *   that is already registered gets a Reservation Conflict (NVMe Base spec
  *   §8.19.3; prwrap reads key 0 as "not registered"). CPTPL goes to the
  *   disk as disk_pr_args.ptpl. IEKEY of Acquire and Release is ignored
  *   (RESCAP bit 7: the NVMe 1.3 behaviour, where it is reserved there).
@@ -366,7 +366,7 @@ static void resv_report_cmd_done(struct disk_io *io)
 	}
 	n = MIN(rb->rep.nr_controllers, rb->rep.max_controllers);
 	memset(out, 0, sizeof(out));
-	/* NVM Command Set spec §3.2.6 Figure 49/50: GEN, RTYPE, REGCTL,
+	/* NVMe NVM Command Set spec §3.2.6 Figure 49/50: GEN, RTYPE, REGCTL,
 	 * PTPLS; then one registrant data structure each. */
 	ds_put_le32(out, rb->rep.generation);
 	out[4] = (uint8_t)rb->rep.type;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * status.c: the one table from enum disk_status to NVMe status (Base spec
- * §4.6.1.2, NVM Command Set spec §3.4.3) and the status strings.
+ * status.c: the one table from enum disk_status to NVMe status (NVMe Base spec
+ * §4.6.1.2, NVMe NVM Command Set spec §3.4.3) and the status strings.
  *
  * DNR ("Do Not Retry") is set where the same command cannot succeed on a
  * retry: a reservation conflict, a read-only namespace, a range past the
@@ -25,7 +25,7 @@ static const uint16_t status_rows[DISK_STATUS_COUNT] = {
 	[DISK_IO_ERROR] = NVMEEMU_INTERNAL_ERROR,           /* refined by errno below */
 	[DISK_MEDIUM_ERROR] = NVMEEMU_UNRECOVERED_READ,     /* refined by io->medium below */
 	/* The data could not be moved to or from the host's buffers: the
-	 * host may retry (Base spec: Data Transfer Error). */
+	 * host may retry (NVMe Base spec: Data Transfer Error). */
 	[DISK_MEMORY_ACCESS] = NVMEEMU_DATA_XFER_ERROR,
 	[DISK_READ_ONLY] = NVMEEMU_WRITE_TO_RO | DNR,
 	[DISK_RESERVATION_CONFLICT] = NVMEEMU_RESERVATION_CONFLICT | DNR,
@@ -68,7 +68,7 @@ static uint16_t errno_status(const struct disk_io *io)
 	switch (io->os_errno) {
 	case ENOSPC:
 	case EDQUOT:
-		/* A thin namespace out of space (Base spec: Capacity Exceeded). */
+		/* A thin namespace out of space (NVMe Base spec: Capacity Exceeded). */
 		return NVMEEMU_CAPACITY_EXCEEDED | DNR;
 	case EROFS:
 	case EPERM:

@@ -489,7 +489,7 @@ static void aer_start(struct nt_pending *p, struct nvmeemu_ctrl *c)
 
 /* A resized namespace raises Namespace Attribute Changed (00040002h)
  * through a held AER once AEC bit 8 is set; the next change waits until
- * the changed namespace list is read with RAE = 0 (Base spec §5.2). */
+ * the changed namespace list is read with RAE = 0 (NVMe Base spec §5.2). */
 static void test_nvme_admin_aer_resize(void **state)
 {
 	struct fix f;

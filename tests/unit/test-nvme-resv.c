@@ -124,7 +124,7 @@ static uint16_t rw(struct nvmeemu_ctrl *c, uint8_t opc)
 	return nt_run(c, 1, &q, buf, sizeof(buf), NULL);
 }
 
-/* nvme-tcp.md's observed sequence between hosts A and B. */
+/* The two-host sequence the Linux host and nvme-cli run (docs/nvme.md). */
 static void matrix(const char *spec)
 {
 	struct fix f;
@@ -192,7 +192,7 @@ static void test_nvme_resv_matrix_file(void **state)
 }
 
 /* Each type's access rules for a registrant that does not hold the
- * reservation and for a host that is not registered (Base spec §8.19
+ * reservation and for a host that is not registered (NVMe Base spec §8.19
  * Table "Command Behavior in the Presence of a Reservation"). */
 static void test_nvme_resv_types(void **state)
 {
