@@ -36,40 +36,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 
 #include "common/compiler.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "nvme_emul/internal.h"
 #include "storage/decorators/prwrap.h"
 
 /* ---- small helpers ------------------------------------------------------------- */
-
-/* The first 16 bytes of SHA-256 over @a then @b (stable identities). */
-static void hash16(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[16])
-{
-	uint8_t md[EVP_MAX_MD_SIZE];
-	unsigned mdlen = 0;
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
-
-	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL) || !EVP_DigestUpdate(c, a, alen) ||
-	    !EVP_DigestUpdate(c, b, blen) || !EVP_DigestFinal_ex(c, md, &mdlen) || mdlen < 16) {
-		/* Only an allocation failure gets here: FNV-1a keeps the
-		 * identity stable. */
-		uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
-
-		for (size_t i = 0; i < alen + blen; i++) {
-			uint8_t ch = i < alen ? ((const uint8_t *)a)[i] : ((const uint8_t *)b)[i - alen];
-
-			h1 = (h1 ^ ch) * 0x100000001b3ull;
-			h2 = (h2 ^ ch) * 0x100000001b3ull + 1;
-		}
-		memcpy(md, &h1, 8);
-		memcpy(md + 8, &h2, 8);
-	}
-	EVP_MD_CTX_free(c);
-	memcpy(out, md, 16);
-}
 
 static bool ascii_ok(const char *s, size_t max)
 {
@@ -131,7 +105,7 @@ int nvmeemu_subsys_new(const struct nvmeemu_subsys_opts *o, struct nvmeemu_subsy
 	 * §5.17.2.1); the buffers keep a NUL for our own use. */
 	if (o->nqn)
 		snprintf(s->nqn, sizeof(s->nqn), "%s", o->nqn);
-	hash16("diskstack-nvme", 14, o->nqn ? o->nqn : (o->serial ? o->serial : ""),
+	ds_hash16("diskstack-nvme", 14, o->nqn ? o->nqn : (o->serial ? o->serial : ""),
 	       strlen(o->nqn ? o->nqn : (o->serial ? o->serial : "")), id);
 	if (o->serial)
 		snprintf(s->serial, sizeof(s->serial), "%-20s", o->serial);
@@ -243,11 +217,11 @@ static void ns_identity(struct nvmeemu_ns *ns, const struct disk_info *info)
 	if (info->has_disk_id)
 		memcpy(base, info->disk_id, 16);
 	else
-		hash16(ns->s->nqn, strlen(ns->s->nqn), &ns->nsid, sizeof(ns->nsid), base);
+		ds_hash16(ns->s->nqn, strlen(ns->s->nqn), &ns->nsid, sizeof(ns->nsid), base);
 	memcpy(ns->nguid, base, 16);
-	hash16("eui64", 5, base, 16, h);
+	ds_hash16("eui64", 5, base, 16, h);
 	memcpy(ns->eui64, h, 8);
-	hash16("uuid", 4, base, 16, h);
+	ds_hash16("uuid", 4, base, 16, h);
 	h[6] = (h[6] & 0x0f) | 0x80;    /* RFC 9562 version 8, variant 10b */
 	h[8] = (h[8] & 0x3f) | 0x80;
 	memcpy(ns->uuid, h, 16);

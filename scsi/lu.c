@@ -41,9 +41,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 
 #include "common/compiler.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/reactor.h"
 #include "scsi/internal.h"
@@ -130,38 +130,12 @@ static const struct scsi_op *const absent_tables[] = { scsi_spc_ops, NULL };
 
 /* ---- small helpers ------------------------------------------------------------- */
 
-/* The first 16 bytes of SHA-256 over @a then @b. */
-static void hash16(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[16])
-{
-	uint8_t md[EVP_MAX_MD_SIZE];
-	unsigned mdlen = 0;
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
-
-	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL) || !EVP_DigestUpdate(c, a, alen) ||
-	    !EVP_DigestUpdate(c, b, blen) || !EVP_DigestFinal_ex(c, md, &mdlen) || mdlen < 16) {
-		/* Only an allocation failure gets here: fall back on a plain
-		 * FNV-1a so the identity stays stable and distinct. */
-		uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
-
-		for (size_t i = 0; i < alen + blen; i++) {
-			uint8_t ch = i < alen ? ((const uint8_t *)a)[i] : ((const uint8_t *)b)[i - alen];
-
-			h1 = (h1 ^ ch) * 0x100000001b3ull;
-			h2 = (h2 ^ ch) * 0x100000001b3ull + 1;
-		}
-		memcpy(md, &h1, 8);
-		memcpy(md + 8, &h2, 8);
-	}
-	EVP_MD_CTX_free(c);
-	memcpy(out, md, 16);
-}
-
 int scsi_port_disk_initiator(enum scsi_protocol proto, const char *port, struct disk_initiator *out)
 {
 	uint8_t p = (uint8_t)proto;
 
 	memset(out, 0, sizeof(*out));
-	hash16(&p, 1, port, strnlen(port, 255), out->host_id);
+	ds_hash16(&p, 1, port, strnlen(port, 255), out->host_id);
 	out->host_id_len = 16;
 	return 0;
 }
@@ -474,7 +448,7 @@ int scsi_target_add_lu(struct scsi_target *t, unsigned lun, struct scsi_lu *lu)
 	 * same target name and LUN give the same designators every run. */
 	if (!lu->has_uid) {
 		snprintf(tag, sizeof(tag), "/lun/%u", lun);
-		hash16(t->name, strlen(t->name), tag, strlen(tag), lu->uid);
+		ds_hash16(t->name, strlen(t->name), tag, strlen(tag), lu->uid);
 		lu->has_uid = true;
 	}
 	if (!lu->serial[0])

@@ -78,10 +78,12 @@ vm_pkgs=(
 	sg3-utils
 )
 
-# tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot).
+# tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot);
+# tests/bench: perf for the syscall counts of ab-nbd.sh.
 tool_pkgs=(
 	git
 	debootstrap
+	linux-perf
 )
 
 say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }

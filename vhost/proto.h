@@ -3,8 +3,9 @@
  * proto.h: the vhost-user wire format (QEMU's "Vhost-user Protocol"
  * specification, docs/interop/vhost-user.rst) and the virtio constants the
  * library needs (OASIS "Virtual I/O Device (VIRTIO) Version 1.2", §2.7
- * split virtqueues, §5.2 the block device and §5.6 the SCSI host device). Names carry a VHU_ / VIRTIO_
- * prefix of our own; values are the specifications'. Everything on the wire
+ * split virtqueues, virtio 1.2 §5.2 the block device and §5.6 the SCSI
+ * host device). Names carry a VHU_ / VIRTIO_ prefix of our own; values
+ * are the specifications'. Everything on the wire
  * and in the rings is little-endian: the library builds for little-endian
  * hosts only (checked in vring.c).
  */
@@ -210,18 +211,18 @@ enum {
 
 /* ---- virtio-scsi (virtio 1.2 §5.6) ------------------------------------ */
 
-/* Feature bits (§5.6.3). */
+/* Feature bits (virtio 1.2 §5.6.3). */
 #define VIRTIO_SCSI_F_INOUT 0
 #define VIRTIO_SCSI_F_HOTPLUG 1
 #define VIRTIO_SCSI_F_CHANGE 2
 #define VIRTIO_SCSI_F_T10_PI 3
 
-/* Virtqueues (§5.6.2): control, event, then the request queues. */
+/* Virtqueues (virtio 1.2 §5.6.2): control, event, then the request queues. */
 #define VIRTIO_SCSI_VQ_CONTROL 0
 #define VIRTIO_SCSI_VQ_EVENT 1
 #define VIRTIO_SCSI_VQ_REQUEST 2
 
-/* The sizes QEMU 7.2's config space gives (§5.6.4 defaults: cdb_size
+/* The sizes QEMU 7.2's config space gives (virtio 1.2 §5.6.4 defaults: cdb_size
  * 32, sense_size 96), which fix the request and response layouts. */
 #define VIRTIO_SCSI_CDB_SIZE 32
 #define VIRTIO_SCSI_SENSE_SIZE 96
@@ -232,7 +233,7 @@ enum {
  * status_qualifier, u8 status, u8 response, u8 sense[sense_size]. */
 #define VIRTIO_SCSI_CMD_RESP_BYTES (12 + VIRTIO_SCSI_SENSE_SIZE)
 
-/* Response codes (§5.6.6.1). */
+/* Response codes (virtio 1.2 §5.6.6.1). */
 #define VIRTIO_SCSI_S_OK 0
 #define VIRTIO_SCSI_S_OVERRUN 1
 #define VIRTIO_SCSI_S_ABORTED 2
@@ -248,7 +249,7 @@ enum {
 #define VIRTIO_SCSI_S_INCORRECT_LUN 12
 #define VIRTIO_SCSI_S_FUNCTION_COMPLETE 0
 
-/* Control queue requests (§5.6.6.2). */
+/* Control queue requests (virtio 1.2 §5.6.6.2). */
 #define VIRTIO_SCSI_T_TMF 0
 #define VIRTIO_SCSI_T_AN_QUERY 1
 #define VIRTIO_SCSI_T_AN_SUBSCRIBE 2
@@ -275,7 +276,7 @@ enum {
 #define VIRTIO_SCSI_EVT_ASYNC_MULTI_HOST 32
 #define VIRTIO_SCSI_EVT_ASYNC_DEVICE_BUSY 64
 
-/* Event queue (§5.6.6.3): le32 event, u8 lun[8], le32 reason. */
+/* Event queue (virtio 1.2 §5.6.6.3): le32 event, u8 lun[8], le32 reason. */
 #define VIRTIO_SCSI_EVENT_BYTES 16
 #define VIRTIO_SCSI_T_NO_EVENT 0
 #define VIRTIO_SCSI_T_TRANSPORT_RESET 1

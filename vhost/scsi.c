@@ -9,7 +9,7 @@
  *   The layouts are those of the config space QEMU 7.2 gives the guest:
  *   cdb_size 32, sense_size 96 (QEMU owns the config space; the back-end
  *   does not offer VHOST_USER_PROTOCOL_F_CONFIG).
- * - Addressing (§5.6.6): lun[0] = 1, lun[1] = the target, lun[2..3] the
+ * - Addressing (virtio 1.2 §5.6.6): lun[0] = 1, lun[1] = the target, lun[2..3] the
  *   LUN in SAM's single-level format (Linux sets flat addressing, 0x40,
  *   even for LUN 0), lun[4..7] zero. One target, 0: any other answers
  *   VIRTIO_SCSI_S_BAD_TARGET (Linux probes 1..255 once each at boot).
@@ -26,7 +26,7 @@
  *   offered), is answered without running, OVERRUN and FAILURE, so the
  *   core never reads parameters from buffers the guest meant to receive
  *   data in. After the core: residual = buffer bytes not transferred;
- *   OVERRUN when the CDB asked to move more than the buffers hold (§5.6.6.1).
+ *   OVERRUN when the CDB asked to move more than the buffers hold (virtio 1.2 §5.6.6.1).
  * - One I_T nexus per device (the guest is one initiator port). Commands
  *   in flight sit on their queue's list, under the queue's lock, so that
  *   task management on the control queue's thread can find them; that
@@ -225,7 +225,7 @@ static void vscsi_cmd_done(struct scsi_cmd *cmd)
 	uint8_t response = VIRTIO_SCSI_S_OK;
 
 	if (tmf) {
-		/* §5.6.6.1: ABORTED after an abort, RESET after a reset. */
+		/* virtio 1.2 §5.6.6.1: ABORTED after an abort, RESET after a reset. */
 		vscsi_cmd_respond(vr, vr->abort_response, 0, NULL, 0, vr->xfer_len, 0);
 		vscsi_tmf_put(tmf);
 		return;
@@ -390,7 +390,7 @@ static void vscsi_tmf_task(struct reactor_task *t)
 	vscsi_tmf_finish(container_of(t, struct vscsi_tmf, task));
 }
 
-/* A TMF request (virtio_scsi_ctrl_tmf_req, §5.6.6.2). */
+/* A TMF request (virtio_scsi_ctrl_tmf_req, virtio 1.2 §5.6.6.2). */
 static void vscsi_tmf(struct vhostscsi *s, struct vscsi_req *vr, struct vhost_req *req,
 		      const uint8_t *r)
 {
@@ -450,7 +450,7 @@ static uint32_t vscsi_an_supported(struct vhostscsi *s, int lun)
 	return lu && scsi_lu_type(lu) == SCSI_LU_DVD ? VIRTIO_SCSI_EVT_ASYNC_MEDIA_CHANGE : 0;
 }
 
-/* AN query and subscribe (virtio_scsi_ctrl_an_req, §5.6.6.2.2). */
+/* AN query and subscribe (virtio_scsi_ctrl_an_req, virtio 1.2 §5.6.6.2.2). */
 static void vscsi_an(struct vhostscsi *s, struct vhost_req *req, const uint8_t *r)
 {
 	uint32_t type = ds_get_le32(r), want = ds_get_le32(r + 12), actual = 0;
@@ -587,7 +587,7 @@ static void vscsi_core_event(void *opaque, unsigned lun, enum scsi_event ev)
 				      VIRTIO_SCSI_EVT_RESET_RESCAN);
 		break;
 	case SCSI_EVENT_CAPACITY_CHANGED:
-		/* §5.6.6.3.3: the reason is the unit attention's ASC and ASCQ. */
+		/* virtio 1.2 §5.6.6.3.3: the reason is the unit attention's ASC and ASCQ. */
 		if (f & BIT(VIRTIO_SCSI_F_CHANGE))
 			vscsi_ev_push(s, VIRTIO_SCSI_T_PARAM_CHANGE, lun, 0x2A | 0x09 << 8);
 		break;
