@@ -76,6 +76,7 @@ vm_pkgs=(
 	zstd
 	nbd-client
 	sg3-utils
+	qemu-system-common
 )
 
 # tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot);

@@ -8,7 +8,9 @@
 #   ds ARGS...           the diskstack command (stderr into $T/ds.err)
 #   ublk_up ARGS...      diskstack ublk add ... --daemon; prints the device
 #   wait_for COND SECS   polls the shell condition COND every 0.1 s
-#   fs_check DEV         mkfs.ext4, mount, write, remount, verify, fsck
+#   fs_check DEV         ext4 on DEV: mkfs, mount, write, remount, cmp, fsck
+#   fio_verify DEV ARGS  fio --verify=crc32c on DEV, QD32, two jobs
+#   queues_dispatched NAME H...  each blk-mq queue H of NAME was used
 DS=/usr/bin/diskstack
 # Real util-linux/e2fsprogs binaries: busybox's shell prefers its own applets
 # (blkdiscard without -z, mke2fs without ext4) over $PATH.
@@ -124,4 +126,33 @@ fs_check()
 	[ "$(cat /mnt/n/hello)" = "hello from the guest" ] || { fail "small file differs"; return 1; }
 	umount /mnt/n
 	$E2FSCK -fn "$dev" >"$T/fsck" 2>&1 || { cat "$T/fsck"; fail "e2fsck $dev"; return 1; }
+}
+
+# fio_verify DEV [FIO ARGS...]: fio --verify=crc32c on the raw DEV, QD32 per
+# job, two jobs on the two CPUs (so two blk-mq queues where there are two);
+# later arguments override the defaults; output in $T/fio.out.
+fio_verify()
+{
+	dev=$1
+	shift
+	fio --name=verify --filename="$dev" --ioengine=libaio --direct=1 --rw=randwrite \
+		--bssplit=4k/70:64k/20:512k/10 --iodepth=32 --numjobs=2 --size=24M --offset_increment=24M \
+		--cpus_allowed=0-1 --cpus_allowed_policy=split --verify=crc32c --do_verify=1 \
+		--verify_fatal=1 --group_reporting "$@" >"$T/fio.out" 2>&1
+}
+
+# queues_dispatched NAME H...: each blk-mq hardware queue H of /sys/block/NAME
+# dispatched requests (blk-mq debugfs, when available).
+queues_dispatched()
+{
+	_name=$1
+	shift
+	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || [ -d /sys/kernel/debug/block ] ||
+		return 0
+	for _h in "$@"; do
+		_d=/sys/kernel/debug/block/$_name/hctx$_h/dispatched
+		[ -f "$_d" ] || continue
+		_n=$(awk '{ s += $2 } END { print s + 0 }' "$_d")
+		[ "$_n" -gt 0 ] || { fail "queue $_h dispatched nothing"; return 1; }
+	done
 }

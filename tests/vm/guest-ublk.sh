@@ -130,17 +130,8 @@ test_ext4_memdiff()
 	[ "$(md5sum < "$T/base.img")" = "$sum0" ] || { fail "the base image changed"; return 1; }
 }
 
-# 5. fio --verify=crc32c on the raw device, QD32 per job, two queues.
-fio_verify()
-{
-	dev=$1
-	shift
-	fio --name=verify --filename="$dev" --ioengine=libaio --direct=1 --rw=randwrite \
-		--bssplit=4k/70:64k/20:512k/10 --iodepth=32 --numjobs=2 --size=24M --offset_increment=24M \
-		--cpus_allowed=0-1 --cpus_allowed_policy=split --verify=crc32c --do_verify=1 \
-		--verify_fatal=1 --group_reporting "$@" >"$T/fio.out" 2>&1
-}
-
+# 5. fio --verify=crc32c on the raw device, QD32 per job, two queues
+# (fio_verify, guest-lib.sh).
 fio_ios() { awk '/ios=/{ sub(/.*ios=/, ""); sub(/,.*/, ""); print; exit }' "$T/fio.out"; }
 
 test_fio()
@@ -154,15 +145,7 @@ test_fio()
 	t0=$(now)
 	fio_verify "$dev" || { cat "$T/fio.out"; fail "fio verify ($copy copy)"; return 1; }
 	grep -q 'err= 0' "$T/fio.out" || { cat "$T/fio.out"; fail "fio reported errors"; return 1; }
-	# Both queues served requests (blk-mq debugfs, when available).
-	if mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || [ -d /sys/kernel/debug/block ]; then
-		for h in 0 1; do
-			d=/sys/kernel/debug/block/ublkb$id/hctx$h/dispatched
-			[ -f "$d" ] || continue
-			n=$(awk '{ s += $2 } END { print s + 0 }' "$d")
-			[ "$n" -gt 0 ] || { fail "queue $h dispatched nothing"; return 1; }
-		done
-	fi
+	queues_dispatched "ublkb$id" 0 1 || return 1
 	info "fio verify, $copy copy: OK in $(elapsed "$t0") s"
 	ds ublk del "$id" || { fail "del"; return 1; }
 }
