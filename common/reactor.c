@@ -4,11 +4,13 @@
  *
  * Notes on the design
  * -------------------
- * - One io_uring per reactor. The ring is set up with SINGLE_ISSUER,
+ * - One io_uring per reactor, its fd registered (io_uring_register_ring_fd)
+ *   when the kernel allows. The ring is set up with SINGLE_ISSUER,
  *   COOP_TASKRUN + TASKRUN_FLAG, DEFER_TASKRUN and SUBMIT_ALL when the kernel
  *   has them (6.1 does); each flag set that the kernel refuses with -EINVAL
  *   falls back to a smaller one, down to no flags at all.
- *   DISKSTACK_URING_BASIC=1 forces the plain ring (to test the fallback);
+ *   DISKSTACK_URING_BASIC=1 forces the plain ring (to test the fallback:
+ *   no registered ring fd, fixed files or buffer rings either);
  *   so does running under valgrind, which cannot let other threads run
  *   while one blocks in io_uring_enter (see reactor_wait_valgrind).
  *   The CQ ring is four times the SQ ring so bursts of completions rarely
@@ -57,6 +59,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,6 +75,9 @@
 #define REACTOR_MAX_ENTRIES 32768u
 #define REACTOR_CQE_BATCH 64u
 #define REACTOR_TIMERS_INITIAL 64u
+/* Slots of the fixed-file table and provided-buffer group ids. */
+#define REACTOR_FILES 1024u
+#define REACTOR_BUFRINGS 1024u
 
 #define REACTOR_BUF_MIN_SHIFT 9u                /* 512 B */
 #define REACTOR_BUF_MAX_SHIFT 26u               /* 64 MiB */
@@ -85,6 +91,23 @@ struct reactor_cqe {
 	uint64_t user_data;
 	int32_t res;
 	uint32_t flags;
+};
+
+/* A pool of small integer ids (fixed-file slots, buffer group ids):
+ * never used ones from @next up, freed ones on a stack. */
+struct reactor_ids {
+	unsigned *free;
+	unsigned nfree, next, max;
+};
+
+/* A ring of provided buffers (reactor_bufring_new). */
+struct reactor_bufring {
+	struct io_uring_buf_ring *br;   /* the ring shared with the kernel (mmap) */
+	size_t br_bytes;
+	uint8_t *mem;                   /* count buffers of size bytes */
+	size_t size;
+	unsigned count;
+	unsigned gid;
 };
 
 /* A cached buffer's first bytes while it sits in the cache. */
@@ -129,6 +152,9 @@ struct reactor {
 
 	/* Running under valgrind: see reactor_wait_valgrind(). */
 	bool valgrind;
+	/* The plain ring (valgrind or DISKSTACK_URING_BASIC): no registered
+	 * ring fd, fixed files or buffer rings either. */
+	bool basic;
 
 	/* Buffer cache by size class. */
 	struct {
@@ -138,6 +164,14 @@ struct reactor {
 
 	void *local[REACTOR_LOCAL_NR];
 	void (*local_dtor[REACTOR_LOCAL_NR])(void *value);
+
+	/* The CQE whose callback runs (reactor_cqe_flags). */
+	uint32_t cqe_flags;
+	/* Fixed-file slots: 0 = table not tried yet, 1 = registered,
+	 * -errno = the kernel has none. */
+	int files_state;
+	struct reactor_ids files;
+	struct reactor_ids bgids;
 };
 
 static __thread struct reactor *reactor_tls;
@@ -216,6 +250,7 @@ static inline int reactor_dispatch(struct reactor *r, uint64_t user_data, int re
 		assert(r->ops_inflight > 0);
 		r->ops_inflight--;
 	}
+	r->cqe_flags = flags;
 	op->cb(op, res);
 	return 1;
 }
@@ -852,8 +887,10 @@ static int reactor_ring_init(struct reactor *r, unsigned entries)
 	const char *basic = getenv("DISKSTACK_URING_BASIC");
 	size_t first = 0;
 
-	if ((basic && *basic && strcmp(basic, "0") != 0) || r->valgrind)
+	if ((basic && *basic && strcmp(basic, "0") != 0) || r->valgrind) {
 		first = ARRAY_SIZE(flag_sets) - 1;
+		r->basic = true;
+	}
 	int ret = -EINVAL;
 
 	for (size_t i = first; i < ARRAY_SIZE(flag_sets); i++) {
@@ -890,6 +927,8 @@ int reactor_new(struct reactor **out, unsigned entries)
 	r->efd_op.cb = reactor_efd_cb;
 	r->cancel_op.cb = reactor_cancel_cb;
 	pthread_mutex_init(&r->mb_lock, NULL);
+	r->files.max = REACTOR_FILES;
+	r->bgids.max = REACTOR_BUFRINGS;
 	r->heap_cap = REACTOR_TIMERS_INITIAL;
 	r->heap = malloc(r->heap_cap * sizeof(*r->heap));
 	if (!r->heap) {
@@ -904,6 +943,12 @@ int reactor_new(struct reactor **out, unsigned entries)
 	ret = reactor_ring_init(r, entries);
 	if (ret < 0)
 		goto fail_ring;
+	/* A registered ring fd spares every io_uring_enter the lookup of the
+	 * ring's file (kernel 5.18; a thread may register 16). The index
+	 * belongs to this thread, which is the only one that enters this
+	 * ring; without it liburing uses the plain fd. */
+	if (!r->basic)
+		(void)io_uring_register_ring_fd(&r->ring);
 	reactor_efd_arm(r);
 	ret = reactor_submit(r);
 	if (ret < 0) {
@@ -984,8 +1029,168 @@ void reactor_free(struct reactor *r)
 	}
 	free(r->heap);
 	free(r->stash);
+	free(r->files.free);
+	free(r->bgids.free);
 	pthread_mutex_destroy(&r->mb_lock);
 	if (reactor_tls == r)
 		reactor_tls = NULL;
 	free(r);
+}
+
+/* ---- fixed files and provided buffers ------------------------------------ */
+
+uint32_t reactor_cqe_flags(const struct reactor *r)
+{
+	return r->cqe_flags;
+}
+
+/* An id from @p, or -1 when all are taken (or out of memory). */
+static int reactor_id_get(struct reactor_ids *p)
+{
+	if (p->nfree > 0)
+		return (int)p->free[--p->nfree];
+	if (p->next >= p->max)
+		return -1;
+	if (!p->free) {
+		p->free = malloc(p->max * sizeof(*p->free));
+		if (!p->free)
+			return -1;
+	}
+	return (int)p->next++;
+}
+
+static void reactor_id_put(struct reactor_ids *p, unsigned id)
+{
+	assert(id < p->next && p->nfree < p->max);
+	p->free[p->nfree++] = id;
+}
+
+int reactor_file_add(struct reactor *r, int fd)
+{
+	int idx, ret;
+
+	reactor_assert_thread(r);
+	if (r->files_state == 0) {
+		/* Sparse tables: kernel 5.19. On the plain ring (valgrind
+		 * does not know these register calls) the fds are used. */
+		ret = r->basic ? -ENOTSUP
+				  : io_uring_register_files_sparse(&r->ring, REACTOR_FILES);
+		r->files_state = ret < 0 ? ret : 1;
+	}
+	if (r->files_state < 0)
+		return -ENOTSUP;
+	idx = reactor_id_get(&r->files);
+	if (idx < 0)
+		return -ENFILE;
+	ret = io_uring_register_files_update(&r->ring, (unsigned)idx, &fd, 1);
+	if (ret != 1) {
+		reactor_id_put(&r->files, (unsigned)idx);
+		return ret < 0 ? ret : -EIO;
+	}
+	return idx;
+}
+
+void reactor_file_remove(struct reactor *r, int idx)
+{
+	int none = -1;
+
+	reactor_assert_thread(r);
+	if (idx < 0)
+		return;
+	/* The kernel drops the slot's file once the ops using it are done. */
+	if (io_uring_register_files_update(&r->ring, (unsigned)idx, &none, 1) != 1) {
+		log_debug("reactor: cannot clear fixed file %d: kept out of use", idx);
+		return;
+	}
+	reactor_id_put(&r->files, (unsigned)idx);
+}
+
+int reactor_bufring_new(struct reactor *r, unsigned count, size_t size,
+			struct reactor_bufring **out)
+{
+	struct reactor_bufring *b;
+	struct io_uring_buf_reg reg;
+	int gid, ret;
+
+	reactor_assert_thread(r);
+	assert(count > 0 && count <= 32768 && (count & (count - 1)) == 0 && size > 0);
+	if (r->basic)
+		return -ENOTSUP;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->count = count;
+	b->size = size;
+	b->br_bytes = ROUND_UP(count * sizeof(struct io_uring_buf), (size_t)4096);
+	b->br = mmap(NULL, b->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		     -1, 0);
+	if (b->br == MAP_FAILED) {
+		free(b);
+		return -ENOMEM;
+	}
+	if (posix_memalign((void **)&b->mem, REACTOR_BUF_ALIGN, count * size) != 0) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	gid = reactor_id_get(&r->bgids);
+	if (gid < 0) {
+		ret = -ENOSPC;
+		goto fail;
+	}
+	b->gid = (unsigned)gid;
+	io_uring_buf_ring_init(b->br);
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uintptr_t)b->br;
+	reg.ring_entries = count;
+	reg.bgid = (uint16_t)b->gid;
+	ret = io_uring_register_buf_ring(&r->ring, &reg, 0);
+	if (ret < 0) {
+		reactor_id_put(&r->bgids, b->gid);
+		goto fail;
+	}
+	for (unsigned i = 0; i < count; i++)
+		io_uring_buf_ring_add(b->br, b->mem + (size_t)i * size, (unsigned)size,
+				      (unsigned short)i, io_uring_buf_ring_mask(count), (int)i);
+	io_uring_buf_ring_advance(b->br, (int)count);
+	*out = b;
+	return 0;
+
+fail:
+	free(b->mem);
+	munmap(b->br, b->br_bytes);
+	free(b);
+	return ret;
+}
+
+void reactor_bufring_free(struct reactor *r, struct reactor_bufring *b)
+{
+	if (!b)
+		return;
+	reactor_assert_thread(r);
+	if (io_uring_unregister_buf_ring(&r->ring, (int)b->gid) == 0)
+		reactor_id_put(&r->bgids, b->gid);
+	else
+		log_debug("reactor: cannot unregister buffer group %u: kept out of use", b->gid);
+	free(b->mem);
+	munmap(b->br, b->br_bytes);
+	free(b);
+}
+
+unsigned reactor_bufring_gid(const struct reactor_bufring *b)
+{
+	return b->gid;
+}
+
+void *reactor_bufring_data(const struct reactor_bufring *b, unsigned bid)
+{
+	assert(bid < b->count);
+	return b->mem + (size_t)bid * b->size;
+}
+
+void reactor_bufring_recycle(struct reactor_bufring *b, unsigned bid)
+{
+	assert(bid < b->count);
+	io_uring_buf_ring_add(b->br, b->mem + (size_t)bid * b->size, (unsigned)b->size,
+			      (unsigned short)bid, io_uring_buf_ring_mask(b->count), 0);
+	io_uring_buf_ring_advance(b->br, 1);
 }

@@ -157,4 +157,42 @@ void *reactor_local_get(struct reactor *r, enum reactor_local_slot slot);
 void reactor_local_set(struct reactor *r, enum reactor_local_slot slot, void *value,
 		       void (*dtor)(void *value));
 
+/* ---- fixed files and provided buffers (optional kernel features) ---------- */
+
+/* The flags of the CQE whose callback is running (IORING_CQE_F_MORE of a
+ * multishot op, IORING_CQE_F_BUFFER and the buffer id in the upper 16
+ * bits). Only meaningful inside an op's callback. */
+uint32_t reactor_cqe_flags(const struct reactor *r);
+
+/* Installs @fd (borrowed: the caller still closes it, after
+ * reactor_file_remove) in the ring's table of fixed files, so ops name it
+ * by index with IOSQE_FIXED_FILE and the kernel looks nothing up per op.
+ * Returns the index (>= 0) or -errno: -ENOTSUP when the kernel has no
+ * sparse file table (before 5.19) or the ring is plain (valgrind,
+ * DISKSTACK_URING_BASIC=1), -ENFILE when the table is full. The caller
+ * then uses @fd as before. */
+int reactor_file_add(struct reactor *r, int fd);
+/* Frees index @idx (< 0: no-op). Ops still in flight on it keep the file
+ * until they complete. */
+void reactor_file_remove(struct reactor *r, int idx);
+
+/* A ring of @count (a power of two) buffers of @size bytes that the kernel
+ * picks from for ops flagged IOSQE_BUFFER_SELECT with its group id
+ * (io_uring_register_buf_ring, kernel 5.19). All buffers start in the
+ * ring; a completion names the one it filled (reactor_cqe_flags), which
+ * is the caller's until reactor_bufring_recycle. Returns 0 or -errno
+ * (-ENOTSUP on the plain ring: valgrind or DISKSTACK_URING_BASIC=1, or
+ * what the kernel says). */
+struct reactor_bufring;
+int reactor_bufring_new(struct reactor *r, unsigned count, size_t size,
+			struct reactor_bufring **out);
+/* Unregisters and frees @b (NULL allowed). No op may still use it. */
+void reactor_bufring_free(struct reactor *r, struct reactor_bufring *b);
+/* The group id for io_uring sqe->buf_group. */
+unsigned reactor_bufring_gid(const struct reactor_bufring *b);
+/* Buffer @bid's memory. */
+void *reactor_bufring_data(const struct reactor_bufring *b, unsigned bid);
+/* Gives buffer @bid back to the kernel (in any order). */
+void reactor_bufring_recycle(struct reactor_bufring *b, unsigned bid);
+
 #endif

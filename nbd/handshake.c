@@ -47,20 +47,29 @@ static void hs_wait_option(struct nbdsrv_conn *c);
 
 /* ---- plumbing ------------------------------------------------------------- */
 
-static bool hs_reserve(struct nbdsrv_conn *c, size_t more)
+/* Makes *@buf (of *@cap bytes) hold @need bytes, reallocating it to
+ * @new_cap (>= @need) when it is smaller. False when out of memory (*@buf
+ * is unchanged then). */
+static bool hs_grow(uint8_t **buf, size_t *cap, size_t need, size_t new_cap)
 {
-	size_t need = c->hs->out_len + more, cap;
 	uint8_t *p;
 
-	if (need <= c->hs->out_cap)
+	if (need <= *cap)
 		return true;
-	cap = MAX(c->hs->out_cap * 2, MAX(need, (size_t)4096));
-	p = realloc(c->hs->out, cap);
+	p = realloc(*buf, new_cap);
 	if (!p)
 		return false;
-	c->hs->out = p;
-	c->hs->out_cap = cap;
+	*buf = p;
+	*cap = new_cap;
 	return true;
+}
+
+static bool hs_reserve(struct nbdsrv_conn *c, size_t more)
+{
+	size_t need = c->hs->out_len + more;
+
+	return hs_grow(&c->hs->out, &c->hs->out_cap, need,
+		       MAX(c->hs->out_cap * 2, MAX(need, (size_t)4096)));
 }
 
 /* Appends raw bytes to the pending output. */
@@ -642,16 +651,7 @@ static void hs_skip_more(struct nbdsrv_conn *c)
 
 static bool hs_in_reserve(struct nbdsrv_conn *c, size_t n)
 {
-	uint8_t *p;
-
-	if (n <= c->hs->in_cap)
-		return true;
-	p = realloc(c->hs->in, n);
-	if (!p)
-		return false;
-	c->hs->in = p;
-	c->hs->in_cap = n;
-	return true;
+	return hs_grow(&c->hs->in, &c->hs->in_cap, n, n);
 }
 
 static void hs_got_header(struct nbdsrv_conn *c)

@@ -60,6 +60,9 @@
 #include "net/tls.h"
 
 static void conn_rx_task(struct reactor_task *t);
+static void conn_ms_cqe(struct reactor_op *op, int res);
+static void conn_rx_deliver_later(struct netsrv_conn *c, ssize_t res);
+static void conn_tls_cqe(struct reactor_op *op, int res);
 static void conn_tx_task(struct reactor_task *t);
 static void conn_tx_cqe(struct reactor_op *op, int res);
 static void conn_cancel_cqe(struct reactor_op *op, int res);
@@ -99,6 +102,7 @@ struct netsrv_conn *netsrv_conn_new(struct netsrv *s, const struct netsrv_proto 
 	c->id = atomic_fetch_add(&s->next_conn_id, 1);
 	c->rfd = rfd;
 	c->wfd = wfd;
+	c->rfix = c->wfix = -1;
 	if (peer && peerlen <= sizeof(c->peer)) {
 		memcpy(&c->peer, peer, peerlen);
 		c->peerlen = peerlen;
@@ -107,6 +111,7 @@ struct netsrv_conn *netsrv_conn_new(struct netsrv *s, const struct netsrv_proto 
 	c->rx_task.fn = conn_rx_task;
 	c->tx_task.fn = conn_tx_task;
 	c->tx_op.cb = conn_tx_cqe;
+	c->ms_op.cb = conn_ms_cqe;
 	c->cancel_op.cb = conn_cancel_cqe;
 	c->hs_timer.fn = conn_hs_timeout;
 	c->idle_timer.fn = conn_idle_timeout;
@@ -119,6 +124,14 @@ void netsrv_conn_start(struct reactor_task *t)
 	struct netsrv_worker *w = c->w;
 
 	c->is_sock = fd_is_socket(c->rfd) && fd_is_socket(c->wfd);
+	/* Fixed files: no fd lookup per op (kernel 5.19; else the fds). */
+	c->rfix = reactor_file_add(c->r, c->rfd);
+	if (c->rfix < 0)
+		c->rfix = -1;
+	else if (c->wfd == c->rfd)
+		c->wfix = c->rfix;
+	else if ((c->wfix = reactor_file_add(c->r, c->wfd)) < 0)
+		c->wfix = -1;
 	conn_format_name(c);
 	c->next = w->conns;
 	if (w->conns)
@@ -178,12 +191,12 @@ bool netsrv_conn_can_rxv(const struct netsrv_conn *c)
 
 bool netsrv_rx_busy(const struct netsrv_conn *c)
 {
-	return c->rx_busy || c->rx_task_busy;
+	return c->rx_busy || c->rx_want || c->tls_parked || c->rx_task_busy;
 }
 
 bool netsrv_rx_waiting(const struct netsrv_conn *c)
 {
-	return c->rx_busy;
+	return c->rx_busy || c->rx_want || c->tls_parked;
 }
 
 static bool conn_busy(struct netsrv_conn *c, enum netsrv_busy what)
@@ -244,6 +257,15 @@ void netsrv_conn_touch(struct netsrv_conn *c)
 
 /* ---- teardown -------------------------------------------------------------- */
 
+/* Names the file of a prepared @sqe by its fixed index @fix, if it has one. */
+static void conn_sqe_file(struct io_uring_sqe *sqe, int fix)
+{
+	if (fix >= 0) {
+		sqe->fd = fix;
+		sqe->flags |= IOSQE_FIXED_FILE;
+	}
+}
+
 static void conn_cancel(struct netsrv_conn *c, struct reactor_op *op)
 {
 	struct io_uring_sqe *sqe = reactor_get_sqe(c->r);
@@ -266,6 +288,21 @@ void netsrv_rx_cancel(struct netsrv_conn *c)
 {
 	if (c->rx_busy)
 		conn_cancel(c, &c->rx_op);
+	if (c->rx_want) {
+		/* Waiting on the multishot receive, which stays armed: what
+		 * it brings waits in ms_q for the next netsrv_rx. */
+		c->rx_want = false;
+		conn_rx_deliver_later(c, -ECANCELED);
+	}
+}
+
+/* Stops the multishot receive (its last completion comes later). */
+static void conn_ms_stop(struct netsrv_conn *c)
+{
+	if (c->ms_busy && !c->ms_cancelling) {
+		c->ms_cancelling = true;
+		conn_cancel(c, &c->ms_op);
+	}
 }
 
 void netsrv_conn_close(struct netsrv_conn *c, bool graceful, const char *why)
@@ -293,6 +330,7 @@ void netsrv_conn_close(struct netsrv_conn *c, bool graceful, const char *why)
 		c->shut_wr = c->hard;
 	}
 	netsrv_rx_cancel(c);
+	conn_ms_stop(c);
 	if (c->hard && c->tx_busy)
 		conn_cancel(c, &c->tx_op);
 	netsrv_conn_maybe_free(c);
@@ -321,6 +359,10 @@ static void conn_free(struct netsrv_conn *c)
 	free(c->tls_in);
 	free(c->tls_out);
 	free(c->tls_stage);
+	reactor_bufring_free(c->r, c->ms_ring);
+	if (c->wfix != c->rfix)
+		reactor_file_remove(c->r, c->wfix);
+	reactor_file_remove(c->r, c->rfix);
 	if (c->rfd >= 0)
 		close(c->rfd);
 	if (c->wfd >= 0 && c->wfd != c->rfd)
@@ -354,7 +396,8 @@ void netsrv_conn_maybe_free(struct netsrv_conn *c)
 		if (c->tx_busy || conn_tls_out_pending(c))
 			return;
 	}
-	if (c->rx_busy || c->tx_busy || c->cancels_busy || c->rx_task_busy || c->tx_task_busy)
+	if (c->rx_busy || c->ms_busy || c->tx_busy || c->cancels_busy || c->rx_task_busy ||
+	    c->tx_task_busy)
 		return;
 	/* Nothing refers to the queued output any more: release it. A
 	 * release may call back here; the outer call finishes the job. */
@@ -432,13 +475,23 @@ static void conn_rx_plain_cqe(struct reactor_op *op, int res)
 static void conn_rx_raw(struct netsrv_conn *c, void *buf, size_t len, bool all,
 			void (*cb)(struct reactor_op *op, int res))
 {
-	struct io_uring_sqe *sqe = reactor_get_sqe(c->r);
+	struct io_uring_sqe *sqe;
+
+	if (c->ms_busy) {
+		/* TLS began while the multishot receive ran: the bytes it
+		 * still brings go to the read BIO first (conn_ms_cqe). */
+		assert(cb == conn_tls_cqe && buf == c->tls_in);
+		c->tls_parked = true;
+		return;
+	}
+	sqe = reactor_get_sqe(c->r);
 
 	assert(!c->rx_busy);
 	if (c->is_sock)
 		io_uring_prep_recv(sqe, c->rfd, buf, len, all ? MSG_WAITALL : 0);
 	else
 		io_uring_prep_read(sqe, c->rfd, buf, (unsigned)len, (uint64_t)-1);
+	conn_sqe_file(sqe, c->rfix);
 	c->rx_op.cb = cb;
 	reactor_sqe_set_op(sqe, &c->rx_op);
 	c->rx_busy = true;
@@ -510,9 +563,202 @@ static void conn_tls_rx_try(struct netsrv_conn *c)
 	}
 }
 
+/* ---- multishot receive ------------------------------------------------------ */
+
+/* Set once the kernel refused a multishot receive: every later connection
+ * receives one-shot (a 5.19 kernel has buffer rings but not this). */
+static atomic_bool conn_ms_unsupported;
+
+/* The one-shot receive of the protocol's target, straight into it. */
+static void conn_rx_direct(struct netsrv_conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->rx_iov == &c->rx_one) {
+		conn_rx_raw(c, c->rx_one.iov_base, c->rx_one.iov_len, c->rx_all, conn_rx_plain_cqe);
+		return;
+	}
+	memset(&c->rx_msg, 0, sizeof(c->rx_msg));
+	c->rx_msg.msg_iov = (struct iovec *)c->rx_iov;
+	c->rx_msg.msg_iovlen = (size_t)c->rx_iovcnt;
+	sqe = reactor_get_sqe(c->r);
+	io_uring_prep_recvmsg(sqe, c->rfd, &c->rx_msg, MSG_WAITALL);
+	conn_sqe_file(sqe, c->rfix);
+	c->rx_op.cb = conn_rx_plain_cqe;
+	reactor_sqe_set_op(sqe, &c->rx_op);
+	c->rx_busy = true;
+}
+
+/* Whether this receive goes through the multishot receive: plain
+ * sockets, once the kernel has taken the engine's buffer ring. */
+static bool conn_ms_use(struct netsrv_conn *c)
+{
+	if (c->ms_ring)
+		return true;
+	if (c->ms_off || !c->is_sock || c->ssl)
+		return false;
+	if (atomic_load_explicit(&conn_ms_unsupported, memory_order_relaxed) ||
+	    reactor_bufring_new(c->r, NETSRV_MS_BUFS, NETSRV_MS_BUF_BYTES, &c->ms_ring) < 0) {
+		c->ms_off = true;
+		return false;
+	}
+	return true;
+}
+
+static void conn_ms_arm(struct netsrv_conn *c)
+{
+	struct io_uring_sqe *sqe = reactor_get_sqe(c->r);
+
+	io_uring_prep_recv_multishot(sqe, c->rfd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = (uint16_t)reactor_bufring_gid(c->ms_ring);
+	conn_sqe_file(sqe, c->rfix);
+	reactor_sqe_set_op(sqe, &c->ms_op);
+	c->ms_busy = true;
+}
+
+/* Moves buffered bytes into the protocol's target; returns the count. */
+static size_t conn_ms_copy(struct netsrv_conn *c)
+{
+	size_t n = 0, ioff = 0;
+	int i = 0;
+
+	while (c->ms_qlen > 0 && i < c->rx_iovcnt) {
+		__typeof__(c->ms_q[0]) *e = &c->ms_q[c->ms_qhead];
+		size_t take = MIN((size_t)(e->len - e->off), c->rx_iov[i].iov_len - ioff);
+
+		memcpy((char *)c->rx_iov[i].iov_base + ioff,
+		       (const char *)reactor_bufring_data(c->ms_ring, e->bid) + e->off, take);
+		e->off += (uint32_t)take;
+		ioff += take;
+		n += take;
+		if (ioff == c->rx_iov[i].iov_len) {
+			i++;
+			ioff = 0;
+		}
+		if (e->off == e->len) {
+			reactor_bufring_recycle(c->ms_ring, e->bid);
+			c->ms_qhead = (c->ms_qhead + 1) % NETSRV_MS_BUFS;
+			c->ms_qlen--;
+		}
+	}
+	return n;
+}
+
+/*
+ * Serves the protocol's waiting receive from what the multishot receive
+ * brought: bytes first, then the end of the stream. With nothing
+ * buffered it makes sure bytes will come: the multishot op armed, or, for
+ * a large payload (rx_direct), the op stopped and then a one-shot receive
+ * straight into the target. @now: called from a completion, so the
+ * protocol's callback may run at once; else it runs on the next pass.
+ */
+static void conn_ms_serve(struct netsrv_conn *c, bool now)
+{
+	ssize_t res;
+
+	if (!c->rx_want)
+		return;
+	if (c->ms_qlen > 0) {
+		res = (ssize_t)conn_ms_copy(c);
+	} else if (c->ms_ended) {
+		res = c->ms_res;
+	} else {
+		if (c->rx_direct || c->ms_off) {
+			if (!c->ms_busy) {
+				c->rx_want = false;
+				conn_rx_direct(c);
+			} else {
+				conn_ms_stop(c);
+			}
+		} else if (!c->ms_busy) {
+			conn_ms_arm(c);
+		}
+		return;
+	}
+	c->rx_want = false;
+	if (!now) {
+		conn_rx_deliver_later(c, res);
+		return;
+	}
+	c->rx_cb(c, res);
+}
+
+static void conn_ms_cqe(struct reactor_op *op, int res)
+{
+	struct netsrv_conn *c = container_of(op, struct netsrv_conn, ms_op);
+	uint32_t flags = reactor_cqe_flags(c->r);
+
+	if (!(flags & IORING_CQE_F_MORE)) {
+		c->ms_busy = false;
+		c->ms_cancelling = false;
+	}
+	if (res > 0) {
+		unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+		void *data = reactor_bufring_data(c->ms_ring, bid);
+
+		assert(flags & IORING_CQE_F_BUFFER);
+		c->ms_worked = true;
+		reactor_mark_defined(data, (size_t)res);
+		if (c->idle_on)
+			c->last_active_ns = reactor_now_ns();
+		if (c->ssl) {
+			/* TLS began (conn_rx_raw): ciphertext for the read BIO. */
+			if (BIO_write(SSL_get_rbio(c->ssl), data, res) != res && !c->closing)
+				netsrv_conn_close(c, false, "out of memory buffering TLS input");
+			reactor_bufring_recycle(c->ms_ring, bid);
+		} else {
+			unsigned tail = (c->ms_qhead + c->ms_qlen) % NETSRV_MS_BUFS;
+
+			assert(c->ms_qlen < NETSRV_MS_BUFS);
+			c->ms_q[tail].bid = (uint16_t)bid;
+			c->ms_q[tail].off = 0;
+			c->ms_q[tail].len = (uint32_t)res;
+			c->ms_qlen++;
+		}
+	} else if (res == -EINVAL && !c->ms_worked) {
+		/* The kernel has no multishot receive (before 6.0). */
+		atomic_store_explicit(&conn_ms_unsupported, true, memory_order_relaxed);
+		c->ms_off = true;
+	} else if (res != -ENOBUFS && !(res == -ECANCELED && !c->closing)) {
+		/* The end of the stream or an error, after what is buffered.
+		 * (-ENOBUFS: every buffer waits for the protocol; re-armed
+		 * when it asks. -ECANCELED: conn_ms_stop.) */
+		c->ms_ended = true;
+		c->ms_res = res;
+	}
+	if (c->closing) {
+		netsrv_conn_maybe_free(c);
+		return;
+	}
+	if (c->ssl) {
+		if (!c->ms_busy && c->tls_parked) {
+			c->tls_parked = false;
+			if (c->tls)
+				conn_tls_rx_try(c);
+			else
+				conn_tls_hs_step(c);
+		}
+		return;
+	}
+	conn_ms_serve(c, true);
+}
+
+/* Starts the receive of the protocol's target (rx_iov). */
+static void conn_rx_start(struct netsrv_conn *c, size_t len)
+{
+	if (!conn_ms_use(c)) {
+		conn_rx_direct(c);
+		return;
+	}
+	c->rx_want = true;
+	c->rx_direct = (c->rx_all || c->rx_iov != &c->rx_one) && len >= NETSRV_MS_DIRECT_BYTES;
+	conn_ms_serve(c, false);
+}
+
 void netsrv_rx(struct netsrv_conn *c, void *buf, size_t len, bool all, netsrv_rx_cb cb)
 {
-	assert(!c->rx_busy && !c->rx_task_busy && !c->closing && len > 0);
+	assert(!netsrv_rx_busy(c) && !c->closing && len > 0);
 	c->rx_cb = cb;
 	c->rx_buf = buf;
 	c->rx_len = len;
@@ -521,24 +767,26 @@ void netsrv_rx(struct netsrv_conn *c, void *buf, size_t len, bool all, netsrv_rx
 		conn_tls_rx_try(c);
 		return;
 	}
-	conn_rx_raw(c, buf, len, all, conn_rx_plain_cqe);
+	c->rx_one.iov_base = buf;
+	c->rx_one.iov_len = len;
+	c->rx_iov = &c->rx_one;
+	c->rx_iovcnt = 1;
+	c->rx_all = all;
+	conn_rx_start(c, len);
 }
 
 void netsrv_rxv(struct netsrv_conn *c, struct iovec *iov, int iovcnt, netsrv_rx_cb cb)
 {
-	struct io_uring_sqe *sqe;
+	size_t len = 0;
 
-	assert(!c->rx_busy && !c->rx_task_busy && !c->closing && !c->ssl && c->is_sock &&
-	       iovcnt > 0);
+	assert(!netsrv_rx_busy(c) && !c->closing && !c->ssl && c->is_sock && iovcnt > 0);
+	for (int i = 0; i < iovcnt; i++)
+		len += iov[i].iov_len;
 	c->rx_cb = cb;
-	memset(&c->rx_msg, 0, sizeof(c->rx_msg));
-	c->rx_msg.msg_iov = iov;
-	c->rx_msg.msg_iovlen = (size_t)iovcnt;
-	sqe = reactor_get_sqe(c->r);
-	io_uring_prep_recvmsg(sqe, c->rfd, &c->rx_msg, MSG_WAITALL);
-	c->rx_op.cb = conn_rx_plain_cqe;
-	reactor_sqe_set_op(sqe, &c->rx_op);
-	c->rx_busy = true;
+	c->rx_iov = iov;
+	c->rx_iovcnt = iovcnt;
+	c->rx_all = true;
+	conn_rx_start(c, len);
 }
 
 /* ---- send -------------------------------------------------------------------- */
@@ -666,6 +914,7 @@ static bool conn_tx_plain(struct netsrv_conn *c)
 	} else {
 		io_uring_prep_writev(sqe, c->wfd, c->txiov, n, (uint64_t)-1);
 	}
+	conn_sqe_file(sqe, c->wfix);
 	reactor_sqe_set_op(sqe, &c->tx_op);
 	return true;
 }
@@ -768,6 +1017,7 @@ static bool conn_tx_tls(struct netsrv_conn *c)
 	else
 		io_uring_prep_write(sqe, c->wfd, c->tls_out + c->tls_out_off,
 				    (unsigned)(c->tls_out_len - c->tls_out_off), (uint64_t)-1);
+	conn_sqe_file(sqe, c->wfix);
 	reactor_sqe_set_op(sqe, &c->tx_op);
 	return true;
 }
@@ -873,6 +1123,26 @@ void netsrv_tls_begin(struct netsrv_conn *c, void (*ready)(struct netsrv_conn *c
 	}
 	SSL_set_app_data(c->ssl, c->name);
 	c->tls_ready = ready;
+	if (c->ms_ring) {
+		/* Bytes the multishot receive already brought are the first
+		 * ciphertext; the op stops, TLS receives one-shot. */
+		c->ms_off = true;
+		conn_ms_stop(c);
+		while (c->ms_qlen > 0) {
+			__typeof__(c->ms_q[0]) *e = &c->ms_q[c->ms_qhead];
+			int n = (int)(e->len - e->off);
+
+			if (BIO_write(SSL_get_rbio(c->ssl),
+				      (const char *)reactor_bufring_data(c->ms_ring, e->bid) + e->off,
+				      n) != n) {
+				netsrv_conn_close(c, false, "out of memory buffering TLS input");
+				return;
+			}
+			reactor_bufring_recycle(c->ms_ring, e->bid);
+			c->ms_qhead = (c->ms_qhead + 1) % NETSRV_MS_BUFS;
+			c->ms_qlen--;
+		}
+	}
 	conn_tls_hs_step(c);
 }
 

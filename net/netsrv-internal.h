@@ -25,6 +25,13 @@
 
 /* iovecs gathered into one sendmsg. */
 #define NETSRV_TX_IOV 256u
+/* Multishot receive (conn.c): the engine's buffers per connection, their
+ * size, and the size from which a payload receive (netsrv_rx with @all,
+ * netsrv_rxv) stops the multishot receive and goes straight into the
+ * protocol's buffers instead of being copied out of the engine's. */
+#define NETSRV_MS_BUFS 16u
+#define NETSRV_MS_BUF_BYTES (16u << 10)
+#define NETSRV_MS_DIRECT_BYTES (32u << 10)
 /* Send buffer asked for on accepted Unix sockets. */
 #define NETSRV_UNIX_SNDBUF (4 << 20)
 /* TLS: ciphertext receive buffer, ciphertext send buffer, plaintext
@@ -111,6 +118,7 @@ struct netsrv_conn {
 	uint64_t id;
 	char name[112];             /* "nbd #12 127.0.0.1:50234", for logs */
 	int rfd, wfd;
+	int rfix, wfix;             /* their fixed-file indexes; -1 = use the fd */
 	bool is_sock;
 	bool stdio;
 	struct sockaddr_storage peer;
@@ -130,9 +138,34 @@ struct netsrv_conn {
 	void *rx_buf;
 	size_t rx_len;
 	struct msghdr rx_msg;       /* netsrv_rxv: msg_iov set while it runs */
-	struct reactor_task rx_task;  /* delivers a TLS result that was ready at once */
+	struct reactor_task rx_task;  /* delivers a result that was ready at once */
 	bool rx_task_busy;
 	ssize_t rx_task_res;
+	struct iovec rx_one;        /* netsrv_rx's buffer as an iovec */
+
+	/* Multishot receive (plain sockets): the kernel receives into the
+	 * engine's buffers (ms_ring) while the op stays armed; filled
+	 * buffers wait in ms_q, oldest first, and are copied into the
+	 * protocol's buffer when it asks (rx_want). */
+	struct reactor_bufring *ms_ring;
+	struct reactor_op ms_op;
+	bool ms_busy;               /* the multishot op is in flight */
+	bool ms_cancelling;         /* and a cancel of it is */
+	bool ms_off;                /* not on this connection: one-shot receives */
+	bool ms_worked;             /* it has received bytes (so -EINVAL is no probe) */
+	bool ms_ended;              /* the stream ended (ms_res) after ms_q */
+	int ms_res;
+	struct {
+		uint16_t bid;
+		uint32_t off, len;
+	} ms_q[NETSRV_MS_BUFS];
+	unsigned ms_qhead, ms_qlen;
+	bool rx_want;               /* the protocol waits for bytes via ms_q */
+	bool rx_direct;             /* ... and wants them straight in its buffer */
+	bool rx_all;                /* netsrv_rx's @all */
+	bool tls_parked;            /* a TLS receive waits for the multishot op's end */
+	const struct iovec *rx_iov; /* its target (rx_one or netsrv_rxv's) */
+	int rx_iovcnt;
 
 	/* Send side: at most one send in flight. */
 	struct reactor_op tx_op;

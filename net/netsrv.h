@@ -35,15 +35,12 @@
  *   replies finished in one pass share a syscall; netsrv_rx_later has
  *   that deferred flush also arm the protocol's next receive, so the send
  *   and the receive reach the kernel in one io_uring_enter.
- * - Where the next socket-path optimisations go (all inside net/conn.c,
- *   behind netsrv_rx, with no protocol change): a multishot receive into
- *   a provided-buffer ring replaces the one-shot recv in conn_rx_raw (the
- *   engine then owns receive buffers and copies into the protocol's
- *   buffer, or a later API hands a filled buffer to the rx callback);
- *   a registered ring fd is the reactor's; fixed files replace c->rfd and
- *   c->wfd in the sqe preparations of conn_rx_raw, netsrv_rxv,
- *   conn_tx_plain, conn_tx_tls and conn_cancel, registered when the
- *   connection starts on its worker (netsrv_conn_start).
+ * - The socket path (net/conn.c, behind netsrv_rx, no protocol change):
+ *   plain sockets receive with a multishot recv into a per-connection
+ *   ring of engine buffers, copied into the protocol's buffer when it
+ *   asks (payloads of 32 KiB or more still land straight in their final
+ *   buffers); sockets are fixed files of the worker's ring, whose fd is
+ *   registered. Each falls back when the kernel lacks it (docs/net.md).
  * - Back-pressure is the protocol's: it simply does not arm the next
  *   receive while it has too much in flight, and arms it again from the
  *   completion that freed room.

@@ -67,6 +67,11 @@ struct scsi_op {
 	const char *name;               /* "READ(10)", for logs */
 };
 
+/* The first CDB byte (>= 1) with a bit set that @op's usage data does not
+ * have, its highest such bit in *@bit; -1 when none: the check SPC-4 asks
+ * of reserved fields. */
+int scsi_op_bad_field(const struct scsi_op *op, const uint8_t *cdb, int *bit);
+
 /* Each table ends with an entry whose run is NULL. */
 extern const struct scsi_op scsi_spc_ops[];    /* spc.c: primary commands, every type */
 extern const struct scsi_op scsi_sbc_ops[];    /* sbc.c: direct-access disks */
@@ -121,7 +126,6 @@ struct disk *scsi_cmd_disk(const struct scsi_cmd *cmd);
 struct disk_io *scsi_cmd_io(struct scsi_cmd *cmd, void (*done)(struct disk_io *io));
 
 /* What handlers read of a LU. */
-enum scsi_lu_type scsi_lu_type(const struct scsi_lu *lu);
 const struct scsi_lu_opts *scsi_lu_opts(const struct scsi_lu *lu);   /* strings padded, never NULL */
 unsigned scsi_lu_lun(const struct scsi_lu *lu);
 struct scsi_target *scsi_lu_target(const struct scsi_lu *lu);

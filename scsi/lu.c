@@ -5,9 +5,12 @@
  *
  * Notes on the design
  * -------------------
- * - A target holds a fixed table of SCSI_MAX_LUNS LU pointers, filled
- *   before the first nexus and read without a lock afterwards, and the
- *   list of its nexuses under target->lock.
+ * - A target holds a fixed table of SCSI_MAX_LUNS LU pointers and the
+ *   list of its nexuses under target->lock. An LU is added once and never
+ *   removed: a slot is published with a release store under the lock and
+ *   read with an acquire load and no lock, so an LU added while nexuses
+ *   run (hot-add, which a transport announces to its initiator through
+ *   the event listener) appears whole or not at all.
  * - Per (LU, nexus) state — the unit-attention queue and the PREVENT bit —
  *   lives in the nexus (one struct itl per LUN, so no allocation when a
  *   UA is queued) and is protected by that LU's lock. The LU's shared
@@ -38,9 +41,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 
 #include "common/compiler.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/reactor.h"
 #include "scsi/internal.h"
@@ -69,10 +72,12 @@ struct scsi_nexus {
 
 struct scsi_target {
 	char *name;
-	struct scsi_lu *luns[SCSI_MAX_LUNS]; /* set before the first nexus */
-	pthread_mutex_t lock;               /* protects the nexus list */
+	struct scsi_lu *luns[SCSI_MAX_LUNS]; /* see the notes */
+	pthread_mutex_t lock;               /* protects the nexus list, the listener */
 	struct scsi_nexus *nexuses;
 	bool had_nexus;
+	scsi_event_fn *event_fn;            /* the transport's listener, or NULL */
+	void *event_opaque;
 };
 
 struct scsi_lu {
@@ -125,40 +130,31 @@ static const struct scsi_op *const absent_tables[] = { scsi_spc_ops, NULL };
 
 /* ---- small helpers ------------------------------------------------------------- */
 
-/* The first 16 bytes of SHA-256 over @a then @b. */
-static void hash16(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[16])
-{
-	uint8_t md[EVP_MAX_MD_SIZE];
-	unsigned mdlen = 0;
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
-
-	if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL) || !EVP_DigestUpdate(c, a, alen) ||
-	    !EVP_DigestUpdate(c, b, blen) || !EVP_DigestFinal_ex(c, md, &mdlen) || mdlen < 16) {
-		/* Only an allocation failure gets here: fall back on a plain
-		 * FNV-1a so the identity stays stable and distinct. */
-		uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
-
-		for (size_t i = 0; i < alen + blen; i++) {
-			uint8_t ch = i < alen ? ((const uint8_t *)a)[i] : ((const uint8_t *)b)[i - alen];
-
-			h1 = (h1 ^ ch) * 0x100000001b3ull;
-			h2 = (h2 ^ ch) * 0x100000001b3ull + 1;
-		}
-		memcpy(md, &h1, 8);
-		memcpy(md + 8, &h2, 8);
-	}
-	EVP_MD_CTX_free(c);
-	memcpy(out, md, 16);
-}
-
 int scsi_port_disk_initiator(enum scsi_protocol proto, const char *port, struct disk_initiator *out)
 {
 	uint8_t p = (uint8_t)proto;
 
 	memset(out, 0, sizeof(*out));
-	hash16(&p, 1, port, strnlen(port, 255), out->host_id);
+	ds_hash16(&p, 1, port, strnlen(port, 255), out->host_id);
 	out->host_id_len = 16;
 	return 0;
+}
+
+int scsi_op_bad_field(const struct scsi_op *op, const uint8_t *cdb, int *bit)
+{
+	for (unsigned i = 1; i < op->cdb_len; i++) {
+		uint8_t allowed = op->usage[i];
+		uint8_t bad;
+
+		if (i == 1 && op->has_sa)
+			allowed |= 0x1f;
+		bad = cdb[i] & (uint8_t)~allowed;
+		if (bad) {
+			*bit = 31 - __builtin_clz(bad);
+			return (int)i;
+		}
+	}
+	return -1;
 }
 
 /* Copies @s (NULL: @def) into @buf of @n bytes + NUL, space padded. */
@@ -215,6 +211,20 @@ static bool itl_take_ua(struct itl *it, uint8_t *asc, uint8_t *ascq)
 
 /* ---- logical units ------------------------------------------------------------- */
 
+/* Tells the target's listener (t->lock held). */
+static void target_event_locked(struct scsi_target *t, unsigned lun, enum scsi_event ev)
+{
+	if (t->event_fn)
+		t->event_fn(t->event_opaque, lun, ev);
+}
+
+static void target_event(struct scsi_target *t, unsigned lun, enum scsi_event ev)
+{
+	pthread_mutex_lock(&t->lock);
+	target_event_locked(t, lun, ev);
+	pthread_mutex_unlock(&t->lock);
+}
+
 static void lu_resize_cb(struct disk_resize_watch *w, uint64_t new_count)
 {
 	struct scsi_lu *lu = w->opaque;
@@ -223,6 +233,8 @@ static void lu_resize_cb(struct disk_resize_watch *w, uint64_t new_count)
 	/* SBC-3 §4.10 (and SPC-4 table for ASC 2Ah/09h): every nexus learns
 	 * of the new capacity on its next command. */
 	scsi_lu_ua_all(lu, NULL, 0x2A, 0x09);
+	if (lu->t)
+		target_event(lu->t, lu->lun, SCSI_EVENT_CAPACITY_CHANGED);
 }
 
 static const char *lu_default_product(enum scsi_lu_type type)
@@ -337,13 +349,18 @@ void scsi_lu_free(struct scsi_lu *lu)
 
 int scsi_lu_change_media(struct scsi_lu *lu, struct disk *disk, bool force)
 {
+	int ret;
+
 	if (lu->type != SCSI_LU_DVD)
 		return -EINVAL;
 	if (!force && scsi_lu_removal_prevented(lu)) {
 		scsi_dvd_eject_request(lu->dvd);
 		return -EBUSY;
 	}
-	return scsi_dvd_change_media(lu->dvd, disk);
+	ret = scsi_dvd_change_media(lu->dvd, disk);
+	if (ret == 0 && lu->t)
+		target_event(lu->t, lu->lun, SCSI_EVENT_MEDIA_CHANGED);
+	return ret;
 }
 
 enum scsi_lu_type scsi_lu_type(const struct scsi_lu *lu) { return lu->type; }
@@ -418,34 +435,70 @@ int scsi_target_add_lu(struct scsi_target *t, unsigned lun, struct scsi_lu *lu)
 {
 	char tag[16];
 
-	assert(!t->had_nexus);
 	if (lun >= SCSI_MAX_LUNS) {
 		scsi_lu_free(lu);
 		return -EINVAL;
 	}
-	if (t->luns[lun]) {
+	if (scsi_target_lu(t, lun)) {
 		scsi_lu_free(lu);
 		return -EEXIST;
 	}
-	lu->t = t;
 	lu->lun = lun;
 	/* Without a disk id the LU's identity comes from where it is: the
 	 * same target name and LUN give the same designators every run. */
 	if (!lu->has_uid) {
 		snprintf(tag, sizeof(tag), "/lun/%u", lun);
-		hash16(t->name, strlen(t->name), tag, strlen(tag), lu->uid);
+		ds_hash16(t->name, strlen(t->name), tag, strlen(tag), lu->uid);
 		lu->has_uid = true;
 	}
 	if (!lu->serial[0])
 		for (unsigned i = 0; i < 16; i++)
 			snprintf(lu->serial + 2 * i, 3, "%02x", lu->uid[i]);
-	t->luns[lun] = lu;
+	pthread_mutex_lock(&t->lock);
+	if (t->luns[lun]) {
+		pthread_mutex_unlock(&t->lock);
+		scsi_lu_free(lu);
+		return -EEXIST;
+	}
+	/* The resize watch may fire from now on: it reads lu->t. */
+	pthread_mutex_lock(&lu->lock);
+	lu->t = t;
+	pthread_mutex_unlock(&lu->lock);
+	if (t->had_nexus) {
+		/* Hot-add. The new LU starts as after power on for every
+		 * nexus; the others report the new inventory (SPC-4 §6.33:
+		 * REPORTED LUNS DATA HAS CHANGED, 3Fh/0Eh). */
+		for (struct scsi_nexus *n = t->nexuses; n; n = n->next) {
+			itl_queue_ua(&n->itl[lun], 0x29, 0x00);
+			for (unsigned i = 0; i < SCSI_MAX_LUNS; i++) {
+				struct scsi_lu *o = t->luns[i];
+
+				if (!o)
+					continue;
+				pthread_mutex_lock(&o->lock);
+				itl_queue_ua(&n->itl[i], 0x3F, 0x0E);
+				pthread_mutex_unlock(&o->lock);
+			}
+		}
+	}
+	__atomic_store_n(&t->luns[lun], lu, __ATOMIC_RELEASE);
+	if (t->had_nexus)
+		target_event_locked(t, lun, SCSI_EVENT_LUN_ADDED);
+	pthread_mutex_unlock(&t->lock);
 	return 0;
 }
 
 struct scsi_lu *scsi_target_lu(const struct scsi_target *t, unsigned lun)
 {
-	return lun < SCSI_MAX_LUNS ? t->luns[lun] : NULL;
+	return lun < SCSI_MAX_LUNS ? __atomic_load_n(&t->luns[lun], __ATOMIC_ACQUIRE) : NULL;
+}
+
+void scsi_target_set_event_fn(struct scsi_target *t, scsi_event_fn *fn, void *opaque)
+{
+	pthread_mutex_lock(&t->lock);
+	t->event_fn = fn;
+	t->event_opaque = opaque;
+	pthread_mutex_unlock(&t->lock);
 }
 
 const char *scsi_target_name(const struct scsi_target *t)
@@ -484,11 +537,11 @@ int scsi_nexus_new(struct scsi_target *t, const struct scsi_initiator_id *id,
 	 * for itself. */
 	scsi_port_disk_initiator(n->id.protocol, n->id.port[0] ? n->id.port : n->id.name,
 				 &n->dinit);
+	pthread_mutex_lock(&t->lock);
 	/* SAM-5 §5.14: a new nexus first hears of the "reset" it saw. */
 	for (unsigned i = 0; i < SCSI_MAX_LUNS; i++)
 		if (t->luns[i])
 			itl_queue_ua(&n->itl[i], 0x29, 0x00);
-	pthread_mutex_lock(&t->lock);
 	t->had_nexus = true;
 	n->next = t->nexuses;
 	if (t->nexuses)
@@ -497,6 +550,31 @@ int scsi_nexus_new(struct scsi_target *t, const struct scsi_initiator_id *id,
 	pthread_mutex_unlock(&t->lock);
 	*out = n;
 	return 0;
+}
+
+/* I_T nexus loss (SAM-5 §6.3.4, SPC-2 §5.5.1): the nexus's SPC-2
+ * reservation and its PREVENT go; persistent reservations stay. With
+ * @ua_ascq the nexus stays and gets 29h/@ua_ascq on every LU. t->lock held. */
+static void nexus_loss_locked(struct scsi_nexus *n, int ua_ascq)
+{
+	struct scsi_target *t = n->t;
+
+	for (unsigned i = 0; i < SCSI_MAX_LUNS; i++) {
+		struct scsi_lu *lu = t->luns[i];
+
+		if (!lu)
+			continue;
+		pthread_mutex_lock(&lu->lock);
+		if (lu->spc2_holder == n)
+			lu->spc2_holder = NULL;
+		if (n->itl[i].prevent) {
+			n->itl[i].prevent = false;
+			lu->prevent_count--;
+		}
+		if (ua_ascq >= 0)
+			itl_queue_ua(&n->itl[i], 0x29, (uint8_t)ua_ascq);
+		pthread_mutex_unlock(&lu->lock);
+	}
 }
 
 void scsi_nexus_free(struct scsi_nexus *n)
@@ -514,24 +592,17 @@ void scsi_nexus_free(struct scsi_nexus *n)
 		t->nexuses = n->next;
 	if (n->next)
 		n->next->prev = n->prev;
-	/* I_T nexus loss (SAM-5 §6.3.4, SPC-2 §5.5.1): the nexus's SPC-2
-	 * reservation and its PREVENT go; persistent reservations stay. */
-	for (unsigned i = 0; i < SCSI_MAX_LUNS; i++) {
-		struct scsi_lu *lu = t->luns[i];
-
-		if (!lu)
-			continue;
-		pthread_mutex_lock(&lu->lock);
-		if (lu->spc2_holder == n)
-			lu->spc2_holder = NULL;
-		if (n->itl[i].prevent) {
-			n->itl[i].prevent = false;
-			lu->prevent_count--;
-		}
-		pthread_mutex_unlock(&lu->lock);
-	}
+	nexus_loss_locked(n, -1);
 	pthread_mutex_unlock(&t->lock);
 	free(n);
+}
+
+void scsi_nexus_reset(struct scsi_nexus *n)
+{
+	pthread_mutex_lock(&n->t->lock);
+	/* SAM-5 §7.7: I_T NEXUS LOSS OCCURRED (29h/07h). */
+	nexus_loss_locked(n, 0x07);
+	pthread_mutex_unlock(&n->t->lock);
 }
 
 const struct scsi_initiator_id *scsi_nexus_id(const struct scsi_nexus *n)
@@ -805,7 +876,7 @@ void scsi_cmd_submit(struct scsi_cmd *cmd)
 
 	lun = scsi_lun_decode(cmd->lun);
 	if (lun >= 0 && lun < SCSI_MAX_LUNS)
-		lu = t->luns[lun];
+		lu = scsi_target_lu(t, (unsigned)lun);
 	s->lu = lu;
 
 	if (!lu) {
@@ -877,6 +948,16 @@ void scsi_cmd_submit(struct scsi_cmd *cmd)
 			goto finish;
 		}
 		if ((op->flags & SCSI_OP_WRITES) && scsi_lu_read_only(lu)) {
+			int bit, byte = scsi_op_bad_field(op, cmd->cdb, &bit);
+
+			/* A CDB with a field the command does not have (a
+			 * WRPROTECT the LU cannot honour) is an invalid CDB
+			 * before it is a write to a protected medium (libiscsi's
+			 * *.WriteProtect tests). */
+			if (byte >= 0) {
+				scsi_cmd_invalid_field(cmd, true, (uint16_t)byte, bit);
+				goto finish;
+			}
 			scsi_cmd_sense(cmd, SCSI_SK_DATA_PROTECT, 0x27, 0x00);
 			goto finish;
 		}

@@ -313,19 +313,13 @@ static const struct scsi_op *sbc_op_of(const struct scsi_cmd *cmd)
 static bool sbc_cdb_ok(struct scsi_cmd *cmd)
 {
 	const struct scsi_op *op = sbc_op_of(cmd);
+	int bit, i;
 
 	assert(op);
-	for (unsigned i = 1; i < op->cdb_len; i++) {
-		uint8_t allowed = op->usage[i];
-		uint8_t bad;
-
-		if (i == 1 && op->has_sa)
-			allowed |= 0x1f;
-		bad = cmd->cdb[i] & (uint8_t)~allowed;
-		if (bad) {
-			sbc_fail_field(cmd, (uint16_t)i, 31 - __builtin_clz(bad));
-			return false;
-		}
+	i = scsi_op_bad_field(op, cmd->cdb, &bit);
+	if (i >= 0) {
+		sbc_fail_field(cmd, (uint16_t)i, bit);
+		return false;
 	}
 	return true;
 }
@@ -1294,6 +1288,27 @@ static void sbc_prefetch(struct scsi_cmd *cmd)
 	sbc_submit(c, DISK_OP_CACHE, 0, lba, MIN(n, max), NULL, 0, sbc_prefetch_done);
 }
 
+/* ---- READ DEFECT DATA ------------------------------------------------------------ */
+
+/* READ DEFECT DATA(10) (37h) and (12) (B7h), SBC-3: a virtual medium has
+ * no defects, so every list asked for is valid and empty, in the format
+ * asked for (an empty list reads the same in each). */
+static void sbc_read_defect_data(struct scsi_cmd *cmd)
+{
+	bool twelve = cmd->cdb[0] == 0xb7;
+	uint8_t req = cmd->cdb[twelve ? 1 : 2] & 0x1f, data[8] = { 0 };
+	uint32_t alloc = twelve ? ds_get_be32(cmd->cdb + 6) : ds_get_be16(cmd->cdb + 7);
+
+	if (!sbc_cdb_ok(cmd))
+		return;
+	/* PLISTV and GLISTV say which lists follow (both empty): the
+	 * request bits in the same places, and the format. DEFECT LIST
+	 * LENGTH (and the (12) header's GENERATION CODE) stay zero. */
+	data[1] = req;
+	scsi_cmd_data_in(cmd, data, twelve ? 8 : 4, alloc);
+	scsi_cmd_finish(cmd);
+}
+
 /* ---- READ CAPACITY, GET LBA STATUS ---------------------------------------------- */
 
 /* READ CAPACITY(10): SBC-3 */
@@ -1486,6 +1501,10 @@ const struct scsi_op scsi_sbc_ops[] = {
 	  "PRE-FETCH(16)" },
 	{ 0x25, false, 0, 10, { 0x25, 0x00, L4, 0x00, 0x00, 0x01, 0x00 }, 0,
 	  sbc_read_capacity10, "READ CAPACITY(10)" },
+	{ 0x37, false, 0, 10, { 0x37, 0x00, 0x1f, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00 }, 0,
+	  sbc_read_defect_data, "READ DEFECT DATA(10)" },
+	{ 0xb7, false, 0, 12, { 0xb7, 0x1f, L4, L4, 0x00, 0x00 }, 0, sbc_read_defect_data,
+	  "READ DEFECT DATA(12)" },
 	{ 0x9e, true, 0x10, 16, { 0x9e, 0x10, L8, L4, 0x01, 0x00 }, 0, sbc_read_capacity16,
 	  "READ CAPACITY(16)" },
 	{ 0x9e, true, 0x12, 16, { 0x9e, 0x12, L8, L4, 0x00, 0x00 }, SBC_IO, sbc_get_lba_status,

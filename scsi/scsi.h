@@ -109,6 +109,8 @@ struct scsi_lu_opts {
  */
 int scsi_lu_new(struct disk *disk, const struct scsi_lu_opts *o, struct scsi_lu **out,
 		char *err, size_t errlen);
+/* What @lu is (the transport's asynchronous-notification classes differ). */
+enum scsi_lu_type scsi_lu_type(const struct scsi_lu *lu);
 /* Frees @lu once no command runs on it (after scsi_target_free, or for an
  * LU never added to a target). NULL allowed. */
 void scsi_lu_free(struct scsi_lu *lu);
@@ -123,13 +125,31 @@ int scsi_lu_change_media(struct scsi_lu *lu, struct disk *disk, bool force);
 /* A target (SAM-5 §4.6) named @name (an iSCSI name, borrowed). */
 int scsi_target_new(const char *name, struct scsi_target **out);
 /* Adds @lu as @lun (< SCSI_MAX_LUNS); the target owns it from then on
- * (also on failure). -EEXIST when the LUN is taken. Before any nexus. */
+ * (also on failure). -EEXIST when the LUN is taken. Also while nexuses
+ * run (hot-add): each gets 29h/00h on the new LU, REPORTED LUNS DATA HAS
+ * CHANGED (3Fh/0Eh) on the others, and the listener SCSI_EVENT_LUN_ADDED.
+ * Any thread. */
 int scsi_target_add_lu(struct scsi_target *t, unsigned lun, struct scsi_lu *lu);
 /* The LU at @lun, or NULL. */
 struct scsi_lu *scsi_target_lu(const struct scsi_target *t, unsigned lun);
 const char *scsi_target_name(const struct scsi_target *t);
 /* Frees the target and its LUs once every nexus is gone. NULL allowed. */
 void scsi_target_free(struct scsi_target *t);
+
+/* What a transport may pass on to its initiator unasked (virtio-scsi's
+ * event queue); the nexuses get the unit attentions anyway. */
+enum scsi_event {
+	SCSI_EVENT_LUN_ADDED = 0,       /* scsi_target_add_lu after the first nexus */
+	SCSI_EVENT_CAPACITY_CHANGED,    /* a disk LU's disk was resized (2Ah/09h) */
+	SCSI_EVENT_MEDIA_CHANGED,       /* scsi_lu_change_media changed a DVD's medium */
+};
+/* A listener: runs on whichever thread caused the event, with the
+ * target's lock (and maybe a disk's watcher lock) held, so it must not
+ * call into the core; it queues work for its own threads. */
+typedef void scsi_event_fn(void *opaque, unsigned lun, enum scsi_event ev);
+/* Sets the target's one listener (NULL: none). Once it returns, the
+ * previous listener is not running and will not run. */
+void scsi_target_set_event_fn(struct scsi_target *t, scsi_event_fn *fn, void *opaque);
 
 /* ---- I_T nexuses ---------------------------------------------------------- */
 
@@ -201,6 +221,11 @@ void scsi_cmd_submit(struct scsi_cmd *cmd);
 int scsi_lu_reset(struct scsi_nexus *n, uint64_t lun);
 /* TARGET WARM RESET from @n: scsi_lu_reset on every LU, with 29h/02h. */
 void scsi_target_reset(struct scsi_nexus *n);
+/* I_T NEXUS RESET of @n (SAM-5 §7.7), after the transport has ended its
+ * commands: the nexus loss of scsi_nexus_free (its SPC-2 reservation and
+ * PREVENT go) while the nexus stays, with the unit attention I_T NEXUS
+ * LOSS OCCURRED (29h/07h) on every LU. */
+void scsi_nexus_reset(struct scsi_nexus *n);
 
 /* ---- helpers for transports and tests --------------------------------------- */
 
@@ -209,6 +234,12 @@ void scsi_target_reset(struct scsi_nexus *n);
 int scsi_lun_decode(uint64_t wire);
 /* Encodes LUN @lun (< 16384) the way REPORT LUNS lists it. */
 uint64_t scsi_lun_encode(unsigned lun);
+/* Whether @cdb (at least its first 10 bytes) moves data from the
+ * initiator (WRITE, MODE SELECT, PERSISTENT RESERVE OUT, ...; SPC-4
+ * Annex D's operation codes): a transport that sees the direction of the
+ * buffers (virtio-scsi) refuses a command whose buffers go the other way
+ * before it runs. */
+bool scsi_cdb_data_out(const uint8_t *cdb);
 /* The sense key, ASC and ASCQ of fixed-format @sense (0 when absent). */
 void scsi_sense_parse(const uint8_t *sense, size_t len, uint8_t *key, uint8_t *asc, uint8_t *ascq);
 /* "CHECK CONDITION ILLEGAL REQUEST 24/00" style text for logs. */

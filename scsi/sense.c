@@ -279,6 +279,46 @@ uint64_t scsi_lun_encode(unsigned lun)
 	return ((uint64_t)(0x40 | ((lun >> 8) & 0x3f)) << 56) | ((uint64_t)(lun & 0xff) << 48);
 }
 
+bool scsi_cdb_data_out(const uint8_t *cdb)
+{
+	switch (cdb[0]) {
+	case 0x04:      /* FORMAT UNIT */
+	case 0x0A:      /* WRITE(6) */
+	case 0x15:      /* MODE SELECT(6) */
+	case 0x1D:      /* SEND DIAGNOSTIC */
+	case 0x2A:      /* WRITE(10) */
+	case 0x2E:      /* WRITE AND VERIFY(10) */
+	case 0x2F:      /* VERIFY(10): data-out with BYTCHK */
+	case 0x3B:      /* WRITE BUFFER */
+	case 0x3F:      /* WRITE LONG(10) */
+	case 0x41:      /* WRITE SAME(10) */
+	case 0x42:      /* UNMAP */
+	case 0x4C:      /* LOG SELECT */
+	case 0x55:      /* MODE SELECT(10) */
+	case 0x5F:      /* PERSISTENT RESERVE OUT */
+	case 0x83:      /* THIRD-PARTY COPY OUT */
+	case 0x89:      /* COMPARE AND WRITE */
+	case 0x8A:      /* WRITE(16) */
+	case 0x8B:      /* ORWRITE(16) */
+	case 0x8E:      /* WRITE AND VERIFY(16) */
+	case 0x8F:      /* VERIFY(16) */
+	case 0x93:      /* WRITE SAME(16) */
+	case 0x9F:      /* SERVICE ACTION OUT(16): WRITE LONG(16) */
+	case 0xA4:      /* MAINTENANCE OUT */
+	case 0xAA:      /* WRITE(12) */
+	case 0xAE:      /* WRITE AND VERIFY(12) */
+	case 0xAF:      /* VERIFY(12) */
+	case 0xB5:      /* SECURITY PROTOCOL OUT */
+	case 0xB6:      /* SET STREAMING (MMC-6) */
+	case 0xBF:      /* SEND DVD STRUCTURE (MMC-6) */
+		return true;
+	case 0x7F:      /* variable length: everything but READ(32) writes */
+		return ds_get_be16(cdb + 8) != 0x0009;
+	default:
+		return false;
+	}
+}
+
 void scsi_sense_parse(const uint8_t *sense, size_t len, uint8_t *key, uint8_t *asc,
 		      uint8_t *ascq)
 {

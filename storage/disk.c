@@ -504,6 +504,21 @@ static void disk_defer(struct disk_io *io, int status)
 	reactor_defer(io->reactor, &io->task);
 }
 
+void disk_io_complete_later(struct disk_io *io, int status, int os_errno,
+			    bool from_other_thread)
+{
+	if (status == DISK_IO_ERROR)
+		io->os_errno = os_errno;
+	if (!from_other_thread) {
+		disk_defer(io, status);
+		return;
+	}
+	assert(status >= 0 && status < DISK_STATUS_COUNT);
+	io->status = status;
+	io->task.fn = disk_deferred_done;
+	reactor_post(io->reactor, &io->task);
+}
+
 /* ---- emulations ------------------------------------------------------------ */
 
 /*
@@ -932,18 +947,25 @@ int disk_forward(struct disk *lower, struct disk_io *io)
 	}
 }
 
+/* What disk_submit and disk_submit_child share: binds @io to @d and to the
+ * calling reactor, resets its results and dispatches it. Returns the
+ * dispatch status (DISK_PENDING: the op completes @io later). */
+static int disk_start(struct disk *d, struct disk_io *io)
+{
+	io->disk = d;
+	io->reactor = reactor_current();
+	assert(io->reactor && "disk_submit and disk_submit_child need a reactor thread");
+	assert(io->done);
+	io->status = DISK_OK;
+	io->os_errno = 0;
+	io->medium = DISK_MEDIUM_NONE;
+	return disk_dispatch(d, io);
+}
+
 int disk_submit_child(struct disk *d, struct disk_io *child)
 {
-	int st;
+	int st = disk_start(d, child);
 
-	child->disk = d;
-	child->reactor = reactor_current();
-	assert(child->reactor && "disk_submit_child must be called on a reactor thread");
-	assert(child->done);
-	child->status = DISK_OK;
-	child->os_errno = 0;
-	child->medium = DISK_MEDIUM_NONE;
-	st = disk_dispatch(d, child);
 	if (st != DISK_PENDING)
 		child->status = st;
 	return st;
@@ -951,16 +973,8 @@ int disk_submit_child(struct disk *d, struct disk_io *child)
 
 void disk_submit(struct disk *d, struct disk_io *io)
 {
-	int st;
+	int st = disk_start(d, io);
 
-	io->disk = d;
-	io->reactor = reactor_current();
-	assert(io->reactor && "disk_submit must be called on a reactor thread");
-	assert(io->done);
-	io->status = DISK_OK;
-	io->os_errno = 0;
-	io->medium = DISK_MEDIUM_NONE;
-	st = disk_dispatch(d, io);
 	if (st != DISK_PENDING)
 		disk_defer(io, st);
 }

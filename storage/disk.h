@@ -348,6 +348,13 @@ void disk_submit(struct disk *d, struct disk_io *io);
 void disk_io_complete(struct disk_io *io, int status);
 /* Same, with DISK_IO_ERROR and an errno. */
 void disk_io_complete_errno(struct disk_io *io, int os_errno);
+/* Completes @io with @status (and @os_errno when @status is DISK_IO_ERROR)
+ * on a later pass of its reactor's loop: for a backend that finishes a
+ * request on a thread of its own (@from_other_thread: the completion is
+ * posted to the reactor), or on the reactor but from a place that must not
+ * call io->done itself. */
+void disk_io_complete_later(struct disk_io *io, int status, int os_errno,
+			    bool from_other_thread);
 
 /*
  * Hands @io, which a decorator's op has just received, on to @lower (the

@@ -821,25 +821,38 @@ static void spec_node_shown(const struct spec *s, char *buf, size_t len)
 	}
 }
 
-/* True when @msg already starts with the (shown) text of @s or a node below
- * it followed by ": " (an inner spec_open already said where it failed). */
-static bool spec_msg_prefixed(const struct spec *s, const char *msg)
+const struct spec *spec_find_node(const struct spec *s,
+				  bool (*match)(const struct spec *node, const void *arg),
+				  const void *arg)
+{
+	const struct spec *hit;
+
+	if (!s || match(s, arg))
+		return s;
+	if ((hit = spec_find_node(s->inner, match, arg)))
+		return hit;
+	for (unsigned i = 0; i < s->nmembers; i++)
+		if ((hit = spec_find_node(s->members[i], match, arg)))
+			return hit;
+	return NULL;
+}
+
+/* True when @msg starts with the (shown) text of @s followed by ": ". */
+static bool spec_node_prefixes(const struct spec *s, const void *msg)
 {
 	char shown[SPEC_ERR_MAX];
 	size_t n;
 
-	if (!s)
-		return false;
 	spec_node_shown(s, shown, sizeof(shown));
 	n = strlen(shown);
-	if (strncmp(msg, shown, n) == 0 && strncmp(msg + n, ": ", 2) == 0)
-		return true;
-	if (spec_msg_prefixed(s->inner, msg))
-		return true;
-	for (unsigned i = 0; i < s->nmembers; i++)
-		if (spec_msg_prefixed(s->members[i], msg))
-			return true;
-	return false;
+	return strncmp(msg, shown, n) == 0 && strncmp((const char *)msg + n, ": ", 2) == 0;
+}
+
+/* True when @msg already starts with the (shown) text of @s or a node below
+ * it followed by ": " (an inner spec_open already said where it failed). */
+static bool spec_msg_prefixed(const struct spec *s, const char *msg)
+{
+	return spec_find_node(s, spec_node_prefixes, msg) != NULL;
 }
 
 /* Writes "<node text>: <msg>" (or strerror when the open function gave no

@@ -77,6 +77,12 @@ void spec_print_usage(FILE *fp, const char *indent);
 int spec_parse(const char *text, struct spec **out, char *err, size_t errlen);
 /* Frees a parsed spec (a root from spec_parse). NULL allowed. */
 void spec_free(struct spec *s);
+/* The first node of the tree @s (NULL allowed) for which @match(node,
+ * @arg) is true, depth first: a node, then its inner spec's subtree, then
+ * each member's in order. Returns a borrowed node, or NULL. */
+const struct spec *spec_find_node(const struct spec *s,
+				  bool (*match)(const struct spec *node, const void *arg),
+				  const void *arg);
 
 /* Whether @text (borrowed) parses and ends in ",dvd": a frontend that can
  * serve SCSI makes it a DVD logical unit (and opens it with spec_open_str,

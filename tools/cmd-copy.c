@@ -542,41 +542,33 @@ static bool spec_is_uncreated_path(const struct spec *s)
 	return s->kind && s->kind->bare_path && !s->create && s->path;
 }
 
-/* True if a node of @s names the file @st. */
-static bool spec_uses_file(const struct spec *s, const struct stat *st)
+/* True if the node @s names the file @st (a struct stat). */
+static bool spec_node_is_file(const struct spec *s, const void *st)
 {
+	const struct stat *want = st;
 	struct stat sst;
 
-	if (!s)
-		return false;
-	if (s->path && stat(s->path, &sst) == 0 && sst.st_dev == st->st_dev &&
-	    sst.st_ino == st->st_ino)
-		return true;
-	if (spec_uses_file(s->inner, st))
-		return true;
-	for (unsigned i = 0; i < s->nmembers; i++)
-		if (spec_uses_file(s->members[i], st))
-			return true;
-	return false;
+	return s->path && stat(s->path, &sst) == 0 && sst.st_dev == want->st_dev &&
+	       sst.st_ino == want->st_ino;
+}
+
+/* True if the node @s would create (truncate) a file that a node of the
+ * spec @src uses. */
+static bool spec_node_creates_over(const struct spec *s, const void *src)
+{
+	struct stat st;
+
+	return s->create && s->path && stat(s->path, &st) == 0 &&
+	       spec_find_node(src, spec_node_is_file, &st);
 }
 
 /* The path of a node of @dst that would be created over a file @src uses,
  * or NULL. */
 static const char *spec_creates_over(const struct spec *dst, const struct spec *src)
 {
-	struct stat st;
-	const char *p;
+	const struct spec *hit = spec_find_node(dst, spec_node_creates_over, src);
 
-	if (!dst)
-		return NULL;
-	if (dst->create && dst->path && stat(dst->path, &st) == 0 && spec_uses_file(src, &st))
-		return dst->path;
-	if ((p = spec_creates_over(dst->inner, src)))
-		return p;
-	for (unsigned i = 0; i < dst->nmembers; i++)
-		if ((p = spec_creates_over(dst->members[i], src)))
-			return p;
-	return NULL;
+	return hit ? hit->path : NULL;
 }
 
 static void copy_report(const struct copy_job *job)

@@ -569,8 +569,10 @@ int cmd_serve(int argc, char **argv)
 			iscsi_disk = disk_ref(d);   /* SPEC is also LUN 0 of the default target */
 			iscsi_spec = exports[i].spec_text;
 		}
-		if (svh.socket && exports[i].name[0] == '\0' && optind < argc)
+		if ((svh.socket || svh.scsi_socket) && exports[i].name[0] == '\0' && optind < argc) {
 			vhost_disk = disk_ref(d);
+			svh.spec_text = exports[i].spec_text;
+		}
 		if (!nbd_on) {
 			disk_unref(d);
 			continue;

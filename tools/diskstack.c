@@ -45,6 +45,7 @@ static const struct tool_command tool_commands[] = {
 	{ "serve", cmd_serve, "serve disks over NBD (TCP, Unix socket, stdio, TLS)" },
 	{ "ublk",  cmd_ublk,  "serve a disk as /dev/ublkbN (add, list, del, recover)" },
 	{ "vhost-user-blk", cmd_vhost_blk, "serve a disk to QEMU as a vhost-user virtio-blk device" },
+	{ "vhost-user-scsi", cmd_vhost_scsi, "serve SCSI LUNs to QEMU as a vhost-user virtio-scsi HBA" },
 	{ NULL, NULL, NULL },
 };
 
@@ -113,7 +114,7 @@ static int cmd_help(int argc, char **argv)
 	}
 	const struct tool_command *c = tool_command_find(argv[1]);
 	if (!c)
-		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve, ublk, vhost-user-blk; "
+		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve, ublk, vhost-user-blk, vhost-user-scsi; "
 					"or 'specs')", argv[1]);
 	char *sub[] = { (char *)c->name, (char *)"--help", NULL };
 	return c->run(2, sub);
@@ -178,13 +179,22 @@ int main(int argc, char **argv)
 
 /* ---- shared helpers (tool.h) ------------------------------------------- */
 
+/* "diskstack CMD: " and the message on stderr (no newline). */
+static void tool_vmessage(const char *cmd, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+static void tool_vmessage(const char *cmd, const char *fmt, va_list ap)
+{
+	fprintf(stderr, "diskstack %s: ", cmd);
+	vfprintf(stderr, fmt, ap);
+}
+
 int tool_usage_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "diskstack %s: ", cmd);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	tool_vmessage(cmd, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\nTry 'diskstack %s --help'.\n", cmd);
 	return EXIT_USAGE;
@@ -194,9 +204,8 @@ int tool_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "diskstack %s: ", cmd);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	tool_vmessage(cmd, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
 	return EXIT_RUNTIME;

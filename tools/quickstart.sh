@@ -58,7 +58,10 @@ test_pkgs=(
 	curl
 	openssl
 	libiscsi-bin
+	tgt
 	qemu-block-extra
+	genisoimage
+	libiscsi-dev
 )
 # tests/vm: QEMU guests running Debian's 6.12 and 6.1 kernels (ublk_drv.ko for
 # 6.1 is built from linux-source-6.1 against the matching headers).
@@ -72,13 +75,16 @@ vm_pkgs=(
 	xz-utils
 	zstd
 	nbd-client
+	sg3-utils
 	qemu-system-common
 )
 
-# tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot).
+# tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot);
+# tests/bench: perf for the syscall counts of ab-nbd.sh.
 tool_pkgs=(
 	git
 	debootstrap
+	linux-perf
 )
 
 say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }

@@ -21,6 +21,7 @@
 #include "scsi/scsi.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
+#include "tools/scsi-lun.h"
 #include "tools/serve-iscsi.h"
 #include "tools/tool.h"
 
@@ -84,25 +85,21 @@ int serve_iscsi_opt(struct serve_iscsi *si, const char *cmd, int opt, const char
 		si->targets[si->ntargets++] = arg;
 		return 0;
 	case SERVE_ISCSI_OPT_LUN: {
-		const char *eq = strchr(arg, '=');
-		char num[16];
-		uint64_t lun;
+		const char *spec_text;
+		unsigned lun;
 		struct serve_iscsi_lun *l;
+		int ret = tool_lun_arg(cmd, arg, &lun, &spec_text);
 
-		if (!eq || (size_t)(eq - arg) >= sizeof(num))
-			return tool_usage_error(cmd, "--lun wants N=SPEC, got '%s'", arg);
-		memcpy(num, arg, (size_t)(eq - arg));
-		num[eq - arg] = '\0';
-		if (tool_parse_uint(num, 0, 255, &lun) < 0)
-			return tool_usage_error(cmd, "bad LUN '%s' (0-255)", num);
+		if (ret)
+			return ret;
 		if (si->nluns == SERVE_ISCSI_MAX_LUNS)
 			return tool_usage_error(cmd, "too many LUNs");
 		if (si->ntargets == 0)
 			si->ntargets = 1;
 		l = &si->luns[si->nluns++];
 		l->target = si->ntargets > 1 ? si->ntargets - 1 : 0;
-		l->lun = (unsigned)lun;
-		l->spec_text = eq + 1;
+		l->lun = lun;
+		l->spec_text = spec_text;
 		return 0;
 	}
 	case SERVE_ISCSI_OPT_PORTAL:
@@ -213,37 +210,13 @@ static int keep_disk(struct serve_iscsi *si, const char *cmd, struct disk *d)
 	return 0;
 }
 
-/* Makes LUN @lun of @t over @d, opened from @spec_text: ",dvd" makes a
- * DVD, ",removable" a removable disk, and a writable disk whose data
- * persists in a file keeps its persistent reservations (APTPL) in
- * "<file>.scsi-pr" next to it (docs/scsi-pr.md). */
+/* Makes LUN @lun of @t over @d, opened from @spec_text (scsi-lun.h). */
 static int add_lu(struct serve_iscsi *si, const char *cmd, struct scsi_target *t, unsigned lun,
 		  struct disk *d, const char *spec_text)
 {
-	struct scsi_lu_opts lo = {
-		.type = spec_is_dvd(spec_text) ? SCSI_LU_DVD : SCSI_LU_DISK,
-		.removable = spec_is_removable(spec_text),
-	};
-	char state[PATH_MAX];
-	struct scsi_lu *lu = NULL;
-	char err[256] = "";
-	int ret;
+	int ret = tool_scsi_add_lu(cmd, t, lun, d, spec_text);
 
-	if (lo.type == SCSI_LU_DISK && !disk_get_info(d)->read_only &&
-	    (disk_get_info(d)->caps & DISK_CAP_PERSISTENT) &&
-	    spec_write_path(spec_text, state, sizeof(state) - 10) == 0) {
-		strcat(state, ".scsi-pr");
-		lo.pr_state_path = state;
-	}
-
-	ret = scsi_lu_new(d, &lo, &lu, err, sizeof(err));
-	if (ret < 0)
-		return tool_error(cmd, "LUN %u of '%s': %s", lun, scsi_target_name(t),
-				  err[0] ? err : strerror(-ret));
-	ret = scsi_target_add_lu(t, lun, lu);
-	if (ret < 0)
-		return tool_error(cmd, "LUN %u of '%s': %s", lun, scsi_target_name(t), strerror(-ret));
-	return keep_disk(si, cmd, d);
+	return ret ? ret : keep_disk(si, cmd, d);
 }
 
 int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *default_disk,

@@ -3,8 +3,9 @@
  * proto.h: the vhost-user wire format (QEMU's "Vhost-user Protocol"
  * specification, docs/interop/vhost-user.rst) and the virtio constants the
  * library needs (OASIS "Virtual I/O Device (VIRTIO) Version 1.2", §2.7
- * split virtqueues and virtio 1.2 §5.2 the block device). Names carry a VHU_ / VIRTIO_
- * prefix of our own; values are the specifications'. Everything on the wire
+ * split virtqueues, virtio 1.2 §5.2 the block device and §5.6 the SCSI
+ * host device). Names carry a VHU_ / VIRTIO_ prefix of our own; values
+ * are the specifications'. Everything on the wire
  * and in the rings is little-endian: the library builds for little-endian
  * hosts only (checked in vring.c).
  */
@@ -207,5 +208,83 @@ enum {
 	VIRTIO_BLK_CFG_WZ_MAY_UNMAP = 56,       /* u8 */
 	VIRTIO_BLK_CFG_BYTES = 60,              /* through the three reserved bytes */
 };
+
+/* ---- virtio-scsi (virtio 1.2 §5.6) ------------------------------------ */
+
+/* Feature bits (virtio 1.2 §5.6.3). */
+#define VIRTIO_SCSI_F_INOUT 0
+#define VIRTIO_SCSI_F_HOTPLUG 1
+#define VIRTIO_SCSI_F_CHANGE 2
+#define VIRTIO_SCSI_F_T10_PI 3
+
+/* Virtqueues (virtio 1.2 §5.6.2): control, event, then the request queues. */
+#define VIRTIO_SCSI_VQ_CONTROL 0
+#define VIRTIO_SCSI_VQ_EVENT 1
+#define VIRTIO_SCSI_VQ_REQUEST 2
+
+/* The sizes QEMU 7.2's config space gives (virtio 1.2 §5.6.4 defaults: cdb_size
+ * 32, sense_size 96), which fix the request and response layouts. */
+#define VIRTIO_SCSI_CDB_SIZE 32
+#define VIRTIO_SCSI_SENSE_SIZE 96
+/* struct virtio_scsi_req_cmd, device-readable part: u8 lun[8], le64 id,
+ * u8 task_attr, u8 prio, u8 crn, u8 cdb[cdb_size]. */
+#define VIRTIO_SCSI_CMD_REQ_BYTES (19 + VIRTIO_SCSI_CDB_SIZE)
+/* Device-writable part: le32 sense_len, le32 residual, le16
+ * status_qualifier, u8 status, u8 response, u8 sense[sense_size]. */
+#define VIRTIO_SCSI_CMD_RESP_BYTES (12 + VIRTIO_SCSI_SENSE_SIZE)
+
+/* Response codes (virtio 1.2 §5.6.6.1). */
+#define VIRTIO_SCSI_S_OK 0
+#define VIRTIO_SCSI_S_OVERRUN 1
+#define VIRTIO_SCSI_S_ABORTED 2
+#define VIRTIO_SCSI_S_BAD_TARGET 3
+#define VIRTIO_SCSI_S_RESET 4
+#define VIRTIO_SCSI_S_BUSY 5
+#define VIRTIO_SCSI_S_TRANSPORT_FAILURE 6
+#define VIRTIO_SCSI_S_TARGET_FAILURE 7
+#define VIRTIO_SCSI_S_NEXUS_FAILURE 8
+#define VIRTIO_SCSI_S_FAILURE 9
+#define VIRTIO_SCSI_S_FUNCTION_SUCCEEDED 10
+#define VIRTIO_SCSI_S_FUNCTION_REJECTED 11
+#define VIRTIO_SCSI_S_INCORRECT_LUN 12
+#define VIRTIO_SCSI_S_FUNCTION_COMPLETE 0
+
+/* Control queue requests (virtio 1.2 §5.6.6.2). */
+#define VIRTIO_SCSI_T_TMF 0
+#define VIRTIO_SCSI_T_AN_QUERY 1
+#define VIRTIO_SCSI_T_AN_SUBSCRIBE 2
+#define VIRTIO_SCSI_T_TMF_ABORT_TASK 0
+#define VIRTIO_SCSI_T_TMF_ABORT_TASK_SET 1
+#define VIRTIO_SCSI_T_TMF_CLEAR_ACA 2
+#define VIRTIO_SCSI_T_TMF_CLEAR_TASK_SET 3
+#define VIRTIO_SCSI_T_TMF_I_T_NEXUS_RESET 4
+#define VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET 5
+#define VIRTIO_SCSI_T_TMF_QUERY_TASK 6
+#define VIRTIO_SCSI_T_TMF_QUERY_TASK_SET 7
+/* TMF: le32 type, le32 subtype, u8 lun[8], le64 id; response u8. */
+#define VIRTIO_SCSI_TMF_REQ_BYTES 24
+/* AN: le32 type, u8 lun[8], le32 event_requested; response le32
+ * event_actual, u8 response. */
+#define VIRTIO_SCSI_AN_REQ_BYTES 16
+#define VIRTIO_SCSI_AN_RESP_BYTES 5
+/* Asynchronous notification classes (the GET EVENT STATUS NOTIFICATION
+ * classes of MMC). */
+#define VIRTIO_SCSI_EVT_ASYNC_OPERATIONAL_CHANGE 2
+#define VIRTIO_SCSI_EVT_ASYNC_POWER_MGMT 4
+#define VIRTIO_SCSI_EVT_ASYNC_EXTERNAL_REQUEST 8
+#define VIRTIO_SCSI_EVT_ASYNC_MEDIA_CHANGE 16
+#define VIRTIO_SCSI_EVT_ASYNC_MULTI_HOST 32
+#define VIRTIO_SCSI_EVT_ASYNC_DEVICE_BUSY 64
+
+/* Event queue (virtio 1.2 §5.6.6.3): le32 event, u8 lun[8], le32 reason. */
+#define VIRTIO_SCSI_EVENT_BYTES 16
+#define VIRTIO_SCSI_T_NO_EVENT 0
+#define VIRTIO_SCSI_T_TRANSPORT_RESET 1
+#define VIRTIO_SCSI_T_ASYNC_NOTIFY 2
+#define VIRTIO_SCSI_T_PARAM_CHANGE 3
+#define VIRTIO_SCSI_T_EVENTS_MISSED 0x80000000u
+#define VIRTIO_SCSI_EVT_RESET_HARD 0
+#define VIRTIO_SCSI_EVT_RESET_RESCAN 1
+#define VIRTIO_SCSI_EVT_RESET_REMOVED 2
 
 #endif

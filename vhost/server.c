@@ -338,6 +338,8 @@ static void vhostsrv_stop_task(struct reactor_task *t)
 	struct vhostsrv_queue *q = container_of(t, struct vhostsrv_queue, stop_task);
 
 	q->stopping = true;
+	if (q->s->ops->version >= 2 && q->s->ops->queue_stop)
+		q->s->ops->queue_stop(q->s->dev, q->idx);
 	if (q->kick_armed) {
 		struct io_uring_sqe *sqe = reactor_get_sqe(q->thr->r);
 

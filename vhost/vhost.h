@@ -3,9 +3,9 @@
  * vhost.h: the vhost-user back-end library (libdsvhost.a, docs/vhost.md).
  * A server speaks the vhost-user protocol (QEMU's docs/interop/vhost-user.rst)
  * on a Unix socket to one front-end at a time and runs the device's
- * virtqueues on reactor threads; a device (virtio-blk in blk.c, later
- * virtio-scsi and NVMe over UML virt-pci) plugs in through struct
- * vhost_dev_ops and sees only requests made of guest-memory iovecs.
+ * virtqueues on reactor threads; a device (virtio-blk in blk.c,
+ * virtio-scsi in scsi.c, later NVMe over UML virt-pci) plugs in through
+ * struct vhost_dev_ops and sees only requests made of guest-memory iovecs.
  *
  * Notes on the design
  * -------------------
@@ -73,7 +73,7 @@ static inline void vhost_req_complete(struct vhost_req *req, uint32_t written)
 	req->done(req, written);
 }
 
-#define VHOST_DEV_OPS_VERSION 1
+#define VHOST_DEV_OPS_VERSION 2
 
 /*
  * A device. Members are only appended; each says which thread calls it.
@@ -118,6 +118,13 @@ struct vhost_dev_ops {
 	 * detach returns. Returns 0 or -errno. */
 	int (*attach)(void *dev, struct vhostsrv *srv);
 	void (*detach)(void *dev);
+
+	/* Version 2. Optional. Ring @qidx is stopping (GET_VRING_BASE, a
+	 * reset, a new memory table, the end of the session) and waits for
+	 * every request it handed out: a device that holds requests with no
+	 * end of their own (virtio-scsi's event buffers) completes them now
+	 * or soon. On the ring's thread. */
+	void (*queue_stop)(void *dev, unsigned qidx);
 };
 
 struct vhostsrv_opts {

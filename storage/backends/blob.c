@@ -768,22 +768,12 @@ out:
 
 /* ---- the engine thread ------------------------------------------------------- */
 
-static void blob_complete_task(struct reactor_task *t)
-{
-	struct disk_io *io = container_of(t, struct disk_io, task);
-	struct blob_req *rq = req_of(io);
-
-	if (rq->status == DISK_IO_ERROR)
-		disk_io_complete_errno(io, rq->os_errno);
-	else
-		disk_io_complete(io, rq->status);
-}
-
 /* Sends @io back to its reactor. */
 static void blob_finish_req(struct disk_io *io)
 {
-	io->task.fn = blob_complete_task;
-	reactor_post(io->reactor, &io->task);
+	struct blob_req *rq = req_of(io);
+
+	disk_io_complete_later(io, rq->status, rq->os_errno, true);
 }
 
 static void blob_piece_done(struct blob *b, struct blob_xfer *x, int status, int err)

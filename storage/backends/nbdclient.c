@@ -433,17 +433,6 @@ static bool nbdc_cover_whole(const struct nbdc_cover *v, uint64_t offset, uint64
 
 /* ---- completion --------------------------------------------------------------- */
 
-static void nbdc_complete_task(struct reactor_task *t)
-{
-	struct disk_io *io = container_of(t, struct disk_io, task);
-	struct nbdc_req *rq = req_of(io);
-
-	if (rq->status == DISK_IO_ERROR)
-		disk_io_complete_errno(io, rq->err);
-	else
-		disk_io_complete(io, rq->status);
-}
-
 /* Ends @io (on its reactor, from a later pass of the loop). */
 static void nbdc_req_finish(struct disk_io *io)
 {
@@ -481,8 +470,7 @@ static void nbdc_req_finish(struct disk_io *io)
 		io->u.bs.extents[0] = (struct disk_extent){ .count = 1, .layer = -1 };
 		io->u.bs.nr = 1;
 	}
-	io->task.fn = nbdc_complete_task;
-	reactor_defer(io->reactor, &io->task);
+	disk_io_complete_later(io, rq->status, rq->err, false);
 }
 
 /* Fails @io that never reached the server. */

@@ -16,7 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 rw=$1 rounds=$2 env_a=$3 env_b=$4
 bin_a=${5:-${DISKSTACK:-$here/../../build/diskstack}}
 bin_b=${6:-$bin_a}
-SPEC=${SPEC:-mem:1G} SIZE=${SIZE:-1G} RT=${RT:-5}
+SPEC=${SPEC:-mem:1G} SIZE=${SIZE:-1G} RT=${RT:-5} PERF=${PERF:-1}
 PY=${PY:-/usr/bin/python3}
 HZ=$(getconf CLK_TCK)
 W=$(mktemp -d "${TMPDIR:-/tmp}/ab-nbd.XXXXXX")
@@ -41,7 +41,7 @@ start() { # name env binary
 		--iodepth=8 --size="$SIZE" --output-format=terse >/dev/null ||
 		{ echo "ab-nbd: fill of $1 failed" >&2; exit 1; }
 }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 ctxsw() { cat "/proc/$1"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'; }
 
 start A "$env_a" "$bin_a"
@@ -51,19 +51,49 @@ for _ in $(seq "$rounds"); do
 	for s in A B; do
 		pid=${PID[$s]}
 		c0=$(ticks "$pid") x0=$(ctxsw "$pid")
+		rm -f "$W/perf.txt"
+		if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
+			perf stat -x, -o "$W/perf.txt" -p "$pid" \
+				-e raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter 2>/dev/null &
+			perf_pid=$!
+		else
+			perf_pid=
+		fi
 		fio --name=ab --ioengine=nbd --uri="nbd+unix:///?socket=$W/$s.sock" --rw="$rw" \
 			--bs=4k --iodepth=32 --size="$SIZE" --time_based --runtime="$RT" \
 			--output-format=json --output="$W/out.json" >/dev/null ||
 			{ echo "ab-nbd: fio on $s failed" >&2; exit 1; }
 		c1=$(ticks "$pid") x1=$(ctxsw "$pid")
-		"$PY" -I - "$W/out.json" "$s" "$c0" "$c1" "$x0" "$x1" "$HZ" <<'PYEOF'
+		if [ -n "$perf_pid" ]; then
+			kill -INT "$perf_pid" 2>/dev/null
+			wait "$perf_pid" 2>/dev/null
+		fi
+		# shellcheck disable=SC2086
+		"$PY" -I - "$W/out.json" "$W/perf.txt" "$s" $c0 $c1 "$x0" "$x1" "$HZ" <<'PYEOF'
 import json, sys
-f, s, c0, c1, x0, x1, hz = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+f, pf, s = sys.argv[1:4]
+u0, k0, u1, k1, x0, x1, hz = map(int, sys.argv[4:])
 j = json.load(open(f))["jobs"][0]
 n = j["read"]["total_ios"] + j["write"]["total_ios"]
 iops = j["read"]["iops"] + j["write"]["iops"]
-print("%s iops=%.0f cpu_us_per_io=%.2f ctxsw_per_io=%.3f"
-      % (s, iops, (c1 - c0) / hz * 1e6 / n, (x1 - x0) / n))
+sc = {}
+try:
+    for line in open(pf):
+        p = line.strip().split(",")
+        if len(p) > 2 and p[0].isdigit():
+            sc[p[2]] = int(p[0])
+except OSError:
+    pass
+extra = ""
+if sc:
+    # perf counted over the whole fio run (start-up included): per I/O
+    # it is a slight overestimate.
+    extra = " syscalls_per_io=%.3f enter_per_io=%.3f" % (
+        sc.get("raw_syscalls:sys_enter", 0) / n,
+        sc.get("syscalls:sys_enter_io_uring_enter", 0) / n)
+print("%s iops=%.0f cpu_us_per_io=%.2f (%.2f user + %.2f kernel) ctxsw_per_io=%.3f%s"
+      % (s, iops, (u1 + k1 - u0 - k0) / hz * 1e6 / n, (u1 - u0) / hz * 1e6 / n,
+         (k1 - k0) / hz * 1e6 / n, (x1 - x0) / n, extra))
 PYEOF
 	done
 done

@@ -77,6 +77,10 @@ fuzz-scsi-cdb)
 	/usr/bin/python3 -I "$src/scsi-seeds.py" "$tmp/seeds"
 	dict=()
 	;;
+fuzz-nvme-cmd)
+	/usr/bin/python3 -I "$src/nvme-seeds.py" "$tmp/seeds"
+	dict=()
+	;;
 fuzz-vhost-ring)
 	/usr/bin/python3 -I "$src/vhost-seeds.py" "$tmp/seeds"
 	dict=()

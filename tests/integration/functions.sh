@@ -22,6 +22,8 @@
 #                              its stdout in $tmpdir/stdout
 #   expect_stderr TEXT         fail unless $tmpdir/stderr contains TEXT
 #   fail MSG                   print MSG and exit 1
+#   xts_key FILE               write a random 64-byte XTS-AES-256 key whose
+#                              halves differ (needs head, tail, od)
 
 set -e
 
@@ -198,4 +200,14 @@ expect_stderr()
 		cat "$tmpdir/stderr" >&2
 		fail "stderr does not contain '$1'"
 	fi
+}
+
+# xts_key FILE: IEEE 1619 wants the two AES keys of XTS to differ (and
+# OpenSSL refuses equal halves), so draw again in the unlikely case.
+xts_key()
+{
+	while :; do
+		head -c 64 /dev/urandom > "$1"
+		[ "$(head -c 32 "$1" | od -An -tx1)" != "$(tail -c 32 "$1" | od -An -tx1)" ] && break
+	done
 }

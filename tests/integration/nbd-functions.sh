@@ -11,6 +11,8 @@
 #   free_port                 print a free TCP port on 127.0.0.1
 #   PY                        the Python that has the nbd module
 #   nbd_py SCRIPT ARGS...     run a Python script with that interpreter
+#   nbd_raw_py SOCK ARGS...   run the Python script on stdin after a raw
+#                             client's prelude (below) on Unix socket SOCK
 
 # nbdsh and python3-libnbd live in the system Python; the first python3 on
 # $PATH may be another installation. Every call runs it isolated (-I): the
@@ -78,4 +80,33 @@ free_port()
 nbd_py()
 {
 	"$PY" -I "$@"
+}
+
+# The prelude of nbd_raw_py: a raw socket `s` connected to sys.argv[1]
+# through the newstyle greeting with FIXED_NEWSTYLE|NO_ZEROES sent;
+# rd(n, f) reads exactly n bytes, opt(o, data, f) sends option o, reply(f)
+# reads one option reply as (type, data). f is another socket (the TLS one
+# after STARTTLS), s by default.
+NBD_RAW_PRELUDE='import socket, ssl, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+def rd(n, f=None):
+    b = b""
+    while len(b) < n:
+        c = (f or s).recv(n - len(b))
+        assert c, "eof"
+        b += c
+    return b
+assert rd(18)[16:] == b"\x00\x03"
+s.sendall(struct.pack(">I", 3))
+def opt(o, data=b"", f=None):
+    (f or s).sendall(struct.pack(">QII", 0x49484156454F5054, o, len(data)) + data)
+def reply(f=None):
+    magic, o, t, l = struct.unpack(">QIII", rd(20, f))
+    assert magic == 0x3e889045565a9
+    return t, rd(l, f)'
+
+nbd_raw_py()
+{
+	{ printf '%s\n' "$NBD_RAW_PRELUDE"; cat; } | "$PY" -I - "$@"
 }

@@ -15,10 +15,7 @@ requires_python cryptography
 oracle="$py -I $(cd "$(dirname "$0")" && pwd)/xts-oracle.py"
 cd "$tmpdir"
 
-while :; do
-	head -c 64 /dev/urandom > k.bin
-	[ "$(head -c 32 k.bin | od -An -tx1)" != "$(tail -c 32 k.bin | od -An -tx1)" ] && break
-done
+xts_key k.bin
 truncate -s 2M plain.img
 dd if=/dev/urandom of=plain.img bs=4K count=100 conv=notrunc 2>/dev/null
 dd if=/dev/urandom of=plain.img bs=4K count=50 seek=300 conv=notrunc 2>/dev/null

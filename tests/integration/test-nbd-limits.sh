@@ -136,13 +136,16 @@ def raw_go():
         if typ == 1:
             return s
 
+def wait_closed(s, why):
+    """Reads @s until the server closes it; exits with @why if it never does."""
+    try:
+        while s.recv(65536):
+            pass
+    except socket.timeout:
+        sys.exit(why)
+
 # A raw client enters transmission (its GO answered), then sends nothing.
-s = raw_go()
-try:
-    while s.recv(65536):
-        pass
-except socket.timeout:
-    sys.exit("an idle connection was never closed")
+wait_closed(raw_go(), "an idle connection was never closed")
 
 # Regression: a client that vanishes in the middle of a WRITE payload (the
 # socket stays open, nothing more comes) is idle too; it used to hold its
@@ -150,11 +153,7 @@ except socket.timeout:
 s = raw_go()
 # NBD_CMD_WRITE of 1 MiB at 0, and only 1000 bytes of its payload.
 s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, 7, 0, 1 << 20) + bytes(1000))
-try:
-    while s.recv(65536):
-        pass
-except socket.timeout:
-    sys.exit("a connection stalled in the middle of a WRITE payload was never closed")
+wait_closed(s, "a connection stalled in the middle of a WRITE payload was never closed")
 
 # A slow but steady upload is not idle: a 3 MiB WRITE sent 1 MiB (the
 # server's receive piece) at a time, 2 s apart (6 s in all, longer than

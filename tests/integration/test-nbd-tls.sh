@@ -24,7 +24,16 @@ expiration_days = 2
 EOF
 certtool --generate-self-signed --load-privkey "$pki/ca-key.pem" --template "$tmpdir/ca.info" \
 	--outfile "$pki/ca-cert.pem" 2>/dev/null || fail "CA certificate"
-certtool --generate-privkey --outfile "$pki/server-key.pem" 2>/dev/null
+# sign_cert NAME DIR: DIR/NAME-key.pem and DIR/NAME-cert.pem, made from the
+# template $tmpdir/NAME.info and signed by the CA.
+sign_cert()
+{
+	certtool --generate-privkey --outfile "$2/$1-key.pem" 2>/dev/null
+	certtool --generate-certificate --load-ca-certificate "$pki/ca-cert.pem" \
+		--load-ca-privkey "$pki/ca-key.pem" --load-privkey "$2/$1-key.pem" \
+		--template "$tmpdir/$1.info" --outfile "$2/$1-cert.pem" 2>/dev/null ||
+		fail "$1 certificate"
+}
 cat > "$tmpdir/server.info" <<EOF
 organization = diskstack test
 cn = localhost
@@ -35,12 +44,8 @@ encryption_key
 signing_key
 expiration_days = 2
 EOF
-certtool --generate-certificate --load-ca-certificate "$pki/ca-cert.pem" \
-	--load-ca-privkey "$pki/ca-key.pem" --load-privkey "$pki/server-key.pem" \
-	--template "$tmpdir/server.info" --outfile "$pki/server-cert.pem" 2>/dev/null ||
-	fail "server certificate"
+sign_cert server "$pki"
 cp "$pki/ca-cert.pem" "$cpki/"
-certtool --generate-privkey --outfile "$cpki/client-key.pem" 2>/dev/null
 cat > "$tmpdir/client.info" <<EOF
 cn = diskstack test client
 tls_www_client
@@ -48,10 +53,7 @@ encryption_key
 signing_key
 expiration_days = 2
 EOF
-certtool --generate-certificate --load-ca-certificate "$pki/ca-cert.pem" \
-	--load-ca-privkey "$pki/ca-key.pem" --load-privkey "$cpki/client-key.pem" \
-	--template "$tmpdir/client.info" --outfile "$cpki/client-cert.pem" 2>/dev/null ||
-	fail "client certificate"
+sign_cert client "$cpki"
 psktool -u alice -p "$tmpdir/keys.psk" >/dev/null 2>&1 || fail "psktool"
 printf 'alice:%s\n' 000102030405060708090a0b0c0d0e0f > "$tmpdir/wrong.psk"
 
@@ -91,25 +93,7 @@ for fn in (lambda: h.opt_list(lambda n, d: 0), h.opt_info):
 h.opt_abort()
 EOF
 # Before TLS every option but STARTTLS/ABORT is refused (raw client).
-"$PY" -I - "$sock" "$pki/ca-cert.pem" <<'EOF' || fail "TLS_REQD before STARTTLS"
-import socket, ssl, struct, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-def rd(n, f=None):
-    b = b""
-    while len(b) < n:
-        c = (f or s).recv(n - len(b))
-        assert c, "eof"
-        b += c
-    return b
-assert rd(18)[16:] == b"\x00\x03"
-s.sendall(struct.pack(">I", 3))
-def opt(o, data=b"", f=None):
-    (f or s).sendall(struct.pack(">QII", 0x49484156454F5054, o, len(data)) + data)
-def reply(f=None):
-    magic, o, t, l = struct.unpack(">QIII", rd(20, f))
-    assert magic == 0x3e889045565a9
-    return t, rd(l, f)
+nbd_raw_py "$sock" "$pki/ca-cert.pem" <<'EOF' || fail "TLS_REQD before STARTTLS"
 TLS_REQD = 0x80000005
 for o in (8, 3, 6, 99):
     opt(o)
@@ -141,25 +125,7 @@ if nbdinfo --size "nbds+unix:///?socket=$sock&tls-certificates=$tmpdir/nocert" >
 fi
 # STARTTLS forgets what was negotiated before it (raw client): structured
 # replies and the meta context set in plaintext are gone after the upgrade.
-"$PY" -I - "$sock" "$cpki" <<'EOF' || fail "STARTTLS state reset"
-import socket, ssl, struct, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-def rd(n, f=None):
-    b = b""
-    while len(b) < n:
-        c = (f or s).recv(n - len(b))
-        assert c, "eof"
-        b += c
-    return b
-assert rd(18)[16:] == b"\x00\x03"
-s.sendall(struct.pack(">I", 3))
-def opt(o, data=b"", f=None):
-    (f or s).sendall(struct.pack(">QII", 0x49484156454F5054, o, len(data)) + data)
-def reply(f=None):
-    magic, o, t, l = struct.unpack(">QIII", rd(20, f))
-    assert magic == 0x3e889045565a9
-    return t, rd(l, f)
+nbd_raw_py "$sock" "$cpki" <<'EOF' || fail "STARTTLS state reset"
 opt(8)
 assert reply()[0] == 1
 q = b"base:allocation"

@@ -26,12 +26,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/cdrom.h>
 #include <linux/fs.h>
-#include <linux/loop.h>
 #include <linux/netlink.h>
 #include <linux/nvme_ioctl.h>
 #include <linux/pr.h>
@@ -41,6 +39,7 @@
 #include "storage/backends/blockdev.h"
 #include "storage/backends/filedisk.h"
 #include "tests/unit/contract.h"
+#include "tests/unit/testproc.h"
 #include "tests/unit/testutil.h"
 
 #define MIB ((uint64_t)1 << 20)
@@ -436,13 +435,6 @@ static int pr_io(struct disk *d, enum disk_op op, const struct disk_pr_args *arg
 	if (out)
 		*out = io;
 	return st;
-}
-
-static int setup(void **state)
-{
-	(void)state;
-	tu_reactor();
-	return 0;
 }
 
 static int teardown(void **state)
@@ -1199,30 +1191,11 @@ static void test_blockdev_resize_threads(void **state)
 /* ---- a loop device (root) ------------------------------------------------------- */
 
 struct loopdev {
-	char dev[64];           /* /dev/loopN, "" when not attached */
-	int hold;               /* open on dev: with AUTOCLEAR, a killed test frees it */
-	bool autoclear;         /* AUTOCLEAR set: closing hold detaches it */
+	struct tu_loop lo;
 	char backing[PATH_MAX];
 };
 
 static struct loopdev loop;
-
-static int run_cmd(const char *cmd, char *out, size_t outlen)
-{
-	FILE *p = popen(cmd, "r");
-	size_t n;
-	int st;
-
-	if (!p)
-		return -1;
-	if (out && outlen) {
-		n = fread(out, 1, outlen - 1, p);
-		out[n] = '\0';
-		out[strcspn(out, "\n")] = '\0';
-	}
-	st = pclose(p);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static void set_file_size(const char *path, uint64_t size)
 {
@@ -1233,31 +1206,13 @@ static void set_file_size(const char *path, uint64_t size)
  * losetup. */
 static void loop_attach(uint64_t size)
 {
-	char cmd[PATH_MAX + 64];
-	struct loop_info64 li;
-
 	memset(&loop, 0, sizeof(loop));
-	loop.hold = -1;
-	if (geteuid() != 0) {
-		fprintf(stderr, "# skip: loop device tests need root\n");
-		skip();
-	}
+	loop.lo.hold = -1;
 	snprintf(loop.backing, sizeof(loop.backing), "%s", tu_path("blockdev.img"));
 	unlink(loop.backing);
 	assert_int_equal(close(open(loop.backing, O_RDWR | O_CREAT | O_CLOEXEC, 0644)), 0);
 	set_file_size(loop.backing, size);
-	snprintf(cmd, sizeof(cmd), "losetup --find --show '%s' 2>/dev/null", loop.backing);
-	if (run_cmd(cmd, loop.dev, sizeof(loop.dev)) != 0 ||
-	    strncmp(loop.dev, "/dev/loop", 9) != 0) {
-		loop.dev[0] = '\0';
-		fprintf(stderr, "# skip: losetup failed (no loop device support?)\n");
-		skip();
-	}
-	loop.hold = open(loop.dev, O_RDONLY | O_CLOEXEC);
-	if (loop.hold >= 0 && ioctl(loop.hold, LOOP_GET_STATUS64, &li) == 0) {
-		li.lo_flags |= LO_FLAGS_AUTOCLEAR;
-		loop.autoclear = ioctl(loop.hold, LOOP_SET_STATUS64, &li) == 0;
-	}
+	tu_loop_attach(&loop.lo, loop.backing, 0);
 }
 
 /* `losetup -c`: the loop driver re-reads the backing file's size. */
@@ -1265,26 +1220,13 @@ static void loop_set_capacity(void)
 {
 	char cmd[128];
 
-	snprintf(cmd, sizeof(cmd), "losetup -c '%s'", loop.dev);
-	assert_int_equal(run_cmd(cmd, NULL, 0), 0);
+	snprintf(cmd, sizeof(cmd), "losetup -c '%s'", loop.lo.dev);
+	assert_int_equal(tp_run_line(cmd, NULL, 0), 0);
 }
 
 static void loop_detach(void)
 {
-	char cmd[128];
-
-	if (loop.hold >= 0) {
-		/* As in test-filedisk: never detach by name a device that may
-		 * already be free (and attached by a test running in parallel). */
-		if (!loop.autoclear)
-			(void)ioctl(loop.hold, LOOP_CLR_FD, 0);
-		close(loop.hold);
-		loop.hold = -1;
-	} else if (loop.dev[0]) {
-		snprintf(cmd, sizeof(cmd), "losetup -d '%s' >/dev/null 2>&1", loop.dev);
-		run_cmd(cmd, NULL, 0);
-	}
-	loop.dev[0] = '\0';
+	tu_loop_detach(&loop.lo);
 }
 
 static int loop_teardown(void **state)
@@ -1368,7 +1310,7 @@ static void test_blockdev_loop_resize(void **state)
 
 	(void)state;
 	loop_attach(8 * MIB);
-	assert_int_equal(filedisk_open(loop.dev, &o, &d, err, sizeof(err)), 0);
+	assert_int_equal(filedisk_open(loop.lo.dev, &o, &d, err, sizeof(err)), 0);
 	assert_string_equal(disk_get_info(d)->type, "block_device");
 	if (!(disk_get_info(d)->caps & DISK_CAP_RESIZE)) {
 		disk_unref(d);
@@ -1384,7 +1326,7 @@ static void test_blockdev_loop_resize(void **state)
 	assert_int_equal(disk_sector_count(d), 8 * MIB / 512);
 	wr.w.seen_count = disk_sector_count(d);
 	assert_int_equal(disk_watch_resize(d, &wr.w), 0);
-	assert_int_equal(stat(loop.dev, &st), 0);
+	assert_int_equal(stat(loop.lo.dev, &st), 0);
 	us = uevent_socket();
 
 	/* Grow the file: the device does not change until losetup -c. */
@@ -1470,7 +1412,7 @@ static void test_blockdev_loop_shrink_race(void **state)
 		loop_set_capacity();
 		fake_reset(true);
 		blockdev_set_sys(&fake_sys);
-		assert_int_equal(filedisk_open(loop.dev, &o, &d, err, sizeof(err)), 0);
+		assert_int_equal(filedisk_open(loop.lo.dev, &o, &d, err, sizeof(err)), 0);
 		assert_int_equal(disk_sector_count(d), 8 * MIB / 512);
 		atomic_store(&fk.frozen_bytes, 8 * MIB);
 		atomic_store(&fk.size_frozen, true);
@@ -1540,7 +1482,7 @@ static void test_blockdev_loop_wiring(void **state)
 	nvme_device(0x7f, 1u << 5);
 	fake_attr("removable", "1\n");
 	blockdev_set_sys(&fake_sys);
-	assert_int_equal(filedisk_open(loop.dev, &o, &d, err, sizeof(err)), 0);
+	assert_int_equal(filedisk_open(loop.lo.dev, &o, &d, err, sizeof(err)), 0);
 	assert_true(disk_get_info(d)->caps & DISK_CAP_PR);
 	assert_true(disk_get_info(d)->caps & DISK_CAP_EJECT);
 	assert_int_equal(pr_io(d, DISK_OP_PR_RESERVE, &a, NULL), DISK_OK);
@@ -1585,5 +1527,5 @@ int main(void)
 	};
 
 	real_sys = blockdev_sys_real();
-	return cmocka_run_group_tests_name("blockdev", tests, setup, teardown);
+	return cmocka_run_group_tests_name("blockdev", tests, tu_reactor_setup, teardown);
 }

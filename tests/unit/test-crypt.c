@@ -137,26 +137,6 @@ static void oracle_sectors(const uint8_t key[CRYPT_KEY_BYTES], uint32_t ss, uint
 		oracle_xts(key, lba + i, in + i * ss, out + i * ss, ss);
 }
 
-/* Splits @buf of @len bytes into iovec entries of the sizes in @sizes
- * (repeated), at most @max entries; returns the count. */
-static int split_iov(uint8_t *buf, size_t len, const size_t *sizes, unsigned nsizes,
-		     struct iovec *iov, int max)
-{
-	size_t off = 0;
-	int n = 0;
-
-	while (off < len) {
-		size_t s = MIN(sizes[n % nsizes], len - off);
-
-		assert_true(n < max);
-		iov[n].iov_base = buf + off;
-		iov[n].iov_len = s;
-		off += s;
-		n++;
-	}
-	return n;
-}
-
 static int rw_iov(struct disk *d, enum disk_op op, uint64_t sector, const struct iovec *iov,
 		  int iovcnt)
 {
@@ -277,7 +257,7 @@ static void oracle_check(uint32_t ss)
 
 			fill_random(pt, len, lba * 31 + si);
 			oracle_sectors(key, ss, lba, pt, want, n);
-			cnt = split_iov(pt, len, shapes[si], ns, iov, ARRAY_SIZE(iov));
+			cnt = tu_split_iov_sizes(pt, len, shapes[si], ns, iov, ARRAY_SIZE(iov));
 			assert_int_equal(rw_iov(d, DISK_OP_WRITE, lba, iov, cnt), DISK_OK);
 			assert_int_equal(disk_sync_read(disk_lower(d), lba, raw, len), DISK_OK);
 			if (memcmp(raw, want, len) != 0)
@@ -285,9 +265,9 @@ static void oracle_check(uint32_t ss)
 					 (unsigned long long)lba, si);
 			/* Read back through another shape. */
 			memset(back, 0xee, len);
-			cnt = split_iov(back, len, shapes[(si + 1) % ARRAY_SIZE(shapes)],
-					shapes[(si + 1) % ARRAY_SIZE(shapes)][1] ? 4 : 1, iov,
-					ARRAY_SIZE(iov));
+			cnt = tu_split_iov_sizes(back, len, shapes[(si + 1) % ARRAY_SIZE(shapes)],
+						 shapes[(si + 1) % ARRAY_SIZE(shapes)][1] ? 4 : 1,
+						 iov, ARRAY_SIZE(iov));
 			assert_int_equal(rw_iov(d, DISK_OP_READ, lba, iov, cnt), DISK_OK);
 			assert_memory_equal(back, pt, len);
 		}
@@ -303,24 +283,11 @@ static void test_crypt_oracle_512(void **state UNUSED) { oracle_check(512); }
 static void test_crypt_oracle_4096(void **state UNUSED) { oracle_check(4096); }
 
 /* Which implementation a crypt disk uses, from its description. */
-struct captured {
-	char text[4096];
-};
-
-static void cap_param(struct disk_describer *dd, const char *key, const char *value)
-{
-	struct captured *c = dd->opaque;
-	size_t n = strlen(c->text);
-
-	snprintf(c->text + n, sizeof(c->text) - n, "%s=%s\n", key, value);
-}
-
 static bool uses_evp(struct disk *d)
 {
-	struct captured cap = { { 0 } };
-	struct disk_describer dd = { .param = cap_param, .opaque = &cap };
+	struct tu_described cap;
 
-	disk_describe(d, &dd);
+	tu_describe(d, &cap);
 	assert_non_null(strstr(cap.text, "implementation=OpenSSL "));
 	return strstr(cap.text, "implementation=OpenSSL EVP\n") != NULL;
 }
@@ -382,10 +349,9 @@ static struct disk *crypt_over_nofuse(struct disk *lower, const uint8_t key[CRYP
 
 static bool is_fused(struct disk *d)
 {
-	struct captured cap = { { 0 } };
-	struct disk_describer dd = { .param = cap_param, .opaque = &cap };
+	struct tu_described cap;
 
-	disk_describe(d, &dd);
+	tu_describe(d, &cap);
 	assert_non_null(strstr(cap.text, "data-path="));
 	return strstr(cap.text, "data-path=fused") != NULL;
 }
@@ -467,27 +433,28 @@ static void test_crypt_fused_taken(void **state UNUSED)
 	disk_unref(inner);
 }
 
+struct rand_iov {
+	uint64_t *seed;
+	uint32_t ss;
+	bool whole;
+};
+
+static size_t rand_iov_size(void *arg, int i UNUSED)
+{
+	struct rand_iov *r = arg;
+
+	return r->whole ? (size_t)(tu_rand(r->seed) % 3 + 1) * r->ss
+			: (size_t)(tu_rand(r->seed) % (3 * r->ss)) + 1;
+}
+
 /* Splits @buf into entries of 1 byte to 3 sectors, so sectors straddle
  * entries (and every few requests, whole-sector entries). */
 static int rand_iov(uint8_t *buf, size_t len, uint32_t ss, uint64_t *seed, struct iovec *iov,
 		    int max)
 {
-	bool whole = tu_rand(seed) % 4 == 0;
-	size_t off = 0;
-	int n = 0;
+	struct rand_iov r = { seed, ss, tu_rand(seed) % 4 == 0 };
 
-	while (off < len) {
-		size_t want = whole ? (size_t)(tu_rand(seed) % 3 + 1) * ss
-				    : (size_t)(tu_rand(seed) % (3 * ss)) + 1;
-		size_t take = MIN(len - off, want);
-
-		assert_true(n < max);
-		iov[n].iov_base = buf + off;
-		iov[n].iov_len = take;
-		off += take;
-		n++;
-	}
-	return n;
+	return tu_split_iov(buf, len, rand_iov_size, &r, iov, max);
 }
 
 /*
@@ -808,7 +775,7 @@ static void test_crypt_write_leaves_buffer(void **state UNUSED)
 	assert_memory_equal(pt, copy, len);
 	assert_int_equal(disk_sync_read(d, 7, back, len), DISK_OK);
 	assert_memory_equal(back, copy, len);
-	cnt = split_iov(pt, 256 * 1024, shape, 4, iov, ARRAY_SIZE(iov));
+	cnt = tu_split_iov_sizes(pt, 256 * 1024, shape, 4, iov, ARRAY_SIZE(iov));
 	assert_int_equal(rw_iov(d, DISK_OP_WRITE, 9000, iov, cnt), DISK_OK);
 	assert_memory_equal(pt, copy, 256 * 1024);
 	disk_unref(d);
@@ -1136,8 +1103,7 @@ static void test_crypt_many_disks_one_reactor(void **state UNUSED)
 static void test_crypt_spec_and_describe(void **state UNUSED)
 {
 	uint8_t key[CRYPT_KEY_BYTES];
-	struct captured cap = { { 0 } };
-	struct disk_describer dd = { .param = cap_param, .opaque = &cap };
+	struct tu_described cap;
 	char spec[1024];
 	uint8_t pt[4096], back[4096];
 	struct disk *d;
@@ -1152,7 +1118,7 @@ static void test_crypt_spec_and_describe(void **state UNUSED)
 	assert_int_equal(disk_sync_write(d, 1, pt, sizeof(pt), 0), DISK_OK);
 	assert_int_equal(disk_sync_read(d, 1, back, sizeof(back)), DISK_OK);
 	assert_memory_equal(back, pt, sizeof(pt));
-	disk_describe(d, &dd);
+	tu_describe(d, &cap);
 	assert_non_null(strstr(cap.text, "cipher=xts-aes-256\n"));
 	assert_non_null(strstr(cap.text, "key-file="));
 	assert_non_null(strstr(cap.text, "good.bin"));
@@ -1219,10 +1185,6 @@ int main(void)
 		cmocka_unit_test(test_crypt_fused_image_reads_back),
 		cmocka_unit_test(test_crypt_copy_path),
 	};
-	int r;
 
-	tu_reactor();
-	r = cmocka_run_group_tests_name("crypt", tests, NULL, NULL);
-	tu_reactor_done();
-	return r;
+	return cmocka_run_group_tests_name("crypt", tests, tu_reactor_setup, tu_reactor_teardown);
 }

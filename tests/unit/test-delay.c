@@ -336,22 +336,9 @@ static void test_delay_forwarding(void **state UNUSED)
 	mockdisk_release(&m);
 }
 
-struct captured {
-	char text[1024];
-};
-
-static void cap_param(struct disk_describer *dd, const char *key, const char *value)
-{
-	struct captured *c = dd->opaque;
-	size_t n = strlen(c->text);
-
-	snprintf(c->text + n, sizeof(c->text) - n, "%s=%s\n", key, value);
-}
-
 static void test_delay_spec_and_describe(void **state UNUSED)
 {
-	struct captured cap = { { 0 } };
-	struct disk_describer dd = { .param = cap_param, .opaque = &cap };
+	struct tu_described cap;
 	struct disk *d;
 	uint64_t r, w;
 
@@ -360,7 +347,7 @@ static void test_delay_spec_and_describe(void **state UNUSED)
 	assert_int_equal(delay_get(d, &r, &w), 0);
 	assert_int_equal(r, 5000);
 	assert_int_equal(w, 250);
-	disk_describe(d, &dd);
+	tu_describe(d, &cap);
 	assert_non_null(strstr(cap.text, "read-delay=5ms\n"));
 	assert_non_null(strstr(cap.text, "write-delay=250us\n"));
 	disk_unref(d);
@@ -404,10 +391,6 @@ int main(void)
 		cmocka_unit_test(test_delay_spec_and_describe),
 		cmocka_unit_test(test_delay_contract),
 	};
-	int r;
 
-	tu_reactor();
-	r = cmocka_run_group_tests_name("delay", tests, NULL, NULL);
-	tu_reactor_done();
-	return r;
+	return cmocka_run_group_tests_name("delay", tests, tu_reactor_setup, tu_reactor_teardown);
 }

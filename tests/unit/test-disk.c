@@ -570,12 +570,8 @@ int main(void)
 		cmocka_unit_test(test_disk_status_names),
 		cmocka_unit_test(test_disk_checks_prologue),
 	};
-	int r;
+	int r = cmocka_run_group_tests_name("disk", tests, tu_reactor_setup, tu_reactor_teardown);
 
-	tu_reactor();
-	r = cmocka_run_group_tests_name("disk", tests, NULL, NULL);
-
-	tu_reactor_done();
 	mockdisk_release(&mock_state);
 	return r;
 }

@@ -18,20 +18,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <linux/loop.h>
 #include <linux/magic.h>
 
 #include "common/compiler.h"
 #include "storage/backends/filedisk.h"
 #include "tests/unit/contract.h"
+#include "tests/unit/testproc.h"
 #include "tests/unit/testutil.h"
 
 #define PAGE 4096u
@@ -49,6 +47,16 @@ static struct disk *open_disk(const char *path, const struct filedisk_opts *o)
 		fail_msg("filedisk_open(%s): %s (%s)", path, strerror(-r), err);
 	assert_non_null(d);
 	return d;
+}
+
+/* Creates @path anew (unlinked first) with @size bytes and @o's other
+ * options, and opens it. */
+static struct disk *create_disk(const char *path, uint64_t size, struct filedisk_opts o)
+{
+	o.create = true;
+	o.create_size = size;
+	unlink(path);
+	return open_disk(path, &o);
 }
 
 /* Opens @path expecting failure; returns the error and the message. */
@@ -142,20 +150,6 @@ static void iov_check(const struct iovec *iov, int n, uint64_t tag, uint64_t off
 	}
 }
 
-static int setup(void **state)
-{
-	(void)state;
-	tu_reactor();
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tu_reactor_done();
-	return 0;
-}
-
 /* ---- round trips ---------------------------------------------------------- */
 
 struct variant {
@@ -175,6 +169,13 @@ static const struct variant variants[] = {
 	{ "direct+inline", true, false, FILEDISK_RW_INLINE },
 	{ "bounce+inline", false, true, FILEDISK_RW_INLINE },
 };
+
+static struct filedisk_opts variant_opts(unsigned v)
+{
+	return (struct filedisk_opts){ .direct = variants[v].direct,
+				       .always_bounce = variants[v].always_bounce,
+				       .rw_mode = variants[v].rw_mode };
+}
 
 /* Writes @iov at @sector with @flags, checks the backing file at the right
  * offset, reads it back through @riov and checks it. */
@@ -201,15 +202,9 @@ static void test_filedisk_roundtrip(void **state)
 {
 	(void)state;
 	for (unsigned v = 0; v < ARRAY_SIZE(variants); v++) {
-		struct filedisk_opts o = { .create = true, .create_size = 2 * MIB,
-					   .direct = variants[v].direct,
-					   .always_bounce = variants[v].always_bounce,
-					   .rw_mode = variants[v].rw_mode };
 		const char *path = tu_path("rt.img");
-		struct disk *d;
+		struct disk *d = create_disk(path, 2 * MIB, variant_opts(v));
 
-		unlink(path);
-		d = open_disk(path, &o);
 		assert_int_equal(disk_sector_count(d), 2 * MIB / 512);
 		for (uint32_t fua = 0; fua <= DISK_IO_FUA; fua += DISK_IO_FUA) {
 			uint64_t tag = v * 16 + fua + 1;
@@ -280,11 +275,9 @@ static void test_filedisk_many_segments(void **state)
 	(void)state;
 	assert_non_null(iov);
 	for (int m = FILEDISK_RW_URING; m <= FILEDISK_RW_INLINE; m++) {
-		struct filedisk_opts o = { .create = true, .create_size = 4 * MIB,
-					   .rw_mode = (enum filedisk_rw_mode)m };
+		struct filedisk_opts o = { .rw_mode = (enum filedisk_rw_mode)m };
 
-		unlink(path);
-		d = open_disk(path, &o);
+		d = create_disk(path, 4 * MIB, o);
 		for (int i = 0; i < n; i++)
 			iov[i] = (struct iovec){ buf + (size_t)(n - 1 - i) * 512, 512 };
 		iov_fill(iov, n, 77 + (uint64_t)m, 0);
@@ -304,14 +297,11 @@ static void test_filedisk_many_segments(void **state)
 
 static void test_filedisk_write_int64_max(void **state)
 {
-	struct filedisk_opts o = { .create = true, .create_size = MIB };
 	const char *path = tu_path("max.img");
+	struct disk *d = create_disk(path, MIB, (struct filedisk_opts){ 0 });
 	uint8_t buf[512];
-	struct disk *d;
 
 	(void)state;
-	unlink(path);
-	d = open_disk(path, &o);
 	memset(buf, 0xcd, sizeof(buf));
 	assert_int_equal(disk_sync_write(d, (uint64_t)INT64_MAX / 512, buf, 512, 0),
 			 DISK_ILLEGAL_BLOCK);
@@ -324,14 +314,11 @@ static void test_filedisk_write_int64_max(void **state)
 /* §7.3 FileDisk regression: LBA 1 << 55 wraps to byte 0 when shifted. */
 static void test_filedisk_lba_wrap_regression(void **state)
 {
-	struct filedisk_opts o = { .create = true, .create_size = MIB };
 	const char *path = tu_path("wrap.img");
+	struct disk *d = create_disk(path, MIB, (struct filedisk_opts){ 0 });
 	uint8_t buf[512];
-	struct disk *d;
 
 	(void)state;
-	unlink(path);
-	d = open_disk(path, &o);
 	memset(buf, 0xcd, sizeof(buf));
 	assert_int_equal(disk_sync_write(d, 0, buf, sizeof(buf), 0), DISK_OK);
 	memset(buf, 0, sizeof(buf));
@@ -345,15 +332,9 @@ static void test_filedisk_contract(void **state)
 {
 	(void)state;
 	for (unsigned v = 0; v < ARRAY_SIZE(variants); v++) {
-		struct filedisk_opts o = { .create = true, .create_size = MIB,
-					   .direct = variants[v].direct,
-					   .always_bounce = variants[v].always_bounce,
-					   .rw_mode = variants[v].rw_mode };
 		const char *path = tu_path("contract.img");
-		struct disk *d;
+		struct disk *d = create_disk(path, MIB, variant_opts(v));
 
-		unlink(path);
-		d = open_disk(path, &o);
 		contract_disk(d);
 		assert_int_equal(file_size(path), MIB);
 		disk_unref(d);
@@ -1244,65 +1225,20 @@ static void test_filedisk_inline_errors(void **state)
 /* ---- a loop device ---------------------------------------------------------------- */
 
 struct loopdev {
-	char dev[64];           /* /dev/loopN, "" when not attached */
+	struct tu_loop lo;
 	char part[80];          /* /dev/loopNp1 added with partx, "" if none */
 	char mnt[PATH_MAX];     /* where a filesystem on it is mounted, "" if not */
-	int hold;               /* open on dev: with AUTOCLEAR, a killed test frees the device */
-	bool autoclear;         /* AUTOCLEAR set: closing hold detaches it */
 	char backing[PATH_MAX];
 };
-
-static int run_cmd(const char *cmd, char *out, size_t outlen)
-{
-	FILE *p = popen(cmd, "r");
-	size_t n = 0;
-	int st;
-
-	if (!p)
-		return -1;
-	if (out && outlen) {
-		n = fread(out, 1, outlen - 1, p);
-		out[n] = '\0';
-		out[strcspn(out, "\n")] = '\0';
-	}
-	st = pclose(p);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 /* Attaches @backing as a loop device with @sector_size. Skips the test when
  * that is impossible (not root, no losetup, no loop driver). */
 static void loop_attach(struct loopdev *l, const char *backing, unsigned sector_size)
 {
-	char cmd[PATH_MAX + 128];
-
-	memset(l->dev, 0, sizeof(l->dev));
-	l->hold = -1;
-	l->autoclear = false;
 	l->part[0] = '\0';
 	l->mnt[0] = '\0';
 	snprintf(l->backing, sizeof(l->backing), "%s", backing);
-	if (geteuid() != 0) {
-		fprintf(stderr, "# skip: loop device tests need root\n");
-		skip();
-	}
-	snprintf(cmd, sizeof(cmd), "losetup --find --show --sector-size %u '%s' 2>/dev/null",
-		 sector_size, backing);
-	if (run_cmd(cmd, l->dev, sizeof(l->dev)) != 0 || strncmp(l->dev, "/dev/loop", 9) != 0) {
-		l->dev[0] = '\0';
-		fprintf(stderr, "# skip: losetup failed (no loop device support?)\n");
-		skip();
-	}
-	/* Detach automatically when the last opener goes, even if this
-	 * process is killed before loop_detach(). */
-	l->hold = open(l->dev, O_RDONLY | O_CLOEXEC);
-	if (l->hold >= 0) {
-		struct loop_info64 li;
-
-		if (ioctl(l->hold, LOOP_GET_STATUS64, &li) == 0) {
-			li.lo_flags |= LO_FLAGS_AUTOCLEAR;
-			l->autoclear = ioctl(l->hold, LOOP_SET_STATUS64, &li) == 0;
-		}
-	}
+	tu_loop_attach(&l->lo, backing, sector_size);
 }
 
 static void loop_detach(struct loopdev *l)
@@ -1313,30 +1249,16 @@ static void loop_detach(struct loopdev *l)
 		char ucmd[PATH_MAX + 32];
 
 		snprintf(ucmd, sizeof(ucmd), "umount '%s' 2>/dev/null", l->mnt);
-		if (run_cmd(ucmd, NULL, 0) != 0)
+		if (tp_run_line(ucmd, NULL, 0) != 0)
 			fprintf(stderr, "warning: umount %s failed\n", l->mnt);
 		l->mnt[0] = '\0';
 	}
 	if (l->part[0]) {
-		snprintf(cmd, sizeof(cmd), "partx -d '%s' >/dev/null 2>&1", l->dev);
-		run_cmd(cmd, NULL, 0);
+		snprintf(cmd, sizeof(cmd), "partx -d '%s' >/dev/null 2>&1", l->lo.dev);
+		tp_run_line(cmd, NULL, 0);
 		l->part[0] = '\0';
 	}
-	if (l->hold >= 0) {
-		/* AUTOCLEAR detaches it at this close; without it, detach through
-		 * our own descriptor. Never by name once it may be free: another
-		 * test running in parallel may already have attached the same
-		 * /dev/loopN (regression: a shared device's size read as 0). */
-		if (!l->autoclear)
-			(void)ioctl(l->hold, LOOP_CLR_FD, 0);
-		close(l->hold);
-		l->hold = -1;
-	} else if (l->dev[0]) {
-		/* Never opened: still ours, detach it by name. */
-		snprintf(cmd, sizeof(cmd), "losetup -d '%s' >/dev/null 2>&1", l->dev);
-		run_cmd(cmd, NULL, 0);
-	}
-	l->dev[0] = '\0';
+	tu_loop_detach(&l->lo);
 }
 
 static int loop_setup(void **state)
@@ -1345,7 +1267,7 @@ static int loop_setup(void **state)
 
 	tu_reactor();
 	memset(&l, 0, sizeof(l));
-	l.hold = -1;
+	l.lo.hold = -1;
 	*state = &l;
 	return 0;
 }
@@ -1382,19 +1304,19 @@ static void loop_device_checks(struct loopdev *l, unsigned ss, bool direct)
 	struct disk *d;
 	struct iovec iov, riov;
 
-	d = open_disk(l->dev, &o);
+	d = open_disk(l->lo.dev, &o);
 	info = disk_get_info(d);
 	assert_string_equal(info->type, "block_device");
 	assert_int_equal(info->sector_size, ss);
 	assert_int_equal(info->physical_sector_size,
-			 MAX(sysfs_u64(l->dev, "queue/physical_block_size"), (uint64_t)ss));
+			 MAX(sysfs_u64(l->lo.dev, "queue/physical_block_size"), (uint64_t)ss));
 	assert_int_equal(disk_sector_count(d), size / ss);
-	assert_int_equal(info->fua_respected, sysfs_u64(l->dev, "queue/fua") != 0);
+	assert_int_equal(info->fua_respected, sysfs_u64(l->lo.dev, "queue/fua") != 0);
 	assert_false(info->read_only);
 	assert_false(info->caps & DISK_CAP_BLOCK_STATUS);
 	assert_true(info->caps & DISK_CAP_PERSISTENT);
-	gran = sysfs_u64(l->dev, "queue/discard_max_bytes") ?
-	       sysfs_u64(l->dev, "queue/discard_granularity") : 0;
+	gran = sysfs_u64(l->lo.dev, "queue/discard_max_bytes") ?
+	       sysfs_u64(l->lo.dev, "queue/discard_granularity") : 0;
 	if (gran) {
 		assert_int_equal(info->unmap_behavior, DISK_UNMAP_UNSPECIFIED);
 		assert_int_equal(info->optimal_unmap_sectors, MAX(gran / ss, (uint64_t)1));
@@ -1457,12 +1379,12 @@ static void test_filedisk_loop_device(void **state)
 	loop_device_checks(l, 512, false);
 	loop_device_checks(l, 512, true);
 	/* create= refuses a block device. */
-	assert_int_equal(open_fail(l->dev, &o, err, sizeof(err)), -EINVAL);
+	assert_int_equal(open_fail(l->lo.dev, &o, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "regular file"));
 	/* A read-only device open reports it and ignores unmap. */
 	o = (struct filedisk_opts){ .read_only = true };
 	{
-		struct disk *d = open_disk(l->dev, &o);
+		struct disk *d = open_disk(l->lo.dev, &o);
 
 		assert_true(disk_get_info(d)->read_only);
 		assert_int_equal(disk_get_info(d)->unmap_behavior, DISK_UNMAP_IGNORED);
@@ -1502,11 +1424,11 @@ static void test_filedisk_loop_partition(void **state)
 	mbr[511] = 0xaa;
 	file_pwrite(backing, mbr, sizeof(mbr), 0);
 	loop_attach(l, backing, 512);
-	snprintf(l->part, sizeof(l->part), "%sp1", l->dev);
+	snprintf(l->part, sizeof(l->part), "%sp1", l->lo.dev);
 	for (int i = 0; i < 100 && access(l->part, F_OK) != 0; i++) {
 		if (i == 0) {
-			snprintf(cmd, sizeof(cmd), "partx -a '%s' >/dev/null 2>&1", l->dev);
-			run_cmd(cmd, NULL, 0);
+			snprintf(cmd, sizeof(cmd), "partx -a '%s' >/dev/null 2>&1", l->lo.dev);
+			tp_run_line(cmd, NULL, 0);
 		}
 		usleep(20 * 1000);
 	}
@@ -1519,8 +1441,8 @@ static void test_filedisk_loop_partition(void **state)
 	assert_int_equal(disk_get_info(d)->sector_size, 512);
 	assert_int_equal(disk_sector_count(d), nsec);
 	assert_int_equal(disk_get_info(d)->unmap_behavior,
-			 sysfs_u64(l->dev, "queue/discard_max_bytes") &&
-			 sysfs_u64(l->dev, "queue/discard_granularity") ?
+			 sysfs_u64(l->lo.dev, "queue/discard_max_bytes") &&
+			 sysfs_u64(l->lo.dev, "queue/discard_granularity") ?
 			 DISK_UNMAP_UNSPECIFIED : DISK_UNMAP_IGNORED);
 	tu_fill(buf, sizeof(buf), 42, 0);
 	assert_int_equal(disk_sync_write(d, 0, buf, sizeof(buf), 0), DISK_OK);
@@ -1548,8 +1470,8 @@ static void test_filedisk_direct_on_4k_filesystem(void **state)
 	struct disk *d;
 
 	loop_attach(l, backing, 4096);
-	snprintf(cmd, sizeof(cmd), "mkfs.ext4 -q -F '%s' >/dev/null 2>&1", l->dev);
-	if (run_cmd(cmd, NULL, 0) != 0) {
+	snprintf(cmd, sizeof(cmd), "mkfs.ext4 -q -F '%s' >/dev/null 2>&1", l->lo.dev);
+	if (tp_run_line(cmd, NULL, 0) != 0) {
 		fprintf(stderr, "# skip: mkfs.ext4 failed or is missing\n");
 		free(buf);
 		free(back);
@@ -1557,8 +1479,8 @@ static void test_filedisk_direct_on_4k_filesystem(void **state)
 		skip();
 	}
 	mkdir(mnt, 0700);
-	snprintf(cmd, sizeof(cmd), "mount '%s' '%s' 2>/dev/null", l->dev, mnt);
-	if (run_cmd(cmd, NULL, 0) != 0) {
+	snprintf(cmd, sizeof(cmd), "mount '%s' '%s' 2>/dev/null", l->lo.dev, mnt);
+	if (tp_run_line(cmd, NULL, 0) != 0) {
 		fprintf(stderr, "# skip: cannot mount ext4\n");
 		free(buf);
 		free(back);
@@ -1640,5 +1562,5 @@ int main(void)
 						loop_teardown),
 	};
 
-	return cmocka_run_group_tests_name("filedisk", tests, setup, teardown);
+	return cmocka_run_group_tests_name("filedisk", tests, tu_reactor_setup, tu_reactor_teardown);
 }

@@ -792,25 +792,26 @@ static void toy_apply(uint8_t *buf, uint32_t ss, uint64_t lba, uint64_t n)
 			buf[k * ss + i] ^= toy_byte(lba + k, i);
 }
 
+struct toy_iov {
+	uint64_t seed;
+	uint32_t ss;
+};
+
+static size_t toy_iov_size(void *arg, int i UNUSED)
+{
+	struct toy_iov *t = arg;
+
+	return (size_t)(tu_rand(&t->seed) % (3 * t->ss)) + 1;
+}
+
 /* Splits @buf into entries of 1..3 sectors plus odd bytes, so that sectors
  * straddle entries; returns the count. */
 static int toy_iov(uint8_t *buf, size_t len, uint32_t ss, uint64_t seed, struct iovec *iov,
 		   int max)
 {
-	size_t off = 0;
-	int n = 0;
+	struct toy_iov t = { seed, ss };
 
-	while (off < len) {
-		size_t want = (size_t)(tu_rand(&seed) % (3 * ss)) + 1;
-		size_t take = MIN(len - off, want);
-
-		assert_true(n < max);
-		iov[n].iov_base = buf + off;
-		iov[n].iov_len = take;
-		off += take;
-		n++;
-	}
-	return n;
+	return tu_split_iov(buf, len, toy_iov_size, &t, iov, max);
 }
 
 static int toy_io(struct disk *d, enum disk_op op, uint64_t sector, uint8_t *buf, size_t len,
@@ -1190,11 +1191,6 @@ int main(void)
 		cmocka_unit_test(test_layered_adopt_paths_512),
 		cmocka_unit_test(test_layered_adopt_paths_4096),
 	};
-	int r;
 
-	tu_reactor();
-	r = cmocka_run_group_tests_name("layered", tests, NULL, NULL);
-
-	tu_reactor_done();
-	return r;
+	return cmocka_run_group_tests_name("layered", tests, tu_reactor_setup, tu_reactor_teardown);
 }

@@ -216,12 +216,6 @@ static int group_setup(void **state UNUSED)
 	return 0;
 }
 
-static int group_teardown(void **state UNUSED)
-{
-	tu_reactor_done();
-	return 0;
-}
-
 /* ---- tables -------------------------------------------------------------------- */
 
 static void test_nbdclient_errno_table(void **state UNUSED)
@@ -1021,5 +1015,5 @@ int main(void)
 		cmocka_unit_test(test_nbdclient_read_duplicate_chunk_regression),
 	};
 
-	return cmocka_run_group_tests_name("nbdclient", tests, group_setup, group_teardown);
+	return cmocka_run_group_tests_name("nbdclient", tests, group_setup, tu_reactor_teardown);
 }

@@ -344,28 +344,6 @@ static void *srv_main(void *arg)
 	return NULL;
 }
 
-static void wr(int fd, const void *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		assert_true(w > 0);
-		p = (const char *)p + w;
-		n -= (size_t)w;
-	}
-}
-
-static void rd(int fd, void *p, size_t n)
-{
-	while (n) {
-		ssize_t r = read(fd, p, n);
-
-		assert_true(r > 0);
-		p = (char *)p + r;
-		n -= (size_t)r;
-	}
-}
-
 static void send_opt(int fd, uint32_t opt, const void *data, uint32_t len)
 {
 	uint8_t h[16];
@@ -373,9 +351,9 @@ static void send_opt(int fd, uint32_t opt, const void *data, uint32_t len)
 	ds_put_be64(h, NBDW_IHAVEOPT);
 	ds_put_be32(h + 8, opt);
 	ds_put_be32(h + 12, len);
-	wr(fd, h, 16);
+	tu_write_full(fd, h, 16);
 	if (len)
-		wr(fd, data, len);
+		tu_write_full(fd, data, len);
 }
 
 /* Reads one option reply; returns its type, data in @buf (room 4096). */
@@ -383,12 +361,12 @@ static uint32_t read_opt_reply(int fd, uint32_t want_opt, uint8_t *buf, uint32_t
 {
 	uint8_t h[20];
 
-	rd(fd, h, 20);
+	tu_read_full(fd, h, 20);
 	assert_true(ds_get_be64(h) == NBDW_OPT_REPLY_MAGIC);
 	assert_int_equal(ds_get_be32(h + 8), want_opt);
 	*len = ds_get_be32(h + 16);
 	assert_true(*len <= 4096);
-	rd(fd, buf, *len);
+	tu_read_full(fd, buf, *len);
 	return ds_get_be32(h + 12);
 }
 
@@ -412,7 +390,7 @@ static void send_req(int fd, uint16_t flags, uint16_t type, uint64_t cookie, uin
 	ds_put_be64(h + 8, cookie);
 	ds_put_be64(h + 16, off);
 	ds_put_be32(h + 24, len);
-	wr(fd, h, 28);
+	tu_write_full(fd, h, 28);
 }
 
 /* Reads one structured chunk header (after its magic was checked). */
@@ -420,7 +398,7 @@ static void read_chunk(int fd, uint16_t *flags, uint16_t *type, uint64_t *cookie
 {
 	uint8_t h[20];
 
-	rd(fd, h, 20);
+	tu_read_full(fd, h, 20);
 	assert_int_equal(ds_get_be32(h), NBDW_STRUCTURED_REPLY_MAGIC);
 	*flags = ds_get_be16(h + 4);
 	*type = ds_get_be16(h + 6);
@@ -446,12 +424,12 @@ static void test_nbdsrv_inprocess(void **state)
 	assert_int_equal(pthread_create(&st.thread, NULL, srv_main, &st), 0);
 
 	/* Greeting and client flags. */
-	rd(sv[0], greet, 18);
+	tu_read_full(sv[0], greet, 18);
 	assert_true(ds_get_be64(greet) == NBDW_INIT_PASSWD);
 	assert_true(ds_get_be64(greet + 8) == NBDW_IHAVEOPT);
 	assert_int_equal(ds_get_be16(greet + 16), NBDW_FLAG_FIXED_NEWSTYLE | NBDW_FLAG_NO_ZEROES);
 	ds_put_be32(buf, NBDW_FLAG_C_FIXED_NEWSTYLE | NBDW_FLAG_C_NO_ZEROES);
-	wr(sv[0], buf, 4);
+	tu_write_full(sv[0], buf, 4);
 
 	/* GO without asking for block sizes on a 4K-sector disk. */
 	info_go(sv[0], NBDW_OPT_GO, false);
@@ -527,15 +505,15 @@ static void test_nbdsrv_inprocess(void **state)
 	assert_int_equal(type, NBDW_REPLY_TYPE_ERROR);
 	assert_true(flags & NBDW_REPLY_FLAG_DONE);
 	assert_true(cookie == 1);
-	rd(sv[0], buf, len);
+	tu_read_full(sv[0], buf, len);
 	assert_int_equal(ds_get_be32(buf), NBDW_EINVAL);
 
 	/* A FUA write, then the same data back. */
 	for (unsigned i = 0; i < sizeof(wbuf); i++)
 		wbuf[i] = (uint8_t)(i * 7 + 3);
 	send_req(sv[0], NBDW_CMD_FLAG_FUA, NBDW_CMD_WRITE, 2, 4096, 4096);
-	wr(sv[0], wbuf, sizeof(wbuf));
-	rd(sv[0], buf, 16);
+	tu_write_full(sv[0], wbuf, sizeof(wbuf));
+	tu_read_full(sv[0], buf, 16);
 	assert_int_equal(ds_get_be32(buf), NBDW_SIMPLE_REPLY_MAGIC);
 	assert_int_equal(ds_get_be32(buf + 4), 0);
 	assert_true(ds_get_be64(buf + 8) == 2);
@@ -543,7 +521,7 @@ static void test_nbdsrv_inprocess(void **state)
 	read_chunk(sv[0], &flags, &type, &cookie, &len);
 	assert_int_equal(type, NBDW_REPLY_TYPE_OFFSET_DATA);
 	assert_int_equal(len, 8 + 4096);
-	rd(sv[0], buf, len);
+	tu_read_full(sv[0], buf, len);
 	assert_true(ds_get_be64(buf) == 4096);
 	assert_memory_equal(buf + 8, wbuf, 4096);
 
@@ -553,7 +531,7 @@ static void test_nbdsrv_inprocess(void **state)
 	assert_int_equal(type, NBDW_REPLY_TYPE_BLOCK_STATUS);
 	assert_true(flags & NBDW_REPLY_FLAG_DONE);
 	assert_int_equal(len, 12);
-	rd(sv[0], buf, len);
+	tu_read_full(sv[0], buf, len);
 	assert_int_equal(ds_get_be32(buf), 1);
 	assert_int_equal(ds_get_be32(buf + 4), 8192);
 	assert_int_equal(ds_get_be32(buf + 8), 0);
@@ -562,11 +540,11 @@ static void test_nbdsrv_inprocess(void **state)
 	send_req(sv[0], 0, 42, 5, 0, 4096);
 	read_chunk(sv[0], &flags, &type, &cookie, &len);
 	assert_int_equal(type, NBDW_REPLY_TYPE_ERROR);
-	rd(sv[0], buf, len);
+	tu_read_full(sv[0], buf, len);
 	assert_int_equal(ds_get_be32(buf), NBDW_EINVAL);
 	send_req(sv[0], 0, NBDW_CMD_WRITE_ZEROES, 6, 63 * 4096, 8192);
 	read_chunk(sv[0], &flags, &type, &cookie, &len);
-	rd(sv[0], buf, len);
+	tu_read_full(sv[0], buf, len);
 	assert_int_equal(ds_get_be32(buf), NBDW_ENOSPC);
 
 	/* DISC: the server closes the connection and, in stdio mode, stops. */

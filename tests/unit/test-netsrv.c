@@ -236,17 +236,6 @@ static void xwrite(int fd, const void *p, size_t n)
 	assert_int_equal(write(fd, p, n), (ssize_t)n);
 }
 
-static void xread(int fd, void *p, size_t n)
-{
-	while (n) {
-		ssize_t r = read(fd, p, n);
-
-		assert_true(r > 0);
-		p = (char *)p + r;
-		n -= (size_t)r;
-	}
-}
-
 /* Sends PDUs of 0, 5 and 70000 bytes in one go and reads them back. */
 static void echo_exchange(int fd)
 {
@@ -263,9 +252,9 @@ static void echo_exchange(int fd)
 		xwrite(fd, big, lens[k]);
 	}
 	for (unsigned k = 0; k < ARRAY_SIZE(lens); k++) {
-		xread(fd, &h, 4);
+		tu_read_full(fd, &h, 4);
 		assert_int_equal(ntohl(h), lens[k]);
-		xread(fd, back, lens[k]);
+		tu_read_full(fd, back, lens[k]);
 		assert_memory_equal(back, big, lens[k]);
 	}
 }

@@ -523,10 +523,6 @@ int main(void)
 		cmocka_unit_test(test_oracle_concurrent),
 		cmocka_unit_test(test_oracle_concurrent_read_cache),
 	};
-	int r;
 
-	tu_reactor();
-	r = cmocka_run_group_tests_name("oracle", tests, NULL, NULL);
-	tu_reactor_done();
-	return r;
+	return cmocka_run_group_tests_name("oracle", tests, tu_reactor_setup, tu_reactor_teardown);
 }

@@ -160,6 +160,31 @@ static void test_scsi_core_opcodes(void **state)
 	scsi_target_free(t);
 }
 
+/* A write to a read-only LU is DATA PROTECT, but a CDB with a field the
+ * command lacks (WRPROTECT) is an invalid field first: libiscsi's
+ * *.WriteProtect tests on a read-only LU. */
+static void test_scsi_core_read_only_field_order(void **state)
+{
+	struct scsi_target *t = st_target(NULL);
+	uint8_t cdb[10] = { 0x2a }, blk[512] = { 0 };
+	struct scsi_nexus *n;
+	struct st_result r;
+
+	(void)state;
+	st_add_lu(t, 0, "mem:1M,ro", NULL);
+	n = st_nexus(t, IQN1, 1);
+	st_clear_ua(n, 0);
+	cdb[8] = 1;
+	st_run(n, 0, cdb, 10, SCSI_DIR_OUT, blk, sizeof(blk), &r);
+	st_assert_sense(&r, SCSI_SK_DATA_PROTECT, 0x27, 0x00);
+	cdb[1] = 0x20;                          /* WRPROTECT 1 */
+	st_run(n, 0, cdb, 10, SCSI_DIR_OUT, blk, sizeof(blk), &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	assert_int_equal(ds_get_be16(r.sense + 16), 1);
+	scsi_nexus_free(n);
+	scsi_target_free(t);
+}
+
 /* SBC-3 §4.10: a resized disk gives every nexus 2Ah/09h once. */
 static void test_scsi_core_ua_capacity(void **state)
 {
@@ -284,6 +309,87 @@ static void test_scsi_core_lu_reset(void **state)
 	}
 	scsi_nexus_free(n1);
 	scsi_nexus_free(n2);
+	scsi_target_free(t);
+}
+
+/* I_T NEXUS RESET (SAM-5 §7.7): only that nexus hears 29h/07h, on every
+ * LU, and loses its SPC-2 reservation; the other nexus is untouched. */
+static void test_scsi_core_nexus_reset(void **state)
+{
+	static const uint8_t reserve6[6] = { 0x16 };
+	struct scsi_target *t = st_target(NULL);
+	struct scsi_nexus *n1, *n2;
+	struct st_result r;
+
+	(void)state;
+	st_add_lu(t, 0, "mem:1M", NULL);
+	st_add_lu(t, 1, "mem:1M", NULL);
+	n1 = st_nexus(t, IQN1, 1);
+	n2 = st_nexus(t, IQN2, 1);
+	for (unsigned l = 0; l < 2; l++) {
+		st_clear_ua(n1, l);
+		st_clear_ua(n2, l);
+	}
+	assert_int_equal(st_run(n1, 0, reserve6, 6, SCSI_DIR_NONE, NULL, 0, &r), SCSI_GOOD);
+	assert_int_equal(st_run(n2, 0, tur, 6, SCSI_DIR_NONE, NULL, 0, &r),
+			 SCSI_RESERVATION_CONFLICT);
+	scsi_nexus_reset(n1);
+	for (unsigned l = 0; l < 2; l++) {
+		st_run(n1, l, tur, 6, SCSI_DIR_NONE, NULL, 0, &r);
+		st_assert_sense(&r, SCSI_SK_UNIT_ATTENTION, 0x29, 0x07);
+		assert_int_equal(st_run(n2, l, tur, 6, SCSI_DIR_NONE, NULL, 0, &r), SCSI_GOOD);
+	}
+	scsi_nexus_free(n1);
+	scsi_nexus_free(n2);
+	scsi_target_free(t);
+}
+
+struct hot_events {
+	unsigned n, lun[4];
+	enum scsi_event ev[4];
+};
+
+static void hot_event_fn(void *opaque, unsigned lun, enum scsi_event ev)
+{
+	struct hot_events *h = opaque;
+
+	if (h->n < 4) {
+		h->lun[h->n] = lun;
+		h->ev[h->n++] = ev;
+	}
+}
+
+/* An LU added while nexuses run: it answers at once, with 29h/00h first;
+ * the others report REPORTED LUNS DATA HAS CHANGED; the listener hears
+ * of it (not of LUs added before the first nexus). */
+static void test_scsi_core_hot_add(void **state)
+{
+	static const uint8_t report_luns[12] = { 0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 };
+	struct scsi_target *t = st_target(NULL);
+	struct hot_events h = { 0 };
+	struct scsi_nexus *n;
+	struct st_result r;
+	uint8_t buf[256];
+
+	(void)state;
+	scsi_target_set_event_fn(t, hot_event_fn, &h);
+	st_add_lu(t, 0, "mem:1M", NULL);
+	assert_int_equal(h.n, 0);
+	n = st_nexus(t, IQN1, 1);
+	st_clear_ua(n, 0);
+	st_add_lu(t, 3, "mem:1M", NULL);
+	assert_int_equal(h.n, 1);
+	assert_int_equal(h.lun[0], 3);
+	assert_int_equal(h.ev[0], SCSI_EVENT_LUN_ADDED);
+	st_run(n, 0, tur, 6, SCSI_DIR_NONE, NULL, 0, &r);
+	st_assert_sense(&r, SCSI_SK_UNIT_ATTENTION, 0x3F, 0x0E);
+	assert_int_equal(st_run(n, 0, report_luns, 12, SCSI_DIR_IN, buf, sizeof(buf), &r), SCSI_GOOD);
+	assert_int_equal(buf[3], 16);
+	st_run(n, 3, tur, 6, SCSI_DIR_NONE, NULL, 0, &r);
+	st_assert_sense(&r, SCSI_SK_UNIT_ATTENTION, 0x29, 0x00);
+	assert_int_equal(st_run(n, 3, tur, 6, SCSI_DIR_NONE, NULL, 0, &r), SCSI_GOOD);
+	scsi_target_set_event_fn(t, NULL, NULL);
+	scsi_nexus_free(n);
 	scsi_target_free(t);
 }
 
@@ -448,10 +554,13 @@ int main(void)
 		cmocka_unit_test(test_scsi_core_ua_new_nexus),
 		cmocka_unit_test(test_scsi_core_absent_lun),
 		cmocka_unit_test(test_scsi_core_opcodes),
+		cmocka_unit_test(test_scsi_core_read_only_field_order),
 		cmocka_unit_test(test_scsi_core_ua_capacity),
 		cmocka_unit_test(test_scsi_core_ua_queue),
 		cmocka_unit_test(test_scsi_core_host_id_stable),
 		cmocka_unit_test(test_scsi_core_lu_reset),
+		cmocka_unit_test(test_scsi_core_nexus_reset),
+		cmocka_unit_test(test_scsi_core_hot_add),
 		cmocka_unit_test(test_scsi_core_long_target_name),
 		cmocka_unit_test(test_scsi_core_lu_new_errors),
 		cmocka_unit_test(test_scsi_core_disk_status_table),

@@ -594,6 +594,29 @@ static void test_scsi_sbc_orwrite(void **state)
 	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x21, 0x00);
 }
 
+/* READ DEFECT DATA(10)/(12): the lists asked for are valid and empty. */
+static void test_scsi_sbc_read_defect_data(void **state)
+{
+	struct fix *f = *state;
+	uint8_t c10[10] = { 0x37, 0, 0x0d }, c12[12] = { 0xb7, 0x14 }, b[32];
+	struct st_result r;
+
+	memset(b, 0xee, sizeof(b));
+	ds_put_be16(c10 + 7, sizeof(b));
+	assert_int_equal(st_run(f->n, 0, c10, 10, SCSI_DIR_IN, b, sizeof(b), &r), SCSI_GOOD);
+	assert_int_equal(r.data_len, 4);
+	assert_int_equal(b[1], 0x0d);           /* GLISTV, format 5 */
+	assert_int_equal(ds_get_be16(b + 2), 0);
+	ds_put_be32(c12 + 6, sizeof(b));
+	assert_int_equal(st_run(f->n, 0, c12, 12, SCSI_DIR_IN, b, sizeof(b), &r), SCSI_GOOD);
+	assert_int_equal(r.data_len, 8);
+	assert_int_equal(b[1], 0x14);           /* PLISTV, format 4 */
+	assert_int_equal(ds_get_be32(b + 4), 0);
+	c10[1] = 0x01;                          /* reserved */
+	st_run(f->n, 0, c10, 10, SCSI_DIR_IN, b, sizeof(b), &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x24, 0x00);
+}
+
 /* A command submitted without waiting, for the concurrency tests. */
 struct acmd {
 	struct scsi_cmd cmd;
@@ -1220,6 +1243,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_compare_and_write, setup, teardown),
 		cmocka_unit_test(test_scsi_sbc_caw_atomic_two_reactors),
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_orwrite, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scsi_sbc_read_defect_data, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_write_same, setup, teardown),
 		cmocka_unit_test(test_scsi_sbc_write_same_zero_blocks_to_end),
 		cmocka_unit_test_setup_teardown(test_scsi_sbc_unmap_then_get_lba_status, setup,

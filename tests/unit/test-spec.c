@@ -1251,20 +1251,6 @@ static void test_spec_write_path(void **state)
 					 p, 16), -ENAMETOOLONG);
 }
 
-static int setup(void **state)
-{
-	(void)state;
-	(void)tu_reactor();
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tu_reactor_done();
-	return 0;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1291,15 +1277,22 @@ int main(void)
 		cmocka_unit_test(test_spec_registry),
 		cmocka_unit_test(test_spec_registry_complete),
 		cmocka_unit_test(test_spec_registry_declared),
-		cmocka_unit_test_setup_teardown(test_spec_registry_unavailable, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_spec_open_mem, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_spec_open_memdiff_mem, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_spec_open_file_create, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_spec_open_memdiff_file_ro_flow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spec_registry_unavailable,
+						tu_reactor_setup, tu_reactor_teardown),
+		cmocka_unit_test_setup_teardown(test_spec_open_mem,
+						tu_reactor_setup, tu_reactor_teardown),
+		cmocka_unit_test_setup_teardown(test_spec_open_memdiff_mem,
+						tu_reactor_setup, tu_reactor_teardown),
+		cmocka_unit_test_setup_teardown(test_spec_open_file_create,
+						tu_reactor_setup, tu_reactor_teardown),
+		cmocka_unit_test_setup_teardown(test_spec_open_memdiff_file_ro_flow,
+						tu_reactor_setup, tu_reactor_teardown),
 		cmocka_unit_test(test_spec_open_unavailable),
 		cmocka_unit_test(test_spec_open_autocache_needs_dir),
-		cmocka_unit_test_setup_teardown(test_spec_open_missing_file, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_spec_open_extensions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spec_open_missing_file,
+						tu_reactor_setup, tu_reactor_teardown),
+		cmocka_unit_test_setup_teardown(test_spec_open_extensions,
+						tu_reactor_setup, tu_reactor_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

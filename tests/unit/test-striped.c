@@ -91,19 +91,8 @@ static void map(const struct set *s, uint64_t lba, unsigned *member, uint64_t *m
 static int ragged(uint8_t *buf, size_t len, struct iovec *iov, int max)
 {
 	static const size_t sizes[] = { 1, 511, 700, 3001, 64, 4096, 9, 12345 };
-	size_t off = 0;
-	int n = 0;
 
-	while (off < len) {
-		size_t take = MIN(sizes[n % ARRAY_SIZE(sizes)], len - off);
-
-		assert_true(n < max);
-		iov[n].iov_base = buf + off;
-		iov[n].iov_len = take;
-		off += take;
-		n++;
-	}
-	return n;
+	return tu_split_iov_sizes(buf, len, sizes, ARRAY_SIZE(sizes), iov, max);
 }
 
 static int rw_iov(struct disk *d, enum disk_op op, uint64_t lba, struct iovec *iov, int n)

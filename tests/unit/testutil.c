@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -15,9 +16,12 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
+#include <linux/loop.h>
 
 #include "common/bitmap.h"
 #include "common/compiler.h"
+#include "testproc.h"
 #include "testutil.h"
 
 /* ---- reactors ----------------------------------------------------------- */
@@ -57,6 +61,18 @@ void tu_reactor_done(void)
 	if (!r)
 		return;
 	reactor_free(r);
+}
+
+int tu_reactor_setup(void **state UNUSED)
+{
+	tu_reactor();
+	return 0;
+}
+
+int tu_reactor_teardown(void **state UNUSED)
+{
+	tu_reactor_done();
+	return 0;
 }
 
 /* ---- data patterns ------------------------------------------------------ */
@@ -105,6 +121,89 @@ int tu_is_zero(const void *buf, size_t len)
 		if (p[i])
 			return 0;
 	return 1;
+}
+
+/* ---- descriptors ------------------------------------------------------- */
+
+void tu_read_full(int fd, void *p, size_t n)
+{
+	while (n) {
+		ssize_t r = read(fd, p, n);
+
+		assert_true(r > 0);
+		p = (char *)p + r;
+		n -= (size_t)r;
+	}
+}
+
+void tu_write_full(int fd, const void *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		assert_true(w > 0);
+		p = (const char *)p + w;
+		n -= (size_t)w;
+	}
+}
+
+/* ---- descriptions ------------------------------------------------------ */
+
+static void tu_describe_param(struct disk_describer *dd, const char *key, const char *value)
+{
+	struct tu_described *c = dd->opaque;
+	size_t n = strlen(c->text);
+
+	snprintf(c->text + n, sizeof(c->text) - n, "%s=%s\n", key, value);
+}
+
+void tu_describe(struct disk *d, struct tu_described *out)
+{
+	struct disk_describer dd = { .param = tu_describe_param, .opaque = out };
+
+	out->text[0] = '\0';
+	disk_describe(d, &dd);
+}
+
+/* ---- iovec shapes ------------------------------------------------------ */
+
+int tu_split_iov(void *buf, size_t len, tu_iov_size_fn *size, void *arg, struct iovec *iov,
+		 int max)
+{
+	size_t off = 0;
+	int n = 0;
+
+	while (off < len) {
+		size_t want = size(arg, n);
+		size_t take = MIN(len - off, want);
+
+		assert_true(n < max);
+		iov[n].iov_base = (uint8_t *)buf + off;
+		iov[n].iov_len = take;
+		off += take;
+		n++;
+	}
+	return n;
+}
+
+struct tu_sizes {
+	const size_t *sizes;
+	unsigned nsizes;
+};
+
+static size_t tu_sizes_next(void *arg, int i)
+{
+	const struct tu_sizes *t = arg;
+
+	return t->sizes[(unsigned)i % t->nsizes];
+}
+
+int tu_split_iov_sizes(void *buf, size_t len, const size_t *sizes, unsigned nsizes,
+		       struct iovec *iov, int max)
+{
+	struct tu_sizes t = { sizes, nsizes };
+
+	return tu_split_iov(buf, len, tu_sizes_next, &t, iov, max);
 }
 
 /* ---- temporary files ---------------------------------------------------- */
@@ -367,4 +466,55 @@ uint64_t tu_rand(uint64_t *state)
 	x ^= x >> 27;
 	*state = x;
 	return x * UINT64_C(0x2545f4914f6cdd1d);
+}
+
+/* ---- loop devices ------------------------------------------------------- */
+
+void tu_loop_attach(struct tu_loop *l, const char *backing, unsigned sector_size)
+{
+	char cmd[PATH_MAX + 128], ss[32] = "";
+	struct loop_info64 li;
+
+	memset(l, 0, sizeof(*l));
+	l->hold = -1;
+	if (geteuid() != 0) {
+		fprintf(stderr, "# skip: loop device tests need root\n");
+		skip();
+	}
+	if (sector_size)
+		snprintf(ss, sizeof(ss), " --sector-size %u", sector_size);
+	snprintf(cmd, sizeof(cmd), "losetup --find --show%s '%s' 2>/dev/null", ss, backing);
+	if (tp_run_line(cmd, l->dev, sizeof(l->dev)) != 0 || strncmp(l->dev, "/dev/loop", 9) != 0) {
+		l->dev[0] = '\0';
+		fprintf(stderr, "# skip: losetup failed (no loop device support?)\n");
+		skip();
+	}
+	/* Detach automatically when the last opener goes, even if this
+	 * process is killed before tu_loop_detach(). */
+	l->hold = open(l->dev, O_RDONLY | O_CLOEXEC);
+	if (l->hold >= 0 && ioctl(l->hold, LOOP_GET_STATUS64, &li) == 0) {
+		li.lo_flags |= LO_FLAGS_AUTOCLEAR;
+		l->autoclear = ioctl(l->hold, LOOP_SET_STATUS64, &li) == 0;
+	}
+}
+
+void tu_loop_detach(struct tu_loop *l)
+{
+	char cmd[128];
+
+	if (l->hold >= 0) {
+		/* AUTOCLEAR detaches it at this close; without it, detach through
+		 * our own descriptor. Never by name once it may be free: another
+		 * test running in parallel may already have attached the same
+		 * /dev/loopN (regression: a shared device's size read as 0). */
+		if (!l->autoclear)
+			(void)ioctl(l->hold, LOOP_CLR_FD, 0);
+		close(l->hold);
+		l->hold = -1;
+	} else if (l->dev[0]) {
+		/* Never opened: still ours, detach it by name. */
+		snprintf(cmd, sizeof(cmd), "losetup -d '%s' >/dev/null 2>&1", l->dev);
+		(void)tp_run_line(cmd, NULL, 0);
+	}
+	l->dev[0] = '\0';
 }

@@ -26,7 +26,9 @@ void vt_setup(struct vt *t, const struct vt_opts *o)
 
 	memset(t, 0, sizeof(*t));
 	(void)tu_reactor();
-	if (o->disk) {
+	if (o->ops) {
+		/* The test's device. */
+	} else if (o->disk) {
 		t->disk = disk_ref(o->disk);
 	} else {
 		ret = ramdisk_new(o->size ? o->size : 16 << 20, o->sector_size ? o->sector_size : 512,
@@ -34,10 +36,11 @@ void vt_setup(struct vt *t, const struct vt_opts *o)
 		if (ret < 0)
 			fail_msg("ramdisk_new: %s", err);
 	}
-	assert_int_equal(vhostblk_new(t->disk, &bo, &t->blk), 0);
+	if (!o->ops)
+		assert_int_equal(vhostblk_new(t->disk, &bo, &t->blk), 0);
 	{
-		struct vhostsrv_opts so = { .name = "vhost-test", .ops = &vhostblk_ops, .dev = t->blk,
-					    .queues = bo.queues };
+		struct vhostsrv_opts so = { .name = "vhost-test", .ops = o->ops ? o->ops : &vhostblk_ops,
+					    .dev = o->ops ? o->dev : t->blk, .queues = bo.queues };
 
 		assert_int_equal(vhostsrv_new(&so, &t->srv), 0);
 	}

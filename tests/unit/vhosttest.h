@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vhosttest.h: the fixture of the vhost unit tests: a RAM disk, the
- * virtio-blk device on it, a vhost-user server on its threads and the test
- * front-end (vhostfront.h) connected to it, realized and started.
+ * virtio-blk device on it (or a device the test brings), a vhost-user
+ * server on its threads and the test front-end (vhostfront.h) connected
+ * to it, realized and started.
  */
 #ifndef DISKSTACK_TESTS_VHOSTTEST_H
 #define DISKSTACK_TESTS_VHOSTTEST_H
@@ -25,6 +26,10 @@ struct vt_opts {
 	const char *path;               /* listen here instead of a socketpair */
 	bool no_start;                  /* realize only */
 	struct vfront_opts fo;
+	/* Another device instead of virtio-blk on a disk (then @queues is
+	 * the server's virtqueue count and no disk is made). Borrowed. */
+	const struct vhost_dev_ops *ops;
+	void *dev;
 };
 
 struct vt {

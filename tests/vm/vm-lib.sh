@@ -21,6 +21,8 @@
 #   vm_prepare KERNEL             6.12 or 6.1: sets KDIR, KVER, KERNEL, MODS
 #                                (and EXTRA_KO, the out-of-tree ublk_drv.ko)
 #   vm_initrd OUT SUITE           build the initramfs for $KDIR/$KVER
+#                                (plus VM_EXTRA_MODS and what a vm_stage_extra
+#                                function of the test script adds)
 #   vm_boot LOG TIMEOUT APPEND [qemu args...]   boot, console to LOG
 #   vm_results LOG NAME          print the guest's results; 0 pass, 1 fail
 set -uo pipefail
@@ -190,6 +192,8 @@ vm_prepare()
 	6.1) vm_prepare_61; MODS="$VM_MODS_COMMON" ;;
 	*) vm_die "unknown kernel '$1' (6.12 or 6.1)" ;;
 	esac
+	# A suite's own modules (VM_EXTRA_MODS, set by its test script).
+	MODS="$MODS${VM_EXTRA_MODS:+ $VM_EXTRA_MODS}"
 }
 
 # ---- initramfs ---------------------------------------------------------------
@@ -315,6 +319,10 @@ vm_initrd()
 	cp "$VM_DIR"/guest-*.sh "$st/vm/"
 	chmod +x "$st/init" "$st"/vm/*.sh
 	echo "$suite" > "$st/vm/suite"
+	# A suite's own files: its test script may define vm_stage_extra STAGE.
+	if declare -F vm_stage_extra >/dev/null; then
+		vm_stage_extra "$st" || { rm -rf "$st"; vm_die "cannot stage the $suite suite's files"; }
+	fi
 	(cd "$st" && find . -print0 | cpio --null -o -H newc --quiet) | zstd -q -T0 -3 > "$out.run" ||
 		{ rm -rf "$st"; vm_die "cannot build the initramfs"; }
 	rm -rf "$st"

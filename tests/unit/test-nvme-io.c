@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-nvme-io.c: the NVM commands of the NVMe command core through
+ * nvmetest.h, over mem:, file: and memdiff: namespaces and a mock disk
+ * that counts what reaches it: Read and Write with both data paths
+ * (get/put through a bounce buffer, and the transport's map), FUA,
+ * Flush, Write Zeroes with and without DEAC, Dataset Management,
+ * Compare, and every error path (namespace, range, MDTS, read-only, data
+ * transfer, FUSE, opcodes the core refuses). Expectations come from the
+ * NVM Command Set Specification 1.0.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/endian.h"
+#include "nvme_emul/nvme.h"
+#include "storage/disk.h"
+#include "storage/layered.h"
+#include "tests/unit/mockdisk.h"
+#include "tests/unit/nvmetest.h"
+#include "tests/unit/testutil.h"
+
+#define DNR NVMEEMU_DNR
+enum { FLUSH = 0x00, WRITE = 0x01, READ = 0x02, WUNC = 0x04, COMPARE = 0x05, WZ = 0x08, DSM = 0x09 };
+#define FUA (1u << 30)
+#define DEAC (1u << 25)
+
+struct fix {
+	struct nvmeemu_subsys *s;
+	struct nvmeemu_ctrl *c;
+	struct disk *d;
+};
+
+static void fix_open(struct fix *f, const char *spec)
+{
+	f->s = nt_subsys(NULL);
+	f->d = nt_add_ns(f->s, 1, spec);
+	f->c = nt_ctrl(f->s, 1, 0);
+}
+
+static void fix_close(struct fix *f)
+{
+	nvmeemu_ctrl_free(f->c);
+	nvmeemu_subsys_free(f->s);
+	disk_unref(f->d);
+	nt_set_mode(NT_COPY);
+}
+
+static uint16_t io(struct fix *f, uint8_t opc, uint64_t slba, uint32_t nlb, uint32_t flags,
+		   void *buf, size_t len)
+{
+	struct nt_sqe q = nt_rw(opc, 1, slba, nlb, flags);
+
+	return nt_run(f->c, 1, &q, buf, len, NULL);
+}
+
+/* Writes, reads back and compares 64 KiB at a few places, through the
+ * data path @mode. */
+static void roundtrip(const char *spec, enum nt_mode mode)
+{
+	static uint8_t w[65536], r[65536];
+	struct fix f;
+
+	fix_open(&f, spec);
+	nt_set_mode(mode);
+	for (uint64_t lba = 0; lba < 1024; lba += 333) {
+		tu_fill(w, sizeof(w), lba + 1, lba * 512);
+		nt_assert_status(io(&f, WRITE, lba, 128, 0, w, sizeof(w)), 0);
+		memset(r, 0, sizeof(r));
+		nt_assert_status(io(&f, READ, lba, 128, 0, r, sizeof(r)), 0);
+		assert_int_equal(tu_check(r, sizeof(r), lba + 1, lba * 512), -1);
+		nt_assert_status(io(&f, COMPARE, lba, 128, 0, w, sizeof(w)), 0);
+	}
+	fix_close(&f);
+}
+
+static void test_nvme_io_rw_mem(void **state)
+{
+	(void)state;
+	roundtrip("mem:1M", NT_COPY);
+	roundtrip("mem:1M", NT_MAP);
+}
+
+static void test_nvme_io_rw_file(void **state)
+{
+	char spec[512];
+
+	(void)state;
+	snprintf(spec, sizeof(spec), "file:%s;create=1M", tu_path("nvme-io.img"));
+	roundtrip(spec, NT_COPY);
+	roundtrip(spec, NT_MAP);
+}
+
+static void test_nvme_io_rw_memdiff(void **state)
+{
+	(void)state;
+	roundtrip("memdiff:mem:1M", NT_MAP);
+}
+
+static void test_nvme_io_errors(void **state)
+{
+	struct fix f;
+	uint8_t buf[8192] = { 0 };
+	struct nt_sqe q;
+
+	(void)state;
+	fix_open(&f, "mem:1M");
+	/* The range: past the end, and slba + nlb wrapping. */
+	nt_assert_status(io(&f, READ, 2047, 2, 0, buf, 1024), NVMEEMU_LBA_RANGE | DNR);
+	nt_assert_status(io(&f, WRITE, UINT64_MAX, 1, 0, buf, 512), NVMEEMU_LBA_RANGE | DNR);
+	nt_assert_status(io(&f, WZ, 2040, 9, 0, NULL, 0), NVMEEMU_LBA_RANGE | DNR);
+	nt_assert_status(io(&f, READ, 2047, 1, 0, buf, 512), 0);
+	/* MDTS (256 KiB): 513 blocks of 512 bytes is one too many. */
+	nt_assert_status(io(&f, READ, 0, 513, 0, buf, sizeof(buf)), NVMEEMU_INVALID_FIELD | DNR);
+	/* Namespaces: absent, zero, broadcast. */
+	q = nt_rw(READ, 2, 0, 1, 0);
+	nt_assert_status(nt_run(f.c, 1, &q, buf, 512, NULL), NVMEEMU_INVALID_NS | DNR);
+	q = nt_rw(READ, 0xffffffff, 0, 1, 0);
+	nt_assert_status(nt_run(f.c, 1, &q, buf, 512, NULL), NVMEEMU_INVALID_NS | DNR);
+	q = nt_rw(FLUSH, 0xffffffff, 0, 1, 0);
+	nt_assert_status(nt_run(f.c, 1, &q, NULL, 0, NULL), NVMEEMU_INVALID_NS | DNR);
+	/* Data: the host's buffer is short, absent, or faults. */
+	nt_assert_status(io(&f, WRITE, 0, 2, 0, buf, 512), NVMEEMU_SGL_LENGTH_INVALID | DNR);
+	nt_assert_status(io(&f, READ, 0, 1, 0, NULL, 0), NVMEEMU_SGL_LENGTH_INVALID | DNR);
+	nt_set_mode(NT_FAULT);
+	nt_assert_status(io(&f, READ, 0, 1, 0, buf, 512), NVMEEMU_DATA_XFER_ERROR);
+	nt_assert_status(io(&f, WRITE, 0, 1, 0, buf, 512), NVMEEMU_DATA_XFER_ERROR);
+	nt_set_mode(NT_COPY);
+	/* Write Uncorrectable, Verify, a vendor opcode: not here. */
+	nt_assert_status(io(&f, WUNC, 0, 1, 0, NULL, 0), NVMEEMU_INVALID_OPCODE | DNR);
+	nt_assert_status(io(&f, 0x0C, 0, 1, 0, NULL, 0), NVMEEMU_INVALID_OPCODE | DNR);
+	nt_assert_status(io(&f, 0x81, 0, 1, 0, NULL, 0), NVMEEMU_INVALID_OPCODE | DNR);
+	/* Fused operations are not supported. */
+	q = nt_rw(READ, 1, 0, 1, 0);
+	q.b[1] = 1;
+	nt_assert_status(nt_run(f.c, 1, &q, buf, 512, NULL), NVMEEMU_INVALID_FIELD | DNR);
+	/* Admin opcodes of the transport never reach the core's handlers. */
+	q = nt_sqe(0x01, 0, 0, 0, 0, 0, 0, 0);
+	nt_assert_status(nt_run(f.c, 0, &q, NULL, 0, NULL), NVMEEMU_INVALID_OPCODE | DNR);
+	q = nt_sqe(0x7F, 0, 0, 0, 0, 0, 0, 0);
+	nt_assert_status(nt_run(f.c, 0, &q, NULL, 0, NULL), NVMEEMU_INVALID_OPCODE | DNR);
+	fix_close(&f);
+}
+
+static void test_nvme_io_read_only(void **state)
+{
+	struct fix f;
+	uint8_t buf[512] = { 0 }, range[16] = { 0 };
+	struct nt_sqe q;
+
+	(void)state;
+	fix_open(&f, "mem:1M,ro");
+	nt_assert_status(io(&f, WRITE, 0, 1, 0, buf, 512), NVMEEMU_WRITE_TO_RO | DNR);
+	nt_assert_status(io(&f, WZ, 0, 1, 0, NULL, 0), NVMEEMU_WRITE_TO_RO | DNR);
+	ds_put_le32(range + 4, 1);
+	q = nt_sqe(DSM, 1, 0, 1u << 2, 0, 0, 0, 0);
+	nt_assert_status(nt_run(f.c, 1, &q, range, sizeof(range), NULL), NVMEEMU_WRITE_TO_RO | DNR);
+	nt_assert_status(io(&f, READ, 0, 1, 0, buf, 512), 0);
+	nt_assert_status(io(&f, FLUSH, 0, 1, 0, NULL, 0), 0);
+	fix_close(&f);
+}
+
+/* FUA reaches the disk as DISK_IO_FUA; Flush as a flush; Write Zeroes
+ * deallocates only with DEAC. */
+static void test_nvme_io_mock_flags(void **state)
+{
+	struct mockdisk m = { .unmap_zeroes = true };
+	struct disk *d = mockdisk_new(&m, &(struct mockdisk_opts){
+		.sectors = 256, .fua = true, .unmap = DISK_UNMAP_ZEROES,
+		.caps = DISK_CAP_VOLATILE_CACHE });
+	struct fix f;
+	uint8_t buf[4096];
+	char err[128];
+	unsigned writes;
+
+	(void)state;
+	f.s = nt_subsys(NULL);
+	assert_int_equal(nvmeemu_subsys_add_ns(f.s, 1, d, err, sizeof(err)), 0);
+	f.c = nt_ctrl(f.s, 1, 0);
+	f.d = d;
+	memset(buf, 0x5a, sizeof(buf));
+	nt_assert_status(io(&f, WRITE, 0, 8, FUA, buf, sizeof(buf)), 0);
+	assert_int_equal(m.fua_writes, 1);
+	nt_assert_status(io(&f, WRITE, 8, 8, 0, buf, sizeof(buf)), 0);
+	assert_int_equal(m.fua_writes, 1);
+	nt_assert_status(io(&f, FLUSH, 0, 1, 0, NULL, 0), 0);
+	assert_int_equal(m.flushes, 1);
+	/* Write Zeroes without DEAC must allocate: written zeroes. */
+	writes = m.writes;
+	nt_assert_status(io(&f, WZ, 0, 8, 0, NULL, 0), 0);
+	assert_int_equal(m.unmaps, 0);
+	assert_true(m.writes > writes);
+	assert_true(tu_is_zero(m.data, 4096));
+	/* With DEAC, on a disk whose unmapped blocks read as zeroes: unmap. */
+	nt_assert_status(io(&f, WZ, 8, 8, DEAC, NULL, 0), 0);
+	assert_int_equal(m.unmaps, 1);
+	assert_true(tu_is_zero(m.data + 4096, 4096));
+	fix_close(&f);
+	mockdisk_release(&m);
+}
+
+static void test_nvme_io_dsm(void **state)
+{
+	struct mockdisk m = { .unmap_zeroes = true };
+	struct disk *d = mockdisk_new(&m, &(struct mockdisk_opts){
+		.sectors = 256, .unmap = DISK_UNMAP_ZEROES });
+	struct fix f;
+	uint8_t ranges[3 * 16] = { 0 }, buf[512];
+	struct nt_sqe q;
+	char err[128];
+
+	(void)state;
+	f.s = nt_subsys(NULL);
+	assert_int_equal(nvmeemu_subsys_add_ns(f.s, 1, d, err, sizeof(err)), 0);
+	f.c = nt_ctrl(f.s, 1, 0);
+	f.d = d;
+	memset(buf, 0x77, sizeof(buf));
+	nt_assert_status(io(&f, WRITE, 10, 1, 0, buf, sizeof(buf)), 0);
+	/* Three ranges, the middle one empty. */
+	ds_put_le32(ranges + 4, 4);
+	ds_put_le64(ranges + 8, 8);
+	ds_put_le32(ranges + 16 + 4, 0);
+	ds_put_le32(ranges + 32 + 4, 2);
+	ds_put_le64(ranges + 32 + 8, 100);
+	q = nt_sqe(DSM, 1, 2, 1u << 2, 0, 0, 0, 0);
+	nt_assert_status(nt_run(f.c, 1, &q, ranges, sizeof(ranges), NULL), 0);
+	assert_int_equal(m.unmaps, 2);
+	assert_true(tu_is_zero(m.data + 10 * 512, 512));
+	/* Without AD: a hint, nothing happens. */
+	q = nt_sqe(DSM, 1, 2, 1u << 0, 0, 0, 0, 0);
+	nt_assert_status(nt_run(f.c, 1, &q, ranges, sizeof(ranges), NULL), 0);
+	assert_int_equal(m.unmaps, 2);
+	/* A range past the end changes nothing, not even the good ones. */
+	ds_put_le64(ranges + 32 + 8, 255);
+	q = nt_sqe(DSM, 1, 2, 1u << 2, 0, 0, 0, 0);
+	nt_assert_status(nt_run(f.c, 1, &q, ranges, sizeof(ranges), NULL), NVMEEMU_LBA_RANGE | DNR);
+	assert_int_equal(m.unmaps, 2);
+	/* The range list is short. */
+	nt_assert_status(nt_run(f.c, 1, &q, ranges, 20, NULL), NVMEEMU_SGL_LENGTH_INVALID | DNR);
+	fix_close(&f);
+	mockdisk_release(&m);
+}
+
+static void test_nvme_io_compare(void **state)
+{
+	struct fix f;
+	uint8_t w[2048], h[2048];
+
+	(void)state;
+	fix_open(&f, "mem:1M");
+	tu_fill(w, sizeof(w), 9, 0);
+	nt_assert_status(io(&f, WRITE, 4, 4, 0, w, sizeof(w)), 0);
+	memcpy(h, w, sizeof(h));
+	nt_assert_status(io(&f, COMPARE, 4, 4, 0, h, sizeof(h)), 0);
+	h[1500] ^= 1;
+	nt_assert_status(io(&f, COMPARE, 4, 4, 0, h, sizeof(h)), NVMEEMU_COMPARE_FAILURE | DNR);
+	nt_assert_status(io(&f, COMPARE, 2046, 4, 0, h, sizeof(h)), NVMEEMU_LBA_RANGE | DNR);
+	fix_close(&f);
+}
+
+/* A 4096-byte-sector namespace: LBADS 12, and blocks are 4 KiB. */
+static void test_nvme_io_4k(void **state)
+{
+	struct fix f;
+	uint8_t w[8192], r[8192], id[4096];
+	struct nt_sqe q = nt_sqe(0x06, 1, 0, 0, 0, 0, 0, 0);
+
+	char err[128];
+
+	(void)state;
+	assert_int_equal(ramdisk_new(1 << 20, 4096, false, &f.d, err, sizeof(err)), 0);
+	f.s = nt_subsys(NULL);
+	assert_int_equal(nvmeemu_subsys_add_ns(f.s, 1, f.d, err, sizeof(err)), 0);
+	f.c = nt_ctrl(f.s, 1, 0);
+	nt_assert_status(nt_run(f.c, 0, &q, id, sizeof(id), NULL), 0);
+	assert_int_equal(id[128 + 2], 12);
+	assert_int_equal(ds_get_le64(id), 256);
+	tu_fill(w, sizeof(w), 3, 0);
+	nt_assert_status(io(&f, WRITE, 10, 2, 0, w, sizeof(w)), 0);
+	nt_assert_status(io(&f, READ, 10, 2, 0, r, sizeof(r)), 0);
+	assert_memory_equal(w, r, sizeof(w));
+	fix_close(&f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_nvme_io_rw_mem),
+		cmocka_unit_test(test_nvme_io_rw_file),
+		cmocka_unit_test(test_nvme_io_rw_memdiff),
+		cmocka_unit_test(test_nvme_io_errors),
+		cmocka_unit_test(test_nvme_io_read_only),
+		cmocka_unit_test(test_nvme_io_mock_flags),
+		cmocka_unit_test(test_nvme_io_dsm),
+		cmocka_unit_test(test_nvme_io_compare),
+		cmocka_unit_test(test_nvme_io_4k),
+	};
+
+	return cmocka_run_group_tests(tests, tu_reactor_setup, tu_reactor_teardown);
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# test-vm-vhost-scsi.sh: QEMU guests (Debian's 6.12 and 6.1 kernels, TCG)
+# with a vhost-user-scsi-pci HBA whose back-end is `diskstack
+# vhost-user-scsi` on the host (tests/vm/guest-vhost-scsi.sh has the guest
+# side). The back-end serves target 0 with
+#   LUN 0  a disk: a loop device over a 64 MiB file, so that the host can
+#          grow it while the guest runs (the file backend follows a device's
+#          size from kernel uevents); a plain file if loop devices are
+#          unavailable (the resize check then skips)
+#   LUN 1  a DVD: an ISO made here with genisoimage, file:<iso>,dvd
+# The guest asks for the resize with a "VMTEST: HOST-RESIZE" console line;
+# a watcher here grows the file and tells the loop driver (losetup -c).
+# Guest RAM is a shared memfd the back-end maps (docs/vhost.md). No
+# reconnect= on the chardev: QEMU 7.2 cannot reconnect vhost-user-scsi.
+# Environment: DISKSTACK_VM_KERNELS, DISKSTACK_VM_TIMEOUT, DISKSTACK_VM_KEEP=1
+# as in vm-lib.sh.
+. "$(dirname "$0")/vm-lib.sh"
+
+"$DISKSTACK" vhost-user-scsi --help >/dev/null 2>&1 ||
+	vm_skip "this diskstack has no vhost-user-scsi back-end"
+vm_requires
+for t in genisoimage sg_persist sg_reset sg_start md5sum; do
+	command -v "$t" >/dev/null 2>&1 || vm_skip "$t is missing (tools/quickstart.sh deps)"
+done
+# The back-end maps all of guest RAM: keep it small.
+VM_MEM=${DISKSTACK_VM_MEM:-1G}
+VM_EXTRA_MODS="virtio_scsi sd_mod sr_mod cdrom sg isofs"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/diskstack-vm-vscsi.XXXXXX")
+srv_pid= loopdev= watch_pid=
+cleanup()
+{
+	[ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
+	[ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null
+	[ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
+	[ "${DISKSTACK_VM_KEEP:-0}" = 1 ] && vm_log "kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Called by vm_initrd: sg3-utils and the DVD's checksums.
+vm_stage_extra()
+{
+	local st=$1
+	_vm_copy_with_libs "$st" "$(command -v sg_persist)" "$(command -v sg_reset)" \
+		"$(command -v sg_start)" "$(command -v sg_turs)"
+	cp "$work/dvd.md5" "$work/iso.md5" "$st/vm/"
+}
+
+# The DVD: a small tree with a random file and a text file; the guest
+# checks both its files and the whole raw image.
+mkdir -p "$work/iso"
+head -c 3000000 /dev/urandom > "$work/iso/random.bin"
+echo "diskstack DVD" > "$work/iso/hello.txt"
+genisoimage -quiet -R -J -V DSTEST -o "$work/dvd.iso" "$work/iso" || vm_die "genisoimage failed"
+(cd "$work/iso" && md5sum random.bin hello.txt) > "$work/dvd.md5"
+echo "$(md5sum < "$work/dvd.iso" | cut -d' ' -f1) $(stat -c %s "$work/dvd.iso")" > "$work/iso.md5"
+
+# start_backend: a fresh 64 MiB disk (through a loop device when possible)
+# and the DVD; sets sock, srv_pid, loopdev.
+start_backend()
+{
+	local disk
+	rm -f "$work/disk.img" "$work/vus.pid"
+	truncate -s 64M "$work/disk.img"
+	[ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
+	loopdev=$(losetup -f --show "$work/disk.img" 2>/dev/null) || loopdev=
+	disk=${loopdev:-$work/disk.img}
+	sock=$work/vus.sock
+	"$DISKSTACK" vhost-user-scsi "$sock" -P "$work/vus.pid" --lun "0=file:$disk" \
+		--lun "1=file:$work/dvd.iso,dvd" 2>>"$work/backend.log" &
+	srv_pid=$!
+	for _ in $(seq 100); do
+		[ -s "$work/vus.pid" ] && return 0
+		kill -0 "$srv_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$work/backend.log" >&2
+	vm_die "diskstack vhost-user-scsi did not start"
+}
+
+# watch_resize LOG: grows the disk by 32 MiB once the guest asks.
+watch_resize()
+{
+	local log=$1
+	(
+		while ! grep -aq '^VMTEST: HOST-RESIZE' "$log" 2>/dev/null; do
+			sleep 0.2
+		done
+		truncate -s 96M "$work/disk.img" && losetup -c "$loopdev" &&
+			vm_log "grew the disk to 96 MiB"
+	) &
+	watch_pid=$!
+}
+
+rc=0 passed=0
+for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
+	vm_prepare "$kernel"
+	INITRD=$work/initrd-$kernel.img
+	vm_initrd "$INITRD" vhost-scsi
+	: > "$work/backend.log"
+	start_backend
+	log=$work/console-$kernel-vhost-scsi.log
+	: > "$log"
+	resize=0
+	if [ -n "$loopdev" ]; then
+		resize=1
+		watch_resize "$log"
+	fi
+	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-420}" "ds.resize=$resize" -nic none \
+		-object "memory-backend-memfd,id=mem0,size=$VM_MEM,share=on" -machine memory-backend=mem0 \
+		-chardev "socket,id=vus0,path=$sock" -device vhost-user-scsi-pci,chardev=vus0,num_queues=1
+	[ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
+	watch_pid=
+	r=0
+	vm_results "$log" "$kernel/vhost-scsi" || r=$?
+	# The back-end must have survived everything the guest did.
+	if ! kill -0 "$srv_pid" 2>/dev/null; then
+		echo "[$kernel/vhost-scsi] FAIL host: the back-end exited"
+		r=1
+	fi
+	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$work/backend.log"; then
+		echo "[$kernel/vhost-scsi] FAIL host: sanitizer report from the back-end"
+		r=1
+	fi
+	kill "$srv_pid" 2>/dev/null
+	wait "$srv_pid" 2>/dev/null
+	srv_pid=
+	case $r in
+	0) passed=1 ;;
+	77) ;;
+	*) rc=1
+	   sed 's/^/    back-end: /' "$work/backend.log" | tail -n 30 ;;
+	esac
+done
+[ $rc -eq 0 ] && [ $passed -eq 0 ] && exit 77
+exit $rc
