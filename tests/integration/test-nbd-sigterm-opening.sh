@@ -37,13 +37,15 @@ while [ ! -S "$mute" ]; do
 done
 
 for sig in TERM INT; do
+	# Before the server starts: it may connect before this shell runs
+	# again (a loaded machine), and the mark must survive that.
+	rm -f "$mute.accepted"
 	"$DISKSTACK" serve -U "$tmpdir/s.sock" "nbd:nbd+unix:///?socket=$mute" \
 		> "$tmpdir/srv-$sig.log" 2>&1 &
 	pid=$!
 	echo "$pid" > "$tmpdir/srv.pid"
 	cleanup_fn "stop_bg '$tmpdir/srv.pid'"
 	# Until the server is blocked on the mute socket's greeting.
-	rm -f "$mute.accepted"
 	i=0
 	while [ ! -e "$mute.accepted" ]; do
 		i=$((i + 1)); [ $i -lt 300 ] || fail "serve never connected to the export"; sleep 0.1
