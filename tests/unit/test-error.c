@@ -380,7 +380,7 @@ static void test_error_bad_rules(void **state UNUSED)
 		{ "read:eio//write:eio", "empty error rule" },
 		{ "read:eio:write", "unexpected ':'" },
 	};
-	struct disk *d = error_over_ram("read:eio"), *mem;
+	struct disk *d = error_over_ram("read:eio"), *mem, *none;
 	char text[64];
 
 	for (unsigned i = 0; i < ARRAY_SIZE(bad); i++) {
@@ -400,7 +400,8 @@ static void test_error_bad_rules(void **state UNUSED)
 	assert_int_equal(error_disk_clear(mem), -ENOTTY);
 	assert_int_equal(error_disk_get(mem, text, sizeof(text)), -ENOTTY);
 	assert_int_equal(error_disk_stats(mem, 0, NULL, NULL), -ENOTTY);
-	assert_int_equal(error_new("read:nope", mem, &d, err, sizeof(err)) == -EINVAL, true);
+	assert_int_equal(error_new("read:nope", mem, &none, err, sizeof(err)), -EINVAL);
+	assert_null(none);
 	assert_non_null(strstr(err, "unknown status 'nope'"));
 	disk_unref(mem);
 	disk_unref(d);
