@@ -215,8 +215,7 @@ static int error_parse_option(const char *t, size_t o, size_t olen, struct error
 		if (eq)
 			return error_bad(b, o, olen, "'once' takes no value", "write ;once");
 		if (*seen & (1u << 4))
-			return error_bad(b, o, olen, "'once' cannot be combined with",
-					 "once is count=1");
+			return error_bad(b, o, olen, "second failure limit", "once is count=1");
 		r->once = true;
 		r->count = 1;
 		return 0;
@@ -252,7 +251,7 @@ static int error_parse_option(const char *t, size_t o, size_t olen, struct error
 		return 0;
 	case 4:
 		if (*seen & (1u << 3))
-			return error_bad(b, o, olen, "'count' cannot be combined with", "once is count=1");
+			return error_bad(b, o, olen, "second failure limit", "once is count=1");
 		if (error_parse_u64(t + v, vlen, &r->count) < 0 || r->count == 0)
 			return error_bad(b, v, vlen, "bad count",
 					 "count=<n> fails at most n requests, n >= 1");
