@@ -17,9 +17,10 @@
  * member specs separated by '+'. That covers every shape a kind has: a size
  * (mem:), a path with ;options (file:, sql:), an inner spec (memdiff:,
  * prwrap:), leading arguments then an inner spec (sqldiff:, autocache:,
- * crypt:, delay:, error:, whose rules argument spans several ':'-fields), a list of members (striped:) and an opaque URI (nbd:,
- * blob:). Parsed values land in the fields of struct spec that the
- * descriptors name.
+ * crypt:, delay:, error:, whose rules argument spans several ':'-fields
+ * through its extent function), a list of members (striped:) and an
+ * opaque URI (nbd:, blob:). Parsed values land in the fields of struct
+ * spec that the descriptors name.
  */
 #ifndef DISKSTACK_STORAGE_KIND_H
 #define DISKSTACK_STORAGE_KIND_H

@@ -191,30 +191,35 @@ static int error_parse_rate(const char *s, size_t len, uint32_t *ppm)
 	return 0;
 }
 
+/* The options, in the order of error_option_names. */
+enum { OPT_RATE, OPT_RANGE, OPT_AFTER, OPT_ONCE, OPT_COUNT, OPT_DELAY, OPT_SEED, OPT_COUNT_ };
+static const char *const error_option_names[OPT_COUNT_] = {
+	"rate", "range", "after", "once", "count", "delay", "seed",
+};
+
 /* One option at [o, o + olen) of @t. @seen: bits of the options given. */
 static int error_parse_option(const char *t, size_t o, size_t olen, struct error_rule *r,
 			      unsigned *seen, struct error_bad *b)
 {
-	static const char *const names[] = { "rate", "range", "after", "once", "count", "delay",
-					      "seed" };
+	const char *const *names = error_option_names;
 	const char *eq = memchr(t + o, '=', olen);
 	size_t nlen = eq ? (size_t)(eq - (t + o)) : olen;
 	size_t v = o + nlen + 1, vlen = eq ? olen - nlen - 1 : 0;
-	unsigned which = ARRAY_SIZE(names);
+	unsigned which = OPT_COUNT_;
 	int rc;
 
-	for (unsigned i = 0; i < ARRAY_SIZE(names); i++)
+	for (unsigned i = 0; i < OPT_COUNT_; i++)
 		if (error_is(t + o, nlen, names[i]))
 			which = i;
-	if (which == ARRAY_SIZE(names))
+	if (which == OPT_COUNT_)
 		return error_bad(b, o, olen, "unknown error rule option", OPTIONS_HINT);
 	if (*seen & (1u << which))
 		return error_bad(b, o, olen, "duplicate error rule option", NULL);
 	*seen |= 1u << which;
-	if (which == 3) {               /* once: a flag */
+	if (which == OPT_ONCE) {        /* a flag */
 		if (eq)
 			return error_bad(b, o, olen, "'once' takes no value", "write ;once");
-		if (*seen & (1u << 4))
+		if (*seen & (1u << OPT_COUNT))
 			return error_bad(b, o, olen, "second failure limit", "once is count=1");
 		r->once = true;
 		r->count = 1;
@@ -223,14 +228,14 @@ static int error_parse_option(const char *t, size_t o, size_t olen, struct error
 	if (!eq || vlen == 0)
 		return error_bad(b, o, olen, "error rule option needs a value", OPTIONS_HINT);
 	switch (which) {
-	case 0:
+	case OPT_RATE:
 		rc = error_parse_rate(t + v, vlen, &r->rate_ppm);
 		if (rc < 0)
 			return error_bad(b, v, vlen, "bad rate",
 					 "a rate is a probability from 0 to 1 (0.25) or a percentage (25%), "
 					 "at most 6 decimals");
 		return 0;
-	case 1: {
+	case OPT_RANGE: {
 		const char *dash = memchr(t + v, '-', vlen);
 		size_t flen = dash ? (size_t)(dash - (t + v)) : vlen;
 
@@ -245,24 +250,24 @@ static int error_parse_option(const char *t, size_t o, size_t olen, struct error
 		r->has_range = true;
 		return 0;
 	}
-	case 2:
+	case OPT_AFTER:
 		if (error_parse_u64(t + v, vlen, &r->after) < 0)
 			return error_bad(b, v, vlen, "bad after", "after=<n> lets the first n requests pass");
 		return 0;
-	case 4:
-		if (*seen & (1u << 3))
+	case OPT_COUNT:
+		if (*seen & (1u << OPT_ONCE))
 			return error_bad(b, o, olen, "second failure limit", "once is count=1");
 		if (error_parse_u64(t + v, vlen, &r->count) < 0 || r->count == 0)
 			return error_bad(b, v, vlen, "bad count",
 					 "count=<n> fails at most n requests, n >= 1");
 		return 0;
-	case 5:
+	case OPT_DELAY:
 		rc = spec_parse_time_us(t + v, vlen, &r->delay_us);
 		if (rc < 0 || r->delay_us > ERROR_MAX_DELAY_US)
 			return error_bad(b, v, vlen, "bad delay",
 					 "a time is digits with an optional ms or us (5, 500us), at most one hour");
 		return 0;
-	case 6:
+	case OPT_SEED:
 		if (error_parse_u64(t + v, vlen, &r->seed) < 0)
 			return error_bad(b, v, vlen, "bad seed", "a seed is a decimal number");
 		r->has_seed = true;
