@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "common/compiler.h"
+#include "common/histo.h"
 #include "common/reactor.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
@@ -99,9 +100,7 @@ static const char *const mode_names[] = {
 /* ---- latency histogram ----------------------------------------------------- */
 
 #define HIST_SUB_BITS 5
-#define HIST_SUB (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS (64 - HIST_SUB_BITS + 1)
-#define HIST_SIZE (HIST_BUCKETS * HIST_SUB)
+#define HIST_SIZE HISTO_SIZE(HIST_SUB_BITS)
 
 struct bench_hist {
 	uint64_t count;
@@ -113,21 +112,13 @@ struct bench_hist {
 
 static inline unsigned hist_index(uint64_t v)
 {
-	if (v < HIST_SUB)
-		return (unsigned)v;
-	unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-	unsigned shift = msb - HIST_SUB_BITS;
-	return (shift + 1) * HIST_SUB + (unsigned)((v >> shift) - HIST_SUB);
+	return histo_index(v, HIST_SUB_BITS);
 }
 
 /* The middle of the values mapped to bin @i. */
 static uint64_t hist_value(unsigned i)
 {
-	if (i < HIST_SUB)
-		return i;
-	unsigned shift = i / HIST_SUB - 1;
-	uint64_t low = (uint64_t)(HIST_SUB + i % HIST_SUB) << shift;
-	return low + ((1ull << shift) >> 1);
+	return histo_value(i, HIST_SUB_BITS);
 }
 
 static inline void hist_add(struct bench_hist *h, uint64_t v)
