@@ -406,40 +406,6 @@ static size_t utf8_seq_len(const unsigned char *p)
 	return n;
 }
 
-void tool_json_string(FILE *fp, const char *s)
-{
-	const unsigned char *p = (const unsigned char *)(s ? s : "");
-
-	fputc('"', fp);
-	while (*p) {
-		unsigned char c = *p;
-		switch (c) {
-		case '"':  fputs("\\\"", fp); p++; continue;
-		case '\\': fputs("\\\\", fp); p++; continue;
-		case '\n': fputs("\\n", fp); p++; continue;
-		case '\r': fputs("\\r", fp); p++; continue;
-		case '\t': fputs("\\t", fp); p++; continue;
-		case '\b': fputs("\\b", fp); p++; continue;
-		case '\f': fputs("\\f", fp); p++; continue;
-		default: break;
-		}
-		if (c < 0x20 || c == 0x7f) {
-			fprintf(fp, "\\u%04x", c);
-			p++;
-			continue;
-		}
-		size_t n = utf8_seq_len(p);
-		if (n == 0) {
-			fputs("\\ufffd", fp);
-			p++;
-			continue;
-		}
-		fwrite(p, 1, n, fp);
-		p += n;
-	}
-	fputc('"', fp);
-}
-
 json_t *tool_json_str(const char *s)
 {
 	const unsigned char *p = (const unsigned char *)(s ? s : "");
@@ -470,7 +436,8 @@ json_t *tool_json_str(const char *s)
 
 int tool_json_print(FILE *fp, const json_t *j, bool pretty)
 {
-	size_t flags = JSON_ENCODE_ANY | (pretty ? JSON_INDENT(2) : JSON_COMPACT);
+	size_t flags = JSON_ENCODE_ANY | JSON_REAL_PRECISION(10) |
+		       (pretty ? JSON_INDENT(2) : JSON_COMPACT);
 
 	if (json_dumpf(j, fp, flags) < 0 || fputc('\n', fp) == EOF)
 		return -EIO;

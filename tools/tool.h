@@ -79,10 +79,6 @@ const struct spec_ctx *tool_spec_ctx(void);
  * ;create). */
 bool tool_spec_creates(const struct spec *s);
 
-/* Writes @s as a JSON string literal (quoted, escaped; invalid UTF-8
- * becomes U+FFFD). */
-void tool_json_string(FILE *fp, const char *s);
-
 /* A JSON string of @s (NULL = ""), invalid UTF-8 replaced by U+FFFD
  * (jansson refuses it); a new reference, NULL on out of memory. */
 json_t *tool_json_str(const char *s);
