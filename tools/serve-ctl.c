@@ -288,10 +288,11 @@ static void list_one(const struct nbdsrv_export_view *v, void *opaque)
 	struct list_ctx *lc = opaque;
 	const struct disk_info *info = disk_get_info(v->disk);
 	const char *spec = spec_of(lc->s, v->name);
-	json_t *caps = json_array();
+	json_t *caps;
 
 	if (lc->only && strcmp(lc->only, v->name) != 0)
 		return;
+	caps = json_array();
 	if (caps)
 		tool_caps_foreach(info->caps, caps_add, caps);
 	json_array_append_new(lc->out, json_pack(
