@@ -572,8 +572,7 @@ int nbdsrv_close_conn(struct nbdsrv *s, uint64_t id, bool force)
 
 int nbdsrv_protocol(struct nbdsrv *s, struct netsrv *net, const struct netsrv_proto **out)
 {
-	if (s->nexports == 0)
-		return -EINVAL;
+	/* No export yet is fine: they can be added while it runs. */
 	if (s->opts.tls_mode != NBDSRV_TLS_OFF && !netsrv_tls_of(net))
 		return -EINVAL;
 	*out = &s->proto;

@@ -52,8 +52,9 @@ int nbdsrv_add_export(struct nbdsrv *s, const char *name, const char *descriptio
 		      struct disk *disk, bool read_only);
 
 /* The protocol to hand to @net's listeners (borrowed from @s, valid until
- * nbdsrv_free). Returns 0, or -EINVAL when there is no export or the TLS
- * mode needs credentials @net lacks. */
+ * nbdsrv_free). Returns 0, or -EINVAL when the TLS mode needs credentials
+ * @net lacks. The server may have no export yet (nbdsrv_add_export works
+ * while it runs). */
 int nbdsrv_protocol(struct nbdsrv *s, struct netsrv *net, const struct netsrv_proto **out);
 
 /* Removes export @name: hides it from new handshakes, then asks the

@@ -455,7 +455,8 @@ int cmd_serve(int argc, char **argv)
 	if (si.listen)
 		nbd_on = nexp > (optind < argc ? 1u : 0u) || port_given || ip || unix_path || use_stdio ||
 			 netsrv_activation_fds() > 0;
-	if (nexp == 0 && !si.listen) {
+	if (nexp == 0 && !si.listen && !control) {
+		/* With --control, exports may all come from export-add. */
 		ret = tool_usage_error(cmd, "nothing to serve: give a SPEC or --export NAME=SPEC");
 		goto out;
 	}
@@ -714,7 +715,7 @@ int cmd_serve(int argc, char **argv)
 		char esc[NBDW_STRING_MAX * 3 + 1], sockesc[PATH_MAX * 3 + 1];
 		char uri[sizeof(esc) + sizeof(sockesc) + 128];
 		const char *scheme = tls_mode != NBDSRV_TLS_OFF ? "nbds" : "nbd";
-		const char *expname = exports[0].name;
+		const char *expname = nexp ? exports[0].name : "";
 		char portstr[16] = "";
 		pid_t pid;
 

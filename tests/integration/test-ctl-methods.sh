@@ -159,4 +159,12 @@ wait "$s_pid" 2>/dev/null || fail "serve exited with an error after shutdown"
 expect_exit 0 "$DISKSTACK" serve -U - --control - mem:1M --run \
 	'"$DISKSTACK" ctl export-list && test -S "$DISKSTACK_CONTROL"'
 json_check "$tmpdir/stdout" 'r[0]["name"] == "" and r[0]["size"] == 1 << 20'
+
+# With --control, serve may start with no export at all.
+expect_exit 0 "$DISKSTACK" serve -U - --control - --run \
+	'"$DISKSTACK" ctl export-add name=late spec=mem:2M >/dev/null &&
+	 nbdinfo --size "nbd+unix:///late?socket=$unixsocket"'
+[ "$(cat "$tmpdir/stdout")" = $((2 << 20)) ] || fail "an export added to an empty server"
+expect_exit 2 "$DISKSTACK" serve -U -
+expect_stderr "nothing to serve"
 exit 0
