@@ -29,6 +29,7 @@
 #include "ctl/server.h"
 #include "nbd/server.h"
 #include "net/netsrv.h"
+#include "storage/backends/filedisk.h"
 #include "storage/backends/url.h"
 #include "storage/decorators/delay.h"
 #include "storage/disk.h"
@@ -166,6 +167,11 @@ static bool is_ram_layered(struct disk *d, void *arg UNUSED)
 	struct layer *l = layered_disk_layer_count(d) ? layered_disk_layer(d, 0) : NULL;
 
 	return l && strcmp(layer_get_ops(l)->type, "ram") == 0;
+}
+
+static bool is_file(struct disk *d, void *arg UNUSED)
+{
+	return filedisk_is_file(d);
 }
 
 static const char *spec_of(struct serve_ctl *s, const char *name)
@@ -444,12 +450,20 @@ static json_t *m_disk_resize(struct ctl_call *c, json_t *params)
 				       ss);
 	}
 	node = stack_find(d, is_ram_layered, NULL);
-	if (!node) {
+	if (!node && (node = stack_find(d, is_file, NULL))) {
+		ret = filedisk_grow(node, (uint64_t)size);
+		if (ret == -EINVAL || ret == -EROFS) {
+			disk_unref(d);
+			return not_supported(c, target, ret == -EROFS ? "the file is open read-only"
+					     : "files only grow (and not a VHD's data region)");
+		}
+	} else if (!node) {
 		disk_unref(d);
-		return not_supported(c, target, "no RAM layer (mem:) on top of a layered disk in "
-				     "this stack");
+		return not_supported(c, target, "no RAM layer (mem:) on top of a layered disk "
+				     "and no file in this stack");
+	} else {
+		ret = ramlayer_resize(layered_disk_layer(node, 0), (uint64_t)size / ss);
 	}
-	ret = ramlayer_resize(layered_disk_layer(node, 0), (uint64_t)size / ss);
 	if (ret < 0) {
 		disk_unref(d);
 		return ret == -EINVAL ? ctl_fail_paramf(c, "the RAM layer refused the size")

@@ -9,7 +9,7 @@
 # exit statuses, $DISKSTACK_CONTROL under --run, and shutdown.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
-requires nbdinfo
+requires nbdinfo truncate stat
 requires_nbd_python
 cd "$tmpdir"
 sock=$tmpdir/nbd.sock
@@ -64,6 +64,16 @@ json_check "$tmpdir/stdout" 'r == {"size": 128 << 20}'
 expect_exit 1 c disk-resize target=a size=1000
 expect_stderr "error -32602"
 expect_exit 0 c disk-resize target=b size=$((8 << 20))   # under the delay: decorator
+# A file grows (and never shrinks); the new sectors read as zeroes.
+truncate -s 1M "$tmpdir/f.raw"
+expect_exit 0 c export-add name=f spec="file:$tmpdir/f.raw"
+expect_exit 0 c disk-resize target=f size=$((3 << 20))
+json_check "$tmpdir/stdout" 'r == {"size": 3 << 20}'
+[ "$(stat -c %s "$tmpdir/f.raw")" = $((3 << 20)) ] || fail "the file did not grow"
+[ "$(nbdinfo --size "$(uri_unix "$sock" f)")" = $((3 << 20)) ] || fail "nbdinfo does not see the grown file"
+expect_exit 1 c disk-resize target=f size=$((2 << 20))
+expect_stderr "error -32004"
+expect_exit 0 c export-remove name=f
 
 # Delays: values only.
 expect_exit 0 c delay-get target=b
