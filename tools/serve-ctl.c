@@ -32,6 +32,7 @@
 #include "storage/backends/filedisk.h"
 #include "storage/backends/url.h"
 #include "storage/decorators/delay.h"
+#include "storage/decorators/error.h"
 #include "storage/disk.h"
 #include "storage/layered.h"
 #include "storage/spec.h"
@@ -553,6 +554,113 @@ static json_t *m_flush(struct ctl_call *c, json_t *params)
 	return json_object();
 }
 
+/* ---- fault injection (error:, docs/decorator-error.md) -------------------- */
+
+static bool is_error(struct disk *d, void *arg UNUSED)
+{
+	return error_disk_is(d);
+}
+
+/* The rules in force on @node and each rule's counters. */
+static json_t *fault_result(struct ctl_call *c, struct disk *node)
+{
+	char rules[4096];
+	json_t *stats = json_array();
+	uint64_t matched, injected;
+	int n = error_disk_get(node, rules, sizeof(rules));
+
+	if (n < 0) {
+		json_decref(stats);
+		return ctl_fail_errno(c, n, "cannot read the rules");
+	}
+	for (unsigned i = 0; stats && error_disk_stats(node, i, &matched, &injected) == 0; i++)
+		json_array_append_new(stats, json_pack("{s:I, s:I}", "matched", (json_int_t)matched,
+						       "injected", (json_int_t)injected));
+	return json_pack("{s:s, s:o}", "rules", rules, "stats", stats ? stats : json_array());
+}
+
+/* The error: node of export @target's stack (*@top: the export's disk,
+ * a reference the caller drops), or NULL after failing @c. */
+static struct disk *fault_node(struct ctl_call *c, const char *target, struct disk **top)
+{
+	struct disk *node;
+
+	if (!(*top = target_disk(c, target, NULL)))
+		return NULL;
+	node = stack_find(*top, is_error, NULL);
+	if (!node) {
+		disk_unref(*top);
+		*top = NULL;
+		not_supported(c, target, "no error: node in this stack");
+	}
+	return node;
+}
+
+static json_t *m_fault_set(struct ctl_call *c, json_t *params)
+{
+	const char *target, *rules;
+	struct disk *top, *node;
+	char err[512] = "";
+	json_error_t je;
+	json_t *res;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s}", "target", &target, "rules",
+			   &rules) < 0)
+		return ctl_fail_params(c, &je);
+	if (!(node = fault_node(c, target, &top)))
+		return NULL;
+	ret = error_disk_set(node, rules, err, sizeof(err));
+	if (ret == -EINVAL)
+		res = ctl_fail_paramf(c, "%s", err[0] ? err : "bad rules");
+	else if (ret < 0)
+		res = ctl_fail_errno(c, ret, "cannot set the rules");
+	else
+		res = fault_result(c, node);
+	if (ret == 0)
+		log_info("ctl: export '%s' faults set to '%s' by uid %ld pid %ld", target, rules,
+			 (long)c->uid, (long)c->pid);
+	disk_unref(top);
+	return res;
+}
+
+static json_t *m_fault_clear(struct ctl_call *c, json_t *params)
+{
+	struct disk *top, *node;
+	const char *target;
+	json_error_t je;
+	json_t *res;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
+		return ctl_fail_params(c, &je);
+	if (!(node = fault_node(c, target, &top)))
+		return NULL;
+	ret = error_disk_clear(node);
+	res = ret < 0 ? ctl_fail_errno(c, ret, "cannot clear the rules") : fault_result(c, node);
+	if (ret == 0)
+		log_info("ctl: export '%s' faults cleared by uid %ld pid %ld", target, (long)c->uid,
+			 (long)c->pid);
+	disk_unref(top);
+	return res;
+}
+
+static json_t *m_fault_get(struct ctl_call *c, json_t *params)
+{
+	struct disk *top, *node;
+	const char *target;
+	json_error_t je;
+	json_t *res;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
+		return ctl_fail_params(c, &je);
+	if (!(node = fault_node(c, target, &top)))
+		return NULL;
+	res = fault_result(c, node);
+	disk_unref(top);
+	return res;
+}
+
 /* ---- statistics ---------------------------------------------------------- */
 
 struct stats_ctx {
@@ -692,6 +800,9 @@ static const struct ctl_method serve_ctl_methods[] = {
 	{ "connection-close", m_connection_close, true },
 	{ "log-set-level", m_log_set_level, true },
 	{ "shutdown", m_shutdown, true },
+	{ "fault-set", m_fault_set, true },
+	{ "fault-clear", m_fault_clear, true },
+	{ "fault-get", m_fault_get, false },
 };
 
 int serve_ctl_new(const struct serve_ctl_opts *o, struct serve_ctl **out)

@@ -29,7 +29,8 @@ serve s -U "$sock" --control "$ctl" -e a=mem:64M -e 'b=delay:2ms/3ms:mem:32M' -D
 expect_exit 0 c rpc-get-methods
 json_check "$tmpdir/stdout" 'all(m in r for m in ["rpc-get-methods", "server-info", "export-list",
   "export-add", "export-remove", "disk-info", "disk-resize", "delay-set", "delay-get", "stats",
-  "flush", "connection-list", "connection-close", "log-set-level", "shutdown"])'
+  "flush", "connection-list", "connection-close", "log-set-level", "shutdown",
+  "fault-set", "fault-clear", "fault-get"])'
 expect_exit 0 c server-info
 json_check "$tmpdir/stdout" "r['pid'] == $s_pid and r['control'] == '$ctl' and r['read_only'] is False"
 
