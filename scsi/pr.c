@@ -1708,25 +1708,6 @@ static enum pr_class pr_class_of(const uint8_t *cdb)
 	}
 }
 
-/* Whether an I_T nexus that is (not) @registered and (not) a holder may
- * read (@write false) or change the LU under reservation @t. */
-static bool pr_access_ok(enum disk_pr_type t, bool registered, bool holder, bool write)
-{
-	if (t == DISK_PR_NONE || holder)
-		return true;
-	switch (t) {
-	case DISK_PR_WRITE_EXCLUSIVE:
-		return !write;
-	case DISK_PR_EXCLUSIVE_ACCESS:
-		return false;
-	case DISK_PR_WRITE_EXCLUSIVE_REG_ONLY:
-	case DISK_PR_WRITE_EXCLUSIVE_ALL_REG:
-		return !write || registered;
-	default:
-		return registered;
-	}
-}
-
 bool scsi_pr_conflicts(struct scsi_pr *pr, const struct scsi_nexus *n, const uint8_t *cdb)
 {
 	enum pr_class k = pr_class_of(cdb);
@@ -1746,9 +1727,9 @@ bool scsi_pr_conflicts(struct scsi_pr *pr, const struct scsi_nexus *n, const uin
 	ini = scsi_nexus_disk_initiator(n);
 	pthread_mutex_lock(&pr->lock);
 	g = pr_find_reg(&pr->st, ini->host_id, ini->host_id_len);
-	conflict = !pr_access_ok(pr->st.type, g != NULL,
-				 g && (g->holder || pr_all_regs(pr->st.type)),
-				 k == PR_CLASS_WRITE);
+	conflict = !disk_pr_access_allowed(pr->st.type, g != NULL,
+					   g && (g->holder || pr_all_regs(pr->st.type)),
+					   k == PR_CLASS_WRITE);
 	pthread_mutex_unlock(&pr->lock);
 	return conflict;
 }
