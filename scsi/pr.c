@@ -809,6 +809,23 @@ static void pr_in_answer(struct pr_ctx *c, int st)
 	pr_finish(c);
 }
 
+/* The state of one PERSISTENT RESERVE IN or OUT @cmd on this reactor
+ * (owned; pr_finish frees it), or NULL with @cmd finished BUSY. */
+static struct pr_ctx *pr_ctx_new(struct scsi_pr *pr, struct scsi_cmd *cmd)
+{
+	struct pr_ctx *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		scsi_cmd_status(cmd, SCSI_BUSY);
+		scsi_cmd_finish(cmd);
+		return NULL;
+	}
+	c->pr = pr;
+	c->cmd = cmd;
+	c->reactor = reactor_current();
+	return c;
+}
+
 void scsi_pr_in(struct scsi_pr *pr, struct scsi_cmd *cmd)
 {
 	uint8_t sa = cmd->cdb[1] & 0x1f;
@@ -828,15 +845,9 @@ void scsi_pr_in(struct scsi_pr *pr, struct scsi_cmd *cmd)
 		scsi_cmd_finish(cmd);
 		return;
 	}
-	c = calloc(1, sizeof(*c));
-	if (!c) {
-		scsi_cmd_status(cmd, SCSI_BUSY);
-		scsi_cmd_finish(cmd);
+	c = pr_ctx_new(pr, cmd);
+	if (!c)
 		return;
-	}
-	c->pr = pr;
-	c->cmd = cmd;
-	c->reactor = reactor_current();
 	c->sa = sa;
 	c->alloc_len = ds_get_be16(cmd->cdb + 7);
 	c->self.ini = *scsi_nexus_disk_initiator(cmd->nexus);
@@ -1636,17 +1647,11 @@ static bool pr_out_parse(struct scsi_pr *pr, struct pr_ctx *c)
 
 void scsi_pr_out(struct scsi_pr *pr, struct scsi_cmd *cmd)
 {
-	struct pr_ctx *c = calloc(1, sizeof(*c));
+	struct pr_ctx *c = pr_ctx_new(pr, cmd);
 
-	if (!c) {
-		scsi_cmd_status(cmd, SCSI_BUSY);
-		scsi_cmd_finish(cmd);
+	if (!c)
 		return;
-	}
-	c->pr = pr;
-	c->cmd = cmd;
 	c->out = true;
-	c->reactor = reactor_current();
 	if (!pr_out_parse(pr, c)) {
 		free(c);
 		scsi_cmd_finish(cmd);
