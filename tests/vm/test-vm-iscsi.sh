@@ -121,11 +121,7 @@ start_server()
 		"$DISKSTACK" serve -P "$work/srv.pid" --iscsi "127.0.0.1:$port" --target "$TARGET" \
 			--lun "0=file:$disk" --lun "1=file:$work/dvd.iso,dvd" 2>>"$work/serve.log" &
 		srv_pid=$!
-		for _ in $(seq 100); do
-			[ -s "$work/srv.pid" ] && return 0
-			kill -0 "$srv_pid" 2>/dev/null || break
-			sleep 0.1
-		done
+		vm_wait_pidfile "$work/srv.pid" "$srv_pid" && return 0
 		kill "$srv_pid" 2>/dev/null
 		wait "$srv_pid" 2>/dev/null
 		srv_pid=
@@ -142,20 +138,6 @@ stop_server()
 	srv_pid=
 }
 
-# watch_resize LOG: grows the disk by 32 MiB once the guest asks.
-watch_resize()
-{
-	local log=$1
-	(
-		while ! grep -aq '^VMTEST: HOST-RESIZE' "$log" 2>/dev/null; do
-			sleep 0.2
-		done
-		truncate -s 96M "$work/disk.img" && losetup -c "$loopdev" &&
-			vm_log "grew the disk to 96 MiB"
-	) &
-	watch_pid=$!
-}
-
 rc=0 passed=0
 for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	vm_prepare "$kernel"
@@ -167,7 +149,7 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	resize=0
 	if [ -n "$loopdev" ]; then
 		resize=1
-		watch_resize "$log"
+		vm_watch_resize "$log"
 	fi
 	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-420}" "ds.net=1 ds.port=$port ds.target=$TARGET ds.resize=$resize ds.luns=$DISK_LUN,$DVD_LUN" \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0

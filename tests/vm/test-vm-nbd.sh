@@ -35,11 +35,7 @@ start_server()
 		"$DISKSTACK" serve -U "$work/nbd.sock" -i 127.0.0.1 -p "$port" -P "$work/srv.pid" \
 			--export "vda=file:$work/vda.img" --export "net=mem:256M" 2>>"$work/serve.log" &
 		srv_pid=$!
-		for _ in $(seq 100); do
-			[ -s "$work/srv.pid" ] && return 0
-			kill -0 "$srv_pid" 2>/dev/null || break
-			sleep 0.1
-		done
+		vm_wait_pidfile "$work/srv.pid" "$srv_pid" && return 0
 		kill "$srv_pid" 2>/dev/null
 		wait "$srv_pid" 2>/dev/null
 		srv_pid=

@@ -25,6 +25,9 @@
 #                                function of the test script adds)
 #   vm_boot LOG TIMEOUT APPEND [qemu args...]   boot, console to LOG
 #   vm_results LOG NAME          print the guest's results; 0 pass, 1 fail
+#   vm_wait_pidfile FILE PID     wait (10 s) for a server's pid file
+#   vm_watch_resize LOG          grow $work/disk.img (on $loopdev) once
+#                                the guest asks; sets watch_pid
 set -uo pipefail
 
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -370,4 +373,34 @@ vm_results()
 	[ "$fails" -eq 0 ] || return 1
 	[ "$passes" -gt 0 ] || return 77
 	return 0
+}
+
+# vm_wait_pidfile FILE PID: 0 once the server PID has written its pid FILE
+# (it is listening then), 1 when PID exits first or 10 s pass.
+vm_wait_pidfile()
+{
+	local file=$1 pid=$2
+
+	for _ in $(seq 100); do
+		[ -s "$file" ] && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+# vm_watch_resize LOG: in the background, grows $work/disk.img by 32 MiB
+# to 96 MiB (and the loop device $loopdev over it) once the guest's LOG
+# says HOST-RESIZE; sets watch_pid.
+vm_watch_resize()
+{
+	local log=$1
+	(
+		while ! grep -aq '^VMTEST: HOST-RESIZE' "$log" 2>/dev/null; do
+			sleep 0.2
+		done
+		truncate -s 96M "$work/disk.img" && losetup -c "$loopdev" &&
+			vm_log "grew the disk to 96 MiB"
+	) &
+	watch_pid=$!
 }
