@@ -102,7 +102,7 @@ genisoimage -quiet -R -J -V DSTEST -o "$work/dvd.iso" "$work/iso" || vm_die "gen
 # and the DVD; sets port, srv_pid, loopdev.
 start_server()
 {
-	local try disk
+	local disk
 	rm -f "$work/disk.img"
 	truncate -s 64M "$work/disk.img"
 	[ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
@@ -115,19 +115,14 @@ start_server()
 				--bstype rdwr --device-type cd || vm_die "tgtd did not start"
 		return 0
 	fi
-	for try in 1 2 3 4 5; do
-		port=$((20000 + RANDOM % 30000))
-		rm -f "$work/srv.pid"
-		"$DISKSTACK" serve -P "$work/srv.pid" --iscsi "127.0.0.1:$port" --target "$TARGET" \
-			--lun "0=file:$disk" --lun "1=file:$work/dvd.iso,dvd" 2>>"$work/serve.log" &
-		srv_pid=$!
-		vm_wait_pidfile "$work/srv.pid" "$srv_pid" && return 0
-		kill "$srv_pid" 2>/dev/null
-		wait "$srv_pid" 2>/dev/null
-		srv_pid=
-	done
-	cat "$work/serve.log" >&2
-	vm_die "diskstack serve --iscsi did not start"
+	vm_serve_retry "diskstack serve --iscsi" launch_server
+}
+
+# launch_server: diskstack serve --iscsi on $port, LUN 0 on $disk.
+launch_server()
+{
+	"$DISKSTACK" serve -P "$work/srv.pid" --iscsi "127.0.0.1:$port" --target "$TARGET" \
+		--lun "0=file:$disk" --lun "1=file:$work/dvd.iso,dvd" 2>>"$work/serve.log" &
 }
 
 stop_server()

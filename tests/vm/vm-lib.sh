@@ -26,6 +26,7 @@
 #   vm_boot LOG TIMEOUT APPEND [qemu args...]   boot, console to LOG
 #   vm_results LOG NAME          print the guest's results; 0 pass, 1 fail
 #   vm_wait_pidfile FILE PID     wait (10 s) for a server's pid file
+#   vm_serve_retry WHAT LAUNCH   start a server on a random free $port
 #   vm_watch_resize LOG          grow $work/disk.img (on $loopdev) once
 #                                the guest asks; sets watch_pid
 set -uo pipefail
@@ -403,4 +404,26 @@ vm_watch_resize()
 			vm_log "grew the disk to 96 MiB"
 	) &
 	watch_pid=$!
+}
+
+# vm_serve_retry WHAT LAUNCH: sets a random $port and runs the function
+# LAUNCH, which starts the server in the background with pid file
+# $work/srv.pid and its log appended to $work/serve.log; tries five ports
+# (another program may hold one). Sets srv_pid; dies when none works.
+vm_serve_retry()
+{
+	local what=$1 launch=$2 try
+
+	for try in 1 2 3 4 5; do
+		port=$((20000 + RANDOM % 30000))
+		rm -f "$work/srv.pid"
+		"$launch"
+		srv_pid=$!
+		vm_wait_pidfile "$work/srv.pid" "$srv_pid" && return 0
+		kill "$srv_pid" 2>/dev/null
+		wait "$srv_pid" 2>/dev/null
+		srv_pid=
+	done
+	cat "$work/serve.log" >&2
+	vm_die "$what did not start"
 }
