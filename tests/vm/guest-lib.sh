@@ -10,6 +10,7 @@
 #   wait_for COND SECS   polls the shell condition COND every 0.1 s
 #   wait_s COND SECS     the same, once a second
 #   dvd_eject_load CD    eject, reload and re-read the DVD of sr device CD
+#   last_mib_rw DEV MIB  write and read back MiB number MIB of DEV
 #   fs_check DEV         ext4 on DEV: mkfs, mount, write, remount, cmp, fsck
 #   fio_verify DEV ARGS  fio --verify=crc32c on DEV, QD32, two jobs
 #   queues_dispatched NAME H...  each blk-mq queue H of NAME was used
@@ -57,6 +58,17 @@ wait_for() { _wait_poll "$1" $(($2 * 10)) 0.1; }
 # wait_s COND SECS: wait_for at one poll a second (for a COND that forks
 # many processes per call, slow under TCG).
 wait_s() { _wait_poll "$1" "$2" 1; }
+
+# last_mib_rw DEV MIB: writes random data to MiB number MIB of DEV (the
+# last one after a resize) and reads it back, both direct. Fails the test
+# when either goes wrong.
+last_mib_rw()
+{
+	dd if=/dev/urandom of="$T/tail" bs=1M count=1 2>/dev/null
+	dd if="$T/tail" of="$1" bs=1M seek="$2" oflag=direct 2>/dev/null || { fail "write to the new last MiB"; return 1; }
+	dd if="$1" of="$T/tail.back" bs=1M skip="$2" count=1 iflag=direct 2>/dev/null
+	cmp "$T/tail" "$T/tail.back" || { fail "the new last MiB reads back different"; return 1; }
+}
 
 # dvd_eject_load CD: START STOP UNIT with LOEJ=1 ejects the disc of the
 # sr device CD, after which TEST UNIT READY must report no medium; LOEJ=1

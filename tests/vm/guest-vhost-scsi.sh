@@ -116,10 +116,7 @@ test_resize()
 		{ dmesg | tail -n 20; fail "$d still $(blockdev --getsize64 "$d") bytes after the host grew it to 96 MiB"; return 1; }
 	dmesg | grep -qi 'capacity data has changed\|capacity change' &&
 		info "the kernel saw it: $(dmesg | grep -i 'capacity' | tail -n 1)"
-	dd if=/dev/urandom of="$T/tail" bs=1M count=1 2>/dev/null
-	dd if="$T/tail" of="$d" bs=1M seek=95 oflag=direct 2>/dev/null || { fail "write to the new last MiB"; return 1; }
-	dd if="$d" of="$T/tail.back" bs=1M skip=95 count=1 iflag=direct 2>/dev/null
-	cmp "$T/tail" "$T/tail.back" || { fail "the new last MiB reads back different"; return 1; }
+	last_mib_rw "$d" 95
 }
 
 test_eject()
