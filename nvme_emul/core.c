@@ -37,6 +37,7 @@
 #include <string.h>
 
 
+#include "common/ascii.h"
 #include "common/compiler.h"
 #include "common/hash.h"
 #include "common/log.h"
@@ -44,18 +45,6 @@
 #include "storage/decorators/prwrap.h"
 
 /* ---- small helpers ------------------------------------------------------------- */
-
-static bool ascii_ok(const char *s, size_t max)
-{
-	if (!s)
-		return true;
-	if (strlen(s) > max)
-		return false;
-	for (; *s; s++)
-		if (*s < 0x20 || *s > 0x7e)
-			return false;
-	return true;
-}
 
 static void bit_set(_Atomic uint64_t *map, uint32_t i, bool on)
 {
@@ -86,10 +75,10 @@ int nvmeemu_subsys_new(const struct nvmeemu_subsys_opts *o, struct nvmeemu_subsy
 	if (!o)
 		o = &defaults;
 	*out = NULL;
-	if (!ascii_ok(o->serial, 20) || !ascii_ok(o->model, 40) || !ascii_ok(o->firmware, 8))
+	if (!ascii_printable(o->serial, 20) || !ascii_printable(o->model, 40) || !ascii_printable(o->firmware, 8))
 		return errbuf_printf(err, errlen, "NVMe serial/model/firmware must be printable ASCII "
 				     "of at most 20/40/8 characters");
-	if (o->nqn && (strlen(o->nqn) == 0 || strlen(o->nqn) > 223 || !ascii_ok(o->nqn, 223)))
+	if (o->nqn && (strlen(o->nqn) == 0 || strlen(o->nqn) > 223 || !ascii_printable(o->nqn, 223)))
 		return errbuf_printf(err, errlen, "an NVMe Qualified Name has 1 to 223 printable characters");
 	if (o->mdts > 20)
 		return errbuf_printf(err, errlen, "MDTS %u is out of range (0..20)", o->mdts);

@@ -265,24 +265,33 @@ static void resv_send(struct nvmeemu_cmd *cmd, enum disk_op op, const struct dis
 	disk_submit(st->ns->io_disk, io);
 }
 
+/* Copies the command's data (the reservation keys) into @data; finishes
+ * @cmd with the transfer's status and returns false when it fails. */
+static bool resv_get_data(struct nvmeemu_cmd *cmd, uint8_t *data, size_t len)
+{
+	uint16_t status = nvmeemu_get(cmd, 0, data, len);
+
+	if (status) {
+		nvmeemu_finish(cmd, status, 0);
+		return false;
+	}
+	return true;
+}
+
 void nvmeemu_resv_register(struct nvmeemu_cmd *cmd)
 {
 	uint32_t cdw10 = cmd_dw(cmd, 10), rrega = cdw10 & 7, cptpl = cdw10 >> 30;
 	bool iekey = cdw10 & (1u << 3);
 	struct disk_pr_args a = { 0 };
 	uint8_t data[16];
-	uint16_t status;
 
 	if (rrega > 2 || cptpl == 1 ||
 	    (cptpl == 3 && !(ns_caps(cmd) & DISK_PR_CAP_PTPL))) {
 		nvmeemu_finish(cmd, NVMEEMU_INVALID_FIELD | NVMEEMU_DNR, 0);
 		return;
 	}
-	status = nvmeemu_get(cmd, 0, data, sizeof(data));
-	if (status) {
-		nvmeemu_finish(cmd, status, 0);
+	if (!resv_get_data(cmd, data, sizeof(data)))
 		return;
-	}
 	a.ptpl = cptpl == 0 ? -1 : cptpl == 2 ? 0 : 1;
 	a.has_current_key = rrega == 0 || !iekey;
 	a.key = rrega == 0 ? 0 : ds_get_le64(data);
@@ -295,17 +304,13 @@ void nvmeemu_resv_acquire(struct nvmeemu_cmd *cmd)
 	uint32_t cdw10 = cmd_dw(cmd, 10), racqa = cdw10 & 7, rtype = (cdw10 >> 8) & 0xff;
 	struct disk_pr_args a = { 0 };
 	uint8_t data[16];
-	uint16_t status;
 
 	if (racqa > 2 || rtype == 0 || rtype > RTYPE_MAX) {
 		nvmeemu_finish(cmd, NVMEEMU_INVALID_FIELD | NVMEEMU_DNR, 0);
 		return;
 	}
-	status = nvmeemu_get(cmd, 0, data, sizeof(data));
-	if (status) {
-		nvmeemu_finish(cmd, status, 0);
+	if (!resv_get_data(cmd, data, sizeof(data)))
 		return;
-	}
 	a.type = (enum disk_pr_type)rtype;
 	a.key = ds_get_le64(data);
 	if (racqa == 0) {
@@ -322,17 +327,13 @@ void nvmeemu_resv_release(struct nvmeemu_cmd *cmd)
 	uint32_t cdw10 = cmd_dw(cmd, 10), rrela = cdw10 & 7, rtype = (cdw10 >> 8) & 0xff;
 	struct disk_pr_args a = { 0 };
 	uint8_t data[8];
-	uint16_t status;
 
 	if (rrela > 1 || (rrela == 0 && (rtype == 0 || rtype > RTYPE_MAX))) {
 		nvmeemu_finish(cmd, NVMEEMU_INVALID_FIELD | NVMEEMU_DNR, 0);
 		return;
 	}
-	status = nvmeemu_get(cmd, 0, data, sizeof(data));
-	if (status) {
-		nvmeemu_finish(cmd, status, 0);
+	if (!resv_get_data(cmd, data, sizeof(data)))
 		return;
-	}
 	a.key = ds_get_le64(data);
 	a.type = (enum disk_pr_type)rtype;
 	if (rrela == 0)

@@ -42,6 +42,7 @@
 #include <string.h>
 
 
+#include "common/ascii.h"
 #include "common/compiler.h"
 #include "common/hash.h"
 #include "common/log.h"
@@ -168,18 +169,6 @@ static void pad_copy(char *buf, size_t n, const char *s, const char *def)
 	memcpy(buf, s, l);
 	memset(buf + l, ' ', n - l);
 	buf[n] = '\0';
-}
-
-static bool ascii_printable(const char *s, size_t max)
-{
-	if (!s)
-		return true;
-	if (strlen(s) > max)
-		return false;
-	for (; *s; s++)
-		if (*s < 0x20 || *s > 0x7e)
-			return false;
-	return true;
 }
 
 /* Queues @asc/@ascq on @it (the LU's lock held). */
@@ -617,8 +606,11 @@ const struct disk_initiator *scsi_nexus_disk_initiator(const struct scsi_nexus *
 
 /* ---- unit attentions ------------------------------------------------------------- */
 
-void scsi_lu_ua_all(struct scsi_lu *lu, const struct scsi_nexus *except, uint8_t asc,
-		    uint8_t ascq)
+/* Queues @asc/@ascq on @lu for every nexus of its target that @match
+ * accepts (with @arg, @len), under the target's and the LU's locks. */
+static void lu_ua_where(struct scsi_lu *lu,
+			bool (*match)(const struct scsi_nexus *n, const void *arg, size_t len),
+			const void *arg, size_t len, uint8_t asc, uint8_t ascq)
 {
 	struct scsi_target *t = lu->t;
 
@@ -627,26 +619,33 @@ void scsi_lu_ua_all(struct scsi_lu *lu, const struct scsi_nexus *except, uint8_t
 	pthread_mutex_lock(&t->lock);
 	pthread_mutex_lock(&lu->lock);
 	for (struct scsi_nexus *n = t->nexuses; n; n = n->next)
-		if (n != except)
+		if (match(n, arg, len))
 			itl_queue_ua(&n->itl[lu->lun], asc, ascq);
 	pthread_mutex_unlock(&lu->lock);
 	pthread_mutex_unlock(&t->lock);
 }
 
+static bool lu_nexus_other(const struct scsi_nexus *n, const void *except, size_t len)
+{
+	(void)len;
+	return n != except;
+}
+
+static bool lu_nexus_of_host(const struct scsi_nexus *n, const void *host_id, size_t len)
+{
+	return n->dinit.host_id_len == len && !memcmp(n->dinit.host_id, host_id, len);
+}
+
+void scsi_lu_ua_all(struct scsi_lu *lu, const struct scsi_nexus *except, uint8_t asc,
+		    uint8_t ascq)
+{
+	lu_ua_where(lu, lu_nexus_other, except, 0, asc, ascq);
+}
+
 void scsi_lu_ua_host(struct scsi_lu *lu, const uint8_t *host_id, size_t len, uint8_t asc,
 		     uint8_t ascq)
 {
-	struct scsi_target *t = lu->t;
-
-	if (!t)
-		return;
-	pthread_mutex_lock(&t->lock);
-	pthread_mutex_lock(&lu->lock);
-	for (struct scsi_nexus *n = t->nexuses; n; n = n->next)
-		if (n->dinit.host_id_len == len && !memcmp(n->dinit.host_id, host_id, len))
-			itl_queue_ua(&n->itl[lu->lun], asc, ascq);
-	pthread_mutex_unlock(&lu->lock);
-	pthread_mutex_unlock(&t->lock);
+	lu_ua_where(lu, lu_nexus_of_host, host_id, len, asc, ascq);
 }
 
 bool scsi_cmd_take_ua(struct scsi_cmd *cmd, uint8_t *asc, uint8_t *ascq)

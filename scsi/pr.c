@@ -809,6 +809,23 @@ static void pr_in_answer(struct pr_ctx *c, int st)
 	pr_finish(c);
 }
 
+/* The state of one PERSISTENT RESERVE IN or OUT @cmd on this reactor
+ * (owned; pr_finish frees it), or NULL with @cmd finished BUSY. */
+static struct pr_ctx *pr_ctx_new(struct scsi_pr *pr, struct scsi_cmd *cmd)
+{
+	struct pr_ctx *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		scsi_cmd_status(cmd, SCSI_BUSY);
+		scsi_cmd_finish(cmd);
+		return NULL;
+	}
+	c->pr = pr;
+	c->cmd = cmd;
+	c->reactor = reactor_current();
+	return c;
+}
+
 void scsi_pr_in(struct scsi_pr *pr, struct scsi_cmd *cmd)
 {
 	uint8_t sa = cmd->cdb[1] & 0x1f;
@@ -828,15 +845,9 @@ void scsi_pr_in(struct scsi_pr *pr, struct scsi_cmd *cmd)
 		scsi_cmd_finish(cmd);
 		return;
 	}
-	c = calloc(1, sizeof(*c));
-	if (!c) {
-		scsi_cmd_status(cmd, SCSI_BUSY);
-		scsi_cmd_finish(cmd);
+	c = pr_ctx_new(pr, cmd);
+	if (!c)
 		return;
-	}
-	c->pr = pr;
-	c->cmd = cmd;
-	c->reactor = reactor_current();
 	c->sa = sa;
 	c->alloc_len = ds_get_be16(cmd->cdb + 7);
 	c->self.ini = *scsi_nexus_disk_initiator(cmd->nexus);
@@ -1636,17 +1647,11 @@ static bool pr_out_parse(struct scsi_pr *pr, struct pr_ctx *c)
 
 void scsi_pr_out(struct scsi_pr *pr, struct scsi_cmd *cmd)
 {
-	struct pr_ctx *c = calloc(1, sizeof(*c));
+	struct pr_ctx *c = pr_ctx_new(pr, cmd);
 
-	if (!c) {
-		scsi_cmd_status(cmd, SCSI_BUSY);
-		scsi_cmd_finish(cmd);
+	if (!c)
 		return;
-	}
-	c->pr = pr;
-	c->cmd = cmd;
 	c->out = true;
-	c->reactor = reactor_current();
 	if (!pr_out_parse(pr, c)) {
 		free(c);
 		scsi_cmd_finish(cmd);
@@ -1708,25 +1713,6 @@ static enum pr_class pr_class_of(const uint8_t *cdb)
 	}
 }
 
-/* Whether an I_T nexus that is (not) @registered and (not) a holder may
- * read (@write false) or change the LU under reservation @t. */
-static bool pr_access_ok(enum disk_pr_type t, bool registered, bool holder, bool write)
-{
-	if (t == DISK_PR_NONE || holder)
-		return true;
-	switch (t) {
-	case DISK_PR_WRITE_EXCLUSIVE:
-		return !write;
-	case DISK_PR_EXCLUSIVE_ACCESS:
-		return false;
-	case DISK_PR_WRITE_EXCLUSIVE_REG_ONLY:
-	case DISK_PR_WRITE_EXCLUSIVE_ALL_REG:
-		return !write || registered;
-	default:
-		return registered;
-	}
-}
-
 bool scsi_pr_conflicts(struct scsi_pr *pr, const struct scsi_nexus *n, const uint8_t *cdb)
 {
 	enum pr_class k = pr_class_of(cdb);
@@ -1746,9 +1732,9 @@ bool scsi_pr_conflicts(struct scsi_pr *pr, const struct scsi_nexus *n, const uin
 	ini = scsi_nexus_disk_initiator(n);
 	pthread_mutex_lock(&pr->lock);
 	g = pr_find_reg(&pr->st, ini->host_id, ini->host_id_len);
-	conflict = !pr_access_ok(pr->st.type, g != NULL,
-				 g && (g->holder || pr_all_regs(pr->st.type)),
-				 k == PR_CLASS_WRITE);
+	conflict = !disk_pr_access_allowed(pr->st.type, g != NULL,
+					   g && (g->holder || pr_all_regs(pr->st.type)),
+					   k == PR_CLASS_WRITE);
 	pthread_mutex_unlock(&pr->lock);
 	return conflict;
 }

@@ -438,6 +438,18 @@ static struct sbc_cmd *sbc_cmd_new(struct scsi_cmd *cmd, int niov)
 	return c;
 }
 
+/* sbc_cmd_new for a command on the @n blocks at @lba. */
+static struct sbc_cmd *sbc_cmd_new_range(struct scsi_cmd *cmd, int niov, uint64_t lba, uint64_t n)
+{
+	struct sbc_cmd *c = sbc_cmd_new(cmd, niov);
+
+	if (c) {
+		c->lba = lba;
+		c->n = n;
+	}
+	return c;
+}
+
 static bool sbc_buf_get(struct sbc_cmd *c, size_t bytes)
 {
 	c->buf = reactor_buf_get(c->reactor, bytes, false);
@@ -495,6 +507,29 @@ static void sbc_submit(struct sbc_cmd *c, enum disk_op op, uint32_t flags, uint6
 	io->iovcnt = iovcnt;
 	io->done = done;
 	disk_submit(c->disk, io);
+}
+
+/* Submits @op over @k blocks at @lba through the staging buffer. */
+static void sbc_submit_buf(struct sbc_cmd *c, enum disk_op op, uint32_t flags, uint64_t lba,
+			   uint64_t k, void (*done)(struct disk_io *io))
+{
+	c->iov[0].iov_base = c->buf;
+	c->iov[0].iov_len = (size_t)(k << c->shift);
+	sbc_submit(c, op, flags, lba, 0, c->iov, 1, done);
+}
+
+/* For a command that walks its blocks one staging buffer at a time:
+ * submits @op over the next chunk, or ends the command after the last. */
+static void sbc_chunk_next(struct sbc_cmd *c, enum disk_op op, uint32_t flags,
+			   void (*done)(struct disk_io *io))
+{
+	uint64_t k = MIN(c->n - c->pos, (uint64_t)(c->buf_bytes >> c->shift));
+
+	if (k == 0) {
+		sbc_end(c);
+		return;
+	}
+	sbc_submit_buf(c, op, flags, c->lba + c->pos, k, done);
 }
 
 static void sbc_range_granted(struct sbc_range *r)
@@ -731,11 +766,9 @@ static void sbc_write_common(struct scsi_cmd *cmd, bool verify)
 	if (!sbc_write_prologue(cmd, &lba, &blocks))
 		return;
 	direct = iov_length(cmd->iov, cmd->iovcnt) == blocks * bs;
-	c = sbc_cmd_new(cmd, direct ? 0 : cmd->iovcnt);
+	c = sbc_cmd_new_range(cmd, direct ? 0 : cmd->iovcnt, lba, blocks);
 	if (!c)
 		return;
-	c->lba = lba;
-	c->n = blocks;
 	if (!direct)
 		sbc_slice(c, 0, blocks * bs);
 	if (verify || (cmd->cdb[0] != 0x0a && (cmd->cdb[1] & 0x08)))
@@ -782,15 +815,7 @@ static void sbc_verify_done(struct disk_io *io)
 
 static void sbc_verify_step(struct sbc_cmd *c)
 {
-	uint64_t k = MIN(c->n - c->pos, (uint64_t)(c->buf_bytes >> c->shift));
-
-	if (k == 0) {
-		sbc_end(c);
-		return;
-	}
-	c->iov[0].iov_base = c->buf;
-	c->iov[0].iov_len = (size_t)(k << c->shift);
-	sbc_submit(c, DISK_OP_READ, 0, c->lba + c->pos, 0, c->iov, 1, sbc_verify_done);
+	sbc_chunk_next(c, DISK_OP_READ, 0, sbc_verify_done);
 }
 
 /* VERIFY(10/12/16): SBC-3 BYTCHK 0: the blocks must be
@@ -824,11 +849,9 @@ static void sbc_verify(struct scsi_cmd *cmd)
 		scsi_cmd_finish(cmd);
 		return;
 	}
-	c = sbc_cmd_new(cmd, 1);
+	c = sbc_cmd_new_range(cmd, 1, lba, blocks);
 	if (!c)
 		return;
-	c->lba = lba;
-	c->n = blocks;
 	if (!bytchk) {
 		sbc_submit(c, DISK_OP_CACHE, 0, lba, n, NULL, 0, sbc_end_io_done);
 		return;
@@ -838,6 +861,20 @@ static void sbc_verify(struct scsi_cmd *cmd)
 		return;
 	}
 	sbc_verify_step(c);
+}
+
+/* COMPARE AND WRITE and ORWRITE: with FUA the write is durable; a
+ * staging buffer for the medium's blocks, then @step under the exclusive
+ * range lock. */
+static void sbc_rmw_start(struct sbc_cmd *c, void (*step)(struct sbc_cmd *c))
+{
+	if (c->cmd->cdb[1] & 0x08)
+		c->wflags |= DISK_IO_FUA;
+	if (!sbc_buf_get(c, (size_t)(c->n << c->shift))) {
+		sbc_end_busy(c);
+		return;
+	}
+	sbc_write_start(c, c->lba, c->n, true, step);
 }
 
 /* ---- COMPARE AND WRITE ---------------------------------------------------------- */
@@ -866,9 +903,7 @@ static void sbc_caw_read_done(struct disk_io *io)
 
 static void sbc_caw_step(struct sbc_cmd *c)
 {
-	c->iov[0].iov_base = c->buf;
-	c->iov[0].iov_len = (size_t)(c->n << c->shift);
-	sbc_submit(c, DISK_OP_READ, 0, c->lba, 0, c->iov, 1, sbc_caw_read_done);
+	sbc_submit_buf(c, DISK_OP_READ, 0, c->lba, c->n, sbc_caw_read_done);
 }
 
 /* COMPARE AND WRITE (89h): SBC-3 The data-out is the verify
@@ -906,18 +941,9 @@ static void sbc_caw(struct scsi_cmd *cmd)
 		sbc_fail_iu(cmd);
 		return;
 	}
-	c = sbc_cmd_new(cmd, MAX(cmd->iovcnt, 1));
-	if (!c)
-		return;
-	c->lba = lba;
-	c->n = n;
-	if (cmd->cdb[1] & 0x08)
-		c->wflags |= DISK_IO_FUA;
-	if (!sbc_buf_get(c, (size_t)(n * bs))) {
-		sbc_end_busy(c);
-		return;
-	}
-	sbc_write_start(c, lba, n, true, sbc_caw_step);
+	c = sbc_cmd_new_range(cmd, MAX(cmd->iovcnt, 1), lba, n);
+	if (c)
+		sbc_rmw_start(c, sbc_caw_step);
 }
 
 /* ---- ORWRITE -------------------------------------------------------------------- */
@@ -947,9 +973,7 @@ static void sbc_orwrite_read_done(struct disk_io *io)
 
 static void sbc_orwrite_step(struct sbc_cmd *c)
 {
-	c->iov[0].iov_base = c->buf;
-	c->iov[0].iov_len = (size_t)(c->n << c->shift);
-	sbc_submit(c, DISK_OP_READ, 0, c->lba, 0, c->iov, 1, sbc_orwrite_read_done);
+	sbc_submit_buf(c, DISK_OP_READ, 0, c->lba, c->n, sbc_orwrite_read_done);
 }
 
 /* ORWRITE(16) (8Bh), SBC-3: read, OR in the data-out, write back, under
@@ -958,24 +982,14 @@ static void sbc_orwrite_step(struct sbc_cmd *c)
  * usage data: the LU has no protection information. */
 static void sbc_orwrite(struct scsi_cmd *cmd)
 {
-	uint32_t bs = scsi_lu_block_size(scsi_cmd_lu(cmd));
 	uint64_t lba, blocks;
 	struct sbc_cmd *c;
 
 	if (!sbc_write_prologue(cmd, &lba, &blocks))
 		return;
-	c = sbc_cmd_new(cmd, 1);
-	if (!c)
-		return;
-	c->lba = lba;
-	c->n = blocks;
-	if (cmd->cdb[1] & 0x08)
-		c->wflags |= DISK_IO_FUA;
-	if (!sbc_buf_get(c, (size_t)(blocks * bs))) {
-		sbc_end_busy(c);
-		return;
-	}
-	sbc_write_start(c, lba, blocks, true, sbc_orwrite_step);
+	c = sbc_cmd_new_range(cmd, 1, lba, blocks);
+	if (c)
+		sbc_rmw_start(c, sbc_orwrite_step);
 }
 
 /* ---- WRITE SAME ----------------------------------------------------------------- */
@@ -984,15 +998,7 @@ static void sbc_ws_chunk_done(struct disk_io *io);
 
 static void sbc_ws_chunk(struct sbc_cmd *c)
 {
-	uint64_t k = MIN(c->n - c->pos, (uint64_t)(c->buf_bytes >> c->shift));
-
-	if (k == 0) {
-		sbc_end(c);
-		return;
-	}
-	c->iov[0].iov_base = c->buf;
-	c->iov[0].iov_len = (size_t)(k << c->shift);
-	sbc_submit(c, DISK_OP_WRITE, c->wflags, c->lba + c->pos, 0, c->iov, 1, sbc_ws_chunk_done);
+	sbc_chunk_next(c, DISK_OP_WRITE, c->wflags, sbc_ws_chunk_done);
 }
 
 static void sbc_ws_chunk_done(struct disk_io *io)
@@ -1064,11 +1070,9 @@ static void sbc_write_same(struct scsi_cmd *cmd)
 		scsi_cmd_finish(cmd);
 		return;
 	}
-	c = sbc_cmd_new(cmd, 1);
+	c = sbc_cmd_new_range(cmd, 1, lba, n);
 	if (!c)
 		return;
-	c->lba = lba;
-	c->n = n;
 	c->flag = unmap;
 	if (!ndob) {
 		chunk = (size_t)MIN(n * bs, (uint64_t)SBC_CHUNK_BYTES);
@@ -1220,22 +1224,33 @@ static void sbc_unmap(struct scsi_cmd *cmd)
 
 /* ---- SYNCHRONIZE CACHE, PRE-FETCH ---------------------------------------------- */
 
+/* What a command without data checks first: the CDB's fields and the
+ * range. Sets *@lba and *@n and returns true, or finishes @cmd and
+ * returns false. */
+static bool sbc_nodata_prologue(struct scsi_cmd *cmd, uint64_t *lba, uint64_t *n)
+{
+	uint16_t len_byte;
+
+	if (!sbc_cdb_ok(cmd))
+		return false;
+	sbc_lba_len(cmd->cdb, lba, n, &len_byte);
+	cmd->want_len = 0;
+	if (!sbc_in_range(disk_sector_count(scsi_cmd_disk(cmd)), *lba, *n)) {
+		sbc_fail_range(cmd);
+		return false;
+	}
+	return true;
+}
+
 /* SYNCHRONIZE CACHE(10/16): SBC-3 The disk flushes as a
  * whole; the range is only checked. */
 static void sbc_sync_cache(struct scsi_cmd *cmd)
 {
 	uint64_t lba, n;
-	uint16_t len_byte;
 	struct sbc_cmd *c;
 
-	if (!sbc_cdb_ok(cmd))
+	if (!sbc_nodata_prologue(cmd, &lba, &n))
 		return;
-	sbc_lba_len(cmd->cdb, &lba, &n, &len_byte);
-	cmd->want_len = 0;
-	if (!sbc_in_range(disk_sector_count(scsi_cmd_disk(cmd)), lba, n)) {
-		sbc_fail_range(cmd);
-		return;
-	}
 	c = sbc_cmd_new(cmd, 0);
 	if (!c)
 		return;
@@ -1263,17 +1278,10 @@ static void sbc_prefetch(struct scsi_cmd *cmd)
 	uint32_t bs = scsi_lu_block_size(scsi_cmd_lu(cmd));
 	uint64_t count = disk_sector_count(scsi_cmd_disk(cmd));
 	uint64_t lba, n, max = SBC_PREFETCH_MAX_BYTES / bs;
-	uint16_t len_byte;
 	struct sbc_cmd *c;
 
-	if (!sbc_cdb_ok(cmd))
+	if (!sbc_nodata_prologue(cmd, &lba, &n))
 		return;
-	sbc_lba_len(cmd->cdb, &lba, &n, &len_byte);
-	cmd->want_len = 0;
-	if (!sbc_in_range(count, lba, n)) {
-		sbc_fail_range(cmd);
-		return;
-	}
 	if (n == 0)
 		n = count - lba;
 	if (n == 0) {

@@ -1155,3 +1155,25 @@ int disk_sync_block_status(struct disk *d, uint64_t sector, uint64_t count,
 		*nr = io.u.bs.nr;
 	return st;
 }
+
+/* ---- persistent reservations --------------------------------------------------- */
+
+bool disk_pr_access_allowed(enum disk_pr_type type, bool registered, bool holder, bool write)
+{
+	if (type == DISK_PR_NONE || holder)
+		return true;
+	switch (type) {
+	case DISK_PR_WRITE_EXCLUSIVE:
+		return !write;
+	case DISK_PR_EXCLUSIVE_ACCESS:
+		return false;
+	case DISK_PR_WRITE_EXCLUSIVE_REG_ONLY:
+	case DISK_PR_WRITE_EXCLUSIVE_ALL_REG:
+		return !write || registered;
+	case DISK_PR_EXCLUSIVE_ACCESS_REG_ONLY:
+	case DISK_PR_EXCLUSIVE_ACCESS_ALL_REG:
+		return registered;
+	default:
+		return false;
+	}
+}

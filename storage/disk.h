@@ -183,6 +183,13 @@ enum {
 	DISK_PR_CAP_PTPL = 1u << 6,
 };
 
+/* The access rule of persistent reservations (SPC-4's table of the
+ * reservation types; NVMe "command behavior in the presence of a
+ * reservation"): may an initiator that is (not) @registered and (not) a
+ * @holder read (@write false) or change the disk under reservation type
+ * @type? An unknown type allows nothing but the holder. Pure. */
+bool disk_pr_access_allowed(enum disk_pr_type type, bool registered, bool holder, bool write);
+
 /* Who is asking: a host identifier (NVMe host id, SCSI initiator port, NBD
  * connection...). Optional on every request; borrowed. */
 struct disk_initiator {

@@ -1113,16 +1113,6 @@ static int blob_check_opts(const struct blob_opts *o, char *err, size_t errlen)
 	return 0;
 }
 
-static char *blob_redacted_dup(const char *url)
-{
-	size_t n = strlen(url) + sizeof(URL_REDACTED) + 2;
-	char *s = malloc(n);
-
-	if (s)
-		url_redact(url, strlen(url), s, n);
-	return s;
-}
-
 /* Reads and checks the vhd1 footer; sets the sector count and disk id. */
 static int blob_open_vhd1(struct blob *b, char *err, size_t errlen)
 {
@@ -1196,14 +1186,14 @@ int blob_open(const char *url, enum blob_format format, const struct blob_opts *
 			goto nomem;
 		b->o.unix_socket = b->unix_socket;
 	}
-	b->url_shown = blob_redacted_dup(url);
+	b->url_shown = url_redact_dup(url);
 	if (!b->url_shown)
 		goto nomem;
 
 	r = blob_head(b, url, err, errlen);
 	if (r < 0)
 		goto fail;
-	b->final_shown = blob_redacted_dup(b->url);
+	b->final_shown = url_redact_dup(b->url);
 	if (!b->final_shown)
 		goto nomem;
 	if (format == BLOB_VHD1) {

@@ -1275,16 +1275,6 @@ static const struct disk_ops nbdc_ops_nozero = NBDC_OPS(NULL);
 
 /* ---- open ------------------------------------------------------------------------ */
 
-static char *nbdc_redacted_dup(const char *uri)
-{
-	size_t n = strlen(uri) + sizeof(URL_REDACTED) + 2;
-	char *s = malloc(n);
-
-	if (s)
-		url_redact(uri, strlen(uri), s, n);
-	return s;
-}
-
 /* Reads the export's properties from the first connection. */
 static int nbdc_learn(struct nbdc *n, struct nbd_handle *h, char *err, size_t errlen)
 {
@@ -1354,7 +1344,7 @@ int nbdclient_open(const char *uri, bool read_only, const struct nbdclient_opts 
 		goto fail;
 	}
 	n->uri = strdup(uri);
-	n->uri_shown = nbdc_redacted_dup(uri);
+	n->uri_shown = url_redact_dup(uri);
 	c = calloc(1, sizeof(*c));
 	if (!n->uri || !n->uri_shown || !c) {
 		free(c);

@@ -138,6 +138,17 @@ size_t url_redact_text(const char *text, char *out, size_t outlen)
 	return o.len;
 }
 
+char *url_redact_dup(const char *url)
+{
+	/* One URL_REDACTED and its "?" or "&" at the most. */
+	size_t n = strlen(url) + sizeof(URL_REDACTED) + 2;
+	char *s = malloc(n);
+
+	if (s)
+		url_redact(url, strlen(url), s, n);
+	return s;
+}
+
 char *url_redact_text_dup(const char *text)
 {
 	size_t urls = 0, room;

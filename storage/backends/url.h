@@ -23,6 +23,10 @@
  */
 size_t url_redact(const char *url, size_t len, char *out, size_t outlen);
 
+/* url_redact() of all of @url into a new string (owned by the caller;
+ * NULL when out of memory). */
+char *url_redact_dup(const char *url);
+
 /*
  * Same for a free text that may hold URLs (a disk spec, a message): every
  * "<scheme>://..." in @text is redacted up to the next ',' or the end of

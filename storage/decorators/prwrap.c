@@ -138,33 +138,6 @@ static void prwrap_id_of(const struct disk_initiator *ini, uint64_t id[2], unsig
 	*tag = PRWRAP_TAG_USED | len;
 }
 
-/*
- * The SPC-4 access rule (SPC-4 persistent reservation type table; NVMe
- * "command behavior in the presence of a reservation"): may an initiator
- * that is (not) registered and (not) a holder read or write under @rtype?
- * Flush, unmap and write-zeroes count as writes; block status and CACHE as
- * reads.
- */
-static bool prwrap_io_allowed(unsigned rtype, bool registered, bool holder, bool write)
-{
-	if (rtype == DISK_PR_NONE || holder)
-		return true;
-	switch (rtype) {
-	case DISK_PR_WRITE_EXCLUSIVE:
-		return !write;
-	case DISK_PR_EXCLUSIVE_ACCESS:
-		return false;
-	case DISK_PR_WRITE_EXCLUSIVE_REG_ONLY:
-	case DISK_PR_WRITE_EXCLUSIVE_ALL_REG:
-		return !write || registered;
-	case DISK_PR_EXCLUSIVE_ACCESS_REG_ONLY:
-	case DISK_PR_EXCLUSIVE_ACCESS_ALL_REG:
-		return registered;
-	default:
-		return false;
-	}
-}
-
 /* ---- the sequence lock --------------------------------------------------------- */
 
 static inline void prwrap_cpu_relax(void)
@@ -297,7 +270,7 @@ static int prwrap_check(struct prwrap *pr, const struct disk_initiator *ini, boo
 		}
 		is_holder = found >= 0 && rtype != DISK_PR_NONE &&
 			    (prwrap_all_regs(rtype) || holder == found);
-		ok = prwrap_io_allowed(rtype, found >= 0, is_holder, write);
+		ok = disk_pr_access_allowed((enum disk_pr_type)rtype, found >= 0, is_holder, write);
 		if (prwrap_read_retry(pr, s))
 			continue;
 		if (!ok)

@@ -25,16 +25,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common/log.h"
-#include "common/reactor.h"
+#include "tests/fuzz/fuzz-prelude.h"
 #include "nbd/server.h"
 #include "net/netsrv.h"
 #include "storage/layered.h"
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static struct reactor *main_reactor;
 
 struct peer {
 	int fd;
@@ -84,10 +78,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	log_set_level(getenv("FUZZ_VERBOSE") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
 	signal(SIGPIPE, SIG_IGN);
-	if (reactor_new(&main_reactor, 0) < 0)
-		abort();
+	fuzz_prelude_init();
 	return 0;
 }
 

@@ -31,29 +31,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define FUZZ_PRELUDE_INITIALIZE
+#include "tests/fuzz/fuzz-prelude.h"
 #include "common/endian.h"
-#include "common/log.h"
-#include "common/reactor.h"
 #include "nvme_emul/nvme.h"
 #include "storage/layered.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 #define MAX_CMDS 64
 #define MAX_BUF (16u << 10)
-
-static struct reactor *main_reactor;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	log_set_level(getenv("FUZZ_VERBOSE") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
-	if (reactor_new(&main_reactor, 0) < 0)
-		abort();
-	return 0;
-}
 
 struct slot {
 	struct nvmeemu_cmd cmd;

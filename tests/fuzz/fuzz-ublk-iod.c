@@ -33,29 +33,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define FUZZ_PRELUDE_INITIALIZE
+#include "tests/fuzz/fuzz-prelude.h"
 #include "common/compiler.h"
-#include "common/log.h"
-#include "common/reactor.h"
 #include "storage/layered.h"
 #include "ublk/ubsrv.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 #define CFG_BYTES 4
 #define MAX_DESCS 64
-
-static struct reactor *main_reactor;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	log_set_level(getenv("FUZZ_VERBOSE") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
-	if (reactor_new(&main_reactor, 0) < 0)
-		abort();
-	return 0;
-}
 
 static bool is_errno(int r)
 {

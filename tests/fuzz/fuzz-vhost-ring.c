@@ -30,17 +30,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/log.h"
-#include "common/reactor.h"
+#define FUZZ_PRELUDE_INITIALIZE
+#include "tests/fuzz/fuzz-prelude.h"
 #include "storage/disk.h"
 #include "storage/layered.h"
 #include "vhost/blk.h"
 #include "vhost/mem.h"
 #include "vhost/proto.h"
 #include "vhost/vring.h"
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define R0_GPA 0x0ull
 #define R0_BYTES 0x10000u
@@ -49,18 +46,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define DESC_OFF 0x0
 #define AVAIL_OFF 0x400
 #define USED_OFF 0x600
-
-static struct reactor *main_reactor;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	log_set_level(getenv("FUZZ_VERBOSE") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
-	if (reactor_new(&main_reactor, 0) < 0)
-		abort();
-	return 0;
-}
 
 struct fz_req {
 	struct vhost_req req;

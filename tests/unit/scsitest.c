@@ -153,6 +153,23 @@ unsigned st_clear_ua(struct scsi_nexus *n, unsigned lun)
 	return k;
 }
 
+void st_fix_init(struct st_fix *f, const char *spec0)
+{
+	f->t = st_target(NULL);
+	st_add_lu(f->t, 0, spec0, NULL);
+	f->n = st_nexus(f->t, "iqn.2024-01.org.example:host1", 1);
+	st_clear_ua(f->n, 0);
+}
+
+int st_fix_teardown(void **state)
+{
+	struct st_fix *f = *state;
+
+	scsi_nexus_free(f->n);
+	scsi_target_free(f->t);
+	return 0;
+}
+
 void st_assert_sense_at(const struct st_result *res, uint8_t key, uint8_t asc, uint8_t ascq,
 			const char *file, int line)
 {

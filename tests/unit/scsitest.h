@@ -56,6 +56,18 @@ uint8_t st_run_wire(struct scsi_nexus *n, uint64_t wire_lun, const uint8_t *cdb,
  * (what initiators do after login). Returns how many it took away. */
 unsigned st_clear_ua(struct scsi_nexus *n, unsigned lun);
 
+/* The fixture of the SBC and SPC tests: a target with LUN 0 on a disk
+ * spec, and one nexus (host1, ISID 1) whose unit attentions are cleared. */
+struct st_fix {
+	struct scsi_target *t;
+	struct scsi_nexus *n;
+};
+
+/* Fills @f (borrowed) with a new target and nexus, LUN 0 on @spec0. */
+void st_fix_init(struct st_fix *f, const char *spec0);
+/* cmocka teardown for a *@state that is a struct st_fix. */
+int st_fix_teardown(void **state);
+
 /* Asserts @res is CHECK CONDITION with sense @key/@asc/@ascq. */
 #define st_assert_sense(res, k, a, q) \
 	st_assert_sense_at((res), (k), (a), (q), __FILE__, __LINE__)

@@ -40,6 +40,17 @@ static void fix_open(struct fix *f, const char *spec)
 	f->c = nt_ctrl(f->s, 1, 0);
 }
 
+/* fix_open over the disk @d (the fixture takes the reference). */
+static void fix_open_disk(struct fix *f, struct disk *d)
+{
+	char err[128];
+
+	f->s = nt_subsys(NULL);
+	assert_int_equal(nvmeemu_subsys_add_ns(f->s, 1, d, err, sizeof(err)), 0);
+	f->c = nt_ctrl(f->s, 1, 0);
+	f->d = d;
+}
+
 static void fix_close(struct fix *f)
 {
 	nvmeemu_ctrl_free(f->c);
@@ -172,14 +183,10 @@ static void test_nvme_io_mock_flags(void **state)
 		.caps = DISK_CAP_VOLATILE_CACHE });
 	struct fix f;
 	uint8_t buf[4096];
-	char err[128];
 	unsigned writes;
 
 	(void)state;
-	f.s = nt_subsys(NULL);
-	assert_int_equal(nvmeemu_subsys_add_ns(f.s, 1, d, err, sizeof(err)), 0);
-	f.c = nt_ctrl(f.s, 1, 0);
-	f.d = d;
+	fix_open_disk(&f, d);
 	memset(buf, 0x5a, sizeof(buf));
 	nt_assert_status(io(&f, WRITE, 0, 8, FUA, buf, sizeof(buf)), 0);
 	assert_int_equal(m.fua_writes, 1);
@@ -209,13 +216,9 @@ static void test_nvme_io_dsm(void **state)
 	struct fix f;
 	uint8_t ranges[3 * 16] = { 0 }, buf[512];
 	struct nt_sqe q;
-	char err[128];
 
 	(void)state;
-	f.s = nt_subsys(NULL);
-	assert_int_equal(nvmeemu_subsys_add_ns(f.s, 1, d, err, sizeof(err)), 0);
-	f.c = nt_ctrl(f.s, 1, 0);
-	f.d = d;
+	fix_open_disk(&f, d);
 	memset(buf, 0x77, sizeof(buf));
 	nt_assert_status(io(&f, WRITE, 10, 1, 0, buf, sizeof(buf)), 0);
 	/* Three ranges, the middle one empty. */
@@ -271,9 +274,7 @@ static void test_nvme_io_4k(void **state)
 
 	(void)state;
 	assert_int_equal(ramdisk_new(1 << 20, 4096, false, &f.d, err, sizeof(err)), 0);
-	f.s = nt_subsys(NULL);
-	assert_int_equal(nvmeemu_subsys_add_ns(f.s, 1, f.d, err, sizeof(err)), 0);
-	f.c = nt_ctrl(f.s, 1, 0);
+	fix_open_disk(&f, f.d);
 	nt_assert_status(nt_run(f.c, 0, &q, id, sizeof(id), NULL), 0);
 	assert_int_equal(id[128 + 2], 12);
 	assert_int_equal(ds_get_le64(id), 256);

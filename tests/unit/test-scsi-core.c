@@ -279,6 +279,21 @@ static void test_scsi_core_host_id_stable(void **state)
 	scsi_target_free(t);
 }
 
+/* LUNs 0 and 1 (mem:1M) on @t and two nexuses (IQN1, IQN2) on it,
+ * their unit attentions cleared. */
+static void two_lus_two_nexuses(struct scsi_target *t, struct scsi_nexus **n1,
+				struct scsi_nexus **n2)
+{
+	st_add_lu(t, 0, "mem:1M", NULL);
+	st_add_lu(t, 1, "mem:1M", NULL);
+	*n1 = st_nexus(t, IQN1, 1);
+	*n2 = st_nexus(t, IQN2, 1);
+	for (unsigned l = 0; l < 2; l++) {
+		st_clear_ua(*n1, l);
+		st_clear_ua(*n2, l);
+	}
+}
+
 static void test_scsi_core_lu_reset(void **state)
 {
 	struct scsi_target *t = st_target(NULL);
@@ -286,14 +301,7 @@ static void test_scsi_core_lu_reset(void **state)
 	struct st_result r;
 
 	(void)state;
-	st_add_lu(t, 0, "mem:1M", NULL);
-	st_add_lu(t, 1, "mem:1M", NULL);
-	n1 = st_nexus(t, IQN1, 1);
-	n2 = st_nexus(t, IQN2, 1);
-	for (unsigned l = 0; l < 2; l++) {
-		st_clear_ua(n1, l);
-		st_clear_ua(n2, l);
-	}
+	two_lus_two_nexuses(t, &n1, &n2);
 	assert_int_equal(scsi_lu_reset(n1, scsi_lun_encode(5)), -ENOENT);
 	assert_int_equal(scsi_lu_reset(n1, scsi_lun_encode(1)), 0);
 	/* every nexus hears of it, on that LU only */
@@ -322,14 +330,7 @@ static void test_scsi_core_nexus_reset(void **state)
 	struct st_result r;
 
 	(void)state;
-	st_add_lu(t, 0, "mem:1M", NULL);
-	st_add_lu(t, 1, "mem:1M", NULL);
-	n1 = st_nexus(t, IQN1, 1);
-	n2 = st_nexus(t, IQN2, 1);
-	for (unsigned l = 0; l < 2; l++) {
-		st_clear_ua(n1, l);
-		st_clear_ua(n2, l);
-	}
+	two_lus_two_nexuses(t, &n1, &n2);
 	assert_int_equal(st_run(n1, 0, reserve6, 6, SCSI_DIR_NONE, NULL, 0, &r), SCSI_GOOD);
 	assert_int_equal(st_run(n2, 0, tur, 6, SCSI_DIR_NONE, NULL, 0, &r),
 			 SCSI_RESERVATION_CONFLICT);

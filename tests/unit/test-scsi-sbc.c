@@ -25,19 +25,11 @@
 #define BS 512u
 #define MEM_BLOCKS 2048u        /* LUN 0: mem:1M */
 
-struct fix {
-	struct scsi_target *t;
-	struct scsi_nexus *n;
-};
-
-static struct fix *fix_new(const char *spec0)
+static struct st_fix *fix_new(const char *spec0)
 {
-	static struct fix f;
+	static struct st_fix f;
 
-	f.t = st_target(NULL);
-	st_add_lu(f.t, 0, spec0, NULL);
-	f.n = st_nexus(f.t, "iqn.2024-01.org.example:host1", 1);
-	st_clear_ua(f.n, 0);
+	st_fix_init(&f, spec0);
 	return &f;
 }
 
@@ -49,11 +41,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	struct fix *f = *state;
-
-	scsi_nexus_free(f->n);
-	scsi_target_free(f->t);
-	return 0;
+	return st_fix_teardown(state);
 }
 
 /* A READ/WRITE/VERIFY-shaped CDB of opcode @op (its size from the group
@@ -127,7 +115,7 @@ static uint32_t sense_info(const struct st_result *r)
 
 static void test_scsi_sbc_read_write_every_size(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	static const uint8_t wops[] = { 0x0a, 0x2a, 0xaa, 0x8a };
 	static const uint8_t rops[] = { 0x08, 0x28, 0xa8, 0x88 };
 	uint8_t buf[3 * BS];
@@ -153,7 +141,7 @@ static void test_scsi_sbc_read_write_every_size(void **state)
 
 static void test_scsi_sbc_last_lba_and_one_past(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	static const uint8_t rops[] = { 0x08, 0x28, 0xa8, 0x88 };
 	static const uint8_t wops[] = { 0x0a, 0x2a, 0xaa, 0x8a };
 	uint8_t buf[2 * BS];
@@ -189,7 +177,7 @@ static void test_scsi_sbc_last_lba_and_one_past(void **state)
 
 static void test_scsi_sbc_transfer_length_zero(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	static const uint8_t ops[] = { 0x28, 0xa8, 0x88, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e,
 				       0x2f, 0xaf, 0x8f };
 	struct st_result r;
@@ -209,7 +197,7 @@ static void test_scsi_sbc_transfer_length_zero(void **state)
 /* READ(6) and WRITE(6): a TRANSFER LENGTH of 0 means 256 blocks. */
 static void test_scsi_sbc_six_byte_zero_means_256(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	static uint8_t buf[256 * BS];
 	struct st_result r;
 
@@ -228,7 +216,7 @@ static void test_scsi_sbc_six_byte_zero_means_256(void **state)
  * min(room, CDB) and reports what the CDB asked (RFC 7143 §11.4.5). */
 static void test_scsi_sbc_read_residuals(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t blk[2 * BS], buf[10000];
 	struct st_result r;
 
@@ -261,7 +249,7 @@ static void test_scsi_sbc_read_residuals(void **state)
 
 static void test_scsi_sbc_write_residuals(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	static const uint8_t ops[] = { 0x2a, 0x2e };
 	uint8_t a[2 * BS], b[4 * BS], got[2 * BS];
 	struct st_result r;
@@ -303,7 +291,7 @@ static void test_scsi_sbc_write_residuals(void **state)
  * them; GROUP NUMBER, DPO, FUA and FUA_NV are accepted. */
 static void test_scsi_sbc_cdb_fields(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t cdb[16], buf[BS];
 	struct st_result r;
 	unsigned byte;
@@ -385,7 +373,7 @@ static void test_scsi_sbc_op_table(void **state)
  * show in READ(10)'s usage data, as the DPOFUA bit of MODE SENSE says. */
 static void test_scsi_sbc_report_usage(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t cdb[12] = { 0xa3, 0x0c, 0x01, 0x28 }, b[64];
 	struct st_result r;
 
@@ -460,7 +448,7 @@ static void test_scsi_sbc_fua_and_wce(void **state)
 
 static void test_scsi_sbc_verify(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	static const uint8_t ops[] = { 0x2f, 0xaf, 0x8f };
 	uint8_t blk[3 * BS], cdb[16];
 	struct st_result r;
@@ -503,7 +491,7 @@ static size_t cdb_caw(uint8_t *cdb, uint64_t lba, uint8_t n)
 
 static void test_scsi_sbc_compare_and_write(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t io[4 * BS], got[2 * BS], cdb[16];
 	struct st_result r;
 
@@ -568,7 +556,7 @@ static void test_scsi_sbc_compare_and_write(void **state)
  * range end; ORPROTECT refused (no protection information). */
 static void test_scsi_sbc_orwrite(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t blk[2 * BS], got[2 * BS], cdb[16] = { 0x8b };
 	struct st_result r;
 
@@ -597,7 +585,7 @@ static void test_scsi_sbc_orwrite(void **state)
 /* READ DEFECT DATA(10)/(12): the lists asked for are valid and empty. */
 static void test_scsi_sbc_read_defect_data(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t c10[10] = { 0x37, 0, 0x0d }, c12[12] = { 0xb7, 0x14 }, b[32];
 	struct st_result r;
 
@@ -798,7 +786,7 @@ static size_t cdb_ws(uint8_t *cdb, bool sixteen, uint64_t lba, uint32_t n, uint8
 
 static void test_scsi_sbc_write_same(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t blk[BS], got[8 * BS], cdb[16];
 	struct st_result r;
 
@@ -924,7 +912,7 @@ static void lba_status(struct scsi_nexus *n, unsigned lun, uint64_t lba, uint64_
 
 static void test_scsi_sbc_unmap_then_get_lba_status(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t blk[16 * BS], cdb[16];
 	uint64_t lba, l2[2];
 	uint32_t nb, n2[2], nd;
@@ -1020,7 +1008,7 @@ static void test_scsi_sbc_unmap_then_get_lba_status(void **state)
  * unmapped blocks read as zeroes); without UNMAP the blocks stay mapped. */
 static void test_scsi_sbc_write_same_unmap(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t blk[4 * BS], cdb[16];
 	uint64_t lba;
 	uint32_t nb, nd;
@@ -1145,7 +1133,7 @@ static void test_scsi_sbc_read_capacity(void **state)
 
 static void test_scsi_sbc_sync_cache_and_prefetch(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	static const uint8_t sync_ops[] = { 0x35, 0x91 }, pf_ops[] = { 0x34, 0x90 };
 	uint8_t cdb[16];
 	struct st_result r;

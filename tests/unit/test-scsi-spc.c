@@ -19,35 +19,23 @@
 
 #define IQN1 "iqn.2024-01.org.example:host1"
 
-struct fix {
-	struct scsi_target *t;
-	struct scsi_nexus *n;
-};
-
 static int setup(void **state)
 {
-	static struct fix f;
+	static struct st_fix f;
 
-	f.t = st_target(NULL);
-	st_add_lu(f.t, 0, "mem:1M", NULL);
-	f.n = st_nexus(f.t, IQN1, 1);
-	st_clear_ua(f.n, 0);
+	st_fix_init(&f, "mem:1M");
 	*state = &f;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	struct fix *f = *state;
-
-	scsi_nexus_free(f->n);
-	scsi_target_free(f->t);
-	return 0;
+	return st_fix_teardown(state);
 }
 
 static void test_scsi_spc_tur(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	const uint8_t cdb[6] = { 0x00 };
 	struct st_result r;
 
@@ -58,7 +46,7 @@ static void test_scsi_spc_tur(void **state)
 
 static void test_scsi_spc_inquiry_standard(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t cdb[6] = { 0x12, 0, 0, 0, 255, 0 };
 	uint8_t b[255];
 	struct st_result r;
@@ -106,7 +94,7 @@ static void test_scsi_spc_inquiry_standard(void **state)
 	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x24, 0x00);
 }
 
-static unsigned vpd(struct fix *f, uint8_t page, uint8_t *b, size_t len, struct st_result *r)
+static unsigned vpd(struct st_fix *f, uint8_t page, uint8_t *b, size_t len, struct st_result *r)
 {
 	uint8_t cdb[6] = { 0x12, 1, page, (uint8_t)(len >> 8), (uint8_t)len, 0 };
 
@@ -116,7 +104,7 @@ static unsigned vpd(struct fix *f, uint8_t page, uint8_t *b, size_t len, struct 
 
 static void test_scsi_spc_inquiry_vpd(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t b[512], b2[512];
 	struct st_result r;
 
@@ -209,7 +197,7 @@ static void test_scsi_spc_report_luns(void **state)
 
 static void test_scsi_spc_request_sense(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	const uint8_t cdb[6] = { 0x03, 0, 0, 0, 252, 0 };
 	uint8_t b[252];
 	struct st_result r;
@@ -259,7 +247,7 @@ static __attribute__((returns_nonnull)) const uint8_t *find_page(const uint8_t *
 
 static void test_scsi_spc_mode_sense(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t b[255];
 	struct st_result r;
 	const uint8_t *p;
@@ -315,7 +303,7 @@ static uint8_t mode_select6(struct scsi_nexus *n, uint8_t byte1, uint8_t *b, siz
 
 static void test_scsi_spc_mode_select(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	struct scsi_nexus *n2 = st_nexus(f->t, IQN1, 2);
 	uint8_t b[255], sel[64];
 	struct st_result r;
@@ -396,7 +384,7 @@ static void test_scsi_spc_mode_select(void **state)
 
 static void test_scsi_spc_report_opcodes(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	uint8_t cdb[12] = { 0xA3, 0x0C, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0 };
 	uint8_t b[4096], one[64];
 	struct st_result r;
@@ -455,7 +443,7 @@ static void test_scsi_spc_report_opcodes(void **state)
 
 static void test_scsi_spc_reserve6(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	struct scsi_nexus *n2 = st_nexus(f->t, "iqn.2024-01.org.example:host2", 1);
 	const uint8_t res6[6] = { 0x16 }, rel6[6] = { 0x17 }, res10[10] = { 0x56 };
 	uint8_t b[255];
@@ -577,7 +565,7 @@ static void test_scsi_spc_start_stop_removable(void **state)
 
 static void test_scsi_spc_start_stop_fixed(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	struct st_result r;
 
 	assert_int_equal(start_stop(f->n, 0x01, &r), SCSI_GOOD);
@@ -608,7 +596,7 @@ static void test_scsi_spc_read_only(void **state)
 
 static void test_scsi_spc_pr_placeholder_entries(void **state)
 {
-	struct fix *f = *state;
+	struct st_fix *f = *state;
 	const uint8_t prin[10] = { 0x5E, 0x04, 0, 0, 0, 0, 0, 0, 8, 0 };
 	uint8_t b[8];
 	struct st_result r;

@@ -53,19 +53,6 @@ login()
 		{ cat "$T/iscsistart-$1.out"; return 1; }
 }
 
-# wait_s COND SECS: wait_for at one poll a second (lun_dev forks a dozen
-# processes per call, slow under TCG).
-wait_s()
-{
-	_n=$2
-	while [ "$_n" -gt 0 ]; do
-		eval "$1" && return 0
-		sleep 1
-		_n=$((_n - 1))
-	done
-	return 1
-}
-
 # lun_dev SESSION LUN CLASS: the /dev name of LUN on the SESSION-th iSCSI
 # session (1 = the first made), CLASS block (sd*) or sr.
 lun_dev()
@@ -135,10 +122,7 @@ test_resize()
 	wait_s grow 60 || { dmesg | tail -n 20; fail "$d still $(blockdev --getsize64 "$d") bytes after the host grew it to 96 MiB"; return 1; }
 	dmesg | grep -qi 'capacity data has changed' &&
 		info "the kernel saw the unit attention: $(dmesg | grep -i 'capacity data has changed' | tail -n 1)"
-	dd if=/dev/urandom of="$T/tail" bs=1M count=1 2>/dev/null
-	dd if="$T/tail" of="$d" bs=1M seek=95 oflag=direct 2>/dev/null || { fail "write to the new last MiB"; return 1; }
-	dd if="$d" of="$T/tail.back" bs=1M skip=95 count=1 iflag=direct 2>/dev/null
-	cmp "$T/tail" "$T/tail.back" || { fail "the new last MiB reads back different"; return 1; }
+	last_mib_rw "$d" 95
 }
 
 test_persist()
@@ -189,21 +173,7 @@ test_dvd()
 	mount -t iso9660 -o ro "$cd" /mnt/cd || { dmesg | tail -n 20; fail "mount -t iso9660 $cd"; return 1; }
 	(cd /mnt/cd && md5sum -c /vm/dvd.md5) >"$T/md5" 2>&1 || { cat "$T/md5"; umount /mnt/cd; fail "the DVD's files differ"; return 1; }
 	umount /mnt/cd
-	# Eject: START STOP UNIT with LOEJ=1; then the drive reports no medium.
-	sg_start --eject "$cd" >"$T/eject" 2>&1 || { cat "$T/eject"; fail "sg_start --eject $cd"; return 1; }
-	if sg_turs "$cd" >"$T/tur" 2>&1; then
-		fail "TEST UNIT READY still GOOD after the eject"; return 1
-	fi
-	grep -qi 'not present\|not ready' "$T/tur" || { cat "$T/tur"; fail "after the eject TUR did not say the medium is absent"; return 1; }
-	# Load: START STOP UNIT with LOEJ=1 START=1 closes the tray over the
-	# disc the guest ejected, as a real drive does (MMC-6; Linux's sr
-	# sends the same when it opens a drive whose tray is open), and the
-	# disc reads again.
-	sg_start --load "$cd" >"$T/load" 2>&1 || { cat "$T/load"; fail "sg_start --load $cd"; return 1; }
-	wait_s 'sg_turs "$cd" >/dev/null 2>&1' 10 || { sg_turs "$cd"; fail "no medium after the load"; return 1; }
-	mount -t iso9660 -o ro "$cd" /mnt/cd || { dmesg | tail -n 20; fail "mount after the load"; return 1; }
-	(cd /mnt/cd && md5sum -c /vm/dvd.md5) >"$T/md5" 2>&1 || { cat "$T/md5"; umount /mnt/cd; fail "the DVD's files differ after the load"; return 1; }
-	umount /mnt/cd
+	dvd_eject_load "$cd"
 }
 
 run_test iscsi-login test_login

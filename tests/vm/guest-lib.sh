@@ -8,6 +8,9 @@
 #   ds ARGS...           the diskstack command (stderr into $T/ds.err)
 #   ublk_up ARGS...      diskstack ublk add ... --daemon; prints the device
 #   wait_for COND SECS   polls the shell condition COND every 0.1 s
+#   wait_s COND SECS     the same, once a second
+#   dvd_eject_load CD    eject, reload and re-read the DVD of sr device CD
+#   last_mib_rw DEV MIB  write and read back MiB number MIB of DEV
 #   fs_check DEV         ext4 on DEV: mkfs, mount, write, remount, cmp, fsck
 #   fio_verify DEV ARGS  fio --verify=crc32c on DEV, QD32, two jobs
 #   queues_dispatched NAME H...  each blk-mq queue H of NAME was used
@@ -37,16 +40,55 @@ ds() { "$DS" "$@" 2>>"$T/ds.err"; }
 now() { cut -d' ' -f1 /proc/uptime; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-wait_for()
+# _wait_poll COND N STEP: evaluates COND up to N times, STEP seconds apart.
+_wait_poll()
 {
 	_cond=$1
-	_n=$(($2 * 10))
-	while [ $_n -gt 0 ]; do
+	_n=$2
+	while [ "$_n" -gt 0 ]; do
 		eval "$_cond" && return 0
-		sleep 0.1
+		sleep "$3"
 		_n=$((_n - 1))
 	done
 	return 1
+}
+
+wait_for() { _wait_poll "$1" $(($2 * 10)) 0.1; }
+
+# wait_s COND SECS: wait_for at one poll a second (for a COND that forks
+# many processes per call, slow under TCG).
+wait_s() { _wait_poll "$1" "$2" 1; }
+
+# last_mib_rw DEV MIB: writes random data to MiB number MIB of DEV (the
+# last one after a resize) and reads it back, both direct. Fails the test
+# when either goes wrong.
+last_mib_rw()
+{
+	dd if=/dev/urandom of="$T/tail" bs=1M count=1 2>/dev/null
+	dd if="$T/tail" of="$1" bs=1M seek="$2" oflag=direct 2>/dev/null || { fail "write to the new last MiB"; return 1; }
+	dd if="$1" of="$T/tail.back" bs=1M skip="$2" count=1 iflag=direct 2>/dev/null
+	cmp "$T/tail" "$T/tail.back" || { fail "the new last MiB reads back different"; return 1; }
+}
+
+# dvd_eject_load CD: START STOP UNIT with LOEJ=1 ejects the disc of the
+# sr device CD, after which TEST UNIT READY must report no medium; LOEJ=1
+# START=1 closes the tray over it again, as a real drive does (MMC-6;
+# Linux's sr sends the same when it opens a drive whose tray is open), and
+# the disc must read as before (/vm/dvd.md5). Fails the test otherwise.
+dvd_eject_load()
+{
+	cd=$1
+	sg_start --eject "$cd" >"$T/eject" 2>&1 || { cat "$T/eject"; fail "sg_start --eject $cd"; return 1; }
+	if sg_turs "$cd" >"$T/tur" 2>&1; then
+		fail "TEST UNIT READY still GOOD after the eject"; return 1
+	fi
+	grep -qi 'not present\|not ready' "$T/tur" || { cat "$T/tur"; fail "after the eject TUR did not say the medium is absent"; return 1; }
+	sg_start --load "$cd" >"$T/load" 2>&1 || { cat "$T/load"; fail "sg_start --load $cd"; return 1; }
+	wait_for 'sg_turs "$cd" >/dev/null 2>&1' 10 || { sg_turs "$cd"; fail "no medium after the load"; return 1; }
+	mkdir -p /mnt/cd
+	mount -t iso9660 -o ro "$cd" /mnt/cd || { dmesg | tail -n 20; fail "mount after the load"; return 1; }
+	(cd /mnt/cd && md5sum -c /vm/dvd.md5) >"$T/md5" 2>&1 || { cat "$T/md5"; umount /mnt/cd; fail "the DVD's files differ after the load"; return 1; }
+	umount /mnt/cd
 }
 
 # ublk_up ARGS...: starts a daemon serving ARGS; prints /dev/ublkbN.

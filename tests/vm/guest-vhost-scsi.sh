@@ -116,26 +116,13 @@ test_resize()
 		{ dmesg | tail -n 20; fail "$d still $(blockdev --getsize64 "$d") bytes after the host grew it to 96 MiB"; return 1; }
 	dmesg | grep -qi 'capacity data has changed\|capacity change' &&
 		info "the kernel saw it: $(dmesg | grep -i 'capacity' | tail -n 1)"
-	dd if=/dev/urandom of="$T/tail" bs=1M count=1 2>/dev/null
-	dd if="$T/tail" of="$d" bs=1M seek=95 oflag=direct 2>/dev/null || { fail "write to the new last MiB"; return 1; }
-	dd if="$d" of="$T/tail.back" bs=1M skip=95 count=1 iflag=direct 2>/dev/null
-	cmp "$T/tail" "$T/tail.back" || { fail "the new last MiB reads back different"; return 1; }
+	last_mib_rw "$d" 95
 }
 
 test_eject()
 {
 	cd=$(lun_dev 1 sr) || { skip "no DVD"; return 77; }
-	sg_start --eject "$cd" >"$T/eject" 2>&1 || { cat "$T/eject"; fail "sg_start --eject $cd"; return 1; }
-	if sg_turs "$cd" >"$T/tur" 2>&1; then
-		fail "TEST UNIT READY still GOOD after the eject"; return 1
-	fi
-	grep -qi 'not present\|not ready' "$T/tur" || { cat "$T/tur"; fail "after the eject TUR did not say the medium is absent"; return 1; }
-	sg_start --load "$cd" >"$T/load" 2>&1 || { cat "$T/load"; fail "sg_start --load $cd"; return 1; }
-	wait_for 'sg_turs "$cd" >/dev/null 2>&1' 10 || { sg_turs "$cd"; fail "no medium after the load"; return 1; }
-	mkdir -p /mnt/cd
-	mount -t iso9660 -o ro "$cd" /mnt/cd || { dmesg | tail -n 20; fail "mount after the load"; return 1; }
-	(cd /mnt/cd && md5sum -c /vm/dvd.md5) >"$T/md5" 2>&1 || { cat "$T/md5"; umount /mnt/cd; fail "the DVD's files differ after the load"; return 1; }
-	umount /mnt/cd
+	dvd_eject_load "$cd"
 }
 
 run_test vhost-scsi-scan test_scan

@@ -102,7 +102,7 @@ genisoimage -quiet -R -J -V DSTEST -o "$work/dvd.iso" "$work/iso" || vm_die "gen
 # and the DVD; sets port, srv_pid, loopdev.
 start_server()
 {
-	local try disk
+	local disk
 	rm -f "$work/disk.img"
 	truncate -s 64M "$work/disk.img"
 	[ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
@@ -115,23 +115,14 @@ start_server()
 				--bstype rdwr --device-type cd || vm_die "tgtd did not start"
 		return 0
 	fi
-	for try in 1 2 3 4 5; do
-		port=$((20000 + RANDOM % 30000))
-		rm -f "$work/srv.pid"
-		"$DISKSTACK" serve -P "$work/srv.pid" --iscsi "127.0.0.1:$port" --target "$TARGET" \
-			--lun "0=file:$disk" --lun "1=file:$work/dvd.iso,dvd" 2>>"$work/serve.log" &
-		srv_pid=$!
-		for _ in $(seq 100); do
-			[ -s "$work/srv.pid" ] && return 0
-			kill -0 "$srv_pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill "$srv_pid" 2>/dev/null
-		wait "$srv_pid" 2>/dev/null
-		srv_pid=
-	done
-	cat "$work/serve.log" >&2
-	vm_die "diskstack serve --iscsi did not start"
+	vm_serve_retry "diskstack serve --iscsi" launch_server
+}
+
+# launch_server: diskstack serve --iscsi on $port, LUN 0 on $disk.
+launch_server()
+{
+	"$DISKSTACK" serve -P "$work/srv.pid" --iscsi "127.0.0.1:$port" --target "$TARGET" \
+		--lun "0=file:$disk" --lun "1=file:$work/dvd.iso,dvd" 2>>"$work/serve.log" &
 }
 
 stop_server()
@@ -140,20 +131,6 @@ stop_server()
 	kill "$srv_pid" 2>/dev/null
 	wait "$srv_pid" 2>/dev/null
 	srv_pid=
-}
-
-# watch_resize LOG: grows the disk by 32 MiB once the guest asks.
-watch_resize()
-{
-	local log=$1
-	(
-		while ! grep -aq '^VMTEST: HOST-RESIZE' "$log" 2>/dev/null; do
-			sleep 0.2
-		done
-		truncate -s 96M "$work/disk.img" && losetup -c "$loopdev" &&
-			vm_log "grew the disk to 96 MiB"
-	) &
-	watch_pid=$!
 }
 
 rc=0 passed=0
@@ -167,7 +144,7 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	resize=0
 	if [ -n "$loopdev" ]; then
 		resize=1
-		watch_resize "$log"
+		vm_watch_resize "$log"
 	fi
 	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-420}" "ds.net=1 ds.port=$port ds.target=$TARGET ds.resize=$resize ds.luns=$DISK_LUN,$DVD_LUN" \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0

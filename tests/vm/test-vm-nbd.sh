@@ -26,26 +26,17 @@ trap cleanup EXIT
 # start_server: serves "vda" (file) on a Unix socket and "net" (RAM) on TCP.
 start_server()
 {
-	local try
 	rm -f "$work/vda.img"
 	truncate -s 256M "$work/vda.img"
-	for try in 1 2 3 4 5; do
-		port=$((20000 + RANDOM % 30000))
-		rm -f "$work/srv.pid" "$work/nbd.sock"
-		"$DISKSTACK" serve -U "$work/nbd.sock" -i 127.0.0.1 -p "$port" -P "$work/srv.pid" \
-			--export "vda=file:$work/vda.img" --export "net=mem:256M" 2>>"$work/serve.log" &
-		srv_pid=$!
-		for _ in $(seq 100); do
-			[ -s "$work/srv.pid" ] && return 0
-			kill -0 "$srv_pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill "$srv_pid" 2>/dev/null
-		wait "$srv_pid" 2>/dev/null
-		srv_pid=
-	done
-	cat "$work/serve.log" >&2
-	vm_die "diskstack serve did not start"
+	vm_serve_retry "diskstack serve" launch_server
+}
+
+# launch_server: diskstack serve on $port and $work/nbd.sock.
+launch_server()
+{
+	rm -f "$work/nbd.sock"
+	"$DISKSTACK" serve -U "$work/nbd.sock" -i 127.0.0.1 -p "$port" -P "$work/srv.pid" \
+		--export "vda=file:$work/vda.img" --export "net=mem:256M" 2>>"$work/serve.log" &
 }
 
 stop_server()

@@ -70,27 +70,9 @@ start_backend()
 	"$DISKSTACK" vhost-user-scsi "$sock" -P "$work/vus.pid" --lun "0=file:$disk" \
 		--lun "1=file:$work/dvd.iso,dvd" 2>>"$work/backend.log" &
 	srv_pid=$!
-	for _ in $(seq 100); do
-		[ -s "$work/vus.pid" ] && return 0
-		kill -0 "$srv_pid" 2>/dev/null || break
-		sleep 0.1
-	done
+	vm_wait_pidfile "$work/vus.pid" "$srv_pid" && return 0
 	cat "$work/backend.log" >&2
 	vm_die "diskstack vhost-user-scsi did not start"
-}
-
-# watch_resize LOG: grows the disk by 32 MiB once the guest asks.
-watch_resize()
-{
-	local log=$1
-	(
-		while ! grep -aq '^VMTEST: HOST-RESIZE' "$log" 2>/dev/null; do
-			sleep 0.2
-		done
-		truncate -s 96M "$work/disk.img" && losetup -c "$loopdev" &&
-			vm_log "grew the disk to 96 MiB"
-	) &
-	watch_pid=$!
 }
 
 rc=0 passed=0
@@ -105,7 +87,7 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	resize=0
 	if [ -n "$loopdev" ]; then
 		resize=1
-		watch_resize "$log"
+		vm_watch_resize "$log"
 	fi
 	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-420}" "ds.resize=$resize" -nic none \
 		-object "memory-backend-memfd,id=mem0,size=$VM_MEM,share=on" -machine memory-backend=mem0 \

@@ -25,6 +25,10 @@
 #                                function of the test script adds)
 #   vm_boot LOG TIMEOUT APPEND [qemu args...]   boot, console to LOG
 #   vm_results LOG NAME          print the guest's results; 0 pass, 1 fail
+#   vm_wait_pidfile FILE PID     wait (10 s) for a server's pid file
+#   vm_serve_retry WHAT LAUNCH   start a server on a random free $port
+#   vm_watch_resize LOG          grow $work/disk.img (on $loopdev) once
+#                                the guest asks; sets watch_pid
 set -uo pipefail
 
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -370,4 +374,56 @@ vm_results()
 	[ "$fails" -eq 0 ] || return 1
 	[ "$passes" -gt 0 ] || return 77
 	return 0
+}
+
+# vm_wait_pidfile FILE PID: 0 once the server PID has written its pid FILE
+# (it is listening then), 1 when PID exits first or 10 s pass.
+vm_wait_pidfile()
+{
+	local file=$1 pid=$2
+
+	for _ in $(seq 100); do
+		[ -s "$file" ] && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+# vm_watch_resize LOG: in the background, grows $work/disk.img by 32 MiB
+# to 96 MiB (and the loop device $loopdev over it) once the guest's LOG
+# says HOST-RESIZE; sets watch_pid.
+vm_watch_resize()
+{
+	local log=$1
+	(
+		while ! grep -aq '^VMTEST: HOST-RESIZE' "$log" 2>/dev/null; do
+			sleep 0.2
+		done
+		truncate -s 96M "$work/disk.img" && losetup -c "$loopdev" &&
+			vm_log "grew the disk to 96 MiB"
+	) &
+	watch_pid=$!
+}
+
+# vm_serve_retry WHAT LAUNCH: sets a random $port and runs the function
+# LAUNCH, which starts the server in the background with pid file
+# $work/srv.pid and its log appended to $work/serve.log; tries five ports
+# (another program may hold one). Sets srv_pid; dies when none works.
+vm_serve_retry()
+{
+	local what=$1 launch=$2 try
+
+	for try in 1 2 3 4 5; do
+		port=$((20000 + RANDOM % 30000))
+		rm -f "$work/srv.pid"
+		"$launch"
+		srv_pid=$!
+		vm_wait_pidfile "$work/srv.pid" "$srv_pid" && return 0
+		kill "$srv_pid" 2>/dev/null
+		wait "$srv_pid" 2>/dev/null
+		srv_pid=
+	done
+	cat "$work/serve.log" >&2
+	vm_die "$what did not start"
 }
