@@ -1,0 +1,19 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test-nvmf-protocol.sh: the NVMe/TCP target from a raw socket
+# (nvmf-raw.py): connect, properties, identify, in-capsule and R2T writes,
+# C2HData reads, digests, discovery, two hosts, keep-alive expiry, then
+# malformed PDUs that each get a C2HTermReq, an NVMe status or a clean
+# close while the first association keeps working; the server still
+# drains on SIGTERM.
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/nbd-functions.sh"
+requires_python struct
+
+NQN=nqn.2026-12.org.diskstack:raw
+port=$(free_port)
+serve s --nvme-tcp "$port" --nqn $NQN mem:8M
+"$PY" -I "$(dirname "$0")/nvmf-raw.py" "$port" "$NQN" || { cat "$tmpdir/s.log"; fail "raw cases"; }
+kill -0 "$s_pid" || fail "server died"
+serve_stop s
+[ "$serve_status" = 0 ] || { cat "$tmpdir/s.log"; fail "serve exited with $serve_status"; }
