@@ -541,8 +541,10 @@ static void fabrics_connect(struct nvmf_slot *sl)
 			slot_finish(sl, ret == -ENOSPC ? 0x181u : NVMEEMU_INTERNAL_ERROR, 0, 0);
 			return;
 		}
-		log_info("%s: host '%s' connected to '%s' as controller %u", c->name, cn.hostnqn,
-			 cn.subnqn, k->cntlid);
+		log_info("%s: host '%s' connected to '%s' as controller %u%s", c->name, cn.hostnqn,
+			 cn.subnqn, k->cntlid,
+			 c->cfg.hdgst && c->cfg.ddgst ? " (header+data digests)"
+			 : c->cfg.hdgst ? " (header digest)" : c->cfg.ddgst ? " (data digest)" : "");
 	} else {
 		if (disc) {
 			connect_invalid(sl, false, 42, "I/O queue on the discovery subsystem");
@@ -747,7 +749,7 @@ static void disc_entry(struct nvmf_conn *c, uint8_t *e, const char *nqn, uint8_t
 	e[0] = 3;                               /* TRTYPE: TCP */
 	e[1] = v6 ? 2 : 1;                      /* ADRFAM */
 	e[2] = subtype;
-	e[3] = 0x04 | 0x02;                     /* TREQ: SQ flow control disable; no secure channel */
+	e[3] = 0x04;                            /* TREQ: not specified, SQ flow control disable supported */
 	ds_put_le16(e + 4, 1);                  /* PORTID */
 	ds_put_le16(e + 6, 0xffff);             /* CNTLID: dynamic */
 	ds_put_le16(e + 8, 32);                 /* ASQSZ */
