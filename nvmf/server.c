@@ -137,6 +137,7 @@ struct nvmf_slot {
 	uint32_t got;                   /* host data received */
 	uint32_t put_hw;                /* controller data high-water mark */
 	uint32_t icd;                   /* in-capsule data bytes */
+	uint8_t dir;                    /* data direction: 1 host to controller, 2 the reverse */
 	bool ddgst_bad;
 	bool aer;
 	/* Output. */
@@ -411,9 +412,27 @@ static int data_put(struct nvmeemu_cmd *cmd, uint64_t off, const void *buf, size
 	return 0;
 }
 
+/* Read and Write move data straight between the disk and the command's
+ * buffer (no bounce buffer in the core). */
+static int data_map(struct nvmeemu_cmd *cmd, uint64_t off, size_t len, struct iovec *iov, int max)
+{
+	struct nvmf_slot *sl = container_of(cmd, struct nvmf_slot, cmd);
+	uint32_t have = sl->dir == 2 ? sl->xfer : sl->got;
+
+	if (max < 1)
+		return -E2BIG;
+	if (off > have || len > have - off || !sl->buf)
+		return -EMSGSIZE;
+	iov[0] = (struct iovec){ sl->buf + off, len };
+	if (sl->dir == 2 && off + len > sl->put_hw)
+		sl->put_hw = (uint32_t)(off + len);
+	return 1;
+}
+
 static const struct nvmeemu_data_ops nvmf_data_ops = {
 	.get = data_get,
 	.put = data_put,
+	.map = data_map,
 };
 
 /* ---- Fabrics commands --------------------------------------------------------------- */
@@ -901,6 +920,7 @@ static void slot_capsule(struct nvmf_slot *sl)
 		slot_finish(sl, NVMEEMU_INVALID_FIELD | NVMEEMU_DNR, 0, 0);
 		return;
 	}
+	sl->dir = dir;
 	if (sgl.in_capsule) {
 		if (sgl.addr != 0 || sgl.len != sl->icd) {
 			slot_finish(sl, NVMEEMU_SGL_LENGTH_INVALID | NVMEEMU_DNR, 0, 0);
@@ -923,7 +943,9 @@ static void slot_capsule(struct nvmf_slot *sl)
 	sl->got = 0;
 	if (sgl.len) {
 		want = sgl.len;
-		sl->buf = reactor_buf_get(c->r, want, dir != 1);
+		/* Zeroed unless the core fills it whole (a Read) or the host
+		 * does (a write): a short log page must not send stale bytes. */
+		sl->buf = reactor_buf_get(c->r, want, dir != 1 && !(c->qid && q[0] == 0x02));
 		if (!sl->buf) {
 			slot_finish(sl, NVMEEMU_INTERNAL_ERROR, 0, 0);
 			return;

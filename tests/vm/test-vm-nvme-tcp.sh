@@ -154,6 +154,12 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 		echo "[$kernel/nvme-tcp] FAIL the target never saw a connection with both digests"
 		r=1
 	fi
+	# An ASan/UBSan diskstack reports into the target's stderr.
+	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$work/serve.log"; then
+		echo "[$kernel/nvme-tcp] FAIL sanitizer report from the target:"
+		grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$work/serve.log" | head -n 40
+		r=1
+	fi
 	if grep -aq '^VMTEST: PASS nvme-tcp-keep-alive' "$log"; then
 		if grep -q 'keep-alive timeout' "$work/serve.log"; then
 			grep 'keep-alive timeout' "$work/serve.log" | sed "s#^#[$kernel/nvme-tcp] target: #"
