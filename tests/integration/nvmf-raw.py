@@ -292,6 +292,10 @@ assert nsze == 16384 and idn[30] & 1, (nsze, idn[30])
 st, dw0, _, _ = a.cmd(a.sqe(0x09, 0, (0x07, 0x00010001)))
 assert st == 0 and dw0 == 0x00010001, (hex(st), hex(dw0))
 ok("identify namespace, set features number of queues")
+act = identify(a, 2)
+assert struct.unpack_from("<III", act, 0) == (1, 5, 0), struct.unpack_from("<III", act, 0)
+assert struct.unpack_from("<Q", identify(a, 0, 5), 0)[0] == 2048
+ok("active namespace list: --ns 5 next to the positional SPEC")
 
 q1 = io_queue(cntlid, 1)
 q2 = io_queue(cntlid, 2)

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # test-nvmf-protocol.sh: the NVMe/TCP target from a raw socket
 # (nvmf-raw.py): connect, properties, identify, in-capsule and R2T writes,
-# C2HData reads, digests, discovery, two hosts, keep-alive expiry, then
+# C2HData reads, digests, discovery, two hosts, two namespaces,
+# keep-alive expiry, then
 # malformed PDUs that each get a C2HTermReq, an NVMe status or a clean
 # close while the first association keeps working; the server still
 # drains on SIGTERM.
@@ -12,7 +13,7 @@ requires_python struct
 
 NQN=nqn.2026-12.org.diskstack:raw
 port=$(free_port)
-serve s --nvme-tcp "$port" --nqn $NQN mem:8M
+serve s --nvme-tcp "$port" --nqn $NQN mem:8M --ns 5=mem:1M
 "$PY" -I "$(dirname "$0")/nvmf-raw.py" "$port" "$NQN" || { cat "$tmpdir/s.log"; fail "raw cases"; }
 kill -0 "$s_pid" || fail "server died"
 serve_stop s

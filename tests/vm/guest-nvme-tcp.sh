@@ -111,12 +111,13 @@ test_resize()
 }
 
 # connect_b: host B through /dev/nvme-fabrics (nvme-cli 2.3 refuses a
-# second host NQN to the same subsystem as "already connected").
+# second host NQN to the same subsystem as "already connected"), with SQ
+# flow control off: its reads complete with C2HData SUCCESS, no response.
 connect_b()
 {
 	ctrl_of "$NQN" "$B" >/dev/null && return 0
 	exec 3<>/dev/nvme-fabrics
-	echo -n "transport=tcp,traddr=10.0.2.2,trsvcid=$PORT,nqn=$NQN,hostnqn=$B,hostid=$(cat /vm/hostid2),nr_io_queues=1,reconnect_delay=1,ctrl_loss_tmo=120" >&3 ||
+	echo -n "transport=tcp,traddr=10.0.2.2,trsvcid=$PORT,nqn=$NQN,hostnqn=$B,hostid=$(cat /vm/hostid2),nr_io_queues=1,reconnect_delay=1,ctrl_loss_tmo=120,disable_sqflow" >&3 ||
 		{ exec 3>&-; return 1; }
 	read -r reply <&3
 	exec 3>&-
@@ -147,6 +148,9 @@ test_resv()
 	fi
 	info "B's write failed after $(elapsed "$t0") s: $(dmesg | grep -i 'reservation conflict\|sc 0x83' | tail -n 1)"
 	dd if="$b" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null || { fail "B cannot read (WE allows reads)"; return 1; }
+	dd if="$a" of="$T/a.read" bs=64k count=16 iflag=direct 2>/dev/null
+	dd if="$b" of="$T/b.read" bs=64k count=16 iflag=direct 2>/dev/null || { fail "B (SQ flow control off) cannot read 1 MiB"; return 1; }
+	cmp "$T/a.read" "$T/b.read" || { fail "A and B read different data"; return 1; }
 	$NVME resv-register "$b" -n 1 -k 0xbbbb -r 0 >"$T/r" 2>&1 || { cat "$T/r"; fail "register B"; return 1; }
 	$NVME resv-acquire "$b" -n 1 -c 0xbbbb -p 0xaaaa -t 1 -a 1 >"$T/r" 2>&1 || { cat "$T/r"; fail "preempt by B"; return 1; }
 	dd if="$T/x" of="$b" bs=4k count=1 oflag=direct 2>/dev/null || { fail "B (holder) cannot write"; return 1; }
