@@ -51,6 +51,7 @@
 #include "storage/spec.h"
 #include "tools/serve-ctl.h"
 #include "tools/serve-iscsi.h"
+#include "tools/serve-nvmf.h"
 #include "tools/serve-vhost.h"
 #include "tools/tool.h"
 
@@ -91,6 +92,7 @@ static void serve_usage(FILE *fp)
 		"      --tls-verify-peer    require client certificates signed by DIR/ca-cert.pem\n"
 		"\n"
 		SERVE_ISCSI_USAGE
+		SERVE_NVMF_USAGE
 		SERVE_VHOST_USAGE
 		"Limits:\n"
 		"      --max-connections N  connections at once (default 100, 0 = no limit);\n"
@@ -263,6 +265,7 @@ int cmd_serve(int argc, char **argv)
 		{ "verbose",          no_argument,       NULL, 'v' },
 		{ "help",             no_argument,       NULL, 'h' },
 		SERVE_ISCSI_LONGOPTS,
+		SERVE_NVMF_LONGOPTS,
 		SERVE_VHOST_LONGOPTS,
 		{ "control",          required_argument, NULL, OPT_CONTROL },
 		{ NULL, 0, NULL, 0 },
@@ -302,9 +305,13 @@ int cmd_serve(int argc, char **argv)
 	/* vhost-user (serve-vhost.c): the positional SPEC as virtio-blk too. */
 	static struct serve_vhost svh;
 	struct disk *vhost_disk = NULL;
+	/* NVMe/TCP (serve-nvmf.c): the positional SPEC as namespace 1. */
+	static struct serve_nvmf snv;
+	struct disk *nvmf_disk = NULL;
 
 	memset(&si, 0, sizeof(si));
 	memset(&svh, 0, sizeof(svh));
+	memset(&snv, 0, sizeof(snv));
 	memset(exports, 0, sizeof(exports));
 	opterr = 0;
 	optind = 1;
@@ -424,6 +431,11 @@ int cmd_serve(int argc, char **argv)
 					goto out;
 				break;
 			}
+			if (serve_nvmf_is_opt(opt)) {
+				if ((ret = serve_nvmf_opt(&snv, cmd, opt, optarg)) != 0)
+					goto out;
+				break;
+			}
 			if (serve_iscsi_is_opt(opt)) {
 				if ((ret = serve_iscsi_opt(&si, cmd, opt, optarg)) != 0)
 					goto out;
@@ -452,10 +464,10 @@ int cmd_serve(int argc, char **argv)
 		}
 		nexp++;
 	}
-	if (si.listen)
+	if (si.listen || snv.listen)
 		nbd_on = nexp > (optind < argc ? 1u : 0u) || port_given || ip || unix_path || use_stdio ||
 			 netsrv_activation_fds() > 0;
-	if (nexp == 0 && !si.listen && !control) {
+	if (nexp == 0 && !si.listen && !snv.listen && !control) {
 		/* With --control, exports may all come from export-add. */
 		ret = tool_usage_error(cmd, "nothing to serve: give a SPEC or --export NAME=SPEC");
 		goto out;
@@ -463,6 +475,8 @@ int cmd_serve(int argc, char **argv)
 	if ((ret = serve_iscsi_check(&si, cmd, optind < argc)) != 0)
 		goto out;
 	if ((ret = serve_vhost_check(&svh, cmd, optind < argc)) != 0)
+		goto out;
+	if ((ret = serve_nvmf_check(&snv, cmd, optind < argc)) != 0)
 		goto out;
 	for (unsigned i = 0; i < nexp; i++) {
 		if (strlen(exports[i].name) > NBDW_STRING_MAX) {
@@ -556,7 +570,7 @@ int cmd_serve(int argc, char **argv)
 		}
 	}
 	{
-		struct netsrv_opts no = { .name = nbd_on ? "nbd" : "iscsi", .threads = (unsigned)threads, .tls = tls,
+		struct netsrv_opts no = { .name = nbd_on ? "nbd" : si.listen ? "iscsi" : "nvme-tcp", .threads = (unsigned)threads, .tls = tls,
 					  .max_connections = maxconn,
 					  .handshake_timeout_s = hs_timeout,
 					  .idle_timeout_s = idle_timeout };
@@ -587,6 +601,8 @@ int cmd_serve(int argc, char **argv)
 			vhost_disk = disk_ref(d);
 			svh.spec_text = exports[i].spec_text;
 		}
+		if (snv.listen && exports[i].name[0] == '\0' && optind < argc)
+			nvmf_disk = disk_ref(d);   /* SPEC is also namespace 1 */
 		if (!nbd_on) {
 			disk_unref(d);
 			continue;
@@ -603,6 +619,11 @@ int cmd_serve(int argc, char **argv)
 	ret = serve_iscsi_open(&si, cmd, iscsi_disk, iscsi_spec, read_only);
 	disk_unref(iscsi_disk);
 	iscsi_disk = NULL;
+	if (ret != 0)
+		goto out;
+	ret = serve_nvmf_open(&snv, cmd, nvmf_disk, read_only);
+	disk_unref(nvmf_disk);
+	nvmf_disk = NULL;
 	if (ret != 0)
 		goto out;
 	/* The exports are open; from here a stop signal is remembered
@@ -674,6 +695,8 @@ int cmd_serve(int argc, char **argv)
 		for (unsigned i = 0; i < nexp; i++)
 			serve_ctl_note_export(ctl, exports[i].name, exports[i].spec_text);
 	}
+	if ((ret = serve_nvmf_listen(&snv, cmd, net)) != 0)
+		goto out;
 	ret = serve_vhost_start(&svh, cmd, vhost_disk, read_only);
 	disk_unref(vhost_disk);
 	vhost_disk = NULL;
@@ -755,6 +778,10 @@ int cmd_serve(int argc, char **argv)
 			setenv("tls", tls_mode == NBDSRV_TLS_OFF ? "0" : "1", 1);
 			if (control)
 				setenv("DISKSTACK_CONTROL", control, 1);
+			if (snv.bound_port) {
+				snprintf(portstr, sizeof(portstr), "%u", snv.bound_port);
+				setenv("nvme_port", portstr, 1);
+			}
 			if (si.bound_port) {
 				snprintf(portstr, sizeof(portstr), "%u", si.bound_port);
 				setenv("iscsi_port", portstr, 1);
@@ -774,7 +801,7 @@ int cmd_serve(int argc, char **argv)
 	serve_ctl_stop(ctl);   /* no export changes during the final flush */
 	/* vhost-user drains after NBD and before the flush. */
 	serve_vhost_free(&svh);
-	if (nbdsrv_flush(srv) != 0 || serve_iscsi_flush(&si) != 0)
+	if (nbdsrv_flush(srv) != 0 || serve_iscsi_flush(&si) != 0 || serve_nvmf_flush(&snv) != 0)
 		ret = EXIT_RUNTIME;
 	if (run) {
 		int st = atomic_load(&sv.child_status);
@@ -806,6 +833,8 @@ out:
 	nbdsrv_free(srv);
 	serve_iscsi_free(&si);
 	disk_unref(iscsi_disk);
+	serve_nvmf_free(&snv);
+	disk_unref(nvmf_disk);
 	serve_vhost_free(&svh);
 	disk_unref(vhost_disk);
 	netsrv_tls_free(tls);

@@ -78,6 +78,7 @@ vm_pkgs=(
 	nbd-client
 	sg3-utils
 	qemu-system-common
+	nvme-cli
 )
 
 # tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot);

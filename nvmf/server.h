@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server.h: the NVMe/TCP target (diskstack serve --nvme-tcp, docs/nvme.md
+ * "The NVMe/TCP target"): the NVM Express TCP Transport Specification 1.0
+ * and the Fabrics commands of the NVMe over Fabrics Specification 1.1 on
+ * the socket engine (net/netsrv.h), in front of the NVMe command core
+ * (nvme_emul/nvme.h). Each TCP connection is one queue; an admin Connect
+ * makes a controller with a dynamic controller ID, I/O Connects add its
+ * queues. The discovery subsystem (nqn.2014-08.org.nvmexpress.discovery)
+ * is served on every listener.
+ *
+ * Use: netsrv_new, nvmfsrv_new, nvmfsrv_subsys_opts to fill the
+ * transport's fields of each subsystem's options, nvmfsrv_add_subsys,
+ * nvmfsrv_protocol, the engine's listeners with that protocol,
+ * netsrv_start and netsrv_run; after netsrv_free, nvmfsrv_free.
+ */
+#ifndef DISKSTACK_NVMF_SERVER_H
+#define DISKSTACK_NVMF_SERVER_H
+
+#include <stdint.h>
+
+struct netsrv_proto;
+struct nvmfsrv;
+struct nvmeemu_subsys;
+struct nvmeemu_subsys_opts;
+
+#define NVMF_DEFAULT_PORT 4420
+#define NVMF_DISCOVERY_NQN "nqn.2014-08.org.nvmexpress.discovery"
+
+struct nvmfsrv_opts {
+	/* I/O queues one controller may connect (Set Features Number of
+	 * Queues grants at most this): 0 = 8, at most 63. */
+	unsigned max_io_queues;
+	/* The address and port the discovery log page advertises (copied);
+	 * NULL: the address each host connected to (wrong behind NAT). */
+	const char *portal_addr;
+	uint16_t portal_port;
+};
+
+/* Creates a target without subsystems. Returns 0, -EINVAL or -ENOMEM. */
+int nvmfsrv_new(const struct nvmfsrv_opts *o, struct nvmfsrv **out);
+
+/* Sets the fields of @o that belong to this transport (fabrics, SGLS,
+ * capsule sizes, MAXCMD); the caller fills the rest. */
+void nvmfsrv_subsys_opts(struct nvmeemu_subsys_opts *o);
+
+/* Adds subsystem @ss (made with nvmfsrv_subsys_opts); the server owns it
+ * from then on, also on failure. Returns 0, -EEXIST (its NQN is taken or
+ * is the discovery NQN) or -ENOMEM. Before nvmfsrv_protocol only. */
+int nvmfsrv_add_subsys(struct nvmfsrv *s, struct nvmeemu_subsys *ss);
+
+/* The protocol for the engine's listeners (borrowed from @s, valid until
+ * nvmfsrv_free). Returns 0, or -EINVAL when there is no subsystem. */
+int nvmfsrv_protocol(struct nvmfsrv *s, const struct netsrv_proto **out);
+
+/* Frees the server and its subsystems (after netsrv_free, or if the
+ * engine never ran). NULL allowed. */
+void nvmfsrv_free(struct nvmfsrv *s);
+
+#endif

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * serve-nvmf.h: the NVMe/TCP half of `diskstack serve` (docs/nvme.md, "The
+ * NVMe/TCP target"): its options, the subsystem and its namespaces from
+ * specs, and the listener on the shared socket engine. cmd-serve.c calls
+ * these in the order they are declared.
+ */
+#ifndef DISKSTACK_TOOLS_SERVE_NVMF_H
+#define DISKSTACK_TOOLS_SERVE_NVMF_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct disk;
+struct netsrv;
+struct spec;
+
+#define SERVE_NVMF_MAX_NS 1024
+
+/* Option codes (getopt_long values from 700, beside cmd-serve's, serve-iscsi's
+ * (512) and serve-vhost's (600)). */
+enum {
+	SERVE_NVMF_OPT_LISTEN = 700,
+	SERVE_NVMF_OPT_NQN,
+	SERVE_NVMF_OPT_NS,
+	SERVE_NVMF_OPT_PORTAL,
+	SERVE_NVMF_OPT_LAST,
+};
+
+#define SERVE_NVMF_LONGOPTS \
+	{ "nvme-tcp",                 required_argument, NULL, SERVE_NVMF_OPT_LISTEN }, \
+	{ "nqn",                      required_argument, NULL, SERVE_NVMF_OPT_NQN }, \
+	{ "ns",                       required_argument, NULL, SERVE_NVMF_OPT_NS }, \
+	{ "nvme-portal",              required_argument, NULL, SERVE_NVMF_OPT_PORTAL }
+
+#define SERVE_NVMF_USAGE \
+	"NVMe/TCP (docs/nvme.md):\n" \
+	"      --nvme-tcp [ADDR:]PORT  serve NVMe/TCP on TCP PORT (4420 is the standard\n" \
+	"                           port; an ADDR alone means 4420), with the discovery\n" \
+	"                           subsystem; NBD then runs only if an NBD listener or\n" \
+	"                           --export is given too\n" \
+	"      --nqn NQN            the subsystem NQN (default\n" \
+	"                           nqn.2026-12.org.diskstack:<host name>)\n" \
+	"      --ns N=SPEC          namespace N (1-1024); SPEC (positional) is namespace 1\n" \
+	"      --nvme-portal ADDR:PORT  the address the discovery log advertises (behind NAT)\n" \
+	"\n"
+
+struct serve_nvmf_ns {
+	unsigned nsid;
+	const char *spec_text;          /* borrowed from argv */
+	struct spec *spec;              /* owned */
+};
+
+struct serve_nvmf {
+	const char *listen;             /* --nvme-tcp argument, NULL = off */
+	const char *nqn;
+	const char *portal;
+	char default_nqn[256];
+	struct serve_nvmf_ns ns[SERVE_NVMF_MAX_NS];
+	unsigned nns;
+	struct nvmfsrv *srv;
+	struct disk **disks;            /* own references, flushed at the end */
+	unsigned ndisks;
+	uint16_t bound_port;
+};
+
+static inline bool serve_nvmf_is_opt(int opt)
+{
+	return opt >= SERVE_NVMF_OPT_LISTEN && opt < SERVE_NVMF_OPT_LAST;
+}
+
+/* Takes one option. Returns 0 or an exit code (usage error printed). */
+int serve_nvmf_opt(struct serve_nvmf *sn, const char *cmd, int opt, const char *arg);
+/* Checks the options and parses the namespace specs; @have_default: a
+ * positional SPEC exists (namespace 1). Returns 0 or an exit code. */
+int serve_nvmf_check(struct serve_nvmf *sn, const char *cmd, bool have_default);
+/* Opens the namespace disks and builds the subsystem; @default_disk
+ * (borrowed, NULL when none) becomes namespace 1. Returns 0 or an exit
+ * code. On the thread with the reactor. */
+int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default_disk,
+		    bool read_only);
+/* Listens on the --nvme-tcp address on @net. Returns 0 or an exit code. */
+int serve_nvmf_listen(struct serve_nvmf *sn, const char *cmd, struct netsrv *net);
+/* Flushes every namespace's disk (after netsrv_run). Returns 0 or 1. */
+int serve_nvmf_flush(struct serve_nvmf *sn);
+/* Frees everything (after netsrv_free). */
+void serve_nvmf_free(struct serve_nvmf *sn);
+
+#endif
