@@ -77,6 +77,9 @@ vm_pkgs=(
 	nbd-client
 	sg3-utils
 	qemu-system-common
+	flex
+	bison
+	bc
 )
 
 # tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot);
