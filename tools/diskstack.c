@@ -46,6 +46,7 @@ static const struct tool_command tool_commands[] = {
 	{ "ublk",  cmd_ublk,  "serve a disk as /dev/ublkbN (add, list, del, recover)" },
 	{ "vhost-user-blk", cmd_vhost_blk, "serve a disk to QEMU as a vhost-user virtio-blk device" },
 	{ "vhost-user-scsi", cmd_vhost_scsi, "serve SCSI LUNs to QEMU as a vhost-user virtio-scsi HBA" },
+	{ "uml-nvme", cmd_uml_nvme, "serve disks as an NVMe PCI function to User-Mode Linux (virt-pci)" },
 	{ NULL, NULL, NULL },
 };
 

@@ -30,6 +30,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_ublk(int argc, char **argv);
 int cmd_vhost_blk(int argc, char **argv);
 int cmd_vhost_scsi(int argc, char **argv);
+int cmd_uml_nvme(int argc, char **argv);
 
 /* Prints a usage error "diskstack <cmd>: <msg>" and a hint; returns 2. */
 int tool_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
