@@ -348,6 +348,8 @@ int nvmeemu_pci_cfg_write(struct nvmeemu_pci *p, unsigned off, unsigned len, uin
 
 /* ---- guest memory: PRPs and SGLs ------------------------------------------------- */
 
+static uint64_t pci_xfer_len(struct nvmeemu_pci *p, struct nvmeemu_cmd *cmd);
+
 typedef int (*seg_fn)(struct nvmeemu_pci *p, uint64_t gpa, size_t boff, size_t n, void *ctx);
 
 static int rd64(struct nvmeemu_pci *p, uint64_t gpa, uint64_t *v)
@@ -372,13 +374,20 @@ static int prp_walk(struct pq_slot *sl, uint64_t off, size_t len, seg_fn fn, voi
 {
 	struct nvmeemu_pci *p = sl->sq->p;
 	uint64_t prp1 = ds_get_le64(sl->cmd.sqe + 24), prp2 = ds_get_le64(sl->cmd.sqe + 32);
-	uint64_t first = PAGE - (prp1 & (PAGE - 1)), total = sl->xfer_len, end;
+	uint64_t first = PAGE - (prp1 & (PAGE - 1)), total, end;
 	size_t boff = 0;
 	int r;
 
 	if (prp1 & 3)
 		return -EINVAL;
-	if (__builtin_add_overflow(off, len, &end) || end > total)
+	if (__builtin_add_overflow(off, len, &end))
+		return -EMSGSIZE;
+	/* Within PRP1's page the length does not matter: most 4 KiB
+	 * commands never look the namespace up. */
+	if (end > first && !sl->xfer_len)
+		sl->xfer_len = pci_xfer_len(p, &sl->cmd);
+	total = end > first ? sl->xfer_len : first;
+	if (end > total)
 		return -EMSGSIZE;
 	if (off < first) {
 		size_t n = (size_t)(first - off < len ? first - off : len);
@@ -729,7 +738,13 @@ static void pci_answer(struct pq_slot *s, uint16_t status)
 
 static void pci_post_kick(struct reactor *r, atomic_bool *posted, struct reactor_task *t)
 {
-	if (!atomic_exchange(posted, true))
+	if (atomic_exchange(posted, true))
+		return;
+	/* A VMM that runs a vCPU on the queue's own reactor thread (or the
+	 * in-process guest driver) needs no wake-up. */
+	if (reactor_current() == r)
+		reactor_defer(r, t);
+	else
 		reactor_post(r, t);
 }
 
@@ -980,7 +995,7 @@ static void pci_dispatch(struct pq_slot *s)
 			return pci_create_cq(s);
 		}
 	}
-	s->xfer_len = pci_xfer_len(p, cmd);
+	s->xfer_len = 0;                                  /* worked out when PRP2 matters */
 	nvmeemu_cmd_submit(cmd);
 }
 
