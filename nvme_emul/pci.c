@@ -94,6 +94,7 @@ struct pci_sq {
 	struct pq_slot *slots, *free;
 	unsigned inflight;
 	bool stopping, drained, starved;
+	bool reset_wait;                  /* a reset counts on this SQ draining */
 	struct pq_slot *deleter;          /* the admin Delete I/O SQ waiting */
 };
 
@@ -151,6 +152,7 @@ struct nvmeemu_pci {
 };
 
 static void pci_sq_kick(struct reactor_task *t);
+static void pci_sq_fetch(struct pci_sq *sq);
 static void pci_cq_drain(struct pci_cq *cq);
 static void pci_cq_kick(struct reactor_task *t);
 static void pci_cq_irq(struct reactor_task *t);
@@ -619,7 +621,7 @@ static void slot_put(struct pci_sq *sq, struct pq_slot *s)
 	sq->inflight--;
 	if (sq->starved && !sq->stopping) {
 		sq->starved = false;
-		pci_sq_kick(&sq->kick);
+		pci_sq_fetch(sq);     /* not the kick task: it may be queued */
 	}
 	pci_check_drain(sq);
 }
@@ -697,7 +699,8 @@ static void pci_complete(struct pq_slot *s)
 	struct pci_sq *sq = s->sq;
 	struct pci_cq *cq = &sq->p->cq[sq->cqid];
 
-	if (sq->p->state == ST_RESETTING || !atomic_load(&cq->live)) {
+	if (__atomic_load_n(&sq->p->state, __ATOMIC_ACQUIRE) == ST_RESETTING ||
+	    !atomic_load(&cq->live)) {
 		slot_put(sq, s);                          /* the guest gave the queues up */
 		return;
 	}
@@ -750,13 +753,13 @@ static void pci_post_kick(struct reactor *r, atomic_bool *posted, struct reactor
 
 static void pci_dispatch(struct pq_slot *s);
 
-static void pci_sq_kick(struct reactor_task *t)
+/* Fetches and starts what the guest queued, while slots last. */
+static void pci_sq_fetch(struct pci_sq *sq)
 {
-	struct pci_sq *sq = (struct pci_sq *)((char *)t - offsetof(struct pci_sq, kick));
 	struct nvmeemu_pci *p = sq->p;
 
-	atomic_store(&sq->kick_posted, false);
-	if (!atomic_load_explicit(&sq->live, memory_order_acquire) || sq->stopping)
+	if (!atomic_load_explicit(&sq->live, memory_order_acquire) || sq->stopping ||
+	    __atomic_load_n(&p->state, __ATOMIC_ACQUIRE) == ST_RESETTING)
 		return;
 	for (;;) {
 		uint32_t tail = atomic_load_explicit(&sq->tail_db, memory_order_acquire);
@@ -778,6 +781,14 @@ static void pci_sq_kick(struct reactor_task *t)
 		sq->head = (sq->head + 1) % sq->size;
 		pci_dispatch(s);
 	}
+}
+
+static void pci_sq_kick(struct reactor_task *t)
+{
+	struct pci_sq *sq = (struct pci_sq *)((char *)t - offsetof(struct pci_sq, kick));
+
+	atomic_store(&sq->kick_posted, false);
+	pci_sq_fetch(sq);
 }
 
 static void pci_cq_drain(struct pci_cq *cq)
@@ -1011,27 +1022,37 @@ static void pci_check_drain(struct pci_sq *sq)
 {
 	if (!sq->stopping || sq->drained || sq->inflight)
 		return;
+	sq->drained = true;
 	if (sq->deleter) {
 		struct pq_slot *s = sq->deleter;
 
 		sq->deleter = NULL;
-		sq->drained = true;
 		s->task.fn = pci_delete_done;
 		reactor_post(sq->p->r[0], &s->task);
-		return;
 	}
-	if (sq->p->state == ST_RESETTING) {
-		sq->drained = true;
+	if (sq->reset_wait) {
+		sq->reset_wait = false;
 		pci_drain_dec(sq->p);
 	}
 }
 
-/* On each reactor: stop its SQs and drop completions parked on full CQs. */
+/* On each reactor: stop its SQs and drop completions parked on full CQs.
+ * The SQs still running commands join the reset's count here, on their
+ * own thread, before this pass gives its own share back. */
 static void pci_quiesce(struct reactor_task *t)
 {
 	struct nvmeemu_pci *p = ((struct pci_quiesce *)(void *)t)->p;
 	struct reactor *r = reactor_current();
 
+	for (unsigned q = 0; q <= p->max_q; q++) {
+		struct pci_sq *sq = &p->sq[q];
+
+		if (atomic_load(&sq->live) && sq->r == r && !sq->drained) {
+			sq->stopping = true;
+			sq->reset_wait = true;
+			atomic_fetch_add(&p->drain_left, 1);
+		}
+	}
 	for (unsigned q = 0; q <= p->max_q; q++) {
 		struct pci_cq *cq = &p->cq[q];
 
@@ -1046,26 +1067,19 @@ static void pci_quiesce(struct reactor_task *t)
 			cq->ovf_tail = NULL;
 		}
 	}
-	for (unsigned q = 0; q <= p->max_q; q++) {
-		struct pci_sq *sq = &p->sq[q];
-
-		if (atomic_load(&sq->live) && sq->r == r && !sq->drained) {
-			sq->stopping = true;
-			pci_check_drain(sq);
-		}
-	}
+	for (unsigned q = 0; q <= p->max_q; q++)
+		if (p->sq[q].r == r)
+			pci_check_drain(&p->sq[q]);
 	pci_drain_dec(p);
 }
 
 static void pci_reset_start(struct reactor_task *t)
 {
 	struct nvmeemu_pci *p = (struct nvmeemu_pci *)((char *)t - offsetof(struct nvmeemu_pci, reset_task));
-	unsigned n = 0;
 
-	for (unsigned q = 0; q <= p->max_q; q++)
-		n += atomic_load(&p->sq[q].live) && !p->sq[q].drained;
-	/* Every live SQ, one per reactor's quiesce pass, and our own bias. */
-	atomic_store(&p->drain_left, n + p->nr + 1);
+	/* One per reactor's quiesce pass (which adds its busy SQs) and our
+	 * own bias. */
+	atomic_store(&p->drain_left, p->nr + 1);
 	nvmeemu_ctrl_reset(p->c);
 	for (unsigned i = 0; i < p->nr; i++)
 		reactor_post(p->r[i], &p->quiesce[i].task);
@@ -1080,7 +1094,8 @@ static void pci_queues_drop(struct nvmeemu_pci *p)
 		free(p->sq[q].slots);
 		p->sq[q].slots = p->sq[q].free = NULL;
 		p->sq[q].inflight = 0;
-		p->sq[q].drained = false;
+		p->sq[q].drained = p->sq[q].reset_wait = false;
+		p->sq[q].deleter = NULL;
 		p->cq[q].nsq = 0;
 	}
 }
@@ -1141,7 +1156,7 @@ static void pci_cc_write(struct nvmeemu_pci *p, uint32_t v)
 		pci_enable_locked(p, v);
 	else if (was && !(v & CC_EN)) {
 		if (p->state == ST_READY) {
-			p->state = ST_RESETTING;
+			__atomic_store_n(&p->state, ST_RESETTING, __ATOMIC_RELEASE);
 			reactor_post(p->r[0], &p->reset_task);
 		}
 	}
