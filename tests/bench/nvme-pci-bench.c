@@ -72,9 +72,10 @@ static uint64_t run(struct pg *g, uint8_t opc, unsigned qd, uint64_t blocks, dou
 	pg_ring(g, 1);
 	while (done < sub) {
 		bool any = false;
+		unsigned reaped = 0;
 
 		reactor_run_once(g->r, false);
-		while (pg_pop(g, 1, cqe)) {
+		while (pg_reap(g, 1, cqe)) {
 			unsigned slot = cid_slot[ds_get_le16(cqe + 12)];
 
 			if (ds_get_le16(cqe + 14) >> 1) {
@@ -82,6 +83,7 @@ static uint64_t run(struct pg *g, uint8_t opc, unsigned qd, uint64_t blocks, dou
 				exit(1);
 			}
 			done++;
+			reaped++;
 			if (seq ? next < blocks : (done & 255) || now_s() < end) {
 				uint64_t lba = seq ? next++ : xs(&rs) % blocks;
 				uint16_t cid;
@@ -94,6 +96,8 @@ static uint64_t run(struct pg *g, uint8_t opc, unsigned qd, uint64_t blocks, dou
 				any = true;
 			}
 		}
+		if (reaped)
+			pg_cq_ring(g, 1);                 /* once per batch, as Linux does */
 		if (any)
 			pg_ring(g, 1);
 	}

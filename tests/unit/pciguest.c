@@ -185,7 +185,7 @@ void pg_ring(struct pg *g, unsigned q)
 	pg_wr32(g, 0x1000 + 8 * q, g->q[q].sq_tail);
 }
 
-bool pg_pop(struct pg *g, unsigned q, uint8_t cqe[16])
+bool pg_reap(struct pg *g, unsigned q, uint8_t cqe[16])
 {
 	struct pg_queue *pq = &g->q[q];
 	uint8_t *e = g->mem + pq->cq + (uint64_t)pq->cq_head * 16;
@@ -197,7 +197,19 @@ bool pg_pop(struct pg *g, unsigned q, uint8_t cqe[16])
 		pq->cq_head = 0;
 		pq->phase = !pq->phase;
 	}
-	pg_wr32(g, 0x1004 + 8 * q, pq->cq_head);
+	return true;
+}
+
+void pg_cq_ring(struct pg *g, unsigned q)
+{
+	pg_wr32(g, 0x1004 + 8 * q, g->q[q].cq_head);
+}
+
+bool pg_pop(struct pg *g, unsigned q, uint8_t cqe[16])
+{
+	if (!pg_reap(g, q, cqe))
+		return false;
+	pg_cq_ring(g, q);
 	return true;
 }
 
