@@ -500,6 +500,35 @@ static void test_nvme_pci_reset_under_load(void **state)
 	fix_close(&f);
 }
 
+/* A reset while a Delete I/O SQ waits for the SQ's writes: both end,
+ * and RDY clears. */
+static void test_nvme_pci_reset_during_delete(void **state)
+{
+	uint8_t sqe[64];
+	struct fix f;
+	uint64_t a;
+
+	(void)state;
+	fix_open(&f, "delay:2ms:mem:1M", true);
+	assert_int_equal(pg_create_queues(&f.g, 1, 32), 0);
+	a = pg_alloc(&f.g, 1);
+	for (unsigned i = 0; i < 16; i++) {
+		pg_sqe(sqe, 0x01, 1, a, 0, i * 8, 0, 7);
+		pg_push(&f.g, 1, sqe);
+	}
+	pg_ring(&f.g, 1);
+	reactor_run_once(f.g.r, false);
+	pg_sqe(sqe, 0x00, 0, 0, 0, 1, 0, 0);
+	pg_push(&f.g, 0, sqe);
+	pg_ring(&f.g, 0);
+	for (int i = 0; i < 4; i++)
+		reactor_run_once(f.g.r, false);
+	assert_int_equal(pg_disable(&f.g), 0);
+	assert_int_equal(pg_enable(&f.g, 32), 0);
+	assert_int_equal(pg_create_queues(&f.g, 1, 16), 0);
+	fix_close(&f);
+}
+
 static void test_nvme_pci_shutdown(void **state)
 {
 	struct fix f;
@@ -677,6 +706,7 @@ int main(void)
 		cmocka_unit_test(test_nvme_pci_bad_prp),
 		cmocka_unit_test(test_nvme_pci_bad_doorbell),
 		cmocka_unit_test(test_nvme_pci_reset_under_load),
+		cmocka_unit_test(test_nvme_pci_reset_during_delete),
 		cmocka_unit_test(test_nvme_pci_shutdown),
 		cmocka_unit_test(test_nvme_pci_msix_mask),
 		cmocka_unit_test(test_nvme_pci_coalescing),
