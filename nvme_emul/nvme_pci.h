@@ -88,9 +88,11 @@ void nvmeemu_pci_subsys_opts(struct nvmeemu_subsys_opts *o, uint16_t vid);
 int nvmeemu_pci_new(struct nvmeemu_subsys *s, const struct nvmeemu_pci_host *h,
 		    const struct nvmeemu_pci_opts *o, struct nvmeemu_pci **out, char *err,
 		    size_t errlen);
-/* Frees @p. The guest must have disabled the controller and CSTS.RDY
- * read 0 (or it was never enabled); the reactors must not run its
- * tasks any more. NULL allowed. */
+/* Frees @p: the guest disabled the controller and CSTS.RDY read 0, or
+ * it was never enabled, or (a migration source) nvmeemu_pci_save
+ * succeeded and the vCPUs stay stopped. In the last case the memory is
+ * released by a task on reactors[0], which must run one more pass.
+ * NULL allowed. */
 void nvmeemu_pci_free(struct nvmeemu_pci *p);
 /* The controller, for nvmeemu_ctrl_attach_ns and friends. */
 struct nvmeemu_ctrl *nvmeemu_pci_ctrl(struct nvmeemu_pci *p);

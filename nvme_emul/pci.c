@@ -94,6 +94,7 @@ struct pci_sq {
 	struct pq_slot *slots, *free;
 	unsigned inflight;
 	bool stopping, drained, starved;
+	bool reset_wait;                  /* a reset counts on this SQ draining */
 	struct pq_slot *deleter;          /* the admin Delete I/O SQ waiting */
 };
 
@@ -151,6 +152,7 @@ struct nvmeemu_pci {
 };
 
 static void pci_sq_kick(struct reactor_task *t);
+static void pci_sq_fetch(struct pci_sq *sq);
 static void pci_cq_drain(struct pci_cq *cq);
 static void pci_cq_kick(struct reactor_task *t);
 static void pci_cq_irq(struct reactor_task *t);
@@ -348,6 +350,8 @@ int nvmeemu_pci_cfg_write(struct nvmeemu_pci *p, unsigned off, unsigned len, uin
 
 /* ---- guest memory: PRPs and SGLs ------------------------------------------------- */
 
+static uint64_t pci_xfer_len(struct nvmeemu_pci *p, struct nvmeemu_cmd *cmd);
+
 typedef int (*seg_fn)(struct nvmeemu_pci *p, uint64_t gpa, size_t boff, size_t n, void *ctx);
 
 static int rd64(struct nvmeemu_pci *p, uint64_t gpa, uint64_t *v)
@@ -372,13 +376,20 @@ static int prp_walk(struct pq_slot *sl, uint64_t off, size_t len, seg_fn fn, voi
 {
 	struct nvmeemu_pci *p = sl->sq->p;
 	uint64_t prp1 = ds_get_le64(sl->cmd.sqe + 24), prp2 = ds_get_le64(sl->cmd.sqe + 32);
-	uint64_t first = PAGE - (prp1 & (PAGE - 1)), total = sl->xfer_len, end;
+	uint64_t first = PAGE - (prp1 & (PAGE - 1)), total, end;
 	size_t boff = 0;
 	int r;
 
 	if (prp1 & 3)
 		return -EINVAL;
-	if (__builtin_add_overflow(off, len, &end) || end > total)
+	if (__builtin_add_overflow(off, len, &end))
+		return -EMSGSIZE;
+	/* Within PRP1's page the length does not matter: most 4 KiB
+	 * commands never look the namespace up. */
+	if (end > first && !sl->xfer_len)
+		sl->xfer_len = pci_xfer_len(p, &sl->cmd);
+	total = end > first ? sl->xfer_len : first;
+	if (end > total)
 		return -EMSGSIZE;
 	if (off < first) {
 		size_t n = (size_t)(first - off < len ? first - off : len);
@@ -610,7 +621,7 @@ static void slot_put(struct pci_sq *sq, struct pq_slot *s)
 	sq->inflight--;
 	if (sq->starved && !sq->stopping) {
 		sq->starved = false;
-		pci_sq_kick(&sq->kick);
+		pci_sq_fetch(sq);     /* not the kick task: it may be queued */
 	}
 	pci_check_drain(sq);
 }
@@ -688,7 +699,8 @@ static void pci_complete(struct pq_slot *s)
 	struct pci_sq *sq = s->sq;
 	struct pci_cq *cq = &sq->p->cq[sq->cqid];
 
-	if (sq->p->state == ST_RESETTING || !atomic_load(&cq->live)) {
+	if (__atomic_load_n(&sq->p->state, __ATOMIC_ACQUIRE) == ST_RESETTING ||
+	    !atomic_load(&cq->live)) {
 		slot_put(sq, s);                          /* the guest gave the queues up */
 		return;
 	}
@@ -729,19 +741,25 @@ static void pci_answer(struct pq_slot *s, uint16_t status)
 
 static void pci_post_kick(struct reactor *r, atomic_bool *posted, struct reactor_task *t)
 {
-	if (!atomic_exchange(posted, true))
+	if (atomic_exchange(posted, true))
+		return;
+	/* A VMM that runs a vCPU on the queue's own reactor thread (or the
+	 * in-process guest driver) needs no wake-up. */
+	if (reactor_current() == r)
+		reactor_defer(r, t);
+	else
 		reactor_post(r, t);
 }
 
 static void pci_dispatch(struct pq_slot *s);
 
-static void pci_sq_kick(struct reactor_task *t)
+/* Fetches and starts what the guest queued, while slots last. */
+static void pci_sq_fetch(struct pci_sq *sq)
 {
-	struct pci_sq *sq = (struct pci_sq *)((char *)t - offsetof(struct pci_sq, kick));
 	struct nvmeemu_pci *p = sq->p;
 
-	atomic_store(&sq->kick_posted, false);
-	if (!atomic_load_explicit(&sq->live, memory_order_acquire) || sq->stopping)
+	if (!atomic_load_explicit(&sq->live, memory_order_acquire) || sq->stopping ||
+	    __atomic_load_n(&p->state, __ATOMIC_ACQUIRE) == ST_RESETTING)
 		return;
 	for (;;) {
 		uint32_t tail = atomic_load_explicit(&sq->tail_db, memory_order_acquire);
@@ -763,6 +781,14 @@ static void pci_sq_kick(struct reactor_task *t)
 		sq->head = (sq->head + 1) % sq->size;
 		pci_dispatch(s);
 	}
+}
+
+static void pci_sq_kick(struct reactor_task *t)
+{
+	struct pci_sq *sq = (struct pci_sq *)((char *)t - offsetof(struct pci_sq, kick));
+
+	atomic_store(&sq->kick_posted, false);
+	pci_sq_fetch(sq);
 }
 
 static void pci_cq_drain(struct pci_cq *cq)
@@ -980,7 +1006,7 @@ static void pci_dispatch(struct pq_slot *s)
 			return pci_create_cq(s);
 		}
 	}
-	s->xfer_len = pci_xfer_len(p, cmd);
+	s->xfer_len = 0;                                  /* worked out when PRP2 matters */
 	nvmeemu_cmd_submit(cmd);
 }
 
@@ -996,27 +1022,37 @@ static void pci_check_drain(struct pci_sq *sq)
 {
 	if (!sq->stopping || sq->drained || sq->inflight)
 		return;
+	sq->drained = true;
 	if (sq->deleter) {
 		struct pq_slot *s = sq->deleter;
 
 		sq->deleter = NULL;
-		sq->drained = true;
 		s->task.fn = pci_delete_done;
 		reactor_post(sq->p->r[0], &s->task);
-		return;
 	}
-	if (sq->p->state == ST_RESETTING) {
-		sq->drained = true;
+	if (sq->reset_wait) {
+		sq->reset_wait = false;
 		pci_drain_dec(sq->p);
 	}
 }
 
-/* On each reactor: stop its SQs and drop completions parked on full CQs. */
+/* On each reactor: stop its SQs and drop completions parked on full CQs.
+ * The SQs still running commands join the reset's count here, on their
+ * own thread, before this pass gives its own share back. */
 static void pci_quiesce(struct reactor_task *t)
 {
 	struct nvmeemu_pci *p = ((struct pci_quiesce *)(void *)t)->p;
 	struct reactor *r = reactor_current();
 
+	for (unsigned q = 0; q <= p->max_q; q++) {
+		struct pci_sq *sq = &p->sq[q];
+
+		if (atomic_load(&sq->live) && sq->r == r && !sq->drained) {
+			sq->stopping = true;
+			sq->reset_wait = true;
+			atomic_fetch_add(&p->drain_left, 1);
+		}
+	}
 	for (unsigned q = 0; q <= p->max_q; q++) {
 		struct pci_cq *cq = &p->cq[q];
 
@@ -1031,26 +1067,19 @@ static void pci_quiesce(struct reactor_task *t)
 			cq->ovf_tail = NULL;
 		}
 	}
-	for (unsigned q = 0; q <= p->max_q; q++) {
-		struct pci_sq *sq = &p->sq[q];
-
-		if (atomic_load(&sq->live) && sq->r == r && !sq->drained) {
-			sq->stopping = true;
-			pci_check_drain(sq);
-		}
-	}
+	for (unsigned q = 0; q <= p->max_q; q++)
+		if (p->sq[q].r == r)
+			pci_check_drain(&p->sq[q]);
 	pci_drain_dec(p);
 }
 
 static void pci_reset_start(struct reactor_task *t)
 {
 	struct nvmeemu_pci *p = (struct nvmeemu_pci *)((char *)t - offsetof(struct nvmeemu_pci, reset_task));
-	unsigned n = 0;
 
-	for (unsigned q = 0; q <= p->max_q; q++)
-		n += atomic_load(&p->sq[q].live) && !p->sq[q].drained;
-	/* Every live SQ, one per reactor's quiesce pass, and our own bias. */
-	atomic_store(&p->drain_left, n + p->nr + 1);
+	/* One per reactor's quiesce pass (which adds its busy SQs) and our
+	 * own bias. */
+	atomic_store(&p->drain_left, p->nr + 1);
 	nvmeemu_ctrl_reset(p->c);
 	for (unsigned i = 0; i < p->nr; i++)
 		reactor_post(p->r[i], &p->quiesce[i].task);
@@ -1065,7 +1094,8 @@ static void pci_queues_drop(struct nvmeemu_pci *p)
 		free(p->sq[q].slots);
 		p->sq[q].slots = p->sq[q].free = NULL;
 		p->sq[q].inflight = 0;
-		p->sq[q].drained = false;
+		p->sq[q].drained = p->sq[q].reset_wait = false;
+		p->sq[q].deleter = NULL;
 		p->cq[q].nsq = 0;
 	}
 }
@@ -1126,7 +1156,7 @@ static void pci_cc_write(struct nvmeemu_pci *p, uint32_t v)
 		pci_enable_locked(p, v);
 	else if (was && !(v & CC_EN)) {
 		if (p->state == ST_READY) {
-			p->state = ST_RESETTING;
+			__atomic_store_n(&p->state, ST_RESETTING, __ATOMIC_RELEASE);
 			reactor_post(p->r[0], &p->reset_task);
 		}
 	}
@@ -1368,12 +1398,8 @@ nomem:
 	return -ENOMEM;
 }
 
-void nvmeemu_pci_free(struct nvmeemu_pci *p)
+static void pci_free_now(struct nvmeemu_pci *p)
 {
-	if (!p)
-		return;
-	if (p->c)
-		nvmeemu_ctrl_free(p->c);
 	pci_queues_drop(p);
 	if (p->r) {
 		pthread_mutex_destroy(&p->lock);
@@ -1384,7 +1410,304 @@ void nvmeemu_pci_free(struct nvmeemu_pci *p)
 	free(p);
 }
 
+static void pci_free_task(struct reactor_task *t)
+{
+	pci_free_now((struct nvmeemu_pci *)((char *)t - offsetof(struct nvmeemu_pci, finish_task)));
+}
+
+void nvmeemu_pci_free(struct nvmeemu_pci *p)
+{
+	bool held = false;
+
+	if (!p)
+		return;
+	/* A function left enabled (a migration source) may hold AERs: the
+	 * core posts their ends to reactors[0], so the memory goes after
+	 * them, by a task posted behind theirs. */
+	for (unsigned q = 0; q <= p->max_q; q++)
+		if (atomic_load(&p->sq[q].live)) {
+			held = true;
+			p->sq[q].stopping = true;
+		}
+	p->state = ST_RESETTING;
+	if (p->c)
+		nvmeemu_ctrl_free(p->c);
+	if (!held) {
+		pci_free_now(p);
+		return;
+	}
+	p->finish_task.fn = pci_free_task;
+	reactor_post(p->r[0], &p->finish_task);
+}
+
 struct nvmeemu_ctrl *nvmeemu_pci_ctrl(struct nvmeemu_pci *p)
 {
 	return p->c;
+}
+
+/* ---- save and restore ---------------------------------------------------------------------- */
+
+/*
+ * The blob (little-endian): "NVMEPCI1", version, vectors, queues; config
+ * space; registers; the MSI-X table and PBA; the controller's features
+ * and host identifier; per queue pair: liveness, SQ base/size/head/tail/
+ * CQID, CQ base/size/tail/head/phase/IV/IEN; the held AERs' entries.
+ */
+struct blob {
+	uint8_t *b;
+	size_t len, pos;
+	bool bad;
+};
+
+static void put_n(struct blob *w, const void *v, size_t n)
+{
+	if (w->b && w->pos + n <= w->len)
+		memcpy(w->b + w->pos, v, n);
+	w->pos += n;
+}
+
+static void put_u(struct blob *w, uint64_t v, unsigned n)
+{
+	uint8_t t[8];
+
+	ds_put_le64(t, v);
+	put_n(w, t, n);
+}
+
+static void get_n(struct blob *r, void *v, size_t n)
+{
+	if (r->pos + n > r->len) {
+		r->bad = true;
+		memset(v, 0, n);
+		return;
+	}
+	memcpy(v, r->b + r->pos, n);
+	r->pos += n;
+}
+
+static uint64_t get_u(struct blob *r, unsigned n)
+{
+	uint8_t t[8] = { 0 };
+
+	get_n(r, t, n);
+	return ds_get_le64(t);
+}
+
+static const char blob_magic[8] = "NVMEPCI1";
+
+int nvmeemu_pci_save(struct nvmeemu_pci *p, void *buf, size_t len)
+{
+	struct blob w = { .b = len ? buf : NULL, .len = len };
+	struct nvmeemu_ctrl *c = p->c;
+	int ret = 0;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->state == ST_RESETTING) {
+		pthread_mutex_unlock(&p->lock);
+		return -EAGAIN;
+	}
+	pthread_mutex_lock(&c->lock);
+	for (unsigned q = 0; q <= p->max_q; q++)
+		if (atomic_load(&p->sq[q].live) && p->sq[q].inflight > (q ? 0 : c->naer))
+			ret = -EBUSY;
+	if (ret < 0)
+		goto out;
+	put_n(&w, blob_magic, 8);
+	put_u(&w, NVMEEMU_PCI_SAVE_VERSION, 4);
+	put_u(&w, p->nvec, 2);
+	put_u(&w, p->max_q, 2);
+	put_n(&w, p->cfg, sizeof(p->cfg));
+	put_u(&w, p->cc, 4), put_u(&w, p->intms, 4), put_u(&w, p->aqa, 4);
+	put_u(&w, p->asq, 8), put_u(&w, p->acq, 8);
+	put_u(&w, p->shst_done, 1), put_u(&w, atomic_load(&p->fatal), 1), put_u(&w, p->state, 1);
+	pthread_mutex_lock(&p->msix_lock);
+	for (unsigned v = 0; v < p->nvec; v++)
+		put_u(&w, p->msix[v].addr_lo, 4), put_u(&w, p->msix[v].addr_hi, 4),
+			put_u(&w, p->msix[v].data, 4), put_u(&w, p->msix[v].ctrl, 4);
+	for (unsigned i = 0; i < NVMEEMU_PCI_MAX_VECTORS / 32; i++)
+		put_u(&w, p->pba[i], 4);
+	pthread_mutex_unlock(&p->msix_lock);
+	put_u(&w, c->feat.arbitration, 4), put_u(&w, c->feat.power, 4);
+	put_u(&w, c->feat.temp_over, 2), put_u(&w, c->feat.temp_under, 2);
+	put_u(&w, c->feat.err_recovery, 4), put_u(&w, c->feat.wce, 1);
+	put_u(&w, c->feat.nsq, 2), put_u(&w, c->feat.ncq, 2);
+	put_u(&w, c->feat.coalescing, 4), put_u(&w, c->feat.aec, 4);
+	put_n(&w, c->no_coalesce, sizeof(c->no_coalesce));
+	put_n(&w, c->ini.host_id, 16), put_u(&w, c->ini.host_id_len, 1);
+	for (unsigned q = 0; q <= p->max_q; q++) {
+		struct pci_sq *sq = &p->sq[q];
+		struct pci_cq *cq = &p->cq[q];
+
+		put_u(&w, atomic_load(&sq->live) | atomic_load(&cq->live) << 1, 1);
+		put_u(&w, sq->base, 8), put_u(&w, sq->size, 4), put_u(&w, sq->head, 4);
+		put_u(&w, atomic_load(&sq->tail_db), 4), put_u(&w, sq->cqid, 2);
+		put_u(&w, cq->base, 8), put_u(&w, cq->size, 4), put_u(&w, cq->tail, 4);
+		put_u(&w, atomic_load(&cq->head_db), 4), put_u(&w, cq->phase, 1);
+		put_u(&w, cq->iv, 2), put_u(&w, cq->ien, 1);
+	}
+	put_u(&w, c->naer, 1);
+	for (unsigned i = 0; i < c->naer; i++)
+		put_n(&w, c->aer[i]->sqe, NVMEEMU_SQE_BYTES);
+	ret = (int)w.pos;
+out:
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&p->lock);
+	return ret;
+}
+
+/* On reactors[0]: a held AER of the saved controller, submitted again. */
+static void pci_resubmit(struct reactor_task *t)
+{
+	struct pq_slot *s = (struct pq_slot *)((char *)t - offsetof(struct pq_slot, task));
+
+	pci_dispatch(s);
+}
+
+int nvmeemu_pci_restore(struct nvmeemu_pci *p, const void *buf, size_t len)
+{
+	struct blob r = { .b = (uint8_t *)(uintptr_t)buf, .len = len };
+	struct nvmeemu_ctrl *c = p->c;
+	char magic[8];
+	uint8_t cfg[256];
+	struct ctrl_feat feat;
+	uint8_t no_coal[sizeof(c->no_coalesce)], host_id[16], host_id_len, state, naer;
+	struct msix_entry msix[NVMEEMU_PCI_MAX_VECTORS];
+	uint32_t pba[NVMEEMU_PCI_MAX_VECTORS / 32], cc, intms, aqa;
+	uint64_t asq, acq;
+	bool shst, fatal;
+	struct { uint8_t live; uint64_t sbase, cbase; uint32_t ssize, shead, stail, csize, ctail, chead;
+		 uint16_t cqid, iv; uint8_t phase, ien; } qs[NVMEEMU_PCI_MAX_IO_QUEUES + 1];
+	uint8_t aer[NVMEEMU_MAX_AER][NVMEEMU_SQE_BYTES];
+
+	get_n(&r, magic, 8);
+	if (memcmp(magic, blob_magic, 8) || get_u(&r, 4) != NVMEEMU_PCI_SAVE_VERSION ||
+	    get_u(&r, 2) != p->nvec || get_u(&r, 2) != p->max_q)
+		return -EINVAL;
+	get_n(&r, cfg, sizeof(cfg));
+	cc = (uint32_t)get_u(&r, 4), intms = (uint32_t)get_u(&r, 4), aqa = (uint32_t)get_u(&r, 4);
+	asq = get_u(&r, 8), acq = get_u(&r, 8);
+	shst = get_u(&r, 1), fatal = get_u(&r, 1), state = (uint8_t)get_u(&r, 1);
+	for (unsigned v = 0; v < p->nvec; v++) {
+		msix[v].addr_lo = (uint32_t)get_u(&r, 4), msix[v].addr_hi = (uint32_t)get_u(&r, 4);
+		msix[v].data = (uint32_t)get_u(&r, 4), msix[v].ctrl = (uint32_t)get_u(&r, 4) & 1;
+	}
+	for (unsigned i = 0; i < NVMEEMU_PCI_MAX_VECTORS / 32; i++)
+		pba[i] = (uint32_t)get_u(&r, 4);
+	memset(&feat, 0, sizeof(feat));
+	feat.arbitration = (uint32_t)get_u(&r, 4), feat.power = (uint32_t)get_u(&r, 4);
+	feat.temp_over = (uint16_t)get_u(&r, 2), feat.temp_under = (uint16_t)get_u(&r, 2);
+	feat.err_recovery = (uint32_t)get_u(&r, 4), feat.wce = get_u(&r, 1);
+	feat.nsq = (uint16_t)get_u(&r, 2), feat.ncq = (uint16_t)get_u(&r, 2);
+	feat.coalescing = (uint32_t)get_u(&r, 4), feat.aec = (uint32_t)get_u(&r, 4);
+	get_n(&r, no_coal, sizeof(no_coal));
+	get_n(&r, host_id, 16);
+	host_id_len = (uint8_t)get_u(&r, 1);
+	for (unsigned q = 0; q <= p->max_q; q++) {
+		qs[q].live = (uint8_t)get_u(&r, 1);
+		qs[q].sbase = get_u(&r, 8), qs[q].ssize = (uint32_t)get_u(&r, 4);
+		qs[q].shead = (uint32_t)get_u(&r, 4), qs[q].stail = (uint32_t)get_u(&r, 4);
+		qs[q].cqid = (uint16_t)get_u(&r, 2);
+		qs[q].cbase = get_u(&r, 8), qs[q].csize = (uint32_t)get_u(&r, 4);
+		qs[q].ctail = (uint32_t)get_u(&r, 4), qs[q].chead = (uint32_t)get_u(&r, 4);
+		qs[q].phase = (uint8_t)get_u(&r, 1), qs[q].iv = (uint16_t)get_u(&r, 2);
+		qs[q].ien = (uint8_t)get_u(&r, 1);
+	}
+	naer = (uint8_t)get_u(&r, 1);
+	if (naer > NVMEEMU_MAX_AER)
+		return -EINVAL;
+	for (unsigned i = 0; i < naer; i++)
+		get_n(&r, aer[i], NVMEEMU_SQE_BYTES);
+	/* Everything must be consistent before anything changes. */
+	if (r.bad || r.pos != len || (state != ST_IDLE && state != ST_READY) ||
+	    (host_id_len != 0 && host_id_len != 8 && host_id_len != 16))
+		return -EINVAL;
+	for (unsigned q = 0; q <= p->max_q; q++) {
+		if (qs[q].live & ~3u)
+			return -EINVAL;
+		if ((qs[q].live & 1) && (qs[q].ssize < 2 || qs[q].ssize > (q ? MQES + 1 : 4096) ||
+					 qs[q].shead >= qs[q].ssize || qs[q].stail >= qs[q].ssize ||
+					 qs[q].cqid > p->max_q || !(qs[qs[q].cqid].live & 2)))
+			return -EINVAL;
+		if ((qs[q].live & 2) && (qs[q].csize < 2 || qs[q].csize > (q ? MQES + 1 : 4096) ||
+					 qs[q].ctail >= qs[q].csize || qs[q].chead >= qs[q].csize ||
+					 qs[q].iv >= p->nvec || qs[q].phase > 1))
+			return -EINVAL;
+	}
+	if (state == ST_READY && (qs[0].live != 3 || qs[0].cqid != 0 || naer > qs[0].ssize))
+		return -EINVAL;
+	if (state == ST_IDLE && (naer || qs[0].live))
+		return -EINVAL;
+	for (unsigned i = 0; i < naer; i++)
+		if (aer[i][0] != 0x0c)
+			return -EINVAL;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->state != ST_IDLE || atomic_load(&p->sq[0].live)) {
+		pthread_mutex_unlock(&p->lock);
+		return -EBUSY;
+	}
+	memcpy(p->cfg, cfg, sizeof(cfg));
+	p->cc = cc, p->intms = intms, p->aqa = aqa, p->asq = asq, p->acq = acq;
+	p->shst_done = shst;
+	atomic_store(&p->fatal, fatal);
+	pthread_mutex_lock(&p->msix_lock);
+	memcpy(p->msix, msix, sizeof(msix[0]) * p->nvec);
+	memcpy(p->pba, pba, sizeof(pba));
+	pthread_mutex_unlock(&p->msix_lock);
+	pthread_mutex_lock(&c->lock);
+	feat.ts_set = false;
+	c->feat = feat;
+	atomic_store(&c->coalescing, feat.coalescing);
+	atomic_store(&c->wce, feat.wce);
+	memcpy(c->no_coalesce, no_coal, sizeof(no_coal));
+	memcpy(c->ini.host_id, host_id, 16);
+	c->ini.host_id_len = host_id_len;
+	pthread_mutex_unlock(&c->lock);
+	for (unsigned q = 0; q <= p->max_q; q++) {
+		struct reactor *rr = q ? pci_reactor_for(p, q) : p->r[0];
+
+		if (qs[q].live & 2) {
+			cq_setup(&p->cq[q], rr, (uint16_t)q, qs[q].cbase, qs[q].csize, qs[q].iv, qs[q].ien);
+			p->cq[q].tail = qs[q].ctail;
+			p->cq[q].phase = qs[q].phase;
+			atomic_store(&p->cq[q].head_db, qs[q].chead);
+		}
+	}
+	for (unsigned q = 0; q <= p->max_q; q++) {
+		if (!(qs[q].live & 1))
+			continue;
+		if (slots_alloc(&p->sq[q], qs[q].ssize) < 0) {
+			pci_queues_drop(p);
+			pthread_mutex_unlock(&p->lock);
+			return -ENOMEM;
+		}
+		sq_setup(&p->sq[q], p->cq[qs[q].cqid].r, (uint16_t)q, qs[q].cqid, qs[q].sbase, qs[q].ssize);
+		p->sq[q].head = qs[q].shead;
+		atomic_store(&p->sq[q].tail_db, qs[q].stail);
+		p->cq[qs[q].cqid].nsq++;
+	}
+	for (unsigned q = 0; q <= p->max_q; q++) {
+		atomic_store(&p->cq[q].live, (qs[q].live & 2) != 0);
+		atomic_store(&p->sq[q].live, (qs[q].live & 1) != 0);
+	}
+	p->state = (enum pci_state)state;
+	pthread_mutex_unlock(&p->lock);
+	nvmeemu_ctrl_set_io_queues(c, pci_live_io_queues(p));
+	for (unsigned i = 0; i < naer; i++) {
+		struct pq_slot *s = slot_get(&p->sq[0]);
+
+		memcpy(s->cmd.sqe, aer[i], NVMEEMU_SQE_BYTES);
+		s->cmd.qid = 0;
+		s->task.fn = pci_resubmit;
+		reactor_post(p->r[0], &s->task);
+	}
+	/* Fetch what the guest queued before the save; a spurious message
+	 * per vector covers completions whose interrupt was still due. */
+	for (unsigned q = 0; q <= p->max_q; q++) {
+		if (qs[q].live & 1)
+			pci_post_kick(p->sq[q].r, &p->sq[q].kick_posted, &p->sq[q].kick);
+		if ((qs[q].live & 2) && qs[q].ien)
+			msix_fire(p, qs[q].iv);
+	}
+	return 0;
 }

@@ -81,6 +81,10 @@ fuzz-nvme-cmd)
 	/usr/bin/python3 -I "$src/nvme-seeds.py" "$tmp/seeds"
 	dict=()
 	;;
+fuzz-nvme-pci)
+	/usr/bin/python3 -I "$src/nvme-pci-seeds.py" "$tmp/seeds"
+	dict=()
+	;;
 fuzz-vhost-ring)
 	/usr/bin/python3 -I "$src/vhost-seeds.py" "$tmp/seeds"
 	dict=()

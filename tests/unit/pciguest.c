@@ -53,6 +53,7 @@ int pg_new(struct pg *g, struct nvmeemu_subsys *s, struct reactor *r, uint64_t m
 	struct nvmeemu_pci_host h = { .mem_read = pg_mem_read, .mem_write = pg_mem_write,
 				      .mem_map = pg_mem_map, .msi = pg_msi, .opaque = g };
 	char err[256];
+	int ret;
 
 	memset(g, 0, sizeof(*g));
 	g->mem = calloc(1, mem_bytes);
@@ -61,13 +62,20 @@ int pg_new(struct pg *g, struct nvmeemu_subsys *s, struct reactor *r, uint64_t m
 	g->mem_bytes = mem_bytes;
 	g->brk = 4096;                                    /* GPA 0 stays unused */
 	g->r = r;
-	return nvmeemu_pci_new(s, &h, &(struct nvmeemu_pci_opts){ .max_io_queues = max_io_queues,
-			       .reactors = &g->r, .nr_reactors = 1 }, &g->p, err, sizeof(err));
+	ret = nvmeemu_pci_new(s, &h, &(struct nvmeemu_pci_opts){ .max_io_queues = max_io_queues,
+			      .reactors = &g->r, .nr_reactors = 1 }, &g->p, err, sizeof(err));
+	if (ret < 0) {
+		free(g->mem);
+		g->mem = NULL;
+	}
+	return ret;
 }
 
 void pg_free(struct pg *g)
 {
 	nvmeemu_pci_free(g->p);
+	for (int i = 0; i < 16; i++)                      /* a deferred free (nvme_pci.h) */
+		reactor_run_once(g->r, false);
 	free(g->mem);
 	g->mem = NULL;
 }
@@ -177,7 +185,7 @@ void pg_ring(struct pg *g, unsigned q)
 	pg_wr32(g, 0x1000 + 8 * q, g->q[q].sq_tail);
 }
 
-bool pg_pop(struct pg *g, unsigned q, uint8_t cqe[16])
+bool pg_reap(struct pg *g, unsigned q, uint8_t cqe[16])
 {
 	struct pg_queue *pq = &g->q[q];
 	uint8_t *e = g->mem + pq->cq + (uint64_t)pq->cq_head * 16;
@@ -189,7 +197,19 @@ bool pg_pop(struct pg *g, unsigned q, uint8_t cqe[16])
 		pq->cq_head = 0;
 		pq->phase = !pq->phase;
 	}
-	pg_wr32(g, 0x1004 + 8 * q, pq->cq_head);
+	return true;
+}
+
+void pg_cq_ring(struct pg *g, unsigned q)
+{
+	pg_wr32(g, 0x1004 + 8 * q, g->q[q].cq_head);
+}
+
+bool pg_pop(struct pg *g, unsigned q, uint8_t cqe[16])
+{
+	if (!pg_reap(g, q, cqe))
+		return false;
+	pg_cq_ring(g, q);
 	return true;
 }
 

@@ -63,6 +63,10 @@ void pg_ring(struct pg *g, unsigned q);
 /* The next completion of queue @q if its phase says it is there (copies
  * it to @cqe, advances and rings the head doorbell). */
 bool pg_pop(struct pg *g, unsigned q, uint8_t cqe[16]);
+/* The same without the doorbell, and the doorbell for what was reaped
+ * (Linux rings the CQ head once per batch of completions). */
+bool pg_reap(struct pg *g, unsigned q, uint8_t cqe[16]);
+void pg_cq_ring(struct pg *g, unsigned q);
 /* Submits @sqe on @q, waits for its completion; returns the status field
  * (DNR included) and fills @cqe (may be NULL); -errno on a stall. */
 int pg_cmd(struct pg *g, unsigned q, uint8_t sqe[64], uint8_t *cqe);

@@ -500,6 +500,35 @@ static void test_nvme_pci_reset_under_load(void **state)
 	fix_close(&f);
 }
 
+/* A reset while a Delete I/O SQ waits for the SQ's writes: both end,
+ * and RDY clears. */
+static void test_nvme_pci_reset_during_delete(void **state)
+{
+	uint8_t sqe[64];
+	struct fix f;
+	uint64_t a;
+
+	(void)state;
+	fix_open(&f, "delay:2ms:mem:1M", true);
+	assert_int_equal(pg_create_queues(&f.g, 1, 32), 0);
+	a = pg_alloc(&f.g, 1);
+	for (unsigned i = 0; i < 16; i++) {
+		pg_sqe(sqe, 0x01, 1, a, 0, i * 8, 0, 7);
+		pg_push(&f.g, 1, sqe);
+	}
+	pg_ring(&f.g, 1);
+	reactor_run_once(f.g.r, false);
+	pg_sqe(sqe, 0x00, 0, 0, 0, 1, 0, 0);
+	pg_push(&f.g, 0, sqe);
+	pg_ring(&f.g, 0);
+	for (int i = 0; i < 4; i++)
+		reactor_run_once(f.g.r, false);
+	assert_int_equal(pg_disable(&f.g), 0);
+	assert_int_equal(pg_enable(&f.g, 32), 0);
+	assert_int_equal(pg_create_queues(&f.g, 1, 16), 0);
+	fix_close(&f);
+}
+
 static void test_nvme_pci_shutdown(void **state)
 {
 	struct fix f;
@@ -579,6 +608,91 @@ static void test_nvme_pci_coalescing(void **state)
 	fix_close(&f);
 }
 
+/* Save with an AER held and I/O queues live, drop the function, restore
+ * into a new one over a copy of guest memory: the queues go on where
+ * they were and the re-held AER reports a new namespace. */
+static void test_nvme_pci_save_restore(void **state)
+{
+	uint8_t sqe[64], cqe[16], *blob;
+	struct fix f;
+	struct pg g2;
+	uint64_t a;
+	int n;
+	uint16_t aer_cid;
+	struct disk *d2;
+
+	(void)state;
+	fix_open(&f, "mem:1M", true);
+	assert_int_equal(pg_create_queues(&f.g, 2, 8), 0);
+	admin(&f, 0x09, 0, 0x0b, 0x100, 0);
+	admin(&f, 0x09, 0, 0x08, 0x0203, 0);
+	pg_sqe(sqe, 0x0c, 0, 0, 0, 0, 0, 0);
+	aer_cid = pg_push(&f.g, 0, sqe);
+	pg_ring(&f.g, 0);
+	for (int i = 0; i < 10; i++)
+		reactor_run_once(f.g.r, false);
+	a = pg_alloc(&f.g, 1);
+	for (unsigned i = 0; i < 5; i++) {                /* with the 12 below, queue 1 wraps after the restore */
+		memset(pg_ptr(&f.g, a), 0x10 + i, 4096);
+		pg_sqe(sqe, 0x01, 1, a, 0, i * 8, 0, 7);
+		assert_int_equal(pg_cmd(&f.g, 1 + i % 2, sqe, NULL), 0);
+	}
+	n = nvmeemu_pci_save(f.g.p, NULL, 0);
+	assert_true(n > 0);
+	blob = malloc((size_t)n);
+	assert_int_equal(nvmeemu_pci_save(f.g.p, blob, (size_t)n), n);
+
+	assert_int_equal(pg_new(&g2, f.s, tu_reactor(), MEM_BYTES, 8), -EEXIST);
+	{
+		uint8_t *mem = malloc(MEM_BYTES);
+
+		memcpy(mem, f.g.mem, MEM_BYTES);
+		struct pg_queue q[PG_MAXQ + 1];
+		uint64_t brk = f.g.brk;
+		uint16_t cid = f.g.cid;
+
+		memcpy(q, f.g.q, sizeof(q));
+		pg_free(&f.g);
+		assert_int_equal(pg_new(&f.g, f.s, tu_reactor(), MEM_BYTES, 8), 0);
+		memcpy(f.g.mem, mem, MEM_BYTES);
+		free(mem);
+		memcpy(f.g.q, q, sizeof(q));
+		f.g.brk = brk, f.g.cid = cid, f.g.nq = 2;
+	}
+	assert_int_equal(nvmeemu_pci_restore(f.g.p, blob, (size_t)n - 1), -EINVAL);
+	blob[0] ^= 1;
+	assert_int_equal(nvmeemu_pci_restore(f.g.p, blob, (size_t)n), -EINVAL);
+	blob[0] ^= 1;
+	assert_int_equal(nvmeemu_pci_restore(f.g.p, blob, (size_t)n), 0);
+	free(blob);
+	assert_int_equal(pg_rd32(&f.g, 0x1c) & 3, 1);
+	assert_int_equal(pg_rd32(&f.g, 0x24), 31u << 16 | 31);
+	/* The I/O queues go on. */
+	for (unsigned i = 0; i < 12; i++) {
+		memset(pg_ptr(&f.g, a), 0, 4096);
+		pg_sqe(sqe, 0x02, 1, a, 0, (i % 5) * 8, 0, 7);
+		assert_int_equal(pg_cmd(&f.g, 1 + i % 2, sqe, cqe), 0);
+		assert_int_equal(pg_ptr(&f.g, a)[100], 0x10 + i % 5);
+	}
+	/* The AER is held again: a new namespace completes it. */
+	d2 = nt_add_ns(f.s, 2, "mem:1M");
+	{
+		bool got = false;
+
+		for (int i = 0; i < 1000 && !got; i++) {
+			reactor_run_once(f.g.r, false);
+			while (pg_pop(&f.g, 0, cqe))
+				if (ds_get_le16(cqe + 12) == aer_cid) {
+					assert_int_equal(ds_get_le32(cqe), 0x00040002);
+					got = true;
+				}
+		}
+		assert_true(got);
+	}
+	fix_close(&f);
+	disk_unref(d2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -592,9 +706,11 @@ int main(void)
 		cmocka_unit_test(test_nvme_pci_bad_prp),
 		cmocka_unit_test(test_nvme_pci_bad_doorbell),
 		cmocka_unit_test(test_nvme_pci_reset_under_load),
+		cmocka_unit_test(test_nvme_pci_reset_during_delete),
 		cmocka_unit_test(test_nvme_pci_shutdown),
 		cmocka_unit_test(test_nvme_pci_msix_mask),
 		cmocka_unit_test(test_nvme_pci_coalescing),
+		cmocka_unit_test(test_nvme_pci_save_restore),
 	};
 
 	return cmocka_run_group_tests(tests, tu_reactor_setup, tu_reactor_teardown);
