@@ -458,6 +458,7 @@ struct uml_nvme_thread {
 	struct reactor *r;
 	int init_ret;
 	sem_t ready;
+	struct reactor_task stop_task;
 };
 
 static void *uml_nvme_thread_main(void *arg)
@@ -491,9 +492,20 @@ static int uml_nvme_thread_start(struct uml_nvme_thread *t)
 	return 0;
 }
 
+static void uml_nvme_thread_stop_task(struct reactor_task *task)
+{
+	struct uml_nvme_thread *t = container_of(task, struct uml_nvme_thread, stop_task);
+
+	reactor_stop(t->r);
+}
+
+/* Stops the thread after every task posted before: nvmeemu_pci_free of
+ * a function the guest left enabled posts the end of its held AERs and
+ * its own release there (nvme_pci.h). */
 static void uml_nvme_thread_stop(struct uml_nvme_thread *t)
 {
-	reactor_stop(t->r);
+	t->stop_task.fn = uml_nvme_thread_stop_task;
+	reactor_post(t->r, &t->stop_task);
 	pthread_join(t->tid, NULL);
 }
 
@@ -502,7 +514,15 @@ static void uml_nvme_thread_stop(struct uml_nvme_thread *t)
 struct uml_nvme {
 	struct virtpci *vp;
 	struct nvmeemu_pci *fn;
+	/* Queue 0's thread: the driver's shutdown as seen in CC and CSTS,
+	 * logged for tests/vm/test-uml-nvme.sh. */
+	bool shn_asked;
 };
+
+/* NVMe Base spec 2.0 §3.1.3: CC at 14h (SHN bits 15:14), CSTS at 1Ch
+ * (SHST bits 3:2, 10b = shutdown processing complete). */
+#define UML_NVME_REG_CC 0x14
+#define UML_NVME_REG_CSTS 0x1c
 
 static int uml_nvme_mem_read(void *opaque, uint64_t gpa, void *buf, size_t len)
 {
@@ -580,6 +600,11 @@ static void uml_nvme_bar_read(void *dev, unsigned bar, uint64_t off, void *buf, 
 
 			ds_put_le64(le, v);
 			memcpy(buf, le, len);
+			if (bar == 0 && off == UML_NVME_REG_CSTS && u->shn_asked &&
+			    ((v >> 2) & 3) == 2) {
+				u->shn_asked = false;
+				log_info("uml-nvme: controller shutdown complete (CSTS.SHST)");
+			}
 		}
 		return;
 	}
@@ -604,7 +629,13 @@ static void uml_nvme_bar_write(void *dev, unsigned bar, uint64_t off, const void
 
 	if ((len == 4 || len == 8) && off % len == 0) {
 		memcpy(le, buf, len);
-		nvmeemu_pci_mmio_write(u->fn, bar, off, len, ds_get_le64(le));
+		v = ds_get_le64(le);
+		if (bar == 0 && off == UML_NVME_REG_CC && ((v >> 14) & 3)) {
+			u->shn_asked = true;
+			log_info("uml-nvme: the driver asks for a shutdown (CC.SHN %u)",
+				 (unsigned)((v >> 14) & 3));
+		}
+		nvmeemu_pci_mmio_write(u->fn, bar, off, len, v);
 		return;
 	}
 	for (uint32_t done = 0; done < len;) {
@@ -620,9 +651,15 @@ static void uml_nvme_bar_write(void *dev, unsigned bar, uint64_t off, const void
 	}
 }
 
-static void uml_nvme_session(void *dev UNUSED, bool connected)
+static void uml_nvme_session(void *dev, bool connected)
 {
-	log_info("uml-nvme: UML %s", connected ? "connected (memory mapped)" : "left");
+	struct uml_nvme *u = dev;
+
+	if (connected)
+		log_info("uml-nvme: UML connected (memory mapped)");
+	else
+		log_info("uml-nvme: UML left after %llu interrupts",
+			 (unsigned long long)virtpci_msi_count(u->vp));
 }
 
 static const struct virtpci_dev_ops uml_nvme_ops = {
@@ -711,7 +748,7 @@ int cmd_uml_nvme(int argc, char **argv)
 	thr_started = true;
 	{
 		struct virtpci_opts po = { .name = cmd, .ops = &uml_nvme_ops, .dev = &u };
-		struct nvmeemu_subsys_opts so;
+		struct nvmeemu_subsys_opts so = { 0 };
 		struct nvmeemu_pci_host h = {
 			.mem_read = uml_nvme_mem_read,
 			.mem_write = uml_nvme_mem_write,
@@ -729,7 +766,8 @@ int cmd_uml_nvme(int argc, char **argv)
 			ret = tool_error(cmd, "cannot create virt-pci: %s", strerror(-ret));
 			goto out;
 		}
-		nvmeemu_pci_subsys_opts(&so, 0);
+		/* Identify VID = the function's default PCI vendor (1414h, nvme_pci.h). */
+		nvmeemu_pci_subsys_opts(&so, 0x1414);
 		if ((ret = nvmeemu_subsys_new(&so, &subsys, err, sizeof(err))) < 0) {
 			ret = tool_error(cmd, "%s", err);
 			goto out;
@@ -752,11 +790,12 @@ int cmd_uml_nvme(int argc, char **argv)
 		 nns > 1 ? "s" : "", sock, VIRTPCI_DEVICE_ID);
 	ret = vhost_serve(cmd, srv, sock, pidfile, &pidfile_written, &set);
 out:
-	/* No more config or BAR accesses, then no more queue work. */
+	/* No more config or BAR accesses; the function goes while its
+	 * reactor still runs (it may finish there), then the reactor. */
 	vhostsrv_free(srv);
+	nvmeemu_pci_free(u.fn);
 	if (thr_started)
 		uml_nvme_thread_stop(&thr);
-	nvmeemu_pci_free(u.fn);
 	nvmeemu_subsys_free(subsys);
 	virtpci_free(u.vp);
 	for (unsigned i = 0; i < nns; i++) {

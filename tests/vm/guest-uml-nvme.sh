@@ -68,6 +68,7 @@ t_shutdown()
 	# then CC.SHN and wait for CSTS.SHST (the host checks its log).
 	echo 0000:00:00.0 > /sys/bus/pci/drivers/nvme/unbind || { fail "unbind"; return 1; }
 	wait_for "[ ! -e $CTRL ]" 20 || { fail "nvme0 still there after unbind"; return 1; }
+	dmesg | grep -iE 'shutdown (incomplete|timeout)|timeout' && { fail "the shutdown timed out"; return 1; }
 	dmesg | grep -iE 'shutdown|nvme' | tail -n 3 | sed 's/^/VMTEST: INFO dmesg: /'
 }
 

@@ -123,6 +123,10 @@ if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$dslog"; then
 	bad "sanitizer report from diskstack uml-nvme"
 	grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$dslog" | head -n 40
 fi
+grep -q 'controller shutdown complete' "$dslog" &&
+	pass "the driver shut the controller down (CC.SHN, then CSTS.SHST complete)" ||
+	bad "no completed controller shutdown in the server's log"
+grep -h 'UML left after' "$dslog" | sed "s#^#[$name] INFO #"
 [ "$(md5sum < "$work/base.img")" = "$base_md5" ] && pass "the memdiff base is unchanged" ||
 	bad "the base under memdiff changed"
 grep -aE 'virt-pci|nvme|pci 0000' "$log" | grep -v '^VMTEST' | head -n 20 | sed "s#^#[$name] console: #"
