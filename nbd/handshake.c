@@ -288,10 +288,14 @@ static void hs_opt_list(struct nbdsrv_conn *c)
 		hs_error(c, NBDW_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
 		return;
 	}
+	pthread_mutex_lock(&c->srv->lock);
 	for (unsigned i = 0; i < c->srv->nexports; i++) {
 		const struct nbdsrv_export *e = c->srv->exports[i];
 		size_t dlen = e->description ? strlen(e->description) : 0;
 		uint8_t n[4];
+
+		if (e->removing)
+			continue;
 
 		ds_put_be32(n, (uint32_t)e->namelen);
 		hs_reply_hdr(c, NBDW_REP_SERVER, (uint32_t)(4 + e->namelen + dlen));
@@ -300,6 +304,7 @@ static void hs_opt_list(struct nbdsrv_conn *c)
 		if (dlen)
 			hs_put(c, e->description, dlen);
 	}
+	pthread_mutex_unlock(&c->srv->lock);
 	hs_reply(c, NBDW_REP_ACK, NULL, 0);
 }
 
@@ -394,6 +399,7 @@ static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 		hs_error(c, NBDW_REP_ERR_BLOCK_SIZE_REQD,
 			 "export '%s' needs %u-byte aligned requests: request NBD_INFO_BLOCK_SIZE",
 			 e->name, min);
+		nbdsrv_export_put(e);
 		return NULL;
 	}
 	{
@@ -423,7 +429,10 @@ static struct nbdsrv_export *hs_opt_info_go(struct nbdsrv_conn *c)
 	}
 	hs_reply(c, NBDW_REP_INFO, b, 14);
 	hs_reply(c, NBDW_REP_ACK, NULL, 0);
-	return c->hs->opt == NBDW_OPT_GO ? e : NULL;
+	if (c->hs->opt == NBDW_OPT_GO)
+		return e;           /* the reference goes to transmission */
+	nbdsrv_export_put(e);
+	return NULL;
 }
 
 static void hs_opt_structured_reply(struct nbdsrv_conn *c)
@@ -504,10 +513,15 @@ static void hs_opt_meta(struct nbdsrv_conn *c)
 		hs_error(c, NBDW_REP_ERR_INVALID, "%u bytes after the last query", c->hs->optlen - pos);
 		return;
 	}
-	if (!nbdsrv_find_export(c->srv, (const char *)d + 4, namelen)) {
-		hs_error(c, NBDW_REP_ERR_UNKNOWN, "export '%.*s' not found", (int)MIN(namelen, 256u),
-			 (const char *)d + 4);
-		return;
+	{
+		struct nbdsrv_export *e = nbdsrv_find_export(c->srv, (const char *)d + 4, namelen);
+
+		if (!e) {
+			hs_error(c, NBDW_REP_ERR_UNKNOWN, "export '%.*s' not found",
+				 (int)MIN(namelen, 256u), (const char *)d + 4);
+			return;
+		}
+		nbdsrv_export_put(e);
 	}
 	if (nq == 0)
 		mask = set ? 0 : NBDSRV_META_ALL;
@@ -764,6 +778,7 @@ void nbdsrv_hs_free(struct nbdsrv_conn *c)
 	if (!h)
 		return;
 	c->hs = NULL;
+	nbdsrv_export_put(h->exp);  /* closed before transmission began */
 	free(h->in);
 	free(h->out);
 	free(h->meta_export);

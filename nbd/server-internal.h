@@ -11,12 +11,15 @@
 #ifndef DISKSTACK_NBD_SERVER_INTERNAL_H
 #define DISKSTACK_NBD_SERVER_INTERNAL_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "common/histo.h"
 #include "common/reactor.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
@@ -80,21 +83,64 @@
 
 /* ---- the server --------------------------------------------------------- */
 
+/* Latency bins of the export statistics (common/histo.h). */
+#define NBDSRV_LAT_BITS 3u
+#define NBDSRV_LAT_BINS HISTO_SIZE(NBDSRV_LAT_BITS)
+
+/* Counters of one request class; relaxed atomics bumped by every worker
+ * that serves the export. XXX: one set of cache lines shared by all
+ * workers; per-worker counters summed on read would keep the hot path
+ * free of shared lines (docs/ctl.md, "stats"). */
+struct nbdsrv_op_counters {
+	_Atomic uint64_t ops, bytes, errors, lat_sum_ns, lat_max_ns;
+	_Atomic uint64_t lat[NBDSRV_LAT_BINS];
+};
+
+/*
+ * An export. Reference-counted: the table holds one reference while the
+ * export is listed; a handshake that found it and a connection in
+ * transmission on it hold one each. The last nbdsrv_export_put frees it
+ * (and drops the disk), on whichever thread that is.
+ */
 struct nbdsrv_export {
 	char *name;                 /* owned, NUL-terminated */
 	size_t namelen;
 	char *description;          /* owned, NULL = none */
 	struct disk *disk;          /* owned reference */
 	bool read_only;             /* refuse writes */
+	_Atomic unsigned refs;
+	bool removing;              /* hidden from clients (under nbdsrv.lock) */
+	uint64_t since_ns;          /* statistics count from here (under nbdsrv.lock) */
+	struct nbdsrv_op_counters st[NBDSRV_STAT_COUNT];
 };
 
-/* Immutable once connections run (exports are read by every worker). */
+/*
+ * The server. @lock protects the export table (which may change while
+ * connections run: export-add/remove over the control socket), the
+ * @removing flags and the list of connections; it is never held across a
+ * call into a disk or the engine, except the posting of a task.
+ */
 struct nbdsrv {
 	struct nbdsrv_opts opts;
+	pthread_mutex_t lock;
 	struct nbdsrv_export **exports;
 	unsigned nexports;
+	struct nbdsrv_conn *conns;  /* every started connection (under @lock) */
+	uint64_t next_conn_id;
 	struct netsrv_proto proto;  /* handed to the engine's listeners */
 };
+
+/* Takes a reference to @e. */
+void nbdsrv_export_get(struct nbdsrv_export *e);
+/* Drops a reference; the last frees @e. NULL allowed. */
+void nbdsrv_export_put(struct nbdsrv_export *e);
+/* Binds connection @c to @e as it enters transmission (c->exp): false if
+ * @e is being removed (the caller then closes the connection). */
+bool nbdsrv_conn_bind(struct nbdsrv_conn *c, struct nbdsrv_export *e);
+/* Counts a finished request of NBD command @type for the export's
+ * statistics. */
+void nbdsrv_stats_count(struct nbdsrv_export *e, uint16_t type, uint32_t len, bool failed,
+			uint64_t lat_ns);
 
 /* ---- connections -------------------------------------------------------- */
 
@@ -139,6 +185,7 @@ struct nbdsrv_req {
 	struct disk_extent ext[NBDSRV_READ_EXTENTS];
 	struct iovec riov[2 * NBDSRV_READ_EXTENTS + 4];
 	uint8_t hdr[(NBDSRV_READ_EXTENTS + 1) * 32 + NBDW_CHUNK_HDR_BYTES + 6 + NBDSRV_ERRMSG_MAX];
+	uint64_t t0_ns;             /* dispatch time, for the export's latency stats */
 };
 
 /* The handshake: allocated when the connection starts, freed when it
@@ -164,7 +211,7 @@ struct nbdsrv_hs {
 	uint32_t meta;              /* selected contexts (NBDSRV_META_*) */
 	char *meta_export;          /* export name they were selected for (malloc) */
 	size_t meta_export_len;
-	struct nbdsrv_export *exp;  /* GO/EXPORT_NAME: entered once the reply is out */
+	struct nbdsrv_export *exp;  /* GO/EXPORT_NAME: entered once the reply is out (a reference) */
 };
 
 /* Transmission: created at GO/EXPORT_NAME, freed with the connection. */
@@ -174,7 +221,7 @@ struct nbdsrv_xmit {
 	struct nbdsrv *srv;
 	struct reactor *r;          /* the connection's worker */
 	const char *name;           /* for logs (borrowed from nc) */
-	struct nbdsrv_export *exp;
+	struct nbdsrv_export *exp;  /* a reference, dropped in nbdsrv_xmit_free */
 	struct disk *disk;          /* borrowed from exp */
 	uint64_t size;              /* bytes, fixed at GO */
 	uint32_t ss, shift;         /* sector size and log2 */
@@ -224,6 +271,12 @@ struct nbdsrv_conn {
 	const char *name;           /* "nbd #12 127.0.0.1:50234" (borrowed from nc) */
 	struct nbdsrv_hs *hs;       /* owned; handshake only */
 	struct nbdsrv_xmit *x;      /* owned; transmission only */
+	/* The connection list (nbdsrv.conns, under nbdsrv.lock). */
+	uint64_t id;                /* 1, 2, ... in start order */
+	uint64_t since_ns;
+	struct nbdsrv_export *exp;  /* bound in transmission (x holds the reference) */
+	struct nbdsrv_conn *next, *prev;
+	bool listed;
 };
 
 /* handshake.c */
@@ -236,7 +289,8 @@ void nbdsrv_hs_free(struct nbdsrv_conn *c);
 void nbdsrv_hs_shutdown(struct nbdsrv_conn *c);
 /* Transmission flags of @e for a connection that negotiated @sr. */
 uint16_t nbdsrv_tflags(const struct nbdsrv_export *e, bool sr);
-/* Looks an export up by name; NULL if unknown. */
+/* Looks an export up by name and takes a reference (nbdsrv_export_put);
+ * NULL if unknown or being removed. Any thread. */
 struct nbdsrv_export *nbdsrv_find_export(struct nbdsrv *s, const char *name, size_t len);
 
 /* transmit.c */

@@ -8,8 +8,18 @@
  *
  * Notes on the design
  * -------------------
- * - Exports are immutable once connections run (disks are thread-safe by
- *   contract), so every worker reads them without a lock.
+ * - Exports can come and go while connections run (export-add/remove over
+ *   the control socket, docs/ctl.md). The table and the connection list
+ *   are under one mutex taken only by handshakes (lookups, NBD_OPT_LIST),
+ *   connection start and end, and the control thread, never per request.
+ *   An export is reference-counted: a handshake that found it and each
+ *   connection in transmission on it hold a reference, so removal never
+ *   frees a disk a worker still uses. Removal hides the name first, then
+ *   drains the bound connections through a task posted to each one's
+ *   worker (the only thread that may touch a connection), found again by
+ *   id there, since it may have ended meanwhile.
+ * - Statistics: each finished request bumps relaxed atomic counters and a
+ *   latency bin of its export (nbdsrv_stats_count).
  * - A connection's NBD state is split by phase (server-internal.h): the
  *   handshake state exists from the greeting to GO/EXPORT_NAME, the
  *   transmission state from then on; struct nbdsrv_conn, in the engine's
@@ -29,6 +39,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/compiler.h"
 #include "common/log.h"
@@ -44,6 +55,15 @@ static void srv_conn_start(struct netsrv_conn *nc, void *ctx)
 	c->srv = ctx;
 	c->r = netsrv_conn_reactor(nc);
 	c->name = netsrv_conn_name(nc);
+	c->since_ns = reactor_now_ns();
+	pthread_mutex_lock(&c->srv->lock);
+	c->id = ++c->srv->next_conn_id;
+	c->next = c->srv->conns;
+	if (c->next)
+		c->next->prev = c;
+	c->srv->conns = c;
+	c->listed = true;
+	pthread_mutex_unlock(&c->srv->lock);
 	c->hs = calloc(1, sizeof(*c->hs));
 	if (!c->hs) {
 		log_error("%s: out of memory starting the handshake", c->name);
@@ -103,6 +123,18 @@ static void srv_conn_free(struct netsrv_conn *nc)
 
 	if (!c->nc)
 		return;             /* never started */
+	pthread_mutex_lock(&c->srv->lock);
+	if (c->listed) {
+		if (c->prev)
+			c->prev->next = c->next;
+		else
+			c->srv->conns = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
+		c->listed = false;
+	}
+	c->exp = NULL;
+	pthread_mutex_unlock(&c->srv->lock);
 	log_debug("%s: closed after %llu requests (%llu read passes split, %llu waits for "
 		  "the in-flight budget, %llu write blocks adopted)", c->name,
 		  (unsigned long long)(x ? x->nrequests : 0),
@@ -125,6 +157,10 @@ int nbdsrv_new(const struct nbdsrv_opts *o, struct nbdsrv **out)
 	if (!s)
 		return -ENOMEM;
 	s->opts = *o;
+	if (pthread_mutex_init(&s->lock, NULL) != 0) {
+		free(s);
+		return -ENOMEM;
+	}
 	if (s->opts.max_requests == 0)
 		s->opts.max_requests = NBDSRV_DEFAULT_REQUESTS;
 	s->proto = (struct netsrv_proto){
@@ -152,6 +188,41 @@ static bool valid_utf8_name(const char *s, size_t len)
 	return true;
 }
 
+/* Finds @name in the table, removing or not; the caller holds the lock. */
+static struct nbdsrv_export *find_locked(struct nbdsrv *s, const char *name, size_t len,
+					 unsigned *index)
+{
+	for (unsigned i = 0; i < s->nexports; i++) {
+		struct nbdsrv_export *e = s->exports[i];
+
+		if (e->namelen == len && memcmp(e->name, name, len) == 0) {
+			if (index)
+				*index = i;
+			return e;
+		}
+	}
+	return NULL;
+}
+
+static void export_free(struct nbdsrv_export *e)
+{
+	disk_unref(e->disk);
+	free(e->name);
+	free(e->description);
+	free(e);
+}
+
+void nbdsrv_export_get(struct nbdsrv_export *e)
+{
+	atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+}
+
+void nbdsrv_export_put(struct nbdsrv_export *e)
+{
+	if (e && atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1)
+		export_free(e);
+}
+
 int nbdsrv_add_export(struct nbdsrv *s, const char *name, const char *description,
 		      struct disk *disk, bool read_only)
 {
@@ -162,45 +233,346 @@ int nbdsrv_add_export(struct nbdsrv *s, const char *name, const char *descriptio
 		return -EINVAL;
 	if (description && strlen(description) > NBDW_STRING_MAX)
 		return -EINVAL;
-	if (nbdsrv_find_export(s, name, len))
-		return -EEXIST;
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
 	e->name = strdup(name);
 	e->description = description ? strdup(description) : NULL;
-	v = realloc(s->exports, (s->nexports + 1) * sizeof(*v));
-	if (!e->name || (description && !e->description) || !v) {
+	if (!e->name || (description && !e->description)) {
 		free(e->name);
 		free(e->description);
 		free(e);
-		if (v)
-			s->exports = v;
 		return -ENOMEM;
 	}
 	e->namelen = len;
-	e->disk = disk;
 	e->read_only = read_only || disk_get_info(disk)->read_only;
+	e->since_ns = reactor_now_ns();
+	atomic_init(&e->refs, 1);
+	pthread_mutex_lock(&s->lock);
+	if (find_locked(s, name, len, NULL)) {
+		pthread_mutex_unlock(&s->lock);
+		free(e->name);
+		free(e->description);
+		free(e);
+		return -EEXIST;
+	}
+	v = realloc(s->exports, (s->nexports + 1) * sizeof(*v));
+	if (!v) {
+		pthread_mutex_unlock(&s->lock);
+		free(e->name);
+		free(e->description);
+		free(e);
+		return -ENOMEM;
+	}
+	e->disk = disk;             /* only now: on failure the caller keeps it */
 	s->exports = v;
 	s->exports[s->nexports++] = e;
+	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
 
 struct nbdsrv_export *nbdsrv_find_export(struct nbdsrv *s, const char *name, size_t len)
 {
-	for (unsigned i = 0; i < s->nexports; i++) {
-		struct nbdsrv_export *e = s->exports[i];
+	struct nbdsrv_export *e;
 
-		if (e->namelen == len && memcmp(e->name, name, len) == 0)
-			return e;
+	pthread_mutex_lock(&s->lock);
+	e = find_locked(s, name, len, NULL);
+	if (e && e->removing)
+		e = NULL;
+	if (e)
+		nbdsrv_export_get(e);
+	pthread_mutex_unlock(&s->lock);
+	return e;
+}
+
+bool nbdsrv_conn_bind(struct nbdsrv_conn *c, struct nbdsrv_export *e)
+{
+	bool ok;
+
+	pthread_mutex_lock(&c->srv->lock);
+	ok = !e->removing;
+	if (ok)
+		c->exp = e;
+	pthread_mutex_unlock(&c->srv->lock);
+	return ok;
+}
+
+/* ---- runtime management (docs/ctl.md) ------------------------------------ */
+
+/* A request to close a connection, run on its worker. */
+struct close_task {
+	struct reactor_task task;
+	struct nbdsrv *srv;
+	uint64_t id;
+	bool force;
+};
+
+static void close_task_fn(struct reactor_task *t)
+{
+	struct close_task *ct = container_of(t, struct close_task, task);
+	struct nbdsrv_conn *c;
+
+	/* Only this worker frees the connection, so if it is still listed
+	 * now it stays alive until this function returns. */
+	pthread_mutex_lock(&ct->srv->lock);
+	for (c = ct->srv->conns; c && c->id != ct->id; c = c->next)
+		;
+	pthread_mutex_unlock(&ct->srv->lock);
+	if (c && !netsrv_conn_closing(c->nc)) {
+		if (c->x && !ct->force)
+			nbdsrv_xmit_drain(c->x);
+		else
+			netsrv_conn_close(c->nc, false, "closed over the control socket");
 	}
-	return NULL;
+	free(ct);
+}
+
+/* Posts a close of @c to its worker; the caller holds the lock. */
+static int post_close_locked(struct nbdsrv *s, struct nbdsrv_conn *c, bool force)
+{
+	struct close_task *ct = calloc(1, sizeof(*ct));
+
+	if (!ct)
+		return -ENOMEM;
+	ct->task.fn = close_task_fn;
+	ct->srv = s;
+	ct->id = c->id;
+	ct->force = force;
+	/* The connection is listed, so its worker's reactor is alive. */
+	reactor_post(c->r, &ct->task);
+	return 0;
+}
+
+static unsigned conns_bound_locked(struct nbdsrv *s, const struct nbdsrv_export *e)
+{
+	unsigned n = 0;
+
+	for (const struct nbdsrv_conn *c = s->conns; c; c = c->next)
+		n += c->exp == e;
+	return n;
+}
+
+int nbdsrv_remove_export(struct nbdsrv *s, const char *name, bool force, unsigned timeout_ms,
+			 unsigned *nconns)
+{
+	uint64_t deadline = reactor_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	struct nbdsrv_export *e;
+	unsigned idx, n;
+	int ret = 0;
+
+	pthread_mutex_lock(&s->lock);
+	e = find_locked(s, name, strlen(name), NULL);
+	if (!e) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOENT;
+	}
+	e->removing = true;
+	n = 0;
+	for (struct nbdsrv_conn *c = s->conns; c; c = c->next) {
+		if (c->exp != e)
+			continue;
+		n++;
+		(void)post_close_locked(s, c, force);   /* -ENOMEM: the timeout reports it */
+	}
+	*nconns = n;
+	pthread_mutex_unlock(&s->lock);
+	/* Connections leave on their workers; poll, as this thread has
+	 * nothing else to do (the control thread, never a worker). */
+	for (;;) {
+		pthread_mutex_lock(&s->lock);
+		n = conns_bound_locked(s, e);
+		pthread_mutex_unlock(&s->lock);
+		if (n == 0)
+			break;
+		if (reactor_now_ns() >= deadline)
+			return -ETIMEDOUT;
+		usleep(2000);
+	}
+	pthread_mutex_lock(&s->lock);
+	if (find_locked(s, name, strlen(name), &idx) == e) {
+		memmove(&s->exports[idx], &s->exports[idx + 1],
+			(s->nexports - idx - 1) * sizeof(s->exports[0]));
+		s->nexports--;
+	} else {
+		e = NULL;               /* a concurrent remove finished first */
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (!e)
+		return 0;
+	if (!e->read_only) {
+		int st = disk_sync_flush(e->disk);
+
+		if (st != DISK_OK) {
+			log_error("nbd: export '%s': flush at removal failed: %s", e->name,
+				  disk_status_str(st));
+			ret = -EIO;
+		}
+	}
+	nbdsrv_export_put(e);       /* handshakes may still hold it briefly */
+	return ret;
+}
+
+void nbdsrv_foreach_export(struct nbdsrv *s,
+			   void (*fn)(const struct nbdsrv_export_view *v, void *opaque),
+			   void *opaque)
+{
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; i < s->nexports; i++) {
+		const struct nbdsrv_export *e = s->exports[i];
+		struct nbdsrv_export_view v = {
+			.name = e->name, .description = e->description, .disk = e->disk,
+			.read_only = e->read_only, .removing = e->removing,
+			.connections = conns_bound_locked(s, e),
+		};
+
+		fn(&v, opaque);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+int nbdsrv_export_disk(struct nbdsrv *s, const char *name, struct disk **out, bool *read_only)
+{
+	struct nbdsrv_export *e = nbdsrv_find_export(s, name, strlen(name));
+
+	if (!e)
+		return -ENOENT;
+	*out = disk_ref(e->disk);
+	if (read_only)
+		*read_only = e->read_only;
+	nbdsrv_export_put(e);
+	return 0;
+}
+
+static enum nbdsrv_stat_class stat_class(uint16_t type)
+{
+	switch (type) {
+	case NBDW_CMD_READ: return NBDSRV_STAT_READ;
+	case NBDW_CMD_WRITE: return NBDSRV_STAT_WRITE;
+	case NBDW_CMD_FLUSH: return NBDSRV_STAT_FLUSH;
+	case NBDW_CMD_TRIM: return NBDSRV_STAT_TRIM;
+	case NBDW_CMD_WRITE_ZEROES: return NBDSRV_STAT_ZERO;
+	default: return NBDSRV_STAT_OTHER;
+	}
+}
+
+void nbdsrv_stats_count(struct nbdsrv_export *e, uint16_t type, uint32_t len, bool failed,
+			uint64_t lat_ns)
+{
+	struct nbdsrv_op_counters *k = &e->st[stat_class(type)];
+	const memory_order rx = memory_order_relaxed;
+	uint64_t max = atomic_load_explicit(&k->lat_max_ns, rx);
+
+	atomic_fetch_add_explicit(&k->ops, 1, rx);
+	if (failed)
+		atomic_fetch_add_explicit(&k->errors, 1, rx);
+	else if (type == NBDW_CMD_READ || type == NBDW_CMD_WRITE)
+		atomic_fetch_add_explicit(&k->bytes, len, rx);
+	atomic_fetch_add_explicit(&k->lat_sum_ns, lat_ns, rx);
+	atomic_fetch_add_explicit(&k->lat[histo_index(lat_ns, NBDSRV_LAT_BITS)], 1, rx);
+	while (lat_ns > max &&
+	       !atomic_compare_exchange_weak_explicit(&k->lat_max_ns, &max, lat_ns, rx, rx))
+		;
+}
+
+static uint64_t take(_Atomic uint64_t *v, bool reset)
+{
+	return reset ? atomic_exchange_explicit(v, 0, memory_order_relaxed)
+		     : atomic_load_explicit(v, memory_order_relaxed);
+}
+
+/* The smallest bin value holding at least ceil(q * n) of @bins, clamped
+ * to @max. */
+static uint64_t lat_quantile(const uint64_t *bins, uint64_t n, double q, uint64_t max)
+{
+	uint64_t rank = (uint64_t)(q * (double)n + 0.999999), seen = 0;
+
+	if (n == 0)
+		return 0;
+	rank = rank ? rank : 1;
+	for (unsigned i = 0; i < NBDSRV_LAT_BINS; i++) {
+		seen += bins[i];
+		if (seen >= rank)
+			return MIN(histo_value(i, NBDSRV_LAT_BITS), max);
+	}
+	return max;
+}
+
+int nbdsrv_export_stats(struct nbdsrv *s, const char *name, bool reset, struct nbdsrv_stats *out)
+{
+	struct nbdsrv_export *e;
+	uint64_t now = reactor_now_ns();
+
+	pthread_mutex_lock(&s->lock);
+	e = find_locked(s, name, strlen(name), NULL);
+	if (!e) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOENT;
+	}
+	out->since_ns = e->since_ns;
+	if (reset)
+		e->since_ns = now;
+	for (unsigned c = 0; c < NBDSRV_STAT_COUNT; c++) {
+		struct nbdsrv_op_counters *k = &e->st[c];
+		struct nbdsrv_op_stats *o = &out->op[c];
+		uint64_t bins[NBDSRV_LAT_BINS], n = 0, sum;
+
+		o->ops = take(&k->ops, reset);
+		o->bytes = take(&k->bytes, reset);
+		o->errors = take(&k->errors, reset);
+		sum = take(&k->lat_sum_ns, reset);
+		o->lat_max_ns = take(&k->lat_max_ns, reset);
+		for (unsigned i = 0; i < NBDSRV_LAT_BINS; i++)
+			n += bins[i] = take(&k->lat[i], reset);
+		o->lat_mean_ns = n ? sum / n : 0;
+		o->lat_p50_ns = lat_quantile(bins, n, 0.50, o->lat_max_ns);
+		o->lat_p90_ns = lat_quantile(bins, n, 0.90, o->lat_max_ns);
+		o->lat_p99_ns = lat_quantile(bins, n, 0.99, o->lat_max_ns);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+const char *nbdsrv_stat_class_name(enum nbdsrv_stat_class c)
+{
+	static const char *const names[NBDSRV_STAT_COUNT] = {
+		"read", "write", "flush", "trim", "zero", "other",
+	};
+
+	return c < NBDSRV_STAT_COUNT ? names[c] : "?";
+}
+
+void nbdsrv_foreach_conn(struct nbdsrv *s,
+			 void (*fn)(const struct nbdsrv_conn_view *v, void *opaque), void *opaque)
+{
+	pthread_mutex_lock(&s->lock);
+	for (const struct nbdsrv_conn *c = s->conns; c; c = c->next) {
+		struct nbdsrv_conn_view v = {
+			.id = c->id, .name = c->name, .since_ns = c->since_ns,
+			.export_name = c->exp ? c->exp->name : NULL,
+		};
+
+		fn(&v, opaque);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+int nbdsrv_close_conn(struct nbdsrv *s, uint64_t id, bool force)
+{
+	struct nbdsrv_conn *c;
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&s->lock);
+	for (c = s->conns; c && c->id != id; c = c->next)
+		;
+	if (c)
+		ret = post_close_locked(s, c, force);
+	pthread_mutex_unlock(&s->lock);
+	return ret;
 }
 
 int nbdsrv_protocol(struct nbdsrv *s, struct netsrv *net, const struct netsrv_proto **out)
 {
-	if (s->nexports == 0)
-		return -EINVAL;
+	/* No export yet is fine: they can be added while it runs. */
 	if (s->opts.tls_mode != NBDSRV_TLS_OFF && !netsrv_tls_of(net))
 		return -EINVAL;
 	*out = &s->proto;
@@ -231,12 +603,9 @@ void nbdsrv_free(struct nbdsrv *s)
 {
 	if (!s)
 		return;
-	for (unsigned i = 0; i < s->nexports; i++) {
-		disk_unref(s->exports[i]->disk);
-		free(s->exports[i]->name);
-		free(s->exports[i]->description);
-		free(s->exports[i]);
-	}
+	for (unsigned i = 0; i < s->nexports; i++)
+		nbdsrv_export_put(s->exports[i]);
 	free(s->exports);
+	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

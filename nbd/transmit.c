@@ -508,6 +508,9 @@ static void xmit_reply(struct nbdsrv_req *req)
 	struct nbdsrv_xmit *x = req->x;
 	unsigned n;
 
+	nbdsrv_stats_count(x->exp, req->type, req->len, req->error != 0,
+			   reactor_now_ns() - req->t0_ns);
+
 	if (netsrv_conn_closing(x->nc)) {
 		xmit_release(req, true);
 		return;
@@ -663,6 +666,7 @@ static void xmit_dispatch(struct nbdsrv_req *req)
 	bool is_write = false;
 	uint64_t end;
 
+	req->t0_ns = reactor_now_ns();
 	if (x->draining) {
 		xmit_fail(req, NBDW_ESHUTDOWN, "the server is shutting down");
 		return;
@@ -1091,6 +1095,7 @@ void nbdsrv_xmit_begin(struct nbdsrv_conn *c, struct nbdsrv_export *e, bool sr,
 
 	if (!x) {
 		log_error("%s: out of memory entering transmission", c->name);
+		nbdsrv_export_put(e);
 		netsrv_conn_close(c->nc, false, NULL);
 		return;
 	}
@@ -1104,6 +1109,11 @@ void nbdsrv_xmit_begin(struct nbdsrv_conn *c, struct nbdsrv_export *e, bool sr,
 	x->meta_active = meta_active;
 	x->exp = e;
 	x->disk = e->disk;
+	if (!nbdsrv_conn_bind(c, e)) {
+		/* export-remove hid it while this client finished its handshake. */
+		netsrv_conn_close(c->nc, false, "the export was removed");
+		return;
+	}
 	x->ss = info->sector_size;
 	x->shift = info->sector_shift;
 	x->size = disk_sector_count(e->disk) << x->shift;
@@ -1186,5 +1196,6 @@ void nbdsrv_xmit_free(struct nbdsrv_conn *c)
 	free(x->arx);
 	for (unsigned i = 0; i < NBDSRV_RBUFS; i++)
 		reactor_buf_put(x->r, x->rbufs[i].data, NBDSRV_RBUF_BYTES);
+	nbdsrv_export_put(x->exp);
 	free(x);
 }

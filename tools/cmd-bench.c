@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "common/compiler.h"
+#include "common/histo.h"
 #include "common/reactor.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
@@ -99,9 +100,7 @@ static const char *const mode_names[] = {
 /* ---- latency histogram ----------------------------------------------------- */
 
 #define HIST_SUB_BITS 5
-#define HIST_SUB (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS (64 - HIST_SUB_BITS + 1)
-#define HIST_SIZE (HIST_BUCKETS * HIST_SUB)
+#define HIST_SIZE HISTO_SIZE(HIST_SUB_BITS)
 
 struct bench_hist {
 	uint64_t count;
@@ -113,21 +112,13 @@ struct bench_hist {
 
 static inline unsigned hist_index(uint64_t v)
 {
-	if (v < HIST_SUB)
-		return (unsigned)v;
-	unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-	unsigned shift = msb - HIST_SUB_BITS;
-	return (shift + 1) * HIST_SUB + (unsigned)((v >> shift) - HIST_SUB);
+	return histo_index(v, HIST_SUB_BITS);
 }
 
 /* The middle of the values mapped to bin @i. */
 static uint64_t hist_value(unsigned i)
 {
-	if (i < HIST_SUB)
-		return i;
-	unsigned shift = i / HIST_SUB - 1;
-	uint64_t low = (uint64_t)(HIST_SUB + i % HIST_SUB) << shift;
-	return low + ((1ull << shift) >> 1);
+	return histo_value(i, HIST_SUB_BITS);
 }
 
 static inline void hist_add(struct bench_hist *h, uint64_t v)
@@ -579,16 +570,17 @@ static void print_text_dir(const char *name, const struct bench_hist *h, uint64_
 	       mean, p50, p99, p999, max);
 }
 
-static void print_json_dir(const char *name, const struct bench_hist *h, uint64_t bs, double secs)
+static json_t *json_dir(const struct bench_hist *h, uint64_t bs, double secs)
 {
 	double iops = secs > 0 ? (double)h->count / secs : 0;
 
-	printf("  \"%s\": {\"ops\": %" PRIu64 ", \"iops\": %.1f, \"mib_per_s\": %.3f, "
-	       "\"bytes\": %" PRIu64 ", \"lat_ns\": {\"mean\": %" PRIu64 ", \"min\": %" PRIu64
-	       ", \"p50\": %" PRIu64 ", \"p99\": %" PRIu64 ", \"p99.9\": %" PRIu64
-	       ", \"max\": %" PRIu64 "}}", name, h->count, iops, iops * (double)bs / 1048576.0,
-	       h->count * bs, h->count ? h->sum_ns / h->count : 0, h->count ? h->min_ns : 0,
-	       hist_quantile(h, 0.50), hist_quantile(h, 0.99), hist_quantile(h, 0.999), h->max_ns);
+	return json_pack("{s:I, s:f, s:f, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
+			 "ops", (json_int_t)h->count, "iops", iops,
+			 "mib_per_s", iops * (double)bs / 1048576.0, "bytes", (json_int_t)(h->count * bs),
+			 "lat_ns", "mean", (json_int_t)(h->count ? h->sum_ns / h->count : 0),
+			 "min", (json_int_t)(h->count ? h->min_ns : 0),
+			 "p50", (json_int_t)hist_quantile(h, 0.50), "p99", (json_int_t)hist_quantile(h, 0.99),
+			 "p99.9", (json_int_t)hist_quantile(h, 0.999), "max", (json_int_t)h->max_ns);
 }
 
 static void bench_print(const struct bench *b, const char *spec_text, const struct bench_result *res,
@@ -601,29 +593,26 @@ static void bench_print(const struct bench *b, const char *spec_text, const stru
 	hist_merge(&all, &res->hist[0]);
 	hist_merge(&all, &res->hist[1]);
 	if (json) {
-		printf("{\n  \"spec\": ");
-		tool_json_string(stdout, spec_text);
-		printf(",\n  \"rw\": \"%s\",\n  \"bs\": %" PRIu64 ",\n  \"iodepth\": %u,\n"
-		       "  \"threads\": %u,\n  \"range_offset\": %" PRIu64 ",\n"
-		       "  \"range_bytes\": %" PRIu64 ",\n  \"rwmix_read\": %u,\n"
-		       "  \"prefill\": %s,\n  \"elapsed_s\": %.6f,\n  \"cpu_s\": %.6f,\n"
-		       "  \"process_cpu_s\": %.6f,\n  \"errors\": %" PRIu64 ",\n"
-		       "  \"ops\": %" PRIu64 ",\n  \"iops\": %.1f,\n  \"mib_per_s\": %.3f,\n",
-		       mode_names[b->mode], b->bs, b->iodepth, b->nthreads, b->range_off,
-		       b->range_len, b->mode == MODE_RANDRW ? b->rwmix :
-		       (b->mode == MODE_READ || b->mode == MODE_RANDREAD ? 100 : 0),
-		       b->prefill ? "true" : "false", secs, (double)res->cpu_ns / 1e9,
-		       (double)res->process_cpu_ns / 1e9, res->errors,
-		       all.count,
-		       secs > 0 ? (double)all.count / secs : 0.0,
-		       secs > 0 ? (double)all.count * (double)b->bs / secs / 1048576.0 : 0.0);
-		print_json_dir("read", &res->hist[0], b->bs, secs);
-		printf(",\n");
-		print_json_dir("write", &res->hist[1], b->bs, secs);
-		printf(",\n");
-		print_json_dir("total", &all, b->bs, secs);
-		printf(",\n  \"flush_every\": %" PRIu64 ",\n  \"flushes\": %" PRIu64 "\n}\n",
-		       b->flush_every, res->flushes);
+		json_t *o = json_pack("{s:o, s:s, s:I, s:i, s:i, s:I, s:I, s:i, s:b, s:f, s:f, s:f, "
+				      "s:I, s:I, s:f, s:f, s:o, s:o, s:o, s:I, s:I}",
+			"spec", tool_json_str(spec_text), "rw", mode_names[b->mode],
+			"bs", (json_int_t)b->bs, "iodepth", (int)b->iodepth, "threads", (int)b->nthreads,
+			"range_offset", (json_int_t)b->range_off, "range_bytes", (json_int_t)b->range_len,
+			"rwmix_read", (int)(b->mode == MODE_RANDRW ? b->rwmix :
+			 (b->mode == MODE_READ || b->mode == MODE_RANDREAD ? 100 : 0)),
+			"prefill", (int)b->prefill, "elapsed_s", secs,
+			"cpu_s", (double)res->cpu_ns / 1e9, "process_cpu_s", (double)res->process_cpu_ns / 1e9,
+			"errors", (json_int_t)res->errors, "ops", (json_int_t)all.count,
+			"iops", secs > 0 ? (double)all.count / secs : 0.0,
+			"mib_per_s", secs > 0 ? (double)all.count * (double)b->bs / secs / 1048576.0 : 0.0,
+			"read", json_dir(&res->hist[0], b->bs, secs),
+			"write", json_dir(&res->hist[1], b->bs, secs),
+			"total", json_dir(&all, b->bs, secs),
+			"flush_every", (json_int_t)b->flush_every, "flushes", (json_int_t)res->flushes);
+
+		if (!o || tool_json_print(stdout, o, true) < 0)
+			fprintf(stderr, "diskstack bench: cannot print the JSON result\n");
+		json_decref(o);
 		return;
 	}
 	char range[32];

@@ -325,181 +325,116 @@ static void info_print_text(FILE *fp, const char *spec_text, struct disk *d, con
 	text_node_body(fp, root, 0);
 }
 
-/* ---- JSON output -------------------------------------------------------- */
+/* ---- JSON output (jansson) ----------------------------------------------- */
 
-static void json_indent(FILE *fp, unsigned level)
+static json_t *json_disk(const char *spec_text, const struct dnode *n);
+
+static json_t *json_params(const struct dparam *p)
 {
-	fprintf(fp, "%*s", (int)(level * 2), "");
+	json_t *o = json_object();
+
+	for (; o && p; p = p->next)
+		json_object_set_new(o, p->key, tool_json_str(p->value));
+	return o;
 }
 
-struct json_list {
-	FILE *fp;
-	bool first;
-};
+static json_t *json_children(const struct dnode *c)
+{
+	json_t *a = json_array();
+
+	for (; a && c; c = c->next)
+		json_array_append_new(a, json_disk(NULL, c));
+	return a;
+}
+
+static json_t *json_layers(const struct dnode *l)
+{
+	json_t *a = json_array();
+
+	for (; a && l; l = l->next)
+		json_array_append_new(a, json_pack("{s:I, s:o, s:b, s:b, s:I, s:o, s:o}",
+			"index", (json_int_t)l->index, "type", tool_json_str(l->name),
+			"read_cache", l->read_cache, "write_through", l->write_through,
+			"sector_count", (json_int_t)l->sector_count, "params", json_params(l->params),
+			"children", json_children(l->children)));
+	return a;
+}
 
 static void json_cap(const char *name, void *opaque)
 {
-	struct json_list *jl = opaque;
-
-	fputs(jl->first ? "" : ", ", jl->fp);
-	tool_json_string(jl->fp, name);
-	jl->first = false;
-}
-
-static void json_params(FILE *fp, const struct dparam *p, unsigned level)
-{
-	if (!p) {
-		fputs("{}", fp);
-		return;
-	}
-	fputs("{", fp);
-	for (bool first = true; p; p = p->next, first = false) {
-		fputs(first ? "\n" : ",\n", fp);
-		json_indent(fp, level + 1);
-		tool_json_string(fp, p->key);
-		fputs(": ", fp);
-		tool_json_string(fp, p->value);
-	}
-	fputs("\n", fp);
-	json_indent(fp, level);
-	fputs("}", fp);
-}
-
-static void json_disk(FILE *fp, const char *spec_text, const struct dnode *n, unsigned level);
-
-static void json_children(FILE *fp, const struct dnode *c, unsigned level)
-{
-	if (!c) {
-		fputs("[]", fp);
-		return;
-	}
-	fputs("[", fp);
-	for (bool first = true; c; c = c->next, first = false) {
-		fputs(first ? "\n" : ",\n", fp);
-		json_indent(fp, level + 1);
-		json_disk(fp, NULL, c, level + 1);
-	}
-	fputs("\n", fp);
-	json_indent(fp, level);
-	fputs("]", fp);
-}
-
-static void json_layers(FILE *fp, const struct dnode *l, unsigned level)
-{
-	if (!l) {
-		fputs("[]", fp);
-		return;
-	}
-	fputs("[", fp);
-	for (bool first = true; l; l = l->next, first = false) {
-		fputs(first ? "\n" : ",\n", fp);
-		json_indent(fp, level + 1);
-		fputs("{\n", fp);
-		json_indent(fp, level + 2);
-		fprintf(fp, "\"index\": %u,\n", l->index);
-		json_indent(fp, level + 2);
-		fputs("\"type\": ", fp);
-		tool_json_string(fp, l->name);
-		fputs(",\n", fp);
-		json_indent(fp, level + 2);
-		fprintf(fp, "\"read_cache\": %s,\n", l->read_cache ? "true" : "false");
-		json_indent(fp, level + 2);
-		fprintf(fp, "\"write_through\": %s,\n", l->write_through ? "true" : "false");
-		json_indent(fp, level + 2);
-		fprintf(fp, "\"sector_count\": %" PRIu64 ",\n", l->sector_count);
-		json_indent(fp, level + 2);
-		fputs("\"params\": ", fp);
-		json_params(fp, l->params, level + 2);
-		fputs(",\n", fp);
-		json_indent(fp, level + 2);
-		fputs("\"children\": ", fp);
-		json_children(fp, l->children, level + 2);
-		fputs("\n", fp);
-		json_indent(fp, level + 1);
-		fputs("}", fp);
-	}
-	fputs("\n", fp);
-	json_indent(fp, level);
-	fputs("]", fp);
+	json_array_append_new(opaque, json_string(name));
 }
 
 /* One disk object: the root (with "spec") or a child (with "role"). */
-static void json_disk(FILE *fp, const char *spec_text, const struct dnode *n, unsigned level)
+static json_t *json_disk(const char *spec_text, const struct dnode *n)
 {
 	const struct disk_info *info = disk_get_info(n->disk);
 	uint64_t count = disk_sector_count(n->disk);
 	uint64_t bytes = count << info->sector_shift;
-	char human[32];
-	struct json_list caps = { fp, true };
-	unsigned in = level + 1;
+	char human[32], id[33];
+	json_t *o = json_object(), *caps = json_array();
 
+	if (!o || !caps) {
+		json_decref(o);
+		json_decref(caps);
+		return NULL;
+	}
 	tool_human_size(bytes, human, sizeof(human));
-	fputs("{\n", fp);
-	if (spec_text) {
-		json_indent(fp, in);
-		fputs("\"spec\": ", fp);
-		tool_json_string(fp, spec_text);
-		fputs(",\n", fp);
+	if (spec_text)
+		json_object_set_new(o, "spec", tool_json_str(spec_text));
+	if (n->name)
+		json_object_set_new(o, "role", tool_json_str(n->name));
+	for (int i = 0; i < 16; i++)
+		snprintf(id + 2 * i, 3, "%02x", info->disk_id[i]);
+	tool_caps_foreach(info->caps, json_cap, caps);
+	json_object_update_new(o, json_pack("{s:o, s:i, s:i, s:I, s:I, s:s, s:o, s:b, s:b, s:s, s:i, "
+					    "s:o, s:o, s:i, s:o, s:o}",
+		"type", tool_json_str(info->type), "sector_size", (int)info->sector_size,
+		"physical_sector_size", (int)info->physical_sector_size,
+		"sector_count", (json_int_t)count, "size_bytes", (json_int_t)bytes, "size", human,
+		"disk_id", info->has_disk_id ? json_string(id) : json_null(),
+		"fua", info->fua_respected, "read_only", info->read_only,
+		"unmap", tool_unmap_str(info->unmap_behavior),
+		"optimal_unmap_sectors", (int)info->optimal_unmap_sectors, "caps", caps,
+		"params", json_params(n->params), "layer_count", (int)dnode_count(n->layers),
+		"layers", json_layers(n->layers), "children", json_children(n->children)));
+	return o;
+}
+
+/* Builds the description tree of @d (NULL on out of memory). */
+static struct dnode *info_tree(struct disk *d)
+{
+	struct dbuild b = {
+		.dd = {
+			.param = dbuild_param,
+			.child = dbuild_child,
+			.layer_begin = dbuild_layer_begin,
+			.layer_end = dbuild_layer_end,
+		},
+	};
+	struct dnode *root = dnode_new(DNODE_DISK, NULL, d);
+
+	if (!root)
+		return NULL;
+	b.dd.opaque = &b;
+	dbuild_describe(&b, root);
+	if (b.oom) {
+		dnode_free(root);
+		return NULL;
 	}
-	if (n->name) {
-		json_indent(fp, in);
-		fputs("\"role\": ", fp);
-		tool_json_string(fp, n->name);
-		fputs(",\n", fp);
-	}
-	json_indent(fp, in);
-	fputs("\"type\": ", fp);
-	tool_json_string(fp, info->type);
-	fputs(",\n", fp);
-	json_indent(fp, in);
-	fprintf(fp, "\"sector_size\": %u,\n", info->sector_size);
-	json_indent(fp, in);
-	fprintf(fp, "\"physical_sector_size\": %u,\n", info->physical_sector_size);
-	json_indent(fp, in);
-	fprintf(fp, "\"sector_count\": %" PRIu64 ",\n", count);
-	json_indent(fp, in);
-	fprintf(fp, "\"size_bytes\": %" PRIu64 ",\n", bytes);
-	json_indent(fp, in);
-	fputs("\"size\": ", fp);
-	tool_json_string(fp, human);
-	fputs(",\n", fp);
-	json_indent(fp, in);
-	if (info->has_disk_id) {
-		fputs("\"disk_id\": \"", fp);
-		for (int i = 0; i < 16; i++)
-			fprintf(fp, "%02x", info->disk_id[i]);
-		fputs("\",\n", fp);
-	} else {
-		fputs("\"disk_id\": null,\n", fp);
-	}
-	json_indent(fp, in);
-	fprintf(fp, "\"fua\": %s,\n", info->fua_respected ? "true" : "false");
-	json_indent(fp, in);
-	fprintf(fp, "\"read_only\": %s,\n", info->read_only ? "true" : "false");
-	json_indent(fp, in);
-	fprintf(fp, "\"unmap\": \"%s\",\n", tool_unmap_str(info->unmap_behavior));
-	json_indent(fp, in);
-	fprintf(fp, "\"optimal_unmap_sectors\": %u,\n", info->optimal_unmap_sectors);
-	json_indent(fp, in);
-	fputs("\"caps\": [", fp);
-	tool_caps_foreach(info->caps, json_cap, &caps);
-	fputs("],\n", fp);
-	json_indent(fp, in);
-	fputs("\"params\": ", fp);
-	json_params(fp, n->params, in);
-	fputs(",\n", fp);
-	json_indent(fp, in);
-	fprintf(fp, "\"layer_count\": %u,\n", dnode_count(n->layers));
-	json_indent(fp, in);
-	fputs("\"layers\": ", fp);
-	json_layers(fp, n->layers, in);
-	fputs(",\n", fp);
-	json_indent(fp, in);
-	fputs("\"children\": ", fp);
-	json_children(fp, n->children, in);
-	fputs("\n", fp);
-	json_indent(fp, level);
-	fputs("}", fp);
+	return root;
+}
+
+json_t *tool_disk_json(struct disk *d, const char *spec_text)
+{
+	struct dnode *root = info_tree(d);
+	json_t *o;
+
+	if (!root)
+		return NULL;
+	o = json_disk(spec_text, root);
+	dnode_free(root);
+	return o;
 }
 
 /* ---- the command -------------------------------------------------------- */
@@ -559,24 +494,12 @@ int cmd_info(int argc, char **argv)
 	if (ret != 0)
 		goto out;
 
-	struct dbuild b = {
-		.dd = {
-			.param = dbuild_param,
-			.child = dbuild_child,
-			.layer_begin = dbuild_layer_begin,
-			.layer_end = dbuild_layer_end,
-		},
-	};
-	struct dnode *root = dnode_new(DNODE_DISK, NULL, d);
+	struct dnode *root = info_tree(d);
 	if (!root) {
 		ret = tool_error(cmd, "out of memory");
 		goto out;
 	}
-	b.dd.opaque = &b;
-	dbuild_describe(&b, root);
-	if (b.oom) {
-		ret = tool_error(cmd, "out of memory");
-	} else {
+	{
 		/* The spec may hold credentials in URLs: never show them. */
 		char *shown = url_redact_text_dup(text);
 
@@ -585,14 +508,17 @@ int cmd_info(int argc, char **argv)
 			dnode_free(root);
 			goto out;
 		}
+		ret = 0;
 		if (json) {
-			json_disk(stdout, shown, root, 0);
-			fputc('\n', stdout);
+			json_t *o = json_disk(shown, root);
+
+			if (!o || tool_json_print(stdout, o, true) < 0)
+				ret = tool_error(cmd, "out of memory");
+			json_decref(o);
 		} else {
 			info_print_text(stdout, shown, d, root);
 		}
 		free(shown);
-		ret = 0;
 		if (fflush(stdout) != 0 || ferror(stdout))
 			ret = tool_error(cmd, "error writing output: %s", strerror(errno));
 	}

@@ -49,6 +49,7 @@
 #include "net/tls.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
+#include "tools/serve-ctl.h"
 #include "tools/serve-iscsi.h"
 #include "tools/serve-vhost.h"
 #include "tools/tool.h"
@@ -78,6 +79,9 @@ static void serve_usage(FILE *fp)
 		"      --run CMD            run CMD (sh -c) with $uri, $unixsocket, $port and\n"
 		"                           $exportname set; stop when it exits, with its status\n"
 		"  -P, --pidfile FILE       write the pid to FILE once clients can connect\n"
+		"      --control PATH       JSON-RPC control socket (docs/ctl.md, diskstack ctl);\n"
+		"                           '-' = 'control' next to the private -U - socket;\n"
+		"                           --run gets it as $DISKSTACK_CONTROL\n"
 		"  systemd socket activation (LISTEN_PID/LISTEN_FDS) is used when present.\n"
 		"\n"
 		"TLS:\n"
@@ -235,6 +239,7 @@ int cmd_serve(int argc, char **argv)
 	enum {
 		OPT_RUN = 256, OPT_TLS, OPT_TLS_CERTS, OPT_TLS_PSK, OPT_TLS_VERIFY, OPT_MAXREQ,
 		OPT_MAXCONN, OPT_HS_TIMEOUT, OPT_IDLE_TIMEOUT,
+		OPT_CONTROL,
 	};
 	static const struct option longopts[] = {
 		{ "export",           required_argument, NULL, 'e' },
@@ -259,6 +264,7 @@ int cmd_serve(int argc, char **argv)
 		{ "help",             no_argument,       NULL, 'h' },
 		SERVE_ISCSI_LONGOPTS,
 		SERVE_VHOST_LONGOPTS,
+		{ "control",          required_argument, NULL, OPT_CONTROL },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *cmd = "serve";
@@ -267,6 +273,10 @@ int cmd_serve(int argc, char **argv)
 	bool read_only = false, use_stdio = false, tls_given = false, verify_peer = false;
 	const char *ip = NULL, *unix_path = NULL, *run = NULL, *pidfile = NULL;
 	const char *certs = NULL, *psk = NULL;
+	/* --control (serve-ctl.c) */
+	const char *control = NULL;
+	struct serve_ctl *ctl = NULL;
+	char ctlpath[PATH_MAX];
 	enum nbdsrv_tls_mode tls_mode = NBDSRV_TLS_OFF;
 	uint64_t port = NBDW_DEFAULT_PORT, threads = 0, maxreq = 0;
 	/* 0 = the engine's default; NETSRV_NO_LIMIT when the user asks for none. */
@@ -339,6 +349,9 @@ int cmd_serve(int argc, char **argv)
 			break;
 		case OPT_RUN:
 			run = optarg;
+			break;
+		case OPT_CONTROL:
+			control = optarg;
 			break;
 		case 'P':
 			pidfile = optarg;
@@ -442,7 +455,8 @@ int cmd_serve(int argc, char **argv)
 	if (si.listen)
 		nbd_on = nexp > (optind < argc ? 1u : 0u) || port_given || ip || unix_path || use_stdio ||
 			 netsrv_activation_fds() > 0;
-	if (nexp == 0 && !si.listen) {
+	if (nexp == 0 && !si.listen && !control) {
+		/* With --control, exports may all come from export-add. */
 		ret = tool_usage_error(cmd, "nothing to serve: give a SPEC or --export NAME=SPEC");
 		goto out;
 	}
@@ -639,6 +653,27 @@ int cmd_serve(int argc, char **argv)
 	}
 	if ((ret = serve_iscsi_listen(&si, cmd, net)) != 0)
 		goto out;
+	if (control) {
+		struct serve_ctl_opts co = { .path = control, .nbd = srv, .net = net,
+					     .read_only = read_only, .threads = (unsigned)threads };
+
+		if (strcmp(control, "-") == 0) {
+			if (!privdir[0]) {
+				ret = tool_usage_error(cmd, "--control - needs the private socket of -U -");
+				goto out;
+			}
+			snprintf(ctlpath, sizeof(ctlpath), "%s/control", privdir);
+			co.path = control = ctlpath;
+		}
+		if (!nbd_on) {
+			ret = tool_usage_error(cmd, "--control needs the NBD server");
+			goto out;
+		}
+		if ((ret = serve_ctl_new(&co, &ctl)) != 0)
+			goto out;
+		for (unsigned i = 0; i < nexp; i++)
+			serve_ctl_note_export(ctl, exports[i].name, exports[i].spec_text);
+	}
 	ret = serve_vhost_start(&svh, cmd, vhost_disk, read_only);
 	disk_unref(vhost_disk);
 	vhost_disk = NULL;
@@ -653,6 +688,11 @@ int cmd_serve(int argc, char **argv)
 	}
 	atomic_store(&sv.phase, SERVE_RUNNING);
 	pthread_kill(sigthread, SIGUSR1);
+	if (ctl && (ret = serve_ctl_start(ctl)) != 0) {
+		netsrv_stop(net);
+		(void)netsrv_run(net);
+		goto out_mask;
+	}
 	if (pidfile) {
 		char tmp[PATH_MAX];
 		FILE *fp;
@@ -675,7 +715,7 @@ int cmd_serve(int argc, char **argv)
 		char esc[NBDW_STRING_MAX * 3 + 1], sockesc[PATH_MAX * 3 + 1];
 		char uri[sizeof(esc) + sizeof(sockesc) + 128];
 		const char *scheme = tls_mode != NBDSRV_TLS_OFF ? "nbds" : "nbd";
-		const char *expname = exports[0].name;
+		const char *expname = nexp ? exports[0].name : "";
 		char portstr[16] = "";
 		pid_t pid;
 
@@ -713,6 +753,8 @@ int cmd_serve(int argc, char **argv)
 			else
 				unsetenv("port");
 			setenv("tls", tls_mode == NBDSRV_TLS_OFF ? "0" : "1", 1);
+			if (control)
+				setenv("DISKSTACK_CONTROL", control, 1);
 			if (si.bound_port) {
 				snprintf(portstr, sizeof(portstr), "%u", si.bound_port);
 				setenv("iscsi_port", portstr, 1);
@@ -729,6 +771,7 @@ int cmd_serve(int argc, char **argv)
 	}
 
 	ret = netsrv_run(net) != 0 ? EXIT_RUNTIME : 0;
+	serve_ctl_stop(ctl);   /* no export changes during the final flush */
 	/* vhost-user drains after NBD and before the flush. */
 	serve_vhost_free(&svh);
 	if (nbdsrv_flush(srv) != 0 || serve_iscsi_flush(&si) != 0)
@@ -758,6 +801,7 @@ out:
 	}
 	if (pidfile_written)
 		unlink(pidfile);
+	serve_ctl_free(ctl);
 	netsrv_free(net);
 	nbdsrv_free(srv);
 	serve_iscsi_free(&si);

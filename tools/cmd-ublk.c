@@ -739,6 +739,7 @@ static int ublk_cmd_list(int argc, char **argv)
 	struct ublk_cli c;
 	char err[1024] = "";
 	uint32_t *ids = NULL;
+	json_t *list = NULL;
 	size_t n = 0;
 	int ret;
 
@@ -760,7 +761,7 @@ static int ublk_cmd_list(int argc, char **argv)
 	}
 
 	if (c.json)
-		printf("[");
+		list = json_array();
 	else
 		printf("%-4s %-9s %-10s %-6s %-5s %-5s %-14s %s\n", "ID", "STATE", "SIZE", "QUEUES",
 		       "DEPTH", "COPY", "PID", "SPEC");
@@ -805,16 +806,16 @@ static int ublk_cmd_list(int argc, char **argv)
 		else
 			snprintf(pidbuf, sizeof(pidbuf), "-");
 		if (c.json) {
-			printf("%s\n  {\"id\": %" PRIu32 ", \"device\": \"/dev/ublkb%" PRIu32 "\", "
-			       "\"state\": \"%s\", \"size\": %" PRIu64 ", \"queues\": %u, \"depth\": %u, "
-			       "\"copy\": \"%s\", \"pid\": %d, \"server_alive\": %s, \"spec\": ",
-			       i ? "," : "", ids[i], ids[i], state, size, queues, depth,
-			       user_copy ? "user" : "kernel", pid, ubsrv_pid_alive(pid) ? "true" : "false");
-			if (have_rec)
-				tool_json_string(stdout, rec.spec);
-			else
-				printf("null");
-			printf("}");
+			char dev[32];
+
+			snprintf(dev, sizeof(dev), "/dev/ublkb%" PRIu32, ids[i]);
+			json_array_append_new(list, json_pack(
+				"{s:I, s:s, s:s, s:I, s:i, s:i, s:s, s:i, s:b, s:o}",
+				"id", (json_int_t)ids[i], "device", dev, "state", state,
+				"size", (json_int_t)size, "queues", (int)queues, "depth", (int)depth,
+				"copy", user_copy ? "user" : "kernel", "pid", pid,
+				"server_alive", (int)ubsrv_pid_alive(pid),
+				"spec", have_rec ? tool_json_str(rec.spec) : json_null()));
 		} else {
 			printf("%-4" PRIu32 " %-9s %-10s %-6u %-5u %-5s %-14s %s\n", ids[i], state, sz,
 			       queues, depth, user_copy ? "user" : "kern", pidbuf,
@@ -823,11 +824,28 @@ static int ublk_cmd_list(int argc, char **argv)
 		if (have_rec)
 			ubsrv_record_clear(&rec);
 	}
-	if (c.json)
-		printf("%s]\n", n ? "\n" : "");
+	ret = 0;
+	if (c.json) {
+		/* One device per line, "key": value with spaces: scripts grep
+		 * it (tests/vm/guest-ublk.sh). */
+		size_t k;
+		json_t *dev;
+
+		if (!list)
+			ret = tool_error(cmd, "out of memory");
+		printf("[");
+		json_array_foreach(list, k, dev) {
+			char *line = json_dumps(dev, JSON_REAL_PRECISION(10));
+
+			printf("%s\n  %s", k ? "," : "", line ? line : "null");
+			free(line);
+		}
+		printf("%s]\n", json_array_size(list) ? "\n" : "");
+		json_decref(list);
+	}
 	free(ids);
 	ubsrv_ctrl_close(ctrl);
-	return 0;
+	return ret;
 }
 
 /* ---- del ---------------------------------------------------------------------------- */

@@ -47,6 +47,7 @@ static const struct tool_command tool_commands[] = {
 	{ "vhost-user-blk", cmd_vhost_blk, "serve a disk to QEMU as a vhost-user virtio-blk device" },
 	{ "vhost-user-scsi", cmd_vhost_scsi, "serve SCSI LUNs to QEMU as a vhost-user virtio-scsi HBA" },
 	{ "uml-nvme", cmd_uml_nvme, "serve disks as an NVMe PCI function to User-Mode Linux (virt-pci)" },
+	{ "ctl",   cmd_ctl,   "call a method of a running serve's control socket (JSON-RPC)" },
 	{ NULL, NULL, NULL },
 };
 
@@ -115,7 +116,7 @@ static int cmd_help(int argc, char **argv)
 	}
 	const struct tool_command *c = tool_command_find(argv[1]);
 	if (!c)
-		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve, ublk, vhost-user-blk, vhost-user-scsi; "
+		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve, ublk, vhost-user-blk, vhost-user-scsi, ctl, uml-nvme; "
 					"or 'specs')", argv[1]);
 	char *sub[] = { (char *)c->name, (char *)"--help", NULL };
 	return c->run(2, sub);
@@ -358,6 +359,11 @@ int tool_open_spec(const char *cmd, const char *what, const struct spec *s, bool
 	return 0;
 }
 
+const struct spec_ctx *tool_spec_ctx(void)
+{
+	return &tool_ctx;
+}
+
 bool tool_spec_creates(const struct spec *s)
 {
 	if (!s)
@@ -401,38 +407,42 @@ static size_t utf8_seq_len(const unsigned char *p)
 	return n;
 }
 
-void tool_json_string(FILE *fp, const char *s)
+json_t *tool_json_str(const char *s)
 {
 	const unsigned char *p = (const unsigned char *)(s ? s : "");
+	size_t len = strlen((const char *)p), o = 0;
+	/* Each invalid byte becomes U+FFFD (3 bytes). */
+	char *buf = malloc(len * 3 + 1);
+	json_t *j;
 
-	fputc('"', fp);
+	if (!buf)
+		return NULL;
 	while (*p) {
-		unsigned char c = *p;
-		switch (c) {
-		case '"':  fputs("\\\"", fp); p++; continue;
-		case '\\': fputs("\\\\", fp); p++; continue;
-		case '\n': fputs("\\n", fp); p++; continue;
-		case '\r': fputs("\\r", fp); p++; continue;
-		case '\t': fputs("\\t", fp); p++; continue;
-		case '\b': fputs("\\b", fp); p++; continue;
-		case '\f': fputs("\\f", fp); p++; continue;
-		default: break;
-		}
-		if (c < 0x20 || c == 0x7f) {
-			fprintf(fp, "\\u%04x", c);
-			p++;
-			continue;
-		}
 		size_t n = utf8_seq_len(p);
+
 		if (n == 0) {
-			fputs("\\ufffd", fp);
+			memcpy(buf + o, "\xef\xbf\xbd", 3);
+			o += 3;
 			p++;
 			continue;
 		}
-		fwrite(p, 1, n, fp);
+		memcpy(buf + o, p, n);
+		o += n;
 		p += n;
 	}
-	fputc('"', fp);
+	j = json_stringn(buf, o);
+	free(buf);
+	return j;
+}
+
+int tool_json_print(FILE *fp, const json_t *j, bool pretty)
+{
+	size_t flags = JSON_ENCODE_ANY | JSON_REAL_PRECISION(10) |
+		       (pretty ? JSON_INDENT(2) : JSON_COMPACT);
+
+	if (json_dumpf(j, fp, flags) < 0 || fputc('\n', fp) == EOF)
+		return -EIO;
+	return 0;
 }
 
 const char *tool_unmap_str(int unmap_behavior)

@@ -39,6 +39,7 @@ build_pkgs=(
 	libcurl4-openssl-dev
 	libnbd-dev
 	libcmocka-dev
+	libjansson-dev
 )
 test_pkgs=(
 	valgrind

@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 struct disk;
 struct spec;
 
@@ -31,6 +33,7 @@ int cmd_ublk(int argc, char **argv);
 int cmd_vhost_blk(int argc, char **argv);
 int cmd_vhost_scsi(int argc, char **argv);
 int cmd_uml_nvme(int argc, char **argv);
+int cmd_ctl(int argc, char **argv);
 
 /* Prints a usage error "diskstack <cmd>: <msg>" and a hint; returns 2. */
 int tool_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -70,14 +73,22 @@ int tool_parse_spec(const char *cmd, const char *what, const char *text, struct 
 int tool_open_spec(const char *cmd, const char *what, const struct spec *s, bool read_only,
 		   struct disk **out);
 
+/* The context specs are opened with (the autocache directory). */
+struct spec_ctx;
+const struct spec_ctx *tool_spec_ctx(void);
 /* True if any node of @s creates or formats something (create=, sqldiff
  * ;create). */
 bool tool_spec_creates(const struct spec *s);
 
-/* Writes @s as a JSON string literal (quoted, escaped; invalid UTF-8
- * becomes U+FFFD). */
-void tool_json_string(FILE *fp, const char *s);
-
+/* A JSON string of @s (NULL = ""), invalid UTF-8 replaced by U+FFFD
+ * (jansson refuses it); a new reference, NULL on out of memory. */
+json_t *tool_json_str(const char *s);
+/* Prints @j and a newline: 2-space indented if @pretty, else compact.
+ * Returns 0 or -EIO. */
+int tool_json_print(FILE *fp, const json_t *j, bool pretty);
+/* The `diskstack info --json` object of @d (cmd-info.c), with "spec":
+ * @spec_text when not NULL. A new reference, NULL on out of memory. */
+json_t *tool_disk_json(struct disk *d, const char *spec_text);
 /* Names for disk_info fields (static strings). */
 const char *tool_unmap_str(int unmap_behavior);
 /* Writes the names of the DISK_CAP_* bits in @caps separated by @sep into

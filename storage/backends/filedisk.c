@@ -97,6 +97,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -142,7 +143,9 @@ struct filedisk {
 	uint32_t shift;          /* log2(sector size) */
 	uint32_t mem_align;      /* direct I/O: memory alignment (power of two) */
 	uint32_t offset_align;   /* direct I/O: file offset/length alignment (power of two) */
-	uint64_t sector_count;   /* files: fixed at open (devices: see @bdev) */
+	/* files: set at open, raised by filedisk_grow (devices: see @bdev) */
+	_Atomic uint64_t sector_count;
+	bool limited;            /* files: opts.limit_bytes was given (never grown) */
 	dev_t rdev;              /* devices: major:minor */
 	struct blockdev *bdev;   /* devices: live size, PR, eject (blockdev.c); else NULL */
 	char *origin;            /* owned: disk_info.origin */
@@ -243,7 +246,8 @@ static void filedisk_fail(struct filedisk *fdisk, struct disk_io *io, int err, u
 /* The current size: fixed for a file, live for a device. */
 static uint64_t current_sector_count(const struct filedisk *fdisk)
 {
-	return fdisk->bdev ? blockdev_sector_count(fdisk->bdev) : fdisk->sector_count;
+	return fdisk->bdev ? blockdev_sector_count(fdisk->bdev)
+			   : atomic_load_explicit(&fdisk->sector_count, memory_order_acquire);
 }
 
 /* ---- read / write ------------------------------------------------------- */
@@ -899,6 +903,48 @@ static const struct disk_ops filedisk_device_ops = {
 	.unwatch_resize = filedisk_unwatch_resize,
 };
 
+/* ---- growing a file (the control socket's disk-resize) ------------------ */
+
+bool filedisk_is_file(const struct disk *d)
+{
+	return d && disk_has_ops(d, &filedisk_file_ops);
+}
+
+int filedisk_grow(struct disk *d, uint64_t new_bytes)
+{
+	/* One grow at a time, so the count only ever rises. */
+	static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
+	struct filedisk *fdisk;
+	uint64_t cur;
+	int ret = 0;
+
+	if (!filedisk_is_file(d))
+		return -ENOTTY;
+	fdisk = disk_priv(d);
+	if (fdisk->read_only)
+		return -EROFS;
+	if (fdisk->limited || new_bytes & ((1ull << fdisk->shift) - 1) ||
+	    new_bytes > (uint64_t)INT64_MAX)
+		return -EINVAL;
+	pthread_mutex_lock(&grow_lock);
+	cur = atomic_load(&fdisk->sector_count);
+	if (new_bytes < cur << fdisk->shift) {
+		ret = -EINVAL;
+	} else if (new_bytes > cur << fdisk->shift) {
+		/* The file first, then the count: a request that sees the new
+		 * count finds the bytes there. */
+		if (ftruncate(fdisk->fd, (off_t)new_bytes) < 0)
+			ret = -errno;
+		else
+			atomic_store_explicit(&fdisk->sector_count, new_bytes >> fdisk->shift,
+					      memory_order_release);
+	}
+	pthread_mutex_unlock(&grow_lock);
+	if (ret == 0)
+		log_info("file %s: grown to %llu bytes", fdisk->path, (unsigned long long)new_bytes);
+	return ret;
+}
+
 /* ---- open --------------------------------------------------------------- */
 
 /* Reads one unsigned number from sysfs file @dir/@name. */
@@ -1170,6 +1216,7 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 			goto fail;
 		}
 		size_bytes = opts->limit_bytes;
+		fdisk->limited = true;
 	}
 	fdisk->shift = ilog2_u64(info.sector_size);
 	fdisk->sector_count = size_bytes >> fdisk->shift;
@@ -1190,7 +1237,8 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 		info.caps |= DISK_CAP_FAST_ZERO;
 	}
 	if (fdisk->is_device) {
-		r = blockdev_open(fdisk->fd, fdisk->rdev, path, fdisk->shift, fdisk->sector_count,
+		r = blockdev_open(fdisk->fd, fdisk->rdev, path, fdisk->shift,
+				  atomic_load(&fdisk->sector_count),
 				  &fdisk->bdev);
 		if (r < 0)
 			goto fail;
@@ -1242,7 +1290,7 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 		goto fail;
 	log_debug("file %s: %s, %llu sectors of %u (physical %u), unmap %s%s%s%s", path,
 		  fdisk->is_device ? "block device" : "file",
-		  (unsigned long long)fdisk->sector_count,
+		  (unsigned long long)atomic_load(&fdisk->sector_count),
 		  info.sector_size, info.physical_sector_size,
 		  granularity ? (fdisk->is_device ? "discard" : "punch hole") : "ignored",
 		  opts->direct ? ", direct" : "", fdisk->fd_buffered >= 0 ? " (+buffered fd)" : "",

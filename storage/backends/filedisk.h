@@ -41,7 +41,8 @@ struct filedisk_opts {
  * borrowed. On success *out is a new reference (the caller owns it).
  *
  * Regular files (type "file"): 512-byte sectors, physical = st_blksize,
- * size fixed at open and a multiple of 512, never extended by a write.
+ * size set at open and a multiple of 512, never extended by a write (only
+ * by filedisk_grow).
  * Unmap by punching holes when the file is writable and a non-destructive
  * probe punch succeeds (behaviour ZEROES, else IGNORED); write-zeroes by
  * fallocate; block status from SEEK_DATA/SEEK_HOLE.
@@ -67,5 +68,23 @@ struct filedisk_opts {
  */
 int filedisk_open(const char *path, const struct filedisk_opts *opts, struct disk **out,
 		  char *err, size_t errlen);
+
+/* True when @d (NULL allowed) is a regular-file disk from filedisk_open
+ * (not one above or below it). Any thread. */
+bool filedisk_is_file(const struct disk *d);
+
+/*
+ * Grows the regular file behind @d to @new_bytes (a multiple of the
+ * sector size, at least the current size; equal is a no-op): the file is
+ * extended (ftruncate), then requests submitted afterwards may use the new
+ * sectors, which read as zeroes. Files have no resize watchers: frontends
+ * see the size when they next ask (an NBD export's next client).
+ * Shrinking is refused: a write still in flight past the new end would
+ * extend the file again behind the disk's back. Returns 0, -ENOTTY (not a
+ * file disk), -EROFS (opened read-only), -EINVAL (smaller, unaligned, or a
+ * disk limited by opts.limit_bytes), or ftruncate's -errno (the size is
+ * then unchanged). Any thread, while requests run.
+ */
+int filedisk_grow(struct disk *d, uint64_t new_bytes);
 
 #endif

@@ -89,6 +89,14 @@ fuzz-vhost-ring)
 	/usr/bin/python3 -I "$src/vhost-seeds.py" "$tmp/seeds"
 	dict=()
 	;;
+fuzz-ctl-request)
+	i=0
+	while IFS= read -r line; do
+		i=$((i + 1))
+		printf '%s' "$line" > "$tmp/seeds/c$i"
+	done < "$src/ctl-seeds.txt"
+	dict=(-dict="$src/ctl.dict")
+	;;
 *)
 	echo "run-fuzz.sh: unknown fuzzer $name" >&2
 	exit 99

@@ -568,6 +568,45 @@ static void test_filedisk_geometry(void **state)
 	disk_unref(d);
 }
 
+/* filedisk_grow: the file and the live count grow, the new sectors read
+ * as zeroes and take writes; shrinking, read-only, limited and non-file
+ * disks are refused with the size unchanged. */
+static void test_filedisk_grow(void **state)
+{
+	const char *path = make_file("grow.img", MIB);
+	struct filedisk_opts o = { 0 };
+	uint8_t buf[512], zero[512] = { 0 };
+	struct disk *d, *ro;
+
+	(void)state;
+	d = open_disk(path, &o);
+	assert_true(filedisk_is_file(d));
+	assert_int_equal(filedisk_grow(d, 2 * MIB), 0);
+	assert_int_equal(file_size(path), 2 * MIB);
+	assert_int_equal(disk_sector_count(d), 2 * MIB / 512);
+	assert_int_equal(disk_sync_read(d, 2 * MIB / 512 - 1, buf, 512), DISK_OK);
+	assert_memory_equal(buf, zero, 512);
+	tu_fill(buf, 512, 7, 0);
+	assert_int_equal(disk_sync_write(d, 2 * MIB / 512 - 1, buf, 512, 0), DISK_OK);
+	assert_int_equal(disk_sync_read(d, 2 * MIB / 512, buf, 512), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(filedisk_grow(d, 2 * MIB), 0);           /* same size */
+	assert_int_equal(filedisk_grow(d, MIB), -EINVAL);         /* shrink */
+	assert_int_equal(filedisk_grow(d, 2 * MIB + 100), -EINVAL);
+	assert_int_equal(file_size(path), 2 * MIB);
+	o.read_only = true;
+	ro = open_disk(path, &o);
+	assert_int_equal(filedisk_grow(ro, 4 * MIB), -EROFS);
+	disk_unref(ro);
+	o.read_only = false;
+	o.limit_bytes = MIB;
+	ro = open_disk(path, &o);
+	assert_int_equal(filedisk_grow(ro, 4 * MIB), -EINVAL);
+	disk_unref(ro);
+	assert_int_equal(file_size(path), 2 * MIB);
+	disk_unref(d);
+	assert_false(filedisk_is_file(NULL));
+}
+
 /* describe(): path, kind, direct. */
 struct desc_state {
 	char path[PATH_MAX], kind[32], direct[8], rw[16];
@@ -1539,6 +1578,7 @@ int main(void)
 		cmocka_unit_test(test_filedisk_empty_file),
 		cmocka_unit_test(test_filedisk_read_only),
 		cmocka_unit_test(test_filedisk_geometry),
+		cmocka_unit_test(test_filedisk_grow),
 		cmocka_unit_test(test_filedisk_describe),
 		cmocka_unit_test(test_filedisk_flush),
 		cmocka_unit_test(test_filedisk_punch_hole_unmap),

@@ -1,0 +1,855 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * serve-ctl.c: the methods of serve's control socket (serve-ctl.h,
+ * docs/ctl.md). Each runs on the control thread (ctl/server.h) and reaches
+ * the running server only through nbd/server.h's thread-safe calls and the
+ * disks' own thread-safe entry points (delay_set, ramlayer_resize, the
+ * synchronous flush on the control thread's reactor), so no method stalls
+ * or races the I/O workers.
+ *
+ * Targets name an export; the node a method acts on inside the export's
+ * stack is found by walking it (the describe tree of storage/disk.h:
+ * decorated disks, members, disks used as layers), top first.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/compiler.h"
+#include "common/log.h"
+#include "common/reactor.h"
+#include "ctl/rpc.h"
+#include "ctl/server.h"
+#include "nbd/server.h"
+#include "net/netsrv.h"
+#include "storage/backends/filedisk.h"
+#include "storage/backends/url.h"
+#include "storage/decorators/delay.h"
+#include "storage/decorators/error.h"
+#include "storage/disk.h"
+#include "storage/layered.h"
+#include "storage/spec.h"
+#include "tools/serve-ctl.h"
+#include "tools/tool.h"
+
+#define CTL_DEFAULT_REMOVE_TIMEOUT_MS 10000u
+#define CTL_MAX_WALK_DEPTH 64u
+
+/* The spec text of each export, for export-list (control thread only,
+ * after start). */
+struct ctl_spec {
+	char *name, *spec;
+	struct ctl_spec *next;
+};
+
+struct serve_ctl {
+	struct serve_ctl_opts o;
+	struct ctl_server *srv;
+	struct ctl_rpc rpc;
+	uint64_t started_ns;
+	atomic_bool shutting_down;
+	struct ctl_spec *specs;
+};
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static struct serve_ctl *ctx_of(struct ctl_call *c)
+{
+	return c->ctx;
+}
+
+static json_t *not_found(struct ctl_call *c, const char *target)
+{
+	return ctl_fail(c, CTL_ERR_NOT_FOUND, json_pack("{s:o}", "target", tool_json_str(target)));
+}
+
+static json_t *not_supported(struct ctl_call *c, const char *target, const char *reason)
+{
+	return ctl_fail(c, CTL_ERR_NOT_SUPPORTED,
+			json_pack("{s:o, s:s}", "target", tool_json_str(target), "reason", reason));
+}
+
+/* The disk of export @target (a new reference), or NULL after failing @c. */
+static struct disk *target_disk(struct ctl_call *c, const char *target, bool *read_only)
+{
+	struct disk *d = NULL;
+
+	if (nbdsrv_export_disk(ctx_of(c)->o.nbd, target, &d, read_only) < 0) {
+		not_found(c, target);
+		return NULL;
+	}
+	return d;
+}
+
+static bool refuse_when_stopping(struct ctl_call *c)
+{
+	if (!atomic_load(&ctx_of(c)->shutting_down))
+		return false;
+	ctl_fail(c, CTL_ERR_SHUTTING_DOWN, NULL);
+	return true;
+}
+
+/* A walk over a stack through its describe tree: the first node (top
+ * first, depth first) for which @match is true. */
+struct walk {
+	struct disk_describer dd;
+	bool (*match)(struct disk *d, void *arg);
+	void *arg;
+	struct disk *found;          /* borrowed from the stack */
+	unsigned depth;
+};
+
+static void walk_disk(struct walk *w, struct disk *d);
+
+static void walk_param(struct disk_describer *dd UNUSED, const char *k UNUSED,
+		       const char *v UNUSED)
+{
+}
+
+static void walk_child(struct disk_describer *dd, const char *role UNUSED, struct disk *child)
+{
+	walk_disk(dd->opaque, child);
+}
+
+static void walk_layer_begin(struct disk_describer *dd, unsigned index UNUSED,
+			     const char *type UNUSED, bool rc UNUSED, bool wt UNUSED,
+			     uint64_t count UNUSED, struct disk *disk)
+{
+	if (disk)
+		walk_disk(dd->opaque, disk);
+}
+
+static void walk_layer_end(struct disk_describer *dd UNUSED)
+{
+}
+
+static void walk_disk(struct walk *w, struct disk *d)
+{
+	if (!d || w->found || w->depth >= CTL_MAX_WALK_DEPTH)
+		return;
+	if (w->match(d, w->arg)) {
+		w->found = d;
+		return;
+	}
+	w->depth++;
+	disk_describe(d, &w->dd);
+	w->depth--;
+}
+
+/* The first node of @top's stack that @match accepts (borrowed), or NULL. */
+static struct disk *stack_find(struct disk *top, bool (*match)(struct disk *d, void *arg),
+			       void *arg)
+{
+	struct walk w = {
+		.dd = { .param = walk_param, .child = walk_child,
+			.layer_begin = walk_layer_begin, .layer_end = walk_layer_end },
+		.match = match, .arg = arg,
+	};
+
+	w.dd.opaque = &w;
+	walk_disk(&w, top);
+	return w.found;
+}
+
+static bool is_delay(struct disk *d, void *arg UNUSED)
+{
+	return delay_get(d, NULL, NULL) == 0;
+}
+
+static bool is_ram_layered(struct disk *d, void *arg UNUSED)
+{
+	struct layer *l = layered_disk_layer_count(d) ? layered_disk_layer(d, 0) : NULL;
+
+	return l && strcmp(layer_get_ops(l)->type, "ram") == 0;
+}
+
+static bool is_file(struct disk *d, void *arg UNUSED)
+{
+	return filedisk_is_file(d);
+}
+
+static const char *spec_of(struct serve_ctl *s, const char *name)
+{
+	for (struct ctl_spec *p = s->specs; p; p = p->next)
+		if (strcmp(p->name, name) == 0)
+			return p->spec;
+	return NULL;
+}
+
+static void spec_forget(struct serve_ctl *s, const char *name)
+{
+	for (struct ctl_spec **pp = &s->specs; *pp; pp = &(*pp)->next) {
+		if (strcmp((*pp)->name, name) == 0) {
+			struct ctl_spec *p = *pp;
+
+			*pp = p->next;
+			free(p->name);
+			free(p->spec);
+			free(p);
+			return;
+		}
+	}
+}
+
+void serve_ctl_note_export(struct serve_ctl *s, const char *name, const char *spec)
+{
+	struct ctl_spec *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return;
+	spec_forget(s, name);
+	p->name = strdup(name);
+	p->spec = url_redact_text_dup(spec);
+	if (!p->name || !p->spec) {
+		free(p->name);
+		free(p->spec);
+		free(p);
+		return;
+	}
+	p->next = s->specs;
+	s->specs = p;
+}
+
+/* ---- server-info, log-set-level, shutdown ------------------------------- */
+
+static json_t *m_server_info(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl *s = ctx_of(c);
+	json_error_t je;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{}") < 0)
+		return ctl_fail_params(c, &je);
+	return json_pack("{s:s, s:I, s:I, s:I, s:i, s:o, s:b, s:I, s:[s], s:b}",
+			 "version", PACKAGE_VERSION, "pid", (json_int_t)getpid(),
+			 "started_ns", (json_int_t)s->started_ns,
+			 "uptime_ns", (json_int_t)(reactor_now_ns() - s->started_ns),
+			 "threads", (int)s->o.threads, "control", tool_json_str(s->o.path),
+			 "read_only", s->o.read_only,
+			 "connections_served", (json_int_t)netsrv_connections_served(s->o.net),
+			 "frontends", "nbd",
+			 "shutting_down", (int)atomic_load(&s->shutting_down));
+}
+
+static json_t *m_log_set_level(struct ctl_call *c, json_t *params)
+{
+	static const char *const names[] = { "error", "warn", "info", "debug" };
+	const char *level;
+	json_error_t je;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "level", &level) < 0)
+		return ctl_fail_params(c, &je);
+	for (unsigned i = 0; i < ARRAY_SIZE(names); i++) {
+		if (strcmp(level, names[i]) == 0) {
+			log_set_level((enum log_level)i);
+			return json_pack("{s:s}", "level", names[i]);
+		}
+	}
+	return ctl_fail_paramf(c, "level must be error, warn, info or debug");
+}
+
+static json_t *m_shutdown(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl *s = ctx_of(c);
+	const char *mode = "drain";
+	json_error_t je;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s}", "mode", &mode) < 0)
+		return ctl_fail_params(c, &je);
+	if (strcmp(mode, "drain") != 0 && strcmp(mode, "now") != 0)
+		return ctl_fail_paramf(c, "mode must be drain or now");
+	log_info("ctl: shutdown (%s) asked by uid %ld pid %ld", mode, (long)c->uid, (long)c->pid);
+	atomic_store(&s->shutting_down, true);
+	/* Exactly what SIGTERM does (serve's signal thread drains, stops the
+	 * --run command, flushes); "now" also drops the connections at once,
+	 * as a second signal would (two pending SIGTERMs merge into one). */
+	kill(getpid(), SIGTERM);
+	if (strcmp(mode, "now") == 0) {
+		netsrv_stop(s->o.net);
+		netsrv_stop(s->o.net);
+	}
+	return json_object();
+}
+
+/* ---- exports ------------------------------------------------------------- */
+
+struct list_ctx {
+	struct serve_ctl *s;
+	const char *only;
+	json_t *out;
+};
+
+static void caps_add(const char *name, void *opaque)
+{
+	json_array_append_new(opaque, json_string(name));
+}
+
+static void list_one(const struct nbdsrv_export_view *v, void *opaque)
+{
+	struct list_ctx *lc = opaque;
+	const struct disk_info *info = disk_get_info(v->disk);
+	const char *spec = spec_of(lc->s, v->name);
+	json_t *caps;
+
+	if (lc->only && strcmp(lc->only, v->name) != 0)
+		return;
+	caps = json_array();
+	if (caps)
+		tool_caps_foreach(info->caps, caps_add, caps);
+	json_array_append_new(lc->out, json_pack(
+		"{s:o, s:o, s:o, s:s, s:b, s:I, s:i, s:o, s:i, s:b}",
+		"name", tool_json_str(v->name),
+		"description", v->description ? tool_json_str(v->description) : json_null(),
+		"spec", spec ? tool_json_str(spec) : json_null(), "type", info->type,
+		"read_only", v->read_only,
+		"size", (json_int_t)(disk_sector_count(v->disk) << info->sector_shift),
+		"sector_size", (int)info->sector_size, "caps", caps ? caps : json_array(),
+		"connections", (int)v->connections, "removing", v->removing));
+}
+
+static json_t *m_export_list(struct ctl_call *c, json_t *params)
+{
+	struct list_ctx lc = { .s = ctx_of(c) };
+	json_error_t je;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s}", "name", &lc.only) < 0)
+		return ctl_fail_params(c, &je);
+	lc.out = json_array();
+	if (!lc.out)
+		return NULL;
+	nbdsrv_foreach_export(lc.s->o.nbd, list_one, &lc);
+	if (lc.only && json_array_size(lc.out) == 0) {
+		json_decref(lc.out);
+		return not_found(c, lc.only);
+	}
+	return lc.out;
+}
+
+static json_t *m_export_add(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl *s = ctx_of(c);
+	const char *name, *text, *desc = NULL;
+	int ro = s->o.read_only;
+	struct spec *spec = NULL;
+	struct disk *d = NULL;
+	char err[512] = "";
+	json_error_t je;
+	json_t *res;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:b}", "name", &name,
+			   "spec", &text, "description", &desc, "read_only", &ro) < 0)
+		return ctl_fail_params(c, &je);
+	if (refuse_when_stopping(c))
+		return NULL;
+	if (s->o.read_only && !ro)
+		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
+				       "is not allowed");
+	ret = spec_parse(text, &spec, err, sizeof(err));
+	if (ret < 0)
+		return ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message", tool_json_str(err)));
+	ret = spec_open(spec, ro, tool_spec_ctx(), &d, err, sizeof(err));
+	spec_free(spec);
+	if (ret < 0)
+		return ret == -EINVAL
+		       ? ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message", tool_json_str(err)))
+		       : ctl_fail_errno(c, ret, "cannot open the spec%s%s", err[0] ? ": " : "", err);
+	res = json_pack("{s:o, s:I, s:i}", "name", tool_json_str(name),
+			"size", (json_int_t)(disk_sector_count(d) << disk_get_info(d)->sector_shift),
+			"sector_size", (int)disk_sector_size(d));
+	ret = nbdsrv_add_export(s->o.nbd, name, desc, d, ro);
+	if (ret < 0) {
+		disk_unref(d);
+		json_decref(res);
+		if (ret == -EEXIST)
+			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:o, s:b}", "target",
+								     tool_json_str(name), "exists", 1));
+		if (ret == -EINVAL)
+			return ctl_fail_paramf(c, "bad export name or description");
+		return ctl_fail_errno(c, ret, "cannot add the export");
+	}
+	serve_ctl_note_export(s, name, text);
+	log_info("ctl: export '%s' added by uid %ld pid %ld", name, (long)c->uid, (long)c->pid);
+	return res;
+}
+
+static json_t *m_export_remove(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl *s = ctx_of(c);
+	const char *name, *mode = "drain";
+	json_int_t timeout = CTL_DEFAULT_REMOVE_TIMEOUT_MS;
+	unsigned n = 0;
+	json_error_t je;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s?:s, s?:I}", "name", &name,
+			   "mode", &mode, "timeout_ms", &timeout) < 0)
+		return ctl_fail_params(c, &je);
+	if (strcmp(mode, "drain") != 0 && strcmp(mode, "force") != 0)
+		return ctl_fail_paramf(c, "mode must be drain or force");
+	if (timeout < 0 || timeout > 3600000)
+		return ctl_fail_paramf(c, "timeout_ms must be 0..3600000");
+	ret = nbdsrv_remove_export(s->o.nbd, name, strcmp(mode, "force") == 0, (unsigned)timeout,
+				   &n);
+	if (ret == -ENOENT)
+		return not_found(c, name);
+	if (ret == -ETIMEDOUT)
+		return ctl_fail(c, CTL_ERR_BUSY, json_pack("{s:o, s:i}", "target", tool_json_str(name),
+							   "connections", (int)n));
+	spec_forget(s, name);
+	log_info("ctl: export '%s' removed by uid %ld pid %ld (%u connections)", name,
+		 (long)c->uid, (long)c->pid, n);
+	if (ret < 0)
+		return ctl_fail_errno(c, ret, "export removed, but its final flush failed");
+	return json_pack("{s:i, s:b}", "connections_closed", (int)n, "flushed", 1);
+}
+
+/* ---- disks ------------------------------------------------------------------ */
+
+static json_t *m_disk_info(struct ctl_call *c, json_t *params)
+{
+	const char *target;
+	struct disk *d;
+	json_error_t je;
+	json_t *o;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
+		return ctl_fail_params(c, &je);
+	if (!(d = target_disk(c, target, NULL)))
+		return NULL;
+	o = tool_disk_json(d, spec_of(ctx_of(c), target));
+	disk_unref(d);
+	return o;
+}
+
+static json_t *m_disk_resize(struct ctl_call *c, json_t *params)
+{
+	const char *target;
+	json_int_t size;
+	struct disk *d, *node;
+	json_error_t je;
+	uint32_t ss;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:I}", "target", &target, "size",
+			   &size) < 0)
+		return ctl_fail_params(c, &je);
+	if (refuse_when_stopping(c))
+		return NULL;
+	if (!(d = target_disk(c, target, NULL)))
+		return NULL;
+	ss = disk_sector_size(d);
+	if (size <= 0 || (uint64_t)size % ss != 0) {
+		disk_unref(d);
+		return ctl_fail_paramf(c, "size must be a positive multiple of the sector size (%u)",
+				       ss);
+	}
+	node = stack_find(d, is_ram_layered, NULL);
+	if (!node && (node = stack_find(d, is_file, NULL))) {
+		ret = filedisk_grow(node, (uint64_t)size);
+		if (ret == -EINVAL || ret == -EROFS) {
+			disk_unref(d);
+			return not_supported(c, target, ret == -EROFS ? "the file is open read-only"
+					     : "files only grow (and not a VHD's data region)");
+		}
+	} else if (!node) {
+		disk_unref(d);
+		return not_supported(c, target, "no RAM layer (mem:) on top of a layered disk "
+				     "and no file in this stack");
+	} else {
+		ret = ramlayer_resize(layered_disk_layer(node, 0), (uint64_t)size / ss);
+	}
+	if (ret < 0) {
+		disk_unref(d);
+		return ret == -EINVAL ? ctl_fail_paramf(c, "the RAM layer refused the size")
+				      : ctl_fail_errno(c, ret, "resize failed");
+	}
+	log_info("ctl: export '%s' resized to %lld bytes by uid %ld pid %ld", target,
+		 (long long)size, (long)c->uid, (long)c->pid);
+	size = (json_int_t)(disk_sector_count(d) * ss);
+	disk_unref(d);
+	return json_pack("{s:I}", "size", size);
+}
+
+static json_t *delay_result(struct disk *node)
+{
+	uint64_t r = 0, w = 0;
+
+	delay_get(node, &r, &w);
+	return json_pack("{s:I, s:I}", "read_us", (json_int_t)r, "write_us", (json_int_t)w);
+}
+
+static json_t *m_delay_set(struct ctl_call *c, json_t *params)
+{
+	const char *target;
+	json_int_t rus = -1, wus = -1;
+	uint64_t cur_r, cur_w;
+	struct disk *d, *node;
+	json_error_t je;
+	json_t *res;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s?:I, s?:I}", "target", &target,
+			   "read_us", &rus, "write_us", &wus) < 0)
+		return ctl_fail_params(c, &je);
+	if ((json_object_get(params, "read_us") && (rus < 0 || (uint64_t)rus > DELAY_MAX_US)) ||
+	    (json_object_get(params, "write_us") && (wus < 0 || (uint64_t)wus > DELAY_MAX_US)))
+		return ctl_fail_paramf(c, "delays are 0..%llu microseconds",
+				       (unsigned long long)DELAY_MAX_US);
+	if (!(d = target_disk(c, target, NULL)))
+		return NULL;
+	node = stack_find(d, is_delay, NULL);
+	if (!node) {
+		disk_unref(d);
+		return not_supported(c, target, "no delay: node in this stack");
+	}
+	delay_get(node, &cur_r, &cur_w);
+	delay_set(node, rus >= 0 ? (uint64_t)rus : cur_r, wus >= 0 ? (uint64_t)wus : cur_w);
+	res = delay_result(node);
+	disk_unref(d);
+	return res;
+}
+
+static json_t *m_delay_get(struct ctl_call *c, json_t *params)
+{
+	const char *target;
+	struct disk *d, *node;
+	json_error_t je;
+	json_t *res;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
+		return ctl_fail_params(c, &je);
+	if (!(d = target_disk(c, target, NULL)))
+		return NULL;
+	node = stack_find(d, is_delay, NULL);
+	res = node ? delay_result(node) : not_supported(c, target, "no delay: node in this stack");
+	disk_unref(d);
+	return res;
+}
+
+static json_t *m_flush(struct ctl_call *c, json_t *params)
+{
+	const char *target;
+	struct disk *d;
+	json_error_t je;
+	int st;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
+		return ctl_fail_params(c, &je);
+	if (!(d = target_disk(c, target, NULL)))
+		return NULL;
+	if (!reactor_current()) {
+		disk_unref(d);
+		return ctl_fail_errno(c, -ENOSYS, "no reactor on the control thread");
+	}
+	st = disk_sync_flush(d);
+	disk_unref(d);
+	if (st != DISK_OK)
+		return ctl_fail_errno(c, -EIO, "flush failed: %s", disk_status_str(st));
+	return json_object();
+}
+
+/* ---- fault injection (error:, docs/decorator-error.md) -------------------- */
+
+static bool is_error(struct disk *d, void *arg UNUSED)
+{
+	return error_disk_is(d);
+}
+
+/* The rules in force on @node and each rule's counters. */
+static json_t *fault_result(struct ctl_call *c, struct disk *node)
+{
+	char rules[4096];
+	json_t *stats = json_array();
+	uint64_t matched, injected;
+	int n = error_disk_get(node, rules, sizeof(rules));
+
+	if (n < 0) {
+		json_decref(stats);
+		return ctl_fail_errno(c, n, "cannot read the rules");
+	}
+	for (unsigned i = 0; stats && error_disk_stats(node, i, &matched, &injected) == 0; i++)
+		json_array_append_new(stats, json_pack("{s:I, s:I}", "matched", (json_int_t)matched,
+						       "injected", (json_int_t)injected));
+	return json_pack("{s:s, s:o}", "rules", rules, "stats", stats ? stats : json_array());
+}
+
+/* The error: node of export @target's stack (*@top: the export's disk,
+ * a reference the caller drops), or NULL after failing @c. */
+static struct disk *fault_node(struct ctl_call *c, const char *target, struct disk **top)
+{
+	struct disk *node;
+
+	if (!(*top = target_disk(c, target, NULL)))
+		return NULL;
+	node = stack_find(*top, is_error, NULL);
+	if (!node) {
+		disk_unref(*top);
+		*top = NULL;
+		not_supported(c, target, "no error: node in this stack");
+	}
+	return node;
+}
+
+static json_t *m_fault_set(struct ctl_call *c, json_t *params)
+{
+	const char *target, *rules;
+	struct disk *top, *node;
+	char err[512] = "";
+	json_error_t je;
+	json_t *res;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s}", "target", &target, "rules",
+			   &rules) < 0)
+		return ctl_fail_params(c, &je);
+	if (!(node = fault_node(c, target, &top)))
+		return NULL;
+	ret = error_disk_set(node, rules, err, sizeof(err));
+	if (ret == -EINVAL)
+		res = ctl_fail_paramf(c, "%s", err[0] ? err : "bad rules");
+	else if (ret < 0)
+		res = ctl_fail_errno(c, ret, "cannot set the rules");
+	else
+		res = fault_result(c, node);
+	if (ret == 0)
+		log_info("ctl: export '%s' faults set to '%s' by uid %ld pid %ld", target, rules,
+			 (long)c->uid, (long)c->pid);
+	disk_unref(top);
+	return res;
+}
+
+static json_t *m_fault_clear(struct ctl_call *c, json_t *params)
+{
+	struct disk *top, *node;
+	const char *target;
+	json_error_t je;
+	json_t *res;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
+		return ctl_fail_params(c, &je);
+	if (!(node = fault_node(c, target, &top)))
+		return NULL;
+	ret = error_disk_clear(node);
+	res = ret < 0 ? ctl_fail_errno(c, ret, "cannot clear the rules") : fault_result(c, node);
+	if (ret == 0)
+		log_info("ctl: export '%s' faults cleared by uid %ld pid %ld", target, (long)c->uid,
+			 (long)c->pid);
+	disk_unref(top);
+	return res;
+}
+
+static json_t *m_fault_get(struct ctl_call *c, json_t *params)
+{
+	struct disk *top, *node;
+	const char *target;
+	json_error_t je;
+	json_t *res;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
+		return ctl_fail_params(c, &je);
+	if (!(node = fault_node(c, target, &top)))
+		return NULL;
+	res = fault_result(c, node);
+	disk_unref(top);
+	return res;
+}
+
+/* ---- statistics ---------------------------------------------------------- */
+
+struct stats_ctx {
+	struct serve_ctl *s;
+	const char *only;
+	bool reset;
+	json_t *out;
+};
+
+static void stats_one(const struct nbdsrv_export_view *v, void *opaque)
+{
+	struct stats_ctx *sc = opaque;
+
+	if (sc->only && strcmp(sc->only, v->name) != 0)
+		return;
+	json_array_append_new(sc->out, json_pack("{s:o, s:i}", "name", tool_json_str(v->name),
+						 "connections", (int)v->connections));
+}
+
+static json_t *op_json(const struct nbdsrv_op_stats *o)
+{
+	return json_pack("{s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}}",
+			 "ops", (json_int_t)o->ops, "bytes", (json_int_t)o->bytes,
+			 "errors", (json_int_t)o->errors, "lat_ns",
+			 "mean", (json_int_t)o->lat_mean_ns, "p50", (json_int_t)o->lat_p50_ns,
+			 "p90", (json_int_t)o->lat_p90_ns, "p99", (json_int_t)o->lat_p99_ns,
+			 "max", (json_int_t)o->lat_max_ns);
+}
+
+static json_t *m_stats(struct ctl_call *c, json_t *params)
+{
+	struct stats_ctx sc = { .s = ctx_of(c) };
+	int reset = 0;
+	json_error_t je;
+	size_t i;
+	json_t *e;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s?:b}", "target", &sc.only,
+			   "reset", &reset) < 0)
+		return ctl_fail_params(c, &je);
+	sc.out = json_array();
+	if (!sc.out)
+		return NULL;
+	/* The list first (under the server's lock), then each export's
+	 * counters: an export removed in between is left out. */
+	nbdsrv_foreach_export(sc.s->o.nbd, stats_one, &sc);
+	if (sc.only && json_array_size(sc.out) == 0) {
+		json_decref(sc.out);
+		return not_found(c, sc.only);
+	}
+	json_array_foreach(sc.out, i, e) {
+		const char *name = json_string_value(json_object_get(e, "name"));
+		struct nbdsrv_stats st;
+
+		if (!name || nbdsrv_export_stats(sc.s->o.nbd, name, reset, &st) < 0)
+			continue;
+		json_object_set_new(e, "since_ns", json_integer((json_int_t)st.since_ns));
+		for (unsigned k = 0; k < NBDSRV_STAT_COUNT; k++)
+			json_object_set_new(e, nbdsrv_stat_class_name(k), op_json(&st.op[k]));
+	}
+	return json_pack("{s:I, s:o}", "now_ns", (json_int_t)reactor_now_ns(), "exports", sc.out);
+}
+
+/* ---- connections ----------------------------------------------------------- */
+
+struct conn_ctx {
+	const char *only;
+	json_t *out;
+};
+
+static void conn_one(const struct nbdsrv_conn_view *v, void *opaque)
+{
+	struct conn_ctx *cc = opaque;
+
+	if (cc->only && (!v->export_name || strcmp(cc->only, v->export_name) != 0))
+		return;
+	json_array_append_new(cc->out, json_pack("{s:I, s:o, s:o, s:I}", "id", (json_int_t)v->id,
+		"name", tool_json_str(v->name),
+		"export", v->export_name ? tool_json_str(v->export_name) : json_null(),
+		"since_ns", (json_int_t)v->since_ns));
+}
+
+static json_t *m_connection_list(struct ctl_call *c, json_t *params)
+{
+	struct conn_ctx cc = { 0 };
+	json_error_t je;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s}", "export", &cc.only) < 0)
+		return ctl_fail_params(c, &je);
+	cc.out = json_array();
+	if (cc.out)
+		nbdsrv_foreach_conn(ctx_of(c)->o.nbd, conn_one, &cc);
+	return cc.out;
+}
+
+static json_t *m_connection_close(struct ctl_call *c, json_t *params)
+{
+	const char *mode = "drain";
+	json_int_t id;
+	json_error_t je;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I, s?:s}", "id", &id, "mode", &mode) < 0)
+		return ctl_fail_params(c, &je);
+	if (strcmp(mode, "drain") != 0 && strcmp(mode, "force") != 0)
+		return ctl_fail_paramf(c, "mode must be drain or force");
+	ret = id > 0 ? nbdsrv_close_conn(ctx_of(c)->o.nbd, (uint64_t)id, strcmp(mode, "force") == 0)
+		     : -ENOENT;
+	if (ret == -ENOENT) {
+		char t[32];
+
+		snprintf(t, sizeof(t), "%lld", (long long)id);
+		return not_found(c, t);
+	}
+	if (ret < 0)
+		return ctl_fail_errno(c, ret, "cannot close the connection");
+	log_info("ctl: connection %lld closed (%s) by uid %ld pid %ld", (long long)id, mode,
+		 (long)c->uid, (long)c->pid);
+	return json_object();
+}
+
+/* ---- the table --------------------------------------------------------------- */
+
+/* In the order of docs/ctl.md (rpc-get-methods is built in). */
+static const struct ctl_method serve_ctl_methods[] = {
+	{ "server-info", m_server_info, false },
+	{ "export-list", m_export_list, false },
+	{ "export-add", m_export_add, true },
+	{ "export-remove", m_export_remove, true },
+	{ "disk-info", m_disk_info, false },
+	{ "disk-resize", m_disk_resize, true },
+	{ "delay-set", m_delay_set, true },
+	{ "delay-get", m_delay_get, false },
+	{ "stats", m_stats, false },
+	{ "flush", m_flush, true },
+	{ "connection-list", m_connection_list, false },
+	{ "connection-close", m_connection_close, true },
+	{ "log-set-level", m_log_set_level, true },
+	{ "shutdown", m_shutdown, true },
+	{ "fault-set", m_fault_set, true },
+	{ "fault-clear", m_fault_clear, true },
+	{ "fault-get", m_fault_get, false },
+};
+
+int serve_ctl_new(const struct serve_ctl_opts *o, struct serve_ctl **out)
+{
+	struct serve_ctl *s = calloc(1, sizeof(*s));
+	char err[512] = "";
+	int ret;
+
+	if (!s)
+		return tool_error("serve", "out of memory");
+	s->o = *o;
+	s->started_ns = reactor_now_ns();
+	atomic_init(&s->shutting_down, false);
+	s->rpc = (struct ctl_rpc){ .methods = serve_ctl_methods,
+				   .nmethods = ARRAY_SIZE(serve_ctl_methods), .ctx = s };
+	ret = ctl_server_new(o->path, &s->rpc, &s->srv, err, sizeof(err));
+	if (ret < 0) {
+		free(s);
+		tool_error("serve", "--control: %s", err);
+		return ret == -EADDRINUSE ? EXIT_USAGE : EXIT_RUNTIME;
+	}
+	*out = s;
+	return 0;
+}
+
+int serve_ctl_start(struct serve_ctl *s)
+{
+	int ret = ctl_server_start(s->srv);
+
+	if (ret < 0)
+		return tool_error("serve", "cannot start the control thread: %s", strerror(-ret));
+	log_info("serve: control socket %s", s->o.path);
+	return 0;
+}
+
+void serve_ctl_stop(struct serve_ctl *s)
+{
+	if (s)
+		ctl_server_stop(s->srv);
+}
+
+void serve_ctl_free(struct serve_ctl *s)
+{
+	if (!s)
+		return;
+	ctl_server_free(s->srv);
+	while (s->specs)
+		spec_forget(s, s->specs->name);
+	free(s);
+}
