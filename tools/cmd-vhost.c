@@ -4,7 +4,9 @@
  * as a virtio-blk device to a vhost-user front-end (QEMU's
  * vhost-user-blk-pci) on a Unix socket — and `diskstack vhost-user-scsi
  * SOCKET --lun N=SPEC ...`, the same for SCSI LUNs behind a virtio-scsi
- * HBA (QEMU's vhost-user-scsi-pci) (vhost/, docs/vhost.md).
+ * HBA (QEMU's vhost-user-scsi-pci) (vhost/, docs/vhost.md), and
+ * `diskstack uml-nvme SOCKET SPEC...`, the emulated NVMe PCI function
+ * (nvme_emul/nvme_pci.h) for User-Mode Linux over virt-pci (vhost/virtpci.h).
  *
  * Notes on the design
  * -------------------
@@ -23,14 +25,19 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/compiler.h"
+#include "common/endian.h"
 #include "common/log.h"
 #include "common/reactor.h"
+#include "nvme_emul/nvme_pci.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
 #include "scsi/scsi.h"
@@ -39,6 +46,7 @@
 #include "vhost/blk.h"
 #include "vhost/scsi.h"
 #include "vhost/vhost.h"
+#include "vhost/virtpci.h"
 
 static void vhost_usage(FILE *fp)
 {
@@ -413,5 +421,394 @@ out:
 out_args:
 	for (unsigned i = 0; i < nluns; i++)
 		spec_free(luns[i].spec);
+	return ret;
+}
+
+/* ---- diskstack uml-nvme ----------------------------------------------------- */
+
+static void uml_nvme_usage(FILE *fp)
+{
+	fprintf(fp,
+		"Usage: diskstack uml-nvme SOCKET SPEC [SPEC...] [OPTIONS]\n"
+		"\n"
+		"Serves an emulated NVMe PCI function (nvme_emul/, docs/nvme.md) to a\n"
+		"User-Mode Linux kernel over virt-pci (vhost-user) on the Unix socket\n"
+		"SOCKET: the Nth SPEC is namespace N. The kernel's own NVMe PCI driver\n"
+		"binds to it. Runs in the foreground; SIGINT/SIGTERM stop, flush the disks,\n"
+		"remove SOCKET and exit.\n"
+		"\n"
+		"Options:\n"
+		"  -q, --queues N       I/O queues the function offers (default 4, max %u)\n"
+		"  -r, --read-only      open every disk read-only\n"
+		"  -P, --pidfile FILE   write the pid to FILE once the socket listens\n"
+		"  -v, --verbose        debug messages (every vhost-user message)\n"
+		"  -h, --help           show this help\n"
+		"\n"
+		"UML side (a kernel with CONFIG_UML_PCI_OVER_VIRTIO and its device id,\n"
+		"tests/vm/uml-kernel.sh builds one with id %u):\n"
+		"  linux mem=256M virtio_uml.device=SOCKET:%u virt_pci.max_delay_us=5000000 ...\n"
+		"See docs/vhost.md and 'diskstack help specs'.\n",
+		NVMEEMU_PCI_MAX_IO_QUEUES, VIRTPCI_DEVICE_ID, VIRTPCI_DEVICE_ID);
+}
+
+/* A reactor on a thread of its own for the function's queues (a reactor
+ * is used only by the thread that made it). */
+struct uml_nvme_thread {
+	pthread_t tid;
+	struct reactor *r;
+	int init_ret;
+	sem_t ready;
+	struct reactor_task stop_task;
+};
+
+static void *uml_nvme_thread_main(void *arg)
+{
+	struct uml_nvme_thread *t = arg;
+	int ret = reactor_new(&t->r, 0);
+
+	t->init_ret = ret;
+	sem_post(&t->ready);
+	if (ret < 0)
+		return NULL;
+	if ((ret = reactor_run(t->r)) < 0)
+		log_error("uml-nvme: reactor thread: %s", strerror(-ret));
+	reactor_free(t->r);
+	return NULL;
+}
+
+static int uml_nvme_thread_start(struct uml_nvme_thread *t)
+{
+	int ret;
+
+	sem_init(&t->ready, 0, 0);
+	if ((ret = pthread_create(&t->tid, NULL, uml_nvme_thread_main, t)) != 0)
+		return -ret;
+	while (sem_wait(&t->ready) < 0)
+		;
+	if (t->init_ret < 0) {
+		pthread_join(t->tid, NULL);
+		return t->init_ret;
+	}
+	return 0;
+}
+
+static void uml_nvme_thread_stop_task(struct reactor_task *task)
+{
+	struct uml_nvme_thread *t = container_of(task, struct uml_nvme_thread, stop_task);
+
+	reactor_stop(t->r);
+}
+
+/* Stops the thread after every task posted before: nvmeemu_pci_free of
+ * a function the guest left enabled posts the end of its held AERs and
+ * its own release there (nvme_pci.h). */
+static void uml_nvme_thread_stop(struct uml_nvme_thread *t)
+{
+	t->stop_task.fn = uml_nvme_thread_stop_task;
+	reactor_post(t->r, &t->stop_task);
+	pthread_join(t->tid, NULL);
+}
+
+/* The function's view of the VMM: UML's memory and interrupts through
+ * virtpci; config and BAR accesses the other way. */
+struct uml_nvme {
+	struct virtpci *vp;
+	struct nvmeemu_pci *fn;
+	/* Queue 0's thread: the driver's shutdown as seen in CC and CSTS,
+	 * logged for tests/vm/test-uml-nvme.sh. */
+	bool shn_asked;
+};
+
+/* NVMe Base spec 2.0 §3.1.3: CC at 14h (SHN bits 15:14), CSTS at 1Ch
+ * (SHST bits 3:2, 10b = shutdown processing complete). */
+#define UML_NVME_REG_CC 0x14
+#define UML_NVME_REG_CSTS 0x1c
+
+static int uml_nvme_mem_read(void *opaque, uint64_t gpa, void *buf, size_t len)
+{
+	return virtpci_mem_read(((struct uml_nvme *)opaque)->vp, gpa, buf, len);
+}
+
+static int uml_nvme_mem_write(void *opaque, uint64_t gpa, const void *buf, size_t len)
+{
+	return virtpci_mem_write(((struct uml_nvme *)opaque)->vp, gpa, buf, len);
+}
+
+static void *uml_nvme_mem_map(void *opaque, uint64_t gpa, size_t len)
+{
+	return virtpci_mem_ptr(((struct uml_nvme *)opaque)->vp, gpa, len);
+}
+
+static void uml_nvme_msi(void *opaque, uint64_t addr, uint32_t data)
+{
+	int ret = virtpci_msi(((struct uml_nvme *)opaque)->vp, addr, data);
+
+	if (ret < 0)
+		log_debug("uml-nvme: MSI %#llx/%#x not delivered: %s", (unsigned long long)addr,
+			  data, strerror(-ret));
+}
+
+/*
+ * Config space: the function has the 256 bytes of conventional PCI and
+ * takes 1-, 2- and 4-byte aligned accesses; UML's virt-pci also reads the
+ * extended space (answered all-ones: no extended capabilities) and may
+ * use 8 bytes (two halves).
+ */
+static void uml_nvme_cfg_read(void *dev, uint32_t off, void *buf, uint32_t len)
+{
+	struct uml_nvme *u = dev;
+	uint32_t v;
+
+	for (uint32_t done = 0; done < len; done += MIN(len, 4u)) {
+		unsigned n = MIN(len, 4u);
+
+		if (nvmeemu_pci_cfg_read(u->fn, off + done, n, &v) == 0) {
+			uint8_t le[4];
+
+			ds_put_le32(le, v);
+			memcpy((uint8_t *)buf + done, le, n);
+		}
+	}
+}
+
+static void uml_nvme_cfg_write(void *dev, uint32_t off, const void *buf, uint32_t len)
+{
+	struct uml_nvme *u = dev;
+
+	for (uint32_t done = 0; done < len; done += MIN(len, 4u)) {
+		unsigned n = MIN(len, 4u);
+		uint8_t le[4] = { 0 };
+
+		memcpy(le, (const uint8_t *)buf + done, n);
+		nvmeemu_pci_cfg_write(u->fn, off + done, n, ds_get_le32(le));
+	}
+}
+
+/*
+ * BARs take aligned 4- and 8-byte accesses (the Linux driver uses 4);
+ * anything else (memcpy_fromio of the MSI-X table, byte accesses) goes
+ * through the aligned dwords it covers, reading them first for a write.
+ */
+static void uml_nvme_bar_read(void *dev, unsigned bar, uint64_t off, void *buf, uint32_t len)
+{
+	struct uml_nvme *u = dev;
+	uint64_t v;
+
+	if ((len == 4 || len == 8) && off % len == 0) {
+		if (nvmeemu_pci_mmio_read(u->fn, bar, off, len, &v) == 0) {
+			uint8_t le[8];
+
+			ds_put_le64(le, v);
+			memcpy(buf, le, len);
+			if (bar == 0 && off == UML_NVME_REG_CSTS && u->shn_asked &&
+			    ((v >> 2) & 3) == 2) {
+				u->shn_asked = false;
+				log_info("uml-nvme: controller shutdown complete (CSTS.SHST)");
+			}
+		}
+		return;
+	}
+	for (uint32_t done = 0; done < len;) {
+		uint64_t at = off + done, dw = at & ~3ull;
+		uint32_t skip = (uint32_t)(at - dw), n = MIN(4 - skip, len - done);
+		uint8_t le[8];
+
+		if (nvmeemu_pci_mmio_read(u->fn, bar, dw, 4, &v) == 0) {
+			ds_put_le64(le, v);
+			memcpy((uint8_t *)buf + done, le + skip, n);
+		}
+		done += n;
+	}
+}
+
+static void uml_nvme_bar_write(void *dev, unsigned bar, uint64_t off, const void *buf, uint32_t len)
+{
+	struct uml_nvme *u = dev;
+	uint8_t le[8] = { 0 };
+	uint64_t v;
+
+	if ((len == 4 || len == 8) && off % len == 0) {
+		memcpy(le, buf, len);
+		v = ds_get_le64(le);
+		if (bar == 0 && off == UML_NVME_REG_CC && ((v >> 14) & 3)) {
+			u->shn_asked = true;
+			log_info("uml-nvme: the driver asks for a shutdown (CC.SHN %u)",
+				 (unsigned)((v >> 14) & 3));
+		}
+		nvmeemu_pci_mmio_write(u->fn, bar, off, len, v);
+		return;
+	}
+	for (uint32_t done = 0; done < len;) {
+		uint64_t at = off + done, dw = at & ~3ull;
+		uint32_t skip = (uint32_t)(at - dw), n = MIN(4 - skip, len - done);
+
+		if (nvmeemu_pci_mmio_read(u->fn, bar, dw, 4, &v) < 0)
+			v = 0;
+		ds_put_le64(le, v);
+		memcpy(le + skip, (const uint8_t *)buf + done, n);
+		nvmeemu_pci_mmio_write(u->fn, bar, dw, 4, ds_get_le32(le));
+		done += n;
+	}
+}
+
+static void uml_nvme_session(void *dev, bool connected)
+{
+	struct uml_nvme *u = dev;
+
+	if (connected)
+		log_info("uml-nvme: UML connected (memory mapped)");
+	else
+		log_info("uml-nvme: UML left after %llu interrupts",
+			 (unsigned long long)virtpci_msi_count(u->vp));
+}
+
+static const struct virtpci_dev_ops uml_nvme_ops = {
+	.config_read = uml_nvme_cfg_read,
+	.config_write = uml_nvme_cfg_write,
+	.bar_read = uml_nvme_bar_read,
+	.bar_write = uml_nvme_bar_write,
+	.session = uml_nvme_session,
+};
+
+#define UML_NVME_MAX_NS 16
+
+int cmd_uml_nvme(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "queues",    required_argument, NULL, 'q' },
+		{ "read-only", no_argument,       NULL, 'r' },
+		{ "pidfile",   required_argument, NULL, 'P' },
+		{ "verbose",   no_argument,       NULL, 'v' },
+		{ "help",      no_argument,       NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cmd = "uml-nvme", *pidfile = NULL, *sock;
+	uint64_t queues = 4;
+	bool read_only = false, pidfile_written = false;
+	struct spec *specs[UML_NVME_MAX_NS] = { NULL };
+	struct disk *disks[UML_NVME_MAX_NS] = { NULL };
+	struct uml_nvme_thread thr = { 0 };
+	bool thr_started = false;
+	struct uml_nvme u = { 0 };
+	struct nvmeemu_subsys *subsys = NULL;
+	struct vhostsrv *srv = NULL;
+	struct reactor *r = NULL;
+	unsigned nns = 0;
+	sigset_t set, oldmask;
+	char err[512];
+	int opt, ret = 0;
+
+	opterr = 0;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, ":q:rP:vh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'q':
+			if (tool_parse_uint(optarg, 1, NVMEEMU_PCI_MAX_IO_QUEUES, &queues) < 0)
+				return tool_usage_error(cmd, "bad --queues '%s' (1-%u)", optarg,
+							NVMEEMU_PCI_MAX_IO_QUEUES);
+			break;
+		case 'r':
+			read_only = true;
+			break;
+		case 'P':
+			pidfile = optarg;
+			break;
+		case 'v':
+			log_set_level(LOG_LEVEL_DEBUG);
+			break;
+		case 'h':
+			uml_nvme_usage(stdout);
+			return 0;
+		default:
+			return tool_bad_option(cmd, opt, argv);
+		}
+	}
+	if (argc - optind < 2)
+		return tool_usage_error(cmd, "wants SOCKET and at least one SPEC");
+	if (argc - optind - 1 > UML_NVME_MAX_NS)
+		return tool_usage_error(cmd, "at most %u namespaces", UML_NVME_MAX_NS);
+	sock = argv[optind];
+	nns = (unsigned)(argc - optind - 1);
+	for (unsigned i = 0; i < nns; i++)
+		if ((ret = tool_parse_spec(cmd, "SPEC", argv[optind + 1 + i], &specs[i])) != 0)
+			goto out_specs;
+
+	vhost_block_signals(&set, &oldmask);
+	if ((ret = reactor_new(&r, 0)) < 0) {
+		ret = tool_error(cmd, "cannot create a reactor: %s", strerror(-ret));
+		goto out;
+	}
+	for (unsigned i = 0; i < nns; i++)
+		if ((ret = tool_open_spec(cmd, "SPEC", specs[i], read_only, &disks[i])) != 0)
+			goto out;
+	if ((ret = uml_nvme_thread_start(&thr)) < 0) {
+		ret = tool_error(cmd, "cannot start the queue thread: %s", strerror(-ret));
+		goto out;
+	}
+	thr_started = true;
+	{
+		struct virtpci_opts po = { .name = cmd, .ops = &uml_nvme_ops, .dev = &u };
+		struct nvmeemu_subsys_opts so = { 0 };
+		struct nvmeemu_pci_host h = {
+			.mem_read = uml_nvme_mem_read,
+			.mem_write = uml_nvme_mem_write,
+			.mem_map = uml_nvme_mem_map,
+			.msi = uml_nvme_msi,
+			.opaque = &u,
+		};
+		struct nvmeemu_pci_opts fo = {
+			.max_io_queues = (uint16_t)queues,
+			.reactors = &thr.r,
+			.nr_reactors = 1,
+		};
+
+		if ((ret = virtpci_new(&po, &u.vp)) < 0) {
+			ret = tool_error(cmd, "cannot create virt-pci: %s", strerror(-ret));
+			goto out;
+		}
+		/* Identify VID = the function's default PCI vendor (1414h, nvme_pci.h). */
+		nvmeemu_pci_subsys_opts(&so, 0x1414);
+		if ((ret = nvmeemu_subsys_new(&so, &subsys, err, sizeof(err))) < 0) {
+			ret = tool_error(cmd, "%s", err);
+			goto out;
+		}
+		for (unsigned i = 0; i < nns; i++)
+			if ((ret = nvmeemu_subsys_add_ns(subsys, i + 1, disks[i], err, sizeof(err))) < 0) {
+				ret = tool_error(cmd, "namespace %u: %s", i + 1, err);
+				goto out;
+			}
+		if ((ret = nvmeemu_pci_new(subsys, &h, &fo, &u.fn, err, sizeof(err))) < 0) {
+			ret = tool_error(cmd, "%s", err);
+			goto out;
+		}
+		if ((ret = virtpci_server_new(u.vp, &srv)) < 0) {
+			ret = tool_error(cmd, "cannot create the server: %s", strerror(-ret));
+			goto out;
+		}
+	}
+	log_info("%s: serving %u namespace%s on %s (virt-pci device id %u)", cmd, nns,
+		 nns > 1 ? "s" : "", sock, VIRTPCI_DEVICE_ID);
+	ret = vhost_serve(cmd, srv, sock, pidfile, &pidfile_written, &set);
+out:
+	/* No more config or BAR accesses; the function goes while its
+	 * reactor still runs (it may finish there), then the reactor. */
+	vhostsrv_free(srv);
+	nvmeemu_pci_free(u.fn);
+	if (thr_started)
+		uml_nvme_thread_stop(&thr);
+	nvmeemu_subsys_free(subsys);
+	virtpci_free(u.vp);
+	for (unsigned i = 0; i < nns; i++) {
+		if (disks[i] && !read_only && disk_sync_flush(disks[i]) != DISK_OK)
+			ret = tool_error(cmd, "flushing namespace %u failed", i + 1);
+		disk_unref(disks[i]);
+	}
+	reactor_free(r);
+	if (pidfile_written)
+		unlink(pidfile);
+	pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
+out_specs:
+	for (unsigned i = 0; i < nns; i++)
+		spec_free(specs[i]);
 	return ret;
 }

@@ -46,6 +46,7 @@ static const struct tool_command tool_commands[] = {
 	{ "ublk",  cmd_ublk,  "serve a disk as /dev/ublkbN (add, list, del, recover)" },
 	{ "vhost-user-blk", cmd_vhost_blk, "serve a disk to QEMU as a vhost-user virtio-blk device" },
 	{ "vhost-user-scsi", cmd_vhost_scsi, "serve SCSI LUNs to QEMU as a vhost-user virtio-scsi HBA" },
+	{ "uml-nvme", cmd_uml_nvme, "serve disks as an NVMe PCI function to User-Mode Linux (virt-pci)" },
 	{ "ctl",   cmd_ctl,   "call a method of a running serve's control socket (JSON-RPC)" },
 	{ NULL, NULL, NULL },
 };
@@ -115,7 +116,7 @@ static int cmd_help(int argc, char **argv)
 	}
 	const struct tool_command *c = tool_command_find(argv[1]);
 	if (!c)
-		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve, ublk, vhost-user-blk, vhost-user-scsi, ctl; "
+		return tool_usage_error("help", "unknown command '%s' (commands: info, copy, bench, create, serve, ublk, vhost-user-blk, vhost-user-scsi, ctl, uml-nvme; "
 					"or 'specs')", argv[1]);
 	char *sub[] = { (char *)c->name, (char *)"--help", NULL };
 	return c->run(2, sub);

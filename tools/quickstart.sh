@@ -79,6 +79,9 @@ vm_pkgs=(
 	sg3-utils
 	qemu-system-common
 	nvme-cli
+	flex
+	bison
+	bc
 )
 
 # tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot);

@@ -32,6 +32,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_ublk(int argc, char **argv);
 int cmd_vhost_blk(int argc, char **argv);
 int cmd_vhost_scsi(int argc, char **argv);
+int cmd_uml_nvme(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
 
 /* Prints a usage error "diskstack <cmd>: <msg>" and a hint; returns 2. */

@@ -513,12 +513,23 @@ static void vhostsrv_reset_rings(struct vhostsrv *s)
 	}
 }
 
+/* Replaces the memory table (rings stopped); the device hears of it
+ * before the old table is unmapped. */
+static void vhostsrv_set_mem(struct vhostsrv *s, struct vhostmem *mem)
+{
+	struct vhostmem *old = s->mem;
+
+	s->mem = mem;
+	if (s->ops->version >= 3 && s->ops->mem_changed && (old || mem))
+		s->ops->mem_changed(s->dev, mem);
+	vhostmem_free(old);
+}
+
 /* The front-end left: back to the state before its first message. */
 static void vhostsrv_end_session(struct vhostsrv *s)
 {
 	vhostsrv_reset_rings(s);
-	vhostmem_free(s->mem);
-	s->mem = NULL;
+	vhostsrv_set_mem(s, NULL);
 	vhostsrv_inflight_unmap(s);
 	vhostsrv_close_fd(&s->backend_fd);
 	vhostsrv_close_fd(&s->conn_fd);
@@ -724,8 +735,7 @@ static int vhostsrv_set_mem_table(struct vhostsrv *s, struct vhostsrv_msg *m)
 	/* Rings must not see the old mapping go: take them back, swap,
 	 * start them again over the new table. */
 	vhostsrv_stop_all(s);
-	vhostmem_free(s->mem);
-	s->mem = mem;
+	vhostsrv_set_mem(s, mem);
 	vhostsrv_reconcile(s);
 	return 0;
 }

@@ -40,6 +40,7 @@
 #include <sys/uio.h>
 
 struct reactor;
+struct vhostmem;
 struct vhostsrv;
 
 /* Queues a server can have (GET_QUEUE_NUM answers the configured count). */
@@ -73,7 +74,7 @@ static inline void vhost_req_complete(struct vhost_req *req, uint32_t written)
 	req->done(req, written);
 }
 
-#define VHOST_DEV_OPS_VERSION 2
+#define VHOST_DEV_OPS_VERSION 3
 
 /*
  * A device. Members are only appended; each says which thread calls it.
@@ -125,6 +126,13 @@ struct vhost_dev_ops {
 	 * end of their own (virtio-scsi's event buffers) completes them now
 	 * or soon. On the ring's thread. */
 	void (*queue_stop)(void *dev, unsigned qidx);
+
+	/* Version 3. Optional. The guest memory table is now @mem (NULL: the
+	 * session ended). For a device that reaches guest memory outside
+	 * requests (a PCI function's DMA, vhost/virtpci.h); the previous
+	 * table is unmapped only after this returns. Control thread, every
+	 * ring stopped. */
+	void (*mem_changed)(void *dev, const struct vhostmem *mem);
 };
 
 struct vhostsrv_opts {

@@ -85,6 +85,10 @@ fuzz-nvmf-pdu)
 	/usr/bin/python3 -I "$src/nvmf-seeds.py" "$tmp/seeds"
 	dict=()
 	;;
+fuzz-nvme-pci)
+	/usr/bin/python3 -I "$src/nvme-pci-seeds.py" "$tmp/seeds"
+	dict=()
+	;;
 fuzz-vhost-ring)
 	/usr/bin/python3 -I "$src/vhost-seeds.py" "$tmp/seeds"
 	dict=()
