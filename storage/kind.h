@@ -115,6 +115,10 @@ struct spec_arg {
 	const char *missing_next_hint;
 	/* URI: returns 0, or -EINVAL with @e filled. */
 	int (*check)(const char *text, size_t len, struct spec_arg_error *e);
+	/* STRING: the value names a local file the open function opens (the
+	 * crypt key file), as every PATH argument does: spec_map_files
+	 * visits it. */
+	bool local_file;
 };
 
 /* What follows the arguments. */
