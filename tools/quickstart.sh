@@ -39,6 +39,7 @@ build_pkgs=(
 	libcurl4-openssl-dev
 	libnbd-dev
 	libcmocka-dev
+	nbdkit-plugin-dev
 )
 test_pkgs=(
 	valgrind
