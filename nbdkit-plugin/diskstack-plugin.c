@@ -162,8 +162,9 @@ static void dsnbdkit_done(struct disk_io *io)
 	*(bool *)io->opaque = true;
 }
 
-/* Byte offset @off of the request, @byte_off/@bytes converted to
- * sectors; -1 with EINVAL set when not whole sectors. */
+/* The request's bytes [@off, @off + @bytes) as sectors in *@sector and
+ * *@count; -1 (after nbdkit_error, with EINVAL set) when they are not
+ * whole sectors. */
 static int dsnbdkit_sectors(const char *what, uint64_t off, uint64_t bytes, uint64_t *sector,
 			    uint64_t *count)
 {
