@@ -58,17 +58,21 @@ uint32_t nbdsrv_error_of_errno(int err, enum nbdsrv_err_class cls)
 		return NBDW_ENOMEM;
 	case EINVAL:
 	case ERANGE:
-		return NBDW_EINVAL;
+	/* The protocol keeps EOVERFLOW for a DF read that does not fit one
+	 * chunk and for over-long requests, both decided by the server
+	 * itself, never by the disk. */
 	case EOVERFLOW:
-		return NBDW_EOVERFLOW;
-	case ESHUTDOWN:
-		return NBDW_ESHUTDOWN;
+		return NBDW_EINVAL;
 	case ENOTSUP:
 #if EOPNOTSUPP != ENOTSUP
 	case EOPNOTSUPP:
 #endif
 		return cls == NBDSRV_ERRC_FAST_ZERO ? NBDW_ENOTSUP : NBDW_EINVAL;
 	default:
+		/* ESHUTDOWN included: to a client it says that this server
+		 * is stopping and the client must disconnect, which a disk
+		 * failing (a remote export below going away) does not mean;
+		 * the server sends it itself when it drains. */
 		return NBDW_EIO;
 	}
 }

@@ -68,6 +68,7 @@ static uint16_t errno_status(const struct disk_io *io)
 	switch (io->os_errno) {
 	case ENOSPC:
 	case EDQUOT:
+	case EFBIG:
 		/* A thin namespace out of space (NVMe Base spec: Capacity Exceeded). */
 		return NVMEEMU_CAPACITY_EXCEEDED | DNR;
 	case EROFS:

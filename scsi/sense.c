@@ -143,6 +143,13 @@ static const struct status_row bad_status_row = {
 	SCSI_CHECK_CONDITION, SCSI_SK_HARDWARE_ERROR, 0x44, 0x00, false, ROW_PLAIN
 };
 
+/* Whether @io only read the medium: a read, or a PRE-FETCH (CACHE), whose
+ * failure is an unrecovered read, not a write error. */
+static bool reads_medium(const struct disk_io *io)
+{
+	return io->op == DISK_OP_READ || io->op == DISK_OP_CACHE;
+}
+
 /* DISK_MEDIUM_ERROR details (SBC-3 §4.18 for the protection checks). */
 static void medium_row(const struct disk_io *io, struct status_row *row)
 {
@@ -171,7 +178,7 @@ static void medium_row(const struct disk_io *io, struct status_row *row)
 		break;
 	case DISK_MEDIUM_NONE:
 	default:
-		row->asc = io->op == DISK_OP_READ ? 0x11 : 0x0C;
+		row->asc = reads_medium(io) ? 0x11 : 0x0C;
 		row->ascq = 0x00;
 		break;
 	}
@@ -186,7 +193,9 @@ static void errno_row(const struct disk_io *io, struct status_row *row)
 	switch (io->os_errno) {
 	case ENOSPC:
 	case EDQUOT:
-		/* SBC-3 §4.7.3.6: a thin LU out of space */
+	case EFBIG:
+		/* SBC-3 §4.7.3.6: a thin LU out of space (a file that cannot
+		 * grow is out of space too) */
 		*row = (struct status_row){ SCSI_CHECK_CONDITION, SCSI_SK_DATA_PROTECT, 0x27, 0x07,
 					    false, ROW_PLAIN };
 		break;
@@ -217,7 +226,7 @@ static void errno_row(const struct disk_io *io, struct status_row *row)
 	case ENODATA:
 		/* The medium itself failed: a read cannot be recovered, anything
 		 * else did not get written. Only reads and writes name an LBA. */
-		row->asc = io->op == DISK_OP_READ ? 0x11 : 0x0C;
+		row->asc = reads_medium(io) ? 0x11 : 0x0C;
 		row->ascq = 0x00;
 		row->info = io->op == DISK_OP_READ || write;
 		break;

@@ -17,9 +17,10 @@
  * member specs separated by '+'. That covers every shape a kind has: a size
  * (mem:), a path with ;options (file:, sql:), an inner spec (memdiff:,
  * prwrap:), leading arguments then an inner spec (sqldiff:, autocache:,
- * crypt:, delay:), a list of members (striped:) and an opaque URI (nbd:,
- * blob:). Parsed values land in the fields of struct spec that the
- * descriptors name.
+ * crypt:, delay:, error:, whose rules argument spans several ':'-fields
+ * through its extent function), a list of members (striped:) and an
+ * opaque URI (nbd:, blob:). Parsed values land in the fields of struct
+ * spec that the descriptors name.
  */
 #ifndef DISKSTACK_STORAGE_KIND_H
 #define DISKSTACK_STORAGE_KIND_H
@@ -45,7 +46,7 @@ struct spec {
 	const char *text;         /* the whole spec string (copy owned by the root) */
 	size_t off, len;          /* this node's extent in @text */
 	char *path;               /* file/sql/sqldiff path, blob/nbd url, crypt key file, autocache key */
-	char *arg;                /* blob format, crypt cipher */
+	char *arg;                /* blob format, crypt cipher, error rules */
 	bool direct;              /* file: ;direct */
 	bool create;              /* file/sql: ;create=<size>, sqldiff: ;create */
 	uint64_t size;            /* mem size, create= size, striped chunk bytes */
@@ -115,6 +116,11 @@ struct spec_arg {
 	const char *missing_next_hint;
 	/* URI: returns 0, or -EINVAL with @e filled. */
 	int (*check)(const char *text, size_t len, struct spec_arg_error *e);
+	/* Optional, for an argument that may itself contain ':' (error:
+	 * rules): the length of the argument at the start of @text, the
+	 * @len bytes of the node left; at most @len. Without it a (non-final)
+	 * argument ends at the next ':'. */
+	size_t (*extent)(const char *text, size_t len);
 	/* STRING: the value names a local file the open function opens (the
 	 * crypt key file), as every PATH argument does: spec_map_files
 	 * visits it. */
@@ -210,6 +216,9 @@ int spec_autocache_dir(const struct spec_ctx *ctx, const char **out, char *err, 
 
 /* Parses a size ("512", "64K", "1G", "1GB"). Returns 0 or -EINVAL/-ERANGE. */
 int spec_parse_size(const char *s, size_t len, uint64_t *out);
+/* Parses a time: decimal digits, then "ms" (the default) or "us", into
+ * microseconds. Returns 0 or -EINVAL/-ERANGE. */
+int spec_parse_time_us(const char *s, size_t len, uint64_t *out_us);
 /* Formats @bytes compactly ("1G", "1536K", "1000"). */
 void spec_format_size(uint64_t bytes, char *buf, size_t len);
 

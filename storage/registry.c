@@ -20,6 +20,7 @@
 	X(crypt_kind_crypt) \
 	X(prwrap_kind_prwrap) \
 	X(delay_kind_delay) \
+	X(error_kind_error) \
 	X(striped_kind_striped) \
 	X(nbdclient_kind_nbd)
 

@@ -166,9 +166,7 @@ void spec_format_size(uint64_t bytes, char *buf, size_t len)
 	snprintf(buf, len, "%llu", (unsigned long long)bytes);
 }
 
-/* A delay: digits, then "ms" (default) or "us". Returns 0, -EINVAL or
- * -ERANGE. */
-static int spec_parse_time_us(const char *s, size_t len, uint64_t *out_us)
+int spec_parse_time_us(const char *s, size_t len, uint64_t *out_us)
 {
 	uint64_t v, mult = 1000;
 	size_t i;
@@ -522,7 +520,9 @@ static int spec_parse_args(struct spec_parser *p, struct spec *s, size_t off, si
 	for (unsigned i = 0; i < k->nargs; i++) {
 		const struct spec_arg *a = &k->args[i];
 		bool rest = i + 1 == k->nargs && k->tail == SPEC_TAIL_NONE;
-		size_t stop = rest ? end : spec_find(p, off, end, ':');
+		size_t stop = rest ? end
+				   : a->extent ? off + MIN(a->extent(p->text + off, end - off), end - off)
+				   : spec_find(p, off, end, ':');
 		/* A word or string is judged before what must follow it;
 		 * the other types after ("missing ':<spec>' after the
 		 * delay" rather than "bad delay" for "delay:x"). */

@@ -16,6 +16,7 @@
  *   crypt:xts-aes-256:<keyfile>:<spec> XTS-AES-256 encryption
  *   prwrap:<spec>                      persistent-reservation emulation
  *   delay:<time>[/<time>]:<spec>       read[/write] delay, ms (or us suffix)
+ *   error:<rules>:<spec>               fault injection (<ops>:<status>[;opt...][/<rule>...])
  *   striped:<chunk>:<spec>+<spec>...   striping over several disks
  *   nbd:<uri>                          a remote NBD export (libnbd)
  *
@@ -70,6 +71,7 @@ void spec_print_usage(FILE *fp, const char *indent);
  *   crypt      arg = "xts-aes-256", path = the key file, inner
  *   prwrap     inner
  *   delay      delay_read_us, delay_write_us (the same when one time), inner
+ *   error      arg = the rules text (storage/decorators/error.h), inner
  *   striped    size = chunk bytes (non-zero multiple of 512), members (>= 1)
  *   nbd        path = the URI (scheme checked)
  * The bare-path form parses as a file node.

@@ -74,9 +74,17 @@ int ubsrv_status_errno(int status, int os_errno, int medium)
 		switch (os_errno) {
 		case ENOSPC:
 		case EDQUOT:
+		case EFBIG:
 			return -ENOSPC;     /* BLK_STS_NOSPC */
 		case ETIMEDOUT:
 			return -ETIMEDOUT;  /* BLK_STS_TIMEOUT */
+		case ENODATA:
+		case EBADMSG:
+		case EILSEQ:
+			/* The medium itself failed (a host disk's BLK_STS_MEDIUM
+			 * comes back as ENODATA): BLK_STS_MEDIUM, as the SCSI
+			 * and NVMe frontends report a medium error for these. */
+			return -ENODATA;
 		default:
 			return -EIO;
 		}

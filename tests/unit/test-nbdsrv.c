@@ -86,8 +86,13 @@ static void test_nbdsrv_errmap_errno(void **state)
 	assert_int_equal(nbdsrv_error_of_errno(EFBIG, NBDSRV_ERRC_WRITE), NBDW_ENOSPC);
 	assert_int_equal(nbdsrv_error_of_errno(ENOMEM, NBDSRV_ERRC_READ), NBDW_ENOMEM);
 	assert_int_equal(nbdsrv_error_of_errno(EINVAL, NBDSRV_ERRC_READ), NBDW_EINVAL);
-	assert_int_equal(nbdsrv_error_of_errno(EOVERFLOW, NBDSRV_ERRC_READ), NBDW_EOVERFLOW);
-	assert_int_equal(nbdsrv_error_of_errno(ESHUTDOWN, NBDSRV_ERRC_READ), NBDW_ESHUTDOWN);
+	/* EOVERFLOW and ESHUTDOWN are the server's own answers (a DF read that
+	 * does not fit, a server that stops), never a disk's: a disk's ESHUTDOWN
+	 * would make the client disconnect from a server that stays up. */
+	assert_int_equal(nbdsrv_error_of_errno(EOVERFLOW, NBDSRV_ERRC_READ), NBDW_EINVAL);
+	assert_int_equal(nbdsrv_error_of_errno(EOVERFLOW, NBDSRV_ERRC_WRITE), NBDW_EINVAL);
+	assert_int_equal(nbdsrv_error_of_errno(ESHUTDOWN, NBDSRV_ERRC_READ), NBDW_EIO);
+	assert_int_equal(nbdsrv_error_of(DISK_IO_ERROR, ESHUTDOWN, NBDSRV_ERRC_WRITE), NBDW_EIO);
 	/* ENOTSUP only for fast zero. */
 	assert_int_equal(nbdsrv_error_of_errno(EOPNOTSUPP, NBDSRV_ERRC_FAST_ZERO), NBDW_ENOTSUP);
 	assert_int_equal(nbdsrv_error_of_errno(EOPNOTSUPP, NBDSRV_ERRC_WRITE), NBDW_EINVAL);

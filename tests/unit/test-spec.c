@@ -238,7 +238,7 @@ static void test_spec_reference_errors(void **state)
 	parse_fails("crypt:xts-aes-256:key.bin", "'key.bin'", "':<spec>'", NULL);
 	parse_fails("invalid:path", "invalid disk kind 'invalid'",
 		    "valid kinds: mem, memdiff, file, sql, sqldiff, autocache, blob, crypt, "
-		    "prwrap, delay, striped, nbd", NULL);
+		    "prwrap, delay, error, striped, nbd", NULL);
 	parse_fails("file:disk.vhd;create=", "'create='", NULL);
 	parse_fails("file:disk.img;bogus", "'bogus'", "unknown", NULL);
 	parse_fails("sql:db.sqlite;direct", "'direct'", "sql", NULL);
@@ -631,7 +631,7 @@ static void test_spec_registry(void **state)
 {
 	static const char *const names[] = {
 		"mem", "memdiff", "file", "sql", "sqldiff", "autocache", "blob", "crypt",
-		"prwrap", "delay", "striped", "nbd",
+		"prwrap", "delay", "error", "striped", "nbd",
 	};
 	/* What this build has (configure --without-* drops some). */
 	static const char *const available[] = { "mem", "memdiff", "file", "prwrap", "striped",
@@ -644,7 +644,7 @@ static void test_spec_registry(void **state)
 #ifdef HAVE_SQLITE
 						  "sql", "sqldiff", "autocache",
 #endif
-						  "crypt", "delay" };
+						  "crypt", "delay", "error" };
 	unsigned n = 0;
 	char *buf = NULL;
 	size_t blen = 0;
@@ -1092,7 +1092,7 @@ static void test_spec_registry_complete(void **state)
 extern const struct spec_kind ramlayer_kind_mem, ramlayer_kind_memdiff, filedisk_kind_file,
 	sqlitelayer_kind_sql, sqlitelayer_kind_sqldiff, sqlitelayer_kind_autocache,
 	blob_kind_blob, crypt_kind_crypt, prwrap_kind_prwrap, delay_kind_delay,
-	striped_kind_striped, nbdclient_kind_nbd;
+	error_kind_error, striped_kind_striped, nbdclient_kind_nbd;
 
 static void test_spec_registry_declared(void **state)
 {
@@ -1100,7 +1100,7 @@ static void test_spec_registry_declared(void **state)
 		&ramlayer_kind_mem, &ramlayer_kind_memdiff, &filedisk_kind_file,
 		&sqlitelayer_kind_sql, &sqlitelayer_kind_sqldiff, &sqlitelayer_kind_autocache,
 		&blob_kind_blob, &crypt_kind_crypt, &prwrap_kind_prwrap, &delay_kind_delay,
-		&striped_kind_striped, &nbdclient_kind_nbd,
+		&error_kind_error, &striped_kind_striped, &nbdclient_kind_nbd,
 	};
 	struct spec *s;
 	unsigned n = 0;

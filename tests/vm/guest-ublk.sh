@@ -339,6 +339,49 @@ test_signal()
 	[ ! -e "$dev" ] || { fail "$dev remains"; return 1; }
 }
 
+# 11. Injected faults (error:): the guest's dd sees the errno of the ublk
+# status table (ublk/ubsrv-queue.c): EIO for an I/O error, ENOSPC for out
+# of space, ENODATA (BLK_STS_MEDIUM) for a medium error and for an I/O
+# error with ENODATA (what a host disk's medium error is); requests outside
+# the rules' ranges keep working, and so does the device afterwards.
+# Direct I/O of whole 4 KiB blocks: busybox dd drops O_DIRECT when the
+# kernel refuses its buffer (6.1 wants 512-byte aligned memory), and
+# through the page cache a read error is EIO and a write error waits for
+# writeback.
+dd_fails()
+{
+	# $1: the expected strerror text; the rest: dd's arguments
+	want=$1
+	shift
+	if dd "$@" 2>"$T/dd.err"; then
+		fail "dd $* succeeded"
+		return 1
+	fi
+	grep -q "$want" "$T/dd.err" || { cat "$T/dd.err"; fail "dd $*: not '$want'"; return 1; }
+	info "dd $*: $(grep -v records "$T/dd.err" | head -n1)"
+}
+test_error_statuses()
+{
+	dev=$(ublk_up 'error:read:eio;range=2048-4095/write:enospc;range=8192/read:medium;range=16384/write:medium;range=16385/read:enodata;range=24576:mem:16M' \
+		--pidfile "$T/s.pid") || { fail "ublk add"; return 1; }
+	id=$(dev_id "$dev")
+	dd if="$dev" of=/dev/null bs=4k count=16 iflag=direct 2>"$T/dd.err" ||
+		{ cat "$T/dd.err"; fail "read outside the ranges"; return 1; }
+	dd_fails 'Input/output error' if="$dev" of=/dev/null bs=4k skip=256 count=1 iflag=direct || return 1
+	dd_fails 'No space left on device' if=/dev/zero of="$dev" bs=4k seek=1024 count=1 oflag=direct || return 1
+	dd_fails 'No data available' if="$dev" of=/dev/null bs=4k skip=2048 count=1 iflag=direct || return 1
+	dd_fails 'No data available' if=/dev/zero of="$dev" bs=4k seek=2048 count=1 oflag=direct || return 1
+	# A host disk's medium error (ENODATA) is a medium error here too.
+	dd_fails 'No data available' if="$dev" of=/dev/null bs=4k skip=3072 count=1 iflag=direct || return 1
+	# The device and its server are still there and serve the rest.
+	dd if=/dev/urandom of="$T/pat" bs=4k count=4 2>/dev/null
+	dd if="$T/pat" of="$dev" bs=4k seek=600 oflag=direct 2>/dev/null || { fail "write after the errors"; return 1; }
+	dd if="$dev" of="$T/back" bs=4k skip=600 count=4 iflag=direct 2>/dev/null
+	cmp "$T/pat" "$T/back" || { fail "read back after the errors differs"; return 1; }
+	kill -0 "$(cat "$T/s.pid")" || { fail "the server died"; return 1; }
+	ds ublk del "$id" || { fail "del"; return 1; }
+}
+
 run_test driver-missing test_driver_missing
 run_test modprobe-add-list-del test_modprobe_add_del
 run_test bad-arguments test_bad_args
@@ -353,3 +396,4 @@ test_sigint() { test_signal INT; }
 test_sigterm() { test_signal TERM; }
 run_test sigint test_sigint
 run_test sigterm test_sigterm
+run_test error-statuses test_error_statuses
