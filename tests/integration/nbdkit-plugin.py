@@ -3,7 +3,8 @@
 (tests/integration/test-nbdkit-plugin-nbdsh.sh runs it under nbdkit --run).
 
 MODE rw: a writable mem:64M; ro: mem:1M,ro; nozero: a disk without fast
-zero (crypt:, whose zeroes are written ciphertext). Checks every negotiated capability and block
+zero (crypt:, whose zeroes are written ciphertext); errors: failures
+injected by the error: decorator (the spec in the test script). Checks every negotiated capability and block
 size, data round trips, FUA, trim, zero, cache, block status, and the
 errors: unaligned requests (EINVAL from the plugin), past the end
 (nbdkit's own range check), writes to a read-only spec (EPERM), fast
@@ -44,6 +45,18 @@ assert h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
 h.set_strict_mode(0)
 expect_error(errno.EINVAL, h.pread, 100, 3)
 expect_error(errno.EINVAL, h.pread, 512, size)
+
+if mode == "errors":
+    # Injected failures (the error: decorator) reach the client with the
+    # errno `diskstack serve` would send, and the server keeps serving.
+    expect_error(errno.EIO, h.pread, 512, 0)
+    expect_error(errno.ENOSPC, h.pwrite, b"x" * 512, 0)
+    expect_error(errno.EPERM, h.trim, 4096, 4096)
+    expect_error(errno.EIO, h.flush)
+    h.pwrite(b"y" * 512, 4096)
+    assert h.pread(512, 4096) == b"y" * 512
+    print("errors ok")
+    sys.exit(0)
 
 if mode == "ro":
     assert size == 1 << 20
