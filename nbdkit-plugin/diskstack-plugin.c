@@ -607,4 +607,7 @@ static struct nbdkit_plugin dsnbdkit_plugin = {
 	.errno_is_preserved = 0,
 };
 
+/* Defined by the macro below, the one symbol nbdkit looks up; declared
+ * first for -Wmissing-prototypes. */
+NBDKIT_DLL_PUBLIC struct nbdkit_plugin *plugin_init(void);
 NBDKIT_REGISTER_PLUGIN(dsnbdkit_plugin)
