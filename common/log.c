@@ -23,6 +23,7 @@
 #define LOG_LEVEL_UNSET (-1)
 
 static const char *_Atomic log_program;
+static _Atomic log_sink_fn log_sink;
 /* The maximum level printed; LOG_LEVEL_UNSET until first used. */
 static _Atomic int log_level = LOG_LEVEL_UNSET;
 
@@ -36,6 +37,11 @@ static const char *const log_level_names[] = {
 void log_set_program(const char *name)
 {
 	atomic_store(&log_program, name);
+}
+
+void log_set_sink(log_sink_fn sink)
+{
+	atomic_store(&log_sink, sink);
 }
 
 void log_set_level(enum log_level level)
@@ -70,11 +76,25 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	const char *prog, *lname;
 	size_t len = 0, room = sizeof(line) - 1; /* keep one byte for '\n' */
 	int saved_errno = errno;
+	log_sink_fn sink;
 	va_list ap;
 	int n;
 
 	if (!log_enabled(level))
 		return;
+	sink = atomic_load(&log_sink);
+	if (sink) {
+		va_start(ap, fmt);
+		errno = saved_errno;
+		vsnprintf(line, sizeof(line), fmt, ap);
+		va_end(ap);
+		len = strlen(line);
+		if (len > 0 && line[len - 1] == '\n')
+			line[len - 1] = '\0';
+		sink(level, line);
+		errno = saved_errno;
+		return;
+	}
 	prog = atomic_load(&log_program);
 	if (!prog)
 		prog = program_invocation_short_name;

@@ -20,6 +20,16 @@ void log_set_level(enum log_level level);
 /* True when messages of @level are printed. */
 bool log_enabled(enum log_level level);
 
+/* Sends every message from now on to @sink instead of stderr (NULL: back
+ * to stderr), for hosts that own the process's logging (the nbdkit plugin
+ * forwards to nbdkit_error/nbdkit_debug, which reach syslog when nbdkit
+ * runs in the background and stderr is /dev/null). @msg is the text alone,
+ * without program name, level or newline, and lives only for the call.
+ * The level filter still applies first. @sink runs on the logging thread
+ * and must be thread-safe; errno is restored after it returns. */
+typedef void (*log_sink_fn)(enum log_level level, const char *msg);
+void log_set_sink(log_sink_fn sink);
+
 /* Prints one message at @level. */
 void log_msg(enum log_level level, const char *fmt, ...) PRINTF_FMT(2, 3);
 

@@ -147,6 +147,7 @@ enum reactor_local_slot {
 	REACTOR_LOCAL_CRYPT,       /* decorators */
 	REACTOR_LOCAL_USER1,
 	REACTOR_LOCAL_USER2,
+	REACTOR_LOCAL_SQLITE,      /* storage/layers/sqlitelayer.c: its contexts on this reactor */
 	REACTOR_LOCAL_NR
 };
 /* Returns the slot's value (NULL until set). */

@@ -121,6 +121,10 @@ struct spec_arg {
 	 * @len bytes of the node left; at most @len. Without it a (non-final)
 	 * argument ends at the next ':'. */
 	size_t (*extent)(const char *text, size_t len);
+	/* STRING: the value names a local file the open function opens (the
+	 * crypt key file), as every PATH argument does: spec_map_files
+	 * visits it. */
+	bool local_file;
 };
 
 /* What follows the arguments. */

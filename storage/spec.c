@@ -821,6 +821,30 @@ static void spec_node_shown(const struct spec *s, char *buf, size_t len)
 	}
 }
 
+int spec_map_files(struct spec *s, int (*fn)(char **path, void *arg), void *arg)
+{
+	int r;
+
+	if (!s)
+		return 0;
+	for (unsigned i = 0; i < s->kind->nargs; i++) {
+		const struct spec_arg *a = &s->kind->args[i];
+		char **v;
+
+		if (a->type != SPEC_ARG_PATH && !(a->type == SPEC_ARG_STRING && a->local_file))
+			continue;
+		v = SPEC_AT(s, a->field, char *);
+		if (*v && (r = fn(v, arg)) < 0)
+			return r;
+	}
+	if ((r = spec_map_files(s->inner, fn, arg)) < 0)
+		return r;
+	for (unsigned i = 0; i < s->nmembers; i++)
+		if ((r = spec_map_files(s->members[i], fn, arg)) < 0)
+			return r;
+	return 0;
+}
+
 const struct spec *spec_find_node(const struct spec *s,
 				  bool (*match)(const struct spec *node, const void *arg),
 				  const void *arg)

@@ -86,6 +86,18 @@ const struct spec *spec_find_node(const struct spec *s,
 				  bool (*match)(const struct spec *node, const void *arg),
 				  const void *arg);
 
+/*
+ * Calls @fn on every argument of the tree @s that names a local file (the
+ * PATH arguments of file:, sql: and sqldiff:, the crypt key file), depth
+ * first, with the address of the owned string: @fn may replace it (freeing
+ * the old one with free(), the new one malloc'd). For frontends that
+ * change directory between parsing and opening (nbdkit's plugin makes them
+ * absolute before nbdkit chdirs to /). URLs (blob:, nbd:) and the
+ * autocache key are not files and are not visited. Returns 0, or the
+ * first negative value @fn returns (the walk stops there).
+ */
+int spec_map_files(struct spec *s, int (*fn)(char **path, void *arg), void *arg);
+
 /* Whether @text (borrowed) parses and ends in ",dvd": a frontend that can
  * serve SCSI makes it a DVD logical unit (and opens it with spec_open_str,
  * which opens it read-only). A spec that does not parse gives false; its

@@ -40,6 +40,7 @@ build_pkgs=(
 	libnbd-dev
 	libcmocka-dev
 	libjansson-dev
+	nbdkit-plugin-dev
 )
 test_pkgs=(
 	valgrind

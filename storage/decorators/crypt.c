@@ -1114,6 +1114,7 @@ const struct spec_kind crypt_kind_crypt = {
 		  .missing_next = "missing ':<keyfile>:<spec>' after the cipher",
 		  .missing_next_hint = "write crypt:xts-aes-256:<keyfile>:<spec>" },
 		{ .type = SPEC_ARG_STRING, .name = "key file", .field = SPEC_FIELD(path),
+		  .local_file = true,
 		  .missing_hint = "write crypt:xts-aes-256:<keyfile>:<spec>",
 		  .missing_next = "missing ':<spec>' after the key file",
 		  .missing_next_hint = "write crypt:xts-aes-256:<keyfile>:<spec> "

@@ -212,6 +212,10 @@ struct sql_lane {
  * pool while a lane is busy. */
 struct sql_rctx {
 	struct sql_rctx *next;       /* sqlitelayer.rctxs */
+	/* The reactor's list of contexts (NULL: not registered, freed with
+	 * the layer only); under sql_reg_lock. */
+	struct sql_rreg *reg;
+	struct sql_rctx *rnext;
 	struct sqlitelayer *sl;
 	struct reactor *r;
 	struct disk_io *rhead, **rtail;  /* pending reads and block status */
@@ -286,6 +290,25 @@ struct sqlitelayer {
 };
 
 static _Atomic uint64_t sql_next_id = 1;
+
+/*
+ * Per reactor, in its REACTOR_LOCAL_SQLITE slot: the contexts of every
+ * layer on that reactor, so that they go away with the reactor and not
+ * only with the layer. A process whose reactors come and go (nbdkit's
+ * plugin makes one per worker thread, and nbdkit makes workers per
+ * connection) would otherwise keep one context per (layer, reactor that
+ * ever existed) until the layer closes, and walk them all under rctx_lock
+ * on each new reactor's first request. sql_reg_lock protects every
+ * sql_rreg list and each context's reg and rnext, whoever frees first
+ * (the reactor on its thread, or the layer on any); it is taken before
+ * a layer's rctx_lock, and only when a context is made or freed.
+ */
+struct sql_rreg {
+	struct reactor *r;
+	struct sql_rctx *head;       /* linked through sql_rctx.rnext */
+};
+
+static pthread_mutex_t sql_reg_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* The last (layer, reactor) -> context lookup of this thread. */
 static __thread struct {
@@ -1455,13 +1478,77 @@ static void sql_lane_init(struct sql_lane *lane, struct sql_rctx *rc, bool write
 	lane->w.done = sql_lane_done;
 }
 
+/* Runs in reactor_free(), on the reactor's thread: frees the contexts
+ * every layer made for it (no request of theirs is pending: the reactor
+ * is going away). */
+static void sql_rreg_free(void *value)
+{
+	struct sql_rreg *reg = value;
+
+	pthread_mutex_lock(&sql_reg_lock);
+	while (reg->head) {
+		struct sql_rctx *rc = reg->head;
+		struct sqlitelayer *sl = rc->sl;
+
+		reg->head = rc->rnext;
+		pthread_mutex_lock(&sl->rctx_lock);
+		for (struct sql_rctx **pp = &sl->rctxs; *pp; pp = &(*pp)->next) {
+			if (*pp == rc) {
+				*pp = rc->next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&sl->rctx_lock);
+		assert(!rc->wlane.busy && !rc->rhead && !rc->whead);
+		free(rc);
+	}
+	pthread_mutex_unlock(&sql_reg_lock);
+	if (sql_tls.r == reg->r)
+		sql_tls.id = 0;
+	free(reg);
+}
+
+/* Reactor @r's list of contexts (made on first use), or NULL without
+ * memory (the contexts then live as long as their layers). @r is the
+ * calling thread's. */
+static struct sql_rreg *sql_rreg_get(struct reactor *r)
+{
+	struct sql_rreg *reg = reactor_local_get(r, REACTOR_LOCAL_SQLITE);
+
+	if (!reg && (reg = calloc(1, sizeof(*reg)))) {
+		reg->r = r;
+		reactor_local_set(r, REACTOR_LOCAL_SQLITE, reg, sql_rreg_free);
+	}
+	return reg;
+}
+
+/* Unlinks @rc from its reactor's list; under sql_reg_lock. */
+static void sql_rreg_forget(struct sql_rctx *rc)
+{
+	if (!rc->reg)
+		return;
+	for (struct sql_rctx **pp = &rc->reg->head; *pp; pp = &(*pp)->rnext) {
+		if (*pp == rc) {
+			*pp = rc->rnext;
+			break;
+		}
+	}
+	rc->reg = NULL;
+}
+
 /* The context of reactor @r, created on first use. */
 static struct sql_rctx *sql_rctx_get(struct sqlitelayer *sl, struct reactor *r)
 {
 	struct sql_rctx *rc;
 
+	struct sql_rreg *reg = NULL;
+
 	if (likely(sql_tls.id == sl->id && sql_tls.r == r))
 		return sql_tls.rc;
+	/* The reactor's slot can only be read on its thread. */
+	if (r == reactor_current())
+		reg = sql_rreg_get(r);
+	pthread_mutex_lock(&sql_reg_lock);
 	pthread_mutex_lock(&sl->rctx_lock);
 	for (rc = sl->rctxs; rc; rc = rc->next)
 		if (rc->r == r)
@@ -1478,9 +1565,15 @@ static struct sql_rctx *sql_rctx_get(struct sqlitelayer *sl, struct reactor *r)
 			sql_lane_init(&rc->wlane, rc, true);
 			rc->next = sl->rctxs;
 			sl->rctxs = rc;
+			if (reg) {
+				rc->reg = reg;
+				rc->rnext = reg->head;
+				reg->head = rc;
+			}
 		}
 	}
 	pthread_mutex_unlock(&sl->rctx_lock);
+	pthread_mutex_unlock(&sql_reg_lock);
 	if (rc && r == reactor_current()) {
 		sql_tls.id = sl->id;
 		sql_tls.r = r;
@@ -1745,13 +1838,16 @@ static void sqlitelayer_free(struct sqlitelayer *sl)
 		free(sl->readers);
 	}
 	sql_conn_close(sl->writer);
+	pthread_mutex_lock(&sql_reg_lock);
 	while (sl->rctxs) {
 		struct sql_rctx *rc = sl->rctxs;
 
 		assert(!rc->wlane.busy && !rc->rhead && !rc->whead);
 		sl->rctxs = rc->next;
+		sql_rreg_forget(rc);
 		free(rc);
 	}
+	pthread_mutex_unlock(&sql_reg_lock);
 	if (sql_tls.id == sl->id)
 		sql_tls.id = 0;
 	pthread_mutex_destroy(&sl->writer_lock);
@@ -1856,6 +1952,21 @@ int sqlitelayer_new(const char *path, const struct sqlitelayer_opts *opts, struc
 		return r;
 	}
 	return 0;
+}
+
+unsigned sqlitelayer_reactor_contexts(struct layer *l)
+{
+	struct sqlitelayer *sl;
+	unsigned n = 0;
+
+	if (!l || layer_get_ops(l) != &sqlitelayer_ops)
+		return 0;
+	sl = sql_of(l);
+	pthread_mutex_lock(&sl->rctx_lock);
+	for (struct sql_rctx *rc = sl->rctxs; rc; rc = rc->next)
+		n++;
+	pthread_mutex_unlock(&sl->rctx_lock);
+	return n;
 }
 
 const char *sqlitelayer_path(struct layer *l)

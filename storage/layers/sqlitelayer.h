@@ -83,6 +83,10 @@ void autocache_key_from_id(const uint8_t id[16], char buf[33]);
  * NULL if @l is not one. */
 const char *sqlitelayer_path(struct layer *l);
 
+/* How many per-reactor contexts the layer @l holds (0 if @l is not an
+ * SQLite layer): one per live reactor that has used it. For tests. */
+unsigned sqlitelayer_reactor_contexts(struct layer *l);
+
 /* Spec open functions (the kinds in sqlitelayer-spec.c): sql:, sqldiff:, autocache:. */
 int sqlitelayer_spec_open_sql(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 			      struct layer **out, bool *read_cache, char *err, size_t errlen);

@@ -24,6 +24,7 @@ RANK = {
     "scsi": 2, "nvme_emul": 2, "ide": 2,
     "nbd": 3, "ublk": 3, "iscsi": 3, "nvmf": 3, "vhost": 3,
     "ctl": 3,                      # the control socket (JSON-RPC); its methods live in tools/
+    "nbdkit-plugin": 3,
     "tools": 4,
 }
 # Lower-rank folders a folder must not use even so.

@@ -1229,6 +1229,57 @@ static void test_spec_removable_option(void **state)
 
 /* Where a spec's writes persist: the file under decorators, the top
  * SQLite diff layer; nothing for RAM, remote or striped disks. */
+/* spec_map_files visits the file names (file:, sql:, sqldiff:, the crypt
+ * key file, striped members), never URLs or the autocache key, and its
+ * replacements are what spec_free frees. */
+static int map_prefix(char **path, void *arg)
+{
+	char *n = NULL;
+
+	if (asprintf(&n, "/abs/%s", *path) < 0)
+		return -ENOMEM;
+	strcat((char *)arg, *path);
+	strcat((char *)arg, " ");
+	free(*path);
+	*path = n;
+	return 0;
+}
+
+static int map_fail(char **path, void *arg)
+{
+	(*(int *)arg)++;
+	return -EACCES;
+}
+
+static void test_spec_map_files(void **state)
+{
+	struct spec *s = NULL;
+	char seen[256] = "";
+	int calls = 0;
+
+	(void)state;
+	assert_int_equal(spec_parse("crypt:xts-aes-256:k.bin:sqldiff:d.dbhd:striped:64K:"
+				    "a.img+file:b.img+nbd:nbd://h/x+sql:c.dbhd",
+				    &s, NULL, 0), 0);
+	assert_int_equal(spec_map_files(s, map_prefix, seen), 0);
+	assert_string_equal(seen, "k.bin d.dbhd a.img b.img c.dbhd ");
+	assert_string_equal(s->path, "/abs/k.bin");
+	assert_string_equal(s->inner->path, "/abs/d.dbhd");
+	assert_string_equal(s->inner->inner->members[2]->path, "nbd://h/x");
+	spec_free(s);
+
+	assert_int_equal(spec_parse("autocache:key:blob:flat:http://h/d", &s, NULL, 0), 0);
+	seen[0] = '\0';
+	assert_int_equal(spec_map_files(s, map_prefix, seen), 0);
+	assert_string_equal(seen, "");
+	spec_free(s);
+
+	assert_int_equal(spec_parse("memdiff:file:x.img", &s, NULL, 0), 0);
+	assert_int_equal(spec_map_files(s, map_fail, &calls), -EACCES);
+	assert_int_equal(calls, 1);
+	spec_free(s);
+}
+
 static void test_spec_write_path(void **state)
 {
 	char p[64];
@@ -1289,6 +1340,7 @@ int main(void)
 						tu_reactor_setup, tu_reactor_teardown),
 		cmocka_unit_test(test_spec_open_unavailable),
 		cmocka_unit_test(test_spec_open_autocache_needs_dir),
+		cmocka_unit_test(test_spec_map_files),
 		cmocka_unit_test_setup_teardown(test_spec_open_missing_file,
 						tu_reactor_setup, tu_reactor_teardown),
 		cmocka_unit_test_setup_teardown(test_spec_open_extensions,

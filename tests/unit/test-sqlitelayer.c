@@ -892,6 +892,48 @@ static void test_sqlitelayer_threads(void **state)
 	rm_db(p);
 }
 
+/* Regression (nbdkit_plugin_reactors_leak_contexts): a reactor that goes
+ * away takes its per-reactor contexts with it. Under the nbdkit plugin
+ * every worker thread makes a reactor and nbdkit makes workers per
+ * connection; the layer kept one context per reactor that had ever used
+ * it, until the layer closed. */
+static void *rctx_thread(void *arg)
+{
+	uint8_t buf[512];
+
+	tu_reactor();
+	assert_int_equal(disk_sync_read(arg, 0, buf, sizeof(buf)), DISK_OK);
+	assert_int_equal(disk_sync_write(arg, 1, buf, sizeof(buf), 0), DISK_OK);
+	tu_reactor_done();
+	return NULL;
+}
+
+static void test_sqlitelayer_reactor_contexts_freed(void **state)
+{
+	const char *p = tu_path("rctx.dbhd");
+	struct disk *d;
+	struct layer *l;
+
+	(void)state;
+	d = new_sql_disk(p, 1 * MiB, 512);
+	l = layered_disk_layer(d, 0);
+	for (int i = 0; i < 20; i++) {
+		pthread_t th;
+
+		assert_int_equal(pthread_create(&th, NULL, rctx_thread, d), 0);
+		pthread_join(th, NULL);
+		assert_int_equal(sqlitelayer_reactor_contexts(l), 0);
+	}
+	/* A live reactor keeps its context; closing the layer first (the
+	 * other order) leaves the reactor, which lives on (the later tests
+	 * use it), nothing to free. */
+	tu_reactor();
+	assert_int_equal(disk_sync_flush(d), DISK_OK);
+	assert_int_equal(sqlitelayer_reactor_contexts(l), 1);
+	disk_unref(d);
+	rm_db(p);
+}
+
 /* Many writes in flight on one reactor: they are batched; each completes
  * with its data committed. */
 struct burst {
@@ -1341,6 +1383,7 @@ int main(void)
 		cmocka_unit_test(test_sqlitelayer_contract_layer),
 		cmocka_unit_test(test_sqlitelayer_contract_disk),
 		cmocka_unit_test(test_sqlitelayer_threads),
+		cmocka_unit_test(test_sqlitelayer_reactor_contexts_freed),
 		cmocka_unit_test(test_sqlitelayer_batched),
 		cmocka_unit_test(test_sqlitelayer_spec_sql),
 		cmocka_unit_test(test_sqlitelayer_spec_sqldiff),
