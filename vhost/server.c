@@ -777,6 +777,12 @@ static int vhostsrv_set_inflight(struct vhostsrv *s, struct vhostsrv_msg *m)
 			  (unsigned long long)in->mmap_size, in->num_queues, in->queue_size);
 		return -EINVAL;
 	}
+	if (vhostmem_fd_covers(fd, in->mmap_offset, in->mmap_size) < 0) {
+		log_error("%s: SET_INFLIGHT_FD: %llu bytes at offset %llu are past the end of the "
+			  "file", s->name, (unsigned long long)in->mmap_size,
+			  (unsigned long long)in->mmap_offset);
+		return -EINVAL;
+	}
 	p = mmap(NULL, in->mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
 		 (off_t)in->mmap_offset);
 	if (p == MAP_FAILED)

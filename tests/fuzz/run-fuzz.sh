@@ -85,6 +85,10 @@ fuzz-vhost-ring)
 	/usr/bin/python3 -I "$src/vhost-seeds.py" "$tmp/seeds"
 	dict=()
 	;;
+fuzz-vhost-msg)
+	/usr/bin/python3 -I "$src/vhost-msg-seeds.py" "$tmp/seeds"
+	dict=()
+	;;
 *)
 	echo "run-fuzz.sh: unknown fuzzer $name" >&2
 	exit 99
