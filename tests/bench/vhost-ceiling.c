@@ -135,16 +135,17 @@ int main(int argc, char **argv)
 		 * those reaped below), then one kick if the device wants it. */
 		for (unsigned k = 0; k < depth && !stop && (secs > 0 || next_seq < blocks); k++) {
 			struct slot *s = &slots[k];
-			uint64_t blk = seq ? next_seq++ % blocks : xorshift(&rng) % blocks;
 			uint8_t *h = vfront_ptr(f, s->hdr);
 			uint32_t type = write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN;
-			uint64_t sector = blk * (bs / 512);
 			struct vfront_buf b[3] = { { s->hdr, 16, false }, { s->data, bs, !write },
 						   { s->status, 1, true } };
+			uint64_t blk, sector;
 			int head;
 
 			if (s->busy)
 				continue;
+			blk = seq ? next_seq++ % blocks : xorshift(&rng) % blocks;
+			sector = blk * (bs / 512);
 			memcpy(h, &type, 4);
 			memset(h + 4, 0, 4);
 			memcpy(h + 8, &sector, 8);

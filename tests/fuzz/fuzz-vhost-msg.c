@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -135,8 +136,15 @@ static int fz_recv(struct fz *f)
 		struct pollfd p = { .fd = f->sock, .events = POLLIN };
 		ssize_t n;
 
-		if (poll(&p, 1, 20000) <= 0)
-			abort();        /* the server stopped answering: a hang */
+		if (poll(&p, 1, 20000) <= 0) {
+			/* The server stopped answering: a hang. FUZZ_HANG_PAUSE
+			 * keeps the process for a debugger. */
+			if (getenv("FUZZ_HANG_PAUSE")) {
+				fprintf(stderr, "fuzz-vhost-msg: hang, pid %d\n", (int)getpid());
+				pause();
+			}
+			abort();
+		}
 		n = recvmsg(f->sock, &mh, MSG_CMSG_CLOEXEC);
 		if (n <= 0)
 			return -1;
