@@ -14,12 +14,12 @@
 # Environment: BENCH_RUNTIME (s per run, default 5), BENCH_ROUNDS (3),
 # BENCH_SIZE_MB (64), BENCH_JOBS (default "randread-4k-qd32
 # randwrite-4k-qd32 read-1m-qd8 write-1m-qd8"), BUILD (the build
-# directory, default ./build). The two share this machine's cores with
+# directory, default ./build), DISKSTACK (the binary, default BUILD's). The two share this machine's cores with
 # whatever else runs: compare within one run only.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 build=${BUILD:-$here/../../build}
-ds=$build/diskstack
+ds=${DISKSTACK:-$build/diskstack}
 front=$build/tests/bench/vhost-ceiling
 runtime=${BENCH_RUNTIME:-5}
 rounds=${BENCH_ROUNDS:-3}
