@@ -14,8 +14,9 @@
 # Environment: BENCH_RUNTIME (s per run, default 5), BENCH_ROUNDS (3),
 # BENCH_SIZE_MB (64), BENCH_JOBS (default "randread-4k-qd32
 # randwrite-4k-qd32 read-1m-qd8 write-1m-qd8"), BUILD (the build
-# directory, default ./build), DISKSTACK (the binary, default BUILD's). The two share this machine's cores with
-# whatever else runs: compare within one run only.
+# directory, default ./build), DISKSTACK (the binary, default BUILD's).
+# The two share this machine's cores with whatever else runs: compare
+# within one run only.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 build=${BUILD:-$here/../../build}
