@@ -25,8 +25,7 @@
  *   iovec array and the device's private bytes: no allocation per request.
  * - Interrupts: completions push used entries at once and defer one
  *   "call" task per pass of the reactor, which writes the call eventfd if
- *   vhostvq_should_call says the driver wants it — as an io_uring write
- *   that rides on the reactor's next io_uring_enter.
+ *   vhostvq_should_call says the driver wants it.
  * - Framing errors (bad version, oversized payload, wrong payload size
  *   for a known request, missing fds) end the connection, as the spec
  *   allows; the front-end then sees EOF and may reconnect.
@@ -108,7 +107,7 @@ struct vhostsrv_queue {
 	unsigned inflight;
 	bool stopping, finishing, kick_armed, call_queued, broken_logged;
 	uint64_t kick_val;
-	struct reactor_op kick_op, cancel_op, call_op;
+	struct reactor_op kick_op, cancel_op;
 	struct reactor_task start_task, stop_task, finish_task, call_task, swap_task;
 	int swap_fd;                    /* the new fd for swap_task */
 	bool swap_err;                  /* swap_task swaps err_fd, not call_fd */
@@ -192,31 +191,10 @@ static void vhostsrv_signal_fd(int fd)
 		log_debug("vhost: eventfd write: %s", strerror(errno));
 }
 
-static void vhostsrv_call_write_cb(struct reactor_op *op UNUSED, int res)
-{
-	if (res < 0)
-		log_debug("vhost: call eventfd write: %s", strerror(-res));
-}
-
-/*
- * Interrupts the driver if it wants one. The eventfd write is an SQE,
- * not a write(2): it goes to the kernel with the io_uring_enter the
- * reactor makes anyway (to re-arm the kick read, or to wait), one
- * syscall less per call, and a call is about one per request when the
- * guest is slower than the back-end (docs/bench-vhost.md). The fd must
- * not close while the SQE is unsubmitted: whoever closes or swaps it
- * flushes first (vhostsrv_swap_task, vhostsrv_finish_task).
- */
 static void vhostsrv_call(struct vhostsrv_queue *q)
 {
-	static const uint64_t one = 1;
-	struct io_uring_sqe *sqe;
-
-	if (q->call_fd < 0 || !vhostvq_should_call(&q->vq))
-		return;
-	sqe = reactor_get_sqe(q->thr->r);
-	io_uring_prep_write(sqe, q->call_fd, &one, sizeof(one), 0);
-	reactor_sqe_set_op(sqe, &q->call_op);
+	if (vhostvq_should_call(&q->vq))
+		vhostsrv_signal_fd(q->call_fd);
 }
 
 static void vhostsrv_call_task(struct reactor_task *t)
@@ -233,8 +211,6 @@ static void vhostsrv_finish_task(struct reactor_task *t)
 	struct vhostsrv_queue *q = container_of(t, struct vhostsrv_queue, finish_task);
 
 	vhostsrv_call(q);
-	/* The control thread may close the call fd once we signal. */
-	(void)reactor_flush(q->thr->r);
 	vhostsrv_sync_signal(q->s);
 }
 
@@ -379,9 +355,7 @@ static void vhostsrv_swap_task(struct reactor_task *t)
 	struct vhostsrv_queue *q = container_of(t, struct vhostsrv_queue, swap_task);
 	int *fd = q->swap_err ? &q->err_fd : &q->call_fd;
 
-	/* Interrupts owed to the driver go to the new fd; a call write
-	 * queued for the old one is submitted before it closes. */
-	(void)reactor_flush(q->thr->r);
+	/* Interrupts owed to the driver go to the new fd. */
 	vhostsrv_close_fd(fd);
 	*fd = q->swap_fd;
 	if (!q->swap_err)
@@ -1289,7 +1263,6 @@ int vhostsrv_new(const struct vhostsrv_opts *o, struct vhostsrv **out)
 		q->kick_fd = q->call_fd = q->err_fd = -1;
 		q->kick_op.cb = vhostsrv_kick_cb;
 		q->cancel_op.cb = vhostsrv_cancel_cb;
-		q->call_op.cb = vhostsrv_call_write_cb;
 		q->start_task.fn = vhostsrv_start_task;
 		q->stop_task.fn = vhostsrv_stop_task;
 		q->finish_task.fn = vhostsrv_finish_task;
