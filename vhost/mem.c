@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/compiler.h"
@@ -55,6 +56,20 @@ static int vhostmem_check(const struct vhostmem *m, uint64_t guest_phys, uint64_
 	return 0;
 }
 
+int vhostmem_fd_covers(int fd, uint64_t off, uint64_t len)
+{
+	struct stat st;
+	uint64_t end;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	if (ADD_OVERFLOW(off, len, &end) || end > (uint64_t)st.st_size)
+		return -EINVAL;
+	return 0;
+}
+
 int vhostmem_add_fd(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint64_t user_addr,
 		    int fd, uint64_t mmap_offset)
 {
@@ -70,6 +85,8 @@ int vhostmem_add_fd(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint
 	 * aligned, the spec does not promise it. */
 	if (ADD_OVERFLOW(size, mmap_offset - start, &len) || len > SIZE_MAX || mmap_offset > INT64_MAX)
 		return -EINVAL;
+	if ((ret = vhostmem_fd_covers(fd, mmap_offset, size)) < 0)
+		return ret;
 	p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)start);
 	if (p == MAP_FAILED)
 		return -errno;

@@ -43,11 +43,21 @@ struct vhostmem {
  */
 int vhostmem_new(struct vhostmem **out);
 
+/* Checks that bytes [@off, @off + @len) of @fd exist: a shared mapping
+ * of a regular file (a memfd) past its end faults with SIGBUS on the first
+ * access, so a front-end that sends a region larger than its file must be
+ * refused before anything touches the mapping. Returns 0, -EINVAL, or
+ * fstat's -errno. Other kinds of fd (devices) are left to mmap.
+ * XXX: a front-end that shrinks the file later (an unsealed memfd) can
+ * still make an access fault; QEMU never does. */
+int vhostmem_fd_covers(int fd, uint64_t off, uint64_t len);
+
 /*
  * Maps @size bytes of @fd from @mmap_offset (shared, read-write) and adds
  * them as a region at @guest_phys / @user_addr. @fd is borrowed (the caller
  * closes it; the mapping stays). Returns 0, -EINVAL for an empty, wrapping
- * or overlapping region, -E2BIG when the table is full, or mmap's -errno.
+ * or overlapping region or one that ends past the end of a regular file
+ * (vhostmem_fd_covers), -E2BIG when the table is full, or mmap's -errno.
  */
 int vhostmem_add_fd(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint64_t user_addr,
 		    int fd, uint64_t mmap_offset);

@@ -101,6 +101,10 @@ fuzz-ctl-request)
 	done < "$src/ctl-seeds.txt"
 	dict=(-dict="$src/ctl.dict")
 	;;
+fuzz-vhost-msg)
+	/usr/bin/python3 -I "$src/vhost-msg-seeds.py" "$tmp/seeds"
+	dict=()
+	;;
 *)
 	echo "run-fuzz.sh: unknown fuzzer $name" >&2
 	exit 99

@@ -4,7 +4,8 @@
 # bytes of set-up (see tests/fuzz/fuzz-vhost-ring.c), then region 1 of the
 # guest's memory from gpa 0x20000: a descriptor table, an avail ring and
 # the requests' headers and data, as a Linux virtio_blk driver lays them
-# out (direct and indirect chains, every request type, good and bad).
+# out (direct and indirect chains, every request type, good and bad), and
+# as virtio_scsi does on its request, control and event queues.
 import os
 import struct
 import sys
@@ -16,9 +17,14 @@ IN, OUT, FLUSH, GET_ID, DISCARD, WZ = 0, 1, 4, 8, 11, 13
 
 
 class Guest:
-    def __init__(self, k=2, event_idx=True, indirect=True, sec4k=False, ro=False):
+    def __init__(self, k=2, event_idx=True, indirect=True, sec4k=False, ro=False, scsi_vq=None,
+                 eject=False):
         self.qsize = 4 << k
-        self.cfg = bytes([k | event_idx << 3 | indirect << 4, sec4k, ro, 0])
+        if scsi_vq is None:
+            self.cfg = bytes([k | event_idx << 3 | indirect << 4, sec4k, ro, 0])
+        else:
+            self.cfg = bytes([k | event_idx << 3 | indirect << 4, sec4k | 2,
+                              scsi_vq << 1 | eject << 3, 0])
         self.mem = bytearray(0x3000)
         self.free = FREE
         self.desc = 0
@@ -36,11 +42,16 @@ class Guest:
         self.mem[off:off + 16] = struct.pack("<QIHH", addr, ln, flags, nxt)
 
     def request(self, typ, sector, data=b"", data_out=True, indirect=False, status=True):
-        bufs = [(self.alloc(struct.pack("<IIQ", typ, 0, sector)), 16, 0)]
+        parts = [(struct.pack("<IIQ", typ, 0, sector), False)]
         if data:
-            bufs.append((self.alloc(data), len(data), 0 if data_out else WRITE))
+            parts.append((data, not data_out))
         if status:
-            bufs.append((self.alloc(b"\xee"), 1, WRITE))
+            parts.append((b"\xee", True))
+        self.chain(parts, indirect)
+
+    def chain(self, parts, indirect=False):
+        """parts: (bytes, device-writable) in order."""
+        bufs = [(self.alloc(d), len(d), WRITE if w else 0) for d, w in parts]
         if indirect:
             table = self.alloc(bytes(16 * len(bufs)))
             for i, (a, ln, fl) in enumerate(bufs):
@@ -68,8 +79,50 @@ def seg(sector, num, flags=0):
     return struct.pack("<QII", sector, num, flags)
 
 
-def main(d):
+def scsi_lun(lun, target=0):
+    return bytes([1, target, 0x40 | lun >> 8, lun & 0xff, 0, 0, 0, 0])
+
+
+def scsi_cmd(lun, cdb, tag=1):
+    return scsi_lun(lun) + struct.pack("<QBBB", tag, 0, 0, 0) + cdb.ljust(32, b"\0")
+
+
+SCSI_RESP = bytes(108)
+
+
+def scsi_seeds():
     seeds = []
+    g = Guest(k=3, scsi_vq=2)
+    g.chain([(scsi_cmd(0, b"\x12\0\0\0\x60\0"), False), (SCSI_RESP, True), (bytes(96), True)])
+    g.chain([(scsi_cmd(0, bytes([0x2a, 0, 0, 0, 0, 8, 0, 0, 8, 0])), False),
+             (b"\x5a" * 4096, False), (SCSI_RESP, True)], indirect=True)
+    g.chain([(scsi_cmd(0, bytes([0x28, 0, 0, 0, 0, 8, 0, 0, 8, 0])), False), (SCSI_RESP, True),
+             (bytes(4096), True)])
+    g.chain([(scsi_cmd(1, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0])), False), (SCSI_RESP, True),
+             (bytes(2048), True)])
+    g.chain([(scsi_cmd(0, b"\0" * 6), False), (SCSI_RESP, True)])
+    g.chain([(scsi_cmd(0, bytes([0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0])), False),
+             (SCSI_RESP, True), (bytes(256), True)])
+    g.chain([(scsi_lun(0, 5) + bytes(43), False), (SCSI_RESP, True)])
+    seeds.append(g)
+    g = Guest(k=2, scsi_vq=0)
+    for tmf in (5, 0, 4, 6):
+        g.chain([(struct.pack("<II", 0, tmf) + scsi_lun(0) + struct.pack("<Q", 1), False),
+                 (bytes(1), True)])
+    g.chain([(struct.pack("<I", 1) + scsi_lun(1) + struct.pack("<I", 1 << 4), False),
+             (bytes(8), True)])
+    g.chain([(struct.pack("<I", 2) + scsi_lun(1) + struct.pack("<I", 1 << 4), False),
+             (bytes(8), True)])
+    seeds.append(g)
+    g = Guest(k=1, scsi_vq=1, eject=True)
+    for _ in range(4):
+        g.chain([(bytes(16), True)])
+    seeds.append(g)
+    return seeds
+
+
+def main(d):
+    seeds = scsi_seeds()
     g = Guest()
     g.request(OUT, 8, b"\x5a" * 4096)
     g.request(IN, 8, bytes(4096), data_out=False)

@@ -600,6 +600,32 @@ void vfront_kick(struct vfront *f, unsigned q)
 int vfront_add_chain(struct vfront *f, unsigned q, const struct vfront_buf *bufs, unsigned n,
 		     bool indirect)
 {
+	int head = vfront_add_chain_nokick(f, q, bufs, n, indirect);
+
+	if (head >= 0)
+		vfront_kick(f, q);
+	return head;
+}
+
+bool vfront_kick_needed(struct vfront *f, unsigned q, uint16_t old_avail)
+{
+	const uint8_t *used = vfront_used(f, q);
+	uint16_t now = f->q[q].avail_idx, event, flags;
+
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (!(f->acked & BIT(VIRTIO_F_EVENT_IDX))) {
+		flags = __atomic_load_n((const uint16_t *)(const void *)used, __ATOMIC_ACQUIRE);
+		return !(flags & VIRTQ_USED_F_NO_NOTIFY);
+	}
+	/* virtio 1.2 §2.7.10: avail_event follows the used ring. */
+	event = __atomic_load_n((const uint16_t *)(const void *)(used + 4 + 8 * f->o.qsize),
+				__ATOMIC_ACQUIRE);
+	return (uint16_t)(now - event - 1) < (uint16_t)(now - old_avail);
+}
+
+int vfront_add_chain_nokick(struct vfront *f, unsigned q, const struct vfront_buf *bufs,
+			    unsigned n, bool indirect)
+{
 	struct vfq *vq = &f->q[q];
 	struct virtq_desc *desc = vfront_desc(f, q);
 	unsigned need = indirect ? 1 : n;
@@ -639,7 +665,6 @@ int vfront_add_chain(struct vfront *f, unsigned q, const struct vfront_buf *bufs
 		vq->nchain[head] = (uint8_t)n;
 	}
 	vfront_avail_push(f, q, head);
-	vfront_kick(f, q);
 	return head;
 }
 

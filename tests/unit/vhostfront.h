@@ -121,6 +121,13 @@ struct vfront_buf {
  * the head (>= 0) or -ENOSPC. */
 int vfront_add_chain(struct vfront *f, unsigned q, const struct vfront_buf *bufs, unsigned n,
 		     bool indirect);
+/* The same without the kick (a driver batching its kicks). */
+int vfront_add_chain_nokick(struct vfront *f, unsigned q, const struct vfront_buf *bufs,
+			    unsigned n, bool indirect);
+/* True when the device wants a kick for what was published since our
+ * avail index was @old_avail (EVENT_IDX's avail_event, else the used
+ * ring's NO_NOTIFY flag), as a Linux driver decides. */
+bool vfront_kick_needed(struct vfront *f, unsigned q, uint16_t old_avail);
 /* Waits (up to 10 s) for the next used entry of queue @q; its id and len
  * in *@id / *@len, and frees its descriptors. -ETIMEDOUT if none. */
 int vfront_wait_used(struct vfront *f, unsigned q, uint16_t *id, uint32_t *len);
