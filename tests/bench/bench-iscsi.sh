@@ -14,9 +14,9 @@
 # and measured by one client at a time, $ROUNDS rounds (default 3), the
 # order of the servers rotating each round, $RUNTIME seconds per job
 # (default 10): 4 KiB random read and write at QD32, 1 MiB sequential read
-# and write at QD8. iSCSI load comes from iscsi-bench.c (libiscsi, built
-# here: Debian's fio has no iSCSI engine); NBD load from fio's nbd engine
-# at the same block size and depth. Server CPU per I/O is the change of
+# and write at QD8. All load comes from one client, iscsi-bench.c (built
+# here: Debian's fio has no iSCSI engine): libiscsi for the two targets,
+# libnbd's async API for the NBD server, the same loop, offsets and depth. Server CPU per I/O is the change of
 # utime+stime in /proc/PID/stat over the job divided by the I/Os done.
 # Raw lines go to $R/raw.txt (default a new directory under $TMPDIR),
 # the summary (bench-iscsi-summary.py) to stdout and $R/summary.md.
@@ -37,10 +37,11 @@ R=${R:-$(mktemp -d "${TMPDIR:-/tmp}/bench-iscsi.XXXXXX")}
 mkdir -p "$R"
 
 say() { echo "bench-iscsi: $*" >&2; }
-for t in cc tgtd tgtadm fio; do
+for t in cc tgtd tgtadm; do
 	command -v "$t" >/dev/null || { say "$t not found (tools/quickstart.sh deps)"; exit 77; }
 done
 [ -f /usr/include/iscsi/iscsi.h ] || { say "libiscsi-dev is not installed"; exit 77; }
+[ -f /usr/include/libnbd.h ] || { say "libnbd-dev is not installed"; exit 77; }
 case " $SERVERS " in
 *" ours "*|*" nbd "*) [ -x "$DISKSTACK" ] || { say "$DISKSTACK is not built"; exit 77; } ;;
 esac
@@ -49,7 +50,7 @@ case " $SERVERS " in
 	{ say "$DISKSTACK has no iSCSI target; leaving 'ours' out"; SERVERS=${SERVERS//ours/}; } ;;
 esac
 
-cc -O2 -Wall -o "$R/iscsi-bench" "$here/iscsi-bench.c" -liscsi || { say "cannot build iscsi-bench"; exit 1; }
+cc -O2 -Wall -o "$R/iscsi-bench" "$here/iscsi-bench.c" -liscsi -lnbd || { say "cannot build iscsi-bench"; exit 1; }
 
 free_port() { /usr/bin/python3 -I -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -118,35 +119,25 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # run_job SERVER JOB: prints "ios seconds" of one run.
 run_job()
 {
-	local s=$1 job=$2 rw bs qd iscsi_args=() fio_rw
+	local s=$1 job=$2 rw bs qd iscsi_args=()
 	IFS=- read -r rw bs qd <<< "$job"
 	qd=${qd#qd}
 	case $bs in 4k) bs=4096 ;; 1m) bs=1048576 ;; *) say "bad job $job"; exit 2 ;; esac
 	case $rw in
-	randread) iscsi_args=(-r) fio_rw=randread ;;
-	randwrite) iscsi_args=(-r -w) fio_rw=randwrite ;;
-	seqread) iscsi_args=() fio_rw=read ;;
-	seqwrite) iscsi_args=(-w) fio_rw=write ;;
+	randread) iscsi_args=(-r) ;;
+	randwrite) iscsi_args=(-r -w) ;;
+	seqread) iscsi_args=() ;;
+	seqwrite) iscsi_args=(-w) ;;
 	*) say "bad job $job"; exit 2 ;;
 	esac
+	local url
 	case $s in
-	ours|tgt)
-		local url
-		if [ "$s" = ours ]; then url=iscsi://127.0.0.1:$ours_port/$iqn/0
-		else url=iscsi://127.0.0.1:$tgt_port/$iqn-tgt/1; fi
-		"$R/iscsi-bench" "${iscsi_args[@]}" -b "$bs" -q "$qd" -t "$RUNTIME" "$url" 2>>"$R/client.err" |
-			awk '{ print $2, $4 }' ;;
-	nbd)
-		fio --name=j --ioengine=nbd --uri="nbd://127.0.0.1:$nbd_port/" --rw="$fio_rw" --bs="$bs" \
-			--iodepth="$qd" --time_based --runtime="$RUNTIME" --size="$SIZE" \
-			--randrepeat=1 --output-format=json 2>>"$R/client.err" |
-			/usr/bin/python3 -I -c 'import json, sys
-# The nbd engine prints "fio: connected to NBD server" before the JSON.
-text = sys.stdin.read()
-j = json.loads(text[text.index("{"):])["jobs"][0]
-d = j["read"] if j["read"]["total_ios"] else j["write"]
-print(d["total_ios"], d["runtime"] / 1000.0)' ;;
+	ours) url=iscsi://127.0.0.1:$ours_port/$iqn/0 ;;
+	tgt) url=iscsi://127.0.0.1:$tgt_port/$iqn-tgt/1 ;;
+	nbd) url=nbd://127.0.0.1:$nbd_port/ ;;
 	esac
+	"$R/iscsi-bench" "${iscsi_args[@]}" -b "$bs" -q "$qd" -t "$RUNTIME" "$url" 2>>"$R/client.err" |
+		awk '{ print $2, $4 }'
 }
 
 echo "# round job server ios seconds iops cpu_s cpu_us_per_io load1" > "$R/raw.txt"
