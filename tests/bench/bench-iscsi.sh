@@ -21,7 +21,8 @@
 # Raw lines go to $R/raw.txt (default a new directory under $TMPDIR),
 # the summary (bench-iscsi-summary.py) to stdout and $R/summary.md.
 # SERVERS="ours tgt nbd" and JOBS=... pick a subset. DISKSTACK is the
-# binary (default build/diskstack).
+# binary (default build/diskstack); BASE=<another diskstack binary> adds
+# the server "base", its iSCSI target, for a before/after in one run.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +32,8 @@ DISKSTACK=${DISKSTACK:-$top/build/diskstack}
 SIZE=${SIZE:-1G}
 ROUNDS=${ROUNDS:-3}
 RUNTIME=${RUNTIME:-10}
-SERVERS=${SERVERS:-ours tgt nbd}
+BASE=${BASE:-}
+SERVERS=${SERVERS:-ours tgt nbd${BASE:+ base}}
 JOBS=${JOBS:-randread-4k-qd32 randwrite-4k-qd32 seqread-1m-qd8 seqwrite-1m-qd8}
 R=${R:-$(mktemp -d "${TMPDIR:-/tmp}/bench-iscsi.XXXXXX")}
 mkdir -p "$R"
@@ -55,12 +57,12 @@ cc -O2 -Wall -o "$R/iscsi-bench" "$here/iscsi-bench.c" -liscsi -lnbd || { say "c
 free_port() { /usr/bin/python3 -I -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 shm=$(mktemp -d /dev/shm/bench-iscsi.XXXXXX)
-ours_pid= nbd_pid=
+ours_pid= nbd_pid= base_pid=
 cleanup()
 {
 	local p
 	tgt_stop
-	for p in $ours_pid $nbd_pid; do
+	for p in $ours_pid $nbd_pid $base_pid; do
 		kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
 	done
 	rm -rf "$shm"
@@ -73,12 +75,12 @@ fallocate -l "$SIZE" "$disk" && dd if=/dev/zero of="$disk" bs=1M count=$(( $(sta
 	conv=notrunc status=none || exit 1
 
 # start_diskstack NAME ARGS...: serve in the background until its pid file
-# says it is ready; sets NAME_pid.
+# says it is ready; sets NAME_pid. BIN overrides the binary.
 start_diskstack()
 {
 	local name=$1 i
 	shift
-	"$DISKSTACK" serve -P "$R/$name.ready" "$@" >"$R/$name.log" 2>&1 &
+	"${BIN:-$DISKSTACK}" serve -P "$R/$name.ready" "$@" >"$R/$name.log" 2>&1 &
 	eval "${name}_pid=$!"
 	for i in $(seq 200); do
 		[ -s "$R/$name.ready" ] && return 0
@@ -98,6 +100,10 @@ for s in $SERVERS; do
 	tgt)
 		tgt_port=$(free_port)
 		tgt_start "$R" "$tgt_port" && tgt_lun 1 "$iqn-tgt" 1 "$disk" || exit 1 ;;
+	base)
+		base_port=$(free_port)
+		BIN=$BASE start_diskstack base --iscsi "127.0.0.1:$base_port" --target "$iqn" \
+			--lun "0=file:$disk" ;;
 	nbd)
 		nbd_port=$(free_port)
 		start_diskstack nbd -i 127.0.0.1 -p "$nbd_port" "file:$disk" ;;
@@ -111,6 +117,7 @@ server_pid()
 	ours) echo "$ours_pid" ;;
 	tgt) tgt_pid ;;
 	nbd) echo "$nbd_pid" ;;
+	base) echo "$base_pid" ;;
 	esac
 }
 
@@ -133,6 +140,7 @@ run_job()
 	local url
 	case $s in
 	ours) url=iscsi://127.0.0.1:$ours_port/$iqn/0 ;;
+	base) url=iscsi://127.0.0.1:$base_port/$iqn/0 ;;
 	tgt) url=iscsi://127.0.0.1:$tgt_port/$iqn-tgt/1 ;;
 	nbd) url=nbd://127.0.0.1:$nbd_port/ ;;
 	esac
