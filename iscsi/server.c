@@ -17,6 +17,10 @@
  *   back-pressure, next to the CmdSN window (session.c). The next receive
  *   is armed with netsrv_rx_later, so it goes to the kernel with the
  *   replies of the same pass.
+ * - Large Data-Out segments (ISCSISRV_DIRECT_MIN, no digests) whose header
+ *   has arrived are received straight into their task's buffer, as the NBD
+ *   server does with WRITE payloads: the receive buffer and a copy of
+ *   every written byte are skipped (docs/bench-iscsi.md).
  * - Errors: a header that cannot be framed (digest mismatch, data longer
  *   than we declared) ends the connection, after a Reject when the header
  *   itself is sound (RFC 7143 §7.8, §11.17); anything else malformed gets
@@ -280,8 +284,83 @@ static void conn_frame_error(struct iscsisrv_conn *c, const uint8_t *bhs,
 	}
 }
 
+static void conn_direct_cb(struct netsrv_conn *nc, ssize_t res);
+
+static void conn_direct_rx(struct iscsisrv_conn *c)
+{
+	netsrv_rx(c->nc, c->direct_dst + c->direct_got, c->direct_len - c->direct_got, true,
+		  conn_direct_cb);
+}
+
+/* The PDU at rhead is incomplete: if it is a large Data-Out the session
+ * takes, moves what arrived of its data into place and receives the rest
+ * there (the receive buffer is then empty). */
+static bool conn_direct_start(struct iscsisrv_conn *c)
+{
+	const uint8_t *bhs = c->rbuf + c->rhead;
+	size_t have = c->rtail - c->rhead;
+	uint32_t dlen;
+	uint8_t *dst;
+
+	if (have < ISCSI_BHS_BYTES || c->dg.header || c->dg.data || c->draining)
+		return false;
+	dlen = iscsi_bhs_dlen(bhs);
+	/* A multiple of 4: no padding to skip after the data. */
+	if (dlen < ISCSISRV_DIRECT_MIN || dlen % 4 != 0 || have - ISCSI_BHS_BYTES >= dlen)
+		return false;
+	dst = iscsisrv_session_data_dest(c, bhs, &c->direct_t);
+	if (!dst)
+		return false;
+	memcpy(c->direct_hdr, bhs, ISCSI_BHS_BYTES);
+	c->direct_dst = dst;
+	c->direct_len = dlen;
+	c->direct_got = (uint32_t)(have - ISCSI_BHS_BYTES);
+	memcpy(dst, bhs + ISCSI_BHS_BYTES, c->direct_got);
+	c->rhead = c->rtail = 0;
+	conn_direct_rx(c);
+	return true;
+}
+
+static void conn_direct_cb(struct netsrv_conn *nc, ssize_t res)
+{
+	struct iscsisrv_conn *c = netsrv_conn_priv(nc);
+	struct iscsisrv_task *t = c->direct_t;
+	struct iscsi_pdu pdu = { 0 };
+
+	if (res <= 0) {
+		c->direct_t = NULL;
+		iscsisrv_session_data_release(t);
+		if (res == -ECANCELED && (c->draining || c->phase == PHASE_DONE))
+			return;
+		if (res < 0)
+			log_warn("%s: receive failed: %s", c->name, strerror((int)-res));
+		netsrv_conn_close(nc, false, res == 0 ? "initiator left in the middle of a PDU"
+						      : NULL);
+		return;
+	}
+	c->direct_got += (uint32_t)res;
+	c->last_rx_ns = reactor_now_ns();
+	if (c->direct_got < c->direct_len) {
+		conn_direct_rx(c);
+		return;
+	}
+	c->guard++;
+	c->direct_t = NULL;
+	pdu.bhs = c->direct_hdr;
+	pdu.data = c->direct_dst;
+	pdu.dlen = c->direct_len;
+	/* A Data-Out is always consumed (session.c). */
+	if (c->phase == PHASE_FULL && !c->draining && !netsrv_conn_closing(nc))
+		(void)iscsisrv_session_pdu(c, &pdu);
+	iscsisrv_session_data_release(t);
+	conn_pump(c);
+	iscsisrv_conn_unguard(c);
+}
+
 static void conn_pump_locked(struct iscsisrv_conn *c)
 {
+	if (c->direct_t)
+		return;         /* conn_direct_cb pumps when the data is in */
 	while (c->rhead < c->rtail) {
 		struct iscsi_pdu pdu;
 		enum iscsi_frame_error err;
@@ -298,8 +377,12 @@ static void conn_pump_locked(struct iscsisrv_conn *c)
 			conn_frame_error(c, c->rbuf + c->rhead, err);
 			return;
 		}
-		if (n == 0)
+		if (n == 0) {
+			c->rneed = need;
+			if (c->phase == PHASE_FULL && conn_direct_start(c))
+				return;
 			break;
+		}
 		if (c->phase == PHASE_LOGIN ? !conn_login_pdu(c, &pdu)
 					    : !iscsisrv_session_pdu(c, &pdu)) {
 			c->rx_blocked = true;
@@ -349,8 +432,9 @@ static void conn_rx_cb(struct netsrv_conn *nc, ssize_t res)
 static void conn_rx_arm(struct netsrv_conn *nc)
 {
 	struct iscsisrv_conn *c = netsrv_conn_priv(nc);
+	size_t room;
 
-	if (netsrv_rx_busy(nc) || !conn_can_parse(c) || c->draining)
+	if (netsrv_rx_busy(nc) || !conn_can_parse(c) || c->draining || c->direct_t)
 		return;
 	if (c->rhead == c->rtail) {
 		c->rhead = c->rtail = 0;
@@ -361,7 +445,14 @@ static void conn_rx_arm(struct netsrv_conn *nc)
 		c->rtail -= c->rhead;
 		c->rhead = 0;
 	}
-	netsrv_rx(nc, c->rbuf + c->rtail, ISCSISRV_RBUF_BYTES - c->rtail, false, conn_rx_cb);
+	room = ISCSISRV_RBUF_BYTES - c->rtail;
+	if (c->phase == PHASE_FULL && !c->dg.header && !c->dg.data) {
+		size_t have = c->rtail - c->rhead;
+		size_t rest = c->rhead < c->rtail && c->rneed > have ? c->rneed - have : 0;
+
+		room = MIN(room, MAX(rest, (size_t)ISCSISRV_RX_CHUNK));
+	}
+	netsrv_rx(nc, c->rbuf + c->rtail, room, false, conn_rx_cb);
 }
 
 /* ---- the engine's callbacks ------------------------------------------------------------ */

@@ -630,12 +630,12 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	return true;
 }
 
-static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
+/* The task and solicitation a Data-Out header @bhs belongs to (@r NULL
+ * for unsolicited data); NULL if we wait on none. */
+static struct iscsisrv_task *data_out_task(struct iscsisrv_conn *c, const uint8_t *bhs,
+					   struct iscsisrv_r2t **rp)
 {
-	const uint8_t *bhs = pdu->bhs;
 	uint32_t ttt = iscsi_bhs_w20(bhs), itt = iscsi_bhs_itt(bhs);
-	uint32_t datasn = ds_get_be32(bhs + 36), off = ds_get_be32(bhs + 40);
-	uint32_t exp_off, limit, *exp_sn;
 	struct iscsisrv_task *t = NULL;
 	struct iscsisrv_r2t *r = NULL;
 
@@ -656,21 +656,69 @@ static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 			    c->tasks[i].itt == itt)
 				t = &c->tasks[i];
 	}
+	*rp = r;
+	return t;
+}
+
+/* Where the data of @t's next Data-Out must start, and where it must end
+ * by (the solicited burst, or FirstBurstLength). */
+static void data_out_window(const struct iscsisrv_task *t, const struct iscsisrv_r2t *r,
+			    uint32_t *exp_off, uint32_t *limit)
+{
+	if (r) {
+		*exp_off = r->off + r->got;
+		*limit = r->off + r->len;
+	} else {
+		*exp_off = t->unsol_next;
+		*limit = t->unsol_end;
+	}
+}
+
+uint8_t *iscsisrv_session_data_dest(struct iscsisrv_conn *c, const uint8_t *bhs,
+				    struct iscsisrv_task **tp)
+{
+	uint32_t off = ds_get_be32(bhs + 40), dlen = iscsi_bhs_dlen(bhs), exp_off, limit;
+	struct iscsisrv_r2t *r;
+	struct iscsisrv_task *t;
+
+	if (c->discovery || iscsi_bhs_opcode(bhs) != ISCSI_OP_DATA_OUT || bhs[4] != 0)
+		return NULL;
+	t = data_out_task(c, bhs, &r);
+	if (!t)
+		return NULL;
+	data_out_window(t, r, &exp_off, &limit);
+	if (off != exp_off || dlen > limit - off)
+		return NULL;
+	/* Held until the receive ends: a drain or a close must not put the
+	 * buffer back while the kernel may still write into it. */
+	t->tx_pending++;
+	*tp = t;
+	return t->buf + off;
+}
+
+void iscsisrv_session_data_release(struct iscsisrv_task *t)
+{
+	t->tx_pending--;
+	task_maybe_free(t);
+}
+
+static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
+{
+	const uint8_t *bhs = pdu->bhs;
+	uint32_t ttt = iscsi_bhs_w20(bhs), itt = iscsi_bhs_itt(bhs);
+	uint32_t datasn = ds_get_be32(bhs + 36), off = ds_get_be32(bhs + 40);
+	uint32_t exp_off, limit, *exp_sn;
+	struct iscsisrv_r2t *r;
+	struct iscsisrv_task *t = data_out_task(c, bhs, &r);
+
 	if (!t) {
 		log_debug("%s: Data-Out for no task we wait on (ITT 0x%x, TTT 0x%x)", c->name,
 			  itt, ttt);
 		reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
 		return true;
 	}
-	if (r) {
-		exp_off = r->off + r->got;
-		limit = r->off + r->len;
-		exp_sn = &r->datasn;
-	} else {
-		exp_off = t->unsol_next;
-		limit = t->unsol_end;
-		exp_sn = &t->unsol_datasn;
-	}
+	data_out_window(t, r, &exp_off, &limit);
+	exp_sn = r ? &r->datasn : &t->unsol_datasn;
 	if (off != exp_off || pdu->dlen > limit - off) {
 		/* Out-of-order or excess data cannot be recovered at
 		 * ErrorRecoveryLevel 0 (RFC 7143 §7.1.4.1): the session goes. */
@@ -697,7 +745,8 @@ static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		t->err = true;
 		t->err_asc = 0x47;
 		t->err_ascq = 0x05;
-	} else if (pdu->dlen) {
+	} else if (pdu->dlen && pdu->data != t->buf + off) {
+		/* (Received straight into place otherwise: server.c.) */
 		memcpy(t->buf + off, pdu->data, pdu->dlen);
 	}
 	t->received += pdu->dlen;

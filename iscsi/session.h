@@ -36,6 +36,13 @@
 #define ISCSISRV_INFLIGHT_BYTES (256u << 20)
 /* R2Ts outstanding per command (also bounded by MaxOutstandingR2T). */
 #define ISCSISRV_MAX_R2T 4u
+/* Data-Out segments from this size on are received straight into their
+ * task's buffer (server.c), not through the receive buffer and a copy. */
+#define ISCSISRV_DIRECT_MIN (32u << 10)
+/* Receives of the full-feature phase ask for at most this much beyond the
+ * rest of the PDU in hand, so that little of a large Data-Out's data
+ * arrives before its header is seen (and then needs a copy). */
+#define ISCSISRV_RX_CHUNK (64u << 10)
 /* Receive buffer: two of the largest PDUs we accept. */
 #define ISCSISRV_RBUF_BYTES (1u << 20)
 /* Control PDUs (Reject, NOP-In, TMF/Text/Logout responses) queued before
@@ -155,11 +162,17 @@ struct iscsisrv_conn {
 	/* Receive. */
 	uint8_t *rbuf;                  /* ISCSISRV_RBUF_BYTES (reactor_buf) */
 	size_t rhead, rtail;
+	size_t rneed;                   /* bytes the PDU at rhead needs in all, 0 if unknown */
 	bool rx_blocked;                /* parsing waits (see conn_can_parse) */
 	struct reactor_task pump_task;
 	bool pump_task_busy;
 	struct iscsi_digests dg;
 	uint64_t last_rx_ns;
+	/* A Data-Out being received straight into its task's buffer. */
+	struct iscsisrv_task *direct_t;         /* held (session_data_dest) */
+	uint8_t direct_hdr[ISCSI_BHS_BYTES];
+	uint8_t *direct_dst;
+	uint32_t direct_len, direct_got;
 
 	/* Login. */
 	struct iscsi_login *login;      /* owned, login phase only */
@@ -224,6 +237,15 @@ void iscsisrv_session_drain(struct iscsisrv_conn *c);
 void iscsisrv_session_closed(struct iscsisrv_conn *c);
 /* Frees the session (nothing in flight). */
 void iscsisrv_session_free(struct iscsisrv_conn *c);
+/* For a Data-Out whose header @bhs (no AHS, no digests) has arrived but
+ * not all its data: where in its task's buffer the data goes if the
+ * session would take it as is, else NULL. The task is then held (*@tp)
+ * until iscsisrv_session_data_release, so that a drain or a close cannot
+ * put its buffer back while a receive writes into it; the PDU is then
+ * handed to iscsisrv_session_pdu with its data in place. */
+uint8_t *iscsisrv_session_data_dest(struct iscsisrv_conn *c, const uint8_t *bhs,
+				    struct iscsisrv_task **tp);
+void iscsisrv_session_data_release(struct iscsisrv_task *t);
 /* Whether parsing may go on (free slots, budget, no TMF or logout waiting). */
 bool iscsisrv_session_can_parse(const struct iscsisrv_conn *c);
 

@@ -25,8 +25,9 @@ def main(path):
                 servers.append(s)
     print("| job | " + " | ".join("%s IOPS (runs)" % s for s in servers) + " | "
           + " | ".join("%s CPU µs/IO" % s for s in servers)
-          + " | ours/tgt IOPS | ours/tgt CPU | ours/nbd IOPS |")
-    print("|---|" + "---:|" * (2 * len(servers) + 3))
+          + " | ours/tgt IOPS | ours/tgt CPU | ours/nbd IOPS"
+          + (" | base/tgt IOPS | base/nbd IOPS |" if "base" in servers else " |"))
+    print("|---|" + "---:|" * (2 * len(servers) + 3 + 2 * ("base" in servers)))
     for job, per in rows.items():
         med = {s: (statistics.median(i for i, _ in v), statistics.median(c for _, c in v))
                for s, v in per.items()}
@@ -37,6 +38,9 @@ def main(path):
         def ratio(a, b, k):
             return "%.2f" % (med[a][k] / med[b][k]) if a in med and b in med and med[b][k] else "-"
         cells += [ratio("ours", "tgt", 0), ratio("ours", "tgt", 1), ratio("ours", "nbd", 0)]
+        if "base" in servers:
+            # BASE= (bench-iscsi.sh): an older build of our target.
+            cells += [ratio("base", "tgt", 0), ratio("base", "nbd", 0)]
         print("| %s | %s |" % (job, " | ".join(cells)))
     if loads:
         print("\nload average (1 min) during the jobs: %.1f-%.1f, median %.1f"

@@ -14,14 +14,15 @@
 # and measured by one client at a time, $ROUNDS rounds (default 3), the
 # order of the servers rotating each round, $RUNTIME seconds per job
 # (default 10): 4 KiB random read and write at QD32, 1 MiB sequential read
-# and write at QD8. iSCSI load comes from iscsi-bench.c (libiscsi, built
-# here: Debian's fio has no iSCSI engine); NBD load from fio's nbd engine
-# at the same block size and depth. Server CPU per I/O is the change of
+# and write at QD8. All load comes from one client, iscsi-bench.c (built
+# here: Debian's fio has no iSCSI engine): libiscsi for the two targets,
+# libnbd's async API for the NBD server, the same loop, offsets and depth. Server CPU per I/O is the change of
 # utime+stime in /proc/PID/stat over the job divided by the I/Os done.
 # Raw lines go to $R/raw.txt (default a new directory under $TMPDIR),
 # the summary (bench-iscsi-summary.py) to stdout and $R/summary.md.
 # SERVERS="ours tgt nbd" and JOBS=... pick a subset. DISKSTACK is the
-# binary (default build/diskstack).
+# binary (default build/diskstack); BASE=<another diskstack binary> adds
+# the server "base", its iSCSI target, for a before/after in one run.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,16 +32,18 @@ DISKSTACK=${DISKSTACK:-$top/build/diskstack}
 SIZE=${SIZE:-1G}
 ROUNDS=${ROUNDS:-3}
 RUNTIME=${RUNTIME:-10}
-SERVERS=${SERVERS:-ours tgt nbd}
+BASE=${BASE:-}
+SERVERS=${SERVERS:-ours tgt nbd${BASE:+ base}}
 JOBS=${JOBS:-randread-4k-qd32 randwrite-4k-qd32 seqread-1m-qd8 seqwrite-1m-qd8}
 R=${R:-$(mktemp -d "${TMPDIR:-/tmp}/bench-iscsi.XXXXXX")}
 mkdir -p "$R"
 
 say() { echo "bench-iscsi: $*" >&2; }
-for t in cc tgtd tgtadm fio; do
+for t in cc tgtd tgtadm; do
 	command -v "$t" >/dev/null || { say "$t not found (tools/quickstart.sh deps)"; exit 77; }
 done
 [ -f /usr/include/iscsi/iscsi.h ] || { say "libiscsi-dev is not installed"; exit 77; }
+[ -f /usr/include/libnbd.h ] || { say "libnbd-dev is not installed"; exit 77; }
 case " $SERVERS " in
 *" ours "*|*" nbd "*) [ -x "$DISKSTACK" ] || { say "$DISKSTACK is not built"; exit 77; } ;;
 esac
@@ -49,17 +52,17 @@ case " $SERVERS " in
 	{ say "$DISKSTACK has no iSCSI target; leaving 'ours' out"; SERVERS=${SERVERS//ours/}; } ;;
 esac
 
-cc -O2 -Wall -o "$R/iscsi-bench" "$here/iscsi-bench.c" -liscsi || { say "cannot build iscsi-bench"; exit 1; }
+cc -O2 -Wall -o "$R/iscsi-bench" "$here/iscsi-bench.c" -liscsi -lnbd || { say "cannot build iscsi-bench"; exit 1; }
 
 free_port() { /usr/bin/python3 -I -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 shm=$(mktemp -d /dev/shm/bench-iscsi.XXXXXX)
-ours_pid= nbd_pid=
+ours_pid= nbd_pid= base_pid=
 cleanup()
 {
 	local p
 	tgt_stop
-	for p in $ours_pid $nbd_pid; do
+	for p in $ours_pid $nbd_pid $base_pid; do
 		kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
 	done
 	rm -rf "$shm"
@@ -72,12 +75,12 @@ fallocate -l "$SIZE" "$disk" && dd if=/dev/zero of="$disk" bs=1M count=$(( $(sta
 	conv=notrunc status=none || exit 1
 
 # start_diskstack NAME ARGS...: serve in the background until its pid file
-# says it is ready; sets NAME_pid.
+# says it is ready; sets NAME_pid. BIN overrides the binary.
 start_diskstack()
 {
 	local name=$1 i
 	shift
-	"$DISKSTACK" serve -P "$R/$name.ready" "$@" >"$R/$name.log" 2>&1 &
+	"${BIN:-$DISKSTACK}" serve -P "$R/$name.ready" "$@" >"$R/$name.log" 2>&1 &
 	eval "${name}_pid=$!"
 	for i in $(seq 200); do
 		[ -s "$R/$name.ready" ] && return 0
@@ -97,6 +100,10 @@ for s in $SERVERS; do
 	tgt)
 		tgt_port=$(free_port)
 		tgt_start "$R" "$tgt_port" && tgt_lun 1 "$iqn-tgt" 1 "$disk" || exit 1 ;;
+	base)
+		base_port=$(free_port)
+		BIN=$BASE start_diskstack base --iscsi "127.0.0.1:$base_port" --target "$iqn" \
+			--lun "0=file:$disk" ;;
 	nbd)
 		nbd_port=$(free_port)
 		start_diskstack nbd -i 127.0.0.1 -p "$nbd_port" "file:$disk" ;;
@@ -110,6 +117,7 @@ server_pid()
 	ours) echo "$ours_pid" ;;
 	tgt) tgt_pid ;;
 	nbd) echo "$nbd_pid" ;;
+	base) echo "$base_pid" ;;
 	esac
 }
 
@@ -118,35 +126,26 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # run_job SERVER JOB: prints "ios seconds" of one run.
 run_job()
 {
-	local s=$1 job=$2 rw bs qd iscsi_args=() fio_rw
+	local s=$1 job=$2 rw bs qd iscsi_args=()
 	IFS=- read -r rw bs qd <<< "$job"
 	qd=${qd#qd}
 	case $bs in 4k) bs=4096 ;; 1m) bs=1048576 ;; *) say "bad job $job"; exit 2 ;; esac
 	case $rw in
-	randread) iscsi_args=(-r) fio_rw=randread ;;
-	randwrite) iscsi_args=(-r -w) fio_rw=randwrite ;;
-	seqread) iscsi_args=() fio_rw=read ;;
-	seqwrite) iscsi_args=(-w) fio_rw=write ;;
+	randread) iscsi_args=(-r) ;;
+	randwrite) iscsi_args=(-r -w) ;;
+	seqread) iscsi_args=() ;;
+	seqwrite) iscsi_args=(-w) ;;
 	*) say "bad job $job"; exit 2 ;;
 	esac
+	local url
 	case $s in
-	ours|tgt)
-		local url
-		if [ "$s" = ours ]; then url=iscsi://127.0.0.1:$ours_port/$iqn/0
-		else url=iscsi://127.0.0.1:$tgt_port/$iqn-tgt/1; fi
-		"$R/iscsi-bench" "${iscsi_args[@]}" -b "$bs" -q "$qd" -t "$RUNTIME" "$url" 2>>"$R/client.err" |
-			awk '{ print $2, $4 }' ;;
-	nbd)
-		fio --name=j --ioengine=nbd --uri="nbd://127.0.0.1:$nbd_port/" --rw="$fio_rw" --bs="$bs" \
-			--iodepth="$qd" --time_based --runtime="$RUNTIME" --size="$SIZE" \
-			--randrepeat=1 --output-format=json 2>>"$R/client.err" |
-			/usr/bin/python3 -I -c 'import json, sys
-# The nbd engine prints "fio: connected to NBD server" before the JSON.
-text = sys.stdin.read()
-j = json.loads(text[text.index("{"):])["jobs"][0]
-d = j["read"] if j["read"]["total_ios"] else j["write"]
-print(d["total_ios"], d["runtime"] / 1000.0)' ;;
+	ours) url=iscsi://127.0.0.1:$ours_port/$iqn/0 ;;
+	base) url=iscsi://127.0.0.1:$base_port/$iqn/0 ;;
+	tgt) url=iscsi://127.0.0.1:$tgt_port/$iqn-tgt/1 ;;
+	nbd) url=nbd://127.0.0.1:$nbd_port/ ;;
 	esac
+	"$R/iscsi-bench" "${iscsi_args[@]}" -b "$bs" -q "$qd" -t "$RUNTIME" "$url" 2>>"$R/client.err" |
+		awk '{ print $2, $4 }'
 }
 
 echo "# round job server ios seconds iops cpu_s cpu_us_per_io load1" > "$R/raw.txt"

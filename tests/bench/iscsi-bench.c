@@ -7,13 +7,19 @@
  *
  *   iscsi-bench [-w] [-r] [-b BYTES] [-q DEPTH] [-t SECONDS] [-s SPAN] URL
  *
+ * URL is iscsi://HOST:PORT/IQN/LUN, or an NBD URI (nbd://, nbd+unix://...):
+ * then the same loop drives libnbd's asynchronous API instead (pread or
+ * pwrite at the same offsets), so an iSCSI target and an NBD server are
+ * compared with one client program at one depth (docs/bench-iscsi.md).
+ *
  *   -w  WRITE(16) (default READ(16))     -r  random offsets (default sequential)
  *   -b  bytes per command (default 4096, a multiple of the block size)
  *   -q  commands in flight (default 32)  -t  seconds (default 10)
  *   -s  bytes of the LU to cover from offset 0 (default the whole LU)
  *
  * Prints one line: "ios N seconds S iops I mib_s M errors E". Exit 1 when
- * any command failed. Built by bench-iscsi.sh (libiscsi-dev), not by make.
+ * any command failed. Built by bench-iscsi.sh (libiscsi-dev,
+ * libnbd-dev), not by make.
  *
  * Each slot owns its data buffer, given to libiscsi as an iovec, so the
  * client copies nothing per command (libiscsi still allocates the task).
@@ -33,6 +39,7 @@
 
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
+#include <libnbd.h>
 
 struct bench;
 
@@ -40,10 +47,13 @@ struct slot {
 	struct bench *b;
 	unsigned char *buf;
 	struct scsi_iovec iov;
+	struct slot *next_ready;        /* NBD: done, to be resubmitted */
 };
 
 struct bench {
 	struct iscsi_context *iscsi;
+	struct nbd_handle *nbd;         /* set in NBD mode (then iscsi is NULL) */
+	struct slot *ready;
 	int lun;
 	bool write, random;
 	uint32_t block_bytes, io_bytes;
@@ -83,6 +93,7 @@ static uint64_t bench_next_lba(struct bench *b)
 }
 
 static void bench_done(struct iscsi_context *iscsi, int status, void *command_data, void *opaque);
+static int nbd_done(void *opaque, int *error);
 
 static int bench_submit(struct slot *s)
 {
@@ -90,6 +101,19 @@ static int bench_submit(struct slot *s)
 	uint64_t lba = bench_next_lba(b);
 	struct scsi_task *t;
 
+	if (b->nbd) {
+		nbd_completion_callback cb = { .callback = nbd_done, .user_data = s };
+		uint64_t off = lba * b->block_bytes;
+		int64_t h = b->write ? nbd_aio_pwrite(b->nbd, s->buf, b->io_bytes, off, cb, 0)
+				     : nbd_aio_pread(b->nbd, s->buf, b->io_bytes, off, cb, 0);
+
+		if (h < 0) {
+			fprintf(stderr, "iscsi-bench: cannot queue a command: %s\n", nbd_get_error());
+			return -ENOMEM;
+		}
+		b->inflight++;
+		return 0;
+	}
 	if (b->write)
 		t = iscsi_write16_iov_task(b->iscsi, b->lun, lba, NULL, b->io_bytes, b->block_bytes,
 					   0, 0, 0, 0, 0, bench_done, s, &s->iov, 1);
@@ -125,6 +149,41 @@ static void bench_done(struct iscsi_context *iscsi, int status, void *command_da
 		b->stopping = true;
 }
 
+/* libnbd completion: counted here, resubmitted from the main loop (not
+ * from inside libnbd's callback). Returning 1 retires the command. */
+static int nbd_done(void *opaque, int *error)
+{
+	struct slot *s = opaque;
+	struct bench *b = s->b;
+
+	b->inflight--;
+	if (*error) {
+		if (b->errors++ < 5)
+			fprintf(stderr, "iscsi-bench: command failed: %s\n", strerror(*error));
+	} else {
+		b->ios++;
+	}
+	s->next_ready = b->ready;
+	b->ready = s;
+	return 1;
+}
+
+/* NBD: connects to @uri; sets the size (in 512-byte units, so random
+ * offsets match the iSCSI run's byte offsets). */
+static int nbd_open(struct bench *b, const char *uri)
+{
+	int64_t size;
+
+	b->nbd = nbd_create();
+	if (!b->nbd || nbd_connect_uri(b->nbd, uri) < 0 || (size = nbd_get_size(b->nbd)) < 0) {
+		fprintf(stderr, "iscsi-bench: %s: %s\n", uri, nbd_get_error());
+		return -1;
+	}
+	b->block_bytes = 512;
+	b->span_blocks = (uint64_t)size / b->block_bytes;
+	return 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: iscsi-bench [-w] [-r] [-b BYTES] [-q DEPTH] [-t SECONDS] [-s SPAN] URL\n");
@@ -158,34 +217,39 @@ int main(int argc, char **argv)
 	if (optind != argc - 1 || depth == 0 || b.io_bytes == 0)
 		usage();
 
-	b.iscsi = iscsi_create_context("iqn.2024-01.org.diskstack:iscsi-bench");
-	if (!b.iscsi) {
-		fprintf(stderr, "iscsi-bench: no libiscsi context\n");
-		return 1;
-	}
-	url = iscsi_parse_full_url(b.iscsi, argv[optind]);
-	if (!url) {
-		fprintf(stderr, "iscsi-bench: %s\n", iscsi_get_error(b.iscsi));
-		return 1;
-	}
-	iscsi_set_targetname(b.iscsi, url->target);
-	iscsi_set_session_type(b.iscsi, ISCSI_SESSION_NORMAL);
-	iscsi_set_header_digest(b.iscsi, ISCSI_HEADER_DIGEST_NONE);
-	if (iscsi_full_connect_sync(b.iscsi, url->portal, url->lun) != 0) {
-		fprintf(stderr, "iscsi-bench: login to %s failed: %s\n", argv[optind], iscsi_get_error(b.iscsi));
-		return 1;
-	}
-	b.lun = url->lun;
-	iscsi_destroy_url(url);
+	if (strncmp(argv[optind], "nbd", 3) == 0) {
+		if (nbd_open(&b, argv[optind]) < 0)
+			return 1;
+	} else {
+		b.iscsi = iscsi_create_context("iqn.2024-01.org.diskstack:iscsi-bench");
+		if (!b.iscsi) {
+			fprintf(stderr, "iscsi-bench: no libiscsi context\n");
+			return 1;
+		}
+		url = iscsi_parse_full_url(b.iscsi, argv[optind]);
+		if (!url) {
+			fprintf(stderr, "iscsi-bench: %s\n", iscsi_get_error(b.iscsi));
+			return 1;
+		}
+		iscsi_set_targetname(b.iscsi, url->target);
+		iscsi_set_session_type(b.iscsi, ISCSI_SESSION_NORMAL);
+		iscsi_set_header_digest(b.iscsi, ISCSI_HEADER_DIGEST_NONE);
+		if (iscsi_full_connect_sync(b.iscsi, url->portal, url->lun) != 0) {
+			fprintf(stderr, "iscsi-bench: login to %s failed: %s\n", argv[optind], iscsi_get_error(b.iscsi));
+			return 1;
+		}
+		b.lun = url->lun;
+		iscsi_destroy_url(url);
 
-	t = iscsi_readcapacity16_sync(b.iscsi, b.lun);
-	if (!t || t->status != SCSI_STATUS_GOOD || !(rc16 = scsi_datain_unmarshall(t))) {
-		fprintf(stderr, "iscsi-bench: READ CAPACITY(16) failed: %s\n", iscsi_get_error(b.iscsi));
-		return 1;
+		t = iscsi_readcapacity16_sync(b.iscsi, b.lun);
+		if (!t || t->status != SCSI_STATUS_GOOD || !(rc16 = scsi_datain_unmarshall(t))) {
+			fprintf(stderr, "iscsi-bench: READ CAPACITY(16) failed: %s\n", iscsi_get_error(b.iscsi));
+			return 1;
+		}
+		b.block_bytes = rc16->block_length;
+		b.span_blocks = rc16->returned_lba + 1;
+		scsi_free_scsi_task(t);
 	}
-	b.block_bytes = rc16->block_length;
-	b.span_blocks = rc16->returned_lba + 1;
-	scsi_free_scsi_task(t);
 	if (span_bytes && span_bytes / b.block_bytes < b.span_blocks)
 		b.span_blocks = span_bytes / b.block_bytes;
 	if (b.io_bytes % b.block_bytes || b.io_bytes / b.block_bytes > b.span_blocks) {
@@ -210,7 +274,22 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < depth; i++)
 		if (bench_submit(&slots[i]) < 0)
 			return 1;
-	while (b.inflight > 0) {
+	while (b.nbd && b.inflight > 0) {
+		if (nbd_poll(b.nbd, 1000) < 0) {
+			fprintf(stderr, "iscsi-bench: %s\n", nbd_get_error());
+			return 1;
+		}
+		if (!b.stopping && bench_now() >= b.end)
+			b.stopping = true;
+		while (b.ready) {
+			struct slot *s = b.ready;
+
+			b.ready = s->next_ready;
+			if (!b.stopping && bench_submit(s) < 0)
+				b.stopping = true;
+		}
+	}
+	while (!b.nbd && b.inflight > 0) {
 		struct pollfd pfd = { .fd = iscsi_get_fd(b.iscsi), .events = iscsi_which_events(b.iscsi) };
 
 		if (poll(&pfd, 1, 1000) < 0 && errno != EINTR) {
@@ -228,8 +307,13 @@ int main(int argc, char **argv)
 
 	printf("ios %" PRIu64 " seconds %.3f iops %.0f mib_s %.1f errors %" PRIu64 "\n", b.ios, t1 - t0,
 	       b.ios / (t1 - t0), b.ios * (double)b.io_bytes / (t1 - t0) / 1048576.0, b.errors);
-	iscsi_logout_sync(b.iscsi);
-	iscsi_destroy_context(b.iscsi);
+	if (b.nbd) {
+		nbd_shutdown(b.nbd, 0);
+		nbd_close(b.nbd);
+	} else {
+		iscsi_logout_sync(b.iscsi);
+		iscsi_destroy_context(b.iscsi);
+	}
 	for (unsigned i = 0; i < depth; i++)
 		free(slots[i].buf);
 	free(slots);

@@ -12,6 +12,7 @@ import hashlib
 import os
 import socket
 import struct
+import time
 import sys
 
 PORT = int(sys.argv[1])
@@ -221,6 +222,73 @@ def chap_cases():
 
 
 
+def response_to(c, itt, what):
+    """The SCSI Response (or the status-carrying Data-In) ending @itt,
+    with the data of its Data-Ins: (status, data)."""
+    got = b""
+    while True:
+        bhs, data = c.expect(what)
+        if struct.unpack(">I", bhs[16:20])[0] != itt:
+            continue
+        if bhs[0] & 0x3f == 0x25:
+            got += data
+            if bhs[1] & 0x01:
+                return bhs[3], got
+        elif bhs[0] & 0x3f == 0x21:
+            return bhs[3], got
+
+
+def big_data_out(c, itt, data, pieces):
+    """An unsolicited Data-Out of @data (offset 0, F) sent in @pieces."""
+    d = bytearray(48)
+    d[0] = 0x05
+    d[1] = 0x80
+    d[5:8] = struct.pack(">I", len(data))[1:]
+    d[16:20] = struct.pack(">I", itt)
+    d[20:24] = b"\xff\xff\xff\xff"
+    step = len(data) // pieces
+    c.s.sendall(bytes(d) + data[:step])
+    for i in range(1, pieces):
+        time.sleep(0.2)
+        c.s.sendall(data[i * step:(i + 1) * step if i < pieces - 1 else len(data)])
+
+
+def big_data_out_cases():
+    c = Conn()
+    c.normal_login()
+    for _ in range(3):      # past the unit attention of a new I_T nexus
+        if c.tur_good() == 0:
+            break
+    itt = c.cmd(b"\x25" + b"\x00" * 9, edtl=8, read=True)   # READ CAPACITY(10)
+    st, cap = response_to(c, itt, "READ CAPACITY(10) data")
+    bs = struct.unpack(">I", cap[4:8])[0]
+    size = 65536           # the RFC's default FirstBurstLength: all unsolicited
+    blocks = size // bs
+    data = bytes((i * 7) & 0xff for i in range(size))
+    cdb = b"\x2a\x00" + struct.pack(">I", 0) + b"\x00" + struct.pack(">H", blocks) + b"\x00"
+    itt = c.cmd(cdb, edtl=size, write=True, final=False)
+    big_data_out(c, itt, data, 3)
+    st, _ = response_to(c, itt, "SCSI Response to the 64 KiB WRITE")
+    if st != 0:
+        fail("a 64 KiB WRITE sent in pieces ended with status 0x%02x" % st)
+    cdb = b"\x28\x00" + struct.pack(">I", 0) + b"\x00" + struct.pack(">H", blocks) + b"\x00"
+    itt = c.cmd(cdb, edtl=size, read=True)
+    st, back = response_to(c, itt, "Data-In of the 64 KiB READ")
+    if st != 0 or back != data:
+        fail("a 64 KiB WRITE sent in pieces did not read back (status 0x%02x)" % st)
+    # Half a Data-Out, then the initiator goes away.
+    itt = c.cmd(cdb.replace(b"\x28", b"\x2a", 1), edtl=size, write=True, final=False)
+    d = bytearray(48)
+    d[0] = 0x05
+    d[1] = 0x80
+    d[5:8] = struct.pack(">I", size)[1:]
+    d[16:20] = struct.pack(">I", itt)
+    d[20:24] = b"\xff\xff\xff\xff"
+    c.s.sendall(bytes(d) + data[:size // 2])
+    time.sleep(0.2)
+    c.s.close()
+
+
 def main():
     if CHAP:
         chap_cases()
@@ -338,6 +406,11 @@ def main():
     if kv.get("MaxRecvDataSegmentLength") != "262144":
         fail("the target did not declare MaxRecvDataSegmentLength=262144: %r" % kv)
     c.s.close()
+
+    # Large Data-Out segments are received straight into the command's
+    # buffer (server.c): one that arrives in two pieces must land whole,
+    # and a connection that goes in the middle of one must not hurt.
+    big_data_out_cases()
 
     # The first session saw none of it.
     keeper.ping_ok()
