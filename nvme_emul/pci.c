@@ -965,7 +965,7 @@ static void pci_delete_cq_stop(struct reactor_task *t)
 	reactor_post(p->r[0], &s->task);
 }
 
-/* Delete I/O Submission / Completion Queue (00h / 04h), §5.6 / §5.7. */
+/* Delete I/O Submission / Completion Queue (00h / 04h), NVMe Base 2.0 §5.6 / §5.7. */
 static void pci_delete_q(struct pq_slot *s)
 {
 	struct nvmeemu_pci *p = s->sq->p;

@@ -38,7 +38,8 @@ OUTSIDE = [
 SECTION = re.compile(r"§\s*\d")
 COMPAT = "openvmm-compat.md"
 DOC_NAMED = re.compile(r"\bRFC\s*\d|\bIEEE\b|\bSPC-\d|\bSBC-\d|\bSAM-\d|\bMMC(-\d)?\b|\bNVMe\b|"
-                       r"\bATA\b|\bACS-\d|\.md\b|\.rst\b|\.h\b|\b[Vv]irtio 1\.\d")
+                       r"\bATA\b|\bACS-\d|\.md\b|\.rst\b|\.h\b|\b[Vv]irtio 1\.\d|"
+                       r"\bPCI(e| Local Bus| Express)?\b|\b[Tt]ransport [Ss]pec")
 
 # Test fixtures hold arbitrary bytes (fuzzer crash inputs); this test
 # names the patterns it looks for.
