@@ -49,8 +49,13 @@
  *   on when the write path is the top layer alone and there is no read
  *   cache; the layer gets the caller's iovec array (lwalk_issue), so what
  *   it swaps in is what the caller sees.
- * - Thread safety: the layered disk itself is immutable after construction;
- *   layers protect their own state.
+ * - Commit (layered-commit.c, docs/layered.md "Commit"): while one runs,
+ *   each write or unmap the top layer completes sets the bits of its
+ *   chunks in the dirty tracker (lwalk_mark; layered-internal.h). Without
+ *   a commit that costs one load of a NULL pointer per write.
+ * - Thread safety: the layered disk itself is immutable after construction
+ *   but for the tracker pointer, set once under commit_lock; layers protect
+ *   their own state.
  */
 #include "config.h"
 

@@ -892,7 +892,7 @@ static json_t *job_not_found(struct ctl_call *c, json_int_t id)
 	return not_found(c, t);
 }
 
-/* The running commit of @node, if any (its job id), for the Busy error. */
+/* The job id of a commit of export @target still running, else 0. */
 static uint64_t job_running_on(struct serve_ctl *s, const char *target)
 {
 	for (struct ctl_job *j = s->jobs; j; j = j->next) {
@@ -954,6 +954,7 @@ static json_t *m_layer_commit(struct ctl_call *c, json_t *params)
 	char err[512] = "";
 	json_error_t je;
 	bool ro = false;
+	uint64_t busy;
 	int ret;
 
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
@@ -969,10 +970,11 @@ static json_t *m_layer_commit(struct ctl_call *c, json_t *params)
 					       : "no RAM or SQLite overlay on a layered disk in this "
 						 "stack");
 	}
-	if ((ret = (int)job_running_on(s, target)) > 0) {
+	if ((busy = job_running_on(s, target)) > 0) {
 		disk_unref(d);
-		return ctl_fail(c, CTL_ERR_BUSY, json_pack("{s:o, s:i}", "target",
-							   tool_json_str(target), "job", ret));
+		return ctl_fail(c, CTL_ERR_BUSY, json_pack("{s:o, s:I}", "target",
+							   tool_json_str(target), "job",
+							   (json_int_t)busy));
 	}
 	if (!(lower = open_lower_writable(c, target))) {
 		disk_unref(d);
@@ -991,6 +993,9 @@ static json_t *m_layer_commit(struct ctl_call *c, json_t *params)
 		free(j);
 		disk_unref(lower);
 		disk_unref(d);
+		if (ret == -EBUSY)    /* the same overlay under another export's name */
+			return ctl_fail(c, CTL_ERR_BUSY, json_pack("{s:o}", "target",
+								   tool_json_str(target)));
 		return ret == -ENOMEM ? NULL : not_supported(c, target, err[0] ? err : strerror(-ret));
 	}
 	j->id = ++s->next_job_id;

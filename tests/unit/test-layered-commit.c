@@ -4,7 +4,7 @@
  * a memdiff: overlay over a file committed into the file (reopened alone
  * and compared with a flat model), the overlay kept and still reading the
  * same, data and zeroed runs, commits under concurrent writes against a
- * seeded model, cancel, a write error of the disk below (the job fails
+ * seeded model, a sqldiff: top layer, cancel, a write error of the disk below (the job fails
  * with its errno and the overlay loses nothing), and the refusals.
  */
 #include "config.h"
@@ -266,6 +266,36 @@ static void test_layered_commit_write_error(void **state UNUSED)
 	free(model);
 }
 
+/* A sqldiff: top layer (read through the SQLite layer's worker pool) is
+ * committed the same way. */
+static void test_layered_commit_sqldiff(void **state UNUSED)
+{
+#ifdef HAVE_SQLITE
+	uint8_t *model;
+	const char *path = base_file("sqldiff.img", &model);
+	const char *db = tu_path("sqldiff.dbhd");
+	struct disk *d = open_spec(false, "sqldiff:%s;create:file:%s", db, path);
+	struct layered_commit *c;
+	struct layered_commit_progress p;
+
+	put(d, model, 3, 40, 12);
+	put(d, model, 9000, 16, 0);
+	put(d, model, SECTORS - 1, 1, 13);
+	assert_int_equal(layered_commit_start(d, open_spec(false, "file:%s", path), &c, err,
+					      sizeof(err)), 0);
+	layered_commit_wait(c, &p);
+	assert_int_equal(p.state, LAYERED_COMMIT_DONE);
+	assert_int_equal(p.done_sectors, 40 + 16 + 1);
+	layered_commit_free(c);
+	expect_model(d, model);
+	disk_unref(d);
+	expect_file(path, model);
+	free(model);
+#else
+	skip();
+#endif
+}
+
 static void test_layered_commit_refusals(void **state UNUSED)
 {
 	uint8_t *model;
@@ -310,6 +340,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_layered_commit_cancel, tu_reactor_setup,
 						tu_reactor_teardown),
 		cmocka_unit_test_setup_teardown(test_layered_commit_write_error, tu_reactor_setup,
+						tu_reactor_teardown),
+		cmocka_unit_test_setup_teardown(test_layered_commit_sqldiff, tu_reactor_setup,
 						tu_reactor_teardown),
 		cmocka_unit_test_setup_teardown(test_layered_commit_refusals, tu_reactor_setup,
 						tu_reactor_teardown),
