@@ -159,7 +159,7 @@ static int fail(const char *what, int st)
 int main(int argc, char **argv)
 {
 	struct guest g = { .phase = { 1, 1 } };
-	struct nvmeemu_subsys_opts so;
+	struct nvmeemu_subsys_opts so = { 0 };   /* nvmeemu_pci_subsys_opts sets only its own fields */
 	struct nvmeemu_subsys *s;
 	struct diskemu_thread *t;
 	struct reactor *r;
