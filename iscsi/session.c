@@ -85,28 +85,6 @@ static void put_sns(struct iscsisrv_conn *c, uint8_t *hdr, bool advance)
 	ds_put_be32(hdr + 32, max_cmdsn(c));
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-/* Padding (and the data digest) after @len bytes at @data into @tr;
- * returns the trailer's length. */
-static uint32_t data_trailer(const struct iscsisrv_conn *c, const void *data, uint32_t len,
-			     uint8_t *tr)
-{
-	uint32_t pad = iscsi_pad(len);
-
-	memset(tr, 0, 8);
-	if (!c->dg.data)
-		return pad;
-	put_le32(tr + pad, crc32c(crc32c(0, data, len), tr, pad));
-	return pad + ISCSI_DIGEST_BYTES;
-}
-
 static void reject(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason)
 {
 	struct iscsisrv_ctl *ctl = iscsisrv_ctl_new(c, ISCSI_BHS_BYTES);
@@ -337,7 +315,7 @@ static void task_respond(struct iscsisrv_task *t)
 		iscsisrv_hdr_digest(c, h);
 		t->iov[n++] = (struct iovec){ h, hb };
 		t->iov[n++] = (struct iovec){ t->buf + off, len };
-		tl = data_trailer(c, t->buf + off, len, tr);
+		tl = iscsisrv_data_trailer(c, t->buf + off, len, tr);
 		if (tl)
 			t->iov[n++] = (struct iovec){ tr, tl };
 		off += len;
@@ -363,7 +341,7 @@ static void task_respond(struct iscsisrv_task *t)
 			iscsisrv_hdr_digest(c, h);
 			t->iov[n++] = (struct iovec){ h, hb };
 			t->iov[n++] = (struct iovec){ t->sense, 2 + slen };
-			tl = data_trailer(c, t->sense, 2 + slen, t->trailer);
+			tl = iscsisrv_data_trailer(c, t->sense, 2 + slen, t->trailer);
 			if (tl)
 				t->iov[n++] = (struct iovec){ t->trailer, tl };
 		} else {
@@ -372,12 +350,8 @@ static void task_respond(struct iscsisrv_task *t)
 		}
 	}
 	t->state = TASK_RESPONDING;
-	t->tx.iov = t->iov;
-	t->tx.iovcnt = n;
-	t->tx.sent = task_tx_sent;
 	t->tx_pending++;
-	netsrv_tx_queue(c->nc, &t->tx);
-	netsrv_tx_schedule(c->nc);
+	iscsisrv_tx_send(c, &t->tx, t->iov, n, task_tx_sent);
 }
 
 /* CHECK CONDITION, ABORTED COMMAND with @asc/@ascq, for a command whose
@@ -482,13 +456,9 @@ static void task_r2ts(struct iscsisrv_task *t)
 		ds_put_be32(h + 44, r->len);
 		iscsisrv_hdr_digest(c, h);
 		r->iov[0] = (struct iovec){ h, iscsisrv_hdr_bytes(c) };
-		r->tx.iov = r->iov;
-		r->tx.iovcnt = 1;
-		r->tx.sent = r2t_tx_sent;
 		r->tx_busy = true;
 		t->tx_pending++;
-		netsrv_tx_queue(c->nc, &r->tx);
-		netsrv_tx_schedule(c->nc);
+		iscsisrv_tx_send(c, &r->tx, r->iov, 1, r2t_tx_sent);
 	}
 }
 
