@@ -160,26 +160,6 @@ void iscsisrv_conn_resume(struct iscsisrv_conn *c)
 	reactor_defer(c->r, &c->pump_task);
 }
 
-/* A Reject (RFC 7143 §11.17) carrying the rejected header. */
-static void conn_reject_hdr(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason)
-{
-	struct iscsisrv_ctl *ctl = iscsisrv_ctl_new(c, ISCSI_BHS_BYTES);
-
-	if (!ctl)
-		return;
-	iscsi_bhs_init(ctl->hdr, ISCSI_OP_REJECT, ISCSI_FLAG_F);
-	ctl->hdr[2] = reason;
-	iscsi_bhs_set_dlen(ctl->hdr, ISCSI_BHS_BYTES);
-	ds_put_be32(ctl->hdr + 16, ISCSI_RESERVED_TAG);
-	if (c->phase == PHASE_FULL) {
-		ds_put_be32(ctl->hdr + 24, c->statsn++);
-		ds_put_be32(ctl->hdr + 28, c->exp_cmdsn);
-		ds_put_be32(ctl->hdr + 32, c->exp_cmdsn - 1 + (c->window - c->win_used));
-	}
-	memcpy(ctl->data, bhs, ISCSI_BHS_BYTES);
-	iscsisrv_ctl_send(c, ctl);
-}
-
 /* A login failure answered outside the state machine (a PDU other than a
  * Login Request during login). */
 static void conn_login_refuse(struct iscsisrv_conn *c, const uint8_t *bhs, uint16_t status)
@@ -269,7 +249,7 @@ static void conn_frame_error(struct iscsisrv_conn *c, const uint8_t *bhs,
 
 	/* A header that failed its digest is not worth echoing. */
 	if (full && err != ISCSI_FRAME_HEADER_DIGEST)
-		conn_reject_hdr(c, bhs, ISCSI_REJECT_PROTOCOL);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 	c->phase = PHASE_DONE;
 	switch (err) {
 	case ISCSI_FRAME_HEADER_DIGEST:

@@ -85,7 +85,7 @@ static void put_sns(struct iscsisrv_conn *c, uint8_t *hdr, bool advance)
 	ds_put_be32(hdr + 32, max_cmdsn(c));
 }
 
-static void reject(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason)
+void iscsisrv_reject(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason)
 {
 	struct iscsisrv_ctl *ctl = iscsisrv_ctl_new(c, ISCSI_BHS_BYTES);
 
@@ -504,7 +504,7 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	int cdb_len;
 
 	if (c->discovery) {
-		reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 		return true;
 	}
 	if (!imm && (sn_lt(sn, c->exp_cmdsn) || sn_lt(max_cmdsn(c), sn))) {
@@ -527,7 +527,7 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 			  : (rd && wr) ? "bidirectional commands are not supported"
 			  : edtl > ISCSISRV_MAX_XFER ? "transfer too long"
 			  : "data where none may be");
-		reject(c, bhs, reason);
+		iscsisrv_reject(c, bhs, reason);
 		/* The command's CmdSN is spent: later ones must not wait for it. */
 		if (!imm && sn == c->exp_cmdsn) {
 			c->exp_cmdsn++;
@@ -537,7 +537,7 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	}
 	if (!c->free_tasks) {
 		if (imm) {
-			reject(c, bhs, ISCSI_REJECT_IMMEDIATE);
+			iscsisrv_reject(c, bhs, ISCSI_REJECT_IMMEDIATE);
 			return true;
 		}
 		return false;   /* a response still being sent holds the slot */
@@ -684,7 +684,7 @@ static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	if (!t) {
 		log_debug("%s: Data-Out for no task we wait on (ITT 0x%x, TTT 0x%x)", c->name,
 			  itt, ttt);
-		reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
 		return true;
 	}
 	data_out_window(t, r, &exp_off, &limit);
@@ -694,7 +694,7 @@ static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		 * ErrorRecoveryLevel 0 (RFC 7143 §7.1.4.1): the session goes. */
 		log_warn("%s: Data-Out at offset %u+%u, expected %u (limit %u): closing", c->name,
 			 off, pdu->dlen, exp_off, limit);
-		reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 		c->phase = PHASE_DONE;
 		netsrv_conn_close(c->nc, true, NULL);
 		return true;
@@ -711,7 +711,7 @@ static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	if (pdu->data_digest_bad) {
 		/* RFC 7143 §7.8: Reject and drop the data; the command cannot succeed
 		 * (PROTOCOL SERVICE CRC ERROR). */
-		reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
 		t->err = true;
 		t->err_asc = 0x47;
 		t->err_ascq = 0x05;
@@ -754,7 +754,7 @@ static bool sess_nop_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	if (!cmdsn_accept(c, bhs))
 		return true;
 	if (pdu->data_digest_bad) {
-		reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
 		return true;
 	}
 	len = MIN(pdu->dlen, c->p.max_recv_dsl);
@@ -870,13 +870,13 @@ static bool sess_text(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	if (!cmdsn_accept(c, bhs))
 		return true;
 	if (pdu->data_digest_bad) {
-		reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
 		return true;
 	}
 	if (ttt != ISCSI_RESERVED_TAG) {
 		/* The initiator asks for the rest of our answer (RFC 7143 §11.11.4). */
 		if (ttt != c->text_ttt || c->text_off == 0 || itt != c->text_itt) {
-			reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
+			iscsisrv_reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
 			return true;
 		}
 		sess_text_send(c, itt);
@@ -886,7 +886,7 @@ static bool sess_text(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	c->text_off = 0;
 	if (c->text_in.len + pdu->dlen > ISCSI_LOGIN_TEXT_MAX) {
 		iscsi_text_reset(&c->text_in);
-		reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 		return true;
 	}
 	iscsi_text_append(&c->text_in, pdu->data, pdu->dlen);
@@ -909,7 +909,7 @@ static bool sess_text(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	iscsi_text_reset(&c->text_in);
 	if (c->text_out.oom) {
 		iscsi_text_reset(&c->text_out);
-		reject(c, bhs, ISCSI_REJECT_LONG_OP);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_LONG_OP);
 		return true;
 	}
 	sess_text_send(c, itt);
@@ -1068,7 +1068,7 @@ static bool sess_logout(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		return true;
 	}
 	if (reason > 2) {
-		reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
 		return true;
 	}
 	c->logout_active = true;
@@ -1237,7 +1237,7 @@ bool iscsisrv_session_pdu(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		return sess_scsi_cmd(c, pdu);
 	case ISCSI_OP_DATA_OUT:
 		if (c->discovery) {
-			reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+			iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 			return true;
 		}
 		return sess_data_out(c, pdu);
@@ -1250,13 +1250,13 @@ bool iscsisrv_session_pdu(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	case ISCSI_OP_LOGOUT_REQ:
 		return sess_logout(c, pdu);
 	case ISCSI_OP_LOGIN_REQ:
-		reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 		return true;
 	case ISCSI_OP_SNACK:
 	default:
 		/* SNACK needs ErrorRecoveryLevel > 0 (RFC 7143 §11.16); the rest is not
 		 * an initiator opcode. */
-		reject(c, bhs, ISCSI_REJECT_NOT_SUPPORTED);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_NOT_SUPPORTED);
 		return true;
 	}
 }

@@ -248,6 +248,9 @@ uint8_t *iscsisrv_session_data_dest(struct iscsisrv_conn *c, const uint8_t *bhs,
 void iscsisrv_session_data_release(struct iscsisrv_task *t);
 /* Whether parsing may go on (free slots, budget, no TMF or logout waiting). */
 bool iscsisrv_session_can_parse(const struct iscsisrv_conn *c);
+/* Sends a Reject (RFC 7143 §11.17) with @reason, carrying the rejected
+ * header @bhs; full feature phase only (it advances StatSN). */
+void iscsisrv_reject(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason);
 
 /* server.c: shared helpers. */
 /* Allocates a control PDU with @dlen data bytes (header zeroed). */
