@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tools/serve-net.h"
+
 struct disk;
 struct netsrv;
 struct spec;
@@ -84,8 +86,7 @@ struct serve_iscsi {
 	struct serve_iscsi_lun luns[SERVE_ISCSI_MAX_LUNS];
 	unsigned nluns;
 	struct iscsisrv *srv;
-	struct disk **disks;            /* own references, flushed at the end */
-	unsigned ndisks;
+	struct serve_disks disks;       /* flushed at the end */
 	uint16_t bound_port;
 };
 

@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tools/serve-net.h"
+
 struct disk;
 struct netsrv;
 struct spec;
@@ -60,8 +62,7 @@ struct serve_nvmf {
 	struct serve_nvmf_ns ns[SERVE_NVMF_MAX_NS];
 	unsigned nns;
 	struct nvmfsrv *srv;
-	struct disk **disks;            /* own references, flushed at the end */
-	unsigned ndisks;
+	struct serve_disks disks;       /* flushed at the end */
 	uint16_t bound_port;
 };
 

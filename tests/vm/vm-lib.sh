@@ -406,6 +406,16 @@ vm_watch_resize()
 	watch_pid=$!
 }
 
+# vm_stop_server: stops the server $srv_pid (if any) started in the
+# background, waits for it and clears srv_pid.
+vm_stop_server()
+{
+	[ -n "$srv_pid" ] || return 0
+	kill "$srv_pid" 2>/dev/null
+	wait "$srv_pid" 2>/dev/null
+	srv_pid=
+}
+
 # vm_serve_retry WHAT LAUNCH: sets a random $port and runs the function
 # LAUNCH, which starts the server in the background with pid file
 # $work/srv.pid and its log appended to $work/serve.log; tries five ports
@@ -420,9 +430,7 @@ vm_serve_retry()
 		"$launch"
 		srv_pid=$!
 		vm_wait_pidfile "$work/srv.pid" "$srv_pid" && return 0
-		kill "$srv_pid" 2>/dev/null
-		wait "$srv_pid" 2>/dev/null
-		srv_pid=
+		vm_stop_server
 	done
 	cat "$work/serve.log" >&2
 	vm_die "$what did not start"
