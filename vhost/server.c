@@ -80,7 +80,6 @@ struct vhostsrv_thread {
 	struct reactor *r;
 	bool created;
 	int init_ret;                   /* reactor_new's, read after the start handshake */
-	struct reactor_task quit_task;  /* vhostsrv_thread_quit */
 };
 
 struct vhostsrv_queue {
@@ -361,31 +360,6 @@ static void vhostsrv_swap_task(struct reactor_task *t)
 	if (!q->swap_err)
 		vhostsrv_signal_fd(*fd);
 	vhostsrv_sync_signal(q->s);
-}
-
-static void vhostsrv_thread_quit_task(struct reactor_task *t)
-{
-	struct vhostsrv_thread *th = container_of(t, struct vhostsrv_thread, quit_task);
-
-	reactor_stop(th->r);
-}
-
-/*
- * Ends @th's reactor_run with a task that stops the reactor from its own
- * thread, not with reactor_stop from ours. A foreign reactor_stop finds
- * the mailbox flag already set when a post's wake-up is still pending,
- * writes no eventfd, and the reactor's next pass clears the flag, finds
- * no task, runs nothing and waits again without looking at the stop
- * flag: the thread then waits for good (fuzz-vhost-msg hung in
- * vhostsrv_wait this way; gdb showed stop set, the mailbox empty, the
- * thread in io_uring_enter). A posted task is never lost that way: the
- * drain that clears the flag takes it, and a pass that runs it returns
- * to reactor_run, which sees the stop.
- */
-static void vhostsrv_thread_quit(struct vhostsrv_thread *th)
-{
-	th->quit_task.fn = vhostsrv_thread_quit_task;
-	reactor_post(th->r, &th->quit_task);
 }
 
 static void *vhostsrv_thread_main(void *arg)
@@ -1229,7 +1203,7 @@ static void *vhostsrv_control_main(void *arg)
 	vhostsrv_end_session(s);
 	for (unsigned i = 0; i < s->nthreads; i++)
 		if (s->threads[i].created)
-			vhostsrv_thread_quit(&s->threads[i]);
+			reactor_stop(s->threads[i].r);
 	return NULL;
 }
 
@@ -1349,7 +1323,7 @@ int vhostsrv_start(struct vhostsrv *s)
 fail:
 	for (unsigned i = 0; i < s->nthreads; i++) {
 		if (s->threads[i].created) {
-			vhostsrv_thread_quit(&s->threads[i]);
+			reactor_stop(s->threads[i].r);
 			pthread_join(s->threads[i].tid, NULL);
 			s->threads[i].created = false;
 		}
