@@ -33,6 +33,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -754,8 +755,11 @@ static int vhostsrv_get_inflight(struct vhostsrv *s, struct vhostsrv_msg *m)
 		return -EINVAL;
 	}
 	len = in.num_queues * vhostvq_inflight_bytes(in.queue_size);
-	fd = memfd_create("diskstack-vhost-inflight", MFD_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, (off_t)len) < 0)
+	/* The front-end gets this fd: sealed, it cannot shrink the file
+	 * under our mapping (SIGBUS) nor change its size at all. */
+	fd = memfd_create("diskstack-vhost-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0 || ftruncate(fd, (off_t)len) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		return -errno;
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
@@ -787,7 +791,8 @@ static int vhostsrv_set_inflight(struct vhostsrv *s, struct vhostsrv_msg *m)
 			  (unsigned long long)in->mmap_size, in->num_queues, in->queue_size);
 		return -EINVAL;
 	}
-	if (vhostmem_fd_covers(fd, in->mmap_offset, in->mmap_size) < 0) {
+	if (vhostmem_fd_seal(fd, "inflight buffer") < 0 ||
+	    vhostmem_fd_covers(fd, in->mmap_offset, in->mmap_size) < 0) {
 		log_error("%s: SET_INFLIGHT_FD: %llu bytes at offset %llu are past the end of the "
 			  "file", s->name, (unsigned long long)in->mmap_size,
 			  (unsigned long long)in->mmap_offset);

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -121,12 +122,56 @@ static void test_vhost_msg_stop_lost(void **state)
 	}
 }
 
+/* The front-end shrinks its memfd after SET_MEM_TABLE: the back-end's
+ * next access to the lost pages died of SIGBUS. The back-end now seals a
+ * sealable file against shrinking before it maps it (the front-end may
+ * still grow it); the inflight buffer it makes is sealed whole. A file
+ * that cannot be sealed is still accepted (QEMU's seal=off). */
+static void test_vhost_msg_region_shrunk_after_mapping(void **state)
+{
+	struct {
+		uint32_t nregions, padding;
+		struct vhu_region r;
+	} mt = { .nregions = 1, .r = { .guest_phys = 0, .size = 64 << 10,
+				       .user_addr = 0x7e0000000000ull } };
+	struct vhu_inflight in = { .num_queues = 1, .queue_size = 128 };
+	int fd, seals, ifd = -1;
+	uint32_t size = 0;
+	struct vt t;
+
+	(void)state;
+	vt_setup(&t, &(struct vt_opts){ 0 });
+	fd = vfront_memfd(t.f);
+	seals = fcntl(fd, F_GET_SEALS);
+	assert_true(seals >= 0 && (seals & F_SEAL_SHRINK));
+	assert_int_equal(ftruncate(fd, 4096), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(ftruncate(fd, (off_t)vfront_mem_bytes(t.f) * 2), 0);
+	works(&t);
+
+	/* GET_INFLIGHT_FD: the buffer handed out cannot change size. */
+	assert_int_equal(vfront_send(t.f, VHU_GET_INFLIGHT_FD, 0, &in, sizeof(in), NULL, 0), 0);
+	assert_int_equal(vfront_recv(t.f, VHU_GET_INFLIGHT_FD, &in, sizeof(in), &size, &ifd), 0);
+	assert_true(ifd >= 0);
+	assert_int_equal(ftruncate(ifd, 0), -1);
+	assert_int_equal(errno, EPERM);
+	close(ifd);
+
+	/* Not sealable (no MFD_ALLOW_SEALING): accepted, with a warning. */
+	fd = small_memfd(64 << 10);
+	assert_int_equal(vfront_msg(t.f, VHU_SET_MEM_TABLE, VHU_FLAG_NEED_REPLY, &mt, sizeof(mt),
+				    &fd, 1, NULL, 0), 0);
+	close(fd);
+	vt_teardown(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vhost_msg_inflight_past_file_end),
 		cmocka_unit_test(test_vhost_msg_region_past_file_end),
 		cmocka_unit_test(test_vhost_msg_stop_lost),
+		cmocka_unit_test(test_vhost_msg_region_shrunk_after_mapping),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
