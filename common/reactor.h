@@ -103,7 +103,8 @@ void reactor_timer_cancel(struct reactor *r, struct reactor_timer *t);
 /* Runs one pass: submits queued SQEs, then runs completions, fired timers,
  * posted and deferred tasks (tasks deferred during the pass wait for the next
  * one). If @wait and the pass ran nothing and nothing is ready, blocks until
- * a completion, a post or the first timer deadline. Makes no syscall when no
+ * a completion, a post or the first timer deadline (not when called by
+ * reactor_run() with a stop pending). Makes no syscall when no
  * SQE is queued and the kernel has nothing to deliver. Returns the number of
  * callbacks run or -errno. */
 int reactor_run_once(struct reactor *r, bool wait);

@@ -34,6 +34,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -81,7 +82,6 @@ struct vhostsrv_thread {
 	struct reactor *r;
 	bool created;
 	int init_ret;                   /* reactor_new's, read after the start handshake */
-	struct reactor_task quit_task;  /* vhostsrv_thread_quit */
 };
 
 struct vhostsrv_queue {
@@ -362,31 +362,6 @@ static void vhostsrv_swap_task(struct reactor_task *t)
 	if (!q->swap_err)
 		vhostsrv_signal_fd(*fd);
 	vhostsrv_sync_signal(q->s);
-}
-
-static void vhostsrv_thread_quit_task(struct reactor_task *t)
-{
-	struct vhostsrv_thread *th = container_of(t, struct vhostsrv_thread, quit_task);
-
-	reactor_stop(th->r);
-}
-
-/*
- * Ends @th's reactor_run with a task that stops the reactor from its own
- * thread, not with reactor_stop from ours. A foreign reactor_stop finds
- * the mailbox flag already set when a post's wake-up is still pending,
- * writes no eventfd, and the reactor's next pass clears the flag, finds
- * no task, runs nothing and waits again without looking at the stop
- * flag: the thread then waits for good (fuzz-vhost-msg hung in
- * vhostsrv_wait this way; gdb showed stop set, the mailbox empty, the
- * thread in io_uring_enter). A posted task is never lost that way: the
- * drain that clears the flag takes it, and a pass that runs it returns
- * to reactor_run, which sees the stop.
- */
-static void vhostsrv_thread_quit(struct vhostsrv_thread *th)
-{
-	th->quit_task.fn = vhostsrv_thread_quit_task;
-	reactor_post(th->r, &th->quit_task);
 }
 
 static void *vhostsrv_thread_main(void *arg)
@@ -786,8 +761,11 @@ static int vhostsrv_get_inflight(struct vhostsrv *s, struct vhostsrv_msg *m)
 		return -EINVAL;
 	}
 	len = in.num_queues * vhostvq_inflight_bytes(in.queue_size);
-	fd = memfd_create("diskstack-vhost-inflight", MFD_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, (off_t)len) < 0)
+	/* The front-end gets this fd: sealed, it cannot shrink the file
+	 * under our mapping (SIGBUS) nor change its size at all. */
+	fd = memfd_create("diskstack-vhost-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0 || ftruncate(fd, (off_t)len) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		return -errno;
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
@@ -819,7 +797,8 @@ static int vhostsrv_set_inflight(struct vhostsrv *s, struct vhostsrv_msg *m)
 			  (unsigned long long)in->mmap_size, in->num_queues, in->queue_size);
 		return -EINVAL;
 	}
-	if (vhostmem_fd_covers(fd, in->mmap_offset, in->mmap_size) < 0) {
+	if (vhostmem_fd_seal(fd, "inflight buffer") < 0 ||
+	    vhostmem_fd_covers(fd, in->mmap_offset, in->mmap_size) < 0) {
 		log_error("%s: SET_INFLIGHT_FD: %llu bytes at offset %llu are past the end of the "
 			  "file", s->name, (unsigned long long)in->mmap_size,
 			  (unsigned long long)in->mmap_offset);
@@ -1235,7 +1214,7 @@ static void *vhostsrv_control_main(void *arg)
 	vhostsrv_end_session(s);
 	for (unsigned i = 0; i < s->nthreads; i++)
 		if (s->threads[i].created)
-			vhostsrv_thread_quit(&s->threads[i]);
+			reactor_stop(s->threads[i].r);
 	return NULL;
 }
 
@@ -1355,7 +1334,7 @@ int vhostsrv_start(struct vhostsrv *s)
 fail:
 	for (unsigned i = 0; i < s->nthreads; i++) {
 		if (s->threads[i].created) {
-			vhostsrv_thread_quit(&s->threads[i]);
+			reactor_stop(s->threads[i].r);
 			pthread_join(s->threads[i].tid, NULL);
 			s->threads[i].created = false;
 		}

@@ -45,6 +45,7 @@
 #include "common/log.h"
 #include "storage/disk.h"
 #include "storage/layered.h"
+#include "tests/fuzz/fuzz-poll.h"
 #include "vhost/blk.h"
 #include "vhost/proto.h"
 #include "vhost/vhost.h"
@@ -111,12 +112,12 @@ static int fz_recv(struct fz *f)
 		struct iovec iov = { buf + got, want - got };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
 				     .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf) };
-		struct pollfd p = { .fd = f->sock, .events = POLLIN };
 		ssize_t n;
 
-		if (poll(&p, 1, 20000) <= 0) {
+		if (fuzz_poll_in(f->sock, 20000) <= 0) {
 			/* The server stopped answering: a hang. FUZZ_HANG_PAUSE
-			 * keeps the process for a debugger. */
+			 * keeps the process for a debugger. (A signal is not
+			 * one: libFuzzer's timer interrupts the wait.) */
 			if (getenv("FUZZ_HANG_PAUSE")) {
 				fprintf(stderr, "fuzz-vhost-msg: hang, pid %d\n", (int)getpid());
 				pause();

@@ -71,6 +71,11 @@ size_t vfront_mem_bytes(struct vfront *f)
 	return f->o.mem_bytes;
 }
 
+int vfront_memfd(struct vfront *f)
+{
+	return f->memfd;
+}
+
 static uint16_t *vfront_avail(struct vfront *f, unsigned q)
 {
 	return vfront_ptr(f, AVAIL_GPA(q));
@@ -121,7 +126,9 @@ int vfront_new(const struct vfront_opts *o, int sock, struct vfront **out)
 	f->sock = sock;
 	f->inflight_fd = -1;
 	f->backend[0] = f->backend[1] = -1;
-	f->memfd = memfd_create("vfront-guest", MFD_CLOEXEC);
+	/* Sealable, as QEMU's memory-backend-memfd makes it; the back-end
+	 * adds F_SEAL_SHRINK (QEMU seals it itself). */
+	f->memfd = memfd_create("vfront-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (f->o.queues > VFRONT_MAX_QUEUES || f->o.qsize > VIRTQ_MAX_SIZE / 32 || f->memfd < 0 ||
 	    ftruncate(f->memfd, (off_t)f->o.mem_bytes) < 0) {
 		vfront_free(f);
