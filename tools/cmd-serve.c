@@ -678,6 +678,10 @@ int cmd_serve(int argc, char **argv)
 		struct serve_ctl_opts co = { .path = control, .nbd = srv, .net = net,
 					     .read_only = read_only, .threads = (unsigned)threads };
 
+		co.iscsi = &si;   /* the other frontends (serve-ctl-fe.c) */
+		co.nvmf = &snv;
+		co.vhost = &svh;
+
 		if (strcmp(control, "-") == 0) {
 			if (!privdir[0]) {
 				ret = tool_usage_error(cmd, "--control - needs the private socket of -U -");

@@ -20,6 +20,7 @@
 #include "net/netsrv.h"
 #include "scsi/scsi.h"
 #include "storage/disk.h"
+#include "storage/backends/url.h"
 #include "storage/spec.h"
 #include "tools/scsi-lun.h"
 #include "tools/serve-iscsi.h"
@@ -199,15 +200,61 @@ int serve_iscsi_check(struct serve_iscsi *si, const char *cmd, bool have_default
 	return 0;
 }
 
-static int keep_disk(struct serve_iscsi *si, const char *cmd, struct disk *d)
+int serve_iscsi_note_unit(struct serve_iscsi *si, struct scsi_target *t, unsigned lun,
+			  struct disk *d, const char *spec_text)
 {
-	struct disk **v = realloc(si->disks, (si->ndisks + 1) * sizeof(*v));
+	struct serve_iscsi_unit *v = realloc(si->units, (si->nunits + 1) * sizeof(*v));
+	char *spec = url_redact_text_dup(spec_text ? spec_text : "");
 
-	if (!v)
-		return tool_error(cmd, "out of memory");
-	si->disks = v;
-	si->disks[si->ndisks++] = disk_ref(d);
+	if (v)
+		si->units = v;
+	if (!v || !spec) {
+		free(spec);
+		return -ENOMEM;
+	}
+	si->units[si->nunits++] = (struct serve_iscsi_unit){ .t = t, .lun = lun,
+							     .disk = disk_ref(d), .spec = spec };
 	return 0;
+}
+
+static int flush_unit(const struct serve_iscsi_unit *u)
+{
+	int st;
+
+	if (disk_get_info(u->disk)->read_only)
+		return 0;
+	st = disk_sync_flush(u->disk);
+	if (st != DISK_OK) {
+		log_error("iscsi: flush of LUN %u of %s failed: %s", u->lun, scsi_target_name(u->t),
+			  disk_status_str(st));
+		return -EIO;
+	}
+	return 0;
+}
+
+int serve_iscsi_forget_unit(struct serve_iscsi *si, struct scsi_target *t, unsigned lun)
+{
+	for (unsigned i = 0; i < si->nunits; i++) {
+		struct serve_iscsi_unit u = si->units[i];
+		int ret;
+
+		if (u.t != t || u.lun != lun)
+			continue;
+		si->units[i] = si->units[--si->nunits];
+		ret = flush_unit(&u);
+		disk_unref(u.disk);
+		free(u.spec);
+		return ret;
+	}
+	return 0;
+}
+
+struct scsi_target *serve_iscsi_target(struct serve_iscsi *si, const char *name)
+{
+	for (unsigned i = 0; i < si->ntargets; i++)
+		if (si->built[i] && (name ? strcmp(si->targets[i], name) == 0 : i == 0))
+			return si->built[i];
+	return NULL;
 }
 
 /* Makes LUN @lun of @t over @d, opened from @spec_text (scsi-lun.h). */
@@ -216,7 +263,10 @@ static int add_lu(struct serve_iscsi *si, const char *cmd, struct scsi_target *t
 {
 	int ret = tool_scsi_add_lu(cmd, t, lun, d, spec_text);
 
-	return ret ? ret : keep_disk(si, cmd, d);
+	if (ret)
+		return ret;
+	return serve_iscsi_note_unit(si, t, lun, d, spec_text) < 0 ? tool_error(cmd, "out of memory")
+								   : 0;
 }
 
 int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *default_disk,
@@ -269,6 +319,7 @@ int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *defau
 		ret = iscsisrv_add_target(si->srv, st);
 		if (ret < 0)
 			return tool_error(cmd, "target '%s': %s", si->targets[t], strerror(-ret));
+		si->built[t] = st;   /* owned by the server */
 		log_info("serve: iSCSI target %s", si->targets[t]);
 	}
 	return 0;
@@ -322,17 +373,9 @@ int serve_iscsi_flush(struct serve_iscsi *si)
 {
 	int status = 0;
 
-	for (unsigned i = 0; i < si->ndisks; i++) {
-		int st;
-
-		if (disk_get_info(si->disks[i])->read_only)
-			continue;
-		st = disk_sync_flush(si->disks[i]);
-		if (st != DISK_OK) {
-			log_error("iscsi: flush at shutdown failed: %s", disk_status_str(st));
+	for (unsigned i = 0; i < si->nunits; i++)
+		if (flush_unit(&si->units[i]) < 0)
 			status = 1;
-		}
-	}
 	return status;
 }
 
@@ -340,11 +383,14 @@ void serve_iscsi_free(struct serve_iscsi *si)
 {
 	iscsisrv_free(si->srv);
 	si->srv = NULL;
-	for (unsigned i = 0; i < si->ndisks; i++)
-		disk_unref(si->disks[i]);
-	free(si->disks);
-	si->disks = NULL;
-	si->ndisks = 0;
+	for (unsigned i = 0; i < si->nunits; i++) {
+		disk_unref(si->units[i].disk);
+		free(si->units[i].spec);
+	}
+	free(si->units);
+	si->units = NULL;
+	si->nunits = 0;
+	memset(si->built, 0, sizeof(si->built));
 	for (unsigned i = 0; i < si->nluns; i++)
 		spec_free(si->luns[i].spec);
 	si->nluns = 0;

@@ -19,6 +19,7 @@
 #include "nvme_emul/nvme.h"
 #include "nvmf/pdu.h"
 #include "nvmf/server.h"
+#include "storage/backends/url.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
 #include "tools/serve-nvmf.h"
@@ -138,21 +139,85 @@ int serve_nvmf_check(struct serve_nvmf *sn, const char *cmd, bool have_default)
 	return 0;
 }
 
+/* Records namespace @nsid over @d. Returns 0 or -ENOMEM. */
+static int note_unit(struct serve_nvmf *sn, uint32_t nsid, struct disk *d, const char *spec_text)
+{
+	struct serve_nvmf_unit *v = realloc(sn->units, (sn->nunits + 1) * sizeof(*v));
+	char *spec = spec_text ? url_redact_text_dup(spec_text) : NULL;
+
+	if (v)
+		sn->units = v;
+	if (!v || (spec_text && !spec)) {
+		free(spec);
+		return -ENOMEM;
+	}
+	sn->units[sn->nunits++] = (struct serve_nvmf_unit){ .nsid = nsid, .disk = disk_ref(d),
+							     .spec = spec };
+	return 0;
+}
+
+static int flush_unit(const struct serve_nvmf_unit *u)
+{
+	int st;
+
+	if (disk_get_info(u->disk)->read_only)
+		return 0;
+	st = disk_sync_flush(u->disk);
+	if (st != DISK_OK) {
+		log_error("nvme-tcp: flush of namespace %u failed: %s", u->nsid, disk_status_str(st));
+		return -EIO;
+	}
+	return 0;
+}
+
 static int add_ns(struct serve_nvmf *sn, const char *cmd, struct nvmeemu_subsys *ss,
-		  unsigned nsid, struct disk *d)
+		  unsigned nsid, struct disk *d, const char *spec_text)
 {
 	char err[256] = "";
-	struct disk **v;
 	int ret = nvmeemu_subsys_add_ns(ss, nsid, d, err, sizeof(err));
 
 	if (ret < 0)
 		return tool_error(cmd, "namespace %u: %s", nsid, err[0] ? err : strerror(-ret));
-	v = realloc(sn->disks, (sn->ndisks + 1) * sizeof(*v));
-	if (!v)
-		return tool_error(cmd, "out of memory");
-	sn->disks = v;
-	sn->disks[sn->ndisks++] = disk_ref(d);
-	return 0;
+	return note_unit(sn, nsid, d, spec_text) < 0 ? tool_error(cmd, "out of memory") : 0;
+}
+
+int serve_nvmf_ns_add(struct serve_nvmf *sn, uint32_t nsid, struct disk *d,
+		      const char *spec_text, char *err, size_t errlen)
+{
+	int ret;
+
+	if (!sn->subsys)
+		return -ENODEV;
+	ret = nvmeemu_subsys_add_ns(sn->subsys, nsid, d, err, errlen);
+	if (ret < 0)
+		return ret;
+	ret = note_unit(sn, nsid, d, spec_text);
+	if (ret < 0)
+		(void)nvmeemu_subsys_remove_ns(sn->subsys, nsid);
+	return ret;
+}
+
+int serve_nvmf_ns_remove(struct serve_nvmf *sn, uint32_t nsid)
+{
+	int ret;
+
+	if (!sn->subsys)
+		return -ENODEV;
+	ret = nvmeemu_subsys_remove_ns(sn->subsys, nsid);
+	if (ret < 0)
+		return ret;
+	for (unsigned i = 0; i < sn->nunits; i++) {
+		struct serve_nvmf_unit u = sn->units[i];
+
+		if (u.nsid != nsid)
+			continue;
+		sn->units[i] = sn->units[--sn->nunits];
+		ret = flush_unit(&u);
+		disk_unref(u.disk);
+		free(u.spec);
+		break;
+	}
+	return ret;
 }
 
 int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default_disk,
@@ -180,7 +245,7 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 	ret = nvmeemu_subsys_new(&so, &ss, err, sizeof(err));
 	if (ret < 0)
 		return tool_error(cmd, "subsystem: %s", err[0] ? err : strerror(-ret));
-	if (default_disk && (ret = add_ns(sn, cmd, ss, 1, default_disk)) != 0) {
+	if (default_disk && (ret = add_ns(sn, cmd, ss, 1, default_disk, NULL)) != 0) {
 		nvmeemu_subsys_free(ss);
 		return ret;
 	}
@@ -189,7 +254,7 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 
 		ret = tool_open_spec(cmd, "--ns SPEC", sn->ns[i].spec, read_only, &d);
 		if (ret == 0) {
-			ret = add_ns(sn, cmd, ss, sn->ns[i].nsid, d);
+			ret = add_ns(sn, cmd, ss, sn->ns[i].nsid, d, sn->ns[i].spec_text);
 			disk_unref(d);
 		}
 		if (ret) {
@@ -200,6 +265,7 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 	ret = nvmfsrv_add_subsys(sn->srv, ss);
 	if (ret < 0)
 		return tool_error(cmd, "subsystem '%s': %s", so.nqn, strerror(-ret));
+	sn->subsys = ss;   /* owned by the server */
 	log_info("serve: NVMe/TCP subsystem %s", so.nqn);
 	return 0;
 }
@@ -230,17 +296,9 @@ int serve_nvmf_flush(struct serve_nvmf *sn)
 {
 	int status = 0;
 
-	for (unsigned i = 0; i < sn->ndisks; i++) {
-		int st;
-
-		if (disk_get_info(sn->disks[i])->read_only)
-			continue;
-		st = disk_sync_flush(sn->disks[i]);
-		if (st != DISK_OK) {
-			log_error("nvme-tcp: flush at shutdown failed: %s", disk_status_str(st));
+	for (unsigned i = 0; i < sn->nunits; i++)
+		if (flush_unit(&sn->units[i]) < 0)
 			status = 1;
-		}
-	}
 	return status;
 }
 
@@ -248,11 +306,14 @@ void serve_nvmf_free(struct serve_nvmf *sn)
 {
 	nvmfsrv_free(sn->srv);
 	sn->srv = NULL;
-	for (unsigned i = 0; i < sn->ndisks; i++)
-		disk_unref(sn->disks[i]);
-	free(sn->disks);
-	sn->disks = NULL;
-	sn->ndisks = 0;
+	sn->subsys = NULL;
+	for (unsigned i = 0; i < sn->nunits; i++) {
+		disk_unref(sn->units[i].disk);
+		free(sn->units[i].spec);
+	}
+	free(sn->units);
+	sn->units = NULL;
+	sn->nunits = 0;
 	for (unsigned i = 0; i < sn->nns; i++)
 		spec_free(sn->ns[i].spec);
 	sn->nns = 0;
