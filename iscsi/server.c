@@ -292,9 +292,10 @@ static void conn_direct_rx(struct iscsisrv_conn *c)
 		  conn_direct_cb);
 }
 
-/* The PDU at rhead is incomplete: if it is a large Data-Out the session
- * takes, moves what arrived of its data into place and receives the rest
- * there (the receive buffer is then empty). */
+/* The PDU at rhead is incomplete: if it is a large Data-Out or SCSI
+ * Command with immediate data that the session takes, moves what arrived
+ * of its data into place and receives the rest there (the receive buffer
+ * is then empty). */
 static bool conn_direct_start(struct iscsisrv_conn *c)
 {
 	const uint8_t *bhs = c->rbuf + c->rhead;
@@ -308,9 +309,13 @@ static bool conn_direct_start(struct iscsisrv_conn *c)
 	/* A multiple of 4: no padding to skip after the data. */
 	if (dlen < ISCSISRV_DIRECT_MIN || dlen % 4 != 0 || have - ISCSI_BHS_BYTES >= dlen)
 		return false;
-	dst = iscsisrv_session_data_dest(c, bhs, &c->direct_t);
+	if (iscsi_bhs_opcode(bhs) == ISCSI_OP_SCSI_CMD)
+		dst = iscsisrv_session_cmd_dest(c, bhs);
+	else
+		dst = iscsisrv_session_data_dest(c, bhs, &c->direct_t);
 	if (!dst)
 		return false;
+	c->direct_on = true;
 	memcpy(c->direct_hdr, bhs, ISCSI_BHS_BYTES);
 	c->direct_dst = dst;
 	c->direct_len = dlen;
@@ -328,8 +333,11 @@ static void conn_direct_cb(struct netsrv_conn *nc, ssize_t res)
 	struct iscsi_pdu pdu = { 0 };
 
 	if (res <= 0) {
+		c->direct_on = false;
 		c->direct_t = NULL;
-		iscsisrv_session_data_release(t);
+		if (t)
+			iscsisrv_session_data_release(t);
+		iscsisrv_session_cmd_dest_drop(c);
 		if (res == -ECANCELED && (c->draining || c->phase == PHASE_DONE))
 			return;
 		if (res < 0)
@@ -345,21 +353,33 @@ static void conn_direct_cb(struct netsrv_conn *nc, ssize_t res)
 		return;
 	}
 	c->guard++;
+	c->direct_on = false;
 	c->direct_t = NULL;
+	c->big_rx = true;
 	pdu.bhs = c->direct_hdr;
 	pdu.data = c->direct_dst;
 	pdu.dlen = c->direct_len;
-	/* A Data-Out is always consumed (session.c). */
-	if (c->phase == PHASE_FULL && !c->draining && !netsrv_conn_closing(nc))
-		(void)iscsisrv_session_pdu(c, &pdu);
-	iscsisrv_session_data_release(t);
+	/* A Data-Out is always consumed (session.c), and so is a command
+	 * iscsisrv_session_cmd_dest took; should the session still hold one
+	 * back, it goes back to the receive buffer, which is empty. */
+	if (c->phase == PHASE_FULL && !c->draining && !netsrv_conn_closing(nc) &&
+	    !iscsisrv_session_pdu(c, &pdu)) {
+		memcpy(c->rbuf, c->direct_hdr, ISCSI_BHS_BYTES);
+		memcpy(c->rbuf + ISCSI_BHS_BYTES, c->direct_dst, c->direct_len);
+		c->rhead = 0;
+		c->rtail = ISCSI_BHS_BYTES + (size_t)c->direct_len;
+		c->big_rx = false;
+	}
+	if (t)
+		iscsisrv_session_data_release(t);
+	iscsisrv_session_cmd_dest_drop(c);
 	conn_pump(c);
 	iscsisrv_conn_unguard(c);
 }
 
 static void conn_pump_locked(struct iscsisrv_conn *c)
 {
-	if (c->direct_t)
+	if (c->direct_on)
 		return;         /* conn_direct_cb pumps when the data is in */
 	while (c->rhead < c->rtail) {
 		struct iscsi_pdu pdu;
@@ -388,6 +408,7 @@ static void conn_pump_locked(struct iscsisrv_conn *c)
 			c->rx_blocked = true;
 			return;
 		}
+		c->big_rx = false;
 		c->rhead += (size_t)n;
 		c->last_rx_ns = reactor_now_ns();
 	}
@@ -434,10 +455,17 @@ static void conn_rx_arm(struct netsrv_conn *nc)
 	struct iscsisrv_conn *c = netsrv_conn_priv(nc);
 	size_t room;
 
-	if (netsrv_rx_busy(nc) || !conn_can_parse(c) || c->draining || c->direct_t)
+	if (netsrv_rx_busy(nc) || !conn_can_parse(c) || c->draining || c->direct_on)
 		return;
 	if (c->rhead == c->rtail) {
 		c->rhead = c->rtail = 0;
+		if (c->big_rx && c->phase == PHASE_FULL && !c->dg.header && !c->dg.data) {
+			/* After a PDU that came in place, the next header alone:
+			 * a large PDU's data then lands in place too instead of
+			 * being taken into engine buffers first and copied. */
+			netsrv_rx_exact(nc, c->rbuf, ISCSI_BHS_BYTES, conn_rx_cb);
+			return;
+		}
 	} else if (ISCSISRV_RBUF_BYTES - c->rtail < ISCSISRV_RBUF_BYTES / 2) {
 		/* The largest PDU is under half the buffer: moving what is left
 		 * to the front always makes room for it. */
@@ -548,6 +576,7 @@ static void srv_conn_free(struct netsrv_conn *nc)
 		iscsi_login_release(c->login);
 		free(c->login);
 	}
+	iscsisrv_session_cmd_dest_drop(c);
 	reactor_buf_put(c->r, c->rbuf, ISCSISRV_RBUF_BYTES);
 }
 

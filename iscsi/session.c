@@ -47,6 +47,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -522,6 +523,37 @@ static bool sess_some_settling(const struct iscsisrv_conn *c)
 	return false;
 }
 
+uint8_t *iscsisrv_session_cmd_dest(struct iscsisrv_conn *c, const uint8_t *bhs)
+{
+	uint8_t flags = bhs[1];
+	bool imm = iscsi_bhs_immediate(bhs), fin = flags & ISCSI_FLAG_F;
+	uint32_t sn = iscsi_bhs_cmdsn(bhs), edtl = iscsi_bhs_w20(bhs), dlen = iscsi_bhs_dlen(bhs);
+
+	assert(!c->cmd_buf);
+	/* Exactly the cases sess_scsi_cmd takes at once: anything it would
+	 * refuse, ignore or hold back goes through the receive buffer. */
+	if (c->discovery || iscsi_bhs_opcode(bhs) != ISCSI_OP_SCSI_CMD || bhs[4] != 0 ||
+	    !(flags & ISCSI_CMD_W) || (flags & ISCSI_CMD_R) || !c->p.immediate_data ||
+	    dlen > edtl || dlen > c->p.first_burst || (!fin && c->p.initial_r2t) ||
+	    edtl > ISCSISRV_MAX_XFER || !c->free_tasks)
+		return NULL;
+	if (!imm && (sn_lt(sn, c->exp_cmdsn) || sn_lt(max_cmdsn(c), sn)))
+		return NULL;
+	if (c->ntasks_used > 0 && c->inflight_bytes + edtl > ISCSISRV_INFLIGHT_BYTES &&
+	    sess_some_settling(c))
+		return NULL;
+	c->cmd_buf = reactor_buf_get(c->r, edtl, false);
+	c->cmd_buf_bytes = edtl;
+	return c->cmd_buf;
+}
+
+void iscsisrv_session_cmd_dest_drop(struct iscsisrv_conn *c)
+{
+	if (c->cmd_buf)
+		reactor_buf_put(c->r, c->cmd_buf, c->cmd_buf_bytes);
+	c->cmd_buf = NULL;
+}
+
 static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 {
 	const uint8_t *bhs = pdu->bhs;
@@ -586,7 +618,13 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	memcpy(t->cmd.cdb, cdb, sizeof(cdb));
 	t->cmd.cdb_len = (uint8_t)cdb_len;
 	t->cmd.task_attr = flags & ISCSI_CMD_ATTR_MASK;
-	if (edtl) {
+	if (edtl && c->cmd_buf && pdu->data == c->cmd_buf) {
+		/* The immediate data was received in place (cmd_dest). */
+		t->buf = c->cmd_buf;
+		c->cmd_buf = NULL;
+		t->buf_cap = edtl;
+		c->inflight_bytes += edtl;
+	} else if (edtl) {
 		t->buf = reactor_buf_get(c->r, edtl, false);
 		if (!t->buf) {
 			log_error("%s: out of memory for a %u-byte command: closing", c->name, edtl);
@@ -599,7 +637,7 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		c->inflight_bytes += edtl;
 	}
 	if (wr) {
-		if (pdu->dlen)
+		if (pdu->dlen && pdu->data != t->buf)
 			memcpy(t->buf, pdu->data, pdu->dlen);
 		t->received = pdu->dlen;
 		t->unsol_next = pdu->dlen;

@@ -168,8 +168,13 @@ struct iscsisrv_conn {
 	bool pump_task_busy;
 	struct iscsi_digests dg;
 	uint64_t last_rx_ns;
-	/* A Data-Out being received straight into its task's buffer. */
+	/* A Data-Out, or a SCSI Command's immediate data, being received
+	 * straight into its task's buffer or the command's (cmd_buf). */
+	bool direct_on;
+	bool big_rx;                    /* the last PDU came in place: next header alone */
 	struct iscsisrv_task *direct_t;         /* held (session_data_dest) */
+	uint8_t *cmd_buf;                       /* session_cmd_dest's, until taken */
+	uint32_t cmd_buf_bytes;
 	uint8_t direct_hdr[ISCSI_BHS_BYTES];
 	uint8_t *direct_dst;
 	uint32_t direct_len, direct_got;
@@ -246,6 +251,14 @@ void iscsisrv_session_free(struct iscsisrv_conn *c);
 uint8_t *iscsisrv_session_data_dest(struct iscsisrv_conn *c, const uint8_t *bhs,
 				    struct iscsisrv_task **tp);
 void iscsisrv_session_data_release(struct iscsisrv_task *t);
+/* For a SCSI Command whose header @bhs (no AHS, no digests) has arrived but
+ * not all its immediate data: a buffer for the command's whole transfer
+ * (c->cmd_buf) to receive that data into, if the session would take the
+ * command at once as it is, else NULL. Handing the PDU to
+ * iscsisrv_session_pdu with its data in cmd_buf gives the buffer to the
+ * command's task; iscsisrv_session_cmd_dest_drop frees it otherwise. */
+uint8_t *iscsisrv_session_cmd_dest(struct iscsisrv_conn *c, const uint8_t *bhs);
+void iscsisrv_session_cmd_dest_drop(struct iscsisrv_conn *c);
 /* Whether parsing may go on (free slots, budget, no TMF or logout waiting). */
 bool iscsisrv_session_can_parse(const struct iscsisrv_conn *c);
 
