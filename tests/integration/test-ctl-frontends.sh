@@ -133,4 +133,5 @@ expect_stderr "error -32004"
 expect_exit 1 "$DISKSTACK" ctl -S "$tmpdir/ctl2.sock" nvme-ns-remove nsid=1
 expect_stderr "error -32004"
 serve_stop n
+[ "$serve_status" = 0 ] || { cat "$tmpdir/n.log"; fail "serve exited with $serve_status"; }
 exit 0
