@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * serve-ctl-fe.c: the control-socket methods for serve's frontends other
- * than NBD (docs/ctl.md, "Frontends"): ublk devices made on a running
- * serve from an export's disk, LUNs of the iSCSI targets, namespaces of
- * the NVMe/TCP subsystem, and the listing of all of them (and of the
- * vhost-user devices) in export-list.
+ * than NBD (docs/ctl.md, "Frontends"): ublk and vhost-user-blk devices
+ * made on a running serve from an export's disk, LUNs of the iSCSI
+ * targets, namespaces of the NVMe/TCP subsystem, and the listing of all
+ * of them (and of the vhost-user devices given on the command line) in
+ * export-list.
  *
  * Notes on the design
  * -------------------
@@ -22,6 +23,9 @@
  *   and the Namespace Attribute Changed event (NVMe); removal waits for
  *   the commands running on the LU to finish (SCSI) or lets them finish
  *   on the namespace's own reference (NVMe), then flushes the disk.
+ * - A vhost-user-blk device made by vhost-blk-add has its own socket and
+ *   threads (vhost/vhost.h) over an export's disk; vhost-blk-del and the
+ *   end of serve stop it after the requests in flight complete.
  */
 #include "config.h"
 
@@ -44,6 +48,8 @@
 #include "tools/serve-vhost.h"
 #include "tools/tool.h"
 #include "ublk/ubsrv.h"
+#include "vhost/blk.h"
+#include "vhost/vhost.h"
 
 struct fe_ublk {
 	struct ubsrv_dev *dev;
@@ -52,9 +58,21 @@ struct fe_ublk {
 	struct fe_ublk *next;
 };
 
+/* A vhost-user-blk device made by vhost-blk-add (its own socket and
+ * threads: vhost/vhost.h). */
+struct fe_vhost {
+	char *socket, *export;
+	struct disk *disk;              /* a reference: the export's disk */
+	struct vhostblk *blk;
+	struct vhostsrv *srv;
+	bool read_only;                 /* VIRTIO_BLK_F_RO offered */
+	struct fe_vhost *next;
+};
+
 struct serve_ctl_fe {
 	struct ubsrv_ctrl *ublk_ctrl;   /* NULL until the first ublk-add */
 	struct fe_ublk *ublk;
+	struct fe_vhost *vhost;
 };
 
 int serve_ctl_fe_new(struct serve_ctl_fe **out)
@@ -77,10 +95,28 @@ static int ublk_stop_one(struct fe_ublk *u)
 	return ret;
 }
 
+/* Stops @v's server (requests in flight complete, the front-end is
+ * disconnected, the socket file goes) and frees @v. */
+static void vhost_stop_one(struct fe_vhost *v)
+{
+	vhostsrv_free(v->srv);
+	vhostblk_free(v->blk);
+	disk_unref(v->disk);
+	free(v->socket);
+	free(v->export);
+	free(v);
+}
+
 void serve_ctl_fe_stop(struct serve_ctl_fe *fe)
 {
 	if (!fe)
 		return;
+	while (fe->vhost) {
+		struct fe_vhost *v = fe->vhost;
+
+		fe->vhost = v->next;
+		vhost_stop_one(v);
+	}
 	while (fe->ublk) {
 		struct fe_ublk *u = fe->ublk;
 
@@ -270,6 +306,100 @@ void serve_ctl_fe_resized(struct ctl_call *c, struct disk *d, json_t *res)
 	}
 	if (arr)
 		json_object_set_new(res, "ublk", arr);
+}
+
+/* ---- vhost-user-blk ---------------------------------------------------------- */
+
+static json_t *vhost_json(struct fe_vhost *v)
+{
+	json_t *o = json_pack("{s:s, s:o, s:o}", "frontend", "vhost-user-blk", "name",
+			      tool_json_str(v->socket), "export", tool_json_str(v->export));
+
+	if (o) {
+		disk_fields(o, v->disk);
+		json_object_set_new(o, "read_only", json_boolean(v->read_only));
+	}
+	return o;
+}
+
+json_t *serve_ctl_vhost_blk_add(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+	const char *export, *socket;
+	json_int_t queues = 1;
+	struct vhostblk_opts bo = { 0 };
+	struct vhostsrv_opts so = { .name = "vhost-user-blk", .ops = &vhostblk_ops };
+	bool export_ro = false;
+	char err[512] = "";
+	struct fe_vhost *v;
+	json_error_t je;
+	int ro = 0, ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:I, s?:b}", "export", &export,
+			   "socket", &socket, "queues", &queues, "read_only", &ro) < 0)
+		return ctl_fail_params(c, &je);
+	if (queues < 1 || queues > VHOSTSRV_MAX_QUEUES)
+		return ctl_fail_paramf(c, "queues must be 1..%u", VHOSTSRV_MAX_QUEUES);
+	if (serve_ctl_refuse_when_stopping(c))
+		return NULL;
+	for (v = fe->vhost; v; v = v->next)
+		if (strcmp(v->socket, socket) == 0)
+			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:o, s:b}", "target",
+								     tool_json_str(socket), "exists", 1));
+	v = calloc(1, sizeof(*v));
+	if (!v || !(v->socket = strdup(socket)) || !(v->export = strdup(export))) {
+		if (v)
+			free(v->socket);
+		free(v);
+		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
+	}
+	if (!(v->disk = serve_ctl_export_disk(c, export, &export_ro))) {
+		vhost_stop_one(v);
+		return NULL;
+	}
+	bo.queues = so.queues = (unsigned)queues;
+	bo.read_only = v->read_only = ro || export_ro;
+	if ((ret = vhostblk_new(v->disk, &bo, &v->blk)) < 0) {
+		vhost_stop_one(v);
+		return ctl_fail_errno(c, ret, "cannot create the vhost-user-blk device");
+	}
+	so.dev = v->blk;
+	if ((ret = vhostsrv_new(&so, &v->srv)) < 0 ||
+	    (ret = vhostsrv_listen_unix(v->srv, v->socket, err, sizeof(err))) < 0 ||
+	    (ret = vhostsrv_start(v->srv)) < 0) {
+		vhost_stop_one(v);
+		if (ret == -EADDRINUSE)
+			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:o, s:b}", "target",
+								     tool_json_str(socket), "exists", 1));
+		return ctl_fail_errno(c, ret, "%s", err[0] ? err : "cannot start the vhost-user server");
+	}
+	v->next = fe->vhost;
+	fe->vhost = v;
+	log_info("ctl: vhost-user-blk %s added for export '%s' by uid %ld pid %ld", socket, export,
+		 (long)c->uid, (long)c->pid);
+	return vhost_json(v);
+}
+
+json_t *serve_ctl_vhost_blk_del(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+	const char *socket;
+	json_error_t je;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "socket", &socket) < 0)
+		return ctl_fail_params(c, &je);
+	for (struct fe_vhost **pp = &fe->vhost; *pp; pp = &(*pp)->next) {
+		struct fe_vhost *v = *pp;
+
+		if (strcmp(v->socket, socket) != 0)
+			continue;
+		*pp = v->next;
+		vhost_stop_one(v);
+		log_info("ctl: vhost-user-blk %s deleted by uid %ld pid %ld", socket, (long)c->uid,
+			 (long)c->pid);
+		return json_object();
+	}
+	return serve_ctl_not_found(c, socket);
 }
 
 /* ---- iSCSI LUNs ------------------------------------------------------------ */
@@ -492,6 +622,8 @@ void serve_ctl_fe_list(struct ctl_call *c, const char *only, json_t *out)
 	}
 	for (struct fe_ublk *u = fe->ublk; u; u = u->next)
 		add_entry(out, only, ublk_json(fe, u), NULL);
+	for (struct fe_vhost *v = fe->vhost; v; v = v->next)
+		add_entry(out, only, vhost_json(v), NULL);
 	if (sv && (sv->socket || sv->scsi_socket)) {
 		/* The positional SPEC, served as export "" too. */
 		struct disk *d = NULL;
@@ -523,7 +655,7 @@ json_t *serve_ctl_fe_frontends(const struct serve_ctl_opts *o, struct serve_ctl_
 		json_array_append_new(a, json_string("iscsi"));
 	if (o->nvmf && o->nvmf->subsys)
 		json_array_append_new(a, json_string("nvme-tcp"));
-	if (o->vhost && o->vhost->socket)
+	if ((o->vhost && o->vhost->socket) || (fe && fe->vhost))
 		json_array_append_new(a, json_string("vhost-user-blk"));
 	if (o->vhost && o->vhost->scsi_socket)
 		json_array_append_new(a, json_string("vhost-user-scsi"));

@@ -38,8 +38,8 @@ int serve_ctl_open_spec(struct ctl_call *c, const char *text, bool read_only, st
 /* ---- serve-ctl-fe.c ---------------------------------------------------- */
 
 int serve_ctl_fe_new(struct serve_ctl_fe **out);
-/* Stops the ublk devices (after the control thread stopped, before the
- * exports' final flush; the main thread). */
+/* Stops the ublk and vhost-user devices (after the control thread
+ * stopped, before the exports' final flush; the main thread). */
 void serve_ctl_fe_stop(struct serve_ctl_fe *fe);
 void serve_ctl_fe_free(struct serve_ctl_fe *fe);
 /* Appends the non-NBD exports (matching @only when not NULL) to @out. */
@@ -57,5 +57,7 @@ json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params);
 json_t *serve_ctl_iscsi_lun_remove(struct ctl_call *c, json_t *params);
 json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params);
 json_t *serve_ctl_nvme_ns_remove(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_vhost_blk_add(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_vhost_blk_del(struct ctl_call *c, json_t *params);
 
 #endif

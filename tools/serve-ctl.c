@@ -861,6 +861,8 @@ static const struct ctl_method serve_ctl_methods[] = {
 	{ "iscsi-lun-remove", serve_ctl_iscsi_lun_remove, true },
 	{ "nvme-ns-add", serve_ctl_nvme_ns_add, true },
 	{ "nvme-ns-remove", serve_ctl_nvme_ns_remove, true },
+	{ "vhost-blk-add", serve_ctl_vhost_blk_add, true },
+	{ "vhost-blk-del", serve_ctl_vhost_blk_del, true },
 };
 
 int serve_ctl_new(const struct serve_ctl_opts *o, struct serve_ctl **out)
@@ -906,7 +908,7 @@ void serve_ctl_stop(struct serve_ctl *s)
 	if (!s)
 		return;
 	ctl_server_stop(s->srv);
-	serve_ctl_fe_stop(s->fe);   /* ublk devices go before the final flush */
+	serve_ctl_fe_stop(s->fe);   /* ublk, vhost devices go before the final flush */
 }
 
 void serve_ctl_free(struct serve_ctl *s)

@@ -4,8 +4,9 @@
 # frontends (docs/ctl.md, "Frontends"): iSCSI LUNs added and removed on a
 # running target and seen by libiscsi's initiator tools, a LUN removed
 # while QEMU writes to it (the writes fail cleanly, the server lives on),
-# NVMe/TCP namespaces added and removed, export-list showing every
-# frontend with its type, server-info's frontends, and ublk-add refused
+# NVMe/TCP namespaces added and removed, vhost-user-blk devices made on
+# an export (QEMU realizes one), export-list showing every frontend with
+# its type, server-info's frontends, and ublk-add refused
 # with the OS error when the kernel has no ublk driver (the real ublk
 # checks run in the VM suite: tests/vm/guest-ublk.sh).
 . "$(dirname "$0")/functions.sh"
@@ -123,8 +124,39 @@ fi
 expect_exit 1 c ublk-del id=7
 expect_stderr "error -32001"
 
+# vhost-user-blk: a device of its own socket over export a; QEMU (when
+# installed) realizes a vhost-user-blk-pci on it, which takes the whole
+# feature/config handshake; deleted, the socket goes.
+vs=$tmpdir/vhost.sock
+expect_exit 0 c vhost-blk-add export=a "socket=$vs" read_only=true
+json_check "$tmpdir/stdout" "r['frontend'] == 'vhost-user-blk' and r['name'] == '$vs' and r['read_only'] is True and r['size'] == 8 << 20"
+[ -S "$vs" ] || fail "no socket at $vs"
+expect_exit 1 c vhost-blk-add export=a "socket=$vs"
+expect_stderr "error -32002"
+expect_exit 1 c vhost-blk-add export=nosuch "socket=$tmpdir/other.sock"
+expect_stderr "error -32001"
+expect_exit 0 c export-list "name=$vs"
+json_check "$tmpdir/stdout" 'len(r) == 1 and r[0]["export"] == "a"'
+expect_exit 0 c server-info
+json_check "$tmpdir/stdout" '"vhost-user-blk" in r["frontends"]'
+if command -v qemu-system-x86_64 >/dev/null 2>&1; then
+	printf '{"execute":"qmp_capabilities"}\n{"execute":"query-pci"}\n{"execute":"quit"}\n' |
+		timeout 60 qemu-system-x86_64 -M q35,memory-backend=m -object memory-backend-memfd,id=m,size=64M,share=on \
+			-chardev "socket,id=c0,path=$vs" -device vhost-user-blk-pci,chardev=c0,id=vub \
+			-S -display none -nodefaults -qmp stdio > qmp.out 2> qmp.err ||
+		{ cat qmp.err; fail "QEMU could not realize vhost-user-blk-pci on the new socket"; }
+	grep -q '"qdev_id": "vub"' qmp.out || { cat qmp.out; fail "QEMU lists no vhost-user-blk device"; }
+fi
+expect_exit 0 c vhost-blk-del "socket=$vs"
+[ ! -e "$vs" ] || fail "the socket remains after vhost-blk-del"
+expect_exit 1 c vhost-blk-del "socket=$vs"
+expect_stderr "error -32001"
+# One left running when serve stops goes with it.
+expect_exit 0 c vhost-blk-add export=a "socket=$vs"
+
 serve_stop s
 [ "$serve_status" = 0 ] || { cat "$tmpdir/s.log"; fail "serve exited with $serve_status"; }
+[ ! -e "$vs" ] || fail "the vhost-user socket remains after serve stopped"
 
 # Without --iscsi or --nvme-tcp the methods are not supported.
 serve n -U "$tmpdir/nbd2.sock" --control "$tmpdir/ctl2.sock" -e a=mem:1M
