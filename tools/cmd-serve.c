@@ -601,8 +601,10 @@ int cmd_serve(int argc, char **argv)
 			vhost_disk = disk_ref(d);
 			svh.spec_text = exports[i].spec_text;
 		}
-		if (snv.listen && exports[i].name[0] == '\0' && optind < argc)
+		if (snv.listen && exports[i].name[0] == '\0' && optind < argc) {
 			nvmf_disk = disk_ref(d);   /* SPEC is also namespace 1 */
+			snv.default_spec = exports[i].spec_text;
+		}
 		if (!nbd_on) {
 			disk_unref(d);
 			continue;

@@ -245,7 +245,7 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 	ret = nvmeemu_subsys_new(&so, &ss, err, sizeof(err));
 	if (ret < 0)
 		return tool_error(cmd, "subsystem: %s", err[0] ? err : strerror(-ret));
-	if (default_disk && (ret = add_ns(sn, cmd, ss, 1, default_disk, NULL)) != 0) {
+	if (default_disk && (ret = add_ns(sn, cmd, ss, 1, default_disk, sn->default_spec)) != 0) {
 		nvmeemu_subsys_free(ss);
 		return ret;
 	}

@@ -71,6 +71,7 @@ struct serve_nvmf {
 	struct serve_nvmf_unit *units;  /* flushed at the end */
 	unsigned nunits;
 	struct nvmeemu_subsys *subsys;  /* borrowed from srv; NULL: none */
+	const char *default_spec;       /* the positional SPEC's text (namespace 1), set by cmd-serve */
 	uint16_t bound_port;
 };
 
