@@ -38,6 +38,7 @@
 
 #include "common/compiler.h"
 #include "common/crc32c.h"
+#include "common/endian.h"
 #include "common/log.h"
 #include "iscsi/session.h"
 
@@ -75,11 +76,30 @@ void iscsisrv_hdr_digest(const struct iscsisrv_conn *c, uint8_t *hdr)
 	if (c->dg.header) {
 		uint32_t crc = crc32c(0, hdr, ISCSI_BHS_BYTES);
 
-		hdr[48] = (uint8_t)crc;
-		hdr[49] = (uint8_t)(crc >> 8);
-		hdr[50] = (uint8_t)(crc >> 16);
-		hdr[51] = (uint8_t)(crc >> 24);
+		ds_put_le32(hdr + 48, crc);
 	}
+}
+
+uint32_t iscsisrv_data_trailer(const struct iscsisrv_conn *c, const void *data, uint32_t len,
+			       uint8_t tr[8])
+{
+	uint32_t pad = iscsi_pad(len);
+
+	memset(tr, 0, 8);
+	if (!c->dg.data)
+		return pad;
+	ds_put_le32(tr + pad, crc32c(crc32c(0, data, len), tr, pad));
+	return pad + ISCSI_DIGEST_BYTES;
+}
+
+void iscsisrv_tx_send(struct iscsisrv_conn *c, struct netsrv_tx *tx, struct iovec *iov,
+		      unsigned iovcnt, void (*sent)(struct netsrv_conn *nc, struct netsrv_tx *tx))
+{
+	tx->iov = iov;
+	tx->iovcnt = iovcnt;
+	tx->sent = sent;
+	netsrv_tx_queue(c->nc, tx);
+	netsrv_tx_schedule(c->nc);
 }
 
 void iscsisrv_ctl_send(struct iscsisrv_conn *c, struct iscsisrv_ctl *ctl)
@@ -90,28 +110,14 @@ void iscsisrv_ctl_send(struct iscsisrv_conn *c, struct iscsisrv_ctl *ctl)
 	iscsisrv_hdr_digest(c, ctl->hdr);
 	ctl->iov[n++] = (struct iovec){ ctl->hdr, iscsisrv_hdr_bytes(c) };
 	if (dlen) {
-		uint32_t pad = iscsi_pad(dlen), tl = pad;
+		uint32_t tl = iscsisrv_data_trailer(c, ctl->data, dlen, ctl->trailer);
 
 		ctl->iov[n++] = (struct iovec){ ctl->data, dlen };
-		memset(ctl->trailer, 0, sizeof(ctl->trailer));
-		if (c->dg.data) {
-			uint32_t crc = crc32c(crc32c(0, ctl->data, dlen), ctl->trailer, pad);
-
-			ctl->trailer[pad] = (uint8_t)crc;
-			ctl->trailer[pad + 1] = (uint8_t)(crc >> 8);
-			ctl->trailer[pad + 2] = (uint8_t)(crc >> 16);
-			ctl->trailer[pad + 3] = (uint8_t)(crc >> 24);
-			tl += ISCSI_DIGEST_BYTES;
-		}
 		if (tl)
 			ctl->iov[n++] = (struct iovec){ ctl->trailer, tl };
 	}
-	ctl->tx.iov = ctl->iov;
-	ctl->tx.iovcnt = n;
-	ctl->tx.sent = ctl_sent;
 	c->nctl++;
-	netsrv_tx_queue(c->nc, &ctl->tx);
-	netsrv_tx_schedule(c->nc);
+	iscsisrv_tx_send(c, &ctl->tx, ctl->iov, n, ctl_sent);
 }
 
 /* ---- receive loop ------------------------------------------------------------------ */
@@ -152,26 +158,6 @@ void iscsisrv_conn_resume(struct iscsisrv_conn *c)
 		return;
 	c->pump_task_busy = true;
 	reactor_defer(c->r, &c->pump_task);
-}
-
-/* A Reject (RFC 7143 §11.17) carrying the rejected header. */
-static void conn_reject_hdr(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason)
-{
-	struct iscsisrv_ctl *ctl = iscsisrv_ctl_new(c, ISCSI_BHS_BYTES);
-
-	if (!ctl)
-		return;
-	iscsi_bhs_init(ctl->hdr, ISCSI_OP_REJECT, ISCSI_FLAG_F);
-	ctl->hdr[2] = reason;
-	iscsi_bhs_set_dlen(ctl->hdr, ISCSI_BHS_BYTES);
-	ds_put_be32(ctl->hdr + 16, ISCSI_RESERVED_TAG);
-	if (c->phase == PHASE_FULL) {
-		ds_put_be32(ctl->hdr + 24, c->statsn++);
-		ds_put_be32(ctl->hdr + 28, c->exp_cmdsn);
-		ds_put_be32(ctl->hdr + 32, c->exp_cmdsn - 1 + (c->window - c->win_used));
-	}
-	memcpy(ctl->data, bhs, ISCSI_BHS_BYTES);
-	iscsisrv_ctl_send(c, ctl);
 }
 
 /* A login failure answered outside the state machine (a PDU other than a
@@ -263,7 +249,7 @@ static void conn_frame_error(struct iscsisrv_conn *c, const uint8_t *bhs,
 
 	/* A header that failed its digest is not worth echoing. */
 	if (full && err != ISCSI_FRAME_HEADER_DIGEST)
-		conn_reject_hdr(c, bhs, ISCSI_REJECT_PROTOCOL);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 	c->phase = PHASE_DONE;
 	switch (err) {
 	case ISCSI_FRAME_HEADER_DIGEST:

@@ -261,6 +261,9 @@ uint8_t *iscsisrv_session_cmd_dest(struct iscsisrv_conn *c, const uint8_t *bhs);
 void iscsisrv_session_cmd_dest_drop(struct iscsisrv_conn *c);
 /* Whether parsing may go on (free slots, budget, no TMF or logout waiting). */
 bool iscsisrv_session_can_parse(const struct iscsisrv_conn *c);
+/* Sends a Reject (RFC 7143 §11.17) with @reason, carrying the rejected
+ * header @bhs; full feature phase only (it advances StatSN). */
+void iscsisrv_reject(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason);
 
 /* server.c: shared helpers. */
 /* Allocates a control PDU with @dlen data bytes (header zeroed). */
@@ -269,6 +272,14 @@ struct iscsisrv_ctl *iscsisrv_ctl_new(struct iscsisrv_conn *c, uint32_t dlen);
 void iscsisrv_ctl_send(struct iscsisrv_conn *c, struct iscsisrv_ctl *ctl);
 /* Writes the header digest of @hdr when negotiated. */
 void iscsisrv_hdr_digest(const struct iscsisrv_conn *c, uint8_t *hdr);
+/* Writes the padding of @len data bytes at @data, and their data digest
+ * when negotiated, into @tr; returns the trailer's length (0 to 7). */
+uint32_t iscsisrv_data_trailer(const struct iscsisrv_conn *c, const void *data, uint32_t len,
+			       uint8_t tr[8]);
+/* Points @tx at @iovcnt iovecs at @iov (borrowed until @sent) and queues
+ * it for the end of this loop pass (netsrv_tx_schedule). */
+void iscsisrv_tx_send(struct iscsisrv_conn *c, struct netsrv_tx *tx, struct iovec *iov,
+		      unsigned iovcnt, void (*sent)(struct netsrv_conn *nc, struct netsrv_tx *tx));
 /* Bytes of a header with its digest. */
 static inline unsigned iscsisrv_hdr_bytes(const struct iscsisrv_conn *c)
 {

@@ -445,7 +445,7 @@ json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params)
 	if (serve_ctl_open_spec(c, text, ro, &d) < 0)
 		return NULL;
 	ret = tool_scsi_make_lu(t, (unsigned)lun, d, text, err, sizeof(err));
-	if (ret == 0 && (ret = serve_iscsi_note_unit(si, t, (unsigned)lun, d, text)) < 0)
+	if (ret == 0 && (ret = serve_disks_add(&si->disks, d, t, (unsigned)lun, text)) < 0)
 		(void)scsi_target_remove_lu(t, (unsigned)lun);
 	if (ret < 0) {
 		disk_unref(d);
@@ -489,7 +489,9 @@ json_t *serve_ctl_iscsi_lun_remove(struct ctl_call *c, json_t *params)
 		snprintf(name, sizeof(name), "%s lun %lld", scsi_target_name(t), (long long)lun);
 		return serve_ctl_not_found(c, name);
 	}
-	ret = serve_iscsi_forget_unit(si, t, (unsigned)lun);
+	ret = serve_disks_drop(&si->disks, t, (unsigned)lun, "iscsi");
+	if (ret == -ENOENT)
+		ret = 0;
 	log_info("ctl: LUN %lld of %s removed by uid %ld pid %ld", (long long)lun,
 		 scsi_target_name(t), (long)c->uid, (long)c->pid);
 	if (ret < 0)
@@ -604,19 +606,20 @@ void serve_ctl_fe_list(struct ctl_call *c, const char *only, json_t *out)
 	struct serve_nvmf *sn = so->nvmf;
 	struct serve_vhost *sv = so->vhost;
 
-	for (unsigned i = 0; si && i < si->nunits; i++) {
-		const struct serve_iscsi_unit *u = &si->units[i];
+	for (unsigned i = 0; si && si->srv && i < si->disks.n; i++) {
+		const struct serve_unit *u = &si->disks.v[i];
 
-		add_entry(out, only, json_pack("{s:s, s:s, s:I, s:s}", "frontend", "iscsi", "name",
-					       scsi_target_name(u->t), "lun", (json_int_t)u->lun,
-					       "spec", u->spec), u->disk);
+		add_entry(out, only, json_pack("{s:s, s:s, s:I, s:o}", "frontend", "iscsi", "name",
+					       scsi_target_name(u->owner), "lun", (json_int_t)u->id,
+					       "spec", u->spec ? tool_json_str(u->spec) : json_null()),
+			  u->disk);
 	}
-	for (unsigned i = 0; sn && sn->subsys && i < sn->nunits; i++) {
-		const struct serve_nvmf_unit *u = &sn->units[i];
+	for (unsigned i = 0; sn && sn->subsys && i < sn->disks.n; i++) {
+		const struct serve_unit *u = &sn->disks.v[i];
 
 		add_entry(out, only, json_pack("{s:s, s:s, s:I, s:o}", "frontend", "nvme-tcp", "name",
 					       nvmeemu_subsys_nqn(sn->subsys), "nsid",
-					       (json_int_t)u->nsid, "spec",
+					       (json_int_t)u->id, "spec",
 					       u->spec ? tool_json_str(u->spec) : json_null()),
 			  u->disk);
 	}

@@ -10,6 +10,11 @@
  * Targets name an export; the node a method acts on inside the export's
  * stack is found by walking it (the describe tree of storage/disk.h:
  * decorated disks, members, disks used as layers), top first.
+ *
+ * Jobs (layer-commit): the method starts the work on a thread of its own
+ * (layered_commit_start) and returns; job-* poll or cancel it. The job
+ * list belongs to the control thread; serve_ctl_stop ends the jobs once
+ * that thread has stopped.
  */
 #include "config.h"
 
@@ -44,10 +49,22 @@
 #define CTL_MAX_WALK_DEPTH 64u
 
 /* The spec text of each export, for export-list (control thread only,
- * after start). */
+ * after start). @raw is the text as given, for layer-commit, which opens
+ * the overlay's lower spec again; @spec is redacted for display. */
 struct ctl_spec {
-	char *name, *spec;
+	char *name, *spec, *raw;
 	struct ctl_spec *next;
+};
+
+/* A long operation started by a method (layer-commit), listed by job-list
+ * until it is dropped (control thread only; serve_ctl_stop ends them). */
+struct ctl_job {
+	uint64_t id;
+	char *target;                /* the export */
+	uint32_t sector_size;
+	uint64_t started_ns;
+	struct layered_commit *commit;
+	struct ctl_job *next;        /* newer first */
 };
 
 struct serve_ctl {
@@ -58,6 +75,8 @@ struct serve_ctl {
 	atomic_bool shutting_down;
 	struct ctl_spec *specs;
 	struct serve_ctl_fe *fe;     /* serve-ctl-fe.c */
+	struct ctl_job *jobs;
+	uint64_t next_job_id;
 };
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -194,6 +213,7 @@ static void spec_forget(struct serve_ctl *s, const char *name)
 			*pp = p->next;
 			free(p->name);
 			free(p->spec);
+			free(p->raw);
 			free(p);
 			return;
 		}
@@ -209,9 +229,11 @@ void serve_ctl_note_export(struct serve_ctl *s, const char *name, const char *sp
 	spec_forget(s, name);
 	p->name = strdup(name);
 	p->spec = url_redact_text_dup(spec);
-	if (!p->name || !p->spec) {
+	p->raw = strdup(spec);
+	if (!p->name || !p->spec || !p->raw) {
 		free(p->name);
 		free(p->spec);
+		free(p->raw);
 		free(p);
 		return;
 	}
@@ -832,6 +854,267 @@ int serve_ctl_open_spec(struct ctl_call *c, const char *text, bool read_only, st
 	return ret;
 }
 
+/* ---- layer-commit and jobs (docs/ctl.md, docs/layered.md "Commit") ---------- */
+
+/* Finished jobs kept for job-list/job-get; older ones are dropped. */
+#define CTL_MAX_FINISHED_JOBS 32u
+
+static const char *raw_spec_of(struct serve_ctl *s, const char *name)
+{
+	for (struct ctl_spec *p = s->specs; p; p = p->next)
+		if (strcmp(p->name, name) == 0)
+			return p->raw;
+	return NULL;
+}
+
+static bool is_overlay_kind(const struct spec *node, const void *arg UNUSED)
+{
+	return node->inner && (strcmp(node->kind->name, "memdiff") == 0 ||
+			       strcmp(node->kind->name, "sqldiff") == 0);
+}
+
+static bool is_overlay_disk(struct disk *d, void *arg UNUSED)
+{
+	struct layer *l = layered_disk_layer_count(d) >= 2 ? layered_disk_layer(d, 0) : NULL;
+	const char *type = l ? layer_get_ops(l)->type : "";
+
+	return strcmp(type, "ram") == 0 || strcmp(type, "sqlite") == 0;
+}
+
+static json_t *job_json(const struct ctl_job *j)
+{
+	struct layered_commit_progress p;
+	json_t *o;
+
+	layered_commit_poll(j->commit, &p);
+	o = json_pack("{s:I, s:s, s:o, s:s, s:I, s:I, s:i, s:i, s:I}", "id", (json_int_t)j->id,
+		      "type", "layer-commit", "target", tool_json_str(j->target),
+		      "state", layered_commit_state_str(p.state),
+		      "sectors_done", (json_int_t)p.done_sectors,
+		      "sectors_total", (json_int_t)p.total_sectors,
+		      "sector_size", (int)j->sector_size, "passes", (int)p.passes,
+		      "started_ns", (json_int_t)j->started_ns);
+	if (o && p.state == LAYERED_COMMIT_FAILED)
+		json_object_set_new(o, "error", json_pack("{s:i, s:s}", "errno", -p.error,
+							  "message", p.message));
+	return o;
+}
+
+static void job_free(struct ctl_job *j)
+{
+	layered_commit_free(j->commit);
+	free(j->target);
+	free(j);
+}
+
+/* Drops the oldest finished jobs beyond CTL_MAX_FINISHED_JOBS. */
+static void jobs_trim(struct serve_ctl *s)
+{
+	unsigned finished = 0;
+
+	for (struct ctl_job **pp = &s->jobs; *pp;) {
+		struct ctl_job *j = *pp;
+		struct layered_commit_progress p;
+
+		layered_commit_poll(j->commit, &p);
+		if (p.state != LAYERED_COMMIT_RUNNING && ++finished > CTL_MAX_FINISHED_JOBS) {
+			*pp = j->next;
+			job_free(j);
+			continue;
+		}
+		pp = &j->next;
+	}
+}
+
+static struct ctl_job *job_find(struct serve_ctl *s, json_int_t id)
+{
+	for (struct ctl_job *j = s->jobs; j; j = j->next)
+		if ((json_int_t)j->id == id)
+			return j;
+	return NULL;
+}
+
+static json_t *job_not_found(struct ctl_call *c, json_int_t id)
+{
+	char t[32];
+
+	snprintf(t, sizeof(t), "%lld", (long long)id);
+	return not_found(c, t);
+}
+
+/* The job id of a commit of export @target still running, else 0. */
+static uint64_t job_running_on(struct serve_ctl *s, const char *target)
+{
+	for (struct ctl_job *j = s->jobs; j; j = j->next) {
+		struct layered_commit_progress p;
+
+		layered_commit_poll(j->commit, &p);
+		if (p.state == LAYERED_COMMIT_RUNNING && strcmp(j->target, target) == 0)
+			return j->id;
+	}
+	return 0;
+}
+
+/* Opens the lower spec of the export's overlay writable, for the job.
+ * Returns the disk, or NULL after failing @c. */
+static struct disk *open_lower_writable(struct ctl_call *c, const char *target)
+{
+	const char *raw = raw_spec_of(ctx_of(c), target);
+	const struct spec *node;
+	struct spec *root = NULL;
+	struct disk *d = NULL;
+	char err[512] = "", reason[768];
+	int ret;
+
+	if (!raw || spec_parse(raw, &root, err, sizeof(err)) < 0) {
+		not_supported(c, target, "the export's spec is not known");
+		return NULL;
+	}
+	node = spec_find_node(root, is_overlay_kind, NULL);
+	if (!node) {
+		spec_free(root);
+		not_supported(c, target, "no memdiff: or sqldiff: overlay in this stack");
+		return NULL;
+	}
+	ret = spec_open(node->inner, false, tool_spec_ctx(), &d, err, sizeof(err));
+	spec_free(root);
+	if (ret < 0) {
+		snprintf(reason, sizeof(reason), "the disk below cannot be opened writable: %s",
+			 err[0] ? err : strerror(-ret));
+		not_supported(c, target, reason);
+		return NULL;
+	}
+	if (disk_get_info(d)->read_only || !(disk_get_info(d)->caps & DISK_CAP_PERSISTENT)) {
+		not_supported(c, target, disk_get_info(d)->read_only
+			      ? "the disk below is read-only"
+			      : "the disk below keeps nothing (a RAM disk or layer)");
+		disk_unref(d);
+		return NULL;
+	}
+	return d;
+}
+
+static json_t *m_layer_commit(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl *s = ctx_of(c);
+	struct disk *d, *node, *lower;
+	struct layered_commit *lc;
+	struct ctl_job *j;
+	const char *target;
+	char err[512] = "";
+	json_error_t je;
+	bool ro = false;
+	uint64_t busy;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
+		return ctl_fail_params(c, &je);
+	if (refuse_when_stopping(c))
+		return NULL;
+	if (!(d = target_disk(c, target, &ro)))
+		return NULL;
+	node = stack_find(d, is_overlay_disk, NULL);
+	if (ro || !node) {
+		disk_unref(d);
+		return not_supported(c, target, ro ? "the export is read-only"
+					       : "no RAM or SQLite overlay on a layered disk in this "
+						 "stack");
+	}
+	if ((busy = job_running_on(s, target)) > 0) {
+		disk_unref(d);
+		return ctl_fail(c, CTL_ERR_BUSY, json_pack("{s:o, s:I}", "target",
+							   tool_json_str(target), "job",
+							   (json_int_t)busy));
+	}
+	if (!(lower = open_lower_writable(c, target))) {
+		disk_unref(d);
+		return NULL;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->target = strdup(target))) {
+		free(j);
+		disk_unref(lower);
+		disk_unref(d);
+		return NULL;
+	}
+	ret = layered_commit_start(node, lower, &lc, err, sizeof(err));
+	if (ret < 0) {
+		free(j->target);
+		free(j);
+		disk_unref(lower);
+		disk_unref(d);
+		if (ret == -EBUSY)    /* the same overlay under another export's name */
+			return ctl_fail(c, CTL_ERR_BUSY, json_pack("{s:o}", "target",
+								   tool_json_str(target)));
+		return ret == -ENOMEM ? NULL : not_supported(c, target, err[0] ? err : strerror(-ret));
+	}
+	j->id = ++s->next_job_id;
+	j->commit = lc;
+	j->sector_size = disk_sector_size(node);
+	j->started_ns = reactor_now_ns();
+	j->next = s->jobs;
+	s->jobs = j;
+	disk_unref(d);
+	jobs_trim(s);
+	log_info("ctl: export '%s' layer-commit started (job %llu) by uid %ld pid %ld", target,
+		 (unsigned long long)j->id, (long)c->uid, (long)c->pid);
+	return job_json(j);
+}
+
+static json_t *m_job_list(struct ctl_call *c, json_t *params)
+{
+	json_error_t je;
+	json_t *out;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{}") < 0)
+		return ctl_fail_params(c, &je);
+	out = json_array();
+	/* Oldest first: the list is kept newest first. */
+	for (struct ctl_job *j = ctx_of(c)->jobs; out && j; j = j->next)
+		json_array_insert_new(out, 0, job_json(j));
+	return out;
+}
+
+static json_t *m_job_get(struct ctl_call *c, json_t *params)
+{
+	json_int_t id;
+	json_error_t je;
+	struct ctl_job *j;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I}", "id", &id) < 0)
+		return ctl_fail_params(c, &je);
+	j = job_find(ctx_of(c), id);
+	return j ? job_json(j) : job_not_found(c, id);
+}
+
+static json_t *m_job_cancel(struct ctl_call *c, json_t *params)
+{
+	json_int_t id;
+	json_error_t je;
+	struct ctl_job *j;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I}", "id", &id) < 0)
+		return ctl_fail_params(c, &je);
+	j = job_find(ctx_of(c), id);
+	if (!j)
+		return job_not_found(c, id);
+	layered_commit_cancel(j->commit);
+	log_info("ctl: job %lld cancelled by uid %ld pid %ld", (long long)id, (long)c->uid,
+		 (long)c->pid);
+	return job_json(j);
+}
+
+/* Cancels and ends every job (the control thread is stopped). */
+static void jobs_end(struct serve_ctl *s)
+{
+	while (s->jobs) {
+		struct ctl_job *j = s->jobs;
+
+		s->jobs = j->next;
+		job_free(j);
+	}
+}
+
 /* ---- the table --------------------------------------------------------------- */
 
 /* In the order of docs/ctl.md (rpc-get-methods is built in). */
@@ -863,6 +1146,10 @@ static const struct ctl_method serve_ctl_methods[] = {
 	{ "nvme-ns-remove", serve_ctl_nvme_ns_remove, true },
 	{ "vhost-blk-add", serve_ctl_vhost_blk_add, true },
 	{ "vhost-blk-del", serve_ctl_vhost_blk_del, true },
+	{ "layer-commit", m_layer_commit, true },
+	{ "job-list", m_job_list, false },
+	{ "job-get", m_job_get, false },
+	{ "job-cancel", m_job_cancel, true },
 };
 
 int serve_ctl_new(const struct serve_ctl_opts *o, struct serve_ctl **out)
@@ -909,6 +1196,9 @@ void serve_ctl_stop(struct serve_ctl *s)
 		return;
 	ctl_server_stop(s->srv);
 	serve_ctl_fe_stop(s->fe);   /* ublk, vhost devices go before the final flush */
+	/* A commit still running is cancelled (the overlay stays
+	 * authoritative) before the exports' final flush. */
+	jobs_end(s);
 }
 
 void serve_ctl_free(struct serve_ctl *s)
@@ -917,6 +1207,7 @@ void serve_ctl_free(struct serve_ctl *s)
 		return;
 	ctl_server_free(s->srv);
 	serve_ctl_fe_free(s->fe);
+	jobs_end(s);
 	while (s->specs)
 		spec_forget(s, s->specs->name);
 	free(s);

@@ -38,7 +38,8 @@ int serve_ctl_new(const struct serve_ctl_opts *o, struct serve_ctl **out);
 void serve_ctl_note_export(struct serve_ctl *c, const char *name, const char *spec);
 /* Starts the control thread. Returns 0 or 1 after printing a message. */
 int serve_ctl_start(struct serve_ctl *c);
-/* Stops the control thread (before the exports are flushed). */
+/* Stops the control thread and cancels and ends the running jobs
+ * (layer-commit), before the exports are flushed. */
 void serve_ctl_stop(struct serve_ctl *c);
 /* Stops and frees; removes the socket file. NULL allowed. */
 void serve_ctl_free(struct serve_ctl *c);

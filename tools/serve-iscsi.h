@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tools/serve-net.h"
+
 struct disk;
 struct netsrv;
 struct spec;
@@ -73,15 +75,6 @@ struct serve_iscsi_lun {
 	struct spec *spec;              /* owned */
 };
 
-/* A LU being served (for the control socket's listing and the final
- * flush). */
-struct serve_iscsi_unit {
-	struct scsi_target *t;          /* borrowed from the server */
-	unsigned lun;
-	struct disk *disk;              /* a reference */
-	char *spec;                     /* owned, URL credentials redacted */
-};
-
 struct serve_iscsi {
 	const char *listen;             /* --iscsi argument, NULL = iSCSI off */
 	const char *portal;
@@ -93,8 +86,7 @@ struct serve_iscsi {
 	struct serve_iscsi_lun luns[SERVE_ISCSI_MAX_LUNS];
 	unsigned nluns;
 	struct iscsisrv *srv;
-	struct serve_iscsi_unit *units; /* flushed at the end */
-	unsigned nunits;
+	struct serve_disks disks;       /* flushed at the end; owner: the scsi_target, id: the LUN */
 	struct scsi_target *built[SERVE_ISCSI_MAX_LUNS];  /* per targets[]; NULL: none */
 	uint16_t bound_port;
 };
@@ -128,12 +120,5 @@ void serve_iscsi_free(struct serve_iscsi *si);
 /* For the control socket (serve-ctl-fe.c), on its thread: the target
  * named @name (NULL: the default one), or NULL. */
 struct scsi_target *serve_iscsi_target(struct serve_iscsi *si, const char *name);
-/* Records LU @lun of @t over @d (a reference is taken) from @spec_text.
- * Returns 0 or -ENOMEM. */
-int serve_iscsi_note_unit(struct serve_iscsi *si, struct scsi_target *t, unsigned lun,
-			  struct disk *d, const char *spec_text);
-/* Forgets LU @lun of @t, flushing its disk first unless read-only.
- * Returns 0 or -EIO when the flush failed. */
-int serve_iscsi_forget_unit(struct serve_iscsi *si, struct scsi_target *t, unsigned lun);
 
 #endif

@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tools/serve-net.h"
+
 struct disk;
 struct nvmeemu_subsys;
 struct netsrv;
@@ -53,13 +55,6 @@ struct serve_nvmf_ns {
 	struct spec *spec;              /* owned */
 };
 
-/* A namespace being served (for the control socket and the final flush). */
-struct serve_nvmf_unit {
-	uint32_t nsid;
-	struct disk *disk;              /* a reference */
-	char *spec;                     /* owned, URL credentials redacted; NULL: unknown */
-};
-
 struct serve_nvmf {
 	const char *listen;             /* --nvme-tcp argument, NULL = off */
 	const char *nqn;
@@ -68,8 +63,7 @@ struct serve_nvmf {
 	struct serve_nvmf_ns ns[SERVE_NVMF_MAX_NS];
 	unsigned nns;
 	struct nvmfsrv *srv;
-	struct serve_nvmf_unit *units;  /* flushed at the end */
-	unsigned nunits;
+	struct serve_disks disks;       /* flushed at the end; id: the NSID */
 	struct nvmeemu_subsys *subsys;  /* borrowed from srv; NULL: none */
 	const char *default_spec;       /* the positional SPEC's text (namespace 1), set by cmd-serve */
 	uint16_t bound_port;

@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -114,32 +115,31 @@ int vhostmem_add_host(struct vhostmem *m, uint64_t guest_phys, uint64_t size, ui
 	return 0;
 }
 
-void *vhostmem_gpa(const struct vhostmem *m, uint64_t gpa, uint64_t len)
+/* The host address of [@addr, @addr + @len) in one address space of the
+ * regions: front-end virtual (@uva) or guest physical; NULL if no region
+ * holds it all. */
+static void *vhostmem_lookup(const struct vhostmem *m, uint64_t addr, uint64_t len, bool uva)
 {
 	if (len == 0)
 		len = 1;
 	for (unsigned i = 0; i < m->nregions; i++) {
 		const struct vhostmem_region *r = &m->regions[i];
+		uint64_t base = uva ? r->user_addr : r->guest_phys;
 
-		/* Written so that nothing overflows: gpa - base < size and
-		 * len <= size - (gpa - base). */
-		if (gpa >= r->guest_phys && gpa - r->guest_phys < r->size &&
-		    len <= r->size - (gpa - r->guest_phys))
-			return r->host + (gpa - r->guest_phys);
+		/* Written so that nothing overflows: addr - base < size and
+		 * len <= size - (addr - base). */
+		if (addr >= base && addr - base < r->size && len <= r->size - (addr - base))
+			return r->host + (addr - base);
 	}
 	return NULL;
 }
 
+void *vhostmem_gpa(const struct vhostmem *m, uint64_t gpa, uint64_t len)
+{
+	return vhostmem_lookup(m, gpa, len, false);
+}
+
 void *vhostmem_uva(const struct vhostmem *m, uint64_t uva, uint64_t len)
 {
-	if (len == 0)
-		len = 1;
-	for (unsigned i = 0; i < m->nregions; i++) {
-		const struct vhostmem_region *r = &m->regions[i];
-
-		if (uva >= r->user_addr && uva - r->user_addr < r->size &&
-		    len <= r->size - (uva - r->user_addr))
-			return r->host + (uva - r->user_addr);
-	}
-	return NULL;
+	return vhostmem_lookup(m, uva, len, true);
 }

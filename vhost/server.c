@@ -32,6 +32,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -670,42 +671,47 @@ static int vhostsrv_msg_take_fd(struct vhostsrv_msg *m)
 	return fd;
 }
 
-static int vhostsrv_send(int fd, uint32_t request, uint32_t flags, const void *payload,
-			 uint32_t size, int pass_fd)
+int vhu_sendmsg(int sock, const void *hdr, const void *payload, size_t len, const int *fds,
+		unsigned nfds)
 {
-	uint8_t hdr[VHU_HDR_BYTES];
-	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)payload, size } };
+	struct iovec iov[2] = { { (void *)hdr, VHU_HDR_BYTES }, { (void *)payload, len } };
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(VHU_MAX_FDS * sizeof(int))];
 		struct cmsghdr align;
 	} cm;
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
-	size_t total = sizeof(hdr) + size;
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
 	ssize_t n;
 
-	memcpy(hdr, &request, 4);
-	memcpy(hdr + 4, &flags, 4);
-	memcpy(hdr + 8, &size, 4);
-	if (pass_fd >= 0) {
+	assert(nfds <= VHU_MAX_FDS);
+	if (nfds) {
 		struct cmsghdr *c;
 
 		memset(&cm, 0, sizeof(cm));
 		mh.msg_control = cm.buf;
-		mh.msg_controllen = sizeof(cm.buf);
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
 		c = CMSG_FIRSTHDR(&mh);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
 	}
 	do {
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
-	/* A reply is a few hundred bytes at most: a short write means the
-	 * peer is gone or stuck. */
-	return (size_t)n == total ? 0 : -EPROTO;
+	return (size_t)n == VHU_HDR_BYTES + len ? 0 : -EPROTO;
+}
+
+static int vhostsrv_send(int fd, uint32_t request, uint32_t flags, const void *payload,
+			 uint32_t size, int pass_fd)
+{
+	uint8_t hdr[VHU_HDR_BYTES];
+
+	memcpy(hdr, &request, 4);
+	memcpy(hdr + 4, &flags, 4);
+	memcpy(hdr + 8, &size, 4);
+	return vhu_sendmsg(fd, hdr, payload, size, &pass_fd, pass_fd >= 0 ? 1 : 0);
 }
 
 static int vhostsrv_reply(struct vhostsrv *s, struct vhostsrv_msg *m, const void *payload,

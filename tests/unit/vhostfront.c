@@ -194,34 +194,12 @@ static int vfront_sendmsg(int sock, uint32_t req, uint32_t flags, const void *pa
 			  uint32_t size, const int *fds, unsigned nfds)
 {
 	uint8_t hdr[VHU_HDR_BYTES];
-	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)payload, size } };
-	union {
-		char buf[CMSG_SPACE(VHU_MAX_FDS * sizeof(int))];
-		struct cmsghdr align;
-	} cm;
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
-	ssize_t n;
 
 	flags |= VHU_VERSION;
 	memcpy(hdr, &req, 4);
 	memcpy(hdr + 4, &flags, 4);
 	memcpy(hdr + 8, &size, 4);
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&cm, 0, sizeof(cm));
-		mh.msg_control = cm.buf;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-	}
-	n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-	if (n < 0)
-		return -errno;
-	return (size_t)n == sizeof(hdr) + size ? 0 : -EIO;
+	return vhu_sendmsg(sock, hdr, payload, size, fds, nfds);
 }
 
 int vfront_send(struct vfront *f, uint32_t req, uint32_t flags, const void *payload,

@@ -138,9 +138,7 @@ launch_server()
 stop_server()
 {
 	[ "$PEER" = tgt ] && { tgt_stop; return; }
-	kill "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
+	vm_stop_server
 }
 
 rc=0 passed=0

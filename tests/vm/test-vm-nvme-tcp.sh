@@ -69,9 +69,7 @@ serve_on()
 		kill -0 "$srv_pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	kill "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
+	vm_stop_server
 	return 1
 }
 
@@ -90,14 +88,6 @@ start_server()
 	done
 	cat "$work/serve.log" >&2
 	vm_die "diskstack serve --nvme-tcp did not start"
-}
-
-stop_server()
-{
-	[ -n "$srv_pid" ] || return 0
-	kill "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
 }
 
 # watch LOG: answers the guest's HOST-RESIZE and HOST-RESTART requests.
@@ -153,7 +143,7 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	kill "$ctl_watch_pid" 2>/dev/null
 	wait "$ctl_watch_pid" 2>/dev/null
 	ctl_watch_pid=
-	stop_server
+	vm_stop_server
 	[ -f "$work/srv.pid" ] && kill "$(cat "$work/srv.pid")" 2>/dev/null
 	sleep 0.5
 	r=0
