@@ -41,6 +41,7 @@
 #include "storage/disk.h"
 #include "storage/layered.h"
 #include "storage/spec.h"
+#include "tools/serve-ctl-internal.h"
 #include "tools/serve-ctl.h"
 #include "tools/tool.h"
 
@@ -73,6 +74,7 @@ struct serve_ctl {
 	uint64_t started_ns;
 	atomic_bool shutting_down;
 	struct ctl_spec *specs;
+	struct serve_ctl_fe *fe;     /* serve-ctl-fe.c */
 	struct ctl_job *jobs;
 	uint64_t next_job_id;
 };
@@ -248,14 +250,14 @@ static json_t *m_server_info(struct ctl_call *c, json_t *params)
 
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{}") < 0)
 		return ctl_fail_params(c, &je);
-	return json_pack("{s:s, s:I, s:I, s:I, s:i, s:o, s:b, s:I, s:[s], s:b}",
+	return json_pack("{s:s, s:I, s:I, s:I, s:i, s:o, s:b, s:I, s:o, s:b}",
 			 "version", PACKAGE_VERSION, "pid", (json_int_t)getpid(),
 			 "started_ns", (json_int_t)s->started_ns,
 			 "uptime_ns", (json_int_t)(reactor_now_ns() - s->started_ns),
 			 "threads", (int)s->o.threads, "control", tool_json_str(s->o.path),
 			 "read_only", s->o.read_only,
 			 "connections_served", (json_int_t)netsrv_connections_served(s->o.net),
-			 "frontends", "nbd",
+			 "frontends", serve_ctl_fe_frontends(&s->o, s->fe),
 			 "shutting_down", (int)atomic_load(&s->shutting_down));
 }
 
@@ -325,7 +327,7 @@ static void list_one(const struct nbdsrv_export_view *v, void *opaque)
 	if (caps)
 		tool_caps_foreach(info->caps, caps_add, caps);
 	json_array_append_new(lc->out, json_pack(
-		"{s:o, s:o, s:o, s:s, s:b, s:I, s:i, s:o, s:i, s:b}",
+		"{s:s, s:o, s:o, s:o, s:s, s:b, s:I, s:i, s:o, s:i, s:b}", "frontend", "nbd",
 		"name", tool_json_str(v->name),
 		"description", v->description ? tool_json_str(v->description) : json_null(),
 		"spec", spec ? tool_json_str(spec) : json_null(), "type", info->type,
@@ -346,6 +348,7 @@ static json_t *m_export_list(struct ctl_call *c, json_t *params)
 	if (!lc.out)
 		return NULL;
 	nbdsrv_foreach_export(lc.s->o.nbd, list_one, &lc);
+	serve_ctl_fe_list(c, lc.only, lc.out);
 	if (lc.only && json_array_size(lc.out) == 0) {
 		json_decref(lc.out);
 		return not_found(c, lc.only);
@@ -358,9 +361,7 @@ static json_t *m_export_add(struct ctl_call *c, json_t *params)
 	struct serve_ctl *s = ctx_of(c);
 	const char *name, *text, *desc = NULL;
 	int ro = s->o.read_only;
-	struct spec *spec = NULL;
 	struct disk *d = NULL;
-	char err[512] = "";
 	json_error_t je;
 	json_t *res;
 	int ret;
@@ -373,15 +374,8 @@ static json_t *m_export_add(struct ctl_call *c, json_t *params)
 	if (s->o.read_only && !ro)
 		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
 				       "is not allowed");
-	ret = spec_parse(text, &spec, err, sizeof(err));
-	if (ret < 0)
-		return ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message", tool_json_str(err)));
-	ret = spec_open(spec, ro, tool_spec_ctx(), &d, err, sizeof(err));
-	spec_free(spec);
-	if (ret < 0)
-		return ret == -EINVAL
-		       ? ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message", tool_json_str(err)))
-		       : ctl_fail_errno(c, ret, "cannot open the spec%s%s", err[0] ? ": " : "", err);
+	if (serve_ctl_open_spec(c, text, ro, &d) < 0)
+		return NULL;
 	res = json_pack("{s:o, s:I, s:i}", "name", tool_json_str(name),
 			"size", (json_int_t)(disk_sector_count(d) << disk_get_info(d)->sector_shift),
 			"sector_size", (int)disk_sector_size(d));
@@ -456,6 +450,7 @@ static json_t *m_disk_resize(struct ctl_call *c, json_t *params)
 	json_int_t size;
 	struct disk *d, *node;
 	json_error_t je;
+	json_t *res;
 	uint32_t ss;
 	int ret;
 
@@ -495,8 +490,11 @@ static json_t *m_disk_resize(struct ctl_call *c, json_t *params)
 	log_info("ctl: export '%s' resized to %lld bytes by uid %ld pid %ld", target,
 		 (long long)size, (long)c->uid, (long)c->pid);
 	size = (json_int_t)(disk_sector_count(d) * ss);
+	res = json_pack("{s:I}", "size", size);
+	if (res)
+		serve_ctl_fe_resized(c, d, res);
 	disk_unref(d);
-	return json_pack("{s:I}", "size", size);
+	return res;
 }
 
 static json_t *delay_result(struct disk *node)
@@ -804,6 +802,58 @@ static json_t *m_connection_close(struct ctl_call *c, json_t *params)
 	return json_object();
 }
 
+/* ---- for serve-ctl-fe.c (serve-ctl-internal.h) ------------------------------- */
+
+const struct serve_ctl_opts *serve_ctl_opts_of(struct ctl_call *c)
+{
+	return &ctx_of(c)->o;
+}
+
+struct serve_ctl_fe *serve_ctl_fe_of(struct ctl_call *c)
+{
+	return ctx_of(c)->fe;
+}
+
+json_t *serve_ctl_not_found(struct ctl_call *c, const char *target)
+{
+	return not_found(c, target);
+}
+
+json_t *serve_ctl_not_supported(struct ctl_call *c, const char *target, const char *reason)
+{
+	return not_supported(c, target, reason);
+}
+
+struct disk *serve_ctl_export_disk(struct ctl_call *c, const char *name, bool *read_only)
+{
+	return target_disk(c, name, read_only);
+}
+
+bool serve_ctl_refuse_when_stopping(struct ctl_call *c)
+{
+	return refuse_when_stopping(c);
+}
+
+int serve_ctl_open_spec(struct ctl_call *c, const char *text, bool read_only, struct disk **out)
+{
+	struct spec *spec = NULL;
+	char err[512] = "";
+	int ret = spec_parse(text, &spec, err, sizeof(err));
+
+	*out = NULL;
+	if (ret < 0) {
+		ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message", tool_json_str(err)));
+		return ret;
+	}
+	ret = spec_open(spec, read_only, tool_spec_ctx(), out, err, sizeof(err));
+	spec_free(spec);
+	if (ret == -EINVAL)
+		ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message", tool_json_str(err)));
+	else if (ret < 0)
+		ctl_fail_errno(c, ret, "cannot open the spec%s%s", err[0] ? ": " : "", err);
+	return ret;
+}
+
 /* ---- layer-commit and jobs (docs/ctl.md, docs/layered.md "Commit") ---------- */
 
 /* Finished jobs kept for job-list/job-get; older ones are dropped. */
@@ -1086,6 +1136,16 @@ static const struct ctl_method serve_ctl_methods[] = {
 	{ "fault-set", m_fault_set, true },
 	{ "fault-clear", m_fault_clear, true },
 	{ "fault-get", m_fault_get, false },
+	/* The other frontends (serve-ctl-fe.c). */
+	{ "ublk-add", serve_ctl_ublk_add, true },
+	{ "ublk-del", serve_ctl_ublk_del, true },
+	{ "ublk-list", serve_ctl_ublk_list, false },
+	{ "iscsi-lun-add", serve_ctl_iscsi_lun_add, true },
+	{ "iscsi-lun-remove", serve_ctl_iscsi_lun_remove, true },
+	{ "nvme-ns-add", serve_ctl_nvme_ns_add, true },
+	{ "nvme-ns-remove", serve_ctl_nvme_ns_remove, true },
+	{ "vhost-blk-add", serve_ctl_vhost_blk_add, true },
+	{ "vhost-blk-del", serve_ctl_vhost_blk_del, true },
 	{ "layer-commit", m_layer_commit, true },
 	{ "job-list", m_job_list, false },
 	{ "job-get", m_job_get, false },
@@ -1105,8 +1165,13 @@ int serve_ctl_new(const struct serve_ctl_opts *o, struct serve_ctl **out)
 	atomic_init(&s->shutting_down, false);
 	s->rpc = (struct ctl_rpc){ .methods = serve_ctl_methods,
 				   .nmethods = ARRAY_SIZE(serve_ctl_methods), .ctx = s };
+	if (serve_ctl_fe_new(&s->fe) < 0) {
+		free(s);
+		return tool_error("serve", "out of memory");
+	}
 	ret = ctl_server_new(o->path, &s->rpc, &s->srv, err, sizeof(err));
 	if (ret < 0) {
+		serve_ctl_fe_free(s->fe);
 		free(s);
 		tool_error("serve", "--control: %s", err);
 		return ret == -EADDRINUSE ? EXIT_USAGE : EXIT_RUNTIME;
@@ -1130,6 +1195,7 @@ void serve_ctl_stop(struct serve_ctl *s)
 	if (!s)
 		return;
 	ctl_server_stop(s->srv);
+	serve_ctl_fe_stop(s->fe);   /* ublk, vhost devices go before the final flush */
 	/* A commit still running is cancelled (the overlay stays
 	 * authoritative) before the exports' final flush. */
 	jobs_end(s);
@@ -1140,6 +1206,7 @@ void serve_ctl_free(struct serve_ctl *s)
 	if (!s)
 		return;
 	ctl_server_free(s->srv);
+	serve_ctl_fe_free(s->fe);
 	jobs_end(s);
 	while (s->specs)
 		spec_forget(s, s->specs->name);

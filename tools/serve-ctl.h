@@ -13,6 +13,9 @@
 struct nbdsrv;
 struct netsrv;
 struct serve_ctl;
+struct serve_iscsi;
+struct serve_nvmf;
+struct serve_vhost;
 
 /* What the methods work on (all borrowed until serve_ctl_free). */
 struct serve_ctl_opts {
@@ -21,6 +24,10 @@ struct serve_ctl_opts {
 	struct netsrv *net;
 	bool read_only;             /* serve -r: export-add inherits it */
 	unsigned threads;
+	/* The other frontends (serve-ctl-fe.c); NULL or not listening: off. */
+	struct serve_iscsi *iscsi;
+	struct serve_nvmf *nvmf;
+	struct serve_vhost *vhost;
 };
 
 /* Binds the control socket. Returns 0, or an exit status after printing

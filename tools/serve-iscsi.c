@@ -180,13 +180,21 @@ int serve_iscsi_check(struct serve_iscsi *si, const char *cmd, bool have_default
 	return 0;
 }
 
+struct scsi_target *serve_iscsi_target(struct serve_iscsi *si, const char *name)
+{
+	for (unsigned i = 0; i < si->ntargets; i++)
+		if (si->built[i] && (name ? strcmp(si->targets[i], name) == 0 : i == 0))
+			return si->built[i];
+	return NULL;
+}
+
 /* Makes LUN @lun of @t over @d, opened from @spec_text (scsi-lun.h). */
 static int add_lu(struct serve_iscsi *si, const char *cmd, struct scsi_target *t, unsigned lun,
 		  struct disk *d, const char *spec_text)
 {
 	int ret = tool_scsi_add_lu(cmd, t, lun, d, spec_text);
 
-	return ret ? ret : serve_disks_keep(&si->disks, cmd, d);
+	return ret ? ret : serve_disks_keep(&si->disks, cmd, d, t, lun, spec_text);
 }
 
 int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *default_disk,
@@ -239,6 +247,7 @@ int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *defau
 		ret = iscsisrv_add_target(si->srv, st);
 		if (ret < 0)
 			return tool_error(cmd, "target '%s': %s", si->targets[t], strerror(-ret));
+		si->built[t] = st;   /* owned by the server */
 		log_info("serve: iSCSI target %s", si->targets[t]);
 	}
 	return 0;
@@ -266,6 +275,7 @@ void serve_iscsi_free(struct serve_iscsi *si)
 	iscsisrv_free(si->srv);
 	si->srv = NULL;
 	serve_disks_free(&si->disks);
+	memset(si->built, 0, sizeof(si->built));
 	for (unsigned i = 0; i < si->nluns; i++)
 		spec_free(si->luns[i].spec);
 	si->nluns = 0;

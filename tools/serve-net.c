@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "common/log.h"
 #include "net/netsrv.h"
+#include "storage/backends/url.h"
 #include "storage/disk.h"
 #include "tools/serve-net.h"
 #include "tools/tool.h"
@@ -83,39 +85,78 @@ int serve_listen_tcp(const char *cmd, struct netsrv *net, const struct netsrv_pr
 	return 0;
 }
 
-int serve_disks_keep(struct serve_disks *sd, const char *cmd, struct disk *d)
+int serve_disks_add(struct serve_disks *sd, struct disk *d, const void *owner, unsigned id,
+		    const char *spec_text)
 {
-	struct disk **v = realloc(sd->v, (sd->n + 1) * sizeof(*v));
+	struct serve_unit *v = realloc(sd->v, (sd->n + 1) * sizeof(*v));
+	char *spec = spec_text ? url_redact_text_dup(spec_text) : NULL;
 
-	if (!v)
-		return tool_error(cmd, "out of memory");
-	sd->v = v;
-	sd->v[sd->n++] = disk_ref(d);
+	if (v)
+		sd->v = v;
+	if (!v || (spec_text && !spec)) {
+		free(spec);
+		return -ENOMEM;
+	}
+	sd->v[sd->n++] = (struct serve_unit){ .disk = disk_ref(d), .owner = owner, .id = id,
+					      .spec = spec };
 	return 0;
+}
+
+int serve_disks_keep(struct serve_disks *sd, const char *cmd, struct disk *d, const void *owner,
+		     unsigned id, const char *spec_text)
+{
+	return serve_disks_add(sd, d, owner, id, spec_text) < 0 ? tool_error(cmd, "out of memory")
+								 : 0;
+}
+
+/* Flushes @u's disk unless it is read-only. Returns 0 or -EIO. */
+static int unit_flush(const struct serve_unit *u, const char *proto)
+{
+	int st;
+
+	if (disk_get_info(u->disk)->read_only)
+		return 0;
+	st = disk_sync_flush(u->disk);
+	if (st != DISK_OK) {
+		log_error("%s: flush of unit %u failed: %s", proto, u->id, disk_status_str(st));
+		return -EIO;
+	}
+	return 0;
+}
+
+int serve_disks_drop(struct serve_disks *sd, const void *owner, unsigned id, const char *proto)
+{
+	for (unsigned i = 0; i < sd->n; i++) {
+		struct serve_unit u = sd->v[i];
+		int ret;
+
+		if (u.owner != owner || u.id != id)
+			continue;
+		sd->v[i] = sd->v[--sd->n];
+		ret = unit_flush(&u, proto);
+		disk_unref(u.disk);
+		free(u.spec);
+		return ret;
+	}
+	return -ENOENT;
 }
 
 int serve_disks_flush(const struct serve_disks *sd, const char *proto)
 {
 	int status = 0;
 
-	for (unsigned i = 0; i < sd->n; i++) {
-		int st;
-
-		if (disk_get_info(sd->v[i])->read_only)
-			continue;
-		st = disk_sync_flush(sd->v[i]);
-		if (st != DISK_OK) {
-			log_error("%s: flush at shutdown failed: %s", proto, disk_status_str(st));
+	for (unsigned i = 0; i < sd->n; i++)
+		if (unit_flush(&sd->v[i], proto) < 0)
 			status = 1;
-		}
-	}
 	return status;
 }
 
 void serve_disks_free(struct serve_disks *sd)
 {
-	for (unsigned i = 0; i < sd->n; i++)
-		disk_unref(sd->v[i]);
+	for (unsigned i = 0; i < sd->n; i++) {
+		disk_unref(sd->v[i].disk);
+		free(sd->v[i].spec);
+	}
 	free(sd->v);
 	sd->v = NULL;
 	sd->n = 0;

@@ -17,10 +17,20 @@ struct disk;
 struct netsrv;
 struct netsrv_proto;
 
+/* One disk a LUN or namespace sits on. */
+struct serve_unit {
+	struct disk *disk;              /* a reference */
+	const void *owner;              /* the LUN's SCSI target; NULL for a namespace */
+	unsigned id;                    /* the LUN or the NSID */
+	char *spec;                     /* its spec, URL credentials redacted (owned); NULL: unknown */
+};
+
 /* The disks a target's LUNs or namespaces sit on: own references,
- * flushed at shutdown (serve_disks_flush), dropped by serve_disks_free. */
+ * flushed at shutdown (serve_disks_flush), dropped by serve_disks_free;
+ * the control socket lists them (serve-ctl-fe.c) and adds and drops
+ * some while serve runs, on its thread. */
 struct serve_disks {
-	struct disk **v;
+	struct serve_unit *v;
 	unsigned n;
 };
 
@@ -42,8 +52,16 @@ int serve_listen_tcp(const char *cmd, struct netsrv *net, const struct netsrv_pr
 		     const char *what, const char *opt, const char *listen, uint16_t default_port,
 		     uint16_t *bound);
 
-/* Keeps a reference to @d (borrowed) in @sd. */
-int serve_disks_keep(struct serve_disks *sd, const char *cmd, struct disk *d);
+/* Keeps a reference to @d (borrowed) in @sd as unit @id of @owner, opened
+ * from @spec_text (NULL: unknown). Returns 0 or -ENOMEM. */
+int serve_disks_add(struct serve_disks *sd, struct disk *d, const void *owner, unsigned id,
+		    const char *spec_text);
+/* serve_disks_add with an exit code and a message for serve's start. */
+int serve_disks_keep(struct serve_disks *sd, const char *cmd, struct disk *d, const void *owner,
+		     unsigned id, const char *spec_text);
+/* Flushes (unless read-only) and drops unit @id of @owner. Returns 0,
+ * -EIO when the flush failed (it is dropped anyway) or -ENOENT. */
+int serve_disks_drop(struct serve_disks *sd, const void *owner, unsigned id, const char *proto);
 
 /* Flushes the writable disks of @sd, logging a failure with the prefix
  * @proto ("iscsi"). Returns 0, or 1 if a flush failed. */

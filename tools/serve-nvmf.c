@@ -89,14 +89,43 @@ int serve_nvmf_check(struct serve_nvmf *sn, const char *cmd, bool have_default)
 }
 
 static int add_ns(struct serve_nvmf *sn, const char *cmd, struct nvmeemu_subsys *ss,
-		  unsigned nsid, struct disk *d)
+		  unsigned nsid, struct disk *d, const char *spec_text)
 {
 	char err[256] = "";
 	int ret = nvmeemu_subsys_add_ns(ss, nsid, d, err, sizeof(err));
 
 	if (ret < 0)
 		return tool_error(cmd, "namespace %u: %s", nsid, err[0] ? err : strerror(-ret));
-	return serve_disks_keep(&sn->disks, cmd, d);
+	return serve_disks_keep(&sn->disks, cmd, d, NULL, nsid, spec_text);
+}
+
+int serve_nvmf_ns_add(struct serve_nvmf *sn, uint32_t nsid, struct disk *d,
+		      const char *spec_text, char *err, size_t errlen)
+{
+	int ret;
+
+	if (!sn->subsys)
+		return -ENODEV;
+	ret = nvmeemu_subsys_add_ns(sn->subsys, nsid, d, err, errlen);
+	if (ret < 0)
+		return ret;
+	ret = serve_disks_add(&sn->disks, d, NULL, nsid, spec_text);
+	if (ret < 0)
+		(void)nvmeemu_subsys_remove_ns(sn->subsys, nsid);
+	return ret;
+}
+
+int serve_nvmf_ns_remove(struct serve_nvmf *sn, uint32_t nsid)
+{
+	int ret;
+
+	if (!sn->subsys)
+		return -ENODEV;
+	ret = nvmeemu_subsys_remove_ns(sn->subsys, nsid);
+	if (ret < 0)
+		return ret;
+	ret = serve_disks_drop(&sn->disks, NULL, nsid, "nvme-tcp");
+	return ret == -ENOENT ? 0 : ret;
 }
 
 int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default_disk,
@@ -125,7 +154,7 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 	ret = nvmeemu_subsys_new(&so, &ss, err, sizeof(err));
 	if (ret < 0)
 		return tool_error(cmd, "subsystem: %s", err[0] ? err : strerror(-ret));
-	if (default_disk && (ret = add_ns(sn, cmd, ss, 1, default_disk)) != 0) {
+	if (default_disk && (ret = add_ns(sn, cmd, ss, 1, default_disk, sn->default_spec)) != 0) {
 		nvmeemu_subsys_free(ss);
 		return ret;
 	}
@@ -134,7 +163,7 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 
 		ret = tool_open_spec(cmd, "--ns SPEC", sn->ns[i].spec, read_only, &d);
 		if (ret == 0) {
-			ret = add_ns(sn, cmd, ss, sn->ns[i].nsid, d);
+			ret = add_ns(sn, cmd, ss, sn->ns[i].nsid, d, sn->ns[i].spec_text);
 			disk_unref(d);
 		}
 		if (ret) {
@@ -145,6 +174,7 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 	ret = nvmfsrv_add_subsys(sn->srv, ss);
 	if (ret < 0)
 		return tool_error(cmd, "subsystem '%s': %s", so.nqn, strerror(-ret));
+	sn->subsys = ss;   /* owned by the server */
 	log_info("serve: NVMe/TCP subsystem %s", so.nqn);
 	return 0;
 }
@@ -171,6 +201,7 @@ void serve_nvmf_free(struct serve_nvmf *sn)
 	nvmfsrv_free(sn->srv);
 	sn->srv = NULL;
 	serve_disks_free(&sn->disks);
+	sn->subsys = NULL;
 	for (unsigned i = 0; i < sn->nns; i++)
 		spec_free(sn->ns[i].spec);
 	sn->nns = 0;

@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "common/compiler.h"
@@ -394,6 +395,88 @@ static void test_scsi_core_hot_add(void **state)
 	scsi_target_free(t);
 }
 
+struct hot_remove {
+	struct scsi_target *t;
+	int ret;
+};
+
+static void *hot_remove_thread(void *arg)
+{
+	struct hot_remove *h = arg;
+
+	h->ret = scsi_target_remove_lu(h->t, 3);
+	return NULL;
+}
+
+static void hot_remove_done(struct scsi_cmd *cmd)
+{
+	*(bool *)cmd->opaque = true;
+}
+
+/* An LU removed while a READ runs on it (regression of the control
+ * socket's iscsi-lun-remove): the READ finishes GOOD with its data, the
+ * removal returns after it, the LUN then answers LOGICAL UNIT NOT
+ * SUPPORTED and drops out of REPORT LUNS, the other LUs report
+ * REPORTED LUNS DATA HAS CHANGED, and a new LU can take the slot. */
+static void test_scsi_core_hot_remove(void **state)
+{
+	static const uint8_t report_luns[12] = { 0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 };
+	static const uint8_t read10[10] = { 0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0 };
+	struct scsi_target *t = st_target(NULL);
+	struct hot_remove h = { .t = t, .ret = 1 };
+	uint8_t data[4096], buf[256];
+	struct iovec iov = { .iov_base = data, .iov_len = sizeof(data) };
+	struct scsi_cmd cmd;
+	struct scsi_nexus *n;
+	struct st_result r;
+	pthread_t th;
+	bool done = false;
+
+	(void)state;
+	st_add_lu(t, 0, "mem:1M", NULL);
+	n = st_nexus(t, IQN1, 1);
+	st_clear_ua(n, 0);
+	/* A delay: disk keeps the READ in flight while the removal starts. */
+	st_add_lu(t, 3, "delay:20ms:mem:1M", NULL);
+	st_clear_ua(n, 0);
+	st_clear_ua(n, 3);
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.nexus = n;
+	cmd.lun = scsi_lun_encode(3);
+	memcpy(cmd.cdb, read10, sizeof(read10));
+	cmd.cdb_len = sizeof(read10);
+	cmd.dir = SCSI_DIR_IN;
+	cmd.iov = &iov;
+	cmd.iovcnt = 1;
+	cmd.xfer_len = sizeof(data);
+	cmd.done = hot_remove_done;
+	cmd.opaque = &done;
+	memset(data, 0xee, sizeof(data));
+	scsi_cmd_submit(&cmd);
+	assert_int_equal(pthread_create(&th, NULL, hot_remove_thread, &h), 0);
+	assert_int_equal(reactor_run_until(tu_reactor(), &done), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(h.ret, 0);
+	assert_int_equal(cmd.status, SCSI_GOOD);
+	assert_int_equal(data[0], 0);
+	assert_int_equal(data[sizeof(data) - 1], 0);
+	assert_null(scsi_target_lu(t, 3));
+	st_run(n, 3, tur, 6, SCSI_DIR_NONE, NULL, 0, &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x25, 0x00);
+	st_run(n, 0, tur, 6, SCSI_DIR_NONE, NULL, 0, &r);
+	st_assert_sense(&r, SCSI_SK_UNIT_ATTENTION, 0x3F, 0x0E);
+	assert_int_equal(st_run(n, 0, report_luns, 12, SCSI_DIR_IN, buf, sizeof(buf), &r), SCSI_GOOD);
+	assert_int_equal(buf[3], 8);
+	assert_int_equal(scsi_target_remove_lu(t, 3), -ENOENT);
+	/* The slot is free again; the new LU starts with its power-on UA. */
+	st_add_lu(t, 3, "mem:2M", NULL);
+	st_run(n, 3, tur, 6, SCSI_DIR_NONE, NULL, 0, &r);
+	st_assert_sense(&r, SCSI_SK_UNIT_ATTENTION, 0x29, 0x00);
+	assert_int_equal(st_run(n, 3, tur, 6, SCSI_DIR_NONE, NULL, 0, &r), SCSI_GOOD);
+	scsi_nexus_free(n);
+	scsi_target_free(t);
+}
+
 /* A target name longer than a designator can hold is cut, not wrapped
  * around its one-byte length. */
 static void test_scsi_core_long_target_name(void **state)
@@ -567,6 +650,7 @@ int main(void)
 		cmocka_unit_test(test_scsi_core_lu_reset),
 		cmocka_unit_test(test_scsi_core_nexus_reset),
 		cmocka_unit_test(test_scsi_core_hot_add),
+		cmocka_unit_test(test_scsi_core_hot_remove),
 		cmocka_unit_test(test_scsi_core_long_target_name),
 		cmocka_unit_test(test_scsi_core_lu_new_errors),
 		cmocka_unit_test(test_scsi_core_disk_status_table),

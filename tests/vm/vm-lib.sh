@@ -29,6 +29,9 @@
 #   vm_serve_retry WHAT LAUNCH   start a server on a random free $port
 #   vm_watch_resize LOG          grow $work/disk.img (on $loopdev) once
 #                                the guest asks; sets watch_pid
+#   vm_watch_ctl LOG SOCK        run `diskstack ctl -S SOCK ARGS` for each
+#                                "VMTEST: HOST-CTL ARGS" line of the guest;
+#                                sets ctl_watch_pid
 set -uo pipefail
 
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -434,6 +437,34 @@ vm_serve_retry()
 	done
 	cat "$work/serve.log" >&2
 	vm_die "$what did not start"
+}
+
+# vm_watch_ctl LOG SOCK: in the background, runs `diskstack ctl -S SOCK
+# ARGS` once for each "VMTEST: HOST-CTL ARGS" console line of the guest,
+# in order (ARGS are split on blanks), logging each reply to
+# $work/ctl.log; the guest waits for the effect. Sets ctl_watch_pid.
+vm_watch_ctl()
+{
+	local log=$1 sock=$2
+	(
+		local handled=0 n args
+		while :; do
+			n=$(grep -ac '^VMTEST: HOST-CTL ' "$log" 2>/dev/null)
+			while [ "$handled" -lt "${n:-0}" ]; do
+				handled=$((handled + 1))
+				args=$(grep -a '^VMTEST: HOST-CTL ' "$log" | sed -n "${handled}p" | tr -d '\r')
+				args=${args#VMTEST: HOST-CTL }
+				# shellcheck disable=SC2086
+				if "$DISKSTACK" ctl -S "$sock" $args >>"$work/ctl.log" 2>&1; then
+					vm_log "ctl $args: ok"
+				else
+					vm_log "ctl $args: failed ($(tail -n 1 "$work/ctl.log"))"
+				fi
+			done
+			sleep 0.2
+		done
+	) &
+	ctl_watch_pid=$!
 }
 
 # ---- benchmarks (tests/bench/bench-vhost.sh, bench-nvme-tcp.sh) ----------
