@@ -9,19 +9,13 @@
 # NBD, a stack without an overlay, a second commit while one runs.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
+. "$(dirname "$0")/ctl-functions.sh"
 requires cmp truncate
 requires_nbd_python
 requires_kind nbd
 cd "$tmpdir"
 sock=$tmpdir/nbd.sock
-ctl=$tmpdir/ctl.sock
 
-c() { "$DISKSTACK" ctl -S "$ctl" "$@"; }
-json_check()
-{
-	"$PY" -I -c 'import json, sys; r = json.load(open(sys.argv[1])); assert eval(sys.argv[2]), (sys.argv[2], r)' "$@" ||
-		fail "check failed: $2"
-}
 # job_wait ID: polls job-get until the job is no longer running; leaves
 # its last answer in $tmpdir/stdout.
 job_wait()

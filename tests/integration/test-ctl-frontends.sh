@@ -11,13 +11,11 @@
 # checks run in the VM suite: tests/vm/guest-ublk.sh).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
+. "$(dirname "$0")/ctl-functions.sh"
 requires iscsi-ls iscsi-readcapacity16 qemu-io stdbuf mkfifo
 requires_nbd_python
 cd "$tmpdir"
-ctl=$tmpdir/ctl.sock
 
-c() { "$DISKSTACK" ctl -S "$ctl" "$@"; }
-json_check() { "$PY" -I -c 'import json, sys; r = json.load(open(sys.argv[1])); assert eval(sys.argv[2]), (sys.argv[2], r)' "$@" || fail "check failed: $2"; }
 
 iport=$(free_port)
 nport=$(free_port)

@@ -7,18 +7,12 @@
 # counts, and that connection closing later loses or repeats nothing.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
+. "$(dirname "$0")/ctl-functions.sh"
 requires fio
 requires_nbd_python
 cd "$tmpdir"
 sock=$tmpdir/nbd.sock
-ctl=$tmpdir/ctl.sock
 
-c() { "$DISKSTACK" ctl -S "$ctl" "$@"; }
-json_check()
-{
-	"$PY" -I -c 'import json, sys; r = json.load(open(sys.argv[1]))["exports"][0]; assert eval(sys.argv[2]), (sys.argv[2], r)' "$@" ||
-		fail "check failed: $2"
-}
 
 serve s -U "$sock" --control "$ctl" -t 2 -e a=mem:64M
 
@@ -28,12 +22,12 @@ fio --name=w --ioengine=nbd --uri="$(uri_unix "$sock" a)" --rw=randwrite --bs=4k
 	--size=4M --numjobs=4 --iodepth=8 --output="$tmpdir/fio.out" ||
 	{ cat "$tmpdir/fio.out"; fail "fio failed"; }
 expect_exit 0 c stats target=a
-json_check "$tmpdir/stdout" 'r["write"]["ops"] == 4 * 1024 and r["write"]["bytes"] == 16 << 20'
-json_check "$tmpdir/stdout" 'r["write"]["errors"] == 0 and r["read"]["ops"] == 0'
+json_check "$tmpdir/stdout" 'r["exports"][0]["write"]["ops"] == 4 * 1024 and r["exports"][0]["write"]["bytes"] == 16 << 20'
+json_check "$tmpdir/stdout" 'r["exports"][0]["write"]["errors"] == 0 and r["exports"][0]["read"]["ops"] == 0'
 expect_exit 0 c stats target=a reset=true
-json_check "$tmpdir/stdout" 'r["write"]["ops"] == 4 * 1024'
+json_check "$tmpdir/stdout" 'r["exports"][0]["write"]["ops"] == 4 * 1024'
 expect_exit 0 c stats target=a
-json_check "$tmpdir/stdout" 'r["write"]["ops"] == 0 and r["write"]["bytes"] == 0'
+json_check "$tmpdir/stdout" 'r["exports"][0]["write"]["ops"] == 0 and r["exports"][0]["write"]["bytes"] == 0'
 
 # One connection stays open across a reset; another closes in between.
 "$PY" -I - "$(uri_unix "$sock" a)" "$DISKSTACK" "$ctl" <<'PYEOF' || fail "the client failed"
@@ -66,7 +60,7 @@ assert e["read"]["ops"] == 3 and e["flush"]["ops"] == 1, e
 PYEOF
 # The closed connections' counts stay (folded once into the export).
 expect_exit 0 c stats target=a
-json_check "$tmpdir/stdout" 'r["read"]["ops"] == 3 and r["write"]["ops"] == 0'
+json_check "$tmpdir/stdout" 'r["exports"][0]["read"]["ops"] == 3 and r["exports"][0]["write"]["ops"] == 0'
 serve_stop s
 [ "$serve_status" = 0 ] || fail "serve exited with $serve_status"
 exit 0
