@@ -445,6 +445,23 @@ int scsi_target_new(const char *name, struct scsi_target **out)
 	return 0;
 }
 
+/* REPORTED LUNS DATA HAS CHANGED (SPC-4 §6.33, 3Fh/0Eh) for every
+ * nexus on every LU the target has now. Under t->lock. */
+static void target_queue_inventory_ua_locked(struct scsi_target *t)
+{
+	for (struct scsi_nexus *n = t->nexuses; n; n = n->next) {
+		for (unsigned i = 0; i < SCSI_MAX_LUNS; i++) {
+			struct scsi_lu *o = t->luns[i];
+
+			if (!o)
+				continue;
+			pthread_mutex_lock(&o->lock);
+			itl_queue_ua(&n->itl[i], 0x3F, 0x0E);
+			pthread_mutex_unlock(&o->lock);
+		}
+	}
+}
+
 int scsi_target_add_lu(struct scsi_target *t, unsigned lun, struct scsi_lu *lu)
 {
 	char tag[16];
@@ -482,18 +499,9 @@ int scsi_target_add_lu(struct scsi_target *t, unsigned lun, struct scsi_lu *lu)
 		/* Hot-add. The new LU starts as after power on for every
 		 * nexus; the others report the new inventory (SPC-4 §6.33:
 		 * REPORTED LUNS DATA HAS CHANGED, 3Fh/0Eh). */
-		for (struct scsi_nexus *n = t->nexuses; n; n = n->next) {
+		for (struct scsi_nexus *n = t->nexuses; n; n = n->next)
 			itl_queue_ua(&n->itl[lun], 0x29, 0x00);
-			for (unsigned i = 0; i < SCSI_MAX_LUNS; i++) {
-				struct scsi_lu *o = t->luns[i];
-
-				if (!o)
-					continue;
-				pthread_mutex_lock(&o->lock);
-				itl_queue_ua(&n->itl[i], 0x3F, 0x0E);
-				pthread_mutex_unlock(&o->lock);
-			}
-		}
+		target_queue_inventory_ua_locked(t);
 	}
 	__atomic_store_n(&t->luns[lun], lu, __ATOMIC_RELEASE);
 	if (t->had_nexus)
@@ -523,17 +531,7 @@ int scsi_target_remove_lu(struct scsi_target *t, unsigned lun)
 	/* SPC-4 §6.33: the other LUs report the new inventory; the slot's
 	 * per-nexus state goes, so that a LU added there later starts
 	 * clean (hot-add queues its power-on UA). */
-	for (struct scsi_nexus *n = t->nexuses; n; n = n->next) {
-		for (unsigned i = 0; i < SCSI_MAX_LUNS; i++) {
-			struct scsi_lu *o = t->luns[i];
-
-			if (!o)
-				continue;
-			pthread_mutex_lock(&o->lock);
-			itl_queue_ua(&n->itl[i], 0x3F, 0x0E);
-			pthread_mutex_unlock(&o->lock);
-		}
-	}
+	target_queue_inventory_ua_locked(t);
 	lu->next_retired = t->retired;
 	t->retired = lu;
 	pthread_mutex_unlock(&t->lock);
