@@ -1075,32 +1075,40 @@ static json_t *m_job_list(struct ctl_call *c, json_t *params)
 	return out;
 }
 
-static json_t *m_job_get(struct ctl_call *c, json_t *params)
+/* The job the params {"id": N} name; NULL with the call failed (ctl_fail)
+ * when the params are wrong or there is no such job. */
+static struct ctl_job *job_from_params(struct ctl_call *c, json_t *params)
 {
 	json_int_t id;
 	json_error_t je;
 	struct ctl_job *j;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I}", "id", &id) < 0)
-		return ctl_fail_params(c, &je);
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I}", "id", &id) < 0) {
+		(void)ctl_fail_params(c, &je);
+		return NULL;
+	}
 	j = job_find(ctx_of(c), id);
-	return j ? job_json(j) : job_not_found(c, id);
+	if (!j)
+		(void)job_not_found(c, id);
+	return j;
+}
+
+static json_t *m_job_get(struct ctl_call *c, json_t *params)
+{
+	struct ctl_job *j = job_from_params(c, params);
+
+	return j ? job_json(j) : NULL;
 }
 
 static json_t *m_job_cancel(struct ctl_call *c, json_t *params)
 {
-	json_int_t id;
-	json_error_t je;
-	struct ctl_job *j;
+	struct ctl_job *j = job_from_params(c, params);
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I}", "id", &id) < 0)
-		return ctl_fail_params(c, &je);
-	j = job_find(ctx_of(c), id);
 	if (!j)
-		return job_not_found(c, id);
+		return NULL;
 	layered_commit_cancel(j->commit);
-	log_info("ctl: job %lld cancelled by uid %ld pid %ld", (long long)id, (long)c->uid,
-		 (long)c->pid);
+	log_info("ctl: job %llu cancelled by uid %ld pid %ld", (unsigned long long)j->id,
+		 (long)c->uid, (long)c->pid);
 	return job_json(j);
 }
 
