@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/compiler.h"
 #include "common/endian.h"
@@ -477,6 +478,57 @@ static void test_scsi_core_hot_remove(void **state)
 	scsi_target_free(t);
 }
 
+/* Its done callback holds the reactor thread long enough for the
+ * removal (it polls every millisecond) to see the command finished. */
+static void hot_remove_slow_done(struct scsi_cmd *cmd)
+{
+	usleep(30 * 1000);
+	*(bool *)cmd->opaque = true;
+}
+
+/* A LU removed while a PERSISTENT RESERVE IN runs on it (regression from
+ * review): the PR code ran the command's completion before it handed the
+ * PR queue on, so a removal that saw the command finished freed the PR
+ * state under it (an assert in scsi_pr_free, or a freed mutex locked). */
+static void test_scsi_core_hot_remove_pr_finish_regression(void **state)
+{
+	static const uint8_t read_keys[10] = { 0x5E, 0, 0, 0, 0, 0, 0, 0, 64, 0 };
+	struct scsi_target *t = st_target(NULL);
+	struct hot_remove h = { .t = t, .ret = 1 };
+	uint8_t data[64];
+	struct iovec iov = { .iov_base = data, .iov_len = sizeof(data) };
+	struct scsi_cmd cmd;
+	struct scsi_nexus *n;
+	pthread_t th;
+	bool done = false;
+
+	(void)state;
+	st_add_lu(t, 3, "delay:20ms:mem:1M", NULL);
+	n = st_nexus(t, IQN1, 1);
+	st_clear_ua(n, 3);
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.nexus = n;
+	cmd.lun = scsi_lun_encode(3);
+	memcpy(cmd.cdb, read_keys, sizeof(read_keys));
+	cmd.cdb_len = sizeof(read_keys);
+	cmd.dir = SCSI_DIR_IN;
+	cmd.iov = &iov;
+	cmd.iovcnt = 1;
+	cmd.xfer_len = sizeof(data);
+	cmd.done = hot_remove_slow_done;
+	cmd.opaque = &done;
+	scsi_cmd_submit(&cmd);
+	assert_false(done);     /* in flight while the removal starts */
+	assert_int_equal(pthread_create(&th, NULL, hot_remove_thread, &h), 0);
+	assert_int_equal(reactor_run_until(tu_reactor(), &done), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(h.ret, 0);
+	assert_int_equal(cmd.status, SCSI_GOOD);
+	assert_null(scsi_target_lu(t, 3));
+	scsi_nexus_free(n);
+	scsi_target_free(t);
+}
+
 /* A target name longer than a designator can hold is cut, not wrapped
  * around its one-byte length. */
 static void test_scsi_core_long_target_name(void **state)
@@ -651,6 +703,7 @@ int main(void)
 		cmocka_unit_test(test_scsi_core_nexus_reset),
 		cmocka_unit_test(test_scsi_core_hot_add),
 		cmocka_unit_test(test_scsi_core_hot_remove),
+		cmocka_unit_test(test_scsi_core_hot_remove_pr_finish_regression),
 		cmocka_unit_test(test_scsi_core_long_target_name),
 		cmocka_unit_test(test_scsi_core_lu_new_errors),
 		cmocka_unit_test(test_scsi_core_disk_status_table),
