@@ -414,6 +414,34 @@ static void hot_remove_done(struct scsi_cmd *cmd)
 	*(bool *)cmd->opaque = true;
 }
 
+/* Submits a data-in @cdb to LUN 3 of @n into @iov, then removes LUN 3
+ * from another thread while the command runs, and returns once both the
+ * command (@done_fn sets *@done) and the removal have ended. */
+static void hot_remove_during(struct hot_remove *h, struct scsi_cmd *cmd, struct scsi_nexus *n,
+			      const uint8_t *cdb, uint8_t cdb_len, struct iovec *iov,
+			      void (*done_fn)(struct scsi_cmd *cmd), bool *done)
+{
+	pthread_t th;
+
+	memset(cmd, 0, sizeof(*cmd));
+	cmd->nexus = n;
+	cmd->lun = scsi_lun_encode(3);
+	memcpy(cmd->cdb, cdb, cdb_len);
+	cmd->cdb_len = cdb_len;
+	cmd->dir = SCSI_DIR_IN;
+	cmd->iov = iov;
+	cmd->iovcnt = 1;
+	cmd->xfer_len = (uint32_t)iov->iov_len;
+	cmd->done = done_fn;
+	cmd->opaque = done;
+	scsi_cmd_submit(cmd);
+	assert_false(*done);    /* in flight while the removal starts */
+	assert_int_equal(pthread_create(&th, NULL, hot_remove_thread, h), 0);
+	assert_int_equal(reactor_run_until(tu_reactor(), done), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(h->ret, 0);
+}
+
 /* An LU removed while a READ runs on it (regression of the control
  * socket's iscsi-lun-remove): the READ finishes GOOD with its data, the
  * removal returns after it, the LUN then answers LOGICAL UNIT NOT
@@ -430,7 +458,6 @@ static void test_scsi_core_hot_remove(void **state)
 	struct scsi_cmd cmd;
 	struct scsi_nexus *n;
 	struct st_result r;
-	pthread_t th;
 	bool done = false;
 
 	(void)state;
@@ -441,23 +468,8 @@ static void test_scsi_core_hot_remove(void **state)
 	st_add_lu(t, 3, "delay:20ms:mem:1M", NULL);
 	st_clear_ua(n, 0);
 	st_clear_ua(n, 3);
-	memset(&cmd, 0, sizeof(cmd));
-	cmd.nexus = n;
-	cmd.lun = scsi_lun_encode(3);
-	memcpy(cmd.cdb, read10, sizeof(read10));
-	cmd.cdb_len = sizeof(read10);
-	cmd.dir = SCSI_DIR_IN;
-	cmd.iov = &iov;
-	cmd.iovcnt = 1;
-	cmd.xfer_len = sizeof(data);
-	cmd.done = hot_remove_done;
-	cmd.opaque = &done;
 	memset(data, 0xee, sizeof(data));
-	scsi_cmd_submit(&cmd);
-	assert_int_equal(pthread_create(&th, NULL, hot_remove_thread, &h), 0);
-	assert_int_equal(reactor_run_until(tu_reactor(), &done), 0);
-	assert_int_equal(pthread_join(th, NULL), 0);
-	assert_int_equal(h.ret, 0);
+	hot_remove_during(&h, &cmd, n, read10, sizeof(read10), &iov, hot_remove_done, &done);
 	assert_int_equal(cmd.status, SCSI_GOOD);
 	assert_int_equal(data[0], 0);
 	assert_int_equal(data[sizeof(data) - 1], 0);
@@ -499,30 +511,14 @@ static void test_scsi_core_hot_remove_pr_finish_regression(void **state)
 	struct iovec iov = { .iov_base = data, .iov_len = sizeof(data) };
 	struct scsi_cmd cmd;
 	struct scsi_nexus *n;
-	pthread_t th;
 	bool done = false;
 
 	(void)state;
 	st_add_lu(t, 3, "delay:20ms:mem:1M", NULL);
 	n = st_nexus(t, IQN1, 1);
 	st_clear_ua(n, 3);
-	memset(&cmd, 0, sizeof(cmd));
-	cmd.nexus = n;
-	cmd.lun = scsi_lun_encode(3);
-	memcpy(cmd.cdb, read_keys, sizeof(read_keys));
-	cmd.cdb_len = sizeof(read_keys);
-	cmd.dir = SCSI_DIR_IN;
-	cmd.iov = &iov;
-	cmd.iovcnt = 1;
-	cmd.xfer_len = sizeof(data);
-	cmd.done = hot_remove_slow_done;
-	cmd.opaque = &done;
-	scsi_cmd_submit(&cmd);
-	assert_false(done);     /* in flight while the removal starts */
-	assert_int_equal(pthread_create(&th, NULL, hot_remove_thread, &h), 0);
-	assert_int_equal(reactor_run_until(tu_reactor(), &done), 0);
-	assert_int_equal(pthread_join(th, NULL), 0);
-	assert_int_equal(h.ret, 0);
+	hot_remove_during(&h, &cmd, n, read_keys, sizeof(read_keys), &iov, hot_remove_slow_done,
+			  &done);
 	assert_int_equal(cmd.status, SCSI_GOOD);
 	assert_null(scsi_target_lu(t, 3));
 	scsi_nexus_free(n);
