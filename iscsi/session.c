@@ -588,14 +588,14 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	memcpy(t->cmd.cdb, cdb, sizeof(cdb));
 	t->cmd.cdb_len = (uint8_t)cdb_len;
 	t->cmd.task_attr = flags & ISCSI_CMD_ATTR_MASK;
-	if (edtl && c->cmd_buf && pdu->data == c->cmd_buf) {
-		/* The immediate data was received in place (cmd_dest). */
-		t->buf = c->cmd_buf;
-		c->cmd_buf = NULL;
-		t->buf_cap = edtl;
-		c->inflight_bytes += edtl;
-	} else if (edtl) {
-		t->buf = reactor_buf_get(c->r, edtl, false);
+	if (edtl) {
+		if (c->cmd_buf && pdu->data == c->cmd_buf) {
+			/* The immediate data was received in place (cmd_dest). */
+			t->buf = c->cmd_buf;
+			c->cmd_buf = NULL;
+		} else {
+			t->buf = reactor_buf_get(c->r, edtl, false);
+		}
 		if (!t->buf) {
 			log_error("%s: out of memory for a %u-byte command: closing", c->name, edtl);
 			task_drop(t);
