@@ -1188,6 +1188,17 @@ static void sess_nop_timer(struct reactor_timer *tm)
 
 /* ---- entry points ----------------------------------------------------------------- */
 
+/* scsi_nexus_set_probe: the session is lost once the initiator has
+ * closed its connection (at ErrorRecoveryLevel 0 a session ends with its
+ * only connection, RFC 7143), whether or not this reactor has read the
+ * end of the stream yet. */
+static bool sess_nexus_gone(void *opaque)
+{
+	struct iscsisrv_conn *c = opaque;
+
+	return netsrv_conn_peer_gone(c->nc);
+}
+
 int iscsisrv_session_begin(struct iscsisrv_conn *c)
 {
 	struct iscsi_login *l = c->login;
@@ -1235,6 +1246,7 @@ int iscsisrv_session_begin(struct iscsisrv_conn *c)
 			c->ntasks = 0;
 			return ret;
 		}
+		scsi_nexus_set_probe(c->nexus, sess_nexus_gone, c);
 	}
 	c->dg = (struct iscsi_digests){ c->p.header_digest, c->p.data_digest };
 	c->phase = PHASE_FULL;

@@ -44,6 +44,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +178,19 @@ bool netsrv_conn_stopping(const struct netsrv_conn *c)
 bool netsrv_conn_closing(const struct netsrv_conn *c)
 {
 	return c->closing;
+}
+
+bool netsrv_conn_peer_gone(const struct netsrv_conn *c)
+{
+	/* POLLRDHUP: the peer's FIN (or our own SHUT_RD) has arrived, even
+	 * if data before it is still unread; POLLHUP/POLLERR: both ways
+	 * shut or reset. A pipe (-s) reports only POLLHUP. @c's descriptors
+	 * stay open until conn_free. */
+	struct pollfd p = { .fd = c->rfd, .events = POLLRDHUP };
+
+	if (poll(&p, 1, 0) < 0)
+		return false;
+	return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 bool netsrv_conn_tls(const struct netsrv_conn *c)

@@ -250,6 +250,12 @@ struct netsrv_tls *netsrv_conn_tls_creds(const struct netsrv_conn *c);
 bool netsrv_conn_stopping(const struct netsrv_conn *c);
 /* Whether the connection is closing (no new work: replies are dropped). */
 bool netsrv_conn_closing(const struct netsrv_conn *c);
+/* Whether the peer has closed its side (or the connection failed), by a
+ * zero-timeout poll(2) of the socket: true before the worker has read
+ * the end of stream. Any thread, while @c is not yet freed: lets a
+ * protocol treat a session as lost at once when another thread needs to
+ * know (an iSCSI nexus whose PREVENT an eject waits on). */
+bool netsrv_conn_peer_gone(const struct netsrv_conn *c);
 /* Whether TLS is established on the connection. */
 bool netsrv_conn_tls(const struct netsrv_conn *c);
 /* Whether netsrv_rxv may be used (a plain socket without TLS). */

@@ -318,7 +318,7 @@ static void dvd_start_stop_unit(struct scsi_cmd *cmd)
 		goto out;
 	if (!start) {
 		/* MMC-6 §6.38: refused while a PREVENT is in force. */
-		if (scsi_lu_removal_prevented(scsi_cmd_lu(cmd))) {
+		if (scsi_lu_removal_blocked(scsi_cmd_lu(cmd))) {
 			scsi_cmd_sense(cmd, SCSI_SK_ILLEGAL_REQUEST, 0x53, 0x02);
 			goto out;
 		}

@@ -142,6 +142,10 @@ bool scsi_lu_read_only(const struct scsi_lu *lu);
  * (SPC-4 §6.15; the core keeps it per nexus and drops a nexus's on
  * reset and nexus loss). */
 bool scsi_lu_removal_prevented(const struct scsi_lu *lu);
+/* The same for an eject or medium change about to be refused: first
+ * drops the PREVENT of nexuses whose initiator is gone (the nexus loss
+ * of scsi_nexus_set_probe), then answers. Takes the target's lock. */
+bool scsi_lu_removal_blocked(struct scsi_lu *lu);
 struct scsi_pr *scsi_lu_pr(const struct scsi_lu *lu);
 struct scsi_dvd *scsi_lu_dvd(const struct scsi_lu *lu);   /* NULL on a disk */
 /* sbc.c's per-LU state (COMPARE AND WRITE range locks), made by

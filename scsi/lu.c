@@ -78,6 +78,8 @@ struct scsi_nexus {
 	struct disk_initiator dinit;
 	struct scsi_nexus *next, *prev;     /* under t->lock */
 	atomic_uint inflight;               /* commands submitted and not finished */
+	bool (*gone)(void *opaque);         /* scsi_nexus_set_probe, or NULL */
+	void *gone_opaque;
 	struct itl itl[SCSI_MAX_LUNS];
 };
 
@@ -367,7 +369,7 @@ int scsi_lu_change_media(struct scsi_lu *lu, struct disk *disk, bool force)
 
 	if (lu->type != SCSI_LU_DVD)
 		return -EINVAL;
-	if (!force && scsi_lu_removal_prevented(lu)) {
+	if (!force && scsi_lu_removal_blocked(lu)) {
 		scsi_dvd_eject_request(lu->dvd);
 		return -EBUSY;
 	}
@@ -414,6 +416,34 @@ bool scsi_lu_removal_prevented(const struct scsi_lu *lu)
 	pthread_mutex_lock(&l->lock);
 	r = l->prevent_count > 0;
 	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
+static void nexus_loss_locked(struct scsi_nexus *n, int ua_ascq);
+
+bool scsi_lu_removal_blocked(struct scsi_lu *lu)
+{
+	struct scsi_target *t = lu->t;
+	bool r = scsi_lu_removal_prevented(lu);
+
+	if (!r || !t)
+		return r;
+	/* Rare path: some nexus prevents removal. One whose initiator has
+	 * already closed its connection is lost (SAM-5 §6.3.4) even if its
+	 * transport's thread has not run since; its loss is done here, once
+	 * more later by scsi_nexus_free, which finds nothing left to drop. */
+	pthread_mutex_lock(&t->lock);
+	for (struct scsi_nexus *n = t->nexuses; n; n = n->next) {
+		bool holds;
+
+		pthread_mutex_lock(&lu->lock);
+		holds = n->itl[lu->lun].prevent;
+		pthread_mutex_unlock(&lu->lock);
+		if (holds && n->gone && n->gone(n->gone_opaque))
+			nexus_loss_locked(n, -1);
+	}
+	r = scsi_lu_removal_prevented(lu);
+	pthread_mutex_unlock(&t->lock);
 	return r;
 }
 
@@ -663,6 +693,14 @@ void scsi_nexus_free(struct scsi_nexus *n)
 	nexus_loss_locked(n, -1);
 	pthread_mutex_unlock(&t->lock);
 	free(n);
+}
+
+void scsi_nexus_set_probe(struct scsi_nexus *n, bool (*gone)(void *opaque), void *opaque)
+{
+	pthread_mutex_lock(&n->t->lock);
+	n->gone = gone;
+	n->gone_opaque = opaque;
+	pthread_mutex_unlock(&n->t->lock);
 }
 
 void scsi_nexus_reset(struct scsi_nexus *n)

@@ -185,6 +185,17 @@ int scsi_nexus_new(struct scsi_target *t, const struct scsi_initiator_id *id,
  * runs any more: its SPC-2 reservation and PREVENT state go; persistent
  * reservations and registrations stay (SPC-4 §5.13). NULL allowed. */
 void scsi_nexus_free(struct scsi_nexus *n);
+/* The transport's answer to "has this nexus's initiator gone?": true once
+ * the initiator can send no more commands on it (its connection closed),
+ * even if the transport has not yet noticed and called scsi_nexus_free.
+ * The core asks only where another nexus waits on this one's state
+ * (a PREVENT in force when an eject arrives), under the target's lock,
+ * from any thread: @gone must not block and must stay callable until
+ * scsi_nexus_free returns. An initiator that drops its connection and
+ * logs in again at once then finds the old nexus's PREVENT released, as
+ * SPC-4 §6.15 says nexus loss does, however the two connections'
+ * threads are scheduled. Without a probe a nexus counts as present. */
+void scsi_nexus_set_probe(struct scsi_nexus *n, bool (*gone)(void *opaque), void *opaque);
 
 /* ---- commands -------------------------------------------------------------- */
 

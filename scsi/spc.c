@@ -751,7 +751,7 @@ static void spc_start_stop(struct scsi_cmd *cmd)
 			scsi_cmd_invalid_field(cmd, true, 4, 1);
 			goto out;
 		}
-		if (scsi_lu_removal_prevented(lu)) {
+		if (scsi_lu_removal_blocked(lu)) {
 			scsi_cmd_sense(cmd, SCSI_SK_ILLEGAL_REQUEST, 0x53, 0x02);
 			goto out;
 		}

@@ -563,6 +563,60 @@ static void test_scsi_spc_start_stop_removable(void **state)
 	scsi_target_free(t);
 }
 
+static bool probe_gone(void *opaque)
+{
+	return *(bool *)opaque;
+}
+
+/* libiscsi's PreventAllow.ITNexusLoss failed now and then: the initiator
+ * closed its connection and logged in again with a new ISID at once, and
+ * the new session's eject ran before the old session's thread had seen
+ * the end of its connection, so the old nexus's PREVENT still held. An
+ * eject now asks the transport's probe and drops a gone nexus's PREVENT
+ * (and only a gone one's). */
+static void test_scsi_spc_prevent_gone_nexus_regression(void **state)
+{
+	struct scsi_target *t = st_target(NULL);
+	struct scsi_lu_opts o = { .removable = true };
+	struct scsi_nexus *old, *n, *quiet;
+	bool old_gone = false, quiet_gone = false;
+	struct st_result r;
+
+	(void)state;
+	st_add_lu(t, 0, "mem:1M", &o);
+	old = st_nexus(t, IQN1, 1);
+	quiet = st_nexus(t, IQN1, 3);
+	scsi_nexus_set_probe(old, probe_gone, &old_gone);
+	st_clear_ua(old, 0);
+	assert_int_equal(prevent(old, 1, &r), SCSI_GOOD);
+	n = st_nexus(t, IQN1, 2);
+	st_clear_ua(n, 0);
+	/* The old initiator is still connected: its PREVENT holds. */
+	start_stop(n, 0x02, &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x53, 0x02);
+	/* It has closed its connection; its transport has not noticed. */
+	old_gone = true;
+	assert_int_equal(start_stop(n, 0x02, &r), SCSI_GOOD);
+	assert_int_equal(start_stop(n, 0x03, &r), SCSI_GOOD);
+	/* A nexus without a probe, or whose probe says present, keeps it. */
+	st_clear_ua(quiet, 0);
+	assert_int_equal(prevent(quiet, 1, &r), SCSI_GOOD);
+	start_stop(n, 0x02, &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x53, 0x02);
+	scsi_nexus_set_probe(quiet, probe_gone, &quiet_gone);
+	start_stop(n, 0x02, &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x53, 0x02);
+	/* Freeing the nexus whose loss was already done is harmless. */
+	scsi_nexus_free(old);
+	start_stop(n, 0x02, &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x53, 0x02);
+	assert_int_equal(prevent(quiet, 0, &r), SCSI_GOOD);
+	assert_int_equal(start_stop(n, 0x02, &r), SCSI_GOOD);
+	scsi_nexus_free(quiet);
+	scsi_nexus_free(n);
+	scsi_target_free(t);
+}
+
 static void test_scsi_spc_start_stop_fixed(void **state)
 {
 	struct st_fix *f = *state;
@@ -620,6 +674,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_scsi_spc_report_opcodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scsi_spc_reserve6, setup, teardown),
 		cmocka_unit_test(test_scsi_spc_start_stop_removable),
+		cmocka_unit_test(test_scsi_spc_prevent_gone_nexus_regression),
 		cmocka_unit_test_setup_teardown(test_scsi_spc_start_stop_fixed, setup, teardown),
 		cmocka_unit_test(test_scsi_spc_read_only),
 		cmocka_unit_test_setup_teardown(test_scsi_spc_pr_placeholder_entries, setup, teardown),
