@@ -36,7 +36,12 @@
  *   that restarted on every byte would let a client that trickles a byte
  *   now and then hold its connection slot for ever. The idle timer moves
  *   no timer per request: a receive stamps the clock, and the timer, when
- *   it fires early, re-arms for the rest.
+ *   it fires early, re-arms for the rest. Output queued since the timer
+ *   last looked counts as activity at that look (a flag, no clock read
+ *   per reply): a reply that a long request has just queued is work
+ *   done, not a client that stopped reading (regression: a 12 s read
+ *   under a 4 s timeout was cut off when its reply and the timer came in
+ *   the same pass, test-nbd-limits).
  */
 #include "config.h"
 
@@ -239,8 +244,14 @@ static void conn_idle_timeout(struct reactor_timer *t)
 	if (c->closing)
 		return;
 	if (conn_busy(c, NETSRV_BUSY_IDLE)) {
+		c->tx_fresh = false;
 		reactor_timer_start(c->r, t, idle);
 		return;
+	}
+	if (c->tx_fresh) {
+		c->tx_fresh = false;
+		c->last_active_ns = reactor_now_ns();
+		quiet = 0;
 	}
 	if (quiet < idle) {
 		reactor_timer_start(c->r, t, idle - quiet);
@@ -820,6 +831,7 @@ void netsrv_rxv(struct netsrv_conn *c, struct iovec *iov, int iovcnt, netsrv_rx_
 
 void netsrv_tx_queue(struct netsrv_conn *c, struct netsrv_tx *tx)
 {
+	c->tx_fresh = true;
 	tx->next = NULL;
 	tx->idx = 0;
 	tx->off = 0;

@@ -186,6 +186,7 @@ struct netsrv_conn {
 	struct reactor_timer hs_timer;
 	struct reactor_timer idle_timer;
 	bool idle_on;
+	bool tx_fresh;              /* output queued since the idle timer last looked */
 	uint64_t last_active_ns;
 
 	/* TLS transport. */
