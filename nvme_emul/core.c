@@ -520,6 +520,11 @@ uint32_t nvmeemu_ctrl_kato_ms(const struct nvmeemu_ctrl *c)
 
 void nvmeemu_ctrl_set_kato_ms(struct nvmeemu_ctrl *c, uint32_t ms)
 {
+	/* Commands stamp their arrival only while a KATO is set (a clock
+	 * read per command costs more than the rest of a 4 KiB Read's
+	 * dispatch), so setting one starts the timer from now (NVMe Base
+	 * spec §3.9): the stamp goes first, then the timeout readers see. */
+	atomic_store(&c->last_cmd_ns, reactor_now_ns());
 	atomic_store(&c->kato_ms, ms);
 }
 
@@ -796,7 +801,8 @@ void nvmeemu_cmd_submit(struct nvmeemu_cmd *cmd)
 	assert(st->r);
 	st->in_submit = true;
 	st->opc = opc;
-	atomic_store_explicit(&c->last_cmd_ns, reactor_now_ns(), memory_order_relaxed);
+	if (atomic_load_explicit(&c->kato_ms, memory_order_relaxed))
+		atomic_store_explicit(&c->last_cmd_ns, reactor_now_ns(), memory_order_relaxed);
 	op = op_find(cmd->qid ? nvmeemu_io_ops : nvmeemu_admin_ops, opc);
 	if (!op) {
 		nvmeemu_finish(cmd, NVMEEMU_INVALID_OPCODE | NVMEEMU_DNR, 0);
