@@ -677,11 +677,15 @@ static bool pci_cq_post(struct pci_cq *cq, struct pq_slot *s)
 	uint8_t e[16], *m;
 	uint64_t a = cq->base + (uint64_t)cq->tail * 16;
 
-	if ((cq->tail + 1) % cq->size == head)
+	if ((cq->tail + 1 == cq->size ? 0 : cq->tail + 1) == head)
 		return false;
-	memcpy(e, s->cmd.cqe, 16);
-	ds_put_le16(e + 8, (uint16_t)s->sq->head);
-	ds_put_le16(e + 14, (uint16_t)(ds_get_le16(e + 14) & ~1u) | cq->phase);
+	/* DW2 (SQID, SQ head) and DW3 (CID, status and phase) are made
+	 * whole, not patched byte by byte, so copying them out reads back
+	 * what was just stored at the size it was stored at. */
+	memcpy(e, s->cmd.cqe, 8);
+	ds_put_le32(e + 8, (uint32_t)ds_get_le16(s->cmd.cqe + 10) << 16 | (uint16_t)s->sq->head);
+	ds_put_le32(e + 12, ds_get_le16(s->cmd.cqe + 12) |
+		    (uint32_t)((ds_get_le16(s->cmd.cqe + 14) & ~1u) | cq->phase) << 16);
 	/* The phase tag goes last, so the host never sees a half entry. In
 	 * mapped guest memory the entry is written in place: one call to
 	 * the host instead of two. */
@@ -787,7 +791,7 @@ static void pci_sq_fetch(struct pci_sq *sq)
 			slot_put(sq, s);
 			return;
 		}
-		sq->head = (sq->head + 1) % sq->size;
+		sq->head = sq->head + 1 == sq->size ? 0 : sq->head + 1;  /* no division per command */
 		pci_dispatch(s);
 	}
 }
