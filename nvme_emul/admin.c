@@ -761,7 +761,7 @@ static void admin_set_features(struct nvmeemu_cmd *cmd)
 		f->ts_set = true;
 		break;
 	case 0x0F:
-		atomic_store(&c->kato_ms, cdw11);
+		nvmeemu_ctrl_set_kato_ms(c, cdw11);
 		break;
 	case 0x81: {
 		size_t len = cdw11 & 1 ? 16 : 8;

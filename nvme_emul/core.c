@@ -126,13 +126,19 @@ const char *nvmeemu_subsys_nqn(const struct nvmeemu_subsys *s)
 	return s->nqn;
 }
 
-static void ns_free(struct nvmeemu_ns *ns)
+/* Lets go of what the namespace holds; its memory is the caller's. */
+static void ns_release(struct nvmeemu_ns *ns)
 {
 	if (ns->watching)
 		disk_unwatch_resize(ns->disk, &ns->watch);
 	disk_unref(ns->io_disk);
 	disk_unref(ns->disk);
 	pthread_mutex_destroy(&ns->pr_lock);
+}
+
+static void ns_free(struct nvmeemu_ns *ns)
+{
+	ns_release(ns);
 	free(ns);
 }
 
@@ -150,11 +156,21 @@ struct nvmeemu_ns *nvmeemu_ns_get(struct nvmeemu_subsys *s, struct nvmeemu_ctrl 
 		return NULL;
 	if (c && !nvmeemu_ctrl_has_ns(c, nsid))
 		return NULL;
-	pthread_rwlock_rdlock(&s->ns_lock);
-	ns = s->ns[nsid];
-	if (ns)
-		atomic_fetch_add(&ns->refs, 1);
-	pthread_rwlock_unlock(&s->ns_lock);
+	/* No lock: the read lock's two atomic operations per command cost as
+	 * much as the rest of the lookup. A namespace's memory outlives its
+	 * removal (s->dead), and a removed one has no references left, so
+	 * taking one only while some are held is safe against the race with
+	 * nvmeemu_subsys_remove_ns; a command that wins it merely started
+	 * before the removal, which waits for it. */
+	ns = __atomic_load_n(&s->ns[nsid], __ATOMIC_ACQUIRE);
+	if (!ns)
+		return NULL;
+	unsigned n = atomic_load(&ns->refs);
+
+	do {
+		if (!n)
+			return NULL;
+	} while (!atomic_compare_exchange_weak(&ns->refs, &n, n + 1));
 	return ns;
 }
 
@@ -165,6 +181,12 @@ void nvmeemu_subsys_free(struct nvmeemu_subsys *s)
 	assert(!s->ctrls);
 	for (uint32_t i = 1; i <= NVMEEMU_MAX_NSID; i++)
 		nvmeemu_ns_put(s->ns[i]);
+	while (s->dead) {
+		struct nvmeemu_ns *ns = s->dead;
+
+		s->dead = ns->dead_next;
+		free(ns);
+	}
 	pthread_rwlock_destroy(&s->ns_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
@@ -269,7 +291,7 @@ int nvmeemu_subsys_add_ns(struct nvmeemu_subsys *s, uint32_t nsid, struct disk *
 		nvmeemu_ns_put(ns);
 		return errbuf_fail(err, errlen, -EEXIST, "namespace %u exists", nsid);
 	}
-	s->ns[nsid] = ns;
+	__atomic_store_n(&s->ns[nsid], ns, __ATOMIC_RELEASE);
 	pthread_rwlock_unlock(&s->ns_lock);
 	/* Not under s->lock: the watch may fire at once and take it. */
 	ns->watch.cb = ns_resize_cb;
@@ -294,7 +316,7 @@ int nvmeemu_subsys_remove_ns(struct nvmeemu_subsys *s, uint32_t nsid)
 	pthread_mutex_lock(&s->lock);
 	pthread_rwlock_wrlock(&s->ns_lock);
 	ns = s->ns[nsid];
-	s->ns[nsid] = NULL;
+	__atomic_store_n(&s->ns[nsid], NULL, __ATOMIC_SEQ_CST);
 	pthread_rwlock_unlock(&s->ns_lock);
 	if (ns) {
 		for (struct nvmeemu_ctrl *c = s->ctrls; c; c = c->next) {
@@ -315,10 +337,17 @@ int nvmeemu_subsys_remove_ns(struct nvmeemu_subsys *s, uint32_t nsid)
 	}
 	/* Commands hold a reference each (nvmeemu_ns_get); the namespace's
 	 * own is the last. Waiting for them lets the caller's flush of the
-	 * disk cover every write the namespace took (nvme.h). */
-	while (atomic_load(&ns->refs) > 1)
+	 * disk cover every write the namespace took (nvme.h). The last one
+	 * goes from 1 to 0 here, never through a command's put, so a lookup
+	 * that raced with the removal either holds a reference we wait for
+	 * or finds none. */
+	for (unsigned one = 1; !atomic_compare_exchange_strong(&ns->refs, &one, 0); one = 1)
 		usleep(1000);
-	nvmeemu_ns_put(ns);
+	ns_release(ns);
+	pthread_mutex_lock(&s->lock);
+	ns->dead_next = s->dead;
+	s->dead = ns;
+	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
 
@@ -520,6 +549,11 @@ uint32_t nvmeemu_ctrl_kato_ms(const struct nvmeemu_ctrl *c)
 
 void nvmeemu_ctrl_set_kato_ms(struct nvmeemu_ctrl *c, uint32_t ms)
 {
+	/* Commands stamp their arrival only while a KATO is set (a clock
+	 * read per command costs more than the rest of a 4 KiB Read's
+	 * dispatch), so setting one starts the timer from now (NVMe Base
+	 * spec §3.9): the stamp goes first, then the timeout readers see. */
+	atomic_store(&c->last_cmd_ns, reactor_now_ns());
 	atomic_store(&c->kato_ms, ms);
 }
 
@@ -796,7 +830,8 @@ void nvmeemu_cmd_submit(struct nvmeemu_cmd *cmd)
 	assert(st->r);
 	st->in_submit = true;
 	st->opc = opc;
-	atomic_store_explicit(&c->last_cmd_ns, reactor_now_ns(), memory_order_relaxed);
+	if (atomic_load_explicit(&c->kato_ms, memory_order_relaxed))
+		atomic_store_explicit(&c->last_cmd_ns, reactor_now_ns(), memory_order_relaxed);
 	op = op_find(cmd->qid ? nvmeemu_io_ops : nvmeemu_admin_ops, opc);
 	if (!op) {
 		nvmeemu_finish(cmd, NVMEEMU_INVALID_OPCODE | NVMEEMU_DNR, 0);

@@ -48,7 +48,8 @@ struct ns_reg {
 };
 
 struct nvmeemu_ns {
-	atomic_uint refs;                 /* the table's + one per running command */
+	atomic_uint refs;                 /* the table's + one per running command; 0: removed */
+	struct nvmeemu_ns *dead_next;     /* the subsystem's dead list */
 	uint32_t nsid;
 	struct nvmeemu_subsys *s;
 	struct disk *disk;                /* ours: identity, size, resize watch */
@@ -76,10 +77,15 @@ struct nvmeemu_ns {
 struct nvmeemu_subsys {
 	char serial[21], model[41], firmware[9], nqn[224];
 	struct nvmeemu_subsys_opts o;     /* strings point into the buffers above */
-	/* The namespace table: written under the write lock, looked up under
-	 * the read lock by every command that names a namespace. */
+	/* The namespace table: written under the write lock (with atomic
+	 * stores), read under the read lock by slow paths and without it by
+	 * every command that names a namespace (nvmeemu_ns_get). */
 	pthread_rwlock_t ns_lock;
 	struct nvmeemu_ns *ns[NVMEEMU_MAX_NSID + 1];
+	/* Removed namespaces whose memory stays until the subsystem goes, so
+	 * a lookup that raced with the removal may still touch their @refs
+	 * (under @lock). */
+	struct nvmeemu_ns *dead;
 	/* Protects the controller list. Lock order: a disk's resize-watch
 	 * lock, then @lock, then a controller's lock. */
 	pthread_mutex_t lock;

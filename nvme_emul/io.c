@@ -75,9 +75,15 @@ static uint16_t data_setup(struct nvmeemu_cmd *cmd, struct disk_io *io, size_t b
 
 	if (cmd->data && cmd->data->map) {
 		int max = MAP_MAX_IOV(bytes);
-		struct iovec *iov = nvmeemu_cmd_buf(cmd, (size_t)max * sizeof(*iov), false);
+		struct iovec *iov;
 		int n;
 
+		/* Up to 4 KiB the array fits the request's scratch, which the
+		 * disk never touches: no buffer from the cache per command. */
+		if ((size_t)max * sizeof(*iov) <= sizeof(io->sctx))
+			iov = (struct iovec *)(void *)io->sctx;
+		else
+			iov = nvmeemu_cmd_buf(cmd, (size_t)max * sizeof(*iov), false);
 		if (!iov)
 			return NVMEEMU_INTERNAL_ERROR;
 		n = cmd->data->map(cmd, 0, bytes, iov, max);
@@ -87,8 +93,10 @@ static uint16_t data_setup(struct nvmeemu_cmd *cmd, struct disk_io *io, size_t b
 			st->mapped = true;
 			return 0;
 		}
-		reactor_buf_put(st->r, st->buf, st->buf_len);
-		st->buf = NULL;
+		if (st->buf) {
+			reactor_buf_put(st->r, st->buf, st->buf_len);
+			st->buf = NULL;
+		}
 		if (n < 0 && n != -E2BIG && n != -EOPNOTSUPP)
 			return nvmeemu_data_errno(n);
 		if (n >= 0)

@@ -236,7 +236,7 @@ void nvmeemu_ctrl_set_io_queues(struct nvmeemu_ctrl *c, unsigned count);
  * transport refuses a queue ID above them. Before any Set, the maximum. */
 void nvmeemu_ctrl_granted_queues(const struct nvmeemu_ctrl *c, uint16_t *nsq, uint16_t *ncq);
 /* Keep Alive Timeout in ms (Set Features 0Fh; fabrics: the transport sets
- * Connect's KATO with this); 0 = disabled. */
+ * Connect's KATO with this); 0 = disabled. Setting it restarts the timer. */
 uint32_t nvmeemu_ctrl_kato_ms(const struct nvmeemu_ctrl *c);
 void nvmeemu_ctrl_set_kato_ms(struct nvmeemu_ctrl *c, uint32_t ms);
 /* True when a KATO is set and no command arrived for that long before

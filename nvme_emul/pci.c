@@ -674,18 +674,31 @@ static bool pci_cq_post(struct pci_cq *cq, struct pq_slot *s)
 {
 	struct nvmeemu_pci *p = cq->p;
 	uint32_t head = atomic_load(&cq->head_db);        /* seq_cst: see pci_doorbell */
-	uint8_t e[16];
+	uint8_t e[16], *m;
 	uint64_t a = cq->base + (uint64_t)cq->tail * 16;
 
-	if ((cq->tail + 1) % cq->size == head)
+	if ((cq->tail + 1 == cq->size ? 0 : cq->tail + 1) == head)
 		return false;
-	memcpy(e, s->cmd.cqe, 16);
-	ds_put_le16(e + 8, (uint16_t)s->sq->head);
-	ds_put_le16(e + 14, (uint16_t)(ds_get_le16(e + 14) & ~1u) | cq->phase);
-	/* The phase tag goes last, so the host never sees a half entry. */
-	if (p->h.mem_write(p->h.opaque, a, e, 12) < 0 ||
-	    (atomic_thread_fence(memory_order_release), p->h.mem_write(p->h.opaque, a + 12, e + 12, 4)) < 0)
+	/* DW2 (SQID, SQ head) and DW3 (CID, status and phase) are made
+	 * whole, not patched byte by byte, so copying them out reads back
+	 * what was just stored at the size it was stored at. */
+	memcpy(e, s->cmd.cqe, 8);
+	ds_put_le32(e + 8, (uint32_t)ds_get_le16(s->cmd.cqe + 10) << 16 | (uint16_t)s->sq->head);
+	ds_put_le32(e + 12, ds_get_le16(s->cmd.cqe + 12) |
+		    (uint32_t)((ds_get_le16(s->cmd.cqe + 14) & ~1u) | cq->phase) << 16);
+	/* The phase tag goes last, so the host never sees a half entry. In
+	 * mapped guest memory the entry is written in place: one call to
+	 * the host instead of two. */
+	m = p->h.mem_map ? p->h.mem_map(p->h.opaque, a, 16) : NULL;
+	if (m) {
+		memcpy(m, e, 12);
+		atomic_thread_fence(memory_order_release);
+		memcpy(m + 12, e + 12, 4);
+	} else if (p->h.mem_write(p->h.opaque, a, e, 12) < 0 ||
+		   (atomic_thread_fence(memory_order_release),
+		    p->h.mem_write(p->h.opaque, a + 12, e + 12, 4)) < 0) {
 		pci_fatal(p, "completion queue not writable");
+	}
 	if (++cq->tail == cq->size) {
 		cq->tail = 0;
 		cq->phase = !cq->phase;
@@ -778,7 +791,7 @@ static void pci_sq_fetch(struct pci_sq *sq)
 			slot_put(sq, s);
 			return;
 		}
-		sq->head = (sq->head + 1) % sq->size;
+		sq->head = sq->head + 1 == sq->size ? 0 : sq->head + 1;  /* no division per command */
 		pci_dispatch(s);
 	}
 }

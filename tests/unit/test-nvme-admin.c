@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <string.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include "common/endian.h"
 #include "common/reactor.h"
@@ -325,6 +326,42 @@ static void test_nvme_admin_features_misc(void **state)
 
 /* Volatile write cache: present when a namespace's disk has one, and
  * WCE = 0 sends every write with FUA. */
+/*
+ * Keep Alive Timer: commands stamp their arrival only while a KATO is
+ * set, so setting one must start the timer itself (NVMe Base spec §3.9),
+ * and every command after it restarts it. The sleeps only make the
+ * clock move past the controller's creation; nothing here measures
+ * time: each check asks about an instant at most one KATO after a
+ * moment the timer must have been restarted at.
+ */
+static void test_nvme_admin_kato_armed_after_idle(void **state)
+{
+	struct fix f;
+	struct nt_sqe q;
+	uint64_t t;
+
+	(void)state;
+	fix_open(&f, "mem:1M");
+	q = nt_sqe(KEEP_ALIVE, 0, 0, 0, 0, 0, 0, 0);
+	nt_assert_status(nt_run(f.c, 0, &q, NULL, 0, NULL), 0);     /* traffic without a KATO */
+	usleep(3000);
+	t = reactor_now_ns();
+	nt_assert_status(set_feat(f.c, 0, 0x0F, 1, NULL, 0, NULL), 0);  /* KATO 1 ms */
+	assert_false(nvmeemu_ctrl_kato_expired(f.c, t + 1000000));
+	assert_true(nvmeemu_ctrl_kato_expired(f.c, reactor_now_ns() + 2000000));
+	usleep(3000);
+	t = reactor_now_ns();
+	nt_assert_status(nt_run(f.c, 0, &q, NULL, 0, NULL), 0);
+	assert_false(nvmeemu_ctrl_kato_expired(f.c, t + 1000000));
+	/* The transport's setter (fabrics Connect) starts it the same way. */
+	nvmeemu_ctrl_set_kato_ms(f.c, 0);
+	usleep(3000);
+	t = reactor_now_ns();
+	nvmeemu_ctrl_set_kato_ms(f.c, 1);
+	assert_false(nvmeemu_ctrl_kato_expired(f.c, t + 1000000));
+	fix_close(&f);
+}
+
 static void test_nvme_admin_features_vwc(void **state)
 {
 	struct mockdisk m = { 0 };
@@ -735,6 +772,7 @@ int main(void)
 		cmocka_unit_test(test_nvme_admin_identify_lists),
 		cmocka_unit_test(test_nvme_admin_features_queues),
 		cmocka_unit_test(test_nvme_admin_features_misc),
+		cmocka_unit_test(test_nvme_admin_kato_armed_after_idle),
 		cmocka_unit_test(test_nvme_admin_features_vwc),
 		cmocka_unit_test(test_nvme_admin_features_host_id),
 		cmocka_unit_test(test_nvme_admin_features_resv),
