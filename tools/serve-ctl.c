@@ -700,7 +700,7 @@ static void stats_one(const struct nbdsrv_export_view *v, void *opaque)
 						 "connections", (int)v->connections));
 }
 
-static json_t *op_json(const struct nbdsrv_op_stats *o)
+static json_t *op_json(const struct iostats_op *o)
 {
 	return json_pack("{s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}}",
 			 "ops", (json_int_t)o->ops, "bytes", (json_int_t)o->bytes,
