@@ -710,6 +710,10 @@ void disk_io_complete_later(struct disk_io *io, int status, int os_errno,
 
 /* ---- emulations ------------------------------------------------------------ */
 
+/* Submits an emulation's child to the disk of its parent: like
+ * disk_submit, but not counted (the parent is, once). */
+static void emu_submit(struct disk *d, struct disk_io *child);
+
 /*
  * A zero buffer shared by every thread (read-only anonymous memory: the
  * kernel maps its zero page, so it costs no memory).
@@ -813,7 +817,7 @@ static void emu_fua_done(struct disk_io *child)
 	child->iov = NULL;
 	child->iovcnt = 0;
 	child->count = 0;
-	disk_submit(parent->disk, child);
+	emu_submit(parent->disk, child);
 }
 
 static int emu_fua_write(struct disk_io *io)
@@ -823,7 +827,7 @@ static int emu_fua_write(struct disk_io *io)
 	if (!child)
 		return DISK_IO_ERROR;
 	child->flags &= ~DISK_IO_FUA;
-	disk_submit(io->disk, child);
+	emu_submit(io->disk, child);
 	return DISK_PENDING;
 }
 
@@ -849,7 +853,7 @@ static void emu_zero_step(struct disk_io *child)
 	child->iov = emu_iov(child);
 	child->iovcnt = 1;
 	child->sctx[EMU_NEXT] = next + n;
-	disk_submit(parent->disk, child);
+	emu_submit(parent->disk, child);
 }
 
 /* Write-zeroes through unmap (behaviour ZEROES), then a flush for FUA. */
@@ -865,7 +869,7 @@ static void emu_zero_unmap_done(struct disk_io *child)
 	child->op = DISK_OP_FLUSH;
 	child->flags = 0;
 	child->count = 0;
-	disk_submit(parent->disk, child);
+	emu_submit(parent->disk, child);
 }
 
 static int emu_write_zeroes(struct disk *h, struct disk_io *io)
@@ -882,7 +886,7 @@ static int emu_write_zeroes(struct disk *h, struct disk_io *io)
 		child->op = DISK_OP_UNMAP;
 		child->sector = io->sector;
 		child->count = io->count;
-		disk_submit(io->disk, child);
+		emu_submit(io->disk, child);
 		return DISK_PENDING;
 	}
 	/* The writes go 1 MiB at a time: a range past the end must fail
@@ -928,7 +932,7 @@ static void emu_cache_step(struct disk_io *child)
 	child->iov = emu_iov(child);
 	child->iovcnt = 1;
 	child->sctx[EMU_NEXT] = next + n;
-	disk_submit(parent->disk, child);
+	emu_submit(parent->disk, child);
 }
 
 static int emu_cache(struct disk_io *io)
@@ -1142,7 +1146,7 @@ int disk_forward(struct disk *lower, struct disk_io *io)
 /* What disk_submit and disk_submit_child share: binds @io to @d and to the
  * calling reactor, resets its results and dispatches it. Returns the
  * dispatch status (DISK_PENDING: the op completes @io later). */
-static int disk_start(struct disk *d, struct disk_io *io)
+static int disk_start(struct disk *d, struct disk_io *io, bool count)
 {
 	io->disk = d;
 	io->reactor = reactor_current();
@@ -1151,13 +1155,14 @@ static int disk_start(struct disk *d, struct disk_io *io)
 	io->status = DISK_OK;
 	io->os_errno = 0;
 	io->medium = DISK_MEDIUM_NONE;
-	disk_stats_wrap(d, io);
+	if (count)
+		disk_stats_wrap(d, io);
 	return disk_dispatch(d, io);
 }
 
 int disk_submit_child(struct disk *d, struct disk_io *child)
 {
-	int st = disk_start(d, child);
+	int st = disk_start(d, child, true);
 
 	if (st != DISK_PENDING) {
 		child->status = st;
@@ -1172,10 +1177,18 @@ int disk_submit_child(struct disk *d, struct disk_io *child)
 
 void disk_submit(struct disk *d, struct disk_io *io)
 {
-	int st = disk_start(d, io);
+	int st = disk_start(d, io, true);
 
 	if (st != DISK_PENDING)
 		disk_defer(io, st);
+}
+
+static void emu_submit(struct disk *d, struct disk_io *child)
+{
+	int st = disk_start(d, child, false);
+
+	if (st != DISK_PENDING)
+		disk_defer(child, st);
 }
 
 /* ---- resize watch -------------------------------------------------------------- */

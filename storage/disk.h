@@ -441,7 +441,9 @@ void disk_io_put(struct reactor *r, struct disk_io *io);
  * "other"). A request counts on the first counted disk it reaches, also
  * through disk_forward (so a wrapper above, like a frontend's prwrap:,
  * need not be counted); a decorator handing it on with disk_forward does
- * not count it again below. Counters are per reactor thread (no cache line
+ * not count it again below, nor do the dispatcher's emulations (a FUA
+ * write's flush, write-zeroes done with unmaps) count beside the request
+ * they emulate. Counters are per reactor thread (no cache line
  * written by two threads), summed by disk_stats_read.
  * XXX: reactors beyond DISK_STATS_MAX_REACTORS alive at once count nothing.
  */
