@@ -31,10 +31,6 @@ json_t *serve_ctl_not_supported(struct ctl_call *c, const char *target, const ch
 struct disk *serve_ctl_export_disk(struct ctl_call *c, const char *name, bool *read_only);
 /* True (after failing @c with -32007) once shutdown was asked for. */
 bool serve_ctl_refuse_when_stopping(struct ctl_call *c);
-/* The disk target @name names (a new reference): an NBD export, else a
- * disk of another frontend (serve_ctl_fe_find); *@spec (may be NULL) gets
- * its spec text or NULL. NULL after failing @c with -32001. */
-struct disk *serve_ctl_target_disk(struct ctl_call *c, const char *name, const char **spec);
 /* Turns the dispatcher's statistics on for every disk of @top's stack. */
 void serve_ctl_stats_enable(struct disk *top);
 /* Parses and opens @text (a new disk, *@out), or fails @c (-32003 for a
@@ -57,7 +53,7 @@ json_t *serve_ctl_fe_frontends(const struct serve_ctl_opts *o, struct serve_ctl_
 void serve_ctl_fe_resized(struct ctl_call *c, struct disk *d, json_t *res);
 
 /* A disk another frontend serves, as stats and targets name it
- * (docs/ctl.md, "Targets"). Everything borrowed for the callback. */
+ * (docs/ctl.md, "Methods"). Everything borrowed for the callback. */
 struct serve_ctl_fe_unit {
 	const char *frontend;           /* "iscsi", "nvme-tcp", "ublk", "vhost-user-blk", ... */
 	const char *name;               /* the target: "IQN/LUN", "NQN/NSID", "/dev/ublkbN", socket */

@@ -7,7 +7,9 @@
  * synchronous flush on the control thread's reactor), so no method stalls
  * or races the I/O workers.
  *
- * Targets name an export; the node a method acts on inside the export's
+ * Targets name an export, or a disk of another frontend (serve-ctl-fe.c;
+ * then serve may run no NBD server at all, and the NBD-only methods answer
+ * -32004); the node a method acts on inside the disk's
  * stack is found by walking it (the describe tree of storage/disk.h:
  * decorated disks, members, disks used as layers), top first.
  *
@@ -125,7 +127,7 @@ static struct disk *export_disk(struct ctl_call *c, const char *name, bool *read
 
 static const char *spec_of(struct serve_ctl *s, const char *name);
 
-/* The disk target @target names (docs/ctl.md, "Targets"): an NBD export,
+/* The disk target @target names (docs/ctl.md, "Methods"): an NBD export,
  * else a disk of another frontend ("IQN/LUN", "NQN/NSID", a vhost-user
  * socket, "/dev/ublkbN"). A new reference, or NULL after failing @c. */
 static struct disk *target_disk_spec(struct ctl_call *c, const char *target, bool *read_only,
@@ -485,15 +487,13 @@ static json_t *m_export_remove(struct ctl_call *c, json_t *params)
 
 static json_t *m_disk_info(struct ctl_call *c, json_t *params)
 {
-	const char *target;
+	const char *target, *spec = NULL;
 	struct disk *d;
 	json_error_t je;
 	json_t *o;
 
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
 		return ctl_fail_params(c, &je);
-	const char *spec = NULL;
-
 	if (!(d = target_disk_spec(c, target, NULL, &spec)))
 		return NULL;
 	o = tool_disk_json(d, spec);
@@ -1049,11 +1049,6 @@ json_t *serve_ctl_not_supported(struct ctl_call *c, const char *target, const ch
 struct disk *serve_ctl_export_disk(struct ctl_call *c, const char *name, bool *read_only)
 {
 	return export_disk(c, name, read_only);
-}
-
-struct disk *serve_ctl_target_disk(struct ctl_call *c, const char *name, const char **spec)
-{
-	return target_disk_spec(c, name, NULL, spec);
 }
 
 bool serve_ctl_refuse_when_stopping(struct ctl_call *c)
