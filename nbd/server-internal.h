@@ -19,7 +19,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#include "common/histo.h"
+#include "common/iostats.h"
 #include "common/reactor.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
@@ -85,27 +85,6 @@
 
 struct nbdsrv_xmit;
 
-/* Latency bins of the export statistics (common/histo.h). */
-#define NBDSRV_LAT_BITS 3u
-#define NBDSRV_LAT_BINS HISTO_SIZE(NBDSRV_LAT_BITS)
-
-/* Counters of one request class kept by one connection in transmission
- * (struct nbdsrv_xmit): only the connection's worker writes them, with a
- * relaxed load and store (no locked read-modify-write, no cache line
- * shared with another worker); nbdsrv_export_stats reads them, relaxed,
- * under nbdsrv.lock. The latency maximum is not here: see
- * nbdsrv_export.lat_max_ns. */
-struct nbdsrv_op_counters {
-	_Atomic uint64_t ops, bytes, errors, lat_sum_ns;
-	_Atomic uint64_t lat[NBDSRV_LAT_BINS];
-};
-
-/* The same counters as plain sums (under nbdsrv.lock). */
-struct nbdsrv_op_sums {
-	uint64_t ops, bytes, errors, lat_sum_ns;
-	uint64_t lat[NBDSRV_LAT_BINS];
-};
-
 /*
  * An export. Reference-counted: the table holds one reference while the
  * export is listed; a handshake that found it and a connection in
@@ -126,8 +105,8 @@ struct nbdsrv_export {
 	 * @retired: the counters of connections that have closed; @base: the
 	 * total at the last reset, so a reset never writes a counter a worker
 	 * owns. */
-	struct nbdsrv_op_sums retired[NBDSRV_STAT_COUNT];
-	struct nbdsrv_op_sums base[NBDSRV_STAT_COUNT];
+	struct iostats_sums retired[NBDSRV_STAT_COUNT];
+	struct iostats_sums base[NBDSRV_STAT_COUNT];
 	/* Largest latency since the last reset, per class: shared by every
 	 * worker, but read on each request and written only when a request
 	 * beats it, so the line stays shared in every cache. */
@@ -283,8 +262,9 @@ struct nbdsrv_xmit {
 	struct iovec *arx;          /* the receive's view of a payload */
 	uint64_t nadopted;          /* blocks the disk kept */
 	/* This connection's share of its export's statistics (written by
-	 * the worker alone; read under nbdsrv.lock while c->exp is set). */
-	struct nbdsrv_op_counters st[NBDSRV_STAT_COUNT];
+	 * the worker alone, common/iostats.h; read under nbdsrv.lock while
+	 * c->exp is set). */
+	struct iostats_counters st[NBDSRV_STAT_COUNT];
 };
 
 /* A connection's NBD state: the engine's private area (proto.priv_bytes).

@@ -458,45 +458,14 @@ static enum nbdsrv_stat_class stat_class(uint16_t type)
 	}
 }
 
-/* Adds 1 to a counter only this thread writes (see struct
- * nbdsrv_op_counters): a plain load and store, no locked instruction. */
-static inline void bump(_Atomic uint64_t *v, uint64_t n)
-{
-	atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
-			      memory_order_relaxed);
-}
-
 void nbdsrv_stats_count(struct nbdsrv_xmit *x, uint16_t type, uint32_t len, bool failed,
 			uint64_t lat_ns)
 {
 	enum nbdsrv_stat_class cls = stat_class(type);
-	struct nbdsrv_op_counters *k = &x->st[cls];
-	_Atomic uint64_t *maxp = &x->exp->lat_max_ns[cls];
-	const memory_order rx = memory_order_relaxed;
-	uint64_t max = atomic_load_explicit(maxp, rx);
 
-	bump(&k->ops, 1);
-	if (failed)
-		bump(&k->errors, 1);
-	else if (type == NBDW_CMD_READ || type == NBDW_CMD_WRITE)
-		bump(&k->bytes, len);
-	bump(&k->lat_sum_ns, lat_ns);
-	bump(&k->lat[histo_index(lat_ns, NBDSRV_LAT_BITS)], 1);
-	while (lat_ns > max && !atomic_compare_exchange_weak_explicit(maxp, &max, lat_ns, rx, rx))
-		;
-}
-
-/* @sum += the counters of @k (read relaxed; their worker may be adding). */
-static void sums_add(struct nbdsrv_op_sums *sum, const struct nbdsrv_op_counters *k)
-{
-	const memory_order rx = memory_order_relaxed;
-
-	sum->ops += atomic_load_explicit(&k->ops, rx);
-	sum->bytes += atomic_load_explicit(&k->bytes, rx);
-	sum->errors += atomic_load_explicit(&k->errors, rx);
-	sum->lat_sum_ns += atomic_load_explicit(&k->lat_sum_ns, rx);
-	for (unsigned i = 0; i < NBDSRV_LAT_BINS; i++)
-		sum->lat[i] += atomic_load_explicit(&k->lat[i], rx);
+	iostats_count(&x->st[cls], failed,
+		      type == NBDW_CMD_READ || type == NBDW_CMD_WRITE ? len : 0, lat_ns,
+		      &x->exp->lat_max_ns[cls]);
 }
 
 void nbdsrv_stats_retire(struct nbdsrv_conn *c)
@@ -504,42 +473,25 @@ void nbdsrv_stats_retire(struct nbdsrv_conn *c)
 	if (!c->exp || !c->x)
 		return;
 	for (unsigned k = 0; k < NBDSRV_STAT_COUNT; k++)
-		sums_add(&c->exp->retired[k], &c->x->st[k]);
-}
-
-/* The smallest bin value holding at least ceil(q * n) of @bins, clamped
- * to @max. */
-static uint64_t lat_quantile(const uint64_t *bins, uint64_t n, double q, uint64_t max)
-{
-	uint64_t rank = (uint64_t)(q * (double)n + 0.999999), seen = 0;
-
-	if (n == 0)
-		return 0;
-	rank = rank ? rank : 1;
-	for (unsigned i = 0; i < NBDSRV_LAT_BINS; i++) {
-		seen += bins[i];
-		if (seen >= rank)
-			return MIN(histo_value(i, NBDSRV_LAT_BITS), max);
-	}
-	return max;
+		iostats_sums_add(&c->exp->retired[k], &c->x->st[k]);
 }
 
 /* Totals of export @e's class @cls: retired + every live connection's
  * (under s->lock, which keeps the connections and their counters). */
 static void export_totals(struct nbdsrv *s, struct nbdsrv_export *e, unsigned cls,
-			  struct nbdsrv_op_sums *t)
+			  struct iostats_sums *t)
 {
 	*t = e->retired[cls];
 	for (const struct nbdsrv_conn *c = s->conns; c; c = c->next)
 		if (c->exp == e && c->x)
-			sums_add(t, &c->x->st[cls]);
+			iostats_sums_add(t, &c->x->st[cls]);
 }
 
 int nbdsrv_export_stats(struct nbdsrv *s, const char *name, bool reset, struct nbdsrv_stats *out)
 {
 	struct nbdsrv_export *e;
 	uint64_t now = reactor_now_ns();
-	struct nbdsrv_op_sums sums, *t = &sums;   /* 4 KiB */
+	struct iostats_sums sums, *t = &sums;   /* 4 KiB */
 
 	pthread_mutex_lock(&s->lock);
 	e = find_locked(s, name, strlen(name), NULL);
@@ -551,38 +503,14 @@ int nbdsrv_export_stats(struct nbdsrv *s, const char *name, bool reset, struct n
 	if (reset)
 		e->since_ns = now;
 	for (unsigned c = 0; c < NBDSRV_STAT_COUNT; c++) {
-		struct nbdsrv_op_sums *b = &e->base[c];
-		struct nbdsrv_op_stats *o = &out->op[c];
-		uint64_t n = 0;
-
-		/* Counters only grow, and base is a total taken earlier
-		 * under this lock, so every difference is >= 0 and every
-		 * request lands in exactly one interval between resets. */
+		/* Every request lands in exactly one interval between
+		 * resets (common/iostats.h). */
 		export_totals(s, e, c, t);
-		o->ops = t->ops - b->ops;
-		o->bytes = t->bytes - b->bytes;
-		o->errors = t->errors - b->errors;
-		o->lat_max_ns = reset ? atomic_exchange_explicit(&e->lat_max_ns[c], 0,
-								 memory_order_relaxed)
-				      : atomic_load_explicit(&e->lat_max_ns[c], memory_order_relaxed);
-		for (unsigned i = 0; i < NBDSRV_LAT_BINS; i++) {
-			uint64_t v = t->lat[i] - b->lat[i];
-
-			n += v;
-			if (reset)
-				b->lat[i] = t->lat[i];
-			t->lat[i] = v;
-		}
-		o->lat_mean_ns = n ? (t->lat_sum_ns - b->lat_sum_ns) / n : 0;
-		o->lat_p50_ns = lat_quantile(t->lat, n, 0.50, o->lat_max_ns);
-		o->lat_p90_ns = lat_quantile(t->lat, n, 0.90, o->lat_max_ns);
-		o->lat_p99_ns = lat_quantile(t->lat, n, 0.99, o->lat_max_ns);
-		if (reset) {
-			b->ops = t->ops;
-			b->bytes = t->bytes;
-			b->errors = t->errors;
-			b->lat_sum_ns = t->lat_sum_ns;
-		}
+		iostats_report(t, &e->base[c], reset,
+			       reset ? atomic_exchange_explicit(&e->lat_max_ns[c], 0,
+								memory_order_relaxed)
+				     : atomic_load_explicit(&e->lat_max_ns[c], memory_order_relaxed),
+			       &out->op[c]);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return 0;
@@ -590,11 +518,7 @@ int nbdsrv_export_stats(struct nbdsrv *s, const char *name, bool reset, struct n
 
 const char *nbdsrv_stat_class_name(enum nbdsrv_stat_class c)
 {
-	static const char *const names[NBDSRV_STAT_COUNT] = {
-		"read", "write", "flush", "trim", "zero", "other",
-	};
-
-	return c < NBDSRV_STAT_COUNT ? names[c] : "?";
+	return iostats_class_name(c);
 }
 
 void nbdsrv_foreach_conn(struct nbdsrv *s,

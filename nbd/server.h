@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/iostats.h"
+
 struct disk;
 struct nbdsrv;
 struct netsrv;
@@ -92,28 +94,22 @@ void nbdsrv_foreach_export(struct nbdsrv *s,
  * NULL). Returns 0 or -ENOENT. Any thread. */
 int nbdsrv_export_disk(struct nbdsrv *s, const char *name, struct disk **out, bool *read_only);
 
-/* Request classes of the statistics. */
+/* Request classes of the statistics (common/iostats.h). */
 enum nbdsrv_stat_class {
-	NBDSRV_STAT_READ = 0,
-	NBDSRV_STAT_WRITE,
-	NBDSRV_STAT_FLUSH,
-	NBDSRV_STAT_TRIM,
-	NBDSRV_STAT_ZERO,
-	NBDSRV_STAT_OTHER,          /* CACHE, BLOCK_STATUS */
-	NBDSRV_STAT_COUNT
+	NBDSRV_STAT_READ = IOSTATS_READ,
+	NBDSRV_STAT_WRITE = IOSTATS_WRITE,
+	NBDSRV_STAT_FLUSH = IOSTATS_FLUSH,
+	NBDSRV_STAT_TRIM = IOSTATS_TRIM,
+	NBDSRV_STAT_ZERO = IOSTATS_ZERO,
+	NBDSRV_STAT_OTHER = IOSTATS_OTHER,   /* CACHE, BLOCK_STATUS */
+	NBDSRV_STAT_COUNT = IOSTATS_COUNT
 };
 
-/* The statistics of one request class since stats.since_ns. Latency is
- * from the request's dispatch to its reply being queued; percentiles come
- * from a log-linear histogram (within 1/8 of the value). */
-struct nbdsrv_op_stats {
-	uint64_t ops, bytes, errors;      /* bytes: READ/WRITE payloads that succeeded */
-	uint64_t lat_mean_ns, lat_p50_ns, lat_p90_ns, lat_p99_ns, lat_max_ns;
-};
-
+/* The statistics since since_ns, per class; latency is from the
+ * request's dispatch to its reply being queued. */
 struct nbdsrv_stats {
 	uint64_t since_ns;                /* CLOCK_MONOTONIC of the add or the last reset */
-	struct nbdsrv_op_stats op[NBDSRV_STAT_COUNT];
+	struct iostats_op op[NBDSRV_STAT_COUNT];
 };
 
 /* Reads the statistics of export @name into *@out; @reset restarts them

@@ -26,6 +26,13 @@
  *   disk_xform_iov() is the shared walk that disks honouring it use to run
  *   the transform over an iovec list (whole-entry runs in one call each,
  *   straddling sectors through a bounce sector).
+ * - Statistics (disk_stats_enable, off by default): disk_start swaps the
+ *   request's done for disk_stats_done, which counts it in the counters of
+ *   the submitting reactor (struct disk_stats_slot, allocated by that
+ *   reactor on its first request to the disk, written only by it) and
+ *   calls the submitter's done. Each reactor gets a slot number for its
+ *   life (io_cache.stats_slot) from a small pool. A disabled handle costs
+ *   one load and a predictable branch per request.
  */
 #include "config.h"
 
@@ -40,8 +47,25 @@
 #include <sys/mman.h>
 
 #include "common/compiler.h"
+#include "common/iostats.h"
 #include "common/log.h"
 #include "storage/disk.h"
+
+/* One reactor's counters for one disk (written by that reactor only). */
+struct disk_stats_slot {
+	struct iostats_counters k[IOSTATS_COUNT];
+};
+
+/* A handle's statistics (docs/ctl.md "stats"): per-reactor counters,
+ * summed by disk_stats_read under @lock, less @base (the totals at the
+ * last reset). */
+struct disk_stats {
+	pthread_mutex_t lock;
+	uint64_t since_ns;                       /* under @lock */
+	struct iostats_sums base[IOSTATS_COUNT]; /* under @lock */
+	_Atomic uint64_t lat_max_ns[IOSTATS_COUNT];
+	_Atomic(struct disk_stats_slot *) slot[DISK_STATS_MAX_REACTORS];
+};
 
 struct disk {
 	atomic_uint refs;
@@ -49,6 +73,7 @@ struct disk {
 	struct disk_info info;
 	void *priv;
 	struct disk *lower;     /* owned; decorators only */
+	_Atomic(struct disk_stats *) stats;   /* NULL: not counted */
 };
 
 /* ---- names ------------------------------------------------------------- */
@@ -97,6 +122,8 @@ const char *disk_op_str(enum disk_op op)
 }
 
 /* ---- handles ------------------------------------------------------------ */
+
+static void disk_stats_free(struct disk_stats *st);
 
 int disk_new(const struct disk_ops *ops, const struct disk_info *info, void *priv,
 	     struct disk *lower, struct disk **out)
@@ -158,6 +185,7 @@ void disk_unref(struct disk *d)
 	lower = d->lower;
 	if (d->ops->close)
 		d->ops->close(d);
+	disk_stats_free(atomic_load_explicit(&d->stats, memory_order_acquire));
 	free(d);
 	disk_unref(lower);
 }
@@ -392,7 +420,37 @@ int disk_xform_iov(const struct disk_io *io, const struct iovec *iov, int iovcnt
 struct io_cache {
 	struct disk_io *free;
 	unsigned nfree;
+	unsigned stats_slot;    /* 1 + this reactor's statistics slot; 0: none */
 };
+
+/* The statistics slot numbers in use by live reactors. */
+static pthread_mutex_t stats_slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool stats_slots_used[DISK_STATS_MAX_REACTORS];
+
+static unsigned stats_slot_get(void)
+{
+	unsigned got = 0;
+
+	pthread_mutex_lock(&stats_slots_lock);
+	for (unsigned i = 0; i < DISK_STATS_MAX_REACTORS; i++) {
+		if (!stats_slots_used[i]) {
+			stats_slots_used[i] = true;
+			got = i + 1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&stats_slots_lock);
+	return got;
+}
+
+static void stats_slot_put(unsigned slot)
+{
+	if (!slot)
+		return;
+	pthread_mutex_lock(&stats_slots_lock);
+	stats_slots_used[slot - 1] = false;
+	pthread_mutex_unlock(&stats_slots_lock);
+}
 
 #define IO_CACHE_MAX 4096
 
@@ -405,6 +463,7 @@ static void io_cache_free(void *p)
 		c->free = io->cache_next;
 		free(io);
 	}
+	stats_slot_put(c->stats_slot);
 	free(c);
 }
 
@@ -416,6 +475,7 @@ static struct io_cache *io_cache_of(struct reactor *r)
 		c = calloc(1, sizeof(*c));
 		if (!c)
 			return NULL;
+		c->stats_slot = stats_slot_get();
 		reactor_local_set(r, REACTOR_LOCAL_DISK, c, io_cache_free);
 	}
 	return c;
@@ -450,6 +510,135 @@ void disk_io_put(struct reactor *r, struct disk_io *io)
 	io->cache_next = c->free;
 	c->free = io;
 	c->nfree++;
+}
+
+/* ---- statistics ------------------------------------------------------------ */
+
+static void disk_stats_free(struct disk_stats *st)
+{
+	if (!st)
+		return;
+	for (unsigned i = 0; i < DISK_STATS_MAX_REACTORS; i++)
+		free(atomic_load_explicit(&st->slot[i], memory_order_acquire));
+	pthread_mutex_destroy(&st->lock);
+	free(st);
+}
+
+int disk_stats_enable(struct disk *d)
+{
+	struct disk_stats *st, *none = NULL;
+
+	if (atomic_load_explicit(&d->stats, memory_order_acquire))
+		return 0;
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	pthread_mutex_init(&st->lock, NULL);
+	st->since_ns = reactor_now_ns();
+	if (!atomic_compare_exchange_strong_explicit(&d->stats, &none, st, memory_order_acq_rel,
+						     memory_order_acquire))
+		disk_stats_free(st);   /* another thread enabled it first */
+	return 0;
+}
+
+bool disk_stats_enabled(const struct disk *d)
+{
+	return atomic_load_explicit(&d->stats, memory_order_acquire) != NULL;
+}
+
+static enum iostats_class disk_stats_class(enum disk_op op)
+{
+	switch (op) {
+	case DISK_OP_READ: return IOSTATS_READ;
+	case DISK_OP_WRITE: return IOSTATS_WRITE;
+	case DISK_OP_FLUSH: return IOSTATS_FLUSH;
+	case DISK_OP_UNMAP: return IOSTATS_TRIM;
+	case DISK_OP_WRITE_ZEROES: return IOSTATS_ZERO;
+	default: return IOSTATS_OTHER;
+	}
+}
+
+static struct io_cache *io_cache_of(struct reactor *r);
+
+/* Counts finished @io in its disk's slot of the submitting reactor (the
+ * one thread that writes that slot). */
+static void disk_stats_count(struct disk_io *io)
+{
+	struct disk *d = io->stats_disk;
+	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_acquire);
+	struct io_cache *c = io_cache_of(io->reactor);
+	enum iostats_class cls = disk_stats_class(io->op);
+	struct disk_stats_slot *sl;
+	uint64_t bytes = 0;
+
+	if (unlikely(!c || !c->stats_slot))
+		return;
+	sl = atomic_load_explicit(&st->slot[c->stats_slot - 1], memory_order_relaxed);
+	if (unlikely(!sl)) {
+		/* Once per reactor and disk. */
+		sl = calloc(1, sizeof(*sl));
+		if (!sl)
+			return;
+		atomic_store_explicit(&st->slot[c->stats_slot - 1], sl, memory_order_release);
+	}
+	if (io->op == DISK_OP_READ || io->op == DISK_OP_WRITE)
+		bytes = io->count << d->info.sector_shift;
+	iostats_count(&sl->k[cls], io->status != DISK_OK, bytes,
+		      reactor_now_ns() - io->stats_t0_ns, &st->lat_max_ns[cls]);
+}
+
+static void disk_stats_done(struct disk_io *io)
+{
+	io->done = io->stats_done;
+	disk_stats_count(io);
+	io->done(io);
+}
+
+/* Makes @io count on @d when it finishes (disk_start). */
+static inline void disk_stats_wrap(struct disk *d, struct disk_io *io)
+{
+	if (likely(!atomic_load_explicit(&d->stats, memory_order_relaxed)) ||
+	    io->done == disk_stats_done)
+		return;
+	io->stats_disk = d;
+	io->stats_done = io->done;
+	io->stats_t0_ns = reactor_now_ns();
+	io->done = disk_stats_done;
+}
+
+int disk_stats_read(struct disk *d, bool reset, uint64_t *since_ns, struct iostats_op *out)
+{
+	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_acquire);
+	struct iostats_sums *t;
+	uint64_t now = reactor_now_ns();
+
+	if (!st)
+		return -ENOENT;
+	t = malloc(sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	pthread_mutex_lock(&st->lock);
+	*since_ns = st->since_ns;
+	if (reset)
+		st->since_ns = now;
+	for (unsigned c = 0; c < IOSTATS_COUNT; c++) {
+		memset(t, 0, sizeof(*t));
+		for (unsigned i = 0; i < DISK_STATS_MAX_REACTORS; i++) {
+			struct disk_stats_slot *sl = atomic_load_explicit(&st->slot[i],
+									  memory_order_acquire);
+
+			if (sl)
+				iostats_sums_add(t, &sl->k[c]);
+		}
+		iostats_report(t, &st->base[c], reset,
+			       reset ? atomic_exchange_explicit(&st->lat_max_ns[c], 0,
+								memory_order_relaxed)
+				     : atomic_load_explicit(&st->lat_max_ns[c], memory_order_relaxed),
+			       &out[c]);
+	}
+	pthread_mutex_unlock(&st->lock);
+	free(t);
+	return 0;
 }
 
 /* ---- completion ---------------------------------------------------------- */
@@ -520,6 +709,10 @@ void disk_io_complete_later(struct disk_io *io, int status, int os_errno,
 }
 
 /* ---- emulations ------------------------------------------------------------ */
+
+/* Submits an emulation's child to the disk of its parent: like
+ * disk_submit, but not counted (the parent is, once). */
+static void emu_submit(struct disk *d, struct disk_io *child);
 
 /*
  * A zero buffer shared by every thread (read-only anonymous memory: the
@@ -624,7 +817,7 @@ static void emu_fua_done(struct disk_io *child)
 	child->iov = NULL;
 	child->iovcnt = 0;
 	child->count = 0;
-	disk_submit(parent->disk, child);
+	emu_submit(parent->disk, child);
 }
 
 static int emu_fua_write(struct disk_io *io)
@@ -634,7 +827,7 @@ static int emu_fua_write(struct disk_io *io)
 	if (!child)
 		return DISK_IO_ERROR;
 	child->flags &= ~DISK_IO_FUA;
-	disk_submit(io->disk, child);
+	emu_submit(io->disk, child);
 	return DISK_PENDING;
 }
 
@@ -660,7 +853,7 @@ static void emu_zero_step(struct disk_io *child)
 	child->iov = emu_iov(child);
 	child->iovcnt = 1;
 	child->sctx[EMU_NEXT] = next + n;
-	disk_submit(parent->disk, child);
+	emu_submit(parent->disk, child);
 }
 
 /* Write-zeroes through unmap (behaviour ZEROES), then a flush for FUA. */
@@ -676,7 +869,7 @@ static void emu_zero_unmap_done(struct disk_io *child)
 	child->op = DISK_OP_FLUSH;
 	child->flags = 0;
 	child->count = 0;
-	disk_submit(parent->disk, child);
+	emu_submit(parent->disk, child);
 }
 
 static int emu_write_zeroes(struct disk *h, struct disk_io *io)
@@ -693,7 +886,7 @@ static int emu_write_zeroes(struct disk *h, struct disk_io *io)
 		child->op = DISK_OP_UNMAP;
 		child->sector = io->sector;
 		child->count = io->count;
-		disk_submit(io->disk, child);
+		emu_submit(io->disk, child);
 		return DISK_PENDING;
 	}
 	/* The writes go 1 MiB at a time: a range past the end must fail
@@ -739,7 +932,7 @@ static void emu_cache_step(struct disk_io *child)
 	child->iov = emu_iov(child);
 	child->iovcnt = 1;
 	child->sctx[EMU_NEXT] = next + n;
-	disk_submit(parent->disk, child);
+	emu_submit(parent->disk, child);
 }
 
 static int emu_cache(struct disk_io *io)
@@ -930,6 +1123,9 @@ int disk_forward(struct disk *lower, struct disk_io *io)
 	/* Same geometry, so the checks made above hold here too. */
 	assert(lower->info.sector_shift == io->disk->info.sector_shift);
 	io->disk = lower;
+	/* A wrapper the frontend made (prwrap, ...) is not counted; the
+	 * first counted disk the request reaches counts it. */
+	disk_stats_wrap(lower, io);
 	/* Reads and writes skip the re-validation (they are the hot path);
 	 * everything else is dispatched again, so that the emulations and
 	 * short-cuts that depend on @lower's ops and metadata run there. */
@@ -950,7 +1146,7 @@ int disk_forward(struct disk *lower, struct disk_io *io)
 /* What disk_submit and disk_submit_child share: binds @io to @d and to the
  * calling reactor, resets its results and dispatches it. Returns the
  * dispatch status (DISK_PENDING: the op completes @io later). */
-static int disk_start(struct disk *d, struct disk_io *io)
+static int disk_start(struct disk *d, struct disk_io *io, bool count)
 {
 	io->disk = d;
 	io->reactor = reactor_current();
@@ -959,24 +1155,40 @@ static int disk_start(struct disk *d, struct disk_io *io)
 	io->status = DISK_OK;
 	io->os_errno = 0;
 	io->medium = DISK_MEDIUM_NONE;
+	if (count)
+		disk_stats_wrap(d, io);
 	return disk_dispatch(d, io);
 }
 
 int disk_submit_child(struct disk *d, struct disk_io *child)
 {
-	int st = disk_start(d, child);
+	int st = disk_start(d, child, true);
 
-	if (st != DISK_PENDING)
+	if (st != DISK_PENDING) {
 		child->status = st;
+		/* Finished at once: done will not run, so count it here. */
+		if (child->done == disk_stats_done) {
+			child->done = child->stats_done;
+			disk_stats_count(child);
+		}
+	}
 	return st;
 }
 
 void disk_submit(struct disk *d, struct disk_io *io)
 {
-	int st = disk_start(d, io);
+	int st = disk_start(d, io, true);
 
 	if (st != DISK_PENDING)
 		disk_defer(io, st);
+}
+
+static void emu_submit(struct disk *d, struct disk_io *child)
+{
+	int st = disk_start(d, child, false);
+
+	if (st != DISK_PENDING)
+		disk_defer(child, st);
 }
 
 /* ---- resize watch -------------------------------------------------------------- */

@@ -344,6 +344,11 @@ struct disk_io {
 	struct reactor_task task;
 	struct disk_io *cache_next;
 	uintptr_t hctx[6];                    /* scratch of the handling disk */
+	/* The dispatcher's statistics (disk_stats_enable): the submitter's
+	 * done while it counts the request, the disk counted, the start. */
+	void (*stats_done)(struct disk_io *io);
+	struct disk *stats_disk;
+	uint64_t stats_t0_ns;
 };
 
 /* Starts @io on @d. Must be called on a reactor thread; io->done runs later
@@ -424,6 +429,35 @@ struct disk_io *disk_io_get_staged(struct disk_io *parent, void (*done)(struct d
 				   size_t bytes, void **buf);
 /* Returns a request from disk_io_get() to @r's cache. NULL allowed. */
 void disk_io_put(struct reactor *r, struct disk_io *io);
+
+/* ---- statistics (docs/ctl.md, "stats") --------------------------------- */
+
+/*
+ * Per-handle request statistics, off until enabled: requests submitted to
+ * @d with disk_submit or disk_submit_child (so a layered disk's requests
+ * to the disk below it, through disklayer, count on that disk), from
+ * submission to io->done, in the classes of common/iostats.h (UNMAP is
+ * "trim", WRITE_ZEROES "zero", everything but READ, WRITE and FLUSH
+ * "other"). A request counts on the first counted disk it reaches, also
+ * through disk_forward (so a wrapper above, like a frontend's prwrap:,
+ * need not be counted); a decorator handing it on with disk_forward does
+ * not count it again below, nor do the dispatcher's emulations (a FUA
+ * write's flush, write-zeroes done with unmaps) count beside the request
+ * they emulate. Counters are per reactor thread (no cache line
+ * written by two threads), summed by disk_stats_read.
+ * XXX: reactors beyond DISK_STATS_MAX_REACTORS alive at once count nothing.
+ */
+#define DISK_STATS_MAX_REACTORS 256u
+
+/* Turns counting on for @d (idempotent; any thread). 0 or -ENOMEM. */
+int disk_stats_enable(struct disk *d);
+/* True once disk_stats_enable(@d) succeeded. */
+bool disk_stats_enabled(const struct disk *d);
+struct iostats_op;
+/* Reads @d's statistics since *@since_ns (CLOCK_MONOTONIC of the enable or
+ * the last reset) into @out[IOSTATS_COUNT]; @reset restarts them. Returns
+ * 0, or -ENOENT when counting is off. Any thread. */
+int disk_stats_read(struct disk *d, bool reset, uint64_t *since_ns, struct iostats_op *out);
 
 /* ---- resize watch ------------------------------------------------------ */
 

@@ -677,7 +677,7 @@ int cmd_serve(int argc, char **argv)
 	if ((ret = serve_iscsi_listen(&si, cmd, net)) != 0)
 		goto out;
 	if (control) {
-		struct serve_ctl_opts co = { .path = control, .nbd = srv, .net = net,
+		struct serve_ctl_opts co = { .path = control, .nbd = nbd_on ? srv : NULL, .net = net,
 					     .read_only = read_only, .threads = (unsigned)threads };
 
 		co.iscsi = &si;   /* the other frontends (serve-ctl-fe.c) */
@@ -691,10 +691,6 @@ int cmd_serve(int argc, char **argv)
 			}
 			snprintf(ctlpath, sizeof(ctlpath), "%s/control", privdir);
 			co.path = control = ctlpath;
-		}
-		if (!nbd_on) {
-			ret = tool_usage_error(cmd, "--control needs the NBD server");
-			goto out;
 		}
 		if ((ret = serve_ctl_new(&co, &ctl)) != 0)
 			goto out;

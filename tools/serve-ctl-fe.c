@@ -581,6 +581,28 @@ json_t *serve_ctl_nvme_ns_remove(struct ctl_call *c, json_t *params)
 	return json_object();
 }
 
+/* The disk of the positional SPEC that the vhost-user devices of the
+ * command line serve (a new reference, or NULL): NBD export "", else
+ * LUN 0 of the default iSCSI target, else namespace 1, which cmd-serve
+ * opens from the same SPEC. */
+static struct disk *vhost_positional_disk(const struct serve_ctl_opts *so)
+{
+	struct disk *d = NULL;
+
+	if (so->nbd && nbdsrv_export_disk(so->nbd, "", &d, NULL) == 0)
+		return d;
+	for (unsigned i = 0; so->iscsi && so->iscsi->srv && i < so->iscsi->disks.n; i++) {
+		const struct serve_unit *u = &so->iscsi->disks.v[i];
+
+		if (u->owner == so->iscsi->built[0] && u->id == 0)
+			return disk_ref(u->disk);
+	}
+	for (unsigned i = 0; so->nvmf && so->nvmf->subsys && i < so->nvmf->disks.n; i++)
+		if (so->nvmf->disks.v[i].id == 1)
+			return disk_ref(so->nvmf->disks.v[i].disk);
+	return NULL;
+}
+
 /* ---- listing ------------------------------------------------------------------- */
 
 static void add_entry(json_t *out, const char *only, json_t *o, struct disk *d)
@@ -629,10 +651,8 @@ void serve_ctl_fe_list(struct ctl_call *c, const char *only, json_t *out)
 		add_entry(out, only, vhost_json(v), NULL);
 	if (sv && (sv->socket || sv->scsi_socket)) {
 		/* The positional SPEC, served as export "" too. */
-		struct disk *d = NULL;
+		struct disk *d = vhost_positional_disk(so);
 
-		if (so->nbd && nbdsrv_export_disk(so->nbd, "", &d, NULL) < 0)
-			d = NULL;
 		if (sv->socket)
 			add_entry(out, only, json_pack("{s:s, s:s, s:o}", "frontend", "vhost-user-blk",
 						       "name", sv->socket, "spec",
@@ -647,13 +667,85 @@ void serve_ctl_fe_list(struct ctl_call *c, const char *only, json_t *out)
 	}
 }
 
+void serve_ctl_fe_foreach(const struct serve_ctl_opts *so, struct serve_ctl_fe *fe,
+			  void (*fn)(const struct serve_ctl_fe_unit *u, void *opaque),
+			  void *opaque)
+{
+	struct serve_iscsi *si = so->iscsi;
+	struct serve_nvmf *sn = so->nvmf;
+	struct serve_vhost *sv = so->vhost;
+	char name[512];
+
+	for (unsigned i = 0; si && si->srv && i < si->disks.n; i++) {
+		const struct serve_unit *u = &si->disks.v[i];
+
+		snprintf(name, sizeof(name), "%s/%u", scsi_target_name(u->owner), u->id);
+		fn(&(struct serve_ctl_fe_unit){ .frontend = "iscsi", .name = name, .spec = u->spec,
+						.disk = u->disk }, opaque);
+	}
+	for (unsigned i = 0; sn && sn->subsys && i < sn->disks.n; i++) {
+		const struct serve_unit *u = &sn->disks.v[i];
+
+		snprintf(name, sizeof(name), "%s/%u", nvmeemu_subsys_nqn(sn->subsys), u->id);
+		fn(&(struct serve_ctl_fe_unit){ .frontend = "nvme-tcp", .name = name, .spec = u->spec,
+						.disk = u->disk }, opaque);
+	}
+	for (struct fe_ublk *u = fe ? fe->ublk : NULL; u; u = u->next) {
+		snprintf(name, sizeof(name), "/dev/ublkb%" PRIu32, ubsrv_dev_id(u->dev));
+		fn(&(struct serve_ctl_fe_unit){ .frontend = "ublk", .name = name, .export = u->export,
+						.disk = u->disk }, opaque);
+	}
+	for (struct fe_vhost *v = fe ? fe->vhost : NULL; v; v = v->next)
+		fn(&(struct serve_ctl_fe_unit){ .frontend = "vhost-user-blk", .name = v->socket,
+						.export = v->export, .disk = v->disk }, opaque);
+	if (sv && (sv->socket || sv->scsi_socket)) {
+		struct disk *d = vhost_positional_disk(so);
+
+		if (d && sv->socket)
+			fn(&(struct serve_ctl_fe_unit){ .frontend = "vhost-user-blk", .name = sv->socket,
+							.spec = sv->spec_text, .disk = d }, opaque);
+		if (d && sv->scsi_socket)
+			fn(&(struct serve_ctl_fe_unit){ .frontend = "vhost-user-scsi",
+							.name = sv->scsi_socket, .spec = sv->spec_text,
+							.disk = d }, opaque);
+		disk_unref(d);
+	}
+}
+
+struct find_ctx {
+	const char *name;
+	struct disk *disk;
+	const char *spec;
+};
+
+static void find_one(const struct serve_ctl_fe_unit *u, void *opaque)
+{
+	struct find_ctx *f = opaque;
+
+	if (!f->disk && strcmp(u->name, f->name) == 0) {
+		f->disk = disk_ref(u->disk);
+		f->spec = u->spec;
+	}
+}
+
+struct disk *serve_ctl_fe_find(struct ctl_call *c, const char *name, const char **spec)
+{
+	struct find_ctx f = { .name = name };
+
+	serve_ctl_fe_foreach(serve_ctl_opts_of(c), serve_ctl_fe_of(c), find_one, &f);
+	if (spec)
+		*spec = f.spec;
+	return f.disk;
+}
+
 json_t *serve_ctl_fe_frontends(const struct serve_ctl_opts *o, struct serve_ctl_fe *fe)
 {
 	json_t *a = json_array();
 
 	if (!a)
 		return NULL;
-	json_array_append_new(a, json_string("nbd"));
+	if (o->nbd)
+		json_array_append_new(a, json_string("nbd"));
 	if (o->iscsi && o->iscsi->srv)
 		json_array_append_new(a, json_string("iscsi"));
 	if (o->nvmf && o->nvmf->subsys)

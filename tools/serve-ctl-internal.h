@@ -31,6 +31,8 @@ json_t *serve_ctl_not_supported(struct ctl_call *c, const char *target, const ch
 struct disk *serve_ctl_export_disk(struct ctl_call *c, const char *name, bool *read_only);
 /* True (after failing @c with -32007) once shutdown was asked for. */
 bool serve_ctl_refuse_when_stopping(struct ctl_call *c);
+/* Turns the dispatcher's statistics on for every disk of @top's stack. */
+void serve_ctl_stats_enable(struct disk *top);
 /* Parses and opens @text (a new disk, *@out), or fails @c (-32003 for a
  * bad spec, -32000 for an OS error) and returns a negative errno. */
 int serve_ctl_open_spec(struct ctl_call *c, const char *text, bool read_only, struct disk **out);
@@ -49,6 +51,24 @@ json_t *serve_ctl_fe_frontends(const struct serve_ctl_opts *o, struct serve_ctl_
 /* After @d was resized: tells the ublk devices serving it (UPDATE_SIZE)
  * and adds {"ublk": [{id, updated, reason?}]} to @res when there are any. */
 void serve_ctl_fe_resized(struct ctl_call *c, struct disk *d, json_t *res);
+
+/* A disk another frontend serves, as stats and targets name it
+ * (docs/ctl.md, "Methods"). Everything borrowed for the callback. */
+struct serve_ctl_fe_unit {
+	const char *frontend;           /* "iscsi", "nvme-tcp", "ublk", "vhost-user-blk", ... */
+	const char *name;               /* the target: "IQN/LUN", "NQN/NSID", "/dev/ublkbN", socket */
+	const char *spec;               /* NULL: none (served from an NBD export's disk) */
+	const char *export;             /* the NBD export it serves, or NULL */
+	struct disk *disk;
+};
+/* Calls @fn for every disk the other frontends serve (control thread, or
+ * the main thread before it starts). */
+void serve_ctl_fe_foreach(const struct serve_ctl_opts *o, struct serve_ctl_fe *fe,
+			  void (*fn)(const struct serve_ctl_fe_unit *u, void *opaque),
+			  void *opaque);
+/* The disk of the unit named @name (a new reference; *@spec may be NULL),
+ * or NULL. */
+struct disk *serve_ctl_fe_find(struct ctl_call *c, const char *name, const char **spec);
 
 json_t *serve_ctl_ublk_add(struct ctl_call *c, json_t *params);
 json_t *serve_ctl_ublk_del(struct ctl_call *c, json_t *params);

@@ -7,7 +7,9 @@
  * synchronous flush on the control thread's reactor), so no method stalls
  * or races the I/O workers.
  *
- * Targets name an export; the node a method acts on inside the export's
+ * Targets name an export, or a disk of another frontend (serve-ctl-fe.c;
+ * then serve may run no NBD server at all, and the NBD-only methods answer
+ * -32004); the node a method acts on inside the disk's
  * stack is found by walking it (the describe tree of storage/disk.h:
  * decorated disks, members, disks used as layers), top first.
  *
@@ -28,6 +30,7 @@
 #include <unistd.h>
 
 #include "common/compiler.h"
+#include "common/iostats.h"
 #include "common/log.h"
 #include "common/reactor.h"
 #include "ctl/rpc.h"
@@ -77,6 +80,7 @@ struct serve_ctl {
 	struct serve_ctl_fe *fe;     /* serve-ctl-fe.c */
 	struct ctl_job *jobs;
 	uint64_t next_job_id;
+	bool stats_all;              /* stats-enable without a target: new disks too */
 };
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -97,16 +101,59 @@ static json_t *not_supported(struct ctl_call *c, const char *target, const char 
 			json_pack("{s:o, s:s}", "target", tool_json_str(target), "reason", reason));
 }
 
-/* The disk of export @target (a new reference), or NULL after failing @c. */
-static struct disk *target_disk(struct ctl_call *c, const char *target, bool *read_only)
+/* -32004 for the NBD-only methods of a server without NBD. */
+static json_t *no_nbd(struct ctl_call *c, const char *target)
+{
+	return not_supported(c, target ? target : "",
+			     "no NBD server: serve runs without -U, -p, -i or --export");
+}
+
+/* The disk of NBD export @name (a new reference), or NULL after failing
+ * @c (-32004 without an NBD server, -32001 for an unknown export). */
+static struct disk *export_disk(struct ctl_call *c, const char *name, bool *read_only)
 {
 	struct disk *d = NULL;
 
-	if (nbdsrv_export_disk(ctx_of(c)->o.nbd, target, &d, read_only) < 0) {
-		not_found(c, target);
+	if (!ctx_of(c)->o.nbd) {
+		no_nbd(c, name);
+		return NULL;
+	}
+	if (nbdsrv_export_disk(ctx_of(c)->o.nbd, name, &d, read_only) < 0) {
+		not_found(c, name);
 		return NULL;
 	}
 	return d;
+}
+
+static const char *spec_of(struct serve_ctl *s, const char *name);
+
+/* The disk target @target names (docs/ctl.md, "Methods"): an NBD export,
+ * else a disk of another frontend ("IQN/LUN", "NQN/NSID", a vhost-user
+ * socket, "/dev/ublkbN"). A new reference, or NULL after failing @c. */
+static struct disk *target_disk_spec(struct ctl_call *c, const char *target, bool *read_only,
+				     const char **spec)
+{
+	struct serve_ctl *s = ctx_of(c);
+	struct disk *d = NULL;
+
+	if (read_only)
+		*read_only = false;
+	if (s->o.nbd && nbdsrv_export_disk(s->o.nbd, target, &d, read_only) == 0) {
+		if (spec)
+			*spec = spec_of(s, target);
+		return d;
+	}
+	d = serve_ctl_fe_find(c, target, spec);
+	if (!d)
+		not_found(c, target);
+	else if (read_only)
+		*read_only = disk_get_info(d)->read_only;
+	return d;
+}
+
+static struct disk *target_disk(struct ctl_call *c, const char *target, bool *read_only)
+{
+	return target_disk_spec(c, target, read_only, NULL);
 }
 
 static bool refuse_when_stopping(struct ctl_call *c)
@@ -223,7 +270,12 @@ static void spec_forget(struct serve_ctl *s, const char *name)
 void serve_ctl_note_export(struct serve_ctl *s, const char *name, const char *spec)
 {
 	struct ctl_spec *p = calloc(1, sizeof(*p));
+	struct disk *d = NULL;
 
+	if (s->stats_all && s->o.nbd && nbdsrv_export_disk(s->o.nbd, name, &d, NULL) == 0) {
+		serve_ctl_stats_enable(d);
+		disk_unref(d);
+	}
 	if (!p)
 		return;
 	spec_forget(s, name);
@@ -347,7 +399,8 @@ static json_t *m_export_list(struct ctl_call *c, json_t *params)
 	lc.out = json_array();
 	if (!lc.out)
 		return NULL;
-	nbdsrv_foreach_export(lc.s->o.nbd, list_one, &lc);
+	if (lc.s->o.nbd)
+		nbdsrv_foreach_export(lc.s->o.nbd, list_one, &lc);
 	serve_ctl_fe_list(c, lc.only, lc.out);
 	if (lc.only && json_array_size(lc.out) == 0) {
 		json_decref(lc.out);
@@ -369,6 +422,8 @@ static json_t *m_export_add(struct ctl_call *c, json_t *params)
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:b}", "name", &name,
 			   "spec", &text, "description", &desc, "read_only", &ro) < 0)
 		return ctl_fail_params(c, &je);
+	if (!s->o.nbd)
+		return no_nbd(c, name);
 	if (refuse_when_stopping(c))
 		return NULL;
 	if (s->o.read_only && !ro)
@@ -409,6 +464,8 @@ static json_t *m_export_remove(struct ctl_call *c, json_t *params)
 		return ctl_fail_params(c, &je);
 	if (strcmp(mode, "drain") != 0 && strcmp(mode, "force") != 0)
 		return ctl_fail_paramf(c, "mode must be drain or force");
+	if (!s->o.nbd)
+		return no_nbd(c, name);
 	if (timeout < 0 || timeout > 3600000)
 		return ctl_fail_paramf(c, "timeout_ms must be 0..3600000");
 	ret = nbdsrv_remove_export(s->o.nbd, name, strcmp(mode, "force") == 0, (unsigned)timeout,
@@ -430,16 +487,16 @@ static json_t *m_export_remove(struct ctl_call *c, json_t *params)
 
 static json_t *m_disk_info(struct ctl_call *c, json_t *params)
 {
-	const char *target;
+	const char *target, *spec = NULL;
 	struct disk *d;
 	json_error_t je;
 	json_t *o;
 
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
 		return ctl_fail_params(c, &je);
-	if (!(d = target_disk(c, target, NULL)))
+	if (!(d = target_disk_spec(c, target, NULL, &spec)))
 		return NULL;
-	o = tool_disk_json(d, spec_of(ctx_of(c), target));
+	o = tool_disk_json(d, spec);
 	disk_unref(d);
 	return o;
 }
@@ -683,24 +740,34 @@ static json_t *m_fault_get(struct ctl_call *c, json_t *params)
 
 /* ---- statistics ---------------------------------------------------------- */
 
+/* The stack's disks are counted by the dispatcher (disk_stats_enable) once
+ * stats-enable asked for it: counting costs two clock reads per request
+ * (docs/ctl.md, "stats"), so it is opt-in. */
+static bool stats_enable_one(struct disk *d, void *arg UNUSED)
+{
+	if (disk_stats_enable(d) < 0)
+		log_warn("ctl: no memory for the statistics of a %s disk", disk_get_info(d)->type);
+	return false;    /* visit every node */
+}
+
+void serve_ctl_stats_enable(struct disk *top)
+{
+	(void)stack_find(top, stats_enable_one, NULL);
+}
+
 struct stats_ctx {
 	struct serve_ctl *s;
 	const char *only;
 	bool reset;
 	json_t *out;
+	/* Disks already read in this call (a ublk or vhost device serves its
+	 * export's disk handle): read, and reset, once. */
+	struct disk *seen[64];
+	json_t *seen_json[64];
+	unsigned nseen;
 };
 
-static void stats_one(const struct nbdsrv_export_view *v, void *opaque)
-{
-	struct stats_ctx *sc = opaque;
-
-	if (sc->only && strcmp(sc->only, v->name) != 0)
-		return;
-	json_array_append_new(sc->out, json_pack("{s:o, s:i}", "name", tool_json_str(v->name),
-						 "connections", (int)v->connections));
-}
-
-static json_t *op_json(const struct nbdsrv_op_stats *o)
+static json_t *op_json(const struct iostats_op *o)
 {
 	return json_pack("{s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}}",
 			 "ops", (json_int_t)o->ops, "bytes", (json_int_t)o->bytes,
@@ -710,36 +777,187 @@ static json_t *op_json(const struct nbdsrv_op_stats *o)
 			 "max", (json_int_t)o->lat_max_ns);
 }
 
+/* Sets since_ns and the classes of @ops in @o. */
+static void classes_set(json_t *o, uint64_t since_ns, const struct iostats_op *ops)
+{
+	json_object_set_new(o, "since_ns", json_integer((json_int_t)since_ns));
+	for (unsigned k = 0; k < IOSTATS_COUNT; k++)
+		json_object_set_new(o, iostats_class_name(k), op_json(&ops[k]));
+}
+
+/* {type, since_ns, read, ...} of @d's dispatcher counters (a new object),
+ * or NULL when it is not counted. */
+static json_t *disk_stats_json(struct stats_ctx *sc, struct disk *d)
+{
+	struct iostats_op ops[IOSTATS_COUNT];
+	uint64_t since;
+	json_t *o;
+
+	for (unsigned i = 0; i < sc->nseen; i++)
+		if (sc->seen[i] == d)
+			return json_deep_copy(sc->seen_json[i]);
+	if (disk_stats_read(d, sc->reset, &since, ops) < 0)
+		return NULL;
+	o = json_pack("{s:s}", "type", disk_get_info(d)->type);
+	if (!o)
+		return NULL;
+	classes_set(o, since, ops);
+	if (sc->nseen < ARRAY_SIZE(sc->seen)) {
+		sc->seen[sc->nseen] = d;
+		sc->seen_json[sc->nseen++] = json_incref(o);
+	}
+	return o;
+}
+
+struct layers_ctx {
+	struct stats_ctx *sc;
+	json_t *layers;
+};
+
+static bool layer_one(struct disk *d, void *arg)
+{
+	struct layers_ctx *lc = arg;
+	json_t *o = disk_stats_json(lc->sc, d);
+
+	if (o)
+		json_array_append_new(lc->layers, o);
+	return false;
+}
+
+/* [{type, since_ns, read, ...}] of every counted disk of @top's stack,
+ * top first (docs/ctl.md, "stats"). */
+static json_t *layers_json(struct stats_ctx *sc, struct disk *top)
+{
+	struct layers_ctx lc = { .sc = sc, .layers = json_array() };
+
+	if (lc.layers)
+		(void)stack_find(top, layer_one, &lc);
+	return lc.layers ? lc.layers : json_array();
+}
+
+static void stats_one(const struct nbdsrv_export_view *v, void *opaque)
+{
+	struct stats_ctx *sc = opaque;
+
+	if (sc->only && strcmp(sc->only, v->name) != 0)
+		return;
+	json_array_append_new(sc->out, json_pack("{s:s, s:o, s:i}", "frontend", "nbd",
+						 "name", tool_json_str(v->name),
+						 "connections", (int)v->connections));
+}
+
+/* An entry of another frontend's disk: the top disk's counters (what the
+ * frontend asked of it), then its layers. */
+static void stats_fe_one(const struct serve_ctl_fe_unit *u, void *opaque)
+{
+	struct stats_ctx *sc = opaque;
+	json_t *o, *top;
+
+	if (sc->only && strcmp(sc->only, u->name) != 0)
+		return;
+	o = json_pack("{s:s, s:o}", "frontend", u->frontend, "name", tool_json_str(u->name));
+	if (!o)
+		return;
+	if (u->export)
+		json_object_set_new(o, "export", tool_json_str(u->export));
+	top = disk_stats_json(sc, u->disk);
+	if (top) {
+		json_object_update(o, top);
+		json_object_del(o, "type");
+		json_decref(top);
+	}
+	json_object_set_new(o, "layers", layers_json(sc, u->disk));
+	json_array_append_new(sc->out, o);
+}
+
+struct enable_ctx {
+	json_t *out;
+};
+
+static void enable_export(const struct nbdsrv_export_view *v, void *opaque)
+{
+	struct enable_ctx *ec = opaque;
+
+	serve_ctl_stats_enable(v->disk);
+	json_array_append_new(ec->out, tool_json_str(v->name));
+}
+
+static void enable_unit(const struct serve_ctl_fe_unit *u, void *opaque)
+{
+	struct enable_ctx *ec = opaque;
+
+	serve_ctl_stats_enable(u->disk);
+	json_array_append_new(ec->out, tool_json_str(u->name));
+}
+
+static json_t *m_stats_enable(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl *s = ctx_of(c);
+	struct enable_ctx ec = { 0 };
+	const char *target = NULL;
+	json_error_t je;
+	struct disk *d;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s}", "target", &target) < 0)
+		return ctl_fail_params(c, &je);
+	if (target) {
+		if (!(d = target_disk(c, target, NULL)))
+			return NULL;
+		serve_ctl_stats_enable(d);
+		disk_unref(d);
+		return json_pack("{s:[o]}", "enabled", tool_json_str(target));
+	}
+	if (!(ec.out = json_array()))
+		return NULL;
+	s->stats_all = true;
+	if (s->o.nbd)
+		nbdsrv_foreach_export(s->o.nbd, enable_export, &ec);
+	serve_ctl_fe_foreach(&s->o, s->fe, enable_unit, &ec);
+	log_info("ctl: disk statistics enabled by uid %ld pid %ld", (long)c->uid, (long)c->pid);
+	return json_pack("{s:o}", "enabled", ec.out);
+}
+
 static json_t *m_stats(struct ctl_call *c, json_t *params)
 {
 	struct stats_ctx sc = { .s = ctx_of(c) };
 	int reset = 0;
 	json_error_t je;
-	size_t i;
+	size_t i, nnbd;
 	json_t *e;
 
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s?:b}", "target", &sc.only,
 			   "reset", &reset) < 0)
 		return ctl_fail_params(c, &je);
+	sc.reset = reset;
 	sc.out = json_array();
 	if (!sc.out)
 		return NULL;
 	/* The list first (under the server's lock), then each export's
 	 * counters: an export removed in between is left out. */
-	nbdsrv_foreach_export(sc.s->o.nbd, stats_one, &sc);
+	if (sc.s->o.nbd)
+		nbdsrv_foreach_export(sc.s->o.nbd, stats_one, &sc);
+	nnbd = json_array_size(sc.out);
+	for (i = 0; i < nnbd; i++) {
+		const char *name;
+		struct nbdsrv_stats st;
+		struct disk *d = NULL;
+
+		e = json_array_get(sc.out, i);
+		name = json_string_value(json_object_get(e, "name"));
+		if (!name || nbdsrv_export_stats(sc.s->o.nbd, name, reset, &st) < 0)
+			continue;
+		classes_set(e, st.since_ns, st.op);
+		if (nbdsrv_export_disk(sc.s->o.nbd, name, &d, NULL) == 0) {
+			json_object_set_new(e, "layers", layers_json(&sc, d));
+			disk_unref(d);
+		}
+	}
+	serve_ctl_fe_foreach(&sc.s->o, sc.s->fe, stats_fe_one, &sc);
+	for (unsigned k = 0; k < sc.nseen; k++)
+		json_decref(sc.seen_json[k]);
 	if (sc.only && json_array_size(sc.out) == 0) {
 		json_decref(sc.out);
 		return not_found(c, sc.only);
-	}
-	json_array_foreach(sc.out, i, e) {
-		const char *name = json_string_value(json_object_get(e, "name"));
-		struct nbdsrv_stats st;
-
-		if (!name || nbdsrv_export_stats(sc.s->o.nbd, name, reset, &st) < 0)
-			continue;
-		json_object_set_new(e, "since_ns", json_integer((json_int_t)st.since_ns));
-		for (unsigned k = 0; k < NBDSRV_STAT_COUNT; k++)
-			json_object_set_new(e, nbdsrv_stat_class_name(k), op_json(&st.op[k]));
 	}
 	return json_pack("{s:I, s:o}", "now_ns", (json_int_t)reactor_now_ns(), "exports", sc.out);
 }
@@ -770,6 +988,8 @@ static json_t *m_connection_list(struct ctl_call *c, json_t *params)
 
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s}", "export", &cc.only) < 0)
 		return ctl_fail_params(c, &je);
+	if (!ctx_of(c)->o.nbd)
+		return no_nbd(c, cc.only);
 	cc.out = json_array();
 	if (cc.out)
 		nbdsrv_foreach_conn(ctx_of(c)->o.nbd, conn_one, &cc);
@@ -787,6 +1007,8 @@ static json_t *m_connection_close(struct ctl_call *c, json_t *params)
 		return ctl_fail_params(c, &je);
 	if (strcmp(mode, "drain") != 0 && strcmp(mode, "force") != 0)
 		return ctl_fail_paramf(c, "mode must be drain or force");
+	if (!ctx_of(c)->o.nbd)
+		return no_nbd(c, NULL);
 	ret = id > 0 ? nbdsrv_close_conn(ctx_of(c)->o.nbd, (uint64_t)id, strcmp(mode, "force") == 0)
 		     : -ENOENT;
 	if (ret == -ENOENT) {
@@ -826,7 +1048,7 @@ json_t *serve_ctl_not_supported(struct ctl_call *c, const char *target, const ch
 
 struct disk *serve_ctl_export_disk(struct ctl_call *c, const char *name, bool *read_only)
 {
-	return target_disk(c, name, read_only);
+	return export_disk(c, name, read_only);
 }
 
 bool serve_ctl_refuse_when_stopping(struct ctl_call *c)
@@ -847,6 +1069,8 @@ int serve_ctl_open_spec(struct ctl_call *c, const char *text, bool read_only, st
 	}
 	ret = spec_open(spec, read_only, tool_spec_ctx(), out, err, sizeof(err));
 	spec_free(spec);
+	if (ret == 0 && ctx_of(c)->stats_all)
+		serve_ctl_stats_enable(*out);
 	if (ret == -EINVAL)
 		ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message", tool_json_str(err)));
 	else if (ret < 0)
@@ -1136,6 +1360,7 @@ static const struct ctl_method serve_ctl_methods[] = {
 	{ "delay-set", m_delay_set, true },
 	{ "delay-get", m_delay_get, false },
 	{ "stats", m_stats, false },
+	{ "stats-enable", m_stats_enable, true },
 	{ "flush", m_flush, true },
 	{ "connection-list", m_connection_list, false },
 	{ "connection-close", m_connection_close, true },

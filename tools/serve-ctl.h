@@ -20,7 +20,7 @@ struct serve_vhost;
 /* What the methods work on (all borrowed until serve_ctl_free). */
 struct serve_ctl_opts {
 	const char *path;           /* the socket */
-	struct nbdsrv *nbd;
+	struct nbdsrv *nbd;         /* NULL: no NBD server (--iscsi/--nvme-tcp only) */
 	struct netsrv *net;
 	bool read_only;             /* serve -r: export-add inherits it */
 	unsigned threads;

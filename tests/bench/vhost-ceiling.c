@@ -79,7 +79,7 @@ int main(int argc, char **argv)
 {
 	struct vfront_opts fo = { .queues = 1, .qsize = QSIZE, .mem_bytes = 256u << 20,
 				  .no_inflight = true };
-	struct slot slots[MAX_DEPTH], *by_head[QSIZE] = { 0 };
+	struct slot slots[MAX_DEPTH] = { 0 }, *by_head[QSIZE] = { 0 };
 	uint64_t rng = 0x9e3779b97f4a7c15ull, ops = 0, next_seq = 0, blocks;
 	struct vfront *f = NULL;
 	double t0, t1, c0, c1, secs;

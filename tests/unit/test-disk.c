@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/iostats.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/mockdisk.h"
 #include "tests/unit/testutil.h"
@@ -373,6 +374,61 @@ static void test_disk_submit_child(void **state)
 	disk_unref(d);
 }
 
+/* Dispatcher statistics (disk_stats_enable): exact counts per class, a
+ * request forwarded from an uncounted wrapper counts once below, one the
+ * dispatcher refuses counts as an error, a child finished at once counts
+ * too, and a reset restarts them. */
+static void test_disk_stats_counts(void **state)
+{
+	struct disk *lower = mock_new(16, 512, DISK_UNMAP_ZEROES, true);
+	struct iostats_op op[IOSTATS_COUNT];
+	struct disk_info info;
+	struct disk *top;
+	char buf[2048];
+	struct iovec iov = { buf, 1024 };
+	struct disk_io io = { .op = DISK_OP_READ, .sector = 1, .iov = &iov, .iovcnt = 1,
+			      .done = child_done };
+	uint64_t since, since2;
+
+	disk_info_inherit(&info, lower);
+	assert_int_equal(disk_new(&fwd_ops, &info, NULL, lower, &top), 0);
+	assert_false(disk_stats_enabled(lower));
+	assert_int_equal(disk_stats_read(lower, false, &since, op), -ENOENT);
+	assert_int_equal(disk_stats_enable(lower), 0);
+	assert_int_equal(disk_stats_enable(lower), 0);
+	assert_true(disk_stats_enabled(lower));
+	memset(buf, 1, sizeof(buf));
+	assert_int_equal(disk_sync_write(top, 0, buf, 2048, 0), DISK_OK);
+	assert_int_equal(disk_sync_write(lower, 4, buf, 512, 0), DISK_OK);
+	assert_int_equal(disk_sync_read(top, 0, buf, 1024), DISK_OK);
+	assert_int_equal(disk_sync_read(top, 15, buf, 1024), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_flush(top), DISK_OK);
+	assert_int_equal(disk_sync_unmap(top, 0, 2, 0), DISK_OK);
+	assert_int_equal(disk_sync_write_zeroes(lower, 0, 2, 0), DISK_OK);
+	assert_int_equal(disk_submit_child(lower, &io), DISK_OK);
+	assert_int_equal(disk_stats_read(lower, false, &since, op), 0);
+	assert_int_equal(op[IOSTATS_WRITE].ops, 2);
+	assert_int_equal(op[IOSTATS_WRITE].bytes, 2048 + 512);
+	assert_int_equal(op[IOSTATS_READ].ops, 3);
+	assert_int_equal(op[IOSTATS_READ].errors, 1);
+	assert_int_equal(op[IOSTATS_READ].bytes, 1024 + 1024);
+	assert_int_equal(op[IOSTATS_FLUSH].ops, 1);
+	assert_int_equal(op[IOSTATS_TRIM].ops, 1);
+	assert_int_equal(op[IOSTATS_ZERO].ops, 1);
+	assert_int_equal(op[IOSTATS_OTHER].ops, 0);
+	assert_true(op[IOSTATS_READ].lat_max_ns >= op[IOSTATS_READ].lat_p50_ns);
+	/* The top is not counted; the request's done is the submitter's again. */
+	assert_false(disk_stats_enabled(top));
+	assert_ptr_equal(io.done, child_done);
+	assert_int_equal(disk_stats_read(lower, true, &since2, op), 0);
+	assert_int_equal(since2, since);
+	assert_int_equal(disk_stats_read(lower, false, &since2, op), 0);
+	assert_true(since2 >= since);
+	assert_int_equal(op[IOSTATS_WRITE].ops + op[IOSTATS_READ].ops, 0);
+	assert_int_equal(op[IOSTATS_READ].lat_max_ns, 0);
+	disk_unref(top);
+}
+
 static void test_disk_refcount(void **state)
 {
 	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
@@ -563,6 +619,7 @@ int main(void)
 		cmocka_unit_test(test_disk_decorator_passes_through),
 		cmocka_unit_test(test_disk_forward),
 		cmocka_unit_test(test_disk_submit_child),
+		cmocka_unit_test(test_disk_stats_counts),
 		cmocka_unit_test(test_disk_refcount),
 		cmocka_unit_test(test_disk_resize_notifier),
 		cmocka_unit_test(test_disk_io_cache_reuses),
