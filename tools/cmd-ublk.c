@@ -85,7 +85,8 @@ static void ublk_usage(FILE *fp)
 		"\n"
 		"list shows every ublk device: id, state, size, queues, server pid and spec.\n"
 		"del stops the server of device ID (or removes a device whose server is gone);\n"
-		"it refuses a mounted device unless --force.\n"
+		"it refuses a mounted device unless --force, and one that a `diskstack serve`\n"
+		"made through its control socket (use `diskstack ctl ublk-del`).\n"
 		"recover attaches a new server to a --recoverable device whose server died,\n"
 		"without the block device disappearing; SPEC defaults to the one recorded\n"
 		"when the device was added. Records live in /run/diskstack/ublk.\n"
@@ -111,6 +112,25 @@ static bool ublk_pid_is_diskstack(int pid)
 	fclose(fp);
 	comm[strcspn(comm, "\n")] = '\0';
 	return strncmp(comm, "diskstack", 9) == 0 || strncmp(comm, "ublk", 4) == 0;
+}
+
+/* Whether @pid runs `diskstack serve` (its argv[1]): a server of many
+ * exports whose ublk devices come and go through its control socket. */
+static bool ublk_pid_is_serve(int pid)
+{
+	char path[64], argv[256];
+	size_t n, a0;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+	fp = fopen(path, "re");
+	if (!fp)
+		return false;
+	n = fread(argv, 1, sizeof(argv) - 1, fp);
+	fclose(fp);
+	argv[n] = '\0';
+	a0 = strlen(argv);
+	return a0 + 1 < n && strcmp(argv + a0 + 1, "serve") == 0;
 }
 
 /* The mount point of /dev/ublkb@id in this mount namespace, or NULL. */
@@ -903,6 +923,15 @@ static int ublk_cmd_del(int argc, char **argv)
 	free(mnt);
 
 	pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : have_rec ? rec.pid : -1;
+	if (pid > 0 && !(have_rec && rec.pid == pid) && ubsrv_pid_alive(pid) &&
+	    info.state != UBSRV_S_DEV_DEAD && ublk_pid_is_serve(pid)) {
+		/* Made by ctl ublk-add: SIGTERM would stop every export of
+		 * that server, not just this device. */
+		tool_error(cmd, "ublk%" PRIu32 " is one device of `diskstack serve` (pid %d); remove it "
+			   "with `diskstack ctl ublk-del id=%" PRIu32 "` on that server's control socket, "
+			   "or stop the server", id, pid, id);
+		goto out;
+	}
 	if (pid > 0 && ubsrv_pid_alive(pid) && ublk_pid_is_diskstack(pid) &&
 	    info.state != UBSRV_S_DEV_DEAD) {
 		/* Its server tears it down in order. */

@@ -434,6 +434,12 @@ test_ctl_ublk()
 	ds info --json "nbd:nbd+unix:///a?socket=$T/nbd.sock" > "$T/info" || { fail "info over NBD"; return 1; }
 	grep -q '"size_bytes": 33554432' "$T/info" || { cat "$T/info"; fail "a new NBD client does not see 32 MiB"; return 1; }
 
+	# `ublk del` would stop the whole server: refused, with the way to do it.
+	"$DS" ublk del "$id" 2>"$T/del.err"
+	rc=$?
+	[ $rc -eq 1 ] && grep -q "diskstack ctl ublk-del id=$id" "$T/del.err" ||
+		{ cat "$T/del.err"; fail "ublk del of a serve device: exit $rc"; return 1; }
+	kill -0 "$(cat "$T/serve.pid")" && [ -b "$dev" ] || { fail "ublk del stopped the server"; return 1; }
 	c ublk-del "id=$id" > "$T/del" || { cat "$T/ctl.err"; fail "ublk-del"; return 1; }
 	wait_for '[ ! -e "$dev" ]' 10 || { fail "$dev remains after ublk-del"; return 1; }
 	c ublk-del "id=$id" 2>/dev/null && { fail "second ublk-del succeeded"; return 1; }
