@@ -236,6 +236,8 @@ int vhostvq_pop(struct vhostvq *vq, struct vhostvq_chain *c)
 
 	if (vq->broken)
 		return -EIO;
+	if (vhostmem_damaged(vq->mem))
+		return vhostvq_break(vq, "guest memory shrank under the mapping");
 	if (vq->resubmit_pos < vq->nresubmit)
 		return vhostvq_walk(vq, c, vq->resubmit[vq->resubmit_pos++]) < 0 ? -EIO : 1;
 	avail_idx = vhostvq_load16(AVAIL_IDX(vq));
