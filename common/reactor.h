@@ -104,8 +104,12 @@ void reactor_timer_cancel(struct reactor *r, struct reactor_timer *t);
  * posted and deferred tasks (tasks deferred during the pass wait for the next
  * one). If @wait and the pass ran nothing and nothing is ready, blocks until
  * a completion, a post or the first timer deadline. Makes no syscall when no
- * SQE is queued and the kernel has nothing to deliver. Returns the number of
- * callbacks run or -errno. */
+ * SQE is queued and the kernel has nothing to deliver. If @wait and the pass
+ * has only tasks to run (no completion), its queued SQEs may be held for
+ * the next pass, for a few passes at most, so that they go in together with
+ * what the tasks queue and with the wait; SQEs are always submitted before
+ * the reactor blocks, and reactor_flush submits them at once. Returns the
+ * number of callbacks run or -errno. */
 int reactor_run_once(struct reactor *r, bool wait);
 
 /* Runs passes until reactor_stop() is called. The stop request is consumed
