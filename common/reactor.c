@@ -164,6 +164,10 @@ struct reactor {
 	bool efd_armed;
 	bool closing;
 	struct reactor_op cancel_op;
+	/* The user_data of reactor_write_quiet's SQEs (only failures
+	 * post a CQE); can_skip: the kernel has IORING_FEAT_CQE_SKIP. */
+	struct reactor_op quiet_op;
+	bool can_skip;
 
 	/* Running under valgrind: see reactor_wait_valgrind(). */
 	bool valgrind;
@@ -257,7 +261,7 @@ static inline int reactor_dispatch(struct reactor *r, uint64_t user_data, int re
 	if (unlikely(user_data == 0 || user_data == LIBURING_UDATA_TIMEOUT))
 		return 0;
 	op = (struct reactor_op *)(uintptr_t)user_data;
-	if (unlikely(op == &r->efd_op || op == &r->cancel_op)) {
+	if (unlikely(op == &r->efd_op || op == &r->cancel_op || op == &r->quiet_op)) {
 		op->cb(op, res);
 		return 0;
 	}
@@ -419,6 +423,25 @@ struct io_uring_sqe *reactor_get_sqe(struct reactor *r)
 	sqe = reactor_get_sqe_internal(r);
 	r->ops_inflight++;
 	return sqe;
+}
+
+static void reactor_quiet_cb(struct reactor_op *op UNUSED, int res)
+{
+	log_debug("reactor: an op without a completion failed: %s", strerror(-res));
+}
+
+int reactor_write_quiet(struct reactor *r, int fd, const void *buf, unsigned len)
+{
+	struct io_uring_sqe *sqe;
+
+	reactor_assert_thread(r);
+	if (!r->can_skip)
+		return -ENOTSUP;
+	sqe = reactor_get_sqe_internal(r);
+	io_uring_prep_write(sqe, fd, buf, len, 0);
+	io_uring_sqe_set_data(sqe, &r->quiet_op);
+	io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+	return 0;
 }
 
 /* ---- mailbox ------------------------------------------------------------ */
@@ -962,6 +985,7 @@ int reactor_new(struct reactor **out, unsigned entries)
 	r->efd = -1;
 	r->efd_op.cb = reactor_efd_cb;
 	r->cancel_op.cb = reactor_cancel_cb;
+	r->quiet_op.cb = reactor_quiet_cb;
 	pthread_mutex_init(&r->mb_lock, NULL);
 	r->files.max = REACTOR_FILES;
 	r->bgids.max = REACTOR_BUFRINGS;
@@ -985,6 +1009,9 @@ int reactor_new(struct reactor **out, unsigned entries)
 	 * ring; without it liburing uses the plain fd. */
 	if (!r->basic)
 		(void)io_uring_register_ring_fd(&r->ring);
+	/* The plain ring (valgrind, the fallback test) keeps to syscalls
+	 * for reactor_write_quiet's callers too. */
+	r->can_skip = !r->basic && (r->ring.features & IORING_FEAT_CQE_SKIP);
 	reactor_efd_arm(r);
 	ret = reactor_submit(r);
 	if (ret < 0) {

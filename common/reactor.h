@@ -17,7 +17,8 @@
  * Rules for SQEs: every SQE taken with reactor_get_sqe() must produce exactly
  * one final CQE whose user_data is a struct reactor_op (a multishot op counts
  * once: CQEs flagged IORING_CQE_F_MORE are delivered but not counted). Do not
- * use IOSQE_CQE_SKIP_SUCCESS. reactor_pending() relies on this.
+ * use IOSQE_CQE_SKIP_SUCCESS (reactor_write_quiet queues SQEs that
+ * have it). reactor_pending() relies on this.
  *
  * Valgrind: memcheck does not know that the kernel wrote a buffer through
  * io_uring. A backend must call reactor_mark_defined() (or
@@ -76,6 +77,17 @@ uint64_t reactor_now_ns(void);
  * the loop (or by reactor_flush). Each call counts as one pending op until
  * its final CQE is reaped (see the rules above). */
 struct io_uring_sqe *reactor_get_sqe(struct reactor *r);
+
+/* Queues a write of @len bytes from @buf to @fd that nobody waits for (an
+ * eventfd signal, say): an SQE flagged IOSQE_CQE_SKIP_SUCCESS, whose
+ * success posts no CQE, so it neither wakes a waiting reactor nor counts
+ * in reactor_pending(); a failure is logged (debug). It is submitted like
+ * any other SQE (with the next wait at the latest). The fd is looked up at
+ * submission: reactor_flush() before closing it. @buf must stay valid for
+ * good (a static constant). Returns 0, or -ENOTSUP when the kernel cannot
+ * skip completions (before 5.17) or the ring is plain (valgrind,
+ * DISKSTACK_URING_BASIC=1): the caller then writes with a syscall. */
+int reactor_write_quiet(struct reactor *r, int fd, const void *buf, unsigned len);
 
 /* Attaches @op to @sqe. */
 static inline void reactor_sqe_set_op(struct io_uring_sqe *sqe, struct reactor_op *op)

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -494,6 +495,49 @@ static void test_reactor_sqe_hold_bounded(void **state)
 	reactor_free(r);
 }
 
+/* reactor_write_quiet: the write happens, counts as nothing pending, and a
+ * failed one (a closed fd) costs nothing but a log line. */
+static void test_reactor_write_quiet(void **state)
+{
+	static const uint64_t one = 1;
+	struct reactor *r = new_reactor(0);
+	unsigned done = 0;
+	struct nop_op n = { .op.cb = nop_cb, .res = -1, .done = &done };
+	struct io_uring_sqe *sqe;
+	uint64_t val = 0;
+	int efd, ret;
+
+	(void)state;
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	assert_true(efd >= 0);
+	ret = reactor_write_quiet(r, efd, &one, sizeof(one));
+	if (ret == -ENOTSUP) {
+		close(efd);
+		reactor_free(r);
+		skip();
+	}
+	assert_int_equal(ret, 0);
+	assert_int_equal(reactor_write_quiet(r, efd, &one, sizeof(one)), 0);
+	assert_int_equal(reactor_pending(r), 0);
+	assert_int_equal(reactor_flush(r), 2);
+	assert_int_equal(read(efd, &val, sizeof(val)), (ssize_t)sizeof(val));
+	assert_int_equal(val, 2);
+
+	/* A failure posts a CQE of the reactor's own: not a user callback. */
+	assert_int_equal(reactor_write_quiet(r, -1, &one, sizeof(one)), 0);
+	sqe = reactor_get_sqe(r);
+	io_uring_prep_nop(sqe);
+	reactor_sqe_set_op(sqe, &n.op);
+	while (done == 0)
+		assert_true(reactor_run_once(r, true) >= 0);
+	assert_int_equal(n.calls, 1);
+	while (reactor_run_once(r, false) > 0)
+		;
+	assert_int_equal(reactor_pending(r), 0);
+	close(efd);
+	reactor_free(r);
+}
+
 /* More SQEs than the SQ ring (and the CQ ring) holds, queued without running
  * the loop: reactor_get_sqe must submit, and survive CQ overflow. */
 static void test_reactor_ring_full(void **state)
@@ -845,6 +889,7 @@ int main(void)
 		cmocka_unit_test(test_reactor_stop_from_callback),
 		cmocka_unit_test(test_reactor_nop),
 		cmocka_unit_test(test_reactor_sqe_hold_bounded),
+		cmocka_unit_test(test_reactor_write_quiet),
 		cmocka_unit_test(test_reactor_ring_full),
 		cmocka_unit_test(test_reactor_async_nonblocking),
 		cmocka_unit_test(test_reactor_read_wakes),
