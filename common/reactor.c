@@ -156,6 +156,9 @@ struct reactor {
 	struct reactor_task **mb_tail;
 	atomic_bool mb_pending;      /* a post (or stop) is waiting to be seen */
 	atomic_bool stop;
+	/* Inside reactor_run() (and not in a reactor_run_until() it called):
+	 * only then does a stop keep a pass from waiting. */
+	bool in_run;
 
 	/* The eventfd that wakes the ring, and its armed read. */
 	int efd;
@@ -684,9 +687,8 @@ static int reactor_run_timers(struct reactor *r)
 
 static inline bool reactor_has_work(struct reactor *r)
 {
-	/* Not r->stop: a stop from another thread also sets mb_pending, and
-	 * one from this thread is made by a callback, so the pass ran something.
-	 * A stale stop must not turn reactor_run_until() into a busy loop. */
+	/* Not r->stop: a stale stop must not turn reactor_run_until() into a
+	 * busy loop. reactor_run_once() checks it, inside reactor_run() only. */
 	return r->ready_head != NULL || r->stash_len > 0 ||
 	       atomic_load_explicit(&r->mb_pending, memory_order_relaxed);
 }
@@ -804,7 +806,11 @@ int reactor_run_once(struct reactor *r, bool wait)
 			return ret;
 	}
 	ran = reactor_pass(r);
-	if (ran == 0 && wait && !reactor_has_work(r)) {
+	/* A stop from another thread can be consumed by this very pass: its
+	 * eventfd completion reaped and the mailbox drained, nothing run. Its
+	 * wake-up is spent, so waiting now would sleep with stop set. */
+	if (ran == 0 && wait && !reactor_has_work(r) &&
+	    !(r->in_run && atomic_load_explicit(&r->stop, memory_order_acquire))) {
 		ret = reactor_wait(r);
 		if (ret < 0)
 			return ret;
@@ -815,8 +821,10 @@ int reactor_run_once(struct reactor *r, bool wait)
 
 int reactor_run(struct reactor *r)
 {
+	bool outer = r->in_run;
 	int ret = 0;
 
+	r->in_run = true;
 	while (!atomic_load_explicit(&r->stop, memory_order_acquire)) {
 		ret = reactor_run_once(r, true);
 		if (ret < 0)
@@ -824,18 +832,26 @@ int reactor_run(struct reactor *r)
 		ret = 0;
 	}
 	atomic_store(&r->stop, false);
+	r->in_run = outer;
 	return ret;
 }
 
 int reactor_run_until(struct reactor *r, const bool *flag)
 {
-	while (!*(const volatile bool *)flag) {
-		int ret = reactor_run_once(r, true);
+	/* A stop is not ours to see (it is for an outer reactor_run()), so it
+	 * must not keep passes from waiting: that would spin until *flag. */
+	bool outer = r->in_run;
+	int ret = 0;
 
+	r->in_run = false;
+	while (!*(const volatile bool *)flag) {
+		ret = reactor_run_once(r, true);
 		if (ret < 0)
-			return ret;
+			break;
+		ret = 0;
 	}
-	return 0;
+	r->in_run = outer;
+	return ret;
 }
 
 unsigned reactor_pending(struct reactor *r)

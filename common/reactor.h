@@ -115,10 +115,11 @@ void reactor_timer_cancel(struct reactor *r, struct reactor_timer *t);
 /* Runs one pass: submits queued SQEs, then runs completions, fired timers,
  * posted and deferred tasks (tasks deferred during the pass wait for the next
  * one). If @wait and the pass ran nothing and nothing is ready, blocks until
- * a completion, a post or the first timer deadline. Makes no syscall when no
- * SQE is queued and the kernel has nothing to deliver. If @wait and the pass
- * has only tasks to run (no completion), its queued SQEs may be held for
- * the next pass, for a few passes at most, so that they go in together with
+ * a completion, a post or the first timer deadline (not when called by
+ * reactor_run() with a stop pending). Makes no syscall when no SQE is
+ * queued and the kernel has nothing to deliver. If @wait and the pass has
+ * only tasks to run (no completion), its queued SQEs may be held for the
+ * next pass, for a few passes at most, so that they go in together with
  * what the tasks queue and with the wait; SQEs are always submitted before
  * the reactor blocks, and reactor_flush submits them at once. Returns the
  * number of callbacks run or -errno. */

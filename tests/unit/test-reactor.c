@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -401,6 +402,95 @@ static void test_reactor_stop_from_callback(void **state)
 	assert_int_equal(reactor_run(r), 0);
 	assert_true(f.flag);
 	reactor_free(r);
+}
+
+/*
+ * The lost stop: reactor_run() loops while stop is not set, and a pass that
+ * runs nothing waits. A stop from another thread that lands after the
+ * loop's check is consumed by the next pass (its eventfd completion reaped,
+ * the mailbox drained) although nothing runs, so that pass went on to wait
+ * with stop set and its wake-up spent: reactor_run() never returned. The
+ * window is a few instructions wide (hit when the reactor's thread is
+ * preempted there); here a task on the reactor puts the stop exactly there
+ * with a nested pass — another thread stops the reactor, a non-blocking
+ * pass consumes the wake-up, then a blocking pass must not sleep. Many
+ * rounds, on the default ring and the plain one. A hang trips a watchdog
+ * alarm, which fails the test (no time is asserted).
+ */
+struct stop_race {
+	struct reactor_task task;
+	struct reactor *r;
+	int ret;
+};
+
+static void *stop_race_stopper(void *arg)
+{
+	reactor_stop(arg);
+	return NULL;
+}
+
+static void stop_race_task(struct reactor_task *t)
+{
+	struct stop_race *s = container_of(t, struct stop_race, task);
+	pthread_t th;
+
+	assert_int_equal(pthread_create(&th, NULL, stop_race_stopper, s->r), 0);
+	pthread_join(th, NULL);
+	/* The pass between the loop's check and its wait: it drains the
+	 * mailbox and reaps the eventfd read, and runs nothing. */
+	for (int i = 0; i < 3; i++)
+		assert_true(reactor_run_once(s->r, false) >= 0);
+	s->ret = reactor_run_once(s->r, true);
+}
+
+static void stop_race_watchdog(int sig UNUSED)
+{
+	static const char msg[] =
+		"test_reactor_stop_lost_wakeup: reactor_run() still waiting long after "
+		"reactor_stop() (a lost stop)\n";
+
+	(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	_exit(EXIT_FAILURE);
+}
+
+static void stop_race_rounds(bool plain, unsigned rounds)
+{
+	struct stop_race s = { .task.fn = stop_race_task };
+
+	if (plain)
+		setenv("DISKSTACK_URING_BASIC", "1", 1);
+	s.r = new_reactor(0);
+	if (plain)
+		unsetenv("DISKSTACK_URING_BASIC");
+	for (unsigned i = 0; i < rounds; i++) {
+		s.ret = -1;
+		reactor_defer(s.r, &s.task);
+		assert_int_equal(reactor_run(s.r), 0);
+		assert_true(s.ret >= 0);
+	}
+	/* A stale stop does not make reactor_run_until() spin: it still
+	 * waits for the post that sets its flag. */
+	reactor_stop(s.r);
+	struct flag_task f = { .task.fn = flag_task_fn };
+	struct delayed_post d = { .r = s.r, .task = &f.task, .delay_us = 20000 };
+	pthread_t th;
+
+	assert_int_equal(pthread_create(&th, NULL, delayed_post_main, &d), 0);
+	assert_int_equal(reactor_run_until(s.r, &f.flag), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(reactor_run(s.r), 0);     /* consumes the stale stop */
+	reactor_free(s.r);
+}
+
+static void test_reactor_stop_lost_wakeup(void **state)
+{
+	(void)state;
+	signal(SIGALRM, stop_race_watchdog);
+	alarm(under_valgrind() ? 600 : 60);
+	stop_race_rounds(false, 500);
+	stop_race_rounds(true, 500);
+	alarm(0);
+	signal(SIGALRM, SIG_DFL);
 }
 
 /* ---- io_uring ops ------------------------------------------------------- */
@@ -887,6 +977,7 @@ int main(void)
 		cmocka_unit_test(test_reactor_post_wakes_blocked),
 		cmocka_unit_test(test_reactor_stop_from_thread),
 		cmocka_unit_test(test_reactor_stop_from_callback),
+		cmocka_unit_test(test_reactor_stop_lost_wakeup),
 		cmocka_unit_test(test_reactor_nop),
 		cmocka_unit_test(test_reactor_sqe_hold_bounded),
 		cmocka_unit_test(test_reactor_write_quiet),
