@@ -278,8 +278,14 @@ static void vhostsrv_process(struct vhostsrv_queue *q)
 		struct vhostsrv_slot *slot;
 		int ret;
 
-		if (q->free_head == UINT_MAX)
-			return;         /* every entry in flight: completions re-run us */
+		if (q->free_head == UINT_MAX) {
+			/* Every entry in flight, so the ring is empty: the
+			 * driver adds the next one after a completion, and
+			 * must kick for it (vhostvq_pop leaves avail_event
+			 * behind). */
+			(void)vhostvq_enable_notify(&q->vq);
+			return;
+		}
 		slot = vhostsrv_slot(q, q->free_head);
 		ret = vhostvq_pop(&q->vq, &slot->chain);
 		if (ret < 0) {
