@@ -38,6 +38,7 @@
 
 #include "common/compiler.h"
 #include "common/crc32c.h"
+#include "common/endian.h"
 #include "common/log.h"
 #include "iscsi/session.h"
 
@@ -75,11 +76,30 @@ void iscsisrv_hdr_digest(const struct iscsisrv_conn *c, uint8_t *hdr)
 	if (c->dg.header) {
 		uint32_t crc = crc32c(0, hdr, ISCSI_BHS_BYTES);
 
-		hdr[48] = (uint8_t)crc;
-		hdr[49] = (uint8_t)(crc >> 8);
-		hdr[50] = (uint8_t)(crc >> 16);
-		hdr[51] = (uint8_t)(crc >> 24);
+		ds_put_le32(hdr + 48, crc);
 	}
+}
+
+uint32_t iscsisrv_data_trailer(const struct iscsisrv_conn *c, const void *data, uint32_t len,
+			       uint8_t tr[8])
+{
+	uint32_t pad = iscsi_pad(len);
+
+	memset(tr, 0, 8);
+	if (!c->dg.data)
+		return pad;
+	ds_put_le32(tr + pad, crc32c(crc32c(0, data, len), tr, pad));
+	return pad + ISCSI_DIGEST_BYTES;
+}
+
+void iscsisrv_tx_send(struct iscsisrv_conn *c, struct netsrv_tx *tx, struct iovec *iov,
+		      unsigned iovcnt, void (*sent)(struct netsrv_conn *nc, struct netsrv_tx *tx))
+{
+	tx->iov = iov;
+	tx->iovcnt = iovcnt;
+	tx->sent = sent;
+	netsrv_tx_queue(c->nc, tx);
+	netsrv_tx_schedule(c->nc);
 }
 
 void iscsisrv_ctl_send(struct iscsisrv_conn *c, struct iscsisrv_ctl *ctl)
@@ -90,28 +110,14 @@ void iscsisrv_ctl_send(struct iscsisrv_conn *c, struct iscsisrv_ctl *ctl)
 	iscsisrv_hdr_digest(c, ctl->hdr);
 	ctl->iov[n++] = (struct iovec){ ctl->hdr, iscsisrv_hdr_bytes(c) };
 	if (dlen) {
-		uint32_t pad = iscsi_pad(dlen), tl = pad;
+		uint32_t tl = iscsisrv_data_trailer(c, ctl->data, dlen, ctl->trailer);
 
 		ctl->iov[n++] = (struct iovec){ ctl->data, dlen };
-		memset(ctl->trailer, 0, sizeof(ctl->trailer));
-		if (c->dg.data) {
-			uint32_t crc = crc32c(crc32c(0, ctl->data, dlen), ctl->trailer, pad);
-
-			ctl->trailer[pad] = (uint8_t)crc;
-			ctl->trailer[pad + 1] = (uint8_t)(crc >> 8);
-			ctl->trailer[pad + 2] = (uint8_t)(crc >> 16);
-			ctl->trailer[pad + 3] = (uint8_t)(crc >> 24);
-			tl += ISCSI_DIGEST_BYTES;
-		}
 		if (tl)
 			ctl->iov[n++] = (struct iovec){ ctl->trailer, tl };
 	}
-	ctl->tx.iov = ctl->iov;
-	ctl->tx.iovcnt = n;
-	ctl->tx.sent = ctl_sent;
 	c->nctl++;
-	netsrv_tx_queue(c->nc, &ctl->tx);
-	netsrv_tx_schedule(c->nc);
+	iscsisrv_tx_send(c, &ctl->tx, ctl->iov, n, ctl_sent);
 }
 
 /* ---- receive loop ------------------------------------------------------------------ */
@@ -152,26 +158,6 @@ void iscsisrv_conn_resume(struct iscsisrv_conn *c)
 		return;
 	c->pump_task_busy = true;
 	reactor_defer(c->r, &c->pump_task);
-}
-
-/* A Reject (RFC 7143 §11.17) carrying the rejected header. */
-static void conn_reject_hdr(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason)
-{
-	struct iscsisrv_ctl *ctl = iscsisrv_ctl_new(c, ISCSI_BHS_BYTES);
-
-	if (!ctl)
-		return;
-	iscsi_bhs_init(ctl->hdr, ISCSI_OP_REJECT, ISCSI_FLAG_F);
-	ctl->hdr[2] = reason;
-	iscsi_bhs_set_dlen(ctl->hdr, ISCSI_BHS_BYTES);
-	ds_put_be32(ctl->hdr + 16, ISCSI_RESERVED_TAG);
-	if (c->phase == PHASE_FULL) {
-		ds_put_be32(ctl->hdr + 24, c->statsn++);
-		ds_put_be32(ctl->hdr + 28, c->exp_cmdsn);
-		ds_put_be32(ctl->hdr + 32, c->exp_cmdsn - 1 + (c->window - c->win_used));
-	}
-	memcpy(ctl->data, bhs, ISCSI_BHS_BYTES);
-	iscsisrv_ctl_send(c, ctl);
 }
 
 /* A login failure answered outside the state machine (a PDU other than a
@@ -263,7 +249,7 @@ static void conn_frame_error(struct iscsisrv_conn *c, const uint8_t *bhs,
 
 	/* A header that failed its digest is not worth echoing. */
 	if (full && err != ISCSI_FRAME_HEADER_DIGEST)
-		conn_reject_hdr(c, bhs, ISCSI_REJECT_PROTOCOL);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 	c->phase = PHASE_DONE;
 	switch (err) {
 	case ISCSI_FRAME_HEADER_DIGEST:
@@ -292,9 +278,10 @@ static void conn_direct_rx(struct iscsisrv_conn *c)
 		  conn_direct_cb);
 }
 
-/* The PDU at rhead is incomplete: if it is a large Data-Out the session
- * takes, moves what arrived of its data into place and receives the rest
- * there (the receive buffer is then empty). */
+/* The PDU at rhead is incomplete: if it is a large Data-Out or SCSI
+ * Command with immediate data that the session takes, moves what arrived
+ * of its data into place and receives the rest there (the receive buffer
+ * is then empty). */
 static bool conn_direct_start(struct iscsisrv_conn *c)
 {
 	const uint8_t *bhs = c->rbuf + c->rhead;
@@ -308,9 +295,13 @@ static bool conn_direct_start(struct iscsisrv_conn *c)
 	/* A multiple of 4: no padding to skip after the data. */
 	if (dlen < ISCSISRV_DIRECT_MIN || dlen % 4 != 0 || have - ISCSI_BHS_BYTES >= dlen)
 		return false;
-	dst = iscsisrv_session_data_dest(c, bhs, &c->direct_t);
+	if (iscsi_bhs_opcode(bhs) == ISCSI_OP_SCSI_CMD)
+		dst = iscsisrv_session_cmd_dest(c, bhs);
+	else
+		dst = iscsisrv_session_data_dest(c, bhs, &c->direct_t);
 	if (!dst)
 		return false;
+	c->direct_on = true;
 	memcpy(c->direct_hdr, bhs, ISCSI_BHS_BYTES);
 	c->direct_dst = dst;
 	c->direct_len = dlen;
@@ -328,8 +319,11 @@ static void conn_direct_cb(struct netsrv_conn *nc, ssize_t res)
 	struct iscsi_pdu pdu = { 0 };
 
 	if (res <= 0) {
+		c->direct_on = false;
 		c->direct_t = NULL;
-		iscsisrv_session_data_release(t);
+		if (t)
+			iscsisrv_session_data_release(t);
+		iscsisrv_session_cmd_dest_drop(c);
 		if (res == -ECANCELED && (c->draining || c->phase == PHASE_DONE))
 			return;
 		if (res < 0)
@@ -345,21 +339,33 @@ static void conn_direct_cb(struct netsrv_conn *nc, ssize_t res)
 		return;
 	}
 	c->guard++;
+	c->direct_on = false;
 	c->direct_t = NULL;
+	c->big_rx = true;
 	pdu.bhs = c->direct_hdr;
 	pdu.data = c->direct_dst;
 	pdu.dlen = c->direct_len;
-	/* A Data-Out is always consumed (session.c). */
-	if (c->phase == PHASE_FULL && !c->draining && !netsrv_conn_closing(nc))
-		(void)iscsisrv_session_pdu(c, &pdu);
-	iscsisrv_session_data_release(t);
+	/* A Data-Out is always consumed (session.c), and so is a command
+	 * iscsisrv_session_cmd_dest took; should the session still hold one
+	 * back, it goes back to the receive buffer, which is empty. */
+	if (c->phase == PHASE_FULL && !c->draining && !netsrv_conn_closing(nc) &&
+	    !iscsisrv_session_pdu(c, &pdu)) {
+		memcpy(c->rbuf, c->direct_hdr, ISCSI_BHS_BYTES);
+		memcpy(c->rbuf + ISCSI_BHS_BYTES, c->direct_dst, c->direct_len);
+		c->rhead = 0;
+		c->rtail = ISCSI_BHS_BYTES + (size_t)c->direct_len;
+		c->big_rx = false;
+	}
+	if (t)
+		iscsisrv_session_data_release(t);
+	iscsisrv_session_cmd_dest_drop(c);
 	conn_pump(c);
 	iscsisrv_conn_unguard(c);
 }
 
 static void conn_pump_locked(struct iscsisrv_conn *c)
 {
-	if (c->direct_t)
+	if (c->direct_on)
 		return;         /* conn_direct_cb pumps when the data is in */
 	while (c->rhead < c->rtail) {
 		struct iscsi_pdu pdu;
@@ -388,6 +394,7 @@ static void conn_pump_locked(struct iscsisrv_conn *c)
 			c->rx_blocked = true;
 			return;
 		}
+		c->big_rx = false;
 		c->rhead += (size_t)n;
 		c->last_rx_ns = reactor_now_ns();
 	}
@@ -434,10 +441,17 @@ static void conn_rx_arm(struct netsrv_conn *nc)
 	struct iscsisrv_conn *c = netsrv_conn_priv(nc);
 	size_t room;
 
-	if (netsrv_rx_busy(nc) || !conn_can_parse(c) || c->draining || c->direct_t)
+	if (netsrv_rx_busy(nc) || !conn_can_parse(c) || c->draining || c->direct_on)
 		return;
 	if (c->rhead == c->rtail) {
 		c->rhead = c->rtail = 0;
+		if (c->big_rx && c->phase == PHASE_FULL && !c->dg.header && !c->dg.data) {
+			/* After a PDU that came in place, the next header alone:
+			 * a large PDU's data then lands in place too instead of
+			 * being taken into engine buffers first and copied. */
+			netsrv_rx_exact(nc, c->rbuf, ISCSI_BHS_BYTES, conn_rx_cb);
+			return;
+		}
 	} else if (ISCSISRV_RBUF_BYTES - c->rtail < ISCSISRV_RBUF_BYTES / 2) {
 		/* The largest PDU is under half the buffer: moving what is left
 		 * to the front always makes room for it. */
@@ -548,6 +562,7 @@ static void srv_conn_free(struct netsrv_conn *nc)
 		iscsi_login_release(c->login);
 		free(c->login);
 	}
+	iscsisrv_session_cmd_dest_drop(c);
 	reactor_buf_put(c->r, c->rbuf, ISCSISRV_RBUF_BYTES);
 }
 

@@ -47,6 +47,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -85,29 +86,7 @@ static void put_sns(struct iscsisrv_conn *c, uint8_t *hdr, bool advance)
 	ds_put_be32(hdr + 32, max_cmdsn(c));
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-/* Padding (and the data digest) after @len bytes at @data into @tr;
- * returns the trailer's length. */
-static uint32_t data_trailer(const struct iscsisrv_conn *c, const void *data, uint32_t len,
-			     uint8_t *tr)
-{
-	uint32_t pad = iscsi_pad(len);
-
-	memset(tr, 0, 8);
-	if (!c->dg.data)
-		return pad;
-	put_le32(tr + pad, crc32c(crc32c(0, data, len), tr, pad));
-	return pad + ISCSI_DIGEST_BYTES;
-}
-
-static void reject(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason)
+void iscsisrv_reject(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason)
 {
 	struct iscsisrv_ctl *ctl = iscsisrv_ctl_new(c, ISCSI_BHS_BYTES);
 
@@ -337,7 +316,7 @@ static void task_respond(struct iscsisrv_task *t)
 		iscsisrv_hdr_digest(c, h);
 		t->iov[n++] = (struct iovec){ h, hb };
 		t->iov[n++] = (struct iovec){ t->buf + off, len };
-		tl = data_trailer(c, t->buf + off, len, tr);
+		tl = iscsisrv_data_trailer(c, t->buf + off, len, tr);
 		if (tl)
 			t->iov[n++] = (struct iovec){ tr, tl };
 		off += len;
@@ -363,7 +342,7 @@ static void task_respond(struct iscsisrv_task *t)
 			iscsisrv_hdr_digest(c, h);
 			t->iov[n++] = (struct iovec){ h, hb };
 			t->iov[n++] = (struct iovec){ t->sense, 2 + slen };
-			tl = data_trailer(c, t->sense, 2 + slen, t->trailer);
+			tl = iscsisrv_data_trailer(c, t->sense, 2 + slen, t->trailer);
 			if (tl)
 				t->iov[n++] = (struct iovec){ t->trailer, tl };
 		} else {
@@ -372,12 +351,8 @@ static void task_respond(struct iscsisrv_task *t)
 		}
 	}
 	t->state = TASK_RESPONDING;
-	t->tx.iov = t->iov;
-	t->tx.iovcnt = n;
-	t->tx.sent = task_tx_sent;
 	t->tx_pending++;
-	netsrv_tx_queue(c->nc, &t->tx);
-	netsrv_tx_schedule(c->nc);
+	iscsisrv_tx_send(c, &t->tx, t->iov, n, task_tx_sent);
 }
 
 /* CHECK CONDITION, ABORTED COMMAND with @asc/@ascq, for a command whose
@@ -482,13 +457,9 @@ static void task_r2ts(struct iscsisrv_task *t)
 		ds_put_be32(h + 44, r->len);
 		iscsisrv_hdr_digest(c, h);
 		r->iov[0] = (struct iovec){ h, iscsisrv_hdr_bytes(c) };
-		r->tx.iov = r->iov;
-		r->tx.iovcnt = 1;
-		r->tx.sent = r2t_tx_sent;
 		r->tx_busy = true;
 		t->tx_pending++;
-		netsrv_tx_queue(c->nc, &r->tx);
-		netsrv_tx_schedule(c->nc);
+		iscsisrv_tx_send(c, &r->tx, r->iov, 1, r2t_tx_sent);
 	}
 }
 
@@ -522,6 +493,37 @@ static bool sess_some_settling(const struct iscsisrv_conn *c)
 	return false;
 }
 
+uint8_t *iscsisrv_session_cmd_dest(struct iscsisrv_conn *c, const uint8_t *bhs)
+{
+	uint8_t flags = bhs[1];
+	bool imm = iscsi_bhs_immediate(bhs), fin = flags & ISCSI_FLAG_F;
+	uint32_t sn = iscsi_bhs_cmdsn(bhs), edtl = iscsi_bhs_w20(bhs), dlen = iscsi_bhs_dlen(bhs);
+
+	assert(!c->cmd_buf);
+	/* Exactly the cases sess_scsi_cmd takes at once: anything it would
+	 * refuse, ignore or hold back goes through the receive buffer. */
+	if (c->discovery || iscsi_bhs_opcode(bhs) != ISCSI_OP_SCSI_CMD || bhs[4] != 0 ||
+	    !(flags & ISCSI_CMD_W) || (flags & ISCSI_CMD_R) || !c->p.immediate_data ||
+	    dlen > edtl || dlen > c->p.first_burst || (!fin && c->p.initial_r2t) ||
+	    edtl > ISCSISRV_MAX_XFER || !c->free_tasks)
+		return NULL;
+	if (!imm && (sn_lt(sn, c->exp_cmdsn) || sn_lt(max_cmdsn(c), sn)))
+		return NULL;
+	if (c->ntasks_used > 0 && c->inflight_bytes + edtl > ISCSISRV_INFLIGHT_BYTES &&
+	    sess_some_settling(c))
+		return NULL;
+	c->cmd_buf = reactor_buf_get(c->r, edtl, false);
+	c->cmd_buf_bytes = edtl;
+	return c->cmd_buf;
+}
+
+void iscsisrv_session_cmd_dest_drop(struct iscsisrv_conn *c)
+{
+	if (c->cmd_buf)
+		reactor_buf_put(c->r, c->cmd_buf, c->cmd_buf_bytes);
+	c->cmd_buf = NULL;
+}
+
 static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 {
 	const uint8_t *bhs = pdu->bhs;
@@ -534,7 +536,7 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	int cdb_len;
 
 	if (c->discovery) {
-		reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 		return true;
 	}
 	if (!imm && (sn_lt(sn, c->exp_cmdsn) || sn_lt(max_cmdsn(c), sn))) {
@@ -557,7 +559,7 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 			  : (rd && wr) ? "bidirectional commands are not supported"
 			  : edtl > ISCSISRV_MAX_XFER ? "transfer too long"
 			  : "data where none may be");
-		reject(c, bhs, reason);
+		iscsisrv_reject(c, bhs, reason);
 		/* The command's CmdSN is spent: later ones must not wait for it. */
 		if (!imm && sn == c->exp_cmdsn) {
 			c->exp_cmdsn++;
@@ -567,7 +569,7 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	}
 	if (!c->free_tasks) {
 		if (imm) {
-			reject(c, bhs, ISCSI_REJECT_IMMEDIATE);
+			iscsisrv_reject(c, bhs, ISCSI_REJECT_IMMEDIATE);
 			return true;
 		}
 		return false;   /* a response still being sent holds the slot */
@@ -587,7 +589,13 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	t->cmd.cdb_len = (uint8_t)cdb_len;
 	t->cmd.task_attr = flags & ISCSI_CMD_ATTR_MASK;
 	if (edtl) {
-		t->buf = reactor_buf_get(c->r, edtl, false);
+		if (c->cmd_buf && pdu->data == c->cmd_buf) {
+			/* The immediate data was received in place (cmd_dest). */
+			t->buf = c->cmd_buf;
+			c->cmd_buf = NULL;
+		} else {
+			t->buf = reactor_buf_get(c->r, edtl, false);
+		}
 		if (!t->buf) {
 			log_error("%s: out of memory for a %u-byte command: closing", c->name, edtl);
 			task_drop(t);
@@ -599,7 +607,7 @@ static bool sess_scsi_cmd(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		c->inflight_bytes += edtl;
 	}
 	if (wr) {
-		if (pdu->dlen)
+		if (pdu->dlen && pdu->data != t->buf)
 			memcpy(t->buf, pdu->data, pdu->dlen);
 		t->received = pdu->dlen;
 		t->unsol_next = pdu->dlen;
@@ -714,7 +722,7 @@ static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	if (!t) {
 		log_debug("%s: Data-Out for no task we wait on (ITT 0x%x, TTT 0x%x)", c->name,
 			  itt, ttt);
-		reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
 		return true;
 	}
 	data_out_window(t, r, &exp_off, &limit);
@@ -724,7 +732,7 @@ static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		 * ErrorRecoveryLevel 0 (RFC 7143 §7.1.4.1): the session goes. */
 		log_warn("%s: Data-Out at offset %u+%u, expected %u (limit %u): closing", c->name,
 			 off, pdu->dlen, exp_off, limit);
-		reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 		c->phase = PHASE_DONE;
 		netsrv_conn_close(c->nc, true, NULL);
 		return true;
@@ -741,7 +749,7 @@ static bool sess_data_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	if (pdu->data_digest_bad) {
 		/* RFC 7143 §7.8: Reject and drop the data; the command cannot succeed
 		 * (PROTOCOL SERVICE CRC ERROR). */
-		reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
 		t->err = true;
 		t->err_asc = 0x47;
 		t->err_ascq = 0x05;
@@ -784,7 +792,7 @@ static bool sess_nop_out(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	if (!cmdsn_accept(c, bhs))
 		return true;
 	if (pdu->data_digest_bad) {
-		reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
 		return true;
 	}
 	len = MIN(pdu->dlen, c->p.max_recv_dsl);
@@ -900,13 +908,13 @@ static bool sess_text(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	if (!cmdsn_accept(c, bhs))
 		return true;
 	if (pdu->data_digest_bad) {
-		reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_DATA_DIGEST);
 		return true;
 	}
 	if (ttt != ISCSI_RESERVED_TAG) {
 		/* The initiator asks for the rest of our answer (RFC 7143 §11.11.4). */
 		if (ttt != c->text_ttt || c->text_off == 0 || itt != c->text_itt) {
-			reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
+			iscsisrv_reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
 			return true;
 		}
 		sess_text_send(c, itt);
@@ -916,7 +924,7 @@ static bool sess_text(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	c->text_off = 0;
 	if (c->text_in.len + pdu->dlen > ISCSI_LOGIN_TEXT_MAX) {
 		iscsi_text_reset(&c->text_in);
-		reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 		return true;
 	}
 	iscsi_text_append(&c->text_in, pdu->data, pdu->dlen);
@@ -939,7 +947,7 @@ static bool sess_text(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	iscsi_text_reset(&c->text_in);
 	if (c->text_out.oom) {
 		iscsi_text_reset(&c->text_out);
-		reject(c, bhs, ISCSI_REJECT_LONG_OP);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_LONG_OP);
 		return true;
 	}
 	sess_text_send(c, itt);
@@ -1098,7 +1106,7 @@ static bool sess_logout(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		return true;
 	}
 	if (reason > 2) {
-		reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_INVALID_FIELD);
 		return true;
 	}
 	c->logout_active = true;
@@ -1267,7 +1275,7 @@ bool iscsisrv_session_pdu(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		return sess_scsi_cmd(c, pdu);
 	case ISCSI_OP_DATA_OUT:
 		if (c->discovery) {
-			reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+			iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 			return true;
 		}
 		return sess_data_out(c, pdu);
@@ -1280,13 +1288,13 @@ bool iscsisrv_session_pdu(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 	case ISCSI_OP_LOGOUT_REQ:
 		return sess_logout(c, pdu);
 	case ISCSI_OP_LOGIN_REQ:
-		reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 		return true;
 	case ISCSI_OP_SNACK:
 	default:
 		/* SNACK needs ErrorRecoveryLevel > 0 (RFC 7143 §11.16); the rest is not
 		 * an initiator opcode. */
-		reject(c, bhs, ISCSI_REJECT_NOT_SUPPORTED);
+		iscsisrv_reject(c, bhs, ISCSI_REJECT_NOT_SUPPORTED);
 		return true;
 	}
 }

@@ -168,8 +168,13 @@ struct iscsisrv_conn {
 	bool pump_task_busy;
 	struct iscsi_digests dg;
 	uint64_t last_rx_ns;
-	/* A Data-Out being received straight into its task's buffer. */
+	/* A Data-Out, or a SCSI Command's immediate data, being received
+	 * straight into its task's buffer or the command's (cmd_buf). */
+	bool direct_on;
+	bool big_rx;                    /* the last PDU came in place: next header alone */
 	struct iscsisrv_task *direct_t;         /* held (session_data_dest) */
+	uint8_t *cmd_buf;                       /* session_cmd_dest's, until taken */
+	uint32_t cmd_buf_bytes;
 	uint8_t direct_hdr[ISCSI_BHS_BYTES];
 	uint8_t *direct_dst;
 	uint32_t direct_len, direct_got;
@@ -246,8 +251,19 @@ void iscsisrv_session_free(struct iscsisrv_conn *c);
 uint8_t *iscsisrv_session_data_dest(struct iscsisrv_conn *c, const uint8_t *bhs,
 				    struct iscsisrv_task **tp);
 void iscsisrv_session_data_release(struct iscsisrv_task *t);
+/* For a SCSI Command whose header @bhs (no AHS, no digests) has arrived but
+ * not all its immediate data: a buffer for the command's whole transfer
+ * (c->cmd_buf) to receive that data into, if the session would take the
+ * command at once as it is, else NULL. Handing the PDU to
+ * iscsisrv_session_pdu with its data in cmd_buf gives the buffer to the
+ * command's task; iscsisrv_session_cmd_dest_drop frees it otherwise. */
+uint8_t *iscsisrv_session_cmd_dest(struct iscsisrv_conn *c, const uint8_t *bhs);
+void iscsisrv_session_cmd_dest_drop(struct iscsisrv_conn *c);
 /* Whether parsing may go on (free slots, budget, no TMF or logout waiting). */
 bool iscsisrv_session_can_parse(const struct iscsisrv_conn *c);
+/* Sends a Reject (RFC 7143 §11.17) with @reason, carrying the rejected
+ * header @bhs; full feature phase only (it advances StatSN). */
+void iscsisrv_reject(struct iscsisrv_conn *c, const uint8_t *bhs, uint8_t reason);
 
 /* server.c: shared helpers. */
 /* Allocates a control PDU with @dlen data bytes (header zeroed). */
@@ -256,6 +272,14 @@ struct iscsisrv_ctl *iscsisrv_ctl_new(struct iscsisrv_conn *c, uint32_t dlen);
 void iscsisrv_ctl_send(struct iscsisrv_conn *c, struct iscsisrv_ctl *ctl);
 /* Writes the header digest of @hdr when negotiated. */
 void iscsisrv_hdr_digest(const struct iscsisrv_conn *c, uint8_t *hdr);
+/* Writes the padding of @len data bytes at @data, and their data digest
+ * when negotiated, into @tr; returns the trailer's length (0 to 7). */
+uint32_t iscsisrv_data_trailer(const struct iscsisrv_conn *c, const void *data, uint32_t len,
+			       uint8_t tr[8]);
+/* Points @tx at @iovcnt iovecs at @iov (borrowed until @sent) and queues
+ * it for the end of this loop pass (netsrv_tx_schedule). */
+void iscsisrv_tx_send(struct iscsisrv_conn *c, struct netsrv_tx *tx, struct iovec *iov,
+		      unsigned iovcnt, void (*sent)(struct netsrv_conn *nc, struct netsrv_tx *tx));
 /* Bytes of a header with its digest. */
 static inline unsigned iscsisrv_hdr_bytes(const struct iscsisrv_conn *c)
 {

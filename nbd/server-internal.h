@@ -83,17 +83,27 @@
 
 /* ---- the server --------------------------------------------------------- */
 
+struct nbdsrv_xmit;
+
 /* Latency bins of the export statistics (common/histo.h). */
 #define NBDSRV_LAT_BITS 3u
 #define NBDSRV_LAT_BINS HISTO_SIZE(NBDSRV_LAT_BITS)
 
-/* Counters of one request class; relaxed atomics bumped by every worker
- * that serves the export. XXX: one set of cache lines shared by all
- * workers; per-worker counters summed on read would keep the hot path
- * free of shared lines (docs/ctl.md, "stats"). */
+/* Counters of one request class kept by one connection in transmission
+ * (struct nbdsrv_xmit): only the connection's worker writes them, with a
+ * relaxed load and store (no locked read-modify-write, no cache line
+ * shared with another worker); nbdsrv_export_stats reads them, relaxed,
+ * under nbdsrv.lock. The latency maximum is not here: see
+ * nbdsrv_export.lat_max_ns. */
 struct nbdsrv_op_counters {
-	_Atomic uint64_t ops, bytes, errors, lat_sum_ns, lat_max_ns;
+	_Atomic uint64_t ops, bytes, errors, lat_sum_ns;
 	_Atomic uint64_t lat[NBDSRV_LAT_BINS];
+};
+
+/* The same counters as plain sums (under nbdsrv.lock). */
+struct nbdsrv_op_sums {
+	uint64_t ops, bytes, errors, lat_sum_ns;
+	uint64_t lat[NBDSRV_LAT_BINS];
 };
 
 /*
@@ -111,7 +121,17 @@ struct nbdsrv_export {
 	_Atomic unsigned refs;
 	bool removing;              /* hidden from clients (under nbdsrv.lock) */
 	uint64_t since_ns;          /* statistics count from here (under nbdsrv.lock) */
-	struct nbdsrv_op_counters st[NBDSRV_STAT_COUNT];
+	/* Statistics (docs/ctl.md, "stats"): what is reported is retired +
+	 * the live connections' counters - base, each under nbdsrv.lock.
+	 * @retired: the counters of connections that have closed; @base: the
+	 * total at the last reset, so a reset never writes a counter a worker
+	 * owns. */
+	struct nbdsrv_op_sums retired[NBDSRV_STAT_COUNT];
+	struct nbdsrv_op_sums base[NBDSRV_STAT_COUNT];
+	/* Largest latency since the last reset, per class: shared by every
+	 * worker, but read on each request and written only when a request
+	 * beats it, so the line stays shared in every cache. */
+	_Atomic uint64_t lat_max_ns[NBDSRV_STAT_COUNT];
 };
 
 /*
@@ -137,10 +157,13 @@ void nbdsrv_export_put(struct nbdsrv_export *e);
 /* Binds connection @c to @e as it enters transmission (c->exp): false if
  * @e is being removed (the caller then closes the connection). */
 bool nbdsrv_conn_bind(struct nbdsrv_conn *c, struct nbdsrv_export *e);
-/* Counts a finished request of NBD command @type for the export's
- * statistics. */
-void nbdsrv_stats_count(struct nbdsrv_export *e, uint16_t type, uint32_t len, bool failed,
+/* Counts a finished request of NBD command @type of connection @x for
+ * its export's statistics; on @x's worker. */
+void nbdsrv_stats_count(struct nbdsrv_xmit *x, uint16_t type, uint32_t len, bool failed,
 			uint64_t lat_ns);
+/* Adds the counters of connection @c to its export's retired sums as it
+ * leaves the connection list; under nbdsrv.lock. */
+void nbdsrv_stats_retire(struct nbdsrv_conn *c);
 
 /* ---- connections -------------------------------------------------------- */
 
@@ -151,7 +174,6 @@ struct nbdsrv_rbuf {
 };
 
 struct nbdsrv_conn;
-struct nbdsrv_xmit;
 
 /* A request slot (preallocated per connection). */
 struct nbdsrv_req {
@@ -260,6 +282,9 @@ struct nbdsrv_xmit {
 	unsigned napool, apool_cap;
 	struct iovec *arx;          /* the receive's view of a payload */
 	uint64_t nadopted;          /* blocks the disk kept */
+	/* This connection's share of its export's statistics (written by
+	 * the worker alone; read under nbdsrv.lock while c->exp is set). */
+	struct nbdsrv_op_counters st[NBDSRV_STAT_COUNT];
 };
 
 /* A connection's NBD state: the engine's private area (proto.priv_bytes).

@@ -18,8 +18,10 @@
  *   drains the bound connections through a task posted to each one's
  *   worker (the only thread that may touch a connection), found again by
  *   id there, since it may have ended meanwhile.
- * - Statistics: each finished request bumps relaxed atomic counters and a
- *   latency bin of its export (nbdsrv_stats_count).
+ * - Statistics: each finished request bumps its connection's counters
+ *   and latency bin (nbdsrv_stats_count; one writer each, no shared
+ *   line); a stats call sums the export's live connections with what
+ *   closed ones left behind, less the total at the last reset.
  * - A connection's NBD state is split by phase (server-internal.h): the
  *   handshake state exists from the greeting to GO/EXPORT_NAME, the
  *   transmission state from then on; struct nbdsrv_conn, in the engine's
@@ -124,6 +126,7 @@ static void srv_conn_free(struct netsrv_conn *nc)
 	if (!c->nc)
 		return;             /* never started */
 	pthread_mutex_lock(&c->srv->lock);
+	nbdsrv_stats_retire(c);
 	if (c->listed) {
 		if (c->prev)
 			c->prev->next = c->next;
@@ -455,29 +458,53 @@ static enum nbdsrv_stat_class stat_class(uint16_t type)
 	}
 }
 
-void nbdsrv_stats_count(struct nbdsrv_export *e, uint16_t type, uint32_t len, bool failed,
+/* Adds 1 to a counter only this thread writes (see struct
+ * nbdsrv_op_counters): a plain load and store, no locked instruction. */
+static inline void bump(_Atomic uint64_t *v, uint64_t n)
+{
+	atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+void nbdsrv_stats_count(struct nbdsrv_xmit *x, uint16_t type, uint32_t len, bool failed,
 			uint64_t lat_ns)
 {
-	struct nbdsrv_op_counters *k = &e->st[stat_class(type)];
+	enum nbdsrv_stat_class cls = stat_class(type);
+	struct nbdsrv_op_counters *k = &x->st[cls];
+	_Atomic uint64_t *maxp = &x->exp->lat_max_ns[cls];
 	const memory_order rx = memory_order_relaxed;
-	uint64_t max = atomic_load_explicit(&k->lat_max_ns, rx);
+	uint64_t max = atomic_load_explicit(maxp, rx);
 
-	atomic_fetch_add_explicit(&k->ops, 1, rx);
+	bump(&k->ops, 1);
 	if (failed)
-		atomic_fetch_add_explicit(&k->errors, 1, rx);
+		bump(&k->errors, 1);
 	else if (type == NBDW_CMD_READ || type == NBDW_CMD_WRITE)
-		atomic_fetch_add_explicit(&k->bytes, len, rx);
-	atomic_fetch_add_explicit(&k->lat_sum_ns, lat_ns, rx);
-	atomic_fetch_add_explicit(&k->lat[histo_index(lat_ns, NBDSRV_LAT_BITS)], 1, rx);
-	while (lat_ns > max &&
-	       !atomic_compare_exchange_weak_explicit(&k->lat_max_ns, &max, lat_ns, rx, rx))
+		bump(&k->bytes, len);
+	bump(&k->lat_sum_ns, lat_ns);
+	bump(&k->lat[histo_index(lat_ns, NBDSRV_LAT_BITS)], 1);
+	while (lat_ns > max && !atomic_compare_exchange_weak_explicit(maxp, &max, lat_ns, rx, rx))
 		;
 }
 
-static uint64_t take(_Atomic uint64_t *v, bool reset)
+/* @sum += the counters of @k (read relaxed; their worker may be adding). */
+static void sums_add(struct nbdsrv_op_sums *sum, const struct nbdsrv_op_counters *k)
 {
-	return reset ? atomic_exchange_explicit(v, 0, memory_order_relaxed)
-		     : atomic_load_explicit(v, memory_order_relaxed);
+	const memory_order rx = memory_order_relaxed;
+
+	sum->ops += atomic_load_explicit(&k->ops, rx);
+	sum->bytes += atomic_load_explicit(&k->bytes, rx);
+	sum->errors += atomic_load_explicit(&k->errors, rx);
+	sum->lat_sum_ns += atomic_load_explicit(&k->lat_sum_ns, rx);
+	for (unsigned i = 0; i < NBDSRV_LAT_BINS; i++)
+		sum->lat[i] += atomic_load_explicit(&k->lat[i], rx);
+}
+
+void nbdsrv_stats_retire(struct nbdsrv_conn *c)
+{
+	if (!c->exp || !c->x)
+		return;
+	for (unsigned k = 0; k < NBDSRV_STAT_COUNT; k++)
+		sums_add(&c->exp->retired[k], &c->x->st[k]);
 }
 
 /* The smallest bin value holding at least ceil(q * n) of @bins, clamped
@@ -497,10 +524,22 @@ static uint64_t lat_quantile(const uint64_t *bins, uint64_t n, double q, uint64_
 	return max;
 }
 
+/* Totals of export @e's class @cls: retired + every live connection's
+ * (under s->lock, which keeps the connections and their counters). */
+static void export_totals(struct nbdsrv *s, struct nbdsrv_export *e, unsigned cls,
+			  struct nbdsrv_op_sums *t)
+{
+	*t = e->retired[cls];
+	for (const struct nbdsrv_conn *c = s->conns; c; c = c->next)
+		if (c->exp == e && c->x)
+			sums_add(t, &c->x->st[cls]);
+}
+
 int nbdsrv_export_stats(struct nbdsrv *s, const char *name, bool reset, struct nbdsrv_stats *out)
 {
 	struct nbdsrv_export *e;
 	uint64_t now = reactor_now_ns();
+	struct nbdsrv_op_sums sums, *t = &sums;   /* 4 KiB */
 
 	pthread_mutex_lock(&s->lock);
 	e = find_locked(s, name, strlen(name), NULL);
@@ -512,21 +551,38 @@ int nbdsrv_export_stats(struct nbdsrv *s, const char *name, bool reset, struct n
 	if (reset)
 		e->since_ns = now;
 	for (unsigned c = 0; c < NBDSRV_STAT_COUNT; c++) {
-		struct nbdsrv_op_counters *k = &e->st[c];
+		struct nbdsrv_op_sums *b = &e->base[c];
 		struct nbdsrv_op_stats *o = &out->op[c];
-		uint64_t bins[NBDSRV_LAT_BINS], n = 0, sum;
+		uint64_t n = 0;
 
-		o->ops = take(&k->ops, reset);
-		o->bytes = take(&k->bytes, reset);
-		o->errors = take(&k->errors, reset);
-		sum = take(&k->lat_sum_ns, reset);
-		o->lat_max_ns = take(&k->lat_max_ns, reset);
-		for (unsigned i = 0; i < NBDSRV_LAT_BINS; i++)
-			n += bins[i] = take(&k->lat[i], reset);
-		o->lat_mean_ns = n ? sum / n : 0;
-		o->lat_p50_ns = lat_quantile(bins, n, 0.50, o->lat_max_ns);
-		o->lat_p90_ns = lat_quantile(bins, n, 0.90, o->lat_max_ns);
-		o->lat_p99_ns = lat_quantile(bins, n, 0.99, o->lat_max_ns);
+		/* Counters only grow, and base is a total taken earlier
+		 * under this lock, so every difference is >= 0 and every
+		 * request lands in exactly one interval between resets. */
+		export_totals(s, e, c, t);
+		o->ops = t->ops - b->ops;
+		o->bytes = t->bytes - b->bytes;
+		o->errors = t->errors - b->errors;
+		o->lat_max_ns = reset ? atomic_exchange_explicit(&e->lat_max_ns[c], 0,
+								 memory_order_relaxed)
+				      : atomic_load_explicit(&e->lat_max_ns[c], memory_order_relaxed);
+		for (unsigned i = 0; i < NBDSRV_LAT_BINS; i++) {
+			uint64_t v = t->lat[i] - b->lat[i];
+
+			n += v;
+			if (reset)
+				b->lat[i] = t->lat[i];
+			t->lat[i] = v;
+		}
+		o->lat_mean_ns = n ? (t->lat_sum_ns - b->lat_sum_ns) / n : 0;
+		o->lat_p50_ns = lat_quantile(t->lat, n, 0.50, o->lat_max_ns);
+		o->lat_p90_ns = lat_quantile(t->lat, n, 0.90, o->lat_max_ns);
+		o->lat_p99_ns = lat_quantile(t->lat, n, 0.99, o->lat_max_ns);
+		if (reset) {
+			b->ops = t->ops;
+			b->bytes = t->bytes;
+			b->errors = t->errors;
+			b->lat_sum_ns = t->lat_sum_ns;
+		}
 	}
 	pthread_mutex_unlock(&s->lock);
 	return 0;

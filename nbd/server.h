@@ -117,8 +117,9 @@ struct nbdsrv_stats {
 };
 
 /* Reads the statistics of export @name into *@out; @reset restarts them
- * (each counter is read and cleared atomically; the set as a whole is
- * not). Returns 0 or -ENOENT. Any thread. */
+ * (every request is counted in exactly one interval between resets; the
+ * set as a whole is not a snapshot of one instant). Returns 0 or
+ * -ENOENT. Any thread. */
 int nbdsrv_export_stats(struct nbdsrv *s, const char *name, bool reset, struct nbdsrv_stats *out);
 /* The name of a class ("read", "write", "flush", "trim", "zero", "other"). */
 const char *nbdsrv_stat_class_name(enum nbdsrv_stat_class c);

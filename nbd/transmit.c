@@ -508,7 +508,7 @@ static void xmit_reply(struct nbdsrv_req *req)
 	struct nbdsrv_xmit *x = req->x;
 	unsigned n;
 
-	nbdsrv_stats_count(x->exp, req->type, req->len, req->error != 0,
+	nbdsrv_stats_count(x, req->type, req->len, req->error != 0,
 			   reactor_now_ns() - req->t0_ns);
 
 	if (netsrv_conn_closing(x->nc)) {

@@ -744,19 +744,22 @@ static void conn_ms_cqe(struct reactor_op *op, int res)
 	conn_ms_serve(c, true);
 }
 
-/* Starts the receive of the protocol's target (rx_iov). */
-static void conn_rx_start(struct netsrv_conn *c, size_t len)
+/* Starts the receive of the protocol's target (rx_iov); @direct: past
+ * the multishot ring whatever the size (netsrv_rx_exact). */
+static void conn_rx_start(struct netsrv_conn *c, size_t len, bool direct)
 {
 	if (!conn_ms_use(c)) {
 		conn_rx_direct(c);
 		return;
 	}
 	c->rx_want = true;
-	c->rx_direct = (c->rx_all || c->rx_iov != &c->rx_one) && len >= NETSRV_MS_DIRECT_BYTES;
+	c->rx_direct = direct ||
+		       ((c->rx_all || c->rx_iov != &c->rx_one) && len >= NETSRV_MS_DIRECT_BYTES);
 	conn_ms_serve(c, false);
 }
 
-void netsrv_rx(struct netsrv_conn *c, void *buf, size_t len, bool all, netsrv_rx_cb cb)
+static void conn_rx_buf(struct netsrv_conn *c, void *buf, size_t len, bool all, bool direct,
+			netsrv_rx_cb cb)
 {
 	assert(!netsrv_rx_busy(c) && !c->closing && len > 0);
 	c->rx_cb = cb;
@@ -772,7 +775,17 @@ void netsrv_rx(struct netsrv_conn *c, void *buf, size_t len, bool all, netsrv_rx
 	c->rx_iov = &c->rx_one;
 	c->rx_iovcnt = 1;
 	c->rx_all = all;
-	conn_rx_start(c, len);
+	conn_rx_start(c, len, direct);
+}
+
+void netsrv_rx(struct netsrv_conn *c, void *buf, size_t len, bool all, netsrv_rx_cb cb)
+{
+	conn_rx_buf(c, buf, len, all, false, cb);
+}
+
+void netsrv_rx_exact(struct netsrv_conn *c, void *buf, size_t len, netsrv_rx_cb cb)
+{
+	conn_rx_buf(c, buf, len, true, true, cb);
 }
 
 void netsrv_rxv(struct netsrv_conn *c, struct iovec *iov, int iovcnt, netsrv_rx_cb cb)
@@ -786,7 +799,7 @@ void netsrv_rxv(struct netsrv_conn *c, struct iovec *iov, int iovcnt, netsrv_rx_
 	c->rx_iov = iov;
 	c->rx_iovcnt = iovcnt;
 	c->rx_all = true;
-	conn_rx_start(c, len);
+	conn_rx_start(c, len, false);
 }
 
 /* ---- send -------------------------------------------------------------------- */

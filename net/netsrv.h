@@ -276,6 +276,13 @@ void netsrv_conn_maybe_free(struct netsrv_conn *c);
  * plaintext sockets only; the count may still be short). One receive at a
  * time. */
 void netsrv_rx(struct netsrv_conn *c, void *buf, size_t len, bool all, netsrv_rx_cb cb);
+/* Receives @len bytes into @buf (borrowed until @cb) with one-shot
+ * receives that wait for all of them, past the multishot ring (bytes it
+ * already holds come first): for a header the protocol expects to be
+ * followed by a payload it will receive in place, so that the ring does
+ * not take that payload first and make it a copy. The count may still be
+ * short. Under TLS or without the ring it is netsrv_rx(..., true, @cb). */
+void netsrv_rx_exact(struct netsrv_conn *c, void *buf, size_t len, netsrv_rx_cb cb);
 /* Receives exactly the bytes @iov describes (netsrv_conn_can_rxv must be
  * true); @iov (borrowed) stays valid until @cb runs. */
 void netsrv_rxv(struct netsrv_conn *c, struct iovec *iov, int iovcnt, netsrv_rx_cb cb);

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 
 #include "common/ascii.h"
@@ -312,6 +313,11 @@ int nvmeemu_subsys_remove_ns(struct nvmeemu_subsys *s, uint32_t nsid)
 		disk_unwatch_resize(ns->disk, &ns->watch);
 		ns->watching = false;
 	}
+	/* Commands hold a reference each (nvmeemu_ns_get); the namespace's
+	 * own is the last. Waiting for them lets the caller's flush of the
+	 * disk cover every write the namespace took (nvme.h). */
+	while (atomic_load(&ns->refs) > 1)
+		usleep(1000);
 	nvmeemu_ns_put(ns);
 	return 0;
 }

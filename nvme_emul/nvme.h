@@ -175,8 +175,11 @@ const char *nvmeemu_subsys_nqn(const struct nvmeemu_subsys *s);
 int nvmeemu_subsys_add_ns(struct nvmeemu_subsys *s, uint32_t nsid, struct disk *disk,
 			  char *err, size_t errlen);
 /* Detaches namespace @nsid from every controller (each gets the event)
- * and drops it; commands still running on it finish normally. Any
- * thread. -ENOENT when there is no such namespace. */
+ * and drops it; commands still running on it finish normally, and the
+ * call returns once they have (so a flush of the disk after it covers
+ * every write the namespace took). -ENOENT when there is no such
+ * namespace. Any thread but a reactor thread serving the subsystem (it
+ * blocks). */
 int nvmeemu_subsys_remove_ns(struct nvmeemu_subsys *s, uint32_t nsid);
 
 /* ---- controllers ---------------------------------------------------------- */

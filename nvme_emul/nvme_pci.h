@@ -75,8 +75,10 @@ struct nvmeemu_pci_opts {
 	unsigned nr_reactors;
 };
 
-/* Fills @o for a subsystem that carries PCI functions: queue creation is
- * the transport's, SGLs are supported (SGLS 1), PCI vendor ids @vid. */
+/* Sets the fields of @o that a subsystem carrying PCI functions needs:
+ * queue creation is the transport's, SGLs are supported (SGLS 1), PCI
+ * vendor ids @vid. The other fields stay the caller's: start from a
+ * zeroed struct (and set nqn, serial, ... before or after). */
 void nvmeemu_pci_subsys_opts(struct nvmeemu_subsys_opts *o, uint16_t vid);
 
 /*

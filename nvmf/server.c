@@ -1344,6 +1344,12 @@ void nvmfsrv_subsys_opts(struct nvmeemu_subsys_opts *o)
 	o->ioccsz = NVMF_IOCCSZ;
 	o->iorcsz = 1;
 	o->maxcmd = NVMF_SLOTS;
+	/* 1 MiB commands (4 KiB << 8, the whole of NVMF_MAX_XFER) unless the
+	 * caller chose: with the core's default of 256 KiB a host splits each
+	 * MiB into four commands, and over TCP every write command costs an
+	 * R2T round trip before its data (docs/bench-nvme.md). */
+	if (!o->mdts)
+		o->mdts = 8;
 }
 
 int nvmfsrv_new(const struct nvmfsrv_opts *o, struct nvmfsrv **out)

@@ -6,11 +6,20 @@
  * Notes on the design
  * -------------------
  * - A target holds a fixed table of SCSI_MAX_LUNS LU pointers and the
- *   list of its nexuses under target->lock. An LU is added once and never
- *   removed: a slot is published with a release store under the lock and
- *   read with an acquire load and no lock, so an LU added while nexuses
- *   run (hot-add, which a transport announces to its initiator through
- *   the event listener) appears whole or not at all.
+ *   list of its nexuses under target->lock. A slot is published with a
+ *   release store under the lock and read with an acquire load and no
+ *   lock, so an LU added while nexuses run (hot-add, which a transport
+ *   announces to its initiator through the event listener) appears whole
+ *   or not at all.
+ * - Hot-remove (scsi_target_remove_lu) empties the slot, then waits for
+ *   lu->inflight, the commands that hold the LU, to drain. A command
+ *   counts itself in inflight and then reads the slot again: either it
+ *   sees the LU still there (and the remover, whose store comes later in
+ *   the single total order of these seq_cst operations, sees the count),
+ *   or it backs out and answers as for an absent LUN. Because a command
+ *   may still touch the count after loading a stale pointer, the LU's
+ *   memory is kept (t->retired) until the target is freed; its disk,
+ *   PR state and watches are released at once.
  * - Per (LU, nexus) state — the unit-attention queue and the PREVENT bit —
  *   lives in the nexus (one struct itl per LUN, so no allocation when a
  *   UA is queued) and is protected by that LU's lock. The LU's shared
@@ -40,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 
 #include "common/ascii.h"
@@ -79,6 +89,7 @@ struct scsi_target {
 	bool had_nexus;
 	scsi_event_fn *event_fn;            /* the transport's listener, or NULL */
 	void *event_opaque;
+	struct scsi_lu *retired;            /* removed LUs, freed with the target (notes) */
 };
 
 struct scsi_lu {
@@ -106,6 +117,8 @@ struct scsi_lu {
 	atomic_bool wce;                    /* read on every write without the lock */
 	atomic_bool swp;                    /* the control page's SWP */
 	atomic_bool ejected;                /* a removable disk's medium is out */
+	atomic_uint inflight;               /* commands holding the LU (notes: hot-remove) */
+	struct scsi_lu *next_retired;       /* under t->lock */
 };
 
 /* lu.c's per-command state, in scsi_cmd.core_ctx. */
@@ -321,17 +334,29 @@ fail:
 	return r;
 }
 
+/* Releases what @lu holds besides its memory and lock (hot-remove keeps
+ * those: see the notes). */
+static void lu_release(struct scsi_lu *lu)
+{
+	if (lu->watching)
+		disk_unwatch_resize(lu->disk, &lu->watch);
+	lu->watching = false;
+	if (lu->sbc)
+		scsi_sbc_lu_fini(lu->sbc);
+	lu->sbc = NULL;
+	scsi_pr_free(lu->pr);
+	lu->pr = NULL;
+	scsi_dvd_free(lu->dvd);
+	lu->dvd = NULL;
+	disk_unref(lu->disk);
+	lu->disk = NULL;
+}
+
 void scsi_lu_free(struct scsi_lu *lu)
 {
 	if (!lu)
 		return;
-	if (lu->watching)
-		disk_unwatch_resize(lu->disk, &lu->watch);
-	if (lu->sbc)
-		scsi_sbc_lu_fini(lu->sbc);
-	scsi_pr_free(lu->pr);
-	scsi_dvd_free(lu->dvd);
-	disk_unref(lu->disk);
+	lu_release(lu);
 	pthread_mutex_destroy(&lu->lock);
 	free(lu);
 }
@@ -420,6 +445,23 @@ int scsi_target_new(const char *name, struct scsi_target **out)
 	return 0;
 }
 
+/* REPORTED LUNS DATA HAS CHANGED (SPC-4 §6.33, 3Fh/0Eh) for every
+ * nexus on every LU the target has now. Under t->lock. */
+static void target_queue_inventory_ua_locked(struct scsi_target *t)
+{
+	for (struct scsi_nexus *n = t->nexuses; n; n = n->next) {
+		for (unsigned i = 0; i < SCSI_MAX_LUNS; i++) {
+			struct scsi_lu *o = t->luns[i];
+
+			if (!o)
+				continue;
+			pthread_mutex_lock(&o->lock);
+			itl_queue_ua(&n->itl[i], 0x3F, 0x0E);
+			pthread_mutex_unlock(&o->lock);
+		}
+	}
+}
+
 int scsi_target_add_lu(struct scsi_target *t, unsigned lun, struct scsi_lu *lu)
 {
 	char tag[16];
@@ -457,18 +499,9 @@ int scsi_target_add_lu(struct scsi_target *t, unsigned lun, struct scsi_lu *lu)
 		/* Hot-add. The new LU starts as after power on for every
 		 * nexus; the others report the new inventory (SPC-4 §6.33:
 		 * REPORTED LUNS DATA HAS CHANGED, 3Fh/0Eh). */
-		for (struct scsi_nexus *n = t->nexuses; n; n = n->next) {
+		for (struct scsi_nexus *n = t->nexuses; n; n = n->next)
 			itl_queue_ua(&n->itl[lun], 0x29, 0x00);
-			for (unsigned i = 0; i < SCSI_MAX_LUNS; i++) {
-				struct scsi_lu *o = t->luns[i];
-
-				if (!o)
-					continue;
-				pthread_mutex_lock(&o->lock);
-				itl_queue_ua(&n->itl[i], 0x3F, 0x0E);
-				pthread_mutex_unlock(&o->lock);
-			}
-		}
+		target_queue_inventory_ua_locked(t);
 	}
 	__atomic_store_n(&t->luns[lun], lu, __ATOMIC_RELEASE);
 	if (t->had_nexus)
@@ -480,6 +513,46 @@ int scsi_target_add_lu(struct scsi_target *t, unsigned lun, struct scsi_lu *lu)
 struct scsi_lu *scsi_target_lu(const struct scsi_target *t, unsigned lun)
 {
 	return lun < SCSI_MAX_LUNS ? __atomic_load_n(&t->luns[lun], __ATOMIC_ACQUIRE) : NULL;
+}
+
+int scsi_target_remove_lu(struct scsi_target *t, unsigned lun)
+{
+	struct scsi_lu *lu;
+
+	if (lun >= SCSI_MAX_LUNS)
+		return -ENOENT;
+	pthread_mutex_lock(&t->lock);
+	lu = t->luns[lun];
+	if (!lu) {
+		pthread_mutex_unlock(&t->lock);
+		return -ENOENT;
+	}
+	__atomic_store_n(&t->luns[lun], NULL, __ATOMIC_SEQ_CST);
+	/* SPC-4 §6.33: the other LUs report the new inventory; the slot's
+	 * per-nexus state goes, so that a LU added there later starts
+	 * clean (hot-add queues its power-on UA). */
+	target_queue_inventory_ua_locked(t);
+	lu->next_retired = t->retired;
+	t->retired = lu;
+	pthread_mutex_unlock(&t->lock);
+
+	/* Drain: commands already past the slot finish normally (a disk
+	 * request cannot be recalled); new ones see the LUN absent. */
+	while (atomic_load(&lu->inflight) != 0) {
+		struct timespec ts = { .tv_nsec = 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&lu->lock);
+	for (struct scsi_nexus *n = t->nexuses; n; n = n->next)
+		n->itl[lun] = (struct itl){ 0 };
+	lu->prevent_count = 0;
+	lu->spc2_holder = NULL;
+	pthread_mutex_unlock(&lu->lock);
+	pthread_mutex_unlock(&t->lock);
+	lu_release(lu);
+	return 0;
 }
 
 void scsi_target_set_event_fn(struct scsi_target *t, scsi_event_fn *fn, void *opaque)
@@ -502,6 +575,12 @@ void scsi_target_free(struct scsi_target *t)
 	assert(!t->nexuses);
 	for (unsigned i = 0; i < SCSI_MAX_LUNS; i++)
 		scsi_lu_free(t->luns[i]);
+	while (t->retired) {
+		struct scsi_lu *lu = t->retired;
+
+		t->retired = lu->next_retired;
+		scsi_lu_free(lu);
+	}
 	pthread_mutex_destroy(&t->lock);
 	free(t->name);
 	free(t);
@@ -730,6 +809,10 @@ int scsi_lu_reset(struct scsi_nexus *n, uint64_t lun)
 	if (!lu)
 		return -ENOENT;
 	pthread_mutex_lock(&t->lock);
+	if (t->luns[l] != lu) {             /* removed meanwhile */
+		pthread_mutex_unlock(&t->lock);
+		return -ENOENT;
+	}
 	lu_reset_locked(lu, 0x03);
 	pthread_mutex_unlock(&t->lock);
 	return 0;
@@ -799,6 +882,8 @@ void scsi_cmd_finish(struct scsi_cmd *cmd)
 		disk_unref(s->medium);
 		s->medium = NULL;
 	}
+	if (s->lu)
+		atomic_fetch_sub(&s->lu->inflight, 1);
 	atomic_fetch_sub_explicit(&cmd->nexus->inflight, 1, memory_order_relaxed);
 	if (s->in_submit) {
 		s->task.fn = cmd_done_task;
@@ -876,6 +961,14 @@ void scsi_cmd_submit(struct scsi_cmd *cmd)
 	lun = scsi_lun_decode(cmd->lun);
 	if (lun >= 0 && lun < SCSI_MAX_LUNS)
 		lu = scsi_target_lu(t, (unsigned)lun);
+	if (lu) {
+		/* See the notes (hot-remove). */
+		atomic_fetch_add(&lu->inflight, 1);
+		if (__atomic_load_n(&t->luns[lun], __ATOMIC_SEQ_CST) != lu) {
+			atomic_fetch_sub(&lu->inflight, 1);
+			lu = NULL;
+		}
+	}
 	s->lu = lu;
 
 	if (!lu) {

@@ -519,13 +519,16 @@ static void pr_enqueue(struct pr_ctx *c)
 		pr_start(c);
 }
 
-/* Ends the running command and starts the next one on its reactor. */
+/* Ends the running command and starts the next one on its reactor. The
+ * hand-off comes first: once the command is finished, a LU removed under
+ * it may free @pr (scsi_target_remove_lu waits only for commands), so
+ * nothing of the LU is touched after scsi_cmd_finish unless the next
+ * command, still in flight, keeps it. */
 static void pr_finish(struct pr_ctx *c)
 {
 	struct scsi_pr *pr = c->pr;
 	struct pr_ctx *next;
 
-	scsi_cmd_finish(c->cmd);
 	pthread_mutex_lock(&pr->lock);
 	next = pr->queue;
 	if (next) {
@@ -536,6 +539,7 @@ static void pr_finish(struct pr_ctx *c)
 		pr->busy = false;
 	}
 	pthread_mutex_unlock(&pr->lock);
+	scsi_cmd_finish(c->cmd);
 	pr_ctx_free(c);
 	if (next) {
 		next->task.fn = pr_start_task;

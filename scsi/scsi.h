@@ -130,6 +130,13 @@ int scsi_target_new(const char *name, struct scsi_target **out);
  * CHANGED (3Fh/0Eh) on the others, and the listener SCSI_EVENT_LUN_ADDED.
  * Any thread. */
 int scsi_target_add_lu(struct scsi_target *t, unsigned lun, struct scsi_lu *lu);
+/* Hot-remove: LUN @lun disappears at once (new commands get LOGICAL
+ * UNIT NOT SUPPORTED, REPORT LUNS leaves it out), every nexus gets
+ * REPORTED LUNS DATA HAS CHANGED (3Fh/0Eh) on the remaining LUs, and the
+ * call waits until the commands already running on it have finished,
+ * then releases its disk. -ENOENT when there is no such LU. Any thread
+ * but a reactor thread serving the target (it blocks). */
+int scsi_target_remove_lu(struct scsi_target *t, unsigned lun);
 /* The LU at @lun, or NULL. */
 struct scsi_lu *scsi_target_lu(const struct scsi_target *t, unsigned lun);
 const char *scsi_target_name(const struct scsi_target *t);

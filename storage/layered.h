@@ -140,6 +140,67 @@ unsigned layered_disk_layer_count(struct disk *d);
 /* Layer @i of a layered disk (borrowed), NULL if out of range. */
 struct layer *layered_disk_layer(struct disk *d, unsigned i);
 
+/* ---- commit (layered-commit.c, docs/layered.md "Commit") --------------- */
+
+/* A commit of a layered disk's top layer into the disk below it. */
+struct layered_commit;
+
+enum layered_commit_state {
+	LAYERED_COMMIT_RUNNING = 0,
+	LAYERED_COMMIT_DONE,         /* everything copied, the target flushed */
+	LAYERED_COMMIT_FAILED,       /* stopped at an error (progress.error) */
+	LAYERED_COMMIT_CANCELLED,    /* stopped by layered_commit_cancel */
+};
+
+/* What a commit has done so far. */
+struct layered_commit_progress {
+	enum layered_commit_state state;
+	uint64_t done_sectors;       /* sectors written to the target, every pass */
+	uint64_t total_sectors;      /* the top layer's sectors found to copy: those
+	                              * present at the start, plus those of chunks
+	                              * written again during the commit; grows */
+	unsigned passes;             /* passes over the dirty chunks started */
+	int error;                   /* FAILED: -errno */
+	char message[160];           /* FAILED: what failed, with the sector */
+};
+
+/* Short name of a state ("running", "done", "failed", "cancelled"). */
+const char *layered_commit_state_str(enum layered_commit_state s);
+
+/*
+ * Starts copying what the top layer of layered disk @d holds (data and
+ * zeroed runs; absent sectors are left alone) into @target, on a thread
+ * of its own, while @d keeps serving I/O. @target must be a writable
+ * handle on the same data as the layers below the top (the caller opens
+ * it; the usual case reopens the spec of a memdiff:/sqldiff: overlay's
+ * lower disk writable), with the same sector size and at least as many
+ * sectors as the top layer. Writes to @d during the commit go to the top
+ * layer as always; chunks written after their copy started are copied
+ * again, and the job ends when a pass over the dirty chunks finds none,
+ * with a flush of @target. The top layer keeps its contents (it still
+ * answers reads; they now equal the target's).
+ * @d is borrowed (the commit takes its own reference); @target is taken
+ * over on success. Returns 0, or with a message in @err: -EINVAL (@d
+ * cannot be committed: not an overlay, a read cache on top, geometry),
+ * -EROFS (@target is read-only), -EFBIG (the top layer is larger than
+ * @target), -EBUSY (a commit of @d is running), -ENOMEM, or the error of
+ * creating the thread. Any thread.
+ */
+int layered_commit_start(struct disk *d, struct disk *target, struct layered_commit **out,
+			 char *err, size_t errlen);
+/* Fills @p with the commit's progress. Any thread. */
+void layered_commit_poll(struct layered_commit *c, struct layered_commit_progress *p);
+/* Asks a running commit to stop (it stops between two pieces of at most
+ * 1 MiB of data or zeroes, leaving the target flushed with part of the top layer's data:
+ * the layered disk reads the same as before). No-op once it has ended.
+ * Any thread. */
+void layered_commit_cancel(struct layered_commit *c);
+/* Waits until the commit has ended, then fills @p (NULL allowed). */
+void layered_commit_wait(struct layered_commit *c, struct layered_commit_progress *p);
+/* Cancels, waits, and frees the commit (its references to @d and the
+ * target). NULL allowed. */
+void layered_commit_free(struct layered_commit *c);
+
 /* ---- the RAM layer (ramlayer.c, §4.1) ---------------------------------- */
 
 /* Creates a RAM layer. @size_bytes 0 = inherit from the lower layer;

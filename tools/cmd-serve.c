@@ -601,8 +601,10 @@ int cmd_serve(int argc, char **argv)
 			vhost_disk = disk_ref(d);
 			svh.spec_text = exports[i].spec_text;
 		}
-		if (snv.listen && exports[i].name[0] == '\0' && optind < argc)
+		if (snv.listen && exports[i].name[0] == '\0' && optind < argc) {
 			nvmf_disk = disk_ref(d);   /* SPEC is also namespace 1 */
+			snv.default_spec = exports[i].spec_text;
+		}
 		if (!nbd_on) {
 			disk_unref(d);
 			continue;
@@ -677,6 +679,10 @@ int cmd_serve(int argc, char **argv)
 	if (control) {
 		struct serve_ctl_opts co = { .path = control, .nbd = srv, .net = net,
 					     .read_only = read_only, .threads = (unsigned)threads };
+
+		co.iscsi = &si;   /* the other frontends (serve-ctl-fe.c) */
+		co.nvmf = &snv;
+		co.vhost = &svh;
 
 		if (strcmp(control, "-") == 0) {
 			if (!privdir[0]) {

@@ -133,9 +133,36 @@ static void vhost_block_signals(sigset_t *set, sigset_t *oldmask)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-int cmd_vhost_blk(int argc, char **argv)
+/* What the three commands here take alike; see vhost_parse_opts. */
+struct vhost_cmd_opts {
+	/* In: the command's name, the most --queues allows, what --help
+	 * prints, and (vhost-user-scsi only; NULL refuses --lun) what takes
+	 * one --lun argument, returning 0 or an exit status. */
+	const char *cmd;
+	unsigned max_queues;
+	void (*usage)(FILE *fp);
+	int (*lun)(void *ctx, const char *arg);
+	void *lun_ctx;
+	/* In: the default; out: --queues. */
+	uint64_t queues;
+	/* Out: --read-only and --pidfile (borrowed from argv). */
+	bool read_only;
+	const char *pidfile;
+};
+
+/* vhost_parse_opts's "go on": no exit status is negative. */
+#define VHOST_GO_ON (-1)
+
+/*
+ * Parses @argv's options into @o (--verbose acts at once). Returns
+ * VHOST_GO_ON with optind at the first operand, or the exit status the
+ * command returns now: 0 after --help, 2 after a usage error.
+ */
+static int vhost_parse_opts(int argc, char **argv, struct vhost_cmd_opts *o)
 {
+	/* Without o->lun the table starts after its first entry. */
 	static const struct option longopts[] = {
+		{ "lun",       required_argument, NULL, 'l' },
 		{ "queues",    required_argument, NULL, 'q' },
 		{ "read-only", no_argument,       NULL, 'r' },
 		{ "pidfile",   required_argument, NULL, 'P' },
@@ -143,42 +170,81 @@ int cmd_vhost_blk(int argc, char **argv)
 		{ "help",      no_argument,       NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *cmd = "vhost-user-blk", *pidfile = NULL, *sock, *spec_text;
-	uint64_t queues = 1;
-	bool read_only = false, pidfile_written = false;
+	int opt, ret;
+
+	opterr = 0;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, o->lun ? ":l:q:rP:vh" : ":q:rP:vh",
+				  o->lun ? longopts : longopts + 1, NULL)) != -1) {
+		switch (opt) {
+		case 'l':
+			if ((ret = o->lun(o->lun_ctx, optarg)) != 0)
+				return ret;
+			break;
+		case 'q':
+			if (tool_parse_uint(optarg, 1, o->max_queues, &o->queues) < 0)
+				return tool_usage_error(o->cmd, "bad --queues '%s' (1-%u)", optarg,
+							o->max_queues);
+			break;
+		case 'r':
+			o->read_only = true;
+			break;
+		case 'P':
+			o->pidfile = optarg;
+			break;
+		case 'v':
+			log_set_level(LOG_LEVEL_DEBUG);
+			break;
+		case 'h':
+			o->usage(stdout);
+			return 0;
+		default:
+			return tool_bad_option(o->cmd, opt, argv);
+		}
+	}
+	return VHOST_GO_ON;
+}
+
+/* Blocks the stop signals (vhost_block_signals) and creates the main
+ * thread's reactor in *@r. Returns 0 or an exit status; either way the
+ * caller ends with vhost_finish. */
+static int vhost_begin(const char *cmd, sigset_t *set, sigset_t *oldmask, struct reactor **r)
+{
+	int ret;
+
+	vhost_block_signals(set, oldmask);
+	if ((ret = reactor_new(r, 0)) < 0)
+		return tool_error(cmd, "cannot create a reactor: %s", strerror(-ret));
+	return 0;
+}
+
+/* Undoes vhost_begin (once the disks are closed) and removes the pid
+ * file if vhost_serve wrote it. */
+static void vhost_finish(struct reactor *r, const char *pidfile, bool pidfile_written,
+			 const sigset_t *oldmask)
+{
+	reactor_free(r);
+	if (pidfile_written)
+		unlink(pidfile);
+	pthread_sigmask(SIG_SETMASK, oldmask, NULL);
+}
+
+int cmd_vhost_blk(int argc, char **argv)
+{
+	struct vhost_cmd_opts o = { .cmd = "vhost-user-blk", .max_queues = VHOSTSRV_MAX_QUEUES,
+				    .usage = vhost_usage, .queues = 1 };
+	const char *cmd = o.cmd, *sock, *spec_text;
+	bool pidfile_written = false;
 	struct spec *spec = NULL;
 	struct reactor *r = NULL;
 	struct disk *d = NULL;
 	struct vhostblk *blk = NULL;
 	struct vhostsrv *srv = NULL;
 	sigset_t set, oldmask;
-	int opt, ret = 0;
+	int ret;
 
-	opterr = 0;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, ":q:rP:vh", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'q':
-			if (tool_parse_uint(optarg, 1, VHOSTSRV_MAX_QUEUES, &queues) < 0)
-				return tool_usage_error(cmd, "bad --queues '%s' (1-%u)", optarg,
-							VHOSTSRV_MAX_QUEUES);
-			break;
-		case 'r':
-			read_only = true;
-			break;
-		case 'P':
-			pidfile = optarg;
-			break;
-		case 'v':
-			log_set_level(LOG_LEVEL_DEBUG);
-			break;
-		case 'h':
-			vhost_usage(stdout);
-			return 0;
-		default:
-			return tool_bad_option(cmd, opt, argv);
-		}
-	}
+	if ((ret = vhost_parse_opts(argc, argv, &o)) != VHOST_GO_ON)
+		return ret;
 	if (argc - optind != 2)
 		return tool_usage_error(cmd, argc - optind < 2 ? "wants SOCKET and SPEC"
 							       : "too many arguments ('%s')",
@@ -188,17 +254,13 @@ int cmd_vhost_blk(int argc, char **argv)
 	if ((ret = tool_parse_spec(cmd, "SPEC", spec_text, &spec)) != 0)
 		return ret;
 
-	vhost_block_signals(&set, &oldmask);
-	if ((ret = reactor_new(&r, 0)) < 0) {
-		ret = tool_error(cmd, "cannot create a reactor: %s", strerror(-ret));
-		goto out;
-	}
-	if ((ret = tool_open_spec(cmd, "SPEC", spec, read_only, &d)) != 0)
+	if ((ret = vhost_begin(cmd, &set, &oldmask, &r)) != 0 ||
+	    (ret = tool_open_spec(cmd, "SPEC", spec, o.read_only, &d)) != 0)
 		goto out;
 	{
-		struct vhostblk_opts bo = { .queues = (unsigned)queues, .read_only = read_only };
+		struct vhostblk_opts bo = { .queues = (unsigned)o.queues, .read_only = o.read_only };
 		struct vhostsrv_opts so = { .name = cmd, .ops = &vhostblk_ops,
-					    .queues = (unsigned)queues };
+					    .queues = (unsigned)o.queues };
 
 		if ((ret = vhostblk_new(d, &bo, &blk)) < 0) {
 			ret = tool_error(cmd, "cannot create the device: %s", strerror(-ret));
@@ -210,21 +272,18 @@ int cmd_vhost_blk(int argc, char **argv)
 			goto out;
 		}
 	}
-	log_info("%s: serving %s on %s (%u queue%s%s)", cmd, spec_text, sock, (unsigned)queues,
-		 queues > 1 ? "s" : "", read_only ? ", read-only" : "");
-	ret = vhost_serve(cmd, srv, sock, pidfile, &pidfile_written, &set);
+	log_info("%s: serving %s on %s (%u queue%s%s)", cmd, spec_text, sock, (unsigned)o.queues,
+		 o.queues > 1 ? "s" : "", o.read_only ? ", read-only" : "");
+	ret = vhost_serve(cmd, srv, sock, o.pidfile, &pidfile_written, &set);
 out:
 	/* Drain: rings stop after their requests complete. */
 	vhostsrv_free(srv);
 	vhostblk_free(blk);
-	if (d && !read_only && disk_sync_flush(d) != DISK_OK)
+	if (d && !o.read_only && disk_sync_flush(d) != DISK_OK)
 		ret = tool_error(cmd, "flushing the disk failed");
 	disk_unref(d);
-	reactor_free(r);
+	vhost_finish(r, o.pidfile, pidfile_written, &oldmask);
 	spec_free(spec);
-	if (pidfile_written)
-		unlink(pidfile);
-	pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 	return ret;
 }
 
@@ -272,120 +331,99 @@ static void vhost_scsi_target_name(const char *sock, char *out, size_t len)
 	out[o] = '\0';
 }
 
-int cmd_vhost_scsi(int argc, char **argv)
-{
-	static const struct option longopts[] = {
-		{ "lun",       required_argument, NULL, 'l' },
-		{ "queues",    required_argument, NULL, 'q' },
-		{ "read-only", no_argument,       NULL, 'r' },
-		{ "pidfile",   required_argument, NULL, 'P' },
-		{ "verbose",   no_argument,       NULL, 'v' },
-		{ "help",      no_argument,       NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *cmd = "vhost-user-scsi", *pidfile = NULL, *sock;
+/* vhost-user-scsi's LUNs, in the order given. */
+struct vhost_scsi_luns {
+	const char *cmd;
+	unsigned n;
 	struct {
 		unsigned lun;
-		const char *text;
+		const char *text;	/* borrowed from argv */
 		struct spec *spec;
 		struct disk *disk;
-	} luns[SCSI_MAX_LUNS];
-	unsigned nluns = 0;
-	uint64_t queues = 1;
-	bool read_only = false, pidfile_written = false;
+	} lu[SCSI_MAX_LUNS];
+};
+
+/* Adds LUN @lun with the spec text @text. Returns 0 or an exit status. */
+static int vhost_scsi_add_lun(struct vhost_scsi_luns *l, unsigned lun, const char *text)
+{
+	if (l->n == SCSI_MAX_LUNS)
+		return tool_usage_error(l->cmd, "too many LUNs");
+	l->lu[l->n].lun = lun;
+	l->lu[l->n].text = text;
+	l->lu[l->n].spec = NULL;
+	l->lu[l->n++].disk = NULL;
+	return 0;
+}
+
+/* vhost_cmd_opts.lun: one --lun N=SPEC. */
+static int vhost_scsi_lun_opt(void *ctx, const char *arg)
+{
+	struct vhost_scsi_luns *l = ctx;
+	unsigned lun;
+	const char *text;
+	int ret;
+
+	if (l->n == SCSI_MAX_LUNS)
+		return tool_usage_error(l->cmd, "too many LUNs");
+	if ((ret = tool_lun_arg(l->cmd, arg, &lun, &text)) != 0)
+		return ret;
+	return vhost_scsi_add_lun(l, lun, text);
+}
+
+int cmd_vhost_scsi(int argc, char **argv)
+{
+	struct vhost_scsi_luns l = { .cmd = "vhost-user-scsi" };
+	struct vhost_cmd_opts o = { .cmd = l.cmd, .max_queues = VHOSTSRV_MAX_QUEUES - 2,
+				    .usage = vhost_scsi_usage, .lun = vhost_scsi_lun_opt,
+				    .lun_ctx = &l, .queues = 1 };
+	const char *cmd = o.cmd, *sock;
+	bool pidfile_written = false;
 	struct reactor *r = NULL;
 	struct scsi_target *t = NULL;
 	struct vhostscsi *dev = NULL;
 	struct vhostsrv *srv = NULL;
 	char tname[256];
 	sigset_t set, oldmask;
-	int opt, ret = 0;
+	int ret;
 
-	opterr = 0;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, ":l:q:rP:vh", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'l':
-			if (nluns == SCSI_MAX_LUNS) {
-				ret = tool_usage_error(cmd, "too many LUNs");
-				goto out_args;
-			}
-			if ((ret = tool_lun_arg(cmd, optarg, &luns[nluns].lun, &luns[nluns].text)) != 0)
-				goto out_args;
-			luns[nluns].spec = NULL;
-			luns[nluns++].disk = NULL;
-			break;
-		case 'q':
-			if (tool_parse_uint(optarg, 1, VHOSTSRV_MAX_QUEUES - 2, &queues) < 0) {
-				ret = tool_usage_error(cmd, "bad --queues '%s' (1-%u)", optarg,
-						       VHOSTSRV_MAX_QUEUES - 2);
-				goto out_args;
-			}
-			break;
-		case 'r':
-			read_only = true;
-			break;
-		case 'P':
-			pidfile = optarg;
-			break;
-		case 'v':
-			log_set_level(LOG_LEVEL_DEBUG);
-			break;
-		case 'h':
-			vhost_scsi_usage(stdout);
-			return 0;
-		default:
-			ret = tool_bad_option(cmd, opt, argv);
-			goto out_args;
-		}
-	}
+	if ((ret = vhost_parse_opts(argc, argv, &o)) != VHOST_GO_ON)
+		goto out_args;
 	if (argc - optind < 1 || argc - optind > 2) {
 		ret = tool_usage_error(cmd, argc - optind < 1 ? "wants SOCKET" : "too many arguments ('%s')",
 				       argv[MIN(argc - 1, optind + 2)]);
 		goto out_args;
 	}
 	sock = argv[optind];
-	if (argc - optind == 2) {
-		if (nluns == SCSI_MAX_LUNS) {
-			ret = tool_usage_error(cmd, "too many LUNs");
-			goto out_args;
-		}
-		luns[nluns].lun = 0;
-		luns[nluns].text = argv[optind + 1];
-		luns[nluns].spec = NULL;
-		luns[nluns++].disk = NULL;
-	}
-	if (nluns == 0) {
+	if (argc - optind == 2 && (ret = vhost_scsi_add_lun(&l, 0, argv[optind + 1])) != 0)
+		goto out_args;
+	if (l.n == 0) {
 		ret = tool_usage_error(cmd, "nothing to serve: give SPEC or --lun N=SPEC");
 		goto out_args;
 	}
-	for (unsigned i = 0; i < nluns; i++) {
+	for (unsigned i = 0; i < l.n; i++) {
 		for (unsigned j = 0; j < i; j++)
-			if (luns[j].lun == luns[i].lun) {
-				ret = tool_usage_error(cmd, "LUN %u given twice", luns[i].lun);
+			if (l.lu[j].lun == l.lu[i].lun) {
+				ret = tool_usage_error(cmd, "LUN %u given twice", l.lu[i].lun);
 				goto out_args;
 			}
-		if ((ret = tool_parse_spec(cmd, "--lun SPEC", luns[i].text, &luns[i].spec)) != 0)
+		if ((ret = tool_parse_spec(cmd, "--lun SPEC", l.lu[i].text, &l.lu[i].spec)) != 0)
 			goto out_args;
 	}
 
-	vhost_block_signals(&set, &oldmask);
-	if ((ret = reactor_new(&r, 0)) < 0) {
-		ret = tool_error(cmd, "cannot create a reactor: %s", strerror(-ret));
+	if ((ret = vhost_begin(cmd, &set, &oldmask, &r)) != 0)
 		goto out;
-	}
 	vhost_scsi_target_name(sock, tname, sizeof(tname));
 	if ((ret = scsi_target_new(tname, &t)) < 0) {
 		ret = tool_error(cmd, "cannot create the target: %s", strerror(-ret));
 		goto out;
 	}
-	for (unsigned i = 0; i < nluns; i++) {
-		if ((ret = tool_open_spec(cmd, "--lun SPEC", luns[i].spec, read_only, &luns[i].disk)) != 0 ||
-		    (ret = tool_scsi_add_lu(cmd, t, luns[i].lun, luns[i].disk, luns[i].text)) != 0)
+	for (unsigned i = 0; i < l.n; i++) {
+		if ((ret = tool_open_spec(cmd, "--lun SPEC", l.lu[i].spec, o.read_only, &l.lu[i].disk)) != 0 ||
+		    (ret = tool_scsi_add_lu(cmd, t, l.lu[i].lun, l.lu[i].disk, l.lu[i].text)) != 0)
 			goto out;
 	}
 	{
-		struct vhostscsi_opts vo = { .request_queues = (unsigned)queues, .initiator = sock };
+		struct vhostscsi_opts vo = { .request_queues = (unsigned)o.queues, .initiator = sock };
 		struct vhostsrv_opts so = { .name = cmd, .ops = &vhostscsi_ops };
 
 		if ((ret = vhostscsi_new(t, &vo, &dev)) < 0) {
@@ -399,28 +437,25 @@ int cmd_vhost_scsi(int argc, char **argv)
 			goto out;
 		}
 	}
-	log_info("%s: serving %u LUN%s on %s (%u request queue%s%s)", cmd, nluns, nluns > 1 ? "s" : "",
-		 sock, (unsigned)queues, queues > 1 ? "s" : "", read_only ? ", read-only" : "");
-	ret = vhost_serve(cmd, srv, sock, pidfile, &pidfile_written, &set);
+	log_info("%s: serving %u LUN%s on %s (%u request queue%s%s)", cmd, l.n, l.n > 1 ? "s" : "",
+		 sock, (unsigned)o.queues, o.queues > 1 ? "s" : "", o.read_only ? ", read-only" : "");
+	ret = vhost_serve(cmd, srv, sock, o.pidfile, &pidfile_written, &set);
 out:
 	/* Drain: rings stop after their commands complete. */
 	vhostsrv_free(srv);
 	vhostscsi_free(dev);
 	scsi_target_free(t);
-	for (unsigned i = 0; i < nluns; i++) {
-		struct disk *d = luns[i].disk;
+	for (unsigned i = 0; i < l.n; i++) {
+		struct disk *d = l.lu[i].disk;
 
 		if (d && !disk_get_info(d)->read_only && disk_sync_flush(d) != DISK_OK)
-			ret = tool_error(cmd, "flushing LUN %u failed", luns[i].lun);
+			ret = tool_error(cmd, "flushing LUN %u failed", l.lu[i].lun);
 		disk_unref(d);
 	}
-	reactor_free(r);
-	if (pidfile_written)
-		unlink(pidfile);
-	pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
+	vhost_finish(r, o.pidfile, pidfile_written, &oldmask);
 out_args:
-	for (unsigned i = 0; i < nluns; i++)
-		spec_free(luns[i].spec);
+	for (unsigned i = 0; i < l.n; i++)
+		spec_free(l.lu[i].spec);
 	return ret;
 }
 
@@ -674,17 +709,10 @@ static const struct virtpci_dev_ops uml_nvme_ops = {
 
 int cmd_uml_nvme(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "queues",    required_argument, NULL, 'q' },
-		{ "read-only", no_argument,       NULL, 'r' },
-		{ "pidfile",   required_argument, NULL, 'P' },
-		{ "verbose",   no_argument,       NULL, 'v' },
-		{ "help",      no_argument,       NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *cmd = "uml-nvme", *pidfile = NULL, *sock;
-	uint64_t queues = 4;
-	bool read_only = false, pidfile_written = false;
+	struct vhost_cmd_opts o = { .cmd = "uml-nvme", .max_queues = NVMEEMU_PCI_MAX_IO_QUEUES,
+				    .usage = uml_nvme_usage, .queues = 4 };
+	const char *cmd = o.cmd, *sock;
+	bool pidfile_written = false;
 	struct spec *specs[UML_NVME_MAX_NS] = { NULL };
 	struct disk *disks[UML_NVME_MAX_NS] = { NULL };
 	struct uml_nvme_thread thr = { 0 };
@@ -696,33 +724,10 @@ int cmd_uml_nvme(int argc, char **argv)
 	unsigned nns = 0;
 	sigset_t set, oldmask;
 	char err[512];
-	int opt, ret = 0;
+	int ret;
 
-	opterr = 0;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, ":q:rP:vh", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'q':
-			if (tool_parse_uint(optarg, 1, NVMEEMU_PCI_MAX_IO_QUEUES, &queues) < 0)
-				return tool_usage_error(cmd, "bad --queues '%s' (1-%u)", optarg,
-							NVMEEMU_PCI_MAX_IO_QUEUES);
-			break;
-		case 'r':
-			read_only = true;
-			break;
-		case 'P':
-			pidfile = optarg;
-			break;
-		case 'v':
-			log_set_level(LOG_LEVEL_DEBUG);
-			break;
-		case 'h':
-			uml_nvme_usage(stdout);
-			return 0;
-		default:
-			return tool_bad_option(cmd, opt, argv);
-		}
-	}
+	if ((ret = vhost_parse_opts(argc, argv, &o)) != VHOST_GO_ON)
+		return ret;
 	if (argc - optind < 2)
 		return tool_usage_error(cmd, "wants SOCKET and at least one SPEC");
 	if (argc - optind - 1 > UML_NVME_MAX_NS)
@@ -733,13 +738,10 @@ int cmd_uml_nvme(int argc, char **argv)
 		if ((ret = tool_parse_spec(cmd, "SPEC", argv[optind + 1 + i], &specs[i])) != 0)
 			goto out_specs;
 
-	vhost_block_signals(&set, &oldmask);
-	if ((ret = reactor_new(&r, 0)) < 0) {
-		ret = tool_error(cmd, "cannot create a reactor: %s", strerror(-ret));
+	if ((ret = vhost_begin(cmd, &set, &oldmask, &r)) != 0)
 		goto out;
-	}
 	for (unsigned i = 0; i < nns; i++)
-		if ((ret = tool_open_spec(cmd, "SPEC", specs[i], read_only, &disks[i])) != 0)
+		if ((ret = tool_open_spec(cmd, "SPEC", specs[i], o.read_only, &disks[i])) != 0)
 			goto out;
 	if ((ret = uml_nvme_thread_start(&thr)) < 0) {
 		ret = tool_error(cmd, "cannot start the queue thread: %s", strerror(-ret));
@@ -757,7 +759,7 @@ int cmd_uml_nvme(int argc, char **argv)
 			.opaque = &u,
 		};
 		struct nvmeemu_pci_opts fo = {
-			.max_io_queues = (uint16_t)queues,
+			.max_io_queues = (uint16_t)o.queues,
 			.reactors = &thr.r,
 			.nr_reactors = 1,
 		};
@@ -788,7 +790,7 @@ int cmd_uml_nvme(int argc, char **argv)
 	}
 	log_info("%s: serving %u namespace%s on %s (virt-pci device id %u)", cmd, nns,
 		 nns > 1 ? "s" : "", sock, VIRTPCI_DEVICE_ID);
-	ret = vhost_serve(cmd, srv, sock, pidfile, &pidfile_written, &set);
+	ret = vhost_serve(cmd, srv, sock, o.pidfile, &pidfile_written, &set);
 out:
 	/* No more config or BAR accesses; the function goes while its
 	 * reactor still runs (it may finish there), then the reactor. */
@@ -799,14 +801,11 @@ out:
 	nvmeemu_subsys_free(subsys);
 	virtpci_free(u.vp);
 	for (unsigned i = 0; i < nns; i++) {
-		if (disks[i] && !read_only && disk_sync_flush(disks[i]) != DISK_OK)
+		if (disks[i] && !o.read_only && disk_sync_flush(disks[i]) != DISK_OK)
 			ret = tool_error(cmd, "flushing namespace %u failed", i + 1);
 		disk_unref(disks[i]);
 	}
-	reactor_free(r);
-	if (pidfile_written)
-		unlink(pidfile);
-	pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
+	vhost_finish(r, o.pidfile, pidfile_written, &oldmask);
 out_specs:
 	for (unsigned i = 0; i < nns; i++)
 		spec_free(specs[i]);

@@ -4,7 +4,9 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "scsi/scsi.h"
@@ -30,8 +32,8 @@ int tool_lun_arg(const char *cmd, const char *arg, unsigned *lun, const char **s
 	return 0;
 }
 
-int tool_scsi_add_lu(const char *cmd, struct scsi_target *t, unsigned lun, struct disk *d,
-		     const char *spec_text)
+int tool_scsi_make_lu(struct scsi_target *t, unsigned lun, struct disk *d, const char *spec_text,
+		      char *err, size_t errlen)
 {
 	struct scsi_lu_opts lo = {
 		.type = spec_is_dvd(spec_text) ? SCSI_LU_DVD : SCSI_LU_DISK,
@@ -39,7 +41,6 @@ int tool_scsi_add_lu(const char *cmd, struct scsi_target *t, unsigned lun, struc
 	};
 	char state[PATH_MAX];
 	struct scsi_lu *lu = NULL;
-	char err[256] = "";
 	int ret;
 
 	if (lo.type == SCSI_LU_DISK && !disk_get_info(d)->read_only &&
@@ -48,12 +49,25 @@ int tool_scsi_add_lu(const char *cmd, struct scsi_target *t, unsigned lun, struc
 		strcat(state, ".scsi-pr");
 		lo.pr_state_path = state;
 	}
-	ret = scsi_lu_new(d, &lo, &lu, err, sizeof(err));
+	if (errlen)
+		err[0] = '\0';
+	ret = scsi_lu_new(d, &lo, &lu, err, errlen);
+	if (ret < 0)
+		return ret;
+	ret = scsi_target_add_lu(t, lun, lu);
+	if (ret < 0 && errlen)
+		snprintf(err, errlen, "%s", ret == -EEXIST ? "the LUN is taken" : strerror(-ret));
+	return ret;
+}
+
+int tool_scsi_add_lu(const char *cmd, struct scsi_target *t, unsigned lun, struct disk *d,
+		     const char *spec_text)
+{
+	char err[256] = "";
+	int ret = tool_scsi_make_lu(t, lun, d, spec_text, err, sizeof(err));
+
 	if (ret < 0)
 		return tool_error(cmd, "LUN %u of '%s': %s", lun, scsi_target_name(t),
 				  err[0] ? err : strerror(-ret));
-	ret = scsi_target_add_lu(t, lun, lu);
-	if (ret < 0)
-		return tool_error(cmd, "LUN %u of '%s': %s", lun, scsi_target_name(t), strerror(-ret));
 	return 0;
 }

@@ -8,6 +8,8 @@
 #ifndef DISKSTACK_TOOLS_SCSI_LUN_H
 #define DISKSTACK_TOOLS_SCSI_LUN_H
 
+#include <stddef.h>
+
 struct disk;
 struct scsi_target;
 
@@ -24,5 +26,9 @@ int tool_lun_arg(const char *cmd, const char *arg, unsigned *lun, const char **s
  */
 int tool_scsi_add_lu(const char *cmd, struct scsi_target *t, unsigned lun, struct disk *d,
 		     const char *spec_text);
+/* The same without printing: returns 0 or -errno (-EEXIST: the LUN is
+ * taken) with a message in @err. Also while nexuses run (hot-add). */
+int tool_scsi_make_lu(struct scsi_target *t, unsigned lun, struct disk *d, const char *spec_text,
+		      char *err, size_t errlen);
 
 #endif

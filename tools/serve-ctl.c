@@ -10,6 +10,11 @@
  * Targets name an export; the node a method acts on inside the export's
  * stack is found by walking it (the describe tree of storage/disk.h:
  * decorated disks, members, disks used as layers), top first.
+ *
+ * Jobs (layer-commit): the method starts the work on a thread of its own
+ * (layered_commit_start) and returns; job-* poll or cancel it. The job
+ * list belongs to the control thread; serve_ctl_stop ends the jobs once
+ * that thread has stopped.
  */
 #include "config.h"
 
@@ -36,6 +41,7 @@
 #include "storage/disk.h"
 #include "storage/layered.h"
 #include "storage/spec.h"
+#include "tools/serve-ctl-internal.h"
 #include "tools/serve-ctl.h"
 #include "tools/tool.h"
 
@@ -43,10 +49,22 @@
 #define CTL_MAX_WALK_DEPTH 64u
 
 /* The spec text of each export, for export-list (control thread only,
- * after start). */
+ * after start). @raw is the text as given, for layer-commit, which opens
+ * the overlay's lower spec again; @spec is redacted for display. */
 struct ctl_spec {
-	char *name, *spec;
+	char *name, *spec, *raw;
 	struct ctl_spec *next;
+};
+
+/* A long operation started by a method (layer-commit), listed by job-list
+ * until it is dropped (control thread only; serve_ctl_stop ends them). */
+struct ctl_job {
+	uint64_t id;
+	char *target;                /* the export */
+	uint32_t sector_size;
+	uint64_t started_ns;
+	struct layered_commit *commit;
+	struct ctl_job *next;        /* newer first */
 };
 
 struct serve_ctl {
@@ -56,6 +74,9 @@ struct serve_ctl {
 	uint64_t started_ns;
 	atomic_bool shutting_down;
 	struct ctl_spec *specs;
+	struct serve_ctl_fe *fe;     /* serve-ctl-fe.c */
+	struct ctl_job *jobs;
+	uint64_t next_job_id;
 };
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -192,6 +213,7 @@ static void spec_forget(struct serve_ctl *s, const char *name)
 			*pp = p->next;
 			free(p->name);
 			free(p->spec);
+			free(p->raw);
 			free(p);
 			return;
 		}
@@ -207,9 +229,11 @@ void serve_ctl_note_export(struct serve_ctl *s, const char *name, const char *sp
 	spec_forget(s, name);
 	p->name = strdup(name);
 	p->spec = url_redact_text_dup(spec);
-	if (!p->name || !p->spec) {
+	p->raw = strdup(spec);
+	if (!p->name || !p->spec || !p->raw) {
 		free(p->name);
 		free(p->spec);
+		free(p->raw);
 		free(p);
 		return;
 	}
@@ -226,14 +250,14 @@ static json_t *m_server_info(struct ctl_call *c, json_t *params)
 
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{}") < 0)
 		return ctl_fail_params(c, &je);
-	return json_pack("{s:s, s:I, s:I, s:I, s:i, s:o, s:b, s:I, s:[s], s:b}",
+	return json_pack("{s:s, s:I, s:I, s:I, s:i, s:o, s:b, s:I, s:o, s:b}",
 			 "version", PACKAGE_VERSION, "pid", (json_int_t)getpid(),
 			 "started_ns", (json_int_t)s->started_ns,
 			 "uptime_ns", (json_int_t)(reactor_now_ns() - s->started_ns),
 			 "threads", (int)s->o.threads, "control", tool_json_str(s->o.path),
 			 "read_only", s->o.read_only,
 			 "connections_served", (json_int_t)netsrv_connections_served(s->o.net),
-			 "frontends", "nbd",
+			 "frontends", serve_ctl_fe_frontends(&s->o, s->fe),
 			 "shutting_down", (int)atomic_load(&s->shutting_down));
 }
 
@@ -303,7 +327,7 @@ static void list_one(const struct nbdsrv_export_view *v, void *opaque)
 	if (caps)
 		tool_caps_foreach(info->caps, caps_add, caps);
 	json_array_append_new(lc->out, json_pack(
-		"{s:o, s:o, s:o, s:s, s:b, s:I, s:i, s:o, s:i, s:b}",
+		"{s:s, s:o, s:o, s:o, s:s, s:b, s:I, s:i, s:o, s:i, s:b}", "frontend", "nbd",
 		"name", tool_json_str(v->name),
 		"description", v->description ? tool_json_str(v->description) : json_null(),
 		"spec", spec ? tool_json_str(spec) : json_null(), "type", info->type,
@@ -324,6 +348,7 @@ static json_t *m_export_list(struct ctl_call *c, json_t *params)
 	if (!lc.out)
 		return NULL;
 	nbdsrv_foreach_export(lc.s->o.nbd, list_one, &lc);
+	serve_ctl_fe_list(c, lc.only, lc.out);
 	if (lc.only && json_array_size(lc.out) == 0) {
 		json_decref(lc.out);
 		return not_found(c, lc.only);
@@ -336,9 +361,7 @@ static json_t *m_export_add(struct ctl_call *c, json_t *params)
 	struct serve_ctl *s = ctx_of(c);
 	const char *name, *text, *desc = NULL;
 	int ro = s->o.read_only;
-	struct spec *spec = NULL;
 	struct disk *d = NULL;
-	char err[512] = "";
 	json_error_t je;
 	json_t *res;
 	int ret;
@@ -351,15 +374,8 @@ static json_t *m_export_add(struct ctl_call *c, json_t *params)
 	if (s->o.read_only && !ro)
 		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
 				       "is not allowed");
-	ret = spec_parse(text, &spec, err, sizeof(err));
-	if (ret < 0)
-		return ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message", tool_json_str(err)));
-	ret = spec_open(spec, ro, tool_spec_ctx(), &d, err, sizeof(err));
-	spec_free(spec);
-	if (ret < 0)
-		return ret == -EINVAL
-		       ? ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message", tool_json_str(err)))
-		       : ctl_fail_errno(c, ret, "cannot open the spec%s%s", err[0] ? ": " : "", err);
+	if (serve_ctl_open_spec(c, text, ro, &d) < 0)
+		return NULL;
 	res = json_pack("{s:o, s:I, s:i}", "name", tool_json_str(name),
 			"size", (json_int_t)(disk_sector_count(d) << disk_get_info(d)->sector_shift),
 			"sector_size", (int)disk_sector_size(d));
@@ -434,6 +450,7 @@ static json_t *m_disk_resize(struct ctl_call *c, json_t *params)
 	json_int_t size;
 	struct disk *d, *node;
 	json_error_t je;
+	json_t *res;
 	uint32_t ss;
 	int ret;
 
@@ -473,8 +490,11 @@ static json_t *m_disk_resize(struct ctl_call *c, json_t *params)
 	log_info("ctl: export '%s' resized to %lld bytes by uid %ld pid %ld", target,
 		 (long long)size, (long)c->uid, (long)c->pid);
 	size = (json_int_t)(disk_sector_count(d) * ss);
+	res = json_pack("{s:I}", "size", size);
+	if (res)
+		serve_ctl_fe_resized(c, d, res);
 	disk_unref(d);
-	return json_pack("{s:I}", "size", size);
+	return res;
 }
 
 static json_t *delay_result(struct disk *node)
@@ -782,6 +802,327 @@ static json_t *m_connection_close(struct ctl_call *c, json_t *params)
 	return json_object();
 }
 
+/* ---- for serve-ctl-fe.c (serve-ctl-internal.h) ------------------------------- */
+
+const struct serve_ctl_opts *serve_ctl_opts_of(struct ctl_call *c)
+{
+	return &ctx_of(c)->o;
+}
+
+struct serve_ctl_fe *serve_ctl_fe_of(struct ctl_call *c)
+{
+	return ctx_of(c)->fe;
+}
+
+json_t *serve_ctl_not_found(struct ctl_call *c, const char *target)
+{
+	return not_found(c, target);
+}
+
+json_t *serve_ctl_not_supported(struct ctl_call *c, const char *target, const char *reason)
+{
+	return not_supported(c, target, reason);
+}
+
+struct disk *serve_ctl_export_disk(struct ctl_call *c, const char *name, bool *read_only)
+{
+	return target_disk(c, name, read_only);
+}
+
+bool serve_ctl_refuse_when_stopping(struct ctl_call *c)
+{
+	return refuse_when_stopping(c);
+}
+
+int serve_ctl_open_spec(struct ctl_call *c, const char *text, bool read_only, struct disk **out)
+{
+	struct spec *spec = NULL;
+	char err[512] = "";
+	int ret = spec_parse(text, &spec, err, sizeof(err));
+
+	*out = NULL;
+	if (ret < 0) {
+		ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message", tool_json_str(err)));
+		return ret;
+	}
+	ret = spec_open(spec, read_only, tool_spec_ctx(), out, err, sizeof(err));
+	spec_free(spec);
+	if (ret == -EINVAL)
+		ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message", tool_json_str(err)));
+	else if (ret < 0)
+		ctl_fail_errno(c, ret, "cannot open the spec%s%s", err[0] ? ": " : "", err);
+	return ret;
+}
+
+/* ---- layer-commit and jobs (docs/ctl.md, docs/layered.md "Commit") ---------- */
+
+/* Finished jobs kept for job-list/job-get; older ones are dropped. */
+#define CTL_MAX_FINISHED_JOBS 32u
+
+static const char *raw_spec_of(struct serve_ctl *s, const char *name)
+{
+	for (struct ctl_spec *p = s->specs; p; p = p->next)
+		if (strcmp(p->name, name) == 0)
+			return p->raw;
+	return NULL;
+}
+
+static bool is_overlay_kind(const struct spec *node, const void *arg UNUSED)
+{
+	return node->inner && (strcmp(node->kind->name, "memdiff") == 0 ||
+			       strcmp(node->kind->name, "sqldiff") == 0);
+}
+
+static bool is_overlay_disk(struct disk *d, void *arg UNUSED)
+{
+	struct layer *l = layered_disk_layer_count(d) >= 2 ? layered_disk_layer(d, 0) : NULL;
+	const char *type = l ? layer_get_ops(l)->type : "";
+
+	return strcmp(type, "ram") == 0 || strcmp(type, "sqlite") == 0;
+}
+
+static json_t *job_json(const struct ctl_job *j)
+{
+	struct layered_commit_progress p;
+	json_t *o;
+
+	layered_commit_poll(j->commit, &p);
+	o = json_pack("{s:I, s:s, s:o, s:s, s:I, s:I, s:i, s:i, s:I}", "id", (json_int_t)j->id,
+		      "type", "layer-commit", "target", tool_json_str(j->target),
+		      "state", layered_commit_state_str(p.state),
+		      "sectors_done", (json_int_t)p.done_sectors,
+		      "sectors_total", (json_int_t)p.total_sectors,
+		      "sector_size", (int)j->sector_size, "passes", (int)p.passes,
+		      "started_ns", (json_int_t)j->started_ns);
+	if (o && p.state == LAYERED_COMMIT_FAILED)
+		json_object_set_new(o, "error", json_pack("{s:i, s:s}", "errno", -p.error,
+							  "message", p.message));
+	return o;
+}
+
+static void job_free(struct ctl_job *j)
+{
+	layered_commit_free(j->commit);
+	free(j->target);
+	free(j);
+}
+
+/* Drops the oldest finished jobs beyond CTL_MAX_FINISHED_JOBS. */
+static void jobs_trim(struct serve_ctl *s)
+{
+	unsigned finished = 0;
+
+	for (struct ctl_job **pp = &s->jobs; *pp;) {
+		struct ctl_job *j = *pp;
+		struct layered_commit_progress p;
+
+		layered_commit_poll(j->commit, &p);
+		if (p.state != LAYERED_COMMIT_RUNNING && ++finished > CTL_MAX_FINISHED_JOBS) {
+			*pp = j->next;
+			job_free(j);
+			continue;
+		}
+		pp = &j->next;
+	}
+}
+
+static struct ctl_job *job_find(struct serve_ctl *s, json_int_t id)
+{
+	for (struct ctl_job *j = s->jobs; j; j = j->next)
+		if ((json_int_t)j->id == id)
+			return j;
+	return NULL;
+}
+
+static json_t *job_not_found(struct ctl_call *c, json_int_t id)
+{
+	char t[32];
+
+	snprintf(t, sizeof(t), "%lld", (long long)id);
+	return not_found(c, t);
+}
+
+/* The job id of a commit of export @target still running, else 0. */
+static uint64_t job_running_on(struct serve_ctl *s, const char *target)
+{
+	for (struct ctl_job *j = s->jobs; j; j = j->next) {
+		struct layered_commit_progress p;
+
+		layered_commit_poll(j->commit, &p);
+		if (p.state == LAYERED_COMMIT_RUNNING && strcmp(j->target, target) == 0)
+			return j->id;
+	}
+	return 0;
+}
+
+/* Opens the lower spec of the export's overlay writable, for the job.
+ * Returns the disk, or NULL after failing @c. */
+static struct disk *open_lower_writable(struct ctl_call *c, const char *target)
+{
+	const char *raw = raw_spec_of(ctx_of(c), target);
+	const struct spec *node;
+	struct spec *root = NULL;
+	struct disk *d = NULL;
+	char err[512] = "", reason[768];
+	int ret;
+
+	if (!raw || spec_parse(raw, &root, err, sizeof(err)) < 0) {
+		not_supported(c, target, "the export's spec is not known");
+		return NULL;
+	}
+	node = spec_find_node(root, is_overlay_kind, NULL);
+	if (!node) {
+		spec_free(root);
+		not_supported(c, target, "no memdiff: or sqldiff: overlay in this stack");
+		return NULL;
+	}
+	ret = spec_open(node->inner, false, tool_spec_ctx(), &d, err, sizeof(err));
+	spec_free(root);
+	if (ret < 0) {
+		snprintf(reason, sizeof(reason), "the disk below cannot be opened writable: %s",
+			 err[0] ? err : strerror(-ret));
+		not_supported(c, target, reason);
+		return NULL;
+	}
+	if (disk_get_info(d)->read_only || !(disk_get_info(d)->caps & DISK_CAP_PERSISTENT)) {
+		not_supported(c, target, disk_get_info(d)->read_only
+			      ? "the disk below is read-only"
+			      : "the disk below keeps nothing (a RAM disk or layer)");
+		disk_unref(d);
+		return NULL;
+	}
+	return d;
+}
+
+static json_t *m_layer_commit(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl *s = ctx_of(c);
+	struct disk *d, *node, *lower;
+	struct layered_commit *lc;
+	struct ctl_job *j;
+	const char *target;
+	char err[512] = "";
+	json_error_t je;
+	bool ro = false;
+	uint64_t busy;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "target", &target) < 0)
+		return ctl_fail_params(c, &je);
+	if (refuse_when_stopping(c))
+		return NULL;
+	if (!(d = target_disk(c, target, &ro)))
+		return NULL;
+	node = stack_find(d, is_overlay_disk, NULL);
+	if (ro || !node) {
+		disk_unref(d);
+		return not_supported(c, target, ro ? "the export is read-only"
+					       : "no RAM or SQLite overlay on a layered disk in this "
+						 "stack");
+	}
+	if ((busy = job_running_on(s, target)) > 0) {
+		disk_unref(d);
+		return ctl_fail(c, CTL_ERR_BUSY, json_pack("{s:o, s:I}", "target",
+							   tool_json_str(target), "job",
+							   (json_int_t)busy));
+	}
+	if (!(lower = open_lower_writable(c, target))) {
+		disk_unref(d);
+		return NULL;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->target = strdup(target))) {
+		free(j);
+		disk_unref(lower);
+		disk_unref(d);
+		return NULL;
+	}
+	ret = layered_commit_start(node, lower, &lc, err, sizeof(err));
+	if (ret < 0) {
+		free(j->target);
+		free(j);
+		disk_unref(lower);
+		disk_unref(d);
+		if (ret == -EBUSY)    /* the same overlay under another export's name */
+			return ctl_fail(c, CTL_ERR_BUSY, json_pack("{s:o}", "target",
+								   tool_json_str(target)));
+		return ret == -ENOMEM ? NULL : not_supported(c, target, err[0] ? err : strerror(-ret));
+	}
+	j->id = ++s->next_job_id;
+	j->commit = lc;
+	j->sector_size = disk_sector_size(node);
+	j->started_ns = reactor_now_ns();
+	j->next = s->jobs;
+	s->jobs = j;
+	disk_unref(d);
+	jobs_trim(s);
+	log_info("ctl: export '%s' layer-commit started (job %llu) by uid %ld pid %ld", target,
+		 (unsigned long long)j->id, (long)c->uid, (long)c->pid);
+	return job_json(j);
+}
+
+static json_t *m_job_list(struct ctl_call *c, json_t *params)
+{
+	json_error_t je;
+	json_t *out;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{}") < 0)
+		return ctl_fail_params(c, &je);
+	out = json_array();
+	/* Oldest first: the list is kept newest first. */
+	for (struct ctl_job *j = ctx_of(c)->jobs; out && j; j = j->next)
+		json_array_insert_new(out, 0, job_json(j));
+	return out;
+}
+
+/* The job the params {"id": N} name; NULL with the call failed (ctl_fail)
+ * when the params are wrong or there is no such job. */
+static struct ctl_job *job_from_params(struct ctl_call *c, json_t *params)
+{
+	json_int_t id;
+	json_error_t je;
+	struct ctl_job *j;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I}", "id", &id) < 0) {
+		(void)ctl_fail_params(c, &je);
+		return NULL;
+	}
+	j = job_find(ctx_of(c), id);
+	if (!j)
+		(void)job_not_found(c, id);
+	return j;
+}
+
+static json_t *m_job_get(struct ctl_call *c, json_t *params)
+{
+	struct ctl_job *j = job_from_params(c, params);
+
+	return j ? job_json(j) : NULL;
+}
+
+static json_t *m_job_cancel(struct ctl_call *c, json_t *params)
+{
+	struct ctl_job *j = job_from_params(c, params);
+
+	if (!j)
+		return NULL;
+	layered_commit_cancel(j->commit);
+	log_info("ctl: job %llu cancelled by uid %ld pid %ld", (unsigned long long)j->id,
+		 (long)c->uid, (long)c->pid);
+	return job_json(j);
+}
+
+/* Cancels and ends every job (the control thread is stopped). */
+static void jobs_end(struct serve_ctl *s)
+{
+	while (s->jobs) {
+		struct ctl_job *j = s->jobs;
+
+		s->jobs = j->next;
+		job_free(j);
+	}
+}
+
 /* ---- the table --------------------------------------------------------------- */
 
 /* In the order of docs/ctl.md (rpc-get-methods is built in). */
@@ -803,6 +1144,20 @@ static const struct ctl_method serve_ctl_methods[] = {
 	{ "fault-set", m_fault_set, true },
 	{ "fault-clear", m_fault_clear, true },
 	{ "fault-get", m_fault_get, false },
+	/* The other frontends (serve-ctl-fe.c). */
+	{ "ublk-add", serve_ctl_ublk_add, true },
+	{ "ublk-del", serve_ctl_ublk_del, true },
+	{ "ublk-list", serve_ctl_ublk_list, false },
+	{ "iscsi-lun-add", serve_ctl_iscsi_lun_add, true },
+	{ "iscsi-lun-remove", serve_ctl_iscsi_lun_remove, true },
+	{ "nvme-ns-add", serve_ctl_nvme_ns_add, true },
+	{ "nvme-ns-remove", serve_ctl_nvme_ns_remove, true },
+	{ "vhost-blk-add", serve_ctl_vhost_blk_add, true },
+	{ "vhost-blk-del", serve_ctl_vhost_blk_del, true },
+	{ "layer-commit", m_layer_commit, true },
+	{ "job-list", m_job_list, false },
+	{ "job-get", m_job_get, false },
+	{ "job-cancel", m_job_cancel, true },
 };
 
 int serve_ctl_new(const struct serve_ctl_opts *o, struct serve_ctl **out)
@@ -818,8 +1173,13 @@ int serve_ctl_new(const struct serve_ctl_opts *o, struct serve_ctl **out)
 	atomic_init(&s->shutting_down, false);
 	s->rpc = (struct ctl_rpc){ .methods = serve_ctl_methods,
 				   .nmethods = ARRAY_SIZE(serve_ctl_methods), .ctx = s };
+	if (serve_ctl_fe_new(&s->fe) < 0) {
+		free(s);
+		return tool_error("serve", "out of memory");
+	}
 	ret = ctl_server_new(o->path, &s->rpc, &s->srv, err, sizeof(err));
 	if (ret < 0) {
+		serve_ctl_fe_free(s->fe);
 		free(s);
 		tool_error("serve", "--control: %s", err);
 		return ret == -EADDRINUSE ? EXIT_USAGE : EXIT_RUNTIME;
@@ -840,8 +1200,13 @@ int serve_ctl_start(struct serve_ctl *s)
 
 void serve_ctl_stop(struct serve_ctl *s)
 {
-	if (s)
-		ctl_server_stop(s->srv);
+	if (!s)
+		return;
+	ctl_server_stop(s->srv);
+	serve_ctl_fe_stop(s->fe);   /* ublk, vhost devices go before the final flush */
+	/* A commit still running is cancelled (the overlay stays
+	 * authoritative) before the exports' final flush. */
+	jobs_end(s);
 }
 
 void serve_ctl_free(struct serve_ctl *s)
@@ -849,6 +1214,8 @@ void serve_ctl_free(struct serve_ctl *s)
 	if (!s)
 		return;
 	ctl_server_free(s->srv);
+	serve_ctl_fe_free(s->fe);
+	jobs_end(s);
 	while (s->specs)
 		spec_forget(s, s->specs->name);
 	free(s);

@@ -13,6 +13,9 @@
 struct nbdsrv;
 struct netsrv;
 struct serve_ctl;
+struct serve_iscsi;
+struct serve_nvmf;
+struct serve_vhost;
 
 /* What the methods work on (all borrowed until serve_ctl_free). */
 struct serve_ctl_opts {
@@ -21,6 +24,10 @@ struct serve_ctl_opts {
 	struct netsrv *net;
 	bool read_only;             /* serve -r: export-add inherits it */
 	unsigned threads;
+	/* The other frontends (serve-ctl-fe.c); NULL or not listening: off. */
+	struct serve_iscsi *iscsi;
+	struct serve_nvmf *nvmf;
+	struct serve_vhost *vhost;
 };
 
 /* Binds the control socket. Returns 0, or an exit status after printing
@@ -31,7 +38,8 @@ int serve_ctl_new(const struct serve_ctl_opts *o, struct serve_ctl **out);
 void serve_ctl_note_export(struct serve_ctl *c, const char *name, const char *spec);
 /* Starts the control thread. Returns 0 or 1 after printing a message. */
 int serve_ctl_start(struct serve_ctl *c);
-/* Stops the control thread (before the exports are flushed). */
+/* Stops the control thread and cancels and ends the running jobs
+ * (layer-commit), before the exports are flushed. */
 void serve_ctl_stop(struct serve_ctl *c);
 /* Stops and frees; removes the socket file. NULL allowed. */
 void serve_ctl_free(struct serve_ctl *c);

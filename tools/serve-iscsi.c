@@ -8,11 +8,9 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "common/log.h"
 #include "iscsi/login.h"
@@ -23,6 +21,7 @@
 #include "storage/spec.h"
 #include "tools/scsi-lun.h"
 #include "tools/serve-iscsi.h"
+#include "tools/serve-net.h"
 #include "tools/tool.h"
 
 /* Reads a secret from the first line of @path (keeps it out of ps). */
@@ -127,25 +126,6 @@ int serve_iscsi_opt(struct serve_iscsi *si, const char *cmd, int opt, const char
 	return tool_usage_error(cmd, "unknown iSCSI option");
 }
 
-/* iqn.2026-12.org.diskstack:<host name>, the host name reduced to the
- * characters an iSCSI name may hold. */
-static void default_target_name(char *out, size_t len)
-{
-	char host[HOST_NAME_MAX + 1] = "localhost";
-	size_t o;
-
-	if (gethostname(host, sizeof(host)) < 0 || !host[0])
-		snprintf(host, sizeof(host), "localhost");
-	host[sizeof(host) - 1] = '\0';
-	o = (size_t)snprintf(out, len, "iqn.2026-12.org.diskstack:");
-	for (const char *p = host; *p && o + 1 < len; p++) {
-		char ch = (char)tolower((unsigned char)*p);
-
-		out[o++] = (isalnum((unsigned char)ch) || ch == '.' || ch == '-') ? ch : '-';
-	}
-	out[o] = '\0';
-}
-
 int serve_iscsi_check(struct serve_iscsi *si, const char *cmd, bool have_default)
 {
 	int ret;
@@ -166,7 +146,8 @@ int serve_iscsi_check(struct serve_iscsi *si, const char *cmd, bool have_default
 		return tool_usage_error(cmd, "mutual CHAP (--chap-target-user) needs --chap-user");
 	if (si->ntargets == 0)
 		si->ntargets = 1;
-	default_target_name(si->default_name, sizeof(si->default_name));
+	serve_default_name("iqn.2026-12.org.diskstack:", si->default_name,
+			   sizeof(si->default_name));
 	si->targets[0] = si->default_name;
 	for (unsigned t = 1; t < si->ntargets; t++) {
 		bool any = false;
@@ -199,15 +180,12 @@ int serve_iscsi_check(struct serve_iscsi *si, const char *cmd, bool have_default
 	return 0;
 }
 
-static int keep_disk(struct serve_iscsi *si, const char *cmd, struct disk *d)
+struct scsi_target *serve_iscsi_target(struct serve_iscsi *si, const char *name)
 {
-	struct disk **v = realloc(si->disks, (si->ndisks + 1) * sizeof(*v));
-
-	if (!v)
-		return tool_error(cmd, "out of memory");
-	si->disks = v;
-	si->disks[si->ndisks++] = disk_ref(d);
-	return 0;
+	for (unsigned i = 0; i < si->ntargets; i++)
+		if (si->built[i] && (name ? strcmp(si->targets[i], name) == 0 : i == 0))
+			return si->built[i];
+	return NULL;
 }
 
 /* Makes LUN @lun of @t over @d, opened from @spec_text (scsi-lun.h). */
@@ -216,7 +194,7 @@ static int add_lu(struct serve_iscsi *si, const char *cmd, struct scsi_target *t
 {
 	int ret = tool_scsi_add_lu(cmd, t, lun, d, spec_text);
 
-	return ret ? ret : keep_disk(si, cmd, d);
+	return ret ? ret : serve_disks_keep(&si->disks, cmd, d, t, lun, spec_text);
 }
 
 int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *default_disk,
@@ -269,6 +247,7 @@ int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *defau
 		ret = iscsisrv_add_target(si->srv, st);
 		if (ret < 0)
 			return tool_error(cmd, "target '%s': %s", si->targets[t], strerror(-ret));
+		si->built[t] = st;   /* owned by the server */
 		log_info("serve: iSCSI target %s", si->targets[t]);
 	}
 	return 0;
@@ -277,74 +256,26 @@ int serve_iscsi_open(struct serve_iscsi *si, const char *cmd, struct disk *defau
 int serve_iscsi_listen(struct serve_iscsi *si, const char *cmd, struct netsrv *net)
 {
 	const struct netsrv_proto *proto;
-	char host[256] = "", err[1024];
-	const char *a = si->listen, *colon;
-	uint64_t port = ISCSI_DEFAULT_PORT;
-	int ret;
 
 	if (!si->listen)
 		return 0;
 	if (iscsisrv_protocol(si->srv, &proto) < 0)
 		return tool_error(cmd, "no iSCSI target to serve");
-	/* PORT, ADDR, ADDR:PORT, [V6] or [V6]:PORT. */
-	colon = a[0] == '[' ? strstr(a, "]:") : strrchr(a, ':');
-	if (a[0] == '[' && colon)
-		colon++;
-	if (!colon && strspn(a, "0123456789") == strlen(a)) {
-		if (tool_parse_uint(a, 0, 65535, &port) < 0)
-			return tool_usage_error(cmd, "bad --iscsi port '%s'", a);
-	} else {
-		size_t hl = colon ? (size_t)(colon - a) : strlen(a);
-
-		if (colon && (strchr(a, ':') != colon && a[0] != '['))
-			return tool_usage_error(cmd, "write IPv6 addresses as [ADDR]:PORT in --iscsi");
-		if (hl >= sizeof(host) || hl == 0)
-			return tool_usage_error(cmd, "bad --iscsi address '%s'", a);
-		memcpy(host, a, hl);
-		host[hl] = '\0';
-		if (host[0] == '[') {
-			memmove(host, host + 1, hl);
-			host[strcspn(host, "]")] = '\0';
-		}
-		if (colon && tool_parse_uint(colon + 1, 0, 65535, &port) < 0)
-			return tool_usage_error(cmd, "bad --iscsi port in '%s'", a);
-	}
-	ret = netsrv_listen_tcp(net, proto, host[0] ? host : NULL, (uint16_t)port, &si->bound_port,
-				err, sizeof(err));
-	if (ret < 0)
-		return tool_error(cmd, "iSCSI: %s", err);
-	if (port == 0)
-		log_info("serve: iSCSI TCP port %u", si->bound_port);
-	return 0;
+	return serve_listen_tcp(cmd, net, proto, "iSCSI", "--iscsi", si->listen,
+				ISCSI_DEFAULT_PORT, &si->bound_port);
 }
 
 int serve_iscsi_flush(struct serve_iscsi *si)
 {
-	int status = 0;
-
-	for (unsigned i = 0; i < si->ndisks; i++) {
-		int st;
-
-		if (disk_get_info(si->disks[i])->read_only)
-			continue;
-		st = disk_sync_flush(si->disks[i]);
-		if (st != DISK_OK) {
-			log_error("iscsi: flush at shutdown failed: %s", disk_status_str(st));
-			status = 1;
-		}
-	}
-	return status;
+	return serve_disks_flush(&si->disks, "iscsi");
 }
 
 void serve_iscsi_free(struct serve_iscsi *si)
 {
 	iscsisrv_free(si->srv);
 	si->srv = NULL;
-	for (unsigned i = 0; i < si->ndisks; i++)
-		disk_unref(si->disks[i]);
-	free(si->disks);
-	si->disks = NULL;
-	si->ndisks = 0;
+	serve_disks_free(&si->disks);
+	memset(si->built, 0, sizeof(si->built));
 	for (unsigned i = 0; i < si->nluns; i++)
 		spec_free(si->luns[i].spec);
 	si->nluns = 0;

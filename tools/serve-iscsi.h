@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tools/serve-net.h"
+
 struct disk;
 struct netsrv;
 struct spec;
@@ -84,8 +86,8 @@ struct serve_iscsi {
 	struct serve_iscsi_lun luns[SERVE_ISCSI_MAX_LUNS];
 	unsigned nluns;
 	struct iscsisrv *srv;
-	struct disk **disks;            /* own references, flushed at the end */
-	unsigned ndisks;
+	struct serve_disks disks;       /* flushed at the end; owner: the scsi_target, id: the LUN */
+	struct scsi_target *built[SERVE_ISCSI_MAX_LUNS];  /* per targets[]; NULL: none */
 	uint16_t bound_port;
 };
 
@@ -114,5 +116,9 @@ int serve_iscsi_listen(struct serve_iscsi *si, const char *cmd, struct netsrv *n
 int serve_iscsi_flush(struct serve_iscsi *si);
 /* Frees everything (after netsrv_free). */
 void serve_iscsi_free(struct serve_iscsi *si);
+
+/* For the control socket (serve-ctl-fe.c), on its thread: the target
+ * named @name (NULL: the default one), or NULL. */
+struct scsi_target *serve_iscsi_target(struct serve_iscsi *si, const char *name);
 
 #endif

@@ -6,13 +6,10 @@
  */
 #include "config.h"
 
-#include <ctype.h>
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "common/log.h"
 #include "net/netsrv.h"
@@ -21,38 +18,9 @@
 #include "nvmf/server.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
+#include "tools/serve-net.h"
 #include "tools/serve-nvmf.h"
 #include "tools/tool.h"
-
-/* Splits PORT, ADDR, ADDR:PORT, [V6] or [V6]:PORT into @host (empty: the
- * default address) and *@port. Returns 0 or an exit code. */
-static int split_addr(const char *cmd, const char *opt, const char *a, char *host, size_t hlen,
-		      uint64_t *port)
-{
-	const char *colon = a[0] == '[' ? strstr(a, "]:") : strrchr(a, ':');
-	size_t n;
-
-	host[0] = '\0';
-	if (a[0] == '[' && colon)
-		colon++;
-	if (!colon && a[0] && strspn(a, "0123456789") == strlen(a))
-		return tool_parse_uint(a, 0, 65535, port) < 0
-		       ? tool_usage_error(cmd, "bad %s port '%s'", opt, a) : 0;
-	if (colon && a[0] != '[' && strchr(a, ':') != colon)
-		return tool_usage_error(cmd, "write IPv6 addresses as [ADDR]:PORT in %s", opt);
-	n = colon ? (size_t)(colon - a) : strlen(a);
-	if (n == 0 || n >= hlen)
-		return tool_usage_error(cmd, "bad %s address '%s'", opt, a);
-	memcpy(host, a, n);
-	host[n] = '\0';
-	if (host[0] == '[') {
-		memmove(host, host + 1, n);
-		host[strcspn(host, "]")] = '\0';
-	}
-	if (colon && tool_parse_uint(colon + 1, 0, 65535, port) < 0)
-		return tool_usage_error(cmd, "bad %s port in '%s'", opt, a);
-	return 0;
-}
 
 int serve_nvmf_opt(struct serve_nvmf *sn, const char *cmd, int opt, const char *arg)
 {
@@ -93,24 +61,6 @@ int serve_nvmf_opt(struct serve_nvmf *sn, const char *cmd, int opt, const char *
 	return tool_usage_error(cmd, "unknown NVMe/TCP option");
 }
 
-/* nqn.2026-12.org.diskstack:<host name>, reduced to safe characters. */
-static void default_nqn(char *out, size_t len)
-{
-	char host[HOST_NAME_MAX + 1] = "localhost";
-	size_t o;
-
-	if (gethostname(host, sizeof(host)) < 0 || !host[0])
-		snprintf(host, sizeof(host), "localhost");
-	host[sizeof(host) - 1] = '\0';
-	o = (size_t)snprintf(out, len, "nqn.2026-12.org.diskstack:");
-	for (const char *p = host; *p && o + 1 < len; p++) {
-		char ch = (char)tolower((unsigned char)*p);
-
-		out[o++] = (isalnum((unsigned char)ch) || ch == '.' || ch == '-') ? ch : '-';
-	}
-	out[o] = '\0';
-}
-
 int serve_nvmf_check(struct serve_nvmf *sn, const char *cmd, bool have_default)
 {
 	int ret;
@@ -120,7 +70,7 @@ int serve_nvmf_check(struct serve_nvmf *sn, const char *cmd, bool have_default)
 			return tool_usage_error(cmd, "--nqn, --ns and --nvme-portal need --nvme-tcp");
 		return 0;
 	}
-	default_nqn(sn->default_nqn, sizeof(sn->default_nqn));
+	serve_default_name("nqn.2026-12.org.diskstack:", sn->default_nqn, sizeof(sn->default_nqn));
 	for (unsigned i = 0; i < sn->nns; i++) {
 		if (have_default && sn->ns[i].nsid == 1)
 			return tool_usage_error(cmd, "namespace 1 is SPEC already");
@@ -139,20 +89,43 @@ int serve_nvmf_check(struct serve_nvmf *sn, const char *cmd, bool have_default)
 }
 
 static int add_ns(struct serve_nvmf *sn, const char *cmd, struct nvmeemu_subsys *ss,
-		  unsigned nsid, struct disk *d)
+		  unsigned nsid, struct disk *d, const char *spec_text)
 {
 	char err[256] = "";
-	struct disk **v;
 	int ret = nvmeemu_subsys_add_ns(ss, nsid, d, err, sizeof(err));
 
 	if (ret < 0)
 		return tool_error(cmd, "namespace %u: %s", nsid, err[0] ? err : strerror(-ret));
-	v = realloc(sn->disks, (sn->ndisks + 1) * sizeof(*v));
-	if (!v)
-		return tool_error(cmd, "out of memory");
-	sn->disks = v;
-	sn->disks[sn->ndisks++] = disk_ref(d);
-	return 0;
+	return serve_disks_keep(&sn->disks, cmd, d, NULL, nsid, spec_text);
+}
+
+int serve_nvmf_ns_add(struct serve_nvmf *sn, uint32_t nsid, struct disk *d,
+		      const char *spec_text, char *err, size_t errlen)
+{
+	int ret;
+
+	if (!sn->subsys)
+		return -ENODEV;
+	ret = nvmeemu_subsys_add_ns(sn->subsys, nsid, d, err, errlen);
+	if (ret < 0)
+		return ret;
+	ret = serve_disks_add(&sn->disks, d, NULL, nsid, spec_text);
+	if (ret < 0)
+		(void)nvmeemu_subsys_remove_ns(sn->subsys, nsid);
+	return ret;
+}
+
+int serve_nvmf_ns_remove(struct serve_nvmf *sn, uint32_t nsid)
+{
+	int ret;
+
+	if (!sn->subsys)
+		return -ENODEV;
+	ret = nvmeemu_subsys_remove_ns(sn->subsys, nsid);
+	if (ret < 0)
+		return ret;
+	ret = serve_disks_drop(&sn->disks, NULL, nsid, "nvme-tcp");
+	return ret == -ENOENT ? 0 : ret;
 }
 
 int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default_disk,
@@ -168,7 +141,8 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 	if (!sn->listen)
 		return 0;
 	if (sn->portal) {
-		if ((ret = split_addr(cmd, "--nvme-portal", sn->portal, host, sizeof(host), &port)))
+		ret = serve_split_addr(cmd, "--nvme-portal", sn->portal, host, sizeof(host), &port);
+		if (ret)
 			return ret;
 		o.portal_addr = host[0] ? host : NULL;
 		o.portal_port = (uint16_t)port;
@@ -180,7 +154,7 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 	ret = nvmeemu_subsys_new(&so, &ss, err, sizeof(err));
 	if (ret < 0)
 		return tool_error(cmd, "subsystem: %s", err[0] ? err : strerror(-ret));
-	if (default_disk && (ret = add_ns(sn, cmd, ss, 1, default_disk)) != 0) {
+	if (default_disk && (ret = add_ns(sn, cmd, ss, 1, default_disk, sn->default_spec)) != 0) {
 		nvmeemu_subsys_free(ss);
 		return ret;
 	}
@@ -189,7 +163,7 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 
 		ret = tool_open_spec(cmd, "--ns SPEC", sn->ns[i].spec, read_only, &d);
 		if (ret == 0) {
-			ret = add_ns(sn, cmd, ss, sn->ns[i].nsid, d);
+			ret = add_ns(sn, cmd, ss, sn->ns[i].nsid, d, sn->ns[i].spec_text);
 			disk_unref(d);
 		}
 		if (ret) {
@@ -200,6 +174,7 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 	ret = nvmfsrv_add_subsys(sn->srv, ss);
 	if (ret < 0)
 		return tool_error(cmd, "subsystem '%s': %s", so.nqn, strerror(-ret));
+	sn->subsys = ss;   /* owned by the server */
 	log_info("serve: NVMe/TCP subsystem %s", so.nqn);
 	return 0;
 }
@@ -207,52 +182,26 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 int serve_nvmf_listen(struct serve_nvmf *sn, const char *cmd, struct netsrv *net)
 {
 	const struct netsrv_proto *proto;
-	char host[256], err[1024];
-	uint64_t port = NVMF_DEFAULT_PORT;
-	int ret;
 
 	if (!sn->listen)
 		return 0;
 	if (nvmfsrv_protocol(sn->srv, &proto) < 0)
 		return tool_error(cmd, "no NVMe subsystem to serve");
-	if ((ret = split_addr(cmd, "--nvme-tcp", sn->listen, host, sizeof(host), &port)))
-		return ret;
-	ret = netsrv_listen_tcp(net, proto, host[0] ? host : NULL, (uint16_t)port, &sn->bound_port,
-				err, sizeof(err));
-	if (ret < 0)
-		return tool_error(cmd, "NVMe/TCP: %s", err);
-	if (port == 0)
-		log_info("serve: NVMe/TCP port %u", sn->bound_port);
-	return 0;
+	return serve_listen_tcp(cmd, net, proto, "NVMe/TCP", "--nvme-tcp", sn->listen,
+				NVMF_DEFAULT_PORT, &sn->bound_port);
 }
 
 int serve_nvmf_flush(struct serve_nvmf *sn)
 {
-	int status = 0;
-
-	for (unsigned i = 0; i < sn->ndisks; i++) {
-		int st;
-
-		if (disk_get_info(sn->disks[i])->read_only)
-			continue;
-		st = disk_sync_flush(sn->disks[i]);
-		if (st != DISK_OK) {
-			log_error("nvme-tcp: flush at shutdown failed: %s", disk_status_str(st));
-			status = 1;
-		}
-	}
-	return status;
+	return serve_disks_flush(&sn->disks, "nvme-tcp");
 }
 
 void serve_nvmf_free(struct serve_nvmf *sn)
 {
 	nvmfsrv_free(sn->srv);
 	sn->srv = NULL;
-	for (unsigned i = 0; i < sn->ndisks; i++)
-		disk_unref(sn->disks[i]);
-	free(sn->disks);
-	sn->disks = NULL;
-	sn->ndisks = 0;
+	serve_disks_free(&sn->disks);
+	sn->subsys = NULL;
 	for (unsigned i = 0; i < sn->nns; i++)
 		spec_free(sn->ns[i].spec);
 	sn->nns = 0;

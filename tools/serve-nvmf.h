@@ -12,7 +12,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tools/serve-net.h"
+
 struct disk;
+struct nvmeemu_subsys;
 struct netsrv;
 struct spec;
 
@@ -60,8 +63,9 @@ struct serve_nvmf {
 	struct serve_nvmf_ns ns[SERVE_NVMF_MAX_NS];
 	unsigned nns;
 	struct nvmfsrv *srv;
-	struct disk **disks;            /* own references, flushed at the end */
-	unsigned ndisks;
+	struct serve_disks disks;       /* flushed at the end; id: the NSID */
+	struct nvmeemu_subsys *subsys;  /* borrowed from srv; NULL: none */
+	const char *default_spec;       /* the positional SPEC's text (namespace 1), set by cmd-serve */
 	uint16_t bound_port;
 };
 
@@ -86,5 +90,17 @@ int serve_nvmf_listen(struct serve_nvmf *sn, const char *cmd, struct netsrv *net
 int serve_nvmf_flush(struct serve_nvmf *sn);
 /* Frees everything (after netsrv_free). */
 void serve_nvmf_free(struct serve_nvmf *sn);
+
+/* For the control socket (serve-ctl-fe.c), on its thread: adds namespace
+ * @nsid over @d (a reference is taken) from @spec_text to the subsystem;
+ * every controller gets a Namespace Attribute Changed event. Returns 0,
+ * -ENODEV (no subsystem), -EEXIST, -EINVAL (bad nsid or disk; message in
+ * @err), -ENOMEM. */
+int serve_nvmf_ns_add(struct serve_nvmf *sn, uint32_t nsid, struct disk *d,
+		      const char *spec_text, char *err, size_t errlen);
+/* Removes namespace @nsid (the event again); commands running on it
+ * finish, then its disk is flushed unless read-only. Returns 0, -ENOENT,
+ * -ENODEV (no subsystem) or -EIO (the flush failed; it is gone anyway). */
+int serve_nvmf_ns_remove(struct serve_nvmf *sn, uint32_t nsid);
 
 #endif

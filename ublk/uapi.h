@@ -39,6 +39,7 @@
 #define UBSRV_CMD_GET_DEV_INFO2        0x12u   /* 6.3 */
 #define UBSRV_CMD_GET_FEATURES         0x13u   /* 6.5, encoded form only */
 #define UBSRV_CMD_DEL_DEV_ASYNC        0x14u   /* 6.9, encoded form only */
+#define UBSRV_CMD_UPDATE_SIZE          0x15u   /* 6.16, encoded form only; data[0]: 512-byte sectors */
 
 /* ---- I/O commands (on /dev/ublkcN, plain 64-byte SQE uring_cmd) --------- */
 
@@ -77,6 +78,7 @@
 #define UBSRV_F_USER_COPY                (1ull << 7)   /* 6.5 */
 #define UBSRV_F_ZONED                    (1ull << 8)   /* 6.6 */
 #define UBSRV_F_USER_RECOVERY_FAIL_IO    (1ull << 9)   /* 6.13 */
+#define UBSRV_F_UPDATE_SIZE              (1ull << 10)  /* 6.16: UPDATE_SIZE on a live device */
 
 /* Device states (struct ubsrv_ctrl_dev_info.state). */
 #define UBSRV_S_DEV_DEAD                 0

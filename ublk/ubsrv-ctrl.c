@@ -81,6 +81,7 @@ const char *ubsrv_cmd_name(uint32_t nr)
 	case UBSRV_CMD_GET_DEV_INFO2: return "GET_DEV_INFO2";
 	case UBSRV_CMD_GET_FEATURES: return "GET_FEATURES";
 	case UBSRV_CMD_DEL_DEV_ASYNC: return "DEL_DEV_ASYNC";
+	case UBSRV_CMD_UPDATE_SIZE: return "UPDATE_SIZE";
 	default: return "unknown command";
 	}
 }
@@ -180,7 +181,8 @@ static int ubsrv_ctrl_cmd(struct ubsrv_ctrl *c, uint32_t nr, uint32_t dev_id, ui
 	memset(sqe, 0, 128);
 	sqe->opcode = IORING_OP_URING_CMD;
 	sqe->fd = c->fd;
-	sqe->cmd_op = nr == UBSRV_CMD_GET_FEATURES || nr == UBSRV_CMD_DEL_DEV_ASYNC ?
+	sqe->cmd_op = nr == UBSRV_CMD_GET_FEATURES || nr == UBSRV_CMD_DEL_DEV_ASYNC ||
+		      nr == UBSRV_CMD_UPDATE_SIZE ?
 		      ubsrv_ctrl_opcode(nr, true) : ubsrv_ctrl_opcode(nr, c->encoded);
 	sqe->user_data = nr;
 	memset(&cmd, 0, sizeof(cmd));
@@ -301,6 +303,12 @@ int ubsrv_ctrl_queue_affinity(struct ubsrv_ctrl *c, uint32_t id, unsigned q, cpu
 	CPU_ZERO(set);
 	return ubsrv_ctrl_cmd(c, UBSRV_CMD_GET_QUEUE_AFFINITY, id, q, NULL, 0, len, set,
 			      sizeof(*set), UBSRV_CTRL_TIMEOUT_MS);
+}
+
+int ubsrv_ctrl_update_size(struct ubsrv_ctrl *c, uint32_t id, uint64_t sectors)
+{
+	return ubsrv_ctrl_cmd(c, UBSRV_CMD_UPDATE_SIZE, id, sectors, NULL, 0, 0, NULL, 0,
+			      UBSRV_CTRL_TIMEOUT_MS);
 }
 
 int ubsrv_ctrl_remove(struct ubsrv_ctrl *c, uint32_t id)

@@ -379,6 +379,10 @@ static int ubsrv_dev_flags(struct ubsrv_ctrl *c, const struct ubsrv_opts *o, uin
 		}
 		*flags |= UBSRV_F_USER_COPY;
 	}
+	/* Asked for whenever offered: it only adds a control command
+	 * (ubsrv_dev_update_size), the data path is the same. */
+	if (known && (features & UBSRV_F_UPDATE_SIZE))
+		*flags |= UBSRV_F_UPDATE_SIZE;
 	return 0;
 }
 
@@ -656,6 +660,15 @@ int ubsrv_dev_serve(struct ubsrv_dev *dev, int sigfd)
 			return 0;
 		}
 	}
+}
+
+int ubsrv_dev_update_size(struct ubsrv_dev *dev)
+{
+	uint64_t sectors = (disk_sector_count(dev->disk) << dev->sector_shift) >> 9;
+
+	if (!(dev->info.flags & UBSRV_F_UPDATE_SIZE))
+		return -EOPNOTSUPP;
+	return ubsrv_ctrl_update_size(dev->ctrl, dev->id, sectors);
 }
 
 int ubsrv_dev_stop(struct ubsrv_dev *dev)

@@ -30,6 +30,9 @@ int ubsrv_ctrl_set_params(struct ubsrv_ctrl *c, uint32_t id, const struct ubsrv_
 int ubsrv_ctrl_start_dev(struct ubsrv_ctrl *c, uint32_t id, int pid);
 int ubsrv_ctrl_stop_dev(struct ubsrv_ctrl *c, uint32_t id);
 int ubsrv_ctrl_del_dev(struct ubsrv_ctrl *c, uint32_t id);
+/* UPDATE_SIZE (UBSRV_F_UPDATE_SIZE): the live device's capacity becomes
+ * @sectors 512-byte sectors. */
+int ubsrv_ctrl_update_size(struct ubsrv_ctrl *c, uint32_t id, uint64_t sectors);
 int ubsrv_ctrl_start_recovery(struct ubsrv_ctrl *c, uint32_t id);
 int ubsrv_ctrl_end_recovery(struct ubsrv_ctrl *c, uint32_t id, int pid);
 /* The CPUs blk-mq maps to queue @q. */

@@ -130,6 +130,16 @@ bool ubsrv_dev_read_only(const struct ubsrv_dev *dev);
 int ubsrv_dev_serve(struct ubsrv_dev *dev, int sigfd);
 
 /*
+ * Tells the kernel the disk's current size (UPDATE_SIZE, include/uapi/
+ * linux/ublk_cmd.h, Linux 6.16): the block device's capacity changes at
+ * once, with a KOBJ_CHANGE uevent. For the thread that added the device
+ * (the control channel is not thread-safe). -EOPNOTSUPP when the device
+ * was not created with UBSRV_F_UPDATE_SIZE (older kernels): the guest
+ * keeps the old size until the device is added again.
+ */
+int ubsrv_dev_update_size(struct ubsrv_dev *dev);
+
+/*
  * Tears the device down: STOP_DEV, waits for the queue threads to drain
  * and exit, unmaps and closes /dev/ublkcN, DEL_DEV, flushes the disk, and
  * frees @dev. Returns 0 or the first error. NULL allowed.

@@ -5,6 +5,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -70,6 +72,28 @@ int vhostmem_fd_covers(int fd, uint64_t off, uint64_t len)
 	return 0;
 }
 
+int vhostmem_fd_seal(int fd, const char *what)
+{
+	int seals = fcntl(fd, F_GET_SEALS);
+
+	if (seals < 0 && errno != EINVAL)
+		return -errno;
+	if (seals >= 0 && (seals & F_SEAL_SHRINK))
+		return 0;
+	if (seals >= 0 && !(seals & F_SEAL_SEAL)) {
+		if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0)
+			return 0;
+		/* A seal added by the front-end meanwhile: look again. */
+		if (errno != EPERM)
+			return -errno;
+		return vhostmem_fd_seal(fd, what);
+	}
+	log_warn("vhost: %s: the file cannot be sealed against shrinking (not a memfd, or "
+		 "sealed without F_SEAL_SHRINK); a front-end that shrinks it makes the back-end "
+		 "die of SIGBUS", what);
+	return 1;
+}
+
 int vhostmem_add_fd(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint64_t user_addr,
 		    int fd, uint64_t mmap_offset)
 {
@@ -85,7 +109,8 @@ int vhostmem_add_fd(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint
 	 * aligned, the spec does not promise it. */
 	if (ADD_OVERFLOW(size, mmap_offset - start, &len) || len > SIZE_MAX || mmap_offset > INT64_MAX)
 		return -EINVAL;
-	if ((ret = vhostmem_fd_covers(fd, mmap_offset, size)) < 0)
+	if ((ret = vhostmem_fd_seal(fd, "guest memory region")) < 0 ||
+	    (ret = vhostmem_fd_covers(fd, mmap_offset, size)) < 0)
 		return ret;
 	p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)start);
 	if (p == MAP_FAILED)
@@ -114,32 +139,31 @@ int vhostmem_add_host(struct vhostmem *m, uint64_t guest_phys, uint64_t size, ui
 	return 0;
 }
 
-void *vhostmem_gpa(const struct vhostmem *m, uint64_t gpa, uint64_t len)
+/* The host address of [@addr, @addr + @len) in one address space of the
+ * regions: front-end virtual (@uva) or guest physical; NULL if no region
+ * holds it all. */
+static void *vhostmem_lookup(const struct vhostmem *m, uint64_t addr, uint64_t len, bool uva)
 {
 	if (len == 0)
 		len = 1;
 	for (unsigned i = 0; i < m->nregions; i++) {
 		const struct vhostmem_region *r = &m->regions[i];
+		uint64_t base = uva ? r->user_addr : r->guest_phys;
 
-		/* Written so that nothing overflows: gpa - base < size and
-		 * len <= size - (gpa - base). */
-		if (gpa >= r->guest_phys && gpa - r->guest_phys < r->size &&
-		    len <= r->size - (gpa - r->guest_phys))
-			return r->host + (gpa - r->guest_phys);
+		/* Written so that nothing overflows: addr - base < size and
+		 * len <= size - (addr - base). */
+		if (addr >= base && addr - base < r->size && len <= r->size - (addr - base))
+			return r->host + (addr - base);
 	}
 	return NULL;
 }
 
+void *vhostmem_gpa(const struct vhostmem *m, uint64_t gpa, uint64_t len)
+{
+	return vhostmem_lookup(m, gpa, len, false);
+}
+
 void *vhostmem_uva(const struct vhostmem *m, uint64_t uva, uint64_t len)
 {
-	if (len == 0)
-		len = 1;
-	for (unsigned i = 0; i < m->nregions; i++) {
-		const struct vhostmem_region *r = &m->regions[i];
-
-		if (uva >= r->user_addr && uva - r->user_addr < r->size &&
-		    len <= r->size - (uva - r->user_addr))
-			return r->host + (uva - r->user_addr);
-	}
-	return NULL;
+	return vhostmem_lookup(m, uva, len, true);
 }

@@ -48,16 +48,30 @@ int vhostmem_new(struct vhostmem **out);
  * access, so a front-end that sends a region larger than its file must be
  * refused before anything touches the mapping. Returns 0, -EINVAL, or
  * fstat's -errno. Other kinds of fd (devices) are left to mmap.
- * XXX: a front-end that shrinks the file later (an unsealed memfd) can
- * still make an access fault; QEMU never does. */
+ * Call vhostmem_fd_seal() first: the file must not shrink after the check. */
 int vhostmem_fd_covers(int fd, uint64_t off, uint64_t len);
+
+/* Keeps the front-end from shrinking @fd (borrowed) under our mapping,
+ * which would make our next access to the lost pages die of SIGBUS: adds
+ * F_SEAL_SHRINK to a file that takes seals (memfd_create(2) with
+ * MFD_ALLOW_SEALING; QEMU's memory-backend-memfd has it, and its default
+ * seal=on already sealed it). The front-end may still grow the file. A file
+ * that cannot be sealed (not a memfd: tmpfs or hugetlbfs files of
+ * memory-backend-file; or a memfd with F_SEAL_SEAL and no F_SEAL_SHRINK:
+ * memory-backend-memfd,seal=off) is still accepted, since refusing it would
+ * refuse working QEMU setups: returns 1 for it, and logs a warning naming
+ * @what. Returns 0 when @fd cannot shrink any more, or fcntl's -errno.
+ * XXX: such an unsealable file is still shrinkable; QEMU never does. */
+int vhostmem_fd_seal(int fd, const char *what);
 
 /*
  * Maps @size bytes of @fd from @mmap_offset (shared, read-write) and adds
- * them as a region at @guest_phys / @user_addr. @fd is borrowed (the caller
- * closes it; the mapping stays). Returns 0, -EINVAL for an empty, wrapping
- * or overlapping region or one that ends past the end of a regular file
- * (vhostmem_fd_covers), -E2BIG when the table is full, or mmap's -errno.
+ * them as a region at @guest_phys / @user_addr, sealing the file against
+ * shrinking first where it can (vhostmem_fd_seal). @fd is borrowed (the
+ * caller closes it; the mapping stays). Returns 0, -EINVAL for an empty,
+ * wrapping or overlapping region or one that ends past the end of a
+ * regular file (vhostmem_fd_covers), -E2BIG when the table is full, or
+ * fcntl's or mmap's -errno.
  */
 int vhostmem_add_fd(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint64_t user_addr,
 		    int fd, uint64_t mmap_offset);

@@ -12,6 +12,7 @@
 #ifndef DISKSTACK_VHOST_PROTO_H
 #define DISKSTACK_VHOST_PROTO_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* ---- message framing (vhost-user spec, "Message Specification") ------- */
@@ -23,6 +24,15 @@
 #define VHU_FLAG_NEED_REPLY (1u << 3)
 #define VHU_MAX_FDS 8               /* the spec's limit of fds per message */
 #define VHU_MAX_PAYLOAD 4096        /* larger than any message we accept */
+
+/* Sends one message, the VHU_HDR_BYTES header at @hdr (as given: its size
+ * field is not checked) and @len payload bytes, with @nfds (at most
+ * VHU_MAX_FDS) descriptors as SCM_RIGHTS, in one sendmsg on @sock.
+ * Messages are small: a short write means the peer is gone or stuck.
+ * Returns 0, -EPROTO after a short write, or -errno. Defined in
+ * server.c; the test front-ends send with it too. */
+int vhu_sendmsg(int sock, const void *hdr, const void *payload, size_t len, const int *fds,
+		unsigned nfds);
 
 /* Front-end -> back-end requests. */
 enum {

@@ -33,7 +33,9 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -81,7 +83,6 @@ struct vhostsrv_thread {
 	struct reactor *r;
 	bool created;
 	int init_ret;                   /* reactor_new's, read after the start handshake */
-	struct reactor_task quit_task;  /* vhostsrv_thread_quit */
 };
 
 struct vhostsrv_queue {
@@ -388,31 +389,6 @@ static void vhostsrv_swap_task(struct reactor_task *t)
 	vhostsrv_sync_signal(q->s);
 }
 
-static void vhostsrv_thread_quit_task(struct reactor_task *t)
-{
-	struct vhostsrv_thread *th = container_of(t, struct vhostsrv_thread, quit_task);
-
-	reactor_stop(th->r);
-}
-
-/*
- * Ends @th's reactor_run with a task that stops the reactor from its own
- * thread, not with reactor_stop from ours. A foreign reactor_stop finds
- * the mailbox flag already set when a post's wake-up is still pending,
- * writes no eventfd, and the reactor's next pass clears the flag, finds
- * no task, runs nothing and waits again without looking at the stop
- * flag: the thread then waits for good (fuzz-vhost-msg hung in
- * vhostsrv_wait this way; gdb showed stop set, the mailbox empty, the
- * thread in io_uring_enter). A posted task is never lost that way: the
- * drain that clears the flag takes it, and a pass that runs it returns
- * to reactor_run, which sees the stop.
- */
-static void vhostsrv_thread_quit(struct vhostsrv_thread *th)
-{
-	th->quit_task.fn = vhostsrv_thread_quit_task;
-	reactor_post(th->r, &th->quit_task);
-}
-
 static void *vhostsrv_thread_main(void *arg)
 {
 	struct vhostsrv_thread *th = arg;
@@ -695,42 +671,47 @@ static int vhostsrv_msg_take_fd(struct vhostsrv_msg *m)
 	return fd;
 }
 
-static int vhostsrv_send(int fd, uint32_t request, uint32_t flags, const void *payload,
-			 uint32_t size, int pass_fd)
+int vhu_sendmsg(int sock, const void *hdr, const void *payload, size_t len, const int *fds,
+		unsigned nfds)
 {
-	uint8_t hdr[VHU_HDR_BYTES];
-	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)payload, size } };
+	struct iovec iov[2] = { { (void *)hdr, VHU_HDR_BYTES }, { (void *)payload, len } };
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(VHU_MAX_FDS * sizeof(int))];
 		struct cmsghdr align;
 	} cm;
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
-	size_t total = sizeof(hdr) + size;
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
 	ssize_t n;
 
-	memcpy(hdr, &request, 4);
-	memcpy(hdr + 4, &flags, 4);
-	memcpy(hdr + 8, &size, 4);
-	if (pass_fd >= 0) {
+	assert(nfds <= VHU_MAX_FDS);
+	if (nfds) {
 		struct cmsghdr *c;
 
 		memset(&cm, 0, sizeof(cm));
 		mh.msg_control = cm.buf;
-		mh.msg_controllen = sizeof(cm.buf);
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
 		c = CMSG_FIRSTHDR(&mh);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
 	}
 	do {
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
-	/* A reply is a few hundred bytes at most: a short write means the
-	 * peer is gone or stuck. */
-	return (size_t)n == total ? 0 : -EPROTO;
+	return (size_t)n == VHU_HDR_BYTES + len ? 0 : -EPROTO;
+}
+
+static int vhostsrv_send(int fd, uint32_t request, uint32_t flags, const void *payload,
+			 uint32_t size, int pass_fd)
+{
+	uint8_t hdr[VHU_HDR_BYTES];
+
+	memcpy(hdr, &request, 4);
+	memcpy(hdr + 4, &flags, 4);
+	memcpy(hdr + 8, &size, 4);
+	return vhu_sendmsg(fd, hdr, payload, size, &pass_fd, pass_fd >= 0 ? 1 : 0);
 }
 
 static int vhostsrv_reply(struct vhostsrv *s, struct vhostsrv_msg *m, const void *payload,
@@ -805,8 +786,11 @@ static int vhostsrv_get_inflight(struct vhostsrv *s, struct vhostsrv_msg *m)
 		return -EINVAL;
 	}
 	len = in.num_queues * vhostvq_inflight_bytes(in.queue_size);
-	fd = memfd_create("diskstack-vhost-inflight", MFD_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, (off_t)len) < 0)
+	/* The front-end gets this fd: sealed, it cannot shrink the file
+	 * under our mapping (SIGBUS) nor change its size at all. */
+	fd = memfd_create("diskstack-vhost-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0 || ftruncate(fd, (off_t)len) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		return -errno;
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
@@ -838,7 +822,8 @@ static int vhostsrv_set_inflight(struct vhostsrv *s, struct vhostsrv_msg *m)
 			  (unsigned long long)in->mmap_size, in->num_queues, in->queue_size);
 		return -EINVAL;
 	}
-	if (vhostmem_fd_covers(fd, in->mmap_offset, in->mmap_size) < 0) {
+	if (vhostmem_fd_seal(fd, "inflight buffer") < 0 ||
+	    vhostmem_fd_covers(fd, in->mmap_offset, in->mmap_size) < 0) {
 		log_error("%s: SET_INFLIGHT_FD: %llu bytes at offset %llu are past the end of the "
 			  "file", s->name, (unsigned long long)in->mmap_size,
 			  (unsigned long long)in->mmap_offset);
@@ -1254,7 +1239,7 @@ static void *vhostsrv_control_main(void *arg)
 	vhostsrv_end_session(s);
 	for (unsigned i = 0; i < s->nthreads; i++)
 		if (s->threads[i].created)
-			vhostsrv_thread_quit(&s->threads[i]);
+			reactor_stop(s->threads[i].r);
 	return NULL;
 }
 
@@ -1374,7 +1359,7 @@ int vhostsrv_start(struct vhostsrv *s)
 fail:
 	for (unsigned i = 0; i < s->nthreads; i++) {
 		if (s->threads[i].created) {
-			vhostsrv_thread_quit(&s->threads[i]);
+			reactor_stop(s->threads[i].r);
 			pthread_join(s->threads[i].tid, NULL);
 			s->threads[i].created = false;
 		}

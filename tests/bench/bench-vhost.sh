@@ -38,7 +38,6 @@ devs=${BENCH_DEVS:-ds qsd qemu-blk qemu-scsi}
 jobs=${BENCH_JOBS:-randread-4k-qd32 randwrite-4k-qd32 randread-4k-qd1 randwrite-4k-qd1 read-1m-qd8 write-1m-qd8}
 size_mb=${BENCH_SIZE_MB:-512}
 VM_MEM=${DISKSTACK_VM_MEM:-1G}
-HZ=$(getconf CLK_TCK)
 if [[ " $devs " == *" ds "* ]] && ! "$DISKSTACK" vhost-user-blk --help >/dev/null 2>&1; then
 	vm_log "this diskstack has no vhost-user-blk: leaving 'ds' out"
 	devs=$(echo " $devs " | sed 's/ ds / /')
@@ -47,32 +46,21 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-vhost.XXXXXX")
 shm=$(mktemp -d /dev/shm/bench-vhost.XXXXXX)
 VHOST_WORK=$work
-qemu_pid=
 cleanup()
 {
-	[ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
+	[ -s "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/null
 	vhost_stop_all
 	rm -rf "$shm"
 	[ "${DISKSTACK_VM_KEEP:-0}" = 1 ] && vm_log "kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT
 
-# median of the numbers on stdin
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
-# qemu_aux_ticks: QEMU's CPU time outside its vCPU threads ("CPU n/TCG"):
-# the process total (which keeps the time of exited worker threads) minus
-# every vCPU thread's.
-qemu_aux_ticks()
+# vm_bench_marks' SAMPLE: the back-end's ticks ("-" for QEMU's own disks)
+# and QEMU's outside its vCPU threads.
+sample()
 {
-	local total vcpu=0 t
-	total=$(sed 's/.*) //' "/proc/$qemu_pid/stat" | awk '{ print $12 + $13 }')
-	for t in /proc/"$qemu_pid"/task/*; do
-		case $(cat "$t/comm" 2>/dev/null) in
-		CPU*) vcpu=$((vcpu + $(sed 's/.*) //' "$t/stat" | awk '{ print $12 + $13 }'))) ;;
-		esac
-	done
-	echo $((total - vcpu))
+	echo "$([ -n "${VHOST_PID[$1]:-}" ] && vhost_cpu_ticks "$1" || echo -)" \
+		"$(vm_qemu_aux_ticks "$(cat "$work/qemu.pid")")"
 }
 
 vm_prepare "$kernel"
@@ -120,21 +108,9 @@ vm_log "$kernel: $ndevs disks x $njobs jobs x $rounds rounds x ${runtime}s (time
 vm_boot "$log" "$tmo" "ds.runtime=$runtime ds.rounds=$rounds ds.devs=$devmap ds.jobs=${jobs// /,}" \
 	-nic none -pidfile "$work/qemu.pid" "${qemu_args[@]}" &
 boot=$!
-handled=0
-while kill -0 $boot 2>/dev/null; do
-	[ -z "$qemu_pid" ] && [ -s "$work/qemu.pid" ] && qemu_pid=$(cat "$work/qemu.pid")
-	mapfile -t reqs < <(grep -a '^VMTEST: HOST mark ' "$log" 2>/dev/null | tr -d '\r')
-	while [ $handled -lt ${#reqs[@]} ]; do
-		set -- ${reqs[$handled]#VMTEST: HOST mark }
-		handled=$((handled + 1))
-		be=-
-		[ -n "${VHOST_PID[$1]:-}" ] && be=$(vhost_cpu_ticks "$1")
-		echo "$1 $2 $3 $4 $be $(qemu_aux_ticks)" >> "$marks"
-	done
-	sleep 0.1
-done
+vm_bench_marks "$log" "$marks" $boot sample
 wait $boot
-qemu_pid=
+rm -f "$work/qemu.pid"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 if ! grep -aq '^VMTEST: PASS vhost-bench' "$log"; then
 	grep -a '^VMTEST' "$log"
@@ -146,13 +122,7 @@ res=$(grep -a '^VMTEST: RESULT' "$log" | tr -d '\r' | sed 's/^VMTEST: RESULT //'
 [ "${DISKSTACK_VM_KEEP:-0}" = 1 ] && { echo "$res" > "$work/results"; cp "$marks" "$work/marks.txt"; }
 
 # per NAME JOB ROUND: µs of CPU per request, back-end and QEMU aux.
-cpu=$(echo "$res" | awk -v hz="$HZ" -v marks="$marks" '
-	BEGIN { while ((getline l < marks) > 0) { split(l, f, " "); k = f[1] " " f[2] " " f[3];
-		if (f[4] == "start") { b0[k] = f[5]; a0[k] = f[6] } else { b1[k] = f[5]; a1[k] = f[6] } } }
-	{ k = $1 " " $2 " " $3; n = $5
-	  be = (b0[k] == "-" || n == 0) ? "-" : (b1[k] - b0[k]) * 1e6 / hz / n
-	  aux = (n == 0) ? "-" : (a1[k] - a0[k]) * 1e6 / hz / n
-	  print k, be, aux }')
+cpu=$(vm_bench_cpu "$res" "$marks")
 
 echo
 echo "kernel $kernel, $rounds rounds x ${runtime}s, load average at the end: $load_end"
@@ -161,13 +131,13 @@ for j in $jobs; do
 	for d in $devs; do
 		runs=$(echo "$res" | awk -v d=$d -v j=$j '$1 == d && $2 == j { print $4 }')
 		[ -n "$runs" ] || continue
-		med=$(echo "$runs" | median)
+		med=$(echo "$runs" | vm_median)
 		paired=$(echo "$res" | awk -v d=$d -v j=$j '
 			$2 == j && $1 == "qsd" { q[$3] = $4 }
 			$2 == j && $1 == d { v[$3] = $4 }
-			END { for (r in v) if (q[r] > 0) print v[r] / q[r] }' | median)
-		be=$(echo "$cpu" | awk -v d=$d -v j=$j '$1 == d && $2 == j && $4 != "-" { print $4 }' | median)
-		aux=$(echo "$cpu" | awk -v d=$d -v j=$j '$1 == d && $2 == j && $5 != "-" { print $5 }' | median)
+			END { for (r in v) if (q[r] > 0) print v[r] / q[r] }' | vm_median)
+		be=$(echo "$cpu" | awk -v d=$d -v j=$j '$1 == d && $2 == j && $4 != "-" { print $4 }' | vm_median)
+		aux=$(echo "$cpu" | awk -v d=$d -v j=$j '$1 == d && $2 == j && $5 != "-" { print $5 }' | vm_median)
 		printf '%-17s %-10s %10.0f  %-9s %12s %12s  (%s)\n' "$j" "$d" "$med" \
 			"$([ "$paired" = - ] && echo - || printf '%.2fx' "$paired")" \
 			"$([ "$be" = - ] && echo - || printf '%.1f' "$be")" \

@@ -45,6 +45,7 @@
 #include "common/log.h"
 #include "storage/disk.h"
 #include "storage/layered.h"
+#include "tests/fuzz/fuzz-poll.h"
 #include "vhost/blk.h"
 #include "vhost/proto.h"
 #include "vhost/vhost.h"
@@ -91,29 +92,7 @@ struct fz {
 static void fz_send(struct fz *f, const uint8_t *hdr, const uint8_t *payload, size_t len,
 		    const int *fds, unsigned nfds)
 {
-	union {
-		char buf[CMSG_SPACE(VHU_MAX_FDS * sizeof(int))];
-		struct cmsghdr align;
-	} cm;
-	struct iovec iov[2] = { { (void *)hdr, VHU_HDR_BYTES }, { (void *)payload, len } };
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
-	ssize_t n;
-
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&cm, 0, sizeof(cm));
-		mh.msg_control = cm.buf;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-	}
-	/* Messages are small: the socket buffer takes each whole. */
-	n = sendmsg(f->sock, &mh, MSG_NOSIGNAL);
-	if (n < 0 || (size_t)n != VHU_HDR_BYTES + len)
+	if (vhu_sendmsg(f->sock, hdr, payload, len, fds, nfds) != 0)
 		f->gone = true;
 }
 
@@ -133,12 +112,12 @@ static int fz_recv(struct fz *f)
 		struct iovec iov = { buf + got, want - got };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
 				     .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf) };
-		struct pollfd p = { .fd = f->sock, .events = POLLIN };
 		ssize_t n;
 
-		if (poll(&p, 1, 20000) <= 0) {
+		if (fuzz_poll_in(f->sock, 20000) <= 0) {
 			/* The server stopped answering: a hang. FUZZ_HANG_PAUSE
-			 * keeps the process for a debugger. */
+			 * keeps the process for a debugger. (A signal is not
+			 * one: libFuzzer's timer interrupts the wait.) */
 			if (getenv("FUZZ_HANG_PAUSE")) {
 				fprintf(stderr, "fuzz-vhost-msg: hang, pid %d\n", (int)getpid());
 				pause();

@@ -25,6 +25,7 @@ RANK = {
     "nbd": 3, "ublk": 3, "iscsi": 3, "nvmf": 3, "vhost": 3,
     "ctl": 3,                      # the control socket (JSON-RPC); its methods live in tools/
     "nbdkit-plugin": 3,
+    "diskemu": 3,                  # libdiskemu's embedding API: over the emulators
     "tools": 4,
 }
 # Lower-rank folders a folder must not use even so.

@@ -48,7 +48,9 @@ class Conn:
         self.itt = 1
         self.isid = os.urandom(6)
 
-    def send(self, bhs, data=b"", bad_hd=False, bad_dd=False):
+    def send(self, bhs, data=b"", bad_hd=False, bad_dd=False, pieces=1, upto=None):
+        """The PDU, its data in @pieces sends 0.2 s apart; only the first
+        @upto bytes of it when @upto is given."""
         bhs = bytearray(bhs)
         bhs[5:8] = struct.pack(">I", len(data))[1:]
         out = bytes(bhs)
@@ -60,7 +62,13 @@ class Conn:
             out += body
             if self.dd:
                 out += struct.pack("<I", crc32c(body) ^ (1 if bad_dd else 0))
-        self.s.sendall(out)
+        if upto is not None:
+            out = out[:upto]
+        step = max(1, (len(out) - 48) // pieces)
+        self.s.sendall(out[:48 + step])
+        for off in range(48 + step, len(out), step):
+            time.sleep(0.2)
+            self.s.sendall(out[off:off + step])
 
     def recv_exact(self, n):
         buf = b""
@@ -128,7 +136,7 @@ class Conn:
         return kv
 
     def cmd(self, cdb, edtl=0, read=False, write=False, data=b"", final=True, imm=False,
-            cmdsn=None):
+            cmdsn=None, pieces=1, upto=None):
         bhs = bytearray(48)
         bhs[0] = 0x01 | (0x40 if imm else 0)
         bhs[1] = (0x80 if final else 0) | (0x40 if read else 0) | (0x20 if write else 0) | 1
@@ -139,7 +147,7 @@ class Conn:
         bhs[32:32 + len(cdb)] = cdb
         if cmdsn is None and not imm:
             self.cmdsn += 1
-        self.send(bhs, data)
+        self.send(bhs, data, pieces=pieces, upto=upto)
         return itt
 
     def nop(self, data=b"", bad_dd=False):
@@ -276,6 +284,32 @@ def big_data_out_cases():
     st, back = response_to(c, itt, "Data-In of the 64 KiB READ")
     if st != 0 or back != data:
         fail("a 64 KiB WRITE sent in pieces did not read back (status 0x%02x)" % st)
+    # All 64 KiB as immediate data, in pieces: the server receives a large
+    # command's data in place and then the next header alone. A WRITE
+    # whose data is a Data-Out, and a small command, follow at once.
+    data2 = bytes((i * 13 + 1) & 0xff for i in range(size))
+    wcdb = cdb.replace(b"\x28", b"\x2a", 1)
+    itt = c.cmd(wcdb, edtl=size, write=True, data=data2, pieces=3)
+    st, _ = response_to(c, itt, "SCSI Response to the 64 KiB immediate-data WRITE")
+    if st != 0:
+        fail("a 64 KiB immediate-data WRITE sent in pieces ended with status 0x%02x" % st)
+    itt = c.cmd(cdb, edtl=size, read=True)
+    st, back = response_to(c, itt, "Data-In of the 64 KiB READ")
+    if st != 0 or back != data2:
+        fail("a 64 KiB immediate-data WRITE did not read back (status 0x%02x)" % st)
+    itt = c.cmd(wcdb, edtl=size, write=True, final=False)
+    big_data_out(c, itt, data, 1)
+    itt2 = c.cmd(b"\x00" * 6)
+    st, _ = response_to(c, itt, "SCSI Response to the WRITE after the immediate-data one")
+    if st != 0:
+        fail("the WRITE after a large immediate-data WRITE ended with status 0x%02x" % st)
+    st, _ = response_to(c, itt2, "TEST UNIT READY after the large PDUs")
+    if st != 0:
+        fail("TEST UNIT READY after the large PDUs ended with status 0x%02x" % st)
+    itt = c.cmd(cdb, edtl=size, read=True)
+    st, back = response_to(c, itt, "Data-In of the 64 KiB READ")
+    if st != 0 or back != data:
+        fail("the WRITE after the immediate-data WRITE did not read back (status 0x%02x)" % st)
     # Half a Data-Out, then the initiator goes away.
     itt = c.cmd(cdb.replace(b"\x28", b"\x2a", 1), edtl=size, write=True, final=False)
     d = bytearray(48)
@@ -285,6 +319,12 @@ def big_data_out_cases():
     d[16:20] = struct.pack(">I", itt)
     d[20:24] = b"\xff\xff\xff\xff"
     c.s.sendall(bytes(d) + data[:size // 2])
+    time.sleep(0.2)
+    c.s.close()
+    # Half the immediate data of a large WRITE, then the initiator goes away.
+    c = Conn()
+    c.normal_login()
+    c.cmd(wcdb, edtl=size, write=True, data=data2, upto=48 + size // 2)
     time.sleep(0.2)
     c.s.close()
 

@@ -9,6 +9,10 @@
 #                             $serve_status
 #   uri_unix SOCK [EXPORT]    an nbd+unix:// URI
 #   free_port                 print a free TCP port on 127.0.0.1
+#   random_image FILE SIZE BS COUNT@SEEK...
+#                             a sparse FILE of SIZE with random data in
+#                             each extent (blocks of BS): a base image
+#                             with both data and holes
 #   PY                        the Python that has the nbd module
 #   nbd_py SCRIPT ARGS...     run a Python script with that interpreter
 #   nbd_raw_py SOCK ARGS...   run the Python script on stdin after a raw
@@ -75,6 +79,17 @@ uri_unix()
 free_port()
 {
 	"$PY" -I -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+random_image()
+{
+	_file=$1 _bs=$3
+	truncate -s "$2" "$_file" || fail "truncate $_file"
+	shift 3
+	for _ext in "$@"; do
+		dd if=/dev/urandom of="$_file" bs="$_bs" count="${_ext%@*}" seek="${_ext#*@}" \
+			conv=notrunc 2>/dev/null || fail "dd into $_file"
+	done
 }
 
 nbd_py()

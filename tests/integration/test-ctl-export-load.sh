@@ -7,13 +7,12 @@
 # for new clients at once.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
+. "$(dirname "$0")/ctl-functions.sh"
 requires fio nbdinfo
 requires_nbd_python
 cd "$tmpdir"
 sock=$tmpdir/nbd.sock
-ctl=$tmpdir/ctl.sock
 
-c() { "$DISKSTACK" ctl -S "$ctl" "$@"; }
 
 serve s -U "$sock" --control "$ctl" -t 2 -e a=mem:64M
 

@@ -9,19 +9,12 @@
 # exit statuses, $DISKSTACK_CONTROL under --run, and shutdown.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
+. "$(dirname "$0")/ctl-functions.sh"
 requires nbdinfo truncate stat
 requires_nbd_python
 cd "$tmpdir"
 sock=$tmpdir/nbd.sock
-ctl=$tmpdir/ctl.sock
 
-c() { "$DISKSTACK" ctl -S "$ctl" "$@"; }
-# jq-less checks: json_get FILE EXPR prints the Python expression over r.
-json_check()
-{
-	"$PY" -I -c 'import json, sys; r = json.load(open(sys.argv[1])); assert eval(sys.argv[2]), (sys.argv[2], r)' "$@" ||
-		fail "check failed: $2"
-}
 
 serve s -U "$sock" --control "$ctl" -e a=mem:64M -e 'b=delay:2ms/3ms:mem:32M' -D "slow disk"
 

@@ -9,9 +9,7 @@ requires qemu-img qemu-io cmp truncate dd sha256sum
 
 sock=$tmpdir/s.sock
 base=$tmpdir/base.img
-truncate -s 16M "$base"
-dd if=/dev/urandom of="$base" bs=1M count=2 conv=notrunc 2>/dev/null
-dd if=/dev/urandom of="$base" bs=1M count=1 seek=8 conv=notrunc 2>/dev/null
+random_image "$base" 16M 1M 2@0 1@8
 base_sum=$(sha256sum "$base" | cut -d' ' -f1)
 port=$(free_port)
 

@@ -11,9 +11,7 @@ requires_nbd_python
 
 sock=$tmpdir/s.sock
 base=$tmpdir/base.img
-truncate -s 8M "$base"
-dd if=/dev/urandom of="$base" bs=64K count=4 conv=notrunc 2>/dev/null
-dd if=/dev/urandom of="$base" bs=64K count=2 seek=64 conv=notrunc 2>/dev/null
+random_image "$base" 8M 64K 4@0 2@64
 base_sum=$(sha256sum "$base" | cut -d' ' -f1)
 
 serve srv -U "$sock" mem:16M \

@@ -101,6 +101,8 @@ struct echo_conn {
 };
 
 static atomic_uint echo_starts, echo_drains, echo_frees, echo_pdus;
+/* Headers with netsrv_rx_exact (past the multishot ring) instead. */
+static atomic_bool echo_exact;
 
 static void echo_read_hdr(struct echo_conn *e);
 
@@ -153,7 +155,10 @@ static void echo_hdr_cb(struct netsrv_conn *nc, ssize_t res)
 	}
 	e->got += (uint32_t)res;
 	if (e->got < 4) {
-		netsrv_rx(nc, e->hdr + e->got, 4 - e->got, true, echo_hdr_cb);
+		if (atomic_load(&echo_exact))
+			netsrv_rx_exact(nc, e->hdr + e->got, 4 - e->got, echo_hdr_cb);
+		else
+			netsrv_rx(nc, e->hdr + e->got, 4 - e->got, true, echo_hdr_cb);
 		return;
 	}
 	memcpy(&e->len, e->hdr, 4);
@@ -174,7 +179,10 @@ static void echo_hdr_cb(struct netsrv_conn *nc, ssize_t res)
 static void echo_read_hdr(struct echo_conn *e)
 {
 	e->got = 0;
-	netsrv_rx(e->nc, e->hdr, 4, true, echo_hdr_cb);
+	if (atomic_load(&echo_exact))
+		netsrv_rx_exact(e->nc, e->hdr, 4, echo_hdr_cb);
+	else
+		netsrv_rx(e->nc, e->hdr, 4, true, echo_hdr_cb);
 }
 
 static void echo_start(struct netsrv_conn *nc, void *ctx)
@@ -297,7 +305,7 @@ static void test_netsrv_echo_fds(void **state)
 
 /* Two TCP clients, then netsrv_stop: each protocol connection is asked to
  * drain, closes, and netsrv_run returns. */
-static void test_netsrv_echo_tcp_drain(void **state)
+static void echo_tcp_drain(bool exact)
 {
 	struct netsrv_opts o = { .name = "echo", .threads = 2 };
 	struct run_arg a = { .status = -2 };
@@ -306,8 +314,8 @@ static void test_netsrv_echo_tcp_drain(void **state)
 	uint16_t port = 0;
 	int fd[2];
 
-	(void)state;
 	echo_reset();
+	atomic_store(&echo_exact, exact);
 	assert_int_equal(netsrv_new(&o, &a.net), 0);
 	assert_int_equal(netsrv_listen_tcp(a.net, &echo_proto, "127.0.0.1", 0, &port, err,
 					   sizeof(err)), 0);
@@ -332,6 +340,22 @@ static void test_netsrv_echo_tcp_drain(void **state)
 	assert_int_equal(atomic_load(&echo_frees), 2);
 	assert_int_equal(atomic_load(&echo_pdus), 6);
 	netsrv_free(a.net);
+	atomic_store(&echo_exact, false);
+}
+
+static void test_netsrv_echo_tcp_drain(void **state)
+{
+	(void)state;
+	echo_tcp_drain(false);
+}
+
+/* The same with every header received by netsrv_rx_exact: bytes the
+ * multishot ring already holds (the PDUs arrive in one go) come first,
+ * then one-shot receives, and buffered receives mix with them. */
+static void test_netsrv_echo_tcp_rx_exact(void **state)
+{
+	(void)state;
+	echo_tcp_drain(true);
 }
 
 int main(void)
@@ -342,6 +366,7 @@ int main(void)
 		cmocka_unit_test(test_netsrv_private_unix_path),
 		cmocka_unit_test(test_netsrv_echo_fds),
 		cmocka_unit_test(test_netsrv_echo_tcp_drain),
+		cmocka_unit_test(test_netsrv_echo_tcp_rx_exact),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <pthread.h>
 
 #include "common/endian.h"
 #include "common/reactor.h"
@@ -633,6 +634,48 @@ static void test_nvme_admin_ns_attach(void **state)
 	fix_close(&f);
 }
 
+struct ns_remover {
+	struct nvmeemu_subsys *s;
+	struct nt_pending *p;
+	int ret;
+	bool write_done_first;
+};
+
+static void *ns_remove_thread(void *arg)
+{
+	struct ns_remover *rm = arg;
+
+	rm->ret = nvmeemu_subsys_remove_ns(rm->s, 1);
+	rm->write_done_first = __atomic_load_n(&rm->p->done, __ATOMIC_ACQUIRE);
+	return NULL;
+}
+
+/* Removing a namespace waits for the commands running on it (regression
+ * from review: it returned at once, so serve's flush of the disk right
+ * after the removal could miss a write still in flight). */
+static void test_nvme_admin_remove_ns_waits_regression(void **state)
+{
+	struct ns_remover rm = { .ret = 1 };
+	struct nt_pending p;
+	struct fix f;
+	uint8_t buf[512] = { 0x5a };
+	struct nt_sqe q = nt_rw(0x01, 1, 0, 1, 0);
+	pthread_t th;
+
+	(void)state;
+	fix_open(&f, "delay:30ms:mem:1M");
+	nt_start(&p, f.c, 1, &q, buf, sizeof(buf));
+	assert_false(p.done);
+	rm.s = f.s;
+	rm.p = &p;
+	assert_int_equal(pthread_create(&th, NULL, ns_remove_thread, &rm), 0);
+	nt_assert_status(nt_wait(&p, NULL), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(rm.ret, 0);
+	assert_true(rm.write_done_first);
+	fix_close(&f);
+}
+
 /* ---- the disk_status table ----------------------------------------------------------------- */
 
 static void test_nvme_admin_status_table(void **state)
@@ -701,6 +744,7 @@ int main(void)
 		cmocka_unit_test(test_nvme_admin_aer_masked_then_enabled),
 		cmocka_unit_test(test_nvme_admin_aer_limit_abort_reset),
 		cmocka_unit_test(test_nvme_admin_ns_attach),
+		cmocka_unit_test(test_nvme_admin_remove_ns_waits_regression),
 		cmocka_unit_test(test_nvme_admin_status_table),
 	};
 

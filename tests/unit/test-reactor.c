@@ -487,8 +487,8 @@ static void test_reactor_stop_lost_wakeup(void **state)
 	(void)state;
 	signal(SIGALRM, stop_race_watchdog);
 	alarm(under_valgrind() ? 600 : 60);
-	stop_race_rounds(false, 500);
-	stop_race_rounds(true, 500);
+	stop_race_rounds(false, under_valgrind() ? 20 : 500);
+	stop_race_rounds(true, under_valgrind() ? 20 : 500);
 	alarm(0);
 	signal(SIGALRM, SIG_DFL);
 }

@@ -9,7 +9,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/compiler.h"
 #include "common/endian.h"
@@ -394,6 +396,135 @@ static void test_scsi_core_hot_add(void **state)
 	scsi_target_free(t);
 }
 
+struct hot_remove {
+	struct scsi_target *t;
+	int ret;
+};
+
+static void *hot_remove_thread(void *arg)
+{
+	struct hot_remove *h = arg;
+
+	h->ret = scsi_target_remove_lu(h->t, 3);
+	return NULL;
+}
+
+static void hot_remove_done(struct scsi_cmd *cmd)
+{
+	*(bool *)cmd->opaque = true;
+}
+
+/* Submits a data-in @cdb to LUN 3 of @n into @iov, then removes LUN 3
+ * from another thread while the command runs, and returns once both the
+ * command (@done_fn sets *@done) and the removal have ended. */
+static void hot_remove_during(struct hot_remove *h, struct scsi_cmd *cmd, struct scsi_nexus *n,
+			      const uint8_t *cdb, uint8_t cdb_len, struct iovec *iov,
+			      void (*done_fn)(struct scsi_cmd *cmd), bool *done)
+{
+	pthread_t th;
+
+	memset(cmd, 0, sizeof(*cmd));
+	cmd->nexus = n;
+	cmd->lun = scsi_lun_encode(3);
+	memcpy(cmd->cdb, cdb, cdb_len);
+	cmd->cdb_len = cdb_len;
+	cmd->dir = SCSI_DIR_IN;
+	cmd->iov = iov;
+	cmd->iovcnt = 1;
+	cmd->xfer_len = (uint32_t)iov->iov_len;
+	cmd->done = done_fn;
+	cmd->opaque = done;
+	scsi_cmd_submit(cmd);
+	assert_false(*done);    /* in flight while the removal starts */
+	assert_int_equal(pthread_create(&th, NULL, hot_remove_thread, h), 0);
+	assert_int_equal(reactor_run_until(tu_reactor(), done), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(h->ret, 0);
+}
+
+/* An LU removed while a READ runs on it (regression of the control
+ * socket's iscsi-lun-remove): the READ finishes GOOD with its data, the
+ * removal returns after it, the LUN then answers LOGICAL UNIT NOT
+ * SUPPORTED and drops out of REPORT LUNS, the other LUs report
+ * REPORTED LUNS DATA HAS CHANGED, and a new LU can take the slot. */
+static void test_scsi_core_hot_remove(void **state)
+{
+	static const uint8_t report_luns[12] = { 0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 };
+	static const uint8_t read10[10] = { 0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0 };
+	struct scsi_target *t = st_target(NULL);
+	struct hot_remove h = { .t = t, .ret = 1 };
+	uint8_t data[4096], buf[256];
+	struct iovec iov = { .iov_base = data, .iov_len = sizeof(data) };
+	struct scsi_cmd cmd;
+	struct scsi_nexus *n;
+	struct st_result r;
+	bool done = false;
+
+	(void)state;
+	st_add_lu(t, 0, "mem:1M", NULL);
+	n = st_nexus(t, IQN1, 1);
+	st_clear_ua(n, 0);
+	/* A delay: disk keeps the READ in flight while the removal starts. */
+	st_add_lu(t, 3, "delay:20ms:mem:1M", NULL);
+	st_clear_ua(n, 0);
+	st_clear_ua(n, 3);
+	memset(data, 0xee, sizeof(data));
+	hot_remove_during(&h, &cmd, n, read10, sizeof(read10), &iov, hot_remove_done, &done);
+	assert_int_equal(cmd.status, SCSI_GOOD);
+	assert_int_equal(data[0], 0);
+	assert_int_equal(data[sizeof(data) - 1], 0);
+	assert_null(scsi_target_lu(t, 3));
+	st_run(n, 3, tur, 6, SCSI_DIR_NONE, NULL, 0, &r);
+	st_assert_sense(&r, SCSI_SK_ILLEGAL_REQUEST, 0x25, 0x00);
+	st_run(n, 0, tur, 6, SCSI_DIR_NONE, NULL, 0, &r);
+	st_assert_sense(&r, SCSI_SK_UNIT_ATTENTION, 0x3F, 0x0E);
+	assert_int_equal(st_run(n, 0, report_luns, 12, SCSI_DIR_IN, buf, sizeof(buf), &r), SCSI_GOOD);
+	assert_int_equal(buf[3], 8);
+	assert_int_equal(scsi_target_remove_lu(t, 3), -ENOENT);
+	/* The slot is free again; the new LU starts with its power-on UA. */
+	st_add_lu(t, 3, "mem:2M", NULL);
+	st_run(n, 3, tur, 6, SCSI_DIR_NONE, NULL, 0, &r);
+	st_assert_sense(&r, SCSI_SK_UNIT_ATTENTION, 0x29, 0x00);
+	assert_int_equal(st_run(n, 3, tur, 6, SCSI_DIR_NONE, NULL, 0, &r), SCSI_GOOD);
+	scsi_nexus_free(n);
+	scsi_target_free(t);
+}
+
+/* Its done callback holds the reactor thread long enough for the
+ * removal (it polls every millisecond) to see the command finished. */
+static void hot_remove_slow_done(struct scsi_cmd *cmd)
+{
+	usleep(30 * 1000);
+	*(bool *)cmd->opaque = true;
+}
+
+/* A LU removed while a PERSISTENT RESERVE IN runs on it (regression from
+ * review): the PR code ran the command's completion before it handed the
+ * PR queue on, so a removal that saw the command finished freed the PR
+ * state under it (an assert in scsi_pr_free, or a freed mutex locked). */
+static void test_scsi_core_hot_remove_pr_finish_regression(void **state)
+{
+	static const uint8_t read_keys[10] = { 0x5E, 0, 0, 0, 0, 0, 0, 0, 64, 0 };
+	struct scsi_target *t = st_target(NULL);
+	struct hot_remove h = { .t = t, .ret = 1 };
+	uint8_t data[64];
+	struct iovec iov = { .iov_base = data, .iov_len = sizeof(data) };
+	struct scsi_cmd cmd;
+	struct scsi_nexus *n;
+	bool done = false;
+
+	(void)state;
+	st_add_lu(t, 3, "delay:20ms:mem:1M", NULL);
+	n = st_nexus(t, IQN1, 1);
+	st_clear_ua(n, 3);
+	hot_remove_during(&h, &cmd, n, read_keys, sizeof(read_keys), &iov, hot_remove_slow_done,
+			  &done);
+	assert_int_equal(cmd.status, SCSI_GOOD);
+	assert_null(scsi_target_lu(t, 3));
+	scsi_nexus_free(n);
+	scsi_target_free(t);
+}
+
 /* A target name longer than a designator can hold is cut, not wrapped
  * around its one-byte length. */
 static void test_scsi_core_long_target_name(void **state)
@@ -567,6 +698,8 @@ int main(void)
 		cmocka_unit_test(test_scsi_core_lu_reset),
 		cmocka_unit_test(test_scsi_core_nexus_reset),
 		cmocka_unit_test(test_scsi_core_hot_add),
+		cmocka_unit_test(test_scsi_core_hot_remove),
+		cmocka_unit_test(test_scsi_core_hot_remove_pr_finish_regression),
 		cmocka_unit_test(test_scsi_core_long_target_name),
 		cmocka_unit_test(test_scsi_core_lu_new_errors),
 		cmocka_unit_test(test_scsi_core_disk_status_table),

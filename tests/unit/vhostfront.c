@@ -71,6 +71,11 @@ size_t vfront_mem_bytes(struct vfront *f)
 	return f->o.mem_bytes;
 }
 
+int vfront_memfd(struct vfront *f)
+{
+	return f->memfd;
+}
+
 static uint16_t *vfront_avail(struct vfront *f, unsigned q)
 {
 	return vfront_ptr(f, AVAIL_GPA(q));
@@ -121,7 +126,9 @@ int vfront_new(const struct vfront_opts *o, int sock, struct vfront **out)
 	f->sock = sock;
 	f->inflight_fd = -1;
 	f->backend[0] = f->backend[1] = -1;
-	f->memfd = memfd_create("vfront-guest", MFD_CLOEXEC);
+	/* Sealable, as QEMU's memory-backend-memfd makes it; the back-end
+	 * adds F_SEAL_SHRINK (QEMU seals it itself). */
+	f->memfd = memfd_create("vfront-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (f->o.queues > VFRONT_MAX_QUEUES || f->o.qsize > VIRTQ_MAX_SIZE / 32 || f->memfd < 0 ||
 	    ftruncate(f->memfd, (off_t)f->o.mem_bytes) < 0) {
 		vfront_free(f);
@@ -194,34 +201,12 @@ static int vfront_sendmsg(int sock, uint32_t req, uint32_t flags, const void *pa
 			  uint32_t size, const int *fds, unsigned nfds)
 {
 	uint8_t hdr[VHU_HDR_BYTES];
-	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)payload, size } };
-	union {
-		char buf[CMSG_SPACE(VHU_MAX_FDS * sizeof(int))];
-		struct cmsghdr align;
-	} cm;
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
-	ssize_t n;
 
 	flags |= VHU_VERSION;
 	memcpy(hdr, &req, 4);
 	memcpy(hdr + 4, &flags, 4);
 	memcpy(hdr + 8, &size, 4);
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&cm, 0, sizeof(cm));
-		mh.msg_control = cm.buf;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-	}
-	n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-	if (n < 0)
-		return -errno;
-	return (size_t)n == sizeof(hdr) + size ? 0 : -EIO;
+	return vhu_sendmsg(sock, hdr, payload, size, fds, nfds);
 }
 
 int vfront_send(struct vfront *f, uint32_t req, uint32_t flags, const void *payload,

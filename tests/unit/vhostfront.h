@@ -97,6 +97,8 @@ void vfront_arena_reset(struct vfront *f);
 void *vfront_ptr(struct vfront *f, uint64_t gpa);
 /* Guest memory size (mem_bytes). */
 size_t vfront_mem_bytes(struct vfront *f);
+/* The guest memory's memfd (borrowed). */
+int vfront_memfd(struct vfront *f);
 
 /* Raw ring access for malformed chains. */
 struct virtq_desc *vfront_desc(struct vfront *f, unsigned q);   /* qsize entries */

@@ -22,6 +22,8 @@ RESIZE=$(sed -n 's/.*ds\.resize=\([01]\).*/\1/p' /proc/cmdline)
 # ds.luns=DISK,DVD (tgt keeps LUN 0 for itself: 1,2 there).
 LUNS=$(sed -n 's/.*ds\.luns=\([0-9]*,[0-9]*\).*/\1/p' /proc/cmdline)
 DISK_LUN=${LUNS%,*} DVD_LUN=${LUNS#*,}
+# ds.ctl=1: the host runs serve's control socket and acts on HOST-CTL lines.
+CTL=$(sed -n 's/.*ds\.ctl=\([01]\).*/\1/p' /proc/cmdline)
 [ -n "$LUNS" ] || { DISK_LUN=0 DVD_LUN=1; }
 INIT1=iqn.2024-01.org.diskstack:vm-guest-1
 INIT2=iqn.2024-01.org.diskstack:vm-guest-2
@@ -176,9 +178,51 @@ test_dvd()
 	dvd_eject_load "$cd"
 }
 
+# LUNs added and removed on the running target through serve's control
+# socket (docs/ctl.md, "iSCSI LUNs"): the initiator gets REPORTED LUNS
+# DATA HAS CHANGED on LUN 0, a rescan finds the new LUN, data goes
+# through it; removed while dd writes to it, the writes in flight finish,
+# the next ones fail (I/O error, never a hang), and LUN 0 carries on.
+HOTLUN=7
+test_lun_hotplug()
+{
+	[ "$CTL" = 1 ] || { skip "the host runs no control socket"; return 77; }
+	d=$(lun_dev 1 $DISK_LUN block) || { skip "no disk (login failed)"; return 77; }
+	host=$(hctl_of "$d")
+	host=${host%%:*}
+	echo "VMTEST: HOST-CTL iscsi-lun-add target=$TARGET lun=$HOTLUN spec=mem:32M"
+	appear() {
+		dd if="$d" of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null
+		echo '- - -' > "/sys/class/scsi_host/host$host/scan"
+		lun_dev 1 $HOTLUN block >/dev/null
+	}
+	wait_s appear 60 || { dmesg | tail -n 20; fail "LUN $HOTLUN did not appear after the host added it"; return 1; }
+	h=$(lun_dev 1 $HOTLUN block)
+	info "LUN $HOTLUN appeared as $h"
+	dmesg | grep -qi 'LUN assignments on this target have changed\|reported luns data has changed' &&
+		info "the kernel saw the unit attention: $(dmesg | grep -i 'LUN assignments\|reported luns data' | tail -n 1)"
+	[ "$(blockdev --getsize64 "$h")" = $((32 * MiB)) ] || { fail "$h is $(blockdev --getsize64 "$h") bytes"; return 1; }
+	last_mib_rw "$h" 31 || return 1
+	# Removed under I/O: dd rewrites the LUN until a write fails.
+	( while dd if=/dev/zero of="$h" bs=64k count=512 oflag=direct 2>"$T/dd.err"; do :; done ) &
+	ddpid=$!
+	sleep 1
+	echo "VMTEST: HOST-CTL iscsi-lun-remove target=$TARGET lun=$HOTLUN"
+	wait_s '! kill -0 $ddpid 2>/dev/null' 120 || { kill $ddpid; fail "dd still runs after the LUN was removed"; return 1; }
+	wait $ddpid
+	info "dd on the removed LUN ended: $(grep -v records "$T/dd.err" | head -n 1)"
+	hctl=$(hctl_of "$h")
+	gone() { ! dd if="$h" of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null; }
+	wait_s gone 60 || { fail "$h still reads after the host removed LUN $HOTLUN"; return 1; }
+	echo 1 > "/sys/class/scsi_device/$hctl/device/delete"
+	dd if="$d" of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null || { fail "LUN $DISK_LUN fails after the removal"; return 1; }
+	last_mib_rw "$d" 10 || return 1
+}
+
 run_test iscsi-login test_login
 run_test iscsi-ext4 test_fs
 run_test iscsi-fio-verify test_fio
 run_test iscsi-resize test_resize
 run_test iscsi-persistent-reservations test_persist
 run_test iscsi-dvd test_dvd
+run_test iscsi-lun-hotplug test_lun_hotplug

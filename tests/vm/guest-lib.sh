@@ -198,3 +198,56 @@ queues_dispatched()
 		[ "$_n" -gt 0 ] || { fail "queue $_h dispatched nothing"; return 1; }
 	done
 }
+
+# ---- benchmarks (guest-vhost-bench.sh, guest-nvme-bench.sh) --------------
+# Requests completed by /sys/block/NAME: reads + writes (+ flushes).
+bench_requests() { awk '{ print $1 + $5 + ($16 == "" ? 0 : $16) }' "/sys/block/$1/stat"; }
+
+# bench_job_args JOB: fio options of one job name.
+bench_job_args()
+{
+	case $1 in
+	randread-4k-qd32) echo "--rw=randread --bs=4k --iodepth=32" ;;
+	randwrite-4k-qd32) echo "--rw=randwrite --bs=4k --iodepth=32" ;;
+	randread-4k-qd1) echo "--rw=randread --bs=4k --iodepth=1" ;;
+	randwrite-4k-qd1) echo "--rw=randwrite --bs=4k --iodepth=1" ;;
+	read-1m-qd8) echo "--rw=read --bs=1M --iodepth=8" ;;
+	write-1m-qd8) echo "--rw=write --bs=1M --iodepth=8" ;;
+	*) return 1 ;;
+	esac
+}
+
+# bench_rounds NAMES: $ROUNDS rounds; per round, per job of $JOBS, the
+# disks NAMES (block device in $dev_NAME, '-' as '_') take turns at one
+# fio run of $RUNTIME s (plus $BENCH_FIO_ARGS). Around each run it prints
+#   VMTEST: HOST mark NAME JOB ROUND start|end
+# for the host to sample CPU times, then
+#   VMTEST: RESULT NAME JOB ROUND IOPS REQUESTS
+# (REQUESTS: what the device completed during the run). 1 on a failure.
+bench_rounds()
+{
+	_r=1
+	while [ $_r -le "$ROUNDS" ]; do
+		for _j in $JOBS; do
+			_a=$(bench_job_args "$_j") || { fail "unknown job $_j"; return 1; }
+			for _n in $1; do
+				_b=$(eval echo "\$dev_$(echo "$_n" | tr '-' '_')")
+				_q0=$(bench_requests "$_b")
+				echo "VMTEST: HOST mark $_n $_j $_r start"
+				# The host samples on seeing the line; give it the time.
+				sleep 0.3
+				_iops=$(fio --name=b --filename="/dev/$_b" --ioengine=libaio --direct=1 $_a \
+					--numjobs=1 --time_based --runtime="$RUNTIME" --ramp_time=1 ${BENCH_FIO_ARGS:-} \
+					--randrepeat=0 --norandommap --output-format=terse --terse-version=3 2>"$T/fio.err" |
+					awk -F';' '{ printf "%.0f\n", $8 + $49 }')
+				_q1=$(bench_requests "$_b")
+				echo "VMTEST: HOST mark $_n $_j $_r end"
+				[ -n "$_iops" ] || { cat "$T/fio.err"; fail "fio on $_n ($_j)"; return 1; }
+				echo "VMTEST: RESULT $_n $_j $_r $_iops $((_q1 - _q0))"
+			done
+		done
+		_r=$((_r + 1))
+	done
+	# Before the guest powers off: time for the host to sample the last mark.
+	sleep 1
+}

@@ -22,6 +22,8 @@
 PORT=$(sed -n 's/.*ds\.port=\([0-9]*\).*/\1/p' /proc/cmdline)
 NQN=$(sed -n 's/.*ds\.nqn=\([^ ]*\).*/\1/p' /proc/cmdline)
 RESIZE=$(sed -n 's/.*ds\.resize=\([01]\).*/\1/p' /proc/cmdline)
+# ds.ctl=1: the host runs serve's control socket and acts on HOST-CTL lines.
+CTL=$(sed -n 's/.*ds\.ctl=\([01]\).*/\1/p' /proc/cmdline)
 NVME=/usr/sbin/nvme
 MiB=1048576
 mkdir -p /etc/nvme
@@ -164,6 +166,48 @@ test_resv()
 	dd if="$T/x" of="$a" bs=4k count=1 oflag=direct 2>/dev/null || { fail "A cannot write after the clear"; return 1; }
 }
 
+# Namespaces added and removed on the running subsystem through serve's
+# control socket (docs/ctl.md): the Namespace Attribute Changed event
+# makes the host rescan, so the new namespace appears on its own; removed
+# while dd writes to it, the writes end with an error (never a hang), the
+# block device goes away, and namespace 1 carries on.
+HOTNS=5
+# ns_dev CTRL NSID: the block device of namespace NSID on controller CTRL.
+ns_dev()
+{
+	for _b in /sys/class/nvme/$1/$1n*; do
+		[ -e "$_b/nsid" ] && [ "$(cat "$_b/nsid")" = "$2" ] && { echo "/dev/${_b##*/}"; return 0; }
+	done
+	return 1
+}
+test_ns_hotplug()
+{
+	[ "$CTL" = 1 ] || { skip "the host runs no control socket"; return 77; }
+	d=$(dev_a) || { skip "not connected"; return 77; }
+	c=$(ctrl_of "$NQN" "$A")
+	echo "VMTEST: HOST-CTL nvme-ns-add nsid=$HOTNS spec=mem:32M"
+	wait_for "ns_dev $c $HOTNS >/dev/null" 60 ||
+		{ dmesg | tail -n 20; fail "namespace $HOTNS did not appear after the host added it"; return 1; }
+	h=$(ns_dev "$c" $HOTNS)
+	info "namespace $HOTNS appeared as $h"
+	$NVME list-ns "/dev/$c" >"$T/ns" 2>&1
+	grep -q "0x$HOTNS\|: $HOTNS\$" "$T/ns" || info "list-ns: $(tr '\n' ' ' < "$T/ns")"
+	[ "$(blockdev --getsize64 "$h")" = $((32 * MiB)) ] || { fail "$h is $(blockdev --getsize64 "$h") bytes"; return 1; }
+	last_mib_rw "$h" 31 || return 1
+	# Removed under I/O: dd rewrites the namespace until a write fails.
+	( while dd if=/dev/zero of="$h" bs=64k count=512 oflag=direct 2>"$T/dd.err"; do :; done ) &
+	ddpid=$!
+	sleep 1
+	echo "VMTEST: HOST-CTL nvme-ns-remove nsid=$HOTNS"
+	wait_s '! kill -0 $ddpid 2>/dev/null' 120 || { kill $ddpid; fail "dd still runs after the namespace was removed"; return 1; }
+	wait $ddpid
+	info "dd on the removed namespace ended: $(grep -v records "$T/dd.err" | head -n 1)"
+	wait_for "! ns_dev $c $HOTNS >/dev/null" 60 || { fail "$h remains after the host removed namespace $HOTNS"; return 1; }
+	dmesg | grep -iE 'nvme.*(rescan|removing|ns changed|attribute)' | tail -n 2 | sed 's/^/    dmesg: /'
+	dd if="$d" of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null || { fail "namespace 1 fails after the removal"; return 1; }
+	last_mib_rw "$d" 10 || return 1
+}
+
 test_restart()
 {
 	d=$(dev_a) || { skip "not connected"; return 77; }
@@ -215,6 +259,7 @@ run_test nvme-tcp-ext4 test_fs
 run_test nvme-tcp-fio-verify test_fio
 run_test nvme-tcp-resize test_resize
 run_test nvme-tcp-reservations test_resv
+run_test nvme-tcp-ns-hotplug test_ns_hotplug
 run_test nvme-tcp-restart test_restart
 run_test nvme-tcp-keep-alive test_kato
 run_test nvme-tcp-disconnect test_disconnect

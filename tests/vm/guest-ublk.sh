@@ -382,6 +382,76 @@ test_error_statuses()
 	ds ublk del "$id" || { fail "del"; return 1; }
 }
 
+# 12. serve --control in the guest (docs/ctl.md, "ublk devices"): ublk-add
+# on an NBD export makes a device over the same disk (data written through
+# it reads back over NBD); disk-resize on the export reaches it with
+# UPDATE_SIZE where the kernel has it (Linux 6.16: /sys/block/ublkbN/size
+# changes), else the result says so and the size stays; a new NBD client
+# sees the new size either way; ublk-del removes the device; a device
+# still up when serve stops is torn down with it.
+json_num() { sed -n "s/.*\"$1\":\([0-9-]*\).*/\1/p" "$2" | head -n1; }
+test_ctl_ublk()
+{
+	"$DS" serve -U "$T/nbd.sock" --control "$T/ctl.sock" -e a=mem:16M -e b=mem:8M \
+		-P "$T/serve.pid" 2>>"$T/ds.err" &
+	wait_for '[ -f "$T/serve.pid" ]' 30 || { fail "serve did not start"; return 1; }
+	c() { "$DS" ctl -S "$T/ctl.sock" "$@" 2>>"$T/ctl.err"; }
+	c ublk-add export=a > "$T/add" || { cat "$T/ctl.err"; fail "ublk-add"; return 1; }
+	cat "$T/add"
+	id=$(json_num id "$T/add")
+	dev=/dev/ublkb$id
+	wait_for '[ -b "$dev" ]' 10 || { fail "$dev did not appear"; return 1; }
+	[ "$(blockdev --getsize64 "$dev")" = $((16 << 20)) ] || { fail "size $(blockdev --getsize64 "$dev")"; return 1; }
+	grep -q '"export":"a"' "$T/add" || { fail "ublk-add result lacks the export"; return 1; }
+	# The same disk: written over ublk, read over NBD.
+	dd if=/dev/urandom of="$T/pat" bs=64k count=16 2>/dev/null
+	dd if="$T/pat" of="$dev" bs=64k oflag=direct 2>/dev/null || { fail "write"; return 1; }
+	ds copy "nbd:nbd+unix:///a?socket=$T/nbd.sock" "file:$T/back;create=16M" ||
+		{ fail "copy over NBD"; return 1; }
+	head -c $((1 << 20)) "$T/back" | cmp - "$T/pat" || { fail "NBD does not read what ublk wrote"; return 1; }
+	c ublk-list > "$T/list" && grep -q "\"name\":\"$dev\"" "$T/list" && grep -q '"state":"live"' "$T/list" ||
+		{ cat "$T/list"; fail "ublk-list"; return 1; }
+	c export-list > "$T/elist"
+	grep -q '"frontend":"ublk"' "$T/elist" || { cat "$T/elist"; fail "export-list lacks the ublk device"; return 1; }
+	c ublk-add export=b "id=$id" 2>/dev/null && { fail "a second device took id $id"; return 1; }
+	grep -q -- "-32002" "$T/ctl.err" || { cat "$T/ctl.err"; fail "id taken: not -32002"; return 1; }
+
+	# Resize through the control socket.
+	c disk-resize target=a size=$((32 << 20)) > "$T/resize" || { cat "$T/ctl.err"; fail "disk-resize"; return 1; }
+	cat "$T/resize"
+	sectors=$(cat "/sys/block/ublkb$id/size")
+	if grep -q '"updated":true' "$T/resize"; then
+		wait_for '[ "$(cat /sys/block/ublkb$id/size)" = 65536 ]' 10 ||
+			{ fail "UPDATE_SIZE reported, but the size is $(cat /sys/block/ublkb$id/size) sectors"; return 1; }
+		last_mib_rw "$dev" 31 || return 1
+		info "UPDATE_SIZE: /sys/block/ublkb$id/size is now 65536 sectors"
+	else
+		grep -q '"updated":false' "$T/resize" && grep -q 'UPDATE_SIZE' "$T/resize" ||
+			{ fail "disk-resize did not report the ublk device"; return 1; }
+		[ "$sectors" = 32768 ] || { fail "no UPDATE_SIZE, but the size changed to $sectors"; return 1; }
+		info "kernel $KV lacks UBLK_F_UPDATE_SIZE (Linux 6.16): /dev/ublkb$id keeps 32768 sectors; the result says so"
+	fi
+	ds info --json "nbd:nbd+unix:///a?socket=$T/nbd.sock" > "$T/info" || { fail "info over NBD"; return 1; }
+	grep -q '"size_bytes": 33554432' "$T/info" || { cat "$T/info"; fail "a new NBD client does not see 32 MiB"; return 1; }
+
+	c ublk-del "id=$id" > "$T/del" || { cat "$T/ctl.err"; fail "ublk-del"; return 1; }
+	wait_for '[ ! -e "$dev" ]' 10 || { fail "$dev remains after ublk-del"; return 1; }
+	c ublk-del "id=$id" 2>/dev/null && { fail "second ublk-del succeeded"; return 1; }
+
+	# A device still up when serve stops goes with it.
+	c ublk-add export=b > "$T/add2" || { cat "$T/ctl.err"; fail "ublk-add b"; return 1; }
+	id2=$(json_num id "$T/add2")
+	[ -b "/dev/ublkb$id2" ] || wait_for '[ -b /dev/ublkb$id2 ]' 10 || { fail "/dev/ublkb$id2 missing"; return 1; }
+	pid=$(cat "$T/serve.pid")
+	kill -TERM "$pid"
+	wait_for '! kill -0 $pid 2>/dev/null' 30 || { fail "serve did not stop"; return 1; }
+	wait "$pid"
+	rc=$?
+	[ $rc -eq 0 ] || { fail "serve exited $rc"; return 1; }
+	[ ! -e "/dev/ublkb$id2" ] || { fail "/dev/ublkb$id2 survived serve"; return 1; }
+	rm -f "$T/serve.pid"
+}
+
 run_test driver-missing test_driver_missing
 run_test modprobe-add-list-del test_modprobe_add_del
 run_test bad-arguments test_bad_args
@@ -397,3 +467,4 @@ test_sigterm() { test_signal TERM; }
 run_test sigint test_sigint
 run_test sigterm test_sigterm
 run_test error-statuses test_error_statuses
+run_test ctl-ublk test_ctl_ublk

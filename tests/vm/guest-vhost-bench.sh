@@ -29,23 +29,6 @@ blockdev_at()
 	return 1
 }
 
-# Requests completed by /sys/block/NAME: reads + writes (+ flushes).
-requests() { awk '{ print $1 + $5 + ($16 == "" ? 0 : $16) }' "/sys/block/$1/stat"; }
-
-# job_args JOB: fio options of one job name.
-job_args()
-{
-	case $1 in
-	randread-4k-qd32) echo "--rw=randread --bs=4k --iodepth=32" ;;
-	randwrite-4k-qd32) echo "--rw=randwrite --bs=4k --iodepth=32" ;;
-	randread-4k-qd1) echo "--rw=randread --bs=4k --iodepth=1" ;;
-	randwrite-4k-qd1) echo "--rw=randwrite --bs=4k --iodepth=1" ;;
-	read-1m-qd8) echo "--rw=read --bs=1M --iodepth=8" ;;
-	write-1m-qd8) echo "--rw=write --bs=1M --iodepth=8" ;;
-	*) return 1 ;;
-	esac
-}
-
 bench()
 {
 	TNAME=vhost-bench
@@ -60,28 +43,7 @@ bench()
 		names="$names $n"
 	done
 	info "$(uname -r), $(nproc) CPUs, ${RUNTIME}s per run, $ROUNDS rounds, jobs: $JOBS"
-	r=1
-	while [ $r -le "$ROUNDS" ]; do
-		for j in $JOBS; do
-			a=$(job_args "$j") || { fail "unknown job $j"; return 1; }
-			for n in $names; do
-				b=$(eval echo "\$dev_$(echo "$n" | tr '-' '_')")
-				q0=$(requests "$b")
-				echo "VMTEST: HOST mark $n $j $r start"
-				# The host samples on seeing the line; give it the time.
-				sleep 0.3
-				iops=$(fio --name=b --filename="/dev/$b" --ioengine=libaio --direct=1 $a \
-					--numjobs=1 --time_based --runtime="$RUNTIME" --ramp_time=1 --size=512M \
-					--randrepeat=0 --norandommap --output-format=terse --terse-version=3 2>"$T/fio.err" |
-					awk -F';' '{ printf "%.0f\n", $8 + $49 }')
-				q1=$(requests "$b")
-				echo "VMTEST: HOST mark $n $j $r end"
-				[ -n "$iops" ] || { cat "$T/fio.err"; fail "fio on $n ($j)"; return 1; }
-				echo "VMTEST: RESULT $n $j $r $iops $((q1 - q0))"
-			done
-		done
-		r=$((r + 1))
-	done
+	BENCH_FIO_ARGS=--size=512M bench_rounds "$names" || return 1
 	echo "VMTEST: PASS vhost-bench"
 }
 bench

@@ -12,6 +12,9 @@
 #   LUN 1  a DVD: an ISO made with genisoimage, served as file:<iso>,dvd
 # The guest asks for the resize with a "VMTEST: HOST-RESIZE" console line;
 # a watcher here grows the file and tells the loop driver (losetup -c).
+# serve also runs its control socket (docs/ctl.md): the guest asks for
+# LUNs to be added and removed with "VMTEST: HOST-CTL ..." lines
+# (vm_watch_ctl; ds.ctl=1 tells the guest).
 # DISKSTACK_VM_ISCSI_PEER=tgt runs the same guest against Debian's tgt
 # instead (disk at LUN 1, DVD at LUN 2: tgt keeps LUN 0 for itself), to
 # tell the guest test's own faults from the target's.
@@ -44,10 +47,11 @@ VM_OPENISCSI_DEBS="open-iscsi libopeniscsiusr libisns0"
 TARGET=iqn.2024-01.org.diskstack:vm
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/diskstack-vm-iscsi.XXXXXX")
-srv_pid= loopdev= watch_pid=
+srv_pid= loopdev= watch_pid= ctl_watch_pid=
 cleanup()
 {
 	[ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
+	[ -n "$ctl_watch_pid" ] && kill "$ctl_watch_pid" 2>/dev/null
 	[ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null
 	[ "$PEER" = tgt ] && tgt_stop
 	[ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
@@ -125,16 +129,16 @@ start_server()
 # launch_server: diskstack serve --iscsi on $port, LUN 0 on $disk.
 launch_server()
 {
+	rm -f "$work/ctl.sock" "$work/nbd.sock"
 	"$DISKSTACK" serve -P "$work/srv.pid" --iscsi "127.0.0.1:$port" --target "$TARGET" \
-		--lun "0=file:$disk" --lun "1=file:$work/dvd.iso,dvd" 2>>"$work/serve.log" &
+		--lun "0=file:$disk" --lun "1=file:$work/dvd.iso,dvd" \
+		-U "$work/nbd.sock" --control "$work/ctl.sock" 2>>"$work/serve.log" &
 }
 
 stop_server()
 {
 	[ "$PEER" = tgt ] && { tgt_stop; return; }
-	kill "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
+	vm_stop_server
 }
 
 rc=0 passed=0
@@ -150,10 +154,17 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 		resize=1
 		vm_watch_resize "$log"
 	fi
-	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-420}" "ds.net=1 ds.port=$port ds.target=$TARGET ds.resize=$resize ds.luns=$DISK_LUN,$DVD_LUN" \
+	ctl=0
+	if [ "$PEER" = diskstack ]; then
+		ctl=1
+		vm_watch_ctl "$log" "$work/ctl.sock"
+	fi
+	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-420}" "ds.net=1 ds.port=$port ds.target=$TARGET ds.resize=$resize ds.luns=$DISK_LUN,$DVD_LUN ds.ctl=$ctl" \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0
 	[ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
 	watch_pid=
+	[ -n "$ctl_watch_pid" ] && kill "$ctl_watch_pid" 2>/dev/null
+	ctl_watch_pid=
 	stop_server
 	r=0
 	name=$kernel/iscsi

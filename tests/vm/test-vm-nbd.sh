@@ -39,13 +39,6 @@ launch_server()
 		--export "vda=file:$work/vda.img" --export "net=mem:256M" 2>>"$work/serve.log" &
 }
 
-stop_server()
-{
-	kill "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
-}
-
 rc=0 passed=0
 for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	vm_prepare "$kernel"
@@ -56,7 +49,7 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-300}" "ds.net=1 ds.port=$port" \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
 		-drive "file=nbd+unix:///vda?socket=$work/nbd.sock,format=raw,if=virtio,cache=none"
-	stop_server
+	vm_stop_server
 	r=0
 	vm_results "$log" "$kernel/nbd" || r=$?
 	if [ $r -eq 0 ]; then

@@ -10,6 +10,8 @@
 # resize check then skips). The guest asks with console lines:
 #   VMTEST: HOST-RESIZE   grow the file to 96 MiB (losetup -c)
 #   VMTEST: HOST-RESTART  stop the target and start it again on the same port
+#   VMTEST: HOST-CTL ...  a call on serve's control socket (vm_watch_ctl):
+#                         namespaces added and removed at run time
 # nvme-cli comes from the host (tools/quickstart.sh installs it) with its
 # libraries; the guest's host identities are fixed here.
 . "$(dirname "$0")/vm-lib.sh"
@@ -30,10 +32,11 @@ HOSTNQN_B=nqn.2014-08.org.nvmexpress:uuid:0b0b0000-bbbb-4000-8000-00000000000b
 HOSTID_B=0b0b0000-bbbb-4000-8000-00000000000b
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/diskstack-vm-nvme-tcp.XXXXXX")
-srv_pid= loopdev= watch_pid= port=
+srv_pid= loopdev= watch_pid= port= ctl_watch_pid=
 cleanup()
 {
 	[ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
+	[ -n "$ctl_watch_pid" ] && kill "$ctl_watch_pid" 2>/dev/null
 	[ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null
 	[ -f "$work/srv.pid" ] && kill "$(cat "$work/srv.pid")" 2>/dev/null
 	[ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
@@ -58,16 +61,15 @@ serve_on()
 {
 	rm -f "$work/srv.pid"
 	"$DISKSTACK" serve -P "$work/srv.pid" --nvme-tcp "127.0.0.1:$1" --nqn "$NQN" \
-		--nvme-portal "10.0.2.2:$1" "file:$disk" 2>>"$work/serve.log" &
+		--nvme-portal "10.0.2.2:$1" "file:$disk" \
+		-U "$work/nbd.sock" --control "$work/ctl.sock" 2>>"$work/serve.log" &
 	srv_pid=$!
 	for _ in $(seq 100); do
 		[ -s "$work/srv.pid" ] && return 0
 		kill -0 "$srv_pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	kill "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
+	vm_stop_server
 	return 1
 }
 
@@ -86,14 +88,6 @@ start_server()
 	done
 	cat "$work/serve.log" >&2
 	vm_die "diskstack serve --nvme-tcp did not start"
-}
-
-stop_server()
-{
-	[ -n "$srv_pid" ] || return 0
-	kill "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
 }
 
 # watch LOG: answers the guest's HOST-RESIZE and HOST-RESTART requests.
@@ -140,12 +134,16 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	resize=0
 	[ -n "$loopdev" ] && resize=1
 	watch "$log"
-	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-600}" "ds.net=1 ds.port=$port ds.nqn=$NQN ds.resize=$resize" \
+	vm_watch_ctl "$log" "$work/ctl.sock"
+	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-600}" "ds.net=1 ds.port=$port ds.nqn=$NQN ds.resize=$resize ds.ctl=1" \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0
 	kill "$watch_pid" 2>/dev/null
 	wait "$watch_pid" 2>/dev/null
 	watch_pid=
-	stop_server
+	kill "$ctl_watch_pid" 2>/dev/null
+	wait "$ctl_watch_pid" 2>/dev/null
+	ctl_watch_pid=
+	vm_stop_server
 	[ -f "$work/srv.pid" ] && kill "$(cat "$work/srv.pid")" 2>/dev/null
 	sleep 0.5
 	r=0

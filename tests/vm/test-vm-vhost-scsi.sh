@@ -105,9 +105,7 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 		echo "[$kernel/vhost-scsi] FAIL host: sanitizer report from the back-end"
 		r=1
 	fi
-	kill "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
+	vm_stop_server
 	case $r in
 	0) passed=1 ;;
 	77) ;;

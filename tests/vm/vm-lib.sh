@@ -29,6 +29,9 @@
 #   vm_serve_retry WHAT LAUNCH   start a server on a random free $port
 #   vm_watch_resize LOG          grow $work/disk.img (on $loopdev) once
 #                                the guest asks; sets watch_pid
+#   vm_watch_ctl LOG SOCK        run `diskstack ctl -S SOCK ARGS` for each
+#                                "VMTEST: HOST-CTL ARGS" line of the guest;
+#                                sets ctl_watch_pid
 set -uo pipefail
 
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -406,6 +409,16 @@ vm_watch_resize()
 	watch_pid=$!
 }
 
+# vm_stop_server: stops the server $srv_pid (if any) started in the
+# background, waits for it and clears srv_pid.
+vm_stop_server()
+{
+	[ -n "$srv_pid" ] || return 0
+	kill "$srv_pid" 2>/dev/null
+	wait "$srv_pid" 2>/dev/null
+	srv_pid=
+}
+
 # vm_serve_retry WHAT LAUNCH: sets a random $port and runs the function
 # LAUNCH, which starts the server in the background with pid file
 # $work/srv.pid and its log appended to $work/serve.log; tries five ports
@@ -420,10 +433,96 @@ vm_serve_retry()
 		"$launch"
 		srv_pid=$!
 		vm_wait_pidfile "$work/srv.pid" "$srv_pid" && return 0
-		kill "$srv_pid" 2>/dev/null
-		wait "$srv_pid" 2>/dev/null
-		srv_pid=
+		vm_stop_server
 	done
 	cat "$work/serve.log" >&2
 	vm_die "$what did not start"
+}
+
+# vm_watch_ctl LOG SOCK: in the background, runs `diskstack ctl -S SOCK
+# ARGS` once for each "VMTEST: HOST-CTL ARGS" console line of the guest,
+# in order (ARGS are split on blanks), logging each reply to
+# $work/ctl.log; the guest waits for the effect. Sets ctl_watch_pid.
+vm_watch_ctl()
+{
+	local log=$1 sock=$2
+	(
+		local handled=0 n args
+		while :; do
+			n=$(grep -ac '^VMTEST: HOST-CTL ' "$log" 2>/dev/null)
+			while [ "$handled" -lt "${n:-0}" ]; do
+				handled=$((handled + 1))
+				args=$(grep -a '^VMTEST: HOST-CTL ' "$log" | sed -n "${handled}p" | tr -d '\r')
+				args=${args#VMTEST: HOST-CTL }
+				# shellcheck disable=SC2086
+				if "$DISKSTACK" ctl -S "$sock" $args >>"$work/ctl.log" 2>&1; then
+					vm_log "ctl $args: ok"
+				else
+					vm_log "ctl $args: failed ($(tail -n 1 "$work/ctl.log"))"
+				fi
+			done
+			sleep 0.2
+		done
+	) &
+	ctl_watch_pid=$!
+}
+
+# ---- benchmarks (tests/bench/bench-vhost.sh, bench-nvme-tcp.sh) ----------
+# The guest's bench_rounds (guest-lib.sh) prints "VMTEST: HOST mark NAME
+# JOB ROUND start|end" around each run and "VMTEST: RESULT NAME JOB ROUND
+# IOPS REQUESTS" after it.
+
+# vm_median: the median of the numbers on stdin ("-" when none).
+vm_median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# vm_qemu_aux_ticks PID: QEMU's CPU time (clock ticks) outside its vCPU
+# threads ("CPU n/TCG"): the process total (which keeps the time of exited
+# worker threads) minus every vCPU thread's. The main loop there relays
+# virtio kicks and runs slirp.
+vm_qemu_aux_ticks()
+{
+	local total vcpu=0 t
+	[ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo -; return; }
+	total=$(sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }')
+	for t in /proc/"$1"/task/*; do
+		case $(cat "$t/comm" 2>/dev/null) in
+		CPU*) vcpu=$((vcpu + $(sed 's/.*) //' "$t/stat" | awk '{ print $12 + $13 }'))) ;;
+		esac
+	done
+	echo $((total - vcpu))
+}
+
+# vm_pid_ticks PID: utime + stime of process PID, in clock ticks ("-"
+# when it is gone).
+vm_pid_ticks() { [ -n "$1" ] && sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }' || echo -; }
+
+# vm_bench_marks LOG MARKS BOOT_PID SAMPLE: until BOOT_PID (the vm_boot
+# in the background) ends, answers every mark line of the console LOG by
+# appending "NAME JOB ROUND start|end <what SAMPLE NAME prints>" to MARKS.
+vm_bench_marks()
+{
+	local log=$1 marks=$2 boot=$3 sample=$4 handled=0 reqs
+	while kill -0 "$boot" 2>/dev/null; do
+		mapfile -t reqs < <(grep -a '^VMTEST: HOST mark ' "$log" 2>/dev/null | tr -d '\r')
+		while [ $handled -lt ${#reqs[@]} ]; do
+			set -- ${reqs[$handled]#VMTEST: HOST mark }
+			handled=$((handled + 1))
+			echo "$1 $2 $3 $4 $("$sample" "$1")" >> "$marks"
+		done
+		sleep 0.1
+	done
+}
+
+# vm_bench_cpu RESULTS MARKS: for each result line "NAME JOB ROUND IOPS
+# REQS", "NAME JOB ROUND A B" with A and B the µs of CPU per request of
+# the two tick columns MARKS holds ("-" where a column was "-").
+vm_bench_cpu()
+{
+	echo "$1" | awk -v hz="$(getconf CLK_TCK)" -v marks="$2" '
+	BEGIN { while ((getline l < marks) > 0) { split(l, f, " "); k = f[1] " " f[2] " " f[3];
+		if (f[4] == "start") { b0[k] = f[5]; a0[k] = f[6] } else { b1[k] = f[5]; a1[k] = f[6] } } }
+	{ k = $1 " " $2 " " $3; n = $5
+	  be = (b0[k] == "-" || b1[k] == "-" || n == 0) ? "-" : (b1[k] - b0[k]) * 1e6 / hz / n
+	  aux = (a0[k] == "-" || a1[k] == "-" || n == 0) ? "-" : (a1[k] - a0[k]) * 1e6 / hz / n
+	  print k, be, aux }'
 }

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# bench-nvme-tcp.sh [KERNEL]: the Linux NVMe/TCP host in a TCG guest
+# against three targets, taking turns per job, ROUNDS times
+# (tests/vm/guest-nvme-bench.sh). Not pass/fail; results go into
+# docs/bench-nvme.md by hand.
+#
+# Paths (each to a file on tmpfs of BENCH_SIZE_MB MiB, filled with random
+# bytes):
+#   nvme-tcp  `diskstack serve --nvme-tcp` on the host, reached as
+#             10.0.2.2 through QEMU user networking (slirp)
+#   nbd       the same diskstack process's NBD server on the same file
+#             (the kernel's nbd client), through the same slirp
+#   nvmet     the kernel's nvmet-tcp inside the guest on 127.0.0.1 (its
+#             own tmpfs file, buffered I/O): no slirp, but the target's
+#             work runs on the guest's emulated CPUs
+# Jobs: 4 KiB random read and write at QD32, 1 MiB sequential read and
+# write at QD8 (fio, libaio, O_DIRECT, RUNTIME s after 1 s of ramp).
+# Printed per path and job: median guest IOPS, the medians of the
+# per-round ratios to nbd and to nvmet, the diskstack process's CPU time
+# per request (utime + stime from /proc/PID/stat over the run, divided by
+# the requests the guest's block device completed; "-" for nvmet, whose
+# target is in the guest) and QEMU's CPU per request outside its vCPU
+# threads (the main loop, where slirp runs).
+#
+# Environment: BENCH_RUNTIME (default 8), BENCH_ROUNDS (default 3),
+# BENCH_PATHS (default "nvme-tcp nbd nvmet"), BENCH_JOBS, BENCH_SIZE_MB
+# (default 256), plus the DISKSTACK_VM_* knobs of tests/vm/vm-lib.sh. TCG
+# emulates every guest instruction: only ratios within one run mean
+# anything.
+. "$(dirname "$0")/../vm/vm-lib.sh"
+
+vm_requires
+case $("$DISKSTACK" serve --help 2>&1) in
+*--nvme-tcp*) ;;
+*) vm_skip "this diskstack has no NVMe/TCP target (serve --nvme-tcp)" ;;
+esac
+kernel=${1:-6.12}
+runtime=${BENCH_RUNTIME:-8}
+rounds=${BENCH_ROUNDS:-3}
+paths=${BENCH_PATHS:-nvme-tcp nbd nvmet}
+jobs=${BENCH_JOBS:-randread-4k-qd32 randwrite-4k-qd32 read-1m-qd8 write-1m-qd8}
+size_mb=${BENCH_SIZE_MB:-256}
+NQN=nqn.2026-12.org.diskstack:bench
+VM_EXTRA_MODS="nvme_core nvme_fabrics nvme_tcp nvmet nvmet_tcp configfs"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-nvme-tcp.XXXXXX")
+shm=$(mktemp -d /dev/shm/bench-nvme-tcp.XXXXXX)
+srv_pid=
+cleanup()
+{
+	[ -s "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/null
+	[ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null
+	rm -rf "$shm"
+	[ "${DISKSTACK_VM_KEEP:-0}" = 1 ] && vm_log "kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+
+# One diskstack process serves the file over NBD on $port and over
+# NVMe/TCP on $port + 1 (vm_serve_retry picks $port).
+launch_server()
+{
+	"$DISKSTACK" serve -i 127.0.0.1 -p "$port" --nvme-tcp "127.0.0.1:$((port + 1))" \
+		--nqn "$NQN" --nvme-portal "10.0.2.2:$((port + 1))" -P "$work/srv.pid" \
+		"file:$img" 2>>"$work/serve.log" &
+}
+
+# vm_bench_marks' SAMPLE: the server's ticks (none for the in-guest
+# target) and QEMU's outside its vCPU threads.
+sample()
+{
+	echo "$([ "$1" = nvmet ] && echo - || vm_pid_ticks "$srv_pid")" \
+		"$(vm_qemu_aux_ticks "$(cat "$work/qemu.pid")")"
+}
+
+vm_prepare "$kernel"
+INITRD=$work/initrd.img
+vm_initrd "$INITRD" nvme-bench
+img=$shm/disk.img
+vm_log "filling $img ($size_mb MiB)"
+head -c $((size_mb << 20)) /dev/urandom > "$img"
+: > "$work/serve.log"
+vm_serve_retry "diskstack serve --nvme-tcp" launch_server
+
+njobs=$(echo $jobs | wc -w)
+npaths=$(echo $paths | wc -w)
+tmo=$(( (runtime + 8) * rounds * njobs * npaths + 600 ))
+log=$work/console.log
+marks=$work/marks
+: > "$marks"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+vm_log "$kernel: $npaths paths x $njobs jobs x $rounds rounds x ${runtime}s (timeout ${tmo}s); load: $load_start"
+vm_boot "$log" "$tmo" "ds.net=1 ds.port=$port ds.nvport=$((port + 1)) ds.nqn=$NQN ds.size=$size_mb ds.runtime=$runtime ds.rounds=$rounds ds.paths=${paths// /,} ds.jobs=${jobs// /,}" \
+	-netdev user,id=n0 -device virtio-net-pci,netdev=n0 -pidfile "$work/qemu.pid" &
+boot=$!
+vm_bench_marks "$log" "$marks" $boot sample
+wait $boot
+rm -f "$work/qemu.pid"
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+if ! grep -aq '^VMTEST: PASS nvme-bench' "$log"; then
+	grep -a '^VMTEST' "$log"
+	tail -n 30 "$log"
+	sed 's/^/    serve: /' "$work/serve.log" | tail -n 20
+	exit 1
+fi
+grep -a '^VMTEST: INFO' "$log" | tr -d '\r' | sed 's/^VMTEST: INFO //'
+res=$(grep -a '^VMTEST: RESULT' "$log" | tr -d '\r' | sed 's/^VMTEST: RESULT //')
+[ "${DISKSTACK_VM_KEEP:-0}" = 1 ] && { echo "$res" > "$work/results"; cp "$marks" "$work/marks.txt"; }
+cpu=$(vm_bench_cpu "$res" "$marks")
+
+# ratio NAME JOB BASE: the median over rounds of NAME's IOPS / BASE's.
+ratio()
+{
+	local r
+	r=$(echo "$res" | awk -v d="$1" -v j="$2" -v b="$3" '
+		$2 == j && $1 == b { q[$3] = $4 }
+		$2 == j && $1 == d { v[$3] = $4 }
+		END { for (r in v) if (q[r] > 0) print v[r] / q[r] }' | vm_median)
+	[ "$r" = - ] && echo - || printf '%.2fx' "$r"
+}
+
+echo
+echo "kernel $kernel, $rounds rounds x ${runtime}s, ${size_mb} MiB, load average at the start: $load_start, at the end: $load_end"
+printf '%-17s %-9s %8s  %-8s %-8s %11s %12s  %s\n' job path IOPS "vs nbd" "vs nvmet" "srv us/req" \
+	"qemu us/req" "IOPS per round"
+for j in $jobs; do
+	for d in $paths; do
+		runs=$(echo "$res" | awk -v d=$d -v j=$j '$1 == d && $2 == j { print $4 }')
+		[ -n "$runs" ] || continue
+		med=$(echo "$runs" | vm_median)
+		be=$(echo "$cpu" | awk -v d=$d -v j=$j '$1 == d && $2 == j && $4 != "-" { print $4 }' | vm_median)
+		aux=$(echo "$cpu" | awk -v d=$d -v j=$j '$1 == d && $2 == j && $5 != "-" { print $5 }' | vm_median)
+		printf '%-17s %-9s %8.0f  %-8s %-8s %11s %12s  (%s)\n' "$j" "$d" "$med" \
+			"$(ratio "$d" "$j" nbd)" "$(ratio "$d" "$j" nvmet)" \
+			"$([ "$be" = - ] && echo - || printf '%.1f' "$be")" \
+			"$([ "$aux" = - ] && echo - || printf '%.1f' "$aux")" "$(echo $runs | tr ' ' '/')"
+	done
+done

@@ -1,0 +1,668 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * serve-ctl-fe.c: the control-socket methods for serve's frontends other
+ * than NBD (docs/ctl.md, "Frontends"): ublk and vhost-user-blk devices
+ * made on a running serve from an export's disk, LUNs of the iSCSI
+ * targets, namespaces of the NVMe/TCP subsystem, and the listing of all
+ * of them (and of the vhost-user devices given on the command line) in
+ * export-list.
+ *
+ * Notes on the design
+ * -------------------
+ * - Everything runs on the control thread, one call at a time, so the
+ *   lists here need no lock. The ublk control channel (ublk/ubsrv.h) is
+ *   not thread-safe: it is opened by the first ublk-add and used only
+ *   from this thread, and from the main thread at the end, once the
+ *   control thread has stopped (serve_ctl_fe_stop).
+ * - A ublk device serves the disk of an NBD export (a reference of its
+ *   own), so disk-resize on the export reaches it: UPDATE_SIZE where the
+ *   kernel has it (Linux 6.16), else the result says why it did not.
+ *   Removing the export leaves the device running on its reference.
+ * - LUNs and namespaces are added and removed through the cores' own
+ *   hot-plug calls, which queue REPORTED LUNS DATA HAS CHANGED (SCSI)
+ *   and the Namespace Attribute Changed event (NVMe); removal waits for
+ *   the commands running on the LU to finish (SCSI) or lets them finish
+ *   on the namespace's own reference (NVMe), then flushes the disk.
+ * - A vhost-user-blk device made by vhost-blk-add has its own socket and
+ *   threads (vhost/vhost.h) over an export's disk; vhost-blk-del and the
+ *   end of serve stop it after the requests in flight complete.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "nbd/server.h"
+#include "nvme_emul/nvme.h"
+#include "scsi/scsi.h"
+#include "storage/disk.h"
+#include "tools/scsi-lun.h"
+#include "tools/serve-ctl-internal.h"
+#include "tools/serve-ctl.h"
+#include "tools/serve-iscsi.h"
+#include "tools/serve-nvmf.h"
+#include "tools/serve-vhost.h"
+#include "tools/tool.h"
+#include "ublk/ubsrv.h"
+#include "vhost/blk.h"
+#include "vhost/vhost.h"
+
+struct fe_ublk {
+	struct ubsrv_dev *dev;
+	struct disk *disk;              /* a reference: the export's disk */
+	char *export;
+	struct fe_ublk *next;
+};
+
+/* A vhost-user-blk device made by vhost-blk-add (its own socket and
+ * threads: vhost/vhost.h). */
+struct fe_vhost {
+	char *socket, *export;
+	struct disk *disk;              /* a reference: the export's disk */
+	struct vhostblk *blk;
+	struct vhostsrv *srv;
+	bool read_only;                 /* VIRTIO_BLK_F_RO offered */
+	struct fe_vhost *next;
+};
+
+struct serve_ctl_fe {
+	struct ubsrv_ctrl *ublk_ctrl;   /* NULL until the first ublk-add */
+	struct fe_ublk *ublk;
+	struct fe_vhost *vhost;
+};
+
+int serve_ctl_fe_new(struct serve_ctl_fe **out)
+{
+	*out = calloc(1, sizeof(**out));
+	return *out ? 0 : -ENOMEM;
+}
+
+/* Stops @u's device (its final flush included) and frees @u. */
+static int ublk_stop_one(struct fe_ublk *u)
+{
+	uint32_t id = ubsrv_dev_id(u->dev);
+	int ret = ubsrv_dev_stop(u->dev);
+
+	if (ret < 0)
+		log_error("ctl: tearing down /dev/ublkb%" PRIu32 ": %s", id, strerror(-ret));
+	disk_unref(u->disk);
+	free(u->export);
+	free(u);
+	return ret;
+}
+
+/* Stops @v's server (requests in flight complete, the front-end is
+ * disconnected, the socket file goes) and frees @v. */
+static void vhost_stop_one(struct fe_vhost *v)
+{
+	vhostsrv_free(v->srv);
+	vhostblk_free(v->blk);
+	disk_unref(v->disk);
+	free(v->socket);
+	free(v->export);
+	free(v);
+}
+
+void serve_ctl_fe_stop(struct serve_ctl_fe *fe)
+{
+	if (!fe)
+		return;
+	while (fe->vhost) {
+		struct fe_vhost *v = fe->vhost;
+
+		fe->vhost = v->next;
+		vhost_stop_one(v);
+	}
+	while (fe->ublk) {
+		struct fe_ublk *u = fe->ublk;
+
+		fe->ublk = u->next;
+		ublk_stop_one(u);
+	}
+}
+
+void serve_ctl_fe_free(struct serve_ctl_fe *fe)
+{
+	if (!fe)
+		return;
+	serve_ctl_fe_stop(fe);
+	ubsrv_ctrl_close(fe->ublk_ctrl);
+	free(fe);
+}
+
+/* The members every export-list entry has about its disk. */
+static void disk_fields(json_t *o, struct disk *d)
+{
+	const struct disk_info *info = disk_get_info(d);
+
+	json_object_set_new(o, "type", json_string(info->type));
+	json_object_set_new(o, "read_only", json_boolean(info->read_only));
+	json_object_set_new(o, "size", json_integer((json_int_t)(disk_sector_count(d)
+								 << info->sector_shift)));
+	json_object_set_new(o, "sector_size", json_integer((json_int_t)info->sector_size));
+}
+
+/* ---- ublk ------------------------------------------------------------------ */
+
+static json_t *ublk_json(struct serve_ctl_fe *fe, struct fe_ublk *u)
+{
+	const struct ubsrv_ctrl_dev_info *info = ubsrv_dev_info(u->dev);
+	struct ubsrv_ctrl_dev_info now;
+	uint32_t id = ubsrv_dev_id(u->dev);
+	char dev[32], flags[256];
+	json_t *o;
+
+	snprintf(dev, sizeof(dev), "/dev/ublkb%" PRIu32, id);
+	ubsrv_flags_str(info->flags, flags, sizeof(flags));
+	o = json_pack("{s:s, s:s, s:I, s:o, s:i, s:i, s:s, s:b, s:s}", "frontend", "ublk",
+		      "name", dev, "id", (json_int_t)id, "export", tool_json_str(u->export),
+		      "queues", (int)info->nr_hw_queues, "depth", (int)info->queue_depth,
+		      "flags", flags, "update_size", (int)((info->flags & UBSRV_F_UPDATE_SIZE) != 0),
+		      "state", ubsrv_ctrl_get_dev_info(fe->ublk_ctrl, id, &now) == 0
+			       ? ubsrv_state_str(now.state) : "gone");
+	if (o) {
+		disk_fields(o, u->disk);
+		json_object_set_new(o, "read_only", json_boolean(ubsrv_dev_read_only(u->dev)));
+	}
+	return o;
+}
+
+json_t *serve_ctl_ublk_add(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+	json_int_t id = -1, queues = UBSRV_DEFAULT_QUEUES, depth = UBSRV_DEFAULT_DEPTH;
+	struct ubsrv_opts o = { .max_io_bytes = UBSRV_DEFAULT_MAX_IO, .copy = UBSRV_COPY_AUTO };
+	const char *export;
+	bool export_ro = false;
+	char err[512] = "";
+	struct fe_ublk *u;
+	struct disk *d;
+	json_error_t je;
+	int ro = 0, ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s?:I, s?:I, s?:I, s?:b}", "export",
+			   &export, "id", &id, "queues", &queues, "depth", &depth, "read_only",
+			   &ro) < 0)
+		return ctl_fail_params(c, &je);
+	if (id < -1 || id > INT32_MAX)
+		return ctl_fail_paramf(c, "id must be -1 (any) or a device number");
+	if (queues < 1 || queues > UBSRV_MAX_NR_QUEUES)
+		return ctl_fail_paramf(c, "queues must be 1..%u", UBSRV_MAX_NR_QUEUES);
+	if (depth < 1 || depth > UBSRV_MAX_QUEUE_DEPTH)
+		return ctl_fail_paramf(c, "depth must be 1..%u", UBSRV_MAX_QUEUE_DEPTH);
+	if (serve_ctl_refuse_when_stopping(c))
+		return NULL;
+	if (!(d = serve_ctl_export_disk(c, export, &export_ro)))
+		return NULL;
+	if (!fe->ublk_ctrl && (ret = ubsrv_ctrl_open(&fe->ublk_ctrl, err, sizeof(err))) < 0) {
+		fe->ublk_ctrl = NULL;
+		disk_unref(d);
+		return ctl_fail_errno(c, ret, "%s", err[0] ? err : "cannot open the ublk control device");
+	}
+	o.dev_id = id;
+	o.queues = (unsigned)queues;
+	o.depth = (unsigned)depth;
+	o.read_only = ro || export_ro;
+	u = calloc(1, sizeof(*u));
+	if (!u || !(u->export = strdup(export))) {
+		free(u);
+		disk_unref(d);
+		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
+	}
+	ret = ubsrv_dev_add(fe->ublk_ctrl, d, &o, &u->dev, err, sizeof(err));
+	if (ret < 0) {
+		char t[32];
+
+		free(u->export);
+		free(u);
+		disk_unref(d);
+		snprintf(t, sizeof(t), "%lld", (long long)id);
+		if (ret == -EEXIST)
+			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", t,
+								     "exists", 1));
+		return ctl_fail_errno(c, ret, "%s", err[0] ? err : "cannot add the ublk device");
+	}
+	u->disk = d;
+	u->next = fe->ublk;
+	fe->ublk = u;
+	log_info("ctl: /dev/ublkb%" PRIu32 " added for export '%s' by uid %ld pid %ld",
+		 ubsrv_dev_id(u->dev), export, (long)c->uid, (long)c->pid);
+	return ublk_json(fe, u);
+}
+
+json_t *serve_ctl_ublk_del(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+	json_int_t id;
+	json_error_t je;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I}", "id", &id) < 0)
+		return ctl_fail_params(c, &je);
+	for (struct fe_ublk **pp = &fe->ublk; *pp; pp = &(*pp)->next) {
+		struct fe_ublk *u = *pp;
+		int ret;
+
+		if ((json_int_t)ubsrv_dev_id(u->dev) != id)
+			continue;
+		*pp = u->next;
+		ret = ublk_stop_one(u);
+		log_info("ctl: /dev/ublkb%lld deleted by uid %ld pid %ld", (long long)id,
+			 (long)c->uid, (long)c->pid);
+		if (ret < 0)
+			return ctl_fail_errno(c, ret, "device deleted, but its teardown failed");
+		return json_object();
+	}
+	{
+		char t[32];
+
+		snprintf(t, sizeof(t), "%lld", (long long)id);
+		return serve_ctl_not_found(c, t);
+	}
+}
+
+json_t *serve_ctl_ublk_list(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+	json_error_t je;
+	json_t *out;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{}") < 0)
+		return ctl_fail_params(c, &je);
+	out = json_array();
+	for (struct fe_ublk *u = fe->ublk; out && u; u = u->next)
+		json_array_append_new(out, ublk_json(fe, u));
+	return out;
+}
+
+void serve_ctl_fe_resized(struct ctl_call *c, struct disk *d, json_t *res)
+{
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+	json_t *arr = NULL;
+
+	for (struct fe_ublk *u = fe->ublk; u; u = u->next) {
+		int ret;
+
+		if (u->disk != d)
+			continue;
+		if (!arr && !(arr = json_array()))
+			return;
+		ret = ubsrv_dev_update_size(u->dev);
+		if (ret == 0)
+			json_array_append_new(arr, json_pack("{s:I, s:b}", "id",
+				(json_int_t)ubsrv_dev_id(u->dev), "updated", 1));
+		else
+			json_array_append_new(arr, json_pack("{s:I, s:b, s:s}", "id",
+				(json_int_t)ubsrv_dev_id(u->dev), "updated", 0, "reason",
+				ret == -EOPNOTSUPP ? "the kernel's ublk driver has no UPDATE_SIZE "
+						     "(Linux 6.16): the device keeps its size until "
+						     "it is added again" : strerror(-ret)));
+		if (ret < 0 && ret != -EOPNOTSUPP)
+			log_warn("ctl: UPDATE_SIZE of /dev/ublkb%" PRIu32 ": %s", ubsrv_dev_id(u->dev),
+				 strerror(-ret));
+	}
+	if (arr)
+		json_object_set_new(res, "ublk", arr);
+}
+
+/* ---- vhost-user-blk ---------------------------------------------------------- */
+
+static json_t *vhost_json(struct fe_vhost *v)
+{
+	json_t *o = json_pack("{s:s, s:o, s:o}", "frontend", "vhost-user-blk", "name",
+			      tool_json_str(v->socket), "export", tool_json_str(v->export));
+
+	if (o) {
+		disk_fields(o, v->disk);
+		json_object_set_new(o, "read_only", json_boolean(v->read_only));
+	}
+	return o;
+}
+
+json_t *serve_ctl_vhost_blk_add(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+	const char *export, *socket;
+	json_int_t queues = 1;
+	struct vhostblk_opts bo = { 0 };
+	struct vhostsrv_opts so = { .name = "vhost-user-blk", .ops = &vhostblk_ops };
+	bool export_ro = false;
+	char err[512] = "";
+	struct fe_vhost *v;
+	json_error_t je;
+	int ro = 0, ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:I, s?:b}", "export", &export,
+			   "socket", &socket, "queues", &queues, "read_only", &ro) < 0)
+		return ctl_fail_params(c, &je);
+	if (queues < 1 || queues > VHOSTSRV_MAX_QUEUES)
+		return ctl_fail_paramf(c, "queues must be 1..%u", VHOSTSRV_MAX_QUEUES);
+	if (serve_ctl_refuse_when_stopping(c))
+		return NULL;
+	for (v = fe->vhost; v; v = v->next)
+		if (strcmp(v->socket, socket) == 0)
+			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:o, s:b}", "target",
+								     tool_json_str(socket), "exists", 1));
+	v = calloc(1, sizeof(*v));
+	if (!v || !(v->socket = strdup(socket)) || !(v->export = strdup(export))) {
+		if (v)
+			free(v->socket);
+		free(v);
+		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
+	}
+	if (!(v->disk = serve_ctl_export_disk(c, export, &export_ro))) {
+		vhost_stop_one(v);
+		return NULL;
+	}
+	bo.queues = so.queues = (unsigned)queues;
+	bo.read_only = v->read_only = ro || export_ro;
+	if ((ret = vhostblk_new(v->disk, &bo, &v->blk)) < 0) {
+		vhost_stop_one(v);
+		return ctl_fail_errno(c, ret, "cannot create the vhost-user-blk device");
+	}
+	so.dev = v->blk;
+	if ((ret = vhostsrv_new(&so, &v->srv)) < 0 ||
+	    (ret = vhostsrv_listen_unix(v->srv, v->socket, err, sizeof(err))) < 0 ||
+	    (ret = vhostsrv_start(v->srv)) < 0) {
+		vhost_stop_one(v);
+		if (ret == -EADDRINUSE)
+			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:o, s:b}", "target",
+								     tool_json_str(socket), "exists", 1));
+		return ctl_fail_errno(c, ret, "%s", err[0] ? err : "cannot start the vhost-user server");
+	}
+	v->next = fe->vhost;
+	fe->vhost = v;
+	log_info("ctl: vhost-user-blk %s added for export '%s' by uid %ld pid %ld", socket, export,
+		 (long)c->uid, (long)c->pid);
+	return vhost_json(v);
+}
+
+json_t *serve_ctl_vhost_blk_del(struct ctl_call *c, json_t *params)
+{
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+	const char *socket;
+	json_error_t je;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "socket", &socket) < 0)
+		return ctl_fail_params(c, &je);
+	for (struct fe_vhost **pp = &fe->vhost; *pp; pp = &(*pp)->next) {
+		struct fe_vhost *v = *pp;
+
+		if (strcmp(v->socket, socket) != 0)
+			continue;
+		*pp = v->next;
+		vhost_stop_one(v);
+		log_info("ctl: vhost-user-blk %s deleted by uid %ld pid %ld", socket, (long)c->uid,
+			 (long)c->pid);
+		return json_object();
+	}
+	return serve_ctl_not_found(c, socket);
+}
+
+/* ---- iSCSI LUNs ------------------------------------------------------------ */
+
+/* serve's iSCSI half, or NULL after failing @c with -32004. */
+static struct serve_iscsi *iscsi_of(struct ctl_call *c, const char *target)
+{
+	struct serve_iscsi *si = serve_ctl_opts_of(c)->iscsi;
+
+	if (si && si->srv)
+		return si;
+	serve_ctl_not_supported(c, target ? target : "", "serve runs no iSCSI target (--iscsi)");
+	return NULL;
+}
+
+json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params)
+{
+	const char *target = NULL, *text;
+	json_int_t lun;
+	struct serve_iscsi *si;
+	struct scsi_target *t;
+	char err[256] = "";
+	struct disk *d;
+	json_error_t je;
+	json_t *res;
+	int ro = serve_ctl_opts_of(c)->read_only, ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I, s:s, s?:b}", "target", &target,
+			   "lun", &lun, "spec", &text, "read_only", &ro) < 0)
+		return ctl_fail_params(c, &je);
+	if (lun < 0 || lun >= SCSI_MAX_LUNS)
+		return ctl_fail_paramf(c, "lun must be 0..%u", SCSI_MAX_LUNS - 1);
+	if (serve_ctl_opts_of(c)->read_only && !ro)
+		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
+				       "is not allowed");
+	if (serve_ctl_refuse_when_stopping(c) || !(si = iscsi_of(c, target)))
+		return NULL;
+	if (!(t = serve_iscsi_target(si, target)))
+		return serve_ctl_not_found(c, target ? target : "(the default target)");
+	if (scsi_target_lu(t, (unsigned)lun))
+		return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:I, s:b}", "target",
+			scsi_target_name(t), "lun", (json_int_t)lun, "exists", 1));
+	if (serve_ctl_open_spec(c, text, ro, &d) < 0)
+		return NULL;
+	ret = tool_scsi_make_lu(t, (unsigned)lun, d, text, err, sizeof(err));
+	if (ret == 0 && (ret = serve_disks_add(&si->disks, d, t, (unsigned)lun, text)) < 0)
+		(void)scsi_target_remove_lu(t, (unsigned)lun);
+	if (ret < 0) {
+		disk_unref(d);
+		if (ret == -EEXIST)
+			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:I, s:b}", "target",
+				scsi_target_name(t), "lun", (json_int_t)lun, "exists", 1));
+		if (ret == -EINVAL)
+			return ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message",
+								       tool_json_str(err)));
+		return ctl_fail_errno(c, ret, "cannot add the LUN%s%s", err[0] ? ": " : "", err);
+	}
+	res = json_pack("{s:s, s:I}", "target", scsi_target_name(t), "lun", (json_int_t)lun);
+	if (res)
+		disk_fields(res, d);
+	disk_unref(d);
+	log_info("ctl: LUN %lld of %s added by uid %ld pid %ld", (long long)lun,
+		 scsi_target_name(t), (long)c->uid, (long)c->pid);
+	return res;
+}
+
+json_t *serve_ctl_iscsi_lun_remove(struct ctl_call *c, json_t *params)
+{
+	const char *target = NULL;
+	json_int_t lun;
+	struct serve_iscsi *si;
+	struct scsi_target *t;
+	json_error_t je;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I}", "target", &target, "lun",
+			   &lun) < 0)
+		return ctl_fail_params(c, &je);
+	if (!(si = iscsi_of(c, target)))
+		return NULL;
+	if (!(t = serve_iscsi_target(si, target)))
+		return serve_ctl_not_found(c, target ? target : "(the default target)");
+	ret = lun >= 0 && lun < SCSI_MAX_LUNS ? scsi_target_remove_lu(t, (unsigned)lun) : -ENOENT;
+	if (ret == -ENOENT) {
+		char name[300];
+
+		snprintf(name, sizeof(name), "%s lun %lld", scsi_target_name(t), (long long)lun);
+		return serve_ctl_not_found(c, name);
+	}
+	ret = serve_disks_drop(&si->disks, t, (unsigned)lun, "iscsi");
+	if (ret == -ENOENT)
+		ret = 0;
+	log_info("ctl: LUN %lld of %s removed by uid %ld pid %ld", (long long)lun,
+		 scsi_target_name(t), (long)c->uid, (long)c->pid);
+	if (ret < 0)
+		return ctl_fail_errno(c, ret, "LUN removed, but its final flush failed");
+	return json_object();
+}
+
+/* ---- NVMe/TCP namespaces ----------------------------------------------------- */
+
+static struct serve_nvmf *nvmf_of(struct ctl_call *c)
+{
+	struct serve_nvmf *sn = serve_ctl_opts_of(c)->nvmf;
+
+	if (sn && sn->subsys)
+		return sn;
+	serve_ctl_not_supported(c, "", "serve runs no NVMe/TCP subsystem (--nvme-tcp)");
+	return NULL;
+}
+
+json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params)
+{
+	json_int_t nsid;
+	const char *text;
+	struct serve_nvmf *sn;
+	char err[256] = "";
+	struct disk *d;
+	json_error_t je;
+	json_t *res;
+	int ro = serve_ctl_opts_of(c)->read_only, ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I, s:s, s?:b}", "nsid", &nsid, "spec",
+			   &text, "read_only", &ro) < 0)
+		return ctl_fail_params(c, &je);
+	if (nsid < 1 || nsid > NVMEEMU_MAX_NSID)
+		return ctl_fail_paramf(c, "nsid must be 1..%u", NVMEEMU_MAX_NSID);
+	if (serve_ctl_opts_of(c)->read_only && !ro)
+		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
+				       "is not allowed");
+	if (serve_ctl_refuse_when_stopping(c) || !(sn = nvmf_of(c)))
+		return NULL;
+	if (serve_ctl_open_spec(c, text, ro, &d) < 0)
+		return NULL;
+	ret = serve_nvmf_ns_add(sn, (uint32_t)nsid, d, text, err, sizeof(err));
+	if (ret < 0) {
+		disk_unref(d);
+		if (ret == -EEXIST)
+			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:I, s:b}", "target",
+				nvmeemu_subsys_nqn(sn->subsys), "nsid", (json_int_t)nsid, "exists", 1));
+		if (ret == -EINVAL)
+			return ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message",
+								       tool_json_str(err)));
+		return ctl_fail_errno(c, ret, "cannot add the namespace%s%s", err[0] ? ": " : "", err);
+	}
+	res = json_pack("{s:s, s:I}", "nqn", nvmeemu_subsys_nqn(sn->subsys), "nsid",
+			(json_int_t)nsid);
+	if (res)
+		disk_fields(res, d);
+	disk_unref(d);
+	log_info("ctl: namespace %lld added by uid %ld pid %ld", (long long)nsid, (long)c->uid,
+		 (long)c->pid);
+	return res;
+}
+
+json_t *serve_ctl_nvme_ns_remove(struct ctl_call *c, json_t *params)
+{
+	struct serve_nvmf *sn;
+	json_int_t nsid;
+	json_error_t je;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I}", "nsid", &nsid) < 0)
+		return ctl_fail_params(c, &je);
+	if (!(sn = nvmf_of(c)))
+		return NULL;
+	ret = nsid >= 1 && nsid <= NVMEEMU_MAX_NSID ? serve_nvmf_ns_remove(sn, (uint32_t)nsid)
+						    : -ENOENT;
+	if (ret == -ENOENT) {
+		char t[32];
+
+		snprintf(t, sizeof(t), "%lld", (long long)nsid);
+		return serve_ctl_not_found(c, t);
+	}
+	log_info("ctl: namespace %lld removed by uid %ld pid %ld", (long long)nsid, (long)c->uid,
+		 (long)c->pid);
+	if (ret < 0)
+		return ctl_fail_errno(c, ret, "namespace removed, but its final flush failed");
+	return json_object();
+}
+
+/* ---- listing ------------------------------------------------------------------- */
+
+static void add_entry(json_t *out, const char *only, json_t *o, struct disk *d)
+{
+	const char *name = json_string_value(json_object_get(o, "name"));
+
+	if (!o)
+		return;
+	if (only && (!name || strcmp(only, name) != 0)) {
+		json_decref(o);
+		return;
+	}
+	if (d)
+		disk_fields(o, d);
+	json_array_append_new(out, o);
+}
+
+void serve_ctl_fe_list(struct ctl_call *c, const char *only, json_t *out)
+{
+	const struct serve_ctl_opts *so = serve_ctl_opts_of(c);
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+	struct serve_iscsi *si = so->iscsi;
+	struct serve_nvmf *sn = so->nvmf;
+	struct serve_vhost *sv = so->vhost;
+
+	for (unsigned i = 0; si && si->srv && i < si->disks.n; i++) {
+		const struct serve_unit *u = &si->disks.v[i];
+
+		add_entry(out, only, json_pack("{s:s, s:s, s:I, s:o}", "frontend", "iscsi", "name",
+					       scsi_target_name(u->owner), "lun", (json_int_t)u->id,
+					       "spec", u->spec ? tool_json_str(u->spec) : json_null()),
+			  u->disk);
+	}
+	for (unsigned i = 0; sn && sn->subsys && i < sn->disks.n; i++) {
+		const struct serve_unit *u = &sn->disks.v[i];
+
+		add_entry(out, only, json_pack("{s:s, s:s, s:I, s:o}", "frontend", "nvme-tcp", "name",
+					       nvmeemu_subsys_nqn(sn->subsys), "nsid",
+					       (json_int_t)u->id, "spec",
+					       u->spec ? tool_json_str(u->spec) : json_null()),
+			  u->disk);
+	}
+	for (struct fe_ublk *u = fe->ublk; u; u = u->next)
+		add_entry(out, only, ublk_json(fe, u), NULL);
+	for (struct fe_vhost *v = fe->vhost; v; v = v->next)
+		add_entry(out, only, vhost_json(v), NULL);
+	if (sv && (sv->socket || sv->scsi_socket)) {
+		/* The positional SPEC, served as export "" too. */
+		struct disk *d = NULL;
+
+		if (so->nbd && nbdsrv_export_disk(so->nbd, "", &d, NULL) < 0)
+			d = NULL;
+		if (sv->socket)
+			add_entry(out, only, json_pack("{s:s, s:s, s:o}", "frontend", "vhost-user-blk",
+						       "name", sv->socket, "spec",
+						       sv->spec_text ? tool_json_str(sv->spec_text)
+								     : json_null()), d);
+		if (sv->scsi_socket)
+			add_entry(out, only, json_pack("{s:s, s:s, s:o}", "frontend",
+						       "vhost-user-scsi", "name", sv->scsi_socket,
+						       "spec", sv->spec_text ? tool_json_str(sv->spec_text)
+									    : json_null()), d);
+		disk_unref(d);
+	}
+}
+
+json_t *serve_ctl_fe_frontends(const struct serve_ctl_opts *o, struct serve_ctl_fe *fe)
+{
+	json_t *a = json_array();
+
+	if (!a)
+		return NULL;
+	json_array_append_new(a, json_string("nbd"));
+	if (o->iscsi && o->iscsi->srv)
+		json_array_append_new(a, json_string("iscsi"));
+	if (o->nvmf && o->nvmf->subsys)
+		json_array_append_new(a, json_string("nvme-tcp"));
+	if ((o->vhost && o->vhost->socket) || (fe && fe->vhost))
+		json_array_append_new(a, json_string("vhost-user-blk"));
+	if (o->vhost && o->vhost->scsi_socket)
+		json_array_append_new(a, json_string("vhost-user-scsi"));
+	if (fe && fe->ublk)
+		json_array_append_new(a, json_string("ublk"));
+	return a;
+}

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * serve-ctl-internal.h: what serve-ctl.c (the NBD exports and the disks)
+ * and serve-ctl-fe.c (the other frontends of serve: ublk devices, iSCSI
+ * LUNs, NVMe/TCP namespaces, vhost-user devices) share. Everything here
+ * runs on the control thread (docs/ctl.md).
+ */
+#ifndef DISKSTACK_TOOLS_SERVE_CTL_INTERNAL_H
+#define DISKSTACK_TOOLS_SERVE_CTL_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "ctl/rpc.h"
+
+struct disk;
+struct serve_ctl_fe;
+struct serve_ctl_opts;
+
+/* ---- serve-ctl.c ------------------------------------------------------- */
+
+/* What serve gave the control socket (borrowed). */
+const struct serve_ctl_opts *serve_ctl_opts_of(struct ctl_call *c);
+/* The frontends' state of the call's server. */
+struct serve_ctl_fe *serve_ctl_fe_of(struct ctl_call *c);
+/* -32001 with {target}. Returns NULL. */
+json_t *serve_ctl_not_found(struct ctl_call *c, const char *target);
+/* -32004 with {target, reason}. Returns NULL. */
+json_t *serve_ctl_not_supported(struct ctl_call *c, const char *target, const char *reason);
+/* The disk of NBD export @name (a new reference; *@read_only may be
+ * NULL), or NULL after failing @c with -32001. */
+struct disk *serve_ctl_export_disk(struct ctl_call *c, const char *name, bool *read_only);
+/* True (after failing @c with -32007) once shutdown was asked for. */
+bool serve_ctl_refuse_when_stopping(struct ctl_call *c);
+/* Parses and opens @text (a new disk, *@out), or fails @c (-32003 for a
+ * bad spec, -32000 for an OS error) and returns a negative errno. */
+int serve_ctl_open_spec(struct ctl_call *c, const char *text, bool read_only, struct disk **out);
+
+/* ---- serve-ctl-fe.c ---------------------------------------------------- */
+
+int serve_ctl_fe_new(struct serve_ctl_fe **out);
+/* Stops the ublk and vhost-user devices (after the control thread
+ * stopped, before the exports' final flush; the main thread). */
+void serve_ctl_fe_stop(struct serve_ctl_fe *fe);
+void serve_ctl_fe_free(struct serve_ctl_fe *fe);
+/* Appends the non-NBD exports (matching @only when not NULL) to @out. */
+void serve_ctl_fe_list(struct ctl_call *c, const char *only, json_t *out);
+/* The frontends serve runs ("nbd", "iscsi", ...): a new array. */
+json_t *serve_ctl_fe_frontends(const struct serve_ctl_opts *o, struct serve_ctl_fe *fe);
+/* After @d was resized: tells the ublk devices serving it (UPDATE_SIZE)
+ * and adds {"ublk": [{id, updated, reason?}]} to @res when there are any. */
+void serve_ctl_fe_resized(struct ctl_call *c, struct disk *d, json_t *res);
+
+json_t *serve_ctl_ublk_add(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_ublk_del(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_ublk_list(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_iscsi_lun_remove(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_nvme_ns_remove(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_vhost_blk_add(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_vhost_blk_del(struct ctl_call *c, json_t *params);
+
+#endif
