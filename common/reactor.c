@@ -393,8 +393,23 @@ static int reactor_submit(struct reactor *r)
 
 int reactor_flush(struct reactor *r)
 {
+	int total = 0;
+
 	reactor_assert_thread(r);
-	return reactor_submit(r);
+	/* Until the SQ ring is empty: io_uring_enter may take fewer SQEs
+	 * than are queued (short of memory, or an SQE it refuses on a ring
+	 * without SUBMIT_ALL), and a caller that closes an fd after the
+	 * flush (reactor_write_quiet) needs every SQE naming it in. */
+	do {
+		int ret = reactor_submit(r);
+
+		if (ret < 0)
+			return ret;
+		if (ret == 0 && io_uring_sq_ready(&r->ring) > 0)
+			return -EAGAIN;
+		total += ret;
+	} while (io_uring_sq_ready(&r->ring) > 0);
+	return total;
 }
 
 /* A zeroed SQE, not counted as a user op. */

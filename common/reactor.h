@@ -82,8 +82,11 @@ struct io_uring_sqe *reactor_get_sqe(struct reactor *r);
  * eventfd signal, say): an SQE flagged IOSQE_CQE_SKIP_SUCCESS, whose
  * success posts no CQE, so it neither wakes a waiting reactor nor counts
  * in reactor_pending(); a failure is logged (debug). It is submitted like
- * any other SQE (with the next wait at the latest). The fd is looked up at
- * submission: reactor_flush() before closing it. @buf must stay valid for
+ * any other SQE (with the next wait at the latest). The SQE holds the fd
+ * number, not the file: the kernel looks it up when it takes the SQE, so
+ * whoever closes @fd (or dup2s over it) must reactor_flush() first, on
+ * this reactor's thread, or the write lands in whatever file gets the
+ * number next (test_reactor_write_quiet_fd_reuse). @buf must stay valid for
  * good (a static constant). Returns 0, or -ENOTSUP when the kernel cannot
  * skip completions (before 5.17) or the ring is plain (valgrind,
  * DISKSTACK_URING_BASIC=1): the caller then writes with a syscall. */
@@ -95,7 +98,11 @@ static inline void reactor_sqe_set_op(struct io_uring_sqe *sqe, struct reactor_o
 	io_uring_sqe_set_data(sqe, op);
 }
 
-/* Submits queued SQEs now. Returns the number submitted or -errno. */
+/* Submits every queued SQE now: when it returns 0 or more, the kernel
+ * has taken them all, and has looked up the plain fds they name (it
+ * does so while it takes an SQE that is not linked, drained or flagged
+ * IOSQE_ASYNC, as none of ours are), so closing such an fd afterwards
+ * cannot redirect them. Returns the number submitted or -errno. */
 int reactor_flush(struct reactor *r);
 
 /* Runs @task on a later pass of the loop. */

@@ -628,6 +628,58 @@ static void test_reactor_write_quiet(void **state)
 	reactor_free(r);
 }
 
+/* Reads an eventfd's count without blocking (0 when it is zero). */
+static uint64_t efd_count(int fd)
+{
+	uint64_t v = 0;
+
+	return read(fd, &v, sizeof(v)) == (ssize_t)sizeof(v) ? v : 0;
+}
+
+/* A quiet write's SQE names an fd number, not a file (the vhost call
+ * eventfd that SET_VRING_CALL replaces while a write is queued): flushed
+ * before the number moves to another file, it reaches the file it was
+ * meant for; queued when the number moves, it reaches the new file. The
+ * second half is why the contract says flush before close. */
+static void test_reactor_write_quiet_fd_reuse(void **state)
+{
+	static const uint64_t one = 1;
+	struct reactor *r = new_reactor(0);
+	int a, keep, b;
+
+	(void)state;
+	a = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	b = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	assert_true(a >= 0 && b >= 0);
+	keep = dup(a);
+	assert_true(keep >= 0);
+	if (reactor_write_quiet(r, a, &one, sizeof(one)) == -ENOTSUP) {
+		close(a);
+		close(b);
+		close(keep);
+		reactor_free(r);
+		skip();
+	}
+	/* Flushed, then the number goes to @b's file (a close and a
+	 * reuse, made deterministic): the write went to @a's file. */
+	assert_int_equal(reactor_flush(r), 1);
+	assert_int_equal(dup2(b, a), a);
+	assert_int_equal(efd_count(keep), 1);
+	assert_int_equal(efd_count(b), 0);
+
+	/* Not flushed when the number moves back to @keep's file. */
+	assert_int_equal(reactor_write_quiet(r, a, &one, sizeof(one)), 0);
+	assert_int_equal(dup2(keep, a), a);
+	assert_int_equal(reactor_flush(r), 1);
+	assert_int_equal(efd_count(b), 0);
+	assert_int_equal(efd_count(keep), 1);
+	assert_int_equal(reactor_pending(r), 0);
+	close(a);
+	close(b);
+	close(keep);
+	reactor_free(r);
+}
+
 /* More SQEs than the SQ ring (and the CQ ring) holds, queued without running
  * the loop: reactor_get_sqe must submit, and survive CQ overflow. */
 static void test_reactor_ring_full(void **state)
@@ -981,6 +1033,7 @@ int main(void)
 		cmocka_unit_test(test_reactor_nop),
 		cmocka_unit_test(test_reactor_sqe_hold_bounded),
 		cmocka_unit_test(test_reactor_write_quiet),
+		cmocka_unit_test(test_reactor_write_quiet_fd_reuse),
 		cmocka_unit_test(test_reactor_ring_full),
 		cmocka_unit_test(test_reactor_async_nonblocking),
 		cmocka_unit_test(test_reactor_read_wakes),
