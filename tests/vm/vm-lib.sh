@@ -24,6 +24,8 @@
 #                                (plus VM_EXTRA_MODS and what a vm_stage_extra
 #                                function of the test script adds)
 #   vm_boot LOG TIMEOUT APPEND [qemu args...]   boot, console to LOG
+#                                (plus $DISKSTACK_VM_APPEND on the kernel
+#                                command line, e.g. slub_debug=FZP)
 #   vm_results LOG NAME          print the guest's results; 0 pass, 1 fail
 #   vm_wait_pidfile FILE PID     wait (10 s) for a server's pid file
 #   vm_serve_retry WHAT LAUNCH   start a server on a random free $port
@@ -346,7 +348,7 @@ vm_boot()
 	t0=$(date +%s)
 	timeout --kill-after=10 "$tmo" qemu-system-x86_64 -nographic -no-reboot -m "$VM_MEM" \
 		-smp "$VM_SMP" -accel tcg -cpu max -kernel "$KERNEL" -initrd "$INITRD" \
-		-append "console=ttyS0 panic=-1 loglevel=4 oops=panic $append" "$@" \
+		-append "console=ttyS0 panic=-1 loglevel=4 oops=panic $append ${DISKSTACK_VM_APPEND:-}" "$@" \
 		</dev/null >"$log" 2>&1
 	rc=$?
 	t1=$(date +%s)
