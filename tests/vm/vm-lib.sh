@@ -32,6 +32,8 @@
 #   vm_watch_ctl LOG SOCK        run `diskstack ctl -S SOCK ARGS` for each
 #                                "VMTEST: HOST-CTL ARGS" line of the guest;
 #                                sets ctl_watch_pid
+#   vm_host_requests LOG HANDLER run `HANDLER ACTION` for each new
+#                                "VMTEST: HOST ACTION" line of the guest
 set -uo pipefail
 
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -465,6 +467,21 @@ vm_watch_ctl()
 		done
 	) &
 	ctl_watch_pid=$!
+}
+
+# vm_host_requests LOG HANDLER: runs `HANDLER ACTION` (in this shell) for
+# each "VMTEST: HOST ACTION" console line of the guest in LOG that no
+# earlier call handled, in order. vm_host_handled counts the lines
+# handled: set it to 0 before each boot, then call this in a loop while
+# the guest runs.
+vm_host_requests()
+{
+	local reqs
+	mapfile -t reqs < <(grep -a '^VMTEST: HOST ' "$1" 2>/dev/null | tr -d '\r')
+	while [ "$vm_host_handled" -lt ${#reqs[@]} ]; do
+		vm_host_handled=$((vm_host_handled + 1))
+		"$2" "${reqs[vm_host_handled - 1]#VMTEST: HOST }"
+	done
 }
 
 # ---- benchmarks (tests/bench/bench-vhost.sh, bench-nvme-tcp.sh) ----------
