@@ -10,6 +10,7 @@
 #   wait_for COND SECS   polls the shell condition COND every 0.1 s
 #   wait_s COND SECS     the same, once a second
 #   dvd_eject_load CD    eject, reload and re-read the DVD of sr device CD
+#   rw_back DEV BS SEEK COUNT WHAT  write and read back COUNT blocks of DEV
 #   last_mib_rw DEV MIB  write and read back MiB number MIB of DEV
 #   fs_check DEV         ext4 on DEV: mkfs, mount, write, remount, cmp, fsck
 #   fio_verify DEV ARGS  fio --verify=crc32c on DEV, QD32, two jobs
@@ -59,16 +60,21 @@ wait_for() { _wait_poll "$1" $(($2 * 10)) 0.1; }
 # many processes per call, slow under TCG).
 wait_s() { _wait_poll "$1" "$2" 1; }
 
-# last_mib_rw DEV MIB: writes random data to MiB number MIB of DEV (the
-# last one after a resize) and reads it back, both direct. Fails the test
-# when either goes wrong.
-last_mib_rw()
+# rw_back DEV BS SEEK COUNT WHAT: writes COUNT blocks of BS random bytes
+# to DEV from block SEEK and reads them back, both direct. Fails the test
+# ("write WHAT", "what was written WHAT reads back different") when
+# either goes wrong.
+rw_back()
 {
-	dd if=/dev/urandom of="$T/tail" bs=1M count=1 2>/dev/null
-	dd if="$T/tail" of="$1" bs=1M seek="$2" oflag=direct 2>/dev/null || { fail "write to the new last MiB"; return 1; }
-	dd if="$1" of="$T/tail.back" bs=1M skip="$2" count=1 iflag=direct 2>/dev/null
-	cmp "$T/tail" "$T/tail.back" || { fail "the new last MiB reads back different"; return 1; }
+	dd if=/dev/urandom of="$T/rw" bs="$2" count="$4" 2>/dev/null
+	dd if="$T/rw" of="$1" bs="$2" seek="$3" oflag=direct 2>/dev/null || { fail "write $5"; return 1; }
+	dd if="$1" of="$T/rw.back" bs="$2" skip="$3" count="$4" iflag=direct 2>/dev/null
+	cmp "$T/rw" "$T/rw.back" || { fail "what was written $5 reads back different"; return 1; }
 }
+
+# last_mib_rw DEV MIB: rw_back of MiB number MIB of DEV (the last one
+# after a resize).
+last_mib_rw() { rw_back "$1" 1M "$2" 1 "to the new last MiB"; }
 
 # dvd_eject_load CD: START STOP UNIT with LOEJ=1 ejects the disc of the
 # sr device CD, after which TEST UNIT READY must report no medium; LOEJ=1
