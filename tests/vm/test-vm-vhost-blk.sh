@@ -152,11 +152,8 @@ host_request()
 	esac
 }
 
-rc=0 passed=0
 for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
-	vm_prepare "$kernel"
-	INITRD=$work/initrd-$kernel.img
-	vm_initrd "$INITRD" vhost-blk
+	vm_prepare_initrd "$kernel" vhost-blk
 	log=$work/console-$kernel-vhost-blk.log
 	VHOST_WORK=$work/$kernel
 	mkdir -p "$VHOST_WORK"
@@ -183,14 +180,10 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	fi
 	vhost_stop_all
 	[ -n "$loopdev" ] && losetup -d "$loopdev" && loopdev=
-	case $r in
-	0) passed=1 ;;
-	77) ;;
-	*) rc=1
-	   for n in main disc ro resize rc; do
-		   sed "s/^/    $n: /" "${VHOST_LOG[$n]}" | tail -n 15
-	   done ;;
-	esac
+	if ! vm_tally $r; then
+		for n in main disc ro resize rc; do
+			sed "s/^/    $n: /" "${VHOST_LOG[$n]}" | tail -n 15
+		done
+	fi
 done
-[ $rc -eq 0 ] && [ $passed -eq 0 ] && exit 77
-exit $rc
+vm_exit

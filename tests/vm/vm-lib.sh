@@ -23,8 +23,12 @@
 #   vm_initrd OUT SUITE           build the initramfs for $KDIR/$KVER
 #                                (plus VM_EXTRA_MODS and what a vm_stage_extra
 #                                function of the test script adds)
+#   vm_prepare_initrd KERNEL SUITE   vm_prepare, then vm_initrd into
+#                                INITRD=$work/initrd-KERNEL.img
 #   vm_boot LOG TIMEOUT APPEND [qemu args...]   boot, console to LOG
 #   vm_results LOG NAME          print the guest's results; 0 pass, 1 fail
+#   vm_tally R / vm_exit         count each boot's vm_results; exit with
+#                                the test's status once every boot is done
 #   vm_wait_pidfile FILE PID     wait (10 s) for a server's pid file
 #   vm_serve_retry WHAT LAUNCH   start a server on a random free $port
 #   vm_watch_resize LOG          grow $work/disk.img (on $loopdev) once
@@ -354,6 +358,36 @@ vm_boot()
 	t1=$(date +%s)
 	vm_log "$(basename "$KERNEL"): qemu exit $rc after $((t1 - t0)) s (log: $log)"
 	return $rc
+}
+
+# vm_prepare_initrd KERNEL SUITE: vm_prepare KERNEL, then the initramfs of
+# the guest SUITE for it in INITRD=$work/initrd-KERNEL.img.
+vm_prepare_initrd()
+{
+	vm_prepare "$1"
+	INITRD=$work/initrd-$1.img
+	vm_initrd "$INITRD" "$2"
+}
+
+# What the boots of a test came to (vm_tally, vm_exit).
+vm_rc=0 vm_passed=0
+
+# vm_tally R: counts one boot's result R (as vm_results returns it: 0,
+# 77 skipped, else failed); returns 1 when the boot failed.
+vm_tally()
+{
+	case $1 in
+	0) vm_passed=1 ;;
+	77) ;;
+	*) vm_rc=1; return 1 ;;
+	esac
+}
+
+# vm_exit: exits 1 when a boot failed, 77 when none passed, else 0.
+vm_exit()
+{
+	[ $vm_rc -eq 0 ] && [ $vm_passed -eq 0 ] && exit 77
+	exit $vm_rc
 }
 
 # vm_results LOG NAME: prints the guest's result lines; returns 0 when the
