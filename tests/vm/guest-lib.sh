@@ -12,6 +12,7 @@
 #   dvd_eject_load CD    eject, reload and re-read the DVD of sr device CD
 #   rw_back DEV BS SEEK COUNT WHAT  write and read back COUNT blocks of DEV
 #   last_mib_rw DEV MIB  write and read back MiB number MIB of DEV
+#   remove_under_io DEV WHAT CTL_ARGS  the host removes DEV while dd writes
 #   fs_check DEV         ext4 on DEV: mkfs, mount, write, remount, cmp, fsck
 #   fio_verify DEV ARGS  fio --verify=crc32c on DEV, QD32, two jobs
 #   queues_dispatched NAME H...  each blk-mq queue H of NAME was used
@@ -70,6 +71,21 @@ rw_back()
 	dd if="$T/rw" of="$1" bs="$2" seek="$3" oflag=direct 2>/dev/null || { fail "write $5"; return 1; }
 	dd if="$1" of="$T/rw.back" bs="$2" skip="$3" count="$4" iflag=direct 2>/dev/null
 	cmp "$T/rw" "$T/rw.back" || { fail "what was written $5 reads back different"; return 1; }
+}
+
+# remove_under_io DEV WHAT CTL_ARGS: dd rewrites DEV until a write fails
+# while the host removes it (`diskstack ctl CTL_ARGS`, asked for with a
+# "VMTEST: HOST-CTL" line); the dd must end within 120 s (an error, never
+# a hang). WHAT ("LUN", "namespace") names DEV in the messages.
+remove_under_io()
+{
+	( while dd if=/dev/zero of="$1" bs=64k count=512 oflag=direct 2>"$T/dd.err"; do :; done ) &
+	_ddpid=$!
+	sleep 1
+	echo "VMTEST: HOST-CTL $3"
+	wait_s '! kill -0 $_ddpid 2>/dev/null' 120 || { kill $_ddpid; fail "dd still runs after the $2 was removed"; return 1; }
+	wait $_ddpid
+	info "dd on the removed $2 ended: $(grep -v records "$T/dd.err" | head -n 1)"
 }
 
 # last_mib_rw DEV MIB: rw_back of MiB number MIB of DEV (the last one
