@@ -5,6 +5,7 @@
 #                        prints "VMTEST: PASS|FAIL|SKIP NAME", cleans up
 #   fail MSG / skip MSG  (inside FUNC) report and return non-zero
 #   info MSG             an informational result line
+#   ds_arg NAME          ds.NAME=VALUE from the kernel command line
 #   ds ARGS...           the diskstack command (stderr into $T/ds.err)
 #   ublk_up ARGS...      diskstack ublk add ... --daemon; prints the device
 #   wait_for COND SECS   polls the shell condition COND every 0.1 s
@@ -26,6 +27,10 @@ MKFS_EXT4="/usr/sbin/mke2fs -t ext4"
 E2FSCK=/usr/sbin/e2fsck
 T=/tmp/t
 KV=$(uname -r)
+
+# ds_arg NAME: the value of ds.NAME=VALUE on the kernel command line
+# (the host's test script puts the guest's parameters there).
+ds_arg() { sed -n "s/.*ds\\.$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
 
 info() { echo "VMTEST: INFO $*"; }
 fail()
