@@ -564,6 +564,27 @@ vm_bench_marks()
 	done
 }
 
+# vm_bench_results LOG SUITE MARKS [SERVER_LOG]: once a bench boot has
+# ended: unless the guest passed SUITE, prints its result lines and the
+# console's tail (and SERVER_LOG's), and exits 1; else prints the guest's
+# INFO lines and sets res to its RESULT lines (NAME JOB ROUND IOPS
+# REQUESTS), kept in $work with MARKS when DISKSTACK_VM_KEEP=1.
+vm_bench_results()
+{
+	if ! grep -aq "^VMTEST: PASS $2" "$1"; then
+		grep -a '^VMTEST' "$1"
+		tail -n 30 "$1"
+		[ -n "${4:-}" ] && sed 's/^/    serve: /' "$4" | tail -n 20
+		exit 1
+	fi
+	grep -a '^VMTEST: INFO' "$1" | tr -d '\r' | sed 's/^VMTEST: INFO //'
+	res=$(grep -a '^VMTEST: RESULT' "$1" | tr -d '\r' | sed 's/^VMTEST: RESULT //')
+	if [ "${DISKSTACK_VM_KEEP:-0}" = 1 ]; then
+		echo "$res" > "$work/results"
+		cp "$3" "$work/marks.txt"
+	fi
+}
+
 # vm_bench_cpu RESULTS MARKS: for each result line "NAME JOB ROUND IOPS
 # REQS", "NAME JOB ROUND A B" with A and B the µs of CPU per request of
 # the two tick columns MARKS holds ("-" where a column was "-").
