@@ -970,6 +970,14 @@ static void test_blockdev_scsi_report(void **state)
 
 static void test_blockdev_eject(void **state)
 {
+	static const struct {
+		const char *attr, *value;
+		bool eject;
+	} kinds[] = {
+		{ "device/type", "5\n", true },
+		{ "uevent", "MAJOR=11\nMINOR=0\nDEVNAME=sr0\nDEVTYPE=disk\n", true },
+		{ "uevent", "MAJOR=8\nMINOR=0\nDEVNAME=sda\nDEVTYPE=disk\n", false },
+	};
 	struct fake_call c[4];
 	struct disk_io io = { .op = DISK_OP_EJECT };
 	struct disk *d;
@@ -1012,22 +1020,14 @@ static void test_blockdev_eject(void **state)
 	assert_int_equal(io.os_errno, EIO);
 	disk_unref(d);
 
-	/* A CD-ROM by SCSI type, or by name. */
-	fake_reset(false);
-	fake_attr("device/type", "5\n");
-	d = fake_open();
-	assert_true(disk_get_info(d)->caps & DISK_CAP_EJECT);
-	disk_unref(d);
-	fake_reset(false);
-	fake_attr("uevent", "MAJOR=11\nMINOR=0\nDEVNAME=sr0\nDEVTYPE=disk\n");
-	d = fake_open();
-	assert_true(disk_get_info(d)->caps & DISK_CAP_EJECT);
-	disk_unref(d);
-	fake_reset(false);
-	fake_attr("uevent", "MAJOR=8\nMINOR=0\nDEVNAME=sda\nDEVTYPE=disk\n");
-	d = fake_open();
-	assert_false(disk_get_info(d)->caps & DISK_CAP_EJECT);
-	disk_unref(d);
+	/* A CD-ROM by SCSI type, or by name; a disk is none. */
+	for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
+		fake_reset(false);
+		fake_attr(kinds[i].attr, kinds[i].value);
+		d = fake_open();
+		assert_int_equal(!!(disk_get_info(d)->caps & DISK_CAP_EJECT), kinds[i].eject);
+		disk_unref(d);
+	}
 }
 
 /* ---- resize through injected uevents ------------------------------------------ */
