@@ -92,12 +92,7 @@ check "r['exports'][0]['write']['ops'] == 0 and len(r['exports'][0]['layers']) =
 expect_exit 1 c stats target=nosuch
 expect_stderr "error -32001"
 expect_exit 0 c shutdown
-i=0
-while kill -0 "$s_pid" 2>/dev/null; do
-	i=$((i + 1))
-	[ $i -lt 300 ] || fail "serve did not stop after ctl shutdown"
-	sleep 0.1
-done
+wait_gone "$s_pid" 300 "serve did not stop after ctl shutdown"
 wait "$s_pid" || fail "serve exited with $? after ctl shutdown"
 rm -f "$tmpdir/s.pid"
 
