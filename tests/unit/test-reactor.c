@@ -602,9 +602,14 @@ static void test_reactor_write_quiet(void **state)
 	assert_true(efd >= 0);
 	ret = reactor_write_quiet(r, efd, &one, sizeof(one));
 	if (ret == -ENOTSUP) {
+		/* A ring without IOSQE_CQE_SKIP_SUCCESS (valgrind's, kernels
+		 * before 5.17): refused with nothing queued, so the caller's
+		 * write(2) fallback is the only write. (cmocka's skip() is a
+		 * TAP failure for automake.) */
+		assert_int_equal(reactor_pending(r), 0);
 		close(efd);
 		reactor_free(r);
-		skip();
+		return;
 	}
 	assert_int_equal(ret, 0);
 	assert_int_equal(reactor_write_quiet(r, efd, &one, sizeof(one)), 0);
@@ -654,11 +659,13 @@ static void test_reactor_write_quiet_fd_reuse(void **state)
 	keep = dup(a);
 	assert_true(keep >= 0);
 	if (reactor_write_quiet(r, a, &one, sizeof(one)) == -ENOTSUP) {
+		/* Nothing queued: see test_reactor_write_quiet. */
+		assert_int_equal(reactor_pending(r), 0);
 		close(a);
 		close(b);
 		close(keep);
 		reactor_free(r);
-		skip();
+		return;
 	}
 	/* Flushed, then the number goes to @b's file (a close and a
 	 * reuse, made deterministic): the write went to @a's file. */
