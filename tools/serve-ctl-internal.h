@@ -14,6 +14,9 @@
 
 struct disk;
 struct serve_ctl_fe;
+
+/* export-remove's default timeout_ms. */
+#define SERVE_CTL_REMOVE_TIMEOUT_MS 10000u
 struct serve_ctl_opts;
 
 /* ---- serve-ctl.c ------------------------------------------------------- */
@@ -69,6 +72,11 @@ void serve_ctl_fe_foreach(const struct serve_ctl_opts *o, struct serve_ctl_fe *f
 /* The disk of the unit named @name (a new reference; *@spec may be NULL),
  * or NULL. */
 struct disk *serve_ctl_fe_find(struct ctl_call *c, const char *name, const char **spec);
+
+/* export-add and export-remove with a frontend other than "nbd" (an
+ * iSCSI target, an NVMe/TCP subsystem). */
+json_t *serve_ctl_fe_export_add(struct ctl_call *c, json_t *params, const char *frontend);
+json_t *serve_ctl_fe_export_remove(struct ctl_call *c, json_t *params, const char *frontend);
 
 json_t *serve_ctl_ublk_add(struct ctl_call *c, json_t *params);
 json_t *serve_ctl_ublk_del(struct ctl_call *c, json_t *params);

@@ -48,7 +48,7 @@
 #include "tools/serve-ctl.h"
 #include "tools/tool.h"
 
-#define CTL_DEFAULT_REMOVE_TIMEOUT_MS 10000u
+#define CTL_DEFAULT_REMOVE_TIMEOUT_MS SERVE_CTL_REMOVE_TIMEOUT_MS
 #define CTL_MAX_WALK_DEPTH 64u
 
 /* The spec text of each export, for export-list (control thread only,
@@ -409,18 +409,39 @@ static json_t *m_export_list(struct ctl_call *c, json_t *params)
 	return lc.out;
 }
 
+/* The frontend export-add and export-remove act on (*@fe: "nbd" when
+ * params has none), or false after failing @c. */
+static bool frontend_of(struct ctl_call *c, json_t *params, const char **fe)
+{
+	json_t *v = json_object_get(params, "frontend");
+
+	if (!v)
+		return true;
+	if (!json_is_string(v)) {
+		ctl_fail_paramf(c, "frontend must be a string: nbd, iscsi or nvme-tcp");
+		return false;
+	}
+	*fe = json_string_value(v);
+	return true;
+}
+
 static json_t *m_export_add(struct ctl_call *c, json_t *params)
 {
 	struct serve_ctl *s = ctx_of(c);
-	const char *name, *text, *desc = NULL;
+	const char *name, *text, *desc = NULL, *fe = "nbd";
 	int ro = s->o.read_only;
 	struct disk *d = NULL;
 	json_error_t je;
 	json_t *res;
 	int ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:b}", "name", &name,
-			   "spec", &text, "description", &desc, "read_only", &ro) < 0)
+	if (!frontend_of(c, params, &fe))
+		return NULL;
+	if (strcmp(fe, "nbd") != 0)
+		return serve_ctl_fe_export_add(c, params, fe);
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:b, s?:s}", "name", &name,
+			   "spec", &text, "description", &desc, "read_only", &ro, "frontend",
+			   &fe) < 0)
 		return ctl_fail_params(c, &je);
 	if (!s->o.nbd)
 		return no_nbd(c, name);
@@ -453,14 +474,18 @@ static json_t *m_export_add(struct ctl_call *c, json_t *params)
 static json_t *m_export_remove(struct ctl_call *c, json_t *params)
 {
 	struct serve_ctl *s = ctx_of(c);
-	const char *name, *mode = "drain";
+	const char *name, *mode = "drain", *fe = "nbd";
 	json_int_t timeout = CTL_DEFAULT_REMOVE_TIMEOUT_MS;
 	unsigned n = 0;
 	json_error_t je;
 	int ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s?:s, s?:I}", "name", &name,
-			   "mode", &mode, "timeout_ms", &timeout) < 0)
+	if (!frontend_of(c, params, &fe))
+		return NULL;
+	if (strcmp(fe, "nbd") != 0)
+		return serve_ctl_fe_export_remove(c, params, fe);
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s?:s, s?:I, s?:s}", "name", &name,
+			   "mode", &mode, "timeout_ms", &timeout, "frontend", &fe) < 0)
 		return ctl_fail_params(c, &je);
 	if (strcmp(mode, "drain") != 0 && strcmp(mode, "force") != 0)
 		return ctl_fail_paramf(c, "mode must be drain or force");
