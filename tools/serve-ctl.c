@@ -767,7 +767,8 @@ static json_t *m_fault_get(struct ctl_call *c, json_t *params)
 
 /* The stack's disks are counted by the dispatcher (disk_stats_enable) once
  * stats-enable asked for it: counting costs two clock reads per request
- * (docs/ctl.md, "stats"), so it is opt-in. */
+ * (docs/ctl.md, "stats"), so it is opt-in, and stats-enable enable=false
+ * turns it off again. */
 static bool stats_enable_one(struct disk *d, void *arg UNUSED)
 {
 	if (disk_stats_enable(d) < 0)
@@ -778,6 +779,18 @@ static bool stats_enable_one(struct disk *d, void *arg UNUSED)
 void serve_ctl_stats_enable(struct disk *top)
 {
 	(void)stack_find(top, stats_enable_one, NULL);
+}
+
+static bool stats_disable_one(struct disk *d, void *arg UNUSED)
+{
+	disk_stats_disable(d);
+	return false;
+}
+
+/* Turns the dispatcher's statistics off for every disk of @top's stack. */
+static void stats_disable(struct disk *top)
+{
+	(void)stack_find(top, stats_disable_one, NULL);
 }
 
 struct stats_ctx {
@@ -897,22 +910,26 @@ static void stats_fe_one(const struct serve_ctl_fe_unit *u, void *opaque)
 
 struct enable_ctx {
 	json_t *out;
+	bool off;
 };
+
+static void enable_disk(struct enable_ctx *ec, struct disk *d, const char *name)
+{
+	if (ec->off)
+		stats_disable(d);
+	else
+		serve_ctl_stats_enable(d);
+	json_array_append_new(ec->out, tool_json_str(name));
+}
 
 static void enable_export(const struct nbdsrv_export_view *v, void *opaque)
 {
-	struct enable_ctx *ec = opaque;
-
-	serve_ctl_stats_enable(v->disk);
-	json_array_append_new(ec->out, tool_json_str(v->name));
+	enable_disk(opaque, v->disk, v->name);
 }
 
 static void enable_unit(const struct serve_ctl_fe_unit *u, void *opaque)
 {
-	struct enable_ctx *ec = opaque;
-
-	serve_ctl_stats_enable(u->disk);
-	json_array_append_new(ec->out, tool_json_str(u->name));
+	enable_disk(opaque, u->disk, u->name);
 }
 
 static json_t *m_stats_enable(struct ctl_call *c, json_t *params)
@@ -920,26 +937,33 @@ static json_t *m_stats_enable(struct ctl_call *c, json_t *params)
 	struct serve_ctl *s = ctx_of(c);
 	struct enable_ctx ec = { 0 };
 	const char *target = NULL;
+	int on = 1;
 	json_error_t je;
 	struct disk *d;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s}", "target", &target) < 0)
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s?:b}", "target", &target,
+			   "enable", &on) < 0)
 		return ctl_fail_params(c, &je);
+	ec.off = !on;
 	if (target) {
 		if (!(d = target_disk(c, target, NULL)))
 			return NULL;
-		serve_ctl_stats_enable(d);
+		if (ec.off)
+			stats_disable(d);
+		else
+			serve_ctl_stats_enable(d);
 		disk_unref(d);
-		return json_pack("{s:[o]}", "enabled", tool_json_str(target));
+		return json_pack("{s:[o]}", on ? "enabled" : "disabled", tool_json_str(target));
 	}
 	if (!(ec.out = json_array()))
 		return NULL;
-	s->stats_all = true;
+	s->stats_all = on;
 	if (s->o.nbd)
 		nbdsrv_foreach_export(s->o.nbd, enable_export, &ec);
 	serve_ctl_fe_foreach(&s->o, s->fe, enable_unit, &ec);
-	log_info("ctl: disk statistics enabled by uid %ld pid %ld", (long)c->uid, (long)c->pid);
-	return json_pack("{s:o}", "enabled", ec.out);
+	log_info("ctl: disk statistics %s by uid %ld pid %ld", on ? "enabled" : "disabled",
+		 (long)c->uid, (long)c->pid);
+	return json_pack("{s:o}", on ? "enabled" : "disabled", ec.out);
 }
 
 static json_t *m_stats(struct ctl_call *c, json_t *params)
