@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "nbd/server.h"
@@ -466,37 +467,118 @@ json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params)
 	return res;
 }
 
+/* A LUN or namespace being removed: the blocking part (the core's
+ * removal waits for the commands running on it, then the disk is
+ * flushed) runs on a thread of its own (serve_ctl_bg), so that a hung
+ * disk does not hold the control socket (docs/ctl.md). */
+struct unit_removal {
+	struct scsi_target *t;          /* a LUN of @t, else a namespace of @ss */
+	struct nvmeemu_subsys *ss;
+	unsigned id;
+	struct serve_unit u;            /* taken out of serve's list (disk NULL: none) */
+	const char *proto;
+};
+
+static int unit_removal_run(void *arg)
+{
+	struct unit_removal *rm = arg;
+	int ret = rm->t ? scsi_target_remove_lu(rm->t, rm->id)
+			: nvmeemu_subsys_remove_ns(rm->ss, rm->id);
+
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	return rm->u.disk ? serve_unit_flush(&rm->u, rm->proto) : 0;
+}
+
+static void unit_removal_free(void *arg)
+{
+	struct unit_removal *rm = arg;
+
+	disk_unref(rm->u.disk);
+	free(rm->u.spec);
+	free(rm);
+}
+
+static bool unit_visible(const struct unit_removal *rm)
+{
+	return rm->t ? scsi_target_lu(rm->t, rm->id) != NULL
+		     : nvmeemu_subsys_has_ns(rm->ss, rm->id);
+}
+
+/* Removes @rm's unit (its serve_unit in @sd, of @owner): returns {} once
+ * it is gone and flushed, or, when that takes over @timeout_ms,
+ * {"job": ...} once it is hidden (the job ends after the drain and the
+ * flush). @rm is taken over. */
+static json_t *unit_remove(struct ctl_call *c, struct unit_removal *rm, struct serve_disks *sd,
+			   const void *owner, const char *type, const char *name,
+			   json_int_t timeout)
+{
+	struct serve_ctl_bg *bg;
+	int ret = 0;
+
+	if (serve_disks_take(sd, owner, rm->id, &rm->u) < 0)
+		rm->u = (struct serve_unit){ 0 };
+	bg = serve_ctl_bg_start(type, name, unit_removal_run, rm, unit_removal_free);
+	if (!bg) {
+		/* No thread: do it here, as before. */
+		ret = unit_removal_run(rm);
+		unit_removal_free(rm);
+	} else {
+		/* The core hides the unit first thing: answer no earlier. */
+		while (unit_visible(rm) && !serve_ctl_bg_wait(bg, 0, &ret))
+			usleep(200);
+		if (!serve_ctl_bg_wait(bg, (unsigned)timeout, &ret)) {
+			json_t *job = serve_ctl_bg_to_job(c, bg);
+
+			log_info("ctl: %s %s hidden by uid %ld pid %ld; still draining (job %lld)",
+				 type, name, (long)c->uid, (long)c->pid,
+				 (long long)json_integer_value(json_object_get(job, "id")));
+			return job ? json_pack("{s:o}", "job", job) : NULL;
+		}
+		serve_ctl_bg_free(bg);
+	}
+	log_info("ctl: %s %s by uid %ld pid %ld", type, name, (long)c->uid, (long)c->pid);
+	if (ret < 0)
+		return ctl_fail_errno(c, ret, "removed, but its final flush failed");
+	return json_object();
+}
+
+/* The timeout_ms of a LUN or namespace removal, checked. */
+static bool unit_timeout_ok(struct ctl_call *c, json_int_t timeout)
+{
+	if (timeout >= 0 && timeout <= 3600000)
+		return true;
+	ctl_fail_paramf(c, "timeout_ms must be 0..3600000");
+	return false;
+}
+
 json_t *serve_ctl_iscsi_lun_remove(struct ctl_call *c, json_t *params)
 {
 	const char *target = NULL;
-	json_int_t lun;
+	json_int_t lun, timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	struct unit_removal *rm;
 	struct serve_iscsi *si;
 	struct scsi_target *t;
+	char name[300];
 	json_error_t je;
-	int ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I}", "target", &target, "lun",
-			   &lun) < 0)
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I, s?:I}", "target", &target, "lun",
+			   &lun, "timeout_ms", &timeout) < 0)
 		return ctl_fail_params(c, &je);
-	if (!(si = iscsi_of(c, target)))
+	if (!unit_timeout_ok(c, timeout) || !(si = iscsi_of(c, target)))
 		return NULL;
 	if (!(t = serve_iscsi_target(si, target)))
 		return serve_ctl_not_found(c, target ? target : "(the default target)");
-	ret = lun >= 0 && lun < SCSI_MAX_LUNS ? scsi_target_remove_lu(t, (unsigned)lun) : -ENOENT;
-	if (ret == -ENOENT) {
-		char name[300];
-
-		snprintf(name, sizeof(name), "%s lun %lld", scsi_target_name(t), (long long)lun);
+	snprintf(name, sizeof(name), "%s lun %lld", scsi_target_name(t), (long long)lun);
+	if (lun < 0 || lun >= SCSI_MAX_LUNS || !scsi_target_lu(t, (unsigned)lun))
 		return serve_ctl_not_found(c, name);
-	}
-	ret = serve_disks_drop(&si->disks, t, (unsigned)lun, "iscsi");
-	if (ret == -ENOENT)
-		ret = 0;
-	log_info("ctl: LUN %lld of %s removed by uid %ld pid %ld", (long long)lun,
-		 scsi_target_name(t), (long)c->uid, (long)c->pid);
-	if (ret < 0)
-		return ctl_fail_errno(c, ret, "LUN removed, but its final flush failed");
-	return json_object();
+	if (!(rm = calloc(1, sizeof(*rm))))
+		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
+	rm->t = t;
+	rm->id = (unsigned)lun;
+	rm->proto = "iscsi";
+	snprintf(name, sizeof(name), "%s/%lld", scsi_target_name(t), (long long)lun);
+	return unit_remove(c, rm, &si->disks, t, "iscsi-lun-remove", name, timeout);
 }
 
 static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params);
@@ -752,31 +834,30 @@ json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params)
 
 json_t *serve_ctl_nvme_ns_remove(struct ctl_call *c, json_t *params)
 {
+	json_int_t nsid, timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	struct unit_removal *rm;
 	struct serve_nvmf *sn;
-	json_int_t nsid;
+	char name[300];
 	json_error_t je;
-	int ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I}", "nsid", &nsid) < 0)
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I, s?:I}", "nsid", &nsid, "timeout_ms",
+			   &timeout) < 0)
 		return ctl_fail_params(c, &je);
-	if (!(sn = nvmf_of(c)))
+	if (!unit_timeout_ok(c, timeout) || !(sn = nvmf_of(c)))
 		return NULL;
-	ret = nsid >= 1 && nsid <= NVMEEMU_MAX_NSID ? serve_nvmf_ns_remove(sn, (uint32_t)nsid)
-						    : -ENOENT;
-	if (ret == -ENOENT) {
-		char t[32];
-
-		snprintf(t, sizeof(t), "%lld", (long long)nsid);
-		return serve_ctl_not_found(c, t);
+	if (nsid < 1 || nsid > NVMEEMU_MAX_NSID || !nvmeemu_subsys_has_ns(sn->subsys, (uint32_t)nsid)) {
+		snprintf(name, sizeof(name), "%lld", (long long)nsid);
+		return serve_ctl_not_found(c, name);
 	}
-	log_info("ctl: namespace %lld removed by uid %ld pid %ld", (long long)nsid, (long)c->uid,
-		 (long)c->pid);
-	if (ret < 0)
-		return ctl_fail_errno(c, ret, "namespace removed, but its final flush failed");
-	return json_object();
+	if (!(rm = calloc(1, sizeof(*rm))))
+		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
+	rm->ss = sn->subsys;
+	rm->id = (unsigned)nsid;
+	rm->proto = "nvme-tcp";
+	snprintf(name, sizeof(name), "%s/%lld", nvmeemu_subsys_nqn(sn->subsys), (long long)nsid);
+	return unit_remove(c, rm, &sn->disks, NULL, "nvme-ns-remove", name, timeout);
 }
 
-/* export-add frontend=nvme-tcp name=NQN namespaces={"NSID": SPEC} read_only */
 static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params)
 {
 	struct serve_nvmf *sn = serve_ctl_opts_of(c)->nvmf;

@@ -117,19 +117,6 @@ int serve_nvmf_ns_add(struct serve_nvmf *sn, uint32_t nsid, struct disk *d,
 	return ret;
 }
 
-int serve_nvmf_ns_remove(struct serve_nvmf *sn, uint32_t nsid)
-{
-	int ret;
-
-	if (!sn->subsys)
-		return -ENODEV;
-	ret = nvmeemu_subsys_remove_ns(sn->subsys, nsid);
-	if (ret < 0)
-		return ret;
-	ret = serve_disks_drop(&sn->disks, NULL, nsid, "nvme-tcp");
-	return ret == -ENOENT ? 0 : ret;
-}
-
 struct nvmeemu_subsys *serve_nvmf_subsys(struct serve_nvmf *sn, const char *nqn)
 {
 	if (sn->subsys && strcmp(nvmeemu_subsys_nqn(sn->subsys), nqn) == 0)

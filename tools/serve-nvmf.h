@@ -105,10 +105,6 @@ void serve_nvmf_free(struct serve_nvmf *sn);
  * @err), -ENOMEM. */
 int serve_nvmf_ns_add(struct serve_nvmf *sn, uint32_t nsid, struct disk *d,
 		      const char *spec_text, char *err, size_t errlen);
-/* Removes namespace @nsid (the event again); commands running on it
- * finish, then its disk is flushed unless read-only. Returns 0, -ENOENT,
- * -ENODEV (no subsystem) or -EIO (the flush failed; it is gone anyway). */
-int serve_nvmf_ns_remove(struct serve_nvmf *sn, uint32_t nsid);
 
 /* On the control thread: the subsystem named @nqn that serve runs (the
  * command line's, @subsys, or one added at run time), or NULL. */
