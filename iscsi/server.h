@@ -57,8 +57,9 @@ int iscsisrv_add_target(struct iscsisrv *s, struct scsi_target *t);
  * Asynchronous: iscsisrv_target_sessions tells when they are gone. The
  * target (its LUs untouched: the caller removes them) stays valid until
  * iscsisrv_free, in *@out; *@nsessions: the sessions asked. A target
- * removed before is found again and its sessions asked again. Returns 0, -ENOENT, or -ENOMEM (some session was
- * not asked). Any thread. */
+ * removed before is found again and its sessions asked again. Returns 0,
+ * -ENOENT, or -ENOMEM (*@out unset when nothing changed, else some
+ * session was not asked). Any thread. */
 int iscsisrv_remove_target(struct iscsisrv *s, const char *name, bool force,
 			   struct scsi_target **out, unsigned *nsessions);
 

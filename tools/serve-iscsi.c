@@ -245,12 +245,12 @@ int serve_iscsi_target_remove(struct serve_iscsi *si, const char *name, bool for
 {
 	uint64_t deadline = reactor_now_ns() + (uint64_t)timeout_ms * 1000000u;
 	bool live = serve_iscsi_target(si, name) != NULL, units = false;
-	struct scsi_target *t;
+	struct scsi_target *t = NULL;
 	int ret, status = 0;
 
 	ret = iscsisrv_remove_target(si->srv, name, force, &t, nsessions);
-	if (ret == -ENOENT)
-		return ret;
+	if (!t)
+		return ret;     /* -ENOENT, or -ENOMEM with nothing changed */
 	for (unsigned i = 0; i < si->disks.n; i++)
 		units |= si->disks.v[i].owner == t;
 	if (!live && !units && iscsisrv_target_sessions(si->srv, t) == 0)

@@ -183,10 +183,10 @@ int serve_nvmf_subsys_remove(struct serve_nvmf *sn, const char *nqn, unsigned ti
 	int ret, status = 0;
 
 	ret = nvmfsrv_remove_subsys(sn->srv, nqn, &ss, nctrls);
-	if (ret == -ENOENT)
-		return ret;
+	if (ret < 0)
+		return ret;     /* -ENOENT, or -ENOMEM with nothing changed */
 	owner = ss == sn->subsys ? NULL : ss;
-	if (live && !ret) {
+	if (live) {
 		if (ss == sn->subsys) {
 			/* The command line's subsystem: its units stay owned by NULL
 			 * until they are dropped below. */
@@ -210,8 +210,6 @@ int serve_nvmf_subsys_remove(struct serve_nvmf *sn, const char *nqn, unsigned ti
 		}
 		usleep(2000);
 	}
-	if (ret < 0)
-		return ret;
 	for (unsigned i = sn->disks.n; i-- > 0;) {
 		unsigned nsid;
 
