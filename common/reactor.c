@@ -19,6 +19,15 @@
  *   and only if the pass has other work: a blocking pass that would find
  *   nothing submits them with the wait, in one io_uring_enter), reap CQEs,
  *   run due timers, move posted tasks to the ready list, run the ready list.
+ *   When a blocking pass's only work is tasks (ready, posted, or timers:
+ *   no completion to reap), its SQEs are held through that pass, and
+ *   through at most REACTOR_SQ_HOLD_PASSES such passes in a row: the tasks
+ *   usually queue more SQEs (a completion's reply, an interrupt), and all
+ *   of them then go in with the wait that follows, one io_uring_enter for
+ *   the lot instead of one for the SQEs and one for the wait
+ *   (docs/bench-vhost.md: a request served at one per wake-up cost two).
+ *   The bound keeps a task that re-defers itself from holding I/O back
+ *   for long; a non-blocking pass never holds.
  *   The ready list is detached before it runs, so tasks deferred by ready
  *   tasks run on the next pass: a task that keeps re-deferring itself cannot
  *   starve I/O or timers. A pass only blocks (in io_uring_enter, with the
@@ -74,6 +83,10 @@
 #define REACTOR_DEFAULT_ENTRIES 256u
 #define REACTOR_MAX_ENTRIES 32768u
 #define REACTOR_CQE_BATCH 64u
+/* Task-only passes that may hold queued SQEs back (see the notes above):
+ * a request's completion is usually two or three deferred hops (the
+ * disk's completion, the server's reply or interrupt task). */
+#define REACTOR_SQ_HOLD_PASSES 4u
 #define REACTOR_TIMERS_INITIAL 64u
 /* Slots of the fixed-file table and provided-buffer group ids. */
 #define REACTOR_FILES 1024u
@@ -121,6 +134,8 @@ struct reactor {
 
 	/* SQEs handed out by reactor_get_sqe whose final CQE is not reaped. */
 	unsigned ops_inflight;
+	/* Passes in a row that held queued SQEs back (reactor_run_once). */
+	unsigned sq_held;
 
 	/* Ready list (FIFO). */
 	struct reactor_task *ready_head;
@@ -152,6 +167,10 @@ struct reactor {
 	bool efd_armed;
 	bool closing;
 	struct reactor_op cancel_op;
+	/* The user_data of reactor_write_quiet's SQEs (only failures
+	 * post a CQE); can_skip: the kernel has IORING_FEAT_CQE_SKIP. */
+	struct reactor_op quiet_op;
+	bool can_skip;
 
 	/* Running under valgrind: see reactor_wait_valgrind(). */
 	bool valgrind;
@@ -245,7 +264,7 @@ static inline int reactor_dispatch(struct reactor *r, uint64_t user_data, int re
 	if (unlikely(user_data == 0 || user_data == LIBURING_UDATA_TIMEOUT))
 		return 0;
 	op = (struct reactor_op *)(uintptr_t)user_data;
-	if (unlikely(op == &r->efd_op || op == &r->cancel_op)) {
+	if (unlikely(op == &r->efd_op || op == &r->cancel_op || op == &r->quiet_op)) {
 		op->cb(op, res);
 		return 0;
 	}
@@ -347,6 +366,7 @@ static int reactor_submit(struct reactor *r)
 {
 	unsigned tries = 0;
 
+	r->sq_held = 0;
 	for (;;) {
 		int ret = io_uring_submit(&r->ring);
 
@@ -373,8 +393,23 @@ static int reactor_submit(struct reactor *r)
 
 int reactor_flush(struct reactor *r)
 {
+	int total = 0;
+
 	reactor_assert_thread(r);
-	return reactor_submit(r);
+	/* Until the SQ ring is empty: io_uring_enter may take fewer SQEs
+	 * than are queued (short of memory, or an SQE it refuses on a ring
+	 * without SUBMIT_ALL), and a caller that closes an fd after the
+	 * flush (reactor_write_quiet) needs every SQE naming it in. */
+	do {
+		int ret = reactor_submit(r);
+
+		if (ret < 0)
+			return ret;
+		if (ret == 0 && io_uring_sq_ready(&r->ring) > 0)
+			return -EAGAIN;
+		total += ret;
+	} while (io_uring_sq_ready(&r->ring) > 0);
+	return total;
 }
 
 /* A zeroed SQE, not counted as a user op. */
@@ -406,6 +441,25 @@ struct io_uring_sqe *reactor_get_sqe(struct reactor *r)
 	sqe = reactor_get_sqe_internal(r);
 	r->ops_inflight++;
 	return sqe;
+}
+
+static void reactor_quiet_cb(struct reactor_op *op UNUSED, int res)
+{
+	log_debug("reactor: an op without a completion failed: %s", strerror(-res));
+}
+
+int reactor_write_quiet(struct reactor *r, int fd, const void *buf, unsigned len)
+{
+	struct io_uring_sqe *sqe;
+
+	reactor_assert_thread(r);
+	if (!r->can_skip)
+		return -ENOTSUP;
+	sqe = reactor_get_sqe_internal(r);
+	io_uring_prep_write(sqe, fd, buf, len, 0);
+	io_uring_sqe_set_data(sqe, &r->quiet_op);
+	io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+	return 0;
 }
 
 /* ---- mailbox ------------------------------------------------------------ */
@@ -703,6 +757,7 @@ static int reactor_wait(struct reactor *r)
 	}
 	if (unlikely(r->valgrind))
 		return reactor_wait_valgrind(r, tsp);
+	r->sq_held = 0;
 	ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, tsp, NULL);
 	if (ret >= 0 || ret == -ETIME || ret == -EINTR)
 		return 0;
@@ -726,12 +781,31 @@ static int reactor_pass(struct reactor *r)
 	return ran;
 }
 
-/* True when a pass would find something to do without blocking. */
-static bool reactor_busy(struct reactor *r)
+/* True when a pass has completions to reap without blocking. */
+static bool reactor_io_ready(struct reactor *r)
 {
-	if (reactor_has_work(r) || io_uring_cq_ready(&r->ring) > 0 || reactor_cq_needs_flush(r))
+	return r->stash_len > 0 || io_uring_cq_ready(&r->ring) > 0 || reactor_cq_needs_flush(r);
+}
+
+/* True when a pass would find tasks to run without blocking (ready,
+ * posted, or a due timer). */
+static bool reactor_tasks_ready(struct reactor *r)
+{
+	if (reactor_has_work(r))
 		return true;
 	return r->heap_len > 0 && r->heap[1]->deadline_ns <= reactor_now_ns();
+}
+
+/* Whether run_once must submit queued SQEs before its pass. Blocking
+ * passes submit with the wait when they find nothing to do, and hold the
+ * SQEs through a bounded number of task-only passes (notes above). */
+static bool reactor_submit_now(struct reactor *r, bool wait)
+{
+	if (!wait || reactor_io_ready(r) || r->sq_held >= REACTOR_SQ_HOLD_PASSES)
+		return true;
+	if (reactor_tasks_ready(r))
+		r->sq_held++;
+	return false;
 }
 
 int reactor_run_once(struct reactor *r, bool wait)
@@ -741,7 +815,7 @@ int reactor_run_once(struct reactor *r, bool wait)
 	reactor_assert_thread(r);
 	/* With nothing else to do, queued SQEs go in with the wait below:
 	 * one io_uring_enter instead of two per idle transition. */
-	if (io_uring_sq_ready(&r->ring) > 0 && (!wait || reactor_busy(r))) {
+	if (io_uring_sq_ready(&r->ring) > 0 && reactor_submit_now(r, wait)) {
 		ret = reactor_submit(r);
 		if (ret < 0)
 			return ret;
@@ -942,6 +1016,7 @@ int reactor_new(struct reactor **out, unsigned entries)
 	r->efd = -1;
 	r->efd_op.cb = reactor_efd_cb;
 	r->cancel_op.cb = reactor_cancel_cb;
+	r->quiet_op.cb = reactor_quiet_cb;
 	pthread_mutex_init(&r->mb_lock, NULL);
 	r->files.max = REACTOR_FILES;
 	r->bgids.max = REACTOR_BUFRINGS;
@@ -965,6 +1040,9 @@ int reactor_new(struct reactor **out, unsigned entries)
 	 * ring; without it liburing uses the plain fd. */
 	if (!r->basic)
 		(void)io_uring_register_ring_fd(&r->ring);
+	/* The plain ring (valgrind, the fallback test) keeps to syscalls
+	 * for reactor_write_quiet's callers too. */
+	r->can_skip = !r->basic && (r->ring.features & IORING_FEAT_CQE_SKIP);
 	reactor_efd_arm(r);
 	ret = reactor_submit(r);
 	if (ret < 0) {

@@ -17,7 +17,8 @@
  * Rules for SQEs: every SQE taken with reactor_get_sqe() must produce exactly
  * one final CQE whose user_data is a struct reactor_op (a multishot op counts
  * once: CQEs flagged IORING_CQE_F_MORE are delivered but not counted). Do not
- * use IOSQE_CQE_SKIP_SUCCESS. reactor_pending() relies on this.
+ * use IOSQE_CQE_SKIP_SUCCESS (reactor_write_quiet queues SQEs that
+ * have it). reactor_pending() relies on this.
  *
  * Valgrind: memcheck does not know that the kernel wrote a buffer through
  * io_uring. A backend must call reactor_mark_defined() (or
@@ -77,13 +78,31 @@ uint64_t reactor_now_ns(void);
  * its final CQE is reaped (see the rules above). */
 struct io_uring_sqe *reactor_get_sqe(struct reactor *r);
 
+/* Queues a write of @len bytes from @buf to @fd that nobody waits for (an
+ * eventfd signal, say): an SQE flagged IOSQE_CQE_SKIP_SUCCESS, whose
+ * success posts no CQE, so it neither wakes a waiting reactor nor counts
+ * in reactor_pending(); a failure is logged (debug). It is submitted like
+ * any other SQE (with the next wait at the latest). The SQE holds the fd
+ * number, not the file: the kernel looks it up when it takes the SQE, so
+ * whoever closes @fd (or dup2s over it) must reactor_flush() first, on
+ * this reactor's thread, or the write lands in whatever file gets the
+ * number next (test_reactor_write_quiet_fd_reuse). @buf must stay valid for
+ * good (a static constant). Returns 0, or -ENOTSUP when the kernel cannot
+ * skip completions (before 5.17) or the ring is plain (valgrind,
+ * DISKSTACK_URING_BASIC=1): the caller then writes with a syscall. */
+int reactor_write_quiet(struct reactor *r, int fd, const void *buf, unsigned len);
+
 /* Attaches @op to @sqe. */
 static inline void reactor_sqe_set_op(struct io_uring_sqe *sqe, struct reactor_op *op)
 {
 	io_uring_sqe_set_data(sqe, op);
 }
 
-/* Submits queued SQEs now. Returns the number submitted or -errno. */
+/* Submits every queued SQE now: when it returns 0 or more, the kernel
+ * has taken them all, and has looked up the plain fds they name (it
+ * does so while it takes an SQE that is not linked, drained or flagged
+ * IOSQE_ASYNC, as none of ours are), so closing such an fd afterwards
+ * cannot redirect them. Returns the number submitted or -errno. */
 int reactor_flush(struct reactor *r);
 
 /* Runs @task on a later pass of the loop. */
@@ -104,9 +123,13 @@ void reactor_timer_cancel(struct reactor *r, struct reactor_timer *t);
  * posted and deferred tasks (tasks deferred during the pass wait for the next
  * one). If @wait and the pass ran nothing and nothing is ready, blocks until
  * a completion, a post or the first timer deadline (not when called by
- * reactor_run() with a stop pending). Makes no syscall when no
- * SQE is queued and the kernel has nothing to deliver. Returns the number of
- * callbacks run or -errno. */
+ * reactor_run() with a stop pending). Makes no syscall when no SQE is
+ * queued and the kernel has nothing to deliver. If @wait and the pass has
+ * only tasks to run (no completion), its queued SQEs may be held for the
+ * next pass, for a few passes at most, so that they go in together with
+ * what the tasks queue and with the wait; SQEs are always submitted before
+ * the reactor blocks, and reactor_flush submits them at once. Returns the
+ * number of callbacks run or -errno. */
 int reactor_run_once(struct reactor *r, bool wait);
 
 /* Runs passes until reactor_stop() is called. The stop request is consumed

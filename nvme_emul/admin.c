@@ -315,8 +315,9 @@ static void put_u128(uint8_t *p, uint64_t v)
 static void log_smart(struct nvmeemu_ctrl *c, uint8_t *p)
 {
 	uint64_t now = reactor_now_ns();
-	uint64_t rb = atomic_load(&c->read_bytes), wb = atomic_load(&c->write_bytes);
-	uint64_t errors;
+	uint64_t rb, wb, rc, wc, errors;
+
+	nvmeemu_ctrl_io_counts(c, &rb, &wb, &rc, &wc);
 
 	/* Data units are thousands of 512-byte units, rounded up (NVMe Base
 	 * spec §5.16.1.3). */
@@ -327,8 +328,8 @@ static void log_smart(struct nvmeemu_ctrl *c, uint8_t *p)
 	p[5] = 0;                               /* percentage used */
 	put_u128(p + 32, DIV_ROUND_UP(rb / 512, 1000));
 	put_u128(p + 48, DIV_ROUND_UP(wb / 512, 1000));
-	put_u128(p + 64, atomic_load(&c->read_cmds));
-	put_u128(p + 80, atomic_load(&c->write_cmds));
+	put_u128(p + 64, rc);
+	put_u128(p + 80, wc);
 	put_u128(p + 112, 1);                   /* power cycles */
 	put_u128(p + 128, (now - c->created_ns) / 3600000000000ull);
 	put_u128(p + 160, atomic_load(&c->media_errors));

@@ -6,11 +6,24 @@
  *
  * Notes on the design
  * -------------------
- * - A subsystem owns a table of NVMEEMU_MAX_NSID namespace pointers under
- *   a read-write lock. A command that names a namespace takes a reference
- *   under the read lock (one atomic increment), so a namespace removed
- *   while commands run on it lives until the last one finishes, and the
- *   data path takes no mutex.
+ * - A subsystem owns a table of NVMEEMU_MAX_NSID namespace pointers,
+ *   written under a read-write lock and read by commands without it
+ *   (nvmeemu_ns_get). A namespace removed while commands run on it lives
+ *   until the last one finishes, and the data path takes no mutex.
+ * - References per thread. Each thread keeps a small cache (ns_tcache)
+ *   of namespaces it has commands running on, each with a plain count of
+ *   them; the first command takes one counted reference for the thread,
+ *   the last one to end drops it. A command and its end run on one
+ *   thread (nvme.h), so the count needs no atomic, and at a queue depth
+ *   above one a command costs no locked instruction. A removal waits for
+ *   the counted references as before; a thread whose count is above
+ *   zero still sees the table, so a command that starts after the
+ *   removal cleared the entry fails, and one that raced with it is
+ *   covered by the thread's reference, which the removal waits for.
+ *   A command whose cache slot holds another namespace takes a counted
+ *   reference of its own.
+ * - SMART / Health data counters are per thread too (struct ctrl_stat
+ *   in internal.h), summed by Get Log Page.
  * - A controller's attached namespaces are an atomic bitmap read without
  *   a lock; everything else of the controller (features, held AERs,
  *   pending events, the logs) is under ctrl->lock, which no data command
@@ -148,6 +161,138 @@ static void ns_free(struct nvmeemu_ns *ns)
 	free(ns);
 }
 
+/* ---- per-thread references and counters ------------------------------------------- */
+
+/* One namespace this thread has @n commands running on, for which it
+ * holds one counted reference; @n == 0: free. Touched by this thread
+ * alone. */
+struct ns_tref {
+	struct nvmeemu_ns *ns;
+	unsigned n;
+};
+
+#define NS_TCACHE 8
+static __thread struct ns_tref ns_tcache[NS_TCACHE];
+
+static struct ns_tref *ns_tref_slot(const struct nvmeemu_ns *ns)
+{
+	return &ns_tcache[(uint32_t)(((uintptr_t)ns >> 4) * 0x9e3779b1u) >> 29];
+}
+
+/* A reference to @ns if it still has one (a removal ends the last). */
+static bool ns_ref_try(struct nvmeemu_ns *ns)
+{
+	unsigned n = atomic_load(&ns->refs);
+
+	do {
+		if (!n)
+			return false;
+	} while (!atomic_compare_exchange_weak(&ns->refs, &n, n + 1));
+	return true;
+}
+
+/* nvmeemu_ns_get for a command, from the thread's cache: sets *@tref
+ * when the reference is the thread's (ns_put_cmd gives it back). */
+static struct nvmeemu_ns *ns_get_cmd(struct nvmeemu_subsys *s, struct nvmeemu_ctrl *c,
+				     uint32_t nsid, bool *tref)
+{
+	struct nvmeemu_ns *ns;
+	struct ns_tref *t;
+
+	if (nsid == 0 || nsid > NVMEEMU_MAX_NSID || !nvmeemu_ctrl_has_ns(c, nsid))
+		return NULL;
+	ns = __atomic_load_n(&s->ns[nsid], __ATOMIC_ACQUIRE);
+	if (!ns)
+		return NULL;
+	t = ns_tref_slot(ns);
+	if (t->n && t->ns == ns) {
+		/* The thread's reference covers it (see the notes). */
+		t->n++;
+		*tref = true;
+		return ns;
+	}
+	if (!ns_ref_try(ns))
+		return NULL;
+	if (!t->n) {
+		t->ns = ns;
+		t->n = 1;
+		*tref = true;
+	}
+	return ns;
+}
+
+static void ns_put_cmd(struct nvmeemu_ns *ns, bool tref)
+{
+	struct ns_tref *t;
+
+	if (!tref) {
+		nvmeemu_ns_put(ns);
+		return;
+	}
+	t = ns_tref_slot(ns);
+	assert(t->ns == ns && t->n);
+	if (!--t->n)
+		nvmeemu_ns_put(ns);
+}
+
+__thread int nvmeemu_stat_slot = -1;
+
+/* Stat slots 1..CTRL_STAT_SLOTS - 1 taken by live threads (bit i). */
+static pthread_mutex_t stat_slot_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t stat_slots_used = 1;
+static pthread_once_t stat_slot_once = PTHREAD_ONCE_INIT;
+static pthread_key_t stat_slot_key;
+static bool stat_slot_key_ok;
+
+_Static_assert(CTRL_STAT_SLOTS <= 64, "stat_slots_used is one word");
+
+/* At thread exit: the slot goes back. Its counts stay in every
+ * controller's slot, and the next thread to take it adds to them (the
+ * lock orders its first load after our last store). */
+static void stat_slot_release(void *v)
+{
+	pthread_mutex_lock(&stat_slot_lock);
+	stat_slots_used &= ~(1ull << (uintptr_t)v);
+	pthread_mutex_unlock(&stat_slot_lock);
+}
+
+static void stat_slot_key_init(void)
+{
+	stat_slot_key_ok = pthread_key_create(&stat_slot_key, stat_slot_release) == 0;
+}
+
+int nvmeemu_stat_slot_take(void)
+{
+	int i = 0;
+
+	pthread_once(&stat_slot_once, stat_slot_key_init);
+	pthread_mutex_lock(&stat_slot_lock);
+	if (stat_slot_key_ok && ~stat_slots_used) {
+		i = __builtin_ctzll(~stat_slots_used);
+		if (pthread_setspecific(stat_slot_key, (void *)(uintptr_t)i) == 0)
+			stat_slots_used |= 1ull << i;
+		else
+			i = 0;
+	}
+	pthread_mutex_unlock(&stat_slot_lock);
+	nvmeemu_stat_slot = i;
+	return i;
+}
+
+void nvmeemu_ctrl_io_counts(struct nvmeemu_ctrl *c, uint64_t *rb, uint64_t *wb, uint64_t *rc,
+			    uint64_t *wc)
+{
+	*rb = *wb = *rc = *wc = 0;
+	for (unsigned i = 0; i < CTRL_STAT_SLOTS; i++) {
+		const struct ctrl_stat *t = &c->stat[i];
+
+		*rb += atomic_load_explicit(&t->read_bytes, memory_order_relaxed);
+		*wb += atomic_load_explicit(&t->write_bytes, memory_order_relaxed);
+		*rc += atomic_load_explicit(&t->read_cmds, memory_order_relaxed);
+		*wc += atomic_load_explicit(&t->write_cmds, memory_order_relaxed);
+	}
+}
+
 void nvmeemu_ns_put(struct nvmeemu_ns *ns)
 {
 	if (ns && atomic_fetch_sub(&ns->refs, 1) == 1)
@@ -169,15 +314,7 @@ struct nvmeemu_ns *nvmeemu_ns_get(struct nvmeemu_subsys *s, struct nvmeemu_ctrl 
 	 * nvmeemu_subsys_remove_ns; a command that wins it merely started
 	 * before the removal, which waits for it. */
 	ns = __atomic_load_n(&s->ns[nsid], __ATOMIC_ACQUIRE);
-	if (!ns)
-		return NULL;
-	unsigned n = atomic_load(&ns->refs);
-
-	do {
-		if (!n)
-			return NULL;
-	} while (!atomic_compare_exchange_weak(&ns->refs, &n, n + 1));
-	return ns;
+	return ns && ns_ref_try(ns) ? ns : NULL;
 }
 
 void nvmeemu_subsys_free(struct nvmeemu_subsys *s)
@@ -381,6 +518,12 @@ int nvmeemu_ctrl_new(struct nvmeemu_subsys *s, const struct nvmeemu_ctrl_opts *o
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	c->stat = aligned_alloc(64, CTRL_STAT_SLOTS * sizeof(*c->stat));
+	if (!c->stat) {
+		free(c);
+		return -ENOMEM;
+	}
+	memset(c->stat, 0, CTRL_STAT_SLOTS * sizeof(*c->stat));
 	c->s = s;
 	c->cntlid = o->cntlid;
 	c->max_io_queues = o->max_io_queues ? o->max_io_queues : 1;
@@ -398,6 +541,7 @@ int nvmeemu_ctrl_new(struct nvmeemu_subsys *s, const struct nvmeemu_ctrl_opts *o
 		if (o2->cntlid == o->cntlid) {
 			pthread_mutex_unlock(&s->lock);
 			pthread_mutex_destroy(&c->lock);
+			free(c->stat);
 			free(c);
 			return -EEXIST;
 		}
@@ -492,6 +636,7 @@ void nvmeemu_ctrl_free(struct nvmeemu_ctrl *c)
 		c->next->prev = c->prev;
 	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_destroy(&c->lock);
+	free(c->stat);
 	free(c);
 }
 
@@ -729,7 +874,8 @@ void nvmeemu_finish(struct nvmeemu_cmd *cmd, uint16_t status, uint32_t dw0)
 		st->buf = NULL;
 	}
 	if (st->ns) {
-		nvmeemu_ns_put(st->ns);
+		assert(!st->tref || reactor_current() == st->r);
+		ns_put_cmd(st->ns, st->tref);
 		st->ns = NULL;
 	}
 	if (plain != NVMEEMU_SUCCESS && plain != NVMEEMU_INVALID_OPCODE &&
@@ -845,7 +991,7 @@ void nvmeemu_cmd_submit(struct nvmeemu_cmd *cmd)
 		/* FUSE (CDW0 bits 9:8): no fused operations (FUSES 0). */
 		nvmeemu_finish(cmd, NVMEEMU_INVALID_FIELD | NVMEEMU_DNR, 0);
 	} else if ((op->flags & OP_NS) &&
-		   !(st->ns = nvmeemu_ns_get(c->s, c, cmd_dw(cmd, 1)))) {
+		   !(st->ns = ns_get_cmd(c->s, c, cmd_dw(cmd, 1), &st->tref))) {
 		/* An NSID that is not an active namespace of this controller,
 		 * the broadcast value included (NVMe Base spec §3.2.1.2). */
 		nvmeemu_finish(cmd, NVMEEMU_INVALID_NS | NVMEEMU_DNR, 0);

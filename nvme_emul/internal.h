@@ -48,7 +48,11 @@ struct ns_reg {
 };
 
 struct nvmeemu_ns {
-	atomic_uint refs;                 /* the table's + one per running command; 0: removed */
+	/* The table's, one per thread with commands running on the
+	 * namespace (core.c's per-thread cache), and one per command that
+	 * found its thread's cache slot taken or came from a slow path
+	 * (nvmeemu_ns_get); 0: removed. */
+	atomic_uint refs;
 	struct nvmeemu_ns *dead_next;     /* the subsystem's dead list */
 	uint32_t nsid;
 	struct nvmeemu_subsys *s;
@@ -107,6 +111,21 @@ struct ctrl_feat {
 	bool ts_set;
 };
 
+/*
+ * The data counters of SMART / Health one thread adds to: slot i > 0
+ * belongs to one thread at a time (core.c hands slots out, and back
+ * when the thread exits), which adds with a relaxed load and store, no
+ * locked instruction; slot 0 is shared, with atomic additions, by the
+ * threads beyond the table. Get Log Page sums the slots (relaxed loads
+ * from any thread: each counter only grows).
+ */
+#define CTRL_STAT_SLOTS 64
+struct ctrl_stat {
+	_Atomic uint64_t read_bytes, write_bytes, read_cmds, write_cmds;
+	uint64_t pad[4];                  /* a cache line each */
+};
+_Static_assert(sizeof(struct ctrl_stat) == 64, "one cache line per slot");
+
 struct err_entry {
 	uint64_t count;
 	uint16_t sqid, cid, status;
@@ -133,8 +152,11 @@ struct nvmeemu_ctrl {
 	atomic_uint kato_ms;
 	atomic_uint coalescing;
 	atomic_bool wce;                  /* feat.wce, read by every write without the lock */
-	/* SMART / Health counters (NVMe Base spec §5.16.1.3). */
-	_Atomic uint64_t read_bytes, write_bytes, read_cmds, write_cmds, media_errors;
+	/* SMART / Health counters (NVMe Base spec §5.16.1.3): the data
+	 * counters per thread (CTRL_STAT_SLOTS of them, one cache line
+	 * each, nvmeemu_count_io), media errors (rare) here. */
+	struct ctrl_stat *stat;
+	_Atomic uint64_t media_errors;
 	uint64_t created_ns;
 
 	pthread_mutex_t lock;             /* everything below */
@@ -155,6 +177,38 @@ struct nvmeemu_ctrl {
 	uint64_t err_count;
 };
 
+/* This thread's slot (core.c): -1 until it first counts. */
+extern __thread int nvmeemu_stat_slot;
+/* Takes a slot for this thread (0 when none is free) and returns it. */
+int nvmeemu_stat_slot_take(void);
+
+/* Counts a finished Read (@write false) or Write of @bytes on @c (Write
+ * Zeroes: @bytes 0). On the command's thread. */
+static inline void nvmeemu_count_io(struct nvmeemu_ctrl *c, bool write, uint64_t bytes)
+{
+	int i = nvmeemu_stat_slot;
+
+	if (__builtin_expect(i < 0, 0))
+		i = nvmeemu_stat_slot_take();
+	struct ctrl_stat *t = &c->stat[i];
+	_Atomic uint64_t *b = write ? &t->write_bytes : &t->read_bytes;
+	_Atomic uint64_t *n = write ? &t->write_cmds : &t->read_cmds;
+
+	if (i == 0) {
+		atomic_fetch_add_explicit(b, bytes, memory_order_relaxed);
+		atomic_fetch_add_explicit(n, 1, memory_order_relaxed);
+	} else {
+		atomic_store_explicit(b, atomic_load_explicit(b, memory_order_relaxed) + bytes,
+				      memory_order_relaxed);
+		atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1,
+				      memory_order_relaxed);
+	}
+}
+
+/* The sums of the slots of @c: read / written bytes, read / write commands. */
+void nvmeemu_ctrl_io_counts(struct nvmeemu_ctrl *c, uint64_t *rb, uint64_t *wb, uint64_t *rc,
+			    uint64_t *wc);
+
 /* The core's per-command state, in cmd->core_ctx. */
 struct cmd_state {
 	struct reactor_task task;
@@ -170,6 +224,7 @@ struct cmd_state {
 	uint32_t dw0;
 	uint8_t opc;
 	bool in_submit, finished, mapped;
+	bool tref;                        /* @ns is counted in the thread's cache (core.c) */
 };
 _Static_assert(sizeof(struct cmd_state) <= sizeof(((struct nvmeemu_cmd *)0)->core_ctx),
 	       "struct cmd_state must fit in nvmeemu_cmd.core_ctx");
@@ -216,7 +271,9 @@ extern const struct nvmeemu_op nvmeemu_io_ops[];      /* io.c */
 /* ---- answering ----------------------------------------------------------------- */
 
 /* Ends @cmd with @status (with DNR if it says so) and DW0 @dw0: done()
- * runs on the command's reactor, never inside nvmeemu_cmd_submit. */
+ * runs on the command's reactor, never inside nvmeemu_cmd_submit. Only
+ * on the command's reactor thread (its namespace reference may be the
+ * thread's, nvme.h). */
 void nvmeemu_finish(struct nvmeemu_cmd *cmd, uint16_t status, uint32_t dw0);
 /* Ends @cmd with the status of the finished disk request @io (the table
  * of status.c), returns @io to the pool and drops the namespace. */
@@ -236,7 +293,9 @@ void *nvmeemu_cmd_buf(struct nvmeemu_cmd *cmd, size_t len, bool zero);
 /* ---- namespaces and controllers ------------------------------------------------ */
 
 /* Namespace @nsid with a new reference when it exists (and, with @c, is
- * attached to @c); NULL otherwise. */
+ * attached to @c); NULL otherwise. One atomic operation each way: slow
+ * paths; nvmeemu_cmd_submit takes the I/O commands' references from the
+ * thread's cache instead. */
 struct nvmeemu_ns *nvmeemu_ns_get(struct nvmeemu_subsys *s, struct nvmeemu_ctrl *c,
 				  uint32_t nsid);
 void nvmeemu_ns_put(struct nvmeemu_ns *ns);

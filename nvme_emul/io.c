@@ -133,12 +133,8 @@ static void rw_done(struct disk_io *io)
 				return;
 			}
 		}
-		atomic_fetch_add_explicit(&c->read_bytes, bytes, memory_order_relaxed);
-		atomic_fetch_add_explicit(&c->read_cmds, 1, memory_order_relaxed);
-	} else {
-		atomic_fetch_add_explicit(&c->write_bytes, bytes, memory_order_relaxed);
-		atomic_fetch_add_explicit(&c->write_cmds, 1, memory_order_relaxed);
 	}
+	nvmeemu_count_io(c, st->opc != 0x02, bytes);
 	nvmeemu_finish(cmd, NVMEEMU_SUCCESS, 0);
 }
 
@@ -224,7 +220,7 @@ static void wz_done(struct disk_io *io)
 	struct nvmeemu_cmd *cmd = io->opaque;
 
 	if (io->status == DISK_OK)
-		atomic_fetch_add_explicit(&cmd->ctrl->write_cmds, 1, memory_order_relaxed);
+		nvmeemu_count_io(cmd->ctrl, true, 0);
 	nvmeemu_finish_disk(cmd, io);
 }
 
@@ -358,8 +354,7 @@ static void compare_done(struct disk_io *io)
 		nvmeemu_finish_disk(cmd, io);
 		return;
 	}
-	atomic_fetch_add_explicit(&cmd->ctrl->read_bytes, bytes, memory_order_relaxed);
-	atomic_fetch_add_explicit(&cmd->ctrl->read_cmds, 1, memory_order_relaxed);
+	nvmeemu_count_io(cmd->ctrl, false, bytes);
 	status = nvmeemu_get(cmd, 0, host, bytes);
 	if (!status && memcmp(disk_data, host, bytes))
 		status = NVMEEMU_COMPARE_FAILURE | NVMEEMU_DNR;

@@ -29,6 +29,16 @@
  *   command's disk requests run on that thread and cmd->done runs later
  *   on it, never inside nvmeemu_cmd_submit. Controller and subsystem
  *   state shared between threads is locked inside the core.
+ * - Per-thread data path. Because a command starts and ends on one
+ *   thread, the core keeps what every I/O command touches per thread,
+ *   not per controller: the commands a thread runs on a namespace share
+ *   one counted reference (taken when the first starts, dropped when the
+ *   last ends), and the SMART / Health counters are kept per thread and
+ *   summed when Get Log Page asks. At a queue depth above one, a command
+ *   thus makes no atomic read-modify-write and writes no cache line
+ *   another thread writes. A transport need do nothing for it beyond the
+ *   rule above: calling done on another thread, or submitting a command
+ *   again before its done ran, breaks it.
  * - Data movement. Host data (Write, Compare, Dataset Management ranges,
  *   reservation parameters, Set Features data) is pulled with get, and
  *   controller data (Read, Identify, log pages, Reservation Report) is
@@ -180,7 +190,8 @@ bool nvmeemu_subsys_has_ns(const struct nvmeemu_subsys *s, uint32_t nsid);
 /* Detaches namespace @nsid from every controller (each gets the event)
  * and drops it; commands still running on it finish normally, and the
  * call returns once they have (so a flush of the disk after it covers
- * every write the namespace took). -ENOENT when there is no such
+ * every write the namespace took); a command submitted after it began
+ * fails with Invalid Namespace. -ENOENT when there is no such
  * namespace. Any thread but a reactor thread serving the subsystem (it
  * blocks). */
 int nvmeemu_subsys_remove_ns(struct nvmeemu_subsys *s, uint32_t nsid);

@@ -25,6 +25,7 @@
 #ifndef DISKSTACK_STORAGE_KIND_H
 #define DISKSTACK_STORAGE_KIND_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -98,6 +99,18 @@ struct spec_arg_error {
 	const char *what;
 	const char *hint;
 };
+
+/* Fills @e (the kinds' checks and parsers report through it) and returns
+ * -EINVAL, so that a check can end with `return spec_arg_fail(...)`. */
+static inline int spec_arg_fail(struct spec_arg_error *e, size_t off, size_t len,
+				const char *what, const char *hint)
+{
+	e->off = off;
+	e->len = len;
+	e->what = what;
+	e->hint = hint;
+	return -EINVAL;
+}
 
 struct spec_arg {
 	enum spec_arg_type type;

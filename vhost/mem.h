@@ -18,6 +18,8 @@
 #ifndef DISKSTACK_VHOST_MEM_H
 #define DISKSTACK_VHOST_MEM_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,11 +32,13 @@ struct vhostmem_region {
 	uint8_t *host;                  /* our pointer to guest_phys */
 	void *map;                      /* what mmap returned (NULL: not ours) */
 	size_t map_len;
+	bool guarded;                   /* under the SIGBUS guard (vhostmem_fd_seal) */
 };
 
 struct vhostmem {
 	unsigned nregions;
 	struct vhostmem_region regions[VHOSTMEM_MAX_REGIONS];
+	atomic_bool damaged;            /* vhostmem_damaged */
 };
 
 /*
@@ -61,13 +65,26 @@ int vhostmem_fd_covers(int fd, uint64_t off, uint64_t len);
  * memory-backend-memfd,seal=off) is still accepted, since refusing it would
  * refuse working QEMU setups: returns 1 for it, and logs a warning naming
  * @what. Returns 0 when @fd cannot shrink any more, or fcntl's -errno.
- * XXX: such an unsealable file is still shrinkable; QEMU never does. */
+ * vhostmem_add_fd puts a region of such a file under the SIGBUS guard:
+ * if the file shrinks after all, the process survives, the lost pages
+ * read as zeroes and vhostmem_damaged turns true. */
 int vhostmem_fd_seal(int fd, const char *what);
+
+/* True once an access to a guarded region found its file shrunk under
+ * the mapping (a front-end that truncated its guest memory): the pages
+ * past the fault were replaced by private zero pages, so guest memory no
+ * longer means anything and the device must stop (the rings break with
+ * "guest memory shrank"). One relaxed load: cheap enough per request. */
+static inline bool vhostmem_damaged(const struct vhostmem *m)
+{
+	return atomic_load_explicit((atomic_bool *)&m->damaged, memory_order_relaxed);
+}
 
 /*
  * Maps @size bytes of @fd from @mmap_offset (shared, read-write) and adds
  * them as a region at @guest_phys / @user_addr, sealing the file against
- * shrinking first where it can (vhostmem_fd_seal). @fd is borrowed (the
+ * shrinking first where it can (vhostmem_fd_seal), else guarding the
+ * mapping against SIGBUS (vhostmem_damaged). @fd is borrowed (the
  * caller closes it; the mapping stays). Returns 0, -EINVAL for an empty,
  * wrapping or overlapping region or one that ends past the end of a
  * regular file (vhostmem_fd_covers), -E2BIG when the table is full, or

@@ -25,7 +25,8 @@
  *   iovec array and the device's private bytes: no allocation per request.
  * - Interrupts: completions push used entries at once and defer one
  *   "call" task per pass of the reactor, which writes the call eventfd if
- *   vhostvq_should_call says the driver wants it.
+ *   vhostvq_should_call says the driver wants it, as an io_uring write
+ *   that rides on the reactor's next io_uring_enter (the wait).
  * - Framing errors (bad version, oversized payload, wrong payload size
  *   for a known request, missing fds) end the connection, as the spec
  *   allows; the front-end then sees EOF and may reconnect.
@@ -192,9 +193,23 @@ static void vhostsrv_signal_fd(int fd)
 		log_debug("vhost: eventfd write: %s", strerror(errno));
 }
 
+/*
+ * Interrupts the driver if it wants one. The eventfd write is a quiet SQE
+ * (reactor_write_quiet), not a write(2): it goes to the kernel with the
+ * io_uring_enter the reactor makes anyway to wait for the next kick, and
+ * posts no completion that would end that wait at once. A call is about
+ * one per request when the guest is slower than the back-end
+ * (docs/bench-vhost.md), so that is one syscall less per request. The fd
+ * must not close while the SQE is unsubmitted: whoever closes or swaps it
+ * flushes first (vhostsrv_swap_task, vhostsrv_finish_task).
+ */
 static void vhostsrv_call(struct vhostsrv_queue *q)
 {
-	if (vhostvq_should_call(&q->vq))
+	static const uint64_t one = 1;
+
+	if (q->call_fd < 0 || !vhostvq_should_call(&q->vq))
+		return;
+	if (reactor_write_quiet(q->thr->r, q->call_fd, &one, sizeof(one)) < 0)
 		vhostsrv_signal_fd(q->call_fd);
 }
 
@@ -212,6 +227,8 @@ static void vhostsrv_finish_task(struct reactor_task *t)
 	struct vhostsrv_queue *q = container_of(t, struct vhostsrv_queue, finish_task);
 
 	vhostsrv_call(q);
+	/* The control thread may close the call fd once we signal. */
+	(void)reactor_flush(q->thr->r);
 	vhostsrv_sync_signal(q->s);
 }
 
@@ -262,8 +279,14 @@ static void vhostsrv_process(struct vhostsrv_queue *q)
 		struct vhostsrv_slot *slot;
 		int ret;
 
-		if (q->free_head == UINT_MAX)
-			return;         /* every entry in flight: completions re-run us */
+		if (q->free_head == UINT_MAX) {
+			/* Every entry in flight, so the ring is empty: the
+			 * driver adds the next one after a completion, and
+			 * must kick for it (vhostvq_pop leaves avail_event
+			 * behind). */
+			(void)vhostvq_enable_notify(&q->vq);
+			return;
+		}
 		slot = vhostsrv_slot(q, q->free_head);
 		ret = vhostvq_pop(&q->vq, &slot->chain);
 		if (ret < 0) {
@@ -356,7 +379,9 @@ static void vhostsrv_swap_task(struct reactor_task *t)
 	struct vhostsrv_queue *q = container_of(t, struct vhostsrv_queue, swap_task);
 	int *fd = q->swap_err ? &q->err_fd : &q->call_fd;
 
-	/* Interrupts owed to the driver go to the new fd. */
+	/* Interrupts owed to the driver go to the new fd; a call write
+	 * queued for the old one is submitted before it closes. */
+	(void)reactor_flush(q->thr->r);
 	vhostsrv_close_fd(fd);
 	*fd = q->swap_fd;
 	if (!q->swap_err)

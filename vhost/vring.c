@@ -236,6 +236,8 @@ int vhostvq_pop(struct vhostvq *vq, struct vhostvq_chain *c)
 
 	if (vq->broken)
 		return -EIO;
+	if (vhostmem_damaged(vq->mem))
+		return vhostvq_break(vq, "guest memory shrank under the mapping");
 	if (vq->resubmit_pos < vq->nresubmit)
 		return vhostvq_walk(vq, c, vq->resubmit[vq->resubmit_pos++]) < 0 ? -EIO : 1;
 	avail_idx = vhostvq_load16(AVAIL_IDX(vq));
@@ -248,9 +250,11 @@ int vhostvq_pop(struct vhostvq *vq, struct vhostvq_chain *c)
 	head = vhostvq_load16(AVAIL_RING(vq, vq->last_avail & (vq->num - 1)));
 	if (head >= vq->num)
 		return vhostvq_break(vq, "a head index past the descriptor table");
+	/* avail_event is left where vhostvq_enable_notify put it: while we
+	 * take entries the driver then sees it behind and does not kick
+	 * (virtio 1.2 §2.7.10), one eventfd write and one kick read less per
+	 * entry it adds meanwhile. enable_notify moves it before we sleep. */
 	vq->last_avail++;
-	if (vq->event_idx)
-		vhostvq_store16(AVAIL_EVENT(vq), vq->last_avail);
 	if (vq->inflight) {
 		vq->inflight->desc[head].counter = vq->inflight_counter++;
 		vq->inflight->desc[head].inflight = 1;

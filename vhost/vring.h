@@ -130,7 +130,8 @@ bool vhostvq_should_call(struct vhostvq *vq);
 
 /* After vhostvq_pop returned 0: asks for a kick at the next avail entry
  * (EVENT_IDX's avail_event) and returns true when entries arrived
- * meanwhile (pop again instead of waiting for a kick). */
+ * meanwhile (pop again instead of waiting for a kick). Only this moves
+ * avail_event: while the device pops, the driver does not kick. */
 bool vhostvq_enable_notify(struct vhostvq *vq);
 
 /* The avail index the driver published (for tests and stop). */

@@ -21,11 +21,7 @@ static int blob_spec_check_url(const char *u, size_t len, struct spec_arg_error 
 		return 0;
 	if (len > 8 && strncasecmp(u, "https://", 8) == 0)
 		return 0;
-	e->off = 0;
-	e->len = len;
-	e->what = "invalid blob URL";
-	e->hint = "blobs are http:// or https:// URLs";
-	return -EINVAL;
+	return spec_arg_fail(e, 0, len, "invalid blob URL", "blobs are http:// or https:// URLs");
 }
 
 static const char *const blob_spec_formats[] = { "flat", "vhd1", NULL };

@@ -17,16 +17,6 @@
 #include "storage/backends/url.h"
 #include "storage/kind.h"
 
-static int nbdclient_spec_err(struct spec_arg_error *e, size_t off, size_t len, const char *hint,
-			      const char *what)
-{
-	e->off = off;
-	e->len = len;
-	e->hint = hint;
-	e->what = what;
-	return -EINVAL;
-}
-
 /* The scheme is one the NBD URI specification names; a TCP URI has a host,
  * a Unix one a ?socket= parameter. */
 static int nbdclient_spec_check_uri(const char *u, size_t len, struct spec_arg_error *e)
@@ -40,9 +30,8 @@ static int nbdclient_spec_check_uri(const char *u, size_t len, struct spec_arg_e
 		if (strlen(schemes[i]) == slen && memcmp(u, schemes[i], slen) == 0)
 			found = true;
 	if (!found)
-		return nbdclient_spec_err(e, 0, sep ? slen : len,
-					  "valid schemes: nbd://, nbds://, nbd+unix://, nbds+unix://",
-					  "unsupported NBD URI scheme");
+		return spec_arg_fail(e, 0, sep ? slen : len, "unsupported NBD URI scheme",
+				     "valid schemes: nbd://, nbds://, nbd+unix://, nbds+unix://");
 	is_unix = slen > 5 && memcmp(u + slen - 5, "+unix", 5) == 0;
 	if (is_unix) {
 		const char *q = memchr(u, '?', len);
@@ -54,8 +43,8 @@ static int nbdclient_spec_check_uri(const char *u, size_t len, struct spec_arg_e
 				has_socket = true;
 		}
 		if (!has_socket)
-			return nbdclient_spec_err(e, 0, len, "write nbd+unix:///<export>?socket=<path>",
-						  "missing socket= in NBD URI");
+			return spec_arg_fail(e, 0, len, "missing socket= in NBD URI",
+					     "write nbd+unix:///<export>?socket=<path>");
 	} else {
 		const char *h = sep + 3;
 		size_t hlen = strcspn(h, "/?#");
@@ -63,8 +52,8 @@ static int nbdclient_spec_check_uri(const char *u, size_t len, struct spec_arg_e
 		if ((size_t)(h - u) + hlen > len)
 			hlen = len - (size_t)(h - u);
 		if (hlen == 0)
-			return nbdclient_spec_err(e, 0, len, "write nbd://<host>[:<port>]/<export>",
-						  "missing host in NBD URI");
+			return spec_arg_fail(e, 0, len, "missing host in NBD URI",
+					     "write nbd://<host>[:<port>]/<export>");
 	}
 	return 0;
 }

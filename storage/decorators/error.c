@@ -121,22 +121,6 @@ struct error_set {
 	struct error_rule rule[];
 };
 
-/* What a parse found wrong. */
-struct error_bad {
-	size_t off, len;
-	const char *what, *hint;
-};
-
-static int error_bad(struct error_bad *b, size_t off, size_t len, const char *what,
-		     const char *hint)
-{
-	b->off = off;
-	b->len = len;
-	b->what = what;
-	b->hint = hint;
-	return -EINVAL;
-}
-
 static bool error_is(const char *s, size_t len, const char *lit)
 {
 	return strlen(lit) == len && memcmp(s, lit, len) == 0;
@@ -199,7 +183,7 @@ static const char *const error_option_names[OPT_COUNT_] = {
 
 /* One option at [o, o + olen) of @t. @seen: bits of the options given. */
 static int error_parse_option(const char *t, size_t o, size_t olen, struct error_rule *r,
-			      unsigned *seen, struct error_bad *b)
+			      unsigned *seen, struct spec_arg_error *b)
 {
 	const char *const *names = error_option_names;
 	const char *eq = memchr(t + o, '=', olen);
@@ -212,28 +196,28 @@ static int error_parse_option(const char *t, size_t o, size_t olen, struct error
 		if (error_is(t + o, nlen, names[i]))
 			which = i;
 	if (which == OPT_COUNT_)
-		return error_bad(b, o, olen, "unknown error rule option", OPTIONS_HINT);
+		return spec_arg_fail(b, o, olen, "unknown error rule option", OPTIONS_HINT);
 	if (*seen & (1u << which))
-		return error_bad(b, o, olen, "duplicate error rule option", NULL);
+		return spec_arg_fail(b, o, olen, "duplicate error rule option", NULL);
 	*seen |= 1u << which;
 	if (which == OPT_ONCE) {        /* a flag */
 		if (eq)
-			return error_bad(b, o, olen, "'once' takes no value", "write ;once");
+			return spec_arg_fail(b, o, olen, "'once' takes no value", "write ;once");
 		if (*seen & (1u << OPT_COUNT))
-			return error_bad(b, o, olen, "second failure limit", "once is count=1");
+			return spec_arg_fail(b, o, olen, "second failure limit", "once is count=1");
 		r->once = true;
 		r->count = 1;
 		return 0;
 	}
 	if (!eq || vlen == 0)
-		return error_bad(b, o, olen, "error rule option needs a value", OPTIONS_HINT);
+		return spec_arg_fail(b, o, olen, "error rule option needs a value", OPTIONS_HINT);
 	switch (which) {
 	case OPT_RATE:
 		rc = error_parse_rate(t + v, vlen, &r->rate_ppm);
 		if (rc < 0)
-			return error_bad(b, v, vlen, "bad rate",
-					 "a rate is a probability from 0 to 1 (0.25) or a percentage (25%), "
-					 "at most 6 decimals");
+			return spec_arg_fail(b, v, vlen, "bad rate",
+					     "a rate is a probability from 0 to 1 (0.25) or a percentage (25%), "
+					     "at most 6 decimals");
 		return 0;
 	case OPT_RANGE: {
 		const char *dash = memchr(t + v, '-', vlen);
@@ -241,44 +225,46 @@ static int error_parse_option(const char *t, size_t o, size_t olen, struct error
 
 		if (error_parse_u64(t + v, flen, &r->first) < 0 ||
 		    (dash && error_parse_u64(dash + 1, vlen - flen - 1, &r->last) < 0))
-			return error_bad(b, v, vlen, "bad range",
-					 "a range is <first>[-<last>], inclusive sector numbers");
+			return spec_arg_fail(b, v, vlen, "bad range",
+					     "a range is <first>[-<last>], inclusive sector numbers");
 		if (!dash)
 			r->last = r->first;
 		if (r->last < r->first)
-			return error_bad(b, v, vlen, "empty range", "the last sector comes before the first");
+			return spec_arg_fail(b, v, vlen, "empty range",
+					     "the last sector comes before the first");
 		r->has_range = true;
 		return 0;
 	}
 	case OPT_AFTER:
 		if (error_parse_u64(t + v, vlen, &r->after) < 0)
-			return error_bad(b, v, vlen, "bad after", "after=<n> lets the first n requests pass");
+			return spec_arg_fail(b, v, vlen, "bad after",
+					     "after=<n> lets the first n requests pass");
 		return 0;
 	case OPT_COUNT:
 		if (*seen & (1u << OPT_ONCE))
-			return error_bad(b, o, olen, "second failure limit", "once is count=1");
+			return spec_arg_fail(b, o, olen, "second failure limit", "once is count=1");
 		if (error_parse_u64(t + v, vlen, &r->count) < 0 || r->count == 0)
-			return error_bad(b, v, vlen, "bad count",
-					 "count=<n> fails at most n requests, n >= 1");
+			return spec_arg_fail(b, v, vlen, "bad count",
+					     "count=<n> fails at most n requests, n >= 1");
 		return 0;
 	case OPT_DELAY:
 		rc = spec_parse_time_us(t + v, vlen, &r->delay_us);
 		if (rc < 0 || r->delay_us > ERROR_MAX_DELAY_US)
-			return error_bad(b, v, vlen, "bad delay",
-					 "a time is digits with an optional ms or us (5, 500us), at most one hour");
+			return spec_arg_fail(b, v, vlen, "bad delay",
+					     "a time is digits with an optional ms or us (5, 500us), at most one hour");
 		return 0;
 	case OPT_SEED:
 		if (error_parse_u64(t + v, vlen, &r->seed) < 0)
-			return error_bad(b, v, vlen, "bad seed", "a seed is a decimal number");
+			return spec_arg_fail(b, v, vlen, "bad seed", "a seed is a decimal number");
 		r->has_seed = true;
 		return 0;
 	}
-	return error_bad(b, o, olen, "unknown error rule option", OPTIONS_HINT);
+	return spec_arg_fail(b, o, olen, "unknown error rule option", OPTIONS_HINT);
 }
 
 /* One rule at [off, end) of @t. */
 static int error_parse_rule(const char *t, size_t off, size_t end, struct error_rule *r,
-			    struct error_bad *b)
+			    struct spec_arg_error *b)
 {
 	const char *colon = memchr(t + off, ':', end - off);
 	size_t s, semi;
@@ -289,9 +275,10 @@ static int error_parse_rule(const char *t, size_t off, size_t end, struct error_
 	memset(r, 0, sizeof(*r));
 	r->rate_ppm = RATE_ONE;
 	if (end == off)
-		return error_bad(b, off, 0, "empty error rule", RULE_HINT);
+		return spec_arg_fail(b, off, 0, "empty error rule", RULE_HINT);
 	if (!colon)
-		return error_bad(b, off, end - off, "missing ':<status>' in error rule", RULE_HINT);
+		return spec_arg_fail(b, off, end - off, "missing ':<status>' in error rule",
+				     RULE_HINT);
 	for (unsigned i = 0; i < ARRAY_SIZE(error_ops); i++)
 		if (error_is(t + off, (size_t)(colon - (t + off)), error_ops[i].name)) {
 			r->op_name = (uint8_t)i;
@@ -299,8 +286,8 @@ static int error_parse_rule(const char *t, size_t off, size_t end, struct error_
 			found = true;
 		}
 	if (!found)
-		return error_bad(b, off, (size_t)(colon - (t + off)),
-				 colon == t + off ? "missing operation" : "unknown operation", OPS_HINT);
+		return spec_arg_fail(b, off, (size_t)(colon - (t + off)),
+				     colon == t + off ? "missing operation" : "unknown operation", OPS_HINT);
 	s = (size_t)(colon - t) + 1;
 	semi = s;
 	while (semi < end && t[semi] != ';' && t[semi] != ':')
@@ -312,17 +299,17 @@ static int error_parse_rule(const char *t, size_t off, size_t end, struct error_
 			found = true;
 		}
 	if (!found)
-		return error_bad(b, s, semi - s, semi == s ? "missing status" : "unknown status",
-				 STATUS_HINT);
+		return spec_arg_fail(b, s, semi - s, semi == s ? "missing status" : "unknown status",
+				     STATUS_HINT);
 	while (semi < end) {
 		size_t o = semi + 1, next = o;
 
 		if (t[semi] == ':')
-			return error_bad(b, semi, 1, "unexpected ':' in error rule", RULE_HINT);
+			return spec_arg_fail(b, semi, 1, "unexpected ':' in error rule", RULE_HINT);
 		while (next < end && t[next] != ';' && t[next] != ':')
 			next++;
 		if (next == o)
-			return error_bad(b, semi, 1, "empty error rule option", OPTIONS_HINT);
+			return spec_arg_fail(b, semi, 1, "empty error rule option", OPTIONS_HINT);
 		rc = error_parse_option(t, o, next - o, r, &seen, b);
 		if (rc < 0)
 			return rc;
@@ -332,7 +319,8 @@ static int error_parse_rule(const char *t, size_t off, size_t end, struct error_
 }
 
 /* Parses @len bytes of @t into a new set (NULL for no rules) or fills @b. */
-static int error_parse(const char *t, size_t len, struct error_set **out, struct error_bad *b)
+static int error_parse(const char *t, size_t len, struct error_set **out,
+		       struct spec_arg_error *b)
 {
 	struct error_set *set = NULL;
 	unsigned n = 1;
@@ -346,7 +334,7 @@ static int error_parse(const char *t, size_t len, struct error_set **out, struct
 		if (t[i] == '/')
 			n++;
 	if (n > ERROR_MAX_RULES)
-		return error_bad(b, 0, len, "too many error rules", "at most 32 rules");
+		return spec_arg_fail(b, 0, len, "too many error rules", "at most 32 rules");
 	set = calloc(1, sizeof(*set) + n * sizeof(set->rule[0]));
 	if (!set)
 		return -ENOMEM;
@@ -369,7 +357,7 @@ static int error_parse(const char *t, size_t len, struct error_set **out, struct
 int error_rules_check(const char *text, size_t len, size_t *bad_off, size_t *bad_len,
 		      const char **what, const char **hint)
 {
-	struct error_bad b = { 0 };
+	struct spec_arg_error b = { 0 };
 	struct error_set *set;
 	int rc = error_parse(text, len, &set, &b);
 
@@ -618,7 +606,8 @@ static const struct disk_ops error_ops_table = {
 /* ---- the API -------------------------------------------------------------------- */
 
 /* "<what> '<part>' at offset <off> of '<text>'[; <hint>]" into @err. */
-static int error_report(const char *text, const struct error_bad *b, char *err, size_t errlen)
+static int error_report(const char *text, const struct spec_arg_error *b, char *err,
+			size_t errlen)
 {
 	if (b->len)
 		return errbuf_printf(err, errlen, "%s '%.*s' at offset %zu of '%s'%s%s", b->what,
@@ -632,7 +621,7 @@ static int error_report(const char *text, const struct error_bad *b, char *err, 
 static int error_build(struct error_disk *ed, const char *rules, struct error_set **out,
 		       char *err, size_t errlen)
 {
-	struct error_bad b = { 0 };
+	struct spec_arg_error b = { 0 };
 	int r = error_parse(rules, strlen(rules), out, &b);
 
 	if (r == -EINVAL)

@@ -13,6 +13,7 @@ set -uo pipefail
 
 [ $# -ge 4 ] || { echo "usage: $0 randread|randwrite ROUNDS ENV_A ENV_B [BIN_A [BIN_B]]" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/bench-functions.sh"
 rw=$1 rounds=$2 env_a=$3 env_b=$4
 bin_a=${5:-${DISKSTACK:-$here/../../build/diskstack}}
 bin_b=${6:-$bin_a}
@@ -37,9 +38,7 @@ start() { # name env binary
 	done
 	[ -s "$W/$1.pid" ] || { echo "ab-nbd: server $1 did not start" >&2; cat "$W/$1.log" >&2; exit 1; }
 	PID[$1]=$(cat "$W/$1.pid")
-	fio --name=fill --ioengine=nbd --uri="nbd+unix:///?socket=$W/$1.sock" --rw=write --bs=1M \
-		--iodepth=8 --size="$SIZE" --output-format=terse >/dev/null ||
-		{ echo "ab-nbd: fill of $1 failed" >&2; exit 1; }
+	bench_fill ab-nbd "$1" "$W/$1.sock" "$SIZE"
 }
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 ctxsw() { cat "/proc/$1"/task/*/status | awk '/ctxt_switches/ { n += $2 } END { print n }'; }

@@ -23,6 +23,7 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/bench-functions.sh"
 DISKSTACK=${DISKSTACK:-$here/../../build/diskstack}
 RUNTIME=${RUNTIME:-5}
 REPS=${REPS:-3}
@@ -42,13 +43,7 @@ mkdir -p "$R"
 
 declare -A PID
 cleanup() {
-	for s in "${!PID[@]}"; do
-		kill "${PID[$s]}" 2>/dev/null
-	done
-	for s in "${!PID[@]}"; do
-		for _ in $(seq 50); do kill -0 "${PID[$s]}" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "${PID[$s]}" 2>/dev/null
-	done
+	bench_stop_servers
 	rm -rf "$W" "$SHM"
 }
 trap cleanup EXIT
@@ -105,9 +100,7 @@ for s in $SERVERS; do
 	start_server "$s"
 	# Fill once so reads hit allocated data (qemu-nbd and ds-file share
 	# the file: the second fill is harmless).
-	fio --name=fill --ioengine=nbd --uri="nbd+unix:///?socket=$W/$s.sock" --rw=write \
-		--bs=1M --iodepth=8 --size=1G --output-format=terse >/dev/null ||
-		{ echo "bench-nbd: fill of $s failed" >&2; exit 1; }
+	bench_fill bench-nbd "$s" "$W/$s.sock" 1G
 done
 
 for j in $JOBS; do

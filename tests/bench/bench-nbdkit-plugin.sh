@@ -18,6 +18,7 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/bench-functions.sh"
 DISKSTACK=${DISKSTACK:-$here/../../build/diskstack}
 PLUGIN=${PLUGIN:-$(dirname "$DISKSTACK")/nbdkit-diskstack-plugin.so}
 RUNTIME=${RUNTIME:-5}
@@ -39,13 +40,7 @@ mkdir -p "$R"
 
 declare -A PID
 cleanup() {
-	for s in "${!PID[@]}"; do
-		kill "${PID[$s]}" 2>/dev/null
-	done
-	for s in "${!PID[@]}"; do
-		for _ in $(seq 50); do kill -0 "${PID[$s]}" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "${PID[$s]}" 2>/dev/null
-	done
+	bench_stop_servers
 	rm -rf "$W"
 }
 trap cleanup EXIT
@@ -87,9 +82,7 @@ cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for s in $SERVERS; do
 	start_server "$s"
 	# Filled once, so reads hit allocated memory in every server.
-	fio --name=fill --ioengine=nbd --uri="nbd+unix:///?socket=$W/$s.sock" --rw=write \
-		--bs=1M --iodepth=8 --size=1G --output-format=terse >/dev/null ||
-		{ echo "bench-nbdkit-plugin: fill of $s failed" >&2; exit 1; }
+	bench_fill bench-nbdkit-plugin "$s" "$W/$s.sock" 1G
 done
 
 for rep in $(seq "$REPS"); do

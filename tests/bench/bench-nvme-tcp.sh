@@ -97,15 +97,8 @@ vm_bench_marks "$log" "$marks" $boot sample
 wait $boot
 rm -f "$work/qemu.pid"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-if ! grep -aq '^VMTEST: PASS nvme-bench' "$log"; then
-	grep -a '^VMTEST' "$log"
-	tail -n 30 "$log"
-	sed 's/^/    serve: /' "$work/serve.log" | tail -n 20
-	exit 1
-fi
-grep -a '^VMTEST: INFO' "$log" | tr -d '\r' | sed 's/^VMTEST: INFO //'
-res=$(grep -a '^VMTEST: RESULT' "$log" | tr -d '\r' | sed 's/^VMTEST: RESULT //')
-[ "${DISKSTACK_VM_KEEP:-0}" = 1 ] && { echo "$res" > "$work/results"; cp "$marks" "$work/marks.txt"; }
+vm_bench_results "$log" nvme-bench "$marks" "$work/serve.log"
+# shellcheck disable=SC2154 # vm_bench_results sets res
 cpu=$(vm_bench_cpu "$res" "$marks")
 
 # ratio NAME JOB BASE: the median over rounds of NAME's IOPS / BASE's.

@@ -112,16 +112,10 @@ vm_bench_marks "$log" "$marks" $boot sample
 wait $boot
 rm -f "$work/qemu.pid"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-if ! grep -aq '^VMTEST: PASS vhost-bench' "$log"; then
-	grep -a '^VMTEST' "$log"
-	tail -n 30 "$log"
-	exit 1
-fi
-grep -a '^VMTEST: INFO' "$log" | tr -d '\r' | sed 's/^VMTEST: INFO //'
-res=$(grep -a '^VMTEST: RESULT' "$log" | tr -d '\r' | sed 's/^VMTEST: RESULT //')
-[ "${DISKSTACK_VM_KEEP:-0}" = 1 ] && { echo "$res" > "$work/results"; cp "$marks" "$work/marks.txt"; }
+vm_bench_results "$log" vhost-bench "$marks"
 
 # per NAME JOB ROUND: µs of CPU per request, back-end and QEMU aux.
+# shellcheck disable=SC2154 # vm_bench_results sets res
 cpu=$(vm_bench_cpu "$res" "$marks")
 
 echo

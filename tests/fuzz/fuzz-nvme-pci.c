@@ -28,19 +28,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/fuzz/fuzz-prelude.h"
 #include "common/endian.h"
-#include "common/log.h"
-#include "common/reactor.h"
 #include "nvme_emul/nvme_pci.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 #define MEM (1u << 20)
 
-static struct reactor *main_reactor;
 static uint8_t *guest;
 static bool offer_map;
 
@@ -48,9 +43,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	log_set_level(getenv("FUZZ_VERBOSE") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
-	if (reactor_new(&main_reactor, 0) < 0)
-		abort();
+	fuzz_prelude_init();
 	guest = malloc(MEM);
 	if (!guest)
 		abort();

@@ -36,9 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define FUZZ_PRELUDE_INITIALIZE
+#include "tests/fuzz/fuzz-prelude.h"
 #include "common/compiler.h"
-#include "common/log.h"
-#include "common/reactor.h"
 #include "scsi/scsi.h"
 #include "storage/disk.h"
 #include "storage/layered.h"
@@ -48,9 +48,6 @@
 #include "vhost/scsi.h"
 #include "vhost/vring.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 #define R0_GPA 0x0ull
 #define R0_BYTES 0x10000u
 #define R1_GPA 0x20000ull
@@ -58,18 +55,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define DESC_OFF 0x0
 #define AVAIL_OFF 0x400
 #define USED_OFF 0x600
-
-static struct reactor *main_reactor;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	log_set_level(getenv("FUZZ_VERBOSE") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
-	if (reactor_new(&main_reactor, 0) < 0)
-		abort();
-	return 0;
-}
 
 /* One popped request; the event queue's may stay with the device. */
 struct fz_slot {

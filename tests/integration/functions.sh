@@ -158,6 +158,22 @@ start_bg()
 	cleanup_fn "stop_bg '$_pidfile'"
 }
 
+# wait_gone PID TENTHS WHY [LOG]: waits up to TENTHS tenths of a second
+# for process PID to end, else shows LOG and fails with WHY; does not
+# reap it.
+wait_gone()
+{
+	_i=0
+	while kill -0 "$1" 2>/dev/null; do
+		_i=$((_i + 1))
+		if [ $_i -ge "$2" ]; then
+			[ -z "${4:-}" ] || cat "$4" >&2
+			fail "$3"
+		fi
+		sleep 0.1
+	done
+}
+
 stop_bg()
 {
 	[ -f "$1" ] || return 0

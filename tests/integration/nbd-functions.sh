@@ -60,12 +60,7 @@ serve_stop()
 {
 	_pid=$(cat "$tmpdir/$1.pid")
 	kill -TERM "$_pid" 2>/dev/null || true
-	_i=0
-	while kill -0 "$_pid" 2>/dev/null; do
-		_i=$((_i + 1))
-		[ $_i -lt 300 ] || { cat "$tmpdir/$1.log" >&2; fail "server $1 ignored SIGTERM"; }
-		sleep 0.1
-	done
+	wait_gone "$_pid" 300 "server $1 ignored SIGTERM" "$tmpdir/$1.log"
 	serve_status=0
 	wait "$_pid" || serve_status=$?
 	rm -f "$tmpdir/$1.pid"

@@ -72,6 +72,17 @@ for off in range(0, len(want), 1 << 20):
 h.shutdown()
 PYEOF
 }
+# written_export NAME STEM DECORATORS SEED: STEM.img, a copy of base.img,
+# served as export NAME by memdiff:DECORATORS file:STEM.img (DECORATORS
+# a spec prefix ending in ':'), then the writes of SEED through it;
+# STEM-want.img holds what the export must read.
+written_export()
+{
+	cp base.img "$2.img"
+	cp base.img "$2-want.img"
+	expect_exit 0 c export-add name="$1" spec="memdiff:$3file:$tmpdir/$2.img"
+	writes "$(uri_unix "$sock" "$1")" "$2-want.img" "$4"
+}
 
 head -c $((16 << 20)) /dev/urandom > base.img
 cp base.img want.img
@@ -111,10 +122,7 @@ expect_stderr "error -32001"
 # Cancel: a commit into a base whose writes take a second each cannot
 # finish before the cancel; a second commit meanwhile is busy. The export
 # still reads what was written.
-cp base.img slow.img
-cp base.img slow-want.img
-expect_exit 0 c export-add name=b spec="memdiff:delay:0/1000:file:$tmpdir/slow.img"
-writes "$(uri_unix "$sock" b)" slow-want.img 2
+written_export b slow delay:0/1000: 2
 expect_exit 0 c layer-commit target=b
 id2=$(job_id)
 expect_exit 1 c layer-commit target=b
@@ -126,10 +134,7 @@ same "$(uri_unix "$sock" b)" slow-want.img
 
 # A write error of the disk below fails the job with its errno; the
 # overlay still has everything.
-cp base.img err.img
-cp base.img err-want.img
-expect_exit 0 c export-add name=e spec="memdiff:error:write:enospc:file:$tmpdir/err.img"
-writes "$(uri_unix "$sock" e)" err-want.img 3
+written_export e err error:write:enospc: 3
 expect_exit 0 c layer-commit target=e
 id3=$(job_id)
 job_wait "$id3"

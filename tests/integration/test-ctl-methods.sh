@@ -150,12 +150,7 @@ expect_exit 3 "$DISKSTACK" ctl -S "$tmpdir/nothing.sock" server-info
 
 # Shutdown ends the server like SIGTERM.
 expect_exit 0 c shutdown
-i=0
-while kill -0 "$s_pid" 2>/dev/null; do
-	i=$((i + 1))
-	[ $i -lt 300 ] || fail "the server ignored shutdown"
-	sleep 0.1
-done
+wait_gone "$s_pid" 300 "the server ignored shutdown"
 wait "$s_pid" 2>/dev/null || fail "serve exited with an error after shutdown"
 [ ! -e "$ctl" ] || fail "the control socket was left behind"
 

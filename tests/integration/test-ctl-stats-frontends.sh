@@ -111,12 +111,7 @@ check "${E}['write']['ops'] == 1 and ${E}['write']['bytes'] == 4096"
 expect_exit 0 c stats-enable "target=$T" enable=false
 check "r == {'disabled': ['$T']}"
 expect_exit 0 c shutdown
-i=0
-while kill -0 "$s_pid" 2>/dev/null; do
-	i=$((i + 1))
-	[ $i -lt 300 ] || fail "serve did not stop after ctl shutdown"
-	sleep 0.1
-done
+wait_gone "$s_pid" 300 "serve did not stop after ctl shutdown"
 wait "$s_pid" || fail "serve exited with $? after ctl shutdown"
 rm -f "$tmpdir/s.pid"
 

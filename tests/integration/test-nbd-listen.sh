@@ -109,12 +109,7 @@ for i in done:
 assert len(done) >= 8, done
 print("drain: %d acknowledged, %d refused or cut" % (len(done), failed))
 EOF
-i=0
-while kill -0 "$drain_pid" 2>/dev/null; do
-	i=$((i + 1))
-	[ $i -lt 300 ] || fail "server did not stop after SIGTERM"
-	sleep 0.1
-done
+wait_gone "$drain_pid" 300 "server did not stop after SIGTERM"
 wait "$drain_pid" || fail "server exit status $? after SIGTERM"
 rm -f "$tmpdir/drain.pid"
 

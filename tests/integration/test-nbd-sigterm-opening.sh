@@ -54,12 +54,7 @@ for sig in TERM INT; do
 	kill -0 "$pid" 2>/dev/null || { cat "$tmpdir/srv-$sig.log"; fail "serve ended on its own"; }
 	kill -"$sig" "$pid"
 	# Generous: it must end, not hang until libnbd gives up.
-	i=0
-	while kill -0 "$pid" 2>/dev/null; do
-		i=$((i + 1))
-		[ $i -lt 300 ] || { cat "$tmpdir/srv-$sig.log"; fail "SIG$sig ignored while the export opens"; }
-		sleep 0.1
-	done
+	wait_gone "$pid" 300 "SIG$sig ignored while the export opens" "$tmpdir/srv-$sig.log"
 	st=0; wait "$pid" || st=$?
 	case $sig in TERM) want=143 ;; INT) want=130 ;; esac
 	[ "$st" = "$want" ] || { cat "$tmpdir/srv-$sig.log"; fail "exit status $st after SIG$sig, want $want"; }

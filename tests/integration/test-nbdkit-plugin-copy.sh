@@ -111,12 +111,7 @@ if [ "$(kind_missing sql)" = "" ]; then
 	nbdcopy src.img "nbd+unix:///?socket=$tmpdir/bg.sock" || fail "copy to the background server"
 	pid=$(cat bg.pid)
 	kill -TERM "$pid"
-	i=0
-	while kill -0 "$pid" 2>/dev/null; do
-		i=$((i + 1))
-		[ $i -lt 100 ] || fail "nbdkit did not stop within 10 s of SIGTERM"
-		sleep 0.1
-	done
+	wait_gone "$pid" 100 "nbdkit did not stop within 10 s of SIGTERM"
 	nbdkit -U - "$plugin" sql:bg.dbhd,ro --run 'nbdcopy "$uri" out.img'
 	cmp src.img out.img || fail "background sql: data not persisted"
 fi

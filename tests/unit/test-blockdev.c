@@ -53,6 +53,9 @@
 #define MAX_CALLS 64
 #define MAX_ATTRS 8
 #define MAX_REGS 200
+/* What a device that reports every reservation type and PTPL offers. */
+#define ALL_PR_CAPS (DISK_PR_CAP_WE | DISK_PR_CAP_EA | DISK_PR_CAP_WE_RO | DISK_PR_CAP_EA_RO | \
+		     DISK_PR_CAP_WE_AR | DISK_PR_CAP_EA_AR | DISK_PR_CAP_PTPL)
 
 struct fake_call {
 	unsigned long request;
@@ -600,9 +603,7 @@ static void test_blockdev_nvme_caps(void **state)
 	assert_int_equal(c[1].u.nvme.nsid, 0);
 	assert_int_equal(c[1].u.nvme.cdw10, 1);
 	assert_int_equal(pr_io(d, DISK_OP_PR_CAPS, NULL, &io), DISK_OK);
-	assert_int_equal(io.u.pr.caps, DISK_PR_CAP_WE | DISK_PR_CAP_EA | DISK_PR_CAP_WE_RO |
-			 DISK_PR_CAP_EA_RO | DISK_PR_CAP_WE_AR | DISK_PR_CAP_EA_AR |
-			 DISK_PR_CAP_PTPL);
+	assert_int_equal(io.u.pr.caps, ALL_PR_CAPS);
 	disk_unref(d);
 
 	/* RESCAP bits map one to one: WE (bit 1), WE-RO (bit 3), no PTPL. */
@@ -867,9 +868,7 @@ static void test_blockdev_scsi_caps(void **state)
 	assert_int_equal(c[0].u.cdb[1], 0x02);   /* REPORT CAPABILITIES */
 	assert_int_equal(c[0].u.cdb[8], 8);
 	assert_int_equal(pr_io(d, DISK_OP_PR_CAPS, NULL, &io), DISK_OK);
-	assert_int_equal(io.u.pr.caps, DISK_PR_CAP_WE | DISK_PR_CAP_EA | DISK_PR_CAP_WE_RO |
-			 DISK_PR_CAP_EA_RO | DISK_PR_CAP_WE_AR | DISK_PR_CAP_EA_AR |
-			 DISK_PR_CAP_PTPL);
+	assert_int_equal(io.u.pr.caps, ALL_PR_CAPS);
 	disk_unref(d);
 
 	/* WR_EX and EX_AC_RO only, no PTPL_C. */
@@ -971,6 +970,14 @@ static void test_blockdev_scsi_report(void **state)
 
 static void test_blockdev_eject(void **state)
 {
+	static const struct {
+		const char *attr, *value;
+		bool eject;
+	} kinds[] = {
+		{ "device/type", "5\n", true },
+		{ "uevent", "MAJOR=11\nMINOR=0\nDEVNAME=sr0\nDEVTYPE=disk\n", true },
+		{ "uevent", "MAJOR=8\nMINOR=0\nDEVNAME=sda\nDEVTYPE=disk\n", false },
+	};
 	struct fake_call c[4];
 	struct disk_io io = { .op = DISK_OP_EJECT };
 	struct disk *d;
@@ -1013,22 +1020,14 @@ static void test_blockdev_eject(void **state)
 	assert_int_equal(io.os_errno, EIO);
 	disk_unref(d);
 
-	/* A CD-ROM by SCSI type, or by name. */
-	fake_reset(false);
-	fake_attr("device/type", "5\n");
-	d = fake_open();
-	assert_true(disk_get_info(d)->caps & DISK_CAP_EJECT);
-	disk_unref(d);
-	fake_reset(false);
-	fake_attr("uevent", "MAJOR=11\nMINOR=0\nDEVNAME=sr0\nDEVTYPE=disk\n");
-	d = fake_open();
-	assert_true(disk_get_info(d)->caps & DISK_CAP_EJECT);
-	disk_unref(d);
-	fake_reset(false);
-	fake_attr("uevent", "MAJOR=8\nMINOR=0\nDEVNAME=sda\nDEVTYPE=disk\n");
-	d = fake_open();
-	assert_false(disk_get_info(d)->caps & DISK_CAP_EJECT);
-	disk_unref(d);
+	/* A CD-ROM by SCSI type, or by name; a disk is none. */
+	for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
+		fake_reset(false);
+		fake_attr(kinds[i].attr, kinds[i].value);
+		d = fake_open();
+		assert_int_equal(!!(disk_get_info(d)->caps & DISK_CAP_EJECT), kinds[i].eject);
+		disk_unref(d);
+	}
 }
 
 /* ---- resize through injected uevents ------------------------------------------ */
@@ -1503,27 +1502,24 @@ static void test_blockdev_loop_wiring(void **state)
 
 int main(void)
 {
+	/* Tests on the fake device (test_setup), and on a real loop device. */
+#define FAKE_TEST(t) cmocka_unit_test_setup_teardown(t, test_setup, test_teardown)
+#define LOOP_TEST(t) cmocka_unit_test_setup_teardown(t, NULL, loop_teardown)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_blockdev_uevent_parse),
 		cmocka_unit_test(test_blockdev_status_tables),
-		cmocka_unit_test_setup_teardown(test_blockdev_nvme_caps, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_blockdev_nvme_no_pr, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_blockdev_pr_out_encoding, test_setup,
-						test_teardown),
-		cmocka_unit_test_setup_teardown(test_blockdev_nvme_report, test_setup,
-						test_teardown),
-		cmocka_unit_test_setup_teardown(test_blockdev_scsi_caps, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_blockdev_scsi_report, test_setup,
-						test_teardown),
-		cmocka_unit_test_setup_teardown(test_blockdev_eject, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_blockdev_resize_injected, test_setup,
-						test_teardown),
-		cmocka_unit_test_setup_teardown(test_blockdev_resize_threads, test_setup,
-						test_teardown),
-		cmocka_unit_test_setup_teardown(test_blockdev_loop_resize, NULL, loop_teardown),
-		cmocka_unit_test_setup_teardown(test_blockdev_loop_shrink_race, NULL,
-						loop_teardown),
-		cmocka_unit_test_setup_teardown(test_blockdev_loop_wiring, NULL, loop_teardown),
+		FAKE_TEST(test_blockdev_nvme_caps),
+		FAKE_TEST(test_blockdev_nvme_no_pr),
+		FAKE_TEST(test_blockdev_pr_out_encoding),
+		FAKE_TEST(test_blockdev_nvme_report),
+		FAKE_TEST(test_blockdev_scsi_caps),
+		FAKE_TEST(test_blockdev_scsi_report),
+		FAKE_TEST(test_blockdev_eject),
+		FAKE_TEST(test_blockdev_resize_injected),
+		FAKE_TEST(test_blockdev_resize_threads),
+		LOOP_TEST(test_blockdev_loop_resize),
+		LOOP_TEST(test_blockdev_loop_shrink_race),
+		LOOP_TEST(test_blockdev_loop_wiring),
 	};
 
 	real_sys = blockdev_sys_real();

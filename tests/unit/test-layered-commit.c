@@ -114,12 +114,35 @@ static uint64_t top_sectors(struct disk *d)
 	return data / SS;
 }
 
+/* Commits d's top layer into the file at path, waits for the job and
+ * expects it done; returns the final progress for further checks. */
+static struct layered_commit_progress commit_into_file(struct disk *d, const char *path)
+{
+	struct layered_commit *c;
+	struct layered_commit_progress p;
+
+	assert_int_equal(layered_commit_start(d, open_spec(false, "file:%s", path), &c, err,
+					      sizeof(err)), 0);
+	layered_commit_wait(c, &p);
+	assert_int_equal(p.state, LAYERED_COMMIT_DONE);
+	layered_commit_free(c);
+	return p;
+}
+
+/* The end of every test: drop the overlay, then the file alone must read
+ * as the model. */
+static void close_expect_file(struct disk *d, const char *path, uint8_t *model)
+{
+	disk_unref(d);
+	expect_file(path, model);
+	free(model);
+}
+
 static void test_layered_commit_into_file(void **state UNUSED)
 {
 	uint8_t *model;
 	const char *path = base_file("commit.img", &model);
 	struct disk *d = open_spec(false, "memdiff:file:%s", path);
-	struct layered_commit *c;
 	struct layered_commit_progress p;
 
 	put(d, model, 0, 1, 2);
@@ -128,29 +151,19 @@ static void test_layered_commit_into_file(void **state UNUSED)
 	put(d, model, 1010, 4, 4);           /* data inside it */
 	put(d, model, SECTORS - 3, 3, 5);    /* the last sectors */
 	assert_int_equal(top_sectors(d), 1 + 300 + 4 + 3);
-	assert_int_equal(layered_commit_start(d, open_spec(false, "file:%s", path), &c, err,
-					      sizeof(err)), 0);
-	layered_commit_wait(c, &p);
-	assert_int_equal(p.state, LAYERED_COMMIT_DONE);
+	p = commit_into_file(d, path);
 	assert_int_equal(p.error, 0);
 	assert_true(p.passes >= 1);
 	/* Everything the top layer held: data and zeroed sectors. */
 	assert_int_equal(p.done_sectors, 1 + 300 + 64 + 3);
 	assert_int_equal(p.total_sectors, p.done_sectors);
-	layered_commit_free(c);
 	/* The overlay is kept and reads the same; the file alone too. */
 	assert_int_equal(top_sectors(d), 1 + 300 + 4 + 3);
 	expect_model(d, model);
 	expect_file(path, model);
 	/* A second commit of the same overlay is allowed and changes nothing. */
-	assert_int_equal(layered_commit_start(d, open_spec(false, "file:%s", path), &c, err,
-					      sizeof(err)), 0);
-	layered_commit_wait(c, &p);
-	assert_int_equal(p.state, LAYERED_COMMIT_DONE);
-	layered_commit_free(c);
-	disk_unref(d);
-	expect_file(path, model);
-	free(model);
+	commit_into_file(d, path);
+	close_expect_file(d, path, model);
 }
 
 /* Random writes (data and zeroes) through the overlay while a commit runs
@@ -196,9 +209,7 @@ static void test_layered_commit_concurrent_writes(void **state UNUSED)
 			      round == 0 ? "before" : "after", (unsigned long long)seed);
 	}
 	expect_model(d, model);
-	disk_unref(d);
-	expect_file(path, model);
-	free(model);
+	close_expect_file(d, path, model);
 }
 
 /* A cancelled commit leaves the overlay authoritative: the disk reads
@@ -223,14 +234,8 @@ static void test_layered_commit_cancel(void **state UNUSED)
 	layered_commit_free(c);
 	expect_model(d, model);
 	assert_int_equal(top_sectors(d), SECTORS / 2);
-	assert_int_equal(layered_commit_start(d, open_spec(false, "file:%s", path), &c, err,
-					      sizeof(err)), 0);
-	layered_commit_wait(c, &p);
-	assert_int_equal(p.state, LAYERED_COMMIT_DONE);
-	layered_commit_free(c);
-	disk_unref(d);
-	expect_file(path, model);
-	free(model);
+	commit_into_file(d, path);
+	close_expect_file(d, path, model);
 }
 
 /* A write error of the disk below fails the job with its errno; nothing
@@ -256,14 +261,8 @@ static void test_layered_commit_write_error(void **state UNUSED)
 	assert_int_equal(top_sectors(d), 40);
 	expect_model(d, model);
 	/* With the disk below healthy again, the commit completes. */
-	assert_int_equal(layered_commit_start(d, open_spec(false, "file:%s", path), &c, err,
-					      sizeof(err)), 0);
-	layered_commit_wait(c, &p);
-	assert_int_equal(p.state, LAYERED_COMMIT_DONE);
-	layered_commit_free(c);
-	disk_unref(d);
-	expect_file(path, model);
-	free(model);
+	commit_into_file(d, path);
+	close_expect_file(d, path, model);
 }
 
 /* A sqldiff: top layer (read through the SQLite layer's worker pool) is
@@ -275,22 +274,15 @@ static void test_layered_commit_sqldiff(void **state UNUSED)
 	const char *path = base_file("sqldiff.img", &model);
 	const char *db = tu_path("sqldiff.dbhd");
 	struct disk *d = open_spec(false, "sqldiff:%s;create:file:%s", db, path);
-	struct layered_commit *c;
 	struct layered_commit_progress p;
 
 	put(d, model, 3, 40, 12);
 	put(d, model, 9000, 16, 0);
 	put(d, model, SECTORS - 1, 1, 13);
-	assert_int_equal(layered_commit_start(d, open_spec(false, "file:%s", path), &c, err,
-					      sizeof(err)), 0);
-	layered_commit_wait(c, &p);
-	assert_int_equal(p.state, LAYERED_COMMIT_DONE);
+	p = commit_into_file(d, path);
 	assert_int_equal(p.done_sectors, 40 + 16 + 1);
-	layered_commit_free(c);
 	expect_model(d, model);
-	disk_unref(d);
-	expect_file(path, model);
-	free(model);
+	close_expect_file(d, path, model);
 #else
 	skip();
 #endif
@@ -325,9 +317,7 @@ static void test_layered_commit_refusals(void **state UNUSED)
 	disk_unref(ro);
 	disk_unref(mem);
 	disk_unref(small);
-	disk_unref(d);
-	expect_file(path, model);
-	free(model);
+	close_expect_file(d, path, model);
 }
 
 int main(void)

@@ -474,6 +474,54 @@ static void test_nvme_admin_log_smart(void **state)
 	fix_close(&f);
 }
 
+struct smart_writer {
+	struct nvmeemu_ctrl *c;
+	unsigned writes;
+};
+
+/* Writes 4 KiB @writes times on a reactor of its own thread. */
+static void *smart_writer_thread(void *arg)
+{
+	struct smart_writer *w = arg;
+	uint8_t buf[4096] = { 0 };
+
+	for (unsigned i = 0; i < w->writes; i++) {
+		struct nt_sqe q = nt_rw(0x01, 1, (uint64_t)i * 8, 8, 0);
+
+		nt_assert_status(nt_run(w->c, 1, &q, buf, sizeof(buf), NULL), 0);
+	}
+	tu_reactor_done();
+	return NULL;
+}
+
+/* The data counters are kept per thread (nvme.h) and Get Log Page sums
+ * them: commands of threads that ended, one after the other (the second
+ * reuses the first's counter slot), and of a thread still running. */
+static void test_nvme_admin_log_smart_threads(void **state)
+{
+	struct fix f;
+	uint8_t p[512], buf[4096];
+	struct nt_sqe q = nt_rw(0x02, 1, 0, 8, 0);
+	struct smart_writer w;
+	pthread_t th;
+
+	(void)state;
+	fix_open(&f, "mem:4M");
+	w = (struct smart_writer){ .c = f.c, .writes = 3 };
+	nt_assert_status(nt_run(f.c, 1, &q, buf, sizeof(buf), NULL), 0);
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(pthread_create(&th, NULL, smart_writer_thread, &w), 0);
+		assert_int_equal(pthread_join(th, NULL), 0);
+	}
+	nt_assert_status(nt_run(f.c, 1, &q, buf, sizeof(buf), NULL), 0);
+	nt_assert_status(get_log(f.c, 0x02, 0, false, 0, p, 512), 0);
+	assert_int_equal(ds_get_le64(p + 64), 2);               /* read commands */
+	assert_int_equal(ds_get_le64(p + 80), 6);               /* write commands */
+	assert_int_equal(ds_get_le64(p + 32), 1);               /* 16 x 512 bytes read */
+	assert_int_equal(ds_get_le64(p + 48), 1);               /* 48 x 512 bytes written */
+	fix_close(&f);
+}
+
 static void test_nvme_admin_log_pages(void **state)
 {
 	struct fix f;
@@ -713,6 +761,65 @@ static void test_nvme_admin_remove_ns_waits_regression(void **state)
 	fix_close(&f);
 }
 
+struct ns_remover_all {
+	struct nvmeemu_subsys *s;
+	struct nt_pending *p;
+	unsigned n;
+	int ret;
+	bool all_done_first;
+};
+
+static void *ns_remove_all_thread(void *arg)
+{
+	struct ns_remover_all *rm = arg;
+
+	rm->ret = nvmeemu_subsys_remove_ns(rm->s, 1);
+	rm->all_done_first = true;
+	for (unsigned i = 0; i < rm->n; i++)
+		rm->all_done_first &= __atomic_load_n(&rm->p[i].done, __ATOMIC_ACQUIRE);
+	return NULL;
+}
+
+/* Several commands of one thread share the thread's namespace reference
+ * (nvme.h): the removal still waits for every one of them; while it
+ * waits, a command on the removed NSID fails, and one on a namespace
+ * added again under that NSID runs, on the same thread. */
+static void test_nvme_admin_remove_ns_waits_queue(void **state)
+{
+	enum { N = 4 };
+	struct ns_remover_all rm = { .n = N, .ret = 1 };
+	struct nt_pending p[N];
+	struct fix f;
+	uint8_t buf[N][512], page[4096], one[512];
+	struct nt_sqe q = nt_rw(0x02, 1, 0, 1, 0);
+	struct disk *d2;
+	pthread_t th;
+
+	(void)state;
+	fix_open(&f, "delay:300ms:mem:1M");
+	for (unsigned i = 0; i < N; i++)
+		nt_start(&p[i], f.c, 1, &q, buf[i], sizeof(buf[i]));
+	rm.s = f.s;
+	rm.p = p;
+	assert_int_equal(pthread_create(&th, NULL, ns_remove_all_thread, &rm), 0);
+	/* Until the removal has cleared the table (the active list). */
+	do {
+		nt_assert_status(identify(f.c, 0x02, 0, 0, page), 0);
+	} while (ds_get_le32(page) == 1);
+	nt_assert_status(nt_run(f.c, 1, &q, one, sizeof(one), NULL), NVMEEMU_INVALID_NS | DNR);
+	d2 = nt_add_ns(f.s, 1, "mem:1M");
+	nt_assert_status(nt_run(f.c, 1, &q, one, sizeof(one), NULL), 0);
+	for (unsigned i = 0; i < N; i++)
+		nt_assert_status(nt_wait(&p[i], NULL), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(rm.ret, 0);
+	assert_true(rm.all_done_first);
+	nt_assert_status(nt_run(f.c, 1, &q, one, sizeof(one), NULL), 0);
+	assert_int_equal(nvmeemu_subsys_remove_ns(f.s, 1), 0);
+	disk_unref(d2);
+	fix_close(&f);
+}
+
 /* ---- the disk_status table ----------------------------------------------------------------- */
 
 static void test_nvme_admin_status_table(void **state)
@@ -777,12 +884,14 @@ int main(void)
 		cmocka_unit_test(test_nvme_admin_features_host_id),
 		cmocka_unit_test(test_nvme_admin_features_resv),
 		cmocka_unit_test(test_nvme_admin_log_smart),
+		cmocka_unit_test(test_nvme_admin_log_smart_threads),
 		cmocka_unit_test(test_nvme_admin_log_pages),
 		cmocka_unit_test(test_nvme_admin_aer_resize),
 		cmocka_unit_test(test_nvme_admin_aer_masked_then_enabled),
 		cmocka_unit_test(test_nvme_admin_aer_limit_abort_reset),
 		cmocka_unit_test(test_nvme_admin_ns_attach),
 		cmocka_unit_test(test_nvme_admin_remove_ns_waits_regression),
+		cmocka_unit_test(test_nvme_admin_remove_ns_waits_queue),
 		cmocka_unit_test(test_nvme_admin_status_table),
 	};
 

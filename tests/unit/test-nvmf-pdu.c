@@ -46,6 +46,18 @@ static void expect_err(const uint8_t *p, const struct nvmf_pdu_cfg *cfg, uint16_
 	assert_non_null(e.why);
 }
 
+/* The common header of @p passes @cfg with @hdr header and @data data
+ * bytes; the layout is left in @l for the next checks. */
+static void expect_layout(const uint8_t *p, const struct nvmf_pdu_cfg *cfg,
+			  struct nvmf_pdu_layout *l, uint32_t hdr, uint32_t data)
+{
+	struct nvmf_pdu_err e;
+
+	assert_int_equal(nvmf_pdu_check_ch(p, cfg, l, &e), 0);
+	assert_int_equal(l->hdr_bytes, hdr);
+	assert_int_equal(l->data_bytes, data);
+}
+
 static void test_nvmf_pdu_icreq(void **state)
 {
 	struct nvmf_pdu_cfg cfg = { .max_icd = 8192, .max_h2c = 131072 };
@@ -59,9 +71,7 @@ static void test_nvmf_pdu_icreq(void **state)
 	memset(p, 0, sizeof(p));
 	ch(p, NVMF_PDU_ICREQ, 0, 128, 0, 128);
 	p[11] = 3;
-	assert_int_equal(nvmf_pdu_check_ch(p, &cfg, &l, &e), 0);
-	assert_int_equal(l.hdr_bytes, 128);
-	assert_int_equal(l.data_bytes, 0);
+	expect_layout(p, &cfg, &l, 128, 0);
 	assert_int_equal(nvmf_pdu_check_hdr(p, &l, &cfg, &e), 0);
 	nvmf_icreq_parse(p, &ic);
 	assert_true(ic.hdgst && ic.ddgst);
@@ -106,20 +116,14 @@ static void test_nvmf_pdu_capsule(void **state)
 	(void)state;
 	/* No data, no digests: 72 bytes. */
 	ch(p, NVMF_PDU_CAPSULE_CMD, 0, 72, 0, 72);
-	assert_int_equal(nvmf_pdu_check_ch(p, &cfg_plain, &l, &e), 0);
-	assert_int_equal(l.hdr_bytes, 72);
-	assert_int_equal(l.data_bytes, 0);
+	expect_layout(p, &cfg_plain, &l, 72, 0);
 	/* In-capsule data at PDO 72 (a 4 KiB write). */
 	ch(p, NVMF_PDU_CAPSULE_CMD, 0, 72, 72, 72 + 4096);
-	assert_int_equal(nvmf_pdu_check_ch(p, &cfg_plain, &l, &e), 0);
-	assert_int_equal(l.hdr_bytes, 72);
-	assert_int_equal(l.data_bytes, 4096);
+	expect_layout(p, &cfg_plain, &l, 72, 4096);
 	assert_int_equal(l.ddgst_bytes, 0);
 	/* With both digests: PDO 76, DDGST at the end. */
 	ch(p, NVMF_PDU_CAPSULE_CMD, NVMF_FLAG_HDGST | NVMF_FLAG_DDGST, 72, 76, 76 + 1024 + 4);
-	assert_int_equal(nvmf_pdu_check_ch(p, &cfg_dgst, &l, &e), 0);
-	assert_int_equal(l.hdr_bytes, 76);
-	assert_int_equal(l.data_bytes, 1024);
+	expect_layout(p, &cfg_dgst, &l, 76, 1024);
 	assert_int_equal(l.ddgst_bytes, 4);
 	/* No data with digests: 76 bytes, HDGSTF only. */
 	ch(p, NVMF_PDU_CAPSULE_CMD, NVMF_FLAG_HDGST, 72, 0, 76);
@@ -154,9 +158,7 @@ static void test_nvmf_pdu_capsule(void **state)
 	expect_err(p, &cfg_plain, NVMF_FES_LIMIT, 0);
 	/* Padding up to an aligned PDO is allowed. */
 	ch(p, NVMF_PDU_CAPSULE_CMD, 0, 72, 128, 128 + 512);
-	assert_int_equal(nvmf_pdu_check_ch(p, &cfg_plain, &l, &e), 0);
-	assert_int_equal(l.hdr_bytes, 128);
-	assert_int_equal(l.data_bytes, 512);
+	expect_layout(p, &cfg_plain, &l, 128, 512);
 }
 
 static void test_nvmf_pdu_h2c(void **state)
@@ -169,9 +171,7 @@ static void test_nvmf_pdu_h2c(void **state)
 	memset(p, 0, sizeof(p));
 	ch(p, NVMF_PDU_H2C_DATA, NVMF_FLAG_LAST, 24, 24, 24 + 65536);
 	ds_put_le32(p + 16, 65536);
-	assert_int_equal(nvmf_pdu_check_ch(p, &cfg_plain, &l, &e), 0);
-	assert_int_equal(l.hdr_bytes, 24);
-	assert_int_equal(l.data_bytes, 65536);
+	expect_layout(p, &cfg_plain, &l, 24, 65536);
 	assert_int_equal(nvmf_pdu_check_hdr(p, &l, &cfg_plain, &e), 0);
 	/* DATAL must match what PLEN carries. */
 	ds_put_le32(p + 16, 4096);
@@ -186,9 +186,7 @@ static void test_nvmf_pdu_h2c(void **state)
 	expect_err(p, &cfg_plain, NVMF_FES_INVALID_HEADER, 1);
 	/* With digests: PDO 28 (observed). */
 	ch(p, NVMF_PDU_H2C_DATA, NVMF_FLAG_HDGST | NVMF_FLAG_DDGST, 24, 28, 28 + 4096 + 4);
-	assert_int_equal(nvmf_pdu_check_ch(p, &cfg_dgst, &l, &e), 0);
-	assert_int_equal(l.hdr_bytes, 28);
-	assert_int_equal(l.data_bytes, 4096);
+	expect_layout(p, &cfg_dgst, &l, 28, 4096);
 	assert_int_equal(l.ddgst_bytes, 4);
 }
 
@@ -209,9 +207,7 @@ static void test_nvmf_pdu_types(void **state)
 	}
 	/* H2CTermReq: no digests even when negotiated, data up to 128 bytes. */
 	ch(p, NVMF_PDU_H2C_TERM, 0, 24, 0, 24 + 72);
-	assert_int_equal(nvmf_pdu_check_ch(p, &cfg_dgst, &l, &e), 0);
-	assert_int_equal(l.hdr_bytes, 24);
-	assert_int_equal(l.data_bytes, 72);
+	expect_layout(p, &cfg_dgst, &l, 24, 72);
 	assert_int_equal(nvmf_pdu_check_hdr(p, &l, &cfg_dgst, &e), 0);
 	ch(p, NVMF_PDU_H2C_TERM, 0, 24, 0, 24 + 129);
 	expect_err(p, &cfg_plain, NVMF_FES_INVALID_HEADER, 4);

@@ -183,6 +183,15 @@ static void test_vhd1_short_current_size(void **state)
 	unlink(p);
 }
 
+/* Writes 64 KiB of data and @f as its footer, with @f's checksum set
+ * first: an image that fails (or passes) on what @f says, not on the
+ * checksum. */
+static void write_sealed(const char *path, uint8_t *f)
+{
+	put_be32(f + 64, vhdfooter_checksum(f));
+	write_image(path, 64 * 1024, f);
+}
+
 /* §4.6: every open check, in order, with its message. */
 static void test_vhd1_open_errors(void **state)
 {
@@ -216,36 +225,30 @@ static void test_vhd1_open_errors(void **state)
 
 	/* 4. Version (with a right checksum, before the type check). */
 	put_be32(f + 60, 3);
-	put_be32(f + 64, vhdfooter_checksum(f));
-	write_image(p, 64 * 1024, f);
+	write_sealed(p, f);
 	open_fails(p, -EINVAL, "unsupported VHD version 0x00020000");
 
 	/* 5. Not fixed: dynamic, differencing. */
 	memcpy(f, good, 512);
 	put_be32(f + 60, 3);
 	put_be64(f + 48, UINT64_MAX);   /* would fail check 6 too */
-	put_be32(f + 64, vhdfooter_checksum(f));
-	write_image(p, 64 * 1024, f);
+	write_sealed(p, f);
 	open_fails(p, -ENOTSUP, "non-fixed VHD not supported");
 	open_fails(p, -ENOTSUP, "dynamic");
 	put_be32(f + 60, 4);
-	put_be32(f + 64, vhdfooter_checksum(f));
-	write_image(p, 64 * 1024, f);
+	write_sealed(p, f);
 	open_fails(p, -ENOTSUP, "differencing");
 
 	/* 6. current_size: too large, not a multiple of 512, zero. */
 	memcpy(f, good, 512);
 	put_be64(f + 48, 64 * 1024 + 512);
-	put_be32(f + 64, vhdfooter_checksum(f));
-	write_image(p, 64 * 1024, f);
+	write_sealed(p, f);
 	open_fails(p, -EINVAL, "invalid VHD disk size 66048");
 	put_be64(f + 48, 1000);
-	put_be32(f + 64, vhdfooter_checksum(f));
-	write_image(p, 64 * 1024, f);
+	write_sealed(p, f);
 	open_fails(p, -EINVAL, "invalid VHD disk size 1000");
 	put_be64(f + 48, 0);
-	put_be32(f + 64, vhdfooter_checksum(f));
-	write_image(p, 64 * 1024, f);
+	write_sealed(p, f);
 	open_fails(p, -EINVAL, "invalid VHD disk size 0");
 
 	/* Not checked: features, data offset, timestamp, geometry. */
@@ -254,8 +257,7 @@ static void test_vhd1_open_errors(void **state)
 	put_be64(f + 16, 1234);
 	put_be32(f + 24, 99);
 	put_be32(f + 56, 0);
-	put_be32(f + 64, vhdfooter_checksum(f));
-	write_image(p, 64 * 1024, f);
+	write_sealed(p, f);
 	disk_unref(open_vhd(p, true));
 
 	unlink(p);

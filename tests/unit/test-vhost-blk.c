@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -329,6 +330,113 @@ static void test_vhost_blk_stop_start(void **state)
 	vt_teardown(&t);
 }
 
+/* Every ring entry in flight, then a driver that kicks only when
+ * avail_event asks (as Linux's does): the back-end stopped popping
+ * because it had no free slot, with avail_event left behind, so the next
+ * request after the completions got no kick and waited for good. */
+static void test_vhost_blk_full_ring_kick_regression(void **state)
+{
+	enum { QSIZE = 4 };
+	struct vt t;
+	struct disk *d;
+	char err[256];
+	uint64_t data[QSIZE + 1], st[QSIZE + 1];
+	uint16_t old;
+
+	(void)state;
+	(void)tu_reactor();
+	assert_int_equal(spec_open_str("delay:20ms:mem:16M", false, NULL, &d, err, sizeof(err)), 0);
+	vt_setup(&t, &(struct vt_opts){ .disk = d, .fo.qsize = QSIZE });
+	disk_unref(d);
+	vfront_arena_reset(t.f);
+	for (unsigned i = 0; i <= QSIZE; i++)
+		data[i] = vfront_alloc(t.f, 4096);
+	for (unsigned i = 0; i < QSIZE; i++)
+		assert_true(vfront_blk_submit(t.f, 0, VIRTIO_BLK_T_OUT, 8 * i, data[i], 4096, true,
+					      &st[i]) >= 0);
+	for (unsigned i = 0; i < QSIZE; i++)
+		assert_int_equal(vfront_wait_used(t.f, 0, NULL, NULL), 0);
+	for (unsigned i = 0; i < QSIZE; i++)
+		assert_int_equal(*(uint8_t *)vfront_ptr(t.f, st[i]), VIRTIO_BLK_S_OK);
+	old = vfront_avail_idx(t.f, 0);
+	{
+		uint64_t hdr = vfront_alloc(t.f, 16);
+		uint8_t *h = vfront_ptr(t.f, hdr);
+		uint32_t type = VIRTIO_BLK_T_OUT;
+		struct vfront_buf b[3];
+
+		st[QSIZE] = vfront_alloc(t.f, 1);
+		memset(h, 0, 16);
+		memcpy(h, &type, 4);
+		*(uint8_t *)vfront_ptr(t.f, st[QSIZE]) = 0xee;
+		b[0] = (struct vfront_buf){ hdr, 16, false };
+		b[1] = (struct vfront_buf){ data[QSIZE], 4096, false };
+		b[2] = (struct vfront_buf){ st[QSIZE], 1, true };
+		assert_true(vfront_add_chain_nokick(t.f, 0, b, 3, true) >= 0);
+	}
+	assert_true(vfront_kick_needed(t.f, 0, old));
+	vfront_kick(t.f, 0);
+	assert_int_equal(vfront_wait_used(t.f, 0, NULL, NULL), 0);
+	assert_int_equal(*(uint8_t *)vfront_ptr(t.f, st[QSIZE]), VIRTIO_BLK_S_OK);
+	vt_teardown(&t);
+}
+
+/* SET_VRING_CALL while writes complete (QEMU sends it while rings run).
+ * The back-end's call is a quiet io_uring write (reactor_write_quiet) whose
+ * SQE names the old eventfd by number: one still queued when the old fd
+ * closes would write 8 bytes into whatever file takes the number next.
+ * Every swap here happens with requests in flight on a slow disk; right
+ * after each, fresh eventfds ("traps") take the lowest free numbers (the
+ * back-end's old call fd and ours) and nothing may ever write them. Every
+ * completion must still be signalled, on the new fd. */
+static void test_vhost_blk_call_swap_pending(void **state)
+{
+	enum { ROUNDS = 25, INFLIGHT = 8, TRAPS = 2 };
+	struct vt t;
+	struct disk *d;
+	char err[256];
+	int traps[ROUNDS * 2 * TRAPS];
+	unsigned ntraps = 0;
+
+	(void)state;
+	(void)tu_reactor();
+	assert_int_equal(spec_open_str("delay:1ms:mem:16M", false, NULL, &d, err, sizeof(err)), 0);
+	vt_setup(&t, &(struct vt_opts){ .disk = d });
+	disk_unref(d);
+	for (unsigned i = 0; i < ROUNDS; i++) {
+		uint64_t st[INFLIGHT];
+
+		vfront_arena_reset(t.f);
+		for (unsigned j = 0; j < INFLIGHT; j++) {
+			uint64_t data = vfront_alloc(t.f, 4096);
+
+			tu_fill(vfront_ptr(t.f, data), 4096, i * INFLIGHT + j, 0);
+			assert_true(vfront_blk_submit(t.f, 0, VIRTIO_BLK_T_OUT, 8 * j, data, 4096, false,
+						      &st[j]) >= 0);
+			if (j % (INFLIGHT / 2) != INFLIGHT / 2 - 1)
+				continue;
+			assert_int_equal(vfront_new_call(t.f, 0), 0);
+			for (unsigned k = 0; k < TRAPS; k++) {
+				traps[ntraps] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+				assert_true(traps[ntraps] >= 0);
+				ntraps++;
+			}
+		}
+		for (unsigned j = 0; j < INFLIGHT; j++)
+			assert_int_equal(vfront_wait_used(t.f, 0, NULL, NULL), 0);
+		for (unsigned j = 0; j < INFLIGHT; j++)
+			assert_int_equal(*(uint8_t *)vfront_ptr(t.f, st[j]), VIRTIO_BLK_S_OK);
+	}
+	vt_teardown(&t);
+	for (unsigned i = 0; i < ntraps; i++) {
+		eventfd_t v = 0;
+
+		assert_int_equal(eventfd_read(traps[i], &v), -1);
+		assert_int_equal(errno, EAGAIN);
+		close(traps[i]);
+	}
+}
+
 /* Online resize: the disk's watch becomes CONFIG_CHANGE_MSG on the
  * back-end channel, and GET_CONFIG then reads the new capacity. */
 static void test_vhost_blk_resize_notify(void **state)
@@ -455,6 +563,8 @@ int main(void)
 		cmocka_unit_test(test_vhost_blk_requests),
 		cmocka_unit_test(test_vhost_blk_read_only),
 		cmocka_unit_test(test_vhost_blk_stop_start),
+		cmocka_unit_test(test_vhost_blk_full_ring_kick_regression),
+		cmocka_unit_test(test_vhost_blk_call_swap_pending),
 		cmocka_unit_test(test_vhost_blk_resize_notify),
 		cmocka_unit_test(test_vhost_blk_reconnect_inflight),
 	};

@@ -662,6 +662,26 @@ uint64_t vfront_call_count(struct vfront *f, unsigned q)
 	return v;
 }
 
+int vfront_new_call(struct vfront *f, unsigned q)
+{
+	uint64_t v = q;
+	int fd, ret;
+
+	if (!(f->proto & BIT(VHU_PROTO_REPLY_ACK)))
+		return -ENOTSUP;
+	fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ret = vfront_msg(f, VHU_SET_VRING_CALL, VHU_FLAG_NEED_REPLY, &v, sizeof(v), &fd, 1, NULL, 0);
+	if (ret < 0) {
+		close(fd);
+		return ret;
+	}
+	close(f->q[q].call);
+	f->q[q].call = fd;
+	return 0;
+}
+
 int vfront_wait_used(struct vfront *f, unsigned q, uint16_t *id, uint32_t *len)
 {
 	struct vfq *vq = &f->q[q];

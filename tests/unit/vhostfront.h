@@ -139,6 +139,10 @@ bool vfront_err_signalled(struct vfront *f, unsigned q);
 bool vfront_wait_err(struct vfront *f, unsigned q, int ms);
 /* Reads the call eventfd (0 when it was not signalled). */
 uint64_t vfront_call_count(struct vfront *f, unsigned q);
+/* Gives queue @q a new call eventfd (SET_VRING_CALL, as QEMU sends while
+ * the ring runs) and waits for the back-end's REPLY_ACK; ours is closed.
+ * -ENOTSUP without REPLY_ACK. */
+int vfront_new_call(struct vfront *f, unsigned q);
 
 /* ---- virtio-blk requests ---------------------------------------------------- */
 

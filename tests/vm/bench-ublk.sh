@@ -26,9 +26,7 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR
 
 rc=0
 for kernel in "${kernels[@]}"; do
-	vm_prepare "$kernel"
-	INITRD=$work/initrd-$kernel.img
-	vm_initrd "$INITRD" bench
+	vm_prepare_initrd "$kernel" bench
 	log=$work/console-$kernel-bench.log
 	rm -f "$work/vda.img"
 	truncate -s 1G "$work/vda.img"

@@ -16,10 +16,9 @@
 # tests/vm/bench-ublk.sh turns them into medians and ratios. TCG: ratios only.
 . /vm/guest-lib.sh
 
-arg() { sed -n "s/.*ds\\.$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
-RUNTIME=$(arg runtime)
-ROUNDS=$(arg rounds)
-SCENARIOS=$(arg scenarios | tr ',' ' ')
+RUNTIME=$(ds_arg runtime)
+ROUNDS=$(ds_arg rounds)
+SCENARIOS=$(ds_arg scenarios | tr ',' ' ')
 RUNTIME=${RUNTIME:-10}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-tmpfs direct}

@@ -5,12 +5,15 @@
 #                        prints "VMTEST: PASS|FAIL|SKIP NAME", cleans up
 #   fail MSG / skip MSG  (inside FUNC) report and return non-zero
 #   info MSG             an informational result line
+#   ds_arg NAME          ds.NAME=VALUE from the kernel command line
 #   ds ARGS...           the diskstack command (stderr into $T/ds.err)
 #   ublk_up ARGS...      diskstack ublk add ... --daemon; prints the device
 #   wait_for COND SECS   polls the shell condition COND every 0.1 s
 #   wait_s COND SECS     the same, once a second
 #   dvd_eject_load CD    eject, reload and re-read the DVD of sr device CD
+#   rw_back DEV BS SEEK COUNT WHAT  write and read back COUNT blocks of DEV
 #   last_mib_rw DEV MIB  write and read back MiB number MIB of DEV
+#   remove_under_io DEV WHAT CTL_ARGS  the host removes DEV while dd writes
 #   fs_check DEV         ext4 on DEV: mkfs, mount, write, remount, cmp, fsck
 #   fio_verify DEV ARGS  fio --verify=crc32c on DEV, QD32, two jobs
 #   queues_dispatched NAME H...  each blk-mq queue H of NAME was used
@@ -24,6 +27,10 @@ MKFS_EXT4="/usr/sbin/mke2fs -t ext4"
 E2FSCK=/usr/sbin/e2fsck
 T=/tmp/t
 KV=$(uname -r)
+
+# ds_arg NAME: the value of ds.NAME=VALUE on the kernel command line
+# (the host's test script puts the guest's parameters there).
+ds_arg() { sed -n "s/.*ds\\.$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
 
 info() { echo "VMTEST: INFO $*"; }
 fail()
@@ -59,16 +66,36 @@ wait_for() { _wait_poll "$1" $(($2 * 10)) 0.1; }
 # many processes per call, slow under TCG).
 wait_s() { _wait_poll "$1" "$2" 1; }
 
-# last_mib_rw DEV MIB: writes random data to MiB number MIB of DEV (the
-# last one after a resize) and reads it back, both direct. Fails the test
-# when either goes wrong.
-last_mib_rw()
+# rw_back DEV BS SEEK COUNT WHAT: writes COUNT blocks of BS random bytes
+# to DEV from block SEEK and reads them back, both direct. Fails the test
+# ("write WHAT", "what was written WHAT reads back different") when
+# either goes wrong.
+rw_back()
 {
-	dd if=/dev/urandom of="$T/tail" bs=1M count=1 2>/dev/null
-	dd if="$T/tail" of="$1" bs=1M seek="$2" oflag=direct 2>/dev/null || { fail "write to the new last MiB"; return 1; }
-	dd if="$1" of="$T/tail.back" bs=1M skip="$2" count=1 iflag=direct 2>/dev/null
-	cmp "$T/tail" "$T/tail.back" || { fail "the new last MiB reads back different"; return 1; }
+	dd if=/dev/urandom of="$T/rw" bs="$2" count="$4" 2>/dev/null
+	dd if="$T/rw" of="$1" bs="$2" seek="$3" oflag=direct 2>/dev/null || { fail "write $5"; return 1; }
+	dd if="$1" of="$T/rw.back" bs="$2" skip="$3" count="$4" iflag=direct 2>/dev/null
+	cmp "$T/rw" "$T/rw.back" || { fail "what was written $5 reads back different"; return 1; }
 }
+
+# remove_under_io DEV WHAT CTL_ARGS: dd rewrites DEV until a write fails
+# while the host removes it (`diskstack ctl CTL_ARGS`, asked for with a
+# "VMTEST: HOST-CTL" line); the dd must end within 120 s (an error, never
+# a hang). WHAT ("LUN", "namespace") names DEV in the messages.
+remove_under_io()
+{
+	( while dd if=/dev/zero of="$1" bs=64k count=512 oflag=direct 2>"$T/dd.err"; do :; done ) &
+	_ddpid=$!
+	sleep 1
+	echo "VMTEST: HOST-CTL $3"
+	wait_s '! kill -0 $_ddpid 2>/dev/null' 120 || { kill $_ddpid; fail "dd still runs after the $2 was removed"; return 1; }
+	wait $_ddpid
+	info "dd on the removed $2 ended: $(grep -v records "$T/dd.err" | head -n 1)"
+}
+
+# last_mib_rw DEV MIB: rw_back of MiB number MIB of DEV (the last one
+# after a resize).
+last_mib_rw() { rw_back "$1" 1M "$2" 1 "to the new last MiB"; }
 
 # dvd_eject_load CD: START STOP UNIT with LOEJ=1 ejects the disc of the
 # sr device CD, after which TEST UNIT READY must report no medium; LOEJ=1

@@ -15,15 +15,14 @@
 # around each fio run). TCG emulates every instruction: only ratios count.
 . /vm/guest-lib.sh
 
-arg() { sed -n "s/.*ds\\.$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
-RUNTIME=$(arg runtime)
-ROUNDS=$(arg rounds)
-JOBS=$(arg jobs | tr ',' ' ')
-PATHS=$(arg paths | tr ',' ' ')
-NBDPORT=$(arg port)
-NVPORT=$(arg nvport)
-NQN=$(arg nqn)
-SIZE_MB=$(arg size)
+RUNTIME=$(ds_arg runtime)
+ROUNDS=$(ds_arg rounds)
+JOBS=$(ds_arg jobs | tr ',' ' ')
+PATHS=$(ds_arg paths | tr ',' ' ')
+NBDPORT=$(ds_arg port)
+NVPORT=$(ds_arg nvport)
+NQN=$(ds_arg nqn)
+SIZE_MB=$(ds_arg size)
 LOCALNQN=nqn.2026-12.org.diskstack:guest-nvmet
 
 nvme_disks() { ls /sys/block | grep -E '^nvme[0-9]+n[0-9]+$' | sort; }

@@ -106,10 +106,7 @@ test_resize()
 		{ dmesg | tail -n 20; fail "$d still $(blockdev --getsize64 "$d") bytes after the host grew it"; return 1; }
 	dmesg | grep -E 'capacity change|rescanning' | tail -n 2 | sed 's/^/    dmesg: /'
 	$NVME id-ns "$d" | grep -q 'nsze *: *0x30000' || { fail "id-ns nsze after the resize"; return 1; }
-	dd if=/dev/urandom of="$T/tail" bs=1M count=1 2>/dev/null
-	dd if="$T/tail" of="$d" bs=1M seek=95 oflag=direct 2>/dev/null || { fail "write to the new last MiB"; return 1; }
-	dd if="$d" of="$T/tail.back" bs=1M skip=95 count=1 iflag=direct 2>/dev/null
-	cmp "$T/tail" "$T/tail.back" || { fail "the new last MiB reads back different"; return 1; }
+	last_mib_rw "$d" 95 || return 1
 }
 
 # connect_b: host B through /dev/nvme-fabrics (nvme-cli 2.3 refuses a
@@ -194,14 +191,7 @@ test_ns_hotplug()
 	grep -q "0x$HOTNS\|: $HOTNS\$" "$T/ns" || info "list-ns: $(tr '\n' ' ' < "$T/ns")"
 	[ "$(blockdev --getsize64 "$h")" = $((32 * MiB)) ] || { fail "$h is $(blockdev --getsize64 "$h") bytes"; return 1; }
 	last_mib_rw "$h" 31 || return 1
-	# Removed under I/O: dd rewrites the namespace until a write fails.
-	( while dd if=/dev/zero of="$h" bs=64k count=512 oflag=direct 2>"$T/dd.err"; do :; done ) &
-	ddpid=$!
-	sleep 1
-	echo "VMTEST: HOST-CTL nvme-ns-remove nsid=$HOTNS"
-	wait_s '! kill -0 $ddpid 2>/dev/null' 120 || { kill $ddpid; fail "dd still runs after the namespace was removed"; return 1; }
-	wait $ddpid
-	info "dd on the removed namespace ended: $(grep -v records "$T/dd.err" | head -n 1)"
+	remove_under_io "$h" namespace "nvme-ns-remove nsid=$HOTNS" || return 1
 	wait_for "! ns_dev $c $HOTNS >/dev/null" 60 || { fail "$h remains after the host removed namespace $HOTNS"; return 1; }
 	dmesg | grep -iE 'nvme.*(rescan|removing|ns changed|attribute)' | tail -n 2 | sed 's/^/    dmesg: /'
 	dd if="$d" of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null || { fail "namespace 1 fails after the removal"; return 1; }
@@ -219,10 +209,7 @@ test_restart()
 	wait_for '[ "$(cat /sys/class/nvme/$c/state)" = live ]' 90 ||
 		{ dmesg | tail -n 20; fail "$c did not reconnect (state $(cat /sys/class/nvme/$c/state))"; return 1; }
 	dmesg | grep -iE 'reconnect|reset' | tail -n 3 | sed 's/^/    dmesg: /'
-	dd if=/dev/urandom of="$T/y" bs=64k count=4 2>/dev/null
-	dd if="$T/y" of="$d" bs=64k count=4 seek=10 oflag=direct 2>/dev/null || { fail "write after the reconnect"; return 1; }
-	dd if="$d" of="$T/y.back" bs=64k count=4 skip=10 iflag=direct 2>/dev/null
-	cmp "$T/y" "$T/y.back" || { fail "data read back after the reconnect differs"; return 1; }
+	rw_back "$d" 64k 10 4 "after the reconnect" || return 1
 }
 
 # The guest's link goes down for longer than KATO (5 s): the target sees
@@ -238,10 +225,7 @@ test_kato()
 	wait_for '[ "$(cat /sys/class/nvme/$c/state)" = live ]' 120 ||
 		{ dmesg | tail -n 20; fail "$c did not come back (state $(cat /sys/class/nvme/$c/state))"; return 1; }
 	dmesg | grep -iE 'keep.?alive|reconnect' | tail -n 3 | sed 's/^/    dmesg: /'
-	dd if=/dev/urandom of="$T/z" bs=4k count=4 2>/dev/null
-	dd if="$T/z" of="$d" bs=4k count=4 seek=40 oflag=direct 2>/dev/null || { fail "write after the link came back"; return 1; }
-	dd if="$d" of="$T/z.back" bs=4k count=4 skip=40 iflag=direct 2>/dev/null
-	cmp "$T/z" "$T/z.back" || { fail "data read back after the keep-alive expiry differs"; return 1; }
+	rw_back "$d" 4k 40 4 "after the link came back" || return 1
 }
 
 test_disconnect()

@@ -51,10 +51,7 @@ test_modprobe_add_del()
 	ds ublk list --json | grep -q "\"spec\": \"mem:24M\"" || { fail "list --json"; return 1; }
 	[ -f "/run/diskstack/ublk/$id" ] || { fail "no device record"; return 1; }
 	# Data goes through.
-	dd if=/dev/urandom of="$T/pat" bs=64k count=64 2>/dev/null
-	dd if="$T/pat" of="$dev" bs=64k oflag=direct 2>/dev/null || { fail "write"; return 1; }
-	dd if="$dev" of="$T/back" bs=64k count=64 iflag=direct 2>/dev/null
-	cmp "$T/pat" "$T/back" || { fail "read back differs"; return 1; }
+	rw_back "$dev" 64k 0 64 "to the device" || return 1
 	ds ublk del "$id" || { fail "ublk del failed"; return 1; }
 	[ ! -e "$dev" ] && [ ! -e "/dev/ublkc$id" ] || { fail "device nodes remain after del"; return 1; }
 	wait_for '! kill -0 $pid 2>/dev/null || grep -q "^State:.*Z" /proc/$pid/status' 10 ||
@@ -374,10 +371,7 @@ test_error_statuses()
 	# A host disk's medium error (ENODATA) is a medium error here too.
 	dd_fails 'No data available' if="$dev" of=/dev/null bs=4k skip=3072 count=1 iflag=direct || return 1
 	# The device and its server are still there and serve the rest.
-	dd if=/dev/urandom of="$T/pat" bs=4k count=4 2>/dev/null
-	dd if="$T/pat" of="$dev" bs=4k seek=600 oflag=direct 2>/dev/null || { fail "write after the errors"; return 1; }
-	dd if="$dev" of="$T/back" bs=4k skip=600 count=4 iflag=direct 2>/dev/null
-	cmp "$T/pat" "$T/back" || { fail "read back after the errors differs"; return 1; }
+	rw_back "$dev" 4k 600 4 "after the errors" || return 1
 	kill -0 "$(cat "$T/s.pid")" || { fail "the server died"; return 1; }
 	ds ublk del "$id" || { fail "del"; return 1; }
 }

@@ -11,11 +11,10 @@
 # /sys/block/X/stat). TCG emulates every instruction: only ratios count.
 . /vm/guest-lib.sh
 
-arg() { sed -n "s/.*ds\\.$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
-RUNTIME=$(arg runtime)
-ROUNDS=$(arg rounds)
-DEVS=$(arg devs | tr ',' ' ')
-JOBS=$(arg jobs | tr ',' ' ')
+RUNTIME=$(ds_arg runtime)
+ROUNDS=$(ds_arg rounds)
+DEVS=$(ds_arg devs | tr ',' ' ')
+JOBS=$(ds_arg jobs | tr ',' ' ')
 
 # blockdev_at SLOT: the disk (vdX or sdX) under PCI device 0000:00:SLOT.0.
 blockdev_at()

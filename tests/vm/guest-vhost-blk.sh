@@ -15,9 +15,8 @@
 # acts on each such line once.
 . /vm/guest-lib.sh
 
-arg() { sed -n "s/.*ds\\.$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
-TESTS=$(arg tests | tr ',' ' ')
-ROMD5=$(arg romd5)
+TESTS=$(ds_arg tests | tr ',' ' ')
+ROMD5=$(ds_arg romd5)
 
 host() { echo "VMTEST: HOST $*"; }
 

@@ -80,21 +80,22 @@ timeout "${DISKSTACK_VM_TIMEOUT:-300}" "$UML" mem=384M initrd="$work/initrd.gz" 
 	virtio_uml.device="$sock:1234" virt_pci.max_delay_us=5000000 \
 	con=null con0=null,fd:1 loglevel=6 </dev/null >"$log" 2>&1 &
 uml_pid=$!
-handled=0 host_fail=
+# host_request ACTION: the guest's request (guest-uml-nvme.sh).
+host_request()
+{
+	case $1 in
+	resize)
+		# diskstack's file backend follows a block device's size; the
+		# function raises a namespace AEN.
+		{ truncate -s $((24 * MiB)) "$work/grow.img" && losetup -c "$loopdev"; } ||
+			host_fail+="resize failed; " ;;
+	*) host_fail+="unknown request '$1'; " ;;
+	esac
+}
+# shellcheck disable=SC2034 # vm_host_requests (vm-lib.sh) counts on it
+vm_host_handled=0 host_fail=
 while kill -0 $uml_pid 2>/dev/null; do
-	mapfile -t reqs < <(grep -a '^VMTEST: HOST ' "$log" 2>/dev/null | tr -d '\r')
-	while [ $handled -lt ${#reqs[@]} ]; do
-		act=${reqs[$handled]#VMTEST: HOST }
-		handled=$((handled + 1))
-		case $act in
-		resize)
-			# diskstack's file backend follows a block device's
-			# size; the function raises a namespace AEN.
-			{ truncate -s $((24 * MiB)) "$work/grow.img" && losetup -c "$loopdev"; } ||
-				host_fail+="resize failed; " ;;
-		*) host_fail+="unknown request '$act'; " ;;
-		esac
-	done
+	vm_host_requests "$log" host_request
 	sleep 0.2
 done
 wait $uml_pid

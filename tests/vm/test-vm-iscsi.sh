@@ -141,11 +141,8 @@ stop_server()
 	vm_stop_server
 }
 
-rc=0 passed=0
 for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
-	vm_prepare "$kernel"
-	INITRD=$work/initrd-$kernel.img
-	vm_initrd "$INITRD" iscsi
+	vm_prepare_initrd "$kernel" iscsi
 	start_server
 	log=$work/console-$kernel-iscsi.log
 	: > "$log"
@@ -170,12 +167,6 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	name=$kernel/iscsi
 	[ "$PEER" = tgt ] && name=$name-tgt
 	vm_results "$log" "$name" || r=$?
-	case $r in
-	0) passed=1 ;;
-	77) ;;
-	*) rc=1 ;;
-	esac
-	[ $r -eq 1 ] && [ -f "$work/serve.log" ] && sed 's/^/    serve: /' "$work/serve.log" | tail -n 20
+	vm_tally $r || { [ -f "$work/serve.log" ] && sed 's/^/    serve: /' "$work/serve.log" | tail -n 20; }
 done
-[ $rc -eq 0 ] && [ $passed -eq 0 ] && exit 77
-exit $rc
+vm_exit

@@ -39,11 +39,8 @@ launch_server()
 		--export "vda=file:$work/vda.img" --export "net=mem:256M" 2>>"$work/serve.log" &
 }
 
-rc=0 passed=0
 for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
-	vm_prepare "$kernel"
-	INITRD=$work/initrd-$kernel.img
-	vm_initrd "$INITRD" nbd
+	vm_prepare_initrd "$kernel" nbd
 	start_server
 	log=$work/console-$kernel-nbd.log
 	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-300}" "ds.net=1 ds.port=$port" \
@@ -64,12 +61,6 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 			r=1
 		fi
 	fi
-	case $r in
-	0) passed=1 ;;
-	77) ;;
-	*) rc=1 ;;
-	esac
-	[ $r -eq 1 ] && sed 's/^/    serve: /' "$work/serve.log" | tail -n 20
+	vm_tally $r || sed 's/^/    serve: /' "$work/serve.log" | tail -n 20
 done
-[ $rc -eq 0 ] && [ $passed -eq 0 ] && exit 77
-exit $rc
+vm_exit

@@ -122,11 +122,8 @@ watch()
 	watch_pid=$!
 }
 
-rc=0 passed=0
 for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
-	vm_prepare "$kernel"
-	INITRD=$work/initrd-$kernel.img
-	vm_initrd "$INITRD" nvme-tcp
+	vm_prepare_initrd "$kernel" nvme-tcp
 	: > "$work/serve.log"
 	start_server
 	log=$work/console-$kernel-nvme-tcp.log
@@ -166,12 +163,6 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 			r=1
 		fi
 	fi
-	case $r in
-	0) passed=1 ;;
-	77) ;;
-	*) rc=1 ;;
-	esac
-	[ $r -eq 1 ] && sed 's/^/    serve: /' "$work/serve.log" | tail -n 30
+	vm_tally $r || sed 's/^/    serve: /' "$work/serve.log" | tail -n 30
 done
-[ $rc -eq 0 ] && [ $passed -eq 0 ] && exit 77
-exit $rc
+vm_exit

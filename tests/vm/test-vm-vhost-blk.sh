@@ -132,11 +132,28 @@ host_checks()
 	return $r
 }
 
-rc=0 passed=0
+# host_request ACTION: the guest's request (guest-vhost-blk.sh); failures
+# go to host_fail.
+host_request()
+{
+	case $1 in
+	resize)
+		vhost_resize resize $((48 * MiB)) || host_fail+="resize failed; " ;;
+	restart)
+		if vhost_restart rc; then
+			grep -aq 'reconnect: fio ended' "$log" &&
+				host_fail+="the restart came after fio had ended; "
+		else
+			# The guest's I/O would wait for good.
+			host_fail+="the rc back-end did not start again; "
+			kill "$qemu_pid" 2>/dev/null
+		fi ;;
+	*) host_fail+="unknown request '$1'; " ;;
+	esac
+}
+
 for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
-	vm_prepare "$kernel"
-	INITRD=$work/initrd-$kernel.img
-	vm_initrd "$INITRD" vhost-blk
+	vm_prepare_initrd "$kernel" vhost-blk
 	log=$work/console-$kernel-vhost-blk.log
 	VHOST_WORK=$work/$kernel
 	mkdir -p "$VHOST_WORK"
@@ -146,28 +163,11 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 		-nic none -pidfile "$work/qemu.pid" "${qemu_args[@]}" &
 	boot=$!
 	# The guest's requests ("VMTEST: HOST <action>"), each acted on once.
-	handled=0 host_fail=
+	# shellcheck disable=SC2034 # vm_host_requests (vm-lib.sh) counts on it
+	vm_host_handled=0 host_fail=
 	while kill -0 $boot 2>/dev/null; do
 		[ -z "$qemu_pid" ] && [ -s "$work/qemu.pid" ] && qemu_pid=$(cat "$work/qemu.pid")
-		mapfile -t reqs < <(grep -a '^VMTEST: HOST ' "$log" 2>/dev/null | tr -d '\r')
-		while [ $handled -lt ${#reqs[@]} ]; do
-			act=${reqs[$handled]#VMTEST: HOST }
-			handled=$((handled + 1))
-			case $act in
-			resize)
-				vhost_resize resize $((48 * MiB)) || host_fail+="resize failed; " ;;
-			restart)
-				if vhost_restart rc; then
-					grep -aq 'reconnect: fio ended' "$log" &&
-						host_fail+="the restart came after fio had ended; "
-				else
-					# The guest's I/O would wait for good.
-					host_fail+="the rc back-end did not start again; "
-					kill "$qemu_pid" 2>/dev/null
-				fi ;;
-			*) host_fail+="unknown request '$act'; " ;;
-			esac
-		done
+		vm_host_requests "$log" host_request
 		sleep 0.2
 	done
 	wait $boot
@@ -180,14 +180,10 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	fi
 	vhost_stop_all
 	[ -n "$loopdev" ] && losetup -d "$loopdev" && loopdev=
-	case $r in
-	0) passed=1 ;;
-	77) ;;
-	*) rc=1
-	   for n in main disc ro resize rc; do
-		   sed "s/^/    $n: /" "${VHOST_LOG[$n]}" | tail -n 15
-	   done ;;
-	esac
+	if ! vm_tally $r; then
+		for n in main disc ro resize rc; do
+			sed "s/^/    $n: /" "${VHOST_LOG[$n]}" | tail -n 15
+		done
+	fi
 done
-[ $rc -eq 0 ] && [ $passed -eq 0 ] && exit 77
-exit $rc
+vm_exit

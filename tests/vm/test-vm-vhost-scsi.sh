@@ -75,11 +75,8 @@ start_backend()
 	vm_die "diskstack vhost-user-scsi did not start"
 }
 
-rc=0 passed=0
 for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
-	vm_prepare "$kernel"
-	INITRD=$work/initrd-$kernel.img
-	vm_initrd "$INITRD" vhost-scsi
+	vm_prepare_initrd "$kernel" vhost-scsi
 	: > "$work/backend.log"
 	start_backend
 	log=$work/console-$kernel-vhost-scsi.log
@@ -106,12 +103,6 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 		r=1
 	fi
 	vm_stop_server
-	case $r in
-	0) passed=1 ;;
-	77) ;;
-	*) rc=1
-	   sed 's/^/    back-end: /' "$work/backend.log" | tail -n 30 ;;
-	esac
+	vm_tally $r || sed 's/^/    back-end: /' "$work/backend.log" | tail -n 30
 done
-[ $rc -eq 0 ] && [ $passed -eq 0 ] && exit 77
-exit $rc
+vm_exit

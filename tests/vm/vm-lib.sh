@@ -23,8 +23,14 @@
 #   vm_initrd OUT SUITE           build the initramfs for $KDIR/$KVER
 #                                (plus VM_EXTRA_MODS and what a vm_stage_extra
 #                                function of the test script adds)
+#   vm_prepare_initrd KERNEL SUITE   vm_prepare, then vm_initrd into
+#                                INITRD=$work/initrd-KERNEL.img
 #   vm_boot LOG TIMEOUT APPEND [qemu args...]   boot, console to LOG
+#                                (plus $DISKSTACK_VM_APPEND on the kernel
+#                                command line, e.g. slub_debug=FZP)
 #   vm_results LOG NAME          print the guest's results; 0 pass, 1 fail
+#   vm_tally R / vm_exit         count each boot's vm_results; exit with
+#                                the test's status once every boot is done
 #   vm_wait_pidfile FILE PID     wait (10 s) for a server's pid file
 #   vm_serve_retry WHAT LAUNCH   start a server on a random free $port
 #   vm_watch_resize LOG          grow $work/disk.img (on $loopdev) once
@@ -32,6 +38,8 @@
 #   vm_watch_ctl LOG SOCK        run `diskstack ctl -S SOCK ARGS` for each
 #                                "VMTEST: HOST-CTL ARGS" line of the guest;
 #                                sets ctl_watch_pid
+#   vm_host_requests LOG HANDLER run `HANDLER ACTION` for each new
+#                                "VMTEST: HOST ACTION" line of the guest
 set -uo pipefail
 
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -346,12 +354,42 @@ vm_boot()
 	t0=$(date +%s)
 	timeout --kill-after=10 "$tmo" qemu-system-x86_64 -nographic -no-reboot -m "$VM_MEM" \
 		-smp "$VM_SMP" -accel tcg -cpu max -kernel "$KERNEL" -initrd "$INITRD" \
-		-append "console=ttyS0 panic=-1 loglevel=4 oops=panic $append" "$@" \
+		-append "console=ttyS0 panic=-1 loglevel=4 oops=panic $append ${DISKSTACK_VM_APPEND:-}" "$@" \
 		</dev/null >"$log" 2>&1
 	rc=$?
 	t1=$(date +%s)
 	vm_log "$(basename "$KERNEL"): qemu exit $rc after $((t1 - t0)) s (log: $log)"
 	return $rc
+}
+
+# vm_prepare_initrd KERNEL SUITE: vm_prepare KERNEL, then the initramfs of
+# the guest SUITE for it in INITRD=$work/initrd-KERNEL.img.
+vm_prepare_initrd()
+{
+	vm_prepare "$1"
+	INITRD=$work/initrd-$1.img
+	vm_initrd "$INITRD" "$2"
+}
+
+# What the boots of a test came to (vm_tally, vm_exit).
+vm_rc=0 vm_passed=0
+
+# vm_tally R: counts one boot's result R (as vm_results returns it: 0,
+# 77 skipped, else failed); returns 1 when the boot failed.
+vm_tally()
+{
+	case $1 in
+	0) vm_passed=1 ;;
+	77) ;;
+	*) vm_rc=1; return 1 ;;
+	esac
+}
+
+# vm_exit: exits 1 when a boot failed, 77 when none passed, else 0.
+vm_exit()
+{
+	[ $vm_rc -eq 0 ] && [ $vm_passed -eq 0 ] && exit 77
+	exit $vm_rc
 }
 
 # vm_results LOG NAME: prints the guest's result lines; returns 0 when the
@@ -467,6 +505,21 @@ vm_watch_ctl()
 	ctl_watch_pid=$!
 }
 
+# vm_host_requests LOG HANDLER: runs `HANDLER ACTION` (in this shell) for
+# each "VMTEST: HOST ACTION" console line of the guest in LOG that no
+# earlier call handled, in order. vm_host_handled counts the lines
+# handled: set it to 0 before each boot, then call this in a loop while
+# the guest runs.
+vm_host_requests()
+{
+	local reqs
+	mapfile -t reqs < <(grep -a '^VMTEST: HOST ' "$1" 2>/dev/null | tr -d '\r')
+	while [ "$vm_host_handled" -lt ${#reqs[@]} ]; do
+		vm_host_handled=$((vm_host_handled + 1))
+		"$2" "${reqs[vm_host_handled - 1]#VMTEST: HOST }"
+	done
+}
+
 # ---- benchmarks (tests/bench/bench-vhost.sh, bench-nvme-tcp.sh) ----------
 # The guest's bench_rounds (guest-lib.sh) prints "VMTEST: HOST mark NAME
 # JOB ROUND start|end" around each run and "VMTEST: RESULT NAME JOB ROUND
@@ -511,6 +564,27 @@ vm_bench_marks()
 		done
 		sleep 0.1
 	done
+}
+
+# vm_bench_results LOG SUITE MARKS [SERVER_LOG]: once a bench boot has
+# ended: unless the guest passed SUITE, prints its result lines and the
+# console's tail (and SERVER_LOG's), and exits 1; else prints the guest's
+# INFO lines and sets res to its RESULT lines (NAME JOB ROUND IOPS
+# REQUESTS), kept in $work with MARKS when DISKSTACK_VM_KEEP=1.
+vm_bench_results()
+{
+	if ! grep -aq "^VMTEST: PASS $2" "$1"; then
+		grep -a '^VMTEST' "$1"
+		tail -n 30 "$1"
+		[ -n "${4:-}" ] && sed 's/^/    serve: /' "$4" | tail -n 20
+		exit 1
+	fi
+	grep -a '^VMTEST: INFO' "$1" | tr -d '\r' | sed 's/^VMTEST: INFO //'
+	res=$(grep -a '^VMTEST: RESULT' "$1" | tr -d '\r' | sed 's/^VMTEST: RESULT //')
+	if [ "${DISKSTACK_VM_KEEP:-0}" = 1 ]; then
+		echo "$res" > "$work/results"
+		cp "$3" "$work/marks.txt"
+	fi
 }
 
 # vm_bench_cpu RESULTS MARKS: for each result line "NAME JOB ROUND IOPS
