@@ -7,8 +7,14 @@
  *
  * Notes on the design
  * -------------------
- * - Targets are immutable once connections run (the SCSI core locks its
- *   shared state itself), so every worker reads them without a lock.
+ * - Targets can be added and removed while connections run (the control
+ *   socket, docs/ctl.md): the array is read under the server's lock by the
+ *   login (iscsisrv_find_target) and SendTargets, which are not the data
+ *   path. A removed target is retired, not freed, until iscsisrv_free, so
+ *   a login that found it just before needs no reference count; the
+ *   session it would make is refused at the end of the login (status
+ *   Target Removed) if the target went meanwhile, and the sessions made
+ *   before are drained on their workers as at shutdown.
  * - Receive: one buffer of ISCSISRV_RBUF_BYTES per connection, filled by
  *   netsrv_rx with whatever the socket has; the loop frames as many whole
  *   PDUs as it holds (pdu.c) and hands each to the login or the session.
@@ -181,6 +187,55 @@ static void *conn_find_target_cb(void *ctx, const char *name)
 	return iscsisrv_find_target(ctx, name);
 }
 
+/* Whether @t is one of the server's targets (not removed); under the lock. */
+static bool target_live_locked(struct iscsisrv *s, const struct scsi_target *t)
+{
+	for (unsigned i = 0; i < s->ntargets; i++)
+		if (s->targets[i] == t)
+			return true;
+	return false;
+}
+
+/* Lists @c as a session of @t, unless @t was removed since the login
+ * found it (then false). */
+static bool conn_list(struct iscsisrv_conn *c, struct scsi_target *t)
+{
+	struct iscsisrv *s = c->srv;
+	bool ok;
+
+	pthread_mutex_lock(&s->lock);
+	ok = target_live_locked(s, t);
+	if (ok) {
+		c->listed = true;
+		c->id = ++s->next_conn_id;
+		c->target = t;
+		c->sess_prev = NULL;
+		c->sess_next = s->sessions;
+		if (s->sessions)
+			s->sessions->sess_prev = c;
+		s->sessions = c;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ok;
+}
+
+static void conn_unlist(struct iscsisrv_conn *c)
+{
+	struct iscsisrv *s = c->srv;
+
+	pthread_mutex_lock(&s->lock);
+	if (c->listed) {
+		if (c->sess_prev)
+			c->sess_prev->sess_next = c->sess_next;
+		else
+			s->sessions = c->sess_next;
+		if (c->sess_next)
+			c->sess_next->sess_prev = c->sess_prev;
+		c->listed = false;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
 /* One PDU of the login phase. */
 static bool conn_login_pdu(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 {
@@ -220,6 +275,15 @@ static bool conn_login_pdu(struct iscsisrv_conn *c, const struct iscsi_pdu *pdu)
 		netsrv_conn_close(c->nc, true, NULL);
 		break;
 	case ISCSI_LOGIN_DONE:
+		if (!l->discovery && !conn_list(c, l->target)) {
+			free(ctl);
+			log_warn("%s: login of '%s' to '%s' refused: the target was removed", c->name,
+				 l->initiator_name, l->target_name);
+			conn_login_refuse(c, pdu->bhs, ISCSI_LOGIN_TARGET_REMOVED);
+			c->phase = PHASE_DONE;
+			netsrv_conn_close(c->nc, true, NULL);
+			break;
+		}
 		if (iscsisrv_session_begin(c) < 0) {
 			free(ctl);
 			log_error("%s: out of memory entering the full-feature phase", c->name);
@@ -557,6 +621,7 @@ static void srv_conn_free(struct netsrv_conn *nc)
 
 	if (!c->nc)
 		return;
+	conn_unlist(c);
 	iscsisrv_session_free(c);
 	if (c->login) {
 		iscsi_login_release(c->login);
@@ -606,6 +671,7 @@ int iscsisrv_new(const struct iscsisrv_opts *o, struct iscsisrv **out)
 	};
 	atomic_init(&s->next_tsih, 1);
 	atomic_init(&s->nsessions, 0);
+	pthread_mutex_init(&s->lock, NULL);
 	s->proto = (struct netsrv_proto){
 		.version = NETSRV_PROTO_VERSION,
 		.name = "iscsi",
@@ -621,30 +687,136 @@ int iscsisrv_new(const struct iscsisrv_opts *o, struct iscsisrv **out)
 	return 0;
 }
 
+static struct scsi_target *find_locked(struct scsi_target **v, unsigned n, const char *name)
+{
+	for (unsigned i = n; i-- > 0;)
+		if (strcmp(scsi_target_name(v[i]), name) == 0)
+			return v[i];
+	return NULL;
+}
+
 struct scsi_target *iscsisrv_find_target(struct iscsisrv *s, const char *name)
 {
-	for (unsigned i = 0; i < s->ntargets; i++)
-		if (strcmp(scsi_target_name(s->targets[i]), name) == 0)
-			return s->targets[i];
-	return NULL;
+	struct scsi_target *t;
+
+	pthread_mutex_lock(&s->lock);
+	t = find_locked(s->targets, s->ntargets, name);
+	pthread_mutex_unlock(&s->lock);
+	return t;
 }
 
 int iscsisrv_add_target(struct iscsisrv *s, struct scsi_target *t)
 {
 	struct scsi_target **v;
+	int ret = 0;
 
-	if (iscsisrv_find_target(s, scsi_target_name(t))) {
-		scsi_target_free(t);
-		return -EEXIST;
+	pthread_mutex_lock(&s->lock);
+	if (find_locked(s->targets, s->ntargets, scsi_target_name(t)))
+		ret = -EEXIST;
+	else if (!(v = realloc(s->targets, (s->ntargets + 1) * sizeof(*v))))
+		ret = -ENOMEM;
+	else {
+		s->targets = v;
+		s->targets[s->ntargets++] = t;
 	}
-	v = realloc(s->targets, (s->ntargets + 1) * sizeof(*v));
-	if (!v) {
+	pthread_mutex_unlock(&s->lock);
+	if (ret < 0)
 		scsi_target_free(t);
-		return -ENOMEM;
+	return ret;
+}
+
+/* A request to drain or close one session, run on its worker. */
+struct drain_task {
+	struct reactor_task task;
+	struct iscsisrv *srv;
+	uint64_t id;
+	bool force;
+};
+
+static void drain_task_fn(struct reactor_task *rt)
+{
+	struct drain_task *dt = container_of(rt, struct drain_task, task);
+	struct iscsisrv_conn *c;
+
+	/* Only this worker frees the connection (and unlists it first), so
+	 * if it is listed now it stays alive until this function returns. */
+	pthread_mutex_lock(&dt->srv->lock);
+	for (c = dt->srv->sessions; c && c->id != dt->id; c = c->sess_next)
+		;
+	pthread_mutex_unlock(&dt->srv->lock);
+	if (c && !netsrv_conn_closing(c->nc)) {
+		if (dt->force) {
+			c->phase = PHASE_DONE;
+			netsrv_conn_close(c->nc, false, "target removed");
+		} else {
+			log_info("%s: target %s removed: draining the session", c->name,
+				 scsi_target_name(c->target));
+			srv_conn_drain(c->nc);
+		}
 	}
-	s->targets = v;
-	s->targets[s->ntargets++] = t;
-	return 0;
+	free(dt);
+}
+
+int iscsisrv_remove_target(struct iscsisrv *s, const char *name, bool force,
+			   struct scsi_target **out, unsigned *nsessions)
+{
+	struct scsi_target *t;
+	unsigned n = 0;
+	int ret = 0;
+
+	pthread_mutex_lock(&s->lock);
+	t = find_locked(s->targets, s->ntargets, name);
+	if (t) {
+		struct scsi_target **v = realloc(s->retired, (s->nretired + 1) * sizeof(*v));
+		unsigned i;
+
+		if (!v) {
+			pthread_mutex_unlock(&s->lock);
+			return -ENOMEM;
+		}
+		s->retired = v;
+		s->retired[s->nretired++] = t;
+		for (i = 0; s->targets[i] != t; i++)
+			;
+		memmove(&s->targets[i], &s->targets[i + 1],
+			(s->ntargets - i - 1) * sizeof(s->targets[0]));
+		s->ntargets--;
+	} else if (!(t = find_locked(s->retired, s->nretired, name))) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOENT;
+	}
+	for (struct iscsisrv_conn *c = s->sessions; c; c = c->sess_next) {
+		struct drain_task *dt;
+
+		if (c->target != t)
+			continue;
+		n++;
+		if (!(dt = calloc(1, sizeof(*dt)))) {
+			ret = -ENOMEM;
+			continue;
+		}
+		dt->task.fn = drain_task_fn;
+		dt->srv = s;
+		dt->id = c->id;
+		dt->force = force;
+		/* A listed session's worker reactor is alive. */
+		reactor_post(c->r, &dt->task);
+	}
+	pthread_mutex_unlock(&s->lock);
+	*out = t;
+	*nsessions = n;
+	return ret;
+}
+
+unsigned iscsisrv_target_sessions(struct iscsisrv *s, const struct scsi_target *t)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (struct iscsisrv_conn *c = s->sessions; c; c = c->sess_next)
+		n += c->target == t;
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }
 
 int iscsisrv_protocol(struct iscsisrv *s, const struct netsrv_proto **out)
@@ -661,7 +833,11 @@ void iscsisrv_free(struct iscsisrv *s)
 		return;
 	for (unsigned i = 0; i < s->ntargets; i++)
 		scsi_target_free(s->targets[i]);
+	for (unsigned i = 0; i < s->nretired; i++)
+		scsi_target_free(s->retired[i]);
 	free(s->targets);
+	free(s->retired);
+	pthread_mutex_destroy(&s->lock);
 	free((char *)s->opts.chap_user);
 	free((char *)s->opts.chap_secret);
 	free((char *)s->opts.chap_target_user);

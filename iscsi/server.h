@@ -45,8 +45,26 @@ int iscsisrv_new(const struct iscsisrv_opts *o, struct iscsisrv **out);
 
 /* Adds SCSI target @t (named by its iSCSI name, scsi_target_name). The
  * server owns it from then on, also on failure. Returns 0, -EEXIST (the
- * name is taken) or -ENOMEM. Before iscsisrv_protocol only. */
+ * name is taken) or -ENOMEM. Any time, any thread: new logins find it as
+ * soon as this returns. */
 int iscsisrv_add_target(struct iscsisrv *s, struct scsi_target *t);
+
+/* Removes target @name: new logins no longer find it (SendTargets leaves
+ * it out, a login under way is refused with Target Removed) and each of
+ * its sessions is asked, on its worker, to drain as at shutdown (commands
+ * in flight finish, then an Async Message says the target drops the
+ * connection, and it closes) or, with @force, is closed at once.
+ * Asynchronous: iscsisrv_target_sessions tells when they are gone. The
+ * target (its LUs untouched: the caller removes them) stays valid until
+ * iscsisrv_free, in *@out; *@nsessions: the sessions asked. A target
+ * removed before is found again and its sessions asked again. Returns 0,
+ * -ENOENT, or -ENOMEM (*@out unset when nothing changed, else some
+ * session was not asked). Any thread. */
+int iscsisrv_remove_target(struct iscsisrv *s, const char *name, bool force,
+			   struct scsi_target **out, unsigned *nsessions);
+
+/* The number of sessions logged in to @t. Any thread. */
+unsigned iscsisrv_target_sessions(struct iscsisrv *s, const struct scsi_target *t);
 
 /* The protocol for the engine's listeners (borrowed from @s, valid until
  * iscsisrv_free). Returns 0, or -EINVAL when there is no target. */

@@ -848,6 +848,7 @@ static void sess_send_targets(struct iscsisrv_conn *c, const struct iscsi_kv *kv
 	char portal[INET6_ADDRSTRLEN + 16];
 
 	sess_portal(c, portal, sizeof(portal));
+	pthread_mutex_lock(&c->srv->lock);
 	for (unsigned i = 0; i < c->srv->ntargets; i++) {
 		struct scsi_target *t = c->srv->targets[i];
 		const char *name = scsi_target_name(t);
@@ -865,6 +866,7 @@ static void sess_send_targets(struct iscsisrv_conn *c, const struct iscsi_kv *kv
 		iscsi_text_add(&c->text_out, "TargetName", "%s", name);
 		iscsi_text_add(&c->text_out, "TargetAddress", "%s,%u", portal, ISCSISRV_TPGT);
 	}
+	pthread_mutex_unlock(&c->srv->lock);
 }
 
 /* Sends the next piece of c->text_out (C bit while more follows). */

@@ -9,6 +9,7 @@
 #ifndef DISKSTACK_ISCSI_SESSION_H
 #define DISKSTACK_ISCSI_SESSION_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -59,8 +60,18 @@
 struct iscsisrv {
 	struct iscsisrv_opts opts;     /* strings owned (strdup) */
 	struct iscsi_chap chap;        /* points into opts */
+	/* Targets are added and removed while workers log in (the control
+	 * socket): @lock guards the array, the retired ones and the list of
+	 * sessions. A removed target moves to @retired and is freed with the
+	 * server, so a login or a session that got it earlier never holds a
+	 * dangling pointer (its LUs are gone, the shell is small). */
+	pthread_mutex_t lock;
 	struct scsi_target **targets;
 	unsigned ntargets;
+	struct scsi_target **retired;
+	unsigned nretired;
+	struct iscsisrv_conn *sessions; /* Normal sessions, by their target */
+	uint64_t next_conn_id;
 	struct netsrv_proto proto;
 	atomic_uint next_tsih;
 	atomic_uint nsessions;
@@ -226,6 +237,10 @@ struct iscsisrv_conn {
 	bool draining;
 	unsigned guard;                 /* a handler runs: the engine must not free us */
 	bool in_session;                /* counted in srv->nsessions */
+	/* Listed in srv->sessions (a Normal session), under srv->lock. */
+	bool listed;
+	uint64_t id;
+	struct iscsisrv_conn *sess_next, *sess_prev;
 	uint64_t ncommands;
 };
 

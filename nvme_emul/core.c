@@ -139,6 +139,12 @@ const char *nvmeemu_subsys_nqn(const struct nvmeemu_subsys *s)
 	return s->nqn;
 }
 
+bool nvmeemu_subsys_has_ns(const struct nvmeemu_subsys *s, uint32_t nsid)
+{
+	return nsid >= 1 && nsid <= NVMEEMU_MAX_NSID &&
+	       __atomic_load_n(&s->ns[nsid], __ATOMIC_ACQUIRE) != NULL;
+}
+
 /* Lets go of what the namespace holds; its memory is the caller's. */
 static void ns_release(struct nvmeemu_ns *ns)
 {

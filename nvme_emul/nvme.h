@@ -184,6 +184,9 @@ const char *nvmeemu_subsys_nqn(const struct nvmeemu_subsys *s);
  */
 int nvmeemu_subsys_add_ns(struct nvmeemu_subsys *s, uint32_t nsid, struct disk *disk,
 			  char *err, size_t errlen);
+/* Whether namespace @nsid is attached to the subsystem now (a removal
+ * hides it at its start, before it waits). Any thread. */
+bool nvmeemu_subsys_has_ns(const struct nvmeemu_subsys *s, uint32_t nsid);
 /* Detaches namespace @nsid from every controller (each gets the event)
  * and drops it; commands still running on it finish normally, and the
  * call returns once they have (so a flush of the disk after it covers

@@ -102,6 +102,7 @@ struct nvmf_ctrl {
 	uint16_t cntlid;
 	uint8_t hostid[16];
 	char hostnqn[NVMF_NQN_MAX + 1];
+	struct nvmf_ctrl *all_next;     /* srv->all: every controller not freed (srv->lock) */
 	atomic_uint refs;
 	atomic_bool dead;
 	uint64_t qmask;                 /* I/O queue IDs connected (srv->lock) */
@@ -113,10 +114,19 @@ struct nvmf_ctrl {
 struct nvmfsrv {
 	struct nvmfsrv_opts o;
 	char *portal_addr;
+	/* Subsystems are added and removed while hosts connect (the control
+	 * socket): the array is read under @lock by Connect and the discovery
+	 * log page. A removed one is retired, not freed, until nvmfsrv_free:
+	 * a Connect that found it just before, and its controllers, may still
+	 * point at it. */
 	struct nvmeemu_subsys **subs;
 	unsigned nsubs;
-	pthread_mutex_t lock;           /* ctrls, next_cntlid, qmask */
+	struct nvmeemu_subsys **retired;
+	unsigned nretired;
+	uint64_t genctr;                /* the discovery log's GENCTR (@lock) */
+	pthread_mutex_t lock;           /* ctrls, all, subs, retired, next_cntlid, qmask */
 	struct nvmf_ctrl *ctrls;
+	struct nvmf_ctrl *all;
 	uint16_t next_cntlid;
 	struct netsrv_proto proto;
 };
@@ -193,8 +203,19 @@ static void slot_exec(struct nvmf_slot *sl);
 
 static void ctrl_put(struct nvmf_ctrl *k)
 {
+	struct nvmfsrv *s;
+
 	if (!k || atomic_fetch_sub(&k->refs, 1) != 1)
 		return;
+	s = k->srv;
+	pthread_mutex_lock(&s->lock);
+	for (struct nvmf_ctrl **p = &s->all; *p; p = &(*p)->all_next) {
+		if (*p == k) {
+			*p = k->all_next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
 	nvmeemu_ctrl_free(k->ec);
 	free(k);
 }
@@ -446,12 +467,31 @@ static void connect_invalid(struct nvmf_slot *sl, bool in_data, uint16_t off, co
 		    (in_data ? 1u << 16 : 0) | off, 0);
 }
 
+static struct nvmeemu_subsys *find_subsys_locked(struct nvmeemu_subsys **v, unsigned n,
+						  const char *nqn)
+{
+	for (unsigned i = n; i-- > 0;)
+		if (strcmp(nvmeemu_subsys_nqn(v[i]), nqn) == 0)
+			return v[i];
+	return NULL;
+}
+
 static struct nvmeemu_subsys *srv_find_subsys(struct nvmfsrv *s, const char *nqn)
 {
+	struct nvmeemu_subsys *ss;
+
+	pthread_mutex_lock(&s->lock);
+	ss = find_subsys_locked(s->subs, s->nsubs, nqn);
+	pthread_mutex_unlock(&s->lock);
+	return ss;
+}
+
+static bool subsys_live_locked(struct nvmfsrv *s, const struct nvmeemu_subsys *ss)
+{
 	for (unsigned i = 0; i < s->nsubs; i++)
-		if (strcmp(nvmeemu_subsys_nqn(s->subs[i]), nqn) == 0)
-			return s->subs[i];
-	return NULL;
+		if (s->subs[i] == ss)
+			return true;
+	return false;
 }
 
 /* A new controller with a free CNTLID (1..FFEFh) in @s's list. */
@@ -473,7 +513,10 @@ static int ctrl_create(struct nvmf_conn *c, struct nvmeemu_subsys *sub,
 	k->kato_ms = cn->kato_ms;
 	k->last_cmd_ns = reactor_now_ns();
 	pthread_mutex_lock(&s->lock);
-	for (unsigned tries = 0; tries < 0xffefu; tries++) {
+	/* The subsystem may have been removed since the Connect found it. */
+	if (sub && !subsys_live_locked(s, sub))
+		ret = -ENODEV;
+	for (unsigned tries = 0; ret != -ENODEV && tries < 0xffefu; tries++) {
 		uint16_t id = s->next_cntlid;
 		bool taken = false;
 
@@ -501,6 +544,8 @@ static int ctrl_create(struct nvmf_conn *c, struct nvmeemu_subsys *sub,
 	if (ret == 0) {
 		k->next = s->ctrls;
 		s->ctrls = k;
+		k->all_next = s->all;
+		s->all = k;
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (ret < 0) {
@@ -555,6 +600,10 @@ static void fabrics_connect(struct nvmf_slot *sl)
 			return;
 		}
 		ret = ctrl_create(c, sub, &cn, &k);
+		if (ret == -ENODEV) {
+			connect_invalid(sl, true, 256, "the subsystem was removed");
+			return;
+		}
 		if (ret < 0) {
 			log_warn("%s: cannot create a controller: %s", c->name, strerror(-ret));
 			slot_finish(sl, ret == -ENOSPC ? 0x181u : NVMEEMU_INTERNAL_ERROR, 0, 0);
@@ -786,8 +835,9 @@ static void disc_get_log(struct nvmf_slot *sl)
 	uint32_t cdw10 = ds_get_le32(q + 40), cdw11 = ds_get_le32(q + 44);
 	uint64_t lpo = ds_get_le32(q + 48) | (uint64_t)ds_get_le32(q + 52) << 32;
 	uint64_t len = ((uint64_t)((cdw10 >> 16) | (cdw11 & 0xffff) << 16) + 1) * 4;
-	unsigned nrec = c->srv->nsubs + 1;
-	size_t page_bytes = 1024 * (size_t)(nrec + 1);
+	struct nvmfsrv *s = c->srv;
+	unsigned nrec;
+	size_t page_bytes;
 	uint8_t *page;
 
 	if ((cdw10 & 0xff) != 0x70) {
@@ -798,15 +848,22 @@ static void disc_get_log(struct nvmf_slot *sl)
 		slot_finish(sl, NVMEEMU_INVALID_FIELD | NVMEEMU_DNR, 0, 0);
 		return;
 	}
+	pthread_mutex_lock(&s->lock);
+	nrec = s->nsubs + 1;
+	page_bytes = 1024 * (size_t)(nrec + 1);
 	page = calloc(1, page_bytes);
 	if (!page) {
+		pthread_mutex_unlock(&s->lock);
 		slot_finish(sl, NVMEEMU_INTERNAL_ERROR, 0, 0);
 		return;
 	}
-	ds_put_le64(page, 1);                   /* GENCTR: the records never change */
+	/* GENCTR changes whenever the records do (a subsystem added or
+	 * removed), so a host reading the page in pieces can tell. */
+	ds_put_le64(page, s->genctr);
 	ds_put_le64(page + 8, nrec);
-	for (unsigned i = 0; i < c->srv->nsubs; i++)
-		disc_entry(c, page + 1024 * (i + 1), nvmeemu_subsys_nqn(c->srv->subs[i]), 2);
+	for (unsigned i = 0; i < s->nsubs; i++)
+		disc_entry(c, page + 1024 * (i + 1), nvmeemu_subsys_nqn(s->subs[i]), 2);
+	pthread_mutex_unlock(&s->lock);
 	disc_entry(c, page + 1024 * nrec, NVMF_DISCOVERY_NQN, 3);
 	memset(sl->buf, 0, len);
 	if (lpo < page_bytes)
@@ -1207,12 +1264,14 @@ static void conn_tick(struct reactor_timer *t)
 
 	if (netsrv_conn_closing(c->nc) || !k)
 		return;
+	if (atomic_load(&k->dead)) {
+		/* The admin queue went (I/O queues), or the subsystem was
+		 * removed (every queue). */
+		c->dead = true;
+		netsrv_conn_close(c->nc, false, "controller gone");
+		return;
+	}
 	if (c->qid != 0) {
-		if (atomic_load(&k->dead)) {
-			c->dead = true;
-			netsrv_conn_close(c->nc, false, "controller gone");
-			return;
-		}
 	} else if (k->ec ? nvmeemu_ctrl_kato_expired(k->ec, now)
 		   : (k->kato_ms && now - k->last_cmd_ns > k->kato_ms * 1000000ull)) {
 		log_warn("%s: keep-alive timeout (%u ms) of controller %u: ending the association",
@@ -1371,6 +1430,7 @@ int nvmfsrv_new(const struct nvmfsrv_opts *o, struct nvmfsrv **out)
 	s->o.portal_addr = NULL;
 	pthread_mutex_init(&s->lock, NULL);
 	s->next_cntlid = 1;
+	s->genctr = 1;
 	s->proto = (struct netsrv_proto){
 		.version = NETSRV_PROTO_VERSION,
 		.name = "nvme-tcp",
@@ -1389,20 +1449,78 @@ int nvmfsrv_new(const struct nvmfsrv_opts *o, struct nvmfsrv **out)
 int nvmfsrv_add_subsys(struct nvmfsrv *s, struct nvmeemu_subsys *ss)
 {
 	struct nvmeemu_subsys **v;
+	int ret = 0;
 
+	pthread_mutex_lock(&s->lock);
 	if (strcmp(nvmeemu_subsys_nqn(ss), NVMF_DISCOVERY_NQN) == 0 ||
-	    srv_find_subsys(s, nvmeemu_subsys_nqn(ss))) {
-		nvmeemu_subsys_free(ss);
-		return -EEXIST;
+	    find_subsys_locked(s->subs, s->nsubs, nvmeemu_subsys_nqn(ss)))
+		ret = -EEXIST;
+	else if (!(v = realloc(s->subs, (s->nsubs + 1) * sizeof(*v))))
+		ret = -ENOMEM;
+	else {
+		s->subs = v;
+		s->subs[s->nsubs++] = ss;
+		s->genctr++;
 	}
-	v = realloc(s->subs, (s->nsubs + 1) * sizeof(*v));
-	if (!v) {
+	pthread_mutex_unlock(&s->lock);
+	if (ret < 0)
 		nvmeemu_subsys_free(ss);
-		return -ENOMEM;
+	return ret;
+}
+
+int nvmfsrv_remove_subsys(struct nvmfsrv *s, const char *nqn, struct nvmeemu_subsys **out,
+			  unsigned *nctrls)
+{
+	struct nvmeemu_subsys *ss, **v;
+	unsigned i, n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	ss = find_subsys_locked(s->subs, s->nsubs, nqn);
+	if (ss) {
+		if (!(v = realloc(s->retired, (s->nretired + 1) * sizeof(*v)))) {
+			pthread_mutex_unlock(&s->lock);
+			return -ENOMEM;
+		}
+		s->retired = v;
+		s->retired[s->nretired++] = ss;
+		for (i = 0; s->subs[i] != ss; i++)
+			;
+		memmove(&s->subs[i], &s->subs[i + 1], (s->nsubs - i - 1) * sizeof(s->subs[0]));
+		s->nsubs--;
+		s->genctr++;
+	} else if (!(ss = find_subsys_locked(s->retired, s->nretired, nqn))) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOENT;
 	}
-	s->subs = v;
-	s->subs[s->nsubs++] = ss;
+	/* Its controllers die: no queue can join them, their commands are
+	 * aborted, and every queue closes on its next tick. */
+	for (struct nvmf_ctrl **p = &s->ctrls; *p;) {
+		struct nvmf_ctrl *k = *p;
+
+		if (k->sub != ss) {
+			p = &k->next;
+			continue;
+		}
+		*p = k->next;
+		atomic_store(&k->dead, true);
+	}
+	for (struct nvmf_ctrl *k = s->all; k; k = k->all_next)
+		n += k->sub == ss;
+	pthread_mutex_unlock(&s->lock);
+	*out = ss;
+	*nctrls = n;
 	return 0;
+}
+
+unsigned nvmfsrv_subsys_ctrls(struct nvmfsrv *s, const struct nvmeemu_subsys *ss)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (struct nvmf_ctrl *k = s->all; k; k = k->all_next)
+		n += k->sub == ss;
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }
 
 int nvmfsrv_protocol(struct nvmfsrv *s, const struct netsrv_proto **out)
@@ -1426,7 +1544,10 @@ void nvmfsrv_free(struct nvmfsrv *s)
 	}
 	for (unsigned i = 0; i < s->nsubs; i++)
 		nvmeemu_subsys_free(s->subs[i]);
+	for (unsigned i = 0; i < s->nretired; i++)
+		nvmeemu_subsys_free(s->retired[i]);
 	free(s->subs);
+	free(s->retired);
 	free(s->portal_addr);
 	pthread_mutex_destroy(&s->lock);
 	free(s);

@@ -17,6 +17,7 @@
 #ifndef DISKSTACK_NVMF_SERVER_H
 #define DISKSTACK_NVMF_SERVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct netsrv_proto;
@@ -46,8 +47,24 @@ void nvmfsrv_subsys_opts(struct nvmeemu_subsys_opts *o);
 
 /* Adds subsystem @ss (made with nvmfsrv_subsys_opts); the server owns it
  * from then on, also on failure. Returns 0, -EEXIST (its NQN is taken or
- * is the discovery NQN) or -ENOMEM. Before nvmfsrv_protocol only. */
+ * is the discovery NQN) or -ENOMEM. Any time, any thread: hosts can
+ * connect, and the discovery log page lists it, once this returns. */
 int nvmfsrv_add_subsys(struct nvmfsrv *s, struct nvmeemu_subsys *ss);
+
+/* Removes subsystem @nqn: Connect refuses it and the discovery log page
+ * leaves it out (its GENCTR changes); its controllers die, their queued
+ * commands are aborted and every queue's connection closes on its next
+ * tick (within half a second); commands already in the core finish.
+ * Asynchronous: nvmfsrv_subsys_ctrls tells when the controllers are gone.
+ * The subsystem (namespaces untouched: the caller removes them) stays
+ * valid until nvmfsrv_free, in *@out; *@nctrls: its controllers. One
+ * removed before is found again. Returns 0, -ENOENT or -ENOMEM. Any
+ * thread. */
+int nvmfsrv_remove_subsys(struct nvmfsrv *s, const char *nqn, struct nvmeemu_subsys **out,
+			  unsigned *nctrls);
+
+/* The controllers of @ss not yet freed. Any thread. */
+unsigned nvmfsrv_subsys_ctrls(struct nvmfsrv *s, const struct nvmeemu_subsys *ss);
 
 /* The protocol for the engine's listeners (borrowed from @s, valid until
  * nvmfsrv_free). Returns 0, or -EINVAL when there is no subsystem. */

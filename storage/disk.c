@@ -65,6 +65,10 @@ struct disk_stats {
 	struct iostats_sums base[IOSTATS_COUNT]; /* under @lock */
 	_Atomic uint64_t lat_max_ns[IOSTATS_COUNT];
 	_Atomic(struct disk_stats_slot *) slot[DISK_STATS_MAX_REACTORS];
+	/* Turned off by disk_stats_disable: the counters stay allocated
+	 * (requests already wrapped still count into them when they end),
+	 * new requests are not wrapped. */
+	atomic_bool off;
 };
 
 struct disk {
@@ -526,10 +530,20 @@ static void disk_stats_free(struct disk_stats *st)
 
 int disk_stats_enable(struct disk *d)
 {
-	struct disk_stats *st, *none = NULL;
+	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_acquire), *none = NULL;
 
-	if (atomic_load_explicit(&d->stats, memory_order_acquire))
+	if (st) {
+		if (atomic_load_explicit(&st->off, memory_order_acquire)) {
+			struct iostats_op ops[IOSTATS_COUNT];
+			uint64_t since;
+
+			/* Counters start at zero when counting is turned on
+			 * again: a reset, then the switch. */
+			atomic_store_explicit(&st->off, false, memory_order_release);
+			(void)disk_stats_read(d, true, &since, ops);
+		}
 		return 0;
+	}
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
@@ -541,9 +555,19 @@ int disk_stats_enable(struct disk *d)
 	return 0;
 }
 
+void disk_stats_disable(struct disk *d)
+{
+	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_acquire);
+
+	if (st)
+		atomic_store_explicit(&st->off, true, memory_order_release);
+}
+
 bool disk_stats_enabled(const struct disk *d)
 {
-	return atomic_load_explicit(&d->stats, memory_order_acquire) != NULL;
+	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_acquire);
+
+	return st && !atomic_load_explicit(&st->off, memory_order_acquire);
 }
 
 static enum iostats_class disk_stats_class(enum disk_op op)
@@ -597,8 +621,10 @@ static void disk_stats_done(struct disk_io *io)
 /* Makes @io count on @d when it finishes (disk_start). */
 static inline void disk_stats_wrap(struct disk *d, struct disk_io *io)
 {
-	if (likely(!atomic_load_explicit(&d->stats, memory_order_relaxed)) ||
-	    io->done == disk_stats_done)
+	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_relaxed);
+
+	if (likely(!st) || io->done == disk_stats_done ||
+	    atomic_load_explicit(&st->off, memory_order_relaxed))
 		return;
 	io->stats_disk = d;
 	io->stats_done = io->done;
@@ -612,7 +638,7 @@ int disk_stats_read(struct disk *d, bool reset, uint64_t *since_ns, struct iosta
 	struct iostats_sums *t;
 	uint64_t now = reactor_now_ns();
 
-	if (!st)
+	if (!st || atomic_load_explicit(&st->off, memory_order_acquire))
 		return -ENOENT;
 	t = malloc(sizeof(*t));
 	if (!t)

@@ -451,7 +451,12 @@ void disk_io_put(struct reactor *r, struct disk_io *io);
 
 /* Turns counting on for @d (idempotent; any thread). 0 or -ENOMEM. */
 int disk_stats_enable(struct disk *d);
-/* True once disk_stats_enable(@d) succeeded. */
+/* Turns counting off again (any thread): new requests are not counted,
+ * disk_stats_read answers -ENOENT; a later disk_stats_enable starts the
+ * counters again from zero. The counters' memory stays until the disk
+ * is freed (requests already under way count into it when they end). */
+void disk_stats_disable(struct disk *d);
+/* True once disk_stats_enable(@d) succeeded (and no disable came after). */
 bool disk_stats_enabled(const struct disk *d);
 struct iostats_op;
 /* Reads @d's statistics since *@since_ns (CLOCK_MONOTONIC of the enable or

@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "nbd/server.h"
@@ -466,37 +467,313 @@ json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params)
 	return res;
 }
 
+/* A LUN or namespace being removed: the blocking part (the core's
+ * removal waits for the commands running on it, then the disk is
+ * flushed) runs on a thread of its own (serve_ctl_bg), so that a hung
+ * disk does not hold the control socket (docs/ctl.md). */
+struct unit_removal {
+	struct scsi_target *t;          /* a LUN of @t, else a namespace of @ss */
+	struct nvmeemu_subsys *ss;
+	unsigned id;
+	struct serve_unit u;            /* taken out of serve's list (disk NULL: none) */
+	const char *proto;
+};
+
+static int unit_removal_run(void *arg)
+{
+	struct unit_removal *rm = arg;
+	int ret = rm->t ? scsi_target_remove_lu(rm->t, rm->id)
+			: nvmeemu_subsys_remove_ns(rm->ss, rm->id);
+
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	return rm->u.disk ? serve_unit_flush(&rm->u, rm->proto) : 0;
+}
+
+static void unit_removal_free(void *arg)
+{
+	struct unit_removal *rm = arg;
+
+	disk_unref(rm->u.disk);
+	free(rm->u.spec);
+	free(rm);
+}
+
+static bool unit_visible(const struct unit_removal *rm)
+{
+	return rm->t ? scsi_target_lu(rm->t, rm->id) != NULL
+		     : nvmeemu_subsys_has_ns(rm->ss, rm->id);
+}
+
+/* Removes @rm's unit (its serve_unit in @sd, of @owner): returns {} once
+ * it is gone and flushed, or, when that takes over @timeout_ms,
+ * {"job": ...} once it is hidden (the job ends after the drain and the
+ * flush). @rm is taken over. */
+static json_t *unit_remove(struct ctl_call *c, struct unit_removal *rm, struct serve_disks *sd,
+			   const void *owner, const char *type, const char *name,
+			   json_int_t timeout)
+{
+	struct serve_ctl_bg *bg;
+	int ret = 0;
+
+	if (serve_disks_take(sd, owner, rm->id, &rm->u) < 0)
+		rm->u = (struct serve_unit){ 0 };
+	bg = serve_ctl_bg_start(type, name, unit_removal_run, rm, unit_removal_free);
+	if (!bg) {
+		/* No thread: do it here, as before. */
+		ret = unit_removal_run(rm);
+		unit_removal_free(rm);
+	} else {
+		/* The core hides the unit first thing: answer no earlier. */
+		while (unit_visible(rm) && !serve_ctl_bg_wait(bg, 0, &ret))
+			usleep(200);
+		if (!serve_ctl_bg_wait(bg, (unsigned)timeout, &ret)) {
+			json_t *job = serve_ctl_bg_to_job(c, bg);
+
+			log_info("ctl: %s %s hidden by uid %ld pid %ld; still draining (job %lld)",
+				 type, name, (long)c->uid, (long)c->pid,
+				 (long long)json_integer_value(json_object_get(job, "id")));
+			return job ? json_pack("{s:o}", "job", job) : NULL;
+		}
+		serve_ctl_bg_free(bg);
+	}
+	log_info("ctl: %s %s by uid %ld pid %ld", type, name, (long)c->uid, (long)c->pid);
+	if (ret < 0)
+		return ctl_fail_errno(c, ret, "removed, but its final flush failed");
+	return json_object();
+}
+
+/* The timeout_ms of a LUN or namespace removal, checked. */
+static bool unit_timeout_ok(struct ctl_call *c, json_int_t timeout)
+{
+	if (timeout >= 0 && timeout <= 3600000)
+		return true;
+	ctl_fail_paramf(c, "timeout_ms must be 0..3600000");
+	return false;
+}
+
 json_t *serve_ctl_iscsi_lun_remove(struct ctl_call *c, json_t *params)
 {
 	const char *target = NULL;
-	json_int_t lun;
+	json_int_t lun, timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	struct unit_removal *rm;
 	struct serve_iscsi *si;
 	struct scsi_target *t;
+	char name[300];
 	json_error_t je;
-	int ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I}", "target", &target, "lun",
-			   &lun) < 0)
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I, s?:I}", "target", &target, "lun",
+			   &lun, "timeout_ms", &timeout) < 0)
 		return ctl_fail_params(c, &je);
-	if (!(si = iscsi_of(c, target)))
+	if (!unit_timeout_ok(c, timeout) || !(si = iscsi_of(c, target)))
 		return NULL;
 	if (!(t = serve_iscsi_target(si, target)))
 		return serve_ctl_not_found(c, target ? target : "(the default target)");
-	ret = lun >= 0 && lun < SCSI_MAX_LUNS ? scsi_target_remove_lu(t, (unsigned)lun) : -ENOENT;
-	if (ret == -ENOENT) {
-		char name[300];
-
-		snprintf(name, sizeof(name), "%s lun %lld", scsi_target_name(t), (long long)lun);
+	snprintf(name, sizeof(name), "%s lun %lld", scsi_target_name(t), (long long)lun);
+	if (lun < 0 || lun >= SCSI_MAX_LUNS || !scsi_target_lu(t, (unsigned)lun))
 		return serve_ctl_not_found(c, name);
+	if (!(rm = calloc(1, sizeof(*rm))))
+		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
+	rm->t = t;
+	rm->id = (unsigned)lun;
+	rm->proto = "iscsi";
+	snprintf(name, sizeof(name), "%s/%lld", scsi_target_name(t), (long long)lun);
+	return unit_remove(c, rm, &si->disks, t, "iscsi-lun-remove", name, timeout);
+}
+
+static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params);
+static json_t *nvmf_subsys_remove(struct ctl_call *c, json_t *params);
+
+/* ---- whole targets and subsystems (export-add/-remove frontend=...) ---------- */
+
+/* The units of a new target or subsystem: @obj ({"N": SPEC, ...}) parsed,
+ * each spec opened. */
+struct new_units {
+	unsigned n;
+	unsigned id[SERVE_ISCSI_MAX_LUNS];
+	struct disk *disk[SERVE_ISCSI_MAX_LUNS];
+	const char *spec[SERVE_ISCSI_MAX_LUNS];
+};
+
+static void new_units_free(struct new_units *u)
+{
+	for (unsigned i = 0; i < u->n; i++)
+		disk_unref(u->disk[i]);
+	free(u);
+}
+
+/* Parses @obj (NULL: none) into a new struct new_units, ids @lo..@hi, or
+ * fails @c and returns NULL. */
+static struct new_units *new_units_open(struct ctl_call *c, json_t *obj, const char *what,
+					unsigned lo, unsigned hi, bool ro)
+{
+	struct new_units *u = calloc(1, sizeof(*u));
+	const char *key;
+	json_t *val;
+
+	if (!u) {
+		ctl_fail(c, CTL_ERR_INTERNAL, NULL);
+		return NULL;
 	}
-	ret = serve_disks_drop(&si->disks, t, (unsigned)lun, "iscsi");
+	if (obj && !json_is_object(obj)) {
+		free(u);
+		ctl_fail_paramf(c, "%s must be an object {\"N\": SPEC, ...}", what);
+		return NULL;
+	}
+	json_object_foreach(obj, key, val) {
+		uint64_t id;
+
+		if (tool_parse_uint(key, lo, hi, &id) < 0 || !json_is_string(val) ||
+		    u->n == SERVE_ISCSI_MAX_LUNS) {
+			new_units_free(u);
+			ctl_fail_paramf(c, "%s: each key must be a number %u..%u and each value a "
+					"spec string (got '%s')", what, lo, hi, key);
+			return NULL;
+		}
+		u->id[u->n] = (unsigned)id;
+		u->spec[u->n] = json_string_value(val);
+		if (serve_ctl_open_spec(c, u->spec[u->n], ro, &u->disk[u->n]) < 0) {
+			new_units_free(u);
+			return NULL;
+		}
+		u->n++;
+	}
+	return u;
+}
+
+/* export-add frontend=iscsi name=IQN luns={"N": SPEC} read_only */
+static json_t *iscsi_target_add(struct ctl_call *c, json_t *params)
+{
+	const char *fe, *name, *kept;
+	json_t *luns = NULL, *res;
+	struct serve_iscsi *si;
+	struct scsi_target *t;
+	struct new_units *u;
+	char err[256] = "";
+	json_error_t je;
+	int ro = serve_ctl_opts_of(c)->read_only, ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:o, s?:b}", "frontend", &fe,
+			   "name", &name, "luns", &luns, "read_only", &ro) < 0)
+		return ctl_fail_params(c, &je);
+	if (serve_ctl_refuse_when_stopping(c) || !(si = iscsi_of(c, name)))
+		return NULL;
+	if (!serve_iscsi_valid_name(name))
+		return ctl_fail_paramf(c, "name must be an iSCSI name (iqn.YYYY-MM.domain:name, "
+				       "lower case)");
+	if (serve_ctl_opts_of(c)->read_only && !ro)
+		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
+				       "is not allowed");
+	if (serve_iscsi_target(si, name))
+		return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name, "exists", 1));
+	if (!(u = new_units_open(c, luns, "luns", 0, SCSI_MAX_LUNS - 1, ro)))
+		return NULL;
+	if (!(kept = serve_iscsi_keep_name(si, name)) || scsi_target_new(kept, &t) < 0) {
+		new_units_free(u);
+		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
+	}
+	for (unsigned i = 0; i < u->n; i++) {
+		unsigned lun = u->id[i];
+
+		ret = tool_scsi_make_lu(t, lun, u->disk[i], u->spec[i], err, sizeof(err));
+		if (ret < 0) {
+			scsi_target_free(t);
+			new_units_free(u);
+			if (ret == -EINVAL)
+				return ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message",
+									       tool_json_str(err)));
+			return ctl_fail_errno(c, ret, "LUN %u: %s", lun, err[0] ? err : "cannot add it");
+		}
+	}
+	ret = serve_iscsi_target_add(si, t, u->n, u->id, u->disk, u->spec);
+	if (ret < 0) {
+		new_units_free(u);
+		if (ret == -EEXIST)
+			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name,
+								     "exists", 1));
+		return ctl_fail_errno(c, ret, "cannot add the target");
+	}
+	res = json_pack("{s:s, s:s, s:[]}", "frontend", "iscsi", "name", name, "luns");
+	for (unsigned i = 0; res && i < u->n; i++) {
+		json_t *o = json_pack("{s:i}", "lun", (int)u->id[i]);
+
+		if (o)
+			disk_fields(o, u->disk[i]);
+		json_array_append_new(json_object_get(res, "luns"), o);
+	}
+	new_units_free(u);
+	log_info("ctl: iSCSI target %s added by uid %ld pid %ld", name, (long)c->uid, (long)c->pid);
+	return res;
+}
+
+/* The mode and timeout_ms of export-remove, checked. */
+static bool remove_opts(struct ctl_call *c, const char *mode, json_int_t timeout)
+{
+	if (strcmp(mode, "drain") != 0 && strcmp(mode, "force") != 0) {
+		ctl_fail_paramf(c, "mode must be drain or force");
+		return false;
+	}
+	if (timeout < 0 || timeout > 3600000) {
+		ctl_fail_paramf(c, "timeout_ms must be 0..3600000");
+		return false;
+	}
+	return true;
+}
+
+/* The reply of a whole-target removal that returned @ret. */
+static json_t *removed_reply(struct ctl_call *c, const char *what, const char *name, int ret,
+			     unsigned n)
+{
 	if (ret == -ENOENT)
-		ret = 0;
-	log_info("ctl: LUN %lld of %s removed by uid %ld pid %ld", (long long)lun,
-		 scsi_target_name(t), (long)c->uid, (long)c->pid);
+		return serve_ctl_not_found(c, name);
+	if (ret == -ETIMEDOUT)
+		return ctl_fail(c, CTL_ERR_BUSY, json_pack("{s:s, s:i}", "target", name,
+							   "connections", (int)n));
+	log_info("ctl: %s %s removed by uid %ld pid %ld (%u connections)", what, name,
+		 (long)c->uid, (long)c->pid, n);
+	if (ret == -EIO)
+		return ctl_fail_errno(c, ret, "%s removed, but a final flush failed", what);
 	if (ret < 0)
-		return ctl_fail_errno(c, ret, "LUN removed, but its final flush failed");
-	return json_object();
+		return ctl_fail_errno(c, ret, "cannot remove the %s", what);
+	return json_pack("{s:i, s:b}", "connections_closed", (int)n, "flushed", 1);
+}
+
+/* export-remove frontend=iscsi name=IQN mode timeout_ms */
+static json_t *iscsi_target_remove(struct ctl_call *c, json_t *params)
+{
+	const char *fe, *name, *mode = "drain";
+	json_int_t timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	struct serve_iscsi *si;
+	unsigned n = 0;
+	json_error_t je;
+	int ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:I}", "frontend", &fe,
+			   "name", &name, "mode", &mode, "timeout_ms", &timeout) < 0)
+		return ctl_fail_params(c, &je);
+	if (!remove_opts(c, mode, timeout) || !(si = iscsi_of(c, name)))
+		return NULL;
+	ret = serve_iscsi_target_remove(si, name, strcmp(mode, "force") == 0, (unsigned)timeout,
+					&n);
+	return removed_reply(c, "iSCSI target", name, ret, n);
+}
+
+json_t *serve_ctl_fe_export_add(struct ctl_call *c, json_t *params, const char *frontend)
+{
+	if (strcmp(frontend, "iscsi") == 0)
+		return iscsi_target_add(c, params);
+	if (strcmp(frontend, "nvme-tcp") == 0)
+		return nvmf_subsys_add(c, params);
+	return ctl_fail_paramf(c, "frontend must be nbd, iscsi or nvme-tcp");
+}
+
+json_t *serve_ctl_fe_export_remove(struct ctl_call *c, json_t *params, const char *frontend)
+{
+	if (strcmp(frontend, "iscsi") == 0)
+		return iscsi_target_remove(c, params);
+	if (strcmp(frontend, "nvme-tcp") == 0)
+		return nvmf_subsys_remove(c, params);
+	return ctl_fail_paramf(c, "frontend must be nbd, iscsi or nvme-tcp");
 }
 
 /* ---- NVMe/TCP namespaces ----------------------------------------------------- */
@@ -557,28 +834,98 @@ json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params)
 
 json_t *serve_ctl_nvme_ns_remove(struct ctl_call *c, json_t *params)
 {
+	json_int_t nsid, timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	struct unit_removal *rm;
 	struct serve_nvmf *sn;
-	json_int_t nsid;
+	char name[300];
+	json_error_t je;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I, s?:I}", "nsid", &nsid, "timeout_ms",
+			   &timeout) < 0)
+		return ctl_fail_params(c, &je);
+	if (!unit_timeout_ok(c, timeout) || !(sn = nvmf_of(c)))
+		return NULL;
+	if (nsid < 1 || nsid > NVMEEMU_MAX_NSID || !nvmeemu_subsys_has_ns(sn->subsys, (uint32_t)nsid)) {
+		snprintf(name, sizeof(name), "%lld", (long long)nsid);
+		return serve_ctl_not_found(c, name);
+	}
+	if (!(rm = calloc(1, sizeof(*rm))))
+		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
+	rm->ss = sn->subsys;
+	rm->id = (unsigned)nsid;
+	rm->proto = "nvme-tcp";
+	snprintf(name, sizeof(name), "%s/%lld", nvmeemu_subsys_nqn(sn->subsys), (long long)nsid);
+	return unit_remove(c, rm, &sn->disks, NULL, "nvme-ns-remove", name, timeout);
+}
+
+static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params)
+{
+	struct serve_nvmf *sn = serve_ctl_opts_of(c)->nvmf;
+	const char *fe, *name;
+	json_t *nss = NULL, *res;
+	struct new_units *u;
+	char err[256] = "";
+	json_error_t je;
+	int ro = serve_ctl_opts_of(c)->read_only, ret;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:o, s?:b}", "frontend", &fe,
+			   "name", &name, "namespaces", &nss, "read_only", &ro) < 0)
+		return ctl_fail_params(c, &je);
+	if (serve_ctl_opts_of(c)->read_only && !ro)
+		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
+				       "is not allowed");
+	if (serve_ctl_refuse_when_stopping(c))
+		return NULL;
+	if (!sn || !sn->srv)
+		return serve_ctl_not_supported(c, name, "serve runs no NVMe/TCP target (--nvme-tcp)");
+	if (serve_nvmf_subsys(sn, name))
+		return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name, "exists", 1));
+	if (!(u = new_units_open(c, nss, "namespaces", 1, NVMEEMU_MAX_NSID, ro)))
+		return NULL;
+	ret = serve_nvmf_subsys_add(sn, name, u->n, u->id, u->disk, u->spec, err, sizeof(err));
+	if (ret < 0) {
+		new_units_free(u);
+		if (ret == -EEXIST)
+			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name,
+								     "exists", 1));
+		if (ret == -EINVAL)
+			return ctl_fail_paramf(c, "%s", err[0] ? err : "bad NQN or namespace");
+		return ctl_fail_errno(c, ret, "cannot add the subsystem%s%s", err[0] ? ": " : "", err);
+	}
+	res = json_pack("{s:s, s:s, s:[]}", "frontend", "nvme-tcp", "name", name, "namespaces");
+	for (unsigned i = 0; res && i < u->n; i++) {
+		json_t *o = json_pack("{s:i}", "nsid", (int)u->id[i]);
+
+		if (o)
+			disk_fields(o, u->disk[i]);
+		json_array_append_new(json_object_get(res, "namespaces"), o);
+	}
+	new_units_free(u);
+	log_info("ctl: NVMe/TCP subsystem %s added by uid %ld pid %ld", name, (long)c->uid,
+		 (long)c->pid);
+	return res;
+}
+
+/* export-remove frontend=nvme-tcp name=NQN timeout_ms (mode: the queues
+ * are always closed; commands in the core finish first) */
+static json_t *nvmf_subsys_remove(struct ctl_call *c, json_t *params)
+{
+	struct serve_nvmf *sn = serve_ctl_opts_of(c)->nvmf;
+	const char *fe, *name, *mode = "drain";
+	json_int_t timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	unsigned n = 0;
 	json_error_t je;
 	int ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I}", "nsid", &nsid) < 0)
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:I}", "frontend", &fe,
+			   "name", &name, "mode", &mode, "timeout_ms", &timeout) < 0)
 		return ctl_fail_params(c, &je);
-	if (!(sn = nvmf_of(c)))
+	if (!remove_opts(c, mode, timeout))
 		return NULL;
-	ret = nsid >= 1 && nsid <= NVMEEMU_MAX_NSID ? serve_nvmf_ns_remove(sn, (uint32_t)nsid)
-						    : -ENOENT;
-	if (ret == -ENOENT) {
-		char t[32];
-
-		snprintf(t, sizeof(t), "%lld", (long long)nsid);
-		return serve_ctl_not_found(c, t);
-	}
-	log_info("ctl: namespace %lld removed by uid %ld pid %ld", (long long)nsid, (long)c->uid,
-		 (long)c->pid);
-	if (ret < 0)
-		return ctl_fail_errno(c, ret, "namespace removed, but its final flush failed");
-	return json_object();
+	if (!sn || !sn->srv)
+		return serve_ctl_not_supported(c, name, "serve runs no NVMe/TCP target (--nvme-tcp)");
+	ret = serve_nvmf_subsys_remove(sn, name, (unsigned)timeout, &n);
+	return removed_reply(c, "NVMe/TCP subsystem", name, ret, n);
 }
 
 /* The disk of the positional SPEC that the vhost-user devices of the
@@ -598,7 +945,7 @@ static struct disk *vhost_positional_disk(const struct serve_ctl_opts *so)
 			return disk_ref(u->disk);
 	}
 	for (unsigned i = 0; so->nvmf && so->nvmf->subsys && i < so->nvmf->disks.n; i++)
-		if (so->nvmf->disks.v[i].id == 1)
+		if (so->nvmf->disks.v[i].id == 1 && !so->nvmf->disks.v[i].owner)
 			return disk_ref(so->nvmf->disks.v[i].disk);
 	return NULL;
 }
@@ -636,11 +983,11 @@ void serve_ctl_fe_list(struct ctl_call *c, const char *only, json_t *out)
 					       "spec", u->spec ? tool_json_str(u->spec) : json_null()),
 			  u->disk);
 	}
-	for (unsigned i = 0; sn && sn->subsys && i < sn->disks.n; i++) {
+	for (unsigned i = 0; sn && sn->srv && i < sn->disks.n; i++) {
 		const struct serve_unit *u = &sn->disks.v[i];
 
 		add_entry(out, only, json_pack("{s:s, s:s, s:I, s:o}", "frontend", "nvme-tcp", "name",
-					       nvmeemu_subsys_nqn(sn->subsys), "nsid",
+					       serve_nvmf_unit_nqn(sn, u), "nsid",
 					       (json_int_t)u->id, "spec",
 					       u->spec ? tool_json_str(u->spec) : json_null()),
 			  u->disk);
@@ -683,10 +1030,10 @@ void serve_ctl_fe_foreach(const struct serve_ctl_opts *so, struct serve_ctl_fe *
 		fn(&(struct serve_ctl_fe_unit){ .frontend = "iscsi", .name = name, .spec = u->spec,
 						.disk = u->disk }, opaque);
 	}
-	for (unsigned i = 0; sn && sn->subsys && i < sn->disks.n; i++) {
+	for (unsigned i = 0; sn && sn->srv && i < sn->disks.n; i++) {
 		const struct serve_unit *u = &sn->disks.v[i];
 
-		snprintf(name, sizeof(name), "%s/%u", nvmeemu_subsys_nqn(sn->subsys), u->id);
+		snprintf(name, sizeof(name), "%s/%u", serve_nvmf_unit_nqn(sn, u), u->id);
 		fn(&(struct serve_ctl_fe_unit){ .frontend = "nvme-tcp", .name = name, .spec = u->spec,
 						.disk = u->disk }, opaque);
 	}
@@ -748,7 +1095,7 @@ json_t *serve_ctl_fe_frontends(const struct serve_ctl_opts *o, struct serve_ctl_
 		json_array_append_new(a, json_string("nbd"));
 	if (o->iscsi && o->iscsi->srv)
 		json_array_append_new(a, json_string("iscsi"));
-	if (o->nvmf && o->nvmf->subsys)
+	if (o->nvmf && o->nvmf->srv)
 		json_array_append_new(a, json_string("nvme-tcp"));
 	if ((o->vhost && o->vhost->socket) || (fe && fe->vhost))
 		json_array_append_new(a, json_string("vhost-user-blk"));

@@ -14,6 +14,9 @@
 
 struct disk;
 struct serve_ctl_fe;
+
+/* export-remove's default timeout_ms. */
+#define SERVE_CTL_REMOVE_TIMEOUT_MS 10000u
 struct serve_ctl_opts;
 
 /* ---- serve-ctl.c ------------------------------------------------------- */
@@ -36,6 +39,25 @@ void serve_ctl_stats_enable(struct disk *top);
 /* Parses and opens @text (a new disk, *@out), or fails @c (-32003 for a
  * bad spec, -32000 for an OS error) and returns a negative errno. */
 int serve_ctl_open_spec(struct ctl_call *c, const char *text, bool read_only, struct disk **out);
+
+/* A function run on a thread of its own (with a reactor, so it may flush
+ * synchronously), for an operation that may outlive its call: a removal
+ * waiting for the commands on a hung disk. */
+struct serve_ctl_bg;
+/* Starts @fn(@arg) on a new thread; @free_arg(@arg) runs when it is freed
+ * (NULL: none). @type ("iscsi-lun-remove") and @target name it as a job.
+ * NULL when out of memory or threads (nothing started). */
+struct serve_ctl_bg *serve_ctl_bg_start(const char *type, const char *target,
+					int (*fn)(void *arg), void *arg,
+					void (*free_arg)(void *arg));
+/* Waits up to @timeout_ms for @bg to end: true (fn's result in *@ret) if
+ * it did. */
+bool serve_ctl_bg_wait(struct serve_ctl_bg *bg, unsigned timeout_ms, int *ret);
+/* Joins and frees @bg (blocks until fn returned). NULL allowed. */
+void serve_ctl_bg_free(struct serve_ctl_bg *bg);
+/* Lists @bg (taken over) as a job for job-list/job-get; returns its
+ * job-get object (NULL after waiting for it when out of memory). */
+json_t *serve_ctl_bg_to_job(struct ctl_call *c, struct serve_ctl_bg *bg);
 
 /* ---- serve-ctl-fe.c ---------------------------------------------------- */
 
@@ -69,6 +91,11 @@ void serve_ctl_fe_foreach(const struct serve_ctl_opts *o, struct serve_ctl_fe *f
 /* The disk of the unit named @name (a new reference; *@spec may be NULL),
  * or NULL. */
 struct disk *serve_ctl_fe_find(struct ctl_call *c, const char *name, const char **spec);
+
+/* export-add and export-remove with a frontend other than "nbd" (an
+ * iSCSI target, an NVMe/TCP subsystem). */
+json_t *serve_ctl_fe_export_add(struct ctl_call *c, json_t *params, const char *frontend);
+json_t *serve_ctl_fe_export_remove(struct ctl_call *c, json_t *params, const char *frontend);
 
 json_t *serve_ctl_ublk_add(struct ctl_call *c, json_t *params);
 json_t *serve_ctl_ublk_del(struct ctl_call *c, json_t *params);

@@ -16,12 +16,15 @@
  * Jobs (layer-commit): the method starts the work on a thread of its own
  * (layered_commit_start) and returns; job-* poll or cancel it. The job
  * list belongs to the control thread; serve_ctl_stop ends the jobs once
- * that thread has stopped.
+ * that thread has stopped. A removal of serve-ctl-fe.c that outlives its
+ * call's timeout (a LUN or namespace draining on a hung disk) becomes a
+ * job too (struct serve_ctl_bg: a function on a thread of its own).
  */
 #include "config.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -48,7 +51,7 @@
 #include "tools/serve-ctl.h"
 #include "tools/tool.h"
 
-#define CTL_DEFAULT_REMOVE_TIMEOUT_MS 10000u
+#define CTL_DEFAULT_REMOVE_TIMEOUT_MS SERVE_CTL_REMOVE_TIMEOUT_MS
 #define CTL_MAX_WALK_DEPTH 64u
 
 /* The spec text of each export, for export-list (control thread only,
@@ -66,8 +69,22 @@ struct ctl_job {
 	char *target;                /* the export */
 	uint32_t sector_size;
 	uint64_t started_ns;
-	struct layered_commit *commit;
+	struct layered_commit *commit;  /* NULL: @bg */
+	struct serve_ctl_bg *bg;
 	struct ctl_job *next;        /* newer first */
+};
+
+/* A function run on a thread of its own (serve-ctl-internal.h). */
+struct serve_ctl_bg {
+	pthread_t thread;
+	int (*fn)(void *arg);
+	void *arg;
+	void (*free_arg)(void *arg);
+	char *type, *target;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;                   /* under @lock */
+	int ret;                     /* fn's result, once done */
 };
 
 struct serve_ctl {
@@ -409,18 +426,39 @@ static json_t *m_export_list(struct ctl_call *c, json_t *params)
 	return lc.out;
 }
 
+/* The frontend export-add and export-remove act on (*@fe: "nbd" when
+ * params has none), or false after failing @c. */
+static bool frontend_of(struct ctl_call *c, json_t *params, const char **fe)
+{
+	json_t *v = json_object_get(params, "frontend");
+
+	if (!v)
+		return true;
+	if (!json_is_string(v)) {
+		ctl_fail_paramf(c, "frontend must be a string: nbd, iscsi or nvme-tcp");
+		return false;
+	}
+	*fe = json_string_value(v);
+	return true;
+}
+
 static json_t *m_export_add(struct ctl_call *c, json_t *params)
 {
 	struct serve_ctl *s = ctx_of(c);
-	const char *name, *text, *desc = NULL;
+	const char *name, *text, *desc = NULL, *fe = "nbd";
 	int ro = s->o.read_only;
 	struct disk *d = NULL;
 	json_error_t je;
 	json_t *res;
 	int ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:b}", "name", &name,
-			   "spec", &text, "description", &desc, "read_only", &ro) < 0)
+	if (!frontend_of(c, params, &fe))
+		return NULL;
+	if (strcmp(fe, "nbd") != 0)
+		return serve_ctl_fe_export_add(c, params, fe);
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:b, s?:s}", "name", &name,
+			   "spec", &text, "description", &desc, "read_only", &ro, "frontend",
+			   &fe) < 0)
 		return ctl_fail_params(c, &je);
 	if (!s->o.nbd)
 		return no_nbd(c, name);
@@ -453,14 +491,18 @@ static json_t *m_export_add(struct ctl_call *c, json_t *params)
 static json_t *m_export_remove(struct ctl_call *c, json_t *params)
 {
 	struct serve_ctl *s = ctx_of(c);
-	const char *name, *mode = "drain";
+	const char *name, *mode = "drain", *fe = "nbd";
 	json_int_t timeout = CTL_DEFAULT_REMOVE_TIMEOUT_MS;
 	unsigned n = 0;
 	json_error_t je;
 	int ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s?:s, s?:I}", "name", &name,
-			   "mode", &mode, "timeout_ms", &timeout) < 0)
+	if (!frontend_of(c, params, &fe))
+		return NULL;
+	if (strcmp(fe, "nbd") != 0)
+		return serve_ctl_fe_export_remove(c, params, fe);
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s?:s, s?:I, s?:s}", "name", &name,
+			   "mode", &mode, "timeout_ms", &timeout, "frontend", &fe) < 0)
 		return ctl_fail_params(c, &je);
 	if (strcmp(mode, "drain") != 0 && strcmp(mode, "force") != 0)
 		return ctl_fail_paramf(c, "mode must be drain or force");
@@ -742,7 +784,8 @@ static json_t *m_fault_get(struct ctl_call *c, json_t *params)
 
 /* The stack's disks are counted by the dispatcher (disk_stats_enable) once
  * stats-enable asked for it: counting costs two clock reads per request
- * (docs/ctl.md, "stats"), so it is opt-in. */
+ * (docs/ctl.md, "stats"), so it is opt-in, and stats-enable enable=false
+ * turns it off again. */
 static bool stats_enable_one(struct disk *d, void *arg UNUSED)
 {
 	if (disk_stats_enable(d) < 0)
@@ -753,6 +796,18 @@ static bool stats_enable_one(struct disk *d, void *arg UNUSED)
 void serve_ctl_stats_enable(struct disk *top)
 {
 	(void)stack_find(top, stats_enable_one, NULL);
+}
+
+static bool stats_disable_one(struct disk *d, void *arg UNUSED)
+{
+	disk_stats_disable(d);
+	return false;
+}
+
+/* Turns the dispatcher's statistics off for every disk of @top's stack. */
+static void stats_disable(struct disk *top)
+{
+	(void)stack_find(top, stats_disable_one, NULL);
 }
 
 struct stats_ctx {
@@ -872,22 +927,26 @@ static void stats_fe_one(const struct serve_ctl_fe_unit *u, void *opaque)
 
 struct enable_ctx {
 	json_t *out;
+	bool off;
 };
+
+static void enable_disk(struct enable_ctx *ec, struct disk *d, const char *name)
+{
+	if (ec->off)
+		stats_disable(d);
+	else
+		serve_ctl_stats_enable(d);
+	json_array_append_new(ec->out, tool_json_str(name));
+}
 
 static void enable_export(const struct nbdsrv_export_view *v, void *opaque)
 {
-	struct enable_ctx *ec = opaque;
-
-	serve_ctl_stats_enable(v->disk);
-	json_array_append_new(ec->out, tool_json_str(v->name));
+	enable_disk(opaque, v->disk, v->name);
 }
 
 static void enable_unit(const struct serve_ctl_fe_unit *u, void *opaque)
 {
-	struct enable_ctx *ec = opaque;
-
-	serve_ctl_stats_enable(u->disk);
-	json_array_append_new(ec->out, tool_json_str(u->name));
+	enable_disk(opaque, u->disk, u->name);
 }
 
 static json_t *m_stats_enable(struct ctl_call *c, json_t *params)
@@ -895,26 +954,33 @@ static json_t *m_stats_enable(struct ctl_call *c, json_t *params)
 	struct serve_ctl *s = ctx_of(c);
 	struct enable_ctx ec = { 0 };
 	const char *target = NULL;
+	int on = 1;
 	json_error_t je;
 	struct disk *d;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s}", "target", &target) < 0)
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s?:b}", "target", &target,
+			   "enable", &on) < 0)
 		return ctl_fail_params(c, &je);
+	ec.off = !on;
 	if (target) {
 		if (!(d = target_disk(c, target, NULL)))
 			return NULL;
-		serve_ctl_stats_enable(d);
+		if (ec.off)
+			stats_disable(d);
+		else
+			serve_ctl_stats_enable(d);
 		disk_unref(d);
-		return json_pack("{s:[o]}", "enabled", tool_json_str(target));
+		return json_pack("{s:[o]}", on ? "enabled" : "disabled", tool_json_str(target));
 	}
 	if (!(ec.out = json_array()))
 		return NULL;
-	s->stats_all = true;
+	s->stats_all = on;
 	if (s->o.nbd)
 		nbdsrv_foreach_export(s->o.nbd, enable_export, &ec);
 	serve_ctl_fe_foreach(&s->o, s->fe, enable_unit, &ec);
-	log_info("ctl: disk statistics enabled by uid %ld pid %ld", (long)c->uid, (long)c->pid);
-	return json_pack("{s:o}", "enabled", ec.out);
+	log_info("ctl: disk statistics %s by uid %ld pid %ld", on ? "enabled" : "disabled",
+		 (long)c->uid, (long)c->pid);
+	return json_pack("{s:o}", on ? "enabled" : "disabled", ec.out);
 }
 
 static json_t *m_stats(struct ctl_call *c, json_t *params)
@@ -1078,6 +1144,104 @@ int serve_ctl_open_spec(struct ctl_call *c, const char *text, bool read_only, st
 	return ret;
 }
 
+/* ---- background operations ------------------------------------------------------ */
+
+static void *bg_main(void *opaque)
+{
+	struct serve_ctl_bg *bg = opaque;
+	struct reactor *r = NULL;
+	int ret = reactor_new(&r, 0);
+
+	/* The function may flush a disk synchronously: it needs a reactor. */
+	if (ret == 0) {
+		ret = bg->fn(bg->arg);
+		reactor_free(r);
+	}
+	pthread_mutex_lock(&bg->lock);
+	bg->ret = ret;
+	bg->done = true;
+	pthread_cond_broadcast(&bg->cond);
+	pthread_mutex_unlock(&bg->lock);
+	return NULL;
+}
+
+struct serve_ctl_bg *serve_ctl_bg_start(const char *type, const char *target,
+					int (*fn)(void *arg), void *arg,
+					void (*free_arg)(void *arg))
+{
+	struct serve_ctl_bg *bg = calloc(1, sizeof(*bg));
+
+	if (!bg || !(bg->type = strdup(type)) || !(bg->target = strdup(target))) {
+		if (bg)
+			free(bg->type);
+		free(bg);
+		return NULL;
+	}
+	bg->fn = fn;
+	bg->arg = arg;
+	bg->free_arg = free_arg;
+	pthread_mutex_init(&bg->lock, NULL);
+	pthread_cond_init(&bg->cond, NULL);
+	if (pthread_create(&bg->thread, NULL, bg_main, bg) != 0) {
+		pthread_cond_destroy(&bg->cond);
+		pthread_mutex_destroy(&bg->lock);
+		free(bg->target);
+		free(bg->type);
+		free(bg);
+		return NULL;
+	}
+	return bg;
+}
+
+/* Whether @bg ended; its result in *@ret (may be NULL). */
+static bool bg_done(struct serve_ctl_bg *bg, int *ret)
+{
+	bool done;
+
+	pthread_mutex_lock(&bg->lock);
+	done = bg->done;
+	if (done && ret)
+		*ret = bg->ret;
+	pthread_mutex_unlock(&bg->lock);
+	return done;
+}
+
+bool serve_ctl_bg_wait(struct serve_ctl_bg *bg, unsigned timeout_ms, int *ret)
+{
+	struct timespec ts;
+	bool done;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&bg->lock);
+	while (!bg->done && pthread_cond_timedwait(&bg->cond, &bg->lock, &ts) == 0)
+		;
+	done = bg->done;
+	if (done)
+		*ret = bg->ret;
+	pthread_mutex_unlock(&bg->lock);
+	return done;
+}
+
+void serve_ctl_bg_free(struct serve_ctl_bg *bg)
+{
+	if (!bg)
+		return;
+	pthread_join(bg->thread, NULL);   /* a hung disk holds this until it answers */
+	if (bg->free_arg)
+		bg->free_arg(bg->arg);
+	pthread_cond_destroy(&bg->cond);
+	pthread_mutex_destroy(&bg->lock);
+	free(bg->target);
+	free(bg->type);
+	free(bg);
+}
+
 /* ---- layer-commit and jobs (docs/ctl.md, docs/layered.md "Commit") ---------- */
 
 /* Finished jobs kept for job-list/job-get; older ones are dropped. */
@@ -1105,11 +1269,30 @@ static bool is_overlay_disk(struct disk *d, void *arg UNUSED)
 	return strcmp(type, "ram") == 0 || strcmp(type, "sqlite") == 0;
 }
 
+/* A background operation's job-get object: no progress to report. */
+static json_t *bg_job_json(const struct ctl_job *j)
+{
+	int ret = 0;
+	bool done = bg_done(j->bg, &ret);
+	json_t *o = json_pack("{s:I, s:s, s:o, s:s, s:I}", "id", (json_int_t)j->id, "type",
+			      j->bg->type, "target", tool_json_str(j->bg->target), "state",
+			      !done ? "running" : ret < 0 ? "failed" : "done", "started_ns",
+			      (json_int_t)j->started_ns);
+
+	if (o && done && ret < 0)
+		json_object_set_new(o, "error", json_pack("{s:i, s:s}", "errno", -ret, "message",
+							  ret == -EIO ? "the final flush failed"
+								      : strerror(-ret)));
+	return o;
+}
+
 static json_t *job_json(const struct ctl_job *j)
 {
 	struct layered_commit_progress p;
 	json_t *o;
 
+	if (j->bg)
+		return bg_job_json(j);
 	layered_commit_poll(j->commit, &p);
 	o = json_pack("{s:I, s:s, s:o, s:s, s:I, s:I, s:i, s:i, s:I}", "id", (json_int_t)j->id,
 		      "type", "layer-commit", "target", tool_json_str(j->target),
@@ -1126,6 +1309,7 @@ static json_t *job_json(const struct ctl_job *j)
 
 static void job_free(struct ctl_job *j)
 {
+	serve_ctl_bg_free(j->bg);
 	layered_commit_free(j->commit);
 	free(j->target);
 	free(j);
@@ -1139,9 +1323,15 @@ static void jobs_trim(struct serve_ctl *s)
 	for (struct ctl_job **pp = &s->jobs; *pp;) {
 		struct ctl_job *j = *pp;
 		struct layered_commit_progress p;
+		bool running;
 
-		layered_commit_poll(j->commit, &p);
-		if (p.state != LAYERED_COMMIT_RUNNING && ++finished > CTL_MAX_FINISHED_JOBS) {
+		if (j->bg) {
+			running = !bg_done(j->bg, NULL);
+		} else {
+			layered_commit_poll(j->commit, &p);
+			running = p.state == LAYERED_COMMIT_RUNNING;
+		}
+		if (!running && ++finished > CTL_MAX_FINISHED_JOBS) {
 			*pp = j->next;
 			job_free(j);
 			continue;
@@ -1172,6 +1362,8 @@ static uint64_t job_running_on(struct serve_ctl *s, const char *target)
 	for (struct ctl_job *j = s->jobs; j; j = j->next) {
 		struct layered_commit_progress p;
 
+		if (!j->commit)
+			continue;
 		layered_commit_poll(j->commit, &p);
 		if (p.state == LAYERED_COMMIT_RUNNING && strcmp(j->target, target) == 0)
 			return j->id;
@@ -1285,6 +1477,26 @@ static json_t *m_layer_commit(struct ctl_call *c, json_t *params)
 	return job_json(j);
 }
 
+json_t *serve_ctl_bg_to_job(struct ctl_call *c, struct serve_ctl_bg *bg)
+{
+	struct serve_ctl *s = ctx_of(c);
+	struct ctl_job *j = calloc(1, sizeof(*j));
+
+	if (!j || !(j->target = strdup(bg->target))) {
+		/* Cannot list it: wait for it here rather than lose it. */
+		free(j);
+		serve_ctl_bg_free(bg);
+		return NULL;
+	}
+	j->id = ++s->next_job_id;
+	j->bg = bg;
+	j->started_ns = reactor_now_ns();
+	j->next = s->jobs;
+	s->jobs = j;
+	jobs_trim(s);
+	return job_json(j);
+}
+
 static json_t *m_job_list(struct ctl_call *c, json_t *params)
 {
 	json_error_t je;
@@ -1330,6 +1542,9 @@ static json_t *m_job_cancel(struct ctl_call *c, json_t *params)
 
 	if (!j)
 		return NULL;
+	if (j->bg)
+		return not_supported(c, j->bg->target, "a removal cannot be cancelled: it waits for "
+				     "the commands in flight, then flushes");
 	layered_commit_cancel(j->commit);
 	log_info("ctl: job %llu cancelled by uid %ld pid %ld", (unsigned long long)j->id,
 		 (long)c->uid, (long)c->pid);

@@ -11,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
+#include "common/reactor.h"
 #include "iscsi/login.h"
 #include "iscsi/server.h"
 #include "net/netsrv.h"
@@ -188,6 +190,99 @@ struct scsi_target *serve_iscsi_target(struct serve_iscsi *si, const char *name)
 	return NULL;
 }
 
+bool serve_iscsi_valid_name(const char *name)
+{
+	return valid_iqn(name);
+}
+
+const char *serve_iscsi_keep_name(struct serve_iscsi *si, const char *name)
+{
+	char **v = realloc(si->added_names, (si->nadded_names + 1) * sizeof(*v));
+
+	if (!v)
+		return NULL;
+	si->added_names = v;
+	if (!(v[si->nadded_names] = strdup(name)))
+		return NULL;
+	return v[si->nadded_names++];
+}
+
+int serve_iscsi_target_add(struct serve_iscsi *si, struct scsi_target *t, unsigned n,
+			   const unsigned *luns, struct disk *const *disks,
+			   const char *const *specs)
+{
+	unsigned slot;
+	int ret;
+
+	/* A slot in targets[]/built[]: one a removed target left, else a new one. */
+	for (slot = 1; slot < si->ntargets && si->built[slot]; slot++)
+		;
+	if (slot == SERVE_ISCSI_MAX_LUNS) {
+		scsi_target_free(t);
+		return -ENOSPC;
+	}
+	ret = iscsisrv_add_target(si->srv, t);
+	if (ret < 0)
+		return ret;
+	for (unsigned i = 0; i < n; i++)
+		if ((ret = serve_disks_add(&si->disks, disks[i], t, luns[i], specs[i])) < 0) {
+			unsigned left;
+
+			(void)serve_iscsi_target_remove(si, scsi_target_name(t), true, 0, &left);
+			return ret;
+		}
+	/* The target's name lives as long as the server (a removed one is
+	 * retired, not freed). */
+	si->targets[slot] = scsi_target_name(t);
+	si->built[slot] = t;
+	if (slot == si->ntargets)
+		si->ntargets++;
+	return 0;
+}
+
+int serve_iscsi_target_remove(struct serve_iscsi *si, const char *name, bool force,
+			      unsigned timeout_ms, unsigned *nsessions)
+{
+	uint64_t deadline = reactor_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	bool live = serve_iscsi_target(si, name) != NULL, units = false;
+	struct scsi_target *t = NULL;
+	int ret, status = 0;
+
+	ret = iscsisrv_remove_target(si->srv, name, force, &t, nsessions);
+	if (!t)
+		return ret;     /* -ENOENT, or -ENOMEM with nothing changed */
+	for (unsigned i = 0; i < si->disks.n; i++)
+		units |= si->disks.v[i].owner == t;
+	if (!live && !units && iscsisrv_target_sessions(si->srv, t) == 0)
+		return -ENOENT;         /* removed before, completely */
+	for (unsigned i = 0; i < si->ntargets; i++)
+		if (si->built[i] == t)
+			si->built[i] = NULL;   /* hidden from the control socket too */
+	/* The sessions leave on their workers; this thread has nothing else
+	 * to do meanwhile (the control thread, never a worker). */
+	while (iscsisrv_target_sessions(si->srv, t) > 0) {
+		if (reactor_now_ns() >= deadline) {
+			*nsessions = iscsisrv_target_sessions(si->srv, t);
+			return -ETIMEDOUT;
+		}
+		usleep(2000);
+	}
+	if (ret < 0)
+		return ret;
+	/* No session is left, so no command runs on its LUs. */
+	for (unsigned i = si->disks.n; i-- > 0;) {
+		unsigned lun;
+
+		if (i >= si->disks.n || si->disks.v[i].owner != t)
+			continue;
+		lun = si->disks.v[i].id;
+		(void)scsi_target_remove_lu(t, lun);
+		if (serve_disks_drop(&si->disks, t, lun, "iscsi") == -EIO)
+			status = -EIO;
+	}
+	return status;
+}
+
 /* Makes LUN @lun of @t over @d, opened from @spec_text (scsi-lun.h). */
 static int add_lu(struct serve_iscsi *si, const char *cmd, struct scsi_target *t, unsigned lun,
 		  struct disk *d, const char *spec_text)
@@ -276,6 +371,11 @@ void serve_iscsi_free(struct serve_iscsi *si)
 	si->srv = NULL;
 	serve_disks_free(&si->disks);
 	memset(si->built, 0, sizeof(si->built));
+	for (unsigned i = 0; i < si->nadded_names; i++)
+		free(si->added_names[i]);
+	free(si->added_names);
+	si->added_names = NULL;
+	si->nadded_names = 0;
 	for (unsigned i = 0; i < si->nluns; i++)
 		spec_free(si->luns[i].spec);
 	si->nluns = 0;

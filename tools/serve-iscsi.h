@@ -88,6 +88,10 @@ struct serve_iscsi {
 	struct iscsisrv *srv;
 	struct serve_disks disks;       /* flushed at the end; owner: the scsi_target, id: the LUN */
 	struct scsi_target *built[SERVE_ISCSI_MAX_LUNS];  /* per targets[]; NULL: none */
+	/* The names of targets added at run time (scsi_target_new borrows
+	 * its name; a removed target lives until the server is freed). */
+	char **added_names;
+	unsigned nadded_names;
 	uint16_t bound_port;
 };
 
@@ -120,5 +124,29 @@ void serve_iscsi_free(struct serve_iscsi *si);
 /* For the control socket (serve-ctl-fe.c), on its thread: the target
  * named @name (NULL: the default one), or NULL. */
 struct scsi_target *serve_iscsi_target(struct serve_iscsi *si, const char *name);
+
+/* Whether @name is a valid iSCSI name for a target (iqn., eui., naa.). */
+bool serve_iscsi_valid_name(const char *name);
+
+/* On the control thread: a copy of @name kept until serve_iscsi_free,
+ * for scsi_target_new; NULL when out of memory. */
+const char *serve_iscsi_keep_name(struct serve_iscsi *si, const char *name);
+
+/* On the control thread: serves target @t, built with its LUs (@disks[i]
+ * borrowed, opened from @specs[i], for LUN @luns[i]), from now on (new
+ * logins find it). Takes @t over, also on failure. Returns 0, -EEXIST
+ * (the name is served), -ENOSPC (too many targets) or -ENOMEM. */
+int serve_iscsi_target_add(struct serve_iscsi *si, struct scsi_target *t, unsigned n,
+			   const unsigned *luns, struct disk *const *disks,
+			   const char *const *specs);
+
+/* On the control thread: hides target @name from new logins and drains
+ * (@force: closes) its sessions (iscsisrv_remove_target), waits up to
+ * @timeout_ms for them to go, then removes its LUs and flushes their
+ * disks. *@nsessions: the sessions it had (or still has, on -ETIMEDOUT).
+ * Returns 0, -ENOENT, -ETIMEDOUT (sessions remain: it stays hidden; call
+ * again), -EIO (a flush failed; it is gone anyway) or -ENOMEM. */
+int serve_iscsi_target_remove(struct serve_iscsi *si, const char *name, bool force,
+			      unsigned timeout_ms, unsigned *nsessions);
 
 #endif

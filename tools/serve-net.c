@@ -109,8 +109,7 @@ int serve_disks_keep(struct serve_disks *sd, const char *cmd, struct disk *d, co
 								 : 0;
 }
 
-/* Flushes @u's disk unless it is read-only. Returns 0 or -EIO. */
-static int unit_flush(const struct serve_unit *u, const char *proto)
+int serve_unit_flush(const struct serve_unit *u, const char *proto)
 {
 	int st;
 
@@ -133,10 +132,23 @@ int serve_disks_drop(struct serve_disks *sd, const void *owner, unsigned id, con
 		if (u.owner != owner || u.id != id)
 			continue;
 		sd->v[i] = sd->v[--sd->n];
-		ret = unit_flush(&u, proto);
+		ret = serve_unit_flush(&u, proto);
 		disk_unref(u.disk);
 		free(u.spec);
 		return ret;
+	}
+	return -ENOENT;
+}
+
+int serve_disks_take(struct serve_disks *sd, const void *owner, unsigned id,
+		     struct serve_unit *out)
+{
+	for (unsigned i = 0; i < sd->n; i++) {
+		if (sd->v[i].owner != owner || sd->v[i].id != id)
+			continue;
+		*out = sd->v[i];
+		sd->v[i] = sd->v[--sd->n];
+		return 0;
 	}
 	return -ENOENT;
 }
@@ -146,7 +158,7 @@ int serve_disks_flush(const struct serve_disks *sd, const char *proto)
 	int status = 0;
 
 	for (unsigned i = 0; i < sd->n; i++)
-		if (unit_flush(&sd->v[i], proto) < 0)
+		if (serve_unit_flush(&sd->v[i], proto) < 0)
 			status = 1;
 	return status;
 }

@@ -63,6 +63,14 @@ int serve_disks_keep(struct serve_disks *sd, const char *cmd, struct disk *d, co
  * -EIO when the flush failed (it is dropped anyway) or -ENOENT. */
 int serve_disks_drop(struct serve_disks *sd, const void *owner, unsigned id, const char *proto);
 
+/* Takes unit @id of @owner out of @sd without flushing it: its disk
+ * reference and spec move to *@out. Returns 0 or -ENOENT. */
+int serve_disks_take(struct serve_disks *sd, const void *owner, unsigned id,
+		     struct serve_unit *out);
+/* Flushes @u's disk unless it is read-only, logging a failure with the
+ * prefix @proto. Returns 0 or -EIO. Any thread with a reactor. */
+int serve_unit_flush(const struct serve_unit *u, const char *proto);
+
 /* Flushes the writable disks of @sd, logging a failure with the prefix
  * @proto ("iscsi"). Returns 0, or 1 if a flush failed. */
 int serve_disks_flush(const struct serve_disks *sd, const char *proto);

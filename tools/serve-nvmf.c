@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
+#include "common/reactor.h"
 #include "net/netsrv.h"
 #include "nvme_emul/nvme.h"
 #include "nvmf/pdu.h"
@@ -115,17 +117,110 @@ int serve_nvmf_ns_add(struct serve_nvmf *sn, uint32_t nsid, struct disk *d,
 	return ret;
 }
 
-int serve_nvmf_ns_remove(struct serve_nvmf *sn, uint32_t nsid)
+struct nvmeemu_subsys *serve_nvmf_subsys(struct serve_nvmf *sn, const char *nqn)
 {
+	if (sn->subsys && strcmp(nvmeemu_subsys_nqn(sn->subsys), nqn) == 0)
+		return sn->subsys;
+	for (unsigned i = 0; i < sn->nadded; i++)
+		if (strcmp(nvmeemu_subsys_nqn(sn->added[i]), nqn) == 0)
+			return sn->added[i];
+	return NULL;
+}
+
+const char *serve_nvmf_unit_nqn(const struct serve_nvmf *sn, const struct serve_unit *u)
+{
+	return nvmeemu_subsys_nqn(u->owner ? u->owner : sn->subsys);
+}
+
+int serve_nvmf_subsys_add(struct serve_nvmf *sn, const char *nqn, unsigned n,
+			  const unsigned *nsids, struct disk *const *disks,
+			  const char *const *specs, char *err, size_t errlen)
+{
+	struct nvmeemu_subsys_opts so = { .nqn = nqn };
+	struct nvmeemu_subsys *ss = NULL, **v;
+	unsigned left;
 	int ret;
 
-	if (!sn->subsys)
-		return -ENODEV;
-	ret = nvmeemu_subsys_remove_ns(sn->subsys, nsid);
+	if (strlen(nqn) > NVMF_NQN_MAX || strncmp(nqn, "nqn.", 4) != 0) {
+		snprintf(err, errlen, "name must be an NQN (nqn.YYYY-MM.domain:name, at most %u "
+			 "bytes)", NVMF_NQN_MAX);
+		return -EINVAL;
+	}
+	if (strcmp(nqn, NVMF_DISCOVERY_NQN) == 0 || serve_nvmf_subsys(sn, nqn))
+		return -EEXIST;
+	v = realloc(sn->added, (sn->nadded + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	sn->added = v;
+	nvmfsrv_subsys_opts(&so);
+	ret = nvmeemu_subsys_new(&so, &ss, err, errlen);
 	if (ret < 0)
 		return ret;
-	ret = serve_disks_drop(&sn->disks, NULL, nsid, "nvme-tcp");
-	return ret == -ENOENT ? 0 : ret;
+	for (unsigned i = 0; i < n; i++)
+		if ((ret = nvmeemu_subsys_add_ns(ss, nsids[i], disks[i], err, errlen)) < 0) {
+			nvmeemu_subsys_free(ss);
+			return ret == -EEXIST ? -EINVAL : ret;
+		}
+	ret = nvmfsrv_add_subsys(sn->srv, ss);
+	if (ret < 0)
+		return ret;
+	sn->added[sn->nadded++] = ss;
+	for (unsigned i = 0; i < n; i++)
+		if ((ret = serve_disks_add(&sn->disks, disks[i], ss, nsids[i], specs[i])) < 0) {
+			(void)serve_nvmf_subsys_remove(sn, nqn, 0, &left);
+			return ret;
+		}
+	return 0;
+}
+
+int serve_nvmf_subsys_remove(struct serve_nvmf *sn, const char *nqn, unsigned timeout_ms,
+			     unsigned *nctrls)
+{
+	uint64_t deadline = reactor_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	struct nvmeemu_subsys *ss, *live = serve_nvmf_subsys(sn, nqn);
+	const void *owner;
+	bool units = false;
+	int ret, status = 0;
+
+	ret = nvmfsrv_remove_subsys(sn->srv, nqn, &ss, nctrls);
+	if (ret < 0)
+		return ret;     /* -ENOENT, or -ENOMEM with nothing changed */
+	owner = ss == sn->subsys ? NULL : ss;
+	if (live) {
+		if (ss == sn->subsys) {
+			/* The command line's subsystem: its units stay owned by NULL
+			 * until they are dropped below. */
+			sn->subsys = NULL;
+			sn->removed_main = ss;
+		}
+		for (unsigned i = 0; i < sn->nadded; i++)
+			if (sn->added[i] == ss)
+				sn->added[i] = sn->added[--sn->nadded];
+	}
+	if (ss == sn->removed_main)
+		owner = NULL;
+	for (unsigned i = 0; i < sn->disks.n; i++)
+		units |= sn->disks.v[i].owner == owner;
+	if (!live && !units && nvmfsrv_subsys_ctrls(sn->srv, ss) == 0)
+		return -ENOENT;         /* removed before, completely */
+	while (nvmfsrv_subsys_ctrls(sn->srv, ss) > 0) {
+		if (reactor_now_ns() >= deadline) {
+			*nctrls = nvmfsrv_subsys_ctrls(sn->srv, ss);
+			return -ETIMEDOUT;
+		}
+		usleep(2000);
+	}
+	for (unsigned i = sn->disks.n; i-- > 0;) {
+		unsigned nsid;
+
+		if (i >= sn->disks.n || sn->disks.v[i].owner != owner)
+			continue;
+		nsid = sn->disks.v[i].id;
+		(void)nvmeemu_subsys_remove_ns(ss, nsid);
+		if (serve_disks_drop(&sn->disks, owner, nsid, "nvme-tcp") == -EIO)
+			status = -EIO;
+	}
+	return status;
 }
 
 int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default_disk,
@@ -202,6 +297,10 @@ void serve_nvmf_free(struct serve_nvmf *sn)
 	sn->srv = NULL;
 	serve_disks_free(&sn->disks);
 	sn->subsys = NULL;
+	sn->removed_main = NULL;
+	free(sn->added);
+	sn->added = NULL;
+	sn->nadded = 0;
 	for (unsigned i = 0; i < sn->nns; i++)
 		spec_free(sn->ns[i].spec);
 	sn->nns = 0;

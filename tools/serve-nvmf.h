@@ -55,6 +55,8 @@ struct serve_nvmf_ns {
 	struct spec *spec;              /* owned */
 };
 
+struct serve_unit;
+
 struct serve_nvmf {
 	const char *listen;             /* --nvme-tcp argument, NULL = off */
 	const char *nqn;
@@ -63,8 +65,13 @@ struct serve_nvmf {
 	struct serve_nvmf_ns ns[SERVE_NVMF_MAX_NS];
 	unsigned nns;
 	struct nvmfsrv *srv;
-	struct serve_disks disks;       /* flushed at the end; id: the NSID */
-	struct nvmeemu_subsys *subsys;  /* borrowed from srv; NULL: none */
+	struct serve_disks disks;       /* flushed at the end; id: the NSID; owner: NULL
+	                                 * (@subsys) or a subsystem added at run time */
+	struct nvmeemu_subsys *subsys;  /* borrowed from srv; NULL: none (or removed) */
+	/* Subsystems added at run time and served (borrowed from srv). */
+	struct nvmeemu_subsys **added;
+	unsigned nadded;
+	struct nvmeemu_subsys *removed_main;   /* @subsys once removed (its units: owner NULL) */
 	const char *default_spec;       /* the positional SPEC's text (namespace 1), set by cmd-serve */
 	uint16_t bound_port;
 };
@@ -98,9 +105,26 @@ void serve_nvmf_free(struct serve_nvmf *sn);
  * @err), -ENOMEM. */
 int serve_nvmf_ns_add(struct serve_nvmf *sn, uint32_t nsid, struct disk *d,
 		      const char *spec_text, char *err, size_t errlen);
-/* Removes namespace @nsid (the event again); commands running on it
- * finish, then its disk is flushed unless read-only. Returns 0, -ENOENT,
- * -ENODEV (no subsystem) or -EIO (the flush failed; it is gone anyway). */
-int serve_nvmf_ns_remove(struct serve_nvmf *sn, uint32_t nsid);
+
+/* On the control thread: the subsystem named @nqn that serve runs (the
+ * command line's, @subsys, or one added at run time), or NULL. */
+struct nvmeemu_subsys *serve_nvmf_subsys(struct serve_nvmf *sn, const char *nqn);
+/* The NQN of the subsystem of unit @u of sn->disks. */
+const char *serve_nvmf_unit_nqn(const struct serve_nvmf *sn, const struct serve_unit *u);
+
+/* On the control thread: makes subsystem @nqn with namespaces @nsids[i]
+ * over @disks[i] (borrowed, opened from @specs[i]) and serves it (hosts
+ * can connect, the discovery log lists it). Returns 0, -EEXIST, -EINVAL
+ * (a bad NQN or disk: message in @err) or -ENOMEM. */
+int serve_nvmf_subsys_add(struct serve_nvmf *sn, const char *nqn, unsigned n,
+			  const unsigned *nsids, struct disk *const *disks,
+			  const char *const *specs, char *err, size_t errlen);
+/* On the control thread: removes subsystem @nqn (nvmfsrv_remove_subsys),
+ * waits up to @timeout_ms for its controllers to go, then removes its
+ * namespaces and flushes their disks. *@nctrls: its controllers (left,
+ * on -ETIMEDOUT). Returns 0, -ENOENT, -ETIMEDOUT (it stays hidden; call
+ * again), -EIO (a flush failed; it is gone anyway) or -ENOMEM. */
+int serve_nvmf_subsys_remove(struct serve_nvmf *sn, const char *nqn, unsigned timeout_ms,
+			     unsigned *nctrls);
 
 #endif

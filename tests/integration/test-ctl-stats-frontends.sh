@@ -91,6 +91,25 @@ expect_exit 0 c stats "target=$IQN/2"
 check "r['exports'][0]['write']['ops'] == 0 and len(r['exports'][0]['layers']) == 1"
 expect_exit 1 c stats target=nosuch
 expect_stderr "error -32001"
+# stats-enable enable=false turns counting off (the entries lose their
+# counters, traffic meanwhile is not counted); turned on again, the
+# counters start at zero.
+expect_exit 0 c stats-enable enable=false
+check "r == {'disabled': ['$T', '$IQN/2']}"
+expect_exit 0 c stats "target=$T"
+check "'write' not in ${E} and ${E}['layers'] == []"
+timeout 60 qemu-io -f raw -c "write -P 4 0 4k" "iscsi://127.0.0.1:$iport/$T" > qio 2>&1 ||
+	{ cat qio; fail "qemu-io over iSCSI"; }
+expect_exit 0 c stats-enable "target=$T"
+check "r == {'enabled': ['$T']}"
+expect_exit 0 c stats "target=$T"
+check "${E}['write']['ops'] == 0 and ${E}['layers'][0]['write']['ops'] == 0"
+timeout 60 qemu-io -f raw -c "write -P 5 0 4k" "iscsi://127.0.0.1:$iport/$T" > qio 2>&1 ||
+	{ cat qio; fail "qemu-io over iSCSI"; }
+expect_exit 0 c stats "target=$T"
+check "${E}['write']['ops'] == 1 and ${E}['write']['bytes'] == 4096"
+expect_exit 0 c stats-enable "target=$T" enable=false
+check "r == {'disabled': ['$T']}"
 expect_exit 0 c shutdown
 wait_gone "$s_pid" 300 "serve did not stop after ctl shutdown"
 wait "$s_pid" || fail "serve exited with $? after ctl shutdown"

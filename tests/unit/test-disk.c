@@ -429,6 +429,34 @@ static void test_disk_stats_counts(void **state)
 	disk_unref(top);
 }
 
+/* disk_stats_disable stops counting (and reading); enabling again
+ * starts the counters from zero. */
+static void test_disk_stats_disable(void **state)
+{
+	struct disk *d = mock_new(16, 512, DISK_UNMAP_ZEROES, true);
+	struct iostats_op op[IOSTATS_COUNT];
+	char buf[512] = { 0 };
+	uint64_t since;
+
+	disk_stats_disable(d);          /* never enabled: nothing to do */
+	assert_false(disk_stats_enabled(d));
+	assert_int_equal(disk_stats_enable(d), 0);
+	assert_int_equal(disk_sync_write(d, 0, buf, 512, 0), DISK_OK);
+	disk_stats_disable(d);
+	assert_false(disk_stats_enabled(d));
+	assert_int_equal(disk_stats_read(d, false, &since, op), -ENOENT);
+	assert_int_equal(disk_sync_write(d, 1, buf, 512, 0), DISK_OK);
+	assert_int_equal(disk_stats_enable(d), 0);
+	assert_true(disk_stats_enabled(d));
+	assert_int_equal(disk_stats_read(d, false, &since, op), 0);
+	assert_int_equal(op[IOSTATS_WRITE].ops, 0);
+	assert_int_equal(disk_sync_write(d, 2, buf, 512, 0), DISK_OK);
+	assert_int_equal(disk_stats_read(d, false, &since, op), 0);
+	assert_int_equal(op[IOSTATS_WRITE].ops, 1);
+	assert_int_equal(op[IOSTATS_WRITE].bytes, 512);
+	disk_unref(d);
+}
+
 static void test_disk_refcount(void **state)
 {
 	struct disk *d = mock_new(16, 512, DISK_UNMAP_UNSPECIFIED, true);
@@ -620,6 +648,7 @@ int main(void)
 		cmocka_unit_test(test_disk_forward),
 		cmocka_unit_test(test_disk_submit_child),
 		cmocka_unit_test(test_disk_stats_counts),
+		cmocka_unit_test(test_disk_stats_disable),
 		cmocka_unit_test(test_disk_refcount),
 		cmocka_unit_test(test_disk_resize_notifier),
 		cmocka_unit_test(test_disk_io_cache_reuses),
