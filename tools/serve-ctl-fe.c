@@ -31,11 +31,13 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/compiler.h"
 #include "common/log.h"
 #include "nbd/server.h"
 #include "nvme_emul/nvme.h"
@@ -416,6 +418,9 @@ static struct serve_iscsi *iscsi_of(struct ctl_call *c, const char *target)
 	return NULL;
 }
 
+static bool unit_removal_refuse(struct ctl_call *c, const void *owner, const char *name,
+				const char *unit, unsigned id);
+
 json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params)
 {
 	const char *target = NULL, *text;
@@ -443,7 +448,8 @@ json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params)
 	if (scsi_target_lu(t, (unsigned)lun))
 		return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:I, s:b}", "target",
 			scsi_target_name(t), "lun", (json_int_t)lun, "exists", 1));
-	if (serve_ctl_open_spec(c, text, ro, &d) < 0)
+	if (unit_removal_refuse(c, t, scsi_target_name(t), "lun", (unsigned)lun) ||
+	    serve_ctl_open_spec(c, text, ro, &d) < 0)
 		return NULL;
 	ret = tool_scsi_make_lu(t, (unsigned)lun, d, text, err, sizeof(err));
 	if (ret == 0 && (ret = serve_disks_add(&si->disks, d, t, (unsigned)lun, text)) < 0)
@@ -479,12 +485,68 @@ struct unit_removal {
 	const char *proto;
 };
 
+/* Removals still draining, so that the same unit number is not added
+ * again before the old one's removal has finished: the core ends a
+ * removal by clearing the slot's per-session state, which would be the
+ * new unit's. */
+static pthread_mutex_t removals_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct unit_removal *removals[64];
+
+static bool unit_removal_pending(const void *owner, unsigned id)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&removals_lock);
+	for (unsigned i = 0; i < ARRAY_SIZE(removals) && !found; i++)
+		found = removals[i] && removals[i]->id == id &&
+			(removals[i]->t ? (const void *)removals[i]->t : (const void *)removals[i]->ss) == owner;
+	pthread_mutex_unlock(&removals_lock);
+	return found;
+}
+
+/* Lists @rm as pending; false when the list is full (the caller then
+ * removes in the foreground). */
+static bool unit_removal_list(struct unit_removal *rm)
+{
+	bool ok = false;
+
+	pthread_mutex_lock(&removals_lock);
+	for (unsigned i = 0; i < ARRAY_SIZE(removals) && !ok; i++)
+		if (!removals[i]) {
+			removals[i] = rm;
+			ok = true;
+		}
+	pthread_mutex_unlock(&removals_lock);
+	return ok;
+}
+
+static void unit_removal_unlist(struct unit_removal *rm)
+{
+	pthread_mutex_lock(&removals_lock);
+	for (unsigned i = 0; i < ARRAY_SIZE(removals); i++)
+		if (removals[i] == rm)
+			removals[i] = NULL;
+	pthread_mutex_unlock(&removals_lock);
+}
+
+/* Fails @c with -32002 when unit @id of @owner is still being removed. */
+static bool unit_removal_refuse(struct ctl_call *c, const void *owner, const char *name,
+				const char *unit, unsigned id)
+{
+	if (!unit_removal_pending(owner, id))
+		return false;
+	ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:I, s:b}", "target", name, unit,
+					      (json_int_t)id, "being_removed", 1));
+	return true;
+}
+
 static int unit_removal_run(void *arg)
 {
 	struct unit_removal *rm = arg;
 	int ret = rm->t ? scsi_target_remove_lu(rm->t, rm->id)
 			: nvmeemu_subsys_remove_ns(rm->ss, rm->id);
 
+	unit_removal_unlist(rm);        /* the slot is free for a new unit */
 	if (ret < 0 && ret != -ENOENT)
 		return ret;
 	return rm->u.disk ? serve_unit_flush(&rm->u, rm->proto) : 0;
@@ -494,6 +556,7 @@ static void unit_removal_free(void *arg)
 {
 	struct unit_removal *rm = arg;
 
+	unit_removal_unlist(rm);
 	disk_unref(rm->u.disk);
 	free(rm->u.spec);
 	free(rm);
@@ -518,7 +581,8 @@ static json_t *unit_remove(struct ctl_call *c, struct unit_removal *rm, struct s
 
 	if (serve_disks_take(sd, owner, rm->id, &rm->u) < 0)
 		rm->u = (struct serve_unit){ 0 };
-	bg = serve_ctl_bg_start(type, name, unit_removal_run, rm, unit_removal_free);
+	bg = unit_removal_list(rm) ? serve_ctl_bg_start(type, name, unit_removal_run, rm,
+							 unit_removal_free) : NULL;
 	if (!bg) {
 		/* No thread: do it here, as before. */
 		ret = unit_removal_run(rm);
@@ -809,7 +873,9 @@ json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params)
 				       "is not allowed");
 	if (serve_ctl_refuse_when_stopping(c) || !(sn = nvmf_of(c)))
 		return NULL;
-	if (serve_ctl_open_spec(c, text, ro, &d) < 0)
+	if (unit_removal_refuse(c, sn->subsys, nvmeemu_subsys_nqn(sn->subsys), "nsid",
+				(unsigned)nsid) ||
+	    serve_ctl_open_spec(c, text, ro, &d) < 0)
 		return NULL;
 	ret = serve_nvmf_ns_add(sn, (uint32_t)nsid, d, text, err, sizeof(err));
 	if (ret < 0) {

@@ -63,8 +63,16 @@ expect_exit 0 c job-list
 check "[j['id'] for j in r if j['state'] == 'running'] == [$JOB]"
 expect_exit 1 c job-cancel "id=$JOB"
 expect_stderr "error -32004"
+# The same LUN number cannot come back before the removal ends (its end
+# clears the slot's per-session state, which would be the new LUN's).
+expect_exit 1 c iscsi-lun-add lun=1 spec=mem:1M
+expect_stderr "error -32002"
+expect_stderr "being_removed"
 wait_job "$JOB"
 check "r['state'] == 'done' and 'error' not in r"
+expect_exit 0 c iscsi-lun-add lun=1 spec=mem:1M
+expect_exit 0 c iscsi-lun-remove lun=1
+check "r == {}"
 echo aio_flush >&7
 echo quit >&7
 exec 7>&-
@@ -112,6 +120,9 @@ job = r["job"]
 assert job["type"] == "nvme-ns-remove" and job["target"] == NQN + "/2", r
 assert job["state"] == "running", r
 assert [e["nsid"] for e in ctl("export-list", "name=" + NQN)] == [1]
+r = subprocess.run([DISKSTACK, "ctl", "-S", CTL, "nvme-ns-add", "nsid=2", "spec=mem:1M"],
+                   capture_output=True, text=True)
+assert r.returncode == 1 and "-32002" in r.stderr and "being_removed" in r.stderr, r
 while ctl("job-get", "id=%d" % job["id"])["state"] == "running":
     time.sleep(0.1)
 assert ctl("job-get", "id=%d" % job["id"])["state"] == "done"
