@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # bench-nvme-tcp.sh [KERNEL]: the Linux NVMe/TCP host in a TCG guest
-# against three targets, taking turns per job, ROUNDS times
+# against four targets, taking turns per job, ROUNDS times
 # (tests/vm/guest-nvme-bench.sh). Not pass/fail; results go into
 # docs/bench-nvme.md by hand.
 #
@@ -14,17 +14,23 @@
 #   nvmet     the kernel's nvmet-tcp inside the guest on 127.0.0.1 (its
 #             own tmpfs file, buffered I/O): no slirp, but the target's
 #             work runs on the guest's emulated CPUs
+#   ds-guest  `diskstack serve --nvme-tcp` inside the guest on 127.0.0.1
+#             (its own tmpfs file, made like nvmet's): the same place,
+#             transport and CPUs as nvmet, so its "vs nvmet" compares the
+#             two targets alone
 # Jobs: 4 KiB random read and write at QD32, 1 MiB sequential read and
 # write at QD8 (fio, libaio, O_DIRECT, RUNTIME s after 1 s of ramp).
 # Printed per path and job: median guest IOPS, the medians of the
 # per-round ratios to nbd and to nvmet, the diskstack process's CPU time
 # per request (utime + stime from /proc/PID/stat over the run, divided by
 # the requests the guest's block device completed; "-" for nvmet, whose
-# target is in the guest) and QEMU's CPU per request outside its vCPU
-# threads (the main loop, where slirp runs).
+# target is in the guest; for ds-guest the in-guest process's, sampled by
+# the guest from its own /proc/PID/stat, in guest time), QEMU's CPU per
+# request outside its vCPU threads (the main loop, where slirp runs) and
+# the guest's busy CPU time (all its CPUs, /proc/stat) per request.
 #
 # Environment: BENCH_RUNTIME (default 8), BENCH_ROUNDS (default 3),
-# BENCH_PATHS (default "nvme-tcp nbd nvmet"), BENCH_JOBS, BENCH_SIZE_MB
+# BENCH_PATHS (default "nvme-tcp nbd nvmet ds-guest"), BENCH_JOBS, BENCH_SIZE_MB
 # (default 256), plus the DISKSTACK_VM_* knobs of tests/vm/vm-lib.sh. TCG
 # emulates every guest instruction: only ratios within one run mean
 # anything.
@@ -38,7 +44,7 @@ esac
 kernel=${1:-6.12}
 runtime=${BENCH_RUNTIME:-8}
 rounds=${BENCH_ROUNDS:-3}
-paths=${BENCH_PATHS:-nvme-tcp nbd nvmet}
+paths=${BENCH_PATHS:-nvme-tcp nbd nvmet ds-guest}
 jobs=${BENCH_JOBS:-randread-4k-qd32 randwrite-4k-qd32 read-1m-qd8 write-1m-qd8}
 size_mb=${BENCH_SIZE_MB:-256}
 NQN=nqn.2026-12.org.diskstack:bench
@@ -65,11 +71,11 @@ launch_server()
 		"file:$img" 2>>"$work/serve.log" &
 }
 
-# vm_bench_marks' SAMPLE: the server's ticks (none for the in-guest
-# target) and QEMU's outside its vCPU threads.
+# vm_bench_marks' SAMPLE: the host server's ticks (none for the in-guest
+# targets) and QEMU's outside its vCPU threads.
 sample()
 {
-	echo "$([ "$1" = nvmet ] && echo - || vm_pid_ticks "$srv_pid")" \
+	echo "$(case $1 in nvmet | ds-guest) echo - ;; *) vm_pid_ticks "$srv_pid" ;; esac)" \
 		"$(vm_qemu_aux_ticks "$(cat "$work/qemu.pid")")"
 }
 
@@ -100,6 +106,10 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 vm_bench_results "$log" nvme-bench "$marks" "$work/serve.log"
 # shellcheck disable=SC2154 # vm_bench_results sets res
 cpu=$(vm_bench_cpu "$res" "$marks")
+# The guest's own samples (guest-nvme-bench.sh's cpu_marks), in the marks
+# format: NAME JOB ROUND start|end SRV BUSY; SRV is the in-guest server's.
+grep -a '^VMTEST: GUESTCPU ' "$log" | tr -d '\r' | sed 's/^VMTEST: GUESTCPU //' > "$work/gmarks"
+gcpu=$(vm_bench_cpu "$res" "$work/gmarks")
 
 # ratio NAME JOB BASE: the median over rounds of NAME's IOPS / BASE's.
 ratio()
@@ -114,8 +124,8 @@ ratio()
 
 echo
 echo "kernel $kernel, $rounds rounds x ${runtime}s, ${size_mb} MiB, load average at the start: $load_start, at the end: $load_end"
-printf '%-17s %-9s %8s  %-8s %-8s %11s %12s  %s\n' job path IOPS "vs nbd" "vs nvmet" "srv us/req" \
-	"qemu us/req" "IOPS per round"
+printf '%-17s %-9s %8s  %-8s %-8s %11s %12s %13s  %s\n' job path IOPS "vs nbd" "vs nvmet" "srv us/req" \
+	"qemu us/req" "guest us/req" "IOPS per round"
 for j in $jobs; do
 	for d in $paths; do
 		runs=$(echo "$res" | awk -v d=$d -v j=$j '$1 == d && $2 == j { print $4 }')
@@ -123,9 +133,13 @@ for j in $jobs; do
 		med=$(echo "$runs" | vm_median)
 		be=$(echo "$cpu" | awk -v d=$d -v j=$j '$1 == d && $2 == j && $4 != "-" { print $4 }' | vm_median)
 		aux=$(echo "$cpu" | awk -v d=$d -v j=$j '$1 == d && $2 == j && $5 != "-" { print $5 }' | vm_median)
-		printf '%-17s %-9s %8.0f  %-8s %-8s %11s %12s  (%s)\n' "$j" "$d" "$med" \
+		[ "$d" = ds-guest ] &&
+			be=$(echo "$gcpu" | awk -v d="$d" -v j="$j" '$1 == d && $2 == j && $4 != "-" { print $4 }' | vm_median)
+		gbusy=$(echo "$gcpu" | awk -v d="$d" -v j="$j" '$1 == d && $2 == j && $5 != "-" { print $5 }' | vm_median)
+		printf '%-17s %-9s %8.0f  %-8s %-8s %11s %12s %13s  (%s)\n' "$j" "$d" "$med" \
 			"$(ratio "$d" "$j" nbd)" "$(ratio "$d" "$j" nvmet)" \
 			"$([ "$be" = - ] && echo - || printf '%.1f' "$be")" \
-			"$([ "$aux" = - ] && echo - || printf '%.1f' "$aux")" "$(echo $runs | tr ' ' '/')"
+			"$([ "$aux" = - ] && echo - || printf '%.1f' "$aux")" \
+			"$([ "$gbusy" = - ] && echo - || printf '%.1f' "$gbusy")" "$(echo $runs | tr ' ' '/')"
 	done
 done

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 # guest-nvme-bench.sh: the guest side of tests/bench/bench-nvme-tcp.sh, run
-# by /init (busybox sh). Three paths to a disk of the same size, each a
+# by /init (busybox sh). Four paths to a disk of the same size, each a
 # file on tmpfs:
 #   nvme-tcp  the host's `diskstack serve --nvme-tcp` (10.0.2.2:ds.nvport,
 #             subsystem ds.nqn) through the kernel's nvme-tcp host, over
@@ -10,9 +10,16 @@
 #   nvmet     the kernel's own NVMe/TCP target inside this guest
 #             (nvmet-tcp on 127.0.0.1:4420, a file on the guest's tmpfs,
 #             buffered I/O) through the same nvme-tcp host, on loopback.
+#   ds-guest  `diskstack serve --nvme-tcp` inside this guest (127.0.0.1:
+#             4421, a file on the guest's tmpfs like nvmet's) through the
+#             same nvme-tcp host, on loopback: the like-for-like rival of
+#             nvmet (both targets in the guest, on TCG, no slirp).
 # Per round, per job, the paths take turns (bench_rounds in guest-lib.sh,
 # whose mark lines let the host sample the server's and QEMU's CPU time
-# around each fio run). TCG emulates every instruction: only ratios count.
+# around each fio run). At the same marks the guest samples its own
+# clocks (cpu_marks): the in-guest diskstack's CPU time and the guest's
+# busy time on all its CPUs. TCG emulates every instruction: only ratios
+# count.
 . /vm/guest-lib.sh
 
 RUNTIME=$(ds_arg runtime)
@@ -24,6 +31,9 @@ NVPORT=$(ds_arg nvport)
 NQN=$(ds_arg nqn)
 SIZE_MB=$(ds_arg size)
 LOCALNQN=nqn.2026-12.org.diskstack:guest-nvmet
+DSNQN=nqn.2026-12.org.diskstack:guest-ds
+DSPORT=4421
+ds_pid=
 
 nvme_disks() { ls /sys/block | grep -E '^nvme[0-9]+n[0-9]+$' | sort; }
 
@@ -61,6 +71,57 @@ nvmet_start()
 		ln -s "$S" "$P/subsystems/$LOCALNQN"
 }
 
+# ds_start: diskstack's target in this guest, on a tmpfs file made the
+# way nvmet's is (reactor threads: one per guest CPU, the default).
+ds_start()
+{
+	dd if=/dev/urandom of=/tmp/ds-guest.img bs=1M count="$SIZE_MB" 2>/dev/null || return 1
+	"$DS" serve --nvme-tcp "127.0.0.1:$DSPORT" --nqn "$DSNQN" -P "$T/ds-guest.pid" \
+		file:/tmp/ds-guest.img >"$T/ds-guest.out" 2>>"$T/ds.err" &
+	# shellcheck disable=SC2016 # wait_for evaluates it
+	wait_for '[ -s "$T/ds-guest.pid" ]' 60 || return 1
+	ds_pid=$(cat "$T/ds-guest.pid")
+}
+
+# proc_ticks PID: utime + stime of PID in clock ticks (fields 14 and 15
+# of /proc/PID/stat, proc(5); diskstack's comm has no blank), "-" if gone.
+proc_ticks()
+{
+	read -r _st < "/proc/$1/stat" 2>/dev/null || { echo -; return; }
+	# shellcheck disable=SC2086 # split into the fields
+	set -- $_st
+	shift 13
+	echo $(($1 + $2))
+}
+
+# busy_ticks: the guest's CPU time on all CPUs outside idle and iowait
+# (the "cpu" line of /proc/stat, proc(5)).
+busy_ticks()
+{
+	read -r _c _u _n _s _i _w _q _sq _st _rest < /proc/stat
+	echo $((_u + _n + _s + _q + _sq + _st))
+}
+
+# cpu_marks: copies bench_rounds' lines and, after each mark line, prints
+#   VMTEST: GUESTCPU NAME JOB ROUND start|end SRV BUSY
+# SRV the in-guest diskstack's ticks (ds-guest only, else "-"), BUSY the
+# guest's (busy_ticks). bench_rounds waits 0.3 s after a start mark
+# before fio starts, and the end mark comes after fio has ended.
+cpu_marks()
+{
+	while IFS= read -r _l; do
+		echo "$_l"
+		case $_l in
+		"VMTEST: HOST mark "*)
+			# shellcheck disable=SC2086 # NAME JOB ROUND start|end
+			set -- ${_l#VMTEST: HOST mark }
+			_srv=-
+			[ "$1" = ds-guest ] && _srv=$(proc_ticks "$ds_pid")
+			echo "VMTEST: GUESTCPU $1 $2 $3 $4 $_srv $(busy_ticks)" ;;
+		esac
+	done
+}
+
 setup()
 {
 	for n in $PATHS; do
@@ -76,6 +137,10 @@ setup()
 			nvmet_start || { dmesg | tail -n 10; fail "the in-guest nvmet target"; return 1; }
 			dev_nvmet=$(fabrics_connect 127.0.0.1 4420 "$LOCALNQN") ||
 				{ fail "nvme-tcp connect to the in-guest nvmet"; return 1; } ;;
+		ds-guest)
+			ds_start || { cat "$T/ds.err"; fail "the in-guest diskstack target"; return 1; }
+			dev_ds_guest=$(fabrics_connect 127.0.0.1 "$DSPORT" "$DSNQN") ||
+				{ fail "nvme-tcp connect to the in-guest diskstack"; return 1; } ;;
 		*) fail "unknown path $n"; return 1 ;;
 		esac
 	done
@@ -92,11 +157,14 @@ bench()
 	mkdir -p "$T"
 	setup || return 1
 	info "$(uname -r), $(nproc) CPUs, ${RUNTIME}s per run, $ROUNDS rounds, jobs: $JOBS"
-	bench_rounds "$PATHS" || return 1
+	# The pipe hides bench_rounds' status; its fail() leaves $T/.failed.
+	bench_rounds "$PATHS" | cpu_marks
+	[ ! -e "$T/.failed" ] || return 1
 	/usr/sbin/nbd-client -d /dev/nbd0 >/dev/null 2>&1
 	for c in /sys/class/nvme/nvme*; do
 		[ -e "$c/delete_controller" ] && echo 1 > "$c/delete_controller"
 	done
+	[ -n "$ds_pid" ] && kill "$ds_pid"
 	echo "VMTEST: PASS nvme-bench"
 }
 bench
