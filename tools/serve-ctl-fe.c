@@ -438,9 +438,8 @@ json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params)
 		return ctl_fail_params(c, &je);
 	if (lun < 0 || lun >= SCSI_MAX_LUNS)
 		return ctl_fail_paramf(c, "lun must be 0..%u", SCSI_MAX_LUNS - 1);
-	if (serve_ctl_opts_of(c)->read_only && !ro)
-		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
-				       "is not allowed");
+	if (serve_ctl_refuse_writable(c, ro))
+		return NULL;
 	if (serve_ctl_refuse_when_stopping(c) || !(si = iscsi_of(c, target)))
 		return NULL;
 	if (!(t = serve_iscsi_target(si, target)))
@@ -668,6 +667,25 @@ static void new_units_free(struct new_units *u)
 
 /* Parses @obj (NULL: none) into a new struct new_units, ids @lo..@hi, or
  * fails @c and returns NULL. */
+/* The reply of a whole-target add, {frontend, name, @list: [{@unit, the
+ * disk's fields}]}, logged; frees @u. */
+static json_t *added_reply(struct ctl_call *c, const char *frontend, const char *what,
+			   const char *name, const char *list, const char *unit, struct new_units *u)
+{
+	json_t *res = json_pack("{s:s, s:s, s:[]}", "frontend", frontend, "name", name, list);
+
+	for (unsigned i = 0; res && i < u->n; i++) {
+		json_t *o = json_pack("{s:i}", unit, (int)u->id[i]);
+
+		if (o)
+			disk_fields(o, u->disk[i]);
+		json_array_append_new(json_object_get(res, list), o);
+	}
+	new_units_free(u);
+	log_info("ctl: %s %s added by uid %ld pid %ld", what, name, (long)c->uid, (long)c->pid);
+	return res;
+}
+
 static struct new_units *new_units_open(struct ctl_call *c, json_t *obj, const char *what,
 					unsigned lo, unsigned hi, bool ro)
 {
@@ -709,7 +727,7 @@ static struct new_units *new_units_open(struct ctl_call *c, json_t *obj, const c
 static json_t *iscsi_target_add(struct ctl_call *c, json_t *params)
 {
 	const char *fe, *name, *kept;
-	json_t *luns = NULL, *res;
+	json_t *luns = NULL;
 	struct serve_iscsi *si;
 	struct scsi_target *t;
 	struct new_units *u;
@@ -725,9 +743,8 @@ static json_t *iscsi_target_add(struct ctl_call *c, json_t *params)
 	if (!serve_iscsi_valid_name(name))
 		return ctl_fail_paramf(c, "name must be an iSCSI name (iqn.YYYY-MM.domain:name, "
 				       "lower case)");
-	if (serve_ctl_opts_of(c)->read_only && !ro)
-		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
-				       "is not allowed");
+	if (serve_ctl_refuse_writable(c, ro))
+		return NULL;
 	if (serve_iscsi_target(si, name))
 		return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name, "exists", 1));
 	if (!(u = new_units_open(c, luns, "luns", 0, SCSI_MAX_LUNS - 1, ro)))
@@ -757,17 +774,7 @@ static json_t *iscsi_target_add(struct ctl_call *c, json_t *params)
 								     "exists", 1));
 		return ctl_fail_errno(c, ret, "cannot add the target");
 	}
-	res = json_pack("{s:s, s:s, s:[]}", "frontend", "iscsi", "name", name, "luns");
-	for (unsigned i = 0; res && i < u->n; i++) {
-		json_t *o = json_pack("{s:i}", "lun", (int)u->id[i]);
-
-		if (o)
-			disk_fields(o, u->disk[i]);
-		json_array_append_new(json_object_get(res, "luns"), o);
-	}
-	new_units_free(u);
-	log_info("ctl: iSCSI target %s added by uid %ld pid %ld", name, (long)c->uid, (long)c->pid);
-	return res;
+	return added_reply(c, "iscsi", "iSCSI target", name, "luns", "lun", u);
 }
 
 /* The mode and timeout_ms of export-remove, checked. */
@@ -868,9 +875,8 @@ json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params)
 		return ctl_fail_params(c, &je);
 	if (nsid < 1 || nsid > NVMEEMU_MAX_NSID)
 		return ctl_fail_paramf(c, "nsid must be 1..%u", NVMEEMU_MAX_NSID);
-	if (serve_ctl_opts_of(c)->read_only && !ro)
-		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
-				       "is not allowed");
+	if (serve_ctl_refuse_writable(c, ro))
+		return NULL;
 	if (serve_ctl_refuse_when_stopping(c) || !(sn = nvmf_of(c)))
 		return NULL;
 	if (unit_removal_refuse(c, sn->subsys, nvmeemu_subsys_nqn(sn->subsys), "nsid",
@@ -928,7 +934,7 @@ static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params)
 {
 	struct serve_nvmf *sn = serve_ctl_opts_of(c)->nvmf;
 	const char *fe, *name;
-	json_t *nss = NULL, *res;
+	json_t *nss = NULL;
 	struct new_units *u;
 	char err[256] = "";
 	json_error_t je;
@@ -937,9 +943,8 @@ static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params)
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:o, s?:b}", "frontend", &fe,
 			   "name", &name, "namespaces", &nss, "read_only", &ro) < 0)
 		return ctl_fail_params(c, &je);
-	if (serve_ctl_opts_of(c)->read_only && !ro)
-		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
-				       "is not allowed");
+	if (serve_ctl_refuse_writable(c, ro))
+		return NULL;
 	if (serve_ctl_refuse_when_stopping(c))
 		return NULL;
 	if (!sn || !sn->srv)
@@ -958,18 +963,7 @@ static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params)
 			return ctl_fail_paramf(c, "%s", err[0] ? err : "bad NQN or namespace");
 		return ctl_fail_errno(c, ret, "cannot add the subsystem%s%s", err[0] ? ": " : "", err);
 	}
-	res = json_pack("{s:s, s:s, s:[]}", "frontend", "nvme-tcp", "name", name, "namespaces");
-	for (unsigned i = 0; res && i < u->n; i++) {
-		json_t *o = json_pack("{s:i}", "nsid", (int)u->id[i]);
-
-		if (o)
-			disk_fields(o, u->disk[i]);
-		json_array_append_new(json_object_get(res, "namespaces"), o);
-	}
-	new_units_free(u);
-	log_info("ctl: NVMe/TCP subsystem %s added by uid %ld pid %ld", name, (long)c->uid,
-		 (long)c->pid);
-	return res;
+	return added_reply(c, "nvme-tcp", "NVMe/TCP subsystem", name, "namespaces", "nsid", u);
 }
 
 /* export-remove frontend=nvme-tcp name=NQN timeout_ms (mode: the queues

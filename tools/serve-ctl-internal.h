@@ -34,6 +34,9 @@ json_t *serve_ctl_not_supported(struct ctl_call *c, const char *target, const ch
 struct disk *serve_ctl_export_disk(struct ctl_call *c, const char *name, bool *read_only);
 /* True (after failing @c with -32007) once shutdown was asked for. */
 bool serve_ctl_refuse_when_stopping(struct ctl_call *c);
+/* True (after failing @c with -32602) when @read_only is false on a
+ * server that runs read-only (serve -r). */
+bool serve_ctl_refuse_writable(struct ctl_call *c, bool read_only);
 /* Turns the dispatcher's statistics on for every disk of @top's stack. */
 void serve_ctl_stats_enable(struct disk *top);
 /* Parses and opens @text (a new disk, *@out), or fails @c (-32003 for a

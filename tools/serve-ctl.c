@@ -464,9 +464,8 @@ static json_t *m_export_add(struct ctl_call *c, json_t *params)
 		return no_nbd(c, name);
 	if (refuse_when_stopping(c))
 		return NULL;
-	if (s->o.read_only && !ro)
-		return ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false "
-				       "is not allowed");
+	if (serve_ctl_refuse_writable(c, ro))
+		return NULL;
 	if (serve_ctl_open_spec(c, text, ro, &d) < 0)
 		return NULL;
 	res = json_pack("{s:o, s:I, s:i}", "name", tool_json_str(name),
@@ -1120,6 +1119,14 @@ struct disk *serve_ctl_export_disk(struct ctl_call *c, const char *name, bool *r
 bool serve_ctl_refuse_when_stopping(struct ctl_call *c)
 {
 	return refuse_when_stopping(c);
+}
+
+bool serve_ctl_refuse_writable(struct ctl_call *c, bool read_only)
+{
+	if (!serve_ctl_opts_of(c)->read_only || read_only)
+		return false;
+	ctl_fail_paramf(c, "the server runs read-only (serve -r): read_only=false is not allowed");
+	return true;
 }
 
 int serve_ctl_open_spec(struct ctl_call *c, const char *text, bool read_only, struct disk **out)
