@@ -53,15 +53,19 @@ static void guard_handler(int sig, siginfo_t *si, void *uctx)
 	uintptr_t a = (uintptr_t)si->si_addr;
 	int saved = errno;
 
-	for (unsigned i = 0; i < GUARD_SLOTS; i++) {
+	/* Only a fault has an address (si_code > 0); a SIGBUS sent by
+	 * kill(2) or sigqueue(3) goes to the previous disposition. */
+	for (unsigned i = 0; si->si_code > 0 && i < GUARD_SLOTS; i++) {
 		uintptr_t start = atomic_load_explicit(&guard_slots[i].start, memory_order_acquire);
 		size_t len = atomic_load_explicit(&guard_slots[i].len, memory_order_relaxed);
 		uintptr_t from = a & ~(guard_page - 1);
 
 		if (!start || a < start || a - start >= len)
 			continue;
+		/* MAP_NORESERVE: a region as large as guest RAM must not
+		 * fail for want of commit charge (overcommit_memory=2). */
 		if (mmap((void *)from, start + len - from, PROT_READ | PROT_WRITE,
-			 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED)
+			 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) == MAP_FAILED)
 			break;
 		atomic_store(atomic_load(&guard_slots[i].damaged), true);
 		errno = saved;
@@ -73,9 +77,16 @@ static void guard_handler(int sig, siginfo_t *si, void *uctx)
 	} else if (guard_prev.sa_handler != SIG_DFL && guard_prev.sa_handler != SIG_IGN &&
 		   !(guard_prev.sa_flags & SA_SIGINFO)) {
 		guard_prev.sa_handler(sig);
+	} else if (si->si_code <= 0) {
+		/* Sent, and the previous disposition was the default (raised
+		 * again to get it) or to ignore it (the guard stays). */
+		if (guard_prev.sa_handler == SIG_DFL) {
+			signal(sig, SIG_DFL);
+			raise(sig);
+		}
 	} else {
-		/* The default action: the faulting access runs again and
-		 * gets it (an ignored SIGBUS from a fault is not ignorable). */
+		/* A fault: the access runs again and gets the default action
+		 * (a SIGBUS from a fault cannot be ignored). */
 		signal(sig, SIG_DFL);
 	}
 }

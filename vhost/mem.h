@@ -100,7 +100,9 @@ int vhostmem_add_fd(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint
 int vhostmem_add_host(struct vhostmem *m, uint64_t guest_phys, uint64_t size, uint64_t user_addr,
 		      void *host);
 
-/* Unmaps every region and frees the table. NULL allowed. */
+/* Unmaps every region and frees the table. NULL allowed. Only once
+ * nothing can touch its memory any more (every ring over it stopped):
+ * the SIGBUS guard's handler may be reading a region's entry. */
 void vhostmem_free(struct vhostmem *m);
 
 /* Pointer to guest-physical [@gpa, @gpa + @len) or NULL when the range is
