@@ -6,14 +6,25 @@
 # loop device the host grows on request ("VMTEST: HOST resize").
 . /vm/guest-lib.sh
 
-N1=/dev/nvme0n1
-N2=/dev/nvme0n2
 CTRL=/sys/class/nvme/nvme0
+# The disks by each one's nsid (here, before the tests, which run in
+# subshells): Linux names nvme0nX in the order its asynchronous namespace
+# scan finishes, not by NSID, so under load namespace 2 can be nvme0n1.
+B1= B2=
+wait_for "[ -b /dev/nvme0n1 ] && [ -b /dev/nvme0n2 ]" 20
+for b in nvme0n1 nvme0n2; do
+	case $(cat /sys/block/$b/nsid 2>/dev/null) in
+	1) B1=$b ;;
+	2) B2=$b ;;
+	esac
+done
+N1=/dev/$B1 N2=/dev/$B2
 
 t_probe()
 {
-	wait_for "[ -b $N1 ]" 20 || { fail "no $N1 after 20 s"; return 1; }
-	info "$N1 present at $(now) s, $(cat /sys/block/nvme0n1/size) sectors"
+	[ -n "$B1" ] && [ -n "$B2" ] ||
+		{ fail "no disks with NSIDs 1 and 2 after 20 s (B1='$B1' B2='$B2')"; return 1; }
+	info "$N1 (NSID 1) and $N2 (NSID 2) present at $(now) s, $(cat /sys/block/$B1/size) and $(cat /sys/block/$B2/size) sectors"
 	[ "$(cat $CTRL/transport)" = pcie ] || { fail "transport is '$(cat $CTRL/transport)', not pcie"; return 1; }
 	for a in model serial firmware_rev state queue_count sqsize; do
 		info "nvme0 $a = $(cat $CTRL/$a 2>/dev/null)"
@@ -40,12 +51,12 @@ t_direct()
 t_resize()
 {
 	[ -b $N2 ] || { fail "no $N2"; return 1; }
-	s0=$(cat /sys/block/nvme0n2/size)
+	s0=$(cat /sys/block/$B2/size)
 	echo "VMTEST: HOST resize"
-	wait_for "[ \"\$(cat /sys/block/nvme0n2/size)\" != $s0 ]" 30 ||
-		{ fail "the size of nvme0n2 stayed $s0 sectors"; return 1; }
-	info "nvme0n2: $s0 -> $(cat /sys/block/nvme0n2/size) sectors"
-	dmesg | grep -q 'nvme0n2: detected capacity change' ||
+	wait_for "[ \"\$(cat /sys/block/$B2/size)\" != $s0 ]" 30 ||
+		{ fail "the size of $B2 stayed $s0 sectors"; return 1; }
+	info "$B2: $s0 -> $(cat /sys/block/$B2/size) sectors"
+	dmesg | grep -q "$B2: detected capacity change" ||
 		{ fail "no 'detected capacity change' in dmesg"; return 1; }
 	dmesg | grep 'detected capacity change' | sed 's/^/VMTEST: INFO dmesg: /'
 }
