@@ -15,21 +15,42 @@ static inline void bump(_Atomic uint64_t *v, uint64_t n)
 			      memory_order_relaxed);
 }
 
-void iostats_count(struct iostats_counters *k, bool failed, uint64_t bytes, uint64_t lat_ns,
-		   _Atomic uint64_t *maxp)
+/* The same for counters several threads write: a locked addition. */
+static inline void add(_Atomic uint64_t *v, uint64_t n, bool shared)
+{
+	if (shared)
+		atomic_fetch_add_explicit(v, n, memory_order_relaxed);
+	else
+		bump(v, n);
+}
+
+static inline void count(struct iostats_counters *k, bool failed, uint64_t bytes,
+			 uint64_t lat_ns, _Atomic uint64_t *maxp, bool shared)
 {
 	const memory_order rx = memory_order_relaxed;
 	uint64_t max = atomic_load_explicit(maxp, rx);
 
-	bump(&k->ops, 1);
+	add(&k->ops, 1, shared);
 	if (failed)
-		bump(&k->errors, 1);
+		add(&k->errors, 1, shared);
 	else if (bytes)
-		bump(&k->bytes, bytes);
-	bump(&k->lat_sum_ns, lat_ns);
-	bump(&k->lat[histo_index(lat_ns, IOSTATS_LAT_BITS)], 1);
+		add(&k->bytes, bytes, shared);
+	add(&k->lat_sum_ns, lat_ns, shared);
+	add(&k->lat[histo_index(lat_ns, IOSTATS_LAT_BITS)], 1, shared);
 	while (lat_ns > max && !atomic_compare_exchange_weak_explicit(maxp, &max, lat_ns, rx, rx))
 		;
+}
+
+void iostats_count(struct iostats_counters *k, bool failed, uint64_t bytes, uint64_t lat_ns,
+		   _Atomic uint64_t *maxp)
+{
+	count(k, failed, bytes, lat_ns, maxp, false);
+}
+
+void iostats_count_shared(struct iostats_counters *k, bool failed, uint64_t bytes,
+			  uint64_t lat_ns, _Atomic uint64_t *maxp)
+{
+	count(k, failed, bytes, lat_ns, maxp, true);
 }
 
 void iostats_sums_add(struct iostats_sums *sum, const struct iostats_counters *k)

@@ -63,6 +63,9 @@ struct iostats_op {
  * @lat_ns when that is larger. */
 void iostats_count(struct iostats_counters *k, bool failed, uint64_t bytes, uint64_t lat_ns,
 		   _Atomic uint64_t *maxp);
+/* The same for counters that several threads write (atomic additions). */
+void iostats_count_shared(struct iostats_counters *k, bool failed, uint64_t bytes,
+			  uint64_t lat_ns, _Atomic uint64_t *maxp);
 
 /* @sum += @k, read relaxed (its writer may be adding). */
 void iostats_sums_add(struct iostats_sums *sum, const struct iostats_counters *k);

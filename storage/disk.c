@@ -31,8 +31,10 @@
  *   the submitting reactor (struct disk_stats_slot, allocated by that
  *   reactor on its first request to the disk, written only by it) and
  *   calls the submitter's done. Each reactor gets a slot number for its
- *   life (io_cache.stats_slot) from a small pool. A disabled handle costs
- *   one load and a predictable branch per request.
+ *   life (io_cache.stats_slot) from a pool of DISK_STATS_MAX_REACTORS;
+ *   when the pool is empty, it shares one more slot with the others past
+ *   it, counted with atomic additions. A disabled handle costs one load
+ *   and a predictable branch per request.
  */
 #include "config.h"
 
@@ -64,7 +66,9 @@ struct disk_stats {
 	uint64_t since_ns;                       /* under @lock */
 	struct iostats_sums base[IOSTATS_COUNT]; /* under @lock */
 	_Atomic uint64_t lat_max_ns[IOSTATS_COUNT];
-	_Atomic(struct disk_stats_slot *) slot[DISK_STATS_MAX_REACTORS];
+	/* One per reactor slot number, and the last shared by the reactors
+	 * beyond them (STATS_SHARED). */
+	_Atomic(struct disk_stats_slot *) slot[DISK_STATS_MAX_REACTORS + 1];
 	/* Turned off by disk_stats_disable: the counters stay allocated
 	 * (requests already wrapped still count into them when they end),
 	 * new requests are not wrapped. */
@@ -424,8 +428,11 @@ int disk_xform_iov(const struct disk_io *io, const struct iovec *iov, int iovcnt
 struct io_cache {
 	struct disk_io *free;
 	unsigned nfree;
-	unsigned stats_slot;    /* 1 + this reactor's statistics slot; 0: none */
+	unsigned stats_slot;    /* 1 + this reactor's statistics slot */
 };
+
+/* The slot the reactors beyond DISK_STATS_MAX_REACTORS share. */
+#define STATS_SHARED DISK_STATS_MAX_REACTORS
 
 /* The statistics slot numbers in use by live reactors. */
 static pthread_mutex_t stats_slots_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -433,7 +440,7 @@ static bool stats_slots_used[DISK_STATS_MAX_REACTORS];
 
 static unsigned stats_slot_get(void)
 {
-	unsigned got = 0;
+	unsigned got = STATS_SHARED + 1;
 
 	pthread_mutex_lock(&stats_slots_lock);
 	for (unsigned i = 0; i < DISK_STATS_MAX_REACTORS; i++) {
@@ -449,7 +456,7 @@ static unsigned stats_slot_get(void)
 
 static void stats_slot_put(unsigned slot)
 {
-	if (!slot)
+	if (slot == STATS_SHARED + 1)
 		return;
 	pthread_mutex_lock(&stats_slots_lock);
 	stats_slots_used[slot - 1] = false;
@@ -522,7 +529,7 @@ static void disk_stats_free(struct disk_stats *st)
 {
 	if (!st)
 		return;
-	for (unsigned i = 0; i < DISK_STATS_MAX_REACTORS; i++)
+	for (unsigned i = 0; i <= STATS_SHARED; i++)
 		free(atomic_load_explicit(&st->slot[i], memory_order_acquire));
 	pthread_mutex_destroy(&st->lock);
 	free(st);
@@ -592,23 +599,35 @@ static void disk_stats_count(struct disk_io *io)
 	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_acquire);
 	struct io_cache *c = io_cache_of(io->reactor);
 	enum iostats_class cls = disk_stats_class(io->op);
-	struct disk_stats_slot *sl;
-	uint64_t bytes = 0;
+	struct disk_stats_slot *sl, *none = NULL;
+	uint64_t bytes = 0, lat;
+	unsigned i;
 
-	if (unlikely(!c || !c->stats_slot))
+	if (unlikely(!c))
 		return;
-	sl = atomic_load_explicit(&st->slot[c->stats_slot - 1], memory_order_relaxed);
+	i = c->stats_slot - 1;
+	sl = atomic_load_explicit(&st->slot[i], memory_order_acquire);
 	if (unlikely(!sl)) {
-		/* Once per reactor and disk. */
+		/* Once per slot and disk; the shared slot may race. */
 		sl = calloc(1, sizeof(*sl));
 		if (!sl)
 			return;
-		atomic_store_explicit(&st->slot[c->stats_slot - 1], sl, memory_order_release);
+		if (!atomic_compare_exchange_strong_explicit(&st->slot[i], &none, sl,
+							     memory_order_acq_rel,
+							     memory_order_acquire)) {
+			free(sl);
+			sl = none;
+		}
 	}
 	if (io->op == DISK_OP_READ || io->op == DISK_OP_WRITE)
 		bytes = io->count << d->info.sector_shift;
-	iostats_count(&sl->k[cls], io->status != DISK_OK, bytes,
-		      reactor_now_ns() - io->stats_t0_ns, &st->lat_max_ns[cls]);
+	lat = reactor_now_ns() - io->stats_t0_ns;
+	if (unlikely(i == STATS_SHARED))
+		iostats_count_shared(&sl->k[cls], io->status != DISK_OK, bytes, lat,
+				     &st->lat_max_ns[cls]);
+	else
+		iostats_count(&sl->k[cls], io->status != DISK_OK, bytes, lat,
+			      &st->lat_max_ns[cls]);
 }
 
 static void disk_stats_done(struct disk_io *io)
@@ -649,7 +668,7 @@ int disk_stats_read(struct disk *d, bool reset, uint64_t *since_ns, struct iosta
 		st->since_ns = now;
 	for (unsigned c = 0; c < IOSTATS_COUNT; c++) {
 		memset(t, 0, sizeof(*t));
-		for (unsigned i = 0; i < DISK_STATS_MAX_REACTORS; i++) {
+		for (unsigned i = 0; i <= STATS_SHARED; i++) {
 			struct disk_stats_slot *sl = atomic_load_explicit(&st->slot[i],
 									  memory_order_acquire);
 

@@ -444,8 +444,9 @@ void disk_io_put(struct reactor *r, struct disk_io *io);
  * not count it again below, nor do the dispatcher's emulations (a FUA
  * write's flush, write-zeroes done with unmaps) count beside the request
  * they emulate. Counters are per reactor thread (no cache line
- * written by two threads), summed by disk_stats_read.
- * XXX: reactors beyond DISK_STATS_MAX_REACTORS alive at once count nothing.
+ * written by two threads), summed by disk_stats_read; reactors beyond
+ * DISK_STATS_MAX_REACTORS alive at once share one more slot, with atomic
+ * additions.
  */
 #define DISK_STATS_MAX_REACTORS 256u
 

@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -431,6 +432,42 @@ static void test_disk_stats_counts(void **state)
 
 /* disk_stats_disable stops counting (and reading); enabling again
  * starts the counters from zero. */
+/* The slot that reactors past DISK_STATS_MAX_REACTORS share counts with
+ * atomic additions: four threads at once lose nothing. */
+#define SHARED_THREADS 4
+#define SHARED_EACH 20000
+
+static _Atomic uint64_t shared_max;
+
+static void *shared_counter(void *arg)
+{
+	for (unsigned i = 0; i < SHARED_EACH; i++)
+		iostats_count_shared(arg, i % 10 == 0, 4096, 1000 + i, &shared_max);
+	return NULL;
+}
+
+static void test_disk_stats_shared_slot(void **state)
+{
+	static struct iostats_counters k;
+	struct iostats_sums sum = { 0 };
+	pthread_t t[SHARED_THREADS];
+	uint64_t bins = 0;
+
+	(void)state;
+	for (unsigned i = 0; i < SHARED_THREADS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, shared_counter, &k), 0);
+	for (unsigned i = 0; i < SHARED_THREADS; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	iostats_sums_add(&sum, &k);
+	assert_int_equal(sum.ops, SHARED_THREADS * SHARED_EACH);
+	assert_int_equal(sum.errors, SHARED_THREADS * SHARED_EACH / 10);
+	assert_int_equal(sum.bytes, (uint64_t)SHARED_THREADS * SHARED_EACH * 9 / 10 * 4096);
+	for (unsigned i = 0; i < IOSTATS_LAT_BINS; i++)
+		bins += sum.lat[i];
+	assert_int_equal(bins, SHARED_THREADS * SHARED_EACH);
+	assert_int_equal(atomic_load(&shared_max), 1000 + SHARED_EACH - 1);
+}
+
 static void test_disk_stats_disable(void **state)
 {
 	struct disk *d = mock_new(16, 512, DISK_UNMAP_ZEROES, true);
@@ -649,6 +686,7 @@ int main(void)
 		cmocka_unit_test(test_disk_submit_child),
 		cmocka_unit_test(test_disk_stats_counts),
 		cmocka_unit_test(test_disk_stats_disable),
+		cmocka_unit_test(test_disk_stats_shared_slot),
 		cmocka_unit_test(test_disk_refcount),
 		cmocka_unit_test(test_disk_resize_notifier),
 		cmocka_unit_test(test_disk_io_cache_reuses),
