@@ -106,6 +106,7 @@ struct vhostsrv_queue {
 	uint8_t *slots;
 	size_t slot_bytes;
 	unsigned free_head;             /* UINT_MAX: none */
+	unsigned fresh;                 /* slots [0, fresh) initialised */
 	unsigned inflight;
 	bool stopping, finishing, kick_armed, call_queued, broken_logged;
 	uint64_t kick_val;
@@ -270,6 +271,28 @@ static void vhostsrv_broken(struct vhostsrv_queue *q)
 	vhostsrv_signal_fd(q->err_fd);
 }
 
+/*
+ * Readies slot @i and puts it on the free list. Slots are readied the first
+ * time one more is needed, not at ring start: the array is calloc'd (for a
+ * large ring, fresh zero pages from mmap), so a ring of 32768 entries costs
+ * memory only for the requests the driver really keeps in flight, not
+ * 272 MB touched at every start.
+ */
+static void vhostsrv_slot_init(struct vhostsrv_queue *q, unsigned i)
+{
+	struct vhostsrv_slot *slot = vhostsrv_slot(q, i);
+
+	slot->q = q;
+	slot->req.qidx = (uint16_t)q->idx;
+	slot->req.reactor = q->thr->r;
+	slot->req.scratch = slot->scratch;
+	slot->req.priv = (uint8_t *)slot + sizeof(*slot);
+	slot->req.done = vhostsrv_req_done;
+	slot->req.owner = slot;
+	slot->next_free = q->free_head;
+	q->free_head = i;
+}
+
 /* Takes every available request and hands it to the device. */
 static void vhostsrv_process(struct vhostsrv_queue *q)
 {
@@ -279,6 +302,8 @@ static void vhostsrv_process(struct vhostsrv_queue *q)
 		struct vhostsrv_slot *slot;
 		int ret;
 
+		if (q->free_head == UINT_MAX && q->fresh < q->num)
+			vhostsrv_slot_init(q, q->fresh++);
 		if (q->free_head == UINT_MAX) {
 			/* Every entry in flight, so the ring is empty: the
 			 * driver adds the next one after a completion, and
@@ -460,19 +485,8 @@ static void vhostsrv_ring_start(struct vhostsrv *s, struct vhostsrv_queue *q)
 		vhostvq_release(&q->vq);
 		return;
 	}
-	for (unsigned i = 0; i < q->num; i++) {
-		struct vhostsrv_slot *slot = vhostsrv_slot(q, i);
-
-		slot->q = q;
-		slot->next_free = i + 1 < q->num ? i + 1 : UINT_MAX;
-		slot->req.qidx = (uint16_t)q->idx;
-		slot->req.reactor = q->thr->r;
-		slot->req.scratch = slot->scratch;
-		slot->req.priv = (uint8_t *)slot + sizeof(*slot);
-		slot->req.done = vhostsrv_req_done;
-		slot->req.owner = slot;
-	}
-	q->free_head = 0;
+	q->free_head = UINT_MAX;
+	q->fresh = 0;
 	q->inflight = 0;
 	q->broken_logged = false;
 	q->running = true;

@@ -22,14 +22,21 @@
 #define VF_TIMEOUT_MS 10000
 #define VF_CHAIN_MAX 64
 #define VF_ARENA_START 0x1000000ull
+/* Descriptors the front-end uses: a ring of more entries (up to 32768)
+ * uses only its first 1024, which a driver may do. */
+#define VF_HEADS 1024u
+/* Rings of up to VF_HEADS entries take 64 KiB each from 1 MiB on; larger
+ * ones 1 MiB each from 12 MiB on (so at most VF_BIG_QUEUES of them), below
+ * the arena and clear of the indirect tables (4 to 12 MiB). */
+#define VF_BIG_QUEUES 4u
 
 struct vfq {
 	int kick, call, err;
 	uint16_t avail_idx, last_used;
 	uint16_t nfree;
-	uint16_t free[VIRTQ_MAX_SIZE / 32];     /* free descriptor indices (qsize <= 1024) */
-	uint8_t nchain[VIRTQ_MAX_SIZE / 32];
-	uint16_t chain[VIRTQ_MAX_SIZE / 32][VF_CHAIN_MAX];
+	uint16_t free[VF_HEADS];        /* free descriptor indices */
+	uint8_t nchain[VF_HEADS];
+	uint16_t chain[VF_HEADS][VF_CHAIN_MAX];
 };
 
 struct vfront {
@@ -47,14 +54,28 @@ struct vfront {
 	struct vfq q[VFRONT_MAX_QUEUES];
 };
 
-static uint64_t vfront_ring_gpa(unsigned q)
+static bool vfront_big_rings(const struct vfront *f)
 {
+	return f->o.qsize > VF_HEADS;
+}
+
+static uint64_t vfront_ring_gpa(const struct vfront *f, unsigned q)
+{
+	if (vfront_big_rings(f))
+		return 0xc00000 + (uint64_t)q * 0x100000;
 	return 0x100000 + (uint64_t)q * 0x10000;
 }
 
-#define DESC_GPA(q) vfront_ring_gpa(q)
-#define AVAIL_GPA(q) (vfront_ring_gpa(q) + 0x4000)
-#define USED_GPA(q) (vfront_ring_gpa(q) + 0x5000)
+static uint64_t vfront_ring_bytes(const struct vfront *f)
+{
+	return vfront_big_rings(f) ? 0x100000 : 0x10000;
+}
+
+/* desc at 0, avail after 16 x the largest size of its class, used 4 KiB
+ * after the avail ring's room (32768 entries: 0, 0x80000, 0x91000). */
+#define DESC_GPA(f, q) vfront_ring_gpa(f, q)
+#define AVAIL_GPA(f, q) (vfront_ring_gpa(f, q) + (vfront_big_rings(f) ? 0x80000 : 0x4000))
+#define USED_GPA(f, q) (AVAIL_GPA(f, q) + (vfront_big_rings(f) ? 0x11000 : 0x1000))
 
 uint64_t vfront_indirect_gpa(unsigned q, uint16_t head)
 {
@@ -78,17 +99,17 @@ int vfront_memfd(struct vfront *f)
 
 static uint16_t *vfront_avail(struct vfront *f, unsigned q)
 {
-	return vfront_ptr(f, AVAIL_GPA(q));
+	return vfront_ptr(f, AVAIL_GPA(f, q));
 }
 
 static uint8_t *vfront_used(struct vfront *f, unsigned q)
 {
-	return vfront_ptr(f, USED_GPA(q));
+	return vfront_ptr(f, USED_GPA(f, q));
 }
 
 struct virtq_desc *vfront_desc(struct vfront *f, unsigned q)
 {
-	return vfront_ptr(f, DESC_GPA(q));
+	return vfront_ptr(f, DESC_GPA(f, q));
 }
 
 int vfront_connect_unix(const char *path)
@@ -129,7 +150,8 @@ int vfront_new(const struct vfront_opts *o, int sock, struct vfront **out)
 	/* Sealable, as QEMU's memory-backend-memfd makes it; the back-end
 	 * adds F_SEAL_SHRINK (QEMU seals it itself). */
 	f->memfd = memfd_create("vfront-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (f->o.queues > VFRONT_MAX_QUEUES || f->o.qsize > VIRTQ_MAX_SIZE / 32 || f->memfd < 0 ||
+	if (f->o.queues > VFRONT_MAX_QUEUES || f->o.qsize > VIRTQ_MAX_SIZE ||
+	    (f->o.qsize > VF_HEADS && f->o.queues > VF_BIG_QUEUES) || f->memfd < 0 ||
 	    ftruncate(f->memfd, (off_t)f->o.mem_bytes) < 0) {
 		vfront_free(f);
 		return -EINVAL;
@@ -429,11 +451,11 @@ static void vfront_ring_reset(struct vfront *f, unsigned q)
 {
 	struct vfq *vq = &f->q[q];
 
-	memset(vfront_ptr(f, vfront_ring_gpa(q)), 0, 0x10000);
+	memset(vfront_ptr(f, vfront_ring_gpa(f, q)), 0, vfront_ring_bytes(f));
 	vq->avail_idx = vq->last_used = 0;
-	vq->nfree = f->o.qsize;
-	for (uint16_t i = 0; i < f->o.qsize; i++)
-		vq->free[i] = (uint16_t)(f->o.qsize - 1 - i);
+	vq->nfree = (uint16_t)(f->o.qsize < VF_HEADS ? f->o.qsize : VF_HEADS);
+	for (uint16_t i = 0; i < vq->nfree; i++)
+		vq->free[i] = (uint16_t)(vq->nfree - 1 - i);
 }
 
 int vfront_start(struct vfront *f, bool keep_rings)
@@ -497,9 +519,9 @@ int vfront_start(struct vfront *f, bool keep_rings)
 	for (unsigned i = 0; i < f->o.queues; i++) {
 		struct vhu_vring_addr a = {
 			.index = i,
-			.desc_user_addr = (uintptr_t)vfront_ptr(f, DESC_GPA(i)),
-			.used_user_addr = (uintptr_t)vfront_ptr(f, USED_GPA(i)),
-			.avail_user_addr = (uintptr_t)vfront_ptr(f, AVAIL_GPA(i)),
+			.desc_user_addr = (uintptr_t)vfront_ptr(f, DESC_GPA(f, i)),
+			.used_user_addr = (uintptr_t)vfront_ptr(f, USED_GPA(f, i)),
+			.avail_user_addr = (uintptr_t)vfront_ptr(f, AVAIL_GPA(f, i)),
 		};
 		uint16_t base;
 
@@ -693,7 +715,7 @@ int vfront_wait_used(struct vfront *f, unsigned q, uint16_t *id, uint32_t *len)
 
 			memcpy(&e, vfront_used(f, q) + 4 + 8 * (vq->last_used % f->o.qsize), sizeof(e));
 			vq->last_used++;
-			if (e.id < f->o.qsize) {
+			if (e.id < VF_HEADS) {
 				/* Give the chain's descriptors back. */
 				for (unsigned i = 0; i < vq->nchain[e.id]; i++)
 					vq->free[vq->nfree++] = vq->chain[e.id][i];

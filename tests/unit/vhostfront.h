@@ -29,7 +29,8 @@ struct vfront;
 
 struct vfront_opts {
 	unsigned queues;                /* default 1 */
-	uint16_t qsize;                 /* default 128 */
+	uint16_t qsize;                 /* default 128; up to 32768 (more than 1024:
+	                                 * at most 4 queues, 1024 descriptors used) */
 	size_t mem_bytes;               /* default 64 MiB */
 	bool no_event_idx;              /* do not ack EVENT_IDX */
 	bool no_indirect;               /* do not ack INDIRECT_DESC (and never use it) */
