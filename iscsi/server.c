@@ -672,17 +672,7 @@ int iscsisrv_new(const struct iscsisrv_opts *o, struct iscsisrv **out)
 	atomic_init(&s->next_tsih, 1);
 	atomic_init(&s->nsessions, 0);
 	pthread_mutex_init(&s->lock, NULL);
-	s->proto = (struct netsrv_proto){
-		.version = NETSRV_PROTO_VERSION,
-		.name = "iscsi",
-		.ctx = s,
-		.priv_bytes = sizeof(struct iscsisrv_conn),
-		.start = srv_conn_start,
-		.drain = srv_conn_drain,
-		.busy = srv_conn_busy,
-		.closed = srv_conn_closed,
-		.free = srv_conn_free,
-	};
+	s->proto = NETSRV_PROTO_INIT("iscsi", s, struct iscsisrv_conn);
 	*out = s;
 	return 0;
 }

@@ -166,17 +166,7 @@ int nbdsrv_new(const struct nbdsrv_opts *o, struct nbdsrv **out)
 	}
 	if (s->opts.max_requests == 0)
 		s->opts.max_requests = NBDSRV_DEFAULT_REQUESTS;
-	s->proto = (struct netsrv_proto){
-		.version = NETSRV_PROTO_VERSION,
-		.name = "nbd",
-		.ctx = s,
-		.priv_bytes = sizeof(struct nbdsrv_conn),
-		.start = srv_conn_start,
-		.drain = srv_conn_drain,
-		.busy = srv_conn_busy,
-		.closed = srv_conn_closed,
-		.free = srv_conn_free,
-	};
+	s->proto = NETSRV_PROTO_INIT("nbd", s, struct nbdsrv_conn);
 	*out = s;
 	return 0;
 }

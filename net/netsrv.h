@@ -122,6 +122,25 @@ struct netsrv_proto {
 
 #define NETSRV_PROTO_VERSION 1u
 
+/*
+ * The protocol of a server file that defines its callbacks as static
+ * functions named srv_conn_start, srv_conn_drain, srv_conn_busy,
+ * srv_conn_closed and srv_conn_free (nbd/, iscsi/ and nvmf/ do), with
+ * @server as ctx and @conn_type as its per-connection state. One place
+ * fills the table, so a member appended to struct netsrv_proto is not
+ * forgotten by one of the servers.
+ */
+#define NETSRV_PROTO_INIT(proto_name, server, conn_type)                                    \
+	((struct netsrv_proto){ .version = NETSRV_PROTO_VERSION,                            \
+				.name = (proto_name),                                       \
+				.ctx = (server),                                            \
+				.priv_bytes = sizeof(conn_type),                            \
+				.start = srv_conn_start,                                    \
+				.drain = srv_conn_drain,                                    \
+				.busy = srv_conn_busy,                                      \
+				.closed = srv_conn_closed,                                  \
+				.free = srv_conn_free })
+
 /* An item of a connection's send queue: @iovcnt iovecs at @iov (borrowed
  * until @sent) sent in order. Embedded in the protocol's reply; the
  * protocol sets iov, iovcnt and sent, the engine the rest. @sent runs on the worker once

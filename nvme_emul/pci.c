@@ -885,25 +885,52 @@ static unsigned pci_live_io_queues(struct nvmeemu_pci *p)
 	return n;
 }
 
+/* What Create I/O Completion Queue and Create I/O Submission Queue share
+ * (NVMe Base spec §5.4, §5.5): CDW10 holds the queue id and the 0's based
+ * size, CDW11 PC in bit 0 and, in its upper half, the interrupt vector (CQ)
+ * or the completion queue id (SQ); PRP Entry 1 is the queue's base. */
+struct pci_create {
+	uint16_t qid, upper;
+	uint32_t d11, size;
+	uint64_t base;
+};
+
+static struct pci_create pci_create_decode(const struct pq_slot *s)
+{
+	uint32_t d10 = cmd_dw(&s->cmd, 10), d11 = cmd_dw(&s->cmd, 11);
+
+	return (struct pci_create){ .qid = (uint16_t)d10, .upper = (uint16_t)(d11 >> 16),
+				    .d11 = d11, .size = (d10 >> 16) + 1,
+				    .base = ds_get_le64(s->cmd.sqe + 24) };
+}
+
+/* The size, PC and base checks of both creates, after their queue id
+ * checks: the status to answer, or 0. Only physically contiguous,
+ * page-aligned queues are supported. */
+static uint16_t pci_create_geometry(const struct pci_create *q)
+{
+	if (q->size < 2 || q->size > MQES + 1)
+		return ST_QSIZE_INVALID;
+	if (!(q->d11 & 1) || (q->base & (PAGE - 1)))
+		return NVMEEMU_INVALID_FIELD | NVMEEMU_DNR;
+	return 0;
+}
+
 /* Create I/O Completion Queue (05h), NVMe Base spec §5.5. */
 static void pci_create_cq(struct pq_slot *s)
 {
 	struct nvmeemu_pci *p = s->sq->p;
-	uint32_t d10 = cmd_dw(&s->cmd, 10), d11 = cmd_dw(&s->cmd, 11);
-	uint16_t qid = (uint16_t)d10, iv = (uint16_t)(d11 >> 16), nsq, ncq;
-	uint32_t size = (d10 >> 16) + 1;
-	uint64_t base = ds_get_le64(s->cmd.sqe + 24);
+	struct pci_create q = pci_create_decode(s);
+	uint16_t qid = q.qid, iv = q.upper, nsq, ncq, st;
 
 	nvmeemu_ctrl_granted_queues(p->c, &nsq, &ncq);
 	if (!qid || qid > ncq || qid > p->max_q || atomic_load(&p->cq[qid].live))
 		return pci_answer(s, ST_QID_INVALID);
-	if (size < 2 || size > MQES + 1)
-		return pci_answer(s, ST_QSIZE_INVALID);
-	if (!(d11 & 1) || (base & (PAGE - 1)))
-		return pci_answer(s, NVMEEMU_INVALID_FIELD | NVMEEMU_DNR);
+	if ((st = pci_create_geometry(&q)))
+		return pci_answer(s, st);
 	if (iv >= p->nvec)
 		return pci_answer(s, ST_IV_INVALID);
-	cq_setup(&p->cq[qid], pci_reactor_for(p, qid), qid, base, size, iv, d11 & 2);
+	cq_setup(&p->cq[qid], pci_reactor_for(p, qid), qid, q.base, q.size, iv, q.d11 & 2);
 	atomic_store_explicit(&p->cq[qid].live, true, memory_order_release);
 	nvmeemu_ctrl_set_io_queues(p->c, pci_live_io_queues(p));
 	pci_answer(s, 0);
@@ -913,10 +940,8 @@ static void pci_create_cq(struct pq_slot *s)
 static void pci_create_sq(struct pq_slot *s)
 {
 	struct nvmeemu_pci *p = s->sq->p;
-	uint32_t d10 = cmd_dw(&s->cmd, 10), d11 = cmd_dw(&s->cmd, 11);
-	uint16_t qid = (uint16_t)d10, cqid = (uint16_t)(d11 >> 16), nsq, ncq;
-	uint32_t size = (d10 >> 16) + 1;
-	uint64_t base = ds_get_le64(s->cmd.sqe + 24);
+	struct pci_create q = pci_create_decode(s);
+	uint16_t qid = q.qid, cqid = q.upper, nsq, ncq, st;
 	struct pci_sq *sq;
 
 	nvmeemu_ctrl_granted_queues(p->c, &nsq, &ncq);
@@ -924,15 +949,13 @@ static void pci_create_sq(struct pq_slot *s)
 		return pci_answer(s, ST_QID_INVALID);
 	if (!cqid || cqid > p->max_q || !atomic_load(&p->cq[cqid].live))
 		return pci_answer(s, ST_CQ_INVALID);
-	if (size < 2 || size > MQES + 1)
-		return pci_answer(s, ST_QSIZE_INVALID);
-	if (!(d11 & 1) || (base & (PAGE - 1)))
-		return pci_answer(s, NVMEEMU_INVALID_FIELD | NVMEEMU_DNR);
+	if ((st = pci_create_geometry(&q)))
+		return pci_answer(s, st);
 	sq = &p->sq[qid];
 	free(sq->slots);
-	if (slots_alloc(sq, size) < 0)
+	if (slots_alloc(sq, q.size) < 0)
 		return pci_answer(s, NVMEEMU_INTERNAL_ERROR);
-	sq_setup(sq, p->cq[cqid].r, qid, cqid, base, size);
+	sq_setup(sq, p->cq[cqid].r, qid, cqid, q.base, q.size);
 	p->cq[cqid].nsq++;
 	atomic_store_explicit(&sq->live, true, memory_order_release);
 	nvmeemu_ctrl_set_io_queues(p->c, pci_live_io_queues(p));

@@ -1431,17 +1431,7 @@ int nvmfsrv_new(const struct nvmfsrv_opts *o, struct nvmfsrv **out)
 	pthread_mutex_init(&s->lock, NULL);
 	s->next_cntlid = 1;
 	s->genctr = 1;
-	s->proto = (struct netsrv_proto){
-		.version = NETSRV_PROTO_VERSION,
-		.name = "nvme-tcp",
-		.ctx = s,
-		.priv_bytes = sizeof(struct nvmf_conn),
-		.start = srv_conn_start,
-		.drain = srv_conn_drain,
-		.busy = srv_conn_busy,
-		.closed = srv_conn_closed,
-		.free = srv_conn_free,
-	};
+	s->proto = NETSRV_PROTO_INIT("nvme-tcp", s, struct nvmf_conn);
 	*out = s;
 	return 0;
 }

@@ -222,6 +222,19 @@ struct spec_kind {
 int spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 	      struct disk **out, char *err, size_t errlen);
 
+/*
+ * The open function of a decorator (a disk kind over one inner spec):
+ * opens @s->inner with spec_open(@read_only), then calls @wrap with the
+ * lower disk and @arg (borrowed). @wrap takes the lower disk over only on
+ * success; when it fails the lower disk is released here. Returns 0 with
+ * an owned reference in *out, or -errno (*out NULL) with a message in @err
+ * from spec_open or @wrap.
+ */
+int spec_open_decorator(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
+			int (*wrap)(const struct spec *s, struct disk *lower, void *arg,
+				    struct disk **out, char *err, size_t errlen),
+			void *arg, struct disk **out, char *err, size_t errlen);
+
 /* The autocache root: ctx->cache_dir, else $DISKSTACK_AUTOCACHE_DIR (@ctx
  * may be NULL). Returns 0 with a borrowed string in *out, or -EINVAL with a
  * message in @err when neither is set. */

@@ -1085,6 +1085,24 @@ fail_node:
 	return spec_open_err(s, r, msg, err, errlen);
 }
 
+int spec_open_decorator(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
+			int (*wrap)(const struct spec *s, struct disk *lower, void *arg,
+				    struct disk **out, char *err, size_t errlen),
+			void *arg, struct disk **out, char *err, size_t errlen)
+{
+	struct disk *lower;
+	int r;
+
+	*out = NULL;
+	r = spec_open(s->inner, read_only, ctx, &lower, err, errlen);
+	if (r < 0)
+		return r;
+	r = wrap(s, lower, arg, out, err, errlen);
+	if (r < 0)
+		disk_unref(lower);
+	return r;
+}
+
 int spec_open_str(const char *text, bool read_only, const struct spec_ctx *ctx,
 		  struct disk **out, char *err, size_t errlen)
 {

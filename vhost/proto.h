@@ -34,6 +34,15 @@
 int vhu_sendmsg(int sock, const void *hdr, const void *payload, size_t len, const int *fds,
 		unsigned nfds);
 
+/* Receives up to @len bytes into @buf with one recvmsg on @sock (@flags
+ * added to MSG_CMSG_CLOEXEC). With @fds, the descriptors that come with
+ * them (SCM_RIGHTS) are appended at @fds[*@nfds] up to VHU_MAX_FDS in all
+ * (the caller owns them; any beyond are closed), and more than one
+ * message's worth (MSG_CTRUNC) is -EPROTO once those are stored; without
+ * @fds none are accepted. Returns the byte count (0: the peer closed) or
+ * -errno. Defined in server.c; the test front-ends receive with it too. */
+ssize_t vhu_recvmsg(int sock, void *buf, size_t len, int flags, int *fds, unsigned *nfds);
+
 /* Front-end -> back-end requests. */
 enum {
 	VHU_GET_FEATURES = 1,

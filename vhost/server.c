@@ -621,42 +621,17 @@ static int vhostsrv_read_full(struct vhostsrv *s, struct vhostsrv_msg *m, void *
 	size_t got = 0;
 
 	while (got < len) {
-		union {
-			char buf[CMSG_SPACE(VHU_MAX_FDS * sizeof(int))];
-			struct cmsghdr align;
-		} cm;
-		struct iovec iov = { (uint8_t *)buf + got, len - got };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 		ssize_t n;
 		int ret;
 
-		if (take_fds) {
-			mh.msg_control = cm.buf;
-			mh.msg_controllen = sizeof(cm.buf);
-		}
 		if ((ret = vhostsrv_wait_readable(s, s->conn_fd)) < 0)
 			return ret;
-		n = recvmsg(s->conn_fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		n = vhu_recvmsg(s->conn_fd, (uint8_t *)buf + got, len - got, MSG_DONTWAIT,
+				take_fds ? m->fds : NULL, &m->nfds);
+		if (n == -EINTR || n == -EAGAIN)
 			continue;
 		if (n < 0)
-			return -errno;
-		for (struct cmsghdr *c = take_fds ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			size_t nf = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			int fds[VHU_MAX_FDS];
-
-			memcpy(fds, CMSG_DATA(c), MIN(nf, (size_t)VHU_MAX_FDS) * sizeof(int));
-			for (size_t i = 0; i < nf && i < VHU_MAX_FDS; i++) {
-				if (m->nfds < VHU_MAX_FDS)
-					m->fds[m->nfds++] = fds[i];
-				else
-					close(fds[i]);
-			}
-		}
-		if (take_fds && (mh.msg_flags & MSG_CTRUNC))
-			return -EPROTO;
+			return (int)n;
 		if (n == 0)
 			return got == 0 ? -ENOTCONN : -EPROTO;
 		got += (size_t)n;
@@ -715,6 +690,42 @@ int vhu_sendmsg(int sock, const void *hdr, const void *payload, size_t len, cons
 	if (n < 0)
 		return -errno;
 	return (size_t)n == VHU_HDR_BYTES + len ? 0 : -EPROTO;
+}
+
+ssize_t vhu_recvmsg(int sock, void *buf, size_t len, int flags, int *fds, unsigned *nfds)
+{
+	union {
+		char buf[CMSG_SPACE(VHU_MAX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} cm;
+	struct iovec iov = { buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t n;
+
+	if (fds) {
+		mh.msg_control = cm.buf;
+		mh.msg_controllen = sizeof(cm.buf);
+	}
+	n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | flags);
+	if (n < 0)
+		return -errno;
+	for (struct cmsghdr *c = fds ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t nf = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		int got[VHU_MAX_FDS];
+
+		memcpy(got, CMSG_DATA(c), MIN(nf, (size_t)VHU_MAX_FDS) * sizeof(int));
+		for (size_t i = 0; i < nf && i < VHU_MAX_FDS; i++) {
+			if (*nfds < VHU_MAX_FDS)
+				fds[(*nfds)++] = got[i];
+			else
+				close(got[i]);
+		}
+	}
+	if (fds && (mh.msg_flags & MSG_CTRUNC))
+		return -EPROTO;
+	return n;
 }
 
 static int vhostsrv_send(int fd, uint32_t request, uint32_t flags, const void *payload,

@@ -1069,6 +1069,13 @@ fail:
 	return r;
 }
 
+/* Wraps the lower disk with the key @arg (CRYPT_KEY_BYTES, borrowed). */
+static int crypt_spec_wrap(const struct spec *s, struct disk *lower, void *arg,
+			   struct disk **out, char *err, size_t errlen)
+{
+	return crypt_new(arg, s->path, lower, out, err, errlen);
+}
+
 /* The crypt: kind's open function: loads the key file named by @s->path
  * first (so a bad key opens nothing), then the inner spec with @read_only,
  * then wraps it. */
@@ -1076,7 +1083,6 @@ static int crypt_spec_open(const struct spec *s, bool read_only, const struct sp
 			   struct disk **out, char *err, size_t errlen)
 {
 	uint8_t key[CRYPT_KEY_BYTES];
-	struct disk *lower;
 	int r;
 
 	*out = NULL;
@@ -1089,15 +1095,8 @@ static int crypt_spec_open(const struct spec *s, bool read_only, const struct sp
 	r = crypt_key_load(s->path, key, err, errlen);
 	if (r < 0)
 		return r;
-	r = spec_open(s->inner, read_only, ctx, &lower, err, errlen);
-	if (r < 0) {
-		OPENSSL_cleanse(key, sizeof(key));
-		return r;
-	}
-	r = crypt_new(key, s->path, lower, out, err, errlen);
+	r = spec_open_decorator(s, read_only, ctx, crypt_spec_wrap, key, out, err, errlen);
 	OPENSSL_cleanse(key, sizeof(key));
-	if (r < 0)
-		disk_unref(lower);
 	return r;
 }
 

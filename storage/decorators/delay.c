@@ -214,13 +214,17 @@ int delay_get(struct disk *d, uint64_t *read_us, uint64_t *write_us)
 	return 0;
 }
 
+static int delay_spec_wrap(const struct spec *s, struct disk *lower, void *arg,
+			   struct disk **out, char *err, size_t errlen)
+{
+	(void)arg;
+	return delay_new(s->delay_read_us, s->delay_write_us, lower, out, err, errlen);
+}
+
 /* The delay: kind's open function. */
 static int delay_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 			   struct disk **out, char *err, size_t errlen)
 {
-	struct disk *lower;
-	int r;
-
 	*out = NULL;
 	/* Check the values before the inner disk is opened (or created). */
 	if (s->delay_read_us > DELAY_MAX_US || s->delay_write_us > DELAY_MAX_US) {
@@ -228,13 +232,7 @@ static int delay_spec_open(const struct spec *s, bool read_only, const struct sp
 			 (unsigned long long)MAX(s->delay_read_us, s->delay_write_us));
 		return -EINVAL;
 	}
-	r = spec_open(s->inner, read_only, ctx, &lower, err, errlen);
-	if (r < 0)
-		return r;
-	r = delay_new(s->delay_read_us, s->delay_write_us, lower, out, err, errlen);
-	if (r < 0)
-		disk_unref(lower);
-	return r;
+	return spec_open_decorator(s, read_only, ctx, delay_spec_wrap, NULL, out, err, errlen);
 }
 
 const struct spec_kind delay_kind_delay = {

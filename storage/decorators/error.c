@@ -790,20 +790,17 @@ static int error_spec_check(const char *text, size_t len, struct spec_arg_error 
 	return error_rules_check(text, len, &e->off, &e->len, &e->what, &e->hint) < 0 ? -EINVAL : 0;
 }
 
+static int error_spec_wrap(const struct spec *s, struct disk *lower, void *arg,
+			   struct disk **out, char *err, size_t errlen)
+{
+	(void)arg;
+	return error_new(s->arg, lower, out, err, errlen);
+}
+
 static int error_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 			   struct disk **out, char *err, size_t errlen)
 {
-	struct disk *lower;
-	int r;
-
-	*out = NULL;
-	r = spec_open(s->inner, read_only, ctx, &lower, err, errlen);
-	if (r < 0)
-		return r;
-	r = error_new(s->arg, lower, out, err, errlen);
-	if (r < 0)
-		disk_unref(lower);
-	return r;
+	return spec_open_decorator(s, read_only, ctx, error_spec_wrap, NULL, out, err, errlen);
 }
 
 const struct spec_kind error_kind_error = {

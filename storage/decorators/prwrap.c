@@ -905,23 +905,25 @@ int prwrap_new(struct disk *lower, struct disk **out)
 	return r;
 }
 
+static int prwrap_spec_wrap(const struct spec *s, struct disk *lower, void *arg,
+			    struct disk **out, char *err, size_t errlen)
+{
+	int r;
+
+	(void)s;
+	(void)arg;
+	r = prwrap_new(lower, out);
+	if (r < 0)
+		snprintf(err, errlen, "%s", strerror(-r));
+	return r;
+}
+
 /* The prwrap: kind's open function: opens @s->inner with @read_only and
  * wraps it. */
 static int prwrap_spec_open(const struct spec *s, bool read_only, const struct spec_ctx *ctx,
 			    struct disk **out, char *err, size_t errlen)
 {
-	struct disk *lower;
-	int r;
-
-	r = spec_open(s->inner, read_only, ctx, &lower, err, errlen);
-	if (r < 0)
-		return r;
-	r = prwrap_new(lower, out);
-	if (r < 0) {
-		disk_unref(lower);
-		snprintf(err, errlen, "%s", strerror(-r));
-	}
-	return r;
+	return spec_open_decorator(s, read_only, ctx, prwrap_spec_wrap, NULL, out, err, errlen);
 }
 
 const struct spec_kind prwrap_kind_prwrap = {

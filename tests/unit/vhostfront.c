@@ -255,34 +255,24 @@ static int vfront_read(int sock, void *buf, size_t len, int *fd)
 	if (fd)
 		*fd = -1;
 	while (got < len) {
-		union {
-			char buf[CMSG_SPACE(VHU_MAX_FDS * sizeof(int))];
-			struct cmsghdr align;
-		} cm;
-		struct iovec iov = { (uint8_t *)buf + got, len - got };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
-				     .msg_controllen = sizeof(cm.buf) };
+		int fds[VHU_MAX_FDS];
+		unsigned nfds = 0;
 		ssize_t n;
 		int ret;
 
 		if ((ret = vfront_wait_fd(sock, VF_TIMEOUT_MS)) < 0)
 			return ret;
-		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+		n = vhu_recvmsg(sock, (uint8_t *)buf + got, len - got, 0, fds, &nfds);
+		for (unsigned i = 0; i < nfds; i++) {
+			if (fd && *fd < 0)
+				*fd = fds[i];
+			else
+				close(fds[i]);
+		}
 		if (n < 0)
-			return -errno;
+			return (int)n;
 		if (n == 0)
 			return -ECONNRESET;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-			int v;
-
-			if (c->cmsg_type != SCM_RIGHTS)
-				continue;
-			memcpy(&v, CMSG_DATA(c), sizeof(v));
-			if (fd && *fd < 0)
-				*fd = v;
-			else
-				close(v);
-		}
 		got += (size_t)n;
 	}
 	return 0;
