@@ -43,10 +43,12 @@
 
 #define BIT(n) (1ull << (n))
 
-/* Limits we advertise for DISCARD and WRITE_ZEROES (in 512-byte sectors):
- * 2 GiB per segment, one segment per request. */
+/* Limits we advertise for DISCARD and WRITE_ZEROES: 2 GiB (in 512-byte
+ * sectors) per segment, 64 segments per request (Linux merges that many
+ * discards of a filesystem trim into one request; it sends write-zeroes
+ * one segment at a time). */
 #define VHOSTBLK_MAX_RANGE_SECTORS (1u << 22)
-#define VHOSTBLK_MAX_RANGE_SEGS 1
+#define VHOSTBLK_MAX_RANGE_SEGS 64
 
 struct vhostblk {
 	struct disk *disk;
@@ -65,7 +67,10 @@ struct vhostblk {
 
 struct vhostblk_req {
 	struct disk_io io;
+	struct vhostblk *b;
 	struct vhost_req *req;
+	uint32_t type;                  /* DISCARD, WRITE_ZEROES: the next segment... */
+	unsigned seg, nsegs;            /* ...of nsegs (0 for other requests) */
 	uint8_t *status;                /* the writable status byte in guest memory */
 	uint32_t written;               /* data bytes written into the writable part */
 };
@@ -88,10 +93,28 @@ static void vhostblk_finish(struct vhostblk_req *br, uint8_t status)
 	vhost_req_complete(br->req, (status == VIRTIO_BLK_S_OK ? br->written : 0) + 1);
 }
 
+static uint8_t vhostblk_range_seg(struct vhostblk *b, struct vhost_req *req, uint32_t type,
+				  unsigned i, struct disk_io *io);
+
 static void vhostblk_io_done(struct disk_io *io)
 {
 	struct vhostblk_req *br = container_of(io, struct vhostblk_req, io);
 
+	if (io->status == DISK_OK && ++br->seg < br->nsegs) {
+		/* The next DISCARD or WRITE_ZEROES segment, on the same
+		 * request (one at a time keeps the order the driver gave). */
+		uint8_t st;
+
+		memset(io, 0, sizeof(*io));
+		st = vhostblk_range_seg(br->b, br->req, br->type, br->seg, io);
+		if (st != VIRTIO_BLK_S_OK) {
+			vhostblk_finish(br, st);
+			return;
+		}
+		io->done = vhostblk_io_done;
+		disk_submit(br->b->disk, io);
+		return;
+	}
 	if (io->status != DISK_OK)
 		log_debug("vhost-user-blk: %s at sector %llu: %s", disk_op_str(io->op),
 			  (unsigned long long)io->sector, disk_status_str(io->status));
@@ -115,24 +138,26 @@ static bool vhostblk_range(const struct vhostblk *b, uint64_t sector512, uint64_
 	return disk_range_representable(*sector, *count, b->shift);
 }
 
-/* DISCARD and WRITE_ZEROES: one segment {le64 sector, le32 num_sectors,
- * le32 flags} after the header (virtio 1.2 §5.2.6). */
-static uint8_t vhostblk_prep_range(struct vhostblk *b, struct vhost_req *req, uint32_t type,
-				   struct disk_io *io)
+/* DISCARD and WRITE_ZEROES: segment @i of {le64 sector, le32 num_sectors,
+ * le32 flags} after the header (virtio 1.2 §5.2.6) into @io. Read from
+ * guest memory at each use and checked each time. */
+static uint8_t vhostblk_range_seg(struct vhostblk *b, struct vhost_req *req, uint32_t type,
+				  unsigned i, struct disk_io *io)
 {
 	uint8_t seg[16];
-	uint64_t bytes = req->out_bytes - 16, sector, count;
+	uint64_t sector, count;
 	uint32_t num, flags;
 
-	if (bytes == 0 || bytes % 16 || bytes / 16 > VHOSTBLK_MAX_RANGE_SEGS)
-		return VIRTIO_BLK_S_IOERR;
-	iov_to_buf(req->iov, (int)req->out_cnt, 16, seg, sizeof(seg));
+	iov_to_buf(req->iov, (int)req->out_cnt, 16 + 16 * (size_t)i, seg, sizeof(seg));
 	num = ds_get_le32(seg + 8);
 	flags = ds_get_le32(seg + 12);
 	if (type == VIRTIO_BLK_T_DISCARD ? flags != 0 : (flags & ~(uint32_t)VIRTIO_BLK_WZ_F_UNMAP))
 		return VIRTIO_BLK_S_UNSUPP;
+	/* Past the end is the disk's to refuse too; checking it here keeps a
+	 * request whose last segment is past the end from doing the others. */
 	if (num > VHOSTBLK_MAX_RANGE_SECTORS ||
-	    !vhostblk_range(b, ds_get_le64(seg), (uint64_t)num << 9, &sector, &count))
+	    !vhostblk_range(b, ds_get_le64(seg), (uint64_t)num << 9, &sector, &count) ||
+	    count > disk_sector_count(b->disk) || sector > disk_sector_count(b->disk) - count)
 		return VIRTIO_BLK_S_IOERR;
 	io->sector = sector;
 	io->count = count;
@@ -143,6 +168,32 @@ static uint8_t vhostblk_prep_range(struct vhostblk *b, struct vhost_req *req, ui
 		io->flags = flags & VIRTIO_BLK_WZ_F_UNMAP ? 0 : DISK_IO_NO_UNMAP;
 	}
 	return VIRTIO_BLK_S_OK;
+}
+
+/* DISCARD and WRITE_ZEROES with up to VHOSTBLK_MAX_RANGE_SEGS segments.
+ * All are checked before the first goes to the disk, so a bad one fails
+ * the request with nothing done; they then run one after the other
+ * (vhostblk_io_done), and the first that fails ends the request. */
+static uint8_t vhostblk_prep_range(struct vhostblk *b, struct vhostblk_req *br,
+				   struct vhost_req *req, uint32_t type)
+{
+	uint64_t bytes = req->out_bytes - 16;
+	unsigned n;
+
+	if (bytes == 0 || bytes % 16 || bytes / 16 > VHOSTBLK_MAX_RANGE_SEGS)
+		return VIRTIO_BLK_S_IOERR;
+	n = (unsigned)(bytes / 16);
+	for (unsigned i = 1; i < n; i++) {
+		struct disk_io probe = { 0 };
+		uint8_t st = vhostblk_range_seg(b, req, type, i, &probe);
+
+		if (st != VIRTIO_BLK_S_OK)
+			return st;
+	}
+	br->type = type;
+	br->seg = 0;
+	br->nsegs = n;
+	return vhostblk_range_seg(b, req, type, 0, &br->io);
 }
 
 /* Builds the disk request for @req, or returns the status to answer now. */
@@ -206,7 +257,7 @@ static uint8_t vhostblk_prep(struct vhostblk *b, struct vhostblk_req *br, struct
 	case VIRTIO_BLK_T_WRITE_ZEROES:
 		if (b->read_only)
 			return VIRTIO_BLK_S_IOERR;
-		return vhostblk_prep_range(b, req, type, io);
+		return vhostblk_prep_range(b, br, req, type);
 	default:
 		return VIRTIO_BLK_S_UNSUPP;
 	}
@@ -219,6 +270,7 @@ static void vhostblk_handle(void *dev, struct vhost_req *req)
 	const struct iovec *last;
 	uint8_t st;
 
+	br->b = b;
 	br->req = req;
 	if (req->in_cnt == 0) {
 		/* Nowhere to put the status: the driver gets its buffers
