@@ -562,6 +562,8 @@ int scsi_target_remove_lu(struct scsi_target *t, unsigned lun)
 	 * per-nexus state goes, so that a LU added there later starts
 	 * clean (hot-add queues its power-on UA). */
 	target_queue_inventory_ua_locked(t);
+	if (t->had_nexus)
+		target_event_locked(t, lun, SCSI_EVENT_LUN_REMOVED);
 	lu->next_retired = t->retired;
 	t->retired = lu;
 	pthread_mutex_unlock(&t->lock);

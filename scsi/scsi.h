@@ -132,7 +132,8 @@ int scsi_target_new(const char *name, struct scsi_target **out);
 int scsi_target_add_lu(struct scsi_target *t, unsigned lun, struct scsi_lu *lu);
 /* Hot-remove: LUN @lun disappears at once (new commands get LOGICAL
  * UNIT NOT SUPPORTED, REPORT LUNS leaves it out), every nexus gets
- * REPORTED LUNS DATA HAS CHANGED (3Fh/0Eh) on the remaining LUs, and the
+ * REPORTED LUNS DATA HAS CHANGED (3Fh/0Eh) on the remaining LUs, the
+ * listener hears SCSI_EVENT_LUN_REMOVED (before the drain), and the
  * call waits until the commands already running on it have finished,
  * then releases its disk. -ENOENT when there is no such LU. Any thread
  * but a reactor thread serving the target (it blocks). */
@@ -149,6 +150,7 @@ enum scsi_event {
 	SCSI_EVENT_LUN_ADDED = 0,       /* scsi_target_add_lu after the first nexus */
 	SCSI_EVENT_CAPACITY_CHANGED,    /* a disk LU's disk was resized (2Ah/09h) */
 	SCSI_EVENT_MEDIA_CHANGED,       /* scsi_lu_change_media changed a DVD's medium */
+	SCSI_EVENT_LUN_REMOVED,         /* scsi_target_remove_lu after the first nexus */
 };
 /* A listener: runs on whichever thread caused the event, with the
  * target's lock (and maybe a disk's watcher lock) held, so it must not

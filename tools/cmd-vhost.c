@@ -21,7 +21,6 @@
  */
 #include "config.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -42,6 +41,7 @@
 #include "storage/spec.h"
 #include "scsi/scsi.h"
 #include "tools/scsi-lun.h"
+#include "tools/serve-vhost.h"
 #include "tools/tool.h"
 #include "vhost/blk.h"
 #include "vhost/scsi.h"
@@ -316,21 +316,6 @@ static void vhost_scsi_usage(FILE *fp)
 		"See docs/vhost.md and 'diskstack help specs'.\n", VHOSTSRV_MAX_QUEUES - 2);
 }
 
-/* "iqn.2026-12.org.diskstack:vhost.<socket path>" with the path reduced
- * to the characters an iSCSI name may hold: LUs without a disk id get
- * their identity from the target name, so each socket gets its own. */
-static void vhost_scsi_target_name(const char *sock, char *out, size_t len)
-{
-	size_t o = (size_t)snprintf(out, len, "iqn.2026-12.org.diskstack:vhost.");
-
-	for (const char *p = sock; *p && o + 1 < len; p++) {
-		char ch = (char)tolower((unsigned char)*p);
-
-		out[o++] = (isalnum((unsigned char)ch) || ch == '.' || ch == '-') ? ch : '-';
-	}
-	out[o] = '\0';
-}
-
 /* vhost-user-scsi's LUNs, in the order given. */
 struct vhost_scsi_luns {
 	const char *cmd;
@@ -412,7 +397,7 @@ int cmd_vhost_scsi(int argc, char **argv)
 
 	if ((ret = vhost_begin(cmd, &set, &oldmask, &r)) != 0)
 		goto out;
-	vhost_scsi_target_name(sock, tname, sizeof(tname));
+	serve_vhost_scsi_target_name(sock, tname, sizeof(tname));
 	if ((ret = scsi_target_new(tname, &t)) < 0) {
 		ret = tool_error(cmd, "cannot create the target: %s", strerror(-ret));
 		goto out;

@@ -76,6 +76,7 @@ struct serve_ctl_fe {
 	struct ubsrv_ctrl *ublk_ctrl;   /* NULL until the first ublk-add */
 	struct fe_ublk *ublk;
 	struct fe_vhost *vhost;
+	struct serve_vscsi *vscsi;      /* vhost-user-scsi devices made by vhost-scsi-add */
 };
 
 int serve_ctl_fe_new(struct serve_ctl_fe **out)
@@ -110,10 +111,13 @@ static void vhost_stop_one(struct fe_vhost *v)
 	free(v);
 }
 
+static void vscsi_stop_all(struct serve_ctl_fe *fe);
+
 void serve_ctl_fe_stop(struct serve_ctl_fe *fe)
 {
 	if (!fe)
 		return;
+	vscsi_stop_all(fe);
 	while (fe->vhost) {
 		struct fe_vhost *v = fe->vhost;
 
@@ -421,17 +425,54 @@ static struct serve_iscsi *iscsi_of(struct ctl_call *c, const char *target)
 static bool unit_removal_refuse(struct ctl_call *c, const void *owner, const char *name,
 				const char *unit, unsigned id);
 
+/* Opens @text (read-only if @ro) and adds it as LUN @lun of @t, its disk
+ * kept in @sd: the reply is {@key: @name, lun, the disk's fields}. @name
+ * (the IQN, the socket) names the target in errors and the log. */
+static json_t *scsi_lun_add(struct ctl_call *c, struct scsi_target *t, struct serve_disks *sd,
+			    const char *key, const char *name, json_int_t lun, const char *text,
+			    bool ro)
+{
+	char err[256] = "";
+	struct disk *d;
+	json_t *res;
+	int ret;
+
+	if (scsi_target_lu(t, (unsigned)lun))
+		return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:I, s:b}", "target", name, "lun",
+							     (json_int_t)lun, "exists", 1));
+	if (unit_removal_refuse(c, t, name, "lun", (unsigned)lun) ||
+	    serve_ctl_open_spec(c, text, ro, &d) < 0)
+		return NULL;
+	ret = tool_scsi_make_lu(t, (unsigned)lun, d, text, err, sizeof(err));
+	if (ret == 0 && (ret = serve_disks_add(sd, d, t, (unsigned)lun, text)) < 0)
+		(void)scsi_target_remove_lu(t, (unsigned)lun);
+	if (ret < 0) {
+		disk_unref(d);
+		if (ret == -EEXIST)
+			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:I, s:b}", "target", name,
+								     "lun", (json_int_t)lun, "exists", 1));
+		if (ret == -EINVAL)
+			return ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message",
+								       tool_json_str(err)));
+		return ctl_fail_errno(c, ret, "cannot add the LUN%s%s", err[0] ? ": " : "", err);
+	}
+	res = json_pack("{s:s, s:I}", key, name, "lun", (json_int_t)lun);
+	if (res)
+		disk_fields(res, d);
+	disk_unref(d);
+	log_info("ctl: LUN %lld of %s added by uid %ld pid %ld", (long long)lun, name, (long)c->uid,
+		 (long)c->pid);
+	return res;
+}
+
 json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params)
 {
 	const char *target = NULL, *text;
 	json_int_t lun;
 	struct serve_iscsi *si;
 	struct scsi_target *t;
-	char err[256] = "";
-	struct disk *d;
 	json_error_t je;
-	json_t *res;
-	int ro = serve_ctl_opts_of(c)->read_only, ret;
+	int ro = serve_ctl_opts_of(c)->read_only;
 
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I, s:s, s?:b}", "target", &target,
 			   "lun", &lun, "spec", &text, "read_only", &ro) < 0)
@@ -444,32 +485,7 @@ json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params)
 		return NULL;
 	if (!(t = serve_iscsi_target(si, target)))
 		return serve_ctl_not_found(c, target ? target : "(the default target)");
-	if (scsi_target_lu(t, (unsigned)lun))
-		return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:I, s:b}", "target",
-			scsi_target_name(t), "lun", (json_int_t)lun, "exists", 1));
-	if (unit_removal_refuse(c, t, scsi_target_name(t), "lun", (unsigned)lun) ||
-	    serve_ctl_open_spec(c, text, ro, &d) < 0)
-		return NULL;
-	ret = tool_scsi_make_lu(t, (unsigned)lun, d, text, err, sizeof(err));
-	if (ret == 0 && (ret = serve_disks_add(&si->disks, d, t, (unsigned)lun, text)) < 0)
-		(void)scsi_target_remove_lu(t, (unsigned)lun);
-	if (ret < 0) {
-		disk_unref(d);
-		if (ret == -EEXIST)
-			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:I, s:b}", "target",
-				scsi_target_name(t), "lun", (json_int_t)lun, "exists", 1));
-		if (ret == -EINVAL)
-			return ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message",
-								       tool_json_str(err)));
-		return ctl_fail_errno(c, ret, "cannot add the LUN%s%s", err[0] ? ": " : "", err);
-	}
-	res = json_pack("{s:s, s:I}", "target", scsi_target_name(t), "lun", (json_int_t)lun);
-	if (res)
-		disk_fields(res, d);
-	disk_unref(d);
-	log_info("ctl: LUN %lld of %s added by uid %ld pid %ld", (long long)lun,
-		 scsi_target_name(t), (long)c->uid, (long)c->pid);
-	return res;
+	return scsi_lun_add(c, t, &si->disks, "target", scsi_target_name(t), lun, text, ro);
 }
 
 /* A LUN or namespace being removed: the blocking part (the core's
@@ -499,6 +515,19 @@ static bool unit_removal_pending(const void *owner, unsigned id)
 	for (unsigned i = 0; i < ARRAY_SIZE(removals) && !found; i++)
 		found = removals[i] && removals[i]->id == id &&
 			(removals[i]->t ? (const void *)removals[i]->t : (const void *)removals[i]->ss) == owner;
+	pthread_mutex_unlock(&removals_lock);
+	return found;
+}
+
+/* Whether any unit of @owner is still being removed (its removal uses
+ * @owner until it unlists itself). */
+static bool unit_removal_owner_pending(const void *owner)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&removals_lock);
+	for (unsigned i = 0; i < ARRAY_SIZE(removals) && !found; i++)
+		found = removals[i] && removals[i]->t == owner;
 	pthread_mutex_unlock(&removals_lock);
 	return found;
 }
@@ -615,14 +644,33 @@ static bool unit_timeout_ok(struct ctl_call *c, json_int_t timeout)
 	return false;
 }
 
+/* Removes LUN @lun of @t (named @name: the IQN, the socket), its disk
+ * in @sd, as a job of @type for the log prefix @proto (unit_remove). */
+static json_t *scsi_lun_remove(struct ctl_call *c, struct scsi_target *t, struct serve_disks *sd,
+			       const char *name, json_int_t lun, json_int_t timeout,
+			       const char *type, const char *proto)
+{
+	struct unit_removal *rm;
+	char unit[1100];
+
+	snprintf(unit, sizeof(unit), "%s lun %lld", name, (long long)lun);
+	if (lun < 0 || lun >= SCSI_MAX_LUNS || !scsi_target_lu(t, (unsigned)lun))
+		return serve_ctl_not_found(c, unit);
+	if (!(rm = calloc(1, sizeof(*rm))))
+		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
+	rm->t = t;
+	rm->id = (unsigned)lun;
+	rm->proto = proto;
+	snprintf(unit, sizeof(unit), "%s/%lld", name, (long long)lun);
+	return unit_remove(c, rm, sd, t, type, unit, timeout);
+}
+
 json_t *serve_ctl_iscsi_lun_remove(struct ctl_call *c, json_t *params)
 {
 	const char *target = NULL;
 	json_int_t lun, timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
-	struct unit_removal *rm;
 	struct serve_iscsi *si;
 	struct scsi_target *t;
-	char name[300];
 	json_error_t je;
 
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I, s?:I}", "target", &target, "lun",
@@ -632,20 +680,14 @@ json_t *serve_ctl_iscsi_lun_remove(struct ctl_call *c, json_t *params)
 		return NULL;
 	if (!(t = serve_iscsi_target(si, target)))
 		return serve_ctl_not_found(c, target ? target : "(the default target)");
-	snprintf(name, sizeof(name), "%s lun %lld", scsi_target_name(t), (long long)lun);
-	if (lun < 0 || lun >= SCSI_MAX_LUNS || !scsi_target_lu(t, (unsigned)lun))
-		return serve_ctl_not_found(c, name);
-	if (!(rm = calloc(1, sizeof(*rm))))
-		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
-	rm->t = t;
-	rm->id = (unsigned)lun;
-	rm->proto = "iscsi";
-	snprintf(name, sizeof(name), "%s/%lld", scsi_target_name(t), (long long)lun);
-	return unit_remove(c, rm, &si->disks, t, "iscsi-lun-remove", name, timeout);
+	return scsi_lun_remove(c, t, &si->disks, scsi_target_name(t), lun, timeout,
+			       "iscsi-lun-remove", "iscsi");
 }
 
 static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params);
 static json_t *nvmf_subsys_remove(struct ctl_call *c, json_t *params);
+static json_t *vscsi_export_add(struct ctl_call *c, json_t *params);
+static json_t *vscsi_export_remove(struct ctl_call *c, json_t *params);
 
 /* ---- whole targets and subsystems (export-add/-remove frontend=...) ---------- */
 
@@ -835,7 +877,9 @@ json_t *serve_ctl_fe_export_add(struct ctl_call *c, json_t *params, const char *
 		return iscsi_target_add(c, params);
 	if (strcmp(frontend, "nvme-tcp") == 0)
 		return nvmf_subsys_add(c, params);
-	return ctl_fail_paramf(c, "frontend must be nbd, iscsi or nvme-tcp");
+	if (strcmp(frontend, "vhost-user-scsi") == 0)
+		return vscsi_export_add(c, params);
+	return ctl_fail_paramf(c, "frontend must be nbd, iscsi, nvme-tcp or vhost-user-scsi");
 }
 
 json_t *serve_ctl_fe_export_remove(struct ctl_call *c, json_t *params, const char *frontend)
@@ -844,7 +888,9 @@ json_t *serve_ctl_fe_export_remove(struct ctl_call *c, json_t *params, const cha
 		return iscsi_target_remove(c, params);
 	if (strcmp(frontend, "nvme-tcp") == 0)
 		return nvmf_subsys_remove(c, params);
-	return ctl_fail_paramf(c, "frontend must be nbd, iscsi or nvme-tcp");
+	if (strcmp(frontend, "vhost-user-scsi") == 0)
+		return vscsi_export_remove(c, params);
+	return ctl_fail_paramf(c, "frontend must be nbd, iscsi, nvme-tcp or vhost-user-scsi");
 }
 
 /* ---- NVMe/TCP namespaces ----------------------------------------------------- */
@@ -1012,6 +1058,10 @@ static struct disk *vhost_positional_disk(const struct serve_ctl_opts *so)
 
 /* ---- listing ------------------------------------------------------------------- */
 
+static void vscsi_list(struct ctl_call *c, const char *only, json_t *out);
+static void vscsi_foreach(const struct serve_ctl_opts *so, struct serve_ctl_fe *fe,
+			  void (*fn)(const struct serve_ctl_fe_unit *u, void *opaque), void *opaque);
+
 static void add_entry(json_t *out, const char *only, json_t *o, struct disk *d)
 {
 	const char *name = json_string_value(json_object_get(o, "name"));
@@ -1056,7 +1106,7 @@ void serve_ctl_fe_list(struct ctl_call *c, const char *only, json_t *out)
 		add_entry(out, only, ublk_json(fe, u), NULL);
 	for (struct fe_vhost *v = fe->vhost; v; v = v->next)
 		add_entry(out, only, vhost_json(v), NULL);
-	if (sv && (sv->socket || sv->scsi_socket)) {
+	if (sv && sv->socket) {
 		/* The positional SPEC, served as export "" too. */
 		struct disk *d = vhost_positional_disk(so);
 
@@ -1065,13 +1115,9 @@ void serve_ctl_fe_list(struct ctl_call *c, const char *only, json_t *out)
 						       "name", sv->socket, "spec",
 						       sv->spec_text ? tool_json_str(sv->spec_text)
 								     : json_null()), d);
-		if (sv->scsi_socket)
-			add_entry(out, only, json_pack("{s:s, s:s, s:o}", "frontend",
-						       "vhost-user-scsi", "name", sv->scsi_socket,
-						       "spec", sv->spec_text ? tool_json_str(sv->spec_text)
-									    : json_null()), d);
 		disk_unref(d);
 	}
+	vscsi_list(c, only, out);
 }
 
 void serve_ctl_fe_foreach(const struct serve_ctl_opts *so, struct serve_ctl_fe *fe,
@@ -1105,18 +1151,15 @@ void serve_ctl_fe_foreach(const struct serve_ctl_opts *so, struct serve_ctl_fe *
 	for (struct fe_vhost *v = fe ? fe->vhost : NULL; v; v = v->next)
 		fn(&(struct serve_ctl_fe_unit){ .frontend = "vhost-user-blk", .name = v->socket,
 						.export = v->export, .disk = v->disk }, opaque);
-	if (sv && (sv->socket || sv->scsi_socket)) {
+	if (sv && sv->socket) {
 		struct disk *d = vhost_positional_disk(so);
 
 		if (d && sv->socket)
 			fn(&(struct serve_ctl_fe_unit){ .frontend = "vhost-user-blk", .name = sv->socket,
 							.spec = sv->spec_text, .disk = d }, opaque);
-		if (d && sv->scsi_socket)
-			fn(&(struct serve_ctl_fe_unit){ .frontend = "vhost-user-scsi",
-							.name = sv->scsi_socket, .spec = sv->spec_text,
-							.disk = d }, opaque);
 		disk_unref(d);
 	}
+	vscsi_foreach(so, fe, fn, opaque);
 }
 
 struct find_ctx {
@@ -1159,9 +1202,278 @@ json_t *serve_ctl_fe_frontends(const struct serve_ctl_opts *o, struct serve_ctl_
 		json_array_append_new(a, json_string("nvme-tcp"));
 	if ((o->vhost && o->vhost->socket) || (fe && fe->vhost))
 		json_array_append_new(a, json_string("vhost-user-blk"));
-	if (o->vhost && o->vhost->scsi_socket)
+	if ((o->vhost && o->vhost->scsi) || (fe && fe->vscsi))
 		json_array_append_new(a, json_string("vhost-user-scsi"));
 	if (fe && fe->ublk)
 		json_array_append_new(a, json_string("ublk"));
 	return a;
+}
+
+/* ---- vhost-user-scsi devices ------------------------------------------------ */
+
+/* The vhost-user-scsi device on @socket: the command line's or one made
+ * by vhost-scsi-add (*@link then points at it in the list; NULL for the
+ * command line's). NULL when there is none. */
+static struct serve_vscsi *vscsi_find(struct ctl_call *c, const char *socket,
+				      struct serve_vscsi ***link)
+{
+	struct serve_vhost *sv = serve_ctl_opts_of(c)->vhost;
+
+	if (link)
+		*link = NULL;
+	if (sv && sv->scsi && strcmp(sv->scsi->socket, socket) == 0)
+		return sv->scsi;
+	for (struct serve_vscsi **pp = &serve_ctl_fe_of(c)->vscsi; *pp; pp = &(*pp)->next)
+		if (strcmp((*pp)->socket, socket) == 0) {
+			if (link)
+				*link = pp;
+			return *pp;
+		}
+	return NULL;
+}
+
+/* The socket is served already: -32002. Returns NULL. */
+static json_t *vscsi_exists(struct ctl_call *c, const char *socket)
+{
+	return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:o, s:b}", "target", tool_json_str(socket),
+						     "exists", 1));
+}
+
+/* A new device on @socket with the LUNs of @luns ({"N": SPEC}, NULL:
+ * none), @queues request queues: vhost-scsi-add and export-add. */
+static json_t *vscsi_add(struct ctl_call *c, const char *socket, json_t *luns, json_int_t queues,
+			 bool ro)
+{
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+	struct serve_vscsi *v;
+	struct new_units *u;
+	char err[512] = "";
+	int ret;
+
+	if (queues < 1 || queues > VHOSTSRV_MAX_QUEUES - 2)
+		return ctl_fail_paramf(c, "queues must be 1..%u", VHOSTSRV_MAX_QUEUES - 2);
+	if (!socket[0])
+		return ctl_fail_paramf(c, "socket must be a path");
+	if (serve_ctl_refuse_writable(c, ro) || serve_ctl_refuse_when_stopping(c))
+		return NULL;
+	/* A socket of this server: the listener would refuse it too, but
+	 * only once the specs are open. */
+	if (vscsi_find(c, socket, NULL))
+		return vscsi_exists(c, socket);
+	if (!(u = new_units_open(c, luns, "luns", 0, SCSI_MAX_LUNS - 1, ro)))
+		return NULL;
+	if (serve_vscsi_new(socket, NULL, &v) < 0) {
+		new_units_free(u);
+		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
+	}
+	for (unsigned i = 0; i < u->n; i++) {
+		ret = tool_scsi_make_lu(v->target, u->id[i], u->disk[i], u->spec[i], err, sizeof(err));
+		if (ret == 0)
+			ret = serve_disks_add(&v->disks, u->disk[i], v->target, u->id[i], u->spec[i]);
+		if (ret < 0) {
+			unsigned lun = u->id[i];
+
+			(void)serve_vscsi_free(v);
+			new_units_free(u);
+			if (ret == -EINVAL)
+				return ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message",
+									       tool_json_str(err)));
+			return ctl_fail_errno(c, ret, "LUN %u: %s", lun, err[0] ? err : "cannot add it");
+		}
+	}
+	if ((ret = serve_vscsi_start(v, (unsigned)queues, err, sizeof(err))) < 0) {
+		(void)serve_vscsi_free(v);
+		new_units_free(u);
+		if (ret == -EADDRINUSE)
+			return vscsi_exists(c, socket);
+		return ctl_fail_errno(c, ret, "%s", err[0] ? err : "cannot start the vhost-user server");
+	}
+	v->next = fe->vscsi;
+	fe->vscsi = v;
+	return added_reply(c, "vhost-user-scsi", "vhost-user-scsi device", socket, "luns", "lun", u);
+}
+
+json_t *serve_ctl_vhost_scsi_add(struct ctl_call *c, json_t *params)
+{
+	const char *socket;
+	json_t *luns = NULL;
+	json_int_t queues = 1;
+	json_error_t je;
+	int ro = serve_ctl_opts_of(c)->read_only;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s?:o, s?:I, s?:b}", "socket", &socket,
+			   "luns", &luns, "queues", &queues, "read_only", &ro) < 0)
+		return ctl_fail_params(c, &je);
+	return vscsi_add(c, socket, luns, queues, ro);
+}
+
+/* export-add frontend=vhost-user-scsi name=SOCKET luns queues read_only */
+static json_t *vscsi_export_add(struct ctl_call *c, json_t *params)
+{
+	const char *fe, *socket;
+	json_t *luns = NULL;
+	json_int_t queues = 1;
+	json_error_t je;
+	int ro = serve_ctl_opts_of(c)->read_only;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:o, s?:I, s?:b}", "frontend",
+			   &fe, "name", &socket, "luns", &luns, "queues", &queues, "read_only",
+			   &ro) < 0)
+		return ctl_fail_params(c, &je);
+	return vscsi_add(c, socket, luns, queues, ro);
+}
+
+/* Stops and frees the device on @socket (vhost-scsi-del, export-remove):
+ * NULL after failing @c, else a new empty object. */
+static json_t *vscsi_del(struct ctl_call *c, const char *socket)
+{
+	struct serve_vhost *sv = serve_ctl_opts_of(c)->vhost;
+	struct serve_vscsi **link, *v = vscsi_find(c, socket, &link);
+	int ret;
+
+	if (!v)
+		return serve_ctl_not_found(c, socket);
+	/* A LUN removal still draining uses the target: wait for its job. */
+	if (unit_removal_owner_pending(v->target))
+		return ctl_fail(c, CTL_ERR_BUSY, json_pack("{s:o, s:b}", "target",
+							   tool_json_str(socket), "being_removed", 1));
+	if (link)
+		*link = v->next;
+	else
+		sv->scsi = NULL;
+	ret = serve_vscsi_free(v);
+	log_info("ctl: vhost-user-scsi %s deleted by uid %ld pid %ld", socket, (long)c->uid,
+		 (long)c->pid);
+	if (ret < 0)
+		return ctl_fail_errno(c, ret, "device removed, but a final flush failed");
+	return json_object();
+}
+
+json_t *serve_ctl_vhost_scsi_del(struct ctl_call *c, json_t *params)
+{
+	const char *socket;
+	json_error_t je;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "socket", &socket) < 0)
+		return ctl_fail_params(c, &je);
+	return vscsi_del(c, socket);
+}
+
+/* export-remove frontend=vhost-user-scsi name=SOCKET (mode, timeout_ms:
+ * accepted; requests in flight always complete) */
+static json_t *vscsi_export_remove(struct ctl_call *c, json_t *params)
+{
+	const char *fe, *socket, *mode = "drain";
+	json_int_t timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	json_error_t je;
+	json_t *res;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:I}", "frontend", &fe,
+			   "name", &socket, "mode", &mode, "timeout_ms", &timeout) < 0)
+		return ctl_fail_params(c, &je);
+	if (!remove_opts(c, mode, timeout) || !(res = vscsi_del(c, socket)))
+		return NULL;
+	json_object_set_new(res, "flushed", json_true());
+	return res;
+}
+
+json_t *serve_ctl_vhost_scsi_lun_add(struct ctl_call *c, json_t *params)
+{
+	const char *socket, *text;
+	json_int_t lun;
+	struct serve_vscsi *v;
+	json_error_t je;
+	int ro = serve_ctl_opts_of(c)->read_only;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:I, s:s, s?:b}", "socket", &socket,
+			   "lun", &lun, "spec", &text, "read_only", &ro) < 0)
+		return ctl_fail_params(c, &je);
+	if (lun < 0 || lun >= SCSI_MAX_LUNS)
+		return ctl_fail_paramf(c, "lun must be 0..%u", SCSI_MAX_LUNS - 1);
+	if (serve_ctl_refuse_writable(c, ro) || serve_ctl_refuse_when_stopping(c))
+		return NULL;
+	if (!(v = vscsi_find(c, socket, NULL)))
+		return serve_ctl_not_found(c, socket);
+	return scsi_lun_add(c, v->target, &v->disks, "socket", v->socket, lun, text, ro);
+}
+
+json_t *serve_ctl_vhost_scsi_lun_remove(struct ctl_call *c, json_t *params)
+{
+	const char *socket;
+	json_int_t lun, timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	struct serve_vscsi *v;
+	json_error_t je;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:I, s?:I}", "socket", &socket, "lun",
+			   &lun, "timeout_ms", &timeout) < 0)
+		return ctl_fail_params(c, &je);
+	if (!unit_timeout_ok(c, timeout))
+		return NULL;
+	if (!(v = vscsi_find(c, socket, NULL)))
+		return serve_ctl_not_found(c, socket);
+	return scsi_lun_remove(c, v->target, &v->disks, v->socket, lun, timeout,
+			       "vhost-scsi-lun-remove", "vhost-user-scsi");
+}
+
+/* At the end of serve (the main thread, the control thread stopped): a
+ * LUN removal job still draining holds its target, so wait for it first
+ * (serve waits for such jobs anyway: docs/ctl.md). */
+static void vscsi_stop_all(struct serve_ctl_fe *fe)
+{
+	while (fe->vscsi) {
+		struct serve_vscsi *v = fe->vscsi;
+
+		fe->vscsi = v->next;
+		while (unit_removal_owner_pending(v->target))
+			usleep(1000);
+		(void)serve_vscsi_free(v);      /* a failed flush is logged */
+	}
+}
+
+/* The command line's device, then the ones made at run time. */
+static struct serve_vscsi *vscsi_first(const struct serve_ctl_opts *so, struct serve_ctl_fe *fe)
+{
+	if (so->vhost && so->vhost->scsi)
+		return so->vhost->scsi;
+	return fe ? fe->vscsi : NULL;
+}
+
+static struct serve_vscsi *vscsi_next(const struct serve_ctl_opts *so, struct serve_ctl_fe *fe,
+				      struct serve_vscsi *v)
+{
+	if (so->vhost && v == so->vhost->scsi)
+		return fe ? fe->vscsi : NULL;
+	return v->next;
+}
+
+static void vscsi_list(struct ctl_call *c, const char *only, json_t *out)
+{
+	const struct serve_ctl_opts *so = serve_ctl_opts_of(c);
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+
+	for (struct serve_vscsi *v = vscsi_first(so, fe); v; v = vscsi_next(so, fe, v))
+		for (unsigned i = 0; i < v->disks.n; i++) {
+			const struct serve_unit *u = &v->disks.v[i];
+
+			add_entry(out, only, json_pack("{s:s, s:o, s:I, s:o}", "frontend",
+						       "vhost-user-scsi", "name",
+						       tool_json_str(v->socket), "lun", (json_int_t)u->id,
+						       "spec", u->spec ? tool_json_str(u->spec)
+								       : json_null()), u->disk);
+		}
+}
+
+static void vscsi_foreach(const struct serve_ctl_opts *so, struct serve_ctl_fe *fe,
+			  void (*fn)(const struct serve_ctl_fe_unit *u, void *opaque), void *opaque)
+{
+	char name[1100];
+
+	for (struct serve_vscsi *v = vscsi_first(so, fe); v; v = vscsi_next(so, fe, v))
+		for (unsigned i = 0; i < v->disks.n; i++) {
+			const struct serve_unit *u = &v->disks.v[i];
+
+			snprintf(name, sizeof(name), "%s/%u", v->socket, u->id);
+			fn(&(struct serve_ctl_fe_unit){ .frontend = "vhost-user-scsi", .name = name,
+							.spec = u->spec, .disk = u->disk }, opaque);
+		}
 }

@@ -109,5 +109,9 @@ json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params);
 json_t *serve_ctl_nvme_ns_remove(struct ctl_call *c, json_t *params);
 json_t *serve_ctl_vhost_blk_add(struct ctl_call *c, json_t *params);
 json_t *serve_ctl_vhost_blk_del(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_vhost_scsi_add(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_vhost_scsi_del(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_vhost_scsi_lun_add(struct ctl_call *c, json_t *params);
+json_t *serve_ctl_vhost_scsi_lun_remove(struct ctl_call *c, json_t *params);
 
 #endif

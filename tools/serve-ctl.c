@@ -1605,6 +1605,10 @@ static const struct ctl_method serve_ctl_methods[] = {
 	{ "job-list", m_job_list, false },
 	{ "job-get", m_job_get, false },
 	{ "job-cancel", m_job_cancel, true },
+	{ "vhost-scsi-add", serve_ctl_vhost_scsi_add, true },
+	{ "vhost-scsi-del", serve_ctl_vhost_scsi_del, true },
+	{ "vhost-scsi-lun-add", serve_ctl_vhost_scsi_lun_add, true },
+	{ "vhost-scsi-lun-remove", serve_ctl_vhost_scsi_lun_remove, true },
 };
 
 int serve_ctl_new(const struct serve_ctl_opts *o, struct serve_ctl **out)

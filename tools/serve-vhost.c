@@ -5,7 +5,10 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "scsi/scsi.h"
@@ -72,22 +75,101 @@ static int serve_vhost_run(const char *cmd, const struct vhostsrv_opts *so, cons
 	return 0;
 }
 
-/* LUN 0 of a target of its own: the positional SPEC. */
-static int serve_vhost_scsi_start(struct serve_vhost *sv, const char *cmd, struct disk *disk)
+void serve_vhost_scsi_target_name(const char *sock, char *out, size_t len)
 {
-	struct vhostscsi_opts vo = { .request_queues = sv->queues, .initiator = sv->scsi_socket };
+	size_t o = (size_t)snprintf(out, len, "iqn.2026-12.org.diskstack:vhost.");
+
+	for (const char *p = sock; *p && o + 1 < len; p++) {
+		char ch = (char)tolower((unsigned char)*p);
+
+		out[o++] = (isalnum((unsigned char)ch) || ch == '.' || ch == '-') ? ch : '-';
+	}
+	out[o] = '\0';
+}
+
+int serve_vscsi_new(const char *sock, const char *name, struct serve_vscsi **out)
+{
+	struct serve_vscsi *v = calloc(1, sizeof(*v));
+
+	*out = NULL;
+	if (!v || !(v->socket = strdup(sock))) {
+		free(v);
+		return -ENOMEM;
+	}
+	if (name)
+		snprintf(v->name, sizeof(v->name), "%s", name);
+	else
+		serve_vhost_scsi_target_name(sock, v->name, sizeof(v->name));
+	if (scsi_target_new(v->name, &v->target) < 0) {
+		free(v->socket);
+		free(v);
+		return -ENOMEM;
+	}
+	*out = v;
+	return 0;
+}
+
+int serve_vscsi_start(struct serve_vscsi *v, unsigned queues, char *err, size_t errlen)
+{
+	struct vhostscsi_opts vo = { .request_queues = queues, .initiator = v->socket };
 	struct vhostsrv_opts so = { .name = "vhost-user-scsi", .ops = &vhostscsi_ops };
 	int ret;
 
-	if ((ret = scsi_target_new("iqn.2026-12.org.diskstack:serve.vhost-user-scsi", &sv->target)) < 0)
-		return tool_error(cmd, "cannot create the SCSI target: %s", strerror(-ret));
-	if ((ret = tool_scsi_add_lu(cmd, sv->target, 0, disk, sv->spec_text ? sv->spec_text : "")) != 0)
+	if ((ret = vhostscsi_new(v->target, &vo, &v->dev)) < 0) {
+		snprintf(err, errlen, "cannot create the vhost-user-scsi device: %s", strerror(-ret));
 		return ret;
-	if ((ret = vhostscsi_new(sv->target, &vo, &sv->scsi)) < 0)
-		return tool_error(cmd, "cannot create the vhost-user-scsi device: %s", strerror(-ret));
-	so.dev = sv->scsi;
-	so.queues = vhostscsi_queues(sv->scsi);
-	return serve_vhost_run(cmd, &so, sv->scsi_socket, &sv->scsi_srv);
+	}
+	so.dev = v->dev;
+	so.queues = vhostscsi_queues(v->dev);
+	if ((ret = vhostsrv_new(&so, &v->srv)) < 0) {
+		snprintf(err, errlen, "cannot create the vhost-user server: %s", strerror(-ret));
+		return ret;
+	}
+	if ((ret = vhostsrv_listen_unix(v->srv, v->socket, err, errlen)) < 0)
+		return ret;
+	if ((ret = vhostsrv_start(v->srv)) < 0)
+		snprintf(err, errlen, "cannot start the vhost-user threads: %s", strerror(-ret));
+	return ret;
+}
+
+int serve_vscsi_free(struct serve_vscsi *v)
+{
+	int ret;
+
+	if (!v)
+		return 0;
+	/* The server first: no request runs on the LUs after it. */
+	vhostsrv_free(v->srv);
+	vhostscsi_free(v->dev);
+	ret = serve_disks_flush(&v->disks, "vhost-user-scsi") ? -EIO : 0;
+	scsi_target_free(v->target);
+	serve_disks_free(&v->disks);
+	free(v->socket);
+	free(v);
+	return ret;
+}
+
+/* LUN 0 of a target of its own: the positional SPEC. */
+static int serve_vhost_scsi_start(struct serve_vhost *sv, const char *cmd, struct disk *disk)
+{
+	char err[1024];
+	int ret;
+
+	if (serve_vscsi_new(sv->scsi_socket, "iqn.2026-12.org.diskstack:serve.vhost-user-scsi",
+			    &sv->scsi) < 0)
+		return tool_error(cmd, "out of memory");
+	if ((ret = tool_scsi_add_lu(cmd, sv->scsi->target, 0, disk,
+				    sv->spec_text ? sv->spec_text : "")) != 0 ||
+	    (ret = serve_disks_keep(&sv->scsi->disks, cmd, disk, sv->scsi->target, 0,
+				    sv->spec_text)) != 0)
+		return ret;
+	if ((ret = serve_vscsi_start(sv->scsi, sv->queues, err, sizeof(err))) < 0) {
+		bool busy = ret == -EADDRINUSE;
+
+		ret = tool_error(cmd, "%s", err);
+		return busy ? EXIT_USAGE : ret;
+	}
+	return 0;
 }
 
 int serve_vhost_start(struct serve_vhost *sv, const char *cmd, struct disk *disk, bool read_only)
@@ -113,10 +195,6 @@ void serve_vhost_free(struct serve_vhost *sv)
 	sv->srv = NULL;
 	vhostblk_free(sv->blk);
 	sv->blk = NULL;
-	vhostsrv_free(sv->scsi_srv);
-	sv->scsi_srv = NULL;
-	vhostscsi_free(sv->scsi);
+	(void)serve_vscsi_free(sv->scsi);      /* a failed flush is logged */
 	sv->scsi = NULL;
-	scsi_target_free(sv->target);
-	sv->target = NULL;
 }

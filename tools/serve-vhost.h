@@ -10,6 +10,9 @@
 #define DISKSTACK_TOOLS_SERVE_VHOST_H
 
 #include <stdbool.h>
+#include <stddef.h>
+
+#include "tools/serve-net.h"
 
 struct disk;
 
@@ -38,6 +41,19 @@ enum {
 	"                           thread each (default 1)\n" \
 	"\n"
 
+/* One vhost-user-scsi device: a SCSI target of its own behind a
+ * virtio-scsi HBA on its own socket and threads. serve's control socket
+ * adds and removes its LUNs (and whole devices) on its thread. */
+struct serve_vscsi {
+	char *socket;
+	char name[300];                 /* the target's name (scsi_target_new borrows it) */
+	struct scsi_target *target;
+	struct vhostscsi *dev;
+	struct vhostsrv *srv;
+	struct serve_disks disks;       /* its LUNs' disks; owner: target, id: the LUN */
+	struct serve_vscsi *next;       /* the control socket's list */
+};
+
 struct serve_vhost {
 	const char *socket;             /* --vhost-user-blk, NULL = off */
 	unsigned queues;
@@ -45,9 +61,9 @@ struct serve_vhost {
 	struct vhostsrv *srv;
 	const char *scsi_socket;        /* --vhost-user-scsi, NULL = off */
 	const char *spec_text;          /* the positional SPEC (",dvd"), set by cmd-serve */
-	struct scsi_target *target;
-	struct vhostscsi *scsi;
-	struct vhostsrv *scsi_srv;
+	/* The --vhost-user-scsi device; NULL before start, or once the
+	 * control socket removed it (vhost-scsi-del). */
+	struct serve_vscsi *scsi;
 };
 
 static inline bool serve_vhost_is_opt(int opt)
@@ -66,5 +82,25 @@ int serve_vhost_start(struct serve_vhost *sv, const char *cmd, struct disk *disk
 /* Stops the server (requests in flight finish), removes the socket and
  * frees everything. Safe to call when nothing was started. */
 void serve_vhost_free(struct serve_vhost *sv);
+
+/* "iqn.2026-12.org.diskstack:vhost.<socket path>" with the path reduced
+ * to the characters an iSCSI name may hold, into @out (room @len): LUs
+ * without a disk id get their identity from the target name, so each
+ * socket gets its own (the same with `diskstack vhost-user-scsi`). */
+void serve_vhost_scsi_target_name(const char *sock, char *out, size_t len);
+
+/* A device for socket @sock with an empty target named @name (NULL: from
+ * the socket), not yet serving: add its LUs (scsi_target_add_lu, and
+ * their disks to ->disks), then serve_vscsi_start. 0 or -ENOMEM. */
+int serve_vscsi_new(const char *sock, const char *name, struct serve_vscsi **out);
+/* Makes the virtio-scsi device with @queues request queues, listens on
+ * its socket and starts its threads. 0 or -errno with a message in @err
+ * (-EADDRINUSE: a live server owns the socket). */
+int serve_vscsi_start(struct serve_vscsi *v, unsigned queues, char *err, size_t errlen);
+/* Stops @v's server (requests in flight complete, the front-end is
+ * disconnected, the socket file goes), flushes its LUNs' writable disks
+ * and frees it all. Returns 0, or -EIO when a flush failed (logged).
+ * NULL allowed. On a thread with a reactor. */
+int serve_vscsi_free(struct serve_vscsi *v);
 
 #endif

@@ -45,7 +45,8 @@
  *   delivered event carries VIRTIO_SCSI_T_EVENTS_MISSED (Linux then
  *   rescans the bus). When the event ring stops, held buffers are given
  *   back filled with NO_EVENT (a stop waits for every request).
- * - Event kinds: a LUN added is TRANSPORT_RESET/RESCAN (needs HOTPLUG); a
+ * - Event kinds: a LUN added is TRANSPORT_RESET/RESCAN, one removed
+ *   TRANSPORT_RESET/REMOVED (both need HOTPLUG); a
  *   resize is PARAM_CHANGE with ASC/ASCQ 2Ah/09h (needs CHANGE), so that
  *   Linux rescans the disk; a DVD's new medium is ASYNC_NOTIFY/MEDIA
  *   CHANGE when the driver subscribed to it, else a RESCAN of the LUN.
@@ -585,6 +586,12 @@ static void vscsi_core_event(void *opaque, unsigned lun, enum scsi_event ev)
 		if (f & BIT(VIRTIO_SCSI_F_HOTPLUG))
 			vscsi_ev_push(s, VIRTIO_SCSI_T_TRANSPORT_RESET, lun,
 				      VIRTIO_SCSI_EVT_RESET_RESCAN);
+		break;
+	case SCSI_EVENT_LUN_REMOVED:
+		/* virtio 1.2 §5.6.6.2.1: the driver removes the LUN's device. */
+		if (f & BIT(VIRTIO_SCSI_F_HOTPLUG))
+			vscsi_ev_push(s, VIRTIO_SCSI_T_TRANSPORT_RESET, lun,
+				      VIRTIO_SCSI_EVT_RESET_REMOVED);
 		break;
 	case SCSI_EVENT_CAPACITY_CHANGED:
 		/* virtio 1.2 §5.6.6.3.3: the reason is the unit attention's ASC and ASCQ. */

@@ -364,7 +364,7 @@ static void hot_event_fn(void *opaque, unsigned lun, enum scsi_event ev)
 
 /* An LU added while nexuses run: it answers at once, with 29h/00h first;
  * the others report REPORTED LUNS DATA HAS CHANGED; the listener hears
- * of it (not of LUs added before the first nexus). */
+ * of it (not of LUs added before the first nexus), and of its removal. */
 static void test_scsi_core_hot_add(void **state)
 {
 	static const uint8_t report_luns[12] = { 0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 };
@@ -391,6 +391,11 @@ static void test_scsi_core_hot_add(void **state)
 	st_run(n, 3, tur, 6, SCSI_DIR_NONE, NULL, 0, &r);
 	st_assert_sense(&r, SCSI_SK_UNIT_ATTENTION, 0x29, 0x00);
 	assert_int_equal(st_run(n, 3, tur, 6, SCSI_DIR_NONE, NULL, 0, &r), SCSI_GOOD);
+	/* Removed again: the listener hears that too (virtio-scsi's REMOVED). */
+	assert_int_equal(scsi_target_remove_lu(t, 3), 0);
+	assert_int_equal(h.n, 2);
+	assert_int_equal(h.lun[1], 3);
+	assert_int_equal(h.ev[1], SCSI_EVENT_LUN_REMOVED);
 	scsi_target_set_event_fn(t, NULL, NULL);
 	scsi_nexus_free(n);
 	scsi_target_free(t);

@@ -13,16 +13,25 @@
 #   - resize: the host grows LUN 0; the guest sees the new capacity from
 #     the PARAM_CHANGE event alone (no manual rescan)
 #   - eject: START STOP UNIT LOEJ empties the drive; a load brings it back
+#   - ctl hot-plug: on the second HBA (PCI 00:10.0, `diskstack serve` with
+#     a control socket) the host adds LUN 1 (vhost-scsi-lun-add): a new sd
+#     appears from the RESCAN event alone, reads and writes; the host
+#     removes it (vhost-scsi-lun-remove): the sd goes on the REMOVED event
 . /vm/guest-lib.sh
 
 RESIZE=$(sed -n 's/.*ds\.resize=\([01]\).*/\1/p' /proc/cmdline)
 MiB=1048576
+
+# The second HBA's PCI function: its devices are left out of the first's.
+CTL_PCI=0000:00:10.0
+on_ctl_hba() { readlink -f "$1" | grep -q "/$CTL_PCI/"; }
 
 # lun_dev LUN CLASS: the /dev name of target 0's LUN, CLASS block (sd*) or sr.
 lun_dev()
 {
 	for _d in /sys/block/sd* /sys/block/sr*; do
 		[ -e "$_d/device" ] || continue
+		on_ctl_hba "$_d/device" && continue
 		_hctl=$(basename "$(readlink "$_d/device")")
 		case $_hctl in *:0:0:"$1") ;; *) continue ;; esac
 		case $2:${_d##*/} in
@@ -43,7 +52,7 @@ test_scan()
 	d=$(lun_dev 0 block)
 	cd=$(lun_dev 1 sr)
 	info "after $(elapsed "$t0") s: LUN 0 is $d ($(hctl_of "$d")), LUN 1 is $cd ($(hctl_of "$cd"))"
-	n=$(ls -d /sys/class/scsi_device/* | wc -l)
+	n=$(for _s in /sys/class/scsi_device/*; do readlink -f "$_s/device"; done | grep -vc "/$CTL_PCI/")
 	[ "$n" = 2 ] || { ls /sys/class/scsi_device; fail "$n SCSI devices, not 2"; return 1; }
 	[ "$(blockdev --getsize64 "$d")" = $((64 * MiB)) ] ||
 		{ fail "$d is $(blockdev --getsize64 "$d") bytes, not 64 MiB"; return 1; }
@@ -125,6 +134,36 @@ test_eject()
 	dvd_eject_load "$cd"
 }
 
+# ctl_lun_dev LUN: the sd of the second HBA's LUN.
+ctl_lun_dev()
+{
+	for _d in /sys/block/sd*; do
+		[ -e "$_d/device" ] && on_ctl_hba "$_d/device" || continue
+		case $(basename "$(readlink "$_d/device")") in *:0:0:"$1") echo "/dev/${_d##*/}"; return 0 ;; esac
+	done
+	return 1
+}
+
+test_ctl_hotplug()
+{
+	wait_for 'ctl_lun_dev 0 >/dev/null' 60 ||
+		{ dmesg | tail -n 20; fail "the second HBA's LUN 0 did not appear"; return 1; }
+	echo "VMTEST: HOST-CTL vhost-scsi-lun-add socket=ctl-vus.sock lun=1 spec=mem:16M"
+	# No rescan from here: the RESCAN event makes virtio_scsi probe it.
+	wait_for 'ctl_lun_dev 1 >/dev/null' 60 ||
+		{ dmesg | tail -n 20; fail "LUN 1 added through the control socket did not appear"; return 1; }
+	d=$(ctl_lun_dev 1)
+	wait_for '[ "$(blockdev --getsize64 "$d" 2>/dev/null)" = $((16 * MiB)) ]' 30 ||
+		{ fail "$d is $(blockdev --getsize64 "$d") bytes, not 16 MiB"; return 1; }
+	info "LUN 1 added through ctl is $d ($(hctl_of "$d"))"
+	last_mib_rw "$d" 15 || return 1
+	echo "VMTEST: HOST-CTL vhost-scsi-lun-remove socket=ctl-vus.sock lun=1"
+	# The REMOVED event alone makes virtio_scsi delete the device.
+	wait_for '[ ! -e "/sys/block/${d#/dev/}" ]' 60 ||
+		{ dmesg | tail -n 20; fail "$d is still there after its LUN was removed"; return 1; }
+	ctl_lun_dev 0 >/dev/null || { fail "LUN 0 went with LUN 1"; return 1; }
+}
+
 run_test vhost-scsi-scan test_scan
 run_test vhost-scsi-ext4 test_fs
 run_test vhost-scsi-dvd-read test_dvd_read
@@ -132,3 +171,4 @@ run_test vhost-scsi-persistent-reservations test_persist
 run_test vhost-scsi-tmf-reset test_reset
 run_test vhost-scsi-resize test_resize
 run_test vhost-scsi-eject test_eject
+run_test vhost-scsi-ctl-hotplug test_ctl_hotplug

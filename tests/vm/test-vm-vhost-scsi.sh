@@ -11,7 +11,11 @@
 #   LUN 1  a DVD: an ISO made here with genisoimage, file:<iso>,dvd
 # The guest asks for the resize with a "VMTEST: HOST-RESIZE" console line;
 # a watcher here grows the file and tells the loop driver (losetup -c).
-# Guest RAM is a shared memfd the back-end maps (docs/vhost.md). No
+# A second HBA, at PCI address 10h, is served by `diskstack serve
+# --vhost-user-scsi` with a control socket (LUN 0 mem:8M): the guest asks
+# for a LUN to be added and removed there ("VMTEST: HOST-CTL" lines,
+# vm_watch_ctl) and checks the new sd comes and goes on the events alone.
+# Guest RAM is a shared memfd the back-ends map (docs/vhost.md). No
 # reconnect= on the chardev: QEMU 7.2 cannot reconnect vhost-user-scsi.
 # Environment: DISKSTACK_VM_KERNELS, DISKSTACK_VM_TIMEOUT, DISKSTACK_VM_KEEP=1
 # as in vm-lib.sh.
@@ -28,10 +32,12 @@ VM_MEM=${DISKSTACK_VM_MEM:-1G}
 VM_EXTRA_MODS="virtio_scsi sd_mod sr_mod cdrom sg isofs"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/diskstack-vm-vscsi.XXXXXX")
-srv_pid= loopdev= watch_pid=
+srv_pid= loopdev= watch_pid= serve_pid= ctl_watch_pid=
 cleanup()
 {
 	[ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
+	[ -n "$ctl_watch_pid" ] && kill "$ctl_watch_pid" 2>/dev/null
+	[ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
 	[ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null
 	[ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
 	[ "${DISKSTACK_VM_KEEP:-0}" = 1 ] && vm_log "kept $work" || rm -rf "$work"
@@ -75,10 +81,26 @@ start_backend()
 	vm_die "diskstack vhost-user-scsi did not start"
 }
 
+# start_ctl_backend: serve's device for the second HBA, its socket and
+# control socket named relative to $work (the guest's HOST-CTL lines name
+# the device by that path); sets serve_pid.
+start_ctl_backend()
+{
+	rm -f "$work/serve.pid" "$work/ctl-vus.sock" "$work/ctl.sock"
+	(cd "$work" && exec "$DISKSTACK" serve -U nbd.sock -P serve.pid --control ctl.sock \
+		--vhost-user-scsi ctl-vus.sock mem:8M) 2>>"$work/serve.log" &
+	serve_pid=$!
+	vm_wait_pidfile "$work/serve.pid" "$serve_pid" && return 0
+	cat "$work/serve.log" >&2
+	vm_die "diskstack serve --vhost-user-scsi did not start"
+}
+
 for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	vm_prepare_initrd "$kernel" vhost-scsi
 	: > "$work/backend.log"
+	: > "$work/serve.log"
 	start_backend
+	start_ctl_backend
 	log=$work/console-$kernel-vhost-scsi.log
 	: > "$log"
 	resize=0
@@ -86,11 +108,16 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 		resize=1
 		vm_watch_resize "$log"
 	fi
+	vm_watch_ctl "$log" "$work/ctl.sock"
 	vm_boot "$log" "${DISKSTACK_VM_TIMEOUT:-420}" "ds.resize=$resize" -nic none \
 		-object "memory-backend-memfd,id=mem0,size=$VM_MEM,share=on" -machine memory-backend=mem0 \
-		-chardev "socket,id=vus0,path=$sock" -device vhost-user-scsi-pci,chardev=vus0,num_queues=1
+		-chardev "socket,id=vus0,path=$sock" -device vhost-user-scsi-pci,chardev=vus0,num_queues=1 \
+		-chardev "socket,id=vus1,path=$work/ctl-vus.sock" \
+		-device vhost-user-scsi-pci,chardev=vus1,num_queues=1,addr=0x10
 	[ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
 	watch_pid=
+	kill "$ctl_watch_pid" 2>/dev/null
+	ctl_watch_pid=
 	r=0
 	vm_results "$log" "$kernel/vhost-scsi" || r=$?
 	# The back-end must have survived everything the guest did.
@@ -98,11 +125,18 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 		echo "[$kernel/vhost-scsi] FAIL host: the back-end exited"
 		r=1
 	fi
-	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$work/backend.log"; then
-		echo "[$kernel/vhost-scsi] FAIL host: sanitizer report from the back-end"
+	if ! kill -0 "$serve_pid" 2>/dev/null; then
+		echo "[$kernel/vhost-scsi] FAIL host: serve (the second HBA's back-end) exited"
+		r=1
+	fi
+	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$work/backend.log" "$work/serve.log"; then
+		echo "[$kernel/vhost-scsi] FAIL host: sanitizer report from a back-end"
 		r=1
 	fi
 	vm_stop_server
+	kill "$serve_pid" 2>/dev/null
+	wait "$serve_pid" 2>/dev/null
+	serve_pid=
 	vm_tally $r || sed 's/^/    back-end: /' "$work/backend.log" | tail -n 30
 done
 vm_exit
