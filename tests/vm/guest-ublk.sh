@@ -397,9 +397,21 @@ test_ctl_ublk()
 	wait_for '[ -b "$dev" ]' 10 || { fail "$dev did not appear"; return 1; }
 	[ "$(blockdev --getsize64 "$dev")" = $((16 << 20)) ] || { fail "size $(blockdev --getsize64 "$dev")"; return 1; }
 	grep -q '"export":"a"' "$T/add" || { fail "ublk-add result lacks the export"; return 1; }
+	# Counting on (stats-enable): the device's entry counts the requests
+	# on the export's disk, so the 1 MiB written below shows as exactly
+	# that many write bytes (docs/ctl.md, "stats").
+	c stats-enable > /dev/null || { cat "$T/ctl.err"; fail "stats-enable"; return 1; }
 	# The same disk: written over ublk, read over NBD.
 	dd if=/dev/urandom of="$T/pat" bs=64k count=16 2>/dev/null
 	dd if="$T/pat" of="$dev" bs=64k oflag=direct 2>/dev/null || { fail "write"; return 1; }
+	c stats "target=$dev" > "$T/stats" || { cat "$T/ctl.err"; fail "stats of $dev"; return 1; }
+	grep -q "\"name\":\"$dev\"" "$T/stats" || { cat "$T/stats"; fail "stats: no entry for $dev"; return 1; }
+	w=$(grep -o '"write":{"ops":[0-9]*,"bytes":[0-9]*' "$T/stats" | head -n1)
+	wops=$(echo "$w" | sed -n 's/.*"ops":\([0-9]*\).*/\1/p')
+	wbytes=$(echo "$w" | sed -n 's/.*"bytes":\([0-9]*\)/\1/p')
+	[ "$wbytes" = 1048576 ] && [ "${wops:-0}" -ge 1 ] ||
+		{ cat "$T/stats"; fail "stats: writes $wops ops, $wbytes bytes, expected 1048576 bytes"; return 1; }
+	info "stats of $dev: $wops writes, $wbytes bytes"
 	ds copy "nbd:nbd+unix:///a?socket=$T/nbd.sock" "file:$T/back;create=16M" ||
 		{ fail "copy over NBD"; return 1; }
 	head -c $((1 << 20)) "$T/back" | cmp - "$T/pat" || { fail "NBD does not read what ublk wrote"; return 1; }

@@ -80,6 +80,10 @@ test_discard()
 	info "disc: discard_max_bytes=$(cat $q/discard_max_bytes) write_zeroes_max_bytes=$(cat $q/write_zeroes_max_bytes) cache $(cat $q/write_cache)"
 	[ "$(cat $q/discard_max_bytes)" -gt 0 ] || { fail "no discard"; return 1; }
 	[ "$(cat $q/write_zeroes_max_bytes)" -gt 0 ] || { fail "no write-zeroes"; return 1; }
+	# max_discard_seg 64: the block layer may merge that many discards
+	# into one request (docs/vhost.md).
+	[ "$(cat $q/max_discard_segments)" = 64 ] ||
+		{ fail "max_discard_segments $(cat $q/max_discard_segments), expected 64"; return 1; }
 	dd if=/dev/urandom of="$T/pat" bs=1M count=32 2>/dev/null
 	dd if="$T/pat" of="$dev" bs=1M oflag=direct conv=fsync 2>/dev/null || { fail "write the pattern"; return 1; }
 	d0=$(stat_sum "$name" 12)
