@@ -64,8 +64,9 @@ struct fe_ublk {
 /* A vhost-user-blk device made by vhost-blk-add (its own socket and
  * threads: vhost/vhost.h). */
 struct fe_vhost {
-	char *socket, *export;
-	struct disk *disk;              /* a reference: the export's disk */
+	char *socket, *export, *spec;   /* export or spec: what the disk is */
+	struct disk *disk;              /* a reference: the export's disk, or the
+	                                 * one opened from spec (flushed at the end) */
 	struct vhostblk *blk;
 	struct vhostsrv *srv;
 	bool read_only;                 /* VIRTIO_BLK_F_RO offered */
@@ -101,14 +102,25 @@ static int ublk_stop_one(struct fe_ublk *u)
 
 /* Stops @v's server (requests in flight complete, the front-end is
  * disconnected, the socket file goes) and frees @v. */
-static void vhost_stop_one(struct fe_vhost *v)
+/* Stops @v's device (requests in flight complete first) and frees @v. A
+ * disk opened from a spec is flushed before its release: -EIO when that
+ * failed (logged). */
+static int vhost_stop_one(struct fe_vhost *v)
 {
+	int ret = 0;
+
 	vhostsrv_free(v->srv);
 	vhostblk_free(v->blk);
+	if (v->spec && v->disk && disk_sync_flush(v->disk) != DISK_OK) {
+		log_error("ctl: vhost-user-blk %s: the final flush of %s failed", v->socket, v->spec);
+		ret = -EIO;
+	}
 	disk_unref(v->disk);
 	free(v->socket);
 	free(v->export);
+	free(v->spec);
 	free(v);
+	return ret;
 }
 
 static void vscsi_stop_all(struct serve_ctl_fe *fe);
@@ -122,7 +134,7 @@ void serve_ctl_fe_stop(struct serve_ctl_fe *fe)
 		struct fe_vhost *v = fe->vhost;
 
 		fe->vhost = v->next;
-		vhost_stop_one(v);
+		(void)vhost_stop_one(v);        /* a failed flush is logged */
 	}
 	while (fe->ublk) {
 		struct fe_ublk *u = fe->ublk;
@@ -320,7 +332,8 @@ void serve_ctl_fe_resized(struct ctl_call *c, struct disk *d, json_t *res)
 static json_t *vhost_json(struct fe_vhost *v)
 {
 	json_t *o = json_pack("{s:s, s:o, s:o}", "frontend", "vhost-user-blk", "name",
-			      tool_json_str(v->socket), "export", tool_json_str(v->export));
+			      tool_json_str(v->socket), v->export ? "export" : "spec",
+			      tool_json_str(v->export ? v->export : v->spec));
 
 	if (o) {
 		disk_fields(o, v->disk);
@@ -329,24 +342,25 @@ static json_t *vhost_json(struct fe_vhost *v)
 	return o;
 }
 
-json_t *serve_ctl_vhost_blk_add(struct ctl_call *c, json_t *params)
+/* vhost-blk-add and export-add frontend=vhost-user-blk: a device on @socket
+ * over NBD export @export or a disk opened from @spec (exactly one). */
+static json_t *vhost_blk_add(struct ctl_call *c, const char *socket, const char *export,
+			     const char *spec, json_int_t queues, int ro)
 {
 	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
-	const char *export, *socket;
-	json_int_t queues = 1;
 	struct vhostblk_opts bo = { 0 };
 	struct vhostsrv_opts so = { .name = "vhost-user-blk", .ops = &vhostblk_ops };
 	bool export_ro = false;
 	char err[512] = "";
 	struct fe_vhost *v;
-	json_error_t je;
-	int ro = 0, ret;
+	int ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:I, s?:b}", "export", &export,
-			   "socket", &socket, "queues", &queues, "read_only", &ro) < 0)
-		return ctl_fail_params(c, &je);
+	if (!export == !spec)
+		return ctl_fail_paramf(c, "give export (an NBD export's name) or spec, not both");
 	if (queues < 1 || queues > VHOSTSRV_MAX_QUEUES)
 		return ctl_fail_paramf(c, "queues must be 1..%u", VHOSTSRV_MAX_QUEUES);
+	if (spec && serve_ctl_refuse_writable(c, ro))
+		return NULL;
 	if (serve_ctl_refuse_when_stopping(c))
 		return NULL;
 	for (v = fe->vhost; v; v = v->next)
@@ -354,27 +368,32 @@ json_t *serve_ctl_vhost_blk_add(struct ctl_call *c, json_t *params)
 			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:o, s:b}", "target",
 								     tool_json_str(socket), "exists", 1));
 	v = calloc(1, sizeof(*v));
-	if (!v || !(v->socket = strdup(socket)) || !(v->export = strdup(export))) {
+	if (!v || !(v->socket = strdup(socket)) || (export && !(v->export = strdup(export))) ||
+	    (spec && !(v->spec = strdup(spec)))) {
 		if (v)
-			free(v->socket);
-		free(v);
+			(void)vhost_stop_one(v);
 		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
 	}
-	if (!(v->disk = serve_ctl_export_disk(c, export, &export_ro))) {
-		vhost_stop_one(v);
+	if (export && !(v->disk = serve_ctl_export_disk(c, export, &export_ro))) {
+		(void)vhost_stop_one(v);
+		return NULL;
+	}
+	if (spec && serve_ctl_open_spec(c, spec, ro, &v->disk) < 0) {
+		v->disk = NULL;
+		(void)vhost_stop_one(v);
 		return NULL;
 	}
 	bo.queues = so.queues = (unsigned)queues;
 	bo.read_only = v->read_only = ro || export_ro;
 	if ((ret = vhostblk_new(v->disk, &bo, &v->blk)) < 0) {
-		vhost_stop_one(v);
+		(void)vhost_stop_one(v);
 		return ctl_fail_errno(c, ret, "cannot create the vhost-user-blk device");
 	}
 	so.dev = v->blk;
 	if ((ret = vhostsrv_new(&so, &v->srv)) < 0 ||
 	    (ret = vhostsrv_listen_unix(v->srv, v->socket, err, sizeof(err))) < 0 ||
 	    (ret = vhostsrv_start(v->srv)) < 0) {
-		vhost_stop_one(v);
+		(void)vhost_stop_one(v);
 		if (ret == -EADDRINUSE)
 			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:o, s:b}", "target",
 								     tool_json_str(socket), "exists", 1));
@@ -382,31 +401,96 @@ json_t *serve_ctl_vhost_blk_add(struct ctl_call *c, json_t *params)
 	}
 	v->next = fe->vhost;
 	fe->vhost = v;
-	log_info("ctl: vhost-user-blk %s added for export '%s' by uid %ld pid %ld", socket, export,
-		 (long)c->uid, (long)c->pid);
+	log_info("ctl: vhost-user-blk %s added for %s '%s' by uid %ld pid %ld", socket,
+		 export ? "export" : "spec", export ? export : spec, (long)c->uid, (long)c->pid);
 	return vhost_json(v);
+}
+
+json_t *serve_ctl_vhost_blk_add(struct ctl_call *c, json_t *params)
+{
+	const char *export = NULL, *spec = NULL, *socket;
+	json_int_t queues = 1;
+	json_error_t je;
+	int ro = 0;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s?:s, s:s, s?:I, s?:b}", "export",
+			   &export, "spec", &spec, "socket", &socket, "queues", &queues, "read_only",
+			   &ro) < 0)
+		return ctl_fail_params(c, &je);
+	if (spec && !json_object_get(params, "read_only"))
+		ro = serve_ctl_opts_of(c)->read_only;
+	return vhost_blk_add(c, socket, export, spec, queues, ro);
+}
+
+/* export-add frontend=vhost-user-blk name=SOCKET (spec=SPEC | export=NAME). */
+static json_t *vhost_blk_export_add(struct ctl_call *c, json_t *params)
+{
+	const char *fe, *export = NULL, *spec = NULL, *socket;
+	json_int_t queues = 1;
+	json_error_t je;
+	int ro = 0;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:s, s?:I, s?:b}",
+			   "frontend", &fe, "name", &socket, "export", &export, "spec", &spec,
+			   "queues", &queues, "read_only", &ro) < 0)
+		return ctl_fail_params(c, &je);
+	if (spec && !json_object_get(params, "read_only"))
+		ro = serve_ctl_opts_of(c)->read_only;
+	return vhost_blk_add(c, socket, export, spec, queues, ro);
+}
+
+/* Stops the device on @socket (vhost-blk-del, export-remove): NULL after
+ * failing @c, else a new empty object. */
+static json_t *vhost_blk_del(struct ctl_call *c, const char *socket)
+{
+	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
+
+	for (struct fe_vhost **pp = &fe->vhost; *pp; pp = &(*pp)->next) {
+		struct fe_vhost *v = *pp;
+		int ret;
+
+		if (strcmp(v->socket, socket) != 0)
+			continue;
+		*pp = v->next;
+		ret = vhost_stop_one(v);
+		log_info("ctl: vhost-user-blk %s deleted by uid %ld pid %ld", socket, (long)c->uid,
+			 (long)c->pid);
+		if (ret < 0)
+			return ctl_fail_errno(c, ret, "device removed, but its final flush failed");
+		return json_object();
+	}
+	return serve_ctl_not_found(c, socket);
+}
+
+/* export-remove frontend=vhost-user-blk name=SOCKET: requests in flight
+ * complete first (mode and timeout_ms are accepted, as for the other
+ * vhost-user devices, and change nothing). */
+static json_t *vhost_blk_export_remove(struct ctl_call *c, json_t *params)
+{
+	const char *fe, *socket, *mode = "drain";
+	json_int_t timeout = 0;
+	json_error_t je;
+	json_t *res;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:I}", "frontend", &fe,
+			   "name", &socket, "mode", &mode, "timeout_ms", &timeout) < 0)
+		return ctl_fail_params(c, &je);
+	if (strcmp(mode, "drain") != 0 && strcmp(mode, "force") != 0)
+		return ctl_fail_paramf(c, "mode must be drain or force");
+	res = vhost_blk_del(c, socket);
+	if (res)
+		json_object_set_new(res, "flushed", json_true());
+	return res;
 }
 
 json_t *serve_ctl_vhost_blk_del(struct ctl_call *c, json_t *params)
 {
-	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
 	const char *socket;
 	json_error_t je;
 
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "socket", &socket) < 0)
 		return ctl_fail_params(c, &je);
-	for (struct fe_vhost **pp = &fe->vhost; *pp; pp = &(*pp)->next) {
-		struct fe_vhost *v = *pp;
-
-		if (strcmp(v->socket, socket) != 0)
-			continue;
-		*pp = v->next;
-		vhost_stop_one(v);
-		log_info("ctl: vhost-user-blk %s deleted by uid %ld pid %ld", socket, (long)c->uid,
-			 (long)c->pid);
-		return json_object();
-	}
-	return serve_ctl_not_found(c, socket);
+	return vhost_blk_del(c, socket);
 }
 
 /* ---- iSCSI LUNs ------------------------------------------------------------ */
@@ -879,7 +963,10 @@ json_t *serve_ctl_fe_export_add(struct ctl_call *c, json_t *params, const char *
 		return nvmf_subsys_add(c, params);
 	if (strcmp(frontend, "vhost-user-scsi") == 0)
 		return vscsi_export_add(c, params);
-	return ctl_fail_paramf(c, "frontend must be nbd, iscsi, nvme-tcp or vhost-user-scsi");
+	if (strcmp(frontend, "vhost-user-blk") == 0)
+		return vhost_blk_export_add(c, params);
+	return ctl_fail_paramf(c, "frontend must be nbd, iscsi, nvme-tcp, vhost-user-blk or "
+			       "vhost-user-scsi");
 }
 
 json_t *serve_ctl_fe_export_remove(struct ctl_call *c, json_t *params, const char *frontend)
@@ -890,7 +977,10 @@ json_t *serve_ctl_fe_export_remove(struct ctl_call *c, json_t *params, const cha
 		return nvmf_subsys_remove(c, params);
 	if (strcmp(frontend, "vhost-user-scsi") == 0)
 		return vscsi_export_remove(c, params);
-	return ctl_fail_paramf(c, "frontend must be nbd, iscsi, nvme-tcp or vhost-user-scsi");
+	if (strcmp(frontend, "vhost-user-blk") == 0)
+		return vhost_blk_export_remove(c, params);
+	return ctl_fail_paramf(c, "frontend must be nbd, iscsi, nvme-tcp, vhost-user-blk or "
+			       "vhost-user-scsi");
 }
 
 /* ---- NVMe/TCP namespaces ----------------------------------------------------- */
@@ -1150,7 +1240,8 @@ void serve_ctl_fe_foreach(const struct serve_ctl_opts *so, struct serve_ctl_fe *
 	}
 	for (struct fe_vhost *v = fe ? fe->vhost : NULL; v; v = v->next)
 		fn(&(struct serve_ctl_fe_unit){ .frontend = "vhost-user-blk", .name = v->socket,
-						.export = v->export, .disk = v->disk }, opaque);
+						.export = v->export, .spec = v->spec,
+						.disk = v->disk }, opaque);
 	if (sv && sv->socket) {
 		struct disk *d = vhost_positional_disk(so);
 

@@ -149,6 +149,29 @@ expect_exit 0 c vhost-blk-del "socket=$vs"
 [ ! -e "$vs" ] || fail "the socket remains after vhost-blk-del"
 expect_exit 1 c vhost-blk-del "socket=$vs"
 expect_stderr "error -32001"
+# From a spec instead of an export (no NBD export needed): the
+# export-add/-remove form too; the disk is the device's own, flushed when
+# it goes; one of export and spec, not both, not neither.
+vs2=$tmpdir/vhost2.sock
+expect_exit 1 c vhost-blk-add export=a spec=mem:1M "socket=$vs2"
+expect_stderr "error -32602"
+expect_exit 1 c vhost-blk-add "socket=$vs2"
+expect_stderr "error -32602"
+expect_exit 1 c export-add frontend=vhost-user-blk "name=$vs2" spec=nosuch:x
+expect_stderr "error -32003"
+[ ! -e "$vs2" ] || fail "a failed vhost-user-blk add left its socket"
+truncate -s 2M vb.img
+expect_exit 0 c export-add frontend=vhost-user-blk "name=$vs2" spec=file:vb.img queues=2
+json_check "$tmpdir/stdout" "r['name'] == '$vs2' and r['spec'] == 'file:vb.img' and r['size'] == 2 << 20 and r['read_only'] is False"
+expect_exit 0 c export-list "name=$vs2"
+json_check "$tmpdir/stdout" 'len(r) == 1 and r[0]["spec"] == "file:vb.img" and "export" not in r[0]'
+expect_exit 0 c disk-resize "target=$vs2" size=4194304
+[ "$(stat -c %s vb.img)" = 4194304 ] || fail "disk-resize did not grow the device's file"
+expect_exit 0 c export-remove frontend=vhost-user-blk "name=$vs2"
+json_check "$tmpdir/stdout" 'r["flushed"] is True'
+[ ! -e "$vs2" ] || fail "the socket remains after export-remove"
+expect_exit 1 c export-remove frontend=vhost-user-blk "name=$vs2"
+expect_stderr "error -32001"
 # One left running when serve stops goes with it.
 expect_exit 0 c vhost-blk-add export=a "socket=$vs"
 
