@@ -849,20 +849,33 @@ json_t *serve_ctl_fe_export_remove(struct ctl_call *c, json_t *params, const cha
 
 /* ---- NVMe/TCP namespaces ----------------------------------------------------- */
 
-static struct serve_nvmf *nvmf_of(struct ctl_call *c)
+/* The subsystem that nvme-ns-add/-remove act on: @nqn (any that serve
+ * runs, of the command line or added at run time), else the command
+ * line's; NULL after failing @c (-32004 without NVMe/TCP, -32001 for an
+ * unknown @nqn). *@snp: serve's NVMe/TCP half. */
+static struct nvmeemu_subsys *nvmf_ns_subsys(struct ctl_call *c, const char *nqn,
+					     struct serve_nvmf **snp)
 {
-	struct serve_nvmf *sn = serve_ctl_opts_of(c)->nvmf;
+	struct serve_nvmf *sn = *snp = serve_ctl_opts_of(c)->nvmf;
+	struct nvmeemu_subsys *ss;
 
-	if (sn && sn->subsys)
-		return sn;
-	serve_ctl_not_supported(c, "", "serve runs no NVMe/TCP subsystem (--nvme-tcp)");
-	return NULL;
+	if (!sn || !sn->srv || (!nqn && !sn->subsys)) {
+		serve_ctl_not_supported(c, nqn ? nqn : "",
+					"serve runs no NVMe/TCP subsystem (--nvme-tcp)");
+		return NULL;
+	}
+	if (!nqn)
+		return sn->subsys;
+	if (!(ss = serve_nvmf_subsys(sn, nqn)))
+		serve_ctl_not_found(c, nqn);
+	return ss;
 }
 
 json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params)
 {
 	json_int_t nsid;
-	const char *text;
+	const char *text, *nqn = NULL;
+	struct nvmeemu_subsys *ss;
 	struct serve_nvmf *sn;
 	char err[256] = "";
 	struct disk *d;
@@ -870,64 +883,63 @@ json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params)
 	json_t *res;
 	int ro = serve_ctl_opts_of(c)->read_only, ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I, s:s, s?:b}", "nsid", &nsid, "spec",
-			   &text, "read_only", &ro) < 0)
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I, s:s, s?:b}", "nqn", &nqn, "nsid",
+			   &nsid, "spec", &text, "read_only", &ro) < 0)
 		return ctl_fail_params(c, &je);
 	if (nsid < 1 || nsid > NVMEEMU_MAX_NSID)
 		return ctl_fail_paramf(c, "nsid must be 1..%u", NVMEEMU_MAX_NSID);
 	if (serve_ctl_refuse_writable(c, ro))
 		return NULL;
-	if (serve_ctl_refuse_when_stopping(c) || !(sn = nvmf_of(c)))
+	if (serve_ctl_refuse_when_stopping(c) || !(ss = nvmf_ns_subsys(c, nqn, &sn)))
 		return NULL;
-	if (unit_removal_refuse(c, sn->subsys, nvmeemu_subsys_nqn(sn->subsys), "nsid",
-				(unsigned)nsid) ||
+	if (unit_removal_refuse(c, ss, nvmeemu_subsys_nqn(ss), "nsid", (unsigned)nsid) ||
 	    serve_ctl_open_spec(c, text, ro, &d) < 0)
 		return NULL;
-	ret = serve_nvmf_ns_add(sn, (uint32_t)nsid, d, text, err, sizeof(err));
+	ret = serve_nvmf_ns_add(sn, ss, (uint32_t)nsid, d, text, err, sizeof(err));
 	if (ret < 0) {
 		disk_unref(d);
 		if (ret == -EEXIST)
 			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:I, s:b}", "target",
-				nvmeemu_subsys_nqn(sn->subsys), "nsid", (json_int_t)nsid, "exists", 1));
+				nvmeemu_subsys_nqn(ss), "nsid", (json_int_t)nsid, "exists", 1));
 		if (ret == -EINVAL)
 			return ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message",
 								       tool_json_str(err)));
 		return ctl_fail_errno(c, ret, "cannot add the namespace%s%s", err[0] ? ": " : "", err);
 	}
-	res = json_pack("{s:s, s:I}", "nqn", nvmeemu_subsys_nqn(sn->subsys), "nsid",
-			(json_int_t)nsid);
+	res = json_pack("{s:s, s:I}", "nqn", nvmeemu_subsys_nqn(ss), "nsid", (json_int_t)nsid);
 	if (res)
 		disk_fields(res, d);
 	disk_unref(d);
-	log_info("ctl: namespace %lld added by uid %ld pid %ld", (long long)nsid, (long)c->uid,
-		 (long)c->pid);
+	log_info("ctl: namespace %lld of %s added by uid %ld pid %ld", (long long)nsid,
+		 nvmeemu_subsys_nqn(ss), (long)c->uid, (long)c->pid);
 	return res;
 }
 
 json_t *serve_ctl_nvme_ns_remove(struct ctl_call *c, json_t *params)
 {
 	json_int_t nsid, timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	const char *nqn = NULL;
+	struct nvmeemu_subsys *ss;
 	struct unit_removal *rm;
 	struct serve_nvmf *sn;
 	char name[300];
 	json_error_t je;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I, s?:I}", "nsid", &nsid, "timeout_ms",
-			   &timeout) < 0)
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I, s?:I}", "nqn", &nqn, "nsid",
+			   &nsid, "timeout_ms", &timeout) < 0)
 		return ctl_fail_params(c, &je);
-	if (!unit_timeout_ok(c, timeout) || !(sn = nvmf_of(c)))
+	if (!unit_timeout_ok(c, timeout) || !(ss = nvmf_ns_subsys(c, nqn, &sn)))
 		return NULL;
-	if (nsid < 1 || nsid > NVMEEMU_MAX_NSID || !nvmeemu_subsys_has_ns(sn->subsys, (uint32_t)nsid)) {
-		snprintf(name, sizeof(name), "%lld", (long long)nsid);
+	snprintf(name, sizeof(name), "%s/%lld", nvmeemu_subsys_nqn(ss), (long long)nsid);
+	if (nsid < 1 || nsid > NVMEEMU_MAX_NSID || !nvmeemu_subsys_has_ns(ss, (uint32_t)nsid))
 		return serve_ctl_not_found(c, name);
-	}
 	if (!(rm = calloc(1, sizeof(*rm))))
 		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
-	rm->ss = sn->subsys;
+	rm->ss = ss;
 	rm->id = (unsigned)nsid;
 	rm->proto = "nvme-tcp";
-	snprintf(name, sizeof(name), "%s/%lld", nvmeemu_subsys_nqn(sn->subsys), (long long)nsid);
-	return unit_remove(c, rm, &sn->disks, NULL, "nvme-ns-remove", name, timeout);
+	return unit_remove(c, rm, &sn->disks, ss == sn->subsys ? NULL : ss, "nvme-ns-remove", name,
+			   timeout);
 }
 
 static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params)
