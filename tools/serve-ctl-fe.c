@@ -723,30 +723,50 @@ static struct new_units *new_units_open(struct ctl_call *c, json_t *obj, const c
 	return u;
 }
 
+/* -32002 for target or subsystem @name, which exists. */
+static json_t *target_exists(struct ctl_call *c, const char *name)
+{
+	return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name, "exists", 1));
+}
+
+/* What export-add frontend=iscsi|nvme-tcp share first: its parameters
+ * {frontend, name, @units, read_only} into *@name, *@obj (NULL when
+ * absent) and *@ro, then the refusals of a call during shutdown and of
+ * writable units on a read-only server. false after failing @c. */
+static bool target_add_params(struct ctl_call *c, json_t *params, const char *units,
+			      const char **name, json_t **obj, int *ro)
+{
+	const char *fe;
+	json_error_t je;
+
+	*obj = NULL;
+	*ro = serve_ctl_opts_of(c)->read_only;
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:o, s?:b}", "frontend", &fe,
+			   "name", name, units, obj, "read_only", ro) < 0) {
+		ctl_fail_params(c, &je);
+		return false;
+	}
+	return !serve_ctl_refuse_when_stopping(c) && !serve_ctl_refuse_writable(c, *ro);
+}
+
 /* export-add frontend=iscsi name=IQN luns={"N": SPEC} read_only */
 static json_t *iscsi_target_add(struct ctl_call *c, json_t *params)
 {
-	const char *fe, *name, *kept;
-	json_t *luns = NULL;
+	const char *name, *kept;
+	json_t *luns;
 	struct serve_iscsi *si;
 	struct scsi_target *t;
 	struct new_units *u;
 	char err[256] = "";
-	json_error_t je;
-	int ro = serve_ctl_opts_of(c)->read_only, ret;
+	int ro, ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:o, s?:b}", "frontend", &fe,
-			   "name", &name, "luns", &luns, "read_only", &ro) < 0)
-		return ctl_fail_params(c, &je);
-	if (serve_ctl_refuse_when_stopping(c) || !(si = iscsi_of(c, name)))
+	if (!target_add_params(c, params, "luns", &name, &luns, &ro) || !(si = iscsi_of(c, name)))
 		return NULL;
 	if (!serve_iscsi_valid_name(name))
 		return ctl_fail_paramf(c, "name must be an iSCSI name (iqn.YYYY-MM.domain:name, "
 				       "lower case)");
-	if (serve_ctl_refuse_writable(c, ro))
-		return NULL;
 	if (serve_iscsi_target(si, name))
-		return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name, "exists", 1));
+		return target_exists(c, name);
 	if (!(u = new_units_open(c, luns, "luns", 0, SCSI_MAX_LUNS - 1, ro)))
 		return NULL;
 	if (!(kept = serve_iscsi_keep_name(si, name)) || scsi_target_new(kept, &t) < 0) {
@@ -770,8 +790,7 @@ static json_t *iscsi_target_add(struct ctl_call *c, json_t *params)
 	if (ret < 0) {
 		new_units_free(u);
 		if (ret == -EEXIST)
-			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name,
-								     "exists", 1));
+			return target_exists(c, name);
 		return ctl_fail_errno(c, ret, "cannot add the target");
 	}
 	return added_reply(c, "iscsi", "iSCSI target", name, "luns", "lun", u);
@@ -945,32 +964,25 @@ json_t *serve_ctl_nvme_ns_remove(struct ctl_call *c, json_t *params)
 static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params)
 {
 	struct serve_nvmf *sn = serve_ctl_opts_of(c)->nvmf;
-	const char *fe, *name;
-	json_t *nss = NULL;
+	const char *name;
+	json_t *nss;
 	struct new_units *u;
 	char err[256] = "";
-	json_error_t je;
-	int ro = serve_ctl_opts_of(c)->read_only, ret;
+	int ro, ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:o, s?:b}", "frontend", &fe,
-			   "name", &name, "namespaces", &nss, "read_only", &ro) < 0)
-		return ctl_fail_params(c, &je);
-	if (serve_ctl_refuse_writable(c, ro))
-		return NULL;
-	if (serve_ctl_refuse_when_stopping(c))
+	if (!target_add_params(c, params, "namespaces", &name, &nss, &ro))
 		return NULL;
 	if (!sn || !sn->srv)
 		return serve_ctl_not_supported(c, name, "serve runs no NVMe/TCP target (--nvme-tcp)");
 	if (serve_nvmf_subsys(sn, name))
-		return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name, "exists", 1));
+		return target_exists(c, name);
 	if (!(u = new_units_open(c, nss, "namespaces", 1, NVMEEMU_MAX_NSID, ro)))
 		return NULL;
 	ret = serve_nvmf_subsys_add(sn, name, u->n, u->id, u->disk, u->spec, err, sizeof(err));
 	if (ret < 0) {
 		new_units_free(u);
 		if (ret == -EEXIST)
-			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name,
-								     "exists", 1));
+			return target_exists(c, name);
 		if (ret == -EINVAL)
 			return ctl_fail_paramf(c, "%s", err[0] ? err : "bad NQN or namespace");
 		return ctl_fail_errno(c, ret, "cannot add the subsystem%s%s", err[0] ? ": " : "", err);
