@@ -78,6 +78,9 @@
 struct layer {
 	const struct layer_ops *ops;
 	void *priv;
+	/* Counted by layer_stats_enable (NULL: never); read on every layer
+	 * call, beside @ops. */
+	_Atomic(struct disk_stats *) stats;
 	bool attached;
 	struct layer_meta meta;   /* recorded by layer_attach */
 };
@@ -100,6 +103,7 @@ void layer_free(struct layer *l)
 		return;
 	if (l->ops->close)
 		l->ops->close(l);
+	disk_stats_set_free(atomic_load_explicit(&l->stats, memory_order_acquire));
 	free(l);
 }
 
@@ -124,6 +128,44 @@ const struct layer_meta *layer_get_meta(const struct layer *l)
 	return l->attached ? &l->meta : NULL;
 }
 const struct layer_ops *layer_get_ops(const struct layer *l) { return l->ops; }
+
+/* ---- statistics of layers (docs/ctl.md, "stats") ---------------------------------- */
+
+int layer_stats_enable(struct layer *l)
+{
+	if (!l->attached || !l->meta.sector_size)
+		return -EINVAL;
+	return disk_stats_set_enable(&l->stats, (uint32_t)__builtin_ctz(l->meta.sector_size));
+}
+
+void layer_stats_disable(struct layer *l)
+{
+	disk_stats_set_disable(&l->stats);
+}
+
+int layer_stats_read(struct layer *l, bool reset, uint64_t *since_ns, struct iostats_op *out)
+{
+	return disk_stats_set_read(&l->stats, reset, since_ns, out);
+}
+
+/* The slow half of layer_stats_of. */
+static struct disk_stats *layer_stats_on(struct layer *l)
+{
+	struct disk_stats *st = atomic_load_explicit(&l->stats, memory_order_acquire);
+
+	return disk_stats_set_on(st) ? st : NULL;
+}
+
+/* The statistics a request handed to @l now counts in, or NULL: while
+ * the layer was never counted, one load and a branch. The caller takes
+ * reactor_now_ns() when it is not NULL and, once the layer has answered,
+ * counts the request with disk_stats_set_count. */
+static inline struct disk_stats *layer_stats_of(struct layer *l)
+{
+	if (likely(!atomic_load_explicit(&l->stats, memory_order_relaxed)))
+		return NULL;
+	return layer_stats_on(l);
+}
 
 struct lentry {
 	struct layer *layer;
@@ -202,9 +244,33 @@ struct lread {
 	struct iovec *iov;         /* room for parent iovcnt + 1 entries */
 	int iov_room;
 	uint64_t *words;           /* marker storage */
+	struct disk_stats *lstats; /* the layer's statistics for @lio, or NULL */
+	uint64_t lt0;              /* with @lstats: when @lio was handed on */
 };
 
 static void lread_step(struct lread *st);
+
+/* Hands st->lio to @op of layer @l, counting it on the layer's statistics
+ * when they are on (lread_count). */
+static inline int lread_call(struct lread *st, struct layer *l,
+			     int (*op)(struct layer *, struct disk_io *))
+{
+	st->lstats = layer_stats_of(l);
+	if (unlikely(st->lstats))
+		st->lt0 = reactor_now_ns();
+	return op(l, &st->lio);
+}
+
+/* st->lio ended with @status: counts it on its layer's statistics, if
+ * lread_call found them on. A READ counts when the layer served some of
+ * it (@sectors: those it marked) or failed: the runs offered to a layer
+ * that holds none of them are look-ups, not reads it served. */
+static void lread_count(struct lread *st, int status, uint64_t sectors)
+{
+	if (likely(!st->lstats) || (status == DISK_OK && sectors == 0))
+		return;
+	disk_stats_set_count(st->lstats, st->parent->reactor, st->lio.op, status, sectors, st->lt0);
+}
 
 static void lread_free(struct lread *st)
 {
@@ -316,6 +382,7 @@ static void lread_layer_cb(struct disk_io *lio)
 	struct lread *st = container_of(lio, struct lread, lio);
 	int r;
 
+	lread_count(st, lio->status, st->marker.nset - st->set_before);
 	if (lio->status != DISK_OK) {
 		lread_finish(st, lio->status, true);
 		return;
@@ -366,6 +433,7 @@ static void lread_pop_cb(struct disk_io *lio)
 {
 	struct lread *st = container_of(lio, struct lread, lio);
 
+	lread_count(st, lio->status, lio->count);
 	if (lio->status != DISK_OK)
 		layered_log_cache_failure(st->pop_layer, lio->sector, lio->count, lio->status);
 	st->pos = lio->sector + lio->count;
@@ -424,9 +492,10 @@ static int lread_populate(struct lread *st, bool from_callback)
 			st->lio.initiator = p->initiator;
 			st->lio.reactor = p->reactor;
 			st->lio.done = lread_pop_cb;
-			r = l->ops->write(l, &st->lio);
+			r = lread_call(st, l, l->ops->write);
 			if (r == DISK_PENDING)
 				return DISK_PENDING;
+			lread_count(st, r, e - s);
 			if (r != DISK_OK)
 				layered_log_cache_failure(st->pop_layer, s, e - s, r);
 			st->pos = e;
@@ -496,9 +565,10 @@ static int lread_drive(struct lread *st, bool from_callback)
 		 * transformed when the run is done. */
 		st->lio.xform = ld->l[st->layer].meta.xform ? p->xform : NULL;
 		st->run_end = e;
-		r = l->ops->read(l, &st->lio);
+		r = lread_call(st, l, l->ops->read);
 		if (r == DISK_PENDING)
 			return DISK_PENDING;
+		lread_count(st, r, st->marker.nset - st->set_before);
 		if (r == DISK_OK)
 			r = lread_run_done(st, st->set_before);
 		if (r != DISK_OK) {
@@ -567,8 +637,21 @@ static int layered_read(struct disk *d, struct disk_io *io)
 
 /* ---- write, flush, unmap: one layer after another down the write path ------ */
 
-/* A walk over the write path. The child request's sctx holds the index. */
-enum { LW_INDEX = 0 };
+/* A walk over the write path. The child request's sctx holds the index,
+ * and while the current layer counts the request (layer_stats_of), its
+ * statistics and the start (in two words, for 32-bit uintptr_t). */
+enum { LW_INDEX = 0, LW_STATS, LW_T0, LW_T0_HIGH };
+
+/* The current layer answered the child with @status: counts it there. */
+static void lwalk_count(struct disk_io *child, int status)
+{
+	struct disk_stats *ls = (struct disk_stats *)child->sctx[LW_STATS];
+
+	if (likely(!ls))
+		return;
+	disk_stats_set_count(ls, child->reactor, child->op, status, child->count,
+			     (uint64_t)child->sctx[LW_T0] | (uint64_t)child->sctx[LW_T0_HIGH] << 32);
+}
 
 static int lwalk_issue(struct disk_io *child, bool from_callback);
 
@@ -599,6 +682,7 @@ static void lwalk_cb(struct disk_io *child)
 {
 	struct disk_io *parent = child->opaque;
 
+	lwalk_count(child, child->status);
 	if (child->status != DISK_OK) {
 		lchild_finish(child, child->status, true);
 		return;
@@ -616,12 +700,20 @@ static int lwalk_issue(struct disk_io *child, bool from_callback)
 	while (child->sctx[LW_INDEX] < ld->write_path) {
 		unsigned i = (unsigned)child->sctx[LW_INDEX];
 		struct layer *l = ld->l[i].layer;
+		struct disk_stats *ls = layer_stats_of(l);
 		int r;
 
 		disk_io_copy_request(child, parent);
 		/* Every write-path layer applies it when it is advertised. */
 		child->xform = parent->op == DISK_OP_WRITE ? parent->xform : NULL;
 		child->status = DISK_OK;
+		child->sctx[LW_STATS] = (uintptr_t)ls;
+		if (unlikely(ls)) {
+			uint64_t t0 = reactor_now_ns();
+
+			child->sctx[LW_T0] = (uintptr_t)t0;
+			child->sctx[LW_T0_HIGH] = (uintptr_t)(t0 >> 32);
+		}
 		switch (parent->op) {
 		case DISK_OP_WRITE:
 			r = l->ops->write(l, child);
@@ -642,6 +734,7 @@ static int lwalk_issue(struct disk_io *child, bool from_callback)
 		}
 		if (r == DISK_PENDING)
 			return DISK_PENDING;
+		lwalk_count(child, r);
 		if (r != DISK_OK)
 			return lchild_finish(child, r, from_callback);
 		lwalk_mark(ld, i, parent);
