@@ -34,7 +34,9 @@
  *   life (io_cache.stats_slot) from a pool of DISK_STATS_MAX_REACTORS;
  *   when the pool is empty, it shares one more slot with the others past
  *   it, counted with atomic additions. A disabled handle costs one load
- *   and a predictable branch per request.
+ *   and a predictable branch per request. The same counters, as a
+ *   struct disk_stats behind an owner's pointer (disk_stats_set_*), count
+ *   the layers of a layered disk (layered.c).
  */
 #include "config.h"
 
