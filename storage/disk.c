@@ -34,7 +34,9 @@
  *   life (io_cache.stats_slot) from a pool of DISK_STATS_MAX_REACTORS;
  *   when the pool is empty, it shares one more slot with the others past
  *   it, counted with atomic additions. A disabled handle costs one load
- *   and a predictable branch per request.
+ *   and a predictable branch per request. The same counters, as a
+ *   struct disk_stats behind an owner's pointer (disk_stats_set_*), count
+ *   the layers of a layered disk (layered.c).
  */
 #include "config.h"
 
@@ -73,6 +75,7 @@ struct disk_stats {
 	 * (requests already wrapped still count into them when they end),
 	 * new requests are not wrapped. */
 	atomic_bool off;
+	uint32_t sector_shift;                   /* of the sectors counted */
 };
 
 struct disk {
@@ -535,9 +538,9 @@ static void disk_stats_free(struct disk_stats *st)
 	free(st);
 }
 
-int disk_stats_enable(struct disk *d)
+int disk_stats_set_enable(_Atomic(struct disk_stats *) *p, uint32_t sector_shift)
 {
-	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_acquire), *none = NULL;
+	struct disk_stats *st = atomic_load_explicit(p, memory_order_acquire), *none = NULL;
 
 	if (st) {
 		if (atomic_load_explicit(&st->off, memory_order_acquire)) {
@@ -547,7 +550,7 @@ int disk_stats_enable(struct disk *d)
 			/* Counters start at zero when counting is turned on
 			 * again: a reset, then the switch. */
 			atomic_store_explicit(&st->off, false, memory_order_release);
-			(void)disk_stats_read(d, true, &since, ops);
+			(void)disk_stats_set_read(p, true, &since, ops);
 		}
 		return 0;
 	}
@@ -556,25 +559,45 @@ int disk_stats_enable(struct disk *d)
 		return -ENOMEM;
 	pthread_mutex_init(&st->lock, NULL);
 	st->since_ns = reactor_now_ns();
-	if (!atomic_compare_exchange_strong_explicit(&d->stats, &none, st, memory_order_acq_rel,
+	st->sector_shift = sector_shift;
+	if (!atomic_compare_exchange_strong_explicit(p, &none, st, memory_order_acq_rel,
 						     memory_order_acquire))
 		disk_stats_free(st);   /* another thread enabled it first */
 	return 0;
 }
 
-void disk_stats_disable(struct disk *d)
+void disk_stats_set_disable(_Atomic(struct disk_stats *) *p)
 {
-	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_acquire);
+	struct disk_stats *st = atomic_load_explicit(p, memory_order_acquire);
 
 	if (st)
 		atomic_store_explicit(&st->off, true, memory_order_release);
 }
 
+bool disk_stats_set_on(const struct disk_stats *st)
+{
+	return st && !atomic_load_explicit(&((struct disk_stats *)st)->off, memory_order_acquire);
+}
+
+void disk_stats_set_free(struct disk_stats *st)
+{
+	disk_stats_free(st);
+}
+
+int disk_stats_enable(struct disk *d)
+{
+	return disk_stats_set_enable(&d->stats, d->info.sector_shift);
+}
+
+void disk_stats_disable(struct disk *d)
+{
+	disk_stats_set_disable(&d->stats);
+}
+
 bool disk_stats_enabled(const struct disk *d)
 {
-	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_acquire);
-
-	return st && !atomic_load_explicit(&st->off, memory_order_acquire);
+	return disk_stats_set_on(atomic_load_explicit(&((struct disk *)d)->stats,
+						      memory_order_acquire));
 }
 
 static enum iostats_class disk_stats_class(enum disk_op op)
@@ -591,14 +614,11 @@ static enum iostats_class disk_stats_class(enum disk_op op)
 
 static struct io_cache *io_cache_of(struct reactor *r);
 
-/* Counts finished @io in its disk's slot of the submitting reactor (the
- * one thread that writes that slot). */
-static void disk_stats_count(struct disk_io *io)
+void disk_stats_set_count(struct disk_stats *st, struct reactor *r, enum disk_op op,
+			  int status, uint64_t sectors, uint64_t t0_ns)
 {
-	struct disk *d = io->stats_disk;
-	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_acquire);
-	struct io_cache *c = io_cache_of(io->reactor);
-	enum iostats_class cls = disk_stats_class(io->op);
+	struct io_cache *c = io_cache_of(r);
+	enum iostats_class cls = disk_stats_class(op);
 	struct disk_stats_slot *sl, *none = NULL;
 	uint64_t bytes = 0, lat;
 	unsigned i;
@@ -608,7 +628,7 @@ static void disk_stats_count(struct disk_io *io)
 	i = c->stats_slot - 1;
 	sl = atomic_load_explicit(&st->slot[i], memory_order_acquire);
 	if (unlikely(!sl)) {
-		/* Once per slot and disk; the shared slot may race. */
+		/* Once per slot and set; the shared slot may race. */
 		sl = calloc(1, sizeof(*sl));
 		if (!sl)
 			return;
@@ -619,15 +639,22 @@ static void disk_stats_count(struct disk_io *io)
 			sl = none;
 		}
 	}
-	if (io->op == DISK_OP_READ || io->op == DISK_OP_WRITE)
-		bytes = io->count << d->info.sector_shift;
-	lat = reactor_now_ns() - io->stats_t0_ns;
+	if (op == DISK_OP_READ || op == DISK_OP_WRITE)
+		bytes = sectors << st->sector_shift;
+	lat = reactor_now_ns() - t0_ns;
 	if (unlikely(i == STATS_SHARED))
-		iostats_count_shared(&sl->k[cls], io->status != DISK_OK, bytes, lat,
+		iostats_count_shared(&sl->k[cls], status != DISK_OK, bytes, lat,
 				     &st->lat_max_ns[cls]);
 	else
-		iostats_count(&sl->k[cls], io->status != DISK_OK, bytes, lat,
-			      &st->lat_max_ns[cls]);
+		iostats_count(&sl->k[cls], status != DISK_OK, bytes, lat, &st->lat_max_ns[cls]);
+}
+
+/* Counts finished @io in its disk's slot of the submitting reactor (the
+ * one thread that writes that slot). */
+static void disk_stats_count(struct disk_io *io)
+{
+	disk_stats_set_count(atomic_load_explicit(&io->stats_disk->stats, memory_order_acquire),
+			     io->reactor, io->op, io->status, io->count, io->stats_t0_ns);
 }
 
 static void disk_stats_done(struct disk_io *io)
@@ -653,7 +680,13 @@ static inline void disk_stats_wrap(struct disk *d, struct disk_io *io)
 
 int disk_stats_read(struct disk *d, bool reset, uint64_t *since_ns, struct iostats_op *out)
 {
-	struct disk_stats *st = atomic_load_explicit(&d->stats, memory_order_acquire);
+	return disk_stats_set_read(&d->stats, reset, since_ns, out);
+}
+
+int disk_stats_set_read(_Atomic(struct disk_stats *) *p, bool reset, uint64_t *since_ns,
+			struct iostats_op *out)
+{
+	struct disk_stats *st = atomic_load_explicit(p, memory_order_acquire);
 	struct iostats_sums *t;
 	uint64_t now = reactor_now_ns();
 

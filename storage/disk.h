@@ -465,6 +465,34 @@ struct iostats_op;
  * 0, or -ENOENT when counting is off. Any thread. */
 int disk_stats_read(struct disk *d, bool reset, uint64_t *since_ns, struct iostats_op *out);
 
+/*
+ * The same counters as a set of their own, for what is counted like a
+ * disk but is not one: the layers of a layered disk (layer_stats_enable,
+ * storage/layered.h). A set lives behind an atomic pointer its owner
+ * keeps (NULL: never counted) and frees with disk_stats_set_free when no
+ * request can count into it any more. Counting a request: read the
+ * pointer (relaxed); only when it is not NULL and disk_stats_set_on,
+ * take reactor_now_ns() before handing the request on, and call
+ * disk_stats_set_count on the submitting reactor when it has finished.
+ */
+struct disk_stats;
+/* As disk_stats_enable; @sector_shift: of the sectors counted. */
+int disk_stats_set_enable(_Atomic(struct disk_stats *) *p, uint32_t sector_shift);
+/* As disk_stats_disable. */
+void disk_stats_set_disable(_Atomic(struct disk_stats *) *p);
+/* True when @st (NULL allowed) counts: enabled, and not disabled since. */
+bool disk_stats_set_on(const struct disk_stats *st);
+/* As disk_stats_read. */
+int disk_stats_set_read(_Atomic(struct disk_stats *) *p, bool reset, uint64_t *since_ns,
+			struct iostats_op *out);
+/* Counts one finished request of @op over @sectors (the payload bytes of
+ * a READ or WRITE, unless @status is an error) that started at @t0_ns, in
+ * @st's counters of reactor @r: on @r's thread only. */
+void disk_stats_set_count(struct disk_stats *st, struct reactor *r, enum disk_op op,
+			  int status, uint64_t sectors, uint64_t t0_ns);
+/* Frees a set (NULL allowed). */
+void disk_stats_set_free(struct disk_stats *st);
+
 /* ---- resize watch ------------------------------------------------------ */
 
 /* A persistent resize watcher. cb runs on whichever thread changed the size,

@@ -78,6 +78,9 @@
 struct layer {
 	const struct layer_ops *ops;
 	void *priv;
+	/* Counted by layer_stats_enable (NULL: never); read on every layer
+	 * call, beside @ops. */
+	_Atomic(struct disk_stats *) stats;
 	bool attached;
 	struct layer_meta meta;   /* recorded by layer_attach */
 };
@@ -100,6 +103,7 @@ void layer_free(struct layer *l)
 		return;
 	if (l->ops->close)
 		l->ops->close(l);
+	disk_stats_set_free(atomic_load_explicit(&l->stats, memory_order_acquire));
 	free(l);
 }
 
@@ -124,6 +128,44 @@ const struct layer_meta *layer_get_meta(const struct layer *l)
 	return l->attached ? &l->meta : NULL;
 }
 const struct layer_ops *layer_get_ops(const struct layer *l) { return l->ops; }
+
+/* ---- statistics of layers (docs/ctl.md, "stats") ---------------------------------- */
+
+int layer_stats_enable(struct layer *l)
+{
+	if (!l->attached || !l->meta.sector_size)
+		return -EINVAL;
+	return disk_stats_set_enable(&l->stats, (uint32_t)__builtin_ctz(l->meta.sector_size));
+}
+
+void layer_stats_disable(struct layer *l)
+{
+	disk_stats_set_disable(&l->stats);
+}
+
+int layer_stats_read(struct layer *l, bool reset, uint64_t *since_ns, struct iostats_op *out)
+{
+	return disk_stats_set_read(&l->stats, reset, since_ns, out);
+}
+
+/* Whether a request handed to @l may count: while the layer was never
+ * counted, this load and a branch are all a request pays (then
+ * layer_stats_on says whether counting is on now). */
+static inline bool layer_stats_maybe(const struct layer *l)
+{
+	return unlikely(atomic_load_explicit(&((struct layer *)l)->stats, memory_order_relaxed) !=
+			NULL);
+}
+
+/* The statistics a request handed to @l now counts in, or NULL. The
+ * caller takes reactor_now_ns() when it is not NULL and, once the layer
+ * has answered, counts the request with disk_stats_set_count. */
+static struct disk_stats *layer_stats_on(struct layer *l)
+{
+	struct disk_stats *st = atomic_load_explicit(&l->stats, memory_order_acquire);
+
+	return disk_stats_set_on(st) ? st : NULL;
+}
 
 struct lentry {
 	struct layer *layer;
@@ -202,9 +244,38 @@ struct lread {
 	struct iovec *iov;         /* room for parent iovcnt + 1 entries */
 	int iov_room;
 	uint64_t *words;           /* marker storage */
+	struct disk_stats *lstats; /* the statistics @lio counts in when it ends (NULL:
+	                            * none; set only while it is with a layer) */
+	uint64_t lt0;              /* with @lstats: when @lio was handed on */
 };
 
 static void lread_step(struct lread *st);
+
+/* st->lio goes to layer @l next (layer_stats_maybe(@l) was true): notes
+ * the statistics it counts in, if they are on (lread_count). */
+static void lread_count_start(struct lread *st, struct layer *l)
+{
+	st->lstats = layer_stats_on(l);
+	st->lt0 = reactor_now_ns();
+}
+
+static void lread_count_now(struct lread *st, int status, uint64_t sectors)
+{
+	if (status != DISK_OK || sectors > 0)
+		disk_stats_set_count(st->lstats, st->parent->reactor, st->lio.op, status, sectors,
+				     st->lt0);
+	st->lstats = NULL;
+}
+
+/* st->lio ended with @status: counts it on its layer's statistics, if
+ * lread_count_start found them on. A READ counts when the layer served some of
+ * it (@sectors: those it marked) or failed: the runs offered to a layer
+ * that holds none of them are look-ups, not reads it served. */
+static inline void lread_count(struct lread *st, int status, uint64_t sectors)
+{
+	if (unlikely(st->lstats))
+		lread_count_now(st, status, sectors);
+}
 
 static void lread_free(struct lread *st)
 {
@@ -316,6 +387,7 @@ static void lread_layer_cb(struct disk_io *lio)
 	struct lread *st = container_of(lio, struct lread, lio);
 	int r;
 
+	lread_count(st, lio->status, st->marker.nset - st->set_before);
 	if (lio->status != DISK_OK) {
 		lread_finish(st, lio->status, true);
 		return;
@@ -366,6 +438,7 @@ static void lread_pop_cb(struct disk_io *lio)
 {
 	struct lread *st = container_of(lio, struct lread, lio);
 
+	lread_count(st, lio->status, lio->count);
 	if (lio->status != DISK_OK)
 		layered_log_cache_failure(st->pop_layer, lio->sector, lio->count, lio->status);
 	st->pos = lio->sector + lio->count;
@@ -400,6 +473,7 @@ static int lread_populate(struct lread *st, bool from_callback)
 		struct bitmap snap = st->marker;
 		struct layer *l = st->ld->l[st->pop_layer].layer;
 		uint64_t s, e;
+		bool counted;
 		int r;
 
 		if (!st->snap[st->pop_layer])
@@ -424,9 +498,14 @@ static int lread_populate(struct lread *st, bool from_callback)
 			st->lio.initiator = p->initiator;
 			st->lio.reactor = p->reactor;
 			st->lio.done = lread_pop_cb;
+			counted = layer_stats_maybe(l);
+			if (counted)
+				lread_count_start(st, l);
 			r = l->ops->write(l, &st->lio);
 			if (r == DISK_PENDING)
 				return DISK_PENDING;
+			if (counted)
+				lread_count(st, r, e - s);
 			if (r != DISK_OK)
 				layered_log_cache_failure(st->pop_layer, s, e - s, r);
 			st->pos = e;
@@ -451,6 +530,7 @@ static int lread_drive(struct lread *st, bool from_callback)
 	while (st->layer < ld->n && st->marker.nset < st->marker.len) {
 		struct layer *l = ld->l[st->layer].layer;
 		uint64_t s, e;
+		bool counted;
 		int r, n;
 
 		if (!bitmap_next_run(&st->marker, st->pos, false, &s, &e)) {
@@ -496,9 +576,14 @@ static int lread_drive(struct lread *st, bool from_callback)
 		 * transformed when the run is done. */
 		st->lio.xform = ld->l[st->layer].meta.xform ? p->xform : NULL;
 		st->run_end = e;
+		counted = layer_stats_maybe(l);
+		if (counted)
+			lread_count_start(st, l);
 		r = l->ops->read(l, &st->lio);
 		if (r == DISK_PENDING)
 			return DISK_PENDING;
+		if (counted)
+			lread_count(st, r, st->marker.nset - st->set_before);
 		if (r == DISK_OK)
 			r = lread_run_done(st, st->set_before);
 		if (r != DISK_OK) {
@@ -567,8 +652,40 @@ static int layered_read(struct disk *d, struct disk_io *io)
 
 /* ---- write, flush, unmap: one layer after another down the write path ------ */
 
-/* A walk over the write path. The child request's sctx holds the index. */
-enum { LW_INDEX = 0 };
+/* A walk over the write path. The child request's sctx holds the index,
+ * and while the current layer counts the request (layer_stats_of), its
+ * statistics and the start (in two words, for 32-bit uintptr_t). */
+enum { LW_INDEX = 0, LW_STATS, LW_T0, LW_T0_HIGH };
+
+/* Layer @l gets the child next: notes the statistics it counts in, if
+ * any (the child comes zeroed, and lwalk_count clears them again). */
+static void lwalk_count_start(struct disk_io *child, struct layer *l)
+{
+	struct disk_stats *ls = layer_stats_on(l);
+	uint64_t t0;
+
+	if (!ls)
+		return;
+	t0 = reactor_now_ns();
+	child->sctx[LW_STATS] = (uintptr_t)ls;
+	child->sctx[LW_T0] = (uintptr_t)t0;
+	child->sctx[LW_T0_HIGH] = (uintptr_t)(t0 >> 32);
+}
+
+static void lwalk_count_now(struct disk_io *child, int status)
+{
+	disk_stats_set_count((struct disk_stats *)child->sctx[LW_STATS], child->reactor,
+			     child->op, status, child->count,
+			     (uint64_t)child->sctx[LW_T0] | (uint64_t)child->sctx[LW_T0_HIGH] << 32);
+	child->sctx[LW_STATS] = 0;
+}
+
+/* The current layer answered the child with @status: counts it there. */
+static inline void lwalk_count(struct disk_io *child, int status)
+{
+	if (unlikely(child->sctx[LW_STATS]))
+		lwalk_count_now(child, status);
+}
 
 static int lwalk_issue(struct disk_io *child, bool from_callback);
 
@@ -599,6 +716,7 @@ static void lwalk_cb(struct disk_io *child)
 {
 	struct disk_io *parent = child->opaque;
 
+	lwalk_count(child, child->status);
 	if (child->status != DISK_OK) {
 		lchild_finish(child, child->status, true);
 		return;
@@ -616,12 +734,16 @@ static int lwalk_issue(struct disk_io *child, bool from_callback)
 	while (child->sctx[LW_INDEX] < ld->write_path) {
 		unsigned i = (unsigned)child->sctx[LW_INDEX];
 		struct layer *l = ld->l[i].layer;
+		bool counted;
 		int r;
 
 		disk_io_copy_request(child, parent);
 		/* Every write-path layer applies it when it is advertised. */
 		child->xform = parent->op == DISK_OP_WRITE ? parent->xform : NULL;
 		child->status = DISK_OK;
+		counted = layer_stats_maybe(l);
+		if (counted)
+			lwalk_count_start(child, l);
 		switch (parent->op) {
 		case DISK_OP_WRITE:
 			r = l->ops->write(l, child);
@@ -642,6 +764,8 @@ static int lwalk_issue(struct disk_io *child, bool from_callback)
 		}
 		if (r == DISK_PENDING)
 			return DISK_PENDING;
+		if (counted)
+			lwalk_count(child, r);
 		if (r != DISK_OK)
 			return lchild_finish(child, r, from_callback);
 		lwalk_mark(ld, i, parent);

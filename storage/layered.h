@@ -117,6 +117,24 @@ int layer_attach(struct layer *l, const struct layer_meta *lower, char *err, siz
  * sector count in it is the one at attach time. */
 const struct layer_meta *layer_get_meta(const struct layer *l);
 
+/*
+ * Statistics of a layer (docs/ctl.md, "stats"), off until enabled: the
+ * requests the layered disk hands to it, counted as a disk's are
+ * (disk_stats_enable, storage/disk.h: per reactor, the classes of
+ * common/iostats.h, from the layer call to its answer): a READ when the
+ * layer served part of it (bytes: what it served; the runs offered to a
+ * layer that holds none of them are not counted), the WRITEs it takes
+ * (also read-cache fills), FLUSH and UNMAP (trim). Block-status queries
+ * and a commit's reads (layered_commit_start) are not counted. While a
+ * layer was never counted, a request costs one load and a branch.
+ * Enable needs an attached layer (-EINVAL); 0 or -ENOMEM. Any thread.
+ */
+struct iostats_op;
+int layer_stats_enable(struct layer *l);
+void layer_stats_disable(struct layer *l);
+/* As disk_stats_read: 0, or -ENOENT when counting is off. */
+int layer_stats_read(struct layer *l, bool reset, uint64_t *since_ns, struct iostats_op *out);
+
 /* One entry of the list given to layered_disk_new. */
 struct layered_entry {
 	struct layer *layer;     /* owned by the disk on success */

@@ -849,30 +849,50 @@ static struct new_units *new_units_open(struct ctl_call *c, json_t *obj, const c
 	return u;
 }
 
+/* -32002 for target or subsystem @name, which exists. */
+static json_t *target_exists(struct ctl_call *c, const char *name)
+{
+	return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name, "exists", 1));
+}
+
+/* What export-add frontend=iscsi|nvme-tcp share first: its parameters
+ * {frontend, name, @units, read_only} into *@name, *@obj (NULL when
+ * absent) and *@ro, then the refusals of a call during shutdown and of
+ * writable units on a read-only server. false after failing @c. */
+static bool target_add_params(struct ctl_call *c, json_t *params, const char *units,
+			      const char **name, json_t **obj, int *ro)
+{
+	const char *fe;
+	json_error_t je;
+
+	*obj = NULL;
+	*ro = serve_ctl_opts_of(c)->read_only;
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:o, s?:b}", "frontend", &fe,
+			   "name", name, units, obj, "read_only", ro) < 0) {
+		ctl_fail_params(c, &je);
+		return false;
+	}
+	return !serve_ctl_refuse_when_stopping(c) && !serve_ctl_refuse_writable(c, *ro);
+}
+
 /* export-add frontend=iscsi name=IQN luns={"N": SPEC} read_only */
 static json_t *iscsi_target_add(struct ctl_call *c, json_t *params)
 {
-	const char *fe, *name, *kept;
-	json_t *luns = NULL;
+	const char *name, *kept;
+	json_t *luns;
 	struct serve_iscsi *si;
 	struct scsi_target *t;
 	struct new_units *u;
 	char err[256] = "";
-	json_error_t je;
-	int ro = serve_ctl_opts_of(c)->read_only, ret;
+	int ro, ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:o, s?:b}", "frontend", &fe,
-			   "name", &name, "luns", &luns, "read_only", &ro) < 0)
-		return ctl_fail_params(c, &je);
-	if (serve_ctl_refuse_when_stopping(c) || !(si = iscsi_of(c, name)))
+	if (!target_add_params(c, params, "luns", &name, &luns, &ro) || !(si = iscsi_of(c, name)))
 		return NULL;
 	if (!serve_iscsi_valid_name(name))
 		return ctl_fail_paramf(c, "name must be an iSCSI name (iqn.YYYY-MM.domain:name, "
 				       "lower case)");
-	if (serve_ctl_refuse_writable(c, ro))
-		return NULL;
 	if (serve_iscsi_target(si, name))
-		return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name, "exists", 1));
+		return target_exists(c, name);
 	if (!(u = new_units_open(c, luns, "luns", 0, SCSI_MAX_LUNS - 1, ro)))
 		return NULL;
 	if (!(kept = serve_iscsi_keep_name(si, name)) || scsi_target_new(kept, &t) < 0) {
@@ -896,8 +916,7 @@ static json_t *iscsi_target_add(struct ctl_call *c, json_t *params)
 	if (ret < 0) {
 		new_units_free(u);
 		if (ret == -EEXIST)
-			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name,
-								     "exists", 1));
+			return target_exists(c, name);
 		return ctl_fail_errno(c, ret, "cannot add the target");
 	}
 	return added_reply(c, "iscsi", "iSCSI target", name, "luns", "lun", u);
@@ -985,20 +1004,33 @@ json_t *serve_ctl_fe_export_remove(struct ctl_call *c, json_t *params, const cha
 
 /* ---- NVMe/TCP namespaces ----------------------------------------------------- */
 
-static struct serve_nvmf *nvmf_of(struct ctl_call *c)
+/* The subsystem that nvme-ns-add/-remove act on: @nqn (any that serve
+ * runs, of the command line or added at run time), else the command
+ * line's; NULL after failing @c (-32004 without NVMe/TCP, -32001 for an
+ * unknown @nqn). *@snp: serve's NVMe/TCP half. */
+static struct nvmeemu_subsys *nvmf_ns_subsys(struct ctl_call *c, const char *nqn,
+					     struct serve_nvmf **snp)
 {
-	struct serve_nvmf *sn = serve_ctl_opts_of(c)->nvmf;
+	struct serve_nvmf *sn = *snp = serve_ctl_opts_of(c)->nvmf;
+	struct nvmeemu_subsys *ss;
 
-	if (sn && sn->subsys)
-		return sn;
-	serve_ctl_not_supported(c, "", "serve runs no NVMe/TCP subsystem (--nvme-tcp)");
-	return NULL;
+	if (!sn || !sn->srv || (!nqn && !sn->subsys)) {
+		serve_ctl_not_supported(c, nqn ? nqn : "",
+					"serve runs no NVMe/TCP subsystem (--nvme-tcp)");
+		return NULL;
+	}
+	if (!nqn)
+		return sn->subsys;
+	if (!(ss = serve_nvmf_subsys(sn, nqn)))
+		serve_ctl_not_found(c, nqn);
+	return ss;
 }
 
 json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params)
 {
 	json_int_t nsid;
-	const char *text;
+	const char *text, *nqn = NULL;
+	struct nvmeemu_subsys *ss;
 	struct serve_nvmf *sn;
 	char err[256] = "";
 	struct disk *d;
@@ -1006,95 +1038,87 @@ json_t *serve_ctl_nvme_ns_add(struct ctl_call *c, json_t *params)
 	json_t *res;
 	int ro = serve_ctl_opts_of(c)->read_only, ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I, s:s, s?:b}", "nsid", &nsid, "spec",
-			   &text, "read_only", &ro) < 0)
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I, s:s, s?:b}", "nqn", &nqn, "nsid",
+			   &nsid, "spec", &text, "read_only", &ro) < 0)
 		return ctl_fail_params(c, &je);
 	if (nsid < 1 || nsid > NVMEEMU_MAX_NSID)
 		return ctl_fail_paramf(c, "nsid must be 1..%u", NVMEEMU_MAX_NSID);
 	if (serve_ctl_refuse_writable(c, ro))
 		return NULL;
-	if (serve_ctl_refuse_when_stopping(c) || !(sn = nvmf_of(c)))
+	if (serve_ctl_refuse_when_stopping(c) || !(ss = nvmf_ns_subsys(c, nqn, &sn)))
 		return NULL;
-	if (unit_removal_refuse(c, sn->subsys, nvmeemu_subsys_nqn(sn->subsys), "nsid",
-				(unsigned)nsid) ||
+	if (unit_removal_refuse(c, ss, nvmeemu_subsys_nqn(ss), "nsid", (unsigned)nsid) ||
 	    serve_ctl_open_spec(c, text, ro, &d) < 0)
 		return NULL;
-	ret = serve_nvmf_ns_add(sn, (uint32_t)nsid, d, text, err, sizeof(err));
+	ret = serve_nvmf_ns_add(sn, ss, (uint32_t)nsid, d, text, err, sizeof(err));
 	if (ret < 0) {
 		disk_unref(d);
 		if (ret == -EEXIST)
 			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:I, s:b}", "target",
-				nvmeemu_subsys_nqn(sn->subsys), "nsid", (json_int_t)nsid, "exists", 1));
+				nvmeemu_subsys_nqn(ss), "nsid", (json_int_t)nsid, "exists", 1));
 		if (ret == -EINVAL)
 			return ctl_fail(c, CTL_ERR_BAD_SPEC, json_pack("{s:o}", "message",
 								       tool_json_str(err)));
 		return ctl_fail_errno(c, ret, "cannot add the namespace%s%s", err[0] ? ": " : "", err);
 	}
-	res = json_pack("{s:s, s:I}", "nqn", nvmeemu_subsys_nqn(sn->subsys), "nsid",
-			(json_int_t)nsid);
+	res = json_pack("{s:s, s:I}", "nqn", nvmeemu_subsys_nqn(ss), "nsid", (json_int_t)nsid);
 	if (res)
 		disk_fields(res, d);
 	disk_unref(d);
-	log_info("ctl: namespace %lld added by uid %ld pid %ld", (long long)nsid, (long)c->uid,
-		 (long)c->pid);
+	log_info("ctl: namespace %lld of %s added by uid %ld pid %ld", (long long)nsid,
+		 nvmeemu_subsys_nqn(ss), (long)c->uid, (long)c->pid);
 	return res;
 }
 
 json_t *serve_ctl_nvme_ns_remove(struct ctl_call *c, json_t *params)
 {
 	json_int_t nsid, timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	const char *nqn = NULL;
+	struct nvmeemu_subsys *ss;
 	struct unit_removal *rm;
 	struct serve_nvmf *sn;
 	char name[300];
 	json_error_t je;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:I, s?:I}", "nsid", &nsid, "timeout_ms",
-			   &timeout) < 0)
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I, s?:I}", "nqn", &nqn, "nsid",
+			   &nsid, "timeout_ms", &timeout) < 0)
 		return ctl_fail_params(c, &je);
-	if (!unit_timeout_ok(c, timeout) || !(sn = nvmf_of(c)))
+	if (!unit_timeout_ok(c, timeout) || !(ss = nvmf_ns_subsys(c, nqn, &sn)))
 		return NULL;
-	if (nsid < 1 || nsid > NVMEEMU_MAX_NSID || !nvmeemu_subsys_has_ns(sn->subsys, (uint32_t)nsid)) {
-		snprintf(name, sizeof(name), "%lld", (long long)nsid);
+	snprintf(name, sizeof(name), "%s/%lld", nvmeemu_subsys_nqn(ss), (long long)nsid);
+	if (nsid < 1 || nsid > NVMEEMU_MAX_NSID || !nvmeemu_subsys_has_ns(ss, (uint32_t)nsid))
 		return serve_ctl_not_found(c, name);
-	}
 	if (!(rm = calloc(1, sizeof(*rm))))
 		return ctl_fail(c, CTL_ERR_INTERNAL, NULL);
-	rm->ss = sn->subsys;
+	rm->ss = ss;
 	rm->id = (unsigned)nsid;
 	rm->proto = "nvme-tcp";
-	snprintf(name, sizeof(name), "%s/%lld", nvmeemu_subsys_nqn(sn->subsys), (long long)nsid);
-	return unit_remove(c, rm, &sn->disks, NULL, "nvme-ns-remove", name, timeout);
+	return unit_remove(c, rm, &sn->disks, ss == sn->subsys ? NULL : ss, "nvme-ns-remove", name,
+			   timeout);
 }
 
 static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params)
 {
 	struct serve_nvmf *sn = serve_ctl_opts_of(c)->nvmf;
-	const char *fe, *name;
-	json_t *nss = NULL;
+	const char *name;
+	json_t *nss;
 	struct new_units *u;
 	char err[256] = "";
-	json_error_t je;
-	int ro = serve_ctl_opts_of(c)->read_only, ret;
+	int ro, ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:o, s?:b}", "frontend", &fe,
-			   "name", &name, "namespaces", &nss, "read_only", &ro) < 0)
-		return ctl_fail_params(c, &je);
-	if (serve_ctl_refuse_writable(c, ro))
-		return NULL;
-	if (serve_ctl_refuse_when_stopping(c))
+	if (!target_add_params(c, params, "namespaces", &name, &nss, &ro))
 		return NULL;
 	if (!sn || !sn->srv)
 		return serve_ctl_not_supported(c, name, "serve runs no NVMe/TCP target (--nvme-tcp)");
 	if (serve_nvmf_subsys(sn, name))
-		return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name, "exists", 1));
+		return target_exists(c, name);
 	if (!(u = new_units_open(c, nss, "namespaces", 1, NVMEEMU_MAX_NSID, ro)))
 		return NULL;
 	ret = serve_nvmf_subsys_add(sn, name, u->n, u->id, u->disk, u->spec, err, sizeof(err));
 	if (ret < 0) {
 		new_units_free(u);
 		if (ret == -EEXIST)
-			return ctl_fail(c, CTL_ERR_EXISTS, json_pack("{s:s, s:b}", "target", name,
-								     "exists", 1));
+			return target_exists(c, name);
 		if (ret == -EINVAL)
 			return ctl_fail_paramf(c, "%s", err[0] ? err : "bad NQN or namespace");
 		return ctl_fail_errno(c, ret, "cannot add the subsystem%s%s", err[0] ? ": " : "", err);

@@ -186,8 +186,14 @@ static bool refuse_when_stopping(struct ctl_call *c)
 struct walk {
 	struct disk_describer dd;
 	bool (*match)(struct disk *d, void *arg);
+	/* Optional: called with each layer of a layered disk of more than
+	 * one layer that is not a disk (RAM, SQLite: a disk-as-layer is
+	 * walked as its disk), in the walk's order, after the layered disk;
+	 * a layered disk of one layer (mem:) is its layer. */
+	void (*layer)(struct layer *l, void *arg);
 	void *arg;
 	struct disk *found;          /* borrowed from the stack */
+	struct disk *cur;            /* the disk being described */
 	unsigned depth;
 };
 
@@ -203,12 +209,16 @@ static void walk_child(struct disk_describer *dd, const char *role UNUSED, struc
 	walk_disk(dd->opaque, child);
 }
 
-static void walk_layer_begin(struct disk_describer *dd, unsigned index UNUSED,
+static void walk_layer_begin(struct disk_describer *dd, unsigned index,
 			     const char *type UNUSED, bool rc UNUSED, bool wt UNUSED,
 			     uint64_t count UNUSED, struct disk *disk)
 {
+	struct walk *w = dd->opaque;
+
 	if (disk)
-		walk_disk(dd->opaque, disk);
+		walk_disk(w, disk);
+	else if (w->layer && !w->found && layered_disk_layer_count(w->cur) > 1)
+		w->layer(layered_disk_layer(w->cur, index), w->arg);
 }
 
 static void walk_layer_end(struct disk_describer *dd UNUSED)
@@ -217,6 +227,8 @@ static void walk_layer_end(struct disk_describer *dd UNUSED)
 
 static void walk_disk(struct walk *w, struct disk *d)
 {
+	struct disk *outer = w->cur;
+
 	if (!d || w->found || w->depth >= CTL_MAX_WALK_DEPTH)
 		return;
 	if (w->match(d, w->arg)) {
@@ -224,23 +236,32 @@ static void walk_disk(struct walk *w, struct disk *d)
 		return;
 	}
 	w->depth++;
+	w->cur = d;
 	disk_describe(d, &w->dd);
+	w->cur = outer;
 	w->depth--;
 }
 
-/* The first node of @top's stack that @match accepts (borrowed), or NULL. */
-static struct disk *stack_find(struct disk *top, bool (*match)(struct disk *d, void *arg),
-			       void *arg)
+/* The first node of @top's stack that @match accepts (borrowed), or NULL;
+ * @layer (NULL: none) sees the layers that are not disks on the way. */
+static struct disk *stack_walk(struct disk *top, bool (*match)(struct disk *d, void *arg),
+			       void (*layer)(struct layer *l, void *arg), void *arg)
 {
 	struct walk w = {
 		.dd = { .param = walk_param, .child = walk_child,
 			.layer_begin = walk_layer_begin, .layer_end = walk_layer_end },
-		.match = match, .arg = arg,
+		.match = match, .layer = layer, .arg = arg,
 	};
 
 	w.dd.opaque = &w;
 	walk_disk(&w, top);
 	return w.found;
+}
+
+static struct disk *stack_find(struct disk *top, bool (*match)(struct disk *d, void *arg),
+			       void *arg)
+{
+	return stack_walk(top, match, NULL, arg);
 }
 
 static bool is_delay(struct disk *d, void *arg UNUSED)
@@ -781,10 +802,11 @@ static json_t *m_fault_get(struct ctl_call *c, json_t *params)
 
 /* ---- statistics ---------------------------------------------------------- */
 
-/* The stack's disks are counted by the dispatcher (disk_stats_enable) once
- * stats-enable asked for it: counting costs two clock reads per request
- * (docs/ctl.md, "stats"), so it is opt-in, and stats-enable enable=false
- * turns it off again. */
+/* The stack's disks are counted by the dispatcher (disk_stats_enable), and
+ * the layers of its layered disks by the layered disk (layer_stats_enable),
+ * once stats-enable asked for it: counting costs two clock reads per
+ * request (docs/ctl.md, "stats"), so it is opt-in, and stats-enable
+ * enable=false turns it off again. */
 static bool stats_enable_one(struct disk *d, void *arg UNUSED)
 {
 	if (disk_stats_enable(d) < 0)
@@ -792,9 +814,15 @@ static bool stats_enable_one(struct disk *d, void *arg UNUSED)
 	return false;    /* visit every node */
 }
 
+static void stats_enable_layer(struct layer *l, void *arg UNUSED)
+{
+	if (layer_stats_enable(l) < 0)
+		log_warn("ctl: no statistics for a %s layer", layer_get_ops(l)->type);
+}
+
 void serve_ctl_stats_enable(struct disk *top)
 {
-	(void)stack_find(top, stats_enable_one, NULL);
+	(void)stack_walk(top, stats_enable_one, stats_enable_layer, NULL);
 }
 
 static bool stats_disable_one(struct disk *d, void *arg UNUSED)
@@ -803,10 +831,15 @@ static bool stats_disable_one(struct disk *d, void *arg UNUSED)
 	return false;
 }
 
-/* Turns the dispatcher's statistics off for every disk of @top's stack. */
+static void stats_disable_layer(struct layer *l, void *arg UNUSED)
+{
+	layer_stats_disable(l);
+}
+
+/* Turns the statistics off for every disk and layer of @top's stack. */
 static void stats_disable(struct disk *top)
 {
-	(void)stack_find(top, stats_disable_one, NULL);
+	(void)stack_walk(top, stats_disable_one, stats_disable_layer, NULL);
 }
 
 struct stats_ctx {
@@ -814,9 +847,9 @@ struct stats_ctx {
 	const char *only;
 	bool reset;
 	json_t *out;
-	/* Disks already read in this call (a ublk or vhost device serves its
-	 * export's disk handle): read, and reset, once. */
-	struct disk *seen[64];
+	/* Disks and layers already read in this call (a ublk or vhost device
+	 * serves its export's disk handle): read, and reset, once. */
+	const void *seen[64];
 	json_t *seen_json[64];
 	unsigned nseen;
 };
@@ -839,25 +872,28 @@ static void classes_set(json_t *o, uint64_t since_ns, const struct iostats_op *o
 		json_object_set_new(o, iostats_class_name(k), op_json(&ops[k]));
 }
 
-/* {type, since_ns, read, ...} of @d's dispatcher counters (a new object),
- * or NULL when it is not counted. */
-static json_t *disk_stats_json(struct stats_ctx *sc, struct disk *d)
+/* {type, since_ns, read, ...} of the counters of disk @d (the
+ * dispatcher's), else of layer @l (the layered disk's), a new object, or
+ * NULL when it is not counted. */
+static json_t *disk_stats_json(struct stats_ctx *sc, struct disk *d, struct layer *l)
 {
+	const void *key = d ? (const void *)d : (const void *)l;
 	struct iostats_op ops[IOSTATS_COUNT];
 	uint64_t since;
 	json_t *o;
 
 	for (unsigned i = 0; i < sc->nseen; i++)
-		if (sc->seen[i] == d)
+		if (sc->seen[i] == key)
 			return json_deep_copy(sc->seen_json[i]);
-	if (disk_stats_read(d, sc->reset, &since, ops) < 0)
+	if ((d ? disk_stats_read(d, sc->reset, &since, ops)
+	       : layer_stats_read(l, sc->reset, &since, ops)) < 0)
 		return NULL;
-	o = json_pack("{s:s}", "type", disk_get_info(d)->type);
+	o = json_pack("{s:s}", "type", d ? disk_get_info(d)->type : layer_get_ops(l)->type);
 	if (!o)
 		return NULL;
 	classes_set(o, since, ops);
 	if (sc->nseen < ARRAY_SIZE(sc->seen)) {
-		sc->seen[sc->nseen] = d;
+		sc->seen[sc->nseen] = key;
 		sc->seen_json[sc->nseen++] = json_incref(o);
 	}
 	return o;
@@ -868,24 +904,33 @@ struct layers_ctx {
 	json_t *layers;
 };
 
-static bool layer_one(struct disk *d, void *arg)
+static void layers_add(struct layers_ctx *lc, struct disk *d, struct layer *l)
 {
-	struct layers_ctx *lc = arg;
-	json_t *o = disk_stats_json(lc->sc, d);
+	json_t *o = disk_stats_json(lc->sc, d, l);
 
 	if (o)
 		json_array_append_new(lc->layers, o);
+}
+
+static bool layer_one(struct disk *d, void *arg)
+{
+	layers_add(arg, d, NULL);
 	return false;
 }
 
-/* [{type, since_ns, read, ...}] of every counted disk of @top's stack,
- * top first (docs/ctl.md, "stats"). */
+static void layer_of_disk(struct layer *l, void *arg)
+{
+	layers_add(arg, NULL, l);
+}
+
+/* [{type, since_ns, read, ...}] of every counted disk and layer of @top's
+ * stack, top first (docs/ctl.md, "stats"). */
 static json_t *layers_json(struct stats_ctx *sc, struct disk *top)
 {
 	struct layers_ctx lc = { .sc = sc, .layers = json_array() };
 
 	if (lc.layers)
-		(void)stack_find(top, layer_one, &lc);
+		(void)stack_walk(top, layer_one, layer_of_disk, &lc);
 	return lc.layers ? lc.layers : json_array();
 }
 
@@ -914,7 +959,7 @@ static void stats_fe_one(const struct serve_ctl_fe_unit *u, void *opaque)
 		return;
 	if (u->export)
 		json_object_set_new(o, "export", tool_json_str(u->export));
-	top = disk_stats_json(sc, u->disk);
+	top = disk_stats_json(sc, u->disk, NULL);
 	if (top) {
 		json_object_update(o, top);
 		json_object_del(o, "type");

@@ -101,19 +101,20 @@ static int add_ns(struct serve_nvmf *sn, const char *cmd, struct nvmeemu_subsys 
 	return serve_disks_keep(&sn->disks, cmd, d, NULL, nsid, spec_text);
 }
 
-int serve_nvmf_ns_add(struct serve_nvmf *sn, uint32_t nsid, struct disk *d,
-		      const char *spec_text, char *err, size_t errlen)
+int serve_nvmf_ns_add(struct serve_nvmf *sn, struct nvmeemu_subsys *ss, uint32_t nsid,
+		      struct disk *d, const char *spec_text, char *err, size_t errlen)
 {
 	int ret;
 
-	if (!sn->subsys)
+	if (!ss)
 		return -ENODEV;
-	ret = nvmeemu_subsys_add_ns(sn->subsys, nsid, d, err, errlen);
+	ret = nvmeemu_subsys_add_ns(ss, nsid, d, err, errlen);
 	if (ret < 0)
 		return ret;
-	ret = serve_disks_add(&sn->disks, d, NULL, nsid, spec_text);
+	/* sn->disks: the command line's subsystem owns its units as NULL. */
+	ret = serve_disks_add(&sn->disks, d, ss == sn->subsys ? NULL : ss, nsid, spec_text);
 	if (ret < 0)
-		(void)nvmeemu_subsys_remove_ns(sn->subsys, nsid);
+		(void)nvmeemu_subsys_remove_ns(ss, nsid);
 	return ret;
 }
 

@@ -99,12 +99,13 @@ int serve_nvmf_flush(struct serve_nvmf *sn);
 void serve_nvmf_free(struct serve_nvmf *sn);
 
 /* For the control socket (serve-ctl-fe.c), on its thread: adds namespace
- * @nsid over @d (a reference is taken) from @spec_text to the subsystem;
- * every controller gets a Namespace Attribute Changed event. Returns 0,
- * -ENODEV (no subsystem), -EEXIST, -EINVAL (bad nsid or disk; message in
- * @err), -ENOMEM. */
-int serve_nvmf_ns_add(struct serve_nvmf *sn, uint32_t nsid, struct disk *d,
-		      const char *spec_text, char *err, size_t errlen);
+ * @nsid over @d (a reference is taken) from @spec_text to subsystem @ss
+ * (@sn->subsys or one added at run time, as serve_nvmf_subsys finds it);
+ * every controller of @ss gets a Namespace Attribute Changed event.
+ * Returns 0, -ENODEV (no subsystem), -EEXIST, -EINVAL (bad nsid or disk;
+ * message in @err), -ENOMEM. */
+int serve_nvmf_ns_add(struct serve_nvmf *sn, struct nvmeemu_subsys *ss, uint32_t nsid,
+		      struct disk *d, const char *spec_text, char *err, size_t errlen);
 
 /* On the control thread: the subsystem named @nqn that serve runs (the
  * command line's, @subsys, or one added at run time), or NULL. */

@@ -7,7 +7,8 @@
 # "IQN/LUN" and "NQN/NSID". After stats-enable, traffic sent through iSCSI (qemu-io), NVMe/TCP
 # (the raw host of nvmf-raw.py) and vhost-user-blk (the test front-end of
 # tests/bench/vhost-ceiling) is counted exactly, op by op and byte by
-# byte, on the frontend's entry and per layer of a memdiff: over a file.
+# byte, on the frontend's entry and per layer of a memdiff: over a file
+# (the layered disk, its RAM layer, the file) and of a sqldiff:.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
 . "$(dirname "$0")/ctl-functions.sh"
@@ -76,19 +77,34 @@ expect_exit 0 c stats "target=$T"
 check "len(r['exports']) == 1 and r['exports'][0]['frontend'] == 'iscsi' and r['exports'][0]['name'] == '$T'"
 check "(lambda e: (e['write']['ops'], e['write']['bytes'], e['read']['ops'], e['read']['bytes'],
 	e['write']['errors'], e['read']['errors']))($E) == (3, 12288, 3, 4096 + 8192 + 16384, 0, 0)"
-# Per layer: the overlay's disk saw everything, the file below only the
-# unwritten read.
-check "[l['type'] for l in ${E}['layers']] == ['layered', 'file']"
-check "(lambda l: (l[0]['write']['ops'], l[0]['read']['ops'], l[1]['write']['ops'], l[1]['read']['ops'],
-	l[1]['read']['bytes']))(${E}['layers']) == (3, 3, 0, 1, 16384)"
+# Per layer: the overlay's disk saw everything, its RAM layer took the
+# writes and served the reads of what was written, the file below only
+# the unwritten read.
+check "[l['type'] for l in ${E}['layers']] == ['layered', 'ram', 'file']"
+check "(lambda l: (l[0]['write']['ops'], l[0]['read']['ops'], l[2]['write']['ops'], l[2]['read']['ops'],
+	l[2]['read']['bytes']))(${E}['layers']) == (3, 3, 0, 1, 16384)"
+check "(lambda m: (m['write']['ops'], m['write']['bytes'], m['read']['ops'], m['read']['bytes'],
+	m['read']['errors'], m['flush']['ops']))(${E}['layers'][1]) == (3, 12288, 2, 4096 + 8192, 0, 1)"
 check "${E}['read']['lat_ns']['max'] >= ${E}['read']['lat_ns']['p50'] > 0"
 expect_exit 0 c stats reset=true
 expect_exit 0 c stats "target=$T"
-check "${E}['write']['ops'] == 0 and ${E}['layers'][1]['read']['ops'] == 0"
+check "(${E}['write']['ops'], ${E}['layers'][1]['write']['ops'],
+	${E}['layers'][2]['read']['ops']) == (0, 0, 0)"
 # A LUN added after stats-enable is counted from the start.
 expect_exit 0 c iscsi-lun-add lun=2 spec=mem:1M
 expect_exit 0 c stats "target=$IQN/2"
 check "r['exports'][0]['write']['ops'] == 0 and len(r['exports'][0]['layers']) == 1"
+# A sqldiff: LUN: its SQLite layer has an entry of its own too.
+truncate -s 1M base3.img
+expect_exit 0 c iscsi-lun-add lun=3 "spec=sqldiff:$tmpdir/o.db;create:file:base3.img"
+timeout 60 qemu-io -f raw -c "write -P 6 0 4k" -c "read -P 6 0 4k" -c "read 64k 8k" \
+	"iscsi://127.0.0.1:$iport/$IQN/3" > qio 2>&1 || { cat qio; fail "qemu-io over iSCSI"; }
+expect_exit 0 c stats "target=$IQN/3"
+check "[l['type'] for l in r['exports'][0]['layers']] == ['layered', 'sqlite', 'file']"
+check "(lambda l: (l[1]['write']['ops'], l[1]['write']['bytes'], l[1]['read']['ops'],
+	l[1]['read']['bytes'], l[2]['read']['ops'], l[2]['read']['bytes'],
+	l[2]['write']['ops']))(r['exports'][0]['layers']) == (1, 4096, 1, 4096, 1, 8192, 0)"
+expect_exit 0 c iscsi-lun-remove lun=3
 expect_exit 1 c stats target=nosuch
 expect_stderr "error -32001"
 # stats-enable enable=false turns counting off (the entries lose their

@@ -8,8 +8,10 @@
 # qemu-io session is drained; live NVMe queues are closed), its disks are
 # flushed, later logins and Connects are refused and the discovery log
 # leaves it out, while a session on the command line's target and a
-# controller of its subsystem carry on. Also the parameter errors and
-# -32004 on a serve without the frontend.
+# controller of its subsystem carry on. nvme-ns-add/-remove nqn= change
+# the namespaces of a subsystem added at run time (a connected host gets
+# the Namespace Attribute Changed event and sees them come and go). Also
+# the parameter errors and -32004 on a serve without the frontend.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-functions.sh"
 . "$(dirname "$0")/ctl-functions.sh"
@@ -117,7 +119,111 @@ expect_stderr "error -32602"
 expect_exit 0 c export-add frontend=nvme-tcp "name=$N" 'namespaces={"1":"mem:2M","3":"mem:1M"}'
 check "r['name'] == '$N' and [(n['nsid'], n['size']) for n in r['namespaces']] == [(1, 2 << 20), (3, 1 << 20)]"
 expect_exit 0 c export-list "name=$N"
-check "[e['nsid'] for e in r] == [1, 3]"
+check "sorted(e['nsid'] for e in r) == [1, 3]"
+# nvme-ns-add and nvme-ns-remove with nqn= act on a subsystem added at run
+# time: a host connected to it gets the Namespace Attribute Changed event
+# and sees the namespace come (Identify, I/O) and go; the command line's
+# subsystem is not touched.
+expect_exit 1 c nvme-ns-add nqn=nqn.2026-12.org.diskstack.test:nosuch nsid=2 spec=mem:1M
+expect_stderr "error -32001"
+expect_exit 1 c nvme-ns-remove nqn=nqn.2026-12.org.diskstack.test:nosuch nsid=1
+expect_stderr "error -32001"
+expect_exit 1 c nvme-ns-add "nqn=$N" nsid=3 spec=mem:1M
+expect_stderr "error -32002"
+expect_exit 1 c nvme-ns-add "nqn=$N" nsid=1025 spec=mem:1M
+expect_stderr "error -32602"
+expect_exit 1 c nvme-ns-remove "nqn=$N" nsid=2
+expect_stderr "error -32001"
+expect_exit 1 c nvme-ns-add "nqn=$N" nsid=2 spec=nosuch:x
+expect_stderr "error -32003"
+"$PY" -I - "$here/nvmf-raw.py" "$nport" "$N" "$N0" "$DISKSTACK" "$ctl" <<'PYEOF' || fail "nvme-ns-add/-remove nqn= with a host"
+import json
+import subprocess
+import sys
+path = sys.argv.pop(1)
+NEW, OLD, DISKSTACK, CTL = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+src = open(path).read().split("# ---- a working association")[0]
+exec(compile(src, path, "exec"))
+
+
+def ctl(*args):
+    r = subprocess.run([DISKSTACK, "ctl", "-S", CTL] + list(args), capture_output=True, text=True)
+    assert r.returncode == 0, r
+    return json.loads(r.stdout)
+
+
+def active(a):
+    d = identify(a, 0x02)
+    ids = struct.unpack("<1024I", d)
+    return [i for i in ids if i]
+
+
+def arm(a):
+    # Namespace Attribute Notices on (Set Features 0Bh), then one
+    # Asynchronous Event Request left outstanding.
+    st, _, _, _ = a.cmd(a.sqe(0x09, 0, (0x0B, 1 << 8)))
+    assert st == 0, hex(st)
+    q = a.sqe(0x0C)
+    a.pdu(4, bytes(q))
+    return struct.unpack_from("<H", q, 2)[0]
+
+
+def event(a, cid):
+    typ, _, hdr, _ = a.recv_pdu()
+    dw0, _, _, _, rcid, st = struct.unpack_from("<IIHHHH", hdr, 8)
+    assert typ == 5 and rcid == cid and st >> 1 == 0, (typ, rcid, hex(st))
+    # Notice, Namespace Attribute Changed, log page 04h (NVMe Base §5.2).
+    assert dw0 == 0x040002, hex(dw0)
+    st, _, _, d = a.cmd(a.sqe(0x02, 0, (0x04 | (1023 << 16),)), rlen=4096)
+    assert st == 0, hex(st)
+    return [i for i in struct.unpack("<1024I", d) if i]
+
+
+def io2(q, seed):
+    d = pattern(seed, 4096)
+    st, _, _, _ = q.cmd(q.sqe(0x01, 2, (8, 0, 7)), d)
+    if st:
+        return st
+    st, _, _, got = q.cmd(q.sqe(0x02, 2, (8, 0, 7)), rlen=4096)
+    assert st == 0 and got == d, hex(st)
+    return 0
+
+
+NQN = OLD
+a_old, c_old = admin(OLD)
+NQN = NEW
+a, cntlid = admin(NEW)
+q = io_queue(cntlid)
+assert active(a) == [1, 3], active(a)
+assert io2(q, 5) & 0xFF == 0x0B            # Invalid Namespace or Format
+cid = arm(a)
+r = ctl("nvme-ns-add", "nqn=" + NEW, "nsid=2", "spec=mem:1M")
+assert r["nqn"] == NEW and r["nsid"] == 2 and r["size"] == 1 << 20, r
+assert event(a, cid) == [2]
+assert active(a) == [1, 2, 3], active(a)
+assert io2(q, 6) == 0
+check_io(q, 7)                             # namespace 1 as before
+assert active(a_old) == [1], active(a_old)
+ents = ctl("export-list", "name=" + NEW)
+assert sorted(e["nsid"] for e in ents) == [1, 2, 3], ents
+cid = arm(a)
+assert ctl("nvme-ns-remove", "nqn=" + NEW, "nsid=2") == {}
+assert event(a, cid) == [2]
+assert active(a) == [1, 3], active(a)
+assert io2(q, 8) & 0xFF == 0x0B
+assert active(a_old) == [1], active(a_old)
+for x in (q, a, a_old):
+    x.close()
+PYEOF
+expect_exit 0 c export-list "name=$N"
+check "sorted(e['nsid'] for e in r) == [1, 3]"
+# The command line's subsystem by its NQN, as without nqn=.
+expect_exit 0 c nvme-ns-add "nqn=$N0" nsid=4 spec=mem:1M
+check "r['nqn'] == '$N0' and r['nsid'] == 4"
+expect_exit 0 c nvme-ns-remove nsid=4
+check "r == {}"
+expect_exit 1 c nvme-ns-remove "nqn=$N0" nsid=4
+expect_stderr "error -32001"
 expect_exit 0 c stats-enable "target=$N/3"
 
 "$PY" -I - "$here/nvmf-raw.py" "$nport" "$N" "$N0" "$DISKSTACK" "$ctl" <<'PYEOF' || fail "the NVMe/TCP host failed"

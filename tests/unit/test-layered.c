@@ -5,7 +5,8 @@
  * errors, geometry inheritance, mismatched sector sizes, validation, the
  * metadata folds, the intended clamp semantics, write-through, block
  * status naming layers, disk-as-layer, and fused transforms (io->xform):
- * which stacks advertise them and that every read path applies them.
+ * which stacks advertise them and that every read path applies them; the
+ * per-layer statistics (layer_stats_enable).
  */
 #include "config.h"
 
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "common/compiler.h"
+#include "common/iostats.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/mockdisk.h"
 #include "tests/unit/testutil.h"
@@ -1158,9 +1160,125 @@ static void adopt_paths(uint32_t ss)
 static void test_layered_adopt_paths_512(void **state) { adopt_paths(512); }
 static void test_layered_adopt_paths_4096(void **state) { adopt_paths(4096); }
 
+/* Reads layer @l's counters into @op (asserting they are on). */
+static void layer_counts(struct layer *l, bool reset, struct iostats_op *op)
+{
+	uint64_t since;
+
+	assert_int_equal(layer_stats_read(l, reset, &since, op), 0);
+	assert_true(since > 0);
+}
+
+/* Per-layer statistics (docs/ctl.md "stats"): a memdiff:-like stack, RAM
+ * over RAM. N writes go to the top layer; reading them back is served by
+ * it; reading what only the bottom holds is served there (the top
+ * layer's empty look-up is not a read it served); a read across both
+ * counts once on each with the bytes each served; sectors no layer holds
+ * count nowhere. Flush and unmap reach the write path only. Off, nothing
+ * counts; on again, from zero. */
+static void test_layered_layer_stats(void **state)
+{
+	(void)state;
+	const uint32_t ss = 512;
+	struct layer *top = ram(0, 0), *bottom = ram(1 << 20, ss);
+	struct layered_entry e[] = { { .layer = top }, { .layer = bottom } };
+	struct iostats_op t[IOSTATS_COUNT], b[IOSTATS_COUNT];
+	struct disk *d;
+	uint64_t since;
+	char *buf = malloc(64 * ss);
+
+	/* Before attaching, there is no geometry to count in. */
+	assert_int_equal(layer_stats_enable(top), -EINVAL);
+	d = stack(e, 2, false);
+	fill_layer(bottom, 512, 64, ss, 7);   /* what the bottom holds */
+	assert_int_equal(layer_stats_read(top, false, &since, t), -ENOENT);
+	assert_int_equal(layer_stats_enable(top), 0);
+	assert_int_equal(layer_stats_enable(bottom), 0);
+	assert_int_equal(layer_stats_enable(bottom), 0);   /* idempotent */
+
+	for (unsigned i = 0; i < 3; i++) {
+		tu_fill(buf, 8 * ss, 1, (uint64_t)i * 16 * ss);
+		assert_int_equal(disk_sync_write(d, i * 16, buf, 8 * ss, 0), DISK_OK);
+	}
+	expect_pattern(d, 0, 8, 1);                 /* top: 8 sectors */
+	expect_pattern(d, 16, 8, 1);                /* top: 8 sectors */
+	expect_pattern(d, 520, 16, 7);              /* bottom only: 16 sectors */
+	expect_zero(d, 1000, 8);                    /* nobody */
+	/* 24..39: 24..31 nobody, 32..39 the top (the third write). */
+	assert_int_equal(disk_sync_read(d, 24, buf, 16 * ss), DISK_OK);
+	/* 504..519: 504..511 nobody, 512..519 the bottom. */
+	assert_int_equal(disk_sync_read(d, 504, buf, 16 * ss), DISK_OK);
+	assert_int_equal(disk_sync_flush(d), DISK_OK);
+	assert_int_equal(disk_sync_unmap(d, 0, 8, 0), DISK_OK);
+
+	layer_counts(top, false, t);
+	layer_counts(bottom, false, b);
+	assert_int_equal(t[IOSTATS_WRITE].ops, 3);
+	assert_int_equal(t[IOSTATS_WRITE].bytes, 3 * 8 * ss);
+	assert_int_equal(t[IOSTATS_READ].ops, 3);
+	assert_int_equal(t[IOSTATS_READ].bytes, (8 + 8 + 8) * ss);
+	assert_int_equal(t[IOSTATS_FLUSH].ops, 1);
+	assert_int_equal(t[IOSTATS_TRIM].ops, 1);
+	assert_int_equal(t[IOSTATS_READ].errors + t[IOSTATS_WRITE].errors, 0);
+	assert_true(t[IOSTATS_READ].lat_max_ns > 0);
+	assert_int_equal(b[IOSTATS_READ].ops, 2);
+	assert_int_equal(b[IOSTATS_READ].bytes, (16 + 8) * ss);
+	assert_int_equal(b[IOSTATS_WRITE].ops, 0);
+	assert_int_equal(b[IOSTATS_FLUSH].ops, 0);  /* not on the write path */
+	assert_int_equal(b[IOSTATS_TRIM].ops, 0);
+
+	/* A reset restarts them; off: not counted, not readable; on again:
+	 * from zero. */
+	layer_counts(top, true, t);
+	layer_counts(top, false, t);
+	assert_int_equal(t[IOSTATS_WRITE].ops + t[IOSTATS_READ].ops + t[IOSTATS_FLUSH].ops, 0);
+	layer_stats_disable(top);
+	assert_int_equal(layer_stats_read(top, false, &since, t), -ENOENT);
+	assert_int_equal(disk_sync_write(d, 0, buf, 8 * ss, 0), DISK_OK);
+	assert_int_equal(layer_stats_enable(top), 0);
+	layer_counts(top, false, t);
+	assert_int_equal(t[IOSTATS_WRITE].ops, 0);
+	assert_int_equal(disk_sync_write(d, 0, buf, 8 * ss, 0), DISK_OK);
+	layer_counts(top, false, t);
+	assert_int_equal(t[IOSTATS_WRITE].ops, 1);
+	free(buf);
+	disk_unref(d);
+}
+
+/* A read-cache layer counts the fills it takes as writes: reading what
+ * only the layer below holds is one read there and one write (of what
+ * was read) into the cache; reading it again is a read of the cache. */
+static void test_layered_layer_stats_read_cache(void **state)
+{
+	(void)state;
+	const uint32_t ss = 512;
+	struct layer *cache = ram(0, 0), *bottom = ram(1 << 20, ss);
+	struct layered_entry e[] = { { .layer = cache, .read_cache = true }, { .layer = bottom } };
+	struct iostats_op c[IOSTATS_COUNT], b[IOSTATS_COUNT];
+	struct disk *d;
+
+	d = stack(e, 2, true);
+	fill_layer(bottom, 0, 32, ss, 3);
+	assert_int_equal(layer_stats_enable(cache), 0);
+	assert_int_equal(layer_stats_enable(bottom), 0);
+	expect_pattern(d, 0, 16, 3);
+	expect_pattern(d, 0, 16, 3);
+	layer_counts(cache, false, c);
+	layer_counts(bottom, false, b);
+	assert_int_equal(b[IOSTATS_READ].ops, 1);
+	assert_int_equal(b[IOSTATS_READ].bytes, 16 * ss);
+	assert_int_equal(c[IOSTATS_WRITE].ops, 1);
+	assert_int_equal(c[IOSTATS_WRITE].bytes, 16 * ss);
+	assert_int_equal(c[IOSTATS_READ].ops, 1);
+	assert_int_equal(c[IOSTATS_READ].bytes, 16 * ss);
+	disk_unref(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_layered_layer_stats),
+		cmocka_unit_test(test_layered_layer_stats_read_cache),
 		cmocka_unit_test(test_layered_ram_write_zeroes_frees),
 		cmocka_unit_test(test_layered_read_cache_fills),
 		cmocka_unit_test(test_layered_read_cache_spares_lower_disk),
