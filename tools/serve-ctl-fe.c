@@ -31,6 +31,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -591,27 +592,17 @@ struct unit_removal {
 static pthread_mutex_t removals_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct unit_removal *removals[64];
 
+/* Whether unit @id of @owner, or with UNIT_ANY any unit of it, is still
+ * being removed (its removal uses @owner until it unlists itself). */
+#define UNIT_ANY UINT_MAX
 static bool unit_removal_pending(const void *owner, unsigned id)
 {
 	bool found = false;
 
 	pthread_mutex_lock(&removals_lock);
 	for (unsigned i = 0; i < ARRAY_SIZE(removals) && !found; i++)
-		found = removals[i] && removals[i]->id == id &&
+		found = removals[i] && (id == UNIT_ANY || removals[i]->id == id) &&
 			(removals[i]->t ? (const void *)removals[i]->t : (const void *)removals[i]->ss) == owner;
-	pthread_mutex_unlock(&removals_lock);
-	return found;
-}
-
-/* Whether any unit of @owner is still being removed (its removal uses
- * @owner until it unlists itself). */
-static bool unit_removal_owner_pending(const void *owner)
-{
-	bool found = false;
-
-	pthread_mutex_lock(&removals_lock);
-	for (unsigned i = 0; i < ARRAY_SIZE(removals) && !found; i++)
-		found = removals[i] && removals[i]->t == owner;
 	pthread_mutex_unlock(&removals_lock);
 	return found;
 }
@@ -1449,7 +1440,7 @@ static json_t *vscsi_del(struct ctl_call *c, const char *socket)
 	if (!v)
 		return serve_ctl_not_found(c, socket);
 	/* A LUN removal still draining uses the target: wait for its job. */
-	if (unit_removal_owner_pending(v->target))
+	if (unit_removal_pending(v->target, UNIT_ANY))
 		return ctl_fail(c, CTL_ERR_BUSY, json_pack("{s:o, s:b}", "target",
 							   tool_json_str(socket), "being_removed", 1));
 	if (link)
@@ -1539,7 +1530,7 @@ static void vscsi_stop_all(struct serve_ctl_fe *fe)
 		struct serve_vscsi *v = fe->vscsi;
 
 		fe->vscsi = v->next;
-		while (unit_removal_owner_pending(v->target))
+		while (unit_removal_pending(v->target, UNIT_ANY))
 			usleep(1000);
 		(void)serve_vscsi_free(v);      /* a failed flush is logged */
 	}
