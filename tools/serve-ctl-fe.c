@@ -1353,6 +1353,7 @@ static json_t *vscsi_add(struct ctl_call *c, const char *socket, json_t *luns, j
 	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
 	struct serve_vscsi *v;
 	struct new_units *u;
+	json_t *res;
 	char err[512] = "";
 	int ret;
 
@@ -1396,7 +1397,10 @@ static json_t *vscsi_add(struct ctl_call *c, const char *socket, json_t *luns, j
 	}
 	v->next = fe->vscsi;
 	fe->vscsi = v;
-	return added_reply(c, "vhost-user-scsi", "vhost-user-scsi device", socket, "luns", "lun", u);
+	res = added_reply(c, "vhost-user-scsi", "vhost-user-scsi device", socket, "luns", "lun", u);
+	if (res)
+		json_object_set_new(res, "target", json_string(scsi_target_name(v->target)));
+	return res;
 }
 
 json_t *serve_ctl_vhost_scsi_add(struct ctl_call *c, json_t *params)
@@ -1557,16 +1561,23 @@ static void vscsi_list(struct ctl_call *c, const char *only, json_t *out)
 	const struct serve_ctl_opts *so = serve_ctl_opts_of(c);
 	struct serve_ctl_fe *fe = serve_ctl_fe_of(c);
 
-	for (struct serve_vscsi *v = vscsi_first(so, fe); v; v = vscsi_next(so, fe, v))
+	for (struct serve_vscsi *v = vscsi_first(so, fe); v; v = vscsi_next(so, fe, v)) {
+		/* A device without LUNs is listed once, with lun null. */
+		if (!v->disks.n)
+			add_entry(out, only, json_pack("{s:s, s:o, s:s, s:n}", "frontend",
+						       "vhost-user-scsi", "name", tool_json_str(v->socket),
+						       "target", scsi_target_name(v->target), "lun"), NULL);
 		for (unsigned i = 0; i < v->disks.n; i++) {
 			const struct serve_unit *u = &v->disks.v[i];
 
-			add_entry(out, only, json_pack("{s:s, s:o, s:I, s:o}", "frontend",
+			add_entry(out, only, json_pack("{s:s, s:o, s:s, s:I, s:o}", "frontend",
 						       "vhost-user-scsi", "name",
-						       tool_json_str(v->socket), "lun", (json_int_t)u->id,
+						       tool_json_str(v->socket), "target",
+						       scsi_target_name(v->target), "lun", (json_int_t)u->id,
 						       "spec", u->spec ? tool_json_str(u->spec)
 								       : json_null()), u->disk);
 		}
+	}
 }
 
 static void vscsi_foreach(const struct serve_ctl_opts *so, struct serve_ctl_fe *fe,

@@ -7,6 +7,9 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,13 +80,36 @@ static int serve_vhost_run(const char *cmd, const struct vhostsrv_opts *so, cons
 
 void serve_vhost_scsi_target_name(const char *sock, char *out, size_t len)
 {
+	enum { HASH_CHARS = 10 };       /* ".h" and 8 hex digits */
+	uint32_t h = 2166136261u;       /* FNV-1a over the whole path */
+	bool lossy = false;
 	size_t o = (size_t)snprintf(out, len, "iqn.2026-12.org.diskstack:vhost.");
 
-	for (const char *p = sock; *p && o + 1 < len; p++) {
-		char ch = (char)tolower((unsigned char)*p);
-
-		out[o++] = (isalnum((unsigned char)ch) || ch == '.' || ch == '-') ? ch : '-';
+	if (o + HASH_CHARS + 1 > len) {
+		out[0] = '\0';
+		return;
 	}
+	for (const char *p = sock; *p; p++) {
+		unsigned char ch = (unsigned char)*p;
+
+		h = (h ^ ch) * 16777619u;
+		if (o + HASH_CHARS + 1 >= len) {
+			lossy = true;   /* too long: cut, and told apart by the hash */
+			continue;
+		}
+		if (ch == '/') {
+			out[o++] = '-';
+		} else if (islower(ch) || isdigit(ch) || ch == '.') {
+			out[o++] = (char)ch;
+		} else {
+			/* '-' (which '/' also becomes), upper case and the
+			 * rest map onto what another path could map onto. */
+			out[o++] = isalnum(ch) || ch == '-' ? (char)tolower(ch) : '-';
+			lossy = true;
+		}
+	}
+	if (lossy)
+		o += (size_t)snprintf(out + o, len - o, ".h%08" PRIx32, h);
 	out[o] = '\0';
 }
 

@@ -46,7 +46,7 @@ enum {
  * adds and removes its LUNs (and whole devices) on its thread. */
 struct serve_vscsi {
 	char *socket;
-	char name[300];                 /* the target's name (scsi_target_new borrows it) */
+	char name[300];                 /* the target's name (scsi_target_new copies it) */
 	struct scsi_target *target;
 	struct vhostscsi *dev;
 	struct vhostsrv *srv;
@@ -84,9 +84,13 @@ int serve_vhost_start(struct serve_vhost *sv, const char *cmd, struct disk *disk
 void serve_vhost_free(struct serve_vhost *sv);
 
 /* "iqn.2026-12.org.diskstack:vhost.<socket path>" with the path reduced
- * to the characters an iSCSI name may hold, into @out (room @len): LUs
- * without a disk id get their identity from the target name, so each
- * socket gets its own (the same with `diskstack vhost-user-scsi`). */
+ * to the characters an iSCSI name may hold ('/' becomes '-'), into @out
+ * (room @len): LUs without a disk id get their identity (WWN, serial)
+ * from the target name, so each socket must get its own (the same with
+ * `diskstack vhost-user-scsi`). A path the reduction could confuse with
+ * another (upper case, '-', '_', ..., or too long for @len) gets
+ * ".h<FNV-1a of the whole path, 8 hex digits>" appended; a path of only
+ * [a-z0-9./] keeps the plain name it always had. */
 void serve_vhost_scsi_target_name(const char *sock, char *out, size_t len);
 
 /* A device for socket @sock with an empty target named @name (NULL: from

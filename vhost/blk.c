@@ -178,17 +178,28 @@ static uint8_t vhostblk_prep_range(struct vhostblk *b, struct vhostblk_req *br,
 				   struct vhost_req *req, uint32_t type)
 {
 	uint64_t bytes = req->out_bytes - 16;
+	uint8_t bad = VIRTIO_BLK_S_OK;
 	unsigned n;
 
 	if (bytes == 0 || bytes % 16 || bytes / 16 > VHOSTBLK_MAX_RANGE_SEGS)
 		return VIRTIO_BLK_S_IOERR;
 	n = (unsigned)(bytes / 16);
+	/* An unknown flag in any segment is UNSUPP (virtio 1.2 §5.2.6.2),
+	 * even with an earlier segment out of range (IOERR). */
 	for (unsigned i = 1; i < n; i++) {
 		struct disk_io probe = { 0 };
 		uint8_t st = vhostblk_range_seg(b, req, type, i, &probe);
 
-		if (st != VIRTIO_BLK_S_OK)
+		if (st == VIRTIO_BLK_S_UNSUPP)
 			return st;
+		if (st != VIRTIO_BLK_S_OK)
+			bad = st;
+	}
+	if (bad != VIRTIO_BLK_S_OK) {
+		struct disk_io probe = { 0 };
+		uint8_t st = vhostblk_range_seg(b, req, type, 0, &probe);
+
+		return st == VIRTIO_BLK_S_UNSUPP ? st : bad;
 	}
 	br->type = type;
 	br->seg = 0;

@@ -588,7 +588,7 @@ static void vscsi_core_event(void *opaque, unsigned lun, enum scsi_event ev)
 				      VIRTIO_SCSI_EVT_RESET_RESCAN);
 		break;
 	case SCSI_EVENT_LUN_REMOVED:
-		/* virtio 1.2 §5.6.6.2.1: the driver removes the LUN's device. */
+		/* virtio 1.2 §5.6.6.3 (eventq): the driver removes the LUN's device. */
 		if (f & BIT(VIRTIO_SCSI_F_HOTPLUG))
 			vscsi_ev_push(s, VIRTIO_SCSI_T_TRANSPORT_RESET, lun,
 				      VIRTIO_SCSI_EVT_RESET_REMOVED);

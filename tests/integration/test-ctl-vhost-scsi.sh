@@ -36,6 +36,29 @@ json_check "$tmpdir/stdout" "r['frontend'] == 'vhost-user-scsi' and r['name'] ==
 expect_exit 0 c server-info
 json_check "$tmpdir/stdout" 'r["frontends"].count("vhost-user-scsi") == 1'
 
+# Each socket its own target name (LUNs without a disk id take their
+# WWN from it): paths that reduce to the same characters ('_' and '-',
+# upper and lower case) get a hash of the path; a path of only
+# [a-z0-9./] keeps the plain name. A device without LUNs is listed once.
+# (Relative paths: serve runs in $tmpdir, whose name has '-' and capitals.)
+tn=names
+mkdir "$tn"
+for n in vm_1 vm-1 VM1; do
+	expect_exit 0 c vhost-scsi-add "socket=$tn/$n.sock"
+	json_check "$tmpdir/stdout" "r['luns'] == [] and r['target'].startswith('iqn.2026-12.org.diskstack:vhost.') and '.h' in r['target']"
+	cp "$tmpdir/stdout" "$tn/$n.json"
+done
+expect_exit 0 c vhost-scsi-add "socket=$tn/vm1.sock"
+json_check "$tmpdir/stdout" "r['target'] == 'iqn.2026-12.org.diskstack:vhost.names-vm1.sock'"
+cp "$tmpdir/stdout" "$tn/vm1.json"
+"$PY" -I -c 'import json, sys; t = [json.load(open(f))["target"] for f in sys.argv[1:]]; sys.exit(len(set(t)) != len(t))' \
+	"$tn/vm_1.json" "$tn/vm-1.json" "$tn/VM1.json" "$tn/vm1.json" || fail "two sockets got the same target name"
+expect_exit 0 c export-list "name=$tn/vm_1.sock"
+json_check "$tmpdir/stdout" "len(r) == 1 and r[0]['lun'] is None and r[0]['target'] == json.load(open('$tn/vm_1.json'))['target']"
+for n in vm_1 vm-1 VM1 vm1; do
+	expect_exit 0 c vhost-scsi-del "socket=$tn/$n.sock"
+done
+
 # Errors: a socket served (by this device, by the command line's), a
 # bad spec (nothing is made), a bad queue count, unknown sockets.
 expect_exit 1 c vhost-scsi-add "socket=$vs" 'luns={"0":"mem:1M"}'

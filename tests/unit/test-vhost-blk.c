@@ -301,6 +301,15 @@ static void test_vhost_blk_range_segments(void **state)
 	assert_memory_equal(r, w, sizeof(w));
 	seg(s + 32, 32, 8, 4);
 	assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_DISCARD, 0, s, 48, true), VIRTIO_BLK_S_UNSUPP);
+	/* virtio 1.2 §5.2.6.2: an unknown flag in any segment is UNSUPP, even
+	 * when another segment is also out of range (before or after it). */
+	seg(s, 0, 8, 0);
+	seg(s + 16, (16u << 20) / 512 - 4, 8, 0);
+	seg(s + 32, 32, 8, 4);
+	assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_DISCARD, 0, s, 48, true), VIRTIO_BLK_S_UNSUPP);
+	seg(s, 0, 8, 4);
+	seg(s + 32, 32, 8, 0);
+	assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_DISCARD, 0, s, 48, true), VIRTIO_BLK_S_UNSUPP);
 	/* 65 segments: more than the limit. */
 	for (unsigned i = 0; i <= SEGS; i++)
 		seg(s + 16 * i, 8 * i, 8, 0);

@@ -247,7 +247,18 @@ static int vfront_wait_fd(int fd, int ms)
 	return n == 0 ? -ETIMEDOUT : 0;
 }
 
-/* Reads exactly @len bytes (the first segment may carry one fd). */
+/* Closes the fd a failed receive took, so that no caller leaks it. */
+static int vfront_drop_fd(int *fd, int ret)
+{
+	if (fd && *fd >= 0) {
+		close(*fd);
+		*fd = -1;
+	}
+	return ret;
+}
+
+/* Reads exactly @len bytes (the first segment may carry one fd; on an
+ * error, none is kept). */
 static int vfront_read(int sock, void *buf, size_t len, int *fd)
 {
 	size_t got = 0;
@@ -261,7 +272,7 @@ static int vfront_read(int sock, void *buf, size_t len, int *fd)
 		int ret;
 
 		if ((ret = vfront_wait_fd(sock, VF_TIMEOUT_MS)) < 0)
-			return ret;
+			return vfront_drop_fd(fd, ret);
 		n = vhu_recvmsg(sock, (uint8_t *)buf + got, len - got, 0, fds, &nfds);
 		for (unsigned i = 0; i < nfds; i++) {
 			if (fd && *fd < 0)
@@ -270,9 +281,9 @@ static int vfront_read(int sock, void *buf, size_t len, int *fd)
 				close(fds[i]);
 		}
 		if (n < 0)
-			return (int)n;
+			return vfront_drop_fd(fd, (int)n);
 		if (n == 0)
-			return -ECONNRESET;
+			return vfront_drop_fd(fd, -ECONNRESET);
 		got += (size_t)n;
 	}
 	return 0;
@@ -291,11 +302,11 @@ int vfront_recv(struct vfront *f, uint32_t req, void *payload, uint32_t room, ui
 	memcpy(&flags, hdr + 4, 4);
 	memcpy(&sz, hdr + 8, 4);
 	if (sz > VHU_MAX_PAYLOAD)
-		return -EPROTO;
+		return vfront_drop_fd(fd, -EPROTO);
 	if (sz && (ret = vfront_read(f->sock, junk, sz, NULL)) < 0)
-		return ret;
+		return vfront_drop_fd(fd, ret);
 	if (r != req || !(flags & VHU_FLAG_REPLY) || (flags & 3) != VHU_VERSION)
-		return -EPROTO;
+		return vfront_drop_fd(fd, -EPROTO);
 	memcpy(payload, junk, MIN(sz, room));
 	if (size)
 		*size = sz;
@@ -705,7 +716,7 @@ int vfront_wait_used(struct vfront *f, unsigned q, uint16_t *id, uint32_t *len)
 
 			memcpy(&e, vfront_used(f, q) + 4 + 8 * (vq->last_used % f->o.qsize), sizeof(e));
 			vq->last_used++;
-			if (e.id < VF_HEADS) {
+			if (e.id < MIN(f->o.qsize, VF_HEADS)) {
 				/* Give the chain's descriptors back. */
 				for (unsigned i = 0; i < vq->nchain[e.id]; i++)
 					vq->free[vq->nfree++] = vq->chain[e.id][i];
