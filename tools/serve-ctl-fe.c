@@ -965,32 +965,35 @@ static json_t *iscsi_target_remove(struct ctl_call *c, json_t *params)
 	return removed_reply(c, "iSCSI target", name, ret, n);
 }
 
-json_t *serve_ctl_fe_export_add(struct ctl_call *c, json_t *params, const char *frontend)
+/* What export-add and export-remove do for each frontend but NBD. */
+static const struct {
+	const char *frontend;
+	json_t *(*add)(struct ctl_call *c, json_t *params);
+	json_t *(*remove)(struct ctl_call *c, json_t *params);
+} fe_exports[] = {
+	{ "iscsi", iscsi_target_add, iscsi_target_remove },
+	{ "nvme-tcp", nvmf_subsys_add, nvmf_subsys_remove },
+	{ "vhost-user-blk", vhost_blk_export_add, vhost_blk_export_remove },
+	{ "vhost-user-scsi", vscsi_export_add, vscsi_export_remove },
+};
+
+static json_t *fe_export_call(struct ctl_call *c, json_t *params, const char *frontend, bool add)
 {
-	if (strcmp(frontend, "iscsi") == 0)
-		return iscsi_target_add(c, params);
-	if (strcmp(frontend, "nvme-tcp") == 0)
-		return nvmf_subsys_add(c, params);
-	if (strcmp(frontend, "vhost-user-scsi") == 0)
-		return vscsi_export_add(c, params);
-	if (strcmp(frontend, "vhost-user-blk") == 0)
-		return vhost_blk_export_add(c, params);
+	for (size_t i = 0; i < ARRAY_SIZE(fe_exports); i++)
+		if (strcmp(frontend, fe_exports[i].frontend) == 0)
+			return add ? fe_exports[i].add(c, params) : fe_exports[i].remove(c, params);
 	return ctl_fail_paramf(c, "frontend must be nbd, iscsi, nvme-tcp, vhost-user-blk or "
 			       "vhost-user-scsi");
 }
 
+json_t *serve_ctl_fe_export_add(struct ctl_call *c, json_t *params, const char *frontend)
+{
+	return fe_export_call(c, params, frontend, true);
+}
+
 json_t *serve_ctl_fe_export_remove(struct ctl_call *c, json_t *params, const char *frontend)
 {
-	if (strcmp(frontend, "iscsi") == 0)
-		return iscsi_target_remove(c, params);
-	if (strcmp(frontend, "nvme-tcp") == 0)
-		return nvmf_subsys_remove(c, params);
-	if (strcmp(frontend, "vhost-user-scsi") == 0)
-		return vscsi_export_remove(c, params);
-	if (strcmp(frontend, "vhost-user-blk") == 0)
-		return vhost_blk_export_remove(c, params);
-	return ctl_fail_paramf(c, "frontend must be nbd, iscsi, nvme-tcp, vhost-user-blk or "
-			       "vhost-user-scsi");
+	return fe_export_call(c, params, frontend, false);
 }
 
 /* ---- NVMe/TCP namespaces ----------------------------------------------------- */

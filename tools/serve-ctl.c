@@ -456,7 +456,8 @@ static bool frontend_of(struct ctl_call *c, json_t *params, const char **fe)
 	if (!v)
 		return true;
 	if (!json_is_string(v)) {
-		ctl_fail_paramf(c, "frontend must be a string: nbd, iscsi or nvme-tcp");
+		ctl_fail_paramf(c, "frontend must be a string: nbd, iscsi, nvme-tcp, "
+				"vhost-user-blk or vhost-user-scsi");
 		return false;
 	}
 	*fe = json_string_value(v);
