@@ -463,35 +463,45 @@ static json_t *vhost_blk_del(struct ctl_call *c, const char *socket)
 	return serve_ctl_not_found(c, socket);
 }
 
-/* export-remove frontend=vhost-user-blk name=SOCKET: requests in flight
- * complete first (mode and timeout_ms are accepted, as for the other
- * vhost-user devices, and change nothing). */
-static json_t *vhost_blk_export_remove(struct ctl_call *c, json_t *params)
-{
-	const char *fe, *socket, *mode = "drain";
-	json_int_t timeout = 0;
-	json_error_t je;
-	json_t *res;
+static bool export_remove_params(struct ctl_call *c, json_t *params, const char **name,
+				 const char **mode, json_int_t *timeout);
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:I}", "frontend", &fe,
-			   "name", &socket, "mode", &mode, "timeout_ms", &timeout) < 0)
-		return ctl_fail_params(c, &je);
-	if (strcmp(mode, "drain") != 0 && strcmp(mode, "force") != 0)
-		return ctl_fail_paramf(c, "mode must be drain or force");
-	res = vhost_blk_del(c, socket);
-	if (res)
-		json_object_set_new(res, "flushed", json_true());
-	return res;
-}
-
-json_t *serve_ctl_vhost_blk_del(struct ctl_call *c, json_t *params)
+/* vhost-blk-del and vhost-scsi-del: @del of {socket}. */
+static json_t *socket_del_call(struct ctl_call *c, json_t *params,
+			       json_t *(*del)(struct ctl_call *c, const char *socket))
 {
 	const char *socket;
 	json_error_t je;
 
 	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "socket", &socket) < 0)
 		return ctl_fail_params(c, &je);
-	return vhost_blk_del(c, socket);
+	return del(c, socket);
+}
+
+/* export-remove frontend=vhost-user-blk|-scsi name=SOCKET: @del, answering
+ * {flushed: true}. mode and timeout_ms are accepted and checked, and change
+ * nothing: the requests in flight always complete. */
+static json_t *socket_export_remove(struct ctl_call *c, json_t *params,
+				    json_t *(*del)(struct ctl_call *c, const char *socket))
+{
+	const char *socket, *mode;
+	json_int_t timeout;
+	json_t *res;
+
+	if (!export_remove_params(c, params, &socket, &mode, &timeout) || !(res = del(c, socket)))
+		return NULL;
+	json_object_set_new(res, "flushed", json_true());
+	return res;
+}
+
+static json_t *vhost_blk_export_remove(struct ctl_call *c, json_t *params)
+{
+	return socket_export_remove(c, params, vhost_blk_del);
+}
+
+json_t *serve_ctl_vhost_blk_del(struct ctl_call *c, json_t *params)
+{
+	return socket_del_call(c, params, vhost_blk_del);
 }
 
 /* ---- iSCSI LUNs ------------------------------------------------------------ */
@@ -550,23 +560,42 @@ static json_t *scsi_lun_add(struct ctl_call *c, struct scsi_target *t, struct se
 	return res;
 }
 
+/* The parameters of iscsi-lun-add and vhost-scsi-lun-add ({@key, lun,
+ * spec, read_only}; @key optional for iSCSI) and their checks before the
+ * target is looked up: the number, a writable LUN under `serve -r`, a
+ * server stopping. False after failing @c. */
+static bool lun_add_params(struct ctl_call *c, json_t *params, const char *key, bool optional,
+			   const char **name, json_int_t *lunp, const char **text, int *rop)
+{
+	json_int_t lun;
+	json_error_t je;
+	int ro = serve_ctl_opts_of(c)->read_only;
+
+	if (json_unpack_ex(params, &je, JSON_STRICT,
+			   optional ? "{s?:s, s:I, s:s, s?:b}" : "{s:s, s:I, s:s, s?:b}", key, name,
+			   "lun", &lun, "spec", text, "read_only", &ro) < 0) {
+		ctl_fail_params(c, &je);
+		return false;
+	}
+	*lunp = lun;
+	*rop = ro;
+	if (lun < 0 || lun >= SCSI_MAX_LUNS) {
+		ctl_fail_paramf(c, "lun must be 0..%u", SCSI_MAX_LUNS - 1);
+		return false;
+	}
+	return !serve_ctl_refuse_writable(c, ro) && !serve_ctl_refuse_when_stopping(c);
+}
+
 json_t *serve_ctl_iscsi_lun_add(struct ctl_call *c, json_t *params)
 {
 	const char *target = NULL, *text;
 	json_int_t lun;
 	struct serve_iscsi *si;
 	struct scsi_target *t;
-	json_error_t je;
-	int ro = serve_ctl_opts_of(c)->read_only;
+	int ro;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s?:s, s:I, s:s, s?:b}", "target", &target,
-			   "lun", &lun, "spec", &text, "read_only", &ro) < 0)
-		return ctl_fail_params(c, &je);
-	if (lun < 0 || lun >= SCSI_MAX_LUNS)
-		return ctl_fail_paramf(c, "lun must be 0..%u", SCSI_MAX_LUNS - 1);
-	if (serve_ctl_refuse_writable(c, ro))
-		return NULL;
-	if (serve_ctl_refuse_when_stopping(c) || !(si = iscsi_of(c, target)))
+	if (!lun_add_params(c, params, "target", true, &target, &lun, &text, &ro) ||
+	    !(si = iscsi_of(c, target)))
 		return NULL;
 	if (!(t = serve_iscsi_target(si, target)))
 		return serve_ctl_not_found(c, target ? target : "(the default target)");
@@ -927,6 +956,24 @@ static bool remove_opts(struct ctl_call *c, const char *mode, json_int_t timeout
 	return true;
 }
 
+/* The parameters of export-remove for the other frontends ({frontend,
+ * name, mode, timeout_ms}), checked. False after failing @c. */
+static bool export_remove_params(struct ctl_call *c, json_t *params, const char **name,
+				 const char **mode, json_int_t *timeout)
+{
+	const char *fe;
+	json_error_t je;
+
+	*mode = "drain";
+	*timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:I}", "frontend", &fe,
+			   "name", name, "mode", mode, "timeout_ms", timeout) < 0) {
+		ctl_fail_params(c, &je);
+		return false;
+	}
+	return remove_opts(c, *mode, *timeout);
+}
+
 /* The reply of a whole-target removal that returned @ret. */
 static json_t *removed_reply(struct ctl_call *c, const char *what, const char *name, int ret,
 			     unsigned n)
@@ -948,17 +995,13 @@ static json_t *removed_reply(struct ctl_call *c, const char *what, const char *n
 /* export-remove frontend=iscsi name=IQN mode timeout_ms */
 static json_t *iscsi_target_remove(struct ctl_call *c, json_t *params)
 {
-	const char *fe, *name, *mode = "drain";
-	json_int_t timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	const char *name, *mode;
+	json_int_t timeout;
 	struct serve_iscsi *si;
 	unsigned n = 0;
-	json_error_t je;
 	int ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:I}", "frontend", &fe,
-			   "name", &name, "mode", &mode, "timeout_ms", &timeout) < 0)
-		return ctl_fail_params(c, &je);
-	if (!remove_opts(c, mode, timeout) || !(si = iscsi_of(c, name)))
+	if (!export_remove_params(c, params, &name, &mode, &timeout) || !(si = iscsi_of(c, name)))
 		return NULL;
 	ret = serve_iscsi_target_remove(si, name, strcmp(mode, "force") == 0, (unsigned)timeout,
 					&n);
@@ -1125,16 +1168,12 @@ static json_t *nvmf_subsys_add(struct ctl_call *c, json_t *params)
 static json_t *nvmf_subsys_remove(struct ctl_call *c, json_t *params)
 {
 	struct serve_nvmf *sn = serve_ctl_opts_of(c)->nvmf;
-	const char *fe, *name, *mode = "drain";
-	json_int_t timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
+	const char *name, *mode;
+	json_int_t timeout;
 	unsigned n = 0;
-	json_error_t je;
 	int ret;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:I}", "frontend", &fe,
-			   "name", &name, "mode", &mode, "timeout_ms", &timeout) < 0)
-		return ctl_fail_params(c, &je);
-	if (!remove_opts(c, mode, timeout))
+	if (!export_remove_params(c, params, &name, &mode, &timeout))
 		return NULL;
 	if (!sn || !sn->srv)
 		return serve_ctl_not_supported(c, name, "serve runs no NVMe/TCP target (--nvme-tcp)");
@@ -1464,30 +1503,12 @@ static json_t *vscsi_del(struct ctl_call *c, const char *socket)
 
 json_t *serve_ctl_vhost_scsi_del(struct ctl_call *c, json_t *params)
 {
-	const char *socket;
-	json_error_t je;
-
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s}", "socket", &socket) < 0)
-		return ctl_fail_params(c, &je);
-	return vscsi_del(c, socket);
+	return socket_del_call(c, params, vscsi_del);
 }
 
-/* export-remove frontend=vhost-user-scsi name=SOCKET (mode, timeout_ms:
- * accepted; requests in flight always complete) */
 static json_t *vscsi_export_remove(struct ctl_call *c, json_t *params)
 {
-	const char *fe, *socket, *mode = "drain";
-	json_int_t timeout = SERVE_CTL_REMOVE_TIMEOUT_MS;
-	json_error_t je;
-	json_t *res;
-
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:s, s?:s, s?:I}", "frontend", &fe,
-			   "name", &socket, "mode", &mode, "timeout_ms", &timeout) < 0)
-		return ctl_fail_params(c, &je);
-	if (!remove_opts(c, mode, timeout) || !(res = vscsi_del(c, socket)))
-		return NULL;
-	json_object_set_new(res, "flushed", json_true());
-	return res;
+	return socket_export_remove(c, params, vscsi_del);
 }
 
 json_t *serve_ctl_vhost_scsi_lun_add(struct ctl_call *c, json_t *params)
@@ -1495,15 +1516,9 @@ json_t *serve_ctl_vhost_scsi_lun_add(struct ctl_call *c, json_t *params)
 	const char *socket, *text;
 	json_int_t lun;
 	struct serve_vscsi *v;
-	json_error_t je;
-	int ro = serve_ctl_opts_of(c)->read_only;
+	int ro;
 
-	if (json_unpack_ex(params, &je, JSON_STRICT, "{s:s, s:I, s:s, s?:b}", "socket", &socket,
-			   "lun", &lun, "spec", &text, "read_only", &ro) < 0)
-		return ctl_fail_params(c, &je);
-	if (lun < 0 || lun >= SCSI_MAX_LUNS)
-		return ctl_fail_paramf(c, "lun must be 0..%u", SCSI_MAX_LUNS - 1);
-	if (serve_ctl_refuse_writable(c, ro) || serve_ctl_refuse_when_stopping(c))
+	if (!lun_add_params(c, params, "socket", false, &socket, &lun, &text, &ro))
 		return NULL;
 	if (!(v = vscsi_find(c, socket, NULL)))
 		return serve_ctl_not_found(c, socket);
