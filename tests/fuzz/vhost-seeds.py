@@ -146,6 +146,14 @@ def main(d):
     g.request(99, 0)
     g.request(WZ, 0, seg(0, 8, 2))
     seeds.append(g)
+    # Several DISCARD / WRITE_ZEROES segments in one request, one of them
+    # past the end or with an unknown flag.
+    g = Guest(k=3)
+    g.request(DISCARD, 0, seg(0, 8) + seg(64, 8) + seg(16, 8), indirect=True)
+    g.request(WZ, 0, seg(8, 8, 1) + seg(32, 8), indirect=True)
+    g.request(DISCARD, 0, seg(0, 8) + seg(1 << 40, 8), indirect=True)
+    g.request(DISCARD, 0, seg(0, 8) + seg(8, 8, 4), indirect=True)
+    seeds.append(g)
     os.makedirs(d, exist_ok=True)
     for i, g in enumerate(seeds):
         with open(os.path.join(d, "ring%d" % i), "wb") as f:
