@@ -127,7 +127,7 @@ for name, (want_read, want_write) in EXPECT.items():
     expect(q, 1, name + " read", op_read, want_read)
     for what, f in WRITING.items():
         expect(q, 1, "%s %s" % (name, what), f, want_write)
-    r = ctl("fault-set", "target=" + target, "rules=flush:" + name)
+    ctl("fault-set", "target=" + target, "rules=flush:" + name)
     expect(q, 1, name + " flush", op_flush, want_write)
     r = ctl("fault-get", "target=" + target)
     assert r["stats"] == [{"matched": 1, "injected": 1}], (name, r)

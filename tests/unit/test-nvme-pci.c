@@ -750,6 +750,7 @@ static void test_nvme_pci_error_statuses(void **state)
 	char rules[64], err[256];
 	uint64_t buf, range;
 	struct fix f;
+	int st;
 
 	(void)state;
 	fix_open(&f, "error:read:eio;range=0-7:mem:1M", true);
@@ -761,18 +762,20 @@ static void test_nvme_pci_error_statuses(void **state)
 
 		snprintf(rules, sizeof(rules), "all:%s;range=0-7", t->name);
 		assert_int_equal(error_disk_set(f.d, rules, err, sizeof(err)), 0);
-		if (io_cmd(&f, 0x02, 0, buf, range) != t->read)
-			fail_msg("%s read: status %#x, want %#x", t->name,
-				 io_cmd(&f, 0x02, 0, buf, range), t->read);
-		for (size_t w = 0; w < sizeof(writing); w++)
-			if (io_cmd(&f, writing[w], 0, buf, range) != t->write)
+		st = io_cmd(&f, 0x02, 0, buf, range);
+		if (st != t->read)
+			fail_msg("%s read: status %#x, want %#x", t->name, st, t->read);
+		for (size_t w = 0; w < sizeof(writing); w++) {
+			st = io_cmd(&f, writing[w], 0, buf, range);
+			if (st != t->write)
 				fail_msg("%s opcode %#x: status %#x, want %#x", t->name, writing[w],
-					 io_cmd(&f, writing[w], 0, buf, range), t->write);
+					 st, t->write);
+		}
 		snprintf(rules, sizeof(rules), "flush:%s", t->name);
 		assert_int_equal(error_disk_set(f.d, rules, err, sizeof(err)), 0);
-		if (io_cmd(&f, 0x00, 0, buf, range) != t->write)
-			fail_msg("%s flush: status %#x, want %#x", t->name,
-				 io_cmd(&f, 0x00, 0, buf, range), t->write);
+		st = io_cmd(&f, 0x00, 0, buf, range);
+		if (st != t->write)
+			fail_msg("%s flush: status %#x, want %#x", t->name, st, t->write);
 		/* The function goes on serving: I/O the rules do not match. */
 		assert_int_equal(io_cmd(&f, 0x01, 64, buf, range), 0);
 		assert_int_equal(io_cmd(&f, 0x02, 64, buf, range), 0);
