@@ -5,7 +5,8 @@
  * bring-up as Linux does it, seeded random I/O across several queues
  * against a flat model of the disk (PRPs, PRP lists, SGLs), queue
  * management statuses, MSI-X masking and coalescing, reset under load,
- * shutdown, bad doorbells, bad PRPs, save/restore.
+ * shutdown, bad doorbells, bad PRPs, save/restore, the completion status
+ * of each status the error: decorator injects.
  */
 #include "config.h"
 
@@ -13,11 +14,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
+#include "common/compiler.h"
 #include "common/endian.h"
+#include "storage/decorators/error.h"
 #include "storage/disk.h"
 #include "tests/unit/nvmetest.h"
 #include "tests/unit/pciguest.h"
@@ -693,6 +697,98 @@ static void test_nvme_pci_save_restore(void **state)
 	disk_unref(d2);
 }
 
+/* The status each injected status completes with (docs/decorator-error.md,
+ * "What each frontend reports"; NVMe Base spec: Generic Command Status,
+ * Media and Data Integrity Errors, and DNR where a retry cannot help). */
+static const struct injected_status {
+	const char *name;
+	int read, write;                  /* the write column: every writing command */
+} injected_statuses[] = {
+	{ "eio", NVMEEMU_UNRECOVERED_READ, NVMEEMU_WRITE_FAULT },
+	{ "enodata", NVMEEMU_UNRECOVERED_READ, NVMEEMU_WRITE_FAULT },
+	{ "eilseq", NVMEEMU_UNRECOVERED_READ, NVMEEMU_WRITE_FAULT },
+	{ "medium", NVMEEMU_UNRECOVERED_READ, NVMEEMU_WRITE_FAULT },
+	{ "readonly", NVMEEMU_WRITE_TO_RO | NVMEEMU_DNR, NVMEEMU_WRITE_TO_RO | NVMEEMU_DNR },
+	{ "erofs", NVMEEMU_WRITE_TO_RO | NVMEEMU_DNR, NVMEEMU_WRITE_TO_RO | NVMEEMU_DNR },
+	{ "eperm", NVMEEMU_WRITE_TO_RO | NVMEEMU_DNR, NVMEEMU_WRITE_TO_RO | NVMEEMU_DNR },
+	{ "eacces", NVMEEMU_WRITE_TO_RO | NVMEEMU_DNR, NVMEEMU_WRITE_TO_RO | NVMEEMU_DNR },
+	{ "enospc", NVMEEMU_CAPACITY_EXCEEDED | NVMEEMU_DNR, NVMEEMU_CAPACITY_EXCEEDED | NVMEEMU_DNR },
+	{ "edquot", NVMEEMU_CAPACITY_EXCEEDED | NVMEEMU_DNR, NVMEEMU_CAPACITY_EXCEEDED | NVMEEMU_DNR },
+	{ "efbig", NVMEEMU_CAPACITY_EXCEEDED | NVMEEMU_DNR, NVMEEMU_CAPACITY_EXCEEDED | NVMEEMU_DNR },
+	{ "einval", NVMEEMU_INVALID_FIELD | NVMEEMU_DNR, NVMEEMU_INVALID_FIELD | NVMEEMU_DNR },
+	{ "enotsup", NVMEEMU_INVALID_FIELD | NVMEEMU_DNR, NVMEEMU_INVALID_FIELD | NVMEEMU_DNR },
+	{ "enomem", NVMEEMU_INTERNAL_ERROR, NVMEEMU_INTERNAL_ERROR },
+	{ "eagain", NVMEEMU_INTERNAL_ERROR, NVMEEMU_INTERNAL_ERROR },
+	{ "etimedout", NVMEEMU_INTERNAL_ERROR, NVMEEMU_INTERNAL_ERROR },
+	{ "ebusy", NVMEEMU_INTERNAL_ERROR, NVMEEMU_INTERNAL_ERROR },
+	{ "eshutdown", NVMEEMU_INTERNAL_ERROR, NVMEEMU_INTERNAL_ERROR },
+	{ "enodev", NVMEEMU_INTERNAL_ERROR, NVMEEMU_INTERNAL_ERROR },
+	{ "enxio", NVMEEMU_INTERNAL_ERROR, NVMEEMU_INTERNAL_ERROR },
+};
+
+/* Read, Write, Write Zeroes, Dataset Management (deallocate) and Flush of
+ * 8 sectors at @lba; the I/O command's status. */
+static int io_cmd(struct fix *f, uint8_t opc, uint64_t lba, uint64_t buf, uint64_t range)
+{
+	uint8_t sqe[64];
+
+	if (opc == 0x09) {                                 /* one range (NR 0), AD */
+		memset(pg_ptr(&f->g, range), 0, 16);
+		ds_put_le32(pg_ptr(&f->g, range) + 4, 8);
+		ds_put_le64(pg_ptr(&f->g, range) + 8, lba);
+		pg_sqe(sqe, opc, 1, range, 0, 0, 1u << 2, 0);
+	} else {
+		pg_sqe(sqe, opc, 1, opc == 0x00 ? 0 : buf, 0, (uint32_t)lba,
+		       (uint32_t)(lba >> 32), opc == 0x00 ? 0 : 7);
+	}
+	return pg_cmd(&f->g, 1, sqe, NULL);
+}
+
+static void test_nvme_pci_error_statuses(void **state)
+{
+	static const uint8_t writing[] = { 0x01, 0x08, 0x09 };
+	char rules[64], err[256];
+	uint64_t buf, range;
+	struct fix f;
+	int st;
+
+	(void)state;
+	fix_open(&f, "error:read:eio;range=0-7:mem:1M", true);
+	assert_int_equal(pg_create_queues(&f.g, 1, 16), 0);
+	buf = pg_alloc(&f.g, 1), range = pg_alloc(&f.g, 1);
+	assert_int_equal(io_cmd(&f, 0x02, 0, buf, range), NVMEEMU_UNRECOVERED_READ);
+	for (size_t i = 0; i < ARRAY_SIZE(injected_statuses); i++) {
+		const struct injected_status *t = &injected_statuses[i];
+
+		snprintf(rules, sizeof(rules), "all:%s;range=0-7", t->name);
+		assert_int_equal(error_disk_set(f.d, rules, err, sizeof(err)), 0);
+		st = io_cmd(&f, 0x02, 0, buf, range);
+		if (st != t->read)
+			fail_msg("%s read: status %#x, want %#x", t->name, st, t->read);
+		for (size_t w = 0; w < sizeof(writing); w++) {
+			st = io_cmd(&f, writing[w], 0, buf, range);
+			if (st != t->write)
+				fail_msg("%s opcode %#x: status %#x, want %#x", t->name, writing[w],
+					 st, t->write);
+		}
+		snprintf(rules, sizeof(rules), "flush:%s", t->name);
+		assert_int_equal(error_disk_set(f.d, rules, err, sizeof(err)), 0);
+		st = io_cmd(&f, 0x00, 0, buf, range);
+		if (st != t->write)
+			fail_msg("%s flush: status %#x, want %#x", t->name, st, t->write);
+		/* The function goes on serving: I/O the rules do not match. */
+		assert_int_equal(io_cmd(&f, 0x01, 64, buf, range), 0);
+		assert_int_equal(io_cmd(&f, 0x02, 64, buf, range), 0);
+		assert_int_equal(pg_rd32(&f.g, 0x1c) & 2, 0);       /* CSTS.CFS */
+	}
+	assert_int_equal(error_disk_clear(f.d), 0);
+	for (size_t w = 0; w < sizeof(writing); w++)
+		assert_int_equal(io_cmd(&f, writing[w], 0, buf, range), 0);
+	assert_int_equal(io_cmd(&f, 0x00, 0, buf, range), 0);
+	assert_int_equal(io_cmd(&f, 0x02, 0, buf, range), 0);
+	fix_close(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -711,6 +807,7 @@ int main(void)
 		cmocka_unit_test(test_nvme_pci_msix_mask),
 		cmocka_unit_test(test_nvme_pci_coalescing),
 		cmocka_unit_test(test_nvme_pci_save_restore),
+		cmocka_unit_test(test_nvme_pci_error_statuses),
 	};
 
 	return cmocka_run_group_tests(tests, tu_reactor_setup, tu_reactor_teardown);

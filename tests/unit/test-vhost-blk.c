@@ -4,7 +4,8 @@
  * driven by the host-side test front-end (vhostfront.h) exactly as QEMU 7.2
  * drives it (docs/vhost.md): the message sequence and negotiation, the
  * config space, every request type, read-only, stop/start, resize
- * notifications and reconnects.
+ * notifications and reconnects, the status byte of each status the
+ * error: decorator injects.
  */
 #include "config.h"
 
@@ -21,6 +22,7 @@
 #include <cmocka.h>
 
 #include "common/endian.h"
+#include "storage/decorators/error.h"
 #include "storage/disk.h"
 #include "storage/layered.h"
 #include "storage/spec.h"
@@ -663,6 +665,69 @@ static void test_vhost_blk_reconnect_inflight(void **state)
 	vt_teardown(&t);
 }
 
+/* Every status the error: decorator injects (docs/decorator-error.md) is
+ * a failed I/O to the driver: VIRTIO_BLK_S_IOERR, as vhostblk_status()
+ * says (virtio 1.2 §5.2.6 has no finer status; VIRTIO_BLK_S_UNSUPP is
+ * for a request type or flag the device does not do, which none of these
+ * is). Reads, writes, flushes, discards and write-zeroes (with and
+ * without the unmap flag, single and multi-segment) each fail, and the
+ * device goes on serving what the rules do not match. */
+static void test_vhost_blk_error_statuses(void **state)
+{
+	static const char *const statuses[] = {
+		"eio", "enospc", "edquot", "efbig", "eperm", "eacces", "erofs", "enomem",
+		"einval", "enodev", "enxio", "etimedout", "eagain", "ebusy", "eshutdown",
+		"enotsup", "enodata", "eilseq", "medium", "readonly",
+	};
+	static uint8_t w[4096], r[4096];
+	uint8_t s[32];
+	char rules[64], err[256];
+	struct disk *d;
+	struct vt t;
+
+	(void)state;
+	(void)tu_reactor();
+	assert_int_equal(spec_open_str("error:read:eio;range=0-7:mem:16M", false, NULL, &d, err,
+				       sizeof(err)), 0);
+	vt_setup(&t, &(struct vt_opts){ .disk = d });
+	assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_IN, 0, r, sizeof(r), true), VIRTIO_BLK_S_IOERR);
+	tu_fill(w, sizeof(w), 3, 0);
+	for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+		snprintf(rules, sizeof(rules), "all:%s;range=0-7", statuses[i]);
+		assert_int_equal(error_disk_set(d, rules, err, sizeof(err)), 0);
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_IN, 0, r, sizeof(r), true), VIRTIO_BLK_S_IOERR);
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_OUT, 0, w, sizeof(w), true), VIRTIO_BLK_S_IOERR);
+		seg(s, 0, 8, 0);
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_DISCARD, 0, s, 16, true), VIRTIO_BLK_S_IOERR);
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_WRITE_ZEROES, 0, s, 16, true),
+				 VIRTIO_BLK_S_IOERR);
+		seg(s, 0, 8, VIRTIO_BLK_WZ_F_UNMAP);
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_WRITE_ZEROES, 0, s, 16, true),
+				 VIRTIO_BLK_S_IOERR);
+		/* The second segment of two fails. */
+		seg(s, 64, 8, 0), seg(s + 16, 0, 8, 0);
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_DISCARD, 0, s, 32, true), VIRTIO_BLK_S_IOERR);
+		snprintf(rules, sizeof(rules), "flush:%s", statuses[i]);
+		assert_int_equal(error_disk_set(d, rules, err, sizeof(err)), 0);
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_FLUSH, 0, NULL, 0, false), VIRTIO_BLK_S_IOERR);
+		/* Still serving: I/O the rules do not match, and an unknown
+		 * flag still gets UNSUPP. */
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_OUT, 64, w, sizeof(w), true), VIRTIO_BLK_S_OK);
+		memset(r, 0, sizeof(r));
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_IN, 64, r, sizeof(r), true), VIRTIO_BLK_S_OK);
+		assert_memory_equal(r, w, sizeof(w));
+		seg(s, 64, 8, 1);
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_DISCARD, 0, s, 16, true), VIRTIO_BLK_S_UNSUPP);
+	}
+	assert_int_equal(error_disk_clear(d), 0);
+	assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_OUT, 0, w, sizeof(w), true), VIRTIO_BLK_S_OK);
+	assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_IN, 0, r, sizeof(r), true), VIRTIO_BLK_S_OK);
+	assert_memory_equal(r, w, sizeof(w));
+	assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_FLUSH, 0, NULL, 0, false), VIRTIO_BLK_S_OK);
+	vt_teardown(&t);
+	disk_unref(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -679,6 +744,7 @@ int main(void)
 		cmocka_unit_test(test_vhost_blk_call_swap_pending),
 		cmocka_unit_test(test_vhost_blk_resize_notify),
 		cmocka_unit_test(test_vhost_blk_reconnect_inflight),
+		cmocka_unit_test(test_vhost_blk_error_statuses),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
