@@ -2355,7 +2355,7 @@ int sqlitelayer_spec_open_autocache(const struct spec *s, bool read_only,
 	const char *root;
 	int r;
 
-	r = spec_autocache_dir(ctx, &root, err, errlen);
+	r = sqlitelayer_autocache_dir(ctx, &root, err, errlen);
 	if (r < 0)
 		return r;
 	*read_cache = true;
