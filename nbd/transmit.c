@@ -45,8 +45,8 @@
  *   (or NULL); those go to the connection's pool (bounded by
  *   NBDSRV_CONN_CACHE_BYTES) for the next payload. The blocks only reach
  *   the disk once the whole payload is in, so a client that vanishes
- *   mid-payload changes nothing. Measured: 1 MiB sequential writes on
- *   mem: 0.92x -> 1.39x nbdkit --threads 1 (docs/bench-nbd.md, run 6). READ data is
+ *   mid-payload changes nothing. This saves the copy into the disk's
+ *   pages (docs/bench-nbd.md, "Write payloads adopted by the disk"). READ data is
  *   sent from the buffer the disk filled, the reply header in front of it,
  *   gathered with other replies into one sendmsg (conn.c).
  * - Read budget per pass: parsing stops once a pass has dispatched
@@ -58,18 +58,15 @@
  *   socket copy read cold buffers; with it each buffer is sent while it is
  *   still in cache and the freed slot (LIFO) reuses it. Disks that complete
  *   later lose nothing: the next pass follows at once, not after the
- *   completion. Measured (1 MiB reads, QD8, mem:, one quiet A/B): the
- *   RAM layer's copy ~90 -> ~57 us per read, 4-9% less CPU per read,
- *   10-15% more IOPS (docs/bench-nbd.md).
+ *   completion. Figures: docs/bench-nbd.md, "Read budget per pass".
  * - Structured READs ask the disk's block status alongside the read (both
  *   are submitted together) and send OFFSET_HOLE chunks for ranges that
  *   read as zeroes, OFFSET_DATA for the rest. With DF the reply is a
  *   single chunk (OFFSET_HOLE only if the whole range is a hole). Probing
  *   is adaptive: block status can cost far more than the read
- *   (SEEK_HOLE on a fully written 1 GiB tmpfs file walks every page:
- *   about 2.8 ms, which took 4k random reads of a file: export from ~50k
- *   to 108 IOPS when every read probed), and on dense data it finds
- *   nothing. So only reads of NBDSRV_HOLE_MIN_BYTES or more probe; a
+ *   (SEEK_HOLE on a fully written tmpfs file walks every page: see
+ *   docs/bench-nbd.md, "Adaptive hole probing"), and on dense data it
+ *   finds nothing. So only reads of NBDSRV_HOLE_MIN_BYTES or more probe; a
  *   probe that finds a hole refills the connection's credit, one that
  *   finds none spends it, and with no credit left the connection probes
  *   once per NBDSRV_HOLE_REPROBE_BYTES read. Sending zeroes as data is

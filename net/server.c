@@ -686,10 +686,10 @@ static void listener_accept_cb(struct reactor_op *op, int res)
 		setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	} else {
 		/* Unix sockets do not autotune: with the default ~208 KiB a
-		 * 1 MiB reply goes out in pieces, one wake-up each. Measured
-		 * (1M reads, QD8): 5x fewer io_uring_enter, 25x fewer context
-		 * switches, ~10% less CPU. XXX: capped by net.core.wmem_max
-		 * (212992 on a stock Debian, so no effect there). */
+		 * 1 MiB reply goes out in pieces, one wake-up each (figures:
+		 * docs/bench-nbd.md, "Unix socket send buffer"). XXX: capped by
+		 * net.core.wmem_max (212992 on a stock Debian, so no effect
+		 * there). */
 		int sz = NETSRV_UNIX_SNDBUF;
 
 		setsockopt(res, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));

@@ -149,6 +149,15 @@ enum spec_tail {
 
 #define SPEC_MAX_ARGS 4
 
+/* Where a node's writes persist (spec_write_path: frontends keep state
+ * next to the data, e.g. a SCSI LU's persistent reservations). */
+enum spec_writes {
+	SPEC_WRITES_BELOW,        /* in its inner spec, if it has one (decorators,
+	                           * read caches); none without (the default) */
+	SPEC_WRITES_PATH,         /* in the local file its @path names */
+	SPEC_WRITES_LOST,         /* kept by the node itself, nowhere lasting (RAM) */
+};
+
 /* ---- the registry entry ------------------------------------------------------ */
 
 /*
@@ -190,6 +199,8 @@ struct spec_kind {
 	/* A spec with no ':' (or starting with '/') is a node of this kind,
 	 * parsed as its arguments (one kind only: file). */
 	bool bare_path;
+	/* Where writes through this node persist (spec_write_path). */
+	enum spec_writes writes;
 	/* Optional: checks, before anything in the tree is opened or
 	 * created, what the node needs from the context (autocache: a cache
 	 * directory). 0, or -errno with a message in @err. */
@@ -234,11 +245,6 @@ int spec_open_decorator(const struct spec *s, bool read_only, const struct spec_
 			int (*wrap)(const struct spec *s, struct disk *lower, void *arg,
 				    struct disk **out, char *err, size_t errlen),
 			void *arg, struct disk **out, char *err, size_t errlen);
-
-/* The autocache root: ctx->cache_dir, else $DISKSTACK_AUTOCACHE_DIR (@ctx
- * may be NULL). Returns 0 with a borrowed string in *out, or -EINVAL with a
- * message in @err when neither is set. */
-int spec_autocache_dir(const struct spec_ctx *ctx, const char **out, char *err, size_t errlen);
 
 /* Parses a size ("512", "64K", "1G", "1GB"). Returns 0 or -EINVAL/-ERANGE. */
 int spec_parse_size(const char *s, size_t len, uint64_t *out);

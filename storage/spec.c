@@ -729,17 +729,15 @@ int spec_write_path(const char *text, char *buf, size_t len)
 
 	if (spec_parse(text, &s, NULL, 0) < 0)
 		return -EINVAL;
-	/* Down the chain of single inner specs to the node writes land in:
-	 * a file, an SQLite disk or the top SQLite diff layer. A RAM layer,
-	 * several members or a remote disk keep nothing here. */
+	/* Down the chain of single inner specs to the node writes land in,
+	 * as each kind declares (kind.h: enum spec_writes). A node that keeps
+	 * them itself, several members or a remote disk keep nothing here. */
 	for (n = s; n; n = n->inner) {
-		const char *k = n->kind->name;
-
-		if (strcmp(k, "file") == 0 || strcmp(k, "sql") == 0 || strcmp(k, "sqldiff") == 0) {
+		if (n->kind->writes == SPEC_WRITES_PATH) {
 			r = snprintf(buf, len, "%s", n->path) < (int)len ? 0 : -ENAMETOOLONG;
 			break;
 		}
-		if (strcmp(k, "memdiff") == 0)
+		if (n->kind->writes == SPEC_WRITES_LOST)
 			break;
 	}
 	spec_free(s);
@@ -781,23 +779,6 @@ int spec_parse(const char *text, struct spec **out, char *err, size_t errlen)
 }
 
 /* ---- the resolver ---------------------------------------------------------- */
-
-/* The autocache root. */
-int spec_autocache_dir(const struct spec_ctx *ctx, const char **out, char *err, size_t errlen)
-{
-	const char *dir = ctx ? ctx->cache_dir : NULL;
-
-	if (!dir || !*dir)
-		dir = getenv("DISKSTACK_AUTOCACHE_DIR");
-	if (!dir || !*dir) {
-		(void)errbuf_printf(err, errlen,
-			  "autocache needs a cache directory: set DISKSTACK_AUTOCACHE_DIR "
-			  "(or give one on the command line)");
-		return -EINVAL;
-	}
-	*out = dir;
-	return 0;
-}
 
 /* The text of node @s with secrets removed (each kind that takes URLs
  * gives its redact function), for messages: "<node text>: <why>". */

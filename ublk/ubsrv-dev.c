@@ -20,9 +20,9 @@
  *   fails, CMD_IOCTL_ENCODE selects the encoded I/O opcodes.
  * - Copy mode: --copy auto (the default) is kernel copy on every kernel.
  *   USER_COPY costs the server one pread/pwrite on /dev/ublkcN per request
- *   on top of the same copy, and measured at or below kernel copy in every
- *   cell of tests/vm/bench-ublk.sh on 6.12 (docs/diskstack-ublk.md,
- *   "Benchmark"); it stays available with --copy user.
+ *   on top of the same copy, and did not beat kernel copy in
+ *   tests/vm/bench-ublk.sh (see docs/diskstack-ublk.md, "Benchmark"); it
+ *   stays available with --copy user.
  * - Teardown order (pitfall 3): STOP_DEV (del_gendisk drains every request
  *   through the still-running queues, then the kernel aborts the armed
  *   commands), join the queue threads (each frees its ring once every tag

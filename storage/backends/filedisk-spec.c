@@ -120,4 +120,5 @@ const struct spec_kind filedisk_kind_file = {
 		    .options = filedisk_spec_options } },
 	.nargs = 1,
 	.bare_path = true,
+	.writes = SPEC_WRITES_PATH,
 };

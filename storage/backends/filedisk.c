@@ -73,9 +73,8 @@
  *   for FUA, a short transfer continued until the kernel moves nothing
  *   more (io_uring retries short buffered transfers on regular files the
  *   same way) and then ILLEGAL_BLOCK, errors through filedisk_err_status.
- *   Measured (docs/backend-file.md): half the CPU per request on the host,
- *   and ublk on a tmpfs file from 0.66x/0.78x of the loop device (randread/
- *   randwrite) to 0.85x/0.99x in the 6.12 guest.
+ *   It saves the hand-off to an io-wq worker that io_uring makes for
+ *   buffered tmpfs I/O (figures: docs/backend-file.md, "Files in memory").
  *   XXX: a tmpfs page that was swapped out blocks the reactor while it is
  *   read back; tmpfs used as a disk should not be swapping.
  * - Block status (files only): SEEK_DATA / SEEK_HOLE inline; holes are

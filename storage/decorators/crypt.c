@@ -13,7 +13,8 @@
  * - Two ways to make those calls. EVP: EVP_CipherInit_ex(key NULL, iv) +
  *   EVP_CipherUpdate. OpenSSL 3.0's EVP looks the IV length up through
  *   the provider's parameter API (string compares) on every IV change,
- *   about 50 ns per sector, a third of the time at 512-byte sectors. So
+ *   a large share of the time at 512-byte sectors (docs/decorator-crypt.md,
+ *   "Implementation"). So
  *   with OpenSSL 3 the default is the provider path: the same
  *   implementation EVP_CIPHER_fetch("AES-256-XTS") picks, called through
  *   its public dispatch table (OSSL_PROVIDER_query_operation: newctx,

@@ -31,6 +31,7 @@ const struct spec_kind ramlayer_kind_mem = {
 	.open_layer = ramlayer_spec_open_mem,
 	.args = { { .type = SPEC_ARG_SIZE, .name = "size", .field = SPEC_FIELD(size) } },
 	.nargs = 1,
+	.writes = SPEC_WRITES_LOST,
 };
 
 const struct spec_kind ramlayer_kind_memdiff = {
@@ -40,4 +41,5 @@ const struct spec_kind ramlayer_kind_memdiff = {
 	.open_layer = ramlayer_spec_open_memdiff,
 	.inner_forced_ro = true,
 	.tail = SPEC_TAIL_INNER,
+	.writes = SPEC_WRITES_LOST,     /* they stay in RAM, never reach <spec> */
 };

@@ -68,16 +68,12 @@
  *   lock, so it never sees a freed page or a half-written sector, and
  *   write-no-overwrite tests and writes each sector under the same lock.
  * - resize_lock serialises resizes, so watchers are told sizes in order.
- * - Cost, measured on the 2-core build VM (gcc -O2, layer ops called
- *   directly): an uncontended stripe lock+unlock is ~2 ns; a 4 KiB random
- *   read is ~105 ns over a cache-resident 4 MiB layer (a bare memcpy of the
- *   same pages: 75 ns) and ~650 ns over 1 GiB, where a bare memcpy from
- *   random DRAM pages alone costs ~750 ns; a read of a hole is ~13 ns.
- *   The alternative, a pthread_rwlock taken shared by every I/O and
- *   exclusively by resize, costs 6 ns alone but 45 ns per I/O with two
- *   threads, because its cache line bounces between cores; stripes keep the
- *   fast path at one uncontended lock and make resize pay instead (256
- *   lock acquisitions, ~1 µs).
+ * - Cost: an uncontended stripe lock is small next to the page copy it
+ *   guards. The alternative, a pthread_rwlock taken shared by every I/O
+ *   and exclusively by resize, costs several times more per I/O with two
+ *   threads, because its cache line bounces between cores; stripes keep
+ *   the fast path at one uncontended lock and make resize pay instead
+ *   (256 lock acquisitions). Figures: docs/layer-ram.md, "Measured".
  * - Races with resize: ops range-check against the count without a lock;
  *   under a stripe the live count is stable (resize holds every stripe), so
  *   a write drops sectors at or past it (as if it had completed just before
@@ -115,14 +111,15 @@
  *   and then transformed in place, as a plain read plus the transform
  *   would give.
  * - The transform runs under the page's stripe lock, like the memcpy it
- *   replaces, so it holds the lock longer (AES-XTS: ~0.6-0.8 us per 4 KiB
- *   page instead of ~0.1 us); only requests on pages of the same stripe
- *   wait for it.
+ *   replaces, so it holds the lock longer (AES-XTS: several times the
+ *   memcpy, docs/layer-ram.md, "Measured"); only requests on pages of the
+ *   same stripe wait for it.
  * - A failed transform fails the request with its errno; on a write the
  *   sectors it was given are left marked present with whatever it wrote
  *   (a torn write), which keeps a new page's mask non-zero.
  * - XXX: prefetching the next page while transforming one did not help
- *   (the whole page: 10-20% slower reads; four cache lines: noise).
+ *   (the whole page made reads slower; four cache lines: noise;
+ *   docs/layer-ram.md, "Measured").
  *
  * Adopted write buffers (layer_meta.adopt_bytes = the page size; disk.h).
  * - A WRITE with DISK_IO_ADOPT (and no transform, not a read-cache fill)

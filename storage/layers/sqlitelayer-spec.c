@@ -9,7 +9,10 @@
  */
 #include "config.h"
 
+#include <stdlib.h>
+
 #include "common/compiler.h"
+#include "common/log.h"
 #include "storage/kind.h"
 #include "storage/layers/sqlitelayer.h"
 
@@ -19,6 +22,23 @@
 #define SQLITELAYER_OPEN(fn) .unavailable = "built without SQLite"
 #endif
 
+int sqlitelayer_autocache_dir(const struct spec_ctx *ctx, const char **out, char *err,
+			      size_t errlen)
+{
+	const char *dir = ctx ? ctx->cache_dir : NULL;
+
+	if (!dir || !*dir)
+		dir = getenv("DISKSTACK_AUTOCACHE_DIR");
+	if (!dir || !*dir) {
+		(void)errbuf_printf(err, errlen,
+			  "autocache needs a cache directory: set DISKSTACK_AUTOCACHE_DIR "
+			  "(or give one on the command line)");
+		return -EINVAL;
+	}
+	*out = dir;
+	return 0;
+}
+
 /* Autocache needs its root directory before anything is opened. */
 static int sqlitelayer_spec_precheck_autocache(const struct spec *s UNUSED,
 					       const struct spec_ctx *ctx, char *err,
@@ -26,7 +46,7 @@ static int sqlitelayer_spec_precheck_autocache(const struct spec *s UNUSED,
 {
 	const char *dir;
 
-	return spec_autocache_dir(ctx, &dir, err, errlen);
+	return sqlitelayer_autocache_dir(ctx, &dir, err, errlen);
 }
 
 static const struct spec_option sqlitelayer_spec_sql_options[] = {
@@ -48,6 +68,7 @@ const struct spec_kind sqlitelayer_kind_sql = {
 	.args = { { .type = SPEC_ARG_PATH, .name = "path", .field = SPEC_FIELD(path),
 		    .options = sqlitelayer_spec_sql_options } },
 	.nargs = 1,
+	.writes = SPEC_WRITES_PATH,
 };
 
 const struct spec_kind sqlitelayer_kind_sqldiff = {
@@ -62,6 +83,7 @@ const struct spec_kind sqlitelayer_kind_sqldiff = {
 		    .missing_next_hint = "write sqldiff:<path>[;create]:<spec>" } },
 	.nargs = 1,
 	.tail = SPEC_TAIL_INNER,
+	.writes = SPEC_WRITES_PATH,     /* the top layer keeps them, not <spec> */
 };
 
 const struct spec_kind sqlitelayer_kind_autocache = {

@@ -78,9 +78,9 @@
  * holds SQL_CKPT_PAGES (256 MiB), beside the writer; past SQL_CKPT_HARD_PAGES
  * (1 GiB) the writer checkpoints inline (sql_ckpt_thread). Reads of
  * checkpointed pages go through a 1 GiB memory map.
- * XXX: random 4 KiB writes cost ~50 us of CPU each on the 2-core build VM,
- * ~70% of it in the kernel copying pages (a 4 KiB row is a leaf cell plus
- * an overflow page, written to the WAL and again by the checkpoint).
+ * XXX: random 4 KiB writes are CPU-bound, most of it in the kernel copying
+ * pages (a 4 KiB row is a leaf cell plus an overflow page, written to the
+ * WAL and again by the checkpoint; docs/layer-sqlite.md, "Performance").
  *
  * Quirks of upstream fixed here.
  * - A zero-count unmap is a no-op (upstream underflows its inclusive bound).
@@ -2355,7 +2355,7 @@ int sqlitelayer_spec_open_autocache(const struct spec *s, bool read_only,
 	const char *root;
 	int r;
 
-	r = spec_autocache_dir(ctx, &root, err, errlen);
+	r = sqlitelayer_autocache_dir(ctx, &root, err, errlen);
 	if (r < 0)
 		return r;
 	*read_cache = true;

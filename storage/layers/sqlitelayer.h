@@ -97,4 +97,11 @@ int sqlitelayer_spec_open_autocache(const struct spec *s, bool read_only,
 				    const struct spec_ctx *ctx, struct layer **out,
 				    bool *read_cache, char *err, size_t errlen);
 
+/* The autocache root: ctx->cache_dir, else $DISKSTACK_AUTOCACHE_DIR (@ctx
+ * may be NULL). Returns 0 with a borrowed string in *out, or -EINVAL with a
+ * message in @err when neither is set. Built with or without SQLite (the
+ * kind's precheck uses it). */
+int sqlitelayer_autocache_dir(const struct spec_ctx *ctx, const char **out, char *err,
+			      size_t errlen);
+
 #endif

@@ -17,6 +17,7 @@
 #include "common/compiler.h"
 #include "testutil.h"
 #include "storage/spec.h"
+#include "storage/layers/sqlitelayer.h"
 
 #define G (1ull << 30)
 #define M (1ull << 20)
@@ -945,14 +946,14 @@ static void test_spec_open_autocache_needs_dir(void **state)
 	spec_free(parse_ok("autocache::mem:1M"));
 	open_fails("memdiff:autocache::mem:1M", false, &ctx, -EINVAL, "DISKSTACK_AUTOCACHE_DIR");
 	open_fails("autocache:k:mem:1M,ro", false, NULL, -EINVAL, "autocache:k:mem:1M: ");
-	assert_int_equal(spec_autocache_dir(NULL, &dir, err, sizeof(err)), -EINVAL);
+	assert_int_equal(sqlitelayer_autocache_dir(NULL, &dir, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "DISKSTACK_AUTOCACHE_DIR"));
 
 	setenv("DISKSTACK_AUTOCACHE_DIR", "/tmp/from-env", 1);
-	assert_int_equal(spec_autocache_dir(&ctx, &dir, err, sizeof(err)), 0);
+	assert_int_equal(sqlitelayer_autocache_dir(&ctx, &dir, err, sizeof(err)), 0);
 	assert_string_equal(dir, "/tmp/from-env");
 	ctx.cache_dir = "/tmp/from-ctx";
-	assert_int_equal(spec_autocache_dir(&ctx, &dir, err, sizeof(err)), 0);
+	assert_int_equal(sqlitelayer_autocache_dir(&ctx, &dir, err, sizeof(err)), 0);
 	assert_string_equal(dir, "/tmp/from-ctx");
 	if (saved)
 		setenv("DISKSTACK_AUTOCACHE_DIR", saved, 1);
@@ -1297,9 +1298,32 @@ static void test_spec_write_path(void **state)
 	assert_int_equal(spec_write_path("mem:1M", p, sizeof(p)), -ENOENT);
 	assert_int_equal(spec_write_path("striped:64K:a.img+b.img", p, sizeof(p)), -ENOENT);
 	assert_int_equal(spec_write_path("nbd:nbd://h/x", p, sizeof(p)), -ENOENT);
+	assert_int_equal(spec_write_path("autocache:k:crypt:xts-aes-256:/d/key:sql:/d/c.dbhd", p,
+					 sizeof(p)), 0);
+	assert_string_equal(p, "/d/c.dbhd");
+	assert_int_equal(spec_write_path("prwrap:memdiff:sql:/d/c.dbhd", p, sizeof(p)), -ENOENT);
 	assert_int_equal(spec_write_path("mem:", p, sizeof(p)), -EINVAL);
 	assert_int_equal(spec_write_path("file:/a/very/long/path/that/does/not/fit/in/the/buffer",
 					 p, 16), -ENAMETOOLONG);
+}
+
+/* spec_write_path takes a kind's word for where its writes persist: a
+ * kind that says "in my path" has a PATH argument filling spec->path. */
+static void test_spec_kinds_writes_declared(void **state)
+{
+	(void)state;
+	for (const struct spec_kind *const *kp = spec_kinds; *kp; kp++) {
+		const struct spec_kind *k = *kp;
+		bool found = false;
+
+		if (k->writes != SPEC_WRITES_PATH)
+			continue;
+		for (unsigned i = 0; i < k->nargs; i++)
+			if (k->args[i].type == SPEC_ARG_PATH &&
+			    k->args[i].field == SPEC_FIELD(path))
+				found = true;
+		assert_true(found);
+	}
 }
 
 int main(void)
@@ -1318,6 +1342,7 @@ int main(void)
 		cmocka_unit_test(test_spec_dvd_option),
 		cmocka_unit_test(test_spec_removable_option),
 		cmocka_unit_test(test_spec_write_path),
+		cmocka_unit_test(test_spec_kinds_writes_declared),
 		cmocka_unit_test(test_spec_parse_size),
 		cmocka_unit_test(test_spec_format_size),
 		cmocka_unit_test(test_spec_delay),
