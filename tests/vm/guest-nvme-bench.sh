@@ -191,8 +191,8 @@ perf_views()
 		k=$(basename "$f" .data | tr '.' ' ')
 		{
 			echo "== samples by command"
-			perf report -i "$f" --no-children --sort comm --stdio -g none 2>>"$T/perf.err" |
-				grep -v '^#$' | grep -v '^$' | head -n 16
+			perf report -i "$f" --no-children --sort comm -F overhead,sample,comm --stdio \
+				-g none 2>>"$T/perf.err" | grep -v -e '^#$' -e '^$' -e '^# To display' | head -n 16
 			echo "== by command, object and symbol (>= 0.5 %)"
 			perf report -i "$f" --no-children --sort comm,dso,sym --stdio -q -g none \
 				--percent-limit 0.5 2>>"$T/perf.err" | head -n 60
