@@ -191,7 +191,7 @@ perf_views()
 		k=$(basename "$f" .data | tr '.' ' ')
 		{
 			echo "== samples by command"
-			perf report -i "$f" --no-children --sort comm -F overhead,sample,comm --stdio \
+			perf report -i "$f" --no-children --sort comm -n --stdio \
 				-g none 2>>"$T/perf.err" | grep -v -e '^#$' -e '^$' -e '^# To display' | head -n 16
 			echo "== by command, object and symbol (>= 0.5 %)"
 			perf report -i "$f" --no-children --sort comm,dso,sym --stdio -q -g none \
