@@ -173,6 +173,7 @@ if [ "$PERF" = 1 ]; then
 	fio()
 	{
 		mkdir -p "$T/perf"
+		# shellcheck disable=SC2154 # bench_rounds' loop variables
 		perf record -q -e cpu-clock -F 1000 -a -g -o "$T/perf/$_n.$_j.$_r.data" \
 			-- /usr/bin/fio "$@" 2>>"$T/perf.err"
 	}
