@@ -32,6 +32,10 @@
 #define NETSRV_MS_BUFS 16u
 #define NETSRV_MS_BUF_BYTES (16u << 10)
 #define NETSRV_MS_DIRECT_BYTES (32u << 10)
+/* After such a payload, the receives (headers) that may come before the
+ * next one without the multishot receive being armed again (conn.c,
+ * conn_rx_start). */
+#define NETSRV_MS_QUIET_RX 16u
 /* Send buffer asked for on accepted Unix sockets. */
 #define NETSRV_UNIX_SNDBUF (4 << 20)
 /* TLS: ciphertext receive buffer, ciphertext send buffer, plaintext
@@ -162,6 +166,7 @@ struct netsrv_conn {
 	unsigned ms_qhead, ms_qlen;
 	bool rx_want;               /* the protocol waits for bytes via ms_q */
 	bool rx_direct;             /* ... and wants them straight in its buffer */
+	unsigned ms_quiet;          /* receives left that stay one-shot (conn_rx_start) */
 	bool rx_all;                /* netsrv_rx's @all */
 	bool tls_parked;            /* a TLS receive waits for the multishot op's end */
 	const struct iovec *rx_iov; /* its target (rx_one or netsrv_rxv's) */

@@ -18,6 +18,10 @@
 #             (its own tmpfs file, made like nvmet's): the same place,
 #             transport and CPUs as nvmet, so its "vs nvmet" compares the
 #             two targets alone
+#   ds-alt    (not by default) the same as ds-guest with another build,
+#             BENCH_DS_ALT (a diskstack binary), on its own file and port:
+#             two builds of the target take turns in one guest, an A/B
+#             test of a change
 # Jobs: 4 KiB random read and write at QD32, 1 MiB sequential read and
 # write at QD8 (fio, libaio, O_DIRECT, RUNTIME s after 1 s of ramp).
 # Printed per path and job: median guest IOPS, the medians of the
@@ -31,8 +35,13 @@
 #
 # Environment: BENCH_RUNTIME (default 8), BENCH_ROUNDS (default 3),
 # BENCH_PATHS (default "nvme-tcp nbd nvmet ds-guest"), BENCH_JOBS, BENCH_SIZE_MB
-# (default 256), plus the DISKSTACK_VM_* knobs of tests/vm/vm-lib.sh. TCG
-# emulates every guest instruction: only ratios within one run mean
+# (default 256), BENCH_PERF (1: the host's perf goes into the guest, each
+# fio run is profiled with `perf record -e cpu-clock -a -g` (a software
+# clock: TCG has no PMU) and the guest prints `perf report` views of each
+# run, which are saved in $work/perf.txt (with DISKSTACK_VM_KEEP=1); the
+# profiler's own cost perturbs the figures of such a run), BENCH_DS_ALT
+# (the ds-alt path's binary), plus the DISKSTACK_VM_* knobs of
+# tests/vm/vm-lib.sh. TCG emulates every guest instruction: only ratios within one run mean
 # anything.
 . "$(dirname "$0")/../vm/vm-lib.sh"
 
@@ -75,8 +84,25 @@ launch_server()
 # targets) and QEMU's outside its vCPU threads.
 sample()
 {
-	echo "$(case $1 in nvmet | ds-guest) echo - ;; *) vm_pid_ticks "$srv_pid" ;; esac)" \
+	echo "$(case $1 in nvmet | ds-guest | ds-alt) echo - ;; *) vm_pid_ticks "$srv_pid" ;; esac)" \
 		"$(vm_qemu_aux_ticks "$(cat "$work/qemu.pid")")"
+}
+
+perf=${BENCH_PERF:-0}
+[ "$perf" = 1 ] && ! command -v perf >/dev/null 2>&1 &&
+	vm_skip "BENCH_PERF=1 needs perf on the host (linux-perf)"
+case " $paths " in
+*" ds-alt "*)
+	[ -x "${BENCH_DS_ALT:-}" ] || vm_die "the ds-alt path needs BENCH_DS_ALT, a diskstack binary" ;;
+*) BENCH_DS_ALT= ;;
+esac
+# The guest's extra programs (vm-lib.sh copies them with their shared
+# libraries): perf, and the ds-alt build as /usr/bin/diskstack-alt.
+vm_stage_extra()
+{
+	[ "$perf" = 1 ] && { _vm_copy_with_libs "$1" "$(command -v perf)" || return 1; }
+	[ -z "$BENCH_DS_ALT" ] && return 0
+	_vm_copy_with_libs "$1" "$BENCH_DS_ALT" && mv "$1$BENCH_DS_ALT" "$1/usr/bin/diskstack-alt"
 }
 
 vm_prepare "$kernel"
@@ -96,13 +122,17 @@ marks=$work/marks
 : > "$marks"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 vm_log "$kernel: $npaths paths x $njobs jobs x $rounds rounds x ${runtime}s (timeout ${tmo}s); load: $load_start"
-vm_boot "$log" "$tmo" "ds.net=1 ds.port=$port ds.nvport=$((port + 1)) ds.nqn=$NQN ds.size=$size_mb ds.runtime=$runtime ds.rounds=$rounds ds.paths=${paths// /,} ds.jobs=${jobs// /,}" \
+vm_boot "$log" "$tmo" "ds.net=1 ds.port=$port ds.nvport=$((port + 1)) ds.nqn=$NQN ds.size=$size_mb ds.runtime=$runtime ds.rounds=$rounds ds.paths=${paths// /,} ds.jobs=${jobs// /,} ds.perf=$perf" \
 	-netdev user,id=n0 -device virtio-net-pci,netdev=n0 -pidfile "$work/qemu.pid" &
 boot=$!
 vm_bench_marks "$log" "$marks" $boot sample
 wait $boot
 rm -f "$work/qemu.pid"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+if [ "$perf" = 1 ]; then
+	grep -a '^VMTEST: PERF ' "$log" | tr -d '\r' | sed 's/^VMTEST: PERF //' > "$work/perf.txt"
+	cat "$work/perf.txt"
+fi
 vm_bench_results "$log" nvme-bench "$marks" "$work/serve.log"
 # shellcheck disable=SC2154 # vm_bench_results sets res
 cpu=$(vm_bench_cpu "$res" "$marks")
@@ -133,8 +163,9 @@ for j in $jobs; do
 		med=$(echo "$runs" | vm_median)
 		be=$(echo "$cpu" | awk -v d=$d -v j=$j '$1 == d && $2 == j && $4 != "-" { print $4 }' | vm_median)
 		aux=$(echo "$cpu" | awk -v d=$d -v j=$j '$1 == d && $2 == j && $5 != "-" { print $5 }' | vm_median)
-		[ "$d" = ds-guest ] &&
-			be=$(echo "$gcpu" | awk -v d="$d" -v j="$j" '$1 == d && $2 == j && $4 != "-" { print $4 }' | vm_median)
+		case $d in ds-guest | ds-alt)
+			be=$(echo "$gcpu" | awk -v d="$d" -v j="$j" '$1 == d && $2 == j && $4 != "-" { print $4 }' | vm_median) ;;
+		esac
 		gbusy=$(echo "$gcpu" | awk -v d="$d" -v j="$j" '$1 == d && $2 == j && $5 != "-" { print $5 }' | vm_median)
 		printf '%-17s %-9s %8.0f  %-8s %-8s %11s %12s %13s  (%s)\n' "$j" "$d" "$med" \
 			"$(ratio "$d" "$j" nbd)" "$(ratio "$d" "$j" nvmet)" \

@@ -422,6 +422,103 @@ static void test_netsrv_echo_tcp_rx_exact(void **state)
 	echo_tcp_drain(true);
 }
 
+/* Large payloads (zero-copy sends from NETSRV_ZC_MIN_BYTES, receives
+ * straight into the buffer) alternating with runs of small PDUs, more of
+ * them than NETSRV_MS_QUIET_RX, so the receive side goes from one-shot
+ * header receives back to the multishot ring and again, all pipelined. */
+#define STREAM_ROUNDS 6
+#define STREAM_BIG 300000u
+#define STREAM_SMALL 20
+
+static uint8_t stream_byte(unsigned r, size_t i)
+{
+	return (uint8_t)(i * 7 + r * 31 + (i >> 11));
+}
+
+/* write(2) all of it (no cmocka asserts off the test's thread). */
+static bool stream_put(int fd, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+static void *stream_writer(void *arg)
+{
+	static uint8_t big[STREAM_BIG];
+	int fd = *(int *)arg;
+
+	for (unsigned r = 0; r < STREAM_ROUNDS; r++) {
+		uint32_t be = htonl(STREAM_BIG);
+
+		for (size_t i = 0; i < sizeof(big); i++)
+			big[i] = stream_byte(r, i);
+		if (!stream_put(fd, (const uint8_t *)&be, 4) || !stream_put(fd, big, sizeof(big)))
+			return NULL;
+		for (unsigned k = 0; k < STREAM_SMALL; k++) {
+			uint8_t pdu[9] = { 0, 0, 0, 5, (uint8_t)r, (uint8_t)k, 1, 2, 3 };
+
+			if (!stream_put(fd, pdu, sizeof(pdu)))
+				return NULL;
+		}
+	}
+	return NULL;
+}
+
+static void test_netsrv_echo_tcp_payload_stream(void **state)
+{
+	struct netsrv_opts o = { .name = "echo", .threads = 1 };
+	struct run_arg a = { .status = -2 };
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	static uint8_t back[STREAM_BIG];
+	char err[256];
+	uint16_t port = 0;
+	pthread_t wr;
+	uint32_t h;
+	int fd;
+
+	(void)state;
+	echo_reset();
+	assert_int_equal(netsrv_new(&o, &a.net), 0);
+	assert_int_equal(netsrv_listen_tcp(a.net, &echo_proto, "127.0.0.1", 0, &port, err,
+					   sizeof(err)), 0);
+	assert_int_equal(pthread_create(&a.thread, NULL, run_main, &a), 0);
+	sin.sin_port = htons(port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(pthread_create(&wr, NULL, stream_writer, &fd), 0);
+	for (unsigned r = 0; r < STREAM_ROUNDS; r++) {
+		tu_read_full(fd, &h, 4);
+		assert_int_equal(ntohl(h), STREAM_BIG);
+		tu_read_full(fd, back, sizeof(back));
+		for (size_t i = 0; i < sizeof(back); i++)
+			if (back[i] != stream_byte(r, i))
+				fail_msg("round %u: byte %zu is %u, not %u", r, i, back[i],
+					 stream_byte(r, i));
+		for (unsigned k = 0; k < STREAM_SMALL; k++) {
+			uint8_t pdu[9], want[9] = { 0, 0, 0, 5, (uint8_t)r, (uint8_t)k, 1, 2, 3 };
+
+			tu_read_full(fd, pdu, sizeof(pdu));
+			assert_memory_equal(pdu, want, sizeof(pdu));
+		}
+	}
+	assert_int_equal(pthread_join(wr, NULL), 0);
+	netsrv_stop(a.net);
+	assert_int_equal(pthread_join(a.thread, NULL), 0);
+	assert_int_equal(a.status, 0);
+	assert_int_equal(atomic_load(&echo_pdus), STREAM_ROUNDS * (STREAM_SMALL + 1));
+	close(fd);
+	netsrv_free(a.net);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -432,6 +529,7 @@ int main(void)
 		cmocka_unit_test(test_netsrv_echo_tcp_drain),
 		cmocka_unit_test(test_netsrv_echo_tcp_rx_exact),
 		cmocka_unit_test(test_netsrv_idle_reply_same_pass_regression),
+		cmocka_unit_test(test_netsrv_echo_tcp_payload_stream),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,6 +14,8 @@
 #             4421, a file on the guest's tmpfs like nvmet's) through the
 #             same nvme-tcp host, on loopback: the like-for-like rival of
 #             nvmet (both targets in the guest, on TCG, no slirp).
+#   ds-alt    the same with another build (/usr/bin/diskstack-alt, the
+#             host's BENCH_DS_ALT) on 127.0.0.1:4422 and its own file.
 # Per round, per job, the paths take turns (bench_rounds in guest-lib.sh,
 # whose mark lines let the host sample the server's and QEMU's CPU time
 # around each fio run). At the same marks the guest samples its own
@@ -30,10 +32,13 @@ NBDPORT=$(ds_arg port)
 NVPORT=$(ds_arg nvport)
 NQN=$(ds_arg nqn)
 SIZE_MB=$(ds_arg size)
+PERF=$(ds_arg perf)
 LOCALNQN=nqn.2026-12.org.diskstack:guest-nvmet
 DSNQN=nqn.2026-12.org.diskstack:guest-ds
 DSPORT=4421
+DSALTPORT=4422
 ds_pid=
+ds_alt_pid=
 
 nvme_disks() { ls /sys/block | grep -E '^nvme[0-9]+n[0-9]+$' | sort; }
 
@@ -71,16 +76,19 @@ nvmet_start()
 		ln -s "$S" "$P/subsystems/$LOCALNQN"
 }
 
-# ds_start: diskstack's target in this guest, on a tmpfs file made the
-# way nvmet's is (reactor threads: one per guest CPU, the default).
+# ds_start [alt]: diskstack's target in this guest, on a tmpfs file made
+# the way nvmet's is (reactor threads: one per guest CPU, the default);
+# with "alt", the ds-alt build on its own port and file. Sets ds_pid or
+# ds_alt_pid.
 ds_start()
 {
-	dd if=/dev/urandom of=/tmp/ds-guest.img bs=1M count="$SIZE_MB" 2>/dev/null || return 1
-	"$DS" serve --nvme-tcp "127.0.0.1:$DSPORT" --nqn "$DSNQN" -P "$T/ds-guest.pid" \
-		file:/tmp/ds-guest.img >"$T/ds-guest.out" 2>>"$T/ds.err" &
-	# shellcheck disable=SC2016 # wait_for evaluates it
-	wait_for '[ -s "$T/ds-guest.pid" ]' 60 || return 1
-	ds_pid=$(cat "$T/ds-guest.pid")
+	_bin=$DS _name=ds-guest _port=$DSPORT _nqn=$DSNQN
+	[ "${1:-}" = alt ] && _bin=/usr/bin/diskstack-alt _name=ds-alt _port=$DSALTPORT _nqn=$DSNQN-alt
+	dd if=/dev/urandom of="/tmp/$_name.img" bs=1M count="$SIZE_MB" 2>/dev/null || return 1
+	"$_bin" serve --nvme-tcp "127.0.0.1:$_port" --nqn "$_nqn" -P "$T/$_name.pid" \
+		"file:/tmp/$_name.img" >"$T/$_name.out" 2>>"$T/ds.err" &
+	wait_for "[ -s $T/$_name.pid ]" 60 || return 1
+	if [ "$_name" = ds-alt ]; then ds_alt_pid=$(cat "$T/$_name.pid"); else ds_pid=$(cat "$T/$_name.pid"); fi
 }
 
 # proc_ticks PID: utime + stime of PID in clock ticks (fields 14 and 15
@@ -117,6 +125,7 @@ cpu_marks()
 			set -- ${_l#VMTEST: HOST mark }
 			_srv=-
 			[ "$1" = ds-guest ] && _srv=$(proc_ticks "$ds_pid")
+			[ "$1" = ds-alt ] && _srv=$(proc_ticks "$ds_alt_pid")
 			echo "VMTEST: GUESTCPU $1 $2 $3 $4 $_srv $(busy_ticks)" ;;
 		esac
 	done
@@ -141,6 +150,10 @@ setup()
 			ds_start || { cat "$T/ds.err"; fail "the in-guest diskstack target"; return 1; }
 			dev_ds_guest=$(fabrics_connect 127.0.0.1 "$DSPORT" "$DSNQN") ||
 				{ fail "nvme-tcp connect to the in-guest diskstack"; return 1; } ;;
+		ds-alt)
+			ds_start alt || { cat "$T/ds.err"; fail "the in-guest ds-alt target"; return 1; }
+			dev_ds_alt=$(fabrics_connect 127.0.0.1 "$DSALTPORT" "$DSNQN-alt") ||
+				{ fail "nvme-tcp connect to the in-guest ds-alt"; return 1; } ;;
 		*) fail "unknown path $n"; return 1 ;;
 		esac
 	done
@@ -149,6 +162,47 @@ setup()
 		echo none > "/sys/block/$b/queue/scheduler" 2>/dev/null
 		info "$n: /dev/$b, $(($(cat /sys/block/$b/size) / 2048)) MiB, max_sectors_kb $(cat /sys/block/$b/queue/max_sectors_kb)"
 	done
+}
+
+# With ds.perf=1 (BENCH_PERF=1 on the host) every fio run of bench_rounds
+# runs under `perf record -a -g` with the software cpu-clock event (TCG
+# emulates no PMU), one data file per run, named after bench_rounds' loop
+# variables (NAME JOB ROUND: _n _j _r). The function shadows the fio
+# program for bench_rounds; perf passes fio's output through.
+if [ "$PERF" = 1 ]; then
+	fio()
+	{
+		mkdir -p "$T/perf"
+		# shellcheck disable=SC2154 # bench_rounds' loop variables
+		perf record -q -e cpu-clock -F 1000 -a -g -o "$T/perf/$_n.$_j.$_r.data" \
+			-- /usr/bin/fio "$@" 2>>"$T/perf.err"
+	}
+fi
+
+# perf_views: after the runs, for each profiled run, what `perf report`
+# makes of it as "VMTEST: PERF NAME JOB ROUND | LINE": the share of the
+# samples by command, the top symbols (kernel and user) by command, and the
+# call chains into the busiest kernel symbols of the target (the in-guest
+# diskstack, or the kworkers where nvmet-tcp runs).
+perf_views()
+{
+	info "CPU flags (string copies): $(grep -m1 -ow -e erms -e fsrm /proc/cpuinfo | tr '\n' ' ')"
+	for f in "$T"/perf/*.data; do
+		[ -e "$f" ] || continue
+		k=$(basename "$f" .data | tr '.' ' ')
+		{
+			echo "== samples by command"
+			perf report -i "$f" --no-children --sort comm -n --stdio \
+				-g none 2>>"$T/perf.err" | grep -v -e '^#$' -e '^$' -e '^# To display' | head -n 16
+			echo "== by command, object and symbol (>= 0.5 %)"
+			perf report -i "$f" --no-children --sort comm,dso,sym --stdio -q -g none \
+				--percent-limit 0.5 2>>"$T/perf.err" | head -n 60
+			echo "== call chains into the top symbols (callee order, >= 2 %)"
+			perf report -i "$f" --no-children --sort comm,sym --stdio -q \
+				-g graph,2,callee,function,percent --percent-limit 3 2>>"$T/perf.err" | head -n 250
+		} | sed "s/^/VMTEST: PERF $k | /"
+	done
+	[ -s "$T/perf.err" ] && sed "s/^/VMTEST: PERF stderr | /" "$T/perf.err" | sort -u | head -n 20
 }
 
 bench()
@@ -160,11 +214,13 @@ bench()
 	# The pipe hides bench_rounds' status; its fail() leaves $T/.failed.
 	bench_rounds "$PATHS" | cpu_marks
 	[ ! -e "$T/.failed" ] || return 1
+	[ "$PERF" = 1 ] && perf_views
 	/usr/sbin/nbd-client -d /dev/nbd0 >/dev/null 2>&1
 	for c in /sys/class/nvme/nvme*; do
 		[ -e "$c/delete_controller" ] && echo 1 > "$c/delete_controller"
 	done
 	[ -n "$ds_pid" ] && kill "$ds_pid"
+	[ -n "$ds_alt_pid" ] && kill "$ds_alt_pid"
 	echo "VMTEST: PASS nvme-bench"
 }
 bench
