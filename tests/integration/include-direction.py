@@ -8,6 +8,10 @@ A source file may include headers from its own top-level folder and from
 folders of a lower rank, never from a folder above it or beside it on the
 same rank (two transports do not include each other; net/ sees only
 common/). Prints every violation as FILE:LINE: INCLUDE; exits 1 if any.
+
+Each library is one folder, too: if TOP has a Makefile.am, every
+lib*_a_SOURCES list there names files of one top-level folder only
+(a "PIC twin" that copies another list by reference is skipped).
 """
 
 import os
@@ -48,8 +52,33 @@ def folder_of(relpath):
     return relpath.split("/", 1)[0]
 
 
+# lib<name>_a_SOURCES = / += files...; continuation lines already joined.
+LIBSRC = re.compile(r'^\s*(lib\w+)_a_SOURCES\s*\+?=(.*)$')
+
+
+def library_folders(top, bad):
+    """Reports every lib*.a of TOP/Makefile.am built from two folders."""
+    path = os.path.join(top, "Makefile.am")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read().replace("\\\n", " ")
+    folders = {}
+    for line in text.splitlines():
+        m = LIBSRC.match(line)
+        if not m:
+            continue
+        for f in m.group(2).split():
+            if not f.startswith("$("):
+                folders.setdefault(m.group(1), set()).add(folder_of(f))
+    for lib, dirs in sorted(folders.items()):
+        if len(dirs) > 1:
+            bad.append(f"Makefile.am: {lib}.a has sources from {', '.join(d + '/' for d in sorted(dirs))}")
+
+
 def main():
-    bad, seen = [], 0
+    bad, seen, mixed = [], 0, []
+    library_folders(TOP, mixed)
     for top in RANK:
         base = os.path.join(TOP, top)
         if not os.path.isdir(base):
@@ -92,8 +121,11 @@ def main():
                             bad.append(f"{rel}:{n}: {inc} (sideways: {top}/ and {target}/ are peers)")
     for b in bad:
         print("UP   " + b)
-    print(f"{seen} includes checked, {len(bad)} pointing the wrong way")
-    return 1 if bad or seen == 0 else 0
+    for b in mixed:
+        print("LIB  " + b)
+    print(f"{seen} includes checked, {len(bad)} pointing the wrong way, "
+          f"{len(mixed)} libraries of more than one folder")
+    return 1 if bad or mixed or seen == 0 else 0
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: MIT
 # test-include-direction.sh: no #include points up the stack (tools ->
 # transports/frontends -> emulators -> storage -> common; net -> common),
-# as docs/architecture.md states. Also proves the check has teeth on a copy
-# of two files with an upward and a sideways include added.
+# as docs/architecture.md states, and each library of Makefile.am is built
+# from one folder. Also proves the check has teeth on a copy of two files
+# with an upward and a sideways include added, and a two-folder library.
 . "$(dirname "$0")/functions.sh"
 requires_python re
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,6 +19,7 @@ printf '#include "common/log.h"\n#include <nbd/server.h>\n#include <stdio.h>\n' 
 printf '#include "storage/disk.h"\n#include "ublk/q.h"\n' > "$tmpdir/t/nbd/server.c"
 : > "$tmpdir/t/common/log.h"; : > "$tmpdir/t/storage/disk.h"
 : > "$tmpdir/t/nbd/server.h"; : > "$tmpdir/t/ublk/q.h"
+printf 'libdsx_a_SOURCES = common/log.h \\\n\tstorage/disk.h\nlibdsx_pic_a_SOURCES = $(libdsx_a_SOURCES)\n' > "$tmpdir/t/Makefile.am"
 if /usr/bin/python3 -I "$check" "$tmpdir/t" > "$tmpdir/bad" 2>&1; then
 	cat "$tmpdir/bad" >&2; fail "an upward include passed"
 fi
@@ -25,3 +27,8 @@ grep -q '^UP   storage/disk.c:2: nbd/server.h (points up' "$tmpdir/bad" ||
 	{ cat "$tmpdir/bad" >&2; fail "storage -> nbd not reported"; }
 grep -q '^UP   nbd/server.c:2: ublk/q.h (sideways' "$tmpdir/bad" ||
 	{ cat "$tmpdir/bad" >&2; fail "nbd -> ublk not reported"; }
+grep -q '^LIB  Makefile.am: libdsx.a has sources from common/, storage/$' "$tmpdir/bad" ||
+	{ cat "$tmpdir/bad" >&2; fail "a library of two folders not reported"; }
+if grep -q 'libdsx_pic' "$tmpdir/bad"; then
+	cat "$tmpdir/bad" >&2; fail "a PIC twin reported"
+fi
