@@ -578,7 +578,11 @@ static void test_blob_read_only_ops(void **state UNUSED)
 	n = disk_sector_count(d);
 	assert_int_equal(disk_sync_write(d, 0, buf, 512, 0), DISK_READ_ONLY);
 	assert_int_equal(disk_sync_write(d, 0, buf, 512, DISK_IO_FUA), DISK_READ_ONLY);
-	assert_int_equal(disk_sync_flush(d), DISK_READ_ONLY);
+	/* Regression (blob flush read-only): a flush of a read-only blob
+	 * failed with READ_ONLY, so `nbdkit diskstack blob:...,ro` and
+	 * `diskstack serve` answered NBD_CMD_FLUSH with EPERM and the
+	 * plugin logged an error at every shutdown. Nothing to flush: OK. */
+	assert_int_equal(disk_sync_flush(d), DISK_OK);
 	assert_int_equal(disk_sync_write_zeroes(d, 0, 1, 0), DISK_READ_ONLY);
 	/* Unmap is IGNORED: fine in range, still range-checked. */
 	assert_int_equal(disk_sync_unmap(d, 0, 8, 0), DISK_OK);
