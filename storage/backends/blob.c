@@ -41,8 +41,11 @@
  *   size itself, so a read past the end of a vhd1 disk is ILLEGAL_BLOCK and
  *   never reaches the footer. A blob that shrank since open answers 416 or a
  *   short body: IO_ERROR.
- * - Write, flush and unmap return READ_ONLY (unmap is IGNORED, so the
- *   dispatcher answers it before the op); CACHE is a no-op (nothing to
+ * - Write and unmap return READ_ONLY (unmap is IGNORED, so the
+ *   dispatcher answers it before the op); flush succeeds, as on every
+ *   read-only disk: nothing was written, so nothing is owed (NBD servers
+ *   advertise NBD_FLAG_SEND_FLUSH on read-only exports too, and nbdkit's
+ *   plugin flushes at shutdown: docs/nbdkit-plugin.md); CACHE is a no-op (nothing to
  *   prefetch into here: a read cache above is filled by the layered disk).
  * - Nothing persistent is written; a crash loses nothing.
  * - Credentials: URLs are only ever shown through url_redact().
@@ -1012,6 +1015,11 @@ static int blob_read_only_op(struct disk *d UNUSED, struct disk_io *io UNUSED)
 	return DISK_READ_ONLY;
 }
 
+static int blob_flush(struct disk *d UNUSED, struct disk_io *io UNUSED)
+{
+	return DISK_OK;
+}
+
 static int blob_cache(struct disk *d, struct disk_io *io)
 {
 	struct blob *b = disk_priv(d);
@@ -1078,7 +1086,7 @@ static const struct disk_ops blob_ops = {
 	.sector_count = blob_sector_count,
 	.read = blob_read,
 	.write = blob_read_only_op,
-	.flush = blob_read_only_op,
+	.flush = blob_flush,
 	.unmap = blob_read_only_op,
 	.write_zeroes = blob_read_only_op,
 	.cache = blob_cache,

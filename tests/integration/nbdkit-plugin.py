@@ -4,7 +4,12 @@
 
 MODE rw: a writable mem:64M; ro: mem:1M,ro; nozero: a disk without fast
 zero (crypt:, whose zeroes are written ciphertext); errors: failures
-injected by the error: decorator (the spec in the test script). Checks every negotiated capability and block
+injected by the error: decorator (the spec in the test script); kind
+SIZE rw|ro [IMAGE|-] [written]: any other kind (test-nbdkit-plugin-kinds.sh):
+the size, the read-only flag, the disk's bytes equal to the start of
+IMAGE, a round trip across 64 KiB boundaries (rw) or writes refused with
+EPERM (ro), and with `written` the round trip's data already there (a
+reopened persistent disk). Checks every negotiated capability and block
 size, data round trips, FUA, trim, zero, cache, block status, and the
 errors: unaligned requests (EINVAL from the plugin), past the end
 (nbdkit's own range check), writes to a read-only spec (EPERM), fast
@@ -45,6 +50,50 @@ assert h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
 h.set_strict_mode(0)
 expect_error(errno.EINVAL, h.pread, 100, 3)
 expect_error(errno.EINVAL, h.pread, 512, size)
+
+# The round trip of `kind`: 192 KiB from 60 KiB, across the 64 KiB chunk
+# boundaries of a striped: disk.
+kind_data = bytes(range(251)) * (192 * 1024 // 251) + bytes(192 * 1024 % 251)
+kind_off = 60 << 10
+
+if mode == "kind":
+    want_size, access = int(sys.argv[3]), sys.argv[4]
+    image = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] != "-" else None
+    written = len(sys.argv) > 6 and sys.argv[6] == "written"
+    assert size == want_size, (size, want_size)
+    assert h.is_read_only() == (access == "ro")
+    if image:
+        with open(image, "rb") as f:
+            want = f.read(size)
+        for off in range(0, size, 1 << 20):
+            n = min(1 << 20, size - off)
+            assert h.pread(n, off) == want[off:off + n], f"differs from {image} in [{off}, +{n})"
+    if written:
+        assert h.pread(len(kind_data), kind_off) == kind_data
+    if access == "ro":
+        assert not h.can_trim() and not h.can_zero()
+        expect_error(errno.EPERM, h.pwrite, b"x" * 512, 0)
+        expect_error(errno.EPERM, h.zero, 512, 0)
+        h.flush()
+    else:
+        assert h.can_zero() and h.can_fua()
+        h.pwrite(kind_data, kind_off)
+        assert h.pread(len(kind_data), kind_off) == kind_data
+        h.pwrite(kind_data[:4096], size - 4096, nbd.CMD_FLAG_FUA)
+        assert h.pread(4096, size - 4096) == kind_data[:4096]
+        h.zero(4096, size - 4096)
+        assert h.pread(4096, size - 4096) == bytes(4096)
+        # Past the end (nbdkit's range check): a VHD's footer stays intact.
+        try:
+            h.pwrite(b"x" * 512, size)
+            raise AssertionError("write past the end succeeded")
+        except nbd.Error as e:
+            assert e.errnum in (errno.EINVAL, errno.ENOSPC), e
+        h.flush()
+    h.cache(1 << 20, 0)
+    h.shutdown()
+    print("kind", access, "ok")
+    sys.exit(0)
 
 if mode == "errors":
     # Injected failures (the error: decorator) reach the client with the
