@@ -357,7 +357,7 @@ static json_t *vhost_blk_add(struct ctl_call *c, const char *socket, const char 
 	int ret;
 
 	if (!export == !spec)
-		return ctl_fail_paramf(c, "give export (an NBD export's name) or spec, not both");
+		return ctl_fail_paramf(c, "give one of export (an NBD export's name) and spec");
 	if (queues < 1 || queues > VHOSTSRV_MAX_QUEUES)
 		return ctl_fail_paramf(c, "queues must be 1..%u", VHOSTSRV_MAX_QUEUES);
 	if (spec && serve_ctl_refuse_writable(c, ro))
