@@ -797,7 +797,7 @@ static void conn_rx_start(struct netsrv_conn *c, size_t len, bool direct)
 	payload = (c->rx_all || c->rx_iov != &c->rx_one) && len >= NETSRV_MS_DIRECT_BYTES;
 	if (payload) {
 		c->ms_quiet = NETSRV_MS_QUIET_RX;
-	} else if (c->ms_quiet > 0 && !c->ms_busy) {
+	} else if (c->ms_quiet > 0 && !c->ms_busy && c->ms_qlen == 0) {
 		c->ms_quiet--;
 		direct = true;
 	}

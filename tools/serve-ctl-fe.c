@@ -102,10 +102,8 @@ static int ublk_stop_one(struct fe_ublk *u)
 }
 
 /* Stops @v's server (requests in flight complete, the front-end is
- * disconnected, the socket file goes) and frees @v. */
-/* Stops @v's device (requests in flight complete first) and frees @v. A
- * disk opened from a spec is flushed before its release: -EIO when that
- * failed (logged). */
+ * disconnected, the socket file goes) and frees @v. A disk opened from a
+ * spec is flushed before its release: -EIO when that failed (logged). */
 static int vhost_stop_one(struct fe_vhost *v)
 {
 	int ret = 0;
@@ -621,9 +619,10 @@ struct unit_removal {
 static pthread_mutex_t removals_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct unit_removal *removals[64];
 
+#define UNIT_ANY UINT_MAX
+
 /* Whether unit @id of @owner, or with UNIT_ANY any unit of it, is still
  * being removed (its removal uses @owner until it unlists itself). */
-#define UNIT_ANY UINT_MAX
 static bool unit_removal_pending(const void *owner, unsigned id)
 {
 	bool found = false;

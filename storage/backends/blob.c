@@ -1015,11 +1015,6 @@ static int blob_read_only_op(struct disk *d UNUSED, struct disk_io *io UNUSED)
 	return DISK_READ_ONLY;
 }
 
-static int blob_flush(struct disk *d UNUSED, struct disk_io *io UNUSED)
-{
-	return DISK_OK;
-}
-
 static int blob_cache(struct disk *d, struct disk_io *io)
 {
 	struct blob *b = disk_priv(d);
@@ -1086,7 +1081,7 @@ static const struct disk_ops blob_ops = {
 	.sector_count = blob_sector_count,
 	.read = blob_read,
 	.write = blob_read_only_op,
-	.flush = blob_flush,
+	/* .flush NULL: nothing to make durable; the dispatcher answers OK. */
 	.unmap = blob_read_only_op,
 	.write_zeroes = blob_read_only_op,
 	.cache = blob_cache,
