@@ -91,8 +91,11 @@ import threading
 import time
 path = sys.argv.pop(1)
 DISKSTACK, CTL = sys.argv[3], sys.argv[4]
-src = open(path).read().split("# ---- a working association")[0]
-exec(compile(src, path, "exec"))
+sys.path.insert(0, __import__("os").path.dirname(path))
+import nvmfhost  # noqa: E402
+from nvmfhost import *  # noqa: E402,F401,F403 (the raw host: Queue, admin, io_queue, ...)
+PORT, NQN = int(sys.argv[1]), sys.argv[2]
+nvmfhost.target(PORT, NQN)
 
 
 def ctl(*args):

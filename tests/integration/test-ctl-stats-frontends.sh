@@ -151,8 +151,11 @@ expect_exit 0 c nvme-ns-remove nsid=2
 "$PY" -I - "$here/nvmf-raw.py" "$nport" "$NQN" <<'PYEOF' || fail "the NVMe/TCP host failed"
 import sys
 path = sys.argv.pop(1)
-src = open(path).read().split("# ---- a working association")[0]
-exec(compile(src, path, "exec"))
+sys.path.insert(0, __import__("os").path.dirname(path))
+import nvmfhost  # noqa: E402
+from nvmfhost import *  # noqa: E402,F401,F403 (the raw host: Queue, admin, io_queue, ...)
+PORT, NQN = int(sys.argv[1]), sys.argv[2]
+nvmfhost.target(PORT, NQN)
 a, cntlid = admin()
 q = io_queue(cntlid)
 assert write(q, 0, pattern(1, 4096)) == 0

@@ -142,8 +142,11 @@ import subprocess
 import sys
 path = sys.argv.pop(1)
 NEW, OLD, DISKSTACK, CTL = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-src = open(path).read().split("# ---- a working association")[0]
-exec(compile(src, path, "exec"))
+sys.path.insert(0, __import__("os").path.dirname(path))
+import nvmfhost  # noqa: E402
+from nvmfhost import *  # noqa: E402,F401,F403 (the raw host: Queue, admin, io_queue, ...)
+PORT, NQN = int(sys.argv[1]), sys.argv[2]
+nvmfhost.target(PORT, NQN)
 
 
 def ctl(*args):
@@ -189,9 +192,9 @@ def io2(q, seed):
     return 0
 
 
-NQN = OLD
+nvmfhost.target(PORT, OLD)
 a_old, c_old = admin(OLD)
-NQN = NEW
+nvmfhost.target(PORT, NEW)
 a, cntlid = admin(NEW)
 q = io_queue(cntlid)
 assert active(a) == [1, 3], active(a)
@@ -231,8 +234,11 @@ import subprocess
 import sys
 path = sys.argv.pop(1)
 NEW, OLD, DISKSTACK, CTL = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-src = open(path).read().split("# ---- a working association")[0]
-exec(compile(src, path, "exec"))
+sys.path.insert(0, __import__("os").path.dirname(path))
+import nvmfhost  # noqa: E402
+from nvmfhost import *  # noqa: E402,F401,F403 (the raw host: Queue, admin, io_queue, ...)
+PORT, NQN = int(sys.argv[1]), sys.argv[2]
+nvmfhost.target(PORT, NQN)
 
 
 def discovered():
@@ -247,8 +253,7 @@ def discovered():
 
 
 def connect_as(nqn):
-    global NQN
-    NQN = nqn
+    nvmfhost.target(PORT, nqn)
     a, cntlid = admin(nqn)
     return a, io_queue(cntlid)
 
