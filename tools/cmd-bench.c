@@ -793,7 +793,7 @@ int cmd_bench(int argc, char **argv)
 {
 	enum {
 		OPT_RW = 256, OPT_BS, OPT_IODEPTH, OPT_THREADS, OPT_TIME, OPT_OPS, OPT_SIZE,
-		OPT_RWMIX, OPT_JSON, OPT_PREFILL, OPT_FORCE, OPT_FLUSH_EVERY,
+		OPT_RWMIX, OPT_JSON, OPT_PREFILL, OPT_FORCE_WRITE, OPT_FLUSH_EVERY,
 	};
 	static const struct option longopts[] = {
 		{ "rw",          required_argument, NULL, OPT_RW },
@@ -807,13 +807,13 @@ int cmd_bench(int argc, char **argv)
 		{ "flush-every", required_argument, NULL, OPT_FLUSH_EVERY },
 		{ "json",        no_argument,       NULL, OPT_JSON },
 		{ "prefill",     optional_argument, NULL, OPT_PREFILL },
-		{ "force-write", no_argument,       NULL, OPT_FORCE },
+		{ "force-write", no_argument,       NULL, OPT_FORCE_WRITE },
 		{ "quiet",       no_argument,       NULL, 'q' },
 		{ "help",        no_argument,       NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct bench b;
-	bool json = false, quiet = false, force = false, have_time = false, have_size = false;
+	bool json = false, quiet = false, force_write = false, have_time = false, have_size = false;
 	uint64_t v, size_off = 0, size_len = 0;
 	int opt, ret;
 
@@ -895,8 +895,8 @@ int cmd_bench(int argc, char **argv)
 			b.prefill_pct = (unsigned)pct;
 			break;
 		}
-		case OPT_FORCE:
-			force = true;
+		case OPT_FORCE_WRITE:
+			force_write = true;
 			break;
 		case 'q':
 			quiet = true;
@@ -925,7 +925,7 @@ int cmd_bench(int argc, char **argv)
 	if ((ret = tool_parse_spec(cmd_name, "SPEC", text, &spec)) != 0)
 		return ret;
 	if (writes && !spec_writes_to_ram(spec)) {
-		if (!force) {
+		if (!force_write) {
 			ret = tool_usage_error(cmd_name, "refusing to write to '%s': bench writes "
 					       "DESTROY the data on it. Use a RAM disk (mem:SIZE) or a "
 					       "RAM overlay (memdiff:%s), or pass --force-write if you "

@@ -10,6 +10,12 @@
 #   qemu-nbd      qemu-nbd -t -e 4 -f raw --cache=writeback --aio=threads on a
 #                 raw file in /dev/shm
 #   ds-file       diskstack serve file: on that same raw file
+#   floor-null    tests/bench/nbd-floor in "null" mode: the smallest NBD
+#                 server (blocking sockets, one thread per connection, one
+#                 recv and one sendmsg per pass), keeping no data
+#   floor-mem     the same over a flat 1 GiB array (one copy per request):
+#                 the floor any server's CPU per request is measured against
+#                 (not in the default SERVERS; built on first use)
 # Jobs: 4k randread and randwrite at QD32 with numjobs 1 and 2, 1M
 # sequential read and write at QD8. For each job the servers alternate,
 # REPS times. Printed: median IOPS per server, IOPS ratios (ds-mem / the
@@ -40,6 +46,12 @@ for t in fio nbdkit qemu-nbd "$PY"; do
 done
 [ -x "$DISKSTACK" ] || { echo "bench-nbd: $DISKSTACK not built" >&2; exit 77; }
 mkdir -p "$R"
+FLOOR=$(dirname "$DISKSTACK")/tests/bench/nbd-floor
+case " $SERVERS " in
+*" floor-"*)
+	make -C "$(dirname "$DISKSTACK")" tests/bench/nbd-floor >/dev/null ||
+		{ echo "bench-nbd: cannot build $FLOOR" >&2; exit 1; } ;;
+esac
 
 declare -A PID
 cleanup() {
@@ -65,6 +77,8 @@ start_server() {
 	ds-file)   "$DISKSTACK" serve -U "$sock" -P "$pidf" "file:$SHM/disk.raw" 2>"$W/$s.log" & ;;
 	nbdkit)    nbdkit -U "$sock" -P "$pidf" memory 1G ;;
 	nbdkit-t1) nbdkit -U "$sock" -P "$pidf" --threads 1 memory 1G ;;
+	floor-null|floor-mem)
+		"$FLOOR" "$sock" "$pidf" $((1 << 30)) "${s#floor-}" 2>"$W/$s.log" & ;;
 	qemu-nbd)  qemu-nbd --fork --pid-file="$pidf" -k "$sock" -t -e 4 -f raw \
 			--cache=writeback --aio=threads "$SHM/disk.raw" ;;
 	*) echo "bench-nbd: unknown server $s" >&2; exit 2 ;;
