@@ -4,21 +4,10 @@
  * §6 and docs/specs.md): the parser, the lookups in the registry of disk kinds
  * (storage/registry.c) and the resolver. What a kind declares is in kind.h.
  *
- *   mem:<size>                         RAM disk (512-byte sectors)
- *   memdiff:<spec>                     RAM diff layer over <spec> (opened read-only)
- *   file:<path>[;direct][;create=<size>]   raw file / block device
- *   <path>                             same as file:<path> (no ':' anywhere,
- *                                      or an absolute path)
- *   sql:<path>[;create=<size>]         SQLite disk (.dbhd)
- *   sqldiff:<path>[;create]:<spec>     SQLite diff layer over <spec>
- *   autocache:[<key>]:<spec>           SQLite read cache over <spec>
- *   blob:flat|vhd1:<url>               read-only HTTP(S) blob
- *   crypt:xts-aes-256:<keyfile>:<spec> XTS-AES-256 encryption
- *   prwrap:<spec>                      persistent-reservation emulation
- *   delay:<time>[/<time>]:<spec>       read[/write] delay, ms (or us suffix)
- *   error:<rules>:<spec>               fault injection (<ops>:<status>[;opt...][/<rule>...])
- *   striped:<chunk>:<spec>+<spec>...   striping over several disks
- *   nbd:<uri>                          a remote NBD export (libnbd)
+ * The kinds and their syntax are not listed here: each kind declares its
+ * own (name, arguments, usage line) in its file, registry.c lists them,
+ * and docs/specs.md (or `diskstack --help`, built from the registry) shows
+ * them all. A spec is KIND:ARGS[:INNER-SPEC], a bare path is a file.
  *
  * Sizes: decimal digits, optional K/M/G/T (powers of 1024, upper case), then
  * an optional B. Times (delay): decimal digits, then "ms" (the default) or

@@ -39,7 +39,7 @@
 
 /* How request data moves between the kernel and the server. */
 enum ubsrv_copy_mode {
-	UBSRV_COPY_AUTO = 0,    /* the default: kernel copy (measured the faster) */
+	UBSRV_COPY_AUTO = 0,    /* the default: kernel copy (the faster: docs/diskstack-ublk.md) */
 	UBSRV_COPY_KERNEL,      /* the kernel copies into per-tag buffers (every kernel) */
 	UBSRV_COPY_USER,        /* pread/pwrite on /dev/ublkcN (UBSRV_F_USER_COPY, 6.5+) */
 };

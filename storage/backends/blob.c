@@ -985,11 +985,7 @@ static int blob_read(struct disk *d, struct disk_io *io)
 	struct blob_req *rq = req_of(io);
 	bool wake;
 
-	/* Representable (dispatcher), so no overflow. */
-	if (io->sector + io->count > b->sector_count)
-		return DISK_ILLEGAL_BLOCK;
-	if (io->count == 0)
-		return DISK_OK;
+	/* In range and not empty: blob_ops.checks. */
 	rq->next = NULL;
 	rq->carved = 0;
 	rq->pieces = 0;
@@ -1015,13 +1011,11 @@ static int blob_read_only_op(struct disk *d UNUSED, struct disk_io *io UNUSED)
 	return DISK_READ_ONLY;
 }
 
-static int blob_cache(struct disk *d, struct disk_io *io)
+static int blob_cache(struct disk *d UNUSED, struct disk_io *io UNUSED)
 {
-	struct blob *b = disk_priv(d);
-
 	/* Nothing to prefetch into: read caches above are filled by the
-	 * layered disk's own CACHE emulation. */
-	return io->sector + io->count > b->sector_count ? DISK_ILLEGAL_BLOCK : DISK_OK;
+	 * layered disk's own CACHE emulation. The range: blob_ops.checks. */
+	return DISK_OK;
 }
 
 static void blob_describe(struct disk *d, struct disk_describer *dd)
@@ -1087,6 +1081,8 @@ static const struct disk_ops blob_ops = {
 	.cache = blob_cache,
 	.describe = blob_describe,
 	.close = blob_close,
+	/* A blob's size is fixed at open; disk_info.read_only is always set. */
+	.checks = DISK_CHECK_RANGE | DISK_CHECK_READ_ONLY | DISK_CHECK_EMPTY,
 };
 
 int blob_idle_polls_over_backoff(struct disk *d)

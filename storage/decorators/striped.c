@@ -189,10 +189,7 @@ static int striped_rw(struct disk *d, struct disk_io *io)
 	size_t room = 0, off = 0, buf_bytes = 0;
 	unsigned m;
 
-	if (end > st->sector_count)
-		return DISK_ILLEGAL_BLOCK;
-	if (io->count == 0)
-		return DISK_OK;
+	/* In range and not empty: striped_ops.checks. */
 	c = striped_chunk_of(st, io->sector, &in);
 	npieces = 1;
 	if (in + io->count > st->spc) {
@@ -278,12 +275,8 @@ static bool striped_member_range(const struct striped *st, unsigned m, uint64_t 
 static int striped_unmap(struct disk *d, struct disk_io *io)
 {
 	struct striped *st = disk_priv(d);
-	uint64_t end = io->sector + io->count;
+	uint64_t end = io->sector + io->count;   /* in range: striped_ops.checks */
 
-	if (end > st->sector_count)
-		return DISK_ILLEGAL_BLOCK;
-	if (io->count == 0)
-		return DISK_OK;
 	striped_begin(io, NULL, 0);
 	for (unsigned m = 0; m < st->n; m++) {
 		uint64_t start, count;
@@ -357,6 +350,8 @@ static const struct disk_ops striped_ops = {
 	.eject = striped_all,
 	.describe = striped_describe,
 	.close = striped_close,
+	/* The striped size is fixed at open. */
+	.checks = DISK_CHECK_RANGE | DISK_CHECK_EMPTY,
 };
 
 int striped_new(struct disk *const *members, unsigned n, uint64_t chunk_bytes,

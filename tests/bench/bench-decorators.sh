@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 #
-# bench-decorators.sh: the decorator benchmarks of issue 5 (not pass/fail).
+# bench-decorators.sh: the decorator benchmarks (results in docs/decorator-*.md; not pass/fail).
 #
 #   tests/bench/bench-decorators.sh [DISKSTACK]
 #

@@ -10,7 +10,7 @@
 . "$(dirname "$0")/vm-lib.sh"
 
 "$DISKSTACK" serve --help >/dev/null 2>&1 ||
-	vm_skip "the NBD server ('diskstack serve', issue 3) is not in this build"
+	vm_skip "the NBD server is not in this build"
 vm_requires
 command -v debugfs >/dev/null 2>&1 || vm_skip "debugfs (e2fsprogs) is missing"
 

@@ -31,7 +31,7 @@ vhost_requires()
 	case $VHOST_PEER in
 	diskstack)
 		"$DISKSTACK" vhost-user-blk --help >/dev/null 2>&1 ||
-			vm_skip "the vhost-user-blk back-end ('diskstack vhost-user-blk', issue 15) is not in this build" ;;
+			vm_skip "the vhost-user-blk back-end is not in this build" ;;
 	qsd)
 		command -v qemu-storage-daemon >/dev/null 2>&1 || vm_skip "qemu-storage-daemon is missing"
 		command -v qemu-img >/dev/null 2>&1 || vm_skip "qemu-img is missing" ;;
