@@ -9,6 +9,8 @@
 # (utime + stime, /proc/PID/stat) and server context switches per I/O.
 # For A/B checks of one change; bench-nbd.sh compares with other servers.
 # $SIZE (default 1G) is fio's range; each export is filled once first.
+# $BS (default 4k) and $QD (default 32): another block size or depth, and
+# RW may then be any fio --rw (read, write, ...).
 set -uo pipefail
 
 [ $# -ge 4 ] || { echo "usage: $0 randread|randwrite ROUNDS ENV_A ENV_B [BIN_A [BIN_B]]" >&2; exit 2; }
@@ -59,7 +61,7 @@ for _ in $(seq "$rounds"); do
 			perf_pid=
 		fi
 		fio --name=ab --ioengine=nbd --uri="nbd+unix:///?socket=$W/$s.sock" --rw="$rw" \
-			--bs=4k --iodepth=32 --size="$SIZE" --time_based --runtime="$RT" \
+			--bs="${BS:-4k}" --iodepth="${QD:-32}" --size="$SIZE" --time_based --runtime="$RT" \
 			--output-format=json --output="$W/out.json" >/dev/null ||
 			{ echo "ab-nbd: fio on $s failed" >&2; exit 1; }
 		c1=$(ticks "$pid") x1=$(ctxsw "$pid")
