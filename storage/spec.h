@@ -6,7 +6,7 @@
  *
  * The kinds and their syntax are not listed here: each kind declares its
  * own (name, arguments, usage line) in its file, registry.c lists them,
- * and docs/specs.md (or `diskstack --help`, built from the registry) shows
+ * and docs/specs.md (or `diskstack help specs`, built from the registry) shows
  * them all. A spec is KIND:ARGS[:INNER-SPEC], a bare path is a file.
  *
  * Sizes: decimal digits, optional K/M/G/T (powers of 1024, upper case), then

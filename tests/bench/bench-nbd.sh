@@ -15,7 +15,8 @@
 #                 recv and one sendmsg per pass), keeping no data
 #   floor-mem     the same over a flat 1 GiB array (one copy per request):
 #                 the floor any server's CPU per request is measured against
-#                 (not in the default SERVERS; built on first use)
+#   (the floor-* servers are not in the default SERVERS; they are built in
+#   DISKSTACK's build directory on first use)
 # Jobs: 4k randread and randwrite at QD32 with numjobs 1 and 2, 1M
 # sequential read and write at QD8. For each job the servers alternate,
 # REPS times. Printed: median IOPS per server, IOPS ratios (ds-mem / the

@@ -7,9 +7,9 @@
 //   nbd-floor SOCKET PIDFILE SIZE null|mem
 //
 // Fixed newstyle handshake (NBD protocol, "Newstyle negotiation"), one
-// export of SIZE bytes, simple replies only (every option other than
-// EXPORT_NAME, INFO and GO is answered NBD_REP_ERR_UNSUP, so the client
-// falls back to simple replies and no meta contexts). One thread per
+// export of SIZE bytes, simple replies only (ABORT is acknowledged, every
+// option other than EXPORT_NAME, INFO and GO is answered NBD_REP_ERR_UNSUP,
+// so the client falls back to simple replies and no meta contexts). One thread per
 // connection, blocking sockets: per pass one recv() of whatever has
 // arrived, every complete request in it answered, all replies of the pass
 // in one sendmsg(). Reads send straight from the disk's memory (no copy in
@@ -60,6 +60,7 @@
 #define NBD_CMD_FLUSH 3
 #define NBD_CMD_TRIM 4
 #define NBD_EINVAL 22
+#define NBD_ENOSPC 28
 
 #define IN_CAP (4u << 20)   // bytes of requests taken in one pass
 #define MAX_IO (32u << 20)  // largest read or write accepted
@@ -302,7 +303,7 @@ serve(void *arg)
 			if (len > MAX_IO)
 				goto done;
 			if (off > disk_size || len > disk_size - off)
-				err = NBD_EINVAL;
+				err = type == NBD_CMD_WRITE ? NBD_ENOSPC : NBD_EINVAL;
 			if (type == NBD_CMD_WRITE) {
 				size_t got = have - pos - 28;
 
@@ -327,8 +328,12 @@ serve(void *arg)
 				continue;
 			}
 			pos += 28;
-			if (type == NBD_CMD_DISC)
+			if (type == NBD_CMD_DISC) {
+				// The replies to the requests before it go first.
+				if (o->n > 0)
+					(void)out_flush(fd, o);
 				goto done;
+			}
 			if (type == NBD_CMD_READ && err == 0) {
 				const uint8_t *src = disk != NULL ? disk + off : zeroes;
 

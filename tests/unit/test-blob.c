@@ -593,6 +593,11 @@ static void test_blob_read_only_ops(void **state UNUSED)
 	assert_int_equal(disk_sync_write(d, 0, buf, 512, 0), DISK_READ_ONLY);
 	assert_int_equal(disk_sync_write(d, 0, buf, 512, DISK_IO_FUA), DISK_READ_ONLY);
 	assert_int_equal(disk_sync_write_zeroes(d, 0, 1, 0), DISK_READ_ONLY);
+	/* The dispatcher's order (disk_ops.checks): the range, then read-only,
+	 * then an empty request. */
+	assert_int_equal(disk_sync_write(d, n, buf, 512, 0), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_write_zeroes(d, n - 1, 2, 0), DISK_ILLEGAL_BLOCK);
+	assert_int_equal(disk_sync_write_zeroes(d, 0, 0, 0), DISK_READ_ONLY);
 	/* Unmap is IGNORED: fine in range, still range-checked. */
 	assert_int_equal(disk_sync_unmap(d, 0, 8, 0), DISK_OK);
 	assert_int_equal(disk_sync_unmap(d, n, 1, 0), DISK_ILLEGAL_BLOCK);
