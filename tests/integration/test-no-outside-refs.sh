@@ -41,9 +41,9 @@ DOC_NAMED = re.compile(r"\bRFC\s*\d|\bIEEE\b|\bSPC-\d|\bSBC-\d|\bSAM-\d|\bMMC(-\
                        r"\bATA\b|\bACS-\d|\.md\b|\.rst\b|\.h\b|\b[Vv]irtio 1\.\d|"
                        r"\bPCI(e| Local Bus| Express)?\b|\b[Tt]ransport [Ss]pec")
 
-# Code, scripts and build files (not the .md pages) do not point at the project's issue
-# tracker ("issue 15"), which is not in the repository either: they say
-# what they mean or cite docs/. An upstream project's public issue
+# Code, scripts and build files (not the .md pages) do not point at the
+# project's issue tracker ("issue 15"), which is not in the repository
+# either: they say what they mean or cite docs/. An upstream project's public issue
 # ("curl issue 11101") names the project on the line or the one before.
 ISSUE = re.compile(r"\bissues?[ #-]*\d+", re.I)
 UPSTREAM = re.compile(r"\b(curl|libnbd|nbdkit|qemu|liburing|libiscsi|fio|glibc|github|gitlab)\b",
