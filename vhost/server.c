@@ -820,11 +820,16 @@ static int vhostsrv_get_inflight(struct vhostsrv *s, struct vhostsrv_msg *m)
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
 		return -errno;
+	/* Rings running over the old buffer (none in QEMU's order, but a
+	 * front-end may ask again at any time) stop before it goes, and
+	 * start again over the new one. */
+	vhostsrv_stop_all(s);
 	vhostsrv_inflight_unmap(s);
 	s->inflight = p;
 	s->inflight_len = len;
 	s->inflight_queues = in.num_queues;
 	s->inflight_qsize = in.queue_size;
+	vhostsrv_reconcile(s);
 	memset(&in, 0, sizeof(in));
 	in.mmap_size = len;
 	in.num_queues = s->inflight_queues;

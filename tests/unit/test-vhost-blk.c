@@ -574,6 +574,42 @@ static void test_vhost_blk_resize_notify(void **state)
 	vt_teardown(&t);
 }
 
+/* A GET_INFLIGHT_FD while the ring ran (found by fuzz-vhost-msg): the
+ * back-end unmapped the old inflight buffer under the running ring, and
+ * the next request's pop wrote into it (SEGV). The rings now stop before
+ * the buffer goes and start again over the new one. */
+static void test_vhost_blk_get_inflight_while_running_regression(void **state)
+{
+	struct vt t;
+	static uint8_t w[4096], r[4096];
+	struct vhu_inflight in = { .num_queues = 1, .queue_size = 128 }, out;
+	uint32_t size;
+	int fd = -1;
+
+	(void)state;
+	vt_setup(&t, &(struct vt_opts){ 0 });
+	tu_fill(w, sizeof(w), 3, 0);
+	assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_OUT, 8, w, sizeof(w), true), VIRTIO_BLK_S_OK);
+	assert_int_equal(vfront_send(t.f, VHU_GET_INFLIGHT_FD, 0, &in, sizeof(in), NULL, 0), 0);
+	assert_int_equal(vfront_recv(t.f, VHU_GET_INFLIGHT_FD, &out, sizeof(out), &size, &fd), 0);
+	assert_true(fd >= 0);
+	assert_int_equal(out.num_queues, 1);
+	assert_int_equal(out.queue_size, 128);
+	close(fd);
+	/* The ring carries on (over the new buffer). */
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_OUT, 16 + 8 * (uint64_t)i, w, sizeof(w),
+				     i & 1), VIRTIO_BLK_S_OK);
+		memset(r, 0, sizeof(r));
+		assert_int_equal(blk(&t, 0, VIRTIO_BLK_T_IN, 16 + 8 * (uint64_t)i, r, sizeof(r),
+				     i & 1), VIRTIO_BLK_S_OK);
+		assert_memory_equal(r, w, sizeof(w));
+	}
+	assert_int_equal(disk_sync_read(t.disk, 8, r, sizeof(r)), DISK_OK);
+	assert_memory_equal(r, w, sizeof(w));
+	vt_teardown(&t);
+}
+
 /* Reconnect after a back-end died with requests in flight (vhost-user
  * "Inflight I/O tracking"): the new back-end gets the kept inflight buffer
  * and SET_VRING_BASE = the used index, resubmits what was in flight and
@@ -743,6 +779,7 @@ int main(void)
 		cmocka_unit_test(test_vhost_blk_huge_ring_lazy_slots_regression),
 		cmocka_unit_test(test_vhost_blk_call_swap_pending),
 		cmocka_unit_test(test_vhost_blk_resize_notify),
+		cmocka_unit_test(test_vhost_blk_get_inflight_while_running_regression),
 		cmocka_unit_test(test_vhost_blk_reconnect_inflight),
 		cmocka_unit_test(test_vhost_blk_error_statuses),
 	};
