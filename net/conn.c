@@ -857,8 +857,17 @@ void netsrv_tx_queue(struct netsrv_conn *c, struct netsrv_tx *tx)
 	tx->next = NULL;
 	tx->idx = 0;
 	tx->off = 0;
+	tx->pipe_len = tx->pipe_off = 0;
 	*c->txq_tail = tx;
 	c->txq_tail = &tx->next;
+}
+
+void netsrv_tx_queue_pipe(struct netsrv_conn *c, struct netsrv_tx *tx, int pipe_rfd, size_t len)
+{
+	assert(c->is_sock && !c->ssl);
+	netsrv_tx_queue(c, tx);
+	tx->pipe_fd = pipe_rfd;
+	tx->pipe_len = len;
 }
 
 void netsrv_tx_schedule(struct netsrv_conn *c)
@@ -924,6 +933,8 @@ static void conn_tx_consume(struct netsrv_conn *c, size_t n)
 			tx->idx++;
 			tx->off = 0;
 		}
+		if (tx->pipe_off < tx->pipe_len)
+			return;         /* its pipe bytes go next */
 		conn_tx_pop(c);
 	}
 }
@@ -940,6 +951,7 @@ static bool conn_tx_plain(struct netsrv_conn *c)
 {
 	struct io_uring_sqe *sqe;
 	unsigned n = 0;
+	bool more = false;
 
 	/* Items with nothing (left) to send complete at once. */
 	while (c->txq_head) {
@@ -949,9 +961,24 @@ static bool conn_tx_plain(struct netsrv_conn *c)
 			tx->idx++;
 			tx->off = 0;
 		}
-		if (tx->idx < tx->iovcnt)
+		if (tx->idx < tx->iovcnt || tx->pipe_off < tx->pipe_len)
 			break;
 		conn_tx_pop(c);
+	}
+	if (c->txq_head && c->txq_head->idx == c->txq_head->iovcnt) {
+		/* The head's iovecs are out: its pipe bytes go next, on an
+		 * io-wq worker (io_uring runs every splice there), which
+		 * waits while the socket is full. */
+		struct netsrv_tx *tx = c->txq_head;
+
+		sqe = reactor_get_sqe(c->r);
+		io_uring_prep_splice(sqe, tx->pipe_fd, -1, c->wfd, -1,
+				     (unsigned)MIN(tx->pipe_len - tx->pipe_off, (size_t)1 << 30),
+				     SPLICE_F_MOVE);
+		conn_sqe_file(sqe, c->wfix);
+		reactor_sqe_set_op(sqe, &c->tx_op);
+		c->tx_splice = true;
+		return true;
 	}
 	for (struct netsrv_tx *tx = c->txq_head; tx && n < NETSRV_TX_IOV; tx = tx->next) {
 		for (unsigned i = tx->idx; i < tx->iovcnt && n < NETSRV_TX_IOV; i++) {
@@ -963,6 +990,11 @@ static bool conn_tx_plain(struct netsrv_conn *c)
 			c->txiov[n].iov_len = tx->iov[i].iov_len - skip;
 			n++;
 		}
+		/* Nothing after a pipe's bytes may go before them. */
+		if (tx->pipe_len) {
+			more = true;
+			break;
+		}
 	}
 	if (n == 0)
 		return false;
@@ -971,7 +1003,7 @@ static bool conn_tx_plain(struct netsrv_conn *c)
 		memset(&c->msg, 0, sizeof(c->msg));
 		c->msg.msg_iov = c->txiov;
 		c->msg.msg_iovlen = n;
-		io_uring_prep_sendmsg(sqe, c->wfd, &c->msg, MSG_NOSIGNAL);
+		io_uring_prep_sendmsg(sqe, c->wfd, &c->msg, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
 	} else {
 		io_uring_prep_writev(sqe, c->wfd, c->txiov, n, (uint64_t)-1);
 	}
@@ -1110,6 +1142,7 @@ static void conn_tx_cqe(struct reactor_op *op, int res)
 
 	if (res < 0) {
 		c->tx_busy = false;
+		c->tx_splice = false;
 		if (!c->closing) {
 			if (res == -EPIPE || res == -ECONNRESET)
 				log_debug("%s: client went away while we were sending", c->name);
@@ -1126,6 +1159,22 @@ static void conn_tx_cqe(struct reactor_op *op, int res)
 		c->tls_out_off += (size_t)res;
 		if (c->tls_out_off == c->tls_out_len)
 			c->tls_out_off = c->tls_out_len = 0;
+	} else if (c->tx_splice) {
+		struct netsrv_tx *tx = c->txq_head;
+
+		c->tx_splice = false;
+		tx->pipe_off += (size_t)res;
+		if (res == 0) {
+			/* The pipe ran dry: the protocol queued bytes it
+			 * does not hold. */
+			log_error("%s: pipe empty with %zu bytes of a reply left to send", c->name,
+				  tx->pipe_len - tx->pipe_off);
+			c->tx_busy = false;
+			netsrv_conn_close(c, false, NULL);
+			return;
+		}
+		if (tx->pipe_off == tx->pipe_len)
+			conn_tx_pop(c);
 	} else {
 		conn_tx_consume(c, (size_t)res);
 	}

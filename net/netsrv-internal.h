@@ -175,6 +175,7 @@ struct netsrv_conn {
 	/* Send side: at most one send in flight. */
 	struct reactor_op tx_op;
 	bool tx_busy;
+	bool tx_splice;             /* tx_op is the splice of the head item's pipe bytes */
 	struct netsrv_tx *txq_head, **txq_tail;
 	struct msghdr msg;
 	struct iovec txiov[NETSRV_TX_IOV];

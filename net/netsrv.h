@@ -31,6 +31,8 @@
  * - Send. A FIFO of items (struct netsrv_tx, embedded in the protocol's
  *   request or reply), each a list of iovecs; a kick gathers as many as
  *   fit into one sendmsg, or encrypts up to a quantum of them under TLS.
+ *   An item may end with bytes of a pipe (netsrv_tx_queue_pipe), which
+ *   are spliced into the socket after its iovecs.
  *   netsrv_tx_schedule defers the kick to the end of the loop pass so
  *   replies finished in one pass share a syscall; netsrv_rx_later has
  *   that deferred flush also arm the protocol's next receive, so the send
@@ -155,6 +157,8 @@ struct netsrv_tx {
 	struct netsrv_tx *next;
 	unsigned idx;               /* first iovec not fully consumed */
 	size_t off;                 /* bytes of iov[idx] already consumed */
+	int pipe_fd;                /* netsrv_tx_queue_pipe: the pipe's read end */
+	size_t pipe_len, pipe_off;  /* its bytes to send, and sent */
 };
 
 /* A receive completion: the byte count, 0 at end of stream, or -errno
@@ -326,6 +330,14 @@ void netsrv_rx_later(struct netsrv_conn *c, void (*arm)(struct netsrv_conn *c));
 
 /* Appends @tx (borrowed until tx->sent) to the send queue. */
 void netsrv_tx_queue(struct netsrv_conn *c, struct netsrv_tx *tx);
+/* Like netsrv_tx_queue, with @len bytes of pipe @pipe_rfd (its read end,
+ * borrowed until tx->sent) sent after @tx's iovecs: splice(2) into the
+ * socket, so pages a disk put into the pipe (storage/disk.h,
+ * DISK_IO_PIPE) go out without a copy through this process. Plain
+ * sockets only (netsrv_conn_can_rxv). The pipe must hold the @len bytes
+ * when the item's turn comes; an item torn down before they all went
+ * leaves the rest in the pipe (the protocol drains or closes it). */
+void netsrv_tx_queue_pipe(struct netsrv_conn *c, struct netsrv_tx *tx, int pipe_rfd, size_t len);
 /* Sends what is queued at the end of this loop pass (coalescing). */
 void netsrv_tx_schedule(struct netsrv_conn *c);
 /* Starts sending now if nothing is in flight. */

@@ -56,6 +56,7 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "nvme_emul/internal.h"
+#include "nvme_emul/nvme_pipe.h"
 #include "storage/decorators/prwrap.h"
 
 /* ---- small helpers ------------------------------------------------------------- */
@@ -970,7 +971,7 @@ static const struct nvmeemu_op *op_find(const struct nvmeemu_op *table, uint8_t 
 	return NULL;
 }
 
-void nvmeemu_cmd_submit(struct nvmeemu_cmd *cmd)
+static void cmd_submit(struct nvmeemu_cmd *cmd, int pipe_fd, size_t room)
 {
 	struct cmd_state *st = cmd_state(cmd);
 	struct nvmeemu_ctrl *c = cmd->ctrl;
@@ -978,6 +979,8 @@ void nvmeemu_cmd_submit(struct nvmeemu_cmd *cmd)
 	uint8_t opc = cmd->sqe[0];
 
 	memset(st, 0, sizeof(*st));
+	st->pipe_fd = pipe_fd;
+	st->pipe_room = (uint32_t)MIN(room, (size_t)UINT32_MAX);
 	st->r = reactor_current();
 	assert(st->r);
 	st->in_submit = true;
@@ -1001,6 +1004,36 @@ void nvmeemu_cmd_submit(struct nvmeemu_cmd *cmd)
 		op->run(cmd);
 	}
 	st->in_submit = false;
+}
+
+void nvmeemu_cmd_submit(struct nvmeemu_cmd *cmd)
+{
+	cmd_submit(cmd, -1, 0);
+}
+
+void nvmeemu_cmd_submit_pipe(struct nvmeemu_cmd *cmd, int pipe_fd, size_t len)
+{
+	cmd_submit(cmd, pipe_fd, len);
+}
+
+size_t nvmeemu_cmd_piped(const struct nvmeemu_cmd *cmd)
+{
+	return ((const struct cmd_state *)(const void *)cmd->core_ctx)->piped;
+}
+
+bool nvmeemu_cmd_pipe_ok(struct nvmeemu_cmd *cmd)
+{
+	struct nvmeemu_ns *ns;
+	bool ok;
+
+	if (!cmd->qid || (cmd->sqe[0] != 0x01 && cmd->sqe[0] != 0x02))
+		return false;
+	ns = nvmeemu_ns_get(cmd->ctrl->s, cmd->ctrl, cmd_dw(cmd, 1));
+	if (!ns)
+		return false;
+	ok = disk_get_info(ns->io_disk)->caps & DISK_CAP_PIPE;
+	nvmeemu_ns_put(ns);
+	return ok;
 }
 
 /* ---- CQE accessors -------------------------------------------------------------------- */

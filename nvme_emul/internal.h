@@ -224,6 +224,10 @@ struct cmd_state {
 	uint32_t dw0;
 	uint8_t opc;
 	bool in_submit, finished, mapped;
+	bool piped_io;                    /* io.c: the disk request uses the pipe */
+	int pipe_fd;                      /* nvme_pipe.h: -1 = none */
+	uint32_t pipe_room;               /* a Read's room in the pipe */
+	uint32_t piped;                   /* bytes moved through the pipe */
 	bool tref;                        /* @ns is counted in the thread's cache (core.c) */
 };
 _Static_assert(sizeof(struct cmd_state) <= sizeof(((struct nvmeemu_cmd *)0)->core_ctx),

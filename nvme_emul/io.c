@@ -27,6 +27,8 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "common/compiler.h"
 #include "nvme_emul/internal.h"
@@ -113,6 +115,66 @@ static uint16_t data_setup(struct nvmeemu_cmd *cmd, struct disk_io *io, size_t b
 
 /* ---- Read and Write -------------------------------------------------------------- */
 
+/* Whether a Read of @bytes at @slba fits its pipe: one pipe buffer per
+ * page (nvme_pipe.h). */
+static bool pipe_fits(struct nvmeemu_cmd *cmd, uint64_t slba, size_t bytes)
+{
+	struct cmd_state *st = cmd_state(cmd);
+	static size_t page;
+	uint64_t head, start = slba << st->ns->lbads;
+
+	if (!page)
+		page = (size_t)sysconf(_SC_PAGESIZE);
+	head = start & (page - 1);
+	/* Whole pages: a pipe's size counts its buffers at one page each. */
+	return (head + bytes + page - 1) / page * page <= st->pipe_room;
+}
+
+/* A command offered a pipe (nvme_pipe.h): a Read's or Write's disk
+ * request takes it when the disk does (st->piped_io). A Write's pipe
+ * holds exactly st->pipe_room bytes, which must be the command's. 0 or a
+ * status. */
+static uint16_t pipe_setup(struct nvmeemu_cmd *cmd, struct disk_io *io, size_t bytes, bool write)
+{
+	struct cmd_state *st = cmd_state(cmd);
+
+	if (write && bytes != st->pipe_room)
+		return nvmeemu_data_errno(-EMSGSIZE);
+	if (!(disk_get_info(st->ns->io_disk)->caps & DISK_CAP_PIPE))
+		return 0;
+	io->flags = DISK_IO_PIPE;
+	io->pipe_fd = st->pipe_fd;
+	io->count = bytes >> st->ns->lbads;
+	st->piped_io = true;
+	if (write)
+		st->piped = (uint32_t)bytes;    /* the disk request takes them */
+	return 0;
+}
+
+/* A Write offered a pipe whose disk does not take pipes: its data from the
+ * pipe into @buf. 0 or a status. */
+static uint16_t pipe_drain(struct nvmeemu_cmd *cmd, void *buf, size_t bytes)
+{
+	struct cmd_state *st = cmd_state(cmd);
+	size_t done = 0;
+	int held;
+
+	/* Never wait for bytes the transport did not put there. */
+	if (ioctl(st->pipe_fd, FIONREAD, &held) < 0 || held < 0 || (size_t)held < bytes)
+		return NVMEEMU_INTERNAL_ERROR;
+	while (done < bytes) {
+		ssize_t n = read(st->pipe_fd, (char *)buf + done, bytes - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return NVMEEMU_INTERNAL_ERROR;
+		done += (size_t)n;
+	}
+	st->piped = (uint32_t)bytes;
+	return 0;
+}
+
 static void rw_done(struct disk_io *io)
 {
 	struct nvmeemu_cmd *cmd = io->opaque;
@@ -125,7 +187,9 @@ static void rw_done(struct disk_io *io)
 		nvmeemu_finish_disk(cmd, io);
 		return;
 	}
-	if (st->opc == 0x02) {
+	if (st->piped_io) {
+		st->piped = (uint32_t)bytes;
+	} else if (st->opc == 0x02) {
 		if (!st->mapped) {
 			status = nvmeemu_put(cmd, 0, st->buf, bytes);
 			if (status) {
@@ -164,6 +228,15 @@ static void nvm_rw(struct nvmeemu_cmd *cmd)
 		nvmeemu_finish(cmd, NVMEEMU_INTERNAL_ERROR, 0);
 		return;
 	}
+	if (st->pipe_fd >= 0 && (write || pipe_fits(cmd, slba, bytes))) {
+		status = pipe_setup(cmd, io, bytes, write);
+		if (status) {
+			nvmeemu_finish(cmd, status, 0);
+			return;
+		}
+		if (st->piped_io)
+			goto submit;
+	}
 	status = data_setup(cmd, io, bytes, &bounce);
 	if (status) {
 		nvmeemu_finish(cmd, status, 0);
@@ -177,7 +250,13 @@ static void nvm_rw(struct nvmeemu_cmd *cmd)
 		_Static_assert(sizeof(io->sctx) >= sizeof(struct iovec), "sctx holds an iovec");
 		*keep = bounce;
 		io->iov = keep;
-		if (write) {
+		if (write && st->pipe_fd >= 0) {
+			status = pipe_drain(cmd, bounce.iov_base, bytes);
+			if (status) {
+				nvmeemu_finish(cmd, status, 0);
+				return;
+			}
+		} else if (write) {
 			status = nvmeemu_get(cmd, 0, bounce.iov_base, bytes);
 			if (status) {
 				nvmeemu_finish(cmd, status, 0);
@@ -185,6 +264,7 @@ static void nvm_rw(struct nvmeemu_cmd *cmd)
 			}
 		}
 	}
+submit:
 	st->a = bytes;
 	io->op = write ? DISK_OP_WRITE : DISK_OP_READ;
 	io->sector = slba;

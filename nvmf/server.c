@@ -22,6 +22,17 @@
  *   in order. Reads answer with one C2HData PDU (LAST_PDU, and SUCCESS
  *   without a response when the host disabled SQ flow control), then a
  *   CapsuleResp.
+ * - Pipes (nvme_emul/nvme_pipe.h, storage/disk.h DISK_IO_PIPE): a Read
+ *   of NVMF_PIPE_MIN bytes or more on a plain socket without data digest,
+ *   whose namespace's disk takes pipes (a buffered file), borrows a pipe
+ *   from the connection's pool (at most NVMF_PIPES, made on first use,
+ *   NVMF_PIPE_BYTES each): the disk splices the file's pages into it and
+ *   the C2HData PDU's payload is spliced from it into the socket, so the
+ *   bytes never pass through this process (no copy into a buffer and out
+ *   again; docs/bench-nvme.md). A pipe goes back to the pool only when it
+ *   is empty (FIONREAD), else it is closed: a failed or torn-down read
+ *   leaves no stale bytes for the next. Without a free pipe, or when the
+ *   kernel refuses the size, the Read takes the buffer path.
  * - Controllers (struct nvmf_ctrl) are server-wide, in a list under
  *   srv->lock, found by (subsystem, CNTLID) when an I/O queue connects.
  *   The admin connection and every I/O connection hold a reference; the
@@ -46,13 +57,16 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/compiler.h"
 #include "common/endian.h"
@@ -60,6 +74,7 @@
 #include "common/reactor.h"
 #include "net/netsrv.h"
 #include "nvme_emul/nvme.h"
+#include "nvme_emul/nvme_pipe.h"
 #include "nvmf/pdu.h"
 #include "nvmf/server.h"
 
@@ -70,6 +85,12 @@
 #define NVMF_MAX_XFER (1024u * 1024u)   /* the largest transfer a command may describe */
 #define NVMF_TICK_NS (500ull * 1000000ull)
 #define NVMF_DEFAULT_IO_QUEUES 8u
+#define NVMF_PIPE_MIN (64u * 1024u)     /* smallest Read that goes through a pipe */
+#define NVMF_PIPES 8u                   /* pipes per connection */
+/* Pipe size: room for NVMF_MAX_XFER bytes at any page offset (one pipe
+ * buffer per page, plus one), a power of two as the kernel rounds it;
+ * NVMF_MAX_XFER where the kernel refuses that. */
+#define NVMF_PIPE_BYTES (2u * NVMF_MAX_XFER)
 #define NVMF_MAX_IO_QUEUES 63u
 
 /* Controller registers over Property Get/Set (NVMe base spec §3.1.4). */
@@ -135,6 +156,12 @@ enum slot_state { SLOT_FREE = 0, SLOT_RX, SLOT_R2T, SLOT_RUN, SLOT_HELD, SLOT_TX
 
 struct nvmf_conn;
 
+struct nvmf_pipe {
+	int rfd, wfd;
+	size_t room;                    /* its size (F_SETPIPE_SZ) */
+	struct nvmf_pipe *next_free;
+};
+
 struct nvmf_slot {
 	struct nvmeemu_cmd cmd;
 	struct nvmf_conn *c;
@@ -150,8 +177,10 @@ struct nvmf_slot {
 	uint8_t dir;                    /* data direction: 1 host to controller, 2 the reverse */
 	bool ddgst_bad;
 	bool aer;
+	struct nvmf_pipe *pipe;         /* a Read's data goes through it; NULL: @buf */
+	uint32_t piped;                 /* bytes the core left in @pipe */
 	/* Output. */
-	struct netsrv_tx tx, r2t_tx;
+	struct netsrv_tx tx, r2t_tx, resp_tx;
 	struct iovec iov[5], r2t_iov;
 	uint8_t c2h[NVMF_HDR_MAX];
 	uint8_t resp[NVMF_RESP_HLEN + NVMF_DIGEST_BYTES];
@@ -193,6 +222,11 @@ struct nvmf_conn {
 	uint8_t ctl[NVMF_TERM_HLEN + NVMF_TERM_MAX_DATA];
 	bool ctl_busy;
 	struct reactor_timer tick;
+	/* Pipes for Reads (see the notes). */
+	struct nvmf_pipe pipes[NVMF_PIPES];
+	struct nvmf_pipe *free_pipes;
+	unsigned npipes;                /* made so far */
+	bool pipes_refused;             /* the kernel refused one: none more */
 };
 
 static void conn_rx_next(struct nvmf_conn *c);
@@ -286,10 +320,77 @@ static void conn_unguard(struct nvmf_conn *c)
 		netsrv_conn_maybe_free(c->nc);   /* may free @c */
 }
 
+/* A pipe back to the pool if it is empty, else closed (its bytes are
+ * stale); a closed one is made again on a later use. */
+static void pipe_put(struct nvmf_conn *c, struct nvmf_pipe *p)
+{
+	int held = -1;
+
+	if (ioctl(p->rfd, FIONREAD, &held) == 0 && held == 0) {
+		p->next_free = c->free_pipes;
+		c->free_pipes = p;
+		return;
+	}
+	close(p->rfd);
+	close(p->wfd);
+	p->rfd = p->wfd = -1;
+	p->next_free = c->free_pipes;
+	c->free_pipes = p;
+}
+
+/* A pipe from the pool, made on first use; NULL when none is free, or
+ * the kernel refuses one (a pipe of NVMF_PIPE_BYTES needs
+ * CAP_SYS_RESOURCE above /proc/sys/fs/pipe-max-size: without it, Reads
+ * keep the buffer path). */
+static struct nvmf_pipe *pipe_get(struct nvmf_conn *c)
+{
+	struct nvmf_pipe *p;
+	int fds[2], size;
+
+	if (c->pipes_refused)
+		return NULL;
+	p = c->free_pipes;
+	if (p) {
+		c->free_pipes = p->next_free;
+	} else {
+		if (c->npipes == NVMF_PIPES)
+			return NULL;
+		p = &c->pipes[c->npipes++];
+		p->rfd = p->wfd = -1;
+	}
+	if (p->rfd >= 0)
+		return p;
+	if (pipe2(fds, O_CLOEXEC) == 0) {
+		/* Room for any transfer, or else (without CAP_SYS_RESOURCE,
+		 * pipe-max-size is 1 MiB by default) for one that starts on
+		 * a page boundary (the core checks which fits). */
+		size = fcntl(fds[1], F_SETPIPE_SZ, (int)NVMF_PIPE_BYTES);
+		if (size < 0 && errno == EPERM)
+			size = fcntl(fds[1], F_SETPIPE_SZ, (int)NVMF_MAX_XFER);
+		if (size >= (int)NVMF_PIPE_MIN) {
+			p->rfd = fds[0];
+			p->wfd = fds[1];
+			p->room = (size_t)size;
+			return p;
+		}
+		log_debug("%s: no pipe of %u bytes (%s): Reads go through memory", c->name,
+			  NVMF_MAX_XFER, size < 0 ? strerror(errno) : "smaller");
+		close(fds[0]);
+		close(fds[1]);
+		c->pipes_refused = true;
+	}
+	p->next_free = c->free_pipes;
+	c->free_pipes = p;
+	return NULL;
+}
+
 static void slot_release(struct nvmf_slot *sl)
 {
 	struct nvmf_conn *c = sl->c;
 
+	if (sl->pipe)
+		pipe_put(c, sl->pipe);
+	sl->pipe = NULL;
 	if (sl->buf)
 		reactor_buf_put(c->r, sl->buf, sl->buf_bytes);
 	sl->buf = NULL;
@@ -307,7 +408,14 @@ static void slot_sent(struct netsrv_conn *nc, struct netsrv_tx *tx)
 	slot_release(sl);
 }
 
-static void r2t_sent(struct netsrv_conn *nc, struct netsrv_tx *tx)
+static void slot_resp_sent(struct netsrv_conn *nc, struct netsrv_tx *tx)
+{
+	(void)nc;
+	slot_release(container_of(tx, struct nvmf_slot, resp_tx));
+}
+
+/* An item that is not a slot's last. */
+static void tx_noop_sent(struct netsrv_conn *nc, struct netsrv_tx *tx)
 {
 	(void)nc;
 	(void)tx;
@@ -325,7 +433,8 @@ static void slot_send(struct nvmf_slot *sl)
 	struct nvmf_conn *c = sl->c;
 	uint32_t hd = c->cfg.hdgst ? NVMF_DIGEST_BYTES : 0;
 	uint16_t status = nvmeemu_cqe_status(sl->cmd.cqe);
-	unsigned n = 0;
+	uint32_t dlen = sl->piped ? sl->piped : sl->put_hw;
+	unsigned n = 0, base = 0;
 	bool success_flag = false;
 
 	if (sl->state == SLOT_HELD && sl->aer)
@@ -334,7 +443,7 @@ static void slot_send(struct nvmf_slot *sl)
 	/* SQ head: the host does not use it for flow control (it keeps at
 	 * most SQSIZE commands outstanding), but it must be consistent. */
 	ds_put_le16(sl->cmd.cqe + 8, c->sqflow_off ? 0xffff : c->sqhd);
-	if (sl->put_hw && status == 0) {
+	if (dlen && status == 0) {
 		uint32_t align = (uint32_t)(c->hpda + 1) * 4, pdo, dd;
 		uint8_t flags = NVMF_FLAG_LAST;
 
@@ -349,13 +458,23 @@ static void slot_send(struct nvmf_slot *sl)
 			flags |= NVMF_FLAG_SUCCESS;
 		memset(sl->c2h, 0, pdo);
 		nvmf_put_ch(sl->c2h, NVMF_PDU_C2H_DATA, flags, NVMF_DATA_HLEN, (uint8_t)pdo,
-			    pdo + sl->put_hw + dd);
+			    pdo + dlen + dd);
 		memcpy(sl->c2h + 8, sl->cmd.sqe + 2, 2);        /* CCCID */
 		ds_put_le32(sl->c2h + 12, 0);                   /* DATAO */
-		ds_put_le32(sl->c2h + 16, sl->put_hw);          /* DATAL */
+		ds_put_le32(sl->c2h + 16, dlen);                /* DATAL */
 		put_hdgst(c, sl->c2h, NVMF_DATA_HLEN);
 		sl->iov[n++] = (struct iovec){ sl->c2h, pdo };
-		sl->iov[n++] = (struct iovec){ sl->buf, sl->put_hw };
+		if (sl->piped && status == 0) {
+			/* The payload is in the pipe (no data digest: see
+			 * slot_capsule); the response follows it. */
+			sl->tx.iov = sl->iov;
+			sl->tx.iovcnt = n;
+			sl->tx.sent = success_flag ? slot_sent : tx_noop_sent;
+			netsrv_tx_queue_pipe(c->nc, &sl->tx, sl->pipe->rfd, dlen);
+			base = n;
+		} else {
+			sl->iov[n++] = (struct iovec){ sl->buf, sl->put_hw };
+		}
 		if (dd) {
 			ds_put_le32(sl->ddgst, nvmf_digest(sl->buf, sl->put_hw));
 			sl->iov[n++] = (struct iovec){ sl->ddgst, dd };
@@ -368,10 +487,15 @@ static void slot_send(struct nvmf_slot *sl)
 		put_hdgst(c, sl->resp, NVMF_RESP_HLEN);
 		sl->iov[n++] = (struct iovec){ sl->resp, NVMF_RESP_HLEN + hd };
 	}
-	sl->tx.iov = sl->iov;
-	sl->tx.iovcnt = n;
-	sl->tx.sent = slot_sent;
-	netsrv_tx_queue(c->nc, &sl->tx);
+	if (n > base) {
+		/* After a piped payload, the response is an item of its own. */
+		struct netsrv_tx *tx = base ? &sl->resp_tx : &sl->tx;
+
+		tx->iov = sl->iov + base;
+		tx->iovcnt = n - base;
+		tx->sent = base ? slot_resp_sent : slot_sent;
+		netsrv_tx_queue(c->nc, tx);
+	}
 	netsrv_tx_schedule(c->nc);
 }
 
@@ -380,6 +504,7 @@ static void slot_finish(struct nvmf_slot *sl, uint16_t status, uint32_t dw0, uin
 {
 	uint8_t *q = sl->cmd.cqe;
 
+	sl->piped = 0;
 	memset(q, 0, NVMEEMU_CQE_BYTES);
 	ds_put_le32(q, dw0);
 	ds_put_le32(q + 4, dw1);
@@ -404,6 +529,7 @@ static void slot_done(struct nvmeemu_cmd *cmd)
 		netsrv_conn_maybe_free(c->nc);   /* may free @c */
 		return;
 	}
+	sl->piped = sl->pipe ? (uint32_t)nvmeemu_cmd_piped(cmd) : 0;
 	slot_send(sl);
 	if (c->draining && c->ninflight == c->nheld)
 		netsrv_conn_close(c->nc, true, "server stopping");
@@ -421,10 +547,23 @@ static int data_get(struct nvmeemu_cmd *cmd, uint64_t off, void *buf, size_t len
 	return 0;
 }
 
+/* A Read offered a pipe has no buffer until the core falls back on
+ * memory (the namespace's disk no longer takes pipes). */
+static bool slot_buf_late(struct nvmf_slot *sl)
+{
+	if (sl->buf || sl->dir != 2 || !sl->xfer)
+		return sl->buf != NULL;
+	sl->buf = reactor_buf_get(sl->c->r, sl->xfer, false);
+	sl->buf_bytes = sl->buf ? sl->xfer : 0;
+	return sl->buf != NULL;
+}
+
 static int data_put(struct nvmeemu_cmd *cmd, uint64_t off, const void *buf, size_t len)
 {
 	struct nvmf_slot *sl = container_of(cmd, struct nvmf_slot, cmd);
 
+	if (!sl->buf && sl->pipe)
+		slot_buf_late(sl);
 	if (off > sl->xfer || len > sl->xfer - off || !sl->buf)
 		return -EMSGSIZE;
 	memcpy(sl->buf + off, buf, len);
@@ -440,6 +579,8 @@ static int data_map(struct nvmeemu_cmd *cmd, uint64_t off, size_t len, struct io
 	struct nvmf_slot *sl = container_of(cmd, struct nvmf_slot, cmd);
 	uint32_t have = sl->dir == 2 ? sl->xfer : sl->got;
 
+	if (!sl->buf && sl->pipe)
+		slot_buf_late(sl);
 	if (max < 1)
 		return -E2BIG;
 	if (off > have || len > have - off || !sl->buf)
@@ -952,7 +1093,24 @@ static void slot_exec(struct nvmf_slot *sl)
 		c->nheld++;
 	}
 	c->ninflight++;
-	nvmeemu_cmd_submit(cmd);
+	sl->piped = 0;
+	if (sl->pipe)
+		nvmeemu_cmd_submit_pipe(cmd, sl->pipe->wfd, sl->pipe->room);
+	else
+		nvmeemu_cmd_submit(cmd);
+}
+
+/* Whether @sl's command may take a pipe for its data (see the notes). */
+static bool slot_pipe_ok(struct nvmf_slot *sl)
+{
+	struct nvmf_conn *c = sl->c;
+
+	if (c->cfg.ddgst || c->qid == 0 || !c->connected || !c->ctrl->ec ||
+	    atomic_load(&c->ctrl->dead) || !netsrv_conn_can_rxv(c->nc))
+		return false;
+	sl->cmd.ctrl = c->ctrl->ec;
+	sl->cmd.qid = c->qid;
+	return nvmeemu_cmd_pipe_ok(&sl->cmd);
 }
 
 /* The capsule (with its in-capsule data) is in: check the data pointer,
@@ -998,7 +1156,9 @@ static void slot_capsule(struct nvmf_slot *sl)
 	}
 	sl->xfer = sgl.len;
 	sl->got = 0;
-	if (sgl.len) {
+	if (dir == 2 && sgl.len >= NVMF_PIPE_MIN && slot_pipe_ok(sl))
+		sl->pipe = pipe_get(c);
+	if (sgl.len && !sl->pipe) {
 		want = sgl.len;
 		/* Zeroed unless the core fills it whole (a Read) or the host
 		 * does (a write): a short log page must not send stale bytes. */
@@ -1025,7 +1185,7 @@ static void slot_capsule(struct nvmf_slot *sl)
 		sl->r2t_iov = (struct iovec){ sl->r2t, NVMF_DATA_HLEN + hd };
 		sl->r2t_tx.iov = &sl->r2t_iov;
 		sl->r2t_tx.iovcnt = 1;
-		sl->r2t_tx.sent = r2t_sent;
+		sl->r2t_tx.sent = tx_noop_sent;
 		netsrv_tx_queue(c->nc, &sl->r2t_tx);
 		netsrv_tx_schedule(c->nc);
 		return;
@@ -1392,6 +1552,12 @@ static void srv_conn_free(struct netsrv_conn *nc)
 		if (c->slots[i].buf)
 			reactor_buf_put(c->r, c->slots[i].buf, c->slots[i].buf_bytes);
 	free(c->slots);
+	for (unsigned i = 0; i < c->npipes; i++) {
+		if (c->pipes[i].rfd >= 0) {
+			close(c->pipes[i].rfd);
+			close(c->pipes[i].wfd);
+		}
+	}
 }
 
 /* ---- creation ------------------------------------------------------------------------------- */

@@ -213,6 +213,8 @@ void disk_info_inherit(struct disk_info *info, const struct disk *lower)
 	info->caps &= ~(uint32_t)DISK_CAP_XFORM;
 	/* Likewise it would have to pass the caller's iovec array down. */
 	info->adopt_bytes = 0;
+	/* And a pipe would reach a disk that does not hold a file's bytes. */
+	info->caps &= ~(uint32_t)DISK_CAP_PIPE;
 }
 
 /* The disk that implements the op at member @off of struct disk_ops: @d
@@ -836,6 +838,7 @@ void disk_io_copy_request(struct disk_io *to, const struct disk_io *from)
 	to->count = from->count;
 	to->iov = from->iov;
 	to->iovcnt = from->iovcnt;
+	to->pipe_fd = from->pipe_fd;
 	to->initiator = from->initiator;
 	to->xform = from->xform;
 }
@@ -1034,7 +1037,8 @@ static int emu_cache(struct disk_io *io)
 
 /* Flags each op accepts. */
 static const uint32_t allowed_flags[DISK_OP_COUNT] = {
-	[DISK_OP_WRITE] = DISK_IO_FUA | DISK_IO_ADOPT,
+	[DISK_OP_READ] = DISK_IO_PIPE,
+	[DISK_OP_WRITE] = DISK_IO_FUA | DISK_IO_ADOPT | DISK_IO_PIPE,
 	[DISK_OP_UNMAP] = DISK_IO_BLOCK_LEVEL_ONLY,
 	[DISK_OP_WRITE_ZEROES] = DISK_IO_FUA | DISK_IO_NO_UNMAP | DISK_IO_FAST_ZERO,
 };
@@ -1095,10 +1099,23 @@ static int disk_dispatch(struct disk *d, struct disk_io *io)
 	switch (io->op) {
 	case DISK_OP_READ:
 	case DISK_OP_WRITE: {
-		uint64_t len = iov_length(io->iov, io->iovcnt);
+		uint64_t len;
 
-		if (unlikely(io->iovcnt < 0 || (len & (d->info.sector_size - 1))))
-			return DISK_INVALID_INPUT;
+		if (unlikely(io->flags & DISK_IO_PIPE)) {
+			/* Only to a disk that holds a file's bytes (the notes
+			 * in disk.h): the caller falls back to memory. */
+			if (!(d->info.caps & DISK_CAP_PIPE))
+				return DISK_UNSUPPORTED;
+			if (io->xform || io->pipe_fd < 0 || (io->flags & DISK_IO_ADOPT))
+				return DISK_INVALID_INPUT;
+			if (unlikely(io->count > (UINT64_MAX >> shift)))
+				return DISK_ILLEGAL_BLOCK;
+			len = io->count << shift;
+		} else {
+			len = iov_length(io->iov, io->iovcnt);
+			if (unlikely(io->iovcnt < 0 || (len & (d->info.sector_size - 1))))
+				return DISK_INVALID_INPUT;
+		}
 		/* A transform only goes to a disk that applies it. */
 		if (unlikely(io->xform && !(d->info.caps & DISK_CAP_XFORM)))
 			return DISK_INVALID_INPUT;

@@ -63,6 +63,22 @@
  *   to a disk that would keep what the decorator handed it. Saves a copy
  *   per written byte where the data arrives in a buffer the caller would
  *   otherwise free or reuse (the NBD server's large WRITE payloads).
+ * - Pipe transfers (DISK_IO_PIPE, DISK_CAP_PIPE): a READ may put its
+ *   bytes into a pipe and a WRITE take them from one (io->pipe_fd, and
+ *   io->count set by the caller instead of an iovec), so a network target
+ *   can move a file's pages to and from a socket with splice(2) and no
+ *   copy through its own memory. Only a disk that advertises
+ *   DISK_CAP_PIPE gets such requests (the file backend: its bytes are a
+ *   file's, one for one); the dispatcher refuses them elsewhere with
+ *   UNSUPPORTED, so a caller may simply try and fall back to memory, and
+ *   disk_info_inherit clears the bit (a decorator that only checks and
+ *   forwards, prwrap, sets it again). The dispatcher's checks (range,
+ *   read-only, FUA emulation, statistics) apply as to any request. The
+ *   pipe must have room for the whole READ (the caller sized it: a
+ *   splice into a full pipe would wait for a reader that is the caller
+ *   itself) and must hold the whole WRITE. On failure the pipe's contents
+ *   are unspecified: the caller drains or closes it. Neither end is
+ *   closed or left non-blocking by the disk.
  */
 #ifndef DISKSTACK_STORAGE_DISK_H
 #define DISKSTACK_STORAGE_DISK_H
@@ -129,6 +145,7 @@ enum {
 	                                    * writing zeroes: FAST_ZERO is worth asking for */
 	DISK_CAP_PERSISTENT     = 1u << 7, /* data survives the process (file, sqlite, ...) */
 	DISK_CAP_XFORM          = 1u << 8, /* READ and WRITE honour io->xform (struct disk_xform) */
+	DISK_CAP_PIPE           = 1u << 9, /* READ and WRITE take DISK_IO_PIPE (see the notes) */
 };
 
 /* Metadata cached when a handle is created. */
@@ -274,6 +291,8 @@ enum {
 	                                      * NBD_CMD_FLAG_FAST_ZERO) */
 	DISK_IO_BLOCK_LEVEL_ONLY = 1u << 3,  /* UNMAP: storvsp hint, ignored by every backend */
 	DISK_IO_ADOPT            = 1u << 4,  /* WRITE: the disk may keep the buffers (see the notes) */
+	DISK_IO_PIPE             = 1u << 5,  /* READ, WRITE: data in io->pipe_fd, not io->iov
+	                                      * (DISK_CAP_PIPE only; see the notes) */
 	/* Layer-only flags (used between a layered disk and its layers): */
 	DISK_IO_NO_OVERWRITE     = 1u << 8,  /* layer WRITE: only sectors not yet present */
 	DISK_IO_NEXT_IS_ZERO     = 1u << 9,  /* layer UNMAP: the layer below reads zero here */
@@ -309,9 +328,12 @@ struct disk_io {
 	enum disk_op op;
 	uint32_t flags;                       /* DISK_IO_* allowed for @op */
 	uint64_t sector;                      /* start LBA */
-	uint64_t count;                       /* sectors; READ/WRITE: set by disk_submit from @iov */
+	uint64_t count;                       /* sectors; READ/WRITE: set by disk_submit from @iov
+	                                       * (with DISK_IO_PIPE: by the caller) */
 	const struct iovec *iov;              /* READ/WRITE: borrowed until completion */
 	int iovcnt;
+	int pipe_fd;                          /* DISK_IO_PIPE: READ the write end, WRITE the read
+	                                       * end of a pipe (borrowed until completion) */
 	const struct disk_initiator *initiator; /* optional, borrowed */
 	/* READ/WRITE: optional, borrowed until completion; only for disks with
 	 * DISK_CAP_XFORM (others fail the request with INVALID_INPUT). Layer
@@ -408,13 +430,13 @@ struct disk_io *disk_io_get(struct reactor *r);
 
 /*
  * A child request that repeats @parent (op, flags, sector, count, iov,
- * iovcnt, initiator, xform), from @parent's reactor cache, with done = @done and
+ * iovcnt, pipe_fd, initiator, xform), from @parent's reactor cache, with done = @done and
  * opaque = @parent: what a decorator sends below when it passes a request
  * on but needs its completion. Returns NULL on allocation failure.
  */
 struct disk_io *disk_io_get_copy(struct disk_io *parent, void (*done)(struct disk_io *));
 /* Copies the request fields of @from (op, flags, sector, count, iov,
- * iovcnt, initiator, xform) to @to; for a child that repeats its parent
+ * iovcnt, pipe_fd, initiator, xform) to @to; for a child that repeats its parent
  * and then changes a few of them. Results and private fields untouched. */
 void disk_io_copy_request(struct disk_io *to, const struct disk_io *from);
 /* An empty child request of @parent from its reactor cache: done = @done,

@@ -467,6 +467,7 @@ void tool_caps_foreach(uint32_t caps, void (*fn)(const char *name, void *opaque)
 		{ DISK_CAP_FAST_ZERO,      "fast-zero" },
 		{ DISK_CAP_PERSISTENT,     "persistent" },
 		{ DISK_CAP_XFORM,          "xform" },
+		{ DISK_CAP_PIPE,           "pipe" },
 	};
 	uint32_t known = 0;
 

@@ -88,6 +88,22 @@
  *   support it) and eject (DISK_CAP_EJECT, removable and CD-ROM devices);
  *   those live in storage/blockdev.c, which owns its design notes. Files
  *   have none of them.
+ * - Pipe transfers (DISK_IO_PIPE, storage/disk.h): splice(2) between the
+ *   file and the caller's pipe, for buffered files and devices only
+ *   (DISK_CAP_PIPE is not offered with ';direct': a spliced write hands
+ *   the kernel pipe pages at any offset, which direct I/O refuses). A
+ *   read moves page-cache pages into the pipe by reference, a write
+ *   copies the pipe's pages into the page cache once, inside the kernel:
+ *   no pass over the data in this process. Inline files splice on the
+ *   submitting thread like their reads and writes; others take an
+ *   IORING_OP_SPLICE, which io_uring always runs on an io-wq worker. The
+ *   pipe side never waits (SPLICE_F_NONBLOCK): a pipe with too little
+ *   room for a read, or too few bytes for a write, fails the request
+ *   (INVALID_INPUT) instead of waiting for a reader or writer that is the
+ *   caller itself. A splice that comes back short is continued; one that
+ *   moves nothing at the end of the file is ILLEGAL_BLOCK, as a short
+ *   read. FUA: fdatasync after the last splice (the ring: an
+ *   IORING_OP_FSYNC with DATASYNC).
  * - XXX: a single request is limited to MAX_RW_COUNT (2 GiB - 4 KiB), the
  *   most one read/write syscall transfers; larger ones fail INVALID_INPUT.
  *   Frontends never send more than a few MiB.
@@ -155,8 +171,8 @@ struct filedisk_req {
 	struct reactor_op op;    /* the SQE in flight */
 	struct filedisk *fdisk;     /* the handling disk (io->disk may be a decorator above) */
 	void *bounce;            /* reactor_buf_get(bounce_bytes()) buffer, or NULL */
-	uint64_t pos;            /* write-zeroes: next byte offset */
-	uint32_t stage;          /* write-zeroes: enum wz_stage */
+	uint64_t pos;            /* write-zeroes: next byte offset; pipe: bytes moved */
+	uint32_t stage;          /* write-zeroes: enum wz_stage; pipe: 1 = datasync in flight */
 	int zero_mode;           /* write-zeroes: fallocate mode in flight */
 };
 
@@ -438,13 +454,123 @@ static int filedisk_rw(struct disk *d, struct disk_io *io, bool write)
 	return DISK_PENDING;
 }
 
+/* ---- pipe transfers (DISK_IO_PIPE) --------------------------------------- */
+
+static void filedisk_finish(struct filedisk *fdisk, struct disk_io *io, int res, uint64_t off,
+			    uint64_t len);
+
+/* The status of a pipe transfer whose last splice returned @res (bytes or
+ * -errno) with @done bytes moved before it: DISK_PENDING to go on. */
+static int pipe_step_status(struct filedisk *fdisk, struct disk_io *io, uint64_t done, int res)
+{
+	uint64_t off = io->sector << fdisk->shift, len = io->count << fdisk->shift;
+
+	if (res == -EAGAIN) {
+		/* The pipe was full (read) or empty (write): the caller's
+		 * pipe does not fit the request (storage/disk.h). */
+		log_error("file %s: pipe %s at byte %llu: the pipe %s after %llu of %llu bytes",
+			  fdisk->path, disk_op_str(io->op), (unsigned long long)off,
+			  io->op == DISK_OP_READ ? "is full" : "ran dry", (unsigned long long)done,
+			  (unsigned long long)len);
+		return DISK_INVALID_INPUT;
+	}
+	if (res < 0)
+		return filedisk_err_status(fdisk, io, -res, off + done, len - done);
+	if (res == 0) {
+		log_debug("file %s: short pipe %s at byte %llu: %llu of %llu bytes", fdisk->path,
+			  disk_op_str(io->op), (unsigned long long)off, (unsigned long long)done,
+			  (unsigned long long)len);
+		return DISK_ILLEGAL_BLOCK;
+	}
+	return done + (uint64_t)res < len ? DISK_PENDING : DISK_OK;
+}
+
+/* Queues the splice of the rest of @io (or its FUA datasync). */
+static void pipe_submit(struct filedisk *fdisk, struct disk_io *io, struct filedisk_req *req)
+{
+	struct io_uring_sqe *sqe = reactor_get_sqe(io_reactor(io));
+	uint64_t off = (io->sector << fdisk->shift) + req->pos;
+	unsigned left = (unsigned)((io->count << fdisk->shift) - req->pos);
+
+	if (req->stage)
+		io_uring_prep_fsync(sqe, fdisk->fd, IORING_FSYNC_DATASYNC);
+	else if (io->op == DISK_OP_READ)
+		io_uring_prep_splice(sqe, fdisk->fd, (int64_t)off, io->pipe_fd, -1, left,
+				     SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+	else
+		io_uring_prep_splice(sqe, io->pipe_fd, -1, fdisk->fd, (int64_t)off, left,
+				     SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+	reactor_sqe_set_op(sqe, &req->op);
+}
+
+static void filedisk_pipe_done(struct reactor_op *op, int res)
+{
+	struct filedisk_req *req = container_of(op, struct filedisk_req, op);
+	struct disk_io *io = io_of_req(req);
+	struct filedisk *fdisk = req->fdisk;
+	int st;
+
+	if (req->stage) {
+		filedisk_finish(fdisk, io, res, 0, 0);
+		return;
+	}
+	st = pipe_step_status(fdisk, io, req->pos, res);
+	if (st == DISK_PENDING || (st == DISK_OK && (io->flags & DISK_IO_FUA))) {
+		req->pos += (uint64_t)res;
+		req->stage = st == DISK_OK;
+		pipe_submit(fdisk, io, req);
+		return;
+	}
+	disk_io_complete(io, st);
+}
+
+static int filedisk_pipe(struct filedisk *fdisk, struct disk_io *io)
+{
+	struct filedisk_req *req = req_of(io);
+	uint64_t off = io->sector << fdisk->shift, len = io->count << fdisk->shift;
+	bool write = io->op == DISK_OP_WRITE;
+
+	if (len > FILEDISK_MAX_IO_BYTES)
+		return DISK_INVALID_INPUT;
+	if (!fdisk->inline_rw) {
+		memset(req, 0, sizeof(*req));
+		req->op.cb = filedisk_pipe_done;
+		req->fdisk = fdisk;
+		pipe_submit(fdisk, io, req);
+		return DISK_PENDING;
+	}
+	for (uint64_t done = 0;;) {
+		loff_t pos = (loff_t)(off + done);
+		ssize_t n = write ? splice(io->pipe_fd, NULL, fdisk->fd, &pos, len - done,
+					   SPLICE_F_NONBLOCK | SPLICE_F_MOVE)
+				  : splice(fdisk->fd, &pos, io->pipe_fd, NULL, len - done,
+					   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+		int st;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		st = pipe_step_status(fdisk, io, done, n < 0 ? -errno : (int)n);
+		if (st != DISK_PENDING) {
+			if (st == DISK_OK && write && (io->flags & DISK_IO_FUA) &&
+			    fdatasync(fdisk->fd) < 0)
+				return filedisk_err_status(fdisk, io, errno, 0, 0);
+			return st;
+		}
+		done += (uint64_t)n;
+	}
+}
+
 static int filedisk_read(struct disk *d, struct disk_io *io)
 {
+	if (io->flags & DISK_IO_PIPE)
+		return filedisk_pipe(disk_priv(d), io);
 	return filedisk_rw(d, io, false);
 }
 
 static int filedisk_write(struct disk *d, struct disk_io *io)
 {
+	if (io->flags & DISK_IO_PIPE)
+		return filedisk_pipe(disk_priv(d), io);
 	return filedisk_rw(d, io, true);
 }
 
@@ -1228,6 +1354,8 @@ int filedisk_open(const char *path, const struct filedisk_opts *opts, struct dis
 		info.optimal_unmap_sectors = MAX(granularity >> fdisk->shift, 1u);
 	}
 	info.caps = DISK_CAP_COHERENT | DISK_CAP_VOLATILE_CACHE | DISK_CAP_PERSISTENT;
+	if (!opts->direct)
+		info.caps |= DISK_CAP_PIPE;
 	if (!fdisk->is_device) {
 		info.caps |= DISK_CAP_BLOCK_STATUS;
 		if (fdisk->can_punch)

@@ -897,6 +897,9 @@ int prwrap_new(struct disk *lower, struct disk **out)
 	/* §5.4: the size is watched through nobody here, eject is refused. */
 	info.caps &= ~(uint32_t)(DISK_CAP_RESIZE | DISK_CAP_EJECT);
 	info.caps |= DISK_CAP_PR;
+	/* Reads and writes are checked here and passed on whole (forwarded
+	 * or repeated below): a pipe reaches the disk that can take it. */
+	info.caps |= disk_get_info(lower)->caps & DISK_CAP_PIPE;
 	r = disk_new(&prwrap_ops, &info, pr, lower, out);
 	if (r < 0) {
 		pthread_mutex_destroy(&pr->lock);
