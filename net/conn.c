@@ -849,6 +849,47 @@ void netsrv_rxv(struct netsrv_conn *c, struct iovec *iov, int iovcnt, netsrv_rx_
 	conn_rx_start(c, len, false);
 }
 
+static void conn_rx_pipe_cqe(struct reactor_op *op, int res)
+{
+	struct netsrv_conn *c = container_of(op, struct netsrv_conn, rx_op);
+
+	c->rx_busy = false;
+	if (c->closing) {
+		netsrv_conn_maybe_free(c);
+		return;
+	}
+	if (res > 0 && c->idle_on)
+		c->last_active_ns = reactor_now_ns();
+	c->rx_cb(c, res);
+}
+
+void netsrv_rx_pipe(struct netsrv_conn *c, int pipe_wfd, size_t len, netsrv_rx_cb cb)
+{
+	struct io_uring_sqe *sqe;
+
+	assert(!netsrv_rx_busy(c) && !c->closing && !c->ssl && c->is_sock && len > 0);
+	c->rx_cb = cb;
+	if (c->ms_busy || c->ms_qlen > 0 || c->ms_ended) {
+		/* Bytes of the stream may be in the ring already (or on their
+		 * way into it): they must come first, through memory. */
+		conn_rx_deliver_later(c, -EAGAIN);
+		return;
+	}
+	/* A payload: keep the next receives (headers) out of the ring, as
+	 * conn_rx_start does. */
+	c->ms_quiet = NETSRV_MS_QUIET_RX;
+	sqe = reactor_get_sqe(c->r);
+	/* The pipe side never waits (a full pipe: -EAGAIN); the socket side
+	 * waits for data on the io-wq worker io_uring runs splices on. */
+	io_uring_prep_splice(sqe, c->rfix >= 0 ? c->rfix : c->rfd, -1, pipe_wfd, -1,
+			     (unsigned)MIN(len, (size_t)1 << 30),
+			     SPLICE_F_NONBLOCK | SPLICE_F_MOVE |
+			     (c->rfix >= 0 ? SPLICE_F_FD_IN_FIXED : 0));
+	c->rx_op.cb = conn_rx_pipe_cqe;
+	reactor_sqe_set_op(sqe, &c->rx_op);
+	c->rx_busy = true;
+}
+
 /* ---- send -------------------------------------------------------------------- */
 
 void netsrv_tx_queue(struct netsrv_conn *c, struct netsrv_tx *tx)

@@ -315,6 +315,15 @@ void netsrv_rx_exact(struct netsrv_conn *c, void *buf, size_t len, netsrv_rx_cb 
 /* Receives exactly the bytes @iov describes (netsrv_conn_can_rxv must be
  * true); @iov (borrowed) stays valid until @cb runs. */
 void netsrv_rxv(struct netsrv_conn *c, struct iovec *iov, int iovcnt, netsrv_rx_cb cb);
+/* Receives @len bytes from the socket into pipe @pipe_wfd (its write
+ * end, borrowed until @cb) with splice(2), so a payload can reach a file
+ * without a copy through this process (storage/disk.h, DISK_IO_PIPE).
+ * Plain sockets only (netsrv_conn_can_rxv). The count may be short, as
+ * with netsrv_rx. -EAGAIN: use memory instead, nothing was taken from
+ * the socket by this call -- the engine already holds bytes of the
+ * stream (the multishot ring), or the pipe filled up (a socket's
+ * buffers can take a pipe buffer for less than a page each). */
+void netsrv_rx_pipe(struct netsrv_conn *c, int pipe_wfd, size_t len, netsrv_rx_cb cb);
 /* Cancels the receive in flight, if any (its callback gets -ECANCELED,
  * or does not run if the connection closes). */
 void netsrv_rx_cancel(struct netsrv_conn *c);

@@ -132,13 +132,13 @@ static bool pipe_fits(struct nvmeemu_cmd *cmd, uint64_t slba, size_t bytes)
 
 /* A command offered a pipe (nvme_pipe.h): a Read's or Write's disk
  * request takes it when the disk does (st->piped_io). A Write's pipe
- * holds exactly st->pipe_room bytes, which must be the command's. 0 or a
- * status. */
+ * holds st->pipe_room bytes, at least the command's (as the data in
+ * memory must be). 0 or a status. */
 static uint16_t pipe_setup(struct nvmeemu_cmd *cmd, struct disk_io *io, size_t bytes, bool write)
 {
 	struct cmd_state *st = cmd_state(cmd);
 
-	if (write && bytes != st->pipe_room)
+	if (write && bytes > st->pipe_room)
 		return nvmeemu_data_errno(-EMSGSIZE);
 	if (!(disk_get_info(st->ns->io_disk)->caps & DISK_CAP_PIPE))
 		return 0;

@@ -36,9 +36,9 @@
  * data. Read: @len is the pipe's size (F_GETPIPE_SZ), and the Read takes
  * the pipe when its bytes fit, counted from the start of the page its
  * first byte is in (a pipe holds one page, or part of one, per buffer).
- * Write: the pipe holds exactly @len bytes, the command's whole data (a
- * command whose blocks need another count fails with Data SGL Length
- * Invalid, as with too little data in memory). */
+ * Write: the pipe holds @len bytes, the host's data; a command whose
+ * blocks need more fails with Data SGL Length Invalid, as with too little
+ * data in memory, and one that needs fewer takes them from the front. */
 void nvmeemu_cmd_submit_pipe(struct nvmeemu_cmd *cmd, int pipe_fd, size_t len);
 /* After done: the bytes the command moved through its pipe. */
 size_t nvmeemu_cmd_piped(const struct nvmeemu_cmd *cmd);

@@ -23,16 +23,22 @@
  *   without a response when the host disabled SQ flow control), then a
  *   CapsuleResp.
  * - Pipes (nvme_emul/nvme_pipe.h, storage/disk.h DISK_IO_PIPE): a Read
- *   of NVMF_PIPE_MIN bytes or more on a plain socket without data digest,
- *   whose namespace's disk takes pipes (a buffered file), borrows a pipe
- *   from the connection's pool (at most NVMF_PIPES, made on first use,
- *   NVMF_PIPE_BYTES each): the disk splices the file's pages into it and
- *   the C2HData PDU's payload is spliced from it into the socket, so the
+ *   or an R2T Write of NVMF_PIPE_MIN bytes or more on a plain socket
+ *   without data digest, whose namespace's disk takes pipes (a buffered
+ *   file), borrows a pipe from the connection's pool (at most NVMF_PIPES,
+ *   made on first use, NVMF_PIPE_BYTES each). Read: the disk splices the
+ *   file's pages into it and the C2HData PDU's payload is spliced from it
+ *   into the socket. Write: each H2CData payload is spliced from the
+ *   socket into it, and the disk splices the whole into the file once
+ *   the command runs (its checks first, as for data in memory). So the
  *   bytes never pass through this process (no copy into a buffer and out
- *   again; docs/bench-nvme.md). A pipe goes back to the pool only when it
- *   is empty (FIONREAD), else it is closed: a failed or torn-down read
- *   leaves no stale bytes for the next. Without a free pipe, or when the
- *   kernel refuses the size, the Read takes the buffer path.
+ *   again; docs/bench-nvme.md). A Write whose payload the engine cannot
+ *   splice (bytes already in its receive ring, or a pipe full of small
+ *   socket buffers: -EAGAIN) moves what the pipe holds into a buffer and
+ *   goes on in memory. A pipe goes back to the pool only when it is empty
+ *   (FIONREAD), else it is closed: a failed or torn-down command leaves
+ *   no stale bytes for the next. Without a free pipe, or when the kernel
+ *   refuses the size, the command takes the buffer path.
  * - Controllers (struct nvmf_ctrl) are server-wide, in a list under
  *   srv->lock, found by (subsystem, CNTLID) when an I/O queue connects.
  *   The admin connection and every I/O connection hold a reference; the
@@ -347,7 +353,7 @@ static struct nvmf_pipe *pipe_get(struct nvmf_conn *c)
 	struct nvmf_pipe *p;
 	int fds[2], size;
 
-	if (c->pipes_refused)
+	if (c->pipes_refused || c->srv->o.pipe_bytes == NVMFSRV_NO_PIPES)
 		return NULL;
 	p = c->free_pipes;
 	if (p) {
@@ -364,8 +370,10 @@ static struct nvmf_pipe *pipe_get(struct nvmf_conn *c)
 		/* Room for any transfer, or else (without CAP_SYS_RESOURCE,
 		 * pipe-max-size is 1 MiB by default) for one that starts on
 		 * a page boundary (the core checks which fits). */
-		size = fcntl(fds[1], F_SETPIPE_SZ, (int)NVMF_PIPE_BYTES);
-		if (size < 0 && errno == EPERM)
+		unsigned want = c->srv->o.pipe_bytes;
+
+		size = fcntl(fds[1], F_SETPIPE_SZ, (int)want);
+		if (size < 0 && errno == EPERM && want > NVMF_MAX_XFER)
 			size = fcntl(fds[1], F_SETPIPE_SZ, (int)NVMF_MAX_XFER);
 		if (size >= (int)NVMF_PIPE_MIN) {
 			p->rfd = fds[0];
@@ -529,7 +537,7 @@ static void slot_done(struct nvmeemu_cmd *cmd)
 		netsrv_conn_maybe_free(c->nc);   /* may free @c */
 		return;
 	}
-	sl->piped = sl->pipe ? (uint32_t)nvmeemu_cmd_piped(cmd) : 0;
+	sl->piped = sl->pipe && sl->dir == 2 ? (uint32_t)nvmeemu_cmd_piped(cmd) : 0;
 	slot_send(sl);
 	if (c->draining && c->ninflight == c->nheld)
 		netsrv_conn_close(c->nc, true, "server stopping");
@@ -1094,8 +1102,10 @@ static void slot_exec(struct nvmf_slot *sl)
 	}
 	c->ninflight++;
 	sl->piped = 0;
-	if (sl->pipe)
+	if (sl->pipe && sl->dir == 2)
 		nvmeemu_cmd_submit_pipe(cmd, sl->pipe->wfd, sl->pipe->room);
+	else if (sl->pipe)
+		nvmeemu_cmd_submit_pipe(cmd, sl->pipe->rfd, sl->got);
 	else
 		nvmeemu_cmd_submit(cmd);
 }
@@ -1156,7 +1166,7 @@ static void slot_capsule(struct nvmf_slot *sl)
 	}
 	sl->xfer = sgl.len;
 	sl->got = 0;
-	if (dir == 2 && sgl.len >= NVMF_PIPE_MIN && slot_pipe_ok(sl))
+	if (dir != 0 && sgl.len >= NVMF_PIPE_MIN && slot_pipe_ok(sl))
 		sl->pipe = pipe_get(c);
 	if (sgl.len && !sl->pipe) {
 		want = sgl.len;
@@ -1206,6 +1216,74 @@ static void conn_rx_want(struct nvmf_conn *c, void *dst, size_t len, enum rx_sta
 	c->rx_len = len;
 	c->rx_got = 0;
 	netsrv_rx(c->nc, dst, len, true, conn_rx_cb);
+}
+
+static void conn_rx_pipe_cb(struct netsrv_conn *nc, ssize_t res);
+static void conn_stage_done(struct nvmf_conn *c);
+
+/* The rest of an H2CData payload, from the socket into the slot's pipe. */
+static void conn_rx_pipe_want(struct nvmf_conn *c, size_t len)
+{
+	c->stage = RX_DATA;
+	c->rx_dst = NULL;
+	c->rx_len = len;
+	c->rx_got = 0;
+	netsrv_rx_pipe(c->nc, c->rx_slot->pipe->wfd, len, conn_rx_pipe_cb);
+}
+
+/* The engine cannot splice the payload (netsrv_rx_pipe's -EAGAIN): what
+ * the pipe holds of the command's data into a buffer, and the rest of
+ * this PDU's payload into memory. */
+static void conn_rx_pipe_fallback(struct nvmf_conn *c)
+{
+	struct nvmf_slot *sl = c->rx_slot;
+	size_t held = (size_t)sl->got + c->rx_got, done = 0;
+
+	log_debug("%s: write data through memory after %zu bytes in the pipe", c->name, held);
+	sl->buf = reactor_buf_get(c->r, sl->xfer, false);
+	if (!sl->buf) {
+		conn_fail(c, "out of memory for a write's data");
+		return;
+	}
+	sl->buf_bytes = sl->xfer;
+	while (done < held) {
+		ssize_t n = read(sl->pipe->rfd, sl->buf + done, held - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			conn_fail(c, "a write's data went missing from its pipe");
+			return;
+		}
+		done += (size_t)n;
+	}
+	pipe_put(c, sl->pipe);
+	sl->pipe = NULL;
+	c->data_dst = sl->buf + ds_get_le32(c->hdr + 12);
+	c->rx_dst = c->data_dst;
+	netsrv_rx(c->nc, c->rx_dst + c->rx_got, c->rx_len - c->rx_got, true, conn_rx_cb);
+}
+
+static void conn_rx_pipe_cb(struct netsrv_conn *nc, ssize_t res)
+{
+	struct nvmf_conn *c = netsrv_conn_priv(nc);
+
+	if (res == -EAGAIN) {
+		conn_rx_pipe_fallback(c);
+		return;
+	}
+	if (res <= 0) {
+		conn_rx_cb(nc, res);
+		return;
+	}
+	c->rx_got += (size_t)res;
+	if (c->rx_got < c->rx_len) {
+		netsrv_rx_pipe(nc, c->rx_slot->pipe->wfd, c->rx_len - c->rx_got, conn_rx_pipe_cb);
+		return;
+	}
+	c->guard++;
+	conn_stage_done(c);
+	conn_unguard(c);
 }
 
 static void conn_rx_next(struct nvmf_conn *c)
@@ -1293,6 +1371,11 @@ static void conn_h2c_hdr(struct nvmf_conn *c)
 		return;
 	}
 	c->rx_slot = sl;
+	if (sl->pipe) {
+		c->data_dst = NULL;
+		conn_rx_pipe_want(c, datal);
+		return;
+	}
 	c->data_dst = sl->buf + datao;
 	conn_rx_want(c, c->data_dst, datal, RX_DATA);
 }
@@ -1589,6 +1672,10 @@ int nvmfsrv_new(const struct nvmfsrv_opts *o, struct nvmfsrv **out)
 	s->o = *o;
 	if (!s->o.max_io_queues)
 		s->o.max_io_queues = NVMF_DEFAULT_IO_QUEUES;
+	if (!s->o.pipe_bytes)
+		s->o.pipe_bytes = NVMF_PIPE_BYTES;
+	else if (s->o.pipe_bytes != NVMFSRV_NO_PIPES && s->o.pipe_bytes > INT_MAX)
+		s->o.pipe_bytes = NVMF_PIPE_BYTES;
 	if (o->portal_addr && !(s->portal_addr = strdup(o->portal_addr))) {
 		free(s);
 		return -ENOMEM;

@@ -17,6 +17,7 @@
 #ifndef DISKSTACK_NVMF_SERVER_H
 #define DISKSTACK_NVMF_SERVER_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -36,7 +37,14 @@ struct nvmfsrv_opts {
 	 * NULL: the address each host connected to (wrong behind NAT). */
 	const char *portal_addr;
 	uint16_t portal_port;
+	/* Size of the pipes large Reads and Writes splice through (see
+	 * server.c): 0 = 2 MiB (1 MiB where the kernel refuses more),
+	 * NVMFSRV_NO_PIPES = none (every transfer through memory); other
+	 * sizes are for tests and diagnosis (a pipe smaller than a transfer
+	 * sends it through memory). */
+	unsigned pipe_bytes;
 };
+#define NVMFSRV_NO_PIPES UINT_MAX
 
 /* Creates a target without subsystems. Returns 0, -EINVAL or -ENOMEM. */
 int nvmfsrv_new(const struct nvmfsrv_opts *o, struct nvmfsrv **out);

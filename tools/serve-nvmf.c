@@ -232,6 +232,7 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 	struct nvmeemu_subsys *ss = NULL;
 	char host[256], err[256] = "";
 	uint64_t port = 0;
+	const char *env;
 	int ret;
 
 	if (!sn->listen)
@@ -242,6 +243,20 @@ int serve_nvmf_open(struct serve_nvmf *sn, const char *cmd, struct disk *default
 			return ret;
 		o.portal_addr = host[0] ? host : NULL;
 		o.portal_port = (uint16_t)port;
+	}
+	/* For tests and diagnosis: the size of the splice pipes, or none
+	 * (docs/nvme.md, "Zero-copy transfers"). */
+	env = getenv("DISKSTACK_NVMF_PIPE");
+	if (env && *env) {
+		char *end;
+		unsigned long v = strtoul(env, &end, 0);
+
+		if (strcmp(env, "off") == 0)
+			o.pipe_bytes = NVMFSRV_NO_PIPES;
+		else if (*end == '\0' && v >= 4096 && v <= (1ul << 30))
+			o.pipe_bytes = (unsigned)v;
+		else
+			log_warn("DISKSTACK_NVMF_PIPE=%s ignored: it takes off or a size in bytes", env);
 	}
 	ret = nvmfsrv_new(&o, &sn->srv);
 	if (ret < 0)

@@ -41,6 +41,16 @@ def file_bytes(nsid, off, n):
         return f.read(n)
 
 
+def pipe_ends():
+    n = 0
+    for f in os.listdir("/proc/%d/fd" % PID):
+        try:
+            n += os.readlink("/proc/%d/fd/%s" % (PID, f)).startswith("pipe:")
+        except FileNotFoundError:
+            pass
+    return n
+
+
 def reads_at_once(q, nsid, reqs):
     """Sends every Read of reqs [(lba, nbytes)] before taking any answer;
     returns {cid: (status, data)} keyed like the list's order."""
@@ -66,7 +76,7 @@ def reads_at_once(q, nsid, reqs):
 
 
 a, cntlid = admin(kato=0)
-st, _, _, _ = a.cmd(a.sqe(0x09, 0, (0x07, 0x00030003)))
+st, _, _, _ = a.cmd(a.sqe(0x09, 0, (0x07, 0x00040004)))
 assert st == 0, hex(st)
 q = io_queue(cntlid, 1)
 for nsid in (1, 2):
@@ -82,8 +92,7 @@ for nsid in (1, 2):
     for (lba, n), (st, d) in zip(reqs, reads_at_once(q, nsid, reqs)):
         assert st == 0 and d == file_bytes(nsid, lba * 512, n), (nsid, lba, hex(st))
     ok("ns %d: 12 Reads of 1 MiB in flight at once" % nsid)
-    fds = os.listdir("/proc/%d/fd" % PID)
-    npipe = sum(1 for f in fds if os.readlink("/proc/%d/fd/%s" % (PID, f)).startswith("pipe:"))
+    npipe = pipe_ends()
     assert npipe >= 2, "the server holds %d pipe ends: Reads did not take the pipe" % npipe
     ok("ns %d: the server made pipes for them (%d ends)" % (nsid, npipe))
 
@@ -103,6 +112,20 @@ for nsid in (1, 2):
     assert st & 0xFF == 0x80 and st & 0x4000 and data == b"", hex(st)
     assert read(q, 0, 128 * 1024, nsid) == file_bytes(nsid, 0, 128 * 1024)
     ok("ns %d: Read past the end refused, the next Read clean" % nsid)
+
+# A queue that only writes: its 1 MiB R2T writes (H2CData PDUs of 128 KiB,
+# 64 KiB and an odd size) make pipes of its own, and the data lands.
+before = pipe_ends()
+q5 = io_queue(cntlid, 5)
+for nsid in (1, 2):
+    for i, split in enumerate((128 * 1024, 64 * 1024, 96 * 1024 + 512)):
+        d = pattern(nsid * 10 + i, MIB)
+        assert write(q5, 4096 + i * 2048, d, inline=False, split=split, nsid=nsid) == 0
+        assert file_bytes(nsid, (4096 + i * 2048) * 512, MIB) == d, (nsid, i)
+after = pipe_ends()
+assert after > before, "writes made no pipe (%d ends before, %d after)" % (before, after)
+ok("R2T writes of 1 MiB through pipes land in the files (%d pipe ends more)" % (after - before))
+q5.close()
 
 # SQ flow control off: the C2HData carries SUCCESS and no response follows.
 q3 = io_queue(cntlid, 3, cattr=0x04)

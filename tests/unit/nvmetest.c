@@ -11,6 +11,7 @@
 #include "common/compiler.h"
 #include "common/endian.h"
 #include "common/reactor.h"
+#include "nvme_emul/nvme_pipe.h"
 #include "storage/disk.h"
 #include "storage/spec.h"
 #include "tests/unit/nvmetest.h"
@@ -160,8 +161,25 @@ static void nt_done(struct nvmeemu_cmd *cmd)
 	p->done = true;
 }
 
+static void nt_start_any(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t qid,
+			 const struct nt_sqe *sqe, void *buf, size_t len, int pipe_fd,
+			 size_t plen);
+
 void nt_start(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t qid,
 	      const struct nt_sqe *sqe, void *buf, size_t len)
+{
+	nt_start_any(p, c, qid, sqe, buf, len, -1, 0);
+}
+
+void nt_start_pipe(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t qid,
+		   const struct nt_sqe *sqe, void *buf, size_t len, int pipe_fd, size_t plen)
+{
+	nt_start_any(p, c, qid, sqe, buf, len, pipe_fd, plen);
+}
+
+static void nt_start_any(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t qid,
+			 const struct nt_sqe *sqe, void *buf, size_t len, int pipe_fd,
+			 size_t plen)
 {
 	tu_reactor();
 	memset(p, 0, sizeof(*p));
@@ -176,7 +194,10 @@ void nt_start(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t qid,
 	p->cmd.opaque = p;
 	/* Stale results must not survive. */
 	memset(p->cmd.cqe, 0xee, sizeof(p->cmd.cqe));
-	nvmeemu_cmd_submit(&p->cmd);
+	if (pipe_fd >= 0)
+		nvmeemu_cmd_submit_pipe(&p->cmd, pipe_fd, plen);
+	else
+		nvmeemu_cmd_submit(&p->cmd);
 	p->in_submit = false;
 }
 

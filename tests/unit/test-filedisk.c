@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
@@ -28,6 +29,8 @@
 
 #include "common/compiler.h"
 #include "storage/backends/filedisk.h"
+#include "storage/decorators/delay.h"
+#include "storage/decorators/prwrap.h"
 #include "tests/unit/contract.h"
 #include "tests/unit/testproc.h"
 #include "tests/unit/testutil.h"
@@ -1261,6 +1264,132 @@ static void test_filedisk_inline_errors(void **state)
 	}
 }
 
+/* ---- pipe transfers (DISK_IO_PIPE) ------------------------------------------------ */
+
+/* Reads @len bytes out of pipe @fd (they must be there). */
+static void pipe_take(int fd, uint8_t *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = read(fd, buf + got, len - got);
+
+		assert_true(n > 0);
+		got += (size_t)n;
+	}
+}
+
+static int pipe_io(struct disk *d, enum disk_op op, uint64_t sector, uint64_t count, int fd,
+		   uint32_t flags)
+{
+	struct disk_io io = { .op = op, .flags = DISK_IO_PIPE | flags, .sector = sector,
+			      .count = count, .pipe_fd = fd };
+
+	return disk_sync_io(d, &io);
+}
+
+/* A READ into a pipe and a WRITE out of one, on the ring and inline, on a
+ * file here and in tmpfs: the bytes are the file's, at unaligned offsets
+ * too; FUA; the checks of the dispatcher (range, read-only); a pipe too
+ * small for a READ or short of a WRITE's bytes fails at once instead of
+ * waiting; a decorator that does not take pipes refuses them
+ * (UNSUPPORTED: the caller's cue to use memory), prwrap passes them on;
+ * ';direct' offers no pipes. */
+static void test_filedisk_pipe(void **state)
+{
+	(void)state;
+	for (int where = 0; where < 2; where++) {
+		char shm[] = "/dev/shm/diskstack-test-filedisk-pipe-XXXXXX";
+		const char *path;
+
+		if (where == 1) {
+			int f = mkstemp(shm);
+
+			if (f < 0)
+				continue;               /* no /dev/shm */
+			close(f);
+			path = shm;
+			assert_int_equal(truncate(path, 0), 0);
+		} else {
+			path = tu_path("pipe.img");
+		}
+		for (int m = FILEDISK_RW_URING; m <= FILEDISK_RW_INLINE; m++) {
+			struct filedisk_opts o = { .rw_mode = (enum filedisk_rw_mode)m };
+			struct disk *d = create_disk(path, 4 * MIB, o), *pr = NULL, *dl = NULL;
+			size_t len = 256 * 1024 + 512;
+			uint8_t *data = malloc(len), *back = malloc(len);
+			int p[2];
+
+			assert_true(disk_get_info(d)->caps & DISK_CAP_PIPE);
+			assert_int_equal(pipe(p), 0);
+			assert_true(fcntl(p[1], F_SETPIPE_SZ, (int)MIB) >= (int)MIB);
+			tu_fill(data, len, 7 + (unsigned)m, 0);
+			/* WRITE from the pipe at sector 9 (not page-aligned), FUA. */
+			assert_int_equal(write(p[1], data, len), (ssize_t)len);
+			assert_int_equal(pipe_io(d, DISK_OP_WRITE, 9, len / 512, p[0], DISK_IO_FUA),
+					 DISK_OK);
+			assert_int_equal(disk_sync_read(d, 9, back, len), DISK_OK);
+			assert_memory_equal(back, data, len);
+			/* READ into the pipe: the same bytes come out. */
+			memset(back, 0, len);
+			assert_int_equal(pipe_io(d, DISK_OP_READ, 9, len / 512, p[1], 0), DISK_OK);
+			pipe_take(p[0], back, len);
+			assert_memory_equal(back, data, len);
+			/* Past the end, and empty. */
+			assert_int_equal(pipe_io(d, DISK_OP_READ, 8192 - 8, 16, p[1], 0),
+					 DISK_ILLEGAL_BLOCK);
+			assert_int_equal(pipe_io(d, DISK_OP_READ, 8, 0, p[1], 0), DISK_OK);
+			/* A WRITE whose bytes are not all in the pipe. */
+			assert_int_equal(write(p[1], data, 4096), 4096);
+			assert_int_equal(pipe_io(d, DISK_OP_WRITE, 100, 16, p[0], 0),
+					 DISK_INVALID_INPUT);
+			/* A READ larger than the pipe: refused, not stuck. */
+			assert_true(fcntl(p[1], F_SETPIPE_SZ, 65536) >= 65536);
+			{
+				int held = 0;
+
+				/* Empty the pipe of what the failed write left. */
+				while (ioctl(p[0], FIONREAD, &held) == 0 && held > 0)
+					pipe_take(p[0], back, (size_t)MIN(held, (int)len));
+			}
+			assert_int_equal(pipe_io(d, DISK_OP_READ, 0, 2 * MIB / 512, p[1], 0),
+					 DISK_INVALID_INPUT);
+			close(p[0]);
+			close(p[1]);
+			assert_int_equal(pipe(p), 0);
+			/* Not a pipe at all: an error, not a crash. */
+			assert_int_not_equal(pipe_io(d, DISK_OP_READ, 0, 8, -1, 0), DISK_OK);
+
+			/* prwrap passes pipes on; a decorator that does not
+			 * (delay) refuses them with UNSUPPORTED. */
+			assert_int_equal(prwrap_new(disk_ref(d), &pr), 0);
+			assert_true(disk_get_info(pr)->caps & DISK_CAP_PIPE);
+			assert_int_equal(pipe_io(pr, DISK_OP_READ, 9, 8, p[1], 0), DISK_OK);
+			pipe_take(p[0], back, 4096);
+			assert_memory_equal(back, data, 4096);
+			assert_int_equal(delay_new(0, 0, disk_ref(d), &dl, NULL, 0), 0);
+			assert_false(disk_get_info(dl)->caps & DISK_CAP_PIPE);
+			assert_int_equal(pipe_io(dl, DISK_OP_READ, 9, 8, p[1], 0), DISK_UNSUPPORTED);
+			disk_unref(dl);
+			disk_unref(pr);
+			close(p[0]);
+			close(p[1]);
+			free(data);
+			free(back);
+			disk_unref(d);
+		}
+		if (where == 1)
+			unlink(shm);
+	}
+	{
+		struct filedisk_opts o = { .direct = true };
+		struct disk *d = create_disk(tu_path("pipe-direct.img"), MIB, o);
+
+		assert_false(disk_get_info(d)->caps & DISK_CAP_PIPE);
+		disk_unref(d);
+	}
+}
+
 /* ---- a loop device ---------------------------------------------------------------- */
 
 struct loopdev {
@@ -1592,6 +1721,7 @@ int main(void)
 		cmocka_unit_test(test_filedisk_inline_tmpfs_contract),
 		cmocka_unit_test(test_filedisk_inline_short_transfer),
 		cmocka_unit_test(test_filedisk_inline_errors),
+		cmocka_unit_test(test_filedisk_pipe),
 		cmocka_unit_test_setup_teardown(test_filedisk_loop_device, loop_setup,
 						loop_teardown),
 		cmocka_unit_test_setup_teardown(test_filedisk_loop_device_4k, loop_setup,

@@ -4,6 +4,7 @@
  * nvmetest.h, over mem:, file: and memdiff: namespaces and a mock disk
  * that counts what reaches it: Read and Write with both data paths
  * (get/put through a bounce buffer, and the transport's map), FUA,
+ * Read and Write through a pipe (nvme_pipe.h),
  * Flush, Write Zeroes with and without DEAC, Dataset Management,
  * Compare, and every error path (namespace, range, MDTS, read-only, data
  * transfer, FUSE, opcodes the core refuses). Expectations come from the
@@ -11,11 +12,15 @@
  */
 #include "config.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "common/endian.h"
 #include "nvme_emul/nvme.h"
+#include "nvme_emul/nvme_pipe.h"
 #include "storage/disk.h"
 #include "storage/layered.h"
 #include "tests/unit/mockdisk.h"
@@ -102,6 +107,98 @@ static void test_nvme_io_rw_file(void **state)
 	snprintf(spec, sizeof(spec), "file:%s;create=1M", tu_path("nvme-io.img"));
 	roundtrip(spec, NT_COPY);
 	roundtrip(spec, NT_MAP);
+}
+
+/* Read and Write through a pipe (nvme_emul/nvme_pipe.h): on a file the
+ * data goes between the disk and the pipe and never through the data
+ * transfer; on mem: (no pipes) a Read uses the transfer and a Write
+ * takes its data out of the pipe; a Read that does not fit the pipe
+ * (counted in whole pages) uses memory; a Write with fewer bytes in the
+ * pipe than its blocks fails Data SGL Length Invalid; a Write with more
+ * takes its own from the front. */
+static void pipe_case(const char *spec, bool file)
+{
+	static uint8_t w[65536], r[65536];
+	struct fix f;
+	struct nt_pending p;
+	int fds[2];
+	int held = 0;
+
+	fix_open(&f, spec);
+	assert_int_equal(pipe(fds), 0);
+	assert_true(fcntl(fds[1], F_SETPIPE_SZ, 65536) >= 65536);
+	/* Write 64 KiB at LBA 8 from the pipe. */
+	tu_fill(w, sizeof(w), 77, 0);
+	assert_int_equal(write(fds[1], w, sizeof(w)), (ssize_t)sizeof(w));
+	{
+		struct nt_sqe q = nt_rw(WRITE, 1, 8, 128, 0);
+
+		nt_start_pipe(&p, f.c, 1, &q, NULL, 0, fds[0], sizeof(w));
+		nt_assert_status(nt_wait(&p, NULL), 0);
+		assert_int_equal(nvmeemu_cmd_piped(&p.cmd), sizeof(w));
+	}
+	assert_int_equal(ioctl(fds[0], FIONREAD, &held), 0);
+	assert_int_equal(held, 0);
+	memset(r, 0, sizeof(r));
+	nt_assert_status(io(&f, READ, 8, 128, 0, r, sizeof(r)), 0);
+	assert_memory_equal(r, w, sizeof(r));
+	/* Read 64 KiB from LBA 8: into the pipe on a file (the page-aligned
+	 * 64 KiB fits a 64 KiB pipe), through the buffer on mem:. */
+	{
+		struct nt_sqe q = nt_rw(READ, 1, 8, 128, 0);
+
+		memset(r, 0, sizeof(r));
+		nt_start_pipe(&p, f.c, 1, &q, r, sizeof(r), fds[1], 65536);
+		nt_assert_status(nt_wait(&p, NULL), 0);
+		if (file) {
+			assert_int_equal(nvmeemu_cmd_piped(&p.cmd), sizeof(r));
+			assert_int_equal(read(fds[0], r, sizeof(r)), (ssize_t)sizeof(r));
+		} else {
+			assert_int_equal(nvmeemu_cmd_piped(&p.cmd), 0);
+		}
+		assert_memory_equal(r, w, sizeof(r));
+	}
+	/* Not page-aligned (LBA 9): 64 KiB spans 17 pages, more than the
+	 * pipe holds: memory. */
+	{
+		struct nt_sqe q = nt_rw(READ, 1, 9, 128, 0);
+
+		nt_start_pipe(&p, f.c, 1, &q, r, sizeof(r), fds[1], 65536);
+		nt_assert_status(nt_wait(&p, NULL), 0);
+		assert_int_equal(nvmeemu_cmd_piped(&p.cmd), 0);
+		assert_memory_equal(r, w + 512, sizeof(r) - 512);
+	}
+	/* Too few bytes for the blocks: refused, the pipe untouched. */
+	assert_int_equal(write(fds[1], w, 4096), 4096);
+	{
+		struct nt_sqe q = nt_rw(WRITE, 1, 64, 16, 0);
+
+		nt_start_pipe(&p, f.c, 1, &q, NULL, 0, fds[0], 4096);
+		nt_assert_status(nt_wait(&p, NULL), NVMEEMU_SGL_LENGTH_INVALID | DNR);
+		assert_int_equal(nvmeemu_cmd_piped(&p.cmd), 0);
+	}
+	/* More than the blocks: the first 4 KiB of the pipe's bytes. */
+	{
+		struct nt_sqe q = nt_rw(WRITE, 1, 64, 4, 0);
+
+		nt_start_pipe(&p, f.c, 1, &q, NULL, 0, fds[0], 4096);
+		nt_assert_status(nt_wait(&p, NULL), 0);
+		nt_assert_status(io(&f, READ, 64, 4, 0, r, 2048), 0);
+		assert_memory_equal(r, w, 2048);
+	}
+	close(fds[0]);
+	close(fds[1]);
+	fix_close(&f);
+}
+
+static void test_nvme_io_pipe(void **state)
+{
+	char spec[512];
+
+	(void)state;
+	snprintf(spec, sizeof(spec), "file:%s;create=1M", tu_path("nvme-pipe.img"));
+	pipe_case(spec, true);
+	pipe_case("mem:1M", false);
 }
 
 static void test_nvme_io_rw_memdiff(void **state)
@@ -291,6 +388,7 @@ int main(void)
 		cmocka_unit_test(test_nvme_io_rw_mem),
 		cmocka_unit_test(test_nvme_io_rw_file),
 		cmocka_unit_test(test_nvme_io_rw_memdiff),
+		cmocka_unit_test(test_nvme_io_pipe),
 		cmocka_unit_test(test_nvme_io_errors),
 		cmocka_unit_test(test_nvme_io_read_only),
 		cmocka_unit_test(test_nvme_io_mock_flags),

@@ -90,13 +90,23 @@ start_server()
 	vm_die "diskstack serve --nvme-tcp did not start"
 }
 
-# watch LOG: answers the guest's HOST-RESIZE and HOST-RESTART requests.
+# watch LOG: answers the guest's HOST-RESIZE and HOST-RESTART requests,
+# and counts the target's pipe ends at HOST-PIPES (into $work/pipes).
 watch()
 {
 	local log=$1
 	(
-		resized=0 restarted=0
-		while [ $resized = 0 ] || [ $restarted = 0 ]; do
+		resized=0 restarted=0 piped=0
+		while [ $resized = 0 ] || [ $restarted = 0 ] || [ $piped = 0 ]; do
+			if [ $piped = 0 ] && grep -aq '^VMTEST: HOST-PIPES' "$log" 2>/dev/null; then
+				piped=1
+				n=0
+				for f in /proc/"$(cat "$work/srv.pid")"/fd/*; do
+					case $(readlink "$f" 2>/dev/null) in pipe:*) n=$((n + 1)) ;; esac
+				done
+				echo "$n" > "$work/pipes"
+				vm_log "the target holds $n pipe ends"
+			fi
 			if [ $resized = 0 ] && grep -aq '^VMTEST: HOST-RESIZE' "$log" 2>/dev/null; then
 				resized=1
 				[ -n "$loopdev" ] && truncate -s 96M "$work/disk.img" &&
@@ -125,6 +135,7 @@ watch()
 for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	vm_prepare_initrd "$kernel" nvme-tcp
 	: > "$work/serve.log"
+	rm -f "$work/pipes"
 	start_server
 	log=$work/console-$kernel-nvme-tcp.log
 	: > "$log"
@@ -153,6 +164,13 @@ for kernel in ${DISKSTACK_VM_KERNELS:-6.12 6.1}; do
 	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$work/serve.log"; then
 		echo "[$kernel/nvme-tcp] FAIL sanitizer report from the target:"
 		grep -A30 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$work/serve.log" | head -n 40
+		r=1
+	fi
+	# Host B's large transfers (no digests) must have taken the pipes;
+	# the server's own pipes (its log) are not 3 or more.
+	if grep -aq '^VMTEST: PASS nvme-tcp-large-nodigest' "$log" &&
+	   [ "$(cat "$work/pipes" 2>/dev/null || echo 0)" -lt 3 ]; then
+		echo "[$kernel/nvme-tcp] FAIL the target made no pipe for transfers without digests"
 		r=1
 	fi
 	if grep -aq '^VMTEST: PASS nvme-tcp-keep-alive' "$log"; then
