@@ -71,6 +71,8 @@ static void conn_rx_deliver_later(struct netsrv_conn *c, ssize_t res);
 static void conn_tls_cqe(struct reactor_op *op, int res);
 static void conn_tx_task(struct reactor_task *t);
 static void conn_tx_cqe(struct reactor_op *op, int res);
+static void conn_rx_pipe_cqe(struct reactor_op *op, int res);
+static void conn_rx_pipe_poll_cqe(struct reactor_op *op, int res);
 static void conn_cancel_cqe(struct reactor_op *op, int res);
 static void conn_hs_timeout(struct reactor_timer *t);
 static void conn_idle_timeout(struct reactor_timer *t);
@@ -311,6 +313,8 @@ static void conn_cancel_cqe(struct reactor_op *op, int res UNUSED)
 
 void netsrv_rx_cancel(struct netsrv_conn *c)
 {
+	if (c->rx_busy && (c->rx_op.cb == conn_rx_pipe_cqe || c->rx_op.cb == conn_rx_pipe_poll_cqe))
+		c->rx_pipe_cancel = true;
 	if (c->rx_busy)
 		conn_cancel(c, &c->rx_op);
 	if (c->rx_want) {
@@ -858,9 +862,36 @@ static void conn_rx_pipe_cqe(struct reactor_op *op, int res)
 		netsrv_conn_maybe_free(c);
 		return;
 	}
+	/* A cancelled splice ends however the interrupted worker saw it
+	 * (-ERESTARTSYS, -EINTR, a short count): the protocol asked for
+	 * -ECANCELED. */
+	if (c->rx_pipe_cancel)
+		res = -ECANCELED;
+	c->rx_pipe_cancel = false;
 	if (res > 0 && c->idle_on)
 		c->last_active_ns = reactor_now_ns();
 	c->rx_cb(c, res);
+}
+
+/* The socket has bytes (or an end, or an error): splice them. */
+static void conn_rx_pipe_poll_cqe(struct reactor_op *op, int res)
+{
+	struct netsrv_conn *c = container_of(op, struct netsrv_conn, rx_op);
+	struct io_uring_sqe *sqe;
+
+	if (c->closing || res < 0 || c->rx_pipe_cancel) {
+		conn_rx_pipe_cqe(op, res < 0 ? res : -ECANCELED);
+		return;
+	}
+	sqe = reactor_get_sqe(c->r);
+	/* The pipe side never waits (a full pipe: -EAGAIN); the socket side
+	 * has data, so the worker takes what is there and returns. */
+	io_uring_prep_splice(sqe, c->rfix >= 0 ? c->rfix : c->rfd, -1, c->rx_pipe_fd, -1,
+			     (unsigned)MIN(c->rx_pipe_len, (size_t)1 << 30),
+			     SPLICE_F_NONBLOCK | SPLICE_F_MOVE |
+			     (c->rfix >= 0 ? SPLICE_F_FD_IN_FIXED : 0));
+	c->rx_op.cb = conn_rx_pipe_cqe;
+	reactor_sqe_set_op(sqe, &c->rx_op);
 }
 
 void netsrv_rx_pipe(struct netsrv_conn *c, int pipe_wfd, size_t len, netsrv_rx_cb cb)
@@ -878,14 +909,15 @@ void netsrv_rx_pipe(struct netsrv_conn *c, int pipe_wfd, size_t len, netsrv_rx_c
 	/* A payload: keep the next receives (headers) out of the ring, as
 	 * conn_rx_start does. */
 	c->ms_quiet = NETSRV_MS_QUIET_RX;
+	c->rx_pipe_fd = pipe_wfd;
+	c->rx_pipe_len = len;
+	c->rx_pipe_cancel = false;
+	/* Wait for data with a poll, not in the splice: a peer that goes
+	 * quiet must not hold an io-wq worker. */
 	sqe = reactor_get_sqe(c->r);
-	/* The pipe side never waits (a full pipe: -EAGAIN); the socket side
-	 * waits for data on the io-wq worker io_uring runs splices on. */
-	io_uring_prep_splice(sqe, c->rfix >= 0 ? c->rfix : c->rfd, -1, pipe_wfd, -1,
-			     (unsigned)MIN(len, (size_t)1 << 30),
-			     SPLICE_F_NONBLOCK | SPLICE_F_MOVE |
-			     (c->rfix >= 0 ? SPLICE_F_FD_IN_FIXED : 0));
-	c->rx_op.cb = conn_rx_pipe_cqe;
+	io_uring_prep_poll_add(sqe, c->rfd, POLLIN);
+	conn_sqe_file(sqe, c->rfix);
+	c->rx_op.cb = conn_rx_pipe_poll_cqe;
 	reactor_sqe_set_op(sqe, &c->rx_op);
 	c->rx_busy = true;
 }
@@ -1007,18 +1039,16 @@ static bool conn_tx_plain(struct netsrv_conn *c)
 		conn_tx_pop(c);
 	}
 	if (c->txq_head && c->txq_head->idx == c->txq_head->iovcnt) {
-		/* The head's iovecs are out: its pipe bytes go next, on an
-		 * io-wq worker (io_uring runs every splice there), which
-		 * waits while the socket is full. */
-		struct netsrv_tx *tx = c->txq_head;
-
+		/* The head's iovecs are out: its pipe bytes go next, once the
+		 * socket has room (a poll, so that no io-wq worker waits for
+		 * a peer that does not read; the splice may still wait there
+		 * for the rest of its bytes to fit). */
 		sqe = reactor_get_sqe(c->r);
-		io_uring_prep_splice(sqe, tx->pipe_fd, -1, c->wfd, -1,
-				     (unsigned)MIN(tx->pipe_len - tx->pipe_off, (size_t)1 << 30),
-				     SPLICE_F_MOVE);
+		io_uring_prep_poll_add(sqe, c->wfd, POLLOUT);
 		conn_sqe_file(sqe, c->wfix);
 		reactor_sqe_set_op(sqe, &c->tx_op);
 		c->tx_splice = true;
+		c->tx_polled = false;
 		return true;
 	}
 	for (struct netsrv_tx *tx = c->txq_head; tx && n < NETSRV_TX_IOV; tx = tx->next) {
@@ -1184,7 +1214,11 @@ static void conn_tx_cqe(struct reactor_op *op, int res)
 	if (res < 0) {
 		c->tx_busy = false;
 		c->tx_splice = false;
-		if (!c->closing) {
+		if (res == -EAGAIN && !c->closing)
+			/* SPLICE_F_NONBLOCK found the pipe empty: the protocol
+			 * queued bytes it does not hold. */
+			log_error("%s: a reply's pipe ran dry", c->name);
+		else if (!c->closing) {
 			if (res == -EPIPE || res == -ECONNRESET)
 				log_debug("%s: client went away while we were sending", c->name);
 			else
@@ -1200,6 +1234,26 @@ static void conn_tx_cqe(struct reactor_op *op, int res)
 		c->tls_out_off += (size_t)res;
 		if (c->tls_out_off == c->tls_out_len)
 			c->tls_out_off = c->tls_out_len = 0;
+	} else if (c->tx_splice && !c->tx_polled) {
+		/* The socket has room: the splice, on an io-wq worker (io_uring
+		 * runs every splice there). The pipe side never waits. */
+		struct netsrv_tx *tx = c->txq_head;
+		struct io_uring_sqe *sqe;
+
+		if (c->closing && c->hard) {
+			c->tx_busy = false;
+			c->tx_splice = false;
+			netsrv_conn_maybe_free(c);
+			return;
+		}
+		sqe = reactor_get_sqe(c->r);
+		io_uring_prep_splice(sqe, tx->pipe_fd, -1, c->wfd, -1,
+				     (unsigned)MIN(tx->pipe_len - tx->pipe_off, (size_t)1 << 30),
+				     SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		conn_sqe_file(sqe, c->wfix);
+		reactor_sqe_set_op(sqe, &c->tx_op);
+		c->tx_polled = true;
+		return;
 	} else if (c->tx_splice) {
 		struct netsrv_tx *tx = c->txq_head;
 

@@ -175,7 +175,11 @@ struct netsrv_conn {
 	/* Send side: at most one send in flight. */
 	struct reactor_op tx_op;
 	bool tx_busy;
-	bool tx_splice;             /* tx_op is the splice of the head item's pipe bytes */
+	bool tx_splice;             /* tx_op is for the head item's pipe bytes: */
+	bool tx_polled;             /* its splice (else the poll for room before it) */
+	int rx_pipe_fd;             /* netsrv_rx_pipe: the pipe, the bytes asked for, */
+	size_t rx_pipe_len;
+	bool rx_pipe_cancel;        /* and netsrv_rx_cancel asked to stop */
 	struct netsrv_tx *txq_head, **txq_tail;
 	struct msghdr msg;
 	struct iovec txiov[NETSRV_TX_IOV];

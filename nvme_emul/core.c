@@ -971,7 +971,7 @@ static const struct nvmeemu_op *op_find(const struct nvmeemu_op *table, uint8_t 
 	return NULL;
 }
 
-static void cmd_submit(struct nvmeemu_cmd *cmd, int pipe_fd, size_t room)
+static void cmd_submit(struct nvmeemu_cmd *cmd, int pipe_fd, size_t len, size_t room)
 {
 	struct cmd_state *st = cmd_state(cmd);
 	struct nvmeemu_ctrl *c = cmd->ctrl;
@@ -980,6 +980,7 @@ static void cmd_submit(struct nvmeemu_cmd *cmd, int pipe_fd, size_t room)
 
 	memset(st, 0, sizeof(*st));
 	st->pipe_fd = pipe_fd;
+	st->pipe_len = (uint32_t)MIN(len, (size_t)UINT32_MAX);
 	st->pipe_room = (uint32_t)MIN(room, (size_t)UINT32_MAX);
 	st->r = reactor_current();
 	assert(st->r);
@@ -1008,12 +1009,12 @@ static void cmd_submit(struct nvmeemu_cmd *cmd, int pipe_fd, size_t room)
 
 void nvmeemu_cmd_submit(struct nvmeemu_cmd *cmd)
 {
-	cmd_submit(cmd, -1, 0);
+	cmd_submit(cmd, -1, 0, 0);
 }
 
-void nvmeemu_cmd_submit_pipe(struct nvmeemu_cmd *cmd, int pipe_fd, size_t len)
+void nvmeemu_cmd_submit_pipe(struct nvmeemu_cmd *cmd, int pipe_fd, size_t len, size_t room)
 {
-	cmd_submit(cmd, pipe_fd, len);
+	cmd_submit(cmd, pipe_fd, len, room);
 }
 
 size_t nvmeemu_cmd_piped(const struct nvmeemu_cmd *cmd)

@@ -226,7 +226,8 @@ struct cmd_state {
 	bool in_submit, finished, mapped;
 	bool piped_io;                    /* io.c: the disk request uses the pipe */
 	int pipe_fd;                      /* nvme_pipe.h: -1 = none */
-	uint32_t pipe_room;               /* a Read's room in the pipe */
+	uint32_t pipe_len;                /* Read: the host's buffer; Write: bytes in the pipe */
+	uint32_t pipe_room;               /* Read: the pipe's size */
 	uint32_t piped;                   /* bytes moved through the pipe */
 	bool tref;                        /* @ns is counted in the thread's cache (core.c) */
 };

@@ -132,13 +132,13 @@ static bool pipe_fits(struct nvmeemu_cmd *cmd, uint64_t slba, size_t bytes)
 
 /* A command offered a pipe (nvme_pipe.h): a Read's or Write's disk
  * request takes it when the disk does (st->piped_io). A Write's pipe
- * holds st->pipe_room bytes, at least the command's (as the data in
+ * holds st->pipe_len bytes, at least the command's (as the data in
  * memory must be). 0 or a status. */
 static uint16_t pipe_setup(struct nvmeemu_cmd *cmd, struct disk_io *io, size_t bytes, bool write)
 {
 	struct cmd_state *st = cmd_state(cmd);
 
-	if (write && bytes > st->pipe_room)
+	if (write && bytes > st->pipe_len)
 		return nvmeemu_data_errno(-EMSGSIZE);
 	if (!(disk_get_info(st->ns->io_disk)->caps & DISK_CAP_PIPE))
 		return 0;
@@ -228,7 +228,7 @@ static void nvm_rw(struct nvmeemu_cmd *cmd)
 		nvmeemu_finish(cmd, NVMEEMU_INTERNAL_ERROR, 0);
 		return;
 	}
-	if (st->pipe_fd >= 0 && (write || pipe_fits(cmd, slba, bytes))) {
+	if (st->pipe_fd >= 0 && (write || (bytes <= st->pipe_len && pipe_fits(cmd, slba, bytes)))) {
 		status = pipe_setup(cmd, io, bytes, write);
 		if (status) {
 			nvmeemu_finish(cmd, status, 0);
@@ -270,7 +270,7 @@ submit:
 	io->sector = slba;
 	if (write && ((cdw12 & CDW12_FUA) ||
 		      !atomic_load_explicit(&cmd->ctrl->wce, memory_order_relaxed)))
-		io->flags = DISK_IO_FUA;
+		io->flags |= DISK_IO_FUA;
 	disk_submit(ns->io_disk, io);
 }
 

@@ -16,7 +16,7 @@
  *   only: the transport has put all of it there (nvmeemu_cmd_pipe_ok
  *   says beforehand whether the disk takes it straight; if it does not
  *   by the time the command runs, the core reads the pipe into a bounce
- *   buffer).
+ *   buffer: the transport's map must then answer -EOPNOTSUPP).
  * - After done, nvmeemu_cmd_piped is the byte count the command moved
  *   through the pipe: a Read's data length on success (0: it used
  *   memory, or failed), a Write's data length once it took the data. On
@@ -33,13 +33,15 @@
 
 /* nvmeemu_cmd_submit, with @pipe_fd (a Read: the write end of an empty
  * pipe; a Write: the read end; borrowed until done) offered for the
- * data. Read: @len is the pipe's size (F_GETPIPE_SZ), and the Read takes
- * the pipe when its bytes fit, counted from the start of the page its
- * first byte is in (a pipe holds one page, or part of one, per buffer).
- * Write: the pipe holds @len bytes, the host's data; a command whose
+ * data. Read: @len is the most the host takes (its buffer: a Read of
+ * more goes to the data ops, which refuse it as for any transfer too
+ * small), @room the pipe's size (F_GETPIPE_SZ); the Read takes the pipe
+ * when its bytes fit, counted from the start of the page its first byte
+ * is in (a pipe holds one page, or part of one, per buffer). Write: the
+ * pipe holds @len bytes, the host's data (@room unused); a command whose
  * blocks need more fails with Data SGL Length Invalid, as with too little
  * data in memory, and one that needs fewer takes them from the front. */
-void nvmeemu_cmd_submit_pipe(struct nvmeemu_cmd *cmd, int pipe_fd, size_t len);
+void nvmeemu_cmd_submit_pipe(struct nvmeemu_cmd *cmd, int pipe_fd, size_t len, size_t room);
 /* After done: the bytes the command moved through its pipe. */
 size_t nvmeemu_cmd_piped(const struct nvmeemu_cmd *cmd);
 /* Whether a Read or Write of @cmd (its SQE and ctrl set) would go

@@ -91,7 +91,7 @@
 #define NVMF_MAX_XFER (1024u * 1024u)   /* the largest transfer a command may describe */
 #define NVMF_TICK_NS (500ull * 1000000ull)
 #define NVMF_DEFAULT_IO_QUEUES 8u
-#define NVMF_PIPE_MIN (64u * 1024u)     /* smallest Read that goes through a pipe */
+#define NVMF_PIPE_MIN (64u * 1024u)     /* smallest transfer that goes through a pipe */
 #define NVMF_PIPES 8u                   /* pipes per connection */
 /* Pipe size: room for NVMF_MAX_XFER bytes at any page offset (one pipe
  * buffer per page, plus one), a power of two as the kernel rounds it;
@@ -183,7 +183,7 @@ struct nvmf_slot {
 	uint8_t dir;                    /* data direction: 1 host to controller, 2 the reverse */
 	bool ddgst_bad;
 	bool aer;
-	struct nvmf_pipe *pipe;         /* a Read's data goes through it; NULL: @buf */
+	struct nvmf_pipe *pipe;         /* the data goes through it; NULL: @buf */
 	uint32_t piped;                 /* bytes the core left in @pipe */
 	/* Output. */
 	struct netsrv_tx tx, r2t_tx, resp_tx;
@@ -228,7 +228,7 @@ struct nvmf_conn {
 	uint8_t ctl[NVMF_TERM_HLEN + NVMF_TERM_MAX_DATA];
 	bool ctl_busy;
 	struct reactor_timer tick;
-	/* Pipes for Reads (see the notes). */
+	/* Pipes for large transfers (see the notes). */
 	struct nvmf_pipe pipes[NVMF_PIPES];
 	struct nvmf_pipe *free_pipes;
 	unsigned npipes;                /* made so far */
@@ -381,8 +381,8 @@ static struct nvmf_pipe *pipe_get(struct nvmf_conn *c)
 			p->room = (size_t)size;
 			return p;
 		}
-		log_debug("%s: no pipe of %u bytes (%s): Reads go through memory", c->name,
-			  NVMF_MAX_XFER, size < 0 ? strerror(errno) : "smaller");
+		log_debug("%s: no pipe of %u bytes (%s): transfers go through memory", c->name,
+			  want, size < 0 ? strerror(errno) : "smaller");
 		close(fds[0]);
 		close(fds[1]);
 		c->pipes_refused = true;
@@ -587,6 +587,10 @@ static int data_map(struct nvmeemu_cmd *cmd, uint64_t off, size_t len, struct io
 	struct nvmf_slot *sl = container_of(cmd, struct nvmf_slot, cmd);
 	uint32_t have = sl->dir == 2 ? sl->xfer : sl->got;
 
+	/* A Write whose data is in its pipe, on a disk that no longer takes
+	 * pipes: the core reads the pipe into its bounce buffer. */
+	if (!sl->buf && sl->pipe && sl->dir == 1)
+		return -EOPNOTSUPP;
 	if (!sl->buf && sl->pipe)
 		slot_buf_late(sl);
 	if (max < 1)
@@ -1103,9 +1107,9 @@ static void slot_exec(struct nvmf_slot *sl)
 	c->ninflight++;
 	sl->piped = 0;
 	if (sl->pipe && sl->dir == 2)
-		nvmeemu_cmd_submit_pipe(cmd, sl->pipe->wfd, sl->pipe->room);
+		nvmeemu_cmd_submit_pipe(cmd, sl->pipe->wfd, sl->xfer, sl->pipe->room);
 	else if (sl->pipe)
-		nvmeemu_cmd_submit_pipe(cmd, sl->pipe->rfd, sl->got);
+		nvmeemu_cmd_submit_pipe(cmd, sl->pipe->rfd, sl->got, 0);
 	else
 		nvmeemu_cmd_submit(cmd);
 }
@@ -1115,6 +1119,10 @@ static bool slot_pipe_ok(struct nvmf_slot *sl)
 {
 	struct nvmf_conn *c = sl->c;
 
+	/* No pipe to be had: no namespace look-up either. */
+	if (c->pipes_refused || c->srv->o.pipe_bytes == NVMFSRV_NO_PIPES ||
+	    (!c->free_pipes && c->npipes == NVMF_PIPES))
+		return false;
 	if (c->cfg.ddgst || c->qid == 0 || !c->connected || !c->ctrl->ec ||
 	    atomic_load(&c->ctrl->dead) || !netsrv_conn_can_rxv(c->nc))
 		return false;
@@ -1268,6 +1276,12 @@ static void conn_rx_pipe_cb(struct netsrv_conn *nc, ssize_t res)
 {
 	struct nvmf_conn *c = netsrv_conn_priv(nc);
 
+	if (c->draining || c->dead) {
+		/* Cancelled (or finished as the cancel came): as conn_rx_cb. */
+		if (res <= 0 && res != -ECANCELED)
+			conn_rx_cb(nc, res);
+		return;
+	}
 	if (res == -EAGAIN) {
 		conn_rx_pipe_fallback(c);
 		return;

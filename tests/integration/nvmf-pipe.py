@@ -114,7 +114,8 @@ for nsid in (1, 2):
     ok("ns %d: Read past the end refused, the next Read clean" % nsid)
 
 # A queue that only writes: its 1 MiB R2T writes (H2CData PDUs of 128 KiB,
-# 64 KiB and an odd size) make pipes of its own, and the data lands.
+# 64 KiB and an odd size; one with FUA) make pipes of its own, and the
+# data lands.
 before = pipe_ends()
 q5 = io_queue(cntlid, 5)
 for nsid in (1, 2):
@@ -122,6 +123,11 @@ for nsid in (1, 2):
         d = pattern(nsid * 10 + i, MIB)
         assert write(q5, 4096 + i * 2048, d, inline=False, split=split, nsid=nsid) == 0
         assert file_bytes(nsid, (4096 + i * 2048) * 512, MIB) == d, (nsid, i)
+    # FUA (CDW12 bit 30): the data lands all the same.
+    d = pattern(nsid * 10 + 7, MIB)
+    st, _, _, _ = q5.cmd(q5.sqe(0x01, nsid, (12288, 0, (MIB // 512 - 1) | 1 << 30)), d,
+                         inline=False, h2c_split=128 * 1024)
+    assert st == 0 and file_bytes(nsid, 12288 * 512, MIB) == d, (nsid, hex(st))
 after = pipe_ends()
 assert after > before, "writes made no pipe (%d ends before, %d after)" % (before, after)
 ok("R2T writes of 1 MiB through pipes land in the files (%d pipe ends more)" % (after - before))

@@ -163,23 +163,24 @@ static void nt_done(struct nvmeemu_cmd *cmd)
 
 static void nt_start_any(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t qid,
 			 const struct nt_sqe *sqe, void *buf, size_t len, int pipe_fd,
-			 size_t plen);
+			 size_t plen, size_t room);
 
 void nt_start(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t qid,
 	      const struct nt_sqe *sqe, void *buf, size_t len)
 {
-	nt_start_any(p, c, qid, sqe, buf, len, -1, 0);
+	nt_start_any(p, c, qid, sqe, buf, len, -1, 0, 0);
 }
 
 void nt_start_pipe(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t qid,
-		   const struct nt_sqe *sqe, void *buf, size_t len, int pipe_fd, size_t plen)
+		   const struct nt_sqe *sqe, void *buf, size_t len, int pipe_fd, size_t plen,
+		   size_t room)
 {
-	nt_start_any(p, c, qid, sqe, buf, len, pipe_fd, plen);
+	nt_start_any(p, c, qid, sqe, buf, len, pipe_fd, plen, room);
 }
 
 static void nt_start_any(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t qid,
 			 const struct nt_sqe *sqe, void *buf, size_t len, int pipe_fd,
-			 size_t plen)
+			 size_t plen, size_t room)
 {
 	tu_reactor();
 	memset(p, 0, sizeof(*p));
@@ -195,7 +196,7 @@ static void nt_start_any(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t 
 	/* Stale results must not survive. */
 	memset(p->cmd.cqe, 0xee, sizeof(p->cmd.cqe));
 	if (pipe_fd >= 0)
-		nvmeemu_cmd_submit_pipe(&p->cmd, pipe_fd, plen);
+		nvmeemu_cmd_submit_pipe(&p->cmd, pipe_fd, plen, room);
 	else
 		nvmeemu_cmd_submit(&p->cmd);
 	p->in_submit = false;

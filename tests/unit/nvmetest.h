@@ -65,9 +65,10 @@ struct nt_pending {
 void nt_start(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t qid,
 	      const struct nt_sqe *sqe, void *buf, size_t len);
 /* nt_start with a pipe offered for the data (nvme_emul/nvme_pipe.h:
- * @pipe_fd, @plen as nvmeemu_cmd_submit_pipe takes them). */
+ * @pipe_fd, @plen, @room as nvmeemu_cmd_submit_pipe takes them). */
 void nt_start_pipe(struct nt_pending *p, struct nvmeemu_ctrl *c, uint16_t qid,
-		   const struct nt_sqe *sqe, void *buf, size_t len, int pipe_fd, size_t plen);
+		   const struct nt_sqe *sqe, void *buf, size_t len, int pipe_fd, size_t plen,
+		   size_t room);
 /* Runs the reactor until @p completes; checks the CQE (CID, SQID, done
  * once and never inside submit) and fills @res (may be NULL). Returns the
  * status field. */

@@ -111,7 +111,7 @@ static void test_nvme_io_rw_file(void **state)
 
 /* Read and Write through a pipe (nvme_emul/nvme_pipe.h): on a file the
  * data goes between the disk and the pipe and never through the data
- * transfer; on mem: (no pipes) a Read uses the transfer and a Write
+ * transfer (a FUA Write too: its data lands, not an empty request); on mem: (no pipes) a Read uses the transfer and a Write
  * takes its data out of the pipe; a Read that does not fit the pipe
  * (counted in whole pages) uses memory; a Write with fewer bytes in the
  * pipe than its blocks fails Data SGL Length Invalid; a Write with more
@@ -131,9 +131,9 @@ static void pipe_case(const char *spec, bool file)
 	tu_fill(w, sizeof(w), 77, 0);
 	assert_int_equal(write(fds[1], w, sizeof(w)), (ssize_t)sizeof(w));
 	{
-		struct nt_sqe q = nt_rw(WRITE, 1, 8, 128, 0);
+		struct nt_sqe q = nt_rw(WRITE, 1, 8, 128, FUA);
 
-		nt_start_pipe(&p, f.c, 1, &q, NULL, 0, fds[0], sizeof(w));
+		nt_start_pipe(&p, f.c, 1, &q, NULL, 0, fds[0], sizeof(w), 0);
 		nt_assert_status(nt_wait(&p, NULL), 0);
 		assert_int_equal(nvmeemu_cmd_piped(&p.cmd), sizeof(w));
 	}
@@ -148,7 +148,7 @@ static void pipe_case(const char *spec, bool file)
 		struct nt_sqe q = nt_rw(READ, 1, 8, 128, 0);
 
 		memset(r, 0, sizeof(r));
-		nt_start_pipe(&p, f.c, 1, &q, r, sizeof(r), fds[1], 65536);
+		nt_start_pipe(&p, f.c, 1, &q, r, sizeof(r), fds[1], sizeof(r), 65536);
 		nt_assert_status(nt_wait(&p, NULL), 0);
 		if (file) {
 			assert_int_equal(nvmeemu_cmd_piped(&p.cmd), sizeof(r));
@@ -163,17 +163,28 @@ static void pipe_case(const char *spec, bool file)
 	{
 		struct nt_sqe q = nt_rw(READ, 1, 9, 128, 0);
 
-		nt_start_pipe(&p, f.c, 1, &q, r, sizeof(r), fds[1], 65536);
+		nt_start_pipe(&p, f.c, 1, &q, r, sizeof(r), fds[1], sizeof(r), 65536);
 		nt_assert_status(nt_wait(&p, NULL), 0);
 		assert_int_equal(nvmeemu_cmd_piped(&p.cmd), 0);
 		assert_memory_equal(r, w + 512, sizeof(r) - 512);
+	}
+	/* More blocks than the host's buffer takes: refused as in memory,
+	 * nothing in the pipe. */
+	{
+		struct nt_sqe q = nt_rw(READ, 1, 8, 128, 0);
+
+		nt_start_pipe(&p, f.c, 1, &q, r, 4096, fds[1], 4096, 65536);
+		nt_assert_status(nt_wait(&p, NULL), NVMEEMU_SGL_LENGTH_INVALID | DNR);
+		assert_int_equal(nvmeemu_cmd_piped(&p.cmd), 0);
+		assert_int_equal(ioctl(fds[0], FIONREAD, &held), 0);
+		assert_int_equal(held, 0);
 	}
 	/* Too few bytes for the blocks: refused, the pipe untouched. */
 	assert_int_equal(write(fds[1], w, 4096), 4096);
 	{
 		struct nt_sqe q = nt_rw(WRITE, 1, 64, 16, 0);
 
-		nt_start_pipe(&p, f.c, 1, &q, NULL, 0, fds[0], 4096);
+		nt_start_pipe(&p, f.c, 1, &q, NULL, 0, fds[0], 4096, 0);
 		nt_assert_status(nt_wait(&p, NULL), NVMEEMU_SGL_LENGTH_INVALID | DNR);
 		assert_int_equal(nvmeemu_cmd_piped(&p.cmd), 0);
 	}
@@ -181,7 +192,7 @@ static void pipe_case(const char *spec, bool file)
 	{
 		struct nt_sqe q = nt_rw(WRITE, 1, 64, 4, 0);
 
-		nt_start_pipe(&p, f.c, 1, &q, NULL, 0, fds[0], 4096);
+		nt_start_pipe(&p, f.c, 1, &q, NULL, 0, fds[0], 4096, 0);
 		nt_assert_status(nt_wait(&p, NULL), 0);
 		nt_assert_status(io(&f, READ, 64, 4, 0, r, 2048), 0);
 		assert_memory_equal(r, w, 2048);
