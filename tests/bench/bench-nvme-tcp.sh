@@ -40,7 +40,10 @@
 # clock: TCG has no PMU) and the guest prints `perf report` views of each
 # run, which are saved in $work/perf.txt (with DISKSTACK_VM_KEEP=1); the
 # profiler's own cost perturbs the figures of such a run), BENCH_DS_ALT
-# (the ds-alt path's binary), plus the DISKSTACK_VM_* knobs of
+# (the ds-alt path's binary), BENCH_NET (user, the default: QEMU's slirp;
+# passt: passt(1), the newer user-mode network, on the same addresses, the
+# guest's 10.0.2.2 mapped to the host's loopback; its CPU time over the
+# whole run is printed at the end), plus the DISKSTACK_VM_* knobs of
 # tests/vm/vm-lib.sh. TCG emulates every guest instruction: only ratios within one run mean
 # anything.
 . "$(dirname "$0")/../vm/vm-lib.sh"
@@ -122,12 +125,40 @@ marks=$work/marks
 : > "$marks"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 vm_log "$kernel: $npaths paths x $njobs jobs x $rounds rounds x ${runtime}s (timeout ${tmo}s); load: $load_start"
+net=${BENCH_NET:-user}
+case $net in
+user)
+	netdev="user,id=n0" ;;
+passt)
+	command -v passt >/dev/null || vm_die "BENCH_NET=passt needs passt(1)"
+	# passt drops root for nobody before it writes its socket and pid.
+	mkdir -p "$work/passt" && chown nobody "$work/passt" && chmod 755 "$work" ||
+		vm_die "cannot make a directory for passt"
+	passt -f -1 -s "$work/passt/sock" -P "$work/passt/pid" -a 10.0.2.15 -n 24 -g 10.0.2.2 \
+		--no-dhcp-dns --no-dhcp-search >"$work/passt.log" 2>&1 &
+	for _ in $(seq 50); do [ -S "$work/passt/sock" ] && [ -s "$work/passt/pid" ] && break; sleep 0.1; done
+	[ -S "$work/passt/sock" ] || { cat "$work/passt.log"; vm_die "passt did not start"; }
+	passt_pid=$(cat "$work/passt/pid")
+	# Its CPU time (utime + stime, ticks), sampled until it leaves with
+	# the guest (-1: one client).
+	(
+		while [ -r "/proc/$passt_pid/stat" ]; do
+			awk '{ print $14 + $15 }' "/proc/$passt_pid/stat" > "$work/passt.ticks.new" 2>/dev/null &&
+				mv "$work/passt.ticks.new" "$work/passt.ticks"
+			sleep 1
+		done
+	) &
+	netdev="stream,id=n0,server=off,addr.type=unix,addr.path=$work/passt/sock" ;;
+*)
+	vm_die "BENCH_NET=$net: user or passt" ;;
+esac
 vm_boot "$log" "$tmo" "ds.net=1 ds.port=$port ds.nvport=$((port + 1)) ds.nqn=$NQN ds.size=$size_mb ds.runtime=$runtime ds.rounds=$rounds ds.paths=${paths// /,} ds.jobs=${jobs// /,} ds.perf=$perf" \
-	-netdev user,id=n0 -device virtio-net-pci,netdev=n0 -pidfile "$work/qemu.pid" &
+	-netdev "$netdev" -device virtio-net-pci,netdev=n0 -pidfile "$work/qemu.pid" &
 boot=$!
 vm_bench_marks "$log" "$marks" $boot sample
 wait $boot
 rm -f "$work/qemu.pid"
+[ -n "${passt_pid:-}" ] && kill "$passt_pid" 2>/dev/null
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 if [ "$perf" = 1 ]; then
 	grep -a '^VMTEST: PERF ' "$log" | tr -d '\r' | sed 's/^VMTEST: PERF //' > "$work/perf.txt"
@@ -153,6 +184,7 @@ ratio()
 }
 
 echo
+[ "$net" = passt ] && echo "network: passt, $(awk -v t="$(cat "$work/passt.ticks" 2>/dev/null || echo 0)" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }') s of CPU over the whole run"
 echo "kernel $kernel, $rounds rounds x ${runtime}s, ${size_mb} MiB, load average at the start: $load_start, at the end: $load_end"
 printf '%-17s %-9s %8s  %-8s %-8s %11s %12s %13s  %s\n' job path IOPS "vs nbd" "vs nvmet" "srv us/req" \
 	"qemu us/req" "guest us/req" "IOPS per round"
