@@ -481,15 +481,24 @@ static void conn_rx_task(struct reactor_task *t)
 	c->rx_cb(c, c->rx_task_res);
 }
 
+/* The receive op finished: false when the connection is closing (and
+ * may be gone), so its result goes nowhere. */
+static bool conn_rx_op_end(struct netsrv_conn *c)
+{
+	c->rx_busy = false;
+	if (c->closing) {
+		netsrv_conn_maybe_free(c);
+		return false;
+	}
+	return true;
+}
+
 static void conn_rx_plain_cqe(struct reactor_op *op, int res)
 {
 	struct netsrv_conn *c = container_of(op, struct netsrv_conn, rx_op);
 
-	c->rx_busy = false;
-	if (c->closing) {
-		netsrv_conn_maybe_free(c);
+	if (!conn_rx_op_end(c))
 		return;
-	}
 	if (res > 0 && c->rx_msg.msg_iov)
 		reactor_mark_iov_defined(c->rx_msg.msg_iov, (int)c->rx_msg.msg_iovlen, (size_t)res);
 	else if (res > 0)
@@ -535,11 +544,8 @@ static void conn_tls_cqe(struct reactor_op *op, int res)
 {
 	struct netsrv_conn *c = container_of(op, struct netsrv_conn, rx_op);
 
-	c->rx_busy = false;
-	if (c->closing) {
-		netsrv_conn_maybe_free(c);
+	if (!conn_rx_op_end(c))
 		return;
-	}
 	if (res <= 0 && c->tls) {
 		c->rx_cb(c, res);
 		return;
@@ -857,11 +863,8 @@ static void conn_rx_pipe_cqe(struct reactor_op *op, int res)
 {
 	struct netsrv_conn *c = container_of(op, struct netsrv_conn, rx_op);
 
-	c->rx_busy = false;
-	if (c->closing) {
-		netsrv_conn_maybe_free(c);
+	if (!conn_rx_op_end(c))
 		return;
-	}
 	/* A cancelled splice ends however the interrupted worker saw it
 	 * (-ERESTARTSYS, -EINTR, a short count): the protocol asked for
 	 * -ECANCELED. */

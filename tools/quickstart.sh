@@ -86,11 +86,13 @@ vm_pkgs=(
 )
 
 # tools/: fresh-machine-test.sh (a clean clone tested in a minimal chroot);
-# tests/bench: perf for the syscall counts of ab-nbd.sh.
+# tests/bench: perf for the syscall counts of ab-nbd.sh, passt for
+# bench-nvme-tcp.sh's BENCH_NET=passt.
 tool_pkgs=(
 	git
 	debootstrap
 	linux-perf
+	passt
 )
 
 say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
