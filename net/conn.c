@@ -1230,8 +1230,9 @@ static void conn_tx_cqe(struct reactor_op *op, int res)
 		netsrv_conn_close(c, false, NULL);
 		return;
 	}
-	/* A client that reads, however slowly, is not idle. */
-	if (res > 0 && c->idle_on)
+	/* A client that reads, however slowly, is not idle (a poll for
+	 * room says nothing about that). */
+	if (res > 0 && c->idle_on && !(c->tx_splice && !c->tx_polled))
 		c->last_active_ns = reactor_now_ns();
 	if (c->ssl) {
 		c->tls_out_off += (size_t)res;

@@ -322,7 +322,9 @@ void netsrv_rxv(struct netsrv_conn *c, struct iovec *iov, int iovcnt, netsrv_rx_
  * with netsrv_rx. -EAGAIN: use memory instead, nothing was taken from
  * the socket by this call -- the engine already holds bytes of the
  * stream (the multishot ring), or the pipe filled up (a socket's
- * buffers can take a pipe buffer for less than a page each). */
+ * buffers can take a pipe buffer for less than a page each). Cancelled
+ * (netsrv_rx_cancel): -ECANCELED, and bytes may have gone into the pipe,
+ * so the stream's position is lost: cancel only to stop receiving. */
 void netsrv_rx_pipe(struct netsrv_conn *c, int pipe_wfd, size_t len, netsrv_rx_cb cb);
 /* Cancels the receive in flight, if any (its callback gets -ECANCELED,
  * or does not run if the connection closes). */

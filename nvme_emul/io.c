@@ -184,6 +184,7 @@ static void rw_done(struct disk_io *io)
 	uint16_t status;
 
 	if (io->status != DISK_OK) {
+		st->piped = 0;          /* the pipe may hold any part (nvme_pipe.h) */
 		nvmeemu_finish_disk(cmd, io);
 		return;
 	}

@@ -19,8 +19,8 @@
  *   buffer: the transport's map must then answer -EOPNOTSUPP).
  * - After done, nvmeemu_cmd_piped is the byte count the command moved
  *   through the pipe: a Read's data length on success (0: it used
- *   memory, or failed), a Write's data length once it took the data. On
- *   anything else (a failed Read, a Write refused before it read the
+ *   memory, or failed), a Write's data length once it took the data (0
+ *   when it failed: the disk may have taken any part). On anything else (a failed Read, a Write refused before it read the
  *   pipe) the pipe may hold bytes: the transport drains or closes it.
  */
 #ifndef DISKSTACK_NVME_EMUL_NVME_PIPE_H

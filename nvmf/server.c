@@ -1278,7 +1278,7 @@ static void conn_rx_pipe_cb(struct netsrv_conn *nc, ssize_t res)
 
 	if (c->draining || c->dead) {
 		/* Cancelled (or finished as the cancel came): as conn_rx_cb. */
-		if (res <= 0 && res != -ECANCELED)
+		if (res <= 0 && res != -ECANCELED && res != -EAGAIN)
 			conn_rx_cb(nc, res);
 		return;
 	}

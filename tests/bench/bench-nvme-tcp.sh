@@ -43,7 +43,9 @@
 # (the ds-alt path's binary), BENCH_NET (user, the default: QEMU's slirp;
 # passt: passt(1), the newer user-mode network, on the same addresses, the
 # guest's 10.0.2.2 mapped to the host's loopback; its CPU time over the
-# whole run is printed at the end), plus the DISKSTACK_VM_* knobs of
+# whole run is printed at the end), BENCH_NVME_OPTS (options added to every
+# NVMe/TCP connect in the guest, comma-separated: disable_sqflow, ...),
+# plus the DISKSTACK_VM_* knobs of
 # tests/vm/vm-lib.sh. TCG emulates every guest instruction: only ratios within one run mean
 # anything.
 . "$(dirname "$0")/../vm/vm-lib.sh"
@@ -152,7 +154,7 @@ passt)
 *)
 	vm_die "BENCH_NET=$net: user or passt" ;;
 esac
-vm_boot "$log" "$tmo" "ds.net=1 ds.port=$port ds.nvport=$((port + 1)) ds.nqn=$NQN ds.size=$size_mb ds.runtime=$runtime ds.rounds=$rounds ds.paths=${paths// /,} ds.jobs=${jobs// /,} ds.perf=$perf" \
+vm_boot "$log" "$tmo" "ds.net=1 ds.port=$port ds.nvport=$((port + 1)) ds.nqn=$NQN ds.size=$size_mb ds.runtime=$runtime ds.rounds=$rounds ds.paths=${paths// /,} ds.jobs=${jobs// /,} ds.perf=$perf${BENCH_NVME_OPTS:+ ds.nvopts=$BENCH_NVME_OPTS}" \
 	-netdev "$netdev" -device virtio-net-pci,netdev=n0 -pidfile "$work/qemu.pid" &
 boot=$!
 vm_bench_marks "$log" "$marks" $boot sample

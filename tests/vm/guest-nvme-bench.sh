@@ -45,10 +45,12 @@ nvme_disks() { ls /sys/block | grep -E '^nvme[0-9]+n[0-9]+$' | sort; }
 # fabrics_connect ADDR PORT NQN: connects the kernel's NVMe/TCP host (the
 # nvme-cli-free way: one write to /dev/nvme-fabrics) and prints the new
 # namespace's block device.
+# ds.nvopts=: more options for every NVMe/TCP connect (disable_sqflow, ...).
+NVOPTS=$(sed -n 's/.*ds\.nvopts=\([^ ]*\).*/\1/p' /proc/cmdline)
 fabrics_connect()
 {
 	before=$(nvme_disks)
-	echo "transport=tcp,traddr=$1,trsvcid=$2,nqn=$3" > /dev/nvme-fabrics ||
+	echo "transport=tcp,traddr=$1,trsvcid=$2,nqn=$3${NVOPTS:+,$NVOPTS}" > /dev/nvme-fabrics ||
 		{ dmesg | tail -n 10 >&2; return 1; }
 	for _ in $(seq 300); do
 		for b in $(nvme_disks); do
