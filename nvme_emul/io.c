@@ -146,8 +146,6 @@ static uint16_t pipe_setup(struct nvmeemu_cmd *cmd, struct disk_io *io, size_t b
 	io->pipe_fd = st->pipe_fd;
 	io->count = bytes >> st->ns->lbads;
 	st->piped_io = true;
-	if (write)
-		st->piped = (uint32_t)bytes;    /* the disk request takes them */
 	return 0;
 }
 

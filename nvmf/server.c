@@ -326,22 +326,26 @@ static void conn_unguard(struct nvmf_conn *c)
 		netsrv_conn_maybe_free(c->nc);   /* may free @c */
 }
 
-/* A pipe back to the pool if it is empty, else closed (its bytes are
+/* A pipe back to the pool, closed unless it is empty (its bytes are
  * stale); a closed one is made again on a later use. */
 static void pipe_put(struct nvmf_conn *c, struct nvmf_pipe *p)
 {
 	int held = -1;
 
-	if (ioctl(p->rfd, FIONREAD, &held) == 0 && held == 0) {
-		p->next_free = c->free_pipes;
-		c->free_pipes = p;
-		return;
+	if (ioctl(p->rfd, FIONREAD, &held) < 0 || held != 0) {
+		close(p->rfd);
+		close(p->wfd);
+		p->rfd = p->wfd = -1;
 	}
-	close(p->rfd);
-	close(p->wfd);
-	p->rfd = p->wfd = -1;
 	p->next_free = c->free_pipes;
 	c->free_pipes = p;
+}
+
+/* Whether pipe_get may find or make a pipe. */
+static bool pipe_available(const struct nvmf_conn *c)
+{
+	return !c->pipes_refused && c->srv->o.pipe_bytes != NVMFSRV_NO_PIPES &&
+	       (c->free_pipes || c->npipes < NVMF_PIPES);
 }
 
 /* A pipe from the pool, made on first use; NULL when none is free, or
@@ -353,14 +357,12 @@ static struct nvmf_pipe *pipe_get(struct nvmf_conn *c)
 	struct nvmf_pipe *p;
 	int fds[2], size;
 
-	if (c->pipes_refused || c->srv->o.pipe_bytes == NVMFSRV_NO_PIPES)
+	if (!pipe_available(c))
 		return NULL;
 	p = c->free_pipes;
 	if (p) {
 		c->free_pipes = p->next_free;
 	} else {
-		if (c->npipes == NVMF_PIPES)
-			return NULL;
 		p = &c->pipes[c->npipes++];
 		p->rfd = p->wfd = -1;
 	}
@@ -1120,8 +1122,7 @@ static bool slot_pipe_ok(struct nvmf_slot *sl)
 	struct nvmf_conn *c = sl->c;
 
 	/* No pipe to be had: no namespace look-up either. */
-	if (c->pipes_refused || c->srv->o.pipe_bytes == NVMFSRV_NO_PIPES ||
-	    (!c->free_pipes && c->npipes == NVMF_PIPES))
+	if (!pipe_available(c))
 		return false;
 	if (c->cfg.ddgst || c->qid == 0 || !c->connected || !c->ctrl->ec ||
 	    atomic_load(&c->ctrl->dead) || !netsrv_conn_can_rxv(c->nc))
